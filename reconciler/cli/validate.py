@@ -1,0 +1,51 @@
+"""`reconcile validate DIR`: check a config repo and report every problem at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from reconciler.cli.render import FORMATS, emit
+from reconciler.config.validate import validate_path
+
+
+@click.command("validate")
+@click.argument("path", type=click.Path(path_type=Path), default=Path("."))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--show-derived", is_flag=True, help="Also list every value that was filled in "
+              "and why.")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1).")
+@click.option("--github-prefix", default="", metavar="DIR/",
+              help="Prefix for file paths in GitHub annotations (the config folder relative "
+              "to the repository root).")
+def command(path: Path, fmt: str, show_derived: bool, strict: bool, github_prefix: str) -> None:
+    """Check the YAML resources below PATH: schema, references, semantics and policies.
+
+    Exit 0 when valid, 1 on any error (with --strict, also on warnings).
+    """
+    result = validate_path(path)
+    emit(result.diagnostics, fmt, len(result.resources), github_prefix=github_prefix)
+    if show_derived:
+        _show_derived(result, fmt)
+    failed = result.diagnostics.has_errors or (strict and result.diagnostics.warnings)
+    raise click.exceptions.Exit(1 if failed else 0)
+
+
+def _show_derived(result, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    rows = [
+        {"resource": r.model.display, "file": r.file, "path": d.dotted, "value": d.value,
+         "reason": d.reason}
+        for r in result.resources for d in r.derivations
+    ]
+    if fmt == "json":
+        click.echo(json.dumps({"derived": rows}, indent=2))
+        return
+    click.echo("\nderived values:")
+    current = None
+    for row in rows:
+        if row["resource"] != current:
+            current = row["resource"]
+            click.echo(f"  {current}  ({row['file']})")
+        click.echo(f"    {row['path']} = {json.dumps(row['value'])}  # {row['reason']}")

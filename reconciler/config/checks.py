@@ -1,0 +1,179 @@
+"""Semantic checks across fields and resources (SPEC C7).
+
+These are facts about how mail servers work, not organisation preferences;
+preferences (TLS required, Reply-To required, Basic Auth against Microsoft
+365, Graph throughput) are shipped as policies so an organisation can grant a
+dated exception.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from reconciler.config.derive import SMTP_PORTS
+from reconciler.config.diagnostics import Diagnostic, Severity
+from reconciler.config.loaded import LoadedResource
+from reconciler.config.models.auth import OAuth2Auth, OAuthGrant, OAuthProvider
+from reconciler.config.models.incoming_server import IncomingProtocol
+from reconciler.config.models.outgoing_server import OutgoingProtocol, Security
+
+
+def _of_kind(resources: Sequence[LoadedResource], kind: str) -> list[LoadedResource]:
+    return [r for r in resources if r.model.kind == kind]
+
+
+def _primary_servers(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    by_ns: dict[str, list[LoadedResource]] = defaultdict(list)
+    for res in _of_kind(resources, "OutgoingServer"):
+        by_ns[res.model.metadata.namespace].append(res)
+    for namespace, servers in sorted(by_ns.items()):
+        primaries = [s for s in servers if s.model.spec.primary and s.model.spec.enabled]
+        if not primaries:
+            first = servers[0]
+            disabled = [s for s in servers if s.model.spec.primary and not s.model.spec.enabled]
+            hint = (f"{disabled[0].model.metadata.name} is primary but disabled; enable it"
+                    if disabled else "set `primary: true` on the server that should send "
+                    "when no rule matches")
+            out.append(first.diagnostic(
+                "no-primary-server",
+                f"namespace {namespace!r} has no enabled primary OutgoingServer; "
+                "notifications that match no rule could not be sent",
+                ("spec",), hint=hint, key=True))
+        for extra in primaries[1:]:
+            out.append(extra.diagnostic(
+                "multiple-primary-servers",
+                f"namespace {namespace!r} has more than one primary OutgoingServer "
+                f"(also {primaries[0].model.metadata.name!r} in {primaries[0].file})",
+                ("spec", "primary"), hint="keep `primary: true` on exactly one server"))
+    return out
+
+
+def _port_security(res: LoadedResource) -> list[Diagnostic]:
+    spec = res.model.spec
+    if spec.protocol != OutgoingProtocol.SMTP or spec.port is None or spec.security is None:
+        return []
+    expected = SMTP_PORTS[Security(spec.security)]
+    usual = {v: k for k, v in SMTP_PORTS.items()}.get(spec.port)
+    if spec.port == expected or usual is None:
+        return []
+    return [res.diagnostic(
+        "port-security-mismatch",
+        f"port {spec.port} usually means security {usual}, but security is {spec.security}",
+        ("spec", "port"),
+        hint=f"use port {expected} for {spec.security}, or security {usual} for {spec.port}",
+        severity=Severity.WARNING)]
+
+
+def _protocol_auth(res: LoadedResource, protocol: str, host: str | None) -> list[Diagnostic]:
+    auth = res.model.spec.auth
+    out: list[Diagnostic] = []
+    if protocol == "graph":
+        if not isinstance(auth, OAuth2Auth) or auth.provider != OAuthProvider.MICROSOFT:
+            out.append(res.diagnostic(
+                "graph-needs-microsoft-oauth",
+                "Microsoft Graph accepts only Microsoft OAuth 2.0",
+                ("spec", "auth"), hint="set auth.type: oauth2 and auth.provider: microsoft"))
+    if protocol == "ews":
+        url = res.model.spec.ews_url
+        if not host and not url:
+            out.append(res.diagnostic(
+                "ews-endpoint-missing", "EWS needs `host` or `ewsUrl`", ("spec",),
+                hint="e.g. host: mail.example.com (ewsUrl is derived from it)", key=True))
+        if isinstance(auth, OAuth2Auth) and auth.provider != OAuthProvider.MICROSOFT:
+            out.append(res.diagnostic(
+                "ews-needs-exchange",
+                "EWS is an Exchange/Office 365 API; OAuth for it comes from Microsoft",
+                ("spec", "auth", "provider"), hint="use provider: microsoft, or protocol smtp"))
+        if host and "gmail" in host.lower():
+            out.append(res.diagnostic(
+                "ews-needs-exchange", f"{host} is not an Exchange server; EWS will not work",
+                ("spec", "host"), hint="use protocol smtp (or imaps for incoming)"))
+    if protocol in ("smtp", "imap", "imaps", "pop3", "pop3s") and not host:
+        out.append(res.diagnostic(
+            "host-missing", f"protocol {protocol} needs `host`", ("spec",),
+            hint="the mail server's name, e.g. smtp.example.com", key=True))
+    if isinstance(auth, OAuth2Auth):
+        out.extend(_oauth_complete(res, auth))
+    return out
+
+
+def _oauth_complete(res: LoadedResource, auth: OAuth2Auth) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    base = ("spec", "auth")
+    if auth.grant == OAuthGrant.CLIENT_CREDENTIALS:
+        if auth.client_secret is None:
+            out.append(res.diagnostic(
+                "oauth-incomplete", "client credentials grant needs `clientSecret`", base,
+                hint="clientSecret: {secretRef: env:NAME}", key=True))
+        if auth.provider == OAuthProvider.MICROSOFT and not auth.tenant:
+            out.append(res.diagnostic(
+                "oauth-incomplete", "app-only Microsoft tokens need `tenant`", base,
+                hint="your Entra tenant id or domain, e.g. contoso.onmicrosoft.com", key=True))
+    if auth.provider == OAuthProvider.GOOGLE and auth.client_secret is None:
+        out.append(res.diagnostic(
+            "oauth-incomplete", "Google OAuth needs `clientSecret`", base,
+            hint="clientSecret: {secretRef: env:NAME}", key=True))
+    if auth.provider == OAuthProvider.GENERIC:
+        for attr, alias in (("token_url", "tokenUrl"), ("authorization_url", "authorizationUrl"),
+                            ("scope", "scope")):
+            if attr == "authorization_url" and auth.grant == OAuthGrant.CLIENT_CREDENTIALS:
+                continue
+            if getattr(auth, attr) is None:
+                out.append(res.diagnostic(
+                    "oauth-incomplete", f"generic OAuth provider needs `{alias}`", base,
+                    hint="copy it from your authorization server's documentation", key=True))
+    return out
+
+
+def _graph_client_ids(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
+    """Same mailbox in and out over Graph with one client id shares one throttle budget."""
+    incoming: dict[tuple[str, str, str], LoadedResource] = {}
+    for res in _of_kind(resources, "IncomingServer"):
+        spec = res.model.spec
+        if spec.protocol == IncomingProtocol.GRAPH and isinstance(spec.auth, OAuth2Auth):
+            ident = (res.model.metadata.namespace, spec.email.lower(), spec.auth.client_id)
+            incoming[ident] = res
+    out = []
+    for res in _of_kind(resources, "OutgoingServer"):
+        spec = res.model.spec
+        if spec.protocol != OutgoingProtocol.GRAPH or not isinstance(spec.auth, OAuth2Auth):
+            continue
+        mailbox = (spec.mailbox or spec.email).lower()
+        other = incoming.get((res.model.metadata.namespace, mailbox, spec.auth.client_id))
+        if other:
+            out.append(res.diagnostic(
+                "graph-shared-client-id",
+                f"mailbox {mailbox} is used by IncomingServer {other.model.metadata.name!r} "
+                "with the same Graph client id; Microsoft throttles them together",
+                ("spec", "auth", "clientId"),
+                hint="register a second app and use its client id for one of them"))
+    return out
+
+
+def check_semantics(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
+    out = _primary_servers(resources)
+    for res in _of_kind(resources, "OutgoingServer"):
+        spec = res.model.spec
+        out.extend(_port_security(res))
+        out.extend(_protocol_auth(res, str(spec.protocol), spec.host))
+        if spec.alternate_host and spec.protocol != OutgoingProtocol.SMTP:
+            out.append(res.diagnostic(
+                "alternate-host-unused", f"alternateHost is only used with SMTP, not "
+                f"{spec.protocol}", ("spec", "alternateHost"), severity=Severity.WARNING,
+                hint="remove it, or switch the protocol to smtp"))
+    for res in _of_kind(resources, "IncomingServer"):
+        spec = res.model.spec
+        out.extend(_protocol_auth(res, str(spec.protocol), spec.host))
+        pop = spec.protocol in (IncomingProtocol.POP3, IncomingProtocol.POP3S)
+        if pop and spec.error_folder.enabled:
+            out.append(res.diagnostic(
+                "error-folder-pop", "POP3 has no folders; the error folder cannot be used",
+                ("spec", "errorFolder", "enabled"), hint="use IMAP, or disable errorFolder"))
+        if spec.starttls and spec.protocol not in (IncomingProtocol.IMAP, IncomingProtocol.POP3):
+            out.append(res.diagnostic(
+                "starttls-unused", f"starttls applies to plain imap/pop3, not {spec.protocol}",
+                ("spec", "starttls"), severity=Severity.WARNING))
+    out.extend(_graph_client_ids(resources))
+    return out

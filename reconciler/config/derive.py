@@ -1,0 +1,227 @@
+"""Defaults made explicit (SPEC C6).
+
+Every value the tool fills in is recorded as a :class:`Derivation` with the
+reason, so ``validate --show-derived`` and the plan can say where a value came
+from. Only unset (``None``) fields are derived; a value written in git always
+wins. Derived values are part of the desired state that is stored and
+diffed, so changing a default in a new release shows up in ``plan``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from reconciler.config.loaded import Derivation, LoadedResource
+from reconciler.config.models.auth import OAuth2Auth, OAuthGrant, OAuthProvider
+from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServerSpec
+from reconciler.config.models.mail_settings import MailSettingsSpec
+from reconciler.config.models.outgoing_server import (
+    NationalCloud,
+    OutgoingProtocol,
+    OutgoingServerSpec,
+    Security,
+)
+
+DEFAULT_ATTACHMENT_LIMIT_MB = 20.0
+DEFAULT_REDIRECT_URL = "http://localhost:8765/oauth/callback"
+
+SMTP_PORTS = {Security.NONE: 25, Security.STARTTLS: 587, Security.TLS: 465}
+SECURITY_BY_PORT = {port: sec for sec, port in SMTP_PORTS.items()}
+INCOMING_PORTS = {
+    IncomingProtocol.IMAP: 143,
+    IncomingProtocol.IMAPS: 993,
+    IncomingProtocol.POP3: 110,
+    IncomingProtocol.POP3S: 995,
+    IncomingProtocol.EWS: 443,
+    IncomingProtocol.GRAPH: 443,
+}
+CONCURRENCY = {
+    OutgoingProtocol.SMTP: (4, "4 pooled SMTP connections per server"),
+    OutgoingProtocol.EWS: (2, "EWS throttles concurrent connections per mailbox"),
+    OutgoingProtocol.GRAPH: (4, "Graph allows 4 concurrent requests per mailbox"),
+}
+
+GRAPH_ENDPOINTS = {
+    NationalCloud.GLOBAL: "https://graph.microsoft.com",
+    NationalCloud.US_GOV_L4: "https://graph.microsoft.us",
+    NationalCloud.US_GOV_L5: "https://dod-graph.microsoft.us",
+    NationalCloud.CHINA: "https://microsoftgraph.chinacloudapi.cn",
+    NationalCloud.GERMANY: "https://graph.microsoft.de",
+}
+MICROSOFT_AUTHORITIES = {
+    NationalCloud.GLOBAL: "https://login.microsoftonline.com",
+    NationalCloud.US_GOV_L4: "https://login.microsoftonline.us",
+    NationalCloud.US_GOV_L5: "https://login.microsoftonline.us",
+    NationalCloud.CHINA: "https://login.chinacloudapi.cn",
+    NationalCloud.GERMANY: "https://login.microsoftonline.de",
+}
+GOOGLE_AUTHORIZATION_URL = "https://accounts.google.com/o/oauth2/v2/auth"
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+
+# Delegated scopes, per provider and what the server is used for.
+MICROSOFT_SCOPES = {
+    "smtp": ["https://outlook.office365.com/SMTP.Send", "offline_access"],
+    "ews": ["https://outlook.office365.com/EWS.AccessAsUser.All", "offline_access"],
+    "graph": ["Mail.ReadWrite", "Mail.Send.Shared", "offline_access"],
+    "imap": ["https://outlook.office365.com/IMAP.AccessAsUser.All", "offline_access"],
+    "pop3": ["https://outlook.office365.com/POP.AccessAsUser.All", "offline_access"],
+}
+GOOGLE_SCOPES = ["https://mail.google.com/"]
+
+MICROSOFT_HOST_SUFFIXES = (
+    "office365.com",
+    "outlook.com",
+    "office.com",
+    "microsoft.com",
+    "office365.us",
+    "partner.outlook.cn",
+    "outlook.office.de",
+)
+
+
+def is_microsoft_host(host: str | None) -> bool:
+    if not host:
+        return False
+    host = host.lower().rstrip(".")
+    return any(host == s or host.endswith("." + s) for s in MICROSOFT_HOST_SUFFIXES)
+
+
+class _Recorder:
+    """Sets unset attributes and remembers why."""
+
+    def __init__(self) -> None:
+        self.items: list[Derivation] = []
+
+    def fill(self, obj: Any, attr: str, path: tuple[str, ...], value: Any, reason: str) -> None:
+        if getattr(obj, attr) is None and value is not None:
+            setattr(obj, attr, value)
+            self.items.append(Derivation(path=path, value=_plain(value), reason=reason))
+
+
+def _plain(value: Any) -> Any:
+    return value.value if hasattr(value, "value") else value
+
+
+def _oauth(
+    rec: _Recorder,
+    auth: OAuth2Auth,
+    *,
+    usage: str,
+    email: str,
+    cloud: NationalCloud,
+    endpoint: str | None,
+) -> None:
+    base = ("spec", "auth")
+    rec.fill(auth, "username", (*base, "username"), email, "the server's email address")
+    if auth.provider == OAuthProvider.MICROSOFT:
+        authority = MICROSOFT_AUTHORITIES[cloud]
+        tenant = auth.tenant or (
+            "organizations" if auth.grant == OAuthGrant.AUTHORIZATION_CODE else None
+        )
+        if tenant:
+            why = f"Microsoft identity platform for the {cloud} cloud, tenant {tenant}"
+            rec.fill(auth, "authorization_url", (*base, "authorizationUrl"),
+                     f"{authority}/{tenant}/oauth2/v2.0/authorize", why)
+            rec.fill(auth, "token_url", (*base, "tokenUrl"),
+                     f"{authority}/{tenant}/oauth2/v2.0/token", why)
+        if auth.grant == OAuthGrant.CLIENT_CREDENTIALS:
+            resource = endpoint if usage == "graph" else "https://outlook.office365.com"
+            rec.fill(auth, "scope", (*base, "scope"), [f"{resource}/.default"],
+                     "app-only tokens ask for the resource's .default scope")
+        else:
+            rec.fill(auth, "scope", (*base, "scope"), list(MICROSOFT_SCOPES[usage]),
+                     f"Microsoft delegated scope for {usage}")
+    elif auth.provider == OAuthProvider.GOOGLE:
+        why = "Google OAuth 2.0 endpoints"
+        rec.fill(auth, "authorization_url", (*base, "authorizationUrl"),
+                 GOOGLE_AUTHORIZATION_URL, why)
+        rec.fill(auth, "token_url", (*base, "tokenUrl"), GOOGLE_TOKEN_URL, why)
+        rec.fill(auth, "scope", (*base, "scope"), list(GOOGLE_SCOPES),
+                 "Gmail needs the full mail scope for SMTP/IMAP/POP")
+    if auth.grant == OAuthGrant.AUTHORIZATION_CODE:
+        rec.fill(auth, "redirect_url", (*base, "redirectUrl"), DEFAULT_REDIRECT_URL,
+                 "local listener of `reconcile auth login`")
+
+
+def _outgoing(spec: OutgoingServerSpec, settings: MailSettingsSpec | None, rec: _Recorder) -> None:
+    proto = OutgoingProtocol(spec.protocol)
+    if proto == OutgoingProtocol.SMTP:
+        if spec.security is None:
+            by_port = SECURITY_BY_PORT.get(spec.port) if spec.port else None
+            rec.fill(spec, "security", ("spec", "security"), by_port or Security.STARTTLS,
+                     f"port {spec.port} is the usual port for it" if by_port
+                     else "STARTTLS on the submission port is the safe default")
+        rec.fill(spec, "port", ("spec", "port"), SMTP_PORTS[Security(spec.security)],
+                 f"SMTP with security {spec.security}")
+    else:
+        rec.fill(spec, "security", ("spec", "security"), Security.TLS, f"{proto} runs over HTTPS")
+        rec.fill(spec, "port", ("spec", "port"), 443, f"{proto} runs over HTTPS")
+        rec.fill(spec, "mailbox", ("spec", "mailbox"), spec.email, "the server's email address")
+    if proto == OutgoingProtocol.EWS and spec.host:
+        rec.fill(spec, "ews_url", ("spec", "ewsUrl"), f"https://{spec.host}/EWS/Exchange.asmx",
+                 "standard EWS path on the host")
+    cloud = NationalCloud(spec.national_cloud or NationalCloud.GLOBAL)
+    if proto == OutgoingProtocol.GRAPH:
+        rec.fill(spec, "national_cloud", ("spec", "nationalCloud"), NationalCloud.GLOBAL,
+                 "the worldwide Microsoft cloud")
+        rec.fill(spec, "graph_endpoint", ("spec", "graphEndpoint"), GRAPH_ENDPOINTS[cloud],
+                 f"Graph endpoint of the {cloud} cloud")
+    if spec.alternate_host:
+        rec.fill(spec, "alternate_port", ("spec", "alternatePort"), spec.port,
+                 "same port as the main host")
+    limit, why = DEFAULT_ATTACHMENT_LIMIT_MB, "default attachment limit"
+    if settings is not None:
+        limit, why = settings.attachment_limit_mb, "MailSettings.attachmentLimitMB of the namespace"
+    rec.fill(spec, "attachment_limit_mb", ("spec", "attachmentLimitMB"), limit, why)
+    conc, why = CONCURRENCY[proto]
+    rec.fill(spec, "max_concurrency", ("spec", "maxConcurrency"), conc, why)
+    lifetime, why = 1440, "default retry lifetime (24 hours)"
+    if settings is not None:
+        lifetime, why = settings.retry.lifetime_minutes, "MailSettings.retry.lifetimeMinutes"
+    rec.fill(spec, "retry_lifetime_minutes", ("spec", "retryLifetimeMinutes"), lifetime, why)
+    if isinstance(spec.auth, OAuth2Auth):
+        _oauth(rec, spec.auth, usage=str(proto), email=spec.email, cloud=cloud,
+               endpoint=spec.graph_endpoint)
+
+
+def _incoming(spec: IncomingServerSpec, _settings: MailSettingsSpec | None, rec: _Recorder) -> None:
+    proto = IncomingProtocol(spec.protocol)
+    rec.fill(spec, "port", ("spec", "port"), INCOMING_PORTS[proto], f"standard port of {proto}")
+    if proto == IncomingProtocol.EWS and spec.host:
+        rec.fill(spec, "ews_url", ("spec", "ewsUrl"), f"https://{spec.host}/EWS/Exchange.asmx",
+                 "standard EWS path on the host")
+    cloud = NationalCloud(spec.national_cloud or NationalCloud.GLOBAL)
+    if proto == IncomingProtocol.GRAPH:
+        rec.fill(spec, "national_cloud", ("spec", "nationalCloud"), NationalCloud.GLOBAL,
+                 "the worldwide Microsoft cloud")
+        rec.fill(spec, "graph_endpoint", ("spec", "graphEndpoint"), GRAPH_ENDPOINTS[cloud],
+                 f"Graph endpoint of the {cloud} cloud")
+    if isinstance(spec.auth, OAuth2Auth):
+        usage = {IncomingProtocol.IMAPS: "imap", IncomingProtocol.POP3S: "pop3"}.get(
+            proto, str(proto))
+        _oauth(rec, spec.auth, usage=usage, email=spec.email, cloud=cloud,
+               endpoint=spec.graph_endpoint)
+
+
+_DERIVERS: Mapping[str, Callable[[Any, MailSettingsSpec | None, _Recorder], None]] = {
+    "OutgoingServer": _outgoing,
+    "IncomingServer": _incoming,
+}
+
+
+def derive_all(resources: Iterable[LoadedResource]) -> None:
+    """Fill in derived values in place; each resource keeps its derivations."""
+    resources = list(resources)
+    settings: dict[str, MailSettingsSpec] = {
+        r.model.metadata.namespace: r.model.spec
+        for r in resources
+        if r.model.kind == "MailSettings"
+    }
+    for res in resources:
+        deriver = _DERIVERS.get(res.model.kind)
+        if deriver is None:
+            continue
+        rec = _Recorder()
+        deriver(res.model.spec, settings.get(res.model.metadata.namespace), rec)
+        res.derivations.extend(rec.items)

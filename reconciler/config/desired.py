@@ -1,0 +1,109 @@
+"""DesiredState: what the config repo says, in canonical, hashable form.
+
+Plan and store work on :class:`CanonicalResource` only (plain JSON data), so
+they never depend on pydantic models. The digest of a resource is the sha256
+of its canonical JSON; comparing digests first is what keeps ``plan`` linear.
+Secret fields stay as ``{"secretRef": "..."}`` references here; no value is
+ever resolved at this stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+
+class ResourceKey(NamedTuple):
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+    @classmethod
+    def parse(cls, text: str, default_namespace: str = "default") -> ResourceKey:
+        """``Kind/name`` or ``Kind/namespace/name``."""
+        parts = text.split("/")
+        if len(parts) == 2:
+            return cls(parts[0], default_namespace, parts[1])
+        if len(parts) == 3:
+            return cls(parts[0], parts[1], parts[2])
+        raise ValueError(f"{text!r} is not KIND/NAME or KIND/NAMESPACE/NAME")
+
+
+def canonical_json(value: Any) -> str:
+    """Stable serialisation: sorted keys, no insignificant whitespace."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def digest_of(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class CanonicalResource:
+    """One resource as stored and compared: identity, labels, spec (JSON)."""
+
+    key: ResourceKey
+    api_version: str
+    spec: Mapping[str, Any]
+    labels: Mapping[str, str] = field(default_factory=dict)
+    digest: str = ""
+
+    @classmethod
+    def build(
+        cls,
+        key: ResourceKey,
+        api_version: str,
+        spec: Mapping[str, Any],
+        labels: Mapping[str, str] | None = None,
+    ) -> CanonicalResource:
+        labels = dict(labels or {})
+        body = {"apiVersion": api_version, "labels": labels, "spec": spec}
+        return cls(key=key, api_version=api_version, spec=spec, labels=labels,
+                   digest=digest_of(body))
+
+    def body(self) -> dict[str, Any]:
+        """The hashed part, as JSON data."""
+        return {"apiVersion": self.api_version, "labels": dict(self.labels), "spec": self.spec}
+
+    def to_document(self) -> dict[str, Any]:
+        """The resource as a YAML/JSON document that ``reconcile validate`` accepts."""
+        metadata: dict[str, Any] = {"name": self.key.name, "namespace": self.key.namespace}
+        if self.labels:
+            metadata["labels"] = dict(self.labels)
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.key.kind,
+            "metadata": metadata,
+            "spec": self.spec,
+        }
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """All resources of a config repo, keyed by identity."""
+
+    resources: Mapping[ResourceKey, CanonicalResource]
+
+    @classmethod
+    def of(cls, resources: Iterable[CanonicalResource]) -> DesiredState:
+        return cls({r.key: r for r in sorted(resources, key=lambda r: r.key)})
+
+    def __iter__(self) -> Iterator[CanonicalResource]:
+        return iter(self.resources.values())
+
+    def __len__(self) -> int:
+        return len(self.resources)
+
+    @property
+    def digest(self) -> str:
+        """One hash over every resource: identifies the whole desired state."""
+        h = hashlib.sha256()
+        for key, res in sorted(self.resources.items()):
+            h.update(f"{key}\0{res.digest}\n".encode())
+        return h.hexdigest()

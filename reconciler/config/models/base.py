@@ -1,0 +1,219 @@
+"""The resource envelope and the building blocks every kind shares.
+
+Each kind lives in its own module and defines ``<Kind>Spec`` plus the
+``<Kind>`` resource. YAML is camelCase, Python snake_case (pydantic aliases).
+Fields that name another resource are annotated with :class:`Ref`, which is
+all ``config.references`` needs to check them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+API_GROUP = "reconciler.dev"
+API_VERSION = f"{API_GROUP}/v1"
+
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """Marks a field whose value is the name of another resource of ``kind``
+    in the same namespace."""
+
+    kind: str
+
+
+def _check_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise PydanticCustomError(
+            "resource_name",
+            "'{value}' is not a valid name: use 1-63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit",
+            {"value": value},
+        )
+    return value
+
+
+def _check_host(value: str) -> str:
+    host = value.rstrip(".")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # bracketed IPv6 literal
+    if ":" in host:
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(host)
+            return value
+        except ValueError:
+            raise PydanticCustomError(
+                "hostname",
+                "'{value}' is not a host name; put the port in the `port` field",
+                {"value": value},
+            ) from None
+    if "://" in value or "/" in value:
+        raise PydanticCustomError(
+            "hostname",
+            "'{value}' is not a host name; give only the host, e.g. smtp.example.com",
+            {"value": value},
+        )
+    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in host.split(".")):
+        raise PydanticCustomError(
+            "hostname", "'{value}' is not a valid host name", {"value": value}
+        )
+    return value
+
+
+def _check_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise PydanticCustomError(
+            "url",
+            "'{value}' is not an absolute http(s) URL",
+            {"value": value},
+        )
+    return value
+
+
+def _check_email(value: str) -> str:
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        validate_email(value, check_deliverability=False, test_environment=True)
+    except EmailNotValidError as exc:
+        raise PydanticCustomError(
+            "email", "'{value}' is not a valid email address: {reason}",
+            {"value": value, "reason": str(exc).rstrip(".")},
+        ) from None
+    return value
+
+
+def _check_domain(value: str) -> str:
+    if value.startswith("@"):
+        raise PydanticCustomError(
+            "domain", "'{value}': write the domain without '@'", {"value": value}
+        )
+    return _check_host(value)
+
+
+ResourceName = Annotated[str, AfterValidator(_check_name)]
+Hostname = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_check_host)]
+HttpUrl = Annotated[str, AfterValidator(_check_url)]
+Email = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_check_email)]
+Domain = Annotated[
+    str, StringConstraints(strip_whitespace=True, to_lower=True), AfterValidator(_check_domain)
+]
+Port = Annotated[int, Field(ge=1, le=65535)]
+NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class Model(BaseModel):
+    """Base for every spec fragment: camelCase keys, unknown keys rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=True,
+        use_enum_values=True,
+    )
+
+
+class Metadata(Model):
+    name: ResourceName = Field(description="Unique name of the resource within its kind.")
+    namespace: ResourceName = Field(
+        default="default", description="MSP account / tenant the resource belongs to."
+    )
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Resource(Model):
+    """The envelope: ``apiVersion``, ``kind``, ``metadata``, ``spec``."""
+
+    KIND: ClassVar[str] = ""
+
+    api_version: Literal["reconciler.dev/v1"] = Field(alias="apiVersion")
+    kind: str
+    metadata: Metadata
+    spec: Any
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.kind, self.metadata.namespace, self.metadata.name)
+
+    @property
+    def display(self) -> str:
+        return f"{self.kind}/{self.metadata.namespace}/{self.metadata.name}"
+
+
+class MatchMode(StrEnum):
+    ALL = "all"
+    ANY = "any"
+
+
+class Operator(StrEnum):
+    EQUALS = "equals"
+    NOT_EQUALS = "notEquals"
+    IN = "in"
+    NOT_IN = "notIn"
+    CONTAINS = "contains"
+    NOT_CONTAINS = "notContains"
+    STARTS_WITH = "startsWith"
+    ENDS_WITH = "endsWith"
+    REGEX = "regex"
+
+
+def _check_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise PydanticCustomError(
+            "regex", "invalid regular expression: {reason}", {"reason": str(exc)}
+        ) from None
+    return value
+
+
+class Condition(Model):
+    """One test on a field: ``{field: department, operator: in, values: [HR, IT]}``.
+
+    ``value`` is for single-value operators, ``values`` for ``in``/``notIn``.
+    """
+
+    field: NonEmptyStr
+    operator: Operator = Operator.EQUALS
+    value: str | None = None
+    values: list[str] | None = None
+    case_sensitive: bool = False
+
+    @model_validator(mode="after")
+    def _operands(self) -> Condition:
+        multi = self.operator in (Operator.IN, Operator.NOT_IN)
+        if multi and not self.values:
+            raise PydanticCustomError(
+                "condition", "operator '{op}' needs `values` (a list)", {"op": self.operator}
+            )
+        if not multi and self.value is None:
+            raise PydanticCustomError(
+                "condition", "operator '{op}' needs `value`", {"op": self.operator}
+            )
+        if self.operator == Operator.REGEX and self.value is not None:
+            _check_regex(self.value)
+        return self

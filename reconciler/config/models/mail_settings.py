@@ -1,0 +1,78 @@
+"""MailSettings: a namespace's global mail preferences (one per namespace)."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from reconciler.config.models.base import Model, Resource
+
+BASE_DELIMITER_CHARS = frozenset("!@#$%^&")
+_PREFIX_RE = re.compile(r"^[A-Z]{2,5}$")
+
+
+class RetrySettings(Model):
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    initial_backoff_seconds: float = Field(default=30, gt=0, le=3600)
+    max_backoff_seconds: float = Field(default=900, gt=0, le=86400)
+    lifetime_minutes: int = Field(default=1440, ge=1, le=10080)
+
+
+class MailSettingsSpec(Model):
+    email_to_request: bool = Field(default=True, description="Create tickets from mail at all.")
+    guest_tickets: bool = Field(
+        default=False, description="Senders unknown to the desk may create tickets."
+    )
+    create_from_cc: bool = False
+    create_from_bcc: bool = False
+    use_reply_to: bool = Field(
+        default=True, description="Treat Reply-To as the requester when present."
+    )
+    base_delimiter: str = Field(default="##", description="Encloses request IDs in subjects.")
+    request_id_prefixes: dict[str, str] = Field(
+        default_factory=lambda: {"request": "RE", "task": "TA", "change": "CH", "problem": "PB"},
+        description="Module -> prefix used in subjects, e.g. ##RE-123##.",
+    )
+    attachment_limit_mb: float = Field(default=20, gt=0, le=150, alias="attachmentLimitMB")
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+
+    @field_validator("base_delimiter")
+    @classmethod
+    def _base_delimiter(cls, value: str) -> str:
+        if not value or len(value) > 10 or any(c not in BASE_DELIMITER_CHARS for c in value):
+            raise PydanticCustomError(
+                "delimiter",
+                "baseDelimiter must be 1-10 of the characters ! @ # $ % ^ &",
+                {},
+            )
+        return value
+
+    @field_validator("request_id_prefixes")
+    @classmethod
+    def _prefixes(cls, value: dict[str, str]) -> dict[str, str]:
+        for module, prefix in value.items():
+            if not _PREFIX_RE.match(prefix):
+                raise PydanticCustomError(
+                    "prefix",
+                    "prefix '{prefix}' of '{module}' must be 2-5 capital letters",
+                    {"prefix": prefix, "module": module},
+                )
+        seen: dict[str, str] = {}
+        for module, prefix in value.items():
+            if prefix in seen:
+                raise PydanticCustomError(
+                    "prefix",
+                    "prefix '{prefix}' is used by both '{a}' and '{b}'",
+                    {"prefix": prefix, "a": seen[prefix], "b": module},
+                )
+            seen[prefix] = module
+        return value
+
+
+class MailSettings(Resource):
+    KIND: ClassVar[str] = "MailSettings"
+    kind: Literal["MailSettings"]
+    spec: MailSettingsSpec

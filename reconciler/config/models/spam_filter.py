@@ -1,0 +1,30 @@
+"""SpamFilter: incoming mail matching its conditions is dropped, no ticket made."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from reconciler.config.models.base import Condition, MatchMode, Model, Resource
+
+
+class SpamField(StrEnum):
+    SUBJECT = "subject"
+    FROM = "from"
+    BODY = "body"
+
+
+class SpamFilterSpec(Model):
+    match: MatchMode = MatchMode.ANY
+    conditions: list[Condition] = Field(
+        min_length=1, description="Fields: subject, from, body."
+    )
+    enabled: bool = True
+
+
+class SpamFilter(Resource):
+    KIND: ClassVar[str] = "SpamFilter"
+    kind: Literal["SpamFilter"]
+    spec: SpamFilterSpec

@@ -1,0 +1,94 @@
+"""Cross-resource references: every field annotated with ``Ref`` must name an
+existing resource of that kind in the same namespace (SPEC C4)."""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache
+
+from pydantic import BaseModel
+
+from reconciler.config.diagnostics import Diagnostic
+from reconciler.config.loaded import LoadedResource
+from reconciler.config.models.base import Ref
+
+
+@dataclass(frozen=True, slots=True)
+class RefField:
+    attr: str
+    alias: str
+    kind: str
+    many: bool
+
+
+def _ref_in(annotation: object) -> Ref | None:
+    for arg in typing.get_args(annotation):
+        if isinstance(arg, Ref):
+            return arg
+        found = _ref_in(arg)
+        if found:
+            return found
+    return None
+
+
+@cache
+def ref_fields(spec_cls: type[BaseModel]) -> tuple[RefField, ...]:
+    """The reference fields of a spec model, found from its annotations once."""
+    out = []
+    for attr, info in spec_cls.model_fields.items():
+        ref = next((m for m in info.metadata if isinstance(m, Ref)), None)
+        many = False
+        if ref is None:
+            ref = _ref_in(info.annotation)
+            many = ref is not None and typing.get_origin(info.annotation) is list
+        if ref is not None:
+            out.append(RefField(attr, info.alias or attr, ref.kind, many))
+    return tuple(out)
+
+
+def iter_references(res: LoadedResource) -> Iterator[tuple[RefField, str, tuple[str | int, ...]]]:
+    """(field, referenced name, YAML path) for every reference a resource makes."""
+    spec = res.model.spec
+    for field in ref_fields(type(spec)):
+        value = getattr(spec, field.attr)
+        if value is None:
+            continue
+        if field.many:
+            for i, name in enumerate(value):
+                yield field, name, ("spec", field.alias, i)
+        else:
+            yield field, value, ("spec", field.alias)
+
+
+def check_references(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
+    names: dict[tuple[str, str], set[str]] = {}
+    for res in resources:
+        kind, namespace, name = res.key
+        names.setdefault((kind, namespace), set()).add(name)
+    found = []
+    for res in resources:
+        namespace = res.model.metadata.namespace
+        for field, target, path in iter_references(res):
+            existing = names.get((field.kind, namespace), set())
+            if target in existing:
+                continue
+            close = difflib.get_close_matches(target, sorted(existing), n=1)
+            elsewhere = sorted(ns for (k, ns), v in names.items() if k == field.kind
+                               and target in v and ns != namespace)
+            if close:
+                hint = f"did you mean {close[0]!r}?"
+            elif elsewhere:
+                hint = (f"{field.kind} {target!r} exists in namespace {elsewhere[0]!r}; "
+                        "references stay within one namespace")
+            else:
+                hint = f"add a {field.kind} named {target!r} or fix the name"
+            found.append(res.diagnostic(
+                "dangling-reference",
+                f"{field.kind} {target!r} does not exist in namespace {namespace!r}",
+                path,
+                hint=hint,
+            ))
+    return found

@@ -1,0 +1,183 @@
+"""Secret references (SPEC C5).
+
+A secret field in YAML never holds the secret itself, only where to get it:
+
+- ``{secretRef: env:SMTP_PASSWORD}``  an environment variable of the daemon
+- ``{secretRef: file:/run/secrets/smtp}``  a file (trailing newline stripped)
+- ``{secretRef: enc:v1:gAAAA...}``  a value encrypted with the repo's key
+  (``reconcile secret encrypt``); the key comes from ``RECONCILE_SECRET_KEY``
+  or the file named by ``RECONCILE_SECRET_KEY_FILE``.
+
+References are resolved only by the components that talk to mail servers
+(:func:`resolve`). Everything else renders them through :func:`redact`,
+which shows which reference changed without ever showing a value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+ENV_KEY = "RECONCILE_SECRET_KEY"
+ENV_KEY_FILE = "RECONCILE_SECRET_KEY_FILE"
+ENC_PREFIX = "enc:v1:"
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FERNET_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+=*$")
+
+FIX_HINT = (
+    "write {secretRef: env:NAME} (environment variable), {secretRef: file:/path} "
+    "or {secretRef: enc:v1:...} from `reconcile secret encrypt`"
+)
+
+
+class SecretError(Exception):
+    """A reference that cannot be resolved; the message never contains a secret."""
+
+
+def _check_reference(ref: str) -> str:
+    if ref.startswith("env:"):
+        if not _ENV_NAME.match(ref[4:]):
+            raise PydanticCustomError(
+                "secret_ref",
+                "env: reference needs a variable name of letters, digits and '_' (got '{name}')",
+                {"name": ref[4:]},
+            )
+        return ref
+    if ref.startswith("file:"):
+        if not ref[5:].strip():
+            raise PydanticCustomError("secret_ref", "file: reference needs a path", {})
+        return ref
+    if ref.startswith(ENC_PREFIX):
+        if not _FERNET_TOKEN.match(ref[len(ENC_PREFIX) :]):
+            raise PydanticCustomError(
+                "secret_ref",
+                "enc:v1: reference is not a valid encrypted value; "
+                "re-create it with `reconcile secret encrypt`",
+                {},
+            )
+        return ref
+    raise PydanticCustomError(
+        "secret_ref",
+        "unknown secret reference scheme; use env:NAME, file:/path or enc:v1:...",
+        {},
+    )
+
+
+class SecretRef(BaseModel):
+    """A pointer to a secret. Its ``repr``/``str`` are redacted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    secret_ref: str = Field(
+        alias="secretRef",
+        json_schema_extra={"pattern": r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|enc:v1:[A-Za-z0-9_\-]+=*)$"},
+        description="env:NAME, file:/path or enc:v1:... (never the secret itself)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literals(cls, value: Any) -> Any:
+        if isinstance(value, str | int | float | bytes):
+            # Never echo the value: it is very likely a real secret.
+            raise PydanticCustomError("literal_secret", "a literal secret is not allowed here", {})
+        if isinstance(value, dict) and isinstance(value.get("secretRef"), str):
+            _check_reference(value["secretRef"])
+        return value
+
+    @property
+    def scheme(self) -> str:
+        return self.secret_ref.split(":", 1)[0]
+
+    def __repr__(self) -> str:
+        return f"SecretRef({redact_ref(self.secret_ref)})"
+
+    __str__ = __repr__
+
+
+def redact_ref(ref: str) -> str:
+    """The printable form of a reference: env/file names shown, ciphertext fingerprinted."""
+    if ref.startswith(ENC_PREFIX):
+        digest = hashlib.sha256(ref.encode()).hexdigest()[:8]
+        return f"enc:v1:***{digest}"
+    if ref.startswith(("env:", "file:")):
+        return ref
+    return "***"
+
+
+def redact(value: Any) -> Any:
+    """Deep copy of a JSON-like value with every secret reference made printable.
+
+    This is the one place any component turns spec data containing secrets
+    into something it may show (plans, history, logs, errors).
+    """
+    if isinstance(value, SecretRef):
+        return {"secretRef": redact_ref(value.secret_ref)}
+    if isinstance(value, dict):
+        if set(value) == {"secretRef"} and isinstance(value["secretRef"], str):
+            return {"secretRef": redact_ref(value["secretRef"])}
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+def _load_key() -> bytes:
+    key = os.environ.get(ENV_KEY)
+    if key:
+        return key.encode()
+    key_file = os.environ.get(ENV_KEY_FILE)
+    if key_file:
+        try:
+            return Path(key_file).read_bytes().strip()
+        except OSError as exc:
+            raise SecretError(f"cannot read {ENV_KEY_FILE} ({key_file}): {exc.strerror}") from None
+    raise SecretError(
+        f"encrypted secret needs a key: set {ENV_KEY} or {ENV_KEY_FILE} "
+        "(create one with `reconcile secret keygen`)"
+    )
+
+
+def generate_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def encrypt(plaintext: str, key: bytes | None = None) -> str:
+    from cryptography.fernet import Fernet
+
+    token = Fernet(key or _load_key()).encrypt(plaintext.encode()).decode()
+    return ENC_PREFIX + token
+
+
+def resolve(ref: SecretRef | str) -> str:
+    """The secret's value. Only transports and token providers call this."""
+    raw = ref.secret_ref if isinstance(ref, SecretRef) else ref
+    if raw.startswith("env:"):
+        name = raw[4:]
+        if name not in os.environ:
+            raise SecretError(f"environment variable {name} is not set")
+        return os.environ[name]
+    if raw.startswith("file:"):
+        path = raw[5:]
+        try:
+            return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise SecretError(f"cannot read secret file {path}: {exc.strerror}") from None
+    if raw.startswith(ENC_PREFIX):
+        from cryptography.fernet import Fernet, InvalidToken
+
+        try:
+            return Fernet(_load_key()).decrypt(raw[len(ENC_PREFIX) :].encode()).decode()
+        except (InvalidToken, ValueError):
+            raise SecretError(
+                f"cannot decrypt {redact_ref(raw)}: wrong key or damaged value"
+            ) from None
+    raise SecretError(f"unsupported secret reference {redact_ref(raw)}")

@@ -1,0 +1,154 @@
+"""The validation pipeline: files -> models -> derived values -> cross-checks ->
+policies -> DesiredState. Every stage reports into one Diagnostics so a run
+shows all problems at once (SPEC C4)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from reconciler.config.checks import check_semantics
+from reconciler.config.derive import derive_all
+from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
+from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
+from reconciler.config.errors import diagnostics_from
+from reconciler.config.loaded import LoadedResource
+from reconciler.config.loader import Document, load_tree, locate
+from reconciler.config.models import API_VERSION, KINDS
+from reconciler.config.references import check_references
+from reconciler.config.versions import CONVERSIONS, upgrade
+from reconciler.policy import engine as policy_engine
+
+POLICY_KINDS = frozenset({"Policy", "PolicyException"})
+
+
+@dataclass
+class ValidationResult:
+    diagnostics: Diagnostics
+    resources: list[LoadedResource] = field(default_factory=list)
+    desired: DesiredState | None = None  # None when there were errors
+
+    @property
+    def ok(self) -> bool:
+        return not self.diagnostics.has_errors
+
+    def derivations(self) -> dict[ResourceKey, set[str]]:
+        """Dotted paths of derived values per resource, for marking them in plans."""
+        return {ResourceKey(*r.key): {d.dotted for d in r.derivations} for r in self.resources}
+
+
+def _at(doc: Document, code: str, message: str, path: tuple[str, ...] = (), hint: str = "",
+        severity: Severity = Severity.ERROR, key: bool = False) -> Diagnostic:
+    line, col = locate(doc.data, path, key=key)
+    return Diagnostic(code=code, message=message, file=doc.file, line=line, col=col,
+                      path=".".join(path), hint=hint, severity=severity)
+
+
+def _envelope_ok(doc: Document, diags: Diagnostics) -> bool:
+    data = doc.data
+    if not isinstance(data, dict):
+        diags.add(_at(doc, "not-a-resource", "a resource document must be a mapping with "
+                      "apiVersion, kind, metadata and spec"))
+        return False
+    kind = data.get("kind")
+    if not isinstance(kind, str):
+        diags.add(_at(doc, "kind-missing", "`kind` is missing", hint="e.g. kind: OutgoingServer"))
+        return False
+    if kind not in KINDS and kind not in POLICY_KINDS:
+        close = difflib.get_close_matches(kind, [*KINDS, *POLICY_KINDS], n=1)
+        diags.add(_at(doc, "unknown-kind", f"unknown kind {kind!r}", ("kind",),
+                      hint=f"did you mean {close[0]!r}?" if close
+                      else "known kinds: " + ", ".join(sorted(KINDS))))
+        return False
+    version = data.get("apiVersion")
+    if version != API_VERSION and version not in CONVERSIONS:
+        known = ", ".join([API_VERSION, *CONVERSIONS])
+        diags.add(_at(doc, "api-version", f"unsupported apiVersion {version!r}", ("apiVersion",),
+                      hint=f"use {API_VERSION} (also read: {known})"))
+        return False
+    return True
+
+
+def parse_documents(
+    documents: Sequence[Document], diags: Diagnostics
+) -> tuple[list[LoadedResource], list[Document]]:
+    """Validate each document against its kind's model; policy documents are set aside."""
+    resources: list[LoadedResource] = []
+    policy_docs: list[Document] = []
+    for doc in documents:
+        if not _envelope_ok(doc, diags):
+            continue
+        notes = upgrade(doc.data)
+        if notes:
+            diags.add(_at(doc, "converted", "; ".join(notes), ("apiVersion",),
+                          hint="run `reconcile convert` to write this to the file",
+                          severity=Severity.NOTICE))
+        kind = doc.data["kind"]
+        if kind in POLICY_KINDS:
+            policy_docs.append(doc)
+            continue
+        model = KINDS[kind]
+        try:
+            resources.append(LoadedResource(model.model_validate(doc.data), doc))
+        except ValidationError as exc:
+            diags.extend(diagnostics_from(exc, doc, model))
+    return resources, policy_docs
+
+
+def _duplicates(resources: list[LoadedResource], diags: Diagnostics) -> list[LoadedResource]:
+    first: dict[tuple[str, str, str], LoadedResource] = {}
+    unique = []
+    for res in resources:
+        if res.key in first:
+            seen = first[res.key]
+            diags.add(res.diagnostic(
+                "duplicate-resource",
+                f"{res.model.kind} {res.model.metadata.name!r} is defined twice in namespace "
+                f"{res.model.metadata.namespace!r} (first at {seen.file}:"
+                f"{seen.document.mark[0]})",
+                ("metadata", "name"), hint="rename one of them or delete the copy"))
+            continue
+        first[res.key] = res
+        unique.append(res)
+    return unique
+
+
+def canonical(res: LoadedResource) -> CanonicalResource:
+    model = res.model
+    spec = model.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return CanonicalResource.build(ResourceKey(*model.key), model.api_version, spec,
+                                   model.metadata.labels)
+
+
+def validate_documents(
+    documents: Sequence[Document], diags: Diagnostics, *, today: date | None = None
+) -> ValidationResult:
+    resources, policy_docs = parse_documents(documents, diags)
+    resources = _duplicates(resources, diags)
+    derive_all(resources)
+    diags.extend(check_references(resources))
+    diags.extend(check_semantics(resources))
+    policies = policy_engine.parse_policies(
+        [*policy_engine.shipped_documents(diags), *policy_docs], diags)
+    diags.extend(policy_engine.evaluate(policies, resources, today=today or date.today()))
+    result = ValidationResult(diags, resources)
+    if not diags.has_errors:
+        result.desired = DesiredState.of(canonical(r) for r in resources)
+    return result
+
+
+def validate_path(root: Path, *, today: date | None = None) -> ValidationResult:
+    """Load and validate a config repo (a folder, or one file)."""
+    diags = Diagnostics()
+    documents = load_tree(root, diags)
+    if not documents and not diags.has_errors:
+        diags.add(Diagnostic(code="no-resources", file=str(root),
+                             message="no YAML resources found",
+                             hint="config files end in .yaml or .yml",
+                             severity=Severity.WARNING))
+    return validate_documents(documents, diags, today=today)

@@ -1,0 +1,175 @@
+"""Turning a store location into a configured SQLAlchemy engine, and DB errors
+into messages a user can act on.
+
+SQLite needs care to be a correct multi-process store: the stdlib driver's
+own transaction handling is switched off and we emit ``BEGIN`` ourselves
+(the documented pysqlite workaround), so reads get a real snapshot and
+writers take the write lock up front with ``BEGIN IMMEDIATE`` instead of
+failing later on lock upgrade. WAL lets readers (the daemon) continue while
+an apply writes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+
+from reconciler.state.base import StoreError, StoreUnavailable
+
+BUSY_TIMEOUT_S = 30.0
+PG_CONNECT_TIMEOUT_S = 10
+_BEGIN_OPTION = "reconciler_sqlite_begin"
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    url: URL
+    display: str  # printable: no password
+    sqlite_path: Path | None
+
+
+def parse_location(location: str) -> Location:
+    """``sqlite:///path``, a plain path (SQLite) or ``postgresql://...``."""
+    text = os.fspath(location).strip()
+    if not text:
+        raise StoreError("the store location is empty; give a file path or a postgresql:// URL")
+    if "://" not in text:
+        return _sqlite(Path(text).expanduser())
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise StoreError(
+            f"{text!r} is not a store location: use a file path, sqlite:///path/state.db "
+            "or postgresql://user@host:5432/dbname"
+        ) from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise StoreError(
+                "an in-memory SQLite store would vanish when the command ends; "
+                "give a file path such as .reconcile/state.db"
+            )
+        return _sqlite(Path(url.database).expanduser())
+    if backend in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+        return Location(url, url.render_as_string(hide_password=True), None)
+    raise StoreError(
+        f"unsupported store URL scheme {url.drivername!r}: use a file path (SQLite) "
+        "or postgresql://user@host:5432/dbname"
+    )
+
+
+def _sqlite(path: Path) -> Location:
+    url = URL.create("sqlite", database=str(path))
+    return Location(url, str(path), path)
+
+
+def create_store_engine(loc: Location) -> Engine:
+    if loc.sqlite_path is not None:
+        return _sqlite_engine(loc)
+    return create_engine(
+        loc.url,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "reconcile"},
+    )
+
+
+def _sqlite_engine(loc: Location) -> Engine:
+    path = loc.sqlite_path
+    assert path is not None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"cannot create the folder {path.parent} for the SQLite store ({exc.strerror}). "
+            "Choose a store path in a writable folder, or create the folder first."
+        ) from None
+    engine = create_engine(loc.url, connect_args={"timeout": BUSY_TIMEOUT_S})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, see module doc
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def writer_engine(engine: Engine) -> Engine:
+    """The engine to use for write transactions (takes SQLite's write lock at BEGIN)."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+    return engine
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def explain(exc: SQLAlchemyError, loc: Location) -> StoreError:
+    """One paragraph saying what went wrong and what to do about it."""
+    detail = _first_line(exc)
+    if loc.sqlite_path is not None:
+        low = detail.lower()
+        if "locked" in low or "busy" in low:
+            return StoreUnavailable(
+                f"the SQLite store {loc.display} stayed locked by another process for more "
+                f"than {BUSY_TIMEOUT_S:.0f} s ({detail}). Wait for the other reconcile or "
+                "daemon write to finish and retry."
+            )
+        if "unable to open" in low or "readonly" in low or "read-only" in low or "disk" in low:
+            return StoreUnavailable(
+                f"cannot open the SQLite store {loc.display} for writing ({detail}). Check "
+                "that the file and its folder exist and are writable by this user, or "
+                "choose another store path."
+            )
+        if "not a database" in low or "malformed" in low:
+            return StoreUnavailable(
+                f"{loc.display} is not a usable SQLite store ({detail}). Point the store at "
+                "another file, or restore this one from a backup."
+            )
+        return StoreUnavailable(f"the SQLite store {loc.display} failed: {detail}.")
+    if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or _is_connect_error(exc):
+        return StoreUnavailable(
+            f"cannot connect to the PostgreSQL store {loc.display} ({detail}). Check that "
+            "the server is running and reachable, and that the URL's host, port, user and "
+            "database are right; or use a SQLite file path as the store."
+        )
+    return StoreUnavailable(f"the PostgreSQL store {loc.display} failed: {detail}.")
+
+
+def _is_connect_error(exc: SQLAlchemyError) -> bool:
+    text = _first_line(exc).lower()
+    return any(
+        s in text
+        for s in ("connection", "connect", "could not translate", "does not exist", "password")
+    )
+
+
+@contextmanager
+def translated(loc: Location) -> Iterator[None]:
+    """Raise database failures as :class:`StoreError` with a user-facing message."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except SQLAlchemyError as exc:
+        raise explain(exc, loc) from None

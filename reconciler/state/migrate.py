@@ -1,0 +1,79 @@
+"""Schema migrations, run when a store is opened (SPEC P6).
+
+Alembic is driven from code with a ``Config`` built here, so no
+``alembic.ini`` is needed and the scripts ship inside the package. The
+migration runs on a connection we own, inside one transaction that holds the
+database's write lock (SQLite ``BEGIN IMMEDIATE``, a PostgreSQL advisory
+lock): of two processes opening a fresh store at once, the second waits and
+then finds the schema already current.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from sqlalchemy import Connection, Engine, func, select
+
+from reconciler.state.base import SchemaTooNew
+from reconciler.state.engine import Location, writer_engine
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# Arbitrary constant shared by every reconcile process: "someone is migrating".
+PG_MIGRATE_LOCK = 0x7265636F6E6D6967  # "reconmig"
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def script_head() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "the migrations folder has no revisions"
+    return head
+
+
+def db_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def migrate(engine: Engine, loc: Location) -> str:
+    """Bring the database to the newest schema; return the schema revision."""
+    cfg = alembic_config()
+    script = ScriptDirectory.from_config(cfg)
+    head = script.get_current_head()
+    assert head is not None
+    # Cheap read first: an up-to-date store (the usual case) needs no write lock.
+    with engine.connect() as conn:
+        if db_revision(conn) == head:
+            return head
+    with writer_engine(engine).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(PG_MIGRATE_LOCK)))
+        current = db_revision(conn)
+        if current == head:
+            return head
+        if current is not None:
+            _check_known(script, current, head, loc)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    return head
+
+
+def _check_known(script: ScriptDirectory, current: str, head: str, loc: Location) -> None:
+    try:
+        known = script.get_revision(current) is not None
+    except RevisionError:
+        known = False
+    if not known:
+        raise SchemaTooNew(
+            f"the store {loc.display} was written by a newer version of reconcile "
+            f"(schema revision {current}; this version knows up to {head}). Upgrade reconcile "
+            "to open it; this version will not touch it, so nothing was changed."
+        )
