@@ -29,7 +29,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def run(cli: click.Group) -> int:
     try:
-        cli.main(standalone_mode=False, prog_name="reconcile")
+        # without standalone mode click *returns* the code of a `raise Exit(n)`
+        returned = cli.main(standalone_mode=False, prog_name="reconcile")
+        if isinstance(returned, int) and not isinstance(returned, bool):
+            return returned
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:

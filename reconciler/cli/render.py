@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 
 import click
@@ -60,13 +61,15 @@ def summary(diagnostics: Iterable[Diagnostic], resources: int) -> str:
 
 
 def emit(diagnostics: Iterable[Diagnostic], fmt: str, resources: int, *,
-         github_prefix: str = "") -> None:
+         github_prefix: str = "", extra: dict[str, object] | None = None) -> None:
+    """Print the diagnostics; ``extra`` adds keys to the one JSON object (json format)."""
     items = list(diagnostics)
     if fmt == "json":
         click.echo(json.dumps({
             "valid": not any(d.severity is Severity.ERROR for d in items),
             "resources": resources,
             "diagnostics": [d.as_dict() for d in items],
+            **(extra or {}),
         }, indent=2))
         return
     if fmt == "github":
@@ -74,7 +77,7 @@ def emit(diagnostics: Iterable[Diagnostic], fmt: str, resources: int, *,
             click.echo(diagnostic_github(d, github_prefix))
         click.echo(summary(items, resources))
         return
-    colour = click.get_text_stream("stdout").isatty()
+    colour = sys.stdout.isatty()  # click.get_text_stream is deprecated (removed in Click 9)
     for d in items:
         click.echo(diagnostic_text(d, colour))
     click.echo(summary(items, resources), err=False)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from reconciler.cli.render import FORMATS, emit
-from reconciler.config.validate import validate_path
+from reconciler.config.validate import ValidationResult, validate_path
 
 
 @click.command("validate")
@@ -26,22 +27,26 @@ def command(path: Path, fmt: str, show_derived: bool, strict: bool, github_prefi
     Exit 0 when valid, 1 on any error (with --strict, also on warnings).
     """
     result = validate_path(path)
-    emit(result.diagnostics, fmt, len(result.resources), github_prefix=github_prefix)
-    if show_derived:
-        _show_derived(result, fmt)
+    # one JSON document on stdout: derived values go into the same object
+    extra = {"derived": _derived_rows(result)} if show_derived and fmt == "json" else None
+    emit(result.diagnostics, fmt, len(result.resources), github_prefix=github_prefix,
+         extra=extra)
+    if show_derived and fmt != "json":
+        _show_derived(result)
     failed = result.diagnostics.has_errors or (strict and result.diagnostics.warnings)
     raise click.exceptions.Exit(1 if failed else 0)
 
 
-def _show_derived(result, fmt: str) -> None:  # type: ignore[no-untyped-def]
-    rows = [
+def _derived_rows(result: ValidationResult) -> list[dict[str, Any]]:
+    return [
         {"resource": r.model.display, "file": r.file, "path": d.dotted, "value": d.value,
          "reason": d.reason}
         for r in result.resources for d in r.derivations
     ]
-    if fmt == "json":
-        click.echo(json.dumps({"derived": rows}, indent=2))
-        return
+
+
+def _show_derived(result: ValidationResult) -> None:
+    rows = _derived_rows(result)
     click.echo("\nderived values:")
     current = None
     for row in rows:

@@ -96,7 +96,9 @@ class _Recorder:
     def fill(self, obj: Any, attr: str, path: tuple[str, ...], value: Any, reason: str) -> None:
         if getattr(obj, attr) is None and value is not None:
             setattr(obj, attr, value)
-            self.items.append(Derivation(path=path, value=_plain(value), reason=reason))
+            # the validated value (20.0, not 20), as it appears in the desired state
+            self.items.append(Derivation(path=path, value=_plain(getattr(obj, attr)),
+                                         reason=reason))
 
 
 def _plain(value: Any) -> Any:

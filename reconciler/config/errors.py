@@ -59,6 +59,13 @@ def _show(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _num(value: Any) -> str:
+    """A limit as people write it: 600, not 600.0."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 @cache
 def _aliases(model: type[BaseModel]) -> frozenset[str]:
     """Every camelCase field name reachable from a model, for "did you mean" hints."""
@@ -96,11 +103,15 @@ def _message(err: ErrorDetails, sensitive: bool) -> tuple[str, str]:
     if kind == "literal_secret":
         return "a literal secret is not allowed here", FIX_HINT
     if kind in ("less_than_equal", "less_than"):
-        return f"{shown} is above the maximum {ctx.get('le', ctx.get('lt'))}", ""
-    if kind in ("greater_than_equal", "greater_than"):
-        limit = ctx.get("ge", ctx.get("gt"))
-        word = "minimum" if kind == "greater_than_equal" else "lowest allowed (exclusive)"
-        return f"{shown} is below the {word} {limit}", ""
+        if kind == "less_than":
+            return f"{shown} must be less than {_num(ctx.get('lt'))}", ""
+        return f"{shown} is above the maximum {_num(ctx.get('le'))}", ""
+    if kind == "greater_than":
+        return f"{shown} must be greater than {_num(ctx.get('gt'))}", ""
+    if kind == "greater_than_equal":
+        return f"{shown} is below the minimum {_num(ctx.get('ge'))}", ""
+    if kind == "finite_number":
+        return f"{shown} is not a finite number", ""
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"{shown} is not a whole number", ""
     if kind in ("float_type", "float_parsing"):
@@ -108,6 +119,8 @@ def _message(err: ErrorDetails, sensitive: bool) -> tuple[str, str]:
     if kind in ("bool_type", "bool_parsing"):
         return f"{shown} is not a boolean", "write true or false"
     if kind in ("string_type",):
+        if isinstance(value, list | dict):
+            return f"expected text, got {shown}", "write a single value"
         return f"expected text, got {shown}", "quote the value"
     if kind in ("list_type",):
         return f"expected a list, got {shown}", "write it as a YAML list: [a, b] or '- a' lines"
@@ -123,10 +136,15 @@ def _message(err: ErrorDetails, sensitive: bool) -> tuple[str, str]:
         expected = ctx.get("expected", "")
         return f"{shown} is not one of {expected}", _close_choice(value, expected)
     if kind in ("union_tag_invalid",):
-        return (f"{shown} is not a known type; expected one of {ctx.get('expected_tags')}",
+        # the input is the whole mapping; the tag is the value that is wrong
+        return (f"{_show(ctx.get('tag'))} is not a known type; expected one of "
+                f"{ctx.get('expected_tags')}",
                 _close_choice(ctx.get("tag"), str(ctx.get("expected_tags", ""))))
     if kind == "union_tag_not_found":
-        return f"`{ctx.get('discriminator', 'type')}` is required here", ""
+        if not isinstance(value, dict):
+            return f"expected a mapping, got {shown}", ""
+        tag = str(ctx.get("discriminator", "type")).strip("'")
+        return f"`{tag}` is required here", ""
     if kind == "value_error" or kind == "assertion_error":
         return err["msg"].removeprefix("Value error, "), ""
     return err["msg"], ""
@@ -147,6 +165,8 @@ def diagnostics_from(
     out = []
     for err in exc.errors(include_url=False):
         loc = _clean_loc(document.data, tuple(err["loc"]))
+        if err["type"] == "union_tag_invalid":  # point at `type: ...`, not at the mapping
+            loc = (*loc, str((err.get("ctx") or {}).get("discriminator", "type")).strip("'"))
         sensitive = any(isinstance(s, str) and _SENSITIVE.search(s) for s in loc)
         if err["type"] == "extra_forbidden":
             name = str(loc[-1]) if loc else "?"

@@ -67,10 +67,15 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         self.duplicate_keys: list[tuple[str, Mark, Mark]] = []
 
     def construct_pos_mapping(self, node: yaml.MappingNode) -> PosDict:
+        explicit = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
         self.flatten_mapping(node)
+        # flatten_mapping puts the pairs merged in with `<<` first; keys written after them
+        # override them (that is what merge keys are for), so only explicit repeats count
+        merged = len(node.value) - explicit
         result = PosDict()
         result.mark = _mark(node)
-        for key_node, value_node in node.value:
+        written: set[Any] = set()
+        for i, (key_node, value_node) in enumerate(node.value):
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise yaml.constructor.ConstructorError(
@@ -79,8 +84,10 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                     "found an unhashable or complex key",
                     key_node.start_mark,
                 )
-            if key in result:
-                self.duplicate_keys.append((str(key), result.key_marks[key], _mark(key_node)))
+            if i >= merged:
+                if key in written:
+                    self.duplicate_keys.append((str(key), result.key_marks[key], _mark(key_node)))
+                written.add(key)
             result[key] = self.construct_object(value_node, deep=True)
             result.key_marks[key] = _mark(key_node)
             result.value_marks[key] = _mark(value_node)
@@ -108,10 +115,11 @@ class Document:
     file: str  # path relative to the config root, POSIX separators
     index: int  # 0-based position of the document within its file
     data: Any
+    start: Mark = (1, 1)  # where the document's content starts (also for a bare scalar)
 
     @property
     def mark(self) -> Mark:
-        return getattr(self.data, "mark", (1, 1))
+        return getattr(self.data, "mark", self.start)
 
 
 def locate(data: Any, path: Sequence[str | int], *, key: bool = False) -> Mark:
@@ -167,26 +175,29 @@ def load_text(text: str, file: str, diagnostics: Diagnostics) -> list[Document]:
     documents: list[Document] = []
     index = 0
     try:
-        while loader.check_data():
-            data = loader.get_data()
+        while loader.check_node():
+            node = loader.get_node()
+            data = loader.construct_document(node)
             if data is not None:
-                documents.append(Document(file=file, index=index, data=data))
+                documents.append(Document(file=file, index=index, data=data, start=_mark(node)))
             index += 1
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        problem = exc.problem or exc.context or "invalid YAML"
+        diagnostics.add(_syntax_diagnostic(exc, text, file))
+    except yaml.reader.ReaderError as exc:  # control characters and the like
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character or "?")
         diagnostics.add(
             Diagnostic(
                 code="yaml-syntax",
                 file=file,
                 line=line,
                 col=col,
-                message=f"YAML syntax error: {problem}",
-                hint=_syntax_hint(problem),
+                message=f"cannot read YAML: character #x{char:04X} is not allowed ({exc.reason})",
+                hint="remove the character or write it as an escape inside double quotes",
             )
         )
-    except yaml.YAMLError as exc:  # reader errors: bad bytes, control characters
+    except yaml.YAMLError as exc:
         diagnostics.add(
             Diagnostic(code="yaml-syntax", file=file, message=f"cannot read YAML: {exc}")
         )
@@ -206,9 +217,50 @@ def load_text(text: str, file: str, diagnostics: Diagnostics) -> list[Document]:
     return documents
 
 
+def _syntax_diagnostic(exc: yaml.MarkedYAMLError, text: str, file: str) -> Diagnostic:
+    """Plain words for a libyaml error, at the position where the fix goes."""
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or exc.context or "invalid YAML"
+    context, start = exc.context, exc.context_mark
+    if mark is not None and _tab_before(text, mark.line, mark.column):
+        # libyaml's "found character that cannot start any token" does not name the tab
+        return Diagnostic(code="yaml-syntax", file=file, line=mark.line + 1, col=mark.column + 1,
+                          message="YAML syntax error: tab character in indentation",
+                          hint="indent with spaces, not tabs")
+    if context == "while scanning a quoted scalar" and start is not None:
+        # the end of the file is where it was noticed; the opening quote is what to fix
+        return Diagnostic(code="yaml-syntax", file=file, line=start.line + 1,
+                          col=start.column + 1,
+                          message="YAML syntax error: this quoted value is never closed",
+                          hint="add the matching closing quote")
+    message = f"YAML syntax error: {problem}"
+    if context and start is not None and mark is not None and (start.line, start.column) != (
+        mark.line, mark.column
+    ):
+        message += f" ({context} that starts at line {start.line + 1}, column {start.column + 1})"
+    line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+    return Diagnostic(code="yaml-syntax", file=file, line=line, col=col, message=message,
+                      hint=_syntax_hint(f"{problem} {context or ''}"))
+
+
+def _tab_before(text: str, line: int, column: int) -> bool:
+    """True when a tab sits in the indentation of ``line`` up to ``column`` (0-based)."""
+    lines = text.splitlines()
+    if not 0 <= line < len(lines):
+        return False
+    head = lines[line][: column + 1]
+    return "\t" in head and not head.lstrip(" \t")[:-1]
+
+
 def _syntax_hint(problem: str) -> str:
     if "tab" in problem:
         return "indent with spaces, not tabs"
+    if "flow sequence" in problem:
+        return "close the '[' with ']' and separate the items with ','"
+    if "flow mapping" in problem:
+        return "close the '{' with '}' and separate the entries with ','"
+    if "expected key" in problem or ("block mapping" in problem and "<block end>" in problem):
+        return "the keys of one mapping must start in the same column"
     if "mapping values are not allowed" in problem:
         return "quote the value if it contains ': ', or fix the indentation"
     if "could not find expected ':'" in problem:

@@ -84,7 +84,8 @@ def check_references(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
                 hint = (f"{field.kind} {target!r} exists in namespace {elsewhere[0]!r}; "
                         "references stay within one namespace")
             else:
-                hint = f"add a {field.kind} named {target!r} or fix the name"
+                article = "an" if field.kind[0] in "AEIOU" else "a"
+                hint = f"add {article} {field.kind} named {target!r} or fix the name"
             found.append(res.diagnostic(
                 "dangling-reference",
                 f"{field.kind} {target!r} does not exist in namespace {namespace!r}",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,12 @@ class SecretError(Exception):
 def _check_reference(ref: str) -> str:
     if ref.startswith("env:"):
         if not _ENV_NAME.match(ref[4:]):
+            # the "name" is not echoed: it may be a secret pasted in by mistake
             raise PydanticCustomError(
                 "secret_ref",
-                "env: reference needs a variable name of letters, digits and '_' (got '{name}')",
-                {"name": ref[4:]},
+                "env: reference needs a variable name of letters, digits and '_', "
+                "e.g. env:SMTP_PASSWORD",
+                {},
             )
         return ref
     if ref.startswith("file:"):
@@ -77,7 +80,9 @@ class SecretRef(BaseModel):
 
     secret_ref: str = Field(
         alias="secretRef",
-        json_schema_extra={"pattern": r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|enc:v1:[A-Za-z0-9_\-]+=*)$"},
+        json_schema_extra={
+            "pattern": r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|enc:v1:[A-Za-z0-9_\-]+=*)$"
+        },
         description="env:NAME, file:/path or enc:v1:... (never the secret itself)",
     )
 
@@ -126,6 +131,24 @@ def redact(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value
+
+
+def iter_refs(
+    value: Any, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """(path, reference) for every secret reference in JSON-like data, e.g. a
+    loaded YAML document; ``reconcile secret check`` resolves each one."""
+    if isinstance(value, SecretRef):
+        yield path, value.secret_ref
+    elif isinstance(value, dict):
+        if isinstance(value.get("secretRef"), str):
+            yield path, value["secretRef"]
+            return
+        for key, item in value.items():
+            yield from iter_refs(item, (*path, key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from iter_refs(item, (*path, index))
 
 
 def _load_key() -> bytes:

@@ -52,8 +52,10 @@ def _at(doc: Document, code: str, message: str, path: tuple[str, ...] = (), hint
 def _envelope_ok(doc: Document, diags: Diagnostics) -> bool:
     data = doc.data
     if not isinstance(data, dict):
-        diags.add(_at(doc, "not-a-resource", "a resource document must be a mapping with "
-                      "apiVersion, kind, metadata and spec"))
+        line, col = doc.mark  # a bare scalar has no marks of its own
+        diags.add(Diagnostic(code="not-a-resource", file=doc.file, line=line, col=col,
+                             message="a resource document must be a mapping with apiVersion, "
+                             "kind, metadata and spec"))
         return False
     kind = data.get("kind")
     if not isinstance(kind, str):
@@ -66,10 +68,14 @@ def _envelope_ok(doc: Document, diags: Diagnostics) -> bool:
                       else "known kinds: " + ", ".join(sorted(KINDS))))
         return False
     version = data.get("apiVersion")
+    if version is None:
+        diags.add(_at(doc, "api-version", "`apiVersion` is missing",
+                      hint=f"e.g. apiVersion: {API_VERSION}"))
+        return False
     if version != API_VERSION and version not in CONVERSIONS:
-        known = ", ".join([API_VERSION, *CONVERSIONS])
+        known = ", ".join(CONVERSIONS)
         diags.add(_at(doc, "api-version", f"unsupported apiVersion {version!r}", ("apiVersion",),
-                      hint=f"use {API_VERSION} (also read: {known})"))
+                      hint=f"use {API_VERSION} (older versions still read: {known})"))
         return False
     return True
 
@@ -110,7 +116,7 @@ def _duplicates(resources: list[LoadedResource], diags: Diagnostics) -> list[Loa
                 "duplicate-resource",
                 f"{res.model.kind} {res.model.metadata.name!r} is defined twice in namespace "
                 f"{res.model.metadata.namespace!r} (first at {seen.file}:"
-                f"{seen.document.mark[0]})",
+                f"{locate(seen.document.data, ('metadata', 'name'))[0]})",
                 ("metadata", "name"), hint="rename one of them or delete the copy"))
             continue
         first[res.key] = res

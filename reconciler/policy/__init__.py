@@ -1,0 +1,1 @@
+"""Policies as data (SPEC C8): see ``reconciler.policy.engine`` and ``policies/README.md``."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from reconciler.state.base import StoreError, StoreUnavailable
 
@@ -59,8 +59,8 @@ def parse_location(location: str) -> Location:
             )
         return _sqlite(Path(url.database).expanduser())
     if backend in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+psycopg")
-        return Location(url, url.render_as_string(hide_password=True), None)
+        display = url.render_as_string(hide_password=True)  # as the user wrote it
+        return Location(url.set(drivername="postgresql+psycopg"), display, None)
     raise StoreError(
         f"unsupported store URL scheme {url.drivername!r}: use a file path (SQLite) "
         "or postgresql://user@host:5432/dbname"
@@ -147,21 +147,17 @@ def explain(exc: SQLAlchemyError, loc: Location) -> StoreError:
                 "another file, or restore this one from a backup."
             )
         return StoreUnavailable(f"the SQLite store {loc.display} failed: {detail}.")
-    if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or _is_connect_error(exc):
+    # psycopg reports every failure to reach or log in to the server as an
+    # OperationalError; query errors (a missing table, a bad value) are not.
+    if isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
         return StoreUnavailable(
             f"cannot connect to the PostgreSQL store {loc.display} ({detail}). Check that "
             "the server is running and reachable, and that the URL's host, port, user and "
             "database are right; or use a SQLite file path as the store."
         )
     return StoreUnavailable(f"the PostgreSQL store {loc.display} failed: {detail}.")
-
-
-def _is_connect_error(exc: SQLAlchemyError) -> bool:
-    text = _first_line(exc).lower()
-    return any(
-        s in text
-        for s in ("connection", "connect", "could not translate", "does not exist", "password")
-    )
 
 
 @contextmanager

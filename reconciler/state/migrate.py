@@ -17,6 +17,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, func, select
 
 from reconciler.state.base import SchemaTooNew
@@ -69,7 +70,7 @@ def migrate(engine: Engine, loc: Location) -> str:
 def _check_known(script: ScriptDirectory, current: str, head: str, loc: Location) -> None:
     try:
         known = script.get_revision(current) is not None
-    except RevisionError:
+    except (RevisionError, CommandError):
         known = False
     if not known:
         raise SchemaTooNew(

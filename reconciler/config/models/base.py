@@ -51,6 +51,12 @@ def _check_name(value: str) -> str:
 
 
 def _check_host(value: str) -> str:
+    if "://" in value or "/" in value:
+        raise PydanticCustomError(
+            "hostname",
+            "'{value}' is not a host name; give only the host, e.g. smtp.example.com",
+            {"value": value},
+        )
     host = value.rstrip(".")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]  # bracketed IPv6 literal
@@ -66,12 +72,6 @@ def _check_host(value: str) -> str:
                 "'{value}' is not a host name; put the port in the `port` field",
                 {"value": value},
             ) from None
-    if "://" in value or "/" in value:
-        raise PydanticCustomError(
-            "hostname",
-            "'{value}' is not a host name; give only the host, e.g. smtp.example.com",
-            {"value": value},
-        )
     if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in host.split(".")):
         raise PydanticCustomError(
             "hostname", "'{value}' is not a valid host name", {"value": value}

@@ -1,0 +1,100 @@
+"""`reconcile apply PLANFILE|DIR`: write a plan to the live store as one revision (SPEC P2, P3)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from reconciler.cli.common import UserError
+from reconciler.cli.plan import opened, plan_from_dir, stdout_is_terminal, store_option
+from reconciler.plan import render
+from reconciler.plan.apply import DEFAULT_MAX_CHANGE_RATIO, apply_plan, resolve_actor
+from reconciler.plan.model import Plan, PlanFileError, load
+from reconciler.state import Action, LockTimeout, Revision, RevisionMeta, SqlStore
+
+CONFIG_SUFFIXES = (".yaml", ".yml")
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+
+
+def stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def is_saved_plan(target: Path) -> bool:
+    # A config repo may be a single YAML file; anything else that is a file is a plan.
+    return target.is_file() and target.suffix.lower() not in CONFIG_SUFFIXES
+
+
+def _load(target: Path) -> Plan:
+    try:
+        return load(target)
+    except PlanFileError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _confirm(store: SqlStore, yes: bool) -> None:
+    if yes:
+        return
+    if not stdin_is_terminal():
+        raise UserError(
+            "not applying: confirmation is needed and stdin is not a terminal. Review the plan "
+            "above and re-run with --yes, or save it with `reconcile plan DIR --out FILE` and "
+            "apply that file."
+        )
+    click.confirm(f"Apply these changes to {store.location}?", abort=True)
+
+
+def _applied(rev: Revision) -> str:
+    counts = {a: sum(1 for c in rev.changes if c.action is a) for a in Action}
+    return (f"Applied revision {rev.number}: {counts[Action.CREATE]} created, "
+            f"{counts[Action.UPDATE]} updated, {counts[Action.DELETE]} deleted.")
+
+
+@click.command("apply")
+@click.argument("target", type=click.Path(exists=True, path_type=Path), metavar="PLANFILE|DIR")
+@store_option
+@click.option("--yes", "-y", is_flag=True, help="Apply a DIR's plan without asking.")
+@click.option("--actor", metavar="NAME", help="Who applies, for the history (default: the CI "
+              "user, then the OS user).")
+@click.option("--message", "-m", default="", help="Why, for the history.")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=DEFAULT_LOCK_TIMEOUT_S,
+              show_default=True, metavar="SECONDS",
+              help="How long to wait for another apply to finish.")
+@click.option("--force", is_flag=True, help="Apply even when the plan updates or deletes more "
+              f"than {DEFAULT_MAX_CHANGE_RATIO:.0%} of the live resources.")
+@click.option("--prune", is_flag=True, help="With a DIR: also delete live resources that are "
+              "not in the configuration.")
+def command(target: Path, store_url: str, yes: bool, actor: str | None, message: str,
+            lock_timeout: float, force: bool, prune: bool) -> None:
+    """Apply a saved plan, or plan DIR and apply it after confirmation.
+
+    A saved plan is applied exactly as shown, and only if the live store is
+    still at the revision it was planned against. Everything is written in
+    one transaction, under the store's lock, as one new revision.
+    """
+    saved = is_saved_plan(target)
+    if saved and prune:
+        raise UserError(
+            "--prune only applies when planning; a saved plan already contains its deletions. "
+            "Re-create it with `reconcile plan DIR --prune --out FILE`."
+        )
+    colour = stdout_is_terminal()
+    with opened(store_url) as store:
+        plan = _load(target) if saved else plan_from_dir(target, store, fmt="text", prune=prune)
+        click.echo(render.text(plan, colour=colour))
+        if not plan.has_changes:
+            click.echo("Nothing to apply; no revision was written.")
+            return
+        if not saved:
+            _confirm(store, yes)
+        meta = RevisionMeta(actor=resolve_actor(actor), message=message)
+        try:
+            rev = apply_plan(store, plan, meta, lock_timeout=lock_timeout, force=force)
+        except LockTimeout as exc:
+            raise UserError(
+                f"{exc}. Waited {lock_timeout:g} s (--lock-timeout); nothing was applied. "
+                "Try again when it is released."
+            ) from None
+    click.echo(_applied(rev))

@@ -1,0 +1,274 @@
+"""`reconcile live get|set`: read or change the live store outside git (SPEC P5).
+
+`live set` is the out-of-band edit an admin makes in an emergency ("disable
+that server now"). It goes through the same model, derivation, reference and
+policy checks as `validate`, so the live store never holds a spec that git
+could not have produced, and it is recorded as an OUT_OF_BAND revision with
+actor and reason, which `reconcile drift` then reports.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import click
+import yaml
+from pydantic import ValidationError
+
+from reconciler.cli.common import UserError
+from reconciler.cli.history import (
+    ACTION_SYMBOL,
+    field_lines,
+    opened_store,
+    parse_key,
+    store_option,
+    yaml_stream,
+)
+from reconciler.cli.render import diagnostic_text
+from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
+from reconciler.config.diagnostics import Diagnostic, Diagnostics
+from reconciler.config.loader import Document
+from reconciler.config.secrets import FIX_HINT, SecretRef, redact
+from reconciler.config.validate import ValidationResult, canonical, validate_documents
+from reconciler.plan.apply import resolve_actor
+from reconciler.plan.diff import diff
+from reconciler.state import (
+    Change,
+    LiveState,
+    RevisionKind,
+    RevisionMeta,
+)
+from reconciler.state.codec import SECRET_FIELDS
+
+_NOT_SPEC = ("metadata", "apiVersion", "kind", "status")
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    path: tuple[str, ...]  # below spec, e.g. ("auth", "clientSecret")
+    value: Any  # None: remove the field (back to its default)
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(("spec", *self.path))
+
+
+@click.group("live")
+def command() -> None:
+    """Read or change the live store directly (recorded as out-of-band)."""
+
+
+@command.command("get")
+@click.argument("resource", metavar="KIND/NAME")
+@click.option("--namespace", "-n", default=None)
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
+              show_default=True)
+@store_option
+def get_command(resource: str, namespace: str | None, fmt: str, store_url: str | None) -> None:
+    """Print one resource as the live store holds it (secrets redacted)."""
+    key = parse_key(resource, namespace)
+    with opened_store(store_url) as store:
+        live = store.snapshot()
+    doc = _find(live, key).to_document()
+    doc["spec"] = redact(doc["spec"])
+    if fmt == "json":
+        click.echo(json.dumps({"revision": live.revision, "resource": doc}, indent=2,
+                              ensure_ascii=False))
+        return
+    click.echo(f"# {key} as live at revision {live.revision}")
+    click.echo(yaml_stream([doc]), nl=False)
+
+
+@command.command("set")
+@click.argument("resource", metavar="KIND/NAME")
+@click.argument("assignments", nargs=-1, required=True, metavar="FIELD=VALUE...")
+@click.option("--namespace", "-n", default=None)
+@click.option("--actor", metavar="NAME", help="Who makes the change, for the history "
+              "(default: the CI user, then the OS user).")
+@click.option("--reason", default="", help="Why; recorded as the revision's message.")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds to wait for a running apply to finish.")
+@store_option
+def set_command(resource: str, assignments: Sequence[str], namespace: str | None,
+                actor: str | None,
+                reason: str, lock_timeout: float, store_url: str | None) -> None:
+    """Change spec fields of a live resource, e.g. `spec.enabled=false`.
+
+    VALUE is YAML: true/false, numbers, text, [lists] or {secretRef: env:NAME}
+    for secret fields (literal secrets are refused). FIELD=null removes the
+    field, so its default applies again. `spec.` may be left out.
+    """
+    key = parse_key(resource, namespace)
+    edits = [_parse_assignment(i, text) for i, text in enumerate(assignments, 1)]
+    who = resolve_actor(actor)
+    with opened_store(store_url, must_exist=True) as store, \
+            store.lock(who, "live set", timeout=lock_timeout):
+        live = store.snapshot()
+        change = _change(live, key, edits)
+        if change is None:
+            click.echo(f"no change: {key} already has those values (revision {live.revision})")
+            return
+        message = reason or "live set " + ", ".join(e.dotted for e in edits)
+        rev = store.commit([change], RevisionMeta(actor=who, message=message,
+                                                  kind=RevisionKind.OUT_OF_BAND),
+                           base_revision=live.revision)
+    click.echo(f"revision {rev.number} ({RevisionKind.OUT_OF_BAND.value}) by {who}: "
+               f"{ACTION_SYMBOL[change.action]} {key}")
+    click.echo("\n".join(field_lines(change.fields)))
+    click.echo("git still says otherwise: `reconcile drift` reports this change and the next "
+               "apply reverts it unless git is changed too.")
+
+
+# -- parsing FIELD=VALUE --------------------------------------------------------
+
+
+def _parse_assignment(index: int, text: str) -> Assignment:
+    # Never echo the argument itself: it may be a secret typed into the wrong place.
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise UserError(f"argument {index} is not FIELD=VALUE (e.g. spec.enabled=false)")
+    parts = tuple(name.split("."))
+    if parts[0] in _NOT_SPEC:
+        raise UserError(f"{name}: only spec fields can be set live ({parts[0]} comes from git"
+                        f"{' or the daemon' if parts[0] == 'status' else ''})")
+    if parts[0] == "spec":
+        parts = parts[1:]
+    if not parts or not all(parts):
+        raise UserError(f"{name!r} is not a field path; write e.g. spec.auth.clientId")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise UserError(f"spec.{'.'.join(parts)}: the value is not valid YAML; quote text "
+                        "that contains ':', '#', '{' or '['") from None
+    if isinstance(value, date):
+        value = raw.strip()  # YAML would make 2024-05-01 a date; specs hold text
+    return Assignment(parts, value)
+
+
+# -- building the new resource --------------------------------------------------
+
+
+def _find(live: LiveState, key: ResourceKey) -> CanonicalResource:
+    res = live.resources.get(key)
+    if res is not None:
+        return res
+    same_kind = [str(k) for k in live.resources if k.kind == key.kind]
+    close = difflib.get_close_matches(str(key), same_kind, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise UserError(f"{key} is not in the live store (revision {live.revision}){hint}")
+
+
+def _change(live: LiveState, key: ResourceKey, edits: Sequence[Assignment]) -> Change | None:
+    old = _find(live, key)
+    doc = json.loads(json.dumps(old.to_document()))  # a deep, plain copy to edit
+    for edit in edits:
+        _refuse_literal_secret(doc["spec"], edit)
+        _assign(doc["spec"], edit)
+    new = _validated(live, key, doc)
+    if new.digest == old.digest:
+        return None
+    others = {k: r for k, r in live.resources.items() if k != key}
+    changes = diff(DesiredState.of([*others.values(), new]), live).changes
+    return next(c for c in changes if c.key == key)
+
+
+def _refuse_literal_secret(spec: dict[str, Any], edit: Assignment) -> None:
+    current = _get(spec, edit.path)
+    is_secret = edit.path[-1] in SECRET_FIELDS or (
+        isinstance(current, dict) and set(current) == {"secretRef"})
+    if not is_secret or edit.value is None:
+        return
+    try:
+        SecretRef.model_validate(edit.value)
+    except ValidationError:
+        # The value is not shown: it is most likely the secret itself.
+        raise UserError(
+            f"{edit.dotted} is a secret field: the live store keeps only references, never "
+            f"the secret. Refused; nothing was written. {FIX_HINT}, e.g. "
+            f"'{edit.dotted}={{secretRef: env:NAME}}'"
+        ) from None
+
+
+def _get(node: Any, path: Sequence[str]) -> Any:
+    for part in path:
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def _assign(spec: dict[str, Any], edit: Assignment) -> None:
+    node: Any = spec
+    for depth, part in enumerate(edit.path):
+        last = depth == len(edit.path) - 1
+        where = ".".join(("spec", *edit.path[:depth]))
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise UserError(f"{where} is a list of {len(node)}; {part!r} is not an index "
+                                f"in it (0 to {len(node) - 1})")
+            if last:
+                if edit.value is None:
+                    node.pop(int(part))
+                else:
+                    node[int(part)] = edit.value
+                return
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                if edit.value is None:
+                    node.pop(part, None)
+                else:
+                    node[part] = edit.value
+                return
+            node = node.setdefault(part, {})
+        else:
+            raise UserError(f"{where} is a single value, it has no field {part!r}")
+
+
+def _validated(live: LiveState, key: ResourceKey, doc: dict[str, Any]) -> CanonicalResource:
+    """The edited resource, checked in the context of the whole live config.
+
+    A spec its kind's model rejects, or one pointing at a resource that does
+    not exist, is refused: the daemon could not use it. Other errors the edit
+    introduces (semantic checks, policies) are shown but do not block, since
+    disabling the primary server in an emergency is exactly what this
+    command is for, and `validate` rejects that state in git.
+    """
+    label = f"{key} (live)"
+    docs = {k: r.to_document() for k, r in live.resources.items()}
+    after = _validate({**docs, key: doc})
+    new_errors = after.diagnostics.errors
+    if new_errors:
+        before = set(_validate(docs).diagnostics.errors)
+        new_errors = [d for d in new_errors if d not in before]
+    blocking = [d for d in new_errors if d.file == label and _blocks(d)]
+    if blocking:
+        lines = "\n".join("  " + diagnostic_text(d) for d in blocking)
+        raise UserError(f"cannot set {key}: the result would not be valid; nothing was "
+                        f"written.\n{lines}")
+    for d in new_errors:
+        click.echo(f"warning: `reconcile validate` would reject this in git: "
+                   f"{diagnostic_text(d)}", err=True)
+    for res in after.resources:
+        if res.key == tuple(key):
+            return canonical(res)
+    raise UserError(f"cannot set {key}: it did not validate")  # pragma: no cover
+
+
+def _blocks(d: Diagnostic) -> bool:
+    return d.code.startswith("schema:") or d.code == "dangling-reference"
+
+
+def _validate(docs: dict[ResourceKey, dict[str, Any]]) -> ValidationResult:
+    # Same file label in both runs, so diagnostics that existed before compare equal.
+    documents = [Document(f"{k} (live)", 0, d) for k, d in docs.items()]
+    return validate_documents(documents, Diagnostics())

@@ -1,0 +1,140 @@
+"""`reconcile plan DIR`: what apply would change in the live store (SPEC P1, P2).
+
+Exit codes follow ``terraform plan -detailed-exitcode``: 0 no changes,
+2 changes, 1 error, so CI can branch on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from reconciler.cli.common import UserError
+from reconciler.cli.render import diagnostic_text, emit
+from reconciler.config.diagnostics import Severity
+from reconciler.config.validate import ValidationResult, validate_path
+from reconciler.plan import render
+from reconciler.plan.make import make_plan
+from reconciler.plan.model import Plan, PlanFileError, save
+from reconciler.state import DEFAULT_STORE, SqlStore, StoreError, open_store
+
+EXIT_NO_CHANGES = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def store_option(f: F) -> F:
+    return click.option(
+        "--store", "store_url", envvar="RECONCILE_STORE", default=DEFAULT_STORE,
+        show_default=True, metavar="URL",
+        help="State store: a SQLite file path or a postgresql:// URL "
+        "(default from $RECONCILE_STORE).",
+    )(f)
+
+
+@contextlib.contextmanager
+def opened(store_url: str) -> Iterator[SqlStore]:
+    """The store, with its errors turned into one user-facing message."""
+    try:
+        store = open_store(store_url)
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        yield store
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        store.close()
+
+
+def finish(code: int) -> NoReturn:
+    """End the command with ``code``.
+
+    SystemExit rather than click's Exit: ``cli.common.run`` calls click with
+    standalone_mode=False, where click turns Exit into a return value that
+    ``run`` does not pass on, so Exit(2) would end the process with 0.
+    """
+    raise SystemExit(code)
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def validated(path: Path, fmt: str) -> ValidationResult:
+    """Validate like `reconcile validate`; exit 1 on errors.
+
+    With markdown or JSON output stdout must stay one document, so the
+    diagnostics of a valid config go to stderr there.
+    """
+    result = validate_path(path)
+    diags, count = result.diagnostics, len(result.resources)
+    if fmt == "text":
+        emit(diags, "text", count)
+    elif not result.ok and fmt == "json":
+        emit(diags, "json", count)
+    else:
+        if not result.ok:  # markdown: the PR comment says why there is no plan
+            click.echo(render.markdown_invalid(
+                [diagnostic_text(d) for d in diags if d.severity is Severity.ERROR]))
+        if list(diags):
+            with contextlib.redirect_stdout(sys.stderr):
+                emit(diags, "text", count)
+    if not result.ok or result.desired is None:
+        finish(EXIT_ERROR)
+    return result
+
+
+def plan_from_dir(path: Path, store: SqlStore, *, fmt: str, prune: bool) -> Plan:
+    result = validated(path, fmt)
+    assert result.desired is not None
+    live = store.snapshot()
+    return make_plan(path, result.desired, live, derived=result.derivations(), prune=prune)
+
+
+class _PlanCommand(click.Command):
+    """Usage errors exit 1, not click's 2: for `plan`, 2 means "there are changes"."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_ERROR
+            raise
+
+
+@click.command("plan", cls=_PlanCommand)
+@click.argument("path", type=click.Path(exists=True, path_type=Path), default=Path("."))
+@store_option
+@click.option("--format", "fmt", type=click.Choice(render.FORMATS), default="text",
+              show_default=True, help="text for people, markdown for a PR comment, json for "
+              "machines.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Save the plan; `reconcile apply FILE` then applies exactly it.")
+@click.option("--prune", is_flag=True, help="Delete live resources that are not in the "
+              "configuration (without it they are listed and kept).")
+def command(path: Path, store_url: str, fmt: str, out: Path | None, prune: bool) -> None:
+    """Show what `reconcile apply` would create, update and delete.
+
+    Compares the resources below PATH with the live store. Secret references
+    are shown redacted; values that were filled in by default are marked
+    (derived). Exit 0 when there are no changes, 2 when there are, 1 on error.
+    """
+    with opened(store_url) as store:
+        plan = plan_from_dir(path, store, fmt=fmt, prune=prune)
+    click.echo(render.render(plan, fmt, colour=stdout_is_terminal()))
+    if out is not None:
+        try:
+            save(plan, out)
+        except (OSError, PlanFileError) as exc:
+            raise UserError(f"cannot save the plan to {out}: {exc}") from None
+        click.echo(f"Saved the plan to {out}; apply exactly it with `reconcile apply {out}`.",
+                   err=True)
+    finish(EXIT_CHANGES if plan.has_changes else EXIT_NO_CHANGES)

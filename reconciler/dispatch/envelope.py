@@ -1,0 +1,295 @@
+"""A notification as the desk submits it, and the envelope a transport sends.
+
+:class:`Notification` is the intake format (HTTP API, ``reconcile send``,
+Python API; SPEC O1). It is a pydantic model because it arrives as JSON and is
+stored as JSON in the outbox; validation happens once, at intake, so nothing
+unsendable is ever accepted. Everything that ends up in a header is checked
+for line breaks here: a CR or LF in a subject, display name or address would
+let the submitter add headers of their own (header injection).
+
+:class:`Envelope` is what :mod:`reconciler.dispatch.compose` produces from a
+notification for one server, after routing and filtering.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+RecipientField = Literal["to", "cc", "bcc"]
+
+# Characters that end a header line somewhere: CR/LF for SMTP, and the ones
+# str.splitlines() and some mail clients also treat as line breaks.
+_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_OTHER_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f]")
+_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext, short enough to fold
+_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*$")
+_IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,200}$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_ANGLE_FORM = re.compile(r"^(?P<name>.*?)\s*<(?P<addr>[^<>]*)>\s*$", re.DOTALL)
+
+# Headers the composer owns; a notification may not set or override them.
+RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID",
+        "MIME-Version", "Content-Type", "Content-Transfer-Encoding", "Content-Disposition",
+        "Return-Path", "Received", "Resent-From", "Resent-To", "Resent-Cc", "Resent-Bcc",
+        "Resent-Date", "Resent-Message-ID", "Resent-Sender",
+    )
+)
+
+
+class HeaderInjectionError(ValueError):
+    """A value meant for a header contains a line break or control character."""
+
+
+def check_header_text(value: str, what: str) -> str:
+    """Reject text that would break out of its header line."""
+    if _LINE_BREAKS.search(value):
+        raise HeaderInjectionError(
+            f"{what} contains a line break; line breaks are not allowed in mail headers "
+            "(they could be used to inject headers)"
+        )
+    if _OTHER_CONTROLS.search(value):
+        raise HeaderInjectionError(f"{what} contains a control character")
+    return value
+
+
+def validate_address(value: str, what: str = "address") -> str:
+    """The address in the form we send it: ASCII (IDN domains as punycode).
+
+    Non-ASCII local parts need SMTPUTF8, which not every relay offers; they
+    are refused at intake rather than failing later at one server but not another.
+    """
+    from email_validator import EmailNotValidError, validate_email
+
+    check_header_text(value, what)
+    try:
+        checked = validate_email(
+            value, check_deliverability=False, test_environment=True, allow_smtputf8=False
+        )
+    except EmailNotValidError as exc:
+        raise ValueError(f"{what} {value!r} is not a valid email address: {exc}") from None
+    return checked.ascii_email or checked.normalized
+
+
+def _unquote(name: str) -> str:
+    name = name.strip()
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        name = re.sub(r"\\(.)", r"\1", name[1:-1])
+    return name.strip()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        ser_json_bytes="base64",
+        val_json_bytes="base64",
+    )
+
+
+class Mailbox(_Strict):
+    """An address with an optional display name.
+
+    Accepts ``"jane@example.com"``, ``"Jane Doe <jane@example.com>"`` or
+    ``{"email": ..., "name": ...}``.
+    """
+
+    email: str
+    name: str | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> Mailbox:
+        return cls.model_validate(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        check_header_text(value, "recipient")
+        match = _ANGLE_FORM.match(value)
+        if match:
+            return {"email": match["addr"].strip(), "name": _unquote(match["name"]) or None}
+        return {"email": value.strip()}
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return validate_address(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check_header_text(value, "display name")
+        return value.strip() or None
+
+    @property
+    def domain(self) -> str:
+        return self.email.rsplit("@", 1)[1].lower()
+
+    @property
+    def key(self) -> str:
+        """Identity for de-duplication and filtering: addresses compare case-insensitively."""
+        return self.email.casefold()
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+def _check_attachment_name(value: str) -> str:
+    check_header_text(value, "attachment name")
+    if not value.strip():
+        raise ValueError("attachment name is empty")
+    return value
+
+
+def _check_content_type(value: str) -> str:
+    if not _CONTENT_TYPE.match(value):
+        raise ValueError(f"content type {value!r} is not of the form type/subtype")
+    return value.lower()
+
+
+class Attachment(_Strict):
+    name: Annotated[str, AfterValidator(_check_attachment_name)]
+    content_type: Annotated[str, AfterValidator(_check_content_type)] = (
+        "application/octet-stream"
+    )
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:  # the bytes are noise in logs and tracebacks
+        return (f"Attachment(name={self.name!r}, content_type={self.content_type!r}, "
+                f"size={self.size})")
+
+
+def _check_context(value: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if item is None:
+            continue
+        if isinstance(item, bool):
+            item = "true" if item else "false"
+        if not isinstance(item, str | int | float):
+            raise ValueError(f"context field {key!r} must be text or a number")
+        out[str(key)] = str(item)
+    return out
+
+
+def _check_headers(value: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, text in value.items():
+        if not _HEADER_NAME.match(name):
+            raise HeaderInjectionError(f"header name {name!r} is not a valid header name")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"header {name} is set by the dispatcher and cannot be given")
+        out[name] = check_header_text(text, f"header {name}")
+    return out
+
+
+def _check_namespace(value: str) -> str:
+    if not _NAMESPACE.match(value):
+        raise ValueError(f"namespace {value!r} is not a valid resource name")
+    return value
+
+
+def _check_key(value: str | None) -> str | None:
+    if value is not None and not _IDEMPOTENCY_KEY.match(value):
+        raise ValueError("idempotency key must be 1-200 visible ASCII characters")
+    return value
+
+
+class Notification(_Strict):
+    """One notification to send (SPEC O1).
+
+    Recipients may be empty: a template that produced no recipients is an
+    audited "not sent" (O8), not an intake error.
+    """
+
+    module: Annotated[str, Field(min_length=1, max_length=64)]
+    namespace: Annotated[str, AfterValidator(_check_namespace)] = "default"
+    context: Annotated[dict[str, Any], AfterValidator(_check_context)] = Field(
+        default_factory=dict, description="Fields routing rules test: department, site, ..."
+    )
+    to: list[Mailbox] = Field(default_factory=list)
+    cc: list[Mailbox] = Field(default_factory=list)
+    bcc: list[Mailbox] = Field(default_factory=list)
+    subject: str = ""
+    text_body: str | None = None
+    html_body: str | None = None
+    attachments: list[Attachment] = Field(default_factory=list)
+    headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(
+        default_factory=dict, description="Extra headers, e.g. In-Reply-To/References."
+    )
+    idempotency_key: Annotated[str | None, AfterValidator(_check_key)] = None
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        return check_header_text(value, "subject")
+
+    def recipients(self) -> Iterator[tuple[RecipientField, Mailbox]]:
+        for kind in ("to", "cc", "bcc"):
+            for mailbox in getattr(self, kind):
+                yield kind, mailbox  # type: ignore[misc]
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedAttachment:
+    """An attachment left out of the message; named in the SENT audit entry (O4)."""
+
+    name: str
+    size: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What a transport sends: SMTP envelope plus the composed RFC 5322 message.
+
+    ``bcc`` recipients are in the envelope (RCPT TO) but never in a header.
+    """
+
+    mail_from: str
+    sender_name: str | None
+    reply_to: str | None
+    to: tuple[Mailbox, ...]
+    cc: tuple[Mailbox, ...]
+    bcc: tuple[Mailbox, ...]
+    message: EmailMessage
+    message_id: str
+    dropped_attachments: tuple[DroppedAttachment, ...] = ()
+
+    @property
+    def rcpt_to(self) -> tuple[str, ...]:
+        return tuple(m.email for m in (*self.to, *self.cc, *self.bcc))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {name: str(value) for name, value in self.message.items()}
+
+    def as_bytes(self) -> bytes:
+        return self.message.as_bytes(policy=SMTP)

@@ -1,0 +1,136 @@
+"""Recipient filters (SPEC O3): which of a notification's recipients may be sent to.
+
+Semantics, chosen to be predictable rather than clever:
+
+- A filter is an allow list or an ignore list of exact emails and domains; an
+  address matches if it equals any listed email OR its domain equals any
+  listed domain (OR over all entries), compared case-insensitively.
+- Domains match exactly: ``example.com`` does not cover ``eu.example.com``.
+  An allow list that silently admitted every subdomain would admit domains the
+  author never saw; a subdomain is one more line in the list.
+- No filter means every recipient is kept.
+- A recipient listed twice (in to and cc, say) is sent to once, in the first
+  field it appeared in (to, then cc, then bcc); the duplicate is not "ignored".
+
+Each dropped recipient comes back with the filter and entry that dropped it,
+which is what the SEND_IGNORED audit entry records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from reconciler.config.models.recipient_filter import FilterType, RecipientFilter
+from reconciler.dispatch.envelope import Mailbox, Notification, RecipientField
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoredRecipient:
+    mailbox: Mailbox
+    field: RecipientField
+    filter: str  # RecipientFilter name
+    filter_type: FilterType
+    entry: str | None  # the email or domain that matched; None for "not on the allow list"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FilterResult:
+    to: tuple[Mailbox, ...]
+    cc: tuple[Mailbox, ...]
+    bcc: tuple[Mailbox, ...]
+    ignored: tuple[IgnoredRecipient, ...] = ()
+    filter: str | None = None
+
+    @property
+    def kept(self) -> tuple[Mailbox, ...]:
+        return (*self.to, *self.cc, *self.bcc)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing left to send to: the caller records "not sent" (O8 NO_RECIPIENTS)."""
+        return not self.kept
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    name: str
+    type: FilterType
+    emails: frozenset[str]
+    domains: frozenset[str]
+
+    def entry_for(self, mailbox: Mailbox) -> tuple[str, str] | None:
+        """The (kind, entry) that matches this mailbox, if any; email beats domain."""
+        if mailbox.key in self.emails:
+            return "email", mailbox.key
+        domain = mailbox.domain.casefold().rstrip(".")
+        if domain in self.domains:
+            return "domain", domain
+        return None
+
+
+def _compile(recipient_filter: RecipientFilter) -> _Compiled:
+    spec = recipient_filter.spec
+    return _Compiled(
+        name=recipient_filter.metadata.name,
+        type=FilterType(spec.type),
+        emails=frozenset(e.strip().casefold() for e in spec.emails),
+        domains=frozenset(d.strip().casefold().rstrip(".") for d in spec.domains),
+    )
+
+
+def apply_filter(
+    to: Iterable[Mailbox],
+    cc: Iterable[Mailbox] = (),
+    bcc: Iterable[Mailbox] = (),
+    recipient_filter: RecipientFilter | None = None,
+) -> FilterResult:
+    compiled = _compile(recipient_filter) if recipient_filter is not None else None
+    seen: set[str] = set()
+    kept: dict[RecipientField, list[Mailbox]] = {"to": [], "cc": [], "bcc": []}
+    ignored: list[IgnoredRecipient] = []
+    fields: tuple[tuple[RecipientField, Iterable[Mailbox]], ...] = (
+        ("to", to), ("cc", cc), ("bcc", bcc)
+    )
+    for kind, mailboxes in fields:
+        for mailbox in mailboxes:
+            if mailbox.key in seen:
+                continue
+            seen.add(mailbox.key)
+            dropped = _check(compiled, kind, mailbox) if compiled else None
+            if dropped is None:
+                kept[kind].append(mailbox)
+            else:
+                ignored.append(dropped)
+    return FilterResult(
+        to=tuple(kept["to"]),
+        cc=tuple(kept["cc"]),
+        bcc=tuple(kept["bcc"]),
+        ignored=tuple(ignored),
+        filter=compiled.name if compiled else None,
+    )
+
+
+def filter_notification(
+    notification: Notification, recipient_filter: RecipientFilter | None
+) -> FilterResult:
+    return apply_filter(notification.to, notification.cc, notification.bcc, recipient_filter)
+
+
+def _check(f: _Compiled, kind: RecipientField, mailbox: Mailbox) -> IgnoredRecipient | None:
+    hit = f.entry_for(mailbox)
+    if f.type == FilterType.ALLOW:
+        if hit is not None:
+            return None
+        return IgnoredRecipient(
+            mailbox, kind, f.name, f.type, None,
+            f"{mailbox.email} is not on allow list {f.name!r} (no listed email or domain matches)",
+        )
+    if hit is None:
+        return None
+    what, entry = hit
+    return IgnoredRecipient(
+        mailbox, kind, f.name, f.type, entry,
+        f"{mailbox.email} matches {what} {entry!r} of ignore list {f.name!r}",
+    )

@@ -1,0 +1,228 @@
+"""Which outgoing server sends a notification (SPEC O2).
+
+The rules of the notification's module are tried in ascending ``order``
+(ties broken by name so the result never depends on load order); disabled
+rules are skipped; the first rule whose conditions hold (ALL or ANY) picks its
+server. When none matches, the namespace's enabled primary server sends.
+
+A rule whose server is disabled or missing does not stop routing: it is
+skipped like a rule that did not match, and the decision says so. Falling
+through keeps mail flowing through the primary while someone fixes the server,
+and the explanation makes the skip visible instead of silent.
+
+Conditions compare text. Unless ``caseSensitive`` is set, both sides are
+case-folded and ``regex`` runs with IGNORECASE; ``regex`` searches (use ``^``
+and ``$`` to anchor). A context field that is not set fails the positive
+operators and satisfies the negative ones (``notEquals``, ``notIn``,
+``notContains``): "department is not HR" is true when no department is given.
+
+:class:`RouteDecision` carries a trace of every rule and condition so that
+``reconcile route`` and the audit can say why a server was chosen.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import lru_cache
+
+from reconciler.config.models.base import Condition, MatchMode, Operator
+from reconciler.config.models.outgoing_email_rule import OutgoingEmailRule
+from reconciler.config.models.outgoing_server import OutgoingServer
+
+_NEGATIVE = frozenset({Operator.NOT_EQUALS, Operator.NOT_IN, Operator.NOT_CONTAINS})
+
+
+class RuleVerdict(StrEnum):
+    MATCHED = "matched"
+    NOT_MATCHED = "not matched"
+    RULE_DISABLED = "rule disabled"
+    SERVER_DISABLED = "server disabled"
+    SERVER_MISSING = "server missing"
+
+
+class Via(StrEnum):
+    RULE = "rule"
+    PRIMARY = "primary"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionResult:
+    field: str
+    operator: str
+    expected: str | tuple[str, ...]
+    actual: str | None
+    matched: bool
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTrace:
+    rule: str
+    order: int
+    match: str
+    server: str
+    verdict: RuleVerdict
+    conditions: tuple[ConditionResult, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    module: str
+    context: Mapping[str, str]
+    server: OutgoingServer | None
+    via: Via
+    rule: str | None
+    trace: tuple[RuleTrace, ...] = field(default=())
+    reason: str = ""
+
+    @property
+    def server_name(self) -> str | None:
+        return self.server.metadata.name if self.server is not None else None
+
+    @property
+    def used_primary(self) -> bool:
+        return self.via == Via.PRIMARY
+
+    def explain(self) -> str:
+        """Plain-text explanation, one line per rule and condition."""
+        ctx = ", ".join(f"{k}={v}" for k, v in sorted(self.context.items())) or "(empty)"
+        lines = [f"module {self.module}, context: {ctx}"]
+        if not self.trace:
+            lines.append(f"  no enabled rules for module {self.module}")
+        for t in self.trace:
+            head = f"  rule {t.rule} (order {t.order}, match {t.match}) -> {t.server}: {t.verdict}"
+            lines.append(head + (f" ({t.note})" if t.note else ""))
+            for c in t.conditions:
+                mark = "ok  " if c.matched else "FAIL"
+                lines.append(f"    [{mark}] {c.why}")
+        lines.append(f"=> {self.reason}")
+        return "\n".join(lines)
+
+
+def route(
+    module: str,
+    context: Mapping[str, str],
+    rules: Iterable[OutgoingEmailRule],
+    servers: Iterable[OutgoingServer],
+) -> RouteDecision:
+    """Pick the server for a notification of ``module`` with ``context``.
+
+    ``rules`` and ``servers`` are one namespace's resources.
+    """
+    by_name = {s.metadata.name: s for s in servers}
+    context = dict(context)
+    candidates = sorted(
+        (r for r in rules if r.spec.module.casefold() == module.casefold()),
+        key=lambda r: (r.spec.order, r.metadata.name),
+    )
+    trace: list[RuleTrace] = []
+    for rule in candidates:
+        spec = rule.spec
+        base = {"rule": rule.metadata.name, "order": spec.order, "match": str(spec.match),
+                "server": spec.server}
+        if not spec.enabled:
+            trace.append(RuleTrace(**base, verdict=RuleVerdict.RULE_DISABLED))
+            continue
+        results = tuple(evaluate(c, context) for c in spec.conditions)
+        if not _combine(MatchMode(spec.match), results):
+            trace.append(RuleTrace(**base, verdict=RuleVerdict.NOT_MATCHED, conditions=results))
+            continue
+        server = by_name.get(spec.server)
+        if server is None:
+            trace.append(RuleTrace(**base, verdict=RuleVerdict.SERVER_MISSING, conditions=results,
+                                   note="no such OutgoingServer; trying the next rule"))
+            continue
+        if not server.spec.enabled:
+            trace.append(RuleTrace(**base, verdict=RuleVerdict.SERVER_DISABLED,
+                                   conditions=results, note="trying the next rule"))
+            continue
+        trace.append(RuleTrace(**base, verdict=RuleVerdict.MATCHED, conditions=results))
+        return RouteDecision(module, context, server, Via.RULE, rule.metadata.name, tuple(trace),
+                             f"server {spec.server} (rule {rule.metadata.name})")
+
+    primaries = sorted(
+        (s for s in by_name.values() if s.spec.primary and s.spec.enabled),
+        key=lambda s: s.metadata.name,
+    )
+    if not primaries:
+        return RouteDecision(module, context, None, Via.NONE, None, tuple(trace),
+                             "no rule matched and the namespace has no enabled primary server")
+    why = "no rule matched" if trace else f"no enabled rules for module {module}"
+    reason = f"server {primaries[0].metadata.name} (primary; {why})"
+    if len(primaries) > 1:
+        # validate forbids this; a hand-edited store may not, so say which one won.
+        others = ", ".join(s.metadata.name for s in primaries[1:])
+        reason += f"; several enabled primaries, also {others}: picked by name"
+    return RouteDecision(module, context, primaries[0], Via.PRIMARY, None, tuple(trace), reason)
+
+
+def _combine(mode: MatchMode, results: tuple[ConditionResult, ...]) -> bool:
+    if not results:
+        return True  # a rule without conditions catches everything of its module
+    if mode == MatchMode.ANY:
+        return any(r.matched for r in results)
+    return all(r.matched for r in results)
+
+
+def _lookup(context: Mapping[str, str], name: str) -> str | None:
+    if name in context:
+        return context[name]
+    # The desk's field names are not always spelled like the rule's (Department
+    # vs department); accept a case-insensitive match when it is unambiguous.
+    hits = [v for k, v in context.items() if k.casefold() == name.casefold()]
+    return hits[0] if len(hits) == 1 else None
+
+
+@lru_cache(maxsize=512)
+def _regex(pattern: str, case_sensitive: bool) -> re.Pattern[str]:
+    return re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
+
+
+def evaluate(condition: Condition, context: Mapping[str, str]) -> ConditionResult:
+    """Test one condition against the context and say why it held or not."""
+    op = Operator(condition.operator)
+    multi = op in (Operator.IN, Operator.NOT_IN)
+    expected: str | tuple[str, ...] = (
+        tuple(condition.values or ()) if multi else (condition.value or "")
+    )
+    actual = _lookup(context, condition.field)
+    shown = f"{condition.field} {op} {_show(expected)}"
+    if actual is None:
+        matched = op in _NEGATIVE
+        return ConditionResult(condition.field, str(op), expected, None, matched,
+                               f"{shown}: {condition.field} is not set")
+
+    def norm(text: str) -> str:
+        return text if condition.case_sensitive else text.casefold()
+
+    a = norm(actual)
+    if op == Operator.REGEX:
+        matched = _regex(str(expected), condition.case_sensitive).search(actual) is not None
+    elif multi:
+        hit = a in {norm(v) for v in expected}
+        matched = hit if op == Operator.IN else not hit
+    else:
+        e = norm(str(expected))
+        matched = {
+            Operator.EQUALS: a == e,
+            Operator.NOT_EQUALS: a != e,
+            Operator.CONTAINS: e in a,
+            Operator.NOT_CONTAINS: e not in a,
+            Operator.STARTS_WITH: a.startswith(e),
+            Operator.ENDS_WITH: a.endswith(e),
+        }[op]
+    case = " (case-sensitive)" if condition.case_sensitive else ""
+    verdict = "holds" if matched else "does not hold"
+    return ConditionResult(condition.field, str(op), expected, actual, matched,
+                           f"{shown}{case}: {verdict} for {condition.field}={actual!r}")
+
+
+def _show(expected: str | tuple[str, ...]) -> str:
+    if isinstance(expected, tuple):
+        return "[" + ", ".join(repr(v) for v in expected) + "]"
+    return repr(expected)

@@ -1,0 +1,1 @@
+"""Transports: one per outgoing protocol, all behind :class:`base.Transport`."""

@@ -1,0 +1,100 @@
+"""A small connection pool: bounded, checks liveness before reuse, retires old connections.
+
+Protocol-neutral: the transport supplies how to open, test and close a
+connection. A caller first takes a slot (at most ``max_size`` connections are
+in use at once, which is the server's ``maxConcurrency``), then a connection.
+
+Reuse is LIFO: the most recently used connection is the most likely to still
+be open, and the ones at the bottom age out instead of being kept warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+C = TypeVar("C")
+
+
+@dataclass(slots=True)
+class Pooled(Generic[C]):
+    conn: C
+    created: float
+    uses: int = 0
+
+
+@dataclass(slots=True)
+class PoolStats:
+    opened: int = 0
+    reused: int = 0
+    discarded: int = 0  # failed the liveness check or were too old
+    idle: int = 0
+
+
+@dataclass
+class ConnectionPool(Generic[C]):
+    max_size: int
+    max_age_seconds: float
+    is_alive: Callable[[C], Awaitable[bool]]
+    close: Callable[[C], None]
+    retire: Callable[[C], Awaitable[None]] | None = None  # polite goodbye for old connections
+    clock: Callable[[], float] = time.monotonic
+    stats: PoolStats = field(default_factory=PoolStats)
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.max_size)
+        self._idle: list[Pooled[C]] = []
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        async with self._slots:
+            yield
+
+    async def acquire(self, open_new: Callable[[], Awaitable[C]]) -> Pooled[C]:
+        """A live connection: a pooled one that passes the check, or a new one.
+
+        Call while holding :meth:`slot`.
+        """
+        while self._idle:
+            item = self._idle.pop()
+            self.stats.idle = len(self._idle)
+            if self.clock() - item.created > self.max_age_seconds:
+                self.stats.discarded += 1
+                await self._retire(item.conn)
+                continue
+            if await self.is_alive(item.conn):
+                item.uses += 1
+                self.stats.reused += 1
+                return item
+            self.stats.discarded += 1
+            self.close(item.conn)
+        conn = await open_new()
+        self.stats.opened += 1
+        return Pooled(conn, self.clock(), uses=1)
+
+    def release(self, item: Pooled[C], *, reusable: bool) -> None:
+        """Give a connection back; synchronous so it is safe in ``finally`` during cancellation."""
+        if reusable and len(self._idle) < self.max_size:
+            self._idle.append(item)
+        else:
+            self.close(item.conn)
+        self.stats.idle = len(self._idle)
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for item in idle:
+            await self._retire(item.conn)
+        self.stats.idle = 0
+
+    async def _retire(self, conn: C) -> None:
+        if self.retire is None:
+            self.close(conn)
+            return
+        try:
+            await self.retire(conn)
+        finally:
+            self.close(conn)

@@ -1,0 +1,145 @@
+"""Apply a plan: lock, check it still fits the store, guard against mass changes,
+commit as one revision (SPEC P2, P3).
+
+Every check runs while the lock is held, so nothing can move the store
+between "this plan is current" and the commit; the store's own base-revision
+check inside the commit transaction is the last line of defence for writers
+that do not take the lock.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+
+from reconciler.plan.model import Plan
+from reconciler.state.base import (
+    Action,
+    Revision,
+    RevisionMeta,
+    StaleRevision,
+    Store,
+    StoreError,
+    UnknownRevision,
+)
+
+DEFAULT_MAX_CHANGE_RATIO = 0.30
+DEFAULT_MIN_GUARDED = 10
+
+# Who triggered the CI job, per CI system, in the order they are tried.
+CI_ACTOR_VARIABLES = (
+    "GITHUB_ACTOR",  # GitHub Actions
+    "GITLAB_USER_LOGIN",  # GitLab CI
+    "BUILD_REQUESTEDFOR",  # Azure Pipelines
+    "BUILDKITE_BUILD_CREATOR",  # Buildkite
+    "CIRCLE_USERNAME",  # CircleCI
+    "BITBUCKET_STEP_TRIGGERER_UUID",  # Bitbucket Pipelines (no login name is exposed)
+)
+
+
+class ApplyRefused(StoreError):
+    """The plan was not applied; the message says why and what to do."""
+
+
+class LineageMismatch(ApplyRefused):
+    pass
+
+
+class ThresholdExceeded(ApplyRefused):
+    pass
+
+
+def resolve_actor(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """``--actor``, else the CI user, else the OS user: the name the history records."""
+    if explicit and explicit.strip():
+        return explicit.strip()
+    env = os.environ if env is None else env
+    for name in CI_ACTOR_VARIABLES:
+        if env.get(name, "").strip():
+            return env[name].strip()
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in a bare container
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def check_lineage(store: Store, plan: Plan) -> None:
+    if plan.lineage != store.lineage:
+        raise LineageMismatch(
+            f"this plan was made against another store (lineage {plan.lineage}), not this one "
+            f"(lineage {store.lineage}). Nothing was applied. Make the plan against the store "
+            "you apply to: `reconcile plan DIR --store URL --out FILE`."
+        )
+
+
+def check_current(store: Store, plan: Plan) -> None:
+    head = store.head()
+    if head == plan.base_revision:
+        return
+    by = ""
+    try:
+        rev = store.revision(head)
+        by = f" (by {rev.meta.actor}, {rev.meta.kind.value}, {rev.created_at:%Y-%m-%d %H:%M %Z})"
+    except (UnknownRevision, StoreError):
+        pass
+    raise StaleRevision(
+        f"the live store changed since this plan was made: the plan is based on revision "
+        f"{plan.base_revision}, the store is now at revision {head}{by}. Nothing was "
+        "applied. Re-run `reconcile plan` to see the changes against the current state, "
+        "then apply the new plan."
+    )
+
+
+def check_threshold(
+    plan: Plan, *, max_change_ratio: float = DEFAULT_MAX_CHANGE_RATIO,
+    min_guarded: int = DEFAULT_MIN_GUARDED,
+) -> None:
+    """Refuse a plan that updates or deletes too large a share of what is live.
+
+    Small stores are not guarded: changing 2 of 3 resources is normal there,
+    and the ratio would make every first real edit look like an accident.
+    """
+    if plan.live_count < min_guarded:
+        return
+    updates, deletes = plan.count(Action.UPDATE), plan.count(Action.DELETE)
+    touched = updates + deletes
+    if touched / plan.live_count <= max_change_ratio:
+        return
+    raise ThresholdExceeded(
+        f"this plan would change {touched} of the {plan.live_count} live resources "
+        f"({updates} update{'s' * (updates != 1)}, {deletes} delete{'s' * (deletes != 1)}, "
+        f"{touched / plan.live_count:.0%}), more than the safety threshold of "
+        f"{max_change_ratio:.0%}. Nothing was applied. Check the plan (a wrong folder or "
+        "namespace shows up like this); if the changes are intended, apply again with --force."
+    )
+
+
+def apply_plan(
+    store: Store,
+    plan: Plan,
+    meta: RevisionMeta,
+    *,
+    lock_timeout: float,
+    force: bool,
+    max_change_ratio: float = DEFAULT_MAX_CHANGE_RATIO,
+    min_guarded: int = DEFAULT_MIN_GUARDED,
+) -> Revision:
+    """Write ``plan`` as one revision; raise an :class:`StoreError` subclass when refused."""
+    if not plan.has_changes:
+        raise ApplyRefused("the plan has no changes; there is nothing to apply")
+    meta = replace(
+        meta,
+        plan_digest=plan.digest,
+        desired_digest=plan.desired_digest,
+        git_commit=meta.git_commit or plan.git.commit,
+        git_branch=meta.git_branch or plan.git.branch,
+        pull_request=meta.pull_request or plan.git.pull_request,
+    )
+    with store.lock(meta.actor, "apply", timeout=lock_timeout, plan_digest=plan.digest):
+        check_lineage(store, plan)
+        check_current(store, plan)
+        if not force:
+            check_threshold(plan, max_change_ratio=max_change_ratio, min_guarded=min_guarded)
+        return store.commit(plan.changes, meta, base_revision=plan.base_revision)

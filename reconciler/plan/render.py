@@ -1,0 +1,219 @@
+"""A plan for people (text), pull requests (Markdown) and machines (JSON).
+
+Every value shown comes from ``FieldChange``, which the diff already
+redacted; the full resource bodies a plan carries are never rendered.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections import Counter
+from typing import Any
+
+import click
+
+from reconciler.plan.model import Plan
+from reconciler.state.base import Action, Change, FieldChange
+
+FORMATS = ("text", "markdown", "json")
+MARKER = "<!-- reconcile-plan -->"
+# GitHub rejects comments above 65,536 characters; keep room for the summary.
+MARKDOWN_BUDGET = 60_000
+
+SIGN = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-"}
+COLOUR = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red"}
+UNSET = "(unset)"
+
+
+def summary(plan: Plan) -> str:
+    if not plan.has_changes:
+        return (f"No changes. The live store (revision {plan.base_revision}) matches the "
+                "configuration.")
+    return (f"Plan: {plan.count(Action.CREATE)} to create, {plan.count(Action.UPDATE)} to "
+            f"update, {plan.count(Action.DELETE)} to delete (base revision "
+            f"{plan.base_revision}).")
+
+
+def unmanaged_note(plan: Plan) -> str:
+    n = len(plan.unmanaged)
+    return (f"{n} live resource{'s' * (n != 1)} not in the configuration "
+            f"{'are' if n != 1 else 'is'} kept; plan with --prune to delete "
+            f"{'them' if n != 1 else 'it'}.")
+
+
+def value(v: Any) -> str:
+    """One value as written in YAML-ish flow style: strings quoted, references inline."""
+    if v is None:
+        return UNSET
+    if isinstance(v, dict) and set(v) == {"secretRef"}:
+        return f"{{secretRef: {v['secretRef']}}}"
+    return json.dumps(v, ensure_ascii=False)
+
+
+def title(change: Change) -> str:
+    key = change.key
+    return f"{change.action.value} {key.kind} {key.namespace}/{key.name}"
+
+
+# -- text -----------------------------------------------------------------------
+
+
+def _field_text(change: Change, f: FieldChange) -> str:
+    if change.action is Action.CREATE:
+        shown = value(f.after)
+    elif change.action is Action.DELETE:
+        shown = value(f.before)
+    else:
+        shown = f"{value(f.before)} → {value(f.after)}"
+    return f"{f.path}: {shown}"
+
+
+def text(plan: Plan, *, colour: bool = False) -> str:
+    def style(s: str, **kw: Any) -> str:
+        return click.style(s, **kw) if colour else s
+
+    lines: list[str] = []
+    for change in plan.changes:
+        fg = COLOUR[change.action]
+        lines.append(style(f"{SIGN[change.action]} {title(change)}", fg=fg, bold=True))
+        for f in change.fields:
+            line = "    " + _field_text(change, f)
+            if f.derived:
+                line += style(" (derived)", dim=True)
+            lines.append(line)
+    if plan.unmanaged:
+        if lines:
+            lines.append("")
+        lines.append("Not in the configuration (kept, not deleted):")
+        lines.extend(f"    {k.kind} {k.namespace}/{k.name}" for k in plan.unmanaged)
+        lines.append(unmanaged_note(plan))
+    if lines:
+        lines.append("")
+    lines.append(style(summary(plan), bold=True))
+    return "\n".join(lines)
+
+
+# -- markdown -------------------------------------------------------------------
+
+
+def _fence(body: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _field_markdown(change: Change, f: FieldChange) -> list[str]:
+    note = "  # derived" if f.derived else ""
+    out = []
+    if f.before is not None:
+        out.append(f"- {f.path}: {value(f.before)}")
+    if f.after is not None:
+        out.append(f"+ {f.path}: {value(f.after)}{note}")
+    return out
+
+
+def _details(change: Change) -> str:
+    key = change.key
+    body = "\n".join(line for f in change.fields for line in _field_markdown(change, f))
+    fence = _fence(body)
+    n = len(change.fields)
+    head = (f"<details><summary><code>{SIGN[change.action]} {html.escape(key.kind)} "
+            f"{html.escape(key.namespace)}/{html.escape(key.name)}</code> "
+            f"({change.action.value}, {n} field{'s' * (n != 1)})</summary>")
+    return f"{head}\n\n{fence}diff\n{body}\n{fence}\n\n</details>\n"
+
+
+def _cell(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
+def markdown(plan: Plan) -> str:
+    parts = [MARKER, "### reconcile plan", "", f"**{summary(plan)}**", ""]
+    if plan.has_changes:
+        counts = Counter((c.key.kind, c.action) for c in plan.changes)
+        kinds = sorted({kind for kind, _ in counts})
+        parts += ["| Kind | Create | Update | Delete |", "|---|---:|---:|---:|"]
+        for kind in kinds:
+            row = [str(counts[(kind, a)] or "") for a in Action]
+            parts.append(f"| {_cell(kind)} | {' | '.join(row)} |")
+        parts.append("")
+        used = sum(len(p) + 1 for p in parts)
+        for i, change in enumerate(plan.changes):
+            block = _details(change)
+            if used + len(block) > MARKDOWN_BUDGET:
+                rest = len(plan.changes) - i
+                parts.append(f"_… and {rest} more resource{'s' * (rest != 1)}: too long for "
+                             "one comment; run `reconcile plan` for the full list._")
+                break
+            parts.append(block)
+            used += len(block) + 1
+        parts.append("")
+    if plan.unmanaged:
+        keys = plan.unmanaged
+        shown = ", ".join(f"`{k.kind} {k.namespace}/{k.name}`" for k in keys[:50])
+        more = f" and {len(keys) - 50} more" if len(keys) > 50 else ""
+        parts += [f"> [!NOTE]\n> {unmanaged_note(plan)} {shown}{more}", ""]
+    about = [f"base revision {plan.base_revision}"]
+    if plan.git.describe():
+        about.append(plan.git.describe())
+    about.append(f"plan digest `{plan.digest[:12]}`")
+    parts.append(f"<sub>{html.escape(' · '.join(about), quote=False)}</sub>")
+    return "\n".join(parts) + "\n"
+
+
+def markdown_invalid(errors: list[str]) -> str:
+    """The PR comment when the config does not validate (no plan could be made)."""
+    lines = [MARKER, "### reconcile plan", "", "**The configuration is invalid; no plan was "
+             "made.**", ""]
+    lines += [f"- {html.escape(e, quote=False)}" for e in errors]
+    return "\n".join(lines) + "\n"
+
+
+# -- json -----------------------------------------------------------------------
+
+
+def data(plan: Plan) -> dict[str, Any]:
+    return {
+        "summary": {
+            "create": plan.count(Action.CREATE),
+            "update": plan.count(Action.UPDATE),
+            "delete": plan.count(Action.DELETE),
+            "unmanaged": len(plan.unmanaged),
+        },
+        "hasChanges": plan.has_changes,
+        "baseRevision": plan.base_revision,
+        "lineage": plan.lineage,
+        "desiredDigest": plan.desired_digest,
+        "digest": plan.digest,
+        "prune": plan.prune,
+        "createdAt": plan.created_at.isoformat(),
+        "git": {"commit": plan.git.commit, "branch": plan.git.branch,
+                "pullRequest": plan.git.pull_request},
+        "changes": [
+            {
+                "action": c.action.value,
+                "kind": c.key.kind,
+                "namespace": c.key.namespace,
+                "name": c.key.name,
+                "fields": [{"path": f.path, "before": f.before, "after": f.after,
+                            "derived": f.derived} for f in c.fields],
+            }
+            for c in plan.changes
+        ],
+        "unmanaged": [{"kind": k.kind, "namespace": k.namespace, "name": k.name}
+                      for k in plan.unmanaged],
+    }
+
+
+def as_json(plan: Plan) -> str:
+    # One line, like `terraform show -json`: the C encoder only runs without indent.
+    return json.dumps(data(plan), ensure_ascii=False)
+
+
+def render(plan: Plan, fmt: str, *, colour: bool = False) -> str:
+    if fmt == "markdown":
+        return markdown(plan)
+    if fmt == "json":
+        return as_json(plan)
+    return text(plan, colour=colour)

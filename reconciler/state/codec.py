@@ -1,0 +1,146 @@
+"""Rows to domain objects and back, plus the checks a commit runs before any write."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_json
+from reconciler.state.base import (
+    Action,
+    Change,
+    ChangeRejected,
+    FieldChange,
+    RevisionKind,
+    RevisionMeta,
+    SecretValueRefused,
+)
+
+# Spec keys that may only ever hold a secret *reference*. The config models
+# already enforce this; the store checks again because it is the last place a
+# literal could slip into durable storage (an admin API, a script, a bug).
+SECRET_FIELDS = frozenset(
+    {"password", "clientSecret", "secret", "token", "accessToken", "refreshToken", "apiKey",
+     "privateKey"}
+)
+
+
+def resource_from_columns(
+    key: ResourceKey, api_version: str, labels_json: str, spec_json: str
+) -> CanonicalResource:
+    # The digest is recomputed, never read back: a spec edited directly in the
+    # database must show up as different (drift), not hide behind a stale digest.
+    return CanonicalResource.build(key, api_version, json.loads(spec_json), json.loads(labels_json))
+
+
+def resource_from_body(key: ResourceKey, body_json: str | None) -> CanonicalResource | None:
+    if body_json is None:
+        return None
+    body = json.loads(body_json)
+    return CanonicalResource.build(key, body["apiVersion"], body["spec"], body.get("labels"))
+
+
+def body_json(res: CanonicalResource) -> str:
+    return canonical_json(res.body())
+
+
+def resource_row(res: CanonicalResource, revision: int, digest: str) -> dict[str, Any]:
+    return {
+        "kind": res.key.kind,
+        "namespace": res.key.namespace,
+        "name": res.key.name,
+        "api_version": res.api_version,
+        "labels": canonical_json(dict(res.labels)),
+        "spec": canonical_json(res.spec),
+        "digest": digest,
+        "revision": revision,
+    }
+
+
+def meta_from_row(row: Any) -> RevisionMeta:
+    return RevisionMeta(
+        actor=row.actor,
+        message=row.message,
+        git_commit=row.git_commit,
+        git_branch=row.git_branch,
+        pull_request=row.pull_request,
+        desired_digest=row.desired_digest,
+        plan_digest=row.plan_digest,
+        kind=RevisionKind(row.kind),
+    )
+
+
+def meta_columns(meta: RevisionMeta) -> dict[str, Any]:
+    return {
+        "kind": meta.kind.value,
+        "actor": meta.actor,
+        "message": meta.message,
+        "git_commit": meta.git_commit,
+        "git_branch": meta.git_branch,
+        "pull_request": meta.pull_request,
+        "desired_digest": meta.desired_digest,
+        "plan_digest": meta.plan_digest,
+    }
+
+
+def change_from_record(
+    record: Mapping[str, Any], before_body: str | None, after_body: str | None
+) -> Change:
+    key = ResourceKey(record["kind"], record["namespace"], record["name"])
+    return Change(
+        action=Action(record["action"]),
+        key=key,
+        before=resource_from_body(key, before_body),
+        after=resource_from_body(key, after_body),
+        fields=tuple(FieldChange(**f) for f in record["fields"]),
+    )
+
+
+def check_changes(changes: Sequence[Change]) -> None:
+    """Refuse malformed change sets before the database is touched."""
+    seen: set[ResourceKey] = set()
+    for change in changes:
+        if change.key in seen:
+            raise ChangeRejected(
+                f"{change.key} appears twice in one commit; a plan holds one change per "
+                "resource. Re-run plan."
+            )
+        seen.add(change.key)
+        wants_after = change.action is not Action.DELETE
+        if (change.after is not None) != wants_after:
+            raise ChangeRejected(
+                f"{change.action.value} of {change.key} "
+                f"{'needs' if wants_after else 'must not have'} a new version of the resource"
+            )
+        if change.after is not None:
+            if change.after.key != change.key:
+                raise ChangeRejected(
+                    f"the change for {change.key} carries the resource {change.after.key}"
+                )
+            _refuse_literal_secrets(change.key, change.after.spec, "spec")
+
+
+def _refuse_literal_secrets(key: ResourceKey, value: Any, path: str) -> None:
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            where = f"{path}.{name}"
+            if name in SECRET_FIELDS and item is not None and not _is_reference(item):
+                # Name the field, never the value: it is very likely a real secret.
+                raise SecretValueRefused(
+                    f"{key} {where} holds a literal value; the store keeps only secret "
+                    "references such as {secretRef: env:NAME}, {secretRef: file:/path} or "
+                    "an encrypted enc:v1: value. Nothing was written."
+                )
+            _refuse_literal_secrets(key, item, where)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _refuse_literal_secrets(key, item, f"{path}[{i}]")
+
+
+def _is_reference(value: Any) -> bool:
+    return (
+        isinstance(value, Mapping)
+        and set(value) == {"secretRef"}
+        and isinstance(value["secretRef"], str)
+    )

@@ -1,0 +1,571 @@
+"""The state store over SQLAlchemy Core: one implementation for SQLite and PostgreSQL.
+
+Concurrency, in layers:
+
+- ``lock()`` is the apply lock users see: a row in ``locks`` inserted in its
+  own committed transaction, so it is visible to every process and names its
+  holder; the primary key makes a second insert fail.
+- ``commit()`` is safe even without that lock: it re-checks the base revision
+  inside a write transaction that excludes other writers (SQLite
+  ``BEGIN IMMEDIATE``; PostgreSQL an advisory transaction lock plus
+  ``SELECT ... FOR UPDATE`` on the meta row), so two commits never interleave
+  and the loser gets :class:`StaleRevision`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_json
+from reconciler.history import chain
+from reconciler.state import codec
+from reconciler.state import schema as t
+from reconciler.state.base import (
+    Action,
+    ChainCheck,
+    Change,
+    ChangeRejected,
+    HistoryFilter,
+    LiveState,
+    LockInfo,
+    LockTimeout,
+    Revision,
+    RevisionKind,
+    RevisionMeta,
+    StaleRevision,
+    UnknownRevision,
+)
+from reconciler.state.engine import (
+    Location,
+    create_store_engine,
+    explain,
+    parse_location,
+    translated,
+    writer_engine,
+)
+from reconciler.state.migrate import migrate
+
+# Arbitrary constant shared by every reconcile process: "someone is committing".
+PG_COMMIT_LOCK = 0x7265636F6E636D74  # "reconcmt"
+_SMALL_CHANGESET = 200  # below this, look up touched keys only; above, read all keys
+_CHUNK = 500  # revision numbers per IN (...) when loading history
+_POLL_MAX_S = 0.5
+
+rv = t.resource_versions
+
+
+class SqlStore:
+    """Use :func:`reconciler.state.open_store` to get one."""
+
+    def __init__(self, location: str) -> None:
+        self._loc: Location = parse_location(location)
+        self._engine = create_store_engine(self._loc)
+        self._writer = writer_engine(self._engine)
+        try:
+            with translated(self._loc):
+                self.schema_revision = migrate(self._engine, self._loc)
+                with self._engine.connect() as conn:
+                    self._lineage: str = conn.execute(select(t.meta.c.lineage)).scalar_one()
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    # -- basics ---------------------------------------------------------------
+
+    @property
+    def lineage(self) -> str:
+        return self._lineage
+
+    @property
+    def location(self) -> str:
+        """Where the store is, printable (a PostgreSQL password is hidden)."""
+        return self._loc.display
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self._loc.display!r})"
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """One read transaction: every query inside sees the same snapshot."""
+        with translated(self._loc), self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    def head(self) -> int:
+        with self._reading() as conn:
+            return _head(conn)
+
+    def last_revision(self, kind: RevisionKind) -> int:
+        with self._reading() as conn:
+            q = select(func.max(t.revisions.c.number)).where(t.revisions.c.kind == kind.value)
+            return conn.execute(q).scalar_one() or 0
+
+    # -- live state -----------------------------------------------------------
+
+    def snapshot(self, revision: int | None = None) -> LiveState:
+        with self._reading() as conn:
+            head = _head(conn)
+            if revision is None:
+                q = select(
+                    t.resources.c.kind, t.resources.c.namespace, t.resources.c.name,
+                    t.resources.c.api_version, t.resources.c.labels, t.resources.c.spec,
+                )
+                found = [
+                    codec.resource_from_columns(ResourceKey(r[0], r[1], r[2]), r[3], r[4], r[5])
+                    for r in conn.execute(q)
+                ]
+                return _live(self._lineage, head, found)
+            _check_number(revision, head, allow_zero=True)
+            latest = (
+                select(rv.c.kind, rv.c.namespace, rv.c.name,
+                       func.max(rv.c.revision).label("revision"))
+                .where(rv.c.revision <= revision)
+                .group_by(rv.c.kind, rv.c.namespace, rv.c.name)
+                .subquery()
+            )
+            q = (
+                select(rv.c.kind, rv.c.namespace, rv.c.name, rv.c.body)
+                .join(latest, and_(
+                    rv.c.kind == latest.c.kind, rv.c.namespace == latest.c.namespace,
+                    rv.c.name == latest.c.name, rv.c.revision == latest.c.revision,
+                ))
+                .where(rv.c.body.is_not(None))
+            )
+            found = []
+            for r in conn.execute(q):
+                res = codec.resource_from_body(ResourceKey(r[0], r[1], r[2]), r[3])
+                assert res is not None
+                found.append(res)
+            return _live(self._lineage, revision, found)
+
+    # -- status (P7: never part of the spec, the snapshot or any digest) -------
+
+    def status_get(self, key: ResourceKey) -> dict[str, Any]:
+        with self._reading() as conn:
+            q = select(t.status.c.status).where(*_key_is(t.status, key))
+            text = conn.execute(q).scalar_one_or_none()
+        return json.loads(text) if text is not None else {}
+
+    def statuses(self) -> dict[ResourceKey, dict[str, Any]]:
+        """Every recorded status, for dashboards and the daemon's start-up."""
+        with self._reading() as conn:
+            rows = conn.execute(select(t.status.c.kind, t.status.c.namespace, t.status.c.name,
+                                       t.status.c.status)).all()
+        return {ResourceKey(r[0], r[1], r[2]): json.loads(r[3]) for r in rows}
+
+    def status_put(self, key: ResourceKey, status: Mapping[str, Any]) -> None:
+        row = {"kind": key.kind, "namespace": key.namespace, "name": key.name,
+               "status": canonical_json(dict(status)), "updated_at": datetime.now(UTC)}
+        with translated(self._loc), self._writer.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as upsert
+            else:
+                from sqlalchemy.dialects.sqlite import insert as upsert
+            stmt = upsert(t.status).values(row)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[t.status.c.kind, t.status.c.namespace, t.status.c.name],
+                set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
+            )
+            conn.execute(stmt)
+
+    # -- the apply lock -------------------------------------------------------
+
+    @contextmanager
+    def lock(
+        self, holder: str, operation: str, *, timeout: float, plan_digest: str | None = None
+    ) -> Iterator[LockInfo]:
+        """Hold the store's apply lock; wait up to ``timeout`` seconds for it.
+
+        Not re-entrant: a second ``lock()`` in the same process waits like any
+        other. Raises :class:`LockTimeout` naming the current holder.
+        """
+        info = self._acquire(holder, operation, timeout, plan_digest)
+        try:
+            yield info
+        finally:
+            with translated(self._loc), self._writer.begin() as conn:
+                conn.execute(delete(t.locks).where(t.locks.c.id == info.id))
+
+    def _acquire(
+        self, holder: str, operation: str, timeout: float, plan_digest: str | None
+    ) -> LockInfo:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        delay = 0.02
+        while True:
+            info = LockInfo(str(uuid.uuid4()), holder, operation, datetime.now(UTC), plan_digest)
+            if self._try_insert_lock(info):
+                return info
+            current = self.current_lock()
+            if current is None:
+                continue  # released between our insert and our look; try again now
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockTimeout(current)
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, _POLL_MAX_S)
+
+    def _try_insert_lock(self, info: LockInfo) -> bool:
+        try:
+            with self._writer.begin() as conn:
+                conn.execute(insert(t.locks).values(
+                    slot=1, id=info.id, holder=info.holder, operation=info.operation,
+                    acquired_at=info.acquired_at, plan_digest=info.plan_digest,
+                ))
+        except IntegrityError:
+            return False
+        except SQLAlchemyError as exc:
+            raise explain(exc, self._loc) from None
+        return True
+
+    def current_lock(self) -> LockInfo | None:
+        with self._reading() as conn:
+            row = conn.execute(select(t.locks)).first()
+        return _lock_info(row) if row is not None else None
+
+    def force_unlock(self, lock_id: str) -> LockInfo | None:
+        """Remove a lock left by a crashed process; return what it was, or None."""
+        with translated(self._loc), self._writer.begin() as conn:
+            row = conn.execute(select(t.locks).where(t.locks.c.id == lock_id)).first()
+            if row is None:
+                return None
+            conn.execute(delete(t.locks).where(t.locks.c.id == lock_id))
+        return _lock_info(row)
+
+    # -- commit ---------------------------------------------------------------
+
+    def commit(
+        self, changes: Sequence[Change], meta: RevisionMeta, *, base_revision: int
+    ) -> Revision:
+        changes = list(changes)
+        codec.check_changes(changes)
+        live: dict[ResourceKey, tuple[int, str]] = {}
+        try:
+            with self._writer.begin() as conn:
+                return self._write(conn, changes, meta, base_revision, live)
+        except IntegrityError as exc:
+            raise _rejected(changes, live, exc) from None
+        except SQLAlchemyError as exc:
+            raise explain(exc, self._loc) from None
+
+    def _write(
+        self,
+        conn: Connection,
+        changes: list[Change],
+        rmeta: RevisionMeta,
+        base_revision: int,
+        live: dict[ResourceKey, tuple[int, str]],
+    ) -> Revision:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(PG_COMMIT_LOCK)))
+        head, head_hash = conn.execute(
+            select(t.meta.c.head, t.meta.c.head_hash).where(t.meta.c.id == 1).with_for_update()
+        ).one()
+        if head != base_revision:
+            raise StaleRevision(
+                f"the store moved on: it is at revision {head}, but these changes were "
+                f"planned against revision {base_revision}. Nothing was written; re-run "
+                "plan to see the changes against the current state."
+            )
+        live.update(_live_keys(conn, [c.key for c in changes]))
+        # Stamped only now that we hold the write lock, so time order is revision order.
+        created_at = datetime.now(UTC)
+        number = head + 1
+        prev_hash = head_hash or chain.genesis_hash(self._lineage)
+        records = [
+            chain.change_record(c, live[c.key][1] if c.key in live else None) for c in changes
+        ]
+        digest_hash = chain.revision_hash(
+            prev_hash, chain.revision_content(number, created_at, rmeta, records)
+        )
+        conn.execute(insert(t.revisions).values(
+            number=number, created_at=created_at, changes=canonical_json(records),
+            prev_hash=prev_hash, hash=digest_hash, **codec.meta_columns(rmeta),
+        ))
+        if changes:
+            conn.execute(insert(rv), [
+                {"kind": c.key.kind, "namespace": c.key.namespace, "name": c.key.name,
+                 "revision": number,
+                 "body": codec.body_json(c.after) if c.after is not None else None,
+                 "digest": rec["after"]}
+                for c, rec in zip(changes, records, strict=True)
+            ])
+        _apply_to_resources(conn, changes, records, number, live)
+        conn.execute(
+            update(t.meta).where(t.meta.c.id == 1).values(head=number, head_hash=digest_hash)
+        )
+        return Revision(number, created_at, rmeta, tuple(changes), prev_hash, digest_hash)
+
+    # -- history --------------------------------------------------------------
+
+    def revisions(self, flt: HistoryFilter | None = None) -> list[Revision]:
+        """Matching revisions, newest first, with their changes and resource bodies."""
+        q = _filtered(flt or HistoryFilter())
+        with self._reading() as conn:
+            rows = conn.execute(q).all()
+            bodies = _bodies(conn, [r.number for r in rows])
+        return [_revision(r, bodies.get(r.number, {})) for r in rows]
+
+    def revision(self, number: int) -> Revision:
+        with self._reading() as conn:
+            _check_number(number, _head(conn), allow_zero=False)
+            row = conn.execute(select(t.revisions).where(t.revisions.c.number == number)).first()
+            if row is None:
+                raise UnknownRevision(
+                    f"revision {number} is missing from the store although the head is past "
+                    "it; run `reconcile history verify`."
+                )
+            bodies = _bodies(conn, [number])
+        return _revision(row, bodies.get(number, {}))
+
+    def verify(self) -> ChainCheck:
+        """Recompute the hash chain from what is stored (SPEC P4)."""
+        with self._reading() as conn:
+            head, head_hash = conn.execute(select(t.meta.c.head, t.meta.c.head_hash)).one()
+            return chain.verify(self._lineage, _stored_revisions(conn), head, head_hash)
+
+
+# -- helpers (module level: they need a connection, not the store) -------------
+
+
+def _head(conn: Connection) -> int:
+    return conn.execute(select(t.meta.c.head).where(t.meta.c.id == 1)).scalar_one()
+
+
+def _check_number(number: int, head: int, *, allow_zero: bool) -> None:
+    low = 0 if allow_zero else 1
+    if low <= number <= head:
+        return
+    if head == 0:
+        raise UnknownRevision(f"there is no revision {number}: nothing has been applied yet")
+    raise UnknownRevision(
+        f"there is no revision {number}: this store's revisions run from 1 to {head}"
+    )
+
+
+def _live(lineage: str, revision: int, found: list[CanonicalResource]) -> LiveState:
+    return LiveState(lineage, revision, {r.key: r for r in sorted(found, key=lambda r: r.key)})
+
+
+def _key_is(table: Any, key: ResourceKey) -> tuple[Any, ...]:
+    return (table.c.kind == key.kind, table.c.namespace == key.namespace,
+            table.c.name == key.name)
+
+
+def _live_keys(conn: Connection, keys: list[ResourceKey]) -> dict[ResourceKey, tuple[int, str]]:
+    """Current (revision, digest) of the touched keys, read inside the commit."""
+    cols = (t.resources.c.kind, t.resources.c.namespace, t.resources.c.name,
+            t.resources.c.revision, t.resources.c.digest)
+    if not keys:
+        return {}
+    q = select(*cols)
+    if len(keys) <= _SMALL_CHANGESET:
+        q = q.where(tuple_(*cols[:3]).in_([tuple(k) for k in keys]))
+    wanted = set(keys)
+    out = {}
+    for kind, namespace, name, revision, digest in conn.execute(q):
+        key = ResourceKey(kind, namespace, name)
+        if key in wanted:
+            out[key] = (revision, digest)
+    return out
+
+
+def _apply_to_resources(
+    conn: Connection,
+    changes: list[Change],
+    records: list[dict[str, Any]],
+    number: int,
+    live: Mapping[ResourceKey, tuple[int, str]],
+) -> None:
+    """Bulk statements, one per action: a 10,000-resource apply is three round trips."""
+    by_action: dict[Action, list[tuple[Change, dict[str, Any]]]] = {a: [] for a in Action}
+    for change, record in zip(changes, records, strict=True):
+        by_action[change.action].append((change, record))
+
+    def key_params(c: Change) -> dict[str, str]:
+        return {"k_kind": c.key.kind, "k_namespace": c.key.namespace, "k_name": c.key.name}
+
+    where = (t.resources.c.kind == bindparam("k_kind"),
+             t.resources.c.namespace == bindparam("k_namespace"),
+             t.resources.c.name == bindparam("k_name"))
+    if deletes := by_action[Action.DELETE]:
+        result = conn.execute(delete(t.resources).where(*where),
+                              [key_params(c) for c, _ in deletes])
+        _expect_rows(result.rowcount, deletes, live, "delete")
+        conn.execute(
+            delete(t.status).where(t.status.c.kind == bindparam("k_kind"),
+                                 t.status.c.namespace == bindparam("k_namespace"),
+                                 t.status.c.name == bindparam("k_name")),
+            [key_params(c) for c, _ in deletes],
+        )
+    if updates := by_action[Action.UPDATE]:
+        stmt = update(t.resources).where(*where).values(
+            api_version=bindparam("v_api_version"), labels=bindparam("v_labels"),
+            spec=bindparam("v_spec"), digest=bindparam("v_digest"),
+            revision=bindparam("v_revision"),
+        )
+        params = []
+        for c, rec in updates:
+            assert c.after is not None
+            row = codec.resource_row(c.after, number, rec["after"])
+            params.append(key_params(c) | {f"v_{k}": row[k] for k in
+                          ("api_version", "labels", "spec", "digest", "revision")})
+        result = conn.execute(stmt, params)
+        _expect_rows(result.rowcount, updates, live, "update")
+    if creates := by_action[Action.CREATE]:
+        rows = []
+        for c, rec in creates:
+            assert c.after is not None
+            rows.append(codec.resource_row(c.after, number, rec["after"]))
+        # An existing key fails on the primary key here, mid-transaction; the
+        # whole revision rolls back and commit() explains which key it was.
+        conn.execute(insert(t.resources), rows)
+
+
+def _expect_rows(
+    rowcount: int,
+    items: list[tuple[Change, dict[str, Any]]],
+    live: Mapping[ResourceKey, tuple[int, str]],
+    verb: str,
+) -> None:
+    if rowcount == len(items):
+        return
+    missing = [str(c.key) for c, _ in items if c.key not in live]
+    raise ChangeRejected(
+        f"cannot {verb} {', '.join(missing[:5]) or 'some resources'}"
+        f"{' and others' if len(missing) > 5 else ''}: not in the store. Nothing was "
+        "written; re-run plan."
+    )
+
+
+def _rejected(
+    changes: list[Change], live: Mapping[ResourceKey, tuple[int, str]], exc: IntegrityError
+) -> ChangeRejected:
+    existing = [str(c.key) for c in changes if c.action is Action.CREATE and c.key in live]
+    if existing:
+        return ChangeRejected(
+            f"cannot create {', '.join(existing[:5])}{' and others' if len(existing) > 5 else ''}"
+            ": already in the store. Nothing was written; re-run plan."
+        )
+    detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+    return ChangeRejected(
+        f"the store refused the changes ({detail}). Nothing was written; check the "
+        "resource names and re-run plan."
+    )
+
+
+def _filtered(flt: HistoryFilter) -> Select[Any]:
+    q = select(t.revisions).order_by(t.revisions.c.number.desc())
+    if flt.resource is not None:
+        q = q.where(t.revisions.c.number.in_(
+            select(rv.c.revision).where(*_key_is(rv, flt.resource))))
+    if flt.namespace is not None:
+        q = q.where(t.revisions.c.number.in_(
+            select(rv.c.revision).where(rv.c.namespace == flt.namespace)))
+    if flt.actor is not None:
+        q = q.where(t.revisions.c.actor == flt.actor)
+    if flt.since is not None:
+        q = q.where(t.revisions.c.created_at >= flt.since)
+    if flt.until is not None:
+        q = q.where(t.revisions.c.created_at <= flt.until)
+    if flt.kinds:
+        q = q.where(t.revisions.c.kind.in_([RevisionKind(k).value for k in flt.kinds]))
+    if flt.limit is not None:
+        q = q.limit(flt.limit)
+    return q
+
+
+Bodies = dict[int, dict[ResourceKey, tuple[str | None, str | None]]]
+
+
+def _bodies(conn: Connection, numbers: list[int]) -> Bodies:
+    """(before, after) body JSON of every resource touched by those revisions.
+
+    "Before" is the latest earlier version of the same key, found through the
+    primary key index, so no back-pointer has to be stored or trusted.
+    """
+    prev = rv.alias("prev")
+    before = (
+        select(prev.c.body)
+        .where(prev.c.kind == rv.c.kind, prev.c.namespace == rv.c.namespace,
+               prev.c.name == rv.c.name, prev.c.revision < rv.c.revision)
+        .order_by(prev.c.revision.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    out: Bodies = {}
+    for i in range(0, len(numbers), _CHUNK):
+        q = select(rv.c.revision, rv.c.kind, rv.c.namespace, rv.c.name, before, rv.c.body).where(
+            rv.c.revision.in_(numbers[i : i + _CHUNK])
+        )
+        for number, kind, namespace, name, before_body, after_body in conn.execute(q):
+            out.setdefault(number, {})[ResourceKey(kind, namespace, name)] = (
+                before_body, after_body)
+    return out
+
+
+def _revision(row: Any, bodies: Mapping[ResourceKey, tuple[str | None, str | None]]) -> Revision:
+    changes = []
+    for record in json.loads(row.changes):
+        key = chain.record_key(record)
+        before_body, after_body = bodies.get(key, (None, None))
+        changes.append(codec.change_from_record(record, before_body, after_body))
+    return Revision(row.number, row.created_at, codec.meta_from_row(row), tuple(changes),
+                    row.prev_hash, row.hash)
+
+
+def _stored_revisions(conn: Connection) -> Iterator[chain.StoredRevision]:
+    last = 0
+    while True:
+        rows = conn.execute(
+            select(t.revisions).where(t.revisions.c.number > last)
+            .order_by(t.revisions.c.number).limit(_CHUNK)
+        ).all()
+        if not rows:
+            return
+        versions: dict[int, dict[ResourceKey, tuple[str | None, str | None]]] = {}
+        q = select(rv.c.revision, rv.c.kind, rv.c.namespace, rv.c.name, rv.c.body, rv.c.digest)
+        q = q.where(rv.c.revision > last, rv.c.revision <= rows[-1].number)
+        for number, kind, namespace, name, body, digest in conn.execute(q):
+            versions.setdefault(number, {})[ResourceKey(kind, namespace, name)] = (body, digest)
+        for row in rows:
+            yield chain.StoredRevision(
+                row.number, row.created_at, codec.meta_from_row(row), row.changes,
+                row.prev_hash, row.hash, versions.get(row.number, {}),
+            )
+        last = rows[-1].number
+
+
+def _lock_info(row: Any) -> LockInfo:
+    return LockInfo(row.id, row.holder, row.operation, row.acquired_at, row.plan_digest)

@@ -1,0 +1,185 @@
+"""`reconcile apply`: saved plans applied exactly or refused, confirmation, threshold, lock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from plan.kit import copy_examples, edit
+
+from reconciler.cli import apply as apply_cli
+from reconciler.cli.main import cli
+from reconciler.plan.model import load
+from reconciler.state import open_store
+
+
+def run(*args: str | Path, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return copy_examples(tmp_path)
+
+
+@pytest.fixture
+def db(store_url: str) -> str:
+    """Each test runs against SQLite and PostgreSQL."""
+    return store_url
+
+
+def head(db: str) -> int:
+    with open_store(db) as store:
+        return store.head()
+
+
+def plan_out(config: Path, db: str, out: Path, *extra: str) -> None:
+    result = run("plan", config, "--store", db, "--out", out, *extra)
+    assert result.exit_code in (0, 2), result.output
+
+
+def apply_yes(config: Path, db: str, *extra: str) -> Result:
+    result = run("apply", config, "--store", db, "--yes", *extra)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_saved_plan_applies_exactly_what_was_shown(config: Path, db: str, tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.json"
+    plan_out(config, db, plan_file)
+    # The folder changes after the plan was reviewed: apply must not pick that up.
+    edit(config / "acme" / "outgoing-servers.yaml", "port: 587", "port: 465")
+    result = run("apply", plan_file, "--store", db, "--actor", "dana", "-m", "first rollout")
+    assert result.exit_code == 0, result.output
+    assert "Applied revision 1: 20 created, 0 updated, 0 deleted." in result.stdout
+    plan = load(plan_file)
+    with open_store(db) as store:
+        live = store.snapshot()
+        rev = store.revision(1)
+    assert dict(live.resources) == {c.key: c.after for c in plan.changes}
+    hr = next(r for r in live if r.key.name == "o365-hr")
+    assert hr.spec["port"] == 587
+    assert (rev.meta.actor, rev.meta.message, rev.meta.plan_digest) == (
+        "dana", "first rollout", plan.digest)
+
+
+def test_stale_plan_is_refused_and_the_store_is_unchanged(
+    config: Path, db: str, tmp_path: Path
+) -> None:
+    apply_yes(config, db)
+    edit(config / "acme" / "outgoing-servers.yaml", "port: 587", "port: 465")
+    plan_out(config, db, tmp_path / "stale.json")
+    edit(config / "acme" / "outgoing-servers.yaml", "port: 465", "port: 2525")
+    apply_yes(config, db, "--actor", "erin")
+    with open_store(db) as store:
+        before = store.snapshot()
+    result = run("apply", tmp_path / "stale.json", "--store", db)
+    assert result.exit_code == 1
+    assert "the live store changed since this plan was made" in result.output
+    assert "based on revision 1" in result.output and "now at revision 2" in result.output
+    assert "by erin" in result.output and "Re-run `reconcile plan`" in result.output
+    assert "Traceback" not in result.output
+    with open_store(db) as store:
+        assert store.head() == 2 and store.snapshot() == before
+
+
+def test_plan_for_another_store_is_refused(config: Path, db: str, tmp_path: Path) -> None:
+    other = str(tmp_path / "other.db")
+    plan_out(config, other, tmp_path / "plan.json")
+    result = run("apply", tmp_path / "plan.json", "--store", db)
+    assert result.exit_code == 1
+    assert "this plan was made against another store" in result.output
+    assert head(db) == 0
+
+
+def test_tampered_plan_is_refused(config: Path, db: str, tmp_path: Path) -> None:
+    path = tmp_path / "plan.json"
+    plan_out(config, db, path)
+    data = json.loads(path.read_text())
+    data["changes"][0]["after"]["spec"]["host"] = "evil.example"
+    path.write_text(json.dumps(data))
+    result = run("apply", path, "--store", db)
+    assert result.exit_code == 1
+    assert "was modified after it was saved" in result.output
+    assert head(db) == 0
+
+
+def test_a_file_that_is_not_a_plan_is_refused(db: str, tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    result = run("apply", path, "--store", db)
+    assert result.exit_code == 1
+    assert "is not a saved plan" in result.output
+
+
+def test_threshold_refuses_then_force_applies(config: Path, db: str, tmp_path: Path) -> None:
+    apply_yes(config, db)
+    # 7 of the 20 live resources are in globex/: deleting them is 35 %.
+    for path in (config / "globex").iterdir():
+        path.unlink()
+    plan_out(config, db, tmp_path / "prune.json", "--prune")
+    result = run("apply", tmp_path / "prune.json", "--store", db)
+    assert result.exit_code == 1
+    assert "would change 7 of the 20 live resources" in result.output
+    assert "apply again with --force" in result.output
+    assert head(db) == 1
+    result = run("apply", tmp_path / "prune.json", "--store", db, "--force")
+    assert result.exit_code == 0, result.output
+    assert "Applied revision 2: 0 created, 0 updated, 7 deleted." in result.stdout
+
+
+def test_dir_without_yes_and_no_terminal_is_refused(config: Path, db: str) -> None:
+    result = run("apply", config, "--store", db)
+    assert result.exit_code == 1
+    assert "+ create OutgoingServer acme/gmail-notifications" in result.stdout
+    assert "stdin is not a terminal" in result.output and "--yes" in result.output
+    assert head(db) == 0
+
+
+@pytest.mark.parametrize(("answer", "revisions"), [("y\n", 1), ("n\n", 0)])
+def test_dir_on_a_terminal_asks(
+    config: Path, db: str, monkeypatch: pytest.MonkeyPatch, answer: str, revisions: int
+) -> None:
+    monkeypatch.setattr(apply_cli, "stdin_is_terminal", lambda: True)
+    result = run("apply", config, "--store", db, input=answer)
+    assert "Apply these changes to" in result.output
+    assert head(db) == revisions
+    assert result.exit_code == (0 if revisions else 1)
+
+
+def test_dir_without_changes_writes_no_revision(config: Path, db: str) -> None:
+    apply_yes(config, db)
+    result = apply_yes(config, db)
+    assert "No changes." in result.stdout and "no revision was written" in result.stdout
+    assert head(db) == 1
+
+
+def test_saved_plan_without_changes_writes_no_revision(
+    config: Path, db: str, tmp_path: Path
+) -> None:
+    apply_yes(config, db)
+    plan_out(config, db, tmp_path / "noop.json")
+    result = run("apply", tmp_path / "noop.json", "--store", db)
+    assert result.exit_code == 0
+    assert head(db) == 1
+
+
+def test_prune_with_a_saved_plan_is_refused(config: Path, db: str, tmp_path: Path) -> None:
+    plan_out(config, db, tmp_path / "plan.json")
+    result = run("apply", tmp_path / "plan.json", "--store", db, "--prune")
+    assert result.exit_code == 1
+    assert "--prune only applies when planning" in result.output
+
+
+def test_lock_held_fails_after_the_timeout_naming_the_holder(
+    config: Path, db: str, tmp_path: Path
+) -> None:
+    plan_out(config, db, tmp_path / "plan.json")
+    with open_store(db) as store, store.lock("frank@deploy-box", "apply", timeout=0):
+        result = run("apply", tmp_path / "plan.json", "--store", db, "--lock-timeout", "0.2")
+    assert result.exit_code == 1
+    assert "locked by frank@deploy-box" in result.output
+    assert "--lock-timeout" in result.output
+    assert head(db) == 0

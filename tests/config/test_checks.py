@@ -1,0 +1,96 @@
+"""config.checks: semantic facts about mail servers (SPEC C7) beyond the broken-input table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.config.checks import check_semantics
+from reconciler.config.derive import is_microsoft_host
+from reconciler.config.diagnostics import Severity
+from reconciler.config.validate import validate_path
+
+from .helpers import EXAMPLES, Expect, assert_reported, describe, validate_files
+
+SERVER = """\
+apiVersion: reconciler.dev/v1
+kind: OutgoingServer
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  email: desk@b.example
+  replyTo: desk@b.example
+  primary: true
+{spec}"""
+
+
+def _codes(tmp_path: Path, spec: str, ns: str = "default") -> list[tuple[str, Severity]]:
+    result = validate_files(tmp_path, {"a.yaml": SERVER.format(name="s", ns=ns, spec=spec)})
+    return [(d.code, d.severity) for d in check_semantics(result.resources)]
+
+
+def test_examples_pass_every_semantic_check() -> None:
+    result = validate_path(EXAMPLES)
+    assert check_semantics(result.resources) == []
+
+
+def test_matching_or_unusual_ports_give_no_warning(tmp_path: Path) -> None:
+    for port, security in ((587, "starttls"), (465, "tls"), (25, "none"), (2525, "starttls")):
+        spec = f"  host: smtp.b.example\n  port: {port}\n  security: {security}\n"
+        assert _codes(tmp_path / f"p{port}", spec) == []
+
+
+def test_smtp_without_host(tmp_path: Path) -> None:
+    result = validate_files(tmp_path, {"a.yaml": SERVER.format(name="s", ns="x", spec="")})
+    assert_reported(result, [Expect("a.yaml", 4, 1, "spec", "protocol smtp needs `host`",
+                                    hint="smtp.example.com")])
+
+
+def test_alternate_host_only_with_smtp(tmp_path: Path) -> None:
+    spec = ("  protocol: ews\n  host: mail.b.example\n  alternateHost: mail2.b.example\n"
+            "  auth: {type: basic, password: {secretRef: env:EWS_PASSWORD}}\n")
+    assert ("alternate-host-unused", Severity.WARNING) in _codes(tmp_path, spec)
+
+
+def test_ews_against_gmail_is_an_error(tmp_path: Path) -> None:
+    spec = "  protocol: ews\n  host: smtp.gmail.com\n"
+    result = validate_files(tmp_path, {"a.yaml": SERVER.format(name="s", ns="x", spec=spec)})
+    assert_reported(result, [Expect("a.yaml", 9, 9, "spec.host", "smtp.gmail.com is not an "
+                                    "Exchange server; EWS will not work")])
+
+
+def test_starttls_flag_on_implicit_tls_protocol_warns(tmp_path: Path) -> None:
+    result = validate_files(tmp_path, {"a.yaml": """
+        apiVersion: reconciler.dev/v1
+        kind: IncomingServer
+        metadata: {name: box}
+        spec: {email: s@b.example, protocol: imaps, host: imap.b.example, starttls: true}
+        """})
+    assert_reported(result, [Expect("a.yaml", 4, 77, "spec.starttls", "starttls applies to "
+                                    "plain imap/pop3, not imaps", severity=Severity.WARNING)])
+
+
+def test_graph_in_and_out_with_different_client_ids_is_fine(tmp_path: Path) -> None:
+    auth = ("  auth: {{type: oauth2, grant: clientCredentials, tenant: b.onmicrosoft.com, "
+            "clientId: {cid}, clientSecret: {{secretRef: env:S}}}}\n")
+    result = validate_files(tmp_path, {"a.yaml": SERVER.format(
+        name="out", ns="default", spec="  protocol: graph\n" + auth.format(cid="app-one"))
+        + "---\napiVersion: reconciler.dev/v1\nkind: IncomingServer\nmetadata: {name: in}\n"
+        "spec:\n  email: desk@b.example\n  protocol: graph\n" + auth.format(cid="app-two")})
+    assert not [d for d in result.diagnostics if d.code == "graph-shared-client-id"], describe(
+        result.diagnostics)
+    assert not result.diagnostics.errors, describe(result.diagnostics)
+
+
+def test_primary_is_counted_per_namespace(tmp_path: Path) -> None:
+    docs = "---\n".join(SERVER.format(name="s", ns=ns, spec="  host: smtp.b.example\n")
+                        for ns in ("tenant-a", "tenant-b", "tenant-c"))
+    result = validate_files(tmp_path, {"a.yaml": docs})
+    assert result.ok, describe(result.diagnostics)
+
+
+def test_microsoft_hosts() -> None:
+    assert is_microsoft_host("smtp.office365.com")
+    assert is_microsoft_host("outlook.office365.com.")
+    assert is_microsoft_host("SMTP.Office365.us")
+    assert not is_microsoft_host("office365.com.evil.example")
+    assert not is_microsoft_host("notoffice365.com")
+    assert not is_microsoft_host(None)

@@ -1,0 +1,173 @@
+"""Composing the RFC 5322 message: headers, encodings, Bcc, Message-ID, attachment limit (O4)."""
+
+from __future__ import annotations
+
+import email
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import default as default_policy
+
+import pytest
+
+from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.config.models.recipient_filter import RecipientFilter
+from reconciler.dispatch.compose import MIB, compose
+from reconciler.dispatch.envelope import Envelope, HeaderInjectionError, Notification
+from reconciler.dispatch.filters import filter_notification
+
+from .kit import recipient_filter, server
+
+NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+SERVER = server("helpdesk", email="helpdesk@desk.example", senderName="IT Help Desk",
+                replyTo="support@desk.example", attachmentLimitMB=1)
+
+
+def notification(**kw: object) -> Notification:
+    body: dict[str, object] = {"module": "request", "to": ["Jane Doe <jane@corp.example>"],
+                               "cc": ["ops@corp.example"], "bcc": ["audit@corp.example"],
+                               "subject": "Ticket ##RE-7## updated", "text_body": "Hello"}
+    body.update(kw)
+    return Notification.model_validate(body)
+
+
+def build(
+    n: Notification, srv: OutgoingServer = SERVER, recipient_filter: RecipientFilter | None = None
+) -> Envelope:
+    return compose(n, srv, filter_notification(n, recipient_filter), now=NOW)
+
+
+def parsed(raw: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(raw, policy=default_policy)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def test_headers_and_envelope() -> None:
+    env = build(notification(idempotency_key="re-7-updated"))
+    msg = parsed(env.as_bytes())
+    assert msg["From"] == "IT Help Desk <helpdesk@desk.example>"
+    assert msg["Reply-To"] == "support@desk.example"
+    assert msg["To"] == "Jane Doe <jane@corp.example>"
+    assert msg["Cc"] == "ops@corp.example"
+    assert msg["Subject"] == "Ticket ##RE-7## updated"
+    assert msg["Date"] == "Wed, 04 Mar 2026 05:06:07 +0000"
+    assert msg["MIME-Version"] == "1.0"
+    assert env.mail_from == "helpdesk@desk.example"
+    assert env.rcpt_to == ("jane@corp.example", "ops@corp.example", "audit@corp.example")
+    assert env.headers["Message-ID"] == env.message_id
+
+
+def test_bcc_is_never_a_header() -> None:
+    env = build(notification())
+    raw = env.as_bytes()
+    assert b"audit@corp.example" not in raw
+    assert "Bcc" not in parsed(raw)
+    assert "audit@corp.example" in env.rcpt_to
+
+
+def test_non_ascii_names_and_subject_are_encoded_and_round_trip() -> None:
+    srv = server("helpdesk", email="helpdesk@desk.example", senderName="Služba podpory, IT")
+    n = notification(to=["Jörg Müller <joerg@corp.example>"], subject="Požadavek ##RE-9## — café")
+    raw = build(n, srv).as_bytes()
+    assert raw.isascii()
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert b"=?utf-8?" in head
+    msg = parsed(raw)
+    assert msg["From"].addresses[0].display_name == "Služba podpory, IT"
+    assert msg["To"].addresses[0].display_name == "Jörg Müller"
+    assert msg["Subject"] == "Požadavek ##RE-9## — café"
+
+
+def test_lines_end_in_crlf_and_bodies_are_7bit_clean() -> None:
+    raw = build(notification(text_body="Grüße\n" + "x" * 2000, html_body="<p>Grüße</p>")).as_bytes()
+    assert raw.isascii()
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+
+
+def test_message_id_uses_sender_domain_and_is_stable_per_idempotency_key() -> None:
+    a = build(notification(idempotency_key="re-7"))
+    b = build(notification(idempotency_key="re-7"))
+    c = build(notification(idempotency_key="re-8"))
+    assert a.message_id.endswith("@desk.example>") and a.message_id.startswith("<")
+    assert a.message_id == b.message_id != c.message_id
+    other_ns = build(notification(idempotency_key="re-7", namespace="globex"))
+    assert other_ns.message_id != a.message_id
+    assert build(notification()).message_id != build(notification()).message_id
+
+
+def test_text_and_html_make_multipart_alternative() -> None:
+    msg = parsed(build(notification(text_body="plain", html_body="<b>rich</b>")).as_bytes())
+    assert msg.get_content_type() == "multipart/alternative"
+    assert msg.get_body(("plain",)).get_content().strip() == "plain"
+    assert msg.get_body(("html",)).get_content().strip() == "<b>rich</b>"
+
+
+def test_html_only_and_empty_bodies() -> None:
+    msg = parsed(build(notification(text_body=None, html_body="<p>x</p>")).as_bytes())
+    assert msg.get_content_type() == "text/html"
+    msg = parsed(build(notification(text_body=None)).as_bytes())
+    assert msg.get_content_type() == "text/plain"
+
+
+def test_attachments_are_attached_with_encoded_names() -> None:
+    n = notification(attachments=[
+        {"name": "zpráva.pdf", "contentType": "application/pdf", "data": b"%PDF-1.7 tiny"},
+        {"name": "log.txt", "contentType": "text/plain", "data": b"line\n"},
+    ])
+    env = build(n)
+    msg = parsed(env.as_bytes())
+    assert msg.get_content_type() == "multipart/mixed"
+    parts = {p.get_filename(): p for p in msg.iter_attachments()}
+    assert set(parts) == {"zpráva.pdf", "log.txt"}
+    assert parts["zpráva.pdf"].get_content() == b"%PDF-1.7 tiny"
+    assert env.dropped_attachments == ()
+
+
+def test_attachments_above_the_limit_are_dropped_and_named() -> None:
+    n = notification(attachments=[
+        {"name": "huge.iso", "data": b"\0" * (2 * MIB)},  # alone above the 1 MB limit
+        {"name": "half-a.bin", "data": b"\0" * (MIB // 2)},
+        {"name": "half-b.bin", "data": b"\0" * (MIB // 2 + 1)},  # would make the total > 1 MB
+        {"name": "small.txt", "data": b"fits"},
+    ])
+    env = build(n)
+    assert [(d.name, d.size) for d in env.dropped_attachments] == [
+        ("huge.iso", 2 * MIB), ("half-b.bin", MIB // 2 + 1)]
+    assert "above the limit of 1 MB" in env.dropped_attachments[0].reason
+    assert "would bring the attachments to" in env.dropped_attachments[1].reason
+    names = [p.get_filename() for p in parsed(env.as_bytes()).iter_attachments()]
+    assert names == ["half-a.bin", "small.txt"]
+
+
+def test_default_limit_is_20_mb_when_the_server_has_none() -> None:
+    srv = server("plain-limit")  # attachmentLimitMB not derived in this test
+    n = notification(attachments=[{"name": "big.bin", "data": b"\0" * (20 * MIB + 1)}])
+    assert [d.name for d in build(n, srv).dropped_attachments] == ["big.bin"]
+
+
+def test_filtered_recipients_do_not_appear_in_headers() -> None:
+    f = recipient_filter("corp", "ignore", emails=["ops@corp.example"])
+    env = build(notification(), recipient_filter=f)
+    msg = parsed(env.as_bytes())
+    assert "Cc" not in msg
+    assert "ops@corp.example" not in env.rcpt_to
+
+
+def test_extra_headers_pass_through() -> None:
+    n = notification(headers={"In-Reply-To": "<abc@desk.example>",
+                              "References": "<abc@desk.example>"})
+    msg = parsed(build(n).as_bytes())
+    assert msg["In-Reply-To"] == "<abc@desk.example>"
+
+
+def test_no_recipients_is_refused() -> None:
+    n = notification(to=[], cc=[], bcc=[])
+    with pytest.raises(ValueError, match="no recipients"):
+        build(n)
+
+
+def test_a_line_break_in_the_configured_sender_name_is_refused() -> None:
+    srv = server("bad", senderName="Desk\r\nBcc: victim@else.example")
+    with pytest.raises(HeaderInjectionError, match="sender name"):
+        build(notification(), srv)
