@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from reconciler.cli.common import UserError
-from reconciler.cli.plan import opened, plan_from_dir, stdout_is_terminal, store_option
+from reconciler.cli.plan import (
+    fewer_gc_passes,
+    opened,
+    plan_from_dir,
+    stdout_is_terminal,
+    store_option,
+)
 from reconciler.plan import render
 from reconciler.plan.apply import DEFAULT_MAX_CHANGE_RATIO, apply_plan, resolve_actor
 from reconciler.plan.model import Plan, PlanFileError, load
@@ -81,7 +87,7 @@ def command(target: Path, store_url: str, yes: bool, actor: str | None, message:
             "Re-create it with `reconcile plan DIR --prune --out FILE`."
         )
     colour = stdout_is_terminal()
-    with opened(store_url) as store:
+    with fewer_gc_passes(), opened(store_url) as store:
         plan = _load(target) if saved else plan_from_dir(target, store, fmt="text", prune=prune)
         click.echo(render.text(plan, colour=colour))
         if not plan.has_changes:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import click
 import yaml
+from click.core import ParameterSource
 
 from reconciler.cli.common import UserError
 from reconciler.cli.plan import finish
@@ -234,6 +235,7 @@ def command(ctx: click.Context, **params: Any) -> None:
 def list_command(ctx: click.Context, resource: str | None, **params: Any) -> None:
     parent = ctx.parent.params if ctx.parent is not None else {}
     merged = {k: v if v not in (None, ()) else parent.get(k) for k, v in params.items()}
+    merged["store_url"] = _group_store(params["store_url"]) or parent.get("store_url")
     _list(resource, merged)
 
 
@@ -258,6 +260,21 @@ def _list(resource: str | None, p: dict[str, Any]) -> None:
         click.echo("no revisions yet" if head == 0 else "no revisions match")
         return
     click.echo(_table(revs))
+
+
+def _group_store(own: str | None) -> str | None:
+    """The subcommand's ``--store``, else the one given to `history` itself.
+
+    Lets ``history --store X show 1`` work like ``history show 1 --store X``;
+    a command-line value beats $RECONCILE_STORE at either level.
+    """
+    ctx = click.get_current_context()
+    parent = ctx.parent
+    if parent is None or ctx.get_parameter_source("store_url") is ParameterSource.COMMANDLINE:
+        return own
+    if parent.get_parameter_source("store_url") is ParameterSource.COMMANDLINE:
+        return parent.params["store_url"]  # type: ignore[no-any-return]
+    return own
 
 
 def _counts(rev: Revision) -> str:
@@ -292,7 +309,7 @@ def _table(revs: Sequence[Revision]) -> str:
 @store_option
 def show_command(rev: int, fmt: str, store_url: str | None) -> None:
     """One revision: who, when, from which commit, and its field-level diff."""
-    with opened_store(store_url) as store:
+    with opened_store(_group_store(store_url)) as store:
         revision = store.revision(rev)
     if fmt == "json":
         click.echo(json.dumps(queries.revision_to_dict(revision, bodies=True), indent=2))
@@ -343,7 +360,7 @@ def as_of_command(rev: int, out_dir: Path | None, redacted: bool, store_url: str
     The store holds secret references only (env:, file:, enc:v1: ciphertext, the
     same as git holds), so the output can be committed back to restore a config.
     """
-    with opened_store(store_url) as store:
+    with opened_store(_group_store(store_url)) as store:
         documents = queries.as_of_documents(store, rev)
     if redacted:
         documents = [{**d, "spec": redact(d["spec"])} for d in documents]
@@ -383,7 +400,7 @@ def _write_tree(out_dir: Path, documents: Sequence[dict[str, Any]]) -> None:
 @store_option
 def verify_command(fmt: str, store_url: str | None) -> None:
     """Recompute the hash chain; exit 1 naming the first revision that was tampered with."""
-    with opened_store(store_url) as store:
+    with opened_store(_group_store(store_url)) as store:
         check = store.verify()
     if fmt == "json":
         click.echo(json.dumps(queries.chain_to_dict(check), indent=2))
@@ -421,7 +438,7 @@ def export_command(fmt: str, out_file: Path | None, with_bodies: bool,
     Keep the head hash somewhere else (a ticket, a signed tag): a later export
     that still contains it proves nothing before it was rewritten.
     """
-    with opened_store(store_url) as store:
+    with opened_store(_group_store(store_url)) as store:
         data = queries.export(store, bodies=with_bodies)
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     if out_file is None:

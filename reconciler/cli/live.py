@@ -1,10 +1,12 @@
 """`reconcile live get|set`: read or change the live store outside git (SPEC P5).
 
 `live set` is the out-of-band edit an admin makes in an emergency ("disable
-that server now"). It goes through the same model, derivation, reference and
-policy checks as `validate`, so the live store never holds a spec that git
-could not have produced, and it is recorded as an OUT_OF_BAND revision with
-actor and reason, which `reconcile drift` then reports.
+that server now"). The edited resource runs through the same pipeline as
+`validate` (model, derived defaults, references, semantic checks, policies):
+what its kind's model rejects, or a reference to nothing, is refused, so the
+live store never holds a spec the daemon cannot use; the stored form is the
+same canonical form an apply writes. It is recorded as an OUT_OF_BAND
+revision with actor and reason, which `reconcile drift` then reports.
 """
 
 from __future__ import annotations
@@ -173,9 +175,10 @@ def _change(live: LiveState, key: ResourceKey, edits: Sequence[Assignment]) -> C
     new = _validated(live, key, doc)
     if new.digest == old.digest:
         return None
-    others = {k: r for k, r in live.resources.items() if k != key}
-    changes = diff(DesiredState.of([*others.values(), new]), live).changes
-    return next(c for c in changes if c.key == key)
+    # The plan's diff gives the field-level, redacted view the history stores.
+    [change] = diff(DesiredState.of([new]), LiveState(live.lineage, live.revision,
+                                                      {key: old})).changes
+    return change
 
 
 def _refuse_literal_secret(spec: dict[str, Any], edit: Assignment) -> None:

@@ -11,7 +11,9 @@ holds ciphertext or a resolved value.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +43,31 @@ def diff(
     prune: bool = False,
 ) -> DiffResult:
     """Changes that turn ``live`` into ``desired``, ordered by (kind, namespace, name)."""
-    derived = derived or {}
+    with _gc_paused():
+        return _diff(desired, live, derived or {}, prune)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC: a big plan allocates ~10 field objects per resource and,
+    with a large validated config in memory, the collections those allocations
+    trigger cost several times the diff itself (10k creates: 2.3 s vs 0.5 s).
+    The only cycles made meanwhile are deepdiff's trees, collected afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _diff(
+    desired: DesiredState,
+    live: LiveState,
+    derived: Mapping[ResourceKey, set[str]],
+    prune: bool,
+) -> DiffResult:
     changes: list[Change] = []
     unmanaged: list[ResourceKey] = []
     for key in sorted(desired.resources.keys() | live.resources.keys()):

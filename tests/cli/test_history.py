@@ -110,6 +110,7 @@ def test_show_one_revision_with_field_diff_and_meta(three: str) -> None:
     with open_store(three) as store:
         rev = store.revision(2)
     assert f"hash:       {rev.hash}" in out and f"prev hash:  {rev.prev_hash}" in out
+    assert run("history", "--store", three, "show", "2").stdout == out  # either position
     applied = run("history", "show", "3", "--store", three).stdout
     assert "    spec.attachmentLimitMB: 10.0 → 15.0" in applied
     assert "    spec.enabled: false → true" in applied  # the apply reverted the edit
