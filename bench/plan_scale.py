@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from reconciler.cli.plan import fewer_gc_passes
+from reconciler.config.validate import ValidationResult
 from reconciler.plan import render
 from reconciler.plan.apply import apply_plan
 from reconciler.plan.diff import diff
@@ -143,6 +145,12 @@ def in_process(config: Path, db: Path, work: Path) -> Breakdown:
     from reconciler.config.validate import validate_path
 
     b = Breakdown()
+    with fewer_gc_passes():  # as the CLI commands run
+        return _steps(b, config, db, work, validate_path)
+
+
+def _steps(b: Breakdown, config: Path, db: Path, work: Path,
+           validate_path: Callable[[Path], ValidationResult]) -> Breakdown:
     result = b.time("validate", lambda: validate_path(config))
     assert result.desired is not None, "generated config must validate"
     desired = result.desired

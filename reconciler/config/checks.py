@@ -69,12 +69,13 @@ def _port_security(res: LoadedResource) -> list[Diagnostic]:
 def _protocol_auth(res: LoadedResource, protocol: str, host: str | None) -> list[Diagnostic]:
     auth = res.model.spec.auth
     out: list[Diagnostic] = []
-    if protocol == "graph":
-        if not isinstance(auth, OAuth2Auth) or auth.provider != OAuthProvider.MICROSOFT:
-            out.append(res.diagnostic(
-                "graph-needs-microsoft-oauth",
-                "Microsoft Graph accepts only Microsoft OAuth 2.0",
-                ("spec", "auth"), hint="set auth.type: oauth2 and auth.provider: microsoft"))
+    if protocol == "graph" and (
+        not isinstance(auth, OAuth2Auth) or auth.provider != OAuthProvider.MICROSOFT
+    ):
+        out.append(res.diagnostic(
+            "graph-needs-microsoft-oauth",
+            "Microsoft Graph accepts only Microsoft OAuth 2.0",
+            ("spec", "auth"), hint="set auth.type: oauth2 and auth.provider: microsoft"))
     if protocol == "ews":
         url = res.model.spec.ews_url
         if not host and not url:

@@ -171,7 +171,8 @@ def diagnostics_from(
         if err["type"] == "extra_forbidden":
             name = str(loc[-1]) if loc else "?"
             close = difflib.get_close_matches(name, sorted(_aliases(model)), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "remove it; see the schema in schemas/"
+            hint = (f"did you mean {close[0]!r}?" if close
+                    else "remove it; see the schema in schemas/")
             message, key = f"unknown field {name!r}", True
         else:
             message, hint = _message(err, sensitive)

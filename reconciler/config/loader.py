@@ -3,8 +3,10 @@
 Parsing is the dominant cost of validating a large repo, so this uses
 libyaml's C parser (PyYAML ``CSafeLoader``) rather than a pure-Python
 round-trip parser, and records source marks while constructing mappings
-instead of re-parsing when an error needs a position. The marks cost about
-7 % over a bare load (see ``bench/validate_scale.py``).
+instead of re-parsing when an error needs a position. Documents are built
+straight from the parser's events rather than from a node graph, which makes
+this faster than a bare ``yaml.load_all`` with ``CSafeLoader`` despite the
+marks (see ``bench/validate_scale.py``).
 
 Booleans follow YAML 1.2 (only ``true``/``false``), so ``country: NO`` or
 ``security: off`` stay strings instead of silently becoming ``False``.
@@ -101,6 +103,117 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             result.item_marks.append(_mark(child))
         return result
 
+    def read_nodes(self, file: str, documents: list[Document]) -> None:
+        """Append every document of the stream, composing nodes first (any YAML)."""
+        index = 0
+        while self.check_node():
+            node = self.get_node()
+            data = self.construct_document(node)
+            if data is not None:
+                documents.append(Document(file=file, index=index, data=data, start=_mark(node)))
+            index += 1
+
+    def read_events(self, file: str, documents: list[Document]) -> None:
+        """Append every document of the stream, built straight from parser events.
+
+        Skipping the node graph makes parsing about a third faster (see
+        ``bench/validate_scale.py``). Only plain mappings, sequences and scalars
+        are handled here; anchors, aliases, explicit tags, merge keys and
+        complex keys raise :class:`_NeedsNodes` so that :meth:`read_nodes`
+        stays their one implementation. The result is the same either way.
+        """
+        constructors = self.yaml_constructors
+        tags = _TAG_CACHE
+        stack: list[Any] = []  # open PosDict/PosList
+        keys: list[tuple[Any, Mark] | None] = []  # per open container: a key awaiting its value
+        root: Any = None
+        root_mark: Mark = (1, 1)
+        index = 0
+        while True:
+            event = self.get_event()
+            kind = event.__class__
+            if kind is yaml.ScalarEvent:
+                if event.anchor is not None or event.tag is not None:
+                    raise _NeedsNodes
+                start = event.start_mark
+                mark = (start.line + 1, start.column + 1)
+                raw = event.value
+                tag = _STR_TAG
+                if event.implicit[0]:  # plain scalar: resolve 12 / true / null / ...
+                    tag = tags.get(raw)
+                    if tag is None:
+                        tag = self.resolve(yaml.ScalarNode, raw, event.implicit)
+                        if len(tags) < _TAG_CACHE_SIZE:
+                            tags[raw] = tag
+                if tag == _STR_TAG:
+                    value = raw
+                else:
+                    construct = constructors.get(tag)  # none for `<<` and `=`
+                    if construct is None:
+                        raise _NeedsNodes
+                    value = construct(self, yaml.ScalarNode(tag, raw, start, event.end_mark,
+                                                            event.style))
+            elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                if event.anchor is not None or event.tag is not None:
+                    raise _NeedsNodes
+                start = event.start_mark
+                container = PosDict() if kind is yaml.MappingStartEvent else PosList()
+                container.mark = (start.line + 1, start.column + 1)
+                stack.append(container)
+                keys.append(None)
+                continue
+            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                value = stack.pop()
+                keys.pop()
+                mark = value.mark
+            elif kind is yaml.DocumentEndEvent:
+                if root is not None:
+                    documents.append(Document(file=file, index=index, data=root,
+                                              start=root_mark))
+                root = None
+                index += 1
+                continue
+            elif kind is yaml.StreamEndEvent:
+                return
+            elif kind is yaml.AliasEvent:
+                raise _NeedsNodes
+            else:  # stream and document start
+                continue
+            if not stack:
+                root, root_mark = value, mark
+                continue
+            parent = stack[-1]
+            if parent.__class__ is PosList:
+                parent.append(value)
+                parent.item_marks.append(mark)
+                continue
+            pending = keys[-1]
+            if pending is None:
+                if kind is not yaml.ScalarEvent or not isinstance(value, _KEY_TYPES):
+                    raise _NeedsNodes  # read_nodes reports the complex key
+                keys[-1] = (value, mark)
+                continue
+            key, key_mark = pending
+            if key in parent:
+                self.duplicate_keys.append((str(key), parent.key_marks[key], key_mark))
+            parent[key] = value
+            parent.key_marks[key] = key_mark
+            parent.value_marks[key] = mark
+            keys[-1] = None
+
+
+class _NeedsNodes(Exception):
+    """The stream uses a YAML feature that only the node-based reader handles."""
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_KEY_TYPES = (str, int, float, bool, type(None))
+# Plain scalar -> resolved tag. Keys and enum-like values repeat across a repo,
+# and resolving runs a regex per candidate type; the size bound keeps unique
+# values (emails, hosts) from growing it without limit.
+_TAG_CACHE: dict[str, str] = {}
+_TAG_CACHE_SIZE = 8192
+
 
 _BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _PositionalLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL_RE, list("tTfF"))
@@ -173,14 +286,14 @@ def load_text(text: str, file: str, diagnostics: Diagnostics) -> list[Document]:
     """
     loader = _PositionalLoader(text)
     documents: list[Document] = []
-    index = 0
     try:
-        while loader.check_node():
-            node = loader.get_node()
-            data = loader.construct_document(node)
-            if data is not None:
-                documents.append(Document(file=file, index=index, data=data, start=_mark(node)))
-            index += 1
+        try:
+            loader.read_events(file, documents)
+        except _NeedsNodes:
+            loader.dispose()
+            loader = _PositionalLoader(text)
+            documents.clear()
+            loader.read_nodes(file, documents)
     except yaml.MarkedYAMLError as exc:
         diagnostics.add(_syntax_diagnostic(exc, text, file))
     except yaml.reader.ReaderError as exc:  # control characters and the like

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from plan.kit import copy_examples, edit
+from plan.kit import copy_examples, edit, example_count, write_tenants
 
 from reconciler.cli import apply as apply_cli
 from reconciler.cli.main import cli
@@ -53,7 +53,8 @@ def test_saved_plan_applies_exactly_what_was_shown(config: Path, db: str, tmp_pa
     edit(config / "acme" / "outgoing-servers.yaml", "port: 587", "port: 465")
     result = run("apply", plan_file, "--store", db, "--actor", "dana", "-m", "first rollout")
     assert result.exit_code == 0, result.output
-    assert "Applied revision 1: 20 created, 0 updated, 0 deleted." in result.stdout
+    n = example_count()
+    assert f"Applied revision 1: {n} created, 0 updated, 0 deleted." in result.stdout
     plan = load(plan_file)
     with open_store(db) as store:
         live = store.snapshot()
@@ -114,20 +115,33 @@ def test_a_file_that_is_not_a_plan_is_refused(db: str, tmp_path: Path) -> None:
     assert "is not a saved plan" in result.output
 
 
-def test_threshold_refuses_then_force_applies(config: Path, db: str, tmp_path: Path) -> None:
+def test_threshold_refuses_then_force_applies(db: str, tmp_path: Path) -> None:
+    config = write_tenants(tmp_path / "tenants", {"north": 9, "south": 9})
     apply_yes(config, db)
-    # 7 of the 20 live resources are in globex/: deleting them is 35 %.
-    for path in (config / "globex").iterdir():
-        path.unlink()
+    # Dropping one of two tenants deletes 10 of the 20 live resources.
+    write_tenants(config, {"north": 9})
     plan_out(config, db, tmp_path / "prune.json", "--prune")
     result = run("apply", tmp_path / "prune.json", "--store", db)
     assert result.exit_code == 1
-    assert "would change 7 of the 20 live resources" in result.output
+    assert "would change 10 of the 20 live resources (0 updates, 10 deletes, 50%)" in (
+        result.output)
     assert "apply again with --force" in result.output
     assert head(db) == 1
     result = run("apply", tmp_path / "prune.json", "--store", db, "--force")
     assert result.exit_code == 0, result.output
-    assert "Applied revision 2: 0 created, 0 updated, 7 deleted." in result.stdout
+    assert "Applied revision 2: 0 created, 0 updated, 10 deleted." in result.stdout
+
+
+def test_threshold_counts_updates_and_applies_dirs_too(db: str, tmp_path: Path) -> None:
+    config = write_tenants(tmp_path / "tenants", {"north": 11})
+    apply_yes(config, db)
+    write_tenants(config, {"north": 11}, domain="elsewhere.example")
+    result = run("apply", config, "--store", db, "--yes")
+    assert result.exit_code == 1
+    assert "would change 11 of the 12 live resources (11 updates, 0 deletes" in result.output
+    assert head(db) == 1
+    assert run("apply", config, "--store", db, "--yes", "--force").exit_code == 0
+    assert head(db) == 2
 
 
 def test_dir_without_yes_and_no_terminal_is_refused(config: Path, db: str) -> None:

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from plan.kit import copy_examples, edit, set_secret_env, use_encrypted_secret
+from plan.kit import (
+    copy_examples,
+    edit,
+    example_count,
+    set_secret_env,
+    use_encrypted_secret,
+    write_tenants,
+)
 
 from reconciler.cli.main import cli
 from reconciler.plan.model import load
@@ -42,7 +49,8 @@ def test_exit_2_when_there_are_changes_then_0(config: Path, db: str) -> None:
     assert result.exit_code == 2, result.output
     assert "+ create OutgoingServer acme/gmail-notifications" in result.stdout
     assert "    spec.port: 587 (derived)" in result.stdout
-    assert "Plan: 20 to create, 0 to update, 0 to delete (base revision 0)." in result.stdout
+    n = example_count()
+    assert f"Plan: {n} to create, 0 to update, 0 to delete (base revision 0)." in result.stdout
     applied(config, db)
     result = run("plan", config, "--store", db)
     assert result.exit_code == 0, result.output
@@ -102,45 +110,53 @@ def test_exit_1_on_an_unusable_store(config: Path, tmp_path: Path) -> None:
 
 
 def test_json_output_is_one_document_with_warnings_on_stderr(config: Path, db: str) -> None:
+    # Port 25 with STARTTLS is a warning, not an error.
+    edit(config / "acme" / "outgoing-servers.yaml", "port: 587", "port: 25")
     result = run("plan", config, "--store", db, "--format", "json")
     assert result.exit_code == 2
     data = json.loads(result.stdout)
-    assert data["summary"] == {"create": 20, "update": 0, "delete": 0, "unmanaged": 0}
-    assert "warning" in result.stderr  # the example's Graph throughput warning
+    assert data["summary"] == {"create": example_count(), "update": 0, "delete": 0,
+                               "unmanaged": 0}
+    assert "warning" in result.stderr and "spec.port" in result.stderr
 
 
 def test_markdown_output(config: Path, db: str) -> None:
     result = run("plan", config, "--store", db, "--format", "markdown")
     assert result.exit_code == 2
     assert result.stdout.startswith("<!-- reconcile-plan -->")
-    assert "| OutgoingServer | 5 |  |  |" in result.stdout
+    servers = example_count("OutgoingServer")
+    assert f"| OutgoingServer | {servers} |  |  |" in result.stdout
     assert "warning" not in result.stdout
 
 
-def test_unmanaged_are_kept_without_prune(config: Path, db: str) -> None:
+def test_unmanaged_are_kept_without_prune(db: str, tmp_path: Path) -> None:
+    config = write_tenants(tmp_path / "tenants", {"north": 3, "south": 1})
     applied(config, db)
-    (config / "globex" / "rules.yaml").unlink()
+    write_tenants(config, {"north": 3})
     result = run("plan", config, "--store", db)
     assert result.exit_code == 0, result.output
     assert "Not in the configuration (kept, not deleted):" in result.stdout
-    assert "    MailSettings globex/globex" in result.stdout
-    assert "    OutgoingEmailRule globex/factory-notifications" in result.stdout
+    assert "    OutgoingServer south/primary\n    RecipientFilter south/filter-0\n" in (
+        result.stdout)
+    assert "2 live resources not in the configuration are kept; plan with --prune" in (
+        result.stdout)
     assert "- delete" not in result.stdout
 
     result = run("apply", config, "--store", db, "--yes")
     assert result.exit_code == 0
     assert "no revision was written" in result.stdout
     with open_store(db) as store:
-        assert store.head() == 1 and len(store.snapshot()) == 20
+        assert store.head() == 1 and len(store.snapshot()) == 6
 
     result = run("plan", config, "--store", db, "--prune")
     assert result.exit_code == 2
-    assert "- delete MailSettings globex/globex" in result.stdout
+    assert "- delete OutgoingServer south/primary" in result.stdout
+    assert "- delete RecipientFilter south/filter-0" in result.stdout
     assert "Plan: 0 to create, 0 to update, 2 to delete (base revision 1)." in result.stdout
     result = run("apply", config, "--store", db, "--yes", "--prune")
     assert result.exit_code == 0, result.output
     with open_store(db) as store:
-        assert len(store.snapshot()) == 18
+        assert len(store.snapshot()) == 4
 
 
 def test_store_from_environment(config: Path, db: str) -> None:
@@ -153,7 +169,7 @@ def test_out_saves_the_plan(config: Path, db: str, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "reconcile apply" in result.stderr
     plan = load(tmp_path / "plan.json")
-    assert len(plan.changes) == 20 and plan.base_revision == 0
+    assert len(plan.changes) == example_count() and plan.base_revision == 0
 
 
 def test_secrets_never_appear_in_any_output(

@@ -133,7 +133,7 @@ def test_strict_turns_warnings_into_failure(tmp_path: Path) -> None:
         "server.yaml": SERVER.replace("security: tls", "security: tls\n      port: 587")})
     result = invoke(str(warned))
     assert result.exit_code == 0, result.output
-    assert "server.yaml:10:13  spec.port  warning: port 587 usually means security starttls, " \
+    assert "server.yaml:10:9  spec.port  warning: port 587 usually means security starttls, " \
         "but security is tls" in result.output
     assert result.output.splitlines()[-1] == "valid: 0 errors, 1 warning, 1 resource"
     assert invoke(str(warned), "--strict").exit_code == 1

@@ -280,6 +280,20 @@ CASES: list[Case] = [
                 hint="write true or false"),),
     ),
     Case(
+        # YAML 1.1 read `no` as false; we read YAML 1.2, and a string is never coerced.
+        "yaml11-boolean-word",
+        {"a.yaml": """
+            apiVersion: reconciler.dev/v1
+            kind: SpamFilter
+            metadata: {name: norway-enabled}
+            spec:
+              enabled: no
+              conditions: [{field: subject, value: x}]
+            """},
+        (Expect("a.yaml", 5, 12, "spec.enabled", "'no' is not a boolean",
+                hint="write true or false"),),
+    ),
+    Case(
         "enum-typo",
         {"a.yaml": """
             apiVersion: reconciler.dev/v1

@@ -52,6 +52,15 @@ def live(*resources: CanonicalResource, lineage: str = "lineage-1", revision: in
     return LiveState(lineage, revision, {r.key: r for r in resources})
 
 
+def example_count(kind: str | None = None) -> int:
+    """How many resources (of ``kind``) examples/config holds: it grows over time."""
+    from reconciler.config.validate import validate_path
+
+    result = validate_path(EXAMPLES)
+    assert result.desired is not None, "examples/config must validate"
+    return sum(1 for k in result.desired.resources if kind in (None, k.kind))
+
+
 def copy_examples(tmp_path: Path) -> Path:
     target = tmp_path / "config"
     shutil.copytree(EXAMPLES, target)
@@ -81,3 +90,38 @@ def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new, 1))
+
+
+def tenant_yaml(namespace: str, filters: int, *, domain: str = "partner.example") -> str:
+    """A valid namespace: its primary server plus ``filters`` recipient filters."""
+    docs = [f"""apiVersion: reconciler.dev/v1
+kind: OutgoingServer
+metadata: {{name: primary, namespace: {namespace}}}
+spec:
+  email: desk@{namespace}.example
+  senderName: {namespace} desk
+  replyTo: support@{namespace}.example
+  protocol: smtp
+  host: smtp.{namespace}.example
+  security: tls
+  auth: {{type: basic, username: desk, password: {{secretRef: env:{namespace.upper()}_PW}}}}
+  primary: true
+"""]
+    docs += [f"""apiVersion: reconciler.dev/v1
+kind: RecipientFilter
+metadata: {{name: filter-{i}, namespace: {namespace}}}
+spec:
+  type: allow
+  domains: [{namespace}.example, {domain}]
+""" for i in range(filters)]
+    return "---\n".join(docs)
+
+
+def write_tenants(root: Path, tenants: dict[str, int], *, domain: str = "partner.example") -> Path:
+    """One file per namespace; returns ``root``. Independent of examples/config."""
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob("*.yaml"):
+        old.unlink()
+    for namespace, filters in tenants.items():
+        (root / f"{namespace}.yaml").write_text(tenant_yaml(namespace, filters, domain=domain))
+    return root

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     model_validator,
 )
@@ -201,7 +202,7 @@ class Condition(Model):
     operator: Operator = Operator.EQUALS
     value: str | None = None
     values: list[str] | None = None
-    case_sensitive: bool = False
+    case_sensitive: StrictBool = False
 
     @model_validator(mode="after")
     def _operands(self) -> Condition:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
 from reconciler.config.models.base import Model, NonEmptyStr, Resource
@@ -13,7 +13,7 @@ COMMAND_DELIMITER_CHARS = frozenset("!@#$%^&*~|")
 
 
 class EmailCommandSpec(Model):
-    enabled: bool = True
+    enabled: StrictBool = True
     subject_contains: NonEmptyStr = Field(
         description="Only mails whose subject contains this text are parsed."
     )
@@ -25,7 +25,7 @@ class EmailCommandSpec(Model):
     allowed_fields: list[NonEmptyStr] = Field(
         default_factory=list, description="Fields that may be set; empty means any known field."
     )
-    authorized_senders_only: bool = Field(
+    authorized_senders_only: StrictBool = Field(
         default=True, description="Parse only mail from users known to the desk."
     )
 

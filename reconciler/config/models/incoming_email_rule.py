@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from reconciler.config.models.base import Condition, MatchMode, Model, NonEmptyStr, Ref, Resource
 
@@ -28,8 +28,8 @@ class IncomingEmailRuleSpec(Model):
     set_fields: dict[NonEmptyStr, str] = Field(
         default_factory=dict, description="Ticket fields, e.g. technicianGroup, category."
     )
-    stop_processing: bool = Field(default=True, description="Skip later rules once matched.")
-    enabled: bool = True
+    stop_processing: StrictBool = Field(default=True, description="Skip later rules once matched.")
+    enabled: StrictBool = True
 
 
 class IncomingEmailRule(Resource):

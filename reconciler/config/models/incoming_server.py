@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from reconciler.config.models.auth import Auth, NoAuth
 from reconciler.config.models.base import (
@@ -34,18 +34,18 @@ class IncomingProtocol(StrEnum):
 class ErrorFolder(Model):
     """Where a mail that fails processing is moved so it stops blocking the fetch."""
 
-    enabled: bool = False
+    enabled: StrictBool = False
     name: NonEmptyStr = "reconciler-errors"
     stop_fetching_after: int | None = Field(
         default=None, ge=1, description="Stop fetching once this many mails are in the folder."
     )
-    notify: bool = True
+    notify: StrictBool = True
 
 
 class CreationRestriction(Model):
     """The seeds' "disable new request creation by email", with its exceptions."""
 
-    disable_new_requests: bool = False
+    disable_new_requests: StrictBool = False
     allowed_emails: list[Email] = Field(default_factory=list)
     allowed_domains: list[Domain] = Field(default_factory=list)
 
@@ -63,7 +63,9 @@ class IncomingServerSpec(Model):
     protocol: IncomingProtocol = IncomingProtocol.IMAPS
     host: Hostname | None = None
     port: Port | None = Field(default=None, description="Derived from the protocol.")
-    starttls: bool = Field(default=False, description="Upgrade plain IMAP/POP3 with STARTTLS.")
+    starttls: StrictBool = Field(
+        default=False, description="Upgrade plain IMAP/POP3 with STARTTLS."
+    )
     folder: NonEmptyStr = "INBOX"
     ews_url: HttpUrl | None = None
     national_cloud: NationalCloud | None = None
@@ -76,14 +78,14 @@ class IncomingServerSpec(Model):
     spam_filters: list[Annotated[str, Ref("SpamFilter")]] = Field(default_factory=list)
     email_command: Annotated[str | None, Ref("EmailCommand")] = None
     fetch_interval_minutes: int = Field(default=1, ge=1, le=1440)
-    enabled: bool = True
+    enabled: StrictBool = True
     error_folder: ErrorFolder = Field(default_factory=ErrorFolder)
     creation: CreationRestriction = Field(default_factory=CreationRestriction)
     defaults: TicketDefaults = Field(default_factory=TicketDefaults)
     failure_notify_threshold: int = Field(
         default=5, ge=1, le=1000, description="Consecutive connection failures before notifying."
     )
-    debug: bool = False
+    debug: StrictBool = False
 
 
 class IncomingServer(Resource):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
 from reconciler.config.models.base import Model, Resource
@@ -22,13 +22,15 @@ class RetrySettings(Model):
 
 
 class MailSettingsSpec(Model):
-    email_to_request: bool = Field(default=True, description="Create tickets from mail at all.")
-    guest_tickets: bool = Field(
+    email_to_request: StrictBool = Field(
+        default=True, description="Create tickets from mail at all."
+    )
+    guest_tickets: StrictBool = Field(
         default=False, description="Senders unknown to the desk may create tickets."
     )
-    create_from_cc: bool = False
-    create_from_bcc: bool = False
-    use_reply_to: bool = Field(
+    create_from_cc: StrictBool = False
+    create_from_bcc: StrictBool = False
+    use_reply_to: StrictBool = Field(
         default=True, description="Treat Reply-To as the requester when present."
     )
     base_delimiter: str = Field(default="##", description="Encloses request IDs in subjects.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from reconciler.config.models.base import Condition, MatchMode, Model, NonEmptyStr, Ref, Resource
 
@@ -17,7 +17,7 @@ class OutgoingEmailRuleSpec(Model):
         default_factory=list, description="Tests on context fields; none means always."
     )
     server: Annotated[str, Ref("OutgoingServer")]
-    enabled: bool = True
+    enabled: StrictBool = True
     description: str | None = None
 
 

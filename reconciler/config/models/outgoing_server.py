@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from reconciler.config.models.auth import Auth, NoAuth
 from reconciler.config.models.base import (
@@ -68,12 +68,12 @@ class OutgoingServerSpec(Model):
     mailbox: Email | None = Field(
         default=None, description="Mailbox sent from with Graph/EWS; defaults to email."
     )
-    save_to_sent_items: bool = True
+    save_to_sent_items: StrictBool = True
     auth: Auth = Field(default_factory=NoAuth)
     proxy: Annotated[str | None, Ref("ProxyServer")] = None
     recipient_filter: Annotated[str | None, Ref("RecipientFilter")] = None
-    enabled: bool = True
-    primary: bool = False
+    enabled: StrictBool = True
+    primary: StrictBool = False
     attachment_limit_mb: float | None = Field(
         default=None, gt=0, alias="attachmentLimitMB", description="Derived as 20 MB."
     )
@@ -84,7 +84,9 @@ class OutgoingServerSpec(Model):
     retry_lifetime_minutes: int | None = Field(
         default=None, ge=0, le=10080, description="Give up retrying after; MailSettings default."
     )
-    debug: bool = Field(default=False, description="Log the protocol conversation (no secrets).")
+    debug: StrictBool = Field(
+        default=False, description="Log the protocol conversation (no secrets)."
+    )
 
 
 class OutgoingServer(Resource):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from reconciler.config.models.base import Condition, MatchMode, Model, Resource
 
@@ -21,7 +21,7 @@ class SpamFilterSpec(Model):
     conditions: list[Condition] = Field(
         min_length=1, description="Fields: subject, from, body."
     )
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
 class SpamFilter(Resource):

@@ -217,7 +217,7 @@ class SmtpTransport(Transport):
                           Failure.PROTOCOL, progress.step)
         finally:
             if smtp is not None:
-                smtp.close()
+                _close(smtp)
         return Health(HealthStatus.REACHABLE, endpoint.address, "connected, secured, "
                       f"authenticated ({spec.security}, auth {spec.auth.type})")
 
@@ -392,7 +392,7 @@ class SmtpTransport(Transport):
         try:
             await smtp.connect(timeout=connect_timeout)
         except BaseException as exc:
-            smtp.close()
+            _close(smtp)
             if isinstance(exc, Exception):
                 raise _connect_failure(exc, endpoint, security) from None
             raise
@@ -400,7 +400,7 @@ class SmtpTransport(Transport):
             progress.step = f"authenticating to {endpoint.address}"
             await self._authenticate(smtp, server, redactor)
         except BaseException:
-            smtp.close()
+            _close(smtp)
             raise
         self._trace(spec, "connected to %s", endpoint.address)
         return smtp
@@ -612,10 +612,16 @@ async def _rset(smtp: aiosmtplib.SMTP) -> None:
     try:
         await smtp.rset()
     except (SMTPException, OSError, TimeoutError):
-        smtp.close()
+        _close(smtp)
 
 
 def _close(smtp: aiosmtplib.SMTP) -> None:
+    # A connection we drop is dead to us: abort instead of close, because a
+    # graceful TLS shutdown needs round trips that may never come (and would
+    # leave the socket open until they do).
+    transport = smtp.transport
+    if transport is not None and not transport.is_closing():
+        transport.abort()
     smtp.close()
 
 
