@@ -11,12 +11,18 @@ from reconciler.cli.common import UserError
 from reconciler.cli.plan import (
     fewer_gc_passes,
     opened,
-    plan_from_dir,
+    plan_against,
     stdout_is_terminal,
     store_option,
+    validated,
 )
 from reconciler.plan import render
-from reconciler.plan.apply import DEFAULT_MAX_CHANGE_RATIO, apply_plan, resolve_actor
+from reconciler.plan.apply import (
+    DEFAULT_MAX_CHANGE_RATIO,
+    DEFAULT_MIN_GUARDED,
+    apply_plan,
+    resolve_actor,
+)
 from reconciler.plan.model import Plan, PlanFileError, load
 from reconciler.state import Action, LockTimeout, Revision, RevisionMeta, SqlStore
 
@@ -69,7 +75,8 @@ def _applied(rev: Revision) -> str:
               show_default=True, metavar="SECONDS",
               help="How long to wait for another apply to finish.")
 @click.option("--force", is_flag=True, help="Apply even when the plan updates or deletes more "
-              f"than {DEFAULT_MAX_CHANGE_RATIO:.0%} of the live resources.")
+              f"than {DEFAULT_MAX_CHANGE_RATIO:.0%} of the live resources (guarded from "
+              f"{DEFAULT_MIN_GUARDED} live resources on).")
 @click.option("--prune", is_flag=True, help="With a DIR: also delete live resources that are "
               "not in the configuration.")
 def command(target: Path, store_url: str, yes: bool, actor: str | None, message: str,
@@ -87,20 +94,30 @@ def command(target: Path, store_url: str, yes: bool, actor: str | None, message:
             "Re-create it with `reconcile plan DIR --prune --out FILE`."
         )
     colour = stdout_is_terminal()
-    with fewer_gc_passes(), opened(store_url) as store:
-        plan = _load(target) if saved else plan_from_dir(target, store, fmt="text", prune=prune)
-        click.echo(render.text(plan, colour=colour))
-        if not plan.has_changes:
-            click.echo("Nothing to apply; no revision was written.")
-            return
-        if not saved:
-            _confirm(store, yes)
-        meta = RevisionMeta(actor=resolve_actor(actor), message=message)
-        try:
-            rev = apply_plan(store, plan, meta, lock_timeout=lock_timeout, force=force)
-        except LockTimeout as exc:
-            raise UserError(
-                f"{exc}. Waited {lock_timeout:g} s (--lock-timeout); nothing was applied. "
-                "Try again when it is released."
-            ) from None
+    with fewer_gc_passes():
+        # The plan file or the config is checked before the store is opened (or created).
+        loaded = _load(target) if saved else None
+        result = validated(target, "text") if loaded is None else None
+        with opened(store_url) as store:
+            plan = loaded or plan_against(target, result, store, prune=prune)
+            _apply(store, plan, saved=saved, yes=yes, actor=actor, message=message,
+                   lock_timeout=lock_timeout, force=force, colour=colour)
+
+
+def _apply(store: SqlStore, plan: Plan, *, saved: bool, yes: bool, actor: str | None,
+           message: str, lock_timeout: float, force: bool, colour: bool) -> None:
+    click.echo(render.text(plan, colour=colour))
+    if not plan.has_changes:
+        click.echo("Nothing to apply; no revision was written.")
+        return
+    if not saved:
+        _confirm(store, yes)
+    meta = RevisionMeta(actor=resolve_actor(actor), message=message)
+    try:
+        rev = apply_plan(store, plan, meta, lock_timeout=lock_timeout, force=force)
+    except LockTimeout as exc:
+        raise UserError(
+            f"{exc}. Waited {lock_timeout:g} s (--lock-timeout); nothing was applied. "
+            "Try again when it is released."
+        ) from None
     click.echo(_applied(rev))

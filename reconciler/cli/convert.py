@@ -64,7 +64,8 @@ def _needs_conversion(text: str, name: str) -> bool:
     documents = load_text(text, name, diags)
     for d in diags.items:
         if d.code == "yaml-syntax":
-            raise ConvertError(d.message.removeprefix("YAML syntax error: "), d.line, d.col)
+            hint = f" ({d.hint})" if d.hint else ""
+            raise ConvertError(d.message + hint, d.line, d.col)
     return any(
         isinstance(doc.data, dict) and doc.data.get("apiVersion") in CONVERSIONS
         for doc in documents

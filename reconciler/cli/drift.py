@@ -22,7 +22,6 @@ from reconciler.cli.history import (
     show_time,
     store_option,
 )
-from reconciler.cli.plan import finish
 from reconciler.config.desired import DesiredState, ResourceKey
 from reconciler.history import queries
 from reconciler.plan.diff import diff
@@ -100,7 +99,7 @@ def command(path: Path, fmt: str, store_url: str | None) -> None:
         click.echo(json.dumps(_as_json(report, path), indent=2, ensure_ascii=False))
     else:
         click.echo("\n".join(_text(report, path)))
-    finish(EXIT_DRIFT if report.items else 0)
+    raise click.exceptions.Exit(EXIT_DRIFT if report.items else 0)
 
 
 def _baseline(report: DriftReport) -> str:

@@ -21,7 +21,6 @@ import yaml
 from click.core import ParameterSource
 
 from reconciler.cli.common import UserError
-from reconciler.cli.plan import finish
 from reconciler.config.desired import ResourceKey
 from reconciler.config.models import KINDS
 from reconciler.config.secrets import ENC_PREFIX, redact, redact_ref
@@ -418,7 +417,7 @@ def verify_command(fmt: str, store_url: str | None) -> None:
             "the store's credentials or write access to its file).",
             err=True,
         )
-    finish(0 if check.ok else 1)
+    raise click.exceptions.Exit(0 if check.ok else 1)
 
 
 # -- export -------------------------------------------------------------------

@@ -56,13 +56,8 @@ def opened(store_url: str) -> Iterator[SqlStore]:
 
 
 def finish(code: int) -> NoReturn:
-    """End the command with ``code``.
-
-    SystemExit rather than click's Exit: ``cli.common.run`` calls click with
-    standalone_mode=False, where click turns Exit into a return value that
-    ``run`` does not pass on, so Exit(2) would end the process with 0.
-    """
-    raise SystemExit(code)
+    """End the command with exit ``code`` (shared with other command modules)."""
+    raise click.exceptions.Exit(code)
 
 
 @contextlib.contextmanager
@@ -109,11 +104,12 @@ def validated(path: Path, fmt: str) -> ValidationResult:
     return result
 
 
-def plan_from_dir(path: Path, store: SqlStore, *, fmt: str, prune: bool) -> Plan:
-    result = validated(path, fmt)
-    assert result.desired is not None
-    live = store.snapshot()
-    return make_plan(path, result.desired, live, derived=result.derivations(), prune=prune)
+def plan_against(
+    path: Path, result: ValidationResult | None, store: SqlStore, *, prune: bool
+) -> Plan:
+    assert result is not None and result.desired is not None  # validated() exits otherwise
+    return make_plan(path, result.desired, store.snapshot(), derived=result.derivations(),
+                     prune=prune)
 
 
 class _PlanCommand(click.Command):
@@ -144,8 +140,11 @@ def command(path: Path, store_url: str, fmt: str, out: Path | None, prune: bool)
     are shown redacted; values that were filled in by default are marked
     (derived). Exit 0 when there are no changes, 2 when there are, 1 on error.
     """
-    with fewer_gc_passes(), opened(store_url) as store:
-        plan = plan_from_dir(path, store, fmt=fmt, prune=prune)
+    with fewer_gc_passes():
+        # Validate before opening the store: a broken config must not create one.
+        result = validated(path, fmt)
+        with opened(store_url) as store:
+            plan = plan_against(path, result, store, prune=prune)
     click.echo(render.render(plan, fmt, colour=stdout_is_terminal()))
     if out is not None:
         try:

@@ -252,9 +252,12 @@ class Notification(_Strict):
         return check_header_text(value, "subject")
 
     def recipients(self) -> Iterator[tuple[RecipientField, Mailbox]]:
-        for kind in ("to", "cc", "bcc"):
-            for mailbox in getattr(self, kind):
-                yield kind, mailbox  # type: ignore[misc]
+        fields: tuple[tuple[RecipientField, list[Mailbox]], ...] = (
+            ("to", self.to), ("cc", self.cc), ("bcc", self.bcc)
+        )
+        for kind, mailboxes in fields:
+            for mailbox in mailboxes:
+                yield kind, mailbox
 
 
 @dataclass(frozen=True, slots=True)

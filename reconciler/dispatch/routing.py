@@ -123,25 +123,28 @@ def route(
     trace: list[RuleTrace] = []
     for rule in candidates:
         spec = rule.spec
-        base = {"rule": rule.metadata.name, "order": spec.order, "match": str(spec.match),
-                "server": spec.server}
+
+        def record(verdict: RuleVerdict, conditions: tuple[ConditionResult, ...] = (),
+                   note: str = "", rule: OutgoingEmailRule = rule) -> None:
+            trace.append(RuleTrace(rule.metadata.name, rule.spec.order, str(rule.spec.match),
+                                   rule.spec.server, verdict, conditions, note))
+
         if not spec.enabled:
-            trace.append(RuleTrace(**base, verdict=RuleVerdict.RULE_DISABLED))
+            record(RuleVerdict.RULE_DISABLED)
             continue
         results = tuple(evaluate(c, context) for c in spec.conditions)
         if not _combine(MatchMode(spec.match), results):
-            trace.append(RuleTrace(**base, verdict=RuleVerdict.NOT_MATCHED, conditions=results))
+            record(RuleVerdict.NOT_MATCHED, results)
             continue
         server = by_name.get(spec.server)
         if server is None:
-            trace.append(RuleTrace(**base, verdict=RuleVerdict.SERVER_MISSING, conditions=results,
-                                   note="no such OutgoingServer; trying the next rule"))
+            record(RuleVerdict.SERVER_MISSING, results,
+                   "no such OutgoingServer; trying the next rule")
             continue
         if not server.spec.enabled:
-            trace.append(RuleTrace(**base, verdict=RuleVerdict.SERVER_DISABLED,
-                                   conditions=results, note="trying the next rule"))
+            record(RuleVerdict.SERVER_DISABLED, results, "trying the next rule")
             continue
-        trace.append(RuleTrace(**base, verdict=RuleVerdict.MATCHED, conditions=results))
+        record(RuleVerdict.MATCHED, results)
         return RouteDecision(module, context, server, Via.RULE, rule.metadata.name, tuple(trace),
                              f"server {spec.server} (rule {rule.metadata.name})")
 

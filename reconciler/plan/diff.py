@@ -5,8 +5,10 @@ differs, so planning stays linear in the number of resources and pays for a
 field-level diff only where something changed.
 
 Field values are redacted *before* they are diffed: a secret reference is
-compared and shown as its printable form, so no stage after this one ever
-holds ciphertext or a resolved value.
+compared and shown in its printable form, so no field change, and therefore
+no rendering of one, ever holds ciphertext (resolved values never exist
+here). The full resources in each Change keep their references as written,
+because that is what apply stores.
 """
 
 from __future__ import annotations

@@ -197,4 +197,267 @@ class Store(Protocol):
 
     def status_put(self, key: ResourceKey, status: Mapping[str, Any]) -> None: ...
 
+    @property
+    def outbox(self) -> Outbox:
+        """Durable queue of accepted notifications (O1, X4)."""
+        ...
+
+    @property
+    def audit(self) -> Audit:
+        """Email audit (O8)."""
+        ...
+
     def close(self) -> None: ...
+
+
+# -- outbox (SPEC O1, O7, O12, X4) ---------------------------------------------
+
+
+class OutboxState(StrEnum):
+    QUEUED = "queued"  # accepted, never attempted
+    LEASED = "leased"  # a daemon is working on it until lease_expires_at
+    RETRY_WAIT = "retry_wait"  # a transient failure; due again at next_attempt_at
+    SENT = "sent"
+    FAILED = "failed"
+    IGNORED = "ignored"  # nothing to send (every recipient filtered out, ...)
+
+    @property
+    def terminal(self) -> bool:
+        return self in (OutboxState.SENT, OutboxState.FAILED, OutboxState.IGNORED)
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueRequest:
+    """One notification for :meth:`Outbox.enqueue_many`."""
+
+    notification: Mapping[str, Any]
+    namespace: str
+    idempotency_key: str | None = None
+    routing: RoutingSnapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    id: int
+    duplicate: bool  # the idempotency key was known: ``id`` is the message stored first
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentInfo:
+    """An attachment as listed in an outbox message; the bytes are loaded on demand."""
+
+    position: int
+    name: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSnapshot:
+    """The decision a message was routed with (O12): it keeps it across retries."""
+
+    config_revision: int
+    server: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One outbox row. ``payload`` is the notification as enqueued, without
+    attachment bytes (see :meth:`Outbox.notification` for the full one)."""
+
+    id: int
+    namespace: str
+    idempotency_key: str | None
+    module: str | None
+    payload: Mapping[str, Any]
+    attachments: tuple[AttachmentInfo, ...]
+    routing: RoutingSnapshot | None
+    state: OutboxState
+    attempts: int  # claims so far, the current one included
+    next_attempt_at: datetime
+    first_attempt_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """How one leased message ended; ``RETRY_WAIT`` needs ``next_attempt_at``."""
+
+    id: int
+    state: OutboxState
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionResult:
+    done: tuple[int, ...]
+    lost: tuple[int, ...]  # the caller no longer held the lease: nothing was written
+
+
+class LeaseLost(StoreError):
+    """The worker's lease on a message was taken over; its result was not recorded."""
+
+
+class UnknownMessage(StoreError):
+    """No outbox message has that id (never enqueued, or purged)."""
+
+
+# -- email audit (SPEC O8, I2) ---------------------------------------------------
+
+
+class AuditDirection(StrEnum):
+    OUTGOING = "outgoing"
+    INCOMING = "incoming"
+
+
+class AuditStatus(StrEnum):
+    SENT = "SENT"
+    SEND_FAILED = "SEND_FAILED"
+    SEND_IGNORED = "SEND_IGNORED"
+    RETRYING = "RETRYING"
+    # incoming mail (I2), reserved until the incoming pipeline exists
+    RECEIVED = "RECEIVED"
+    RECEIVED_IGNORED = "RECEIVED_IGNORED"
+    PROCESSED = "PROCESSED"
+    PROCESSED_FAILED = "PROCESSED_FAILED"
+    ATTACHMENT_PROCESSED_FAILED = "ATTACHMENT_PROCESSED_FAILED"
+
+    @property
+    def direction(self) -> AuditDirection:
+        return _STATUS_DIRECTION[self]
+
+
+_STATUS_DIRECTION = {
+    s: AuditDirection.OUTGOING if s in {"SENT", "SEND_FAILED", "SEND_IGNORED", "RETRYING"}
+    else AuditDirection.INCOMING
+    for s in AuditStatus
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audit line: one recipient (or none) of one attempt.
+
+    ``id`` and ``created_at`` are filled in by the store when left out;
+    ``reason`` and ``details`` are redacted before they are written.
+    """
+
+    status: AuditStatus
+    reason: str = ""
+    namespace: str = "default"
+    server: str | None = None
+    host: str | None = None  # host:port actually talked to (differs after failover)
+    attempt: int | None = None
+    recipient: str | None = None
+    message_id: str | None = None  # RFC 5322 Message-ID
+    outbox_id: int | None = None
+    module: str | None = None
+    details: Mapping[str, Any] | None = None  # e.g. dropped attachments (O4)
+    created_at: datetime | None = None
+    id: int | None = None
+
+    @property
+    def direction(self) -> AuditDirection:
+        return self.status.direction
+
+
+class Outbox(Protocol):
+    def enqueue(
+        self,
+        notification: Mapping[str, Any],
+        *,
+        namespace: str,
+        idempotency_key: str | None,
+        routing: RoutingSnapshot | None = None,
+        now: datetime | None = None,
+    ) -> EnqueueResult:
+        """Store a notification durably; committed when this returns ("accepted")."""
+        ...
+
+    def enqueue_many(
+        self, requests: Sequence[EnqueueRequest], *, now: datetime | None = None
+    ) -> list[EnqueueResult]:
+        """Several notifications, one transaction (intake group commit)."""
+        ...
+
+    def claim(
+        self, owner: str, limit: int, lease_seconds: float, now: datetime | None = None
+    ) -> list[OutboxMessage]:
+        """Lease up to ``limit`` due messages to ``owner``; never one leased to another."""
+        ...
+
+    def renew(
+        self, owner: str, ids: Sequence[int], lease_seconds: float, now: datetime | None = None
+    ) -> list[int]: ...
+
+    def route(self, id: int, owner: str, routing: RoutingSnapshot) -> RoutingSnapshot: ...
+
+    def complete(
+        self,
+        id: int,
+        owner: str,
+        state: OutboxState,
+        *,
+        error: str | None = None,
+        audit: Sequence[AuditEntry] = (),
+        now: datetime | None = None,
+    ) -> bool: ...
+
+    def schedule_retry(
+        self,
+        id: int,
+        owner: str,
+        next_attempt_at: datetime,
+        error: str | None,
+        *,
+        audit: Sequence[AuditEntry] = (),
+        now: datetime | None = None,
+    ) -> bool: ...
+
+    def complete_many(
+        self,
+        owner: str,
+        completions: Sequence[Completion],
+        *,
+        audit: Sequence[AuditEntry] = (),
+        now: datetime | None = None,
+    ) -> CompletionResult: ...
+
+    def release(self, owner: str, now: datetime | None = None) -> int: ...
+
+    def depth(self) -> dict[OutboxState, int]: ...
+
+    def get(self, id: int) -> OutboxMessage | None: ...
+
+    def find(self, namespace: str, idempotency_key: str) -> OutboxMessage | None: ...
+
+    def notification(self, id: int) -> dict[str, Any]: ...
+
+    def purge(self, updated_before: datetime) -> int: ...
+
+
+class Audit(Protocol):
+    def record(self, entries: Sequence[AuditEntry]) -> None: ...
+
+    def search(
+        self,
+        *,
+        status: AuditStatus | str | Sequence[AuditStatus | str] | None = None,
+        recipient: str | None = None,
+        server: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        direction: AuditDirection | str | None = None,
+        namespace: str | None = None,
+        outbox_id: int | None = None,
+        message_id: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[AuditEntry]: ...
+
+    def purge(self, before: datetime) -> int: ...

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
@@ -21,12 +22,14 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 NAMING = {
@@ -156,4 +159,98 @@ locks = Table(
     Column("acquired_at", UtcDateTime, nullable=False),
     Column("plan_digest", String(64), nullable=True),
     CheckConstraint("slot = 1", name="single_row"),
+)
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY;
+# PostgreSQL gets 64 bits because outbox and audit ids are never reused.
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+OUTBOX_STATES = ("queued", "leased", "retry_wait", "sent", "failed", "ignored")
+AUDIT_STATUSES = (
+    "SENT", "SEND_FAILED", "SEND_IGNORED", "RETRYING", "RECEIVED", "RECEIVED_IGNORED",
+    "PROCESSED", "PROCESSED_FAILED", "ATTACHMENT_PROCESSED_FAILED",
+)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("namespace", String, nullable=False),
+    # NULL keys never conflict (both databases), so keyless notifications are all kept.
+    Column("idempotency_key", String(200), nullable=True),
+    Column("module", String(64), nullable=True),
+    Column("payload", Text, nullable=False),  # canonical JSON, attachment bytes left out
+    Column("config_revision", Integer, nullable=True),  # routing snapshot (O12)
+    Column("server", String, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("first_attempt_at", UtcDateTime, nullable=True),
+    Column("lease_owner", String, nullable=True),
+    Column("lease_expires_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("namespace", "idempotency_key"),
+    CheckConstraint(_in("state", OUTBOX_STATES), name="state"),
+    CheckConstraint(
+        "(state = 'leased') = (lease_owner IS NOT NULL AND lease_expires_at IS NOT NULL)",
+        name="lease",
+    ),
+    CheckConstraint("(config_revision IS NULL) = (server IS NULL)", name="routing"),
+    CheckConstraint("attempts >= 0", name="attempts"),
+    # The claim query's two ways in: due messages, and leases that ran out.
+    Index(None, "state", "next_attempt_at"),
+    Index(None, "state", "lease_expires_at"),
+    Index(None, "lease_owner"),
+)
+
+outbox_attachments = Table(
+    "outbox_attachments",
+    metadata,
+    # Raw bytes in their own table: base64 inside the payload JSON would cost a
+    # third more space, and every claim would drag 20 MB files through memory.
+    Column("message_id", RowId, ForeignKey("outbox.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("name", String, nullable=False),
+    Column("content_type", String, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("message_id", "position"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("direction", String(10), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("namespace", String, nullable=False),
+    Column("server", String, nullable=True),
+    Column("host", String, nullable=True),
+    Column("attempt", Integer, nullable=True),
+    Column("recipient", String, nullable=True),
+    # Lower-cased copy for case-insensitive search through a plain index
+    # (an expression index would not survive the schema comparison test).
+    Column("recipient_key", String, nullable=True),
+    Column("message_id", String, nullable=True),
+    Column("outbox_id", RowId, nullable=True),  # no foreign key: audit outlives purged mail
+    Column("module", String(64), nullable=True),
+    Column("details", Text, nullable=True),
+    CheckConstraint("direction IN ('outgoing', 'incoming')", name="direction"),
+    CheckConstraint(_in("status", AUDIT_STATUSES), name="status"),
+    Index(None, "created_at"),
+    Index(None, "status", "created_at"),
+    Index(None, "recipient_key", "created_at"),
+    Index(None, "server", "created_at"),
+    Index(None, "namespace", "created_at"),
+    Index(None, "outbox_id"),
+    Index(None, "message_id"),
 )

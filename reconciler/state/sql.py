@@ -40,6 +40,7 @@ from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_
 from reconciler.history import chain
 from reconciler.state import codec
 from reconciler.state import schema as t
+from reconciler.state.audit import SqlAudit
 from reconciler.state.base import (
     Action,
     ChainCheck,
@@ -64,6 +65,7 @@ from reconciler.state.engine import (
     writer_engine,
 )
 from reconciler.state.migrate import migrate
+from reconciler.state.outbox import SqlOutbox
 
 # Arbitrary constant shared by every reconcile process: "someone is committing".
 PG_COMMIT_LOCK = 0x7265636F6E636D74  # "reconcmt"
@@ -89,12 +91,24 @@ class SqlStore:
         except BaseException:
             self._engine.dispose()
             raise
+        self._outbox = SqlOutbox(self._engine, self._writer, self._loc)
+        self._audit = SqlAudit(self._engine, self._writer, self._loc)
 
     # -- basics ---------------------------------------------------------------
 
     @property
     def lineage(self) -> str:
         return self._lineage
+
+    @property
+    def outbox(self) -> SqlOutbox:
+        """Accepted notifications until they are sent (``state.outbox``)."""
+        return self._outbox
+
+    @property
+    def audit(self) -> SqlAudit:
+        """The email audit (``state.audit``)."""
+        return self._audit
 
     @property
     def location(self) -> str:

@@ -107,12 +107,13 @@ def test_tampered_plan_is_refused(config: Path, db: str, tmp_path: Path) -> None
     assert head(db) == 0
 
 
-def test_a_file_that_is_not_a_plan_is_refused(db: str, tmp_path: Path) -> None:
-    path = tmp_path / "notes.txt"
+def test_a_file_that_is_not_a_plan_is_refused(tmp_path: Path) -> None:
+    path, db = tmp_path / "notes.txt", tmp_path / "state.db"
     path.write_text("hello")
     result = run("apply", path, "--store", db)
     assert result.exit_code == 1
     assert "is not a saved plan" in result.output
+    assert not db.exists()
 
 
 def test_threshold_refuses_then_force_applies(db: str, tmp_path: Path) -> None:

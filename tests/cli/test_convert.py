@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -232,3 +234,17 @@ def test_missing_path_is_a_usage_error(tmp_path: Path) -> None:
 
     assert result.exit_code == 2
     assert "no such file or directory" in result.output
+
+
+def test_check_exit_code_of_the_installed_command(repo: Path) -> None:
+    """The real entry point, not only click's test runner, must exit 1 for CI."""
+    command = [sys.executable, "-c", "from reconciler.cli.main import main; main()"]
+
+    pending = subprocess.run([*command, "convert", "--check", str(repo)], capture_output=True,
+                             text=True, check=False)
+    subprocess.run([*command, "convert", str(repo)], capture_output=True, check=True)
+    done = subprocess.run([*command, "convert", "--check", str(repo)], capture_output=True,
+                          text=True, check=False)
+
+    assert pending.returncode == 1, pending.stdout + pending.stderr
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -79,6 +79,7 @@ def test_exit_1_on_invalid_config_with_diagnostics(config: Path, db: str) -> Non
     assert result.exit_code == 1
     assert "spec.port" in result.stdout and "error" in result.stdout
     assert "Plan:" not in result.output
+    assert not os.path.exists(db)  # nothing to plan, so no store was created
 
 
 def test_invalid_config_in_markdown_is_a_comment_saying_so(config: Path, db: str) -> None:

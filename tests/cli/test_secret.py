@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -249,3 +252,17 @@ def test_check_reports_a_malformed_reference_without_echoing_it(tmp_path: Path) 
     assert result.exit_code == 1
     assert "unknown secret reference scheme" in result.output
     assert PLAINTEXT not in result.output
+
+
+def test_check_exit_codes_of_the_installed_command(repo: Path) -> None:
+    command = [sys.executable, "-c", "from reconciler.cli.main import main; main()",
+               "secret", "check", str(repo)]
+    env = {k: v for k, v in os.environ.items() if k != "BENCH_SMTP_PASSWORD"}
+
+    missing = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    present = subprocess.run(command, capture_output=True, text=True, check=False,
+                             env={**env, "BENCH_SMTP_PASSWORD": PLAINTEXT})
+
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    assert present.returncode == 0, present.stdout + present.stderr
+    assert PLAINTEXT not in missing.stdout + missing.stderr + present.stdout + present.stderr

@@ -178,8 +178,6 @@ class SmtpTransport(Transport):
             if not timeout.expired():
                 return self._unexpected(exc, server, envelope, progress, redactor)
             detail = f"deadline of {spec.timeout_seconds:g}s exceeded while {progress.step}"
-            if progress.step.startswith("sending DATA"):
-                detail += "; the server may have accepted the message"
             return self._finish(server, envelope, progress, redactor, Outcome.TRANSIENT,
                                 Failure.TIMEOUT, detail)
         except Exception as exc:
@@ -202,7 +200,7 @@ class SmtpTransport(Transport):
                                         spec.timeout_seconds)
                 progress.step = "noop"
                 await smtp.noop()
-                await smtp.quit()
+                await _quit(smtp)
         except _Unreachable as exc:
             return Health(HealthStatus.UNREACHABLE, endpoint.address, redactor(exc.detail),
                           exc.failure, "connect")
@@ -323,7 +321,7 @@ class SmtpTransport(Transport):
         except SMTPServerDisconnected as exc:
             return self._finish(server, envelope, progress, redactor, Outcome.TRANSIENT,
                                 Failure.CONNECT,
-                                f"connection lost while {progress.step}: {exc}"), False
+                                f"connection lost while {progress.step} ({exc})"), False
         except SMTPTimeoutError as exc:
             return self._finish(server, envelope, progress, redactor, Outcome.TRANSIENT,
                                 Failure.TIMEOUT, f"timed out while {progress.step}: {exc}"), False
@@ -488,6 +486,10 @@ class SmtpTransport(Transport):
     ) -> SendResult:
         if not recipients and outcome != Outcome.SENT:
             recipients = tuple(RecipientResult(a, outcome, code, "") for a in envelope.rcpt_to)
+        if failure in (Failure.TIMEOUT, Failure.CONNECT) and progress.step == "sending DATA":
+            # The reply to DATA never came: the message may be queued already. A
+            # retry keeps the Message-ID (compose), so receivers can spot the copy.
+            detail += "; the server may have accepted the message"
         result = SendResult(
             outcome=outcome,
             detail=redactor(detail),
@@ -626,6 +628,10 @@ def _close(smtp: aiosmtplib.SMTP) -> None:
 
 
 async def _quit(smtp: aiosmtplib.SMTP) -> None:
+    """Say goodbye, then drop the socket without waiting for the TLS goodbye (see _close)."""
+    transport = smtp.transport
     if smtp.is_connected:
         with contextlib.suppress(SMTPException, OSError, TimeoutError):
             await smtp.quit(timeout=2)
+    if transport is not None:
+        transport.abort()

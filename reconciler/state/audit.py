@@ -1,0 +1,210 @@
+"""The email audit (SPEC O8): what happened to each notification, searchable.
+
+One row per recipient per attempt, so "what happened to mail for
+jane@example.com" is an index lookup. Rows are append-only; ``purge`` is the
+retention knob.
+
+Audit text comes from many places (server replies, exception messages, the
+composed spec of a server) and is kept for years, so it is redacted on the
+way in: secret references through :func:`reconciler.config.secrets.redact`,
+and free text through :func:`redact_text`, which removes the credential
+shapes that can appear in an error (URL passwords, SMTP AUTH arguments,
+bearer tokens, ``password=...``, encrypted references).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Select, delete, func, insert, or_, select
+
+from reconciler.config.desired import canonical_json
+from reconciler.config.secrets import redact, redact_ref
+from reconciler.state import schema as t
+from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
+from reconciler.state.codec import SECRET_FIELDS
+from reconciler.state.engine import Location, translated
+
+MAX_REASON = 2000  # a whole SMTP transcript is not a reason; keep rows small
+MASK = "***"
+
+_URL_PASSWORD = re.compile(r"(?P<pre>\b[a-z][a-z0-9+.-]*://[^\s:/@]*):[^\s@/]*@", re.I)
+_AUTH_ARGUMENT = re.compile(
+    r"(?P<pre>\bAUTH\s+(?:PLAIN|LOGIN|XOAUTH2|OAUTHBEARER|CRAM-MD5))\s+\S+", re.I
+)
+_BEARER = re.compile(r"(?P<pre>\bBearer)\s+[A-Za-z0-9._~+/=-]+", re.I)
+_ASSIGNMENT = re.compile(
+    r"(?P<pre>\b(?:password|passwd|pwd|client[_-]?secret|secret|access[_-]?token|"
+    r"refresh[_-]?token|token|api[_-]?key|private[_-]?key)[\"']?\s*[:=]\s*)"
+    r"(?:\"[^\"]*\"|'[^']*'|[^\s,;&}]+)",
+    re.I,
+)
+_ENCRYPTED = re.compile(r"enc:v1:[A-Za-z0-9_\-]+=*")
+_SECRET_KEYS = frozenset(k.lower() for k in SECRET_FIELDS)
+
+
+def redact_text(text: str) -> str:
+    """Free text with every credential shape we know of masked."""
+    text = _ENCRYPTED.sub(lambda m: redact_ref(m.group(0)), text)
+    text = _URL_PASSWORD.sub(rf"\g<pre>:{MASK}@", text)
+    text = _AUTH_ARGUMENT.sub(rf"\g<pre> {MASK}", text)
+    text = _BEARER.sub(rf"\g<pre> {MASK}", text)
+    return _ASSIGNMENT.sub(rf"\g<pre>{MASK}", text)
+
+
+def redact_details(value: Any) -> Any:
+    """JSON-like details with secret references printable and literal secrets masked."""
+    return _mask(redact(value))
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if str(key).lower() in _SECRET_KEYS and not _is_reference(item):
+                out[str(key)] = MASK if item is not None else None
+            else:
+                out[str(key)] = _mask(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [_mask(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, Mapping) and set(value) == {"secretRef"}
+
+
+def _reason(text: str) -> str:
+    text = redact_text(text)
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+
+
+def recipient_key(address: str) -> str:
+    return address.strip().lower()
+
+
+def entry_row(entry: AuditEntry, now: datetime) -> dict[str, Any]:
+    status = AuditStatus(entry.status)
+    return {
+        "created_at": entry.created_at or now,
+        "direction": status.direction.value,
+        "status": status.value,
+        "reason": _reason(entry.reason),
+        "namespace": entry.namespace,
+        "server": entry.server,
+        "host": redact_text(entry.host) if entry.host is not None else None,
+        "attempt": entry.attempt,
+        "recipient": entry.recipient,
+        "recipient_key": recipient_key(entry.recipient) if entry.recipient is not None else None,
+        "message_id": entry.message_id,
+        "outbox_id": entry.outbox_id,
+        "module": entry.module,
+        "details": (canonical_json(redact_details(dict(entry.details)))
+                    if entry.details is not None else None),
+    }
+
+
+def insert_entries(conn: Connection, entries: Sequence[AuditEntry], now: datetime) -> None:
+    """Write audit rows inside a caller's transaction (the outbox's group commit)."""
+    if entries:
+        conn.execute(insert(t.audit), [entry_row(e, now) for e in entries])
+
+
+def _entry(row: Any) -> AuditEntry:
+    return AuditEntry(
+        status=AuditStatus(row.status),
+        reason=row.reason,
+        namespace=row.namespace,
+        server=row.server,
+        host=row.host,
+        attempt=row.attempt,
+        recipient=row.recipient,
+        message_id=row.message_id,
+        outbox_id=row.outbox_id,
+        module=row.module,
+        details=json.loads(row.details) if row.details is not None else None,
+        created_at=row.created_at,
+        id=row.id,
+    )
+
+
+def _statuses(
+    status: AuditStatus | str | Iterable[AuditStatus | str],
+) -> list[str]:
+    items = [status] if isinstance(status, str) else list(status)
+    return [AuditStatus(s).value for s in items]  # an unknown status is a caller error
+
+
+class SqlAudit:
+    """Reached as ``store.audit``; shares the store's engine."""
+
+    def __init__(self, engine: Engine, writer: Engine, loc: Location) -> None:
+        self._engine = engine
+        self._writer = writer
+        self._loc = loc
+
+    def record(self, entries: Sequence[AuditEntry]) -> None:
+        """Append entries in one transaction."""
+        if not entries:
+            return
+        with translated(self._loc), self._writer.begin() as conn:
+            insert_entries(conn, entries, datetime.now(UTC))
+
+    def search(
+        self,
+        *,
+        status: AuditStatus | str | Sequence[AuditStatus | str] | None = None,
+        recipient: str | None = None,
+        server: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        direction: AuditDirection | str | None = None,
+        namespace: str | None = None,
+        outbox_id: int | None = None,
+        message_id: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[AuditEntry]:
+        """Matching entries, newest first. ``since``/``until`` are inclusive;
+        ``recipient`` matches the whole address, case-insensitively."""
+        q: Select[Any] = select(t.audit)
+        if status is not None:
+            q = q.where(t.audit.c.status.in_(_statuses(status)))
+        if recipient is not None:
+            q = q.where(t.audit.c.recipient_key == recipient_key(recipient))
+        if server is not None:
+            q = q.where(t.audit.c.server == server)
+        if since is not None:
+            q = q.where(t.audit.c.created_at >= since)
+        if until is not None:
+            q = q.where(t.audit.c.created_at <= until)
+        if direction is not None:
+            q = q.where(t.audit.c.direction == AuditDirection(direction).value)
+        if namespace is not None:
+            q = q.where(t.audit.c.namespace == namespace)
+        if outbox_id is not None:
+            q = q.where(t.audit.c.outbox_id == outbox_id)
+        if message_id is not None:
+            q = q.where(or_(t.audit.c.message_id == message_id,
+                            t.audit.c.message_id == f"<{message_id.strip('<>')}>"))
+        q = q.order_by(t.audit.c.created_at.desc(), t.audit.c.id.desc()).offset(offset)
+        if limit is not None:
+            q = q.limit(limit)
+        with translated(self._loc), self._engine.connect() as conn:
+            return [_entry(r) for r in conn.execute(q)]
+
+    def count(self) -> int:
+        with translated(self._loc), self._engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(t.audit)).scalar_one()
+
+    def purge(self, before: datetime) -> int:
+        """Delete entries older than ``before`` (retention); return how many."""
+        with translated(self._loc), self._writer.begin() as conn:
+            return conn.execute(delete(t.audit).where(t.audit.c.created_at < before)).rowcount

@@ -1,0 +1,529 @@
+"""The durable outbox (SPEC O1, O7, O12, X4): accepted notifications until they are done.
+
+Life of a message::
+
+    enqueue -> queued --claim--> leased --complete--> sent | failed | ignored
+                 ^                 |  \\--schedule_retry--> retry_wait --(due)--> claim
+                 '----release------'   (lease runs out: claimable again by anyone)
+
+- ``enqueue`` commits before it returns: that is the "accepted" point. The
+  idempotency key is unique per namespace and enforced by the database
+  (``INSERT ... ON CONFLICT DO NOTHING``), so two intakes racing with one key
+  store one row and both learn its id.
+- ``claim`` leases due messages in one statement: ``UPDATE ... WHERE id IN
+  (SELECT ... FOR UPDATE SKIP LOCKED)`` on PostgreSQL, so daemons sharing a
+  database take different rows without waiting for each other; on SQLite the
+  same statement runs under ``BEGIN IMMEDIATE`` (one writer at a time).
+  ``attempts`` counts claims, so a message that kills its daemon is not retried
+  for ever: the worker sees the count grow even though no result was recorded.
+- Results are fenced by the lease: only the current owner of a leased row may
+  finish it. A worker whose lease ran out and was taken over gets "lost"
+  back and writes nothing. Owners must be unique per daemon process.
+- ``complete_many`` finishes a batch (and writes its audit rows) in one
+  transaction: the group commit of DESIGN "Daemon concurrency".
+
+Times are the daemon's clock (``now=`` for tests); leases should be much
+longer than the clock skew between hosts sharing a PostgreSQL store.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from reconciler.config.desired import canonical_json
+from reconciler.state import schema as t
+from reconciler.state.audit import insert_entries, redact_text
+from reconciler.state.base import (
+    AttachmentInfo,
+    AuditEntry,
+    Completion,
+    CompletionResult,
+    EnqueueRequest,
+    EnqueueResult,
+    LeaseLost,
+    OutboxMessage,
+    OutboxState,
+    RoutingSnapshot,
+    UnknownMessage,
+)
+from reconciler.state.engine import Location, translated
+
+o = t.outbox
+att = t.outbox_attachments
+
+MAX_ERROR = 2000
+_CHUNK = 500  # ids per IN (...)
+_WAITING = (OutboxState.QUEUED.value, OutboxState.RETRY_WAIT.value)
+_LEASED = OutboxState.LEASED.value
+
+
+def _now(now: datetime | None) -> datetime:
+    return now if now is not None else datetime.now(UTC)
+
+
+def _error(text: str | None) -> str | None:
+    if text is None:
+        return None
+    text = redact_text(text)
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
+
+
+# -- payload: the notification without its attachment bytes ---------------------
+
+
+def as_payload(notification: Any) -> dict[str, Any]:
+    """A plain dict of the notification (a pydantic model is dumped by alias)."""
+    if isinstance(notification, Mapping):
+        return dict(notification)
+    dump = getattr(notification, "model_dump", None)
+    if dump is None:
+        raise TypeError("enqueue takes a notification dict (or a pydantic model)")
+    return dict(dump(by_alias=True))
+
+
+def _attachment_bytes(data: Any, position: int) -> bytes:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    if isinstance(data, str):
+        # JSON intake sends base64; pydantic writes the URL-safe alphabet.
+        text = "".join(data.split()).replace("-", "+").replace("_", "/")
+        try:
+            return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    raise ValueError(f"attachment {position}: data must be bytes or base64 text")
+
+
+def split_attachments(payload: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(payload with attachment entries minus ``data``, attachment rows)."""
+    items = payload.get("attachments") or []
+    if not items:
+        return payload, []
+    described, rows = [], []
+    for position, item in enumerate(items):
+        if not isinstance(item, Mapping) or "data" not in item:
+            raise ValueError(f"attachment {position}: expected an object with name and data")
+        data = _attachment_bytes(item["data"], position)
+        rest = {k: v for k, v in item.items() if k != "data"}
+        described.append(rest)
+        rows.append({
+            "position": position,
+            "name": str(rest.get("name", "")),
+            "content_type": str(rest.get("contentType") or rest.get("content_type")
+                                or "application/octet-stream"),
+            "size": len(data),
+            "data": data,
+        })
+    return {**payload, "attachments": described}, rows
+
+
+# -- rows to messages ---------------------------------------------------------------
+
+
+def _message(row: Any, files: Sequence[AttachmentInfo]) -> OutboxMessage:
+    routing = (RoutingSnapshot(row.config_revision, row.server)
+               if row.config_revision is not None else None)
+    return OutboxMessage(
+        id=row.id,
+        namespace=row.namespace,
+        idempotency_key=row.idempotency_key,
+        module=row.module,
+        payload=json.loads(row.payload),
+        attachments=tuple(files),
+        routing=routing,
+        state=OutboxState(row.state),
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        first_attempt_at=row.first_attempt_at,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_error=row.last_error,
+    )
+
+
+def _attachment_infos(conn: Connection, ids: Sequence[int]) -> dict[int, list[AttachmentInfo]]:
+    out: dict[int, list[AttachmentInfo]] = {}
+    for i in range(0, len(ids), _CHUNK):
+        q = (select(att.c.message_id, att.c.position, att.c.name, att.c.content_type,
+                    att.c.size)
+             .where(att.c.message_id.in_(ids[i : i + _CHUNK]))
+             .order_by(att.c.message_id, att.c.position))
+        for message_id, position, name, content_type, size in conn.execute(q):
+            out.setdefault(message_id, []).append(
+                AttachmentInfo(position, name, content_type, size))
+    return out
+
+
+def _messages(conn: Connection, rows: Iterable[Any]) -> list[OutboxMessage]:
+    rows = sorted(rows, key=lambda r: (r.next_attempt_at, r.id))
+    files = _attachment_infos(conn, [r.id for r in rows])
+    return [_message(r, files.get(r.id, ())) for r in rows]
+
+
+def _enqueue_statement(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, built once: parameters are
+    passed at execution so SQLAlchemy's compiled-statement cache applies."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return (dialect_insert(o)
+            .on_conflict_do_nothing(index_elements=[o.c.namespace, o.c.idempotency_key])
+            .returning(o.c.id))
+
+
+class SqlOutbox:
+    """Reached as ``store.outbox``; shares the store's engine and its SQLite set-up."""
+
+    def __init__(self, engine: Engine, writer: Engine, loc: Location) -> None:
+        self._engine = engine
+        self._writer = writer
+        self._loc = loc
+        self._enqueue = _enqueue_statement(engine.dialect.name)
+
+    # -- intake ---------------------------------------------------------------
+
+    def enqueue(
+        self,
+        notification: Mapping[str, Any],
+        *,
+        namespace: str,
+        idempotency_key: str | None,
+        routing: RoutingSnapshot | None = None,
+        now: datetime | None = None,
+    ) -> EnqueueResult:
+        """Store a notification; durable (committed) when this returns.
+
+        A key already stored in ``namespace`` returns that message's id with
+        ``duplicate=True`` and writes nothing, whatever the payload.
+        """
+        [result] = self.enqueue_many(
+            [EnqueueRequest(notification, namespace, idempotency_key, routing)], now=now)
+        return result
+
+    def enqueue_many(
+        self, requests: Sequence[EnqueueRequest], *, now: datetime | None = None
+    ) -> list[EnqueueResult]:
+        """Store several notifications in one transaction (intake group commit).
+
+        An intake that gathers concurrent submissions for a few milliseconds
+        and acknowledges each only after this returns keeps "accepted means
+        stored" while paying for one commit instead of one per message.
+        Results are in request order; a key repeated within the batch is a
+        duplicate of its first occurrence.
+        """
+        prepared = [self._prepare(r, _now(now)) for r in requests]
+        results: list[EnqueueResult] = []
+        with translated(self._loc), self._writer.begin() as conn:
+            for row, files in prepared:
+                results.append(self._insert(conn, row, files))
+        return results
+
+    @staticmethod
+    def _prepare(
+        request: EnqueueRequest, now: datetime
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        if not request.namespace:
+            raise ValueError("namespace is empty")
+        payload, files = split_attachments(as_payload(request.notification))
+        module = payload.get("module")
+        routing = request.routing
+        row = {
+            "namespace": request.namespace,
+            "idempotency_key": request.idempotency_key,
+            "module": str(module)[:64] if module is not None else None,
+            "payload": canonical_json(payload),
+            "config_revision": routing.config_revision if routing else None,
+            "server": routing.server if routing else None,
+            "state": OutboxState.QUEUED.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        return row, files
+
+    def _insert(
+        self, conn: Connection, row: dict[str, Any], files: list[dict[str, Any]]
+    ) -> EnqueueResult:
+        new_id = conn.execute(self._enqueue, row).scalar_one_or_none()
+        if new_id is None:
+            # The conflicting insert has committed (PostgreSQL waits for it), so
+            # this read-committed look finds it.
+            existing = conn.execute(select(o.c.id).where(
+                o.c.namespace == row["namespace"],
+                o.c.idempotency_key == row["idempotency_key"],
+            )).scalar_one()
+            return EnqueueResult(existing, True)
+        # One row per statement: executemany would hold every file's parameters
+        # at once, and they can be 20 MB each.
+        for f in files:
+            conn.execute(insert(att).values(message_id=new_id, **f))
+        return EnqueueResult(new_id, False)
+
+    # -- the daemon's side --------------------------------------------------
+
+    def claim(
+        self, owner: str, limit: int, lease_seconds: float, now: datetime | None = None
+    ) -> list[OutboxMessage]:
+        """Lease up to ``limit`` due messages to ``owner``, oldest due first.
+
+        Due: queued or retry_wait with ``next_attempt_at <= now``, or leased
+        with an expired lease (its daemon died or hung).
+        """
+        if not owner:
+            raise ValueError("owner is empty")
+        if limit <= 0:
+            return []
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        now = _now(now)
+        due = or_(
+            and_(o.c.state.in_(_WAITING), o.c.next_attempt_at <= now),
+            and_(o.c.state == _LEASED, o.c.lease_expires_at <= now),
+        )
+        pick = (select(o.c.id).where(due).order_by(o.c.next_attempt_at, o.c.id).limit(limit)
+                .with_for_update(skip_locked=True))
+        stmt = (
+            update(o).where(o.c.id.in_(pick))
+            .values(
+                state=_LEASED, lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempts=o.c.attempts + 1,
+                first_attempt_at=func.coalesce(o.c.first_attempt_at, now),
+                updated_at=now,
+            )
+            .returning(*o.c)
+        )
+        with translated(self._loc), self._writer.begin() as conn:
+            return _messages(conn, conn.execute(stmt).all())
+
+    def renew(
+        self, owner: str, ids: Sequence[int], lease_seconds: float, now: datetime | None = None
+    ) -> list[int]:
+        """Extend leases still held (a slow send); return the ids renewed."""
+        now = _now(now)
+        renewed: list[int] = []
+        with translated(self._loc), self._writer.begin() as conn:
+            for i in range(0, len(ids), _CHUNK):
+                stmt = (update(o)
+                        .where(o.c.id.in_(ids[i : i + _CHUNK]), o.c.lease_owner == owner,
+                               o.c.state == _LEASED)
+                        .values(lease_expires_at=now + timedelta(seconds=lease_seconds),
+                                updated_at=now)
+                        .returning(o.c.id))
+                renewed.extend(conn.execute(stmt).scalars())
+        return sorted(renewed)
+
+    def route(self, id: int, owner: str, routing: RoutingSnapshot) -> RoutingSnapshot:
+        """Record the routing decision once (O12); return the one that stands.
+
+        A message routed earlier (at intake, or on an attempt before a
+        retry) keeps that decision and it is returned instead.
+        """
+        with translated(self._loc), self._writer.begin() as conn:
+            conn.execute(
+                update(o)
+                .where(o.c.id == id, o.c.lease_owner == owner, o.c.state == _LEASED,
+                       o.c.config_revision.is_(None))
+                .values(config_revision=routing.config_revision, server=routing.server)
+            )
+            row = conn.execute(select(o.c.config_revision, o.c.server, o.c.lease_owner,
+                                      o.c.state).where(o.c.id == id)).first()
+        if row is None:
+            raise UnknownMessage(f"there is no outbox message {id}")
+        if row.config_revision is None:
+            raise LeaseLost(f"outbox message {id} is not leased to {owner}")
+        return RoutingSnapshot(row.config_revision, row.server)
+
+    def complete(
+        self,
+        id: int,
+        owner: str,
+        state: OutboxState,
+        *,
+        error: str | None = None,
+        audit: Sequence[AuditEntry] = (),
+        now: datetime | None = None,
+    ) -> bool:
+        """Finish a leased message as sent / failed / ignored. False: lease lost."""
+        if not OutboxState(state).terminal:
+            raise ValueError(f"complete() takes sent, failed or ignored, not {state}")
+        result = self.complete_many(owner, [Completion(id, state, error)], audit=audit, now=now)
+        return bool(result.done)
+
+    def schedule_retry(
+        self,
+        id: int,
+        owner: str,
+        next_attempt_at: datetime,
+        error: str | None,
+        *,
+        audit: Sequence[AuditEntry] = (),
+        now: datetime | None = None,
+    ) -> bool:
+        """Give a leased message back until ``next_attempt_at``. False: lease lost."""
+        done = self.complete_many(
+            owner, [Completion(id, OutboxState.RETRY_WAIT, error, next_attempt_at)],
+            audit=audit, now=now,
+        )
+        return bool(done.done)
+
+    def complete_many(
+        self,
+        owner: str,
+        completions: Sequence[Completion],
+        *,
+        audit: Sequence[AuditEntry] = (),
+        now: datetime | None = None,
+    ) -> CompletionResult:
+        """Record a batch of results and their audit rows in one transaction.
+
+        Results for messages no longer leased to ``owner`` are skipped and
+        listed as ``lost``; the audit rows are written regardless, because the
+        attempt they describe did happen.
+        """
+        by_id = _checked(completions)
+        now = _now(now)
+        ids = list(by_id)
+        with translated(self._loc), self._writer.begin() as conn:
+            held: set[int] = set()
+            for i in range(0, len(ids), _CHUNK):
+                # Lock the rows (PostgreSQL; SQLite holds its write lock) so the
+                # lease cannot move between this check and the update below.
+                q = (select(o.c.id)
+                     .where(o.c.id.in_(ids[i : i + _CHUNK]), o.c.lease_owner == owner,
+                            o.c.state == _LEASED)
+                     .with_for_update())
+                held.update(conn.execute(q).scalars())
+            if held:
+                stmt = (
+                    update(o).where(o.c.id == bindparam("b_id"))
+                    .values(
+                        state=bindparam("b_state"),
+                        last_error=bindparam("b_error"),
+                        next_attempt_at=func.coalesce(
+                            bindparam("b_next", type_=t.UtcDateTime()), o.c.next_attempt_at),
+                        lease_owner=None, lease_expires_at=None, updated_at=now,
+                    )
+                )
+                conn.execute(stmt, [
+                    {"b_id": c.id, "b_state": OutboxState(c.state).value,
+                     "b_error": _error(c.error), "b_next": c.next_attempt_at}
+                    for c in by_id.values() if c.id in held
+                ])
+            insert_entries(conn, audit, now)
+        return CompletionResult(
+            done=tuple(i for i in ids if i in held),
+            lost=tuple(i for i in ids if i not in held),
+        )
+
+    def release(
+        self, owner: str, ids: Sequence[int] | None = None, now: datetime | None = None
+    ) -> int:
+        """Put ``owner``'s leased messages (all, or ``ids``) back, due at once.
+
+        For a graceful shutdown or a batch the worker will not get to: the
+        claim that leased them is undone, so it does not count as an attempt.
+        """
+        now = _now(now)
+        first = o.c.attempts <= 1
+        stmt = (
+            update(o)
+            .where(o.c.lease_owner == owner, o.c.state == _LEASED)
+            .values(
+                state=case((first, OutboxState.QUEUED.value),
+                           else_=OutboxState.RETRY_WAIT.value),
+                attempts=case((o.c.attempts > 0, o.c.attempts - 1), else_=0),
+                first_attempt_at=case((first, None), else_=o.c.first_attempt_at),
+                lease_owner=None, lease_expires_at=None, updated_at=now,
+            )
+        )
+        if ids is not None:
+            stmt = stmt.where(o.c.id.in_(list(ids)))
+        with translated(self._loc), self._writer.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+    # -- reading --------------------------------------------------------------
+
+    def depth(self) -> dict[OutboxState, int]:
+        """Messages per state, every state present (for metrics)."""
+        out = dict.fromkeys(OutboxState, 0)
+        with translated(self._loc), self._engine.connect() as conn:
+            for state, count in conn.execute(select(o.c.state, func.count()).group_by(o.c.state)):
+                out[OutboxState(state)] = count
+        return out
+
+    def get(self, id: int) -> OutboxMessage | None:
+        with translated(self._loc), self._engine.connect() as conn:
+            found = _messages(conn, conn.execute(select(o).where(o.c.id == id)).all())
+        return found[0] if found else None
+
+    def find(self, namespace: str, idempotency_key: str) -> OutboxMessage | None:
+        """The message stored under an idempotency key, for "what became of it"."""
+        q = select(o).where(o.c.namespace == namespace, o.c.idempotency_key == idempotency_key)
+        with translated(self._loc), self._engine.connect() as conn:
+            found = _messages(conn, conn.execute(q).all())
+        return found[0] if found else None
+
+    def notification(self, id: int) -> dict[str, Any]:
+        """The notification as enqueued, attachment bytes back in place as ``bytes``.
+
+        Loaded per message, so a worker holds one message's files at a time.
+        """
+        with translated(self._loc), self._engine.connect() as conn, conn.begin():
+            text = conn.execute(select(o.c.payload).where(o.c.id == id)).scalar_one_or_none()
+            if text is None:
+                raise UnknownMessage(f"there is no outbox message {id}")
+            data = dict(conn.execute(
+                select(att.c.position, att.c.data).where(att.c.message_id == id)).all())
+        payload: dict[str, Any] = json.loads(text)
+        if data:
+            payload["attachments"] = [
+                {**item, "data": bytes(data[position])}
+                for position, item in enumerate(payload["attachments"])
+            ]
+        return payload
+
+    def purge(self, updated_before: datetime) -> int:
+        """Delete finished messages (and their files) last touched before the date."""
+        finished = [s.value for s in OutboxState if s.terminal]
+        stmt = delete(o).where(o.c.state.in_(finished), o.c.updated_at < updated_before)
+        with translated(self._loc), self._writer.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+
+def _checked(completions: Sequence[Completion]) -> dict[int, Completion]:
+    by_id: dict[int, Completion] = {}
+    for c in completions:
+        state = OutboxState(c.state)
+        if c.id in by_id:
+            raise ValueError(f"outbox message {c.id} appears twice in one batch")
+        if state is OutboxState.RETRY_WAIT and c.next_attempt_at is None:
+            raise ValueError(f"retry of outbox message {c.id} needs next_attempt_at")
+        if not (state.terminal or state is OutboxState.RETRY_WAIT):
+            raise ValueError(f"a leased message ends sent, failed, ignored or retry_wait, "
+                             f"not {state}")
+        by_id[c.id] = c
+    return by_id
