@@ -104,7 +104,7 @@ def run(name: str, url: str, args: argparse.Namespace) -> None:
         finally:
             for s in stores:
                 s.close()
-        sent = store.outbox.depth()[OutboxState.SENT]
+        sent = store.outbox.depth(finished=True)[OutboxState.SENT]
         batched_s = enqueue_batched(store, args.n, args.batch)
     assert drained == args.n == sent, (drained, sent)  # sanity, not a figure
     what = f"claim+complete_many (batch {args.batch}, {args.workers} worker(s)"
@@ -115,7 +115,7 @@ def run(name: str, url: str, args: argparse.Namespace) -> None:
         (f"enqueue_many ({args.batch} per transaction)", args.n / batched_s, batched_s),
     ]
     for i, (label, rate, seconds) in enumerate(rows):
-        print(f"{name if i == 0 else '':<11} {label:<58} {rate:>9,.0f} msg/s  ({seconds:.2f} s)")
+        print(f"{name if i == 0 else '':<11} {label:<66} {rate:>9,.0f} msg/s  ({seconds:.2f} s)")
 
 
 @contextmanager

@@ -5,9 +5,10 @@ protocols and auth, rules and filters that reference them) spread over
 namespaces and files of about 50 resources each, then measures for each N:
 
 - a fresh `reconcile validate DIR --format json > /dev/null` process: wall
-  time and peak memory (ru_maxrss of that one child, read in a helper process
-  so earlier runs do not mask it);
-- the same pipeline in-process, stage by stage;
+  time, CPU time and peak memory (rusage of that one child, read in a helper
+  process so earlier runs do not mask it);
+- the same pipeline in-process, stage by stage, in CPU seconds (on a shared
+  machine wall time mostly measures the neighbours);
 - for the first N, the bare parse of the same files with PyYAML's CSafeLoader
   and with ruamel.yaml's round-trip loader, next to our positional loader.
 

@@ -7,13 +7,10 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.common import UserError
+from reconciler.cli.common import UserError, opened_store, store_option
 from reconciler.cli.plan import (
-    fewer_gc_passes,
-    opened,
     plan_against,
     stdout_is_terminal,
-    store_option,
     validated,
 )
 from reconciler.plan import render
@@ -94,14 +91,13 @@ def command(target: Path, store_url: str, yes: bool, actor: str | None, message:
             "Re-create it with `reconcile plan DIR --prune --out FILE`."
         )
     colour = stdout_is_terminal()
-    with fewer_gc_passes():
-        # The plan file or the config is checked before the store is opened (or created).
-        loaded = _load(target) if saved else None
-        result = validated(target, "text") if loaded is None else None
-        with opened(store_url) as store:
-            plan = loaded or plan_against(target, result, store, prune=prune)
-            _apply(store, plan, saved=saved, yes=yes, actor=actor, message=message,
-                   lock_timeout=lock_timeout, force=force, colour=colour)
+    # The plan file or the config is checked before the store is opened (or created).
+    loaded = _load(target) if saved else None
+    result = validated(target, "text") if loaded is None else None
+    with opened_store(store_url, must_exist=False) as store:
+        plan = loaded or plan_against(target, result, store, prune=prune)
+        _apply(store, plan, saved=saved, yes=yes, actor=actor, message=message,
+               lock_timeout=lock_timeout, force=force, colour=colour)
 
 
 def _apply(store: SqlStore, plan: Plan, *, saved: bool, yes: bool, actor: str | None,

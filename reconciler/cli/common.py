@@ -1,10 +1,30 @@
-"""Shared CLI plumbing: user-facing errors become one message and exit 1."""
+"""Shared CLI plumbing: user-facing errors become one message and exit 1; the
+`--store` option and opening the store; resource keys on the command line.
+
+The state package (SQLAlchemy, Alembic) is imported only inside the store
+helpers, so commands that never touch the store start quickly.
+"""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
 import click
 
+from reconciler.config.desired import ResourceKey
 from reconciler.config.secrets import SecretError
+
+if TYPE_CHECKING:
+    from reconciler.state import SqlStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STORE_ENV = "RECONCILE_STORE"
+DEFAULT_STORE = ".reconcile/state.db"  # same as reconciler.state.DEFAULT_STORE
 
 
 class UserError(click.ClickException):
@@ -16,15 +36,73 @@ class UserError(click.ClickException):
         return self.message
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [SecretError]
-    try:
-        from reconciler.state.base import StoreError
+def finish(code: int) -> NoReturn:
+    """End the command with exit ``code``."""
+    raise click.exceptions.Exit(code)
 
-        errors.append(StoreError)
-    except ImportError:  # pragma: no cover - the state package is always shipped
-        pass
-    return tuple(errors)
+
+def store_option(f: F) -> F:
+    return click.option(
+        "--store", "store_url", envvar=STORE_ENV, default=None, metavar="URL",
+        help=f"State store: a SQLite file or postgresql://user@host/db URL "
+        f"(default {DEFAULT_STORE}, or ${STORE_ENV}).",
+    )(f)
+
+
+@contextmanager
+def opened_store(url: str | None, *, must_exist: bool = True) -> Iterator[SqlStore]:
+    """The store, with every store error turned into one message and exit 1.
+
+    Read-only commands pass ``must_exist`` so a mistyped SQLite path is an
+    error instead of a new, empty store created as a side effect.
+    """
+    from reconciler.state import StoreError, open_store
+    from reconciler.state.engine import parse_location
+
+    location = url or DEFAULT_STORE
+    try:
+        if must_exist:
+            path = parse_location(location).sqlite_path
+            if path is not None and not path.exists():
+                raise UserError(
+                    f"no state store at {path}: nothing has been applied there yet. "
+                    f"Give the store with --store URL or ${STORE_ENV}."
+                )
+        with open_store(location) as store:
+            yield store
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+
+
+def parse_key(text: str, namespace: str | None) -> ResourceKey:
+    """``KIND/NAME`` (in ``--namespace`` or default) or ``KIND/NAMESPACE/NAME``."""
+    from reconciler.config.models import KINDS
+
+    try:
+        key = ResourceKey.parse(text, default_namespace=namespace or "default")
+    except ValueError as exc:
+        raise UserError(f"{exc}, e.g. OutgoingServer/gmail-notifications") from None
+    if not all(key):
+        raise UserError(f"{text!r} has an empty part; write KIND/NAME or KIND/NAMESPACE/NAME")
+    if namespace and text.count("/") == 2 and key.namespace != namespace:
+        raise UserError(
+            f"{text!r} names namespace {key.namespace!r} but --namespace says {namespace!r}"
+        )
+    if key.kind not in KINDS:
+        close = difflib.get_close_matches(key.kind, list(KINDS), n=1)
+        hint = f"did you mean {close[0]}?" if close else "known kinds: " + ", ".join(sorted(KINDS))
+        raise UserError(f"unknown kind {key.kind!r}; {hint}")
+    return key
+
+
+def show_time(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from reconciler.state.base import StoreError
+
+    return (SecretError, StoreError)
 
 
 def run(cli: click.Group) -> int:

@@ -15,13 +15,8 @@ from typing import Any
 
 import click
 
-from reconciler.cli.history import (
-    ACTION_SYMBOL,
-    field_lines,
-    opened_store,
-    show_time,
-    store_option,
-)
+from reconciler.cli.common import opened_store, show_time, store_option
+from reconciler.cli.history import ACTION_SYMBOL, field_lines
 from reconciler.config.desired import DesiredState, ResourceKey
 from reconciler.history import queries
 from reconciler.plan.diff import diff

@@ -10,94 +10,34 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import yaml
 from click.core import ParameterSource
 
-from reconciler.cli.common import UserError
-from reconciler.config.desired import ResourceKey
-from reconciler.config.models import KINDS
+from reconciler.cli.common import (
+    F,
+    UserError,
+    opened_store,
+    parse_key,
+    show_time,
+    store_option,
+)
 from reconciler.config.secrets import ENC_PREFIX, redact, redact_ref
 from reconciler.history import queries
 from reconciler.state import (
-    DEFAULT_STORE,
     Action,
     FieldChange,
     HistoryFilter,
     Revision,
     RevisionKind,
-    SqlStore,
-    StoreError,
-    open_store,
 )
-from reconciler.state.engine import parse_location
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-STORE_ENV = "RECONCILE_STORE"
 ACTION_SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-"}
-
-# -- shared by the store commands ---------------------------------------------
-
-
-def store_option(f: F) -> F:
-    return click.option(
-        "--store", "store_url", envvar=STORE_ENV, default=None, metavar="URL",
-        help=f"State store: a SQLite file or postgresql://user@host/db URL "
-        f"(default {DEFAULT_STORE}, or ${STORE_ENV}).",
-    )(f)
-
-
-@contextmanager
-def opened_store(url: str | None, *, must_exist: bool = True) -> Iterator[SqlStore]:
-    """The store, with every store error turned into one message and exit 1.
-
-    Read-only commands pass ``must_exist`` so a mistyped SQLite path is an
-    error instead of a new, empty store created as a side effect.
-    """
-    location = url or DEFAULT_STORE
-    try:
-        if must_exist:
-            path = parse_location(location).sqlite_path
-            if path is not None and not path.exists():
-                raise UserError(
-                    f"no state store at {path}: nothing has been applied there yet. "
-                    f"Give the store with --store URL or ${STORE_ENV}."
-                )
-        with open_store(location) as store:
-            yield store
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
-
-
-def parse_key(text: str, namespace: str | None) -> ResourceKey:
-    """``KIND/NAME`` (in ``--namespace`` or default) or ``KIND/NAMESPACE/NAME``."""
-    try:
-        key = ResourceKey.parse(text, default_namespace=namespace or "default")
-    except ValueError as exc:
-        raise UserError(f"{exc}, e.g. OutgoingServer/gmail-notifications") from None
-    if not all(key):
-        raise UserError(f"{text!r} has an empty part; write KIND/NAME or KIND/NAMESPACE/NAME")
-    if namespace and text.count("/") == 2 and key.namespace != namespace:
-        raise UserError(
-            f"{text!r} names namespace {key.namespace!r} but --namespace says {namespace!r}"
-        )
-    if key.kind not in KINDS:
-        close = difflib.get_close_matches(key.kind, list(KINDS), n=1)
-        hint = f"did you mean {close[0]}?" if close else "known kinds: " + ", ".join(sorted(KINDS))
-        raise UserError(f"unknown kind {key.kind!r}; {hint}")
-    return key
-
-
-def show_time(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
 
 def shown_value(path: str, value: Any) -> str:
     """A field value as printed: JSON, with every secret reference redacted."""

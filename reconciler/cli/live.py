@@ -22,15 +22,8 @@ import click
 import yaml
 from pydantic import ValidationError
 
-from reconciler.cli.common import UserError
-from reconciler.cli.history import (
-    ACTION_SYMBOL,
-    field_lines,
-    opened_store,
-    parse_key,
-    store_option,
-    yaml_stream,
-)
+from reconciler.cli.common import UserError, opened_store, parse_key, store_option
+from reconciler.cli.history import ACTION_SYMBOL, field_lines, yaml_stream
 from reconciler.cli.render import diagnostic_text
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
 from reconciler.config.diagnostics import Diagnostic, Diagnostics

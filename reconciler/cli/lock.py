@@ -9,14 +9,12 @@ they have not looked at.
 
 from __future__ import annotations
 
-import importlib
 import json
 from datetime import UTC, datetime
 
 import click
 
-from reconciler.cli.common import UserError
-from reconciler.cli.history import opened_store, show_time, store_option
+from reconciler.cli.common import UserError, opened_store, show_time, store_option
 from reconciler.state import LockInfo
 
 
@@ -80,16 +78,3 @@ def force_unlock(lock_id: str, store_url: str | None) -> None:
 
 
 command.add_command(force_unlock)
-
-
-def _register_top_level() -> None:
-    # `reconcile force-unlock ID` (the Terraform habit) is a top-level command,
-    # but main registers one `command` per module, which is the `lock` group
-    # here. Until main also picks up a module's extra commands, add it here;
-    # main is importing this module with `cli` already defined.
-    main = importlib.import_module("reconciler.cli.main")
-    if "force-unlock" not in main.cli.commands:
-        main.cli.add_command(force_unlock)
-
-
-_register_top_level()

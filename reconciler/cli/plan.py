@@ -7,73 +7,27 @@ Exit codes follow ``terraform plan -detailed-exitcode``: 0 no changes,
 from __future__ import annotations
 
 import contextlib
-import gc
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 
-from reconciler.cli.common import UserError
+from reconciler.cli.common import UserError, finish, opened_store, store_option
 from reconciler.cli.render import diagnostic_text, emit
 from reconciler.config.diagnostics import Severity
 from reconciler.config.validate import ValidationResult, validate_path
 from reconciler.plan import render
 from reconciler.plan.make import make_plan
 from reconciler.plan.model import Plan, PlanFileError, save
-from reconciler.state import DEFAULT_STORE, SqlStore, StoreError, open_store
+from reconciler.state import SqlStore
 
 EXIT_NO_CHANGES = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def store_option(f: F) -> F:
-    return click.option(
-        "--store", "store_url", envvar="RECONCILE_STORE", default=DEFAULT_STORE,
-        show_default=True, metavar="URL",
-        help="State store: a SQLite file path or a postgresql:// URL "
-        "(default from $RECONCILE_STORE).",
-    )(f)
-
-
-@contextlib.contextmanager
-def opened(store_url: str) -> Iterator[SqlStore]:
-    """The store, with its errors turned into one user-facing message."""
-    try:
-        store = open_store(store_url)
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
-    try:
-        yield store
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
-    finally:
-        store.close()
-
-
-def finish(code: int) -> NoReturn:
-    """End the command with exit ``code`` (shared with other command modules)."""
-    raise click.exceptions.Exit(code)
-
-
-@contextlib.contextmanager
-def fewer_gc_passes() -> Iterator[None]:
-    """Collect less often while a big config is loaded and planned.
-
-    Validating and planning allocate millions of long-lived objects; with the
-    default thresholds the cyclic GC rescans them over and over (a third of
-    a 10k-resource plan). Restored afterwards: the process may be a test run.
-    """
-    old = gc.get_threshold()
-    gc.set_threshold(100_000, 50, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
 
 
 def stdout_is_terminal() -> bool:
@@ -140,11 +94,10 @@ def command(path: Path, store_url: str, fmt: str, out: Path | None, prune: bool)
     are shown redacted; values that were filled in by default are marked
     (derived). Exit 0 when there are no changes, 2 when there are, 1 on error.
     """
-    with fewer_gc_passes():
-        # Validate before opening the store: a broken config must not create one.
-        result = validated(path, fmt)
-        with opened(store_url) as store:
-            plan = plan_against(path, result, store, prune=prune)
+    # Validate before opening the store: a broken config must not create one.
+    result = validated(path, fmt)
+    with opened_store(store_url, must_exist=False) as store:
+        plan = plan_against(path, result, store, prune=prune)
     click.echo(render.render(plan, fmt, colour=stdout_is_terminal()))
     if out is not None:
         try:

@@ -5,9 +5,7 @@ shows all problems at once (SPEC C4)."""
 from __future__ import annotations
 
 import difflib
-import gc
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -24,28 +22,10 @@ from reconciler.config.loader import Document, load_tree, locate
 from reconciler.config.models import API_VERSION, KINDS
 from reconciler.config.references import check_references
 from reconciler.config.versions import CONVERSIONS, upgrade
+from reconciler.gcpause import gc_paused
 from reconciler.policy import engine as policy_engine
 
 POLICY_KINDS = frozenset({"Policy", "PolicyException"})
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Run without the cyclic garbage collector.
-
-    A run builds hundreds of thousands of long-lived objects (documents,
-    models) and each collection rescans them all: about a third of the CPU
-    time of validating 10,000 resources (bench/validate_scale.py). Reference
-    counting still frees garbage at once; only cycles wait for the collector,
-    which resumes when the run ends.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @dataclass
@@ -152,7 +132,7 @@ def canonical(res: LoadedResource) -> CanonicalResource:
                                    model.metadata.labels)
 
 
-@_gc_paused()
+@gc_paused()
 def validate_documents(
     documents: Sequence[Document], diags: Diagnostics, *, today: date | None = None
 ) -> ValidationResult:
@@ -170,7 +150,7 @@ def validate_documents(
     return result
 
 
-@_gc_paused()
+@gc_paused()
 def validate_path(root: Path, *, today: date | None = None) -> ValidationResult:
     """Load and validate a config repo (a folder, or one file)."""
     diags = Diagnostics()

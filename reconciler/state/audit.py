@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, delete, func, insert, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, delete, func, insert, or_, select
 
 from reconciler.config.desired import canonical_json
 from reconciler.config.secrets import redact, redact_ref
@@ -142,6 +142,43 @@ def _statuses(
     return [AuditStatus(s).value for s in items]  # an unknown status is a caller error
 
 
+def _where(
+    *,
+    status: AuditStatus | str | Sequence[AuditStatus | str] | None = None,
+    recipient: str | None = None,
+    server: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    direction: AuditDirection | str | None = None,
+    namespace: str | None = None,
+    outbox_id: int | None = None,
+    message_id: str | None = None,
+) -> list[ColumnElement[bool]]:
+    c = t.audit.c
+    out: list[ColumnElement[bool]] = []
+    if status is not None:
+        out.append(c.status.in_(_statuses(status)))
+    if recipient is not None:
+        out.append(c.recipient_key == recipient_key(recipient))
+    if server is not None:
+        out.append(c.server == server)
+    if since is not None:
+        out.append(c.created_at >= since)
+    if until is not None:
+        out.append(c.created_at <= until)
+    if direction is not None:
+        out.append(c.direction == AuditDirection(direction).value)
+    if namespace is not None:
+        out.append(c.namespace == namespace)
+    if outbox_id is not None:
+        out.append(c.outbox_id == outbox_id)
+    if message_id is not None:
+        # Message-IDs are quoted with or without their angle brackets; take either.
+        bare = message_id.strip().strip("<>")
+        out.append(or_(c.message_id == bare, c.message_id == f"<{bare}>"))
+    return out
+
+
 class SqlAudit:
     """Reached as ``store.audit``; shares the store's engine."""
 
@@ -174,35 +211,22 @@ class SqlAudit:
     ) -> list[AuditEntry]:
         """Matching entries, newest first. ``since``/``until`` are inclusive;
         ``recipient`` matches the whole address, case-insensitively."""
-        q: Select[Any] = select(t.audit)
-        if status is not None:
-            q = q.where(t.audit.c.status.in_(_statuses(status)))
-        if recipient is not None:
-            q = q.where(t.audit.c.recipient_key == recipient_key(recipient))
-        if server is not None:
-            q = q.where(t.audit.c.server == server)
-        if since is not None:
-            q = q.where(t.audit.c.created_at >= since)
-        if until is not None:
-            q = q.where(t.audit.c.created_at <= until)
-        if direction is not None:
-            q = q.where(t.audit.c.direction == AuditDirection(direction).value)
-        if namespace is not None:
-            q = q.where(t.audit.c.namespace == namespace)
-        if outbox_id is not None:
-            q = q.where(t.audit.c.outbox_id == outbox_id)
-        if message_id is not None:
-            q = q.where(or_(t.audit.c.message_id == message_id,
-                            t.audit.c.message_id == f"<{message_id.strip('<>')}>"))
+        q = select(t.audit).where(*_where(
+            status=status, recipient=recipient, server=server, since=since, until=until,
+            direction=direction, namespace=namespace, outbox_id=outbox_id,
+            message_id=message_id,
+        ))
         q = q.order_by(t.audit.c.created_at.desc(), t.audit.c.id.desc()).offset(offset)
         if limit is not None:
             q = q.limit(limit)
         with translated(self._loc), self._engine.connect() as conn:
             return [_entry(r) for r in conn.execute(q)]
 
-    def count(self) -> int:
+    def count(self, **filters: Any) -> int:
+        """How many entries :meth:`search` would find with these filters (no paging)."""
+        q = select(func.count()).select_from(t.audit).where(*_where(**filters))
         with translated(self._loc), self._engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(t.audit)).scalar_one()
+            return conn.execute(q).scalar_one()
 
     def purge(self, before: datetime) -> int:
         """Delete entries older than ``before`` (retention); return how many."""

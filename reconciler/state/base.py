@@ -226,11 +226,22 @@ class OutboxState(StrEnum):
         return self in (OutboxState.SENT, OutboxState.FAILED, OutboxState.IGNORED)
 
 
+class SupportsModelDump(Protocol):
+    """A pydantic model, e.g. ``dispatch.envelope.Notification`` (dumped by alias)."""
+
+    def model_dump(self, *, by_alias: bool = ...) -> dict[str, Any]: ...
+
+
+# The state package does not import dispatch: a notification is a dict, or
+# anything that dumps itself to one.
+NotificationLike = Mapping[str, Any] | SupportsModelDump
+
+
 @dataclass(frozen=True, slots=True)
 class EnqueueRequest:
     """One notification for :meth:`Outbox.enqueue_many`."""
 
-    notification: Mapping[str, Any]
+    notification: NotificationLike
     namespace: str
     idempotency_key: str | None = None
     routing: RoutingSnapshot | None = None
@@ -369,7 +380,7 @@ class AuditEntry:
 class Outbox(Protocol):
     def enqueue(
         self,
-        notification: Mapping[str, Any],
+        notification: NotificationLike,
         *,
         namespace: str,
         idempotency_key: str | None,
@@ -428,9 +439,15 @@ class Outbox(Protocol):
         now: datetime | None = None,
     ) -> CompletionResult: ...
 
-    def release(self, owner: str, now: datetime | None = None) -> int: ...
+    def release(
+        self, owner: str, ids: Sequence[int] | None = None, now: datetime | None = None
+    ) -> int:
+        """Give back ``owner``'s leases (graceful shutdown); not counted as attempts."""
+        ...
 
-    def depth(self) -> dict[OutboxState, int]: ...
+    def depth(self, *, finished: bool = False) -> dict[OutboxState, int]:
+        """Messages per unfinished state; finished states too when asked (slow)."""
+        ...
 
     def get(self, id: int) -> OutboxMessage | None: ...
 
@@ -458,6 +475,12 @@ class Audit(Protocol):
         message_id: str | None = None,
         limit: int | None = 100,
         offset: int = 0,
-    ) -> list[AuditEntry]: ...
+    ) -> list[AuditEntry]:
+        """Newest first; ``recipient`` is a whole address, matched case-insensitively."""
+        ...
+
+    def count(self, **filters: Any) -> int:
+        """How many entries ``search`` would find with the same filters."""
+        ...
 
     def purge(self, before: datetime) -> int: ...

@@ -20,7 +20,10 @@ Life of a message::
   finish it. A worker whose lease ran out and was taken over gets "lost"
   back and writes nothing. Owners must be unique per daemon process.
 - ``complete_many`` finishes a batch (and writes its audit rows) in one
-  transaction: the group commit of DESIGN "Daemon concurrency".
+  transaction: the group commit of DESIGN "Daemon concurrency";
+  ``enqueue_many`` is the same for an intake that batches submissions.
+- Attachment bytes live in their own table and are read one message at a
+  time (``notification``); claims carry only their names and sizes.
 
 Times are the daemon's clock (``now=`` for tests); leases should be much
 longer than the clock skew between hosts sharing a PostgreSQL store.
@@ -60,6 +63,7 @@ from reconciler.state.base import (
     EnqueueRequest,
     EnqueueResult,
     LeaseLost,
+    NotificationLike,
     OutboxMessage,
     OutboxState,
     RoutingSnapshot,
@@ -90,7 +94,7 @@ def _error(text: str | None) -> str | None:
 # -- payload: the notification without its attachment bytes ---------------------
 
 
-def as_payload(notification: Any) -> dict[str, Any]:
+def as_payload(notification: NotificationLike) -> dict[str, Any]:
     """A plain dict of the notification (a pydantic model is dumped by alias)."""
     if isinstance(notification, Mapping):
         return dict(notification)
@@ -206,7 +210,7 @@ class SqlOutbox:
 
     def enqueue(
         self,
-        notification: Mapping[str, Any],
+        notification: NotificationLike,
         *,
         namespace: str,
         idempotency_key: str | None,
@@ -246,6 +250,8 @@ class SqlOutbox:
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         if not request.namespace:
             raise ValueError("namespace is empty")
+        if request.idempotency_key is not None and not 0 < len(request.idempotency_key) <= 200:
+            raise ValueError("idempotency key must be 1-200 characters")
         payload, files = split_attachments(as_payload(request.notification))
         module = payload.get("module")
         routing = request.routing
@@ -353,7 +359,7 @@ class SqlOutbox:
                                       o.c.state).where(o.c.id == id)).first()
         if row is None:
             raise UnknownMessage(f"there is no outbox message {id}")
-        if row.config_revision is None:
+        if row.lease_owner != owner or row.state != _LEASED:
             raise LeaseLost(f"outbox message {id} is not leased to {owner}")
         return RoutingSnapshot(row.config_revision, row.server)
 
@@ -467,11 +473,20 @@ class SqlOutbox:
 
     # -- reading --------------------------------------------------------------
 
-    def depth(self) -> dict[OutboxState, int]:
-        """Messages per state, every state present (for metrics)."""
-        out = dict.fromkeys(OutboxState, 0)
+    def depth(self, *, finished: bool = False) -> dict[OutboxState, int]:
+        """Messages per state (for metrics): queued, leased and retry_wait, plus
+        sent / failed / ignored when ``finished``.
+
+        Finished messages pile up until purged; counting them reads the whole
+        table, which a metrics scrape every few seconds should not do.
+        """
+        states = [s for s in OutboxState if finished or not s.terminal]
+        out = dict.fromkeys(states, 0)
+        q = select(o.c.state, func.count()).group_by(o.c.state)
+        if not finished:
+            q = q.where(o.c.state.in_([s.value for s in states]))
         with translated(self._loc), self._engine.connect() as conn:
-            for state, count in conn.execute(select(o.c.state, func.count()).group_by(o.c.state)):
+            for state, count in conn.execute(q):
                 out[OutboxState(state)] = count
         return out
 

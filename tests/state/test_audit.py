@@ -75,6 +75,7 @@ def test_search_filters(store: SqlStore) -> None:
     assert len(audit.search(message_id="<m1@desk.example>")) == 1
     combined = audit.search(status="SENT", recipient="jane.doe@example.com", since=at(1))
     assert [e.created_at for e in combined] == [at(4)]
+    assert audit.count(recipient="JANE.doe@example.com") == 3 and audit.count() == 6
     with pytest.raises(ValueError):
         audit.search(status="DELIVERED")
 

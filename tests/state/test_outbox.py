@@ -329,7 +329,7 @@ def test_concurrent_claimers_never_share_a_message(
     claimed = [mid for got in per_claimer for mid in got]
     assert len(claimed) == len(set(claimed)), "a message was claimed twice"
     assert set(claimed) == ids
-    assert store.outbox.depth()[OutboxState.SENT] == total
+    assert store.outbox.depth(finished=True)[OutboxState.SENT] == total
 
 
 def test_release_on_shutdown_puts_leased_messages_back(store: SqlStore) -> None:
@@ -401,6 +401,11 @@ def test_complete_many_is_one_group_commit_with_its_audit(store: SqlStore,
     assert store.outbox.get(ids[2]).next_attempt_at == later  # type: ignore[union-attr]
     assert store.outbox.get(ids[0]).next_attempt_at == T0  # type: ignore[union-attr]
     assert raw_sql("SELECT count(*) FROM audit") == [(3,)]
+    assert store.outbox.depth() == {
+        OutboxState.QUEUED: 1, OutboxState.LEASED: 0, OutboxState.RETRY_WAIT: 1}
+    assert store.outbox.depth(finished=True) == {
+        OutboxState.QUEUED: 1, OutboxState.LEASED: 0, OutboxState.RETRY_WAIT: 1,
+        OutboxState.SENT: 1, OutboxState.FAILED: 1, OutboxState.IGNORED: 0}
 
 
 def test_results_are_checked_before_anything_is_written(store: SqlStore) -> None:
@@ -412,6 +417,10 @@ def test_results_are_checked_before_anything_is_written(store: SqlStore) -> None
         store.outbox.complete_many("daemon-a", [Completion(mid, OutboxState.RETRY_WAIT)])
     with pytest.raises(ValueError, match="twice"):
         store.outbox.complete_many("daemon-a", [Completion(mid, OutboxState.SENT)] * 2)
+    with pytest.raises(ValueError, match="1-200"):
+        store.outbox.enqueue(note(1), namespace="default", idempotency_key="k" * 201)
+    with pytest.raises(ValueError, match="namespace"):
+        store.outbox.enqueue(note(1), namespace="", idempotency_key="k")
     with pytest.raises(ValueError):
         store.outbox.claim("", 1, 60)
     with pytest.raises(ValueError):
@@ -432,6 +441,8 @@ def test_a_message_keeps_the_routing_it_was_first_given(store: SqlStore) -> None
     assert again.routing == first
     # a later revision routes elsewhere, but the message keeps what it had (hot reload)
     assert store.outbox.route(mid, "daemon-a", RoutingSnapshot(4, "office365")) == first
+    with pytest.raises(LeaseLost):
+        store.outbox.route(mid, "daemon-b", first)
     with pytest.raises(UnknownMessage):
         store.outbox.route(mid + 1000, "daemon-a", first)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -93,6 +94,7 @@ def _check_url(value: str) -> str:
     return value
 
 
+@lru_cache(maxsize=65536)  # the same few addresses recur across thousands of resources
 def _check_email(value: str) -> str:
     from email_validator import EmailNotValidError, validate_email
 
