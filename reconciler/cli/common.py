@@ -1,8 +1,8 @@
 """Shared CLI plumbing: user-facing errors become one message and exit 1; the
 `--store` option and opening the store; resource keys on the command line.
 
-The state package (SQLAlchemy, Alembic) is imported only inside the store
-helpers, so commands that never touch the store start quickly.
+SQLAlchemy and Alembic load only when a store is opened, so commands that
+never touch the store start quickly.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import click
 
 from reconciler.config.desired import ResourceKey
 from reconciler.config.secrets import SecretError
+from reconciler.state import DEFAULT_STORE
+from reconciler.state.base import StoreError
 
 if TYPE_CHECKING:
     from reconciler.state import SqlStore
@@ -24,7 +26,6 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 STORE_ENV = "RECONCILE_STORE"
-DEFAULT_STORE = ".reconcile/state.db"  # same as reconciler.state.DEFAULT_STORE
 
 
 class UserError(click.ClickException):
@@ -56,7 +57,7 @@ def opened_store(url: str | None, *, must_exist: bool = True) -> Iterator[SqlSto
     Read-only commands pass ``must_exist`` so a mistyped SQLite path is an
     error instead of a new, empty store created as a side effect.
     """
-    from reconciler.state import StoreError, open_store
+    from reconciler.state import open_store
     from reconciler.state.engine import parse_location
 
     location = url or DEFAULT_STORE
@@ -99,12 +100,6 @@ def show_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from reconciler.state.base import StoreError
-
-    return (SecretError, StoreError)
-
-
 def run(cli: click.Group) -> int:
     try:
         # without standalone mode click *returns* the code of a `raise Exit(n)`
@@ -119,7 +114,7 @@ def run(cli: click.Group) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except _user_errors() as exc:
+    except (SecretError, StoreError) as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
     except KeyboardInterrupt:

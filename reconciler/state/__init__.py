@@ -4,25 +4,39 @@
 ``.reconcile/state.db``) or a ``postgresql://`` URL. The schema is migrated
 on open. Everything else is the :class:`~reconciler.state.base.Store`
 contract in ``state.base``.
+
+SQLAlchemy and Alembic load only when a store is opened (``SqlStore`` is
+imported lazily), so importing the contract or ``DEFAULT_STORE`` is cheap.
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from reconciler.state.base import (
     Action,
+    AuditDirection,
+    AuditEntry,
+    AuditStatus,
     ChainCheck,
     Change,
     ChangeRejected,
+    Completion,
+    EnqueueRequest,
+    EnqueueResult,
     FieldChange,
     HistoryFilter,
+    LeaseLost,
     LiveState,
     LockInfo,
     LockTimeout,
+    OutboxMessage,
+    OutboxState,
     Revision,
     RevisionKind,
     RevisionMeta,
+    RoutingSnapshot,
     SchemaTooNew,
     SecretValueRefused,
     StaleRevision,
@@ -31,7 +45,9 @@ from reconciler.state.base import (
     StoreUnavailable,
     UnknownRevision,
 )
-from reconciler.state.sql import SqlStore
+
+if TYPE_CHECKING:
+    from reconciler.state.sql import SqlStore
 
 DEFAULT_STORE = ".reconcile/state.db"
 
@@ -43,23 +59,43 @@ def open_store(url: str | os.PathLike[str] = DEFAULT_STORE) -> SqlStore:
     created), or ``postgresql://user@host:port/db`` (driven by psycopg 3).
     Raises :class:`StoreError` with a user-facing message when it cannot.
     """
+    from reconciler.state.sql import SqlStore
+
     return SqlStore(os.fspath(url))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SqlStore":
+        from reconciler.state.sql import SqlStore
+
+        return SqlStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "DEFAULT_STORE",
     "Action",
+    "AuditDirection",
+    "AuditEntry",
+    "AuditStatus",
     "ChainCheck",
     "Change",
     "ChangeRejected",
+    "Completion",
+    "EnqueueRequest",
+    "EnqueueResult",
     "FieldChange",
     "HistoryFilter",
+    "LeaseLost",
     "LiveState",
     "LockInfo",
     "LockTimeout",
+    "OutboxMessage",
+    "OutboxState",
     "Revision",
     "RevisionKind",
     "RevisionMeta",
+    "RoutingSnapshot",
     "SchemaTooNew",
     "SecretValueRefused",
     "SqlStore",
