@@ -1,3 +1,3 @@
 """Shared test set-up. Peers (real servers the tests talk to) live in tests/peers/."""
 
-pytest_plugins = ["peers.postgres"]
+pytest_plugins = ["peers.postgres", "peers.smtp_sink"]
