@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from reconciler.cli.plan import fewer_gc_passes
 from reconciler.config.validate import ValidationResult
 from reconciler.plan import render
 from reconciler.plan.apply import apply_plan
@@ -144,9 +143,8 @@ class Breakdown:
 def in_process(config: Path, db: Path, work: Path) -> Breakdown:
     from reconciler.config.validate import validate_path
 
-    b = Breakdown()
-    with fewer_gc_passes():  # as the CLI commands run
-        return _steps(b, config, db, work, validate_path)
+    # validate_path and diff pause the GC themselves, as in the CLI commands
+    return _steps(Breakdown(), config, db, work, validate_path)
 
 
 def _steps(b: Breakdown, config: Path, db: Path, work: Path,
