@@ -1,0 +1,5 @@
+"""`python -m reconciler` is the `reconcile` command."""
+
+from reconciler.cli.main import main
+
+main()

@@ -1,0 +1,99 @@
+"""Bearer tokens of the daemon's HTTP API.
+
+The settings hold secret *references* (``env:NAME``, ``file:/path``,
+``enc:v1:...``); they are resolved once, when the API is built, so a token
+that cannot be read stops the daemon at start-up instead of turning every
+request into a 401 that nobody understands. Only SHA-256 digests of the
+values are kept: a presented token is hashed and compared with each digest
+in constant time, so neither the token's content nor its length leaks
+through response timing, and no token value sits in the object for a
+traceback or a debugger to show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from reconciler.config.secrets import SecretError, SecretRef, redact_ref, resolve
+
+# RFC 6750 b64token: what may follow "Bearer " in an Authorization header.
+_B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+MIN_TOKEN_LENGTH = 16
+
+
+class ApiTokenError(SecretError):
+    """An API token reference is unusable; the daemon must not start.
+
+    A :class:`SecretError`, so the CLI prints it as one plain line.
+    """
+
+
+def _describe(ref: str, index: int, count: int) -> str:
+    return f"API token {index} of {count} ({redact_ref(ref)})"
+
+
+def _resolve_one(ref: str, index: int, count: int) -> bytes:
+    what = _describe(ref, index, count)
+    try:
+        SecretRef.model_validate({"secretRef": ref})
+    except ValidationError:
+        # The text is not echoed: a literal token pasted into the settings would be.
+        raise ApiTokenError(
+            f"API token {index} of {count} is not a secret reference; give env:NAME, "
+            "file:/path or enc:v1:... (a literal token is refused). The daemon does not "
+            "start without its API tokens."
+        ) from None
+    try:
+        value = resolve(ref)
+    except SecretError as exc:
+        raise ApiTokenError(
+            f"{what} cannot be resolved: {exc}. The daemon does not start without its "
+            "API tokens: fix the reference or remove it from the settings."
+        ) from None
+    value = value.strip()
+    if len(value) < MIN_TOKEN_LENGTH or not _B64TOKEN.match(value):
+        raise ApiTokenError(
+            f"{what} is not usable as a bearer token: it needs at least {MIN_TOKEN_LENGTH} "
+            "characters of letters, digits and -._~+/ (e.g. `openssl rand -hex 32`)."
+        )
+    return value.encode("ascii")
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
+
+
+class BearerTokens:
+    """The accepted tokens, resolved from their references at construction."""
+
+    def __init__(self, refs: Sequence[str]) -> None:
+        count = len(refs)
+        self._digests = tuple(
+            _digest(_resolve_one(ref, i, count)) for i, ref in enumerate(refs, start=1)
+        )
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def __repr__(self) -> str:
+        return f"BearerTokens({len(self._digests)} tokens)"
+
+    def accepts(self, presented: str) -> bool:
+        """True when ``presented`` is one of the tokens.
+
+        Every digest is compared (no early exit), so the time taken does not
+        tell which token, or whether any, was close.
+        """
+        try:
+            given = _digest(presented.encode("ascii"))
+        except UnicodeEncodeError:
+            return False
+        matched = False
+        for digest in self._digests:
+            matched |= hmac.compare_digest(given, digest)
+        return matched
