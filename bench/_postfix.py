@@ -213,8 +213,18 @@ class PostfixInstance:
         if self._own_root and not os.environ.get("BENCH_KEEP_POSTFIX"):
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def queue_count(self) -> int:
-        """Messages still in Postfix's queues (incoming, active, deferred)."""
+    def queue_count(self, settle_s: float = 2.0) -> int:
+        """Messages still in Postfix's queues (incoming, active, deferred).
+
+        qmgr removes a queue file shortly after the smtp client reports the
+        delivery, so a few seconds of grace avoid counting finished mail.
+        """
+        deadline = time.monotonic() + settle_s
+        while (count := self._queued()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return count
+
+    def _queued(self) -> int:
         total = 0
         for name in ("incoming", "active", "deferred", "hold", "maildrop"):
             for _dirpath, _dirs, files in os.walk(self.queue / name):

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "live": "live:command",
     "lock": "lock:command",
     "force-unlock": "lock:force_unlock",
+    "audit": "audit:command",
 }
 
 

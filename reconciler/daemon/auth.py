@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 from collections.abc import Sequence
 
@@ -23,7 +24,9 @@ from reconciler.config.secrets import SecretError, SecretRef, redact_ref, resolv
 
 # RFC 6750 b64token: what may follow "Bearer " in an Authorization header.
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
-MIN_TOKEN_LENGTH = 16
+WEAK_TOKEN_LENGTH = 16
+
+log = logging.getLogger(__name__)
 
 
 class ApiTokenError(SecretError):
@@ -56,11 +59,16 @@ def _resolve_one(ref: str, index: int, count: int) -> bytes:
             "API tokens: fix the reference or remove it from the settings."
         ) from None
     value = value.strip()
-    if len(value) < MIN_TOKEN_LENGTH or not _B64TOKEN.match(value):
+    if not _B64TOKEN.match(value):
+        # An empty token would match "Bearer " with nothing after it; other
+        # characters cannot travel in the header, so the token could never match.
         raise ApiTokenError(
-            f"{what} is not usable as a bearer token: it needs at least {MIN_TOKEN_LENGTH} "
-            "characters of letters, digits and -._~+/ (e.g. `openssl rand -hex 32`)."
+            f"{what} is empty or contains characters a bearer token cannot carry; use "
+            "letters, digits and -._~+/ (e.g. the output of `openssl rand -hex 32`)."
         )
+    if len(value) < WEAK_TOKEN_LENGTH:
+        log.warning("%s is shorter than %d characters and easy to guess", what,
+                    WEAK_TOKEN_LENGTH)
     return value.encode("ascii")
 
 

@@ -17,7 +17,7 @@ from reconciler.state import (
     StoreUnavailable,
     open_store,
 )
-from reconciler.state.migrate import MIGRATIONS_DIR, script_head
+from reconciler.state.migrate import MIGRATIONS_DIR, SCHEMA_HEAD, script_head
 from reconciler.state.schema import metadata
 
 from .kit import create, meta, res
@@ -38,7 +38,7 @@ def _plain(message: str) -> None:
 def test_fresh_database_is_migrated_to_head(store: SqlStore, raw_sql: RawSql) -> None:
     # the newest migration script is the head; the database records exactly it
     scripts = sorted(p.name.split("_", 1)[0] for p in MIGRATIONS_DIR.glob("versions/0*.py"))
-    assert store.schema_revision == script_head() == scripts[-1]
+    assert store.schema_revision == script_head() == scripts[-1] == SCHEMA_HEAD
     assert [tuple(r) for r in raw_sql("SELECT version_num FROM alembic_version")] == [
         (scripts[-1],)]
     assert raw_sql("SELECT head, head_hash FROM meta") == [(0, None)]

@@ -1,0 +1,137 @@
+"""`reconcile audit`: search the email audit (SPEC O8).
+
+Reads the store directly (no daemon needed), newest first, as a table or as
+the JSON list ``GET /v1/audit`` answers with.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
+
+import click
+
+from reconciler.cli.common import opened_store, show_time, store_option
+from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
+
+_RELATIVE = re.compile(r"^(?P<n>\d+)(?P<unit>[smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+COLUMNS = ("TIME", "STATUS", "SERVER", "HOST", "ATTEMPT", "RECIPIENT", "MESSAGE-ID", "REASON")
+
+
+def parse_time(value: str, *, end_of_day: bool, now: datetime | None = None) -> datetime:
+    """ISO date or time (UTC unless a zone is given), or an age like ``90m``, ``2h``, ``7d``."""
+    relative = _RELATIVE.match(value.strip())
+    if relative:
+        age = timedelta(**{_UNITS[relative["unit"]]: int(relative["n"])})
+        return (now or datetime.now(UTC)) - age
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO date or time (2024-05-01, 2024-05-01T14:30:00Z) "
+            "nor an age (30m, 2h, 7d)"
+        ) from None
+    if end_of_day and len(value) == 10:
+        when = datetime.combine(when.date(), time.max)  # a bare date: the whole day
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _since(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
+    return None if value is None else parse_time(value, end_of_day=False)
+
+
+def _until(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
+    return None if value is None else parse_time(value, end_of_day=True)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    # One entry, one line: a multi-line server reply must not break the table.
+    return " ".join(str(value).split()) or "-"
+
+
+def table(entries: Sequence[AuditEntry]) -> str:
+    rows = [COLUMNS, *(
+        (show_time(e.created_at) if e.created_at else "-", e.status.value, _cell(e.server),
+         _cell(e.host), _cell(e.attempt), _cell(e.recipient), _cell(e.message_id),
+         _cell(e.reason))
+        for e in entries
+    )]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    lines = []
+    for row in rows:
+        head = "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
+        lines.append(f"{head}  {row[-1]}".rstrip())
+    return "\n".join(lines)
+
+
+def as_json(entries: Sequence[AuditEntry]) -> str:
+    from reconciler.daemon.schemas import AuditItem
+
+    items = [AuditItem.from_entry(e).model_dump(mode="json", by_alias=True) for e in entries]
+    return json.dumps(items, indent=2, ensure_ascii=False)
+
+
+@click.command("audit")
+@click.option("--status", "statuses", multiple=True, metavar="STATUS",
+              type=click.Choice([s.value for s in AuditStatus], case_sensitive=False),
+              help="Only this status (repeatable): SENT, SEND_FAILED, SEND_IGNORED, RETRYING, ...")
+@click.option("--recipient", metavar="ADDRESS",
+              help="Only this recipient (whole address, any case).")
+@click.option("--server", metavar="NAME", help="Only entries of this server.")
+@click.option("--since", callback=_since, metavar="ISO|AGE",
+              help="At or after: ISO date/time (UTC unless a zone is given) or an age like 2h.")
+@click.option("--until", callback=_until, metavar="ISO|AGE",
+              help="At or before: ISO date/time (a bare date: the whole day) or an age.")
+@click.option("--direction", type=click.Choice([d.value for d in AuditDirection]),
+              help="outgoing (sending) or incoming (fetching).")
+@click.option("--namespace", "-n", metavar="NS", help="Only this namespace.")
+@click.option("--outbox-id", type=click.IntRange(min=1), metavar="ID",
+              help="Only entries of this notification (the id intake answered with).")
+@click.option("--message-id", metavar="ID", help="Only this Message-ID (with or without <>).")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              help="At most this many entries, newest first.")
+@click.option("--offset", type=click.IntRange(min=0), default=0,
+              help="Skip this many newest entries first (paging).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@store_option
+def command(
+    statuses: tuple[str, ...],
+    recipient: str | None,
+    server: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    direction: str | None,
+    namespace: str | None,
+    outbox_id: int | None,
+    message_id: str | None,
+    limit: int,
+    offset: int,
+    fmt: str,
+    store_url: str | None,
+) -> None:
+    """Search the email audit: what was sent, failed, ignored or retried, and why.
+
+    \b
+    Examples:
+      reconcile audit --status SEND_FAILED --since 1d
+      reconcile audit --recipient jane@example.com --format json
+    """
+    with opened_store(store_url) as store:
+        entries = store.audit.search(
+            status=[AuditStatus(s.upper()) for s in statuses] or None,
+            recipient=recipient, server=server, since=since, until=until,
+            direction=direction, namespace=namespace, outbox_id=outbox_id,
+            message_id=message_id, limit=limit, offset=offset,
+        )
+    if fmt == "json":
+        click.echo(as_json(entries))
+    elif entries:
+        click.echo(table(entries))
+    else:
+        click.echo("no audit entries match", err=True)

@@ -1,0 +1,357 @@
+"""The daemon's HTTP API (SPEC O1, O8, X3): intake, notification state, audit,
+status, metrics and liveness.
+
+``create_api(...)`` builds the FastAPI application; the daemon serves it with
+uvicorn inside its own event loop. Everything under ``/v1`` needs a bearer
+token (one of ``DaemonSettings.api_tokens``, resolved once here: a reference
+that cannot be resolved stops the daemon with :class:`ApiTokenError`).
+``/metrics`` and ``/healthz`` are open, like most exporters and liveness
+probes: they show counts, never message content or recipients; bind the
+daemon to a private interface or put it behind a proxy when that matters.
+
+Intake answers 202 only after the notification is committed (group commit,
+see :mod:`reconciler.daemon.intake`). A repeated idempotency key answers 200
+with the first notification's id and ``duplicate: true``.
+
+Nothing here logs a request body or a token.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any, Protocol
+
+import anyio.to_thread
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
+
+from reconciler.config.desired import ResourceKey
+from reconciler.daemon.auth import ApiTokenError, BearerTokens
+from reconciler.daemon.intake import GroupCommitter
+from reconciler.daemon.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from reconciler.daemon.live_config import ConfigHolder
+from reconciler.daemon.metrics import DaemonMetrics
+from reconciler.daemon.problems import (
+    NOTIFICATION_FIELDS,
+    field_problem,
+    field_problems,
+    validation_handler,
+)
+from reconciler.daemon.schemas import (
+    Accepted,
+    AuditItem,
+    DaemonStatus,
+    Health,
+    IntakeCounters,
+    NotificationStatus,
+    Problem,
+    ResourceStatus,
+    ValidationProblem,
+)
+from reconciler.daemon.settings import DaemonSettings
+from reconciler.dispatch.envelope import Notification
+from reconciler.state.base import (
+    Audit,
+    AuditDirection,
+    AuditStatus,
+    EnqueueRequest,
+    Outbox,
+    OutboxState,
+    StoreError,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ApiStore", "ApiTokenError", "create_api"]
+
+TITLE = "reconcile dispatch API"
+# Parsing a body this large on the event loop would stall every other request.
+PARSE_IN_THREAD_BYTES = 256 * 1024
+RETRY_AFTER_S = "5"
+
+_DESCRIPTION = """\
+Submit the service desk's notifications to the dispatch daemon and follow
+what becomes of them.
+
+* Every `/v1` endpoint needs `Authorization: Bearer <token>`; a missing or
+  wrong token gets 401 with `WWW-Authenticate: Bearer`.
+* `POST /v1/notifications` answers **202 only after the notification is
+  stored durably**; a repeated `idempotencyKey` (per namespace) answers 200
+  with the id stored first and `duplicate: true`, storing nothing new.
+* Bodies larger than the configured limit (50 MiB by default) get 413.
+* `/metrics` (Prometheus text) and `/healthz` need no token: they show counts,
+  never message content.
+"""
+
+# Module level: FastAPI resolves the (string) annotations of dependencies in
+# the module's namespace, not in create_api's.
+_BEARER = HTTPBearer(auto_error=False, description="One of the daemon's API tokens.")
+
+_TAGS = [
+    {"name": "notifications", "description": "Intake and state of notifications (O1)."},
+    {"name": "audit", "description": "The email audit (O8)."},
+    {"name": "operations", "description": "Daemon status, metrics (X3) and liveness."},
+]
+
+
+class ApiStore(Protocol):
+    """What the API needs of the store (``SqlStore`` has it all)."""
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def audit(self) -> Audit: ...
+
+    def statuses(self) -> dict[ResourceKey, dict[str, Any]]: ...
+
+
+def _package_version() -> str:
+    try:
+        return version("reconciler")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No or wrong bearer token."},
+    422: {"model": ValidationProblem, "description": "A field is wrong; each one is named."},
+    503: {"model": Problem, "description": "The state store is unavailable; retry later."},
+}
+
+
+def create_api(
+    store: ApiStore,
+    settings: DaemonSettings,
+    metrics: DaemonMetrics,
+    config: ConfigHolder,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    intake_window: float = 0.0,
+    intake_concurrency: int | None = None,
+) -> FastAPI:
+    """The daemon's API application.
+
+    Raises :class:`ApiTokenError` when a token reference cannot be resolved.
+    ``intake_window`` holds the first submission of a group commit for that
+    many seconds; ``intake_concurrency`` is how many intake transactions may
+    run at once (default: 1 on SQLite, 2 on PostgreSQL).
+    """
+    tokens = BearerTokens(settings.api_tokens)
+    if not tokens:
+        log.warning("no API tokens are configured: every /v1 request will get 401")
+    if intake_concurrency is None:
+        intake_concurrency = 2 if getattr(store, "dialect", "") == "postgresql" else 1
+    intake = GroupCommitter(store.outbox, window=intake_window, concurrency=intake_concurrency)
+    app_version = _package_version()
+
+    app = FastAPI(title=TITLE, version=app_version, description=_DESCRIPTION,
+                  openapi_tags=_TAGS)
+    app.state.intake = intake
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_exception_handler(RequestValidationError, validation_handler)
+    app.add_exception_handler(StoreError, _store_unavailable)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+
+    def authorized(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+    ) -> None:
+        if credentials is None:
+            raise HTTPException(401, "a bearer token is required",
+                                headers={"WWW-Authenticate": 'Bearer realm="reconcile"'})
+        if not tokens.accepts(credentials.credentials):
+            raise HTTPException(
+                401, "the bearer token is not valid",
+                headers={"WWW-Authenticate": 'Bearer realm="reconcile", error="invalid_token"'})
+
+    guarded = [Depends(authorized)]
+
+    @app.post(
+        "/v1/notifications", tags=["notifications"], status_code=202, dependencies=guarded,
+        response_model=Accepted, summary="Submit a notification",
+        responses={**_ERRORS,
+                   200: {"model": Accepted, "description": "Duplicate idempotency key: the "
+                         "notification stored first; nothing new was stored."},
+                   202: {"description": "Stored durably; it will be sent."},
+                   413: {"model": Problem, "description": "Body over the size limit."}},
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Notification"}}}}},
+    )
+    async def submit(request: Request) -> Response:
+        notification = await _parse(await request.body())
+        live = config.current
+        if live.revision < 0:
+            raise HTTPException(503, "the daemon has not loaded its configuration yet; "
+                                "retry in a moment", headers={"Retry-After": RETRY_AFTER_S})
+        namespace = notification.namespace
+        if namespace not in live.namespaces:
+            return _invalid([field_problem(
+                ("body", "namespace"),
+                f"namespace {namespace!r} is not configured in the live config "
+                f"(revision {live.revision})", "unknown_namespace")])
+        try:
+            result = await intake.submit(
+                EnqueueRequest(notification, namespace, notification.idempotency_key))
+        except StoreError as exc:
+            log.warning("intake could not store a notification: %s", exc)
+            raise HTTPException(503, "the outbox store is unavailable; the notification was "
+                                "NOT accepted, retry later",
+                                headers={"Retry-After": RETRY_AFTER_S}) from None
+        location = {"Location": f"/v1/notifications/{result.id}"}
+        if result.duplicate:
+            found = await anyio.to_thread.run_sync(store.outbox.get, result.id)
+            state = found.state if found is not None else OutboxState.QUEUED
+            return JSONResponse({"id": result.id, "duplicate": True, "status": state.value},
+                                status_code=200, headers=location)
+        metrics.accepted.labels(namespace=namespace).inc()
+        return JSONResponse({"id": result.id, "duplicate": False,
+                             "status": OutboxState.QUEUED.value},
+                            status_code=202, headers=location)
+
+    @app.get("/v1/notifications/{id}", tags=["notifications"], dependencies=guarded,
+             response_model=NotificationStatus, summary="What became of a notification",
+             responses={**_ERRORS, 404: {"model": Problem, "description": "No such id."}})
+    async def notification_status(
+        id: Annotated[int, Path(ge=1, description="The id intake answered with.")],
+    ) -> NotificationStatus:
+        message = await anyio.to_thread.run_sync(store.outbox.get, id)
+        if message is None:
+            raise HTTPException(404, f"there is no notification {id} (never accepted, or "
+                                "purged after it was finished)")
+        return NotificationStatus.from_message(message)
+
+    @app.get("/v1/audit", tags=["audit"], dependencies=guarded, response_model=list[AuditItem],
+             summary="Search the email audit, newest first", responses=_ERRORS)
+    async def audit(
+        status: Annotated[list[AuditStatus] | None, Query(
+            description="Only these statuses (repeat the parameter for several).")] = None,
+        recipient: Annotated[str | None, Query(
+            description="Whole address, case-insensitive.")] = None,
+        server: Annotated[str | None, Query(description="Server name.")] = None,
+        since: Annotated[datetime | None, Query(
+            description="At or after (ISO 8601; UTC without a zone).")] = None,
+        until: Annotated[datetime | None, Query(
+            description="At or before (ISO 8601; UTC without a zone).")] = None,
+        direction: AuditDirection | None = None,
+        namespace: str | None = None,
+        outbox_id: Annotated[int | None, Query(alias="outboxId")] = None,
+        message_id: Annotated[str | None, Query(alias="messageId")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[AuditItem]:
+        def search() -> list[AuditItem]:
+            found = store.audit.search(
+                status=status or None, recipient=recipient, server=server,
+                since=_utc(since), until=_utc(until), direction=direction,
+                namespace=namespace, outbox_id=outbox_id, message_id=message_id,
+                limit=limit, offset=offset)
+            return [AuditItem.from_entry(e) for e in found]
+
+        return await anyio.to_thread.run_sync(search)
+
+    @app.get("/v1/status", tags=["operations"], dependencies=guarded,
+             response_model=DaemonStatus, summary="This daemon's status", responses=_ERRORS)
+    async def daemon_status(
+        finished: Annotated[bool, Query(
+            description="Also count sent/failed/ignored messages (reads the whole "
+            "outbox).")] = False,
+    ) -> DaemonStatus:
+        live = config.current
+
+        def read() -> DaemonStatus:
+            depth = store.outbox.depth(finished=finished)
+            statuses = store.statuses()
+            return DaemonStatus(
+                version=app_version,
+                worker_id=settings.worker_id,
+                config_revision=live.revision,
+                namespaces=sorted(live.namespaces),
+                outbox={state: count for state, count in depth.items()},
+                statuses=[ResourceStatus.from_store(key, value)
+                          for key, value in sorted(statuses.items())],
+                intake=IntakeCounters(**vars(intake.stats)),
+            )
+
+        return await anyio.to_thread.run_sync(read)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (no token)",
+             response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
+                              "description": "Prometheus text exposition format."}})
+    async def prometheus() -> Response:
+        try:
+            depth = await anyio.to_thread.run_sync(store.outbox.depth)
+        except StoreError as exc:
+            # Drop the gauge rather than show a stale depth; the other metrics
+            # still help while the store is away.
+            log.warning("metrics: cannot read the outbox depth: %s", exc)
+            metrics.queue_depth.clear()
+        else:
+            for state, count in depth.items():
+                metrics.queue_depth.labels(state=state.value).set(count)
+        if config.current.revision >= 0:
+            metrics.config_revision.set(config.current.revision)
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", tags=["operations"], response_model=Health,
+             summary="Liveness (no token)")
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    return app
+
+
+async def _parse(body: bytes) -> Notification:
+    try:
+        if len(body) > PARSE_IN_THREAD_BYTES:
+            return await anyio.to_thread.run_sync(Notification.model_validate_json, body)
+        return Notification.model_validate_json(body)
+    except ValidationError as exc:
+        raise _Invalid(field_problems(exc.errors(include_url=False), ("body",))) from None
+
+
+class _Invalid(HTTPException):
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        super().__init__(422, problems)
+
+
+def _invalid(problems: list[dict[str, Any]]) -> JSONResponse:
+    return JSONResponse({"detail": problems}, status_code=422)
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    if when is not None and when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    return when
+
+
+async def _store_unavailable(_request: Request, exc: Exception) -> Response:
+    log.warning("API request failed on the store: %s", exc)
+    return JSONResponse({"detail": "the state store is unavailable; retry later"},
+                        status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the intake body, which the route reads itself
+    (pydantic's JSON mode decodes base64 attachments; FastAPI's path does not)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    document = get_openapi(title=app.title, version=app.version, description=app.description,
+                           routes=app.routes, tags=app.openapi_tags)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    body = Notification.model_json_schema(by_alias=True,
+                                          ref_template="#/components/schemas/{model}")
+    schemas.update(body.pop("$defs", {}))
+    body["description"] = "One notification to send (SPEC O1)."
+    for name, text in NOTIFICATION_FIELDS.items():
+        body["properties"][name].setdefault("description", text)
+    schemas["Notification"] = body
+    app.openapi_schema = document
+    return document

@@ -1,0 +1,165 @@
+"""Group commit for the intake API: many submissions, one transaction (SPEC O1).
+
+Each accepted notification must be committed before it is acknowledged. One
+transaction per request would cost a commit (an fsync) each; instead the
+requests that arrive while a commit is running wait for the next one, which
+stores all of them with ``outbox.enqueue_many``. At low load a request is
+written at once (nothing to wait for); under load the batches grow by
+themselves, so throughput rises without adding latency to a lone request.
+An optional ``window`` holds the first request of a batch a little longer
+for company.
+
+The database work runs in a worker thread, never on the event loop. Every
+waiting request is answered only after the commit that stored it returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio.to_thread
+
+from reconciler.state.base import EnqueueRequest, EnqueueResult, Outbox, StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+
+
+@dataclass
+class IntakeStats:
+    """Counters for tuning and the bench: how much batching actually happened."""
+
+    batches: int = 0
+    messages: int = 0
+    largest_batch: int = 0
+    failed_batches: int = 0
+
+
+_Waiter = tuple[EnqueueRequest, "asyncio.Future[EnqueueResult]"]
+
+
+class GroupCommitter:
+    """Gathers concurrent :meth:`submit` calls into ``enqueue_many`` transactions.
+
+    ``concurrency`` is how many transactions may be in flight at once: 1 suits
+    SQLite (one writer anyway); PostgreSQL can overlap one batch's commit with
+    the next batch's inserts. Belongs to one event loop at a time.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        window: float = 0.0,
+        max_batch: int = MAX_BATCH,
+        concurrency: int = 1,
+    ) -> None:
+        if max_batch < 1 or concurrency < 1 or window < 0:
+            raise ValueError("max_batch and concurrency must be >= 1, window >= 0")
+        self._outbox = outbox
+        self._window = window
+        self._max_batch = max_batch
+        self._concurrency = concurrency
+        self._pending: list[_Waiter] = []
+        self._in_flight = 0
+        self._timer: asyncio.Handle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # strong refs until done
+        self.stats = IntakeStats()
+
+    async def submit(self, request: EnqueueRequest) -> EnqueueResult:
+        """Store ``request``; returns once it is committed (durable).
+
+        Raises what the store raised (:class:`StoreError` when it is down).
+        A caller cancelled while waiting (client gone) does not un-store the
+        message: its batch commits anyway and the idempotency key, if any,
+        lets the client find it.
+        """
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[EnqueueResult] = loop.create_future()
+        self._pending.append((request, waiter))
+        if len(self._pending) >= self._max_batch:
+            self._flush(loop)
+        elif self._timer is None and self._in_flight < self._concurrency:
+            if self._window > 0:
+                self._timer = loop.call_later(self._window, self._flush, loop)
+            else:
+                # call_soon, not now: requests parsed in this same loop turn join in.
+                self._timer = loop.call_soon(self._flush, loop)
+        return await waiter
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._pending and self._in_flight < self._concurrency:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            self._in_flight += 1
+            task = loop.create_task(self._write(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, batch: list[_Waiter]) -> None:
+        try:
+            requests = [request for request, _ in batch]
+            try:
+                results = await anyio.to_thread.run_sync(self._store, requests)
+            except asyncio.CancelledError:
+                for _, waiter in batch:
+                    waiter.cancel()
+                raise
+            except Exception as exc:
+                self.stats.failed_batches += 1
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                return
+            self.stats.batches += 1
+            self.stats.messages += len(batch)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            for (_, waiter), result in zip(batch, results, strict=True):
+                if waiter.done():
+                    continue  # a cancelled caller: the message is stored regardless
+                if isinstance(result, BaseException):
+                    waiter.set_exception(result)
+                else:
+                    waiter.set_result(result)
+        finally:
+            self._in_flight -= 1
+            if self._pending:
+                # These waited while the last commit ran; no window for them.
+                self._flush(asyncio.get_running_loop())
+
+    def _store(self, requests: Sequence[EnqueueRequest]) -> list[EnqueueResult | BaseException]:
+        """Runs in a worker thread. One transaction for the batch; if it fails
+        for a reason other than the store being unreachable, each request is
+        tried alone, so one bad submission cannot sink its neighbours."""
+        try:
+            return list(self._outbox.enqueue_many(requests))
+        except StoreError:
+            raise  # unreachable or broken store: every request would fail the same way
+        except Exception:
+            if len(requests) == 1:
+                raise
+            log.exception("intake batch of %d failed; storing them one by one", len(requests))
+        out: list[EnqueueResult | BaseException] = []
+        for request in requests:
+            try:
+                out.append(self._outbox.enqueue_many([request])[0])
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    async def drain(self) -> None:
+        """Wait until every submitted request has been written (shutdown)."""
+        while self._pending or self._tasks:
+            if self._pending and self._in_flight < self._concurrency:
+                self._flush(asyncio.get_running_loop())
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            else:
+                await asyncio.sleep(0)

@@ -1,0 +1,184 @@
+"""What the daemon's API answers, as models: they give the OpenAPI document its
+described schemas, and ``reconcile audit --format json`` prints the same
+shape as ``GET /v1/audit``.
+
+Plain pydantic, no FastAPI, so the CLI can import this cheaply. Names are
+camelCase on the wire, like the config and the intake body.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from reconciler.config.desired import ResourceKey
+from reconciler.state.audit import redact_details, redact_text
+from reconciler.state.base import (
+    AuditDirection,
+    AuditEntry,
+    AuditStatus,
+    OutboxMessage,
+    OutboxState,
+)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class Accepted(_Out):
+    """The answer to a submission: stored durably before this was sent."""
+
+    id: int = Field(description="Outbox id; `GET /v1/notifications/{id}` follows it.")
+    duplicate: bool = Field(
+        description="True when the idempotency key was already known in the namespace: `id` "
+        "is the notification stored first and nothing new was stored (HTTP 200). False for "
+        "a new notification (HTTP 202).")
+    status: OutboxState = Field(
+        description="`queued` for a new notification; for a duplicate, the current state of "
+        "the notification stored first.")
+
+
+class Routing(_Out):
+    """The routing decision a notification keeps across retries (O12)."""
+
+    config_revision: int = Field(description="Live config revision it was routed with.")
+    server: str = Field(description="Outgoing server chosen.")
+
+
+class NotificationStatus(_Out):
+    """What became of one submitted notification."""
+
+    id: int
+    namespace: str
+    module: str | None
+    idempotency_key: str | None
+    state: OutboxState = Field(
+        description="queued, leased (being sent), retry_wait, sent, failed or ignored.")
+    attempts: int = Field(description="Send attempts started so far.")
+    last_error: str | None = Field(description="Why the last attempt failed (redacted).")
+    routing: Routing | None = Field(description="Set once a worker has routed it.")
+    created_at: datetime = Field(description="When it was accepted.")
+    updated_at: datetime
+    next_attempt_at: datetime = Field(description="When it is (or was) due for a send.")
+    first_attempt_at: datetime | None
+
+    @classmethod
+    def from_message(cls, message: OutboxMessage) -> NotificationStatus:
+        routing = message.routing
+        return cls(
+            id=message.id,
+            namespace=message.namespace,
+            module=message.module,
+            idempotency_key=message.idempotency_key,
+            state=message.state,
+            attempts=message.attempts,
+            last_error=redact_text(message.last_error) if message.last_error else None,
+            routing=Routing(config_revision=routing.config_revision, server=routing.server)
+            if routing else None,
+            created_at=message.created_at,
+            updated_at=message.updated_at,
+            next_attempt_at=message.next_attempt_at,
+            first_attempt_at=message.first_attempt_at,
+        )
+
+
+class AuditItem(_Out):
+    """One email audit entry (O8): one recipient of one attempt."""
+
+    id: int | None
+    time: datetime | None = Field(description="When it was recorded (UTC).")
+    status: AuditStatus
+    direction: AuditDirection
+    reason: str = Field(description="Why, in words: server reply, filter, config problem.")
+    namespace: str
+    server: str | None = Field(description="Server name from the config.")
+    host: str | None = Field(description="host:port actually used (differs after failover).")
+    attempt: int | None
+    recipient: str | None
+    message_id: str | None = Field(description="RFC 5322 Message-ID of the sent message.")
+    outbox_id: int | None = Field(description="The notification's id in the outbox.")
+    module: str | None
+    details: dict[str, Any] | None = Field(description="E.g. dropped attachments (O4).")
+
+    @classmethod
+    def from_entry(cls, entry: AuditEntry) -> AuditItem:
+        return cls(
+            id=entry.id,
+            time=entry.created_at,
+            status=entry.status,
+            direction=entry.direction,
+            reason=entry.reason,
+            namespace=entry.namespace,
+            server=entry.server,
+            host=entry.host,
+            attempt=entry.attempt,
+            recipient=entry.recipient,
+            message_id=entry.message_id,
+            outbox_id=entry.outbox_id,
+            module=entry.module,
+            details=dict(entry.details) if entry.details is not None else None,
+        )
+
+
+class ResourceStatus(_Out):
+    """Status recorded for one resource, e.g. a server's health (O9)."""
+
+    kind: str
+    namespace: str
+    name: str
+    status: dict[str, Any] = Field(description="As the health monitor wrote it, redacted.")
+
+    @classmethod
+    def from_store(cls, key: ResourceKey, status: dict[str, Any]) -> ResourceStatus:
+        return cls(kind=key.kind, namespace=key.namespace, name=key.name,
+                   status=redact_details(status))
+
+
+class IntakeCounters(_Out):
+    """Group commit since start: how many submissions each transaction stored."""
+
+    batches: int
+    messages: int
+    largest_batch: int
+    failed_batches: int
+
+
+class DaemonStatus(_Out):
+    """One daemon's view: config, outbox, resource statuses."""
+
+    version: str
+    worker_id: str = Field(description="Owner of this daemon's outbox leases.")
+    config_revision: int = Field(description="Live config revision in use; -1 before the "
+                                 "first load.")
+    namespaces: list[str] = Field(description="Namespaces that accept notifications.")
+    outbox: dict[OutboxState, int] = Field(
+        description="Messages per state; finished states only with `?finished=true`.")
+    statuses: list[ResourceStatus] = Field(description="Every recorded resource status.")
+    intake: IntakeCounters
+
+
+class Problem(_Out):
+    """An error with a sentence saying what to do."""
+
+    detail: str
+
+
+class FieldProblem(_Out):
+    loc: list[str | int] = Field(description='Where: e.g. ["body", "to", 0, "email"].')
+    field: str = Field(description="The same, readable: e.g. `to[0].email`.")
+    msg: str = Field(description="What is wrong with it.")
+    type: str = Field(description="Machine-readable kind, e.g. value_error, missing.")
+
+
+class ValidationProblem(_Out):
+    """The request was understood but a field is wrong (HTTP 422)."""
+
+    detail: list[FieldProblem]
+
+
+class Health(_Out):
+    status: str = Field(description="`ok` while the process serves requests.")
