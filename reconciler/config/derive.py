@@ -146,6 +146,22 @@ def _oauth(
                  "local listener of `reconcile auth login`")
 
 
+def _microsoft_endpoints(
+    spec: OutgoingServerSpec | IncomingServerSpec, rec: _Recorder, proto: str
+) -> NationalCloud:
+    """EWS URL and Graph endpoint, shared by outgoing and incoming servers."""
+    if proto == "ews" and spec.host:
+        rec.fill(spec, "ews_url", ("spec", "ewsUrl"), f"https://{spec.host}/EWS/Exchange.asmx",
+                 "standard EWS path on the host")
+    cloud = NationalCloud(spec.national_cloud or NationalCloud.GLOBAL)
+    if proto == "graph":
+        rec.fill(spec, "national_cloud", ("spec", "nationalCloud"), NationalCloud.GLOBAL,
+                 "the worldwide Microsoft cloud")
+        rec.fill(spec, "graph_endpoint", ("spec", "graphEndpoint"), GRAPH_ENDPOINTS[cloud],
+                 f"Graph endpoint of the {cloud} cloud")
+    return cloud
+
+
 def _outgoing(spec: OutgoingServerSpec, settings: MailSettingsSpec | None, rec: _Recorder) -> None:
     proto = OutgoingProtocol(spec.protocol)
     if proto == OutgoingProtocol.SMTP:
@@ -160,15 +176,7 @@ def _outgoing(spec: OutgoingServerSpec, settings: MailSettingsSpec | None, rec: 
         rec.fill(spec, "security", ("spec", "security"), Security.TLS, f"{proto} runs over HTTPS")
         rec.fill(spec, "port", ("spec", "port"), 443, f"{proto} runs over HTTPS")
         rec.fill(spec, "mailbox", ("spec", "mailbox"), spec.email, "the server's email address")
-    if proto == OutgoingProtocol.EWS and spec.host:
-        rec.fill(spec, "ews_url", ("spec", "ewsUrl"), f"https://{spec.host}/EWS/Exchange.asmx",
-                 "standard EWS path on the host")
-    cloud = NationalCloud(spec.national_cloud or NationalCloud.GLOBAL)
-    if proto == OutgoingProtocol.GRAPH:
-        rec.fill(spec, "national_cloud", ("spec", "nationalCloud"), NationalCloud.GLOBAL,
-                 "the worldwide Microsoft cloud")
-        rec.fill(spec, "graph_endpoint", ("spec", "graphEndpoint"), GRAPH_ENDPOINTS[cloud],
-                 f"Graph endpoint of the {cloud} cloud")
+    cloud = _microsoft_endpoints(spec, rec, str(proto))
     if spec.alternate_host:
         rec.fill(spec, "alternate_port", ("spec", "alternatePort"), spec.port,
                  "same port as the main host")
@@ -190,15 +198,7 @@ def _outgoing(spec: OutgoingServerSpec, settings: MailSettingsSpec | None, rec: 
 def _incoming(spec: IncomingServerSpec, _settings: MailSettingsSpec | None, rec: _Recorder) -> None:
     proto = IncomingProtocol(spec.protocol)
     rec.fill(spec, "port", ("spec", "port"), INCOMING_PORTS[proto], f"standard port of {proto}")
-    if proto == IncomingProtocol.EWS and spec.host:
-        rec.fill(spec, "ews_url", ("spec", "ewsUrl"), f"https://{spec.host}/EWS/Exchange.asmx",
-                 "standard EWS path on the host")
-    cloud = NationalCloud(spec.national_cloud or NationalCloud.GLOBAL)
-    if proto == IncomingProtocol.GRAPH:
-        rec.fill(spec, "national_cloud", ("spec", "nationalCloud"), NationalCloud.GLOBAL,
-                 "the worldwide Microsoft cloud")
-        rec.fill(spec, "graph_endpoint", ("spec", "graphEndpoint"), GRAPH_ENDPOINTS[cloud],
-                 f"Graph endpoint of the {cloud} cloud")
+    cloud = _microsoft_endpoints(spec, rec, str(proto))
     if isinstance(spec.auth, OAuth2Auth):
         usage = {IncomingProtocol.IMAPS: "imap", IncomingProtocol.POP3S: "pop3"}.get(
             proto, str(proto))

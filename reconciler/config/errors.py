@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from reconciler.config.diagnostics import Diagnostic
-from reconciler.config.loader import Document, PosDict, locate
+from reconciler.config.loader import Document, PosDict, diagnostic_at
 from reconciler.config.secrets import FIX_HINT
 
 # Values at these paths are never echoed back: they may be real secrets.
@@ -178,16 +178,8 @@ def diagnostics_from(
             message, hint = _message(err, sensitive)
             key = err["type"] == "missing"
         parent_is_map = isinstance(_walk(document.data, loc[:-1]), PosDict)
-        line, col = locate(document.data, loc, key=key and parent_is_map)
-        out.append(Diagnostic(
-            code=f"schema:{err['type']}",
-            message=message,
-            file=document.file,
-            line=line,
-            col=col,
-            path=".".join(str(p) for p in loc),
-            hint=hint,
-        ))
+        out.append(diagnostic_at(document, loc, f"schema:{err['type']}", message, hint=hint,
+                                 key=key and parent_is_map))
     return out
 
 

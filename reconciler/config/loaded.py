@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.config.diagnostics import Diagnostic, Severity
-from reconciler.config.loader import Document, locate
+from reconciler.config.loader import Document, diagnostic_at
 from reconciler.config.models.base import Resource
 
 
@@ -51,14 +51,5 @@ class LoadedResource:
         key: bool = False,
     ) -> Diagnostic:
         """A diagnostic positioned at ``path`` of this resource's YAML."""
-        line, col = locate(self.document.data, path, key=key)
-        return Diagnostic(
-            code=code,
-            message=message,
-            file=self.document.file,
-            line=line,
-            col=col,
-            path=".".join(str(p) for p in path),
-            hint=hint,
-            severity=severity,
-        )
+        return diagnostic_at(self.document, path, code, message, hint=hint, severity=severity,
+                             key=key)

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.config.diagnostics import Diagnostic, Diagnostics
+from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -257,6 +257,22 @@ def locate(data: Any, path: Sequence[str | int], *, key: bool = False) -> Mark:
         else:
             break
     return best
+
+
+def diagnostic_at(
+    document: Document,
+    path: Sequence[str | int],
+    code: str,
+    message: str,
+    *,
+    hint: str = "",
+    severity: Severity = Severity.ERROR,
+    key: bool = False,
+) -> Diagnostic:
+    """A diagnostic positioned at ``path`` of ``document`` (see :func:`locate`)."""
+    line, col = locate(document.data, path, key=key)
+    return Diagnostic(code=code, message=message, file=document.file, line=line, col=col,
+                      path=".".join(str(p) for p in path), hint=hint, severity=severity)
 
 
 def iter_config_files(root: Path) -> Iterator[Path]:

@@ -18,7 +18,7 @@ from reconciler.config.desired import CanonicalResource, DesiredState, ResourceK
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
 from reconciler.config.errors import diagnostics_from
 from reconciler.config.loaded import LoadedResource
-from reconciler.config.loader import Document, load_tree, locate
+from reconciler.config.loader import Document, diagnostic_at, load_tree, locate
 from reconciler.config.models import API_VERSION, KINDS
 from reconciler.config.references import check_references
 from reconciler.config.versions import CONVERSIONS, upgrade
@@ -43,13 +43,6 @@ class ValidationResult:
         return {ResourceKey(*r.key): {d.dotted for d in r.derivations} for r in self.resources}
 
 
-def _at(doc: Document, code: str, message: str, path: tuple[str, ...] = (), hint: str = "",
-        severity: Severity = Severity.ERROR, key: bool = False) -> Diagnostic:
-    line, col = locate(doc.data, path, key=key)
-    return Diagnostic(code=code, message=message, file=doc.file, line=line, col=col,
-                      path=".".join(path), hint=hint, severity=severity)
-
-
 def _envelope_ok(doc: Document, diags: Diagnostics) -> bool:
     data = doc.data
     if not isinstance(data, dict):
@@ -60,22 +53,24 @@ def _envelope_ok(doc: Document, diags: Diagnostics) -> bool:
         return False
     kind = data.get("kind")
     if not isinstance(kind, str):
-        diags.add(_at(doc, "kind-missing", "`kind` is missing", hint="e.g. kind: OutgoingServer"))
+        diags.add(diagnostic_at(doc, (), "kind-missing", "`kind` is missing",
+                                hint="e.g. kind: OutgoingServer"))
         return False
     if kind not in KINDS and kind not in POLICY_KINDS:
         close = difflib.get_close_matches(kind, [*KINDS, *POLICY_KINDS], n=1)
-        diags.add(_at(doc, "unknown-kind", f"unknown kind {kind!r}", ("kind",),
+        diags.add(diagnostic_at(doc, ("kind",), "unknown-kind", f"unknown kind {kind!r}",
                       hint=f"did you mean {close[0]!r}?" if close
                       else "known kinds: " + ", ".join(sorted(KINDS))))
         return False
     version = data.get("apiVersion")
     if version is None:
-        diags.add(_at(doc, "api-version", "`apiVersion` is missing",
+        diags.add(diagnostic_at(doc, (), "api-version", "`apiVersion` is missing",
                       hint=f"e.g. apiVersion: {API_VERSION}"))
         return False
     if version != API_VERSION and version not in CONVERSIONS:
         known = ", ".join(CONVERSIONS)
-        diags.add(_at(doc, "api-version", f"unsupported apiVersion {version!r}", ("apiVersion",),
+        diags.add(diagnostic_at(doc, ("apiVersion",), "api-version",
+                                    f"unsupported apiVersion {version!r}",
                       hint=f"use {API_VERSION} (older versions still read: {known})"))
         return False
     return True
@@ -92,7 +87,7 @@ def parse_documents(
             continue
         notes = upgrade(doc.data)
         if notes:
-            diags.add(_at(doc, "converted", "; ".join(notes), ("apiVersion",),
+            diags.add(diagnostic_at(doc, ("apiVersion",), "converted", "; ".join(notes),
                           hint="run `reconcile convert` to write this to the file",
                           severity=Severity.NOTICE))
         kind = doc.data["kind"]

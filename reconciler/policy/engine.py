@@ -25,7 +25,14 @@ from pydantic import ValidationError
 from reconciler.config.desired import ResourceKey
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
 from reconciler.config.loaded import LoadedResource
-from reconciler.config.loader import YAML_SUFFIXES, Document, PosDict, PosList, load_text, locate
+from reconciler.config.loader import (
+    YAML_SUFFIXES,
+    Document,
+    PosDict,
+    PosList,
+    diagnostic_at,
+    load_text,
+)
 from reconciler.config.models import KINDS
 from reconciler.config.models.base import Metadata
 from reconciler.policy.cel import Program, compile_expression
@@ -199,7 +206,7 @@ def _add_unique(
         return
     line, _ = first.document.mark
     diagnostics.add(
-        _at(
+        diagnostic_at(
             item.document,
             ("metadata", "name"),
             "duplicate-name",
@@ -221,7 +228,7 @@ def _compile_policy(
         problems += _unknown_fields(spec.kinds, when, "when")
     for field_name, message in problems:
         diagnostics.add(
-            _at(document, ("spec", field_name), "policy-invalid", message,
+            diagnostic_at(document, ("spec", field_name), "policy-invalid", message,
                 hint="policy expressions use the camelCase names of the YAML")
         )
     if problems:
@@ -391,7 +398,7 @@ def _summarise_errors(
         policy = policy_set.policies[name]
         more = count - MAX_EVAL_ERRORS_PER_POLICY
         findings.append(
-            _at(
+            diagnostic_at(
                 policy.document,
                 ("spec", "condition"),
                 "policy-error",
@@ -440,7 +447,7 @@ def _active_waivers(
         if expires is not None and expires < today:
             valid = False
             findings.append(
-                _at(
+                diagnostic_at(
                     exception.document,
                     ("spec", "expires"),
                     "policy-exception-expired",
@@ -451,7 +458,7 @@ def _active_waivers(
             )
         elif expires is not None and (expires - today).days <= EXPIRY_NOTICE_DAYS:
             findings.append(
-                _at(
+                diagnostic_at(
                     exception.document,
                     ("spec", "expires"),
                     "policy-exception-expiring",
@@ -462,7 +469,7 @@ def _active_waivers(
         for i, target in enumerate(exception.targets):
             if target not in existing:
                 findings.append(
-                    _at(
+                    diagnostic_at(
                         exception.document,
                         ("spec", "resources", i),
                         "policy-exception-target",
@@ -474,7 +481,7 @@ def _active_waivers(
                 )
             elif policy is not None and target.kind not in policy.model.spec.kinds:
                 findings.append(
-                    _at(
+                    diagnostic_at(
                         exception.document,
                         ("spec", "resources", i),
                         "policy-exception-target",
@@ -490,7 +497,7 @@ def _active_waivers(
 def _unknown_policy(exception: CompiledException, policy_set: PolicySet) -> Diagnostic:
     name = exception.model.spec.policy
     close = difflib.get_close_matches(name, list(policy_set.policies), n=1)
-    return _at(
+    return diagnostic_at(
         exception.document,
         ("spec", "policy"),
         "policy-exception-policy",
@@ -508,7 +515,7 @@ def _unused_waivers(
         if (policy, target) in used:
             continue
         findings.append(
-            _at(
+            diagnostic_at(
                 exception.document,
                 ("spec", "resources", i),
                 "policy-exception-unused",
@@ -517,24 +524,3 @@ def _unused_waivers(
             )
         )
 
-
-def _at(
-    document: Document,
-    path: Path,
-    code: str,
-    message: str,
-    *,
-    hint: str = "",
-    severity: Severity = Severity.ERROR,
-) -> Diagnostic:
-    line, col = locate(document.data, path)
-    return Diagnostic(
-        code=code,
-        message=message,
-        file=document.file,
-        line=line,
-        col=col,
-        path=".".join(str(p) for p in path),
-        hint=hint,
-        severity=severity,
-    )

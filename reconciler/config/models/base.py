@@ -139,6 +139,19 @@ def _check_domain(value: str) -> str:
     return _check_host(value)
 
 
+def delimiter_type(name: str, allowed: str, max_len: int) -> Any:
+    """A string of 1..``max_len`` characters, each one of ``allowed``."""
+
+    def check(value: str) -> str:
+        if not value or len(value) > max_len or any(c not in allowed for c in value):
+            raise PydanticCustomError(
+                "delimiter", "{name} must be 1-{max_len} of the characters {chars}",
+                {"name": name, "max_len": max_len, "chars": " ".join(allowed)})
+        return value
+
+    return Annotated[str, AfterValidator(check)]
+
+
 ResourceName = Annotated[str, AfterValidator(_check_name)]
 Hostname = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_check_host)]
 HttpUrl = Annotated[str, AfterValidator(_check_url)]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, StrictBool, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, StrictBool
 
-from reconciler.config.models.base import Model, NonEmptyStr, Resource
+from reconciler.config.models.base import Model, NonEmptyStr, Resource, delimiter_type
 
-COMMAND_DELIMITER_CHARS = frozenset("!@#$%^&*~|")
+COMMAND_DELIMITER_CHARS = "!#$%&*@^|~"
+CommandDelimiter = delimiter_type("delimiter", COMMAND_DELIMITER_CHARS, 2)
 
 
 class EmailCommandSpec(Model):
@@ -17,7 +17,9 @@ class EmailCommandSpec(Model):
     subject_contains: NonEmptyStr = Field(
         description="Only mails whose subject contains this text are parsed."
     )
-    delimiter: str = Field(default="$", description="Encloses each command: $Priority=High$.")
+    delimiter: CommandDelimiter = Field(
+        default="$", description="Encloses each command: $Priority=High$."
+    )
     operations: list[Literal["AddRequest", "EditRequest", "CloseRequest", "PickupRequest"]] = (
         Field(default_factory=lambda: ["AddRequest", "EditRequest", "CloseRequest",
                                        "PickupRequest"])
@@ -28,17 +30,6 @@ class EmailCommandSpec(Model):
     authorized_senders_only: StrictBool = Field(
         default=True, description="Parse only mail from users known to the desk."
     )
-
-    @field_validator("delimiter")
-    @classmethod
-    def _delimiter(cls, value: str) -> str:
-        if not value or len(value) > 2 or any(c not in COMMAND_DELIMITER_CHARS for c in value):
-            raise PydanticCustomError(
-                "delimiter",
-                "delimiter must be 1-2 of the characters {chars}",
-                {"chars": " ".join(sorted(COMMAND_DELIMITER_CHARS))},
-            )
-        return value
 
 
 class EmailCommand(Resource):

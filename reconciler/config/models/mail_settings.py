@@ -8,9 +8,10 @@ from typing import ClassVar, Literal
 from pydantic import Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
-from reconciler.config.models.base import Model, Resource
+from reconciler.config.models.base import Model, Resource, delimiter_type
 
-BASE_DELIMITER_CHARS = frozenset("!@#$%^&")
+BASE_DELIMITER_CHARS = "!@#$%^&"
+BaseDelimiter = delimiter_type("baseDelimiter", BASE_DELIMITER_CHARS, 10)
 _PREFIX_RE = re.compile(r"^[A-Z]{2,5}$")
 
 
@@ -33,24 +34,15 @@ class MailSettingsSpec(Model):
     use_reply_to: StrictBool = Field(
         default=True, description="Treat Reply-To as the requester when present."
     )
-    base_delimiter: str = Field(default="##", description="Encloses request IDs in subjects.")
+    base_delimiter: BaseDelimiter = Field(
+        default="##", description="Encloses request IDs in subjects."
+    )
     request_id_prefixes: dict[str, str] = Field(
         default_factory=lambda: {"request": "RE", "task": "TA", "change": "CH", "problem": "PB"},
         description="Module -> prefix used in subjects, e.g. ##RE-123##.",
     )
     attachment_limit_mb: float = Field(default=20, gt=0, le=150, alias="attachmentLimitMB")
     retry: RetrySettings = Field(default_factory=RetrySettings)
-
-    @field_validator("base_delimiter")
-    @classmethod
-    def _base_delimiter(cls, value: str) -> str:
-        if not value or len(value) > 10 or any(c not in BASE_DELIMITER_CHARS for c in value):
-            raise PydanticCustomError(
-                "delimiter",
-                "baseDelimiter must be 1-10 of the characters ! @ # $ % ^ &",
-                {},
-            )
-        return value
 
     @field_validator("request_id_prefixes")
     @classmethod

@@ -1,0 +1,129 @@
+"""Group commit of send results (DESIGN "Daemon concurrency").
+
+Every finished message needs its outbox row updated and its audit rows
+written, durably. One transaction per message would make the store's commit
+latency (an fsync) the daemon's throughput limit, so results are gathered and
+written with one ``Outbox.complete_many`` call per group.
+
+There is no fixed lingering window: while one group is being written, the
+results that arrive meanwhile queue up and become the next group. An idle
+daemon writes each result at once; a busy one writes bigger groups. A sender
+waits for its group's commit, so "finished" always means "recorded".
+
+A store failure does not lose results: the group is kept and written again
+after a pause, in order, until it succeeds or the committer is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reconciler.state.base import AuditEntry, Completion, Outbox, StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_GROUP = 500
+RETRY_PAUSE_S = (0.2, 5.0)  # first and longest pause after a failed write
+
+
+@dataclass(slots=True)
+class _Pending:
+    completion: Completion
+    audit: Sequence[AuditEntry]
+    done: asyncio.Future[bool]
+
+
+@dataclass(slots=True)
+class CommitStats:
+    groups: int = 0
+    results: int = 0
+    lost: int = 0
+    failures: int = 0
+
+
+class GroupCommit:
+    """Writes results of ``owner``'s leased messages in groups; ``run`` is its task."""
+
+    def __init__(self, outbox: Outbox, owner: str, *, max_group: int = MAX_GROUP) -> None:
+        self._outbox = outbox
+        self._owner = owner
+        self._max = max_group
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.stats = CommitStats()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    def pending_ids(self) -> list[int]:
+        return [p.completion.id for p in self._pending]
+
+    async def submit(self, completion: Completion, audit: Sequence[AuditEntry] = ()) -> bool:
+        """Queue one result and wait until it is written.
+
+        True when recorded; False when the lease had been taken over (nothing
+        was written for the message; its audit rows were, since the attempt
+        happened). If the waiter is cancelled, the result is still written.
+        """
+        if self._closing:
+            raise RuntimeError("the committer is closed")
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(completion, tuple(audit), done))
+        self._wake.set()
+        return await asyncio.shield(done)
+
+    def close(self) -> None:
+        """Write what is queued, then let ``run`` return."""
+        self._closing = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            # Cancelled with results still queued (a forced stop): their senders
+            # must not wait for ever; the messages stay leased and are sent again.
+            for p in self._pending:
+                if not p.done.done():
+                    p.done.cancel()
+
+    async def _run(self) -> None:
+        pause = RETRY_PAUSE_S[0]
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                group = self._pending[: self._max]
+                try:
+                    result = await asyncio.to_thread(
+                        self._outbox.complete_many, self._owner,
+                        [p.completion for p in group],
+                        audit=[entry for p in group for entry in p.audit],
+                    )
+                except StoreError as exc:
+                    self.stats.failures += 1
+                    log.error("cannot record %d send results, retrying in %.1fs: %s",
+                              len(group), pause, exc)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, RETRY_PAUSE_S[1])
+                    continue
+                pause = RETRY_PAUSE_S[0]
+                del self._pending[: len(group)]
+                lost = set(result.lost)
+                self.stats.groups += 1
+                self.stats.results += len(group)
+                self.stats.lost += len(lost)
+                if lost:
+                    log.warning("leases of outbox messages %s were taken over before their "
+                                "results were recorded; another daemon will send them again",
+                                sorted(lost), extra={"outbox_ids": sorted(lost)})
+                for p in group:
+                    if not p.done.done():
+                        p.done.set_result(p.completion.id not in lost)
+            if self._closing:
+                return

@@ -1,0 +1,197 @@
+"""The likely fix for a failed step (SPEC O10): the table admins would otherwise
+look up in a troubleshooting page.
+
+Keyed on (step, reason); each entry is a function of the server so the text
+can name the host, port and security actually configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from reconciler.config.derive import SMTP_PORTS
+from reconciler.config.models.auth import BasicAuth, OAuth2Auth
+from reconciler.config.models.outgoing_server import OutgoingServer, Security
+from reconciler.dispatch.failover import Endpoint
+from reconciler.health.steps import Reason, Step, StepResult
+
+Hint = Callable[[OutgoingServer, Endpoint], str]
+
+_PORTS = (f"SMTP ports: {SMTP_PORTS[Security.STARTTLS]} with security starttls, "
+          f"{SMTP_PORTS[Security.TLS]} with security tls (implicit TLS), "
+          f"{SMTP_PORTS[Security.NONE]} for relays (none or starttls)")
+_CA = ("If the server uses a private CA, trust it: --ca-file PEM here, the daemon's ca_file "
+       "setting or RECONCILE_TLS_CA_FILE. Certificate checks cannot be switched off.")
+
+
+def _security(server: OutgoingServer) -> str:
+    return str(server.spec.security or Security.NONE)
+
+
+def _other_security(server: OutgoingServer, ep: Endpoint) -> str:
+    if Security(server.spec.security or Security.NONE) == Security.TLS:
+        return (f"security is tls (TLS from the first byte) but port {ep.port} does not "
+                "answer with TLS: for a port that upgrades after the greeting (usually "
+                f"{SMTP_PORTS[Security.STARTTLS]}) use security starttls")
+    return (f"security is {_security(server)} but port {ep.port} seems to expect TLS from "
+            f"the first byte (usually {SMTP_PORTS[Security.TLS]}): use security tls there")
+
+
+def _handshake(server: OutgoingServer, ep: Endpoint) -> str:
+    if Security(server.spec.security or Security.NONE) == Security.STARTTLS:
+        return ("The server offered STARTTLS but the TLS handshake failed: its TLS versions "
+                "or ciphers may be too old for this machine (TLS 1.2 or newer is required), "
+                "or something between the two interferes.")
+    return (f"The TLS handshake failed: the security type does not match the port; "
+            f"{_other_security(server, ep)}. {_PORTS}.")
+
+
+def _hung_up(server: OutgoingServer, ep: Endpoint) -> str:
+    if Security(server.spec.security or Security.NONE) == Security.TLS:
+        return ("The server hung up after the TLS handshake without greeting: it may refuse "
+                "this machine's address; ask the mail server's admin.")
+    return (f"The server hung up before greeting: it may refuse this machine's address, or "
+            f"{_other_security(server, ep)}.")
+
+
+def _auth_failed(server: OutgoingServer, ep: Endpoint) -> str:
+    auth = server.spec.auth
+    if isinstance(auth, OAuth2Auth):
+        return ("The server refused the OAuth token: check the mailbox (username) matches "
+                "the account that granted consent, the scope includes SMTP sending, and "
+                "SMTP AUTH is allowed for the mailbox; re-authorise with "
+                "`reconcile auth login SERVER` if the grant was revoked.")
+    user = auth.username if isinstance(auth, BasicAuth) and auth.username else server.spec.email
+    return (f"The server refused the login for {user}. Check the username and the password "
+            "the reference points to; make sure SMTP AUTH is enabled for this mailbox "
+            "(Microsoft 365 turns it off per mailbox by default); accounts with two-step "
+            "sign-in need an app password instead of the account password (or switch to "
+            "auth type oauth2).")
+
+
+_TABLE: dict[tuple[Step, Reason], Hint] = {
+    (Step.DNS, Reason.NXDOMAIN): lambda s, ep: (
+        f"The host name {ep.host} does not exist in DNS. Check spelling of host"
+        f"{' (alternateHost)' if ep.alternate else ''} in the server spec, and that this "
+        "machine resolves internal names if it is an internal server."),
+    (Step.DNS, Reason.DNS_TEMPORARY): lambda s, ep: (
+        f"The DNS resolver did not answer for {ep.host}. Check this machine's DNS "
+        "configuration and network, then try again."),
+    (Step.DNS, Reason.TIMEOUT): lambda s, ep: (
+        f"The DNS resolver did not answer for {ep.host} in time. Check this machine's DNS "
+        "configuration and network."),
+    (Step.TCP, Reason.REFUSED): lambda s, ep: (
+        f"Nothing accepts connections on {ep.address}. Check the port ({_PORTS}), that "
+        "the mail server is running, and that no firewall rejects the connection."),
+    (Step.TCP, Reason.TIMEOUT): lambda s, ep: (
+        f"{ep.address} did not answer: a firewall is probably dropping the connection "
+        f"(outbound port {ep.port} blocked here or at the provider; many networks block "
+        "port 25), or the host or port is wrong."),
+    (Step.TCP, Reason.NO_ROUTE): lambda s, ep: (
+        f"This machine has no network route to {ep.host}: check the network, a VPN, or "
+        "whether an outbound proxy is required."),
+    (Step.TCP, Reason.CLOSED): lambda s, ep: (
+        f"The connection to {ep.address} failed: check host, port and firewall rules."),
+    (Step.TLS, Reason.HANDSHAKE): lambda s, ep: _handshake(s, ep),
+    (Step.TLS, Reason.NO_STARTTLS): lambda s, ep: (
+        f"The server on port {ep.port} does not offer STARTTLS. If the port expects TLS from "
+        f"the first byte (usually {SMTP_PORTS[Security.TLS]}) use security tls; if it is an "
+        "internal relay without TLS, security none is the only option (and policies may "
+        "refuse it)."),
+    (Step.TLS, Reason.UNTRUSTED): lambda s, ep: (
+        f"The server's certificate is not signed by a CA this machine trusts. {_CA}"),
+    (Step.TLS, Reason.HOSTNAME_MISMATCH): lambda s, ep: (
+        f"The certificate is valid but not for {ep.host}: set host to a name the "
+        "certificate lists (usually the provider's documented SMTP host name, not an IP "
+        "address or an alias)."),
+    (Step.TLS, Reason.EXPIRED): lambda s, ep: (
+        "The server's certificate has expired: whoever runs the mail server must renew it "
+        "(or check this machine's clock)."),
+    (Step.TLS, Reason.TIMEOUT): lambda s, ep: (
+        f"The TLS handshake did not finish: {_other_security(s, ep)}."),
+    (Step.GREETING, Reason.TIMEOUT): lambda s, ep: (
+        f"Connected, but the server never sent its greeting. {_other_security(s, ep)}; "
+        "otherwise a proxy or firewall is holding the connection."),
+    (Step.GREETING, Reason.CLOSED): lambda s, ep: _hung_up(s, ep),
+    (Step.GREETING, Reason.REJECTED): lambda s, ep: (
+        "The server refused the session outright: this machine's IP address may be "
+        "blocked or not allowed to relay; ask the mail server's admin."),
+    (Step.GREETING, Reason.TEMPORARY): lambda s, ep: (
+        "The server is busy or throttling connections: try again later; if it persists, "
+        "ask the mail server's admin."),
+    (Step.EHLO, Reason.REJECTED): lambda s, ep: (
+        "The server refused this machine's EHLO name: set a fully qualified local host "
+        "name for this machine."),
+    (Step.AUTH, Reason.AUTH_FAILED): _auth_failed,
+    (Step.AUTH, Reason.APP_PASSWORD): lambda s, ep: (
+        "The provider wants a stronger sign-in than the account password: create an app "
+        "password for this account, or use auth type oauth2."),
+    (Step.AUTH, Reason.ENCRYPTION_REQUIRED): lambda s, ep: (
+        "The server only accepts logins over an encrypted connection (it asks to issue "
+        f"STARTTLS first): use security starttls (port {SMTP_PORTS[Security.STARTTLS]}) or "
+        f"tls (port {SMTP_PORTS[Security.TLS]})."),
+    (Step.AUTH, Reason.TEMPORARY): lambda s, ep: (
+        "The server could not check the credentials right now: try again later."),
+    (Step.AUTH, Reason.AUTH_NOT_OFFERED_PLAINTEXT): lambda s, ep: (
+        "The server offers authentication only after encryption: use security starttls "
+        f"(port {SMTP_PORTS[Security.STARTTLS]}) or tls (port {SMTP_PORTS[Security.TLS]})."),
+    (Step.AUTH, Reason.AUTH_NOT_OFFERED): lambda s, ep: (
+        "The server does not offer the authentication method this server's auth type "
+        "needs: check the auth type, or whether SMTP AUTH is enabled for the account."),
+    (Step.AUTH, Reason.SECRET): lambda s, ep: (
+        "The password reference cannot be read on this machine: set the environment "
+        "variable or create the file it names (secret references are resolved where the "
+        "check runs), or check RECONCILE_SECRET_KEY for enc: values."),
+    (Step.AUTH, Reason.NO_TOKEN_PROVIDER): lambda s, ep: (
+        "This server uses OAuth2 and no token provider is available to this command: "
+        "authorise it with `reconcile auth login SERVER` once OAuth support (O11) is set up."),
+    (Step.AUTH, Reason.TOKEN): lambda s, ep: (
+        "No access token could be obtained: check client id, secret and tenant, and that "
+        "consent was granted; re-authorise with `reconcile auth login SERVER`."),
+    (Step.SEND, Reason.SENDER): lambda s, ep: (
+        f"The server refused the sender {s.spec.email}: the account that logged in may not "
+        "send as that From address. Set email to the authenticated mailbox, or grant it "
+        "permission to send as this address (Send As / verified sender)."),
+    (Step.SEND, Reason.RECIPIENT): lambda s, ep: (
+        "The server refused the recipient: check the address given with --to; a relay "
+        "may also refuse to relay to outside domains for this account or client address."),
+    (Step.SEND, Reason.CONTENT): lambda s, ep: (
+        "The server refused the message after receiving it: a content, size or anti-spam "
+        "policy; the reply text says which."),
+    (Step.SEND, Reason.REJECTED): lambda s, ep: (
+        "The server refused the transaction; the reply text says why."),
+    (Step.SEND, Reason.AUTH_REQUIRED): lambda s, ep: (
+        "The server requires authentication before it accepts mail: configure auth "
+        "(basic or oauth2) for this server."),
+    (Step.SEND, Reason.ENCRYPTION_REQUIRED): lambda s, ep: (
+        "The server requires STARTTLS before mail: use security starttls or tls."),
+    (Step.SEND, Reason.AUTH_FAILED): _auth_failed,
+    (Step.SEND, Reason.TEMPORARY): lambda s, ep: (
+        "The server deferred the message (4xx): greylisting, throttling or a full queue. "
+        "The daemon retries such failures; try again later."),
+    (Step.SEND, Reason.TIMEOUT): lambda s, ep: (
+        "The server stopped answering while the message was sent: check its load and "
+        "timeoutSeconds; it may still deliver the message."),
+}
+
+_BY_STEP: dict[Step, Hint] = {
+    Step.DNS: lambda s, ep: f"Check the host name {ep.host} and this machine's DNS.",
+    Step.TCP: lambda s, ep: f"Check host, port ({_PORTS}) and firewalls.",
+    Step.TLS: lambda s, ep: f"Check the security type against the port. {_PORTS}.",
+    Step.GREETING: lambda s, ep: "Check the security type against the port, and firewalls.",
+    Step.EHLO: lambda s, ep: "The server refused the session after the greeting.",
+    Step.AUTH: _auth_failed,
+    Step.SEND: lambda s, ep: "The server refused the test message; the reply says why.",
+}
+
+
+def likely_fix(result: StepResult, server: OutgoingServer, endpoint: Endpoint) -> str:
+    """What to change, in one or two sentences, for a failed step; '' for a passed one."""
+    if result.ok:
+        return ""
+    if result.reason is not None:
+        hint = _TABLE.get((result.step, result.reason))
+        if hint is not None:
+            return hint(server, endpoint)
+    fallback = _BY_STEP.get(result.step)
+    return fallback(server, endpoint) if fallback else ""

@@ -1,0 +1,219 @@
+"""Connection checks per protocol (SPEC O9, O10): which steps, how to walk them.
+
+Each protocol registers a plan (the steps in order) and a walker. SMTP walks
+DNS → TCP → TLS → greeting → EHLO → AUTH (TLS before or after the greeting,
+by security). Graph and EWS slot in later with the same shape:
+DNS → TCP → TLS → token (fetch an access token) → API (one cheap
+authenticated call, e.g. GET /users/{mailbox}); until then their servers are
+reported as not checked, never as unreachable.
+
+``send_test_message`` is test-connection's last step: a short message through
+the real transport, so what it proves is what the daemon will do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from reconciler.config.models.outgoing_server import OutgoingProtocol, OutgoingServer
+from reconciler.dispatch.compose import compose
+from reconciler.dispatch.envelope import Notification
+from reconciler.dispatch.failover import Endpoint, endpoints_of
+from reconciler.dispatch.filters import filter_notification
+from reconciler.dispatch.outcome import Failure, Outcome, SendResult
+from reconciler.dispatch.transports.smtp import SmtpTransport
+from reconciler.health.options import ProbeOptions
+from reconciler.health.smtp_probe import smtp_plan, walk_smtp
+from reconciler.health.steps import ProbeReport, Reason, Step, StepResult
+
+log = logging.getLogger(__name__)
+
+Walker = Callable[[OutgoingServer, Endpoint, ProbeOptions], Awaitable[list[StepResult]]]
+Planner = Callable[[OutgoingServer], tuple[Step, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolProbe:
+    plan: Planner
+    walk: Walker
+
+
+PROBES: dict[OutgoingProtocol, ProtocolProbe] = {
+    OutgoingProtocol.SMTP: ProtocolProbe(smtp_plan, walk_smtp),
+}
+
+# What Graph and EWS will walk when their transports land (not registered yet).
+HTTP_API_PLAN = (Step.DNS, Step.TCP, Step.TLS, Step.TOKEN, Step.API)
+
+
+class UnsupportedProtocol(Exception):
+    """No connection check exists for this protocol yet."""
+
+
+def supports(server: OutgoingServer) -> bool:
+    return OutgoingProtocol(server.spec.protocol) in PROBES
+
+
+def endpoint_of(server: OutgoingServer, *, alternate: bool = False) -> Endpoint:
+    """The main host, or the alternate; ValueError when the spec has no such host."""
+    main, alt = endpoints_of(server.spec)
+    if not alternate:
+        return main
+    if alt is None:
+        raise ValueError(f"server {server.metadata.name} has no alternate host")
+    return alt
+
+
+def server_label(server: OutgoingServer) -> str:
+    return f"{server.metadata.namespace}/{server.metadata.name}"
+
+
+async def probe_server(
+    server: OutgoingServer, *, alternate: bool = False, options: ProbeOptions | None = None
+) -> ProbeReport:
+    """Walk the server's steps against its main (or alternate) host. Never raises for a
+    failed check; raises UnsupportedProtocol or ValueError (no host) for what cannot run."""
+    protocol = OutgoingProtocol(server.spec.protocol)
+    probe = PROBES.get(protocol)
+    if probe is None:
+        raise UnsupportedProtocol(f"connection checks for protocol {protocol} are not "
+                                  "implemented yet")
+    endpoint = endpoint_of(server, alternate=alternate)
+    options = options or ProbeOptions()
+    plan = probe.plan(server)
+    report = ProbeReport(server_label(server), str(protocol), endpoint, plan)
+    try:
+        results = await probe.walk(server, endpoint, options)
+    except Exception as exc:  # a bug in a walker must not take the monitor down
+        log.exception("connection check of %s crashed", report.server)
+        results = [StepResult(report.not_run[0], False, f"unexpected {type(exc).__name__}",
+                              0.0, Failure.PROTOCOL, reason=Reason.UNEXPECTED)]
+    for result in results:
+        report = report.with_result(result)
+    return report
+
+
+def cannot_reach(report: ProbeReport) -> bool:
+    """The host is not there at all (the transport's failover rule, docs/dispatch.md):
+    no name, no TCP, or silence/hang-up before the greeting. A TLS, AUTH or reply
+    error means the host is up and misbehaving; switching hosts would hide it."""
+    failed = report.failed
+    if failed is None or failed.failure not in (Failure.CONNECT, Failure.TIMEOUT):
+        return False
+    if failed.step in (Step.DNS, Step.TCP, Step.GREETING):
+        return True
+    implicit_tls = (Step.TLS in report.plan and Step.GREETING in report.plan
+                    and report.plan.index(Step.TLS) < report.plan.index(Step.GREETING))
+    return failed.step == Step.TLS and implicit_tls and failed.failure == Failure.TIMEOUT
+
+
+# -- test-connection's send step --------------------------------------------------
+
+
+def pinned(server: OutgoingServer, endpoint: Endpoint, timeout: float) -> OutgoingServer:
+    """The server with only ``endpoint`` and the given deadline: a test must not fail
+    over to the other host and report success for the host it was not asked about."""
+    spec = server.spec.model_copy(update={
+        "host": endpoint.host, "port": endpoint.port, "alternate_host": None,
+        "alternate_port": None, "timeout_seconds": timeout,
+    })
+    return server.model_copy(update={"spec": spec})
+
+
+def sample_notification(server: OutgoingServer, to: str) -> Notification:
+    """The short message test-connection sends; raises pydantic's ValidationError for a bad
+    address."""
+    label = server_label(server)
+    return Notification.model_validate({
+        "module": "test-connection",
+        "namespace": server.metadata.namespace,
+        "to": [to],
+        "subject": f"Test message from reconcile test-connection ({label})",
+        "text_body": (
+            f"This message was sent by `reconcile test-connection` to check that the "
+            f"outgoing server {label} can deliver mail.\nNo action is needed.\n"
+        ),
+    })
+
+
+async def send_test_message(
+    server: OutgoingServer, to: str, *, alternate: bool = False,
+    options: ProbeOptions | None = None,
+) -> StepResult:
+    """Send one short message to ``to`` through the real transport, pinned to one host."""
+    options = options or ProbeOptions()
+    if OutgoingProtocol(server.spec.protocol) != OutgoingProtocol.SMTP:
+        raise UnsupportedProtocol(f"sending through protocol {server.spec.protocol} is not "
+                                  "implemented yet")
+    budget = options.budget(server.spec)
+    target = pinned(server, endpoint_of(server, alternate=alternate), budget)
+    notification = sample_notification(server, to)
+    # The address was given on purpose: recipient filters are for notifications.
+    envelope = compose(notification, target, filter_notification(notification, None))
+    transport = SmtpTransport(ca_file=options.ca_file, token_provider=options.token_provider,
+                              connect_timeout=budget,
+                              local_hostname=await options.ehlo_name())
+    started = time.perf_counter()
+    try:
+        result = await transport.send(envelope, target)
+    finally:
+        await transport.aclose()
+    seconds = time.perf_counter() - started
+    if result.outcome == Outcome.SENT and not result.refused:
+        reply = f": {result.server_reply}" if result.server_reply else ""
+        return StepResult(Step.SEND, True, f"test message {envelope.message_id} accepted for "
+                          f"{to}{reply}", seconds)
+    return _send_failure(result, seconds)
+
+
+def _send_failure(result: SendResult, seconds: float) -> StepResult:
+    code = next((r.code for r in result.recipients if r.code is not None), None)
+    transient = result.outcome == Outcome.TRANSIENT
+    detail = result.detail
+    if result.failure == Failure.RECIPIENTS:
+        refused = result.refused[0] if result.refused else None
+        if refused is not None and refused.reason:
+            detail = f"{detail}: {refused.code} {refused.reason}"
+        reason = Reason.TEMPORARY if transient else Reason.RECIPIENT
+    elif result.failure == Failure.REJECTED:
+        if transient:
+            reason = Reason.TEMPORARY
+        elif "MAIL FROM" in detail:
+            reason = Reason.SENDER
+        else:
+            reason = Reason.CONTENT if "DATA" in detail else Reason.REJECTED
+    elif result.failure == Failure.AUTH:
+        if code == 530:
+            reason = (Reason.ENCRYPTION_REQUIRED if "STARTTLS" in detail.upper()
+                      else Reason.AUTH_REQUIRED)
+        else:
+            reason = Reason.TEMPORARY if transient else Reason.AUTH_FAILED
+    elif result.failure == Failure.TIMEOUT:
+        reason = Reason.TIMEOUT
+    elif result.failure == Failure.TLS_VERIFY:
+        reason = Reason.UNTRUSTED
+    elif result.failure == Failure.TLS:
+        reason = Reason.HANDSHAKE
+    elif result.failure == Failure.CONNECT:
+        reason = Reason.CLOSED
+    else:
+        reason = Reason.UNEXPECTED
+    return StepResult(Step.SEND, False, detail, seconds, result.failure, code, reason)
+
+
+__all__ = [
+    "HTTP_API_PLAN",
+    "PROBES",
+    "ProbeOptions",
+    "ProtocolProbe",
+    "UnsupportedProtocol",
+    "cannot_reach",
+    "endpoint_of",
+    "probe_server",
+    "sample_notification",
+    "send_test_message",
+    "supports",
+]
