@@ -10,12 +10,19 @@ SIGKILL by its pid) and the schema always dropped, also on errors and Ctrl-C.
 
 Profiling (``--profile``):
 
-- ``py-spy``: attaches to the daemon's pid for the measured phase only and
-  writes a flame graph (SVG) plus a collapsed-stack file; the top functions by
-  own and by inclusive samples are printed. ``pip install py-spy``.
+- ``py-spy``: attaches to the daemon's pid for the measured phase only,
+  sampling the thread that holds the GIL (``--gil``: the daemon is one Python
+  process, so GIL time is what caps it), and writes a flame graph (SVG) plus a
+  collapsed-stack file. Printed: how busy the GIL was, shares by area
+  (compose, HTTP API, SQL, SMTP, ...; see AREAS), by thread, by leaf function
+  and by the project's own functions inclusive. ``pip install py-spy``.
 - ``cprofile``: runs the daemon under ``python -m cProfile -o FILE``; the
   profile is written when the daemon exits after SIGTERM. cProfile sees the
   main thread (event loop) only, not the store's worker threads.
+
+``BENCH_DAEMON_PYTHON=/path/to/python`` runs the daemon (and apply) with
+another interpreter, e.g. a venv made with ``--system-site-packages`` plus
+uvloop and httptools, to measure what they would change.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from _httpfeed import NAMESPACE, post_all
+from _cpu import process_cpu
+from _httpfeed import NAMESPACE, post_all, post_all_raw
 from _postfix import free_port
 from _sink import Sink, bench_id
 from _stats import RunResult
@@ -48,6 +56,35 @@ PG_DATABASES = ("test", "postgres")
 TOKEN_ENV = "RECONCILE_BENCH_API_TOKEN"
 START_WAIT_S = 60.0
 STOP_WAIT_S = 30.0
+SPY_RATE = 250  # samples/s; with --gil, only the thread holding the GIL is sampled
+
+# Where the daemon's time goes, by the innermost frame that names a part of it
+# (scanned from the leaf up, so "compose" wins over the worker that called it).
+AREAS: tuple[tuple[str, str], ...] = (
+    ("email_validator/", "address validation (email_validator)"),
+    ("pydantic", "pydantic validation"),
+    ("logging/", "logging"),
+    ("Envelope.as_bytes", "message serialisation (email generator)"),
+    ("dispatch/compose.py", "compose (email.message headers/MIME)"),
+    ("transports/", "SMTP transport (aiosmtplib, pool)"),
+    ("aiosmtplib/", "SMTP transport (aiosmtplib, pool)"),
+    ("sqlalchemy/", "store: SQL (SQLAlchemy, driver)"),
+    ("sqlite3", "store: SQL (SQLAlchemy, driver)"),
+    ("psycopg", "store: SQL (SQLAlchemy, driver)"),
+    ("state/", "store: outbox/audit code"),
+    ("daemon/intake.py", "intake group commit"),
+    ("dispatch/group_commit.py", "result group commit"),
+    ("prometheus_client/", "metrics"),
+    ("fastapi/", "HTTP API (uvicorn, Starlette, FastAPI)"),
+    ("starlette/", "HTTP API (uvicorn, Starlette, FastAPI)"),
+    ("uvicorn/", "HTTP API (uvicorn, Starlette, FastAPI)"),
+    ("daemon/", "HTTP API (uvicorn, Starlette, FastAPI)"),
+    ("dispatch/", "worker (routing, filters, bookkeeping)"),
+    ("concurrent/futures/", "thread pool hand-off"),
+    ("threading.py", "thread pool hand-off"),
+    ("anyio/", "thread pool hand-off"),
+    ("asyncio/", "event loop (asyncio)"),
+)
 
 CONFIG = """\
 # Written by bench/_daemon.py: one SMTP server, the bench sink, for every message.
@@ -74,8 +111,13 @@ Log = Callable[[str], None]
 WaitFor = Callable[[Callable[[], int], int, float, str], int]
 
 
+def daemon_python() -> str:
+    # Another interpreter (a venv with uvloop/httptools, say) to try the daemon on.
+    return os.environ.get("BENCH_DAEMON_PYTHON") or sys.executable
+
+
 def reconcile_command() -> list[str]:
-    return [sys.executable, "-m", "reconciler"]
+    return [daemon_python(), "-m", "reconciler"]
 
 
 @contextlib.contextmanager
@@ -127,7 +169,8 @@ class Daemon:
     """``reconcile daemon`` as a subprocess, stopped by its pid."""
 
     def __init__(self, store_url: str, port: int, token: str, tmp: Path,
-                 profile: str | None) -> None:
+                 profile: str | None, extra_args: tuple[str, ...] = ()) -> None:
+        self.extra_args = extra_args
         self.store_url = store_url
         self.port = port
         self.token = token
@@ -144,9 +187,9 @@ class Daemon:
 
     def command(self) -> list[str]:
         args = ["daemon", "--store", self.store_url, "--listen", f"127.0.0.1:{self.port}",
-                "--api-token", f"env:{TOKEN_ENV}"]
+                "--api-token", f"env:{TOKEN_ENV}", *self.extra_args]
         if self.profile == "cprofile":
-            return [sys.executable, "-m", "cProfile", "-o", str(self.cprofile_path),
+            return [daemon_python(), "-m", "cProfile", "-o", str(self.cprofile_path),
                     "-m", "reconciler", *args]
         return [*reconcile_command(), *args]
 
@@ -206,13 +249,15 @@ class PySpy:
         # Two recorders: the SVG for people, the collapsed stacks for the summary.
         for fmt, path in (("flamegraph", self.svg), ("raw", self.raw)):
             self._procs.append(subprocess.Popen(
-                [self.binary, "record", "--pid", str(self.pid), "--rate", "250",
-                 "--threads", "--nonblocking", "--format", fmt, "--output", str(path)],
+                [self.binary, "record", "--pid", str(self.pid), "--rate", str(SPY_RATE),
+                 "--gil", "--threads", "--nonblocking", "--format", fmt, "--output", str(path)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(1.0)  # py-spy needs a moment to attach
+        self._started = time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.seconds = time.monotonic() - self._started
         for proc in self._procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
@@ -223,15 +268,24 @@ class PySpy:
                 proc.kill()
                 proc.wait()
 
-    def summary(self, top: int = 25) -> str:
-        return summarize_collapsed(self.raw, top)
+    def summary(self, top: int = 20) -> str:
+        return summarize_collapsed(self.raw, top, self.seconds * SPY_RATE)
 
 
-def summarize_collapsed(path: Path, top: int = 25) -> str:
-    """Own and inclusive samples per function from py-spy's collapsed stacks."""
+def _area(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for marker, area in AREAS:
+            if marker in frame:
+                return area
+    return "other"
+
+
+def summarize_collapsed(path: Path, top: int = 20, possible: float = 0.0) -> str:
+    """Where the GIL went: per area, thread and function, from py-spy's collapsed stacks."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     threads: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
     total = 0
     try:
         lines = path.read_text(errors="replace").splitlines()
@@ -244,10 +298,17 @@ def summarize_collapsed(path: Path, top: int = 25) -> str:
         count = int(count_text)
         frames = stack.split(";")
         total += count
-        threads[frames[0]] += count
+        thread = frames[0]
+        # "thread (0x7f..)" names are per run; the thread's name after the colon is stable.
+        threads[thread.split(": ", 1)[-1] if ": " in thread else thread] += count
+        areas[_area(frames[1:])] += count
         names = [_short(f) for f in frames[1:]] or [frames[0]]
         own[names[-1]] += count
-        for name in set(names):
+        # Inclusive time of the project's own functions only; the entry points
+        # (cli, asyncio.run, Daemon.run) would fill the top with 100 % rows.
+        for name in {_short(f) for f in frames[1:] if "reconciler/" in f
+                     and "reconciler/cli/" not in f and "__main__" not in f
+                     and not f.startswith(("run (", "Daemon.run", "Daemon._run"))}:
             inclusive[name] += count
     if not total:
         return "(py-spy recorded no samples)"
@@ -258,10 +319,12 @@ def summarize_collapsed(path: Path, top: int = 25) -> str:
             rows.append(f"  {100 * count / total:5.1f}%  {name}")
         return rows
 
-    out = [f"py-spy: {total} samples (all threads)"]
+    busy = f", GIL held {100 * total / possible:.0f}% of the time" if possible else ""
+    out = [f"py-spy --gil: {total} samples at {SPY_RATE}/s{busy}; shares of GIL time"]
+    out += block("by area (innermost matching frame):", areas)
     out += block("by thread:", threads)
     out += block("own time (leaf frames):", own)
-    out += block("inclusive time:", inclusive)
+    out += block("inclusive time of reconciler functions:", inclusive)
     return "\n".join(out)
 
 
@@ -276,7 +339,9 @@ def _short(frame: str) -> str:
 
 def run_daemon_bench(store: str, *, n: int, concurrency: int, warmup: int, timeout_s: float,
                      profile: str | None, log: Log, wait_for: WaitFor,
-                     max_concurrency: int = 16) -> RunResult:
+                     max_concurrency: int = 16, client: str = "raw",
+                     daemon_args: tuple[str, ...] = ()) -> RunResult:
+    poster = post_all_raw if client == "raw" else post_all
     run = uuid.uuid4().hex[:8]
     system = f"reconciler/{store}"
     deadline = time.monotonic() + timeout_s
@@ -287,15 +352,15 @@ def run_daemon_bench(store: str, *, n: int, concurrency: int, warmup: int, timeo
     try:
         with fresh_store(store, tmp, log) as store_url, Sink(free_port()) as sink:
             apply_config(store_url, sink.port, max_concurrency, tmp)
-            daemon = Daemon(store_url, free_port(), token, tmp, profile)
+            daemon = Daemon(store_url, free_port(), token, tmp, profile, daemon_args)
             try:
                 daemon.start()
                 log(f"{system}: daemon pid {daemon.proc.pid if daemon.proc else '?'} on "
                     f"{daemon.base_url}, sink on :{sink.port}, work dir {tmp}")
                 if warmup:
-                    warm = asyncio.run(post_all(daemon.base_url, token,
-                                                [bench_id(f"w{run}", i) for i in range(warmup)],
-                                                min(concurrency, warmup)))
+                    warm = asyncio.run(poster(daemon.base_url, token,
+                                              [bench_id(f"w{run}", i) for i in range(warmup)],
+                                              min(concurrency, warmup)))
                     if warm.errors:
                         raise RuntimeError(f"warm-up failed: {warm.errors[0]}\n"
                                            f"{daemon.log_tail()}")
@@ -303,16 +368,19 @@ def run_daemon_bench(store: str, *, n: int, concurrency: int, warmup: int, timeo
                              f"{system} warm-up")
                 base = sink.delivered
                 ids = [bench_id(run, i) for i in range(n)]
-                log(f"{system}: posting {n} x 4 KB with {concurrency} HTTP clients")
+                log(f"{system}: posting {n} x 4 KB with {concurrency} HTTP clients ({client})")
                 spy: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
                 if profile == "py-spy" and daemon.proc is not None:
                     spy = PySpy(daemon.proc.pid, Path(tempfile.gettempdir())
                                 / f"bench-dispatch-{store}-{run}")
+                pid = daemon.proc.pid if daemon.proc else 0
                 with spy:
+                    daemon_cpu = process_cpu(pid)
                     cpu_before = os.times()
-                    fed = asyncio.run(post_all(daemon.base_url, token, ids, concurrency))
+                    fed = asyncio.run(poster(daemon.base_url, token, ids, concurrency))
                     cpu_after = os.times()
                     wait_for(lambda: sink.delivered - base, len(fed.accepted), deadline, system)
+                    daemon_cpu = process_cpu(pid) - daemon_cpu
                 if isinstance(spy, PySpy):
                     profile_report = (f"{spy.summary()}\nflame graph: {spy.svg}\n"
                                       f"collapsed stacks: {spy.raw}")
@@ -326,14 +394,17 @@ def run_daemon_bench(store: str, *, n: int, concurrency: int, warmup: int, timeo
     result = RunResult.measure(system, n, fed.started, fed.accepted, measured,
                                duplicates=arrivals.duplicates)
     result.errors = fed.errors
+    result.cpu_s = daemon_cpu
+    if store == "postgresql":
+        result.notes.append("CPU ms/msg counts the daemon only, not the PostgreSQL server")
     client_cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
-    result.notes.append(f"load generator used {client_cpu:.1f} s CPU while posting")
+    result.notes.append(f"load generator ({client} client) used {client_cpu:.1f} s CPU "
+                        "while posting")
     if arrivals.duplicates:
         result.notes.append(f"{arrivals.duplicates} messages delivered more than once")
     if profile == "cprofile":
         result.notes.append(f"cProfile output: {daemon.cprofile_path} "
                             "(python -m pstats FILE; main thread only)")
     if profile_report:
-        log(profile_report)
         result.notes.append(profile_report)
     return result

@@ -26,6 +26,11 @@ COMMANDS: dict[str, str] = {
     "lock": "lock:command",
     "force-unlock": "lock:force_unlock",
     "audit": "audit:command",
+    "daemon": "daemon:command",
+    "send": "send:command",
+    "route": "route:command",
+    "status": "status:command",
+    "test-connection": "test_connection:command",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from reconciler.config.derive import SMTP_PORTS
-from reconciler.config.models.auth import BasicAuth, OAuth2Auth
+from reconciler.config.models.auth import BasicAuth, NoAuth, OAuth2Auth
 from reconciler.config.models.outgoing_server import OutgoingServer, Security
 from reconciler.dispatch.failover import Endpoint
 from reconciler.health.steps import Reason, Step, StepResult
@@ -52,6 +52,16 @@ def _hung_up(server: OutgoingServer, ep: Endpoint) -> str:
                 "this machine's address; ask the mail server's admin.")
     return (f"The server hung up before greeting: it may refuse this machine's address, or "
             f"{_other_security(server, ep)}.")
+
+
+def _sender(server: OutgoingServer) -> str:
+    if isinstance(server.spec.auth, NoAuth):
+        return (f"The server refused the sender {server.spec.email}: it may accept only "
+                "certain sender addresses or domains from this machine, or want a login "
+                "first (configure auth).")
+    return (f"The server refused the sender {server.spec.email}: the account that logged in "
+            "may not send as that From address. Set email to the authenticated mailbox, or "
+            "grant it permission to send as this address (Send As / verified sender).")
 
 
 def _auth_failed(server: OutgoingServer, ep: Endpoint) -> str:
@@ -148,10 +158,7 @@ _TABLE: dict[tuple[Step, Reason], Hint] = {
     (Step.AUTH, Reason.TOKEN): lambda s, ep: (
         "No access token could be obtained: check client id, secret and tenant, and that "
         "consent was granted; re-authorise with `reconcile auth login SERVER`."),
-    (Step.SEND, Reason.SENDER): lambda s, ep: (
-        f"The server refused the sender {s.spec.email}: the account that logged in may not "
-        "send as that From address. Set email to the authenticated mailbox, or grant it "
-        "permission to send as this address (Send As / verified sender)."),
+    (Step.SEND, Reason.SENDER): lambda s, ep: _sender(s),
     (Step.SEND, Reason.RECIPIENT): lambda s, ep: (
         "The server refused the recipient: check the address given with --to; a relay "
         "may also refuse to relay to outside domains for this account or client address."),

@@ -13,6 +13,7 @@ Calls block (database I/O): the monitor runs them in a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from typing import Protocol
@@ -92,10 +93,9 @@ class PgAdvisoryLeader:
 
     def release(self) -> None:
         if self._conn is not None:
-            try:
+            # closing the session below releases the lock even if this fails
+            with contextlib.suppress(SQLAlchemyError):
                 self._conn.execute(select(func.pg_advisory_unlock(self._key)))
-            except SQLAlchemyError:
-                pass  # closing the session below releases it anyway
             self._drop()
         self._engine.dispose()
 

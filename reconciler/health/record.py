@@ -38,6 +38,10 @@ UNKNOWN = "Unknown"  # never checked
 MAIN = "main"
 ALTERNATE = "alternate"
 
+# Protocols the monitor checks (``probes.PROBES``; a test keeps the two in step).
+# Spelled out here so `reconcile status` need not import the SMTP stack.
+CHECKED_PROTOCOLS = frozenset({"smtp"})
+
 
 @dataclass(frozen=True, slots=True)
 class HostHealth:

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
+_NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 _CERT_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
 _QUIT_TIMEOUT = 2.0
 
@@ -104,7 +104,7 @@ class _Walk:
         except TimeoutError:
             self._fail(step, started, Failure.TIMEOUT,
                        f"no answer from {self.where} within {self.budget:g}s "
-                       f"({_waiting_for(step)})", Reason.TIMEOUT)
+                       f"({_waiting_for(step)})", Reason.TIMEOUT, None)
             return None
         except Exception as exc:
             failure, detail, reason, code = _classify(step, exc, self.where)
@@ -130,6 +130,7 @@ async def walk_smtp(server: OutgoingServer, endpoint: Endpoint,
     security = Security(spec.security or Security.NONE)
     walk = _Walk(endpoint.address, options.budget(spec), Redactor())
     loop = asyncio.get_running_loop()
+    name = await options.ehlo_name()  # before connecting: it may wait on DNS
     session: _Session | None = None
     try:
         addresses = await walk.run(Step.DNS, lambda: _resolve(loop, endpoint))
@@ -147,7 +148,6 @@ async def walk_smtp(server: OutgoingServer, endpoint: Endpoint,
             await session.open_plain(sock)  # no I/O: wraps the connected socket
         if await walk.run(Step.GREETING, session.greeting) is None:
             return walk.results
-        name = await options.ehlo_name()
         if await walk.run(Step.EHLO, lambda: session.ehlo(name)) is None:
             return walk.results
         if security == Security.STARTTLS:
@@ -163,7 +163,10 @@ async def walk_smtp(server: OutgoingServer, endpoint: Endpoint,
             # QUIT only while the conversation is in step; after a timeout or a
             # dropped connection a reply may never come.
             last = walk.results[-1] if walk.results else None
-            await session.close(polite=last is not None and (last.ok or last.code is not None))
+            task = asyncio.current_task()
+            stopping = task is not None and task.cancelling() > 0
+            await session.close(polite=not stopping and last is not None
+                                and (last.ok or last.code is not None))
 
 
 # -- the steps ----------------------------------------------------------------
@@ -439,7 +442,7 @@ def _classify(step: Step, exc: BaseException,
 def _certificate_failure(exc: ssl.SSLCertVerificationError,
                          where: str) -> tuple[Failure, str, Reason, int | None]:
     message = exc.verify_message or exc.reason or str(exc)
-    if exc.verify_code == _HOSTNAME_MISMATCH:
+    if exc.verify_code in _NAME_MISMATCH:
         return (Failure.TLS_VERIFY, f"certificate of {where} is for another host name "
                 f"({message})", Reason.HOSTNAME_MISMATCH, None)
     if exc.verify_code == _CERT_EXPIRED:
@@ -494,7 +497,9 @@ def _tls_summary(transport: asyncio.BaseTransport | None) -> str:
     if ssl_object is None:
         return "encrypted"
     cert = ssl_object.getpeercert() or {}
-    subject = _name_of(cert.get("subject", ()))
+    names = [str(v) for k, v in cert.get("subjectAltName", ()) if k in ("DNS", "IP Address")]
+    subject = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+    subject = subject or _name_of(cert.get("subject", ()))
     issuer = _name_of(cert.get("issuer", ()))
     parts = [ssl_object.version() or "TLS"]
     if subject:

@@ -1,0 +1,123 @@
+"""`reconcile daemon`: run the dispatch daemon until SIGTERM or SIGINT (SPEC O, X3, X4).
+
+Mail-server configuration is not given here: the daemon reads what
+`reconcile apply` wrote to the store and picks up new revisions while it runs.
+The options are about how this process runs. Logs go to stderr as one JSON
+object per line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import click
+
+from reconciler.cli.common import UserError, store_option
+from reconciler.daemon.settings import DaemonSettings
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DaemonSettings)
+             if f.default is not dataclasses.MISSING}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT`` or ``:PORT`` (all interfaces)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--listen {text!r}: write HOST:PORT, e.g. 127.0.0.1:8025")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
+    """Secret references only, each readable now: a typo fails at start, not at first call."""
+    from pydantic import ValidationError
+
+    from reconciler.config.secrets import SecretError, SecretRef, redact_ref, resolve
+
+    for ref in refs:
+        try:
+            parsed = SecretRef.model_validate({"secretRef": ref})
+        except ValidationError:
+            raise UserError("--api-token-ref takes a secret reference (env:NAME, file:/path "
+                            "or enc:v1:...), never the token itself") from None
+        try:
+            resolve(parsed)
+        except SecretError as exc:
+            raise UserError(f"--api-token-ref {redact_ref(ref)}: {exc}") from None
+    return refs
+
+
+@click.command("daemon")
+@store_option
+@click.option("--listen", default=f"{_DEFAULTS['listen_host']}:{_DEFAULTS['listen_port']}",
+              show_default=True, metavar="HOST:PORT", help="Where the HTTP API listens.")
+@click.option("--api-token-ref", "--api-token", "api_token_refs", multiple=True, metavar="REF",
+              help="Bearer token of the API as a secret reference (env:NAME, file:/path); "
+              "repeatable, e.g. one per client.")
+@click.option("--worker-id", default=None, metavar="ID",
+              help="Owner name of this daemon's outbox leases; unique per running daemon "
+              "(default HOST:PID).")
+@click.option("--health-interval", type=click.FloatRange(min=0.1), show_default=True,
+              default=_DEFAULTS["health_interval_seconds"], metavar="SECONDS",
+              help="How often each server is probed.")
+@click.option("--notify-webhook", default=None, metavar="URL",
+              help="Where server health transitions are posted.")
+@click.option("--ca-file", default=None, metavar="PEM",
+              type=click.Path(exists=True, dir_okay=False),
+              help="Extra trusted CA certificates for private mail servers.")
+@click.option("--claim-batch", type=click.IntRange(1, 10_000), show_default=True,
+              default=_DEFAULTS["claim_batch"], help="Outbox messages claimed at a time.")
+@click.option("--lease-seconds", type=click.FloatRange(min=0.1), show_default=True,
+              default=_DEFAULTS["lease_seconds"], metavar="SECONDS",
+              help="How long a claimed message stays ours without renewal; after a crash "
+              "other daemons wait this long before sending its messages.")
+@click.option("--poll-interval", type=click.FloatRange(min=0.001), show_default=True,
+              default=_DEFAULTS["poll_interval_seconds"], metavar="SECONDS",
+              help="Idle wait between outbox checks.")
+@click.option("--reload-interval", type=click.FloatRange(min=0.01), show_default=True,
+              default=_DEFAULTS["reload_interval_seconds"], metavar="SECONDS",
+              help="How often the live config revision is checked.")
+@click.option("--shutdown-grace", type=click.FloatRange(min=0), show_default=True,
+              default=_DEFAULTS["shutdown_grace_seconds"], metavar="SECONDS",
+              help="On SIGTERM, how long sends in flight may take to finish.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
+            worker_id: str | None, health_interval: float, notify_webhook: str | None,
+            ca_file: str | None, claim_batch: int, lease_seconds: float, poll_interval: float,
+            reload_interval: float, shutdown_grace: float, log_level: str) -> None:
+    """Send the outbox's notifications through the applied servers; serve the API.
+
+    Stops gracefully on SIGTERM or SIGINT: sends in flight finish (within
+    --shutdown-grace), the rest are handed back for the next daemon.
+    """
+    from reconciler.daemon import logs
+    from reconciler.daemon.app import DaemonError, run
+    from reconciler.state import DEFAULT_STORE
+
+    host, port = parse_listen(listen)
+    options: dict[str, object] = {}
+    if worker_id:
+        options["worker_id"] = worker_id
+    settings = DaemonSettings(
+        store_url=store_url or DEFAULT_STORE,
+        listen_host=host,
+        listen_port=port,
+        api_tokens=check_token_refs(api_token_refs),
+        health_interval_seconds=health_interval,
+        notify_webhook=notify_webhook,
+        ca_file=ca_file,
+        claim_batch=claim_batch,
+        lease_seconds=lease_seconds,
+        poll_interval_seconds=poll_interval,
+        reload_interval_seconds=reload_interval,
+        shutdown_grace_seconds=shutdown_grace,
+        **options,  # type: ignore[arg-type]
+    )
+    logs.configure(getattr(logging, log_level.upper()))
+    try:
+        run(settings)
+    except DaemonError as exc:
+        logging.getLogger("reconciler.daemon").error("daemon failed: %s", exc)
+        raise UserError(f"daemon failed: {exc}") from None

@@ -1,0 +1,322 @@
+"""The dispatch daemon: wires store, live config, worker, API and health monitor
+into one asyncio process (DESIGN "Daemon concurrency"; SPEC O, X3, X4).
+
+What runs, all in one event loop:
+
+- the **config reload** loop: every ``reload_interval_seconds`` the store's
+  head revision is checked and a new :class:`LiveConfig` swapped in (O12);
+- the **worker** (:mod:`reconciler.dispatch.worker`): outbox to SMTP;
+- the **API** (``reconciler.daemon.api.create_api``) under uvicorn, when that
+  module is installed;
+- the **health monitor** (``reconciler.health``), when installed; it shares
+  the :class:`HostSelector` with the SMTP transport, so a main host it finds
+  healthy again is used again (O6);
+- a small loop keeping the queue-depth gauge current (X3).
+
+The daemon owns SIGTERM and SIGINT: either starts a graceful stop (the worker
+finishes sends in flight within the grace period and releases the rest), a
+second one does not make it faster. uvicorn's own signal capture is switched
+off so that it cannot swallow them.
+
+A part that ends unexpectedly stops the whole daemon with an error: a daemon
+silently running without its worker or API would look healthy and do nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import importlib
+import importlib.util
+import logging
+import signal
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from reconciler.daemon.metrics import DaemonMetrics
+from reconciler.daemon.settings import DaemonSettings
+from reconciler.dispatch.configs import ConfigSource
+from reconciler.dispatch.failover import HostSelector
+from reconciler.dispatch.transports.base import Transport
+from reconciler.dispatch.worker import Worker
+from reconciler.state.base import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+API_MODULE = "reconciler.daemon.api"
+HEALTH_MODULE = "reconciler.health"
+STORE_RETRY_S = (0.5, 10.0)
+DEPTH_INTERVAL_S = 5.0
+
+
+class DaemonError(Exception):
+    """The daemon could not start or a part of it failed; the message says which."""
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+class Daemon:
+    """``await Daemon(settings).run(stop)``; see the module doc.
+
+    ``store``: an open store to use (and not close); by default the daemon
+    opens ``settings.store_url``. ``transports``: replaces the SMTP transport
+    (tests). ``api``/``health``: set False to leave those parts out even when
+    installed. The parts are attributes once ``ready`` is set.
+    """
+
+    def __init__(
+        self,
+        settings: DaemonSettings,
+        store: Store | None = None,
+        *,
+        transports: Mapping[str, Transport] | None = None,
+        api: bool = True,
+        health: bool = True,
+        handle_signals: bool = True,
+    ) -> None:
+        self.settings = settings
+        self._given_store = store
+        self._given_transports = transports
+        self._want_api = api
+        self._want_health = health
+        self._handle_signals = handle_signals
+        self.metrics = DaemonMetrics()
+        self.selector = HostSelector()
+        self.store: Store | None = store
+        self.config: ConfigSource | None = None
+        self.worker: Worker | None = None
+        self.api_server: Any = None  # uvicorn.Server when the API runs
+        self.health: Any = None  # reconciler.health.HealthMonitor when it runs
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop if stop is not None else asyncio.Event()
+        store = self._given_store
+        if store is None:
+            store = await self._open_store()
+        self.store = store
+        try:
+            with self._signals(stop):
+                await self._run(store, stop)
+        finally:
+            if self._given_store is None:
+                await asyncio.to_thread(store.close)
+
+    async def _open_store(self) -> Store:
+        from reconciler.state import open_store
+
+        try:
+            return await asyncio.to_thread(open_store, self.settings.store_url)
+        except StoreError as exc:
+            raise DaemonError(str(exc)) from None
+
+    @contextlib.contextmanager
+    def _signals(self, stop: asyncio.Event) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if self._handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    loop.add_signal_handler(sig, self._on_signal, sig, stop)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    continue  # not the main thread, or no signals on this platform
+                installed.append(sig)
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    @staticmethod
+    def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
+        if not stop.is_set():
+            log.info("%s received: stopping gracefully", sig.name)
+        stop.set()
+
+    async def _run(self, store: Store, stop: asyncio.Event) -> None:
+        settings = self.settings
+        self.config = ConfigSource(store)
+        if not await self._first_config(stop):
+            return
+        transports = self._transports()
+        self.worker = Worker(store, settings, self.config, transports, metrics=self.metrics)
+        # Build the optional parts before anything runs: one that cannot be
+        # built (an unresolvable API token) stops the start with nothing to undo.
+        try:
+            api = self._api(store) if self._want_api else None
+            health = self._health(store) if self._want_health else None
+        except Exception as exc:
+            await _close_all(transports)
+            raise DaemonError(f"cannot start: {exc}") from exc
+        parts: dict[str, asyncio.Task[Any]] = {
+            "worker": asyncio.create_task(self.worker.run(stop), name="worker"),
+            "config reload": asyncio.create_task(self._reload_loop(stop), name="config-reload"),
+            "queue depth": asyncio.create_task(self._depth_loop(stop), name="queue-depth"),
+        }
+        if api is not None:
+            parts["api"] = asyncio.create_task(self._serve(api), name="api")
+        if health is not None:
+            parts["health"] = asyncio.create_task(health.run(stop), name="health")
+        log.info("daemon %s running: store %s, config revision %s, parts: %s",
+                 settings.worker_id, getattr(store, "location", "?"),
+                 self.config.current.revision, ", ".join(parts),
+                 extra={"worker_id": settings.worker_id})
+        self.ready.set()
+
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopping, *parts.values()}, return_when=asyncio.FIRST_COMPLETED)
+        failed = [(name, t) for name, t in parts.items() if t.done() and not stop.is_set()]
+        stop.set()
+        stopping.cancel()
+        if self.api_server is not None:
+            self.api_server.should_exit = True
+        results = await asyncio.gather(*parts.values(), return_exceptions=True)
+        await _close_all(transports)
+        errors = [f"{name}: {r}" for name, r in zip(parts, results, strict=True)
+                  if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
+        if failed and not errors:
+            errors = [f"{name} ended unexpectedly" for name, _ in failed]
+        if errors:
+            raise DaemonError("; ".join(errors))
+        log.info("daemon %s stopped", settings.worker_id)
+
+    async def _first_config(self, stop: asyncio.Event) -> bool:
+        """Load the live config before anything sends; False if stopped meanwhile."""
+        assert self.config is not None
+        pause = STORE_RETRY_S[0]
+        while not stop.is_set():
+            try:
+                await self.config.refresh()
+            except StoreError as exc:
+                log.error("cannot read the live config, retrying in %.1fs: %s", pause, exc)
+                await _wait(stop, pause)
+                pause = min(pause * 2, STORE_RETRY_S[1])
+                continue
+            self.metrics.config_revision.set(self.config.current.revision)
+            return True
+        return False
+
+    def _transports(self) -> Mapping[str, Transport]:
+        if self._given_transports is not None:
+            return self._given_transports
+        from reconciler.dispatch.transports.smtp import SmtpTransport
+
+        # One per daemon: it pools connections per server and shares the
+        # selector with the health monitor.
+        return {"smtp": SmtpTransport(ca_file=self.settings.ca_file, selector=self.selector)}
+
+    async def _reload_loop(self, stop: asyncio.Event) -> None:
+        assert self.config is not None
+        while not await _wait(stop, self.settings.reload_interval_seconds):
+            try:
+                changed = await self.config.refresh()
+            except StoreError as exc:
+                log.error("cannot check the live config revision: %s", exc)
+                continue
+            except Exception:
+                # Sending goes on with the config it has; a broken revision must
+                # not take the daemon down.
+                log.exception("loading the live config failed; keeping revision %s",
+                              self.config.current.revision)
+                continue
+            if changed:
+                revision = self.config.current.revision
+                self.metrics.config_revision.set(revision)
+                log.info("config revision %s is live; new messages are routed with it",
+                         revision, extra={"config_revision": revision})
+
+    async def _depth_loop(self, stop: asyncio.Event) -> None:
+        assert self.store is not None
+        interval = min(DEPTH_INTERVAL_S, max(self.settings.reload_interval_seconds, 0.1))
+        while True:
+            try:
+                depth = await asyncio.to_thread(self.store.outbox.depth)
+            except Exception as exc:
+                log.warning("cannot read the outbox depth: %s", exc)
+            else:
+                for state, count in depth.items():
+                    self.metrics.queue_depth.labels(str(state)).set(count)
+            if await _wait(stop, interval):
+                return
+
+    # -- optional parts ------------------------------------------------------
+
+    def _api(self, store: Store) -> Any:
+        if not _installed(API_MODULE):
+            log.info("no HTTP API in this installation (%s not found)", API_MODULE)
+            return None
+        import uvicorn
+
+        module = importlib.import_module(API_MODULE)
+        assert self.config is not None
+        app = module.create_api(store, self.settings, self.metrics, self.config.holder)
+        with contextlib.suppress(AttributeError):
+            app.state.wake_worker = self.worker.wake if self.worker else None
+        config = uvicorn.Config(app, host=self.settings.listen_host,
+                                port=self.settings.listen_port, log_config=None,
+                                lifespan="on")
+        self.api_server = _uvicorn_server_class()(config)
+        return self.api_server
+
+    async def _serve(self, server: Any) -> None:
+        try:
+            await server.serve()
+        except SystemExit:
+            # uvicorn exits the process when it cannot bind; here that is one
+            # failed part, reported like the others.
+            raise DaemonError(
+                f"the API could not listen on {self.settings.listen_host}:"
+                f"{self.settings.listen_port} (see the log line before)") from None
+
+    def _health(self, store: Store) -> Any:
+        if not _installed(HEALTH_MODULE):
+            log.info("no health monitor in this installation (%s not found)", HEALTH_MODULE)
+            return None
+        module = importlib.import_module(HEALTH_MODULE)
+        monitor_class = getattr(module, "HealthMonitor", None)
+        if monitor_class is None:
+            monitor_class = importlib.import_module(f"{HEALTH_MODULE}.monitor").HealthMonitor
+        assert self.config is not None
+        self.health = monitor_class(store, self.settings, self.metrics, self.config.holder,
+                                    self.selector)
+        return self.health
+
+
+@functools.cache
+def _uvicorn_server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # The daemon handles SIGTERM/SIGINT and sets should_exit itself.
+            yield
+
+    return Server
+
+
+async def _close_all(transports: Mapping[str, Transport]) -> None:
+    for transport in {id(t): t for t in transports.values()}.values():
+        try:
+            await transport.aclose()
+        except Exception:
+            log.exception("closing the %s transport failed", transport.protocol)
+
+
+async def _wait(stop: asyncio.Event, timeout: float) -> bool:
+    """Wait ``timeout`` seconds or until stopped; True when stopped."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout)
+    return stop.is_set()
+
+
+
+def run(settings: DaemonSettings) -> None:
+    """Run a daemon until SIGTERM/SIGINT (the ``reconcile daemon`` command)."""
+    asyncio.run(Daemon(settings).run())

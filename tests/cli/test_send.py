@@ -1,0 +1,116 @@
+"""`reconcile send`: durable intake from the command line (SPEC O1), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from reconciler.cli.main import cli
+from reconciler.dispatch.envelope import Notification
+from reconciler.state import open_store
+from reconciler.state.base import OutboxState
+
+
+def run(*args: str | Path, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, ["send", *map(str, args)], input=input)
+
+
+@pytest.fixture
+def db(store_url: str) -> str:
+    open_store(store_url).close()  # `send` wants a store that exists
+    return store_url
+
+
+BASIC = ("--module", "request", "--to", "jane@corp.example", "--subject", "Ticket updated")
+
+
+def test_prints_the_id_of_the_stored_notification(db: str, tmp_path: Path) -> None:
+    html = tmp_path / "body.html"
+    html.write_text("<p>Your ticket was <b>updated</b>.</p>")
+    result = run("--store", db, "--namespace", "acme", "--module", "request",
+                 "--to", "Jane Doe <jane@corp.example>", "--to", "bob@corp.example",
+                 "--cc", "ops@corp.example", "--bcc", "audit@corp.example",
+                 "--subject", "Ticket ##RE-12## updated", "--text", "Your ticket was updated.",
+                 "--html-file", html, "--set", "department=HR", "--set", "site=Lab=2")
+    assert result.exit_code == 0, result.output
+    outbox_id = int(result.stdout)
+    with open_store(db) as store:
+        msg = store.outbox.get(outbox_id)
+        stored = Notification.model_validate(store.outbox.notification(outbox_id))
+    assert msg is not None and msg.state == OutboxState.QUEUED and msg.namespace == "acme"
+    assert [str(m) for m in stored.to] == ["Jane Doe <jane@corp.example>", "bob@corp.example"]
+    assert [m.email for m in (*stored.cc, *stored.bcc)] == ["ops@corp.example",
+                                                            "audit@corp.example"]
+    assert stored.context == {"department": "HR", "site": "Lab=2"}
+    assert stored.html_body == "<p>Your ticket was <b>updated</b>.</p>"
+    assert stored.subject == "Ticket ##RE-12## updated"
+
+
+def test_same_idempotency_key_stores_nothing_new(db: str) -> None:
+    first = run("--store", db, *BASIC, "--text", "one", "--idempotency-key", "ticket-12-v3")
+    again = run("--store", db, *BASIC, "--text", "two", "--idempotency-key", "ticket-12-v3")
+    other_ns = run("--store", db, *BASIC, "--text", "two", "--idempotency-key", "ticket-12-v3",
+                   "--namespace", "acme")
+    assert first.exit_code == again.exit_code == other_ns.exit_code == 0
+    assert again.stdout.split() == [first.stdout.strip(), "duplicate"]
+    assert int(other_ns.stdout) != int(first.stdout)  # keys are per namespace
+    with open_store(db) as store:
+        assert store.outbox.notification(int(first.stdout))["textBody"] == "one"
+
+
+def test_body_and_attachments_from_files(db: str, tmp_path: Path) -> None:
+    report = tmp_path / "report.pdf"
+    report.write_bytes(b"%PDF-1.4 not really")
+    notes = tmp_path / "notes.unknownext"
+    notes.write_bytes(b"\x00\x01")
+    result = run("--store", db, *BASIC, "--text-file", "-", "--attach", report,
+                 "--attach", notes, input="Body from stdin.\n")
+    assert result.exit_code == 0, result.output
+    with open_store(db) as store:
+        msg = store.outbox.get(int(result.stdout))
+        stored = store.outbox.notification(int(result.stdout))
+    assert msg is not None
+    assert [(a.name, a.content_type, a.size) for a in msg.attachments] == [
+        ("report.pdf", "application/pdf", 19), ("notes.unknownext",
+                                               "application/octet-stream", 2)]
+    assert stored["textBody"] == "Body from stdin.\n"
+    assert stored["attachments"][0]["data"] == b"%PDF-1.4 not really"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--to", "not-an-address"), "to.0"),
+        (("--to", "jane@corp.example", "--subject", "Bcc: evil@x.example\r\nX: y"),
+         "subject contains a line break"),
+        (("--to", "jane@corp.example", "--set", "department"), "write FIELD=VALUE"),
+    ],
+)
+def test_invalid_input_is_refused_in_plain_words(db: str, args: tuple[str, ...],
+                                                  message: str) -> None:
+    base = {"--module": "request", "--subject": "s", "--text": "t"}
+    flat = [x for k, v in base.items() if k not in args for x in (k, v)]
+    result = run("--store", db, *flat, *args)
+    assert result.exit_code == 1
+    assert message in result.output
+    with open_store(db) as store:
+        assert sum(store.outbox.depth().values()) == 0
+
+
+def test_exactly_one_text_body_option(db: str, tmp_path: Path) -> None:
+    neither = run("--store", db, *BASIC)
+    body = tmp_path / "b.txt"
+    body.write_text("x")
+    both = run("--store", db, *BASIC, "--text", "x", "--text-file", body)
+    for result in (neither, both):
+        assert result.exit_code == 1
+        assert "exactly one of --text and --text-file" in result.output
+
+
+def test_missing_store_is_an_error_not_a_new_store(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "state.db"
+    result = run("--store", path, *BASIC, "--text", "x")
+    assert result.exit_code == 1 and "no state store" in result.output
+    assert not path.exists()

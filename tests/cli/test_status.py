@@ -1,0 +1,124 @@
+"""`reconcile status` (O9, P7): server cards from the live specs plus the health the
+monitor recorded, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from health.kit import key_of, monitor_for, put_servers
+from peers.smtp import HOST, SmtpPeer, free_port, server_spec
+from peers.smtp_sink import SmtpSink
+from plan.kit import copy_examples
+
+from reconciler.dispatch.failover import HostSelector
+from reconciler.health import record as rec
+from reconciler.state import open_store
+
+from .helpers_history import apply, run
+
+
+@pytest.fixture
+def peer() -> Iterator[SmtpPeer]:
+    with SmtpPeer("plain") as started:
+        yield started
+
+
+def probe(store_url: str, selector: HostSelector | None = None) -> None:
+    with open_store(store_url) as store:
+        asyncio.run(monitor_for(store, store_url, selector=selector).probe_once())
+
+
+def card(output: str, name: str) -> str:
+    """The lines of one server's card."""
+    blocks = output.split("\n\n")
+    found = [b for b in blocks if b.startswith(f"default/{name}  ") or
+             b.startswith(f"acme/{name}  ") or b.startswith(f"globex/{name}  ")]
+    assert len(found) == 1, output
+    return found[0]
+
+
+def test_applied_examples_are_not_checked_yet(tmp_path: Path, store_url: str) -> None:
+    apply(copy_examples(tmp_path), store_url)
+    out = run("status", "--store", store_url).stdout
+    assert out.startswith("5 outgoing servers: 4 not checked, 1 disabled\n")
+    gmail = card(out, "gmail-notifications")
+    assert gmail.splitlines()[0] == "acme/gmail-notifications  ? Not checked"
+    assert "  smtp  smtp.gmail.com:587  starttls  enabled  primary" in gmail
+    assert "  alternate smtp-relay.gmail.com:587" in gmail
+    assert "not checked yet: the daemon's health monitor records this" in gmail
+    assert "health checks for graph are not implemented yet" in card(out, "graph-desk")
+    dev = card(out, "dev-relay")
+    assert "○ Disabled" in dev and "disabled servers are not probed" in dev
+
+    only = run("status", "--store", store_url, "--namespace", "globex").stdout
+    assert only.startswith("2 outgoing servers:") and "acme/" not in only
+    data = json.loads(run("status", "--store", store_url, "--format", "json").stdout)
+    states = {s["name"]: s["state"] for s in data["servers"]}
+    assert states["dev-relay"] == "Disabled" and states["o365-hr"] == "Not checked"
+    assert all(s["health"] is None for s in data["servers"])
+
+
+def test_cards_show_health_errors_and_the_active_host(
+    store_url: str, peer: SmtpPeer, smtp_sink: SmtpSink
+) -> None:
+    closed = free_port()
+    good = peer.server("good")
+    bad = server_spec(closed, "plain", "bad", primary=False)
+    moved = server_spec(smtp_sink.port, "plain", "moved", primary=False, alternateHost=HOST,
+                        alternatePort=peer.port)
+    with open_store(store_url) as store:
+        put_servers(store, good, bad, moved)
+    smtp_sink.stop()
+    probe(store_url)
+
+    out = run("status", "--store", store_url).stdout
+    assert out.startswith("3 outgoing servers: 2 Reachable, 1 Unreachable\n")
+    ok = card(out, "good")
+    assert ok.splitlines()[0] == "default/good  ● Reachable"
+    assert f"  smtp  {HOST}:{peer.port}  none  enabled  primary" in ok
+    assert "last error" not in ok
+    assert "  last checked " in ok and " ago) by daemon-1" in ok
+    down = card(out, "bad")
+    assert down.splitlines()[0] == "default/bad  ✗ Unreachable"
+    assert f"  last error: tcp: connection refused by {HOST}:{closed}" in down
+    assert "  likely fix: Nothing accepts connections on" in down
+    via = card(out, "moved")
+    assert "● Reachable" in via
+    assert (f"  active host: alternate {HOST}:{peer.port} (main host unreachable: "
+            f"tcp: connection refused by {HOST}:{smtp_sink.port})") in via
+
+    data = json.loads(run("status", "--store", store_url, "--format", "json").stdout)
+    by_name = {s["name"]: s for s in data["servers"]}
+    assert by_name["bad"]["state"] == "Unreachable"
+    assert by_name["bad"]["health"]["lastError"].startswith("tcp: connection refused")
+    assert by_name["moved"]["health"]["activeHost"] == "alternate"
+    assert by_name["good"]["health"]["hosts"]["main"]["address"] == f"{HOST}:{peer.port}"
+
+
+def test_a_changed_host_is_flagged_until_checked_again(store_url: str, peer: SmtpPeer) -> None:
+    server = peer.server("relay")
+    with open_store(store_url) as store:
+        put_servers(store, server)
+    probe(store_url)
+    elsewhere = server_spec(free_port(), "plain", "relay")
+    with open_store(store_url) as store:
+        put_servers(store, elsewhere)
+        assert rec.read(store.status_get(key_of(server))) is not None  # status kept
+    out = run("status", "--store", store_url).stdout
+    assert (f"  note: checked at {HOST}:{peer.port}; the spec now says "
+            f"{HOST}:{elsewhere.spec.port}, not checked yet") in out
+    data = json.loads(run("status", "--store", store_url, "--format", "json").stdout)
+    assert data["servers"][0]["stale"] is True
+
+
+def test_no_servers_and_no_store(tmp_path: Path, store_url: str) -> None:
+    with open_store(store_url):
+        pass
+    assert run("status", "--store", store_url).stdout.strip() == \
+        "no outgoing servers in the live store"
+    missing = run("status", "--store", str(tmp_path / "nowhere.db"), code=1)
+    assert "no state store at" in missing.output

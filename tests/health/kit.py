@@ -1,0 +1,137 @@
+"""Builders shared by the health tests (and the status / test-connection CLI tests):
+servers pointing at real peers, a store holding them, a webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from reconciler.config.desired import CanonicalResource, ResourceKey
+from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.daemon.live_config import ConfigHolder
+from reconciler.daemon.metrics import DaemonMetrics
+from reconciler.daemon.settings import DaemonSettings
+from reconciler.dispatch.failover import HostSelector
+from reconciler.health.monitor import HealthMonitor
+from reconciler.health.notifier import Notifier
+from reconciler.health.options import ProbeOptions
+from reconciler.state import Action, Change, RevisionMeta, SqlStore, Store
+
+PASSWORD_ENV = "HEALTH_TEST_SMTP_PASSWORD"
+PASSWORD = "Sw0rdf1sh-health-not-for-logs"
+WRONG_ENV = "HEALTH_TEST_WRONG_PASSWORD"
+WRONG = "Wr0ng-health-secret-77"
+USER = "desk-sender"
+NAMESPACE = "default"
+
+
+def basic_auth(env: str = PASSWORD_ENV, user: str = USER) -> dict[str, Any]:
+    return {"type": "basic", "username": user, "password": {"secretRef": f"env:{env}"}}
+
+
+def key_of(server: OutgoingServer) -> ResourceKey:
+    return ResourceKey("OutgoingServer", server.metadata.namespace, server.metadata.name)
+
+
+def canonical(server: OutgoingServer) -> CanonicalResource:
+    spec = server.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return CanonicalResource.build(key_of(server), server.api_version, spec,
+                                   server.metadata.labels)
+
+
+def put_servers(store: Store, *servers: OutgoingServer, actor: str = "ci-bot") -> int:
+    """Apply the servers (create or update) as one APPLY revision; the new head."""
+    live = store.snapshot()
+    changes = []
+    for server in servers:
+        after = canonical(server)
+        before = live.resources.get(after.key)
+        action = Action.CREATE if before is None else Action.UPDATE
+        changes.append(Change(action, after.key, before, after))
+    return store.commit(changes, RevisionMeta(actor=actor), base_revision=live.revision).number
+
+
+def monitor_for(store: SqlStore, store_url: str, *, webhook: str | None = None,
+                selector: HostSelector | None = None, worker: str = "daemon-1",
+                ca_file: Path | None = None, **kw: Any) -> HealthMonitor:
+    holder = ConfigHolder()
+    holder.refresh(store)
+    settings = DaemonSettings(store_url=store_url, notify_webhook=webhook, worker_id=worker,
+                              health_interval_seconds=0.05)
+    return HealthMonitor(
+        store, settings, DaemonMetrics(), holder, selector or HostSelector(),
+        Notifier(webhook, backoff_seconds=0.01),
+        probe_options=ProbeOptions(ca_file=ca_file, timeout=5.0, local_hostname="client.test"),
+        **kw)
+
+
+def secret_forms(secret: str, user: str = USER) -> list[str]:
+    import base64
+
+    return [secret, base64.b64encode(secret.encode()).decode(),
+            base64.b64encode(f"\0{user}\0{secret}".encode()).decode()]
+
+
+def assert_no_secret(texts: Iterable[str], secret: str = PASSWORD) -> None:
+    blob = "\n".join(texts)
+    for form in secret_forms(secret):
+        assert form not in blob, f"a form of the secret leaked: {form!r}"
+
+
+# -- a webhook receiver: http.server in a thread --------------------------------
+
+
+@dataclass
+class WebhookReceiver:
+    """Records every JSON POST; ``replies`` are status codes answered first, in order
+    (e.g. [503, 503] makes the first two attempts fail)."""
+
+    replies: list[int] = field(default_factory=list)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0
+    _server: ThreadingHTTPServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> WebhookReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                with receiver._lock:
+                    receiver.attempts += 1
+                    status = receiver.replies.pop(0) if receiver.replies else 204
+                    if status < 300:
+                        receiver.received.append(json.loads(body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # keep test output clean
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/hooks/health?token=hook-secret-123"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def events(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(r["event"], r["server"]) for r in self.received]
