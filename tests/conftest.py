@@ -1,3 +1,3 @@
 """Shared test set-up. Peers (real servers the tests talk to) live in tests/peers/."""
 
-pytest_plugins = ["peers.postgres", "peers.smtp_sink"]
+pytest_plugins = ["peers.postgres", "peers.smtp_sink", "peers.network_guard"]

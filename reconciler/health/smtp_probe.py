@@ -174,6 +174,10 @@ async def walk_smtp(server: OutgoingServer, endpoint: Endpoint,
 
 async def _resolve(loop: asyncio.AbstractEventLoop,
                    endpoint: Endpoint) -> tuple[list[tuple[Any, ...]], str]:
+    if endpoint.host.lower().rstrip(".").endswith(".invalid"):
+        # RFC 6761: names under .invalid never resolve, so no query is sent for them
+        raise StepError(Failure.CONNECT, f"{endpoint.host} does not resolve (a name under "
+                        ".invalid never exists)", Reason.NXDOMAIN)
     try:
         infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
