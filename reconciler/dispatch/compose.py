@@ -6,6 +6,9 @@ Decisions:
   policy (CRLF line ends, RFC 2047 encoded non-ASCII headers, RFC 2231 encoded
   attachment names). Bodies that are not plain short-lined ASCII are sent
   quoted-printable, so the message is 7-bit clean and no relay needs 8BITMIME.
+- Fast path: a notification without attachments whose header text and bodies
+  are plain ASCII is written directly as bytes (``_plain_message``), in the
+  form the ``EmailMessage`` path gives; anything else takes that path.
 - Bcc recipients go into the envelope only, never into a header.
 - The Message-ID uses the sender's domain. With an idempotency key it is
   derived from (namespace, key), so a retry after an ambiguous timeout
@@ -19,13 +22,17 @@ Decisions:
 
 from __future__ import annotations
 
+import binascii
 import hashlib
+import re
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
+from functools import lru_cache
 
 from reconciler.config.derive import DEFAULT_ATTACHMENT_LIMIT_MB
 from reconciler.config.models.outgoing_server import OutgoingServer
@@ -90,12 +97,26 @@ def compose(
     if recipients.empty:
         raise ValueError("no recipients left to send to; record it as not sent")
     spec = server.spec
-    sender = validate_address(spec.email, "server email")
+    sender, sender_name, reply_to = _server_identity(spec.email, spec.sender_name,
+                                                     spec.reply_to)
     domain = sender.rsplit("@", 1)[1]
-    sender_name = check_header_text(spec.sender_name, "sender name") if spec.sender_name else None
-    reply_to = validate_address(spec.reply_to, "server replyTo") if spec.reply_to else None
     now = now or datetime.now(UTC)
     message_id = message_id or message_id_for(notification, domain)
+
+    if not notification.attachments:
+        raw = _plain_message(notification, recipients, sender, sender_name, reply_to, now,
+                             message_id)
+        if raw is not None:
+            return Envelope(
+                mail_from=sender,
+                sender_name=sender_name,
+                reply_to=reply_to,
+                to=recipients.to,
+                cc=recipients.cc,
+                bcc=recipients.bcc,
+                content=raw,
+                message_id=message_id,
+            )
 
     msg = EmailMessage(policy=SMTP)
     msg["From"] = Address(display_name=sender_name or "", addr_spec=sender)
@@ -125,10 +146,20 @@ def compose(
         to=recipients.to,
         cc=recipients.cc,
         bcc=recipients.bcc,
-        message=msg,
+        content=msg,
         message_id=message_id,
         dropped_attachments=tuple(dropped),
     )
+
+
+@lru_cache(maxsize=1024)  # per server: its From and Reply-To, checked once
+def _server_identity(
+    email: str, sender_name: str | None, reply_to: str | None
+) -> tuple[str, str | None, str | None]:
+    sender = validate_address(email, "server email")
+    name = check_header_text(sender_name, "sender name") if sender_name else None
+    reply = validate_address(reply_to, "server replyTo") if reply_to else None
+    return sender, name, reply
 
 
 def _address(mailbox: Mailbox) -> Address:
@@ -149,3 +180,127 @@ def _set_body(msg: EmailMessage, text: str | None, html: str | None) -> None:
             msg.add_alternative(html, subtype="html", cte=_cte(html))
     elif html is not None:
         msg.set_content(html, subtype="html", cte=_cte(html))
+
+
+# -- fast path: the common all-ASCII notification written directly as bytes ----------
+
+_ATOM_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+$")  # atext and spaces
+_SIMPLE_ADDR = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+$")
+_PRINTABLE = re.compile(r"^[ -~]+$")
+MAX_LINE = 78  # RFC 5322 "SHOULD"; folding keeps header lines to this where it can
+HARD_LINE = 998  # RFC 5322 "MUST": a longer header line sends the message the slow way
+
+
+def _plain_text(value: str) -> bool:
+    """Header text the fast path writes as is: printable ASCII, single spaces, no
+    encoded-word look-alikes (anything else is left to the email package)."""
+    return (bool(_PRINTABLE.match(value)) and "=?" not in value
+            and value == value.strip() and "  " not in value)
+
+
+def _mailbox_text(name: str | None, addr: str) -> str | None:
+    if not _SIMPLE_ADDR.match(addr):
+        return None
+    if not name:
+        return addr
+    if not _plain_text(name):
+        return None
+    if not _ATOM_PHRASE.match(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{addr}>"
+
+
+def _fold(name: str, items: list[str], sep: str) -> str | None:
+    """``Name: item<sep>item...`` folded before a space where a line would pass 78."""
+    line = name + ":"
+    lines: list[str] = []
+    last = len(items) - 1
+    for i, item in enumerate(items):
+        token = item + (sep if i < last else "")
+        if len(line) + 1 + len(token) > MAX_LINE and line != name + ":":
+            lines.append(line)
+            line = ""
+        line += " " + token
+        if len(line) > HARD_LINE:
+            return None
+    lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _address_header(name: str, mailboxes: Iterable[tuple[str | None, str]]) -> str | None:
+    items = [_mailbox_text(display, addr) for display, addr in mailboxes]
+    if any(item is None for item in items):
+        return None
+    return _fold(name, [i for i in items if i is not None], ",")
+
+
+def _text_header(name: str, value: str) -> str | None:
+    if not value or not _plain_text(value):
+        return None
+    return _fold(name, value.split(" "), "")
+
+
+def _body_part(text: str, subtype: str) -> bytes | None:
+    """Content headers and body of one text part, as ``set_content`` would write them."""
+    if not text.isascii():
+        return None
+    lines = text.encode("ascii").splitlines()
+    if _cte(text) == "7bit":
+        cte = "7bit"
+        body = b"\r\n".join(lines) + b"\r\n"
+    else:
+        cte = "quoted-printable"
+        encoded = binascii.b2a_qp(b"\n".join(lines) + b"\n", istext=True)
+        body = encoded.replace(b"\n", b"\r\n")
+    head = (f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+            f"Content-Transfer-Encoding: {cte}\r\n\r\n")
+    return head.encode("ascii") + body
+
+
+def _plain_message(notification: Notification, recipients: FilterResult, sender: str,
+                   sender_name: str | None, reply_to: str | None, now: datetime,
+                   message_id: str) -> bytes | None:
+    """The message as bytes when everything in it is plain ASCII and there are no
+    attachments; None to build it with ``EmailMessage`` instead."""
+    headers: list[str | None] = [_address_header("From", [(sender_name, sender)])]
+    if reply_to:
+        headers.append(_address_header("Reply-To", [(None, reply_to)]))
+    if recipients.to:
+        headers.append(_address_header("To", [(m.name, m.email) for m in recipients.to]))
+    if recipients.cc:
+        headers.append(_address_header("Cc", [(m.name, m.email) for m in recipients.cc]))
+    headers.append(_text_header("Subject", notification.subject))
+    date = format_datetime(now if now.tzinfo else now.replace(tzinfo=UTC))
+    headers.append(f"Date: {date}\r\n")
+    if not _PRINTABLE.match(message_id) or " " in message_id:
+        return None
+    headers.append(f"Message-ID: {message_id}\r\n")
+    for name, value in notification.headers.items():
+        headers.append(_text_header(name, value))
+    if any(h is None for h in headers):
+        return None
+    head = "".join(h for h in headers if h is not None) + "MIME-Version: 1.0\r\n"
+
+    text, html = notification.text_body, notification.html_body
+    if text is None and html is None:
+        text = ""
+    parts: list[bytes] = []
+    for body, subtype in ((text, "plain"), (html, "html")):
+        if body is not None:
+            part = _body_part(body, subtype)
+            if part is None:
+                return None
+            parts.append(part)
+    if len(parts) == 1:
+        return head.encode("ascii") + parts[0]
+    boundary = f"=_reconcile_{uuid.uuid4().hex}"
+    delimiter = f"--{boundary}\r\n".encode("ascii")
+    out = [head.encode("ascii"),
+           f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'
+           .encode("ascii")]
+    for part in parts:
+        out.append(delimiter)
+        out.append(part)
+        out.append(b"\r\n")
+    out.append(f"--{boundary}--\r\n".encode("ascii"))
+    return b"".join(out)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import SMTP
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,6 +31,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from reconciler.config.models.base import is_plain_email
 
 RecipientField = Literal["to", "cc", "bcc"]
 
@@ -76,15 +80,32 @@ def validate_address(value: str, what: str = "address") -> str:
     Non-ASCII local parts need SMTPUTF8, which not every relay offers; they
     are refused at intake rather than failing later at one server but not another.
     """
+    check_header_text(value, what)
+    try:
+        return _checked_address(value)
+    except _InvalidAddress as exc:
+        raise ValueError(f"{what} {value!r} is not a valid email address: {exc}") from None
+
+
+class _InvalidAddress(ValueError):
+    pass
+
+
+@lru_cache(maxsize=65536)  # the same senders and recipients recur in every message
+def _checked_address(value: str) -> str:
+    """``value`` normalised as email_validator would (the domain in lower case), via
+    the regular-expression fast path for plain addresses (see ``is_plain_email``)."""
+    if is_plain_email(value):
+        local, domain = value.rsplit("@", 1)
+        return f"{local}@{domain.lower()}"
     from email_validator import EmailNotValidError, validate_email
 
-    check_header_text(value, what)
     try:
         checked = validate_email(
             value, check_deliverability=False, test_environment=True, allow_smtputf8=False
         )
     except EmailNotValidError as exc:
-        raise ValueError(f"{what} {value!r} is not a valid email address: {exc}") from None
+        raise _InvalidAddress(str(exc)) from None
     return checked.ascii_email or checked.normalized
 
 
@@ -274,6 +295,9 @@ class Envelope:
     """What a transport sends: SMTP envelope plus the composed RFC 5322 message.
 
     ``bcc`` recipients are in the envelope (RCPT TO) but never in a header.
+    ``message`` is an ``EmailMessage``, or the finished message as bytes when
+    compose wrote it directly (plain ASCII, no attachments); the ``message``
+    property then parses it for whoever wants to look at it.
     """
 
     mail_from: str
@@ -282,7 +306,7 @@ class Envelope:
     to: tuple[Mailbox, ...]
     cc: tuple[Mailbox, ...]
     bcc: tuple[Mailbox, ...]
-    message: EmailMessage
+    content: EmailMessage | bytes
     message_id: str
     dropped_attachments: tuple[DroppedAttachment, ...] = ()
 
@@ -291,8 +315,18 @@ class Envelope:
         return tuple(m.email for m in (*self.to, *self.cc, *self.bcc))
 
     @property
+    def message(self) -> EmailMessage:
+        if isinstance(self.content, bytes):
+            parsed = message_from_bytes(self.content, policy=SMTP)
+            assert isinstance(parsed, EmailMessage)
+            return parsed
+        return self.content
+
+    @property
     def headers(self) -> dict[str, str]:
         return {name: str(value) for name, value in self.message.items()}
 
     def as_bytes(self) -> bytes:
-        return self.message.as_bytes(policy=SMTP)
+        if isinstance(self.content, bytes):
+            return self.content
+        return self.content.as_bytes(policy=SMTP)

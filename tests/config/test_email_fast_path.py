@@ -9,7 +9,7 @@ import string
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-from reconciler.config.models.base import _plain_email
+from reconciler.config.models.base import is_plain_email
 
 LOCAL = string.ascii_letters + string.digits + "_+-."
 LABEL = string.ascii_letters + string.digits + "-"
@@ -39,7 +39,7 @@ def _generated(rng: random.Random) -> str:
 ])
 def test_edge_cases_that_email_validator_rejects_take_the_slow_path(address: str) -> None:
     assert _rejected(address)
-    assert not _plain_email(address)
+    assert not is_plain_email(address)
 
 
 def test_fast_path_agrees_with_email_validator_on_generated_addresses() -> None:
@@ -47,7 +47,7 @@ def test_fast_path_agrees_with_email_validator_on_generated_addresses() -> None:
     accepted = 0
     for _ in range(20_000):
         address = _generated(rng)
-        if _plain_email(address):
+        if is_plain_email(address):
             accepted += 1
             assert not _rejected(address), address
     assert accepted > 1_000  # the generator does exercise the fast path
@@ -55,4 +55,4 @@ def test_fast_path_agrees_with_email_validator_on_generated_addresses() -> None:
 
 def test_plain_addresses_take_the_fast_path() -> None:
     for address in ("helpdesk@acme.example", "first.last+tag@sub.example.com", "a_b@x.co"):
-        assert _plain_email(address) and not _rejected(address)
+        assert is_plain_email(address) and not _rejected(address)

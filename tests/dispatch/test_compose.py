@@ -171,3 +171,94 @@ def test_a_line_break_in_the_configured_sender_name_is_refused() -> None:
     srv = server("bad", senderName="Desk\r\nBcc: victim@else.example")
     with pytest.raises(HeaderInjectionError, match="sender name"):
         build(notification(), srv)
+
+
+# -- the fast path (plain ASCII, no attachments, written as bytes) agrees with EmailMessage --
+
+FAST_PATH_CASES: list[dict[str, object]] = [
+    {},
+    {"idempotency_key": "re-7"},
+    {"text_body": None, "html_body": "<p>Ticket <b>RE-7</b> was updated.</p>"},
+    {"text_body": "plain\nline two\n\nthird", "html_body": "<b>rich</b>"},
+    {"text_body": None},  # no body at all: an empty text/plain
+    {"text_body": "x" * 300 + "\n" + "y = z  \nend\twith tab\t"},  # quoted-printable
+    {"text_body": "short\r\nlines\rwith mixed\nline ends\n", "html_body": "<p>" + "w " * 200},
+    {"text_body": ".leading dot\nFrom the start\n--not a boundary\n"},
+    {"subject": "A rather long subject line that has to be folded because it goes on and on "
+                "past seventy-eight characters, about ticket ##RE-77##"},
+    {"subject": "Symbols: 100% done; (see) [x] <y> \"quoted\" back\\slash ok?"},
+    {"to": [f"User Number {i} <user{i}@corp.example>" for i in range(12)],
+     "cc": [f"cc{i}@corp.example" for i in range(9)]},
+    {"to": ['"Doe, Jane" <jane@corp.example>', "J. R. Bob <bob@corp.example>",
+            'Said "hi" <hi@corp.example>', "O'Neil <oneil@corp.example>"], "cc": []},
+    {"to": [], "cc": ["only-cc@corp.example"]},
+    {"headers": {"In-Reply-To": "<abc@desk.example>",
+                 "References": " ".join(f"<msg-{i}@desk.example>" for i in range(10)),
+                 "X-Ticket": "RE-7"}},
+]
+
+
+@pytest.mark.parametrize("case", range(len(FAST_PATH_CASES)))
+@pytest.mark.parametrize("srv", [
+    SERVER,
+    server("plain", email="plain@desk.example"),
+    server("dotted", email="dotted@desk.example", senderName="Desk, IT (Prague)"),
+])
+def test_fast_path_matches_the_email_package(
+    case: int, srv: OutgoingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reconciler.dispatch.compose as compose_module
+
+    n = notification(**{"idempotency_key": f"case-{case}", **FAST_PATH_CASES[case]})
+    fast = build(n, srv)
+    assert isinstance(fast.content, bytes), "expected the fast path for a plain notification"
+    monkeypatch.setattr(compose_module, "_plain_message", lambda *a, **kw: None)
+    slow = build(n, srv)
+    assert not isinstance(slow.content, bytes)
+
+    raw = fast.as_bytes()
+    assert raw.isascii()
+    assert b"\n" not in raw.replace(b"\r\n", b"") and b"\r" not in raw.replace(b"\r\n", b"")
+    assert raw.endswith(b"\r\n")
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 78
+    assert b"audit@corp.example" not in raw
+
+    a, b = parsed(raw), parsed(slow.as_bytes())
+    assert not a.defects and not b.defects
+    for name in ("From", "To", "Cc", "Reply-To", "Subject", "Message-ID", "Date",
+                 "MIME-Version", *n.headers):
+        assert str(a[name]) == str(b[name]), name
+        assert a.get_all(name, []).__len__() == b.get_all(name, []).__len__(), name
+    for name in ("From", "To", "Cc", "Reply-To"):
+        if name in b:
+            assert ([(x.display_name, x.addr_spec) for x in a[name].addresses]
+                    == [(x.display_name, x.addr_spec) for x in b[name].addresses]), name
+    assert "Bcc" not in a
+    assert a.get_content_type() == b.get_content_type()
+    for kind in ("plain", "html"):
+        pa, pb = a.get_body((kind,)), b.get_body((kind,))
+        assert (pa is None) == (pb is None), kind
+        if pa is not None and pb is not None:
+            assert pa.get_content_type() == pb.get_content_type()
+            assert pa.get_content() == pb.get_content(), kind
+            assert pa["Content-Transfer-Encoding"] == pb["Content-Transfer-Encoding"], kind
+    assert fast.message_id == slow.message_id
+    assert fast.rcpt_to == slow.rcpt_to
+    assert fast.headers["Message-ID"] == fast.message_id
+
+
+@pytest.mark.parametrize("kw", [
+    {"subject": "Požadavek café"},
+    {"to": ["Jörg Müller <joerg@corp.example>"]},
+    {"text_body": "Grüße"},
+    {"html_body": "<p>€</p>"},
+    {"subject": "an =?utf-8?q?encoded?= look-alike"},
+    {"subject": "two  spaces"},
+    {"subject": ""},
+    {"attachments": [{"name": "a.txt", "data": b"x"}]},
+])
+def test_anything_else_takes_the_email_package_path(kw: dict[str, object]) -> None:
+    env = build(notification(**kw))
+    assert not isinstance(env.content, bytes)
+    assert parsed(env.as_bytes())["Message-ID"] == env.message_id

@@ -97,3 +97,38 @@ def test_json_round_trip_with_camel_case_and_base64_attachments() -> None:
     assert '"idempotencyKey":"req-7-created"' in raw and '"textBody":"hi"' in raw
     assert Notification.model_validate_json(raw) == n
     assert "size=6" in repr(n.attachments[0])  # no attachment bytes in logs
+
+
+def test_plain_address_fast_path_normalises_like_email_validator() -> None:
+    import random
+    import string
+
+    from email_validator import EmailNotValidError, validate_email
+
+    from reconciler.config.models.base import is_plain_email
+    from reconciler.dispatch.envelope import _checked_address, validate_address
+
+    rng = random.Random(7)
+    local_chars = string.ascii_letters + string.digits + "_+-."
+    label_chars = string.ascii_letters + string.digits + "-"
+    fast = 0
+    for _ in range(3000):
+        local = "".join(rng.choice(local_chars) for _ in range(rng.randint(1, 20)))
+        labels = ["".join(rng.choice(label_chars) for _ in range(rng.randint(1, 12)))
+                  for _ in range(rng.randint(1, 3))]
+        address = f"{local}@{'.'.join(labels)}.{rng.choice(['Example', 'COM', 'org', 'io'])}"
+        try:
+            checked = validate_email(address, check_deliverability=False,
+                                     test_environment=True, allow_smtputf8=False)
+        except EmailNotValidError:
+            assert not is_plain_email(address), address
+            with pytest.raises(ValueError, match="not a valid email address"):
+                validate_address(address)
+            continue
+        fast += is_plain_email(address)
+        expected = checked.ascii_email or checked.normalized
+        assert validate_address(address) == expected, address
+        _checked_address.cache_clear()
+        assert validate_address(address) == expected, address  # and uncached
+    assert fast > 500
+    assert validate_address("Jorg@Corp.Example") == "Jorg@corp.example"

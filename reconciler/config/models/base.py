@@ -105,7 +105,7 @@ _PLAIN_EMAIL = re.compile(
 )
 
 
-def _plain_email(value: str) -> bool:
+def is_plain_email(value: str) -> bool:
     if not _PLAIN_EMAIL.match(value):
         return False
     from email_validator import SPECIAL_USE_DOMAIN_NAMES
@@ -117,7 +117,7 @@ def _plain_email(value: str) -> bool:
 
 @lru_cache(maxsize=65536)  # the same few addresses recur across thousands of resources
 def _check_email(value: str) -> str:
-    if _plain_email(value):
+    if is_plain_email(value):
         return value
     from email_validator import EmailNotValidError, validate_email
 
