@@ -1,3 +1,8 @@
 """Shared test set-up. Peers (real servers the tests talk to) live in tests/peers/."""
 
-pytest_plugins = ["peers.postgres", "peers.smtp_sink", "peers.network_guard"]
+pytest_plugins = [
+    "peers.postgres",
+    "peers.smtp_sink",
+    "peers.smtp_fixtures",
+    "peers.network_guard",
+]
