@@ -175,12 +175,18 @@ def create_api(
     # async although it never awaits: FastAPI runs a plain def dependency in
     # the threadpool, a thread hop per request for a few microseconds of work.
     async def authorized(
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
     ) -> None:
         if credentials is None:
             raise HTTPException(401, "a bearer token is required",
                                 headers={"WWW-Authenticate": 'Bearer realm="reconcile"'})
         if not tokens.accepts(credentials.credentials):
+            # The access log is off for speed, so a refused token is logged here
+            # (who and where, never the token itself).
+            client = request.client.host if request.client else "unknown"
+            log.warning("refused %s %s from %s: invalid bearer token", request.method,
+                        request.url.path, client)
             raise HTTPException(
                 401, "the bearer token is not valid",
                 headers={"WWW-Authenticate": 'Bearer realm="reconcile", error="invalid_token"'})

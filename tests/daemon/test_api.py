@@ -86,6 +86,17 @@ def test_no_token_is_401_with_www_authenticate(api: ServedApi, method: str, path
         assert fresh.outbox.depth()[OutboxState.QUEUED] == 0
 
 
+def test_a_refused_token_is_logged_without_the_token(
+    api: ServedApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="reconciler")
+    wrong = TOKEN + "-guessed"
+    assert post(api, notification(), token=wrong).status_code == 401
+    refused = [r.getMessage() for r in caplog.records if "invalid bearer token" in r.getMessage()]
+    assert refused == ["refused POST /v1/notifications from 127.0.0.1: invalid bearer token"]
+    assert wrong not in caplog.text and TOKEN not in caplog.text
+
+
 def test_every_configured_token_is_accepted(serve_api: ServeApi) -> None:
     served = serve_api(tokens=(f"env:{TOKEN_ENV}", f"env:{OTHER_TOKEN_ENV}"))
     assert post(served, notification(1)).status_code == 202
