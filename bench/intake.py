@@ -28,7 +28,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _stores import postgres_url, sqlite_url
 
 from reconciler.daemon.intake import MAX_BATCH
 
@@ -232,32 +232,6 @@ def run_store(name: str, url: str, args: argparse.Namespace) -> None:
                       + (f"   {result.failures} FAILED" if result.failures else ""))
 
 
-@contextmanager
-def sqlite_url() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="intake-bench-") as tmp:
-        yield str(Path(tmp) / "state.db")
-
-
-@contextmanager
-def postgres_url(base: str) -> Iterator[str | None]:
-    import psycopg
-
-    schema = f"intake_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(base, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        print(f"postgresql  skipped: cannot connect ({str(exc).strip().splitlines()[0]})")
-        yield None
-        return
-    with admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-        try:
-            sep = "&" if "?" in base else "?"
-            yield f"{base}{sep}options=-csearch_path%3D{schema}"
-        finally:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=2_000, help="notifications per run (2,000)")
@@ -285,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
 
     targets: list[tuple[str, Callable[[], AbstractContextManager[str | None]]]] = []
     if args.only != "postgresql":
-        targets.append(("sqlite", sqlite_url))
+        targets.append(("sqlite", lambda: sqlite_url("intake-bench")))
     if args.only != "sqlite":
-        targets.append(("postgresql", lambda: postgres_url(args.pg)))
+        targets.append(("postgresql", lambda: postgres_url(args.pg, "intake_bench")))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, uvicorn "
           f"{uvicorn.__version__}, N={args.n:,} of ~{args.size:,} bytes, "
           f"window {args.window * 1000:g} ms; client and server share this machine")

@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from _stores import postgres_url, sqlite_url
 
 from reconciler.state import SqlStore, StoreError, open_store
 from reconciler.state.base import (
@@ -118,32 +118,6 @@ def run(name: str, url: str, args: argparse.Namespace) -> None:
         print(f"{name if i == 0 else '':<11} {label:<66} {rate:>9,.0f} msg/s  ({seconds:.2f} s)")
 
 
-@contextmanager
-def sqlite_url() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="outbox-bench-") as tmp:
-        yield str(Path(tmp) / "state.db")
-
-
-@contextmanager
-def postgres_url(base: str) -> Iterator[str | None]:
-    import psycopg
-
-    schema = f"outbox_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(base, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        print(f"postgresql  skipped: cannot connect ({str(exc).strip().splitlines()[0]})")
-        yield None
-        return
-    with admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-        try:
-            sep = "&" if "?" in base else "?"
-            yield f"{base}{sep}options=-csearch_path%3D{schema}"
-        finally:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=10_000, help="messages (default 10,000)")
@@ -157,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
 
     targets: list[tuple[str, Callable[[], AbstractContextManager[str | None]]]] = []
     if args.only != "postgresql":
-        targets.append(("sqlite", sqlite_url))
+        targets.append(("sqlite", lambda: sqlite_url("outbox-bench")))
     if args.only != "sqlite":
-        targets.append(("postgresql", lambda: postgres_url(args.pg)))
+        targets.append(("postgresql", lambda: postgres_url(args.pg, "outbox_bench")))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, N={args.n:,}")
     for name, make in targets:
         with make() as url:

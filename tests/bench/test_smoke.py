@@ -25,3 +25,13 @@ def test_validate_scale_runs() -> None:
 def test_plan_scale_runs() -> None:
     out = run(str(BENCH / "plan_scale.py"), "--sizes", "1k")
     assert "1,000" in out
+
+
+def test_outbox_throughput_runs() -> None:
+    out = run(str(BENCH / "outbox_throughput.py"), "-n", "100")
+    assert "sqlite" in out and "postgresql" in out and "skipped" not in out
+
+
+def test_intake_runs() -> None:
+    out = run(str(BENCH / "intake.py"), "-n", "50", "-k", "1")
+    assert "sqlite" in out and "postgresql" in out and "FAILED" not in out
