@@ -54,30 +54,33 @@ class FilterResult:
 
 
 @dataclass(frozen=True, slots=True)
-class _Compiled:
+class AddressList:
+    """A RecipientFilter compiled for lookups; incoming mail uses it on senders too."""
+
     name: str
     type: FilterType
     emails: frozenset[str]
     domains: frozenset[str]
 
-    def entry_for(self, mailbox: Mailbox) -> tuple[str, str] | None:
-        """The (kind, entry) that matches this mailbox, if any; email beats domain."""
-        if mailbox.key in self.emails:
-            return "email", mailbox.key
-        domain = mailbox.domain.casefold().rstrip(".")
+    @classmethod
+    def of(cls, recipient_filter: RecipientFilter) -> AddressList:
+        spec = recipient_filter.spec
+        return cls(
+            name=recipient_filter.metadata.name,
+            type=FilterType(spec.type),
+            emails=frozenset(e.strip().casefold() for e in spec.emails),
+            domains=frozenset(d.strip().casefold().rstrip(".") for d in spec.domains),
+        )
+
+    def entry_for(self, address: str) -> tuple[str, str] | None:
+        """The (``"email"`` | ``"domain"``, entry) that ``address`` matches; email beats domain."""
+        key = address.casefold()
+        if key in self.emails:
+            return "email", key
+        domain = key.rpartition("@")[2].rstrip(".")
         if domain in self.domains:
             return "domain", domain
         return None
-
-
-def _compile(recipient_filter: RecipientFilter) -> _Compiled:
-    spec = recipient_filter.spec
-    return _Compiled(
-        name=recipient_filter.metadata.name,
-        type=FilterType(spec.type),
-        emails=frozenset(e.strip().casefold() for e in spec.emails),
-        domains=frozenset(d.strip().casefold().rstrip(".") for d in spec.domains),
-    )
 
 
 def apply_filter(
@@ -86,7 +89,7 @@ def apply_filter(
     bcc: Iterable[Mailbox] = (),
     recipient_filter: RecipientFilter | None = None,
 ) -> FilterResult:
-    compiled = _compile(recipient_filter) if recipient_filter is not None else None
+    compiled = AddressList.of(recipient_filter) if recipient_filter is not None else None
     seen: set[str] = set()
     kept: dict[RecipientField, list[Mailbox]] = {"to": [], "cc": [], "bcc": []}
     ignored: list[IgnoredRecipient] = []
@@ -118,8 +121,8 @@ def filter_notification(
     return apply_filter(notification.to, notification.cc, notification.bcc, recipient_filter)
 
 
-def _check(f: _Compiled, kind: RecipientField, mailbox: Mailbox) -> IgnoredRecipient | None:
-    hit = f.entry_for(mailbox)
+def _check(f: AddressList, kind: RecipientField, mailbox: Mailbox) -> IgnoredRecipient | None:
+    hit = f.entry_for(mailbox.email)
     if f.type == FilterType.ALLOW:
         if hit is not None:
             return None

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
-from reconciler.config.models.base import Model, Resource, delimiter_type
+from reconciler.config.models.base import Email, Model, NonEmptyStr, Resource, delimiter_type
 
 BASE_DELIMITER_CHARS = "!@#$%^&"
 BaseDelimiter = delimiter_type("baseDelimiter", BASE_DELIMITER_CHARS, 10)
@@ -20,6 +20,35 @@ class RetrySettings(Model):
     initial_backoff_seconds: float = Field(default=30, gt=0, le=3600)
     max_backoff_seconds: float = Field(default=900, gt=0, le=86400)
     lifetime_minutes: int = Field(default=1440, ge=1, le=10080)
+
+
+# Executables and scripts that run on a double click; a desk that needs one of them
+# lists its own blockedExtensions.
+DEFAULT_BLOCKED_EXTENSIONS = (
+    "bat", "cmd", "com", "cpl", "dll", "exe", "hta", "jar", "js", "jse", "lnk", "msi", "msp",
+    "pif", "ps1", "reg", "scr", "vbe", "vbs", "wsf", "wsh",
+)
+
+
+class IncomingAttachments(Model):
+    """Which attachment types incoming mail may carry (SPEC I5); others are stripped."""
+
+    blocked_extensions: list[NonEmptyStr] = Field(
+        default_factory=lambda: list(DEFAULT_BLOCKED_EXTENSIONS),
+        description="Extensions (without dot) stripped from incoming mail.")
+    allowed_extensions: list[NonEmptyStr] = Field(
+        default_factory=list,
+        description="When not empty, only these extensions (without dot) are kept.")
+
+
+class AdminNotifications(Model):
+    """Who hears about this namespace's servers going down and coming back (SPEC O9)."""
+
+    emails: list[Email] = Field(
+        default_factory=list,
+        description="Admins mailed (through the namespace's primary outgoing server, or "
+        "another enabled one when the primary is the server that is down) when a server "
+        "becomes Unreachable, recovers, or fails over to its alternate host and back.")
 
 
 class MailSettingsSpec(Model):
@@ -42,7 +71,9 @@ class MailSettingsSpec(Model):
         description="Module -> prefix used in subjects, e.g. ##RE-123##.",
     )
     attachment_limit_mb: float = Field(default=20, gt=0, le=150, alias="attachmentLimitMB")
+    incoming_attachments: IncomingAttachments = Field(default_factory=IncomingAttachments)
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    admin_notifications: AdminNotifications = Field(default_factory=AdminNotifications)
 
     @field_validator("request_id_prefixes")
     @classmethod

@@ -1,0 +1,283 @@
+"""Everything the pipeline needs to judge one mail, compiled once per configuration.
+
+A :class:`PipelineContext` is built when a server's configuration is loaded
+(or hot-swapped) and reused for every mail fetched with it: filters become
+frozensets, rules are sorted, the request-ID and command patterns are
+compiled. Nothing in it is re-derived per mail.
+
+Two lookups come from outside because they need the store:
+
+- ``seen_message_id(message_id) -> bool``: was a mail with this Message-ID
+  (angle brackets stripped) processed before?
+- ``thread_lookup(message_ids) -> (module, number) | None``: the ticket that
+  any of these Message-IDs belongs to (the desk's own notifications and
+  earlier mails of a ticket), tried in the order given (In-Reply-To first,
+  then References newest first).
+
+Build it with :meth:`PipelineContext.create` (resolved resources) or
+:meth:`PipelineContext.from_resources` (one namespace's resources; resolves
+the server's references and collects the desk's own addresses).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from reconciler.config.models.base import Condition, MatchMode, Resource
+from reconciler.config.models.email_command import EmailCommand
+from reconciler.config.models.incoming_email_rule import IncomingAction, IncomingEmailRule
+from reconciler.config.models.incoming_server import IncomingServer
+from reconciler.config.models.mail_settings import MailSettings, MailSettingsSpec
+from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.config.models.recipient_filter import RecipientFilter
+from reconciler.config.models.spam_filter import SpamFilter
+from reconciler.dispatch.filters import AddressList
+from reconciler.incoming.pipeline.directory import SenderDirectory
+
+SeenLookup = Callable[[str], bool]
+ThreadLookup = Callable[[Sequence[str]], "tuple[str, str] | None"]
+
+MIB = 1024 * 1024
+
+
+def _never_seen(_message_id: str) -> bool:
+    return False
+
+
+def _no_thread(_message_ids: Sequence[str]) -> tuple[str, str] | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionSet:
+    """A named group of conditions combined with ALL or ANY (spam filters, rules)."""
+
+    name: str
+    match: MatchMode
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    name: str
+    order: int
+    conditions: ConditionSet
+    action: IncomingAction
+    set_fields: tuple[tuple[str, str], ...]
+    stop_processing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledCommand:
+    name: str
+    subject_contains: str  # compared case-insensitively (casefolded here)
+    pattern: re.Pattern[str]  # one `$Field=Value$` per match: groups name, value
+    operations: frozenset[str]
+    allowed_fields: frozenset[str]  # casefolded; empty means the known fields
+    authorized_senders_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RequestIdPattern:
+    """Finds ``##RE-123##`` (and the bare ``##123##``) in subjects."""
+
+    pattern: re.Pattern[str]  # groups: prefix (may be None), number
+    modules: dict[str, str]  # PREFIX -> module
+    default_module: str  # for a bare number
+
+    def find(self, subject: str) -> tuple[tuple[str, str] | None, str | None]:
+        """((module, number) of the first known reference, the first unknown-prefix text)."""
+        unknown = None
+        for m in self.pattern.finditer(subject):
+            prefix = m["prefix"]
+            number = m["number"].lstrip("0") or "0"
+            if prefix is None:
+                return (self.default_module, number), unknown
+            module = self.modules.get(prefix.upper())
+            if module is not None:
+                return (module, number), unknown
+            if unknown is None:
+                unknown = m[0]
+        return None, unknown
+
+
+def request_id_pattern(settings: MailSettingsSpec) -> RequestIdPattern:
+    d = re.escape(settings.base_delimiter)
+    pattern = re.compile(rf"{d}(?:(?P<prefix>[A-Za-z]{{2,5}})-)?(?P<number>\d{{1,18}}){d}")
+    modules = {prefix.upper(): module for module, prefix in settings.request_id_prefixes.items()}
+    default = "request" if "request" in settings.request_id_prefixes or not modules \
+        else next(iter(settings.request_id_prefixes))
+    return RequestIdPattern(pattern, modules, default)
+
+
+def command_pattern(delimiter: str) -> re.Pattern[str]:
+    d = re.escape(delimiter)
+    # The value may not contain the delimiter or a line break, so one malformed
+    # command cannot swallow the rest of the body.
+    return re.compile(
+        rf"{d}[ \t]*(?P<name>[A-Za-z][A-Za-z0-9_ .]{{0,63}}?)[ \t]*=[ \t]*"
+        rf"(?P<value>(?:(?!{d})[^\r\n])*?)[ \t]*{d}")
+
+
+@dataclass(frozen=True)
+class AttachmentPolicy:
+    limit_bytes: int
+    blocked: frozenset[str]  # extensions without dot, casefolded
+    allowed: frozenset[str]  # empty: everything not blocked
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    """One incoming server's configuration, compiled for the pipeline.
+
+    Field by field: the server and its namespace's settings; ``mailboxes``,
+    the server's own addresses (``email`` + ``addresses``) that mail must be
+    sent to; ``own_addresses``, every address the desk sends from, so its own
+    acknowledgements are recognised; the compiled sender filter, spam
+    filters, incoming rules (sorted, this server's only), email command and
+    request-ID pattern; the attachment policy; the sender directory and the
+    two store lookups.
+    """
+
+    server: IncomingServer
+    settings: MailSettingsSpec
+    mailboxes: frozenset[str]
+    own_addresses: frozenset[str]
+    sender_filter: AddressList | None
+    spam_filters: tuple[ConditionSet, ...]
+    rules: tuple[CompiledRule, ...]
+    command: CompiledCommand | None
+    request_ids: RequestIdPattern
+    attachments: AttachmentPolicy
+    creation_emails: frozenset[str]
+    creation_domains: frozenset[str]
+    defaults: tuple[tuple[str, str], ...]
+    directory: SenderDirectory | None  # None: no user list, every sender counts as a user
+    seen_message_id: SeenLookup = field(default=_never_seen)
+    thread_lookup: ThreadLookup = field(default=_no_thread)
+
+    @property
+    def namespace(self) -> str:
+        return self.server.metadata.namespace
+
+    @property
+    def server_name(self) -> str:
+        return self.server.metadata.name
+
+    @classmethod
+    def create(
+        cls,
+        server: IncomingServer,
+        *,
+        settings: MailSettings | MailSettingsSpec | None = None,
+        recipient_filter: RecipientFilter | None = None,
+        spam_filters: Iterable[SpamFilter] = (),
+        email_command: EmailCommand | None = None,
+        rules: Iterable[IncomingEmailRule] = (),
+        own_addresses: Iterable[str] = (),
+        directory: SenderDirectory | None = None,
+        seen_message_id: SeenLookup | None = None,
+        thread_lookup: ThreadLookup | None = None,
+    ) -> PipelineContext:
+        """Compile resolved resources; ``rules`` may hold other servers' rules (skipped)."""
+        spec = server.spec
+        if isinstance(settings, MailSettings):
+            settings = settings.spec
+        settings = settings or MailSettingsSpec()
+        mailboxes = frozenset(a.casefold() for a in (spec.email, *spec.addresses))
+        name = server.metadata.name
+        compiled_rules = tuple(
+            CompiledRule(
+                r.metadata.name, r.spec.order,
+                ConditionSet(r.metadata.name, MatchMode(r.spec.match), tuple(r.spec.conditions)),
+                IncomingAction(r.spec.action), tuple(r.spec.set_fields.items()),
+                r.spec.stop_processing)
+            for r in sorted(rules, key=lambda r: (r.spec.order, r.metadata.name))
+            if r.spec.enabled and (not r.spec.servers or name in r.spec.servers))
+        command = None
+        if email_command is not None and email_command.spec.enabled:
+            c = email_command.spec
+            command = CompiledCommand(
+                email_command.metadata.name, c.subject_contains.casefold(),
+                command_pattern(c.delimiter), frozenset(c.operations),
+                frozenset(f.casefold() for f in c.allowed_fields), c.authorized_senders_only)
+        rules_in = settings.incoming_attachments
+        defaults = spec.defaults.model_dump(by_alias=True, exclude_none=True)
+        return cls(
+            server=server,
+            settings=settings,
+            mailboxes=mailboxes,
+            own_addresses=frozenset(a.strip().casefold() for a in own_addresses) | mailboxes,
+            sender_filter=AddressList.of(recipient_filter) if recipient_filter else None,
+            spam_filters=tuple(
+                ConditionSet(f.metadata.name, MatchMode(f.spec.match), tuple(f.spec.conditions))
+                for f in spam_filters if f.spec.enabled),
+            rules=compiled_rules,
+            command=command,
+            request_ids=request_id_pattern(settings),
+            attachments=AttachmentPolicy(
+                limit_bytes=int(settings.attachment_limit_mb * MIB),
+                blocked=frozenset(e.lstrip(".").casefold() for e in rules_in.blocked_extensions),
+                allowed=frozenset(e.lstrip(".").casefold() for e in rules_in.allowed_extensions)),
+            creation_emails=frozenset(e.casefold() for e in spec.creation.allowed_emails),
+            creation_domains=frozenset(d.casefold() for d in spec.creation.allowed_domains),
+            defaults=tuple(defaults.items()),
+            directory=directory,
+            seen_message_id=seen_message_id or _never_seen,
+            thread_lookup=thread_lookup or _no_thread,
+        )
+
+    @classmethod
+    def from_resources(
+        cls,
+        server: IncomingServer,
+        resources: Iterable[Resource],
+        *,
+        directory: SenderDirectory | None = None,
+        seen_message_id: SeenLookup | None = None,
+        thread_lookup: ThreadLookup | None = None,
+    ) -> PipelineContext:
+        """Resolve ``server``'s references among its namespace's ``resources``.
+
+        A reference to a missing filter, spam filter or command raises
+        LookupError: an allow list or spam filter silently dropped would let
+        through mail the configuration meant to stop.
+        """
+        namespace = server.metadata.namespace
+        mine = [r for r in resources if r.metadata.namespace == namespace]
+        by_kind: dict[str, dict[str, Resource]] = {}
+        for r in mine:
+            by_kind.setdefault(r.kind, {})[r.metadata.name] = r
+
+        def resolve(kind: str, name: str) -> Resource:
+            found = by_kind.get(kind, {}).get(name)
+            if found is None:
+                raise LookupError(
+                    f"incoming server {server.metadata.name} uses {kind} {name}, which does "
+                    f"not exist in namespace {namespace}")
+            return found
+
+        spec = server.spec
+        own: list[str] = []
+        for r in mine:
+            if isinstance(r, OutgoingServer):
+                own += [a for a in (r.spec.email, r.spec.reply_to, r.spec.mailbox) if a]
+            elif isinstance(r, IncomingServer):
+                own += [r.spec.email, *r.spec.addresses]
+        settings = next((r for r in mine if isinstance(r, MailSettings)), None)
+        return cls.create(
+            server,
+            settings=settings,
+            recipient_filter=resolve("RecipientFilter", spec.recipient_filter)  # type: ignore[arg-type]
+            if spec.recipient_filter else None,
+            spam_filters=[resolve("SpamFilter", n) for n in spec.spam_filters],  # type: ignore[misc]
+            email_command=resolve("EmailCommand", spec.email_command)  # type: ignore[arg-type]
+            if spec.email_command else None,
+            rules=[r for r in mine if isinstance(r, IncomingEmailRule)],
+            own_addresses=own,
+            directory=directory,
+            seen_message_id=seen_message_id,
+            thread_lookup=thread_lookup,
+        )

@@ -1,0 +1,125 @@
+"""Who the desk knows: the pipeline asks a :class:`SenderDirectory` about senders.
+
+The desk's user list lives outside this project (the service desk owns it), so
+the pipeline depends only on the small :class:`SenderDirectory` protocol. The
+default implementation, :class:`MappingSenderDirectory`, is backed by a
+mapping or a YAML/JSON file of this shape::
+
+    users:
+      - email: jane@acme.example
+        name: Jane Doe          # optional
+        commands: true          # may send email commands (default false)
+      - email: old@acme.example
+        status: archived        # active (default) | archived | deleted
+    domains:                    # optional: every address of these domains is a
+      - acme.example            # known, active user without command rights
+
+Addresses and domains compare case-insensitively.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class UserStatus(StrEnum):
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryEntry:
+    email: str
+    name: str | None = None
+    status: UserStatus = UserStatus.ACTIVE
+    commands: bool = False  # authorised to send email commands
+
+
+class SenderDirectory(Protocol):
+    def lookup(self, address: str) -> DirectoryEntry | None:
+        """The user with this address, or None for a guest (unknown sender)."""
+        ...
+
+
+class DirectoryError(ValueError):
+    """The directory file is unreadable or malformed; the message says how to fix it."""
+
+
+class MappingSenderDirectory:
+    """A directory held in memory: address -> entry, plus whole known domains."""
+
+    def __init__(self, entries: Iterable[DirectoryEntry] = (),
+                 domains: Iterable[str] = ()) -> None:
+        self._entries = {e.email.strip().casefold(): e for e in entries}
+        self._domains = frozenset(d.strip().casefold().rstrip(".") for d in domains)
+
+    def lookup(self, address: str) -> DirectoryEntry | None:
+        key = address.strip().casefold()
+        found = self._entries.get(key)
+        if found is not None:
+            return found
+        domain = key.rpartition("@")[2]
+        if domain and domain in self._domains:
+            return DirectoryEntry(email=address)
+        return None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "directory"
+                     ) -> MappingSenderDirectory:
+        users = data.get("users", [])
+        domains = data.get("domains", [])
+        if not isinstance(users, list) or not isinstance(domains, list):
+            raise DirectoryError(
+                f"{source}: `users` and `domains` must be lists; see the example at the top "
+                "of reconciler/incoming/pipeline/directory.py")
+        entries = []
+        for index, item in enumerate(users):
+            if not isinstance(item, Mapping) or not isinstance(item.get("email"), str):
+                raise DirectoryError(
+                    f"{source}: users[{index}] needs an `email` (a string); write each user "
+                    "as {email: jane@example.com, commands: true}")
+            status = item.get("status", "active")
+            if status not in UserStatus.__members__.values():
+                raise DirectoryError(
+                    f"{source}: users[{index}] has status {status!r}; use one of "
+                    + ", ".join(s.value for s in UserStatus))
+            entries.append(DirectoryEntry(
+                email=item["email"], name=item.get("name"), status=UserStatus(status),
+                commands=item.get("commands") is True))
+        if not all(isinstance(d, str) for d in domains):
+            raise DirectoryError(f"{source}: `domains` must be a list of domain names")
+        return cls(entries, domains)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> MappingSenderDirectory:
+        """Load a ``.json``, ``.yaml`` or ``.yml`` file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DirectoryError(
+                f"cannot read the sender directory {path}: {exc.strerror or exc}; "
+                "check the path and its permissions") from None
+        try:
+            if path.suffix.lower() == ".json":
+                data = json.loads(text)
+            else:
+                import yaml
+
+                data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError both are
+            raise DirectoryError(f"{path} is not valid JSON/YAML: {exc}") from None
+        except Exception as exc:  # yaml.YAMLError is not a ValueError
+            raise DirectoryError(f"{path} is not valid YAML: {exc}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise DirectoryError(
+                f"{path}: expected a mapping with `users` (and optionally `domains`)")
+        return cls.from_mapping(data, source=str(path))

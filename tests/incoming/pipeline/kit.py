@@ -1,0 +1,104 @@
+"""The configuration the corpus tests run with: one Acme namespace, as YAML would hold it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from reconciler.config.models import KINDS
+from reconciler.config.models.base import Resource
+from reconciler.config.models.incoming_server import IncomingServer
+from reconciler.incoming.pipeline import (
+    DirectoryEntry,
+    MappingSenderDirectory,
+    PipelineContext,
+    UserStatus,
+)
+
+MAIL = Path(__file__).resolve().parents[2] / "data" / "mail"
+NS = "acme"
+
+# Message-IDs of the desk's notifications for request 555 (03 replies to one of them).
+THREADS = {"notif-555@desk.acme.example": ("request", "555"),
+           "notif-554@desk.acme.example": ("request", "555")}
+
+
+def resource(kind: str, name: str, spec: dict[str, Any]) -> Resource:
+    return KINDS[kind].model_validate({
+        "apiVersion": "reconciler.dev/v1", "kind": kind,
+        "metadata": {"name": name, "namespace": NS}, "spec": spec})
+
+
+def server_spec(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "email": "support@acme.example", "addresses": ["help@acme.example"],
+        "protocol": "imaps", "host": "imap.acme.example",
+        "recipientFilter": "acme-ignore", "spamFilters": ["prizes"],
+        "emailCommand": "desk-cmd",
+        "defaults": {"technicianGroup": "Service Desk", "category": "General"},
+    }
+    spec.update(overrides)
+    return spec
+
+
+def settings_spec(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "emailToRequest": True, "guestTickets": False, "createFromCc": False,
+        "createFromBcc": False, "useReplyTo": True, "baseDelimiter": "##",
+        # small, so the corpus can hold a file above it without being megabytes
+        "attachmentLimitMB": 0.01,
+    }
+    spec.update(overrides)
+    return spec
+
+
+def resources(*, server: dict[str, Any] | None = None, settings: dict[str, Any] | None = None,
+              ignore_list: dict[str, Any] | None = None) -> list[Resource]:
+    return [
+        resource("IncomingServer", "support", server or server_spec()),
+        resource("MailSettings", "acme", settings or settings_spec()),
+        resource("OutgoingServer", "notify", {
+            "email": "notifications@acme.example", "replyTo": "support@acme.example",
+            "host": "smtp.acme.example", "port": 587, "security": "starttls", "primary": True}),
+        resource("RecipientFilter", "acme-ignore", ignore_list or {
+            "type": "ignore", "domains": ["ignored.example"]}),
+        resource("RecipientFilter", "acme-only", {"type": "allow", "domains": ["acme.example"]}),
+        resource("SpamFilter", "prizes", {"match": "any", "conditions": [
+            {"field": "subject", "operator": "contains", "value": "win a prize"},
+            {"field": "body", "operator": "contains", "value": "claim your reward now"}]}),
+        resource("IncomingEmailRule", "newsletters", {
+            "order": 5, "action": "ignore",
+            "conditions": [{"field": "subject", "operator": "startsWith",
+                            "value": "[newsletter]"}]}),
+        resource("IncomingEmailRule", "board", {
+            "order": 10, "match": "any", "servers": ["support"],
+            "conditions": [{"field": "from", "operator": "endsWith",
+                            "value": "@board.acme.example"}],
+            "setFields": {"technicianGroup": "Tier 2", "priority": "High"}}),
+        resource("EmailCommand", "desk-cmd", {"subjectContains": "[desk-cmd]"}),
+    ]
+
+
+DIRECTORY = MappingSenderDirectory(
+    [DirectoryEntry("jane@acme.example", "Jane Doe", commands=True),
+     DirectoryEntry("old@acme.example", status=UserStatus.ARCHIVED)],
+    domains=["acme.example", "board.acme.example", "partner.example"])
+
+
+_DEFAULT: Any = object()
+
+
+def context(*, seen: Iterable[str] = (), directory: Any = _DEFAULT,
+            **kw: Any) -> PipelineContext:
+    found = resources(**kw)
+    server = next(r for r in found if isinstance(r, IncomingServer))
+    known = frozenset(seen)
+    return PipelineContext.from_resources(
+        server, found, directory=DIRECTORY if directory is _DEFAULT else directory,
+        seen_message_id=known.__contains__,
+        thread_lookup=lambda ids: next((THREADS[i] for i in ids if i in THREADS), None))
+
+
+def mail(name: str) -> bytes:
+    return (MAIL / name).read_bytes()
