@@ -4,5 +4,6 @@ pytest_plugins = [
     "peers.postgres",
     "peers.smtp_sink",
     "peers.smtp_fixtures",
+    "peers.dovecot",
     "peers.network_guard",
 ]

@@ -1,0 +1,99 @@
+"""Connection failures become one FetchError each, with a kind and a likely fix (SPEC I7)."""
+
+from __future__ import annotations
+
+import pytest
+from peers.dovecot import DovecotInstance, MailUser
+from peers.smtp import PeerCerts
+from peers.smtp_sink import free_port
+
+from reconciler.config.models.incoming_server import IncomingServer
+from reconciler.incoming.fetchers import FetchError, FetchErrorKind, fetcher_for
+
+from .kit import incoming_server
+
+
+async def _connect_error(server: object, **options: object) -> FetchError:
+    fetcher = fetcher_for(server, **options)  # type: ignore[arg-type]
+    with pytest.raises(FetchError) as caught:
+        await fetcher.connect()
+    await fetcher.aclose()
+    return caught.value
+
+
+@pytest.mark.parametrize("protocol", ["imaps", "pop3s"])
+async def test_nothing_listening_names_the_port_and_the_usual_ports(
+        dovecot: DovecotInstance, mailbox: MailUser, protocol: str) -> None:
+    port = free_port()
+    error = await _connect_error(incoming_server(dovecot, mailbox, protocol, port=port))
+    assert error.kind == FetchErrorKind.CONNECT
+    assert f"nothing accepts connections on 127.0.0.1:{port}" in error.message
+    assert ("993" if protocol == "imaps" else "995") in error.likely_fix
+
+
+async def test_unknown_host_is_a_connect_error(dovecot: DovecotInstance,
+                                               mailbox: MailUser) -> None:
+    error = await _connect_error(incoming_server(dovecot, mailbox, "imaps",
+                                                 host="imap.desk.invalid"))
+    assert error.kind == FetchErrorKind.CONNECT
+    assert "imap.desk.invalid does not resolve" in error.message
+
+
+async def test_untrusted_certificate_says_how_to_trust_a_private_ca(
+        dovecot: DovecotInstance, mailbox: MailUser, stranger_certs: PeerCerts) -> None:
+    for protocol, starttls in (("imaps", False), ("imap", True), ("pop3", True)):
+        server = incoming_server(dovecot, mailbox, protocol, starttls=starttls)
+        error = await _connect_error(server, ca_file=stranger_certs.ca_file)
+        assert error.kind == FetchErrorKind.TLS, protocol
+        assert "is not trusted" in error.message
+        assert "RECONCILE_TLS_CA_FILE" in error.likely_fix
+
+
+async def test_implicit_tls_against_a_plain_port_suggests_starttls(
+        dovecot: DovecotInstance, mailbox: MailUser, certs: PeerCerts) -> None:
+    server = incoming_server(dovecot, mailbox, "imaps", port=dovecot.imap)
+    error = await _connect_error(server, ca_file=certs.ca_file)
+    assert error.kind == FetchErrorKind.TLS
+    assert "starttls: true" in error.likely_fix
+
+
+async def test_plain_client_on_an_implicit_tls_port_suggests_the_tls_protocol(
+        dovecot: DovecotInstance, mailbox: MailUser, certs: PeerCerts) -> None:
+    # the server waits for a TLS hello, the client for a greeting: the timeout decides
+    server = incoming_server(dovecot, mailbox, "pop3", port=dovecot.pop3s)
+    error = await _connect_error(server, ca_file=certs.ca_file, timeout=0.5)
+    assert error.kind in (FetchErrorKind.CONNECT, FetchErrorKind.PROTOCOL)
+    assert "pop3s" in error.likely_fix
+
+
+async def test_unreadable_password_reference_is_a_config_error(
+        dovecot: DovecotInstance, mailbox: MailUser, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INCOMING_TEST_PASSWORD")
+    error = await _connect_error(incoming_server(dovecot, mailbox, "imaps"))
+    assert error.kind == FetchErrorKind.CONFIG
+    assert "INCOMING_TEST_PASSWORD is not set" in error.message
+
+
+async def test_oauth_without_a_token_provider_is_a_config_error(
+        dovecot: DovecotInstance, mailbox: MailUser) -> None:
+    error = await _connect_error(incoming_server(dovecot, mailbox, "pop3s", auth="oauth2"))
+    assert error.kind == FetchErrorKind.CONFIG
+    assert "reconcile auth login" in error.likely_fix
+
+
+async def test_missing_folder_is_a_config_error(dovecot: DovecotInstance, mailbox: MailUser,
+                                                certs: PeerCerts) -> None:
+    server = incoming_server(dovecot, mailbox, "imaps", folder="Support/Tickets")
+    error = await _connect_error(server, ca_file=certs.ca_file)
+    assert error.kind == FetchErrorKind.CONFIG
+    assert "Support/Tickets cannot be opened" in error.message
+
+
+def test_ews_and_graph_are_not_available_yet() -> None:
+    server = IncomingServer.model_validate({
+        "apiVersion": "reconciler.dev/v1", "kind": "IncomingServer",
+        "metadata": {"name": "desk"},
+        "spec": {"email": "desk@example.test", "protocol": "graph"}})
+    with pytest.raises(FetchError) as caught:
+        fetcher_for(server)
+    assert caught.value.kind == FetchErrorKind.CONFIG
