@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from _cpu import process_cpu
+from _cpu import tree_cpu
 from _httpfeed import NAMESPACE, post_all, post_all_raw
 from _postfix import free_port
 from _sink import Sink, bench_id
@@ -340,10 +340,11 @@ def _short(frame: str) -> str:
 def run_daemon_bench(store: str, *, n: int, concurrency: int, warmup: int, timeout_s: float,
                      profile: str | None, log: Log, wait_for: WaitFor,
                      max_concurrency: int = 16, client: str = "raw",
-                     daemon_args: tuple[str, ...] = ()) -> RunResult:
+                     daemon_args: tuple[str, ...] = (), label: str | None = None
+                     ) -> RunResult:
     poster = post_all_raw if client == "raw" else post_all
     run = uuid.uuid4().hex[:8]
-    system = f"reconciler/{store}"
+    system = label or f"reconciler/{store}"
     deadline = time.monotonic() + timeout_s
     token = secrets.token_urlsafe(32)
     keep = os.environ.get("BENCH_KEEP_DAEMON")
@@ -375,12 +376,12 @@ def run_daemon_bench(store: str, *, n: int, concurrency: int, warmup: int, timeo
                                 / f"bench-dispatch-{store}-{run}")
                 pid = daemon.proc.pid if daemon.proc else 0
                 with spy:
-                    daemon_cpu = process_cpu(pid)
+                    daemon_cpu = tree_cpu(pid)  # with --workers N: its children too
                     cpu_before = os.times()
                     fed = asyncio.run(poster(daemon.base_url, token, ids, concurrency))
                     cpu_after = os.times()
                     wait_for(lambda: sink.delivered - base, len(fed.accepted), deadline, system)
-                    daemon_cpu = process_cpu(pid) - daemon_cpu
+                    daemon_cpu = tree_cpu(pid) - daemon_cpu
                 if isinstance(spy, PySpy):
                     profile_report = (f"{spy.summary()}\nflame graph: {spy.svg}\n"
                                       f"collapsed stacks: {spy.raw}")

@@ -33,6 +33,7 @@ under 5 ms.
     python bench/dispatch.py --repeat 3             # 3 interleaved rounds, median run tabled
     python bench/dispatch.py --profile              # py-spy the daemon (pip install py-spy)
     python bench/dispatch.py --daemon-arg=--log-level=warning
+    python bench/dispatch.py --workers 0 --workers 1   # one process vs intake + 1 worker
 
 The machine has two cores: whatever else runs shows in the figures, so
 before every run the share of CPU used by other processes is measured and a
@@ -161,13 +162,19 @@ def run_postfix(n: int, concurrency: int, warmup: int, timeout_s: float) -> RunR
     return result
 
 
-def run_reconciler(store: str, args: argparse.Namespace) -> RunResult:
+def system_name(store: str, workers: int) -> str:
+    return f"reconciler/{store}" + (f" w={workers}" if workers else "")
+
+
+def run_reconciler(store: str, workers: int, args: argparse.Namespace) -> RunResult:
     from _daemon import run_daemon_bench
 
+    extra = ("--workers", str(workers)) if workers else ()
     return run_daemon_bench(store, n=args.n, concurrency=args.concurrency, warmup=args.warmup,
                             timeout_s=args.timeout, profile=args.profile, log=log,
                             wait_for=wait_for, max_concurrency=args.server_concurrency,
-                            client=args.client, daemon_args=tuple(args.daemon_arg))
+                            client=args.client, daemon_args=(*args.daemon_arg, *extra),
+                            label=system_name(store, workers))
 
 
 @contextlib.contextmanager
@@ -225,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-concurrency", type=int, default=16,
                         help="the bench OutgoingServer's maxConcurrency (default 16, "
                         "Postfix's smtp_destination_concurrency_limit is 20)")
+    parser.add_argument("--workers", type=int, action="append", metavar="N",
+                        help="run the daemon as `reconcile daemon --workers N` (one intake + N "
+                        "worker processes); repeatable to compare in one run, 0 = one "
+                        "process (default: 0 only). Shown as 'reconciler/STORE w=N'")
     parser.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for `reconcile daemon` (repeatable), "
                         "e.g. --daemon-arg=--log-level=warning")
@@ -246,10 +257,12 @@ def main(argv: list[str] | None = None) -> int:
                     log(table(results[-1:]))
                 if args.only in (None, "reconciler"):
                     for store in stores:
-                        results.append(measured(
-                            f"reconciler/{store}", args.n,
-                            lambda store=store: run_reconciler(store, args)))
-                        log(table(results[-1:]))
+                        for workers in args.workers or [0]:
+                            results.append(measured(
+                                system_name(store, workers), args.n,
+                                lambda store=store, workers=workers: run_reconciler(
+                                    store, workers, args)))
+                            log(table(results[-1:]))
         except KeyboardInterrupt:
             log("interrupted: everything started was stopped")
             return 130

@@ -4,6 +4,7 @@ pytest_plugins = [
     "peers.postgres",
     "peers.smtp_sink",
     "peers.smtp_fixtures",
+    "peers.oauth_server",
     "peers.dovecot",
     "peers.network_guard",
 ]

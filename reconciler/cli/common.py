@@ -50,6 +50,34 @@ def store_option(f: F) -> F:
     )(f)
 
 
+def split_name(text: str, namespace: str | None, kind: str | None = None,
+               ) -> tuple[str | None, str]:
+    """``NAME`` or ``NAMESPACE/NAME`` (optionally after ``KIND/``) -> (namespace, name).
+
+    The namespace is ``--namespace`` when the text has none; a text that names
+    another namespace than ``--namespace`` is an error, not a silent choice.
+    """
+    if kind and text.startswith(f"{kind}/"):
+        text = text[len(kind) + 1:]
+    if "/" not in text:
+        return namespace, text
+    ns, _, name = text.partition("/")
+    if not ns or not name or "/" in name:
+        raise UserError(f"{text!r}: give SERVER as NAME or NAMESPACE/NAME")
+    if namespace and namespace != ns:
+        raise UserError(f"{text!r} names namespace {ns!r} but --namespace says {namespace!r}")
+    return ns, name
+
+
+def token_key_option(f: F) -> F:
+    """``--token-key REF``: the key sealing cached OAuth2 tokens, as a secret reference."""
+    return click.option(
+        "--token-key", "token_key_ref", envvar="RECONCILE_TOKEN_KEY_REF", default=None,
+        metavar="REF", help="Secret reference (env:NAME, file:/path) of the key that seals "
+        "cached OAuth2 tokens in the store (default env:RECONCILE_TOKEN_KEY).",
+    )(f)
+
+
 @contextmanager
 def opened_store(url: str | None, *, must_exist: bool = True) -> Iterator[SqlStore]:
     """The store, with every store error turned into one message and exit 1.

@@ -13,12 +13,13 @@ import logging
 
 import click
 
-from reconciler.cli.common import UserError, store_option
+from reconciler.cli.common import UserError, store_option, token_key_option
 from reconciler.daemon.settings import DaemonSettings
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(DaemonSettings)
              if f.default is not dataclasses.MISSING}
 LOG_LEVELS = ("debug", "info", "warning", "error")
+ROLES = ("all", "intake", "worker")  # as reconciler.daemon.app.ROLES, without importing it
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -67,6 +68,7 @@ def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--ca-file", default=None, metavar="PEM",
               type=click.Path(exists=True, dir_okay=False),
               help="Extra trusted CA certificates for private mail servers.")
+@token_key_option
 @click.option("--claim-batch", type=click.IntRange(1, 10_000), show_default=True,
               default=_DEFAULTS["claim_batch"], help="Outbox messages claimed at a time.")
 @click.option("--lease-seconds", type=click.FloatRange(min=0.1), show_default=True,
@@ -82,11 +84,29 @@ def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--shutdown-grace", type=click.FloatRange(min=0), show_default=True,
               default=_DEFAULTS["shutdown_grace_seconds"], metavar="SECONDS",
               help="On SIGTERM, how long sends in flight may take to finish.")
+@click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
+              metavar="N", help="Send in N worker processes beside one intake (API) process, "
+              "supervised by this one (restarted on a crash, stopped together); 0: one "
+              "process does everything. One Python process uses at most one core.")
+@click.option("--role", type=click.Choice(ROLES), default="all", show_default=True,
+              help="Run only the intake API or only the send workers in this process, e.g. "
+              "on different hosts sharing a PostgreSQL store (workers then poll the outbox).")
+@click.option("--events-webhook", default=None, metavar="URL|REF",
+              help="Where ticket events from incoming mail are POSTed (a URL or a secret "
+              "reference); without it they wait in the store for GET /v1/events.")
+@click.option("--events-secret", default=None, metavar="REF",
+              help="Secret reference of the key that signs each event POST (HMAC-SHA256).")
+@click.option("--sender-directory", default=None, metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False),
+              help="YAML/JSON list of the desk's users for incoming mail (guests, commands).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
             worker_id: str | None, health_interval: float, notify_webhook: str | None,
-            ca_file: str | None, claim_batch: int, lease_seconds: float, poll_interval: float,
-            reload_interval: float, shutdown_grace: float, log_level: str) -> None:
+            ca_file: str | None, token_key_ref: str | None, claim_batch: int,
+            lease_seconds: float, poll_interval: float,
+            reload_interval: float, shutdown_grace: float, workers: int, role: str,
+            events_webhook: str | None, events_secret: str | None,
+            sender_directory: str | None, log_level: str) -> None:
     """Send the outbox's notifications through the applied servers; serve the API.
 
     Stops gracefully on SIGTERM or SIGINT: sends in flight finish (within
@@ -108,16 +128,31 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
         health_interval_seconds=health_interval,
         notify_webhook=notify_webhook,
         ca_file=ca_file,
+        token_key_ref=token_key_ref,
         claim_batch=claim_batch,
         lease_seconds=lease_seconds,
         poll_interval_seconds=poll_interval,
         reload_interval_seconds=reload_interval,
         shutdown_grace_seconds=shutdown_grace,
+        role=role,
+        events_webhook=events_webhook,
+        events_secret=events_secret,
+        sender_directory=sender_directory,
         **options,  # type: ignore[arg-type]
     )
     logs.configure(getattr(logging, log_level.upper()))
+    if workers and role != "all":
+        raise UserError("--workers starts both roles itself; leave out --role")
     try:
-        run(settings)
+        if workers:
+            from reconciler.daemon.supervisor import SupervisorError, supervise
+
+            try:
+                supervise(settings, workers, log_level)
+            except SupervisorError as exc:
+                raise DaemonError(str(exc)) from None
+        else:
+            run(settings)
     except DaemonError as exc:
         logging.getLogger("reconciler.daemon").error("daemon failed: %s", exc)
         raise UserError(f"daemon failed: {exc}") from None

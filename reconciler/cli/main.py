@@ -15,6 +15,7 @@ import click
 
 COMMANDS: dict[str, str] = {
     "validate": "validate:command",
+    "auth": "auth:command",
     "schema": "schema:command",
     "convert": "convert:command",
     "secret": "secret:command",
@@ -31,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "route": "route:command",
     "status": "status:command",
     "test-connection": "test_connection:command",
+    "incoming": "incoming:command",
 }
 
 

@@ -1,6 +1,7 @@
 """`reconcile test-connection SERVER --to ADDR` (SPEC O10): walk DNS, TCP, TLS, greeting,
-EHLO, AUTH, then send a short test message through the real transport; print each
-step with ✓/✗ and its time, and for a failure the step and the likely fix.
+EHLO, AUTH (Graph and EWS: DNS, TCP, TLS, token, API call), then send a short test message
+through the real transport; print each step with ✓/✗ and its time, and for a failure
+the step and the likely fix.
 
 The server comes from the live store (what the daemon runs) or, with
 ``--config DIR``, from a config repo before it is applied. Secret references
@@ -14,6 +15,8 @@ import asyncio
 import difflib
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,19 @@ import click
 from click.core import ParameterSource
 from pydantic import ValidationError
 
-from reconciler.cli.common import UserError, finish, opened_store, store_option
+from reconciler.cli.common import (
+    UserError,
+    finish,
+    opened_store,
+    split_name,
+    store_option,
+    token_key_option,
+)
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.health.diagnose import likely_fix
 from reconciler.health.options import ProbeOptions
 from reconciler.health.probes import (
+    PROBES,
     UnsupportedProtocol,
     endpoint_of,
     probe_server,
@@ -48,6 +59,7 @@ KIND = "OutgoingServer"
               type=click.Path(path_type=Path, exists=True),
               help="Read SERVER from this config repo instead of the live store.")
 @store_option
+@token_key_option
 @click.option("--ca-file", default=None, metavar="PEM",
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Extra trusted CA certificates (a private CA).")
@@ -59,20 +71,21 @@ KIND = "OutgoingServer"
               show_default=True)
 @click.pass_context
 def command(ctx: click.Context, server_name: str, namespace: str | None, to: str,
-            config_dir: Path | None, store_url: str | None, ca_file: Path | None,
-            timeout: float | None, alternate: bool, fmt: str) -> None:
+            config_dir: Path | None, store_url: str | None, token_key_ref: str | None,
+            ca_file: Path | None, timeout: float | None, alternate: bool, fmt: str) -> None:
     """Check that SERVER can send: each connection step, then a test message to ADDR."""
     if config_dir is not None and ctx.get_parameter_source("store_url") == \
             ParameterSource.COMMANDLINE:
         raise UserError("give either --store or --config, not both")
-    namespace, name = _split(server_name, namespace)
+    namespace, name = split_name(server_name, namespace, KIND)
     if config_dir is not None:
         server = _from_config(config_dir, name, namespace)
     else:
         server = _from_store(store_url, name, namespace)
     if not supports(server):
+        checked = ", ".join(sorted(str(p) for p in PROBES))
         raise UserError(f"test-connection cannot check protocol {server.spec.protocol} yet; "
-                        "it checks SMTP servers")
+                        f"it checks: {checked}")
     try:
         sample_notification(server, to)
     except ValidationError:
@@ -81,13 +94,14 @@ def command(ctx: click.Context, server_name: str, namespace: str | None, to: str
         endpoint_of(server, alternate=alternate)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    options = ProbeOptions(ca_file=ca_file, timeout=timeout)
     quiet = logging.NullHandler()
     # The report says everything the transport would log; without a handler
     # Python would print those warnings to stderr a second time.
     logging.getLogger("reconciler").addHandler(quiet)
     try:
-        report = asyncio.run(_walk(server, to, alternate, options))
+        with _token_provider(server, store_url, token_key_ref, ca_file) as tokens:
+            options = ProbeOptions(ca_file=ca_file, timeout=timeout, token_provider=tokens)
+            report = asyncio.run(_walk(server, to, alternate, options))
     finally:
         logging.getLogger("reconciler").removeHandler(quiet)
     if fmt == "json":
@@ -95,6 +109,21 @@ def command(ctx: click.Context, server_name: str, namespace: str | None, to: str
     else:
         click.echo("\n".join(_text(report, server, to)))
     finish(0 if report.ok else 1)
+
+
+@contextmanager
+def _token_provider(server: OutgoingServer, store_url: str | None, key_ref: str | None,
+                    ca_file: Path | None) -> Iterator[Any]:
+    """The daemon's token provider for an OAuth2 server (tokens cached sealed in the store,
+    so a test uses and refreshes the same grant the daemon does); None for other servers."""
+    if server.spec.auth.type != "oauth2":
+        yield None
+        return
+    from reconciler.oauth import provider_for_store
+
+    with opened_store(store_url, must_exist=False) as store:
+        yield provider_for_store(store, key_ref=key_ref,
+                                 ca_file=str(ca_file) if ca_file else None)
 
 
 async def _walk(server: OutgoingServer, to: str, alternate: bool,
@@ -111,19 +140,6 @@ async def _walk(server: OutgoingServer, to: str, alternate: bool,
 
 
 # -- finding the server ------------------------------------------------------------
-
-
-def _split(text: str, namespace: str | None) -> tuple[str | None, str]:
-    if text.startswith(f"{KIND}/"):
-        text = text[len(KIND) + 1:]
-    if "/" not in text:
-        return namespace, text
-    ns, _, name = text.partition("/")
-    if not ns or not name or "/" in name:
-        raise UserError(f"{text!r}: give SERVER as NAME or NAMESPACE/NAME")
-    if namespace and namespace != ns:
-        raise UserError(f"{text!r} names namespace {ns!r} but --namespace says {namespace!r}")
-    return ns, name
 
 
 def _pick(found: dict[str, Any], name: str, namespace: str | None, known: list[str],

@@ -47,6 +47,7 @@ from reconciler.daemon.problems import (
     field_problems,
     validation_handler,
 )
+from reconciler.daemon.refusals import RefusalLog, invalid_fields_reason, refuse
 from reconciler.daemon.schemas import (
     Accepted,
     AuditItem,
@@ -168,6 +169,7 @@ def create_api(
                   openapi_tags=_TAGS, lifespan=lifespan)
     app.state.intake = intake
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(RefusalLog)  # added last: outermost, so it sees the 413s too
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(StoreError, _store_unavailable)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -179,14 +181,12 @@ def create_api(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
     ) -> None:
         if credentials is None:
+            refuse(request.scope, "no token")
             raise HTTPException(401, "a bearer token is required",
                                 headers={"WWW-Authenticate": 'Bearer realm="reconcile"'})
         if not tokens.accepts(credentials.credentials):
-            # The access log is off for speed, so a refused token is logged here
-            # (who and where, never the token itself).
-            client = request.client.host if request.client else "unknown"
-            log.warning("refused %s %s from %s: invalid bearer token", request.method,
-                        request.url.path, client)
+            # RefusalLog logs it, never the token; "bearer <word>" would be masked as a token.
+            refuse(request.scope, "wrong token")
             raise HTTPException(
                 401, "the bearer token is not valid",
                 headers={"WWW-Authenticate": 'Bearer realm="reconcile", error="invalid_token"'})
@@ -205,13 +205,18 @@ def create_api(
             "schema": {"$ref": "#/components/schemas/Notification"}}}}},
     )
     async def submit(request: Request) -> Response:
-        notification = await _parse(await request.body())
+        try:
+            notification = await _parse(await request.body())
+        except _Invalid as exc:
+            refuse(request.scope, invalid_fields_reason(exc.detail))
+            raise
         live = config.current
         if live.revision < 0:
             raise HTTPException(503, "the daemon has not loaded its configuration yet; "
                                 "retry in a moment", headers={"Retry-After": RETRY_AFTER_S})
         namespace = notification.namespace
         if namespace not in live.namespaces:
+            refuse(request.scope, "unknown namespace")
             return _invalid([field_problem(
                 ("body", "namespace"),
                 f"namespace {namespace!r} is not configured in the live config "
@@ -324,6 +329,11 @@ def create_api(
         if config.current.revision >= 0:
             metrics.config_revision.set(config.current.revision)
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    if hasattr(store, "_engine"):  # the SQL store: incoming ticket events (I8)
+        from reconciler.incoming.api import add_event_routes
+
+        add_event_routes(app, store, guarded, _ERRORS)
 
     @app.get("/healthz", tags=["operations"], response_model=Health,
              summary="Liveness (no token)")

@@ -20,6 +20,11 @@ off so that it cannot swallow them.
 
 A part that ends unexpectedly stops the whole daemon with an error: a daemon
 silently running without its worker or API would look healthy and do nothing.
+
+``settings.role`` narrows a process to the ``intake`` half (API, queue depth,
+config reload) or the ``worker`` half (worker, health monitor, config
+reload); ``reconcile daemon --workers N`` runs them as separate processes
+(daemon.supervisor), woken through a pipe (daemon.wake).
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ import importlib
 import importlib.util
 import logging
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.settings import DaemonSettings
+from reconciler.daemon.wake import WakeSender, wake_on
 from reconciler.dispatch.configs import ConfigSource
 from reconciler.dispatch.failover import HostSelector
 from reconciler.dispatch.transports.base import Transport
@@ -48,6 +56,7 @@ API_MODULE = "reconciler.daemon.api"
 HEALTH_MODULE = "reconciler.health"
 STORE_RETRY_S = (0.5, 10.0)
 DEPTH_INTERVAL_S = 5.0
+ROLES = ("all", "intake", "worker")
 
 
 class DaemonError(Exception):
@@ -93,6 +102,7 @@ class Daemon:
         self.worker: Worker | None = None
         self.api_server: Any = None  # uvicorn.Server when the API runs
         self.health: Any = None  # reconciler.health.HealthMonitor when it runs
+        self.incoming: Any = None  # reconciler.incoming.service.IncomingParts when it runs
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -144,29 +154,40 @@ class Daemon:
         self.config = ConfigSource(store)
         if not await self._first_config(stop):
             return
-        transports = self._transports()
-        self.worker = Worker(store, settings, self.config, transports, metrics=self.metrics)
+        role = settings.role
+        if role not in ROLES:
+            raise DaemonError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+        sends = role in ("all", "worker")
+        serves = role in ("all", "intake")
+        transports = self._transports() if sends else {}
+        if sends:
+            self.worker = Worker(store, settings, self.config, transports, metrics=self.metrics)
         # Build the optional parts before anything runs: one that cannot be
         # built (an unresolvable API token) stops the start with nothing to undo.
         try:
-            api = self._api(store) if self._want_api else None
-            health = self._health(store) if self._want_health else None
+            api = self._api(store) if self._want_api and serves else None
+            health = self._health(store) if self._want_health and sends else None
+            incoming = self._incoming(store) if settings.incoming and serves else None
         except Exception as exc:
             await _close_all(transports)
             raise DaemonError(f"cannot start: {exc}") from exc
         parts: dict[str, asyncio.Task[Any]] = {
-            "worker": asyncio.create_task(self.worker.run(stop), name="worker"),
             "config reload": asyncio.create_task(self._reload_loop(stop), name="config-reload"),
-            "queue depth": asyncio.create_task(self._depth_loop(stop), name="queue-depth"),
         }
+        if self.worker is not None:
+            parts["worker"] = asyncio.create_task(self._work(self.worker, stop), name="worker")
+        if serves:
+            parts["queue depth"] = asyncio.create_task(self._depth_loop(stop), name="queue-depth")
         if api is not None:
             parts["api"] = asyncio.create_task(self._serve(api), name="api")
         if health is not None:
             parts["health"] = asyncio.create_task(health.run(stop), name="health")
+        for name, part in (incoming.tasks() if incoming is not None else {}).items():
+            parts[name] = asyncio.create_task(part(stop), name=name)
         log.info("daemon %s running: store %s, config revision %s, parts: %s",
                  settings.worker_id, getattr(store, "location", "?"),
                  self.config.current.revision, ", ".join(parts),
-                 extra={"worker_id": settings.worker_id})
+                 extra={"worker_id": settings.worker_id, "role": role})
         self.ready.set()
 
         stopping = asyncio.create_task(stop.wait())
@@ -186,6 +207,15 @@ class Daemon:
             raise DaemonError("; ".join(errors))
         log.info("daemon %s stopped", settings.worker_id)
 
+    async def _work(self, worker: Worker, stop: asyncio.Event) -> None:
+        fd = self.settings.wake_fd
+        if fd is None:
+            await worker.run(stop)
+            return
+        # A separate intake process wakes this worker through the pipe.
+        with wake_on(fd, worker.wake):
+            await worker.run(stop)
+
     async def _first_config(self, stop: asyncio.Event) -> bool:
         """Load the live config before anything sends; False if stopped meanwhile."""
         assert self.config is not None
@@ -202,14 +232,44 @@ class Daemon:
             return True
         return False
 
+    @functools.cached_property
+    def token_provider(self) -> Any:
+        """OAuth2 access tokens for every transport and the health monitor (O11), cached
+        sealed in the store; one per daemon so a refresh is shared by all of them."""
+        from reconciler.oauth import provider_for_store
+
+        assert self.store is not None
+        return provider_for_store(self.store, key_ref=self.settings.token_key_ref,
+                                  ca_file=self.settings.ca_file)
+
     def _transports(self) -> Mapping[str, Transport]:
         if self._given_transports is not None:
             return self._given_transports
+        from reconciler.dispatch.transports.graph import GraphTransport
         from reconciler.dispatch.transports.smtp import SmtpTransport
 
         # One per daemon: it pools connections per server and shares the
         # selector with the health monitor.
-        return {"smtp": SmtpTransport(ca_file=self.settings.ca_file, selector=self.selector)}
+        transports: dict[str, Transport] = {
+            "smtp": SmtpTransport(ca_file=self.settings.ca_file, selector=self.selector,
+                                  token_provider=self.token_provider)}
+        # One per daemon too: Graph's 4-requests-per-mailbox limit is kept in it.
+        transports["graph"] = GraphTransport(ca_file=self.settings.ca_file,
+                                             token_provider=self.token_provider,
+                                             proxies=self._proxy_for)
+        # EWS threads and exchangelib accounts are per server inside it; it
+        # shares the selector so EWS fails over and back like SMTP.
+        from reconciler.dispatch.transports.ews import EwsTransport
+
+        transports["ews"] = EwsTransport(ca_file=self.settings.ca_file, selector=self.selector,
+                                         token_provider=self.token_provider,
+                                         proxy_lookup=self._proxy_for)
+        return transports
+
+    def _proxy_for(self, server: OutgoingServer) -> ProxyServerSpec | None:
+        # The current revision's proxies: a proxy edit takes effect on the next send.
+        assert self.config is not None
+        return self.config.current.proxy_for(server)
 
     async def _reload_loop(self, stop: asyncio.Event) -> None:
         assert self.config is not None
@@ -256,8 +316,13 @@ class Daemon:
         module = importlib.import_module(API_MODULE)
         assert self.config is not None
         app = module.create_api(store, self.settings, self.metrics, self.config.holder)
+        wake: Any = None
+        if self.worker is not None:
+            wake = self.worker.wake
+        elif self.settings.wake_fd is not None:
+            wake = WakeSender(self.settings.wake_fd)  # the workers are other processes
         with contextlib.suppress(AttributeError):
-            app.state.wake_worker = self.worker.wake if self.worker else None
+            app.state.wake_worker = wake
         config = uvicorn.Config(app, host=self.settings.listen_host,
                                 port=self.settings.listen_port, log_config=None,
                                 lifespan="on",
@@ -277,6 +342,18 @@ class Daemon:
                 f"the API could not listen on {self.settings.listen_host}:"
                 f"{self.settings.listen_port} (see the log line before)") from None
 
+    def _incoming(self, store: Store) -> Any:
+        """Fetch loops per IncomingServer and the event sink (reconciler.incoming.service)."""
+        from reconciler.health.notifier import AdminMail, Notifier
+        from reconciler.incoming.service import incoming_parts
+
+        assert self.config is not None
+        notifier = Notifier(self.settings.notify_webhook,
+                            mail=AdminMail(store, self.config.holder))
+        self.incoming = incoming_parts(store, self.settings, notifier=notifier,
+                                       token_provider=self.token_provider)
+        return self.incoming
+
     def _health(self, store: Store) -> Any:
         if not _installed(HEALTH_MODULE):
             log.info("no health monitor in this installation (%s not found)", HEALTH_MODULE)
@@ -286,8 +363,15 @@ class Daemon:
         if monitor_class is None:
             monitor_class = importlib.import_module(f"{HEALTH_MODULE}.monitor").HealthMonitor
         assert self.config is not None
+        from reconciler.health.notifier import AdminMail, Notifier
+
+        # Transitions are logged, posted to the webhook and mailed to the namespace's
+        # adminNotifications.emails through the outbox.
+        notifier = Notifier(self.settings.notify_webhook,
+                            mail=AdminMail(store, self.config.holder))
         self.health = monitor_class(store, self.settings, self.metrics, self.config.holder,
-                                    self.selector)
+                                    self.selector, notifier=notifier,
+                                    token_provider=self.token_provider)
         return self.health
 
 
@@ -322,4 +406,15 @@ async def _wait(stop: asyncio.Event, timeout: float) -> bool:
 
 def run(settings: DaemonSettings) -> None:
     """Run a daemon until SIGTERM/SIGINT (the ``reconcile daemon`` command)."""
-    asyncio.run(Daemon(settings).run())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(Daemon(settings).run())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed: with httptools, ~20% less CPU per message than asyncio's
+    own loop and h11 in bench/dispatch.py (the daemon does many small socket writes)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

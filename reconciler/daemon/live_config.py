@@ -17,6 +17,8 @@ from types import MappingProxyType
 
 from pydantic import ValidationError
 
+from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.dispatch.namespace import NamespaceConfig
 from reconciler.state.base import LiveState, Store
 
@@ -47,6 +49,17 @@ class LiveConfig:
 
     def namespace(self, name: str) -> NamespaceConfig | None:
         return self.namespaces.get(name)
+
+    def proxy_for(self, server: OutgoingServer) -> ProxyServerSpec | None:
+        """The ProxyServer the server names in this revision; None when it names none or
+        one that does not exist (the transports refuse to send around a missing proxy)."""
+        namespace = self.namespaces.get(server.metadata.namespace)
+        if namespace is None:
+            return None
+        try:
+            return namespace.proxy(server)
+        except LookupError:
+            return None
 
 
 class ConfigHolder:

@@ -1,10 +1,22 @@
 """Prometheus metrics of one daemon (SPEC X3), on a registry of its own so
-several daemons in one test process don't share counters."""
+several daemons in one test process don't share counters.
+
+Under ``reconcile daemon --workers N`` (daemon.supervisor) each process
+writes prometheus_client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``)
+and :meth:`DaemonMetrics.render` serves the sum over all of them: counters
+and histograms add up, gauges show the latest value of a live process.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# One value per gauge over all processes: the freshest of the live ones.
+_GAUGE_MODE = "livemostrecent"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -14,7 +26,7 @@ class DaemonMetrics:
         self.registry = CollectorRegistry()
         self.queue_depth = Gauge(
             "reconcile_outbox_messages", "Outbox messages by state.", ["state"],
-            registry=self.registry)
+            registry=self.registry, multiprocess_mode=_GAUGE_MODE)
         self.sends = Counter(
             "reconcile_sends", "Send attempts by outcome and server.",
             ["namespace", "server", "outcome"], registry=self.registry)
@@ -29,10 +41,18 @@ class DaemonMetrics:
             ["namespace"], registry=self.registry)
         self.server_up = Gauge(
             "reconcile_server_reachable", "1 when the last health probe succeeded.",
-            ["namespace", "server"], registry=self.registry)
+            ["namespace", "server"], registry=self.registry,
+            multiprocess_mode=_GAUGE_MODE)
         self.config_revision = Gauge(
             "reconcile_config_revision", "Live config revision the daemon runs with.",
-            registry=self.registry)
+            registry=self.registry, multiprocess_mode=_GAUGE_MODE)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        path = os.environ.get(MULTIPROC_ENV)
+        if not path:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path)
+        return generate_latest(merged)

@@ -15,6 +15,8 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from reconciler.daemon.refusals import invalid_fields_reason, refuse
+
 _SOURCES = ("body", "query", "path", "header", "cookie")
 
 # Descriptions for the intake body's fields in the OpenAPI document (the
@@ -71,6 +73,8 @@ def field_problems(
     return out
 
 
-async def validation_handler(_request: Request, exc: Exception) -> JSONResponse:
+async def validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"detail": field_problems(exc.errors())}, status_code=422)
+    problems = field_problems(exc.errors())
+    refuse(request.scope, invalid_fields_reason(problems))
+    return JSONResponse({"detail": problems}, status_code=422)

@@ -30,4 +30,17 @@ class DaemonSettings:
     health_interval_seconds: float = 60.0
     notify_webhook: str | None = None  # admin notifications on health transitions
     ca_file: str | None = None  # extra trusted CAs for private mail servers
+    # Secret reference of the key sealing cached OAuth tokens (None: env:RECONCILE_TOKEN_KEY).
+    token_key_ref: str | None = None
     shutdown_grace_seconds: float = 20.0
+    # Which parts this process runs: "all" (one process), or "intake" / "worker" when a
+    # supervisor (`reconcile daemon --workers N`) splits them over processes.
+    role: str = "all"
+    wake_fd: int | None = None  # pipe between intake and worker processes (see daemon.wake)
+    # Incoming mail (SPEC I8): ticket events are POSTed here (URL or secret reference);
+    # None keeps them in the store for the desk to pull (GET /v1/events).
+    events_webhook: str | None = None
+    events_secret: str | None = None  # secret reference of the key signing each POST (HMAC)
+    sender_directory: str | None = None  # YAML/JSON file of the desk's users (incoming pipeline)
+    incoming: bool = True  # fetch the IncomingServers (in the "all" and "intake" roles)
+    incoming_interval_seconds: float | None = None  # instead of fetchIntervalMinutes (tests)

@@ -9,6 +9,13 @@ for the others.
 The lane is keyed by the server's identity *and* its size: after a hot reload
 that changes ``maxConcurrency`` new sends queue on a lane of the new size
 while sends already in flight finish in the old one.
+
+A transport that keeps the server's limit itself (:class:`SelfLimiting`, e.g.
+Graph, which counts requests per mailbox and gives its slot up while it waits
+out a ``Retry-After``) says how wide the lane should be instead. A lane as
+narrow as the limit would idle one of the server's slots for every send that
+is waiting out throttling, and leave a slot empty while the next message is
+composed; a wider lane keeps the next sends ready at the transport's door.
 """
 
 from __future__ import annotations
@@ -17,8 +24,35 @@ import asyncio
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol, cast, runtime_checkable
+
+from reconciler.config.models.outgoing_server import OutgoingServer
 
 DEFAULT_LANE_SIZE = 4  # transports.smtp.DEFAULT_POOL_SIZE and Graph's per-mailbox limit
+
+
+@runtime_checkable
+class SelfLimiting(Protocol):
+    """A transport that enforces the server's concurrency limit on its own."""
+
+    def lane_width(self, server: OutgoingServer) -> int:
+        """How many sends to ``server`` the worker may hand over at once."""
+        ...
+
+
+def lane_width(transport: object, server: OutgoingServer) -> int | None:
+    """The lane size for sends to ``server`` through ``transport``: the transport's own
+    choice if it limits itself, else the server's ``maxConcurrency`` (None: default)."""
+    kind = type(transport)
+    limits_itself = _SELF_LIMITING.get(kind)
+    if limits_itself is None:  # a Protocol isinstance is slow: once per transport class
+        limits_itself = _SELF_LIMITING[kind] = isinstance(transport, SelfLimiting)
+    if limits_itself:
+        return max(1, cast(SelfLimiting, transport).lane_width(server))
+    return server.spec.max_concurrency
+
+
+_SELF_LIMITING: dict[type, bool] = {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from reconciler.config.models.base import Resource
 from reconciler.config.models.mail_settings import MailSettings, RetrySettings
 from reconciler.config.models.outgoing_email_rule import OutgoingEmailRule
 from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.config.models.proxy_server import ProxyServer, ProxyServerSpec
 from reconciler.config.models.recipient_filter import RecipientFilter
 from reconciler.dispatch.retry import RetryPolicy
 from reconciler.dispatch.routing import RouteDecision, route
@@ -39,6 +40,7 @@ class NamespaceConfig:
     rules: tuple[OutgoingEmailRule, ...] = ()
     filters: Mapping[str, RecipientFilter] = field(default_factory=dict)
     settings: MailSettings | None = None
+    proxies: Mapping[str, ProxyServer] = field(default_factory=dict)
 
     @classmethod
     def from_resources(cls, namespace: str, resources: Iterable[Resource]) -> NamespaceConfig:
@@ -46,6 +48,7 @@ class NamespaceConfig:
         rules: list[OutgoingEmailRule] = []
         filters: dict[str, RecipientFilter] = {}
         settings: MailSettings | None = None
+        proxies: dict[str, ProxyServer] = {}
         for r in resources:
             if r.metadata.namespace != namespace:
                 continue
@@ -57,15 +60,17 @@ class NamespaceConfig:
                 filters[r.metadata.name] = r
             elif isinstance(r, MailSettings):
                 settings = r
+            elif isinstance(r, ProxyServer):
+                proxies[r.metadata.name] = r
         return cls(namespace, MappingProxyType(servers), tuple(rules),
-                   MappingProxyType(filters), settings)
+                   MappingProxyType(filters), settings, MappingProxyType(proxies))
 
     @classmethod
     def from_canonical(
         cls, namespace: str, resources: Iterable[CanonicalResource]
     ) -> NamespaceConfig:
         wanted = {OutgoingServer.KIND, OutgoingEmailRule.KIND, RecipientFilter.KIND,
-                  MailSettings.KIND}
+                  MailSettings.KIND, ProxyServer.KIND}
         models = [resource_from_canonical(r) for r in resources
                   if r.key.namespace == namespace and r.key.kind in wanted]
         return cls.from_resources(namespace, models)
@@ -89,6 +94,22 @@ class NamespaceConfig:
                 f"server {server.metadata.name} uses RecipientFilter {name}, which does not exist"
             )
         return found
+
+    def proxy(self, server: OutgoingServer) -> ProxyServerSpec | None:
+        """The proxy the server names, or None for a direct connection.
+
+        A name that points nowhere raises LookupError: going direct instead
+        would try a route the admin said does not exist.
+        """
+        name = server.spec.proxy
+        if not name:
+            return None
+        found = self.proxies.get(name)
+        if found is None:
+            raise LookupError(
+                f"server {server.metadata.name} uses ProxyServer {name}, which does not exist"
+            )
+        return found.spec
 
     def retry_policy(self, server: OutgoingServer) -> RetryPolicy:
         settings = self.settings.spec.retry if self.settings else RetrySettings()

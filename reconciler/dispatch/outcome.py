@@ -75,7 +75,10 @@ class SendResult:
 
     ``detail`` is for people (audit, logs) and never contains a secret.
     ``host`` is ``host:port`` of the server actually talked to, which differs
-    from the configured host after a failover (O6).
+    from the configured host after a failover (O6). ``retry_after`` is the wait
+    in seconds the server asked for (Graph's ``Retry-After``, Exchange's
+    ``BackOffMilliseconds``) when a TRANSIENT result gives up on it: the next
+    attempt is not scheduled earlier.
     """
 
     outcome: Outcome
@@ -85,6 +88,7 @@ class SendResult:
     used_alternate: bool = False
     failure: Failure | None = None
     server_reply: str = ""  # the DATA reply; often carries the server's queue id
+    retry_after: float | None = None
 
     @property
     def accepted(self) -> tuple[str, ...]:

@@ -8,7 +8,10 @@ instead of sending them back in lock-step.
 Give up (``None``) when ``maxAttempts`` attempts have been made or when the
 next attempt would start after the lifetime (``server.retryLifetimeMinutes``,
 else ``MailSettings.retry.lifetimeMinutes``) counted from the first attempt.
-A server's ``Retry-After`` is honoured as a lower bound.
+A wait the server asked for (``SendResult.retry_after``: Graph's ``Retry-After``,
+Exchange's ``BackOffMilliseconds``) is a lower bound, above ``maxBackoff`` too: an
+earlier attempt would only be throttled again. The lifetime still applies: a wait
+that ends after it means giving up now rather than holding the message that long.
 
 Pure: time and randomness come from the caller, so a schedule is reproducible.
 """

@@ -57,7 +57,7 @@ from reconciler.dispatch.configs import ConfigSource
 from reconciler.dispatch.envelope import Envelope, Notification
 from reconciler.dispatch.filters import FilterResult, filter_notification
 from reconciler.dispatch.group_commit import GroupCommit
-from reconciler.dispatch.lanes import Lanes
+from reconciler.dispatch.lanes import Lanes, lane_width
 from reconciler.dispatch.namespace import NamespaceConfig
 from reconciler.dispatch.outcome import NotSentReason, Outcome, RecipientResult, SendResult
 from reconciler.dispatch.readiness import server_problems
@@ -424,7 +424,7 @@ class Worker:
         recipients = self._filtered(attempt, notification, ns, server)
 
         lane = (msg.namespace, server.metadata.name)
-        async with self._lanes.slot(lane, server.spec.max_concurrency):
+        async with self._lanes.slot(lane, lane_width(transport, server)):
             if self._stopping:
                 return None
             full = await self._with_attachments(msg, notification)
@@ -527,18 +527,24 @@ class Worker:
 
         if result.outcome == Outcome.TRANSIENT:
             now = datetime.now(UTC)
-            next_at = policy.next_attempt(msg.attempts, msg.first_attempt_at or now, now)
+            next_at = policy.next_attempt(msg.attempts, msg.first_attempt_at or now, now,
+                                          retry_after_seconds=result.retry_after)
             if next_at is not None:
                 await self._keep_routing(attempt)
+                asked = {} if result.retry_after is None else {
+                    "retryAfterSeconds": result.retry_after}
                 for r in recipients:
                     attempt.audit.append(row(AuditStatus.RETRYING, _why(result, r), r,
-                                             nextAttemptAt=next_at.isoformat()))
+                                             nextAttemptAt=next_at.isoformat(), **asked))
                 log.info("outbox %s: temporary failure via %s, attempt %d, next at %s: %s",
                          msg.id, name, msg.attempts, next_at.isoformat(), result.detail,
                          extra={"outbox_id": msg.id, "server": name, "host": result.host})
                 return self._finished(attempt, OutboxState.RETRY_WAIT, result.detail, name,
                                       result, next_at)
             gave_up = f"gave up after {msg.attempts} attempts: "
+            if result.retry_after is not None and msg.attempts < policy.max_attempts:
+                gave_up = (f"gave up after {msg.attempts} attempts: the server asked to wait "
+                           f"{result.retry_after:g}s, past the retry lifetime: ")
             for r in recipients:
                 attempt.audit.append(row(AuditStatus.SEND_FAILED, gave_up + _why(result, r), r))
             return self._finished(attempt, OutboxState.FAILED, gave_up + result.detail, name,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from reconciler.config.derive import SMTP_PORTS
 from reconciler.config.models.auth import BasicAuth, NoAuth, OAuth2Auth
-from reconciler.config.models.outgoing_server import OutgoingServer, Security
+from reconciler.config.models.outgoing_server import OutgoingProtocol, OutgoingServer, Security
 from reconciler.dispatch.failover import Endpoint
 from reconciler.health.steps import Reason, Step, StepResult
 
@@ -64,13 +64,19 @@ def _sender(server: OutgoingServer) -> str:
             "grant it permission to send as this address (Send As / verified sender).")
 
 
+def _server_ref(server: OutgoingServer) -> str:
+    return f"{server.metadata.namespace}/{server.metadata.name}"
+
+
 def _auth_failed(server: OutgoingServer, ep: Endpoint) -> str:
     auth = server.spec.auth
+    if server.spec.protocol == OutgoingProtocol.GRAPH:
+        return _graph_token_refused(server, ep)
     if isinstance(auth, OAuth2Auth):
         return ("The server refused the OAuth token: check the mailbox (username) matches "
                 "the account that granted consent, the scope includes SMTP sending, and "
                 "SMTP AUTH is allowed for the mailbox; re-authorise with "
-                "`reconcile auth login SERVER` if the grant was revoked.")
+                f"`reconcile auth login {_server_ref(server)}` if the grant was revoked.")
     user = auth.username if isinstance(auth, BasicAuth) and auth.username else server.spec.email
     return (f"The server refused the login for {user}. Check the username and the password "
             "the reference points to; make sure SMTP AUTH is enabled for this mailbox "
@@ -153,11 +159,16 @@ _TABLE: dict[tuple[Step, Reason], Hint] = {
         "variable or create the file it names (secret references are resolved where the "
         "check runs), or check RECONCILE_SECRET_KEY for enc: values."),
     (Step.AUTH, Reason.NO_TOKEN_PROVIDER): lambda s, ep: (
-        "This server uses OAuth2 and no token provider is available to this command: "
-        "authorise it with `reconcile auth login SERVER` once OAuth support (O11) is set up."),
+        "This server uses OAuth2 and no token provider is available to this command: give "
+        "the token cache key (RECONCILE_TOKEN_KEY or --token-key) and the store, and "
+        f"authorise it once with `reconcile auth login {_server_ref(s)}`."),
     (Step.AUTH, Reason.TOKEN): lambda s, ep: (
         "No access token could be obtained: check client id, secret and tenant, and that "
-        "consent was granted; re-authorise with `reconcile auth login SERVER`."),
+        f"consent was granted; re-authorise with `reconcile auth login {_server_ref(s)}`."),
+    (Step.AUTH, Reason.TOKEN_PERMANENT): lambda s, ep: (
+        "The identity provider will not issue a token until a person acts: follow the fix "
+        "in the error above (for a delegated grant, "
+        f"`reconcile auth login {_server_ref(s)}` signs in again). Sends fail until then."),
     (Step.SEND, Reason.SENDER): lambda s, ep: _sender(s),
     (Step.SEND, Reason.RECIPIENT): lambda s, ep: (
         "The server refused the recipient: check the address given with --to; a relay "
@@ -192,10 +203,123 @@ _BY_STEP: dict[Step, Hint] = {
 }
 
 
+# -- Microsoft Graph (HTTP API steps) ---------------------------------------------------
+
+
+def _graph_token_refused(server: OutgoingServer, ep: Endpoint) -> str:
+    return (f"Graph at {ep.host} refused the access token: the app registration must be in "
+            "the mailbox's tenant and national cloud (graphEndpoint and the token URL must "
+            "belong to the same cloud), and the token must be for Microsoft Graph; for a "
+            "delegated grant re-authorise with "
+            f"`reconcile auth login {_server_ref(server)}`.")
+
+
+def _graph_permission(server: OutgoingServer, ep: Endpoint) -> str:
+    mailbox = server.spec.mailbox or server.spec.email
+    return (f"The app may not use mailbox {mailbox}: grant it Mail.Send (an application "
+            "permission with admin consent for clientCredentials; Mail.Send or "
+            "Mail.Send.Shared delegated for authorizationCode) and check that no Exchange "
+            "application access policy leaves this mailbox out.")
+
+
+def _graph_not_found(server: OutgoingServer, ep: Endpoint) -> str:
+    mailbox = server.spec.mailbox or server.spec.email
+    return (f"No mailbox {mailbox} in the app's tenant: check spec.mailbox (defaults to "
+            "email) and that the tenant in auth is the mailbox's tenant.")
+
+
+_TABLE.update({
+    (Step.TOKEN, Reason.NO_TOKEN_PROVIDER): _TABLE[(Step.AUTH, Reason.NO_TOKEN_PROVIDER)],
+    (Step.TOKEN, Reason.TOKEN): _TABLE[(Step.AUTH, Reason.TOKEN)],
+    (Step.TOKEN, Reason.TOKEN_PERMANENT): _TABLE[(Step.AUTH, Reason.TOKEN_PERMANENT)],
+    (Step.TOKEN, Reason.AUTH_NOT_OFFERED): lambda s, ep: (
+        "Microsoft Graph accepts only OAuth 2.0: set auth type oauth2 with provider "
+        "microsoft, a client id and a tenant."),
+    (Step.API, Reason.AUTH_FAILED): _graph_token_refused,
+    (Step.API, Reason.PERMISSION): _graph_permission,
+    (Step.API, Reason.NOT_FOUND): _graph_not_found,
+    (Step.API, Reason.TEMPORARY): lambda s, ep: (
+        "Graph is throttling or unavailable right now: the daemon waits out Retry-After and "
+        "retries. If it lasts, another application may share this mailbox's limit of 4 "
+        "concurrent requests (use a separate client id for incoming and outgoing mail)."),
+    (Step.SEND, Reason.PERMISSION): _graph_permission,
+    (Step.SEND, Reason.NOT_FOUND): _graph_not_found,
+})
+_BY_STEP.update({
+    Step.TOKEN: lambda s, ep: "No access token: check client id, secret, tenant and consent.",
+    Step.API: lambda s, ep: "Graph refused the call; the answer above says why.",
+})
+
+
+# -- Exchange Web Services ---------------------------------------------------------------
+
+
+def _ews_online(server: OutgoingServer) -> bool:
+    from reconciler.policy.functions import is_exchange_online
+
+    return is_exchange_online(server.spec.ews_url) or is_exchange_online(server.spec.host)
+
+
+def _ews_auth_failed(server: OutgoingServer, ep: Endpoint) -> str:
+    auth = server.spec.auth
+    if isinstance(auth, OAuth2Auth):
+        return ("Exchange refused the access token (HTTP 401): the token must be for "
+                "https://outlook.office365.com (scope EWS.AccessAsUser.All delegated, or "
+                "full_access_as_app for clientCredentials) in the mailbox's tenant; for a "
+                f"delegated grant re-authorise with `reconcile auth login {_server_ref(server)}`.")
+    user = auth.username if isinstance(auth, BasicAuth) and auth.username else server.spec.email
+    if _ews_online(server):
+        return (f"Exchange Online refused the password login for {user} (HTTP 401): Microsoft "
+                "has switched Basic authentication off for EWS. Use auth type oauth2 — better, "
+                "move the server to protocol graph, as EWS in Exchange Online is being retired.")
+    return (f"Exchange refused the login for {user} (HTTP 401): check the username (UPN "
+            "user@domain or DOMAIN\\user) and the password the reference points to, and that "
+            "the EWS virtual directory allows Basic or NTLM authentication.")
+
+
+def _ews_permission(server: OutgoingServer, ep: Endpoint) -> str:
+    mailbox = server.spec.mailbox or server.spec.email
+    auth = server.spec.auth
+    if isinstance(auth, OAuth2Auth) and auth.grant == "clientCredentials":
+        return (f"The app may not act as {mailbox} (impersonation refused): grant it the "
+                "full_access_as_app application permission with admin consent, and check "
+                "that no application access policy leaves this mailbox out.")
+    return (f"The account signed in may not use mailbox {mailbox}: give it Full Access and "
+            "Send As on that mailbox, or the ApplicationImpersonation role on-premises.")
+
+
+_EWS_TABLE: dict[tuple[Step, Reason], Hint] = {
+    (Step.API, Reason.AUTH_FAILED): _ews_auth_failed,
+    (Step.SEND, Reason.AUTH_FAILED): _ews_auth_failed,
+    (Step.API, Reason.PERMISSION): _ews_permission,
+    (Step.SEND, Reason.PERMISSION): _ews_permission,
+    (Step.API, Reason.NOT_FOUND): lambda s, ep: (
+        f"Exchange has no mailbox {s.spec.mailbox or s.spec.email}: check spec.mailbox "
+        "(defaults to email)."),
+    (Step.API, Reason.TEMPORARY): lambda s, ep: (
+        "Exchange is busy (ErrorServerBusy or HTTP 503): it throttles EWS per account; the "
+        "daemon waits out the back-off it asks for and retries. If it lasts, check the "
+        "Exchange throttling policy or other applications using the same account."),
+    (Step.API, Reason.REJECTED): lambda s, ep: (
+        "The URL answered, but not as an EWS endpoint: check ewsUrl "
+        "(usually https://HOST/EWS/Exchange.asmx)."),
+    (Step.API, Reason.SECRET): _TABLE[(Step.AUTH, Reason.SECRET)],
+    (Step.API, Reason.NO_TOKEN_PROVIDER): _TABLE[(Step.AUTH, Reason.NO_TOKEN_PROVIDER)],
+    (Step.TLS, Reason.HOSTNAME_MISMATCH): lambda s, ep: (
+        f"The certificate is valid but not for {ep.host}: set host (or ewsUrl) to a name the "
+        "certificate lists, usually the Exchange server's published name such as "
+        "mail.example.com rather than its internal server name or an IP address."),
+}
+
+
 def likely_fix(result: StepResult, server: OutgoingServer, endpoint: Endpoint) -> str:
     """What to change, in one or two sentences, for a failed step; '' for a passed one."""
     if result.ok:
         return ""
+    if result.reason is not None and server.spec.protocol == OutgoingProtocol.EWS:
+        hint = _EWS_TABLE.get((result.step, result.reason))
+        if hint is not None:
+            return hint(server, endpoint)
     if result.reason is not None:
         hint = _TABLE.get((result.step, result.reason))
         if hint is not None:

@@ -34,7 +34,7 @@ from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.daemon.live_config import ConfigHolder
 from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.settings import DaemonSettings
-from reconciler.dispatch.failover import Endpoint, HostSelector, endpoints_of
+from reconciler.dispatch.failover import Endpoint, HostSelector
 from reconciler.dispatch.transports.base import TokenProvider
 from reconciler.health import record as rec
 from reconciler.health.diagnose import likely_fix
@@ -48,7 +48,7 @@ from reconciler.health.notifier import (
     Transition,
 )
 from reconciler.health.options import ProbeOptions
-from reconciler.health.probes import cannot_reach, probe_server, supports
+from reconciler.health.probes import cannot_reach, endpoint_of, probe_server, supports
 from reconciler.health.steps import ProbeReport
 from reconciler.state.base import Store
 
@@ -150,8 +150,10 @@ class HealthMonitor:
         for namespace in self._config.current.namespaces.values():
             for server in namespace.servers.values():
                 if not server.spec.enabled or not supports(server):
-                    continue  # Graph/EWS checks arrive with their transports
-                if not server.spec.host or server.spec.port is None:
+                    continue  # protocols without a check are reported as not checked
+                try:
+                    endpoint_of(server)
+                except ValueError:
                     continue  # readiness reports an incomplete server at send time
                 key = ResourceKey(server.kind, server.metadata.namespace, server.metadata.name)
                 found[key] = server
@@ -179,7 +181,11 @@ class HealthMonitor:
 
     def _with_active(self, check: ServerCheck) -> ServerCheck:
         """Attach a record (without history yet) saying which host sends use now."""
-        active = self._selector.active(check.server.spec)
+        try:
+            active = self._selector.active(check.server.spec)
+        except ValueError:  # no host of its own to fail over between (Graph: an endpoint URL)
+            assert check.main.endpoint is not None
+            active = check.main.endpoint
         report = check.alternate if active.alternate and check.alternate else check.main
         failed = report.failed
         hosts = {rec.MAIN: _host(check.main)}
@@ -236,7 +242,7 @@ class HealthMonitor:
         for key, server in servers.items():
             record = records.get(key)
             main = record.hosts.get(rec.MAIN) if record else None
-            endpoint, _ = endpoints_of(server.spec)
+            endpoint = endpoint_of(server)
             if main is None or main.address != endpoint.address:
                 continue  # no record yet, or it is about a host the spec no longer names
             if main.reachable:

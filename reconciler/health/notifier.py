@@ -3,9 +3,11 @@
 Only transitions notify: a server becoming Unreachable, recovering, or sends
 moving to the alternate host and back. Every transition is logged; with a
 webhook configured it is also POSTed as JSON, retried a few times with
-exponential backoff. Texts come from probe reports, which went through the
-probe's redactor, so no password, token or their encodings reach the payload
-or the log. The webhook URL itself may carry a token (chat webhooks do), so
+exponential backoff; with admin addresses in the namespace's MailSettings
+(``adminNotifications.emails``) it is also mailed (:class:`AdminMail`). Texts
+come from probe reports, which went through the probe's redactor, so no
+password, token or their encodings reach the payload, the mail or the log.
+The webhook URL itself may carry a token (chat webhooks do), so
 logs only ever show its scheme and host, and it may be given as a secret
 reference (``env:NAME``, ``file:PATH``, ``enc:v1:...``).
 """
@@ -24,6 +26,9 @@ import httpx
 
 from reconciler.config.desired import ResourceKey
 from reconciler.config.secrets import ENC_PREFIX, SecretError, resolve
+from reconciler.daemon.live_config import ConfigHolder
+from reconciler.dispatch.namespace import NamespaceConfig
+from reconciler.state.base import EnqueueRequest, RoutingSnapshot, Store
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,81 @@ class Transition:
 
 
 Sleep = Callable[[float], Awaitable[None]]
+HEALTH_MODULE = "health"  # the notification's module; routing is pinned, no rule applies
+
+
+class AdminMail:
+    """Mails transitions to the namespace's ``adminNotifications.emails`` (SPEC O9).
+
+    The mail is an ordinary notification put in the outbox, so it is durable,
+    retried and audited like any other. Its routing is pinned to one server
+    (``RoutingSnapshot``), chosen here: the namespace's enabled primary, or,
+    when the transition says *that* server is Unreachable, another enabled
+    server of the namespace (primary first, then by name). A notice about a
+    server that cannot send is never queued through that same server; with
+    no other server the transition stays in the log (and the webhook) only,
+    and the log says so. Recoveries and fail-over/fail-back go through the
+    primary as usual: the server in question can send again.
+    """
+
+    def __init__(self, store: Store, config: ConfigHolder) -> None:
+        self._store = store
+        self._config = config
+
+    async def send(self, transition: Transition) -> bool:
+        """Queue the mail; True when queued or nobody is to be mailed. Never raises."""
+        live = self._config.current
+        key = transition.key
+        ns = live.namespace(key.namespace)
+        emails = list(ns.settings.spec.admin_notifications.emails) if ns and ns.settings else []
+        if ns is None or not emails:
+            return True
+        server = _sender(ns, transition)
+        if server is None:
+            log.warning("no admin email about %s/%s (%s): the namespace has no enabled "
+                        "outgoing server other than the one that is down; see this log or "
+                        "the webhook", key.namespace, key.name, transition.event,
+                        extra={"health": transition.payload()})
+            return False
+        request = EnqueueRequest(
+            _admin_notification(transition, emails), key.namespace,
+            f"health:{key.namespace}/{key.name}:{transition.event}:{transition.at.isoformat()}",
+            RoutingSnapshot(live.revision, server))
+        try:
+            [result] = await asyncio.to_thread(self._store.outbox.enqueue_many, [request])
+        except Exception as exc:  # a store outage must not stop health checks
+            log.error("admin email about %s/%s not queued: %s", key.namespace, key.name, exc)
+            return False
+        log.info("admin email about %s/%s (%s) queued as outbox %s via server %s",
+                 key.namespace, key.name, transition.event, result.id, server,
+                 extra={"outbox_id": result.id, "server": server})
+        return True
+
+
+def _sender(ns: NamespaceConfig, transition: Transition) -> str | None:
+    down = transition.key.name if transition.event == UNREACHABLE else None
+    usable = [s for s in ns.servers.values() if s.spec.enabled and s.metadata.name != down]
+    usable.sort(key=lambda s: (not s.spec.primary, s.metadata.name))
+    return usable[0].metadata.name if usable else None
+
+
+def _admin_notification(transition: Transition, emails: list[str]) -> dict[str, Any]:
+    facts = [("Server", f"{transition.key.namespace}/{transition.key.name}"),
+             ("Status", f"{transition.old_state} -> {transition.new_state}"),
+             ("Sends go to", f"{transition.active_host} host"
+              + (f" ({transition.address})" if transition.address else "")),
+             ("Failed step", transition.failed_step), ("Error", transition.error),
+             ("Likely fix", transition.hint), ("Time", transition.at.isoformat())]
+    body = transition.summary() + "\n\n" + "".join(
+        f"{name}: {value}\n" for name, value in facts if value)
+    return {
+        "module": HEALTH_MODULE,
+        "namespace": transition.key.namespace,
+        "to": emails,
+        # Header text: one line whatever the error said (the body has it in full).
+        "subject": "[reconcile] " + " ".join(transition.summary().split())[:200],
+        "textBody": body,
+    }
 
 
 class Notifier:
@@ -87,8 +167,10 @@ class Notifier:
         timeout_seconds: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
+        mail: AdminMail | None = None,
     ) -> None:
         self._webhook = webhook or None
+        self._mail = mail
         self._attempts = max(attempts, 1)
         self._backoff = backoff_seconds
         self._timeout = timeout_seconds
@@ -100,10 +182,15 @@ class Notifier:
         return self._webhook is not None
 
     async def notify(self, transition: Transition) -> bool:
-        """Log the transition and deliver it to the webhook; True when delivered (or no
-        webhook is configured). Never raises: a broken webhook must not stop health checks."""
+        """Log the transition, deliver it to the webhook and queue the admin email; True
+        when every configured channel took it. Never raises: a broken webhook or store
+        must not stop health checks."""
         level = logging.WARNING if transition.event in (UNREACHABLE, FAILOVER) else logging.INFO
         log.log(level, "%s", transition.summary(), extra={"health": transition.payload()})
+        mailed = await self._mail.send(transition) if self._mail is not None else True
+        return await self._to_webhook(transition) and mailed
+
+    async def _to_webhook(self, transition: Transition) -> bool:
         if self._webhook is None:
             return True
         try:

@@ -2,10 +2,9 @@
 
 Each protocol registers a plan (the steps in order) and a walker. SMTP walks
 DNS → TCP → TLS → greeting → EHLO → AUTH (TLS before or after the greeting,
-by security). Graph and EWS slot in later with the same shape:
-DNS → TCP → TLS → token (fetch an access token) → API (one cheap
-authenticated call, e.g. GET /users/{mailbox}); until then their servers are
-reported as not checked, never as unreachable.
+by security). Graph and EWS walk DNS → TCP → TLS → token (fetch an access
+token) → API (one cheap authenticated call: GET /users/{mailbox}, EWS GetFolder);
+EWS with Basic auth has no token step, its API call checks the password.
 
 ``send_test_message`` is test-connection's last step: a short message through
 the real transport, so what it proves is what the daemon will do.
@@ -24,7 +23,12 @@ from reconciler.dispatch.envelope import Notification
 from reconciler.dispatch.failover import Endpoint, endpoints_of
 from reconciler.dispatch.filters import filter_notification
 from reconciler.dispatch.outcome import Failure, Outcome, SendResult
+from reconciler.dispatch.transports.base import Transport
+from reconciler.dispatch.transports.ews import EwsTransport, ews_url_for
+from reconciler.dispatch.transports.graph import GraphTransport
 from reconciler.dispatch.transports.smtp import SmtpTransport
+from reconciler.health.ews_probe import ews_endpoints, ews_plan, walk_ews
+from reconciler.health.graph_probe import graph_endpoints, graph_plan, walk_graph
 from reconciler.health.options import ProbeOptions
 from reconciler.health.smtp_probe import smtp_plan, walk_smtp
 from reconciler.health.steps import ProbeReport, Reason, Step, StepResult
@@ -39,13 +43,17 @@ Planner = Callable[[OutgoingServer], tuple[Step, ...]]
 class ProtocolProbe:
     plan: Planner
     walk: Walker
+    # Where the checks go when that is not spec.host/port (Graph: its endpoint URL).
+    endpoints: Callable[[OutgoingServer], tuple[Endpoint, Endpoint | None]] | None = None
 
 
 PROBES: dict[OutgoingProtocol, ProtocolProbe] = {
     OutgoingProtocol.SMTP: ProtocolProbe(smtp_plan, walk_smtp),
+    OutgoingProtocol.GRAPH: ProtocolProbe(graph_plan, walk_graph, graph_endpoints),
+    OutgoingProtocol.EWS: ProtocolProbe(ews_plan, walk_ews, ews_endpoints),
 }
 
-# What Graph and EWS will walk when their transports land (not registered yet).
+# What the HTTP API protocols (Graph, EWS) walk.
 HTTP_API_PLAN = (Step.DNS, Step.TCP, Step.TLS, Step.TOKEN, Step.API)
 
 
@@ -59,7 +67,9 @@ def supports(server: OutgoingServer) -> bool:
 
 def endpoint_of(server: OutgoingServer, *, alternate: bool = False) -> Endpoint:
     """The main host, or the alternate; ValueError when the spec has no such host."""
-    main, alt = endpoints_of(server.spec)
+    probe = PROBES.get(OutgoingProtocol(server.spec.protocol))
+    main, alt = (probe.endpoints(server) if probe is not None and probe.endpoints
+                 else endpoints_of(server.spec))
     if not alternate:
         return main
     if alt is None:
@@ -116,10 +126,13 @@ def cannot_reach(report: ProbeReport) -> bool:
 def pinned(server: OutgoingServer, endpoint: Endpoint, timeout: float) -> OutgoingServer:
     """The server with only ``endpoint`` and the given deadline: a test must not fail
     over to the other host and report success for the host it was not asked about."""
-    spec = server.spec.model_copy(update={
+    update: dict[str, object] = {
         "host": endpoint.host, "port": endpoint.port, "alternate_host": None,
         "alternate_port": None, "timeout_seconds": timeout,
-    })
+    }
+    if OutgoingProtocol(server.spec.protocol) == OutgoingProtocol.EWS:
+        update["ews_url"] = ews_url_for(server, endpoint)  # the URL follows the host
+    spec = server.spec.model_copy(update=update)
     return server.model_copy(update={"spec": spec})
 
 
@@ -145,17 +158,12 @@ async def send_test_message(
 ) -> StepResult:
     """Send one short message to ``to`` through the real transport, pinned to one host."""
     options = options or ProbeOptions()
-    if OutgoingProtocol(server.spec.protocol) != OutgoingProtocol.SMTP:
-        raise UnsupportedProtocol(f"sending through protocol {server.spec.protocol} is not "
-                                  "implemented yet")
     budget = options.budget(server.spec)
+    transport = await _transport_for(server, options, budget)
     target = pinned(server, endpoint_of(server, alternate=alternate), budget)
     notification = sample_notification(server, to)
     # The address was given on purpose: recipient filters are for notifications.
     envelope = compose(notification, target, filter_notification(notification, None))
-    transport = SmtpTransport(ca_file=options.ca_file, token_provider=options.token_provider,
-                              connect_timeout=budget,
-                              local_hostname=await options.ehlo_name())
     started = time.perf_counter()
     try:
         result = await transport.send(envelope, target)
@@ -169,11 +177,29 @@ async def send_test_message(
     return _send_failure(result, seconds)
 
 
+async def _transport_for(server: OutgoingServer, options: ProbeOptions,
+                         budget: float) -> Transport:
+    """A fresh transport of the server's protocol, configured as the daemon's is."""
+    protocol = OutgoingProtocol(server.spec.protocol)
+    if protocol == OutgoingProtocol.GRAPH:
+        return GraphTransport(ca_file=options.ca_file, token_provider=options.token_provider,
+                              connect_timeout=budget)
+    if protocol == OutgoingProtocol.SMTP:
+        return SmtpTransport(ca_file=options.ca_file, token_provider=options.token_provider,
+                             connect_timeout=budget, local_hostname=await options.ehlo_name())
+    if protocol == OutgoingProtocol.EWS:
+        return EwsTransport(ca_file=options.ca_file, token_provider=options.token_provider)
+    raise UnsupportedProtocol(f"sending through protocol {protocol} is not implemented yet")
+
+
 def _send_failure(result: SendResult, seconds: float) -> StepResult:
     code = next((r.code for r in result.recipients if r.code is not None), None)
     transient = result.outcome == Outcome.TRANSIENT
     detail = result.detail
-    if result.failure == Failure.RECIPIENTS:
+    http = {403: Reason.PERMISSION, 404: Reason.NOT_FOUND}  # Graph/EWS answers
+    if code in http and result.failure in (Failure.AUTH, Failure.CONFIG):
+        reason = http[code]
+    elif result.failure == Failure.RECIPIENTS:
         refused = result.refused[0] if result.refused else None
         if refused is not None and refused.reason:
             detail = f"{detail}: {refused.code} {refused.reason}"

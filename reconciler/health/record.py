@@ -40,7 +40,7 @@ ALTERNATE = "alternate"
 
 # Protocols the monitor checks (``probes.PROBES``; a test keeps the two in step).
 # Spelled out here so `reconcile status` need not import the SMTP stack.
-CHECKED_PROTOCOLS = frozenset({"smtp"})
+CHECKED_PROTOCOLS = frozenset({"smtp", "graph", "ews"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,12 @@ from reconciler.config.models.outgoing_server import OutgoingServer, Security
 from reconciler.config.secrets import SecretError, resolve
 from reconciler.dispatch.failover import Endpoint
 from reconciler.dispatch.outcome import Failure
-from reconciler.dispatch.transports.base import Redactor, TokenError, fetch_token
+from reconciler.dispatch.transports.base import (
+    Redactor,
+    TokenError,
+    fetch_token,
+    invalidate_token,
+)
 from reconciler.dispatch.transports.smtp import BASIC_MECHANISMS
 from reconciler.health.options import ProbeOptions
 from reconciler.health.steps import Reason, Step, StepResult
@@ -338,6 +343,11 @@ class _Session:
             if mechanism not in offered:
                 raise self._not_offered("XOAUTH2")
             reply = await self._xoauth2(username, token)
+            if reply.code == 535 and await invalidate_token(options.token_provider, server,
+                                                            token):
+                # as the transport does: a refused token is refreshed once
+                token = await self._token(server, options, redactor, username)
+                reply = await self._xoauth2(username, token)
         else:  # pragma: no cover - the plan has no AUTH step for NoAuth
             return True, "no authentication configured"
         if reply.code != 235:
@@ -371,7 +381,9 @@ class _Session:
         try:
             token = await fetch_token(options.token_provider, server)
         except TokenError as exc:
-            raise StepError(Failure.AUTH, f"no access token: {exc}", Reason.TOKEN) from None
+            # A permanent token error (revoked grant, bad secret) already says how to fix it.
+            raise StepError(Failure.AUTH, f"no access token: {exc}",
+                            Reason.TOKEN_PERMANENT if exc.permanent else Reason.TOKEN) from None
         redactor.add(token, username=username)
         return token
 

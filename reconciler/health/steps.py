@@ -71,6 +71,9 @@ class Reason(StrEnum):
     SECRET = "secret"  # the password reference cannot be resolved here
     NO_TOKEN_PROVIDER = "no-token-provider"
     TOKEN = "token"
+    TOKEN_PERMANENT = "token-permanent"  # revoked grant, bad secret, no consent: a person acts
+    PERMISSION = "permission"  # HTTP 403: the app may not use the mailbox (Graph, EWS)
+    NOT_FOUND = "not-found"  # HTTP 404: no such mailbox (Graph, EWS)
     SENDER = "sender"  # MAIL FROM refused
     RECIPIENT = "recipient"  # RCPT TO refused
     CONTENT = "content"  # refused after DATA

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -253,4 +254,135 @@ audit = Table(
     Index(None, "namespace", "created_at"),
     Index(None, "outbox_id"),
     Index(None, "message_id"),
+)
+
+oauth_tokens = Table(
+    "oauth_tokens",
+    metadata,
+    # One row per server (OutgoingServer or IncomingServer) using OAuth2. The
+    # tokens and the msal cache blob live only inside ``sealed`` (Fernet); the
+    # clear columns are what `reconcile auth status` shows without the key.
+    Column("kind", String, nullable=False),
+    Column("namespace", String, nullable=False),
+    Column("name", String, nullable=False),
+    # Hash of provider, token URL, client id and tenant: a row written for another
+    # app registration is never handed out for this one.
+    Column("client_digest", String(64), nullable=False),
+    Column("grant", String(32), nullable=False),
+    Column("account", String, nullable=True),
+    Column("sealed", Text, nullable=True),
+    Column("access_expires_at", UtcDateTime, nullable=True),
+    Column("refresh_present", Boolean, nullable=False),
+    # Bumped on every write: the cross-process "someone refreshed meanwhile" signal.
+    Column("generation", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("last_error_permanent", Boolean, nullable=False),
+    Column("last_error_at", UtcDateTime, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("kind", "namespace", "name"),
+    CheckConstraint("kind <> '' AND namespace <> '' AND name <> ''", name="identity"),
+    CheckConstraint("generation >= 0", name="generation"),
+)
+
+# -- incoming mail (SPEC I1, I6, I7, I8) -----------------------------------------
+
+TICKET_EVENT_STATES = ("pending", "delivered", "rejected")
+
+incoming_markers = Table(
+    "incoming_markers",
+    metadata,
+    # One row per fetched mail: written in the transaction that makes its event
+    # and audit durable, so a restart never processes it twice.
+    Column("namespace", String, nullable=False),
+    Column("server", String, nullable=False),
+    Column("marker", String, nullable=False),
+    Column("event_id", RowId, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("namespace", "server", "marker"),
+)
+
+incoming_message_ids = Table(
+    "incoming_message_ids",
+    metadata,
+    # Message-IDs (angle brackets stripped) of processed mail: duplicates, and
+    # the ticket a later reply quoting them belongs to.
+    Column("namespace", String, nullable=False),
+    Column("message_id", String, nullable=False),
+    Column("ticket_module", String(64), nullable=True),
+    Column("ticket_number", String(32), nullable=True),
+    Column("event_id", RowId, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("namespace", "message_id"),
+)
+
+ticket_events = Table(
+    "ticket_events",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("namespace", String, nullable=False),
+    Column("server", String, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("message_id", String, nullable=True),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("delivered_at", UtcDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    CheckConstraint(_in("state", TICKET_EVENT_STATES), name="state"),
+    CheckConstraint("attempts >= 0", name="attempts"),
+    Index(None, "state", "id"),
+    Index(None, "namespace", "id"),
+)
+
+ticket_event_attachments = Table(
+    "ticket_event_attachments",
+    metadata,
+    # Bytes of the files an event lists (by sha256), apart from the event JSON
+    # for the same reason as outbox_attachments.
+    Column("event_id", RowId, ForeignKey("ticket_events.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("event_id", "sha256"),
+)
+
+incoming_errors = Table(
+    "incoming_errors",
+    metadata,
+    # A mail moved to the error folder. Headers and reason may name customers,
+    # so they live only inside ``sealed`` (Fernet); the clear columns say where
+    # and why in codes only.
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("namespace", String, nullable=False),
+    Column("server", String, nullable=False),
+    Column("marker", String, nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("sealed", Text, nullable=True),  # NULL: no key was configured
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("moved_back_at", UtcDateTime, nullable=True),
+    Index(None, "namespace", "server", "created_at"),
+)
+
+incoming_servers = Table(
+    "incoming_servers",
+    metadata,
+    # Fetch state per IncomingServer, apart from its spec (never drift), and the
+    # lease that lets exactly one daemon fetch it when several share a store.
+    Column("namespace", String, nullable=False),
+    Column("name", String, nullable=False),
+    Column("lease_owner", String, nullable=True),
+    Column("lease_expires_at", UtcDateTime, nullable=True),
+    Column("consecutive_failures", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("last_error_kind", String(16), nullable=True),
+    Column("failure_notified", Boolean, nullable=False),
+    Column("last_fetch_at", UtcDateTime, nullable=True),
+    Column("last_success_at", UtcDateTime, nullable=True),
+    Column("paused", String, nullable=True),  # why fetching stopped, or NULL
+    Column("error_folder_count", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("namespace", "name"),
 )

@@ -35,3 +35,16 @@ def test_outbox_throughput_runs() -> None:
 def test_intake_runs() -> None:
     out = run(str(BENCH / "intake.py"), "-n", "50", "-k", "1")
     assert "sqlite" in out and "postgresql" in out and "FAILED" not in out
+
+
+def test_graph_surge_runs() -> None:
+    out = run(str(BENCH / "graph_surge.py"), "-n", "20", "--service-ms", "2",
+              "--throttle-every", "7", "--retry-after", "0")
+    assert "ratio" in out and "20 x 202, 3 x 429 (waited out)" in out
+    assert "0 SEND_FAILED, 0 acknowledged but not delivered, 0 not acknowledged" in out
+
+
+def test_incoming_runs() -> None:
+    out = run(str(BENCH / "incoming.py"), "--sizes", "30,60", "--batch", "20")
+    assert "mails/s" in out and "FAILED" not in out
+    assert out.count(" 30 ") + out.count(" 60 ") >= 2

@@ -50,7 +50,8 @@ def test_applied_examples_are_not_checked_yet(tmp_path: Path, store_url: str) ->
     assert "  smtp  smtp.gmail.com:587  starttls  enabled  primary" in gmail
     assert "  alternate smtp-relay.gmail.com:587" in gmail
     assert "not checked yet: the daemon's health monitor records this" in gmail
-    assert "health checks for graph are not implemented yet" in card(out, "graph-desk")
+    assert "not checked yet: the daemon's health monitor records this" in card(out,
+                                                                                "graph-desk")
     dev = card(out, "dev-relay")
     assert "○ Disabled" in dev and "disabled servers are not probed" in dev
 

@@ -235,3 +235,44 @@ def test_ambiguous_unknown_and_bad_arguments(db: str, tmp_path: Path) -> None:
                           "--alternate", code=1), "has no alternate host")
     assert_user_error(run("test-connection", "desk", "--to", TO, "--store", db, "--config",
                           tmp_path, code=1), "give either --store or --config, not both")
+
+
+# -- OAuth2 servers: the token comes from the store-backed provider, like the daemon's -----
+
+
+GRAPH_SECRET = "Gr4ph~client~secret~value~77"
+GRAPH_SECRET_ENV = "DESK_GRAPH_SECRET"
+
+
+def test_a_graph_server_is_checked_with_a_token_from_the_identity_provider(
+        certs: PeerCerts, db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from peers.graph_server import GraphPeer
+    from peers.oauth_server import OAuthPeer
+
+    from reconciler.config.secrets import generate_key
+
+    monkeypatch.setenv(GRAPH_SECRET_ENV, GRAPH_SECRET)
+    monkeypatch.setenv("RECONCILE_TOKEN_KEY", generate_key())
+    idp = OAuthPeer(certs).start()
+    graph = GraphPeer(certs, token="never-issued", accept=idp.valid_access).start()
+    try:
+        idp.register("11111111-2222-3333-4444-555555555555", GRAPH_SECRET)
+        server = graph.server("m365", auth={
+            "type": "oauth2", "provider": "microsoft", "grant": "clientCredentials",
+            "clientId": "11111111-2222-3333-4444-555555555555", "tenant": "desk-tenant",
+            "clientSecret": {"secretRef": f"env:{GRAPH_SECRET_ENV}"},
+            "tokenUrl": idp.token_url(), "scope": ["https://graph.microsoft.com/.default"]})
+        stored(db, server)
+        out = check("m365", "--to", TO, "--store", db, "--ca-file", certs.ca_file, code=0)
+    finally:
+        graph.stop()
+        idp.stop()
+    assert marks(out) == [("✓", "DNS"), ("✓", "TCP"), ("✓", "TLS"), ("✓", "Token"),
+                          ("✓", "API call"), ("✓", "Send")]
+    [mail] = graph.sent
+    assert mail.mailbox == "desk@corp.example"
+    assert mail.addresses("to") == [TO]
+    assert idp.count("client_credentials") == 1  # the probe's token is reused for the send
+    assert GRAPH_SECRET not in out
+    with open(db, "rb") as raw:
+        assert GRAPH_SECRET.encode() not in raw.read()

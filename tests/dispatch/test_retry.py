@@ -80,6 +80,18 @@ def test_retry_after_is_a_lower_bound() -> None:
     assert at == T0 + timedelta(seconds=300)
 
 
+def test_retry_after_beyond_the_backoff_is_honoured_but_not_past_the_lifetime() -> None:
+    policy = RetryPolicy.from_settings(SETTINGS)  # backoff at most 100 s, lifetime 60 min
+    later = T0 + timedelta(minutes=10)
+    asked = policy.next_attempt(2, T0, later, rng=Fixed(), retry_after_seconds=1800)
+    assert asked == later + timedelta(seconds=1800)  # never earlier than the server asked
+    # Fifty minutes left of the lifetime: a wait of an hour means giving up now.
+    assert policy.next_attempt(2, T0, later, rng=Fixed(), retry_after_seconds=3600) is None
+    # A short Retry-After does not shorten the backoff.
+    short = policy.next_attempt(2, T0, later, rng=Fixed(), retry_after_seconds=1)
+    assert short == later + timedelta(seconds=20)
+
+
 def test_defaults_come_from_mail_settings_defaults() -> None:
     policy = RetryPolicy.from_settings()
     assert (policy.initial_backoff_seconds, policy.max_backoff_seconds, policy.max_attempts,

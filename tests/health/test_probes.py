@@ -17,7 +17,6 @@ from reconciler.dispatch.outcome import Failure, HealthStatus
 from reconciler.health.diagnose import likely_fix
 from reconciler.health.options import ProbeOptions
 from reconciler.health.probes import (
-    UnsupportedProtocol,
     cannot_reach,
     probe_server,
     send_test_message,
@@ -270,9 +269,10 @@ async def test_unset_password_reference(peer_factory: PeerFactory, certs: PeerCe
     assert "HEALTH_TEST_NOT_SET is not set" in failed.detail
 
 
-async def test_graph_has_no_check_yet() -> None:
+async def test_graph_without_an_endpoint_cannot_be_checked() -> None:
+    # Graph's own checks are in test_graph_probe.py; without graphEndpoint there is no host.
     server = server_spec(443, "tls", protocol="graph", host=None, port=None)
-    with pytest.raises(UnsupportedProtocol):
+    with pytest.raises(ValueError, match="graphEndpoint"):
         await probe_server(server)
 
 

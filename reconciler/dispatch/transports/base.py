@@ -14,14 +14,34 @@ import base64
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, runtime_checkable
 
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.envelope import Envelope
 from reconciler.dispatch.outcome import Health, SendResult
 
-# An OAuth access token for a server: a callable, sync or async. OAuth
-# providers (O11) implement it; tests and simple set-ups can pass a lambda.
-TokenProvider = Callable[[OutgoingServer], Awaitable[str] | str]
+
+@runtime_checkable
+class TokenSource(Protocol):
+    """Access tokens for servers whose auth block is OAuth2 (O11).
+
+    ``token(server)`` returns a current access token for any resource with
+    ``.spec.auth`` (an ``OAuth2Auth``), ``.spec.email`` and ``.metadata``, i.e.
+    OutgoingServer and IncomingServer alike; it raises :class:`TokenError`.
+    ``invalidate(server, token)`` says the server refused ``token`` (SMTP 535,
+    HTTP 401): the next ``token`` call fetches a new one, unless another caller
+    already replaced it. :class:`reconciler.oauth.OAuthTokenProvider` is the
+    real one.
+    """
+
+    async def token(self, server: Any) -> str: ...
+
+    async def invalidate(self, server: Any, token: str) -> None: ...
+
+
+# An OAuth access token for a server: a TokenSource, or a plain callable, sync
+# or async (tests and simple set-ups can pass a lambda; it cannot be refreshed).
+TokenProvider = TokenSource | Callable[[OutgoingServer], Awaitable[str] | str]
 
 
 class TokenError(Exception):
@@ -38,12 +58,25 @@ class TokenError(Exception):
 
 
 async def fetch_token(provider: TokenProvider, server: OutgoingServer) -> str:
-    token = provider(server)
-    if inspect.isawaitable(token):
-        token = await token
+    token: object
+    if isinstance(provider, TokenSource):
+        token = await provider.token(server)
+    else:
+        token = provider(server)
+        if inspect.isawaitable(token):
+            token = await token
     if not isinstance(token, str) or not token:
         raise TokenError("the token provider returned no token")
     return token
+
+
+async def invalidate_token(provider: TokenProvider | None, server: OutgoingServer,
+                           token: str) -> bool:
+    """Tell the provider ``token`` was refused; True when a retry can get a new one."""
+    if not isinstance(provider, TokenSource):
+        return False
+    await provider.invalidate(server, token)
+    return True
 
 
 class Redactor:

@@ -75,6 +75,7 @@ from reconciler.dispatch.transports.base import (
     TokenProvider,
     Transport,
     fetch_token,
+    invalidate_token,
 )
 from reconciler.dispatch.transports.pool import ConnectionPool, PoolStats
 
@@ -414,6 +415,7 @@ class SmtpTransport(Transport):
         if smtp.is_ehlo_or_helo_needed:
             await smtp.ehlo()
         offered = [m.lower() for m in smtp.server_auth_methods]
+        refreshed = False
         try:
             if isinstance(auth, BasicAuth):
                 try:
@@ -433,11 +435,24 @@ class SmtpTransport(Transport):
                 if "xoauth2" not in offered:
                     raise _Failed(Outcome.PERMANENT, Failure.CONFIG,
                                   _no_auth_hint(smtp, offered, "XOAUTH2"), "auth")
-                await smtp.auth_xoauth2(username, token)
+                try:
+                    await smtp.auth_xoauth2(username, token)
+                except SMTPAuthenticationError as exc:
+                    # 535 5.7.3 after XOAUTH2: the token was revoked or is not yet
+                    # valid at the mail server. Refresh once; a second refusal is final.
+                    if exc.code != 535 or not await invalidate_token(self._token_provider,
+                                                                     server, token):
+                        raise
+                    log.info("%s refused the access token for %s (%s); refreshing once",
+                             server.display, username, exc.code)
+                    token = await self._token(server, redactor, username)
+                    refreshed = True
+                    await smtp.auth_xoauth2(username, token)
         except SMTPAuthenticationError as exc:
             if exc.code in AUTH_FAILED_CODES or exc.code >= 500:
+                after = " (also with a freshly refreshed access token)" if refreshed else ""
                 raise _Failed(Outcome.PERMANENT, Failure.AUTH,
-                              f"authentication failed for {username}: "
+                              f"authentication failed for {username}{after}: "
                               f"{exc.code} {redactor(exc.message)}", "auth", exc.code) from None
             raise _Failed(outcome_for_reply(exc.code), Failure.AUTH,
                           f"temporary authentication failure for {username}: "

@@ -34,7 +34,8 @@ Contract:
   only mail without ``\\Seen``, as the desks it replaces do. POP3 has no
   flags: the marker store is the only memory, and ``DELE`` happens only when
   the fetcher was built with ``delete_after_fetch=True``.
-- **Error folder (I6)** is IMAP only; POP3 raises :class:`NotSupported`.
+- **Error folder (I6)** exists on IMAP, EWS and Graph (created when missing);
+  POP3 has no folders and raises :class:`NotSupported`.
 - **Failures.** Anything that breaks the session (connect, TLS, login,
   protocol) raises one :class:`FetchError` with ``kind`` (what the runner
   counts toward ``failure_notify_threshold``, I7), a message and a likely

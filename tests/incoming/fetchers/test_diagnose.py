@@ -89,11 +89,12 @@ async def test_missing_folder_is_a_config_error(dovecot: DovecotInstance, mailbo
     assert "Support/Tickets cannot be opened" in error.message
 
 
-def test_ews_and_graph_are_not_available_yet() -> None:
+@pytest.mark.parametrize("protocol, fetcher", [("ews", "EwsFetcher"),
+                                               ("graph", "GraphFetcher")])
+def test_ews_and_graph_have_their_fetchers(protocol: str, fetcher: str) -> None:
     server = IncomingServer.model_validate({
         "apiVersion": "reconciler.dev/v1", "kind": "IncomingServer",
         "metadata": {"name": "desk"},
-        "spec": {"email": "desk@example.test", "protocol": "graph"}})
-    with pytest.raises(FetchError) as caught:
-        fetcher_for(server)
-    assert caught.value.kind == FetchErrorKind.CONFIG
+        "spec": {"email": "desk@example.test", "protocol": protocol,
+                 "ewsUrl": "https://mail.example.invalid/EWS/Exchange.asmx"}})
+    assert type(fetcher_for(server)).__name__ == fetcher  # nothing connects before use

@@ -1,0 +1,212 @@
+"""`reconcile incoming`: the incoming servers' fetch state, their error folders (SPEC I6, I7).
+
+- ``status``: per server, the last fetch, consecutive failures and the last
+  error, why fetching is paused, the error folder's count, and the ticket
+  events waiting for the desk.
+- ``retry SERVER``: moves every mail of the server's error folder back to its
+  folder, unread, so the daemon processes them again (and resumes fetching if
+  ``stopFetchingAfter`` had stopped it).
+- ``errors SERVER``: the saved details of the mails in the error folder,
+  decrypted with the store's sealing key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from reconciler.cli.common import (
+    UserError,
+    opened_store,
+    show_time,
+    split_name,
+    store_option,
+    token_key_option,
+)
+
+KIND = "IncomingServer"
+
+
+@click.group("incoming")
+def command() -> None:
+    """Incoming mail servers: fetch status, error folder retry and details."""
+
+
+@command.command("status")
+@click.option("--namespace", "-n", default=None, help="Only servers of this namespace.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@store_option
+def status(namespace: str | None, fmt: str, store_url: str | None) -> None:
+    """Per incoming server: last fetch, failures, last error, paused, error folder."""
+    from reconciler.incoming.store import IncomingStore
+
+    with opened_store(store_url) as store:
+        incoming = IncomingStore.of_store(store)
+        servers = _servers(store, namespace)
+        states = {(s.namespace, s.name): s for s in incoming.server_states(namespace)}
+        counts = incoming.event_counts()
+    rows = []
+    for (ns, name), spec in servers.items():
+        state = states.get((ns, name))
+        data = state.to_json() if state is not None else {
+            "namespace": ns, "server": name, "consecutiveFailures": 0, "lastError": None,
+            "lastFetch": None, "paused": None, "errorFolderCount": 0}
+        data["enabled"] = bool(spec.get("enabled", True))
+        data["protocol"] = spec.get("protocol")
+        data["mailbox"] = spec.get("email")
+        rows.append(data)
+    if fmt == "json":
+        click.echo(json.dumps({"servers": rows, "events": counts}, indent=2,
+                              ensure_ascii=False))
+        return
+    if not rows:
+        where = f" in namespace {namespace}" if namespace else ""
+        click.echo(f"no incoming servers{where} in the live store")
+    for row in rows:
+        click.echo("\n".join(_lines(row)))
+        click.echo("")
+    click.echo(f"ticket events: {counts['pending']} waiting for the desk, "
+               f"{counts['delivered']} delivered, {counts['rejected']} rejected")
+
+
+def _lines(row: dict[str, Any]) -> list[str]:
+    head = f"{row['namespace']}/{row['server']} ({row['protocol']}, {row['mailbox']})"
+    if not row["enabled"]:
+        return [head + ": disabled"]
+    if row.get("paused"):
+        state = f"paused: {row['paused']}"
+    elif row["consecutiveFailures"]:
+        state = f"failing ({row['consecutiveFailures']} in a row)"
+    elif row.get("lastFetch"):
+        state = "fetching"
+    else:
+        state = "not fetched yet (is the daemon running?)"
+    lines = [f"{head}: {state}"]
+    if row.get("lastFetch"):
+        lines.append(f"  last fetch: {show_time(datetime.fromisoformat(row['lastFetch']))}")
+    if row.get("lastSuccess"):
+        lines.append(f"  last success: "
+                     f"{show_time(datetime.fromisoformat(row['lastSuccess']))}")
+    if row["consecutiveFailures"] and row.get("lastError"):
+        lines.append(f"  last error: {row['lastError']}")
+    lines.append(f"  error folder: {row['errorFolderCount']} mail(s)")
+    if row.get("fetchedBy"):
+        lines.append(f"  fetched by: {row['fetchedBy']}")
+    return lines
+
+
+@command.command("retry")
+@click.argument("server")
+@click.option("--namespace", "-n", default=None,
+              help="Namespace of SERVER (default: default), or write NAMESPACE/NAME.")
+@click.option("--ca-file", default=None, metavar="PEM",
+              help="Extra trusted CAs for a private mail server (as for the daemon).")
+@token_key_option
+@store_option
+def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref: str | None,
+          store_url: str | None) -> None:
+    """Move the error folder's mails back so the daemon processes them again."""
+    namespace, server = _name(server, namespace)
+    from reconciler.config.models.incoming_server import IncomingServer
+    from reconciler.dispatch.namespace import resource_from_canonical
+    from reconciler.incoming.fetchers import FetchError, NotSupported, fetcher_for
+    from reconciler.incoming.servers import proxy_of
+    from reconciler.incoming.store import IncomingStore
+
+    with opened_store(store_url) as store:
+        canon = store.snapshot().resources.get(_key(namespace, server))
+        if canon is None:
+            raise UserError(f"there is no incoming server {namespace}/{server} in the live "
+                            "store; `reconcile incoming status` lists them")
+        model = resource_from_canonical(canon)
+        assert isinstance(model, IncomingServer)
+        live = store.snapshot()
+        others = [resource_from_canonical(r) for k, r in live.resources.items()
+                  if k.kind == "ProxyServer" and k.namespace == namespace]
+
+        def proxy(server: Any) -> Any:
+            return proxy_of(server, others)
+
+        tokens = None
+        if getattr(model.spec.auth, "type", None) == "oauth2":
+            from reconciler.oauth import provider_for_store
+
+            tokens = provider_for_store(store, key_ref=token_key_ref, ca_file=ca_file)
+
+        async def move_back() -> int:
+            async with fetcher_for(model, token_provider=tokens, ca_file=ca_file,
+                                   proxy_lookup=proxy) as fetcher:
+                return await fetcher.move_back_from_error_folder()
+
+        try:
+            moved = asyncio.run(move_back())
+        except NotSupported as exc:
+            raise UserError(f"{namespace}/{server}: {exc}") from None
+        except FetchError as exc:
+            raise UserError(f"{namespace}/{server}: {exc.user_text}") from None
+        IncomingStore.of_store(store).errors_moved_back(namespace, server,
+                                                        now=datetime.now(UTC))
+    folder = model.spec.error_folder.name
+    click.echo(f"moved {moved} mail(s) from {folder} back to {model.spec.folder} of "
+               f"{namespace}/{server}; the daemon processes them at its next fetch")
+
+
+@command.command("errors")
+@click.argument("server")
+@click.option("--namespace", "-n", default=None,
+              help="Namespace of SERVER (default: default), or write NAMESPACE/NAME.")
+@click.option("--all", "include_all", is_flag=True, help="Also mails already moved back.")
+@token_key_option
+@store_option
+def errors(server: str, namespace: str | None, include_all: bool, token_key_ref: str | None,
+           store_url: str | None) -> None:
+    """The saved details (reason, headers) of mails moved to the error folder."""
+    namespace, server = _name(server, namespace)
+    from reconciler.incoming.store import IncomingStore
+    from reconciler.oauth import TokenKeyError, load_key
+
+    try:
+        key = load_key(token_key_ref)
+    except TokenKeyError as exc:
+        raise UserError(f"the details are stored encrypted: {exc}") from None
+    with opened_store(store_url) as store:
+        found = IncomingStore.of_store(store, key).errors(namespace, server,
+                                                          include_moved_back=include_all)
+    if not found:
+        click.echo(f"no mails of {namespace}/{server} in the error folder")
+        return
+    for record in found:
+        moved = f", moved back {show_time(record.moved_back_at)}" if record.moved_back_at else ""
+        click.echo(f"#{record.id} {show_time(record.created_at)} {record.code}{moved}")
+        if record.details is None:
+            why = ("details were not saved (no sealing key was set)" if not record.sealed
+                   else "details cannot be decrypted with this key")
+            click.echo(f"  {why}")
+            continue
+        click.echo(f"  reason: {record.details.get('reason')}")
+        click.echo(f"  stage: {record.details.get('stage')}; "
+                   f"Message-ID: {record.details.get('messageId') or '-'}")
+        for line in str(record.details.get("headers", "")).splitlines()[:40]:
+            click.echo(f"  | {line}")
+
+
+def _name(text: str, namespace: str | None) -> tuple[str, str]:
+    ns, name = split_name(text, namespace, KIND)
+    return ns or "default", name
+
+
+def _key(namespace: str, name: str) -> Any:
+    from reconciler.config.desired import ResourceKey
+
+    return ResourceKey(KIND, namespace, name)
+
+
+def _servers(store: Any, namespace: str | None) -> dict[tuple[str, str], dict[str, Any]]:
+    live = store.snapshot()
+    return {(k.namespace, k.name): dict(r.spec) for k, r in sorted(live.resources.items())
+            if k.kind == KIND and (namespace is None or k.namespace == namespace)}

@@ -1,0 +1,220 @@
+"""``reconcile daemon --workers N``: intake and sending in separate processes.
+
+One asyncio process tops out at one core, and the dispatch daemon's work
+splits cleanly in two halves that only meet in the store: the intake API
+(HTTP, validation, the outbox insert) and the send workers (claim, compose,
+SMTP, results). The supervisor starts
+
+- one **intake** process: the API, metrics, the queue-depth gauge;
+- N **worker** processes: outbox claims, sends, health checks;
+
+each a ``python -m reconciler.daemon.supervisor`` child running the ordinary
+:class:`~reconciler.daemon.app.Daemon` with ``role`` set, and does nothing
+else itself: no event loop, no store.
+
+- **Sharing the store.** PostgreSQL claims with ``FOR UPDATE SKIP LOCKED``,
+  so workers take different rows. On SQLite every write transaction starts
+  with ``BEGIN IMMEDIATE`` and waits (busy timeout) for the one writer; the
+  transactions are short and group-committed, so processes take turns.
+  Leases are owned per process (``WORKER_ID/worker-1``...), so a crashed
+  worker's messages go to the others when its leases run out.
+- **Wake-ups.** A pipe from the intake process to the workers (daemon.wake):
+  a stored notification wakes a worker at once instead of after its poll
+  interval.
+- **Metrics.** Children write prometheus_client's multiprocess files in a
+  directory the supervisor owns; the intake process serves ``/metrics``
+  aggregated over all of them (counters and histograms summed, gauges of
+  live processes). The directory is removed on exit.
+- **Signals.** SIGTERM/SIGINT is passed to every child, which stops
+  gracefully (in-flight sends finish within the grace period, the rest is
+  released); children that have not stopped after the grace period and a
+  margin are killed.
+- **Crashes.** A child that exits on its own is started again after a pause
+  that doubles up to a minute (reset once it has run for a minute). A child
+  that exits with an error at its very first start (a port in use, an
+  unreadable token) stops the whole daemon with that error instead of restarting in a loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.daemon.settings import DaemonSettings
+
+log = logging.getLogger(__name__)
+
+SETTINGS_ENV = "RECONCILE_DAEMON_CHILD"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+RESTART_PAUSE_S = (1.0, 60.0)
+HEALTHY_AFTER_S = 60.0  # a child that ran this long gets the shortest pause again
+FIRST_START_S = 5.0  # exiting sooner than this at the first start fails the daemon
+STOP_MARGIN_S = 10.0
+POLL_S = 0.2
+
+
+class SupervisorError(Exception):
+    """A child could not start; the message says which and why."""
+
+
+@dataclass
+class _Child:
+    name: str
+    settings: DaemonSettings
+    pass_fds: tuple[int, ...]
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    starts: int = 0
+    pause: float = RESTART_PAUSE_S[0]
+    restart_at: float | None = None
+    exits: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, settings: DaemonSettings, workers: int, log_level: str = "info") -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.settings = settings
+        self.workers = workers
+        self.log_level = log_level
+        self._stopping = False
+
+    def run(self) -> None:
+        """Start the children and keep them running until SIGTERM/SIGINT."""
+        read_fd, write_fd = os.pipe()
+        metrics_dir = tempfile.mkdtemp(prefix="reconcile-metrics-")
+        base = self.settings.worker_id
+        children = [_Child("intake", dataclasses.replace(
+            self.settings, role="intake", wake_fd=write_fd, worker_id=f"{base}/intake"),
+            (write_fd,))]
+        children += [_Child(f"worker-{i}", dataclasses.replace(
+            self.settings, role="worker", wake_fd=read_fd, worker_id=f"{base}/worker-{i}"),
+            (read_fd,)) for i in range(1, self.workers + 1)]
+        previous = {sig: signal.signal(sig, self._on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        log.info("daemon %s: supervising 1 intake and %d worker processes", base,
+                 self.workers, extra={"worker_id": base})
+        try:
+            for child in children:
+                self._start(child, metrics_dir)
+            self._watch(children, metrics_dir)
+        finally:
+            self._stop_all(children)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            os.close(read_fd)
+            os.close(write_fd)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        log.info("daemon %s stopped", base)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if not self._stopping:
+            log.info("%s received: stopping the daemon's processes gracefully",
+                     signal.Signals(signum).name)
+        self._stopping = True
+
+    def _start(self, child: _Child, metrics_dir: str) -> None:
+        env = {**os.environ, SETTINGS_ENV: json.dumps({
+            "settings": dataclasses.asdict(child.settings), "log_level": self.log_level}),
+            MULTIPROC_ENV: metrics_dir}
+        child.proc = subprocess.Popen([sys.executable, "-m", __name__], env=env,
+                                      pass_fds=child.pass_fds)
+        child.started = time.monotonic()
+        child.starts += 1
+        child.restart_at = None
+        log.info("started %s process (pid %d)", child.name, child.proc.pid,
+                 extra={"child": child.name, "pid": child.proc.pid})
+
+    def _watch(self, children: list[_Child], metrics_dir: str) -> None:
+        while not self._stopping:
+            now = time.monotonic()
+            for child in children:
+                if child.proc is not None and (code := child.proc.poll()) is not None:
+                    self._exited(child, code, now, metrics_dir)
+                elif child.proc is None and child.restart_at is not None \
+                        and now >= child.restart_at:
+                    self._start(child, metrics_dir)
+            time.sleep(POLL_S)
+
+    def _exited(self, child: _Child, code: int, now: float, metrics_dir: str) -> None:
+        assert child.proc is not None
+        pid, ran = child.proc.pid, now - child.started
+        child.proc = None
+        _mark_dead(pid, metrics_dir)
+        # Its own error exit soon after the first start is a start failure (a port in use);
+        # death by a signal (an OOM kill, an admin's kill -9) is a crash like any other.
+        if child.starts == 1 and ran < FIRST_START_S and code > 0:
+            raise SupervisorError(f"the {child.name} process exited at start (code {code}); "
+                                  "its log lines above say why")
+        if ran >= HEALTHY_AFTER_S:
+            child.pause = RESTART_PAUSE_S[0]
+        log.error("%s process (pid %d) exited with code %d after %.0f s; starting it again "
+                  "in %.0f s", child.name, pid, code, ran, child.pause,
+                  extra={"child": child.name, "pid": pid, "exit_code": code})
+        child.restart_at = now + child.pause
+        child.pause = min(child.pause * 2, RESTART_PAUSE_S[1])
+
+    def _stop_all(self, children: list[_Child]) -> None:
+        running = [c for c in children if c.proc is not None and c.proc.poll() is None]
+        for child in running:
+            assert child.proc is not None
+            child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds + STOP_MARGIN_S
+        for child in running:
+            assert child.proc is not None
+            try:
+                child.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("%s process (pid %d) did not stop in time; killing it", child.name,
+                          child.proc.pid)
+                child.proc.kill()
+                child.proc.wait()
+
+
+def _mark_dead(pid: int, metrics_dir: str) -> None:
+    # Gauges of a dead process must not be served as if it were alive.
+    from prometheus_client import multiprocess
+
+    try:
+        multiprocess.mark_process_dead(pid, metrics_dir)
+    except OSError as exc:
+        log.warning("cannot drop the metrics of pid %d: %s", pid, exc)
+
+
+def supervise(settings: DaemonSettings, workers: int, log_level: str = "info") -> None:
+    Supervisor(settings, workers, log_level).run()
+
+
+def _child_main() -> int:
+    """A supervised child: settings from the environment, then the ordinary daemon."""
+    from reconciler.daemon import logs
+    from reconciler.daemon.app import DaemonError, run
+
+    spec: dict[str, Any] = json.loads(os.environ.pop(SETTINGS_ENV))
+    values = spec["settings"]
+    for f in dataclasses.fields(DaemonSettings):
+        if isinstance(values.get(f.name), list):  # JSON has no tuples
+            values[f.name] = tuple(values[f.name])
+    settings = DaemonSettings(**values)
+    logs.configure(getattr(logging, str(spec.get("log_level", "info")).upper()))
+    try:
+        run(settings)
+    except DaemonError as exc:
+        logging.getLogger("reconciler.daemon").error("%s process failed: %s", settings.role,
+                                                     exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())

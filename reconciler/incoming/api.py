@@ -1,0 +1,129 @@
+"""``/v1/events``: the desk pulls ticket events from the store (SPEC I8).
+
+Pull with a cursor: ``GET /v1/events?after=<last id seen>&limit=N`` answers
+events oldest first and ``next``, the cursor for the following call. The
+desk stores its cursor where it stores the tickets, so a crash of either
+side loses nothing and a repeated call is harmless (ids are stable; an event
+is the same JSON every time). ``POST /v1/events/ack {"through": ID}`` tells
+the daemon everything up to ID is safe with the desk: those events count as
+delivered (``reconcile incoming status``) and become eligible for retention.
+``GET /v1/events`` without ``after`` starts after the last acknowledged
+event, so a desk without a cursor of its own can rely on acks alone.
+
+Attachment bytes are not in the event; ``GET /v1/events/{id}/attachments/{sha256}``
+serves each kept file.
+
+The routes are added by :func:`add_event_routes` from ``daemon.api`` with the
+API's bearer-token guard.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import FastAPI, HTTPException, Path, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from reconciler.incoming.store import IncomingStore, StoredEvent
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class EventItem(_Out):
+    """One ticket event as stored."""
+
+    id: int = Field(description="Increasing; the cursor for `after`.")
+    namespace: str
+    server: str = Field(description="The IncomingServer that fetched the mail.")
+    kind: str = Field(description="create, reply or command.")
+    created_at: str
+    state: str = Field(description="pending, delivered (webhook took it or it was "
+                       "acknowledged) or rejected (the webhook refused it for good).")
+    attempts: int
+    delivered_at: str | None
+    last_error: str | None
+    event: dict[str, Any] = Field(
+        description="The ticket event (schemas/events/ticket-event.json).")
+
+    @classmethod
+    def of(cls, stored: StoredEvent) -> EventItem:
+        return cls.model_validate(stored.to_json())
+
+
+class EventPage(_Out):
+    events: list[EventItem]
+    next: int = Field(description="Pass as `after` to continue.")
+    more: bool = Field(description="True when `limit` cut the page short.")
+
+
+class Ack(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    through: int = Field(ge=0, description="Every event with an id up to this one is safe "
+                         "with the desk.")
+    namespace: str | None = Field(default=None, description="Only this namespace's events.")
+
+
+class Acked(_Out):
+    acknowledged: int = Field(description="Pending events now marked delivered.")
+
+
+def add_event_routes(app: FastAPI, store: Any, guarded: list[Any],
+                     errors: dict[int | str, dict[str, Any]]) -> None:
+    events = IncomingStore.of_store(store)
+    app.openapi_tags = [*(app.openapi_tags or []), {
+        "name": "events", "description": "Ticket events from incoming mail (I8)."}]
+
+    @app.get("/v1/events", tags=["events"], dependencies=guarded, response_model=EventPage,
+             response_model_by_alias=True, summary="Ticket events, oldest first",
+             responses=errors)
+    async def list_events(
+        after: Annotated[int | None, Query(ge=0, description=(
+            "Events with a greater id. Default: after the last acknowledged event."))] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        namespace: str | None = None,
+        state: Annotated[str | None, Query(pattern="^(pending|delivered|rejected)$")] = None,
+    ) -> EventPage:
+        def read() -> EventPage:
+            start = after if after is not None else _acked_through(events, namespace)
+            found = events.events(after=start, limit=limit + 1, namespace=namespace,
+                                  state=state)
+            page = found[:limit]
+            return EventPage(events=[EventItem.of(e) for e in page],
+                             next=page[-1].id if page else start, more=len(found) > limit)
+
+        return await anyio.to_thread.run_sync(read)
+
+    @app.post("/v1/events/ack", tags=["events"], dependencies=guarded, response_model=Acked,
+              response_model_by_alias=True, summary="Acknowledge events up to an id",
+              responses=errors)
+    async def acknowledge(body: Ack) -> Acked:
+        count = await anyio.to_thread.run_sync(
+            lambda: events.acknowledge(body.through, namespace=body.namespace))
+        return Acked(acknowledged=count)
+
+    @app.get("/v1/events/{id}/attachments/{sha256}", tags=["events"], dependencies=guarded,
+             summary="The bytes of one attachment an event lists", response_class=Response,
+             responses={**errors, 404: {"description": "No such event or attachment."},
+                        200: {"content": {"application/octet-stream": {}}}})
+    async def attachment(
+        id: Annotated[int, Path(ge=1)],
+        sha256: Annotated[str, Path(pattern="^[0-9a-f]{64}$")],
+    ) -> Response:
+        data = await anyio.to_thread.run_sync(events.attachment, id, sha256)
+        if data is None:
+            raise HTTPException(404, f"event {id} has no attachment {sha256}")
+        return Response(data, media_type="application/octet-stream")
+
+
+def _acked_through(events: IncomingStore, namespace: str | None) -> int:
+    """The id before the first event not yet delivered (what `after` defaults to)."""
+    first_open = events.events(after=0, limit=1, namespace=namespace, state="pending")
+    if first_open:
+        return first_open[0].id - 1
+    return events.last_event_id(namespace)

@@ -1,0 +1,72 @@
+"""The incoming side as the daemon runs it: the runner and, with a webhook, the event sink.
+
+Built from :class:`~reconciler.daemon.settings.DaemonSettings` by
+:func:`incoming_parts`; the daemon runs each part as one of its tasks.
+
+Where the webhook is configured, and why there: ``--events-webhook`` is a
+daemon setting, not a field of the config repo. The receiver is the desk
+application this daemon serves, the same for every namespace (like the API
+tokens and the admin-notification webhook); and ticket events carry mail
+content, so letting any namespace's config redirect them to a URL of its
+choosing would be a way to read other people's mail.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.incoming.runner import IncomingRunner, RunnerOptions
+from reconciler.incoming.sink import WebhookSink, sink_leadership
+from reconciler.incoming.store import IncomingStore
+
+log = logging.getLogger(__name__)
+
+Part = Callable[[Any], Awaitable[None]]  # takes the daemon's stop event
+
+
+@dataclass
+class IncomingParts:
+    runner: IncomingRunner
+    sink: WebhookSink | None
+    store: IncomingStore
+
+    def tasks(self) -> dict[str, Part]:
+        parts: dict[str, Part] = {"incoming": self.runner.run}
+        if self.sink is not None:
+            parts["event sink"] = self.sink.run
+        return parts
+
+
+def incoming_parts(store: Any, settings: Any, *, notifier: Any = None,
+                   token_provider: Any = None) -> IncomingParts:
+    """The runner (and sink) for this daemon. Raises ValueError/SecretError on a bad
+    setting (an unreadable sender directory), before anything runs."""
+    from reconciler.oauth import TokenKeyError, load_key
+
+    try:
+        key: bytes | None = load_key(settings.token_key_ref)
+    except TokenKeyError:
+        key = None
+        log.warning("no sealing key (RECONCILE_TOKEN_KEY or --token-key): details of mails "
+                    "moved to an error folder are not kept, only their reason codes")
+    incoming = IncomingStore.of_store(store, key)
+    directory = None
+    if settings.sender_directory:
+        from reconciler.incoming.pipeline import MappingSenderDirectory
+
+        directory = MappingSenderDirectory.from_file(settings.sender_directory)
+    sink = None
+    if settings.events_webhook:
+        sink = WebhookSink(incoming, settings.events_webhook, secret=settings.events_secret,
+                           ca_file=settings.ca_file,
+                           leadership=sink_leadership(settings.store_url, store.lineage))
+    options = RunnerOptions(reload_interval_seconds=settings.reload_interval_seconds,
+                            interval_override=settings.incoming_interval_seconds)
+    runner = IncomingRunner(store, incoming, owner=settings.worker_id, notifier=notifier,
+                            token_provider=token_provider, ca_file=settings.ca_file,
+                            directory=directory, options=options,
+                            on_event=sink.wake if sink is not None else None)
+    return IncomingParts(runner, sink, incoming)

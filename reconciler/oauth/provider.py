@@ -1,0 +1,208 @@
+"""The token provider every transport and probe uses for OAuth2 servers (SPEC O11).
+
+``OAuthTokenProvider(cache)`` implements
+:class:`~reconciler.dispatch.transports.base.TokenSource`:
+
+- ``await provider.token(server)`` returns an access token for any resource
+  with an OAuth2 ``spec.auth`` (OutgoingServer or IncomingServer). A token
+  is reused until ``REFRESH_SKEW`` before it expires, then refreshed: client
+  credentials ask again, authorization-code grants use the stored refresh
+  token (msal's cache for Microsoft). One refresh at a time per server in
+  this process (an asyncio lock), and across processes the store row decides
+  (a process that finds a fresher row than it expected uses it).
+- ``await provider.invalidate(server, token)`` after the mail server refused
+  ``token`` (SMTP 535, HTTP 401): the next ``token`` refreshes. Invalidating
+  a token that was already replaced does nothing, so twenty callers that all
+  saw the same 535 cause one refresh, not twenty.
+- Failures raise ``TokenError``; ``permanent=True`` means a person must act
+  (revoked grant -> `reconcile auth login NAMESPACE/SERVER`, bad secret,
+  missing consent), and the message says what to do. A permanent failure of a
+  delegated grant is remembered in the store, so a daemon does not hammer the
+  identity provider with a grant that can no longer work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from reconciler.config.models.auth import OAuth2Auth, OAuthGrant
+from reconciler.dispatch.transports.base import TokenError
+from reconciler.oauth.cache import (
+    ServerKey,
+    TokenCache,
+    TokenKeyError,
+    TokenRow,
+    client_digest,
+)
+from reconciler.oauth.errors import login_hint
+from reconciler.oauth.flows import Flow, FlowError, Grant, flow_for
+from reconciler.state.base import StoreError
+
+log = logging.getLogger(__name__)
+
+REFRESH_SKEW = timedelta(minutes=5)
+
+
+@dataclass
+class _Held:
+    token: str
+    expires_at: datetime
+    generation: int
+    digest: str
+
+
+def server_key(server: Any) -> ServerKey:
+    return (str(server.kind), str(server.metadata.namespace), str(server.metadata.name))
+
+
+def server_label(server: Any) -> str:
+    return f"{server.metadata.namespace}/{server.metadata.name}"
+
+
+def oauth_auth(server: Any) -> OAuth2Auth:
+    auth = server.spec.auth
+    if not isinstance(auth, OAuth2Auth):
+        raise TokenError(f"{server_label(server)} does not use OAuth2 authentication",
+                         permanent=True)
+    return auth
+
+
+class OAuthTokenProvider:
+    """Access tokens from the encrypted store cache, refreshed ahead of expiry."""
+
+    def __init__(self, cache: TokenCache, *, ca_file: str | None = None,
+                 skew: timedelta = REFRESH_SKEW) -> None:
+        self._cache = cache
+        self._ca_file = ca_file
+        self._skew = skew
+        self._held: dict[ServerKey, _Held] = {}
+        self._locks: dict[ServerKey, asyncio.Lock] = {}
+
+    def flow(self, server: Any) -> Flow:
+        return flow_for(oauth_auth(server), ca_file=self._ca_file, server=server_label(server))
+
+    # -- TokenSource ------------------------------------------------------------
+
+    async def token(self, server: Any) -> str:
+        auth = oauth_auth(server)
+        key, digest = server_key(server), client_digest(auth)
+        held = self._fresh(key, digest)
+        if held is not None:
+            return held.token
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            held = self._fresh(key, digest)  # another caller refreshed while we waited
+            if held is None:
+                held = await self._obtain(server, auth, key, digest)
+            return held.token
+
+    async def invalidate(self, server: Any, token: str) -> None:
+        key = server_key(server)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            held = self._held.get(key)
+            if held is None or held.token != token:
+                return  # already replaced
+            del self._held[key]
+            await self._store(self._cache.expire_access, key, held.generation)
+        log.info("access token of %s refused by the server; the next send refreshes it",
+                 server_label(server))
+
+    # -- internals --------------------------------------------------------------
+
+    def _fresh(self, key: ServerKey, digest: str) -> _Held | None:
+        held = self._held.get(key)
+        if held is None or held.digest != digest:
+            return None
+        if held.expires_at - self._skew <= datetime.now(UTC):
+            return None
+        return held
+
+    async def _store(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except TokenKeyError as exc:
+            raise TokenError(str(exc), permanent=True) from None
+        except StoreError as exc:
+            raise TokenError(f"the token cache is unavailable: {exc}") from None
+
+    async def _obtain(self, server: Any, auth: OAuth2Auth, key: ServerKey,
+                      digest: str) -> _Held:
+        label = server_label(server)
+        row: TokenRow | None = await self._store(self._cache.get, key)
+        if row is not None and row.client_digest != digest:
+            row = None  # written for another app registration: start over
+        sealed = await self._store(self._cache.unseal, row) if row is not None else None
+        if row is not None and sealed is not None and sealed.access_token \
+                and row.access_expires_at is not None \
+                and row.access_expires_at - self._skew > datetime.now(UTC):
+            # Another process refreshed: its token is as good as ours would be.
+            return self._keep(key, sealed.access_token, row.access_expires_at,
+                              row.generation, digest)
+        delegated = auth.grant == OAuthGrant.AUTHORIZATION_CODE
+        if delegated and (row is None or not row.refresh_present):
+            raise TokenError(f"{label} has not been authorized yet: {login_hint(label)}",
+                             permanent=True)
+        if delegated and row is not None and row.last_error_permanent:
+            raise TokenError(row.last_error or f"{label}: {login_hint(label)}", permanent=True)
+        flow = flow_for(auth, ca_file=self._ca_file, server=label)
+        generation = row.generation if row is not None else 0
+        account = (row.account if row is not None else None) or auth.username
+        try:
+            if delegated:
+                assert sealed is not None
+                grant = await flow.refresh(sealed.refresh_token, sealed.msal_cache, account)
+            else:
+                grant = await flow.client_credentials()
+        except FlowError as exc:
+            message = f"{label}: {exc.problem}"
+            log.warning("no access token for %s: %s", label, exc.problem)
+            await self._store(self._cache.record_error, key, digest=digest,
+                              grant=str(auth.grant), account=account, message=message,
+                              permanent=exc.problem.permanent, expect_generation=None)
+            raise TokenError(message, permanent=exc.problem.permanent) from None
+        return await self._save(key, digest, auth, grant, generation, sealed)
+
+    async def _save(self, key: ServerKey, digest: str, auth: OAuth2Auth, grant: Grant,
+                    generation: int, previous: Any) -> _Held:
+        from reconciler.oauth.cache import Sealed
+
+        expires_at = datetime.now(UTC) + timedelta(seconds=grant.expires_in)
+        sealed = Sealed(grant.access_token, grant.refresh_token, grant.msal_cache)
+        if previous is not None and auth.grant == OAuthGrant.AUTHORIZATION_CODE:
+            sealed.refresh_token = sealed.refresh_token or previous.refresh_token
+            sealed.msal_cache = sealed.msal_cache or previous.msal_cache
+        account = grant.account or auth.username
+        written = await self._store(self._cache.put, key, digest=digest, grant=str(auth.grant),
+                                    account=account, sealed=sealed,
+                                    access_expires_at=expires_at,
+                                    expect_generation=generation)
+        if written is None:
+            # Another process wrote meanwhile; ours is valid too, and theirs
+            # stays the stored one. Keep using ours until it nears expiry.
+            written = generation
+        return self._keep(key, grant.access_token, expires_at, written, digest)
+
+    def _keep(self, key: ServerKey, token: str, expires_at: datetime, generation: int,
+              digest: str) -> _Held:
+        held = _Held(token, expires_at, generation, digest)
+        self._held[key] = held
+        return held
+
+
+async def store_login(cache: TokenCache, server: Any, grant: Grant) -> int:
+    """Keep what `reconcile auth login` obtained; the row's new generation."""
+    from reconciler.oauth.cache import Sealed
+
+    auth = oauth_auth(server)
+    expires_at = datetime.now(UTC) + timedelta(seconds=grant.expires_in)
+    written = await asyncio.to_thread(
+        cache.put, server_key(server), digest=client_digest(auth), grant=str(auth.grant),
+        account=grant.account or auth.username or server.spec.email,
+        sealed=Sealed(grant.access_token, grant.refresh_token, grant.msal_cache),
+        access_expires_at=expires_at, expect_generation=None)
+    assert written is not None
+    return written

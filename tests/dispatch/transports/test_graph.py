@@ -1,0 +1,332 @@
+"""The Graph transport against a local Graph (tests/peers/graph_server.py) over HTTPS:
+what sendMail receives, large attachments through upload sessions, the per-mailbox
+limit, throttling, token refresh, permanent failures and secrets (SPEC O5, O7)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+from peers.graph_server import TOKEN, GraphPeer
+from peers.smtp import PeerCerts
+
+from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.dispatch.compose import compose
+from reconciler.dispatch.envelope import Envelope, Notification
+from reconciler.dispatch.filters import filter_notification
+from reconciler.dispatch.outcome import Failure, Outcome
+from reconciler.dispatch.transports.base import TokenError
+from reconciler.dispatch.transports.graph import GraphTransport, retry_after
+
+STALE = "stale-token-Zq8wXc1-do-not-log"
+
+
+class Tokens:
+    """A token source that hands out ``first`` until told it was refused."""
+
+    def __init__(self, first: str = TOKEN, then: str = TOKEN) -> None:
+        self.current = first
+        self.then = then
+        self.fetched = 0
+        self.invalidated: list[str] = []
+
+    async def token(self, server: Any) -> str:
+        self.fetched += 1
+        return self.current
+
+    async def invalidate(self, server: Any, token: str) -> None:
+        self.invalidated.append(token)
+        self.current = self.then
+
+
+@pytest.fixture
+def graph(certs: PeerCerts) -> Iterator[Callable[..., GraphPeer]]:
+    started: list[GraphPeer] = []
+
+    def make(**kwargs: Any) -> GraphPeer:
+        peer = GraphPeer(certs, **kwargs).start()
+        started.append(peer)
+        return peer
+
+    yield make
+    for peer in started:
+        peer.stop()
+
+
+def transport(certs: PeerCerts, tokens: Any = None, **kw: Any) -> GraphTransport:
+    return GraphTransport(ca_file=certs.ca_file, token_provider=tokens or Tokens(), **kw)
+
+
+def envelope(server: OutgoingServer, **fields: Any) -> Envelope:
+    body: dict[str, Any] = {"module": "request", "to": ["Jane Doe <jane@corp.example>"],
+                            "subject": "Request ##RE-7## updated", "textBody": "hello"}
+    body.update(fields)
+    notification = Notification.model_validate(body)
+    return compose(notification, server, filter_notification(notification, None))
+
+
+async def test_send_mail_carries_the_message_as_graph_json(graph, certs) -> None:
+    peer = graph()
+    server = peer.server(saveToSentItems=False)
+    t = transport(certs)
+    try:
+        result = await t.send(envelope(
+            server, cc=["ops@corp.example"], bcc=["audit@corp.example"],
+            htmlBody="<p>hello</p>", headers={"X-Ticket": "RE-7"},
+            attachments=[{"name": "log.txt", "contentType": "text/plain", "data": b"line\n"}],
+        ), server)
+    finally:
+        await t.aclose()
+    assert result.outcome == Outcome.SENT, result.detail
+    assert result.server_reply.startswith("202 Accepted request-id ")
+    assert result.accepted == ("jane@corp.example", "ops@corp.example", "audit@corp.example")
+    [mail] = peer.sent
+    assert mail.via == "json" and mail.save_to_sent_items is False
+    assert mail.subject == "Request ##RE-7## updated"
+    assert mail.addresses("to") == ["jane@corp.example"]
+    assert mail.message["toRecipients"][0]["emailAddress"]["name"] == "Jane Doe"
+    assert mail.addresses("cc") == ["ops@corp.example"]
+    assert mail.addresses("bcc") == ["audit@corp.example"]
+    assert mail.addresses("replyTo") == ["support@corp.example"]
+    assert mail.message["from"] == {"emailAddress": {"address": "desk@corp.example",
+                                                     "name": "IT Help Desk"}}
+    assert mail.message["body"] == {"contentType": "html", "content": "<p>hello</p>\n"}
+    assert mail.message["internetMessageHeaders"] == [{"name": "X-Ticket", "value": "RE-7"}]
+    assert mail.message["internetMessageId"].endswith("@corp.example>")
+    assert mail.attachments == {"log.txt": b"line\n"}
+
+
+async def test_threading_headers_go_out_as_mime_with_bcc(graph, certs) -> None:
+    peer = graph()
+    server = peer.server()
+    t = transport(certs)
+    try:
+        result = await t.send(envelope(server, bcc=["audit@corp.example"],
+                                       headers={"In-Reply-To": "<abc@corp.example>"}), server)
+    finally:
+        await t.aclose()
+    assert result.outcome == Outcome.SENT, result.detail
+    [mail] = peer.sent
+    assert mail.via == "mime"
+    assert mail.mime is not None and mail.mime["In-Reply-To"] == "<abc@corp.example>"
+    assert mail.addresses("bcc") == ["audit@corp.example"]
+    assert mail.subject == "Request ##RE-7## updated"
+
+
+async def test_large_attachment_goes_through_an_upload_session(graph, certs) -> None:
+    peer = graph()
+    server = peer.server()
+    big = bytes(range(256)) * (5 * 1024 * 4)  # 5 MiB
+    small = b"small attachment"
+    t = transport(certs)
+    try:
+        result = await t.send(envelope(server, attachments=[
+            {"name": "dump.bin", "data": big}, {"name": "note.txt", "data": small}]), server)
+    finally:
+        await t.aclose()
+    assert result.outcome == Outcome.SENT, result.detail
+    [mail] = peer.sent
+    assert mail.via == "draft"
+    assert mail.attachments == {"dump.bin": big, "note.txt": small}
+    puts = [r for r in peer.requests if r[0] == "PUT"]
+    assert len(puts) == 2  # 5 MiB in chunks of 3.75 MiB
+    assert not any(state.drafts for state in peer.mailboxes.values())
+    assert "upload-secret" not in result.detail + result.server_reply
+
+
+async def test_requests_in_flight_never_exceed_the_mailbox_limit(graph, certs) -> None:
+    peer = graph(max_concurrent=3, service_time=0.02)
+    server = peer.server(maxConcurrency=3)
+    t = transport(certs)
+    try:
+        results = await asyncio.gather(*(t.send(envelope(server, subject=f"n{i}"), server)
+                                         for i in range(24)))
+    finally:
+        await t.aclose()
+    assert [r.outcome for r in results] == [Outcome.SENT] * 24
+    assert peer.throttled == 0  # the peer never had to refuse one
+    assert peer.max_in_flight["desk@corp.example"] == 3
+    assert len(peer.sent) == 24
+
+
+async def test_throttling_is_waited_out_with_retry_after(graph, certs) -> None:
+    peer = graph(retry_after="0")
+    server = peer.server()
+    peer.fail_next(429, "ApplicationThrottled", "Application is over its limit.", times=2,
+                   retry_after="0")
+    peer.fail_next(503, "ServiceUnavailable", "Try later.", retry_after="0")
+    t = transport(certs)
+    try:
+        result = await t.send(envelope(server), server)
+        stats = t.mailbox_stats()
+    finally:
+        await t.aclose()
+    assert result.outcome == Outcome.SENT, result.detail
+    assert "429 ApplicationThrottled Retry-After 0s" in result.detail
+    assert len(peer.sent) == 1
+    assert peer.status_counts() == {429: 2, 503: 1, 202: 1}
+    assert next(iter(stats.values())).throttled == 3
+
+
+async def test_throttling_past_the_deadline_is_transient(graph, certs) -> None:
+    peer = graph()
+    server = peer.server(timeoutSeconds=2)
+    peer.fail_next(429, "ApplicationThrottled", "Slow down.", retry_after="120")
+    t = transport(certs)
+    try:
+        result = await t.send(envelope(server), server)
+    finally:
+        await t.aclose()
+    assert result.outcome == Outcome.TRANSIENT
+    assert result.failure == Failure.REJECTED
+    assert "429 ApplicationThrottled: Slow down." in result.detail
+    assert peer.sent == []
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    assert retry_after("7") == 7.0
+    assert retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True),
+                       now=now) == 30.0
+    assert retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True),
+                       now=now) == 0.0
+    assert retry_after("soon") is None
+    assert retry_after(None) is None
+
+
+async def test_a_refused_token_is_refreshed_once(graph, certs, caplog) -> None:
+    peer = graph()
+    server = peer.server()
+    tokens = Tokens(first=STALE, then=TOKEN)
+    t = transport(certs, tokens)
+    caplog.set_level(logging.DEBUG)
+    try:
+        result = await t.send(envelope(server), server)
+    finally:
+        await t.aclose()
+    assert result.outcome == Outcome.SENT, result.detail
+    assert tokens.invalidated == [STALE]
+    assert peer.tokens_seen == [STALE, TOKEN]
+    assert STALE not in caplog.text and TOKEN not in caplog.text
+
+
+async def test_a_token_refused_twice_fails_for_good_without_showing_it(
+        graph, certs, caplog) -> None:
+    peer = graph()
+    server = peer.server()
+    tokens = Tokens(first=STALE, then=STALE)
+    t = transport(certs, tokens)
+    caplog.set_level(logging.DEBUG)
+    try:
+        result = await t.send(envelope(server), server)
+    finally:
+        await t.aclose()
+    assert result.outcome == Outcome.PERMANENT
+    assert result.failure == Failure.AUTH
+    assert "401 InvalidAuthenticationToken" in result.detail
+    assert "even with a freshly fetched token" in result.detail
+    assert tokens.invalidated == [STALE]  # once, not in a loop
+    everything = result.detail + result.server_reply + caplog.text + repr(result)
+    assert STALE not in everything
+
+
+@pytest.mark.parametrize(("status", "code", "failure", "words"), [
+    (400, "ErrorInvalidRecipients", Failure.RECIPIENTS, "Graph refused the request"),
+    (403, "ErrorAccessDenied", Failure.AUTH, "Mail.Send"),
+    (404, "ErrorInvalidUser", Failure.CONFIG, "spec.mailbox"),
+])
+async def test_permanent_answers_fail_at_once_with_the_code(graph, certs, status, code,
+                                                            failure, words) -> None:
+    peer = graph()
+    server = peer.server()
+    peer.fail_next(status, code, "The server says no.")
+    t = transport(certs)
+    try:
+        result = await t.send(envelope(server), server)
+    finally:
+        await t.aclose()
+    assert result.outcome == Outcome.PERMANENT
+    assert result.failure == failure
+    assert f"{status} {code}: The server says no." in result.detail
+    assert words in result.detail
+    assert peer.status_counts() == {status: 1}  # not retried inside the send
+
+
+async def test_unknown_and_forbidden_mailboxes(graph, certs) -> None:
+    peer = graph(mailboxes=("desk@corp.example", "hr@corp.example"),
+                 forbidden=("hr@corp.example",))
+    t = transport(certs)
+    try:
+        missing = await t.send(envelope(peer.server(mailbox="nobody@corp.example")),
+                               peer.server(mailbox="nobody@corp.example"))
+        forbidden = await t.send(envelope(peer.server(mailbox="hr@corp.example")),
+                                 peer.server(mailbox="hr@corp.example"))
+    finally:
+        await t.aclose()
+    assert (missing.outcome, missing.failure) == (Outcome.PERMANENT, Failure.CONFIG)
+    assert "ErrorInvalidUser" in missing.detail
+    assert (forbidden.outcome, forbidden.failure) == (Outcome.PERMANENT, Failure.AUTH)
+    assert "ErrorAccessDenied" in forbidden.detail
+
+
+async def test_untrusted_certificate_is_permanent(graph, certs, stranger_certs) -> None:
+    peer = graph()
+    server = peer.server()
+    t = GraphTransport(ca_file=stranger_certs.ca_file, token_provider=Tokens())
+    try:
+        result = await t.send(envelope(server), server)
+    finally:
+        await t.aclose()
+    assert (result.outcome, result.failure) == (Outcome.PERMANENT, Failure.TLS_VERIFY)
+    assert peer.sent == []
+
+
+async def test_nothing_listening_is_transient(graph, certs) -> None:
+    peer = graph()
+    server = peer.server()
+    peer.stop()
+    t = transport(certs)
+    try:
+        result = await t.send(envelope(server), server)
+    finally:
+        await t.aclose()
+    assert (result.outcome, result.failure) == (Outcome.TRANSIENT, Failure.CONNECT)
+
+
+async def test_token_problems(graph, certs) -> None:
+    peer = graph()
+    server = peer.server()
+
+    async def revoked(_: Any) -> str:
+        raise TokenError("the grant was revoked; run reconcile auth login", permanent=True)
+
+    t = GraphTransport(ca_file=certs.ca_file, token_provider=revoked)
+    none = GraphTransport(ca_file=certs.ca_file)
+    try:
+        failed = await t.send(envelope(server), server)
+        missing = await none.send(envelope(server), server)
+    finally:
+        await t.aclose()
+        await none.aclose()
+    assert (failed.outcome, failed.failure) == (Outcome.PERMANENT, Failure.AUTH)
+    assert "grant was revoked" in failed.detail
+    assert (missing.outcome, missing.failure) == (Outcome.PERMANENT, Failure.CONFIG)
+    assert peer.requests == []
+
+
+async def test_probe_reads_the_mailbox(graph, certs) -> None:
+    peer = graph()
+    t = transport(certs)
+    try:
+        good = await t.probe(peer.server())
+        missing = await t.probe(peer.server(mailbox="nobody@corp.example"))
+    finally:
+        await t.aclose()
+    assert good.reachable, good.detail
+    assert not missing.reachable and missing.step == "api"
+    assert "ErrorInvalidUser" in missing.detail

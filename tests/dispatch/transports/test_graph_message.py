@@ -1,0 +1,56 @@
+"""Graph's JSON message read back from both forms compose writes: the bytes fast path
+(read with the cheap compat32 parser) and the EmailMessage path must say the same."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.dispatch.compose import compose
+from reconciler.dispatch.envelope import Notification
+from reconciler.dispatch.filters import filter_notification
+from reconciler.dispatch.transports.graph_message import INLINE_LIMIT, graph_message
+
+from ..kit import server
+
+LONG = "word " * 60 + "and a line far longer than seventy-eight characters = with an equals sign"
+
+
+def message_of(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"module": "request", "to": ["jane@corp.example"],
+                            "subject": "Ticket ##RE-1## " + "long subject " * 8}
+    body.update(fields)
+    notification = Notification.model_validate(body)
+    envelope = compose(notification, server("desk"), filter_notification(notification, None))
+    return graph_message(envelope).message
+
+
+def test_fast_path_and_email_message_path_agree() -> None:
+    fast = message_of(textBody=LONG + "\nsecond line\n", headers={"X-Ticket": "RE-1 " * 30})
+    # an attachment sends compose down the EmailMessage path
+    slow = message_of(textBody=LONG + "\nsecond line\n", headers={"X-Ticket": "RE-1 " * 30},
+                      attachments=[{"name": "a.txt", "data": b"x"}])
+    for key in ("subject", "body", "internetMessageHeaders", "toRecipients", "replyTo"):
+        assert fast[key] == slow[key], key
+    assert fast["body"] == {"contentType": "text", "content": LONG + "\nsecond line\n"}
+    assert fast["subject"] == "Ticket ##RE-1## " + "long subject " * 8
+
+
+def test_non_ascii_subject_and_html_body() -> None:
+    message = message_of(subject="Störung behoben ✓", textBody="plain",
+                         htmlBody="<p>Grüße</p>")
+    assert message["subject"] == "Störung behoben ✓"
+    assert message["body"] == {"contentType": "html", "content": "<p>Grüße</p>\n"}
+
+
+def test_small_attachments_ride_in_the_draft_large_ones_are_uploaded() -> None:
+    body: dict[str, Any] = {"module": "request", "to": ["jane@corp.example"], "subject": "s",
+                            "textBody": "t", "attachments": [
+                                {"name": "big.bin", "data": b"b" * (INLINE_LIMIT + 1)},
+                                {"name": "small.txt", "data": b"s" * 10}]}
+    notification = Notification.model_validate(body)
+    envelope = compose(notification, server("desk"), filter_notification(notification, None))
+    message = graph_message(envelope)
+    assert message.needs_upload
+    draft, large = message.draft_body()
+    assert [a["name"] for a in draft["attachments"]] == ["small.txt"]
+    assert [a.name for a in large] == ["big.bin"]

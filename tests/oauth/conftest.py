@@ -1,0 +1,1 @@
+from .kit import _client_secret  # noqa: F401 - autouse fixture
