@@ -107,9 +107,11 @@ def test_applied_config_is_sent_with_starttls_and_auth(
         await sent(daemon.store, outbox_id)  # type: ignore[arg-type]
         metrics = daemon.metrics.registry
         assert metrics.get_sample_value("reconcile_config_revision") == 1
-        assert metrics.get_sample_value(
+        # Counted once the worker has the commit's answer, a moment after the row shows.
+        await until(lambda: metrics.get_sample_value(
             "reconcile_sends_total",
-            {"namespace": "default", "server": "desk", "outcome": "sent"}) == 1
+            {"namespace": "default", "server": "desk", "outcome": "sent"}) == 1,
+            "the sends counter")
         await until(lambda: metrics.get_sample_value("reconcile_outbox_messages",
                                                      {"state": "queued"}) == 0,
                     "the queue depth gauge")

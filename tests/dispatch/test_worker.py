@@ -501,9 +501,11 @@ async def test_metrics_count_sends_and_delivery_latency(
         for outbox_id in ids:
             await sent(store, outbox_id)
         registry = running.metrics.registry
-        assert registry.get_sample_value(
+        # Counted once the worker has the commit's answer, a moment after the rows show.
+        await until(lambda: registry.get_sample_value(
             "reconcile_sends_total",
-            {"namespace": "default", "server": "main", "outcome": "sent"}) == 3
+            {"namespace": "default", "server": "main", "outcome": "sent"}) == 3,
+            "the sends counter")
         assert registry.get_sample_value("reconcile_delivery_latency_seconds_count") == 3
         assert registry.get_sample_value("reconcile_send_duration_seconds_count",
                                          {"server": "main"}) == 3
