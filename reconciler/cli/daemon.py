@@ -99,6 +99,14 @@ def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--sender-directory", default=None, metavar="FILE",
               type=click.Path(exists=True, dir_okay=False),
               help="YAML/JSON list of the desk's users for incoming mail (guests, commands).")
+@click.option("--event-retention-days", type=click.FloatRange(min=0), show_default=True,
+              default=_DEFAULTS["event_retention_days"], metavar="DAYS",
+              help="Delete ticket events this long after the desk took them (webhook or "
+              "ack); events not yet delivered are always kept. 0: keep for ever.")
+@click.option("--marker-retention-days", type=click.FloatRange(min=0), show_default=True,
+              default=_DEFAULTS["marker_retention_days"], metavar="DAYS",
+              help="Forget a fetched mail's done-marker once no fetch has listed the mail "
+              "(unread, or on a POP3 server) for this long. 0: keep for ever.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
             worker_id: str | None, health_interval: float, notify_webhook: str | None,
@@ -106,7 +114,8 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
             lease_seconds: float, poll_interval: float,
             reload_interval: float, shutdown_grace: float, workers: int, role: str,
             events_webhook: str | None, events_secret: str | None,
-            sender_directory: str | None, log_level: str) -> None:
+            sender_directory: str | None, event_retention_days: float,
+            marker_retention_days: float, log_level: str) -> None:
     """Send the outbox's notifications through the applied servers; serve the API.
 
     Stops gracefully on SIGTERM or SIGINT: sends in flight finish (within
@@ -138,6 +147,8 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
         events_webhook=events_webhook,
         events_secret=events_secret,
         sender_directory=sender_directory,
+        event_retention_days=event_retention_days,
+        marker_retention_days=marker_retention_days,
         **options,  # type: ignore[arg-type]
     )
     logs.configure(getattr(logging, log_level.upper()))

@@ -49,6 +49,15 @@ def _attachment(path: Path) -> dict[str, Any]:
             "data": data}
 
 
+def _ticket(value: str | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    module, sep, number = value.partition("/")
+    if not sep or not module.strip() or not number.strip():
+        raise UserError(f"--ticket {value!r}: write MODULE/ID, e.g. --ticket request/123")
+    return {"module": module.strip(), "id": number.strip()}
+
+
 def _plain(error: dict[str, Any]) -> str:
     where = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
@@ -76,13 +85,17 @@ def _plain(error: dict[str, Any]) -> str:
               help="Attach FILE; repeatable. Attachments over the server's limit are "
               "dropped at send time and named in the audit.")
 @context_option
+@click.option("--ticket", default=None, metavar="MODULE/ID",
+              help="The ticket this is about, e.g. request/123: replies to the sent mail "
+              "are threaded to it by their headers, whatever their subject says.")
 @click.option("--idempotency-key", default=None, metavar="KEY",
               help="Submitting the same key again in the namespace stores nothing new.")
 @store_option
 def command(namespace: str, module: str, to: tuple[str, ...], cc: tuple[str, ...],
             bcc: tuple[str, ...], subject: str, text: str | None, text_file: IO[str] | None,
             html_file: IO[str] | None, attach: tuple[Path, ...], fields: tuple[str, ...],
-            idempotency_key: str | None, store_url: str | None) -> None:
+            ticket: str | None, idempotency_key: str | None,
+            store_url: str | None) -> None:
     """Queue a notification for the daemon; print its outbox id.
 
     Accepted means stored: once this prints the id, the notification survives
@@ -108,6 +121,7 @@ def command(namespace: str, module: str, to: tuple[str, ...], cc: tuple[str, ...
         "htmlBody": html_file.read() if html_file is not None else None,
         "attachments": [_attachment(p) for p in attach],
         "idempotencyKey": idempotency_key,
+        "ticket": _ticket(ticket),
     }
     try:
         notification = Notification.model_validate(document)

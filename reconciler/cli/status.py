@@ -1,8 +1,11 @@
-"""`reconcile status`: outgoing servers with their health, as cards (SPEC O9, P7).
+"""`reconcile status`: outgoing and incoming servers, as cards (SPEC O9, P7, I7).
 
 The spec comes from the live store (what was applied), the health from the
 status the daemon's monitor records; the two are kept apart, so nothing here
 ever shows up as drift. Reading both needs no daemon and no mail server.
+Incoming servers show the fetch state the runner keeps in the store (last
+fetch, failures, error folder, pause): the same rows `reconcile incoming
+status` reads, so an admin sees both directions on one screen.
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ from reconciler.config.desired import ResourceKey
 from reconciler.health import record as rec
 
 KIND = "OutgoingServer"
+INCOMING = "IncomingServer"
 DISABLED = "Disabled"
 NOT_CHECKED = "Not checked"
-_MARK = {rec.REACHABLE: "●", rec.UNREACHABLE: "✗", DISABLED: "○", NOT_CHECKED: "?"}
+FETCHING, FAILING, NOT_FETCHED = "Fetching", "Failing", "Not fetched yet"
+PAUSED, STOPPED = "Paused", "Stopped"
+_MARK = {rec.REACHABLE: "●", rec.UNREACHABLE: "✗", DISABLED: "○", NOT_CHECKED: "?",
+         FETCHING: "●", FAILING: "✗", PAUSED: "‖", STOPPED: "■", NOT_FETCHED: "?"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,39 @@ class Card:
         return main is not None and main.address != self.address
 
 
+@dataclass(frozen=True)
+class IncomingCard:
+    key: ResourceKey
+    spec: Mapping[str, Any]
+    fetch: Any  # reconciler.incoming.store.ServerState, or None before the first fetch
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.spec.get("enabled", True))
+
+    @property
+    def state(self) -> str:
+        if not self.enabled:
+            return DISABLED
+        if self.fetch is None:
+            return NOT_FETCHED
+        if self.fetch.paused:
+            # The runner's words for a full error folder (runner._stop_for_error_folder).
+            return STOPPED if "stopFetchingAfter" in self.fetch.paused else PAUSED
+        if self.fetch.last_fetch_at is None:
+            return NOT_FETCHED
+        return FAILING if self.fetch.consecutive_failures else FETCHING
+
+    @property
+    def endpoint(self) -> str | None:
+        protocol = self.spec.get("protocol", "imaps")
+        if protocol == "ews":
+            return self.spec.get("ewsUrl") or "autodiscover"
+        if protocol == "graph":
+            return self.spec.get("graphEndpoint") or "Microsoft Graph"
+        return _address(self.spec.get("host"), self.spec.get("port"))
+
+
 def _address(host: Any, port: Any) -> str | None:
     if not host:
         return None
@@ -81,6 +121,20 @@ def load_cards(store: Any, namespace: str | None = None) -> list[Card]:
     return sorted(cards, key=lambda c: (c.key.namespace, c.key.name))
 
 
+def load_incoming_cards(store: Any, namespace: str | None = None) -> list[IncomingCard]:
+    from reconciler.incoming.store import IncomingStore
+
+    live = store.snapshot()
+    states = {(s.namespace, s.name): s
+              for s in IncomingStore.of_store(store).server_states(namespace)}
+    cards = [
+        IncomingCard(key, resource.spec, states.get((key.namespace, key.name)))
+        for key, resource in live.resources.items()
+        if key.kind == INCOMING and (namespace is None or key.namespace == namespace)
+    ]
+    return sorted(cards, key=lambda c: (c.key.namespace, c.key.name))
+
+
 @click.command("status")
 @click.option("--namespace", "-n", default=None, help="Only servers of this namespace.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
@@ -88,17 +142,23 @@ def load_cards(store: Any, namespace: str | None = None) -> list[Card]:
 @store_option
 def command(namespace: str | None, fmt: str, store_url: str | None) -> None:
     """Outgoing servers: Reachable / Unreachable with the last error, active host.
+    Incoming servers: last fetch, failures in a row, error folder, paused or stopped.
 
-    Health is recorded by the daemon's health monitor; a server it has not
-    checked yet says so.
+    Health is recorded by the daemon's health monitor, fetch state by its
+    incoming runner; a server neither has looked at yet says so.
     """
     with opened_store(store_url) as store:
         cards = load_cards(store, namespace)
+        incoming = load_incoming_cards(store, namespace)
     if fmt == "json":
-        click.echo(json.dumps({"servers": [_json(c) for c in cards]}, indent=2,
-                              ensure_ascii=False))
+        click.echo(json.dumps({"servers": [_json(c) for c in cards],
+                               "incoming": [_incoming_json(c) for c in incoming]},
+                              indent=2, ensure_ascii=False))
         return
-    click.echo("\n".join(_text(cards, namespace)))
+    lines = _text(cards, namespace)
+    if incoming:
+        lines += ["", *_incoming_text(incoming)]
+    click.echo("\n".join(lines))
 
 
 def _text(cards: list[Card], namespace: str | None) -> list[str]:
@@ -164,6 +224,64 @@ def _card_lines(card: Card, now: datetime) -> list[str]:
         lines.append(f"  note: checked at {main.address if main else '?'}; the spec now "
                      f"says {card.address}, not checked yet")
     return lines
+
+
+def _incoming_text(cards: list[IncomingCard]) -> list[str]:
+    counts: dict[str, int] = {}
+    for card in cards:
+        counts[card.state] = counts.get(card.state, 0) + 1
+    order = (FETCHING, FAILING, PAUSED, STOPPED, NOT_FETCHED, DISABLED)
+    summary = ", ".join(f"{counts[s]} {s.lower()}" for s in order if s in counts)
+    n = len(cards)
+    lines = [f"{n} incoming server{'s' * (n != 1)}: {summary}"]
+    now = datetime.now(UTC)
+    for card in cards:
+        lines += ["", *_incoming_lines(card, now)]
+    return lines
+
+
+def _incoming_lines(card: IncomingCard, now: datetime) -> list[str]:
+    state, fetch = card.state, card.fetch
+    head = f"{card.key.namespace}/{card.key.name}  {_MARK[state]} {state}"
+    if fetch is not None and fetch.consecutive_failures:
+        head += f" ({fetch.consecutive_failures} failed sessions in a row)"
+    lines = [head, f"  {card.spec.get('protocol', 'imaps')}  {card.endpoint or '(no host)'}  "
+             f"mailbox {card.spec.get('email')}  "
+             + ("enabled" if card.enabled else "disabled")]
+    if not card.enabled:
+        lines.append("  not fetched: disabled")
+        return lines
+    if fetch is not None and fetch.paused:
+        lines.append(f"  {'stopped' if state == STOPPED else 'paused'}: {fetch.paused}")
+        if state == STOPPED:
+            lines.append(f"  likely fix: look at the mails there, then `reconcile incoming "
+                         f"retry {card.key.name} --namespace {card.key.namespace}`")
+    if fetch is None or fetch.last_fetch_at is None:
+        lines.append("  not fetched yet: the daemon's incoming runner records this")
+        return lines
+    if fetch.consecutive_failures and fetch.last_error:
+        kind = f" ({fetch.last_error_kind})" if fetch.last_error_kind else ""
+        lines.append(f"  last error{kind}: {fetch.last_error}")
+    last = f"  last fetch {show_time(fetch.last_fetch_at)} ({_ago(now, fetch.last_fetch_at)})"
+    if fetch.lease_owner:
+        last += f" by {fetch.lease_owner}"
+    lines.append(last)
+    if fetch.last_success_at is not None and fetch.last_success_at != fetch.last_fetch_at:
+        lines.append(f"  last good fetch {show_time(fetch.last_success_at)} "
+                     f"({_ago(now, fetch.last_success_at)})")
+    folder = card.spec.get("errorFolder") or {}
+    if folder.get("enabled"):
+        lines.append(f"  error folder {folder.get('name', 'reconciler-errors')}: "
+                     f"{fetch.error_folder_count} mail(s)")
+    return lines
+
+
+def _incoming_json(card: IncomingCard) -> dict[str, Any]:
+    data = card.fetch.to_json() if card.fetch is not None else None
+    return {"kind": card.key.kind, "namespace": card.key.namespace, "name": card.key.name,
+            "protocol": card.spec.get("protocol", "imaps"), "mailbox": card.spec.get("email"),
+            "endpoint": card.endpoint, "enabled": card.enabled, "state": card.state,
+            "fetch": data}
 
 
 def _ago(now: datetime, then: datetime) -> str:

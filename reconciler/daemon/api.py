@@ -330,7 +330,7 @@ def create_api(
             metrics.config_revision.set(config.current.revision)
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    if hasattr(store, "_engine"):  # the SQL store: incoming ticket events (I8)
+    if hasattr(store, "connections"):  # the SQL store: incoming ticket events (I8)
         from reconciler.incoming.api import add_event_routes
 
         add_event_routes(app, store, guarded, _ERRORS)

@@ -44,3 +44,7 @@ class DaemonSettings:
     sender_directory: str | None = None  # YAML/JSON file of the desk's users (incoming pipeline)
     incoming: bool = True  # fetch the IncomingServers (in the "all" and "intake" roles)
     incoming_interval_seconds: float | None = None  # instead of fetchIntervalMinutes (tests)
+    # Retention (docs/incoming.md): delivered ticket events, and markers of mails no
+    # listing has shown for this long. 0 keeps them for ever.
+    event_retention_days: float = 30.0
+    marker_retention_days: float = 90.0

@@ -243,6 +243,35 @@ def _check_key(value: str | None) -> str | None:
     return value
 
 
+_TICKET_MODULE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_TICKET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+
+
+class TicketLink(_Strict):
+    """The desk ticket a notification is about. Replies to the sent message thread to it
+    by In-Reply-To/References even when their subject lost the ##RE-123## marker."""
+
+    module: str = Field(description="request, task, change, problem, ... (the keys of "
+                        "MailSettings.requestIdPrefixes).")
+    id: str = Field(description="The ticket number, e.g. \"123\".")
+
+    @field_validator("module")
+    @classmethod
+    def _module(cls, value: str) -> str:
+        if not _TICKET_MODULE.match(value):
+            raise ValueError("ticket module must be a word of letters, digits, '-' or '_' "
+                             "(e.g. request)")
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _TICKET_ID.match(value):
+            raise ValueError("ticket id must be 1-32 letters, digits, '.', '-' or '_'")
+        # Numbers as the incoming pipeline reads them from subjects: no leading zeros.
+        return str(int(value)) if value.isdigit() else value
+
+
 class Notification(_Strict):
     """One notification to send (SPEC O1).
 
@@ -266,6 +295,9 @@ class Notification(_Strict):
         default_factory=dict, description="Extra headers, e.g. In-Reply-To/References."
     )
     idempotency_key: Annotated[str | None, AfterValidator(_check_key)] = None
+    ticket: TicketLink | None = Field(
+        default=None, description="The ticket this notification is about: replies to it "
+        "are threaded to that ticket by their In-Reply-To/References headers.")
 
     @field_validator("subject")
     @classmethod

@@ -4,7 +4,8 @@
 One :class:`Worker` per daemon. It claims due messages from the outbox in
 batches (leased to ``settings.worker_id``) and works on many at once: each
 message is its own task, and sends queue per server in :mod:`lanes` sized by
-the server's ``maxConcurrency``. Results are written by
+the server's ``maxConcurrency``, or by the transport when it keeps that limit
+itself (``lanes.SelfLimiting``: Graph). Results are written by
 :class:`~reconciler.dispatch.group_commit.GroupCommit`, many per transaction.
 
 Decisions:
@@ -26,6 +27,11 @@ Decisions:
   without one, from the store's lineage and the outbox id. Either way every
   attempt of a message carries the same Message-ID, so a copy sent again
   after a crash or an ambiguous timeout is recognisable.
+- **The server's wait wins.** A transient result that carries
+  ``retry_after`` (Graph's ``Retry-After``, Exchange's back-off, too long to
+  wait out within the send) schedules the next attempt no earlier, even
+  beyond ``maxBackoff``; past the retry lifetime the message is given up at
+  once, saying so.
 - **Attempts** count claims. A message whose attempts exceed the retry
   policy's ``maxAttempts`` without results (it keeps killing or stalling its
   daemon) is failed instead of sent again.
@@ -504,6 +510,10 @@ class Worker:
             dropped = envelope.dropped_attachments
             reason = result.detail
             extra: dict[str, Any] = {"serverReply": result.server_reply}
+            if msg.payload.get("ticket"):
+                # The Message-ID -> ticket link replies thread by (incoming thread_lookup):
+                # part of the SENT row, so it is durable in the same commit, at no extra write.
+                extra["ticket"] = msg.payload["ticket"]
             if dropped:
                 reason += "; attachments dropped: " + "; ".join(
                     f"{d.name} ({d.reason})" for d in dropped)

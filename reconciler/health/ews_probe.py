@@ -2,9 +2,9 @@
 
     DNS → TCP → TLS → [token, OAuth2 only] → API
 
-DNS, TCP and TLS go to the host and port of the EWS URL on a socket of their own
-(the same steps and classification as SMTP and Graph), so a failure says whether
-the name, the port or the certificate is the problem. The API step is one cheap
+DNS, TCP and TLS go to the host and port of the EWS URL (``health.walk``: the same
+steps and classification as SMTP and Graph), so a failure says whether the name, the
+port or the certificate is the problem. The API step is one cheap
 authenticated EWS call through exchangelib, exactly as the transport makes it
 (same credentials, TLS context and adapter): ``GetFolder`` on the root folder of
 the mailbox, on a fresh account so nothing cached hides a changed password. For
@@ -23,28 +23,24 @@ from reconciler.dispatch.failover import Endpoint, endpoints_of
 from reconciler.dispatch.outcome import Failure
 from reconciler.dispatch.transports.base import Redactor, invalidate_token
 from reconciler.dispatch.transports.ews import (
-    AUTH_CODES,
     EwsTransport,
     Login,
-    Verdict,
     check_mailbox,
-    classify,
     ews_url_for,
     url_endpoint,
 )
-from reconciler.dispatch.transports.ews import _Failed as TransportFailed
-from reconciler.health.graph_probe import _handshake, _token
+from reconciler.dispatch.transports.ews_errors import AUTH_CODES, EwsFailed, Verdict, classify
 from reconciler.health.options import ProbeOptions
-from reconciler.health.smtp_probe import StepError, _connect, _resolve, _Walk
-from reconciler.health.steps import Reason, Step, StepResult
+from reconciler.health.steps import HTTP_API_PLAN, Reason, Step, StepResult
+from reconciler.health.walk import StepError, Walk, token_step
 
 log = logging.getLogger(__name__)
 
 
 def ews_plan(server: OutgoingServer) -> tuple[Step, ...]:
     if isinstance(server.spec.auth, OAuth2Auth):
-        return (Step.DNS, Step.TCP, Step.TLS, Step.TOKEN, Step.API)
-    return (Step.DNS, Step.TCP, Step.TLS, Step.API)
+        return HTTP_API_PLAN
+    return tuple(s for s in HTTP_API_PLAN if s != Step.TOKEN)
 
 
 def ews_endpoints(server: OutgoingServer) -> tuple[Endpoint, Endpoint | None]:
@@ -62,33 +58,26 @@ async def walk_ews(server: OutgoingServer, endpoint: Endpoint,
     """Walk the EWS steps against one host; stop at the first failure. Never raises."""
     url = ews_url_for(server, endpoint)
     target = url_endpoint(url, alternate=endpoint.alternate)
-    walk = _Walk(target.address, options.budget(server.spec), Redactor())
-    loop = asyncio.get_running_loop()
+    walk = Walk(target.address, options.budget(server.spec), Redactor())
     transport = EwsTransport(ca_file=options.ca_file, token_provider=options.token_provider)
     transport.warn_exchange_online(server)
-    addresses = await walk.run(Step.DNS, lambda: _resolve(loop, target))
-    if addresses is None:
-        return walk.results
-    sock = await walk.run(Step.TCP, lambda: _connect(loop, addresses, walk))
-    if sock is None:
-        return walk.results
-    if await walk.run(Step.TLS, lambda: _handshake(loop, sock, target, options)) is None:
+    if not await walk.reach_tls(target, options):
         return walk.results
     if isinstance(server.spec.auth, OAuth2Auth) and \
-            await walk.run(Step.TOKEN, lambda: _token(server, options, walk.redactor)) is None:
+            await walk.run(Step.TOKEN, lambda: token_step(server, options, walk.redactor)) is None:
         return walk.results
     await walk.run(Step.API, lambda: _get_folder(server, url, transport, options, walk))
     return walk.results
 
 
 async def _get_folder(server: OutgoingServer, url: str, transport: EwsTransport,
-                      options: ProbeOptions, walk: _Walk) -> tuple[bool, str]:
+                      options: ProbeOptions, walk: Walk) -> tuple[bool, str]:
     retried = False
     while True:
         try:
             login = await transport.login(server, walk.redactor)
             transport.route(server, url, walk.redactor)
-        except TransportFailed as exc:
+        except EwsFailed as exc:
             raise _step_error(exc.verdict) from None
         try:
             said = await asyncio.to_thread(check_mailbox, server, url, login,

@@ -2,9 +2,8 @@
 
     DNS → TCP → TLS → token → API
 
-DNS, TCP and TLS are walked on a socket of their own, as for SMTP (same resolver
-rules, same verifying TLS context, same classification), so a failure says whether
-the name, the port or the certificate is the problem. The token step asks the
+DNS, TCP and TLS are the steps every check starts with (``health.walk``: same resolver
+rules, same verifying TLS context, same classification as SMTP). The token step asks the
 token provider (O11) for an access token; the API step makes one cheap call with it,
 ``GET {graphEndpoint}/v1.0/users/{mailbox}?$select=id,mail``, which proves the
 token is accepted by this cloud and that the app may see the mailbox. Sending
@@ -13,33 +12,23 @@ permission (Mail.Send) only shows in a real send: test-connection's last step.
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import ssl
 from urllib.parse import urlsplit
 
 import httpx
 
-from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.failover import Endpoint
 from reconciler.dispatch.outcome import Failure
-from reconciler.dispatch.transports.base import (
-    Redactor,
-    TokenError,
-    fetch_token,
-    invalidate_token,
-)
+from reconciler.dispatch.transports.base import Redactor, invalidate_token
 from reconciler.dispatch.transports.graph import graph_error, mailbox_of, users_url
 from reconciler.health.options import ProbeOptions
-from reconciler.health.smtp_probe import StepError, _connect, _resolve, _tls_summary, _Walk
-from reconciler.health.steps import Reason, Step, StepResult
-
-GRAPH_PLAN = (Step.DNS, Step.TCP, Step.TLS, Step.TOKEN, Step.API)
+from reconciler.health.steps import HTTP_API_PLAN, Reason, Step, StepResult
+from reconciler.health.walk import StepError, Walk, token_step
 
 
 def graph_plan(server: OutgoingServer) -> tuple[Step, ...]:
-    return GRAPH_PLAN
+    return HTTP_API_PLAN
 
 
 def graph_endpoints(server: OutgoingServer) -> tuple[Endpoint, Endpoint | None]:
@@ -54,65 +43,25 @@ def graph_endpoints(server: OutgoingServer) -> tuple[Endpoint, Endpoint | None]:
 async def walk_graph(server: OutgoingServer, endpoint: Endpoint,
                      options: ProbeOptions) -> list[StepResult]:
     """Walk the Graph steps; stop at the first failure. Never raises."""
-    walk = _Walk(endpoint.address, options.budget(server.spec), Redactor())
-    loop = asyncio.get_running_loop()
-    addresses = await walk.run(Step.DNS, lambda: _resolve(loop, endpoint))
-    if addresses is None:
+    walk = Walk(endpoint.address, options.budget(server.spec), Redactor())
+    if not await walk.reach_tls(endpoint, options):
         return walk.results
-    sock = await walk.run(Step.TCP, lambda: _connect(loop, addresses, walk))
-    if sock is None:
-        return walk.results
-    if await walk.run(Step.TLS, lambda: _handshake(loop, sock, endpoint, options)) is None:
-        return walk.results
-    token = await walk.run(Step.TOKEN, lambda: _token(server, options, walk.redactor))
+    token = await walk.run(Step.TOKEN, lambda: token_step(server, options, walk.redactor))
     if token is None:
         return walk.results
     await walk.run(Step.API, lambda: _read_mailbox(server, options, token, walk))
     return walk.results
 
 
-async def _handshake(loop: asyncio.AbstractEventLoop, sock: socket.socket, endpoint: Endpoint,
-                     options: ProbeOptions) -> tuple[bool, str]:
-    try:
-        transport, _ = await loop.create_connection(asyncio.Protocol, sock=sock,
-                                                    ssl=options.tls(),
-                                                    server_hostname=endpoint.host)
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        return True, _tls_summary(transport)
-    finally:
-        transport.abort()  # type: ignore[attr-defined]
-
-
-async def _token(server: OutgoingServer, options: ProbeOptions,
-                 redactor: Redactor) -> tuple[str, str]:
-    auth = server.spec.auth
-    if not isinstance(auth, OAuth2Auth):
-        raise StepError(Failure.CONFIG, "Microsoft Graph accepts only OAuth2; this server's "
-                        f"auth type is {auth.type}", Reason.AUTH_NOT_OFFERED)
-    if options.token_provider is None:
-        raise StepError(Failure.CONFIG, "OAuth2 server but no token provider is configured",
-                        Reason.NO_TOKEN_PROVIDER)
-    try:
-        token = await fetch_token(options.token_provider, server)
-    except TokenError as exc:
-        raise StepError(Failure.AUTH, f"no access token: {exc}",
-                        Reason.TOKEN_PERMANENT if exc.permanent else Reason.TOKEN) from None
-    redactor.add(token)
-    return token, f"access token obtained ({auth.grant}, client {auth.client_id})"
-
-
 async def _read_mailbox(server: OutgoingServer, options: ProbeOptions, token: str,
-                        walk: _Walk) -> tuple[bool, str]:
+                        walk: Walk) -> tuple[bool, str]:
     url = users_url(server.spec)
     async with httpx.AsyncClient(verify=options.tls(), trust_env=False) as client:
         response = await _get(client, url, token)
         if response.status_code == 401 and await invalidate_token(options.token_provider,
                                                                   server, token):
             # as the transport does: a refused token is refreshed once
-            token, _ = await _token(server, options, walk.redactor)
+            token, _ = await token_step(server, options, walk.redactor)
             response = await _get(client, url, token)
     status = response.status_code
     mailbox = mailbox_of(server.spec)

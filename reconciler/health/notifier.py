@@ -67,6 +67,15 @@ class Transition:
             "time": self.at.isoformat(),
         }
 
+    def facts(self) -> list[tuple[str, str | None]]:
+        """The admin mail's "Name: value" lines (empty values are left out)."""
+        return [("Server", f"{self.key.namespace}/{self.key.name}"),
+                ("Status", f"{self.old_state} -> {self.new_state}"),
+                ("Sends go to", f"{self.active_host} host"
+                 + (f" ({self.address})" if self.address else "")),
+                ("Failed step", self.failed_step), ("Error", self.error),
+                ("Likely fix", self.hint), ("Time", self.at.isoformat())]
+
     def summary(self) -> str:
         where = f"{self.key.namespace}/{self.key.name}"
         if self.event == UNREACHABLE:
@@ -132,21 +141,17 @@ class AdminMail:
 
 
 def _sender(ns: NamespaceConfig, transition: Transition) -> str | None:
-    down = transition.key.name if transition.event == UNREACHABLE else None
+    # Only an outgoing server can be the one that is down (an incoming one may share its name).
+    down = (transition.key.name if transition.event == UNREACHABLE
+            and transition.key.kind == "OutgoingServer" else None)
     usable = [s for s in ns.servers.values() if s.spec.enabled and s.metadata.name != down]
     usable.sort(key=lambda s: (not s.spec.primary, s.metadata.name))
     return usable[0].metadata.name if usable else None
 
 
 def _admin_notification(transition: Transition, emails: list[str]) -> dict[str, Any]:
-    facts = [("Server", f"{transition.key.namespace}/{transition.key.name}"),
-             ("Status", f"{transition.old_state} -> {transition.new_state}"),
-             ("Sends go to", f"{transition.active_host} host"
-              + (f" ({transition.address})" if transition.address else "")),
-             ("Failed step", transition.failed_step), ("Error", transition.error),
-             ("Likely fix", transition.hint), ("Time", transition.at.isoformat())]
     body = transition.summary() + "\n\n" + "".join(
-        f"{name}: {value}\n" for name, value in facts if value)
+        f"{name}: {value}\n" for name, value in transition.facts() if value)
     return {
         "module": HEALTH_MODULE,
         "namespace": transition.key.namespace,
@@ -194,7 +199,7 @@ class Notifier:
         if self._webhook is None:
             return True
         try:
-            url = _webhook_url(self._webhook)
+            url = webhook_url(self._webhook)
         except SecretError as exc:
             log.error("cannot send the health notification: webhook reference: %s", exc)
             return False
@@ -234,7 +239,9 @@ class Notifier:
         return permanent, f"HTTP {response.status_code}"
 
 
-def _webhook_url(value: str) -> str:
+def webhook_url(value: str) -> str:
+    """The URL a webhook reference (``env:``, ``file:``, sealed or literal) stands for; from
+    now on httpx's request log shows it without its path (where tokens usually sit)."""
     url = resolve(value) if value.startswith(("env:", "file:", ENC_PREFIX)) else value
     _HIDE.add(url)
     return url

@@ -31,7 +31,7 @@ from reconciler.health.ews_probe import ews_endpoints, ews_plan, walk_ews
 from reconciler.health.graph_probe import graph_endpoints, graph_plan, walk_graph
 from reconciler.health.options import ProbeOptions
 from reconciler.health.smtp_probe import smtp_plan, walk_smtp
-from reconciler.health.steps import ProbeReport, Reason, Step, StepResult
+from reconciler.health.steps import HTTP_API_PLAN, ProbeReport, Reason, Step, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,6 @@ PROBES: dict[OutgoingProtocol, ProtocolProbe] = {
     OutgoingProtocol.GRAPH: ProtocolProbe(graph_plan, walk_graph, graph_endpoints),
     OutgoingProtocol.EWS: ProtocolProbe(ews_plan, walk_ews, ews_endpoints),
 }
-
-# What the HTTP API protocols (Graph, EWS) walk.
-HTTP_API_PLAN = (Step.DNS, Step.TCP, Step.TLS, Step.TOKEN, Step.API)
 
 
 class UnsupportedProtocol(Exception):

@@ -33,6 +33,11 @@ class Step(StrEnum):
         return _LABELS[self]
 
 
+# What the HTTP API protocols walk: Graph always, EWS for OAuth2 servers (with Basic auth
+# EWS has no token step; its API call checks the password).
+HTTP_API_PLAN = (Step.DNS, Step.TCP, Step.TLS, Step.TOKEN, Step.API)
+
+
 _LABELS = {
     Step.DNS: "DNS",
     Step.TCP: "TCP",

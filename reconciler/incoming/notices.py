@@ -15,10 +15,13 @@ Events (``payload()["event"]``):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from reconciler.config.derive import INCOMING_PORTS
 from reconciler.config.desired import ResourceKey
+from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
 from reconciler.health.notifier import RECOVERED, UNREACHABLE, Transition
 
 STOPPED = "stopped"
@@ -26,10 +29,14 @@ ERROR_FOLDER = "error-folder"
 KIND = "IncomingServer"
 
 
+@dataclass(frozen=True, slots=True)
 class IncomingTransition(Transition):
-    """A Transition whose texts speak of fetching, not sending."""
+    """A Transition whose texts speak of fetching from a mailbox, not of sending."""
 
-    __slots__ = ()
+    mailbox: str | None = None
+    protocol: str | None = None
+    endpoint: str | None = None  # host:port, or the EWS / Graph URL
+    failures: int | None = None  # consecutive failed sessions (unreachable, recovered)
 
     def summary(self) -> str:
         where = f"{self.key.namespace}/{self.key.name}"
@@ -41,37 +48,77 @@ class IncomingTransition(Transition):
             return f"incoming server {where} stopped fetching: {self.error}"
         return f"incoming server {where} moved a mail to the error folder: {self.error}"
 
+    def facts(self) -> list[tuple[str, str | None]]:
+        failures = None
+        if self.failures:
+            failures = (f"{self.failures} in a row" if self.event == UNREACHABLE
+                        else f"{self.failures} before this recovery")
+        return [("Server", f"{self.key.namespace}/{self.key.name} (incoming)"),
+                ("Mailbox", self.mailbox), ("Protocol", self.protocol),
+                ("Host", self.endpoint),
+                ("Status", f"{self.old_state} -> {self.new_state}"),
+                ("Failed sessions", failures), ("Failed step", self.failed_step),
+                ("Last error", self.error), ("Likely fix", self.hint),
+                ("Time", self.at.isoformat())]
+
     def payload(self) -> dict[str, Any]:
-        return {**super().payload(), "event": f"incoming.{self.event}"}
+        data = {**Transition.payload(self), "event": f"incoming.{self.event}",
+                "mailbox": self.mailbox, "protocol": self.protocol,
+                "address": self.endpoint, "consecutiveFailures": self.failures}
+        data.pop("activeHost", None)  # there is no alternate host to fetch from
+        return data
 
 
-def unreachable(namespace: str, name: str, failures: int, error: str, kind: str,
+def endpoint(server: IncomingServer) -> str | None:
+    """Where the server fetches from, as an admin would look it up."""
+    spec = server.spec
+    protocol = IncomingProtocol(spec.protocol)
+    if protocol == IncomingProtocol.EWS:
+        return str(spec.ews_url) if spec.ews_url else "autodiscover"
+    if protocol == IncomingProtocol.GRAPH:
+        return str(spec.graph_endpoint) if spec.graph_endpoint else "Microsoft Graph"
+    if not spec.host:
+        return None
+    host = f"[{spec.host}]" if ":" in str(spec.host) else str(spec.host)
+    return f"{host}:{spec.port or INCOMING_PORTS[protocol]}"
+
+
+def _transition(server: IncomingServer, event: str, old: str, new: str, *,
+                error: str | None, hint: str | None, failed_step: str | None = None,
+                failures: int | None = None) -> IncomingTransition:
+    meta = server.metadata
+    return IncomingTransition(
+        ResourceKey(KIND, meta.namespace, meta.name), event, old, new, datetime.now(UTC),
+        error=error, failed_step=failed_step, hint=hint, mailbox=str(server.spec.email),
+        protocol=str(server.spec.protocol), endpoint=endpoint(server), failures=failures)
+
+
+def unreachable(server: IncomingServer, failures: int, error: str, kind: str,
                 hint: str | None) -> IncomingTransition:
-    return IncomingTransition(
-        ResourceKey(KIND, namespace, name), UNREACHABLE, "Fetching", "Unreachable",
-        datetime.now(UTC), error=f"{failures} consecutive failures; last: {error}",
-        failed_step=kind, hint=hint)
+    return _transition(server, UNREACHABLE, "Fetching", "Unreachable",
+                       error=f"{failures} consecutive failures; last: {error}",
+                       failed_step=kind, hint=hint, failures=failures)
 
 
-def recovered(namespace: str, name: str, failures: int) -> IncomingTransition:
-    return IncomingTransition(
-        ResourceKey(KIND, namespace, name), RECOVERED, "Unreachable", "Fetching",
-        datetime.now(UTC), error=None, hint=f"after {failures} failed attempts")
+def recovered(server: IncomingServer, failures: int) -> IncomingTransition:
+    return _transition(server, RECOVERED, "Unreachable", "Fetching", error=None,
+                       hint=None, failures=failures)
 
 
-def stopped(namespace: str, name: str, count: int, folder: str) -> IncomingTransition:
-    return IncomingTransition(
-        ResourceKey(KIND, namespace, name), STOPPED, "Fetching", "Stopped",
-        datetime.now(UTC),
+def stopped(server: IncomingServer, count: int) -> IncomingTransition:
+    meta, folder = server.metadata, server.spec.error_folder.name
+    return _transition(
+        server, STOPPED, "Fetching", "Stopped",
         error=f"the error folder {folder} holds {count} mails (stopFetchingAfter)",
-        hint=f"look at the mails in {folder}, then run `reconcile incoming retry {name} "
-             f"--namespace {namespace}` to move them back and fetch again")
+        hint=f"look at the mails in {folder}, then run `reconcile incoming retry {meta.name} "
+             f"--namespace {meta.namespace}` to move them back and fetch again")
 
 
-def moved_to_error_folder(namespace: str, name: str, folder: str, code: str,
+def moved_to_error_folder(server: IncomingServer, code: str,
                           reason: str) -> IncomingTransition:
-    return IncomingTransition(
-        ResourceKey(KIND, namespace, name), ERROR_FOLDER, "Fetching", "Fetching",
-        datetime.now(UTC), error=f"{code}: {reason}"[:500],
+    meta, folder = server.metadata, server.spec.error_folder.name
+    return _transition(
+        server, ERROR_FOLDER, "Fetching", "Fetching", error=f"{code}: {reason}"[:500],
         hint=f"the mail is in {folder}; its details are stored encrypted; "
-             f"`reconcile incoming retry {name}` processes it again")
+             f"`reconcile incoming retry {meta.name} --namespace {meta.namespace}` "
+             "processes it again")

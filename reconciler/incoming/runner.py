@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reconciler.incoming import notices
@@ -76,6 +78,9 @@ class RunnerOptions:
     pause_poll_seconds: float = 0.5  # how often a paused loop looks at the apply lock
     # Seconds between fetches instead of the servers' fetchIntervalMinutes (tests, benchmarks).
     interval_override: float | None = None
+    # Markers unseen in listings this long may be purged (service.IncomingRetention); the
+    # loop re-dates a listed mail's marker once it is half that old. None: never purged.
+    marker_retention_seconds: float | None = None
 
 
 FetcherFactory = Callable[..., Fetcher]
@@ -325,7 +330,14 @@ class ServerLoop:
         return processed
 
     async def _is_done(self, marker: str) -> bool:
-        return await asyncio.to_thread(self._store.is_done, self.namespace, self.name, marker)
+        retention = self.runner.options.marker_retention_seconds
+        if retention is None:
+            return await asyncio.to_thread(self._store.is_done, self.namespace, self.name,
+                                           marker)
+        refresh_before = datetime.now(UTC) - timedelta(seconds=retention / 2)
+        return await asyncio.to_thread(
+            functools.partial(self._store.is_done_refreshing, self.namespace, self.name,
+                              marker, refresh_before=refresh_before))
 
     async def _judge(self, fetcher: Fetcher, mail: FetchedMail) -> Outcome:
         assert self.context is not None
@@ -367,7 +379,7 @@ class ServerLoop:
                         self.name, mail.marker, folder.name, result.reason)
             if folder.notify:
                 await self._notify(notices.moved_to_error_folder(
-                    self.namespace, self.name, folder.name, _code(result), result.reason))
+                    self.server, _code(result), result.reason))
 
     async def _error_folder_count(self, fetcher: Fetcher) -> int | None:
         if not (self.server.spec.error_folder.enabled and fetcher.supports_error_folder):
@@ -381,8 +393,7 @@ class ServerLoop:
             self._store.fetch_succeeded, self.namespace, self.name,
             error_folder_count=error_folder_count)
         if before.failure_notified:
-            await self._notify(notices.recovered(self.namespace, self.name,
-                                                 before.consecutive_failures))
+            await self._notify(notices.recovered(self.server, before.consecutive_failures))
         if before.consecutive_failures:
             log.info("incoming server %s/%s fetches again after %d failure(s)",
                      self.namespace, self.name, before.consecutive_failures)
@@ -395,7 +406,7 @@ class ServerLoop:
                     self.name, state.consecutive_failures, exc.user_text)
         if state.consecutive_failures >= threshold and not state.failure_notified:
             await self._notify(notices.unreachable(
-                self.namespace, self.name, state.consecutive_failures, exc.message,
+                self.server, state.consecutive_failures, exc.message,
                 str(exc.kind), exc.likely_fix or None))
             await asyncio.to_thread(self._store.set_notified, self.namespace, self.name)
 
@@ -407,7 +418,7 @@ class ServerLoop:
         if before is None or before.paused != reason:
             log.warning("incoming server %s/%s stopped fetching: %s", self.namespace,
                         self.name, reason)
-            await self._notify(notices.stopped(self.namespace, self.name, count, folder.name))
+            await self._notify(notices.stopped(self.server, count))
 
     async def _set_paused(self, reason: str | None, *,
                           error_folder_count: int | None = None) -> ServerState | None:

@@ -1,4 +1,5 @@
-"""The incoming side as the daemon runs it: the runner and, with a webhook, the event sink.
+"""The incoming side as the daemon runs it: the runner, retention and, with a webhook, the
+event sink.
 
 Built from :class:`~reconciler.daemon.settings.DaemonSettings` by
 :func:`incoming_parts`; the daemon runs each part as one of its tasks.
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.incoming.retention import DAY_S, IncomingRetention
 from reconciler.incoming.runner import IncomingRunner, RunnerOptions
 from reconciler.incoming.sink import WebhookSink, sink_leadership
 from reconciler.incoming.store import IncomingStore
@@ -32,9 +34,12 @@ class IncomingParts:
     runner: IncomingRunner
     sink: WebhookSink | None
     store: IncomingStore
+    retention: IncomingRetention | None = None
 
     def tasks(self) -> dict[str, Part]:
         parts: dict[str, Part] = {"incoming": self.runner.run}
+        if self.retention is not None and self.retention.active:
+            parts["incoming retention"] = self.retention.run
         if self.sink is not None:
             parts["event sink"] = self.sink.run
         return parts
@@ -63,10 +68,15 @@ def incoming_parts(store: Any, settings: Any, *, notifier: Any = None,
         sink = WebhookSink(incoming, settings.events_webhook, secret=settings.events_secret,
                            ca_file=settings.ca_file,
                            leadership=sink_leadership(settings.store_url, store.lineage))
+    marker_days = settings.marker_retention_days or None
     options = RunnerOptions(reload_interval_seconds=settings.reload_interval_seconds,
-                            interval_override=settings.incoming_interval_seconds)
+                            interval_override=settings.incoming_interval_seconds,
+                            marker_retention_seconds=marker_days * DAY_S if marker_days
+                            else None)
     runner = IncomingRunner(store, incoming, owner=settings.worker_id, notifier=notifier,
                             token_provider=token_provider, ca_file=settings.ca_file,
                             directory=directory, options=options,
                             on_event=sink.wake if sink is not None else None)
-    return IncomingParts(runner, sink, incoming)
+    retention = IncomingRetention(incoming, event_days=settings.event_retention_days,
+                                  marker_days=marker_days)
+    return IncomingParts(runner, sink, incoming, retention)

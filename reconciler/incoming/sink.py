@@ -35,7 +35,7 @@ import httpx
 
 from reconciler.config.secrets import ENC_PREFIX, SecretError, resolve
 from reconciler.health.leader import AlwaysLeader, Leadership, PgAdvisoryLeader
-from reconciler.health.notifier import _webhook_url as webhook_url
+from reconciler.health.notifier import webhook_url
 from reconciler.incoming.store import IncomingStore, StoredEvent
 from reconciler.state.base import StoreError
 from reconciler.state.engine import parse_location

@@ -37,7 +37,7 @@ from reconciler.config.desired import canonical_json
 from reconciler.incoming.pipeline import PipelineResult
 from reconciler.state import schema as t
 from reconciler.state.audit import insert_entries, redact_text
-from reconciler.state.base import AuditStatus
+from reconciler.state.base import AuditDirection, AuditStatus
 from reconciler.state.engine import Location, translated
 
 PENDING, DELIVERED, REJECTED = t.TICKET_EVENT_STATES
@@ -160,8 +160,8 @@ class IncomingStore:
 
     @classmethod
     def of_store(cls, store: Any, seal_key: bytes | None = None) -> IncomingStore:
-        # Shares the store's engines (and SQLite's write lock) like the token cache does.
-        return cls(store._engine, store._writer, store._loc, seal_key)
+        shared = store.connections
+        return cls(shared.engine, shared.writer, shared.location, seal_key)
 
     @property
     def can_seal(self) -> bool:
@@ -194,6 +194,9 @@ class IncomingStore:
             c.ticket_number.is_not(None))
         with translated(self._loc), self._engine.connect() as conn:
             found = {r[0]: (r[1], r[2]) for r in conn.execute(q)}
+            missing = [m for m in wanted[:100] if m not in found]
+            if missing:
+                found.update(_sent_tickets(conn, namespace, missing))
         for message_id in wanted:
             if message_id in found:
                 return found[message_id]
@@ -460,14 +463,53 @@ class IncomingStore:
         return counts
 
     def purge_delivered(self, before: datetime) -> int:
-        """Retention: delete delivered events older than ``before`` (attachments cascade)."""
+        """Retention: delete delivered events older than ``before`` (attachments cascade).
+
+        Pending and rejected events are never deleted. The newest event is always
+        kept: SQLite hands out ``max(id) + 1`` as the next id, so deleting it would let
+        a new event take an id the desk's cursor (``after``) has already passed."""
         c = t.ticket_events.c
         with translated(self._loc), self._writer.begin() as conn:
-            old = select(c.id).where(c.state == DELIVERED, c.delivered_at < before)
+            newest = conn.execute(select(func.max(c.id))).scalar_one()
+            if newest is None:
+                return 0
+            gone = and_(c.state == DELIVERED, c.delivered_at < before, c.id < newest)
             conn.execute(delete(t.ticket_event_attachments).where(
-                t.ticket_event_attachments.c.event_id.in_(old)))
-            return conn.execute(delete(t.ticket_events).where(
-                c.state == DELIVERED, c.delivered_at < before)).rowcount
+                t.ticket_event_attachments.c.event_id.in_(select(c.id).where(gone))))
+            return conn.execute(delete(t.ticket_events).where(gone)).rowcount
+
+    def is_done_refreshing(self, namespace: str, server: str, marker: str, *,
+                           refresh_before: datetime, now: datetime | None = None) -> bool:
+        """:meth:`is_done` for a mail the server still lists: a marker older than
+        ``refresh_before`` is dated ``now``, so :meth:`purge_markers` keeps it while its mail
+        can still be fetched (unread, or on a POP3 server). One write per marker per
+        half retention, not per fetch."""
+        m = t.incoming_markers.c
+        where = (m.namespace == namespace, m.server == server, m.marker == marker)
+        with translated(self._loc), self._engine.connect() as conn:
+            dated = conn.execute(select(m.created_at).where(*where)).first()
+        if dated is None:
+            return False
+        if dated[0] < refresh_before:
+            with translated(self._loc), self._writer.begin() as conn:
+                conn.execute(update(t.incoming_markers).where(*where).values(
+                    created_at=_now(now)))
+        return True
+
+    def purge_markers(self, before: datetime, *, listed_since: datetime) -> int:
+        """Retention: delete markers not seen in a listing since ``before``.
+
+        Only for servers whose fetching works and is not paused, with a good fetch
+        since ``listed_since``: the runner dates a marker forward whenever its mail is
+        listed (:meth:`is_done_refreshing`), and a server that is not being listed
+        cannot do that, so its markers are kept until it is."""
+        m, s = t.incoming_markers.c, t.incoming_servers.c
+        active = select(s.namespace, s.name).where(
+            s.paused.is_(None), s.last_success_at >= listed_since,
+            s.namespace == m.namespace, s.name == m.server)
+        with translated(self._loc), self._writer.begin() as conn:
+            return conn.execute(delete(t.incoming_markers).where(
+                m.created_at < before, active.exists())).rowcount
 
     # -- per-server fetch state (I6, I7) and the fetch lease --------------------------
 
@@ -583,6 +625,26 @@ class IncomingStore:
         with translated(self._loc), self._engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(t.incoming_markers).where(
                 m.namespace == namespace, m.server == server)).scalar_one()
+
+
+def _sent_tickets(conn: Connection, namespace: str,
+                  message_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """The desk's own notifications among ``message_ids`` (bare) that named a ticket.
+
+    The worker writes the link into the SENT audit row's details (``ticket``), in the
+    outbox's group commit: no extra write per message, and durable exactly when the send
+    is. The audit table keeps the Message-ID as sent, in angle brackets."""
+    a = t.audit.c
+    q = select(a.message_id, a.details).where(
+        a.message_id.in_([f"<{m}>" for m in message_ids]), a.namespace == namespace,
+        a.direction == AuditDirection.OUTGOING.value, a.status == AuditStatus.SENT.value,
+        a.details.is_not(None))
+    out: dict[str, tuple[str, str]] = {}
+    for message_id, details in conn.execute(q):
+        ticket = json.loads(details).get("ticket")
+        if isinstance(ticket, dict) and ticket.get("module") and ticket.get("id"):
+            out[bare_id(message_id)] = (str(ticket["module"]), str(ticket["id"]))
+    return out
 
 
 def _final_code(result: PipelineResult) -> str:

@@ -125,9 +125,8 @@ class TokenCache:
     @classmethod
     def of_store(cls, store: Any, key: bytes | None = None) -> TokenCache:
         """The cache inside an open :class:`~reconciler.state.SqlStore`."""
-        # The store has no public accessor for its engines; the token table
-        # shares them (and their SQLite write lock) rather than opening a second pool.
-        return cls(store._engine, store._writer, store._loc, key)
+        shared = store.connections
+        return cls(shared.engine, shared.writer, shared.location, key)
 
     # -- sealing ------------------------------------------------------------
 

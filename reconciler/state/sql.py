@@ -19,11 +19,13 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Select,
     and_,
     bindparam,
@@ -76,6 +78,17 @@ _POLL_MAX_S = 0.5
 rv = t.resource_versions
 
 
+@dataclass(frozen=True, slots=True)
+class StoreConnections:
+    """An open store's engines and location, for the tables kept outside ``state/``
+    (OAuth tokens, incoming mail): they share its pool and SQLite's write lock rather
+    than opening a second pool that would contend for that lock."""
+
+    engine: Engine
+    writer: Engine
+    location: Location
+
+
 class SqlStore:
     """Use :func:`reconciler.state.open_store` to get one."""
 
@@ -118,6 +131,10 @@ class SqlStore:
     @property
     def dialect(self) -> str:
         return self._engine.dialect.name
+
+    @property
+    def connections(self) -> StoreConnections:
+        return StoreConnections(self._engine, self._writer, self._loc)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -114,3 +114,27 @@ def test_missing_store_is_an_error_not_a_new_store(tmp_path: Path) -> None:
     result = run("--store", path, *BASIC, "--text", "x")
     assert result.exit_code == 1 and "no state store" in result.output
     assert not path.exists()
+
+
+def test_ticket_is_stored_with_the_notification(db: str) -> None:
+    result = run("--store", db, *BASIC, "--text", "x", "--ticket", "request/0123")
+    assert result.exit_code == 0, result.output
+    with open_store(db) as store:
+        stored = Notification.model_validate(store.outbox.notification(int(result.stdout)))
+    assert stored.ticket is not None
+    # numbers as the incoming pipeline reads them from subjects: no leading zeros
+    assert (stored.ticket.module, stored.ticket.id) == ("request", "123")
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("123", "write MODULE/ID, e.g. --ticket request/123"),
+    ("request/", "write MODULE/ID"),
+    ("request/12 3", "ticket id must be 1-32 letters"),
+    ("re quest/12", "ticket module must be a word"),
+])
+def test_a_malformed_ticket_is_a_clear_error(db: str, value: str, says: str) -> None:
+    result = run("--store", db, *BASIC, "--text", "x", "--ticket", value)
+    assert result.exit_code != 0
+    assert says in result.output and "Traceback" not in result.output
+    with open_store(db) as store:
+        assert store.outbox.depth()[OutboxState.QUEUED] == 0

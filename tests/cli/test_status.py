@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from daemon.app_kit import commit, resource
 from health.kit import key_of, monitor_for, put_servers
 from peers.smtp import HOST, SmtpPeer, free_port, server_spec
 from peers.smtp_sink import SmtpSink
@@ -16,6 +19,7 @@ from plan.kit import copy_examples
 
 from reconciler.dispatch.failover import HostSelector
 from reconciler.health import record as rec
+from reconciler.incoming.store import IncomingStore
 from reconciler.state import open_store
 
 from .helpers_history import apply, run
@@ -123,3 +127,68 @@ def test_no_servers_and_no_store(tmp_path: Path, store_url: str) -> None:
         "no outgoing servers in the live store"
     missing = run("status", "--store", str(tmp_path / "nowhere.db"), code=1)
     assert "no state store at" in missing.output
+
+
+# -- incoming servers ---------------------------------------------------------------------
+
+
+def _incoming(name: str, **spec: Any) -> Any:
+    body = {"email": f"{name}@acme.example", "protocol": "imaps", "host": "imap.acme.example",
+            "errorFolder": {"enabled": True, "name": "desk-errors", "stopFetchingAfter": 3}}
+    body.update(spec)
+    return resource("IncomingServer", name, body)
+
+
+def test_incoming_cards_show_fetch_state_failures_and_the_error_folder(
+        store_url: str) -> None:
+    with open_store(store_url) as store:
+        commit(store, _incoming("fine"), _incoming("broken", port=1993),
+               _incoming("full"), _incoming("new"), _incoming("off", enabled=False),
+               _incoming("cloud", protocol="graph", host=None))
+        incoming = IncomingStore.of_store(store)
+        then = datetime.now(UTC) - timedelta(minutes=10)
+        incoming.claim("default", "fine", "daemon-7", lease_seconds=60)
+        incoming.fetch_succeeded("default", "fine", error_folder_count=1, now=then)
+        incoming.fetch_succeeded("default", "broken", error_folder_count=0, now=then)
+        for _ in range(3):
+            incoming.fetch_failed("default", "broken", "login",
+                                  "the server refused the login for desk-reader")
+        incoming.fetch_succeeded("default", "full", error_folder_count=3)
+        incoming.set_paused("default", "full", "the error folder desk-errors holds 3 mails "
+                            "(stopFetchingAfter 3)", error_folder_count=3)
+
+    out = run("status", "--store", store_url).stdout
+    assert out.startswith("no outgoing servers in the live store\n\n"
+                          "6 incoming servers: 1 fetching, 1 failing, 1 stopped, "
+                          "2 not fetched yet, 1 disabled\n"), out
+
+    fine = card(out, "fine")
+    assert fine.splitlines()[:2] == [
+        "default/fine  ● Fetching",
+        "  imaps  imap.acme.example  mailbox fine@acme.example  enabled"]
+    assert "  last fetch " in fine and "(10 min ago) by daemon-7" in fine
+    assert "  error folder desk-errors: 1 mail(s)" in fine
+
+    broken = card(out, "broken")
+    assert broken.splitlines()[0] == "default/broken  ✗ Failing (3 failed sessions in a row)"
+    assert "  imaps  imap.acme.example:1993" in broken
+    assert "  last error (login): the server refused the login for desk-reader" in broken
+    assert "  last good fetch " in broken
+
+    full = card(out, "full")
+    assert full.splitlines()[0] == "default/full  ■ Stopped"
+    assert "  stopped: the error folder desk-errors holds 3 mails" in full
+    assert "reconcile incoming retry full --namespace default" in full
+    assert "  error folder desk-errors: 3 mail(s)" in full
+
+    assert "not fetched yet: the daemon's incoming runner records this" in card(out, "new")
+    assert "  graph  Microsoft Graph  mailbox cloud@acme.example" in card(out, "cloud")
+    assert card(out, "off").splitlines()[0] == "default/off  ○ Disabled"
+
+    data = json.loads(run("status", "--store", store_url, "--format", "json").stdout)
+    by_name = {c["name"]: c for c in data["incoming"]}
+    assert data["servers"] == []
+    assert by_name["broken"]["state"] == "Failing"
+    assert by_name["broken"]["fetch"]["consecutiveFailures"] == 3
+    assert by_name["full"]["fetch"]["errorFolderCount"] == 3
+    assert by_name["new"]["fetch"] is None and by_name["off"]["enabled"] is False

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.policy import default as default_policy
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -36,6 +36,9 @@ from reconciler.dispatch.transports.smtp import SmtpTransport
 from reconciler.dispatch.worker import Worker
 from reconciler.state import Action, Change, RevisionMeta, SqlStore
 from reconciler.state.base import AuditEntry, OutboxMessage, OutboxState
+
+if TYPE_CHECKING:
+    from reconciler.daemon.app import Daemon
 
 API = "reconciler.dev/v1"
 HOST = "127.0.0.1"
@@ -171,6 +174,23 @@ async def sent(store: SqlStore, outbox_id: int, state: OutboxState = OutboxState
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(main())  # type: ignore[arg-type]
+
+
+def run_daemon_until(daemon: Daemon, work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``daemon`` until it is ready, await ``work`` (waiting for what the test wants
+    to see), then stop the daemon as a signal would; what ``work`` returned."""
+
+    async def main() -> T:
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.run(stop))
+        try:
+            await asyncio.wait_for(daemon.ready.wait(), WAIT_S)
+            return await work()
+        finally:
+            stop.set()
+            await task
+
+    return asyncio.run(main())
 
 
 # -- a worker under test -------------------------------------------------------------------

@@ -538,9 +538,10 @@ def test_openapi_document_describes_the_api(api: ServedApi) -> None:
     schemas = document["components"]["schemas"]
     body = schemas["Notification"]
     assert {"module", "namespace", "to", "cc", "bcc", "subject", "textBody", "htmlBody",
-            "attachments", "idempotencyKey"} <= set(body["properties"])
+            "attachments", "idempotencyKey", "ticket"} <= set(body["properties"])
     assert all(prop.get("description") for prop in body["properties"].values())
     assert schemas["Attachment"]["properties"]["data"]["type"] == "string"
+    assert set(schemas["TicketLink"]["properties"]) == {"module", "id"}
     assert schemas["Accepted"]["properties"]["duplicate"]["description"]
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 

@@ -17,9 +17,11 @@ from reconciler.daemon.live_config import ConfigHolder
 from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.settings import DaemonSettings
 from reconciler.dispatch.failover import HostSelector
+from reconciler.health.diagnose import likely_fix
 from reconciler.health.monitor import HealthMonitor
 from reconciler.health.notifier import Notifier
 from reconciler.health.options import ProbeOptions
+from reconciler.health.steps import ProbeReport, Step
 from reconciler.state import Action, Change, RevisionMeta, SqlStore, Store
 
 PASSWORD_ENV = "HEALTH_TEST_SMTP_PASSWORD"
@@ -32,6 +34,17 @@ NAMESPACE = "default"
 
 def basic_auth(env: str = PASSWORD_ENV, user: str = USER) -> dict[str, Any]:
     return {"type": "basic", "username": user, "password": {"secretRef": f"env:{env}"}}
+
+
+def steps(report: ProbeReport) -> list[tuple[Step, bool]]:
+    """Which steps ran and whether each passed, in order."""
+    return [(r.step, r.ok) for r in report.results]
+
+
+def fix(report: ProbeReport, server: OutgoingServer) -> str:
+    """The likely fix test-connection prints for the report's failed step."""
+    assert report.failed is not None and report.endpoint is not None
+    return likely_fix(report.failed, server, report.endpoint)
 
 
 def key_of(server: OutgoingServer) -> ResourceKey:

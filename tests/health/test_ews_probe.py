@@ -14,12 +14,11 @@ from peers.smtp import PeerCerts, free_port
 
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.outcome import Failure
-from reconciler.health.diagnose import likely_fix
 from reconciler.health.options import ProbeOptions
 from reconciler.health.probes import probe_server, send_test_message
 from reconciler.health.steps import ProbeReport, Reason, Step
 
-from .kit import PASSWORD, USER, WRONG, WRONG_ENV, assert_no_secret, basic_auth
+from .kit import PASSWORD, USER, WRONG, WRONG_ENV, assert_no_secret, basic_auth, fix, steps
 
 TOKEN = "eyJ0.health-ews-token-not-for-logs"
 
@@ -38,15 +37,6 @@ def options(certs: PeerCerts | None, **kw: Any) -> ProbeOptions:
 async def probe(server: OutgoingServer, certs: PeerCerts | None, **kw: Any) -> ProbeReport:
     alternate = kw.pop("alternate", False)
     return await probe_server(server, alternate=alternate, options=options(certs, **kw))
-
-
-def steps(report: ProbeReport) -> list[tuple[Step, bool]]:
-    return [(r.step, r.ok) for r in report.results]
-
-
-def fix(report: ProbeReport, server: OutgoingServer) -> str:
-    assert report.failed is not None and report.endpoint is not None
-    return likely_fix(report.failed, server, report.endpoint)
 
 
 OAUTH = {"type": "oauth2", "provider": "microsoft", "clientId": "app-1", "tenant": "corp.example"}
@@ -97,8 +87,7 @@ async def test_exchange_online_basic_auth_hint_says_it_is_switched_off(
     # The same failure, for a server configured against Exchange Online.
     online = ews.server(auth=basic_auth(WRONG_ENV), host="outlook.office365.com",
                         ewsUrl="https://outlook.office365.com/EWS/Exchange.asmx", port=443)
-    assert report.failed is not None and report.endpoint is not None
-    hint = likely_fix(report.failed, online, report.endpoint)
+    hint = fix(report, online)
     assert "switched Basic authentication off" in hint and "graph" in hint
 
 
@@ -164,9 +153,8 @@ async def test_test_connection_sends_through_ews(ews: EwsPeer, certs: PeerCerts)
 async def test_test_connection_of_the_alternate_host_uses_its_url(ews: EwsPeer,
                                                                   certs: PeerCerts) -> None:
     closed = free_port()
-    server = ews.server(auth=basic_auth(), port=closed,
-                        ewsUrl=f"https://localhost:{closed}/EWS/Exchange.asmx",
-                        alternateHost="127.0.0.1", alternatePort=ews.port)
+    server = ews_server(closed, auth=basic_auth(), alternateHost="127.0.0.1",
+                        alternatePort=ews.port)
     report = await probe(server, certs, alternate=True)
     assert report.ok, report.error
     result = await send_test_message(server, "jane@corp.example", alternate=True,

@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from peers.graph_server import TOKEN, GraphPeer
+from peers.graph_server import TOKEN, GraphPeer, graph_peers
 from peers.smtp import PeerCerts
+from peers.tokens import Tokens
 
 from reconciler.daemon.live_config import ConfigHolder
 from reconciler.daemon.metrics import DaemonMetrics
@@ -29,36 +30,15 @@ from .kit import key_of, put_servers
 STALE = "stale-graph-probe-token-Yy71"
 
 
-class Tokens:
-    def __init__(self, first: str = TOKEN, then: str = TOKEN) -> None:
-        self.current, self.then = first, then
-        self.invalidated: list[str] = []
-
-    async def token(self, server: Any) -> str:
-        return self.current
-
-    async def invalidate(self, server: Any, token: str) -> None:
-        self.invalidated.append(token)
-        self.current = self.then
-
-
 @pytest.fixture
 def graph(certs: PeerCerts) -> Iterator[Callable[..., GraphPeer]]:
-    started: list[GraphPeer] = []
-
-    def make(**kwargs: Any) -> GraphPeer:
-        peer = GraphPeer(certs, **kwargs).start()
-        started.append(peer)
-        return peer
-
-    yield make
-    for peer in started:
-        peer.stop()
+    with graph_peers(certs) as make:
+        yield make
 
 
 def options(certs: PeerCerts, tokens: Any = None, **kw: Any) -> ProbeOptions:
-    return ProbeOptions(ca_file=certs.ca_file, token_provider=tokens or Tokens(), timeout=5.0,
-                        **kw)
+    return ProbeOptions(ca_file=certs.ca_file, token_provider=tokens or Tokens(TOKEN),
+                        timeout=5.0, **kw)
 
 
 async def test_every_step_passes_against_a_working_graph(graph, certs) -> None:

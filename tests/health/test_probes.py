@@ -23,7 +23,7 @@ from reconciler.health.probes import (
 )
 from reconciler.health.steps import ProbeReport, Reason, Step
 
-from .kit import PASSWORD, USER, WRONG, WRONG_ENV, assert_no_secret, basic_auth
+from .kit import PASSWORD, USER, WRONG, WRONG_ENV, assert_no_secret, basic_auth, fix, steps
 
 PeerFactory = Callable[..., SmtpPeer]
 TOKEN = "ya29.health-probe-token"
@@ -38,15 +38,6 @@ def options(certs: PeerCerts | None, **kw: Any) -> ProbeOptions:
 async def probe(server: OutgoingServer, certs: PeerCerts | None, **kw: Any) -> ProbeReport:
     alternate = kw.pop("alternate", False)
     return await probe_server(server, alternate=alternate, options=options(certs, **kw))
-
-
-def steps(report: ProbeReport) -> list[tuple[Step, bool]]:
-    return [(r.step, r.ok) for r in report.results]
-
-
-def fix(report: ProbeReport, server: OutgoingServer) -> str:
-    assert report.failed is not None and report.endpoint is not None
-    return likely_fix(report.failed, server, report.endpoint)
 
 
 # -- every step passes -----------------------------------------------------------

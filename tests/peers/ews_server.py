@@ -58,7 +58,7 @@ from xml.sax.saxutils import escape, quoteattr
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.outgoing_server import OutgoingServer
 
-from .smtp import HOST, PeerCerts
+from .smtp import HOST, PeerCerts, outgoing_server
 
 PATH = "/EWS/Exchange.asmx"
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -409,12 +409,7 @@ def ews_server(port: int, name: str = "ews", /, **spec: Any) -> OutgoingServer:
         "maxConcurrency": 2,
     }
     body.update(spec)
-    return OutgoingServer.model_validate({
-        "apiVersion": "reconciler.dev/v1",
-        "kind": "OutgoingServer",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": body,
-    })
+    return outgoing_server(name, body)
 
 
 def ews_incoming(url: str, name: str = "ews-in", /, **spec: Any) -> IncomingServer:

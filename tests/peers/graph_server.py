@@ -37,7 +37,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -50,7 +51,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from peers.smtp import HOST, PeerCerts
+from peers.smtp import HOST, PeerCerts, outgoing_server
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # Graph refuses larger request bodies with 413
 TOKEN = "graph-peer-token-0123456789"
@@ -194,8 +195,6 @@ class GraphPeer:
     def server(self, name: str = "graph", mailbox: str = "desk@corp.example",
                **spec: Any) -> Any:
         """An OutgoingServer (protocol graph) pointing at this peer."""
-        from reconciler.config.models.outgoing_server import OutgoingServer
-
         body: dict[str, Any] = {
             "email": mailbox, "senderName": "IT Help Desk", "replyTo": "support@corp.example",
             "protocol": "graph", "graphEndpoint": self.endpoint, "mailbox": mailbox,
@@ -204,9 +203,7 @@ class GraphPeer:
                      "clientId": "11111111-2222-3333-4444-555555555555", "tenant": "corp"},
         }
         body.update(spec)
-        return OutgoingServer.model_validate({
-            "apiVersion": "reconciler.dev/v1", "kind": "OutgoingServer",
-            "metadata": {"name": name, "namespace": "default"}, "spec": body})
+        return outgoing_server(name, body)
 
     def status_counts(self) -> dict[int, int]:
         counts: dict[int, int] = {}
@@ -489,6 +486,24 @@ class GraphPeer:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def graph_peers(certs: PeerCerts) -> Iterator[Callable[..., GraphPeer]]:
+    """Start GraphPeers on demand, each configured as a test needs (``make(**kwargs)``
+    takes :class:`GraphPeer`'s arguments); all are stopped on the way out."""
+    started: list[GraphPeer] = []
+
+    def make(**kwargs: Any) -> GraphPeer:
+        peer = GraphPeer(certs, **kwargs).start()
+        started.append(peer)
+        return peer
+
+    try:
+        yield make
+    finally:
+        for peer in started:
+            peer.stop()
 
 
 def _check_message(message: Any) -> Response | None:

@@ -271,11 +271,16 @@ def server_spec(
         "maxConcurrency": 4,
     }
     body.update(spec)
+    return outgoing_server(name, body)
+
+
+def outgoing_server(name: str, spec: dict[str, Any]) -> OutgoingServer:
+    """The OutgoingServer resource ``default/name`` with ``spec`` (for every peer)."""
     return OutgoingServer.model_validate({
         "apiVersion": "reconciler.dev/v1",
         "kind": "OutgoingServer",
         "metadata": {"name": name, "namespace": "default"},
-        "spec": body,
+        "spec": spec,
     })
 
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.envelope import Envelope
-from reconciler.dispatch.outcome import Health, SendResult
+from reconciler.dispatch.outcome import Health, Outcome, SendResult
 
 
 @runtime_checkable
@@ -55,6 +55,11 @@ class TokenError(Exception):
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+    @property
+    def outcome(self) -> Outcome:
+        """What the failed fetch makes of a send: a person must act, or a retry may work."""
+        return Outcome.PERMANENT if self.permanent else Outcome.TRANSIENT
 
 
 async def fetch_token(provider: TokenProvider, server: OutgoingServer) -> str:

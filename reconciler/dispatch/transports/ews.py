@@ -39,25 +39,21 @@
   forms go into a :class:`Redactor`; exchangelib's DEBUG log, which prints
   request headers, is scrubbed by :class:`_HeaderScrubber`.
 
-Classification (O7) is in :func:`classify`; the table is in ``docs/dispatch.md``.
+Classification (O7) is in :mod:`reconciler.dispatch.transports.ews_errors`; the table is
+in ``docs/dispatch.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import ssl
-import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
 from exchangelib import (
     Account,
     Body,
@@ -66,7 +62,6 @@ from exchangelib import (
     Mailbox,
     Message,
 )
-from exchangelib import errors as ews_errors
 
 from reconciler.config.desired import digest_of
 from reconciler.config.models.auth import BasicAuth, NoAuth, OAuth2Auth, OAuthGrant
@@ -75,14 +70,7 @@ from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.config.secrets import SecretError, redact, resolve
 from reconciler.dispatch.envelope import Envelope
 from reconciler.dispatch.failover import Endpoint, HostSelector
-from reconciler.dispatch.outcome import (
-    Failure,
-    Health,
-    HealthStatus,
-    Outcome,
-    RecipientResult,
-    SendResult,
-)
+from reconciler.dispatch.outcome import Failure, Health, HealthStatus, Outcome, SendResult
 from reconciler.dispatch.transports.base import (
     Redactor,
     TokenError,
@@ -91,9 +79,9 @@ from reconciler.dispatch.transports.base import (
     fetch_token,
     invalidate_token,
 )
+from reconciler.dispatch.transports.ews_errors import EwsFailed, Verdict, classify
 from reconciler.dispatch.transports.ews_session import (  # shared with the EWS fetcher
     EwsHttpAdapter,
-    HttpStatusError,
     Login,
     add_login_secrets,
     install_adapter,
@@ -103,13 +91,15 @@ from reconciler.dispatch.transports.ews_session import (  # shared with the EWS 
 )
 from reconciler.dispatch.transports.ews_session import Route as _Route
 from reconciler.dispatch.transports.ews_session import bypasses as _bypasses
-from reconciler.dispatch.transports.ews_session import exception_chain as _chain
-from reconciler.dispatch.transports.ews_session import first_of as _first
-from reconciler.dispatch.transports.ews_session import (
-    is_new_connection_error as _is_new_connection_error,
-)
 from reconciler.dispatch.transports.ews_session import short as _short
-from reconciler.dispatch.transports.smtp import CA_FILE_ENV, tls_context
+from reconciler.dispatch.transports.progress import SendProgress
+from reconciler.dispatch.transports.results import (
+    every_recipient,
+    log_unexpected,
+    logged_result,
+    unsendable,
+)
+from reconciler.dispatch.transports.tls import transport_tls
 from reconciler.policy.functions import is_exchange_online
 
 log = logging.getLogger(__name__)
@@ -122,23 +112,6 @@ EWS_PATH = "/EWS/Exchange.asmx"
 # resolves names against the live config; a server naming a proxy that the
 # lookup cannot find is not sent directly (that would bypass the admin's route).
 ProxyLookup = Callable[[OutgoingServer], ProxyServerSpec | None]
-
-# EWS ResponseCodes by what they mean for the message (O7).
-RECIPIENT_CODES = frozenset({
-    "ErrorInvalidRecipients", "ErrorMailRecipientNotFound", "ErrorInvalidSmtpAddress",
-    "ErrorRecipientNotFound",
-})
-AUTH_CODES = frozenset({
-    "ErrorAccessDenied", "ErrorImpersonateUserDenied", "ErrorImpersonationDenied",
-    "ErrorImpersonationFailed", "ErrorNoApplicableProxyCASServersAvailable",
-})
-TRANSIENT_CODES = frozenset({
-    "ErrorServerBusy", "ErrorTimeoutExpired", "ErrorInternalServerTransientError",
-    "ErrorTooManyObjectsOpened", "ErrorExceededConnectionCount", "ErrorMailboxStoreUnavailable",
-    "ErrorMailboxMoveInProgress", "ErrorConnectionFailed", "ErrorSubmissionQuotaExceeded",
-    "ErrorInternalServerError", "ErrorNoRespondingCASInDestinationSite",
-})
-CONFIG_CODES = frozenset({"ErrorNonExistentMailbox", "ErrorInvalidSchemaVersionForMailboxVersion"})
 
 
 def ews_url_for(server: OutgoingServer, endpoint: Endpoint | None = None) -> str:
@@ -167,114 +140,6 @@ def new_account(server: OutgoingServer, url: str, login: Login, *, timeout: floa
     app_only = isinstance(auth, OAuth2Auth) and auth.grant == OAuthGrant.CLIENT_CREDENTIALS
     return open_account(url, login, mailbox=str(server.spec.mailbox or server.spec.email),
                         app_only=app_only, timeout=timeout, threads=threads, version=version)
-
-
-
-# -- classification ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What an exchangelib exception means (O7)."""
-
-    outcome: Outcome
-    failure: Failure
-    detail: str
-    code: str | None = None  # the EWS ResponseCode, or HTTP status as text
-    unreachable: bool = False  # the host was not reached at all: try the alternate
-    back_off: float | None = None  # the server asked to wait this long (busy)
-    auth_refused: bool = False  # HTTP 401: a new OAuth token may help
-    maybe_sent: bool = False  # the request may have been processed
-    tls_reason: str | None = None  # untrusted | hostname-mismatch | expired | handshake
-
-
-def classify(exc: BaseException, where: str) -> Verdict:
-    chain = _chain(exc)
-    cert = _first(chain, ssl.SSLCertVerificationError)
-    if cert is not None:
-        message = cert.verify_message or cert.reason or str(cert)
-        reason = {62: "hostname-mismatch", 64: "hostname-mismatch",
-                  10: "expired"}.get(cert.verify_code or 0, "untrusted")
-        what = {"hostname-mismatch": "is for another host name",
-                "expired": "has expired"}.get(reason, "is not trusted")
-        return Verdict(Outcome.PERMANENT, Failure.TLS_VERIFY,
-                       f"TLS certificate of {where} {what} ({message})", tls_reason=reason)
-    tls = _first(chain, ssl.SSLError)
-    if tls is not None or "CERTIFICATE_VERIFY_FAILED" in str(exc):
-        return Verdict(Outcome.PERMANENT, Failure.TLS,
-                       f"TLS handshake with {where} failed ({tls or exc}); EWS needs https on "
-                       "a port that speaks TLS", tls_reason="handshake")
-    proxy = _first(chain, requests.exceptions.ProxyError)
-    if proxy is not None:
-        return Verdict(Outcome.TRANSIENT, Failure.CONNECT,
-                       f"the proxy did not connect us to {where} ({_short(proxy)})")
-    if _first(chain, requests.exceptions.ConnectTimeout) is not None:
-        return Verdict(Outcome.TRANSIENT, Failure.TIMEOUT, f"timed out connecting to {where}",
-                       unreachable=True)
-    refused = _first(chain, (ConnectionRefusedError, socket.gaierror))
-    if refused is not None or _is_new_connection_error(chain):
-        text = (f"{where} does not resolve" if isinstance(refused, socket.gaierror)
-                or "resolve" in str(exc).lower() else f"connection to {where} refused")
-        return Verdict(Outcome.TRANSIENT, Failure.CONNECT, text, unreachable=True)
-    if _first(chain, (requests.exceptions.ReadTimeout, TimeoutError)) is not None:
-        return Verdict(Outcome.TRANSIENT, Failure.TIMEOUT, f"{where} did not answer in time",
-                       maybe_sent=True)
-    if _first(chain, (requests.exceptions.ConnectionError,
-                      requests.exceptions.ChunkedEncodingError, ConnectionError)) is not None:
-        return Verdict(Outcome.TRANSIENT, Failure.CONNECT, f"connection to {where} lost",
-                       maybe_sent=True)
-    if isinstance(exc, ews_errors.UnauthorizedError):
-        return Verdict(Outcome.PERMANENT, Failure.AUTH, f"{where} refused the credentials "
-                       "(HTTP 401)", code="401", auth_refused=True)
-    if isinstance(exc, HttpStatusError):
-        if exc.status == 403:
-            return Verdict(Outcome.PERMANENT, Failure.AUTH, f"{where} answered HTTP 403 "
-                           "Forbidden: the account may not use EWS", code="403")
-        outcome = Outcome.TRANSIENT if exc.status >= 500 or exc.status == 429 \
-            else Outcome.PERMANENT
-        return Verdict(outcome, Failure.PROTOCOL, f"{where} answered {exc}; check ewsUrl",
-                       code=str(exc.status))
-    if isinstance(exc, ews_errors.RedirectError):
-        return Verdict(Outcome.PERMANENT, Failure.CONFIG, f"{where} redirects to {exc.url}; "
-                       "set ewsUrl to the EWS endpoint itself")
-    if isinstance(exc, ews_errors.CASError):
-        return Verdict(Outcome.TRANSIENT, Failure.PROTOCOL, f"{where}: Exchange front end "
-                       f"error {exc.cas_error}")
-    if isinstance(exc, ews_errors.ResponseMessageError | ews_errors.EWSError) \
-            and type(exc).__name__.startswith("Error"):
-        return _response_code(exc, where)
-    if type(exc) is ews_errors.TransportError:
-        # exchangelib's version probe re-raises what the server said (busy, say) as a
-        # bare TransportError; what the server said is what counts.
-        inner = next((e for e in chain[1:] if isinstance(e, ews_errors.EWSError)), None)
-        if inner is not None:
-            return classify(inner, where)
-    if isinstance(exc, ews_errors.TransportError):
-        return Verdict(Outcome.PERMANENT, Failure.PROTOCOL, f"{where} did not answer as an "
-                       f"EWS endpoint ({_short(exc)}); check ewsUrl")
-    return Verdict(Outcome.TRANSIENT, Failure.PROTOCOL,
-                   f"unexpected {type(exc).__name__}: {_short(exc)}")
-
-
-def _response_code(exc: BaseException, where: str) -> Verdict:
-    code = type(exc).__name__
-    text = f"{code}: {_short(exc)}"
-    if code == "ErrorServerBusy":
-        back_off = getattr(exc, "back_off", None)
-        wait = f"; it asked to wait {back_off:g}s" if back_off else ""
-        return Verdict(Outcome.TRANSIENT, Failure.REJECTED, f"{where} is busy ({text}){wait}",
-                       code, back_off=back_off)
-    if code in RECIPIENT_CODES:
-        return Verdict(Outcome.PERMANENT, Failure.RECIPIENTS, text, code)
-    if code in AUTH_CODES:
-        return Verdict(Outcome.PERMANENT, Failure.AUTH, text, code)
-    if code in TRANSIENT_CODES:
-        return Verdict(Outcome.TRANSIENT, Failure.REJECTED, text, code)
-    if code in CONFIG_CODES:
-        return Verdict(Outcome.PERMANENT, Failure.CONFIG, text, code)
-    # Any other ResponseCode is the server refusing this message (size, send-as, quota):
-    # sending the same message again gets the same answer.
-    return Verdict(Outcome.PERMANENT, Failure.REJECTED, text, code)
 
 
 # -- the message ------------------------------------------------------------------------
@@ -345,17 +210,8 @@ class _Link:
 
 
 @dataclass
-class _Progress:
-    step: str = "preparing"
-    endpoint: Endpoint | None = None
-    unreachable: list[str] = field(default_factory=list)
+class _Progress(SendProgress):
     deadline: float = float("inf")  # loop time
-
-
-class _Failed(Exception):
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(verdict.detail)
-        self.verdict = verdict
 
 
 class EwsTransport(Transport):
@@ -370,7 +226,7 @@ class EwsTransport(Transport):
         proxy_lookup: ProxyLookup | None = None,
     ) -> None:
         install_adapter()
-        self._tls = tls_context(ca_file or os.environ.get(CA_FILE_ENV) or None)
+        self._tls = transport_tls(ca_file)
         self._token_provider = token_provider
         self.selector = selector or HostSelector()
         self._proxy_lookup = proxy_lookup
@@ -381,10 +237,9 @@ class EwsTransport(Transport):
 
     async def send(self, envelope: Envelope, server: OutgoingServer) -> SendResult:
         spec = server.spec
-        if spec.protocol != OutgoingProtocol.EWS:
-            return _config_result(f"server {server.metadata.name} does not use EWS")
-        if not envelope.rcpt_to:
-            return SendResult(Outcome.IGNORED, "no recipients; nothing was sent")
+        refused = unsendable(envelope, server, OutgoingProtocol.EWS, "EWS")
+        if refused is not None:
+            return refused
         self.warn_exchange_online(server)
         redactor = Redactor()
         progress = _Progress()
@@ -414,7 +269,7 @@ class EwsTransport(Transport):
                 login = await self.login(server, redactor)
                 self.route(server, url, redactor)
                 await asyncio.to_thread(check_mailbox, server, url, login, spec.timeout_seconds)
-        except _Failed as exc:
+        except EwsFailed as exc:
             return Health(HealthStatus.UNREACHABLE, endpoint.address,
                           redactor(exc.verdict.detail), exc.verdict.failure, "auth")
         except TimeoutError:
@@ -438,50 +293,50 @@ class EwsTransport(Transport):
     # -- pieces the health probe shares ------------------------------------------
 
     async def login(self, server: OutgoingServer, redactor: Redactor) -> Login:
-        """The password or a token, resolved now; raises _Failed."""
+        """The password or a token, resolved now; raises EwsFailed."""
         auth = server.spec.auth
         if isinstance(auth, BasicAuth):
             username = auth.username or str(server.spec.email)
             try:
                 password = resolve(auth.password)
             except SecretError as exc:
-                raise _Failed(Verdict(Outcome.PERMANENT, Failure.CONFIG,
-                                      f"cannot read the password: {exc}")) from None
+                raise EwsFailed(Verdict(Outcome.PERMANENT, Failure.CONFIG,
+                                        f"cannot read the password: {exc}")) from None
             login = Login("basic", username, password)
         elif isinstance(auth, OAuth2Auth):
             username = auth.username or str(server.spec.email)
             if self._token_provider is None:
-                raise _Failed(Verdict(Outcome.PERMANENT, Failure.CONFIG,
-                                      "OAuth2 server but no token provider is configured"))
+                raise EwsFailed(Verdict(Outcome.PERMANENT, Failure.CONFIG,
+                                        "OAuth2 server but no token provider is configured"))
             try:
                 token = await fetch_token(self._token_provider, server)
             except TokenError as exc:
-                outcome = Outcome.PERMANENT if exc.permanent else Outcome.TRANSIENT
-                raise _Failed(Verdict(outcome, Failure.AUTH, f"no access token: {exc}")) from None
+                raise EwsFailed(Verdict(exc.outcome, Failure.AUTH,
+                                        f"no access token: {exc}")) from None
             login = Login("oauth2", username, token)
         else:
             assert isinstance(auth, NoAuth)
-            raise _Failed(Verdict(Outcome.PERMANENT, Failure.CONFIG,
-                                  "EWS needs authentication: set auth type basic or oauth2"))
+            raise EwsFailed(Verdict(Outcome.PERMANENT, Failure.CONFIG,
+                                    "EWS needs authentication: set auth type basic or oauth2"))
         add_login_secrets(redactor, login)
         return login
 
     def route(self, server: OutgoingServer, url: str, redactor: Redactor) -> None:
-        """Register TLS and proxy settings for ``url``; raises _Failed for a bad proxy."""
+        """Register TLS and proxy settings for ``url``; raises EwsFailed for a bad proxy."""
         proxies: dict[str, str] = {}
         name = server.spec.proxy
         if name:
             proxy = self._proxy_lookup(server) if self._proxy_lookup is not None else None
             if proxy is None:
-                raise _Failed(Verdict(Outcome.PERMANENT, Failure.CONFIG,
-                                      f"server uses ProxyServer {name!r}, which is not "
-                                      "available here; it is not sent around the proxy"))
+                raise EwsFailed(Verdict(Outcome.PERMANENT, Failure.CONFIG,
+                                        f"server uses ProxyServer {name!r}, which is not "
+                                        "available here; it is not sent around the proxy"))
             if not _bypasses(proxy, urlsplit(url).hostname or ""):
                 try:
                     address = proxy_url(proxy, redactor)
                 except (SecretError, ValueError) as exc:
-                    raise _Failed(Verdict(Outcome.PERMANENT, Failure.CONFIG,
-                                          f"proxy {name}: {exc}")) from None
+                    raise EwsFailed(Verdict(Outcome.PERMANENT, Failure.CONFIG,
+                                            f"proxy {name}: {exc}")) from None
                 proxies = {"http": address, "https": address}
         EwsHttpAdapter.register(url, _Route(self._tls, proxies))
 
@@ -513,23 +368,19 @@ class EwsTransport(Transport):
             try:
                 await self._deliver_with_retries(envelope, parts, server, url, redactor,
                                                  progress)
-            except _Failed as exc:
+            except EwsFailed as exc:
                 verdict = exc.verdict
                 if verdict.unreachable and endpoint is not candidates[-1]:
-                    detail = redactor(verdict.detail)
-                    progress.unreachable.append(f"{endpoint.address}: {detail}")
-                    self.selector.mark_down(endpoint, detail)
+                    progress.give_up_on(self.selector, endpoint, redactor(verdict.detail))
                     continue
                 if verdict.unreachable:
                     self.selector.mark_down(endpoint, redactor(verdict.detail))
                 return self._finish(server, envelope, progress, redactor, verdict)
-            if not endpoint.alternate:
-                self.selector.mark_healthy(endpoint.host, endpoint.port)
+            progress.reached(self.selector, endpoint)
             detail = (f"sent by {server.spec.mailbox or server.spec.email} to "
                       f"{len(envelope.rcpt_to)} recipients"
-                      f"{' (copy in Sent Items)' if server.spec.save_to_sent_items else ''}")
-            if progress.unreachable:
-                detail += "; after failing over from " + "; ".join(progress.unreachable)
+                      f"{' (copy in Sent Items)' if server.spec.save_to_sent_items else ''}"
+                      f"{progress.failover_note()}")
             return self._finish(server, envelope, progress, redactor,
                                 Verdict(Outcome.SENT, Failure.PROTOCOL, detail))
         raise AssertionError("no endpoint tried")  # pragma: no cover - candidates is never empty
@@ -547,7 +398,7 @@ class EwsTransport(Transport):
             try:
                 await self._run(link, server, url, login, envelope, parts, progress)
                 return
-            except _Failed as exc:
+            except EwsFailed as exc:
                 verdict = exc.verdict
             if verdict.auth_refused and login.kind == "oauth2" and not token_retried:
                 token_retried = True
@@ -567,7 +418,7 @@ class EwsTransport(Transport):
                              redactor(verdict.detail), wait)
                     await asyncio.sleep(wait)
                     continue
-            raise _Failed(verdict)
+            raise EwsFailed(verdict)
 
     def _link(self, server: OutgoingServer, url: str) -> _Link:
         spec = server.spec
@@ -614,7 +465,7 @@ class EwsTransport(Transport):
             verdict = classify(exc, where)
             if verdict.auth_refused or verdict.unreachable:
                 link.account, link.login_fingerprint = None, None  # start clean next time
-            raise _Failed(verdict) from None
+            raise EwsFailed(verdict) from None
 
     # -- results ----------------------------------------------------------
 
@@ -630,31 +481,19 @@ class EwsTransport(Transport):
         # EWS answers for the whole message: every recipient shares the outcome, with the
         # ResponseCode as the reason and the HTTP status (401, 403) as the code.
         status = int(verdict.code) if verdict.code and verdict.code.isdigit() else None
-        recipients = tuple(
-            RecipientResult(a, outcome, status, "" if outcome == Outcome.SENT
-                            else redactor(verdict.code or ""))
-            for a in envelope.rcpt_to)
-        result = SendResult(
-            outcome=outcome,
-            detail=redactor(detail),
-            recipients=recipients,
-            host=progress.endpoint.address if progress.endpoint else None,
-            used_alternate=bool(progress.endpoint and progress.endpoint.alternate),
-            failure=failure,
+        recipients = every_recipient(envelope, outcome, status, "" if outcome == Outcome.SENT
+                                     else redactor(verdict.code or ""))
+        return logged_result(
+            log, envelope, server, redactor, outcome, failure, detail, recipients=recipients,
             server_reply=verdict.code or ("NoError" if outcome == Outcome.SENT else ""),
+            host=progress.host, used_alternate=progress.used_alternate,
             # The busy server's own wait, when it did not fit this attempt: the next
             # attempt is scheduled no earlier.
-            retry_after=verdict.back_off if outcome == Outcome.TRANSIENT else None,
-        )
-        level = logging.INFO if outcome == Outcome.SENT else logging.WARNING
-        log.log(level, "%s %s via %s (%s): %s", envelope.message_id, outcome, result.host,
-                server.display, result.detail)
-        return result
+            retry_after=verdict.back_off if outcome == Outcome.TRANSIENT else None)
 
     def _unexpected(self, exc: BaseException, server: OutgoingServer, envelope: Envelope,
                     progress: _Progress, redactor: Redactor) -> SendResult:
-        log.error("unexpected error sending via %s: %s", server.display,
-                  redactor("".join(traceback.format_exception(exc))))
+        log_unexpected(log, server, exc, redactor)
         verdict = Verdict(Outcome.TRANSIENT, Failure.PROTOCOL,
                           f"unexpected error while {progress.step}: {type(exc).__name__}: "
                           f"{_short(exc)}")
@@ -672,7 +511,3 @@ def check_mailbox(server: OutgoingServer, url: str, login: Login, timeout: float
         retire_account(account)
     return (f"GetFolder {root.name or 'root'} of {account.primary_smtp_address}: "
             f"{version.fullname if version else 'Exchange'} ({version.build if version else '?'})")
-
-
-def _config_result(detail: str) -> SendResult:
-    return SendResult(Outcome.PERMANENT, detail, failure=Failure.CONFIG)

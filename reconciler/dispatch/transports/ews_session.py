@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from exchangelib import (
@@ -37,8 +37,8 @@ from exchangelib.transport import OAUTH2
 
 from reconciler.config.desired import digest_of
 from reconciler.config.models.proxy_server import ProxyServerSpec, ProxyType
-from reconciler.config.secrets import resolve
 from reconciler.dispatch.transports.base import Redactor
+from reconciler.dispatch.transports.proxies import proxy_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +139,7 @@ def proxy_url(proxy: ProxyServerSpec, redactor: Redactor) -> str:
     """The proxy as requests wants it; raises SecretError for an unreadable password."""
     if proxy.type == ProxyType.SOCKS5:
         raise ValueError("SOCKS5 proxies are not supported for EWS (only http/https)")
-    auth = ""
-    if proxy.username:
-        password = resolve(proxy.password) if proxy.password is not None else ""
-        redactor.add(password)
-        redactor.add(quote(password, safe=""))
-        auth = f"{quote(proxy.username, safe='')}:{quote(password, safe='')}@"
+    auth = proxy_userinfo(proxy, redactor)
     host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
     return f"{proxy.type}://{auth}{host}:{proxy.port}"
 

@@ -29,10 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import ssl
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,24 +76,26 @@ from reconciler.dispatch.transports.base import (
     invalidate_token,
 )
 from reconciler.dispatch.transports.pool import ConnectionPool, PoolStats
+from reconciler.dispatch.transports.progress import SendProgress
+from reconciler.dispatch.transports.results import (
+    config_result,
+    describe,
+    log_unexpected,
+    logged_result,
+    unsendable,
+)
+from reconciler.dispatch.transports.tls import (  # noqa: F401  # re-exported: fetchers,
+    CA_FILE_ENV,  # probe options and OAuth flows import CA_FILE_ENV and tls_context from here
+    ssl_cause,
+    tls_context,
+    transport_tls,
+)
 
 log = logging.getLogger(__name__)
 
-CA_FILE_ENV = "RECONCILE_TLS_CA_FILE"
 DEFAULT_POOL_SIZE = 4
 AUTH_FAILED_CODES = frozenset({534, 535})  # 534: mechanism too weak / app password needed
 BASIC_MECHANISMS = ("plain", "login", "cram-md5")
-
-
-def tls_context(ca_file: str | Path | None = None) -> ssl.SSLContext:
-    """A verifying client context: system CAs, plus ``ca_file`` when given."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if ca_file:
-        context.load_verify_locations(cafile=str(ca_file))
-    # create_default_context already sets these; asserting them documents the promise.
-    context.check_hostname = True
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
 
 
 class _Unreachable(Exception):
@@ -121,17 +121,9 @@ class _Failed(Exception):
 
 
 @dataclass
-class _Progress:
-    """Where a send is, so a deadline or an error can say what was going on."""
-
+class _Progress(SendProgress):
     step: str = "waiting for a connection"
-    endpoint: Endpoint | None = None
-    unreachable: list[str] = field(default_factory=list)
     unreachable_failures: list[Failure] = field(default_factory=list)
-
-    @property
-    def host(self) -> str | None:
-        return self.endpoint.address if self.endpoint else None
 
 
 class SmtpTransport(Transport):
@@ -148,7 +140,7 @@ class SmtpTransport(Transport):
         liveness_timeout: float = 5.0,
         local_hostname: str | None = None,
     ) -> None:
-        self._tls = tls_context(ca_file or os.environ.get(CA_FILE_ENV) or None)
+        self._tls = transport_tls(ca_file)
         self._token_provider = token_provider
         self.selector = selector or HostSelector()
         self._max_age = max_connection_age
@@ -161,14 +153,13 @@ class SmtpTransport(Transport):
 
     async def send(self, envelope: Envelope, server: OutgoingServer) -> SendResult:
         spec = server.spec
-        if spec.protocol != OutgoingProtocol.SMTP:
-            return _config_result(f"server {server.metadata.name} does not use SMTP")
-        if not envelope.rcpt_to:
-            return SendResult(Outcome.IGNORED, "no recipients; nothing was sent")
+        refused = unsendable(envelope, server, OutgoingProtocol.SMTP, "SMTP")
+        if refused is not None:
+            return refused
         try:
             candidates = self.selector.candidates(spec)
         except ValueError as exc:
-            return _config_result(f"server {server.metadata.name}: {exc}")
+            return config_result(f"server {server.metadata.name}: {exc}")
         redactor = Redactor()
         progress = _Progress()
         timeout = asyncio.timeout(spec.timeout_seconds)
@@ -212,7 +203,7 @@ class SmtpTransport(Transport):
             return Health(HealthStatus.UNREACHABLE, endpoint.address,
                           f"timed out while {progress.step}", Failure.TIMEOUT, progress.step)
         except (SMTPException, OSError) as exc:
-            return Health(HealthStatus.UNREACHABLE, endpoint.address, redactor(_describe(exc)),
+            return Health(HealthStatus.UNREACHABLE, endpoint.address, redactor(describe(exc)),
                           Failure.PROTOCOL, progress.step)
         finally:
             if smtp is not None:
@@ -255,16 +246,13 @@ class SmtpTransport(Transport):
                                                        connect_timeout)
                     )
                 except _Unreachable as exc:
-                    detail = redactor(exc.detail)
-                    progress.unreachable.append(f"{endpoint.address}: {detail}")
                     progress.unreachable_failures.append(exc.failure)
-                    self.selector.mark_down(endpoint, detail)
+                    progress.give_up_on(self.selector, endpoint, redactor(exc.detail))
                     continue
                 except _Failed as exc:
                     return self._finish(server, envelope, progress, redactor, exc.outcome,
                                         exc.failure, exc.detail, code=exc.code)
-                if not endpoint.alternate:
-                    self.selector.mark_healthy(endpoint.host, endpoint.port)
+                progress.reached(self.selector, endpoint)
                 reusable = False
                 try:
                     result, reusable = await self._transact(item.conn, envelope, server,
@@ -331,9 +319,7 @@ class SmtpTransport(Transport):
             for a in envelope.rcpt_to
         )
         detail = f"accepted for {len(envelope.rcpt_to) - len(refused)} of " \
-                 f"{len(envelope.rcpt_to)} recipients"
-        if progress.unreachable:
-            detail += "; after failing over from " + "; ".join(progress.unreachable)
+                 f"{len(envelope.rcpt_to)} recipients{progress.failover_note()}"
         result = self._finish(server, envelope, progress, redactor, Outcome.SENT, None, detail,
                               recipients=recipients, server_reply=f"{reply.code} {reply.message}")
         return result, True
@@ -463,7 +449,7 @@ class SmtpTransport(Transport):
         except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as exc:
             failure = Failure.TIMEOUT if isinstance(exc, TimeoutError) else Failure.CONNECT
             raise _Failed(Outcome.TRANSIENT, failure,
-                          f"while authenticating: {redactor(_describe(exc))}", "auth") from None
+                          f"while authenticating: {redactor(describe(exc))}", "auth") from None
 
     async def _token(self, server: OutgoingServer, redactor: Redactor, username: str) -> str:
         if self._token_provider is None:
@@ -472,8 +458,7 @@ class SmtpTransport(Transport):
         try:
             token = await fetch_token(self._token_provider, server)
         except TokenError as exc:
-            outcome = Outcome.PERMANENT if exc.permanent else Outcome.TRANSIENT
-            raise _Failed(outcome, Failure.AUTH, f"no access token: {exc}", "auth") from None
+            raise _Failed(exc.outcome, Failure.AUTH, f"no access token: {exc}", "auth") from None
         redactor.add(token, username=username)
         return token
 
@@ -499,25 +484,13 @@ class SmtpTransport(Transport):
         code: int | None = None,
         server_reply: str = "",
     ) -> SendResult:
-        if not recipients and outcome != Outcome.SENT:
-            recipients = tuple(RecipientResult(a, outcome, code, "") for a in envelope.rcpt_to)
         if failure in (Failure.TIMEOUT, Failure.CONNECT) and progress.step == "sending DATA":
             # The reply to DATA never came: the message may be queued already. A
             # retry keeps the Message-ID (compose), so receivers can spot the copy.
             detail += "; the server may have accepted the message"
-        result = SendResult(
-            outcome=outcome,
-            detail=redactor(detail),
-            recipients=recipients,
-            host=progress.host,
-            used_alternate=bool(progress.endpoint and progress.endpoint.alternate),
-            failure=failure,
-            server_reply=redactor(server_reply),
-        )
-        level = logging.INFO if outcome == Outcome.SENT else logging.WARNING
-        log.log(level, "%s %s via %s (%s): %s", envelope.message_id, outcome, result.host,
-                server.display, result.detail)
-        return result
+        return logged_result(log, envelope, server, redactor, outcome, failure, detail,
+                             recipients=recipients, code=code, server_reply=server_reply,
+                             host=progress.host, used_alternate=progress.used_alternate)
 
     def _unexpected(
         self,
@@ -527,13 +500,10 @@ class SmtpTransport(Transport):
         progress: _Progress,
         redactor: Redactor,
     ) -> SendResult:
-        # A bug or an unforeseen library error is still a result (transient: a
-        # later attempt may well work), and its traceback goes through the redactor.
-        log.error("unexpected error sending via %s: %s", server.display,
-                  redactor("".join(traceback.format_exception(exc))))
+        log_unexpected(log, server, exc, redactor)
         return self._finish(server, envelope, progress, redactor, Outcome.TRANSIENT,
                             Failure.PROTOCOL, f"unexpected error while {progress.step}: "
-                            f"{_describe(exc)}")
+                            f"{describe(exc)}")
 
     def _trace(self, spec: OutgoingServerSpec, msg: str, *args: object) -> None:
         log.log(logging.INFO if spec.debug else logging.DEBUG, msg, *args)
@@ -558,7 +528,7 @@ def _classify_reply(code: int, message: str, step: str) -> tuple[Outcome, Failur
 def _connect_failure(exc: Exception, endpoint: Endpoint, security: Security) -> Exception:
     """Turn a connect-phase error into _Unreachable (fail over) or _Failed (do not)."""
     where = endpoint.address
-    tls = _ssl_cause(exc)
+    tls = ssl_cause(exc)
     if isinstance(tls, ssl.SSLCertVerificationError):
         return _Failed(Outcome.PERMANENT, Failure.TLS_VERIFY,
                        f"TLS certificate of {where} not trusted: {tls.verify_message or tls}",
@@ -587,23 +557,12 @@ def _connect_failure(exc: Exception, endpoint: Endpoint, security: Security) -> 
     if isinstance(exc, TimeoutError):
         return _Unreachable(f"timed out connecting ({exc})", Failure.TIMEOUT)
     if isinstance(exc, OSError):
-        return _Unreachable(_describe(exc), Failure.CONNECT)
+        return _Unreachable(describe(exc), Failure.CONNECT)
     if isinstance(exc, SMTPException) and "STARTTLS" in str(exc):
         return _Failed(Outcome.PERMANENT, Failure.TLS,
                        f"{where} does not offer STARTTLS; use security tls for an implicit-TLS "
                        "port or fix the port", "tls")
-    return _Failed(Outcome.PERMANENT, Failure.PROTOCOL, f"{where}: {_describe(exc)}", "connect")
-
-
-def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+    return _Failed(Outcome.PERMANENT, Failure.PROTOCOL, f"{where}: {describe(exc)}", "connect")
 
 
 def _no_auth_hint(smtp: aiosmtplib.SMTP, offered: list[str], wanted: str = "PLAIN/LOGIN") -> str:
@@ -612,15 +571,6 @@ def _no_auth_hint(smtp: aiosmtplib.SMTP, offered: list[str], wanted: str = "PLAI
                 "most servers only offer it after STARTTLS or over TLS")
     shown = ", ".join(m.upper() for m in offered) or "none"
     return f"the server does not offer {wanted} authentication (offers: {shown})"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _config_result(detail: str) -> SendResult:
-    return SendResult(Outcome.PERMANENT, detail, failure=Failure.CONFIG)
 
 
 async def _rset(smtp: aiosmtplib.SMTP) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from peers.ews_server import ConnectProxy, EwsPeer, ews_server
 from peers.smtp import PeerCerts, free_port
+from peers.tokens import Tokens
 
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
@@ -43,22 +44,6 @@ def envelope(server: OutgoingServer, **fields: Any) -> Envelope:
 def oauth(grant: str = "authorizationCode") -> dict[str, Any]:
     return {"type": "oauth2", "provider": "microsoft", "grant": grant, "clientId": "app-1",
             "tenant": "corp.example"}
-
-
-class Tokens:
-    """A token source like reconciler.oauth's: hands out tokens, learns which were refused."""
-
-    def __init__(self, *tokens: str) -> None:
-        self.tokens = list(tokens)
-        self.invalidated: list[str] = []
-
-    async def token(self, server: Any) -> str:
-        return self.tokens[0]
-
-    async def invalidate(self, server: Any, token: str) -> None:
-        self.invalidated.append(token)
-        if self.tokens[0] == token and len(self.tokens) > 1:
-            self.tokens.pop(0)
 
 
 async def send(transport: EwsTransport, env: Envelope, server: OutgoingServer) -> Any:
@@ -301,9 +286,8 @@ async def test_untrusted_certificate_is_permanent(ews: EwsPeer) -> None:
 async def test_unreachable_main_host_fails_over_to_the_alternate(ews: EwsPeer,
                                                                  certs: PeerCerts) -> None:
     closed = free_port()
-    server = ews.server(auth=basic_auth(), port=closed,
-                        ewsUrl=f"https://localhost:{closed}/EWS/Exchange.asmx",
-                        alternateHost="127.0.0.1", alternatePort=ews.port)
+    server = ews_server(closed, auth=basic_auth(), alternateHost="127.0.0.1",
+                        alternatePort=ews.port)
     transport = EwsTransport(ca_file=certs.ca_file)
     result = await send(transport, envelope(server), server)
 

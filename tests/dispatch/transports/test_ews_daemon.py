@@ -8,7 +8,17 @@ import asyncio
 from typing import Any
 
 import pytest
-from daemon.app_kit import audit_of, commit, enqueue, mail_settings, note, resource, sent, settings
+from daemon.app_kit import (
+    audit_of,
+    commit,
+    enqueue,
+    mail_settings,
+    note,
+    resource,
+    run_daemon_until,
+    sent,
+    settings,
+)
 from peers.ews_server import ConnectProxy, EwsPeer
 from peers.smtp import PeerCerts, free_port
 
@@ -35,6 +45,13 @@ def ews_resource(peer: EwsPeer, name: str, **spec: Any) -> Any:
     return resource("OutgoingServer", name, body)
 
 
+def ews_daemon(store: SqlStore, certs: PeerCerts) -> Daemon:
+    """A daemon that builds its transports itself: that wiring is what is under test."""
+    return Daemon(settings(store_url="unused", listen_port=free_port(),
+                           ca_file=str(certs.ca_file)),
+                  store, api=False, health=False, handle_signals=False)
+
+
 def test_ews_routed_notifications_are_sent_and_audited(
         store: SqlStore, certs: PeerCerts, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
@@ -45,23 +62,15 @@ def test_ews_routed_notifications_are_sent_and_audited(
         peer.refuse("ghost@corp.example")
         ok = enqueue(store, note("jane@corp.example", subject="Ticket ##RE-7## updated",
                                  cc=["ops@corp.example"]))
-        # The daemon builds its transports itself: this is the wiring under test.
-        daemon = Daemon(settings(store_url="unused", listen_port=free_port(),
-                                 ca_file=str(certs.ca_file)),
-                        store, api=False, health=False, handle_signals=False)
+        daemon = ews_daemon(store, certs)
 
-        async def main() -> int:
-            stop = asyncio.Event()
-            task = asyncio.create_task(daemon.run(stop))
-            await asyncio.wait_for(daemon.ready.wait(), 30)
+        async def work() -> int:
             await sent(store, ok)
             bad = await asyncio.to_thread(enqueue, store, note("ghost@corp.example"))
             await sent(store, bad, OutboxState.FAILED)
-            stop.set()
-            await task
             return bad
 
-        bad = asyncio.run(main())
+        bad = run_daemon_until(daemon, work)
     finally:
         peer.stop()
     [mail] = peer.sent
@@ -91,19 +100,9 @@ def test_the_daemon_sends_through_the_proxy_the_server_names(
         commit(store, ews_resource(peer, "exchange", proxy="corp-proxy"), mail_settings(),
                resource("ProxyServer", "corp-proxy", {"host": "127.0.0.1", "port": proxy.port}))
         ok = enqueue(store, note("jane@corp.example"))
-        daemon = Daemon(settings(store_url="unused", listen_port=free_port(),
-                                 ca_file=str(certs.ca_file)),
-                        store, api=False, health=False, handle_signals=False)
+        daemon = ews_daemon(store, certs)
 
-        async def main() -> None:
-            stop = asyncio.Event()
-            task = asyncio.create_task(daemon.run(stop))
-            await asyncio.wait_for(daemon.ready.wait(), 30)
-            await sent(store, ok)
-            stop.set()
-            await task
-
-        asyncio.run(main())
+        run_daemon_until(daemon, lambda: sent(store, ok))
     finally:
         proxy.close()
         peer.stop()

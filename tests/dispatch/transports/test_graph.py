@@ -12,54 +12,29 @@ from email.utils import format_datetime
 from typing import Any
 
 import pytest
-from peers.graph_server import TOKEN, GraphPeer
+from peers.graph_server import TOKEN, GraphPeer, graph_peers
 from peers.smtp import PeerCerts
+from peers.tokens import Tokens
 
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.compose import compose
 from reconciler.dispatch.envelope import Envelope, Notification
 from reconciler.dispatch.filters import filter_notification
-from reconciler.dispatch.outcome import Failure, Outcome
+from reconciler.dispatch.outcome import Failure, Outcome, SendResult
 from reconciler.dispatch.transports.base import TokenError
 from reconciler.dispatch.transports.graph import GraphTransport, retry_after
 
 STALE = "stale-token-Zq8wXc1-do-not-log"
 
 
-class Tokens:
-    """A token source that hands out ``first`` until told it was refused."""
-
-    def __init__(self, first: str = TOKEN, then: str = TOKEN) -> None:
-        self.current = first
-        self.then = then
-        self.fetched = 0
-        self.invalidated: list[str] = []
-
-    async def token(self, server: Any) -> str:
-        self.fetched += 1
-        return self.current
-
-    async def invalidate(self, server: Any, token: str) -> None:
-        self.invalidated.append(token)
-        self.current = self.then
-
-
 @pytest.fixture
 def graph(certs: PeerCerts) -> Iterator[Callable[..., GraphPeer]]:
-    started: list[GraphPeer] = []
-
-    def make(**kwargs: Any) -> GraphPeer:
-        peer = GraphPeer(certs, **kwargs).start()
-        started.append(peer)
-        return peer
-
-    yield make
-    for peer in started:
-        peer.stop()
+    with graph_peers(certs) as make:
+        yield make
 
 
 def transport(certs: PeerCerts, tokens: Any = None, **kw: Any) -> GraphTransport:
-    return GraphTransport(ca_file=certs.ca_file, token_provider=tokens or Tokens(), **kw)
+    return GraphTransport(ca_file=certs.ca_file, token_provider=tokens or Tokens(TOKEN), **kw)
 
 
 def envelope(server: OutgoingServer, **fields: Any) -> Envelope:
@@ -68,6 +43,14 @@ def envelope(server: OutgoingServer, **fields: Any) -> Envelope:
     body.update(fields)
     notification = Notification.model_validate(body)
     return compose(notification, server, filter_notification(notification, None))
+
+
+async def send_once(t: GraphTransport, server: OutgoingServer) -> SendResult:
+    """One plain message through ``t``, which is closed afterwards."""
+    try:
+        return await t.send(envelope(server), server)
+    finally:
+        await t.aclose()
 
 
 async def test_send_mail_carries_the_message_as_graph_json(graph, certs) -> None:
@@ -178,10 +161,7 @@ async def test_throttling_past_the_deadline_is_transient(graph, certs) -> None:
     server = peer.server(timeoutSeconds=2)
     peer.fail_next(429, "ApplicationThrottled", "Slow down.", retry_after="120")
     t = transport(certs)
-    try:
-        result = await t.send(envelope(server), server)
-    finally:
-        await t.aclose()
+    result = await send_once(t, server)
     assert result.outcome == Outcome.TRANSIENT
     assert result.failure == Failure.REJECTED
     assert "429 ApplicationThrottled: Slow down." in result.detail
@@ -202,13 +182,10 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
 async def test_a_refused_token_is_refreshed_once(graph, certs, caplog) -> None:
     peer = graph()
     server = peer.server()
-    tokens = Tokens(first=STALE, then=TOKEN)
+    tokens = Tokens(STALE, TOKEN)
     t = transport(certs, tokens)
     caplog.set_level(logging.DEBUG)
-    try:
-        result = await t.send(envelope(server), server)
-    finally:
-        await t.aclose()
+    result = await send_once(t, server)
     assert result.outcome == Outcome.SENT, result.detail
     assert tokens.invalidated == [STALE]
     assert peer.tokens_seen == [STALE, TOKEN]
@@ -219,13 +196,10 @@ async def test_a_token_refused_twice_fails_for_good_without_showing_it(
         graph, certs, caplog) -> None:
     peer = graph()
     server = peer.server()
-    tokens = Tokens(first=STALE, then=STALE)
+    tokens = Tokens(STALE, STALE)
     t = transport(certs, tokens)
     caplog.set_level(logging.DEBUG)
-    try:
-        result = await t.send(envelope(server), server)
-    finally:
-        await t.aclose()
+    result = await send_once(t, server)
     assert result.outcome == Outcome.PERMANENT
     assert result.failure == Failure.AUTH
     assert "401 InvalidAuthenticationToken" in result.detail
@@ -246,10 +220,7 @@ async def test_permanent_answers_fail_at_once_with_the_code(graph, certs, status
     server = peer.server()
     peer.fail_next(status, code, "The server says no.")
     t = transport(certs)
-    try:
-        result = await t.send(envelope(server), server)
-    finally:
-        await t.aclose()
+    result = await send_once(t, server)
     assert result.outcome == Outcome.PERMANENT
     assert result.failure == failure
     assert f"{status} {code}: The server says no." in result.detail
@@ -277,11 +248,8 @@ async def test_unknown_and_forbidden_mailboxes(graph, certs) -> None:
 async def test_untrusted_certificate_is_permanent(graph, certs, stranger_certs) -> None:
     peer = graph()
     server = peer.server()
-    t = GraphTransport(ca_file=stranger_certs.ca_file, token_provider=Tokens())
-    try:
-        result = await t.send(envelope(server), server)
-    finally:
-        await t.aclose()
+    t = GraphTransport(ca_file=stranger_certs.ca_file, token_provider=Tokens(TOKEN))
+    result = await send_once(t, server)
     assert (result.outcome, result.failure) == (Outcome.PERMANENT, Failure.TLS_VERIFY)
     assert peer.sent == []
 
@@ -291,10 +259,7 @@ async def test_nothing_listening_is_transient(graph, certs) -> None:
     server = peer.server()
     peer.stop()
     t = transport(certs)
-    try:
-        result = await t.send(envelope(server), server)
-    finally:
-        await t.aclose()
+    result = await send_once(t, server)
     assert (result.outcome, result.failure) == (Outcome.TRANSIENT, Failure.CONNECT)
 
 

@@ -13,6 +13,7 @@ from daemon.app_kit import (
     mail_settings,
     note,
     resource,
+    run_daemon_until,
     sent,
     settings,
 )
@@ -54,18 +55,13 @@ def test_graph_routed_notifications_are_sent_and_audited(store: SqlStore,
                         transports={"graph": transport}, api=False, health=False,
                         handle_signals=False)
 
-        async def main() -> int:
-            stop = asyncio.Event()
-            task = asyncio.create_task(daemon.run(stop))
-            await asyncio.wait_for(daemon.ready.wait(), 30)
+        async def work() -> int:
             await sent(store, ok)
             bad = await asyncio.to_thread(enqueue, store, note("invalid-recipient@corp.example"))
             await sent(store, bad, OutboxState.FAILED)
-            stop.set()
-            await task
             return bad
 
-        bad = asyncio.run(main())
+        bad = run_daemon_until(daemon, work)
     finally:
         peer.stop()
     [mail] = [m for m in peer.sent if m.subject == "Ticket ##RE-5## updated"]

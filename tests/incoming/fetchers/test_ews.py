@@ -13,6 +13,7 @@ import pytest
 from peers.dovecot import MailUser, sample_mail
 from peers.ews_server import ConnectProxy, EwsPeer, ews_incoming
 from peers.smtp import PeerCerts, free_port
+from peers.tokens import Tokens
 
 from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.incoming.fetchers import FetchedMail, FetchError, FetchErrorKind, fetcher_for
@@ -46,22 +47,6 @@ def basic(password_env: str = PASSWORD_ENV) -> dict[str, Any]:
 def oauth(grant: str = "authorizationCode") -> dict[str, Any]:
     return {"type": "oauth2", "provider": "microsoft", "grant": grant, "clientId": "app-1",
             "tenant": "corp.example"}
-
-
-class Tokens:
-    """A token source like reconciler.oauth's: hands out tokens, learns which were refused."""
-
-    def __init__(self, *tokens: str) -> None:
-        self.tokens = list(tokens)
-        self.invalidated: list[str] = []
-
-    async def token(self, server: Any) -> str:
-        return self.tokens[0]
-
-    async def invalidate(self, server: Any, token: str) -> None:
-        self.invalidated.append(token)
-        if self.tokens[0] == token and len(self.tokens) > 1:
-            self.tokens.pop(0)
 
 
 def _subjects(mails: list[FetchedMail]) -> list[str]:

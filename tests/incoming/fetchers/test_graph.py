@@ -14,6 +14,7 @@ import pytest
 from peers.dovecot import MailUser, sample_mail
 from peers.graph_server import TOKEN, GraphPeer
 from peers.smtp import PeerCerts
+from peers.tokens import Tokens
 
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.dispatch.transports.base import TokenError
@@ -38,22 +39,6 @@ def graph(certs: PeerCerts) -> Iterator[GraphPeer]:
     with GraphPeer(certs, mailboxes=(DESK, "other@corp.example"),
                    forbidden=("other@corp.example",)) as peer:
         yield peer
-
-
-class Tokens:
-    """A token source like reconciler.oauth's: hands out tokens, learns which were refused."""
-
-    def __init__(self, *tokens: str) -> None:
-        self.tokens = list(tokens)
-        self.invalidated: list[str] = []
-
-    async def token(self, server: Any) -> str:
-        return self.tokens[0]
-
-    async def invalidate(self, server: Any, token: str) -> None:
-        self.invalidated.append(token)
-        if self.tokens[0] == token and len(self.tokens) > 1:
-            self.tokens.pop(0)
 
 
 def incoming(graph: GraphPeer, email_address: str = DESK, **spec: Any) -> IncomingServer:

@@ -1,0 +1,87 @@
+"""Retention of what the incoming side keeps (SPEC I8): delivered events and done-markers.
+
+Run by the daemon beside the runner (``service.incoming_parts``), once at start
+and then every :data:`INTERVAL_S`; several daemons on one store may all run it,
+the deletes are idempotent.
+
+- **Ticket events** are deleted ``event_days`` after they were delivered (the
+  webhook took them or the desk acknowledged them). Pending and rejected events
+  are never deleted: they are the only copy of a mail the desk has not got.
+- **Markers** say "this mail is done" to a fetcher that lists it again. A
+  fetcher lists unread mail (IMAP, EWS, Graph) or every mail on the server
+  (POP3), so a marker is needed exactly as long as its mail can still be
+  listed: a mail marked unread again, one whose ``\\Seen`` was lost in a crash,
+  or anything POP3 leaves on the server. Age alone cannot tell that, so the
+  runner re-dates a marker whenever a listing shows its mail and the marker is
+  older than half the retention (one write per marker per half retention); a
+  marker older than ``marker_days`` was therefore not listed for at least half
+  that time. It is only deleted for servers with a good fetch in the last half
+  retention and not paused: a server that is not being listed cannot re-date
+  its markers, so they wait for it.
+- **Message-IDs are kept**: they thread replies to old tickets and catch a
+  processed mail that comes back after its marker is gone (it is then ignored
+  as a duplicate, not made a second ticket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from reconciler.incoming.store import IncomingStore
+from reconciler.state.base import StoreError
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S = 3600.0
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    events: int
+    markers: int
+
+
+class IncomingRetention:
+    """Purges delivered events and stale markers; ``days`` of 0 (or None) keep them."""
+
+    def __init__(self, incoming: IncomingStore, *, event_days: float | None,
+                 marker_days: float | None, interval_seconds: float = INTERVAL_S) -> None:
+        self.incoming = incoming
+        self.event_days = event_days or None
+        self.marker_days = marker_days or None
+        self.interval = interval_seconds
+
+    @property
+    def active(self) -> bool:
+        return self.event_days is not None or self.marker_days is not None
+
+    def purge(self, now: datetime | None = None) -> Purged:
+        """One pass (blocking: database I/O)."""
+        now = now or datetime.now(UTC)
+        events = markers = 0
+        if self.event_days is not None:
+            events = self.incoming.purge_delivered(now - timedelta(days=self.event_days))
+        if self.marker_days is not None:
+            keep = timedelta(days=self.marker_days)
+            markers = self.incoming.purge_markers(now - keep, listed_since=now - keep / 2)
+        return Purged(events, markers)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.active:
+            return
+        while not stop.is_set():
+            try:
+                done = await asyncio.to_thread(self.purge)
+            except StoreError as exc:
+                log.error("incoming retention: the store failed (%s); trying again later", exc)
+            else:
+                if done.events or done.markers:
+                    log.info("incoming retention: deleted %d delivered event(s) and %d "
+                             "marker(s)", done.events, done.markers)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
