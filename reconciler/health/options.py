@@ -11,7 +11,7 @@ from pathlib import Path
 
 from reconciler.config.models.outgoing_server import OutgoingServerSpec
 from reconciler.dispatch.transports.base import TokenProvider
-from reconciler.dispatch.transports.smtp import CA_FILE_ENV, tls_context
+from reconciler.dispatch.transports.tls import CA_FILE_ENV, tls_context
 
 # A health check should not wait a server's full send deadline (60 s by default):
 # a probe that hangs that long says "unreachable" no better than one that gives up sooner.

@@ -44,7 +44,6 @@ import contextlib
 import email
 import itertools
 import os
-import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -916,67 +915,6 @@ _OPERATIONS: dict[str, Handler] = {
     "FindFolder": _find_folder,
     "CreateFolder": _create_folder,
 }
-
-
-class ConnectProxy:
-    """An HTTP proxy that tunnels CONNECT to loopback ports (what requests uses for https)."""
-
-    def __init__(self) -> None:
-        self.tunnels: list[str] = []
-        self.proxy_auth: list[str | None] = []
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind((HOST, 0))
-        self._sock.listen(16)
-        self.port = int(self._sock.getsockname()[1])
-        self._open: list[socket.socket] = []
-        threading.Thread(target=self._accept, name="connect-proxy", daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._sock.accept()
-            except OSError:
-                return
-            self._open.append(client)
-            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
-
-    def _tunnel(self, client: socket.socket) -> None:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = client.recv(4096)
-            if not chunk:
-                client.close()
-                return
-            head += chunk
-        lines = head.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-        method, target, _ = lines[0].split(" ", 2)
-        headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
-        self.proxy_auth.append(headers.get("Proxy-Authorization"))
-        host, _, port = target.rpartition(":")
-        if method != "CONNECT" or host not in ("localhost", HOST):
-            client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-            client.close()
-            return
-        self.tunnels.append(target)
-        upstream = socket.create_connection((HOST, int(port)))
-        self._open.append(upstream)
-        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-
-        def pipe(src: socket.socket, dst: socket.socket) -> None:
-            with contextlib.suppress(OSError):
-                while data := src.recv(65536):
-                    dst.sendall(data)
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
-
-        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
-        pipe(client, upstream)
-
-    def close(self) -> None:
-        self._sock.close()
-        for sock in self._open:
-            with contextlib.suppress(OSError):
-                sock.close()
 
 
 @contextlib.contextmanager

@@ -84,12 +84,7 @@ from reconciler.dispatch.transports.results import (
     logged_result,
     unsendable,
 )
-from reconciler.dispatch.transports.tls import (  # noqa: F401  # re-exported: fetchers,
-    CA_FILE_ENV,  # probe options and OAuth flows import CA_FILE_ENV and tls_context from here
-    ssl_cause,
-    tls_context,
-    transport_tls,
-)
+from reconciler.dispatch.transports.tls import ssl_cause, transport_tls
 
 log = logging.getLogger(__name__)
 

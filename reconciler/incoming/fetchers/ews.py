@@ -91,7 +91,7 @@ from reconciler.dispatch.transports.ews_session import (
     retire_account,
     short,
 )
-from reconciler.dispatch.transports.smtp import CA_FILE_ENV, tls_context
+from reconciler.dispatch.transports.tls import CA_FILE_ENV, tls_context
 from reconciler.incoming.fetchers.base import (
     AlreadyDone,
     FetchedMail,

@@ -72,7 +72,7 @@ from reconciler.dispatch.transports.ews_session import (
     proxy_url,
 )
 from reconciler.dispatch.transports.graph import graph_error, retry_after
-from reconciler.dispatch.transports.smtp import CA_FILE_ENV, tls_context
+from reconciler.dispatch.transports.tls import CA_FILE_ENV, tls_context
 from reconciler.incoming.fetchers.base import (
     AlreadyDone,
     FetchedMail,

@@ -25,7 +25,7 @@ from reconciler.config.models.auth import BasicAuth, NoAuth, OAuth2Auth
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
 from reconciler.config.secrets import SecretError, resolve
 from reconciler.dispatch.transports.base import Redactor, TokenError, fetch_token
-from reconciler.dispatch.transports.smtp import CA_FILE_ENV, tls_context  # one meaning of verified
+from reconciler.dispatch.transports.tls import CA_FILE_ENV, tls_context
 from reconciler.incoming.fetchers.base import (
     Fetcher,
     FetchError,

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from peers.ews_server import ConnectProxy, EwsPeer, ews_server
+from peers.connect_proxy import ConnectProxy
+from peers.ews_server import EwsPeer, ews_server
 from peers.smtp import PeerCerts, free_port
 from peers.tokens import Tokens
 

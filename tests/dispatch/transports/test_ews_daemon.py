@@ -19,7 +19,8 @@ from daemon.app_kit import (
     sent,
     settings,
 )
-from peers.ews_server import ConnectProxy, EwsPeer
+from peers.connect_proxy import ConnectProxy
+from peers.ews_server import EwsPeer
 from peers.smtp import PeerCerts, free_port
 
 from reconciler.daemon.app import Daemon

@@ -5,6 +5,7 @@ limit, throttling, token refresh, permanent failures and secrets (SPEC O5, O7)."
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,11 +13,13 @@ from email.utils import format_datetime
 from typing import Any
 
 import pytest
+from peers.connect_proxy import ConnectProxy
 from peers.graph_server import TOKEN, GraphPeer, graph_peers
 from peers.smtp import PeerCerts
 from peers.tokens import Tokens
 
 from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.dispatch.compose import compose
 from reconciler.dispatch.envelope import Envelope, Notification
 from reconciler.dispatch.filters import filter_notification
@@ -295,3 +298,49 @@ async def test_probe_reads_the_mailbox(graph, certs) -> None:
     assert good.reachable, good.detail
     assert not missing.reachable and missing.step == "api"
     assert "ErrorInvalidUser" in missing.detail
+
+
+async def test_a_send_past_its_deadline_frees_its_slot_for_the_next(certs) -> None:
+    # The request is cancelled on the wire; Graph may still have accepted it, so the
+    # result says so, and the mailbox's one slot must be usable again at once.
+    with graph_peers(certs) as make:
+        peer = make(service_time=1.5)
+        server = peer.server(timeoutSeconds=1, maxConcurrency=1)
+        t = transport(certs)
+        try:
+            first = await t.send(envelope(server), server)
+            assert first.outcome == Outcome.TRANSIENT, first
+            assert "may have accepted" in first.detail, first.detail
+            peer.service_time = 0.0
+            results = await asyncio.gather(*(t.send(envelope(server), server) for _ in range(5)))
+            assert all(r.outcome == Outcome.SENT for r in results), results
+            [stats] = t.mailbox_stats().values()
+            assert stats.in_flight == 0 and stats.max_in_flight == 1, stats
+        finally:
+            await t.aclose()
+
+
+async def test_a_server_behind_a_proxy_is_sent_through_it(graph, certs,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    secret = "gr4ph-pr0xy-s3cret"
+    monkeypatch.setenv("GRAPH_PROXY_PASSWORD", secret)
+    caplog.set_level(logging.DEBUG)
+    peer = graph()
+    proxy = ConnectProxy()
+    spec = ProxyServerSpec.model_validate({
+        "type": "http", "host": "127.0.0.1", "port": proxy.port, "username": "relay",
+        "password": {"secretRef": "env:GRAPH_PROXY_PASSWORD"}})
+    server = peer.server(proxy="corp-proxy")
+    try:
+        result = await send_once(transport(certs, proxies=lambda s: spec), server)
+    finally:
+        proxy.close()
+    assert result.outcome == Outcome.SENT, result.detail
+    assert len(peer.sent) == 1
+    assert set(proxy.tunnels) == {f"127.0.0.1:{peer.port}"}
+    expected = "Basic " + base64.b64encode(f"relay:{secret}".encode()).decode()
+    assert set(proxy.proxy_auth) == {expected}
+    assert secret not in caplog.text and expected not in caplog.text
+    assert secret not in result.detail

@@ -19,7 +19,8 @@ from reconciler.dispatch.envelope import Envelope, Notification
 from reconciler.dispatch.filters import filter_notification
 from reconciler.dispatch.outcome import Failure, HealthStatus, Outcome, SendResult
 from reconciler.dispatch.transports.base import TokenError
-from reconciler.dispatch.transports.smtp import CA_FILE_ENV, SmtpTransport
+from reconciler.dispatch.transports.smtp import SmtpTransport
+from reconciler.dispatch.transports.tls import CA_FILE_ENV
 
 from ..kit import PASSWORD, PASSWORD_ENV, USER, basic_auth
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers.connect_proxy import ConnectProxy
 from peers.dovecot import MailUser, sample_mail
-from peers.ews_server import ConnectProxy, EwsPeer, ews_incoming
+from peers.ews_server import EwsPeer, ews_incoming
 from peers.smtp import PeerCerts, free_port
 from peers.tokens import Tokens
 
