@@ -4,12 +4,12 @@ servers pointing at real peers, a store holding them, a webhook receiver."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from peers.webhook import PostReceiver
 
 from reconciler.config.desired import CanonicalResource, ResourceKey
 from reconciler.config.models.outgoing_server import OutgoingServer
@@ -100,50 +100,16 @@ def assert_no_secret(texts: Iterable[str], secret: str = PASSWORD) -> None:
 
 
 @dataclass
-class WebhookReceiver:
-    """Records every JSON POST; ``replies`` are status codes answered first, in order
-    (e.g. [503, 503] makes the first two attempts fail)."""
+class WebhookReceiver(PostReceiver):
+    """Records the JSON body of every accepted POST."""
 
-    replies: list[int] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)
-    attempts: int = 0
-    _server: ThreadingHTTPServer | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self) -> WebhookReceiver:
-        receiver = self
+    ok_status: ClassVar[int] = 204
+    path: ClassVar[str] = "/hooks/health?token=hook-secret-123"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(length)
-                with receiver._lock:
-                    receiver.attempts += 1
-                    status = receiver.replies.pop(0) if receiver.replies else 204
-                    if status < 300:
-                        receiver.received.append(json.loads(body))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # keep test output clean
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/hooks/health?token=hook-secret-123"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+    def record(self, headers: dict[str, str], body: bytes) -> None:
+        self.received.append(json.loads(body))
 
     def events(self) -> list[tuple[str, str]]:
         with self._lock:

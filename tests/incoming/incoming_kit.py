@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from daemon.app_kit import commit, resource
 from peers.dovecot import DovecotInstance, MailUser
+from peers.webhook import PostReceiver
 
 from reconciler.config.desired import CanonicalResource
 from reconciler.incoming.runner import IncomingRunner, RunnerOptions
@@ -86,55 +85,19 @@ def loop_of(runner: IncomingRunner, name: str = "support") -> Any:
 
 
 @dataclass
-class Receiver:
-    """Records each POST (headers, raw body); ``replies`` are answered first, in order."""
+class Receiver(PostReceiver):
+    """Records each accepted POST as (headers, raw body)."""
 
-    replies: list[int] = field(default_factory=list)
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    attempts: int = 0
-    down: bool = False  # answer 503 to everything while set
-    _server: ThreadingHTTPServer | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self) -> Receiver:
-        receiver = self
+    path: ClassVar[str] = "/desk/events?token=sink-token-4711"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver._lock:
-                    receiver.attempts += 1
-                    status = receiver.replies.pop(0) if receiver.replies else 200
-                    if receiver.down:
-                        status = 503
-                    if status < 300:
-                        receiver.received.append((dict(self.headers.items()), body))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/desk/events?token=sink-token-4711"
+    def record(self, headers: dict[str, str], body: bytes) -> None:
+        self.received.append((headers, body))
 
     def bodies(self) -> list[dict[str, Any]]:
         with self._lock:
             return [json.loads(body) for _, body in self.received]
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
 
 @pytest.fixture

@@ -68,11 +68,9 @@ from exchangelib.services import CreateFolder
 from reconciler.config.models.auth import BasicAuth, OAuth2Auth, OAuthGrant
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
-from reconciler.config.secrets import SecretError, resolve
+from reconciler.config.secrets import SecretError
 from reconciler.dispatch.transports.base import (
     Redactor,
-    TokenError,
-    fetch_token,
     invalidate_token,
 )
 from reconciler.dispatch.transports.ews_session import (
@@ -101,7 +99,8 @@ from reconciler.incoming.fetchers.base import (
     IncomingTokenProvider,
     is_done,
 )
-from reconciler.incoming.fetchers.diagnose import username_of
+from reconciler.incoming.fetchers.diagnose import config_error, username_of
+from reconciler.incoming.fetchers.session import access_token, read_password
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +139,9 @@ def ews_url_of(server: IncomingServer) -> str:
         return str(spec.ews_url)
     if spec.host:
         return f"https://{spec.host}{EWS_PATH}"
-    raise _config(server, "neither ewsUrl nor host is set",
-                  "Set ewsUrl to the server's EWS endpoint (for example "
-                  "https://mail.example.com/EWS/Exchange.asmx).")
-
-
-def _config(server: IncomingServer, message: str, fix: str) -> FetchError:
-    return FetchError(FetchErrorKind.CONFIG,
-                      f"incoming server {server.metadata.name}: {message}", fix)
+    raise config_error(server, "neither ewsUrl nor host is set",
+                       "Set ewsUrl to the server's EWS endpoint (for example "
+                       "https://mail.example.com/EWS/Exchange.asmx).")
 
 
 class EwsFetcher(Fetcher):
@@ -212,31 +206,13 @@ class EwsFetcher(Fetcher):
         auth = server.spec.auth
         username = username_of(server)
         if isinstance(auth, BasicAuth):
-            try:
-                password = resolve(auth.password)
-            except SecretError as exc:
-                raise _config(server, f"the password cannot be read ({exc})",
-                              "Set the environment variable or create the file the reference "
-                              "names (references are resolved where the daemon runs), or "
-                              "check RECONCILE_SECRET_KEY for enc: values.") from None
-            login = Login("basic", username, password)
+            login = Login("basic", username, read_password(server, auth))
         elif isinstance(auth, OAuth2Auth):
-            if self._token_provider is None:
-                raise _config(server, "auth is oauth2 but no token provider is available",
-                              "Authorise the mailbox with `reconcile auth login SERVER` so the "
-                              "daemon can obtain tokens.")
-            try:
-                token = await fetch_token(self._token_provider, server)  # type: ignore[arg-type]
-            except TokenError as exc:
-                raise FetchError(FetchErrorKind.AUTH,
-                                 f"no access token for {username}: {self.redactor(str(exc))}",
-                                 "Check client id, secret and tenant and that consent was "
-                                 "granted; re-authorise with `reconcile auth login SERVER`."
-                                 ) from None
+            token = await access_token(self._token_provider, server, username, self.redactor)
             login = Login("oauth2", username, token)
         else:
-            raise _config(server, "EWS needs authentication",
-                          "Set auth type basic (username and password) or oauth2.")
+            raise config_error(server, "EWS needs authentication",
+                               "Set auth type basic (username and password) or oauth2.")
         add_login_secrets(self.redactor, login)
         return login
 
@@ -247,17 +223,17 @@ class EwsFetcher(Fetcher):
         if name:
             proxy = self._proxy_lookup(self.server) if self._proxy_lookup is not None else None
             if proxy is None:
-                raise _config(self.server, f"it uses ProxyServer {name}, which is not "
-                              "available here", "Define the ProxyServer in the same namespace, "
-                              "or remove proxy from the incoming server; mail is never fetched "
-                              "around a configured proxy.")
+                raise config_error(self.server, f"it uses ProxyServer {name}, which is not "
+                                   "available here", "Define the ProxyServer in the same "
+                                   "namespace, or remove proxy from the incoming server; mail is "
+                                   "never fetched around a configured proxy.")
             if not bypasses(proxy, urlsplit(self.url).hostname or ""):
                 try:
                     address = proxy_url(proxy, self.redactor)
                 except (SecretError, ValueError) as exc:
-                    raise _config(self.server, f"proxy {name}: {exc}",
-                                  "Fix the ProxyServer (type http or https, readable "
-                                  "password).") from None
+                    raise config_error(self.server, f"proxy {name}: {exc}",
+                                       "Fix the ProxyServer (type http or https, readable "
+                                       "password).") from None
                 proxies = {"http": address, "https": address}
         EwsHttpAdapter.register(self.url, Route(tls_context(self._ca_file), proxies))
 
@@ -353,10 +329,10 @@ class EwsFetcher(Fetcher):
         for step in steps:
             folder = self._child(folder, step)
             if folder is None:
-                raise _config(self.server, f"the mailbox {self.mailbox} has no folder "
-                              f"{self.folder}", "Check folder in the incoming server spec: a "
-                              "path of folder names below the top of the mailbox, separated "
-                              "by '/', such as Inbox/Support; INBOX means the inbox.")
+                raise config_error(self.server, f"the mailbox {self.mailbox} has no folder "
+                                   f"{self.folder}", "Check folder in the incoming server spec: a "
+                                   "path of folder names below the top of the mailbox, separated "
+                                   "by '/', such as Inbox/Support; INBOX means the inbox.")
         self._source = folder
 
     def _child(self, parent: Any, name: str) -> Any:

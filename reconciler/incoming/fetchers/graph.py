@@ -61,8 +61,6 @@ from reconciler.config.models.proxy_server import ProxyServerSpec, ProxyType
 from reconciler.config.secrets import SecretError
 from reconciler.dispatch.transports.base import (
     Redactor,
-    TokenError,
-    fetch_token,
     invalidate_token,
 )
 from reconciler.dispatch.transports.ews_session import (
@@ -82,6 +80,8 @@ from reconciler.incoming.fetchers.base import (
     IncomingTokenProvider,
     is_done,
 )
+from reconciler.incoming.fetchers.diagnose import config_error
+from reconciler.incoming.fetchers.session import access_token
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +99,6 @@ ProxyLookup = Callable[[IncomingServer], ProxyServerSpec | None]
 class _Listed:
     message_id: str
     received_at: datetime | None
-
-
-def _config(server: IncomingServer, message: str, fix: str) -> FetchError:
-    return FetchError(FetchErrorKind.CONFIG,
-                      f"incoming server {server.metadata.name}: {message}", fix)
 
 
 def _quoted(value: str) -> str:
@@ -139,9 +134,9 @@ class GraphFetcher(Fetcher):
         self.endpoint = str(spec.graph_endpoint or GRAPH_ENDPOINTS[cloud]).rstrip("/")
         parts = urlsplit(self.endpoint)
         if parts.scheme != "https" or not parts.hostname:
-            raise _config(server, f"graphEndpoint {self.endpoint} is not an https:// URL",
-                          "Set graphEndpoint to the Graph endpoint of your cloud, for example "
-                          "https://graph.microsoft.com.")
+            raise config_error(server, f"graphEndpoint {self.endpoint} is not an https:// URL",
+                               "Set graphEndpoint to the Graph endpoint of your cloud, for example "
+                               "https://graph.microsoft.com.")
         self.address = f"{parts.hostname}:{parts.port or 443}"
         self.mailbox = str(spec.email)
         self.users = f"{self.endpoint}/{API_VERSION}/users/{quote(self.mailbox, safe='@')}"
@@ -179,38 +174,28 @@ class GraphFetcher(Fetcher):
             return None
         proxy = self._proxy_lookup(self.server) if self._proxy_lookup is not None else None
         if proxy is None:
-            raise _config(self.server, f"it uses ProxyServer {name}, which is not available "
-                          "here", "Define the ProxyServer in the same namespace, or remove "
-                          "proxy from the incoming server; mail is never fetched around a "
-                          "configured proxy.")
+            raise config_error(self.server, f"it uses ProxyServer {name}, which is not available "
+                               "here", "Define the ProxyServer in the same namespace, or remove "
+                               "proxy from the incoming server; mail is never fetched around a "
+                               "configured proxy.")
         if bypasses(proxy, urlsplit(self.endpoint).hostname or ""):
             return None
         if proxy.type == ProxyType.SOCKS5:
-            raise _config(self.server, f"ProxyServer {name} is SOCKS5",
-                          "Fetching over Graph goes through http or https proxies only.")
+            raise config_error(self.server, f"ProxyServer {name} is SOCKS5",
+                               "Fetching over Graph goes through http or https proxies only.")
         try:
             return proxy_url(proxy, self.redactor)
         except (SecretError, ValueError) as exc:
-            raise _config(self.server, f"proxy {name}: {exc}",
-                          "Use an http or https ProxyServer with a readable password.") from None
+            raise config_error(self.server, f"proxy {name}: {exc}", "Use an http or https "
+                               "ProxyServer with a readable password.") from None
 
     async def _fetch_token(self) -> str:
         server = self.server
         if not isinstance(server.spec.auth, OAuth2Auth):
-            raise _config(server, "Microsoft Graph accepts only OAuth2",
-                          "Set auth type oauth2 (provider microsoft) for this mailbox.")
-        if self._token_provider is None:
-            raise _config(server, "auth is oauth2 but no token provider is available",
-                          "Authorise the mailbox with `reconcile auth login SERVER` so the "
-                          "daemon can obtain tokens.")
-        try:
-            token = await fetch_token(self._token_provider, server)  # type: ignore[arg-type]
-        except TokenError as exc:
-            raise FetchError(FetchErrorKind.AUTH,
-                             f"no access token for {self.mailbox}: {self.redactor(str(exc))}",
-                             "Check client id, secret and tenant and that admin consent was "
-                             "granted; re-authorise with `reconcile auth login SERVER`."
-                             ) from None
+            raise config_error(server, "Microsoft Graph accepts only OAuth2",
+                               "Set auth type oauth2 (provider microsoft) for this mailbox.")
+        token = await access_token(self._token_provider, server, self.mailbox, self.redactor,
+                                   consent="admin consent")
         self.redactor.add(token)
         return token
 
@@ -355,10 +340,10 @@ class GraphFetcher(Fetcher):
         for step in steps:
             found = await self._child(current, step)
             if found is None:
-                raise _config(self.server, f"the mailbox {self.mailbox} has no folder "
-                              f"{self.folder}", "Check folder in the incoming server spec: a "
-                              "path of folder names from the top of the mailbox, separated by "
-                              "'/', such as Inbox/Support; INBOX means the inbox.")
+                raise config_error(self.server, f"the mailbox {self.mailbox} has no folder "
+                                   f"{self.folder}", "Check folder in the incoming server spec: a "
+                                   "path of folder names from the top of the mailbox, separated by "
+                                   "'/', such as Inbox/Support; INBOX means the inbox.")
             current = str(found["id"])
         assert current is not None
         # One authenticated call that proves token, permission, mailbox and folder alike.

@@ -61,6 +61,7 @@ from reconciler.incoming.fetchers.diagnose import (
 )
 from reconciler.incoming.fetchers.session import (
     Credentials,
+    SteppedSocket,
     ThreadedFetcher,
     oauthbearer,
     xoauth2,
@@ -125,28 +126,13 @@ class _LineReader:
         self._buf.clear()
 
 
-class _ClientMixin:
+class _ClientMixin(SteppedSocket):
     """IDLE, STARTTLS and the reader for imaplib's plain and SSL clients."""
 
     sock: socket.socket
     file: Any
-    host: str
-    port: int
     _tls_established: bool
-
-    def __init__(self, *args: Any, progress: list[str], **kwargs: Any) -> None:
-        self._progress = progress  # the step a failing constructor was in
-        super().__init__(*args, **kwargs)
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        # imaplib's own, split so a failure says whether TCP, TLS or the greeting failed
-        sock = socket.create_connection((self.host or None, self.port), timeout)
-        context: ssl.SSLContext | None = getattr(self, "ssl_context", None)
-        if context is not None:
-            self._progress[0] = "tls"
-            sock = context.wrap_socket(sock, server_hostname=self.host)
-        self._progress[0] = "greeting"
-        return sock
+    _context_attribute = "ssl_context"
 
     def open(self, host: str = "", port: int = 143, timeout: float | None = None) -> None:
         super().open(host, port, timeout)  # type: ignore[misc]
@@ -259,16 +245,8 @@ class ImapFetcher(ThreadedFetcher):
 
     # -- session ----------------------------------------------------------
 
-    async def connect(self) -> None:
-        if self._client is not None:
-            return
-        credentials = await self._credentials()
+    def _new_session(self) -> None:
         self._stop.clear()
-        try:
-            self._client = await self._run(self._open, credentials)
-        except BaseException:
-            self._release_thread()
-            raise
 
     def _open(self, credentials: Credentials) -> imaplib.IMAP4:
         where = self.where

@@ -20,11 +20,8 @@ import asyncio
 import base64
 import contextlib
 import poplib
-import socket
-import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from reconciler.config.models.auth import BasicAuth, NoAuth
 from reconciler.config.models.incoming_server import IncomingServer
@@ -41,25 +38,18 @@ from reconciler.incoming.fetchers.diagnose import (
     mechanism_missing,
     tls_not_offered,
 )
-from reconciler.incoming.fetchers.session import Credentials, ThreadedFetcher, xoauth2
+from reconciler.incoming.fetchers.session import (
+    Credentials,
+    SteppedSocket,
+    ThreadedFetcher,
+    xoauth2,
+)
 
 MAX_LINE = 1 << 20  # poplib's 2,048-byte limit refuses real mail with long HTML lines
 
 
-class _Client(poplib.POP3):
-    def __init__(self, *args: Any, progress: list[str], **kwargs: Any) -> None:
-        self._progress = progress  # the step a failing constructor was in
-        super().__init__(*args, **kwargs)
-
-    def _create_socket(self, timeout: float) -> socket.socket:
-        # poplib's own, split so a failure says whether TCP, TLS or the greeting failed
-        sock = socket.create_connection((self.host, self.port), timeout)
-        context: ssl.SSLContext | None = getattr(self, "context", None)
-        if context is not None:
-            self._progress[0] = "tls"
-            sock = context.wrap_socket(sock, server_hostname=self.host)
-        self._progress[0] = "greeting"
-        return sock
+class _Client(SteppedSocket, poplib.POP3):
+    _context_attribute = "context"
 
     def _getline(self) -> tuple[bytes, int]:
         line = self.file.readline(MAX_LINE + 1)
@@ -93,16 +83,8 @@ class Pop3Fetcher(ThreadedFetcher):
         self._client: poplib.POP3 | None = None
         self._numbers: dict[str, int] = {}  # marker -> message number in this session
 
-    async def connect(self) -> None:
-        if self._client is not None:
-            return
-        credentials = await self._credentials()
-        try:
-            self._client = await self._run(self._open, credentials)
-        except BaseException:
-            self._release_thread()
-            raise
-        self._numbers = {}
+    def _new_session(self) -> None:
+        self._numbers = {}  # message numbers are only valid within one session
 
     def _open(self, credentials: Credentials) -> poplib.POP3:
         where = self.where

@@ -1,5 +1,6 @@
 """What the IMAP and POP3 fetchers share: the endpoint, TLS, credentials and the
-thread their blocking stdlib client runs in.
+thread their blocking stdlib client runs in; and the secret look-ups EWS and Graph
+make the same way (:func:`read_password`, :func:`access_token`).
 
 Each fetcher owns one worker thread. imaplib and poplib objects are not
 thread-safe, so every call for one session must go through the same thread
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import ssl
 from abc import abstractmethod
 from collections.abc import Callable
@@ -35,6 +37,28 @@ from reconciler.incoming.fetchers.base import (
 from reconciler.incoming.fetchers.diagnose import Where, classify, config_error, username_of
 
 T = TypeVar("T")
+
+class SteppedSocket:
+    """Mixin for an imaplib or poplib client: the stdlib's socket set-up, split so a failure
+    says whether TCP, TLS or the greeting failed (``progress[0]`` names the step)."""
+
+    host: str
+    port: int
+    _context_attribute: str  # where the stdlib's SSL client keeps its SSLContext
+
+    def __init__(self, *args: Any, progress: list[str], **kwargs: Any) -> None:
+        self._progress = progress  # the step a failing constructor was in
+        super().__init__(*args, **kwargs)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock = socket.create_connection((self.host or None, self.port), timeout)
+        context: ssl.SSLContext | None = getattr(self, self._context_attribute, None)
+        if context is not None:
+            self._progress[0] = "tls"
+            sock = context.wrap_socket(sock, server_hostname=self.host)
+        self._progress[0] = "greeting"
+        return sock
+
 
 @dataclass(frozen=True)
 class Credentials:
@@ -78,6 +102,24 @@ class ThreadedFetcher(Fetcher):
     @abstractmethod
     def _shutdown(self, client: Any) -> None:
         """Close the socket at once; never raises."""
+
+    @abstractmethod
+    def _open(self, credentials: Credentials) -> Any:
+        """Connect, secure the channel and log in (in the thread); returns the client."""
+
+    def _new_session(self) -> None:
+        """Forget what the previous session knew; runs just before each open."""
+
+    async def connect(self) -> None:
+        if self._client is not None:
+            return
+        credentials = await self._credentials()
+        self._new_session()
+        try:
+            self._client = await self._run(self._open, credentials)
+        except BaseException:
+            self._release_thread()
+            raise
 
     async def _call(self, step: str, fn: Callable[..., T], *args: object) -> T:
         """Run one operation on the session (connecting first if needed); classify failures."""
@@ -139,32 +181,41 @@ class ThreadedFetcher(Fetcher):
         if isinstance(auth, NoAuth):
             return Credentials(username)
         if isinstance(auth, BasicAuth):
-            try:
-                password = resolve(auth.password)
-            except SecretError as exc:
-                raise config_error(self.where, f"the password cannot be read ({exc})",
-                                   "Set the environment variable or create the file the "
-                                   "reference names (references are resolved where the "
-                                   "daemon runs), or check RECONCILE_SECRET_KEY for enc: "
-                                   "values.") from None
+            password = read_password(server, auth)
             self.redactor.add(password, username=username)
             return Credentials(username, password=password)
         assert isinstance(auth, OAuth2Auth)
-        if self._token_provider is None:
-            raise config_error(self.where, "auth is oauth2 but no token provider is available",
-                               "Authorise the mailbox with `reconcile auth login SERVER` so "
-                               "the daemon can obtain tokens.")
-        try:
-            # fetch_token only calls the provider with the server it is given
-            token = await fetch_token(self._token_provider, server)  # type: ignore[arg-type]
-        except TokenError as exc:
-            raise FetchError(FetchErrorKind.AUTH,
-                             f"no access token for {username}: {self.redactor(str(exc))}",
-                             "Check client id, secret and tenant and that consent was "
-                             "granted; re-authorise with `reconcile auth login SERVER`."
-                             ) from None
+        token = await access_token(self._token_provider, server, username, self.redactor)
         self.redactor.add(token, username=username)
         return Credentials(username, token=token)
+
+
+def read_password(server: IncomingServer, auth: BasicAuth) -> str:
+    """The password a basic-auth reference names, or a config FetchError saying why not."""
+    try:
+        return resolve(auth.password)
+    except SecretError as exc:
+        raise config_error(server, f"the password cannot be read ({exc})",
+                           "Set the environment variable or create the file the reference "
+                           "names (references are resolved where the daemon runs), or check "
+                           "RECONCILE_SECRET_KEY for enc: values.") from None
+
+
+async def access_token(provider: IncomingTokenProvider | None, server: IncomingServer,
+                       who: str, redact: Callable[[str], str], *,
+                       consent: str = "consent") -> str:
+    """An OAuth2 access token for ``server``; a FetchError (never the secret) when none."""
+    if provider is None:
+        raise config_error(server, "auth is oauth2 but no token provider is available",
+                           "Authorise the mailbox with `reconcile auth login SERVER` so the "
+                           "daemon can obtain tokens.")
+    try:
+        # fetch_token only calls the provider with the server it is given
+        return await fetch_token(provider, server)  # type: ignore[arg-type]
+    except TokenError as exc:
+        raise FetchError(FetchErrorKind.AUTH, f"no access token for {who}: {redact(str(exc))}",
+                         f"Check client id, secret and tenant and that {consent} was granted; "
+                         "re-authorise with `reconcile auth login SERVER`.") from None
 
 
 def xoauth2(username: str, token: str) -> bytes:

@@ -10,15 +10,11 @@ from peers.smtp_sink import free_port
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.incoming.fetchers import FetchError, FetchErrorKind, fetcher_for
 
-from .kit import incoming_server
+from .kit import connect_error, incoming_server
 
 
 async def _connect_error(server: object, **options: object) -> FetchError:
-    fetcher = fetcher_for(server, **options)  # type: ignore[arg-type]
-    with pytest.raises(FetchError) as caught:
-        await fetcher.connect()
-    await fetcher.aclose()
-    return caught.value
+    return await connect_error(fetcher_for(server, **options))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("protocol", ["imaps", "pop3s"])

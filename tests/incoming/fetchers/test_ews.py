@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import email
 import logging
-import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +15,10 @@ from peers.smtp import PeerCerts, free_port
 from peers.tokens import Tokens
 
 from reconciler.config.models.proxy_server import ProxyServerSpec
-from reconciler.incoming.fetchers import FetchedMail, FetchError, FetchErrorKind, fetcher_for
+from reconciler.incoming.fetchers import FetchErrorKind, fetcher_for
 from reconciler.incoming.fetchers.ews import EwsFetcher
 
-from .kit import PASSWORD_ENV, fetch_all
+from .kit import PASSWORD_ENV, connect_error, fetch_all, subjects, traced_fetch
 
 USER = "desk-reader"
 PASSWORD = "ews-Pa55word-never-logged"
@@ -48,10 +46,6 @@ def basic(password_env: str = PASSWORD_ENV) -> dict[str, Any]:
 def oauth(grant: str = "authorizationCode") -> dict[str, Any]:
     return {"type": "oauth2", "provider": "microsoft", "grant": grant, "clientId": "app-1",
             "tenant": "corp.example"}
-
-
-def _subjects(mails: list[FetchedMail]) -> list[str]:
-    return [str(email.message_from_bytes(m.raw)["Subject"]) for m in mails]
 
 
 def fetcher(ews: EwsPeer, certs: PeerCerts, **kwargs: Any) -> EwsFetcher:
@@ -89,8 +83,8 @@ async def test_listing_pages_through_the_folder(ews: EwsPeer, certs: PeerCerts) 
         f._page_size = 3
         mails = await fetch_all(f)
         first_five = await fetch_all(f, limit=5)
-    assert _subjects(mails) == [f"Request {i}" for i in range(8)]
-    assert _subjects(first_five) == [f"Request {i}" for i in range(5)]
+    assert subjects(mails) == [f"Request {i}" for i in range(8)]
+    assert subjects(first_five) == [f"Request {i}" for i in range(5)]
     assert ews.operations().count("FindItem") >= 3 + 2
 
 
@@ -133,18 +127,16 @@ async def test_named_folder_below_the_inbox(ews: EwsPeer, certs: PeerCerts) -> N
     ews.deliver(sample_mail(2), "Support")
     async with fetcher(ews, certs, spec={"folder": "Inbox/Support"}) as f:
         mails = await fetch_all(f)
-    assert _subjects(mails) == ["Request 2"]
+    assert subjects(mails) == ["Request 2"]
     assert mails[0].marker.startswith("ews:Inbox/Support:")
 
 
 async def test_missing_folder_is_a_config_error_with_a_fix(ews: EwsPeer,
                                                            certs: PeerCerts) -> None:
     f = fetcher(ews, certs, spec={"folder": "Helpdesk"})
-    with pytest.raises(FetchError) as caught:
-        await f.connect()
-    await f.aclose()
-    assert caught.value.kind == FetchErrorKind.CONFIG
-    assert "Helpdesk" in str(caught.value) and "folder" in caught.value.likely_fix
+    error = await connect_error(f)
+    assert error.kind == FetchErrorKind.CONFIG
+    assert "Helpdesk" in str(error) and "folder" in error.likely_fix
 
 
 # -- error folder (I6) ----------------------------------------------------------------------
@@ -162,13 +154,13 @@ async def test_error_folder_is_created_counted_and_emptied_back(ews: EwsPeer,
         await f.move_to_error_folder(mails[1])
         assert await f.error_folder_count() == 1
         assert "CreateFolder" in ews.operations()
-        assert _subjects(await fetch_all(f)) == ["Request 0", "Request 2"]
+        assert subjects(await fetch_all(f)) == ["Request 0", "Request 2"]
         await f.move_to_error_folder(mails[2])  # the folder exists now: no second create
         assert ews.operations().count("CreateFolder") == 1
         assert await f.move_back_from_error_folder() == 2
         assert await f.error_folder_count() == 0
         back = await fetch_all(f)
-    assert _subjects(back) == ["Request 0", "Request 1", "Request 2"]
+    assert subjects(back) == ["Request 0", "Request 1", "Request 2"]
     # moved mail comes back under a new ItemId: a new marker, so retry processes it again
     assert back[1].marker != mails[1].marker and back[0].marker == mails[0].marker
     assert not any(i.is_read for i in ews.items())
@@ -199,13 +191,11 @@ async def test_token_refused_twice_is_an_auth_error(ews: EwsPeer, certs: PeerCer
     caplog.set_level(logging.DEBUG)
     tokens = Tokens("revoked-token-AAAA", "revoked-token-BBBB")
     f = fetcher(ews, certs, auth=oauth(), token_provider=tokens)
-    with pytest.raises(FetchError) as caught:
-        await f.connect()
-    await f.aclose()
+    error = await connect_error(f)
     assert tokens.invalidated == ["revoked-token-AAAA"]  # one refresh, not a loop
-    assert caught.value.kind == FetchErrorKind.AUTH
-    assert "reconcile auth login" in caught.value.likely_fix
-    for text in (caught.value.user_text, caplog.text):
+    assert error.kind == FetchErrorKind.AUTH
+    assert "reconcile auth login" in error.likely_fix
+    for text in (error.user_text, caplog.text):
         assert "revoked-token" not in text
 
 
@@ -216,10 +206,7 @@ async def test_wrong_password_is_an_auth_error_without_the_password(
     planted = "Wr0ng-Secret-XYZZY-planted"
     monkeypatch.setenv(PASSWORD_ENV, planted)
     f = fetcher(ews, certs)
-    with pytest.raises(FetchError) as caught:
-        await f.connect()
-    await f.aclose()
-    error = caught.value
+    error = await connect_error(f)
     assert error.kind == FetchErrorKind.AUTH
     assert USER in str(error) and "password" in error.likely_fix
     for text in (error.user_text, repr(error), caplog.text):
@@ -251,10 +238,8 @@ async def test_fetches_through_the_proxy_the_server_names(
 
 async def test_unknown_proxy_is_never_bypassed(ews: EwsPeer, certs: PeerCerts) -> None:
     f = fetcher(ews, certs, spec={"proxy": "corp-proxy"})
-    with pytest.raises(FetchError) as caught:
-        await f.connect()
-    await f.aclose()
-    assert caught.value.kind == FetchErrorKind.CONFIG and "corp-proxy" in str(caught.value)
+    error = await connect_error(f)
+    assert error.kind == FetchErrorKind.CONFIG and "corp-proxy" in str(error)
     assert ews.requests == []
 
 
@@ -274,38 +259,26 @@ async def test_busy_server_is_waited_out(ews: EwsPeer, certs: PeerCerts, operati
 
 async def test_untrusted_certificate_is_a_tls_error(ews: EwsPeer) -> None:
     f = fetcher_for(ews.incoming(auth=basic()))
-    with pytest.raises(FetchError) as caught:
-        await f.connect()
-    await f.aclose()
-    assert caught.value.kind == FetchErrorKind.TLS
-    assert "RECONCILE_TLS_CA_FILE" in caught.value.likely_fix
+    error = await connect_error(f)
+    assert error.kind == FetchErrorKind.TLS
+    assert "RECONCILE_TLS_CA_FILE" in error.likely_fix
 
 
 async def test_nothing_listening_is_a_connect_error(certs: PeerCerts) -> None:
     port = free_port()
     server = ews_incoming(f"https://localhost:{port}/EWS/Exchange.asmx", auth=basic())
     f = fetcher_for(server, ca_file=certs.ca_file)
-    with pytest.raises(FetchError) as caught:
-        await f.connect()
-    await f.aclose()
-    assert caught.value.kind == FetchErrorKind.CONNECT
-    assert f"localhost:{port}" in str(caught.value)
+    error = await connect_error(f)
+    assert error.kind == FetchErrorKind.CONNECT
+    assert f"localhost:{port}" in str(error)
 
 
 async def test_two_hundred_mails_stream_one_at_a_time(ews: EwsPeer, certs: PeerCerts) -> None:
     size = 100_000
     for i in range(200):
         ews.deliver(sample_mail(i, size=size))
-    total = count = 0
     async with fetcher(ews, certs) as f:
-        tracemalloc.start()
-        try:
-            async for mail in f.fetch(frozenset(), limit=500):
-                total += mail.size
-                count += 1
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        count, total, peak = await traced_fetch(f)
     assert count == 200 and total >= 200 * size
     # a few mails in flight (SOAP text, base64, bytes), not the mailbox
     assert peak < total / 10, (peak, total)

@@ -3,9 +3,7 @@ with the mailbox routes of tests/peers/graph_mailbox.py)."""
 
 from __future__ import annotations
 
-import email
 import logging
-import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +16,10 @@ from peers.tokens import Tokens
 
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.dispatch.transports.base import TokenError
-from reconciler.incoming.fetchers import FetchedMail, FetchError, FetchErrorKind, fetcher_for
+from reconciler.incoming.fetchers import FetchError, FetchErrorKind, fetcher_for
 from reconciler.incoming.fetchers.graph import GraphFetcher
 
-from .kit import fetch_all
+from .kit import connect_error, fetch_all, subjects, traced_fetch
 
 DESK = "desk@corp.example"
 CORPUS = sorted((Path(__file__).parents[2] / "data" / "mail").glob("*.eml"))
@@ -62,10 +60,6 @@ def fetcher(graph: GraphPeer, certs: PeerCerts, *, tokens: Any = None,
     return made
 
 
-def _subjects(mails: list[FetchedMail]) -> list[str]:
-    return [str(email.message_from_bytes(m.raw)["Subject"]) for m in mails]
-
-
 def _listings(graph: GraphPeer) -> list[int]:
     """The statuses of the folder listings (GET .../mailFolders/{id}/messages)."""
     return [status for method, path, status in graph.requests
@@ -97,8 +91,8 @@ async def test_listing_follows_next_links(graph: GraphPeer, certs: PeerCerts) ->
     async with fetcher(graph, certs, page_size=3) as f:
         mails = await fetch_all(f)
         first_four = await fetch_all(f, limit=4)
-    assert _subjects(mails) == [f"Request {i}" for i in range(7)]
-    assert _subjects(first_four) == [f"Request {i}" for i in range(4)]
+    assert subjects(mails) == [f"Request {i}" for i in range(7)]
+    assert subjects(first_four) == [f"Request {i}" for i in range(4)]
     assert len(_listings(graph)) == 3 + 2
 
 
@@ -140,17 +134,15 @@ async def test_named_folder_below_the_inbox(graph: GraphPeer, certs: PeerCerts) 
     graph.store.deliver(DESK, sample_mail(2), "Support's Queue")
     async with fetcher(graph, certs, folder="Inbox/Support's Queue") as f:
         mails = await fetch_all(f)
-    assert _subjects(mails) == ["Request 2"]
+    assert subjects(mails) == ["Request 2"]
     assert mails[0].marker.startswith("graph:Inbox/Support's Queue:")
 
 
 async def test_missing_folder_is_a_config_error(graph: GraphPeer, certs: PeerCerts) -> None:
     f = fetcher(graph, certs, folder="Helpdesk")
-    with pytest.raises(FetchError) as caught:
-        await f.connect()
-    await f.aclose()
-    assert caught.value.kind == FetchErrorKind.CONFIG
-    assert "Helpdesk" in str(caught.value) and "folder" in caught.value.likely_fix
+    error = await connect_error(f)
+    assert error.kind == FetchErrorKind.CONFIG
+    assert "Helpdesk" in str(error) and "folder" in error.likely_fix
 
 
 # -- error folder (I6) ----------------------------------------------------------------------
@@ -167,14 +159,14 @@ async def test_error_folder_is_created_counted_and_emptied_back(graph: GraphPeer
         mails = await fetch_all(f)
         await f.move_to_error_folder(mails[1])
         assert await f.error_folder_count() == 1
-        assert _subjects(await fetch_all(f)) == ["Request 0", "Request 2"]
+        assert subjects(await fetch_all(f)) == ["Request 0", "Request 2"]
         await f.move_to_error_folder(mails[2])
         creates = [p for m, p, s in graph.requests if m == "POST" and p.endswith("/mailFolders")]
         assert len(creates) == 1
         assert await f.move_back_from_error_folder() == 2
         assert await f.error_folder_count() == 0
         back = await fetch_all(f)
-    assert _subjects(back) == ["Request 0", "Request 1", "Request 2"]
+    assert subjects(back) == ["Request 0", "Request 1", "Request 2"]
     # a moved mail comes back under a new id: a new marker, so retry processes it again
     assert back[1].marker != mails[1].marker and back[0].marker == mails[0].marker
     assert not any(m.is_read for m in graph.store.messages(DESK))
@@ -197,13 +189,11 @@ async def test_token_refused_twice_is_an_auth_error_without_the_token(
     caplog.set_level(logging.DEBUG)
     tokens = Tokens("revoked-graph-AAAA", "revoked-graph-BBBB")
     f = fetcher(graph, certs, tokens=tokens)
-    with pytest.raises(FetchError) as caught:
-        await f.connect()
-    await f.aclose()
+    error = await connect_error(f)
     assert tokens.invalidated == ["revoked-graph-AAAA"]
-    assert caught.value.kind == FetchErrorKind.AUTH
-    assert "reconcile auth login" in caught.value.likely_fix
-    for text in (caught.value.user_text, repr(caught.value), caplog.text):
+    assert error.kind == FetchErrorKind.AUTH
+    assert "reconcile auth login" in error.likely_fix
+    for text in (error.user_text, repr(error), caplog.text):
         assert "revoked-graph" not in text
 
 
@@ -212,40 +202,32 @@ async def test_no_token_is_an_auth_error(graph: GraphPeer, certs: PeerCerts) -> 
         raise TokenError("invalid_client: AADSTS7000215 Invalid client secret provided")
 
     f = fetcher_for(incoming(graph), ca_file=certs.ca_file, token_provider=refuse)
-    with pytest.raises(FetchError) as caught:
-        await f.connect()
-    await f.aclose()
-    assert caught.value.kind == FetchErrorKind.AUTH and "consent" in caught.value.likely_fix
+    error = await connect_error(f)
+    assert error.kind == FetchErrorKind.AUTH and "consent" in error.likely_fix
     assert graph.requests == []
 
 
 async def test_missing_permission_names_mail_readwrite(graph: GraphPeer,
                                                        certs: PeerCerts) -> None:
     f = fetcher(graph, certs, email_address="other@corp.example")
-    with pytest.raises(FetchError) as caught:
-        await f.connect()
-    await f.aclose()
-    assert caught.value.kind == FetchErrorKind.AUTH
-    assert "Mail.ReadWrite" in caught.value.likely_fix
+    error = await connect_error(f)
+    assert error.kind == FetchErrorKind.AUTH
+    assert "Mail.ReadWrite" in error.likely_fix
 
 
 async def test_unknown_mailbox_is_a_config_error(graph: GraphPeer, certs: PeerCerts) -> None:
     f = fetcher(graph, certs, email_address="nobody@corp.example")
-    with pytest.raises(FetchError) as caught:
-        await f.connect()
-    await f.aclose()
-    assert caught.value.kind == FetchErrorKind.CONFIG
-    assert "nobody@corp.example" in str(caught.value)
+    error = await connect_error(f)
+    assert error.kind == FetchErrorKind.CONFIG
+    assert "nobody@corp.example" in str(error)
 
 
 async def test_basic_auth_is_refused_before_any_request(graph: GraphPeer,
                                                         certs: PeerCerts) -> None:
     f = fetcher(graph, certs, auth={"type": "basic", "username": DESK,
                                     "password": {"secretRef": "env:UNUSED_GRAPH_PW"}})
-    with pytest.raises(FetchError) as caught:
-        await f.connect()
-    await f.aclose()
-    assert caught.value.kind == FetchErrorKind.CONFIG and "oauth2" in caught.value.likely_fix
+    error = await connect_error(f)
+    assert error.kind == FetchErrorKind.CONFIG and "oauth2" in error.likely_fix
     assert graph.requests == []
 
 
@@ -271,11 +253,9 @@ async def test_throttling_beyond_the_limit_is_left_to_the_next_interval(
 
 async def test_untrusted_certificate_is_a_tls_error(graph: GraphPeer) -> None:
     f = fetcher_for(incoming(graph), token_provider=Tokens(TOKEN))
-    with pytest.raises(FetchError) as caught:
-        await f.connect()
-    await f.aclose()
-    assert caught.value.kind == FetchErrorKind.TLS
-    assert "RECONCILE_TLS_CA_FILE" in caught.value.likely_fix
+    error = await connect_error(f)
+    assert error.kind == FetchErrorKind.TLS
+    assert "RECONCILE_TLS_CA_FILE" in error.likely_fix
 
 
 async def test_two_hundred_mails_stream_one_at_a_time(graph: GraphPeer,
@@ -283,15 +263,7 @@ async def test_two_hundred_mails_stream_one_at_a_time(graph: GraphPeer,
     size = 100_000
     for i in range(200):
         graph.store.deliver(DESK, sample_mail(i, size=size))
-    total = count = 0
     async with fetcher(graph, certs) as f:
-        tracemalloc.start()
-        try:
-            async for mail in f.fetch(frozenset(), limit=500):
-                total += mail.size
-                count += 1
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        count, total, peak = await traced_fetch(f)
     assert count == 200 and total >= 200 * size
     assert peak < total / 10, (peak, total)

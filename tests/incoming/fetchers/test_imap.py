@@ -3,35 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import email
 import imaplib
 import logging
-import tracemalloc
 
 import pytest
 from peers.dovecot import DovecotInstance, MailUser, sample_mail
 from peers.smtp import PeerCerts
 
-from reconciler.incoming.fetchers import FetchedMail, FetchError, FetchErrorKind, fetcher_for
+from reconciler.incoming.fetchers import FetchError, FetchErrorKind, fetcher_for
 from reconciler.incoming.fetchers.imap import ImapFetcher
 from reconciler.incoming.fetchers.session import oauthbearer
 
-from .kit import fetch_all, incoming_server
-
-
-def _subjects(mails: list[FetchedMail]) -> list[str]:
-    return [str(email.message_from_bytes(m.raw)["Subject"]) for m in mails]
+from .kit import fetch_all, fetch_delivered, incoming_server, subjects, traced_fetch
 
 
 @pytest.mark.parametrize("protocol, starttls", [("imaps", False), ("imap", True)])
 async def test_fetches_unread_mail_over_tls(dovecot: DovecotInstance, mailbox: MailUser,
                                             certs: PeerCerts, protocol: str,
                                             starttls: bool) -> None:
-    sent = [sample_mail(i) for i in range(3)]
-    dovecot.deliver_many(mailbox, sent)
-    server = incoming_server(dovecot, mailbox, protocol, starttls=starttls)
-    async with fetcher_for(server, ca_file=certs.ca_file) as fetcher:
-        mails = await fetch_all(fetcher)
+    sent, mails = await fetch_delivered(dovecot, mailbox, certs.ca_file, protocol,
+                                        starttls=starttls)
     assert [m.raw for m in mails] == sent
     assert all(m.size == len(m.raw) and m.folder == "INBOX" for m in mails)
     assert all(m.received_at is not None for m in mails)
@@ -99,7 +90,7 @@ async def test_markers_keep_mail_from_being_fetched_twice_across_sessions(
             done.add(mail.marker)  # durable, but the \Seen flag never reached the server
     async with fetcher_for(server, ca_file=certs.ca_file) as second:
         rest = await fetch_all(second, done)
-        assert _subjects(rest) == ["Request 2", "Request 3"]
+        assert subjects(rest) == ["Request 2", "Request 3"]
         for mail in rest:
             done.add(mail.marker)
             await second.mark_done(mail)
@@ -107,7 +98,7 @@ async def test_markers_keep_mail_from_being_fetched_twice_across_sessions(
     async with fetcher_for(server, ca_file=certs.ca_file) as third:
         assert await fetch_all(third, lambda marker: marker in done) == []
         # without the markers, the two never flagged \Seen would come again
-        assert _subjects(await fetch_all(third)) == ["Request 0", "Request 1"]
+        assert subjects(await fetch_all(third)) == ["Request 0", "Request 1"]
 
 
 async def test_mark_done_sets_seen_and_never_deletes(dovecot: DovecotInstance,
@@ -182,7 +173,7 @@ async def test_new_mail_during_idle_wakes_the_wait(dovecot: DovecotInstance,
         assert not waiting.done()
         dovecot.deliver(mailbox, sample_mail(7))
         assert await asyncio.wait_for(waiting, 60) is True
-        assert _subjects(await fetch_all(fetcher)) == ["Request 7"]
+        assert subjects(await fetch_all(fetcher)) == ["Request 7"]
         # without new mail the wait runs out and the session is still usable
         assert await fetcher.wait_for_new(0.5) is False
         assert await fetcher.error_folder_count() == 0
@@ -199,7 +190,7 @@ async def test_cancelled_wait_leaves_a_usable_session(dovecot: DovecotInstance,
         with pytest.raises(asyncio.CancelledError):
             await waiting
         dovecot.deliver(mailbox, sample_mail(3))
-        assert _subjects(await fetch_all(fetcher)) == ["Request 3"]
+        assert subjects(await fetch_all(fetcher)) == ["Request 3"]
 
 
 async def test_two_hundred_mails_stream_one_at_a_time(dovecot: DovecotInstance,
@@ -208,15 +199,8 @@ async def test_two_hundred_mails_stream_one_at_a_time(dovecot: DovecotInstance,
     size = 20_000
     dovecot.deliver_many(mailbox, (sample_mail(i, size=size) for i in range(200)))
     server = incoming_server(dovecot, mailbox, "imaps")
-    total = 0
     async with fetcher_for(server, ca_file=certs.ca_file) as fetcher:
-        tracemalloc.start()
-        try:
-            async for mail in fetcher.fetch(frozenset(), limit=500):
-                total += mail.size
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        _, total, peak = await traced_fetch(fetcher)
     assert total >= 200 * size
     # a few mails in flight at most (copies in the reader and the parser), not the mailbox
     assert peak < total / 10, (peak, total)

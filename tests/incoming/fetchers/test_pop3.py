@@ -15,18 +15,15 @@ from reconciler.incoming.fetchers import (
     fetcher_for,
 )
 
-from .kit import fetch_all, incoming_server
+from .kit import fetch_all, fetch_delivered, incoming_server
 
 
 @pytest.mark.parametrize("protocol, starttls", [("pop3s", False), ("pop3", True)])
 async def test_fetches_mail_over_tls_with_uidl_markers(dovecot: DovecotInstance,
                                                        mailbox: MailUser, certs: PeerCerts,
                                                        protocol: str, starttls: bool) -> None:
-    sent = [sample_mail(i) for i in range(3)]
-    dovecot.deliver_many(mailbox, sent)
-    server = incoming_server(dovecot, mailbox, protocol, starttls=starttls)
-    async with fetcher_for(server, ca_file=certs.ca_file) as fetcher:
-        mails = await fetch_all(fetcher)
+    sent, mails = await fetch_delivered(dovecot, mailbox, certs.ca_file, protocol,
+                                        starttls=starttls)
     assert [m.raw for m in mails] == sent
     assert all(m.marker.startswith("pop3:") and m.size == len(m.raw) for m in mails)
     assert len({m.marker for m in mails}) == 3
