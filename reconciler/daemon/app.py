@@ -316,13 +316,15 @@ class Daemon:
         module = importlib.import_module(API_MODULE)
         assert self.config is not None
         app = module.create_api(store, self.settings, self.metrics, self.config.holder)
-        wake: Any = None
-        if self.worker is not None:
-            wake = self.worker.wake
+        intake = getattr(getattr(app, "state", None), "intake", None)
+        if self.worker is not None and intake is not None:
+            # Same process: new messages go to the worker directly when it has room,
+            # and the intake wakes it only for those it stored queued.
+            intake.hand_off_to(self.worker, self.worker.wake)
         elif self.settings.wake_fd is not None:
-            wake = WakeSender(self.settings.wake_fd)  # the workers are other processes
-        with contextlib.suppress(AttributeError):
-            app.state.wake_worker = wake
+            # The workers are other processes.
+            with contextlib.suppress(AttributeError):
+                app.state.wake_worker = WakeSender(self.settings.wake_fd)
         config = uvicorn.Config(app, host=self.settings.listen_host,
                                 port=self.settings.listen_port, log_config=None,
                                 lifespan="on",

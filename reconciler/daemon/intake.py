@@ -13,17 +13,36 @@ The database work runs in threads of the committer's own, never on the event
 loop, and not in the shared pool either: slow audit searches there cannot
 hold up intake. Every waiting request is answered only after the commit that
 stored it returned.
+
+**Hand-off.** When the worker runs in this same process and has room, the
+committer asks it (:class:`Handoff`) for leases before the write: those
+messages are stored already leased to the worker, exactly as a claim would
+leave them, and passed to it straight after the commit. That saves each one a
+claim transaction (a second commit, and reading the row back) and the wait for
+the worker to notice. The worker grants leases only while its queue is empty,
+so nothing jumps ahead of older messages; whatever it cannot take is stored
+queued and the worker is woken to claim it. If the daemon dies in between, the
+lease runs out and the message is claimed like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
 
-from reconciler.state.base import EnqueueRequest, EnqueueResult, Outbox, StoreError
+from reconciler.state.base import (
+    EnqueueRequest,
+    EnqueueResult,
+    LeaseGrant,
+    NotificationLike,
+    Outbox,
+    OutboxMessage,
+    StoreError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +57,21 @@ class IntakeStats:
     messages: int = 0
     largest_batch: int = 0
     failed_batches: int = 0
+    handed_off: int = 0  # stored leased and given straight to the worker
+
+
+class Handoff(Protocol):
+    """A worker in the intake's process that takes new messages without a claim."""
+
+    def reserve(self, wanted: int) -> tuple[LeaseGrant | None, int]:
+        """Leases for up to ``wanted`` messages about to be stored: (grant, how many)."""
+        ...
+
+    def adopt(self, messages: Sequence[tuple[OutboxMessage, NotificationLike]],
+              unused: int) -> None:
+        """The messages stored under the grant (with their notifications); ``unused``
+        reserved slots were not used (duplicates, a failed write)."""
+        ...
 
 
 _Waiter = tuple[EnqueueRequest, "asyncio.Future[EnqueueResult]"]
@@ -71,7 +105,15 @@ class GroupCommitter:
         self._timer: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # strong refs until done
         self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="intake-writer")
+        self._handoff: Handoff | None = None
+        self._wake: Callable[[], None] | None = None
         self.stats = IntakeStats()
+
+    def hand_off_to(self, handoff: Handoff, wake: Callable[[], None]) -> None:
+        """Give new messages to ``handoff`` while it has room; call ``wake`` after a
+        commit that stored any queued (so it claims them now, not at its next poll)."""
+        self._handoff = handoff
+        self._wake = wake
 
     async def submit(self, request: EnqueueRequest) -> EnqueueResult:
         """Store ``request``; returns once it is committed (durable).
@@ -107,8 +149,13 @@ class GroupCommitter:
             task.add_done_callback(self._tasks.discard)
 
     async def _write(self, batch: list[_Waiter]) -> None:
+        granted = 0
         try:
             requests = [request for request, _ in batch]
+            if self._handoff is not None:
+                grant, granted = self._handoff.reserve(len(requests))
+                if granted:
+                    requests[:granted] = [replace(r, lease=grant) for r in requests[:granted]]
             try:
                 loop = asyncio.get_running_loop()
                 results = await loop.run_in_executor(self._threads, self._store, requests)
@@ -122,6 +169,7 @@ class GroupCommitter:
                     if not waiter.done():
                         waiter.set_exception(exc)
                 return
+            granted = self._pass_on(requests, results, granted)
             self.stats.batches += 1
             self.stats.messages += len(batch)
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
@@ -133,10 +181,32 @@ class GroupCommitter:
                 else:
                     waiter.set_result(result)
         finally:
+            if granted and self._handoff is not None:
+                self._handoff.adopt((), granted)  # the write failed: give the slots back
             self._in_flight -= 1
             if self._pending:
                 # These waited while the last commit ran; no window for them.
                 self._flush(asyncio.get_running_loop())
+
+    def _pass_on(self, requests: Sequence[EnqueueRequest],
+                 results: Sequence[EnqueueResult | BaseException], granted: int) -> int:
+        """Hand the leased messages to the worker, wake it for queued ones; 0 (no
+        reservation left to give back)."""
+        adopted: list[tuple[OutboxMessage, NotificationLike]] = []
+        queued = False
+        for request, result in zip(requests, results, strict=True):
+            if isinstance(result, BaseException) or result.duplicate:
+                continue
+            if result.leased is not None:
+                adopted.append((result.leased, request.notification))
+            else:
+                queued = True
+        if self._handoff is not None and (adopted or granted):
+            self._handoff.adopt(adopted, granted - len(adopted))
+            self.stats.handed_off += len(adopted)
+        if queued and self._wake is not None:
+            self._wake()
+        return 0
 
     def _store(self, requests: Sequence[EnqueueRequest]) -> list[EnqueueResult | BaseException]:
         """Runs in a worker thread. One transaction for the batch; if it fails

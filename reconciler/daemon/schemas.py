@@ -145,6 +145,8 @@ class IntakeCounters(_Out):
     messages: int
     largest_batch: int
     failed_batches: int
+    handed_off: int = Field(0, description="Stored already leased to this process's worker "
+                            "(it had room), skipping the queue.")
 
 
 class DaemonStatus(_Out):

@@ -48,7 +48,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -73,7 +73,9 @@ from reconciler.state.base import (
     AuditEntry,
     AuditStatus,
     Completion,
+    LeaseGrant,
     LeaseLost,
+    NotificationLike,
     OutboxMessage,
     OutboxState,
     RoutingSnapshot,
@@ -173,6 +175,11 @@ class Worker:
         self._room = asyncio.Event()
         self._wake = asyncio.Event()
         self._stopping = False
+        # Hand-off from the intake (daemon.intake.Handoff): slots promised to messages
+        # being stored leased to us, and whether the queue was empty at the last claim
+        # (leases are granted only then, so new messages never overtake queued ones).
+        self._reserved = 0
+        self._drained = False
         self._lineage = store.lineage
 
     # -- what the daemon and tests look at ----------------------------------
@@ -197,6 +204,29 @@ class Worker:
     def wake(self) -> None:
         """Claim now instead of after the poll interval (e.g. right after an intake)."""
         self._wake.set()
+
+    # -- hand-off from the intake in this process (daemon.intake.Handoff) ---------
+
+    def reserve(self, wanted: int) -> tuple[LeaseGrant | None, int]:
+        if self._stopping or not self._drained or self._config.current.revision <= 0:
+            return None, 0
+        room = self._max_in_flight - len(self._tasks) - self._reserved
+        granted = max(0, min(wanted, room))
+        if granted < wanted:
+            # The rest are stored queued: claim them before taking new ones directly.
+            self._drained = False
+        if not granted:
+            return None, 0
+        self._reserved += granted
+        return LeaseGrant(self._owner, self._settings.lease_seconds), granted
+
+    def adopt(self, messages: Sequence[tuple[OutboxMessage, NotificationLike]],
+              unused: int) -> None:
+        self._reserved -= len(messages) + unused
+        if self._stopping:
+            return  # still leased to us: released with the rest once reservations settle
+        for msg, notification in messages:
+            self._start(msg, notification if isinstance(notification, Notification) else None)
 
     # -- the loop -------------------------------------------------------------
 
@@ -236,12 +266,16 @@ class Worker:
                 continue
             pause = STORE_RETRY_S[0]
             for msg in batch:
-                self._leased.add(msg.id)
-                task = asyncio.create_task(self._handle(msg), name=f"outbox-{msg.id}")
-                self._tasks.add(task)
-                task.add_done_callback(self._task_done)
-            if len(batch) < limit:
+                self._start(msg)
+            self._drained = len(batch) < limit
+            if self._drained:
                 await self._idle(stop, self._settings.poll_interval_seconds, self._wake)
+
+    def _start(self, msg: OutboxMessage, parsed: Notification | None = None) -> None:
+        self._leased.add(msg.id)
+        task = asyncio.create_task(self._handle(msg, parsed), name=f"outbox-{msg.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
 
     async def _idle(self, stop: asyncio.Event, timeout: float | None,
                     *others: asyncio.Event) -> None:
@@ -289,6 +323,7 @@ class Worker:
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
+            await self._settle_reservations(grace)
             self._committer.close()
             try:
                 await asyncio.wait_for(asyncio.shield(committer), timeout=max(grace, 1.0))
@@ -317,13 +352,19 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await committer
 
+    async def _settle_reservations(self, grace: float) -> None:
+        """Wait for intake writes holding our leases, so the release below covers them."""
+        deadline = time.monotonic() + grace
+        while self._reserved > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
     # -- one message ------------------------------------------------------------
 
-    async def _handle(self, msg: OutboxMessage) -> None:
+    async def _handle(self, msg: OutboxMessage, parsed: Notification | None = None) -> None:
         # Cancelled (stop after the grace period) or None (stopping before the
         # send started): the message stays leased and is released with the rest.
         try:
-            finished = await self._attempt(msg)
+            finished = await self._attempt(msg, parsed)
         except Exception as exc:
             finished = self._internal_error(msg, exc)
         if finished is None:
@@ -343,10 +384,14 @@ class Worker:
             latency = (datetime.now(UTC) - msg.created_at).total_seconds()
             self._metrics.delivery_seconds.observe(max(latency, 0.0))
 
-    async def _attempt(self, msg: OutboxMessage) -> Finished | None:
+    async def _attempt(self, msg: OutboxMessage,
+                       parsed: Notification | None = None) -> Finished | None:
         attempt = _Attempt(msg)
         try:
-            notification = _without_attachment_bytes(msg)
+            # A hand-off from the intake comes parsed already; attachment bytes
+            # are still read from the store when the send starts, as for a claim.
+            notification = (parsed if parsed is not None and not msg.attachments
+                            else _without_attachment_bytes(msg))
             attempt.recipients = tuple(dict.fromkeys(m.email for _, m in
                                                      notification.recipients()))
             ns, server = await self._routed(attempt, notification)

@@ -238,6 +238,18 @@ NotificationLike = Mapping[str, Any] | SupportsModelDump
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """Store a new message already leased to ``owner``, as if it had been claimed.
+
+    For a worker in the intake's own process with room to send at once: the
+    message skips the queue and its claim transaction (see daemon.intake).
+    """
+
+    owner: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class EnqueueRequest:
     """One notification for :meth:`Outbox.enqueue_many`."""
 
@@ -245,12 +257,16 @@ class EnqueueRequest:
     namespace: str
     idempotency_key: str | None = None
     routing: RoutingSnapshot | None = None
+    lease: LeaseGrant | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class EnqueueResult:
     id: int
     duplicate: bool  # the idempotency key was known: ``id`` is the message stored first
+    # The stored message, when it was stored leased (``EnqueueRequest.lease``) and is
+    # now the lease holder's to send; None for a duplicate or a queued message.
+    leased: OutboxMessage | None = None
 
 
 @dataclass(frozen=True, slots=True)

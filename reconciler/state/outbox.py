@@ -35,6 +35,7 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -237,42 +238,15 @@ class SqlOutbox:
         Results are in request order; a key repeated within the batch is a
         duplicate of its first occurrence.
         """
-        prepared = [self._prepare(r, _now(now)) for r in requests]
+        prepared = [_Prepared.of(r, _now(now)) for r in requests]
         results: list[EnqueueResult] = []
         with translated(self._loc), self._writer.begin() as conn:
-            for row, files in prepared:
-                results.append(self._insert(conn, row, files))
+            for item in prepared:
+                results.append(self._insert(conn, item))
         return results
 
-    @staticmethod
-    def _prepare(
-        request: EnqueueRequest, now: datetime
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        if not request.namespace:
-            raise ValueError("namespace is empty")
-        if request.idempotency_key is not None and not 0 < len(request.idempotency_key) <= 200:
-            raise ValueError("idempotency key must be 1-200 characters")
-        payload, files = split_attachments(as_payload(request.notification))
-        module = payload.get("module")
-        routing = request.routing
-        row = {
-            "namespace": request.namespace,
-            "idempotency_key": request.idempotency_key,
-            "module": str(module)[:64] if module is not None else None,
-            "payload": canonical_json(payload),
-            "config_revision": routing.config_revision if routing else None,
-            "server": routing.server if routing else None,
-            "state": OutboxState.QUEUED.value,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        return row, files
-
-    def _insert(
-        self, conn: Connection, row: dict[str, Any], files: list[dict[str, Any]]
-    ) -> EnqueueResult:
+    def _insert(self, conn: Connection, item: _Prepared) -> EnqueueResult:
+        row = item.row
         new_id = conn.execute(self._enqueue, row).scalar_one_or_none()
         if new_id is None:
             # The conflicting insert has committed (PostgreSQL waits for it), so
@@ -284,9 +258,9 @@ class SqlOutbox:
             return EnqueueResult(existing, True)
         # One row per statement: executemany would hold every file's parameters
         # at once, and they can be 20 MB each.
-        for f in files:
+        for f in item.files:
             conn.execute(insert(att).values(message_id=new_id, **f))
-        return EnqueueResult(new_id, False)
+        return EnqueueResult(new_id, False, item.leased(new_id))
 
     # -- the daemon's side --------------------------------------------------
 
@@ -413,32 +387,30 @@ class SqlOutbox:
         by_id = _checked(completions)
         now = _now(now)
         ids = list(by_id)
+        # Usually the whole batch ends alike (sent, no error): one UPDATE per kind of
+        # ending, fenced by the lease in its WHERE and answering with the rows it
+        # took. Row locks (PostgreSQL) or the write lock (SQLite) keep a claim from
+        # moving a lease in between; a row that lost its lease is simply not matched.
+        endings: dict[tuple[str, str | None, datetime | None], list[int]] = {}
+        for c in by_id.values():
+            key = (OutboxState(c.state).value, _error(c.error), c.next_attempt_at)
+            endings.setdefault(key, []).append(c.id)
+        held: set[int] = set()
         with translated(self._loc), self._writer.begin() as conn:
-            held: set[int] = set()
-            for i in range(0, len(ids), _CHUNK):
-                # Lock the rows (PostgreSQL; SQLite holds its write lock) so the
-                # lease cannot move between this check and the update below.
-                q = (select(o.c.id)
-                     .where(o.c.id.in_(ids[i : i + _CHUNK]), o.c.lease_owner == owner,
-                            o.c.state == _LEASED)
-                     .with_for_update())
-                held.update(conn.execute(q).scalars())
-            if held:
-                stmt = (
-                    update(o).where(o.c.id == bindparam("b_id"))
-                    .values(
-                        state=bindparam("b_state"),
-                        last_error=bindparam("b_error"),
-                        next_attempt_at=func.coalesce(
-                            bindparam("b_next", type_=t.UtcDateTime()), o.c.next_attempt_at),
-                        lease_owner=None, lease_expires_at=None, updated_at=now,
+            for (state, error, next_at), group in endings.items():
+                for i in range(0, len(group), _CHUNK):
+                    stmt = (
+                        update(o)
+                        .where(o.c.id.in_(group[i : i + _CHUNK]), o.c.lease_owner == owner,
+                               o.c.state == _LEASED)
+                        .values(state=state, last_error=error,
+                                next_attempt_at=func.coalesce(
+                                    bindparam("b_next", next_at, type_=t.UtcDateTime()),
+                                    o.c.next_attempt_at),
+                                lease_owner=None, lease_expires_at=None, updated_at=now)
+                        .returning(o.c.id)
                     )
-                )
-                conn.execute(stmt, [
-                    {"b_id": c.id, "b_state": OutboxState(c.state).value,
-                     "b_error": _error(c.error), "b_next": c.next_attempt_at}
-                    for c in by_id.values() if c.id in held
-                ])
+                    held.update(conn.execute(stmt).scalars())
             insert_entries(conn, audit, now)
         return CompletionResult(
             done=tuple(i for i in ids if i in held),
@@ -527,6 +499,67 @@ class SqlOutbox:
         stmt = delete(o).where(o.c.state.in_(finished), o.c.updated_at < updated_before)
         with translated(self._loc), self._writer.begin() as conn:
             return conn.execute(stmt).rowcount
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """An enqueue request as its outbox row and attachment rows."""
+
+    row: dict[str, Any]
+    files: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, request: EnqueueRequest, now: datetime) -> _Prepared:
+        if not request.namespace:
+            raise ValueError("namespace is empty")
+        if request.idempotency_key is not None and not 0 < len(request.idempotency_key) <= 200:
+            raise ValueError("idempotency key must be 1-200 characters")
+        payload, files = split_attachments(as_payload(request.notification))
+        module = payload.get("module")
+        routing, lease = request.routing, request.lease
+        row = {
+            "namespace": request.namespace,
+            "idempotency_key": request.idempotency_key,
+            "module": str(module)[:64] if module is not None else None,
+            "payload": canonical_json(payload),
+            "config_revision": routing.config_revision if routing else None,
+            "server": routing.server if routing else None,
+            "state": OutboxState.QUEUED.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "first_attempt_at": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        if lease is not None:
+            # Exactly what a claim would have written: release() and lease
+            # expiry treat it like any claimed message.
+            row.update(state=_LEASED, attempts=1, first_attempt_at=now,
+                       lease_owner=lease.owner,
+                       lease_expires_at=now + timedelta(seconds=lease.seconds))
+        return cls(row, files)
+
+    def leased(self, id: int) -> OutboxMessage | None:
+        """The stored message, for its lease holder, without reading it back."""
+        row = self.row
+        if row["lease_owner"] is None:
+            return None
+        routing = (RoutingSnapshot(row["config_revision"], row["server"])
+                   if row["config_revision"] is not None else None)
+        files = tuple(AttachmentInfo(f["position"], f["name"], f["content_type"], f["size"])
+                      for f in self.files)
+        return OutboxMessage(
+            id=id, namespace=row["namespace"], idempotency_key=row["idempotency_key"],
+            # As a claim would read it back: JSON types only, whatever the caller passed.
+            module=row["module"], payload=json.loads(row["payload"]), attachments=files,
+            routing=routing,
+            state=OutboxState.LEASED, attempts=row["attempts"],
+            next_attempt_at=row["next_attempt_at"], first_attempt_at=row["first_attempt_at"],
+            lease_owner=row["lease_owner"], lease_expires_at=row["lease_expires_at"],
+            created_at=row["created_at"], updated_at=row["updated_at"], last_error=None,
+        )
 
 
 def _checked(completions: Sequence[Completion]) -> dict[int, Completion]:
