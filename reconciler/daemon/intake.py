@@ -169,7 +169,6 @@ class GroupCommitter:
                     if not waiter.done():
                         waiter.set_exception(exc)
                 return
-            granted = self._pass_on(requests, results, granted)
             self.stats.batches += 1
             self.stats.messages += len(batch)
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
@@ -180,6 +179,9 @@ class GroupCommitter:
                     waiter.set_exception(result)
                 else:
                     waiter.set_result(result)
+            # After the answers: their callbacks are scheduled first, so the 202s go
+            # out before the worker starts composing and sending these messages.
+            granted = self._pass_on(requests, results, granted)
         finally:
             if granted and self._handoff is not None:
                 self._handoff.adopt((), granted)  # the write failed: give the slots back
