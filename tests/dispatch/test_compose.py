@@ -262,3 +262,15 @@ def test_anything_else_takes_the_email_package_path(kw: dict[str, object]) -> No
     env = build(notification(**kw))
     assert not isinstance(env.content, bytes)
     assert parsed(env.as_bytes())["Message-ID"] == env.message_id
+
+
+@pytest.mark.parametrize("kw", [
+    {"text_body": ".leading dot\n.\n..two\nbare\rcr\r\nend"},
+    {"text_body": ".dot\n" + "x" * 100 + "\n", "html_body": "<p>\n.dot</p>"},
+    {"text_body": ".Grüße\n.\n", "attachments": [{"name": "a.bin", "data": bytes(range(256))}]},
+])
+def test_both_paths_write_crlf_line_ends_only(kw: dict[str, object]) -> None:
+    """SMTP DATA needs CRLF line ends; compose writes nothing else, so smtp_data only
+    doubles dots and never rewrites line ends for a composed message."""
+    raw = build(notification(**kw)).as_bytes()
+    assert raw.count(b"\r\n") == raw.count(b"\n") == raw.count(b"\r")

@@ -1,11 +1,15 @@
-"""Notification intake validation: addresses, header injection, JSON round trip."""
+"""Notification intake validation: addresses, header injection, JSON round trip; the
+message as SMTP DATA carries it."""
 
 from __future__ import annotations
+
+import random
+import re
 
 import pytest
 from pydantic import ValidationError
 
-from reconciler.dispatch.envelope import Mailbox, Notification
+from reconciler.dispatch.envelope import Mailbox, Notification, smtp_data
 
 
 def test_recipients_accept_plain_named_and_object_forms() -> None:
@@ -132,3 +136,32 @@ def test_plain_address_fast_path_normalises_like_email_validator() -> None:
         assert validate_address(address) == expected, address  # and uncached
     assert fast > 500
     assert validate_address("Jorg@Corp.Example") == "Jorg@corp.example"
+
+
+def _data_line_by_line(message: bytes) -> bytes:
+    """RFC 5321 4.5.2 spelled out: every line (CRLF, bare LF or bare CR ends one) sent
+    with CRLF, a leading dot doubled, then the closing dot line."""
+    lines = re.split(rb"\r\n|\n|\r", message)
+    if len(lines) > 1 and lines[-1] == b"":
+        lines.pop()  # the message ended with a line end
+    stuffed = (b"." + line if line.startswith(b".") else line for line in lines)
+    return b"".join(line + b"\r\n" for line in stuffed) + b".\r\n"
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    (b"", b"\r\n.\r\n"),
+    (b"a\r\nb\r\n", b"a\r\nb\r\n.\r\n"),
+    (b"no line end", b"no line end\r\n.\r\n"),
+    (b".first\r\n.\r\n..two\r\nmid.dle\r\n", b"..first\r\n..\r\n...two\r\nmid.dle\r\n.\r\n"),
+    (b"bare\nlf\n.dot\rcr\r\r\n", b"bare\r\nlf\r\n..dot\r\ncr\r\n\r\n.\r\n"),
+])
+def test_smtp_data_examples(message: bytes, expected: bytes) -> None:
+    assert smtp_data(message) == expected
+
+
+def test_smtp_data_matches_the_line_by_line_form() -> None:
+    rng = random.Random(11)
+    pieces = [b"a", b"b", b".", b"\r", b"\n", b"\r\n", b" "]
+    for _ in range(5000):
+        message = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 24)))
+        assert smtp_data(message) == _data_line_by_line(message), message

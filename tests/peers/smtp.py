@@ -92,6 +92,12 @@ class RecordingHandler:
     hang_on_data: bool = False
     messages: list[Received] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
+    noops: int = 0  # liveness checks seen
+
+    async def handle_NOOP(self, server: SMTP, session: Session, envelope: Envelope,
+                          arg: str) -> str:
+        self.noops += 1
+        return "250 OK"
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:

@@ -64,12 +64,14 @@ class ConnectionPool(Generic[C]):
         async with self._slots:
             yield
 
-    async def acquire(self, open_new: Callable[[], Awaitable[C]]) -> Pooled[C]:
-        """A live connection: a pooled one that passes the check, or a new one.
+    async def acquire(self, open_new: Callable[[], Awaitable[C]], *,
+                      reuse: bool = True) -> Pooled[C]:
+        """A live connection: a pooled one that passes the check, or a new one
+        (always a new one when not ``reuse``).
 
         Call while holding :meth:`slot`.
         """
-        while self._idle:
+        while reuse and self._idle:
             item = self._idle.pop()
             self.stats.idle = len(self._idle)
             now = self.clock()
@@ -99,6 +101,11 @@ class ConnectionPool(Generic[C]):
         else:
             self.close(item.conn)
         self.stats.idle = len(self._idle)
+
+    def discard(self, item: Pooled[C]) -> None:
+        """Close a connection found dead in use (it had skipped the liveness check)."""
+        self.stats.discarded += 1
+        self.close(item.conn)
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []

@@ -17,6 +17,10 @@
 - The server's ``timeoutSeconds`` is a deadline on the whole send (pool slot,
   connect, TLS, AUTH, MAIL, RCPT, DATA, including a failover), and also the
   per-command timeout.
+- When the server announces PIPELINING (RFC 2920), MAIL FROM, the RCPTs and
+  DATA go out in one write and the message in a second
+  (:mod:`~reconciler.dispatch.transports.smtp_pipelining`): two round trips a
+  message instead of three plus one per recipient, reported the same way.
 - Failover (O6): when the first host cannot be reached, the next candidate
   from :class:`~reconciler.dispatch.failover.HostSelector` is tried within the
   same deadline; the result names the host used.
@@ -33,6 +37,7 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import aiosmtplib
 from aiosmtplib import (
@@ -41,7 +46,9 @@ from aiosmtplib import (
     SMTPConnectResponseError,
     SMTPConnectTimeoutError,
     SMTPException,
+    SMTPHeloError,
     SMTPRecipientRefused,
+    SMTPResponse,
     SMTPResponseException,
     SMTPServerDisconnected,
     SMTPTimeoutError,
@@ -84,6 +91,7 @@ from reconciler.dispatch.transports.results import (
     logged_result,
     unsendable,
 )
+from reconciler.dispatch.transports.smtp_pipelining import PipelinedTransaction
 from reconciler.dispatch.transports.tls import ssl_cause, transport_tls
 
 log = logging.getLogger(__name__)
@@ -100,6 +108,10 @@ class _Unreachable(Exception):
         super().__init__(detail)
         self.detail = detail
         self.failure = failure
+
+
+class _Stale(Exception):
+    """A pooled connection was found closed before the transaction got a reply."""
 
 
 class _Failed(Exception):
@@ -235,26 +247,40 @@ class SmtpTransport(Transport):
             pool = self._pool(server, endpoint)
             progress.step = f"waiting for a connection to {endpoint.address}"
             async with pool.slot():
-                try:
-                    item = await pool.acquire(
-                        lambda ep=endpoint: self._open(server, ep, redactor, progress,
-                                                       connect_timeout)
-                    )
-                except _Unreachable as exc:
-                    progress.unreachable_failures.append(exc.failure)
-                    progress.give_up_on(self.selector, endpoint, redactor(exc.detail))
-                    continue
-                except _Failed as exc:
-                    return self._finish(server, envelope, progress, redactor, exc.outcome,
-                                        exc.failure, exc.detail, code=exc.code)
-                progress.reached(self.selector, endpoint)
-                reusable = False
-                try:
-                    result, reusable = await self._transact(item.conn, envelope, server,
-                                                            redactor, progress)
-                    return result
-                finally:
-                    pool.release(item, reusable=reusable and item.conn.is_connected)
+                reuse = True
+                for _ in range(2):
+                    try:
+                        item = await pool.acquire(
+                            lambda ep=endpoint: self._open(server, ep, redactor, progress,
+                                                           connect_timeout),
+                            reuse=reuse,
+                        )
+                    except _Unreachable as exc:
+                        progress.unreachable_failures.append(exc.failure)
+                        progress.give_up_on(self.selector, endpoint, redactor(exc.detail))
+                        break
+                    except _Failed as exc:
+                        return self._finish(server, envelope, progress, redactor, exc.outcome,
+                                            exc.failure, exc.detail, code=exc.code)
+                    progress.reached(self.selector, endpoint)
+                    reusable = stale = False
+                    try:
+                        result, reusable = await self._transact(
+                            item.conn, envelope, server, redactor, progress,
+                            stale_possible=reuse and item.uses > 1)
+                        return result
+                    except _Stale:
+                        # The server had closed this pooled connection before our MAIL
+                        # FROM (it skipped the liveness check, see pool): nothing was
+                        # sent, so once more on a new connection.
+                        self._trace(spec, "pooled connection to %s was closed; reconnecting",
+                                    endpoint.address)
+                        reuse, stale = False, True
+                    finally:
+                        if stale:
+                            pool.discard(item)
+                        else:
+                            pool.release(item, reusable=reusable and item.conn.is_connected)
         detail = "cannot reach " + "; ".join(progress.unreachable)
         failure = (Failure.TIMEOUT if set(progress.unreachable_failures) == {Failure.TIMEOUT}
                    else Failure.CONNECT)
@@ -268,22 +294,41 @@ class SmtpTransport(Transport):
         server: OutgoingServer,
         redactor: Redactor,
         progress: _Progress,
+        *,
+        stale_possible: bool = False,
     ) -> tuple[SendResult, bool]:
-        """MAIL, RCPT per recipient, DATA; the result and whether the connection is reusable."""
+        """MAIL, RCPT per recipient, DATA; the result and whether the connection is reusable.
+
+        Raises :class:`_Stale` when ``stale_possible`` (a reused connection) and the
+        connection turns out closed before MAIL FROM got any reply.
+
+        Pipelined (RFC 2920) when the server offers it, else one command at a time;
+        both raise the same errors at the same steps, so one classification serves both.
+        """
         message = envelope.as_bytes()
-        options = [f"SIZE={len(message)}"] if smtp.supports_extension("size") else []
+        rcpt_to = envelope.rcpt_to  # a property that builds a new tuple each time
         refused: dict[str, RecipientResult] = {}
+        transaction: _Transaction | None = None
         try:
             progress.step = "sending MAIL FROM"
-            await smtp.mail(envelope.mail_from, options=options)
+            await _greet(smtp)  # what mail() would do first; PIPELINING and SIZE are known after
+            options = [f"SIZE={len(message)}"] if smtp.supports_extension("size") else []
+            if smtp.supports_extension("pipelining"):
+                self._trace(server.spec, "pipelining MAIL FROM, %d RCPT TO and DATA to %s",
+                            len(rcpt_to), progress.host)
+                transaction = PipelinedTransaction(smtp, envelope.mail_from, options, rcpt_to)
+            else:
+                transaction = _OneAtATime(smtp, envelope.mail_from, options)
+            await transaction.mail()
             progress.step = "sending RCPT TO"
-            for address in envelope.rcpt_to:
+            for address in rcpt_to:
                 try:
-                    await smtp.rcpt(address)
+                    await transaction.rcpt(address)
                 except SMTPRecipientRefused as exc:
                     refused[address] = RecipientResult(
                         address, outcome_for_reply(exc.code), exc.code, redactor(exc.message))
-            if len(refused) == len(envelope.rcpt_to):
+            if len(refused) == len(rcpt_to):
+                await transaction.drain()
                 await _rset(smtp)
                 outcome = (Outcome.TRANSIENT
                            if any(r.outcome == Outcome.TRANSIENT for r in refused.values())
@@ -292,29 +337,36 @@ class SmtpTransport(Transport):
                                     Failure.RECIPIENTS, "every recipient was refused",
                                     recipients=tuple(refused.values())), True
             progress.step = "sending DATA"
-            reply = await smtp.data(message)
+            reply = await transaction.data(message)
         except SMTPResponseException as exc:
+            if transaction is not None:
+                await transaction.drain()
             await _rset(smtp)
             outcome, failure, detail = _classify_reply(exc.code, exc.message, progress.step)
             recipients = tuple(
                 refused.get(a) or RecipientResult(a, outcome, exc.code, redactor(exc.message))
-                for a in envelope.rcpt_to
+                for a in rcpt_to
             )
             return self._finish(server, envelope, progress, redactor, outcome, failure, detail,
                                 recipients=recipients, code=exc.code), exc.code != 421
         except SMTPServerDisconnected as exc:
+            if stale_possible and progress.step == "sending MAIL FROM":
+                raise _Stale from exc
             return self._finish(server, envelope, progress, redactor, Outcome.TRANSIENT,
                                 Failure.CONNECT,
                                 f"connection lost while {progress.step} ({exc})"), False
         except SMTPTimeoutError as exc:
             return self._finish(server, envelope, progress, redactor, Outcome.TRANSIENT,
                                 Failure.TIMEOUT, f"timed out while {progress.step}: {exc}"), False
+        finally:
+            if transaction is not None:
+                transaction.finish()
         recipients = tuple(
             refused.get(a) or RecipientResult(a, Outcome.SENT, reply.code, redactor(reply.message))
-            for a in envelope.rcpt_to
+            for a in rcpt_to
         )
-        detail = f"accepted for {len(envelope.rcpt_to) - len(refused)} of " \
-                 f"{len(envelope.rcpt_to)} recipients{progress.failover_note()}"
+        detail = f"accepted for {len(rcpt_to) - len(refused)} of " \
+                 f"{len(rcpt_to)} recipients{progress.failover_note()}"
         result = self._finish(server, envelope, progress, redactor, Outcome.SENT, None, detail,
                               recipients=recipients, server_reply=f"{reply.code} {reply.message}")
         return result, True
@@ -331,6 +383,7 @@ class SmtpTransport(Transport):
         pool = self._pools.get(key)
         if pool is None:
             pool = ConnectionPool(size, self._max_age, is_alive=self._alive, close=_close,
+                                  is_open=_is_open,
                                   retire=_quit)
             self._pools[key] = pool
         return pool
@@ -568,6 +621,52 @@ def _no_auth_hint(smtp: aiosmtplib.SMTP, offered: list[str], wanted: str = "PLAI
     return f"the server does not offer {wanted} authentication (offers: {shown})"
 
 
+class _Transaction(Protocol):
+    """MAIL, RCPT and DATA with aiosmtplib's errors: PipelinedTransaction or _OneAtATime."""
+
+    async def mail(self) -> object: ...
+    async def rcpt(self, recipient: str) -> object: ...
+    async def data(self, message: bytes) -> SMTPResponse: ...
+    async def drain(self) -> None: ...
+    def finish(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _OneAtATime:
+    """A transaction without PIPELINING: each command waits for its reply (aiosmtplib)."""
+
+    smtp: aiosmtplib.SMTP
+    sender: str
+    options: list[str]
+
+    async def mail(self) -> SMTPResponse:
+        return await self.smtp.mail(self.sender, options=self.options)
+
+    async def rcpt(self, recipient: str) -> SMTPResponse:
+        return await self.smtp.rcpt(recipient)
+
+    async def data(self, message: bytes) -> SMTPResponse:
+        return await self.smtp.data(message)
+
+    async def drain(self) -> None:
+        """Nothing is ever owed: every command has had its reply."""
+
+    def finish(self) -> None:
+        """Nothing to hand back."""
+
+
+async def _greet(smtp: aiosmtplib.SMTP) -> None:
+    """EHLO (HELO if EHLO is refused) unless done, as aiosmtplib's mail() starts with."""
+    if not smtp.is_ehlo_or_helo_needed:
+        return
+    try:
+        await smtp.ehlo()
+    except SMTPHeloError:
+        if not smtp.is_connected:
+            raise
+        await smtp.helo()
+
+
 async def _rset(smtp: aiosmtplib.SMTP) -> None:
     if not smtp.is_connected:
         return
@@ -575,6 +674,10 @@ async def _rset(smtp: aiosmtplib.SMTP) -> None:
         await smtp.rset()
     except (SMTPException, OSError, TimeoutError):
         _close(smtp)
+
+
+def _is_open(smtp: aiosmtplib.SMTP) -> bool:
+    return smtp.is_connected
 
 
 def _close(smtp: aiosmtplib.SMTP) -> None:

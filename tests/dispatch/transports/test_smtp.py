@@ -388,6 +388,22 @@ async def test_connection_closed_by_the_server_is_replaced_transparently(
     assert (stats.opened, stats.discarded) == (2, 1)
 
 
+async def test_a_connection_used_a_moment_ago_is_reused_without_a_liveness_check(
+    peer_factory: PeerFactory, certs: PeerCerts
+) -> None:
+    peer = peer_factory("plain")
+    server = peer.server()
+    t = transport(certs)
+    for _ in range(3):
+        assert (await t.send(envelope_for(server), server)).outcome == Outcome.SENT
+    assert peer.handler.noops == 0  # no round trip per message under load
+    await asyncio.sleep(1.2)  # idle past the pool's one-second window
+    assert (await t.send(envelope_for(server), server)).outcome == Outcome.SENT
+    await t.aclose()
+    assert peer.handler.noops == 1  # an idle connection is checked before it is trusted
+    assert peer.connections == 1
+
+
 async def test_connections_older_than_the_maximum_age_are_retired(
     peer_factory: PeerFactory, certs: PeerCerts
 ) -> None:
