@@ -27,6 +27,7 @@ from reconciler.config.secrets import redact, redact_ref
 from reconciler.state import schema as t
 from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
 from reconciler.state.codec import SECRET_FIELDS
+from reconciler.state.driver import DriverStatement
 from reconciler.state.engine import Location, translated
 
 MAX_REASON = 2000  # a whole SMTP transcript is not a reason; keep rows small
@@ -118,10 +119,21 @@ def entry_row(entry: AuditEntry, now: datetime) -> dict[str, Any]:
     }
 
 
+_ROW_KEYS = ("created_at", "direction", "status", "reason", "namespace", "server", "host",
+             "attempt", "recipient", "recipient_key", "message_id", "outbox_id", "module",
+             "details")
+_INSERTS: dict[str, DriverStatement] = {}  # per dialect: a row per recipient per attempt
+
+
 def insert_entries(conn: Connection, entries: Sequence[AuditEntry], now: datetime) -> None:
     """Write audit rows inside a caller's transaction (the outbox's group commit)."""
-    if entries:
-        conn.execute(insert(t.audit), [entry_row(e, now) for e in entries])
+    if not entries:
+        return
+    statement = _INSERTS.get(conn.dialect.name)
+    if statement is None:
+        statement = DriverStatement(insert(t.audit), conn.dialect, _ROW_KEYS)
+        _INSERTS[conn.dialect.name] = statement
+    statement.execute_many(conn, (entry_row(e, now) for e in entries))
 
 
 def _entry(row: Any) -> AuditEntry:

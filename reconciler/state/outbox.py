@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     Connection,
     Engine,
@@ -70,6 +71,7 @@ from reconciler.state.base import (
     RoutingSnapshot,
     UnknownMessage,
 )
+from reconciler.state.driver import DriverStatement
 from reconciler.state.engine import Location, translated
 
 o = t.outbox
@@ -186,6 +188,11 @@ def _messages(conn: Connection, rows: Iterable[Any]) -> list[OutboxMessage]:
     return [_message(r, files.get(r.id, ())) for r in rows]
 
 
+_ROW_KEYS = ("namespace", "idempotency_key", "module", "payload", "config_revision", "server",
+             "state", "attempts", "next_attempt_at", "first_attempt_at", "lease_owner",
+             "lease_expires_at", "created_at", "updated_at")
+
+
 def _enqueue_statement(dialect: str) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING id, built once: parameters are
     passed at execution so SQLAlchemy's compiled-statement cache applies."""
@@ -205,7 +212,8 @@ class SqlOutbox:
         self._engine = engine
         self._writer = writer
         self._loc = loc
-        self._enqueue = _enqueue_statement(engine.dialect.name)
+        self._enqueue = DriverStatement(_enqueue_statement(engine.dialect.name),
+                                        engine.dialect, _ROW_KEYS)
 
     # -- intake ---------------------------------------------------------------
 
@@ -247,8 +255,8 @@ class SqlOutbox:
 
     def _insert(self, conn: Connection, item: _Prepared) -> EnqueueResult:
         row = item.row
-        new_id = conn.execute(self._enqueue, row).scalar_one_or_none()
-        if new_id is None:
+        returned = self._enqueue.execute(conn, row)
+        if returned is None:
             # The conflicting insert has committed (PostgreSQL waits for it), so
             # this read-committed look finds it.
             existing = conn.execute(select(o.c.id).where(
@@ -256,6 +264,7 @@ class SqlOutbox:
                 o.c.idempotency_key == row["idempotency_key"],
             )).scalar_one()
             return EnqueueResult(existing, True)
+        new_id = returned[0]
         # One row per statement: executemany would hold every file's parameters
         # at once, and they can be 20 MB each.
         for f in item.files:
@@ -553,7 +562,7 @@ class _Prepared:
         return OutboxMessage(
             id=id, namespace=row["namespace"], idempotency_key=row["idempotency_key"],
             # As a claim would read it back: JSON types only, whatever the caller passed.
-            module=row["module"], payload=json.loads(row["payload"]), attachments=files,
+            module=row["module"], payload=orjson.loads(row["payload"]), attachments=files,
             routing=routing,
             state=OutboxState.LEASED, attempts=row["attempts"],
             next_attempt_at=row["next_attempt_at"], first_attempt_at=row["first_attempt_at"],
