@@ -14,6 +14,10 @@ see :mod:`reconciler.daemon.intake`). A repeated idempotency key answers 200
 with the first notification's id and ``duplicate: true``. After a commit the
 API calls ``app.state.wake_worker()`` when the daemon has set it.
 
+Intake itself is answered in front of the FastAPI stack, which cost more CPU
+than the route's own work (:mod:`reconciler.daemon.intake_route`); the route
+stays registered here for the OpenAPI document and runs the same code.
+
 Nothing here logs a request body or a token.
 """
 
@@ -30,24 +34,27 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import ValidationError
 
 from reconciler.config.desired import ResourceKey
 from reconciler.daemon.auth import ApiTokenError, BearerTokens
 from reconciler.daemon.intake import MAX_BATCH, GroupCommitter
+from reconciler.daemon.intake_route import (
+    PARSE_IN_THREAD_BYTES,
+    RETRY_AFTER_S,
+    DaemonApi,
+    IntakeRoute,
+    ReplyResponse,
+    check_bearer,
+    store_unavailable,
+)
 from reconciler.daemon.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from reconciler.daemon.live_config import ConfigHolder
 from reconciler.daemon.metrics import DaemonMetrics
-from reconciler.daemon.problems import (
-    NOTIFICATION_FIELDS,
-    field_problem,
-    field_problems,
-    validation_handler,
-)
-from reconciler.daemon.refusals import RefusalLog, invalid_fields_reason, refuse
+from reconciler.daemon.problems import NOTIFICATION_FIELDS, validation_handler
+from reconciler.daemon.refusals import RefusalLog
 from reconciler.daemon.schemas import (
     Accepted,
     AuditItem,
@@ -65,20 +72,16 @@ from reconciler.state.base import (
     Audit,
     AuditDirection,
     AuditStatus,
-    EnqueueRequest,
     Outbox,
-    OutboxState,
     StoreError,
 )
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "ApiStore", "ApiTokenError", "create_api"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "PARSE_IN_THREAD_BYTES", "RETRY_AFTER_S", "ApiStore",
+           "ApiTokenError", "create_api"]
 
 TITLE = "reconcile dispatch API"
-# Parsing a body this large on the event loop would stall every other request.
-PARSE_IN_THREAD_BYTES = 256 * 1024
-RETRY_AFTER_S = "5"
 
 _DESCRIPTION = """\
 Submit the service desk's notifications to the dispatch daemon and follow
@@ -141,6 +144,7 @@ def create_api(
     intake_window: float = 0.0,
     intake_concurrency: int = 1,
     intake_max_batch: int = MAX_BATCH,
+    fast_intake: bool = True,
 ) -> FastAPI:
     """The daemon's API application.
 
@@ -151,6 +155,8 @@ def create_api(
     many intake transactions may run at once (1: measured no slower on
     PostgreSQL than 2 or 4, with bigger batches); ``intake_max_batch`` caps
     one transaction (1 turns group commit off, for comparison).
+    ``fast_intake=False`` lets intake go through the FastAPI stack like every
+    other route (same answers, more CPU; for comparison).
     """
     tokens = BearerTokens(settings.api_tokens)
     if not tokens:
@@ -165,9 +171,15 @@ def create_api(
         # uvicorn has finished the requests in flight; write anything left over
         await intake.aclose()
 
-    app = FastAPI(title=TITLE, version=app_version, description=_DESCRIPTION,
-                  openapi_tags=_TAGS, lifespan=lifespan)
+    app = DaemonApi(title=TITLE, version=app_version, description=_DESCRIPTION,
+                    openapi_tags=_TAGS, lifespan=lifespan)
     app.state.intake = intake
+    # The daemon may set its hook later; None until then spares every intake
+    # request the AttributeError that looking up a missing one costs.
+    app.state.wake_worker = None
+    route = IntakeRoute(store, intake, config, metrics, tokens, app.state, max_body_bytes)
+    if fast_intake:
+        app.intake_route = route
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_middleware(RefusalLog)  # added last: outermost, so it sees the 413s too
     app.add_exception_handler(RequestValidationError, validation_handler)
@@ -180,16 +192,8 @@ def create_api(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
     ) -> None:
-        if credentials is None:
-            refuse(request.scope, "no token")
-            raise HTTPException(401, "a bearer token is required",
-                                headers={"WWW-Authenticate": 'Bearer realm="reconcile"'})
-        if not tokens.accepts(credentials.credentials):
-            # RefusalLog logs it, never the token; "bearer <word>" would be masked as a token.
-            refuse(request.scope, "wrong token")
-            raise HTTPException(
-                401, "the bearer token is not valid",
-                headers={"WWW-Authenticate": 'Bearer realm="reconcile", error="invalid_token"'})
+        check_bearer(tokens, request.scope, None if credentials is None else
+                     credentials.credentials)
 
     guarded = [Depends(authorized)]
 
@@ -205,45 +209,8 @@ def create_api(
             "schema": {"$ref": "#/components/schemas/Notification"}}}}},
     )
     async def submit(request: Request) -> Response:
-        try:
-            notification = await _parse(await request.body())
-        except _Invalid as exc:
-            refuse(request.scope, invalid_fields_reason(exc.detail))
-            raise
-        live = config.current
-        if live.revision < 0:
-            raise HTTPException(503, "the daemon has not loaded its configuration yet; "
-                                "retry in a moment", headers={"Retry-After": RETRY_AFTER_S})
-        namespace = notification.namespace
-        if namespace not in live.namespaces:
-            refuse(request.scope, "unknown namespace")
-            return _invalid([field_problem(
-                ("body", "namespace"),
-                f"namespace {namespace!r} is not configured in the live config "
-                f"(revision {live.revision})", "unknown_namespace")])
-        try:
-            result = await intake.submit(
-                EnqueueRequest(notification, namespace, notification.idempotency_key))
-        except StoreError as exc:
-            log.warning("intake could not store a notification: %s", exc)
-            raise HTTPException(503, "the outbox store is unavailable; the notification was "
-                                "NOT accepted, retry later",
-                                headers={"Retry-After": RETRY_AFTER_S}) from None
-        location = {"Location": f"/v1/notifications/{result.id}"}
-        if result.duplicate:
-            found = await anyio.to_thread.run_sync(store.outbox.get, result.id)
-            state = found.state if found is not None else OutboxState.QUEUED
-            return JSONResponse({"id": result.id, "duplicate": True, "status": state.value},
-                                status_code=200, headers=location)
-        metrics.accepted.labels(namespace=namespace).inc()
-        # The daemon sets this hook so its worker claims now rather than after
-        # its poll interval; an API served on its own has none.
-        wake = getattr(request.app.state, "wake_worker", None)
-        if wake is not None:
-            wake()
-        return JSONResponse({"id": result.id, "duplicate": False,
-                             "status": OutboxState.QUEUED.value},
-                            status_code=202, headers=location)
+        # Reached when the fast path steps aside (see intake_route); the same code.
+        return ReplyResponse(await route.accept(request.scope, await request.body()))
 
     @app.get("/v1/notifications/{id}", tags=["notifications"], dependencies=guarded,
              response_model=NotificationStatus, summary="What became of a notification",
@@ -343,24 +310,6 @@ def create_api(
     return app
 
 
-async def _parse(body: bytes) -> Notification:
-    try:
-        if len(body) > PARSE_IN_THREAD_BYTES:
-            return await anyio.to_thread.run_sync(Notification.model_validate_json, body)
-        return Notification.model_validate_json(body)
-    except ValidationError as exc:
-        raise _Invalid(field_problems(exc.errors(include_url=False), ("body",))) from None
-
-
-class _Invalid(HTTPException):
-    def __init__(self, problems: list[dict[str, Any]]) -> None:
-        super().__init__(422, problems)
-
-
-def _invalid(problems: list[dict[str, Any]]) -> JSONResponse:
-    return JSONResponse({"detail": problems}, status_code=422)
-
-
 def _utc(when: datetime | None) -> datetime | None:
     if when is not None and when.tzinfo is None:
         return when.replace(tzinfo=UTC)
@@ -368,9 +317,7 @@ def _utc(when: datetime | None) -> datetime | None:
 
 
 async def _store_unavailable(_request: Request, exc: Exception) -> Response:
-    log.warning("API request failed on the store: %s", exc)
-    return JSONResponse({"detail": "the state store is unavailable; retry later"},
-                        status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+    return ReplyResponse(store_unavailable(exc))
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -5,6 +5,9 @@ would buffer them all before validation ever looked at them. A declared
 ``Content-Length`` over the limit is refused before a byte of the body is
 read; a chunked body is counted while it arrives and refused as soon as it
 passes the limit.
+
+The intake route's own ASGI handler (:mod:`reconciler.daemon.intake_route`)
+does the same checks with the helpers here, so both give the same 413.
 """
 
 from __future__ import annotations
@@ -16,8 +19,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
 
 
-class _TooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """The body passed the limit while it was being read."""
+
+
+def too_large(max_bytes: int) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The 413 answer's headers and body."""
+    body = json.dumps({
+        "detail": f"request body is larger than the limit of {max_bytes} bytes",
+    }).encode()
+    # Closing: the rest of the body is not read, so the connection cannot
+    # carry another request.
+    return [(b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close")], body
 
 
 class BodySizeLimit:
@@ -31,7 +46,7 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared = content_length(scope)
         if declared is not None and declared > self.max_bytes:
             await self._refuse(send)
             return
@@ -44,7 +59,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    raise BodyTooLarge
             return message
 
         async def watching_send(message: Message) -> None:
@@ -55,32 +70,27 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, counting_receive, watching_send)
-        except _TooLarge:
+        except BodyTooLarge:
             if started:
                 raise
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps({
-            "detail": f"request body is larger than the limit of {self.max_bytes} bytes",
-        }).encode()
-        await send({
-            "type": "http.response.start",
-            "status": 413,
-            # Closing: the rest of the body is not read, so the connection
-            # cannot carry another request.
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close")],
-        })
+        headers, body = too_large(self.max_bytes)
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
+    """The declared Content-Length (the first one), None when absent or malformed."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None  # the server rejects a malformed length itself
+            return parse_length(value)
     return None
+
+
+def parse_length(value: bytes) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None  # the server rejects a malformed length itself

@@ -11,6 +11,10 @@ The reason is set by whoever refuses (``refuse(scope, reason)``), e.g.
 "wrong token" or "invalid fields: to[0], subject"; it names fields,
 never their values. Neither the token nor the body nor the query string is
 ever logged.
+
+The intake route answers outside the middleware stack
+(:mod:`reconciler.daemon.intake_route`) and calls :func:`log_refusal` itself,
+at the same moment: before its answer leaves.
 """
 
 from __future__ import annotations
@@ -61,13 +65,14 @@ class RefusalLog:
             # Logged before the answer leaves: whoever reads the log after the
             # response finds the line there.
             if message["type"] == "http.response.start" and message["status"] in REFUSED:
-                _log(scope, message["status"])
+                log_refusal(scope, message["status"])
             await send(message)
 
         await self.app(scope, receive, watching_send)
 
 
-def _log(scope: Scope, status: int) -> None:
+def log_refusal(scope: Scope, status: int) -> None:
+    """The refusal line for an answer with ``status`` (one of :data:`REFUSED`)."""
     client = scope.get("client")
     host = client[0] if client else "unknown"
     reason = scope.get(_KEY) or _DEFAULT_REASONS.get(status, "refused")
