@@ -545,3 +545,32 @@ async def test_results_arriving_together_are_written_in_one_transaction(store: S
     assert committer.stats.failures == 1
     assert all(store.outbox.get(i).state == OutboxState.SENT for i in ids)  # type: ignore[union-attr]
 
+
+
+async def test_a_result_lingers_for_company_before_its_group_is_written(store: SqlStore) -> None:
+    [first, second] = [enqueue(store, note(f"user{i}@corp.example")) for i in range(2)]
+    store.outbox.claim("w1", 2, 60)
+    outbox = CountingOutbox(store)
+    committer = GroupCommit(outbox, "w1", linger=0.5)  # type: ignore[arg-type]
+    task = asyncio.create_task(committer.run())
+    early = asyncio.create_task(committer.submit(Completion(first, OutboxState.SENT)))
+    await asyncio.sleep(0.05)  # well after the first result, well within its linger
+    late = await committer.submit(Completion(second, OutboxState.SENT))
+    committer.close()
+    await task
+    assert (await early, late) == (True, True)
+    assert outbox.groups == [2]
+
+
+async def test_a_stop_writes_lingering_results_at_once(store: SqlStore) -> None:
+    [only] = [enqueue(store, note("user@corp.example"))]
+    store.outbox.claim("w1", 1, 60)
+    outbox = CountingOutbox(store)
+    committer = GroupCommit(outbox, "w1", linger=60.0)  # type: ignore[arg-type]
+    task = asyncio.create_task(committer.run())
+    waiting = asyncio.create_task(committer.submit(Completion(only, OutboxState.SENT)))
+    await asyncio.sleep(0.05)
+    committer.close()
+    await asyncio.wait_for(task, 10)  # not the 60 s linger
+    assert await waiting is True
+    assert store.outbox.get(only).state == OutboxState.SENT  # type: ignore[union-attr]
