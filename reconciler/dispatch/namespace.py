@@ -41,6 +41,10 @@ class NamespaceConfig:
     filters: Mapping[str, RecipientFilter] = field(default_factory=dict)
     settings: MailSettings | None = None
     proxies: Mapping[str, ProxyServer] = field(default_factory=dict)
+    # Derived per server on first use (asked for every message): server name ->
+    # (that server, its policy). The view is immutable, so they never go stale.
+    _policies: dict[str, tuple[OutgoingServer, RetryPolicy]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_resources(cls, namespace: str, resources: Iterable[Resource]) -> NamespaceConfig:
@@ -112,5 +116,10 @@ class NamespaceConfig:
         return found.spec
 
     def retry_policy(self, server: OutgoingServer) -> RetryPolicy:
+        known = self._policies.get(server.metadata.name)
+        if known is not None and known[0] is server:
+            return known[1]
         settings = self.settings.spec.retry if self.settings else RetrySettings()
-        return RetryPolicy.from_settings(settings, server.spec)
+        policy = RetryPolicy.from_settings(settings, server.spec)
+        self._policies[server.metadata.name] = (server, policy)
+        return policy

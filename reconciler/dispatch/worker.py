@@ -425,9 +425,10 @@ class Worker:
             decision = ns.route(notification.module, notification.context)
             if decision.server is None:
                 raise _NotSent(decision.reason, NotSentReason.NO_SERVER)
-            log.debug("outbox %s routed to %s", msg.id, decision.reason,
-                      extra={"outbox_id": msg.id, "server": decision.server_name,
-                             "config_revision": current.revision})
+            if log.isEnabledFor(logging.DEBUG):  # spares the extra dict per message
+                log.debug("outbox %s routed to %s", msg.id, decision.reason,
+                          extra={"outbox_id": msg.id, "server": decision.server_name,
+                                 "config_revision": current.revision})
             return ns, decision.server
 
         routing = msg.routing

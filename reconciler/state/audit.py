@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, delete, func, insert, or_, select
 
 from reconciler.config.desired import canonical_json
-from reconciler.config.secrets import redact, redact_ref
+from reconciler.config.secrets import SecretRef, redact, redact_ref
 from reconciler.state import schema as t
 from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
 from reconciler.state.codec import SECRET_FIELDS
@@ -66,10 +66,14 @@ def redact_text(text: str) -> str:
 
 def redact_details(value: Any) -> Any:
     """JSON-like details with secret references printable and literal secrets masked."""
-    return _mask(redact(value))
+    return _mask(value)
 
 
 def _mask(value: Any) -> Any:
+    # One walk (every audit row's details come through here): references are made
+    # printable where they are found, everything else is masked or redacted.
+    if _is_reference(value):
+        return redact(value)
     if isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
@@ -86,7 +90,8 @@ def _mask(value: Any) -> Any:
 
 
 def _is_reference(value: Any) -> bool:
-    return isinstance(value, Mapping) and set(value) == {"secretRef"}
+    return isinstance(value, SecretRef) or (
+        isinstance(value, Mapping) and len(value) == 1 and "secretRef" in value)
 
 
 def _reason(text: str) -> str:
