@@ -50,6 +50,21 @@ from reconciler.dispatch.filters import FilterResult
 MIB = 1024 * 1024
 
 
+_last_date: tuple[datetime, str] | None = None
+
+
+def _date_header(now: datetime) -> str:
+    """RFC 5322 date of ``now`` (naive = UTC). Whole seconds, so under load most
+    messages share the previous one's text: formatting cost ~1.5% of the CPU
+    per message in bench/dispatch.py."""
+    global _last_date
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    second = now.replace(microsecond=0)
+    if _last_date is None or _last_date[0] != second or _last_date[0].tzinfo != now.tzinfo:
+        _last_date = (second, format_datetime(second))
+    return _last_date[1]
+
+
 def message_id_for(notification: Notification, domain: str) -> str:
     if notification.idempotency_key:
         seed = f"{notification.namespace}\0{notification.idempotency_key}".encode()
@@ -127,7 +142,7 @@ def compose(
     if recipients.cc:
         msg["Cc"] = tuple(_address(m) for m in recipients.cc)
     msg["Subject"] = notification.subject
-    msg["Date"] = format_datetime(now if now.tzinfo else now.replace(tzinfo=UTC))
+    msg["Date"] = _date_header(now)
     msg["Message-ID"] = message_id
     for name, value in notification.headers.items():
         msg[name] = value
@@ -270,7 +285,7 @@ def _plain_message(notification: Notification, recipients: FilterResult, sender:
     if recipients.cc:
         headers.append(_address_header("Cc", [(m.name, m.email) for m in recipients.cc]))
     headers.append(_text_header("Subject", notification.subject))
-    date = format_datetime(now if now.tzinfo else now.replace(tzinfo=UTC))
+    date = _date_header(now)
     headers.append(f"Date: {date}\r\n")
     if not _PRINTABLE.match(message_id) or " " in message_id:
         return None
