@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Dialect
+from sqlalchemy import ColumnElement, Connection, Dialect, Insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 
@@ -29,8 +29,11 @@ _Processor = Callable[[Any], Any] | None
 class DriverStatement:
     """``statement`` compiled for ``dialect`` with the given parameter names."""
 
-    def __init__(self, statement: Executable, dialect: Dialect, keys: Sequence[str]) -> None:
-        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    def __init__(self, statement: Executable, dialect: Dialect, keys: Sequence[str],
+                 returns: Sequence[ColumnElement[Any]] = ()) -> None:
+        # An INSERT takes its columns from the keys; other statements name their binds.
+        columns = list(keys) if isinstance(statement, Insert) else None
+        compiled = statement.compile(dialect=dialect, column_keys=columns)
         self.sql = compiled.string
         binds = compiled.binds
         self._positional = bool(compiled.positional)
@@ -44,6 +47,10 @@ class DriverStatement:
             for name in names]
         self._keys = frozenset(keys)
         self._names = [name for name, _ in self._params]
+        # What RETURNING gives back, turned into Python values as Core would.
+        self._results: list[_Processor] = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in returns]
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         """``values`` as the driver takes them: processed, in order or by name."""
@@ -63,12 +70,21 @@ class DriverStatement:
         """Run once; the first row of what it returns (RETURNING), or None."""
         return self._run(conn, self.parameters(values), many=False)
 
+    def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run once; every row it returns, each value processed by its ``returns`` type."""
+        found = self._run(conn, self.parameters(values), many=False, fetch_all=True)
+        processors = self._results
+        return [tuple(value if process is None or value is None else process(value)
+                      for process, value in zip(processors, row, strict=True))
+                for row in found]
+
     def execute_many(self, conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
         batch = [self.parameters(row) for row in rows]
         if batch:
             self._run(conn, batch, many=True)
 
-    def _run(self, conn: Connection, params: Any, *, many: bool) -> Any:
+    def _run(self, conn: Connection, params: Any, *, many: bool, fetch_all: bool = False
+             ) -> Any:
         dialect = conn.dialect
         cursor = conn.connection.cursor()
         try:
@@ -76,6 +92,8 @@ class DriverStatement:
                 cursor.executemany(self.sql, params)
                 return None
             cursor.execute(self.sql, params)
+            if fetch_all:
+                return cursor.fetchall() if cursor.description else []
             return cursor.fetchone() if cursor.description else None
         except dialect.loaded_dbapi.Error as exc:
             lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)

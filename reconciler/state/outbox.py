@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections import namedtuple
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,12 +44,15 @@ import orjson
 from sqlalchemy import (
     Connection,
     Engine,
+    Integer,
+    String,
     and_,
     bindparam,
     case,
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
@@ -154,7 +158,7 @@ def _message(row: Any, files: Sequence[AttachmentInfo]) -> OutboxMessage:
         namespace=row.namespace,
         idempotency_key=row.idempotency_key,
         module=row.module,
-        payload=json.loads(row.payload),
+        payload=orjson.loads(row.payload),
         attachments=tuple(files),
         routing=routing,
         state=OutboxState(row.state),
@@ -205,6 +209,39 @@ def _enqueue_statement(dialect: str) -> Any:
             .returning(o.c.id))
 
 
+_CLAIM_KEYS = ("b_now", "b_owner", "b_limit", "b_expires", "b_queued", "b_retry", "b_leased")
+_Row = namedtuple("_Row", [c.key for c in o.c])  # type: ignore[misc]  # a claimed row
+
+
+def _claim_statement() -> Any:
+    """Lease the oldest due rows in one statement, all of its values bound (see claim):
+    ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING *``."""
+    now = bindparam("b_now", type_=t.UtcDateTime())
+    leased = bindparam("b_leased", type_=String())
+    due = or_(
+        and_(or_(o.c.state == bindparam("b_queued", type_=String()),
+                 o.c.state == bindparam("b_retry", type_=String())),
+             o.c.next_attempt_at <= now),
+        and_(o.c.state == leased, o.c.lease_expires_at <= now),
+    )
+    pick = (select(o.c.id).where(due).order_by(o.c.next_attempt_at, o.c.id)
+            .limit(bindparam("b_limit", type_=Integer()))
+            # Written out: SQLite would add an OFFSET of its own as an unnamed parameter.
+            .offset(literal_column("0"))
+            .with_for_update(skip_locked=True))
+    return (
+        update(o).where(o.c.id.in_(pick))
+        .values(
+            state=leased, lease_owner=bindparam("b_owner", type_=String()),
+            lease_expires_at=bindparam("b_expires", type_=t.UtcDateTime()),
+            attempts=o.c.attempts + literal_column("1"),
+            first_attempt_at=func.coalesce(o.c.first_attempt_at, now),
+            updated_at=now,
+        )
+        .returning(*o.c)
+    )
+
+
 class SqlOutbox:
     """Reached as ``store.outbox``; shares the store's engine and its SQLite set-up."""
 
@@ -214,6 +251,8 @@ class SqlOutbox:
         self._loc = loc
         self._enqueue = DriverStatement(_enqueue_statement(engine.dialect.name),
                                         engine.dialect, _ROW_KEYS)
+        self._claim = DriverStatement(_claim_statement(), engine.dialect, _CLAIM_KEYS,
+                                      returns=list(o.c))
 
     # -- intake ---------------------------------------------------------------
 
@@ -288,25 +327,12 @@ class SqlOutbox:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         now = _now(now)
-        due = or_(
-            and_(o.c.state.in_(_WAITING), o.c.next_attempt_at <= now),
-            and_(o.c.state == _LEASED, o.c.lease_expires_at <= now),
-        )
-        pick = (select(o.c.id).where(due).order_by(o.c.next_attempt_at, o.c.id).limit(limit)
-                .with_for_update(skip_locked=True))
-        stmt = (
-            update(o).where(o.c.id.in_(pick))
-            .values(
-                state=_LEASED, lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                attempts=o.c.attempts + 1,
-                first_attempt_at=func.coalesce(o.c.first_attempt_at, now),
-                updated_at=now,
-            )
-            .returning(*o.c)
-        )
+        values = {"b_now": now, "b_owner": owner, "b_limit": limit,
+                  "b_expires": now + timedelta(seconds=lease_seconds),
+                  "b_queued": OutboxState.QUEUED.value,
+                  "b_retry": OutboxState.RETRY_WAIT.value, "b_leased": _LEASED}
         with translated(self._loc), self._writer.begin() as conn:
-            return _messages(conn, conn.execute(stmt).all())
+            return _messages(conn, [_Row(*r) for r in self._claim.rows(conn, values)])
 
     def renew(
         self, owner: str, ids: Sequence[int], lease_seconds: float, now: datetime | None = None
