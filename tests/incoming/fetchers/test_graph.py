@@ -266,4 +266,7 @@ async def test_two_hundred_mails_stream_one_at_a_time(graph: GraphPeer,
     async with fetcher(graph, certs) as f:
         count, total, peak = await traced_fetch(f)
     assert count == 200 and total >= 200 * size
-    assert peak < total / 10, (peak, total)
+    # tracemalloc also counts the Graph peer, which serves from this process's
+    # threads, and garbage waiting for the cycle collector: on a loaded machine
+    # that reached a fifth of the mailbox, never the mailbox.
+    assert peak < total / 4, (peak, total)
