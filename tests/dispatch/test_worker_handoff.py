@@ -5,10 +5,13 @@ of queued messages, and released on a stop like any claimed message."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 from daemon.app_kit import (
     CountingSink,
+    RunningWorker,
     audit_of,
     commit,
     enqueue,
@@ -32,26 +35,35 @@ def _request(i: int, key: str | None = None) -> EnqueueRequest:
     return EnqueueRequest(note(f"user{i}@corp.example", subject=f"note {i}"), "default", key)
 
 
+@asynccontextmanager
+async def _intake_and_worker(store: SqlStore, *args: Any, **kw: Any
+                             ) -> AsyncIterator[tuple[GroupCommitter, RunningWorker]]:
+    """A running worker (``running_worker``'s arguments) and an intake committer handing
+    off to it, as the daemon wires them in one process; drained before the worker stops."""
+    async with running_worker(store, *args, **kw) as running:
+        committer = GroupCommitter(store.outbox)
+        committer.hand_off_to(running.worker, running.worker.wake)
+        try:
+            yield committer, running
+        finally:
+            await committer.aclose()
+
+
 async def test_new_messages_are_sent_without_a_claim_when_the_worker_has_room(
     store: SqlStore, peer_factory: PeerFactory
 ) -> None:
     peer = peer_factory("plain")
     commit(store, smtp_server("main", peer.port, primary=True))
-    async with running_worker(store) as running:
-        committer = GroupCommitter(store.outbox)
-        committer.hand_off_to(running.worker, running.worker.wake)
-        try:
-            # The first claim finds the queue empty; from then on the worker takes
-            # new messages directly.
-            first = await committer.submit(_request(0))
-            await sent(store, first.id)
-            results = await asyncio.gather(*(committer.submit(_request(i)) for i in range(1, 6)))
-            for result in results:
-                assert result.leased is not None
-                assert result.leased.lease_owner == running.worker.owner
-                await sent(store, result.id)
-        finally:
-            await committer.aclose()
+    async with _intake_and_worker(store) as (committer, running):
+        # The first claim finds the queue empty; from then on the worker takes
+        # new messages directly.
+        first = await committer.submit(_request(0))
+        await sent(store, first.id)
+        results = await asyncio.gather(*(committer.submit(_request(i)) for i in range(1, 6)))
+        for result in results:
+            assert result.leased is not None
+            assert result.leased.lease_owner == running.worker.owner
+            await sent(store, result.id)
     assert committer.stats.handed_off >= 5
     for result in results:
         message = store.outbox.get(result.id)
@@ -67,14 +79,9 @@ async def test_a_duplicate_key_gives_its_reserved_slot_back(
 ) -> None:
     peer = peer_factory("plain")
     commit(store, smtp_server("main", peer.port, primary=True))
-    async with running_worker(store) as running:
-        committer = GroupCommitter(store.outbox)
-        committer.hand_off_to(running.worker, running.worker.wake)
-        try:
-            await sent(store, (await committer.submit(_request(0, "ticket-1"))).id)
-            again = await committer.submit(_request(0, "ticket-1"))
-        finally:
-            await committer.aclose()
+    async with _intake_and_worker(store) as (committer, running):
+        await sent(store, (await committer.submit(_request(0, "ticket-1"))).id)
+        again = await committer.submit(_request(0, "ticket-1"))
         assert again.duplicate and again.leased is None
         # Nothing stays promised: the whole room is free for the next messages.
         assert running.worker.reserve(1_000)[1] == 2 * settings().claim_batch
@@ -93,17 +100,13 @@ async def _behind_the_queue(store: SqlStore, sink: CountingSink) -> None:
     backlog = [enqueue(store, note(f"old{i}@corp.example")) for i in range(6)]
     # Two in flight at most: the first claim takes a full batch, so the queue is not
     # known to be empty and the intake stores the new message queued, behind the rest.
-    async with running_worker(store, settings(claim_batch=2), max_in_flight=2) as running:
-        committer = GroupCommitter(store.outbox)
-        committer.hand_off_to(running.worker, running.worker.wake)
-        try:
-            await until(lambda: sink.count() >= 1, "the backlog to start")
-            late: EnqueueResult = await committer.submit(_request(99))
-            assert late.leased is None
-            for outbox_id in (*backlog, late.id):
-                await sent(store, outbox_id)
-        finally:
-            await committer.aclose()
+    async with _intake_and_worker(store, settings(claim_batch=2), max_in_flight=2) as (
+            committer, _):
+        await until(lambda: sink.count() >= 1, "the backlog to start")
+        late: EnqueueResult = await committer.submit(_request(99))
+        assert late.leased is None
+        for outbox_id in (*backlog, late.id):
+            await sent(store, outbox_id)
 
 
 async def test_a_stop_releases_messages_stored_for_the_worker_meanwhile(
