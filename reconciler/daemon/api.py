@@ -60,6 +60,7 @@ from reconciler.daemon.schemas import (
     AuditItem,
     DaemonStatus,
     Health,
+    IncomingServerStatus,
     IntakeCounters,
     NotificationStatus,
     Problem,
@@ -265,6 +266,15 @@ def create_api(
         def read() -> DaemonStatus:
             depth = store.outbox.depth(finished=finished)
             statuses = store.statuses()
+            incoming: list[IncomingServerStatus] = []
+            events: dict[str, int] = {}
+            if hasattr(store, "connections"):  # the SQL store keeps incoming state (I6)
+                from reconciler.incoming.store import IncomingStore
+
+                fetching = IncomingStore.of_store(store)
+                incoming = [IncomingServerStatus.from_state(s)
+                            for s in fetching.server_states()]
+                events = fetching.event_counts()
             return DaemonStatus(
                 version=app_version,
                 worker_id=settings.worker_id,
@@ -274,6 +284,8 @@ def create_api(
                 statuses=[ResourceStatus.from_store(key, value)
                           for key, value in sorted(statuses.items())],
                 intake=IntakeCounters(**vars(intake.stats)),
+                incoming=incoming,
+                ticket_events=events,
             )
 
         return await anyio.to_thread.run_sync(read)

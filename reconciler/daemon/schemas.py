@@ -149,6 +149,29 @@ class IntakeCounters(_Out):
                             "(it had room), skipping the queue.")
 
 
+class IncomingServerStatus(_Out):
+    """Fetch state of one IncomingServer (SPEC I6), as `reconcile incoming status` shows it."""
+
+    namespace: str
+    server: str
+    consecutive_failures: int = Field(description="Connection failures in a row; 0 once a "
+                                      "session works again.")
+    last_error: str | None = Field(description="The last failure, redacted.")
+    last_error_kind: str | None
+    last_fetch: datetime | None
+    last_success: datetime | None
+    paused: str | None = Field(description="Why fetching is paused (e.g. an apply holds "
+                               "the lock, or stopFetchingAfter was reached).")
+    error_folder_count: int = Field(description="Mails moved to the error folder.")
+    fetched_by: str | None = Field(description="The daemon holding this server's lease.")
+
+    @classmethod
+    def from_state(cls, state: Any) -> IncomingServerStatus:
+        data = state.to_json()
+        return cls.model_validate({k: v for k, v in data.items()
+                                   if k not in ("failureNotified", "leaseExpires")})
+
+
 class DaemonStatus(_Out):
     """One daemon's view: config, outbox, resource statuses."""
 
@@ -161,6 +184,11 @@ class DaemonStatus(_Out):
         description="Messages per state; finished states only with `?finished=true`.")
     statuses: list[ResourceStatus] = Field(description="Every recorded resource status.")
     intake: IntakeCounters
+    incoming: list[IncomingServerStatus] = Field(
+        default_factory=list, description="Fetch state of every incoming server seen so far.")
+    ticket_events: dict[str, int] = Field(
+        default_factory=dict, description="Incoming ticket events per state (pending, "
+        "delivered, rejected).")
 
 
 class Problem(_Out):

@@ -27,6 +27,7 @@ from reconciler.daemon.api import DEFAULT_MAX_BODY_BYTES, ApiTokenError, create_
 from reconciler.daemon.intake import GroupCommitter
 from reconciler.daemon.live_config import ConfigHolder
 from reconciler.daemon.metrics import DaemonMetrics
+from reconciler.incoming.store import IncomingStore
 from reconciler.state import SqlStore, open_store
 from reconciler.state.base import (
     AuditEntry,
@@ -498,6 +499,20 @@ def test_status_reports_config_worker_outbox_and_server_statuses(api: ServedApi)
     }]
     assert status["intake"]["messages"] == 1
     assert status["version"]
+
+
+def test_status_reports_incoming_servers_and_ticket_events(api: ServedApi) -> None:
+    IncomingStore.of_store(api.store).fetch_failed(
+        "default", "desk-imap", "auth", "LOGIN failed for desk, password=hunter2")
+    with api.client() as client:
+        status = client.get("/v1/status").json()
+    [server] = status["incoming"]
+    assert (server["namespace"], server["server"], server["consecutiveFailures"],
+            server["lastErrorKind"], server["errorFolderCount"], server["paused"]) == (
+        "default", "desk-imap", 1, "auth", 0, None)
+    assert "hunter2" not in server["lastError"] and "LOGIN failed" in server["lastError"]
+    assert server["lastFetch"] and server["lastSuccess"] is None
+    assert status["ticketEvents"] == {"pending": 0, "delivered": 0, "rejected": 0}
 
 
 def test_metrics_are_prometheus_text_with_queue_depth_from_the_outbox(api: ServedApi) -> None:
