@@ -105,7 +105,7 @@ spec:
     grant: clientCredentials
     clientId: 11111111-2222-3333-4444-555555555555
     tenant: bench.example
-    clientSecret: {{secretRef: env:RECONCILE_BENCH_CLIENT_SECRET}}
+    clientSecret: {{secretRef: env:BENCH_GRAPH_CLIENT_SECRET}}
 """
 
 
@@ -245,7 +245,7 @@ def failed_count(store_url: str) -> int:
 def run(args: argparse.Namespace) -> int:
     run_id = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="bench-graph-"))
-    os.environ.setdefault("RECONCILE_BENCH_CLIENT_SECRET", secrets.token_urlsafe(16))
+    os.environ.setdefault("BENCH_GRAPH_CLIENT_SECRET", secrets.token_urlsafe(16))
     service = args.service_ms / 1000
     try:
         certs = PeerCerts.create(tmp)

@@ -35,7 +35,7 @@ def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
     """Secret references only, each readable now: a typo fails at start, not at first call."""
     from pydantic import ValidationError
 
-    from reconciler.config.secrets import SecretError, SecretRef, redact_ref, resolve
+    from reconciler.config.secrets import SecretError, SecretRef, redact_ref, resolve_operator
 
     for ref in refs:
         try:
@@ -44,7 +44,7 @@ def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
             raise UserError("--api-token-ref takes a secret reference (env:NAME, file:/path "
                             "or enc:v1:...), never the token itself") from None
         try:
-            resolve(parsed)
+            resolve_operator(parsed.secret_ref)
         except SecretError as exc:
             raise UserError(f"--api-token-ref {redact_ref(ref)}: {exc}") from None
     return refs

@@ -8,8 +8,11 @@ A secret field in YAML never holds the secret itself, only where to get it:
   (``reconcile secret encrypt``); the key comes from ``RECONCILE_SECRET_KEY``
   or the file named by ``RECONCILE_SECRET_KEY_FILE``.
 
-References are resolved only by the components that talk to mail servers
-(:func:`resolve`). Everything else renders them through :func:`redact`,
+References from the config are resolved only by the components that talk to
+mail servers (:func:`resolve`), and ``env:``/``file:`` ones only in the places
+the operator allows (SPEC S2, :mod:`reconciler.config.secret_places`); the
+operator's own references (API tokens, token key) go through
+:func:`resolve_operator`. Everything else renders them through :func:`redact`,
 which shows which reference changed without ever showing a value.
 """
 
@@ -24,6 +27,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
+
+from reconciler.config import secret_places
 
 ENV_KEY = "RECONCILE_SECRET_KEY"
 ENV_KEY_FILE = "RECONCILE_SECRET_KEY_FILE"
@@ -181,19 +186,50 @@ def encrypt(plaintext: str, key: bytes | None = None) -> str:
 
 
 def resolve(ref: SecretRef | str) -> str:
-    """The secret's value. Only transports and token providers call this."""
+    """The value of a reference from the config. Only transports and token providers
+    call this. ``env:``/``file:`` references resolve only in the places the operator
+    allows (:mod:`reconciler.config.secret_places`); anything else is refused before
+    a variable or file is read."""
     raw = ref.secret_ref if isinstance(ref, SecretRef) else ref
+    if raw.startswith(("env:", "file:")):
+        try:
+            places = secret_places.current()
+            if raw.startswith("env:"):
+                places.env_name(raw[4:])
+            else:
+                return _read_file(raw[5:], places.file_path(raw[5:]), follow=False)
+        except (secret_places.PlaceRefused, secret_places.PlacesSettingError) as exc:
+            raise SecretError(str(exc)) from None
+    return _resolve_anywhere(raw)
+
+
+def resolve_operator(ref: str) -> str:
+    """The value of a reference the operator gave this process (API tokens, the token
+    cache key, webhook settings): not confined, and from now on never resolvable by a
+    config reference in this process."""
+    secret_places.reserve(ref)
+    return _resolve_anywhere(ref)
+
+
+def _read_file(shown: str, path: str, *, follow: bool = True) -> str:
+    try:
+        # follow=False for a canonicalised path: a symlink there now was put there since
+        # the containment check, and must not lead the read elsewhere.
+        fd = os.open(path, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW))
+        with os.fdopen(fd, encoding="utf-8") as handle:
+            return handle.read().rstrip("\r\n")
+    except OSError as exc:
+        raise SecretError(f"cannot read secret file {shown}: {exc.strerror}") from None
+
+
+def _resolve_anywhere(raw: str) -> str:
     if raw.startswith("env:"):
         name = raw[4:]
         if name not in os.environ:
             raise SecretError(f"environment variable {name} is not set")
         return os.environ[name]
     if raw.startswith("file:"):
-        path = raw[5:]
-        try:
-            return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise SecretError(f"cannot read secret file {path}: {exc.strerror}") from None
+        return _read_file(raw[5:], raw[5:])
     if raw.startswith(ENC_PREFIX):
         from cryptography.fernet import Fernet, InvalidToken
 

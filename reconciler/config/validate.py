@@ -21,6 +21,7 @@ from reconciler.config.loaded import LoadedResource
 from reconciler.config.loader import Document, diagnostic_at, load_tree, locate
 from reconciler.config.models import API_VERSION, KINDS
 from reconciler.config.references import check_references
+from reconciler.config.secret_checks import check_secret_places
 from reconciler.config.versions import CONVERSIONS, upgrade
 from reconciler.gcpause import gc_paused
 from reconciler.policy import engine as policy_engine
@@ -136,6 +137,7 @@ def validate_documents(
     derive_all(resources)
     diags.extend(check_references(resources))
     diags.extend(check_semantics(resources))
+    diags.extend(check_secret_places(resources))
     policies = policy_engine.parse_policies(
         [*policy_engine.shipped_documents(diags), *policy_docs], diags)
     diags.extend(policy_engine.evaluate(policies, resources, today=today or date.today()))

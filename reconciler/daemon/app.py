@@ -40,6 +40,7 @@ import signal
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from reconciler.config import secret_places
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.daemon.metrics import DaemonMetrics
@@ -92,6 +93,8 @@ class Daemon:
         freeze_gc: bool = False,
     ) -> None:
         self.settings = settings
+        # Before any part starts: no config reference may resolve the operator's secrets.
+        secret_places.reserve(*settings.operator_refs())
         self._freeze_gc = freeze_gc
         self._given_store = store
         self._given_transports = transports

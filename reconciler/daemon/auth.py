@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from reconciler.config.secrets import SecretError, SecretRef, redact_ref, resolve
+from reconciler.config.secrets import SecretError, SecretRef, redact_ref, resolve_operator
 
 # RFC 6750 b64token: what may follow "Bearer " in an Authorization header.
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
@@ -52,7 +52,7 @@ def _resolve_one(ref: str, index: int, count: int) -> bytes:
             "start without its API tokens."
         ) from None
     try:
-        value = resolve(ref)
+        value = resolve_operator(ref)
     except SecretError as exc:
         raise ApiTokenError(
             f"{what} cannot be resolved: {exc}. The daemon does not start without its "

@@ -48,3 +48,9 @@ class DaemonSettings:
     # listing has shown for this long. 0 keeps them for ever.
     event_retention_days: float = 30.0
     marker_retention_days: float = 90.0
+
+    def operator_refs(self) -> tuple[str | None, ...]:
+        """The operator's own secrets among these settings (references, or URLs that may
+        be one): config references must never resolve them (SPEC S2)."""
+        return (*self.api_tokens, self.token_key_ref, self.events_secret, self.events_webhook,
+                self.notify_webhook)

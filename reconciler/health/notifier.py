@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from reconciler.config.desired import ResourceKey
-from reconciler.config.secrets import ENC_PREFIX, SecretError, resolve
+from reconciler.config.secrets import ENC_PREFIX, SecretError, resolve_operator
 from reconciler.daemon.live_config import ConfigHolder
 from reconciler.dispatch.namespace import NamespaceConfig
 from reconciler.state.base import EnqueueRequest, RoutingSnapshot, Store
@@ -242,7 +242,7 @@ class Notifier:
 def webhook_url(value: str) -> str:
     """The URL a webhook reference (``env:``, ``file:``, sealed or literal) stands for; from
     now on httpx's request log shows it without its path (where tokens usually sit)."""
-    url = resolve(value) if value.startswith(("env:", "file:", ENC_PREFIX)) else value
+    url = resolve_operator(value) if value.startswith(("env:", "file:", ENC_PREFIX)) else value
     _HIDE.add(url)
     return url
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from reconciler.config.secrets import ENC_PREFIX, SecretError, resolve
+from reconciler.config.secrets import ENC_PREFIX, SecretError, resolve_operator
 from reconciler.health.leader import AlwaysLeader, Leadership, PgAdvisoryLeader
 from reconciler.health.notifier import webhook_url
 from reconciler.incoming.store import IncomingStore, StoredEvent
@@ -166,7 +166,7 @@ class WebhookSink:
 def _resolved(value: str) -> str:
     if value.startswith(("env:", "file:", ENC_PREFIX)):
         try:
-            return resolve(value)
+            return resolve_operator(value)
         except SecretError as exc:
             raise SecretError(f"event webhook setting: {exc}") from None
     return value

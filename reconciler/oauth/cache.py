@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from reconciler.config.models.auth import OAuth2Auth
-from reconciler.config.secrets import SecretError, resolve
+from reconciler.config.secrets import SecretError, resolve_operator
 from reconciler.state import schema as t
 from reconciler.state.engine import Location, explain, translated
 
@@ -53,7 +53,7 @@ def load_key(ref: str | None = None) -> bytes:
 
     ref = ref or os.environ.get("RECONCILE_TOKEN_KEY_REF") or DEFAULT_TOKEN_KEY_REF
     try:
-        raw = resolve(ref).strip()
+        raw = resolve_operator(ref).strip()
     except SecretError as exc:
         raise TokenKeyError(
             f"cannot read the token cache key ({exc}): OAuth tokens are stored encrypted and "

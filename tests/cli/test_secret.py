@@ -57,7 +57,8 @@ def run(*args: str, input: str | None = None) -> Result:
 
 
 @pytest.fixture()
-def repo(tmp_path: Path) -> Path:
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RECONCILE_SECRET_DIRS", str(tmp_path))  # file: is confined (S2)
     secret_file = tmp_path / "proxy-password"
     secret_file.write_text(PLAINTEXT + "\n", encoding="utf-8")
     config = tmp_path / "config"

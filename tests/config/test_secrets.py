@@ -114,7 +114,8 @@ def test_missing_env_var_names_the_variable_only(monkeypatch: pytest.MonkeyPatch
     assert resolve(SecretRef(secretRef="env:RECONCILER_TEST_SET_SECRET")) == PLAINTEXT
 
 
-def test_file_reference(tmp_path: Path) -> None:
+def test_file_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILE_SECRET_DIRS", str(tmp_path))  # file: is confined (S2)
     secret = tmp_path / "smtp"
     secret.write_text(PLAINTEXT + "\r\n", encoding="utf-8")
     assert resolve(f"file:{secret}") == PLAINTEXT
