@@ -28,6 +28,7 @@ from reconciler.cli.render import diagnostic_text
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
 from reconciler.config.diagnostics import Diagnostic, Diagnostics
 from reconciler.config.loader import Document
+from reconciler.config.secret_checks import CODE as SECRET_PLACE
 from reconciler.config.secrets import FIX_HINT, SecretRef, redact
 from reconciler.config.validate import ValidationResult, canonical, validate_documents
 from reconciler.plan.apply import resolve_actor
@@ -261,7 +262,9 @@ def _validated(live: LiveState, key: ResourceKey, doc: dict[str, Any]) -> Canoni
 
 
 def _blocks(d: Diagnostic) -> bool:
-    return d.code.startswith("schema:") or d.code == "dangling-reference"
+    # A secret reference outside the allowed places is never needed in an emergency,
+    # and the daemon would refuse to resolve it anyway (SPEC S2).
+    return d.code.startswith("schema:") or d.code in ("dangling-reference", SECRET_PLACE)
 
 
 def _validate(docs: dict[ResourceKey, dict[str, Any]]) -> ValidationResult:
