@@ -153,7 +153,10 @@ def check(path: Path, verbose: bool) -> None:
                     click.echo(f"{where}  ok: {redact_ref(ref)}")
                 continue
             failed += 1
-            click.echo(f"{where}  error: {redact_ref(ref)}: {problem}")
+            shown = redact_ref(ref)
+            # Refusals of the place (SPEC S2) already start with the reference.
+            click.echo(f"{where}  error: " + (problem if problem.startswith(shown)
+                                              else f"{shown}: {problem}"))
     click.echo(f"{total} secret reference(s): {total - failed} resolved, {failed} cannot be "
                "resolved" + (f"; {len(unreadable)} file error(s)" if unreadable else ""))
     raise click.exceptions.Exit(1 if failed or unreadable else 0)

@@ -63,7 +63,7 @@ class PlacesSettingError(ValueError):
 def canonical(path: str) -> str:
     """``path`` made absolute with ``..`` and every symlink resolved (whether or not it
     exists), so that containment is decided on where a read would really land."""
-    return os.path.realpath(os.path.expanduser(path))
+    return os.path.realpath(path)
 
 
 def _inside(path: str, directory: str) -> bool:
@@ -112,7 +112,7 @@ class SecretPlaces:
         raw_dirs = env.get(DIRS_ENV, "").strip()
         if raw_dirs:
             entries = [d.strip() for d in raw_dirs.split(os.pathsep) if d.strip()]
-            relative = [d for d in entries if not os.path.isabs(os.path.expanduser(d))]
+            relative = [d for d in entries if not os.path.isabs(d)]
             if relative:
                 raise PlacesSettingError(
                     f"{DIRS_ENV} entry {relative[0]!r} is not an absolute path; give the "
