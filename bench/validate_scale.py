@@ -403,6 +403,7 @@ def _stages(root: Path) -> tuple[dict[str, float], dict[str, int]]:
     from reconciler.config.diagnostics import Diagnostics, Severity
     from reconciler.config.loader import load_tree
     from reconciler.config.references import check_references
+    from reconciler.config.secret_checks import check_secret_places
     from reconciler.policy import engine
 
     diags = Diagnostics()
@@ -416,6 +417,7 @@ def _stages(root: Path) -> tuple[dict[str, float], dict[str, int]]:
     def cross() -> None:
         diags.extend(check_references(resources))
         diags.extend(check_semantics(resources))
+        diags.extend(check_secret_places(resources))
 
     _, t["refs+checks"] = _timed(cross)
 
