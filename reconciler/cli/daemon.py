@@ -121,11 +121,16 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
     Stops gracefully on SIGTERM or SIGINT: sends in flight finish (within
     --shutdown-grace), the rest are handed back for the next daemon.
     """
+    from reconciler.config.secret_places import PlacesSettingError, current
     from reconciler.daemon import logs
     from reconciler.daemon.app import DaemonError, run
     from reconciler.state import DEFAULT_STORE
 
     host, port = parse_listen(listen)
+    try:
+        current()  # a broken RECONCILE_SECRET_DIRS fails now, not at the first send
+    except PlacesSettingError as exc:
+        raise UserError(str(exc)) from None
     options: dict[str, object] = {}
     if worker_id:
         options["worker_id"] = worker_id

@@ -4,12 +4,15 @@ server written to the store by other means never gets the value (real SMTP peer)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from health.kit import USER, put_servers
-from peers.smtp import SmtpPeer
+from peers.smtp import SmtpPeer, free_port
 from plan.kit import copy_examples
 
 from reconciler.state import open_store
@@ -114,3 +117,19 @@ def test_a_server_written_by_other_means_never_gets_the_value(
             else "is outside the secret directories" in out), out
     assert VALUE not in out and "Traceback" not in out
     assert peer.messages == []
+
+
+def test_the_daemon_does_not_start_with_a_broken_secret_dirs_setting(tmp_path: Path) -> None:
+    env = {**os.environ, "RECONCILE_SECRET_DIRS": f"/run/secrets{os.pathsep}relative/dir",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "from reconciler.cli.main import main; main()", "daemon",
+             "--store", str(tmp_path / "state.db"), "--listen", f"127.0.0.1:{free_port()}"],
+            capture_output=True, text=True, env=env, timeout=120, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the daemon started with RECONCILE_SECRET_DIRS holding a relative path")
+    assert done.returncode == 1, done.stderr
+    assert ("RECONCILE_SECRET_DIRS entry 'relative/dir' is not an absolute path"
+            in done.stderr), done.stderr
+    assert "Traceback" not in done.stderr
