@@ -38,7 +38,7 @@ from _dovecot import DovecotInstance
 from _stores import postgres_url, sqlite_url
 
 DEFAULT_PG = os.environ.get("RECONCILE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-PASSWORD_ENV = "RECONCILE_BENCH_INCOMING_PASSWORD"
+PASSWORD_ENV = "BENCH_INCOMING_PASSWORD"
 
 
 def config(store: Any, dovecot: DovecotInstance, user: Any) -> None:
