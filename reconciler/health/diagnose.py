@@ -157,7 +157,9 @@ _TABLE: dict[tuple[Step, Reason], Hint] = {
     (Step.AUTH, Reason.SECRET): lambda s, ep: (
         "The password reference cannot be read on this machine: set the environment "
         "variable or create the file it names (secret references are resolved where the "
-        "check runs), or check RECONCILE_SECRET_KEY for enc: values."),
+        "check runs), or check RECONCILE_SECRET_KEY for enc: values. A reference outside "
+        "the allowed places is never read: see RECONCILE_SECRET_DIRS / RECONCILE_SECRET_ENV "
+        "in docs/secrets.md."),
     (Step.AUTH, Reason.NO_TOKEN_PROVIDER): lambda s, ep: (
         "This server uses OAuth2 and no token provider is available to this command: give "
         "the token cache key (RECONCILE_TOKEN_KEY or --token-key) and the store, and "

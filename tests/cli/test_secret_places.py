@@ -115,6 +115,7 @@ def test_a_server_written_by_other_means_never_gets_the_value(
     assert "Failed at AUTH" in out, out
     assert ("is one of reconciler's own settings" in out if where == "env"
             else "is outside the secret directories" in out), out
+    assert "RECONCILE_SECRET_DIRS / RECONCILE_SECRET_ENV" in out.split("Likely fix:")[1]
     assert VALUE not in out and "Traceback" not in out
     assert peer.messages == []
 
