@@ -202,17 +202,21 @@ class IntakeRoute:
             raise HTTPException(503, "the daemon has not loaded its configuration yet; "
                                 "retry in a moment", headers={"Retry-After": RETRY_AFTER_S})
         namespace = notification.namespace
-        if namespace not in live.namespaces:
+        config = live.namespaces.get(namespace)
+        if config is None or not config.servers:
+            # A namespace with settings or incoming servers only would accept the
+            # notification and fail it in the worker: nothing there can send it.
             refuse(scope, "unknown namespace")
+            why = ("is not configured" if config is None else "has no outgoing server")
             return json_reply(422, dumps({"detail": [field_problem(
                 ("body", "namespace"),
-                f"namespace {namespace!r} is not configured in the live config "
+                f"namespace {namespace!r} {why} in the live config "
                 f"(revision {live.revision})", "unknown_namespace")]}))
         oversized = None
         if notification.attachments:
             # Routed now, with the config the worker will most likely send with, so the
             # client learns here (not only in the audit) what will be left out.
-            oversized = routed_oversized(live.namespaces[namespace], notification)
+            oversized = routed_oversized(config, notification)
             if oversized is not None and oversized.refused:
                 refuse(scope, "attachments over the server's limit")
                 return json_reply(422, dumps({"detail": [

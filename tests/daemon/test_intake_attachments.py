@@ -5,7 +5,7 @@ The intake routes a notification that carries attachments with the live config, 
 202 names each file the server will leave out; a server whose ``attachments.oversize``
 is ``refuse`` gets a 422 naming each file and its size against the limit instead, with
 nothing stored and nothing sent. The worker keeps to ``refuse`` for a message the
-intake never checked.
+intake never checked. A namespace nothing could send from is refused up front too.
 """
 
 # The fixtures come from api_kit (tests/daemon has no conftest of its own);
@@ -25,10 +25,12 @@ import pytest
 from peers.smtp import SmtpPeer
 
 from reconciler.daemon.app import Daemon
+from reconciler.daemon.live_config import ConfigHolder
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditStatus, OutboxState
 
 from .api_kit import (  # noqa: F401  (api and serve_api are fixtures)
+    ServeApi,
     ServedApi,
     api,
     serve_api,
@@ -37,6 +39,7 @@ from .app_kit import (
     audit_of,
     commit,
     enqueue,
+    mail_settings,
     note,
     running_worker,
     sent,
@@ -215,3 +218,24 @@ def test_the_openapi_document_describes_the_dropped_attachments(api: ServedApi) 
     responses = document["paths"]["/v1/notifications"]["post"]["responses"]
     assert "droppedAttachments" in responses["202"]["description"]
     assert "refuses oversize attachments" in responses["422"]["description"]
+
+
+def test_a_namespace_without_an_outgoing_server_is_refused(
+    store: SqlStore, serve_api: ServeApi
+) -> None:
+    """Settings (or incoming servers) alone make a namespace known, but nothing there
+    could send: refused at intake like an unknown one, not failed later."""
+    commit(store, smtp_server("desk", 2525, primary=True), mail_settings("hr"))
+    holder = ConfigHolder()
+    holder.refresh(store)
+    served = serve_api(config=holder)
+    with served.client() as client:
+        answer = client.post("/v1/notifications", json={**_body(), "namespace": "hr"})
+        fine = client.post("/v1/notifications", json=_body())
+    assert answer.status_code == 422, answer.text
+    [problem] = answer.json()["detail"]
+    assert problem["field"] == "namespace" and problem["type"] == "unknown_namespace"
+    assert problem["msg"] == ("namespace 'hr' has no outgoing server in the live config "
+                              f"(revision {holder.current.revision})")
+    assert fine.status_code == 202, fine.text
+    assert sum(store.outbox.depth().values()) == 1
