@@ -208,8 +208,9 @@ def create_api(
                          "`droppedAttachments` names each attachment that will be left out "
                          "for being over the server's limit."},
                    422: {"model": ValidationProblem, "description": "A field is wrong, the "
-                         "namespace is not configured, or an attachment is over the limit "
-                         "of a server that refuses oversize attachments; each is named."},
+                         "namespace is unknown or has no outgoing server, or an attachment "
+                         "is over the limit of a server that refuses oversize attachments; "
+                         "each is named."},
                    413: {"model": Problem, "description": "Body over the size limit."}},
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/Notification"}}}}},
