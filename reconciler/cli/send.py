@@ -4,6 +4,11 @@ The command returns once the notification is durably stored ("accepted");
 a running daemon sends it. It prints the outbox id, followed by
 ``duplicate`` when the idempotency key was already known in the namespace
 (nothing new was stored; the id is the message stored first).
+
+Like the intake API, it refuses up front what could only fail later: a
+namespace without outgoing servers in the live store, and attachments over the
+limit of a server that refuses them. Attachments the routed server will leave
+out are named on stderr; the id on stdout stays the only output scripts read.
 """
 
 from __future__ import annotations
@@ -11,11 +16,16 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from reconciler.cli.common import UserError, opened_store, store_option
+
+if TYPE_CHECKING:  # imported when the command runs: the CLI loads lazily
+    from reconciler.dispatch.envelope import Notification
+    from reconciler.dispatch.namespace import NamespaceConfig
+    from reconciler.state import SqlStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,9 +74,53 @@ def _plain(error: dict[str, Any]) -> str:
     return f"{where}: {message}" if where else message
 
 
+def _namespace_config(store: SqlStore, namespace: str, omitted: bool) -> NamespaceConfig:
+    """The namespace's config in the live store (a ``NamespaceConfig``); a UserError
+    naming the configured namespaces when it has no outgoing server to send with."""
+    from pydantic import ValidationError
+
+    from reconciler.dispatch.namespace import NamespaceConfig
+
+    live = store.snapshot()
+    configured = sorted({key.namespace for key in live.resources
+                         if key.kind == "OutgoingServer"})
+    if namespace not in configured:
+        given = (f"no --namespace given: namespace {namespace!r}" if omitted
+                 else f"namespace {namespace!r}")
+        known = (f"Configured namespaces: {', '.join(configured)}; give one with --namespace."
+                 if configured else "No namespace has one yet: apply a config with an "
+                 "OutgoingServer first.")
+        raise UserError(f"{given} has no outgoing server in the live store (revision "
+                        f"{live.revision}): nothing would send the notification. {known} "
+                        "Nothing was queued.")
+    try:
+        return NamespaceConfig.from_canonical(namespace, live.resources.values())
+    except ValidationError as exc:
+        raise UserError(f"namespace {namespace!r} at revision {live.revision} does not "
+                        f"validate ({exc.error_count()} problems), so the daemon skips it; "
+                        "apply a fixed config. Nothing was queued.") from None
+
+
+def _check_attachments(config: NamespaceConfig, notification: Notification) -> None:
+    """Refuse attachments the routed server refuses; name on stderr the ones it drops."""
+    from reconciler.dispatch.oversize import routed_oversized
+
+    oversized = routed_oversized(config, notification)
+    if oversized is None:
+        return
+    if oversized.refused:
+        problems = "\n".join(f"  --attach {item.name}: {oversized.refusal(item)}"
+                             for _, item in oversized.dropped)
+        raise UserError(f"attachments over the limit:\n{problems}\nNothing was queued.")
+    for _, item in oversized.dropped:
+        click.echo(f"warning: --attach {item.name} will be left out by server "
+                   f"{oversized.server}: {item.reason}", err=True)
+
+
 @click.command("send")
 @click.option("--namespace", default="default", show_default=True, metavar="NS",
-              help="The MSP account / tenant whose servers send it.")
+              help="The MSP account / tenant whose servers send it; it must have an "
+              "outgoing server in the live store.")
 @click.option("--module", required=True, metavar="MODULE",
               help="request, problem, change, task, ...: picks the routing rules.")
 @click.option("--to", "to", multiple=True, required=True, metavar="ADDR",
@@ -82,8 +136,9 @@ def _plain(error: dict[str, Any]) -> str:
               metavar="FILE", help="Read an HTML body from FILE.")
 @click.option("--attach", multiple=True, metavar="FILE",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Attach FILE; repeatable. Attachments over the server's limit are "
-              "dropped at send time and named in the audit.")
+              help="Attach FILE; repeatable. Attachments over the routed server's limit "
+              "are named on stderr and left out (named in the audit too), or refused when "
+              "the server's attachments.oversize is refuse.")
 @context_option
 @click.option("--ticket", default=None, metavar="MODULE/ID",
               help="The ticket this is about, e.g. request/123: replies to the sent mail "
@@ -128,7 +183,11 @@ def command(namespace: str, module: str, to: tuple[str, ...], cc: tuple[str, ...
     except ValidationError as exc:
         problems = "\n".join(f"  {_plain(e)}" for e in exc.errors())  # type: ignore[arg-type]
         raise UserError(f"the notification is not valid:\n{problems}") from None
+    omitted = (click.get_current_context().get_parameter_source("namespace")
+               == click.core.ParameterSource.DEFAULT)
     with opened_store(store_url) as store:
+        config = _namespace_config(store, namespace, omitted)
+        _check_attachments(config, notification)
         result = store.outbox.enqueue(notification, namespace=namespace,
                                       idempotency_key=idempotency_key)
     click.echo(f"{result.id} duplicate" if result.duplicate else str(result.id))

@@ -33,6 +33,30 @@ _MARK = {rec.REACHABLE: "●", rec.UNREACHABLE: "✗", DISABLED: "○", NOT_CHEC
 
 
 @dataclass(frozen=True)
+class HostRow:
+    """One host of a server: ``role`` is main or alternate."""
+
+    role: str
+    address: str
+    state: str
+    error: str | None = None
+    step: str | None = None
+    active: bool = False
+
+    def line(self) -> str:
+        text = f"  {self.role} host {self.address}  {_MARK.get(self.state, '?')} {self.state}"
+        if self.active:
+            text += " (active)"
+        if self.state == rec.UNREACHABLE and self.error:
+            text += f"  last error: {self.error}"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {"role": self.role, "address": self.address, "state": self.state,
+                "lastError": self.error, "failedStep": self.step, "active": self.active}
+
+
+@dataclass(frozen=True)
 class Card:
     key: ResourceKey
     spec: Mapping[str, Any]
@@ -60,6 +84,32 @@ class Card:
         if not self.enabled:
             return DISABLED
         return self.health.state if self.health is not None else NOT_CHECKED
+
+    def hosts(self) -> list[HostRow]:
+        """Main host, then the alternate: each with its own state, as last probed.
+
+        The server's state is the state of the host sends go to first, so a dead
+        alternate behind a healthy main host (or the reverse) shows only here.
+        """
+        spec_address = {rec.MAIN: self.address, rec.ALTERNATE: self.alternate}
+        rows: list[HostRow] = []
+        for role in (rec.MAIN, rec.ALTERNATE):
+            found = self.health.hosts.get(role) if self.health is not None else None
+            if found is not None and self.enabled:
+                active = self.health is not None and self.health.active_host == role
+                rows.append(HostRow(role, found.address or spec_address[role] or "?",
+                                    found.state, found.error, found.step, active))
+            elif spec_address[role] is not None:
+                rows.append(HostRow(role, str(spec_address[role]),
+                                    DISABLED if not self.enabled else NOT_CHECKED))
+        return rows
+
+    @property
+    def hosts_down(self) -> list[HostRow]:
+        """Hosts found unreachable while the server as a whole is Reachable."""
+        if self.state != rec.REACHABLE:
+            return []
+        return [h for h in self.hosts() if h.state == rec.UNREACHABLE]
 
     @property
     def stale(self) -> bool:
@@ -141,7 +191,8 @@ def load_incoming_cards(store: Any, namespace: str | None = None) -> list[Incomi
               show_default=True)
 @store_option
 def command(namespace: str | None, fmt: str, store_url: str | None) -> None:
-    """Outgoing servers: Reachable / Unreachable with the last error, active host.
+    """Outgoing servers: Reachable / Unreachable with the last error, active host,
+    and each host (main, alternate) with its own state and last error.
     Incoming servers: last fetch, failures in a row, error folder, paused or stopped.
 
     Health is recorded by the daemon's health monitor, fetch state by its
@@ -172,6 +223,10 @@ def _text(cards: list[Card], namespace: str | None) -> list[str]:
              NOT_CHECKED: "not checked", DISABLED: "disabled"}
     summary = ", ".join(f"{counts[s]} {word}" for s, word in words.items() if s in counts)
     n = len(cards)
+    degraded = sum(1 for card in cards if card.hosts_down)
+    if degraded:
+        summary += (f"; {degraded} Reachable server{'s' * (degraded != 1)} with a host "
+                    "Unreachable")
     lines = [f"{n} outgoing server{'s' * (n != 1)}: {summary}"]
     now = datetime.now(UTC)
     for card in cards:
@@ -186,6 +241,9 @@ def _card_lines(card: Card, now: datetime) -> list[str]:
     if health is not None and state in (rec.REACHABLE, rec.UNREACHABLE) and \
             health.last_change != health.last_checked:
         head += f" since {show_time(health.last_change)}"
+    down = card.hosts_down
+    if down:
+        head += f" ({', '.join(h.role for h in down)} host Unreachable)"
     flags = ["enabled" if card.enabled else "disabled"]
     if card.spec.get("primary"):
         flags.append("primary")
@@ -193,7 +251,9 @@ def _card_lines(card: Card, now: datetime) -> list[str]:
     security = card.spec.get("security")
     lines = [head, f"  {card.protocol}  {where}" + (f"  {security}" if security else "")
              + "  " + "  ".join(flags)]
-    if card.alternate:
+    hosts = card.hosts()
+    checked_hosts = health is not None and card.enabled and len(hosts) > 1
+    if card.alternate and not checked_hosts:
         lines.append(f"  alternate {card.alternate}")
     if not card.enabled:
         lines.append("  not checked: disabled servers are not probed")
@@ -211,6 +271,8 @@ def _card_lines(card: Card, now: datetime) -> list[str]:
         via = alternate.address if alternate else card.alternate
         lines.append(f"  active host: alternate {via} (main host unreachable: "
                      f"{main.error if main else 'unknown'})")
+    if checked_hosts:
+        lines += [host.line() for host in hosts]
     if state == rec.UNREACHABLE:
         lines.append(f"  last error: {health.last_error}")
         if health.hint:
@@ -311,5 +373,6 @@ def _json(card: Card) -> dict[str, Any]:
         "primary": bool(spec.get("primary", False)),
         "state": card.state,
         "stale": card.stale,
+        "hosts": [host.to_json() for host in card.hosts()],
         "health": card.health.to_json() if card.health is not None else None,
     }

@@ -20,6 +20,7 @@ from reconciler.config.models.outgoing_server import (
     NationalCloud,
     OutgoingProtocol,
     OutgoingServerSpec,
+    Oversize,
     Security,
 )
 
@@ -184,6 +185,8 @@ def _outgoing(spec: OutgoingServerSpec, settings: MailSettingsSpec | None, rec: 
     if settings is not None:
         limit, why = settings.attachment_limit_mb, "MailSettings.attachmentLimitMB of the namespace"
     rec.fill(spec, "attachment_limit_mb", ("spec", "attachmentLimitMB"), limit, why)
+    rec.fill(spec.attachments, "oversize", ("spec", "attachments", "oversize"), Oversize.DROP,
+             "attachments over the limit are left out and named, as the desk products do")
     conc, why = CONCURRENCY[proto]
     rec.fill(spec, "max_concurrency", ("spec", "maxConcurrency"), conc, why)
     lifetime, why = 1440, "default retry lifetime (24 hours)"

@@ -204,7 +204,13 @@ def create_api(
         responses={**_ERRORS,
                    200: {"model": Accepted, "description": "Duplicate idempotency key: the "
                          "notification stored first; nothing new was stored."},
-                   202: {"description": "Stored durably; it will be sent."},
+                   202: {"description": "Stored durably; it will be sent. "
+                         "`droppedAttachments` names each attachment that will be left out "
+                         "for being over the server's limit."},
+                   422: {"model": ValidationProblem, "description": "A field is wrong, the "
+                         "namespace is unknown or has no outgoing server, or an attachment "
+                         "is over the limit of a server that refuses oversize attachments; "
+                         "each is named."},
                    413: {"model": Problem, "description": "Body over the size limit."}},
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/Notification"}}}}},

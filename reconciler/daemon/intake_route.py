@@ -27,8 +27,10 @@ The answers are the same, byte for byte, and come in the same order:
    over the limit; a client gone meanwhile raises Starlette's
    ``ClientDisconnect``;
 4. :meth:`IntakeRoute.accept`: 422 naming the fields, 503 before the first
-   config load, 422 for an unknown namespace, 503 when the store is down,
-   else 202 (or 200 for a known idempotency key) with ``Location``.
+   config load, 422 for an unknown namespace, 422 naming each attachment over
+   the limit of a server that refuses them, 503 when the store is down, else
+   202 (naming each attachment that will be left out, if any) or 200 for a
+   known idempotency key, with ``Location``.
 
 Refused answers get their log line from :func:`refusals.log_refusal` before
 they leave, as RefusalLog writes it. An unexpected error answers the plain
@@ -60,6 +62,7 @@ from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.problems import field_problem, field_problems
 from reconciler.daemon.refusals import REFUSED, invalid_fields_reason, log_refusal, refuse
 from reconciler.dispatch.envelope import Notification
+from reconciler.dispatch.oversize import routed_oversized
 from reconciler.state.base import EnqueueRequest, Outbox, OutboxState, StoreError
 
 # The API's logger: these lines read as they did when the route lived in api.py.
@@ -199,12 +202,27 @@ class IntakeRoute:
             raise HTTPException(503, "the daemon has not loaded its configuration yet; "
                                 "retry in a moment", headers={"Retry-After": RETRY_AFTER_S})
         namespace = notification.namespace
-        if namespace not in live.namespaces:
+        config = live.namespaces.get(namespace)
+        if config is None or not config.servers:
+            # A namespace with settings or incoming servers only would accept the
+            # notification and fail it in the worker: nothing there can send it.
             refuse(scope, "unknown namespace")
+            why = ("is not configured" if config is None else "has no outgoing server")
             return json_reply(422, dumps({"detail": [field_problem(
                 ("body", "namespace"),
-                f"namespace {namespace!r} is not configured in the live config "
+                f"namespace {namespace!r} {why} in the live config "
                 f"(revision {live.revision})", "unknown_namespace")]}))
+        oversized = None
+        if notification.attachments:
+            # Routed now, with the config the worker will most likely send with, so the
+            # client learns here (not only in the audit) what will be left out.
+            oversized = routed_oversized(config, notification)
+            if oversized is not None and oversized.refused:
+                refuse(scope, "attachments over the server's limit")
+                return json_reply(422, dumps({"detail": [
+                    field_problem(("body", "attachments", i), oversized.refusal(item),
+                                  "attachment_too_large")
+                    for i, item in oversized.dropped]}))
         try:
             result = await self._intake.submit(
                 EnqueueRequest(notification, namespace, notification.idempotency_key))
@@ -229,6 +247,10 @@ class IntakeRoute:
         wake = getattr(self._state, "wake_worker", None)
         if wake is not None:
             wake()
+        if oversized is not None:
+            return json_reply(202, dumps({
+                "id": result.id, "duplicate": False, "status": OutboxState.QUEUED.value,
+                "droppedAttachments": oversized.to_json()}), (location,))
         return json_reply(202, _ACCEPTED % result.id, (location,))
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -34,7 +34,8 @@ NOTIFICATION_FIELDS = {
     "textBody": "Plain-text body.",
     "htmlBody": "HTML body.",
     "attachments": "Files with base64 `data`; ones over the server's limit are dropped and "
-                   "named in the audit (O4).",
+                   "named in the 202 answer and the audit, or refused with 422 when the "
+                   "server's `attachments.oversize` is `refuse` (O4).",
     "headers": "Extra headers such as In-Reply-To / References; not the ones the "
                "dispatcher sets.",
     "idempotencyKey": "Per namespace: a resubmission with the same key stores nothing new "

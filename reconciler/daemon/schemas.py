@@ -29,6 +29,18 @@ class _Out(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
+class DroppedAttachmentItem(_Out):
+    """An attachment the server the notification was routed to will leave out (O4)."""
+
+    name: str = Field(description="The attachment's name as submitted.")
+    size: int = Field(description="Its size in bytes (decoded data).")
+    limit: int = Field(description="The server's attachment limit in bytes, for the "
+                       "attachments together (attachmentLimitMB).")
+    reason: str = Field(description="Why, in words: above the limit on its own, or it "
+                        "would bring the total over it.")
+    server: str = Field(description="The outgoing server intake routed it to.")
+
+
 class Accepted(_Out):
     """The answer to a submission: stored durably before this was sent."""
 
@@ -40,6 +52,12 @@ class Accepted(_Out):
     status: OutboxState = Field(
         description="`queued` for a new notification; for a duplicate, the current state of "
         "the notification stored first.")
+    dropped_attachments: list[DroppedAttachmentItem] = Field(
+        default_factory=list,
+        description="Only on a 202, and only when not empty: each attachment the server "
+        "it was routed to will leave out, being over that server's limit (its "
+        "`attachments.oversize` is `drop`; with `refuse` the answer is 422 instead). Routed "
+        "with the live config at intake; the SENT audit entry records what was sent.")
 
 
 class Routing(_Out):

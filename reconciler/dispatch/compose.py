@@ -13,11 +13,10 @@ Decisions:
 - The Message-ID uses the sender's domain. With an idempotency key it is
   derived from (namespace, key), so a retry after an ambiguous timeout
   carries the same Message-ID and receiving systems can recognise the duplicate.
-- Attachment limit (O4): ``attachmentLimitMB`` (MiB, 1 MB = 1,048,576 bytes
-  of attachment data before encoding) caps the total of the attachments.
-  They are taken in the order given; one that would push the total over the
-  limit is dropped and the following ones are still considered. Dropped
-  attachments are returned by name for the SENT audit entry.
+- Attachment limit (O4): ``attachmentLimitMB`` caps the total of the
+  attachments (:mod:`reconciler.dispatch.oversize`). Dropped attachments are
+  returned by name for the SENT audit entry; whether the server refuses
+  instead is the worker's to act on.
 """
 
 from __future__ import annotations
@@ -34,11 +33,8 @@ from email.policy import SMTP
 from email.utils import format_datetime
 from functools import lru_cache
 
-from reconciler.config.derive import DEFAULT_ATTACHMENT_LIMIT_MB
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.envelope import (
-    Attachment,
-    DroppedAttachment,
     Envelope,
     Mailbox,
     Notification,
@@ -46,9 +42,9 @@ from reconciler.dispatch.envelope import (
     validate_address,
 )
 from reconciler.dispatch.filters import FilterResult
+from reconciler.dispatch.oversize import MIB, limit_mb, select_attachments
 
-MIB = 1024 * 1024
-
+__all__ = ["MIB", "compose", "message_id_for", "select_attachments"]
 
 _last_date: tuple[datetime, str] | None = None
 
@@ -72,28 +68,6 @@ def message_id_for(notification: Notification, domain: str) -> str:
     else:
         token = uuid.uuid4().hex
     return f"<{token}@{domain}>"
-
-
-def select_attachments(
-    attachments: list[Attachment], limit_mb: float
-) -> tuple[list[Attachment], list[DroppedAttachment]]:
-    limit = int(limit_mb * MIB)
-    kept: list[Attachment] = []
-    dropped: list[DroppedAttachment] = []
-    total = 0
-    for item in attachments:
-        if total + item.size > limit:
-            reason = (
-                f"{item.size} bytes is above the limit of {limit_mb:g} MB"
-                if item.size > limit
-                else f"would bring the attachments to {total + item.size} bytes, "
-                f"above the limit of {limit_mb:g} MB"
-            )
-            dropped.append(DroppedAttachment(item.name, item.size, reason))
-            continue
-        kept.append(item)
-        total += item.size
-    return kept, dropped
 
 
 def compose(
@@ -148,8 +122,7 @@ def compose(
         msg[name] = value
 
     _set_body(msg, notification.text_body, notification.html_body)
-    limit = spec.attachment_limit_mb or DEFAULT_ATTACHMENT_LIMIT_MB
-    kept, dropped = select_attachments(notification.attachments, limit)
+    kept, dropped = select_attachments(notification.attachments, limit_mb(server))
     for item in kept:
         maintype, subtype = item.content_type.split("/", 1)
         msg.add_attachment(item.data, maintype=maintype, subtype=subtype, filename=item.name)

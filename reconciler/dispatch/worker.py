@@ -66,6 +66,7 @@ from reconciler.dispatch.group_commit import GroupCommit
 from reconciler.dispatch.lanes import Lanes, lane_width
 from reconciler.dispatch.namespace import NamespaceConfig
 from reconciler.dispatch.outcome import NotSentReason, Outcome, RecipientResult, SendResult
+from reconciler.dispatch.oversize import refuses
 from reconciler.dispatch.readiness import server_problems
 from reconciler.dispatch.retry import RetryPolicy
 from reconciler.dispatch.transports.base import Transport
@@ -516,6 +517,14 @@ class Worker:
             envelope = compose(notification, server, recipients, message_id=message_id)
         except ValueError as exc:
             raise _NotSent(f"cannot compose the message: {exc}") from None
+        if envelope.dropped_attachments and refuses(server):
+            # Intake refuses these up front; this one was routed elsewhere there, or the
+            # server was switched to refuse since. Sending it without them is what the
+            # admin said not to do.
+            raise _NotSent("; ".join(f"{d.name!r}: {d.reason}" for d in
+                                     envelope.dropped_attachments)
+                           + f"; server {server.metadata.name} refuses oversize attachments "
+                           "(attachments.oversize: refuse)")
         attempt.message_id = envelope.message_id
         attempt.recipients = envelope.rcpt_to
         return envelope

@@ -1,4 +1,7 @@
-"""`reconcile send`: durable intake from the command line (SPEC O1), on SQLite and PostgreSQL."""
+"""`reconcile send`: durable intake from the command line (SPEC O1), on SQLite and PostgreSQL.
+
+Like the API, it refuses up front what could only fail later: a namespace without an
+outgoing server, attachments a refusing server would not take (issue 11 item 9)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from daemon.app_kit import commit, mail_settings, smtp_server
 
 from reconciler.cli.main import cli
 from reconciler.dispatch.envelope import Notification
@@ -19,8 +23,18 @@ def run(*args: str | Path, input: str | None = None) -> Result:
 
 @pytest.fixture
 def db(store_url: str) -> str:
-    open_store(store_url).close()  # `send` wants a store that exists
+    """A store whose live config has a primary server in `default` and in `acme`: `send`
+    refuses namespaces nothing could send from. Nothing listens on the port: these tests
+    only queue."""
+    with open_store(store_url) as store:
+        commit(store, smtp_server("desk", 2525, primary=True),
+               smtp_server("acme-desk", 2525, namespace="acme", primary=True))
     return store_url
+
+
+def queued(store_url: str) -> int:
+    with open_store(store_url) as store:
+        return sum(store.outbox.depth().values())
 
 
 BASIC = ("--module", "request", "--to", "jane@corp.example", "--subject", "Ticket updated")
@@ -138,3 +152,82 @@ def test_a_malformed_ticket_is_a_clear_error(db: str, value: str, says: str) -> 
     assert says in result.output and "Traceback" not in result.output
     with open_store(db) as store:
         assert store.outbox.depth()[OutboxState.QUEUED] == 0
+
+
+# -- refused up front (issue 11 item 9) -----------------------------------------------------
+
+
+@pytest.fixture
+def elsewhere(store_url: str) -> str:
+    """Outgoing servers only in `acme` and `globex`; `hr` has settings but no server."""
+    with open_store(store_url) as store:
+        commit(store, smtp_server("acme-desk", 2525, namespace="acme", primary=True),
+               smtp_server("globex-desk", 2525, namespace="globex", primary=True),
+               mail_settings("hr"))
+    return store_url
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    ((), "no --namespace given: namespace 'default' has no outgoing server"),
+    (("--namespace", "acme-typo"), "namespace 'acme-typo' has no outgoing server"),
+    (("--namespace", "hr"), "namespace 'hr' has no outgoing server"),
+])
+def test_a_namespace_without_servers_is_refused_naming_the_configured_ones(
+    elsewhere: str, args: tuple[str, ...], says: str
+) -> None:
+    result = run("--store", elsewhere, *BASIC, "--text", "x", *args)
+    assert result.exit_code == 1, result.output
+    assert says in result.output
+    assert "Configured namespaces: acme, globex; give one with --namespace." in result.output
+    assert "Traceback" not in result.output
+    assert queued(elsewhere) == 0
+    ok = run("--store", elsewhere, *BASIC, "--text", "x", "--namespace", "globex")
+    assert ok.exit_code == 0, ok.output
+
+
+def test_an_empty_live_store_says_to_apply_first(store_url: str) -> None:
+    open_store(store_url).close()
+    result = run("--store", store_url, *BASIC, "--text", "x")
+    assert result.exit_code == 1
+    assert "apply a config with an OutgoingServer first" in result.output
+    assert queued(store_url) == 0
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path]:
+    big = tmp_path / "scan.pdf"
+    big.write_bytes(b"%" * (1024 * 1024 + 1))  # 1 byte over 1 MB on its own
+    small = tmp_path / "note.txt"
+    small.write_bytes(b"fits")
+    return big, small
+
+
+def test_attachments_a_refusing_server_would_not_take_are_refused(
+    store_url: str, tmp_path: Path
+) -> None:
+    with open_store(store_url) as store:
+        commit(store, smtp_server("desk", 2525, primary=True, attachmentLimitMB=1,
+                                  attachments={"oversize": "refuse"}))
+    big, small = _files(tmp_path)
+    result = run("--store", store_url, *BASIC, "--text", "x", "--attach", small,
+                 "--attach", big)
+    assert result.exit_code == 1, result.output
+    assert ("--attach scan.pdf: attachment 'scan.pdf': 1048577 bytes is above the limit of "
+            "1 MB (1048576 bytes) of server desk, which refuses oversize attachments") \
+        in result.output
+    assert "note.txt" not in result.output and "Nothing was queued." in result.output
+    assert queued(store_url) == 0
+
+
+def test_attachments_the_server_will_leave_out_are_named_on_stderr(
+    store_url: str, tmp_path: Path
+) -> None:
+    with open_store(store_url) as store:
+        commit(store, smtp_server("desk", 2525, primary=True, attachmentLimitMB=1))
+    big, small = _files(tmp_path)
+    result = run("--store", store_url, *BASIC, "--text", "x", "--attach", big,
+                 "--attach", small)
+    assert result.exit_code == 0, result.output
+    int(result.stdout)  # stdout stays just the id
+    assert result.stderr == ("warning: --attach scan.pdf will be left out by server desk: "
+                             "1048577 bytes is above the limit of 1 MB\n")
+    assert queued(store_url) == 1

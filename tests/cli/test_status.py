@@ -64,6 +64,10 @@ def test_applied_examples_are_not_checked_yet(tmp_path: Path, store_url: str) ->
     data = json.loads(run("status", "--store", store_url, "--format", "json").stdout)
     states = {s["name"]: s["state"] for s in data["servers"]}
     assert states["dev-relay"] == "Disabled" and states["o365-hr"] == "Not checked"
+    hosts = {s["name"]: s["hosts"] for s in data["servers"]}
+    assert [(h["role"], h["address"], h["state"]) for h in hosts["gmail-notifications"]] == [
+        ("main", "smtp.gmail.com:587", "Not checked"),
+        ("alternate", "smtp-relay.gmail.com:587", "Not checked")]
     assert all(s["health"] is None for s in data["servers"])
 
 
@@ -81,7 +85,8 @@ def test_cards_show_health_errors_and_the_active_host(
     probe(store_url)
 
     out = run("status", "--store", store_url).stdout
-    assert out.startswith("3 outgoing servers: 2 Reachable, 1 Unreachable\n")
+    assert out.startswith("3 outgoing servers: 2 Reachable, 1 Unreachable; 1 Reachable "
+                          "server with a host Unreachable\n")
     ok = card(out, "good")
     assert ok.splitlines()[0] == "default/good  ● Reachable"
     assert f"  smtp  {HOST}:{peer.port}  none  enabled  primary" in ok
@@ -102,6 +107,43 @@ def test_cards_show_health_errors_and_the_active_host(
     assert by_name["bad"]["health"]["lastError"].startswith("tcp: connection refused")
     assert by_name["moved"]["health"]["activeHost"] == "alternate"
     assert by_name["good"]["health"]["hosts"]["main"]["address"] == f"{HOST}:{peer.port}"
+
+
+def test_each_host_shows_its_own_state_and_last_error(store_url: str, peer: SmtpPeer) -> None:
+    """A dead alternate behind a live main host (and the reverse) used to read as plain
+    Reachable: the server's state is that of the host sends go to first."""
+    dead = free_port()
+    backup_dead = server_spec(peer.port, "plain", "backup-dead", alternateHost=HOST,
+                              alternatePort=dead)
+    main_dead = server_spec(dead, "plain", "main-dead", primary=False, alternateHost=HOST,
+                            alternatePort=peer.port)
+    with open_store(store_url) as store:
+        put_servers(store, backup_dead, main_dead)
+    probe(store_url)
+
+    out = run("status", "--store", store_url).stdout
+    assert out.startswith("2 outgoing servers: 2 Reachable; 2 Reachable servers with a "
+                          "host Unreachable\n"), out
+    refused = f"last error: tcp: connection refused by {HOST}:{dead}"
+    lines = card(out, "backup-dead").splitlines()
+    assert lines[0] == "default/backup-dead  ● Reachable (alternate host Unreachable)"
+    assert f"  main host {HOST}:{peer.port}  ● Reachable (active)" in lines
+    assert f"  alternate host {HOST}:{dead}  ✗ Unreachable  {refused}" in lines
+    lines = card(out, "main-dead").splitlines()
+    assert lines[0] == "default/main-dead  ● Reachable (main host Unreachable)"
+    assert f"  main host {HOST}:{dead}  ✗ Unreachable  {refused}" in lines
+    assert f"  alternate host {HOST}:{peer.port}  ● Reachable (active)" in lines
+
+    data = json.loads(run("status", "--store", store_url, "--format", "json").stdout)
+    hosts = {s["name"]: s["hosts"] for s in data["servers"]}
+    assert hosts["backup-dead"] == [
+        {"role": "main", "address": f"{HOST}:{peer.port}", "state": "Reachable",
+         "lastError": None, "failedStep": None, "active": True},
+        {"role": "alternate", "address": f"{HOST}:{dead}", "state": "Unreachable",
+         "lastError": f"tcp: connection refused by {HOST}:{dead}", "failedStep": "tcp",
+         "active": False}]
+    assert [(h["role"], h["state"], h["active"]) for h in hosts["main-dead"]] == [
+        ("main", "Unreachable", False), ("alternate", "Reachable", True)]
 
 
 def test_a_changed_host_is_flagged_until_checked_again(store_url: str, peer: SmtpPeer) -> None:

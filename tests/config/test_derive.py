@@ -237,3 +237,26 @@ def test_derived_values_are_in_the_desired_state(tmp_path: Path) -> None:
     spec = result.desired.resources[key].spec
     assert (spec["port"], spec["attachmentLimitMB"], spec["maxConcurrency"]) == (587, 20, 4)
     assert "spec.port" in result.derivations()[key]
+
+
+def test_oversize_attachments_are_dropped_unless_the_server_refuses_them(tmp_path: Path) -> None:
+    result = run(tmp_path,
+                 outgoing("d", "  host: smtp.b.example\n  primary: true\n"),
+                 outgoing("r", "  host: smtp.b.example\n  attachments: {oversize: refuse}\n"))
+    assert result.ok, describe(result.diagnostics)
+    assert derived(result, "d")["spec.attachments.oversize"] == (
+        "drop", "attachments over the limit are left out and named, as the desk products do")
+    assert "spec.attachments.oversize" not in derived(result, "r")
+    assert result.desired is not None
+    specs = {k.name: r.spec for k, r in result.desired.resources.items()}
+    assert specs["d"]["attachments"] == {"oversize": "drop"}
+    assert specs["r"]["attachments"] == {"oversize": "refuse"}
+
+
+def test_an_unknown_oversize_choice_is_named_with_its_place(tmp_path: Path) -> None:
+    result = run(tmp_path, outgoing("b", "  host: smtp.b.example\n  primary: true\n"
+                                         "  attachments: {oversize: bounce}\n"))
+    [problem] = [d for d in result.diagnostics if d.severity == "error"]
+    assert problem.path == "spec.attachments.oversize"
+    assert "'drop' or 'refuse'" in problem.message, describe(result.diagnostics)
+    assert problem.location.endswith("c.yaml:9:27"), problem.location

@@ -40,6 +40,22 @@ class NationalCloud(StrEnum):
     GERMANY = "germany"
 
 
+class Oversize(StrEnum):
+    """What happens to a notification's attachments above ``attachmentLimitMB``."""
+
+    DROP = "drop"  # sent without them, each named (the products' behaviour)
+    REFUSE = "refuse"  # the notification is refused at intake; nothing is stored
+
+
+class OutgoingAttachments(Model):
+    oversize: Oversize | None = Field(
+        default=None,
+        description="drop: sent without the attachments over the limit, each named in the "
+        "intake answer and the SENT audit entry; refuse: intake answers 422 naming each "
+        "file, nothing is stored. Derived as drop.",
+    )
+
+
 class OutgoingServerSpec(Model):
     email: Email = Field(description="From address of every notification sent through it.")
     sender_name: NonEmptyStr | None = Field(default=None, description="Display name of From.")
@@ -76,6 +92,10 @@ class OutgoingServerSpec(Model):
     primary: StrictBool = False
     attachment_limit_mb: float | None = Field(
         default=None, gt=0, alias="attachmentLimitMB", description="Derived as 20 MB."
+    )
+    attachments: OutgoingAttachments = Field(
+        default_factory=OutgoingAttachments,
+        description="What to do with attachments over attachmentLimitMB.",
     )
     max_concurrency: int | None = Field(
         default=None, ge=1, le=64, description="Requests in flight; Graph derives 4 per mailbox."

@@ -1,0 +1,115 @@
+"""Attachments over a server's limit (SPEC O4): which ones, and whether the server
+leaves them out or refuses the notification (``attachments.oversize``).
+
+One decision for the three places that need it: compose (what is actually sent),
+the intake API and `reconcile send` (what the client is told before anything is
+stored). Intake and send route the notification with the live config to know
+the server; the worker routes again when it sends, so the SENT audit entry
+records what was really left out should an apply change the route meanwhile.
+
+``attachmentLimitMB`` counts MiB (1,048,576 bytes) of attachment data before
+encoding, for the attachments together. They are taken in the order given; one
+that would push the total over the limit is left out and the following ones are
+still considered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from reconciler.config.derive import DEFAULT_ATTACHMENT_LIMIT_MB
+from reconciler.config.models.outgoing_server import OutgoingServer, Oversize
+from reconciler.dispatch.envelope import Attachment, DroppedAttachment, Notification
+
+if TYPE_CHECKING:
+    from reconciler.dispatch.namespace import NamespaceConfig
+
+MIB = 1024 * 1024
+
+
+def limit_mb(server: OutgoingServer) -> float:
+    # None only for a server that skipped derivation (built in code, `live set`)
+    return server.spec.attachment_limit_mb or DEFAULT_ATTACHMENT_LIMIT_MB
+
+
+def refuses(server: OutgoingServer) -> bool:
+    """The server refuses a notification whose attachments do not fit (rather than
+    sending it without them)."""
+    return server.spec.attachments.oversize == Oversize.REFUSE
+
+
+def select_attachments(
+    attachments: Sequence[Attachment], limit: float
+) -> tuple[list[Attachment], list[DroppedAttachment]]:
+    """(kept, left out) for a limit of ``limit`` MB."""
+    cap = int(limit * MIB)
+    kept: list[Attachment] = []
+    dropped: list[DroppedAttachment] = []
+    total = 0
+    for item in attachments:
+        if total + item.size > cap:
+            reason = (
+                f"{item.size} bytes is above the limit of {limit:g} MB"
+                if item.size > cap
+                else f"would bring the attachments to {total + item.size} bytes, "
+                f"above the limit of {limit:g} MB"
+            )
+            dropped.append(DroppedAttachment(item.name, item.size, reason))
+            continue
+        kept.append(item)
+        total += item.size
+    return kept, dropped
+
+
+@dataclass(frozen=True, slots=True)
+class Oversized:
+    """The attachments ``server`` would not send, and what it does about them."""
+
+    server: str
+    limit_mb: float
+    dropped: tuple[tuple[int, DroppedAttachment], ...]  # (position in the request, file)
+    refused: bool
+
+    @property
+    def limit_bytes(self) -> int:
+        return int(self.limit_mb * MIB)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """The ``droppedAttachments`` of the intake answer."""
+        return [{"name": d.name, "size": d.size, "limit": self.limit_bytes,
+                 "reason": d.reason, "server": self.server} for _, d in self.dropped]
+
+    def refusal(self, item: DroppedAttachment) -> str:
+        """Why one file makes the notification refused, and what to do."""
+        return (f"attachment {item.name!r}: {item.reason} ({self.limit_bytes} bytes) of "
+                f"server {self.server}, which refuses oversize attachments "
+                "(attachments.oversize: refuse); send a smaller file or a link instead")
+
+
+def oversized(attachments: Sequence[Attachment], server: OutgoingServer) -> Oversized | None:
+    """What ``server`` would leave out of ``attachments``; None when they all fit."""
+    if not attachments:
+        return None
+    limit = limit_mb(server)
+    kept, dropped = select_attachments(attachments, limit)
+    if not dropped:
+        return None
+    kept_ids = {id(a) for a in kept}
+    left_out = [i for i, a in enumerate(attachments) if id(a) not in kept_ids]
+    return Oversized(server.metadata.name, limit, tuple(zip(left_out, dropped, strict=True)),
+                     refuses(server))
+
+
+def routed_oversized(namespace: NamespaceConfig,
+                     notification: Notification) -> Oversized | None:
+    """:func:`oversized` for the server ``namespace`` routes the
+    notification to now; None when nothing is too large or no server would take it
+    (the worker records that case as not sent)."""
+    if not notification.attachments:
+        return None
+    server = namespace.route(notification.module, notification.context).server
+    if server is None:
+        return None
+    return oversized(notification.attachments, server)
