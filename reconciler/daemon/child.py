@@ -60,9 +60,14 @@ def watch_lifeline(fd: int, grace_s: float) -> threading.Thread:
     end of file, i.e. once every holder of the pipe's write end has died."""
 
     def watch() -> None:
-        with contextlib.suppress(OSError):
+        try:
             while os.read(fd, 1):
                 pass  # the supervisor never writes; keep reading until EOF
+        except OSError as exc:
+            # A broken lifeline says nothing about the supervisor: keep serving
+            # (on Linux the kernel's signal still comes).
+            log.warning("cannot watch the supervisor's lifeline: %s", exc)
+            return
         log.error("the supervisor has gone: stopping this process")
         os.kill(os.getpid(), signal.SIGTERM)
         # A graceful stop that hangs must not keep the process (and the port) alive.
