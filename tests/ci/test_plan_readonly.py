@@ -42,20 +42,25 @@ def readonly_url(postgres_server: PostgresServer, postgres_database: str,
     schema = parse_qs(urlsplit(postgres_url).query)["options"][0].split("=", 1)[1]
     role = f"plan_{uuid.uuid4().hex[:12]}"
     admin = PostgresServer(postgres_server.user, postgres_database)
-    with admin.connect() as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        for statement in documented_sql():
-            statement = (statement.replace("reconcile_plan", role)
-                         .replace("DATABASE reconcile", f'DATABASE "{postgres_database}"')
-                         .replace("SCHEMA public", f'SCHEMA "{schema}"'))
-            conn.execute(statement.encode())
     try:
+        with admin.connect() as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            for statement in documented_sql():
+                statement = (statement.replace("reconcile_plan", role)
+                             .replace("DATABASE reconcile", f'DATABASE "{postgres_database}"')
+                             .replace("SCHEMA public", f'SCHEMA "{schema}"'))
+                conn.execute(statement.encode())
         yield (f"postgresql://{role}:change-me@127.0.0.1:5432/{postgres_database}"
                f"?options=-csearch_path%3D{schema}")
     finally:
+        # Roles belong to the whole server: never leave one behind, even after a
+        # failed statement above (IF EXISTS then).
         with admin.connect() as conn:
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                  (role,)).fetchone()
+            if exists:
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def _store_rows(url: str) -> tuple[int, int]:
