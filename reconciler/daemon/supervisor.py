@@ -31,8 +31,12 @@ else itself: no event loop, no store.
   margin are killed.
 - **Crashes.** A child that exits on its own is started again after a pause
   that doubles up to a minute (reset once it has run for a minute). A child
-  that exits with an error at its very first start (a port in use, an
-  unreadable token) stops the whole daemon with that error instead of restarting in a loop.
+  that exits with an error at its very first start, before it reported itself
+  serving (a port in use, an unreadable token), stops the whole daemon with
+  that error instead of restarting in a loop, however long the failed start
+  took (daemon.child).
+- **No orphans.** Children die with the supervisor, whatever killed it
+  (kill -9 included): see daemon.child.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import dataclasses
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -48,18 +53,16 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
+from reconciler.daemon.child import SPEC_ENV, STOP_MARGIN_S
 from reconciler.daemon.settings import DaemonSettings
 
 log = logging.getLogger(__name__)
 
-SETTINGS_ENV = "RECONCILE_DAEMON_CHILD"
+CHILD_MODULE = "reconciler.daemon.child"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 RESTART_PAUSE_S = (1.0, 60.0)
 HEALTHY_AFTER_S = 60.0  # a child that ran this long gets the shortest pause again
-FIRST_START_S = 5.0  # exiting sooner than this at the first start fails the daemon
-STOP_MARGIN_S = 10.0
 POLL_S = 0.2
 
 
@@ -73,6 +76,8 @@ class _Child:
     settings: DaemonSettings
     pass_fds: tuple[int, ...]
     proc: subprocess.Popen[bytes] | None = None
+    ready_fd: int | None = None  # read end of this start's ready pipe (daemon.child)
+    ever_served: bool = False  # some start of it reported itself serving
     started: float = 0.0
     starts: int = 0
     pause: float = RESTART_PAUSE_S[0]
@@ -88,10 +93,13 @@ class Supervisor:
         self.workers = workers
         self.log_level = log_level
         self._stopping = False
+        self._lifeline_read = -1  # read end of the pipe children watch (daemon.child)
 
     def run(self) -> None:
         """Start the children and keep them running until SIGTERM/SIGINT."""
         read_fd, write_fd = os.pipe()
+        # Only this process holds the write end: children see end of file when it dies.
+        self._lifeline_read, lifeline_write = os.pipe()
         metrics_dir = tempfile.mkdtemp(prefix="reconcile-metrics-")
         base = self.settings.worker_id
         children = [_Child("intake", dataclasses.replace(
@@ -110,10 +118,15 @@ class Supervisor:
             self._watch(children, metrics_dir)
         finally:
             self._stop_all(children)
+            for child in children:
+                if child.ready_fd is not None:
+                    os.close(child.ready_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             os.close(read_fd)
             os.close(write_fd)
+            os.close(self._lifeline_read)
+            os.close(lifeline_write)
             shutil.rmtree(metrics_dir, ignore_errors=True)
         log.info("daemon %s stopped", base)
 
@@ -124,11 +137,22 @@ class Supervisor:
         self._stopping = True
 
     def _start(self, child: _Child, metrics_dir: str) -> None:
-        env = {**os.environ, SETTINGS_ENV: json.dumps({
-            "settings": dataclasses.asdict(child.settings), "log_level": self.log_level}),
+        ready_read, ready_write = os.pipe()
+        env = {**os.environ, SPEC_ENV: json.dumps({
+            "settings": dataclasses.asdict(child.settings), "log_level": self.log_level,
+            "ready_fd": ready_write, "lifeline_fd": self._lifeline_read}),
             MULTIPROC_ENV: metrics_dir}
-        child.proc = subprocess.Popen([sys.executable, "-m", __name__], env=env,
-                                      pass_fds=child.pass_fds)
+        try:
+            child.proc = subprocess.Popen(
+                [sys.executable, "-m", CHILD_MODULE], env=env,
+                pass_fds=(*child.pass_fds, ready_write, self._lifeline_read))
+        except BaseException:
+            os.close(ready_read)
+            raise
+        finally:
+            os.close(ready_write)  # the child's copy is the only writer now
+        os.set_blocking(ready_read, False)
+        child.ready_fd = ready_read
         child.started = time.monotonic()
         child.starts += 1
         child.restart_at = None
@@ -144,16 +168,43 @@ class Supervisor:
                 elif child.proc is None and child.restart_at is not None \
                         and now >= child.restart_at:
                     self._start(child, metrics_dir)
-            time.sleep(POLL_S)
+            self._await_ready(children, POLL_S)
+
+    def _await_ready(self, children: list[_Child], timeout: float) -> None:
+        """Wait up to ``timeout`` for news on the ready pipes, and take it."""
+        waiting = {c.ready_fd: c for c in children if c.ready_fd is not None}
+        if not waiting:
+            time.sleep(timeout)
+            return
+        readable, _, _ = select.select(list(waiting), [], [], timeout)
+        for fd in readable:
+            self._take_ready(waiting[fd])
+
+    def _take_ready(self, child: _Child) -> None:
+        assert child.ready_fd is not None
+        try:
+            news = os.read(child.ready_fd, 1)
+        except BlockingIOError:
+            news = b""
+        if news and child.proc is not None:
+            child.ever_served = True
+            log.info("%s process (pid %d) is serving", child.name, child.proc.pid,
+                     extra={"child": child.name, "pid": child.proc.pid})
+        # One byte, or end of file when the child exited first: either way, done.
+        os.close(child.ready_fd)
+        child.ready_fd = None
 
     def _exited(self, child: _Child, code: int, now: float, metrics_dir: str) -> None:
         assert child.proc is not None
+        if child.ready_fd is not None:
+            self._take_ready(child)  # it may have reported serving just before it exited
         pid, ran = child.proc.pid, now - child.started
         child.proc = None
         _mark_dead(pid, metrics_dir)
-        # Its own error exit soon after the first start is a start failure (a port in use);
-        # death by a signal (an OOM kill, an admin's kill -9) is a crash like any other.
-        if child.starts == 1 and ran < FIRST_START_S and code > 0:
+        # Its own error exit before it ever served is a start failure (a port in use),
+        # however long the start took; death by a signal (an OOM kill, an admin's
+        # kill -9) is a crash like any other.
+        if not child.ever_served and code > 0:
             raise SupervisorError(f"the {child.name} process exited at start (code {code}); "
                                   "its log lines above say why")
         if ran >= HEALTHY_AFTER_S:
@@ -193,28 +244,3 @@ def _mark_dead(pid: int, metrics_dir: str) -> None:
 
 def supervise(settings: DaemonSettings, workers: int, log_level: str = "info") -> None:
     Supervisor(settings, workers, log_level).run()
-
-
-def _child_main() -> int:
-    """A supervised child: settings from the environment, then the ordinary daemon."""
-    from reconciler.daemon import logs
-    from reconciler.daemon.app import DaemonError, run
-
-    spec: dict[str, Any] = json.loads(os.environ.pop(SETTINGS_ENV))
-    values = spec["settings"]
-    for f in dataclasses.fields(DaemonSettings):
-        if isinstance(values.get(f.name), list):  # JSON has no tuples
-            values[f.name] = tuple(values[f.name])
-    settings = DaemonSettings(**values)
-    logs.configure(getattr(logging, str(spec.get("log_level", "info")).upper()))
-    try:
-        run(settings)
-    except DaemonError as exc:
-        logging.getLogger("reconciler.daemon").error("%s process failed: %s", settings.role,
-                                                     exc)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_child_main())

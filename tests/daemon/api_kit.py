@@ -34,7 +34,7 @@ OTHER_TOKEN_ENV = "RECONCILE_TEST_API_TOKEN_2"
 OTHER_TOKEN = "second-api-token-Hn4Jc6Tb1Ye5"
 NAMESPACES = ("default", "acme")
 WORKER_ID = "api-test-worker"
-START_TIMEOUT_S = 20.0
+START_TIMEOUT_S = 120.0  # a deadline for a failing start, generous for a busy machine
 
 
 def auth(token: str = TOKEN) -> dict[str, str]:

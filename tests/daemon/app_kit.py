@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 API = "reconciler.dev/v1"
 HOST = "127.0.0.1"
 NS = "default"
-WAIT_S = 30.0
+# Deadlines only bound a failing test: a machine also running a second test suite
+# can take tens of seconds to start a daemon process or a peer's thread.
+WAIT_S = 120.0
 T = TypeVar("T")
 
 
@@ -286,7 +288,7 @@ class CountingSink:
         self.handler = _CountingHandler(delay)
         self.port = free_port()
         self._controller = Controller(self.handler, hostname=HOST, port=self.port,
-                                      ready_timeout=5.0)
+                                      ready_timeout=WAIT_S)
 
     def __enter__(self) -> CountingSink:
         self._controller.start()

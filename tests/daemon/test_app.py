@@ -29,6 +29,7 @@ from reconciler.state import open_store
 from reconciler.state.base import AuditStatus, EnqueueRequest, OutboxState
 
 from .app_kit import (
+    WAIT_S,
     CountingSink,
     audit_of,
     daemon_process,
@@ -100,7 +101,7 @@ def test_applied_config_is_sent_with_starttls_and_auth(
     async def main() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
-        await asyncio.wait_for(daemon.ready.wait(), 30)
+        await asyncio.wait_for(daemon.ready.wait(), WAIT_S)
         outbox_id = await asyncio.to_thread(send, store_url, "--to", "Jane <jane@corp.example>",
                                             "--subject", "Ticket ##RE-9## updated")
         assert daemon.store is not None
@@ -139,12 +140,12 @@ def test_every_installed_part_runs_and_stops_with_the_daemon(
     async def main() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
-        await asyncio.wait_for(daemon.ready.wait(), 30)
+        await asyncio.wait_for(daemon.ready.wait(), WAIT_S)
         outbox_id = await asyncio.to_thread(send, store_url, "--to", "jane@corp.example",
                                             "--subject", "all parts")
         await sent(daemon.store, outbox_id)  # type: ignore[arg-type]
         stop.set()
-        await asyncio.wait_for(task, 30)
+        await asyncio.wait_for(task, WAIT_S)
 
     run(main)
     assert len(peer.messages) == 1
@@ -162,7 +163,7 @@ def test_apply_while_running_changes_routing_without_a_restart(
     async def main() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
-        await asyncio.wait_for(daemon.ready.wait(), 30)
+        await asyncio.wait_for(daemon.ready.wait(), WAIT_S)
         store = daemon.store
         assert store is not None and daemon.config is not None
         before = enqueue(store, note("jane@corp.example", subject="before"))  # type: ignore[arg-type]
@@ -254,7 +255,7 @@ def test_sigterm_stops_gracefully_and_hands_back_unsent_messages(
         wait_for(lambda: proc.poll() is not None or leased(), "the messages to be claimed")
         assert proc.poll() is None, log.read_text()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, log.read_text()
+        assert proc.wait(WAIT_S) == 0, log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -309,7 +310,7 @@ def test_kill_9_in_the_middle_loses_nothing(store_url: str, tmp_path: Path, dump
             wait_for(lambda: dumped(dump) >= 150 or first.poll() is not None,
                      "the first daemon to be busy")
             first.kill()  # SIGKILL: no chance to finish, record or release anything
-            first.wait(30)
+            first.wait(WAIT_S)
         finally:
             if first.poll() is None:
                 first.kill()
@@ -325,7 +326,7 @@ def test_kill_9_in_the_middle_loses_nothing(store_url: str, tmp_path: Path, dump
                          or second.poll() is not None, "the restarted daemon to finish")
             assert second.poll() is None, log.read_text()[-3000:]
             second.send_signal(signal.SIGTERM)
-            assert second.wait(30) == 0
+            assert second.wait(WAIT_S) == 0
         finally:
             if second.poll() is None:
                 second.kill()

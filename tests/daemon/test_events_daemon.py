@@ -23,6 +23,7 @@ from peers.smtp import PeerCerts
 from reconciler.daemon.app import Daemon
 from reconciler.state import SqlStore
 
+from .app_kit import WAIT_S
 from .app_kit import settings as daemon_settings
 
 TOKEN = "events-daemon-token-51"
@@ -49,7 +50,7 @@ async def test_the_daemon_fetches_and_serves_and_posts_events(
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
     try:
-        await asyncio.wait_for(daemon.ready.wait(), 30)
+        await asyncio.wait_for(daemon.ready.wait(), WAIT_S)
         dovecot.deliver(mailbox, corpus("01-new-request-plain.eml"))
         await until(lambda: len(receiver.received) == 1)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
@@ -61,5 +62,5 @@ async def test_the_daemon_fetches_and_serves_and_posts_events(
         assert item["state"] == "delivered"
     finally:
         stop.set()
-        await asyncio.wait_for(task, 30)
+        await asyncio.wait_for(task, WAIT_S)
         receiver.stop()

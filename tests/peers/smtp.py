@@ -211,7 +211,8 @@ class SmtpPeer:
             kwargs["auth_require_tls"] = False
         self._controller = _CountingController(
             self.handler, hostname=HOST, port=self.port, server_hostname="peer.test",
-            ready_timeout=5.0, **kwargs,
+            # Only bounds a failing start; a busy machine may need far more than 5 s.
+            ready_timeout=120.0, **kwargs,
         )
 
     # -- lifecycle ---------------------------------------------------------

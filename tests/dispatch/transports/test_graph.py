@@ -161,7 +161,8 @@ async def test_throttling_is_waited_out_with_retry_after(graph, certs) -> None:
 
 async def test_throttling_past_the_deadline_is_transient(graph, certs) -> None:
     peer = graph()
-    server = peer.server(timeoutSeconds=2)
+    # Past the Retry-After, yet long enough for a slow request on a busy machine.
+    server = peer.server(timeoutSeconds=60)
     peer.fail_next(429, "ApplicationThrottled", "Slow down.", retry_after="120")
     t = transport(certs)
     result = await send_once(t, server)
