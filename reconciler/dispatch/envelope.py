@@ -232,13 +232,13 @@ def _check_headers(value: Mapping[str, str]) -> dict[str, str]:
 
 
 def _check_namespace(value: str) -> str:
-    if not _NAMESPACE.match(value):
+    if not _NAMESPACE.fullmatch(value):
         raise ValueError(f"namespace {value!r} is not a valid resource name")
     return value
 
 
 def _check_key(value: str | None) -> str | None:
-    if value is not None and not _IDEMPOTENCY_KEY.match(value):
+    if value is not None and not _IDEMPOTENCY_KEY.fullmatch(value):
         raise ValueError("idempotency key must be 1-200 visible ASCII characters")
     return value
 
@@ -251,14 +251,18 @@ class TicketLink(_Strict):
     """The desk ticket a notification is about. Replies to the sent message thread to it
     by In-Reply-To/References even when their subject lost the ##RE-123## marker."""
 
+    # The patterns go into the API's document too, so a client can know before sending.
     module: str = Field(description="request, task, change, problem, ... (the keys of "
-                        "MailSettings.requestIdPrefixes).")
-    id: str = Field(description="The ticket number, e.g. \"123\".")
+                        "MailSettings.requestIdPrefixes).",
+                        json_schema_extra={"pattern": _TICKET_MODULE.pattern})
+    id: str = Field(description="The ticket number, e.g. \"123\".",
+                    json_schema_extra={"pattern": _TICKET_ID.pattern})
 
     @field_validator("module")
     @classmethod
     def _module(cls, value: str) -> str:
-        if not _TICKET_MODULE.match(value):
+        # fullmatch: with match, "$" also matched before a trailing line break
+        if not _TICKET_MODULE.fullmatch(value):
             raise ValueError("ticket module must be a word of letters, digits, '-' or '_' "
                              "(e.g. request)")
         return value
@@ -266,7 +270,7 @@ class TicketLink(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not _TICKET_ID.match(value):
+        if not _TICKET_ID.fullmatch(value):
             raise ValueError("ticket id must be 1-32 letters, digits, '.', '-' or '_'")
         # Numbers as the incoming pipeline reads them from subjects: no leading zeros.
         return str(int(value)) if value.isdigit() else value
@@ -280,7 +284,8 @@ class Notification(_Strict):
     """
 
     module: Annotated[str, Field(min_length=1, max_length=64)]
-    namespace: Annotated[str, AfterValidator(_check_namespace)] = "default"
+    namespace: Annotated[str, AfterValidator(_check_namespace),
+                         Field(json_schema_extra={"pattern": _NAMESPACE.pattern})] = "default"
     context: Annotated[dict[str, Any], AfterValidator(_check_context)] = Field(
         default_factory=dict, description="Fields routing rules test: department, site, ..."
     )
@@ -294,7 +299,9 @@ class Notification(_Strict):
     headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(
         default_factory=dict, description="Extra headers, e.g. In-Reply-To/References."
     )
-    idempotency_key: Annotated[str | None, AfterValidator(_check_key)] = None
+    idempotency_key: Annotated[str | None, AfterValidator(_check_key),
+                               Field(json_schema_extra={"pattern": _IDEMPOTENCY_KEY.pattern})
+                               ] = None
     ticket: TicketLink | None = Field(
         default=None, description="The ticket this notification is about: replies to it "
         "are threaded to that ticket by their In-Reply-To/References headers.")
