@@ -94,6 +94,9 @@ what becomes of them.
   stored durably**; a repeated `idempotencyKey` (per namespace) answers 200
   with the id stored first and `duplicate: true`, storing nothing new.
 * Bodies larger than the configured limit (50 MiB by default) get 413.
+* A field or parameter that is wrong gets 422 naming it, a body that is not
+  JSON included (`json_invalid`); ids, offsets and cursors go up to
+  2^63 - 1, the largest the store holds.
 * `/metrics` (Prometheus text) and `/healthz` need no token: they show counts,
   never message content.
 """
