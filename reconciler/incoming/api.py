@@ -125,7 +125,8 @@ def add_event_routes(app: FastAPI, store: Any, guarded: list[Any],
 
     @app.get("/v1/events/{id}/attachments/{sha256}", tags=["events"], dependencies=guarded,
              summary="The bytes of one attachment an event lists", response_class=Response,
-             responses={**errors, 404: {"description": "No such event or attachment."},
+             responses={**errors,
+                        404: {"model": Problem, "description": "No such event or attachment."},
                         200: {"content": {"application/octet-stream": {}}}})
     async def attachment(
         id: Annotated[int, Path(ge=1, le=ROW_ID_MAX)],

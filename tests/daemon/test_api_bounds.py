@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from reconciler.state.base import OutboxState
+
 from .api_kit import ServedApi, api, serve_api  # noqa: F401 - fixtures
 
 INT64_MAX = 2**63 - 1
@@ -167,3 +169,25 @@ def test_the_document_states_the_bounds_and_answers(api: ServedApi) -> None:
     body = schemas["Notification"]["properties"]
     assert body["namespace"]["pattern"] and body["idempotencyKey"]["pattern"]
     assert schemas["Attachment"]["properties"]["data"]["contentEncoding"] == "base64"
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"headers": {"X-Desk\n": "1"}}, "headers"),
+    ({"ticket": {"module": "request", "id": "123\n"}}, "ticket.id"),
+    ({"ticket": {"module": "request\n", "id": "123"}}, "ticket.module"),
+    ({"idempotencyKey": "key-1\n"}, "idempotencyKey"),
+    ({"namespace": "default\n"}, "namespace"),
+    ({"attachments": [{"name": "a.txt", "contentType": "text/plain\n", "data": ""}]},
+     "attachments[0].contentType"),
+], ids=["header-name", "ticket-id", "ticket-module", "idempotency-key", "namespace",
+        "content-type"])
+def test_a_trailing_line_break_does_not_pass_a_pattern(
+    api: ServedApi, fields: dict[str, Any], field: str
+) -> None:
+    # Python's "$" also matches before a final "\n"; the document's patterns do not.
+    body = {"module": "requests", "to": ["jane@example.com"], "subject": "x", **fields}
+    with api.client() as client:
+        response = client.post("/v1/notifications", json=body)
+        _named(response, field)
+        assert client.get("/v1/audit").json() == []
+    assert api.store.outbox.depth().get(OutboxState.QUEUED, 0) == 0
