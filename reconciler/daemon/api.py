@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, Protocol
 
@@ -53,6 +52,7 @@ from reconciler.daemon.intake_route import (
 from reconciler.daemon.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from reconciler.daemon.live_config import ConfigHolder
 from reconciler.daemon.metrics import DaemonMetrics
+from reconciler.daemon.params import ROW_ID_MAX, SearchText, UtcTime
 from reconciler.daemon.problems import NOTIFICATION_FIELDS, validation_handler
 from reconciler.daemon.refusals import RefusalLog
 from reconciler.daemon.schemas import (
@@ -94,6 +94,9 @@ what becomes of them.
   stored durably**; a repeated `idempotencyKey` (per namespace) answers 200
   with the id stored first and `duplicate: true`, storing nothing new.
 * Bodies larger than the configured limit (50 MiB by default) get 413.
+* A field or parameter that is wrong gets 422 naming it, a body that is not
+  JSON included (`json_invalid`); ids, offsets and cursors go up to
+  2^63 - 1, the largest the store holds.
 * `/metrics` (Prometheus text) and `/healthz` need no token: they show counts,
   never message content.
 """
@@ -223,7 +226,8 @@ def create_api(
              response_model=NotificationStatus, summary="What became of a notification",
              responses={**_ERRORS, 404: {"model": Problem, "description": "No such id."}})
     async def notification_status(
-        id: Annotated[int, Path(ge=1, description="The id intake answered with.")],
+        id: Annotated[int, Path(ge=1, le=ROW_ID_MAX,
+                                description="The id intake answered with.")],
     ) -> NotificationStatus:
         message = await anyio.to_thread.run_sync(store.outbox.get, id)
         if message is None:
@@ -236,24 +240,26 @@ def create_api(
     async def audit(
         status: Annotated[list[AuditStatus] | None, Query(
             description="Only these statuses (repeat the parameter for several).")] = None,
-        recipient: Annotated[str | None, Query(
+        recipient: Annotated[SearchText | None, Query(
             description="Whole address, case-insensitive.")] = None,
-        server: Annotated[str | None, Query(description="Server name.")] = None,
-        since: Annotated[datetime | None, Query(
-            description="At or after (ISO 8601; UTC without a zone).")] = None,
-        until: Annotated[datetime | None, Query(
-            description="At or before (ISO 8601; UTC without a zone).")] = None,
+        server: Annotated[SearchText | None, Query(description="Server name.")] = None,
+        since: Annotated[UtcTime | None, Query(
+            description="At or after: an ISO 8601 date-time (UTC without a zone) or "
+            "date (its midnight, UTC).")] = None,
+        until: Annotated[UtcTime | None, Query(
+            description="At or before: an ISO 8601 date-time (UTC without a zone) or "
+            "date (its midnight, UTC).")] = None,
         direction: AuditDirection | None = None,
-        namespace: str | None = None,
-        outbox_id: Annotated[int | None, Query(alias="outboxId")] = None,
-        message_id: Annotated[str | None, Query(alias="messageId")] = None,
+        namespace: Annotated[SearchText | None, Query()] = None,
+        outbox_id: Annotated[int | None, Query(alias="outboxId", ge=1, le=ROW_ID_MAX)] = None,
+        message_id: Annotated[SearchText | None, Query(alias="messageId")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=ROW_ID_MAX)] = 0,
     ) -> list[AuditItem]:
         def search() -> list[AuditItem]:
             found = store.audit.search(
                 status=status or None, recipient=recipient, server=server,
-                since=_utc(since), until=_utc(until), direction=direction,
+                since=since, until=until, direction=direction,
                 namespace=namespace, outbox_id=outbox_id, message_id=message_id,
                 limit=limit, offset=offset)
             return [AuditItem.from_entry(e) for e in found]
@@ -328,19 +334,14 @@ def create_api(
     return app
 
 
-def _utc(when: datetime | None) -> datetime | None:
-    if when is not None and when.tzinfo is None:
-        return when.replace(tzinfo=UTC)
-    return when
-
-
 async def _store_unavailable(_request: Request, exc: Exception) -> Response:
     return ReplyResponse(store_unavailable(exc))
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the intake body, which the route reads itself
-    (pydantic's JSON mode decodes base64 attachments; FastAPI's path does not)."""
+    """FastAPI's document plus the bodies the routes read themselves: intake's
+    (pydantic's JSON mode decodes base64 attachments; FastAPI's path does not) and
+    those in ``app.state.body_schemas`` (the events ack)."""
     if app.openapi_schema:
         return app.openapi_schema
     document = get_openapi(title=app.title, version=app.version, description=app.description,
@@ -353,5 +354,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for name, text in NOTIFICATION_FIELDS.items():
         body["properties"][name].setdefault("description", text)
     schemas["Notification"] = body
+    schemas.update(getattr(app.state, "body_schemas", {}))
     app.openapi_schema = document
     return document

@@ -27,6 +27,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -41,10 +42,29 @@ RecipientField = Literal["to", "cc", "bcc"]
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _OTHER_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f]")
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext, short enough to fold
-_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*$")
+# ASCII: \w is ASCII-only in the document's (ECMA 262) patterns, as in RFC 2045 tokens.
+_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*$", re.ASCII)
 _IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,200}$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ANGLE_FORM = re.compile(r"^(?P<name>.*?)\s*<(?P<addr>[^<>]*)>\s*$", re.DOTALL)
+
+# The same rules as JSON Schema patterns, for the API's document: a client (or a
+# generator of test requests) can tell what intake refuses without sending it. The
+# character classes above read the same in Python and ECMA 262 regular expressions.
+_NOT_IN_HEADERS = _LINE_BREAKS.pattern[1:-1] + _OTHER_CONTROLS.pattern[1:-1]
+_HEADER_TEXT_PATTERN = f"^[^{_NOT_IN_HEADERS}]*$"
+_NON_BLANK_HEADER_TEXT_PATTERN = (f"^[^{_NOT_IN_HEADERS}]*[^{_NOT_IN_HEADERS}\\s]"
+                                  f"[^{_NOT_IN_HEADERS}]*$")
+
+
+def _base64(alphabet: str) -> str:
+    return (f"(?:{alphabet}{{4}})*"
+            f"(?:{alphabet}[AQgw](?:==)?|{alphabet}{{2}}[AEIMQUYcgkosw048]=?)?")
+
+
+# Base64 in one of its two alphabets, padding optional; the bits after the last byte
+# must be 0 (what pydantic decodes).
+_BASE64_PATTERN = f"^(?:{_base64('[A-Za-z0-9+/]')}|{_base64('[A-Za-z0-9_-]')})$"
 
 # Headers the composer owns; a notification may not set or override them.
 RESERVED_HEADERS = frozenset(
@@ -56,6 +76,12 @@ RESERVED_HEADERS = frozenset(
         "Resent-Date", "Resent-Message-ID", "Resent-Sender",
     )
 )
+
+
+# Any spelling of a reserved header's name, as a pattern (for the API's document).
+_RESERVED_HEADER_PATTERN = "^(?:" + "|".join(
+    "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in name)  # letters and -
+    for name in sorted(RESERVED_HEADERS)) + ")$"
 
 
 class HeaderInjectionError(ValueError):
@@ -134,8 +160,9 @@ class Mailbox(_Strict):
     ``{"email": ..., "name": ...}``.
     """
 
-    email: str
-    name: str | None = None
+    email: Annotated[str, Field(json_schema_extra={"format": "email"})]
+    name: Annotated[str | None, Field(json_schema_extra={"pattern": _HEADER_TEXT_PATTERN})
+                    ] = None
 
     @classmethod
     def parse(cls, value: str) -> Mailbox:
@@ -186,17 +213,20 @@ def _check_attachment_name(value: str) -> str:
 
 
 def _check_content_type(value: str) -> str:
-    if not _CONTENT_TYPE.match(value):
+    if not _CONTENT_TYPE.fullmatch(value):
         raise ValueError(f"content type {value!r} is not of the form type/subtype")
     return value.lower()
 
 
 class Attachment(_Strict):
-    name: Annotated[str, AfterValidator(_check_attachment_name)]
-    content_type: Annotated[str, AfterValidator(_check_content_type)] = (
+    name: Annotated[str, AfterValidator(_check_attachment_name),
+                    Field(json_schema_extra={"pattern": _NON_BLANK_HEADER_TEXT_PATTERN})]
+    content_type: Annotated[str, AfterValidator(_check_content_type),
+                            Field(json_schema_extra={"pattern": _CONTENT_TYPE.pattern})] = (
         "application/octet-stream"
     )
-    data: bytes
+    data: Annotated[bytes, WithJsonSchema({"type": "string", "contentEncoding": "base64",
+                                           "pattern": _BASE64_PATTERN})]
 
     @property
     def size(self) -> int:
@@ -223,7 +253,7 @@ def _check_context(value: Mapping[str, Any]) -> dict[str, str]:
 def _check_headers(value: Mapping[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, text in value.items():
-        if not _HEADER_NAME.match(name):
+        if not _HEADER_NAME.fullmatch(name):  # match let a trailing line break by
             raise HeaderInjectionError(f"header name {name!r} is not a valid header name")
         if name.lower() in RESERVED_HEADERS:
             raise ValueError(f"header {name} is set by the dispatcher and cannot be given")
@@ -232,13 +262,13 @@ def _check_headers(value: Mapping[str, str]) -> dict[str, str]:
 
 
 def _check_namespace(value: str) -> str:
-    if not _NAMESPACE.match(value):
+    if not _NAMESPACE.fullmatch(value):
         raise ValueError(f"namespace {value!r} is not a valid resource name")
     return value
 
 
 def _check_key(value: str | None) -> str | None:
-    if value is not None and not _IDEMPOTENCY_KEY.match(value):
+    if value is not None and not _IDEMPOTENCY_KEY.fullmatch(value):
         raise ValueError("idempotency key must be 1-200 visible ASCII characters")
     return value
 
@@ -251,14 +281,18 @@ class TicketLink(_Strict):
     """The desk ticket a notification is about. Replies to the sent message thread to it
     by In-Reply-To/References even when their subject lost the ##RE-123## marker."""
 
+    # The patterns go into the API's document too, so a client can know before sending.
     module: str = Field(description="request, task, change, problem, ... (the keys of "
-                        "MailSettings.requestIdPrefixes).")
-    id: str = Field(description="The ticket number, e.g. \"123\".")
+                        "MailSettings.requestIdPrefixes).",
+                        json_schema_extra={"pattern": _TICKET_MODULE.pattern})
+    id: str = Field(description="The ticket number, e.g. \"123\".",
+                    json_schema_extra={"pattern": _TICKET_ID.pattern})
 
     @field_validator("module")
     @classmethod
     def _module(cls, value: str) -> str:
-        if not _TICKET_MODULE.match(value):
+        # fullmatch: with match, "$" also matched before a trailing line break
+        if not _TICKET_MODULE.fullmatch(value):
             raise ValueError("ticket module must be a word of letters, digits, '-' or '_' "
                              "(e.g. request)")
         return value
@@ -266,7 +300,7 @@ class TicketLink(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not _TICKET_ID.match(value):
+        if not _TICKET_ID.fullmatch(value):
             raise ValueError("ticket id must be 1-32 letters, digits, '.', '-' or '_'")
         # Numbers as the incoming pipeline reads them from subjects: no leading zeros.
         return str(int(value)) if value.isdigit() else value
@@ -280,21 +314,30 @@ class Notification(_Strict):
     """
 
     module: Annotated[str, Field(min_length=1, max_length=64)]
-    namespace: Annotated[str, AfterValidator(_check_namespace)] = "default"
+    namespace: Annotated[str, AfterValidator(_check_namespace),
+                         Field(json_schema_extra={"pattern": _NAMESPACE.pattern})] = "default"
     context: Annotated[dict[str, Any], AfterValidator(_check_context)] = Field(
-        default_factory=dict, description="Fields routing rules test: department, site, ..."
+        default_factory=dict, description="Fields routing rules test: department, site, ...",
+        json_schema_extra={"additionalProperties": {
+            "type": ["string", "number", "boolean", "null"]}},
     )
     to: list[Mailbox] = Field(default_factory=list)
     cc: list[Mailbox] = Field(default_factory=list)
     bcc: list[Mailbox] = Field(default_factory=list)
-    subject: str = ""
+    subject: Annotated[str, Field(json_schema_extra={"pattern": _HEADER_TEXT_PATTERN})] = ""
     text_body: str | None = None
     html_body: str | None = None
     attachments: list[Attachment] = Field(default_factory=list)
     headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(
-        default_factory=dict, description="Extra headers, e.g. In-Reply-To/References."
+        default_factory=dict, description="Extra headers, e.g. In-Reply-To/References.",
+        json_schema_extra={
+            "propertyNames": {"pattern": _HEADER_NAME.pattern,
+                              "not": {"pattern": _RESERVED_HEADER_PATTERN}},
+            "additionalProperties": {"type": "string", "pattern": _HEADER_TEXT_PATTERN}},
     )
-    idempotency_key: Annotated[str | None, AfterValidator(_check_key)] = None
+    idempotency_key: Annotated[str | None, AfterValidator(_check_key),
+                               Field(json_schema_extra={"pattern": _IDEMPOTENCY_KEY.pattern})
+                               ] = None
     ticket: TicketLink | None = Field(
         default=None, description="The ticket this notification is about: replies to it "
         "are threaded to that ticket by their In-Reply-To/References headers.")

@@ -22,11 +22,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import FastAPI, HTTPException, Path, Query
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from reconciler.daemon.params import ROW_ID_MAX, JsonInt, SearchText
+from reconciler.daemon.schemas import Problem
 from reconciler.incoming.store import IncomingStore, StoredEvent
 
 
@@ -64,9 +67,10 @@ class EventPage(_Out):
 class Ack(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    through: int = Field(ge=0, description="Every event with an id up to this one is safe "
-                         "with the desk.")
-    namespace: str | None = Field(default=None, description="Only this namespace's events.")
+    through: JsonInt = Field(ge=0, le=ROW_ID_MAX, description="Every event with an id up to "
+                         "this one is safe with the desk.")
+    namespace: SearchText | None = Field(default=None,
+                                         description="Only this namespace's events.")
 
 
 class Acked(_Out):
@@ -76,6 +80,11 @@ class Acked(_Out):
 def add_event_routes(app: FastAPI, store: Any, guarded: list[Any],
                      errors: dict[int | str, dict[str, Any]]) -> None:
     events = IncomingStore.of_store(store)
+    # The ack body is read by the route itself; the document takes its schema from here
+    # (daemon.api adds these to components: inline, FastAPI would turn its integer
+    # bounds into floats, and 2**63 - 1 does not survive that).
+    app.state.body_schemas = {**getattr(app.state, "body_schemas", {}),
+                              "Ack": Ack.model_json_schema()}
     app.openapi_tags = [*(app.openapi_tags or []), {
         "name": "events", "description": "Ticket events from incoming mail (I8)."}]
 
@@ -83,10 +92,10 @@ def add_event_routes(app: FastAPI, store: Any, guarded: list[Any],
              response_model_by_alias=True, summary="Ticket events, oldest first",
              responses=errors)
     async def list_events(
-        after: Annotated[int | None, Query(ge=0, description=(
+        after: Annotated[int | None, Query(ge=0, le=ROW_ID_MAX, description=(
             "Events with a greater id. Default: after the last acknowledged event."))] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        namespace: str | None = None,
+        namespace: Annotated[SearchText | None, Query()] = None,
         state: Annotated[str | None, Query(pattern="^(pending|delivered|rejected)$")] = None,
     ) -> EventPage:
         def read() -> EventPage:
@@ -101,24 +110,43 @@ def add_event_routes(app: FastAPI, store: Any, guarded: list[Any],
 
     @app.post("/v1/events/ack", tags=["events"], dependencies=guarded, response_model=Acked,
               response_model_by_alias=True, summary="Acknowledge events up to an id",
-              responses=errors)
-    async def acknowledge(body: Ack) -> Acked:
+              responses={**errors, 413: {"model": Problem,
+                                         "description": "Body over the size limit."}},
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": {"$ref": "#/components/schemas/Ack"}}}}})
+    async def acknowledge(request: Request) -> Acked:
+        # The body is read here, after the token check: as a parameter FastAPI would
+        # parse it first, so a caller without a token learnt about their JSON (a 400
+        # for bytes that are not UTF-8) instead of getting the 401.
+        body = _ack(await request.body())
         count = await anyio.to_thread.run_sync(
             lambda: events.acknowledge(body.through, namespace=body.namespace))
         return Acked(acknowledged=count)
 
     @app.get("/v1/events/{id}/attachments/{sha256}", tags=["events"], dependencies=guarded,
              summary="The bytes of one attachment an event lists", response_class=Response,
-             responses={**errors, 404: {"description": "No such event or attachment."},
+             responses={**errors,
+                        404: {"model": Problem, "description": "No such event or attachment."},
                         200: {"content": {"application/octet-stream": {}}}})
     async def attachment(
-        id: Annotated[int, Path(ge=1)],
+        id: Annotated[int, Path(ge=1, le=ROW_ID_MAX)],
         sha256: Annotated[str, Path(pattern="^[0-9a-f]{64}$")],
     ) -> Response:
         data = await anyio.to_thread.run_sync(events.attachment, id, sha256)
         if data is None:
             raise HTTPException(404, f"event {id} has no attachment {sha256}")
         return Response(data, media_type="application/octet-stream")
+
+
+def _ack(body: bytes) -> Ack:
+    """The body as an :class:`Ack`; 422 naming the fields (or ``json_invalid``) as
+    intake answers for its body."""
+    try:
+        return Ack.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
 
 
 def _acked_through(events: IncomingStore, namespace: str | None) -> int:
