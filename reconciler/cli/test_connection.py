@@ -94,6 +94,7 @@ def command(ctx: click.Context, server_name: str, namespace: str | None, to: str
         endpoint_of(server, alternate=alternate)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    _load_bindings(store_url)
     quiet = logging.NullHandler()
     # The report says everything the transport would log; without a handler
     # Python would print those warnings to stderr a second time.
@@ -109,6 +110,19 @@ def command(ctx: click.Context, server_name: str, namespace: str | None, to: str
     else:
         click.echo("\n".join(_text(report, server, to)))
     finish(0 if report.ok else 1)
+
+
+def _load_bindings(store_url: str | None) -> None:
+    """The store's credential bindings (SPEC S2): a test presents a credential only where
+    an apply bound it, also for a server read with --config. Without a store nothing is
+    bound, so only servers without credentials can be tested."""
+    from reconciler.credentials import gate
+
+    try:
+        with opened_store(store_url) as store:
+            gate.load(store)
+    except UserError:
+        gate.install(gate.Bindings(frozenset()))
 
 
 @contextmanager

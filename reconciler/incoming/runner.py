@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from reconciler.credentials import gate
 from reconciler.incoming import notices
 from reconciler.incoming.fetchers import FetchedMail, Fetcher, FetchError, fetcher_for
 from reconciler.incoming.pipeline import (
@@ -136,6 +137,8 @@ class IncomingRunner:
             if head == self.config.revision:
                 return False
             snapshot = await asyncio.to_thread(self.store.snapshot)
+            # The bindings that go with the revision (SPEC S2): what fetchers may present.
+            await asyncio.to_thread(gate.load, self.store)
             fresh = await asyncio.to_thread(IncomingConfig.from_snapshot, snapshot)
             await self._swap(fresh, stop)
             return True
