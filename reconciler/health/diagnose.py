@@ -68,6 +68,13 @@ def _server_ref(server: OutgoingServer) -> str:
     return f"{server.metadata.namespace}/{server.metadata.name}"
 
 
+def _not_bound(server: OutgoingServer, ep: Endpoint) -> str:
+    return (f"No apply bound this server's credential to {ep.host}:{ep.port}, so it was not "
+            "sent there (a `live set` or a direct store edit moved the server). Set the "
+            "server back, or apply the change with `reconcile apply ... "
+            f"--approve-credential-move OutgoingServer/{_server_ref(server)}`.")
+
+
 def _auth_failed(server: OutgoingServer, ep: Endpoint) -> str:
     auth = server.spec.auth
     if server.spec.protocol == OutgoingProtocol.GRAPH:
@@ -158,11 +165,8 @@ _TABLE: dict[tuple[Step, Reason], Hint] = {
         "The password reference cannot be read on this machine: set the environment "
         "variable or create the file it names (secret references are resolved where the "
         "check runs), or check RECONCILE_SECRET_KEY for enc: values."),
-    (Step.AUTH, Reason.NOT_BOUND): lambda s, ep: (
-        f"No apply bound this server's credential to {ep.host}:{ep.port}, so it was not sent "
-        "there (a `live set` or a direct store edit moved the server). Set the server back, "
-        "or apply the change with `reconcile apply ... --approve-credential-move "
-        f"OutgoingServer/{_server_ref(s)}`."),
+    (Step.AUTH, Reason.NOT_BOUND): lambda s, ep: _not_bound(s, ep),
+    (Step.API, Reason.NOT_BOUND): lambda s, ep: _not_bound(s, ep),
     (Step.AUTH, Reason.NO_TOKEN_PROVIDER): lambda s, ep: (
         "This server uses OAuth2 and no token provider is available to this command: give "
         "the token cache key (RECONCILE_TOKEN_KEY or --token-key) and the store, and "

@@ -20,6 +20,7 @@ from reconciler.dispatch.envelope import Notification
 from reconciler.dispatch.filters import filter_notification
 from reconciler.dispatch.outcome import Failure, Outcome
 from reconciler.dispatch.transports.graph import GraphTransport
+from reconciler.health.diagnose import likely_fix
 from reconciler.health.options import ProbeOptions
 from reconciler.health.probes import probe_server
 from reconciler.health.steps import Reason, Step
@@ -66,6 +67,9 @@ async def test_a_token_goes_only_to_the_bound_graph_endpoint(
                                                             token_provider=Tokens(TOKEN)))
     assert report.failed is not None and report.failed.step == Step.API
     assert report.failed.reason == Reason.NOT_BOUND
+    assert report.endpoint is not None
+    fix = likely_fix(report.failed, moved, report.endpoint)
+    assert "--approve-credential-move OutgoingServer/default/graph" in fix
     assert other.requests == []  # no request, so no Authorization header, reached it
 
     assert (await send(certs, bound.server())).outcome is Outcome.SENT
