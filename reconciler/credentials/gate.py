@@ -108,7 +108,12 @@ def require(credential: str, endpoint: str) -> None:
 
 def present_secret(ref: SecretRef, host: str, port: int) -> str:
     """The value of ``ref``, if it is bound to host:port (raises SecretError otherwise)."""
-    require(secret_credential(ref.secret_ref), host_endpoint(host, port))
+    return present_secret_at(ref, host_endpoint(host, port))
+
+
+def present_secret_at(ref: SecretRef, endpoint: str) -> str:
+    """The value of ``ref``, if it is bound to ``endpoint`` (raises SecretError otherwise)."""
+    require(secret_credential(ref.secret_ref), endpoint)
     return resolve(ref)
 
 

@@ -25,9 +25,15 @@ from typing import Any, TypeVar
 from reconciler.config.derive import INCOMING_PORTS
 from reconciler.config.models.auth import BasicAuth, NoAuth, OAuth2Auth
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
-from reconciler.config.secrets import SecretError, resolve
-from reconciler.credentials.endpoints import host_endpoint, secret_credential
-from reconciler.credentials.gate import FIX, CredentialNotBound, client_of, require
+from reconciler.config.secrets import SecretError
+from reconciler.credentials.endpoints import host_endpoint
+from reconciler.credentials.gate import (
+    FIX,
+    CredentialNotBound,
+    client_of,
+    present_secret_at,
+    require,
+)
 from reconciler.dispatch.transports.base import Redactor, TokenError, fetch_token
 from reconciler.dispatch.transports.tls import CA_FILE_ENV, tls_context
 from reconciler.incoming.fetchers.base import (
@@ -198,11 +204,9 @@ def read_password(server: IncomingServer, auth: BasicAuth, at: str) -> str:
     """The password a basic-auth reference names, for the endpoint ``at`` (host:port), or a
     config FetchError saying why not (unreadable, or not bound to ``at``: SPEC S2)."""
     try:
-        require(secret_credential(auth.password.secret_ref), at)
+        return present_secret_at(auth.password, at)
     except CredentialNotBound as exc:
         raise config_error(server, str(exc), FIX) from None
-    try:
-        return resolve(auth.password)
     except SecretError as exc:
         raise config_error(server, f"the password cannot be read ({exc})",
                            "Set the environment variable or create the file the reference "
