@@ -13,6 +13,7 @@ from reconciler.cli.plan import (
     stdout_is_terminal,
     validated,
 )
+from reconciler.credentials.moves import parse_approval
 from reconciler.plan import render
 from reconciler.plan.apply import (
     DEFAULT_MAX_CHANGE_RATIO,
@@ -76,14 +77,20 @@ def _applied(rev: Revision) -> str:
               f"{DEFAULT_MIN_GUARDED} live resources on).")
 @click.option("--prune", is_flag=True, help="With a DIR: also delete live resources that are "
               "not in the configuration.")
+@click.option("--approve-credential-move", "approvals", multiple=True,
+              metavar="KIND/NAME|all", help="Allow the credential moves of this resource "
+              "(KIND/NAME or KIND/NAMESPACE/NAME, as the plan lists them; repeatable), or "
+              "all of them: its credentials may then be sent to endpoints no apply bound "
+              "them to. Recorded in the history with --actor as the approver.")
 def command(target: Path, store_url: str, yes: bool, actor: str | None, message: str,
-            lock_timeout: float, force: bool, prune: bool) -> None:
+            lock_timeout: float, force: bool, prune: bool, approvals: tuple[str, ...]) -> None:
     """Apply a saved plan, or plan DIR and apply it after confirmation.
 
     A saved plan is applied exactly as shown, and only if the live store is
     still at the revision it was planned against. Everything is written in
     one transaction, under the store's lock, as one new revision.
     """
+    _check_approvals(approvals)
     saved = is_saved_plan(target)
     if saved and prune:
         raise UserError(
@@ -97,11 +104,20 @@ def command(target: Path, store_url: str, yes: bool, actor: str | None, message:
     with opened_store(store_url, must_exist=False) as store:
         plan = loaded or plan_against(target, result, store, prune=prune)
         _apply(store, plan, saved=saved, yes=yes, actor=actor, message=message,
-               lock_timeout=lock_timeout, force=force, colour=colour)
+               lock_timeout=lock_timeout, force=force, colour=colour, approvals=approvals)
+
+
+def _check_approvals(approvals: tuple[str, ...]) -> None:
+    for given in approvals:
+        try:
+            parse_approval(given)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
 
 
 def _apply(store: SqlStore, plan: Plan, *, saved: bool, yes: bool, actor: str | None,
-           message: str, lock_timeout: float, force: bool, colour: bool) -> None:
+           message: str, lock_timeout: float, force: bool, colour: bool,
+           approvals: tuple[str, ...] = ()) -> None:
     click.echo(render.text(plan, colour=colour))
     if not plan.has_changes:
         click.echo("Nothing to apply; no revision was written.")
@@ -110,7 +126,8 @@ def _apply(store: SqlStore, plan: Plan, *, saved: bool, yes: bool, actor: str | 
         _confirm(store, yes)
     meta = RevisionMeta(actor=resolve_actor(actor), message=message)
     try:
-        rev = apply_plan(store, plan, meta, lock_timeout=lock_timeout, force=force)
+        rev = apply_plan(store, plan, meta, lock_timeout=lock_timeout, force=force,
+                         approvals=approvals)
     except LockTimeout as exc:
         raise UserError(
             f"{exc}. Waited {lock_timeout:g} s (--lock-timeout); nothing was applied. "

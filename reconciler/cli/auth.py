@@ -72,6 +72,9 @@ def login_command(server_name: str, namespace: str | None, timeout: float,
     who = resolve_actor(actor)
     with opened_store(store_url) as store:
         server = _find(store, server_name, namespace)
+        from reconciler.credentials import gate
+
+        gate.load(store)  # the token URL gets the client's secret only where it is bound
         auth = server.spec.auth
         label = server_label(server)
         if not isinstance(auth, OAuth2Auth):

@@ -268,6 +268,12 @@ def _show_lines(rev: Revision) -> list[str]:
                 ("plan", m.plan_digest))
     lines += [f"  {label + ':':<11} {value}" for label, value in optional if value]
     lines += [f"  hash:       {rev.hash}", f"  prev hash:  {rev.prev_hash}", ""]
+    if m.credential_moves:
+        lines.append("credential moves approved:")
+        lines += [f"  ! {mv.resource}: {mv.credential} -> {mv.endpoint} (bound to "
+                  f"{', '.join(mv.bound_to) or 'nowhere'}; approval {mv.approval} by "
+                  f"{mv.approved_by})" for mv in m.credential_moves]
+        lines.append("")
     if not rev.changes:
         lines.append("no resource changes")
     for change in rev.changes:

@@ -132,6 +132,9 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
         def proxy(server: Any) -> Any:
             return proxy_of(server, others)
 
+        from reconciler.credentials import gate
+
+        gate.load(store)  # the fetcher presents credentials only where they are bound
         tokens = None
         if getattr(model.spec.auth, "type", None) == "oauth2":
             from reconciler.oauth import provider_for_store

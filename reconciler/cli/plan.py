@@ -63,7 +63,7 @@ def plan_against(
 ) -> Plan:
     assert result is not None and result.desired is not None  # validated() exits otherwise
     return make_plan(path, result.desired, store.snapshot(), derived=result.derivations(),
-                     prune=prune)
+                     prune=prune, bound=store.credential_bindings())
 
 
 class _PlanCommand(click.Command):

@@ -69,10 +69,15 @@ KIND = "OutgoingServer"
 @click.option("--alternate", is_flag=True, help="Test the alternate host instead of the main.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
+@click.option("--approve-credential-move", "approvals", multiple=True,
+              metavar="KIND/NAME|all", help="Present SERVER's credentials to its endpoints "
+              "for this test even where no apply bound them (e.g. a server read with "
+              "--config before it is applied).")
 @click.pass_context
 def command(ctx: click.Context, server_name: str, namespace: str | None, to: str,
             config_dir: Path | None, store_url: str | None, token_key_ref: str | None,
-            ca_file: Path | None, timeout: float | None, alternate: bool, fmt: str) -> None:
+            ca_file: Path | None, timeout: float | None, alternate: bool, fmt: str,
+            approvals: tuple[str, ...]) -> None:
     """Check that SERVER can send: each connection step, then a test message to ADDR."""
     if config_dir is not None and ctx.get_parameter_source("store_url") == \
             ParameterSource.COMMANDLINE:
@@ -94,6 +99,7 @@ def command(ctx: click.Context, server_name: str, namespace: str | None, to: str
         endpoint_of(server, alternate=alternate)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    _load_bindings(store_url, server, approvals)
     quiet = logging.NullHandler()
     # The report says everything the transport would log; without a handler
     # Python would print those warnings to stderr a second time.
@@ -109,6 +115,35 @@ def command(ctx: click.Context, server_name: str, namespace: str | None, to: str
     else:
         click.echo("\n".join(_text(report, server, to)))
     finish(0 if report.ok else 1)
+
+
+def _load_bindings(store_url: str | None, server: OutgoingServer,
+                   approvals: tuple[str, ...]) -> None:
+    """The store's credential bindings (SPEC S2): a test presents a credential only where
+    an apply bound it, also for a server read with --config (without a store nothing is
+    bound), unless the person running it approves SERVER's moves on the command line."""
+    from reconciler.config.desired import ResourceKey
+    from reconciler.credentials import gate
+    from reconciler.credentials.endpoints import pairs_of
+    from reconciler.credentials.moves import parse_approval
+
+    key = ResourceKey(KIND, server.metadata.namespace, server.metadata.name)
+    approved = False
+    for given in approvals:
+        try:
+            named = parse_approval(given)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        approved = approved or named is None or named == key
+    try:
+        with opened_store(store_url) as store:
+            pairs = store.credential_bindings()
+    except UserError:
+        pairs = frozenset()
+    if approved:
+        spec = server.spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+        pairs = pairs | pairs_of(KIND, spec)
+    gate.install(gate.Bindings(pairs))
 
 
 @contextmanager

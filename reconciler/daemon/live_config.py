@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
+from reconciler.credentials import gate
 from reconciler.dispatch.namespace import NamespaceConfig
 from reconciler.state.base import LiveState, Store
 
@@ -79,6 +80,9 @@ class ConfigHolder:
         if head == self._current.revision:
             return False
         fresh = LiveConfig.from_snapshot(store.snapshot())
+        # The bindings go with the revision: every credential this process presents from
+        # now on is checked against them (SPEC S2, credentials.gate).
+        gate.load(store)
         if self._current.revision >= 0:
             self._remember(self._current)
         self._current = fresh

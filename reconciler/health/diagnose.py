@@ -68,6 +68,13 @@ def _server_ref(server: OutgoingServer) -> str:
     return f"{server.metadata.namespace}/{server.metadata.name}"
 
 
+def _not_bound(server: OutgoingServer, ep: Endpoint) -> str:
+    return (f"No apply bound this server's credential to {ep.host}:{ep.port}, so it was not "
+            "sent there (a `live set` or a direct store edit moved the server). Set the "
+            "server back, or apply the change with `reconcile apply ... "
+            f"--approve-credential-move OutgoingServer/{_server_ref(server)}`.")
+
+
 def _auth_failed(server: OutgoingServer, ep: Endpoint) -> str:
     auth = server.spec.auth
     if server.spec.protocol == OutgoingProtocol.GRAPH:
@@ -160,6 +167,8 @@ _TABLE: dict[tuple[Step, Reason], Hint] = {
         "check runs), or check RECONCILE_SECRET_KEY for enc: values. A reference outside "
         "the allowed places is never read: see RECONCILE_SECRET_DIRS / RECONCILE_SECRET_ENV "
         "in docs/secrets.md."),
+    (Step.AUTH, Reason.NOT_BOUND): lambda s, ep: _not_bound(s, ep),
+    (Step.API, Reason.NOT_BOUND): lambda s, ep: _not_bound(s, ep),
     (Step.AUTH, Reason.NO_TOKEN_PROVIDER): lambda s, ep: (
         "This server uses OAuth2 and no token provider is available to this command: give "
         "the token cache key (RECONCILE_TOKEN_KEY or --token-key) and the store, and "

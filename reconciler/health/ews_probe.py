@@ -75,7 +75,7 @@ async def _get_folder(server: OutgoingServer, url: str, transport: EwsTransport,
     retried = False
     while True:
         try:
-            login = await transport.login(server, walk.redactor)
+            login = await transport.login(server, walk.redactor, url)
             transport.route(server, url, walk.redactor)
         except EwsFailed as exc:
             raise _step_error(exc.verdict) from None
@@ -95,7 +95,9 @@ async def _get_folder(server: OutgoingServer, url: str, transport: EwsTransport,
 def _step_error(verdict: Verdict, login: Login | None = None) -> StepError:
     code = int(verdict.code) if verdict.code and verdict.code.isdigit() else None
     detail = verdict.detail
-    if verdict.failure == Failure.CONFIG and "password" in detail:
+    if verdict.failure == Failure.CONFIG and " is not bound to " in detail:
+        reason = Reason.NOT_BOUND
+    elif verdict.failure == Failure.CONFIG and "password" in detail:
         reason = Reason.SECRET
     elif verdict.failure == Failure.CONFIG and "token provider" in detail:
         reason = Reason.NO_TOKEN_PROVIDER

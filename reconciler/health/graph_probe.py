@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.credentials.gate import CredentialNotBound, require_client_at
 from reconciler.dispatch.failover import Endpoint
 from reconciler.dispatch.outcome import Failure
 from reconciler.dispatch.transports.base import Redactor, invalidate_token
@@ -56,6 +58,11 @@ async def walk_graph(server: OutgoingServer, endpoint: Endpoint,
 async def _read_mailbox(server: OutgoingServer, options: ProbeOptions, token: str,
                         walk: Walk) -> tuple[bool, str]:
     url = users_url(server.spec)
+    try:
+        if isinstance(server.spec.auth, OAuth2Auth):  # token_step refused any other auth
+            require_client_at(server.spec.auth, url)
+    except CredentialNotBound as exc:
+        raise StepError(Failure.CONFIG, str(exc), Reason.NOT_BOUND) from None
     async with httpx.AsyncClient(verify=options.tls(), trust_env=False) as client:
         response = await _get(client, url, token)
         if response.status_code == 401 and await invalidate_token(options.token_provider,

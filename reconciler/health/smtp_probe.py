@@ -30,7 +30,8 @@ from aiosmtplib.protocol import SMTPProtocol
 
 from reconciler.config.models.auth import BasicAuth, NoAuth, OAuth2Auth
 from reconciler.config.models.outgoing_server import OutgoingServer, Security
-from reconciler.config.secrets import SecretError, resolve
+from reconciler.config.secrets import SecretError
+from reconciler.credentials.gate import CredentialNotBound, present_secret, require_client
 from reconciler.dispatch.failover import Endpoint
 from reconciler.dispatch.outcome import Failure
 from reconciler.dispatch.transports.base import Redactor, invalidate_token
@@ -184,7 +185,9 @@ class _Session:
         if isinstance(auth, BasicAuth):
             username = auth.username or server.spec.email
             try:
-                password = resolve(auth.password)
+                password = present_secret(auth.password, self.endpoint.host, self.endpoint.port)
+            except CredentialNotBound as exc:
+                raise StepError(Failure.CONFIG, str(exc), Reason.NOT_BOUND) from None
             except SecretError as exc:
                 raise StepError(Failure.CONFIG, f"cannot read the password: {exc}",
                                 Reason.SECRET) from None
@@ -195,6 +198,10 @@ class _Session:
             reply = await self._basic(mechanism, username, password)
         elif isinstance(auth, OAuth2Auth):
             username = auth.username or server.spec.email
+            try:
+                require_client(auth, self.endpoint.host, self.endpoint.port)
+            except CredentialNotBound as exc:
+                raise StepError(Failure.CONFIG, str(exc), Reason.NOT_BOUND) from None
             token = await access_token(server, options, redactor, username)
             mechanism = "xoauth2"
             if mechanism not in offered:

@@ -74,6 +74,7 @@ class Reason(StrEnum):
     AUTH_NOT_OFFERED = "auth-not-offered"
     AUTH_NOT_OFFERED_PLAINTEXT = "auth-not-offered-plaintext"
     SECRET = "secret"  # the password reference cannot be resolved here
+    NOT_BOUND = "credential-not-bound"  # no apply bound the credential to this endpoint (S2)
     NO_TOKEN_PROVIDER = "no-token-provider"
     TOKEN = "token"
     TOKEN_PERMANENT = "token-permanent"  # revoked grant, bad secret, no consent: a person acts

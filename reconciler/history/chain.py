@@ -57,7 +57,7 @@ def record_key(record: Mapping[str, Any]) -> ResourceKey:
 def revision_content(
     number: int, created_at: datetime, meta: RevisionMeta, changes: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    return {
+    content = {
         "number": number,
         "createdAt": created_at.isoformat(),
         "kind": meta.kind.value,
@@ -70,6 +70,10 @@ def revision_content(
         "planDigest": meta.plan_digest,
         "changes": changes,
     }
+    if meta.credential_moves:
+        # Only when there are some, so revisions written before S2 hash as they did.
+        content["credentialMoves"] = [m.to_json() for m in meta.credential_moves]
+    return content
 
 
 def revision_hash(prev_hash: str, content: Mapping[str, Any]) -> str:

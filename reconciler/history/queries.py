@@ -85,6 +85,7 @@ def revision_to_dict(rev: Revision, *, bodies: bool = False) -> dict[str, Any]:
         "pullRequest": m.pull_request,
         "desiredDigest": m.desired_digest,
         "planDigest": m.plan_digest,
+        "credentialMoves": [mv.to_json() for mv in m.credential_moves],
         "prevHash": rev.prev_hash,
         "hash": rev.hash,
         "changes": [change_to_dict(c, bodies=bodies) for c in rev.changes],

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from reconciler.credentials import gate
 from reconciler.incoming import notices
 from reconciler.incoming.fetchers import FetchedMail, Fetcher, FetchError, fetcher_for
 from reconciler.incoming.pipeline import (
@@ -58,7 +59,7 @@ from reconciler.incoming.pipeline import (
 )
 from reconciler.incoming.servers import IncomingConfig, ServerConfig, ServerId
 from reconciler.incoming.store import IncomingStore, Outcome, ServerState, bare_id
-from reconciler.state.base import EnqueueRequest, StoreError
+from reconciler.state.base import EnqueueRequest, LiveState, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +136,16 @@ class IncomingRunner:
             head = await asyncio.to_thread(self.store.head)
             if head == self.config.revision:
                 return False
-            snapshot = await asyncio.to_thread(self.store.snapshot)
+            snapshot = await asyncio.to_thread(self._read_revision)
             fresh = await asyncio.to_thread(IncomingConfig.from_snapshot, snapshot)
             await self._swap(fresh, stop)
             return True
+
+    def _read_revision(self) -> LiveState:
+        """The live state, and with it the credential bindings fetchers are held to (S2)."""
+        snapshot = self.store.snapshot()
+        gate.load(self.store)
+        return snapshot
 
     async def _swap(self, fresh: IncomingConfig, stop: asyncio.Event) -> None:
         old, self.config = self.config, fresh
@@ -160,8 +167,9 @@ class IncomingRunner:
         loop = self.loops.pop(sid)
         task = self._tasks.pop(sid)
         loop.stopping.set()
-        if task is asyncio.current_task():
-            # The loop itself asked for the reload (after an apply): it ends on its own.
+        if task is asyncio.current_task() or loop.refreshing:
+            # The loop itself asked for the reload (after an apply): it ends on its own,
+            # once the reload that holds the lock it waits for is done.
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
             return
@@ -197,6 +205,9 @@ class ServerLoop:
         self.namespace, self.name = config.id
         self.daemon_stop = daemon_stop
         self.stopping = asyncio.Event()
+        # Inside runner.refresh (or waiting for it): a reload that stops this loop must
+        # not wait for it, since this loop waits for that reload.
+        self.refreshing = False
         self.fetcher: Fetcher | None = None
         self.context: PipelineContext | None = None
         self.cycles = 0
@@ -487,7 +498,11 @@ class ServerLoop:
         if not self.stopped:
             # Take the applied revision now rather than at the next reload tick, so
             # not one fetch runs with the configuration the apply replaced.
-            await self.runner.refresh(self.daemon_stop)
+            self.refreshing = True
+            try:
+                await self.runner.refresh(self.daemon_stop)
+            finally:
+                self.refreshing = False
 
     async def _wait_for_new(self) -> None:
         fetcher = self.fetcher

@@ -31,7 +31,13 @@ from urllib.parse import urlencode, urlsplit
 
 from reconciler.config.derive import MICROSOFT_AUTHORITIES
 from reconciler.config.models.auth import OAuth2Auth, OAuthProvider
-from reconciler.config.secrets import SecretError, resolve
+from reconciler.config.secrets import SecretError
+from reconciler.credentials.gate import (
+    FIX,
+    CredentialNotBound,
+    client_secret_for_token_url,
+    require_token_url,
+)
 from reconciler.oauth.errors import OAuthProblem, classify
 
 TOKEN_PATH = "/oauth2/v2.0/token"
@@ -85,13 +91,22 @@ def pkce_pair() -> tuple[str, str]:
 
 
 def client_secret(auth: OAuth2Auth, *, required: bool) -> str | None:
+    """The client secret for a token request. Every flow asks this before it talks to the
+    token URL, so it is also where the client and its secret must be bound to that URL
+    (SPEC S2): an unbound one stops the request before anything is sent."""
+    try:
+        require_token_url(auth)
+    except CredentialNotBound as exc:
+        raise _config_problem(str(exc), FIX) from None
     if auth.client_secret is None:
         if required:
             raise _config_problem("the client credentials grant needs clientSecret",
                                   "Add clientSecret: {secretRef: ...} to the auth block.")
         return None
     try:
-        return resolve(auth.client_secret)
+        return client_secret_for_token_url(auth)
+    except CredentialNotBound as exc:
+        raise _config_problem(str(exc), FIX) from None
     except SecretError as exc:
         raise _config_problem(f"cannot read the client secret: {exc}",
                               "Set the variable or file the secretRef names.") from None

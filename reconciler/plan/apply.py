@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+from reconciler.credentials.moves import FLAG, approval_for, find_moves, grouped
 from reconciler.plan.model import Plan
 from reconciler.state.base import (
     Action,
+    ApprovedMove,
     Revision,
     RevisionMeta,
     StaleRevision,
@@ -116,6 +118,48 @@ def check_threshold(
     )
 
 
+class CredentialMoveRefused(ApplyRefused):
+    pass
+
+
+BOOTSTRAP = "bootstrap"
+
+
+def check_credential_moves(
+    store: Store, plan: Plan, approvals: Sequence[str], approver: str
+) -> tuple[ApprovedMove, ...]:
+    """The plan's credential moves, each with its approval; refuse any without one.
+
+    The moves are found again here, under the lock, against the bindings as they are
+    now: a saved plan's own list is for the reviewer, not something apply trusts.
+    A store with no revision yet has nothing bound, so its first apply binds what it
+    applies (recorded as ``bootstrap``) unless an approval was given for it.
+    """
+    moves = find_moves(plan.changes, store.credential_bindings())
+    bootstrap = plan.base_revision == 0
+    approved: list[ApprovedMove] = []
+    missing = []
+    for move in moves:
+        given = approval_for(move, approvals) or (BOOTSTRAP if bootstrap else None)
+        if given is None:
+            missing.append(move)
+            continue
+        approved.append(ApprovedMove(str(move.resource), move.shown, move.endpoint,
+                                     move.bound_to, given, approver))
+    if missing:
+        listed = "\n".join(f"  ! {line}" for line in grouped(missing))
+        flags = " ".join(f"{FLAG} {a}" for a in dict.fromkeys(m.approval for m in missing))
+        raise CredentialMoveRefused(
+            f"this plan would present {len(missing)} credential"
+            f"{'s' * (len(missing) != 1)} to endpoints no apply bound "
+            f"{'them' if len(missing) != 1 else 'it'} to, and nothing approved that:\n"
+            f"{listed}\nNothing was applied. If each endpoint is meant to receive the "
+            f"credential, apply again with {flags} (an operator's decision: a pull request "
+            "cannot give it)."
+        )
+    return tuple(approved)
+
+
 def apply_plan(
     store: Store,
     plan: Plan,
@@ -125,8 +169,13 @@ def apply_plan(
     force: bool,
     max_change_ratio: float = DEFAULT_MAX_CHANGE_RATIO,
     min_guarded: int = DEFAULT_MIN_GUARDED,
+    approvals: Sequence[str] = (),
 ) -> Revision:
-    """Write ``plan`` as one revision; raise an :class:`StoreError` subclass when refused."""
+    """Write ``plan`` as one revision; raise an :class:`StoreError` subclass when refused.
+
+    ``approvals``: values of --approve-credential-move; the moves they allow are
+    recorded in the revision with ``meta.actor`` as the approver.
+    """
     if not plan.has_changes:
         raise ApplyRefused("the plan has no changes; there is nothing to apply")
     meta = replace(
@@ -142,4 +191,6 @@ def apply_plan(
         check_current(store, plan)
         if not force:
             check_threshold(plan, max_change_ratio=max_change_ratio, min_guarded=min_guarded)
+        moves = check_credential_moves(store, plan, approvals, meta.actor)
+        meta = replace(meta, credential_moves=moves)
         return store.commit(plan.changes, meta, base_revision=plan.base_revision)

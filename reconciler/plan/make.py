@@ -19,7 +19,9 @@ def make_plan(
     derived: Mapping[ResourceKey, set[str]] | None = None,
     prune: bool = False,
     env: Mapping[str, str] | None = None,
+    bound: frozenset[tuple[str, str]] = frozenset(),
 ) -> Plan:
+    """``bound``: the store's credential bindings, to find the plan's credential moves."""
     result = diff(desired, live, derived=derived, prune=prune)
     return Plan.build(result, desired, live, prune=prune, git=git_info(root, env),
-                      source=str(root))
+                      source=str(root), bound=bound)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey, digest_of
+from reconciler.credentials.moves import CredentialMove, find_moves
 from reconciler.plan.diff import DiffResult
 from reconciler.state.base import Action, Change, FieldChange, LiveState
 
@@ -59,6 +60,8 @@ class Plan:
     git: GitInfo
     created_at: datetime
     source: str = ""
+    # Credentials the changes would present where no apply bound them (SPEC S2).
+    credential_moves: tuple[CredentialMove, ...] = ()
     digest: str = field(default="", compare=False)
 
     @classmethod
@@ -72,6 +75,7 @@ class Plan:
         git: GitInfo | None = None,
         source: str = "",
         created_at: datetime | None = None,
+        bound: frozenset[tuple[str, str]] = frozenset(),
     ) -> Plan:
         plan = cls(
             changes=result.changes,
@@ -84,6 +88,7 @@ class Plan:
             git=git or GitInfo(),
             created_at=(created_at or datetime.now(UTC)).replace(microsecond=0),
             source=source,
+            credential_moves=find_moves(result.changes, bound),
         )
         return plan.sealed()
 
@@ -178,6 +183,7 @@ def _content(plan: Plan) -> dict[str, Any]:
         ],
         "unmanaged": [{"kind": k.kind, "namespace": k.namespace, "name": k.name}
                       for k in plan.unmanaged],
+        "credentialMoves": [m.to_json() for m in plan.credential_moves],
     }
 
 
@@ -259,4 +265,6 @@ def _from_content(data: Mapping[str, Any]) -> Plan:
         git=GitInfo(git.get("commit"), git.get("branch"), git.get("pullRequest")),
         created_at=datetime.fromisoformat(data["createdAt"]),
         source=str(data.get("source", "")),
+        credential_moves=tuple(CredentialMove.from_json(m)
+                               for m in data.get("credentialMoves", ())),
     )

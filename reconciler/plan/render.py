@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from reconciler.credentials.moves import FLAG, CredentialMove, grouped
 from reconciler.plan.model import Plan
 from reconciler.state.base import Action, Change, FieldChange
 
@@ -31,9 +32,31 @@ def summary(plan: Plan) -> str:
     if not plan.has_changes:
         return (f"No changes. The live store (revision {plan.base_revision}) matches the "
                 "configuration.")
+    moves = len(plan.credential_moves)
+    # A first apply binds without approval (see plan.apply): nothing to approve then.
+    need = (f"; {moves} credential move{'s' * (moves != 1)} to approve"
+            if moves and plan.base_revision else "")
     return (f"Plan: {plan.count(Action.CREATE)} to create, {plan.count(Action.UPDATE)} to "
-            f"update, {plan.count(Action.DELETE)} to delete (base revision "
+            f"update, {plan.count(Action.DELETE)} to delete{need} (base revision "
             f"{plan.base_revision}).")
+
+
+MOVES_TITLE = f"Credential moves (apply refuses them unless approved with {FLAG}):"
+BOOTSTRAP_TITLE = ("Credential moves (the first apply into a new store binds them without "
+                   f"approval; later ones need {FLAG}):")
+
+
+def _approvals(moves: tuple[CredentialMove, ...]) -> str:
+    return " ".join(f"{FLAG} {a}" for a in dict.fromkeys(m.approval for m in moves))
+
+
+def moves_text(moves: tuple[CredentialMove, ...], *, bootstrap: bool = False) -> list[str]:
+    if not moves:
+        return []
+    lines = [BOOTSTRAP_TITLE if bootstrap else MOVES_TITLE]
+    lines.extend(f"    ! {line}" for line in grouped(moves))
+    lines.append(f"    approve with: {_approvals(moves)}")
+    return lines
 
 
 def unmanaged_note(plan: Plan) -> str:
@@ -83,6 +106,11 @@ def text(plan: Plan, *, colour: bool = False) -> str:
             if f.derived:
                 line += style(" (derived)", dim=True)
             lines.append(line)
+    if plan.credential_moves:
+        if lines:
+            lines.append("")
+        moves = moves_text(plan.credential_moves, bootstrap=plan.base_revision == 0)
+        lines.extend(style(line, fg="magenta") for line in moves)
     if plan.unmanaged:
         if lines:
             lines.append("")
@@ -149,6 +177,8 @@ def markdown(plan: Plan) -> str:
             parts.append(block)
             used += len(block) + 1
         parts.append("")
+    if plan.credential_moves:
+        parts += _moves_markdown(plan.credential_moves)
     if plan.unmanaged:
         keys = plan.unmanaged
         shown = ", ".join(f"`{k.kind} {k.namespace}/{k.name}`" for k in keys[:50])
@@ -160,6 +190,23 @@ def markdown(plan: Plan) -> str:
     about.append(f"plan digest `{plan.digest[:12]}`")
     parts.append(f"<sub>{html.escape(' · '.join(about), quote=False)}</sub>")
     return "\n".join(parts) + "\n"
+
+
+def _moves_markdown(moves: tuple[CredentialMove, ...]) -> list[str]:
+    def code(s: str) -> str:
+        return _cell(f"<code>{html.escape(s)}</code>")
+
+    n = len(moves)
+    rows = [f"> [!WARNING]\n> **{n} credential move{'s' * (n != 1)}**: apply refuses "
+            f"{'them' if n != 1 else 'it'} unless a maintainer approves with `{FLAG}`.", "",
+            "| Resource | Credential | Bound to | Would be sent to | Approve with |",
+            "|---|---|---|---|---|"]
+    for m in moves:
+        key = m.resource
+        rows.append(f"| {code(f'{key.kind} {key.namespace}/{key.name}')} | {code(m.shown)} | "
+                    f"{_cell(html.escape(m.source))} | {code(m.endpoint)} | "
+                    f"{code(f'{FLAG} {m.approval}')} |")
+    return [*rows, ""]
 
 
 def markdown_invalid(errors: list[str]) -> str:
@@ -180,6 +227,7 @@ def data(plan: Plan) -> dict[str, Any]:
             "update": plan.count(Action.UPDATE),
             "delete": plan.count(Action.DELETE),
             "unmanaged": len(plan.unmanaged),
+            "credentialMoves": len(plan.credential_moves),
         },
         "hasChanges": plan.has_changes,
         "baseRevision": plan.base_revision,
@@ -203,6 +251,12 @@ def data(plan: Plan) -> dict[str, Any]:
         ],
         "unmanaged": [{"kind": k.kind, "namespace": k.namespace, "name": k.name}
                       for k in plan.unmanaged],
+        "credentialMoves": [
+            {"kind": m.resource.kind, "namespace": m.resource.namespace,
+             "name": m.resource.name, "credential": m.shown, "endpoint": m.endpoint,
+             "boundTo": list(m.bound_to), "approval": m.approval}
+            for m in plan.credential_moves
+        ],
     }
 
 

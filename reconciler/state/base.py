@@ -49,6 +49,33 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovedMove:
+    """A credential move an apply was allowed to make (SPEC S2), as history keeps it.
+
+    ``credential`` is the printable id (``credentials.endpoints.display``): never a
+    value, never ciphertext.
+    """
+
+    resource: str  # Kind/namespace/name of the resource that presents it
+    credential: str
+    endpoint: str
+    bound_to: tuple[str, ...]  # where the credential was bound before; () if nowhere
+    approval: str  # the --approve-credential-move value given, or "bootstrap"
+    approved_by: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"resource": self.resource, "credential": self.credential,
+                "endpoint": self.endpoint, "boundTo": list(self.bound_to),
+                "approval": self.approval, "approvedBy": self.approved_by}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ApprovedMove:
+        return cls(str(data["resource"]), str(data["credential"]), str(data["endpoint"]),
+                   tuple(map(str, data.get("boundTo") or ())), str(data["approval"]),
+                   str(data["approvedBy"]))
+
+
+@dataclass(frozen=True, slots=True)
 class RevisionMeta:
     """Who/what/why of a revision, recorded in the history as given."""
 
@@ -60,6 +87,7 @@ class RevisionMeta:
     desired_digest: str | None = None
     plan_digest: str | None = None
     kind: RevisionKind = RevisionKind.APPLY
+    credential_moves: tuple[ApprovedMove, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +194,10 @@ class Store(Protocol):
 
     def last_revision(self, kind: RevisionKind) -> int:
         """Newest revision of that kind, 0 if none."""
+        ...
+
+    def credential_bindings(self) -> frozenset[tuple[str, str]]:
+        """Every (credential, endpoint) an apply bound (SPEC S2)."""
         ...
 
     def lock(

@@ -9,6 +9,7 @@ from typing import Any
 from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_json
 from reconciler.state.base import (
     Action,
+    ApprovedMove,
     Change,
     ChangeRejected,
     FieldChange,
@@ -68,6 +69,8 @@ def meta_from_row(row: Any) -> RevisionMeta:
         desired_digest=row.desired_digest,
         plan_digest=row.plan_digest,
         kind=RevisionKind(row.kind),
+        credential_moves=tuple(ApprovedMove.from_json(m)
+                               for m in json.loads(row.credential_moves or "[]")),
     )
 
 
@@ -81,6 +84,8 @@ def meta_columns(meta: RevisionMeta) -> dict[str, Any]:
         "pull_request": meta.pull_request,
         "desired_digest": meta.desired_digest,
         "plan_digest": meta.plan_digest,
+        "credential_moves": (canonical_json([m.to_json() for m in meta.credential_moves])
+                             if meta.credential_moves else None),
     }
 
 

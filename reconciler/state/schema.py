@@ -110,6 +110,8 @@ revisions = Table(
     Column("pull_request", String, nullable=True),
     Column("desired_digest", String(64), nullable=True),
     Column("plan_digest", String(64), nullable=True),
+    # Canonical JSON list of the credential moves the revision approved (S2), or NULL.
+    Column("credential_moves", Text, nullable=True),
     Column("changes", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False, unique=True),
@@ -385,4 +387,20 @@ incoming_servers = Table(
     Column("error_folder_count", Integer, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("namespace", "name"),
+)
+
+credential_bindings = Table(
+    "credential_bindings",
+    metadata,
+    # Which credential each resource was applied to present where (SPEC S2). Written
+    # only by apply revisions, in their transaction; `live set` never touches it, so
+    # an out-of-band host change leaves the credential unbound to the new host.
+    Column("kind", String, nullable=False),
+    Column("namespace", String, nullable=False),
+    Column("name", String, nullable=False),
+    Column("credential", String, nullable=False),  # credentials.endpoints id, never a value
+    Column("endpoint", String, nullable=False),
+    Column("revision", Integer, nullable=False),  # the apply revision that bound it
+    PrimaryKeyConstraint("kind", "namespace", "name", "credential", "endpoint"),
+    Index(None, "credential", "endpoint"),
 )

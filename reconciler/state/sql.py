@@ -40,7 +40,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_json
 from reconciler.history import chain
-from reconciler.state import codec
+from reconciler.state import bindings, codec
 from reconciler.state import schema as t
 from reconciler.state.audit import SqlAudit
 from reconciler.state.base import (
@@ -201,6 +201,17 @@ class SqlStore:
                 found.append(res)
             return _live(self._lineage, revision, found)
 
+    # -- credential bindings (S2) ----------------------------------------------
+
+    def credential_bindings(self) -> frozenset[tuple[str, str]]:
+        """Every (credential, endpoint) an apply bound: what the daemon may present."""
+        with self._reading() as conn:
+            return bindings.read_pairs(conn)
+
+    def bindings_by_resource(self) -> dict[ResourceKey, frozenset[tuple[str, str]]]:
+        with self._reading() as conn:
+            return bindings.read_by_resource(conn)
+
     # -- status (P7: never part of the spec, the snapshot or any digest) -------
 
     def status_get(self, key: ResourceKey) -> dict[str, Any]:
@@ -353,6 +364,8 @@ class SqlStore:
                 for c, rec in zip(changes, records, strict=True)
             ])
         _apply_to_resources(conn, changes, records, number, live)
+        if rmeta.kind is RevisionKind.APPLY:
+            bindings.rebind(conn, changes, number)
         conn.execute(
             update(t.meta).where(t.meta.c.id == 1).values(head=number, head_hash=digest_hash)
         )

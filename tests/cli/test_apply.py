@@ -73,7 +73,9 @@ def test_stale_plan_is_refused_and_the_store_is_unchanged(
     edit(config / "acme" / "outgoing-servers.yaml", "port: 587", "port: 465")
     plan_out(config, db, tmp_path / "stale.json")
     edit(config / "acme" / "outgoing-servers.yaml", "port: 465", "port: 2525")
-    apply_yes(config, db, "--actor", "erin")
+    # A new port for the server's credentials is a credential move (S2).
+    apply_yes(config, db, "--actor", "erin",
+              "--approve-credential-move", "OutgoingServer/acme/o365-hr")
     with open_store(db) as store:
         before = store.snapshot()
     result = run("apply", tmp_path / "stale.json", "--store", db)

@@ -116,8 +116,10 @@ def test_json_output_is_one_document_with_warnings_on_stderr(config: Path, db: s
     result = run("plan", config, "--store", db, "--format", "json")
     assert result.exit_code == 2
     data = json.loads(result.stdout)
+    moves = len(data["credentialMoves"])
+    assert moves > 0  # an empty store: every credential is new (bound by the first apply)
     assert data["summary"] == {"create": example_count(), "update": 0, "delete": 0,
-                               "unmanaged": 0}
+                               "unmanaged": 0, "credentialMoves": moves}
     assert "warning" in result.stderr and "spec.port" in result.stderr
 
 

@@ -136,12 +136,15 @@ class RecordingHandler:
 
 
 class _Authenticator:
-    def __init__(self, user: str, password: str) -> None:
+    def __init__(self, user: str, password: str, attempts: list[str]) -> None:
         self.user = user.encode()
         self.password = password.encode()
+        self.attempts = attempts
 
     def __call__(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
                  auth_data: Any) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            self.attempts.append(f"{mechanism} {bytes(auth_data.login).decode(errors='replace')}")
         ok = (isinstance(auth_data, LoginPassword) and auth_data.login == self.user
               and auth_data.password == self.password)
         return AuthResult(success=ok, handled=False,
@@ -152,6 +155,7 @@ class _OAuthHandler(RecordingHandler):
     """Adds the XOAUTH2 mechanism, accepting one user/token pair."""
 
     oauth: tuple[str, str] = ("", "")
+    auth_attempts: list[str]
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
         # handled=False makes aiosmtpd answer 535 itself on failure.
@@ -159,6 +163,7 @@ class _OAuthHandler(RecordingHandler):
             raw = base64.b64decode(args[1]).decode()
         except (IndexError, ValueError):
             return AuthResult(success=False, handled=False)
+        self.auth_attempts.append(f"XOAUTH2 {raw.split(chr(1))[0].removeprefix('user=')}")
         user, token = self.oauth
         ok = raw == f"user={user}\x01auth=Bearer {token}\x01\x01"
         return AuthResult(success=ok, handled=False, auth_data=user.encode() if ok else None)
@@ -198,8 +203,13 @@ class SmtpPeer:
             self.handler.oauth = (user or "", oauth_token)
         self.port = port or free_port()
         kwargs: dict[str, Any] = {"auth_require_tls": auth_require_tls}
+        # Every AUTH a client tried (mechanism and login, never the secret): what the
+        # credential-binding tests assert on.
+        self.auth_attempts: list[str] = []
+        if isinstance(self.handler, _OAuthHandler):
+            self.handler.auth_attempts = self.auth_attempts
         if user and password:
-            kwargs["authenticator"] = _Authenticator(user, password)
+            kwargs["authenticator"] = _Authenticator(user, password, self.auth_attempts)
         if mode == "starttls":
             assert certs is not None
             kwargs.update(tls_context=certs.server_context(), require_starttls=True)

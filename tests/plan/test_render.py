@@ -93,7 +93,8 @@ def test_markdown_stays_under_the_comment_limit() -> None:
 
 def test_json() -> None:
     data = json.loads(render.as_json(make()))
-    assert data["summary"] == {"create": 1, "update": 1, "delete": 0, "unmanaged": 1}
+    assert data["summary"] == {"create": 1, "update": 1, "delete": 0, "unmanaged": 1,
+                               "credentialMoves": 0}
     assert data["baseRevision"] == 7 and data["hasChanges"] is True
     assert data["git"] == {"commit": "abcdef1234567890", "branch": "main", "pullRequest": "12"}
     update = data["changes"][0]

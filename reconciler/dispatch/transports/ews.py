@@ -67,7 +67,8 @@ from reconciler.config.desired import digest_of
 from reconciler.config.models.auth import BasicAuth, NoAuth, OAuth2Auth, OAuthGrant
 from reconciler.config.models.outgoing_server import OutgoingProtocol, OutgoingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
-from reconciler.config.secrets import SecretError, redact, resolve
+from reconciler.config.secrets import SecretError, redact
+from reconciler.credentials.gate import CredentialNotBound, present_secret, require_client
 from reconciler.dispatch.envelope import Envelope
 from reconciler.dispatch.failover import Endpoint, HostSelector
 from reconciler.dispatch.outcome import Failure, Health, HealthStatus, Outcome, SendResult
@@ -266,7 +267,7 @@ class EwsTransport(Transport):
         redactor = Redactor()
         try:
             async with asyncio.timeout(spec.timeout_seconds):
-                login = await self.login(server, redactor)
+                login = await self.login(server, redactor, url)
                 self.route(server, url, redactor)
                 await asyncio.to_thread(check_mailbox, server, url, login, spec.timeout_seconds)
         except EwsFailed as exc:
@@ -292,13 +293,17 @@ class EwsTransport(Transport):
 
     # -- pieces the health probe shares ------------------------------------------
 
-    async def login(self, server: OutgoingServer, redactor: Redactor) -> Login:
-        """The password or a token, resolved now; raises EwsFailed."""
+    async def login(self, server: OutgoingServer, redactor: Redactor, url: str) -> Login:
+        """The password or a token for ``url``, resolved now; raises EwsFailed (also when
+        no apply bound the credential to the URL's host, SPEC S2)."""
         auth = server.spec.auth
+        target = url_endpoint(url)
         if isinstance(auth, BasicAuth):
             username = auth.username or str(server.spec.email)
             try:
-                password = resolve(auth.password)
+                password = present_secret(auth.password, target.host, target.port)
+            except CredentialNotBound as exc:
+                raise EwsFailed(Verdict(Outcome.PERMANENT, Failure.CONFIG, str(exc))) from None
             except SecretError as exc:
                 raise EwsFailed(Verdict(Outcome.PERMANENT, Failure.CONFIG,
                                         f"cannot read the password: {exc}")) from None
@@ -308,6 +313,10 @@ class EwsTransport(Transport):
             if self._token_provider is None:
                 raise EwsFailed(Verdict(Outcome.PERMANENT, Failure.CONFIG,
                                         "OAuth2 server but no token provider is configured"))
+            try:
+                require_client(auth, target.host, target.port)
+            except CredentialNotBound as exc:
+                raise EwsFailed(Verdict(Outcome.PERMANENT, Failure.CONFIG, str(exc))) from None
             try:
                 token = await fetch_token(self._token_provider, server)
             except TokenError as exc:
@@ -392,7 +401,7 @@ class EwsTransport(Transport):
         busy_waits = 0
         while True:
             progress.step = "authenticating"
-            login = await self.login(server, redactor)
+            login = await self.login(server, redactor, url)
             self.route(server, url, redactor)
             link = self._link(server, url)
             try:

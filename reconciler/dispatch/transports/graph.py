@@ -56,6 +56,7 @@ from reconciler.config.models.outgoing_server import (
 )
 from reconciler.config.models.proxy_server import ProxyServerSpec, ProxyType
 from reconciler.config.secrets import SecretError
+from reconciler.credentials.gate import CredentialNotBound, require_client_at
 from reconciler.dispatch.envelope import Envelope
 from reconciler.dispatch.outcome import (
     Failure,
@@ -583,6 +584,10 @@ class GraphTransport(Transport):
         if self._token_provider is None:
             raise _Failed(Outcome.PERMANENT, Failure.CONFIG,
                           "OAuth2 server but no token provider is configured")
+        try:
+            require_client_at(server.spec.auth, call.users)
+        except CredentialNotBound as exc:
+            raise _Failed(Outcome.PERMANENT, Failure.CONFIG, str(exc)) from None
         try:
             token = await fetch_token(self._token_provider, server)
         except TokenError as exc:

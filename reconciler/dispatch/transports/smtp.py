@@ -62,7 +62,8 @@ from reconciler.config.models.outgoing_server import (
     OutgoingServerSpec,
     Security,
 )
-from reconciler.config.secrets import SecretError, redact, resolve
+from reconciler.config.secrets import SecretError, redact
+from reconciler.credentials.gate import CredentialNotBound, present_secret, require_client
 from reconciler.dispatch.envelope import Envelope
 from reconciler.dispatch.failover import Endpoint, HostSelector, endpoints_of
 from reconciler.dispatch.outcome import (
@@ -431,7 +432,7 @@ class SmtpTransport(Transport):
             raise
         try:
             progress.step = f"authenticating to {endpoint.address}"
-            await self._authenticate(smtp, server, redactor)
+            await self._authenticate(smtp, server, redactor, endpoint)
         except BaseException:
             _close(smtp)
             raise
@@ -439,7 +440,8 @@ class SmtpTransport(Transport):
         return smtp
 
     async def _authenticate(
-        self, smtp: aiosmtplib.SMTP, server: OutgoingServer, redactor: Redactor
+        self, smtp: aiosmtplib.SMTP, server: OutgoingServer, redactor: Redactor,
+        endpoint: Endpoint,
     ) -> None:
         spec = server.spec
         auth = spec.auth
@@ -453,7 +455,9 @@ class SmtpTransport(Transport):
         try:
             if isinstance(auth, BasicAuth):
                 try:
-                    password = resolve(auth.password)
+                    password = present_secret(auth.password, endpoint.host, endpoint.port)
+                except CredentialNotBound as exc:
+                    raise _Failed(Outcome.PERMANENT, Failure.CONFIG, str(exc), "auth") from None
                 except SecretError as exc:
                     raise _Failed(Outcome.PERMANENT, Failure.CONFIG,
                                   f"cannot read the password: {exc}", "auth") from None
@@ -465,6 +469,10 @@ class SmtpTransport(Transport):
                 method = getattr(smtp, "auth_" + mechanism.replace("-", ""))
                 await method(username, password)
             elif isinstance(auth, OAuth2Auth):
+                try:
+                    require_client(auth, endpoint.host, endpoint.port)
+                except CredentialNotBound as exc:
+                    raise _Failed(Outcome.PERMANENT, Failure.CONFIG, str(exc), "auth") from None
                 token = await self._token(server, redactor, username)
                 if "xoauth2" not in offered:
                     raise _Failed(Outcome.PERMANENT, Failure.CONFIG,

@@ -69,6 +69,7 @@ from reconciler.config.models.auth import BasicAuth, OAuth2Auth, OAuthGrant
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.config.secrets import SecretError
+from reconciler.credentials.endpoints import url_host_endpoint
 from reconciler.dispatch.transports.base import (
     Redactor,
     invalidate_token,
@@ -205,10 +206,12 @@ class EwsFetcher(Fetcher):
         server = self.server
         auth = server.spec.auth
         username = username_of(server)
+        at = url_host_endpoint(self.url)
         if isinstance(auth, BasicAuth):
-            login = Login("basic", username, read_password(server, auth))
+            login = Login("basic", username, read_password(server, auth, at))
         elif isinstance(auth, OAuth2Auth):
-            token = await access_token(self._token_provider, server, username, self.redactor)
+            token = await access_token(self._token_provider, server, username, self.redactor,
+                                       at=at)
             login = Login("oauth2", username, token)
         else:
             raise config_error(server, "EWS needs authentication",

@@ -59,6 +59,7 @@ from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.outgoing_server import NationalCloud
 from reconciler.config.models.proxy_server import ProxyServerSpec, ProxyType
 from reconciler.config.secrets import SecretError
+from reconciler.credentials.endpoints import url_host_endpoint
 from reconciler.dispatch.transports.base import (
     Redactor,
     invalidate_token,
@@ -195,7 +196,7 @@ class GraphFetcher(Fetcher):
             raise config_error(server, "Microsoft Graph accepts only OAuth2",
                                "Set auth type oauth2 (provider microsoft) for this mailbox.")
         token = await access_token(self._token_provider, server, self.mailbox, self.redactor,
-                                   consent="admin consent")
+                                   at=url_host_endpoint(self.endpoint), consent="admin consent")
         self.redactor.add(token)
         return token
 

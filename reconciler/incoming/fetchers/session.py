@@ -25,7 +25,15 @@ from typing import Any, TypeVar
 from reconciler.config.derive import INCOMING_PORTS
 from reconciler.config.models.auth import BasicAuth, NoAuth, OAuth2Auth
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
-from reconciler.config.secrets import SecretError, resolve
+from reconciler.config.secrets import SecretError
+from reconciler.credentials.endpoints import host_endpoint
+from reconciler.credentials.gate import (
+    FIX,
+    CredentialNotBound,
+    client_of,
+    present_secret_at,
+    require,
+)
 from reconciler.dispatch.transports.base import Redactor, TokenError, fetch_token
 from reconciler.dispatch.transports.tls import CA_FILE_ENV, tls_context
 from reconciler.incoming.fetchers.base import (
@@ -180,20 +188,25 @@ class ThreadedFetcher(Fetcher):
         username = username_of(server)
         if isinstance(auth, NoAuth):
             return Credentials(username)
+        at = host_endpoint(self.where.host, self.where.port)
         if isinstance(auth, BasicAuth):
-            password = read_password(server, auth)
+            password = read_password(server, auth, at)
             self.redactor.add(password, username=username)
             return Credentials(username, password=password)
         assert isinstance(auth, OAuth2Auth)
-        token = await access_token(self._token_provider, server, username, self.redactor)
+        token = await access_token(self._token_provider, server, username, self.redactor,
+                                   at=at)
         self.redactor.add(token, username=username)
         return Credentials(username, token=token)
 
 
-def read_password(server: IncomingServer, auth: BasicAuth) -> str:
-    """The password a basic-auth reference names, or a config FetchError saying why not."""
+def read_password(server: IncomingServer, auth: BasicAuth, at: str) -> str:
+    """The password a basic-auth reference names, for the endpoint ``at`` (host:port), or a
+    config FetchError saying why not (unreadable, or not bound to ``at``: SPEC S2)."""
     try:
-        return resolve(auth.password)
+        return present_secret_at(auth.password, at)
+    except CredentialNotBound as exc:
+        raise config_error(server, str(exc), FIX) from None
     except SecretError as exc:
         raise config_error(server, f"the password cannot be read ({exc})",
                            "Set the environment variable or create the file the reference "
@@ -202,9 +215,15 @@ def read_password(server: IncomingServer, auth: BasicAuth) -> str:
 
 
 async def access_token(provider: IncomingTokenProvider | None, server: IncomingServer,
-                       who: str, redact: Callable[[str], str], *,
+                       who: str, redact: Callable[[str], str], *, at: str,
                        consent: str = "consent") -> str:
-    """An OAuth2 access token for ``server``; a FetchError (never the secret) when none."""
+    """An OAuth2 access token for ``server`` to present at ``at`` (host:port); a FetchError
+    (never the secret) when none, or when the client is not bound to ``at`` (SPEC S2)."""
+    if isinstance(server.spec.auth, OAuth2Auth):
+        try:
+            require(client_of(server.spec.auth), at)
+        except CredentialNotBound as exc:
+            raise config_error(server, str(exc), FIX) from None
     if provider is None:
         raise config_error(server, "auth is oauth2 but no token provider is available",
                            "Authorise the mailbox with `reconcile auth login SERVER` so the "
