@@ -274,3 +274,35 @@ def test_run_scripts_are_valid_bash(name: str, tmp_path: Path) -> None:
         proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True,
                               check=False)
         assert proc.returncode == 0, f"{name} step {s.get('name', i)}: {proc.stderr}"
+
+
+def test_a_merged_credential_move_waits_for_a_manual_approval(tmp_path: Path) -> None:
+    """SPEC S2/S4: a push never approves a credential move; a manual run on main names it."""
+    from reconciler.state import open_store
+
+    config = tmp_path / "config"
+    shutil.copytree(EXAMPLES, config)
+    store = tmp_path / "live.db"
+    run = step(workflow("apply.yml"), "Apply")["run"]
+    env = {"CONFIG_DIR": str(config), "RECONCILE_STORE": str(store), "ACTOR": "octocat",
+           "COMMIT_MESSAGE": "first", "GITHUB_REF": "refs/heads/main", "APPROVE": ""}
+    assert run_step(run, tmp_path, env)[0] == 0
+    servers = config / "acme" / "outgoing-servers.yaml"
+    servers.write_text(servers.read_text().replace(
+        "host: smtp.office365.com", "host: smtp.elsewhere.example", 1))
+
+    pushed = run_step(run, tmp_path, {**env, "COMMIT_MESSAGE": "move o365-hr"})
+    assert pushed[0] == 1
+    with open_store(store) as s:
+        assert s.head() == 1
+
+    approved = run_step(run, tmp_path, {**env, "ACTOR": "release-manager",
+                                        "APPROVE": "OutgoingServer/acme/o365-hr *"})
+    assert approved[0] == 1, "a glob must not expand into approvals"
+    approved = run_step(run, tmp_path, {**env, "ACTOR": "release-manager",
+                                        "APPROVE": "OutgoingServer/acme/o365-hr"})
+    assert approved[0] == 0
+    with open_store(store) as s:
+        meta = s.revision(2).meta
+    assert {(m.resource, m.approval, m.approved_by) for m in meta.credential_moves} == {
+        ("OutgoingServer/acme/o365-hr", "OutgoingServer/acme/o365-hr", "release-manager")}
