@@ -23,6 +23,19 @@ from typing import Any
 import yaml
 
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
+from reconciler.config.limits import (
+    MAX_DEPTH,
+    AliasBudget,
+    LimitExceeded,
+    first_too_deep,
+    too_deep,
+)
+from reconciler.config.yaml_errors import (
+    SCALAR_ERRORS,
+    decode_file,
+    unreadable_value,
+    yaml_error_diagnostic,
+)
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -67,6 +80,13 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.duplicate_keys: list[tuple[str, Mark, Mark]] = []
+        self.aliases = AliasBudget()
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except SCALAR_ERRORS as exc:
+            raise unreadable_value(node, exc) from None
 
     def construct_pos_mapping(self, node: yaml.MappingNode) -> PosDict:
         explicit = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
@@ -103,11 +123,20 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             result.item_marks.append(_mark(child))
         return result
 
-    def read_nodes(self, file: str, documents: list[Document]) -> None:
-        """Append every document of the stream, composing nodes first (any YAML)."""
+    def read_nodes(self, file: str, documents: list[Document],
+                   too_deep_at: tuple[int, yaml.Mark] | None = None) -> None:
+        """Append every document of the stream, composing nodes first (any YAML).
+
+        ``too_deep_at`` is the first document nested past the limit and where
+        (see :func:`~reconciler.config.limits.first_too_deep`): the composer
+        recurses in C, so that document must never reach it.
+        """
         index = 0
         while self.check_node():
+            if too_deep_at is not None and index == too_deep_at[0]:
+                raise too_deep(too_deep_at[1])
             node = self.get_node()
+            self.aliases.check(node)
             data = self.construct_document(node)
             if data is not None:
                 documents.append(Document(file=file, index=index, data=data, start=_mark(node)))
@@ -134,7 +163,7 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             kind = event.__class__
             if kind is yaml.ScalarEvent:
                 if event.anchor is not None or event.tag is not None:
-                    raise _NeedsNodes
+                    raise _NeedsNodes(len(stack), index)
                 start = event.start_mark
                 mark = (start.line + 1, start.column + 1)
                 raw = event.value
@@ -150,13 +179,18 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                 else:
                     construct = constructors.get(tag)  # none for `<<` and `=`
                     if construct is None:
-                        raise _NeedsNodes
-                    value = construct(self, yaml.ScalarNode(tag, raw, start, event.end_mark,
-                                                            event.style))
+                        raise _NeedsNodes(len(stack), index)
+                    node = yaml.ScalarNode(tag, raw, start, event.end_mark, event.style)
+                    try:
+                        value = construct(self, node)
+                    except SCALAR_ERRORS as exc:
+                        raise unreadable_value(node, exc) from None
             elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
                 if event.anchor is not None or event.tag is not None:
-                    raise _NeedsNodes
+                    raise _NeedsNodes(len(stack) + 1, index)
                 start = event.start_mark
+                if len(stack) >= MAX_DEPTH:
+                    raise too_deep(start)
                 container = PosDict() if kind is yaml.MappingStartEvent else PosList()
                 container.mark = (start.line + 1, start.column + 1)
                 stack.append(container)
@@ -176,7 +210,7 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             elif kind is yaml.StreamEndEvent:
                 return
             elif kind is yaml.AliasEvent:
-                raise _NeedsNodes
+                raise _NeedsNodes(len(stack), index)
             else:  # stream and document start
                 continue
             if not stack:
@@ -190,7 +224,7 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             pending = keys[-1]
             if pending is None:
                 if kind is not yaml.ScalarEvent or not isinstance(value, _KEY_TYPES):
-                    raise _NeedsNodes  # read_nodes reports the complex key
+                    raise _NeedsNodes(len(stack), index)  # read_nodes reports the complex key
                 keys[-1] = (value, mark)
                 continue
             key, key_mark = pending
@@ -203,7 +237,16 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
 
 
 class _NeedsNodes(Exception):
-    """The stream uses a YAML feature that only the node-based reader handles."""
+    """The stream uses a YAML feature that only the node-based reader handles.
+
+    Carries how deep the nesting was and which document was being read, so the
+    rest of the stream can be checked for depth before any node is composed.
+    """
+
+    def __init__(self, depth: int, index: int) -> None:
+        super().__init__()
+        self.depth = depth
+        self.index = index
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -305,31 +348,14 @@ def load_text(text: str, file: str, diagnostics: Diagnostics) -> list[Document]:
     try:
         try:
             loader.read_events(file, documents)
-        except _NeedsNodes:
+        except _NeedsNodes as need:
+            too_deep_at = first_too_deep(loader, need.depth, need.index)
             loader.dispose()
             loader = _PositionalLoader(text)
             documents.clear()
-            loader.read_nodes(file, documents)
-    except yaml.MarkedYAMLError as exc:
-        diagnostics.add(_syntax_diagnostic(exc, text, file))
-    except yaml.reader.ReaderError as exc:  # control characters and the like
-        line = text.count("\n", 0, exc.position) + 1
-        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        char = exc.character if isinstance(exc.character, int) else ord(exc.character or "?")
-        diagnostics.add(
-            Diagnostic(
-                code="yaml-syntax",
-                file=file,
-                line=line,
-                col=col,
-                message=f"cannot read YAML: character #x{char:04X} is not allowed ({exc.reason})",
-                hint="remove the character or write it as an escape inside double quotes",
-            )
-        )
-    except yaml.YAMLError as exc:
-        diagnostics.add(
-            Diagnostic(code="yaml-syntax", file=file, message=f"cannot read YAML: {exc}")
-        )
+            loader.read_nodes(file, documents, too_deep_at)
+    except (LimitExceeded, yaml.YAMLError) as exc:
+        diagnostics.add(yaml_error_diagnostic(exc, text, file))
     finally:
         loader.dispose()
     for name, first, again in loader.duplicate_keys:
@@ -344,57 +370,6 @@ def load_text(text: str, file: str, diagnostics: Diagnostics) -> list[Document]:
             )
         )
     return documents
-
-
-def _syntax_diagnostic(exc: yaml.MarkedYAMLError, text: str, file: str) -> Diagnostic:
-    """Plain words for a libyaml error, at the position where the fix goes."""
-    mark = exc.problem_mark or exc.context_mark
-    problem = exc.problem or exc.context or "invalid YAML"
-    context, start = exc.context, exc.context_mark
-    if mark is not None and _tab_before(text, mark.line, mark.column):
-        # libyaml's "found character that cannot start any token" does not name the tab
-        return Diagnostic(code="yaml-syntax", file=file, line=mark.line + 1, col=mark.column + 1,
-                          message="YAML syntax error: tab character in indentation",
-                          hint="indent with spaces, not tabs")
-    if context == "while scanning a quoted scalar" and start is not None:
-        # the end of the file is where it was noticed; the opening quote is what to fix
-        return Diagnostic(code="yaml-syntax", file=file, line=start.line + 1,
-                          col=start.column + 1,
-                          message="YAML syntax error: this quoted value is never closed",
-                          hint="add the matching closing quote")
-    message = f"YAML syntax error: {problem}"
-    if context and start is not None and mark is not None and (start.line, start.column) != (
-        mark.line, mark.column
-    ):
-        message += f" ({context} that starts at line {start.line + 1}, column {start.column + 1})"
-    line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-    return Diagnostic(code="yaml-syntax", file=file, line=line, col=col, message=message,
-                      hint=_syntax_hint(f"{problem} {context or ''}"))
-
-
-def _tab_before(text: str, line: int, column: int) -> bool:
-    """True when a tab sits in the indentation of ``line`` up to ``column`` (0-based)."""
-    lines = text.splitlines()
-    if not 0 <= line < len(lines):
-        return False
-    head = lines[line][: column + 1]
-    return "\t" in head and not head.lstrip(" \t")[:-1]
-
-
-def _syntax_hint(problem: str) -> str:
-    if "tab" in problem:
-        return "indent with spaces, not tabs"
-    if "flow sequence" in problem:
-        return "close the '[' with ']' and separate the items with ','"
-    if "flow mapping" in problem:
-        return "close the '{' with '}' and separate the entries with ','"
-    if "expected key" in problem or ("block mapping" in problem and "<block end>" in problem):
-        return "the keys of one mapping must start in the same column"
-    if "mapping values are not allowed" in problem:
-        return "quote the value if it contains ': ', or fix the indentation"
-    if "could not find expected ':'" in problem:
-        return "each line of a mapping needs 'key: value'"
-    return "check indentation, quotes and brackets around this position"
 
 
 def load_tree(root: Path, diagnostics: Diagnostics) -> list[Document]:
@@ -413,8 +388,8 @@ def load_tree(root: Path, diagnostics: Diagnostics) -> list[Document]:
     for path in iter_config_files(root):
         name = _display_name(path, root)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            data = path.read_bytes()
+        except OSError as exc:
             diagnostics.add(
                 Diagnostic(
                     code="file-unreadable",
@@ -423,6 +398,11 @@ def load_tree(root: Path, diagnostics: Diagnostics) -> list[Document]:
                     hint="config files must be readable UTF-8 text",
                 )
             )
+            continue
+        text = decode_file(data, name)
+        del data
+        if isinstance(text, Diagnostic):
+            diagnostics.add(text)
             continue
         documents.extend(load_text(text, name, diagnostics))
     return documents

@@ -16,7 +16,7 @@ from reconciler.config.checks import check_semantics
 from reconciler.config.derive import derive_all
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
-from reconciler.config.errors import diagnostics_from
+from reconciler.config.errors import diagnostics_from, show_value
 from reconciler.config.loaded import LoadedResource
 from reconciler.config.loader import Document, diagnostic_at, load_tree, locate
 from reconciler.config.models import API_VERSION, KINDS
@@ -52,9 +52,12 @@ def _envelope_ok(doc: Document, diags: Diagnostics) -> bool:
                              "kind, metadata and spec"))
         return False
     kind = data.get("kind")
-    if not isinstance(kind, str):
+    if kind is None:
         diags.add(diagnostic_at(doc, (), "kind-missing", "`kind` is missing",
                                 hint="e.g. kind: OutgoingServer"))
+        return False
+    if not isinstance(kind, str):
+        diags.add(_not_text(doc, "kind", kind, "kind: OutgoingServer"))
         return False
     if kind not in KINDS and kind not in POLICY_KINDS:
         close = difflib.get_close_matches(kind, [*KINDS, *POLICY_KINDS], n=1)
@@ -67,6 +70,9 @@ def _envelope_ok(doc: Document, diags: Diagnostics) -> bool:
         diags.add(diagnostic_at(doc, (), "api-version", "`apiVersion` is missing",
                       hint=f"e.g. apiVersion: {API_VERSION}"))
         return False
+    if not isinstance(version, str):  # a mapping or list would not even hash below
+        diags.add(_not_text(doc, "apiVersion", version, f"apiVersion: {API_VERSION}"))
+        return False
     if version != API_VERSION and version not in CONVERSIONS:
         known = ", ".join(CONVERSIONS)
         diags.add(diagnostic_at(doc, ("apiVersion",), "api-version",
@@ -74,6 +80,12 @@ def _envelope_ok(doc: Document, diags: Diagnostics) -> bool:
                       hint=f"use {API_VERSION} (older versions still read: {known})"))
         return False
     return True
+
+
+def _not_text(doc: Document, field: str, value: object, example: str) -> Diagnostic:
+    code = "api-version" if field == "apiVersion" else "kind-missing"
+    return diagnostic_at(doc, (field,), code, f"`{field}` must be text, got {show_value(value)}",
+                         hint=f"e.g. {example}")
 
 
 def parse_documents(
