@@ -98,14 +98,18 @@ class AliasBudget:
 
     def check(self, root: yaml.Node) -> None:
         """Raise :class:`LimitExceeded` if ``root`` loops, is too deep or expands too much."""
-        sizes: dict[int, int] = {}  # id(node) -> expanded size of its subtree
+        # id(node) -> (values in its subtree once expanded, levels of nesting in it)
+        seen: dict[int, tuple[int, int]] = {}
         open_nodes: set[int] = set()
 
-        def size(node: yaml.Node, depth: int) -> int:
+        def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
             key = id(node)
-            known = sizes.get(key)
-            if known is not None:  # an alias: its subtree again
-                self.expanded += known
+            known = seen.get(key)
+            if known is not None:  # an alias: its subtree again, here
+                size, height = known
+                if depth + height - 1 > MAX_DEPTH:
+                    raise too_deep(node.start_mark)
+                self.expanded += size
                 limit = ALIAS_ALLOWANCE + ALIAS_RATIO * self.written
                 if self.expanded > limit:
                     raise LimitExceeded(
@@ -121,23 +125,25 @@ class AliasBudget:
                     "an alias refers to the value anchored here from inside it (a loop)",
                     "point the alias at a value outside this one, or write the value out",
                 )
-            collection = isinstance(node, yaml.CollectionNode)
-            if collection and depth > MAX_DEPTH:  # only through aliases: plain nesting was checked
-                raise too_deep(node.start_mark)
             self.written += 1
             self.expanded += 1
-            total = 1
-            if isinstance(node, yaml.MappingNode):
-                open_nodes.add(key)
-                for k, v in node.value:
-                    total += size(k, depth + 1) + size(v, depth + 1)
-                open_nodes.discard(key)
-            elif isinstance(node, yaml.SequenceNode):
-                open_nodes.add(key)
-                for item in node.value:
-                    total += size(item, depth + 1)
-                open_nodes.discard(key)
-            sizes[key] = total
-            return total
+            if not isinstance(node, yaml.CollectionNode):
+                seen[key] = (1, 0)
+                return 1, 0
+            if depth > MAX_DEPTH:  # only through aliases: plain nesting was checked
+                raise too_deep(node.start_mark)
+            children: list[yaml.Node] = (
+                [n for pair in node.value for n in pair]
+                if isinstance(node, yaml.MappingNode) else node.value
+            )
+            open_nodes.add(key)
+            size, height = 1, 0
+            for child in children:
+                child_size, child_height = measure(child, depth + 1)
+                size += child_size
+                height = max(height, child_height)
+            open_nodes.discard(key)
+            seen[key] = (size, height + 1)
+            return size, height + 1
 
-        size(root, 1)
+        measure(root, 1)

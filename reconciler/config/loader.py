@@ -15,6 +15,7 @@ Booleans follow YAML 1.2 (only ``true``/``false``), so ``country: NO`` or
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,14 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             return super().construct_object(node, deep=deep)
         except SCALAR_ERRORS as exc:
             raise unreadable_value(node, exc) from None
+
+    def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
+        value: int = self.construct_yaml_int(node)
+        if value.bit_length() > _MAX_INT_BITS:
+            # 0x/0b forms get past Python's digit limit on reading, then break every
+            # str() of the value: error messages, canonical JSON
+            raise ValueError("digits")
+        return value
 
     def construct_pos_mapping(self, node: yaml.MappingNode) -> PosDict:
         explicit = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
@@ -250,6 +259,8 @@ class _NeedsNodes(Exception):
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
+# The largest int whose decimal form Python will still print (its int_max_str_digits)
+_MAX_INT_BITS = int(sys.get_int_max_str_digits() * 3.32)
 _KEY_TYPES = (str, int, float, bool, type(None))
 # Plain scalar -> resolved tag. Keys and enum-like values repeat across a repo,
 # and resolving runs a regex per candidate type; the size bound keeps unique
@@ -260,6 +271,7 @@ _TAG_CACHE_SIZE = 8192
 
 _BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _PositionalLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL_RE, list("tTfF"))
+_PositionalLoader.add_constructor("tag:yaml.org,2002:int", _PositionalLoader.construct_bounded_int)
 _PositionalLoader.add_constructor("tag:yaml.org,2002:map", _PositionalLoader.construct_pos_mapping)
 _PositionalLoader.add_constructor("tag:yaml.org,2002:seq", _PositionalLoader.construct_pos_sequence)
 

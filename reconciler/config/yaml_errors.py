@@ -7,6 +7,8 @@ and the limits of :mod:`reconciler.config.limits`) into one diagnostic each.
 
 from __future__ import annotations
 
+import sys
+
 import yaml
 
 from reconciler.config.diagnostics import Diagnostic
@@ -26,7 +28,10 @@ def unreadable_value(node: yaml.Node, exc: Exception) -> UnreadableValue:
     tag = node.tag.rsplit(":", 1)[-1]
     raw = str(node.value)
     if isinstance(exc, ValueError) and "digits" in str(exc):
-        problem = f"this number has {len(raw.lstrip('+-'))} digits, more than can be read"
+        problem = f"this number has more than {sys.get_int_max_str_digits()} digits"
+    elif not isinstance(node, yaml.ScalarNode):
+        shape = "a mapping" if isinstance(node, yaml.MappingNode) else "a list"
+        problem = f"{shape} cannot be read as {tag}"
     else:
         shown = repr(raw) if len(raw) <= 40 else repr(raw[:37] + "...")
         problem = f"{shown} is not a valid {tag}"
