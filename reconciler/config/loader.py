@@ -31,6 +31,7 @@ from reconciler.config.limits import (
     first_too_deep,
     too_deep,
 )
+from reconciler.config.positions import Mark, PosDict, PosList, pack, unpack
 from reconciler.config.yaml_errors import (
     SCALAR_ERRORS,
     decode_file,
@@ -40,34 +41,12 @@ from reconciler.config.yaml_errors import (
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
-Mark = tuple[int, int]  # 1-based line, column
-
-
-class PosDict(dict[Any, Any]):
-    """A mapping that knows the position of its own start, each key and each value."""
-
-    __slots__ = ("key_marks", "mark", "value_marks")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mark: Mark = (0, 0)
-        self.key_marks: dict[Any, Mark] = {}
-        self.value_marks: dict[Any, Mark] = {}
-
-
-class PosList(list[Any]):
-    """A sequence that knows the position of its start and of each item."""
-
-    __slots__ = ("item_marks", "mark")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mark: Mark = (0, 0)
-        self.item_marks: list[Mark] = []
-
-
 def _mark(node: yaml.Node) -> Mark:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _packed(node: yaml.Node) -> int:
+    return pack(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
 class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
@@ -103,8 +82,7 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         # flatten_mapping puts the pairs merged in with `<<` first; keys written after them
         # override them (that is what merge keys are for), so only explicit repeats count
         merged = len(node.value) - explicit
-        result = PosDict()
-        result.mark = _mark(node)
+        result = PosDict(_packed(node))
         written: set[Any] = set()
         for i, (key_node, value_node) in enumerate(node.value):
             key = self.construct_object(key_node, deep=True)
@@ -115,21 +93,21 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                     "found an unhashable or complex key",
                     key_node.start_mark,
                 )
+            if isinstance(key, str):
+                key = sys.intern(key)  # the same few keys in every resource
             if i >= merged:
                 if key in written:
-                    self.duplicate_keys.append((str(key), result.key_marks[key], _mark(key_node)))
+                    first = result.key_mark(key) or (0, 0)
+                    self.duplicate_keys.append((str(key), first, _mark(key_node)))
                 written.add(key)
-            result[key] = self.construct_object(value_node, deep=True)
-            result.key_marks[key] = _mark(key_node)
-            result.value_marks[key] = _mark(value_node)
+            result.put(key, self.construct_object(value_node, deep=True), _packed(key_node),
+                       _packed(value_node))
         return result
 
     def construct_pos_sequence(self, node: yaml.SequenceNode) -> PosList:
-        result = PosList()
-        result.mark = _mark(node)
+        result = PosList(_packed(node))
         for child in node.value:
-            result.append(self.construct_object(child, deep=True))
-            result.item_marks.append(_mark(child))
+            result.add(self.construct_object(child, deep=True), _packed(child))
         return result
 
     def read_nodes(self, file: str, documents: list[Document],
@@ -163,9 +141,10 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         constructors = self.yaml_constructors
         tags = _TAG_CACHE
         stack: list[Any] = []  # open PosDict/PosList
-        keys: list[tuple[Any, Mark] | None] = []  # per open container: a key awaiting its value
+        keys: list[tuple[Any, int] | None] = []  # per open container: a key awaiting its value
+        intern = sys.intern
         root: Any = None
-        root_mark: Mark = (1, 1)
+        root_mark = pack(1, 1)
         index = 0
         while True:
             event = self.get_event()
@@ -174,7 +153,7 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                 if event.anchor is not None or event.tag is not None:
                     raise _NeedsNodes(len(stack), index)
                 start = event.start_mark
-                mark = (start.line + 1, start.column + 1)
+                mark = (start.line + 1) << 32 | (start.column + 1)  # positions.pack, inlined
                 raw = event.value
                 tag = _STR_TAG
                 if event.implicit[0]:  # plain scalar: resolve 12 / true / null / ...
@@ -200,19 +179,19 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                 start = event.start_mark
                 if len(stack) >= MAX_DEPTH:
                     raise too_deep(start)
-                container = PosDict() if kind is yaml.MappingStartEvent else PosList()
-                container.mark = (start.line + 1, start.column + 1)
+                at = (start.line + 1) << 32 | (start.column + 1)
+                container = PosDict(at) if kind is yaml.MappingStartEvent else PosList(at)
                 stack.append(container)
                 keys.append(None)
                 continue
             elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
                 value = stack.pop()
                 keys.pop()
-                mark = value.mark
+                mark = value.marks[0]
             elif kind is yaml.DocumentEndEvent:
                 if root is not None:
                     documents.append(Document(file=file, index=index, data=root,
-                                              start=root_mark))
+                                              start=unpack(root_mark)))
                 root = None
                 index += 1
                 continue
@@ -227,21 +206,20 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                 continue
             parent = stack[-1]
             if parent.__class__ is PosList:
-                parent.append(value)
-                parent.item_marks.append(mark)
+                parent.add(value, mark)
                 continue
             pending = keys[-1]
             if pending is None:
                 if kind is not yaml.ScalarEvent or not isinstance(value, _KEY_TYPES):
                     raise _NeedsNodes(len(stack), index)  # read_nodes reports the complex key
-                keys[-1] = (value, mark)
+                # the same few keys recur in every resource: keep one copy of each
+                keys[-1] = (intern(value) if value.__class__ is str else value, mark)
                 continue
             key, key_mark = pending
             if key in parent:
-                self.duplicate_keys.append((str(key), parent.key_marks[key], key_mark))
-            parent[key] = value
-            parent.key_marks[key] = key_mark
-            parent.value_marks[key] = mark
+                first = parent.key_mark(key) or (0, 0)
+                self.duplicate_keys.append((str(key), first, unpack(key_mark)))
+            parent.put(key, value, key_mark, mark)
             keys[-1] = None
 
 
@@ -303,11 +281,11 @@ def locate(data: Any, path: Sequence[str | int], *, key: bool = False) -> Mark:
     for i, step in enumerate(path):
         last = i == len(path) - 1
         if isinstance(node, PosDict) and step in node:
-            marks = node.key_marks if (key and last) else node.value_marks
-            best = marks.get(step, best)
+            found = node.key_mark(step) if (key and last) else node.value_mark(step)
+            best = found or best
             node = node[step]
         elif isinstance(node, PosList) and isinstance(step, int) and 0 <= step < len(node):
-            best = node.item_marks[step]
+            best = node.item_mark(step) or best
             node = node[step]
         else:
             break
