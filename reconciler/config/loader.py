@@ -57,10 +57,11 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         for first, resolvers in yaml.CSafeLoader.yaml_implicit_resolvers.items()
     }
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, strings: dict[str, str] | None = None) -> None:
         super().__init__(stream)
         self.duplicate_keys: list[tuple[str, Mark, Mark]] = []
         self.aliases = AliasBudget()
+        self.strings = {} if strings is None else strings
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -143,6 +144,8 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         stack: list[Any] = []  # open PosDict/PosList
         keys: list[tuple[Any, int] | None] = []  # per open container: a key awaiting its value
         intern = sys.intern
+        strings = self.strings
+        share = len(strings) < _SHARED_STRINGS
         root: Any = None
         root_mark = pack(1, 1)
         index = 0
@@ -163,7 +166,12 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                         if len(tags) < _TAG_CACHE_SIZE:
                             tags[raw] = tag
                 if tag == _STR_TAG:
-                    value = raw
+                    # values repeat across resources (apiVersion, kinds, protocols, hosts):
+                    # one copy each, up to a bound so unique values do not grow the table
+                    value = strings.get(raw, raw)
+                    if share and value is raw:
+                        strings[raw] = raw
+                        share = len(strings) < _SHARED_STRINGS
                 else:
                     construct = constructors.get(tag)  # none for `<<` and `=`
                     if construct is None:
@@ -245,6 +253,8 @@ _KEY_TYPES = (str, int, float, bool, type(None))
 # values (emails, hosts) from growing it without limit.
 _TAG_CACHE: dict[str, str] = {}
 _TAG_CACHE_SIZE = 8192
+# String values shared across the files of one load_tree (see read_events)
+_SHARED_STRINGS = 16384
 
 
 _BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
@@ -327,13 +337,15 @@ def _display_name(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def load_text(text: str, file: str, diagnostics: Diagnostics) -> list[Document]:
+def load_text(text: str, file: str, diagnostics: Diagnostics,
+              strings: dict[str, str] | None = None) -> list[Document]:
     """Parse every document of one file; syntax errors become diagnostics.
 
     Documents before a syntax error are kept so their own problems are still
-    reported in the same run.
+    reported in the same run. ``strings`` is a table of string values shared
+    with other files of the same load, so each repeated value is stored once.
     """
-    loader = _PositionalLoader(text)
+    loader = _PositionalLoader(text, strings)
     documents: list[Document] = []
     try:
         try:
@@ -341,7 +353,7 @@ def load_text(text: str, file: str, diagnostics: Diagnostics) -> list[Document]:
         except _NeedsNodes as need:
             too_deep_at = first_too_deep(loader, need.depth, need.index)
             loader.dispose()
-            loader = _PositionalLoader(text)
+            loader = _PositionalLoader(text, strings)
             documents.clear()
             loader.read_nodes(file, documents, too_deep_at)
     except (LimitExceeded, yaml.YAMLError) as exc:
@@ -375,6 +387,7 @@ def load_tree(root: Path, diagnostics: Diagnostics) -> list[Document]:
         )
         return []
     documents: list[Document] = []
+    strings: dict[str, str] = {}
     for path in iter_config_files(root):
         name = _display_name(path, root)
         try:
@@ -394,5 +407,5 @@ def load_tree(root: Path, diagnostics: Diagnostics) -> list[Document]:
         if isinstance(text, Diagnostic):
             diagnostics.add(text)
             continue
-        documents.extend(load_text(text, name, diagnostics))
+        documents.extend(load_text(text, name, diagnostics, strings))
     return documents
