@@ -103,12 +103,14 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                 written.add(key)
             result.put(key, self.construct_object(value_node, deep=True), _packed(key_node),
                        _packed(value_node))
+        result.seal()
         return result
 
     def construct_pos_sequence(self, node: yaml.SequenceNode) -> PosList:
         result = PosList(_packed(node))
         for child in node.value:
             result.add(self.construct_object(child, deep=True), _packed(child))
+        result.seal()
         return result
 
     def read_nodes(self, file: str, documents: list[Document],
@@ -195,7 +197,7 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
                 value = stack.pop()
                 keys.pop()
-                mark = value.marks[0]
+                mark = value.seal()
             elif kind is yaml.DocumentEndEvent:
                 if root is not None:
                     documents.append(Document(file=file, index=index, data=root,

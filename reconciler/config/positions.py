@@ -4,14 +4,19 @@ Every key, value and list item of a config repo carries its line and column
 so that any later stage can point at it. Kept as a dict of ``(line, col)``
 tuples per mapping, that was two dicts and two tuples per key: about 3.4 KB
 of each 6 KB resource, and most of the 2.1 GB that validating 180,000
-resources took. Here a container keeps one ``array('Q')`` instead: its own
-start, then the marks of its entries in insertion order, each line and
-column packed into one 64-bit word (8 bytes a mark, no objects). Looking a
-mark up walks the keys, which only happens when a diagnostic is written.
+resources took. Here a container keeps one run of 64-bit words instead:
+its own start, then the marks of its entries in insertion order, each line
+and column packed into one word (8 bytes a mark, no objects). The loader
+appends to an ``array('Q')`` and, once the container is complete, seals it
+into ``bytes`` of exactly that size (an array carries twice the header and
+spare room for growth: ~60 bytes a container, ~60 MB for 180,000 resources).
+Looking a mark up walks the keys, which only happens when a diagnostic is
+written; changing a sealed container turns its marks back into an array.
 """
 
 from __future__ import annotations
 
+import sys
 from array import array
 from typing import Any
 
@@ -30,6 +35,27 @@ def unpack(packed: int) -> Mark:
     return (packed >> _COL_BITS, packed & _COL_MASK)
 
 
+Marks = array | bytes  # open while the loader fills it, sealed afterwards
+
+
+def _word(marks: Marks, i: int) -> int:
+    if marks.__class__ is array:
+        return int(marks[i])
+    return int.from_bytes(marks[8 * i:8 * i + 8], sys.byteorder)
+
+
+def _count(marks: Marks) -> int:
+    return len(marks) if marks.__class__ is array else len(marks) // 8
+
+
+def _opened(marks: Marks) -> array:
+    if marks.__class__ is array:
+        return marks  # type: ignore[return-value]
+    words = array("Q")
+    words.frombytes(marks)
+    return words
+
+
 class PosDict(dict[Any, Any]):
     """A mapping that knows the position of its own start, each key and each value.
 
@@ -43,15 +69,22 @@ class PosDict(dict[Any, Any]):
 
     def __init__(self, start: int = 0) -> None:
         super().__init__()
-        self.marks = array("Q", (start,))
+        self.marks: Marks = array("Q", (start,))
 
     @property
     def mark(self) -> Mark:
-        return unpack(self.marks[0])
+        return unpack(_word(self.marks, 0))
+
+    def seal(self) -> int:
+        """Store the marks in exactly the room they need; returns the packed start."""
+        marks = self.marks
+        if marks.__class__ is array:
+            self.marks = marks.tobytes()  # type: ignore[union-attr]
+        return _word(marks, 0)
 
     def put(self, key: Any, value: Any, key_mark: int, value_mark: int) -> None:
         """Add or (a duplicate key) overwrite an entry together with its marks."""
-        marks = self.marks
+        marks = self.marks = _opened(self.marks)
         if key in self:
             i = self._slot(key)
             dict.__setitem__(self, key, value)
@@ -67,32 +100,35 @@ class PosDict(dict[Any, Any]):
         for i, existing in enumerate(self):
             if existing == key:
                 slot = 1 + 2 * i
-                return slot if slot + 1 < len(self.marks) else None
+                return slot if slot + 1 < _count(self.marks) else None
         return None
 
     def key_mark(self, key: Any) -> Mark | None:
         slot = self._slot(key)
-        return None if slot is None else unpack(self.marks[slot])
+        return None if slot is None else unpack(_word(self.marks, slot))
 
     def value_mark(self, key: Any) -> Mark | None:
         slot = self._slot(key)
-        return None if slot is None else unpack(self.marks[slot + 1])
+        return None if slot is None else unpack(_word(self.marks, slot + 1))
 
     @property
     def key_marks(self) -> dict[Any, Mark]:
         """Every key's mark (built on demand; for tests and diagnostics)."""
-        return {k: unpack(self.marks[1 + 2 * i]) for i, k in enumerate(self)
-                if 2 + 2 * i < len(self.marks)}
+        count = _count(self.marks)
+        return {k: unpack(_word(self.marks, 1 + 2 * i)) for i, k in enumerate(self)
+                if 2 + 2 * i < count}
 
     @property
     def value_marks(self) -> dict[Any, Mark]:
-        return {k: unpack(self.marks[2 + 2 * i]) for i, k in enumerate(self)
-                if 2 + 2 * i < len(self.marks)}
+        count = _count(self.marks)
+        return {k: unpack(_word(self.marks, 2 + 2 * i)) for i, k in enumerate(self)
+                if 2 + 2 * i < count}
 
     def rename_key(self, old: Any, new: Any) -> None:
         """Move the entry ``old`` to the end under the name ``new``, marks included."""
         slot = self._slot(old)
-        marks = (self.marks[slot], self.marks[slot + 1]) if slot is not None else None
+        marks = (None if slot is None
+                 else (_word(self.marks, slot), _word(self.marks, slot + 1)))
         value = self.pop(old)
         if marks is None:
             self[new] = value
@@ -103,7 +139,8 @@ class PosDict(dict[Any, Any]):
     def _forget(self, key: Any) -> None:
         slot = self._slot(key)
         if slot is not None:
-            del self.marks[slot:slot + 2]
+            marks = self.marks = _opened(self.marks)
+            del marks[slot:slot + 2]
 
     def pop(self, key: Any, *default: Any) -> Any:
         if key in self:
@@ -120,7 +157,7 @@ class PosDict(dict[Any, Any]):
 
     def clear(self) -> None:
         dict.clear(self)
-        del self.marks[1:]
+        self.marks = array("Q", (_word(self.marks, 0),))
 
 
 class PosList(list[Any]):
@@ -130,19 +167,29 @@ class PosList(list[Any]):
 
     def __init__(self, start: int = 0) -> None:
         super().__init__()
-        self.marks = array("Q", (start,))
+        self.marks: Marks = array("Q", (start,))
 
     @property
     def mark(self) -> Mark:
-        return unpack(self.marks[0])
+        return unpack(_word(self.marks, 0))
+
+    def seal(self) -> int:
+        """Store the marks in exactly the room they need; returns the packed start."""
+        marks = self.marks
+        if marks.__class__ is array:
+            self.marks = marks.tobytes()  # type: ignore[union-attr]
+        return _word(marks, 0)
 
     def add(self, value: Any, mark: int) -> None:
         self.append(value)
-        self.marks.append(mark)
+        marks = self.marks = _opened(self.marks)
+        marks.append(mark)
 
     def item_mark(self, index: int) -> Mark | None:
-        return unpack(self.marks[index + 1]) if 0 <= index < len(self.marks) - 1 else None
+        if 0 <= index < _count(self.marks) - 1:
+            return unpack(_word(self.marks, index + 1))
+        return None
 
     @property
     def item_marks(self) -> list[Mark]:
-        return [unpack(m) for m in self.marks[1:]]
+        return [unpack(_word(self.marks, i)) for i in range(1, _count(self.marks))]
