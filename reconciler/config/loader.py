@@ -148,6 +148,7 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         intern = sys.intern
         strings = self.strings
         share = len(strings) < _SHARED_STRINGS
+        in_file: dict[str, str] = {}  # once the shared table is full: repeats within the file
         root: Any = None
         root_mark = pack(1, 1)
         index = 0
@@ -170,10 +171,13 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                 if tag == _STR_TAG:
                     # values repeat across resources (apiVersion, kinds, protocols, hosts):
                     # one copy each, up to a bound so unique values do not grow the table
-                    value = strings.get(raw, raw)
-                    if share and value is raw:
-                        strings[raw] = raw
-                        share = len(strings) < _SHARED_STRINGS
+                    value = strings.get(raw)
+                    if value is None:
+                        if share:
+                            value = strings[raw] = raw
+                            share = len(strings) < _SHARED_STRINGS
+                        else:
+                            value = in_file.setdefault(raw, raw)
                 else:
                     construct = constructors.get(tag)  # none for `<<` and `=`
                     if construct is None:
@@ -200,8 +204,10 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                 mark = value.seal()
             elif kind is yaml.DocumentEndEvent:
                 if root is not None:
-                    documents.append(Document(file=file, index=index, data=root,
-                                              start=unpack(root_mark)))
+                    # a container knows its own start: no tuple per document for it
+                    start = (_NO_START if root.__class__ in _CONTAINERS
+                             else unpack(root_mark))
+                    documents.append(Document(file=file, index=index, data=root, start=start))
                 root = None
                 index += 1
                 continue
@@ -247,6 +253,8 @@ class _NeedsNodes(Exception):
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_CONTAINERS = (PosDict, PosList)
+_NO_START: Mark = (1, 1)
 # The largest int whose decimal form Python will still print (its int_max_str_digits)
 _MAX_INT_BITS = int(sys.get_int_max_str_digits() * 3.32)
 _KEY_TYPES = (str, int, float, bool, type(None))
