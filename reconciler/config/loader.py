@@ -33,6 +33,7 @@ from reconciler.config.limits import (
 )
 from reconciler.config.positions import Mark, PosDict, PosList, pack, unpack
 from reconciler.config.yaml_errors import (
+    MAX_INT_DIGITS,
     SCALAR_ERRORS,
     decode_file,
     unreadable_value,
@@ -256,7 +257,7 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _CONTAINERS = (PosDict, PosList)
 _NO_START: Mark = (1, 1)
 # The largest int whose decimal form Python will still print (its int_max_str_digits)
-_MAX_INT_BITS = int(sys.get_int_max_str_digits() * 3.32)
+_MAX_INT_BITS = int(MAX_INT_DIGITS * 3.32)
 _KEY_TYPES = (str, int, float, bool, type(None))
 # Plain scalar -> resolved tag. Keys and enum-like values repeat across a repo,
 # and resolving runs a regex per candidate type; the size bound keeps unique

@@ -17,6 +17,8 @@ from reconciler.config.limits import LimitExceeded
 # What PyYAML's scalar constructors raise on values their tag cannot hold:
 # int('9' * 5000) (Python's digit limit), 2001-02-30, `!!bool maybe`, `!!timestamp x`.
 SCALAR_ERRORS = (ValueError, KeyError, AttributeError, TypeError, OverflowError)
+# Python's int_max_str_digits (0 when someone lifted it: keep the default then)
+MAX_INT_DIGITS = sys.get_int_max_str_digits() or 4300
 
 
 class UnreadableValue(yaml.constructor.ConstructorError):
@@ -28,7 +30,7 @@ def unreadable_value(node: yaml.Node, exc: Exception) -> UnreadableValue:
     tag = node.tag.rsplit(":", 1)[-1]
     raw = str(node.value)
     if isinstance(exc, ValueError) and "digits" in str(exc):
-        problem = f"this number has more than {sys.get_int_max_str_digits()} digits"
+        problem = f"this number has more than {MAX_INT_DIGITS} digits"
     elif not isinstance(node, yaml.ScalarNode):
         shape = "a mapping" if isinstance(node, yaml.MappingNode) else "a list"
         problem = f"{shape} cannot be read as {tag}"
