@@ -96,7 +96,7 @@ def _envelope_ok(doc: Document, diags: Diagnostics) -> bool:
 
 
 def _not_text(doc: Document, field: str, value: object, example: str) -> Diagnostic:
-    code = "api-version" if field == "apiVersion" else "kind-missing"
+    code = "api-version" if field == "apiVersion" else "unknown-kind"
     return diagnostic_at(doc, (field,), code, f"`{field}` must be text, got {show_value(value)}",
                          hint=f"e.g. {example}")
 
