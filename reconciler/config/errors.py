@@ -47,7 +47,8 @@ def _clean_loc(data: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     return tuple(out)
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A value as the user wrote it, short, or its shape (a mapping, a list)."""
     if isinstance(value, str):
         return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
     if isinstance(value, dict):
@@ -97,7 +98,7 @@ def _message(err: ErrorDetails, sensitive: bool) -> tuple[str, str]:
     kind = err["type"]
     ctx = err.get("ctx", {}) or {}
     value = err.get("input")
-    shown = "this value" if sensitive else _show(value)
+    shown = "this value" if sensitive else show_value(value)
     if kind == "missing":
         return "required field is missing", ""
     if kind == "literal_secret":
@@ -137,7 +138,7 @@ def _message(err: ErrorDetails, sensitive: bool) -> tuple[str, str]:
         return f"{shown} is not one of {expected}", _close_choice(value, expected)
     if kind in ("union_tag_invalid",):
         # the input is the whole mapping; the tag is the value that is wrong
-        return (f"{_show(ctx.get('tag'))} is not a known type; expected one of "
+        return (f"{show_value(ctx.get('tag'))} is not a known type; expected one of "
                 f"{ctx.get('expected_tags')}",
                 _close_choice(ctx.get("tag"), str(ctx.get("expected_tags", ""))))
     if kind == "union_tag_not_found":

@@ -15,6 +15,7 @@ Booleans follow YAML 1.2 (only ``true``/``false``), so ``country: NO`` or
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,37 +24,30 @@ from typing import Any
 import yaml
 
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
+from reconciler.config.limits import (
+    MAX_DEPTH,
+    AliasBudget,
+    LimitExceeded,
+    first_too_deep,
+    too_deep,
+)
+from reconciler.config.positions import Mark, PosDict, PosList, pack, unpack
+from reconciler.config.yaml_errors import (
+    MAX_INT_DIGITS,
+    SCALAR_ERRORS,
+    decode_file,
+    unreadable_value,
+    yaml_error_diagnostic,
+)
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
-Mark = tuple[int, int]  # 1-based line, column
-
-
-class PosDict(dict[Any, Any]):
-    """A mapping that knows the position of its own start, each key and each value."""
-
-    __slots__ = ("key_marks", "mark", "value_marks")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mark: Mark = (0, 0)
-        self.key_marks: dict[Any, Mark] = {}
-        self.value_marks: dict[Any, Mark] = {}
-
-
-class PosList(list[Any]):
-    """A sequence that knows the position of its start and of each item."""
-
-    __slots__ = ("item_marks", "mark")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mark: Mark = (0, 0)
-        self.item_marks: list[Mark] = []
-
-
 def _mark(node: yaml.Node) -> Mark:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _packed(node: yaml.Node) -> int:
+    return pack(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
 class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
@@ -64,9 +58,25 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         for first, resolvers in yaml.CSafeLoader.yaml_implicit_resolvers.items()
     }
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, strings: dict[str, str] | None = None) -> None:
         super().__init__(stream)
         self.duplicate_keys: list[tuple[str, Mark, Mark]] = []
+        self.aliases = AliasBudget()
+        self.strings = {} if strings is None else strings
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except SCALAR_ERRORS as exc:
+            raise unreadable_value(node, exc) from None
+
+    def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
+        value: int = self.construct_yaml_int(node)
+        if value.bit_length() > _MAX_INT_BITS:
+            # 0x/0b forms get past Python's digit limit on reading, then break every
+            # str() of the value: error messages, canonical JSON
+            raise ValueError("digits")
+        return value
 
     def construct_pos_mapping(self, node: yaml.MappingNode) -> PosDict:
         explicit = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
@@ -74,8 +84,7 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         # flatten_mapping puts the pairs merged in with `<<` first; keys written after them
         # override them (that is what merge keys are for), so only explicit repeats count
         merged = len(node.value) - explicit
-        result = PosDict()
-        result.mark = _mark(node)
+        result = PosDict(_packed(node))
         written: set[Any] = set()
         for i, (key_node, value_node) in enumerate(node.value):
             key = self.construct_object(key_node, deep=True)
@@ -86,28 +95,39 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                     "found an unhashable or complex key",
                     key_node.start_mark,
                 )
+            if isinstance(key, str):
+                key = sys.intern(key)  # the same few keys in every resource
             if i >= merged:
                 if key in written:
-                    self.duplicate_keys.append((str(key), result.key_marks[key], _mark(key_node)))
+                    first = result.key_mark(key) or (0, 0)
+                    self.duplicate_keys.append((str(key), first, _mark(key_node)))
                 written.add(key)
-            result[key] = self.construct_object(value_node, deep=True)
-            result.key_marks[key] = _mark(key_node)
-            result.value_marks[key] = _mark(value_node)
+            result.put(key, self.construct_object(value_node, deep=True), _packed(key_node),
+                       _packed(value_node))
+        result.seal()
         return result
 
     def construct_pos_sequence(self, node: yaml.SequenceNode) -> PosList:
-        result = PosList()
-        result.mark = _mark(node)
+        result = PosList(_packed(node))
         for child in node.value:
-            result.append(self.construct_object(child, deep=True))
-            result.item_marks.append(_mark(child))
+            result.add(self.construct_object(child, deep=True), _packed(child))
+        result.seal()
         return result
 
-    def read_nodes(self, file: str, documents: list[Document]) -> None:
-        """Append every document of the stream, composing nodes first (any YAML)."""
+    def read_nodes(self, file: str, documents: list[Document],
+                   too_deep_at: tuple[int, yaml.Mark] | None = None) -> None:
+        """Append every document of the stream, composing nodes first (any YAML).
+
+        ``too_deep_at`` is the first document nested past the limit and where
+        (see :func:`~reconciler.config.limits.first_too_deep`): the composer
+        recurses in C, so that document must never reach it.
+        """
         index = 0
         while self.check_node():
+            if too_deep_at is not None and index == too_deep_at[0]:
+                raise too_deep(too_deep_at[1])
             node = self.get_node()
+            self.aliases.check(node)
             data = self.construct_document(node)
             if data is not None:
                 documents.append(Document(file=file, index=index, data=data, start=_mark(node)))
@@ -125,18 +145,22 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         constructors = self.yaml_constructors
         tags = _TAG_CACHE
         stack: list[Any] = []  # open PosDict/PosList
-        keys: list[tuple[Any, Mark] | None] = []  # per open container: a key awaiting its value
+        keys: list[tuple[Any, int] | None] = []  # per open container: a key awaiting its value
+        intern = sys.intern
+        strings = self.strings
+        share = len(strings) < _SHARED_STRINGS
+        in_file: dict[str, str] = {}  # once the shared table is full: repeats within the file
         root: Any = None
-        root_mark: Mark = (1, 1)
+        root_mark = pack(1, 1)
         index = 0
         while True:
             event = self.get_event()
             kind = event.__class__
             if kind is yaml.ScalarEvent:
                 if event.anchor is not None or event.tag is not None:
-                    raise _NeedsNodes
+                    raise _NeedsNodes(len(stack), index)
                 start = event.start_mark
-                mark = (start.line + 1, start.column + 1)
+                mark = (start.line + 1) << 32 | (start.column + 1)  # positions.pack, inlined
                 raw = event.value
                 tag = _STR_TAG
                 if event.implicit[0]:  # plain scalar: resolve 12 / true / null / ...
@@ -146,37 +170,52 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                         if len(tags) < _TAG_CACHE_SIZE:
                             tags[raw] = tag
                 if tag == _STR_TAG:
-                    value = raw
+                    # values repeat across resources (apiVersion, kinds, protocols, hosts):
+                    # one copy each, up to a bound so unique values do not grow the table
+                    value = strings.get(raw)
+                    if value is None:
+                        if share:
+                            value = strings[raw] = raw
+                            share = len(strings) < _SHARED_STRINGS
+                        else:
+                            value = in_file.setdefault(raw, raw)
                 else:
                     construct = constructors.get(tag)  # none for `<<` and `=`
                     if construct is None:
-                        raise _NeedsNodes
-                    value = construct(self, yaml.ScalarNode(tag, raw, start, event.end_mark,
-                                                            event.style))
+                        raise _NeedsNodes(len(stack), index)
+                    node = yaml.ScalarNode(tag, raw, start, event.end_mark, event.style)
+                    try:
+                        value = construct(self, node)
+                    except SCALAR_ERRORS as exc:
+                        raise unreadable_value(node, exc) from None
             elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
                 if event.anchor is not None or event.tag is not None:
-                    raise _NeedsNodes
+                    raise _NeedsNodes(len(stack) + 1, index)
                 start = event.start_mark
-                container = PosDict() if kind is yaml.MappingStartEvent else PosList()
-                container.mark = (start.line + 1, start.column + 1)
+                if len(stack) >= MAX_DEPTH:
+                    raise too_deep(start)
+                at = (start.line + 1) << 32 | (start.column + 1)
+                container = PosDict(at) if kind is yaml.MappingStartEvent else PosList(at)
                 stack.append(container)
                 keys.append(None)
                 continue
             elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
                 value = stack.pop()
                 keys.pop()
-                mark = value.mark
+                mark = value.seal()
             elif kind is yaml.DocumentEndEvent:
                 if root is not None:
-                    documents.append(Document(file=file, index=index, data=root,
-                                              start=root_mark))
+                    # a container knows its own start: no tuple per document for it
+                    start = (_NO_START if root.__class__ in _CONTAINERS
+                             else unpack(root_mark))
+                    documents.append(Document(file=file, index=index, data=root, start=start))
                 root = None
                 index += 1
                 continue
             elif kind is yaml.StreamEndEvent:
                 return
             elif kind is yaml.AliasEvent:
-                raise _NeedsNodes
+                raise _NeedsNodes(len(stack), index)
             else:  # stream and document start
                 continue
             if not stack:
@@ -184,39 +223,54 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                 continue
             parent = stack[-1]
             if parent.__class__ is PosList:
-                parent.append(value)
-                parent.item_marks.append(mark)
+                parent.add(value, mark)
                 continue
             pending = keys[-1]
             if pending is None:
                 if kind is not yaml.ScalarEvent or not isinstance(value, _KEY_TYPES):
-                    raise _NeedsNodes  # read_nodes reports the complex key
-                keys[-1] = (value, mark)
+                    raise _NeedsNodes(len(stack), index)  # read_nodes reports the complex key
+                # the same few keys recur in every resource: keep one copy of each
+                keys[-1] = (intern(value) if value.__class__ is str else value, mark)
                 continue
             key, key_mark = pending
             if key in parent:
-                self.duplicate_keys.append((str(key), parent.key_marks[key], key_mark))
-            parent[key] = value
-            parent.key_marks[key] = key_mark
-            parent.value_marks[key] = mark
+                first = parent.key_mark(key) or (0, 0)
+                self.duplicate_keys.append((str(key), first, unpack(key_mark)))
+            parent.put(key, value, key_mark, mark)
             keys[-1] = None
 
 
 class _NeedsNodes(Exception):
-    """The stream uses a YAML feature that only the node-based reader handles."""
+    """The stream uses a YAML feature that only the node-based reader handles.
+
+    Carries how deep the nesting was and which document was being read, so the
+    rest of the stream can be checked for depth before any node is composed.
+    """
+
+    def __init__(self, depth: int, index: int) -> None:
+        super().__init__()
+        self.depth = depth
+        self.index = index
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_CONTAINERS = (PosDict, PosList)
+_NO_START: Mark = (1, 1)
+# The largest int whose decimal form Python will still print (its int_max_str_digits)
+_MAX_INT_BITS = int(MAX_INT_DIGITS * 3.32)
 _KEY_TYPES = (str, int, float, bool, type(None))
 # Plain scalar -> resolved tag. Keys and enum-like values repeat across a repo,
 # and resolving runs a regex per candidate type; the size bound keeps unique
 # values (emails, hosts) from growing it without limit.
 _TAG_CACHE: dict[str, str] = {}
 _TAG_CACHE_SIZE = 8192
+# String values shared across the files of one load_tree (see read_events)
+_SHARED_STRINGS = 16384
 
 
 _BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _PositionalLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL_RE, list("tTfF"))
+_PositionalLoader.add_constructor("tag:yaml.org,2002:int", _PositionalLoader.construct_bounded_int)
 _PositionalLoader.add_constructor("tag:yaml.org,2002:map", _PositionalLoader.construct_pos_mapping)
 _PositionalLoader.add_constructor("tag:yaml.org,2002:seq", _PositionalLoader.construct_pos_sequence)
 
@@ -248,11 +302,11 @@ def locate(data: Any, path: Sequence[str | int], *, key: bool = False) -> Mark:
     for i, step in enumerate(path):
         last = i == len(path) - 1
         if isinstance(node, PosDict) and step in node:
-            marks = node.key_marks if (key and last) else node.value_marks
-            best = marks.get(step, best)
+            found = node.key_mark(step) if (key and last) else node.value_mark(step)
+            best = found or best
             node = node[step]
         elif isinstance(node, PosList) and isinstance(step, int) and 0 <= step < len(node):
-            best = node.item_marks[step]
+            best = node.item_mark(step) or best
             node = node[step]
         else:
             break
@@ -294,42 +348,27 @@ def _display_name(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def load_text(text: str, file: str, diagnostics: Diagnostics) -> list[Document]:
+def load_text(text: str, file: str, diagnostics: Diagnostics,
+              strings: dict[str, str] | None = None) -> list[Document]:
     """Parse every document of one file; syntax errors become diagnostics.
 
     Documents before a syntax error are kept so their own problems are still
-    reported in the same run.
+    reported in the same run. ``strings`` is a table of string values shared
+    with other files of the same load, so each repeated value is stored once.
     """
-    loader = _PositionalLoader(text)
+    loader = _PositionalLoader(text, strings)
     documents: list[Document] = []
     try:
         try:
             loader.read_events(file, documents)
-        except _NeedsNodes:
+        except _NeedsNodes as need:
+            too_deep_at = first_too_deep(loader, need.depth, need.index)
             loader.dispose()
-            loader = _PositionalLoader(text)
+            loader = _PositionalLoader(text, strings)
             documents.clear()
-            loader.read_nodes(file, documents)
-    except yaml.MarkedYAMLError as exc:
-        diagnostics.add(_syntax_diagnostic(exc, text, file))
-    except yaml.reader.ReaderError as exc:  # control characters and the like
-        line = text.count("\n", 0, exc.position) + 1
-        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        char = exc.character if isinstance(exc.character, int) else ord(exc.character or "?")
-        diagnostics.add(
-            Diagnostic(
-                code="yaml-syntax",
-                file=file,
-                line=line,
-                col=col,
-                message=f"cannot read YAML: character #x{char:04X} is not allowed ({exc.reason})",
-                hint="remove the character or write it as an escape inside double quotes",
-            )
-        )
-    except yaml.YAMLError as exc:
-        diagnostics.add(
-            Diagnostic(code="yaml-syntax", file=file, message=f"cannot read YAML: {exc}")
-        )
+            loader.read_nodes(file, documents, too_deep_at)
+    except (LimitExceeded, yaml.YAMLError) as exc:
+        diagnostics.add(yaml_error_diagnostic(exc, text, file))
     finally:
         loader.dispose()
     for name, first, again in loader.duplicate_keys:
@@ -346,57 +385,6 @@ def load_text(text: str, file: str, diagnostics: Diagnostics) -> list[Document]:
     return documents
 
 
-def _syntax_diagnostic(exc: yaml.MarkedYAMLError, text: str, file: str) -> Diagnostic:
-    """Plain words for a libyaml error, at the position where the fix goes."""
-    mark = exc.problem_mark or exc.context_mark
-    problem = exc.problem or exc.context or "invalid YAML"
-    context, start = exc.context, exc.context_mark
-    if mark is not None and _tab_before(text, mark.line, mark.column):
-        # libyaml's "found character that cannot start any token" does not name the tab
-        return Diagnostic(code="yaml-syntax", file=file, line=mark.line + 1, col=mark.column + 1,
-                          message="YAML syntax error: tab character in indentation",
-                          hint="indent with spaces, not tabs")
-    if context == "while scanning a quoted scalar" and start is not None:
-        # the end of the file is where it was noticed; the opening quote is what to fix
-        return Diagnostic(code="yaml-syntax", file=file, line=start.line + 1,
-                          col=start.column + 1,
-                          message="YAML syntax error: this quoted value is never closed",
-                          hint="add the matching closing quote")
-    message = f"YAML syntax error: {problem}"
-    if context and start is not None and mark is not None and (start.line, start.column) != (
-        mark.line, mark.column
-    ):
-        message += f" ({context} that starts at line {start.line + 1}, column {start.column + 1})"
-    line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-    return Diagnostic(code="yaml-syntax", file=file, line=line, col=col, message=message,
-                      hint=_syntax_hint(f"{problem} {context or ''}"))
-
-
-def _tab_before(text: str, line: int, column: int) -> bool:
-    """True when a tab sits in the indentation of ``line`` up to ``column`` (0-based)."""
-    lines = text.splitlines()
-    if not 0 <= line < len(lines):
-        return False
-    head = lines[line][: column + 1]
-    return "\t" in head and not head.lstrip(" \t")[:-1]
-
-
-def _syntax_hint(problem: str) -> str:
-    if "tab" in problem:
-        return "indent with spaces, not tabs"
-    if "flow sequence" in problem:
-        return "close the '[' with ']' and separate the items with ','"
-    if "flow mapping" in problem:
-        return "close the '{' with '}' and separate the entries with ','"
-    if "expected key" in problem or ("block mapping" in problem and "<block end>" in problem):
-        return "the keys of one mapping must start in the same column"
-    if "mapping values are not allowed" in problem:
-        return "quote the value if it contains ': ', or fix the indentation"
-    if "could not find expected ':'" in problem:
-        return "each line of a mapping needs 'key: value'"
-    return "check indentation, quotes and brackets around this position"
-
-
 def load_tree(root: Path, diagnostics: Diagnostics) -> list[Document]:
     """Load every ``*.yaml``/``*.yml`` below ``root`` (or the single file ``root``)."""
     if not root.exists():
@@ -410,11 +398,12 @@ def load_tree(root: Path, diagnostics: Diagnostics) -> list[Document]:
         )
         return []
     documents: list[Document] = []
+    strings: dict[str, str] = {}
     for path in iter_config_files(root):
         name = _display_name(path, root)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            data = path.read_bytes()
+        except OSError as exc:
             diagnostics.add(
                 Diagnostic(
                     code="file-unreadable",
@@ -424,5 +413,10 @@ def load_tree(root: Path, diagnostics: Diagnostics) -> list[Document]:
                 )
             )
             continue
-        documents.extend(load_text(text, name, diagnostics))
+        text = decode_file(data, name)
+        del data
+        if isinstance(text, Diagnostic):
+            diagnostics.add(text)
+            continue
+        documents.extend(load_text(text, name, diagnostics, strings))
     return documents

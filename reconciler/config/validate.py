@@ -16,7 +16,7 @@ from reconciler.config.checks import check_semantics
 from reconciler.config.derive import derive_all
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
-from reconciler.config.errors import diagnostics_from
+from reconciler.config.errors import diagnostics_from, show_value
 from reconciler.config.loaded import LoadedResource
 from reconciler.config.loader import Document, diagnostic_at, load_tree, locate
 from reconciler.config.models import API_VERSION, KINDS
@@ -33,11 +33,24 @@ POLICY_KINDS = frozenset({"Policy", "PolicyException"})
 class ValidationResult:
     diagnostics: Diagnostics
     resources: list[LoadedResource] = field(default_factory=list)
-    desired: DesiredState | None = None  # None when there were errors
+    _desired: DesiredState | None = field(default=None, init=False, repr=False)
 
     @property
     def ok(self) -> bool:
         return not self.diagnostics.has_errors
+
+    @property
+    def desired(self) -> DesiredState | None:
+        """The canonical desired state; None when there were errors.
+
+        Built on first use: `validate` never needs it, and for a large repo it
+        is the last ~1 KB a resource on top of everything else still held
+        (~180 MB of the peak for 180,000 resources).
+        """
+        if self._desired is None and self.ok:
+            with gc_paused():
+                self._desired = DesiredState.of(canonical(r) for r in self.resources)
+        return self._desired
 
     def derivations(self) -> dict[ResourceKey, set[str]]:
         """Dotted paths of derived values per resource, for marking them in plans."""
@@ -53,9 +66,12 @@ def _envelope_ok(doc: Document, diags: Diagnostics) -> bool:
                              "kind, metadata and spec"))
         return False
     kind = data.get("kind")
-    if not isinstance(kind, str):
+    if kind is None:
         diags.add(diagnostic_at(doc, (), "kind-missing", "`kind` is missing",
                                 hint="e.g. kind: OutgoingServer"))
+        return False
+    if not isinstance(kind, str):
+        diags.add(_not_text(doc, "kind", kind, "kind: OutgoingServer"))
         return False
     if kind not in KINDS and kind not in POLICY_KINDS:
         close = difflib.get_close_matches(kind, [*KINDS, *POLICY_KINDS], n=1)
@@ -68,6 +84,9 @@ def _envelope_ok(doc: Document, diags: Diagnostics) -> bool:
         diags.add(diagnostic_at(doc, (), "api-version", "`apiVersion` is missing",
                       hint=f"e.g. apiVersion: {API_VERSION}"))
         return False
+    if not isinstance(version, str):  # a mapping or list would not even hash below
+        diags.add(_not_text(doc, "apiVersion", version, f"apiVersion: {API_VERSION}"))
+        return False
     if version != API_VERSION and version not in CONVERSIONS:
         known = ", ".join(CONVERSIONS)
         diags.add(diagnostic_at(doc, ("apiVersion",), "api-version",
@@ -75,6 +94,12 @@ def _envelope_ok(doc: Document, diags: Diagnostics) -> bool:
                       hint=f"use {API_VERSION} (older versions still read: {known})"))
         return False
     return True
+
+
+def _not_text(doc: Document, field: str, value: object, example: str) -> Diagnostic:
+    code = "api-version" if field == "apiVersion" else "unknown-kind"
+    return diagnostic_at(doc, (field,), code, f"`{field}` must be text, got {show_value(value)}",
+                         hint=f"e.g. {example}")
 
 
 def parse_documents(
@@ -141,10 +166,7 @@ def validate_documents(
     policies = policy_engine.parse_policies(
         [*policy_engine.shipped_documents(diags), *policy_docs], diags)
     diags.extend(policy_engine.evaluate(policies, resources, today=today or date.today()))
-    result = ValidationResult(diags, resources)
-    if not diags.has_errors:
-        result.desired = DesiredState.of(canonical(r) for r in resources)
-    return result
+    return ValidationResult(diags, resources)
 
 
 @gc_paused()

@@ -22,12 +22,11 @@ V1ALPHA1 = f"{API_GROUP}/v1alpha1"
 
 def _rename(mapping: MutableMapping[str, Any], old: str, new: str) -> None:
     """Rename a key in place, keeping its position marks when the mapping has them."""
-    value = mapping.pop(old)
-    mapping[new] = value
-    for marks in ("key_marks", "value_marks"):
-        table = getattr(mapping, marks, None)
-        if table is not None and old in table:
-            table[new] = table.pop(old)
+    rename = getattr(mapping, "rename_key", None)  # PosDict moves the marks along
+    if rename is not None:
+        rename(old, new)
+        return
+    mapping[new] = mapping.pop(old)
 
 
 def _v1alpha1_to_v1(doc: MutableMapping[str, Any]) -> list[str]:

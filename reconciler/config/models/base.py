@@ -17,6 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -152,15 +153,23 @@ def delimiter_type(name: str, allowed: str, max_len: int) -> Any:
     return Annotated[str, AfterValidator(check)]
 
 
+def _strip(value: Any) -> Any:
+    # str.strip returns the very same object when there is nothing to strip, so the
+    # model shares the loaded string; StringConstraints(strip_whitespace) always
+    # copies it (~240 bytes a resource, 43 MB of validating 180,000 resources)
+    return value.strip() if isinstance(value, str) else value
+
+
+# Outermost (last) in each Annotated, so it runs before the str check and the rest
+Strip = BeforeValidator(_strip)
+
 ResourceName = Annotated[str, AfterValidator(_check_name)]
-Hostname = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_check_host)]
+Hostname = Annotated[str, AfterValidator(_check_host), Strip]
 HttpUrl = Annotated[str, AfterValidator(_check_url)]
-Email = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_check_email)]
-Domain = Annotated[
-    str, StringConstraints(strip_whitespace=True, to_lower=True), AfterValidator(_check_domain)
-]
+Email = Annotated[str, AfterValidator(_check_email), Strip]
+Domain = Annotated[str, StringConstraints(to_lower=True), AfterValidator(_check_domain), Strip]
 Port = Annotated[int, Field(ge=1, le=65535)]
-NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+NonEmptyStr = Annotated[str, StringConstraints(min_length=1), Strip]
 
 
 class Model(BaseModel):
