@@ -9,6 +9,16 @@ Decisions:
 - Fast path: a notification without attachments whose header text and bodies
   are plain ASCII is written directly as bytes (``_plain_message``), in the
   form the ``EmailMessage`` path gives; anything else takes that path.
+- Header safety (SPEC S1): intake refuses values that could break a header
+  line; compose checks again what it writes. The ``EmailMessage`` is written
+  here, once, with :data:`~reconciler.dispatch.header_guard.GUARDED_SMTP`,
+  which refuses any header that would not be one line (a raw CR/LF, a control
+  byte) and folds one over 998 bytes as encoded-words; a refusal is a
+  ``HeaderInjectionError`` (a ValueError), so the worker fails the message for
+  good instead of sending it. The fast path writes only printable ASCII and
+  leaves anything longer than 998 bytes to the ``EmailMessage`` path. Extra
+  header names are checked again here, so a notification that skipped intake
+  cannot smuggle in a name with a colon or a header compose writes itself.
 - Bcc recipients go into the envelope only, never into a header.
 - The Message-ID uses the sender's domain. With an idempotency key it is
   derived from (namespace, key), so a retry after an ambiguous timeout
@@ -30,7 +40,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime
 from functools import lru_cache
 
@@ -46,6 +55,8 @@ from reconciler.dispatch.envelope import (
     validate_address,
 )
 from reconciler.dispatch.filters import FilterResult
+from reconciler.dispatch.header_guard import GUARDED_SMTP, HARD_LINE
+from reconciler.dispatch.header_text import check_header_name
 
 MIB = 1024 * 1024
 
@@ -117,6 +128,8 @@ def compose(
     domain = sender.rsplit("@", 1)[1]
     now = now or datetime.now(UTC)
     message_id = message_id or message_id_for(notification, domain)
+    for name in notification.headers:
+        check_header_name(name)
 
     if not notification.attachments:
         raw = _plain_message(notification, recipients, sender, sender_name, reply_to, now,
@@ -133,7 +146,7 @@ def compose(
                 message_id=message_id,
             )
 
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=GUARDED_SMTP)
     msg["From"] = Address(display_name=sender_name or "", addr_spec=sender)
     if reply_to:
         msg["Reply-To"] = Address(addr_spec=reply_to)
@@ -154,6 +167,7 @@ def compose(
         maintype, subtype = item.content_type.split("/", 1)
         msg.add_attachment(item.data, maintype=maintype, subtype=subtype, filename=item.name)
 
+    wire = msg.as_bytes(policy=GUARDED_SMTP)  # raises rather than write an unsafe header
     return Envelope(
         mail_from=sender,
         sender_name=sender_name,
@@ -164,6 +178,7 @@ def compose(
         content=msg,
         message_id=message_id,
         dropped_attachments=tuple(dropped),
+        wire=wire,
     )
 
 
@@ -203,7 +218,7 @@ _ATOM_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+$")  # atext and sp
 _SIMPLE_ADDR = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+$")
 _PRINTABLE = re.compile(r"^[ -~]+$")
 MAX_LINE = 78  # RFC 5322 "SHOULD"; folding keeps header lines to this where it can
-HARD_LINE = 998  # RFC 5322 "MUST": a longer header line sends the message the slow way
+# HARD_LINE (998, RFC 5322 "MUST"): a longer header line sends the message the slow way
 
 
 def _plain_text(value: str) -> bool:

@@ -8,7 +8,9 @@ for line breaks here: a CR or LF in a subject, display name or address would
 let the submitter add headers of their own (header injection).
 
 :class:`Envelope` is what :mod:`reconciler.dispatch.compose` produces from a
-notification for one server, after routing and filtering.
+notification for one server, after routing and filtering. The header checks
+themselves (RFC 2047 decoding included, SPEC S1) are in
+:mod:`reconciler.dispatch.header_text`.
 """
 
 from __future__ import annotations
@@ -33,45 +35,21 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from reconciler.config.models.base import is_plain_email
+from reconciler.dispatch.header_guard import GUARDED_SMTP
+
+# The header checks live in header_text; callers import them from here as before.
+from reconciler.dispatch.header_text import RESERVED_HEADERS as RESERVED_HEADERS
+from reconciler.dispatch.header_text import SERVER_HEADERS as SERVER_HEADERS
+from reconciler.dispatch.header_text import HeaderInjectionError as HeaderInjectionError
+from reconciler.dispatch.header_text import check_file_name, check_header_name
+from reconciler.dispatch.header_text import check_header_text as check_header_text
 
 RecipientField = Literal["to", "cc", "bcc"]
 
-# Characters that end a header line somewhere: CR/LF for SMTP, and the ones
-# str.splitlines() and some mail clients also treat as line breaks.
-_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
-_OTHER_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f]")
-_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext, short enough to fold
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*$")
 _IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,200}$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ANGLE_FORM = re.compile(r"^(?P<name>.*?)\s*<(?P<addr>[^<>]*)>\s*$", re.DOTALL)
-
-# Headers the composer owns; a notification may not set or override them.
-RESERVED_HEADERS = frozenset(
-    h.lower()
-    for h in (
-        "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID",
-        "MIME-Version", "Content-Type", "Content-Transfer-Encoding", "Content-Disposition",
-        "Return-Path", "Received", "Resent-From", "Resent-To", "Resent-Cc", "Resent-Bcc",
-        "Resent-Date", "Resent-Message-ID", "Resent-Sender",
-    )
-)
-
-
-class HeaderInjectionError(ValueError):
-    """A value meant for a header contains a line break or control character."""
-
-
-def check_header_text(value: str, what: str) -> str:
-    """Reject text that would break out of its header line."""
-    if _LINE_BREAKS.search(value):
-        raise HeaderInjectionError(
-            f"{what} contains a line break; line breaks are not allowed in mail headers "
-            "(they could be used to inject headers)"
-        )
-    if _OTHER_CONTROLS.search(value):
-        raise HeaderInjectionError(f"{what} contains a control character")
-    return value
 
 
 def validate_address(value: str, what: str = "address") -> str:
@@ -179,7 +157,7 @@ class Mailbox(_Strict):
 
 
 def _check_attachment_name(value: str) -> str:
-    check_header_text(value, "attachment name")
+    check_file_name(value, "attachment name")
     if not value.strip():
         raise ValueError("attachment name is empty")
     return value
@@ -220,15 +198,14 @@ def _check_context(value: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _check_headers(value: Mapping[str, str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, text in value.items():
-        if not _HEADER_NAME.match(name):
-            raise HeaderInjectionError(f"header name {name!r} is not a valid header name")
-        if name.lower() in RESERVED_HEADERS:
-            raise ValueError(f"header {name} is set by the dispatcher and cannot be given")
-        out[name] = check_header_text(text, f"header {name}")
-    return out
+def _check_header_value(value: str) -> str:
+    # The field path (headers.X-Foo) names the header; the message says what is wrong.
+    return check_header_text(value, "header value")
+
+
+# Names and values checked one by one, so a refusal names the header (headers.X-Foo).
+HeaderName = Annotated[str, AfterValidator(check_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_check_header_value)]
 
 
 def _check_namespace(value: str) -> str:
@@ -291,7 +268,7 @@ class Notification(_Strict):
     text_body: str | None = None
     html_body: str | None = None
     attachments: list[Attachment] = Field(default_factory=list)
-    headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(
+    headers: dict[HeaderName, HeaderValue] = Field(
         default_factory=dict, description="Extra headers, e.g. In-Reply-To/References."
     )
     idempotency_key: Annotated[str | None, AfterValidator(_check_key)] = None
@@ -341,6 +318,8 @@ class Envelope:
     content: EmailMessage | bytes
     message_id: str
     dropped_attachments: tuple[DroppedAttachment, ...] = ()
+    # The EmailMessage as compose wrote (and checked) it, so no transport writes it again.
+    wire: bytes | None = None
 
     @property
     def rcpt_to(self) -> tuple[str, ...]:
@@ -361,7 +340,9 @@ class Envelope:
     def as_bytes(self) -> bytes:
         if isinstance(self.content, bytes):
             return self.content
-        return self.content.as_bytes(policy=SMTP)
+        if self.wire is not None:
+            return self.wire
+        return self.content.as_bytes(policy=GUARDED_SMTP)
 
 
 # Any line end: CRLF, a bare LF or a bare CR (the last two become CRLF).
