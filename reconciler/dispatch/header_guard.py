@@ -15,38 +15,48 @@ logical header line: ``Name:`` first, every further line a continuation
 (starting with a space or tab, not blank), no CR or LF but the CRLF line ends,
 no other control byte. Anything else raises :class:`HeaderInjectionError`,
 which the worker records as a permanent failure ("cannot compose the
-message"), so the message is never sent. A line over RFC 5322's 998 bytes is
-folded again as RFC 2047 encoded-words (address headers mailbox by mailbox,
-each display name encoded, each address kept as it is); if even that does not
-fit, the header is refused the same way.
+message"), so the message is never sent.
+
+Address headers are not left to the package's folder at all: on 3.11.7 it
+splits a quoted display name longer than a line and drops its quotes, turning
+``"x, evil@attacker.example, ..."`` into extra addresses. They are written by
+:func:`reconciler.dispatch.header_write.any_address_header` (display names as
+atoms, a quoted string, or encoded-words). Any other header with a line over
+RFC 5322's 998 bytes is folded again as encoded-words when it is unstructured
+text, and refused the same way when it is not.
 """
 
 from __future__ import annotations
 
 import re
 from email.header import Header
-from email.headerregistry import Address, UnstructuredHeader
+from email.headerregistry import UnstructuredHeader
 from email.policy import EmailPolicy
 from typing import Any
 
 from reconciler.dispatch.header_text import HeaderInjectionError
+from reconciler.dispatch.header_write import HARD_LINE, any_address_header
 
-HARD_LINE = 998  # RFC 5322 2.1.1: a line MUST NOT be longer, CRLF excluded
 _FIELD_NAME = re.compile(rb"^[!-9;-~]+$")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")  # TAB allowed; CR/LF found apart
 _TOO_LONG = "has a line longer than 998 bytes"
 
 
 class GuardedPolicy(EmailPolicy):
-    """``email.policy.SMTP`` that refuses to write a header which is not one line."""
+    """``email.policy.SMTP`` that writes address headers itself and refuses to write
+    a header which is not one line."""
 
     def fold_binary(self, name: str, value: Any) -> bytes:
-        folded = super().fold_binary(name, value)
-        problem = wire_problem(name, folded)
-        if problem == _TOO_LONG:
-            refolded = _refolded(name, value)
-            if refolded is not None:
-                folded, problem = refolded, wire_problem(name, refolded)
+        folded = _address_header(name, value)
+        if folded is None:
+            folded = super().fold_binary(name, value)
+            problem = wire_problem(name, folded)
+            if problem == _TOO_LONG:
+                refolded = _refolded_text(name, value)
+                if refolded is not None:
+                    folded, problem = refolded, wire_problem(name, refolded)
+        else:
+            problem = wire_problem(name, folded)
         if problem:
             raise HeaderInjectionError(f"the {_shown(name)} header {problem}; "
                                        "the message is refused rather than sent that way")
@@ -83,25 +93,28 @@ def wire_problem(name: str, folded: bytes) -> str | None:
     return None
 
 
-def _refolded(name: str, value: Any) -> bytes | None:
-    """``value`` folded as encoded-words, for a header the package left too long."""
+def _address_header(name: str, value: Any) -> bytes | None:
+    """An address header written by :func:`any_address_header` (the package's folder
+    unquotes long display names); None for anything else, named groups included."""
     groups = getattr(value, "groups", None)
-    if groups is not None:
-        if any(group.display_name is not None for group in groups):
-            return None  # a named group: compose never writes one; refused as too long
-        body = ",\r\n ".join(_mailbox(a) for group in groups for a in group.addresses)
-    elif type(value) is str or isinstance(value, UnstructuredHeader):
-        body = Header(str(value), "utf-8", header_name=name).encode(linesep="\r\n")
-    else:
-        return None  # structured (parameters, ids, dates): not text to encode; refused
-    return f"{name}: {body}\r\n".encode("ascii", "surrogateescape")
+    if groups is None or any(group.display_name is not None for group in groups):
+        return None
+    mailboxes = [(address.display_name or None, address.addr_spec)
+                 for group in groups for address in group.addresses]
+    text = any_address_header(name, mailboxes)
+    if text is None:
+        raise HeaderInjectionError(f"the {_shown(name)} header {_TOO_LONG}; the message is "
+                                   "refused rather than sent that way")
+    return text.encode("ascii")
 
 
-def _mailbox(address: Address) -> str:
-    if not address.display_name:
-        return address.addr_spec
-    name = Header(address.display_name, "utf-8").encode(linesep="\r\n")
-    return f"{name}\r\n <{address.addr_spec}>"
+def _refolded_text(name: str, value: Any) -> bytes | None:
+    """Unstructured text the package left too long, folded as encoded-words; None for
+    structured headers (parameters, ids, dates), which are not text to encode."""
+    if not (type(value) is str or isinstance(value, UnstructuredHeader)):
+        return None
+    body = Header(str(value), "utf-8", header_name=name).encode(linesep="\r\n")
+    return f"{name}: {body}\r\n".encode("ascii")
 
 
 def _shown(name: str) -> str:
