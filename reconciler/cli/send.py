@@ -58,12 +58,6 @@ def _ticket(value: str | None) -> dict[str, str] | None:
     return {"module": module.strip(), "id": number.strip()}
 
 
-def _plain(error: dict[str, Any]) -> str:
-    where = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")
-    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
-
-
 @click.command("send")
 @click.option("--namespace", default="default", show_default=True, metavar="NS",
               help="The MSP account / tenant whose servers send it.")
@@ -104,7 +98,7 @@ def command(namespace: str, module: str, to: tuple[str, ...], cc: tuple[str, ...
     """
     from pydantic import ValidationError
 
-    from reconciler.dispatch.envelope import Notification
+    from reconciler.dispatch.envelope import Notification, plain_error
 
     if (text is None) == (text_file is None):
         raise UserError("give the body with exactly one of --text and --text-file")
@@ -126,7 +120,7 @@ def command(namespace: str, module: str, to: tuple[str, ...], cc: tuple[str, ...
     try:
         notification = Notification.model_validate(document)
     except ValidationError as exc:
-        problems = "\n".join(f"  {_plain(e)}" for e in exc.errors())  # type: ignore[arg-type]
+        problems = "\n".join(f"  {plain_error(e)}" for e in exc.errors())
         raise UserError(f"the notification is not valid:\n{problems}") from None
     with opened_store(store_url) as store:
         result = store.outbox.enqueue(notification, namespace=namespace,

@@ -192,6 +192,8 @@ def _server_identity(
 
 
 def _address(mailbox: Mailbox) -> Address:
+    if mailbox.name:  # again here: the package would refuse a raw CR/LF without saying where
+        check_header_text(mailbox.name, f"the display name of {mailbox.email}")
     return Address(display_name=mailbox.name or "", addr_spec=mailbox.email)
 
 

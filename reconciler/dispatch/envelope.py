@@ -29,6 +29,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -50,6 +51,19 @@ _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*$
 _IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,200}$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ANGLE_FORM = re.compile(r"^(?P<name>.*?)\s*<(?P<addr>[^<>]*)>\s*$", re.DOTALL)
+
+
+def plain_error(error: Mapping[str, Any]) -> str:
+    """One pydantic error as ``field.path: message``, without the input it refused
+    (a stored or submitted value may be long, or private)."""
+    where = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def plain_errors(exc: ValidationError) -> str:
+    """Every error of ``exc`` in plain words, separated by "; "."""
+    return "; ".join(plain_error(e) for e in exc.errors(include_url=False))
 
 
 def validate_address(value: str, what: str = "address") -> str:
