@@ -320,7 +320,9 @@ class Envelope:
     ``bcc`` recipients are in the envelope (RCPT TO) but never in a header.
     ``message`` is an ``EmailMessage``, or the finished message as bytes when
     compose wrote it directly (plain ASCII, no attachments); the ``message``
-    property then parses it for whoever wants to look at it.
+    property then parses it for whoever wants to look at it. ``wire`` is an
+    ``EmailMessage`` as compose wrote and checked it (SPEC S1), which
+    :meth:`as_bytes` returns rather than writing the message again.
     """
 
     mail_from: str
