@@ -12,8 +12,10 @@ Decisions:
 - Header safety (SPEC S1): intake refuses values that could break a header
   line; compose checks again what it writes. The ``EmailMessage`` is written
   here, once, with :data:`~reconciler.dispatch.header_guard.GUARDED_SMTP`,
-  which refuses any header that would not be one line (a raw CR/LF, a control
-  byte) and folds one over 998 bytes as encoded-words; a refusal is a
+  which writes address headers with our own folder (the package's drops the
+  quotes of a long display name), refuses any header that would not be one
+  line (a raw CR/LF, a control byte) and folds other text over 998 bytes as
+  encoded-words; a refusal is a
   ``HeaderInjectionError`` (a ValueError), so the worker fails the message for
   good instead of sending it. The fast path writes only printable ASCII and
   leaves anything longer than 998 bytes to the ``EmailMessage`` path. Extra
