@@ -68,12 +68,6 @@ def _ticket(value: str | None) -> dict[str, str] | None:
     return {"module": module.strip(), "id": number.strip()}
 
 
-def _plain(error: dict[str, Any]) -> str:
-    where = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")
-    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
-
-
 def _namespace_config(store: SqlStore, namespace: str, omitted: bool) -> NamespaceConfig:
     """The namespace's config in the live store (a ``NamespaceConfig``); a UserError
     naming the configured namespaces when it has no outgoing server to send with."""
@@ -159,7 +153,7 @@ def command(namespace: str, module: str, to: tuple[str, ...], cc: tuple[str, ...
     """
     from pydantic import ValidationError
 
-    from reconciler.dispatch.envelope import Notification
+    from reconciler.dispatch.envelope import Notification, plain_error
 
     if (text is None) == (text_file is None):
         raise UserError("give the body with exactly one of --text and --text-file")
@@ -181,7 +175,7 @@ def command(namespace: str, module: str, to: tuple[str, ...], cc: tuple[str, ...
     try:
         notification = Notification.model_validate(document)
     except ValidationError as exc:
-        problems = "\n".join(f"  {_plain(e)}" for e in exc.errors())  # type: ignore[arg-type]
+        problems = "\n".join(f"  {plain_error(e)}" for e in exc.errors())
         raise UserError(f"the notification is not valid:\n{problems}") from None
     omitted = (click.get_current_context().get_parameter_source("namespace")
                == click.core.ParameterSource.DEFAULT)

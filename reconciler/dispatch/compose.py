@@ -9,6 +9,18 @@ Decisions:
 - Fast path: a notification without attachments whose header text and bodies
   are plain ASCII is written directly as bytes (``_plain_message``), in the
   form the ``EmailMessage`` path gives; anything else takes that path.
+- Header safety (SPEC S1): intake refuses values that could break a header
+  line; compose checks again what it writes. The ``EmailMessage`` is written
+  here, once, with :data:`~reconciler.dispatch.header_guard.GUARDED_SMTP`,
+  which writes address headers with our own folder (the package's drops the
+  quotes of a long display name), refuses any header that would not be one
+  line (a raw CR/LF, a control byte) and folds other text over 998 bytes as
+  encoded-words; a refusal is a
+  ``HeaderInjectionError`` (a ValueError), so the worker fails the message for
+  good instead of sending it. The fast path writes only printable ASCII and
+  leaves anything longer than 998 bytes to the ``EmailMessage`` path. Extra
+  header names are checked again here, so a notification that skipped intake
+  cannot smuggle in a name with a colon or a header compose writes itself.
 - Bcc recipients go into the envelope only, never into a header.
 - The Message-ID uses the sender's domain. With an idempotency key it is
   derived from (namespace, key), so a retry after an ambiguous timeout
@@ -23,13 +35,10 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import re
 import uuid
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime
 from functools import lru_cache
 
@@ -42,6 +51,9 @@ from reconciler.dispatch.envelope import (
     validate_address,
 )
 from reconciler.dispatch.filters import FilterResult
+from reconciler.dispatch.header_guard import GUARDED_SMTP
+from reconciler.dispatch.header_text import check_header_name
+from reconciler.dispatch.header_write import PRINTABLE, address_header, text_header
 from reconciler.dispatch.oversize import MIB, limit_mb, select_attachments
 
 __all__ = ["MIB", "compose", "message_id_for", "select_attachments"]
@@ -91,6 +103,8 @@ def compose(
     domain = sender.rsplit("@", 1)[1]
     now = now or datetime.now(UTC)
     message_id = message_id or message_id_for(notification, domain)
+    for name in notification.headers:
+        check_header_name(name)
 
     if not notification.attachments:
         raw = _plain_message(notification, recipients, sender, sender_name, reply_to, now,
@@ -107,7 +121,7 @@ def compose(
                 message_id=message_id,
             )
 
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=GUARDED_SMTP)
     msg["From"] = Address(display_name=sender_name or "", addr_spec=sender)
     if reply_to:
         msg["Reply-To"] = Address(addr_spec=reply_to)
@@ -127,6 +141,7 @@ def compose(
         maintype, subtype = item.content_type.split("/", 1)
         msg.add_attachment(item.data, maintype=maintype, subtype=subtype, filename=item.name)
 
+    wire = msg.as_bytes(policy=GUARDED_SMTP)  # raises rather than write an unsafe header
     return Envelope(
         mail_from=sender,
         sender_name=sender_name,
@@ -137,6 +152,7 @@ def compose(
         content=msg,
         message_id=message_id,
         dropped_attachments=tuple(dropped),
+        wire=wire,
     )
 
 
@@ -151,6 +167,8 @@ def _server_identity(
 
 
 def _address(mailbox: Mailbox) -> Address:
+    if mailbox.name:  # again here: the package would refuse a raw CR/LF without saying where
+        check_header_text(mailbox.name, f"the display name of {mailbox.email}")
     return Address(display_name=mailbox.name or "", addr_spec=mailbox.email)
 
 
@@ -171,61 +189,6 @@ def _set_body(msg: EmailMessage, text: str | None, html: str | None) -> None:
 
 
 # -- fast path: the common all-ASCII notification written directly as bytes ----------
-
-_ATOM_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+$")  # atext and spaces
-_SIMPLE_ADDR = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+$")
-_PRINTABLE = re.compile(r"^[ -~]+$")
-MAX_LINE = 78  # RFC 5322 "SHOULD"; folding keeps header lines to this where it can
-HARD_LINE = 998  # RFC 5322 "MUST": a longer header line sends the message the slow way
-
-
-def _plain_text(value: str) -> bool:
-    """Header text the fast path writes as is: printable ASCII, single spaces, no
-    encoded-word look-alikes (anything else is left to the email package)."""
-    return (bool(_PRINTABLE.match(value)) and "=?" not in value
-            and value == value.strip() and "  " not in value)
-
-
-def _mailbox_text(name: str | None, addr: str) -> str | None:
-    if not _SIMPLE_ADDR.match(addr):
-        return None
-    if not name:
-        return addr
-    if not _plain_text(name):
-        return None
-    if not _ATOM_PHRASE.match(name):
-        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return f"{name} <{addr}>"
-
-
-def _fold(name: str, items: list[str], sep: str) -> str | None:
-    """``Name: item<sep>item...`` folded before a space where a line would pass 78."""
-    line = name + ":"
-    lines: list[str] = []
-    last = len(items) - 1
-    for i, item in enumerate(items):
-        token = item + (sep if i < last else "")
-        if len(line) + 1 + len(token) > MAX_LINE and line != name + ":":
-            lines.append(line)
-            line = ""
-        line += " " + token
-        if len(line) > HARD_LINE:
-            return None
-    lines.append(line)
-    return "\r\n".join(lines) + "\r\n"
-
-
-def _address_header(name: str, mailboxes: Iterable[tuple[str | None, str]]) -> str | None:
-    items = [_mailbox_text(display, addr) for display, addr in mailboxes]
-    if any(item is None for item in items):
-        return None
-    return _fold(name, [i for i in items if i is not None], ",")
-
-
-def _text_header(name: str, value: str) -> str | None:
-    if not value or not _plain_text(value):
-        return None
-    return _fold(name, value.split(" "), "")
 
 
 def _body_part(text: str, subtype: str) -> bytes | None:
@@ -250,21 +213,21 @@ def _plain_message(notification: Notification, recipients: FilterResult, sender:
                    message_id: str) -> bytes | None:
     """The message as bytes when everything in it is plain ASCII and there are no
     attachments; None to build it with ``EmailMessage`` instead."""
-    headers: list[str | None] = [_address_header("From", [(sender_name, sender)])]
+    headers: list[str | None] = [address_header("From", [(sender_name, sender)])]
     if reply_to:
-        headers.append(_address_header("Reply-To", [(None, reply_to)]))
+        headers.append(address_header("Reply-To", [(None, reply_to)]))
     if recipients.to:
-        headers.append(_address_header("To", [(m.name, m.email) for m in recipients.to]))
+        headers.append(address_header("To", [(m.name, m.email) for m in recipients.to]))
     if recipients.cc:
-        headers.append(_address_header("Cc", [(m.name, m.email) for m in recipients.cc]))
-    headers.append(_text_header("Subject", notification.subject))
+        headers.append(address_header("Cc", [(m.name, m.email) for m in recipients.cc]))
+    headers.append(text_header("Subject", notification.subject))
     date = _date_header(now)
     headers.append(f"Date: {date}\r\n")
-    if not _PRINTABLE.match(message_id) or " " in message_id:
+    if not PRINTABLE.match(message_id) or " " in message_id:
         return None
     headers.append(f"Message-ID: {message_id}\r\n")
     for name, value in notification.headers.items():
-        headers.append(_text_header(name, value))
+        headers.append(text_header(name, value))
     if any(h is None for h in headers):
         return None
     head = "".join(h for h in headers if h is not None) + "MIME-Version: 1.0\r\n"

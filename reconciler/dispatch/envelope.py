@@ -8,7 +8,9 @@ for line breaks here: a CR or LF in a subject, display name or address would
 let the submitter add headers of their own (header injection).
 
 :class:`Envelope` is what :mod:`reconciler.dispatch.compose` produces from a
-notification for one server, after routing and filtering.
+notification for one server, after routing and filtering. The header checks
+themselves (RFC 2047 decoding included, SPEC S1) are in
+:mod:`reconciler.dispatch.header_text`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -34,14 +37,22 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from reconciler.config.models.base import is_plain_email
+from reconciler.dispatch.header_guard import GUARDED_SMTP
+from reconciler.dispatch.header_text import (
+    HEADER_NAME_PATTERN,
+    NOT_IN_HEADERS,
+    check_file_name,
+    check_header_name,
+)
+
+# The header checks live in header_text; callers import them from here as before.
+from reconciler.dispatch.header_text import RESERVED_HEADERS as RESERVED_HEADERS
+from reconciler.dispatch.header_text import SERVER_HEADERS as SERVER_HEADERS
+from reconciler.dispatch.header_text import HeaderInjectionError as HeaderInjectionError
+from reconciler.dispatch.header_text import check_header_text as check_header_text
 
 RecipientField = Literal["to", "cc", "bcc"]
 
-# Characters that end a header line somewhere: CR/LF for SMTP, and the ones
-# str.splitlines() and some mail clients also treat as line breaks.
-_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
-_OTHER_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f]")
-_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext, short enough to fold
 # ASCII: \w is ASCII-only in the document's (ECMA 262) patterns, as in RFC 2045 tokens.
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*$", re.ASCII)
 _IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,200}$")
@@ -50,11 +61,11 @@ _ANGLE_FORM = re.compile(r"^(?P<name>.*?)\s*<(?P<addr>[^<>]*)>\s*$", re.DOTALL)
 
 # The same rules as JSON Schema patterns, for the API's document: a client (or a
 # generator of test requests) can tell what intake refuses without sending it. The
-# character classes above read the same in Python and ECMA 262 regular expressions.
-_NOT_IN_HEADERS = _LINE_BREAKS.pattern[1:-1] + _OTHER_CONTROLS.pattern[1:-1]
-_HEADER_TEXT_PATTERN = f"^[^{_NOT_IN_HEADERS}]*$"
-_NON_BLANK_HEADER_TEXT_PATTERN = (f"^[^{_NOT_IN_HEADERS}]*[^{_NOT_IN_HEADERS}\\s]"
-                                  f"[^{_NOT_IN_HEADERS}]*$")
+# character classes read the same in Python and ECMA 262 regular expressions. What a
+# pattern cannot say (an encoded-word that decodes to a line break) intake still refuses.
+_HEADER_TEXT_PATTERN = f"^[^{NOT_IN_HEADERS}]*$"
+_NON_BLANK_HEADER_TEXT_PATTERN = (f"^[^{NOT_IN_HEADERS}]*[^{NOT_IN_HEADERS}\\s]"
+                                  f"[^{NOT_IN_HEADERS}]*$")
 
 
 def _base64(alphabet: str) -> str:
@@ -66,38 +77,24 @@ def _base64(alphabet: str) -> str:
 # must be 0 (what pydantic decodes).
 _BASE64_PATTERN = f"^(?:{_base64('[A-Za-z0-9+/]')}|{_base64('[A-Za-z0-9_-]')})$"
 
-# Headers the composer owns; a notification may not set or override them.
-RESERVED_HEADERS = frozenset(
-    h.lower()
-    for h in (
-        "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID",
-        "MIME-Version", "Content-Type", "Content-Transfer-Encoding", "Content-Disposition",
-        "Return-Path", "Received", "Resent-From", "Resent-To", "Resent-Cc", "Resent-Bcc",
-        "Resent-Date", "Resent-Message-ID", "Resent-Sender",
-    )
-)
-
-
-# Any spelling of a reserved header's name, as a pattern (for the API's document).
+# Any spelling of a header name a notification may not set, as a pattern (for the
+# API's document): the composer's own, and the trace/authentication headers of servers.
 _RESERVED_HEADER_PATTERN = "^(?:" + "|".join(
     "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in name)  # letters and -
-    for name in sorted(RESERVED_HEADERS)) + ")$"
+    for name in sorted(RESERVED_HEADERS | SERVER_HEADERS)) + "|[Aa][Rr][Cc]-.*)$"
 
 
-class HeaderInjectionError(ValueError):
-    """A value meant for a header contains a line break or control character."""
+def plain_error(error: Mapping[str, Any]) -> str:
+    """One pydantic error as ``field.path: message``, without the input it refused
+    (a stored or submitted value may be long, or private)."""
+    where = ".".join(str(p) for p in error.get("loc", ()) if p != "__root__")
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
-def check_header_text(value: str, what: str) -> str:
-    """Reject text that would break out of its header line."""
-    if _LINE_BREAKS.search(value):
-        raise HeaderInjectionError(
-            f"{what} contains a line break; line breaks are not allowed in mail headers "
-            "(they could be used to inject headers)"
-        )
-    if _OTHER_CONTROLS.search(value):
-        raise HeaderInjectionError(f"{what} contains a control character")
-    return value
+def plain_errors(exc: ValidationError) -> str:
+    """Every error of ``exc`` in plain words, separated by "; "."""
+    return "; ".join(plain_error(e) for e in exc.errors(include_url=False))
 
 
 def validate_address(value: str, what: str = "address") -> str:
@@ -206,7 +203,7 @@ class Mailbox(_Strict):
 
 
 def _check_attachment_name(value: str) -> str:
-    check_header_text(value, "attachment name")
+    check_file_name(value, "attachment name")
     if not value.strip():
         raise ValueError("attachment name is empty")
     return value
@@ -250,15 +247,14 @@ def _check_context(value: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _check_headers(value: Mapping[str, str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, text in value.items():
-        if not _HEADER_NAME.fullmatch(name):  # match let a trailing line break by
-            raise HeaderInjectionError(f"header name {name!r} is not a valid header name")
-        if name.lower() in RESERVED_HEADERS:
-            raise ValueError(f"header {name} is set by the dispatcher and cannot be given")
-        out[name] = check_header_text(text, f"header {name}")
-    return out
+def _check_header_value(value: str) -> str:
+    # The field path (headers.X-Foo) names the header; the message says what is wrong.
+    return check_header_text(value, "header value")
+
+
+# Names and values checked one by one, so a refusal names the header (headers.X-Foo).
+HeaderName = Annotated[str, AfterValidator(check_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_check_header_value)]
 
 
 def _check_namespace(value: str) -> str:
@@ -328,10 +324,10 @@ class Notification(_Strict):
     text_body: str | None = None
     html_body: str | None = None
     attachments: list[Attachment] = Field(default_factory=list)
-    headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(
+    headers: dict[HeaderName, HeaderValue] = Field(
         default_factory=dict, description="Extra headers, e.g. In-Reply-To/References.",
         json_schema_extra={
-            "propertyNames": {"pattern": _HEADER_NAME.pattern,
+            "propertyNames": {"pattern": HEADER_NAME_PATTERN,
                               "not": {"pattern": _RESERVED_HEADER_PATTERN}},
             "additionalProperties": {"type": "string", "pattern": _HEADER_TEXT_PATTERN}},
     )
@@ -372,7 +368,9 @@ class Envelope:
     ``bcc`` recipients are in the envelope (RCPT TO) but never in a header.
     ``message`` is an ``EmailMessage``, or the finished message as bytes when
     compose wrote it directly (plain ASCII, no attachments); the ``message``
-    property then parses it for whoever wants to look at it.
+    property then parses it for whoever wants to look at it. ``wire`` is an
+    ``EmailMessage`` as compose wrote and checked it (SPEC S1), which
+    :meth:`as_bytes` returns rather than writing the message again.
     """
 
     mail_from: str
@@ -384,6 +382,8 @@ class Envelope:
     content: EmailMessage | bytes
     message_id: str
     dropped_attachments: tuple[DroppedAttachment, ...] = ()
+    # The EmailMessage as compose wrote (and checked) it, so no transport writes it again.
+    wire: bytes | None = None
 
     @property
     def rcpt_to(self) -> tuple[str, ...]:
@@ -404,7 +404,9 @@ class Envelope:
     def as_bytes(self) -> bytes:
         if isinstance(self.content, bytes):
             return self.content
-        return self.content.as_bytes(policy=SMTP)
+        if self.wire is not None:
+            return self.wire
+        return self.content.as_bytes(policy=GUARDED_SMTP)
 
 
 # Any line end: CRLF, a bare LF or a bare CR (the last two become CRLF).

@@ -60,7 +60,7 @@ from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.settings import DaemonSettings
 from reconciler.dispatch.compose import compose
 from reconciler.dispatch.configs import ConfigSource
-from reconciler.dispatch.envelope import Envelope, Notification
+from reconciler.dispatch.envelope import Envelope, Notification, plain_errors
 from reconciler.dispatch.filters import FilterResult, filter_notification
 from reconciler.dispatch.group_commit import GroupCommit
 from reconciler.dispatch.lanes import Lanes, lane_width
@@ -410,7 +410,7 @@ class Worker:
             payload = await asyncio.to_thread(self._outbox.notification, msg.id)
             return Notification.model_validate(payload)
         except (ValidationError, ValueError, UnknownMessage) as exc:
-            raise _NotSent(f"the stored notification is not usable: {exc}") from None
+            raise _NotSent(_unusable(exc)) from None
 
     async def _routed(
         self, attempt: _Attempt, notification: Notification
@@ -679,7 +679,13 @@ def _without_attachment_bytes(msg: OutboxMessage) -> Notification:
     try:
         return Notification.model_validate(payload)
     except (ValidationError, ValueError) as exc:
-        raise _NotSent(f"the stored notification is not usable: {exc}") from None
+        raise _NotSent(_unusable(exc)) from None
+
+
+def _unusable(exc: Exception) -> str:
+    # The fields and what is wrong with them, not pydantic's dump of the stored values.
+    why = plain_errors(exc) if isinstance(exc, ValidationError) else str(exc)
+    return f"the stored notification is not usable: {why}"
 
 
 def _reply(r: RecipientResult) -> str:

@@ -183,7 +183,7 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str, str]] = [
      "to[0].name", "line break"),
     ("CR/LF in address", notification(bcc=["a@example.com\r\nBcc: x@example.com"]), "bcc[0]",
      "line break"),
-    ("reserved header", notification(headers={"Bcc": "x@example.com"}), "headers",
+    ("reserved header", notification(headers={"Bcc": "x@example.com"}), "headers.Bcc.[key]",
      "set by the dispatcher"),
     ("unknown field", notification(priority="high"), "priority", "not permitted"),
     ("bad attachment data", notification(attachments=[{"name": "a.txt", "data": "%%%"}]),

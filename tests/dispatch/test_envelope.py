@@ -47,7 +47,7 @@ def test_invalid_addresses_are_rejected(address: str) -> None:
         ("to", ["a@corp.example\r\nBcc: victim@else.example"], "recipient"),
         ("to", [{"email": "a@corp.example", "name": "Jane\nBcc: v@else.example"}], "display name"),
         ("to", [{"email": "a@corp.example\nBcc: v@else.example"}], "address"),
-        ("headers", {"In-Reply-To": "<x@y>\r\nBcc: v@else.example"}, "header In-Reply-To"),
+        ("headers", {"In-Reply-To": "<x@y>\r\nBcc: v@else.example"}, "headers.In-Reply-To"),
         ("attachments", [{"name": "a\r\n.txt", "data": b"x"}], "attachment name"),
     ],
 )
