@@ -172,7 +172,7 @@ def test_the_document_states_the_bounds_and_answers(api: ServedApi) -> None:
 
 
 @pytest.mark.parametrize(("fields", "field"), [
-    ({"headers": {"X-Desk\n": "1"}}, "headers"),
+    ({"headers": {"X-Desk\n": "1"}}, "headers.X-Desk\n.[key]"),  # the name is what is wrong
     ({"ticket": {"module": "request", "id": "123\n"}}, "ticket.id"),
     ({"ticket": {"module": "request\n", "id": "123"}}, "ticket.module"),
     ({"idempotencyKey": "key-1\n"}, "idempotencyKey"),
