@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from plan.kit import copy_examples, edit, example_count, write_tenants
+from plan.kit import copy_examples, edit, example_count, initialised, write_tenants
 
 from reconciler.cli import apply as apply_cli
 from reconciler.cli.main import cli
@@ -26,8 +26,8 @@ def config(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def db(store_url: str) -> str:
-    """Each test runs against SQLite and PostgreSQL."""
-    return store_url
+    """Each test runs against SQLite and PostgreSQL, on an empty store that exists."""
+    return initialised(store_url)
 
 
 def head(db: str) -> int:
@@ -87,7 +87,7 @@ def test_stale_plan_is_refused_and_the_store_is_unchanged(
 
 
 def test_plan_for_another_store_is_refused(config: Path, db: str, tmp_path: Path) -> None:
-    other = str(tmp_path / "other.db")
+    other = initialised(str(tmp_path / "other.db"))
     plan_out(config, other, tmp_path / "plan.json")
     result = run("apply", tmp_path / "plan.json", "--store", db)
     assert result.exit_code == 1
