@@ -98,11 +98,15 @@ def command(target: Path, store_url: str, yes: bool, actor: str | None, message:
     loaded = _load(target) if saved else None
     result = validated(target, "text") if loaded is None else None
     with opened_store(store_url, create=True) as store:
-        if loaded is not None:
-            _apply(store, loaded, saved=saved, yes=yes, actor=actor, message=message,
+        if loaded is not None or not yes:
+            # What a person confirms (or saved) is what gets applied: planned before the
+            # lock, so nobody holds it while reading, and refused as stale if the store
+            # moved meanwhile.
+            plan = loaded or plan_against(target, result, store, prune=prune)
+            _apply(store, plan, saved=saved, yes=yes, actor=actor, message=message,
                    lock_timeout=lock_timeout, force=force, colour=colour)
             return
-        # Planned under the lock, against the head of that moment: concurrent
+        # --yes: planned under the lock, against the head of that moment, so concurrent
         # applies of a folder queue and each one sees what the previous one wrote.
         with _waiting(lock_timeout), planning_lock(
                 store, resolve_actor(actor), timeout=lock_timeout,
