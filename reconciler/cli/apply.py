@@ -27,7 +27,10 @@ from reconciler.plan.model import Plan, PlanFileError, load
 from reconciler.state import Action, LockInfo, LockTimeout, Revision, RevisionMeta, SqlStore
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
-DEFAULT_LOCK_TIMEOUT_S = 30.0
+# Queued CI applies wait their turn: 20 started at once on a 2-core machine at load
+# ~20 all finished within 75 s, so two minutes leaves room for a longer queue; the
+# waiting line names the holder at once, so a stuck lock is not a silent wait.
+DEFAULT_LOCK_TIMEOUT_S = 120.0
 
 
 def stdin_is_terminal() -> bool:
