@@ -160,11 +160,15 @@ def test_a_waiting_apply_says_whom_it_waits_for_and_gives_up_in_time(
     url = initialised(store_url)
     with gate(url):
         waiting = start(config, url, "erin", tmp_path, "--yes")
-        wait_until(lambda: waiting.proc.poll() is not None or WAITING in waiting.stderr(),
-                   "the apply to wait")
-        assert waiting.proc.poll() is None, waiting.stderr()
-        assert f"{WAITING} gate@ci (apply) since " in waiting.stderr()
-        assert "Plan:" not in waiting.stdout()  # it plans only once it holds the lock
+        try:
+            wait_until(lambda: waiting.proc.poll() is not None or WAITING in waiting.stderr()
+                       or "Plan:" in waiting.stdout(), "the apply to wait")
+            assert "Plan:" not in waiting.stdout()  # it plans only once it holds the lock
+            assert waiting.proc.poll() is None, waiting.stderr()
+            assert f"{WAITING} gate@ci (apply) since " in waiting.stderr()
+        except BaseException:
+            waiting.proc.kill()
+            raise
     finish([waiting])
     assert waiting.proc.returncode == 0, waiting.stderr()
     with open_store(url) as store:
