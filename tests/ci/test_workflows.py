@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from reconciler.state import open_store
+
 from .kit import REPO, WORKFLOWS, step, steps, workflow
 
 TOOL = REPO / "tools" / "actionlint"
@@ -140,6 +142,7 @@ def _run_step(run: str, tmp_path: Path, env: dict[str, str]) -> tuple[int, dict[
 def test_plan_step_treats_exit_2_as_changes_not_failure(tmp_path: Path) -> None:
     run = step(workflow("plan.yml"), "Plan")["run"]
     store = tmp_path / "state.db"
+    open_store(store).close()  # the live store exists: apply made it
     code, outputs = _run_step(run, tmp_path, {"CONFIG_DIR": str(EXAMPLES),
                                               "RECONCILE_STORE": str(store)})
     assert code == 0 and outputs == {"exit_code": "2", "changes": "true"}
