@@ -85,11 +85,22 @@ def require_existing(loc: Location) -> None:
     A mistyped ``--store`` must not become a new, empty store that then plans
     every resource as created; only ``apply`` creates stores.
     """
-    if loc.sqlite_path is not None and not loc.sqlite_path.exists():
+    path = loc.sqlite_path
+    if path is not None and not path.exists():
         raise StoreMissing(
             f"no state store at {loc.display}: nothing has been applied there yet "
             f"(`reconcile apply` creates it). Check {STORE_SETTINGS} for a typo."
         )
+    if path is not None and path.is_file() and path.stat().st_size == 0:
+        # connecting would write a WAL header into it before the table check refuses
+        raise _uninitialised(loc)
+
+
+def _uninitialised(loc: Location) -> StoreMissing:
+    return StoreMissing(
+        f"the store {loc.display} is not initialised: it has no reconcile tables "
+        f"(`reconcile apply` initialises it). Check {STORE_SETTINGS} for a typo."
+    )
 
 
 def require_initialised(engine: Engine, loc: Location) -> None:
@@ -98,10 +109,7 @@ def require_initialised(engine: Engine, loc: Location) -> None:
     with translated(loc), engine.connect() as conn:
         if inspect(conn).has_table(_VERSION_TABLE):
             return
-    raise StoreMissing(
-        f"the store {loc.display} is not initialised: it has no reconcile tables "
-        f"(`reconcile apply` initialises it). Check {STORE_SETTINGS} for a typo."
-    )
+    raise _uninitialised(loc)
 
 
 def create_store_engine(loc: Location) -> Engine:
