@@ -124,6 +124,7 @@ def reconcile_command() -> list[str]:
 def fresh_store(kind: str, tmp: Path, log: Log) -> Iterator[str]:
     """A store URL nobody used before; a PostgreSQL schema is dropped afterwards."""
     if kind == "sqlite":
+        (tmp / "state").mkdir(exist_ok=True)  # apply creates a store only in an existing folder
         yield str(tmp / "state" / "state.db")
         return
     import psycopg

@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -79,28 +80,42 @@ def token_key_option(f: F) -> F:
 
 
 @contextmanager
-def opened_store(url: str | None, *, must_exist: bool = True) -> Iterator[SqlStore]:
+def opened_store(url: str | None, *, create: bool = False) -> Iterator[SqlStore]:
     """The store, with every store error turned into one message and exit 1.
 
-    Read-only commands pass ``must_exist`` so a mistyped SQLite path is an
-    error instead of a new, empty store created as a side effect.
+    Only ``apply`` passes ``create``: every other command on a store that does
+    not exist says so, so a mistyped ``--store`` or ``$RECONCILE_STORE`` never
+    becomes a new, empty store (on which plan would show everything as new).
     """
     from reconciler.state import open_store
-    from reconciler.state.engine import parse_location
 
     location = url or DEFAULT_STORE
     try:
-        if must_exist:
-            path = parse_location(location).sqlite_path
-            if path is not None and not path.exists():
-                raise UserError(
-                    f"no state store at {path}: nothing has been applied there yet. "
-                    f"Give the store with --store URL or ${STORE_ENV}."
-                )
-        with open_store(location) as store:
+        if create:
+            _check_creatable(location)
+        with open_store(location, create=create) as store:
             yield store
     except StoreError as exc:
         raise UserError(str(exc)) from None
+
+
+def _check_creatable(location: str) -> None:
+    """A new SQLite store goes only into a folder that exists, or the default folder.
+
+    Creating folders would turn a typo in the path into a store nobody finds again.
+    """
+    from reconciler.state.engine import STORE_SETTINGS, parse_location
+
+    path = parse_location(location).sqlite_path
+    if path is None or path.exists() or path.parent.is_dir():
+        return
+    if path == Path(DEFAULT_STORE):
+        return  # .reconcile/ in the working folder: made on first apply, like git's .git/
+    why = "is not a folder" if path.parent.exists() else "does not exist"
+    raise UserError(
+        f"no state store at {path}, and apply creates one only in an existing folder: "
+        f"{path.parent} {why}. Check {STORE_SETTINGS} for a typo, or create the folder first."
+    )
 
 
 def parse_key(text: str, namespace: str | None) -> ResourceKey:

@@ -160,6 +160,7 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
     if workers and role != "all":
         raise UserError("--workers starts both roles itself; leave out --role")
     try:
+        _require_store(settings.store_url)
         if workers:
             from reconciler.daemon.supervisor import SupervisorError, supervise
 
@@ -172,3 +173,15 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
     except DaemonError as exc:
         logging.getLogger("reconciler.daemon").error("daemon failed: %s", exc)
         raise UserError(f"daemon failed: {exc}") from None
+
+
+def _require_store(url: str) -> None:
+    """The daemon serves what was applied and never creates a store: on a mistyped
+    --store it would accept notifications that no configuration can route."""
+    from reconciler.daemon.app import DaemonError
+    from reconciler.state import StoreError, open_store
+
+    try:
+        open_store(url, create=False).close()
+    except StoreError as exc:
+        raise DaemonError(str(exc)) from None

@@ -102,7 +102,7 @@ def set_command(resource: str, assignments: Sequence[str], namespace: str | None
     key = parse_key(resource, namespace)
     edits = [_parse_assignment(i, text) for i, text in enumerate(assignments, 1)]
     who = resolve_actor(actor)
-    with opened_store(store_url, must_exist=True) as store, \
+    with opened_store(store_url) as store, \
             store.lock(who, "live set", timeout=lock_timeout):
         live = store.snapshot()
         change = _change(live, key, edits)

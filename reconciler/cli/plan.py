@@ -94,9 +94,9 @@ def command(path: Path, store_url: str, fmt: str, out: Path | None, prune: bool)
     are shown redacted; values that were filled in by default are marked
     (derived). Exit 0 when there are no changes, 2 when there are, 1 on error.
     """
-    # Validate before opening the store: a broken config must not create one.
+    # Validate before opening the store: config errors come first, store or not.
     result = validated(path, fmt)
-    with opened_store(store_url, must_exist=False) as store:
+    with opened_store(store_url) as store:
         plan = plan_against(path, result, store, prune=prune)
     click.echo(render.render(plan, fmt, colour=stdout_is_terminal()))
     if out is not None:

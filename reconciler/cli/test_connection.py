@@ -156,7 +156,7 @@ def _token_provider(server: OutgoingServer, store_url: str | None, key_ref: str 
         return
     from reconciler.oauth import provider_for_store
 
-    with opened_store(store_url, must_exist=False) as store:
+    with opened_store(store_url) as store:
         yield provider_for_store(store, key_ref=key_ref,
                                  ca_file=str(ca_file) if ca_file else None)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 
 from reconciler.credentials.moves import FLAG, approval_for, find_moves, grouped
@@ -19,6 +20,7 @@ from reconciler.plan.model import Plan
 from reconciler.state.base import (
     Action,
     ApprovedMove,
+    LockInfo,
     Revision,
     RevisionMeta,
     StaleRevision,
@@ -170,11 +172,15 @@ def apply_plan(
     max_change_ratio: float = DEFAULT_MAX_CHANGE_RATIO,
     min_guarded: int = DEFAULT_MIN_GUARDED,
     approvals: Sequence[str] = (),
+    lock_held: bool = False,
+    on_wait: Callable[[LockInfo], None] | None = None,
 ) -> Revision:
     """Write ``plan`` as one revision; raise an :class:`StoreError` subclass when refused.
 
     ``approvals``: values of --approve-credential-move; the moves they allow are
     recorded in the revision with ``meta.actor`` as the approver.
+    ``lock_held``: the caller already holds the apply lock (it planned under
+    it, see :func:`planning_lock`), so it is not taken a second time.
     """
     if not plan.has_changes:
         raise ApplyRefused("the plan has no changes; there is nothing to apply")
@@ -186,7 +192,8 @@ def apply_plan(
         git_branch=meta.git_branch or plan.git.branch,
         pull_request=meta.pull_request or plan.git.pull_request,
     )
-    with store.lock(meta.actor, "apply", timeout=lock_timeout, plan_digest=plan.digest):
+    with nullcontext() if lock_held else store.lock(
+            meta.actor, "apply", timeout=lock_timeout, plan_digest=plan.digest, on_wait=on_wait):
         check_lineage(store, plan)
         check_current(store, plan)
         if not force:
@@ -194,3 +201,17 @@ def apply_plan(
         moves = check_credential_moves(store, plan, approvals, meta.actor)
         meta = replace(meta, credential_moves=moves)
         return store.commit(plan.changes, meta, base_revision=plan.base_revision)
+
+
+def planning_lock(store: Store, actor: str, *, timeout: float,
+                  on_wait: Callable[[LockInfo], None] | None = None,
+                  ) -> AbstractContextManager[LockInfo]:
+    """The apply lock for planning and applying a directory in one go.
+
+    Planned under the lock, against the head at that moment, an apply can
+    never be stale: concurrent applies queue for the lock and each plans
+    against what the one before it wrote, instead of all but the first
+    failing. A saved plan is different: it was reviewed against its base
+    revision, so it still refuses when the store has moved.
+    """
+    return store.lock(actor, "apply", timeout=timeout, on_wait=on_wait)

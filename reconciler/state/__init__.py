@@ -42,6 +42,7 @@ from reconciler.state.base import (
     StaleRevision,
     Store,
     StoreError,
+    StoreMissing,
     StoreUnavailable,
     UnknownRevision,
 )
@@ -52,16 +53,20 @@ if TYPE_CHECKING:
 DEFAULT_STORE = ".reconcile/state.db"
 
 
-def open_store(url: str | os.PathLike[str] = DEFAULT_STORE) -> SqlStore:
+def open_store(url: str | os.PathLike[str] = DEFAULT_STORE, *, create: bool = True) -> SqlStore:
     """Open (creating and migrating if needed) the store at ``url``.
 
     ``url`` is a file path or ``sqlite:///path`` (SQLite; parent folders are
     created), or ``postgresql://user@host:port/db`` (driven by psycopg 3).
+    With ``create=False`` a store that does not exist yet (no SQLite file, or
+    a database without reconcile's tables) raises :class:`StoreMissing`
+    instead of being created: commands that only read or operate a store pass
+    it, so a mistyped location is an error, not a new empty store.
     Raises :class:`StoreError` with a user-facing message when it cannot.
     """
     from reconciler.state.sql import SqlStore
 
-    return SqlStore(os.fspath(url))
+    return SqlStore(os.fspath(url), create=create)
 
 
 def __getattr__(name: str) -> Any:
@@ -102,6 +107,7 @@ __all__ = [
     "StaleRevision",
     "Store",
     "StoreError",
+    "StoreMissing",
     "StoreUnavailable",
     "UnknownRevision",
     "open_store",

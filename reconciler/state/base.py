@@ -7,7 +7,7 @@ secrets are references only, never values.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -155,6 +155,10 @@ class StoreUnavailable(StoreError):
     """The store cannot be opened or reached (PostgreSQL down, SQLite path unwritable)."""
 
 
+class StoreMissing(StoreError):
+    """No store at the location, and the caller did not ask to create one."""
+
+
 class SchemaTooNew(StoreError):
     """The database was written by a newer version of reconcile."""
 
@@ -201,7 +205,8 @@ class Store(Protocol):
         ...
 
     def lock(
-        self, holder: str, operation: str, *, timeout: float, plan_digest: str | None = None
+        self, holder: str, operation: str, *, timeout: float, plan_digest: str | None = None,
+        on_wait: Callable[[LockInfo], None] | None = None,
     ) -> AbstractContextManager[LockInfo]: ...
 
     def force_unlock(self, lock_id: str) -> LockInfo | None: ...

@@ -20,16 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
-from reconciler.state.base import StoreError, StoreUnavailable
+from reconciler.state.base import StoreError, StoreMissing, StoreUnavailable
 
 BUSY_TIMEOUT_S = 30.0
 _LOCK_POLL_S = (0.0001, 0.0005)  # first and longest pause between write-lock tries
 PG_CONNECT_TIMEOUT_S = 10
 _BEGIN_OPTION = "reconciler_sqlite_begin"
+# Named in "no store" messages: the two ways a user points reconcile at a store.
+STORE_SETTINGS = "--store / RECONCILE_STORE"
+# Alembic's bookkeeping table: present in every store reconcile has initialised.
+_VERSION_TABLE = "alembic_version"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,39 @@ def parse_location(location: str) -> Location:
 def _sqlite(path: Path) -> Location:
     url = URL.create("sqlite", database=str(path))
     return Location(url, str(path), path)
+
+
+def require_existing(loc: Location) -> None:
+    """Refuse a SQLite path with no file, before connecting would create one.
+
+    A mistyped ``--store`` must not become a new, empty store that then plans
+    every resource as created; only ``apply`` creates stores.
+    """
+    path = loc.sqlite_path
+    if path is not None and not path.exists():
+        raise StoreMissing(
+            f"no state store at {loc.display}: nothing has been applied there yet "
+            f"(`reconcile apply` creates it). Check {STORE_SETTINGS} for a typo."
+        )
+    if path is not None and path.is_file() and path.stat().st_size == 0:
+        # connecting would write a WAL header into it before the table check refuses
+        raise _uninitialised(loc)
+
+
+def _uninitialised(loc: Location) -> StoreMissing:
+    return StoreMissing(
+        f"the store {loc.display} is not initialised: it has no reconcile tables "
+        f"(`reconcile apply` initialises it). Check {STORE_SETTINGS} for a typo."
+    )
+
+
+def require_initialised(engine: Engine, loc: Location) -> None:
+    """Refuse a database that exists but holds no store (e.g. a new, empty PostgreSQL
+    database, or the wrong one), instead of creating the tables as a side effect."""
+    with translated(loc), engine.connect() as conn:
+        if inspect(conn).has_table(_VERSION_TABLE):
+            return
+    raise _uninitialised(loc)
 
 
 def create_store_engine(loc: Location) -> Engine:
@@ -197,6 +234,13 @@ def explain(exc: SQLAlchemyError, loc: Location) -> StoreError:
                 "another file, or restore this one from a backup."
             )
         return StoreUnavailable(f"the SQLite store {loc.display} failed: {detail}.")
+    if "does not exist" in detail and "database" in detail:
+        # reconcile never creates databases: that needs rights it should not have
+        return StoreMissing(
+            f"no state store at {loc.display}: {detail}. Create the database (e.g. "
+            f"`createdb`), then `reconcile apply` initialises it; or check {STORE_SETTINGS} "
+            "for a typo."
+        )
     # psycopg reports every failure to reach or log in to the server as an
     # OperationalError; query errors (a missing table, a bad value) are not.
     if isinstance(exc, OperationalError) or (

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,6 +63,8 @@ from reconciler.state.engine import (
     create_store_engine,
     explain,
     parse_location,
+    require_existing,
+    require_initialised,
     translated,
     writer_engine,
 )
@@ -92,11 +94,15 @@ class StoreConnections:
 class SqlStore:
     """Use :func:`reconciler.state.open_store` to get one."""
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, *, create: bool = True) -> None:
         self._loc: Location = parse_location(location)
+        if not create:
+            require_existing(self._loc)
         self._engine = create_store_engine(self._loc)
         self._writer = writer_engine(self._engine)
         try:
+            if not create:
+                require_initialised(self._engine, self._loc)
             with translated(self._loc):
                 self.schema_revision = migrate(self._engine, self._loc)
                 with self._engine.connect() as conn:
@@ -246,14 +252,16 @@ class SqlStore:
 
     @contextmanager
     def lock(
-        self, holder: str, operation: str, *, timeout: float, plan_digest: str | None = None
+        self, holder: str, operation: str, *, timeout: float, plan_digest: str | None = None,
+        on_wait: Callable[[LockInfo], None] | None = None,
     ) -> Iterator[LockInfo]:
         """Hold the store's apply lock; wait up to ``timeout`` seconds for it.
 
         Not re-entrant: a second ``lock()`` in the same process waits like any
-        other. Raises :class:`LockTimeout` naming the current holder.
+        other. ``on_wait`` hears of each holder this call waits for, once per
+        holder. Raises :class:`LockTimeout` naming the current holder.
         """
-        info = self._acquire(holder, operation, timeout, plan_digest)
+        info = self._acquire(holder, operation, timeout, plan_digest, on_wait)
         try:
             yield info
         finally:
@@ -261,10 +269,12 @@ class SqlStore:
                 conn.execute(delete(t.locks).where(t.locks.c.id == info.id))
 
     def _acquire(
-        self, holder: str, operation: str, timeout: float, plan_digest: str | None
+        self, holder: str, operation: str, timeout: float, plan_digest: str | None,
+        on_wait: Callable[[LockInfo], None] | None,
     ) -> LockInfo:
         deadline = time.monotonic() + max(timeout, 0.0)
         delay = 0.02
+        told: str | None = None
         while True:
             info = LockInfo(str(uuid.uuid4()), holder, operation, datetime.now(UTC), plan_digest)
             if self._try_insert_lock(info):
@@ -272,6 +282,9 @@ class SqlStore:
             current = self.current_lock()
             if current is None:
                 continue  # released between our insert and our look; try again now
+            if on_wait is not None and current.id != told:
+                told = current.id
+                on_wait(current)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LockTimeout(current)

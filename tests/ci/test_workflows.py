@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from reconciler.state import open_store
+
 from .kit import REPO, WORKFLOWS, job, run_step, step, steps, workflow
 
 TOOL = REPO / "tools" / "actionlint"
@@ -113,6 +115,7 @@ def test_plan_runs_on_config_pull_requests_and_may_comment() -> None:
 def test_plan_step_treats_exit_2_as_changes_not_failure(tmp_path: Path) -> None:
     run = step(workflow("plan.yml"), "Plan")["run"]
     store = tmp_path / "state.db"
+    open_store(store).close()  # the live store exists: apply made it
     code, outputs = run_step(run, tmp_path, {"CONFIG_DIR": str(EXAMPLES),
                                               "RECONCILE_STORE": str(store)})
     assert code == 0 and outputs.keys() == {"exit_code", "changes", "plan"}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from plan.kit import copy_examples, edit, example_count, write_tenants
+from plan.kit import copy_examples, edit, example_count, initialised, write_tenants
 
 from reconciler.cli import apply as apply_cli
 from reconciler.cli.main import cli
@@ -26,8 +30,8 @@ def config(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def db(store_url: str) -> str:
-    """Each test runs against SQLite and PostgreSQL."""
-    return store_url
+    """Each test runs against SQLite and PostgreSQL, on an empty store that exists."""
+    return initialised(store_url)
 
 
 def head(db: str) -> int:
@@ -89,7 +93,7 @@ def test_stale_plan_is_refused_and_the_store_is_unchanged(
 
 
 def test_plan_for_another_store_is_refused(config: Path, db: str, tmp_path: Path) -> None:
-    other = str(tmp_path / "other.db")
+    other = initialised(str(tmp_path / "other.db"))
     plan_out(config, other, tmp_path / "plan.json")
     result = run("apply", tmp_path / "plan.json", "--store", db)
     assert result.exit_code == 1
@@ -164,6 +168,53 @@ def test_dir_on_a_terminal_asks(
     assert "Apply these changes to" in result.output
     assert head(db) == revisions
     assert result.exit_code == (0 if revisions else 1)
+
+
+class AnswerAfter(io.BytesIO):
+    """What a person types at the prompt, after ``meanwhile`` ran while they read."""
+
+    def __init__(self, answer: str, meanwhile: Callable[[], None]) -> None:
+        super().__init__(answer.encode())
+        self._meanwhile: Callable[[], None] | None = meanwhile
+
+    def _first(self, size: int | None) -> None:
+        if size != 0 and self._meanwhile is not None:  # read(0) only probes the stream type
+            meanwhile, self._meanwhile = self._meanwhile, None
+            meanwhile()
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._first(size)
+        return super().read(size)
+
+    def read1(self, size: int = -1) -> bytes:
+        self._first(size)
+        return super().read1(size)
+
+
+def test_a_plan_confirmed_at_the_prompt_is_refused_if_the_store_moved_meanwhile(
+    config: Path, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = copy_examples(tmp_path / "other")
+    edit(other / "acme" / "outgoing-servers.yaml", "port: 587", "port: 465")
+    applied_meanwhile: list[subprocess.CompletedProcess[str]] = []
+
+    def someone_else_applies() -> None:
+        # --lock-timeout 0: the prompt must not hold the apply lock while a person reads
+        applied_meanwhile.append(subprocess.run(
+            [sys.executable, "-m", "reconciler", "apply", str(other), "--store", db, "--yes",
+             "--actor", "erin", "--lock-timeout", "0"],
+            capture_output=True, text=True, timeout=300, check=False))
+
+    monkeypatch.setattr(apply_cli, "stdin_is_terminal", lambda: True)
+    result = CliRunner().invoke(cli, ["apply", str(config), "--store", db],
+                                input=AnswerAfter("y\n", someone_else_applies))
+    assert "Apply these changes to" in result.output
+    assert applied_meanwhile and applied_meanwhile[0].returncode == 0, applied_meanwhile
+    assert result.exit_code == 1, result.output
+    assert "the live store changed since this plan was made" in result.output
+    assert "by erin" in result.output and "Traceback" not in result.output
+    with open_store(db) as store:
+        assert store.head() == 1 and store.revision(1).meta.actor == "erin"
 
 
 def test_dir_without_changes_writes_no_revision(config: Path, db: str) -> None:

@@ -214,6 +214,7 @@ def test_secret_values_never_reach_output_history_export_or_db(
     ref = use_encrypted_secret(config)
     ciphertext = ref.removeprefix("enc:v1:")
     db = tmp_path / "state" / "state.db"
+    db.parent.mkdir()  # apply creates a store only in a folder that exists
     s = ("--store", db)
     outputs = [
         run("validate", config).output,

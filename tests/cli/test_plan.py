@@ -15,6 +15,7 @@ from plan.kit import (
     copy_examples,
     edit,
     example_count,
+    initialised,
     set_secret_env,
     use_encrypted_secret,
     write_tenants,
@@ -36,7 +37,8 @@ def config(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:
-    return str(tmp_path / "state" / "state.db")
+    (tmp_path / "state").mkdir()
+    return initialised(str(tmp_path / "state" / "state.db"))
 
 
 def applied(config: Path, db: str) -> None:
@@ -73,12 +75,14 @@ def test_update_shows_field_changes(config: Path, db: str) -> None:
     assert "Plan: 0 to create, 2 to update, 0 to delete (base revision 1)." in out
 
 
-def test_exit_1_on_invalid_config_with_diagnostics(config: Path, db: str) -> None:
+def test_exit_1_on_invalid_config_with_diagnostics(config: Path, tmp_path: Path) -> None:
     edit(config / "acme" / "outgoing-servers.yaml", "port: 587", "port: 70000")
+    db = tmp_path / "state.db"
     result = run("plan", config, "--store", db)
     assert result.exit_code == 1
     assert "spec.port" in result.stdout and "error" in result.stdout
     assert "Plan:" not in result.output
+    assert "no state store" not in result.output  # the config's errors come first
     assert not os.path.exists(db)  # nothing to plan, so no store was created
 
 
@@ -164,7 +168,10 @@ def test_unmanaged_are_kept_without_prune(db: str, tmp_path: Path) -> None:
 
 def test_store_from_environment(config: Path, db: str) -> None:
     assert run("plan", config, env={"RECONCILE_STORE": db}).exit_code == 2
-    assert os.path.exists(db)
+    assert run("apply", config, "--yes", env={"RECONCILE_STORE": db}).exit_code == 0
+    with open_store(db) as store:
+        assert store.head() == 1
+    assert run("plan", config, env={"RECONCILE_STORE": db}).exit_code == 0
 
 
 def test_out_saves_the_plan(config: Path, db: str, tmp_path: Path) -> None:

@@ -163,6 +163,7 @@ def test_workers_share_the_outbox_restart_after_a_crash_and_stop_together(
 
 def test_a_child_that_cannot_start_fails_the_daemon(tmp_path: Path) -> None:
     store_url = str(tmp_path / "state.db")  # the store plays no part: one run is enough
+    open_store(store_url).close()  # but it must exist: the daemon never creates one
     taken = free_port()
     log = tmp_path / "daemon.log"
     with socket.socket() as holder:

@@ -133,9 +133,15 @@ def postgres_url(postgres_server: PostgresServer, postgres_database: str) -> Ite
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    """A location for a new store; every test using it runs on both databases."""
+    """A location for a new store; every test using it runs on both databases.
+
+    The SQLite file's folder exists, as a user's would: apply creates a store
+    only in an existing folder.
+    """
     if request.param == "sqlite":
-        return str(tmp_path / "state" / "state.db")
+        folder = tmp_path / "state"
+        folder.mkdir(exist_ok=True)
+        return str(folder / "state.db")
     return str(request.getfixturevalue("postgres_url"))
 
 

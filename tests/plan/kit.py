@@ -11,7 +11,7 @@ import pytest
 import reconciler
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
 from reconciler.config.secrets import encrypt
-from reconciler.state import LiveState
+from reconciler.state import LiveState, open_store
 
 REPO = Path(next(iter(reconciler.__path__))).parent
 EXAMPLES = REPO / "examples" / "config"
@@ -59,6 +59,13 @@ def example_count(kind: str | None = None) -> int:
     result = validate_path(EXAMPLES)
     assert result.desired is not None, "examples/config must validate"
     return sum(1 for k in result.desired.resources if kind in (None, k.kind))
+
+
+def initialised(url: str) -> str:
+    """``url`` with an empty store in it. On the command line only `reconcile apply`
+    creates stores, so a test that plans before anything was applied makes one first."""
+    open_store(url).close()
+    return url
 
 
 def copy_examples(tmp_path: Path) -> Path:

@@ -111,3 +111,11 @@ def test_force_unlock_frees_a_lock_left_by_a_dead_process(
     assert store.force_unlock(lock_id) is None
     with store.lock("me", "apply", timeout=0) as info:
         assert store.current_lock() == info
+
+
+def test_a_waiter_hears_of_each_holder_once(store: SqlStore, store_url: str) -> None:
+    seen: list[LockInfo] = []
+    with held_elsewhere(store_url) as (_proc, lock_id), pytest.raises(LockTimeout), \
+            store.lock("me", "apply", timeout=0.5, on_wait=seen.append):
+        pytest.fail("got a lock another process holds")
+    assert [(i.id, i.holder, i.operation) for i in seen] == [(lock_id, "ci-runner-7", "apply")]
