@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -183,9 +184,10 @@ def test_a_start_that_fails_late_still_fails_the_daemon(tmp_path: Path) -> None:
     """A failing start may take any time (a busy machine, a store another writer holds):
     it is still a start failure, not a crash to restart for ever."""
     store_path = tmp_path / "state.db"
+    open_store(str(store_path)).close()  # the daemon never creates a store
     taken = free_port()
     log = tmp_path / "daemon.log"
-    # Another writer holds the new store: the children's first open waits for it.
+    # Another writer holds the store: the children's first writes wait for it.
     writer = sqlite3.connect(store_path, isolation_level=None)
     writer.execute("PRAGMA journal_mode=WAL")
     writer.execute("BEGIN IMMEDIATE")
@@ -196,6 +198,7 @@ def test_a_start_that_fails_late_still_fails_the_daemon(tmp_path: Path) -> None:
         try:
             wait_for(lambda: "intake" in children(log), "the intake to be started", START_S)
             time.sleep(SLOW_START_S)  # the slow part of the start, not a wait for a result
+            released = datetime.now(UTC)
             writer.execute("ROLLBACK")
             code = proc.wait(START_S)
         finally:
@@ -206,6 +209,10 @@ def test_a_start_that_fails_late_still_fails_the_daemon(tmp_path: Path) -> None:
     assert code == 1, text
     assert "the intake process exited at start" in text
     assert text.count("started intake process") == 1, text  # never restarted
+    # The start really was held up by the writer: it ended only after the release.
+    [ended] = [json.loads(x) for x in text.splitlines()
+               if x.startswith("{") and "the intake process exited at start" in x]
+    assert datetime.fromisoformat(str(ended["time"]).replace("Z", "+00:00")) >= released, text
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGABRT])
@@ -213,6 +220,7 @@ def test_children_die_with_the_supervisor_and_a_restart_serves_again(
     sig: signal.Signals, tmp_path: Path
 ) -> None:
     store_url = str(tmp_path / "state.db")
+    open_store(store_url).close()  # the daemon never creates a store
     port = free_port()
     base = f"http://{HOST}:{port}"
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
