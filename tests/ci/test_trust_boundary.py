@@ -116,3 +116,22 @@ def test_the_apply_step_refuses_another_branch(tmp_path: Path) -> None:
         "COMMIT_MESSAGE": "x", "GITHUB_REF": "refs/heads/feature"})
     assert code == 1
     assert not store.exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_credential_move_is_approved_only_by_a_manual_run_of_apply(name: str) -> None:
+    """SPEC S2: no workflow approves a credential move by itself; apply.yml passes only
+    what the person starting a manual run typed, through the environment."""
+    text = (WORKFLOWS / name).read_text()
+    if name != "apply.yml":
+        assert "approve-credential-move" not in text
+        return
+    data = workflow(name)
+    apply = step(data, "Apply")
+    assert apply["env"]["APPROVE"] == "${{ inputs.approve_credential_move }}"
+    assert "--approve-credential-move" not in re.sub(
+        r'approvals\+=\(--approve-credential-move "\$move"\)', "", apply["run"])
+    # A push carries no inputs: the input exists only for workflow_dispatch.
+    triggers = data.get("on") or data.get(True)
+    assert set(triggers["workflow_dispatch"]["inputs"]) == {"approve_credential_move"}
+    assert triggers["workflow_dispatch"]["inputs"]["approve_credential_move"]["default"] == ""
