@@ -42,6 +42,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from functools import lru_cache
 
+from reconciler.config.header_text import check_header_name
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.envelope import (
     Envelope,
@@ -52,7 +53,6 @@ from reconciler.dispatch.envelope import (
 )
 from reconciler.dispatch.filters import FilterResult
 from reconciler.dispatch.header_guard import GUARDED_SMTP
-from reconciler.dispatch.header_text import check_header_name
 from reconciler.dispatch.header_write import PRINTABLE, address_header, text_header
 from reconciler.dispatch.oversize import MIB, limit_mb, select_attachments
 

@@ -10,7 +10,7 @@ let the submitter add headers of their own (header injection).
 :class:`Envelope` is what :mod:`reconciler.dispatch.compose` produces from a
 notification for one server, after routing and filtering. The header checks
 themselves (RFC 2047 decoding included, SPEC S1) are in
-:mod:`reconciler.dispatch.header_text`.
+:mod:`reconciler.config.header_text`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from reconciler.config.models.base import is_plain_email
-from reconciler.dispatch.header_guard import GUARDED_SMTP
-from reconciler.dispatch.header_text import (
+from reconciler.config.header_text import (
     HEADER_NAME_PATTERN,
     NOT_IN_HEADERS,
     check_file_name,
@@ -46,10 +44,12 @@ from reconciler.dispatch.header_text import (
 )
 
 # The header checks live in header_text; callers import them from here as before.
-from reconciler.dispatch.header_text import RESERVED_HEADERS as RESERVED_HEADERS
-from reconciler.dispatch.header_text import SERVER_HEADERS as SERVER_HEADERS
-from reconciler.dispatch.header_text import HeaderInjectionError as HeaderInjectionError
-from reconciler.dispatch.header_text import check_header_text as check_header_text
+from reconciler.config.header_text import RESERVED_HEADERS as RESERVED_HEADERS
+from reconciler.config.header_text import SERVER_HEADERS as SERVER_HEADERS
+from reconciler.config.header_text import HeaderInjectionError as HeaderInjectionError
+from reconciler.config.header_text import check_header_text as check_header_text
+from reconciler.config.models.base import is_plain_email
+from reconciler.dispatch.header_guard import GUARDED_SMTP
 
 RecipientField = Literal["to", "cc", "bcc"]
 

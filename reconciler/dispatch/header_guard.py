@@ -2,7 +2,7 @@
 patch level.
 
 Intake refuses values that could break a header line
-(:mod:`reconciler.dispatch.header_text`), but the email package is what writes
+(:mod:`reconciler.config.header_text`), but the email package is what writes
 the bytes, and its folder has changed between patch releases: on 3.11.7 and
 3.12 it decodes an RFC 2047 encoded-word and writes the CR LF inside it out
 raw, and it leaves a long quoted display name on one line of any length. A
@@ -34,7 +34,7 @@ from email.headerregistry import UnstructuredHeader
 from email.policy import EmailPolicy
 from typing import Any
 
-from reconciler.dispatch.header_text import HeaderInjectionError
+from reconciler.config.header_text import HeaderInjectionError
 from reconciler.dispatch.header_write import HARD_LINE, any_address_header
 
 _FIELD_NAME = re.compile(rb"^[!-9;-~]+$")

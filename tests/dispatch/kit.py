@@ -26,6 +26,13 @@ def server(name: str, *, namespace: str = NAMESPACE, **spec: Any) -> OutgoingSer
     return OutgoingServer.model_validate(_resource("OutgoingServer", name, body, namespace))
 
 
+def with_stored_sender_name(srv: OutgoingServer, name: str) -> OutgoingServer:
+    """``srv`` with a senderName validate now refuses, as a store written by an older
+    release may still hold it: compose must refuse it on its own."""
+    spec = srv.spec.model_copy(update={"sender_name": name})
+    return srv.model_copy(update={"spec": spec})
+
+
 def rule(name: str, order: int, to: str, *conditions: dict[str, Any], module: str = "request",
          match: str = "all", enabled: bool = True) -> OutgoingEmailRule:
     spec = {"module": module, "order": order, "match": match, "conditions": list(conditions),

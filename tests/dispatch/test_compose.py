@@ -15,7 +15,7 @@ from reconciler.dispatch.compose import MIB, compose
 from reconciler.dispatch.envelope import Envelope, HeaderInjectionError, Notification
 from reconciler.dispatch.filters import filter_notification
 
-from .kit import recipient_filter, server
+from .kit import recipient_filter, server, with_stored_sender_name
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 SERVER = server("helpdesk", email="helpdesk@desk.example", senderName="IT Help Desk",
@@ -168,7 +168,7 @@ def test_no_recipients_is_refused() -> None:
 
 
 def test_a_line_break_in_the_configured_sender_name_is_refused() -> None:
-    srv = server("bad", senderName="Desk\r\nBcc: victim@else.example")
+    srv = with_stored_sender_name(server("bad"), "Desk\r\nBcc: victim@else.example")
     with pytest.raises(HeaderInjectionError, match="sender name"):
         build(notification(), srv)
 

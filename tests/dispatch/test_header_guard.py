@@ -28,7 +28,7 @@ from reconciler.dispatch.header_guard import wire_problem
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditStatus, OutboxState
 
-from .kit import server
+from .kit import server, with_stored_sender_name
 
 SERVER = server("helpdesk", email="helpdesk@desk.example", senderName="IT Help Desk")
 INJECT_Q = "=?utf-8?q?x=0D=0AReply-To:_evil@attacker.example?="
@@ -88,8 +88,8 @@ def test_compose_refuses_a_header_that_would_not_be_one_line(
 
 
 def test_a_sender_name_from_the_config_is_checked_after_decoding_too() -> None:
-    srv = server("helpdesk", email="helpdesk@desk.example",
-                 senderName="=?utf-8?q?Desk=0D=0ABcc:_evil@attacker.example?=")
+    srv = with_stored_sender_name(server("helpdesk", email="helpdesk@desk.example"),
+                                  "=?utf-8?q?Desk=0D=0ABcc:_evil@attacker.example?=")
     with pytest.raises(HeaderInjectionError, match="sender name"):
         build(unchecked(), srv)
 

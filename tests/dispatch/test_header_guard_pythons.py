@@ -23,7 +23,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import default
 from reconciler.dispatch.header_guard import GUARDED_SMTP
-from reconciler.dispatch.header_text import HeaderInjectionError
+from reconciler.config.header_text import HeaderInjectionError
 
 INJECT = "=?utf-8?q?x=0D=0AReply-To:_evil@attacker.example?="
 CASES = [{"subject": INJECT}, {"subject": "=?utf-8?q?x=0D=0A=0D=0AINJECTED?="},

@@ -27,6 +27,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from reconciler.config.header_text import HeaderInjectionError, check_header_text
+
 API_GROUP = "reconciler.dev"
 API_VERSION = f"{API_GROUP}/v1"
 
@@ -170,6 +172,19 @@ Email = Annotated[str, AfterValidator(_check_email), Strip]
 Domain = Annotated[str, StringConstraints(to_lower=True), AfterValidator(_check_domain), Strip]
 Port = Annotated[int, Field(ge=1, le=65535)]
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1), Strip]
+
+
+def _check_header_text(value: str) -> str:
+    # Text the composer puts in a header (a sender's display name): the same rule as
+    # intake's (SPEC S1), so a config cannot smuggle a line break into every message.
+    try:
+        return check_header_text(value, "this text")
+    except HeaderInjectionError as exc:
+        raise PydanticCustomError("header_text", "{problem}", {"problem": str(exc)}) from None
+
+
+HeaderText = Annotated[str, StringConstraints(min_length=1), AfterValidator(_check_header_text),
+                       Strip]
 
 
 class Model(BaseModel):

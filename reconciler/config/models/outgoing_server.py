@@ -10,10 +10,10 @@ from pydantic import Field, StrictBool
 from reconciler.config.models.auth import Auth, NoAuth
 from reconciler.config.models.base import (
     Email,
+    HeaderText,
     Hostname,
     HttpUrl,
     Model,
-    NonEmptyStr,
     Port,
     Ref,
     Resource,
@@ -58,7 +58,7 @@ class OutgoingAttachments(Model):
 
 class OutgoingServerSpec(Model):
     email: Email = Field(description="From address of every notification sent through it.")
-    sender_name: NonEmptyStr | None = Field(default=None, description="Display name of From.")
+    sender_name: HeaderText | None = Field(default=None, description="Display name of From.")
     reply_to: Email | None = Field(
         default=None, description="Where replies go; a monitored mailbox so they become tickets."
     )
