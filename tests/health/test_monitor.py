@@ -61,7 +61,7 @@ async def send_via(selector: HostSelector, server: OutgoingServer) -> Any:
     n = Notification.model_validate({"module": "request", "to": ["jane@corp.example"],
                                      "subject": "hi", "text_body": "hello"})
     transport = SmtpTransport(selector=selector, local_hostname="client.test",
-                              connect_timeout=2.0)
+                              connect_timeout=30.0)
     try:
         return await transport.send(compose(n, server, filter_notification(n, None)), server)
     finally:

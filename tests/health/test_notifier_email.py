@@ -63,7 +63,7 @@ async def deliver(store: SqlStore, store_url: str, peer: SmtpPeer, count: int = 
     """Run the real worker until ``peer`` has received ``count`` messages."""
     source = ConfigSource(store)
     await source.refresh()
-    transport = SmtpTransport(local_hostname="client.test", connect_timeout=2.0)
+    transport = SmtpTransport(local_hostname="client.test", connect_timeout=30.0)
     settings = DaemonSettings(store_url=store_url, worker_id="mailer", poll_interval_seconds=0.02)
     stop = asyncio.Event()
     task = asyncio.create_task(Worker(store, settings, source, {"smtp": transport}).run(stop))

@@ -85,7 +85,7 @@ def make_peer(certs: PeerCerts) -> Iterator[PeerMaker]:
         if mode == "tls":
             kwargs["ssl_context"] = certs.server_context()
         controller = Controller(handler, hostname=HOST, port=port, server_hostname="peer.test",
-                                ready_timeout=5.0, **kwargs)
+                                ready_timeout=120.0, **kwargs)
         controller.start()
         running.append((controller, handler))
         return Peer(handler, port, mode, pipelining)
@@ -109,7 +109,7 @@ def envelope_for(server: OutgoingServer, **kw: Any) -> MailEnvelope:
 
 
 def transport(certs: PeerCerts) -> SmtpTransport:
-    return SmtpTransport(ca_file=certs.ca_file, local_hostname="client.test", connect_timeout=2.0)
+    return SmtpTransport(ca_file=certs.ca_file, local_hostname="client.test", connect_timeout=30.0)
 
 
 def summary(result: SendResult) -> tuple[object, ...]:

@@ -49,7 +49,7 @@ def tokens(store: SqlStore, key: bytes, idp: OAuthPeer, **kw: object) -> OAuthTo
 
 async def send(provider: OAuthTokenProvider, certs: PeerCerts, server: object):  # type: ignore[no-untyped-def]
     transport = SmtpTransport(ca_file=certs.ca_file, token_provider=provider,
-                              local_hostname="client.test", connect_timeout=2.0)
+                              local_hostname="client.test", connect_timeout=30.0)
     try:
         return await transport.send(envelope_for(server), server)  # type: ignore[arg-type]
     finally:
