@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from config.helpers import forbidden_secret_file
 from health.kit import USER, put_servers
 from peers.smtp import SmtpPeer, free_port
 from plan.kit import copy_examples
@@ -95,11 +96,7 @@ def test_a_server_written_by_other_means_never_gets_the_value(
 ) -> None:
     """The store holds what no validate saw (as if written by hand or an old release);
     test-connection resolves at AUTH and must refuse before the value leaves."""
-    secrets, outside = tmp_path / "secrets", tmp_path / "outside"
-    secrets.mkdir()
-    outside.mkdir()
-    (outside / "shadow").write_text(VALUE + "\n")
-    (secrets / "link").symlink_to(outside / "shadow")
+    secrets = forbidden_secret_file(tmp_path, VALUE)
     monkeypatch.setenv("RECONCILE_SECRET_DIRS", str(secrets))
     ref = {"env": "env:RECONCILE_TOKEN_KEY", "dots": f"file:{secrets}/../outside/shadow",
            "symlink": f"file:{secrets}/link"}[where]

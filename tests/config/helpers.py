@@ -69,3 +69,15 @@ def assert_reported(result: ValidationResult, expected: Iterable[Expect], prefix
         assert any(exp.matches(d, prefix) for d in found), (
             f"expected {exp.text_line(prefix)!r} (hint ~ {exp.hint!r}); got:\n{describe(found)}"
         )
+
+
+def forbidden_secret_file(tmp_path: Path, value: str) -> Path:
+    """An allowed secret folder (returned) beside a file outside it holding ``value``,
+    reachable from the folder by ``..`` and by the symlink ``link``. The caller points
+    RECONCILE_SECRET_DIRS at the folder."""
+    secrets, outside = tmp_path / "secrets", tmp_path / "outside"
+    secrets.mkdir()
+    outside.mkdir()
+    (outside / "shadow").write_text(value + "\n")
+    (secrets / "link").symlink_to(outside / "shadow")
+    return secrets

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from config.helpers import forbidden_secret_file
 from peers.smtp import SmtpPeer, free_port
 
 from daemon.app_kit import (
@@ -41,11 +42,7 @@ def with_password(namespace: str, port: int, ref: str) -> CanonicalResource:
 def test_the_daemon_refuses_secrets_from_forbidden_places(
     store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secrets, outside = tmp_path / "secrets", tmp_path / "outside"
-    secrets.mkdir()
-    outside.mkdir()
-    (outside / "shadow").write_text(VALUE + "\n")
-    (secrets / "link").symlink_to(outside / "shadow")
+    secrets = forbidden_secret_file(tmp_path, VALUE)
     monkeypatch.setenv("RECONCILE_SECRET_DIRS", str(secrets))
     monkeypatch.delenv("RECONCILE_SECRET_ENV", raising=False)
     monkeypatch.setenv("RECONCILE_TOKEN_KEY", VALUE)
