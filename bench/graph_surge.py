@@ -74,7 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from peers.graph_server import TOKEN, GraphPeer
 from peers.smtp import PeerCerts
 
-from reconciler.daemon.app import Daemon, _loop_factory
+from reconciler.daemon.app import Daemon, loop_factory
 from reconciler.daemon.settings import DaemonSettings
 from reconciler.dispatch.transports.graph import GraphTransport
 
@@ -150,7 +150,7 @@ class InProcessDaemon:
             await self.daemon.run(self._stop)
 
         try:
-            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
                 runner.run(main())
         except BaseException as exc:  # reported by start/stop
             self._error = exc

@@ -422,11 +422,11 @@ async def _wait(stop: asyncio.Event, timeout: float) -> bool:
 
 def run(settings: DaemonSettings) -> None:
     """Run a daemon until SIGTERM/SIGINT (the ``reconcile daemon`` command)."""
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(Daemon(settings, freeze_gc=True).run())
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when installed: with httptools, ~20% less CPU per message than asyncio's
     own loop and h11 in bench/dispatch.py (the daemon does many small socket writes)."""
     try:

@@ -111,7 +111,7 @@ def _settings(values: dict[str, Any]) -> DaemonSettings:
 def main() -> int:
     """A supervised child: its spec from the environment, then the ordinary daemon."""
     from reconciler.daemon import logs
-    from reconciler.daemon.app import DaemonError, _loop_factory
+    from reconciler.daemon.app import DaemonError, loop_factory
 
     spec: dict[str, Any] = json.loads(os.environ.pop(SPEC_ENV))
     settings = _settings(spec["settings"])
@@ -120,7 +120,7 @@ def main() -> int:
     watch_lifeline(int(spec["lifeline_fd"]), settings.shutdown_grace_seconds + STOP_MARGIN_S)
     try:
         # The same loop as `reconcile daemon` without --workers (daemon.app.run).
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(_serve(settings, int(spec["ready_fd"])))
     except DaemonError as exc:
         log.error("%s process failed: %s", settings.role, exc)
