@@ -75,8 +75,8 @@ from peers.graph_server import TOKEN, GraphPeer
 from peers.smtp import PeerCerts
 
 from reconciler.daemon.app import Daemon, loop_factory
-from reconciler.daemon.settings import DaemonSettings
-from reconciler.dispatch.transports.graph import GraphTransport
+from reconciler.mail.graph.transport import GraphTransport
+from reconciler.runtime.settings import DaemonSettings
 
 MAILBOX = "desk@bench.example"
 API_TOKEN_ENV = "RECONCILE_BENCH_API_TOKEN"

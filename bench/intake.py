@@ -56,9 +56,9 @@ def serve(url: str, window: float, max_batch: int, concurrency: int | None) -> N
 
     from reconciler.config.desired import CanonicalResource, ResourceKey
     from reconciler.daemon.api import create_api
-    from reconciler.daemon.live_config import ConfigHolder
-    from reconciler.daemon.metrics import DaemonMetrics
-    from reconciler.daemon.settings import DaemonSettings
+    from reconciler.runtime.live_config import ConfigHolder
+    from reconciler.runtime.metrics import DaemonMetrics
+    from reconciler.runtime.settings import DaemonSettings
     from reconciler.state import Action, Change, RevisionMeta, open_store
 
     store = open_store(url)

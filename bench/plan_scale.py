@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from reconciler.config.validate import ValidationResult
 from reconciler.plan import render
 from reconciler.plan.apply import apply_plan
 from reconciler.plan.diff import diff
 from reconciler.plan.model import Plan, git_info, load, save
+from reconciler.policy.validate import ValidationResult
 from reconciler.state import RevisionMeta, open_store
 
 PER_NAMESPACE = 10  # 2 servers, 4 recipient filters, 4 outgoing rules
@@ -141,7 +141,7 @@ class Breakdown:
 
 
 def in_process(config: Path, db: Path, work: Path) -> Breakdown:
-    from reconciler.config.validate import validate_path
+    from reconciler.policy.validate import validate_path
 
     # validate_path and diff pause the GC themselves, as in the CLI commands
     return _steps(Breakdown(), config, db, work, validate_path)

@@ -45,13 +45,13 @@ def rss_mb():
                 return int(line.split()[1]) / 1024
     return 0.0
 
-from reconciler.config import validate as v
+from reconciler.policy import validate as v
 from reconciler.config.checks import check_semantics
 from reconciler.config.derive import derive_all
 from reconciler.config.diagnostics import Diagnostics
 from reconciler.config.loader import load_tree
 from reconciler.config.references import check_references
-from reconciler.gcpause import gc_paused
+from reconciler.config.gcpause import gc_paused
 from reconciler.policy import engine
 
 rows = [("imports", rss_mb())]

@@ -389,14 +389,13 @@ STAGES = ("parse", "models", "derive", "refs+checks", "policies", "desired")
 
 def stages(root: Path) -> tuple[dict[str, float], dict[str, int]]:
     """CPU seconds per stage of the validate pipeline, run in this process."""
-    from reconciler.gcpause import gc_paused
+    from reconciler.config.gcpause import gc_paused
 
     with gc_paused():  # as validate_path runs
         return _stages(root)
 
 
 def _stages(root: Path) -> tuple[dict[str, float], dict[str, int]]:
-    from reconciler.config import validate as v
     from reconciler.config.checks import check_semantics
     from reconciler.config.derive import derive_all
     from reconciler.config.desired import DesiredState
@@ -405,6 +404,7 @@ def _stages(root: Path) -> tuple[dict[str, float], dict[str, int]]:
     from reconciler.config.references import check_references
     from reconciler.config.secret_checks import check_secret_places
     from reconciler.policy import engine
+    from reconciler.policy import validate as v
 
     diags = Diagnostics()
     t: dict[str, float] = {}
@@ -451,7 +451,7 @@ def parse_baselines(root: Path) -> dict[str, float]:
         for text in texts:
             list(rt.load_all(text))
 
-    from reconciler.gcpause import gc_paused
+    from reconciler.config.gcpause import gc_paused
 
     with gc_paused():  # the same conditions for all three, as validate_path runs
         return {
@@ -470,7 +470,7 @@ def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
     files = generate(root, n)
     wall, cpu, peak = _best(repeat, lambda: run_fresh(root), key=lambda r: r[1])
     timing, counts = _best(repeat, lambda: stages(root), key=lambda r: sum(r[0].values()))
-    from reconciler.config.validate import validate_path
+    from reconciler.policy.validate import validate_path
 
     whole = min(_timed(lambda: validate_path(root))[1] for _ in range(repeat))
     return {"n": n, "files": files, "wall": wall, "cpu": cpu, "peak": peak, "stages": timing,

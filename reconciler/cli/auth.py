@@ -188,7 +188,7 @@ def _find(store: Any, text: str, namespace: str | None) -> Any:
 
     from pydantic import ValidationError
 
-    from reconciler.dispatch.namespace import resource_from_canonical
+    from reconciler.runtime.namespace import resource_from_canonical
 
     ns, name = split_name(text, namespace)
     live = store.snapshot()
@@ -218,8 +218,8 @@ def _find(store: Any, text: str, namespace: str | None) -> Any:
 @store_option
 def status_command(fmt: str, store_url: str | None) -> None:
     """Token state of every OAuth2 server (never a token value)."""
-    from reconciler.dispatch.namespace import resource_from_canonical
     from reconciler.oauth.cache import TokenCache, client_digest
+    from reconciler.runtime.namespace import resource_from_canonical
 
     with opened_store(store_url) as store:
         live = store.snapshot()

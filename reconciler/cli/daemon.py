@@ -14,7 +14,7 @@ import logging
 import click
 
 from reconciler.cli.common import UserError, store_option, token_key_option
-from reconciler.daemon.settings import DaemonSettings
+from reconciler.runtime.settings import DaemonSettings
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(DaemonSettings)
              if f.default is not dataclasses.MISSING}

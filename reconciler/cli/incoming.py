@@ -113,10 +113,10 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
     """Move the error folder's mails back so the daemon processes them again."""
     namespace, server = _name(server, namespace)
     from reconciler.config.models.incoming_server import IncomingServer
-    from reconciler.dispatch.namespace import resource_from_canonical
-    from reconciler.incoming.fetchers import FetchError, NotSupported, fetcher_for
     from reconciler.incoming.servers import proxy_of
     from reconciler.incoming.store import IncomingStore
+    from reconciler.mail.registry import FetchError, NotSupported, fetcher_for
+    from reconciler.runtime.namespace import resource_from_canonical
 
     with opened_store(store_url) as store:
         canon = store.snapshot().resources.get(_key(namespace, server))

@@ -30,9 +30,9 @@ from reconciler.config.diagnostics import Diagnostic, Diagnostics
 from reconciler.config.loader import Document
 from reconciler.config.secret_checks import CODE as SECRET_PLACE
 from reconciler.config.secrets import FIX_HINT, SecretRef, redact
-from reconciler.config.validate import ValidationResult, canonical, validate_documents
 from reconciler.plan.apply import resolve_actor
 from reconciler.plan.diff import diff
+from reconciler.policy.validate import ValidationResult, canonical, validate_documents
 from reconciler.state import (
     Change,
     LiveState,

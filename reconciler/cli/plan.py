@@ -17,10 +17,10 @@ import click
 from reconciler.cli.common import UserError, finish, opened_store, store_option
 from reconciler.cli.render import diagnostic_text, emit
 from reconciler.config.diagnostics import Severity
-from reconciler.config.validate import ValidationResult, validate_path
 from reconciler.plan import render
 from reconciler.plan.make import make_plan
 from reconciler.plan.model import Plan, PlanFileError, save
+from reconciler.policy.validate import ValidationResult, validate_path
 from reconciler.state import SqlStore
 
 EXIT_NO_CHANGES = 0

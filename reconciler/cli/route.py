@@ -20,7 +20,7 @@ from reconciler.cli.send import context_option, parse_context
 
 if TYPE_CHECKING:
     from reconciler.config.models.outgoing_server import OutgoingServer
-    from reconciler.dispatch.namespace import NamespaceConfig
+    from reconciler.runtime.namespace import NamespaceConfig
 
 
 @click.command("route")
@@ -59,7 +59,7 @@ def command(ctx: click.Context, namespace: str, module: str, fields: tuple[str, 
 
 
 def _from_store(store_url: str | None, namespace: str) -> tuple[str, NamespaceConfig | None]:
-    from reconciler.daemon.live_config import LiveConfig
+    from reconciler.runtime.live_config import LiveConfig
 
     with opened_store(store_url) as store:
         live = store.snapshot()
@@ -69,8 +69,8 @@ def _from_store(store_url: str | None, namespace: str) -> tuple[str, NamespaceCo
 
 def _from_config(config_dir: Path, namespace: str) -> tuple[str, NamespaceConfig | None]:
     from reconciler.cli.render import emit
-    from reconciler.config.validate import validate_path
-    from reconciler.dispatch.namespace import NamespaceConfig
+    from reconciler.policy.validate import validate_path
+    from reconciler.runtime.namespace import NamespaceConfig
 
     result = validate_path(config_dir)
     if not result.ok:

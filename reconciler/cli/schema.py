@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from reconciler.config.schema import stale, write_all
+from reconciler.policy.schema import stale, write_all
 
 
 @click.command("schema")

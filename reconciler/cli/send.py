@@ -23,8 +23,8 @@ import click
 from reconciler.cli.common import UserError, opened_store, store_option
 
 if TYPE_CHECKING:  # imported when the command runs: the CLI loads lazily
-    from reconciler.dispatch.envelope import Notification
-    from reconciler.dispatch.namespace import NamespaceConfig
+    from reconciler.mail.envelope import Notification
+    from reconciler.runtime.namespace import NamespaceConfig
     from reconciler.state import SqlStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,7 +73,7 @@ def _namespace_config(store: SqlStore, namespace: str, omitted: bool) -> Namespa
     naming the configured namespaces when it has no outgoing server to send with."""
     from pydantic import ValidationError
 
-    from reconciler.dispatch.namespace import NamespaceConfig
+    from reconciler.runtime.namespace import NamespaceConfig
 
     live = store.snapshot()
     configured = sorted({key.namespace for key in live.resources
@@ -153,7 +153,7 @@ def command(namespace: str, module: str, to: tuple[str, ...], cc: tuple[str, ...
     """
     from pydantic import ValidationError
 
-    from reconciler.dispatch.envelope import Notification, plain_error
+    from reconciler.mail.envelope import Notification, plain_error
 
     if (text is None) == (text_file is None):
         raise UserError("give the body with exactly one of --text and --text-file")

@@ -34,7 +34,6 @@ from reconciler.cli.common import (
 )
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.health.diagnose import likely_fix
-from reconciler.health.options import ProbeOptions
 from reconciler.health.probes import (
     PROBES,
     UnsupportedProtocol,
@@ -44,7 +43,8 @@ from reconciler.health.probes import (
     send_test_message,
     supports,
 )
-from reconciler.health.steps import ProbeReport, Step
+from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.steps import ProbeReport, Step
 
 KIND = "OutgoingServer"
 
@@ -123,8 +123,8 @@ def _load_bindings(store_url: str | None, server: OutgoingServer,
     an apply bound it, also for a server read with --config (without a store nothing is
     bound), unless the person running it approves SERVER's moves on the command line."""
     from reconciler.config.desired import ResourceKey
+    from reconciler.config.endpoints import pairs_of
     from reconciler.credentials import gate
-    from reconciler.credentials.endpoints import pairs_of
     from reconciler.credentials.moves import parse_approval
 
     key = ResourceKey(KIND, server.metadata.namespace, server.metadata.name)
@@ -194,7 +194,7 @@ def _pick(found: dict[str, Any], name: str, namespace: str | None, known: list[s
 
 
 def _from_store(store_url: str | None, name: str, namespace: str | None) -> OutgoingServer:
-    from reconciler.dispatch.namespace import resource_from_canonical
+    from reconciler.runtime.namespace import resource_from_canonical
 
     with opened_store(store_url) as store:
         live = store.snapshot()
@@ -213,7 +213,7 @@ def _from_store(store_url: str | None, name: str, namespace: str | None) -> Outg
 
 
 def _from_config(root: Path, name: str, namespace: str | None) -> OutgoingServer:
-    from reconciler.config.validate import validate_path
+    from reconciler.policy.validate import validate_path
 
     result = validate_path(root)
     servers = [r.model for r in result.resources if isinstance(r.model, OutgoingServer)]

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from reconciler.cli.render import FORMATS, emit
-from reconciler.config.validate import ValidationResult, validate_path
+from reconciler.policy.validate import ValidationResult, validate_path
 
 
 @click.command("validate")

@@ -19,8 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from reconciler.config.secrets import SecretError, SecretRef, resolve
-from reconciler.credentials.endpoints import (
+from reconciler.config.endpoints import (
     Pair,
     display,
     host_endpoint,
@@ -29,6 +28,7 @@ from reconciler.credentials.endpoints import (
     token_endpoint,
     url_host_endpoint,
 )
+from reconciler.config.secrets import SecretError, SecretRef, resolve
 
 if TYPE_CHECKING:
     from reconciler.config.models.auth import OAuth2Auth

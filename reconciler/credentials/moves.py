@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.config.desired import ResourceKey
-from reconciler.credentials.endpoints import KINDS, Pair, display, pairs_of
+from reconciler.config.endpoints import KINDS, Pair, display, pairs_of
 from reconciler.state.base import Change
 
 APPROVE_ALL = "all"

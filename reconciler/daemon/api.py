@@ -50,8 +50,6 @@ from reconciler.daemon.intake_route import (
     store_unavailable,
 )
 from reconciler.daemon.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
-from reconciler.daemon.live_config import ConfigHolder
-from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.params import ROW_ID_MAX, SearchText, UtcTime
 from reconciler.daemon.problems import NOTIFICATION_FIELDS, validation_handler
 from reconciler.daemon.refusals import RefusalLog
@@ -67,8 +65,10 @@ from reconciler.daemon.schemas import (
     ResourceStatus,
     ValidationProblem,
 )
-from reconciler.daemon.settings import DaemonSettings
-from reconciler.dispatch.envelope import Notification
+from reconciler.mail.envelope import Notification
+from reconciler.runtime.live_config import ConfigHolder
+from reconciler.runtime.metrics import DaemonMetrics
+from reconciler.runtime.settings import DaemonSettings
 from reconciler.state.base import (
     Audit,
     AuditDirection,
@@ -322,7 +322,7 @@ def create_api(
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     if hasattr(store, "connections"):  # the SQL store: incoming ticket events (I8)
-        from reconciler.incoming.api import add_event_routes
+        from reconciler.daemon.api_incoming import add_event_routes
 
         add_event_routes(app, store, guarded, _ERRORS)
 

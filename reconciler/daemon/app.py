@@ -43,13 +43,13 @@ from typing import Any
 from reconciler.config import secret_places
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
-from reconciler.daemon.metrics import DaemonMetrics
-from reconciler.daemon.settings import DaemonSettings
 from reconciler.daemon.wake import WakeSender, wake_on
-from reconciler.dispatch.configs import ConfigSource
-from reconciler.dispatch.failover import HostSelector
-from reconciler.dispatch.transports.base import Transport
 from reconciler.dispatch.worker import Worker
+from reconciler.mail.failover import HostSelector
+from reconciler.mail.transport import Transport
+from reconciler.runtime.configs import ConfigSource
+from reconciler.runtime.metrics import DaemonMetrics
+from reconciler.runtime.settings import DaemonSettings
 from reconciler.state.base import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -259,8 +259,8 @@ class Daemon:
     def _transports(self) -> Mapping[str, Transport]:
         if self._given_transports is not None:
             return self._given_transports
-        from reconciler.dispatch.transports.graph import GraphTransport
-        from reconciler.dispatch.transports.smtp import SmtpTransport
+        from reconciler.mail.graph.transport import GraphTransport
+        from reconciler.mail.smtp.transport import SmtpTransport
 
         # One per daemon: it pools connections per server and shares the
         # selector with the health monitor.
@@ -273,7 +273,7 @@ class Daemon:
                                              proxies=self._proxy_for)
         # EWS threads and exchangelib accounts are per server inside it; it
         # shares the selector so EWS fails over and back like SMTP.
-        from reconciler.dispatch.transports.ews import EwsTransport
+        from reconciler.mail.ews.transport import EwsTransport
 
         transports["ews"] = EwsTransport(ca_file=self.settings.ca_file, selector=self.selector,
                                          token_provider=self.token_provider,
@@ -360,8 +360,8 @@ class Daemon:
 
     def _incoming(self, store: Store) -> Any:
         """Fetch loops per IncomingServer and the event sink (reconciler.incoming.service)."""
-        from reconciler.health.notifier import AdminMail, Notifier
         from reconciler.incoming.service import incoming_parts
+        from reconciler.runtime.notifier import AdminMail, Notifier
 
         assert self.config is not None
         notifier = Notifier(self.settings.notify_webhook,
@@ -379,7 +379,7 @@ class Daemon:
         if monitor_class is None:
             monitor_class = importlib.import_module(f"{HEALTH_MODULE}.monitor").HealthMonitor
         assert self.config is not None
-        from reconciler.health.notifier import AdminMail, Notifier
+        from reconciler.runtime.notifier import AdminMail, Notifier
 
         # Transitions are logged, posted to the webhook and mailed to the namespace's
         # adminNotifications.emails through the outbox.

@@ -31,7 +31,7 @@ import sys
 import threading
 from typing import Any
 
-from reconciler.daemon.settings import DaemonSettings
+from reconciler.runtime.settings import DaemonSettings
 
 SPEC_ENV = "RECONCILE_DAEMON_CHILD"
 STOP_MARGIN_S = 10.0

@@ -57,12 +57,12 @@ from starlette.types import Receive, Scope, Send
 from reconciler.daemon.auth import BearerTokens
 from reconciler.daemon.intake import GroupCommitter
 from reconciler.daemon.limits import BodyTooLarge, parse_length, too_large
-from reconciler.daemon.live_config import ConfigHolder
-from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.problems import field_problem, field_problems
 from reconciler.daemon.refusals import REFUSED, invalid_fields_reason, log_refusal, refuse
-from reconciler.dispatch.envelope import Notification
 from reconciler.dispatch.oversize import routed_oversized
+from reconciler.mail.envelope import Notification
+from reconciler.runtime.live_config import ConfigHolder
+from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.state.base import EnqueueRequest, Outbox, OutboxState, StoreError
 
 # The API's logger: these lines read as they did when the route lived in api.py.

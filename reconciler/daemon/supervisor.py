@@ -55,7 +55,7 @@ import time
 from dataclasses import dataclass, field
 
 from reconciler.daemon.child import SPEC_ENV, STOP_MARGIN_S
-from reconciler.daemon.settings import DaemonSettings
+from reconciler.runtime.settings import DaemonSettings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ Decisions:
   form the ``EmailMessage`` path gives; anything else takes that path.
 - Header safety (SPEC S1): intake refuses values that could break a header
   line; compose checks again what it writes. The ``EmailMessage`` is written
-  here, once, with :data:`~reconciler.dispatch.header_guard.GUARDED_SMTP`,
+  here, once, with :data:`~reconciler.mail.header_guard.GUARDED_SMTP`,
   which writes address headers with our own folder (the package's drops the
   quotes of a long display name), refuses any header that would not be one
   line (a raw CR/LF, a control byte) and folds other text over 998 bytes as
@@ -44,17 +44,17 @@ from functools import lru_cache
 
 from reconciler.config.header_text import check_header_name
 from reconciler.config.models.outgoing_server import OutgoingServer
-from reconciler.dispatch.envelope import (
+from reconciler.dispatch.filters import FilterResult
+from reconciler.dispatch.oversize import MIB, limit_mb, select_attachments
+from reconciler.mail.envelope import (
     Envelope,
     Mailbox,
     Notification,
     check_header_text,
     validate_address,
 )
-from reconciler.dispatch.filters import FilterResult
-from reconciler.dispatch.header_guard import GUARDED_SMTP
-from reconciler.dispatch.header_write import PRINTABLE, address_header, text_header
-from reconciler.dispatch.oversize import MIB, limit_mb, select_attachments
+from reconciler.mail.header_guard import GUARDED_SMTP
+from reconciler.mail.header_write import PRINTABLE, address_header, text_header
 
 __all__ = ["MIB", "compose", "message_id_for", "select_attachments"]
 

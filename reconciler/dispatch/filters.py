@@ -22,7 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from reconciler.config.models.recipient_filter import FilterType, RecipientFilter
-from reconciler.dispatch.envelope import Mailbox, Notification, RecipientField
+from reconciler.mail.envelope import Mailbox, Notification, RecipientField
+from reconciler.runtime.addresses import AddressList
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,36 +52,6 @@ class FilterResult:
     def empty(self) -> bool:
         """Nothing left to send to: the caller records "not sent" (O8 NO_RECIPIENTS)."""
         return not self.kept
-
-
-@dataclass(frozen=True, slots=True)
-class AddressList:
-    """A RecipientFilter compiled for lookups; incoming mail uses it on senders too."""
-
-    name: str
-    type: FilterType
-    emails: frozenset[str]
-    domains: frozenset[str]
-
-    @classmethod
-    def of(cls, recipient_filter: RecipientFilter) -> AddressList:
-        spec = recipient_filter.spec
-        return cls(
-            name=recipient_filter.metadata.name,
-            type=FilterType(spec.type),
-            emails=frozenset(e.strip().casefold() for e in spec.emails),
-            domains=frozenset(d.strip().casefold().rstrip(".") for d in spec.domains),
-        )
-
-    def entry_for(self, address: str) -> tuple[str, str] | None:
-        """The (``"email"`` | ``"domain"``, entry) that ``address`` matches; email beats domain."""
-        key = address.casefold()
-        if key in self.emails:
-            return "email", key
-        domain = key.rpartition("@")[2].rstrip(".")
-        if domain in self.domains:
-            return "domain", domain
-        return None
 
 
 def apply_filter(

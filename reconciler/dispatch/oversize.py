@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.config.derive import DEFAULT_ATTACHMENT_LIMIT_MB
 from reconciler.config.models.outgoing_server import OutgoingServer, Oversize
-from reconciler.dispatch.envelope import Attachment, DroppedAttachment, Notification
+from reconciler.mail.envelope import Attachment, DroppedAttachment, Notification
 
 if TYPE_CHECKING:
-    from reconciler.dispatch.namespace import NamespaceConfig
+    from reconciler.runtime.namespace import NamespaceConfig
 
 MIB = 1024 * 1024
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reconciler.config.models.outgoing_server import OutgoingProtocol, OutgoingServer
-from reconciler.dispatch.outcome import NotSentReason
+from reconciler.mail.outcome import NotSentReason
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,20 +56,20 @@ from typing import Any
 from pydantic import ValidationError
 
 from reconciler.config.models.outgoing_server import OutgoingServer
-from reconciler.daemon.metrics import DaemonMetrics
-from reconciler.daemon.settings import DaemonSettings
 from reconciler.dispatch.compose import compose
-from reconciler.dispatch.configs import ConfigSource
-from reconciler.dispatch.envelope import Envelope, Notification, plain_errors
 from reconciler.dispatch.filters import FilterResult, filter_notification
 from reconciler.dispatch.group_commit import GroupCommit
 from reconciler.dispatch.lanes import Lanes, lane_width
-from reconciler.dispatch.namespace import NamespaceConfig
-from reconciler.dispatch.outcome import NotSentReason, Outcome, RecipientResult, SendResult
 from reconciler.dispatch.oversize import refuses
 from reconciler.dispatch.readiness import server_problems
-from reconciler.dispatch.retry import RetryPolicy
-from reconciler.dispatch.transports.base import Transport
+from reconciler.mail.envelope import Envelope, Notification, plain_errors
+from reconciler.mail.outcome import NotSentReason, Outcome, RecipientResult, SendResult
+from reconciler.mail.transport import Transport
+from reconciler.runtime.configs import ConfigSource
+from reconciler.runtime.metrics import DaemonMetrics
+from reconciler.runtime.namespace import NamespaceConfig
+from reconciler.runtime.retry import RetryPolicy
+from reconciler.runtime.settings import DaemonSettings
 from reconciler.state.base import (
     AuditEntry,
     AuditStatus,

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from reconciler.config.derive import SMTP_PORTS
 from reconciler.config.models.auth import BasicAuth, NoAuth, OAuth2Auth
 from reconciler.config.models.outgoing_server import OutgoingProtocol, OutgoingServer, Security
-from reconciler.dispatch.failover import Endpoint
-from reconciler.health.steps import Reason, Step, StepResult
+from reconciler.mail.failover import Endpoint
+from reconciler.mail.steps import Reason, Step, StepResult
 
 Hint = Callable[[OutgoingServer, Endpoint], str]
 

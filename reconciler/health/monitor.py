@@ -31,15 +31,17 @@ from datetime import UTC, datetime
 
 from reconciler.config.desired import ResourceKey
 from reconciler.config.models.outgoing_server import OutgoingServer
-from reconciler.daemon.live_config import ConfigHolder
-from reconciler.daemon.metrics import DaemonMetrics
-from reconciler.daemon.settings import DaemonSettings
-from reconciler.dispatch.failover import Endpoint, HostSelector
-from reconciler.dispatch.transports.base import TokenProvider
 from reconciler.health import record as rec
 from reconciler.health.diagnose import likely_fix
-from reconciler.health.leader import Leadership, leadership_for
-from reconciler.health.notifier import (
+from reconciler.health.probes import cannot_reach, endpoint_of, probe_server, supports
+from reconciler.mail.failover import Endpoint, HostSelector
+from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.steps import ProbeReport
+from reconciler.oauth.source import TokenProvider
+from reconciler.runtime.leader import Leadership, leadership_for
+from reconciler.runtime.live_config import ConfigHolder
+from reconciler.runtime.metrics import DaemonMetrics
+from reconciler.runtime.notifier import (
     FAILBACK,
     FAILOVER,
     RECOVERED,
@@ -47,9 +49,7 @@ from reconciler.health.notifier import (
     Notifier,
     Transition,
 )
-from reconciler.health.options import ProbeOptions
-from reconciler.health.probes import cannot_reach, endpoint_of, probe_server, supports
-from reconciler.health.steps import ProbeReport
+from reconciler.runtime.settings import DaemonSettings
 from reconciler.state.base import Store
 
 log = logging.getLogger(__name__)

@@ -19,19 +19,19 @@ from dataclasses import dataclass
 
 from reconciler.config.models.outgoing_server import OutgoingProtocol, OutgoingServer
 from reconciler.dispatch.compose import compose
-from reconciler.dispatch.envelope import Notification
-from reconciler.dispatch.failover import Endpoint, endpoints_of
 from reconciler.dispatch.filters import filter_notification
-from reconciler.dispatch.outcome import Failure, Outcome, SendResult
-from reconciler.dispatch.transports.base import Transport
-from reconciler.dispatch.transports.ews import EwsTransport, ews_url_for
-from reconciler.dispatch.transports.graph import GraphTransport
-from reconciler.dispatch.transports.smtp import SmtpTransport
-from reconciler.health.ews_probe import ews_endpoints, ews_plan, walk_ews
-from reconciler.health.graph_probe import graph_endpoints, graph_plan, walk_graph
-from reconciler.health.options import ProbeOptions
-from reconciler.health.smtp_probe import smtp_plan, walk_smtp
-from reconciler.health.steps import HTTP_API_PLAN, ProbeReport, Reason, Step, StepResult
+from reconciler.mail.envelope import Notification
+from reconciler.mail.ews.probe import ews_endpoints, ews_plan, walk_ews
+from reconciler.mail.ews.transport import EwsTransport, ews_url_for
+from reconciler.mail.failover import Endpoint, endpoints_of
+from reconciler.mail.graph.probe import graph_endpoints, graph_plan, walk_graph
+from reconciler.mail.graph.transport import GraphTransport
+from reconciler.mail.outcome import Failure, Outcome, SendResult
+from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.smtp.probe import smtp_plan, walk_smtp
+from reconciler.mail.smtp.transport import SmtpTransport
+from reconciler.mail.steps import HTTP_API_PLAN, ProbeReport, Reason, Step, StepResult
+from reconciler.mail.transport import Transport
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Admin notifications about incoming servers (SPEC I6, I7), through the health notifier.
 
-The health :class:`~reconciler.health.notifier.Notifier` already logs, posts
+The health :class:`~reconciler.runtime.notifier.Notifier` already logs, posts
 to the webhook (retried, URL hidden in logs) and mails the namespace's
 admins through the outbox; incoming servers reuse it with their own texts.
 Events (``payload()["event"]``):
@@ -22,7 +22,7 @@ from typing import Any
 from reconciler.config.derive import INCOMING_PORTS
 from reconciler.config.desired import ResourceKey
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
-from reconciler.health.notifier import RECOVERED, UNREACHABLE, Transition
+from reconciler.runtime.notifier import RECOVERED, UNREACHABLE, Transition
 
 STOPPED = "stopped"
 ERROR_FOLDER = "error-folder"

@@ -49,7 +49,6 @@ from typing import Any
 
 from reconciler.credentials import gate
 from reconciler.incoming import notices
-from reconciler.incoming.fetchers import FetchedMail, Fetcher, FetchError, fetcher_for
 from reconciler.incoming.pipeline import (
     Audience,
     PipelineContext,
@@ -59,6 +58,7 @@ from reconciler.incoming.pipeline import (
 )
 from reconciler.incoming.servers import IncomingConfig, ServerConfig, ServerId
 from reconciler.incoming.store import IncomingStore, Outcome, ServerState, bare_id
+from reconciler.mail.registry import FetchedMail, Fetcher, FetchError, fetcher_for
 from reconciler.state.base import EnqueueRequest, LiveState, StoreError
 
 log = logging.getLogger(__name__)

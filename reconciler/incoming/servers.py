@@ -1,6 +1,6 @@
 """Which IncomingServers a revision runs, with what each one's pipeline needs (SPEC I1).
 
-The daemon's :class:`~reconciler.daemon.live_config.LiveConfig` holds only
+The daemon's :class:`~reconciler.runtime.live_config.LiveConfig` holds only
 what dispatch uses; the runner reads the same revision's snapshot once more
 for the incoming kinds. Each server gets a *fingerprint*: a digest over every
 resource of its namespace the pipeline reads (servers, filters, rules,
@@ -22,7 +22,7 @@ from reconciler.config.desired import CanonicalResource, canonical_json
 from reconciler.config.models.base import Resource
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.proxy_server import ProxyServer, ProxyServerSpec
-from reconciler.dispatch.namespace import resource_from_canonical
+from reconciler.runtime.namespace import resource_from_canonical
 from reconciler.state.base import LiveState
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The incoming side as the daemon runs it: the runner, retention and, with a webhook, the
 event sink.
 
-Built from :class:`~reconciler.daemon.settings.DaemonSettings` by
+Built from :class:`~reconciler.runtime.settings.DaemonSettings` by
 :func:`incoming_parts`; the daemon runs each part as one of its tasks.
 
 Where the webhook is configured, and why there: ``--events-webhook`` is a

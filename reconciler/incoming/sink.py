@@ -34,9 +34,9 @@ from typing import Any
 import httpx
 
 from reconciler.config.secrets import ENC_PREFIX, SecretError, resolve_operator
-from reconciler.health.leader import AlwaysLeader, Leadership, PgAdvisoryLeader
-from reconciler.health.notifier import webhook_url
 from reconciler.incoming.store import IncomingStore, StoredEvent
+from reconciler.runtime.leader import AlwaysLeader, Leadership, PgAdvisoryLeader
+from reconciler.runtime.notifier import webhook_url
 from reconciler.state.base import StoreError
 from reconciler.state.engine import parse_location
 

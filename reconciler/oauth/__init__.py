@@ -2,7 +2,7 @@
 and the meaning of identity-provider errors.
 
 Consumers (SMTP/IMAP/POP3 XOAUTH2, Graph, EWS, health probes) take a
-:class:`~reconciler.dispatch.transports.base.TokenSource`; the real one is
+:class:`~reconciler.mail.transport.TokenSource`; the real one is
 :class:`OAuthTokenProvider` (see its module for the contract). Build one with
 :func:`provider_for_store`.
 """

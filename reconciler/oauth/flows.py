@@ -289,7 +289,7 @@ class GenericFlow(Flow):
     async def _post(self, data: dict[str, str]) -> dict[str, Any]:
         import httpx
 
-        from reconciler.dispatch.transports.tls import tls_context
+        from reconciler.runtime.tls import tls_context
 
         url = str(self.auth.token_url or "")
         if not url:

@@ -1,7 +1,7 @@
 """The token provider every transport and probe uses for OAuth2 servers (SPEC O11).
 
 ``OAuthTokenProvider(cache)`` implements
-:class:`~reconciler.dispatch.transports.base.TokenSource`:
+:class:`~reconciler.mail.transport.TokenSource`:
 
 - ``await provider.token(server)`` returns an access token for any resource
   with an OAuth2 ``spec.auth`` (OutgoingServer or IncomingServer). A token
@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reconciler.config.models.auth import OAuth2Auth, OAuthGrant
-from reconciler.dispatch.transports.base import TokenError
 from reconciler.oauth.cache import (
     ServerKey,
     TokenCache,
@@ -40,6 +39,7 @@ from reconciler.oauth.cache import (
 )
 from reconciler.oauth.errors import login_hint
 from reconciler.oauth.flows import Flow, FlowError, Grant, flow_for
+from reconciler.oauth.source import TokenError
 from reconciler.state.base import StoreError
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
+from reconciler.config.gcpause import gc_paused
 from reconciler.config.secrets import redact
-from reconciler.gcpause import gc_paused
 from reconciler.state.base import Action, Change, FieldChange, LiveState
 
 Path = tuple[str | int, ...]

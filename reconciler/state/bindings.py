@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, tuple_
 
 from reconciler.config.desired import ResourceKey
-from reconciler.credentials.endpoints import KINDS, Pair, pairs_of
+from reconciler.config.endpoints import KINDS, Pair, pairs_of
 from reconciler.state import schema as t
 from reconciler.state.base import Change
 

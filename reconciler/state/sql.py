@@ -39,8 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_json
-from reconciler.history import chain
-from reconciler.state import bindings, codec
+from reconciler.state import bindings, chain, codec
 from reconciler.state import schema as t
 from reconciler.state.audit import SqlAudit
 from reconciler.state.base import (

@@ -20,8 +20,8 @@ from peers.oauth_server import OAuthPeer
 from peers.smtp import free_port
 
 from reconciler.config.models.outgoing_server import OutgoingServer
-from reconciler.dispatch.transports.base import TokenError
 from reconciler.oauth import provider_for_store
+from reconciler.oauth.source import TokenError
 from reconciler.state import open_store
 
 from .helpers_history import assert_user_error, run

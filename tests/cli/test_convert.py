@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from reconciler.cli.main import cli
-from reconciler.config.validate import validate_path
+from reconciler.policy.validate import validate_path
 
 OLD = textwrap.dedent("""\
     # yaml-language-server: $schema=../../schemas/reconciler.json

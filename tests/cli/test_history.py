@@ -12,7 +12,7 @@ import yaml
 from peers.postgres import RawSql
 from plan.kit import copy_examples, edit, set_secret_env, use_encrypted_secret
 
-from reconciler.config.validate import validate_path
+from reconciler.policy.validate import validate_path
 from reconciler.state import RevisionKind, open_store
 
 from .helpers_history import HR, apply, assert_user_error, live_set, run, run_installed

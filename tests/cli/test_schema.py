@@ -9,7 +9,7 @@ from click.testing import CliRunner, Result
 from config.helpers import SCHEMAS
 
 from reconciler.cli.main import cli
-from reconciler.config.schema import render_all
+from reconciler.policy.schema import render_all
 
 
 def invoke(*args: str) -> Result:

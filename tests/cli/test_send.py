@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 from daemon.app_kit import commit, mail_settings, smtp_server
 
 from reconciler.cli.main import cli
-from reconciler.dispatch.envelope import Notification
+from reconciler.mail.envelope import Notification
 from reconciler.state import open_store
 from reconciler.state.base import OutboxState
 

@@ -17,9 +17,9 @@ from peers.smtp import HOST, SmtpPeer, free_port, server_spec
 from peers.smtp_sink import SmtpSink
 from plan.kit import copy_examples
 
-from reconciler.dispatch.failover import HostSelector
 from reconciler.health import record as rec
 from reconciler.incoming.store import IncomingStore
+from reconciler.mail.failover import HostSelector
 from reconciler.state import open_store
 
 from .helpers_history import apply, run

@@ -16,7 +16,7 @@ from peers.smtp import HOST, PeerCerts, SmtpPeer, free_port, server_spec
 from peers.smtp_sink import SmtpSink
 
 from reconciler.config.models.outgoing_server import OutgoingServer
-from reconciler.dispatch.transports.tls import CA_FILE_ENV
+from reconciler.runtime.tls import CA_FILE_ENV
 from reconciler.state import open_store
 
 from .helpers_history import assert_user_error, run

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.config.diagnostics import Diagnostic, Severity
-from reconciler.config.validate import ValidationResult, validate_path
+from reconciler.policy.validate import ValidationResult, validate_path
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "config"

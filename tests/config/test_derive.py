@@ -9,7 +9,7 @@ import pytest
 
 from reconciler.config.derive import DEFAULT_ATTACHMENT_LIMIT_MB
 from reconciler.config.desired import ResourceKey
-from reconciler.config.validate import ValidationResult
+from reconciler.policy.validate import ValidationResult
 
 from .helpers import describe, validate_files
 

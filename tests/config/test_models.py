@@ -11,7 +11,7 @@ from reconciler.config.models import API_VERSION, KINDS
 from reconciler.config.models.base import Condition, Metadata
 from reconciler.config.models.email_command import EmailCommandSpec
 from reconciler.config.models.mail_settings import MailSettingsSpec
-from reconciler.config.validate import validate_path
+from reconciler.policy.validate import validate_path
 
 from .helpers import EXAMPLES, describe
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from reconciler.config.models import KINDS
 from reconciler.config.references import check_references, iter_references, ref_fields
-from reconciler.config.validate import validate_path
+from reconciler.policy.validate import validate_path
 
 from .helpers import EXAMPLES, Expect, assert_reported, validate_files
 

@@ -16,9 +16,9 @@ import pytest
 
 from reconciler.config.diagnostics import Diagnostic
 from reconciler.config.secrets import SecretError, resolve, resolve_operator
-from reconciler.config.validate import validate_path
 from reconciler.daemon.app import Daemon
-from reconciler.daemon.settings import DaemonSettings
+from reconciler.policy.validate import validate_path
+from reconciler.runtime.settings import DaemonSettings
 
 from .helpers import EXAMPLES, describe, validate_files
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.config.diagnostics import Severity
-from reconciler.config.validate import validate_path
+from reconciler.policy.validate import validate_path
 
 from .broken_cases import CASES, Case
 from .helpers import assert_reported, describe, validate_files, write_tree

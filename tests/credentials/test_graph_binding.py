@@ -16,14 +16,14 @@ from reconciler.config.desired import CanonicalResource, ResourceKey
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.credentials import gate
 from reconciler.dispatch.compose import compose
-from reconciler.dispatch.envelope import Notification
 from reconciler.dispatch.filters import filter_notification
-from reconciler.dispatch.outcome import Failure, Outcome
-from reconciler.dispatch.transports.graph import GraphTransport
 from reconciler.health.diagnose import likely_fix
-from reconciler.health.options import ProbeOptions
 from reconciler.health.probes import probe_server
-from reconciler.health.steps import Reason, Step
+from reconciler.mail.envelope import Notification
+from reconciler.mail.graph.transport import GraphTransport
+from reconciler.mail.outcome import Failure, Outcome
+from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.steps import Reason, Step
 from reconciler.state import Action, Change, RevisionMeta, SqlStore
 
 

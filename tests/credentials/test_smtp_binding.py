@@ -25,10 +25,10 @@ from peers.smtp import SmtpPeer
 
 from reconciler.config.desired import ResourceKey
 from reconciler.credentials import gate
-from reconciler.dispatch.namespace import resource_from_canonical
-from reconciler.health.options import ProbeOptions
 from reconciler.health.probes import probe_server
-from reconciler.health.steps import Reason, Step
+from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.steps import Reason, Step
+from reconciler.runtime.namespace import resource_from_canonical
 from reconciler.state import OutboxState, open_store
 
 USER = "desk"

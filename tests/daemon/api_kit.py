@@ -23,9 +23,9 @@ from fastapi import FastAPI
 
 from reconciler.config.desired import CanonicalResource, ResourceKey
 from reconciler.daemon.api import create_api
-from reconciler.daemon.live_config import ConfigHolder
-from reconciler.daemon.metrics import DaemonMetrics
-from reconciler.daemon.settings import DaemonSettings
+from reconciler.runtime.live_config import ConfigHolder
+from reconciler.runtime.metrics import DaemonMetrics
+from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import Action, Change, RevisionMeta, SqlStore
 
 TOKEN_ENV = "RECONCILE_TEST_API_TOKEN"

@@ -27,13 +27,13 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from reconciler.config.desired import CanonicalResource, ResourceKey
-from reconciler.daemon.metrics import DaemonMetrics
-from reconciler.daemon.settings import DaemonSettings
-from reconciler.dispatch.configs import ConfigSource
-from reconciler.dispatch.envelope import Notification
-from reconciler.dispatch.transports.base import Transport
-from reconciler.dispatch.transports.smtp import SmtpTransport
 from reconciler.dispatch.worker import Worker
+from reconciler.mail.envelope import Notification
+from reconciler.mail.smtp.transport import SmtpTransport
+from reconciler.mail.transport import Transport
+from reconciler.runtime.configs import ConfigSource
+from reconciler.runtime.metrics import DaemonMetrics
+from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import Action, Change, RevisionMeta, SqlStore
 from reconciler.state.base import AuditEntry, OutboxMessage, OutboxState
 

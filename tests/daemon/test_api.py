@@ -25,9 +25,9 @@ from reconciler.config.desired import ResourceKey
 from reconciler.config.secrets import SecretError
 from reconciler.daemon.api import DEFAULT_MAX_BODY_BYTES, ApiTokenError, create_api
 from reconciler.daemon.intake import GroupCommitter
-from reconciler.daemon.live_config import ConfigHolder
-from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.incoming.store import IncomingStore
+from reconciler.runtime.live_config import ConfigHolder
+from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.state import SqlStore, open_store
 from reconciler.state.base import (
     AuditEntry,

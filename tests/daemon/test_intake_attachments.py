@@ -25,7 +25,7 @@ import pytest
 from peers.smtp import SmtpPeer
 
 from reconciler.daemon.app import Daemon
-from reconciler.daemon.live_config import ConfigHolder
+from reconciler.runtime.live_config import ConfigHolder
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditStatus, OutboxState
 

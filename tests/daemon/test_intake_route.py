@@ -26,7 +26,7 @@ import pytest
 from starlette.responses import JSONResponse
 
 from reconciler.daemon.intake_route import DaemonApi
-from reconciler.daemon.live_config import ConfigHolder
+from reconciler.runtime.live_config import ConfigHolder
 from reconciler.state import SqlStore
 from reconciler.state.base import StoreUnavailable
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.dispatch.transports.tls import CA_FILE_ENV
+from reconciler.runtime.tls import CA_FILE_ENV
 
 from .kit import PASSWORD, PASSWORD_ENV
 

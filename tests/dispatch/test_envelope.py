@@ -9,7 +9,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from reconciler.dispatch.envelope import Mailbox, Notification, smtp_data
+from reconciler.mail.envelope import Mailbox, Notification, smtp_data
 
 
 def test_recipients_accept_plain_named_and_object_forms() -> None:
@@ -110,7 +110,7 @@ def test_plain_address_fast_path_normalises_like_email_validator() -> None:
     from email_validator import EmailNotValidError, validate_email
 
     from reconciler.config.models.base import is_plain_email
-    from reconciler.dispatch.envelope import _checked_address, validate_address
+    from reconciler.mail.envelope import _checked_address, validate_address
 
     rng = random.Random(7)
     local_chars = string.ascii_letters + string.digits + "_+-."

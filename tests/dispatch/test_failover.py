@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.dispatch.failover import Endpoint, HostSelector
+from reconciler.mail.failover import Endpoint, HostSelector
 
 from .kit import server
 

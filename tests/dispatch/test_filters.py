@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from reconciler.config.models.recipient_filter import FilterType
-from reconciler.dispatch.envelope import Mailbox, Notification
 from reconciler.dispatch.filters import apply_filter, filter_notification
+from reconciler.mail.envelope import Mailbox, Notification
 
 from .kit import recipient_filter
 

@@ -17,14 +17,14 @@ from daemon.app_kit import audit_of, commit, running_worker, sent, smtp_server
 from peers.smtp import SmtpPeer
 
 from reconciler.dispatch.compose import compose
-from reconciler.dispatch.envelope import (
+from reconciler.dispatch.filters import filter_notification
+from reconciler.mail.envelope import (
     Attachment,
     HeaderInjectionError,
     Mailbox,
     Notification,
 )
-from reconciler.dispatch.filters import filter_notification
-from reconciler.dispatch.header_guard import wire_problem
+from reconciler.mail.header_guard import wire_problem
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditStatus, OutboxState
 

@@ -22,7 +22,7 @@ from email import message_from_bytes
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import default
-from reconciler.dispatch.header_guard import GUARDED_SMTP
+from reconciler.mail.header_guard import GUARDED_SMTP
 from reconciler.config.header_text import HeaderInjectionError
 
 INJECT = "=?utf-8?q?x=0D=0AReply-To:_evil@attacker.example?="

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from reconciler.dispatch.compose import compose
-from reconciler.dispatch.envelope import Notification
 from reconciler.dispatch.filters import filter_notification
+from reconciler.mail.envelope import Notification
 
 from .kit import server
 

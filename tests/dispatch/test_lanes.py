@@ -11,8 +11,8 @@ from peers.smtp import PeerCerts
 
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.lanes import Lanes, lane_width
-from reconciler.dispatch.transports.graph import GraphTransport
-from reconciler.dispatch.transports.smtp import SmtpTransport
+from reconciler.mail.graph.transport import GraphTransport
+from reconciler.mail.smtp.transport import SmtpTransport
 
 from .kit import server
 

@@ -6,9 +6,9 @@ import pytest
 
 from reconciler.config.desired import CanonicalResource, ResourceKey
 from reconciler.config.models.base import Resource
-from reconciler.dispatch.namespace import NamespaceConfig
-from reconciler.dispatch.outcome import NotSentReason
 from reconciler.dispatch.readiness import server_problems
+from reconciler.mail.outcome import NotSentReason
+from reconciler.runtime.namespace import NamespaceConfig
 
 from .kit import cond, recipient_filter, rule, server
 

@@ -6,7 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from reconciler.config.models.mail_settings import RetrySettings
-from reconciler.dispatch.retry import RetryPolicy, next_attempt
+from reconciler.runtime.retry import RetryPolicy, next_attempt
 
 from .kit import server
 

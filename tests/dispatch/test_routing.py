@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.dispatch.routing import RuleVerdict, Via, route
+from reconciler.runtime.routing import RuleVerdict, Via, route
 
 from .kit import cond, rule, server
 

@@ -29,8 +29,8 @@ from daemon.app_kit import (
 from peers.smtp import PeerCerts, SmtpPeer, free_port
 from peers.smtp_sink import SmtpSink
 
-from reconciler.dispatch.failover import HostSelector
 from reconciler.dispatch.group_commit import GroupCommit
+from reconciler.mail.failover import HostSelector
 from reconciler.state import SqlStore
 from reconciler.state.base import (
     AuditStatus,

@@ -33,11 +33,11 @@ from peers.smtp import PeerCerts
 from starlette.requests import Request
 from starlette.responses import Response
 
-from reconciler.dispatch.configs import ConfigSource
-from reconciler.dispatch.transports.base import Transport
-from reconciler.dispatch.transports.ews import EwsTransport
-from reconciler.dispatch.transports.graph import GraphTransport
 from reconciler.dispatch.worker import Worker
+from reconciler.mail.ews.transport import EwsTransport
+from reconciler.mail.graph.transport import GraphTransport
+from reconciler.mail.transport import Transport
+from reconciler.runtime.configs import ConfigSource
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditStatus, OutboxState
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.dispatch.transports.tls import CA_FILE_ENV
+from reconciler.runtime.tls import CA_FILE_ENV
 
 from .kit import PASSWORD, PASSWORD_ENV, WebhookReceiver
 

@@ -13,15 +13,15 @@ from peers.webhook import PostReceiver
 
 from reconciler.config.desired import CanonicalResource, ResourceKey
 from reconciler.config.models.outgoing_server import OutgoingServer
-from reconciler.daemon.live_config import ConfigHolder
-from reconciler.daemon.metrics import DaemonMetrics
-from reconciler.daemon.settings import DaemonSettings
-from reconciler.dispatch.failover import HostSelector
 from reconciler.health.diagnose import likely_fix
 from reconciler.health.monitor import HealthMonitor
-from reconciler.health.notifier import Notifier
-from reconciler.health.options import ProbeOptions
-from reconciler.health.steps import ProbeReport, Step
+from reconciler.mail.failover import HostSelector
+from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.steps import ProbeReport, Step
+from reconciler.runtime.live_config import ConfigHolder
+from reconciler.runtime.metrics import DaemonMetrics
+from reconciler.runtime.notifier import Notifier
+from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import Action, Change, RevisionMeta, SqlStore, Store
 
 PASSWORD_ENV = "HEALTH_TEST_SMTP_PASSWORD"

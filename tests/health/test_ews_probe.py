@@ -13,10 +13,10 @@ from peers.ews_server import EwsPeer, ews_server
 from peers.smtp import PeerCerts, free_port
 
 from reconciler.config.models.outgoing_server import OutgoingServer
-from reconciler.dispatch.outcome import Failure
-from reconciler.health.options import ProbeOptions
 from reconciler.health.probes import probe_server, send_test_message
-from reconciler.health.steps import ProbeReport, Reason, Step
+from reconciler.mail.outcome import Failure
+from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.steps import ProbeReport, Reason, Step
 
 from .kit import PASSWORD, USER, WRONG, WRONG_ENV, assert_no_secret, basic_auth, fix, steps
 

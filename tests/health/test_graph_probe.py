@@ -12,17 +12,17 @@ from peers.graph_server import TOKEN, GraphPeer, graph_peers
 from peers.smtp import PeerCerts
 from peers.tokens import Tokens
 
-from reconciler.daemon.live_config import ConfigHolder
-from reconciler.daemon.metrics import DaemonMetrics
-from reconciler.daemon.settings import DaemonSettings
-from reconciler.dispatch.failover import HostSelector
 from reconciler.health import record as rec
 from reconciler.health.diagnose import likely_fix
 from reconciler.health.monitor import HealthMonitor
-from reconciler.health.notifier import Notifier
-from reconciler.health.options import ProbeOptions
 from reconciler.health.probes import endpoint_of, probe_server, send_test_message
-from reconciler.health.steps import Reason, Step
+from reconciler.mail.failover import HostSelector
+from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.steps import Reason, Step
+from reconciler.runtime.live_config import ConfigHolder
+from reconciler.runtime.metrics import DaemonMetrics
+from reconciler.runtime.notifier import Notifier
+from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import SqlStore
 
 from .kit import key_of, put_servers

@@ -19,14 +19,14 @@ from peers.smtp_sink import SmtpSink
 from reconciler.cli.main import cli
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.compose import compose
-from reconciler.dispatch.envelope import Notification
-from reconciler.dispatch.failover import HostSelector
 from reconciler.dispatch.filters import filter_notification
-from reconciler.dispatch.outcome import Outcome
-from reconciler.dispatch.transports.smtp import SmtpTransport
 from reconciler.health import record as rec
-from reconciler.health.leader import lock_key
 from reconciler.health.monitor import HealthMonitor
+from reconciler.mail.envelope import Notification
+from reconciler.mail.failover import HostSelector
+from reconciler.mail.outcome import Outcome
+from reconciler.mail.smtp.transport import SmtpTransport
+from reconciler.runtime.leader import lock_key
 from reconciler.state import SqlStore, open_store
 
 from .kit import (

@@ -10,7 +10,7 @@ import pytest
 from peers.smtp import free_port
 
 from reconciler.config.desired import ResourceKey
-from reconciler.health.notifier import FAILOVER, RECOVERED, UNREACHABLE, Notifier, Transition
+from reconciler.runtime.notifier import FAILOVER, RECOVERED, UNREACHABLE, Notifier, Transition
 
 from .kit import WebhookReceiver
 
@@ -111,7 +111,7 @@ async def test_without_a_webhook_transitions_are_only_logged(
                        address="smtp-relay.gmail.com:587")
     for transition in (down(), back, moved):
         assert await notifier.notify(transition)
-    ours = [r for r in caplog.records if r.name == "reconciler.health.notifier"]
+    ours = [r for r in caplog.records if r.name == "reconciler.runtime.notifier"]
     levels = [(r.levelname, r.getMessage()) for r in ours]
     assert levels == [
         ("WARNING", "outgoing server acme/gmail-notifications is Unreachable: "

@@ -16,15 +16,15 @@ from peers.smtp import SmtpPeer, free_port, server_spec
 
 from reconciler.config.desired import CanonicalResource, ResourceKey
 from reconciler.config.models.outgoing_server import OutgoingServer
-from reconciler.daemon.live_config import ConfigHolder
-from reconciler.daemon.metrics import DaemonMetrics
-from reconciler.daemon.settings import DaemonSettings
-from reconciler.dispatch.configs import ConfigSource
-from reconciler.dispatch.failover import HostSelector
-from reconciler.dispatch.transports.smtp import SmtpTransport
 from reconciler.dispatch.worker import Worker
 from reconciler.health.monitor import HealthMonitor
-from reconciler.health.notifier import RECOVERED, AdminMail, Notifier, Transition
+from reconciler.mail.failover import HostSelector
+from reconciler.mail.smtp.transport import SmtpTransport
+from reconciler.runtime.configs import ConfigSource
+from reconciler.runtime.live_config import ConfigHolder
+from reconciler.runtime.metrics import DaemonMetrics
+from reconciler.runtime.notifier import RECOVERED, AdminMail, Notifier, Transition
+from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import Action, Change, RevisionMeta, SqlStore
 from reconciler.state.base import AuditStatus, OutboxState, RoutingSnapshot
 

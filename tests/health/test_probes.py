@@ -13,15 +13,15 @@ from peers.smtp import HOST, HangingListener, PeerCerts, SmtpPeer, free_port, se
 from peers.smtp_sink import SmtpSink
 
 from reconciler.config.models.outgoing_server import OutgoingServer
-from reconciler.dispatch.outcome import Failure, HealthStatus
 from reconciler.health.diagnose import likely_fix
-from reconciler.health.options import ProbeOptions
 from reconciler.health.probes import (
     cannot_reach,
     probe_server,
     send_test_message,
 )
-from reconciler.health.steps import ProbeReport, Reason, Step
+from reconciler.mail.outcome import Failure, HealthStatus
+from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.steps import ProbeReport, Reason, Step
 
 from .kit import PASSWORD, USER, WRONG, WRONG_ENV, assert_no_secret, basic_auth, fix, steps
 

@@ -14,10 +14,10 @@ from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import PeerCerts
 
 from reconciler.config.models.incoming_server import IncomingServer
-from reconciler.daemon.live_config import ConfigHolder
-from reconciler.health.notifier import AdminMail, Notifier
 from reconciler.incoming import notices
 from reconciler.incoming.store import IncomingStore
+from reconciler.runtime.live_config import ConfigHolder
+from reconciler.runtime.notifier import AdminMail, Notifier
 from reconciler.state import SqlStore
 
 from .incoming_kit import (

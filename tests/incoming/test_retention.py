@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import PeerCerts
 
-from reconciler.daemon.settings import DaemonSettings
 from reconciler.incoming.pipeline import process
 from reconciler.incoming.retention import IncomingRetention
 from reconciler.incoming.service import incoming_parts
 from reconciler.incoming.store import IncomingStore
+from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import SqlStore
 from reconciler.state import schema as t
 

@@ -12,8 +12,8 @@ import pytest
 from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import PeerCerts
 
-from reconciler.incoming.fetchers.imap import ImapFetcher
 from reconciler.incoming.store import IncomingStore
+from reconciler.mail.imap.fetcher import ImapFetcher
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditDirection, AuditStatus
 

@@ -17,8 +17,8 @@ from peers.postgres import RawSql
 from peers.smtp import PeerCerts
 
 from reconciler.cli.main import cli
-from reconciler.health.notifier import Notifier
 from reconciler.incoming.store import IncomingStore
+from reconciler.runtime.notifier import Notifier
 from reconciler.state import SqlStore
 from reconciler.state import schema as t
 from reconciler.state.base import AuditStatus

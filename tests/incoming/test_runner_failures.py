@@ -12,9 +12,9 @@ import socket
 from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import PeerCerts
 
-from reconciler.health.notifier import Notifier
 from reconciler.incoming.runner import PAUSED_APPLY
 from reconciler.incoming.store import IncomingStore
+from reconciler.runtime.notifier import Notifier
 from reconciler.state import SqlStore
 
 from .incoming_kit import (

@@ -10,11 +10,11 @@ from peers.oauth_server import OAuthPeer
 from peers.postgres import RawSql
 
 from reconciler.config.secrets import generate_key
-from reconciler.dispatch.transports.base import TokenError
 from reconciler.oauth import OAuthTokenProvider, TokenCache
 from reconciler.oauth.cache import Sealed, TokenKeyError, load_key
 from reconciler.oauth.flows import Grant
 from reconciler.oauth.provider import server_key, store_login
+from reconciler.oauth.source import TokenError
 from reconciler.state import SqlStore
 
 from .kit import CLIENT, SECRET, oauth_server

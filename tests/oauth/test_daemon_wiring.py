@@ -13,10 +13,10 @@ from peers.smtp_xoauth2 import XOAuth2Peer
 
 from reconciler.config.secrets import generate_key
 from reconciler.daemon.app import Daemon
-from reconciler.daemon.settings import DaemonSettings
-from reconciler.dispatch.outcome import Outcome
+from reconciler.mail.outcome import Outcome
 from reconciler.oauth import OAuthTokenProvider, TokenCache
 from reconciler.oauth.provider import server_key
+from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import open_store
 
 from .kit import CLIENT, SECRET, oauth_server

@@ -11,10 +11,10 @@ from datetime import timedelta
 import pytest
 from peers.oauth_server import OAuthPeer
 
-from reconciler.dispatch.transports.base import TokenError, TokenSource, fetch_token
 from reconciler.oauth import OAuthTokenProvider, TokenCache
 from reconciler.oauth.flows import Grant
 from reconciler.oauth.provider import store_login
+from reconciler.oauth.source import TokenError, TokenSource, fetch_token
 from reconciler.state import SqlStore
 
 from .kit import CLIENT, SECRET, oauth_server

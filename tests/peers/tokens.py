@@ -1,5 +1,5 @@
 """A token source for tests, shaped like reconciler.oauth's provider (the TokenSource
-protocol of reconciler.dispatch.transports.base): it hands out tokens in order and moves
+protocol of reconciler.mail.transport): it hands out tokens in order and moves
 to the next one only when told the current one was refused, remembering what was."""
 
 from __future__ import annotations

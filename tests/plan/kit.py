@@ -54,7 +54,7 @@ def live(*resources: CanonicalResource, lineage: str = "lineage-1", revision: in
 
 def example_count(kind: str | None = None) -> int:
     """How many resources (of ``kind``) examples/config holds: it grows over time."""
-    from reconciler.config.validate import validate_path
+    from reconciler.policy.validate import validate_path
 
     result = validate_path(EXAMPLES)
     assert result.desired is not None, "examples/config must validate"

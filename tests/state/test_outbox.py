@@ -21,7 +21,7 @@ from alembic import command
 from peers.postgres import RawSql
 
 import reconciler
-from reconciler.dispatch.envelope import Notification
+from reconciler.mail.envelope import Notification
 from reconciler.state import SqlStore, open_store
 from reconciler.state.base import (
     AuditEntry,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.dispatch.envelope import Notification
+from reconciler.mail.envelope import Notification
 from reconciler.state import SqlStore, StoreError, open_store
 from reconciler.state import engine as engine_module
 from reconciler.state.base import EnqueueRequest

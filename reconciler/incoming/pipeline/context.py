@@ -33,8 +33,8 @@ from reconciler.config.models.mail_settings import MailSettings, MailSettingsSpe
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.recipient_filter import RecipientFilter
 from reconciler.config.models.spam_filter import SpamFilter
-from reconciler.dispatch.filters import AddressList
 from reconciler.incoming.pipeline.directory import SenderDirectory
+from reconciler.runtime.addresses import AddressList
 
 SeenLookup = Callable[[str], bool]
 ThreadLookup = Callable[[Sequence[str]], "tuple[str, str] | None"]

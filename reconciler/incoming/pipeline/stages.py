@@ -17,8 +17,6 @@ from datetime import datetime
 from reconciler.config.models.base import MatchMode
 from reconciler.config.models.incoming_email_rule import IncomingAction
 from reconciler.config.models.recipient_filter import FilterType
-from reconciler.dispatch.filters import AddressList
-from reconciler.dispatch.routing import evaluate
 from reconciler.incoming.pipeline import attachments as att
 from reconciler.incoming.pipeline.commands import Commands, applies, parse_commands
 from reconciler.incoming.pipeline.context import ConditionSet, PipelineContext
@@ -33,6 +31,8 @@ from reconciler.incoming.pipeline.event import (
 from reconciler.incoming.pipeline.forwarded import inline_original_sender
 from reconciler.incoming.pipeline.outcome import Code, Verdict, failed, ignored
 from reconciler.incoming.pipeline.parse import ParsedMail, parse
+from reconciler.runtime.addresses import AddressList
+from reconciler.runtime.routing import evaluate
 
 
 @dataclass(slots=True)

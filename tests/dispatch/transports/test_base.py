@@ -8,8 +8,9 @@ import base64
 import pytest
 
 from reconciler.config.models.outgoing_server import OutgoingServer
-from reconciler.dispatch.outcome import Outcome, outcome_for_reply
-from reconciler.dispatch.transports.base import Redactor, TokenError, fetch_token
+from reconciler.mail.outcome import Outcome, outcome_for_reply
+from reconciler.mail.transport import Redactor
+from reconciler.oauth.source import TokenError, fetch_token
 
 from ..kit import server
 

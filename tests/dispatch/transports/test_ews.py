@@ -17,11 +17,11 @@ from peers.tokens import Tokens
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.dispatch.compose import compose
-from reconciler.dispatch.envelope import Envelope, Notification
 from reconciler.dispatch.filters import filter_notification
-from reconciler.dispatch.outcome import Failure, Outcome
-from reconciler.dispatch.transports.base import TokenError
-from reconciler.dispatch.transports.ews import EwsTransport
+from reconciler.mail.envelope import Envelope, Notification
+from reconciler.mail.ews.transport import EwsTransport
+from reconciler.mail.outcome import Failure, Outcome
+from reconciler.oauth.source import TokenError
 
 from ..kit import PASSWORD, USER, basic_auth
 

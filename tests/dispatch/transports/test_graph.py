@@ -21,11 +21,11 @@ from peers.tokens import Tokens
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.dispatch.compose import compose
-from reconciler.dispatch.envelope import Envelope, Notification
 from reconciler.dispatch.filters import filter_notification
-from reconciler.dispatch.outcome import Failure, Outcome, SendResult
-from reconciler.dispatch.transports.base import TokenError
-from reconciler.dispatch.transports.graph import GraphTransport, retry_after
+from reconciler.mail.envelope import Envelope, Notification
+from reconciler.mail.graph.transport import GraphTransport, retry_after
+from reconciler.mail.outcome import Failure, Outcome, SendResult
+from reconciler.oauth.source import TokenError
 
 STALE = "stale-token-Zq8wXc1-do-not-log"
 

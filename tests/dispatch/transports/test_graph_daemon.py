@@ -21,7 +21,7 @@ from peers.graph_server import TOKEN, GraphPeer
 from peers.smtp import PeerCerts, free_port
 
 from reconciler.daemon.app import Daemon
-from reconciler.dispatch.transports.graph import GraphTransport
+from reconciler.mail.graph.transport import GraphTransport
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditStatus, OutboxState
 

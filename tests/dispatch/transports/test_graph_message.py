@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.dispatch.compose import compose
-from reconciler.dispatch.envelope import Notification
 from reconciler.dispatch.filters import filter_notification
-from reconciler.dispatch.transports.graph_message import INLINE_LIMIT, graph_message
+from reconciler.mail.envelope import Notification
+from reconciler.mail.graph.message import INLINE_LIMIT, graph_message
 
 from ..kit import server
 

@@ -15,12 +15,12 @@ from peers.smtp import HOST, HangingListener, PeerCerts, SmtpPeer, free_port, se
 
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.compose import compose
-from reconciler.dispatch.envelope import Envelope, Notification
 from reconciler.dispatch.filters import filter_notification
-from reconciler.dispatch.outcome import Failure, HealthStatus, Outcome, SendResult
-from reconciler.dispatch.transports.base import TokenError
-from reconciler.dispatch.transports.smtp import SmtpTransport
-from reconciler.dispatch.transports.tls import CA_FILE_ENV
+from reconciler.mail.envelope import Envelope, Notification
+from reconciler.mail.outcome import Failure, HealthStatus, Outcome, SendResult
+from reconciler.mail.smtp.transport import SmtpTransport
+from reconciler.oauth.source import TokenError
+from reconciler.runtime.tls import CA_FILE_ENV
 
 from ..kit import PASSWORD, PASSWORD_ENV, USER, basic_auth
 

@@ -35,11 +35,11 @@ from peers.smtp_sink import SmtpSink
 
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.compose import compose
-from reconciler.dispatch.envelope import Envelope as MailEnvelope
-from reconciler.dispatch.envelope import Notification
 from reconciler.dispatch.filters import filter_notification
-from reconciler.dispatch.outcome import Failure, Outcome, SendResult
-from reconciler.dispatch.transports.smtp import SmtpTransport
+from reconciler.mail.envelope import Envelope as MailEnvelope
+from reconciler.mail.envelope import Notification
+from reconciler.mail.outcome import Failure, Outcome, SendResult
+from reconciler.mail.smtp.transport import SmtpTransport
 
 PIPELINING_TRACE = "pipelining MAIL FROM"
 
@@ -201,7 +201,7 @@ async def send_and_follow_up(peer: Peer, certs: PeerCerts, steer: Steer,
 async def test_pipelined_and_one_at_a_time_report_the_same(
     name: str, make_peer: PeerMaker, certs: PeerCerts, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="reconciler.dispatch.transports.smtp")
+    caplog.set_level(logging.DEBUG, logger="reconciler.mail.smtp.transport")
     steer, kw, outcome, failure, kept = SCENARIOS[name]
     plain_first, plain_second, plain_opened = await send_and_follow_up(
         make_peer(pipelining=False), certs, steer, kw)
@@ -329,7 +329,7 @@ async def several_in_a_row(peer: Peer, certs: PeerCerts, count: int = 5) -> int:
 async def test_several_messages_in_a_row_on_one_connection(
     mode: Mode, make_peer: PeerMaker, certs: PeerCerts, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="reconciler.dispatch.transports.smtp")
+    caplog.set_level(logging.DEBUG, logger="reconciler.mail.smtp.transport")
     peer = make_peer(pipelining=True, mode=mode)
     assert await several_in_a_row(peer, certs) == 1
     assert traced(caplog)
@@ -403,7 +403,7 @@ async def test_smtp_sink_faults(
     options: list[str], outcome: Outcome, failure: Failure | None, detail: str,
     smtp_sink: SmtpSink, certs: PeerCerts, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="reconciler.dispatch.transports.smtp")
+    caplog.set_level(logging.DEBUG, logger="reconciler.mail.smtp.transport")
     piped, one_at_a_time = await sink_results(smtp_sink, options, certs, caplog)
     assert piped == one_at_a_time
     assert piped[:3] == (outcome, failure, detail)
@@ -412,7 +412,7 @@ async def test_smtp_sink_faults(
 async def test_smtp_sink_several_messages_on_one_connection(
     smtp_sink: SmtpSink, certs: PeerCerts, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="reconciler.dispatch.transports.smtp")
+    caplog.set_level(logging.DEBUG, logger="reconciler.mail.smtp.transport")
     server = server_spec(smtp_sink.port)
     t = transport(certs)
     try:

@@ -17,12 +17,12 @@ from peers.oauth_server import OAuthPeer
 from peers.smtp import PeerCerts
 from peers.smtp_xoauth2 import XOAuth2Peer
 
-from reconciler.dispatch.outcome import Failure, Outcome
-from reconciler.dispatch.transports.smtp import SmtpTransport
 from reconciler.health.diagnose import likely_fix
-from reconciler.health.options import ProbeOptions
 from reconciler.health.probes import probe_server
-from reconciler.health.steps import Reason, Step
+from reconciler.mail.outcome import Failure, Outcome
+from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.smtp.transport import SmtpTransport
+from reconciler.mail.steps import Reason, Step
 from reconciler.oauth import OAuthTokenProvider, TokenCache
 from reconciler.state import SqlStore, open_store
 

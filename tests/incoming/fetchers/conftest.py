@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from peers.dovecot import MailUser
 
-from reconciler.incoming.fetchers.session import CA_FILE_ENV
+from reconciler.mail.threaded import CA_FILE_ENV
 
 from .kit import PASSWORD_ENV
 

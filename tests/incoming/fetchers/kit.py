@@ -11,7 +11,7 @@ import pytest
 from peers.dovecot import DovecotInstance, MailUser, sample_mail
 
 from reconciler.config.models.incoming_server import IncomingServer
-from reconciler.incoming.fetchers import AlreadyDone, FetchedMail, Fetcher, FetchError, fetcher_for
+from reconciler.mail.registry import AlreadyDone, FetchedMail, Fetcher, FetchError, fetcher_for
 
 PASSWORD_ENV = "INCOMING_TEST_PASSWORD"
 PORTS = {"imap": "imap", "imaps": "imaps", "pop3": "pop3", "pop3s": "pop3s"}

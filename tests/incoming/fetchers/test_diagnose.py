@@ -8,7 +8,7 @@ from peers.smtp import PeerCerts
 from peers.smtp_sink import free_port
 
 from reconciler.config.models.incoming_server import IncomingServer
-from reconciler.incoming.fetchers import FetchError, FetchErrorKind, fetcher_for
+from reconciler.mail.registry import FetchError, FetchErrorKind, fetcher_for
 
 from .kit import connect_error, incoming_server
 

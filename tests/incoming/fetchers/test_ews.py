@@ -15,8 +15,8 @@ from peers.smtp import PeerCerts, free_port
 from peers.tokens import Tokens
 
 from reconciler.config.models.proxy_server import ProxyServerSpec
-from reconciler.incoming.fetchers import FetchErrorKind, fetcher_for
-from reconciler.incoming.fetchers.ews import EwsFetcher
+from reconciler.mail.ews.fetcher import EwsFetcher
+from reconciler.mail.registry import FetchErrorKind, fetcher_for
 
 from .kit import PASSWORD_ENV, connect_error, fetch_all, subjects, traced_fetch
 

@@ -15,9 +15,9 @@ from peers.smtp import PeerCerts
 from peers.tokens import Tokens
 
 from reconciler.config.models.incoming_server import IncomingServer
-from reconciler.dispatch.transports.base import TokenError
-from reconciler.incoming.fetchers import FetchError, FetchErrorKind, fetcher_for
-from reconciler.incoming.fetchers.graph import GraphFetcher
+from reconciler.mail.graph.fetcher import GraphFetcher
+from reconciler.mail.registry import FetchError, FetchErrorKind, fetcher_for
+from reconciler.oauth.source import TokenError
 
 from .kit import connect_error, fetch_all, subjects, traced_fetch
 

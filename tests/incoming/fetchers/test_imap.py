@@ -10,9 +10,9 @@ import pytest
 from peers.dovecot import DovecotInstance, MailUser, sample_mail
 from peers.smtp import PeerCerts
 
-from reconciler.incoming.fetchers import FetchError, FetchErrorKind, fetcher_for
-from reconciler.incoming.fetchers.imap import ImapFetcher
-from reconciler.incoming.fetchers.session import oauthbearer
+from reconciler.mail.imap.fetcher import ImapFetcher
+from reconciler.mail.registry import FetchError, FetchErrorKind, fetcher_for
+from reconciler.mail.threaded import oauthbearer
 
 from .kit import fetch_all, fetch_delivered, incoming_server, subjects, traced_fetch
 

@@ -8,7 +8,7 @@ import pytest
 from peers.dovecot import DovecotInstance, MailUser, sample_mail
 from peers.smtp import PeerCerts
 
-from reconciler.incoming.fetchers import (
+from reconciler.mail.registry import (
     FetchError,
     FetchErrorKind,
     NotSupported,

@@ -44,7 +44,7 @@ def upgrade() -> None:
 def _backfill() -> None:
     # The mapping is the one the code uses; imported here so the backfill and every
     # later apply bind exactly the same pairs.
-    from reconciler.credentials.endpoints import KINDS, pairs_of
+    from reconciler.config.endpoints import KINDS, pairs_of
 
     conn = op.get_bind()
     resources = sa.table("resources", sa.column("kind"), sa.column("namespace"),

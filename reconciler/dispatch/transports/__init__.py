@@ -1,1 +1,0 @@
-"""Transports: one per outgoing protocol, all behind :class:`base.Transport`."""

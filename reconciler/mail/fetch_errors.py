@@ -1,0 +1,234 @@
+"""Turn what went wrong talking to an IMAP/POP3 server into one FetchError (SPEC I7).
+
+The same idea as :mod:`reconciler.health.diagnose` for SMTP: say which step
+failed in plain words and name the likely fix with the host, port and
+protocol actually configured. Every text that may carry server output goes
+through the session's redactor first.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import poplib
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from reconciler.config.derive import INCOMING_PORTS
+from reconciler.config.models.auth import BasicAuth, OAuth2Auth
+from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
+from reconciler.mail.fetcher import FetchError, FetchErrorKind
+
+_NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+_CERT_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
+_CA = ("If the server uses a private CA, trust it with the daemon's ca_file setting or "
+       "RECONCILE_TLS_CA_FILE; certificate checks cannot be switched off.")
+
+
+@dataclass(frozen=True)
+class Where:
+    """The session being diagnosed: which server, which endpoint, how it is secured."""
+
+    server: IncomingServer
+    host: str
+    port: int
+
+    @property
+    def protocol(self) -> IncomingProtocol:
+        return IncomingProtocol(self.server.spec.protocol)
+
+    @property
+    def family(self) -> str:
+        return "IMAP" if self.protocol in (IncomingProtocol.IMAP, IncomingProtocol.IMAPS) \
+            else "POP3"
+
+    @property
+    def implicit_tls(self) -> bool:
+        return self.protocol in (IncomingProtocol.IMAPS, IncomingProtocol.POP3S)
+
+    @property
+    def starttls(self) -> bool:
+        return not self.implicit_tls and bool(self.server.spec.starttls)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def name(self) -> str:
+        meta = self.server.metadata
+        return f"{meta.namespace}/{meta.name}" if meta.namespace else meta.name
+
+    def ports(self) -> str:
+        if self.family == "IMAP":
+            return (f"IMAP ports: {INCOMING_PORTS[IncomingProtocol.IMAPS]} with protocol imaps "
+                    f"(TLS from the first byte), {INCOMING_PORTS[IncomingProtocol.IMAP]} with "
+                    "protocol imap and starttls: true")
+        return (f"POP3 ports: {INCOMING_PORTS[IncomingProtocol.POP3S]} with protocol pop3s "
+                f"(TLS from the first byte), {INCOMING_PORTS[IncomingProtocol.POP3]} with "
+                "protocol pop3 and starttls: true")
+
+    def other_security(self) -> str:
+        if self.implicit_tls:
+            return (f"protocol {self.protocol} expects TLS from the first byte but port "
+                    f"{self.port} does not answer with TLS; for a port that upgrades after "
+                    "the greeting use the plain protocol with starttls: true")
+        return (f"port {self.port} may expect TLS from the first byte: use protocol "
+                f"{self.family.lower()}s there")
+
+
+def config_error(where: Where | IncomingServer, message: str, fix: str) -> FetchError:
+    server = where.server if isinstance(where, Where) else where
+    return FetchError(FetchErrorKind.CONFIG, f"incoming server {server.metadata.name}: "
+                      f"{message}", fix)
+
+
+def tls_not_offered(where: Where) -> FetchError:
+    command = "STARTTLS" if where.family == "IMAP" else "STLS"
+    return FetchError(
+        FetchErrorKind.TLS, f"{where.address} does not offer {command}",
+        f"If the port expects TLS from the first byte use protocol {where.family.lower()}s; "
+        f"{where.ports()}. Without TLS the only option is starttls: false (and policies may "
+        "refuse it).")
+
+
+def auth_refused(where: Where, username: str, detail: str) -> FetchError:
+    auth = where.server.spec.auth
+    if isinstance(auth, OAuth2Auth):
+        fix = (f"Check that the token's account is the mailbox {username}, that the scope "
+               f"allows {where.family} access and that {where.family} is enabled for the "
+               "mailbox; re-authorise with `reconcile auth login SERVER` if the grant was "
+               "revoked.")
+    else:
+        fix = (f"Check the username and the password the reference points to; make sure "
+               f"{where.family} access is enabled for this mailbox (Microsoft 365 and Google "
+               "turn it off per mailbox or tenant); accounts with two-step sign-in need an "
+               "app password, or switch to auth type oauth2.")
+    return FetchError(FetchErrorKind.AUTH,
+                      f"{where.address} refused the login for {username}: {detail}", fix)
+
+
+def plaintext_refused(where: Where) -> FetchError:
+    return FetchError(
+        FetchErrorKind.AUTH,
+        f"{where.address} refuses logins over an unencrypted connection",
+        f"Use protocol {where.family.lower()}s, or starttls: true on the plain port. "
+        f"{where.ports()}.")
+
+
+def mechanism_missing(where: Where, wanted: str, offered: list[str]) -> FetchError:
+    shown = ", ".join(offered) or "none"
+    return FetchError(
+        FetchErrorKind.AUTH,
+        f"{where.address} does not offer {wanted} (it offers: {shown})",
+        "Check the auth type: OAuth needs a server that supports XOAUTH2 or OAUTHBEARER "
+        f"for {where.family}; otherwise use auth type basic.")
+
+
+def username_of(server: IncomingServer) -> str:
+    auth = server.spec.auth
+    if isinstance(auth, BasicAuth | OAuth2Auth) and auth.username:
+        return auth.username
+    return str(server.spec.email)
+
+
+def classify(exc: BaseException, where: Where, step: str,
+             redact: Callable[[str], str]) -> FetchError:
+    """One FetchError for an exception raised while ``step`` ran (connect, tls, ...)."""
+    if isinstance(exc, FetchError):
+        return exc
+    if isinstance(exc, socket.gaierror):
+        if exc.errno == socket.EAI_AGAIN:
+            return FetchError(FetchErrorKind.CONNECT,
+                              f"temporary DNS failure looking up {where.host}",
+                              "Check this machine's DNS configuration and network.")
+        return FetchError(FetchErrorKind.CONNECT, f"{where.host} does not resolve",
+                          f"Check the spelling of host in incoming server {where.name}, and "
+                          "that this machine resolves internal names if it is internal.")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _certificate(exc, where)
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        if where.implicit_tls and "WRONG_VERSION_NUMBER" in str(reason).upper():
+            return FetchError(FetchErrorKind.TLS,
+                              f"TLS handshake with {where.address} failed ({reason})",
+                              f"The {where.other_security()}. {where.ports()}.")
+        return FetchError(FetchErrorKind.TLS,
+                          f"TLS handshake with {where.address} failed ({reason})",
+                          "The server's TLS versions or ciphers may be too old for this "
+                          "machine (TLS 1.2 or newer is required), or the protocol does not "
+                          f"match the port. {where.ports()}.")
+    if isinstance(exc, ConnectionRefusedError):
+        return FetchError(FetchErrorKind.CONNECT,
+                          f"nothing accepts connections on {where.address}",
+                          f"Check the port ({where.ports()}), that the mail server is "
+                          "running, and that no firewall rejects the connection.")
+    if isinstance(exc, TimeoutError):
+        if step in ("connect",):
+            return FetchError(FetchErrorKind.CONNECT, f"{where.address} did not answer",
+                              "A firewall is probably dropping the connection, or the host "
+                              "or port is wrong.")
+        if step == "tls":
+            return FetchError(FetchErrorKind.TLS,
+                              f"the TLS handshake with {where.address} did not finish",
+                              f"Probably {where.other_security()}.")
+        if step == "greeting":
+            return FetchError(FetchErrorKind.CONNECT,
+                              f"connected to {where.address} but it never greeted",
+                              f"Probably {where.other_security()}.")
+        return FetchError(FetchErrorKind.CONNECT,
+                          f"{where.address} stopped answering while {step}",
+                          "The server may be overloaded or the network unstable; the "
+                          "fetch is retried at the next interval.")
+    if (isinstance(exc, imaplib.IMAP4.abort) or _pop3_eof(exc)) and step != "greeting":
+        detail = redact(str(exc) or "connection closed")
+        return FetchError(FetchErrorKind.CONNECT,
+                          f"{where.address} ended the session while {step} ({detail})",
+                          "The server restarted or dropped idle sessions; the fetch reconnects "
+                          "at the next interval. If it keeps happening, check the server's "
+                          "session limits and log.")
+    if isinstance(exc, OSError | EOFError | imaplib.IMAP4.abort) or _pop3_eof(exc):
+        detail = redact(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
+        if step == "greeting":
+            return FetchError(FetchErrorKind.CONNECT,
+                              f"{where.address} closed the connection before greeting "
+                              f"({detail})",
+                              f"It may refuse this machine's address, or "
+                              f"{where.other_security()}.")
+        return FetchError(FetchErrorKind.CONNECT,
+                          f"connection to {where.address} failed while {step}: {detail}",
+                          "Check host, port and firewall rules; the fetch is retried at the "
+                          "next interval.")
+    detail = redact(str(exc) or type(exc).__name__)
+    if step == "greeting":
+        return FetchError(FetchErrorKind.PROTOCOL,
+                          f"{where.address} did not greet like a {where.family} server "
+                          f"({detail})",
+                          f"Check that the port is a {where.family} port. {where.ports()}.")
+    return FetchError(FetchErrorKind.PROTOCOL,
+                      f"{where.address} answered unexpectedly while {step}: {detail}",
+                      "If this persists, the mail server's log has the reason; the "
+                      "fetch is retried at the next interval.")
+
+
+def _certificate(exc: ssl.SSLCertVerificationError, where: Where) -> FetchError:
+    message = exc.verify_message or exc.reason or str(exc)
+    if exc.verify_code in _NAME_MISMATCH:
+        return FetchError(FetchErrorKind.TLS,
+                          f"the certificate of {where.address} is for another host name "
+                          f"({message})",
+                          f"Set host to a name the certificate lists (usually the provider's "
+                          f"documented {where.family} host name, not an IP address or alias).")
+    if exc.verify_code == _CERT_EXPIRED:
+        return FetchError(FetchErrorKind.TLS,
+                          f"the certificate of {where.address} has expired ({message})",
+                          "Whoever runs the mail server must renew it (or check this "
+                          "machine's clock).")
+    return FetchError(FetchErrorKind.TLS,
+                      f"the certificate of {where.address} is not trusted ({message})",
+                      f"The certificate is not signed by a CA this machine trusts. {_CA}")
+
+
+def _pop3_eof(exc: BaseException) -> bool:
+    return isinstance(exc, poplib.error_proto) and "EOF" in str(exc)

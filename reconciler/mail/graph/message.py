@@ -1,0 +1,194 @@
+"""The composed message in Microsoft Graph's shape (SPEC O5).
+
+The worker hands every transport the same :class:`Envelope`: addresses as data, the
+rest as the RFC 5322 message ``compose`` wrote. Graph's ``sendMail`` wants a JSON
+message resource instead, so this module reads subject, body, extra headers and
+attachments back out of the MIME message and lays them out as Graph expects.
+
+- Graph carries one body: the HTML part when there is one (mail clients show that
+  one anyway), else the text part.
+- ``internetMessageId`` keeps the Message-ID compose chose, so a retry after an
+  ambiguous failure is recognisable downstream, as with SMTP.
+- Graph accepts only ``X-`` headers in ``internetMessageHeaders``. Threading headers
+  (``In-Reply-To``, ``References``) are not accepted there; a message carrying them
+  goes out as MIME (``sendMail`` with a base64 body), which keeps every header, as long
+  as it fits in one request. The MIME copy gets a ``Bcc`` header so Graph knows those
+  recipients; Graph removes it before delivery.
+- Attachments below :data:`INLINE_LIMIT` together travel inside the JSON; larger ones
+  go through an upload session on a draft (see ``transports.graph``).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.header import decode_header, make_header
+from email.message import Message
+from email.policy import compat32
+from typing import Any
+
+from reconciler.mail.envelope import Envelope, Mailbox
+
+# Graph takes attachments inline up to 3 MB per request (its 4 MB request limit less
+# the base64 growth); anything more needs an upload session.
+INLINE_LIMIT = 3 * 1024 * 1024
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+# Headers compose owns and the JSON message already says in its own fields.
+_OWN_HEADERS = frozenset({
+    "from", "sender", "reply-to", "to", "cc", "bcc", "subject", "date", "message-id",
+    "mime-version", "content-type", "content-transfer-encoding", "content-disposition",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class GraphAttachment:
+    name: str
+    content_type: str
+    data: bytes
+
+    def resource(self) -> dict[str, Any]:
+        return {"@odata.type": "#microsoft.graph.fileAttachment", "name": self.name,
+                "contentType": self.content_type,
+                "contentBytes": base64.b64encode(self.data).decode("ascii")}
+
+
+@dataclass(frozen=True)
+class GraphMessage:
+    """What the transport sends: the JSON message without attachments, and those apart."""
+
+    message: dict[str, Any]
+    attachments: tuple[GraphAttachment, ...] = ()
+    other_headers: tuple[tuple[str, str], ...] = ()  # headers only MIME can carry
+    mime: bytes | None = field(default=None, repr=False)  # the MIME form, when needed
+
+    @property
+    def attachment_bytes(self) -> int:
+        return sum(len(a.data) for a in self.attachments)
+
+    @property
+    def needs_upload(self) -> bool:
+        return self.attachment_bytes > INLINE_LIMIT
+
+    def send_mail_body(self, save_to_sent_items: bool) -> dict[str, Any]:
+        """The ``sendMail`` request: everything inline."""
+        message = dict(self.message)
+        if self.attachments:
+            message["attachments"] = [a.resource() for a in self.attachments]
+        return {"message": message, "saveToSentItems": save_to_sent_items}
+
+    def draft_body(self) -> tuple[dict[str, Any], tuple[GraphAttachment, ...]]:
+        """The draft to create and the attachments left for upload sessions: small ones
+        ride along in the draft while they fit, largest last."""
+        inline: list[GraphAttachment] = []
+        large: list[GraphAttachment] = []
+        room = INLINE_LIMIT
+        for item in sorted(self.attachments, key=lambda a: len(a.data)):
+            if len(item.data) <= room:
+                inline.append(item)
+                room -= len(item.data)
+            else:
+                large.append(item)
+        message = dict(self.message)
+        if inline:
+            message["attachments"] = [a.resource() for a in inline]
+        return message, tuple(large)
+
+
+def _recipient(mailbox: Mailbox) -> dict[str, Any]:
+    address: dict[str, Any] = {"address": mailbox.email}
+    if mailbox.name:
+        address["name"] = mailbox.name
+    return {"emailAddress": address}
+
+
+def graph_message(envelope: Envelope) -> GraphMessage:
+    parsed = _parsed(envelope)
+    headers = [(name, _header_text(value)) for name, value in parsed.items()]
+    subject = next((v for n, v in headers if n.lower() == "subject"), "")
+    texts: dict[str, str] = {}
+    attachments: list[GraphAttachment] = []
+    for part in parsed.walk():
+        if part.is_multipart():
+            continue
+        if part.get_content_disposition() == "attachment":
+            attachments.append(GraphAttachment(part.get_filename() or "attachment",
+                                               part.get_content_type(),
+                                               _payload(part)))
+        elif part.get_content_type() in ("text/plain", "text/html"):
+            charset = part.get_content_charset() or "utf-8"
+            text = _payload(part).decode(charset, "replace")
+            texts.setdefault(part.get_content_subtype(), text.replace("\r\n", "\n"))
+    if "html" in texts:
+        body = {"contentType": "html", "content": texts["html"]}
+    else:
+        body = {"contentType": "text", "content": texts.get("plain", "")}
+    sender: dict[str, Any] = {"address": envelope.mail_from}
+    if envelope.sender_name:
+        sender["name"] = envelope.sender_name
+    message: dict[str, Any] = {
+        "subject": subject,
+        "body": body,
+        "from": {"emailAddress": sender},
+        "toRecipients": [_recipient(m) for m in envelope.to],
+        "internetMessageId": envelope.message_id,
+    }
+    if envelope.cc:
+        message["ccRecipients"] = [_recipient(m) for m in envelope.cc]
+    if envelope.bcc:
+        message["bccRecipients"] = [_recipient(m) for m in envelope.bcc]
+    if envelope.reply_to:
+        message["replyTo"] = [{"emailAddress": {"address": envelope.reply_to}}]
+    custom: list[dict[str, str]] = []
+    other: list[tuple[str, str]] = []
+    for name, value in headers:
+        if name.lower() in _OWN_HEADERS:
+            continue
+        if name.lower().startswith("x-"):
+            custom.append({"name": name, "value": value})
+        else:
+            other.append((name, value))
+    if custom:
+        message["internetMessageHeaders"] = custom
+    mime = _mime_with_bcc(envelope) if other else None
+    return GraphMessage(message, tuple(attachments), tuple(other), mime)
+
+
+def _parsed(envelope: Envelope) -> Message:
+    # compose's bytes fast path is plain ASCII without encoded words: the compat32
+    # parser reads it without the header registry, which costs several ms a message.
+    if isinstance(envelope.content, bytes):
+        return message_from_bytes(envelope.content, policy=compat32)
+    return envelope.content
+
+
+def _header_text(value: Any) -> str:
+    if not isinstance(value, str) or hasattr(value, "defects"):
+        return str(value)  # a parsed header of the EmailMessage path: already decoded
+    unfolded = _FOLD.sub("", value)
+    if "=?" not in unfolded:
+        return unfolded
+    return str(make_header(decode_header(unfolded)))
+
+
+def _payload(part: Message) -> bytes:
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
+def _mime_with_bcc(envelope: Envelope) -> bytes:
+    # Prepended to the bytes rather than set on the parsed message: the envelope's
+    # message must stay as compose made it (another attempt may use it).
+    raw = envelope.as_bytes()
+    if not envelope.bcc:
+        return raw
+    folded = ",\r\n ".join(m.email for m in envelope.bcc)  # one address per line
+    return b"Bcc: " + folded.encode("ascii") + b"\r\n" + raw
+
+
+def mime_request_size(mime: bytes) -> int:
+    """Bytes of the base64 request body ``sendMail`` gets for this MIME message."""
+    return (len(mime) + 2) // 3 * 4

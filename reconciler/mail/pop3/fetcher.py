@@ -1,0 +1,215 @@
+"""POP3 and POP3S fetcher (SPEC I1) on the standard library's poplib, in the fetcher's thread.
+
+- ``pop3s`` is TLS from the first byte; ``pop3`` with ``starttls: true``
+  requires STLS (RFC 2595). Certificates are always verified.
+- Login: USER/PASS, or ``AUTH XOAUTH2`` with the initial response (RFC 5034)
+  for OAuth2; a refused token comes back as a ``+`` challenge that is
+  answered with an empty line, as the mechanism requires.
+- POP3 has no flags and no folders: ``UIDL`` gives each mail its marker
+  ``pop3:{uidl}`` and the marker store is the only memory of what was
+  handled. Mail stays on the server unless the fetcher was built with
+  ``delete_after_fetch=True`` (then ``DELE`` at ``mark_done``, committed when
+  the session ends). There is no error folder (the seeds say the same).
+- A POP3 session sees the mailbox as it was at login, so ``wait_for_new``
+  ends the session and the next ``fetch`` logs in again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import poplib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from reconciler.config.models.auth import BasicAuth, NoAuth
+from reconciler.config.models.incoming_server import IncomingServer
+from reconciler.mail.fetch_errors import (
+    auth_refused,
+    classify,
+    config_error,
+    mechanism_missing,
+    tls_not_offered,
+)
+from reconciler.mail.fetcher import (
+    AlreadyDone,
+    FetchedMail,
+    IncomingTokenProvider,
+    is_done,
+)
+from reconciler.mail.threaded import (
+    Credentials,
+    SteppedSocket,
+    ThreadedFetcher,
+    xoauth2,
+)
+
+MAX_LINE = 1 << 20  # poplib's 2,048-byte limit refuses real mail with long HTML lines
+
+
+class _Client(SteppedSocket, poplib.POP3):
+    _context_attribute = "context"
+
+    def _getline(self) -> tuple[bytes, int]:
+        line = self.file.readline(MAX_LINE + 1)
+        if len(line) > MAX_LINE:
+            raise poplib.error_proto("line too long")
+        if not line:
+            raise poplib.error_proto("-ERR EOF")
+        octets = len(line)
+        if line[-2:] == b"\r\n":
+            return line[:-2], octets
+        if line[:1] == b"\r":
+            return line[1:-1], octets
+        return line[:-1], octets
+
+
+class _SslClient(_Client, poplib.POP3_SSL):
+    pass
+
+
+class Pop3Fetcher(ThreadedFetcher):
+    protocol = "pop3"
+    supports_error_folder = False
+    _broken = (poplib.error_proto, OSError, EOFError)
+
+    def __init__(self, server: IncomingServer, *, token_provider: IncomingTokenProvider | None,
+                 ca_file: str | Path | None, timeout: float = 30.0,
+                 delete_after_fetch: bool = False) -> None:
+        super().__init__(server, token_provider=token_provider, ca_file=ca_file,
+                         timeout=timeout)
+        self.delete_after_fetch = delete_after_fetch
+        self._client: poplib.POP3 | None = None
+        self._numbers: dict[str, int] = {}  # marker -> message number in this session
+
+    def _new_session(self) -> None:
+        self._numbers = {}  # message numbers are only valid within one session
+
+    def _open(self, credentials: Credentials) -> poplib.POP3:
+        where = self.where
+        progress = ["connect"]
+        client: poplib.POP3 | None = None
+        try:
+            if where.implicit_tls:
+                client = _SslClient(where.host, where.port, context=self._tls(),
+                                    timeout=self._timeout, progress=progress)
+            else:
+                client = _Client(where.host, where.port, timeout=self._timeout,
+                                 progress=progress)
+            if where.starttls:
+                progress[0] = "tls"
+                if "STLS" not in _capabilities(client):
+                    raise tls_not_offered(where)
+                client.stls(self._tls())
+            progress[0] = "logging in"
+            self._login(client, credentials)
+            return client
+        except Exception as exc:
+            if client is not None:
+                _shutdown(client)
+            raise classify(exc, where, progress[0], self.redactor) from None
+
+    def _login(self, client: poplib.POP3, credentials: Credentials) -> None:
+        auth = self.server.spec.auth
+        where = self.where
+        if isinstance(auth, NoAuth):
+            raise config_error(where, "auth is none, but POP3 servers need a login",
+                               "Configure auth basic (username and password) or oauth2.")
+        try:
+            if isinstance(auth, BasicAuth):
+                assert credentials.password is not None
+                client.user(credentials.username)
+                client.pass_(credentials.password)
+                return
+            assert credentials.token is not None
+            sasl = _capabilities(client).get("SASL", [])
+            if "XOAUTH2" not in [m.upper() for m in sasl]:
+                raise mechanism_missing(where, "XOAUTH2", sasl)
+            initial = base64.b64encode(xoauth2(credentials.username, credentials.token))
+            client._putcmd("AUTH XOAUTH2 " + initial.decode())  # type: ignore[attr-defined]
+            reply, _ = client._getline()  # type: ignore[attr-defined]
+            if reply.startswith(b"+ ") or reply == b"+":
+                # the error challenge (base64 JSON); an empty answer ends the exchange
+                client._putline(b"")  # type: ignore[attr-defined]
+                reply, _ = client._getline()  # type: ignore[attr-defined]
+            if not reply.startswith(b"+OK"):
+                raise poplib.error_proto(reply.decode(errors="replace"))
+        except poplib.error_proto as exc:
+            raise auth_refused(where, credentials.username,
+                               self.redactor(_reply_text(exc))) from None
+
+    def _logout(self, client: poplib.POP3) -> None:
+        client.quit()
+
+    def _shutdown(self, client: poplib.POP3) -> None:
+        _shutdown(client)
+
+    async def fetch(self, already_done: AlreadyDone,
+                    limit: int = 100) -> AsyncIterator[FetchedMail]:
+        listing = await self._call("listing mail (UIDL)", self._uidl)
+        self._numbers = {}
+        yielded = 0
+        for number, uidl in listing:
+            if yielded >= limit:
+                return
+            marker = f"pop3:{uidl}"
+            self._numbers[marker] = number
+            if await is_done(already_done, marker):
+                continue
+            raw = await self._call("downloading a mail", self._retr, number)
+            yielded += 1
+            yield FetchedMail(marker=marker, raw=raw, size=len(raw), folder="INBOX", uid=number)
+
+    def _client_now(self) -> poplib.POP3:
+        if self._client is None:
+            raise poplib.error_proto("-ERR not connected")
+        return self._client
+
+    def _uidl(self) -> list[tuple[int, str]]:
+        _, lines, _ = self._client_now().uidl()
+        listing = []
+        for line in lines:
+            number, uidl = line.decode("ascii", "replace").split(None, 1)
+            listing.append((int(number), uidl.strip()))
+        return listing
+
+    def _retr(self, number: int) -> bytes:
+        _, lines, _ = self._client_now().retr(number)
+        return b"\r\n".join(lines) + b"\r\n"
+
+    async def mark_done(self, mail: FetchedMail) -> None:
+        if not self.delete_after_fetch:
+            return  # the marker is the record; the mail stays on the server
+        number = self._numbers.get(mail.marker)
+        if number is None or self._client is None:
+            return  # another session: numbers are per session, and the marker holds anyway
+        await self._call("deleting a handled mail", self._dele, number)
+
+    def _dele(self, number: int) -> None:
+        self._client_now().dele(number)
+
+    async def wait_for_new(self, timeout: float) -> bool:
+        # ending the session commits DELE and lets the next login see new mail
+        await self.aclose()
+        await asyncio.sleep(timeout)
+        return False
+
+
+def _capabilities(client: poplib.POP3) -> dict[str, list[str]]:
+    try:
+        return client.capa()
+    except poplib.error_proto:
+        return {}  # CAPA is optional (RFC 2449): no extensions then
+
+
+def _reply_text(exc: poplib.error_proto) -> str:
+    text = exc.args[0] if exc.args else ""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return str(text).removeprefix("-ERR").strip() or "no reason given"
+
+
+def _shutdown(client: poplib.POP3) -> None:
+    with contextlib.suppress(Exception):
+        client.close()

@@ -1,0 +1,44 @@
+"""What a probe needs besides the server: trusted CAs, tokens, a time budget."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.config.models.outgoing_server import OutgoingServerSpec
+from reconciler.oauth.source import TokenProvider
+from reconciler.runtime.tls import CA_FILE_ENV, tls_context
+
+# A health check should not wait a server's full send deadline (60 s by default):
+# a probe that hangs that long says "unreachable" no better than one that gives up sooner.
+DEFAULT_PROBE_TIMEOUT = 30.0
+
+
+@dataclass
+class ProbeOptions:
+    ca_file: str | Path | None = None  # extra trusted CAs; RECONCILE_TLS_CA_FILE otherwise
+    token_provider: TokenProvider | None = None  # OAuth2 servers (O11)
+    timeout: float | None = None  # whole walk; default min(server timeoutSeconds, 30 s)
+    local_hostname: str | None = None  # the EHLO name; this machine's FQDN otherwise
+    _context: ssl.SSLContext | None = field(default=None, init=False, repr=False)
+
+    def budget(self, spec: OutgoingServerSpec) -> float:
+        if self.timeout is not None:
+            return self.timeout
+        return min(spec.timeout_seconds, DEFAULT_PROBE_TIMEOUT)
+
+    def tls(self) -> ssl.SSLContext:
+        """The same verifying context the transport uses; built once (loading CAs is slow)."""
+        if self._context is None:
+            self._context = tls_context(self.ca_file or os.environ.get(CA_FILE_ENV) or None)
+        return self._context
+
+    async def ehlo_name(self) -> str:
+        if self.local_hostname is None:
+            # getfqdn can block on DNS: once, off the event loop.
+            self.local_hostname = await asyncio.to_thread(socket.getfqdn)
+        return self.local_hostname

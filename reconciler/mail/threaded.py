@@ -1,0 +1,249 @@
+"""What the IMAP and POP3 fetchers share: the endpoint, TLS, credentials and the
+thread their blocking stdlib client runs in; and the secret look-ups EWS and Graph
+make the same way (:func:`read_password`, :func:`access_token`).
+
+Each fetcher owns one worker thread. imaplib and poplib objects are not
+thread-safe, so every call for one session must go through the same thread
+in order; a single-worker executor gives exactly that, and a slow or idling
+mailbox never takes a thread from the event loop's shared pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import ssl
+from abc import abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from reconciler.config.derive import INCOMING_PORTS
+from reconciler.config.endpoints import host_endpoint
+from reconciler.config.models.auth import BasicAuth, NoAuth, OAuth2Auth
+from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
+from reconciler.config.secrets import SecretError
+from reconciler.credentials.gate import (
+    FIX,
+    CredentialNotBound,
+    client_of,
+    present_secret_at,
+    require,
+)
+from reconciler.mail.fetch_errors import Where, classify, config_error, username_of
+from reconciler.mail.fetcher import (
+    Fetcher,
+    FetchError,
+    FetchErrorKind,
+    IncomingTokenProvider,
+)
+from reconciler.mail.transport import Redactor
+from reconciler.oauth.source import TokenError, fetch_token
+from reconciler.runtime.tls import CA_FILE_ENV, tls_context
+
+T = TypeVar("T")
+
+class SteppedSocket:
+    """Mixin for an imaplib or poplib client: the stdlib's socket set-up, split so a failure
+    says whether TCP, TLS or the greeting failed (``progress[0]`` names the step)."""
+
+    host: str
+    port: int
+    _context_attribute: str  # where the stdlib's SSL client keeps its SSLContext
+
+    def __init__(self, *args: Any, progress: list[str], **kwargs: Any) -> None:
+        self._progress = progress  # the step a failing constructor was in
+        super().__init__(*args, **kwargs)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock = socket.create_connection((self.host or None, self.port), timeout)
+        context: ssl.SSLContext | None = getattr(self, self._context_attribute, None)
+        if context is not None:
+            self._progress[0] = "tls"
+            sock = context.wrap_socket(sock, server_hostname=self.host)
+        self._progress[0] = "greeting"
+        return sock
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Resolved for one login and dropped after it; never kept on the fetcher."""
+
+    username: str
+    password: str | None = None
+    token: str | None = None
+
+
+class ThreadedFetcher(Fetcher):
+    """A fetcher whose protocol client blocks; runs it in the fetcher's own thread."""
+
+    def __init__(self, server: IncomingServer, *, token_provider: IncomingTokenProvider | None,
+                 ca_file: str | Path | None, timeout: float) -> None:
+        super().__init__(server)
+        self._token_provider = token_provider
+        self._ca_file = ca_file or os.environ.get(CA_FILE_ENV) or None
+        self._timeout = timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self.redactor = Redactor()
+        spec = server.spec
+        if not spec.host:
+            raise config_error(server, "no host is set",
+                               "Set host to the mail server's name (for example "
+                               "imap.example.com).")
+        protocol = IncomingProtocol(spec.protocol)
+        self.where = Where(server, str(spec.host), int(spec.port or INCOMING_PORTS[protocol]))
+        self.folder = str(spec.folder)
+
+    # Exceptions of the protocol client that end the session, and those that only
+    # refuse one command (the session stays usable).
+    _broken: tuple[type[BaseException], ...] = (OSError, EOFError)
+    _refused: tuple[type[BaseException], ...] = ()
+    _client: Any = None
+
+    @abstractmethod
+    def _logout(self, client: Any) -> None:
+        """Say goodbye politely (in the thread); may raise."""
+
+    @abstractmethod
+    def _shutdown(self, client: Any) -> None:
+        """Close the socket at once; never raises."""
+
+    @abstractmethod
+    def _open(self, credentials: Credentials) -> Any:
+        """Connect, secure the channel and log in (in the thread); returns the client."""
+
+    def _new_session(self) -> None:
+        """Forget what the previous session knew; runs just before each open."""
+
+    async def connect(self) -> None:
+        if self._client is not None:
+            return
+        credentials = await self._credentials()
+        self._new_session()
+        try:
+            self._client = await self._run(self._open, credentials)
+        except BaseException:
+            self._release_thread()
+            raise
+
+    async def _call(self, step: str, fn: Callable[..., T], *args: object) -> T:
+        """Run one operation on the session (connecting first if needed); classify failures."""
+        if self._client is None:
+            await self.connect()
+        try:
+            return await self._run(fn, *args)
+        except FetchError:
+            raise
+        except self._broken as exc:
+            error = classify(exc, self.where, step, self.redactor)
+            self._drop()
+            raise error from None
+        except self._refused as exc:
+            raise classify(exc, self.where, step, self.redactor) from None
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            self._shutdown(client)
+        self._release_thread()
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and self._executor is not None:
+            try:
+                with contextlib.suppress(Exception):  # the session is over either way
+                    await self._run(self._logout, client)
+            finally:
+                self._shutdown(client)
+        self._release_thread()
+
+    def _tls(self) -> ssl.SSLContext:
+        return tls_context(self._ca_file)
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"{self.protocol}-{self.server.metadata.name}")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _release_thread(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    async def _credentials(self) -> Credentials:
+        """Checks what can fail before the network, then resolves the secret for one login."""
+        if self.where.host.lower().rstrip(".").endswith(".invalid"):
+            # RFC 6761: a name under .invalid never exists, so no DNS query is sent for it
+            raise FetchError(FetchErrorKind.CONNECT,
+                             f"{self.where.host} does not resolve (a name under .invalid "
+                             "never exists)",
+                             f"Set host in incoming server {self.where.name} to the mail "
+                             "server's real name.")
+        server = self.server
+        auth = server.spec.auth
+        username = username_of(server)
+        if isinstance(auth, NoAuth):
+            return Credentials(username)
+        at = host_endpoint(self.where.host, self.where.port)
+        if isinstance(auth, BasicAuth):
+            password = read_password(server, auth, at)
+            self.redactor.add(password, username=username)
+            return Credentials(username, password=password)
+        assert isinstance(auth, OAuth2Auth)
+        token = await access_token(self._token_provider, server, username, self.redactor,
+                                   at=at)
+        self.redactor.add(token, username=username)
+        return Credentials(username, token=token)
+
+
+def read_password(server: IncomingServer, auth: BasicAuth, at: str) -> str:
+    """The password a basic-auth reference names, for the endpoint ``at`` (host:port), or a
+    config FetchError saying why not (unreadable, or not bound to ``at``: SPEC S2)."""
+    try:
+        return present_secret_at(auth.password, at)
+    except CredentialNotBound as exc:
+        raise config_error(server, str(exc), FIX) from None
+    except SecretError as exc:
+        raise config_error(server, f"the password cannot be read ({exc})",
+                           "Set the environment variable or create the file the reference "
+                           "names (references are resolved where the daemon runs), or check "
+                           "RECONCILE_SECRET_KEY for enc: values.") from None
+
+
+async def access_token(provider: IncomingTokenProvider | None, server: IncomingServer,
+                       who: str, redact: Callable[[str], str], *, at: str,
+                       consent: str = "consent") -> str:
+    """An OAuth2 access token for ``server`` to present at ``at`` (host:port); a FetchError
+    (never the secret) when none, or when the client is not bound to ``at`` (SPEC S2)."""
+    if isinstance(server.spec.auth, OAuth2Auth):
+        try:
+            require(client_of(server.spec.auth), at)
+        except CredentialNotBound as exc:
+            raise config_error(server, str(exc), FIX) from None
+    if provider is None:
+        raise config_error(server, "auth is oauth2 but no token provider is available",
+                           "Authorise the mailbox with `reconcile auth login SERVER` so the "
+                           "daemon can obtain tokens.")
+    try:
+        # fetch_token only calls the provider with the server it is given
+        return await fetch_token(provider, server)  # type: ignore[arg-type]
+    except TokenError as exc:
+        raise FetchError(FetchErrorKind.AUTH, f"no access token for {who}: {redact(str(exc))}",
+                         f"Check client id, secret and tenant and that {consent} was granted; "
+                         "re-authorise with `reconcile auth login SERVER`.") from None
+
+
+def xoauth2(username: str, token: str) -> bytes:
+    """The XOAUTH2 initial response (before base64), as Google and Microsoft define it."""
+    return f"user={username}\x01auth=Bearer {token}\x01\x01".encode()
+
+
+def oauthbearer(username: str, token: str, host: str, port: int) -> bytes:
+    """RFC 7628 OAUTHBEARER initial response (before base64)."""
+    user = username.replace("=", "=3D").replace(",", "=2C")
+    return f"n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01".encode()

@@ -1,0 +1,325 @@
+"""What every connection check shares (SPEC O9, O10): the walk that runs one step at a
+time within the check's budget and classifies whatever a step raised, and the steps
+every protocol starts with, on a socket of its own so a failure says whether the name,
+the port or the certificate is the problem:
+
+    DNS → TCP → TLS (implicit, on the connected socket) [→ token, for OAuth2]
+
+SMTP (``smtp_probe``) goes on with its greeting, EHLO and AUTH; Graph and EWS
+(``graph_probe``, ``ews_probe``) with a token and one cheap API call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiosmtplib import SMTPResponseException, SMTPServerDisconnected
+
+from reconciler.config.models.auth import OAuth2Auth
+from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.mail.failover import Endpoint
+from reconciler.mail.outcome import Failure
+from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.steps import Reason, Step, StepResult
+from reconciler.mail.transport import Redactor
+from reconciler.oauth.source import TokenError, fetch_token
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+_CERT_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
+
+
+class StepError(Exception):
+    """A step failed in a way the step itself understood."""
+
+    def __init__(self, failure: Failure, detail: str, reason: Reason,
+                 code: int | None = None) -> None:
+        super().__init__(detail)
+        self.failure = failure
+        self.detail = detail
+        self.reason = reason
+        self.code = code
+
+
+@dataclass
+class Walk:
+    """One check of one host: its budget, its redactor and the results so far."""
+
+    where: str
+    budget: float
+    redactor: Redactor
+    results: list[StepResult] = field(default_factory=list)
+    deadline: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.deadline = time.monotonic() + self.budget
+
+    def remaining(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    async def run(self, step: Step, action: Callable[[], Awaitable[tuple[T, str]]]) -> T | None:
+        """Run one step within what is left of the budget; None when it failed."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.remaining()):
+                value, detail = await action()
+        except StepError as exc:
+            self._fail(step, started, exc.failure, exc.detail, exc.reason, exc.code)
+            return None
+        except TimeoutError:
+            self._fail(step, started, Failure.TIMEOUT,
+                       f"no answer from {self.where} within {self.budget:g}s "
+                       f"({_waiting_for(step)})", Reason.TIMEOUT, None)
+            return None
+        except Exception as exc:
+            failure, detail, reason, code = _classify(step, exc, self.where)
+            if reason == Reason.UNEXPECTED:
+                log.warning("unexpected error in the %s step against %s: %s", step, self.where,
+                            self.redactor(detail))
+            self._fail(step, started, failure, detail, reason, code)
+            return None
+        self.results.append(StepResult(step, True, self.redactor(detail),
+                                       time.perf_counter() - started))
+        return value
+
+    async def reach(self, endpoint: Endpoint) -> socket.socket | None:
+        """The DNS and TCP steps: the connected socket, or None when one failed."""
+        loop = asyncio.get_running_loop()
+        addresses = await self.run(Step.DNS, lambda: dns_step(loop, endpoint))
+        if addresses is None:
+            return None
+        return await self.run(Step.TCP, lambda: tcp_step(loop, addresses, self))
+
+    async def reach_tls(self, endpoint: Endpoint, options: ProbeOptions) -> bool:
+        """DNS, TCP and TLS for an HTTPS API (Graph, EWS); True when all three passed."""
+        sock = await self.reach(endpoint)
+        if sock is None:
+            return False
+        loop = asyncio.get_running_loop()
+        return await self.run(Step.TLS, lambda: tls_step(loop, sock, endpoint, options)) \
+            is not None
+
+    def _fail(self, step: Step, started: float, failure: Failure, detail: str, reason: Reason,
+              code: int | None) -> None:
+        self.results.append(StepResult(step, False, self.redactor(detail),
+                                       time.perf_counter() - started, failure, code, reason))
+
+
+# -- the steps every protocol starts with ---------------------------------------
+
+
+async def dns_step(loop: asyncio.AbstractEventLoop,
+                   endpoint: Endpoint) -> tuple[list[tuple[Any, ...]], str]:
+    if endpoint.host.lower().rstrip(".").endswith(".invalid"):
+        # RFC 6761: names under .invalid never resolve, so no query is sent for them
+        raise StepError(Failure.CONNECT, f"{endpoint.host} does not resolve (a name under "
+                        ".invalid never exists)", Reason.NXDOMAIN)
+    try:
+        infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:
+            raise StepError(Failure.CONNECT, f"temporary DNS failure looking up {endpoint.host} "
+                            f"({exc.strerror})", Reason.DNS_TEMPORARY) from None
+        raise StepError(Failure.CONNECT, f"{endpoint.host} does not resolve ({exc.strerror})",
+                        Reason.NXDOMAIN) from None
+    if not infos:
+        raise StepError(Failure.CONNECT, f"{endpoint.host} has no address", Reason.NXDOMAIN)
+    if _is_ip(endpoint.host):
+        return list(infos), f"{endpoint.host} is an IP address (no lookup needed)"
+    shown = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+    return list(infos), f"{endpoint.host} → {', '.join(shown[:3])}{more}"
+
+
+async def tcp_step(loop: asyncio.AbstractEventLoop, infos: list[tuple[Any, ...]],
+                   walk: Walk) -> tuple[socket.socket, str]:
+    """Try each address in the resolver's order; the first that accepts wins."""
+    errors: list[tuple[Reason, str]] = []
+    for index, (family, kind, proto, _, sockaddr) in enumerate(infos):
+        where = _sockaddr_text(sockaddr)
+        # Share what is left between the addresses still untried, so one
+        # black-holed address cannot eat the whole budget.
+        share = walk.remaining() / (len(infos) - index)
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, sockaddr), share)
+        except TimeoutError:
+            sock.close()
+            errors.append((Reason.TIMEOUT, f"no answer from {where} within {share:.3g}s"))
+            continue
+        except OSError as exc:
+            sock.close()
+            errors.append(_connect_error(exc, where))
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock, f"connected to {where}"
+    reason, detail = errors[0] if len(errors) == 1 else _summarise(errors)
+    failure = Failure.TIMEOUT if reason == Reason.TIMEOUT else Failure.CONNECT
+    raise StepError(failure, detail, reason)
+
+
+def _connect_error(exc: OSError, where: str) -> tuple[Reason, str]:
+    if isinstance(exc, ConnectionRefusedError):
+        return Reason.REFUSED, f"connection refused by {where}"
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return Reason.NO_ROUTE, f"no route to {where} ({exc.strerror})"
+    return Reason.CLOSED, f"cannot connect to {where}: {exc.strerror or exc}"
+
+
+def _summarise(errors: list[tuple[Reason, str]]) -> tuple[Reason, str]:
+    reasons = {r for r, _ in errors}
+    reason = reasons.pop() if len(reasons) == 1 else Reason.CLOSED
+    return reason, "; ".join(d for _, d in errors)
+
+async def tls_step(loop: asyncio.AbstractEventLoop, sock: socket.socket, endpoint: Endpoint,
+                   options: ProbeOptions) -> tuple[bool, str]:
+    """Implicit TLS on the connected socket, then close: HTTPS APIs (Graph, EWS) get their
+    own connection from their client library afterwards."""
+    try:
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=sock,
+                                                    ssl=options.tls(),
+                                                    server_hostname=endpoint.host)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        return True, tls_summary(transport)
+    finally:
+        transport.abort()  # type: ignore[attr-defined]
+
+
+async def token_step(server: OutgoingServer, options: ProbeOptions,
+                     redactor: Redactor) -> tuple[str, str]:
+    """The token step of Graph and EWS (EWS walks it for OAuth2 servers only)."""
+    auth = server.spec.auth
+    if not isinstance(auth, OAuth2Auth):
+        raise StepError(Failure.CONFIG, "Microsoft Graph accepts only OAuth2; this server's "
+                        f"auth type is {auth.type}", Reason.AUTH_NOT_OFFERED)
+    token = await access_token(server, options, redactor)
+    return token, f"access token obtained ({auth.grant}, client {auth.client_id})"
+
+
+async def access_token(server: OutgoingServer, options: ProbeOptions, redactor: Redactor,
+                       username: str | None = None) -> str:
+    """A token from the probe's provider, its forms added to ``redactor`` (with the SASL
+    forms when ``username`` is given); raises StepError."""
+    if options.token_provider is None:
+        raise StepError(Failure.CONFIG, "OAuth2 server but no token provider is configured",
+                        Reason.NO_TOKEN_PROVIDER)
+    try:
+        token = await fetch_token(options.token_provider, server)
+    except TokenError as exc:
+        # A permanent token error (revoked grant, bad secret) already says how to fix it.
+        raise StepError(Failure.AUTH, f"no access token: {exc}",
+                        Reason.TOKEN_PERMANENT if exc.permanent else Reason.TOKEN) from None
+    redactor.add(token, username=username)
+    return token
+
+
+# -- classification -------------------------------------------------------------
+
+
+def _classify(step: Step, exc: BaseException,
+              where: str) -> tuple[Failure, str, Reason, int | None]:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _certificate_failure(exc, where)
+    if isinstance(exc, ssl.SSLError):
+        return (Failure.TLS, f"TLS handshake with {where} failed: {exc.reason or exc}",
+                Reason.HANDSHAKE, None)
+    if isinstance(exc, SMTPResponseException):
+        reason = Reason.TEMPORARY if 400 <= exc.code < 500 else Reason.REJECTED
+        failure = Failure.TLS if step == Step.TLS else Failure.REJECTED
+        return failure, f"{exc.code} {exc.message}", reason, exc.code
+    if isinstance(exc, SMTPServerDisconnected | ConnectionError | EOFError):
+        if step == Step.TLS:
+            return (Failure.TLS, f"{where} closed the connection during the TLS handshake",
+                    Reason.HANDSHAKE, None)
+        return Failure.CONNECT, f"{where} closed the connection", Reason.CLOSED, None
+    if isinstance(exc, OSError):
+        return Failure.CONNECT, f"{where}: {exc.strerror or exc}", Reason.CLOSED, None
+    return (Failure.PROTOCOL, f"unexpected {type(exc).__name__}: {exc}", Reason.UNEXPECTED,
+            None)
+
+
+def _certificate_failure(exc: ssl.SSLCertVerificationError,
+                         where: str) -> tuple[Failure, str, Reason, int | None]:
+    message = exc.verify_message or exc.reason or str(exc)
+    if exc.verify_code in _NAME_MISMATCH:
+        return (Failure.TLS_VERIFY, f"certificate of {where} is for another host name "
+                f"({message})", Reason.HOSTNAME_MISMATCH, None)
+    if exc.verify_code == _CERT_EXPIRED:
+        return (Failure.TLS_VERIFY, f"certificate of {where} has expired ({message})",
+                Reason.EXPIRED, None)
+    return (Failure.TLS_VERIFY, f"certificate of {where} is not trusted ({message})",
+            Reason.UNTRUSTED, None)
+
+
+def _waiting_for(step: Step) -> str:
+    return {
+        Step.DNS: "waiting for the DNS answer",
+        Step.TCP: "connecting",
+        Step.TLS: "negotiating TLS",
+        Step.GREETING: "waiting for the greeting",
+        Step.EHLO: "waiting for the EHLO reply",
+        Step.AUTH: "authenticating",
+    }.get(step, str(step))
+
+
+# -- small helpers ----------------------------------------------------------------
+
+
+def tls_summary(transport: asyncio.BaseTransport | None) -> str:
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return "encrypted"
+    cert = ssl_object.getpeercert() or {}
+    names = [str(v) for k, v in cert.get("subjectAltName", ()) if k in ("DNS", "IP Address")]
+    subject = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+    subject = subject or _name_of(cert.get("subject", ()))
+    issuer = _name_of(cert.get("issuer", ()))
+    parts = [ssl_object.version() or "TLS"]
+    if subject:
+        parts.append(f"certificate for {subject} verified" + (f" (issuer {issuer})"
+                                                              if issuer else ""))
+    if cert.get("notAfter"):
+        parts.append(f"valid until {cert['notAfter']}")
+    return ", ".join(parts)
+
+
+def _name_of(rdns: Any) -> str:
+    for rdn in rdns:
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    for rdn in rdns:
+        for key, value in rdn:
+            if key == "organizationName":
+                return str(value)
+    return ""
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _sockaddr_text(sockaddr: Any) -> str:
+    host, port = sockaddr[0], sockaddr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

@@ -1,0 +1,182 @@
+"""The validation pipeline: files -> models -> derived values -> cross-checks ->
+policies -> DesiredState. Every stage reports into one Diagnostics so a run
+shows all problems at once (SPEC C4)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from reconciler.config.checks import check_semantics
+from reconciler.config.derive import derive_all
+from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
+from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
+from reconciler.config.errors import diagnostics_from, show_value
+from reconciler.config.gcpause import gc_paused
+from reconciler.config.loaded import LoadedResource
+from reconciler.config.loader import Document, diagnostic_at, load_tree, locate
+from reconciler.config.models import API_VERSION, KINDS
+from reconciler.config.references import check_references
+from reconciler.config.secret_checks import check_secret_places
+from reconciler.config.versions import CONVERSIONS, upgrade
+from reconciler.policy import engine as policy_engine
+
+POLICY_KINDS = frozenset({"Policy", "PolicyException"})
+
+
+@dataclass
+class ValidationResult:
+    diagnostics: Diagnostics
+    resources: list[LoadedResource] = field(default_factory=list)
+    _desired: DesiredState | None = field(default=None, init=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return not self.diagnostics.has_errors
+
+    @property
+    def desired(self) -> DesiredState | None:
+        """The canonical desired state; None when there were errors.
+
+        Built on first use: `validate` never needs it, and for a large repo it
+        is the last ~1 KB a resource on top of everything else still held
+        (~180 MB of the peak for 180,000 resources).
+        """
+        if self._desired is None and self.ok:
+            with gc_paused():
+                self._desired = DesiredState.of(canonical(r) for r in self.resources)
+        return self._desired
+
+    def derivations(self) -> dict[ResourceKey, set[str]]:
+        """Dotted paths of derived values per resource, for marking them in plans."""
+        return {ResourceKey(*r.key): {d.dotted for d in r.derivations} for r in self.resources}
+
+
+def _envelope_ok(doc: Document, diags: Diagnostics) -> bool:
+    data = doc.data
+    if not isinstance(data, dict):
+        line, col = doc.mark  # a bare scalar has no marks of its own
+        diags.add(Diagnostic(code="not-a-resource", file=doc.file, line=line, col=col,
+                             message="a resource document must be a mapping with apiVersion, "
+                             "kind, metadata and spec"))
+        return False
+    kind = data.get("kind")
+    if kind is None:
+        diags.add(diagnostic_at(doc, (), "kind-missing", "`kind` is missing",
+                                hint="e.g. kind: OutgoingServer"))
+        return False
+    if not isinstance(kind, str):
+        diags.add(_not_text(doc, "kind", kind, "kind: OutgoingServer"))
+        return False
+    if kind not in KINDS and kind not in POLICY_KINDS:
+        close = difflib.get_close_matches(kind, [*KINDS, *POLICY_KINDS], n=1)
+        diags.add(diagnostic_at(doc, ("kind",), "unknown-kind", f"unknown kind {kind!r}",
+                      hint=f"did you mean {close[0]!r}?" if close
+                      else "known kinds: " + ", ".join(sorted(KINDS))))
+        return False
+    version = data.get("apiVersion")
+    if version is None:
+        diags.add(diagnostic_at(doc, (), "api-version", "`apiVersion` is missing",
+                      hint=f"e.g. apiVersion: {API_VERSION}"))
+        return False
+    if not isinstance(version, str):  # a mapping or list would not even hash below
+        diags.add(_not_text(doc, "apiVersion", version, f"apiVersion: {API_VERSION}"))
+        return False
+    if version != API_VERSION and version not in CONVERSIONS:
+        known = ", ".join(CONVERSIONS)
+        diags.add(diagnostic_at(doc, ("apiVersion",), "api-version",
+                                    f"unsupported apiVersion {version!r}",
+                      hint=f"use {API_VERSION} (older versions still read: {known})"))
+        return False
+    return True
+
+
+def _not_text(doc: Document, field: str, value: object, example: str) -> Diagnostic:
+    code = "api-version" if field == "apiVersion" else "unknown-kind"
+    return diagnostic_at(doc, (field,), code, f"`{field}` must be text, got {show_value(value)}",
+                         hint=f"e.g. {example}")
+
+
+def parse_documents(
+    documents: Sequence[Document], diags: Diagnostics
+) -> tuple[list[LoadedResource], list[Document]]:
+    """Validate each document against its kind's model; policy documents are set aside."""
+    resources: list[LoadedResource] = []
+    policy_docs: list[Document] = []
+    for doc in documents:
+        if not _envelope_ok(doc, diags):
+            continue
+        notes = upgrade(doc.data)
+        if notes:
+            diags.add(diagnostic_at(doc, ("apiVersion",), "converted", "; ".join(notes),
+                          hint="run `reconcile convert` to write this to the file",
+                          severity=Severity.NOTICE))
+        kind = doc.data["kind"]
+        if kind in POLICY_KINDS:
+            policy_docs.append(doc)
+            continue
+        model = KINDS[kind]
+        try:
+            resources.append(LoadedResource(model.model_validate(doc.data), doc))
+        except ValidationError as exc:
+            diags.extend(diagnostics_from(exc, doc, model))
+    return resources, policy_docs
+
+
+def _duplicates(resources: list[LoadedResource], diags: Diagnostics) -> list[LoadedResource]:
+    first: dict[tuple[str, str, str], LoadedResource] = {}
+    unique = []
+    for res in resources:
+        if res.key in first:
+            seen = first[res.key]
+            diags.add(res.diagnostic(
+                "duplicate-resource",
+                f"{res.model.kind} {res.model.metadata.name!r} is defined twice in namespace "
+                f"{res.model.metadata.namespace!r} (first at {seen.file}:"
+                f"{locate(seen.document.data, ('metadata', 'name'))[0]})",
+                ("metadata", "name"), hint="rename one of them or delete the copy"))
+            continue
+        first[res.key] = res
+        unique.append(res)
+    return unique
+
+
+def canonical(res: LoadedResource) -> CanonicalResource:
+    model = res.model
+    spec = model.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return CanonicalResource.build(ResourceKey(*model.key), model.api_version, spec,
+                                   model.metadata.labels)
+
+
+@gc_paused()
+def validate_documents(
+    documents: Sequence[Document], diags: Diagnostics, *, today: date | None = None
+) -> ValidationResult:
+    resources, policy_docs = parse_documents(documents, diags)
+    resources = _duplicates(resources, diags)
+    derive_all(resources)
+    diags.extend(check_references(resources))
+    diags.extend(check_semantics(resources))
+    diags.extend(check_secret_places(resources))
+    policies = policy_engine.parse_policies(
+        [*policy_engine.shipped_documents(diags), *policy_docs], diags)
+    diags.extend(policy_engine.evaluate(policies, resources, today=today or date.today()))
+    return ValidationResult(diags, resources)
+
+
+@gc_paused()
+def validate_path(root: Path, *, today: date | None = None) -> ValidationResult:
+    """Load and validate a config repo (a folder, or one file)."""
+    diags = Diagnostics()
+    documents = load_tree(root, diags)
+    if not documents and not diags.has_errors:
+        diags.add(Diagnostic(code="no-resources", file=str(root),
+                             message="no YAML resources found",
+                             hint="config files end in .yaml or .yml",
+                             severity=Severity.WARNING))
+    return validate_documents(documents, diags, today=today)

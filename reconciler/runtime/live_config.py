@@ -1,0 +1,106 @@
+"""The daemon's view of the applied configuration, swapped whole when a new
+revision lands (SPEC O12).
+
+A :class:`LiveConfig` is immutable: workers take the current one for a new
+message and keep it; a message routed earlier is sent with the revision it
+was routed with (kept in a small cache), so an apply never changes a send
+half-way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from pydantic import ValidationError
+
+from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.config.models.proxy_server import ProxyServerSpec
+from reconciler.credentials import gate
+from reconciler.runtime.namespace import NamespaceConfig
+from reconciler.state.base import LiveState, Store
+
+log = logging.getLogger(__name__)
+
+OLD_REVISIONS_KEPT = 8
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    revision: int
+    namespaces: Mapping[str, NamespaceConfig] = field(default_factory=dict)
+
+    @classmethod
+    def from_snapshot(cls, live: LiveState) -> LiveConfig:
+        names = sorted({key.namespace for key in live.resources})
+        resources = list(live.resources.values())
+        built: dict[str, NamespaceConfig] = {}
+        for namespace in names:
+            try:
+                built[namespace] = NamespaceConfig.from_canonical(namespace, resources)
+            except ValidationError as exc:
+                # An out-of-band edit made the stored spec invalid: keep sending for
+                # the other namespaces and say which one is broken.
+                log.error("namespace %s at revision %s is invalid and is skipped: %s",
+                          namespace, live.revision, exc.error_count())
+        return cls(live.revision, MappingProxyType(built))
+
+    def namespace(self, name: str) -> NamespaceConfig | None:
+        return self.namespaces.get(name)
+
+    def proxy_for(self, server: OutgoingServer) -> ProxyServerSpec | None:
+        """The ProxyServer the server names in this revision; None when it names none or
+        one that does not exist (the transports refuse to send around a missing proxy)."""
+        namespace = self.namespaces.get(server.metadata.namespace)
+        if namespace is None:
+            return None
+        try:
+            return namespace.proxy(server)
+        except LookupError:
+            return None
+
+
+class ConfigHolder:
+    """Holds the current LiveConfig and recent older ones; ``refresh`` swaps."""
+
+    def __init__(self) -> None:
+        self._current = LiveConfig(revision=-1)
+        self._older: OrderedDict[int, LiveConfig] = OrderedDict()
+
+    @property
+    def current(self) -> LiveConfig:
+        return self._current
+
+    def refresh(self, store: Store) -> bool:
+        """Load the store's head when it moved; True when a new config was swapped in."""
+        head = store.head()
+        if head == self._current.revision:
+            return False
+        fresh = LiveConfig.from_snapshot(store.snapshot())
+        # The bindings go with the revision: every credential this process presents from
+        # now on is checked against them (SPEC S2, credentials.gate).
+        gate.load(store)
+        if self._current.revision >= 0:
+            self._remember(self._current)
+        self._current = fresh
+        log.info("config revision %s is live", fresh.revision)
+        return True
+
+    def at(self, store: Store, revision: int) -> LiveConfig:
+        """The config as of ``revision`` (for messages routed with it)."""
+        if revision == self._current.revision:
+            return self._current
+        found = self._older.get(revision)
+        if found is None:
+            found = LiveConfig.from_snapshot(store.snapshot(revision))
+            self._remember(found)
+        return found
+
+    def _remember(self, config: LiveConfig) -> None:
+        self._older[config.revision] = config
+        self._older.move_to_end(config.revision)
+        while len(self._older) > OLD_REVISIONS_KEPT:
+            self._older.popitem(last=False)

@@ -1,0 +1,125 @@
+"""One namespace's dispatch configuration as validated models.
+
+The store holds resources as canonical JSON (:class:`CanonicalResource`); the
+daemon re-validates them into the pydantic models here, once per revision, so
+routing and transports work on typed, checked data. The view is immutable:
+a notification keeps the view it was routed with while a newer revision is
+swapped in (O12).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from reconciler.config.desired import CanonicalResource
+from reconciler.config.models import KINDS
+from reconciler.config.models.base import Resource
+from reconciler.config.models.mail_settings import MailSettings, RetrySettings
+from reconciler.config.models.outgoing_email_rule import OutgoingEmailRule
+from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.config.models.proxy_server import ProxyServer, ProxyServerSpec
+from reconciler.config.models.recipient_filter import RecipientFilter
+from reconciler.runtime.retry import RetryPolicy
+from reconciler.runtime.routing import RouteDecision, route
+
+
+def resource_from_canonical(resource: CanonicalResource) -> Resource:
+    """Re-validate stored JSON into its model; raises pydantic's ValidationError."""
+    model = KINDS.get(resource.key.kind)
+    if model is None:
+        raise ValueError(f"unknown kind {resource.key.kind}")
+    return model.model_validate(resource.to_document())
+
+
+@dataclass(frozen=True)
+class NamespaceConfig:
+    namespace: str
+    servers: Mapping[str, OutgoingServer] = field(default_factory=dict)
+    rules: tuple[OutgoingEmailRule, ...] = ()
+    filters: Mapping[str, RecipientFilter] = field(default_factory=dict)
+    settings: MailSettings | None = None
+    proxies: Mapping[str, ProxyServer] = field(default_factory=dict)
+    # Derived per server on first use (asked for every message): server name ->
+    # (that server, its policy). The view is immutable, so they never go stale.
+    _policies: dict[str, tuple[OutgoingServer, RetryPolicy]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_resources(cls, namespace: str, resources: Iterable[Resource]) -> NamespaceConfig:
+        servers: dict[str, OutgoingServer] = {}
+        rules: list[OutgoingEmailRule] = []
+        filters: dict[str, RecipientFilter] = {}
+        settings: MailSettings | None = None
+        proxies: dict[str, ProxyServer] = {}
+        for r in resources:
+            if r.metadata.namespace != namespace:
+                continue
+            if isinstance(r, OutgoingServer):
+                servers[r.metadata.name] = r
+            elif isinstance(r, OutgoingEmailRule):
+                rules.append(r)
+            elif isinstance(r, RecipientFilter):
+                filters[r.metadata.name] = r
+            elif isinstance(r, MailSettings):
+                settings = r
+            elif isinstance(r, ProxyServer):
+                proxies[r.metadata.name] = r
+        return cls(namespace, MappingProxyType(servers), tuple(rules),
+                   MappingProxyType(filters), settings, MappingProxyType(proxies))
+
+    @classmethod
+    def from_canonical(
+        cls, namespace: str, resources: Iterable[CanonicalResource]
+    ) -> NamespaceConfig:
+        wanted = {OutgoingServer.KIND, OutgoingEmailRule.KIND, RecipientFilter.KIND,
+                  MailSettings.KIND, ProxyServer.KIND}
+        models = [resource_from_canonical(r) for r in resources
+                  if r.key.namespace == namespace and r.key.kind in wanted]
+        return cls.from_resources(namespace, models)
+
+    def route(self, module: str, context: Mapping[str, str]) -> RouteDecision:
+        return route(module, context, self.rules, self.servers.values())
+
+    def recipient_filter(self, server: OutgoingServer) -> RecipientFilter | None:
+        """The server's filter, or None when it has none.
+
+        A name that points nowhere raises LookupError rather than meaning "no
+        filter": for an allow list that would fail open and mail everyone.
+        The caller records it as an incomplete server (O8).
+        """
+        name = server.spec.recipient_filter
+        if not name:
+            return None
+        found = self.filters.get(name)
+        if found is None:
+            raise LookupError(
+                f"server {server.metadata.name} uses RecipientFilter {name}, which does not exist"
+            )
+        return found
+
+    def proxy(self, server: OutgoingServer) -> ProxyServerSpec | None:
+        """The proxy the server names, or None for a direct connection.
+
+        A name that points nowhere raises LookupError: going direct instead
+        would try a route the admin said does not exist.
+        """
+        name = server.spec.proxy
+        if not name:
+            return None
+        found = self.proxies.get(name)
+        if found is None:
+            raise LookupError(
+                f"server {server.metadata.name} uses ProxyServer {name}, which does not exist"
+            )
+        return found.spec
+
+    def retry_policy(self, server: OutgoingServer) -> RetryPolicy:
+        known = self._policies.get(server.metadata.name)
+        if known is not None and known[0] is server:
+            return known[1]
+        settings = self.settings.spec.retry if self.settings else RetrySettings()
+        policy = RetryPolicy.from_settings(settings, server.spec)
+        self._policies[server.metadata.name] = (server, policy)
+        return policy

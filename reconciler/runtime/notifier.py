@@ -1,0 +1,276 @@
+"""Admin notifications for health transitions (SPEC O9).
+
+Only transitions notify: a server becoming Unreachable, recovering, or sends
+moving to the alternate host and back. Every transition is logged; with a
+webhook configured it is also POSTed as JSON, retried a few times with
+exponential backoff; with admin addresses in the namespace's MailSettings
+(``adminNotifications.emails``) it is also mailed (:class:`AdminMail`). Texts
+come from probe reports, which went through the probe's redactor, so no
+password, token or their encodings reach the payload, the mail or the log.
+The webhook URL itself may carry a token (chat webhooks do), so
+logs only ever show its scheme and host, and it may be given as a secret
+reference (``env:NAME``, ``file:PATH``, ``enc:v1:...``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from reconciler.config.desired import ResourceKey
+from reconciler.config.secrets import ENC_PREFIX, SecretError, resolve_operator
+from reconciler.runtime.live_config import ConfigHolder
+from reconciler.runtime.namespace import NamespaceConfig
+from reconciler.state.base import EnqueueRequest, RoutingSnapshot, Store
+
+log = logging.getLogger(__name__)
+
+UNREACHABLE = "unreachable"
+RECOVERED = "recovered"
+FAILOVER = "failover"  # sends go to the alternate host now
+FAILBACK = "failback"  # and back to the main host
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    key: ResourceKey
+    event: str
+    old_state: str
+    new_state: str
+    at: datetime
+    error: str | None = None
+    failed_step: str | None = None
+    hint: str | None = None
+    active_host: str = "main"
+    address: str | None = None  # host:port sends go to now
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "event": f"server.{self.event}",
+            "kind": self.key.kind,
+            "namespace": self.key.namespace,
+            "server": self.key.name,
+            "oldStatus": self.old_state,
+            "newStatus": self.new_state,
+            "error": self.error,
+            "failedStep": self.failed_step,
+            "hint": self.hint,
+            "activeHost": self.active_host,
+            "address": self.address,
+            "time": self.at.isoformat(),
+        }
+
+    def facts(self) -> list[tuple[str, str | None]]:
+        """The admin mail's "Name: value" lines (empty values are left out)."""
+        return [("Server", f"{self.key.namespace}/{self.key.name}"),
+                ("Status", f"{self.old_state} -> {self.new_state}"),
+                ("Sends go to", f"{self.active_host} host"
+                 + (f" ({self.address})" if self.address else "")),
+                ("Failed step", self.failed_step), ("Error", self.error),
+                ("Likely fix", self.hint), ("Time", self.at.isoformat())]
+
+    def summary(self) -> str:
+        where = f"{self.key.namespace}/{self.key.name}"
+        if self.event == UNREACHABLE:
+            return f"outgoing server {where} is Unreachable: {self.error}"
+        if self.event == RECOVERED:
+            return f"outgoing server {where} is Reachable again (via {self.active_host} host)"
+        if self.event == FAILOVER:
+            return (f"outgoing server {where}: main host unreachable, sending via the alternate "
+                    f"host {self.address}")
+        return f"outgoing server {where}: main host {self.address} is back; sends return to it"
+
+
+Sleep = Callable[[float], Awaitable[None]]
+HEALTH_MODULE = "health"  # the notification's module; routing is pinned, no rule applies
+
+
+class AdminMail:
+    """Mails transitions to the namespace's ``adminNotifications.emails`` (SPEC O9).
+
+    The mail is an ordinary notification put in the outbox, so it is durable,
+    retried and audited like any other. Its routing is pinned to one server
+    (``RoutingSnapshot``), chosen here: the namespace's enabled primary, or,
+    when the transition says *that* server is Unreachable, another enabled
+    server of the namespace (primary first, then by name). A notice about a
+    server that cannot send is never queued through that same server; with
+    no other server the transition stays in the log (and the webhook) only,
+    and the log says so. Recoveries and fail-over/fail-back go through the
+    primary as usual: the server in question can send again.
+    """
+
+    def __init__(self, store: Store, config: ConfigHolder) -> None:
+        self._store = store
+        self._config = config
+
+    async def send(self, transition: Transition) -> bool:
+        """Queue the mail; True when queued or nobody is to be mailed. Never raises."""
+        live = self._config.current
+        key = transition.key
+        ns = live.namespace(key.namespace)
+        emails = list(ns.settings.spec.admin_notifications.emails) if ns and ns.settings else []
+        if ns is None or not emails:
+            return True
+        server = _sender(ns, transition)
+        if server is None:
+            log.warning("no admin email about %s/%s (%s): the namespace has no enabled "
+                        "outgoing server other than the one that is down; see this log or "
+                        "the webhook", key.namespace, key.name, transition.event,
+                        extra={"health": transition.payload()})
+            return False
+        request = EnqueueRequest(
+            _admin_notification(transition, emails), key.namespace,
+            f"health:{key.namespace}/{key.name}:{transition.event}:{transition.at.isoformat()}",
+            RoutingSnapshot(live.revision, server))
+        try:
+            [result] = await asyncio.to_thread(self._store.outbox.enqueue_many, [request])
+        except Exception as exc:  # a store outage must not stop health checks
+            log.error("admin email about %s/%s not queued: %s", key.namespace, key.name, exc)
+            return False
+        log.info("admin email about %s/%s (%s) queued as outbox %s via server %s",
+                 key.namespace, key.name, transition.event, result.id, server,
+                 extra={"outbox_id": result.id, "server": server})
+        return True
+
+
+def _sender(ns: NamespaceConfig, transition: Transition) -> str | None:
+    # Only an outgoing server can be the one that is down (an incoming one may share its name).
+    down = (transition.key.name if transition.event == UNREACHABLE
+            and transition.key.kind == "OutgoingServer" else None)
+    usable = [s for s in ns.servers.values() if s.spec.enabled and s.metadata.name != down]
+    usable.sort(key=lambda s: (not s.spec.primary, s.metadata.name))
+    return usable[0].metadata.name if usable else None
+
+
+def _admin_notification(transition: Transition, emails: list[str]) -> dict[str, Any]:
+    body = transition.summary() + "\n\n" + "".join(
+        f"{name}: {value}\n" for name, value in transition.facts() if value)
+    return {
+        "module": HEALTH_MODULE,
+        "namespace": transition.key.namespace,
+        "to": emails,
+        # Header text: one line whatever the error said (the body has it in full).
+        "subject": "[reconcile] " + " ".join(transition.summary().split())[:200],
+        "textBody": body,
+    }
+
+
+class Notifier:
+    def __init__(
+        self,
+        webhook: str | None = None,
+        *,
+        attempts: int = 4,
+        backoff_seconds: float = 0.5,
+        timeout_seconds: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+        mail: AdminMail | None = None,
+    ) -> None:
+        self._webhook = webhook or None
+        self._mail = mail
+        self._attempts = max(attempts, 1)
+        self._backoff = backoff_seconds
+        self._timeout = timeout_seconds
+        self._transport = transport
+        self._sleep = sleep
+
+    @property
+    def webhook_configured(self) -> bool:
+        return self._webhook is not None
+
+    async def notify(self, transition: Transition) -> bool:
+        """Log the transition, deliver it to the webhook and queue the admin email; True
+        when every configured channel took it. Never raises: a broken webhook or store
+        must not stop health checks."""
+        level = logging.WARNING if transition.event in (UNREACHABLE, FAILOVER) else logging.INFO
+        log.log(level, "%s", transition.summary(), extra={"health": transition.payload()})
+        mailed = await self._mail.send(transition) if self._mail is not None else True
+        return await self._to_webhook(transition) and mailed
+
+    async def _to_webhook(self, transition: Transition) -> bool:
+        if self._webhook is None:
+            return True
+        try:
+            url = webhook_url(self._webhook)
+        except SecretError as exc:
+            log.error("cannot send the health notification: webhook reference: %s", exc)
+            return False
+        return await self._post(url, transition.payload())
+
+    async def _post(self, url: str, payload: dict[str, Any]) -> bool:
+        shown = _shown(url)
+        async with httpx.AsyncClient(timeout=self._timeout, transport=self._transport,
+                                     follow_redirects=False) as client:
+            for attempt in range(1, self._attempts + 1):
+                why = await self._attempt(client, url, payload)
+                if why is None:
+                    return True
+                permanent, text = why
+                if permanent or attempt == self._attempts:
+                    log.error("health notification to %s not delivered after %d attempt(s): %s",
+                              shown, attempt, text)
+                    return False
+                delay = self._backoff * 2 ** (attempt - 1)
+                log.info("health notification to %s failed (%s); retrying in %.1fs", shown,
+                         text, delay)
+                await self._sleep(delay)
+        return False  # pragma: no cover - the loop always returns
+
+    async def _attempt(self, client: httpx.AsyncClient, url: str,
+                       payload: dict[str, Any]) -> tuple[bool, str] | None:
+        """None when delivered, else (permanent, why)."""
+        try:
+            response = await client.post(url, json=payload)
+        except httpx.HTTPError as exc:
+            # The exception text can include the URL (with its token): name the type only.
+            return False, type(exc).__name__
+        if response.is_success:
+            return None
+        # 408/429 and 5xx may pass later; any other refusal will not.
+        permanent = response.status_code < 500 and response.status_code not in (408, 429)
+        return permanent, f"HTTP {response.status_code}"
+
+
+def webhook_url(value: str) -> str:
+    """The URL a webhook reference (``env:``, ``file:``, sealed or literal) stands for; from
+    now on httpx's request log shows it without its path (where tokens usually sit)."""
+    url = resolve_operator(value) if value.startswith(("env:", "file:", ENC_PREFIX)) else value
+    _HIDE.add(url)
+    return url
+
+
+class _HideWebhookUrls(logging.Filter):
+    """httpx logs every request URL at INFO; a webhook URL often carries its token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._urls: set[str] = set()
+        self._installed = False
+
+    def add(self, url: str) -> None:
+        self._urls.add(url)
+        if not self._installed:
+            logging.getLogger("httpx").addFilter(self)
+            self._installed = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(str(a) in self._urls for a in record.args):
+            record.args = tuple(_shown(str(a)) if str(a) in self._urls else a
+                                for a in record.args)
+        return True
+
+
+_HIDE = _HideWebhookUrls()
+
+
+def _shown(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…" if parts.netloc else "webhook"
