@@ -13,7 +13,7 @@ import pytest
 from reconciler.config.models import KINDS
 from reconciler.policy.schema import BUNDLE, bundle_schema, kind_schema, render_all, stale
 
-from .helpers import EXAMPLES, REPO, SCHEMAS
+from tests.config.helpers import EXAMPLES, REPO, SCHEMAS
 
 MODELINE = re.compile(r"^# yaml-language-server: \$schema=(?P<target>\S+)$")
 _SEPARATOR = re.compile(r"(?m)^---[ \t]*\n?")
