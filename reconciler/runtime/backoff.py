@@ -10,6 +10,7 @@ or not a finite number, is None: the caller then falls back to its own backoff.
 from __future__ import annotations
 
 import math
+import random
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -34,3 +35,16 @@ def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> fl
     if not math.isfinite(seconds) or seconds < 0:
         return None
     return seconds
+
+
+def backoff_seconds(attempt: int, initial: float, cap: float, *, jitter: float = 1.0) -> float:
+    """The wait before try ``attempt + 1`` (``attempt`` counts from 1): exponential, capped.
+
+    ``jitter`` is the share of the wait drawn at random ("full jitter" at 1.0, none at
+    0.0), so that many callers failing together do not come back together.
+    """
+    # Cap the exponent: 2 ** 1100 overflows a float long before the cap matters.
+    ceiling = min(cap, initial * 2.0 ** min(max(attempt - 1, 0), 60))
+    if jitter <= 0:
+        return ceiling
+    return ceiling * (1.0 - jitter) + random.uniform(0.0, ceiling * jitter)
