@@ -1,243 +1,98 @@
-"""What the EWS transport and the EWS fetcher share: exchangelib accounts, credentials,
-the HTTP adapter (TLS and proxy per service endpoint), the fail-fast retry policy and
-the log filter that keeps tokens out of exchangelib's DEBUG output.
+"""One mailbox at one EWS URL, as the transport, the fetcher and the probe all use it.
 
-See :mod:`reconciler.mail.ews.transport` for why each piece is the way it is; the
-incoming-mail fetcher (:mod:`reconciler.mail.ews.fetcher`) uses the same pieces so
-both directions verify certificates, honour proxies and redact secrets alike.
+- **Threads, never the loop.** exchangelib speaks blocking HTTP (requests), so every
+  call runs in the session's own thread pool (the transport's ``maxConcurrency``
+  threads, one for the fetcher and the probe), matched by exchangelib's connection
+  pool of the same size: a slow Exchange server holds only its own threads.
+- **Credentials through the gate** (SPEC S2): the password, or an access token from
+  our token provider, resolved for the URL's host and port. exchangelib gets the
+  token as an ``access_token`` without client id or secret, so it never fetches or
+  refreshes tokens itself; for Basic, the server's ``WWW-Authenticate`` decides
+  between NTLM, Digest and Basic (on-premises Exchange usually offers only NTLM).
+  Client-credential (app-only) tokens act on the mailbox by impersonation.
+- **The account is cached** (and with it exchangelib's ``Protocol``: its HTTP
+  sessions, the auth type it detected and the server version it asked for) until
+  the credentials change; the old one is closed. The version is kept across new
+  tokens, so there is no second version probe.
+- **TLS and proxies** go through :class:`~reconciler.mail.ews.http.EwsHttpAdapter`
+  (our verifying context; exactly the configured ProxyServer, never a silent bypass).
+- **One retry rule** (exchangelib's own policy is fail-fast, see ``http``): a refused
+  OAuth token (HTTP 401) is invalidated and the call tried once more with a new one;
+  a busy server's back-off (``BackOffMilliseconds``, ``Retry-After``) is waited out
+  on the event loop while the caller's ``may_wait`` allows. Every other failure is
+  raised at once as the :class:`~reconciler.mail.failure.MailFailure` of
+  :func:`~reconciler.mail.ews.errors.classify`, with secrets redacted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import logging
-import re
 import ssl
-import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import requests
 from exchangelib import (
     DELEGATE,
     IMPERSONATION,
     Account,
     Configuration,
     Credentials,
-    FailFast,
     OAuth2AuthorizationCodeCredentials,
 )
-from exchangelib import errors as ews_errors
-from exchangelib.protocol import BaseProtocol, Protocol
+from exchangelib.protocol import Protocol
 from exchangelib.transport import OAUTH2
 
 from reconciler.config.desired import digest_of
-from reconciler.config.models.proxy_server import ProxyServerSpec, ProxyType
-from reconciler.mail.proxies import proxy_userinfo
+from reconciler.config.models.auth import BasicAuth, OAuth2Auth, OAuthGrant
+from reconciler.config.models.incoming_server import IncomingServer
+from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.config.models.proxy_server import ProxyServerSpec
+from reconciler.config.secrets import SecretError
+from reconciler.credentials.gate import FIX, CredentialNotBound, present_secret, require_client
+from reconciler.mail.ews.errors import classify
+from reconciler.mail.ews.http import (
+    EwsHttpAdapter,
+    FailFastWithBackOff,
+    Route,
+    bypasses,
+    install_adapter,
+    proxy_url,
+    short,
+)
+from reconciler.mail.failover import Endpoint
+from reconciler.mail.failure import MailFailure
+from reconciler.mail.outcome import Failure
+from reconciler.mail.steps import Reason, Step
 from reconciler.mail.transport import Redactor
+from reconciler.oauth.source import TokenError, TokenProvider, fetch_token, invalidate_token
 
 log = logging.getLogger(__name__)
 
-
-# -- HTTP adapter: TLS context and proxies per service endpoint ----------------------
-
-
-@dataclass(frozen=True)
-class Route:
-    context: ssl.SSLContext
-    proxies: dict[str, str]
+T = TypeVar("T")
+Server = OutgoingServer | IncomingServer
+ProxyLookup = Callable[[Any], ProxyServerSpec | None]
+MAX_BUSY_WAITS = 3  # back-off waits within one call before the caller's schedule takes over
 
 
-def _route_key(url: str) -> tuple[str, str, int, str]:
+def url_endpoint(url: str, *, alternate: bool = False) -> Endpoint:
     parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return (parts.scheme.lower(), (parts.hostname or "").lower(), port, parts.path.lower())
+    return Endpoint(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80),
+                    alternate)
 
 
-READ_CHUNK = 64 * 1024
-
-
-class _ChunkedResponse(requests.Response):
-    """exchangelib parses every answer from ``response.iter_content()``, whose default
-    chunk is one byte: a Python-level step per byte, ~40 ms for a 30 KB mail. The same
-    bytes in 64 KiB pieces parse identically (exchangelib accepts any chunk size)."""
-
-    def iter_content(self, chunk_size: int | None = 1,
-                     decode_unicode: bool = False) -> Any:
-        return super().iter_content(READ_CHUNK if chunk_size == 1 else chunk_size,
-                                    decode_unicode)
-
-
-class EwsHttpAdapter(requests.adapters.HTTPAdapter):
-    """The adapter exchangelib uses for every session (``BaseProtocol.HTTP_ADAPTER_CLS``).
-
-    For a registered service endpoint: our verifying TLS context (system CAs plus
-    the extra bundle; verification cannot be turned off), exactly the configured
-    proxy (none when none is configured: environment proxy variables do not
-    silently reroute mail) and answers read in 64 KiB chunks (:class:`_ChunkedResponse`).
-    Unknown endpoints get requests' defaults.
-    """
-
-    _routes: ClassVar[dict[tuple[str, str, int, str], Route]] = {}
-    _lock: ClassVar[threading.Lock] = threading.Lock()
-
-    @classmethod
-    def register(cls, url: str, route: Route) -> None:
-        with cls._lock:
-            cls._routes[_route_key(url)] = route
-
-    @classmethod
-    def route_for(cls, url: str | None) -> Route | None:
-        if not url:
-            return None
-        return cls._routes.get(_route_key(url))
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: bool | str, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
-            request, verify, cert)
-        route = self.route_for(request.url)
-        if route is not None:
-            pool_kwargs["ssl_context"] = route.context
-            pool_kwargs["cert_reqs"] = "CERT_REQUIRED"
-        return host_params, pool_kwargs
-
-    def cert_verify(self, conn: Any, url: str, verify: bool | str, cert: Any) -> None:
-        if self.route_for(url) is not None:
-            conn.cert_reqs = "CERT_REQUIRED"  # the route's context already holds the CAs
-            return
-        super().cert_verify(conn, url, verify, cert)
-
-    def send(self, request: requests.PreparedRequest, stream: bool = False,
-             timeout: Any = None, verify: bool | str = True, cert: Any = None,
-             proxies: Any = None) -> requests.Response:
-        route = self.route_for(request.url)
-        if route is not None:
-            verify, proxies = True, dict(route.proxies)
-        response = super().send(request, stream=stream, timeout=timeout, verify=verify,
-                                cert=cert, proxies=proxies)
-        if route is not None and type(response) is requests.Response:
-            response.__class__ = _ChunkedResponse
-        return response
-
-
-def install_adapter() -> None:
-    """Make exchangelib use :class:`EwsHttpAdapter` (process-wide; idempotent)."""
-    if BaseProtocol.HTTP_ADAPTER_CLS is not EwsHttpAdapter:
-        if BaseProtocol.HTTP_ADAPTER_CLS is not requests.adapters.HTTPAdapter:
-            log.warning("replacing exchangelib's HTTP adapter %s with reconciler's",
-                        BaseProtocol.HTTP_ADAPTER_CLS.__name__)
-        BaseProtocol.HTTP_ADAPTER_CLS = EwsHttpAdapter
-
-
-def proxy_url(proxy: ProxyServerSpec, redactor: Redactor) -> str:
-    """The proxy as requests wants it; raises SecretError for an unreadable password."""
-    if proxy.type == ProxyType.SOCKS5:
-        raise ValueError("SOCKS5 proxies are not supported for EWS (only http/https)")
-    auth = proxy_userinfo(proxy, redactor)
-    host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
-    return f"{proxy.type}://{auth}{host}:{proxy.port}"
-
-
-def bypasses(proxy: ProxyServerSpec, host: str) -> bool:
-    host = host.lower()
-    return any(host == entry.lower().lstrip(".") or host.endswith("." + entry.lower().lstrip("."))
-               for entry in proxy.no_proxy)
-
-
-# -- exchangelib's logging and retry policy ---------------------------------------------
-
-
-_SECRET_KEYS = frozenset({"authorization", "proxy-authorization", "access_token",
-                          "refresh_token", "password"})
-_SCRUBBED_LOGGERS = ("exchangelib.util", "exchangelib.transport", "exchangelib.protocol",
-                     "requests_oauthlib.oauth2_session", "requests_oauthlib.oauth2_auth")
-
-
-class _HeaderScrubber(logging.Filter):
-    """exchangelib and requests-oauthlib log request headers and the token at DEBUG;
-    the Authorization header and token values never leave."""
-
-    _AUTH = re.compile(r"('?authorization'?\s*[:=]\s*'?)(\w+ )?[^',}\s]+", re.IGNORECASE)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = self._scrub(record.args)
-        if isinstance(record.msg, str):
-            record.msg = self._AUTH.sub(r"\1\2***", record.msg)
-        return True
-
-    def _scrub(self, value: Any, depth: int = 0) -> Any:
-        if depth > 3:
-            return value
-        if isinstance(value, tuple):
-            return tuple(self._scrub(v, depth + 1) for v in value)
-        if isinstance(value, dict) or hasattr(value, "items"):
-            try:
-                return {k: ("***" if str(k).lower() in _SECRET_KEYS else self._scrub(v, depth + 1))
-                        for k, v in value.items()}
-            except Exception:  # a mapping we cannot copy: render and scrub the text
-                return self._AUTH.sub(r"\1\2***", str(value))
-        if isinstance(value, str | bytes):
-            text = value.decode(errors="replace") if isinstance(value, bytes) else value
-            return self._AUTH.sub(r"\1\2***", text)
-        return value
-
-
-_SCRUBBER = _HeaderScrubber()
-for _name in _SCRUBBED_LOGGERS:
-    logging.getLogger(_name).addFilter(_SCRUBBER)
-
-
-class HttpStatusError(ews_errors.TransportError):
-    """An HTTP answer that is neither EWS SOAP nor one exchangelib knows."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"HTTP {status} {reason}".strip())
-        self.status = status
-
-
-class FailFastWithBackOff(FailFast):
-    """exchangelib's FailFast, keeping the server's Retry-After on 503 (FaultTolerance
-    does that but also sleeps in the thread) and naming other HTTP statuses plainly
-    instead of echoing every response header."""
-
-    def raise_response_errors(self, response: requests.Response) -> None:
-        try:
-            super().raise_response_errors(response)
-        except ews_errors.ErrorInternalServerTransientError as exc:
-            wait = retry_after_seconds(response.headers.get("Retry-After"))
-            if wait is not None:
-                raise ews_errors.ErrorServerBusy(exc.args[0], back_off=wait) from None
-            raise
-        except ews_errors.MalformedResponseError:
-            raise HttpStatusError(response.status_code, response.reason or "") from None
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
-
-
-# -- credentials and accounts -----------------------------------------------------------
+def _never(seconds: float) -> bool:
+    return False
 
 
 @dataclass(frozen=True)
 class Login:
-    """What a send authenticates with; never logged (the values are secrets)."""
+    """What a call authenticates with; never logged (the values are secrets)."""
 
     kind: str  # basic | oauth2
     username: str
@@ -248,6 +103,193 @@ class Login:
         return digest_of({"k": self.kind, "u": self.username, "s": self.secret})
 
 
+def _config_failure(reason: Reason, message: str, fix: str) -> MailFailure:
+    return MailFailure(Step.AUTH, reason, message, failure=Failure.CONFIG, permanent=True,
+                       likely_fix=fix)
+
+
+class EwsSession:
+    """One mailbox at one EWS URL: its credentials, route, account and threads."""
+
+    def __init__(self, server: Server, url: str, *, mailbox: str, tls: ssl.SSLContext,
+                 token_provider: TokenProvider | None, proxy_lookup: ProxyLookup | None,
+                 timeout: float, threads: int = 1) -> None:
+        install_adapter()
+        self.server = server  # as configured now: the transport renews it on every send
+        self.url = url
+        self.mailbox = mailbox
+        self.where = url_endpoint(url).address
+        self.redactor = Redactor()
+        self.login: Login | None = None
+        self._tls = tls
+        self._tokens = token_provider
+        self._proxy_lookup = proxy_lookup
+        self._timeout = timeout
+        self._threads = threads
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix=f"ews-{self.where}")
+        self._account: Account | None = None
+        self._version: Any = None
+
+    async def open(self) -> Account:
+        """Resolve the credentials and the route now, and build a new account when the
+        credentials changed (no request to Exchange yet); raises MailFailure."""
+        login = await self._resolve_login()
+        self._route()
+        if self._account is None or self.login is None \
+                or self.login.fingerprint != login.fingerprint:
+            old, self._account = self._account, await self._run(self._new_account, login)
+            self.login = login
+            if old is not None:
+                self._version = old.protocol.config.version  # no second version probe
+                await self._run(retire_account, old)
+        return self._account
+
+    async def call(self, fn: Callable[..., T], *args: Any,
+                   may_wait: Callable[[float], bool] = _never) -> T:
+        """``fn(account, *args)`` in the session's threads (opening it first when needed),
+        with the one retry rule; raises MailFailure."""
+        token_retried = False
+        waits = 0
+        while True:
+            try:
+                account = self._account or await self.open()
+                return await self._run(fn, account, *args)
+            except MailFailure as exc:  # from open(), or fn's own verdict
+                failure = exc
+            except Exception as exc:
+                failure = self.classify(exc)
+            if failure.code == 401 and not token_retried and await self._new_token():
+                token_retried = True
+                continue
+            wait = failure.retry_after
+            if wait is not None and waits < MAX_BUSY_WAITS and may_wait(wait):
+                waits += 1
+                log.info("%s; waiting %gs as it asked", failure.message, wait)
+                await asyncio.sleep(wait)
+                continue
+            if failure.step in (Step.DNS, Step.TCP, Step.TLS) or failure.failure == Failure.AUTH:
+                await self.reset()  # start clean next time: a new connection, new credentials
+            raise failure
+
+    def classify(self, exc: BaseException) -> MailFailure:
+        login = self.login
+        failure = classify(exc, self.where, username=login.username if login else None,
+                           oauth=login is not None and login.kind == "oauth2",
+                           mailbox=self.mailbox)
+        failure.message = self.redactor(failure.message)
+        failure.args = (failure.message,)
+        return failure
+
+    async def reset(self) -> None:
+        """Drop the account (closing its connections) and the credentials."""
+        account, self._account, self.login = self._account, None, None
+        if account is not None:
+            try:
+                await self._run(retire_account, account)
+            except Exception as exc:  # closing must not fail the caller
+                log.debug("closing the EWS session of %s: %s", self.mailbox,
+                          self.redactor(short(exc)))
+
+    async def aclose(self) -> None:
+        await self.reset()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _new_token(self) -> bool:
+        login = self.login
+        if login is None or login.kind != "oauth2" \
+                or not await invalidate_token(self._tokens, self.server, login.secret):
+            return False
+        log.info("%s refused the access token for %s; trying once with a new one", self.where,
+                 self.mailbox)
+        await self.reset()
+        return True
+
+    def _new_account(self, login: Login) -> Account:
+        auth = self.server.spec.auth
+        app_only = isinstance(auth, OAuth2Auth) and auth.grant == OAuthGrant.CLIENT_CREDENTIALS
+        config = Configuration(
+            service_endpoint=self.url, credentials=_credentials(login),
+            auth_type=OAUTH2 if login.kind == "oauth2" else None, version=self._version,
+            retry_policy=FailFastWithBackOff(), max_connections=self._threads)
+        account = Account(primary_smtp_address=self.mailbox, config=config, autodiscover=False,
+                          access_type=IMPERSONATION if app_only else DELEGATE)
+        # Per protocol instance, not the class attribute: another server keeps its own.
+        account.protocol.TIMEOUT = self._timeout
+        account.protocol.RETRY_WAIT = 1
+        return account
+
+    async def _resolve_login(self) -> Login:
+        """The password or a token for the URL's host and port, resolved now."""
+        auth = self.server.spec.auth
+        target = url_endpoint(self.url)
+        username = getattr(auth, "username", None) or str(self.server.spec.email)
+        try:
+            if isinstance(auth, BasicAuth):
+                login = Login("basic", username,
+                              present_secret(auth.password, target.host, target.port))
+            elif isinstance(auth, OAuth2Auth):
+                login = Login("oauth2", username, await self._token(auth, target))
+            else:
+                raise _config_failure(Reason.REJECTED, "EWS needs authentication",
+                                      "Set auth type basic (username and password) or oauth2.")
+        except CredentialNotBound as exc:
+            raise _config_failure(Reason.NOT_BOUND, str(exc), FIX) from None
+        except SecretError as exc:
+            raise _config_failure(Reason.SECRET, f"cannot read the password: {exc}",
+                                  "Set the environment variable or create the file the "
+                                  "reference names (references are resolved where the daemon "
+                                  "runs), or check RECONCILE_SECRET_KEY for enc: values.") \
+                from None
+        if self.login is None or self.login.fingerprint != login.fingerprint:
+            self.redactor = Redactor()  # only the secrets in use: tokens come and go
+        add_login_secrets(self.redactor, login)
+        return login
+
+    async def _token(self, auth: OAuth2Auth, target: Endpoint) -> str:
+        if self._tokens is None:
+            raise _config_failure(Reason.NO_TOKEN_PROVIDER, "OAuth2 server but no token "
+                                  "provider is configured", "Authorise the mailbox with "
+                                  "`reconcile auth login SERVER` so the daemon can obtain "
+                                  "tokens.")
+        require_client(auth, target.host, target.port)
+        try:
+            return await fetch_token(self._tokens, self.server)
+        except TokenError as exc:
+            raise MailFailure(
+                Step.TOKEN, Reason.TOKEN_PERMANENT if exc.permanent else Reason.TOKEN,
+                f"no access token: {self.redactor(str(exc))}", failure=Failure.AUTH,
+                permanent=exc.permanent, likely_fix="Check client id, secret and tenant and "
+                "that consent was granted; re-authorise with `reconcile auth login SERVER`.") \
+                from None
+
+    def _route(self) -> None:
+        """TLS and proxy settings for the URL, through exchangelib's adapter hook. A server
+        naming a proxy that cannot be found is never sent around it."""
+        proxies: dict[str, str] = {}
+        name = self.server.spec.proxy
+        if name:
+            proxy = self._proxy_lookup(self.server) if self._proxy_lookup is not None else None
+            if proxy is None:
+                raise MailFailure(Step.API, Reason.REJECTED, f"server uses ProxyServer {name!r}, "
+                                  "which is not available here; nothing goes around it",
+                                  failure=Failure.CONFIG, permanent=True, likely_fix="Define "
+                                  "the ProxyServer in the same namespace, or remove proxy from "
+                                  "the server.")
+            if not bypasses(proxy, urlsplit(self.url).hostname or ""):
+                try:
+                    address = proxy_url(proxy, self.redactor)
+                except (SecretError, ValueError) as exc:
+                    raise MailFailure(Step.API, Reason.REJECTED, f"proxy {name}: {exc}",
+                                      failure=Failure.CONFIG, permanent=True, likely_fix="Fix "
+                                      "the ProxyServer (type http or https, readable "
+                                      "password).") from None
+                proxies = {"http": address, "https": address}
+        EwsHttpAdapter.register(self.url, Route(self._tls, proxies))
+
+
 def _credentials(login: Login) -> Any:
     if login.kind == "basic":
         return Credentials(login.username, login.secret)
@@ -255,26 +297,6 @@ def _credentials(login: Login) -> Any:
     # provider itself (no client id/secret, so no refresh of its own).
     return OAuth2AuthorizationCodeCredentials(
         access_token={"access_token": login.secret, "token_type": "Bearer"})
-
-
-def open_account(url: str, login: Login, *, mailbox: str, app_only: bool, timeout: float,
-                 threads: int, version: Any = None) -> Account:
-    """A configured exchangelib Account for ``mailbox`` at ``url``; no network I/O until it
-    is used. ``app_only`` (client-credential tokens) acts on the mailbox by impersonation."""
-    config = Configuration(
-        service_endpoint=url,
-        credentials=_credentials(login),
-        auth_type=OAUTH2 if login.kind == "oauth2" else None,
-        version=version,
-        retry_policy=FailFastWithBackOff(),
-        max_connections=threads,
-    )
-    account = Account(primary_smtp_address=mailbox, config=config, autodiscover=False,
-                      access_type=IMPERSONATION if app_only else DELEGATE)
-    # Per protocol instance, not the class attribute: another server keeps its own.
-    account.protocol.TIMEOUT = timeout
-    account.protocol.RETRY_WAIT = 1
-    return account
 
 
 def retire_account(account: Account) -> None:
@@ -288,39 +310,13 @@ def retire_account(account: Account) -> None:
 def add_login_secrets(redactor: Redactor, login: Login) -> None:
     redactor.add(login.secret, username=login.username)
     if login.kind == "basic":
-        redactor.add(_b64(f"{login.username}:{login.secret}"))
+        redactor.add(base64.b64encode(f"{login.username}:{login.secret}".encode()).decode())
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-# -- exceptions -------------------------------------------------------------------------
-
-
-def exception_chain(exc: BaseException) -> list[BaseException]:
-    """The exception, its causes/contexts, and the errors urllib3/requests wrap inside."""
-    seen: list[BaseException] = []
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop(0)
-        if current is None or any(current is s for s in seen) or len(seen) > 20:
-            continue
-        seen.append(current)
-        todo += [current.__cause__, current.__context__]
-        todo += [a for a in (getattr(current, "reason", None), *getattr(current, "args", ()))
-                 if isinstance(a, BaseException)]
-    return seen
-
-
-def first_of(chain: list[BaseException], kinds: type | tuple[type, ...]) -> Any:
-    return next((e for e in chain if isinstance(e, kinds)), None)
-
-
-def is_new_connection_error(chain: list[BaseException]) -> bool:
-    return any(type(e).__name__ in ("NewConnectionError", "NameResolutionError") for e in chain)
-
-
-def short(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+def check_mailbox(account: Account) -> str:
+    """One cheap authenticated call (GetFolder on the mailbox's root folder); blocking.
+    Returns what the server said."""
+    root = account.root
+    version = account.protocol.version
+    return (f"GetFolder {root.name or 'root'} of {account.primary_smtp_address}: "
+            f"{version.fullname if version else 'Exchange'} ({version.build if version else '?'})")

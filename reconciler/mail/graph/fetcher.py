@@ -60,7 +60,7 @@ from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.outgoing_server import NationalCloud
 from reconciler.config.models.proxy_server import ProxyServerSpec, ProxyType
 from reconciler.config.secrets import SecretError
-from reconciler.mail.ews.session import (
+from reconciler.mail.ews.http import (
     bypasses,
     exception_chain,
     first_of,
