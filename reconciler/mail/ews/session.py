@@ -86,7 +86,7 @@ def url_endpoint(url: str, *, alternate: bool = False) -> Endpoint:
                     alternate)
 
 
-def _never(seconds: float) -> bool:
+def _never(_seconds: float) -> bool:
     return False
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from dispatch.kit import PASSWORD, USER, basic_auth
 from peers.connect_proxy import ConnectProxy
 from peers.ews_server import EwsPeer, ews_server
 from peers.smtp import PeerCerts, free_port
@@ -22,8 +23,6 @@ from reconciler.mail.envelope import Envelope, Notification
 from reconciler.mail.ews.transport import EwsTransport
 from reconciler.mail.outcome import Failure, Outcome
 from reconciler.oauth.source import TokenError
-
-from ..kit import PASSWORD, USER, basic_auth
 
 TOKEN = "eyJ0eXAi.ews-access-token-never-logged"
 

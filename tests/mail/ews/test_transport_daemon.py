@@ -19,6 +19,7 @@ from daemon.app_kit import (
     sent,
     settings,
 )
+from dispatch.kit import USER
 from peers.connect_proxy import ConnectProxy
 from peers.ews_server import EwsPeer
 from peers.smtp import PeerCerts, free_port
@@ -26,8 +27,6 @@ from peers.smtp import PeerCerts, free_port
 from reconciler.daemon.app import Daemon
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditStatus, OutboxState
-
-from ..kit import USER
 
 PASSWORD_ENV = "EWS_DAEMON_PASSWORD"
 PASSWORD = "ews-daemon-Pa55-never-in-audit"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from health.kit import PASSWORD, USER, WRONG, WRONG_ENV, assert_no_secret, basic_auth, fix, steps
 from peers.ews_server import EwsPeer, ews_server
 from peers.smtp import PeerCerts, free_port
 
@@ -17,8 +18,6 @@ from reconciler.health.probes import probe_server, send_test_message
 from reconciler.mail.outcome import Failure
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.steps import ProbeReport, Reason, Step
-
-from .kit import PASSWORD, USER, WRONG, WRONG_ENV, assert_no_secret, basic_auth, fix, steps
 
 TOKEN = "eyJ0.health-ews-token-not-for-logs"
 

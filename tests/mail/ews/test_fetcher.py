@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from incoming.fetchers.kit import PASSWORD_ENV, connect_error, fetch_all, subjects, traced_fetch
 from peers.connect_proxy import ConnectProxy
-from peers.dovecot import MailUser, sample_mail
+from peers.dovecot import sample_mail
 from peers.ews_server import EwsPeer, ews_incoming
 from peers.smtp import PeerCerts, free_port
 from peers.tokens import Tokens
@@ -18,19 +19,16 @@ from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.mail.ews.fetcher import EwsFetcher
 from reconciler.mail.registry import FetchErrorKind, fetcher_for
 
-from .kit import PASSWORD_ENV, connect_error, fetch_all, subjects, traced_fetch
-
 USER = "desk-reader"
 PASSWORD = "ews-Pa55word-never-logged"
 TOKEN = "eyJ0eXAi.ews-inbox-token-never-logged"
 CORPUS = sorted((Path(__file__).parents[2] / "data" / "mail").glob("*.eml"))
 
 
-@pytest.fixture
-def mailbox() -> MailUser:
-    """The EWS peer's account. Replaces the package's Dovecot mailbox, whose only use in the
-    package's environment fixture is the password it puts into PASSWORD_ENV."""
-    return MailUser(USER, PASSWORD, TOKEN, Path("/nonexistent"))
+@pytest.fixture(autouse=True)
+def _password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The EWS peer's password where the incoming servers' references look."""
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
 
 
 @pytest.fixture
