@@ -6,6 +6,8 @@ import asyncio
 import base64
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
@@ -213,6 +215,21 @@ async def test_server_busy_back_off_then_success(ews: EwsPeer, certs: PeerCerts)
 async def test_http_503_with_retry_after_then_success(ews: EwsPeer, certs: PeerCerts) -> None:
     server = ews.server(auth=basic_auth())
     ews.fail_next("CreateItem", "http503", retry_after="1")
+    result = await send(EwsTransport(ca_file=certs.ca_file), envelope(server), server)
+
+    assert result.outcome == Outcome.SENT, result.detail
+    assert [r.status for r in ews.requests if r.operation == "CreateItem"] == [503, 200]
+
+
+async def test_http_503_with_a_retry_after_date_in_the_unknown_zone(
+        ews: EwsPeer, certs: PeerCerts) -> None:
+    # "-0000" (RFC 5322: zone unknown, read as UTC) once made the Retry-After reader raise
+    # TypeError, so the send ended as an unexpected error instead of waiting and retrying.
+    when = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=1)
+    retry_after = format_datetime(when)
+    assert retry_after.endswith("-0000")
+    server = ews.server(auth=basic_auth())
+    ews.fail_next("CreateItem", "http503", retry_after=retry_after)
     result = await send(EwsTransport(ca_file=certs.ca_file), envelope(server), server)
 
     assert result.outcome == Outcome.SENT, result.detail
