@@ -51,7 +51,7 @@ from exchangelib.folders import FolderCollection
 from exchangelib.services import CreateFolder
 
 from reconciler.config.models.incoming_server import IncomingServer
-from reconciler.mail.ews.session import EwsSession, ProxyLookup
+from reconciler.mail.ews.session import EwsSession, ProxyLookup, service_url
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.fetch_errors import config_error
 from reconciler.mail.fetcher import (
@@ -71,7 +71,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-EWS_PATH = "/EWS/Exchange.asmx"
 PAGE_SIZE = 100  # ids per FindItem page: small answers, few round trips
 MAX_BUSY_WAIT_S = 60.0
 _MISSING = (ews_errors.ErrorItemNotFound, ews_errors.ErrorInvalidIdMalformed)
@@ -88,17 +87,6 @@ class _Listed:
     received_at: datetime | None
 
 
-def ews_url_of(server: IncomingServer) -> str:
-    spec = server.spec
-    if spec.ews_url:
-        return str(spec.ews_url)
-    if spec.host:
-        return f"https://{spec.host}{EWS_PATH}"
-    raise config_error(server, "neither ewsUrl nor host is set",
-                       "Set ewsUrl to the server's EWS endpoint (for example "
-                       "https://mail.example.com/EWS/Exchange.asmx).")
-
-
 class EwsFetcher(Fetcher):
     protocol = "ews"
     supports_error_folder = True
@@ -112,7 +100,12 @@ class EwsFetcher(Fetcher):
         self.folder = str(server.spec.folder)
         self.mailbox = str(server.spec.email)
         ca = ca_file or os.environ.get(CA_FILE_ENV) or None
-        self.session = EwsSession(server, ews_url_of(server), mailbox=self.mailbox,
+        url = service_url(server)
+        if url is None:
+            raise config_error(server, "neither ewsUrl nor host is set", "Set ewsUrl to the "
+                               "server's EWS endpoint (for example "
+                               "https://mail.example.com/EWS/Exchange.asmx).")
+        self.session = EwsSession(server, url, mailbox=self.mailbox,
                                   tls=tls_context(ca), token_provider=token_provider,
                                   proxy_lookup=proxy_lookup, timeout=timeout)
         self.address = self.session.where

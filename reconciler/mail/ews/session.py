@@ -78,6 +78,15 @@ T = TypeVar("T")
 Server = OutgoingServer | IncomingServer
 ProxyLookup = Callable[[Any], ProxyServerSpec | None]
 MAX_BUSY_WAITS = 3  # back-off waits within one call before the caller's schedule takes over
+EWS_PATH = "/EWS/Exchange.asmx"
+
+
+def service_url(server: Server) -> str | None:
+    """``ewsUrl`` as configured, else Exchange's usual path on ``host``; None without both."""
+    spec = server.spec
+    if spec.ews_url:
+        return str(spec.ews_url)
+    return f"https://{spec.host}{EWS_PATH}" if spec.host else None
 
 
 def url_endpoint(url: str, *, alternate: bool = False) -> Endpoint:
@@ -126,7 +135,7 @@ class EwsSession:
         self._proxy_lookup = proxy_lookup
         self._timeout = timeout
         self._threads = threads
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix=f"ews-{self.where}")
+        self._executor: ThreadPoolExecutor | None = None  # made on first use, again after aclose
         self._account: Account | None = None
         self._version: Any = None
 
@@ -192,9 +201,14 @@ class EwsSession:
 
     async def aclose(self) -> None:
         await self.reset()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._threads,
+                                                thread_name_prefix=f"ews-{self.where}")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _new_token(self) -> bool:

@@ -41,7 +41,13 @@ from reconciler.config.secrets import redact
 from reconciler.mail.envelope import Envelope
 from reconciler.mail.ews.errors import response_code
 from reconciler.mail.ews.http import short
-from reconciler.mail.ews.session import EwsSession, ProxyLookup, check_mailbox, url_endpoint
+from reconciler.mail.ews.session import (
+    EwsSession,
+    ProxyLookup,
+    check_mailbox,
+    service_url,
+    url_endpoint,
+)
 from reconciler.mail.failover import Endpoint, HostSelector
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure, Health, HealthStatus, Outcome, SendResult
@@ -56,7 +62,6 @@ from reconciler.runtime.tls import transport_tls
 log = logging.getLogger(__name__)
 
 DEFAULT_THREADS = 2  # the derived maxConcurrency of EWS servers
-EWS_PATH = "/EWS/Exchange.asmx"
 _HEALTH_STEPS = {Step.DNS: "connect", Step.TCP: "connect", Step.TLS: "tls", Step.AUTH: "auth",
                  Step.TOKEN: "auth"}
 
@@ -64,8 +69,7 @@ _HEALTH_STEPS = {Step.DNS: "connect", Step.TCP: "connect", Step.TLS: "tls", Step
 def ews_url_for(server: OutgoingServer, endpoint: Endpoint | None = None) -> str:
     """The service URL for the main host (``ewsUrl`` as configured) or the alternate host
     (the same URL on the alternate host and port)."""
-    spec = server.spec
-    base = spec.ews_url or f"https://{spec.host}{EWS_PATH}"
+    base = service_url(server) or ""
     if endpoint is None or not endpoint.alternate:
         return base
     parts = urlsplit(base)
@@ -82,41 +86,24 @@ def unreachable(failure: MailFailure) -> bool:
 # -- the message ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Parts:
-    subject: str
-    text: str | None
-    html: str | None
-    attachments: tuple[tuple[str, str, bytes], ...]
-    in_reply_to: str | None
-    references: str | None
+Attachment = tuple[str, str, bytes]  # name, content type, content
 
 
-def _parts(envelope: Envelope) -> _Parts:
+def _fields(envelope: Envelope) -> tuple[dict[str, Any], list[Attachment]]:
+    """The message's EWS fields and attachments, read once; each attempt builds its own
+    :class:`Message` from them (:func:`_message`)."""
     parsed = envelope.message
     html = parsed.get_body(preferencelist=("html",))
     text = parsed.get_body(preferencelist=("plain",))
-    return _Parts(
-        subject=str(parsed["Subject"] or ""),
-        text=text.get_content() if text is not None else None,
-        html=html.get_content() if html is not None else None,
-        attachments=tuple((p.get_filename() or "attachment", p.get_content_type(),
-                           p.get_payload(decode=True) or b"")
-                          for p in parsed.iter_attachments()),
-        in_reply_to=str(parsed["In-Reply-To"]) if parsed["In-Reply-To"] else None,
-        references=str(parsed["References"]) if parsed["References"] else None,
-    )
 
-
-def _message(account: Account, envelope: Envelope, parts: _Parts) -> Message:
     def box(email: str, name: str | None = None) -> Mailbox:
         return Mailbox(email_address=email, name=name) if name else Mailbox(email_address=email)
 
-    # Exchange keeps one body per item; with an HTML part it writes the text part itself.
-    body = HTMLBody(parts.html) if parts.html is not None else Body(parts.text or "")
     fields: dict[str, Any] = {
-        "subject": parts.subject,
-        "body": body,
+        "subject": str(parsed["Subject"] or ""),
+        # Exchange keeps one body per item; with an HTML part it writes the text part itself.
+        "body": HTMLBody(html.get_content()) if html is not None
+        else Body(text.get_content() if text is not None else ""),
         "author": box(envelope.mail_from, envelope.sender_name),
         "to_recipients": [box(m.email, m.name) for m in envelope.to] or None,
         "cc_recipients": [box(m.email, m.name) for m in envelope.cc] or None,
@@ -125,12 +112,17 @@ def _message(account: Account, envelope: Envelope, parts: _Parts) -> Message:
         # Same Message-ID on every attempt, so a copy sent after an ambiguous failure
         # is recognisable downstream, as with SMTP.
         "message_id": envelope.message_id,
-        "in_reply_to": parts.in_reply_to,
-        "references": parts.references,
-        "attachments": [FileAttachment(name=n, content_type=t, content=d)
-                        for n, t, d in parts.attachments] or None,
+        "in_reply_to": str(parsed["In-Reply-To"]) if parsed["In-Reply-To"] else None,
+        "references": str(parsed["References"]) if parsed["References"] else None,
     }
-    return Message(account=account, **{k: v for k, v in fields.items() if v is not None})
+    attachments = [(p.get_filename() or "attachment", p.get_content_type(),
+                    p.get_payload(decode=True) or b"") for p in parsed.iter_attachments()]
+    return {k: v for k, v in fields.items() if v is not None}, attachments
+
+
+def _message(account: Account, fields: dict[str, Any], attachments: list[Attachment]) -> Message:
+    files = [FileAttachment(name=n, content_type=t, content=d) for n, t, d in attachments]
+    return Message(account=account, attachments=files or None, **fields)
 
 
 # -- the transport ----------------------------------------------------------------------
@@ -244,13 +236,12 @@ class EwsTransport(Transport):
 
     async def _send(self, envelope: Envelope, server: OutgoingServer,
                     progress: _Progress) -> SendResult:
-        parts = _parts(envelope)
+        fields = _fields(envelope)
         candidates = self._endpoints(server)
         for endpoint in candidates:
             progress.endpoint = endpoint
             try:
-                await self._deliver(envelope, parts, server, ews_url_for(server, endpoint),
-                                    progress)
+                await self._deliver(fields, server, ews_url_for(server, endpoint), progress)
             except MailFailure as failure:
                 if unreachable(failure) and endpoint is not candidates[-1]:
                     progress.give_up_on(self.selector, endpoint, failure.message)
@@ -262,8 +253,8 @@ class EwsTransport(Transport):
             return self._finish(server, envelope, progress, None)
         raise AssertionError("no endpoint tried")  # pragma: no cover - candidates is never empty
 
-    async def _deliver(self, envelope: Envelope, parts: _Parts, server: OutgoingServer,
-                       url: str, progress: _Progress) -> None:
+    async def _deliver(self, fields: tuple[dict[str, Any], list[Attachment]],
+                       server: OutgoingServer, url: str, progress: _Progress) -> None:
         session = self._session(server, url)
         progress.redactor = session.redactor
         progress.step = "authenticating"
@@ -275,7 +266,7 @@ class EwsTransport(Transport):
         def work(account: Account) -> None:
             progress.step = "asking the server for its EWS version"
             _ = account.protocol.version
-            message = _message(account, envelope, parts)
+            message = _message(account, *fields)
             if save:
                 progress.step = "looking up the Sent Items folder"
                 _ = account.sent
