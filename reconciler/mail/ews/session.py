@@ -48,7 +48,6 @@ from exchangelib import (
 from exchangelib.protocol import Protocol
 from exchangelib.transport import OAUTH2
 
-from reconciler.config.desired import digest_of
 from reconciler.config.models.auth import BasicAuth, OAuth2Auth, OAuthGrant
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.outgoing_server import OutgoingServer
@@ -107,10 +106,6 @@ class Login:
     username: str
     secret: str  # the password or the access token
 
-    @property
-    def fingerprint(self) -> str:
-        return digest_of({"k": self.kind, "u": self.username, "s": self.secret})
-
 
 def _config_failure(reason: Reason, message: str, fix: str) -> MailFailure:
     return MailFailure(Step.AUTH, reason, message, failure=Failure.CONFIG, permanent=True,
@@ -144,8 +139,7 @@ class EwsSession:
         credentials changed (no request to Exchange yet); raises MailFailure."""
         login = await self._resolve_login()
         self._route()
-        if self._account is None or self.login is None \
-                or self.login.fingerprint != login.fingerprint:
+        if self._account is None or self.login != login:
             old, self._account = self._account, await self._run(self._new_account, login)
             self.login = login
             if old is not None:
@@ -160,14 +154,15 @@ class EwsSession:
         token_retried = False
         waits = 0
         while True:
+            account = self._account
             try:
-                account = self._account or await self.open()
+                account = account or await self.open()
                 return await self._run(fn, account, *args)
             except MailFailure as exc:  # from open(), or fn's own verdict
                 failure = exc
             except Exception as exc:
                 failure = self.classify(exc)
-            if failure.code == 401 and not token_retried and await self._new_token():
+            if failure.code == 401 and not token_retried and await self._new_token(account):
                 token_retried = True
                 continue
             wait = failure.retry_after
@@ -176,8 +171,9 @@ class EwsSession:
                 log.info("%s; waiting %gs as it asked", failure.message, wait)
                 await asyncio.sleep(wait)
                 continue
-            if failure.step in (Step.DNS, Step.TCP, Step.TLS) or failure.failure == Failure.AUTH:
-                await self.reset()  # start clean next time: a new connection, new credentials
+            if account is not None and (failure.step in (Step.DNS, Step.TCP, Step.TLS)
+                                        or failure.failure == Failure.AUTH):
+                await self.reset(account)  # start clean: a new connection, new credentials
             raise failure
 
     def classify(self, exc: BaseException) -> MailFailure:
@@ -189,8 +185,11 @@ class EwsSession:
         failure.args = (failure.message,)
         return failure
 
-    async def reset(self) -> None:
-        """Drop the account (closing its connections) and the credentials."""
+    async def reset(self, failed: Account | None = None) -> None:
+        """Drop the account (closing its connections) and the credentials; with ``failed``,
+        only if that is still the account (a concurrent call may have replaced it)."""
+        if failed is not None and failed is not self._account:
+            return
         account, self._account, self.login = self._account, None, None
         if account is not None:
             try:
@@ -211,14 +210,14 @@ class EwsSession:
                                                 thread_name_prefix=f"ews-{self.where}")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def _new_token(self) -> bool:
+    async def _new_token(self, refused: Account | None) -> bool:
         login = self.login
         if login is None or login.kind != "oauth2" \
                 or not await invalidate_token(self._tokens, self.server, login.secret):
             return False
         log.info("%s refused the access token for %s; trying once with a new one", self.where,
                  self.mailbox)
-        await self.reset()
+        await self.reset(refused)
         return True
 
     def _new_account(self, login: Login) -> Account:
@@ -257,7 +256,7 @@ class EwsSession:
                                   "reference names (references are resolved where the daemon "
                                   "runs), or check RECONCILE_SECRET_KEY for enc: values.") \
                 from None
-        if self.login is None or self.login.fingerprint != login.fingerprint:
+        if self.login != login:
             self.redactor = Redactor()  # only the secrets in use: tokens come and go
         add_login_secrets(self.redactor, login)
         return login
