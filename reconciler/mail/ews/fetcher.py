@@ -108,7 +108,6 @@ class EwsFetcher(Fetcher):
         self.session = EwsSession(server, url, mailbox=self.mailbox,
                                   tls=tls_context(ca), token_provider=token_provider,
                                   proxy_lookup=proxy_lookup, timeout=timeout)
-        self.address = self.session.where
         self._folders_of: Account | None = None  # the account _source and _error belong to
         self._source: Any = None  # the fetched folder (exchangelib folder object)
         self._error: Any = None  # the error folder once found or created
