@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -131,8 +131,12 @@ def _message(account: Account, fields: dict[str, Any], attachments: list[Attachm
 @dataclass
 class _Progress(SendProgress):
     deadline: float = float("inf")  # loop time
-    # The current session's redactor: it knows the secrets in use.
-    redactor: Redactor = field(default_factory=Redactor)
+    session: EwsSession | None = None
+
+    @property
+    def redactor(self) -> Redactor:
+        """The session's: it knows the secrets in use (also after a token refresh)."""
+        return self.session.redactor if self.session is not None else Redactor()
 
 
 class EwsTransport(Transport):
@@ -255,11 +259,9 @@ class EwsTransport(Transport):
 
     async def _deliver(self, fields: tuple[dict[str, Any], list[Attachment]],
                        server: OutgoingServer, url: str, progress: _Progress) -> None:
-        session = self._session(server, url)
-        progress.redactor = session.redactor
+        session = progress.session = self._session(server, url)
         progress.step = "authenticating"
         await session.open()  # the credentials as they are now (a token may have changed)
-        progress.redactor = session.redactor
         loop = asyncio.get_running_loop()
         save = server.spec.save_to_sent_items
 
