@@ -117,8 +117,9 @@ def _tls(chain: list[BaseException], where: str) -> MailFailure | None:
     tls = first_of(chain, ssl.SSLError)
     if tls is not None or any("CERTIFICATE_VERIFY_FAILED" in str(e) for e in chain):
         return _fail(Step.TLS, Reason.HANDSHAKE, Failure.TLS,
-                     f"TLS handshake with {where} failed ({tls or short(chain[0])})",
-                     "EWS needs https on a port that speaks TLS; check ewsUrl.", permanent=True)
+                     f"TLS handshake with {where} failed ({tls or short(chain[0])}); EWS needs "
+                     "https on a port that speaks TLS", "Check the scheme and port in ewsUrl.",
+                     permanent=True)
     return None
 
 
@@ -165,7 +166,7 @@ def _http(exc: BaseException, where: str, username: str | None,
         return _status(exc, where)
     if isinstance(exc, ews_errors.RedirectError):
         return _fail(Step.API, Reason.REJECTED, Failure.CONFIG,
-                     f"{where} redirects to {exc.url}", _CHECK_URL, permanent=True)
+                     f"{where} redirects to {exc.url}; check ewsUrl", _CHECK_URL, permanent=True)
     if isinstance(exc, ews_errors.CASError):
         return _fail(Step.API, Reason.TEMPORARY, Failure.PROTOCOL, f"{where}: Exchange front "
                      f"end error {exc.cas_error}", _RETRIED, permanent=False)
@@ -180,10 +181,10 @@ def _status(exc: HttpStatusError, where: str) -> MailFailure:
                      "access rule blocks it.", permanent=True, code=403)
     if exc.status == 404:
         return _fail(Step.API, Reason.REJECTED, Failure.CONFIG, f"{where} has no EWS endpoint "
-                     "there (HTTP 404)", _CHECK_URL, permanent=True, code=404)
+                     "there (HTTP 404); check ewsUrl", _CHECK_URL, permanent=True, code=404)
     transient = exc.status >= 500 or exc.status == 429
     return _fail(Step.API, Reason.TEMPORARY if transient else Reason.REJECTED,
-                 Failure.PROTOCOL, f"{where} answered {exc}",
+                 Failure.PROTOCOL, f"{where} answered {exc}; check ewsUrl",
                  _RETRIED if transient else _CHECK_URL, permanent=not transient,
                  code=exc.status)
 
@@ -193,7 +194,8 @@ def _answer(exc: BaseException, where: str, mailbox: str | None) -> MailFailure:
     if not (isinstance(exc, ews_errors.EWSError) and code.startswith("Error")):
         if isinstance(exc, ews_errors.TransportError):
             return _fail(Step.API, Reason.REJECTED, Failure.PROTOCOL, f"{where} did not answer "
-                         f"as an EWS endpoint ({short(exc)})", _CHECK_URL, permanent=True)
+                         f"as an EWS endpoint ({short(exc)}); check ewsUrl", _CHECK_URL,
+                         permanent=True)
         return _fail(Step.API, Reason.UNEXPECTED, Failure.PROTOCOL,
                      f"unexpected {code}: {short(exc)}", _RETRIED, permanent=False)
     text = f"{code}: {short(exc)}"
