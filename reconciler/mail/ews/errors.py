@@ -126,7 +126,7 @@ def _tls(chain: list[BaseException], where: str) -> MailFailure | None:
 def _network(exc: BaseException, chain: list[BaseException], where: str) -> MailFailure | None:
     proxy = first_of(chain, requests.exceptions.ProxyError)
     if proxy is not None:
-        return _fail(Step.API, Reason.TEMPORARY, Failure.CONNECT, f"the proxy did not connect "
+        return _fail(Step.API, Reason.REFUSED, Failure.CONNECT, f"the proxy did not connect "
                      f"us to {where} ({short(proxy)})", "Check the ProxyServer's host, port and "
                      "credentials.", permanent=False)
     if first_of(chain, requests.exceptions.ConnectTimeout) is not None:
@@ -144,13 +144,13 @@ def _network(exc: BaseException, chain: list[BaseException], where: str) -> Mail
                      "refused", "Check ewsUrl (host and port), that Exchange is running and "
                      "that no firewall rejects the connection.", permanent=False)
     if first_of(chain, (requests.exceptions.Timeout, TimeoutError)) is not None:
-        return _fail(Step.API, Reason.TIMEOUT, Failure.TIMEOUT, f"{where} did not answer in "
+        return _fail(Step.API, Reason.TEMPORARY, Failure.TIMEOUT, f"{where} did not answer in "
                      "time", "The server may be overloaded, or a firewall drops the "
                      "connection.", permanent=False)
     lost = (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
             ConnectionError)
     if first_of(chain, lost) is not None:
-        return _fail(Step.API, Reason.CLOSED, Failure.CONNECT, f"connection to {where} lost",
+        return _fail(Step.API, Reason.TEMPORARY, Failure.CONNECT, f"connection to {where} lost",
                      _RETRIED, permanent=False)
     return None
 

@@ -83,6 +83,13 @@ def unreachable(failure: MailFailure) -> bool:
     return failure.step in (Step.DNS, Step.TCP)
 
 
+def _in_flight(failure: MailFailure) -> bool:
+    """The request went out and its answer never came (not a proxy that refused the tunnel,
+    nor a host never reached): the server may have done what it asked."""
+    return failure.step == Step.API and failure.failure in (Failure.TIMEOUT, Failure.CONNECT) \
+        and failure.reason in (Reason.TEMPORARY, Reason.TIMEOUT)
+
+
 # -- the message ------------------------------------------------------------------------
 
 
@@ -295,8 +302,7 @@ class EwsTransport(Transport):
                 recipients=every_recipient(envelope, Outcome.SENT),
                 host=progress.host, used_alternate=progress.used_alternate)
         detail = failure.message
-        if failure.failure in (Failure.TIMEOUT, Failure.CONNECT) \
-                and progress.step.startswith("sending"):
+        if progress.step.startswith("sending") and _in_flight(failure):
             # The answer to CreateItem never came: Exchange may have sent it. A retry
             # keeps the Message-ID, so receivers can spot the copy.
             detail += "; the server may have sent the message"

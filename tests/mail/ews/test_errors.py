@@ -72,8 +72,10 @@ def test_a_refused_login_names_the_user_and_the_fix_for_its_kind() -> None:
     (wrapped(ConnectionRefusedError(111, "refused"),
              requests.exceptions.ConnectionError("x")), Step.TCP, Reason.REFUSED),
     (requests.exceptions.ConnectTimeout("slow"), Step.TCP, Reason.TIMEOUT),
-    (requests.exceptions.ReadTimeout("slow"), Step.API, Reason.TIMEOUT),
-    (requests.exceptions.ProxyError("no tunnel"), Step.API, Reason.TEMPORARY),
+    # Reached, then silent or cut off: the probe's fix table reads it as a busy Exchange.
+    (requests.exceptions.ReadTimeout("slow"), Step.API, Reason.TEMPORARY),
+    (requests.exceptions.ChunkedEncodingError("cut"), Step.API, Reason.TEMPORARY),
+    (requests.exceptions.ProxyError("no tunnel"), Step.API, Reason.REFUSED),
     (wrapped(ssl.SSLError(1, "WRONG_VERSION_NUMBER"),
              requests.exceptions.SSLError("x")), Step.TLS, Reason.HANDSHAKE),
 ])
