@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers.dovecot import MailUser, sample_mail
+from incoming.fetchers.kit import connect_error, fetch_all, subjects, traced_fetch
+from peers.dovecot import sample_mail
 from peers.graph_server import TOKEN, GraphPeer
 from peers.smtp import PeerCerts
 from peers.tokens import Tokens
@@ -19,17 +20,8 @@ from reconciler.mail.graph.fetcher import GraphFetcher
 from reconciler.mail.registry import FetchError, FetchErrorKind, fetcher_for
 from reconciler.oauth.source import TokenError
 
-from .kit import connect_error, fetch_all, subjects, traced_fetch
-
 DESK = "desk@corp.example"
 CORPUS = sorted((Path(__file__).parents[2] / "data" / "mail").glob("*.eml"))
-
-
-@pytest.fixture
-def mailbox() -> MailUser:
-    """Graph needs no password; replaces the package's Dovecot mailbox, whose only use in
-    the package's environment fixture is the password it sets."""
-    return MailUser(DESK, "unused", TOKEN, Path("/nonexistent"))
 
 
 @pytest.fixture
