@@ -226,6 +226,14 @@ Wire = Callable[[HttpClient, str, str, bytes | None, dict[str, str], float],
                 Awaitable[GraphAnswer]]
 
 
+def _prepared(url: str, params: dict[str, str] | None, json: Any, content: bytes | None,
+              headers: dict[str, str] | None) -> tuple[str, bytes | None, dict[str, str]]:
+    sent = dict(headers or {})
+    if json is not None:
+        content, sent["Content-Type"] = orjson.dumps(json), "application/json"
+    return (f"{url}?{urlencode(params)}" if params else url), content, sent
+
+
 def _direct(client: HttpClient, method: str, url: str, content: bytes | None,
             headers: dict[str, str], timeout: float) -> Awaitable[GraphAnswer]:
     return client.request(method, url, content, headers, timeout)
@@ -257,7 +265,6 @@ class GraphSession:
 
     async def authorize(self) -> str:
         """A token for this mailbox, or a MailFailure at the token step."""
-        self.step = "fetching an access token"
         auth = self.server.spec.auth
         if not isinstance(auth, OAuth2Auth):
             raise MailFailure(Step.TOKEN, Reason.AUTH_NOT_OFFERED,
@@ -301,11 +308,7 @@ class GraphSession:
         """One call: refresh a refused token once, wait out throttling while allowed; the
         answer when its status is in ``ok``, None for a 404 when ``missing_ok``, else a
         MailFailure."""
-        if params:
-            url = f"{url}?{urlencode(params)}"
-        sent = dict(headers or {})
-        if json is not None:
-            content, sent["Content-Type"] = orjson.dumps(json), "application/json"
+        url, content, sent = _prepared(url, params, json, content, headers)
         refreshed, waited = False, 0
         while True:
             if authorized:
@@ -324,13 +327,7 @@ class GraphSession:
                     if status in RETRY_AFTER_STATUS else None)
             if wait is not None and self._may_wait(wait, waited):
                 waited += 1
-                code, _ = graph_error(answer)
-                self.waits.append(f"{status} {code} Retry-After {wait:g}s".replace("  ", " "))
-                if self.on_wait is not None:
-                    self.on_wait()
-                self._trace("%s from Graph while %s; waiting %.3gs (Retry-After)", status,
-                            self.step, wait)
-                await asyncio.sleep(wait)
+                await self._wait_out(answer, wait)
                 continue
             if status == 404 and missing_ok:
                 return None
@@ -339,6 +336,16 @@ class GraphSession:
 
     def _may_wait(self, wait: float, waited: int) -> bool:
         return wait <= self.max_wait and waited < self.max_waits and wait < self.remaining()
+
+    async def _wait_out(self, answer: GraphAnswer, wait: float) -> None:
+        code, _ = graph_error(answer)
+        self.waits.append(" ".join(filter(None, (str(answer.status_code), code,
+                                                 f"Retry-After {wait:g}s"))))
+        if self.on_wait is not None:
+            self.on_wait()
+        self._trace("%s from Graph while %s; waiting %.3gs (Retry-After)", answer.status_code,
+                    self.step, wait)
+        await asyncio.sleep(wait)  # holding no mailbox slot: the others keep going
 
     async def _once(self, method: str, url: str, content: bytes | None,
                     headers: dict[str, str]) -> GraphAnswer:

@@ -145,6 +145,7 @@ class GraphTransport(Transport):
         try:
             async with asyncio.timeout(server.spec.timeout_seconds):
                 session = self._session(server, redactor)
+                session.step = "fetching an access token"
                 await session.authorize()
                 session.step = "reading the mailbox"
                 await session.request("GET", session.target.users,
@@ -208,6 +209,7 @@ class GraphTransport(Transport):
                             wire=slots.request, deadline=deadline, on_wait=waited)
 
     async def _send(self, session: GraphSession, envelope: Envelope) -> SendResult:
+        session.step = "fetching an access token"
         await session.authorize()
         message = graph_message(envelope)
         if message.needs_upload:
