@@ -141,7 +141,12 @@ class GraphTarget:
     endpoint: str  # https://graph.microsoft.com
     mailbox: str
     host: str
-    address: str  # host:port, for messages and results
+    port: int
+
+    @property
+    def address(self) -> str:
+        """host:port, for messages and results."""
+        return f"{self.host}:{self.port}"
 
     @property
     def users(self) -> str:
@@ -157,7 +162,7 @@ def graph_target(endpoint: str, mailbox: str) -> GraphTarget:
         raise _config(f"graphEndpoint {endpoint or '(none)'} is not an https:// URL",
                       "Set graphEndpoint to the Graph endpoint of your cloud, for example "
                       "https://graph.microsoft.com.")
-    return GraphTarget(endpoint, mailbox, parts.hostname, f"{parts.hostname}:{parts.port or 443}")
+    return GraphTarget(endpoint, mailbox, parts.hostname, parts.port or 443)
 
 
 def proxy_for(name: str | None, found: ProxyServerSpec | None, host: str,

@@ -33,6 +33,7 @@
   delta queries would save listing cost but not latency.
 - Every failure is ``client``'s MailFailure, redacted, as the FetchError the runner knows.
 """
+
 from __future__ import annotations
 
 import asyncio

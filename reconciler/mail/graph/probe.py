@@ -13,7 +13,6 @@ permission (Mail.Send) only shows in a real send: test-connection's last step.
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlsplit
 
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.mail.failover import Endpoint
@@ -31,11 +30,11 @@ def graph_plan(server: OutgoingServer) -> tuple[Step, ...]:
 
 def graph_endpoints(server: OutgoingServer) -> tuple[Endpoint, Endpoint | None]:
     """The host of ``graphEndpoint``; Graph has no alternate host."""
-    endpoint = str(server.spec.graph_endpoint or "")
-    parts = urlsplit(endpoint)
-    if parts.scheme != "https" or not parts.hostname:
-        raise ValueError(f"server {server.metadata.name} has no https:// graphEndpoint")
-    return Endpoint(parts.hostname, parts.port or 443), None
+    try:
+        target = graph_target(str(server.spec.graph_endpoint or ""), "")
+    except MailFailure as exc:
+        raise ValueError(f"server {server.metadata.name}: {exc}") from None
+    return Endpoint(target.host, target.port), None
 
 
 async def walk_graph(server: OutgoingServer, endpoint: Endpoint,

@@ -5,17 +5,13 @@
   (or a request above Graph's 4 MB limit, or a 413) go the long way: create a draft,
   one upload session per large attachment with chunks of at most 4 MB (a multiple of
   320 KiB, as Graph requires) and ``Content-Range``, then ``POST .../send``.
-- One keep-alive client per endpoint and proxy (``client.open_client``), kept for the
-  life of the transport (one per daemon).
-- **At most ``maxConcurrency`` requests in flight per mailbox** (``graph.slots``).
-- **Throttling is waited out here, not in the outbox**: the session waits out a
-  ``Retry-After`` while the send's deadline (``timeoutSeconds``) allows, its slot
-  released meanwhile; only a longer wait ends the attempt TRANSIENT (carrying the wait),
-  and the worker's backoff takes over. A surge is then bound by Graph's throughput,
-  not by exponential backoff.
-- Failures are ``client``'s MailFailures: 400, 401 (after one refresh), 403 and 404
-  permanent with the fix in the reason; 408, 429 and 5xx transient; network errors
-  transient; an untrusted certificate permanent. Nothing secret leaves the transport.
+- One keep-alive client per endpoint and proxy for the life of the transport (one per
+  daemon), and **at most ``maxConcurrency`` requests in flight per mailbox**
+  (``graph.slots``).
+- **Throttling is waited out here, not in the outbox**, while the send's deadline
+  (``timeoutSeconds``) allows; only a longer ``Retry-After`` ends the attempt TRANSIENT
+  (carrying the wait) and the worker's backoff takes over. A surge is then bound by
+  Graph's throughput, not by exponential backoff.
 """
 
 from __future__ import annotations
