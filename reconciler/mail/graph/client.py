@@ -119,11 +119,17 @@ class _ProxiedClient:
 
     async def request(self, method: str, url: str, content: bytes | None,
                       headers: dict[str, str], timeout: float) -> GraphAnswer:
-        response = await self._client.request(
+        request = self._client.build_request(
             method, url, content=content, headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(self._connect_timeout, timeout)))
-        return GraphAnswer(response.status_code, response.headers, response.content,
-                           response.reason_phrase)
+        response = await self._client.send(request, stream=True)
+        try:
+            # Streamed, so the response never holds the body: httpx responses sit in
+            # reference cycles until the collector runs (a fetch downloads many mails).
+            body = b"".join([chunk async for chunk in response.aiter_bytes()])
+        finally:
+            await response.aclose()
+        return GraphAnswer(response.status_code, response.headers, body, response.reason_phrase)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -355,14 +361,15 @@ class GraphSession:
     async def _once(self, method: str, url: str, content: bytes | None,
                     headers: dict[str, str]) -> GraphAnswer:
         timeout = min(self.request_timeout, self.remaining())
-        own = None if self.request_timeout == math.inf else timeout  # else: the caller's
         try:
-            async with asyncio.timeout(own):
-                return await self.wire(self.client, method, url, content, headers,
-                                       max(timeout, 0.001))
+            answer = self.wire(self.client, method, url, content, headers, max(timeout, 0.001))
+            if self.request_timeout == math.inf:  # the caller's deadline bounds it
+                return await answer
+            async with asyncio.timeout(timeout):
+                return await answer
         except NETWORK_ERRORS as exc:  # aiohttp's timeouts too: they are TimeoutErrors
             raise network_failure(exc, self.target.address, self.step, self.advice) from None
-        except TimeoutError:  # ``own`` ran out; the caller's deadline ends outside
+        except TimeoutError:  # request_timeout ran out; the caller's deadline ends outside
             raise network_failure(TimeoutError(), self.target.address, self.step,
                                   self.advice) from None
 
