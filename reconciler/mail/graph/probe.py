@@ -52,25 +52,30 @@ async def walk_graph(server: OutgoingServer, endpoint: Endpoint,
 
 async def _read_mailbox(server: OutgoingServer, options: ProbeOptions, token: str,
                         walk: Walk) -> tuple[bool, str]:
-    """``GET /users/{mailbox}?$select=id,mail`` through the Graph client (a refused token
-    refreshed once, as every Graph call is); its failure as this step's."""
     target = graph_target(str(server.spec.graph_endpoint or ""),
                           str(server.spec.mailbox or server.spec.email))
     client = open_client(options.tls(), None, walk.remaining())
     session = GraphSession(server, target, client, options.token_provider, walk.redactor,
-                           SENDING, token=token, step="reading the mailbox",
+                           SENDING, token=token,
                            deadline=asyncio.get_running_loop().time() + walk.remaining())
     try:
         session.check_bound()
-        answer = await session.request("GET", target.users, params={"$select": "id,mail"})
+        return True, await read_mailbox(session)
     except MailFailure as exc:
         raise StepError(exc.failure, exc.message, exc.reason, exc.code) from None
     finally:
         await client.aclose()
+
+
+async def read_mailbox(session: GraphSession) -> str:
+    """The API step, here and in ``GraphTransport.probe``: ``GET /users/{mailbox}?$select=
+    id,mail`` proves the token is accepted by this cloud and the app may see the mailbox."""
+    session.step = "reading the mailbox"
+    answer = await session.request("GET", session.target.users, params={"$select": "id,mail"})
     assert answer is not None
     try:
-        found = answer.json().get("mail") or target.mailbox
+        found = answer.json().get("mail") or session.target.mailbox
     except (ValueError, AttributeError):  # not a JSON object: the 200 still proves access
-        found = target.mailbox
-    return True, f"mailbox {found} readable ({answer.status_code}, request-id " \
-                 f"{answer.headers.get('request-id', '-')})"
+        found = session.target.mailbox
+    return (f"mailbox {found} readable ({answer.status_code}, request-id "
+            f"{answer.headers.get('request-id', '-')})")

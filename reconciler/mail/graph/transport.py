@@ -46,6 +46,7 @@ from reconciler.mail.graph.message import (
     graph_message,
     mime_request_size,
 )
+from reconciler.mail.graph.probe import read_mailbox
 from reconciler.mail.graph.slots import MailboxSlots, MailboxStats
 from reconciler.mail.outcome import (
     Failure,
@@ -143,9 +144,7 @@ class GraphTransport(Transport):
                 session = self._session(server, redactor)
                 session.step = "fetching an access token"
                 await session.authorize()
-                session.step = "reading the mailbox"
-                await session.request("GET", session.target.users,
-                                      params={"$select": "id,mail"})
+                detail = await read_mailbox(session)
         except MailFailure as exc:
             step = "api" if session is not None and session.token else "token"
             if exc.failure in _NETWORK_FAILURES:
@@ -157,8 +156,7 @@ class GraphTransport(Transport):
                           session.target.address if session else None,
                           f"timed out while {session.step if session else 'starting'}",
                           Failure.TIMEOUT, "api")
-        return Health(HealthStatus.REACHABLE, session.target.address,
-                      f"token accepted, mailbox {session.target.mailbox} readable")
+        return Health(HealthStatus.REACHABLE, session.target.address, f"token accepted, {detail}")
 
     async def aclose(self) -> None:
         for mailbox in self._mailboxes.values():
