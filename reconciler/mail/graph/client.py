@@ -82,14 +82,16 @@ class HttpClient(Protocol):
 
 
 class _DirectClient:
-    """aiohttp, straight to Graph. No per-request timeout: the caller's deadline
-    (``asyncio.timeout``) bounds it; the session bounds connecting."""
+    """aiohttp, straight to Graph. No per-request timer: the session bounds connecting and
+    each read (``read_timeout``, when given); the caller's deadline bounds the rest."""
 
-    def __init__(self, tls: ssl.SSLContext, connect_timeout: float) -> None:
+    def __init__(self, tls: ssl.SSLContext, connect_timeout: float,
+                 read_timeout: float | None) -> None:
         self._session = aiohttp.ClientSession(
             # No connection cap: the mailboxes' limits are the cap; keep-alive for them all.
             connector=aiohttp.TCPConnector(ssl=tls, limit=0, keepalive_timeout=60.0),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout,
+                                          sock_read=read_timeout),
             headers={"User-Agent": USER_AGENT}, trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar())  # Graph sets none we would send back
 
@@ -135,8 +137,11 @@ class _ProxiedClient:
         await self._client.aclose()
 
 
-def open_client(tls: ssl.SSLContext, proxy: str | None, connect_timeout: float) -> HttpClient:
-    return (_DirectClient(tls, connect_timeout) if proxy is None
+def open_client(tls: ssl.SSLContext, proxy: str | None, connect_timeout: float,
+                read_timeout: float | None = None) -> HttpClient:
+    """aiohttp when direct, httpx through ``proxy`` (which takes its read timeout with
+    each request: ``GraphSession.request_timeout``)."""
+    return (_DirectClient(tls, connect_timeout, read_timeout) if proxy is None
             else _ProxiedClient(tls, proxy, connect_timeout))
 
 
@@ -265,7 +270,7 @@ class GraphSession:
     deadline: float = math.inf  # loop time: waits for throttling must end before it
     max_wait: float = math.inf  # one Retry-After longer than this is not waited out
     max_waits: int = 1_000_000  # per request
-    request_timeout: float = math.inf  # per request; else the caller's deadline bounds it
+    request_timeout: float = math.inf  # httpx's per read/connect; else the caller's deadline
     token: str = ""
     step: str = "starting"
     waits: list[str] = field(default_factory=list)  # throttling waited out, for the result
@@ -360,18 +365,11 @@ class GraphSession:
 
     async def _once(self, method: str, url: str, content: bytes | None,
                     headers: dict[str, str]) -> GraphAnswer:
-        timeout = min(self.request_timeout, self.remaining())
+        timeout = max(min(self.request_timeout, self.remaining()), 0.001)
         try:
-            answer = self.wire(self.client, method, url, content, headers, max(timeout, 0.001))
-            if self.request_timeout == math.inf:  # the caller's deadline bounds it
-                return await answer
-            async with asyncio.timeout(timeout):
-                return await answer
-        except NETWORK_ERRORS as exc:  # aiohttp's timeouts too: they are TimeoutErrors
+            return await self.wire(self.client, method, url, content, headers, timeout)
+        except NETWORK_ERRORS as exc:  # aiohttp's timeouts too: they are ClientErrors
             raise network_failure(exc, self.target.address, self.step, self.advice) from None
-        except TimeoutError:  # request_timeout ran out; the caller's deadline ends outside
-            raise network_failure(TimeoutError(), self.target.address, self.step,
-                                  self.advice) from None
 
     def _trace(self, msg: str, *args: object) -> None:
         log.log(logging.INFO if self.server.spec.debug else logging.DEBUG, msg, *args)
@@ -431,9 +429,11 @@ def answer_failure(answer: GraphAnswer, step: str, mailbox: str, advice: Advice,
     if status == 413:
         return failed(Reason.REJECTED, f"the request is too large: {said}{where}",
                       Failure.REJECTED)
-    failure = Failure.RECIPIENTS if code in _RECIPIENT_CODES else Failure.REJECTED
-    return failed(Reason.REJECTED, f"Graph refused the request: {said}{where}", failure,
-                  "If this persists, report the Graph error code above.")
+    if code in _RECIPIENT_CODES:
+        return failed(Reason.REJECTED, f"Graph refused the request: {said}{where}",
+                      Failure.RECIPIENTS)
+    return failed(Reason.REJECTED, f"Graph refused the request: {said}{where}",
+                  Failure.REJECTED, "If this persists, report the Graph error code above.")
 
 
 def network_failure(exc: Exception, where: str, step: str, advice: Advice) -> MailFailure:
@@ -459,7 +459,7 @@ def network_failure(exc: Exception, where: str, step: str, advice: Advice) -> Ma
         return transient(Step.TCP, Reason.REFUSED, f"the proxy refused the connection to "
                          f"{where}: {exc}", Failure.CONNECT,
                          "Check the ProxyServer's host, port and credentials.")
-    if isinstance(exc, TimeoutError | httpx.TimeoutException | aiohttp.ServerTimeoutError):
+    if isinstance(exc, httpx.TimeoutException | aiohttp.ServerTimeoutError):
         return transient(Step.API, Reason.TIMEOUT, f"timed out while {step} ({where})",
                          Failure.TIMEOUT, advice.retry)
     if isinstance(exc, aiohttp.ClientConnectorError | httpx.ConnectError):

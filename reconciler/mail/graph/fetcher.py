@@ -148,7 +148,7 @@ class GraphFetcher(Fetcher):
             name = self.server.spec.proxy
             found = self._proxy_lookup(self.server) if name and self._proxy_lookup else None
             proxy = proxy_for(name, found, self.target.host, self.redactor)
-            client = open_client(transport_tls(self._ca_file), proxy, self._timeout)
+            client = open_client(transport_tls(self._ca_file), proxy, self._timeout, self._timeout)
             self._session = GraphSession(
                 self.server, self.target, client, self._token_provider,  # type: ignore[arg-type]
                 self.redactor, FETCHING, max_wait=MAX_WAIT_S, max_waits=MAX_WAITS,
