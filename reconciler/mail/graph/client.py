@@ -165,23 +165,29 @@ class GraphTarget:
         return f"{self.endpoint}/{API_VERSION}/users/{quote(self.mailbox, safe='@')}"
 
 
-def graph_target(endpoint: str, mailbox: str) -> GraphTarget:
-    """The target, or a config MailFailure when ``endpoint`` is not an https:// URL."""
-    endpoint = endpoint.rstrip("/")
+def graph_target(server: Any) -> GraphTarget:
+    """Where ``server`` (Outgoing or IncomingServer) goes: its ``graphEndpoint`` (config.derive
+    fills it from the cloud) and ``mailbox`` (else ``email``); a config MailFailure when the
+    endpoint is missing or not an https:// URL."""
+    spec = server.spec
+    endpoint = str(spec.graph_endpoint or "").rstrip("/")
     parts = urlsplit(endpoint)
     if parts.scheme != "https" or not parts.hostname:
         raise _config(f"graphEndpoint {endpoint or '(none)'} is not an https:// URL",
                       "Set graphEndpoint to the Graph endpoint of your cloud, for example "
                       "https://graph.microsoft.com.")
+    mailbox = str(getattr(spec, "mailbox", None) or spec.email)
     return GraphTarget(endpoint, mailbox, parts.hostname, parts.port or 443)
 
 
-def proxy_for(name: str | None, found: ProxyServerSpec | None, host: str,
-              redactor: Redactor) -> str | None:
-    """The proxy URL for a server that names ProxyServer ``name`` (None: go direct), its
-    password in ``redactor``; a config MailFailure when it cannot be used."""
+def proxy_for(server: Any, lookup: Callable[[Any], ProxyServerSpec | None] | None,
+              host: str, redactor: Redactor) -> str | None:
+    """The proxy URL of the ProxyServer ``server`` names (None: go direct), its password
+    in ``redactor``; a config MailFailure when it cannot be used."""
+    name = server.spec.proxy
     if not name:
         return None
+    found = lookup(server) if lookup is not None else None
     if found is None:
         raise _config(f"the server uses ProxyServer {name}, which is not available here",
                       "Define the ProxyServer in the same namespace, or remove proxy from the "

@@ -45,9 +45,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from reconciler.config.derive import GRAPH_ENDPOINTS
 from reconciler.config.models.incoming_server import IncomingServer
-from reconciler.config.models.outgoing_server import NationalCloud
 from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.fetch_errors import config_error
@@ -113,20 +111,17 @@ class GraphFetcher(Fetcher):
                  ca_file: str | Path | None = None, timeout: float = 30.0,
                  proxy_lookup: ProxyLookup | None = None, page_size: int = PAGE_SIZE) -> None:
         super().__init__(server)
-        spec = server.spec
         self._token_provider = token_provider
         self._ca_file = ca_file
         self._timeout = timeout
         self._proxy_lookup = proxy_lookup
         self._page_size = page_size
-        cloud = NationalCloud(spec.national_cloud or NationalCloud.GLOBAL)
         try:
-            self.target = graph_target(str(spec.graph_endpoint or GRAPH_ENDPOINTS[cloud]),
-                                       str(spec.email))
+            self.target = graph_target(server)
         except MailFailure as exc:
             raise config_error(server, exc.message, exc.likely_fix) from None
         self.users = self.target.users
-        self.folder = str(spec.folder)
+        self.folder = str(server.spec.folder)
         self.redactor = Redactor()
         self._session: GraphSession | None = None
         self._source: str | None = None  # the fetched folder's id (or well-known name)
@@ -145,9 +140,7 @@ class GraphFetcher(Fetcher):
 
     def _open(self) -> GraphSession:
         if self._session is None:
-            name = self.server.spec.proxy
-            found = self._proxy_lookup(self.server) if name and self._proxy_lookup else None
-            proxy = proxy_for(name, found, self.target.host, self.redactor)
+            proxy = proxy_for(self.server, self._proxy_lookup, self.target.host, self.redactor)
             client = open_client(transport_tls(self._ca_file), proxy, self._timeout, self._timeout)
             self._session = GraphSession(
                 self.server, self.target, client, self._token_provider,  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ def graph_plan(server: OutgoingServer) -> tuple[Step, ...]:
 def graph_endpoints(server: OutgoingServer) -> tuple[Endpoint, Endpoint | None]:
     """The host of ``graphEndpoint``; Graph has no alternate host."""
     try:
-        target = graph_target(str(server.spec.graph_endpoint or ""), "")
+        target = graph_target(server)
     except MailFailure as exc:
         raise ValueError(f"server {server.metadata.name}: {exc}") from None
     return Endpoint(target.host, target.port), None
@@ -52,8 +52,7 @@ async def walk_graph(server: OutgoingServer, endpoint: Endpoint,
 
 async def _read_mailbox(server: OutgoingServer, options: ProbeOptions, token: str,
                         walk: Walk) -> tuple[bool, str]:
-    target = graph_target(str(server.spec.graph_endpoint or ""),
-                          str(server.spec.mailbox or server.spec.email))
+    target = graph_target(server)
     client = open_client(options.tls(), None, walk.remaining())
     session = GraphSession(server, target, client, options.token_provider, walk.redactor,
                            SENDING, token=token,

@@ -182,14 +182,13 @@ class GraphTransport(Transport):
 
     def _session(self, server: OutgoingServer, redactor: Redactor) -> GraphSession:
         spec = server.spec
-        target = graph_target(str(spec.graph_endpoint or ""), str(spec.mailbox or spec.email))
+        target = graph_target(server)
         size = spec.max_concurrency or DEFAULT_CONCURRENCY
         key = (target.endpoint.lower(), target.mailbox.lower(), size)
         slots = self._mailboxes.get(key)
         if slots is None:
             slots = self._mailboxes[key] = MailboxSlots(size)
-        found = self._proxies(server) if self._proxies is not None and spec.proxy else None
-        proxy = proxy_for(spec.proxy, found, target.host, redactor)
+        proxy = proxy_for(server, self._proxies, target.host, redactor)
         client = self._clients.get((target.endpoint.lower(), proxy))
         if client is None:
             client = self._clients[(target.endpoint.lower(), proxy)] = open_client(
