@@ -73,8 +73,6 @@ DEFAULT_CONCURRENCY = 4  # Graph's concurrent requests per mailbox
 LANE_FACTOR = 2  # sends the worker may hand over per mailbox slot (see lane_width)
 UPLOAD_CHUNK = 12 * 320 * 1024  # 3.75 MiB: a multiple of 320 KiB below the 4 MB limit
 _DRAFT_CLEANUP_S = 5.0
-_NETWORK_FAILURES = frozenset({Failure.CONNECT, Failure.TLS, Failure.TLS_VERIFY,
-                               Failure.TIMEOUT, Failure.PROTOCOL})
 
 # The ProxyServer a server names, looked up in the config it was routed with.
 ProxyLookup = Callable[[OutgoingServer], ProxyServerSpec | None]
@@ -145,12 +143,9 @@ class GraphTransport(Transport):
                 session.step = "fetching an access token"
                 await session.authorize()
                 detail = await read_mailbox(session)
-        except MailFailure as exc:
-            step = "api" if session is not None and session.token else "token"
-            if exc.failure in _NETWORK_FAILURES:
-                step = "connect"
+        except MailFailure as exc:  # its step: token, api, or tcp / tls for the network
             return Health(HealthStatus.UNREACHABLE, session.target.address if session else None,
-                          redactor(exc.user_text), exc.failure, step)
+                          redactor(exc.user_text), exc.failure, str(exc.step))
         except TimeoutError:
             return Health(HealthStatus.UNREACHABLE,
                           session.target.address if session else None,
