@@ -36,7 +36,9 @@ import httpx
 import orjson
 from yarl import URL
 
+from reconciler.config.derive import GRAPH_ENDPOINTS
 from reconciler.config.models.auth import OAuth2Auth
+from reconciler.config.models.outgoing_server import NationalCloud
 from reconciler.config.models.proxy_server import ProxyServerSpec, ProxyType
 from reconciler.config.secrets import SecretError
 from reconciler.credentials.gate import FIX, CredentialNotBound, require_client_at
@@ -165,12 +167,14 @@ class GraphTarget:
         return f"{self.endpoint}/{API_VERSION}/users/{quote(self.mailbox, safe='@')}"
 
 
-def graph_target(server: Any) -> GraphTarget:
-    """Where ``server`` (Outgoing or IncomingServer) goes: its ``graphEndpoint`` (config.derive
-    fills it from the cloud) and ``mailbox`` (else ``email``); a config MailFailure when the
-    endpoint is missing or not an https:// URL."""
+def graph_target(server: Any, *, cloud_default: bool = False) -> GraphTarget:
+    """Where ``server`` (Outgoing or IncomingServer) goes: its ``graphEndpoint`` (or, with
+    ``cloud_default``, its cloud's, as config.derive fills it) and ``mailbox`` (else
+    ``email``); a config MailFailure when the endpoint is missing or not https://."""
     spec = server.spec
-    endpoint = str(spec.graph_endpoint or "").rstrip("/")
+    cloud = NationalCloud(spec.national_cloud or NationalCloud.GLOBAL)
+    default = GRAPH_ENDPOINTS[cloud] if cloud_default else ""
+    endpoint = str(spec.graph_endpoint or default).rstrip("/")
     parts = urlsplit(endpoint)
     if parts.scheme != "https" or not parts.hostname:
         raise _config(f"graphEndpoint {endpoint or '(none)'} is not an https:// URL",

@@ -117,7 +117,8 @@ class GraphFetcher(Fetcher):
         self._proxy_lookup = proxy_lookup
         self._page_size = page_size
         try:
-            self.target = graph_target(server)
+            # Built before any request, from a server that may not have been through derive.
+            self.target = graph_target(server, cloud_default=True)
         except MailFailure as exc:
             raise config_error(server, exc.message, exc.likely_fix) from None
         self.users = self.target.users
