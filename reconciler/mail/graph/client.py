@@ -285,6 +285,7 @@ class GraphSession:
     step: str = "starting"
     waits: list[str] = field(default_factory=list)  # throttling waited out, for the result
     on_wait: Callable[[], None] | None = None
+    bound: bool = False  # check_bound passed: the token may go to this endpoint
 
     def remaining(self) -> float:
         return self.deadline - asyncio.get_running_loop().time()
@@ -326,6 +327,7 @@ class GraphSession:
         except CredentialNotBound as exc:
             raise MailFailure(Step.API, Reason.NOT_BOUND, str(exc), failure=Failure.CONFIG,
                               permanent=True, likely_fix=FIX) from None
+        self.bound = True
 
     async def request(self, method: str, url: str, *, ok: tuple[int, ...] = (200,),
                       json: Any = None, content: bytes | None = None,
@@ -338,6 +340,8 @@ class GraphSession:
         refreshed, waited = False, 0
         while True:
             if authorized:
+                if not self.bound:  # a token given to the session was not checked yet
+                    self.check_bound()
                 sent["Authorization"] = f"Bearer {self.token or await self.authorize()}"
             answer = await self._once(method, url, content, sent)
             status = answer.status_code

@@ -58,7 +58,6 @@ async def _read_mailbox(server: OutgoingServer, options: ProbeOptions, token: st
                            SENDING, token=token,
                            deadline=asyncio.get_running_loop().time() + walk.remaining())
     try:
-        session.check_bound()
         return True, await read_mailbox(session)
     except MailFailure as exc:
         raise StepError(exc.failure, exc.message, exc.reason, exc.code) from None
