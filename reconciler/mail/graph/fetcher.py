@@ -1,4 +1,4 @@
-"""Microsoft Graph fetcher (SPEC I1, I6) on httpx, on the event loop.
+"""Microsoft Graph fetcher (SPEC I1, I6): a thin user of ``client.GraphSession``.
 
 - **Listing**: ``GET {graphEndpoint}/v1.0/users/{email}/mailFolders/{folder}/messages``
   with ``$filter=receivedDateTime ge 1900-01-01T00:00:00Z and isRead eq false``,
@@ -25,47 +25,29 @@
 - **Error folder (I6)**: a top-level folder of that name, created with ``POST
   .../mailFolders`` when missing; ``POST .../messages/{id}/move``; its
   ``totalItemCount``; moving back marks each mail unread first.
-- **Throttling**: 429, 503 and 504 with ``Retry-After`` are waited out on the
-  loop (each wait at most ``MAX_WAIT_S``, at most ``MAX_WAITS`` per request);
-  beyond that the fetch fails with a CONNECT error and the runner tries at the
-  next interval. **401**: the token is invalidated and fetched again, once per
-  request; a second 401 is an AUTH error.
+- **Throttling** and **401** as ``client`` does them, each wait at most ``MAX_WAIT_S``
+  and at most ``MAX_WAITS`` per request; beyond that the fetch fails with a CONNECT
+  error and the runner tries at the next interval.
 - ``wait_for_new`` sleeps the interval: change notifications need a public
   HTTPS endpoint for Graph to call, which a desk behind a firewall rarely has;
   delta queries would save listing cost but not latency.
-- The access token and a proxy password only ever reach the ``Authorization``
-  header and the proxy URL; every text that may carry them goes through the
-  fetcher's redactor.
+- Every failure is ``client``'s MailFailure, redacted, as the FetchError the runner knows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-import httpx
-
-from reconciler.config.derive import GRAPH_ENDPOINTS
-from reconciler.config.endpoints import url_host_endpoint
-from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.models.incoming_server import IncomingServer
-from reconciler.config.models.outgoing_server import NationalCloud
-from reconciler.config.models.proxy_server import ProxyServerSpec, ProxyType
-from reconciler.config.secrets import SecretError
-from reconciler.mail.ews.http import (
-    bypasses,
-    exception_chain,
-    first_of,
-    proxy_url,
-)
+from reconciler.config.models.proxy_server import ProxyServerSpec
+from reconciler.mail.failure import MailFailure
 from reconciler.mail.fetch_errors import config_error
 from reconciler.mail.fetcher import (
     AlreadyDone,
@@ -76,20 +58,26 @@ from reconciler.mail.fetcher import (
     IncomingTokenProvider,
     is_done,
 )
-from reconciler.mail.graph.transport import graph_error, retry_after
-from reconciler.mail.threaded import access_token
+from reconciler.mail.graph.client import (
+    FETCHING,
+    GraphAnswer,
+    GraphSession,
+    graph_target,
+    open_client,
+    proxy_for,
+)
+from reconciler.mail.outcome import Failure
 from reconciler.mail.transport import Redactor
-from reconciler.oauth.source import invalidate_token
-from reconciler.runtime.tls import CA_FILE_ENV, tls_context
+from reconciler.runtime.tls import transport_tls
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "v1.0"
 PAGE_SIZE = 100  # $top per listing page
 MAX_WAITS = 3
 MAX_WAIT_S = 60.0
-RETRY_AFTER_STATUS = frozenset({429, 503, 504})
 UNREAD = "receivedDateTime ge 1900-01-01T00:00:00Z and isRead eq false"
+_KINDS = {Failure.CONFIG: FetchErrorKind.CONFIG, Failure.AUTH: FetchErrorKind.AUTH,
+          Failure.TLS: FetchErrorKind.TLS, Failure.TLS_VERIFY: FetchErrorKind.TLS}
 
 ProxyLookup = Callable[[IncomingServer], ProxyServerSpec | None]
 
@@ -123,26 +111,20 @@ class GraphFetcher(Fetcher):
                  ca_file: str | Path | None = None, timeout: float = 30.0,
                  proxy_lookup: ProxyLookup | None = None, page_size: int = PAGE_SIZE) -> None:
         super().__init__(server)
-        spec = server.spec
         self._token_provider = token_provider
-        self._ca_file = ca_file or os.environ.get(CA_FILE_ENV) or None
+        self._ca_file = ca_file
         self._timeout = timeout
         self._proxy_lookup = proxy_lookup
         self._page_size = page_size
-        cloud = NationalCloud(spec.national_cloud or NationalCloud.GLOBAL)
-        self.endpoint = str(spec.graph_endpoint or GRAPH_ENDPOINTS[cloud]).rstrip("/")
-        parts = urlsplit(self.endpoint)
-        if parts.scheme != "https" or not parts.hostname:
-            raise config_error(server, f"graphEndpoint {self.endpoint} is not an https:// URL",
-                               "Set graphEndpoint to the Graph endpoint of your cloud, for example "
-                               "https://graph.microsoft.com.")
-        self.address = f"{parts.hostname}:{parts.port or 443}"
-        self.mailbox = str(spec.email)
-        self.users = f"{self.endpoint}/{API_VERSION}/users/{quote(self.mailbox, safe='@')}"
-        self.folder = str(spec.folder)
+        try:
+            # Built before any request, from a server that may not have been through derive.
+            self.target = graph_target(server, cloud_default=True)
+        except MailFailure as exc:
+            raise config_error(server, exc.message, exc.likely_fix) from None
+        self.users = self.target.users
+        self.folder = str(server.spec.folder)
         self.redactor = Redactor()
-        self._client: httpx.AsyncClient | None = None
-        self._token = ""
+        self._session: GraphSession | None = None
         self._source: str | None = None  # the fetched folder's id (or well-known name)
         self._error: str | None = None  # the error folder's id once found or created
         self._sequence = 0
@@ -154,180 +136,42 @@ class GraphFetcher(Fetcher):
     # -- session ----------------------------------------------------------
 
     async def connect(self) -> None:
-        if self._client is not None and self._source is not None:
-            return
-        if self._client is None:
-            self._client = self._new_client()
-        if not self._token:
-            self._token = await self._fetch_token()
-        self._source = await self._resolve_folder()
+        if self._source is None:
+            self._source = await self._resolve_folder()
 
-    def _new_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(verify=tls_context(self._ca_file), proxy=self._proxy(),
-                                 trust_env=False, timeout=httpx.Timeout(self._timeout),
-                                 headers={"User-Agent": "reconciler-graph-fetch/1"})
-
-    def _proxy(self) -> str | None:
-        name = self.server.spec.proxy
-        if not name:
-            return None
-        proxy = self._proxy_lookup(self.server) if self._proxy_lookup is not None else None
-        if proxy is None:
-            raise config_error(self.server, f"it uses ProxyServer {name}, which is not available "
-                               "here", "Define the ProxyServer in the same namespace, or remove "
-                               "proxy from the incoming server; mail is never fetched around a "
-                               "configured proxy.")
-        if bypasses(proxy, urlsplit(self.endpoint).hostname or ""):
-            return None
-        if proxy.type == ProxyType.SOCKS5:
-            raise config_error(self.server, f"ProxyServer {name} is SOCKS5",
-                               "Fetching over Graph goes through http or https proxies only.")
-        try:
-            return proxy_url(proxy, self.redactor)
-        except (SecretError, ValueError) as exc:
-            raise config_error(self.server, f"proxy {name}: {exc}", "Use an http or https "
-                               "ProxyServer with a readable password.") from None
-
-    async def _fetch_token(self) -> str:
-        server = self.server
-        if not isinstance(server.spec.auth, OAuth2Auth):
-            raise config_error(server, "Microsoft Graph accepts only OAuth2",
-                               "Set auth type oauth2 (provider microsoft) for this mailbox.")
-        token = await access_token(self._token_provider, server, self.mailbox, self.redactor,
-                                   at=url_host_endpoint(self.endpoint), consent="admin consent")
-        self.redactor.add(token)
-        return token
+    def _open(self) -> GraphSession:
+        if self._session is None:
+            proxy = proxy_for(self.server, self._proxy_lookup, self.target.host, self.redactor)
+            client = open_client(transport_tls(self._ca_file), proxy, self._timeout, self._timeout)
+            self._session = GraphSession(
+                self.server, self.target, client, self._token_provider,  # type: ignore[arg-type]
+                self.redactor, FETCHING, max_wait=MAX_WAIT_S, max_waits=MAX_WAITS,
+                request_timeout=self._timeout)
+        return self._session
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
+        session, self._session = self._session, None
         self._source = self._error = None
-        if client is not None:
+        if session is not None:
             try:
-                await client.aclose()
+                await session.client.aclose()
             except Exception as exc:  # closing must not fail the caller
                 log.debug("closing the Graph client: %s", self.redactor(str(exc)))
 
-    # -- one request --------------------------------------------------------
-
     async def _request(self, step: str, method: str, url: str, *,
                        ok: tuple[int, ...] = (200,), missing_ok: bool = False,
-                       stream: bool = False, **kwargs: Any) -> httpx.Response | None:
-        """One Graph call: refresh a refused token once, wait out throttling, turn failures
-        into FetchError. None for a 404 when ``missing_ok`` (the message is gone). With
-        ``stream`` a successful answer comes back unread: the caller reads and closes it."""
-        if self._client is None:
-            self._client = self._new_client()
-        if not self._token:
-            self._token = await self._fetch_token()
-        refreshed = False
-        waits = 0
-        while True:
-            try:
-                request = self._client.build_request(
-                    method, url, headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
-                response = await self._client.send(request, stream=True)
-                status = response.status_code
-                if status in ok and stream:
-                    return response
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-            except httpx.HTTPError as exc:
-                raise self._network(exc, step) from None
-            if status in ok:
-                return response
-            if status == 401 and not refreshed:
-                refreshed = True
-                log.info("Graph refused the access token for %s while %s; fetching a new one",
-                         self.mailbox, step)
-                if await invalidate_token(self._token_provider, self.server,  # type: ignore[arg-type]
-                                          self._token):
-                    self._token = await self._fetch_token()
-                    continue
-            if status in RETRY_AFTER_STATUS:
-                wait = retry_after(response.headers.get("retry-after"))
-                if wait is not None and wait <= MAX_WAIT_S and waits < MAX_WAITS:
-                    waits += 1
-                    log.info("Graph answered %s for %s while %s; waiting %gs (Retry-After)",
-                             status, self.mailbox, step, wait)
-                    await asyncio.sleep(wait)
-                    continue
-            if status == 404 and missing_ok:
-                return None
-            raise self._refused(response, step, refreshed)
-
-    def _refused(self, response: httpx.Response, step: str, refreshed: bool) -> FetchError:
-        status = response.status_code
-        code, message = graph_error(response)
-        said = self.redactor(f"{status} {code}: {message}" if code else f"{status} {message}")
-        where = f"while {step}"
-        if status == 401:
-            again = " even with a freshly fetched token" if refreshed else ""
-            return FetchError(FetchErrorKind.AUTH,
-                              f"Graph refused the access token for {self.mailbox}{again} "
-                              f"{where} ({said})",
-                              "Check that the app registration's tenant and national cloud "
-                              "match graphEndpoint and that the token is for Microsoft Graph; "
-                              "re-authorise with `reconcile auth login SERVER` if the grant "
-                              "was revoked or consent was withdrawn.")
-        if status == 403:
-            return FetchError(FetchErrorKind.AUTH,
-                              f"Graph denied access to mailbox {self.mailbox} {where} ({said})",
-                              "Grant the app the Mail.ReadWrite permission (an application "
-                              "permission with admin consent for client credentials, or "
-                              "delegated Mail.ReadWrite.Shared); Mail.Read can list but not "
-                              "mark mail read or move it. Check that no application access "
-                              "policy excludes this mailbox.")
-        if status == 404:
-            if code in ("ErrorInvalidUser", "MailboxNotEnabledForRESTAPI", "ResourceNotFound",
-                        "ErrorNonExistentMailbox"):
-                return FetchError(FetchErrorKind.CONFIG,
-                                  f"Graph does not know mailbox {self.mailbox} ({said})",
-                                  "Check email in the incoming server spec: it must be an "
-                                  "existing mailbox in the app's tenant (not a group or a "
-                                  "contact).")
-            return FetchError(FetchErrorKind.CONFIG,
-                              f"Graph found no {step.removeprefix('reading ')} in "
-                              f"{self.mailbox} ({said})",
-                              "Check folder in the incoming server spec.")
-        if status in RETRY_AFTER_STATUS or status >= 500:
-            what = "is throttling this mailbox" if status == 429 else "is unavailable"
-            return FetchError(FetchErrorKind.CONNECT, f"Graph {what} {where} ({said})",
-                              "The fetch is retried at the next interval; if throttling "
-                              "persists, lengthen fetch_interval_minutes or spread mailboxes "
-                              "over app registrations.")
-        return FetchError(FetchErrorKind.PROTOCOL, f"Graph refused the request {where} "
-                          f"({said})", "If this persists, report the Graph error code above; "
-                          "the fetch is retried at the next interval.")
-
-    def _network(self, exc: httpx.HTTPError, step: str) -> FetchError:
-        chain = exception_chain(exc)
-        cert = first_of(chain, ssl.SSLCertVerificationError)
-        if cert is not None:
-            return FetchError(FetchErrorKind.TLS, f"the certificate of {self.address} is not "
-                              f"trusted ({cert.verify_message or cert.reason or cert})",
-                              "If a proxy or a private CA signs it, trust that CA with the "
-                              "daemon's ca_file setting or RECONCILE_TLS_CA_FILE; certificate "
-                              "checks cannot be switched off.")
-        tls = first_of(chain, ssl.SSLError)
-        if tls is not None:
-            return FetchError(FetchErrorKind.TLS, f"TLS handshake with {self.address} failed "
-                              f"({tls})", "Check graphEndpoint and the proxy.")
-        if isinstance(exc, httpx.ProxyError):
-            return FetchError(FetchErrorKind.CONNECT, "the proxy refused the connection to "
-                              f"{self.address}", "Check the ProxyServer's host, port and "
-                              "credentials.")
-        if isinstance(exc, httpx.TimeoutException):
-            return FetchError(FetchErrorKind.CONNECT, f"{self.address} did not answer in time "
-                              f"while {step}", "The fetch is retried at the next interval.")
-        if isinstance(exc, httpx.ConnectError):
-            return FetchError(FetchErrorKind.CONNECT, f"cannot connect to {self.address} "
-                              f"({self.redactor(str(exc) or type(exc).__name__)})",
-                              "Check graphEndpoint, DNS and firewall rules (outbound HTTPS).")
-        return FetchError(FetchErrorKind.CONNECT, f"the connection to {self.address} failed "
-                          f"while {step} ({self.redactor(str(exc) or type(exc).__name__)})",
-                          "The fetch is retried at the next interval.")
+                       **kwargs: Any) -> GraphAnswer | None:
+        """One Graph call (``GraphSession.request``); a failure as the runner's FetchError.
+        None for a 404 when ``missing_ok`` (the message is gone)."""
+        try:
+            session = self._open()
+            session.step = step
+            return await session.request(method, url, ok=ok, missing_ok=missing_ok, **kwargs)
+        except MailFailure as exc:
+            kind = _KINDS.get(exc.failure) or (FetchErrorKind.PROTOCOL if exc.permanent
+                                               else FetchErrorKind.CONNECT)
+            raise FetchError(kind, self.redactor(exc.message),
+                             self.redactor(exc.likely_fix)) from None
 
     # -- folders ------------------------------------------------------------
 
@@ -339,7 +183,7 @@ class GraphFetcher(Fetcher):
         for step in steps:
             found = await self._child(current, step)
             if found is None:
-                raise config_error(self.server, f"the mailbox {self.mailbox} has no folder "
+                raise config_error(self.server, f"the mailbox {self.target.mailbox} has no folder "
                                    f"{self.folder}", "Check folder in the incoming server spec: a "
                                    "path of folder names from the top of the mailbox, separated by "
                                    "'/', such as Inbox/Support; INBOX means the inbox.")
@@ -409,24 +253,11 @@ class GraphFetcher(Fetcher):
                               uid=self._sequence, received_at=listed.received_at)
 
     async def _download(self, message_id: str) -> bytes | None:
-        # Read from the stream into one buffer: the response object is never given the
-        # body, so it does not outlive this mail (httpx responses sit in reference
-        # cycles until the collector runs; 200 kept bodies would be 200 mails in memory).
+        # The body is read in one buffer that becomes the mail: nothing else keeps it.
         response = await self._request(
             "downloading a mail", "GET",
-            f"{self.users}/messages/{quote(message_id, safe='')}/$value", missing_ok=True,
-            stream=True)
-        if response is None:
-            return None
-        body = bytearray()
-        try:
-            async for chunk in response.aiter_bytes():  # decoded if Graph compressed it
-                body += chunk
-        except httpx.HTTPError as exc:
-            raise self._network(exc, "downloading a mail") from None
-        finally:
-            await response.aclose()
-        return bytes(body)
+            f"{self.users}/messages/{quote(message_id, safe='')}/$value", missing_ok=True)
+        return None if response is None else response.content
 
     def _message_url(self, mail: FetchedMail) -> str | None:
         prefix = f"graph:{self.folder}:"

@@ -15,13 +15,14 @@ attachments back out of the MIME message and lays them out as Graph expects.
   as it fits in one request. The MIME copy gets a ``Bcc`` header so Graph knows those
   recipients; Graph removes it before delivery.
 - Attachments below :data:`INLINE_LIMIT` together travel inside the JSON; larger ones
-  go through an upload session on a draft (see ``transports.graph``).
+  go through an upload session on a draft (see ``graph.transport``).
 """
 
 from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.header import decode_header, make_header
@@ -98,17 +99,47 @@ class GraphMessage:
         return message, tuple(large)
 
 
-def _recipient(mailbox: Mailbox) -> dict[str, Any]:
-    address: dict[str, Any] = {"address": mailbox.email}
-    if mailbox.name:
-        address["name"] = mailbox.name
-    return {"emailAddress": address}
+def _address(email: str, name: str | None) -> dict[str, Any]:
+    return {"address": email, "name": name} if name else {"address": email}
+
+
+def _recipients(mailboxes: Iterable[Mailbox]) -> list[dict[str, Any]]:
+    return [{"emailAddress": _address(m.email, m.name)} for m in mailboxes]
 
 
 def graph_message(envelope: Envelope) -> GraphMessage:
     parsed = _parsed(envelope)
     headers = [(name, _header_text(value)) for name, value in parsed.items()]
-    subject = next((v for n, v in headers if n.lower() == "subject"), "")
+    body, attachments = _body_and_attachments(parsed)
+    message: dict[str, Any] = {
+        "subject": next((v for n, v in headers if n.lower() == "subject"), ""),
+        "body": body,
+        "from": {"emailAddress": _address(envelope.mail_from, envelope.sender_name)},
+        "toRecipients": _recipients(envelope.to),
+        "internetMessageId": envelope.message_id,
+    }
+    reply_to = [{"emailAddress": {"address": envelope.reply_to}}] if envelope.reply_to else []
+    custom, other = _split_headers(headers)
+    optional = {"ccRecipients": _recipients(envelope.cc),
+                "bccRecipients": _recipients(envelope.bcc), "replyTo": reply_to,
+                "internetMessageHeaders": custom}
+    message.update((key, value) for key, value in optional.items() if value)
+    mime = _mime_with_bcc(envelope) if other else None
+    return GraphMessage(message, attachments, other, mime)
+
+
+def _split_headers(headers: list[tuple[str, str]]) -> tuple[list[dict[str, str]],
+                                                           tuple[tuple[str, str], ...]]:
+    """Headers for ``internetMessageHeaders`` (``X-`` only) and those only MIME carries."""
+    custom = [{"name": n, "value": v} for n, v in headers if n.lower().startswith("x-")]
+    other = tuple((n, v) for n, v in headers
+                  if not n.lower().startswith("x-") and n.lower() not in _OWN_HEADERS)
+    return custom, other
+
+
+def _body_and_attachments(parsed: Message) -> tuple[dict[str, str],
+                                                    tuple[GraphAttachment, ...]]:
+    """Graph's one body (the HTML part when there is one) and the attachments."""
     texts: dict[str, str] = {}
     attachments: list[GraphAttachment] = []
     for part in parsed.walk():
@@ -116,45 +147,14 @@ def graph_message(envelope: Envelope) -> GraphMessage:
             continue
         if part.get_content_disposition() == "attachment":
             attachments.append(GraphAttachment(part.get_filename() or "attachment",
-                                               part.get_content_type(),
-                                               _payload(part)))
+                                               part.get_content_type(), _payload(part)))
         elif part.get_content_type() in ("text/plain", "text/html"):
             charset = part.get_content_charset() or "utf-8"
             text = _payload(part).decode(charset, "replace")
             texts.setdefault(part.get_content_subtype(), text.replace("\r\n", "\n"))
     if "html" in texts:
-        body = {"contentType": "html", "content": texts["html"]}
-    else:
-        body = {"contentType": "text", "content": texts.get("plain", "")}
-    sender: dict[str, Any] = {"address": envelope.mail_from}
-    if envelope.sender_name:
-        sender["name"] = envelope.sender_name
-    message: dict[str, Any] = {
-        "subject": subject,
-        "body": body,
-        "from": {"emailAddress": sender},
-        "toRecipients": [_recipient(m) for m in envelope.to],
-        "internetMessageId": envelope.message_id,
-    }
-    if envelope.cc:
-        message["ccRecipients"] = [_recipient(m) for m in envelope.cc]
-    if envelope.bcc:
-        message["bccRecipients"] = [_recipient(m) for m in envelope.bcc]
-    if envelope.reply_to:
-        message["replyTo"] = [{"emailAddress": {"address": envelope.reply_to}}]
-    custom: list[dict[str, str]] = []
-    other: list[tuple[str, str]] = []
-    for name, value in headers:
-        if name.lower() in _OWN_HEADERS:
-            continue
-        if name.lower().startswith("x-"):
-            custom.append({"name": name, "value": value})
-        else:
-            other.append((name, value))
-    if custom:
-        message["internetMessageHeaders"] = custom
-    mime = _mime_with_bcc(envelope) if other else None
-    return GraphMessage(message, tuple(attachments), tuple(other), mime)
+        return {"contentType": "html", "content": texts["html"]}, tuple(attachments)
+    return {"contentType": "text", "content": texts.get("plain", "")}, tuple(attachments)
 
 
 def _parsed(envelope: Envelope) -> Message:

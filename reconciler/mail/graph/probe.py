@@ -12,22 +12,16 @@ permission (Mail.Send) only shows in a real send: test-connection's last step.
 
 from __future__ import annotations
 
-import ssl
-from urllib.parse import urlsplit
+import asyncio
 
-import httpx
-
-from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.models.outgoing_server import OutgoingServer
-from reconciler.credentials.gate import CredentialNotBound, require_client_at
 from reconciler.mail.failover import Endpoint
-from reconciler.mail.graph.transport import graph_error, mailbox_of, users_url
-from reconciler.mail.outcome import Failure
+from reconciler.mail.failure import MailFailure
+from reconciler.mail.graph.client import SENDING, GraphSession, graph_target, open_client
 from reconciler.mail.probe_options import ProbeOptions
-from reconciler.mail.steps import HTTP_API_PLAN, Reason, Step, StepResult
+from reconciler.mail.steps import HTTP_API_PLAN, Step, StepResult
 from reconciler.mail.transport import Redactor
 from reconciler.mail.walk import StepError, Walk, token_step
-from reconciler.oauth.source import invalidate_token
 
 
 def graph_plan(server: OutgoingServer) -> tuple[Step, ...]:
@@ -36,11 +30,11 @@ def graph_plan(server: OutgoingServer) -> tuple[Step, ...]:
 
 def graph_endpoints(server: OutgoingServer) -> tuple[Endpoint, Endpoint | None]:
     """The host of ``graphEndpoint``; Graph has no alternate host."""
-    endpoint = str(server.spec.graph_endpoint or "")
-    parts = urlsplit(endpoint)
-    if parts.scheme != "https" or not parts.hostname:
-        raise ValueError(f"server {server.metadata.name} has no https:// graphEndpoint")
-    return Endpoint(parts.hostname, parts.port or 443), None
+    try:
+        target = graph_target(server)
+    except MailFailure as exc:
+        raise ValueError(f"server {server.metadata.name}: {exc}") from None
+    return Endpoint(target.host, target.port), None
 
 
 async def walk_graph(server: OutgoingServer, endpoint: Endpoint,
@@ -58,56 +52,28 @@ async def walk_graph(server: OutgoingServer, endpoint: Endpoint,
 
 async def _read_mailbox(server: OutgoingServer, options: ProbeOptions, token: str,
                         walk: Walk) -> tuple[bool, str]:
-    url = users_url(server.spec)
+    target = graph_target(server)
+    client = open_client(options.tls(), None, walk.remaining())
+    session = GraphSession(server, target, client, options.token_provider, walk.redactor,
+                           SENDING, token=token,
+                           deadline=asyncio.get_running_loop().time() + walk.remaining())
     try:
-        if isinstance(server.spec.auth, OAuth2Auth):  # token_step refused any other auth
-            require_client_at(server.spec.auth, url)
-    except CredentialNotBound as exc:
-        raise StepError(Failure.CONFIG, str(exc), Reason.NOT_BOUND) from None
-    async with httpx.AsyncClient(verify=options.tls(), trust_env=False) as client:
-        response = await _get(client, url, token)
-        if response.status_code == 401 and await invalidate_token(options.token_provider,
-                                                                  server, token):
-            # as the transport does: a refused token is refreshed once
-            token, _ = await token_step(server, options, walk.redactor)
-            response = await _get(client, url, token)
-    status = response.status_code
-    mailbox = mailbox_of(server.spec)
-    if status == 200:
-        found = _json(response).get("mail") or mailbox
-        return True, f"mailbox {found} readable ({status}, request-id " \
-                     f"{response.headers.get('request-id', '-')})"
-    code, message = graph_error(response)
-    said = f"{status} {code}: {message}" if code else f"{status} {message}"
-    if status == 401:
-        raise StepError(Failure.AUTH, f"Graph refused the access token: {said}",
-                        Reason.AUTH_FAILED, status)
-    if status == 403:
-        raise StepError(Failure.AUTH, f"Graph denied access to mailbox {mailbox}: {said}",
-                        Reason.PERMISSION, status)
-    if status == 404:
-        raise StepError(Failure.CONFIG, f"Graph does not know mailbox {mailbox}: {said}",
-                        Reason.NOT_FOUND, status)
-    if status in (408, 429) or status >= 500:
-        raise StepError(Failure.REJECTED, f"Graph answered {said}", Reason.TEMPORARY, status)
-    raise StepError(Failure.REJECTED, f"Graph answered {said}", Reason.REJECTED, status)
+        return True, await read_mailbox(session)
+    except MailFailure as exc:
+        raise StepError(exc.failure, exc.message, exc.reason, exc.code) from None
+    finally:
+        await client.aclose()
 
 
-async def _get(client: httpx.AsyncClient, url: str, token: str) -> httpx.Response:
+async def read_mailbox(session: GraphSession) -> str:
+    """The API step, here and in ``GraphTransport.probe``: ``GET /users/{mailbox}?$select=
+    id,mail`` proves the token is accepted by this cloud and the app may see the mailbox."""
+    session.step = "reading the mailbox"
+    answer = await session.request("GET", session.target.users, params={"$select": "id,mail"})
+    assert answer is not None
     try:
-        return await client.get(url, params={"$select": "id,mail"},
-                                headers={"Authorization": f"Bearer {token}"})
-    except ssl.SSLError:
-        raise
-    except httpx.TimeoutException:
-        raise TimeoutError from None
-    except httpx.HTTPError as exc:
-        raise StepError(Failure.CONNECT, f"the API call failed: {exc}", Reason.CLOSED) from None
-
-
-def _json(response: httpx.Response) -> dict[str, object]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+        found = answer.json().get("mail") or session.target.mailbox
+    except (ValueError, AttributeError):  # not a JSON object: the 200 still proves access
+        found = session.target.mailbox
+    return (f"mailbox {found} readable ({answer.status_code}, request-id "
+            f"{answer.headers.get('request-id', '-')})")

@@ -9,27 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers.dovecot import MailUser, sample_mail
+from incoming.fetchers.kit import connect_error, fetch_all, subjects, traced_fetch
+from peers.connect_proxy import ConnectProxy
+from peers.dovecot import sample_mail
 from peers.graph_server import TOKEN, GraphPeer
 from peers.smtp import PeerCerts
 from peers.tokens import Tokens
 
 from reconciler.config.models.incoming_server import IncomingServer
+from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.mail.graph.fetcher import GraphFetcher
 from reconciler.mail.registry import FetchError, FetchErrorKind, fetcher_for
 from reconciler.oauth.source import TokenError
 
-from .kit import connect_error, fetch_all, subjects, traced_fetch
-
 DESK = "desk@corp.example"
 CORPUS = sorted((Path(__file__).parents[2] / "data" / "mail").glob("*.eml"))
-
-
-@pytest.fixture
-def mailbox() -> MailUser:
-    """Graph needs no password; replaces the package's Dovecot mailbox, whose only use in
-    the package's environment fixture is the password it sets."""
-    return MailUser(DESK, "unused", TOKEN, Path("/nonexistent"))
 
 
 @pytest.fixture
@@ -270,3 +264,26 @@ async def test_two_hundred_mails_stream_one_at_a_time(graph: GraphPeer,
     # threads, and garbage waiting for the cycle collector: on a loaded machine
     # that reached a fifth of the mailbox, never the mailbox.
     assert peak < total / 4, (peak, total)
+
+
+async def test_a_mailbox_behind_a_proxy_is_fetched_through_it(
+        graph: GraphPeer, certs: PeerCerts, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The fetcher shares the transport's client: through a ProxyServer it is httpx.
+    secret = "gr4ph-f3tch-pr0xy"
+    monkeypatch.setenv("GRAPH_FETCH_PROXY_PASSWORD", secret)
+    caplog.set_level(logging.DEBUG)
+    graph.store.deliver(DESK, sample_mail(1))
+    proxy = ConnectProxy()
+    spec = ProxyServerSpec.model_validate({
+        "type": "http", "host": "127.0.0.1", "port": proxy.port, "username": "relay",
+        "password": {"secretRef": "env:GRAPH_FETCH_PROXY_PASSWORD"}})
+    try:
+        async with fetcher_for(incoming(graph, proxy="corp-proxy"), ca_file=certs.ca_file,
+                               token_provider=Tokens(TOKEN), proxy_lookup=lambda s: spec) as f:
+            mails = await fetch_all(f)
+    finally:
+        proxy.close()
+    assert subjects(mails) == ["Request 1"]
+    assert set(proxy.tunnels) == {f"127.0.0.1:{graph.port}"}
+    assert secret not in caplog.text

@@ -23,9 +23,10 @@ from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.dispatch.compose import compose
 from reconciler.dispatch.filters import filter_notification
 from reconciler.mail.envelope import Envelope, Notification
-from reconciler.mail.graph.transport import GraphTransport, retry_after
+from reconciler.mail.graph.transport import GraphTransport
 from reconciler.mail.outcome import Failure, Outcome, SendResult
 from reconciler.oauth.source import TokenError
+from reconciler.runtime.backoff import retry_after_seconds as retry_after
 
 STALE = "stale-token-Zq8wXc1-do-not-log"
 

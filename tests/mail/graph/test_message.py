@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from dispatch.kit import server
+
 from reconciler.dispatch.compose import compose
 from reconciler.dispatch.filters import filter_notification
 from reconciler.mail.envelope import Notification
 from reconciler.mail.graph.message import INLINE_LIMIT, graph_message
-
-from ..kit import server
 
 LONG = "word " * 60 + "and a line far longer than seventy-eight characters = with an equals sign"
 

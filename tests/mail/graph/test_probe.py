@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from health.kit import key_of, put_servers
 from peers.graph_server import TOKEN, GraphPeer, graph_peers
 from peers.smtp import PeerCerts
 from peers.tokens import Tokens
@@ -24,8 +25,6 @@ from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.notifier import Notifier
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import SqlStore
-
-from .kit import key_of, put_servers
 
 STALE = "stale-graph-probe-token-Yy71"
 
