@@ -1,5 +1,5 @@
-"""The credentials part of a ProxyServer's URL, for the HTTP transports (Graph on httpx,
-EWS on requests) and the fetchers that share their sessions."""
+"""A ProxyServer as the HTTP protocols use it (Graph on aiohttp/httpx, EWS on requests):
+its URL with credentials, and which hosts go around it (``noProxy``)."""
 
 from __future__ import annotations
 
@@ -25,3 +25,27 @@ def proxy_userinfo(proxy: ProxyServerSpec, redactor: Redactor) -> str:
     redactor.add(password)
     redactor.add(quote(password, safe=""))
     return f"{quote(proxy.username, safe='')}:{quote(password, safe='')}@"
+
+
+def proxy_url(proxy: ProxyServerSpec, redactor: Redactor) -> str:
+    """``type://user:password@host:port`` (IPv6 hosts bracketed), the password in ``redactor``.
+
+    Raises SecretError when the password cannot be read or is not bound to the proxy.
+    """
+    host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
+    return f"{proxy.type}://{proxy_userinfo(proxy, redactor)}{host}:{proxy.port}"
+
+
+def bypasses(proxy: ProxyServerSpec, host: str) -> bool:
+    """Whether ``host`` is reached directly: a ``noProxy`` entry names it or a parent domain.
+
+    The rule curl and most tools follow for NO_PROXY: ``example.com``, ``.example.com`` and
+    ``*.example.com`` all cover example.com and every name below it; case and a trailing dot
+    do not matter. Graph and EWS used to read the list differently; they share this now.
+    """
+    name = host.lower().rstrip(".")
+    for entry in proxy.no_proxy:
+        domain = entry.lower().strip().lstrip("*").lstrip(".").rstrip(".")
+        if domain and (name == domain or name.endswith("." + domain)):
+            return True
+    return False

@@ -21,9 +21,6 @@ from exchangelib import FailFast
 from exchangelib import errors as ews_errors
 from exchangelib.protocol import BaseProtocol
 
-from reconciler.config.models.proxy_server import ProxyServerSpec, ProxyType
-from reconciler.mail.proxies import proxy_userinfo
-from reconciler.mail.transport import Redactor
 from reconciler.runtime.backoff import retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -119,21 +116,6 @@ def install_adapter() -> None:
             log.warning("replacing exchangelib's HTTP adapter %s with reconciler's",
                         BaseProtocol.HTTP_ADAPTER_CLS.__name__)
         BaseProtocol.HTTP_ADAPTER_CLS = EwsHttpAdapter
-
-
-def proxy_url(proxy: ProxyServerSpec, redactor: Redactor) -> str:
-    """The proxy as requests wants it; raises SecretError for an unreadable password."""
-    if proxy.type == ProxyType.SOCKS5:
-        raise ValueError("SOCKS5 proxies are not supported for EWS (only http/https)")
-    auth = proxy_userinfo(proxy, redactor)
-    host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
-    return f"{proxy.type}://{auth}{host}:{proxy.port}"
-
-
-def bypasses(proxy: ProxyServerSpec, host: str) -> bool:
-    host = host.lower()
-    return any(host == entry.lower().lstrip(".") or host.endswith("." + entry.lower().lstrip("."))
-               for entry in proxy.no_proxy)
 
 
 # -- exchangelib's logging and retry policy ---------------------------------------------

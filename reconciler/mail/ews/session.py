@@ -51,7 +51,7 @@ from exchangelib.transport import OAUTH2
 from reconciler.config.models.auth import BasicAuth, OAuth2Auth, OAuthGrant
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.outgoing_server import OutgoingServer
-from reconciler.config.models.proxy_server import ProxyServerSpec
+from reconciler.config.models.proxy_server import ProxyServerSpec, ProxyType
 from reconciler.config.secrets import SecretError
 from reconciler.credentials.gate import FIX, CredentialNotBound, present_secret, require_client
 from reconciler.mail.ews.errors import classify
@@ -59,14 +59,13 @@ from reconciler.mail.ews.http import (
     EwsHttpAdapter,
     FailFastWithBackOff,
     Route,
-    bypasses,
     install_adapter,
-    proxy_url,
     short,
 )
 from reconciler.mail.failover import Endpoint
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure
+from reconciler.mail.proxies import bypasses, proxy_url
 from reconciler.mail.steps import Reason, Step
 from reconciler.mail.transport import Redactor
 from reconciler.oauth.source import TokenError, TokenProvider, fetch_token, invalidate_token
@@ -293,6 +292,9 @@ class EwsSession:
                                   "the server.")
             if not bypasses(proxy, urlsplit(self.url).hostname or ""):
                 try:
+                    if proxy.type == ProxyType.SOCKS5:
+                        raise ValueError("SOCKS5 proxies are not supported for EWS "
+                                         "(only http/https)")
                     address = proxy_url(proxy, self.redactor)
                 except (SecretError, ValueError) as exc:
                     raise MailFailure(Step.API, Reason.REJECTED, f"proxy {name}: {exc}",

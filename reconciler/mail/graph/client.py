@@ -44,7 +44,7 @@ from reconciler.config.secrets import SecretError
 from reconciler.credentials.gate import FIX, CredentialNotBound, require_client_at
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure
-from reconciler.mail.proxies import proxy_userinfo
+from reconciler.mail.proxies import bypasses, proxy_url
 from reconciler.mail.results import describe
 from reconciler.mail.steps import Reason, Step
 from reconciler.mail.transport import Redactor
@@ -196,7 +196,7 @@ def proxy_for(server: Any, lookup: Callable[[Any], ProxyServerSpec | None] | Non
         raise _config(f"the server uses ProxyServer {name}, which is not available here",
                       "Define the ProxyServer in the same namespace, or remove proxy from the "
                       "server; mail never goes around a configured proxy.")
-    if any(_host_matches(host, entry) for entry in found.no_proxy):
+    if bypasses(found, host):
         return None
     if found.type == ProxyType.SOCKS5:
         try:
@@ -205,18 +205,11 @@ def proxy_for(server: Any, lookup: Callable[[Any], ProxyServerSpec | None] | Non
             raise _config(f"ProxyServer {name} is SOCKS5, which needs the socksio package",
                           "pip install 'httpx[socks]'") from None
     try:
-        userinfo = proxy_userinfo(found, redactor)
+        return proxy_url(found, redactor)
     except SecretError as exc:
         raise _config(f"cannot read the password of ProxyServer {name}: {exc}",
                       "Set the environment variable or file the password reference names.") \
             from None
-    host_part = f"[{found.host}]" if ":" in found.host else found.host
-    return f"{found.type}://{userinfo}{host_part}:{found.port}"
-
-
-def _host_matches(host: str, entry: str) -> bool:
-    host, entry = host.lower().rstrip("."), entry.lower().strip().lstrip("*").rstrip(".")
-    return host == entry.lstrip(".") or (entry.startswith(".") and host.endswith(entry))
 
 
 # -- what the failures advise -------------------------------------------------------------
