@@ -7,8 +7,8 @@ with a token from the token provider, refreshed once when the server refuses it
 connection, only for the endpoint an apply bound them to (SPEC S2), and go into the
 caller's redactor in every encoding AUTH puts them in.
 
-It speaks through ``execute``, the ``execute_command`` of an aiosmtplib ``SMTP``
-(transport) or ``SMTPProtocol`` (connection check); every failure is a MailFailure.
+Every failure is a MailFailure; an error of the connection itself is left to the
+caller's classifier (:func:`~reconciler.mail.smtp.errors.error_failure`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+import aiosmtplib
 from aiosmtplib import SMTPResponse
 from aiosmtplib.auth import (
     auth_crammd5_verify,
@@ -32,6 +33,7 @@ from reconciler.mail.failover import Endpoint
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure
 from reconciler.mail.smtp.errors import auth_refused
+from reconciler.mail.smtp.session import greet
 from reconciler.mail.steps import Reason, Step
 from reconciler.mail.transport import Redactor
 from reconciler.oauth.source import TokenError, TokenProvider, fetch_token, invalidate_token
@@ -43,17 +45,15 @@ BASIC_MECHANISMS = ("plain", "login", "cram-md5")
 AUTH_CONTINUE, AUTH_OK = 334, 235
 
 
-async def authenticate(execute: Execute, offered: Sequence[str], encrypted: bool,
-                       server: OutgoingServer, endpoint: Endpoint, redactor: Redactor,
-                       tokens: TokenProvider | None) -> str:
-    """Log in as ``server.spec.auth`` says; ``user (MECHANISM)``, or "" for no auth.
-
-    ``offered``: the lower-case mechanisms of the EHLO reply; ``encrypted``: whether the
-    connection is TLS (only for the hint when nothing is offered).
-    """
+async def authenticate(smtp: aiosmtplib.SMTP, server: OutgoingServer, endpoint: Endpoint,
+                       redactor: Redactor, tokens: TokenProvider | None) -> str:
+    """Log in as ``server.spec.auth`` says; ``user (MECHANISM)``, or "" for no auth."""
     auth = server.spec.auth
     if isinstance(auth, NoAuth):
         return ""
+    await greet(smtp)
+    execute, offered = smtp.execute_command, smtp.server_auth_methods
+    encrypted = smtp.get_transport_info("sslcontext") is not None
     username = auth.username or server.spec.email
     refreshed = False
     if isinstance(auth, BasicAuth):

@@ -106,7 +106,7 @@ def error_failure(exc: BaseException, step: Step, doing: str, endpoint: Endpoint
             exc, SMTPHeloError) else Step.GREETING if isinstance(
             exc, SMTPConnectResponseError) else step, doing)
     if isinstance(exc, SMTPConnectError | SMTPConnectTimeoutError):
-        return _unreachable(exc)
+        return _unreachable(exc, endpoint)
     if isinstance(exc, SMTPTimeoutError):
         return MailFailure(step, Reason.TIMEOUT, f"timed out while {doing}: {exc}",
                            failure=Failure.TIMEOUT, permanent=False)
@@ -119,7 +119,7 @@ def error_failure(exc: BaseException, step: Step, doing: str, endpoint: Endpoint
                            failure=Failure.CONNECT, permanent=False)
     if isinstance(exc, OSError):
         if step == Step.TCP:
-            return _unreachable(exc)
+            return _unreachable(exc, endpoint)
         return MailFailure(step, Reason.CLOSED, f"connection lost while {doing} "
                            f"({describe(exc)})", failure=Failure.CONNECT, permanent=False)
     if isinstance(exc, SMTPException) and "STARTTLS" in str(exc):
@@ -128,7 +128,7 @@ def error_failure(exc: BaseException, step: Step, doing: str, endpoint: Endpoint
                        failure=Failure.PROTOCOL, permanent=True)
 
 
-def _unreachable(exc: BaseException) -> MailFailure:
+def _unreachable(exc: BaseException, endpoint: Endpoint) -> MailFailure:
     """The connect itself failed: aiosmtplib's SMTPConnectError wraps the OSError."""
     cause = exc.__cause__ if isinstance(exc, SMTPConnectError) else exc
     if isinstance(exc, TimeoutError):
@@ -140,7 +140,10 @@ def _unreachable(exc: BaseException) -> MailFailure:
         reason = Reason.NO_ROUTE
     else:
         reason = Reason.CLOSED
-    text = str(exc) if isinstance(exc, SMTPConnectError) else describe(exc)
+    if isinstance(cause, SMTPServerDisconnected):
+        text = f"{endpoint.address} closed the connection without a greeting"
+    else:
+        text = str(exc) if isinstance(exc, SMTPConnectError) else describe(exc)
     return MailFailure(Step.TCP, reason, text, failure=Failure.CONNECT, permanent=False)
 
 

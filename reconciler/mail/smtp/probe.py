@@ -7,25 +7,24 @@ test-connection need exactly that, so this walker drives the steps itself:
 
     DNS → TCP → [TLS, implicit] → greeting → EHLO → [TLS, STARTTLS] → AUTH
 
-It still speaks SMTP through aiosmtplib's ``SMTPProtocol`` (reply parsing, the
-STARTTLS plaintext-injection defence) and shares with the transport the TLS
-context (always verifying), AUTH (:mod:`~reconciler.mail.smtp.auth`) and the
-classification of every failure (:mod:`~reconciler.mail.smtp.errors`). The
-walker never sends mail; test-connection's "send" step goes through the transport.
+After TCP it is the transport's session (:mod:`~reconciler.mail.smtp.session`) on
+the connected socket: the same TLS context (always verifying), EHLO, STARTTLS,
+AUTH (:mod:`~reconciler.mail.smtp.auth`) and classification of every failure
+(:mod:`~reconciler.mail.smtp.errors`). With implicit TLS aiosmtplib reads the
+greeting right after the handshake, so the TLS step's time includes the wait
+for it. The walker never sends mail; test-connection's "send" step goes
+through the transport.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiosmtplib import SMTPException
-from aiosmtplib.esmtp import parse_esmtp_extensions
-from aiosmtplib.protocol import SMTPProtocol
+import aiosmtplib
+from aiosmtplib import SMTPException, SMTPResponse
 
 from reconciler.config.models.auth import NoAuth
 from reconciler.config.models.outgoing_server import OutgoingServer, Security
@@ -33,12 +32,12 @@ from reconciler.mail.failover import Endpoint
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.smtp.auth import authenticate
-from reconciler.mail.smtp.errors import error_failure, no_starttls, reply_failure
+from reconciler.mail.smtp.errors import error_failure
+from reconciler.mail.smtp.session import close, greet, new_session, offers, retire, starttls
 from reconciler.mail.steps import Step, StepResult
 from reconciler.mail.transport import Redactor
 from reconciler.mail.walk import StepError, Walk, tls_summary
 
-_QUIT_TIMEOUT = 2.0
 _DOING = {Step.TLS: "negotiating TLS", Step.GREETING: "waiting for the greeting",
           Step.EHLO: "waiting for the EHLO reply", Step.AUTH: "authenticating"}
 Action = Callable[[], Awaitable[tuple[Any, str]]]
@@ -60,27 +59,15 @@ def smtp_plan(server: OutgoingServer) -> tuple[Step, ...]:
 async def walk_smtp(server: OutgoingServer, endpoint: Endpoint,
                     options: ProbeOptions) -> list[StepResult]:
     """Walk the SMTP steps against one host; stop at the first failure. Never raises."""
-    spec = server.spec
-    security = Security(spec.security or Security.NONE)
-    walk = Walk(endpoint.address, options.budget(spec), Redactor())
+    walk = Walk(endpoint.address, options.budget(server.spec), Redactor())
     name = await options.ehlo_name()  # before connecting: it may wait on DNS
     sock = await walk.reach(endpoint)
     if sock is None:
         return walk.results
-    session = _Session(endpoint, security)
-    steps: list[tuple[Step, Action]] = []
-    if security == Security.TLS:
-        steps.append((Step.TLS, lambda: session.open(sock, options.tls())))
-    else:
-        await session.open(sock, None)  # no I/O: wraps the connected socket
-    steps += [(Step.GREETING, session.greeting), (Step.EHLO, lambda: session.ehlo(name))]
-    if security == Security.STARTTLS:
-        steps.append((Step.TLS, lambda: session.starttls(options.tls(), name)))
-    if not isinstance(spec.auth, NoAuth):
-        steps.append((Step.AUTH, lambda: session.authenticate(server, options, walk.redactor)))
+    check = _Check(server, endpoint, options, walk.redactor, sock, name)
     try:
-        for step, action in steps:
-            if await walk.run(step, session.guarded(step, action)) is None:
+        for step in smtp_plan(server)[2:]:  # after DNS and TCP
+            if await walk.run(step, check.guarded(step)) is None:
                 break
         return walk.results
     finally:
@@ -89,22 +76,26 @@ async def walk_smtp(server: OutgoingServer, endpoint: Endpoint,
         last = walk.results[-1]
         task = asyncio.current_task()
         stopping = task is not None and task.cancelling() > 0
-        await session.close(polite=not stopping and (last.ok or last.code is not None))
+        await check.close(polite=not stopping and (last.ok or last.code is not None))
 
 
-class _Session:
-    """One SMTP conversation over the socket the TCP step connected."""
+class _Check:
+    """The steps after TCP, on the socket the TCP step connected."""
 
-    def __init__(self, endpoint: Endpoint, security: Security) -> None:
-        self.endpoint = endpoint
-        self.security = security
-        self.protocol = SMTPProtocol(loop=asyncio.get_running_loop())
-        self.extensions: dict[str, str] = {}
-        self.auth_methods: list[str] = []
-        self.encrypted = False
+    def __init__(self, server: OutgoingServer, endpoint: Endpoint, options: ProbeOptions,
+                 redactor: Redactor, sock: socket.socket, name: str) -> None:
+        self.server, self.endpoint, self.options = server, endpoint, options
+        self.redactor, self.sock, self.name = redactor, sock, name
+        self.security = Security(server.spec.security or Security.NONE)
+        self.smtp: aiosmtplib.SMTP | None = None
+        self.greeting: SMTPResponse | None = None
 
-    def guarded(self, step: Step, action: Action) -> Action:
-        """``action`` with every failure classified as the transport's would be."""
+    def guarded(self, step: Step) -> Action:
+        """The step's action, every failure classified as the transport's would be."""
+        tls = self.implicit_tls if self.security == Security.TLS else self.starttls
+        action = {Step.TLS: tls, Step.GREETING: self.greet, Step.EHLO: self.ehlo,
+                  Step.AUTH: self.login}[step]
+
         async def run() -> tuple[Any, str]:
             try:
                 return await action()
@@ -117,71 +108,42 @@ class _Session:
                                 failure.code) from None
         return run
 
-    async def open(self, sock: socket.socket, context: ssl.SSLContext | None) -> tuple[bool, str]:
-        try:
-            await asyncio.get_running_loop().create_connection(
-                lambda: self.protocol, sock=sock, ssl=context,
-                server_hostname=self.endpoint.host if context else None)
-        except BaseException:
-            sock.close()  # asyncio does not always close a socket it was handed
-            raise
-        self.encrypted = context is not None
-        return True, "implicit TLS, " + tls_summary(self.protocol.transport)
+    async def connect(self) -> tuple[aiosmtplib.SMTP, SMTPResponse]:
+        """The session and the server's greeting (read once)."""
+        if self.smtp is None or self.greeting is None:
+            self.smtp = new_session(self.endpoint, self.security, self.options.tls(),
+                                    self.name, timeout=None, sock=self.sock)
+            self.greeting = await self.smtp.connect()  # the walk's budget bounds it
+        return self.smtp, self.greeting
 
-    async def greeting(self) -> tuple[bool, str]:
-        reply = await self.protocol.read_response()
+    async def implicit_tls(self) -> tuple[bool, str]:
+        smtp, _ = await self.connect()
+        return True, "implicit TLS, " + tls_summary(smtp.transport)
+
+    async def greet(self) -> tuple[bool, str]:
+        _, reply = await self.connect()
         text = reply.message.splitlines()[0] if reply.message else ""
-        if reply.code != 220:
-            raise reply_failure(reply.code, text, Step.GREETING, _DOING[Step.GREETING])
         return True, f"{reply.code} {text}"
 
-    async def ehlo(self, name: str) -> tuple[bool, str]:
-        reply = await self.protocol.execute_command(b"EHLO", name.encode())
-        if reply.code in (500, 502):  # a pre-ESMTP server: HELO is all it knows
-            reply = await self.protocol.execute_command(b"HELO", name.encode())
-            if reply.code == 250:
-                self.extensions, self.auth_methods = {}, []
-                return True, f"HELO accepted ({name}); the server offers no ESMTP extensions"
-        if reply.code != 250:
-            raise reply_failure(reply.code, reply.message, Step.EHLO, f"EHLO {name}")
-        self.extensions, self.auth_methods = parse_esmtp_extensions(reply.message)
-        return True, self._offers()
+    async def ehlo(self) -> tuple[bool, str]:
+        smtp, _ = await self.connect()
+        await greet(smtp)
+        return True, offers(smtp)
 
-    async def starttls(self, context: ssl.SSLContext, name: str) -> tuple[bool, str]:
-        if "starttls" not in self.extensions:
-            raise no_starttls(self.endpoint)
-        reply = await self.protocol.start_tls(context, server_hostname=self.endpoint.host)
-        self.encrypted = True
-        summary = tls_summary(self.protocol.transport)
-        # RFC 3207: forget what was offered in plaintext; ask again under TLS.
-        again = await self.protocol.execute_command(b"EHLO", name.encode())
-        if again.code != 250:
-            raise reply_failure(again.code, again.message, Step.TLS, "EHLO after STARTTLS")
-        self.extensions, self.auth_methods = parse_esmtp_extensions(again.message)
-        return True, f"STARTTLS {reply.code}, {summary}"
+    async def starttls(self) -> tuple[bool, str]:
+        smtp, _ = await self.connect()
+        reply = await starttls(smtp, self.endpoint)
+        return True, f"STARTTLS {reply.code}, {tls_summary(smtp.transport)}"
 
-    async def authenticate(self, server: OutgoingServer, options: ProbeOptions,
-                           redactor: Redactor) -> tuple[bool, str]:
-        who = await authenticate(self.protocol.execute_command, self.auth_methods,
-                                 self.encrypted, server, self.endpoint, redactor,
-                                 options.token_provider)
+    async def login(self) -> tuple[bool, str]:
+        smtp, _ = await self.connect()
+        who = await authenticate(smtp, self.server, self.endpoint, self.redactor,
+                                 self.options.token_provider)
         return True, f"authenticated as {who}"
 
-    def _offers(self) -> str:
-        shown = []
-        if "starttls" in self.extensions:
-            shown.append("STARTTLS")
-        if self.auth_methods:
-            shown.append("AUTH " + " ".join(m.upper() for m in self.auth_methods))
-        if self.extensions.get("size"):
-            shown.append(f"SIZE {self.extensions['size']}")
-        return "offers " + ", ".join(shown) if shown else "accepted (no STARTTLS or AUTH offered)"
-
     async def close(self, *, polite: bool) -> None:
-        if polite and self.protocol.is_connected:
-            with contextlib.suppress(Exception):
-                await self.protocol.execute_command(b"QUIT", timeout=_QUIT_TIMEOUT)
-        transport = self.protocol.transport
-        if transport is not None and not transport.is_closing():
-            # abort, not close: a polite TLS shutdown waits for a peer that may be gone
-            transport.abort()  # type: ignore[attr-defined]
+        if self.smtp is not None:
+            if polite:
+                await retire(self.smtp)
+            close(self.smtp)
+        self.sock.close()  # asyncio does not always close a socket it was handed

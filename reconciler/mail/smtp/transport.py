@@ -30,7 +30,6 @@ Classification (O7) is :mod:`~reconciler.mail.smtp.errors` and ``docs/dispatch.m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,6 @@ from typing import Protocol
 import aiosmtplib
 from aiosmtplib import (
     SMTPException,
-    SMTPHeloError,
     SMTPRecipientRefused,
     SMTPResponse,
     SMTPResponseException,
@@ -78,10 +76,19 @@ from reconciler.mail.results import (
     unsendable,
 )
 from reconciler.mail.smtp.auth import authenticate
-from reconciler.mail.smtp.errors import error_failure, no_starttls, reply_failure, unreached
+from reconciler.mail.smtp.errors import error_failure, reply_failure, unreached
 from reconciler.mail.smtp.pipelining import PipelinedTransaction
 from reconciler.mail.smtp.pool import ConnectionPool, PoolStats
 from reconciler.mail.smtp.probe import walk_smtp
+from reconciler.mail.smtp.session import (
+    close,
+    greet,
+    is_open,
+    new_session,
+    retire,
+    rset,
+    starttls,
+)
 from reconciler.mail.steps import Reason, Step
 from reconciler.mail.transport import Redactor, Transport
 from reconciler.oauth.source import TokenProvider
@@ -268,7 +275,7 @@ class SmtpTransport(Transport):
         transaction: _Transaction | None = None
         try:
             progress.step = "sending MAIL FROM"
-            await _greet(smtp)  # what mail() would do first; PIPELINING and SIZE are known after
+            await greet(smtp)  # what mail() would do first; PIPELINING and SIZE are known after
             options = [f"SIZE={len(message)}"] if smtp.supports_extension("size") else []
             if smtp.supports_extension("pipelining"):
                 self._trace(server.spec, "pipelining MAIL FROM, %d RCPT TO and DATA to %s",
@@ -286,7 +293,7 @@ class SmtpTransport(Transport):
                         address, outcome_for_reply(exc.code), exc.code, redactor(exc.message))
             if len(refused) == len(rcpt_to):
                 await transaction.drain()
-                await _rset(smtp)
+                await rset(smtp)
                 outcome = (Outcome.TRANSIENT
                            if any(r.outcome == Outcome.TRANSIENT for r in refused.values())
                            else Outcome.PERMANENT)
@@ -298,7 +305,7 @@ class SmtpTransport(Transport):
         except SMTPResponseException as exc:
             if transaction is not None:
                 await transaction.drain()
-            await _rset(smtp)
+            await rset(smtp)
             failure = reply_failure(exc.code, exc.message, Step.SEND, progress.step,
                                     _REFUSED.get(progress.step))
             recipients = tuple(refused.get(a) or RecipientResult(
@@ -337,9 +344,8 @@ class SmtpTransport(Transport):
         key = (endpoint.host.lower(), endpoint.port, str(spec.security), auth, size)
         pool = self._pools.get(key)
         if pool is None:
-            pool = ConnectionPool(size, self._max_age, is_alive=self._alive, close=_close,
-                                  is_open=_is_open,
-                                  retire=_quit)
+            pool = ConnectionPool(size, self._max_age, is_alive=self._alive, close=close,
+                                  is_open=is_open, retire=retire)
             self._pools[key] = pool
         return pool
 
@@ -363,19 +369,8 @@ class SmtpTransport(Transport):
         """Connect, secure and authenticate; raises MailFailure."""
         spec = server.spec
         security = Security(spec.security)
-        try:
-            smtp = aiosmtplib.SMTP(
-                hostname=endpoint.host,
-                port=endpoint.port,
-                use_tls=security == Security.TLS,
-                start_tls=False,  # below, so a failure says which step it was
-                tls_context=self._tls,
-                timeout=spec.timeout_seconds,
-                local_hostname=await self._options.ehlo_name(),
-            )
-        except ValueError as exc:  # e.g. an unusable local host name for EHLO
-            raise MailFailure(Step.EHLO, Reason.REJECTED, str(exc), failure=Failure.CONFIG,
-                              permanent=True) from None
+        smtp = new_session(endpoint, security, self._tls, await self._options.ehlo_name(),
+                           timeout=spec.timeout_seconds)
         progress.step = f"connecting to {endpoint.address}"
         self._trace(spec, "connecting to %s (%s)", endpoint.address, security)
         step = Step.TCP
@@ -383,19 +378,15 @@ class SmtpTransport(Transport):
             await smtp.connect(timeout=connect_timeout)
             if security == Security.STARTTLS:
                 step = Step.EHLO
-                await _greet(smtp)
-                if not smtp.supports_extension("starttls"):
-                    raise no_starttls(endpoint)
+                await greet(smtp)
                 step = Step.TLS
-                await smtp.starttls()
+                await starttls(smtp, endpoint)
             if not isinstance(spec.auth, NoAuth):
                 step, progress.step = Step.AUTH, f"authenticating to {endpoint.address}"
-                await _greet(smtp)
-                await authenticate(smtp.execute_command, smtp.server_auth_methods,
-                                   smtp.get_transport_info("sslcontext") is not None, server,
-                                   endpoint, redactor, self._options.token_provider)
+                await authenticate(smtp, server, endpoint, redactor,
+                                   self._options.token_provider)
         except BaseException as exc:
-            _close(smtp)
+            close(smtp)
             if isinstance(exc, MailFailure) or not isinstance(exc, Exception):
                 raise
             raise error_failure(exc, step, progress.step, endpoint, security) from None
@@ -482,48 +473,3 @@ class _OneAtATime:
 
     def finish(self) -> None:
         """Nothing to hand back."""
-
-
-async def _greet(smtp: aiosmtplib.SMTP) -> None:
-    """EHLO (HELO if EHLO is refused) unless done, as aiosmtplib's mail() starts with."""
-    if not smtp.is_ehlo_or_helo_needed:
-        return
-    try:
-        await smtp.ehlo()
-    except SMTPHeloError:
-        if not smtp.is_connected:
-            raise
-        await smtp.helo()
-
-
-async def _rset(smtp: aiosmtplib.SMTP) -> None:
-    if not smtp.is_connected:
-        return
-    try:
-        await smtp.rset()
-    except (SMTPException, OSError, TimeoutError):
-        _close(smtp)
-
-
-def _is_open(smtp: aiosmtplib.SMTP) -> bool:
-    return smtp.is_connected
-
-
-def _close(smtp: aiosmtplib.SMTP) -> None:
-    # A connection we drop is dead to us: abort instead of close, because a
-    # graceful TLS shutdown needs round trips that may never come (and would
-    # leave the socket open until they do).
-    transport = smtp.transport
-    if transport is not None and not transport.is_closing():
-        transport.abort()
-    smtp.close()
-
-
-async def _quit(smtp: aiosmtplib.SMTP) -> None:
-    """Say goodbye, then drop the socket without waiting for the TLS goodbye (see _close)."""
-    transport = smtp.transport
-    if smtp.is_connected:
-        with contextlib.suppress(SMTPException, OSError, TimeoutError):
-            await smtp.quit(timeout=2)
-    if transport is not None:
-        transport.abort()
