@@ -108,10 +108,40 @@ class _Stale(Exception):
     """A pooled connection was found closed before the transaction got a reply."""
 
 
-@dataclass
-class _Progress(SendProgress):
+@dataclass(kw_only=True)
+class _Attempt(SendProgress):
+    """One send: the message, the server, the secrets to keep out of texts, where it is."""
+
+    server: OutgoingServer
+    envelope: Envelope
+    redactor: Redactor = field(default_factory=Redactor)
     step: str = "waiting for a connection"
     unreachable_failures: list[Failure] = field(default_factory=list)
+
+    def result(self, outcome: Outcome, failure: Failure | None, detail: str, *,
+               recipients: tuple[RecipientResult, ...] = (), code: int | None = None,
+               server_reply: str = "") -> SendResult:
+        if failure in (Failure.TIMEOUT, Failure.CONNECT) and self.step == "sending DATA":
+            # The reply to DATA never came: the message may be queued already. A
+            # retry keeps the Message-ID (compose), so receivers can spot the copy.
+            detail += "; the server may have accepted the message"
+        return logged_result(log, self.envelope, self.server, self.redactor, outcome, failure,
+                             detail, recipients=recipients, code=code,
+                             server_reply=server_reply, host=self.host,
+                             used_alternate=self.used_alternate)
+
+    def failed(self, failure: MailFailure,
+               recipients: tuple[RecipientResult, ...] = ()) -> SendResult:
+        return self.result(failure.outcome, failure.failure, failure.message,
+                           recipients=recipients, code=failure.code)
+
+    def unexpected(self, exc: Exception) -> SendResult:
+        log_unexpected(log, self.server, exc, self.redactor)
+        return self.result(Outcome.TRANSIENT, Failure.PROTOCOL,
+                           f"unexpected error while {self.step}: {describe(exc)}")
+
+    def trace(self, msg: str, *args: object) -> None:
+        log.log(logging.INFO if self.server.spec.debug else logging.DEBUG, msg, *args)
 
 
 class SmtpTransport(Transport):
@@ -149,20 +179,18 @@ class SmtpTransport(Transport):
             candidates = self.selector.candidates(spec)
         except ValueError as exc:
             return config_result(f"server {server.metadata.name}: {exc}")
-        redactor = Redactor()
-        progress = _Progress()
+        attempt = _Attempt(server=server, envelope=envelope)
         timeout = asyncio.timeout(spec.timeout_seconds)
         try:
             async with timeout:
-                return await self._send(candidates, envelope, server, redactor, progress)
+                return await self._send(candidates, attempt)
         except TimeoutError as exc:
             if not timeout.expired():
-                return self._unexpected(exc, server, envelope, progress, redactor)
-            detail = f"deadline of {spec.timeout_seconds:g}s exceeded while {progress.step}"
-            return self._finish(server, envelope, progress, redactor, Outcome.TRANSIENT,
-                                Failure.TIMEOUT, detail)
+                return attempt.unexpected(exc)
+            return attempt.result(Outcome.TRANSIENT, Failure.TIMEOUT, f"deadline of "
+                                  f"{spec.timeout_seconds:g}s exceeded while {attempt.step}")
         except Exception as exc:
-            return self._unexpected(exc, server, envelope, progress, redactor)
+            return attempt.unexpected(exc)
 
     async def probe(self, server: OutgoingServer, *, alternate: bool = False) -> Health:
         """The connection check of one host (the main one unless ``alternate``) within the
@@ -194,73 +222,55 @@ class SmtpTransport(Transport):
 
     # -- the send ---------------------------------------------------------
 
-    async def _send(
-        self,
-        candidates: tuple[Endpoint, ...],
-        envelope: Envelope,
-        server: OutgoingServer,
-        redactor: Redactor,
-        progress: _Progress,
-    ) -> SendResult:
-        spec = server.spec
+    async def _send(self, candidates: tuple[Endpoint, ...], attempt: _Attempt) -> SendResult:
+        spec = attempt.server.spec
         # With a host to fail over to, one host may not eat the whole deadline.
         connect_timeout = min(self._connect_timeout, spec.timeout_seconds)
         if len(candidates) > 1:
             connect_timeout = min(connect_timeout, spec.timeout_seconds / 2)
         for endpoint in candidates:
-            progress.endpoint = endpoint
-            pool = self._pool(server, endpoint)
-            progress.step = f"waiting for a connection to {endpoint.address}"
+            attempt.endpoint = endpoint
+            pool = self._pool(spec, endpoint)
+            attempt.step = f"waiting for a connection to {endpoint.address}"
             async with pool.slot():
                 reuse = True
                 for _ in range(2):
                     try:
                         item = await pool.acquire(
-                            lambda ep=endpoint: self._open(server, ep, redactor, progress,
-                                                           connect_timeout),
-                            reuse=reuse,
-                        )
+                            lambda ep=endpoint: self._open(attempt, ep, connect_timeout),
+                            reuse=reuse)
                     except MailFailure as exc:
                         if not unreached(exc):  # reached and refused: no other host helps
-                            return self._failed(server, envelope, progress, redactor, exc)
-                        progress.unreachable_failures.append(exc.failure)
-                        progress.give_up_on(self.selector, endpoint, redactor(exc.message))
+                            return attempt.failed(exc)
+                        attempt.unreachable_failures.append(exc.failure)
+                        attempt.give_up_on(self.selector, endpoint,
+                                           attempt.redactor(exc.message))
                         break
-                    progress.reached(self.selector, endpoint)
+                    attempt.reached(self.selector, endpoint)
                     reusable = stale = False
                     try:
                         result, reusable = await self._transact(
-                            item.conn, envelope, server, redactor, progress,
-                            stale_possible=reuse and item.uses > 1)
+                            item.conn, attempt, stale_possible=reuse and item.uses > 1)
                         return result
                     except _Stale:
                         # The server had closed this pooled connection before our MAIL
                         # FROM (it skipped the liveness check, see pool): nothing was
                         # sent, so once more on a new connection.
-                        self._trace(spec, "pooled connection to %s was closed; reconnecting",
-                                    endpoint.address)
+                        attempt.trace("pooled connection to %s was closed; reconnecting",
+                                      endpoint.address)
                         reuse, stale = False, True
                     finally:
                         if stale:
                             pool.discard(item)
                         else:
                             pool.release(item, reusable=reusable and item.conn.is_connected)
-        detail = "cannot reach " + "; ".join(progress.unreachable)
-        failure = (Failure.TIMEOUT if set(progress.unreachable_failures) == {Failure.TIMEOUT}
+        failure = (Failure.TIMEOUT if set(attempt.unreachable_failures) == {Failure.TIMEOUT}
                    else Failure.CONNECT)
-        return self._finish(server, envelope, progress, redactor, Outcome.TRANSIENT, failure,
-                            detail)
+        return attempt.result(Outcome.TRANSIENT, failure,
+                              "cannot reach " + "; ".join(attempt.unreachable))
 
-    async def _transact(
-        self,
-        smtp: aiosmtplib.SMTP,
-        envelope: Envelope,
-        server: OutgoingServer,
-        redactor: Redactor,
-        progress: _Progress,
-        *,
-        stale_possible: bool = False,
-    ) -> tuple[SendResult, bool]:
+    async def _transact(self, smtp: aiosmtplib.SMTP, attempt: _Attempt, *,
+                        stale_possible: bool = False) -> tuple[SendResult, bool]:
         """MAIL, RCPT per recipient, DATA; the result and whether the connection is reusable.
 
         Raises :class:`_Stale` when ``stale_possible`` (a reused connection) and the
@@ -269,22 +279,23 @@ class SmtpTransport(Transport):
         Pipelined (RFC 2920) when the server offers it, else one command at a time;
         both raise the same errors at the same steps, so one classification serves both.
         """
+        envelope, redactor = attempt.envelope, attempt.redactor
         message = envelope.as_bytes()
         rcpt_to = envelope.rcpt_to  # a property that builds a new tuple each time
         refused: dict[str, RecipientResult] = {}
         transaction: _Transaction | None = None
         try:
-            progress.step = "sending MAIL FROM"
+            attempt.step = "sending MAIL FROM"
             await greet(smtp)  # what mail() would do first; PIPELINING and SIZE are known after
             options = [f"SIZE={len(message)}"] if smtp.supports_extension("size") else []
             if smtp.supports_extension("pipelining"):
-                self._trace(server.spec, "pipelining MAIL FROM, %d RCPT TO and DATA to %s",
-                            len(rcpt_to), progress.host)
+                attempt.trace("pipelining MAIL FROM, %d RCPT TO and DATA to %s",
+                              len(rcpt_to), attempt.host)
                 transaction = PipelinedTransaction(smtp, envelope.mail_from, options, rcpt_to)
             else:
                 transaction = _OneAtATime(smtp, envelope.mail_from, options)
             await transaction.mail()
-            progress.step = "sending RCPT TO"
+            attempt.step = "sending RCPT TO"
             for address in rcpt_to:
                 try:
                     await transaction.rcpt(address)
@@ -297,29 +308,26 @@ class SmtpTransport(Transport):
                 outcome = (Outcome.TRANSIENT
                            if any(r.outcome == Outcome.TRANSIENT for r in refused.values())
                            else Outcome.PERMANENT)
-                return self._finish(server, envelope, progress, redactor, outcome,
-                                    Failure.RECIPIENTS, "every recipient was refused",
-                                    recipients=tuple(refused.values())), True
-            progress.step = "sending DATA"
+                return attempt.result(outcome, Failure.RECIPIENTS, "every recipient was refused",
+                                      recipients=tuple(refused.values())), True
+            attempt.step = "sending DATA"
             reply = await transaction.data(message)
         except SMTPResponseException as exc:
             if transaction is not None:
                 await transaction.drain()
             await rset(smtp)
-            failure = reply_failure(exc.code, exc.message, Step.SEND, progress.step,
-                                    _REFUSED.get(progress.step))
+            failure = reply_failure(exc.code, exc.message, Step.SEND, attempt.step,
+                                    _REFUSED.get(attempt.step))
             recipients = tuple(refused.get(a) or RecipientResult(
                 a, failure.outcome, exc.code, redactor(exc.message)) for a in rcpt_to)
-            return self._failed(server, envelope, progress, redactor, failure,
-                                recipients), exc.code != 421
+            return attempt.failed(failure, recipients), exc.code != 421
         except (SMTPServerDisconnected, SMTPTimeoutError) as exc:
-            if (stale_possible and progress.step == "sending MAIL FROM"
+            if (stale_possible and attempt.step == "sending MAIL FROM"
                     and isinstance(exc, SMTPServerDisconnected)):
                 raise _Stale from exc
-            assert progress.endpoint is not None  # set before a connection is taken
-            failure = error_failure(exc, Step.SEND, progress.step, progress.endpoint,
-                                    Security(server.spec.security))
-            return self._failed(server, envelope, progress, redactor, failure), False
+            assert attempt.endpoint is not None  # set before a connection is taken
+            return attempt.failed(error_failure(exc, Step.SEND, attempt.step, attempt.endpoint,
+                                                Security(attempt.server.spec.security))), False
         finally:
             if transaction is not None:
                 transaction.finish()
@@ -328,15 +336,14 @@ class SmtpTransport(Transport):
             for a in rcpt_to
         )
         detail = f"accepted for {len(rcpt_to) - len(refused)} of " \
-                 f"{len(rcpt_to)} recipients{progress.failover_note()}"
-        result = self._finish(server, envelope, progress, redactor, Outcome.SENT, None, detail,
-                              recipients=recipients, server_reply=f"{reply.code} {reply.message}")
-        return result, True
+                 f"{len(rcpt_to)} recipients{attempt.failover_note()}"
+        return attempt.result(Outcome.SENT, None, detail, recipients=recipients,
+                              server_reply=f"{reply.code} {reply.message}"), True
 
     # -- connections ------------------------------------------------------
 
-    def _pool(self, server: OutgoingServer, endpoint: Endpoint) -> ConnectionPool[aiosmtplib.SMTP]:
-        spec = server.spec
+    def _pool(self, spec: OutgoingServerSpec,
+              endpoint: Endpoint) -> ConnectionPool[aiosmtplib.SMTP]:
         size = spec.max_concurrency or DEFAULT_POOL_SIZE
         # The credentials' references (never values) are part of the key: a
         # session authenticated as one account must not carry another's mail.
@@ -358,21 +365,15 @@ class SmtpTransport(Transport):
             return False
         return reply.code == 250
 
-    async def _open(
-        self,
-        server: OutgoingServer,
-        endpoint: Endpoint,
-        redactor: Redactor,
-        progress: _Progress,
-        connect_timeout: float,
-    ) -> aiosmtplib.SMTP:
+    async def _open(self, attempt: _Attempt, endpoint: Endpoint,
+                    connect_timeout: float) -> aiosmtplib.SMTP:
         """Connect, secure and authenticate; raises MailFailure."""
-        spec = server.spec
-        security = Security(spec.security)
+        server = attempt.server
+        security = Security(server.spec.security)
         smtp = new_session(endpoint, security, self._tls, await self._options.ehlo_name(),
-                           timeout=spec.timeout_seconds)
-        progress.step = f"connecting to {endpoint.address}"
-        self._trace(spec, "connecting to %s (%s)", endpoint.address, security)
+                           timeout=server.spec.timeout_seconds)
+        attempt.step = f"connecting to {endpoint.address}"
+        attempt.trace("connecting to %s (%s)", endpoint.address, security)
         step = Step.TCP
         try:
             await smtp.connect(timeout=connect_timeout)
@@ -381,64 +382,17 @@ class SmtpTransport(Transport):
                 await greet(smtp)
                 step = Step.TLS
                 await starttls(smtp, endpoint)
-            if not isinstance(spec.auth, NoAuth):
-                step, progress.step = Step.AUTH, f"authenticating to {endpoint.address}"
-                await authenticate(smtp, server, endpoint, redactor,
+            if not isinstance(server.spec.auth, NoAuth):
+                step, attempt.step = Step.AUTH, f"authenticating to {endpoint.address}"
+                await authenticate(smtp, server, endpoint, attempt.redactor,
                                    self._options.token_provider)
         except BaseException as exc:
             close(smtp)
             if isinstance(exc, MailFailure) or not isinstance(exc, Exception):
                 raise
-            raise error_failure(exc, step, progress.step, endpoint, security) from None
-        self._trace(spec, "connected to %s", endpoint.address)
+            raise error_failure(exc, step, attempt.step, endpoint, security) from None
+        attempt.trace("connected to %s", endpoint.address)
         return smtp
-
-    # -- results ----------------------------------------------------------
-
-    def _finish(
-        self,
-        server: OutgoingServer,
-        envelope: Envelope,
-        progress: _Progress,
-        redactor: Redactor,
-        outcome: Outcome,
-        failure: Failure | None,
-        detail: str,
-        *,
-        recipients: tuple[RecipientResult, ...] = (),
-        code: int | None = None,
-        server_reply: str = "",
-    ) -> SendResult:
-        if failure in (Failure.TIMEOUT, Failure.CONNECT) and progress.step == "sending DATA":
-            # The reply to DATA never came: the message may be queued already. A
-            # retry keeps the Message-ID (compose), so receivers can spot the copy.
-            detail += "; the server may have accepted the message"
-        return logged_result(log, envelope, server, redactor, outcome, failure, detail,
-                             recipients=recipients, code=code, server_reply=server_reply,
-                             host=progress.host, used_alternate=progress.used_alternate)
-
-    def _failed(self, server: OutgoingServer, envelope: Envelope, progress: _Progress,
-                redactor: Redactor, failure: MailFailure,
-                recipients: tuple[RecipientResult, ...] = ()) -> SendResult:
-        return self._finish(server, envelope, progress, redactor, failure.outcome,
-                            failure.failure, failure.message, recipients=recipients,
-                            code=failure.code)
-
-    def _unexpected(
-        self,
-        exc: Exception,
-        server: OutgoingServer,
-        envelope: Envelope,
-        progress: _Progress,
-        redactor: Redactor,
-    ) -> SendResult:
-        log_unexpected(log, server, exc, redactor)
-        return self._finish(server, envelope, progress, redactor, Outcome.TRANSIENT,
-                            Failure.PROTOCOL, f"unexpected error while {progress.step}: "
-                            f"{describe(exc)}")
-
-    def _trace(self, spec: OutgoingServerSpec, msg: str, *args: object) -> None:
-        log.log(logging.INFO if spec.debug else logging.DEBUG, msg, *args)
 
 
 class _Transaction(Protocol):
