@@ -100,11 +100,11 @@ def error_failure(exc: BaseException, step: Step, doing: str, endpoint: Endpoint
                            f"failed ({tls.reason or tls}); check that security {security} "
                            f"matches what port {endpoint.port} expects",
                            failure=Failure.TLS, permanent=True)
-    if isinstance(exc, SMTPResponseException):
-        # aiosmtplib's connect(): a refused EHLO, else a refused greeting or STARTTLS
-        return reply_failure(exc.code, exc.message, Step.EHLO if isinstance(
-            exc, SMTPHeloError) else Step.GREETING if isinstance(
-            exc, SMTPConnectResponseError) else step, doing)
+    if isinstance(exc, SMTPConnectResponseError):  # connect() read a refusing greeting
+        return reply_failure(exc.code, exc.message, Step.GREETING, doing)
+    if isinstance(exc, SMTPResponseException):  # a refused EHLO is SMTPHeloError anywhere
+        return reply_failure(exc.code, exc.message,
+                             Step.EHLO if isinstance(exc, SMTPHeloError) else step, doing)
     if isinstance(exc, SMTPConnectError | SMTPConnectTimeoutError):
         return _unreachable(exc, endpoint)
     if isinstance(exc, SMTPTimeoutError):
@@ -114,7 +114,7 @@ def error_failure(exc: BaseException, step: Step, doing: str, endpoint: Endpoint
         if step == Step.TLS:
             return MailFailure(step, Reason.HANDSHAKE, f"{endpoint.address} closed the "
                                "connection during the TLS handshake", failure=Failure.TLS,
-                               permanent=True)
+                               permanent=False)  # a hang-up, not a refusal: try again
         return MailFailure(step, Reason.CLOSED, f"connection lost while {doing} ({exc})",
                            failure=Failure.CONNECT, permanent=False)
     if isinstance(exc, OSError):

@@ -80,15 +80,7 @@ from reconciler.mail.smtp.errors import error_failure, reply_failure, unreached
 from reconciler.mail.smtp.pipelining import PipelinedTransaction
 from reconciler.mail.smtp.pool import ConnectionPool, PoolStats
 from reconciler.mail.smtp.probe import walk_smtp
-from reconciler.mail.smtp.session import (
-    close,
-    greet,
-    is_open,
-    new_session,
-    retire,
-    rset,
-    starttls,
-)
+from reconciler.mail.smtp.session import close, greet, is_open, new_session, retire, rset, starttls
 from reconciler.mail.steps import Reason, Step
 from reconciler.mail.transport import Redactor, Transport
 from reconciler.oauth.source import TokenProvider
