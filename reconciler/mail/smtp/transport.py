@@ -37,7 +37,6 @@ from typing import Protocol
 
 import aiosmtplib
 from aiosmtplib import (
-    SMTPException,
     SMTPRecipientRefused,
     SMTPResponse,
     SMTPResponseException,
@@ -80,7 +79,7 @@ from reconciler.mail.smtp.errors import error_failure, reply_failure, unreached
 from reconciler.mail.smtp.pipelining import PipelinedTransaction
 from reconciler.mail.smtp.pool import ConnectionPool, PoolStats
 from reconciler.mail.smtp.probe import walk_smtp
-from reconciler.mail.smtp.session import close, greet, is_open, new_session, retire, rset, starttls
+from reconciler.mail.smtp.session import close, greet, new_session, rset, starttls
 from reconciler.mail.steps import Reason, Step
 from reconciler.mail.transport import Redactor, Transport
 from reconciler.oauth.source import TokenProvider
@@ -158,7 +157,7 @@ class SmtpTransport(Transport):
         self._max_age = max_connection_age
         self._connect_timeout = connect_timeout
         self._liveness_timeout = liveness_timeout
-        self._pools: dict[tuple[object, ...], ConnectionPool[aiosmtplib.SMTP]] = {}
+        self._pools: dict[tuple[object, ...], ConnectionPool] = {}
 
     # -- public API -------------------------------------------------------
 
@@ -335,7 +334,7 @@ class SmtpTransport(Transport):
     # -- connections ------------------------------------------------------
 
     def _pool(self, spec: OutgoingServerSpec,
-              endpoint: Endpoint) -> ConnectionPool[aiosmtplib.SMTP]:
+              endpoint: Endpoint) -> ConnectionPool:
         size = spec.max_concurrency or DEFAULT_POOL_SIZE
         # The credentials' references (never values) are part of the key: a
         # session authenticated as one account must not carry another's mail.
@@ -343,19 +342,9 @@ class SmtpTransport(Transport):
         key = (endpoint.host.lower(), endpoint.port, str(spec.security), auth, size)
         pool = self._pools.get(key)
         if pool is None:
-            pool = ConnectionPool(size, self._max_age, is_alive=self._alive, close=close,
-                                  is_open=is_open, retire=retire)
+            pool = ConnectionPool(size, self._max_age, self._liveness_timeout)
             self._pools[key] = pool
         return pool
-
-    async def _alive(self, smtp: aiosmtplib.SMTP) -> bool:
-        if not smtp.is_connected:
-            return False
-        try:
-            reply = await smtp.noop(timeout=self._liveness_timeout)
-        except (SMTPException, OSError, TimeoutError):
-            return False
-        return reply.code == 250
 
     async def _open(self, attempt: _Attempt, endpoint: Endpoint,
                     connect_timeout: float) -> aiosmtplib.SMTP:
