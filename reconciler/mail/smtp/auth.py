@@ -14,16 +14,10 @@ caller's classifier (:func:`~reconciler.mail.smtp.errors.error_failure`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 
 import aiosmtplib
-from aiosmtplib import SMTPResponse
-from aiosmtplib.auth import (
-    auth_crammd5_verify,
-    auth_login_encode,
-    auth_plain_encode,
-    auth_xoauth2_encode,
-)
+from aiosmtplib import SMTPAuthenticationError
 
 from reconciler.config.models.auth import BasicAuth, NoAuth, OAuth2Auth
 from reconciler.config.models.outgoing_server import OutgoingServer
@@ -40,9 +34,7 @@ from reconciler.oauth.source import TokenError, TokenProvider, fetch_token, inva
 
 log = logging.getLogger(__name__)
 
-Execute = Callable[..., Awaitable[SMTPResponse]]
 BASIC_MECHANISMS = ("plain", "login", "cram-md5")
-AUTH_CONTINUE, AUTH_OK = 334, 235
 
 
 async def authenticate(smtp: aiosmtplib.SMTP, server: OutgoingServer, endpoint: Endpoint,
@@ -52,34 +44,38 @@ async def authenticate(smtp: aiosmtplib.SMTP, server: OutgoingServer, endpoint: 
     if isinstance(auth, NoAuth):
         return ""
     await greet(smtp)
-    execute, offered = smtp.execute_command, smtp.server_auth_methods
-    encrypted = smtp.get_transport_info("sslcontext") is not None
     username = auth.username or server.spec.email
-    refreshed = False
+    offered = smtp.server_auth_methods
     if isinstance(auth, BasicAuth):
-        password = _credential(lambda: present_secret(auth.password, endpoint.host,
-                                                      endpoint.port))
-        redactor.add(password, username=username)
+        secret = _credential(lambda: present_secret(auth.password, endpoint.host,
+                                                    endpoint.port))
+        redactor.add(secret, username=username)
         mechanism = next((m for m in BASIC_MECHANISMS if m in offered), "")
-        if not mechanism:
-            raise _not_offered("PLAIN/LOGIN", offered, encrypted)
-        reply = await _basic(execute, mechanism, username, password)
     else:
         assert isinstance(auth, OAuth2Auth)
         _credential(lambda: require_client(auth, endpoint.host, endpoint.port))
-        token = await _token(tokens, server, redactor, username)
-        mechanism = "xoauth2"
-        if mechanism not in offered:
-            raise _not_offered("XOAUTH2", offered, encrypted)
-        reply = await _xoauth2(execute, username, token)
-        if reply.code == 535 and await invalidate_token(tokens, server, token):
+        secret = await _token(tokens, server, redactor, username)
+        mechanism = "xoauth2" if "xoauth2" in offered else ""
+    if not mechanism:
+        raise _not_offered(smtp, "XOAUTH2" if isinstance(auth, OAuth2Auth) else "PLAIN/LOGIN")
+    login = getattr(smtp, "auth_" + mechanism.replace("-", ""))
+    refreshed = False
+    try:
+        try:
+            await login(username, secret)
+        except SMTPAuthenticationError as exc:
+            # 535 to XOAUTH2: the token was revoked or is not yet valid at the mail
+            # server. Refresh once; a second refusal is final.
+            if mechanism != "xoauth2" or exc.code != 535 or not await invalidate_token(
+                    tokens, server, secret):
+                raise
             log.info("%s refused the access token for %s (%s); refreshing once",
-                     server.display, username, reply.code)
-            token = await _token(tokens, server, redactor, username)
-            refreshed = True
-            reply = await _xoauth2(execute, username, token)
-    if reply.code != AUTH_OK:
-        raise auth_refused(reply.code, redactor(reply.message), username, refreshed=refreshed)
+                     server.display, username, exc.code)
+            secret, refreshed = await _token(tokens, server, redactor, username), True
+            await login(username, secret)
+    except SMTPAuthenticationError as exc:
+        raise auth_refused(exc.code, redactor(exc.message), username,
+                           refreshed=refreshed) from None
     return f"{username} ({mechanism.upper()})"
 
 
@@ -110,29 +106,9 @@ async def _token(tokens: TokenProvider | None, server: OutgoingServer, redactor:
     return token
 
 
-async def _basic(execute: Execute, mechanism: str, username: str,
-                 password: str) -> SMTPResponse:
-    if mechanism == "plain":
-        return await execute(b"AUTH", b"PLAIN", auth_plain_encode(username, password))
-    if mechanism == "login":
-        user, secret = auth_login_encode(username, password)
-        reply = await execute(b"AUTH", b"LOGIN", user)
-        return await execute(secret) if reply.code == AUTH_CONTINUE else reply
-    reply = await execute(b"AUTH", b"CRAM-MD5")
-    if reply.code != AUTH_CONTINUE:
-        return reply
-    return await execute(auth_crammd5_verify(username, password, reply.message))
-
-
-async def _xoauth2(execute: Execute, username: str, token: str) -> SMTPResponse:
-    reply = await execute(b"AUTH", b"XOAUTH2", auth_xoauth2_encode(username, token))
-    if reply.code == AUTH_CONTINUE:  # the error details come as a challenge; "" ends it
-        reply = await execute(b"")
-    return reply
-
-
-def _not_offered(wanted: str, offered: Sequence[str], encrypted: bool) -> MailFailure:
-    if not offered and not encrypted:
+def _not_offered(smtp: aiosmtplib.SMTP, wanted: str) -> MailFailure:
+    offered = smtp.server_auth_methods
+    if not offered and smtp.get_transport_info("sslcontext") is None:
         return MailFailure(Step.AUTH, Reason.AUTH_NOT_OFFERED_PLAINTEXT,
                            f"the server offers no {wanted} authentication on an unencrypted "
                            "connection; most servers only offer it after STARTTLS or over TLS",
