@@ -33,12 +33,10 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import aiosmtplib
 from aiosmtplib import (
     SMTPRecipientRefused,
-    SMTPResponse,
     SMTPResponseException,
     SMTPServerDisconnected,
     SMTPTimeoutError,
@@ -274,7 +272,7 @@ class SmtpTransport(Transport):
         message = envelope.as_bytes()
         rcpt_to = envelope.rcpt_to  # a property that builds a new tuple each time
         refused: dict[str, RecipientResult] = {}
-        transaction: _Transaction | None = None
+        pipelined: PipelinedTransaction | None = None
         try:
             attempt.step = "sending MAIL FROM"
             await greet(smtp)  # what mail() would do first; PIPELINING and SIZE are known after
@@ -282,10 +280,9 @@ class SmtpTransport(Transport):
             if smtp.supports_extension("pipelining"):
                 attempt.trace("pipelining MAIL FROM, %d RCPT TO and DATA to %s",
                               len(rcpt_to), attempt.host)
-                transaction = PipelinedTransaction(smtp, envelope.mail_from, options, rcpt_to)
-            else:
-                transaction = _OneAtATime(smtp, envelope.mail_from, options)
-            await transaction.mail()
+                pipelined = PipelinedTransaction(smtp, rcpt_to)
+            transaction = pipelined or smtp  # the same calls, the same errors
+            await transaction.mail(envelope.mail_from, options=options)
             attempt.step = "sending RCPT TO"
             for address in rcpt_to:
                 try:
@@ -294,8 +291,7 @@ class SmtpTransport(Transport):
                     refused[address] = RecipientResult(
                         address, outcome_for_reply(exc.code), exc.code, redactor(exc.message))
             if len(refused) == len(rcpt_to):
-                await transaction.drain()
-                await rset(smtp)
+                await _give_up(smtp, pipelined)
                 outcome = (Outcome.TRANSIENT
                            if any(r.outcome == Outcome.TRANSIENT for r in refused.values())
                            else Outcome.PERMANENT)
@@ -304,9 +300,7 @@ class SmtpTransport(Transport):
             attempt.step = "sending DATA"
             reply = await transaction.data(message)
         except SMTPResponseException as exc:
-            if transaction is not None:
-                await transaction.drain()
-            await rset(smtp)
+            await _give_up(smtp, pipelined)
             failure = reply_failure(exc.code, exc.message, Step.SEND, attempt.step,
                                     _REFUSED.get(attempt.step))
             recipients = tuple(refused.get(a) or RecipientResult(
@@ -320,8 +314,8 @@ class SmtpTransport(Transport):
             return attempt.failed(error_failure(exc, Step.SEND, attempt.step, attempt.endpoint,
                                                 Security(attempt.server.spec.security))), False
         finally:
-            if transaction is not None:
-                transaction.finish()
+            if pipelined is not None:
+                pipelined.finish()
         recipients = tuple(
             refused.get(a) or RecipientResult(a, Outcome.SENT, reply.code, redactor(reply.message))
             for a in rcpt_to
@@ -376,35 +370,8 @@ class SmtpTransport(Transport):
         return smtp
 
 
-class _Transaction(Protocol):
-    """MAIL, RCPT and DATA with aiosmtplib's errors: PipelinedTransaction or _OneAtATime."""
-
-    async def mail(self) -> object: ...
-    async def rcpt(self, recipient: str) -> object: ...
-    async def data(self, message: bytes) -> SMTPResponse: ...
-    async def drain(self) -> None: ...
-    def finish(self) -> None: ...
-
-
-@dataclass(slots=True)
-class _OneAtATime:
-    """A transaction without PIPELINING: each command waits for its reply (aiosmtplib)."""
-
-    smtp: aiosmtplib.SMTP
-    sender: str
-    options: list[str]
-
-    async def mail(self) -> SMTPResponse:
-        return await self.smtp.mail(self.sender, options=self.options)
-
-    async def rcpt(self, recipient: str) -> SMTPResponse:
-        return await self.smtp.rcpt(recipient)
-
-    async def data(self, message: bytes) -> SMTPResponse:
-        return await self.smtp.data(message)
-
-    async def drain(self) -> None:
-        """Nothing is ever owed: every command has had its reply."""
-
-    def finish(self) -> None:
-        """Nothing to hand back."""
+async def _give_up(smtp: aiosmtplib.SMTP, pipelined: PipelinedTransaction | None) -> None:
+    """After a refusal: read the replies still owed, then RSET for the next message."""
+    if pipelined is not None:
+        await pipelined.drain()
+    await rset(smtp)
