@@ -119,6 +119,13 @@ class _Attempt(SendProgress):
                              server_reply=server_reply, host=self.host,
                              used_alternate=self.used_alternate)
 
+    def answers(self, refused: dict[str, RecipientResult], outcome: Outcome, code: int,
+                reply: str) -> tuple[RecipientResult, ...]:
+        """Each recipient's own refusal, else the message's ``outcome`` with this reply."""
+        reason = self.redactor(reply)
+        return tuple(refused.get(a) or RecipientResult(a, outcome, code, reason)
+                     for a in self.envelope.rcpt_to)
+
     def failed(self, failure: MailFailure,
                recipients: tuple[RecipientResult, ...] = ()) -> SendResult:
         return self.result(failure.outcome, failure.failure, failure.message,
@@ -303,8 +310,7 @@ class SmtpTransport(Transport):
             await _give_up(smtp, pipelined)
             failure = reply_failure(exc.code, exc.message, Step.SEND, attempt.step,
                                     _REFUSED.get(attempt.step))
-            recipients = tuple(refused.get(a) or RecipientResult(
-                a, failure.outcome, exc.code, redactor(exc.message)) for a in rcpt_to)
+            recipients = attempt.answers(refused, failure.outcome, exc.code, exc.message)
             return attempt.failed(failure, recipients), exc.code != 421
         except (SMTPServerDisconnected, SMTPTimeoutError) as exc:
             if (stale_possible and attempt.step == "sending MAIL FROM"
@@ -316,14 +322,11 @@ class SmtpTransport(Transport):
         finally:
             if pipelined is not None:
                 pipelined.finish()
-        recipients = tuple(
-            refused.get(a) or RecipientResult(a, Outcome.SENT, reply.code, redactor(reply.message))
-            for a in rcpt_to
-        )
         detail = f"accepted for {len(rcpt_to) - len(refused)} of " \
                  f"{len(rcpt_to)} recipients{attempt.failover_note()}"
-        return attempt.result(Outcome.SENT, None, detail, recipients=recipients,
-                              server_reply=f"{reply.code} {reply.message}"), True
+        return attempt.result(Outcome.SENT, None, detail, recipients=attempt.answers(
+            refused, Outcome.SENT, reply.code, reply.message),
+            server_reply=f"{reply.code} {reply.message}"), True
 
     # -- connections ------------------------------------------------------
 
