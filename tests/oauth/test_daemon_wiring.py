@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dispatch.transports.test_smtp import envelope_for
+from mail.smtp.test_transport import envelope_for
 from peers.oauth_server import OAuthPeer
 from peers.smtp import PeerCerts
 from peers.smtp_xoauth2 import XOAuth2Peer

@@ -154,21 +154,20 @@ class PipelinedTransaction:
     Call :meth:`mail`, :meth:`rcpt` once per recipient in order, then
     :meth:`data` (or :meth:`drain` to give up on the message), and
     :meth:`finish` in any case. The server must have announced PIPELINING.
+    The three calls are aiosmtplib ``SMTP``'s, so a caller uses either alike.
     """
 
-    def __init__(self, smtp: aiosmtplib.SMTP, sender: str, options: Sequence[str],
-                 recipients: Sequence[str]) -> None:
+    def __init__(self, smtp: aiosmtplib.SMTP, recipients: Sequence[str]) -> None:
         self._smtp = smtp
-        self._sender = sender
-        self._group = b"".join((_command(b"MAIL FROM:", sender, options),
-                                *[_command(b"RCPT TO:", r) for r in recipients], b"DATA\r\n"))
-        self._group_replies = len(recipients) + 2
+        self._recipients = recipients
         self._owed = 0  # replies the server still owes us
         self._reader: _ReplyReader | None = None
         self._transport: asyncio.Transport | None = None
 
-    async def mail(self) -> SMTPResponse:
+    async def mail(self, sender: str, *, options: Sequence[str] = ()) -> SMTPResponse:
         """Send the whole group; the reply to MAIL FROM (SMTPSenderRefused unless 250)."""
+        group = b"".join((_command(b"MAIL FROM:", sender, options),
+                          *[_command(b"RCPT TO:", r) for r in self._recipients], b"DATA\r\n"))
         transport = cast(asyncio.Transport | None, self._smtp.transport)
         if transport is None or not self._smtp.is_connected:
             raise SMTPServerDisconnected("Server not connected")
@@ -176,11 +175,11 @@ class PipelinedTransaction:
         # Taken over before writing, so no reply can reach aiosmtplib's protocol.
         transport.set_protocol(reader)
         self._reader, self._transport = reader, transport
-        self._owed = self._group_replies
-        transport.write(self._group)
+        self._owed = len(self._recipients) + 2
+        transport.write(group)
         reply = await self._next()
         if reply.code != 250:
-            raise SMTPSenderRefused(reply.code, reply.message, self._sender)
+            raise SMTPSenderRefused(reply.code, reply.message, sender)
         return reply
 
     async def rcpt(self, recipient: str) -> SMTPResponse:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from dispatch.kit import PASSWORD, PASSWORD_ENV, USER, basic_auth
 from peers.smtp import HOST, HangingListener, PeerCerts, SmtpPeer, free_port, server_spec
 
 from reconciler.config.models.outgoing_server import OutgoingServer
@@ -21,8 +22,6 @@ from reconciler.mail.outcome import Failure, HealthStatus, Outcome, SendResult
 from reconciler.mail.smtp.transport import SmtpTransport
 from reconciler.oauth.source import TokenError
 from reconciler.runtime.tls import CA_FILE_ENV
-
-from ..kit import PASSWORD, PASSWORD_ENV, USER, basic_auth
 
 PeerFactory = Callable[..., SmtpPeer]
 WRONG = "Wr0ng-Secret-value-42"

@@ -26,7 +26,7 @@ from reconciler.mail.steps import Reason, Step
 from reconciler.oauth import OAuthTokenProvider, TokenCache
 from reconciler.state import SqlStore, open_store
 
-from .test_smtp import envelope_for
+from .test_transport import envelope_for
 
 
 @pytest.fixture
