@@ -5,8 +5,8 @@ the port or the certificate is the problem:
 
     DNS → TCP → TLS (implicit, on the connected socket) [→ token, for OAuth2]
 
-SMTP (``smtp_probe``) goes on with its greeting, EHLO and AUTH; Graph and EWS
-(``graph_probe``, ``ews_probe``) with a token and one cheap API call.
+SMTP (``mail.smtp.probe``) goes on with its greeting, EHLO and AUTH; Graph and EWS
+(``mail.graph.probe``, ``mail.ews.probe``) with a token and one cheap API call.
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from aiosmtplib import SMTPResponseException, SMTPServerDisconnected
-
 from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.mail.certificates import certificate_failure
 from reconciler.mail.failover import Endpoint
 from reconciler.mail.outcome import Failure
 from reconciler.mail.probe_options import ProbeOptions
@@ -36,8 +35,6 @@ from reconciler.oauth.source import TokenError, fetch_token
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
-_CERT_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
 
 
 class StepError(Exception):
@@ -213,10 +210,8 @@ async def token_step(server: OutgoingServer, options: ProbeOptions,
     return token, f"access token obtained ({auth.grant}, client {auth.client_id})"
 
 
-async def access_token(server: OutgoingServer, options: ProbeOptions, redactor: Redactor,
-                       username: str | None = None) -> str:
-    """A token from the probe's provider, its forms added to ``redactor`` (with the SASL
-    forms when ``username`` is given); raises StepError."""
+async def access_token(server: OutgoingServer, options: ProbeOptions, redactor: Redactor) -> str:
+    """A token from the probe's provider, added to ``redactor``; raises StepError."""
     if options.token_provider is None:
         raise StepError(Failure.CONFIG, "OAuth2 server but no token provider is configured",
                         Reason.NO_TOKEN_PROVIDER)
@@ -226,7 +221,7 @@ async def access_token(server: OutgoingServer, options: ProbeOptions, redactor: 
         # A permanent token error (revoked grant, bad secret) already says how to fix it.
         raise StepError(Failure.AUTH, f"no access token: {exc}",
                         Reason.TOKEN_PERMANENT if exc.permanent else Reason.TOKEN) from None
-    redactor.add(token, username=username)
+    redactor.add(token)
     return token
 
 
@@ -236,15 +231,12 @@ async def access_token(server: OutgoingServer, options: ProbeOptions, redactor: 
 def _classify(step: Step, exc: BaseException,
               where: str) -> tuple[Failure, str, Reason, int | None]:
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return _certificate_failure(exc, where)
+        failure = certificate_failure(exc, where)
+        return failure.failure, failure.message, failure.reason, None
     if isinstance(exc, ssl.SSLError):
         return (Failure.TLS, f"TLS handshake with {where} failed: {exc.reason or exc}",
                 Reason.HANDSHAKE, None)
-    if isinstance(exc, SMTPResponseException):
-        reason = Reason.TEMPORARY if 400 <= exc.code < 500 else Reason.REJECTED
-        failure = Failure.TLS if step == Step.TLS else Failure.REJECTED
-        return failure, f"{exc.code} {exc.message}", reason, exc.code
-    if isinstance(exc, SMTPServerDisconnected | ConnectionError | EOFError):
+    if isinstance(exc, ConnectionError | EOFError):
         if step == Step.TLS:
             return (Failure.TLS, f"{where} closed the connection during the TLS handshake",
                     Reason.HANDSHAKE, None)
@@ -253,19 +245,6 @@ def _classify(step: Step, exc: BaseException,
         return Failure.CONNECT, f"{where}: {exc.strerror or exc}", Reason.CLOSED, None
     return (Failure.PROTOCOL, f"unexpected {type(exc).__name__}: {exc}", Reason.UNEXPECTED,
             None)
-
-
-def _certificate_failure(exc: ssl.SSLCertVerificationError,
-                         where: str) -> tuple[Failure, str, Reason, int | None]:
-    message = exc.verify_message or exc.reason or str(exc)
-    if exc.verify_code in _NAME_MISMATCH:
-        return (Failure.TLS_VERIFY, f"certificate of {where} is for another host name "
-                f"({message})", Reason.HOSTNAME_MISMATCH, None)
-    if exc.verify_code == _CERT_EXPIRED:
-        return (Failure.TLS_VERIFY, f"certificate of {where} has expired ({message})",
-                Reason.EXPIRED, None)
-    return (Failure.TLS_VERIFY, f"certificate of {where} is not trusted ({message})",
-            Reason.UNTRUSTED, None)
 
 
 def _waiting_for(step: Step) -> str:

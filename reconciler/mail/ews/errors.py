@@ -16,6 +16,7 @@ import ssl
 import requests
 from exchangelib import errors as ews_errors
 
+from reconciler.mail.certificates import certificate_failure
 from reconciler.mail.ews.http import (
     HttpStatusError,
     exception_chain,
@@ -45,8 +46,6 @@ TRANSIENT_CODES = frozenset({
 NOT_FOUND_CODES = frozenset({"ErrorNonExistentMailbox", "ErrorFolderNotFound"})
 CONFIG_CODES = NOT_FOUND_CODES | {"ErrorInvalidSchemaVersionForMailboxVersion"}
 
-_NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
-_CERT_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
 _CHECK_URL = "Set ewsUrl to the EWS endpoint itself, usually https://HOST/EWS/Exchange.asmx."
 _RETRIED = "A later attempt may work; if it persists, Exchange's log has the reason."
 _OAUTH_FIX = ("Check that the token is for EWS (scope https://outlook.office365.com/"
@@ -98,22 +97,7 @@ def _what_the_server_said(exc: BaseException) -> BaseException:
 def _tls(chain: list[BaseException], where: str) -> MailFailure | None:
     cert = first_of(chain, ssl.SSLCertVerificationError)
     if cert is not None:
-        message = cert.verify_message or cert.reason or str(cert)
-        if cert.verify_code in _NAME_MISMATCH:
-            return _fail(Step.TLS, Reason.HOSTNAME_MISMATCH, Failure.TLS_VERIFY,
-                         f"the certificate of {where} is for another host name ({message})",
-                         "Set ewsUrl to a name the certificate lists (usually the published "
-                         "EWS host name, not an IP address or alias).", permanent=True)
-        if cert.verify_code == _CERT_EXPIRED:
-            return _fail(Step.TLS, Reason.EXPIRED, Failure.TLS_VERIFY,
-                         f"the certificate of {where} has expired ({message})",
-                         "Whoever runs Exchange must renew it (or check this machine's "
-                         "clock).", permanent=True)
-        return _fail(Step.TLS, Reason.UNTRUSTED, Failure.TLS_VERIFY,
-                     f"the certificate of {where} is not trusted ({message})",
-                     "If the server uses a private CA, trust it with the daemon's ca_file "
-                     "setting or RECONCILE_TLS_CA_FILE; certificate checks cannot be switched "
-                     "off.", permanent=True)
+        return certificate_failure(cert, where, host_field="ewsUrl")
     tls = first_of(chain, ssl.SSLError)
     if tls is not None or any("CERTIFICATE_VERIFY_FAILED" in str(e) for e in chain):
         return _fail(Step.TLS, Reason.HANDSHAKE, Failure.TLS,

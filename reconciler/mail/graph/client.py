@@ -42,6 +42,7 @@ from reconciler.config.models.outgoing_server import NationalCloud
 from reconciler.config.models.proxy_server import ProxyServerSpec, ProxyType
 from reconciler.config.secrets import SecretError
 from reconciler.credentials.gate import FIX, CredentialNotBound, require_client_at
+from reconciler.mail.certificates import certificate_failure
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure
 from reconciler.mail.proxies import bypasses, proxy_url
@@ -448,11 +449,7 @@ def network_failure(exc: Exception, where: str, step: str, advice: Advice) -> Ma
     cert = (exc.certificate_error if isinstance(exc, aiohttp.ClientConnectorCertificateError)
             else ssl_cause(exc))
     if isinstance(cert, ssl.SSLCertVerificationError):
-        return MailFailure(Step.TLS, Reason.UNTRUSTED, f"TLS certificate of {where} not "
-                           f"trusted: {cert.verify_message or cert}", failure=Failure.TLS_VERIFY,
-                           permanent=True, likely_fix="If a proxy or a private CA signs it, "
-                           "trust that CA with the daemon's ca_file setting or "
-                           "RECONCILE_TLS_CA_FILE; certificate checks cannot be switched off.")
+        return certificate_failure(cert, where, host_field="graphEndpoint")
     if cert is not None or isinstance(exc, aiohttp.ClientSSLError):
         return MailFailure(Step.TLS, Reason.HANDSHAKE, f"TLS handshake with {where} failed: "
                            f"{cert or exc}", failure=Failure.TLS, permanent=True,

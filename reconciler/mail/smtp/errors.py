@@ -23,15 +23,13 @@ from aiosmtplib import (
 )
 
 from reconciler.config.models.outgoing_server import Security
+from reconciler.mail.certificates import certificate_failure
 from reconciler.mail.failover import Endpoint
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure, Outcome, outcome_for_reply
 from reconciler.mail.results import describe
 from reconciler.mail.steps import Reason, Step
 from reconciler.runtime.tls import ssl_cause
-
-_NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
-_CERT_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
 
 
 def unreached(failure: MailFailure) -> bool:
@@ -94,7 +92,7 @@ def error_failure(exc: BaseException, step: Step, doing: str, endpoint: Endpoint
     """An exception while ``doing`` the ``step`` with ``endpoint``."""
     tls = ssl_cause(exc)
     if isinstance(tls, ssl.SSLCertVerificationError):
-        return _certificate(tls, endpoint.address)
+        return certificate_failure(tls, endpoint.address)
     if tls is not None:
         return MailFailure(Step.TLS, Reason.HANDSHAKE, f"TLS handshake with {endpoint.address} "
                            f"failed ({tls.reason or tls}); check that security {security} "
@@ -145,15 +143,3 @@ def _unreachable(exc: BaseException, endpoint: Endpoint) -> MailFailure:
     else:
         text = str(exc) if isinstance(exc, SMTPConnectError) else describe(exc)
     return MailFailure(Step.TCP, reason, text, failure=Failure.CONNECT, permanent=False)
-
-
-def _certificate(exc: ssl.SSLCertVerificationError, where: str) -> MailFailure:
-    message = exc.verify_message or exc.reason or str(exc)
-    if exc.verify_code in _NAME_MISMATCH:
-        reason, text = Reason.HOSTNAME_MISMATCH, "is for another host name"
-    elif exc.verify_code == _CERT_EXPIRED:
-        reason, text = Reason.EXPIRED, "has expired"
-    else:
-        reason, text = Reason.UNTRUSTED, "is not trusted"
-    return MailFailure(Step.TLS, reason, f"certificate of {where} {text} ({message})",
-                       failure=Failure.TLS_VERIFY, permanent=True)
