@@ -191,15 +191,7 @@ def _restore_layout(snapshot: list[tuple[CommentedMap, list[tuple[Any, int]]]]) 
         now = list(mapping.keys())
         if now == old_keys:
             continue
-        added = [key for key in now if key not in dict(before)]
-        renamed: dict[Any, Any] = {}
-        for key, ident in before:
-            if key in mapping:
-                continue
-            match = next((a for a in added if id(mapping[a]) == ident
-                          and a not in renamed.values()), None)
-            if match is not None:
-                renamed[key] = match
+        renamed = _renamed(mapping, before)
         order = [renamed.get(key, key) for key in old_keys if key in mapping or key in renamed]
         order += [key for key in now if key not in order]
         for key in order:
@@ -211,6 +203,21 @@ def _restore_layout(snapshot: list[tuple[CommentedMap, list[tuple[Any, int]]]]) 
             old_last = renamed.get(old_keys[-1], old_keys[-1])
             if old_last in mapping and order[-1] != old_last:
                 _move_tail_comment(mapping, old_last, order[-1])
+
+
+def _renamed(mapping: CommentedMap, before: list[tuple[Any, int]]) -> dict[Any, Any]:
+    """Old key -> new key, for keys gone whose value object now sits under an added key."""
+    was = dict(before)
+    added = [key for key in mapping if key not in was]
+    renamed: dict[Any, Any] = {}
+    for key, ident in before:
+        if key in mapping:
+            continue
+        match = next((a for a in added if id(mapping[a]) == ident
+                      and a not in renamed.values()), None)
+        if match is not None:
+            renamed[key] = match
+    return renamed
 
 
 def _label(doc: CommentedMap) -> str:
