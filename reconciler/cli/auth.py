@@ -132,7 +132,7 @@ def login_command(server_name: str, namespace: str | None, timeout: float,
 def _callback(path: str, state: str,
               answers: queue.Queue[dict[str, str]]) -> type[BaseHTTPRequestHandler]:
     class Callback(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
+        def log_message(self, _format: str, *_args: Any) -> None:
             return  # the query holds the authorization code
 
         def do_GET(self) -> None:

@@ -34,9 +34,6 @@ class UserError(click.ClickException):
 
     exit_code = 1
 
-    def format_message(self) -> str:
-        return self.message
-
 
 def finish(code: int) -> NoReturn:
     """End the command with exit ``code``."""

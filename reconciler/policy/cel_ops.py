@@ -46,12 +46,6 @@ def no_overload(op: str, *args: Any) -> CelError:
     return CelError(f"{op} cannot be applied to ({types})")
 
 
-def is_number(value: Any) -> bool:
-    # bool is an int subclass in Python but not a number in CEL.
-    t = type(value)
-    return t is int or t is float
-
-
 def check_int(value: int) -> int:
     if value < INT_MIN or value > INT_MAX:
         raise CelError("integer overflow")

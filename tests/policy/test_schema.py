@@ -12,7 +12,6 @@ import pytest
 
 from reconciler.config.models import KINDS
 from reconciler.policy.schema import BUNDLE, bundle_schema, kind_schema, render_all, stale
-
 from tests.config.helpers import EXAMPLES, REPO, SCHEMAS
 
 MODELINE = re.compile(r"^# yaml-language-server: \$schema=(?P<target>\S+)$")
