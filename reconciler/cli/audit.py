@@ -13,7 +13,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import click
 
-from reconciler.cli.common import opened_store, show_time, store_option
+from reconciler.cli.common import format_option, opened_store, show_time, store_option
 from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
 
 _RELATIVE = re.compile(r"^(?P<n>\d+)(?P<unit>[smhdw])$")
@@ -97,8 +97,7 @@ def as_json(entries: Sequence[AuditEntry]) -> str:
               help="At most this many entries, newest first.")
 @click.option("--offset", type=click.IntRange(min=0), default=0,
               help="Skip this many newest entries first (paging).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option()
 @store_option
 def command(
     statuses: tuple[str, ...],

@@ -25,6 +25,7 @@ import click
 
 from reconciler.cli.common import (
     UserError,
+    format_option,
     opened_store,
     show_time,
     split_name,
@@ -213,8 +214,7 @@ def _find(store: Any, text: str, namespace: str | None) -> Any:
 
 
 @command.command("status")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option()
 @store_option
 def status_command(fmt: str, store_url: str | None) -> None:
     """Token state of every OAuth2 server (never a token value)."""

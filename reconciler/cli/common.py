@@ -35,6 +35,25 @@ class UserError(click.ClickException):
     exit_code = 1
 
 
+class UsageExitsOne(click.Command):
+    """Usage errors exit 1, not click's 2: for commands where 2 means "there are
+    changes" (plan) or "drift found" (drift), so CI can tell them apart."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            exc.exit_code = 1
+            raise
+
+
+def format_option(*choices: str) -> Callable[[F], F]:
+    """``--format``, defaulting to the first of ``choices`` (text or json if none)."""
+    choices = choices or ("text", "json")
+    return click.option("--format", "fmt", type=click.Choice(choices), default=choices[0],
+                        show_default=True)
+
+
 def finish(code: int) -> NoReturn:
     """End the command with exit ``code``."""
     raise click.exceptions.Exit(code)

@@ -22,6 +22,7 @@ from click.core import ParameterSource
 from reconciler.cli.common import (
     F,
     UserError,
+    format_option,
     opened_store,
     parse_key,
     show_time,
@@ -29,6 +30,7 @@ from reconciler.cli.common import (
 )
 from reconciler.config.secrets import ENC_PREFIX, redact, redact_ref
 from reconciler.history import queries
+from reconciler.plan.render import SIGN
 from reconciler.state import (
     Action,
     FieldChange,
@@ -37,7 +39,6 @@ from reconciler.state import (
     RevisionKind,
 )
 
-ACTION_SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-"}
 
 def shown_value(path: str, value: Any) -> str:
     """A field value as printed: JSON, with every secret reference redacted."""
@@ -243,8 +244,7 @@ def _table(revs: Sequence[Revision]) -> str:
 
 @command.command("show")
 @click.argument("rev", type=click.IntRange(min=1), metavar="REV")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option()
 @store_option
 def show_command(rev: int, fmt: str, store_url: str | None) -> None:
     """One revision: who, when, from which commit, and its field-level diff."""
@@ -277,7 +277,7 @@ def _show_lines(rev: Revision) -> list[str]:
     if not rev.changes:
         lines.append("no resource changes")
     for change in rev.changes:
-        lines.append(f"{ACTION_SYMBOL[change.action]} {change.action.value} {change.key}")
+        lines.append(f"{SIGN[change.action]} {change.action.value} {change.key}")
         lines += field_lines(change.fields)
     return lines
 
@@ -340,8 +340,7 @@ def _write_tree(out_dir: Path, documents: Sequence[dict[str, Any]]) -> None:
 
 
 @command.command("verify")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option()
 @store_option
 def verify_command(fmt: str, store_url: str | None) -> None:
     """Recompute the hash chain; exit 1 naming the first revision that was tampered with."""
