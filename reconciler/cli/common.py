@@ -1,5 +1,6 @@
 """Shared CLI plumbing: user-facing errors become one message and exit 1; the
-`--store` option and opening the store; resource keys on the command line.
+`--store` option and opening the store; resource keys, --format and the
+--since/--until times on the command line.
 
 SQLAlchemy and Alembic load only when a store is opened, so commands that
 never touch the store start quickly.
@@ -8,9 +9,10 @@ never touch the store start quickly.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -153,6 +155,38 @@ def parse_key(text: str, namespace: str | None) -> ResourceKey:
         hint = f"did you mean {close[0]}?" if close else "known kinds: " + ", ".join(sorted(KINDS))
         raise UserError(f"unknown kind {key.kind!r}; {hint}")
     return key
+
+
+_RELATIVE = re.compile(r"^(?P<n>\d+)(?P<unit>[smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_time(value: str, *, end_of_day: bool, now: datetime | None = None) -> datetime:
+    """ISO date or time (UTC unless a zone is given), or an age like ``90m``, ``2h``, ``7d``."""
+    relative = _RELATIVE.match(value.strip())
+    if relative:
+        age = timedelta(**{_UNITS[relative["unit"]]: int(relative["n"])})
+        return (now or datetime.now(UTC)) - age
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO date or time (2024-05-01, 2024-05-01T14:30:00Z) "
+            "nor an age (30m, 2h, 7d)"
+        ) from None
+    if end_of_day and len(value) == 10:
+        when = datetime.combine(when.date(), time.max)  # a bare date: the whole day
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def since(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
+    """``--since`` callback: see :func:`parse_time`."""
+    return None if value is None else parse_time(value, end_of_day=False)
+
+
+def until(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
+    """``--until`` callback: a bare date means up to the end of that day."""
+    return None if value is None else parse_time(value, end_of_day=True)
 
 
 def show_time(when: datetime) -> str:

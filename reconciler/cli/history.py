@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,9 @@ from reconciler.cli.common import (
     opened_store,
     parse_key,
     show_time,
+    since,
     store_option,
+    until,
 )
 from reconciler.config.secrets import ENC_PREFIX, redact, redact_ref
 from reconciler.history import queries
@@ -84,35 +85,12 @@ def field_lines(fields: Sequence[FieldChange], indent: str = "    ") -> list[str
 # -- options shared by the group (bare `history`) and its hidden `list` --------
 
 
-def _parse_time(value: str, *, end_of_day: bool) -> datetime:
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not an ISO date or time, e.g. 2024-05-01 or 2024-05-01T14:30:00Z"
-        ) from None
-    if end_of_day and len(value) == 10:
-        # A bare date as the upper bound means "up to the end of that day".
-        when = datetime.combine(when.date(), time.max)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)  # times without a zone are UTC, like the listing
-    return when
-
-
-def _since(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
-    return None if value is None else _parse_time(value, end_of_day=False)
-
-
-def _until(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
-    return None if value is None else _parse_time(value, end_of_day=True)
-
-
 _FILTERS = (
     click.option("--namespace", "-n", default=None, help="Only revisions touching this namespace."),
     click.option("--actor", default=None, help="Only revisions by this actor."),
-    click.option("--since", callback=_since, metavar="ISO",
+    click.option("--since", callback=since, metavar="ISO|AGE",
                  help="Only revisions at or after this time (UTC unless a zone is given)."),
-    click.option("--until", callback=_until, metavar="ISO",
+    click.option("--until", callback=until, metavar="ISO|AGE",
                  help="Only revisions at or before this time (a bare date: the whole day)."),
     click.option("--kind", "kinds", multiple=True,
                  type=click.Choice([k.value for k in RevisionKind]),
