@@ -13,13 +13,14 @@ from pydantic_core import ErrorDetails
 
 from reconciler.config.diagnostics import Diagnostic
 from reconciler.config.loader import Document, PosDict, diagnostic_at
+from reconciler.config.positions import YamlPath
 from reconciler.config.secrets import FIX_HINT
 
 # Values at these paths are never echoed back: they may be real secrets.
 _SENSITIVE = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
 
 
-def _clean_loc(data: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+def _clean_loc(data: Any, loc: YamlPath) -> YamlPath:
     """Drop pydantic's union-branch segments (``'basic'``, ``'function-after[...]'``)
     that are not keys of the YAML, keeping the path the user wrote."""
     out: list[str | int] = []
@@ -183,7 +184,7 @@ def diagnostics_from(
     return out
 
 
-def _walk(data: Any, loc: tuple[str | int, ...]) -> Any:
+def _walk(data: Any, loc: YamlPath) -> Any:
     node = data
     for seg in loc:
         try:

@@ -34,6 +34,7 @@ from reconciler.config.loader import (
 )
 from reconciler.config.models import KINDS
 from reconciler.config.models.base import Metadata
+from reconciler.config.positions import YamlPath
 from reconciler.policy.cel import Program, compile_expression
 from reconciler.policy.cel_ops import CelError, type_name
 from reconciler.policy.errors import validation_diagnostics
@@ -57,7 +58,6 @@ DEFAULTS_FOLDER = "defaults"
 MAX_EVAL_ERRORS_PER_POLICY = 5
 
 _SEVERITY = {PolicySeverity.DENY: Severity.ERROR, PolicySeverity.WARN: Severity.WARNING}
-Path = tuple[str | int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,7 @@ class CompiledPolicy:
     document: Document
     condition: Program
     when: Program | None
-    paths: tuple[Path, ...]
+    paths: tuple[YamlPath, ...]
     severity: Severity
     namespace: str | None  # set: applies only to resources of that namespace
 
@@ -238,7 +238,7 @@ def _written(mapping: Any, key: str) -> bool:
     return isinstance(mapping, dict) and key in mapping
 
 
-def _split_path(dotted: str) -> Path:
+def _split_path(dotted: str) -> YamlPath:
     return tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
 
 
@@ -383,7 +383,7 @@ def _summarise_errors(
         )
 
 
-def _finding_path(paths: Sequence[Path], data: Any) -> Path:
+def _finding_path(paths: Sequence[YamlPath], data: Any) -> YamlPath:
     """The first candidate path written in the YAML, else the first one (positioned
     at its nearest existing parent by ``locate``)."""
     for path in paths:
@@ -392,7 +392,7 @@ def _finding_path(paths: Sequence[Path], data: Any) -> Path:
     return paths[0]
 
 
-def _exists(data: Any, path: Path) -> bool:
+def _exists(data: Any, path: YamlPath) -> bool:
     node = data
     for step in path:
         if isinstance(node, PosDict):

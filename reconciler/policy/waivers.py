@@ -18,6 +18,7 @@ from reconciler.config.desired import ResourceKey
 from reconciler.config.diagnostics import Diagnostic, Severity
 from reconciler.config.loaded import LoadedResource
 from reconciler.config.loader import Document, diagnostic_at
+from reconciler.config.positions import YamlPath
 from reconciler.policy.models import PolicyException
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class CompiledException:
     def name(self) -> str:
         return self.model.metadata.name
 
-    def at(self, path: tuple[str | int, ...], code: str, message: str, *, hint: str = "",
+    def at(self, path: YamlPath, code: str, message: str, *, hint: str = "",
            severity: Severity = Severity.ERROR) -> Diagnostic:
         return diagnostic_at(self.document, ("spec", *path), code, message, hint=hint,
                              severity=severity)
