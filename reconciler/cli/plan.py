@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
@@ -26,9 +24,6 @@ from reconciler.state import SqlStore
 EXIT_NO_CHANGES = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
-
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
