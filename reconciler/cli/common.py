@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -187,6 +187,13 @@ def since(_ctx: click.Context, _p: click.Parameter, value: str | None) -> dateti
 def until(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
     """``--until`` callback: a bare date means up to the end of that day."""
     return None if value is None else parse_time(value, end_of_day=True)
+
+
+def document_label(data: Mapping[str, Any]) -> str:
+    """KIND/NAMESPACE/NAME of a raw document, with ``?`` for what it lacks."""
+    meta = data.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    return f"{data.get('kind', '?')}/{meta.get('namespace', 'default')}/{meta.get('name', '?')}"
 
 
 def show_time(when: datetime) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from reconciler.cli.common import document_label
 from reconciler.config.diagnostics import Diagnostics
 from reconciler.config.loader import iter_config_files, load_text
 from reconciler.config.versions import CONVERSIONS, upgrade
@@ -220,12 +221,6 @@ def _renamed(mapping: CommentedMap, before: list[tuple[Any, int]]) -> dict[Any, 
     return renamed
 
 
-def _label(doc: CommentedMap) -> str:
-    meta = doc.get("metadata")
-    meta = meta if isinstance(meta, dict) else {}
-    return f"{doc.get('kind', '?')}/{meta.get('namespace', 'default')}/{meta.get('name', '?')}"
-
-
 # A document marker at the start of a line can only be a marker (YAML forbids it
 # inside scalars), so a file splits into documents without parsing it.
 _DOCUMENT_START = re.compile(r"^---(?=[ \t]|$)", re.MULTILINE)
@@ -275,7 +270,7 @@ def _convert_piece(text: str, first_line: int, result: Conversion) -> str:
         if notes is None:
             continue
         _restore_layout(snapshot)
-        result.notices.append((_label(doc), doc.lc.line + first_line + 1, notes))
+        result.notices.append((document_label(doc), doc.lc.line + first_line + 1, notes))
     return _dump(docs, yaml)
 
 
