@@ -27,6 +27,8 @@ _.keygen
 _.encrypt_command
 # reconciler/cli/convert.py
 _.preserve_quotes  # ruamel.yaml YAML option, read by ruamel
+# reconciler/oauth/flows.py
+_.trust_env  # requests.Session option, read by requests
 
 # -- core: pydantic models (fields and enum members are the schema; validators run by pydantic)
 # reconciler/config/models/base.py
