@@ -7,44 +7,15 @@ the JSON list ``GET /v1/audit`` answers with.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime
 
 import click
 
-from reconciler.cli.common import opened_store, show_time, store_option
+from reconciler.cli.common import format_option, opened_store, show_time, since, store_option, until
 from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
 
-_RELATIVE = re.compile(r"^(?P<n>\d+)(?P<unit>[smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 COLUMNS = ("TIME", "STATUS", "SERVER", "HOST", "ATTEMPT", "RECIPIENT", "MESSAGE-ID", "REASON")
-
-
-def parse_time(value: str, *, end_of_day: bool, now: datetime | None = None) -> datetime:
-    """ISO date or time (UTC unless a zone is given), or an age like ``90m``, ``2h``, ``7d``."""
-    relative = _RELATIVE.match(value.strip())
-    if relative:
-        age = timedelta(**{_UNITS[relative["unit"]]: int(relative["n"])})
-        return (now or datetime.now(UTC)) - age
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not an ISO date or time (2024-05-01, 2024-05-01T14:30:00Z) "
-            "nor an age (30m, 2h, 7d)"
-        ) from None
-    if end_of_day and len(value) == 10:
-        when = datetime.combine(when.date(), time.max)  # a bare date: the whole day
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
-def _since(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
-    return None if value is None else parse_time(value, end_of_day=False)
-
-
-def _until(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
-    return None if value is None else parse_time(value, end_of_day=True)
 
 
 def _cell(value: object) -> str:
@@ -83,9 +54,9 @@ def as_json(entries: Sequence[AuditEntry]) -> str:
 @click.option("--recipient", metavar="ADDRESS",
               help="Only this recipient (whole address, any case).")
 @click.option("--server", metavar="NAME", help="Only entries of this server.")
-@click.option("--since", callback=_since, metavar="ISO|AGE",
+@click.option("--since", callback=since, metavar="ISO|AGE",
               help="At or after: ISO date/time (UTC unless a zone is given) or an age like 2h.")
-@click.option("--until", callback=_until, metavar="ISO|AGE",
+@click.option("--until", callback=until, metavar="ISO|AGE",
               help="At or before: ISO date/time (a bare date: the whole day) or an age.")
 @click.option("--direction", type=click.Choice([d.value for d in AuditDirection]),
               help="outgoing (sending) or incoming (fetching).")
@@ -97,8 +68,7 @@ def as_json(entries: Sequence[AuditEntry]) -> str:
               help="At most this many entries, newest first.")
 @click.option("--offset", type=click.IntRange(min=0), default=0,
               help="Skip this many newest entries first (paging).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option()
 @store_option
 def command(
     statuses: tuple[str, ...],

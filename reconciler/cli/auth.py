@@ -25,6 +25,7 @@ import click
 
 from reconciler.cli.common import (
     UserError,
+    format_option,
     opened_store,
     show_time,
     split_name,
@@ -132,7 +133,7 @@ def login_command(server_name: str, namespace: str | None, timeout: float,
 def _callback(path: str, state: str,
               answers: queue.Queue[dict[str, str]]) -> type[BaseHTTPRequestHandler]:
     class Callback(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
+        def log_message(self, _format: str, *_args: Any) -> None:
             return  # the query holds the authorization code
 
         def do_GET(self) -> None:
@@ -213,8 +214,7 @@ def _find(store: Any, text: str, namespace: str | None) -> Any:
 
 
 @command.command("status")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option()
 @store_option
 def status_command(fmt: str, store_url: str | None) -> None:
     """Token state of every OAuth2 server (never a token value)."""
@@ -259,32 +259,40 @@ def status_command(fmt: str, store_url: str | None) -> None:
             click.echo(f"  last error:     {e['lastError']} ({e['lastErrorAt']})")
 
 
-def _entry(kind: str, server: str, provider: str | None, grant: str, account: str | None,
-           row: Any, stale: bool, *, orphan: bool = False) -> dict[str, Any]:
-    now = datetime.now(UTC)
+def _state(server: str, grant: str, row: Any, stale: bool, orphan: bool) -> str:
+    """One phrase for the token state of a server, saying what to do when it needs a hand."""
     delegated = grant == str(OAuthGrant.AUTHORIZATION_CODE)
     if orphan:
-        state = "server no longer uses OAuth2 (or was deleted); the cached tokens are unused"
-    elif row is None or stale:
+        return "server no longer uses OAuth2 (or was deleted); the cached tokens are unused"
+    if row is None or stale:
         state = ("not signed in: run `reconcile auth login " + server + "`" if delegated
                  else "no token yet (the first send or health check fetches one)")
         if stale:
             state += " (cached tokens belong to a previous app registration)"
-    elif row.last_error_permanent:
-        state = "needs attention: see last error"
-    elif row.access_expires_at is not None and row.access_expires_at > now:
-        state = "ok"
-    else:
-        state = "ok (access token expired; refreshed on next use)" if row.refresh_present \
-            or not delegated else "needs sign-in"
+        return state
+    if row.last_error_permanent:
+        return "needs attention: see last error"
+    if row.access_expires_at is not None and row.access_expires_at > datetime.now(UTC):
+        return "ok"
+    if row.refresh_present or not delegated:
+        return "ok (access token expired; refreshed on next use)"
+    return "needs sign-in"
+
+
+def _shown(when: datetime | None) -> str | None:
+    return show_time(when) if when else None
+
+
+def _entry(kind: str, server: str, provider: str | None, grant: str, account: str | None,
+           row: Any, stale: bool, *, orphan: bool = False) -> dict[str, Any]:
     use = row if row is not None and not stale else None
     return {
         "kind": kind, "server": server, "provider": provider, "grant": grant,
-        "account": (use.account if use else None) or account, "state": state,
-        "accessTokenExpiresAt": show_time(use.access_expires_at)
-        if use and use.access_expires_at else None,
+        "account": (use.account if use else None) or account,
+        "state": _state(server, grant, row, stale, orphan),
+        "accessTokenExpiresAt": _shown(use.access_expires_at) if use else None,
         "refreshToken": bool(use and use.refresh_present),
         "lastError": use.last_error if use else None,
-        "lastErrorAt": show_time(use.last_error_at) if use and use.last_error_at else None,
+        "lastErrorAt": _shown(use.last_error_at) if use else None,
         "updatedAt": show_time(use.updated_at) if use else None,
     }

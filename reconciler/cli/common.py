@@ -1,5 +1,6 @@
 """Shared CLI plumbing: user-facing errors become one message and exit 1; the
-`--store` option and opening the store; resource keys on the command line.
+`--store` option and opening the store; resource keys, --format and the
+--since/--until times on the command line.
 
 SQLAlchemy and Alembic load only when a store is opened, so commands that
 never touch the store start quickly.
@@ -8,9 +9,10 @@ never touch the store start quickly.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -34,8 +36,24 @@ class UserError(click.ClickException):
 
     exit_code = 1
 
-    def format_message(self) -> str:
-        return self.message
+
+class UsageExitsOne(click.Command):
+    """Usage errors exit 1, not click's 2: for commands where 2 means "there are
+    changes" (plan) or "drift found" (drift), so CI can tell them apart."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            exc.exit_code = 1
+            raise
+
+
+def format_option(*choices: str) -> Callable[[F], F]:
+    """``--format``, defaulting to the first of ``choices`` (text or json if none)."""
+    choices = choices or ("text", "json")
+    return click.option("--format", "fmt", type=click.Choice(choices), default=choices[0],
+                        show_default=True)
 
 
 def finish(code: int) -> NoReturn:
@@ -137,6 +155,45 @@ def parse_key(text: str, namespace: str | None) -> ResourceKey:
         hint = f"did you mean {close[0]}?" if close else "known kinds: " + ", ".join(sorted(KINDS))
         raise UserError(f"unknown kind {key.kind!r}; {hint}")
     return key
+
+
+_RELATIVE = re.compile(r"^(?P<n>\d+)(?P<unit>[smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_time(value: str, *, end_of_day: bool, now: datetime | None = None) -> datetime:
+    """ISO date or time (UTC unless a zone is given), or an age like ``90m``, ``2h``, ``7d``."""
+    relative = _RELATIVE.match(value.strip())
+    if relative:
+        age = timedelta(**{_UNITS[relative["unit"]]: int(relative["n"])})
+        return (now or datetime.now(UTC)) - age
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO date or time (2024-05-01, 2024-05-01T14:30:00Z) "
+            "nor an age (30m, 2h, 7d)"
+        ) from None
+    if end_of_day and len(value) == 10:
+        when = datetime.combine(when.date(), time.max)  # a bare date: the whole day
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def since(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
+    """``--since`` callback: see :func:`parse_time`."""
+    return None if value is None else parse_time(value, end_of_day=False)
+
+
+def until(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
+    """``--until`` callback: a bare date means up to the end of that day."""
+    return None if value is None else parse_time(value, end_of_day=True)
+
+
+def document_label(data: Mapping[str, Any]) -> str:
+    """KIND/NAMESPACE/NAME of a raw document, with ``?`` for what it lacks."""
+    meta = data.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    return f"{data.get('kind', '?')}/{meta.get('namespace', 'default')}/{meta.get('name', '?')}"
 
 
 def show_time(when: datetime) -> str:

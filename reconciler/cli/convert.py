@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from reconciler.cli.common import document_label
 from reconciler.config.diagnostics import Diagnostics
 from reconciler.config.loader import iter_config_files, load_text
 from reconciler.config.versions import CONVERSIONS, upgrade
@@ -191,15 +192,7 @@ def _restore_layout(snapshot: list[tuple[CommentedMap, list[tuple[Any, int]]]]) 
         now = list(mapping.keys())
         if now == old_keys:
             continue
-        added = [key for key in now if key not in dict(before)]
-        renamed: dict[Any, Any] = {}
-        for key, ident in before:
-            if key in mapping:
-                continue
-            match = next((a for a in added if id(mapping[a]) == ident
-                          and a not in renamed.values()), None)
-            if match is not None:
-                renamed[key] = match
+        renamed = _renamed(mapping, before)
         order = [renamed.get(key, key) for key in old_keys if key in mapping or key in renamed]
         order += [key for key in now if key not in order]
         for key in order:
@@ -213,10 +206,19 @@ def _restore_layout(snapshot: list[tuple[CommentedMap, list[tuple[Any, int]]]]) 
                 _move_tail_comment(mapping, old_last, order[-1])
 
 
-def _label(doc: CommentedMap) -> str:
-    meta = doc.get("metadata")
-    meta = meta if isinstance(meta, dict) else {}
-    return f"{doc.get('kind', '?')}/{meta.get('namespace', 'default')}/{meta.get('name', '?')}"
+def _renamed(mapping: CommentedMap, before: list[tuple[Any, int]]) -> dict[Any, Any]:
+    """Old key -> new key, for keys gone whose value object now sits under an added key."""
+    was = dict(before)
+    added = [key for key in mapping if key not in was]
+    renamed: dict[Any, Any] = {}
+    for key, ident in before:
+        if key in mapping:
+            continue
+        match = next((a for a in added if id(mapping[a]) == ident
+                      and a not in renamed.values()), None)
+        if match is not None:
+            renamed[key] = match
+    return renamed
 
 
 # A document marker at the start of a line can only be a marker (YAML forbids it
@@ -268,7 +270,7 @@ def _convert_piece(text: str, first_line: int, result: Conversion) -> str:
         if notes is None:
             continue
         _restore_layout(snapshot)
-        result.notices.append((_label(doc), doc.lc.line + first_line + 1, notes))
+        result.notices.append((document_label(doc), doc.lc.line + first_line + 1, notes))
     return _dump(docs, yaml)
 
 

@@ -15,11 +15,18 @@ from typing import Any
 
 import click
 
-from reconciler.cli.common import opened_store, show_time, store_option
-from reconciler.cli.history import ACTION_SYMBOL, field_lines
+from reconciler.cli.common import (
+    UsageExitsOne,
+    format_option,
+    opened_store,
+    show_time,
+    store_option,
+)
+from reconciler.cli.history import field_lines
 from reconciler.config.desired import DesiredState, ResourceKey
 from reconciler.history import queries
 from reconciler.plan.diff import diff
+from reconciler.plan.render import SIGN
 from reconciler.state import Change, HistoryFilter, Revision, RevisionKind, Store
 
 EXIT_DRIFT = 2
@@ -65,22 +72,10 @@ def _plan_hint(path: Path) -> str:
             "to keep a change, put it in git.")
 
 
-class _DriftCommand(click.Command):
-    """Usage errors exit 1 here, not click's 2: a CI job reads exit 2 as "drift found"."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            exc.exit_code = 1
-            raise
-
-
-@click.command("drift", cls=_DriftCommand)
+@click.command("drift", cls=UsageExitsOne)
 @click.argument("path", type=click.Path(path_type=Path, exists=True), default=Path("."),
                 required=False)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option()
 @store_option
 def command(path: Path, fmt: str, store_url: str | None) -> None:
     """Resources changed in the live store since the last apply (exit 2 if any).
@@ -111,7 +106,7 @@ def _text(report: DriftReport, path: Path) -> list[str]:
              f"{_baseline(report)}", ""]
     for item in report.items:
         change = item.change
-        lines.append(f"{ACTION_SYMBOL[change.action]} {change.key}")
+        lines.append(f"{SIGN[change.action]} {change.key}")
         for rev in item.revisions:
             why = f': "{rev.meta.message}"' if rev.meta.message else ""
             lines.append(f"    by revision {rev.number} ({rev.meta.kind.value}), "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,17 @@ from click.core import ParameterSource
 from reconciler.cli.common import (
     F,
     UserError,
+    format_option,
     opened_store,
     parse_key,
     show_time,
+    since,
     store_option,
+    until,
 )
 from reconciler.config.secrets import ENC_PREFIX, redact, redact_ref
 from reconciler.history import queries
+from reconciler.plan.render import SIGN
 from reconciler.state import (
     Action,
     FieldChange,
@@ -37,7 +40,6 @@ from reconciler.state import (
     RevisionKind,
 )
 
-ACTION_SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-"}
 
 def shown_value(path: str, value: Any) -> str:
     """A field value as printed: JSON, with every secret reference redacted."""
@@ -83,35 +85,12 @@ def field_lines(fields: Sequence[FieldChange], indent: str = "    ") -> list[str
 # -- options shared by the group (bare `history`) and its hidden `list` --------
 
 
-def _parse_time(value: str, *, end_of_day: bool) -> datetime:
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not an ISO date or time, e.g. 2024-05-01 or 2024-05-01T14:30:00Z"
-        ) from None
-    if end_of_day and len(value) == 10:
-        # A bare date as the upper bound means "up to the end of that day".
-        when = datetime.combine(when.date(), time.max)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)  # times without a zone are UTC, like the listing
-    return when
-
-
-def _since(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
-    return None if value is None else _parse_time(value, end_of_day=False)
-
-
-def _until(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
-    return None if value is None else _parse_time(value, end_of_day=True)
-
-
 _FILTERS = (
     click.option("--namespace", "-n", default=None, help="Only revisions touching this namespace."),
     click.option("--actor", default=None, help="Only revisions by this actor."),
-    click.option("--since", callback=_since, metavar="ISO",
+    click.option("--since", callback=since, metavar="ISO|AGE",
                  help="Only revisions at or after this time (UTC unless a zone is given)."),
-    click.option("--until", callback=_until, metavar="ISO",
+    click.option("--until", callback=until, metavar="ISO|AGE",
                  help="Only revisions at or before this time (a bare date: the whole day)."),
     click.option("--kind", "kinds", multiple=True,
                  type=click.Choice([k.value for k in RevisionKind]),
@@ -243,8 +222,7 @@ def _table(revs: Sequence[Revision]) -> str:
 
 @command.command("show")
 @click.argument("rev", type=click.IntRange(min=1), metavar="REV")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option()
 @store_option
 def show_command(rev: int, fmt: str, store_url: str | None) -> None:
     """One revision: who, when, from which commit, and its field-level diff."""
@@ -277,7 +255,7 @@ def _show_lines(rev: Revision) -> list[str]:
     if not rev.changes:
         lines.append("no resource changes")
     for change in rev.changes:
-        lines.append(f"{ACTION_SYMBOL[change.action]} {change.action.value} {change.key}")
+        lines.append(f"{SIGN[change.action]} {change.action.value} {change.key}")
         lines += field_lines(change.fields)
     return lines
 
@@ -340,8 +318,7 @@ def _write_tree(out_dir: Path, documents: Sequence[dict[str, Any]]) -> None:
 
 
 @command.command("verify")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option()
 @store_option
 def verify_command(fmt: str, store_url: str | None) -> None:
     """Recompute the hash chain; exit 1 naming the first revision that was tampered with."""

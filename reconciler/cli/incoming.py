@@ -21,6 +21,7 @@ import click
 
 from reconciler.cli.common import (
     UserError,
+    format_option,
     opened_store,
     show_time,
     split_name,
@@ -38,8 +39,7 @@ def command() -> None:
 
 @command.command("status")
 @click.option("--namespace", "-n", default=None, help="Only servers of this namespace.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option()
 @store_option
 def status(namespace: str | None, fmt: str, store_url: str | None) -> None:
     """Per incoming server: last fetch, failures, last error, paused, error folder."""

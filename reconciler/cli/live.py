@@ -22,8 +22,8 @@ import click
 import yaml
 from pydantic import ValidationError
 
-from reconciler.cli.common import UserError, opened_store, parse_key, store_option
-from reconciler.cli.history import ACTION_SYMBOL, field_lines, yaml_stream
+from reconciler.cli.common import UserError, format_option, opened_store, parse_key, store_option
+from reconciler.cli.history import field_lines, yaml_stream
 from reconciler.cli.render import diagnostic_text
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
 from reconciler.config.diagnostics import Diagnostic, Diagnostics
@@ -32,6 +32,7 @@ from reconciler.config.secret_checks import CODE as SECRET_PLACE
 from reconciler.config.secrets import FIX_HINT, SecretRef, redact
 from reconciler.plan.apply import resolve_actor
 from reconciler.plan.diff import diff
+from reconciler.plan.render import SIGN
 from reconciler.policy.validate import ValidationResult, canonical, validate_documents
 from reconciler.state import (
     Change,
@@ -62,8 +63,7 @@ def command() -> None:
 @command.command("get")
 @click.argument("resource", metavar="KIND/NAME")
 @click.option("--namespace", "-n", default=None)
-@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
-              show_default=True)
+@format_option("yaml", "json")
 @store_option
 def get_command(resource: str, namespace: str | None, fmt: str, store_url: str | None) -> None:
     """Print one resource as the live store holds it (secrets redacted)."""
@@ -114,7 +114,7 @@ def set_command(resource: str, assignments: Sequence[str], namespace: str | None
                                                   kind=RevisionKind.OUT_OF_BAND),
                            base_revision=live.revision)
     click.echo(f"revision {rev.number} ({RevisionKind.OUT_OF_BAND.value}) by {who}: "
-               f"{ACTION_SYMBOL[change.action]} {key}")
+               f"{SIGN[change.action]} {key}")
     click.echo("\n".join(field_lines(change.fields)))
     click.echo("git still says otherwise: `reconcile drift` reports this change and the next "
                "apply reverts it unless git is changed too.")

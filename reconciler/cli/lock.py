@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import click
 
-from reconciler.cli.common import UserError, opened_store, show_time, store_option
+from reconciler.cli.common import UserError, format_option, opened_store, show_time, store_option
 from reconciler.state import LockInfo
 
 
@@ -39,8 +39,7 @@ def command() -> None:
 
 
 @command.command("status")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option()
 @store_option
 def status_command(fmt: str, store_url: str | None) -> None:
     """Show who holds the apply lock, if anyone."""

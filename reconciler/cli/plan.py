@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
-from reconciler.cli.common import UserError, finish, opened_store, store_option
+from reconciler.cli.common import UsageExitsOne, UserError, finish, opened_store, store_option
 from reconciler.cli.render import diagnostic_text, emit
 from reconciler.config.diagnostics import Severity
 from reconciler.plan import render
@@ -26,9 +24,6 @@ from reconciler.state import SqlStore
 EXIT_NO_CHANGES = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
-
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
@@ -66,18 +61,7 @@ def plan_against(
                      prune=prune, bound=store.credential_bindings())
 
 
-class _PlanCommand(click.Command):
-    """Usage errors exit 1, not click's 2: for `plan`, 2 means "there are changes"."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            exc.exit_code = EXIT_ERROR
-            raise
-
-
-@click.command("plan", cls=_PlanCommand)
+@click.command("plan", cls=UsageExitsOne)
 @click.argument("path", type=click.Path(exists=True, path_type=Path), default=Path("."))
 @store_option
 @click.option("--format", "fmt", type=click.Choice(render.FORMATS), default="text",

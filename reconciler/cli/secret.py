@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from reconciler.cli.common import UserError
+from reconciler.cli.common import UserError, document_label
 from reconciler.config.diagnostics import Diagnostics, Severity
 from reconciler.config.loader import load_tree, locate
 from reconciler.config.secrets import (
@@ -139,9 +139,7 @@ def check(path: Path, verbose: bool) -> None:
         data = doc.data
         if not isinstance(data, dict):
             continue
-        meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-        label = f"{data.get('kind', '?')}/{meta.get('namespace', 'default')}/" \
-                f"{meta.get('name', '?')}"
+        label = document_label(data)
         for field_path, ref in iter_refs(data):
             total += 1
             problem = _problem(ref)

@@ -14,21 +14,18 @@ out are named on stderr; the id on stdout stays the only output scripts read.
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from reconciler.cli.common import UserError, opened_store, store_option
+from reconciler.cli.common import F, UserError, opened_store, store_option
 
 if TYPE_CHECKING:  # imported when the command runs: the CLI loads lazily
     from reconciler.mail.envelope import Notification
     from reconciler.runtime.namespace import NamespaceConfig
     from reconciler.state import SqlStore
-
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 def context_option(f: F) -> F:
     """``--set field=value`` (repeatable): the context fields routing rules test."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from pydantic import BaseModel
+
 from reconciler.config.loaded import Derivation, LoadedResource
 from reconciler.config.models.auth import OAuth2Auth, OAuthGrant, OAuthProvider
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServerSpec
@@ -88,120 +90,110 @@ def is_microsoft_host(host: str | None) -> bool:
     return any(host == s or host.endswith("." + s) for s in MICROSOFT_HOST_SUFFIXES)
 
 
+Fill = Callable[[str, Any, str], None]  # (attribute, value, reason)
+
+
 class _Recorder:
     """Sets unset attributes and remembers why."""
 
     def __init__(self) -> None:
         self.items: list[Derivation] = []
 
-    def fill(self, obj: Any, attr: str, path: tuple[str, ...], value: Any, reason: str) -> None:
-        if getattr(obj, attr) is None and value is not None:
-            setattr(obj, attr, value)
-            # the validated value (20.0, not 20), as it appears in the desired state
-            self.items.append(Derivation(path=path, value=_plain(getattr(obj, attr)),
-                                         reason=reason))
+    def filler(self, obj: BaseModel, *under: str) -> Fill:
+        """Fills attributes of ``obj``, which sits at ``under`` in the YAML; each
+        derivation is recorded at its camelCase path."""
+        def fill(attr: str, value: Any, reason: str) -> None:
+            if getattr(obj, attr) is None and value is not None:
+                setattr(obj, attr, value)
+                alias = type(obj).model_fields[attr].alias or attr
+                # the validated value (20.0, not 20), as it appears in the desired state
+                self.items.append(Derivation(path=(*under, alias),
+                                             value=_plain(getattr(obj, attr)), reason=reason))
+        return fill
 
 
 def _plain(value: Any) -> Any:
     return value.value if hasattr(value, "value") else value
 
 
-def _oauth(
-    rec: _Recorder,
-    auth: OAuth2Auth,
-    *,
-    usage: str,
-    email: str,
-    cloud: NationalCloud,
-    endpoint: str | None,
-) -> None:
-    base = ("spec", "auth")
-    rec.fill(auth, "username", (*base, "username"), email, "the server's email address")
+def _oauth(rec: _Recorder, auth: OAuth2Auth, *, usage: str, email: str, cloud: NationalCloud,
+           endpoint: str | None) -> None:
+    fill = rec.filler(auth, "spec", "auth")
+    fill("username", email, "the server's email address")
     if auth.provider == OAuthProvider.MICROSOFT:
         authority = MICROSOFT_AUTHORITIES[cloud]
         tenant = auth.tenant or (
-            "organizations" if auth.grant == OAuthGrant.AUTHORIZATION_CODE else None
-        )
+            "organizations" if auth.grant == OAuthGrant.AUTHORIZATION_CODE else None)
         if tenant:
             why = f"Microsoft identity platform for the {cloud} cloud, tenant {tenant}"
-            rec.fill(auth, "authorization_url", (*base, "authorizationUrl"),
-                     f"{authority}/{tenant}/oauth2/v2.0/authorize", why)
-            rec.fill(auth, "token_url", (*base, "tokenUrl"),
-                     f"{authority}/{tenant}/oauth2/v2.0/token", why)
+            fill("authorization_url", f"{authority}/{tenant}/oauth2/v2.0/authorize", why)
+            fill("token_url", f"{authority}/{tenant}/oauth2/v2.0/token", why)
         if auth.grant == OAuthGrant.CLIENT_CREDENTIALS:
             resource = endpoint if usage == "graph" else "https://outlook.office365.com"
-            rec.fill(auth, "scope", (*base, "scope"), [f"{resource}/.default"],
-                     "app-only tokens ask for the resource's .default scope")
+            fill("scope", [f"{resource}/.default"],
+                 "app-only tokens ask for the resource's .default scope")
         else:
-            rec.fill(auth, "scope", (*base, "scope"), list(MICROSOFT_SCOPES[usage]),
-                     f"Microsoft delegated scope for {usage}")
+            fill("scope", list(MICROSOFT_SCOPES[usage]), f"Microsoft delegated scope for {usage}")
     elif auth.provider == OAuthProvider.GOOGLE:
         why = "Google OAuth 2.0 endpoints"
-        rec.fill(auth, "authorization_url", (*base, "authorizationUrl"),
-                 GOOGLE_AUTHORIZATION_URL, why)
-        rec.fill(auth, "token_url", (*base, "tokenUrl"), GOOGLE_TOKEN_URL, why)
-        rec.fill(auth, "scope", (*base, "scope"), list(GOOGLE_SCOPES),
-                 "Gmail needs the full mail scope for SMTP/IMAP/POP")
+        fill("authorization_url", GOOGLE_AUTHORIZATION_URL, why)
+        fill("token_url", GOOGLE_TOKEN_URL, why)
+        fill("scope", list(GOOGLE_SCOPES), "Gmail needs the full mail scope for SMTP/IMAP/POP")
     if auth.grant == OAuthGrant.AUTHORIZATION_CODE:
-        rec.fill(auth, "redirect_url", (*base, "redirectUrl"), DEFAULT_REDIRECT_URL,
-                 "local listener of `reconcile auth login`")
+        fill("redirect_url", DEFAULT_REDIRECT_URL, "local listener of `reconcile auth login`")
 
 
-def _microsoft_endpoints(
-    spec: OutgoingServerSpec | IncomingServerSpec, rec: _Recorder, proto: str
-) -> NationalCloud:
+def _microsoft_endpoints(spec: OutgoingServerSpec | IncomingServerSpec, fill: Fill,
+                         proto: str) -> NationalCloud:
     """EWS URL and Graph endpoint, shared by outgoing and incoming servers."""
     if proto == "ews" and spec.host:
-        rec.fill(spec, "ews_url", ("spec", "ewsUrl"), f"https://{spec.host}/EWS/Exchange.asmx",
-                 "standard EWS path on the host")
+        fill("ews_url", f"https://{spec.host}/EWS/Exchange.asmx", "standard EWS path on the host")
     cloud = NationalCloud(spec.national_cloud or NationalCloud.GLOBAL)
     if proto == "graph":
-        rec.fill(spec, "national_cloud", ("spec", "nationalCloud"), NationalCloud.GLOBAL,
-                 "the worldwide Microsoft cloud")
-        rec.fill(spec, "graph_endpoint", ("spec", "graphEndpoint"), GRAPH_ENDPOINTS[cloud],
-                 f"Graph endpoint of the {cloud} cloud")
+        fill("national_cloud", NationalCloud.GLOBAL, "the worldwide Microsoft cloud")
+        fill("graph_endpoint", GRAPH_ENDPOINTS[cloud], f"Graph endpoint of the {cloud} cloud")
     return cloud
 
 
 def _outgoing(spec: OutgoingServerSpec, settings: MailSettingsSpec | None, rec: _Recorder) -> None:
+    fill = rec.filler(spec, "spec")
     proto = OutgoingProtocol(spec.protocol)
     if proto == OutgoingProtocol.SMTP:
         if spec.security is None:
             by_port = SECURITY_BY_PORT.get(spec.port) if spec.port else None
-            rec.fill(spec, "security", ("spec", "security"), by_port or Security.STARTTLS,
-                     f"port {spec.port} is the usual port for it" if by_port
-                     else "STARTTLS on the submission port is the safe default")
-        rec.fill(spec, "port", ("spec", "port"), SMTP_PORTS[Security(spec.security)],
-                 f"SMTP with security {spec.security}")
+            fill("security", by_port or Security.STARTTLS,
+                 f"port {spec.port} is the usual port for it" if by_port
+                 else "STARTTLS on the submission port is the safe default")
+        fill("port", SMTP_PORTS[Security(spec.security)], f"SMTP with security {spec.security}")
     else:
-        rec.fill(spec, "security", ("spec", "security"), Security.TLS, f"{proto} runs over HTTPS")
-        rec.fill(spec, "port", ("spec", "port"), 443, f"{proto} runs over HTTPS")
-        rec.fill(spec, "mailbox", ("spec", "mailbox"), spec.email, "the server's email address")
-    cloud = _microsoft_endpoints(spec, rec, str(proto))
+        fill("security", Security.TLS, f"{proto} runs over HTTPS")
+        fill("port", 443, f"{proto} runs over HTTPS")
+        fill("mailbox", spec.email, "the server's email address")
+    cloud = _microsoft_endpoints(spec, fill, str(proto))
     if spec.alternate_host:
-        rec.fill(spec, "alternate_port", ("spec", "alternatePort"), spec.port,
-                 "same port as the main host")
+        fill("alternate_port", spec.port, "same port as the main host")
     limit, why = DEFAULT_ATTACHMENT_LIMIT_MB, "default attachment limit"
     if settings is not None:
         limit, why = settings.attachment_limit_mb, "MailSettings.attachmentLimitMB of the namespace"
-    rec.fill(spec, "attachment_limit_mb", ("spec", "attachmentLimitMB"), limit, why)
-    rec.fill(spec.attachments, "oversize", ("spec", "attachments", "oversize"), Oversize.DROP,
-             "attachments over the limit are left out and named, as the desk products do")
-    conc, why = CONCURRENCY[proto]
-    rec.fill(spec, "max_concurrency", ("spec", "maxConcurrency"), conc, why)
+    fill("attachment_limit_mb", limit, why)
+    rec.filler(spec.attachments, "spec", "attachments")(
+        "oversize", Oversize.DROP,
+        "attachments over the limit are left out and named, as the desk products do")
+    fill("max_concurrency", *CONCURRENCY[proto])
     lifetime, why = 1440, "default retry lifetime (24 hours)"
     if settings is not None:
         lifetime, why = settings.retry.lifetime_minutes, "MailSettings.retry.lifetimeMinutes"
-    rec.fill(spec, "retry_lifetime_minutes", ("spec", "retryLifetimeMinutes"), lifetime, why)
+    fill("retry_lifetime_minutes", lifetime, why)
     if isinstance(spec.auth, OAuth2Auth):
         _oauth(rec, spec.auth, usage=str(proto), email=spec.email, cloud=cloud,
                endpoint=spec.graph_endpoint)
 
 
 def _incoming(spec: IncomingServerSpec, _settings: MailSettingsSpec | None, rec: _Recorder) -> None:
+    fill = rec.filler(spec, "spec")
     proto = IncomingProtocol(spec.protocol)
-    rec.fill(spec, "port", ("spec", "port"), INCOMING_PORTS[proto], f"standard port of {proto}")
-    cloud = _microsoft_endpoints(spec, rec, str(proto))
+    fill("port", INCOMING_PORTS[proto], f"standard port of {proto}")
+    cloud = _microsoft_endpoints(spec, fill, str(proto))
     if isinstance(spec.auth, OAuth2Auth):
         usage = {IncomingProtocol.IMAPS: "imap", IncomingProtocol.POP3S: "pop3"}.get(
             proto, str(proto))
@@ -219,10 +211,8 @@ def derive_all(resources: Iterable[LoadedResource]) -> None:
     """Fill in derived values in place; each resource keeps its derivations."""
     resources = list(resources)
     settings: dict[str, MailSettingsSpec] = {
-        r.model.metadata.namespace: r.model.spec
-        for r in resources
-        if r.model.kind == "MailSettings"
-    }
+        r.model.metadata.namespace: r.model.spec for r in resources
+        if r.model.kind == "MailSettings"}
     for res in resources:
         deriver = _DERIVERS.get(res.model.kind)
         if deriver is None:

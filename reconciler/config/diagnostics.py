@@ -81,12 +81,3 @@ class Diagnostics:
     def has_errors(self) -> bool:
         return any(d.severity is Severity.ERROR for d in self.items)
 
-
-class ConfigError(Exception):
-    """Raised by library entry points when a run found errors; carries them all."""
-
-    def __init__(self, diagnostics: Diagnostics) -> None:
-        self.diagnostics = diagnostics
-        first = diagnostics.errors[0] if diagnostics.errors else None
-        summary = f"{first.location} {first.message}" if first else "invalid configuration"
-        super().__init__(f"{len(diagnostics.errors)} error(s); first: {summary}")

@@ -13,13 +13,14 @@ from pydantic_core import ErrorDetails
 
 from reconciler.config.diagnostics import Diagnostic
 from reconciler.config.loader import Document, PosDict, diagnostic_at
+from reconciler.config.positions import YamlPath
 from reconciler.config.secrets import FIX_HINT
 
 # Values at these paths are never echoed back: they may be real secrets.
 _SENSITIVE = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
 
 
-def _clean_loc(data: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+def _clean_loc(data: Any, loc: YamlPath) -> YamlPath:
     """Drop pydantic's union-branch segments (``'basic'``, ``'function-after[...]'``)
     that are not keys of the YAML, keeping the path the user wrote."""
     out: list[str | int] = []
@@ -93,60 +94,59 @@ def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
         yield from _models_in(arg)
 
 
+# pydantic error type -> (message, hint); {shown} is the value (or "this value"),
+# {lt}/{le}/{gt}/{ge} the limit, {min_length}/{max_length} the length from ctx.
+_PLAIN: dict[str, tuple[str, str]] = {
+    "missing": ("required field is missing", ""),
+    "literal_secret": ("a literal secret is not allowed here", FIX_HINT),
+    "less_than": ("{shown} must be less than {lt}", ""),
+    "less_than_equal": ("{shown} is above the maximum {le}", ""),
+    "greater_than": ("{shown} must be greater than {gt}", ""),
+    "greater_than_equal": ("{shown} is below the minimum {ge}", ""),
+    "finite_number": ("{shown} is not a finite number", ""),
+    **dict.fromkeys(("int_type", "int_parsing", "int_from_float"),
+                    ("{shown} is not a whole number", "")),
+    **dict.fromkeys(("float_type", "float_parsing"), ("{shown} is not a number", "")),
+    **dict.fromkeys(("bool_type", "bool_parsing"),
+                    ("{shown} is not a boolean", "write true or false")),
+    "list_type": ("expected a list, got {shown}",
+                  "write it as a YAML list: [a, b] or '- a' lines"),
+    **dict.fromkeys(("dict_type", "model_type", "model_attributes_type"),
+                    ("expected a mapping, got {shown}", "")),
+    "string_too_short": ("must not be empty", ""),
+    "too_short": ("needs at least {min_length} item(s)", ""),
+    "string_too_long": ("is longer than {max_length} characters", ""),
+}
+
+
 def _message(err: ErrorDetails, sensitive: bool) -> tuple[str, str]:
     """(message, hint) for one pydantic error."""
     kind = err["type"]
     ctx = err.get("ctx", {}) or {}
     value = err.get("input")
     shown = "this value" if sensitive else show_value(value)
-    if kind == "missing":
-        return "required field is missing", ""
-    if kind == "literal_secret":
-        return "a literal secret is not allowed here", FIX_HINT
-    if kind in ("less_than_equal", "less_than"):
-        if kind == "less_than":
-            return f"{shown} must be less than {_num(ctx.get('lt'))}", ""
-        return f"{shown} is above the maximum {_num(ctx.get('le'))}", ""
-    if kind == "greater_than":
-        return f"{shown} must be greater than {_num(ctx.get('gt'))}", ""
-    if kind == "greater_than_equal":
-        return f"{shown} is below the minimum {_num(ctx.get('ge'))}", ""
-    if kind == "finite_number":
-        return f"{shown} is not a finite number", ""
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"{shown} is not a whole number", ""
-    if kind in ("float_type", "float_parsing"):
-        return f"{shown} is not a number", ""
-    if kind in ("bool_type", "bool_parsing"):
-        return f"{shown} is not a boolean", "write true or false"
-    if kind in ("string_type",):
-        if isinstance(value, list | dict):
-            return f"expected text, got {shown}", "write a single value"
-        return f"expected text, got {shown}", "quote the value"
-    if kind in ("list_type",):
-        return f"expected a list, got {shown}", "write it as a YAML list: [a, b] or '- a' lines"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"expected a mapping, got {shown}", ""
-    if kind == "string_too_short":
-        return "must not be empty", ""
-    if kind == "too_short":
-        return f"needs at least {ctx.get('min_length')} item(s)", ""
-    if kind == "string_too_long":
-        return f"is longer than {ctx.get('max_length')} characters", ""
+    if kind in _PLAIN:
+        message, hint = _PLAIN[kind]
+        words = {k: _num(ctx.get(k)) for k in ("lt", "le", "gt", "ge")}
+        words.update({k: str(ctx.get(k)) for k in ("min_length", "max_length")})
+        return message.format(shown=shown, **words), hint
+    if kind == "string_type":
+        hint = "write a single value" if isinstance(value, list | dict) else "quote the value"
+        return f"expected text, got {shown}", hint
     if kind in ("enum", "literal_error"):
         expected = ctx.get("expected", "")
         return f"{shown} is not one of {expected}", _close_choice(value, expected)
-    if kind in ("union_tag_invalid",):
+    if kind == "union_tag_invalid":
         # the input is the whole mapping; the tag is the value that is wrong
         return (f"{show_value(ctx.get('tag'))} is not a known type; expected one of "
                 f"{ctx.get('expected_tags')}",
                 _close_choice(ctx.get("tag"), str(ctx.get("expected_tags", ""))))
-    if kind == "union_tag_not_found":
-        if not isinstance(value, dict):
-            return f"expected a mapping, got {shown}", ""
+    if kind == "union_tag_not_found" and isinstance(value, dict):
         tag = str(ctx.get("discriminator", "type")).strip("'")
         return f"`{tag}` is required here", ""
-    if kind == "value_error" or kind == "assertion_error":
+    if kind == "union_tag_not_found":
+        return f"expected a mapping, got {shown}", ""
+    if kind in ("value_error", "assertion_error"):
         return err["msg"].removeprefix("Value error, "), ""
     return err["msg"], ""
 
@@ -184,7 +184,7 @@ def diagnostics_from(
     return out
 
 
-def _walk(data: Any, loc: tuple[str | int, ...]) -> Any:
+def _walk(data: Any, loc: YamlPath) -> Any:
     node = data
     for seg in loc:
         try:

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import yaml
 
+from reconciler.config.positions import Mark
+
 MAX_DEPTH = 64
 ALIAS_ALLOWANCE = 10_000
 ALIAS_RATIO = 10
-
-Mark = tuple[int, int]  # 1-based line, column
 
 
 class LimitExceeded(Exception):

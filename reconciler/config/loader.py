@@ -142,14 +142,7 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         complex keys raise :class:`_NeedsNodes` so that :meth:`read_nodes`
         stays their one implementation. The result is the same either way.
         """
-        constructors = self.yaml_constructors
-        tags = _TAG_CACHE
-        stack: list[Any] = []  # open PosDict/PosList
-        keys: list[tuple[Any, int] | None] = []  # per open container: a key awaiting its value
-        intern = sys.intern
-        strings = self.strings
-        share = len(strings) < _SHARED_STRINGS
-        in_file: dict[str, str] = {}  # once the shared table is full: repeats within the file
+        build = _EventBuilder(self)
         root: Any = None
         root_mark = pack(1, 1)
         index = 0
@@ -157,52 +150,12 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             event = self.get_event()
             kind = event.__class__
             if kind is yaml.ScalarEvent:
-                if event.anchor is not None or event.tag is not None:
-                    raise _NeedsNodes(len(stack), index)
-                start = event.start_mark
-                mark = (start.line + 1) << 32 | (start.column + 1)  # positions.pack, inlined
-                raw = event.value
-                tag = _STR_TAG
-                if event.implicit[0]:  # plain scalar: resolve 12 / true / null / ...
-                    tag = tags.get(raw)
-                    if tag is None:
-                        tag = self.resolve(yaml.ScalarNode, raw, event.implicit)
-                        if len(tags) < _TAG_CACHE_SIZE:
-                            tags[raw] = tag
-                if tag == _STR_TAG:
-                    # values repeat across resources (apiVersion, kinds, protocols, hosts):
-                    # one copy each, up to a bound so unique values do not grow the table
-                    value = strings.get(raw)
-                    if value is None:
-                        if share:
-                            value = strings[raw] = raw
-                            share = len(strings) < _SHARED_STRINGS
-                        else:
-                            value = in_file.setdefault(raw, raw)
-                else:
-                    construct = constructors.get(tag)  # none for `<<` and `=`
-                    if construct is None:
-                        raise _NeedsNodes(len(stack), index)
-                    node = yaml.ScalarNode(tag, raw, start, event.end_mark, event.style)
-                    try:
-                        value = construct(self, node)
-                    except SCALAR_ERRORS as exc:
-                        raise unreadable_value(node, exc) from None
+                value, mark = build.scalar(event, index)
             elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
-                if event.anchor is not None or event.tag is not None:
-                    raise _NeedsNodes(len(stack) + 1, index)
-                start = event.start_mark
-                if len(stack) >= MAX_DEPTH:
-                    raise too_deep(start)
-                at = (start.line + 1) << 32 | (start.column + 1)
-                container = PosDict(at) if kind is yaml.MappingStartEvent else PosList(at)
-                stack.append(container)
-                keys.append(None)
+                build.open(event, index)
                 continue
             elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
-                value = stack.pop()
-                keys.pop()
-                mark = value.seal()
+                value, mark = build.close()
             elif kind is yaml.DocumentEndEvent:
                 if root is not None:
                     # a container knows its own start: no tuple per document for it
@@ -215,29 +168,100 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             elif kind is yaml.StreamEndEvent:
                 return
             elif kind is yaml.AliasEvent:
-                raise _NeedsNodes(len(stack), index)
+                raise _NeedsNodes(len(build.stack), index)
             else:  # stream and document start
                 continue
-            if not stack:
+            if build.stack:
+                build.attach(value, mark, kind is yaml.ScalarEvent, index)
+            else:
                 root, root_mark = value, mark
-                continue
-            parent = stack[-1]
-            if parent.__class__ is PosList:
-                parent.add(value, mark)
-                continue
-            pending = keys[-1]
-            if pending is None:
-                if kind is not yaml.ScalarEvent or not isinstance(value, _KEY_TYPES):
-                    raise _NeedsNodes(len(stack), index)  # read_nodes reports the complex key
-                # the same few keys recur in every resource: keep one copy of each
-                keys[-1] = (intern(value) if value.__class__ is str else value, mark)
-                continue
-            key, key_mark = pending
-            if key in parent:
-                first = parent.key_mark(key) or (0, 0)
-                self.duplicate_keys.append((str(key), first, unpack(key_mark)))
-            parent.put(key, value, key_mark, mark)
-            keys[-1] = None
+
+
+class _EventBuilder:
+    """The open containers of :meth:`_PositionalLoader.read_events` and how each
+    event's value joins them. Hot path: positions are packed inline."""
+
+    __slots__ = ("in_file", "keys", "loader", "share", "stack", "strings")
+
+    def __init__(self, loader: _PositionalLoader) -> None:
+        self.loader = loader
+        self.stack: list[Any] = []  # open PosDict/PosList
+        self.keys: list[tuple[Any, int] | None] = []  # per open container: a pending key
+        self.strings = loader.strings
+        self.share = len(self.strings) < _SHARED_STRINGS
+        self.in_file: dict[str, str] = {}  # once the shared table is full: repeats in the file
+
+    def scalar(self, event: yaml.ScalarEvent, index: int) -> tuple[Any, int]:
+        if event.anchor is not None or event.tag is not None:
+            raise _NeedsNodes(len(self.stack), index)
+        start = event.start_mark
+        mark = (start.line + 1) << 32 | (start.column + 1)  # positions.pack, inlined
+        raw = event.value
+        tag = self._tag(raw, event.implicit) if event.implicit[0] else _STR_TAG
+        if tag != _STR_TAG:
+            construct = self.loader.yaml_constructors.get(tag)  # none for `<<` and `=`
+            if construct is None:
+                raise _NeedsNodes(len(self.stack), index)
+            node = yaml.ScalarNode(tag, raw, start, event.end_mark, event.style)
+            try:
+                return construct(self.loader, node), mark
+            except SCALAR_ERRORS as exc:
+                raise unreadable_value(node, exc) from None
+        # values repeat across resources (apiVersion, kinds, protocols, hosts):
+        # one copy each, up to a bound so unique values do not grow the table
+        value = self.strings.get(raw)
+        if value is None:
+            if self.share:
+                value = self.strings[raw] = raw
+                self.share = len(self.strings) < _SHARED_STRINGS
+            else:
+                value = self.in_file.setdefault(raw, raw)
+        return value, mark
+
+    def _tag(self, raw: str, implicit: tuple[bool, bool]) -> str:
+        """The tag of a plain scalar (12 / true / null / ...), cached across files."""
+        tag = _TAG_CACHE.get(raw)
+        if tag is None:
+            tag = self.loader.resolve(yaml.ScalarNode, raw, implicit)
+            if len(_TAG_CACHE) < _TAG_CACHE_SIZE:
+                _TAG_CACHE[raw] = tag
+        return tag
+
+    def open(self, event: yaml.CollectionStartEvent, index: int) -> None:
+        if event.anchor is not None or event.tag is not None:
+            raise _NeedsNodes(len(self.stack) + 1, index)
+        start = event.start_mark
+        if len(self.stack) >= MAX_DEPTH:
+            raise too_deep(start)
+        at = (start.line + 1) << 32 | (start.column + 1)
+        self.stack.append(PosDict(at) if event.__class__ is yaml.MappingStartEvent
+                          else PosList(at))
+        self.keys.append(None)
+
+    def close(self) -> tuple[Any, int]:
+        value = self.stack.pop()
+        self.keys.pop()
+        return value, value.seal()
+
+    def attach(self, value: Any, mark: int, scalar: bool, index: int) -> None:
+        """Put a finished value into the innermost open container."""
+        parent = self.stack[-1]
+        if parent.__class__ is PosList:
+            parent.add(value, mark)
+            return
+        pending = self.keys[-1]
+        if pending is None:
+            if not scalar or not isinstance(value, _KEY_TYPES):
+                raise _NeedsNodes(len(self.stack), index)  # read_nodes reports the complex key
+            # the same few keys recur in every resource: keep one copy of each
+            self.keys[-1] = (sys.intern(value) if value.__class__ is str else value, mark)
+            return
+        key, key_mark = pending
+        if key in parent:
+            first = parent.key_mark(key) or (0, 0)
+            self.loader.duplicate_keys.append((str(key), first, unpack(key_mark)))
+        parent.put(key, value, key_mark, mark)
+        self.keys[-1] = None
 
 
 class _NeedsNodes(Exception):

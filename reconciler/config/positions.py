@@ -22,6 +22,7 @@ from array import array
 from typing import Any
 
 Mark = tuple[int, int]  # 1-based line, column
+YamlPath = tuple[str | int, ...]  # keys and list indexes from a document's root
 
 _COL_BITS = 32
 _COL_MASK = (1 << _COL_BITS) - 1

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from reconciler.config.diagnostics import Diagnostic
 from reconciler.config.loaded import LoadedResource
 from reconciler.config.models.base import Ref
+from reconciler.config.positions import YamlPath
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ def ref_fields(spec_cls: type[BaseModel]) -> tuple[RefField, ...]:
     return tuple(out)
 
 
-def iter_references(res: LoadedResource) -> Iterator[tuple[RefField, str, tuple[str | int, ...]]]:
+def iter_references(res: LoadedResource) -> Iterator[tuple[RefField, str, YamlPath]]:
     """(field, referenced name, YAML path) for every reference a resource makes."""
     spec = res.model.spec
     for field in ref_fields(type(spec)):

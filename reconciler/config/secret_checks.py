@@ -17,11 +17,11 @@ from pydantic import BaseModel
 
 from reconciler.config.diagnostics import Diagnostic
 from reconciler.config.loaded import LoadedResource
+from reconciler.config.positions import YamlPath
 from reconciler.config.secret_places import PlaceRefused, PlacesSettingError, SecretPlaces
 from reconciler.config.secrets import SecretRef
 
 CODE = "secret-place"
-Path = tuple[str | int, ...]
 
 
 def _may_hold(annotation: Any, seen: frozenset[type]) -> bool:
@@ -43,7 +43,7 @@ def _secret_fields(
                  if _may_hold(info.annotation, seen))
 
 
-def model_refs(value: Any, path: Path = ()) -> Iterator[tuple[Path, str]]:
+def model_refs(value: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, str]]:
     """(YAML path, reference) of every SecretRef in a validated model. Only fields whose
     type can hold one are visited: walking every node of every document cost ~60 ms
     per 10,000 resources, this a few."""

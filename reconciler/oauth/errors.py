@@ -16,7 +16,7 @@ correlation id is kept because Microsoft support asks for it).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,91 @@ def _first_sentence(text: str) -> str:
     return text[:300].rstrip(". ")
 
 
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What one error response said, as the rules below test it."""
+
+    error: str
+    code: int | None
+    said: str  # the first sentence of error_description, lower-cased
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """A kind of OAuth failure: it matches on an AADSTS code, an RFC 6749 error, or
+    ``also``; ``message``/``fix`` may use {said}, {again} and {what}."""
+
+    message: str
+    fix: str
+    codes: frozenset[int] = frozenset()
+    errors: frozenset[str] = frozenset()
+    also: Callable[[_Seen], bool] | None = None
+    permanent: bool = True
+
+    def matches(self, seen: _Seen) -> bool:
+        return (seen.code in self.codes or seen.error in self.errors
+                or (self.also is not None and self.also(seen)))
+
+
+def _client_said(*words: str, without: str = "") -> Callable[[_Seen], bool]:
+    """invalid_client whose description mentions ``words`` (and not ``without``)."""
+    return lambda s: (s.error == "invalid_client" and all(w in s.said for w in words)
+                      and not (without and without in s.said))
+
+
+# First match wins: the specific Entra codes come before the generic RFC 6749 errors.
+_RULES: tuple[_Rule, ...] = (
+    _Rule("the app has no consent for the requested permissions{said}",
+          "An administrator must grant consent: in Microsoft Entra admin center open App "
+          "registrations > the app > API permissions and choose 'Grant admin consent', "
+          "then {again}.",
+          codes=frozenset({65001}), errors=frozenset({"consent_required"})),
+    _Rule("the identity provider rejected the client secret{said}",
+          "Put the secret's Value (not its Secret ID) where clientSecret's secretRef points, "
+          "and check clientId belongs to the same app registration.",
+          codes=frozenset({7000215, 7000216}), also=_client_said("secret", without="expired")),
+    _Rule("the app's client secret has expired{said}",
+          "Create a new client secret (Entra: App registrations > Certificates & secrets; "
+          "Google: Credentials), store it where clientSecret's secretRef points, and apply.",
+          codes=frozenset({7000222}), also=_client_said("expired")),
+    _Rule("the app or tenant is not known to the identity provider{said}",
+          "Check clientId and tenant against the app registration (and the national cloud "
+          "of the server).",
+          codes=frozenset({700016, 90002, 900023, 90033}),
+          errors=frozenset({"unauthorized_client"})),
+    _Rule("the redirect URL is not registered for the app{said}",
+          "Add redirectUrl exactly as configured (scheme, host, port and path) to the app "
+          "registration's redirect URIs, or set redirectUrl to one that is registered.",
+          codes=frozenset({50011}), errors=frozenset({"redirect_uri_mismatch"}),
+          also=lambda s: "redirect_uri" in s.said),
+    _Rule("the authorization grant is expired or revoked{said}",
+          "A person must sign in again: {again}.",
+          codes=REAUTHORIZE_CODES, errors=frozenset({"invalid_grant"})),
+    _Rule("the identity provider rejected the client credentials{said}",
+          "Check clientId and the client secret the secretRef points to.",
+          errors=frozenset({"invalid_client"})),
+    _Rule("the requested scope is not valid for this app{said}",
+          "Check scope (app-only tokens need RESOURCE/.default) and that the API "
+          "permissions are added to the app registration.",
+          codes=frozenset({70011, 500011}), errors=frozenset({"invalid_scope"})),
+    _Rule("the sign-in was cancelled or denied{said}",
+          "Sign in again and accept the permissions: {again}.",
+          errors=frozenset({"access_denied"})),
+    _Rule("the identity provider refused the request ({what}){said}",
+          "Check provider, tokenUrl and grant in the server's auth block.",
+          errors=frozenset({"unsupported_grant_type", "invalid_request",
+                            "unsupported_response_type"})),
+    _Rule("a conditional-access policy blocked the sign-in{said}",
+          "Ask the Entra administrator to allow this client (location, device or app).",
+          codes=frozenset({53003})),
+    _Rule("the identity provider is unavailable ({what}){said}",
+          "Nothing to change: the request is retried later.",
+          errors=frozenset({"temporarily_unavailable", "server_error"}),
+          also=lambda s: s.status >= 500 or s.status == 429, permanent=False),
+)
+
+
 def classify(body: Mapping[str, Any] | None, *, status: int | None = None,
              server: str | None = None) -> OAuthProblem:
     """Map an OAuth error response to what it means and how to fix it.
@@ -83,73 +168,14 @@ def classify(body: Mapping[str, Any] | None, *, status: int | None = None,
     code = codes[0] if codes else None
     said = _first_sentence(str(body.get("error_description") or ""))
     corr = body.get("correlation_id")
-    corr = str(corr) if corr else None
-    said_part = f": {said}" if said else ""
-
-    def problem(message: str, fix: str, permanent: bool) -> OAuthProblem:
-        return OAuthProblem(message, fix, permanent, error, code, corr)
-
-    again = login_hint(server)
-    if code == 65001 or error == "consent_required":
-        return problem(
-            f"the app has no consent for the requested permissions{said_part}",
-            "An administrator must grant consent: in Microsoft Entra admin center open App "
-            "registrations > the app > API permissions and choose 'Grant admin consent', "
-            f"then {again}.", True)
-    if code in (7000215, 7000216) or (error == "invalid_client" and "secret" in said.lower()
-                                     and "expired" not in said.lower()):
-        return problem(
-            f"the identity provider rejected the client secret{said_part}",
-            "Put the secret's Value (not its Secret ID) where clientSecret's secretRef points, "
-            "and check clientId belongs to the same app registration.", True)
-    if code == 7000222 or (error == "invalid_client" and "expired" in said.lower()):
-        return problem(
-            f"the app's client secret has expired{said_part}",
-            "Create a new client secret (Entra: App registrations > Certificates & secrets; "
-            "Google: Credentials), store it where clientSecret's secretRef points, and apply.",
-            True)
-    if code in (700016, 90002, 900023, 90033) or error == "unauthorized_client":
-        return problem(
-            f"the app or tenant is not known to the identity provider{said_part}",
-            "Check clientId and tenant against the app registration (and the national cloud "
-            "of the server).", True)
-    if code == 50011 or "redirect_uri" in said.lower() or error == "redirect_uri_mismatch":
-        return problem(
-            f"the redirect URL is not registered for the app{said_part}",
-            "Add redirectUrl exactly as configured (scheme, host, port and path) to the app "
-            "registration's redirect URIs, or set redirectUrl to one that is registered.", True)
-    if code in REAUTHORIZE_CODES or error == "invalid_grant":
-        return problem(
-            f"the authorization grant is expired or revoked{said_part}",
-            f"A person must sign in again: {again}.", True)
-    if error == "invalid_client":
-        return problem(
-            f"the identity provider rejected the client credentials{said_part}",
-            "Check clientId and the client secret the secretRef points to.", True)
-    if error == "invalid_scope" or code in (70011, 500011):
-        return problem(
-            f"the requested scope is not valid for this app{said_part}",
-            "Check scope (app-only tokens need RESOURCE/.default) and that the API "
-            "permissions are added to the app registration.", True)
-    if error == "access_denied":
-        return problem(
-            f"the sign-in was cancelled or denied{said_part}",
-            f"Sign in again and accept the permissions: {again}.", True)
-    if error in ("unsupported_grant_type", "invalid_request", "unsupported_response_type"):
-        return problem(
-            f"the identity provider refused the request ({error}){said_part}",
-            "Check provider, tokenUrl and grant in the server's auth block.", True)
-    if code == 53003:
-        return problem(
-            f"a conditional-access policy blocked the sign-in{said_part}",
-            "Ask the Entra administrator to allow this client (location, device or app).",
-            True)
-    if error in ("temporarily_unavailable", "server_error") or (status or 0) >= 500 \
-            or status == 429:
-        return problem(
-            f"the identity provider is unavailable ({error or status}){said_part}",
-            "Nothing to change: the request is retried later.", False)
-    shown = error or (f"HTTP {status}" if status else "an unknown error")
-    return problem(f"the identity provider answered {shown}{said_part}",
-                   "Check the server's OAuth settings (clientId, tenant, tokenUrl, scope).",
-                   bool(error))
+    seen = _Seen(error, code, said.lower(), status or 0)
+    words = {"said": f": {said}" if said else "", "again": login_hint(server),
+             "what": error or status}
+    rule = next((r for r in _RULES if r.matches(seen)), None)
+    if rule is None:  # nothing known: say what came back; only an error code is final
+        words["what"] = error or (f"HTTP {status}" if status else "an unknown error")
+        rule = _Rule("the identity provider answered {what}{said}",
+                     "Check the server's OAuth settings (clientId, tenant, tokenUrl, scope).",
+                     permanent=bool(error))
+    return OAuthProblem(rule.message.format(**words), rule.fix.format(**words),
+                        rule.permanent, error, code, str(corr) if corr else None)

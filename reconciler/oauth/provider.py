@@ -142,21 +142,9 @@ class OAuthTokenProvider:
             # Another process refreshed: its token is as good as ours would be.
             return self._keep(key, sealed.access_token, row.access_expires_at,
                               row.generation, digest)
-        delegated = auth.grant == OAuthGrant.AUTHORIZATION_CODE
-        if delegated and (row is None or not row.refresh_present):
-            raise TokenError(f"{label} has not been authorized yet: {login_hint(label)}",
-                             permanent=True)
-        if delegated and row is not None and row.last_error_permanent:
-            raise TokenError(row.last_error or f"{label}: {login_hint(label)}", permanent=True)
-        flow = flow_for(auth, ca_file=self._ca_file, server=label)
-        generation = row.generation if row is not None else 0
         account = (row.account if row is not None else None) or auth.username
         try:
-            if delegated:
-                assert sealed is not None
-                grant = await flow.refresh(sealed.refresh_token, sealed.msal_cache, account)
-            else:
-                grant = await flow.client_credentials()
+            grant = await self._ask(auth, label, row, sealed, account)
         except FlowError as exc:
             message = f"{label}: {exc.problem}"
             log.warning("no access token for %s: %s", label, exc.problem)
@@ -164,7 +152,24 @@ class OAuthTokenProvider:
                               grant=str(auth.grant), account=account, message=message,
                               permanent=exc.problem.permanent, expect_generation=None)
             raise TokenError(message, permanent=exc.problem.permanent) from None
+        generation = row.generation if row is not None else 0
         return await self._save(key, digest, auth, grant, generation, sealed)
+
+    async def _ask(self, auth: OAuth2Auth, label: str, row: TokenRow | None, sealed: Any,
+                   account: str | None) -> Grant:
+        """A new grant from the identity provider: client credentials ask again, a
+        delegated grant refreshes unless no person ever signed in or its last
+        refresh failed for good (then asking again only hammers the provider)."""
+        if auth.grant != OAuthGrant.AUTHORIZATION_CODE:
+            return await flow_for(auth, ca_file=self._ca_file, server=label).client_credentials()
+        if row is None or not row.refresh_present:
+            raise TokenError(f"{label} has not been authorized yet: {login_hint(label)}",
+                             permanent=True)
+        if row.last_error_permanent:
+            raise TokenError(row.last_error or f"{label}: {login_hint(label)}", permanent=True)
+        assert sealed is not None
+        flow = flow_for(auth, ca_file=self._ca_file, server=label)
+        return await flow.refresh(sealed.refresh_token, sealed.msal_cache, account)
 
     async def _save(self, key: ServerKey, digest: str, auth: OAuth2Auth, grant: Grant,
                     generation: int, previous: Any) -> _Held:

@@ -19,10 +19,9 @@ from typing import Any
 
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
 from reconciler.config.gcpause import gc_paused
+from reconciler.config.positions import YamlPath
 from reconciler.config.secrets import redact
 from reconciler.state.base import Action, Change, FieldChange, LiveState
-
-Path = tuple[str | int, ...]
 
 # deepdiff report types whose value exists only on one side.
 _ADDED = frozenset({"dictionary_item_added", "iterable_item_added", "set_item_added"})
@@ -80,7 +79,7 @@ def _fields(
     marks = {tuple(d.split(".")) for d in derived}
     if before is None or after is None:
         # A create or delete lists every leaf; the walk is sorted, so no sort after it.
-        leaves: list[tuple[Path, Any]] = []
+        leaves: list[tuple[YamlPath, Any]] = []
         _leaves(_document(after if before is None else before), (), leaves, redact)
         if before is None:
             return tuple(FieldChange(_dotted(p), None, v, _is_derived(p, marks))
@@ -102,7 +101,7 @@ def _document(res: CanonicalResource) -> dict[str, Any]:
     return doc
 
 
-def _dotted(path: Path) -> str:
+def _dotted(path: YamlPath) -> str:
     return ".".join(map(str, path))
 
 
@@ -114,13 +113,13 @@ def _tree(old: dict[str, Any], new: dict[str, Any]) -> Any:
     return DeepDiff(old, new, view="tree")
 
 
-def _deep(old: dict[str, Any], new: dict[str, Any]) -> Iterator[tuple[Path, Any, Any]]:
+def _deep(old: dict[str, Any], new: dict[str, Any]) -> Iterator[tuple[YamlPath, Any, Any]]:
     """Changed leaves between two already redacted documents."""
     for report, levels in _tree(old, new).items():
         for level in levels:
-            path: Path = tuple(level.path(output_format="list"))
+            path: YamlPath = tuple(level.path(output_format="list"))
             if report in _ADDED or report in _REMOVED:
-                leaves: list[tuple[Path, Any]] = []
+                leaves: list[tuple[YamlPath, Any]] = []
                 added = report in _ADDED
                 _leaves(level.t2 if added else level.t1, path, leaves, _same)
                 yield from ((p, None, v) if added else (p, v, None) for p, v in leaves)
@@ -136,7 +135,7 @@ def _same(value: Any) -> Any:
 
 
 def _leaves(
-    value: Any, prefix: Path, out: list[tuple[Path, Any]], clean: Callable[[Any], Any]
+    value: Any, prefix: YamlPath, out: list[tuple[YamlPath, Any]], clean: Callable[[Any], Any]
 ) -> None:
     """Scalar values by path, in sorted order; secret references (passed through
     ``clean``) and empty containers count as scalars."""
@@ -162,7 +161,7 @@ def _at(doc: Any, path: Sequence[str | int]) -> Any:
     return doc
 
 
-def _is_derived(path: Path, marks: set[tuple[str, ...]]) -> bool:
+def _is_derived(path: YamlPath, marks: set[tuple[str, ...]]) -> bool:
     """A derived path, or inside one: a derived list or mapping shows up leaf by leaf."""
     if not marks:
         return False

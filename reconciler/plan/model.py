@@ -47,6 +47,9 @@ class GitInfo:
             parts.append(f"PR #{self.pull_request}")
         return ", ".join(parts)
 
+    def to_json(self) -> dict[str, str | None]:
+        return {"commit": self.commit, "branch": self.branch, "pullRequest": self.pull_request}
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -94,7 +97,7 @@ class Plan:
 
     def sealed(self) -> Plan:
         """This plan with its digest computed from its content."""
-        return _replace_digest(self, digest_of(_content(self)))
+        return replace(self, digest=digest_of(_content(self)))
 
     @property
     def has_changes(self) -> bool:
@@ -102,10 +105,6 @@ class Plan:
 
     def count(self, action: Action) -> int:
         return sum(1 for c in self.changes if c.action is action)
-
-
-def _replace_digest(plan: Plan, digest: str) -> Plan:
-    return replace(plan, digest=digest)
 
 
 # -- git information ------------------------------------------------------------
@@ -148,8 +147,19 @@ def _git(path: Path, *args: str) -> str | None:
 # -- JSON form ------------------------------------------------------------------
 
 
-def _body(res: CanonicalResource | None) -> dict[str, Any] | None:
-    return res.body() if res is not None else None
+def key_json(key: ResourceKey) -> dict[str, str]:
+    return {"kind": key.kind, "namespace": key.namespace, "name": key.name}
+
+
+def change_json(change: Change, *, bodies: bool) -> dict[str, Any]:
+    """One change as a saved plan holds it (``bodies``) and as `plan --format json` shows it."""
+    out: dict[str, Any] = {"action": change.action.value, **key_json(change.key)}
+    if bodies:
+        out["before"] = change.before.body() if change.before is not None else None
+        out["after"] = change.after.body() if change.after is not None else None
+    out["fields"] = [{"path": f.path, "before": f.before, "after": f.after,
+                      "derived": f.derived} for f in change.fields]
+    return out
 
 
 def _content(plan: Plan) -> dict[str, Any]:
@@ -164,25 +174,9 @@ def _content(plan: Plan) -> dict[str, Any]:
         "liveCount": plan.live_count,
         "desiredDigest": plan.desired_digest,
         "prune": plan.prune,
-        "git": {"commit": plan.git.commit, "branch": plan.git.branch,
-                "pullRequest": plan.git.pull_request},
-        "changes": [
-            {
-                "action": c.action.value,
-                "kind": c.key.kind,
-                "namespace": c.key.namespace,
-                "name": c.key.name,
-                "before": _body(c.before),
-                "after": _body(c.after),
-                "fields": [
-                    {"path": f.path, "before": f.before, "after": f.after, "derived": f.derived}
-                    for f in c.fields
-                ],
-            }
-            for c in plan.changes
-        ],
-        "unmanaged": [{"kind": k.kind, "namespace": k.namespace, "name": k.name}
-                      for k in plan.unmanaged],
+        "git": plan.git.to_json(),
+        "changes": [change_json(c, bodies=True) for c in plan.changes],
+        "unmanaged": [key_json(k) for k in plan.unmanaged],
         "credentialMoves": [m.to_json() for m in plan.credential_moves],
     }
 
@@ -232,7 +226,7 @@ def load(path: Path) -> Plan:
     except (KeyError, TypeError, ValueError) as exc:
         raise PlanFileError(f"{path} is not a valid plan ({exc.__class__.__name__}: {exc}); "
                             "re-create it with `reconcile plan`") from None
-    return _replace_digest(plan, stored)
+    return replace(plan, digest=stored)
 
 
 def _resource(key: ResourceKey, body: Mapping[str, Any] | None) -> CanonicalResource | None:

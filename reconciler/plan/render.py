@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from reconciler.credentials.moves import FLAG, CredentialMove, grouped
-from reconciler.plan.model import Plan
+from reconciler.plan.model import Plan, change_json, key_json
 from reconciler.state.base import Action, Change, FieldChange
 
 FORMATS = ("text", "markdown", "json")
@@ -236,24 +236,11 @@ def data(plan: Plan) -> dict[str, Any]:
         "digest": plan.digest,
         "prune": plan.prune,
         "createdAt": plan.created_at.isoformat(),
-        "git": {"commit": plan.git.commit, "branch": plan.git.branch,
-                "pullRequest": plan.git.pull_request},
-        "changes": [
-            {
-                "action": c.action.value,
-                "kind": c.key.kind,
-                "namespace": c.key.namespace,
-                "name": c.key.name,
-                "fields": [{"path": f.path, "before": f.before, "after": f.after,
-                            "derived": f.derived} for f in c.fields],
-            }
-            for c in plan.changes
-        ],
-        "unmanaged": [{"kind": k.kind, "namespace": k.namespace, "name": k.name}
-                      for k in plan.unmanaged],
+        "git": plan.git.to_json(),
+        "changes": [change_json(c, bodies=False) for c in plan.changes],
+        "unmanaged": [key_json(k) for k in plan.unmanaged],
         "credentialMoves": [
-            {"kind": m.resource.kind, "namespace": m.resource.namespace,
-             "name": m.resource.name, "credential": m.shown, "endpoint": m.endpoint,
+            {**key_json(m.resource), "credential": m.shown, "endpoint": m.endpoint,
              "boundTo": list(m.bound_to), "approval": m.approval}
             for m in plan.credential_moves
         ],

@@ -9,31 +9,28 @@ plain JSON of a resource (a few microseconds each), with CEL's semantics from
 
 Constructs outside that subset (timestamps, durations, bytes, unsigned
 ints, ``type()``, message literals) still work: such an expression runs on
-cel-python's own interpreter instead, only slower.
+cel-python's own interpreter instead (:mod:`reconciler.policy.cel_interpreted`),
+only slower. The comprehension macros are in :mod:`reconciler.policy.cel_macros`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import celpy
 import lark
-from celpy import celtypes
-from celpy.adapter import json_to_cel
 from celpy.celparser import CELParser
-from celpy.evaluation import CELEvalError, celstr
+from celpy.evaluation import celstr
 
 from reconciler.policy import cel_ops as ops
-from reconciler.policy.cel_ops import CelError
+from reconciler.policy.cel_interpreted import interpreted
+from reconciler.policy.cel_macros import MACROS
+from reconciler.policy.cel_ops import Activation, CelError, Node
 from reconciler.policy.functions import HELPERS
 
-Activation = Mapping[str, Any]
-Node = Callable[[Activation], Any]
-
-MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 FUNCTIONS: dict[str, Callable[..., Any]] = {**ops.BUILTINS, **HELPERS}
 
 # Names cel-python knows that this compiler leaves to it (see module docstring).
@@ -135,7 +132,7 @@ def compile_expression(source: str, variables: frozenset[str]) -> Program:
         try:
             return Program(source, True, compiler.compile(tree), frozenset(compiler.fields))
         except _Unsupported:
-            return Program(source, False, _interpreted(tree))
+            return Program(source, False, interpreted(tree))
     except RecursionError:
         raise CelCompileError("expression is nested too deeply") from None
 
@@ -418,7 +415,7 @@ class _Compiler:
                 self.scope.discard(var)
             if not was_bound:
                 self.bound.discard(var)
-        return _MACRO_BUILDERS[name](target, var, bodies, where)
+        return MACROS[name](target, var, bodies, where)
 
     # -- leaves --------------------------------------------------------------
     def c_ident(self, tree: lark.Tree) -> Node:
@@ -500,166 +497,3 @@ _BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "multiplication_div": ops.divide,
     "multiplication_mod": ops.modulo,
 }
-
-
-# -- macros --------------------------------------------------------------------
-def _items(value: Any, name: str, where: str) -> list[Any]:
-    if type(value) is list:
-        return value
-    if type(value) is dict:
-        return list(value)  # CEL iterates a map's keys
-    raise CelError(f"{name}() needs a list or map, but {where} is {ops.type_name(value)}")
-
-
-def _bool_results(
-    target: Node, var: str, body: Node, act: Activation, name: str, where: str
-) -> tuple[list[bool], CelError | None]:
-    results: list[bool] = []
-    error: CelError | None = None
-    scope = dict(act)
-    for item in _items(target(act), name, where):
-        scope[var] = item
-        try:
-            value = body(scope)
-        except CelError as exc:
-            error = error or exc
-            continue
-        if type(value) is not bool:
-            error = error or ops.no_overload(name, value)
-            continue
-        results.append(value)
-    return results, error
-
-
-def _macro_all(target: Node, var: str, bodies: list[Node], where: str) -> Node:
-    def all_(act: Activation) -> bool:
-        results, error = _bool_results(target, var, bodies[0], act, "all", where)
-        if False in results:
-            return False
-        if error is not None:
-            raise error
-        return True
-
-    return all_
-
-
-def _macro_exists(target: Node, var: str, bodies: list[Node], where: str) -> Node:
-    def exists(act: Activation) -> bool:
-        results, error = _bool_results(target, var, bodies[0], act, "exists", where)
-        if True in results:
-            return True
-        if error is not None:
-            raise error
-        return False
-
-    return exists
-
-
-def _macro_exists_one(target: Node, var: str, bodies: list[Node], where: str) -> Node:
-    def exists_one(act: Activation) -> bool:
-        results, error = _bool_results(target, var, bodies[0], act, "exists_one", where)
-        if error is not None:
-            raise error
-        return results.count(True) == 1
-
-    return exists_one
-
-
-def _macro_map(target: Node, var: str, bodies: list[Node], where: str) -> Node:
-    keep = bodies[0] if len(bodies) == 2 else None
-    transform = bodies[-1]
-
-    def map_(act: Activation) -> list[Any]:
-        scope = dict(act)
-        result = []
-        for item in _items(target(act), "map", where):
-            scope[var] = item
-            if keep is not None and _require_bool(keep(scope), "map") is False:
-                continue
-            result.append(transform(scope))
-        return result
-
-    return map_
-
-
-def _macro_filter(target: Node, var: str, bodies: list[Node], where: str) -> Node:
-    def filter_(act: Activation) -> list[Any]:
-        scope = dict(act)
-        result = []
-        for item in _items(target(act), "filter", where):
-            scope[var] = item
-            if _require_bool(bodies[0](scope), "filter"):
-                result.append(item)
-        return result
-
-    return filter_
-
-
-def _require_bool(value: Any, name: str) -> bool:
-    if type(value) is not bool:
-        raise ops.no_overload(name, value)
-    return value
-
-
-_MACRO_BUILDERS: dict[str, Callable[[Node, str, list[Node], str], Node]] = {
-    "all": _macro_all,
-    "exists": _macro_exists,
-    "exists_one": _macro_exists_one,
-    "map": _macro_map,
-    "filter": _macro_filter,
-}
-
-
-# -- the cel-python path -------------------------------------------------------
-def _plain(value: Any) -> Any:
-    """cel-python value -> plain JSON-ish Python value."""
-    if isinstance(value, celtypes.BoolType):
-        return bool(value)
-    if isinstance(value, celtypes.IntType | celtypes.UintType):
-        return int(value)
-    if isinstance(value, celtypes.DoubleType):
-        return float(value)
-    if isinstance(value, celtypes.StringType):
-        return str(value)
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {_plain(k): _plain(v) for k, v in value.items()}
-    return value
-
-
-def _celpy_function(fn: Callable[..., Any]) -> Callable[..., Any]:
-    def wrapped(*args: Any) -> Any:
-        try:
-            return json_to_cel(fn(*(_plain(a) for a in args)))
-        except CelError as exc:
-            return CELEvalError(str(exc), TypeError, None)
-
-    return wrapped
-
-
-# Only the functions cel-python lacks: its own size/matches/... keep its semantics.
-_CELPY_FUNCTIONS = {
-    name: _celpy_function(fn)
-    for name, fn in FUNCTIONS.items()
-    if name not in celpy.evaluation.base_functions
-}
-
-
-def _interpreted(tree: lark.Tree) -> Node:
-    environment = celpy.Environment()
-    runner = celpy.InterpretedRunner(environment, tree, _CELPY_FUNCTIONS)
-
-    def run(act: Activation) -> Any:
-        context = {name: json_to_cel(value) for name, value in act.items()}
-        try:
-            result = runner.evaluate(context)
-        except CELEvalError as exc:
-            raise CelError(str(exc.args[0]) if exc.args else "evaluation error") from None
-        except Exception as exc:  # cel-python raises plain Python errors for some bad input
-            raise CelError(f"{type(exc).__name__}: {exc}") from None
-        if isinstance(result, CELEvalError):
-            raise CelError(str(result.args[0]) if result.args else "evaluation error")
-        return _plain(result)
-
-    return run

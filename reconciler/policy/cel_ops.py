@@ -11,6 +11,7 @@ truncates, 64-bit overflow is an error, and so on.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -19,6 +20,10 @@ import re2
 INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
 NUMBER_TYPES = (int, float)
+
+# A compiled expression: the activation (variable name -> JSON value) in, a value out.
+Activation = Mapping[str, Any]
+Node = Callable[[Activation], Any]
 
 
 class CelError(Exception):
@@ -44,12 +49,6 @@ _TYPE_NAMES: dict[type, str] = {
 def no_overload(op: str, *args: Any) -> CelError:
     types = ", ".join(type_name(a) for a in args)
     return CelError(f"{op} cannot be applied to ({types})")
-
-
-def is_number(value: Any) -> bool:
-    # bool is an int subclass in Python but not a number in CEL.
-    t = type(value)
-    return t is int or t is float
 
 
 def check_int(value: int) -> int:

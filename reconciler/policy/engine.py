@@ -22,7 +22,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from reconciler.config.desired import ResourceKey
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
 from reconciler.config.loaded import LoadedResource
 from reconciler.config.loader import (
@@ -35,6 +34,7 @@ from reconciler.config.loader import (
 )
 from reconciler.config.models import KINDS
 from reconciler.config.models.base import Metadata
+from reconciler.config.positions import YamlPath
 from reconciler.policy.cel import Program, compile_expression
 from reconciler.policy.cel_ops import CelError, type_name
 from reconciler.policy.errors import validation_diagnostics
@@ -46,6 +46,7 @@ from reconciler.policy.models import (
     PolicySeverity,
     Selector,
 )
+from reconciler.policy.waivers import CompiledException, Waivers
 
 # Shipped policies are shown with this prefix so they never collide with a
 # user's own ``policies/`` folder in messages.
@@ -55,11 +56,8 @@ DEFAULTS_FOLDER = "defaults"
 
 # A broken expression would otherwise report the same error for every resource.
 MAX_EVAL_ERRORS_PER_POLICY = 5
-# An exception this close to its expiry date gets a notice so it is renewed or fixed in time.
-EXPIRY_NOTICE_DAYS = 14
 
 _SEVERITY = {PolicySeverity.DENY: Severity.ERROR, PolicySeverity.WARN: Severity.WARNING}
-Path = tuple[str | int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +66,7 @@ class CompiledPolicy:
     document: Document
     condition: Program
     when: Program | None
-    paths: tuple[Path, ...]
+    paths: tuple[YamlPath, ...]
     severity: Severity
     namespace: str | None  # set: applies only to resources of that namespace
 
@@ -93,17 +91,6 @@ class CompiledPolicy:
         if spec.match is not None and not _selected(spec.match, metadata):
             return False
         return spec.exclude is None or not _selected(spec.exclude, metadata)
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledException:
-    model: PolicyException
-    document: Document
-    targets: tuple[ResourceKey, ...]
-
-    @property
-    def name(self) -> str:
-        return self.model.metadata.name
 
 
 @dataclass(slots=True)
@@ -192,7 +179,7 @@ def parse_policies(documents: Sequence[Document], diagnostics: Diagnostics) -> P
                 _add_unique(table, compiled.name, compiled, diagnostics, "policy")
         else:
             assert isinstance(model, PolicyException)
-            exception = _compile_exception(model, document)
+            exception = CompiledException.of(model, document)
             _add_unique(exceptions, model.key[1:], exception, diagnostics, "policy exception")
     return PolicySet.of({**shipped, **own}.values(), exceptions.values())
 
@@ -251,7 +238,7 @@ def _written(mapping: Any, key: str) -> bool:
     return isinstance(mapping, dict) and key in mapping
 
 
-def _split_path(dotted: str) -> Path:
+def _split_path(dotted: str) -> YamlPath:
     return tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
 
 
@@ -283,12 +270,6 @@ def _unknown_fields(
     return problems
 
 
-def _compile_exception(model: PolicyException, document: Document) -> CompiledException:
-    namespace = model.metadata.namespace
-    targets = tuple(ResourceKey.parse(t, namespace) for t in model.spec.resources)
-    return CompiledException(model=model, document=document, targets=targets)
-
-
 # -- evaluation ----------------------------------------------------------------
 def evaluate(
     policy_set: PolicySet, resources: Sequence[LoadedResource], *, today: date
@@ -296,11 +277,7 @@ def evaluate(
     """Findings of every enabled policy on ``resources``, minus waived ones, plus
     problems of the exceptions themselves (expired, unknown policy or resource)."""
     findings: list[Diagnostic] = []
-    waivers: dict[tuple[str, ResourceKey], tuple[CompiledException, int]] = {}
-    if policy_set.exceptions:
-        existing = {ResourceKey(*r.key) for r in resources}
-        waivers = _active_waivers(policy_set, existing, today, findings)
-    used: set[tuple[str, ResourceKey]] = set()
+    waivers = Waivers.of(policy_set.exceptions, policy_set.policies, resources, today, findings)
     errors: dict[str, int] = {}
     # Hot loop: 10,000 resources x every policy of their kind; keep it lean.
     by_kind = {
@@ -322,14 +299,12 @@ def evaluate(
             outcome = _check(policy, activation)
             if outcome is True:
                 continue
-            waiver = (policy.name, ResourceKey(*resource.key)) if waivers else None
+            # an unknown outcome also counts as use: do not call the waiver unneeded
+            waived = bool(waivers) and waivers.use(policy.name, resource.key)
             if outcome is not False:
                 _eval_error(policy, resource, outcome, errors, findings)
-                if waiver in waivers:
-                    used.add(waiver)  # unknown outcome: do not call the waiver unneeded
                 continue
-            if waiver in waivers:
-                used.add(waiver)
+            if waived:
                 continue
             spec = policy.model.spec
             findings.append(
@@ -342,7 +317,7 @@ def evaluate(
                 )
             )
     _summarise_errors(policy_set, errors, findings)
-    _unused_waivers(waivers, used, findings)
+    findings.extend(waivers.unused())
     return findings
 
 
@@ -408,7 +383,7 @@ def _summarise_errors(
         )
 
 
-def _finding_path(paths: Sequence[Path], data: Any) -> Path:
+def _finding_path(paths: Sequence[YamlPath], data: Any) -> YamlPath:
     """The first candidate path written in the YAML, else the first one (positioned
     at its nearest existing parent by ``locate``)."""
     for path in paths:
@@ -417,7 +392,7 @@ def _finding_path(paths: Sequence[Path], data: Any) -> Path:
     return paths[0]
 
 
-def _exists(data: Any, path: Path) -> bool:
+def _exists(data: Any, path: YamlPath) -> bool:
     node = data
     for step in path:
         if isinstance(node, PosDict):
@@ -427,100 +402,3 @@ def _exists(data: Any, path: Path) -> bool:
             return False
         node = node[step]
     return True
-
-
-def _active_waivers(
-    policy_set: PolicySet,
-    existing: set[ResourceKey],
-    today: date,
-    findings: list[Diagnostic],
-) -> dict[tuple[str, ResourceKey], tuple[CompiledException, int]]:
-    waivers: dict[tuple[str, ResourceKey], tuple[CompiledException, int]] = {}
-    for exception in policy_set.exceptions:
-        spec = exception.model.spec
-        policy = policy_set.policies.get(spec.policy)
-        # A waiver for a switched-off policy is harmless; keep it quiet.
-        valid = policy is not None and policy.model.spec.enabled
-        if policy is None:
-            findings.append(_unknown_policy(exception, policy_set))
-        expires = spec.expires
-        if expires is not None and expires < today:
-            valid = False
-            findings.append(
-                diagnostic_at(
-                    exception.document,
-                    ("spec", "expires"),
-                    "policy-exception-expired",
-                    f"policy exception {exception.name} expired on {expires.isoformat()}; "
-                    "it no longer waives anything",
-                    hint="fix the resources it names, or agree a new date and update `expires`",
-                )
-            )
-        elif expires is not None and (expires - today).days <= EXPIRY_NOTICE_DAYS:
-            findings.append(
-                diagnostic_at(
-                    exception.document,
-                    ("spec", "expires"),
-                    "policy-exception-expiring",
-                    f"policy exception {exception.name} expires on {expires.isoformat()}",
-                    severity=Severity.NOTICE,
-                )
-            )
-        for i, target in enumerate(exception.targets):
-            if target not in existing:
-                findings.append(
-                    diagnostic_at(
-                        exception.document,
-                        ("spec", "resources", i),
-                        "policy-exception-target",
-                        f"policy exception {exception.name} names {target}, "
-                        "which does not exist",
-                        hint="write KIND/NAME for a resource in the exception's namespace, "
-                        "or KIND/NAMESPACE/NAME",
-                    )
-                )
-            elif policy is not None and target.kind not in policy.model.spec.kinds:
-                findings.append(
-                    diagnostic_at(
-                        exception.document,
-                        ("spec", "resources", i),
-                        "policy-exception-target",
-                        f"policy {policy.name} does not check {target.kind} resources, "
-                        f"so {target} needs no exception",
-                    )
-                )
-            elif valid:
-                waivers.setdefault((spec.policy, target), (exception, i))
-    return waivers
-
-
-def _unknown_policy(exception: CompiledException, policy_set: PolicySet) -> Diagnostic:
-    name = exception.model.spec.policy
-    close = difflib.get_close_matches(name, list(policy_set.policies), n=1)
-    return diagnostic_at(
-        exception.document,
-        ("spec", "policy"),
-        "policy-exception-policy",
-        f"policy exception {exception.name} names policy {name!r}, which does not exist",
-        hint=f"did you mean {close[0]!r}?" if close else "use the metadata.name of a Policy",
-    )
-
-
-def _unused_waivers(
-    waivers: Mapping[tuple[str, ResourceKey], tuple[CompiledException, int]],
-    used: set[tuple[str, ResourceKey]],
-    findings: list[Diagnostic],
-) -> None:
-    for (policy, target), (exception, i) in waivers.items():
-        if (policy, target) in used:
-            continue
-        findings.append(
-            diagnostic_at(
-                exception.document,
-                ("spec", "resources", i),
-                "policy-exception-unused",
-                f"{target} passes policy {policy}, so this exception is no longer needed",
-                severity=Severity.NOTICE,
-            )
-        )
-

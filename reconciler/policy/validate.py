@@ -25,8 +25,7 @@ from reconciler.config.references import check_references
 from reconciler.config.secret_checks import check_secret_places
 from reconciler.config.versions import CONVERSIONS, upgrade
 from reconciler.policy import engine as policy_engine
-
-POLICY_KINDS = frozenset({"Policy", "PolicyException"})
+from reconciler.policy.models import POLICY_KINDS
 
 
 @dataclass

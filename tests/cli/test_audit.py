@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli.audit import parse_time
+from reconciler.cli.common import parse_time
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditEntry, AuditStatus
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.policy.cel import CelCompileError, _interpreted, compile_expression, parse
+from reconciler.policy.cel import CelCompileError, compile_expression, parse
+from reconciler.policy.cel_interpreted import interpreted
 from reconciler.policy.cel_ops import CelError
 from reconciler.policy.functions import domain_of, host_of, is_exchange_online, is_microsoft_host
 from reconciler.policy.models import VARIABLES
@@ -151,7 +152,7 @@ def test_agrees_with_cel_python(source: str) -> None:
         except CelError:
             return ("error", None)
 
-    ours, reference = outcome(program), outcome(_interpreted(parse(source)))
+    ours, reference = outcome(program), outcome(interpreted(parse(source)))
     assert ours == reference
     if ours[0] == "value":
         assert type(ours[1]) is type(reference[1])

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import ClassVar, Literal
 
 from pydantic import Field, StrictBool
 
 from reconciler.config.models.base import Condition, MatchMode, Model, Resource
-
-
-class SpamField(StrEnum):
-    SUBJECT = "subject"
-    FROM = "from"
-    BODY = "body"
 
 
 class SpamFilterSpec(Model):

@@ -36,8 +36,8 @@ from reconciler.incoming.pipeline.event import (
     TicketEvent,
     TicketRef,
 )
-from reconciler.incoming.pipeline.outcome import Code
 from reconciler.incoming.pipeline.run import STAGE_NAMES, process
+from reconciler.incoming.pipeline.verdict import Code
 
 __all__ = [
     "STAGE_NAMES",

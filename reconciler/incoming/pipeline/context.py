@@ -187,23 +187,6 @@ class PipelineContext:
             settings = settings.spec
         settings = settings or MailSettingsSpec()
         mailboxes = frozenset(a.casefold() for a in (spec.email, *spec.addresses))
-        name = server.metadata.name
-        compiled_rules = tuple(
-            CompiledRule(
-                r.metadata.name, r.spec.order,
-                ConditionSet(r.metadata.name, MatchMode(r.spec.match), tuple(r.spec.conditions)),
-                IncomingAction(r.spec.action), tuple(r.spec.set_fields.items()),
-                r.spec.stop_processing)
-            for r in sorted(rules, key=lambda r: (r.spec.order, r.metadata.name))
-            if r.spec.enabled and (not r.spec.servers or name in r.spec.servers))
-        command = None
-        if email_command is not None and email_command.spec.enabled:
-            c = email_command.spec
-            command = CompiledCommand(
-                email_command.metadata.name, c.subject_contains.casefold(),
-                command_pattern(c.delimiter), frozenset(c.operations),
-                frozenset(f.casefold() for f in c.allowed_fields), c.authorized_senders_only)
-        rules_in = settings.incoming_attachments
         defaults = spec.defaults.model_dump(by_alias=True, exclude_none=True)
         return cls(
             server=server,
@@ -214,13 +197,10 @@ class PipelineContext:
             spam_filters=tuple(
                 ConditionSet(f.metadata.name, MatchMode(f.spec.match), tuple(f.spec.conditions))
                 for f in spam_filters if f.spec.enabled),
-            rules=compiled_rules,
-            command=command,
+            rules=_compile_rules(rules, server.metadata.name),
+            command=_compile_command(email_command),
             request_ids=request_id_pattern(settings),
-            attachments=AttachmentPolicy(
-                limit_bytes=int(settings.attachment_limit_mb * MIB),
-                blocked=frozenset(e.lstrip(".").casefold() for e in rules_in.blocked_extensions),
-                allowed=frozenset(e.lstrip(".").casefold() for e in rules_in.allowed_extensions)),
+            attachments=_attachment_policy(settings),
             creation_emails=frozenset(e.casefold() for e in spec.creation.allowed_emails),
             creation_domains=frozenset(d.casefold() for d in spec.creation.allowed_domains),
             defaults=tuple(defaults.items()),
@@ -281,3 +261,35 @@ class PipelineContext:
             seen_message_id=seen_message_id,
             thread_lookup=thread_lookup,
         )
+
+
+def _compile_rules(rules: Iterable[IncomingEmailRule], server: str) -> tuple[CompiledRule, ...]:
+    """The enabled rules that apply to ``server``, in evaluation order."""
+    return tuple(
+        CompiledRule(
+            r.metadata.name, r.spec.order,
+            ConditionSet(r.metadata.name, MatchMode(r.spec.match), tuple(r.spec.conditions)),
+            IncomingAction(r.spec.action), tuple(r.spec.set_fields.items()),
+            r.spec.stop_processing)
+        for r in sorted(rules, key=lambda r: (r.spec.order, r.metadata.name))
+        if r.spec.enabled and (not r.spec.servers or server in r.spec.servers))
+
+
+def _compile_command(email_command: EmailCommand | None) -> CompiledCommand | None:
+    if email_command is None or not email_command.spec.enabled:
+        return None
+    c = email_command.spec
+    return CompiledCommand(
+        email_command.metadata.name, c.subject_contains.casefold(),
+        command_pattern(c.delimiter), frozenset(c.operations),
+        frozenset(f.casefold() for f in c.allowed_fields), c.authorized_senders_only)
+
+
+def _attachment_policy(settings: MailSettingsSpec) -> AttachmentPolicy:
+    def extensions(listed: Iterable[str]) -> frozenset[str]:
+        return frozenset(e.lstrip(".").casefold() for e in listed)
+
+    rules = settings.incoming_attachments
+    return AttachmentPolicy(limit_bytes=int(settings.attachment_limit_mb * MIB),
+                            blocked=extensions(rules.blocked_extensions),
+                            allowed=extensions(rules.allowed_extensions))

@@ -26,7 +26,7 @@ class _Text(HTMLParser):
         self.out: list[str] = []
         self.skip = 0
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def handle_starttag(self, tag: str, _attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIP:
             self.skip += 1
         elif tag in _BLOCK:
@@ -34,7 +34,7 @@ class _Text(HTMLParser):
             if tag == "li":
                 self.out.append("- ")
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def handle_startendtag(self, tag: str, _attrs: list[tuple[str, str | None]]) -> None:
         if tag in _BLOCK:
             self.out.append("\n")
 

@@ -18,8 +18,8 @@ from reconciler.incoming.pipeline.event import (
     PipelineResult,
     TicketEvent,
 )
-from reconciler.incoming.pipeline.outcome import Code, Verdict, failed
 from reconciler.incoming.pipeline.stages import STAGES, Work
+from reconciler.incoming.pipeline.verdict import Code, Verdict, failed
 from reconciler.state.base import AuditEntry, AuditStatus
 
 STAGE_NAMES: tuple[str, ...] = tuple(name for name, _ in STAGES)

@@ -29,8 +29,8 @@ from reconciler.incoming.pipeline.event import (
     TicketRef,
 )
 from reconciler.incoming.pipeline.forwarded import inline_original_sender
-from reconciler.incoming.pipeline.outcome import Code, Verdict, failed, ignored
 from reconciler.incoming.pipeline.parse import ParsedMail, parse
+from reconciler.incoming.pipeline.verdict import Code, Verdict, failed, ignored
 from reconciler.runtime.addresses import AddressList
 from reconciler.runtime.routing import evaluate
 

@@ -15,7 +15,7 @@ import pytest
 
 from reconciler.incoming.pipeline import STAGE_NAMES, Code, PipelineContext, process
 from reconciler.incoming.pipeline.attachments import AttachmentProblem
-from reconciler.incoming.pipeline.outcome import Code as OutcomeCode
+from reconciler.incoming.pipeline.verdict import Code as OutcomeCode
 from reconciler.state.base import AuditStatus
 
 from .kit import MAIL, context, mail, server_spec, settings_spec
