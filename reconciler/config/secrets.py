@@ -5,8 +5,9 @@ A secret field in YAML never holds the secret itself, only where to get it:
 - ``{secretRef: env:SMTP_PASSWORD}``  an environment variable of the daemon
 - ``{secretRef: file:/run/secrets/smtp}``  a file (trailing newline stripped)
 - ``{secretRef: enc:v1:gAAAA...}``  a value encrypted with the repo's key
-  (``reconcile secret encrypt``); the key comes from ``RECONCILE_SECRET_KEY``
-  or the file named by ``RECONCILE_SECRET_KEY_FILE``.
+  (``reconcile secret encrypt``, sealed by :mod:`reconciler.config.sealing`); the
+  key comes from ``RECONCILE_SECRET_KEY`` or the file named by
+  ``RECONCILE_SECRET_KEY_FILE``.
 
 References from the config are resolved only by the components that talk to
 mail servers (:func:`resolve`), and ``env:``/``file:`` ones only in the places
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from reconciler.config import secret_places
+from reconciler.config.sealing import SealError, seal, unseal
 
 ENV_KEY = "RECONCILE_SECRET_KEY"
 ENV_KEY_FILE = "RECONCILE_SECRET_KEY_FILE"
@@ -172,17 +174,13 @@ def _load_key() -> bytes:
     )
 
 
-def generate_key() -> str:
-    from cryptography.fernet import Fernet
-
-    return Fernet.generate_key().decode()
-
-
 def encrypt(plaintext: str, key: bytes | None = None) -> str:
-    from cryptography.fernet import Fernet
-
-    token = Fernet(key or _load_key()).encrypt(plaintext.encode()).decode()
-    return ENC_PREFIX + token
+    try:
+        return ENC_PREFIX + seal(key or _load_key(), plaintext)
+    except SealError:
+        # Sealing's message is about the key's format; it never contains the key.
+        raise SecretError(f"the key in {ENV_KEY} / {ENV_KEY_FILE} is not a valid key; "
+                          "create one with `reconcile secret keygen`") from None
 
 
 def resolve(ref: SecretRef | str) -> str:
@@ -231,11 +229,9 @@ def _resolve_anywhere(raw: str) -> str:
     if raw.startswith("file:"):
         return _read_file(raw[5:], raw[5:])
     if raw.startswith(ENC_PREFIX):
-        from cryptography.fernet import Fernet, InvalidToken
-
         try:
-            return Fernet(_load_key()).decrypt(raw[len(ENC_PREFIX) :].encode()).decode()
-        except (InvalidToken, ValueError):
+            return unseal(_load_key(), raw[len(ENC_PREFIX) :]).decode()
+        except SealError:
             raise SecretError(
                 f"cannot decrypt {redact_ref(raw)}: wrong key or damaged value"
             ) from None
