@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,30 +49,23 @@ class SecretError(Exception):
     """A reference that cannot be resolved; the message never contains a secret."""
 
 
+# scheme -> (is the rest well formed?, what to say when not); the reference itself is never
+# echoed: it may be a secret pasted in by mistake.
+_REFERENCE_CHECKS: dict[str, tuple[Callable[[str], object], str]] = {
+    "env:": (_ENV_NAME.match, "env: reference needs a variable name of letters, digits and "
+                              "'_', e.g. env:SMTP_PASSWORD"),
+    "file:": (str.strip, "file: reference needs a path"),
+    ENC_PREFIX: (_FERNET_TOKEN.match, "enc:v1: reference is not a valid encrypted value; "
+                                      "re-create it with `reconcile secret encrypt`"),
+}
+
+
 def _check_reference(ref: str) -> str:
-    if ref.startswith("env:"):
-        if not _ENV_NAME.match(ref[4:]):
-            # the "name" is not echoed: it may be a secret pasted in by mistake
-            raise PydanticCustomError(
-                "secret_ref",
-                "env: reference needs a variable name of letters, digits and '_', "
-                "e.g. env:SMTP_PASSWORD",
-                {},
-            )
-        return ref
-    if ref.startswith("file:"):
-        if not ref[5:].strip():
-            raise PydanticCustomError("secret_ref", "file: reference needs a path", {})
-        return ref
-    if ref.startswith(ENC_PREFIX):
-        if not _FERNET_TOKEN.match(ref[len(ENC_PREFIX) :]):
-            raise PydanticCustomError(
-                "secret_ref",
-                "enc:v1: reference is not a valid encrypted value; "
-                "re-create it with `reconcile secret encrypt`",
-                {},
-            )
-        return ref
+    for prefix, (well_formed, problem) in _REFERENCE_CHECKS.items():
+        if ref.startswith(prefix):
+            if not well_formed(ref[len(prefix) :]):
+                raise PydanticCustomError("secret_ref", problem, {})
+            return ref
     raise PydanticCustomError(
         "secret_ref",
         "unknown secret reference scheme; use env:NAME, file:/path or enc:v1:...",

@@ -34,13 +34,13 @@ Decisions:
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import uuid
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
-from functools import lru_cache
 
 from reconciler.config.header_text import check_header_name
 from reconciler.config.models.outgoing_server import OutgoingServer
@@ -106,20 +106,14 @@ def compose(
     for name in notification.headers:
         check_header_name(name)
 
+    envelope = functools.partial(
+        Envelope, mail_from=sender, sender_name=sender_name, reply_to=reply_to,
+        to=recipients.to, cc=recipients.cc, bcc=recipients.bcc, message_id=message_id)
     if not notification.attachments:
         raw = _plain_message(notification, recipients, sender, sender_name, reply_to, now,
                              message_id)
         if raw is not None:
-            return Envelope(
-                mail_from=sender,
-                sender_name=sender_name,
-                reply_to=reply_to,
-                to=recipients.to,
-                cc=recipients.cc,
-                bcc=recipients.bcc,
-                content=raw,
-                message_id=message_id,
-            )
+            return envelope(content=raw)
 
     msg = EmailMessage(policy=GUARDED_SMTP)
     msg["From"] = Address(display_name=sender_name or "", addr_spec=sender)
@@ -140,23 +134,12 @@ def compose(
     for item in kept:
         maintype, subtype = item.content_type.split("/", 1)
         msg.add_attachment(item.data, maintype=maintype, subtype=subtype, filename=item.name)
-
-    wire = msg.as_bytes(policy=GUARDED_SMTP)  # raises rather than write an unsafe header
-    return Envelope(
-        mail_from=sender,
-        sender_name=sender_name,
-        reply_to=reply_to,
-        to=recipients.to,
-        cc=recipients.cc,
-        bcc=recipients.bcc,
-        content=msg,
-        message_id=message_id,
-        dropped_attachments=tuple(dropped),
-        wire=wire,
-    )
+    # as_bytes raises rather than write an unsafe header
+    return envelope(content=msg, dropped_attachments=tuple(dropped),
+                    wire=msg.as_bytes(policy=GUARDED_SMTP))
 
 
-@lru_cache(maxsize=1024)  # per server: its From and Reply-To, checked once
+@functools.lru_cache(maxsize=1024)  # per server: its From and Reply-To, checked once
 def _server_identity(
     email: str, sender_name: str | None, reply_to: str | None
 ) -> tuple[str, str | None, str | None]:
