@@ -19,7 +19,7 @@ from typing import Protocol
 class RandomSource(Protocol):
     """Where jitter comes from: ``random`` itself, or a seeded ``random.Random`` in tests."""
 
-    def uniform(self, a: float, b: float, /) -> float: ...
+    def uniform(self, _low: float, _high: float, /) -> float: ...
 
 
 def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
