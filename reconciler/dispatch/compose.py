@@ -45,7 +45,7 @@ from email.utils import format_datetime
 from reconciler.config.header_text import check_header_name
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.filters import FilterResult
-from reconciler.dispatch.oversize import MIB, limit_mb, select_attachments
+from reconciler.dispatch.oversize import limit_mb, select_attachments
 from reconciler.mail.envelope import (
     Envelope,
     Mailbox,
@@ -55,8 +55,6 @@ from reconciler.mail.envelope import (
 )
 from reconciler.mail.header_guard import GUARDED_SMTP
 from reconciler.mail.header_write import PRINTABLE, address_header, text_header
-
-__all__ = ["MIB", "compose", "message_id_for", "select_attachments"]
 
 _last_date: tuple[datetime, str] | None = None
 
