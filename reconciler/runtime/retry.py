@@ -65,7 +65,7 @@ class RetryPolicy:
         first_attempt_at: datetime,
         now: datetime,
         *,
-        rng: RandomSource | None = None,
+        rng: RandomSource = random,
         retry_after_seconds: float | None = None,
     ) -> datetime | None:
         """When to make attempt ``attempt + 1``, or ``None`` to give up.
@@ -77,25 +77,9 @@ class RetryPolicy:
         expires = first_attempt_at + self.lifetime
         if now >= expires:
             return None
-        wait = self.delay(attempt, rng if rng is not None else random)
+        wait = self.delay(attempt, rng)
         if retry_after_seconds is not None:
             wait = max(wait, retry_after_seconds)
         at = now + timedelta(seconds=wait)
         return None if at > expires else at
 
-
-def next_attempt(
-    attempt: int,
-    first_attempt_at: datetime,
-    now: datetime,
-    *,
-    settings: RetrySettings | None = None,
-    server: OutgoingServerSpec | None = None,
-    rng: RandomSource | None = None,
-    retry_after_seconds: float | None = None,
-) -> datetime | None:
-    """Convenience form of :meth:`RetryPolicy.next_attempt` built from the config."""
-    policy = RetryPolicy.from_settings(settings, server)
-    return policy.next_attempt(
-        attempt, first_attempt_at, now, rng=rng, retry_after_seconds=retry_after_seconds
-    )
