@@ -71,12 +71,12 @@ def _date_header(now: datetime) -> str:
     return _last_date[1]
 
 
-def message_id_for(notification: Notification, domain: str) -> str:
+def message_id_for(notification: Notification, domain: str, seed: str | None = None) -> str:
+    """Derived from the idempotency key, else from ``seed``: every attempt of a message
+    carries the same Message-ID. Neither: a fresh one."""
     if notification.idempotency_key:
-        seed = f"{notification.namespace}\0{notification.idempotency_key}".encode()
-        token = hashlib.sha256(seed).hexdigest()[:32]
-    else:
-        token = uuid.uuid4().hex
+        seed = f"{notification.namespace}\0{notification.idempotency_key}"
+    token = hashlib.sha256(seed.encode()).hexdigest()[:32] if seed else uuid.uuid4().hex
     return f"<{token}@{domain}>"
 
 
@@ -86,7 +86,7 @@ def compose(
     recipients: FilterResult,
     *,
     now: datetime | None = None,
-    message_id: str | None = None,
+    message_seed: str | None = None,
 ) -> Envelope:
     """The envelope for ``notification`` sent through ``server`` to ``recipients``.
 
@@ -100,7 +100,7 @@ def compose(
                                                      spec.reply_to)
     domain = sender.rsplit("@", 1)[1]
     now = now or datetime.now(UTC)
-    message_id = message_id or message_id_for(notification, domain)
+    message_id = message_id_for(notification, domain, message_seed)
     for name in notification.headers:
         check_header_name(name)
 

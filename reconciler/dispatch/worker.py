@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -444,10 +443,9 @@ class Worker:
 
     def _compose(self, attempt: Attempt, notification: Notification, server: OutgoingServer,
                  recipients: FilterResult) -> Envelope:
-        message_id = None if notification.idempotency_key else self._message_id(attempt.msg,
-                                                                                server)
         try:
-            envelope = compose(notification, server, recipients, message_id=message_id)
+            envelope = compose(notification, server, recipients,
+                               message_seed=f"{self._lineage}\0{attempt.msg.id}")
         except ValueError as exc:
             raise NotSent(f"cannot compose the message: {exc}") from None
         if envelope.dropped_attachments and refuses(server):
@@ -461,11 +459,6 @@ class Worker:
         attempt.message_id = envelope.message_id
         attempt.recipients = envelope.rcpt_to
         return envelope
-
-    def _message_id(self, msg: OutboxMessage, server: OutgoingServer) -> str:
-        domain = server.spec.email.rsplit("@", 1)[1]
-        token = hashlib.sha256(f"{self._lineage}\0{msg.id}".encode()).hexdigest()[:32]
-        return f"<{token}@{domain}>"
 
     async def _keep_routing(self, attempt: Attempt) -> None:
         """Record the routing before the first retry is scheduled (O12)."""
