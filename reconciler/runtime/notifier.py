@@ -26,7 +26,7 @@ import httpx
 
 from reconciler.config.desired import ResourceKey
 from reconciler.config.secrets import SecretError
-from reconciler.runtime.backoff import backoff_seconds
+from reconciler.runtime import backoff
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.namespace import NamespaceConfig
 from reconciler.runtime.webhook import WebhookPoster
@@ -216,7 +216,7 @@ class Notifier:
                           poster.shown, attempt, refusal.why)
                 return False
             # No jitter: one notifier per daemon, nothing to spread.
-            delay = backoff_seconds(attempt, self._backoff, math.inf, jitter=0.0)
+            delay = backoff.backoff_seconds(attempt, self._backoff, math.inf, jitter=0.0)
             log.info("health notification to %s failed (%s); retrying in %.1fs", poster.shown,
                      refusal.why, delay)
             await self._sleep(delay)
