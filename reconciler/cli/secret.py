@@ -16,13 +16,13 @@ from pydantic import ValidationError
 from reconciler.cli.common import UserError, document_label
 from reconciler.config.diagnostics import Diagnostics, Severity
 from reconciler.config.loader import load_tree, locate
+from reconciler.config.sealing import new_key
 from reconciler.config.secrets import (
     ENV_KEY,
     ENV_KEY_FILE,
     SecretError,
     SecretRef,
     encrypt,
-    generate_key,
     iter_refs,
     redact_ref,
     resolve,
@@ -51,7 +51,7 @@ def keygen(out: Path | None) -> None:
 
     The key is printed on stdout and stored nowhere, unless --out is given.
     """
-    key = generate_key()
+    key = new_key()
     if out is None:
         click.echo(key)
         click.echo(_KEY_HELP, err=True)
@@ -96,12 +96,8 @@ def encrypt_command() -> None:
     plaintext = _read_plaintext()
     try:
         reference = encrypt(plaintext)
-    except SecretError as exc:
+    except SecretError as exc:  # no key, or not a valid one
         raise UserError(str(exc)) from None
-    except ValueError:
-        # cryptography's message is about the key's format; it never contains the key.
-        raise UserError(f"the key in {ENV_KEY} / {ENV_KEY_FILE} is not a valid key; "
-                        "create one with `reconcile secret keygen`") from None
     click.echo(f"{{secretRef: {reference}}}")
 
 

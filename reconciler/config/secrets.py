@@ -5,8 +5,9 @@ A secret field in YAML never holds the secret itself, only where to get it:
 - ``{secretRef: env:SMTP_PASSWORD}``  an environment variable of the daemon
 - ``{secretRef: file:/run/secrets/smtp}``  a file (trailing newline stripped)
 - ``{secretRef: enc:v1:gAAAA...}``  a value encrypted with the repo's key
-  (``reconcile secret encrypt``); the key comes from ``RECONCILE_SECRET_KEY``
-  or the file named by ``RECONCILE_SECRET_KEY_FILE``.
+  (``reconcile secret encrypt``, sealed by :mod:`reconciler.config.sealing`); the
+  key comes from ``RECONCILE_SECRET_KEY`` or the file named by
+  ``RECONCILE_SECRET_KEY_FILE``.
 
 References from the config are resolved only by the components that talk to
 mail servers (:func:`resolve`), and ``env:``/``file:`` ones only in the places
@@ -21,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from reconciler.config import secret_places
+from reconciler.config.sealing import SealError, seal, unseal
 
 ENV_KEY = "RECONCILE_SECRET_KEY"
 ENV_KEY_FILE = "RECONCILE_SECRET_KEY_FILE"
@@ -47,30 +49,23 @@ class SecretError(Exception):
     """A reference that cannot be resolved; the message never contains a secret."""
 
 
+# scheme -> (is the rest well formed?, what to say when not); the reference itself is never
+# echoed: it may be a secret pasted in by mistake.
+_REFERENCE_CHECKS: dict[str, tuple[Callable[[str], object], str]] = {
+    "env:": (_ENV_NAME.match, "env: reference needs a variable name of letters, digits and "
+                              "'_', e.g. env:SMTP_PASSWORD"),
+    "file:": (str.strip, "file: reference needs a path"),
+    ENC_PREFIX: (_FERNET_TOKEN.match, "enc:v1: reference is not a valid encrypted value; "
+                                      "re-create it with `reconcile secret encrypt`"),
+}
+
+
 def _check_reference(ref: str) -> str:
-    if ref.startswith("env:"):
-        if not _ENV_NAME.match(ref[4:]):
-            # the "name" is not echoed: it may be a secret pasted in by mistake
-            raise PydanticCustomError(
-                "secret_ref",
-                "env: reference needs a variable name of letters, digits and '_', "
-                "e.g. env:SMTP_PASSWORD",
-                {},
-            )
-        return ref
-    if ref.startswith("file:"):
-        if not ref[5:].strip():
-            raise PydanticCustomError("secret_ref", "file: reference needs a path", {})
-        return ref
-    if ref.startswith(ENC_PREFIX):
-        if not _FERNET_TOKEN.match(ref[len(ENC_PREFIX) :]):
-            raise PydanticCustomError(
-                "secret_ref",
-                "enc:v1: reference is not a valid encrypted value; "
-                "re-create it with `reconcile secret encrypt`",
-                {},
-            )
-        return ref
+    for prefix, (well_formed, problem) in _REFERENCE_CHECKS.items():
+        if ref.startswith(prefix):
+            if not well_formed(ref[len(prefix) :]):
+                raise PydanticCustomError("secret_ref", problem, {})
+            return ref
     raise PydanticCustomError(
         "secret_ref",
         "unknown secret reference scheme; use env:NAME, file:/path or enc:v1:...",
@@ -172,17 +167,13 @@ def _load_key() -> bytes:
     )
 
 
-def generate_key() -> str:
-    from cryptography.fernet import Fernet
-
-    return Fernet.generate_key().decode()
-
-
 def encrypt(plaintext: str, key: bytes | None = None) -> str:
-    from cryptography.fernet import Fernet
-
-    token = Fernet(key or _load_key()).encrypt(plaintext.encode()).decode()
-    return ENC_PREFIX + token
+    try:
+        return ENC_PREFIX + seal(key or _load_key(), plaintext)
+    except SealError:
+        # Sealing's message is about the key's format; it never contains the key.
+        raise SecretError(f"the key in {ENV_KEY} / {ENV_KEY_FILE} is not a valid key; "
+                          "create one with `reconcile secret keygen`") from None
 
 
 def resolve(ref: SecretRef | str) -> str:
@@ -231,11 +222,9 @@ def _resolve_anywhere(raw: str) -> str:
     if raw.startswith("file:"):
         return _read_file(raw[5:], raw[5:])
     if raw.startswith(ENC_PREFIX):
-        from cryptography.fernet import Fernet, InvalidToken
-
         try:
-            return Fernet(_load_key()).decrypt(raw[len(ENC_PREFIX) :].encode()).decode()
-        except (InvalidToken, ValueError):
+            return unseal(_load_key(), raw[len(ENC_PREFIX) :]).decode()
+        except SealError:
             raise SecretError(
                 f"cannot decrypt {redact_ref(raw)}: wrong key or damaged value"
             ) from None

@@ -34,18 +34,18 @@ Decisions:
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import uuid
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
-from functools import lru_cache
 
 from reconciler.config.header_text import check_header_name
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.filters import FilterResult
-from reconciler.dispatch.oversize import MIB, limit_mb, select_attachments
+from reconciler.dispatch.oversize import limit_mb, select_attachments
 from reconciler.mail.envelope import (
     Envelope,
     Mailbox,
@@ -55,8 +55,6 @@ from reconciler.mail.envelope import (
 )
 from reconciler.mail.header_guard import GUARDED_SMTP
 from reconciler.mail.header_write import PRINTABLE, address_header, text_header
-
-__all__ = ["MIB", "compose", "message_id_for", "select_attachments"]
 
 _last_date: tuple[datetime, str] | None = None
 
@@ -73,12 +71,12 @@ def _date_header(now: datetime) -> str:
     return _last_date[1]
 
 
-def message_id_for(notification: Notification, domain: str) -> str:
+def message_id_for(notification: Notification, domain: str, seed: str | None = None) -> str:
+    """Derived from the idempotency key, else from ``seed``: every attempt of a message
+    carries the same Message-ID. Neither: a fresh one."""
     if notification.idempotency_key:
-        seed = f"{notification.namespace}\0{notification.idempotency_key}".encode()
-        token = hashlib.sha256(seed).hexdigest()[:32]
-    else:
-        token = uuid.uuid4().hex
+        seed = f"{notification.namespace}\0{notification.idempotency_key}"
+    token = hashlib.sha256(seed.encode()).hexdigest()[:32] if seed else uuid.uuid4().hex
     return f"<{token}@{domain}>"
 
 
@@ -88,7 +86,7 @@ def compose(
     recipients: FilterResult,
     *,
     now: datetime | None = None,
-    message_id: str | None = None,
+    message_seed: str | None = None,
 ) -> Envelope:
     """The envelope for ``notification`` sent through ``server`` to ``recipients``.
 
@@ -102,24 +100,18 @@ def compose(
                                                      spec.reply_to)
     domain = sender.rsplit("@", 1)[1]
     now = now or datetime.now(UTC)
-    message_id = message_id or message_id_for(notification, domain)
+    message_id = message_id_for(notification, domain, message_seed)
     for name in notification.headers:
         check_header_name(name)
 
+    envelope = functools.partial(
+        Envelope, mail_from=sender, sender_name=sender_name, reply_to=reply_to,
+        to=recipients.to, cc=recipients.cc, bcc=recipients.bcc, message_id=message_id)
     if not notification.attachments:
         raw = _plain_message(notification, recipients, sender, sender_name, reply_to, now,
                              message_id)
         if raw is not None:
-            return Envelope(
-                mail_from=sender,
-                sender_name=sender_name,
-                reply_to=reply_to,
-                to=recipients.to,
-                cc=recipients.cc,
-                bcc=recipients.bcc,
-                content=raw,
-                message_id=message_id,
-            )
+            return envelope(content=raw)
 
     msg = EmailMessage(policy=GUARDED_SMTP)
     msg["From"] = Address(display_name=sender_name or "", addr_spec=sender)
@@ -140,23 +132,12 @@ def compose(
     for item in kept:
         maintype, subtype = item.content_type.split("/", 1)
         msg.add_attachment(item.data, maintype=maintype, subtype=subtype, filename=item.name)
-
-    wire = msg.as_bytes(policy=GUARDED_SMTP)  # raises rather than write an unsafe header
-    return Envelope(
-        mail_from=sender,
-        sender_name=sender_name,
-        reply_to=reply_to,
-        to=recipients.to,
-        cc=recipients.cc,
-        bcc=recipients.bcc,
-        content=msg,
-        message_id=message_id,
-        dropped_attachments=tuple(dropped),
-        wire=wire,
-    )
+    # as_bytes raises rather than write an unsafe header
+    return envelope(content=msg, dropped_attachments=tuple(dropped),
+                    wire=msg.as_bytes(policy=GUARDED_SMTP))
 
 
-@lru_cache(maxsize=1024)  # per server: its From and Reply-To, checked once
+@functools.lru_cache(maxsize=1024)  # per server: its From and Reply-To, checked once
 def _server_identity(
     email: str, sender_name: str | None, reply_to: str | None
 ) -> tuple[str, str | None, str | None]:

@@ -26,13 +26,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from reconciler.runtime.backoff import backoff_seconds
 from reconciler.state.base import AuditEntry, Completion, Outbox, StoreError
 
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 500
 LINGER_S = 0.005
-RETRY_PAUSE_S = (0.2, 5.0)  # first and longest pause after a failed write
+RETRY_PAUSE_S = (0.2, 5.0)  # first and longest pause after failed writes in a row
 
 
 @dataclass(slots=True)
@@ -44,10 +45,8 @@ class _Pending:
 
 @dataclass(slots=True)
 class CommitStats:
-    groups: int = 0
-    results: int = 0
-    lost: int = 0
-    failures: int = 0
+    lost: int = 0  # results not recorded: the lease had been taken over
+    failures: int = 0  # writes the store refused (and that were tried again)
 
 
 class GroupCommit:
@@ -68,9 +67,6 @@ class GroupCommit:
     @property
     def backlog(self) -> int:
         return len(self._pending)
-
-    def pending_ids(self) -> list[int]:
-        return [p.completion.id for p in self._pending]
 
     async def submit(self, completion: Completion, audit: Sequence[AuditEntry] = ()) -> bool:
         """Queue one result and wait until it is written.
@@ -103,7 +99,6 @@ class GroupCommit:
                     p.done.cancel()
 
     async def _run(self) -> None:
-        pause = RETRY_PAUSE_S[0]
         while True:
             await self._wake.wait()
             if self._linger and not self._closing and len(self._pending) < self._max:
@@ -111,6 +106,7 @@ class GroupCommit:
                     # Woken early by close(): write at once.
                     await asyncio.wait_for(self._closed.wait(), self._linger)
             self._wake.clear()
+            failed = 0  # writes failed in a row
             while self._pending:
                 group = self._pending[: self._max]
                 try:
@@ -121,23 +117,24 @@ class GroupCommit:
                     )
                 except StoreError as exc:
                     self.stats.failures += 1
+                    failed += 1
+                    pause = backoff_seconds(failed, *RETRY_PAUSE_S, jitter=0.0)
                     log.error("cannot record %d send results, retrying in %.1fs: %s",
                               len(group), pause, exc)
                     await asyncio.sleep(pause)
-                    pause = min(pause * 2, RETRY_PAUSE_S[1])
                     continue
-                pause = RETRY_PAUSE_S[0]
+                failed = 0
                 del self._pending[: len(group)]
-                lost = set(result.lost)
-                self.stats.groups += 1
-                self.stats.results += len(group)
-                self.stats.lost += len(lost)
-                if lost:
-                    log.warning("leases of outbox messages %s were taken over before their "
-                                "results were recorded; another daemon will send them again",
-                                sorted(lost), extra={"outbox_ids": sorted(lost)})
-                for p in group:
-                    if not p.done.done():
-                        p.done.set_result(p.completion.id not in lost)
+                self._settle(group, set(result.lost))
             if self._closing:
                 return
+
+    def _settle(self, group: list[_Pending], lost: set[int]) -> None:
+        self.stats.lost += len(lost)
+        if lost:
+            log.warning("leases of outbox messages %s were taken over before their "
+                        "results were recorded; another daemon will send them again",
+                        sorted(lost), extra={"outbox_ids": sorted(lost)})
+        for p in group:
+            if not p.done.done():
+                p.done.set_result(p.completion.id not in lost)

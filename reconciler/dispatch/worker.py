@@ -39,23 +39,24 @@ Decisions:
   to finish; queued results are written; leases still held are released, so
   another daemon (or the next start) takes them at once, not after the lease.
 - Store calls block, so they run in threads; the event loop only sends.
+
+How an attempt ends (not sent, retried, or the transport's ``SendResult`` read
+into the outbox result and audit rows) is :mod:`reconciler.dispatch.attempt`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import ValidationError
 
 from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.dispatch.attempt import Attempt, Finished, NotSent, TryLater, read_result
 from reconciler.dispatch.compose import compose
 from reconciler.dispatch.filters import FilterResult, filter_notification
 from reconciler.dispatch.group_commit import GroupCommit
@@ -63,17 +64,16 @@ from reconciler.dispatch.lanes import Lanes, lane_width
 from reconciler.dispatch.oversize import refuses
 from reconciler.dispatch.readiness import server_problems
 from reconciler.mail.envelope import Envelope, Notification, plain_errors
-from reconciler.mail.outcome import NotSentReason, Outcome, RecipientResult, SendResult
+from reconciler.mail.outcome import NotSentReason
 from reconciler.mail.transport import Transport
+from reconciler.runtime.backoff import backoff_seconds
 from reconciler.runtime.configs import ConfigSource
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.namespace import NamespaceConfig
-from reconciler.runtime.retry import RetryPolicy
 from reconciler.runtime.settings import DaemonSettings
+from reconciler.runtime.waiting import first_set
 from reconciler.state.base import (
-    AuditEntry,
     AuditStatus,
-    Completion,
     LeaseGrant,
     LeaseLost,
     NotificationLike,
@@ -87,63 +87,7 @@ from reconciler.state.base import (
 
 log = logging.getLogger(__name__)
 
-STORE_RETRY_S = (0.5, 10.0)  # pause after a failed claim, doubling up to the second
-NOT_SENT = "not_sent"  # metrics outcome of a message that never reached a transport
-
-
-class _NotSent(Exception):
-    """The message ends without a send: an O8 "not sent" case."""
-
-    def __init__(self, detail: str, reason: NotSentReason | None = None,
-                 state: OutboxState = OutboxState.FAILED) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.state = state
-
-    @property
-    def text(self) -> str:
-        return f"{self.reason.value}: {self.detail}" if self.reason else self.detail
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """What one attempt came to: the outbox result and its audit rows."""
-
-    completion: Completion
-    audit: tuple[AuditEntry, ...]
-    server: str | None = None
-    outcome: str = NOT_SENT
-
-
-@dataclass
-class _Attempt:
-    """What is known about one message's attempt so far, for its audit rows."""
-
-    msg: OutboxMessage
-    recipients: tuple[str, ...] = ()
-    revision: int | None = None
-    server: str | None = None
-    message_id: str | None = None
-    audit: list[AuditEntry] = field(default_factory=list)
-
-    def entry(self, status: AuditStatus, reason: str, *, recipient: str | None = None,
-              host: str | None = None, details: Mapping[str, Any] | None = None) -> AuditEntry:
-        info: dict[str, Any] = {}
-        if self.revision is not None:
-            info["configRevision"] = self.revision
-        info.update(details or {})
-        return AuditEntry(
-            status=status, reason=reason, namespace=self.msg.namespace, server=self.server,
-            host=host, attempt=self.msg.attempts, recipient=recipient,
-            message_id=self.message_id, outbox_id=self.msg.id, module=self.msg.module,
-            details=info or None,
-        )
-
-    def per_recipient(self, status: AuditStatus, reason: str, **kw: Any) -> list[AuditEntry]:
-        """One row per recipient (so a search by address finds it), or one without."""
-        targets: tuple[str | None, ...] = self.recipients or (None,)
-        return [self.entry(status, reason, recipient=r, **kw) for r in targets]
+STORE_RETRY_S = (0.5, 10.0)  # pause after failed claims, doubling up to the second
 
 
 class Worker:
@@ -160,17 +104,16 @@ class Worker:
         lanes: Lanes | None = None,
         max_in_flight: int | None = None,
     ) -> None:
-        self._store = store
         self._outbox = store.outbox
         self._settings = settings
-        self._owner = settings.worker_id
+        self.owner = settings.worker_id  # the outbox leases' owner
         self._config = config
         self._transports = dict(transports)
         self._metrics = metrics
         self._lanes = lanes or Lanes()
         self._batch = max(1, settings.claim_batch)
         self._max_in_flight = max_in_flight or 2 * self._batch
-        self._committer = GroupCommit(self._outbox, self._owner)
+        self.committer = GroupCommit(self._outbox, self.owner)
         self._tasks: set[asyncio.Task[None]] = set()
         self._leased: set[int] = set()  # claimed and not yet recorded: renewed while held
         self._room = asyncio.Event()
@@ -186,21 +129,9 @@ class Worker:
     # -- what the daemon and tests look at ----------------------------------
 
     @property
-    def owner(self) -> str:
-        return self._owner
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
-    @property
     def stopping(self) -> bool:
         """True once a stop has begun: no new sends start."""
         return self._stopping
-
-    @property
-    def committer(self) -> GroupCommit:
-        return self._committer
 
     def wake(self) -> None:
         """Claim now instead of after the poll interval (e.g. right after an intake)."""
@@ -219,7 +150,7 @@ class Worker:
         if not granted:
             return None, 0
         self._reserved += granted
-        return LeaseGrant(self._owner, self._settings.lease_seconds), granted
+        return LeaseGrant(self.owner, self._settings.lease_seconds), granted
 
     def adopt(self, messages: Sequence[tuple[OutboxMessage, NotificationLike]],
               unused: int) -> None:
@@ -232,7 +163,7 @@ class Worker:
     # -- the loop -------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        committer = asyncio.create_task(self._committer.run(), name="group-commit")
+        committer = asyncio.create_task(self.committer.run(), name="group-commit")
         renewer = asyncio.create_task(self._renew_loop(), name="lease-renewal")
         try:
             await self._claim_loop(stop)
@@ -240,7 +171,7 @@ class Worker:
             await self._shutdown(committer, renewer)
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
-        pause = STORE_RETRY_S[0]
+        failed = 0  # claims failed in a row
         waiting_for_config = False
         while not stop.is_set():
             if self._config.current.revision <= 0:
@@ -259,13 +190,14 @@ class Worker:
             limit = min(room, self._batch)
             try:
                 batch = await asyncio.to_thread(
-                    self._outbox.claim, self._owner, limit, self._settings.lease_seconds)
+                    self._outbox.claim, self.owner, limit, self._settings.lease_seconds)
             except StoreError as exc:
+                failed += 1
+                pause = backoff_seconds(failed, *STORE_RETRY_S, jitter=0.0)
                 log.error("cannot claim outbox messages, retrying in %.1fs: %s", pause, exc)
                 await self._idle(stop, pause)
-                pause = min(pause * 2, STORE_RETRY_S[1])
                 continue
-            pause = STORE_RETRY_S[0]
+            failed = 0
             for msg in batch:
                 self._start(msg)
             self._drained = len(batch) < limit
@@ -280,12 +212,7 @@ class Worker:
 
     async def _idle(self, stop: asyncio.Event, timeout: float | None,
                     *others: asyncio.Event) -> None:
-        waiters = [asyncio.ensure_future(e.wait()) for e in (stop, *others)]
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
+        await first_set(stop, *others, timeout=timeout)
         self._wake.clear()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -300,7 +227,7 @@ class Worker:
             if not ids:
                 continue
             try:
-                renewed = await asyncio.to_thread(self._outbox.renew, self._owner, ids, lease)
+                renewed = await asyncio.to_thread(self._outbox.renew, self.owner, ids, lease)
             except StoreError as exc:
                 log.error("cannot renew %d leases: %s", len(ids), exc)
                 continue
@@ -325,18 +252,18 @@ class Worker:
                     task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
             await self._settle_reservations(grace)
-            self._committer.close()
+            self.committer.close()
             try:
                 await asyncio.wait_for(asyncio.shield(committer), timeout=max(grace, 1.0))
             except TimeoutError:
                 log.error("stopping: %d results could not be recorded; those messages will "
-                          "be sent again", self._committer.backlog)
+                          "be sent again", self.committer.backlog)
                 committer.cancel()
             except Exception:
                 log.exception("stopping: recording results failed; unrecorded messages "
                               "will be sent again")
             try:
-                released = await asyncio.to_thread(self._outbox.release, self._owner)
+                released = await asyncio.to_thread(self._outbox.release, self.owner)
             except StoreError as exc:
                 log.error("stopping: cannot release leases, they expire within %.0fs: %s",
                           self._settings.lease_seconds, exc)
@@ -367,11 +294,12 @@ class Worker:
         try:
             finished = await self._attempt(msg, parsed)
         except Exception as exc:
-            finished = self._internal_error(msg, exc)
+            log.exception("outbox %s: unexpected error", msg.id, extra={"outbox_id": msg.id})
+            finished = Attempt(msg).retry_later(f"internal error: {type(exc).__name__}: {exc}")
         if finished is None:
             return
         try:
-            recorded = await self._committer.submit(finished.completion, finished.audit)
+            recorded = await self.committer.submit(finished.completion, finished.audit)
         finally:
             self._leased.discard(msg.id)  # written (or lost) either way: nothing to renew
         self._count(msg, finished, recorded)
@@ -387,7 +315,7 @@ class Worker:
 
     async def _attempt(self, msg: OutboxMessage,
                        parsed: Notification | None = None) -> Finished | None:
-        attempt = _Attempt(msg)
+        attempt = Attempt(msg)
         try:
             # A hand-off from the intake comes parsed already; attachment bytes
             # are still read from the store when the send starts, as for a claim.
@@ -398,8 +326,8 @@ class Worker:
             ns, server = await self._routed(attempt, notification)
             attempt.server = server.metadata.name
             return await self._send(attempt, notification, ns, server)
-        except _NotSent as stop:
-            return self._not_sent(attempt, stop)
+        except NotSent as stop:
+            return attempt.not_sent(stop)
 
     async def _with_attachments(self, msg: OutboxMessage, light: Notification) -> Notification:
         """The full notification; attachment bytes are read only when a send is about to
@@ -410,10 +338,10 @@ class Worker:
             payload = await asyncio.to_thread(self._outbox.notification, msg.id)
             return Notification.model_validate(payload)
         except (ValidationError, ValueError, UnknownMessage) as exc:
-            raise _NotSent(_unusable(exc)) from None
+            raise NotSent(_unusable(exc)) from None
 
     async def _routed(
-        self, attempt: _Attempt, notification: Notification
+        self, attempt: Attempt, notification: Notification
     ) -> tuple[NamespaceConfig, OutgoingServer]:
         msg = attempt.msg
         current = self._config.current
@@ -421,11 +349,11 @@ class Worker:
             attempt.revision = current.revision
             ns = current.namespace(msg.namespace)
             if ns is None:
-                raise _NotSent(f"namespace {msg.namespace} has no configuration at revision "
-                               f"{current.revision}", NotSentReason.NO_SERVER)
+                raise NotSent(f"namespace {msg.namespace} has no configuration at revision "
+                              f"{current.revision}", NotSentReason.NO_SERVER)
             decision = ns.route(notification.module, notification.context)
             if decision.server is None:
-                raise _NotSent(decision.reason, NotSentReason.NO_SERVER)
+                raise NotSent(decision.reason, NotSentReason.NO_SERVER)
             if log.isEnabledFor(logging.DEBUG):  # spares the extra dict per message
                 log.debug("outbox %s routed to %s", msg.id, decision.reason,
                           extra={"outbox_id": msg.id, "server": decision.server_name,
@@ -440,24 +368,25 @@ class Worker:
         except StoreError as exc:
             # The store is down or the revision is unknown: try again later
             # rather than sending with a config the message was not routed with.
-            raise _Retry(f"cannot load config revision {routing.config_revision}: {exc}") from None
+            raise TryLater(f"cannot load config revision {routing.config_revision}: "
+                           f"{exc}") from None
         ns = config.namespace(msg.namespace)
         server = ns.servers.get(routing.server) if ns is not None else None
         if ns is None or server is None:
-            raise _NotSent(f"server {routing.server} this message was routed to is not in "
-                           f"namespace {msg.namespace} at revision {routing.config_revision}",
-                           NotSentReason.NO_SERVER)
+            raise NotSent(f"server {routing.server} this message was routed to is not in "
+                          f"namespace {msg.namespace} at revision {routing.config_revision}",
+                          NotSentReason.NO_SERVER)
         now_ns = current.namespace(msg.namespace)
         now_server = now_ns.servers.get(routing.server) if now_ns is not None else None
         if now_server is not None and not now_server.spec.enabled and server.spec.enabled:
-            raise _NotSent(f"server {routing.server} was disabled at revision "
-                           f"{current.revision}, after this message was routed to it",
-                           NotSentReason.SERVER_DISABLED)
+            raise NotSent(f"server {routing.server} was disabled at revision "
+                          f"{current.revision}, after this message was routed to it",
+                          NotSentReason.SERVER_DISABLED)
         return ns, server
 
     async def _send(
         self,
-        attempt: _Attempt,
+        attempt: Attempt,
         notification: Notification,
         ns: NamespaceConfig,
         server: OutgoingServer,
@@ -465,15 +394,15 @@ class Worker:
         msg = attempt.msg
         problems = server_problems(server)
         if problems:
-            raise _NotSent("; ".join(p.detail for p in problems), problems[0].reason)
+            raise NotSent("; ".join(p.detail for p in problems), problems[0].reason)
         transport = self._transports.get(str(server.spec.protocol))
         if transport is None:
-            raise _NotSent(f"server {server.metadata.name} uses protocol "
-                           f"{server.spec.protocol}, which this daemon cannot send with yet")
+            raise NotSent(f"server {server.metadata.name} uses protocol "
+                          f"{server.spec.protocol}, which this daemon cannot send with yet")
         policy = ns.retry_policy(server)
         if msg.attempts > policy.max_attempts:
-            raise _NotSent(f"gave up after {msg.attempts} attempts; the last ones never "
-                           "finished (the daemon stopped or hung while sending)")
+            raise NotSent(f"gave up after {msg.attempts} attempts; the last ones never "
+                          "finished (the daemon stopped or hung while sending)")
         recipients = self._filtered(attempt, notification, ns, server)
 
         lane = (msg.namespace, server.metadata.name)
@@ -487,14 +416,17 @@ class Worker:
             elapsed = time.perf_counter() - started
         if self._metrics is not None:
             self._metrics.send_seconds.labels(server.metadata.name).observe(elapsed)
-        return await self._classified(attempt, envelope, server, policy, result)
+        finished = read_result(attempt, envelope, result, policy)
+        if finished.completion.state == OutboxState.RETRY_WAIT:
+            await self._keep_routing(attempt)
+        return finished
 
-    def _filtered(self, attempt: _Attempt, notification: Notification, ns: NamespaceConfig,
+    def _filtered(self, attempt: Attempt, notification: Notification, ns: NamespaceConfig,
                   server: OutgoingServer) -> FilterResult:
         try:
             recipient_filter = ns.recipient_filter(server)
         except LookupError as exc:
-            raise _NotSent(str(exc), NotSentReason.SERVER_INCOMPLETE) from None
+            raise NotSent(str(exc), NotSentReason.SERVER_INCOMPLETE) from None
         result = filter_notification(notification, recipient_filter)
         for ignored in result.ignored:
             attempt.audit.append(attempt.entry(
@@ -506,168 +438,39 @@ class Worker:
             why = ("every recipient was filtered out" if result.ignored
                    else "the notification has no recipients")
             attempt.recipients = ()
-            raise _NotSent(why, NotSentReason.NO_RECIPIENTS, OutboxState.IGNORED)
+            raise NotSent(why, NotSentReason.NO_RECIPIENTS, OutboxState.IGNORED)
         return result
 
-    def _compose(self, attempt: _Attempt, notification: Notification, server: OutgoingServer,
+    def _compose(self, attempt: Attempt, notification: Notification, server: OutgoingServer,
                  recipients: FilterResult) -> Envelope:
-        message_id = None if notification.idempotency_key else self._message_id(attempt.msg,
-                                                                                server)
         try:
-            envelope = compose(notification, server, recipients, message_id=message_id)
+            envelope = compose(notification, server, recipients,
+                               message_seed=f"{self._lineage}\0{attempt.msg.id}")
         except ValueError as exc:
-            raise _NotSent(f"cannot compose the message: {exc}") from None
+            raise NotSent(f"cannot compose the message: {exc}") from None
         if envelope.dropped_attachments and refuses(server):
             # Intake refuses these up front; this one was routed elsewhere there, or the
             # server was switched to refuse since. Sending it without them is what the
             # admin said not to do.
-            raise _NotSent("; ".join(f"{d.name!r}: {d.reason}" for d in
-                                     envelope.dropped_attachments)
-                           + f"; server {server.metadata.name} refuses oversize attachments "
-                           "(attachments.oversize: refuse)")
+            raise NotSent("; ".join(f"{d.name!r}: {d.reason}" for d in
+                                    envelope.dropped_attachments)
+                          + f"; server {server.metadata.name} refuses oversize attachments "
+                          "(attachments.oversize: refuse)")
         attempt.message_id = envelope.message_id
         attempt.recipients = envelope.rcpt_to
         return envelope
 
-    def _message_id(self, msg: OutboxMessage, server: OutgoingServer) -> str:
-        domain = server.spec.email.rsplit("@", 1)[1]
-        token = hashlib.sha256(f"{self._lineage}\0{msg.id}".encode()).hexdigest()[:32]
-        return f"<{token}@{domain}>"
-
-    # -- results ------------------------------------------------------------------
-
-    async def _classified(
-        self,
-        attempt: _Attempt,
-        envelope: Envelope,
-        server: OutgoingServer,
-        policy: RetryPolicy,
-        result: SendResult,
-    ) -> Finished:
-        msg = attempt.msg
-        name = server.metadata.name
-        recipients = result.recipients or tuple(
-            RecipientResult(a, result.outcome) for a in envelope.rcpt_to)
-        common: dict[str, Any] = {"failure": str(result.failure) if result.failure else None}
-        if result.used_alternate:
-            common["usedAlternate"] = True
-        common = {k: v for k, v in common.items() if v is not None}
-
-        def row(status: AuditStatus, reason: str, r: RecipientResult | None = None,
-                **extra: Any) -> AuditEntry:
-            details = {**common, **extra}
-            if r is not None and r.code is not None:
-                details["code"] = r.code
-            return attempt.entry(status, reason, recipient=r.address if r else None,
-                                 host=result.host, details=details)
-
-        if result.outcome == Outcome.SENT:
-            dropped = envelope.dropped_attachments
-            reason = result.detail
-            extra: dict[str, Any] = {"serverReply": result.server_reply}
-            if msg.payload.get("ticket"):
-                # The Message-ID -> ticket link replies thread by (incoming thread_lookup):
-                # part of the SENT row, so it is durable in the same commit, at no extra write.
-                extra["ticket"] = msg.payload["ticket"]
-            if dropped:
-                reason += "; attachments dropped: " + "; ".join(
-                    f"{d.name} ({d.reason})" for d in dropped)
-                extra["droppedAttachments"] = [
-                    {"name": d.name, "size": d.size, "reason": d.reason} for d in dropped]
-            for r in recipients:
-                if r.accepted:
-                    attempt.audit.append(row(AuditStatus.SENT, reason, r, **extra))
-                else:
-                    refusal = f"refused by the server: {_reply(r)}"
-                    if r.outcome == Outcome.TRANSIENT:
-                        refusal += (" (a temporary refusal; not retried because the message "
-                                    "was accepted for the other recipients)")
-                    attempt.audit.append(row(AuditStatus.SEND_FAILED, refusal, r))
-            return self._finished(attempt, OutboxState.SENT, None, name, result)
-
-        if result.outcome == Outcome.IGNORED:
-            reason = f"{NotSentReason.NO_RECIPIENTS.value}: {result.detail}"
-            attempt.audit.append(row(AuditStatus.SEND_FAILED, reason))
-            return self._finished(attempt, OutboxState.IGNORED, result.detail, name, result)
-
-        if result.outcome == Outcome.TRANSIENT:
-            now = datetime.now(UTC)
-            next_at = policy.next_attempt(msg.attempts, msg.first_attempt_at or now, now,
-                                          retry_after_seconds=result.retry_after)
-            if next_at is not None:
-                await self._keep_routing(attempt)
-                asked = {} if result.retry_after is None else {
-                    "retryAfterSeconds": result.retry_after}
-                for r in recipients:
-                    attempt.audit.append(row(AuditStatus.RETRYING, _why(result, r), r,
-                                             nextAttemptAt=next_at.isoformat(), **asked))
-                log.info("outbox %s: temporary failure via %s, attempt %d, next at %s: %s",
-                         msg.id, name, msg.attempts, next_at.isoformat(), result.detail,
-                         extra={"outbox_id": msg.id, "server": name, "host": result.host})
-                return self._finished(attempt, OutboxState.RETRY_WAIT, result.detail, name,
-                                      result, next_at)
-            gave_up = f"gave up after {msg.attempts} attempts: "
-            if result.retry_after is not None and msg.attempts < policy.max_attempts:
-                gave_up = (f"gave up after {msg.attempts} attempts: the server asked to wait "
-                           f"{result.retry_after:g}s, past the retry lifetime: ")
-            for r in recipients:
-                attempt.audit.append(row(AuditStatus.SEND_FAILED, gave_up + _why(result, r), r))
-            return self._finished(attempt, OutboxState.FAILED, gave_up + result.detail, name,
-                                  result)
-
-        for r in recipients:
-            attempt.audit.append(row(AuditStatus.SEND_FAILED, _why(result, r), r))
-        return self._finished(attempt, OutboxState.FAILED, result.detail, name, result)
-
-    def _finished(self, attempt: _Attempt, state: OutboxState, error: str | None,
-                  server: str, result: SendResult,
-                  next_at: datetime | None = None) -> Finished:
-        return Finished(Completion(attempt.msg.id, state, error, next_at), tuple(attempt.audit),
-                        server, str(result.outcome))
-
-    async def _keep_routing(self, attempt: _Attempt) -> None:
+    async def _keep_routing(self, attempt: Attempt) -> None:
         """Record the routing before the first retry is scheduled (O12)."""
         msg = attempt.msg
         if msg.routing is not None or attempt.revision is None or attempt.server is None:
             return
         snapshot = RoutingSnapshot(attempt.revision, attempt.server)
         try:
-            await asyncio.to_thread(self._outbox.route, msg.id, self._owner, snapshot)
+            await asyncio.to_thread(self._outbox.route, msg.id, self.owner, snapshot)
         except (LeaseLost, StoreError) as exc:
             # The completion will tell (lost lease), or the retry is routed afresh.
             log.warning("outbox %s: routing not recorded: %s", msg.id, exc)
-
-    def _not_sent(self, attempt: _Attempt, stop: _NotSent) -> Finished:
-        if isinstance(stop, _Retry):
-            return self._retry_later(attempt, stop.detail)
-        attempt.audit.extend(attempt.per_recipient(AuditStatus.SEND_FAILED, stop.text))
-        log.warning("outbox %s not sent: %s", attempt.msg.id, stop.text,
-                    extra={"outbox_id": attempt.msg.id, "server": attempt.server})
-        return Finished(Completion(attempt.msg.id, stop.state, stop.text),
-                        tuple(attempt.audit), attempt.server)
-
-    def _retry_later(self, attempt: _Attempt, detail: str) -> Finished:
-        """A problem on our side (store, a bug): retry with the default backoff."""
-        msg = attempt.msg
-        now = datetime.now(UTC)
-        next_at = RetryPolicy().next_attempt(msg.attempts, msg.first_attempt_at or now, now)
-        if next_at is None:
-            attempt.audit.extend(attempt.per_recipient(
-                AuditStatus.SEND_FAILED, f"gave up after {msg.attempts} attempts: {detail}"))
-            return Finished(Completion(msg.id, OutboxState.FAILED, detail),
-                            tuple(attempt.audit), attempt.server)
-        attempt.audit.extend(attempt.per_recipient(
-            AuditStatus.RETRYING, detail, details={"nextAttemptAt": next_at.isoformat()}))
-        return Finished(Completion(msg.id, OutboxState.RETRY_WAIT, detail, next_at),
-                        tuple(attempt.audit), attempt.server)
-
-    def _internal_error(self, msg: OutboxMessage, exc: Exception) -> Finished:
-        log.exception("outbox %s: unexpected error", msg.id, extra={"outbox_id": msg.id})
-        return self._retry_later(_Attempt(msg), f"internal error: {type(exc).__name__}: {exc}")
-
-
-class _Retry(_NotSent):
-    """Not sent this time for a reason on our side; try again later."""
 
 
 def _without_attachment_bytes(msg: OutboxMessage) -> Notification:
@@ -679,22 +482,10 @@ def _without_attachment_bytes(msg: OutboxMessage) -> Notification:
     try:
         return Notification.model_validate(payload)
     except (ValidationError, ValueError) as exc:
-        raise _NotSent(_unusable(exc)) from None
+        raise NotSent(_unusable(exc)) from None
 
 
 def _unusable(exc: Exception) -> str:
     # The fields and what is wrong with them, not pydantic's dump of the stored values.
     why = plain_errors(exc) if isinstance(exc, ValidationError) else str(exc)
     return f"the stored notification is not usable: {why}"
-
-
-def _reply(r: RecipientResult) -> str:
-    return f"{r.code} {r.reason}".strip() if r.code is not None else (r.reason or "no reason")
-
-
-def _why(result: SendResult, r: RecipientResult) -> str:
-    """The attempt's detail, plus what the server said about this recipient if it adds to it."""
-    said = _reply(r) if r.reason else ""
-    if said and r.reason not in result.detail:
-        return f"{result.detail}: {said}"
-    return result.detail

@@ -1,4 +1,5 @@
-"""Admin notifications about incoming servers (SPEC I6, I7), through the health notifier.
+"""Notifications of the incoming side: about its servers (SPEC I6, I7), through the health
+notifier, and about stripped attachments (I5), as mails in the outbox.
 
 The health :class:`~reconciler.runtime.notifier.Notifier` already logs, posts
 to the webhook (retried, URL hidden in logs) and mails the namespace's
@@ -11,10 +12,14 @@ Events (``payload()["event"]``):
 - ``incoming.stopped``: the error folder reached ``stopFetchingAfter``;
 - ``incoming.error-folder``: one mail was moved to the error folder
   (``errorFolder.notify``).
+
+A mail whose attachments the pipeline stripped becomes a notice to its sender
+and to the namespace's admins (:func:`stripped_attachment_mails`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,11 +27,14 @@ from typing import Any
 from reconciler.config.derive import INCOMING_PORTS
 from reconciler.config.desired import ResourceKey
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
+from reconciler.incoming.pipeline import Audience, Notice
 from reconciler.runtime.notifier import RECOVERED, UNREACHABLE, Transition
+from reconciler.state.base import EnqueueRequest
 
 STOPPED = "stopped"
 ERROR_FOLDER = "error-folder"
 KIND = "IncomingServer"
+NOTICE_MODULE = "incoming"  # the module of stripped-attachment mails (routing rules see it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +130,24 @@ def moved_to_error_folder(server: IncomingServer, code: str,
         hint=f"the mail is in {folder}; its details are stored encrypted; "
              f"`reconcile incoming retry {meta.name} --namespace {meta.namespace}` "
              "processes it again")
+
+
+def stripped_attachment_mails(notices: Sequence[Notice], namespace: str, server: str,
+                              marker: str, admins: Sequence[str]) -> list[EnqueueRequest]:
+    """The outbox mails telling the sender and ``admins`` which attachments were stripped;
+    keyed by the mail's marker, so a mail judged twice does not notify twice."""
+    requests = []
+    for index, notice in enumerate(notices):
+        to: list[str] = []
+        if Audience.SENDER in notice.audience and notice.sender:
+            to.append(notice.sender)
+        if Audience.ERROR_RECIPIENTS in notice.audience:
+            to += [a for a in admins if a not in to]
+        if not to:
+            continue
+        body = notice.reason + "\n\n" + "".join(f"- {item}\n" for item in notice.items)
+        requests.append(EnqueueRequest(
+            {"module": NOTICE_MODULE, "namespace": namespace, "to": to,
+             "subject": notice.subject, "textBody": body},
+            namespace, f"incoming:{server}:{marker}:{index}"[:200]))
+    return requests

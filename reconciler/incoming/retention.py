@@ -26,12 +26,12 @@ the deletes are idempotent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from reconciler.incoming.store import IncomingStore
+from reconciler.runtime.waiting import first_set
 from reconciler.state.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -83,5 +83,4 @@ class IncomingRetention:
                 if done.events or done.markers:
                     log.info("incoming retention: deleted %d delivered event(s) and %d "
                              "marker(s)", done.events, done.markers)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
+            await first_set(stop, timeout=self.interval)

@@ -1,28 +1,10 @@
 """The incoming runner: one fetch loop per enabled IncomingServer (SPEC I1, I6, I7, I8).
 
-One cycle of a server's loop::
+The runner follows the store's head revision and keeps one
+:class:`~reconciler.incoming.server_loop.ServerLoop` per enabled IncomingServer,
+restarting the loops whose configuration changed (what one loop does is
+described there).
 
-    lease (one daemon per server) -> apply in progress? wait, then take the new config
-    -> connect -> error folder full? stop fetching (notify once)
-    -> for each mail (at most ``batch``): pipeline -> commit -> mark done | error folder
-    -> IDLE (or the fetch interval) -> again
-
-- **Durable first.** Each mail's marker, audit lines, ticket event and
-  Message-ID are written together, and the mails of one fetch call in one
-  transaction (:meth:`IncomingStore.record_many`: a group commit, since
-  SQLite syncs the disk on every commit); only then is each mail marked done
-  on the server. A crash in between leaves the mail unread on the server but
-  done in the store, and the fetcher skips it. Duplicates within the batch
-  are caught by the Message-IDs judged but not yet committed.
-- **Error folder (I6).** A mail the pipeline could not handle at all goes to
-  the error folder (IMAP, when enabled) after its outcome and sealed details
-  are stored; no marker is written for it, so if the move itself fails the
-  mail is judged again next cycle. Once the folder holds ``stopFetchingAfter``
-  mails the server stops fetching until ``reconcile incoming retry``.
-- **Connection failures (I7).** Each failed session counts; at
-  ``failureNotifyThreshold`` in a row the admins are notified once, and again
-  when a session works. Failures and the last error are the server's fetch
-  state (``reconcile incoming status``).
 - **Applies (I7).** While the store's apply lock is held the loops do not
   start a fetch; when it is released the runner reloads the config at once
   and restarts the servers whose configuration changed. The lock does not say
@@ -31,44 +13,27 @@ One cycle of a server's loop::
 - **Several daemons on one store**: a server is fetched by the daemon holding
   its lease (``incoming_servers``), renewed every cycle; a daemon that dies
   gives it up when the lease runs out.
-
-The pipeline runs in a worker thread (it is CPU work and its store lookups
-block); every store call does too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reconciler.credentials import gate
-from reconciler.incoming import notices
-from reconciler.incoming.pipeline import (
-    Audience,
-    PipelineContext,
-    PipelineResult,
-    SenderDirectory,
-    process,
-)
-from reconciler.incoming.servers import IncomingConfig, ServerConfig, ServerId
-from reconciler.incoming.store import IncomingStore, Outcome, ServerState, bare_id
-from reconciler.mail.registry import FetchedMail, Fetcher, FetchError, fetcher_for
-from reconciler.state.base import EnqueueRequest, LiveState, StoreError
+from reconciler.incoming.pipeline import SenderDirectory
+from reconciler.incoming.server_loop import ServerLoop
+from reconciler.incoming.servers import IncomingConfig, ServerId
+from reconciler.incoming.store import IncomingStore
+from reconciler.mail.registry import Fetcher, fetcher_for
+from reconciler.runtime.waiting import first_set
+from reconciler.state.base import LiveState, StoreError
 
 log = logging.getLogger(__name__)
 
-PAUSED_APPLY = "an apply is changing the configuration"
-NOTICE_MODULE = "incoming"
-STORE_RETRY_S = 5.0
-# Judged mails are committed together at the end of a fetch call, or earlier once
-# their raw bytes reach this much: memory stays bounded with large attachments.
-FLUSH_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -125,8 +90,7 @@ class IncomingRunner:
                 except Exception:
                     log.exception("incoming: loading the config failed; keeping revision %s",
                                   self.config.revision)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.options.reload_interval_seconds)
+                await first_set(stop, timeout=self.options.reload_interval_seconds)
         finally:
             await self._stop_all()
 
@@ -194,365 +158,8 @@ class IncomingRunner:
         await asyncio.wait_for(waiting(), timeout)
 
 
-class ServerLoop:
-    """Fetches one IncomingServer until its config changes or the daemon stops."""
-
-    def __init__(self, runner: IncomingRunner, config: ServerConfig,
-                 daemon_stop: asyncio.Event) -> None:
-        self.runner = runner
-        self.config = config
-        self.server = config.server
-        self.namespace, self.name = config.id
-        self.daemon_stop = daemon_stop
-        self.stopping = asyncio.Event()
-        # Inside runner.refresh (or waiting for it): a reload that stops this loop must
-        # not wait for it, since this loop waits for that reload.
-        self.refreshing = False
-        self.fetcher: Fetcher | None = None
-        self.context: PipelineContext | None = None
-        self.cycles = 0
-        self.processed = 0
-        self.paused: str | None = None
-        self.leading = False
-        self._store = runner.incoming
-        self._pending_ids: dict[str, tuple[str, str] | None] = {}
-
-    @property
-    def stopped(self) -> bool:
-        return self.stopping.is_set() or self.daemon_stop.is_set()
-
-    @property
-    def interval(self) -> float:
-        override = self.runner.options.interval_override
-        return override if override is not None else self.server.spec.fetch_interval_minutes * 60
-
-    async def run(self) -> None:
-        try:
-            self.context = self._build_context()
-        except LookupError as exc:
-            # A missing filter or spam filter must not be fetched around: wait for a fix.
-            await self._set_paused(f"configuration: {exc}")
-            log.error("incoming server %s/%s is not fetched: %s", self.namespace, self.name,
-                      exc)
-            await self._sleep(None)
-            return
-        try:
-            while not self.stopped:
-                try:
-                    await self._cycle()
-                except StoreError as exc:
-                    log.error("incoming server %s/%s: the store failed (%s); trying again "
-                              "in %.0fs", self.namespace, self.name, exc, STORE_RETRY_S)
-                    await self._close_fetcher()
-                    await self._sleep(STORE_RETRY_S)
-                finally:
-                    self.cycles += 1
-                    await self.runner.cycled()
-        finally:
-            await self._close_fetcher()
-            if self.leading:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self._store.release, self.namespace, self.name,
-                                            self.runner.owner)
-
-    def _build_context(self) -> PipelineContext:
-        namespace = self.namespace
-        store = self._store
-        pending = self._pending_ids  # judged in this batch, not committed yet
-
-        def seen(message_id: str) -> bool:
-            return bare_id(message_id) in pending or store.seen_message_id(namespace, message_id)
-
-        def thread(message_ids: Sequence[str]) -> tuple[str, str] | None:
-            for message_id in message_ids:
-                found = pending.get(bare_id(message_id))
-                if found is not None:
-                    return found
-            return store.thread_lookup(namespace, message_ids)
-
-        return PipelineContext.from_resources(
-            self.server, self.config.resources, directory=self.runner.directory,
-            seen_message_id=seen, thread_lookup=thread)
-
-    # -- one cycle -------------------------------------------------------------
-
-    async def _cycle(self) -> None:
-        options = self.runner.options
-        self.leading = await asyncio.to_thread(
-            self._store.claim, self.namespace, self.name, self.runner.owner,
-            lease_seconds=options.lease_seconds)
-        if not self.leading:
-            await self._close_fetcher()  # another daemon fetches this server
-            await self._sleep(options.lease_seconds / 3)
-            return
-        if await self._apply_in_progress():
-            await self._wait_out_apply()
-            return
-        try:
-            fetched = await self._fetch_once()
-        except FetchError as exc:
-            await self._close_fetcher()
-            await self._failed(exc)
-            await self._sleep(self.interval)
-            return
-        if fetched is None:  # stopped by a full error folder
-            await self._sleep(self.interval)
-        elif fetched < options.batch and not self.stopped:
-            await self._wait_for_new()
-
-    async def _fetch_once(self) -> int | None:
-        """Connect, check the error folder, process one batch; None when stopped by it."""
-        fetcher = self.fetcher
-        if fetcher is None:
-            fetcher = self.fetcher = self.runner.fetcher_factory(
-                self.server, token_provider=self.runner.token_provider,
-                ca_file=self.runner.ca_file, proxy_lookup=self.config.proxy)
-        await fetcher.connect()
-        count = await self._error_folder_count(fetcher)
-        limit = self.server.spec.error_folder.stop_fetching_after
-        if count is not None and limit is not None and count >= limit:
-            await self._succeeded(count)
-            await self._stop_for_error_folder(count)
-            return None
-        if self.paused is not None:
-            await self._set_paused(None, error_folder_count=count)
-        processed = 0
-        pending: list[tuple[FetchedMail, Outcome]] = []
-        size = 0
-        try:
-            async for mail in fetcher.fetch(self._is_done, limit=self.runner.options.batch):
-                pending.append((mail, await self._judge(fetcher, mail)))
-                processed += 1
-                size += len(mail.raw)
-                if size >= FLUSH_BYTES or self.stopped:
-                    await self._flush(fetcher, pending)
-                    pending, size = [], 0
-                if self.stopped:
-                    break
-        except FetchError:
-            # The session broke: keep what was judged (durable, not yet marked done;
-            # the markers keep it from being judged twice) and let the cycle count it.
-            await self._flush(fetcher, pending, mark=False)
-            raise
-        await self._flush(fetcher, pending)
-        if processed:
-            count = await self._error_folder_count(fetcher)
-        await self._succeeded(count)
-        return processed
-
-    async def _is_done(self, marker: str) -> bool:
-        retention = self.runner.options.marker_retention_seconds
-        if retention is None:
-            return await asyncio.to_thread(self._store.is_done, self.namespace, self.name,
-                                           marker)
-        refresh_before = datetime.now(UTC) - timedelta(seconds=retention / 2)
-        return await asyncio.to_thread(
-            functools.partial(self._store.is_done_refreshing, self.namespace, self.name,
-                              marker, refresh_before=refresh_before))
-
-    async def _judge(self, fetcher: Fetcher, mail: FetchedMail) -> Outcome:
-        assert self.context is not None
-        result: PipelineResult = await asyncio.to_thread(
-            process, mail.raw, self.context, received_at=mail.received_at)
-        folder = self.server.spec.error_folder
-        to_error = (result.move_to_error_folder and folder.enabled
-                    and fetcher.supports_error_folder)
-        if result.event is not None and result.message_id:
-            ticket = result.event.ticket
-            self._pending_ids[bare_id(result.message_id)] = (
-                (ticket.module, ticket.number) if ticket is not None else None)
-        return Outcome(mail.marker, result, mail.raw, to_error)
-
-    async def _flush(self, fetcher: Fetcher, pending: list[tuple[FetchedMail, Outcome]], *,
-                     mark: bool = True) -> None:
-        """Commit the judged mails in one transaction, then tell the server about each."""
-        if not pending:
-            return
-        recorded = await asyncio.to_thread(self._store.record_many, self.namespace, self.name,
-                                           [outcome for _, outcome in pending])
-        self._pending_ids.clear()
-        for (mail, outcome), done in zip(pending, recorded, strict=True):
-            self.processed += 1
-            if done.event_id is not None and self.runner.on_event is not None:
-                self.runner.on_event()
-            if outcome.result.notices and not done.duplicate_marker:
-                await self._queue_notices(outcome.result, mail.marker)
-        if not mark:
-            return
-        folder = self.server.spec.error_folder
-        for mail, outcome in pending:
-            result = outcome.result
-            if not outcome.to_error_folder:
-                await fetcher.mark_done(mail)
-                continue
-            await fetcher.move_to_error_folder(mail)
-            log.warning("incoming server %s/%s: mail %s moved to %s: %s", self.namespace,
-                        self.name, mail.marker, folder.name, result.reason)
-            if folder.notify:
-                await self._notify(notices.moved_to_error_folder(
-                    self.server, _code(result), result.reason))
-
-    async def _error_folder_count(self, fetcher: Fetcher) -> int | None:
-        if not (self.server.spec.error_folder.enabled and fetcher.supports_error_folder):
-            return None
-        return await fetcher.error_folder_count()
-
-    # -- bookkeeping (I6, I7) ------------------------------------------------------
-
-    async def _succeeded(self, error_folder_count: int | None) -> None:
-        before: ServerState = await asyncio.to_thread(
-            self._store.fetch_succeeded, self.namespace, self.name,
-            error_folder_count=error_folder_count)
-        if before.failure_notified:
-            await self._notify(notices.recovered(self.server, before.consecutive_failures))
-        if before.consecutive_failures:
-            log.info("incoming server %s/%s fetches again after %d failure(s)",
-                     self.namespace, self.name, before.consecutive_failures)
-
-    async def _failed(self, exc: FetchError) -> None:
-        state = await asyncio.to_thread(self._store.fetch_failed, self.namespace, self.name,
-                                        str(exc.kind), exc.user_text)
-        threshold = self.server.spec.failure_notify_threshold
-        log.warning("incoming server %s/%s: fetching failed (%d in a row): %s", self.namespace,
-                    self.name, state.consecutive_failures, exc.user_text)
-        if state.consecutive_failures >= threshold and not state.failure_notified:
-            await self._notify(notices.unreachable(
-                self.server, state.consecutive_failures, exc.message,
-                str(exc.kind), exc.likely_fix or None))
-            await asyncio.to_thread(self._store.set_notified, self.namespace, self.name)
-
-    async def _stop_for_error_folder(self, count: int) -> None:
-        folder = self.server.spec.error_folder
-        reason = (f"the error folder {folder.name} holds {count} mails "
-                  f"(stopFetchingAfter {folder.stop_fetching_after})")
-        before = await self._set_paused(reason, error_folder_count=count)
-        if before is None or before.paused != reason:
-            log.warning("incoming server %s/%s stopped fetching: %s", self.namespace,
-                        self.name, reason)
-            await self._notify(notices.stopped(self.server, count))
-
-    async def _set_paused(self, reason: str | None, *,
-                          error_folder_count: int | None = None) -> ServerState | None:
-        self.paused = reason
-        try:
-            return await asyncio.to_thread(self._store.set_paused, self.namespace, self.name,
-                                           reason, error_folder_count=error_folder_count)
-        except StoreError as exc:
-            log.error("incoming server %s/%s: cannot record its state: %s", self.namespace,
-                      self.name, exc)
-            return None
-
-    async def _notify(self, transition: notices.IncomingTransition) -> None:
-        notifier = self.runner.notifier
-        if notifier is None:
-            log.warning("%s", transition.summary())
-            return
-        try:
-            await notifier.notify(transition)
-        except Exception:  # a notification must never stop fetching
-            log.exception("incoming: notification %s failed", transition.event)
-
-    async def _queue_notices(self, result: PipelineResult, marker: str) -> None:
-        """Stripped attachments (I5): tell the sender and the namespace's admins, by mail."""
-        settings = self.context.settings if self.context is not None else None
-        admins = list(settings.admin_notifications.emails) if settings is not None else []
-        requests = []
-        for index, notice in enumerate(result.notices):
-            to: list[str] = []
-            if Audience.SENDER in notice.audience and notice.sender:
-                to.append(notice.sender)
-            if Audience.ERROR_RECIPIENTS in notice.audience:
-                to += [a for a in admins if a not in to]
-            if not to:
-                continue
-            body = notice.reason + "\n\n" + "".join(f"- {item}\n" for item in notice.items)
-            requests.append(EnqueueRequest(
-                {"module": NOTICE_MODULE, "namespace": self.namespace, "to": to,
-                 "subject": notice.subject, "textBody": body},
-                self.namespace, f"incoming:{self.name}:{marker}:{index}"[:200]))
-        if not requests:
-            return
-        try:
-            await asyncio.to_thread(self.runner.store.outbox.enqueue_many, requests)
-        except Exception as exc:
-            log.error("incoming server %s/%s: notice about stripped attachments not queued: "
-                      "%s", self.namespace, self.name, exc)
-
-    # -- waiting -----------------------------------------------------------------
-
-    async def _apply_in_progress(self) -> bool:
-        lock = await asyncio.to_thread(self.runner.store.current_lock)
-        return lock is not None and lock.operation == "apply"
-
-    async def _wait_out_apply(self) -> None:
-        await self._close_fetcher()  # the apply may change host, folder or credentials
-        previous = self.paused
-        await self._set_paused(PAUSED_APPLY)
-        log.info("incoming server %s/%s: fetching paused while an apply runs", self.namespace,
-                 self.name)
-        while not self.stopped and await self._apply_in_progress():
-            self.cycles += 1  # a look at the lock counts as a (fetch-less) cycle
-            await self.runner.cycled()
-            await self._sleep(self.runner.options.pause_poll_seconds)
-        await self._set_paused(None if previous == PAUSED_APPLY else previous)
-        if not self.stopped:
-            # Take the applied revision now rather than at the next reload tick, so
-            # not one fetch runs with the configuration the apply replaced.
-            self.refreshing = True
-            try:
-                await self.runner.refresh(self.daemon_stop)
-            finally:
-                self.refreshing = False
-
-    async def _wait_for_new(self) -> None:
-        fetcher = self.fetcher
-        if fetcher is None:
-            return
-        waiting = asyncio.create_task(fetcher.wait_for_new(self.interval))
-        stopping = asyncio.create_task(self._stopped())
-        try:
-            done, _ = await asyncio.wait({waiting, stopping},
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            if not waiting.done():
-                waiting.cancel()
-                with contextlib.suppress(BaseException):
-                    await waiting
-        if waiting in done and waiting.exception() is not None:
-            exc = waiting.exception()
-            if isinstance(exc, FetchError):
-                await self._close_fetcher()  # the next cycle reconnects and counts it
-                return
-            raise exc  # type: ignore[misc]
-
-    async def _stopped(self) -> None:
-        stop_wait = asyncio.create_task(self.stopping.wait())
-        daemon_wait = asyncio.create_task(self.daemon_stop.wait())
-        try:
-            await asyncio.wait({stop_wait, daemon_wait}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop_wait.cancel()
-            daemon_wait.cancel()
-
-    async def _sleep(self, seconds: float | None) -> None:
-        """Sleep, or until stopped (``None``: until stopped)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopped(), seconds)
-
-    async def _close_fetcher(self) -> None:
-        fetcher, self.fetcher = self.fetcher, None
-        if fetcher is not None:
-            await fetcher.aclose()
-
-
 async def _finish(task: asyncio.Task[None], sid: ServerId | None) -> None:
     try:
         await task
     except Exception:
         log.exception("incoming server %s ended with an error", "/".join(sid or ("?",)))
-
-
-def _code(result: PipelineResult) -> str:
-    details = result.audit[-1].details if result.audit else None
-    return str((details or {}).get("code", result.status))

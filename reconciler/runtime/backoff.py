@@ -13,6 +13,13 @@ import math
 import random
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Protocol
+
+
+class RandomSource(Protocol):
+    """Where jitter comes from: ``random`` itself, or a seeded ``random.Random`` in tests."""
+
+    def uniform(self, _low: float, _high: float, /) -> float: ...
 
 
 def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -37,14 +44,16 @@ def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> fl
     return seconds
 
 
-def backoff_seconds(attempt: int, initial: float, cap: float, *, jitter: float = 1.0) -> float:
+def backoff_seconds(attempt: int, initial: float, cap: float, *, jitter: float = 1.0,
+                    rng: RandomSource = random) -> float:
     """The wait before try ``attempt + 1`` (``attempt`` counts from 1): exponential, capped.
 
     ``jitter`` is the share of the wait drawn at random ("full jitter" at 1.0, none at
-    0.0), so that many callers failing together do not come back together.
+    0.0), so that many callers failing together do not come back together. ``rng`` makes a
+    schedule reproducible.
     """
     # Cap the exponent: 2 ** 1100 overflows a float long before the cap matters.
     ceiling = min(cap, initial * 2.0 ** min(max(attempt - 1, 0), 60))
     if jitter <= 0:
         return ceiling
-    return ceiling * (1.0 - jitter) + random.uniform(0.0, ceiling * jitter)
+    return ceiling * (1.0 - jitter) + rng.uniform(0.0, ceiling * jitter)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 from reconciler.config.desired import CanonicalResource
 from reconciler.config.models import KINDS
@@ -23,6 +24,10 @@ from reconciler.config.models.proxy_server import ProxyServer, ProxyServerSpec
 from reconciler.config.models.recipient_filter import RecipientFilter
 from reconciler.runtime.retry import RetryPolicy
 from reconciler.runtime.routing import RouteDecision, route
+
+_Named = TypeVar("_Named", OutgoingServer, RecipientFilter, ProxyServer)
+_WANTED = {OutgoingServer.KIND, OutgoingEmailRule.KIND, RecipientFilter.KIND, MailSettings.KIND,
+           ProxyServer.KIND}
 
 
 def resource_from_canonical(resource: CanonicalResource) -> Resource:
@@ -48,35 +53,23 @@ class NamespaceConfig:
 
     @classmethod
     def from_resources(cls, namespace: str, resources: Iterable[Resource]) -> NamespaceConfig:
-        servers: dict[str, OutgoingServer] = {}
-        rules: list[OutgoingEmailRule] = []
-        filters: dict[str, RecipientFilter] = {}
-        settings: MailSettings | None = None
-        proxies: dict[str, ProxyServer] = {}
-        for r in resources:
-            if r.metadata.namespace != namespace:
-                continue
-            if isinstance(r, OutgoingServer):
-                servers[r.metadata.name] = r
-            elif isinstance(r, OutgoingEmailRule):
-                rules.append(r)
-            elif isinstance(r, RecipientFilter):
-                filters[r.metadata.name] = r
-            elif isinstance(r, MailSettings):
-                settings = r
-            elif isinstance(r, ProxyServer):
-                proxies[r.metadata.name] = r
-        return cls(namespace, MappingProxyType(servers), tuple(rules),
-                   MappingProxyType(filters), settings, MappingProxyType(proxies))
+        mine = [r for r in resources if r.metadata.namespace == namespace]
+
+        def named(kind: type[_Named]) -> Mapping[str, _Named]:
+            return MappingProxyType({r.metadata.name: r for r in mine if isinstance(r, kind)})
+
+        settings = [r for r in mine if isinstance(r, MailSettings)]
+        return cls(namespace, named(OutgoingServer),
+                   tuple(r for r in mine if isinstance(r, OutgoingEmailRule)),
+                   named(RecipientFilter), settings[-1] if settings else None,
+                   named(ProxyServer))
 
     @classmethod
     def from_canonical(
         cls, namespace: str, resources: Iterable[CanonicalResource]
     ) -> NamespaceConfig:
-        wanted = {OutgoingServer.KIND, OutgoingEmailRule.KIND, RecipientFilter.KIND,
-                  MailSettings.KIND, ProxyServer.KIND}
         models = [resource_from_canonical(r) for r in resources
-                  if r.key.namespace == namespace and r.key.kind in wanted]
+                  if r.key.namespace == namespace and r.key.kind in _WANTED]
         return cls.from_resources(namespace, models)
 
     def route(self, module: str, context: Mapping[str, str]) -> RouteDecision:

@@ -7,27 +7,29 @@ exponential backoff; with admin addresses in the namespace's MailSettings
 (``adminNotifications.emails``) it is also mailed (:class:`AdminMail`). Texts
 come from probe reports, which went through the probe's redactor, so no
 password, token or their encodings reach the payload, the mail or the log.
-The webhook URL itself may carry a token (chat webhooks do), so
-logs only ever show its scheme and host, and it may be given as a secret
-reference (``env:NAME``, ``file:PATH``, ``enc:v1:...``).
+The webhook is posted through :class:`~reconciler.runtime.webhook.WebhookPoster`
+(secret-reference URL, never shown whole in logs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from reconciler.config.desired import ResourceKey
-from reconciler.config.secrets import ENC_PREFIX, SecretError, resolve_operator
+from reconciler.config.secrets import SecretError
+from reconciler.runtime import backoff
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.namespace import NamespaceConfig
+from reconciler.runtime.webhook import WebhookPoster
 from reconciler.state.base import EnqueueRequest, RoutingSnapshot, Store
 
 log = logging.getLogger(__name__)
@@ -193,84 +195,29 @@ class Notifier:
         level = logging.WARNING if transition.event in (UNREACHABLE, FAILOVER) else logging.INFO
         log.log(level, "%s", transition.summary(), extra={"health": transition.payload()})
         mailed = await self._mail.send(transition) if self._mail is not None else True
-        return await self._to_webhook(transition) and mailed
-
-    async def _to_webhook(self, transition: Transition) -> bool:
         if self._webhook is None:
-            return True
+            return mailed
         try:
-            url = webhook_url(self._webhook)
+            async with WebhookPoster(self._webhook, timeout_seconds=self._timeout,
+                                     transport=self._transport) as poster:
+                return await self._post(poster, transition) and mailed
         except SecretError as exc:
             log.error("cannot send the health notification: webhook reference: %s", exc)
             return False
-        return await self._post(url, transition.payload())
 
-    async def _post(self, url: str, payload: dict[str, Any]) -> bool:
-        shown = _shown(url)
-        async with httpx.AsyncClient(timeout=self._timeout, transport=self._transport,
-                                     follow_redirects=False) as client:
-            for attempt in range(1, self._attempts + 1):
-                why = await self._attempt(client, url, payload)
-                if why is None:
-                    return True
-                permanent, text = why
-                if permanent or attempt == self._attempts:
-                    log.error("health notification to %s not delivered after %d attempt(s): %s",
-                              shown, attempt, text)
-                    return False
-                delay = self._backoff * 2 ** (attempt - 1)
-                log.info("health notification to %s failed (%s); retrying in %.1fs", shown,
-                         text, delay)
-                await self._sleep(delay)
+    async def _post(self, poster: WebhookPoster, transition: Transition) -> bool:
+        body = json.dumps(transition.payload()).encode()
+        for attempt in range(1, self._attempts + 1):
+            refusal = await poster.post(body)
+            if refusal is None:
+                return True
+            if refusal.permanent or attempt == self._attempts:
+                log.error("health notification to %s not delivered after %d attempt(s): %s",
+                          poster.shown, attempt, refusal.why)
+                return False
+            # No jitter: one notifier per daemon, nothing to spread.
+            delay = backoff.backoff_seconds(attempt, self._backoff, math.inf, jitter=0.0)
+            log.info("health notification to %s failed (%s); retrying in %.1fs", poster.shown,
+                     refusal.why, delay)
+            await self._sleep(delay)
         return False  # pragma: no cover - the loop always returns
-
-    async def _attempt(self, client: httpx.AsyncClient, url: str,
-                       payload: dict[str, Any]) -> tuple[bool, str] | None:
-        """None when delivered, else (permanent, why)."""
-        try:
-            response = await client.post(url, json=payload)
-        except httpx.HTTPError as exc:
-            # The exception text can include the URL (with its token): name the type only.
-            return False, type(exc).__name__
-        if response.is_success:
-            return None
-        # 408/429 and 5xx may pass later; any other refusal will not.
-        permanent = response.status_code < 500 and response.status_code not in (408, 429)
-        return permanent, f"HTTP {response.status_code}"
-
-
-def webhook_url(value: str) -> str:
-    """The URL a webhook reference (``env:``, ``file:``, sealed or literal) stands for; from
-    now on httpx's request log shows it without its path (where tokens usually sit)."""
-    url = resolve_operator(value) if value.startswith(("env:", "file:", ENC_PREFIX)) else value
-    _HIDE.add(url)
-    return url
-
-
-class _HideWebhookUrls(logging.Filter):
-    """httpx logs every request URL at INFO; a webhook URL often carries its token."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._urls: set[str] = set()
-        self._installed = False
-
-    def add(self, url: str) -> None:
-        self._urls.add(url)
-        if not self._installed:
-            logging.getLogger("httpx").addFilter(self)
-            self._installed = True
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(str(a) in self._urls for a in record.args):
-            record.args = tuple(_shown(str(a)) if str(a) in self._urls else a
-                                for a in record.args)
-        return True
-
-
-_HIDE = _HideWebhookUrls()
-
-
-def _shown(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…" if parts.netloc else "webhook"

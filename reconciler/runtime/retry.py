@@ -1,9 +1,10 @@
 """When to try a transient failure again (SPEC O7).
 
-Exponential backoff with full jitter: before attempt ``n + 1`` wait a uniform
-random time in ``[0, min(maxBackoff, initialBackoff * 2 ** (n - 1))]``. Full
-jitter spreads a burst of messages that failed together (a relay restart)
-instead of sending them back in lock-step.
+Exponential backoff with full jitter (:func:`~reconciler.runtime.backoff.backoff_seconds`):
+before attempt ``n + 1`` wait a uniform random time in
+``[0, min(maxBackoff, initialBackoff * 2 ** (n - 1))]``. Full jitter spreads a
+burst of messages that failed together (a relay restart) instead of sending them
+back in lock-step.
 
 Give up (``None``) when ``maxAttempts`` attempts have been made or when the
 next attempt would start after the lifetime (``server.retryLifetimeMinutes``,
@@ -21,14 +22,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from reconciler.config.models.mail_settings import RetrySettings
 from reconciler.config.models.outgoing_server import OutgoingServerSpec
-
-
-class RandomSource(Protocol):
-    def uniform(self, a: float, b: float, /) -> float: ...
+from reconciler.runtime.backoff import RandomSource, backoff_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +52,12 @@ class RetryPolicy:
 
     def ceiling(self, attempt: int) -> float:
         """The largest wait after ``attempt`` attempts (attempt >= 1)."""
-        # Cap the exponent: 2 ** 1000 overflows a float long before it matters.
-        exponent = min(max(attempt - 1, 0), 60)
-        return min(self.max_backoff_seconds, self.initial_backoff_seconds * 2.0**exponent)
+        return backoff_seconds(attempt, self.initial_backoff_seconds, self.max_backoff_seconds,
+                               jitter=0.0)
 
-    def delay(self, attempt: int, rng: RandomSource) -> float:
-        return rng.uniform(0.0, self.ceiling(attempt))
+    def delay(self, attempt: int, rng: RandomSource = random) -> float:
+        return backoff_seconds(attempt, self.initial_backoff_seconds, self.max_backoff_seconds,
+                               rng=rng)
 
     def next_attempt(
         self,
@@ -68,7 +65,7 @@ class RetryPolicy:
         first_attempt_at: datetime,
         now: datetime,
         *,
-        rng: RandomSource | None = None,
+        rng: RandomSource = random,
         retry_after_seconds: float | None = None,
     ) -> datetime | None:
         """When to make attempt ``attempt + 1``, or ``None`` to give up.
@@ -80,28 +77,9 @@ class RetryPolicy:
         expires = first_attempt_at + self.lifetime
         if now >= expires:
             return None
-        wait = self.delay(attempt, rng if rng is not None else _default_rng)
+        wait = self.delay(attempt, rng)
         if retry_after_seconds is not None:
             wait = max(wait, retry_after_seconds)
         at = now + timedelta(seconds=wait)
         return None if at > expires else at
 
-
-_default_rng = random.Random()
-
-
-def next_attempt(
-    attempt: int,
-    first_attempt_at: datetime,
-    now: datetime,
-    *,
-    settings: RetrySettings | None = None,
-    server: OutgoingServerSpec | None = None,
-    rng: RandomSource | None = None,
-    retry_after_seconds: float | None = None,
-) -> datetime | None:
-    """Convenience form of :meth:`RetryPolicy.next_attempt` built from the config."""
-    policy = RetryPolicy.from_settings(settings, server)
-    return policy.next_attempt(
-        attempt, first_attempt_at, now, rng=rng, retry_after_seconds=retry_after_seconds
-    )

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
@@ -48,3 +50,9 @@ def test_incoming_runs() -> None:
     out = run(str(BENCH / "incoming.py"), "--sizes", "30,60", "--batch", "20")
     assert "mails/s" in out and "FAILED" not in out
     assert out.count(" 30 ") + out.count(" 60 ") >= 2
+
+
+def test_backoff_runs() -> None:
+    pytest.importorskip("tenacity")  # the comparison's baseline, not a dependency
+    out = run(str(BENCH / "backoff.py"), "-n", "200")
+    assert "backoff_seconds" in out and "retry loop" in out

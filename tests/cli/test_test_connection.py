@@ -252,10 +252,10 @@ def test_a_graph_server_is_checked_with_a_token_from_the_identity_provider(
     from peers.graph_server import GraphPeer
     from peers.oauth_server import OAuthPeer
 
-    from reconciler.config.secrets import generate_key
+    from reconciler.config.sealing import new_key
 
     monkeypatch.setenv(GRAPH_SECRET_ENV, GRAPH_SECRET)
-    monkeypatch.setenv("RECONCILE_TOKEN_KEY", generate_key())
+    monkeypatch.setenv("RECONCILE_TOKEN_KEY", new_key())
     idp = OAuthPeer(certs).start()
     graph = GraphPeer(certs, token="never-issued", accept=idp.valid_access).start()
     try:

@@ -9,13 +9,13 @@ import pytest
 from pydantic import ValidationError
 
 from reconciler.config.models.auth import BasicAuth
+from reconciler.config.sealing import new_key
 from reconciler.config.secrets import (
     ENV_KEY,
     ENV_KEY_FILE,
     SecretError,
     SecretRef,
     encrypt,
-    generate_key,
     redact,
     redact_ref,
     resolve,
@@ -28,7 +28,7 @@ PLAINTEXT = "correct horse battery staple"
 
 @pytest.fixture
 def key(monkeypatch: pytest.MonkeyPatch) -> str:
-    value = generate_key()
+    value = new_key()
     monkeypatch.setenv(ENV_KEY, value)
     monkeypatch.delenv(ENV_KEY_FILE, raising=False)
     return value
@@ -78,7 +78,7 @@ def test_encrypt_resolve_round_trip(key: str) -> None:
 
 def test_key_from_a_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key_file = tmp_path / "key"
-    key_file.write_text(generate_key() + "\n", encoding="utf-8")
+    key_file.write_text(new_key() + "\n", encoding="utf-8")
     monkeypatch.delenv(ENV_KEY, raising=False)
     monkeypatch.setenv(ENV_KEY_FILE, str(key_file))
     assert resolve(encrypt(PLAINTEXT)) == PLAINTEXT
@@ -88,7 +88,7 @@ def test_wrong_key_is_a_secret_error_without_the_value(
     key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     token = encrypt(PLAINTEXT)
-    monkeypatch.setenv(ENV_KEY, generate_key())
+    monkeypatch.setenv(ENV_KEY, new_key())
     with pytest.raises(SecretError) as info:
         resolve(token)
     message = str(info.value)

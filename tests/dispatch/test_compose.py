@@ -11,8 +11,9 @@ import pytest
 
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.recipient_filter import RecipientFilter
-from reconciler.dispatch.compose import MIB, compose
+from reconciler.dispatch.compose import compose
 from reconciler.dispatch.filters import filter_notification
+from reconciler.dispatch.oversize import MIB
 from reconciler.mail.envelope import Envelope, HeaderInjectionError, Notification
 
 from .kit import recipient_filter, server, with_stored_sender_name

@@ -6,7 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from reconciler.config.models.mail_settings import RetrySettings
-from reconciler.runtime.retry import RetryPolicy, next_attempt
+from reconciler.runtime.retry import RetryPolicy
 
 from .kit import server
 
@@ -66,12 +66,12 @@ def test_gives_up_when_the_next_attempt_would_start_after_the_lifetime() -> None
 
 def test_server_retry_lifetime_overrides_mail_settings() -> None:
     srv = server("quick", retryLifetimeMinutes=1)
-    when = next_attempt(3, T0, T0 + timedelta(seconds=30), settings=SETTINGS, server=srv.spec,
-                        rng=Fixed())
+    quick = RetryPolicy.from_settings(SETTINGS, srv.spec)
+    when = quick.next_attempt(3, T0, T0 + timedelta(seconds=30), rng=Fixed())
     assert when is None  # +40 s would end after the server's 1 minute
-    assert RetryPolicy.from_settings(SETTINGS, srv.spec).lifetime == timedelta(minutes=1)
+    assert quick.lifetime == timedelta(minutes=1)
     no_retries = server("never", retryLifetimeMinutes=0)
-    assert next_attempt(1, T0, T0, settings=SETTINGS, server=no_retries.spec) is None
+    assert RetryPolicy.from_settings(SETTINGS, no_retries.spec).next_attempt(1, T0, T0) is None
 
 
 def test_retry_after_is_a_lower_bound() -> None:

@@ -12,7 +12,7 @@ import socket
 from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import PeerCerts
 
-from reconciler.incoming.runner import PAUSED_APPLY
+from reconciler.incoming.server_loop import PAUSED_APPLY
 from reconciler.incoming.store import IncomingStore
 from reconciler.runtime.notifier import Notifier
 from reconciler.state import SqlStore

@@ -16,8 +16,9 @@ import pytest
 from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import PeerCerts
 
-from reconciler.incoming.sink import EVENT_ID_HEADER, SIGNATURE_HEADER, WebhookSink
+from reconciler.incoming.sink import EVENT_ID_HEADER, WebhookSink
 from reconciler.incoming.store import DELIVERED, PENDING, REJECTED, IncomingStore
+from reconciler.runtime.webhook import SIGNATURE_HEADER
 from reconciler.state import SqlStore
 
 from .incoming_kit import (

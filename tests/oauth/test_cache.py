@@ -9,7 +9,7 @@ import pytest
 from peers.oauth_server import OAuthPeer
 from peers.postgres import RawSql
 
-from reconciler.config.secrets import generate_key
+from reconciler.config.sealing import new_key
 from reconciler.oauth import OAuthTokenProvider, TokenCache
 from reconciler.oauth.cache import Sealed, TokenKeyError, load_key
 from reconciler.oauth.flows import Grant
@@ -53,7 +53,7 @@ async def test_another_key_cannot_read_the_tokens(store: SqlStore, token_key: by
     server = oauth_server(idp, grant="authorizationCode")
     await store_login(TokenCache.of_store(store, token_key), server,
                       Grant(ACCESS, 3600, REFRESH))
-    other = OAuthTokenProvider(TokenCache.of_store(store, generate_key().encode()))
+    other = OAuthTokenProvider(TokenCache.of_store(store, new_key().encode()))
     with pytest.raises(TokenError) as err:
         await other.token(server)
     assert err.value.permanent and "cannot be decrypted with this key" in str(err.value)
@@ -81,5 +81,5 @@ def test_missing_or_bad_key_says_how_to_make_one(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("RECONCILE_TOKEN_KEY", "not-a-key")
     with pytest.raises(TokenKeyError, match="not a Fernet key"):
         load_key()
-    monkeypatch.setenv("DESK_KEY_ELSEWHERE", generate_key())
+    monkeypatch.setenv("DESK_KEY_ELSEWHERE", new_key())
     assert load_key("env:DESK_KEY_ELSEWHERE")

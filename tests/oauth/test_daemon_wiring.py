@@ -11,7 +11,7 @@ from peers.oauth_server import OAuthPeer
 from peers.smtp import PeerCerts
 from peers.smtp_xoauth2 import XOAuth2Peer
 
-from reconciler.config.secrets import generate_key
+from reconciler.config.sealing import new_key
 from reconciler.daemon.app import Daemon
 from reconciler.mail.outcome import Outcome
 from reconciler.oauth import OAuthTokenProvider, TokenCache
@@ -25,7 +25,7 @@ from .kit import CLIENT, SECRET, oauth_server
 async def test_daemon_transport_sends_with_tokens_sealed_by_its_key(
         tmp_path: Path, idp: OAuthPeer, certs: PeerCerts,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    key = generate_key()
+    key = new_key()
     monkeypatch.setenv("DESK_TOKEN_KEY", key)
     monkeypatch.delenv("RECONCILE_TOKEN_KEY", raising=False)
     idp.register(CLIENT, SECRET)

@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 
 from peers.smtp import HOST, PeerCerts
-from reconciler.config.secrets import generate_key
+from reconciler.config.sealing import new_key
 
 GENERIC = "generic"
 TOKEN_KEY_ENV = "RECONCILE_TOKEN_KEY"
@@ -53,7 +53,7 @@ def idp(certs: PeerCerts) -> Iterator[OAuthPeer]:
 @pytest.fixture
 def token_key(monkeypatch: pytest.MonkeyPatch) -> bytes:
     """A fresh key for sealing cached tokens, set as RECONCILE_TOKEN_KEY."""
-    key = generate_key()
+    key = new_key()
     monkeypatch.setenv(TOKEN_KEY_ENV, key)
     return key.encode()
 
