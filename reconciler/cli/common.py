@@ -104,7 +104,7 @@ def _check_creatable(location: str) -> None:
 
     Creating folders would turn a typo in the path into a store nobody finds again.
     """
-    from reconciler.state.engine import STORE_SETTINGS, parse_location
+    from reconciler.state.location import STORE_SETTINGS, parse_location
 
     path = parse_location(location).sqlite_path
     if path is None or path.exists() or path.parent.is_dir():

@@ -38,7 +38,7 @@ from reconciler.incoming.store import IncomingStore, StoredEvent
 from reconciler.runtime.leader import AlwaysLeader, Leadership, PgAdvisoryLeader
 from reconciler.runtime.notifier import webhook_url
 from reconciler.state.base import StoreError
-from reconciler.state.engine import parse_location
+from reconciler.state.location import parse_location
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from reconciler.incoming.pipeline import PipelineResult
 from reconciler.state import schema as t
 from reconciler.state.audit import insert_entries, redact_text
 from reconciler.state.base import AuditDirection, AuditStatus
-from reconciler.state.engine import Location, translated
+from reconciler.state.location import Location, translated
 
 PENDING, DELIVERED, REJECTED = t.TICKET_EVENT_STATES
 MAX_ERROR = 2000

@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.secrets import SecretError, resolve_operator
 from reconciler.state import schema as t
-from reconciler.state.engine import Location, explain, translated
+from reconciler.state.location import Location, explain, translated
 
 TOKEN_KEY_ENV = "RECONCILE_TOKEN_KEY"
 DEFAULT_TOKEN_KEY_REF = f"env:{TOKEN_KEY_ENV}"

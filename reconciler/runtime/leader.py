@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, create_engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from reconciler.state.engine import PG_CONNECT_TIMEOUT_S, parse_location
+from reconciler.state.location import PG_CONNECT_TIMEOUT_S, parse_location
 
 log = logging.getLogger(__name__)
 

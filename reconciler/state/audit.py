@@ -28,7 +28,7 @@ from reconciler.state import schema as t
 from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
 from reconciler.state.codec import SECRET_FIELDS
 from reconciler.state.driver import DriverStatement
-from reconciler.state.engine import Location, translated
+from reconciler.state.location import Location, translated
 
 MAX_REASON = 2000  # a whole SMTP transcript is not a reason; keep rows small
 MASK = "***"

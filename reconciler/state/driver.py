@@ -9,7 +9,7 @@ for the engine's dialect when the store opens, each parameter keeps its
 column type's bind processor (so values are stored exactly as Core would
 store them, and read back the same), and executions go to a DBAPI cursor of
 the Core connection, inside its transaction. Driver errors are raised as Core
-would raise them (``DBAPIError``, so ``engine.translated`` explains them) and
+would raise them (``DBAPIError``, so ``location.translated`` explains them) and
 a lost connection is invalidated, as Core does. ``Connection.exec_driver_sql``
 would do the same at about four times the cost.
 """

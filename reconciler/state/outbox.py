@@ -76,7 +76,7 @@ from reconciler.state.base import (
     UnknownMessage,
 )
 from reconciler.state.driver import DriverStatement
-from reconciler.state.engine import Location, translated
+from reconciler.state.location import Location, translated
 
 o = t.outbox
 att = t.outbox_attachments

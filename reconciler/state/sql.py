@@ -57,7 +57,7 @@ from reconciler.state.base import (
     StaleRevision,
     UnknownRevision,
 )
-from reconciler.state.engine import (
+from reconciler.state.location import (
     Location,
     create_store_engine,
     explain,
