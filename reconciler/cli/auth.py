@@ -218,12 +218,12 @@ def _find(store: Any, text: str, namespace: str | None) -> Any:
 @store_option
 def status_command(fmt: str, store_url: str | None) -> None:
     """Token state of every OAuth2 server (never a token value)."""
-    from reconciler.oauth.cache import TokenCache, client_digest
+    from reconciler.oauth.cache import client_digest
     from reconciler.runtime.namespace import resource_from_canonical
 
     with opened_store(store_url) as store:
         live = store.snapshot()
-        rows = {r.key: r for r in TokenCache.of_store(store).all()}
+        rows = {r.key: r for r in store.tokens.all()}
     entries: list[dict[str, Any]] = []
     for key, resource in sorted(live.resources.items()):
         if key.kind not in KINDS:

@@ -124,7 +124,7 @@ class Card:
 class IncomingCard:
     key: ResourceKey
     spec: Mapping[str, Any]
-    fetch: Any  # reconciler.incoming.store.ServerState, or None before the first fetch
+    fetch: Any  # reconciler.state.contract.ServerState, or None before the first fetch
 
     @property
     def enabled(self) -> bool:

@@ -34,11 +34,11 @@ from typing import Any
 import httpx
 
 from reconciler.config.secrets import ENC_PREFIX, SecretError, resolve_operator
-from reconciler.incoming.store import IncomingStore, StoredEvent
-from reconciler.runtime.leader import AlwaysLeader, Leadership, PgAdvisoryLeader
+from reconciler.incoming.store import IncomingStore
 from reconciler.runtime.notifier import webhook_url
 from reconciler.state.base import StoreError
-from reconciler.state.location import parse_location
+from reconciler.state.contract import Leadership, StoredEvent
+from reconciler.state.leases import AlwaysLeader
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,8 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
-def sink_leadership(store_url: str, lineage: str) -> Leadership:
-    if parse_location(store_url).sqlite_path is not None:
-        return AlwaysLeader()
-    digest = hashlib.sha256(f"reconcile event sink {lineage}".encode()).digest()
-    return PgAdvisoryLeader(store_url, int.from_bytes(digest[:8], "big", signed=True))
+# The role whose leader alone delivers events when daemons share a store (``store.leases``).
+SINK_ROLE = "event sink"
 
 
 class WebhookSink:

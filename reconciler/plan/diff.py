@@ -20,7 +20,7 @@ from typing import Any
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
 from reconciler.config.gcpause import gc_paused
 from reconciler.config.secrets import redact
-from reconciler.state.base import Action, Change, FieldChange, LiveState
+from reconciler.state.revisions import Action, Change, FieldChange, LiveState
 
 Path = tuple[str | int, ...]
 

@@ -99,7 +99,7 @@ class DriverStatement:
             lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
             if lost:
                 conn.invalidate(exc)
-            # As Core would raise it: engine.translated turns it into a StoreError.
+            # As Core would raise it: location.translated turns it into a StoreError.
             raise DBAPIError.instance(self.sql, params, exc, dialect.loaded_dbapi.Error,
                                       hide_parameters=True, connection_invalidated=lost,
                                       dialect=dialect, ismulti=many) from exc

@@ -60,7 +60,7 @@ from sqlalchemy import (
 
 from reconciler.config.desired import canonical_json
 from reconciler.state import schema as t
-from reconciler.state.audit import insert_entries, redact_text
+from reconciler.state.audit import clipped, insert_entries
 from reconciler.state.base import (
     AttachmentInfo,
     AuditEntry,
@@ -76,12 +76,11 @@ from reconciler.state.base import (
     UnknownMessage,
 )
 from reconciler.state.driver import DriverStatement
-from reconciler.state.location import Location, translated
+from reconciler.state.location import Location, StoreArea, upsert
 
 o = t.outbox
 att = t.outbox_attachments
 
-MAX_ERROR = 2000
 _CHUNK = 500  # ids per IN (...)
 _WAITING = (OutboxState.QUEUED.value, OutboxState.RETRY_WAIT.value)
 _LEASED = OutboxState.LEASED.value
@@ -92,10 +91,7 @@ def _now(now: datetime | None) -> datetime:
 
 
 def _error(text: str | None) -> str | None:
-    if text is None:
-        return None
-    text = redact_text(text)
-    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
+    return clipped(text) if text is not None else None
 
 
 # -- payload: the notification without its attachment bytes ---------------------
@@ -200,11 +196,7 @@ _ROW_KEYS = ("namespace", "idempotency_key", "module", "payload", "config_revisi
 def _enqueue_statement(dialect: str) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING id, built once: parameters are
     passed at execution so SQLAlchemy's compiled-statement cache applies."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return (dialect_insert(o)
+    return (upsert(dialect)(o)
             .on_conflict_do_nothing(index_elements=[o.c.namespace, o.c.idempotency_key])
             .returning(o.c.id))
 
@@ -242,13 +234,11 @@ def _claim_statement() -> Any:
     )
 
 
-class SqlOutbox:
-    """Reached as ``store.outbox``; shares the store's engine and its SQLite set-up."""
+class SqlOutbox(StoreArea):
+    """Reached as ``store.outbox``."""
 
     def __init__(self, engine: Engine, writer: Engine, loc: Location) -> None:
-        self._engine = engine
-        self._writer = writer
-        self._loc = loc
+        super().__init__(engine, writer, loc)
         self._enqueue = DriverStatement(_enqueue_statement(engine.dialect.name),
                                         engine.dialect, _ROW_KEYS)
         self._claim = DriverStatement(_claim_statement(), engine.dialect, _CLAIM_KEYS,
@@ -287,7 +277,7 @@ class SqlOutbox:
         """
         prepared = [_Prepared.of(r, _now(now)) for r in requests]
         results: list[EnqueueResult] = []
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             for item in prepared:
                 results.append(self._insert(conn, item))
         return results
@@ -331,7 +321,7 @@ class SqlOutbox:
                   "b_expires": now + timedelta(seconds=lease_seconds),
                   "b_queued": OutboxState.QUEUED.value,
                   "b_retry": OutboxState.RETRY_WAIT.value, "b_leased": _LEASED}
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             return _messages(conn, [_Row(*r) for r in self._claim.rows(conn, values)])
 
     def renew(
@@ -340,7 +330,7 @@ class SqlOutbox:
         """Extend leases still held (a slow send); return the ids renewed."""
         now = _now(now)
         renewed: list[int] = []
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             for i in range(0, len(ids), _CHUNK):
                 stmt = (update(o)
                         .where(o.c.id.in_(ids[i : i + _CHUNK]), o.c.lease_owner == owner,
@@ -357,7 +347,7 @@ class SqlOutbox:
         A message routed earlier (at intake, or on an attempt before a
         retry) keeps that decision and it is returned instead.
         """
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 update(o)
                 .where(o.c.id == id, o.c.lease_owner == owner, o.c.state == _LEASED,
@@ -431,7 +421,7 @@ class SqlOutbox:
             key = (OutboxState(c.state).value, _error(c.error), c.next_attempt_at)
             endings.setdefault(key, []).append(c.id)
         held: set[int] = set()
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             for (state, error, next_at), group in endings.items():
                 for i in range(0, len(group), _CHUNK):
                     stmt = (
@@ -475,7 +465,7 @@ class SqlOutbox:
         )
         if ids is not None:
             stmt = stmt.where(o.c.id.in_(list(ids)))
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             return conn.execute(stmt).rowcount
 
     # -- reading --------------------------------------------------------------
@@ -492,20 +482,20 @@ class SqlOutbox:
         q = select(o.c.state, func.count()).group_by(o.c.state)
         if not finished:
             q = q.where(o.c.state.in_([s.value for s in states]))
-        with translated(self._loc), self._engine.connect() as conn:
+        with self._read() as conn:
             for state, count in conn.execute(q):
                 out[OutboxState(state)] = count
         return out
 
     def get(self, id: int) -> OutboxMessage | None:
-        with translated(self._loc), self._engine.connect() as conn:
+        with self._read() as conn:
             found = _messages(conn, conn.execute(select(o).where(o.c.id == id)).all())
         return found[0] if found else None
 
     def find(self, namespace: str, idempotency_key: str) -> OutboxMessage | None:
         """The message stored under an idempotency key, for "what became of it"."""
         q = select(o).where(o.c.namespace == namespace, o.c.idempotency_key == idempotency_key)
-        with translated(self._loc), self._engine.connect() as conn:
+        with self._read() as conn:
             found = _messages(conn, conn.execute(q).all())
         return found[0] if found else None
 
@@ -514,7 +504,7 @@ class SqlOutbox:
 
         Loaded per message, so a worker holds one message's files at a time.
         """
-        with translated(self._loc), self._engine.connect() as conn, conn.begin():
+        with self._read() as conn, conn.begin():
             text = conn.execute(select(o.c.payload).where(o.c.id == id)).scalar_one_or_none()
             if text is None:
                 raise UnknownMessage(f"there is no outbox message {id}")
@@ -532,7 +522,7 @@ class SqlOutbox:
         """Delete finished messages (and their files) last touched before the date."""
         finished = [s.value for s in OutboxState if s.terminal]
         stmt = delete(o).where(o.c.state.in_(finished), o.c.updated_at < updated_before)
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             return conn.execute(stmt).rowcount
 
 

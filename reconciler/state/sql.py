@@ -19,13 +19,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Engine,
     Select,
     and_,
     bindparam,
@@ -43,20 +41,14 @@ from reconciler.state import bindings, chain, codec
 from reconciler.state import schema as t
 from reconciler.state.audit import SqlAudit
 from reconciler.state.base import (
-    Action,
-    ChainCheck,
-    Change,
     ChangeRejected,
-    HistoryFilter,
-    LiveState,
     LockInfo,
     LockTimeout,
-    Revision,
-    RevisionKind,
-    RevisionMeta,
     StaleRevision,
     UnknownRevision,
 )
+from reconciler.state.incoming import SqlIncoming
+from reconciler.state.leases import SqlLeases
 from reconciler.state.location import (
     Location,
     create_store_engine,
@@ -65,10 +57,22 @@ from reconciler.state.location import (
     require_existing,
     require_initialised,
     translated,
+    upsert,
     writer_engine,
 )
 from reconciler.state.migrate import migrate
 from reconciler.state.outbox import SqlOutbox
+from reconciler.state.revisions import (
+    Action,
+    ChainCheck,
+    Change,
+    HistoryFilter,
+    LiveState,
+    Revision,
+    RevisionKind,
+    RevisionMeta,
+)
+from reconciler.state.tokens import SqlTokens
 
 # Arbitrary constant shared by every reconcile process: "someone is committing".
 PG_COMMIT_LOCK = 0x7265636F6E636D74  # "reconcmt"
@@ -77,17 +81,6 @@ _CHUNK = 500  # revision numbers per IN (...) when loading history
 _POLL_MAX_S = 0.5
 
 rv = t.resource_versions
-
-
-@dataclass(frozen=True, slots=True)
-class StoreConnections:
-    """An open store's engines and location, for the tables kept outside ``state/``
-    (OAuth tokens, incoming mail): they share its pool and SQLite's write lock rather
-    than opening a second pool that would contend for that lock."""
-
-    engine: Engine
-    writer: Engine
-    location: Location
 
 
 class SqlStore:
@@ -111,6 +104,9 @@ class SqlStore:
             raise
         self._outbox = SqlOutbox(self._engine, self._writer, self._loc)
         self._audit = SqlAudit(self._engine, self._writer, self._loc)
+        self._incoming = SqlIncoming(self._engine, self._writer, self._loc)
+        self._tokens = SqlTokens(self._engine, self._writer, self._loc)
+        self._leases = SqlLeases(self._loc, self._lineage)
 
     # -- basics ---------------------------------------------------------------
 
@@ -129,6 +125,21 @@ class SqlStore:
         return self._audit
 
     @property
+    def incoming(self) -> SqlIncoming:
+        """What the incoming-mail runner keeps (``state.incoming``)."""
+        return self._incoming
+
+    @property
+    def tokens(self) -> SqlTokens:
+        """The OAuth token cache rows, sealed by ``oauth.cache`` (``state.tokens``)."""
+        return self._tokens
+
+    @property
+    def leases(self) -> SqlLeases:
+        """One leader per role among daemons sharing this store (``state.leases``)."""
+        return self._leases
+
+    @property
     def location(self) -> str:
         """Where the store is, printable (a PostgreSQL password is hidden)."""
         return self._loc.display
@@ -136,10 +147,6 @@ class SqlStore:
     @property
     def dialect(self) -> str:
         return self._engine.dialect.name
-
-    @property
-    def connections(self) -> StoreConnections:
-        return StoreConnections(self._engine, self._writer, self._loc)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -213,10 +220,6 @@ class SqlStore:
         with self._reading() as conn:
             return bindings.read_pairs(conn)
 
-    def bindings_by_resource(self) -> dict[ResourceKey, frozenset[tuple[str, str]]]:
-        with self._reading() as conn:
-            return bindings.read_by_resource(conn)
-
     # -- status (P7: never part of the spec, the snapshot or any digest) -------
 
     def status_get(self, key: ResourceKey) -> dict[str, Any]:
@@ -236,11 +239,7 @@ class SqlStore:
         row = {"kind": key.kind, "namespace": key.namespace, "name": key.name,
                "status": canonical_json(dict(status)), "updated_at": datetime.now(UTC)}
         with translated(self._loc), self._writer.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert as upsert
-            else:
-                from sqlalchemy.dialects.sqlite import insert as upsert
-            stmt = upsert(t.status).values(row)
+            stmt = upsert(conn.dialect.name)(t.status).values(row)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[t.status.c.kind, t.status.c.namespace, t.status.c.name],
                 set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
