@@ -31,16 +31,11 @@ longer than the clock skew between hosts sharing a PostgreSQL store.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-from collections import namedtuple
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     Connection,
     Engine,
@@ -58,11 +53,9 @@ from sqlalchemy import (
     update,
 )
 
-from reconciler.config.desired import canonical_json
 from reconciler.state import schema as t
 from reconciler.state.audit import clipped, insert_entries
 from reconciler.state.base import (
-    AttachmentInfo,
     AuditEntry,
     Completion,
     CompletionResult,
@@ -77,12 +70,8 @@ from reconciler.state.base import (
 )
 from reconciler.state.driver import DriverStatement
 from reconciler.state.location import Location, StoreArea, upsert
+from reconciler.state.outbox_rows import CHUNK, ROW_KEYS, Prepared, Row, att, messages, o
 
-o = t.outbox
-att = t.outbox_attachments
-
-_CHUNK = 500  # ids per IN (...)
-_WAITING = (OutboxState.QUEUED.value, OutboxState.RETRY_WAIT.value)
 _LEASED = OutboxState.LEASED.value
 
 
@@ -94,105 +83,6 @@ def _error(text: str | None) -> str | None:
     return clipped(text) if text is not None else None
 
 
-# -- payload: the notification without its attachment bytes ---------------------
-
-
-def as_payload(notification: NotificationLike) -> dict[str, Any]:
-    """A plain dict of the notification (a pydantic model is dumped by alias)."""
-    if isinstance(notification, Mapping):
-        return dict(notification)
-    dump = getattr(notification, "model_dump", None)
-    if dump is None:
-        raise TypeError("enqueue takes a notification dict (or a pydantic model)")
-    return dict(dump(by_alias=True))
-
-
-def _attachment_bytes(data: Any, position: int) -> bytes:
-    if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data)
-    if isinstance(data, str):
-        # JSON intake sends base64; pydantic writes the URL-safe alphabet.
-        text = "".join(data.split()).replace("-", "+").replace("_", "/")
-        try:
-            return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            pass
-    raise ValueError(f"attachment {position}: data must be bytes or base64 text")
-
-
-def split_attachments(payload: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(payload with attachment entries minus ``data``, attachment rows)."""
-    items = payload.get("attachments") or []
-    if not items:
-        return payload, []
-    described, rows = [], []
-    for position, item in enumerate(items):
-        if not isinstance(item, Mapping) or "data" not in item:
-            raise ValueError(f"attachment {position}: expected an object with name and data")
-        data = _attachment_bytes(item["data"], position)
-        rest = {k: v for k, v in item.items() if k != "data"}
-        described.append(rest)
-        rows.append({
-            "position": position,
-            "name": str(rest.get("name", "")),
-            "content_type": str(rest.get("contentType") or rest.get("content_type")
-                                or "application/octet-stream"),
-            "size": len(data),
-            "data": data,
-        })
-    return {**payload, "attachments": described}, rows
-
-
-# -- rows to messages ---------------------------------------------------------------
-
-
-def _message(row: Any, files: Sequence[AttachmentInfo]) -> OutboxMessage:
-    routing = (RoutingSnapshot(row.config_revision, row.server)
-               if row.config_revision is not None else None)
-    return OutboxMessage(
-        id=row.id,
-        namespace=row.namespace,
-        idempotency_key=row.idempotency_key,
-        module=row.module,
-        payload=orjson.loads(row.payload),
-        attachments=tuple(files),
-        routing=routing,
-        state=OutboxState(row.state),
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at,
-        first_attempt_at=row.first_attempt_at,
-        lease_owner=row.lease_owner,
-        lease_expires_at=row.lease_expires_at,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        last_error=row.last_error,
-    )
-
-
-def _attachment_infos(conn: Connection, ids: Sequence[int]) -> dict[int, list[AttachmentInfo]]:
-    out: dict[int, list[AttachmentInfo]] = {}
-    for i in range(0, len(ids), _CHUNK):
-        q = (select(att.c.message_id, att.c.position, att.c.name, att.c.content_type,
-                    att.c.size)
-             .where(att.c.message_id.in_(ids[i : i + _CHUNK]))
-             .order_by(att.c.message_id, att.c.position))
-        for message_id, position, name, content_type, size in conn.execute(q):
-            out.setdefault(message_id, []).append(
-                AttachmentInfo(position, name, content_type, size))
-    return out
-
-
-def _messages(conn: Connection, rows: Iterable[Any]) -> list[OutboxMessage]:
-    rows = sorted(rows, key=lambda r: (r.next_attempt_at, r.id))
-    files = _attachment_infos(conn, [r.id for r in rows])
-    return [_message(r, files.get(r.id, ())) for r in rows]
-
-
-_ROW_KEYS = ("namespace", "idempotency_key", "module", "payload", "config_revision", "server",
-             "state", "attempts", "next_attempt_at", "first_attempt_at", "lease_owner",
-             "lease_expires_at", "created_at", "updated_at")
-
-
 def _enqueue_statement(dialect: str) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING id, built once: parameters are
     passed at execution so SQLAlchemy's compiled-statement cache applies."""
@@ -202,7 +92,6 @@ def _enqueue_statement(dialect: str) -> Any:
 
 
 _CLAIM_KEYS = ("b_now", "b_owner", "b_limit", "b_expires", "b_queued", "b_retry", "b_leased")
-_Row = namedtuple("_Row", [c.key for c in o.c])  # type: ignore[misc]  # a claimed row
 
 
 def _claim_statement() -> Any:
@@ -240,7 +129,7 @@ class SqlOutbox(StoreArea):
     def __init__(self, engine: Engine, writer: Engine, loc: Location) -> None:
         super().__init__(engine, writer, loc)
         self._enqueue = DriverStatement(_enqueue_statement(engine.dialect.name),
-                                        engine.dialect, _ROW_KEYS)
+                                        engine.dialect, ROW_KEYS)
         self._claim = DriverStatement(_claim_statement(), engine.dialect, _CLAIM_KEYS,
                                       returns=list(o.c))
 
@@ -275,14 +164,14 @@ class SqlOutbox(StoreArea):
         Results are in request order; a key repeated within the batch is a
         duplicate of its first occurrence.
         """
-        prepared = [_Prepared.of(r, _now(now)) for r in requests]
+        prepared = [Prepared.of(r, _now(now)) for r in requests]
         results: list[EnqueueResult] = []
         with self._write() as conn:
             for item in prepared:
                 results.append(self._insert(conn, item))
         return results
 
-    def _insert(self, conn: Connection, item: _Prepared) -> EnqueueResult:
+    def _insert(self, conn: Connection, item: Prepared) -> EnqueueResult:
         row = item.row
         returned = self._enqueue.execute(conn, row)
         if returned is None:
@@ -322,7 +211,7 @@ class SqlOutbox(StoreArea):
                   "b_queued": OutboxState.QUEUED.value,
                   "b_retry": OutboxState.RETRY_WAIT.value, "b_leased": _LEASED}
         with self._write() as conn:
-            return _messages(conn, [_Row(*r) for r in self._claim.rows(conn, values)])
+            return messages(conn, [Row(*r) for r in self._claim.rows(conn, values)])
 
     def renew(
         self, owner: str, ids: Sequence[int], lease_seconds: float, now: datetime | None = None
@@ -331,9 +220,9 @@ class SqlOutbox(StoreArea):
         now = _now(now)
         renewed: list[int] = []
         with self._write() as conn:
-            for i in range(0, len(ids), _CHUNK):
+            for i in range(0, len(ids), CHUNK):
                 stmt = (update(o)
-                        .where(o.c.id.in_(ids[i : i + _CHUNK]), o.c.lease_owner == owner,
+                        .where(o.c.id.in_(ids[i : i + CHUNK]), o.c.lease_owner == owner,
                                o.c.state == _LEASED)
                         .values(lease_expires_at=now + timedelta(seconds=lease_seconds),
                                 updated_at=now)
@@ -423,10 +312,10 @@ class SqlOutbox(StoreArea):
         held: set[int] = set()
         with self._write() as conn:
             for (state, error, next_at), group in endings.items():
-                for i in range(0, len(group), _CHUNK):
+                for i in range(0, len(group), CHUNK):
                     stmt = (
                         update(o)
-                        .where(o.c.id.in_(group[i : i + _CHUNK]), o.c.lease_owner == owner,
+                        .where(o.c.id.in_(group[i : i + CHUNK]), o.c.lease_owner == owner,
                                o.c.state == _LEASED)
                         .values(state=state, last_error=error,
                                 next_attempt_at=func.coalesce(
@@ -489,14 +378,14 @@ class SqlOutbox(StoreArea):
 
     def get(self, id: int) -> OutboxMessage | None:
         with self._read() as conn:
-            found = _messages(conn, conn.execute(select(o).where(o.c.id == id)).all())
+            found = messages(conn, conn.execute(select(o).where(o.c.id == id)).all())
         return found[0] if found else None
 
     def find(self, namespace: str, idempotency_key: str) -> OutboxMessage | None:
         """The message stored under an idempotency key, for "what became of it"."""
         q = select(o).where(o.c.namespace == namespace, o.c.idempotency_key == idempotency_key)
         with self._read() as conn:
-            found = _messages(conn, conn.execute(q).all())
+            found = messages(conn, conn.execute(q).all())
         return found[0] if found else None
 
     def notification(self, id: int) -> dict[str, Any]:
@@ -524,67 +413,6 @@ class SqlOutbox(StoreArea):
         stmt = delete(o).where(o.c.state.in_(finished), o.c.updated_at < updated_before)
         with self._write() as conn:
             return conn.execute(stmt).rowcount
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """An enqueue request as its outbox row and attachment rows."""
-
-    row: dict[str, Any]
-    files: list[dict[str, Any]]
-
-    @classmethod
-    def of(cls, request: EnqueueRequest, now: datetime) -> _Prepared:
-        if not request.namespace:
-            raise ValueError("namespace is empty")
-        if request.idempotency_key is not None and not 0 < len(request.idempotency_key) <= 200:
-            raise ValueError("idempotency key must be 1-200 characters")
-        payload, files = split_attachments(as_payload(request.notification))
-        module = payload.get("module")
-        routing, lease = request.routing, request.lease
-        row = {
-            "namespace": request.namespace,
-            "idempotency_key": request.idempotency_key,
-            "module": str(module)[:64] if module is not None else None,
-            "payload": canonical_json(payload),
-            "config_revision": routing.config_revision if routing else None,
-            "server": routing.server if routing else None,
-            "state": OutboxState.QUEUED.value,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "first_attempt_at": None,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "created_at": now,
-            "updated_at": now,
-        }
-        if lease is not None:
-            # Exactly what a claim would have written: release() and lease
-            # expiry treat it like any claimed message.
-            row.update(state=_LEASED, attempts=1, first_attempt_at=now,
-                       lease_owner=lease.owner,
-                       lease_expires_at=now + timedelta(seconds=lease.seconds))
-        return cls(row, files)
-
-    def leased(self, id: int) -> OutboxMessage | None:
-        """The stored message, for its lease holder, without reading it back."""
-        row = self.row
-        if row["lease_owner"] is None:
-            return None
-        routing = (RoutingSnapshot(row["config_revision"], row["server"])
-                   if row["config_revision"] is not None else None)
-        files = tuple(AttachmentInfo(f["position"], f["name"], f["content_type"], f["size"])
-                      for f in self.files)
-        return OutboxMessage(
-            id=id, namespace=row["namespace"], idempotency_key=row["idempotency_key"],
-            # As a claim would read it back: JSON types only, whatever the caller passed.
-            module=row["module"], payload=orjson.loads(row["payload"]), attachments=files,
-            routing=routing,
-            state=OutboxState.LEASED, attempts=row["attempts"],
-            next_attempt_at=row["next_attempt_at"], first_attempt_at=row["first_attempt_at"],
-            lease_owner=row["lease_owner"], lease_expires_at=row["lease_expires_at"],
-            created_at=row["created_at"], updated_at=row["updated_at"], last_error=None,
-        )
 
 
 def _checked(completions: Sequence[Completion]) -> dict[int, Completion]:
