@@ -137,6 +137,10 @@ class SqlStore:
         """Where the store is, printable (a PostgreSQL password is hidden)."""
         return self._loc.display
 
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
     def close(self) -> None:
         self._engine.dispose()
 
