@@ -32,6 +32,7 @@ from reconciler.cli.common import (
     token_key_option,
 )
 from reconciler.config.models.auth import OAuth2Auth, OAuthGrant
+from reconciler.state.base import Store
 
 KINDS = ("OutgoingServer", "IncomingServer")
 LOOPBACK = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1", "::1": "::1", "[::1]": "::1"}
@@ -169,7 +170,7 @@ def _loopback(redirect: str, label: str) -> tuple[str, int, str]:
     return host, parts.port or 80, parts.path or "/"
 
 
-def _record(store: Any, who: str, message: str) -> int:
+def _record(store: Store, who: str, message: str) -> int:
     from reconciler.state.base import RevisionKind, RevisionMeta, StaleRevision
 
     for _ in range(5):  # an apply may land between reading the head and committing
@@ -183,7 +184,7 @@ def _record(store: Any, who: str, message: str) -> int:
                     "entry for this login could not be written")
 
 
-def _find(store: Any, text: str, namespace: str | None) -> Any:
+def _find(store: Store, text: str, namespace: str | None) -> Any:
     import difflib
 
     from pydantic import ValidationError

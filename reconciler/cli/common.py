@@ -22,7 +22,7 @@ from reconciler.state import DEFAULT_STORE
 from reconciler.state.base import StoreError
 
 if TYPE_CHECKING:
-    from reconciler.state import SqlStore
+    from reconciler.state import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,7 +80,7 @@ def token_key_option(f: F) -> F:
 
 
 @contextmanager
-def opened_store(url: str | None, *, create: bool = False) -> Iterator[SqlStore]:
+def opened_store(url: str | None, *, create: bool = False) -> Iterator[Store]:
     """The store, with every store error turned into one message and exit 1.
 
     Only ``apply`` passes ``create``: every other command on a store that does
