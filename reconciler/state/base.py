@@ -16,6 +16,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pydantic import BaseModel
+
 from reconciler.config.desired import ResourceKey
 from reconciler.state.revisions import (
     ChainCheck,
@@ -188,15 +190,9 @@ class OutboxState(StrEnum):
         return self in (OutboxState.SENT, OutboxState.FAILED, OutboxState.IGNORED)
 
 
-class SupportsModelDump(Protocol):
-    """A pydantic model, e.g. ``dispatch.envelope.Notification`` (dumped by alias)."""
-
-    def model_dump(self, *, by_alias: bool = ...) -> dict[str, Any]: ...
-
-
-# The state package does not import dispatch: a notification is a dict, or
-# anything that dumps itself to one.
-NotificationLike = Mapping[str, Any] | SupportsModelDump
+# The state package does not import mail or dispatch: a notification is a dict, or a
+# pydantic model (e.g. ``mail.envelope.Notification``), stored dumped by alias.
+NotificationLike = Mapping[str, Any] | BaseModel
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from sqlalchemy import Connection, select
 
 from reconciler.config.desired import canonical_json
@@ -38,10 +39,9 @@ def as_payload(notification: NotificationLike) -> dict[str, Any]:
     """A plain dict of the notification (a pydantic model is dumped by alias)."""
     if isinstance(notification, Mapping):
         return dict(notification)
-    dump = getattr(notification, "model_dump", None)
-    if dump is None:
+    if not isinstance(notification, BaseModel):
         raise TypeError("enqueue takes a notification dict (or a pydantic model)")
-    return dict(dump(by_alias=True))
+    return notification.model_dump(by_alias=True)
 
 
 def _attachment_bytes(data: Any, position: int) -> bytes:
