@@ -144,6 +144,3 @@ class TokenCache:
     def expire_access(self, key: TokenKey, generation: int) -> None:
         """Mark the stored access token as refused, so no process hands it out again."""
         self._tokens.expire_access(key, generation)
-
-    def delete(self, key: TokenKey) -> bool:
-        return self._tokens.delete(key)

@@ -291,8 +291,6 @@ class Tokens(Protocol):
 
     def expire_access(self, key: TokenKey, generation: int) -> None: ...
 
-    def delete(self, key: TokenKey) -> bool: ...
-
 
 # -- leader leases (SPEC X4) -----------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from reconciler.state import schema as t
@@ -74,10 +74,6 @@ class SqlTokens(StoreArea):
         with self._write() as conn:
             conn.execute(update(tok).where(*_key_is(key), tok.c.generation == generation)
                          .values(access_expires_at=None))
-
-    def delete(self, key: TokenKey) -> bool:
-        with self._write() as conn:
-            return bool(conn.execute(delete(tok).where(*_key_is(key))).rowcount)
 
 
 def _row(row: Any) -> TokenRow:
