@@ -34,10 +34,9 @@ from typing import Any
 import httpx
 
 from reconciler.config.secrets import ENC_PREFIX, SecretError, resolve_operator
-from reconciler.incoming.store import IncomingStore
 from reconciler.runtime.notifier import webhook_url
 from reconciler.state.base import StoreError
-from reconciler.state.contract import Leadership, StoredEvent
+from reconciler.state.contract import Incoming, Leadership, StoredEvent
 from reconciler.state.leases import AlwaysLeader
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,7 @@ SINK_ROLE = "event sink"
 
 
 class WebhookSink:
-    def __init__(self, incoming: IncomingStore, webhook: str, *, secret: str | None = None,
+    def __init__(self, incoming: Incoming, webhook: str, *, secret: str | None = None,
                  ca_file: str | None = None, timeout_seconds: float = 10.0,
                  initial_backoff_seconds: float = 1.0, max_backoff_seconds: float = 300.0,
                  batch: int = 50, leadership: Leadership | None = None,
