@@ -133,6 +133,13 @@ class SqlStore:
         return self._leases
 
     @property
+    def connections(self) -> None:
+        """A marker, not an API: daemon.api asks ``hasattr(store, "connections")`` to learn
+        whether a store keeps incoming mail. Every Store does now (``store.incoming``);
+        this goes once the daemon asks that instead."""
+        return None
+
+    @property
     def location(self) -> str:
         """Where the store is, printable (a PostgreSQL password is hidden)."""
         return self._loc.display
