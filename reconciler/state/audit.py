@@ -214,28 +214,12 @@ class SqlAudit(StoreArea):
         with self._write() as conn:
             insert_entries(conn, entries, datetime.now(UTC))
 
-    def search(
-        self,
-        *,
-        status: AuditStatus | str | Sequence[AuditStatus | str] | None = None,
-        recipient: str | None = None,
-        server: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        direction: AuditDirection | str | None = None,
-        namespace: str | None = None,
-        outbox_id: int | None = None,
-        message_id: str | None = None,
-        limit: int | None = 100,
-        offset: int = 0,
-    ) -> list[AuditEntry]:
-        """Matching entries, newest first. ``since``/``until`` are inclusive;
+    def search(self, *, limit: int | None = 100, offset: int = 0,
+               **filters: Any) -> list[AuditEntry]:
+        """Matching entries, newest first. The filters are :func:`_where`'s (the
+        ``Audit`` contract lists them); ``since``/``until`` are inclusive and
         ``recipient`` matches the whole address, case-insensitively."""
-        q = select(t.audit).where(*_where(
-            status=status, recipient=recipient, server=server, since=since, until=until,
-            direction=direction, namespace=namespace, outbox_id=outbox_id,
-            message_id=message_id,
-        ))
+        q = select(t.audit).where(*_where(**filters))
         q = q.order_by(t.audit.c.created_at.desc(), t.audit.c.id.desc()).offset(offset)
         if limit is not None:
             q = q.limit(limit)

@@ -5,7 +5,6 @@ never interleave and the loser gets :class:`StaleRevision`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,16 +22,12 @@ PG_COMMIT_LOCK = 0x7265636F6E636D74  # "reconcmt"
 _SMALL_CHANGESET = 200  # below this, look up touched keys only; above, read all keys
 
 rv = t.resource_versions
+# The current (revision, digest) of each touched key, read inside the commit.
+Live = dict[ResourceKey, tuple[int, str]]
 
 
-def write_revision(
-    conn: Connection,
-    lineage: str,
-    changes: list[Change],
-    rmeta: RevisionMeta,
-    base_revision: int,
-    live: dict[ResourceKey, tuple[int, str]],
-) -> Revision:
+def write_revision(conn: Connection, lineage: str, changes: list[Change], rmeta: RevisionMeta,
+                   base_revision: int, live: Live) -> Revision:
     """Write ``changes`` as the revision after ``base_revision``, inside ``conn``'s
     write transaction; ``live`` receives the touched keys' (revision, digest) so a
     failed insert can be explained (:func:`rejected`)."""
@@ -79,7 +74,7 @@ def write_revision(
     return Revision(number, created_at, rmeta, tuple(changes), prev_hash, digest_hash)
 
 
-def _live_keys(conn: Connection, keys: list[ResourceKey]) -> dict[ResourceKey, tuple[int, str]]:
+def _live_keys(conn: Connection, keys: list[ResourceKey]) -> Live:
     """Current (revision, digest) of the touched keys, read inside the commit."""
     cols = (t.resources.c.kind, t.resources.c.namespace, t.resources.c.name,
             t.resources.c.revision, t.resources.c.digest)
@@ -97,13 +92,8 @@ def _live_keys(conn: Connection, keys: list[ResourceKey]) -> dict[ResourceKey, t
     return out
 
 
-def _apply_to_resources(
-    conn: Connection,
-    changes: list[Change],
-    records: list[dict[str, Any]],
-    number: int,
-    live: Mapping[ResourceKey, tuple[int, str]],
-) -> None:
+def _apply_to_resources(conn: Connection, changes: list[Change], records: list[dict[str, Any]],
+                        number: int, live: Live) -> None:
     """Bulk statements, one per action: a 10,000-resource apply is three round trips."""
     by_action: dict[Action, list[tuple[Change, dict[str, Any]]]] = {a: [] for a in Action}
     for change, record in zip(changes, records, strict=True):
@@ -149,12 +139,8 @@ def _apply_to_resources(
         conn.execute(insert(t.resources), rows)
 
 
-def _expect_rows(
-    rowcount: int,
-    items: list[tuple[Change, dict[str, Any]]],
-    live: Mapping[ResourceKey, tuple[int, str]],
-    verb: str,
-) -> None:
+def _expect_rows(rowcount: int, items: list[tuple[Change, dict[str, Any]]], live: Live,
+                 verb: str) -> None:
     if rowcount == len(items):
         return
     missing = [str(c.key) for c, _ in items if c.key not in live]
@@ -165,9 +151,7 @@ def _expect_rows(
     )
 
 
-def rejected(
-    changes: list[Change], live: Mapping[ResourceKey, tuple[int, str]], exc: IntegrityError
-) -> ChangeRejected:
+def rejected(changes: list[Change], live: Live, exc: IntegrityError) -> ChangeRejected:
     existing = [str(c.key) for c in changes if c.action is Action.CREATE and c.key in live]
     if existing:
         return ChangeRejected(

@@ -135,15 +135,9 @@ class SqlOutbox(StoreArea):
 
     # -- intake ---------------------------------------------------------------
 
-    def enqueue(
-        self,
-        notification: NotificationLike,
-        *,
-        namespace: str,
-        idempotency_key: str | None,
-        routing: RoutingSnapshot | None = None,
-        now: datetime | None = None,
-    ) -> EnqueueResult:
+    def enqueue(self, notification: NotificationLike, *, namespace: str,
+                idempotency_key: str | None, routing: RoutingSnapshot | None = None,
+                now: datetime | None = None) -> EnqueueResult:
         """Store a notification; durable (committed) when this returns.
 
         A key already stored in ``namespace`` returns that message's id with
@@ -153,9 +147,8 @@ class SqlOutbox(StoreArea):
             [EnqueueRequest(notification, namespace, idempotency_key, routing)], now=now)
         return result
 
-    def enqueue_many(
-        self, requests: Sequence[EnqueueRequest], *, now: datetime | None = None
-    ) -> list[EnqueueResult]:
+    def enqueue_many(self, requests: Sequence[EnqueueRequest], *,
+                     now: datetime | None = None) -> list[EnqueueResult]:
         """Store several notifications in one transaction (intake group commit).
 
         An intake that gathers concurrent submissions for a few milliseconds
@@ -191,9 +184,8 @@ class SqlOutbox(StoreArea):
 
     # -- the daemon's side --------------------------------------------------
 
-    def claim(
-        self, owner: str, limit: int, lease_seconds: float, now: datetime | None = None
-    ) -> list[OutboxMessage]:
+    def claim(self, owner: str, limit: int, lease_seconds: float,
+              now: datetime | None = None) -> list[OutboxMessage]:
         """Lease up to ``limit`` due messages to ``owner``, oldest due first.
 
         Due: queued or retry_wait with ``next_attempt_at <= now``, or leased
@@ -213,9 +205,8 @@ class SqlOutbox(StoreArea):
         with self._write() as conn:
             return messages(conn, [Row(*r) for r in self._claim.rows(conn, values)])
 
-    def renew(
-        self, owner: str, ids: Sequence[int], lease_seconds: float, now: datetime | None = None
-    ) -> list[int]:
+    def renew(self, owner: str, ids: Sequence[int], lease_seconds: float,
+              now: datetime | None = None) -> list[int]:
         """Extend leases still held (a slow send); return the ids renewed."""
         now = _now(now)
         renewed: list[int] = []
@@ -251,32 +242,17 @@ class SqlOutbox(StoreArea):
             raise LeaseLost(f"outbox message {id} is not leased to {owner}")
         return RoutingSnapshot(row.config_revision, row.server)
 
-    def complete(
-        self,
-        id: int,
-        owner: str,
-        state: OutboxState,
-        *,
-        error: str | None = None,
-        audit: Sequence[AuditEntry] = (),
-        now: datetime | None = None,
-    ) -> bool:
+    def complete(self, id: int, owner: str, state: OutboxState, *, error: str | None = None,
+                 audit: Sequence[AuditEntry] = (), now: datetime | None = None) -> bool:
         """Finish a leased message as sent / failed / ignored. False: lease lost."""
         if not OutboxState(state).terminal:
             raise ValueError(f"complete() takes sent, failed or ignored, not {state}")
         result = self.complete_many(owner, [Completion(id, state, error)], audit=audit, now=now)
         return bool(result.done)
 
-    def schedule_retry(
-        self,
-        id: int,
-        owner: str,
-        next_attempt_at: datetime,
-        error: str | None,
-        *,
-        audit: Sequence[AuditEntry] = (),
-        now: datetime | None = None,
-    ) -> bool:
+    def schedule_retry(self, id: int, owner: str, next_attempt_at: datetime, error: str | None,
+                       *, audit: Sequence[AuditEntry] = (),
+                       now: datetime | None = None) -> bool:
         """Give a leased message back until ``next_attempt_at``. False: lease lost."""
         done = self.complete_many(
             owner, [Completion(id, OutboxState.RETRY_WAIT, error, next_attempt_at)],
@@ -284,14 +260,9 @@ class SqlOutbox(StoreArea):
         )
         return bool(done.done)
 
-    def complete_many(
-        self,
-        owner: str,
-        completions: Sequence[Completion],
-        *,
-        audit: Sequence[AuditEntry] = (),
-        now: datetime | None = None,
-    ) -> CompletionResult:
+    def complete_many(self, owner: str, completions: Sequence[Completion], *,
+                      audit: Sequence[AuditEntry] = (),
+                      now: datetime | None = None) -> CompletionResult:
         """Record a batch of results and their audit rows in one transaction.
 
         Results for messages no longer leased to ``owner`` are skipped and
@@ -331,9 +302,8 @@ class SqlOutbox(StoreArea):
             lost=tuple(i for i in ids if i not in held),
         )
 
-    def release(
-        self, owner: str, ids: Sequence[int] | None = None, now: datetime | None = None
-    ) -> int:
+    def release(self, owner: str, ids: Sequence[int] | None = None,
+                now: datetime | None = None) -> int:
         """Put ``owner``'s leased messages (all, or ``ids``) back, due at once.
 
         For a graceful shutdown or a batch the worker will not get to: the

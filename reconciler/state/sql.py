@@ -42,7 +42,7 @@ from reconciler.state.base import (
     LockTimeout,
     UnknownRevision,
 )
-from reconciler.state.commit import rejected, write_revision
+from reconciler.state.commit import Live, rejected, write_revision
 from reconciler.state.incoming import SqlIncoming
 from reconciler.state.leases import SqlLeases
 from reconciler.state.location import (
@@ -318,12 +318,11 @@ class SqlStore:
 
     # -- commit ---------------------------------------------------------------
 
-    def commit(
-        self, changes: Sequence[Change], meta: RevisionMeta, *, base_revision: int
-    ) -> Revision:
+    def commit(self, changes: Sequence[Change], meta: RevisionMeta, *,
+               base_revision: int) -> Revision:
         changes = list(changes)
         codec.check_changes(changes)
-        live: dict[ResourceKey, tuple[int, str]] = {}
+        live: Live = {}
         try:
             with self._writer.begin() as conn:
                 return write_revision(conn, self._lineage, changes, meta, base_revision, live)
