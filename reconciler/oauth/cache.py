@@ -1,18 +1,11 @@
-"""The OAuth token cache in the state store: one sealed row per server.
+"""The OAuth token cache: ``store.tokens`` rows, one per server, sealed here.
 
-Why in the store and not in memory or a file: the daemon, `reconcile auth
-login` and `reconcile test-connection` run as different processes, possibly
-on different machines against one PostgreSQL, and a refresh token obtained by
-one must be usable by all. Why sealed: a refresh token is as good as a
-password for the mailbox, and a store dump must not hand it out. The sealed
-blob is Fernet (the same cipher as ``enc:v1:`` secrets) under a key that is
-itself a secret reference (``RECONCILE_TOKEN_KEY`` by default), so a store
-backup alone is useless.
-
-Rows are written with a generation number: a writer that read generation
-``g`` only succeeds if the row is still at ``g``, so of two processes
-refreshing at once the second sees the first's token instead of overwriting
-it (the store row is the source of truth across processes).
+Why the rows live in the store, and how generations keep two refreshing
+processes from overwriting each other: ``state.tokens`` and ``state.contract.Tokens``.
+Why sealed: a refresh token is as good as a password for the mailbox, and a store
+dump must not hand it out. The sealed blob is Fernet (``config.sealing``, as for
+``enc:v1:`` secrets) under a key that is itself a secret reference
+(``RECONCILE_TOKEN_KEY`` by default), so a store backup alone is useless.
 """
 
 from __future__ import annotations

@@ -89,7 +89,6 @@ class SqlIncoming(StoreArea):
             return conn.execute(q).first() is not None
 
     def thread_lookup(self, namespace: str, message_ids: Sequence[str]) -> tuple[str, str] | None:
-        """The ticket of the first of ``message_ids`` (in the order given) that has one."""
         wanted = [bare_id(i) for i in message_ids if i and i.strip()]
         if not wanted:
             return None
