@@ -25,7 +25,7 @@ from reconciler.plan.apply import (
     resolve_actor,
 )
 from reconciler.plan.model import Plan, PlanFileError, load
-from reconciler.state import Action, LockInfo, LockTimeout, Revision, RevisionMeta, SqlStore
+from reconciler.state import Action, LockInfo, LockTimeout, Revision, RevisionMeta, Store
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 # Queued CI applies wait their turn: 20 started at once on a 2-core machine at load
@@ -50,7 +50,7 @@ def _load(target: Path) -> Plan:
         raise UserError(str(exc)) from None
 
 
-def _confirm(store: SqlStore, yes: bool) -> None:
+def _confirm(store: Store, yes: bool) -> None:
     if yes:
         return
     if not stdin_is_terminal():
@@ -135,7 +135,7 @@ def _check_approvals(approvals: tuple[str, ...]) -> None:
             raise UserError(str(exc)) from None
 
 
-def _apply(store: SqlStore, plan: Plan, *, saved: bool, yes: bool, actor: str | None,
+def _apply(store: Store, plan: Plan, *, saved: bool, yes: bool, actor: str | None,
            message: str, lock_timeout: float, force: bool, colour: bool,
            approvals: tuple[str, ...] = (), lock_held: bool = False) -> None:
     click.echo(render.text(plan, colour=colour))

@@ -33,6 +33,7 @@ from reconciler.cli.common import (
     token_key_option,
 )
 from reconciler.config.models.auth import OAuth2Auth, OAuthGrant
+from reconciler.state.base import Store
 
 KINDS = ("OutgoingServer", "IncomingServer")
 LOOPBACK = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1", "::1": "::1", "[::1]": "::1"}
@@ -170,7 +171,7 @@ def _loopback(redirect: str, label: str) -> tuple[str, int, str]:
     return host, parts.port or 80, parts.path or "/"
 
 
-def _record(store: Any, who: str, message: str) -> int:
+def _record(store: Store, who: str, message: str) -> int:
     from reconciler.state.base import RevisionKind, RevisionMeta, StaleRevision
 
     for _ in range(5):  # an apply may land between reading the head and committing
@@ -184,7 +185,7 @@ def _record(store: Any, who: str, message: str) -> int:
                     "entry for this login could not be written")
 
 
-def _find(store: Any, text: str, namespace: str | None) -> Any:
+def _find(store: Store, text: str, namespace: str | None) -> Any:
     import difflib
 
     from pydantic import ValidationError
@@ -218,12 +219,12 @@ def _find(store: Any, text: str, namespace: str | None) -> Any:
 @store_option
 def status_command(fmt: str, store_url: str | None) -> None:
     """Token state of every OAuth2 server (never a token value)."""
-    from reconciler.oauth.cache import TokenCache, client_digest
+    from reconciler.oauth.cache import client_digest
     from reconciler.runtime.namespace import resource_from_canonical
 
     with opened_store(store_url) as store:
         live = store.snapshot()
-        rows = {r.key: r for r in TokenCache.of_store(store).all()}
+        rows = {r.key: r for r in store.tokens.all()}
     entries: list[dict[str, Any]] = []
     for key, resource in sorted(live.resources.items()):
         if key.kind not in KINDS:

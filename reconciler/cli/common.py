@@ -24,7 +24,7 @@ from reconciler.state import DEFAULT_STORE
 from reconciler.state.base import StoreError
 
 if TYPE_CHECKING:
-    from reconciler.state import SqlStore
+    from reconciler.state import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -98,7 +98,7 @@ def token_key_option(f: F) -> F:
 
 
 @contextmanager
-def opened_store(url: str | None, *, create: bool = False) -> Iterator[SqlStore]:
+def opened_store(url: str | None, *, create: bool = False) -> Iterator[Store]:
     """The store, with every store error turned into one message and exit 1.
 
     Only ``apply`` passes ``create``: every other command on a store that does
@@ -122,7 +122,7 @@ def _check_creatable(location: str) -> None:
 
     Creating folders would turn a typo in the path into a store nobody finds again.
     """
-    from reconciler.state.engine import STORE_SETTINGS, parse_location
+    from reconciler.state.location import STORE_SETTINGS, parse_location
 
     path = parse_location(location).sqlite_path
     if path is None or path.exists() or path.parent.is_dir():

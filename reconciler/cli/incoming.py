@@ -28,6 +28,7 @@ from reconciler.cli.common import (
     store_option,
     token_key_option,
 )
+from reconciler.state.base import Store
 
 KIND = "IncomingServer"
 
@@ -43,10 +44,8 @@ def command() -> None:
 @store_option
 def status(namespace: str | None, fmt: str, store_url: str | None) -> None:
     """Per incoming server: last fetch, failures, last error, paused, error folder."""
-    from reconciler.incoming.store import IncomingStore
-
     with opened_store(store_url) as store:
-        incoming = IncomingStore.of_store(store)
+        incoming = store.incoming
         servers = _servers(store, namespace)
         states = {(s.namespace, s.name): s for s in incoming.server_states(namespace)}
         counts = incoming.event_counts()
@@ -114,7 +113,6 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
     namespace, server = _name(server, namespace)
     from reconciler.config.models.incoming_server import IncomingServer
     from reconciler.incoming.servers import proxy_of
-    from reconciler.incoming.store import IncomingStore
     from reconciler.mail.registry import FetchError, NotSupported, fetcher_for
     from reconciler.runtime.namespace import resource_from_canonical
 
@@ -152,8 +150,7 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
             raise UserError(f"{namespace}/{server}: {exc}") from None
         except FetchError as exc:
             raise UserError(f"{namespace}/{server}: {exc.user_text}") from None
-        IncomingStore.of_store(store).errors_moved_back(namespace, server,
-                                                        now=datetime.now(UTC))
+        store.incoming.errors_moved_back(namespace, server, now=datetime.now(UTC))
     folder = model.spec.error_folder.name
     click.echo(f"moved {moved} mail(s) from {folder} back to {model.spec.folder} of "
                f"{namespace}/{server}; the daemon processes them at its next fetch")
@@ -209,7 +206,7 @@ def _key(namespace: str, name: str) -> Any:
     return ResourceKey(KIND, namespace, name)
 
 
-def _servers(store: Any, namespace: str | None) -> dict[tuple[str, str], dict[str, Any]]:
+def _servers(store: Store, namespace: str | None) -> dict[tuple[str, str], dict[str, Any]]:
     live = store.snapshot()
     return {(k.namespace, k.name): dict(r.spec) for k, r in sorted(live.resources.items())
             if k.kind == KIND and (namespace is None or k.namespace == namespace)}

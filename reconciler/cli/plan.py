@@ -19,7 +19,7 @@ from reconciler.plan import render
 from reconciler.plan.make import make_plan
 from reconciler.plan.model import Plan, PlanFileError, save
 from reconciler.policy.validate import ValidationResult, validate_path
-from reconciler.state import SqlStore
+from reconciler.state import Store
 
 EXIT_NO_CHANGES = 0
 EXIT_ERROR = 1
@@ -54,7 +54,7 @@ def validated(path: Path, fmt: str) -> ValidationResult:
 
 
 def plan_against(
-    path: Path, result: ValidationResult | None, store: SqlStore, *, prune: bool
+    path: Path, result: ValidationResult | None, store: Store, *, prune: bool
 ) -> Plan:
     assert result is not None and result.desired is not None  # validated() exits otherwise
     return make_plan(path, result.desired, store.snapshot(), derived=result.derivations(),

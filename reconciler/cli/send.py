@@ -25,7 +25,7 @@ from reconciler.cli.common import F, UserError, opened_store, store_option
 if TYPE_CHECKING:  # imported when the command runs: the CLI loads lazily
     from reconciler.mail.envelope import Notification
     from reconciler.runtime.namespace import NamespaceConfig
-    from reconciler.state import SqlStore
+    from reconciler.state import Store
 
 def context_option(f: F) -> F:
     """``--set field=value`` (repeatable): the context fields routing rules test."""
@@ -65,7 +65,7 @@ def _ticket(value: str | None) -> dict[str, str] | None:
     return {"module": module.strip(), "id": number.strip()}
 
 
-def _namespace_config(store: SqlStore, namespace: str, omitted: bool) -> NamespaceConfig:
+def _namespace_config(store: Store, namespace: str, omitted: bool) -> NamespaceConfig:
     """The namespace's config in the live store (a ``NamespaceConfig``); a UserError
     naming the configured namespaces when it has no outgoing server to send with."""
     from pydantic import ValidationError

@@ -21,6 +21,7 @@ import click
 from reconciler.cli.common import opened_store, show_time, store_option
 from reconciler.config.desired import ResourceKey
 from reconciler.health import record as rec
+from reconciler.state.base import Store
 
 KIND = "OutgoingServer"
 INCOMING = "IncomingServer"
@@ -124,7 +125,7 @@ class Card:
 class IncomingCard:
     key: ResourceKey
     spec: Mapping[str, Any]
-    fetch: Any  # reconciler.incoming.store.ServerState, or None before the first fetch
+    fetch: Any  # reconciler.state.contract.ServerState, or None before the first fetch
 
     @property
     def enabled(self) -> bool:
@@ -160,7 +161,7 @@ def _address(host: Any, port: Any) -> str | None:
     return f"{host}:{port}" if port is not None else host
 
 
-def load_cards(store: Any, namespace: str | None = None) -> list[Card]:
+def load_cards(store: Store, namespace: str | None = None) -> list[Card]:
     live = store.snapshot()
     statuses: Mapping[ResourceKey, Mapping[str, Any]] = store.statuses()
     cards = [
@@ -171,12 +172,9 @@ def load_cards(store: Any, namespace: str | None = None) -> list[Card]:
     return sorted(cards, key=lambda c: (c.key.namespace, c.key.name))
 
 
-def load_incoming_cards(store: Any, namespace: str | None = None) -> list[IncomingCard]:
-    from reconciler.incoming.store import IncomingStore
-
+def load_incoming_cards(store: Store, namespace: str | None = None) -> list[IncomingCard]:
     live = store.snapshot()
-    states = {(s.namespace, s.name): s
-              for s in IncomingStore.of_store(store).server_states(namespace)}
+    states = {(s.namespace, s.name): s for s in store.incoming.server_states(namespace)}
     cards = [
         IncomingCard(key, resource.spec, states.get((key.namespace, key.name)))
         for key, resource in live.resources.items()

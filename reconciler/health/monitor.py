@@ -38,7 +38,6 @@ from reconciler.mail.failover import Endpoint, HostSelector
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.steps import ProbeReport
 from reconciler.oauth.source import TokenProvider
-from reconciler.runtime.leader import Leadership, leadership_for
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.notifier import (
@@ -51,10 +50,13 @@ from reconciler.runtime.notifier import (
 )
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state.base import Store
+from reconciler.state.contract import Leadership
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 8
+# The role whose leader alone probes when daemons share a store (``store.leases``).
+LEADER_ROLE = "health leader"
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ class HealthMonitor:
     async def probe_once(self) -> Cycle:
         """One cycle: probe and record as the leader, or follow the leader's records."""
         if self._leadership is None:
-            self._leadership = leadership_for(self._settings.store_url, self._store.lineage)
+            self._leadership = self._store.leases.leader(LEADER_ROLE)
         self._leading = await asyncio.to_thread(self._leadership.acquire)
         servers = self._servers()
         if not self._leading:

@@ -30,9 +30,9 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from reconciler.incoming.store import IncomingStore
 from reconciler.runtime.waiting import first_set
 from reconciler.state.base import StoreError
+from reconciler.state.contract import Incoming
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Purged:
 class IncomingRetention:
     """Purges delivered events and stale markers; ``days`` of 0 (or None) keep them."""
 
-    def __init__(self, incoming: IncomingStore, *, event_days: float | None,
+    def __init__(self, incoming: Incoming, *, event_days: float | None,
                  marker_days: float | None, interval_seconds: float = INTERVAL_S) -> None:
         self.incoming = incoming
         self.event_days = event_days or None

@@ -41,10 +41,11 @@ from typing import TYPE_CHECKING
 from reconciler.incoming import notices
 from reconciler.incoming.pipeline import PipelineContext, PipelineResult, process
 from reconciler.incoming.servers import ServerConfig
-from reconciler.incoming.store import Outcome, ServerState, bare_id
+from reconciler.incoming.store import JudgedMail
 from reconciler.mail.registry import FetchedMail, Fetcher, FetchError
 from reconciler.runtime.waiting import first_set
 from reconciler.state.base import StoreError
+from reconciler.state.contract import ServerState, bare_id
 
 if TYPE_CHECKING:
     from reconciler.incoming.runner import IncomingRunner
@@ -181,7 +182,7 @@ class ServerLoop:
         if self.paused is not None:
             await self._set_paused(None, error_folder_count=count)
         processed = 0
-        pending: list[tuple[FetchedMail, Outcome]] = []
+        pending: list[tuple[FetchedMail, JudgedMail]] = []
         size = 0
         try:
             async for mail in fetcher.fetch(self._is_done, limit=self.runner.options.batch):
@@ -214,7 +215,7 @@ class ServerLoop:
             functools.partial(self._store.is_done_refreshing, self.namespace, self.name,
                               marker, refresh_before=refresh_before))
 
-    async def _judge(self, fetcher: Fetcher, mail: FetchedMail) -> Outcome:
+    async def _judge(self, fetcher: Fetcher, mail: FetchedMail) -> JudgedMail:
         assert self.context is not None
         result: PipelineResult = await asyncio.to_thread(
             process, mail.raw, self.context, received_at=mail.received_at)
@@ -225,9 +226,9 @@ class ServerLoop:
             ticket = result.event.ticket
             self._pending_ids[bare_id(result.message_id)] = (
                 (ticket.module, ticket.number) if ticket is not None else None)
-        return Outcome(mail.marker, result, mail.raw, to_error)
+        return JudgedMail(mail.marker, result, mail.raw, to_error)
 
-    async def _flush(self, fetcher: Fetcher, pending: list[tuple[FetchedMail, Outcome]], *,
+    async def _flush(self, fetcher: Fetcher, pending: list[tuple[FetchedMail, JudgedMail]], *,
                      mark: bool = True) -> None:
         """Commit the judged mails in one transaction, then tell the server about each."""
         if not pending:

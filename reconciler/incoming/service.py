@@ -21,7 +21,7 @@ from typing import Any
 
 from reconciler.incoming.retention import DAY_S, IncomingRetention
 from reconciler.incoming.runner import IncomingRunner, RunnerOptions
-from reconciler.incoming.sink import WebhookSink, sink_leadership
+from reconciler.incoming.sink import SINK_ROLE, WebhookSink
 from reconciler.incoming.store import IncomingStore
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def incoming_parts(store: Any, settings: Any, *, notifier: Any = None,
     if settings.events_webhook:
         sink = WebhookSink(incoming, settings.events_webhook, secret=settings.events_secret,
                            ca_file=settings.ca_file,
-                           leadership=sink_leadership(settings.store_url, store.lineage))
+                           leadership=store.leases.leader(SINK_ROLE))
     marker_days = settings.marker_retention_days or None
     options = RunnerOptions(reload_interval_seconds=settings.reload_interval_seconds,
                             interval_override=settings.incoming_interval_seconds,

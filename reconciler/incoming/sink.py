@@ -22,35 +22,30 @@ Without a webhook nothing runs here: the desk pulls ``GET /v1/events``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from reconciler.config.secrets import SecretError
-from reconciler.incoming.store import IncomingStore, StoredEvent
 from reconciler.runtime.backoff import backoff_seconds
-from reconciler.runtime.leader import AlwaysLeader, Leadership, PgAdvisoryLeader
 from reconciler.runtime.waiting import first_set
 from reconciler.runtime.webhook import WebhookPoster
 from reconciler.state.base import StoreError
-from reconciler.state.engine import parse_location
+from reconciler.state.contract import Incoming, Leadership, StoredEvent
+from reconciler.state.leases import AlwaysLeader
 
 log = logging.getLogger(__name__)
 
 EVENT_ID_HEADER = "X-Reconcile-Event-Id"
 
 
-def sink_leadership(store_url: str, lineage: str) -> Leadership:
-    if parse_location(store_url).sqlite_path is not None:
-        return AlwaysLeader()
-    digest = hashlib.sha256(f"reconcile event sink {lineage}".encode()).digest()
-    return PgAdvisoryLeader(store_url, int.from_bytes(digest[:8], "big", signed=True))
+# The role whose leader alone delivers events when daemons share a store (``store.leases``).
+SINK_ROLE = "event sink"
 
 
 class WebhookSink:
-    def __init__(self, incoming: IncomingStore, webhook: str, *, secret: str | None = None,
+    def __init__(self, incoming: Incoming, webhook: str, *, secret: str | None = None,
                  ca_file: str | None = None, timeout_seconds: float = 10.0,
                  initial_backoff_seconds: float = 1.0, max_backoff_seconds: float = 300.0,
                  batch: int = 50, leadership: Leadership | None = None,

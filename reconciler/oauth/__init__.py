@@ -9,14 +9,13 @@ Consumers (SMTP/IMAP/POP3 XOAUTH2, Graph, EWS, health probes) take a
 
 from __future__ import annotations
 
-from typing import Any
-
 from reconciler.oauth.cache import TokenCache, TokenKeyError, load_key
 from reconciler.oauth.errors import OAuthProblem, classify
 from reconciler.oauth.provider import OAuthTokenProvider
+from reconciler.state.base import Store
 
 
-def provider_for_store(store: Any, *, key_ref: str | None = None,
+def provider_for_store(store: Store, *, key_ref: str | None = None,
                        ca_file: str | None = None) -> OAuthTokenProvider:
     """A provider caching tokens in ``store``, sealed with the key ``key_ref`` names.
 

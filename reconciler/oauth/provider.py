@@ -30,17 +30,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reconciler.config.models.auth import OAuth2Auth, OAuthGrant
-from reconciler.oauth.cache import (
-    ServerKey,
-    TokenCache,
-    TokenKeyError,
-    TokenRow,
-    client_digest,
-)
+from reconciler.oauth.cache import TokenCache, TokenKeyError, client_digest
 from reconciler.oauth.errors import login_hint
 from reconciler.oauth.flows import Flow, FlowError, Grant, flow_for
 from reconciler.oauth.source import TokenError
 from reconciler.state.base import StoreError
+from reconciler.state.contract import TokenKey, TokenRow
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +50,7 @@ class _Held:
     digest: str
 
 
-def server_key(server: Any) -> ServerKey:
+def server_key(server: Any) -> TokenKey:
     return (str(server.kind), str(server.metadata.namespace), str(server.metadata.name))
 
 
@@ -79,8 +74,8 @@ class OAuthTokenProvider:
         self._cache = cache
         self._ca_file = ca_file
         self._skew = skew
-        self._held: dict[ServerKey, _Held] = {}
-        self._locks: dict[ServerKey, asyncio.Lock] = {}
+        self._held: dict[TokenKey, _Held] = {}
+        self._locks: dict[TokenKey, asyncio.Lock] = {}
 
     def flow(self, server: Any) -> Flow:
         return flow_for(oauth_auth(server), ca_file=self._ca_file, server=server_label(server))
@@ -113,7 +108,7 @@ class OAuthTokenProvider:
 
     # -- internals --------------------------------------------------------------
 
-    def _fresh(self, key: ServerKey, digest: str) -> _Held | None:
+    def _fresh(self, key: TokenKey, digest: str) -> _Held | None:
         held = self._held.get(key)
         if held is None or held.digest != digest:
             return None
@@ -129,7 +124,7 @@ class OAuthTokenProvider:
         except StoreError as exc:
             raise TokenError(f"the token cache is unavailable: {exc}") from None
 
-    async def _obtain(self, server: Any, auth: OAuth2Auth, key: ServerKey,
+    async def _obtain(self, server: Any, auth: OAuth2Auth, key: TokenKey,
                       digest: str) -> _Held:
         label = server_label(server)
         row: TokenRow | None = await self._store(self._cache.get, key)
@@ -171,7 +166,7 @@ class OAuthTokenProvider:
         flow = flow_for(auth, ca_file=self._ca_file, server=label)
         return await flow.refresh(sealed.refresh_token, sealed.msal_cache, account)
 
-    async def _save(self, key: ServerKey, digest: str, auth: OAuth2Auth, grant: Grant,
+    async def _save(self, key: TokenKey, digest: str, auth: OAuth2Auth, grant: Grant,
                     generation: int, previous: Any) -> _Held:
         from reconciler.oauth.cache import Sealed
 
@@ -191,7 +186,7 @@ class OAuthTokenProvider:
             written = generation
         return self._keep(key, grant.access_token, expires_at, written, digest)
 
-    def _keep(self, key: ServerKey, token: str, expires_at: datetime, generation: int,
+    def _keep(self, key: TokenKey, token: str, expires_at: datetime, generation: int,
               digest: str) -> _Held:
         held = _Held(token, expires_at, generation, digest)
         self._held[key] = held

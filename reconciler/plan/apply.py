@@ -17,17 +17,8 @@ from dataclasses import replace
 
 from reconciler.credentials.moves import FLAG, approval_for, find_moves, grouped
 from reconciler.plan.model import Plan
-from reconciler.state.base import (
-    Action,
-    ApprovedMove,
-    LockInfo,
-    Revision,
-    RevisionMeta,
-    StaleRevision,
-    Store,
-    StoreError,
-    UnknownRevision,
-)
+from reconciler.state.base import LockInfo, StaleRevision, Store, StoreError, UnknownRevision
+from reconciler.state.revisions import Action, ApprovedMove, Revision, RevisionMeta
 
 DEFAULT_MAX_CHANGE_RATIO = 0.30
 DEFAULT_MIN_GUARDED = 10

@@ -21,7 +21,7 @@ from reconciler.config.desired import CanonicalResource, DesiredState, ResourceK
 from reconciler.config.gcpause import gc_paused
 from reconciler.config.positions import YamlPath
 from reconciler.config.secrets import redact
-from reconciler.state.base import Action, Change, FieldChange, LiveState
+from reconciler.state.revisions import Action, Change, FieldChange, LiveState
 
 # deepdiff report types whose value exists only on one side.
 _ADDED = frozenset({"dictionary_item_added", "iterable_item_added", "set_item_added"})

@@ -21,7 +21,7 @@ from typing import Any
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey, digest_of
 from reconciler.credentials.moves import CredentialMove, find_moves
 from reconciler.plan.diff import DiffResult
-from reconciler.state.base import Action, Change, FieldChange, LiveState
+from reconciler.state.revisions import Action, Change, FieldChange, LiveState
 
 FORMAT = "reconcile-plan"
 VERSION = 1

@@ -16,7 +16,7 @@ import click
 
 from reconciler.credentials.moves import FLAG, CredentialMove, grouped
 from reconciler.plan.model import Plan, change_json, key_json
-from reconciler.state.base import Action, Change, FieldChange
+from reconciler.state.revisions import Action, Change, FieldChange
 
 FORMATS = ("text", "markdown", "json")
 MARKER = "<!-- reconcile-plan -->"

@@ -12,31 +12,15 @@ imported lazily), so importing the contract or ``DEFAULT_STORE`` is cheap.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reconciler.state.base import (
-    Action,
-    AuditDirection,
     AuditEntry,
     AuditStatus,
-    ChainCheck,
-    Change,
     ChangeRejected,
-    Completion,
-    EnqueueRequest,
-    EnqueueResult,
-    FieldChange,
-    HistoryFilter,
-    LeaseLost,
-    LiveState,
     LockInfo,
     LockTimeout,
-    OutboxMessage,
     OutboxState,
-    Revision,
-    RevisionKind,
-    RevisionMeta,
-    RoutingSnapshot,
     SchemaTooNew,
     SecretValueRefused,
     StaleRevision,
@@ -46,14 +30,21 @@ from reconciler.state.base import (
     StoreUnavailable,
     UnknownRevision,
 )
-
-if TYPE_CHECKING:
-    from reconciler.state.sql import SqlStore
+from reconciler.state.revisions import (
+    Action,
+    Change,
+    FieldChange,
+    HistoryFilter,
+    LiveState,
+    Revision,
+    RevisionKind,
+    RevisionMeta,
+)
 
 DEFAULT_STORE = ".reconcile/state.db"
 
 
-def open_store(url: str | os.PathLike[str] = DEFAULT_STORE, *, create: bool = True) -> SqlStore:
+def open_store(url: str | os.PathLike[str] = DEFAULT_STORE, *, create: bool = True) -> Store:
     """Open (creating and migrating if needed) the store at ``url``.
 
     ``url`` is a file path or ``sqlite:///path`` (SQLite; parent folders are
@@ -63,6 +54,7 @@ def open_store(url: str | os.PathLike[str] = DEFAULT_STORE, *, create: bool = Tr
     instead of being created: commands that only read or operate a store pass
     it, so a mistyped location is an error, not a new empty store.
     Raises :class:`StoreError` with a user-facing message when it cannot.
+    The one place that knows the implementation: callers type against ``Store``.
     """
     from reconciler.state.sql import SqlStore
 
@@ -80,27 +72,19 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_STORE",
     "Action",
-    "AuditDirection",
     "AuditEntry",
     "AuditStatus",
-    "ChainCheck",
     "Change",
     "ChangeRejected",
-    "Completion",
-    "EnqueueRequest",
-    "EnqueueResult",
     "FieldChange",
     "HistoryFilter",
-    "LeaseLost",
     "LiveState",
     "LockInfo",
     "LockTimeout",
-    "OutboxMessage",
     "OutboxState",
     "Revision",
     "RevisionKind",
     "RevisionMeta",
-    "RoutingSnapshot",
     "SchemaTooNew",
     "SecretValueRefused",
     "SqlStore",

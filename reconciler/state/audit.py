@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, delete, func, insert, or_, select
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, or_, select
 
 from reconciler.config.desired import canonical_json
 from reconciler.config.secrets import SecretRef, redact, redact_ref
@@ -28,7 +28,7 @@ from reconciler.state import schema as t
 from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
 from reconciler.state.codec import SECRET_FIELDS
 from reconciler.state.driver import DriverStatement
-from reconciler.state.engine import Location, translated
+from reconciler.state.location import StoreArea
 
 MAX_REASON = 2000  # a whole SMTP transcript is not a reason; keep rows small
 MASK = "***"
@@ -94,7 +94,8 @@ def _is_reference(value: Any) -> bool:
         isinstance(value, Mapping) and len(value) == 1 and "secretRef" in value)
 
 
-def _reason(text: str) -> str:
+def clipped(text: str) -> str:
+    """Free text for a stored reason or error: redacted and cut to ``MAX_REASON``."""
     text = redact_text(text)
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
@@ -109,7 +110,7 @@ def entry_row(entry: AuditEntry, now: datetime) -> dict[str, Any]:
         "created_at": entry.created_at or now,
         "direction": status.direction.value,
         "status": status.value,
-        "reason": _reason(entry.reason),
+        "reason": clipped(entry.reason),
         "namespace": entry.namespace,
         "server": entry.server,
         "host": redact_text(entry.host) if entry.host is not None else None,
@@ -203,56 +204,35 @@ def _where(
     return out
 
 
-class SqlAudit:
-    """Reached as ``store.audit``; shares the store's engine."""
-
-    def __init__(self, engine: Engine, writer: Engine, loc: Location) -> None:
-        self._engine = engine
-        self._writer = writer
-        self._loc = loc
+class SqlAudit(StoreArea):
+    """Reached as ``store.audit``."""
 
     def record(self, entries: Sequence[AuditEntry]) -> None:
         """Append entries in one transaction."""
         if not entries:
             return
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             insert_entries(conn, entries, datetime.now(UTC))
 
-    def search(
-        self,
-        *,
-        status: AuditStatus | str | Sequence[AuditStatus | str] | None = None,
-        recipient: str | None = None,
-        server: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        direction: AuditDirection | str | None = None,
-        namespace: str | None = None,
-        outbox_id: int | None = None,
-        message_id: str | None = None,
-        limit: int | None = 100,
-        offset: int = 0,
-    ) -> list[AuditEntry]:
-        """Matching entries, newest first. ``since``/``until`` are inclusive;
+    def search(self, *, limit: int | None = 100, offset: int = 0,
+               **filters: Any) -> list[AuditEntry]:
+        """Matching entries, newest first. The filters are :func:`_where`'s (the
+        ``Audit`` contract lists them); ``since``/``until`` are inclusive and
         ``recipient`` matches the whole address, case-insensitively."""
-        q = select(t.audit).where(*_where(
-            status=status, recipient=recipient, server=server, since=since, until=until,
-            direction=direction, namespace=namespace, outbox_id=outbox_id,
-            message_id=message_id,
-        ))
+        q = select(t.audit).where(*_where(**filters))
         q = q.order_by(t.audit.c.created_at.desc(), t.audit.c.id.desc()).offset(offset)
         if limit is not None:
             q = q.limit(limit)
-        with translated(self._loc), self._engine.connect() as conn:
+        with self._read() as conn:
             return [_entry(r) for r in conn.execute(q)]
 
     def count(self, **filters: Any) -> int:
         """How many entries :meth:`search` would find with these filters (no paging)."""
         q = select(func.count()).select_from(t.audit).where(*_where(**filters))
-        with translated(self._loc), self._engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(q).scalar_one()
 
     def purge(self, before: datetime) -> int:
         """Delete entries older than ``before`` (retention); return how many."""
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             return conn.execute(delete(t.audit).where(t.audit.c.created_at < before)).rowcount

@@ -1,118 +1,36 @@
 """The state store contract: what plan, apply, history and the daemon may ask of it.
 
-One implementation (``state.sql``) serves SQLite and PostgreSQL. Everything
-crossing this boundary is plain data (``CanonicalResource``, dataclasses);
-secrets are references only, never values.
+The store, its errors, the outbox and the audit are here; what a revision is in
+``state.revisions``; incoming mail, tokens and leases in ``state.contract``. One
+implementation (``state.sql``) serves SQLite and PostgreSQL. Everything crossing
+this boundary is plain data (``CanonicalResource``, dataclasses); secrets are
+references only, never values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from reconciler.config.desired import CanonicalResource, ResourceKey
+from pydantic import BaseModel
 
+from reconciler.config.desired import ResourceKey
+from reconciler.state.revisions import (
+    ChainCheck,
+    Change,
+    HistoryFilter,
+    LiveState,
+    Revision,
+    RevisionKind,
+    RevisionMeta,
+)
 
-class Action(StrEnum):
-    CREATE = "create"
-    UPDATE = "update"
-    DELETE = "delete"
-
-
-class RevisionKind(StrEnum):
-    APPLY = "apply"  # written by `reconcile apply`
-    OUT_OF_BAND = "out-of-band"  # `reconcile live set`, an admin API, a direct edit
-    AUTH = "auth"  # `reconcile auth login` (no spec change; never carries a token)
-
-
-@dataclass(frozen=True, slots=True)
-class FieldChange:
-    """One field-level difference, already redacted. ``path`` is dotted camelCase."""
-
-    path: str
-    before: Any = None
-    after: Any = None
-    derived: bool = False  # the value was filled in by config.derive, not written in git
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    action: Action
-    key: ResourceKey
-    before: CanonicalResource | None
-    after: CanonicalResource | None
-    fields: tuple[FieldChange, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ApprovedMove:
-    """A credential move an apply was allowed to make (SPEC S2), as history keeps it.
-
-    ``credential`` is the printable id (``credentials.endpoints.display``): never a
-    value, never ciphertext.
-    """
-
-    resource: str  # Kind/namespace/name of the resource that presents it
-    credential: str
-    endpoint: str
-    bound_to: tuple[str, ...]  # where the credential was bound before; () if nowhere
-    approval: str  # the --approve-credential-move value given, or "bootstrap"
-    approved_by: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"resource": self.resource, "credential": self.credential,
-                "endpoint": self.endpoint, "boundTo": list(self.bound_to),
-                "approval": self.approval, "approvedBy": self.approved_by}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ApprovedMove:
-        return cls(str(data["resource"]), str(data["credential"]), str(data["endpoint"]),
-                   tuple(map(str, data.get("boundTo") or ())), str(data["approval"]),
-                   str(data["approvedBy"]))
-
-
-@dataclass(frozen=True, slots=True)
-class RevisionMeta:
-    """Who/what/why of a revision, recorded in the history as given."""
-
-    actor: str
-    message: str = ""
-    git_commit: str | None = None
-    git_branch: str | None = None
-    pull_request: str | None = None
-    desired_digest: str | None = None
-    plan_digest: str | None = None
-    kind: RevisionKind = RevisionKind.APPLY
-    credential_moves: tuple[ApprovedMove, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Revision:
-    number: int
-    created_at: datetime
-    meta: RevisionMeta
-    changes: tuple[Change, ...]
-    prev_hash: str
-    hash: str
-
-
-@dataclass(frozen=True)
-class LiveState:
-    """The live resources at one revision (the head when read with no revision)."""
-
-    lineage: str
-    revision: int
-    resources: Mapping[ResourceKey, CanonicalResource]
-
-    def __iter__(self) -> Iterator[CanonicalResource]:
-        return iter(self.resources.values())
-
-    def __len__(self) -> int:
-        return len(self.resources)
+if TYPE_CHECKING:  # the newer areas' contract (``state.contract``) builds on this module
+    from reconciler.state.contract import Incoming, Leases, Tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,25 +40,6 @@ class LockInfo:
     operation: str
     acquired_at: datetime
     plan_digest: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ChainCheck:
-    ok: bool
-    checked: int
-    first_broken: int | None = None
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryFilter:
-    resource: ResourceKey | None = None
-    namespace: str | None = None
-    actor: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    kinds: Sequence[RevisionKind] = field(default_factory=tuple)
-    limit: int | None = None  # newest N matching revisions; None = all
 
 
 class StoreError(Exception):
@@ -188,6 +87,11 @@ class Store(Protocol):
     @property
     def lineage(self) -> str: ...
 
+    @property
+    def location(self) -> str:
+        """Where the store is, printable (a PostgreSQL password is hidden)."""
+        ...
+
     def head(self) -> int:
         """The newest revision number; 0 for a new, empty store."""
         ...
@@ -234,6 +138,10 @@ class Store(Protocol):
 
     def status_put(self, key: ResourceKey, status: Mapping[str, Any]) -> None: ...
 
+    def statuses(self) -> dict[ResourceKey, dict[str, Any]]:
+        """Every recorded status, for dashboards and the daemon's start-up."""
+        ...
+
     @property
     def outbox(self) -> Outbox:
         """Durable queue of accepted notifications (O1, X4)."""
@@ -244,7 +152,26 @@ class Store(Protocol):
         """Email audit (O8)."""
         ...
 
+    @property
+    def incoming(self) -> Incoming:
+        """What the incoming-mail runner keeps (I1, I6-I8): markers, events, fetch state."""
+        ...
+
+    @property
+    def tokens(self) -> Tokens:
+        """The OAuth token cache rows, sealed by the caller."""
+        ...
+
+    @property
+    def leases(self) -> Leases:
+        """One leader per role among daemons sharing the store (X4)."""
+        ...
+
     def close(self) -> None: ...
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 # -- outbox (SPEC O1, O7, O12, X4) ---------------------------------------------
@@ -263,15 +190,9 @@ class OutboxState(StrEnum):
         return self in (OutboxState.SENT, OutboxState.FAILED, OutboxState.IGNORED)
 
 
-class SupportsModelDump(Protocol):
-    """A pydantic model, e.g. ``dispatch.envelope.Notification`` (dumped by alias)."""
-
-    def model_dump(self, *, by_alias: bool = ...) -> dict[str, Any]: ...
-
-
-# The state package does not import dispatch: a notification is a dict, or
-# anything that dumps itself to one.
-NotificationLike = Mapping[str, Any] | SupportsModelDump
+# The state package does not import mail or dispatch: a notification is a dict, or a
+# pydantic model (e.g. ``mail.envelope.Notification``), stored dumped by alias.
+NotificationLike = Mapping[str, Any] | BaseModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,70 +352,40 @@ class AuditEntry:
 
 
 class Outbox(Protocol):
-    def enqueue(
-        self,
-        notification: NotificationLike,
-        *,
-        namespace: str,
-        idempotency_key: str | None,
-        routing: RoutingSnapshot | None = None,
-        now: datetime | None = None,
-    ) -> EnqueueResult:
+    def enqueue(self, notification: NotificationLike, *, namespace: str,
+                idempotency_key: str | None, routing: RoutingSnapshot | None = None,
+                now: datetime | None = None) -> EnqueueResult:
         """Store a notification durably; committed when this returns ("accepted")."""
         ...
 
-    def enqueue_many(
-        self, requests: Sequence[EnqueueRequest], *, now: datetime | None = None
-    ) -> list[EnqueueResult]:
+    def enqueue_many(self, requests: Sequence[EnqueueRequest], *,
+                     now: datetime | None = None) -> list[EnqueueResult]:
         """Several notifications, one transaction (intake group commit)."""
         ...
 
-    def claim(
-        self, owner: str, limit: int, lease_seconds: float, now: datetime | None = None
-    ) -> list[OutboxMessage]:
+    def claim(self, owner: str, limit: int, lease_seconds: float,
+              now: datetime | None = None) -> list[OutboxMessage]:
         """Lease up to ``limit`` due messages to ``owner``; never one leased to another."""
         ...
 
-    def renew(
-        self, owner: str, ids: Sequence[int], lease_seconds: float, now: datetime | None = None
-    ) -> list[int]: ...
+    def renew(self, owner: str, ids: Sequence[int], lease_seconds: float,
+              now: datetime | None = None) -> list[int]: ...
 
     def route(self, id: int, owner: str, routing: RoutingSnapshot) -> RoutingSnapshot: ...
 
-    def complete(
-        self,
-        id: int,
-        owner: str,
-        state: OutboxState,
-        *,
-        error: str | None = None,
-        audit: Sequence[AuditEntry] = (),
-        now: datetime | None = None,
-    ) -> bool: ...
+    def complete(self, id: int, owner: str, state: OutboxState, *, error: str | None = None,
+                 audit: Sequence[AuditEntry] = (), now: datetime | None = None) -> bool: ...
 
-    def schedule_retry(
-        self,
-        id: int,
-        owner: str,
-        next_attempt_at: datetime,
-        error: str | None,
-        *,
-        audit: Sequence[AuditEntry] = (),
-        now: datetime | None = None,
-    ) -> bool: ...
+    def schedule_retry(self, id: int, owner: str, next_attempt_at: datetime, error: str | None,
+                       *, audit: Sequence[AuditEntry] = (),
+                       now: datetime | None = None) -> bool: ...
 
-    def complete_many(
-        self,
-        owner: str,
-        completions: Sequence[Completion],
-        *,
-        audit: Sequence[AuditEntry] = (),
-        now: datetime | None = None,
-    ) -> CompletionResult: ...
+    def complete_many(self, owner: str, completions: Sequence[Completion], *,
+                      audit: Sequence[AuditEntry] = (),
+                      now: datetime | None = None) -> CompletionResult: ...
 
-    def release(
-        self, owner: str, ids: Sequence[int] | None = None, now: datetime | None = None
-    ) -> int:
+    def release(self, owner: str, ids: Sequence[int] | None = None,
+                now: datetime | None = None) -> int:
         """Give back ``owner``'s leases (graceful shutdown); not counted as attempts."""
         ...
 
@@ -514,21 +405,12 @@ class Outbox(Protocol):
 class Audit(Protocol):
     def record(self, entries: Sequence[AuditEntry]) -> None: ...
 
-    def search(
-        self,
-        *,
-        status: AuditStatus | str | Sequence[AuditStatus | str] | None = None,
-        recipient: str | None = None,
-        server: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        direction: AuditDirection | str | None = None,
-        namespace: str | None = None,
-        outbox_id: int | None = None,
-        message_id: str | None = None,
-        limit: int | None = 100,
-        offset: int = 0,
-    ) -> list[AuditEntry]:
+    def search(self, *, status: AuditStatus | str | Sequence[AuditStatus | str] | None = None,
+               recipient: str | None = None, server: str | None = None,
+               since: datetime | None = None, until: datetime | None = None,
+               direction: AuditDirection | str | None = None, namespace: str | None = None,
+               outbox_id: int | None = None, message_id: str | None = None,
+               limit: int | None = 100, offset: int = 0) -> list[AuditEntry]:
         """Newest first; ``recipient`` is a whole address, matched case-insensitively."""
         ...
 

@@ -3,33 +3,21 @@ apply revisions inside their own commit transaction (see ``SqlStore.commit``).""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, tuple_
 
-from reconciler.config.desired import ResourceKey
 from reconciler.config.endpoints import KINDS, Pair, pairs_of
 from reconciler.state import schema as t
-from reconciler.state.base import Change
+from reconciler.state.revisions import Change
 
 cb = t.credential_bindings
-
-# Bindings per resource: what `plan` compares a change against.
-ByResource = Mapping[ResourceKey, frozenset[Pair]]
 
 
 def read_pairs(conn: Connection) -> frozenset[Pair]:
     """Every bound (credential, endpoint), whichever resource bound it."""
     return frozenset((c, e) for c, e in conn.execute(select(cb.c.credential, cb.c.endpoint)))
-
-
-def read_by_resource(conn: Connection) -> dict[ResourceKey, frozenset[Pair]]:
-    out: dict[ResourceKey, set[Pair]] = {}
-    q = select(cb.c.kind, cb.c.namespace, cb.c.name, cb.c.credential, cb.c.endpoint)
-    for kind, namespace, name, credential, endpoint in conn.execute(q):
-        out.setdefault(ResourceKey(kind, namespace, name), set()).add((credential, endpoint))
-    return {k: frozenset(v) for k, v in out.items()}
 
 
 def rebind(conn: Connection, changes: Iterable[Change], revision: int) -> None:

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.config.desired import ResourceKey, canonical_json, digest_of
-from reconciler.state.base import ChainCheck, Change, RevisionMeta
+from reconciler.state.revisions import ChainCheck, Change, RevisionMeta
 
 GENESIS_TAG = "reconciler.dev/history/v1"
 

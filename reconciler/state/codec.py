@@ -7,15 +7,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_json
-from reconciler.state.base import (
+from reconciler.state.base import ChangeRejected, SecretValueRefused
+from reconciler.state.revisions import (
     Action,
     ApprovedMove,
     Change,
-    ChangeRejected,
     FieldChange,
     RevisionKind,
     RevisionMeta,
-    SecretValueRefused,
 )
 
 # Spec keys that may only ever hold a secret *reference*. The config models

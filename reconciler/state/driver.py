@@ -9,7 +9,7 @@ for the engine's dialect when the store opens, each parameter keeps its
 column type's bind processor (so values are stored exactly as Core would
 store them, and read back the same), and executions go to a DBAPI cursor of
 the Core connection, inside its transaction. Driver errors are raised as Core
-would raise them (``DBAPIError``, so ``engine.translated`` explains them) and
+would raise them (``DBAPIError``, so ``location.translated`` explains them) and
 a lost connection is invalidated, as Core does. ``Connection.exec_driver_sql``
 would do the same at about four times the cost.
 """
@@ -99,7 +99,7 @@ class DriverStatement:
             lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
             if lost:
                 conn.invalidate(exc)
-            # As Core would raise it: engine.translated turns it into a StoreError.
+            # As Core would raise it: location.translated turns it into a StoreError.
             raise DBAPIError.instance(self.sql, params, exc, dialect.loaded_dbapi.Error,
                                       hide_parameters=True, connection_invalidated=lost,
                                       dialect=dialect, ismulti=many) from exc

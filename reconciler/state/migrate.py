@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from reconciler.state.base import SchemaTooNew
-from reconciler.state.engine import Location, writer_engine
+from reconciler.state.location import Location, writer_engine
 
 if TYPE_CHECKING:
     from alembic.config import Config

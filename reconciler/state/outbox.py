@@ -31,16 +31,11 @@ longer than the clock skew between hosts sharing a PostgreSQL store.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-from collections import namedtuple
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     Connection,
     Engine,
@@ -58,11 +53,9 @@ from sqlalchemy import (
     update,
 )
 
-from reconciler.config.desired import canonical_json
 from reconciler.state import schema as t
-from reconciler.state.audit import insert_entries, redact_text
+from reconciler.state.audit import clipped, insert_entries
 from reconciler.state.base import (
-    AttachmentInfo,
     AuditEntry,
     Completion,
     CompletionResult,
@@ -76,14 +69,9 @@ from reconciler.state.base import (
     UnknownMessage,
 )
 from reconciler.state.driver import DriverStatement
-from reconciler.state.engine import Location, translated
+from reconciler.state.location import Location, StoreArea, upsert
+from reconciler.state.outbox_rows import CHUNK, ROW_KEYS, Prepared, Row, att, messages, o
 
-o = t.outbox
-att = t.outbox_attachments
-
-MAX_ERROR = 2000
-_CHUNK = 500  # ids per IN (...)
-_WAITING = (OutboxState.QUEUED.value, OutboxState.RETRY_WAIT.value)
 _LEASED = OutboxState.LEASED.value
 
 
@@ -92,125 +80,18 @@ def _now(now: datetime | None) -> datetime:
 
 
 def _error(text: str | None) -> str | None:
-    if text is None:
-        return None
-    text = redact_text(text)
-    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
-
-
-# -- payload: the notification without its attachment bytes ---------------------
-
-
-def as_payload(notification: NotificationLike) -> dict[str, Any]:
-    """A plain dict of the notification (a pydantic model is dumped by alias)."""
-    if isinstance(notification, Mapping):
-        return dict(notification)
-    dump = getattr(notification, "model_dump", None)
-    if dump is None:
-        raise TypeError("enqueue takes a notification dict (or a pydantic model)")
-    return dict(dump(by_alias=True))
-
-
-def _attachment_bytes(data: Any, position: int) -> bytes:
-    if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data)
-    if isinstance(data, str):
-        # JSON intake sends base64; pydantic writes the URL-safe alphabet.
-        text = "".join(data.split()).replace("-", "+").replace("_", "/")
-        try:
-            return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            pass
-    raise ValueError(f"attachment {position}: data must be bytes or base64 text")
-
-
-def split_attachments(payload: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(payload with attachment entries minus ``data``, attachment rows)."""
-    items = payload.get("attachments") or []
-    if not items:
-        return payload, []
-    described, rows = [], []
-    for position, item in enumerate(items):
-        if not isinstance(item, Mapping) or "data" not in item:
-            raise ValueError(f"attachment {position}: expected an object with name and data")
-        data = _attachment_bytes(item["data"], position)
-        rest = {k: v for k, v in item.items() if k != "data"}
-        described.append(rest)
-        rows.append({
-            "position": position,
-            "name": str(rest.get("name", "")),
-            "content_type": str(rest.get("contentType") or rest.get("content_type")
-                                or "application/octet-stream"),
-            "size": len(data),
-            "data": data,
-        })
-    return {**payload, "attachments": described}, rows
-
-
-# -- rows to messages ---------------------------------------------------------------
-
-
-def _message(row: Any, files: Sequence[AttachmentInfo]) -> OutboxMessage:
-    routing = (RoutingSnapshot(row.config_revision, row.server)
-               if row.config_revision is not None else None)
-    return OutboxMessage(
-        id=row.id,
-        namespace=row.namespace,
-        idempotency_key=row.idempotency_key,
-        module=row.module,
-        payload=orjson.loads(row.payload),
-        attachments=tuple(files),
-        routing=routing,
-        state=OutboxState(row.state),
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at,
-        first_attempt_at=row.first_attempt_at,
-        lease_owner=row.lease_owner,
-        lease_expires_at=row.lease_expires_at,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        last_error=row.last_error,
-    )
-
-
-def _attachment_infos(conn: Connection, ids: Sequence[int]) -> dict[int, list[AttachmentInfo]]:
-    out: dict[int, list[AttachmentInfo]] = {}
-    for i in range(0, len(ids), _CHUNK):
-        q = (select(att.c.message_id, att.c.position, att.c.name, att.c.content_type,
-                    att.c.size)
-             .where(att.c.message_id.in_(ids[i : i + _CHUNK]))
-             .order_by(att.c.message_id, att.c.position))
-        for message_id, position, name, content_type, size in conn.execute(q):
-            out.setdefault(message_id, []).append(
-                AttachmentInfo(position, name, content_type, size))
-    return out
-
-
-def _messages(conn: Connection, rows: Iterable[Any]) -> list[OutboxMessage]:
-    rows = sorted(rows, key=lambda r: (r.next_attempt_at, r.id))
-    files = _attachment_infos(conn, [r.id for r in rows])
-    return [_message(r, files.get(r.id, ())) for r in rows]
-
-
-_ROW_KEYS = ("namespace", "idempotency_key", "module", "payload", "config_revision", "server",
-             "state", "attempts", "next_attempt_at", "first_attempt_at", "lease_owner",
-             "lease_expires_at", "created_at", "updated_at")
+    return clipped(text) if text is not None else None
 
 
 def _enqueue_statement(dialect: str) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING id, built once: parameters are
     passed at execution so SQLAlchemy's compiled-statement cache applies."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return (dialect_insert(o)
+    return (upsert(dialect)(o)
             .on_conflict_do_nothing(index_elements=[o.c.namespace, o.c.idempotency_key])
             .returning(o.c.id))
 
 
 _CLAIM_KEYS = ("b_now", "b_owner", "b_limit", "b_expires", "b_queued", "b_retry", "b_leased")
-_Row = namedtuple("_Row", [c.key for c in o.c])  # type: ignore[misc]  # a claimed row
 
 
 def _claim_statement() -> Any:
@@ -242,29 +123,21 @@ def _claim_statement() -> Any:
     )
 
 
-class SqlOutbox:
-    """Reached as ``store.outbox``; shares the store's engine and its SQLite set-up."""
+class SqlOutbox(StoreArea):
+    """Reached as ``store.outbox``."""
 
     def __init__(self, engine: Engine, writer: Engine, loc: Location) -> None:
-        self._engine = engine
-        self._writer = writer
-        self._loc = loc
+        super().__init__(engine, writer, loc)
         self._enqueue = DriverStatement(_enqueue_statement(engine.dialect.name),
-                                        engine.dialect, _ROW_KEYS)
+                                        engine.dialect, ROW_KEYS)
         self._claim = DriverStatement(_claim_statement(), engine.dialect, _CLAIM_KEYS,
                                       returns=list(o.c))
 
     # -- intake ---------------------------------------------------------------
 
-    def enqueue(
-        self,
-        notification: NotificationLike,
-        *,
-        namespace: str,
-        idempotency_key: str | None,
-        routing: RoutingSnapshot | None = None,
-        now: datetime | None = None,
-    ) -> EnqueueResult:
+    def enqueue(self, notification: NotificationLike, *, namespace: str,
+                idempotency_key: str | None, routing: RoutingSnapshot | None = None,
+                now: datetime | None = None) -> EnqueueResult:
         """Store a notification; durable (committed) when this returns.
 
         A key already stored in ``namespace`` returns that message's id with
@@ -274,9 +147,8 @@ class SqlOutbox:
             [EnqueueRequest(notification, namespace, idempotency_key, routing)], now=now)
         return result
 
-    def enqueue_many(
-        self, requests: Sequence[EnqueueRequest], *, now: datetime | None = None
-    ) -> list[EnqueueResult]:
+    def enqueue_many(self, requests: Sequence[EnqueueRequest], *,
+                     now: datetime | None = None) -> list[EnqueueResult]:
         """Store several notifications in one transaction (intake group commit).
 
         An intake that gathers concurrent submissions for a few milliseconds
@@ -285,14 +157,14 @@ class SqlOutbox:
         Results are in request order; a key repeated within the batch is a
         duplicate of its first occurrence.
         """
-        prepared = [_Prepared.of(r, _now(now)) for r in requests]
+        prepared = [Prepared.of(r, _now(now)) for r in requests]
         results: list[EnqueueResult] = []
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             for item in prepared:
                 results.append(self._insert(conn, item))
         return results
 
-    def _insert(self, conn: Connection, item: _Prepared) -> EnqueueResult:
+    def _insert(self, conn: Connection, item: Prepared) -> EnqueueResult:
         row = item.row
         returned = self._enqueue.execute(conn, row)
         if returned is None:
@@ -312,9 +184,8 @@ class SqlOutbox:
 
     # -- the daemon's side --------------------------------------------------
 
-    def claim(
-        self, owner: str, limit: int, lease_seconds: float, now: datetime | None = None
-    ) -> list[OutboxMessage]:
+    def claim(self, owner: str, limit: int, lease_seconds: float,
+              now: datetime | None = None) -> list[OutboxMessage]:
         """Lease up to ``limit`` due messages to ``owner``, oldest due first.
 
         Due: queued or retry_wait with ``next_attempt_at <= now``, or leased
@@ -331,19 +202,18 @@ class SqlOutbox:
                   "b_expires": now + timedelta(seconds=lease_seconds),
                   "b_queued": OutboxState.QUEUED.value,
                   "b_retry": OutboxState.RETRY_WAIT.value, "b_leased": _LEASED}
-        with translated(self._loc), self._writer.begin() as conn:
-            return _messages(conn, [_Row(*r) for r in self._claim.rows(conn, values)])
+        with self._write() as conn:
+            return messages(conn, [Row(*r) for r in self._claim.rows(conn, values)])
 
-    def renew(
-        self, owner: str, ids: Sequence[int], lease_seconds: float, now: datetime | None = None
-    ) -> list[int]:
+    def renew(self, owner: str, ids: Sequence[int], lease_seconds: float,
+              now: datetime | None = None) -> list[int]:
         """Extend leases still held (a slow send); return the ids renewed."""
         now = _now(now)
         renewed: list[int] = []
-        with translated(self._loc), self._writer.begin() as conn:
-            for i in range(0, len(ids), _CHUNK):
+        with self._write() as conn:
+            for i in range(0, len(ids), CHUNK):
                 stmt = (update(o)
-                        .where(o.c.id.in_(ids[i : i + _CHUNK]), o.c.lease_owner == owner,
+                        .where(o.c.id.in_(ids[i : i + CHUNK]), o.c.lease_owner == owner,
                                o.c.state == _LEASED)
                         .values(lease_expires_at=now + timedelta(seconds=lease_seconds),
                                 updated_at=now)
@@ -357,7 +227,7 @@ class SqlOutbox:
         A message routed earlier (at intake, or on an attempt before a
         retry) keeps that decision and it is returned instead.
         """
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 update(o)
                 .where(o.c.id == id, o.c.lease_owner == owner, o.c.state == _LEASED,
@@ -372,32 +242,17 @@ class SqlOutbox:
             raise LeaseLost(f"outbox message {id} is not leased to {owner}")
         return RoutingSnapshot(row.config_revision, row.server)
 
-    def complete(
-        self,
-        id: int,
-        owner: str,
-        state: OutboxState,
-        *,
-        error: str | None = None,
-        audit: Sequence[AuditEntry] = (),
-        now: datetime | None = None,
-    ) -> bool:
+    def complete(self, id: int, owner: str, state: OutboxState, *, error: str | None = None,
+                 audit: Sequence[AuditEntry] = (), now: datetime | None = None) -> bool:
         """Finish a leased message as sent / failed / ignored. False: lease lost."""
         if not OutboxState(state).terminal:
             raise ValueError(f"complete() takes sent, failed or ignored, not {state}")
         result = self.complete_many(owner, [Completion(id, state, error)], audit=audit, now=now)
         return bool(result.done)
 
-    def schedule_retry(
-        self,
-        id: int,
-        owner: str,
-        next_attempt_at: datetime,
-        error: str | None,
-        *,
-        audit: Sequence[AuditEntry] = (),
-        now: datetime | None = None,
-    ) -> bool:
+    def schedule_retry(self, id: int, owner: str, next_attempt_at: datetime, error: str | None,
+                       *, audit: Sequence[AuditEntry] = (),
+                       now: datetime | None = None) -> bool:
         """Give a leased message back until ``next_attempt_at``. False: lease lost."""
         done = self.complete_many(
             owner, [Completion(id, OutboxState.RETRY_WAIT, error, next_attempt_at)],
@@ -405,14 +260,9 @@ class SqlOutbox:
         )
         return bool(done.done)
 
-    def complete_many(
-        self,
-        owner: str,
-        completions: Sequence[Completion],
-        *,
-        audit: Sequence[AuditEntry] = (),
-        now: datetime | None = None,
-    ) -> CompletionResult:
+    def complete_many(self, owner: str, completions: Sequence[Completion], *,
+                      audit: Sequence[AuditEntry] = (),
+                      now: datetime | None = None) -> CompletionResult:
         """Record a batch of results and their audit rows in one transaction.
 
         Results for messages no longer leased to ``owner`` are skipped and
@@ -431,12 +281,12 @@ class SqlOutbox:
             key = (OutboxState(c.state).value, _error(c.error), c.next_attempt_at)
             endings.setdefault(key, []).append(c.id)
         held: set[int] = set()
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             for (state, error, next_at), group in endings.items():
-                for i in range(0, len(group), _CHUNK):
+                for i in range(0, len(group), CHUNK):
                     stmt = (
                         update(o)
-                        .where(o.c.id.in_(group[i : i + _CHUNK]), o.c.lease_owner == owner,
+                        .where(o.c.id.in_(group[i : i + CHUNK]), o.c.lease_owner == owner,
                                o.c.state == _LEASED)
                         .values(state=state, last_error=error,
                                 next_attempt_at=func.coalesce(
@@ -452,9 +302,8 @@ class SqlOutbox:
             lost=tuple(i for i in ids if i not in held),
         )
 
-    def release(
-        self, owner: str, ids: Sequence[int] | None = None, now: datetime | None = None
-    ) -> int:
+    def release(self, owner: str, ids: Sequence[int] | None = None,
+                now: datetime | None = None) -> int:
         """Put ``owner``'s leased messages (all, or ``ids``) back, due at once.
 
         For a graceful shutdown or a batch the worker will not get to: the
@@ -475,7 +324,7 @@ class SqlOutbox:
         )
         if ids is not None:
             stmt = stmt.where(o.c.id.in_(list(ids)))
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             return conn.execute(stmt).rowcount
 
     # -- reading --------------------------------------------------------------
@@ -492,21 +341,21 @@ class SqlOutbox:
         q = select(o.c.state, func.count()).group_by(o.c.state)
         if not finished:
             q = q.where(o.c.state.in_([s.value for s in states]))
-        with translated(self._loc), self._engine.connect() as conn:
+        with self._read() as conn:
             for state, count in conn.execute(q):
                 out[OutboxState(state)] = count
         return out
 
     def get(self, id: int) -> OutboxMessage | None:
-        with translated(self._loc), self._engine.connect() as conn:
-            found = _messages(conn, conn.execute(select(o).where(o.c.id == id)).all())
+        with self._read() as conn:
+            found = messages(conn, conn.execute(select(o).where(o.c.id == id)).all())
         return found[0] if found else None
 
     def find(self, namespace: str, idempotency_key: str) -> OutboxMessage | None:
         """The message stored under an idempotency key, for "what became of it"."""
         q = select(o).where(o.c.namespace == namespace, o.c.idempotency_key == idempotency_key)
-        with translated(self._loc), self._engine.connect() as conn:
-            found = _messages(conn, conn.execute(q).all())
+        with self._read() as conn:
+            found = messages(conn, conn.execute(q).all())
         return found[0] if found else None
 
     def notification(self, id: int) -> dict[str, Any]:
@@ -514,7 +363,7 @@ class SqlOutbox:
 
         Loaded per message, so a worker holds one message's files at a time.
         """
-        with translated(self._loc), self._engine.connect() as conn, conn.begin():
+        with self._read() as conn, conn.begin():
             text = conn.execute(select(o.c.payload).where(o.c.id == id)).scalar_one_or_none()
             if text is None:
                 raise UnknownMessage(f"there is no outbox message {id}")
@@ -532,69 +381,8 @@ class SqlOutbox:
         """Delete finished messages (and their files) last touched before the date."""
         finished = [s.value for s in OutboxState if s.terminal]
         stmt = delete(o).where(o.c.state.in_(finished), o.c.updated_at < updated_before)
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             return conn.execute(stmt).rowcount
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """An enqueue request as its outbox row and attachment rows."""
-
-    row: dict[str, Any]
-    files: list[dict[str, Any]]
-
-    @classmethod
-    def of(cls, request: EnqueueRequest, now: datetime) -> _Prepared:
-        if not request.namespace:
-            raise ValueError("namespace is empty")
-        if request.idempotency_key is not None and not 0 < len(request.idempotency_key) <= 200:
-            raise ValueError("idempotency key must be 1-200 characters")
-        payload, files = split_attachments(as_payload(request.notification))
-        module = payload.get("module")
-        routing, lease = request.routing, request.lease
-        row = {
-            "namespace": request.namespace,
-            "idempotency_key": request.idempotency_key,
-            "module": str(module)[:64] if module is not None else None,
-            "payload": canonical_json(payload),
-            "config_revision": routing.config_revision if routing else None,
-            "server": routing.server if routing else None,
-            "state": OutboxState.QUEUED.value,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "first_attempt_at": None,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "created_at": now,
-            "updated_at": now,
-        }
-        if lease is not None:
-            # Exactly what a claim would have written: release() and lease
-            # expiry treat it like any claimed message.
-            row.update(state=_LEASED, attempts=1, first_attempt_at=now,
-                       lease_owner=lease.owner,
-                       lease_expires_at=now + timedelta(seconds=lease.seconds))
-        return cls(row, files)
-
-    def leased(self, id: int) -> OutboxMessage | None:
-        """The stored message, for its lease holder, without reading it back."""
-        row = self.row
-        if row["lease_owner"] is None:
-            return None
-        routing = (RoutingSnapshot(row["config_revision"], row["server"])
-                   if row["config_revision"] is not None else None)
-        files = tuple(AttachmentInfo(f["position"], f["name"], f["content_type"], f["size"])
-                      for f in self.files)
-        return OutboxMessage(
-            id=id, namespace=row["namespace"], idempotency_key=row["idempotency_key"],
-            # As a claim would read it back: JSON types only, whatever the caller passed.
-            module=row["module"], payload=orjson.loads(row["payload"]), attachments=files,
-            routing=routing,
-            state=OutboxState.LEASED, attempts=row["attempts"],
-            next_attempt_at=row["next_attempt_at"], first_attempt_at=row["first_attempt_at"],
-            lease_owner=row["lease_owner"], lease_expires_at=row["lease_expires_at"],
-            created_at=row["created_at"], updated_at=row["updated_at"], last_error=None,
-        )
 
 
 def _checked(completions: Sequence[Completion]) -> dict[int, Completion]:

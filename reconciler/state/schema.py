@@ -33,6 +33,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from reconciler.state.contract import TICKET_EVENT_STATES
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -288,7 +290,6 @@ oauth_tokens = Table(
 
 # -- incoming mail (SPEC I1, I6, I7, I8) -----------------------------------------
 
-TICKET_EVENT_STATES = ("pending", "delivered", "rejected")
 
 incoming_markers = Table(
     "incoming_markers",

@@ -19,22 +19,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Engine,
     Select,
     and_,
-    bindparam,
     delete,
     func,
     insert,
     select,
-    tuple_,
-    update,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -43,21 +38,14 @@ from reconciler.state import bindings, chain, codec
 from reconciler.state import schema as t
 from reconciler.state.audit import SqlAudit
 from reconciler.state.base import (
-    Action,
-    ChainCheck,
-    Change,
-    ChangeRejected,
-    HistoryFilter,
-    LiveState,
     LockInfo,
     LockTimeout,
-    Revision,
-    RevisionKind,
-    RevisionMeta,
-    StaleRevision,
     UnknownRevision,
 )
-from reconciler.state.engine import (
+from reconciler.state.commit import Live, rejected, write_revision
+from reconciler.state.incoming import SqlIncoming
+from reconciler.state.leases import SqlLeases
+from reconciler.state.location import (
     Location,
     create_store_engine,
     explain,
@@ -65,29 +53,27 @@ from reconciler.state.engine import (
     require_existing,
     require_initialised,
     translated,
+    upsert,
     writer_engine,
 )
 from reconciler.state.migrate import migrate
 from reconciler.state.outbox import SqlOutbox
+from reconciler.state.revisions import (
+    ChainCheck,
+    Change,
+    HistoryFilter,
+    LiveState,
+    Revision,
+    RevisionKind,
+    RevisionMeta,
+)
+from reconciler.state.tokens import SqlTokens
 
-# Arbitrary constant shared by every reconcile process: "someone is committing".
-PG_COMMIT_LOCK = 0x7265636F6E636D74  # "reconcmt"
-_SMALL_CHANGESET = 200  # below this, look up touched keys only; above, read all keys
 _CHUNK = 500  # revision numbers per IN (...) when loading history
 _POLL_MAX_S = 0.5
 
 rv = t.resource_versions
 
-
-@dataclass(frozen=True, slots=True)
-class StoreConnections:
-    """An open store's engines and location, for the tables kept outside ``state/``
-    (OAuth tokens, incoming mail): they share its pool and SQLite's write lock rather
-    than opening a second pool that would contend for that lock."""
-
-    engine: Engine
-    writer: Engine
-    location: Location
 
 
 class SqlStore:
@@ -111,6 +97,9 @@ class SqlStore:
             raise
         self._outbox = SqlOutbox(self._engine, self._writer, self._loc)
         self._audit = SqlAudit(self._engine, self._writer, self._loc)
+        self._incoming = SqlIncoming(self._engine, self._writer, self._loc)
+        self._tokens = SqlTokens(self._engine, self._writer, self._loc)
+        self._leases = SqlLeases(self._loc, self._lineage)
 
     # -- basics ---------------------------------------------------------------
 
@@ -129,6 +118,28 @@ class SqlStore:
         return self._audit
 
     @property
+    def incoming(self) -> SqlIncoming:
+        """What the incoming-mail runner keeps (``state.incoming``)."""
+        return self._incoming
+
+    @property
+    def tokens(self) -> SqlTokens:
+        """The OAuth token cache rows, sealed by ``oauth.cache`` (``state.tokens``)."""
+        return self._tokens
+
+    @property
+    def leases(self) -> SqlLeases:
+        """One leader per role among daemons sharing this store (``state.leases``)."""
+        return self._leases
+
+    @property
+    def connections(self) -> None:
+        """A marker, not an API: daemon.api asks ``hasattr(store, "connections")`` to learn
+        whether a store keeps incoming mail. Every Store does now (``store.incoming``);
+        this goes once the daemon asks that instead."""
+        return None
+
+    @property
     def location(self) -> str:
         """Where the store is, printable (a PostgreSQL password is hidden)."""
         return self._loc.display
@@ -136,10 +147,6 @@ class SqlStore:
     @property
     def dialect(self) -> str:
         return self._engine.dialect.name
-
-    @property
-    def connections(self) -> StoreConnections:
-        return StoreConnections(self._engine, self._writer, self._loc)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -213,10 +220,6 @@ class SqlStore:
         with self._reading() as conn:
             return bindings.read_pairs(conn)
 
-    def bindings_by_resource(self) -> dict[ResourceKey, frozenset[tuple[str, str]]]:
-        with self._reading() as conn:
-            return bindings.read_by_resource(conn)
-
     # -- status (P7: never part of the spec, the snapshot or any digest) -------
 
     def status_get(self, key: ResourceKey) -> dict[str, Any]:
@@ -236,11 +239,7 @@ class SqlStore:
         row = {"kind": key.kind, "namespace": key.namespace, "name": key.name,
                "status": canonical_json(dict(status)), "updated_at": datetime.now(UTC)}
         with translated(self._loc), self._writer.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert as upsert
-            else:
-                from sqlalchemy.dialects.sqlite import insert as upsert
-            stmt = upsert(t.status).values(row)
+            stmt = upsert(conn.dialect.name)(t.status).values(row)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[t.status.c.kind, t.status.c.namespace, t.status.c.name],
                 set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
@@ -319,69 +318,18 @@ class SqlStore:
 
     # -- commit ---------------------------------------------------------------
 
-    def commit(
-        self, changes: Sequence[Change], meta: RevisionMeta, *, base_revision: int
-    ) -> Revision:
+    def commit(self, changes: Sequence[Change], meta: RevisionMeta, *,
+               base_revision: int) -> Revision:
         changes = list(changes)
         codec.check_changes(changes)
-        live: dict[ResourceKey, tuple[int, str]] = {}
+        live: Live = {}
         try:
             with self._writer.begin() as conn:
-                return self._write(conn, changes, meta, base_revision, live)
+                return write_revision(conn, self._lineage, changes, meta, base_revision, live)
         except IntegrityError as exc:
-            raise _rejected(changes, live, exc) from None
+            raise rejected(changes, live, exc) from None
         except SQLAlchemyError as exc:
             raise explain(exc, self._loc) from None
-
-    def _write(
-        self,
-        conn: Connection,
-        changes: list[Change],
-        rmeta: RevisionMeta,
-        base_revision: int,
-        live: dict[ResourceKey, tuple[int, str]],
-    ) -> Revision:
-        if conn.dialect.name == "postgresql":
-            conn.execute(select(func.pg_advisory_xact_lock(PG_COMMIT_LOCK)))
-        head, head_hash = conn.execute(
-            select(t.meta.c.head, t.meta.c.head_hash).where(t.meta.c.id == 1).with_for_update()
-        ).one()
-        if head != base_revision:
-            raise StaleRevision(
-                f"the store moved on: it is at revision {head}, but these changes were "
-                f"planned against revision {base_revision}. Nothing was written; re-run "
-                "plan to see the changes against the current state."
-            )
-        live.update(_live_keys(conn, [c.key for c in changes]))
-        # Stamped only now that we hold the write lock, so time order is revision order.
-        created_at = datetime.now(UTC)
-        number = head + 1
-        prev_hash = head_hash or chain.genesis_hash(self._lineage)
-        records = [
-            chain.change_record(c, live[c.key][1] if c.key in live else None) for c in changes
-        ]
-        digest_hash = chain.revision_hash(
-            prev_hash, chain.revision_content(number, created_at, rmeta, records)
-        )
-        conn.execute(insert(t.revisions).values(
-            number=number, created_at=created_at, changes=canonical_json(records),
-            prev_hash=prev_hash, hash=digest_hash, **codec.meta_columns(rmeta),
-        ))
-        if changes:
-            conn.execute(insert(rv), [
-                {"kind": c.key.kind, "namespace": c.key.namespace, "name": c.key.name,
-                 "revision": number,
-                 "body": codec.body_json(c.after) if c.after is not None else None,
-                 "digest": rec["after"]}
-                for c, rec in zip(changes, records, strict=True)
-            ])
-        _apply_to_resources(conn, changes, records, number, live)
-        if rmeta.kind is RevisionKind.APPLY:
-            bindings.rebind(conn, changes, number)
-        conn.execute(
-            update(t.meta).where(t.meta.c.id == 1).values(head=number, head_hash=digest_hash)
-        )
-        return Revision(number, created_at, rmeta, tuple(changes), prev_hash, digest_hash)
 
     # -- history --------------------------------------------------------------
 
@@ -437,108 +385,6 @@ def _live(lineage: str, revision: int, found: list[CanonicalResource]) -> LiveSt
 def _key_is(table: Any, key: ResourceKey) -> tuple[Any, ...]:
     return (table.c.kind == key.kind, table.c.namespace == key.namespace,
             table.c.name == key.name)
-
-
-def _live_keys(conn: Connection, keys: list[ResourceKey]) -> dict[ResourceKey, tuple[int, str]]:
-    """Current (revision, digest) of the touched keys, read inside the commit."""
-    cols = (t.resources.c.kind, t.resources.c.namespace, t.resources.c.name,
-            t.resources.c.revision, t.resources.c.digest)
-    if not keys:
-        return {}
-    q = select(*cols)
-    if len(keys) <= _SMALL_CHANGESET:
-        q = q.where(tuple_(*cols[:3]).in_([tuple(k) for k in keys]))
-    wanted = set(keys)
-    out = {}
-    for kind, namespace, name, revision, digest in conn.execute(q):
-        key = ResourceKey(kind, namespace, name)
-        if key in wanted:
-            out[key] = (revision, digest)
-    return out
-
-
-def _apply_to_resources(
-    conn: Connection,
-    changes: list[Change],
-    records: list[dict[str, Any]],
-    number: int,
-    live: Mapping[ResourceKey, tuple[int, str]],
-) -> None:
-    """Bulk statements, one per action: a 10,000-resource apply is three round trips."""
-    by_action: dict[Action, list[tuple[Change, dict[str, Any]]]] = {a: [] for a in Action}
-    for change, record in zip(changes, records, strict=True):
-        by_action[change.action].append((change, record))
-
-    def key_params(c: Change) -> dict[str, str]:
-        return {"k_kind": c.key.kind, "k_namespace": c.key.namespace, "k_name": c.key.name}
-
-    where = (t.resources.c.kind == bindparam("k_kind"),
-             t.resources.c.namespace == bindparam("k_namespace"),
-             t.resources.c.name == bindparam("k_name"))
-    if deletes := by_action[Action.DELETE]:
-        result = conn.execute(delete(t.resources).where(*where),
-                              [key_params(c) for c, _ in deletes])
-        _expect_rows(result.rowcount, deletes, live, "delete")
-        conn.execute(
-            delete(t.status).where(t.status.c.kind == bindparam("k_kind"),
-                                 t.status.c.namespace == bindparam("k_namespace"),
-                                 t.status.c.name == bindparam("k_name")),
-            [key_params(c) for c, _ in deletes],
-        )
-    if updates := by_action[Action.UPDATE]:
-        stmt = update(t.resources).where(*where).values(
-            api_version=bindparam("v_api_version"), labels=bindparam("v_labels"),
-            spec=bindparam("v_spec"), digest=bindparam("v_digest"),
-            revision=bindparam("v_revision"),
-        )
-        params = []
-        for c, rec in updates:
-            assert c.after is not None
-            row = codec.resource_row(c.after, number, rec["after"])
-            params.append(key_params(c) | {f"v_{k}": row[k] for k in
-                          ("api_version", "labels", "spec", "digest", "revision")})
-        result = conn.execute(stmt, params)
-        _expect_rows(result.rowcount, updates, live, "update")
-    if creates := by_action[Action.CREATE]:
-        rows = []
-        for c, rec in creates:
-            assert c.after is not None
-            rows.append(codec.resource_row(c.after, number, rec["after"]))
-        # An existing key fails on the primary key here, mid-transaction; the
-        # whole revision rolls back and commit() explains which key it was.
-        conn.execute(insert(t.resources), rows)
-
-
-def _expect_rows(
-    rowcount: int,
-    items: list[tuple[Change, dict[str, Any]]],
-    live: Mapping[ResourceKey, tuple[int, str]],
-    verb: str,
-) -> None:
-    if rowcount == len(items):
-        return
-    missing = [str(c.key) for c, _ in items if c.key not in live]
-    raise ChangeRejected(
-        f"cannot {verb} {', '.join(missing[:5]) or 'some resources'}"
-        f"{' and others' if len(missing) > 5 else ''}: not in the store. Nothing was "
-        "written; re-run plan."
-    )
-
-
-def _rejected(
-    changes: list[Change], live: Mapping[ResourceKey, tuple[int, str]], exc: IntegrityError
-) -> ChangeRejected:
-    existing = [str(c.key) for c in changes if c.action is Action.CREATE and c.key in live]
-    if existing:
-        return ChangeRejected(
-            f"cannot create {', '.join(existing[:5])}{' and others' if len(existing) > 5 else ''}"
-            ": already in the store. Nothing was written; re-run plan."
-        )
-    detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-    return ChangeRejected(
-        f"the store refused the changes ({detail}). Nothing was written; check the "
-        "resource names and re-run plan."
-    )
 
 
 def _filtered(flt: HistoryFilter) -> Select[Any]:

@@ -10,7 +10,7 @@ from peers.postgres import RawSql
 
 from reconciler.config.desired import CanonicalResource, ResourceKey
 from reconciler.state import Action, Change, RevisionKind, RevisionMeta, SqlStore, open_store
-from reconciler.state.engine import create_store_engine, parse_location, writer_engine
+from reconciler.state.location import create_store_engine, parse_location, writer_engine
 from reconciler.state.migrate import SCHEMA_HEAD, alembic_config
 
 REF = {"secretRef": "env:S2_PASSWORD"}

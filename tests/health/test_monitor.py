@@ -21,13 +21,13 @@ from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.compose import compose
 from reconciler.dispatch.filters import filter_notification
 from reconciler.health import record as rec
-from reconciler.health.monitor import HealthMonitor
+from reconciler.health.monitor import LEADER_ROLE, HealthMonitor
 from reconciler.mail.envelope import Notification
 from reconciler.mail.failover import HostSelector
 from reconciler.mail.outcome import Outcome
 from reconciler.mail.smtp.transport import SmtpTransport
-from reconciler.runtime.leader import lock_key
 from reconciler.state import SqlStore, open_store
+from reconciler.state.leases import lock_key
 
 from .kit import (
     PASSWORD,
@@ -330,7 +330,7 @@ async def test_a_leader_whose_session_dies_hands_over(
         try:
             assert (await a.probe_once()).leader and not (await b.probe_once()).leader
             # Only the session holding *this* store's lock: the server is shared.
-            key = lock_key(a_store.lineage) & 0xFFFFFFFFFFFFFFFF
+            key = lock_key(LEADER_ROLE, a_store.lineage) & 0xFFFFFFFFFFFFFFFF
             with psycopg.connect(postgres_url, autocommit=True) as admin:
                 killed = admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "

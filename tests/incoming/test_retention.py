@@ -8,10 +8,13 @@ PostgreSQL; the marker re-dating through the real runner against Dovecot."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import PeerCerts
+from sqlalchemy import Connection
 
 from reconciler.incoming.pipeline import process
 from reconciler.incoming.retention import IncomingRetention
@@ -20,6 +23,7 @@ from reconciler.incoming.store import IncomingStore
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import SqlStore
 from reconciler.state import schema as t
+from reconciler.state.location import create_store_engine, parse_location, writer_engine
 
 from .incoming_kit import (
     NS,
@@ -49,13 +53,25 @@ def record(store: SqlStore, name: str, marker: str, at: datetime,
     return done.event_id
 
 
-def markers(store: SqlStore) -> set[str]:
-    with store.connections.engine.connect() as conn:
+@contextmanager
+def tables(store_url: str) -> Iterator[Connection]:
+    """The store's tables directly, past the contract: what retention left behind."""
+    engine = create_store_engine(parse_location(store_url))
+    try:
+        with writer_engine(engine).begin() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def markers(store_url: str) -> set[str]:
+    with tables(store_url) as conn:
         return {r[0] for r in conn.execute(t.incoming_markers.select().with_only_columns(
             t.incoming_markers.c.marker))}
 
 
-def test_only_delivered_events_past_the_retention_are_deleted(store: SqlStore) -> None:
+def test_only_delivered_events_past_the_retention_are_deleted(store: SqlStore,
+                                                             store_url: str) -> None:
     incoming = IncomingStore.of_store(store)
     old_delivered, old_pending, old_rejected, young_delivered = (
         record(store, name, f"m{i}", NOW - 60 * DAY) for i, name in enumerate(MAILS))
@@ -74,11 +90,11 @@ def test_only_delivered_events_past_the_retention_are_deleted(store: SqlStore) -
     # never the desk's only copy; and the newest id stays, so SQLite never hands it out again
     assert {old_pending, old_rejected, young_delivered, newest} == left
     assert kept_file.state == "delivered"
-    with store.connections.engine.connect() as conn:
+    with tables(store_url) as conn:
         files = {r.event_id for r in conn.execute(t.ticket_event_attachments.select())}
     assert old_delivered not in files and young_delivered in files  # attachments went along
     # the markers are not the events' business: they stay
-    assert markers(store) == {"m0", "m1", "m2", "m3", "m9"}
+    assert markers(store_url) == {"m0", "m1", "m2", "m3", "m9"}
     # nothing more to delete on a second pass; 0 days keeps everything
     assert IncomingRetention(incoming, event_days=30, marker_days=None).purge(NOW).events == 0
     assert not IncomingRetention(incoming, event_days=0, marker_days=0).active
@@ -94,7 +110,8 @@ def test_a_new_event_after_a_purge_gets_a_fresh_id(store: SqlStore) -> None:
     assert later > max(ids)  # a desk whose cursor is max(ids) sees it
 
 
-def test_markers_go_only_when_unlisted_on_a_server_that_is_listed(store: SqlStore) -> None:
+def test_markers_go_only_when_unlisted_on_a_server_that_is_listed(store: SqlStore,
+                                                                 store_url: str) -> None:
     incoming = IncomingStore.of_store(store)
     for server in ("support", "paused", "silent"):
         incoming.record(NS, server, f"{server}-old",
@@ -119,7 +136,7 @@ def test_markers_go_only_when_unlisted_on_a_server_that_is_listed(store: SqlStor
     done = IncomingRetention(incoming, event_days=None, marker_days=90).purge(NOW)
 
     assert done.markers == 1
-    assert markers(store) == {"support-young", "support-listed", "paused-old", "paused-young",
+    assert markers(store_url) == {"support-young", "support-listed", "paused-old", "paused-young",
                               "silent-old", "silent-young"}
     # the Message-IDs stay: the old mail, fetched again, is a duplicate, not a new ticket
     again = process(corpus(MAILS[0]), pipeline_context(store))
@@ -127,8 +144,8 @@ def test_markers_go_only_when_unlisted_on_a_server_that_is_listed(store: SqlStor
 
 
 async def test_the_runner_keeps_the_marker_of_a_mail_still_unread(
-        store: SqlStore, dovecot: DovecotInstance, mailbox: MailUser, certs: PeerCerts,
-        password: str) -> None:
+        store: SqlStore, store_url: str, dovecot: DovecotInstance, mailbox: MailUser,
+        certs: PeerCerts, password: str) -> None:
     """A crash after the commit left the mail unread: each listing shows it again, so its
     marker must outlive any retention while it stays there."""
     put_config(store, incoming_server(dovecot, mailbox), settings())
@@ -136,10 +153,10 @@ async def test_the_runner_keeps_the_marker_of_a_mail_still_unread(
     incoming = IncomingStore.of_store(store)
     async with running(store, certs.ca_file) as runner:
         await runner.wait_for(lambda: len(incoming.events()) == 1)
-    [marker] = markers(store)
+    [marker] = markers(store_url)
     dovecot.doveadm("flags", "remove", "-u", mailbox.name, "\\Seen", "mailbox", "INBOX", "ALL")
     long_ago = datetime.now(UTC) - 200 * DAY
-    with store.connections.writer.begin() as conn:
+    with tables(store_url) as conn:
         conn.execute(t.incoming_markers.update().values(created_at=long_ago))
 
     async with running(store, certs.ca_file,
@@ -148,7 +165,7 @@ async def test_the_runner_keeps_the_marker_of_a_mail_still_unread(
                               and loop_of(runner).cycles >= 2)
     retention = IncomingRetention(incoming, event_days=None, marker_days=90)
     assert retention.purge().markers == 0
-    assert markers(store) == {marker}
+    assert markers(store_url) == {marker}
     assert len(incoming.events()) == 1  # and it was never judged twice
 
 

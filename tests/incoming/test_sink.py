@@ -17,9 +17,10 @@ from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import PeerCerts
 
 from reconciler.incoming.sink import EVENT_ID_HEADER, WebhookSink
-from reconciler.incoming.store import DELIVERED, PENDING, REJECTED, IncomingStore
+from reconciler.incoming.store import IncomingStore
 from reconciler.runtime.webhook import SIGNATURE_HEADER
 from reconciler.state import SqlStore
+from reconciler.state.contract import DELIVERED, PENDING, REJECTED
 
 from .incoming_kit import (
     Receiver,

@@ -23,7 +23,7 @@ from sqlalchemy import (
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditEntry, AuditStatus, StoreError
 from reconciler.state.driver import DriverStatement
-from reconciler.state.engine import create_store_engine, parse_location, translated
+from reconciler.state.location import create_store_engine, parse_location, translated
 from reconciler.state.schema import UtcDateTime
 
 WHEN = datetime(2024, 6, 1, 12, 1, tzinfo=UTC)  # no microseconds: the case a naive adapter drops

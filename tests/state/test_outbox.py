@@ -33,7 +33,7 @@ from reconciler.state.base import (
     RoutingSnapshot,
     UnknownMessage,
 )
-from reconciler.state.engine import create_store_engine, parse_location, writer_engine
+from reconciler.state.location import create_store_engine, parse_location, writer_engine
 from reconciler.state.migrate import SCHEMA_HEAD, alembic_config
 
 from .kit import create, meta, res

@@ -14,7 +14,7 @@ import pytest
 
 from reconciler.mail.envelope import Notification
 from reconciler.state import SqlStore, StoreError, open_store
-from reconciler.state import engine as engine_module
+from reconciler.state import location as location_module
 from reconciler.state.base import EnqueueRequest
 
 # Takes the write lock in another process, says so, holds it until stdin closes.
@@ -64,7 +64,7 @@ def test_a_writer_waits_for_another_process_and_then_writes(
 def test_a_writer_gives_up_after_the_busy_timeout_saying_why(
     sqlite_store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "BUSY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(location_module, "BUSY_TIMEOUT_S", 0.3)
     holder = _hold(tmp_path / "state.db")
     try:
         with pytest.raises(StoreError, match="stayed locked by another process"):

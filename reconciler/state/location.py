@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
@@ -263,3 +263,34 @@ def translated(loc: Location) -> Iterator[None]:
         raise
     except SQLAlchemyError as exc:
         raise explain(exc, loc) from None
+
+
+class StoreArea:
+    """One area of an open store (outbox, audit, incoming, tokens) on the store's own
+    engines: they share its pool and SQLite's write lock rather than contending for it
+    from a second pool."""
+
+    def __init__(self, engine: Engine, writer: Engine, loc: Location) -> None:
+        self._engine = engine
+        self._writer = writer
+        self._loc = loc
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with translated(self._loc), self._engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction (SQLite: the write lock is taken at BEGIN)."""
+        with translated(self._loc), self._writer.begin() as conn:
+            yield conn
+
+
+def upsert(dialect: str) -> Any:
+    """The dialect's ``insert`` (both have ``on_conflict_do_*``)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
