@@ -1,15 +1,16 @@
-"""Turn what went wrong talking to an IMAP/POP3 server into one FetchError (SPEC I7).
+"""What the IMAP and POP3 classifiers share: turn what went wrong into one FetchError
+(a MailFailure with step and reason, SPEC I7).
 
 The same idea as :mod:`reconciler.health.diagnose` for SMTP: say which step
 failed in plain words and name the likely fix with the host, port and
-protocol actually configured. Every text that may carry server output goes
-through the session's redactor first.
+protocol actually configured. :func:`network_failure` files DNS, socket and
+TLS errors; each protocol's classifier (``imap.fetcher``, ``pop3.fetcher``)
+files its client's own exceptions and falls back to it. Every text that may
+carry server output goes through the session's redactor first.
 """
 
 from __future__ import annotations
 
-import imaplib
-import poplib
 import socket
 import ssl
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from reconciler.config.derive import INCOMING_PORTS
 from reconciler.config.models.auth import BasicAuth, OAuth2Auth
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
 from reconciler.mail.fetcher import FetchError, FetchErrorKind
+from reconciler.mail.outcome import Failure
+from reconciler.mail.steps import Reason, Step
 
 _NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 _CERT_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
@@ -78,10 +81,11 @@ class Where:
                 f"{self.family.lower()}s there")
 
 
-def config_error(where: Where | IncomingServer, message: str, fix: str) -> FetchError:
+def config_error(where: Where | IncomingServer, message: str, fix: str, *,
+                 step: Step = Step.FETCH, reason: Reason = Reason.UNEXPECTED) -> FetchError:
     server = where.server if isinstance(where, Where) else where
     return FetchError(FetchErrorKind.CONFIG, f"incoming server {server.metadata.name}: "
-                      f"{message}", fix)
+                      f"{message}", fix, step=step, reason=reason)
 
 
 def tls_not_offered(where: Where) -> FetchError:
@@ -90,7 +94,7 @@ def tls_not_offered(where: Where) -> FetchError:
         FetchErrorKind.TLS, f"{where.address} does not offer {command}",
         f"If the port expects TLS from the first byte use protocol {where.family.lower()}s; "
         f"{where.ports()}. Without TLS the only option is starttls: false (and policies may "
-        "refuse it).")
+        "refuse it).", step=Step.TLS, reason=Reason.NO_STARTTLS)
 
 
 def auth_refused(where: Where, username: str, detail: str) -> FetchError:
@@ -106,7 +110,8 @@ def auth_refused(where: Where, username: str, detail: str) -> FetchError:
                "turn it off per mailbox or tenant); accounts with two-step sign-in need an "
                "app password, or switch to auth type oauth2.")
     return FetchError(FetchErrorKind.AUTH,
-                      f"{where.address} refused the login for {username}: {detail}", fix)
+                      f"{where.address} refused the login for {username}: {detail}", fix,
+                      step=Step.AUTH, reason=Reason.AUTH_FAILED)
 
 
 def plaintext_refused(where: Where) -> FetchError:
@@ -114,7 +119,7 @@ def plaintext_refused(where: Where) -> FetchError:
         FetchErrorKind.AUTH,
         f"{where.address} refuses logins over an unencrypted connection",
         f"Use protocol {where.family.lower()}s, or starttls: true on the plain port. "
-        f"{where.ports()}.")
+        f"{where.ports()}.", step=Step.AUTH, reason=Reason.ENCRYPTION_REQUIRED)
 
 
 def mechanism_missing(where: Where, wanted: str, offered: list[str]) -> FetchError:
@@ -123,7 +128,8 @@ def mechanism_missing(where: Where, wanted: str, offered: list[str]) -> FetchErr
         FetchErrorKind.AUTH,
         f"{where.address} does not offer {wanted} (it offers: {shown})",
         "Check the auth type: OAuth needs a server that supports XOAUTH2 or OAUTHBEARER "
-        f"for {where.family}; otherwise use auth type basic.")
+        f"for {where.family}; otherwise use auth type basic.", step=Step.AUTH,
+        reason=Reason.AUTH_NOT_OFFERED, failure=Failure.CONFIG)
 
 
 def username_of(server: IncomingServer) -> str:
@@ -133,83 +139,123 @@ def username_of(server: IncomingServer) -> str:
     return str(server.spec.email)
 
 
-def classify(exc: BaseException, where: Where, step: str,
-             redact: Callable[[str], str]) -> FetchError:
-    """One FetchError for an exception raised while ``step`` ran (connect, tls, ...)."""
-    if isinstance(exc, FetchError):
-        return exc
+# The phases a fetcher reports as ``doing``, and the step each is. Anything else
+# ("searching for unread mail", "moving a mail to Errors") is a command after login.
+CONNECT, TLS, GREETING, LOGIN = "connect", "tls", "greeting", "logging in"
+OPENING = "opening the session"  # IMAPClient connects, secures and reads the greeting at once
+_STEPS = {CONNECT: Step.TCP, OPENING: Step.TCP, TLS: Step.TLS, GREETING: Step.GREETING,
+          LOGIN: Step.AUTH}
+
+
+def step_of(doing: str) -> Step:
+    return _STEPS.get(doing, Step.FETCH)
+
+
+def network_failure(exc: BaseException, where: Where, doing: str,
+                    redact: Callable[[str], str]) -> FetchError | None:
+    """The FetchError for a DNS, socket or TLS failure while ``doing``; None for anything
+    else, which the protocol's own classifier (``imap.fetcher``, ``pop3.fetcher``) files."""
     if isinstance(exc, socket.gaierror):
-        if exc.errno == socket.EAI_AGAIN:
-            return FetchError(FetchErrorKind.CONNECT,
-                              f"temporary DNS failure looking up {where.host}",
-                              "Check this machine's DNS configuration and network.")
-        return FetchError(FetchErrorKind.CONNECT, f"{where.host} does not resolve",
-                          f"Check the spelling of host in incoming server {where.name}, and "
-                          "that this machine resolves internal names if it is internal.")
+        return _dns(exc, where)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return _certificate(exc, where)
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
-        if where.implicit_tls and "WRONG_VERSION_NUMBER" in str(reason).upper():
-            return FetchError(FetchErrorKind.TLS,
-                              f"TLS handshake with {where.address} failed ({reason})",
-                              f"The {where.other_security()}. {where.ports()}.")
-        return FetchError(FetchErrorKind.TLS,
-                          f"TLS handshake with {where.address} failed ({reason})",
-                          "The server's TLS versions or ciphers may be too old for this "
-                          "machine (TLS 1.2 or newer is required), or the protocol does not "
-                          f"match the port. {where.ports()}.")
+        return _handshake(exc, where)
     if isinstance(exc, ConnectionRefusedError):
         return FetchError(FetchErrorKind.CONNECT,
                           f"nothing accepts connections on {where.address}",
                           f"Check the port ({where.ports()}), that the mail server is "
-                          "running, and that no firewall rejects the connection.")
+                          "running, and that no firewall rejects the connection.",
+                          step=Step.TCP, reason=Reason.REFUSED)
     if isinstance(exc, TimeoutError):
-        if step in ("connect",):
-            return FetchError(FetchErrorKind.CONNECT, f"{where.address} did not answer",
-                              "A firewall is probably dropping the connection, or the host "
-                              "or port is wrong.")
-        if step == "tls":
-            return FetchError(FetchErrorKind.TLS,
-                              f"the TLS handshake with {where.address} did not finish",
-                              f"Probably {where.other_security()}.")
-        if step == "greeting":
-            return FetchError(FetchErrorKind.CONNECT,
-                              f"connected to {where.address} but it never greeted",
-                              f"Probably {where.other_security()}.")
-        return FetchError(FetchErrorKind.CONNECT,
-                          f"{where.address} stopped answering while {step}",
-                          "The server may be overloaded or the network unstable; the "
-                          "fetch is retried at the next interval.")
-    if (isinstance(exc, imaplib.IMAP4.abort) or _pop3_eof(exc)) and step != "greeting":
-        detail = redact(str(exc) or "connection closed")
-        return FetchError(FetchErrorKind.CONNECT,
-                          f"{where.address} ended the session while {step} ({detail})",
-                          "The server restarted or dropped idle sessions; the fetch reconnects "
-                          "at the next interval. If it keeps happening, check the server's "
-                          "session limits and log.")
-    if isinstance(exc, OSError | EOFError | imaplib.IMAP4.abort) or _pop3_eof(exc):
+        return _timeout(where, doing)
+    if isinstance(exc, OSError | EOFError):
         detail = redact(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
-        if step == "greeting":
-            return FetchError(FetchErrorKind.CONNECT,
-                              f"{where.address} closed the connection before greeting "
-                              f"({detail})",
-                              f"It may refuse this machine's address, or "
-                              f"{where.other_security()}.")
+        return lost(where, doing, detail)
+    return None
+
+
+def lost(where: Where, doing: str, detail: str) -> FetchError:
+    """The connection closed or failed while ``doing``."""
+    if doing == GREETING:
         return FetchError(FetchErrorKind.CONNECT,
-                          f"connection to {where.address} failed while {step}: {detail}",
-                          "Check host, port and firewall rules; the fetch is retried at the "
-                          "next interval.")
-    detail = redact(str(exc) or type(exc).__name__)
-    if step == "greeting":
+                          f"{where.address} closed the connection before greeting ({detail})",
+                          f"It may refuse this machine's address, or {where.other_security()}.",
+                          step=Step.GREETING, reason=Reason.CLOSED)
+    return FetchError(FetchErrorKind.CONNECT,
+                      f"connection to {where.address} failed while {doing}: {detail}",
+                      "Check host, port and firewall rules; the fetch is retried at the "
+                      "next interval.", step=step_of(doing), reason=Reason.CLOSED)
+
+
+def ended(where: Where, doing: str, detail: str) -> FetchError:
+    """The server ended a working session (restart, idle limit) while ``doing``."""
+    return FetchError(FetchErrorKind.CONNECT,
+                      f"{where.address} ended the session while {doing} ({detail})",
+                      "The server restarted or dropped idle sessions; the fetch reconnects "
+                      "at the next interval. If it keeps happening, check the server's "
+                      "session limits and log.", step=step_of(doing), reason=Reason.CLOSED)
+
+
+def unexpected(where: Where, doing: str, detail: str) -> FetchError:
+    """The server answered something the protocol client could not work with."""
+    if doing == GREETING:
         return FetchError(FetchErrorKind.PROTOCOL,
                           f"{where.address} did not greet like a {where.family} server "
                           f"({detail})",
-                          f"Check that the port is a {where.family} port. {where.ports()}.")
+                          f"Check that the port is a {where.family} port. {where.ports()}.",
+                          step=Step.GREETING)
     return FetchError(FetchErrorKind.PROTOCOL,
-                      f"{where.address} answered unexpectedly while {step}: {detail}",
+                      f"{where.address} answered unexpectedly while {doing}: {detail}",
                       "If this persists, the mail server's log has the reason; the "
-                      "fetch is retried at the next interval.")
+                      "fetch is retried at the next interval.", step=step_of(doing))
+
+
+def _dns(exc: socket.gaierror, where: Where) -> FetchError:
+    if exc.errno == socket.EAI_AGAIN:
+        return FetchError(FetchErrorKind.CONNECT,
+                          f"temporary DNS failure looking up {where.host}",
+                          "Check this machine's DNS configuration and network.",
+                          step=Step.DNS, reason=Reason.DNS_TEMPORARY)
+    return FetchError(FetchErrorKind.CONNECT, f"{where.host} does not resolve",
+                      f"Check the spelling of host in incoming server {where.name}, and "
+                      "that this machine resolves internal names if it is internal.",
+                      step=Step.DNS, reason=Reason.NXDOMAIN)
+
+
+def _handshake(exc: ssl.SSLError, where: Where) -> FetchError:
+    reason = exc.reason or str(exc)
+    if where.implicit_tls and "WRONG_VERSION_NUMBER" in str(reason).upper():
+        fix = f"The {where.other_security()}. {where.ports()}."
+    else:
+        fix = ("The server's TLS versions or ciphers may be too old for this machine (TLS "
+               f"1.2 or newer is required), or the protocol does not match the port. "
+               f"{where.ports()}.")
+    return FetchError(FetchErrorKind.TLS,
+                      f"TLS handshake with {where.address} failed ({reason})", fix,
+                      step=Step.TLS, reason=Reason.HANDSHAKE)
+
+
+# What a timeout while each phase means, and what to check: (message, fix) templates
+_TIMEOUTS = {
+    CONNECT: ("{address} did not answer",
+              "A firewall is probably dropping the connection, or the host or port is wrong."),
+    OPENING: ("{address} did not answer or never greeted",
+              "A firewall may be dropping the connection or the host or port is wrong; or "
+              "{other}."),
+    TLS: ("the TLS handshake with {address} did not finish", "Probably {other}."),
+    GREETING: ("connected to {address} but it never greeted", "Probably {other}."),
+}
+
+
+def _timeout(where: Where, doing: str) -> FetchError:
+    message, fix = _TIMEOUTS.get(doing, (
+        "{address} stopped answering while {doing}",
+        "The server may be overloaded or the network unstable; the fetch is retried at "
+        "the next interval."))
+    values = {"address": where.address, "other": where.other_security(), "doing": doing}
+    return FetchError(FetchErrorKind.CONNECT, message.format(**values), fix.format(**values),
+                      step=step_of(doing), reason=Reason.TIMEOUT, failure=Failure.TIMEOUT)
 
 
 def _certificate(exc: ssl.SSLCertVerificationError, where: Where) -> FetchError:
@@ -219,16 +265,16 @@ def _certificate(exc: ssl.SSLCertVerificationError, where: Where) -> FetchError:
                           f"the certificate of {where.address} is for another host name "
                           f"({message})",
                           f"Set host to a name the certificate lists (usually the provider's "
-                          f"documented {where.family} host name, not an IP address or alias).")
+                          f"documented {where.family} host name, not an IP address or alias).",
+                          step=Step.TLS, reason=Reason.HOSTNAME_MISMATCH,
+                          failure=Failure.TLS_VERIFY)
     if exc.verify_code == _CERT_EXPIRED:
         return FetchError(FetchErrorKind.TLS,
                           f"the certificate of {where.address} has expired ({message})",
                           "Whoever runs the mail server must renew it (or check this "
-                          "machine's clock).")
+                          "machine's clock).", step=Step.TLS, reason=Reason.EXPIRED,
+                          failure=Failure.TLS_VERIFY)
     return FetchError(FetchErrorKind.TLS,
                       f"the certificate of {where.address} is not trusted ({message})",
-                      f"The certificate is not signed by a CA this machine trusts. {_CA}")
-
-
-def _pop3_eof(exc: BaseException) -> bool:
-    return isinstance(exc, poplib.error_proto) and "EOF" in str(exc)
+                      f"The certificate is not signed by a CA this machine trusts. {_CA}",
+                      step=Step.TLS, reason=Reason.UNTRUSTED, failure=Failure.TLS_VERIFY)

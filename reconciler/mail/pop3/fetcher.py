@@ -20,36 +20,55 @@ import asyncio
 import base64
 import contextlib
 import poplib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from reconciler.config.models.auth import BasicAuth, NoAuth
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.mail.fetch_errors import (
+    CONNECT,
+    GREETING,
+    LOGIN,
+    TLS,
     auth_refused,
-    classify,
     config_error,
+    ended,
+    lost,
     mechanism_missing,
+    network_failure,
     tls_not_offered,
+    unexpected,
 )
 from reconciler.mail.fetcher import (
     AlreadyDone,
     FetchedMail,
+    FetchError,
     IncomingTokenProvider,
     is_done,
 )
-from reconciler.mail.threaded import (
-    Credentials,
-    SteppedSocket,
-    ThreadedFetcher,
-    xoauth2,
-)
+from reconciler.mail.threaded import Credentials, ThreadedFetcher, xoauth2
 
 MAX_LINE = 1 << 20  # poplib's 2,048-byte limit refuses real mail with long HTML lines
 
 
-class _Client(SteppedSocket, poplib.POP3):
-    _context_attribute = "context"
+class _Client(poplib.POP3):
+    """poplib's client with its socket set-up split, so a failure says whether TCP, TLS or
+    the greeting failed (``progress[0]`` names the phase), and with longer lines."""
+
+    def __init__(self, *args: Any, progress: list[str], **kwargs: Any) -> None:
+        self._progress = progress  # the phase a failing constructor was in
+        super().__init__(*args, **kwargs)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock = socket.create_connection((self.host or None, self.port), timeout)
+        context = getattr(self, "context", None)  # set by POP3_SSL before connecting
+        if context is not None:
+            self._progress[0] = TLS
+            sock = context.wrap_socket(sock, server_hostname=self.host)
+        self._progress[0] = GREETING
+        return sock
 
     def _getline(self) -> tuple[bytes, int]:
         line = self.file.readline(MAX_LINE + 1)
@@ -88,7 +107,7 @@ class Pop3Fetcher(ThreadedFetcher):
 
     def _open(self, credentials: Credentials) -> poplib.POP3:
         where = self.where
-        progress = ["connect"]
+        progress = [CONNECT]
         client: poplib.POP3 | None = None
         try:
             if where.implicit_tls:
@@ -98,17 +117,28 @@ class Pop3Fetcher(ThreadedFetcher):
                 client = _Client(where.host, where.port, timeout=self._timeout,
                                  progress=progress)
             if where.starttls:
-                progress[0] = "tls"
+                progress[0] = TLS
                 if "STLS" not in _capabilities(client):
                     raise tls_not_offered(where)
                 client.stls(self._tls())
-            progress[0] = "logging in"
+            progress[0] = LOGIN
             self._login(client, credentials)
             return client
         except Exception as exc:
             if client is not None:
                 _shutdown(client)
-            raise classify(exc, where, progress[0], self.redactor) from None
+            raise self._classify(exc, progress[0]) from None
+
+    def _classify(self, exc: BaseException, doing: str) -> FetchError:
+        """POP3's classifier: poplib reports a dropped connection as an EOF error_proto."""
+        if isinstance(exc, FetchError):
+            return exc
+        if isinstance(exc, poplib.error_proto) and "EOF" in str(exc):
+            detail = self.redactor(str(exc))
+            return lost(self.where, doing, detail) if doing == GREETING \
+                else ended(self.where, doing, detail)
+        return (network_failure(exc, self.where, doing, self.redactor)
+                or unexpected(self.where, doing, self.redactor(str(exc) or type(exc).__name__)))
 
     def _login(self, client: poplib.POP3, credentials: Credentials) -> None:
         auth = self.server.spec.auth

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mail.fetch_kit import PASSWORD_ENV, connect_error, fetch_all, subjects, traced_fetch
 from peers.connect_proxy import ConnectProxy
 from peers.dovecot import MailUser, sample_mail
 from peers.ews_server import EwsPeer, ews_incoming
@@ -17,8 +18,6 @@ from peers.tokens import Tokens
 from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.mail.ews.fetcher import EwsFetcher
 from reconciler.mail.registry import FetchErrorKind, fetcher_for
-
-from .kit import PASSWORD_ENV, connect_error, fetch_all, subjects, traced_fetch
 
 USER = "desk-reader"
 PASSWORD = "ews-Pa55word-never-logged"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mail.fetch_kit import connect_error, fetch_all, subjects, traced_fetch
 from peers.dovecot import MailUser, sample_mail
 from peers.graph_server import TOKEN, GraphPeer
 from peers.smtp import PeerCerts
@@ -18,8 +19,6 @@ from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.mail.graph.fetcher import GraphFetcher
 from reconciler.mail.registry import FetchError, FetchErrorKind, fetcher_for
 from reconciler.oauth.source import TokenError
-
-from .kit import connect_error, fetch_all, subjects, traced_fetch
 
 DESK = "desk@corp.example"
 CORPUS = sorted((Path(__file__).parents[2] / "data" / "mail").glob("*.eml"))

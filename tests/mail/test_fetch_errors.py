@@ -7,10 +7,13 @@ from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import PeerCerts
 from peers.smtp_sink import free_port
 
+from mail.fetch_kit import (
+    connect_error,
+    fetch_env,  # noqa: F401  (autouse: password env, no CA env)
+    incoming_server,
+)
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.mail.registry import FetchError, FetchErrorKind, fetcher_for
-
-from .kit import connect_error, incoming_server
 
 
 async def _connect_error(server: object, **options: object) -> FetchError:

@@ -10,11 +10,17 @@ import pytest
 from peers.dovecot import DovecotInstance, MailUser, sample_mail
 from peers.smtp import PeerCerts
 
+from mail.fetch_kit import (
+    fetch_all,
+    fetch_delivered,
+    fetch_env,  # noqa: F401  (autouse: password env, no CA env)
+    incoming_server,
+    subjects,
+    traced_fetch,
+)
 from reconciler.mail.imap.fetcher import ImapFetcher
 from reconciler.mail.registry import FetchError, FetchErrorKind, fetcher_for
 from reconciler.mail.threaded import oauthbearer
-
-from .kit import fetch_all, fetch_delivered, incoming_server, subjects, traced_fetch
 
 
 @pytest.mark.parametrize("protocol, starttls", [("imaps", False), ("imap", True)])
