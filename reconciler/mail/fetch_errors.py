@@ -23,11 +23,6 @@ from reconciler.mail.fetcher import FetchError, FetchErrorKind
 from reconciler.mail.outcome import Failure
 from reconciler.mail.steps import Reason, Step
 
-_NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
-_CERT_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
-_CA = ("If the server uses a private CA, trust it with the daemon's ca_file setting or "
-       "RECONCILE_TLS_CA_FILE; certificate checks cannot be switched off.")
-
 
 @dataclass(frozen=True)
 class Where:
@@ -64,13 +59,10 @@ class Where:
         return f"{meta.namespace}/{meta.name}" if meta.namespace else meta.name
 
     def ports(self) -> str:
-        if self.family == "IMAP":
-            return (f"IMAP ports: {INCOMING_PORTS[IncomingProtocol.IMAPS]} with protocol imaps "
-                    f"(TLS from the first byte), {INCOMING_PORTS[IncomingProtocol.IMAP]} with "
-                    "protocol imap and starttls: true")
-        return (f"POP3 ports: {INCOMING_PORTS[IncomingProtocol.POP3S]} with protocol pop3s "
-                f"(TLS from the first byte), {INCOMING_PORTS[IncomingProtocol.POP3]} with "
-                "protocol pop3 and starttls: true")
+        plain = IncomingProtocol(self.family.lower())
+        tls = IncomingProtocol(f"{plain}s")
+        return (f"{self.family} ports: {INCOMING_PORTS[tls]} with protocol {tls} (TLS from the "
+                f"first byte), {INCOMING_PORTS[plain]} with protocol {plain} and starttls: true")
 
     def other_security(self) -> str:
         if self.implicit_tls:
@@ -151,10 +143,20 @@ def step_of(doing: str) -> Step:
     return _STEPS.get(doing, Step.FETCH)
 
 
-def network_failure(exc: BaseException, where: Where, doing: str,
-                    redact: Callable[[str], str]) -> FetchError | None:
-    """The FetchError for a DNS, socket or TLS failure while ``doing``; None for anything
-    else, which the protocol's own classifier (``imap.fetcher``, ``pop3.fetcher``) files."""
+def classify(exc: BaseException, where: Where, doing: str, redact: Callable[[str], str], *,
+             session_ended: bool = False) -> FetchError:
+    """The FetchError for ``exc`` raised while ``doing``. Each protocol's classifier
+    (``imap.fetcher``, ``pop3.fetcher``) says which of its client's exceptions mean the
+    server ended the session; DNS, socket and TLS failures are filed the same for both."""
+    if isinstance(exc, FetchError):
+        return exc
+    detail = redact(str(exc) or type(exc).__name__)
+    if session_ended:
+        return ended(where, doing, detail)
+    return _network(exc, where, doing, detail) or unexpected(where, doing, detail)
+
+
+def _network(exc: BaseException, where: Where, doing: str, detail: str) -> FetchError | None:
     if isinstance(exc, socket.gaierror):
         return _dns(exc, where)
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -170,8 +172,7 @@ def network_failure(exc: BaseException, where: Where, doing: str,
     if isinstance(exc, TimeoutError):
         return _timeout(where, doing)
     if isinstance(exc, OSError | EOFError):
-        detail = redact(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
-        return lost(where, doing, detail)
+        return lost(where, doing, getattr(exc, "strerror", None) or detail)
     return None
 
 
@@ -190,6 +191,8 @@ def lost(where: Where, doing: str, detail: str) -> FetchError:
 
 def ended(where: Where, doing: str, detail: str) -> FetchError:
     """The server ended a working session (restart, idle limit) while ``doing``."""
+    if doing == GREETING:
+        return lost(where, doing, detail)
     return FetchError(FetchErrorKind.CONNECT,
                       f"{where.address} ended the session while {doing} ({detail})",
                       "The server restarted or dropped idle sessions; the fetch reconnects "
@@ -258,23 +261,24 @@ def _timeout(where: Where, doing: str) -> FetchError:
                       step=step_of(doing), reason=Reason.TIMEOUT, failure=Failure.TIMEOUT)
 
 
+# OpenSSL verify code -> (reason, what is wrong, what fixes it); anything else is "not trusted"
+_CERTIFICATE = {
+    62: (Reason.HOSTNAME_MISMATCH, "is for another host name",  # X509_V_ERR_HOSTNAME_MISMATCH
+         "Set host to a name the certificate lists (usually the provider's documented "
+         "{family} host name, not an IP address or alias)."),
+    10: (Reason.EXPIRED, "has expired",  # X509_V_ERR_CERT_HAS_EXPIRED
+         "Whoever runs the mail server must renew it (or check this machine's clock)."),
+}
+_CERTIFICATE[64] = _CERTIFICATE[62]  # X509_V_ERR_IP_ADDRESS_MISMATCH
+_UNTRUSTED = (Reason.UNTRUSTED, "is not trusted",
+              "The certificate is not signed by a CA this machine trusts. If the server uses a "
+              "private CA, trust it with the daemon's ca_file setting or RECONCILE_TLS_CA_FILE; "
+              "certificate checks cannot be switched off.")
+
+
 def _certificate(exc: ssl.SSLCertVerificationError, where: Where) -> FetchError:
-    message = exc.verify_message or exc.reason or str(exc)
-    if exc.verify_code in _NAME_MISMATCH:
-        return FetchError(FetchErrorKind.TLS,
-                          f"the certificate of {where.address} is for another host name "
-                          f"({message})",
-                          f"Set host to a name the certificate lists (usually the provider's "
-                          f"documented {where.family} host name, not an IP address or alias).",
-                          step=Step.TLS, reason=Reason.HOSTNAME_MISMATCH,
-                          failure=Failure.TLS_VERIFY)
-    if exc.verify_code == _CERT_EXPIRED:
-        return FetchError(FetchErrorKind.TLS,
-                          f"the certificate of {where.address} has expired ({message})",
-                          "Whoever runs the mail server must renew it (or check this "
-                          "machine's clock).", step=Step.TLS, reason=Reason.EXPIRED,
-                          failure=Failure.TLS_VERIFY)
-    return FetchError(FetchErrorKind.TLS,
-                      f"the certificate of {where.address} is not trusted ({message})",
-                      f"The certificate is not signed by a CA this machine trusts. {_CA}",
-                      step=Step.TLS, reason=Reason.UNTRUSTED, failure=Failure.TLS_VERIFY)
+    reason, wrong, fix = _CERTIFICATE.get(exc.verify_code, _UNTRUSTED)
+    return FetchError(FetchErrorKind.TLS, f"the certificate of {where.address} {wrong} "
+                      f"({exc.verify_message or exc.reason or exc})",
+                      fix.format(family=where.family), step=Step.TLS, reason=reason,
+                      failure=Failure.TLS_VERIFY)

@@ -54,7 +54,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from types import TracebackType
 from typing import Self
 
 from reconciler.config.models.incoming_server import IncomingServer
@@ -198,6 +197,5 @@ class Fetcher(ABC):
         await self.connect()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(self, *_: object) -> None:
         await self.aclose()

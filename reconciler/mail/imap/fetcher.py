@@ -40,21 +40,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from reconciler.config.models.auth import BasicAuth, NoAuth
 from reconciler.config.models.incoming_server import IncomingServer
-from reconciler.mail.fetch_errors import (
-    GREETING,
-    LOGIN,
-    OPENING,
-    TLS,
-    auth_refused,
-    config_error,
-    ended,
-    lost,
-    mechanism_missing,
-    network_failure,
-    plaintext_refused,
-    tls_not_offered,
-    unexpected,
-)
+from reconciler.mail import fetch_errors as errors
 from reconciler.mail.fetcher import (
     AlreadyDone,
     FetchedMail,
@@ -102,18 +88,18 @@ class ImapFetcher(ThreadedFetcher):
 
     def _open(self, credentials: Credentials) -> IMAPClient:
         where = self.where
-        doing = OPENING  # connect, implicit TLS and the greeting happen in the constructor
+        doing = errors.OPENING  # connect, implicit TLS and greeting: all in the constructor
         client: IMAPClient | None = None
         try:
             client = IMAPClient(where.host, where.port, ssl=where.implicit_tls,
                                 ssl_context=self._tls(), timeout=self._timeout)
             client.normalise_times = False  # INTERNALDATE keeps the server's zone
             if where.starttls:
-                doing = TLS
+                doing = errors.TLS
                 if not client.has_capability("STARTTLS"):
-                    raise tls_not_offered(where)
+                    raise errors.tls_not_offered(where)
                 client.starttls(self._tls())
-            doing = LOGIN
+            doing = errors.LOGIN
             self._login(client, credentials)
             self._caps = frozenset(client.capabilities())  # servers announce more after login
             doing = f"selecting {self.folder}"
@@ -127,16 +113,10 @@ class ImapFetcher(ThreadedFetcher):
     def _classify(self, exc: BaseException, doing: str) -> FetchError:
         """IMAP's classifier: IMAPClient raises imaplib's ``abort`` for a dropped session
         and ``error`` for a refused command; the network failures are shared."""
-        if isinstance(exc, FetchError):
-            return exc
-        if doing == OPENING and isinstance(exc, imaplib.IMAP4.error):
-            doing = GREETING  # the constructor got a connection but no usable greeting
-        detail = self.redactor(str(exc) or type(exc).__name__)
-        if isinstance(exc, imaplib.IMAP4.abort):
-            return lost(self.where, doing, detail) if doing == GREETING \
-                else ended(self.where, doing, detail)
-        return (network_failure(exc, self.where, doing, self.redactor)
-                or unexpected(self.where, doing, detail))
+        if doing == errors.OPENING and isinstance(exc, imaplib.IMAP4.error):
+            doing = errors.GREETING  # the constructor got a connection but no usable greeting
+        return errors.classify(exc, self.where, doing, self.redactor,
+                               session_ended=isinstance(exc, imaplib.IMAP4.abort))
 
     def _login(self, client: IMAPClient, credentials: Credentials) -> None:
         if (client.welcome or b"").upper().startswith(b"* PREAUTH"):
@@ -147,13 +127,13 @@ class ImapFetcher(ThreadedFetcher):
         where = self.where
         try:
             if isinstance(auth, NoAuth):
-                raise config_error(where, "auth is none, but IMAP servers need a login",
+                raise errors.config_error(where, "auth is none, but IMAP servers need a login",
                                    "Configure auth basic (username and password) or oauth2.",
                                    step=Step.AUTH)
             if isinstance(auth, BasicAuth):
                 assert credentials.password is not None
                 if b"LOGINDISABLED" in caps and "PLAIN" not in offered:
-                    raise plaintext_refused(where)
+                    raise errors.plaintext_refused(where)
                 if "PLAIN" in offered:
                     client.plain_login(credentials.username, credentials.password)
                 else:
@@ -169,14 +149,14 @@ class ImapFetcher(ThreadedFetcher):
                 client.sasl_login("OAUTHBEARER", _once(oauthbearer(
                     credentials.username, credentials.token, where.host, where.port)))
             else:
-                raise mechanism_missing(where, "XOAUTH2 or OAUTHBEARER", offered)
+                raise errors.mechanism_missing(where, "XOAUTH2 or OAUTHBEARER", offered)
         except IMAPClientAbortError:
             raise
         except IMAPClientError as exc:
             detail = self.redactor(str(exc))
             if "PRIVACYREQUIRED" in detail.upper():
-                raise plaintext_refused(where) from None
-            raise auth_refused(where, credentials.username, detail) from None
+                raise errors.plaintext_refused(where) from None
+            raise errors.auth_refused(where, credentials.username, detail) from None
 
     def _select(self, client: IMAPClient, folder: str | None = None) -> None:
         folder = folder or self.folder
@@ -185,7 +165,7 @@ class ImapFetcher(ThreadedFetcher):
         except IMAPClientAbortError:
             raise
         except IMAPClientError as exc:
-            raise config_error(self.where, f"the folder {folder} cannot be opened "
+            raise errors.config_error(self.where, f"the folder {folder} cannot be opened "
                                f"({self.redactor(str(exc))})",
                                "Check folder in the incoming server spec: names are case "
                                "sensitive except INBOX, and nested folders use the server's "

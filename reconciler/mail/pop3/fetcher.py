@@ -27,20 +27,7 @@ from typing import Any
 
 from reconciler.config.models.auth import BasicAuth, NoAuth
 from reconciler.config.models.incoming_server import IncomingServer
-from reconciler.mail.fetch_errors import (
-    CONNECT,
-    GREETING,
-    LOGIN,
-    TLS,
-    auth_refused,
-    config_error,
-    ended,
-    lost,
-    mechanism_missing,
-    network_failure,
-    tls_not_offered,
-    unexpected,
-)
+from reconciler.mail import fetch_errors as errors
 from reconciler.mail.fetcher import (
     AlreadyDone,
     FetchedMail,
@@ -65,9 +52,9 @@ class _Client(poplib.POP3):
         sock = socket.create_connection((self.host or None, self.port), timeout)
         context = getattr(self, "context", None)  # set by POP3_SSL before connecting
         if context is not None:
-            self._progress[0] = TLS
+            self._progress[0] = errors.TLS
             sock = context.wrap_socket(sock, server_hostname=self.host)
-        self._progress[0] = GREETING
+        self._progress[0] = errors.GREETING
         return sock
 
     def _getline(self) -> tuple[bytes, int]:
@@ -107,7 +94,7 @@ class Pop3Fetcher(ThreadedFetcher):
 
     def _open(self, credentials: Credentials) -> poplib.POP3:
         where = self.where
-        progress = [CONNECT]
+        progress = [errors.CONNECT]
         client: poplib.POP3 | None = None
         try:
             if where.implicit_tls:
@@ -117,11 +104,11 @@ class Pop3Fetcher(ThreadedFetcher):
                 client = _Client(where.host, where.port, timeout=self._timeout,
                                  progress=progress)
             if where.starttls:
-                progress[0] = TLS
+                progress[0] = errors.TLS
                 if "STLS" not in _capabilities(client):
-                    raise tls_not_offered(where)
+                    raise errors.tls_not_offered(where)
                 client.stls(self._tls())
-            progress[0] = LOGIN
+            progress[0] = errors.LOGIN
             self._login(client, credentials)
             return client
         except Exception as exc:
@@ -131,20 +118,14 @@ class Pop3Fetcher(ThreadedFetcher):
 
     def _classify(self, exc: BaseException, doing: str) -> FetchError:
         """POP3's classifier: poplib reports a dropped connection as an EOF error_proto."""
-        if isinstance(exc, FetchError):
-            return exc
-        if isinstance(exc, poplib.error_proto) and "EOF" in str(exc):
-            detail = self.redactor(str(exc))
-            return lost(self.where, doing, detail) if doing == GREETING \
-                else ended(self.where, doing, detail)
-        return (network_failure(exc, self.where, doing, self.redactor)
-                or unexpected(self.where, doing, self.redactor(str(exc) or type(exc).__name__)))
+        return errors.classify(exc, self.where, doing, self.redactor, session_ended=isinstance(
+            exc, poplib.error_proto) and "EOF" in str(exc))
 
     def _login(self, client: poplib.POP3, credentials: Credentials) -> None:
         auth = self.server.spec.auth
         where = self.where
         if isinstance(auth, NoAuth):
-            raise config_error(where, "auth is none, but POP3 servers need a login",
+            raise errors.config_error(where, "auth is none, but POP3 servers need a login",
                                "Configure auth basic (username and password) or oauth2.")
         try:
             if isinstance(auth, BasicAuth):
@@ -155,7 +136,7 @@ class Pop3Fetcher(ThreadedFetcher):
             assert credentials.token is not None
             sasl = _capabilities(client).get("SASL", [])
             if "XOAUTH2" not in [m.upper() for m in sasl]:
-                raise mechanism_missing(where, "XOAUTH2", sasl)
+                raise errors.mechanism_missing(where, "XOAUTH2", sasl)
             initial = base64.b64encode(xoauth2(credentials.username, credentials.token))
             client._putcmd("AUTH XOAUTH2 " + initial.decode())  # type: ignore[attr-defined]
             reply, _ = client._getline()  # type: ignore[attr-defined]
@@ -166,7 +147,7 @@ class Pop3Fetcher(ThreadedFetcher):
             if not reply.startswith(b"+OK"):
                 raise poplib.error_proto(reply.decode(errors="replace"))
         except poplib.error_proto as exc:
-            raise auth_refused(where, credentials.username,
+            raise errors.auth_refused(where, credentials.username,
                                self.redactor(_reply_text(exc))) from None
 
     def _logout(self, client: poplib.POP3) -> None:
