@@ -139,7 +139,7 @@ _STEPS = {CONNECT: Step.TCP, OPENING: Step.TCP, TLS: Step.TLS, GREETING: Step.GR
           LOGIN: Step.AUTH}
 
 
-def step_of(doing: str) -> Step:
+def _step_of(doing: str) -> Step:
     return _STEPS.get(doing, Step.FETCH)
 
 
@@ -152,8 +152,8 @@ def classify(exc: BaseException, where: Where, doing: str, redact: Callable[[str
         return exc
     detail = redact(str(exc) or type(exc).__name__)
     if session_ended:
-        return ended(where, doing, detail)
-    return _network(exc, where, doing, detail) or unexpected(where, doing, detail)
+        return _ended(where, doing, detail)
+    return _network(exc, where, doing, detail) or _unexpected(where, doing, detail)
 
 
 def _network(exc: BaseException, where: Where, doing: str, detail: str) -> FetchError | None:
@@ -172,11 +172,11 @@ def _network(exc: BaseException, where: Where, doing: str, detail: str) -> Fetch
     if isinstance(exc, TimeoutError):
         return _timeout(where, doing)
     if isinstance(exc, OSError | EOFError):
-        return lost(where, doing, getattr(exc, "strerror", None) or detail)
+        return _lost(where, doing, getattr(exc, "strerror", None) or detail)
     return None
 
 
-def lost(where: Where, doing: str, detail: str) -> FetchError:
+def _lost(where: Where, doing: str, detail: str) -> FetchError:
     """The connection closed or failed while ``doing``."""
     if doing == GREETING:
         return FetchError(FetchErrorKind.CONNECT,
@@ -186,21 +186,21 @@ def lost(where: Where, doing: str, detail: str) -> FetchError:
     return FetchError(FetchErrorKind.CONNECT,
                       f"connection to {where.address} failed while {doing}: {detail}",
                       "Check host, port and firewall rules; the fetch is retried at the "
-                      "next interval.", step=step_of(doing), reason=Reason.CLOSED)
+                      "next interval.", step=_step_of(doing), reason=Reason.CLOSED)
 
 
-def ended(where: Where, doing: str, detail: str) -> FetchError:
+def _ended(where: Where, doing: str, detail: str) -> FetchError:
     """The server ended a working session (restart, idle limit) while ``doing``."""
     if doing == GREETING:
-        return lost(where, doing, detail)
+        return _lost(where, doing, detail)
     return FetchError(FetchErrorKind.CONNECT,
                       f"{where.address} ended the session while {doing} ({detail})",
                       "The server restarted or dropped idle sessions; the fetch reconnects "
                       "at the next interval. If it keeps happening, check the server's "
-                      "session limits and log.", step=step_of(doing), reason=Reason.CLOSED)
+                      "session limits and log.", step=_step_of(doing), reason=Reason.CLOSED)
 
 
-def unexpected(where: Where, doing: str, detail: str) -> FetchError:
+def _unexpected(where: Where, doing: str, detail: str) -> FetchError:
     """The server answered something the protocol client could not work with."""
     if doing == GREETING:
         return FetchError(FetchErrorKind.PROTOCOL,
@@ -211,7 +211,7 @@ def unexpected(where: Where, doing: str, detail: str) -> FetchError:
     return FetchError(FetchErrorKind.PROTOCOL,
                       f"{where.address} answered unexpectedly while {doing}: {detail}",
                       "If this persists, the mail server's log has the reason; the "
-                      "fetch is retried at the next interval.", step=step_of(doing))
+                      "fetch is retried at the next interval.", step=_step_of(doing))
 
 
 def _dns(exc: socket.gaierror, where: Where) -> FetchError:
@@ -258,7 +258,7 @@ def _timeout(where: Where, doing: str) -> FetchError:
         "the next interval."))
     values = {"address": where.address, "other": where.other_security(), "doing": doing}
     return FetchError(FetchErrorKind.CONNECT, message.format(**values), fix.format(**values),
-                      step=step_of(doing), reason=Reason.TIMEOUT, failure=Failure.TIMEOUT)
+                      step=_step_of(doing), reason=Reason.TIMEOUT, failure=Failure.TIMEOUT)
 
 
 # OpenSSL verify code -> (reason, what is wrong, what fixes it); anything else is "not trusted"
