@@ -1,8 +1,8 @@
 """What the IMAP and POP3 fetchers share: the endpoint, TLS, credentials and the
-thread their blocking stdlib client runs in; and the secret look-ups EWS and Graph
-make the same way (:func:`read_password`, :func:`access_token`).
+thread their blocking client (IMAPClient, poplib) runs in; and the secret look-ups
+EWS and Graph make the same way (:func:`read_password`, :func:`access_token`).
 
-Each fetcher owns one worker thread. imaplib and poplib objects are not
+Each fetcher owns one worker thread. IMAPClient and poplib objects are not
 thread-safe, so every call for one session must go through the same thread
 in order; a single-worker executor gives exactly that, and a slow or idling
 mailbox never takes a thread from the event loop's shared pool.

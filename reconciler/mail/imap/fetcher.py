@@ -2,9 +2,10 @@
 
 IMAPClient (over imaplib) does the protocol: IDLE, modified UTF-7 folder
 names, STARTTLS, SASL logins and parsed FETCH responses, all on its public
-API. bench/incoming.py measured it against the hand-written imaplib client
-it replaced and found no difference worth keeping the latter for (the
-figures are in docs/architecture.md).
+API. It replaced a hand-written imaplib client (IDLE and a timeout-proof
+reader on imaplib's private methods) at no cost: fetching and flagging a
+2 KB mail from Dovecot takes about 1.1 ms of CPU with either, and
+bench/incoming.py shows the same throughput within its noise.
 
 - ``imaps`` is TLS from the first byte; ``imap`` with ``starttls: true``
   requires the upgrade (a server without STARTTLS is an error, never a silent
