@@ -3,10 +3,12 @@
 
 The same idea as :mod:`reconciler.health.diagnose` for SMTP: say which step
 failed in plain words and name the likely fix with the host, port and
-protocol actually configured. :func:`network_failure` files DNS, socket and
-TLS errors; each protocol's classifier (``imap.fetcher``, ``pop3.fetcher``)
-files its client's own exceptions and falls back to it. Every text that may
-carry server output goes through the session's redactor first.
+protocol actually configured. The words are one table (:data:`_TEXTS`);
+:func:`classify` files DNS, socket and TLS errors the same for both
+protocols, and each protocol's classifier (``imap.fetcher``,
+``pop3.fetcher``) only says which of its client's exceptions mean the server
+ended the session. Every text that may carry server output goes through the
+session's redactor first.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from reconciler.config.derive import INCOMING_PORTS
 from reconciler.config.models.auth import BasicAuth, OAuth2Auth
@@ -22,6 +25,13 @@ from reconciler.config.models.incoming_server import IncomingProtocol, IncomingS
 from reconciler.mail.fetcher import FetchError, FetchErrorKind
 from reconciler.mail.outcome import Failure
 from reconciler.mail.steps import Reason, Step
+
+# The phases a fetcher reports as ``doing``, and the step each is. Anything else
+# ("searching for unread mail", "moving a mail to Errors") is a command after login.
+CONNECT, TLS, GREETING, LOGIN = "connect", "tls", "greeting", "logging in"
+OPENING = "opening the session"  # IMAPClient connects, secures and reads the greeting at once
+_STEPS = {CONNECT: Step.TCP, OPENING: Step.TCP, TLS: Step.TLS, GREETING: Step.GREETING,
+          LOGIN: Step.AUTH}
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,109 @@ class Where:
                 f"{self.family.lower()}s there")
 
 
+class _Text(NamedTuple):
+    kind: FetchErrorKind
+    reason: Reason
+    message: str
+    fix: str
+    step: Step | None = None  # None: the step of what was being done
+    failure: Failure | None = None  # None: what the kind implies
+
+
+_CONNECT, _TLS, _AUTH = FetchErrorKind.CONNECT, FetchErrorKind.TLS, FetchErrorKind.AUTH
+_RETRIED = "the fetch is retried at the next interval."
+# What each failure says and what fixes it. Placeholders come from the session
+# ({address} {host} {name} {family} {fam} {ports} {other}) and from the caller.
+_TEXTS = {
+    "nxdomain": _Text(_CONNECT, Reason.NXDOMAIN, "{host} does not resolve",
+                      "Check the spelling of host in incoming server {name}, and that this "
+                      "machine resolves internal names if it is internal.", Step.DNS),
+    "dns-temporary": _Text(_CONNECT, Reason.DNS_TEMPORARY,
+                           "temporary DNS failure looking up {host}",
+                           "Check this machine's DNS configuration and network.", Step.DNS),
+    "refused": _Text(_CONNECT, Reason.REFUSED, "nothing accepts connections on {address}",
+                     "Check the port ({ports}), that the mail server is running, and that no "
+                     "firewall rejects the connection.", Step.TCP),
+    "handshake": _Text(_TLS, Reason.HANDSHAKE, "TLS handshake with {address} failed ({detail})",
+                       "The server's TLS versions or ciphers may be too old for this machine "
+                       "(TLS 1.2 or newer is required), or the protocol does not match the "
+                       "port. {ports}.", Step.TLS),
+    "handshake-plain": _Text(_TLS, Reason.HANDSHAKE,
+                             "TLS handshake with {address} failed ({detail})",
+                             "The {other}. {ports}.", Step.TLS),
+    "no-starttls": _Text(_TLS, Reason.NO_STARTTLS, "{address} does not offer {command}",
+                         "If the port expects TLS from the first byte use protocol {fam}s; "
+                         "{ports}. Without TLS the only option is starttls: false (and "
+                         "policies may refuse it).", Step.TLS),
+    "plaintext": _Text(_AUTH, Reason.ENCRYPTION_REQUIRED,
+                       "{address} refuses logins over an unencrypted connection",
+                       "Use protocol {fam}s, or starttls: true on the plain port. {ports}.",
+                       Step.AUTH),
+    "mechanism": _Text(_AUTH, Reason.AUTH_NOT_OFFERED,
+                       "{address} does not offer {wanted} (it offers: {offered})",
+                       "Check the auth type: OAuth needs a server that supports XOAUTH2 or "
+                       "OAUTHBEARER for {family}; otherwise use auth type basic.", Step.AUTH,
+                       Failure.CONFIG),
+    "refused-password": _Text(_AUTH, Reason.AUTH_FAILED,
+                              "{address} refused the login for {username}: {detail}",
+                              "Check the username and the password the reference points to; "
+                              "make sure {family} access is enabled for this mailbox (Microsoft "
+                              "365 and Google turn it off per mailbox or tenant); accounts with "
+                              "two-step sign-in need an app password, or switch to auth type "
+                              "oauth2.", Step.AUTH),
+    "refused-token": _Text(_AUTH, Reason.AUTH_FAILED,
+                           "{address} refused the login for {username}: {detail}",
+                           "Check that the token's account is the mailbox {username}, that the "
+                           "scope allows {family} access and that {family} is enabled for the "
+                           "mailbox; re-authorise with `reconcile auth login SERVER` if the "
+                           "grant was revoked.", Step.AUTH),
+    "closed-greeting": _Text(_CONNECT, Reason.CLOSED,
+                             "{address} closed the connection before greeting ({detail})",
+                             "It may refuse this machine's address, or {other}.",
+                             Step.GREETING),
+    "closed": _Text(_CONNECT, Reason.CLOSED,
+                    "connection to {address} failed while {doing}: {detail}",
+                    f"Check host, port and firewall rules; {_RETRIED}"),
+    "ended": _Text(_CONNECT, Reason.CLOSED, "{address} ended the session while {doing} "
+                   "({detail})", "The server restarted or dropped idle sessions; the fetch "
+                   "reconnects at the next interval. If it keeps happening, check the "
+                   "server's session limits and log."),
+    "not-greeted": _Text(FetchErrorKind.PROTOCOL, Reason.UNEXPECTED,
+                         "{address} did not greet like a {family} server ({detail})",
+                         "Check that the port is a {family} port. {ports}.", Step.GREETING),
+    "unexpected": _Text(FetchErrorKind.PROTOCOL, Reason.UNEXPECTED,
+                        "{address} answered unexpectedly while {doing}: {detail}",
+                        f"If this persists, the mail server's log has the reason; {_RETRIED}"),
+    f"timeout-{CONNECT}": _Text(_CONNECT, Reason.TIMEOUT, "{address} did not answer",
+                                "A firewall is probably dropping the connection, or the host "
+                                "or port is wrong.", failure=Failure.TIMEOUT),
+    f"timeout-{OPENING}": _Text(_CONNECT, Reason.TIMEOUT,
+                                "{address} did not answer or never greeted",
+                                "A firewall may be dropping the connection or the host or "
+                                "port is wrong; or {other}.", failure=Failure.TIMEOUT),
+    f"timeout-{TLS}": _Text(_TLS, Reason.TIMEOUT,
+                            "the TLS handshake with {address} did not finish",
+                            "Probably {other}.", failure=Failure.TIMEOUT),
+    f"timeout-{GREETING}": _Text(_CONNECT, Reason.TIMEOUT,
+                                 "connected to {address} but it never greeted",
+                                 "Probably {other}.", failure=Failure.TIMEOUT),
+    "timeout": _Text(_CONNECT, Reason.TIMEOUT, "{address} stopped answering while {doing}",
+                     f"The server may be overloaded or the network unstable; {_RETRIED}",
+                     failure=Failure.TIMEOUT),
+}
+
+
+def described(where: Where, key: str, doing: str = "", **values: object) -> FetchError:
+    """The FetchError ``_TEXTS[key]`` describes, for this session, while ``doing``."""
+    text = _TEXTS[key]
+    filled = {"address": where.address, "host": where.host, "name": where.name,
+              "family": where.family, "fam": where.family.lower(), "ports": where.ports(),
+              "other": where.other_security(), "doing": doing, **values}
+    return FetchError(text.kind, text.message.format(**filled), text.fix.format(**filled),
+                      step=text.step or _STEPS.get(doing, Step.FETCH), reason=text.reason,
+                      failure=text.failure)
+
+
 def config_error(where: Where | IncomingServer, message: str, fix: str, *,
                  step: Step = Step.FETCH, reason: Reason = Reason.UNEXPECTED) -> FetchError:
     server = where.server if isinstance(where, Where) else where
@@ -80,48 +193,10 @@ def config_error(where: Where | IncomingServer, message: str, fix: str, *,
                       f"{message}", fix, step=step, reason=reason)
 
 
-def tls_not_offered(where: Where) -> FetchError:
-    command = "STARTTLS" if where.family == "IMAP" else "STLS"
-    return FetchError(
-        FetchErrorKind.TLS, f"{where.address} does not offer {command}",
-        f"If the port expects TLS from the first byte use protocol {where.family.lower()}s; "
-        f"{where.ports()}. Without TLS the only option is starttls: false (and policies may "
-        "refuse it).", step=Step.TLS, reason=Reason.NO_STARTTLS)
-
-
 def auth_refused(where: Where, username: str, detail: str) -> FetchError:
-    auth = where.server.spec.auth
-    if isinstance(auth, OAuth2Auth):
-        fix = (f"Check that the token's account is the mailbox {username}, that the scope "
-               f"allows {where.family} access and that {where.family} is enabled for the "
-               "mailbox; re-authorise with `reconcile auth login SERVER` if the grant was "
-               "revoked.")
-    else:
-        fix = (f"Check the username and the password the reference points to; make sure "
-               f"{where.family} access is enabled for this mailbox (Microsoft 365 and Google "
-               "turn it off per mailbox or tenant); accounts with two-step sign-in need an "
-               "app password, or switch to auth type oauth2.")
-    return FetchError(FetchErrorKind.AUTH,
-                      f"{where.address} refused the login for {username}: {detail}", fix,
-                      step=Step.AUTH, reason=Reason.AUTH_FAILED)
-
-
-def plaintext_refused(where: Where) -> FetchError:
-    return FetchError(
-        FetchErrorKind.AUTH,
-        f"{where.address} refuses logins over an unencrypted connection",
-        f"Use protocol {where.family.lower()}s, or starttls: true on the plain port. "
-        f"{where.ports()}.", step=Step.AUTH, reason=Reason.ENCRYPTION_REQUIRED)
-
-
-def mechanism_missing(where: Where, wanted: str, offered: list[str]) -> FetchError:
-    shown = ", ".join(offered) or "none"
-    return FetchError(
-        FetchErrorKind.AUTH,
-        f"{where.address} does not offer {wanted} (it offers: {shown})",
-        "Check the auth type: OAuth needs a server that supports XOAUTH2 or OAUTHBEARER "
-        f"for {where.family}; otherwise use auth type basic.", step=Step.AUTH,
-        reason=Reason.AUTH_NOT_OFFERED, failure=Failure.CONFIG)
+    key = "refused-token" if isinstance(where.server.spec.auth, OAuth2Auth) \
+        else "refused-password"
+    return described(where, key, username=username, detail=detail)
 
 
 def username_of(server: IncomingServer) -> str:
@@ -131,134 +206,33 @@ def username_of(server: IncomingServer) -> str:
     return str(server.spec.email)
 
 
-# The phases a fetcher reports as ``doing``, and the step each is. Anything else
-# ("searching for unread mail", "moving a mail to Errors") is a command after login.
-CONNECT, TLS, GREETING, LOGIN = "connect", "tls", "greeting", "logging in"
-OPENING = "opening the session"  # IMAPClient connects, secures and reads the greeting at once
-_STEPS = {CONNECT: Step.TCP, OPENING: Step.TCP, TLS: Step.TLS, GREETING: Step.GREETING,
-          LOGIN: Step.AUTH}
-
-
-def _step_of(doing: str) -> Step:
-    return _STEPS.get(doing, Step.FETCH)
-
-
 def classify(exc: BaseException, where: Where, doing: str, redact: Callable[[str], str], *,
              session_ended: bool = False) -> FetchError:
-    """The FetchError for ``exc`` raised while ``doing``. Each protocol's classifier
-    (``imap.fetcher``, ``pop3.fetcher``) says which of its client's exceptions mean the
-    server ended the session; DNS, socket and TLS failures are filed the same for both."""
+    """The FetchError for ``exc`` raised while ``doing``; ``session_ended``: the protocol's
+    classifier recognised its client's way of saying the server closed the session."""
     if isinstance(exc, FetchError):
         return exc
     detail = redact(str(exc) or type(exc).__name__)
+    greeting = doing == GREETING
     if session_ended:
-        return _ended(where, doing, detail)
-    return _network(exc, where, doing, detail) or _unexpected(where, doing, detail)
-
-
-def _network(exc: BaseException, where: Where, doing: str, detail: str) -> FetchError | None:
+        return described(where, "closed-greeting" if greeting else "ended", doing, detail=detail)
     if isinstance(exc, socket.gaierror):
-        return _dns(exc, where)
+        return described(where, "dns-temporary" if exc.errno == socket.EAI_AGAIN else "nxdomain")
     if isinstance(exc, ssl.SSLCertVerificationError):
         return _certificate(exc, where)
     if isinstance(exc, ssl.SSLError):
-        return _handshake(exc, where)
+        reason = exc.reason or str(exc)
+        plain = where.implicit_tls and "WRONG_VERSION_NUMBER" in str(reason).upper()
+        return described(where, "handshake-plain" if plain else "handshake", detail=reason)
     if isinstance(exc, ConnectionRefusedError):
-        return FetchError(FetchErrorKind.CONNECT,
-                          f"nothing accepts connections on {where.address}",
-                          f"Check the port ({where.ports()}), that the mail server is "
-                          "running, and that no firewall rejects the connection.",
-                          step=Step.TCP, reason=Reason.REFUSED)
+        return described(where, "refused")
     if isinstance(exc, TimeoutError):
-        return _timeout(where, doing)
+        return described(where, f"timeout-{doing}" if f"timeout-{doing}" in _TEXTS else "timeout",
+                       doing)
     if isinstance(exc, OSError | EOFError):
-        return _lost(where, doing, getattr(exc, "strerror", None) or detail)
-    return None
-
-
-def _lost(where: Where, doing: str, detail: str) -> FetchError:
-    """The connection closed or failed while ``doing``."""
-    if doing == GREETING:
-        return FetchError(FetchErrorKind.CONNECT,
-                          f"{where.address} closed the connection before greeting ({detail})",
-                          f"It may refuse this machine's address, or {where.other_security()}.",
-                          step=Step.GREETING, reason=Reason.CLOSED)
-    return FetchError(FetchErrorKind.CONNECT,
-                      f"connection to {where.address} failed while {doing}: {detail}",
-                      "Check host, port and firewall rules; the fetch is retried at the "
-                      "next interval.", step=_step_of(doing), reason=Reason.CLOSED)
-
-
-def _ended(where: Where, doing: str, detail: str) -> FetchError:
-    """The server ended a working session (restart, idle limit) while ``doing``."""
-    if doing == GREETING:
-        return _lost(where, doing, detail)
-    return FetchError(FetchErrorKind.CONNECT,
-                      f"{where.address} ended the session while {doing} ({detail})",
-                      "The server restarted or dropped idle sessions; the fetch reconnects "
-                      "at the next interval. If it keeps happening, check the server's "
-                      "session limits and log.", step=_step_of(doing), reason=Reason.CLOSED)
-
-
-def _unexpected(where: Where, doing: str, detail: str) -> FetchError:
-    """The server answered something the protocol client could not work with."""
-    if doing == GREETING:
-        return FetchError(FetchErrorKind.PROTOCOL,
-                          f"{where.address} did not greet like a {where.family} server "
-                          f"({detail})",
-                          f"Check that the port is a {where.family} port. {where.ports()}.",
-                          step=Step.GREETING)
-    return FetchError(FetchErrorKind.PROTOCOL,
-                      f"{where.address} answered unexpectedly while {doing}: {detail}",
-                      "If this persists, the mail server's log has the reason; the "
-                      "fetch is retried at the next interval.", step=_step_of(doing))
-
-
-def _dns(exc: socket.gaierror, where: Where) -> FetchError:
-    if exc.errno == socket.EAI_AGAIN:
-        return FetchError(FetchErrorKind.CONNECT,
-                          f"temporary DNS failure looking up {where.host}",
-                          "Check this machine's DNS configuration and network.",
-                          step=Step.DNS, reason=Reason.DNS_TEMPORARY)
-    return FetchError(FetchErrorKind.CONNECT, f"{where.host} does not resolve",
-                      f"Check the spelling of host in incoming server {where.name}, and "
-                      "that this machine resolves internal names if it is internal.",
-                      step=Step.DNS, reason=Reason.NXDOMAIN)
-
-
-def _handshake(exc: ssl.SSLError, where: Where) -> FetchError:
-    reason = exc.reason or str(exc)
-    if where.implicit_tls and "WRONG_VERSION_NUMBER" in str(reason).upper():
-        fix = f"The {where.other_security()}. {where.ports()}."
-    else:
-        fix = ("The server's TLS versions or ciphers may be too old for this machine (TLS "
-               f"1.2 or newer is required), or the protocol does not match the port. "
-               f"{where.ports()}.")
-    return FetchError(FetchErrorKind.TLS,
-                      f"TLS handshake with {where.address} failed ({reason})", fix,
-                      step=Step.TLS, reason=Reason.HANDSHAKE)
-
-
-# What a timeout while each phase means, and what to check: (message, fix) templates
-_TIMEOUTS = {
-    CONNECT: ("{address} did not answer",
-              "A firewall is probably dropping the connection, or the host or port is wrong."),
-    OPENING: ("{address} did not answer or never greeted",
-              "A firewall may be dropping the connection or the host or port is wrong; or "
-              "{other}."),
-    TLS: ("the TLS handshake with {address} did not finish", "Probably {other}."),
-    GREETING: ("connected to {address} but it never greeted", "Probably {other}."),
-}
-
-
-def _timeout(where: Where, doing: str) -> FetchError:
-    message, fix = _TIMEOUTS.get(doing, (
-        "{address} stopped answering while {doing}",
-        "The server may be overloaded or the network unstable; the fetch is retried at "
-        "the next interval."))
-    values = {"address": where.address, "other": where.other_security(), "doing": doing}
-    return FetchError(FetchErrorKind.CONNECT, message.format(**values), fix.format(**values),
-                      step=_step_of(doing), reason=Reason.TIMEOUT, failure=Failure.TIMEOUT)
+        return described(where, "closed-greeting" if greeting else "closed", doing,
+                       detail=getattr(exc, "strerror", None) or detail)
+    return described(where, "not-greeted" if greeting else "unexpected", doing, detail=detail)
 
 
 # OpenSSL verify code -> (reason, what is wrong, what fixes it); anything else is "not trusted"

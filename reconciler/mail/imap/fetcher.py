@@ -98,7 +98,7 @@ class ImapFetcher(ThreadedFetcher):
             if where.starttls:
                 doing = errors.TLS
                 if not client.has_capability("STARTTLS"):
-                    raise errors.tls_not_offered(where)
+                    raise errors.described(where, "no-starttls", command="STARTTLS")
                 client.starttls(self._tls())
             doing = errors.LOGIN
             self._login(client, credentials)
@@ -134,7 +134,7 @@ class ImapFetcher(ThreadedFetcher):
             if isinstance(auth, BasicAuth):
                 assert credentials.password is not None
                 if b"LOGINDISABLED" in caps and "PLAIN" not in offered:
-                    raise errors.plaintext_refused(where)
+                    raise errors.described(where, "plaintext")
                 if "PLAIN" in offered:
                     client.plain_login(credentials.username, credentials.password)
                 else:
@@ -150,13 +150,14 @@ class ImapFetcher(ThreadedFetcher):
                 client.sasl_login("OAUTHBEARER", _once(oauthbearer(
                     credentials.username, credentials.token, where.host, where.port)))
             else:
-                raise errors.mechanism_missing(where, "XOAUTH2 or OAUTHBEARER", offered)
+                raise errors.described(where, "mechanism", wanted="XOAUTH2 or OAUTHBEARER",
+                                       offered=", ".join(offered) or "none")
         except IMAPClientAbortError:
             raise
         except IMAPClientError as exc:
             detail = self.redactor(str(exc))
             if "PRIVACYREQUIRED" in detail.upper():
-                raise errors.plaintext_refused(where) from None
+                raise errors.described(where, "plaintext") from None
             raise errors.auth_refused(where, credentials.username, detail) from None
 
     def _select(self, client: IMAPClient, folder: str | None = None) -> None:

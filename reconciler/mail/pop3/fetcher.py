@@ -106,7 +106,7 @@ class Pop3Fetcher(ThreadedFetcher):
             if where.starttls:
                 progress[0] = errors.TLS
                 if "STLS" not in _capabilities(client):
-                    raise errors.tls_not_offered(where)
+                    raise errors.described(where, "no-starttls", command="STLS")
                 client.stls(self._tls())
             progress[0] = errors.LOGIN
             self._login(client, credentials)
@@ -136,7 +136,8 @@ class Pop3Fetcher(ThreadedFetcher):
             assert credentials.token is not None
             sasl = _capabilities(client).get("SASL", [])
             if "XOAUTH2" not in [m.upper() for m in sasl]:
-                raise errors.mechanism_missing(where, "XOAUTH2", sasl)
+                raise errors.described(where, "mechanism", wanted="XOAUTH2",
+                                       offered=", ".join(sasl) or "none")
             initial = base64.b64encode(xoauth2(credentials.username, credentials.token))
             client._putcmd("AUTH XOAUTH2 " + initial.decode())  # type: ignore[attr-defined]
             reply, _ = client._getline()  # type: ignore[attr-defined]
