@@ -128,30 +128,17 @@ class ImapFetcher(ThreadedFetcher):
         where = self.where
         try:
             if isinstance(auth, NoAuth):
-                raise errors.config_error(where, "auth is none, but IMAP servers need a login",
-                                   "Configure auth basic (username and password) or oauth2.",
-                                   step=Step.AUTH)
-            if isinstance(auth, BasicAuth):
-                assert credentials.password is not None
-                if b"LOGINDISABLED" in caps and "PLAIN" not in offered:
-                    raise errors.described(where, "plaintext")
-                if "PLAIN" in offered:
-                    client.plain_login(credentials.username, credentials.password)
-                else:
-                    client.login(credentials.username, credentials.password)
-                return
-            assert credentials.token is not None
-            # sasl_login with _once rather than oauth2_login: a refused token comes back as
-            # an error challenge that must be answered with an empty line (RFC 7628 3.2.3)
-            if "XOAUTH2" in offered:
-                client.sasl_login("XOAUTH2",
-                                  _once(xoauth2(credentials.username, credentials.token)))
-            elif "OAUTHBEARER" in offered:
-                client.sasl_login("OAUTHBEARER", _once(oauthbearer(
-                    credentials.username, credentials.token, where.host, where.port)))
+                raise errors.config_error(
+                    where, "auth is none, but IMAP servers need a login",
+                    "Configure auth basic (username and password) or oauth2.", step=Step.AUTH)
+            if not isinstance(auth, BasicAuth):
+                self._oauth_login(client, credentials, offered)
+            elif b"LOGINDISABLED" in caps and "PLAIN" not in offered:
+                raise errors.described(where, "plaintext")
+            elif "PLAIN" in offered:
+                client.plain_login(credentials.username, credentials.password)
             else:
-                raise errors.described(where, "mechanism", wanted="XOAUTH2 or OAUTHBEARER",
-                                       offered=", ".join(offered) or "none")
+                client.login(credentials.username, credentials.password)
         except IMAPClientAbortError:
             raise
         except IMAPClientError as exc:
@@ -160,6 +147,20 @@ class ImapFetcher(ThreadedFetcher):
                 raise errors.described(where, "plaintext") from None
             raise errors.auth_refused(where, credentials.username, detail) from None
 
+    def _oauth_login(self, client: IMAPClient, credentials: Credentials,
+                     offered: list[str]) -> None:
+        # sasl_login with _once rather than oauth2_login: a refused token comes back as an
+        # error challenge that must be answered with an empty line (RFC 7628 3.2.3)
+        username, token, where = credentials.username, str(credentials.token), self.where
+        if "XOAUTH2" in offered:
+            client.sasl_login("XOAUTH2", _once(xoauth2(username, token)))
+        elif "OAUTHBEARER" in offered:
+            client.sasl_login("OAUTHBEARER",
+                              _once(oauthbearer(username, token, where.host, where.port)))
+        else:
+            raise errors.described(where, "mechanism", wanted="XOAUTH2 or OAUTHBEARER",
+                                   offered=", ".join(offered) or "none")
+
     def _select(self, client: IMAPClient, folder: str | None = None) -> None:
         folder = folder or self.folder
         try:
@@ -167,12 +168,11 @@ class ImapFetcher(ThreadedFetcher):
         except IMAPClientAbortError:
             raise
         except IMAPClientError as exc:
-            raise errors.config_error(self.where, f"the folder {folder} cannot be opened "
-                               f"({self.redactor(str(exc))})",
-                               "Check folder in the incoming server spec: names are case "
-                               "sensitive except INBOX, and nested folders use the server's "
-                               "separator (often '/' or '.').", reason=Reason.NOT_FOUND) \
-                from None
+            raise errors.config_error(
+                self.where, f"the folder {folder} cannot be opened ({self.redactor(str(exc))})",
+                "Check folder in the incoming server spec: names are case sensitive except "
+                "INBOX, and nested folders use the server's separator (often '/' or '.').",
+                reason=Reason.NOT_FOUND) from None
         self._keywords = b"\\*" in selected.get(b"PERMANENTFLAGS", ())
         self._uidvalidity = int(selected.get(b"UIDVALIDITY", 0))
 

@@ -35,6 +35,7 @@ from reconciler.mail.fetcher import (
     IncomingTokenProvider,
     is_done,
 )
+from reconciler.mail.steps import Step
 from reconciler.mail.threaded import Credentials, ThreadedFetcher, xoauth2
 
 MAX_LINE = 1 << 20  # poplib's 2,048-byte limit refuses real mail with long HTML lines
@@ -125,8 +126,9 @@ class Pop3Fetcher(ThreadedFetcher):
         auth = self.server.spec.auth
         where = self.where
         if isinstance(auth, NoAuth):
-            raise errors.config_error(where, "auth is none, but POP3 servers need a login",
-                               "Configure auth basic (username and password) or oauth2.")
+            raise errors.config_error(
+                where, "auth is none, but POP3 servers need a login",
+                "Configure auth basic (username and password) or oauth2.", step=Step.AUTH)
         try:
             if isinstance(auth, BasicAuth):
                 assert credentials.password is not None
