@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import ssl
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +34,13 @@ from reconciler.credentials.gate import (
 )
 from reconciler.mail.fetch_errors import Where, config_error, username_of
 from reconciler.mail.fetcher import (
+    AlreadyDone,
+    FetchedMail,
     Fetcher,
     FetchError,
     FetchErrorKind,
     IncomingTokenProvider,
+    is_done,
 )
 from reconciler.mail.steps import Reason, Step
 from reconciler.mail.transport import Redactor
@@ -126,6 +129,22 @@ class ThreadedFetcher(Fetcher):
             raise error from None
         except self._refused as exc:
             raise self._classify(exc, step) from None
+
+    async def _stream(self, listing: list[tuple[str, int]], already_done: AlreadyDone,
+                      limit: int, download: Callable[[int, str], FetchedMail | None],
+                      ) -> AsyncIterator[FetchedMail]:
+        """Up to ``limit`` mails of ``listing`` (marker, uid; oldest first) not done yet,
+        downloaded one at a time; ``download`` answers None for a mail gone since."""
+        yielded = 0
+        for marker, uid in listing:
+            if yielded >= limit:
+                return
+            if await is_done(already_done, marker):
+                continue
+            mail = await self._call("downloading a mail", download, uid, marker)
+            if mail is not None:
+                yielded += 1
+                yield mail
 
     def _drop(self) -> None:
         client, self._client = self._client, None

@@ -48,7 +48,6 @@ from reconciler.mail.fetcher import (
     FetchError,
     FetchErrorKind,
     IncomingTokenProvider,
-    is_done,
 )
 from reconciler.mail.steps import Reason, Step
 from reconciler.mail.threaded import Credentials, ThreadedFetcher, oauthbearer, xoauth2
@@ -190,19 +189,9 @@ class ImapFetcher(ThreadedFetcher):
 
     async def fetch(self, already_done: AlreadyDone,
                     limit: int = 100) -> AsyncIterator[FetchedMail]:
-        uids: list[int] = await self._call("searching for unread mail", self._unseen)
-        validity = self._uidvalidity
-        yielded = 0
-        for uid in uids:
-            if yielded >= limit:
-                return
-            marker = f"imap:{self.folder}:{validity}:{uid}"
-            if await is_done(already_done, marker):
-                continue
-            mail = await self._call("downloading a mail", self._download, uid, marker)
-            if mail is None:
-                continue  # expunged by someone else since the search
-            yielded += 1
+        uids = await self._call("searching for unread mail", self._unseen)
+        listing = [(f"imap:{self.folder}:{self._uidvalidity}:{uid}", uid) for uid in uids]
+        async for mail in self._stream(listing, already_done, limit, self._download):
             yield mail
 
     def _client_now(self) -> IMAPClient:
@@ -218,6 +207,7 @@ class ImapFetcher(ThreadedFetcher):
         return sorted(client.search("UNSEEN"))
 
     def _download(self, uid: int, marker: str) -> FetchedMail | None:
+        """None when someone else expunged the mail since the search."""
         found = self._client_now().fetch([uid], ["RFC822.SIZE", "INTERNALDATE",
                                                  "BODY.PEEK[]"]).get(uid)
         if not found or _BODY not in found:

@@ -33,7 +33,6 @@ from reconciler.mail.fetcher import (
     FetchedMail,
     FetchError,
     IncomingTokenProvider,
-    is_done,
 )
 from reconciler.mail.steps import Step
 from reconciler.mail.threaded import Credentials, ThreadedFetcher, xoauth2
@@ -162,35 +161,27 @@ class Pop3Fetcher(ThreadedFetcher):
     async def fetch(self, already_done: AlreadyDone,
                     limit: int = 100) -> AsyncIterator[FetchedMail]:
         listing = await self._call("listing mail (UIDL)", self._uidl)
-        self._numbers = {}
-        yielded = 0
-        for number, uidl in listing:
-            if yielded >= limit:
-                return
-            marker = f"pop3:{uidl}"
-            self._numbers[marker] = number
-            if await is_done(already_done, marker):
-                continue
-            raw = await self._call("downloading a mail", self._retr, number)
-            yielded += 1
-            yield FetchedMail(marker=marker, raw=raw, size=len(raw), folder="INBOX", uid=number)
+        self._numbers = dict(listing)
+        async for mail in self._stream(listing, already_done, limit, self._download):
+            yield mail
 
     def _client_now(self) -> poplib.POP3:
         if self._client is None:
             raise poplib.error_proto("-ERR not connected")
         return self._client
 
-    def _uidl(self) -> list[tuple[int, str]]:
+    def _uidl(self) -> list[tuple[str, int]]:
         _, lines, _ = self._client_now().uidl()
         listing = []
         for line in lines:
             number, uidl = line.decode("ascii", "replace").split(None, 1)
-            listing.append((int(number), uidl.strip()))
+            listing.append((f"pop3:{uidl.strip()}", int(number)))
         return listing
 
-    def _retr(self, number: int) -> bytes:
+    def _download(self, number: int, marker: str) -> FetchedMail:
         _, lines, _ = self._client_now().retr(number)
-        return b"\r\n".join(lines) + b"\r\n"
+        raw = b"\r\n".join(lines) + b"\r\n"
+        return FetchedMail(marker=marker, raw=raw, size=len(raw), folder="INBOX", uid=number)
 
     async def mark_done(self, mail: FetchedMail) -> None:
         if not self.delete_after_fetch:
