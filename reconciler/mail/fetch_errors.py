@@ -113,6 +113,21 @@ _TEXTS = {
     "handshake-plain": _Text(_TLS, Reason.HANDSHAKE,
                              "TLS handshake with {address} failed ({detail})",
                              "The {other}. {ports}.", Step.TLS),
+    "certificate": _Text(_TLS, Reason.UNTRUSTED,
+                         "the certificate of {address} is not trusted ({detail})",
+                         "The certificate is not signed by a CA this machine trusts. If the "
+                         "server uses a private CA, trust it with the daemon's ca_file setting "
+                         "or RECONCILE_TLS_CA_FILE; certificate checks cannot be switched off.",
+                         Step.TLS, Failure.TLS_VERIFY),
+    "certificate-62": _Text(_TLS, Reason.HOSTNAME_MISMATCH,  # X509_V_ERR_HOSTNAME_MISMATCH
+                            "the certificate of {address} is for another host name ({detail})",
+                            "Set host to a name the certificate lists (usually the provider's "
+                            "documented {family} host name, not an IP address or alias).",
+                            Step.TLS, Failure.TLS_VERIFY),
+    "certificate-10": _Text(_TLS, Reason.EXPIRED,  # X509_V_ERR_CERT_HAS_EXPIRED
+                            "the certificate of {address} has expired ({detail})",
+                            "Whoever runs the mail server must renew it (or check this "
+                            "machine's clock).", Step.TLS, Failure.TLS_VERIFY),
     "no-starttls": _Text(_TLS, Reason.NO_STARTTLS, "{address} does not offer {command}",
                          "If the port expects TLS from the first byte use protocol {fam}s; "
                          "{ports}. Without TLS the only option is starttls: false (and "
@@ -173,6 +188,7 @@ _TEXTS = {
                      f"The server may be overloaded or the network unstable; {_RETRIED}",
                      failure=Failure.TIMEOUT),
 }
+_TEXTS["certificate-64"] = _TEXTS["certificate-62"]  # X509_V_ERR_IP_ADDRESS_MISMATCH
 
 
 def described(where: Where, key: str, doing: str = "", **values: object) -> FetchError:
@@ -212,47 +228,35 @@ def classify(exc: BaseException, where: Where, doing: str, redact: Callable[[str
     classifier recognised its client's way of saying the server closed the session."""
     if isinstance(exc, FetchError):
         return exc
-    detail = redact(str(exc) or type(exc).__name__)
-    greeting = doing == GREETING
-    if session_ended:
-        return described(where, "closed-greeting" if greeting else "ended", doing, detail=detail)
-    if isinstance(exc, socket.gaierror):
-        return described(where, "dns-temporary" if exc.errno == socket.EAI_AGAIN else "nxdomain")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return _certificate(exc, where)
+        detail = str(exc.verify_message or exc.reason or exc)
+    elif isinstance(exc, ssl.SSLError):
+        detail = str(exc.reason or exc)
+    else:
+        detail = redact(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
+    key = "ended" if session_ended else _key(exc, where, doing)
+    if doing == GREETING:
+        key = _AT_GREETING.get(key, key)
+    return described(where, key, doing, detail=detail)
+
+
+# Before the greeting, a closed connection and an odd answer mean something else.
+_AT_GREETING = {"ended": "closed-greeting", "closed": "closed-greeting",
+                "unexpected": "not-greeted"}
+
+
+def _key(exc: BaseException, where: Where, doing: str) -> str:
+    """Which of :data:`_TEXTS` describes ``exc``."""
+    if isinstance(exc, socket.gaierror):
+        return "dns-temporary" if exc.errno == socket.EAI_AGAIN else "nxdomain"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = f"certificate-{exc.verify_code}"
+        return code if code in _TEXTS else "certificate"
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
-        plain = where.implicit_tls and "WRONG_VERSION_NUMBER" in str(reason).upper()
-        return described(where, "handshake-plain" if plain else "handshake", detail=reason)
+        plain = where.implicit_tls and "WRONG_VERSION_NUMBER" in str(exc.reason or exc).upper()
+        return "handshake-plain" if plain else "handshake"
     if isinstance(exc, ConnectionRefusedError):
-        return described(where, "refused")
+        return "refused"
     if isinstance(exc, TimeoutError):
-        return described(where, f"timeout-{doing}" if f"timeout-{doing}" in _TEXTS else "timeout",
-                       doing)
-    if isinstance(exc, OSError | EOFError):
-        return described(where, "closed-greeting" if greeting else "closed", doing,
-                       detail=getattr(exc, "strerror", None) or detail)
-    return described(where, "not-greeted" if greeting else "unexpected", doing, detail=detail)
-
-
-# OpenSSL verify code -> (reason, what is wrong, what fixes it); anything else is "not trusted"
-_CERTIFICATE = {
-    62: (Reason.HOSTNAME_MISMATCH, "is for another host name",  # X509_V_ERR_HOSTNAME_MISMATCH
-         "Set host to a name the certificate lists (usually the provider's documented "
-         "{family} host name, not an IP address or alias)."),
-    10: (Reason.EXPIRED, "has expired",  # X509_V_ERR_CERT_HAS_EXPIRED
-         "Whoever runs the mail server must renew it (or check this machine's clock)."),
-}
-_CERTIFICATE[64] = _CERTIFICATE[62]  # X509_V_ERR_IP_ADDRESS_MISMATCH
-_UNTRUSTED = (Reason.UNTRUSTED, "is not trusted",
-              "The certificate is not signed by a CA this machine trusts. If the server uses a "
-              "private CA, trust it with the daemon's ca_file setting or RECONCILE_TLS_CA_FILE; "
-              "certificate checks cannot be switched off.")
-
-
-def _certificate(exc: ssl.SSLCertVerificationError, where: Where) -> FetchError:
-    reason, wrong, fix = _CERTIFICATE.get(exc.verify_code, _UNTRUSTED)
-    return FetchError(FetchErrorKind.TLS, f"the certificate of {where.address} {wrong} "
-                      f"({exc.verify_message or exc.reason or exc})",
-                      fix.format(family=where.family), step=Step.TLS, reason=reason,
-                      failure=Failure.TLS_VERIFY)
+        return f"timeout-{doing}" if f"timeout-{doing}" in _TEXTS else "timeout"
+    return "closed" if isinstance(exc, OSError | EOFError) else "unexpected"
