@@ -50,6 +50,13 @@ from reconciler.runtime.tls import transport_tls
 T = TypeVar("T")
 
 
+def close_now(client: Any) -> None:
+    """Close a client's socket at once, without a goodbye (``shutdown`` on IMAPClient and
+    on the POP3 client); never raises."""
+    with contextlib.suppress(Exception):
+        client.shutdown()
+
+
 @dataclass(frozen=True)
 class Credentials:
     """Resolved for one login and dropped after it; never kept on the fetcher."""
@@ -84,14 +91,6 @@ class ThreadedFetcher(Fetcher):
     _broken: tuple[type[BaseException], ...] = (OSError, EOFError)
     _refused: tuple[type[BaseException], ...] = ()
     _client: Any = None
-
-    @abstractmethod
-    def _logout(self, client: Any) -> None:
-        """Say goodbye politely (in the thread); may raise."""
-
-    @abstractmethod
-    def _shutdown(self, client: Any) -> None:
-        """Close the socket at once; never raises."""
 
     @abstractmethod
     def _open(self, credentials: Credentials) -> Any:
@@ -149,17 +148,23 @@ class ThreadedFetcher(Fetcher):
     def _drop(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            self._shutdown(client)
+            close_now(client)
         self._release_thread()
+
+    def _session(self) -> Any:
+        """The open client, in the thread; a dropped session reads as the server ending it."""
+        if self._client is None:
+            raise self._broken[0]("not connected")
+        return self._client
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None and self._executor is not None:
             try:
                 with contextlib.suppress(Exception):  # the session is over either way
-                    await self._run(self._logout, client)
+                    await self._run(client.logout)
             finally:
-                self._shutdown(client)
+                close_now(client)
         self._release_thread()
 
     def _tls(self) -> ssl.SSLContext:

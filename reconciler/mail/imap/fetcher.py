@@ -27,7 +27,6 @@ bench/incoming.py shows the same throughput within its noise.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import imaplib
 import logging
 import threading
@@ -50,7 +49,7 @@ from reconciler.mail.fetcher import (
     IncomingTokenProvider,
 )
 from reconciler.mail.steps import Reason, Step
-from reconciler.mail.threaded import Credentials, ThreadedFetcher, oauthbearer, xoauth2
+from reconciler.mail.threaded import Credentials, ThreadedFetcher, close_now, oauthbearer, xoauth2
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ class ImapFetcher(ThreadedFetcher):
             return client
         except Exception as exc:
             if client is not None:
-                _shutdown(client)
+                close_now(client)
             raise self._classify(exc, doing) from None
 
     def _classify(self, exc: BaseException, doing: str) -> FetchError:
@@ -179,12 +178,6 @@ class ImapFetcher(ThreadedFetcher):
         self._stop.set()  # an IDLE in progress ends within IDLE_POLL_S
         await super().aclose()
 
-    def _logout(self, client: IMAPClient) -> None:
-        client.logout()
-
-    def _shutdown(self, client: IMAPClient) -> None:
-        _shutdown(client)
-
     # -- fetching ---------------------------------------------------------
 
     async def fetch(self, already_done: AlreadyDone,
@@ -194,13 +187,8 @@ class ImapFetcher(ThreadedFetcher):
         async for mail in self._stream(listing, already_done, limit, self._download):
             yield mail
 
-    def _client_now(self) -> IMAPClient:
-        if self._client is None:
-            raise imaplib.IMAP4.abort("not connected")
-        return self._client
-
     def _unseen(self) -> list[int]:
-        client = self._client_now()
+        client = self._session()
         # SELECT again: it flushes the EXISTS/RECENT noise a long session collects and
         # learns a UIDVALIDITY the server changed since the last fetch
         self._select(client)
@@ -208,7 +196,7 @@ class ImapFetcher(ThreadedFetcher):
 
     def _download(self, uid: int, marker: str) -> FetchedMail | None:
         """None when someone else expunged the mail since the search."""
-        found = self._client_now().fetch([uid], ["RFC822.SIZE", "INTERNALDATE",
+        found = self._session().fetch([uid], ["RFC822.SIZE", "INTERNALDATE",
                                                  "BODY.PEEK[]"]).get(uid)
         if not found or _BODY not in found:
             return None
@@ -226,7 +214,7 @@ class ImapFetcher(ThreadedFetcher):
         await self._call("marking a mail read", self._flag, [mail.uid])
 
     def _flag(self, uids: list[int]) -> None:
-        self._client_now().add_flags(uids, self._done_flags, silent=True)
+        self._session().add_flags(uids, self._done_flags, silent=True)
 
     def _same_session(self, mail: FetchedMail) -> bool:
         """Whether the mail's UID still means the same mail (same folder and UIDVALIDITY)."""
@@ -251,7 +239,7 @@ class ImapFetcher(ThreadedFetcher):
         await self._call(f"moving a mail to {self.error_folder}", self._move_to_error, mail.uid)
 
     def _ensure_folder(self, name: str) -> None:
-        client = self._client_now()
+        client = self._session()
         if client.folder_exists(name):
             return
         try:
@@ -268,7 +256,7 @@ class ImapFetcher(ThreadedFetcher):
                                  reason=Reason.REJECTED) from None
 
     def _move(self, uids: list[int], target: str) -> None:
-        client = self._client_now()
+        client = self._session()
         if b"MOVE" in self._caps:
             client.move(uids, target)
             return
@@ -288,7 +276,7 @@ class ImapFetcher(ThreadedFetcher):
 
     def _count_error(self) -> int:
         try:
-            status = self._client_now().folder_status(self.error_folder, ["MESSAGES"])
+            status = self._session().folder_status(self.error_folder, ["MESSAGES"])
         except IMAPClientAbortError:
             raise
         except IMAPClientError:
@@ -300,7 +288,7 @@ class ImapFetcher(ThreadedFetcher):
                                     self._move_back))
 
     def _move_back(self) -> int:
-        client = self._client_now()
+        client = self._session()
         if self._count_error() == 0:
             return 0
         try:
@@ -342,7 +330,7 @@ class ImapFetcher(ThreadedFetcher):
         continuation waits in the reader's buffer until DONE: such mail is reported at
         the end of the wait, not lost.
         """
-        client = self._client_now()
+        client = self._session()
         client.idle()
         woke, quiet = False, 0
         deadline = time.monotonic() + timeout
@@ -377,8 +365,3 @@ def _once(response: bytes) -> Callable[[bytes], bytes]:
         return response
 
     return answer
-
-
-def _shutdown(client: IMAPClient) -> None:
-    with contextlib.suppress(Exception):
-        client.shutdown()

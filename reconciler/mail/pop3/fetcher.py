@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import poplib
 import socket
 from collections.abc import AsyncIterator
@@ -35,7 +34,7 @@ from reconciler.mail.fetcher import (
     IncomingTokenProvider,
 )
 from reconciler.mail.steps import Step
-from reconciler.mail.threaded import Credentials, ThreadedFetcher, xoauth2
+from reconciler.mail.threaded import Credentials, ThreadedFetcher, close_now, xoauth2
 
 MAX_LINE = 1 << 20  # poplib's 2,048-byte limit refuses real mail with long HTML lines
 
@@ -56,6 +55,12 @@ class _Client(poplib.POP3):
             sock = context.wrap_socket(sock, server_hostname=self.host)
         self._progress[0] = errors.GREETING
         return sock
+
+    def logout(self) -> None:  # IMAPClient's names, so the base class ends either session
+        self.quit()
+
+    def shutdown(self) -> None:
+        self.close()
 
     def _getline(self) -> tuple[bytes, int]:
         line = self.file.readline(MAX_LINE + 1)
@@ -86,16 +91,16 @@ class Pop3Fetcher(ThreadedFetcher):
         super().__init__(server, token_provider=token_provider, ca_file=ca_file,
                          timeout=timeout)
         self.delete_after_fetch = delete_after_fetch
-        self._client: poplib.POP3 | None = None
+        self._client: _Client | None = None
         self._numbers: dict[str, int] = {}  # marker -> message number in this session
 
     def _new_session(self) -> None:
         self._numbers = {}  # message numbers are only valid within one session
 
-    def _open(self, credentials: Credentials) -> poplib.POP3:
+    def _open(self, credentials: Credentials) -> _Client:
         where = self.where
         progress = [errors.CONNECT]
-        client: poplib.POP3 | None = None
+        client: _Client | None = None
         try:
             if where.implicit_tls:
                 client = _SslClient(where.host, where.port, context=self._tls(),
@@ -113,7 +118,7 @@ class Pop3Fetcher(ThreadedFetcher):
             return client
         except Exception as exc:
             if client is not None:
-                _shutdown(client)
+                close_now(client)
             raise self._classify(exc, progress[0]) from None
 
     def _classify(self, exc: BaseException, doing: str) -> FetchError:
@@ -152,12 +157,6 @@ class Pop3Fetcher(ThreadedFetcher):
             raise errors.auth_refused(where, credentials.username,
                                self.redactor(_reply_text(exc))) from None
 
-    def _logout(self, client: poplib.POP3) -> None:
-        client.quit()
-
-    def _shutdown(self, client: poplib.POP3) -> None:
-        _shutdown(client)
-
     async def fetch(self, already_done: AlreadyDone,
                     limit: int = 100) -> AsyncIterator[FetchedMail]:
         listing = await self._call("listing mail (UIDL)", self._uidl)
@@ -165,13 +164,8 @@ class Pop3Fetcher(ThreadedFetcher):
         async for mail in self._stream(listing, already_done, limit, self._download):
             yield mail
 
-    def _client_now(self) -> poplib.POP3:
-        if self._client is None:
-            raise poplib.error_proto("-ERR not connected")
-        return self._client
-
     def _uidl(self) -> list[tuple[str, int]]:
-        _, lines, _ = self._client_now().uidl()
+        _, lines, _ = self._session().uidl()
         listing = []
         for line in lines:
             number, uidl = line.decode("ascii", "replace").split(None, 1)
@@ -179,7 +173,7 @@ class Pop3Fetcher(ThreadedFetcher):
         return listing
 
     def _download(self, number: int, marker: str) -> FetchedMail:
-        _, lines, _ = self._client_now().retr(number)
+        _, lines, _ = self._session().retr(number)
         raw = b"\r\n".join(lines) + b"\r\n"
         return FetchedMail(marker=marker, raw=raw, size=len(raw), folder="INBOX", uid=number)
 
@@ -192,7 +186,7 @@ class Pop3Fetcher(ThreadedFetcher):
         await self._call("deleting a handled mail", self._dele, number)
 
     def _dele(self, number: int) -> None:
-        self._client_now().dele(number)
+        self._session().dele(number)
 
     async def wait_for_new(self, timeout: float) -> bool:
         # ending the session commits DELE and lets the next login see new mail
@@ -213,8 +207,3 @@ def _reply_text(exc: poplib.error_proto) -> str:
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     return str(text).removeprefix("-ERR").strip() or "no reason given"
-
-
-def _shutdown(client: poplib.POP3) -> None:
-    with contextlib.suppress(Exception):
-        client.close()
