@@ -196,8 +196,8 @@ class ImapFetcher(ThreadedFetcher):
 
     def _download(self, uid: int, marker: str) -> FetchedMail | None:
         """None when someone else expunged the mail since the search."""
-        found = self._session().fetch([uid], ["RFC822.SIZE", "INTERNALDATE",
-                                                 "BODY.PEEK[]"]).get(uid)
+        items = ["RFC822.SIZE", "INTERNALDATE", "BODY.PEEK[]"]
+        found = self._session().fetch([uid], items).get(uid)
         if not found or _BODY not in found:
             return None
         raw = bytes(found[_BODY])
