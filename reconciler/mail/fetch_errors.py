@@ -252,6 +252,8 @@ def _key(exc: BaseException, where: Where, doing: str) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = f"certificate-{exc.verify_code}"
         return code if code in _TEXTS else "certificate"
+    if isinstance(exc, ssl.SSLError) and doing not in (CONNECT, OPENING, TLS):
+        return "ended"  # after the handshake a TLS error (mostly EOF) is a broken session
     if isinstance(exc, ssl.SSLError):
         plain = where.implicit_tls and "WRONG_VERSION_NUMBER" in str(exc.reason or exc).upper()
         return "handshake-plain" if plain else "handshake"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 
 import pytest
 from peers.dovecot import DovecotInstance, MailUser
@@ -113,6 +114,8 @@ def test_ews_and_graph_have_their_fetchers(protocol: str, fetcher: str) -> None:
     (ConnectionResetError(104, "Connection reset by peer"), "greeting", "connect", "greeting",
      "closed", False),
     (ValueError("nonsense"), "greeting", "protocol", "greeting", "unexpected", False),
+    (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), "marking a mail read",
+     "connect", "fetch", "closed", False),
 ])
 def test_every_failure_is_a_mail_failure_with_step_and_reason(
         dovecot: DovecotInstance, mailbox: MailUser, exc: BaseException, doing: str,
