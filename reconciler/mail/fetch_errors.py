@@ -229,9 +229,9 @@ def classify(exc: BaseException, where: Where, doing: str, redact: Callable[[str
     if isinstance(exc, FetchError):
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = str(exc.verify_message or exc.reason or exc)
+        detail = str(exc.verify_message or getattr(exc, "reason", None) or exc)
     elif isinstance(exc, ssl.SSLError):
-        detail = str(exc.reason or exc)
+        detail = str(getattr(exc, "reason", None) or exc)
     else:
         detail = redact(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
     key = "ended" if session_ended else _key(exc, where, doing)
@@ -255,7 +255,7 @@ def _key(exc: BaseException, where: Where, doing: str) -> str:
     if isinstance(exc, ssl.SSLError) and doing not in (CONNECT, OPENING, TLS):
         return "ended"  # after the handshake a TLS error (mostly EOF) is a broken session
     if isinstance(exc, ssl.SSLError):
-        plain = where.implicit_tls and "WRONG_VERSION_NUMBER" in str(exc.reason or exc).upper()
+        plain = where.implicit_tls and "WRONG_VERSION_NUMBER" in str(exc).upper()
         return "handshake-plain" if plain else "handshake"
     if isinstance(exc, ConnectionRefusedError):
         return "refused"
