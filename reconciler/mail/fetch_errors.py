@@ -1,29 +1,37 @@
-"""Turn what went wrong talking to an IMAP/POP3 server into one FetchError (SPEC I7).
+"""What the IMAP and POP3 classifiers share: turn what went wrong into one FetchError
+(a MailFailure with step and reason, SPEC I7).
 
 The same idea as :mod:`reconciler.health.diagnose` for SMTP: say which step
 failed in plain words and name the likely fix with the host, port and
-protocol actually configured. Every text that may carry server output goes
-through the session's redactor first.
+protocol actually configured. The words are one table (:data:`_TEXTS`);
+:func:`classify` files DNS, socket and TLS errors the same for both
+protocols, and each protocol's classifier (``imap.fetcher``,
+``pop3.fetcher``) only says which of its client's exceptions mean the server
+ended the session. Every text that may carry server output goes through the
+session's redactor first.
 """
 
 from __future__ import annotations
 
-import imaplib
-import poplib
 import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from reconciler.config.derive import INCOMING_PORTS
 from reconciler.config.models.auth import BasicAuth, OAuth2Auth
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
 from reconciler.mail.fetcher import FetchError, FetchErrorKind
+from reconciler.mail.outcome import Failure
+from reconciler.mail.steps import Reason, Step
 
-_NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
-_CERT_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
-_CA = ("If the server uses a private CA, trust it with the daemon's ca_file setting or "
-       "RECONCILE_TLS_CA_FILE; certificate checks cannot be switched off.")
+# The phases a fetcher reports as ``doing``, and the step each is. Anything else
+# ("searching for unread mail", "moving a mail to Errors") is a command after login.
+CONNECT, TLS, GREETING, LOGIN = "connect", "tls", "greeting", "logging in"
+OPENING = "opening the session"  # IMAPClient connects, secures and reads the greeting at once
+_STEPS = {CONNECT: Step.TCP, OPENING: Step.TCP, TLS: Step.TLS, GREETING: Step.GREETING,
+          LOGIN: Step.AUTH}
 
 
 @dataclass(frozen=True)
@@ -61,13 +69,10 @@ class Where:
         return f"{meta.namespace}/{meta.name}" if meta.namespace else meta.name
 
     def ports(self) -> str:
-        if self.family == "IMAP":
-            return (f"IMAP ports: {INCOMING_PORTS[IncomingProtocol.IMAPS]} with protocol imaps "
-                    f"(TLS from the first byte), {INCOMING_PORTS[IncomingProtocol.IMAP]} with "
-                    "protocol imap and starttls: true")
-        return (f"POP3 ports: {INCOMING_PORTS[IncomingProtocol.POP3S]} with protocol pop3s "
-                f"(TLS from the first byte), {INCOMING_PORTS[IncomingProtocol.POP3]} with "
-                "protocol pop3 and starttls: true")
+        plain = IncomingProtocol(self.family.lower())
+        tls = IncomingProtocol(f"{plain}s")
+        return (f"{self.family} ports: {INCOMING_PORTS[tls]} with protocol {tls} (TLS from the "
+                f"first byte), {INCOMING_PORTS[plain]} with protocol {plain} and starttls: true")
 
     def other_security(self) -> str:
         if self.implicit_tls:
@@ -78,52 +83,136 @@ class Where:
                 f"{self.family.lower()}s there")
 
 
-def config_error(where: Where | IncomingServer, message: str, fix: str) -> FetchError:
+class _Text(NamedTuple):
+    kind: FetchErrorKind
+    reason: Reason
+    message: str
+    fix: str
+    step: Step | None = None  # None: the step of what was being done
+    failure: Failure | None = None  # None: what the kind implies
+
+
+_CONNECT, _TLS, _AUTH = FetchErrorKind.CONNECT, FetchErrorKind.TLS, FetchErrorKind.AUTH
+_RETRIED = "the fetch is retried at the next interval."
+# What each failure says and what fixes it. Placeholders come from the session
+# ({address} {host} {name} {family} {fam} {ports} {other}) and from the caller.
+_TEXTS = {
+    "nxdomain": _Text(_CONNECT, Reason.NXDOMAIN, "{host} does not resolve",
+                      "Check the spelling of host in incoming server {name}, and that this "
+                      "machine resolves internal names if it is internal.", Step.DNS),
+    "dns-temporary": _Text(_CONNECT, Reason.DNS_TEMPORARY,
+                           "temporary DNS failure looking up {host}",
+                           "Check this machine's DNS configuration and network.", Step.DNS),
+    "refused": _Text(_CONNECT, Reason.REFUSED, "nothing accepts connections on {address}",
+                     "Check the port ({ports}), that the mail server is running, and that no "
+                     "firewall rejects the connection.", Step.TCP),
+    "handshake": _Text(_TLS, Reason.HANDSHAKE, "TLS handshake with {address} failed ({detail})",
+                       "The server's TLS versions or ciphers may be too old for this machine "
+                       "(TLS 1.2 or newer is required), or the protocol does not match the "
+                       "port. {ports}.", Step.TLS),
+    "handshake-plain": _Text(_TLS, Reason.HANDSHAKE,
+                             "TLS handshake with {address} failed ({detail})",
+                             "The {other}. {ports}.", Step.TLS),
+    "certificate": _Text(_TLS, Reason.UNTRUSTED,
+                         "the certificate of {address} is not trusted ({detail})",
+                         "The certificate is not signed by a CA this machine trusts. If the "
+                         "server uses a private CA, trust it with the daemon's ca_file setting "
+                         "or RECONCILE_TLS_CA_FILE; certificate checks cannot be switched off.",
+                         Step.TLS, Failure.TLS_VERIFY),
+    "certificate-62": _Text(_TLS, Reason.HOSTNAME_MISMATCH,  # X509_V_ERR_HOSTNAME_MISMATCH
+                            "the certificate of {address} is for another host name ({detail})",
+                            "Set host to a name the certificate lists (usually the provider's "
+                            "documented {family} host name, not an IP address or alias).",
+                            Step.TLS, Failure.TLS_VERIFY),
+    "certificate-10": _Text(_TLS, Reason.EXPIRED,  # X509_V_ERR_CERT_HAS_EXPIRED
+                            "the certificate of {address} has expired ({detail})",
+                            "Whoever runs the mail server must renew it (or check this "
+                            "machine's clock).", Step.TLS, Failure.TLS_VERIFY),
+    "no-starttls": _Text(_TLS, Reason.NO_STARTTLS, "{address} does not offer {command}",
+                         "If the port expects TLS from the first byte use protocol {fam}s; "
+                         "{ports}. Without TLS the only option is starttls: false (and "
+                         "policies may refuse it).", Step.TLS),
+    "plaintext": _Text(_AUTH, Reason.ENCRYPTION_REQUIRED,
+                       "{address} refuses logins over an unencrypted connection",
+                       "Use protocol {fam}s, or starttls: true on the plain port. {ports}.",
+                       Step.AUTH),
+    "mechanism": _Text(_AUTH, Reason.AUTH_NOT_OFFERED,
+                       "{address} does not offer {wanted} (it offers: {offered})",
+                       "Check the auth type: OAuth needs a server that supports XOAUTH2 or "
+                       "OAUTHBEARER for {family}; otherwise use auth type basic.", Step.AUTH,
+                       Failure.CONFIG),
+    "refused-password": _Text(_AUTH, Reason.AUTH_FAILED,
+                              "{address} refused the login for {username}: {detail}",
+                              "Check the username and the password the reference points to; "
+                              "make sure {family} access is enabled for this mailbox (Microsoft "
+                              "365 and Google turn it off per mailbox or tenant); accounts with "
+                              "two-step sign-in need an app password, or switch to auth type "
+                              "oauth2.", Step.AUTH),
+    "refused-token": _Text(_AUTH, Reason.AUTH_FAILED,
+                           "{address} refused the login for {username}: {detail}",
+                           "Check that the token's account is the mailbox {username}, that the "
+                           "scope allows {family} access and that {family} is enabled for the "
+                           "mailbox; re-authorise with `reconcile auth login SERVER` if the "
+                           "grant was revoked.", Step.AUTH),
+    "closed-greeting": _Text(_CONNECT, Reason.CLOSED,
+                             "{address} closed the connection before greeting ({detail})",
+                             "It may refuse this machine's address, or {other}.",
+                             Step.GREETING),
+    "closed": _Text(_CONNECT, Reason.CLOSED,
+                    "connection to {address} failed while {doing}: {detail}",
+                    f"Check host, port and firewall rules; {_RETRIED}"),
+    "ended": _Text(_CONNECT, Reason.CLOSED, "{address} ended the session while {doing} "
+                   "({detail})", "The server restarted or dropped idle sessions; the fetch "
+                   "reconnects at the next interval. If it keeps happening, check the "
+                   "server's session limits and log."),
+    "not-greeted": _Text(FetchErrorKind.PROTOCOL, Reason.UNEXPECTED,
+                         "{address} did not greet like a {family} server ({detail})",
+                         "Check that the port is a {family} port. {ports}.", Step.GREETING),
+    "unexpected": _Text(FetchErrorKind.PROTOCOL, Reason.UNEXPECTED,
+                        "{address} answered unexpectedly while {doing}: {detail}",
+                        f"If this persists, the mail server's log has the reason; {_RETRIED}"),
+    f"timeout-{CONNECT}": _Text(_CONNECT, Reason.TIMEOUT, "{address} did not answer",
+                                "A firewall is probably dropping the connection, or the host "
+                                "or port is wrong.", failure=Failure.TIMEOUT),
+    f"timeout-{OPENING}": _Text(_CONNECT, Reason.TIMEOUT,
+                                "{address} did not answer or never greeted",
+                                "A firewall may be dropping the connection or the host or "
+                                "port is wrong; or {other}.", failure=Failure.TIMEOUT),
+    f"timeout-{TLS}": _Text(_TLS, Reason.TIMEOUT,
+                            "the TLS handshake with {address} did not finish",
+                            "Probably {other}.", failure=Failure.TIMEOUT),
+    f"timeout-{GREETING}": _Text(_CONNECT, Reason.TIMEOUT,
+                                 "connected to {address} but it never greeted",
+                                 "Probably {other}.", failure=Failure.TIMEOUT),
+    "timeout": _Text(_CONNECT, Reason.TIMEOUT, "{address} stopped answering while {doing}",
+                     f"The server may be overloaded or the network unstable; {_RETRIED}",
+                     failure=Failure.TIMEOUT),
+}
+_TEXTS["certificate-64"] = _TEXTS["certificate-62"]  # X509_V_ERR_IP_ADDRESS_MISMATCH
+
+
+def described(where: Where, key: str, doing: str = "", **values: object) -> FetchError:
+    """The FetchError ``_TEXTS[key]`` describes, for this session, while ``doing``."""
+    text = _TEXTS[key]
+    filled = {"address": where.address, "host": where.host, "name": where.name,
+              "family": where.family, "fam": where.family.lower(), "ports": where.ports(),
+              "other": where.other_security(), "doing": doing, **values}
+    return FetchError(text.kind, text.message.format(**filled), text.fix.format(**filled),
+                      step=text.step or _STEPS.get(doing, Step.FETCH), reason=text.reason,
+                      failure=text.failure)
+
+
+def config_error(where: Where | IncomingServer, message: str, fix: str, *,
+                 step: Step = Step.FETCH, reason: Reason = Reason.UNEXPECTED) -> FetchError:
     server = where.server if isinstance(where, Where) else where
     return FetchError(FetchErrorKind.CONFIG, f"incoming server {server.metadata.name}: "
-                      f"{message}", fix)
-
-
-def tls_not_offered(where: Where) -> FetchError:
-    command = "STARTTLS" if where.family == "IMAP" else "STLS"
-    return FetchError(
-        FetchErrorKind.TLS, f"{where.address} does not offer {command}",
-        f"If the port expects TLS from the first byte use protocol {where.family.lower()}s; "
-        f"{where.ports()}. Without TLS the only option is starttls: false (and policies may "
-        "refuse it).")
+                      f"{message}", fix, step=step, reason=reason)
 
 
 def auth_refused(where: Where, username: str, detail: str) -> FetchError:
-    auth = where.server.spec.auth
-    if isinstance(auth, OAuth2Auth):
-        fix = (f"Check that the token's account is the mailbox {username}, that the scope "
-               f"allows {where.family} access and that {where.family} is enabled for the "
-               "mailbox; re-authorise with `reconcile auth login SERVER` if the grant was "
-               "revoked.")
-    else:
-        fix = (f"Check the username and the password the reference points to; make sure "
-               f"{where.family} access is enabled for this mailbox (Microsoft 365 and Google "
-               "turn it off per mailbox or tenant); accounts with two-step sign-in need an "
-               "app password, or switch to auth type oauth2.")
-    return FetchError(FetchErrorKind.AUTH,
-                      f"{where.address} refused the login for {username}: {detail}", fix)
-
-
-def plaintext_refused(where: Where) -> FetchError:
-    return FetchError(
-        FetchErrorKind.AUTH,
-        f"{where.address} refuses logins over an unencrypted connection",
-        f"Use protocol {where.family.lower()}s, or starttls: true on the plain port. "
-        f"{where.ports()}.")
-
-
-def mechanism_missing(where: Where, wanted: str, offered: list[str]) -> FetchError:
-    shown = ", ".join(offered) or "none"
-    return FetchError(
-        FetchErrorKind.AUTH,
-        f"{where.address} does not offer {wanted} (it offers: {shown})",
-        "Check the auth type: OAuth needs a server that supports XOAUTH2 or OAUTHBEARER "
-        f"for {where.family}; otherwise use auth type basic.")
+    key = "refused-token" if isinstance(where.server.spec.auth, OAuth2Auth) \
+        else "refused-password"
+    return described(where, key, username=username, detail=detail)
 
 
 def username_of(server: IncomingServer) -> str:
@@ -133,102 +222,43 @@ def username_of(server: IncomingServer) -> str:
     return str(server.spec.email)
 
 
-def classify(exc: BaseException, where: Where, step: str,
-             redact: Callable[[str], str]) -> FetchError:
-    """One FetchError for an exception raised while ``step`` ran (connect, tls, ...)."""
+def classify(exc: BaseException, where: Where, doing: str, redact: Callable[[str], str], *,
+             session_ended: bool = False) -> FetchError:
+    """The FetchError for ``exc`` raised while ``doing``; ``session_ended``: the protocol's
+    classifier recognised its client's way of saying the server closed the session."""
     if isinstance(exc, FetchError):
         return exc
-    if isinstance(exc, socket.gaierror):
-        if exc.errno == socket.EAI_AGAIN:
-            return FetchError(FetchErrorKind.CONNECT,
-                              f"temporary DNS failure looking up {where.host}",
-                              "Check this machine's DNS configuration and network.")
-        return FetchError(FetchErrorKind.CONNECT, f"{where.host} does not resolve",
-                          f"Check the spelling of host in incoming server {where.name}, and "
-                          "that this machine resolves internal names if it is internal.")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return _certificate(exc, where)
-    if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
-        if where.implicit_tls and "WRONG_VERSION_NUMBER" in str(reason).upper():
-            return FetchError(FetchErrorKind.TLS,
-                              f"TLS handshake with {where.address} failed ({reason})",
-                              f"The {where.other_security()}. {where.ports()}.")
-        return FetchError(FetchErrorKind.TLS,
-                          f"TLS handshake with {where.address} failed ({reason})",
-                          "The server's TLS versions or ciphers may be too old for this "
-                          "machine (TLS 1.2 or newer is required), or the protocol does not "
-                          f"match the port. {where.ports()}.")
-    if isinstance(exc, ConnectionRefusedError):
-        return FetchError(FetchErrorKind.CONNECT,
-                          f"nothing accepts connections on {where.address}",
-                          f"Check the port ({where.ports()}), that the mail server is "
-                          "running, and that no firewall rejects the connection.")
-    if isinstance(exc, TimeoutError):
-        if step in ("connect",):
-            return FetchError(FetchErrorKind.CONNECT, f"{where.address} did not answer",
-                              "A firewall is probably dropping the connection, or the host "
-                              "or port is wrong.")
-        if step == "tls":
-            return FetchError(FetchErrorKind.TLS,
-                              f"the TLS handshake with {where.address} did not finish",
-                              f"Probably {where.other_security()}.")
-        if step == "greeting":
-            return FetchError(FetchErrorKind.CONNECT,
-                              f"connected to {where.address} but it never greeted",
-                              f"Probably {where.other_security()}.")
-        return FetchError(FetchErrorKind.CONNECT,
-                          f"{where.address} stopped answering while {step}",
-                          "The server may be overloaded or the network unstable; the "
-                          "fetch is retried at the next interval.")
-    if (isinstance(exc, imaplib.IMAP4.abort) or _pop3_eof(exc)) and step != "greeting":
-        detail = redact(str(exc) or "connection closed")
-        return FetchError(FetchErrorKind.CONNECT,
-                          f"{where.address} ended the session while {step} ({detail})",
-                          "The server restarted or dropped idle sessions; the fetch reconnects "
-                          "at the next interval. If it keeps happening, check the server's "
-                          "session limits and log.")
-    if isinstance(exc, OSError | EOFError | imaplib.IMAP4.abort) or _pop3_eof(exc):
+        detail = str(exc.verify_message or getattr(exc, "reason", None) or exc)
+    elif isinstance(exc, ssl.SSLError):
+        detail = str(getattr(exc, "reason", None) or exc)
+    else:
         detail = redact(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
-        if step == "greeting":
-            return FetchError(FetchErrorKind.CONNECT,
-                              f"{where.address} closed the connection before greeting "
-                              f"({detail})",
-                              f"It may refuse this machine's address, or "
-                              f"{where.other_security()}.")
-        return FetchError(FetchErrorKind.CONNECT,
-                          f"connection to {where.address} failed while {step}: {detail}",
-                          "Check host, port and firewall rules; the fetch is retried at the "
-                          "next interval.")
-    detail = redact(str(exc) or type(exc).__name__)
-    if step == "greeting":
-        return FetchError(FetchErrorKind.PROTOCOL,
-                          f"{where.address} did not greet like a {where.family} server "
-                          f"({detail})",
-                          f"Check that the port is a {where.family} port. {where.ports()}.")
-    return FetchError(FetchErrorKind.PROTOCOL,
-                      f"{where.address} answered unexpectedly while {step}: {detail}",
-                      "If this persists, the mail server's log has the reason; the "
-                      "fetch is retried at the next interval.")
+    key = "ended" if session_ended else _key(exc, where, doing)
+    if doing == GREETING:
+        key = _AT_GREETING.get(key, key)
+    return described(where, key, doing, detail=detail)
 
 
-def _certificate(exc: ssl.SSLCertVerificationError, where: Where) -> FetchError:
-    message = exc.verify_message or exc.reason or str(exc)
-    if exc.verify_code in _NAME_MISMATCH:
-        return FetchError(FetchErrorKind.TLS,
-                          f"the certificate of {where.address} is for another host name "
-                          f"({message})",
-                          f"Set host to a name the certificate lists (usually the provider's "
-                          f"documented {where.family} host name, not an IP address or alias).")
-    if exc.verify_code == _CERT_EXPIRED:
-        return FetchError(FetchErrorKind.TLS,
-                          f"the certificate of {where.address} has expired ({message})",
-                          "Whoever runs the mail server must renew it (or check this "
-                          "machine's clock).")
-    return FetchError(FetchErrorKind.TLS,
-                      f"the certificate of {where.address} is not trusted ({message})",
-                      f"The certificate is not signed by a CA this machine trusts. {_CA}")
+# Before the greeting, a closed connection and an odd answer mean something else.
+_AT_GREETING = {"ended": "closed-greeting", "closed": "closed-greeting",
+                "unexpected": "not-greeted"}
 
 
-def _pop3_eof(exc: BaseException) -> bool:
-    return isinstance(exc, poplib.error_proto) and "EOF" in str(exc)
+def _key(exc: BaseException, where: Where, doing: str) -> str:
+    """Which of :data:`_TEXTS` describes ``exc``."""
+    if isinstance(exc, socket.gaierror):
+        return "dns-temporary" if exc.errno == socket.EAI_AGAIN else "nxdomain"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = f"certificate-{exc.verify_code}"
+        return code if code in _TEXTS else "certificate"
+    if isinstance(exc, ssl.SSLError) and doing not in (CONNECT, OPENING, TLS):
+        return "ended"  # after the handshake a TLS error (mostly EOF) is a broken session
+    if isinstance(exc, ssl.SSLError):
+        plain = where.implicit_tls and "WRONG_VERSION_NUMBER" in str(exc).upper()
+        return "handshake-plain" if plain else "handshake"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, TimeoutError):
+        return f"timeout-{doing}" if f"timeout-{doing}" in _TEXTS else "timeout"
+    return "closed" if isinstance(exc, OSError | EOFError) else "unexpected"

@@ -1,7 +1,7 @@
 """The one interface every incoming protocol implements (SPEC I1, I6, I7).
 
 A :class:`Fetcher` is one open session with one IncomingServer's mailbox. The
-runner drives it in a loop; nothing outside ``incoming.fetchers`` knows
+runner drives it in a loop; nothing outside ``reconciler.mail`` knows
 whether the mail came over IMAP, POP3, EWS or Graph::
 
     fetcher = fetcher_for(server, token_provider=tokens, ca_file=ca)
@@ -37,9 +37,11 @@ Contract:
 - **Error folder (I6)** exists on IMAP, EWS and Graph (created when missing);
   POP3 has no folders and raises :class:`NotSupported`.
 - **Failures.** Anything that breaks the session (connect, TLS, login,
-  protocol) raises one :class:`FetchError` with ``kind`` (what the runner
-  counts toward ``failure_notify_threshold``, I7), a message and a likely
-  fix; neither ever holds a password or token. After a FetchError the
+  protocol) raises one :class:`FetchError`, the protocol layer's
+  :class:`~reconciler.mail.failure.MailFailure` (step, reason, transient or
+  permanent) with ``kind`` (what the runner counts toward
+  ``failure_notify_threshold``, I7), a message and a likely fix; neither
+  ever holds a password or token. After a FetchError the
   fetcher is closed; call ``connect`` (or ``fetch``, which reconnects) again.
 - One fetcher is used by one task at a time; methods are not re-entrant.
 """
@@ -52,10 +54,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from types import TracebackType
 from typing import Self
 
 from reconciler.config.models.incoming_server import IncomingServer
+from reconciler.mail.failure import MailFailure
+from reconciler.mail.outcome import Failure
+from reconciler.mail.steps import Reason, Step
 
 # An OAuth access token for an incoming server, sync or async. The providers in
 # reconciler.oauth implement it; tests pass a lambda.
@@ -67,6 +71,9 @@ AlreadyDone = Container[str] | Callable[[str], bool | Awaitable[bool]]
 
 
 class FetchErrorKind(StrEnum):
+    """What the runner counts toward ``failure_notify_threshold`` (I7) and stores as the
+    server's last error kind; a coarser view of :class:`~reconciler.mail.outcome.Failure`."""
+
     CONFIG = "config"  # the spec cannot work (no host, unreadable secret, no token provider)
     CONNECT = "connect"  # DNS, refused, unreachable, timed out, dropped
     TLS = "tls"  # handshake, certificate verification, STARTTLS not offered
@@ -74,22 +81,35 @@ class FetchErrorKind(StrEnum):
     PROTOCOL = "protocol"  # the server answered something we cannot work with
 
 
-class FetchError(Exception):
-    """A session-level failure. ``str(exc)`` is the message; nothing secret inside."""
+# Where a failure given only by kind happened, why, and how the protocol layer files it;
+# the fetchers' classifiers name step and reason themselves.
+_BY_KIND: dict[FetchErrorKind, tuple[Step, Reason, Failure]] = {
+    FetchErrorKind.CONFIG: (Step.FETCH, Reason.UNEXPECTED, Failure.CONFIG),
+    FetchErrorKind.CONNECT: (Step.TCP, Reason.CLOSED, Failure.CONNECT),
+    FetchErrorKind.TLS: (Step.TLS, Reason.HANDSHAKE, Failure.TLS),
+    FetchErrorKind.AUTH: (Step.AUTH, Reason.AUTH_FAILED, Failure.AUTH),
+    FetchErrorKind.PROTOCOL: (Step.FETCH, Reason.UNEXPECTED, Failure.PROTOCOL),
+}
+# Retrying cannot help these until a person acts; the rest may pass at the next interval.
+_PERMANENT = frozenset({Failure.CONFIG, Failure.AUTH, Failure.TLS_VERIFY})
 
-    def __init__(self, kind: FetchErrorKind | str, message: str, likely_fix: str = "") -> None:
-        super().__init__(message)
+
+class FetchError(MailFailure):
+    """A session-level failure of an incoming fetcher: the protocol layer's MailFailure,
+    keeping the ``FetchError(kind, message, likely_fix)`` form and ``kind`` the runner counts.
+
+    ``str(exc)`` is the message; nothing secret inside.
+    """
+
+    def __init__(self, kind: FetchErrorKind | str, message: str, likely_fix: str = "", *,
+                 step: Step | None = None, reason: Reason | None = None,
+                 failure: Failure | None = None, permanent: bool | None = None) -> None:
         self.kind = FetchErrorKind(kind)
-        self.message = message
-        self.likely_fix = likely_fix
-
-    def __str__(self) -> str:
-        return self.message
-
-    @property
-    def user_text(self) -> str:
-        """Message and fix as one paragraph, for logs, notifications and the CLI."""
-        return f"{self.message}. {self.likely_fix}" if self.likely_fix else self.message
+        default_step, default_reason, default_failure = _BY_KIND[self.kind]
+        failure = failure or default_failure
+        super().__init__(step or default_step, reason or default_reason, message,
+                         failure=failure, likely_fix=likely_fix,
+                         permanent=failure in _PERMANENT if permanent is None else permanent)
 
 
 class NotSupported(Exception):
@@ -177,6 +197,5 @@ class Fetcher(ABC):
         await self.connect()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(self, *_: object) -> None:
         await self.aclose()

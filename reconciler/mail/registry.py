@@ -1,10 +1,13 @@
-"""Fetchers: one per IncomingServer protocol behind :class:`base.Fetcher`.
+"""The one place that knows which fetcher serves which incoming protocol (SPEC I1).
 
-Protocol modules are imported on use so that loading the package costs nothing.
+Like an octoDNS provider, a protocol plugs in with one row of :data:`FETCHERS`:
+the class (imported on first use, so loading the registry costs nothing) and
+the options of :func:`fetcher_for` it takes beyond the common ones.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +35,17 @@ __all__ = [
 ]
 
 
+# protocol -> ("module:Class", the extra options that class accepts)
+FETCHERS: dict[IncomingProtocol, tuple[str, tuple[str, ...]]] = {
+    IncomingProtocol.IMAP: ("reconciler.mail.imap.fetcher:ImapFetcher", ()),
+    IncomingProtocol.IMAPS: ("reconciler.mail.imap.fetcher:ImapFetcher", ()),
+    IncomingProtocol.POP3: ("reconciler.mail.pop3.fetcher:Pop3Fetcher", ("delete_after_fetch",)),
+    IncomingProtocol.POP3S: ("reconciler.mail.pop3.fetcher:Pop3Fetcher", ("delete_after_fetch",)),
+    IncomingProtocol.EWS: ("reconciler.mail.ews.fetcher:EwsFetcher", ("proxy_lookup",)),
+    IncomingProtocol.GRAPH: ("reconciler.mail.graph.fetcher:GraphFetcher", ("proxy_lookup",)),
+}
+
+
 def fetcher_for(
     server: IncomingServer,
     *,
@@ -49,27 +63,14 @@ def fetcher_for(
     ``proxy_lookup`` finds the ProxyServer an EWS or Graph server names.
     """
     protocol = IncomingProtocol(server.spec.protocol)
-    if protocol in (IncomingProtocol.IMAP, IncomingProtocol.IMAPS):
-        from reconciler.mail.imap.fetcher import ImapFetcher
-
-        return ImapFetcher(server, token_provider=token_provider, ca_file=ca_file,
-                           timeout=timeout)
-    if protocol in (IncomingProtocol.POP3, IncomingProtocol.POP3S):
-        from reconciler.mail.pop3.fetcher import Pop3Fetcher
-
-        return Pop3Fetcher(server, token_provider=token_provider, ca_file=ca_file,
-                           timeout=timeout, delete_after_fetch=delete_after_fetch)
-    if protocol == IncomingProtocol.EWS:
-        from reconciler.mail.ews.fetcher import EwsFetcher
-
-        return EwsFetcher(server, token_provider=token_provider, ca_file=ca_file,
-                          timeout=timeout, proxy_lookup=proxy_lookup)
-    if protocol == IncomingProtocol.GRAPH:
-        from reconciler.mail.graph.fetcher import GraphFetcher
-
-        return GraphFetcher(server, token_provider=token_provider, ca_file=ca_file,
-                            timeout=timeout, proxy_lookup=proxy_lookup)
-    raise FetchError(FetchErrorKind.CONFIG,
-                     f"incoming server {server.metadata.name}: fetching over {protocol} is "
-                     "not available yet",
-                     "Use imap, imaps, pop3 or pop3s for this mailbox for now.")
+    if protocol not in FETCHERS:
+        raise FetchError(FetchErrorKind.CONFIG,
+                         f"incoming server {server.metadata.name}: fetching over {protocol} is "
+                         "not available yet",
+                         "Use imap, imaps, pop3, pop3s, ews or graph for this mailbox.")
+    where, extra = FETCHERS[protocol]
+    module, name = where.split(":")
+    options = {"delete_after_fetch": delete_after_fetch, "proxy_lookup": proxy_lookup}
+    fetcher: type[Fetcher] = getattr(importlib.import_module(module), name)
+    return fetcher(server, token_provider=token_provider, ca_file=ca_file,  # type: ignore[call-arg]
+                   timeout=timeout, **{k: options[k] for k in extra})

@@ -27,6 +27,7 @@ class Step(StrEnum):
     TOKEN = "token"  # Graph/EWS: fetch an access token (O11)
     API = "api"  # Graph/EWS: one cheap authenticated call
     SEND = "send"  # test-connection only: a real message through the transport
+    FETCH = "fetch"  # incoming: a mailbox command after login (select, list, download, flag)
 
     @property
     def label(self) -> str:
@@ -48,6 +49,7 @@ _LABELS = {
     Step.TOKEN: "Token",
     Step.API: "API call",
     Step.SEND: "Send",
+    Step.FETCH: "Fetch",
 }
 
 

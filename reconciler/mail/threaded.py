@@ -1,8 +1,8 @@
 """What the IMAP and POP3 fetchers share: the endpoint, TLS, credentials and the
-thread their blocking stdlib client runs in; and the secret look-ups EWS and Graph
-make the same way (:func:`read_password`, :func:`access_token`).
+thread their blocking client (IMAPClient, poplib) runs in; and the secret look-ups
+EWS and Graph make the same way (:func:`read_password`, :func:`access_token`).
 
-Each fetcher owns one worker thread. imaplib and poplib objects are not
+Each fetcher owns one worker thread. IMAPClient and poplib objects are not
 thread-safe, so every call for one session must go through the same thread
 in order; a single-worker executor gives exactly that, and a slow or idling
 mailbox never takes a thread from the event loop's shared pool.
@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import ssl
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,39 +32,29 @@ from reconciler.credentials.gate import (
     present_secret_at,
     require,
 )
-from reconciler.mail.fetch_errors import Where, classify, config_error, username_of
+from reconciler.mail.fetch_errors import Where, config_error, username_of
 from reconciler.mail.fetcher import (
+    AlreadyDone,
+    FetchedMail,
     Fetcher,
     FetchError,
     FetchErrorKind,
     IncomingTokenProvider,
+    is_done,
 )
+from reconciler.mail.steps import Reason, Step
 from reconciler.mail.transport import Redactor
 from reconciler.oauth.source import TokenError, fetch_token
-from reconciler.runtime.tls import CA_FILE_ENV, tls_context
+from reconciler.runtime.tls import transport_tls
 
 T = TypeVar("T")
 
-class SteppedSocket:
-    """Mixin for an imaplib or poplib client: the stdlib's socket set-up, split so a failure
-    says whether TCP, TLS or the greeting failed (``progress[0]`` names the step)."""
 
-    host: str
-    port: int
-    _context_attribute: str  # where the stdlib's SSL client keeps its SSLContext
-
-    def __init__(self, *args: Any, progress: list[str], **kwargs: Any) -> None:
-        self._progress = progress  # the step a failing constructor was in
-        super().__init__(*args, **kwargs)
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        sock = socket.create_connection((self.host or None, self.port), timeout)
-        context: ssl.SSLContext | None = getattr(self, self._context_attribute, None)
-        if context is not None:
-            self._progress[0] = "tls"
-            sock = context.wrap_socket(sock, server_hostname=self.host)
-        self._progress[0] = "greeting"
-        return sock
+def close_now(client: Any) -> None:
+    """Close a client's socket at once, without a goodbye (``shutdown`` on IMAPClient and
+    on the POP3 client); never raises."""
+    with contextlib.suppress(Exception):
+        client.shutdown()
 
 
 @dataclass(frozen=True)
@@ -85,7 +73,7 @@ class ThreadedFetcher(Fetcher):
                  ca_file: str | Path | None, timeout: float) -> None:
         super().__init__(server)
         self._token_provider = token_provider
-        self._ca_file = ca_file or os.environ.get(CA_FILE_ENV) or None
+        self._ca_file = ca_file
         self._timeout = timeout
         self._executor: ThreadPoolExecutor | None = None
         self.redactor = Redactor()
@@ -93,7 +81,7 @@ class ThreadedFetcher(Fetcher):
         if not spec.host:
             raise config_error(server, "no host is set",
                                "Set host to the mail server's name (for example "
-                               "imap.example.com).")
+                               "imap.example.com).", step=Step.DNS)
         protocol = IncomingProtocol(spec.protocol)
         self.where = Where(server, str(spec.host), int(spec.port or INCOMING_PORTS[protocol]))
         self.folder = str(spec.folder)
@@ -105,16 +93,12 @@ class ThreadedFetcher(Fetcher):
     _client: Any = None
 
     @abstractmethod
-    def _logout(self, client: Any) -> None:
-        """Say goodbye politely (in the thread); may raise."""
-
-    @abstractmethod
-    def _shutdown(self, client: Any) -> None:
-        """Close the socket at once; never raises."""
-
-    @abstractmethod
     def _open(self, credentials: Credentials) -> Any:
         """Connect, secure the channel and log in (in the thread); returns the client."""
+
+    @abstractmethod
+    def _classify(self, exc: BaseException, doing: str) -> FetchError:
+        """The protocol's one classifier: the FetchError for ``exc`` raised while ``doing``."""
 
     def _new_session(self) -> None:
         """Forget what the previous session knew; runs just before each open."""
@@ -139,30 +123,52 @@ class ThreadedFetcher(Fetcher):
         except FetchError:
             raise
         except self._broken as exc:
-            error = classify(exc, self.where, step, self.redactor)
+            error = self._classify(exc, step)
             self._drop()
             raise error from None
         except self._refused as exc:
-            raise classify(exc, self.where, step, self.redactor) from None
+            raise self._classify(exc, step) from None
+
+    async def _stream(self, listing: list[tuple[str, int]], already_done: AlreadyDone,
+                      limit: int, download: Callable[[int, str], FetchedMail | None],
+                      ) -> AsyncIterator[FetchedMail]:
+        """Up to ``limit`` mails of ``listing`` (marker, uid; oldest first) not done yet,
+        downloaded one at a time; ``download`` answers None for a mail gone since."""
+        yielded = 0
+        for marker, uid in listing:
+            if yielded >= limit:
+                return
+            if await is_done(already_done, marker):
+                continue
+            mail = await self._call("downloading a mail", download, uid, marker)
+            if mail is not None:
+                yielded += 1
+                yield mail
 
     def _drop(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            self._shutdown(client)
+            close_now(client)
         self._release_thread()
+
+    def _session(self) -> Any:
+        """The open client, in the thread; a dropped session reads as the server ending it."""
+        if self._client is None:
+            raise self._broken[0]("not connected")
+        return self._client
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None and self._executor is not None:
             try:
                 with contextlib.suppress(Exception):  # the session is over either way
-                    await self._run(self._logout, client)
+                    await self._run(client.logout)
             finally:
-                self._shutdown(client)
+                close_now(client)
         self._release_thread()
 
     def _tls(self) -> ssl.SSLContext:
-        return tls_context(self._ca_file)
+        return transport_tls(self._ca_file)
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         if self._executor is None:
@@ -183,7 +189,7 @@ class ThreadedFetcher(Fetcher):
                              f"{self.where.host} does not resolve (a name under .invalid "
                              "never exists)",
                              f"Set host in incoming server {self.where.name} to the mail "
-                             "server's real name.")
+                             "server's real name.", step=Step.DNS, reason=Reason.NXDOMAIN)
         server = self.server
         auth = server.spec.auth
         username = username_of(server)
@@ -207,12 +213,14 @@ def read_password(server: IncomingServer, auth: BasicAuth, at: str) -> str:
     try:
         return present_secret_at(auth.password, at)
     except CredentialNotBound as exc:
-        raise config_error(server, str(exc), FIX) from None
+        raise config_error(server, str(exc), FIX, step=Step.AUTH,
+                           reason=Reason.NOT_BOUND) from None
     except SecretError as exc:
         raise config_error(server, f"the password cannot be read ({exc})",
                            "Set the environment variable or create the file the reference "
                            "names (references are resolved where the daemon runs), or check "
-                           "RECONCILE_SECRET_KEY for enc: values.") from None
+                           "RECONCILE_SECRET_KEY for enc: values.", step=Step.AUTH,
+                           reason=Reason.SECRET) from None
 
 
 async def access_token(provider: IncomingTokenProvider | None, server: IncomingServer,
@@ -224,18 +232,22 @@ async def access_token(provider: IncomingTokenProvider | None, server: IncomingS
         try:
             require(client_of(server.spec.auth), at)
         except CredentialNotBound as exc:
-            raise config_error(server, str(exc), FIX) from None
+            raise config_error(server, str(exc), FIX, step=Step.TOKEN,
+                               reason=Reason.NOT_BOUND) from None
     if provider is None:
         raise config_error(server, "auth is oauth2 but no token provider is available",
                            "Authorise the mailbox with `reconcile auth login SERVER` so the "
-                           "daemon can obtain tokens.")
+                           "daemon can obtain tokens.", step=Step.TOKEN,
+                           reason=Reason.NO_TOKEN_PROVIDER)
     try:
         # fetch_token only calls the provider with the server it is given
         return await fetch_token(provider, server)  # type: ignore[arg-type]
     except TokenError as exc:
         raise FetchError(FetchErrorKind.AUTH, f"no access token for {who}: {redact(str(exc))}",
                          f"Check client id, secret and tenant and that {consent} was granted; "
-                         "re-authorise with `reconcile auth login SERVER`.") from None
+                         "re-authorise with `reconcile auth login SERVER`.", step=Step.TOKEN,
+                         reason=Reason.TOKEN_PERMANENT if exc.permanent else Reason.TOKEN,
+                         permanent=exc.permanent) from None
 
 
 def xoauth2(username: str, token: str) -> bytes:

@@ -4,7 +4,7 @@ IMAP login only at the host:port an apply bound it to."""
 from __future__ import annotations
 
 import pytest
-from incoming.fetchers.kit import PASSWORD_ENV, fetch_all, incoming_server
+from mail.fetch_kit import PASSWORD_ENV, fetch_all, incoming_server
 from peers.dovecot import DovecotInstance, MailUser, sample_mail
 from peers.smtp import PeerCerts
 

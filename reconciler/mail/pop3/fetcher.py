@@ -18,38 +18,49 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import poplib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from reconciler.config.models.auth import BasicAuth, NoAuth
 from reconciler.config.models.incoming_server import IncomingServer
-from reconciler.mail.fetch_errors import (
-    auth_refused,
-    classify,
-    config_error,
-    mechanism_missing,
-    tls_not_offered,
-)
+from reconciler.mail import fetch_errors as errors
 from reconciler.mail.fetcher import (
     AlreadyDone,
     FetchedMail,
+    FetchError,
     IncomingTokenProvider,
-    is_done,
 )
-from reconciler.mail.threaded import (
-    Credentials,
-    SteppedSocket,
-    ThreadedFetcher,
-    xoauth2,
-)
+from reconciler.mail.steps import Step
+from reconciler.mail.threaded import Credentials, ThreadedFetcher, close_now, xoauth2
 
 MAX_LINE = 1 << 20  # poplib's 2,048-byte limit refuses real mail with long HTML lines
 
 
-class _Client(SteppedSocket, poplib.POP3):
-    _context_attribute = "context"
+class _Client(poplib.POP3):
+    """poplib's client with its socket set-up split, so a failure says whether TCP, TLS or
+    the greeting failed (``progress[0]`` names the phase), and with longer lines."""
+
+    def __init__(self, *args: Any, progress: list[str], **kwargs: Any) -> None:
+        self._progress = progress  # the phase a failing constructor was in
+        super().__init__(*args, **kwargs)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock = socket.create_connection((self.host or None, self.port), timeout)
+        context = getattr(self, "context", None)  # set by POP3_SSL before connecting
+        if context is not None:
+            self._progress[0] = errors.TLS
+            sock = context.wrap_socket(sock, server_hostname=self.host)
+        self._progress[0] = errors.GREETING
+        return sock
+
+    def logout(self) -> None:  # IMAPClient's names, so the base class ends either session
+        self.quit()
+
+    def shutdown(self) -> None:
+        self.close()
 
     def _getline(self) -> tuple[bytes, int]:
         line = self.file.readline(MAX_LINE + 1)
@@ -80,16 +91,16 @@ class Pop3Fetcher(ThreadedFetcher):
         super().__init__(server, token_provider=token_provider, ca_file=ca_file,
                          timeout=timeout)
         self.delete_after_fetch = delete_after_fetch
-        self._client: poplib.POP3 | None = None
+        self._client: _Client | None = None
         self._numbers: dict[str, int] = {}  # marker -> message number in this session
 
     def _new_session(self) -> None:
         self._numbers = {}  # message numbers are only valid within one session
 
-    def _open(self, credentials: Credentials) -> poplib.POP3:
+    def _open(self, credentials: Credentials) -> _Client:
         where = self.where
-        progress = ["connect"]
-        client: poplib.POP3 | None = None
+        progress = [errors.CONNECT]
+        client: _Client | None = None
         try:
             if where.implicit_tls:
                 client = _SslClient(where.host, where.port, context=self._tls(),
@@ -98,24 +109,30 @@ class Pop3Fetcher(ThreadedFetcher):
                 client = _Client(where.host, where.port, timeout=self._timeout,
                                  progress=progress)
             if where.starttls:
-                progress[0] = "tls"
+                progress[0] = errors.TLS
                 if "STLS" not in _capabilities(client):
-                    raise tls_not_offered(where)
+                    raise errors.described(where, "no-starttls", command="STLS")
                 client.stls(self._tls())
-            progress[0] = "logging in"
+            progress[0] = errors.LOGIN
             self._login(client, credentials)
             return client
         except Exception as exc:
             if client is not None:
-                _shutdown(client)
-            raise classify(exc, where, progress[0], self.redactor) from None
+                close_now(client)
+            raise self._classify(exc, progress[0]) from None
+
+    def _classify(self, exc: BaseException, doing: str) -> FetchError:
+        """POP3's classifier: poplib reports a dropped connection as an EOF error_proto."""
+        return errors.classify(exc, self.where, doing, self.redactor, session_ended=isinstance(
+            exc, poplib.error_proto) and "EOF" in str(exc))
 
     def _login(self, client: poplib.POP3, credentials: Credentials) -> None:
         auth = self.server.spec.auth
         where = self.where
         if isinstance(auth, NoAuth):
-            raise config_error(where, "auth is none, but POP3 servers need a login",
-                               "Configure auth basic (username and password) or oauth2.")
+            raise errors.config_error(
+                where, "auth is none, but POP3 servers need a login",
+                "Configure auth basic (username and password) or oauth2.", step=Step.AUTH)
         try:
             if isinstance(auth, BasicAuth):
                 assert credentials.password is not None
@@ -125,7 +142,8 @@ class Pop3Fetcher(ThreadedFetcher):
             assert credentials.token is not None
             sasl = _capabilities(client).get("SASL", [])
             if "XOAUTH2" not in [m.upper() for m in sasl]:
-                raise mechanism_missing(where, "XOAUTH2", sasl)
+                raise errors.described(where, "mechanism", wanted="XOAUTH2",
+                                       offered=", ".join(sasl) or "none")
             initial = base64.b64encode(xoauth2(credentials.username, credentials.token))
             client._putcmd("AUTH XOAUTH2 " + initial.decode())  # type: ignore[attr-defined]
             reply, _ = client._getline()  # type: ignore[attr-defined]
@@ -136,47 +154,28 @@ class Pop3Fetcher(ThreadedFetcher):
             if not reply.startswith(b"+OK"):
                 raise poplib.error_proto(reply.decode(errors="replace"))
         except poplib.error_proto as exc:
-            raise auth_refused(where, credentials.username,
+            raise errors.auth_refused(where, credentials.username,
                                self.redactor(_reply_text(exc))) from None
-
-    def _logout(self, client: poplib.POP3) -> None:
-        client.quit()
-
-    def _shutdown(self, client: poplib.POP3) -> None:
-        _shutdown(client)
 
     async def fetch(self, already_done: AlreadyDone,
                     limit: int = 100) -> AsyncIterator[FetchedMail]:
         listing = await self._call("listing mail (UIDL)", self._uidl)
-        self._numbers = {}
-        yielded = 0
-        for number, uidl in listing:
-            if yielded >= limit:
-                return
-            marker = f"pop3:{uidl}"
-            self._numbers[marker] = number
-            if await is_done(already_done, marker):
-                continue
-            raw = await self._call("downloading a mail", self._retr, number)
-            yielded += 1
-            yield FetchedMail(marker=marker, raw=raw, size=len(raw), folder="INBOX", uid=number)
+        self._numbers = dict(listing)
+        async for mail in self._stream(listing, already_done, limit, self._download):
+            yield mail
 
-    def _client_now(self) -> poplib.POP3:
-        if self._client is None:
-            raise poplib.error_proto("-ERR not connected")
-        return self._client
-
-    def _uidl(self) -> list[tuple[int, str]]:
-        _, lines, _ = self._client_now().uidl()
+    def _uidl(self) -> list[tuple[str, int]]:
+        _, lines, _ = self._session().uidl()
         listing = []
         for line in lines:
             number, uidl = line.decode("ascii", "replace").split(None, 1)
-            listing.append((int(number), uidl.strip()))
+            listing.append((f"pop3:{uidl.strip()}", int(number)))
         return listing
 
-    def _retr(self, number: int) -> bytes:
-        _, lines, _ = self._client_now().retr(number)
-        return b"\r\n".join(lines) + b"\r\n"
+    def _download(self, number: int, marker: str) -> FetchedMail:
+        _, lines, _ = self._session().retr(number)
+        raw = b"\r\n".join(lines) + b"\r\n"
+        return FetchedMail(marker=marker, raw=raw, size=len(raw), folder="INBOX", uid=number)
 
     async def mark_done(self, mail: FetchedMail) -> None:
         if not self.delete_after_fetch:
@@ -187,7 +186,7 @@ class Pop3Fetcher(ThreadedFetcher):
         await self._call("deleting a handled mail", self._dele, number)
 
     def _dele(self, number: int) -> None:
-        self._client_now().dele(number)
+        self._session().dele(number)
 
     async def wait_for_new(self, timeout: float) -> bool:
         # ending the session commits DELE and lets the next login see new mail
@@ -208,8 +207,3 @@ def _reply_text(exc: poplib.error_proto) -> str:
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     return str(text).removeprefix("-ERR").strip() or "no reason given"
-
-
-def _shutdown(client: poplib.POP3) -> None:
-    with contextlib.suppress(Exception):
-        client.close()

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from incoming.fetchers.kit import PASSWORD_ENV, connect_error, fetch_all, subjects, traced_fetch
 from peers.connect_proxy import ConnectProxy
 from peers.dovecot import sample_mail
 from peers.ews_server import EwsPeer, ews_incoming
 from peers.smtp import PeerCerts, free_port
 from peers.tokens import Tokens
 
+from mail.fetch_kit import PASSWORD_ENV, connect_error, fetch_all, subjects, traced_fetch
 from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.mail.ews.fetcher import EwsFetcher
 from reconciler.mail.registry import FetchErrorKind, fetcher_for

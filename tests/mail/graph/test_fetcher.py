@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from incoming.fetchers.kit import connect_error, fetch_all, subjects, traced_fetch
 from peers.connect_proxy import ConnectProxy
 from peers.dovecot import sample_mail
 from peers.graph_server import TOKEN, GraphPeer
 from peers.smtp import PeerCerts
 from peers.tokens import Tokens
 
+from mail.fetch_kit import connect_error, fetch_all, subjects, traced_fetch
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.mail.graph.fetcher import GraphFetcher

@@ -8,14 +8,18 @@ import pytest
 from peers.dovecot import DovecotInstance, MailUser, sample_mail
 from peers.smtp import PeerCerts
 
+from mail.fetch_kit import (
+    fetch_all,
+    fetch_delivered,
+    fetch_env,  # noqa: F401  (autouse: password env, no CA env)
+    incoming_server,
+)
 from reconciler.mail.registry import (
     FetchError,
     FetchErrorKind,
     NotSupported,
     fetcher_for,
 )
-
-from .kit import fetch_all, fetch_delivered, incoming_server
 
 
 @pytest.mark.parametrize("protocol, starttls", [("pop3s", False), ("pop3", True)])

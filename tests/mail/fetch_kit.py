@@ -1,4 +1,7 @@
-"""Builders for the fetcher tests: IncomingServer resources pointing at the session's Dovecot."""
+"""Builders for the fetcher tests: IncomingServer resources pointing at the session's Dovecot.
+
+A test module that imports :func:`fetch_env` gets it as an autouse fixture.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,18 @@ from peers.dovecot import DovecotInstance, MailUser, sample_mail
 
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.mail.registry import AlreadyDone, FetchedMail, Fetcher, FetchError, fetcher_for
+from reconciler.runtime.tls import CA_FILE_ENV
 
 PASSWORD_ENV = "INCOMING_TEST_PASSWORD"
 PORTS = {"imap": "imap", "imaps": "imaps", "pop3": "pop3", "pop3s": "pop3s"}
+
+
+@pytest.fixture(autouse=True)
+def fetch_env(monkeypatch: pytest.MonkeyPatch, mailbox: MailUser) -> None:
+    """The mailbox password where the servers' secret reference points; no CA from the
+    environment, so each test says which CA it trusts."""
+    monkeypatch.delenv(CA_FILE_ENV, raising=False)
+    monkeypatch.setenv(PASSWORD_ENV, mailbox.password)
 
 
 def incoming_server(dovecot: DovecotInstance, user: MailUser, protocol: str = "imaps", *,

@@ -10,11 +10,17 @@ import pytest
 from peers.dovecot import DovecotInstance, MailUser, sample_mail
 from peers.smtp import PeerCerts
 
+from mail.fetch_kit import (
+    fetch_all,
+    fetch_delivered,
+    fetch_env,  # noqa: F401  (autouse: password env, no CA env)
+    incoming_server,
+    subjects,
+    traced_fetch,
+)
 from reconciler.mail.imap.fetcher import ImapFetcher
 from reconciler.mail.registry import FetchError, FetchErrorKind, fetcher_for
 from reconciler.mail.threaded import oauthbearer
-
-from .kit import fetch_all, fetch_delivered, incoming_server, subjects, traced_fetch
 
 
 @pytest.mark.parametrize("protocol, starttls", [("imaps", False), ("imap", True)])
@@ -227,3 +233,17 @@ def test_oauthbearer_response_is_accepted_by_dovecot(dovecot: DovecotInstance,
         typ, _ = client.authenticate("OAUTHBEARER",
                                      lambda challenge: b"" if challenge else response)
         assert typ == "OK"
+
+
+async def test_session_dropped_during_idle_ends_the_wait_with_a_connect_error(
+        dovecot: DovecotInstance, mailbox: MailUser, certs: PeerCerts) -> None:
+    server = incoming_server(dovecot, mailbox, "imaps")
+    async with fetcher_for(server, ca_file=certs.ca_file) as fetcher:
+        waiting = asyncio.create_task(fetcher.wait_for_new(60))
+        await asyncio.sleep(0.5)
+        dovecot.doveadm("kick", mailbox.name)
+        with pytest.raises(FetchError) as caught:
+            await asyncio.wait_for(waiting, 10)
+        assert caught.value.kind == FetchErrorKind.CONNECT
+        dovecot.deliver(mailbox, sample_mail(5))
+        assert subjects(await fetch_all(fetcher)) == ["Request 5"]  # reconnects

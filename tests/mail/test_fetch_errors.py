@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
+
 import pytest
 from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import PeerCerts
 from peers.smtp_sink import free_port
 
+from mail.fetch_kit import (
+    connect_error,
+    fetch_env,  # noqa: F401  (autouse: password env, no CA env)
+    incoming_server,
+)
 from reconciler.config.models.incoming_server import IncomingServer
+from reconciler.mail.failure import MailFailure
+from reconciler.mail.fetch_errors import Where, classify
 from reconciler.mail.registry import FetchError, FetchErrorKind, fetcher_for
-
-from .kit import connect_error, incoming_server
 
 
 async def _connect_error(server: object, **options: object) -> FetchError:
@@ -94,3 +102,34 @@ def test_ews_and_graph_have_their_fetchers(protocol: str, fetcher: str) -> None:
         "spec": {"email": "desk@example.test", "protocol": protocol,
                  "ewsUrl": "https://mail.example.invalid/EWS/Exchange.asmx"}})
     assert type(fetcher_for(server)).__name__ == fetcher  # nothing connects before use
+
+
+@pytest.mark.parametrize("exc, doing, kind, step, reason, permanent", [
+    (socket.gaierror(socket.EAI_NONAME, "x"), "opening the session", "connect", "dns",
+     "nxdomain", False),
+    (socket.gaierror(socket.EAI_AGAIN, "x"), "opening the session", "connect", "dns",
+     "dns-temporary", False),
+    (TimeoutError(), "tls", "tls", "tls", "timeout", False),
+    (TimeoutError(), "searching for unread mail", "connect", "fetch", "timeout", False),
+    (ConnectionResetError(104, "Connection reset by peer"), "greeting", "connect", "greeting",
+     "closed", False),
+    (ValueError("nonsense"), "greeting", "protocol", "greeting", "unexpected", False),
+    (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), "marking a mail read",
+     "connect", "fetch", "closed", False),
+])
+def test_every_failure_is_a_mail_failure_with_step_and_reason(
+        dovecot: DovecotInstance, mailbox: MailUser, exc: BaseException, doing: str,
+        kind: str, step: str, reason: str, permanent: bool) -> None:
+    where = Where(incoming_server(dovecot, mailbox, "imaps"), "imap.example.test", 993)
+    error = classify(exc, where, doing, str)
+    assert isinstance(error, MailFailure) and isinstance(error, FetchError)
+    assert (error.kind, error.step, error.reason, error.permanent) == (kind, step, reason,
+                                                                        permanent)
+    assert error.outcome == ("permanent" if permanent else "transient")
+    assert "imap.example.test" in error.message and error.likely_fix
+
+
+def test_kind_only_errors_of_the_cloud_fetchers_get_a_step_and_failure() -> None:
+    error = FetchError(FetchErrorKind.AUTH, "refused", "re-authorise")
+    assert (error.step, error.failure, error.permanent) == ("auth", "auth", True)
+    assert FetchError("connect", "dropped").permanent is False
