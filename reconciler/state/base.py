@@ -234,6 +234,10 @@ class Store(Protocol):
 
     def status_put(self, key: ResourceKey, status: Mapping[str, Any]) -> None: ...
 
+    def statuses(self) -> dict[ResourceKey, dict[str, Any]]:
+        """Every recorded resource status (``reconcile status``, ``GET /v1/status``)."""
+        ...
+
     @property
     def outbox(self) -> Outbox:
         """Durable queue of accepted notifications (O1, X4)."""
