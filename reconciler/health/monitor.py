@@ -101,11 +101,6 @@ class HealthMonitor:
         self._options = probe_options or ProbeOptions(ca_file=settings.ca_file,
                                                       token_provider=token_provider)
         self._exported: set[tuple[str, str]] = set()
-        self._leading = False
-
-    @property
-    def leading(self) -> bool:
-        return self._leading
 
     async def run(self, stop: asyncio.Event) -> None:
         """Check every ``health_interval_seconds`` until ``stop`` is set."""
@@ -123,15 +118,14 @@ class HealthMonitor:
     async def aclose(self) -> None:
         if self._leadership is not None:
             await asyncio.to_thread(self._leadership.release)
-        self._leading = False
 
     async def probe_once(self) -> Cycle:
         """One cycle: probe and record as the leader, or follow the leader's records."""
         if self._leadership is None:
             self._leadership = leadership_for(self._settings.store_url, self._store.lineage)
-        self._leading = await asyncio.to_thread(self._leadership.acquire)
+        leading = await asyncio.to_thread(self._leadership.acquire)
         servers = self._servers()
-        if not self._leading:
+        if not leading:
             await self._follow(servers)
             return Cycle(leader=False)
         checks = await asyncio.gather(*(self._check(key, s) for key, s in servers.items()))
