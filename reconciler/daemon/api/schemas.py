@@ -88,22 +88,13 @@ class NotificationStatus(ApiModel):
 
     @classmethod
     def from_message(cls, message: OutboxMessage) -> NotificationStatus:
+        same = {name: getattr(message, name) for name in cls.model_fields
+                if name not in ("last_error", "routing")}
         routing = message.routing
-        return cls(
-            id=message.id,
-            namespace=message.namespace,
-            module=message.module,
-            idempotency_key=message.idempotency_key,
-            state=message.state,
-            attempts=message.attempts,
-            last_error=redact_text(message.last_error) if message.last_error else None,
-            routing=Routing(config_revision=routing.config_revision, server=routing.server)
-            if routing else None,
-            created_at=message.created_at,
-            updated_at=message.updated_at,
-            next_attempt_at=message.next_attempt_at,
-            first_attempt_at=message.first_attempt_at,
-        )
+        return cls(**same,
+                   last_error=redact_text(message.last_error) if message.last_error else None,
+                   routing=Routing(config_revision=routing.config_revision,
+                                   server=routing.server) if routing else None)
 
 
 class AuditItem(ApiModel):
@@ -126,22 +117,10 @@ class AuditItem(ApiModel):
 
     @classmethod
     def from_entry(cls, entry: AuditEntry) -> AuditItem:
-        return cls(
-            id=entry.id,
-            time=entry.created_at,
-            status=entry.status,
-            direction=entry.direction,
-            reason=entry.reason,
-            namespace=entry.namespace,
-            server=entry.server,
-            host=entry.host,
-            attempt=entry.attempt,
-            recipient=entry.recipient,
-            message_id=entry.message_id,
-            outbox_id=entry.outbox_id,
-            module=entry.module,
-            details=dict(entry.details) if entry.details is not None else None,
-        )
+        same = {name: getattr(entry, name) for name in cls.model_fields
+                if name not in ("time", "details")}
+        return cls(**same, time=entry.created_at,
+                   details=dict(entry.details) if entry.details is not None else None)
 
 
 class ResourceStatus(ApiModel):
