@@ -198,7 +198,7 @@ class HealthMonitor:
             hint=hint or None,
             checked_by=self._settings.worker_id,
         )
-        return ServerCheck(check.key, check.server, check.main, check.alternate, record)
+        return replace(check, record=record)
 
     # -- the store (runs in a worker thread) ----------------------------------
 
@@ -217,17 +217,12 @@ class HealthMonitor:
             transition = _transition(check.key, before, record)
             if transition is not None:
                 transitions.append(transition)
-            done.append(ServerCheck(check.key, check.server, check.main, check.alternate,
-                                    record))
+            done.append(replace(check, record=record))
         return done, transitions
 
     def _read(self, keys: Iterable[ResourceKey]) -> dict[ResourceKey, rec.HealthRecord]:
-        found = {}
-        for key in keys:
-            record = rec.read(self._store.status_get(key))
-            if record is not None:
-                found[key] = record
-        return found
+        records = {key: rec.read(self._store.status_get(key)) for key in keys}
+        return {key: record for key, record in records.items() if record is not None}
 
     # -- following the leader ------------------------------------------------
 
