@@ -21,6 +21,7 @@ import click
 from reconciler.cli.common import opened_store, show_time, store_option
 from reconciler.config.desired import ResourceKey
 from reconciler.health import record as rec
+from reconciler.state.base import Store
 
 KIND = "OutgoingServer"
 INCOMING = "IncomingServer"
@@ -160,7 +161,7 @@ def _address(host: Any, port: Any) -> str | None:
     return f"{host}:{port}" if port is not None else host
 
 
-def load_cards(store: Any, namespace: str | None = None) -> list[Card]:
+def load_cards(store: Store, namespace: str | None = None) -> list[Card]:
     live = store.snapshot()
     statuses: Mapping[ResourceKey, Mapping[str, Any]] = store.statuses()
     cards = [
@@ -171,7 +172,7 @@ def load_cards(store: Any, namespace: str | None = None) -> list[Card]:
     return sorted(cards, key=lambda c: (c.key.namespace, c.key.name))
 
 
-def load_incoming_cards(store: Any, namespace: str | None = None) -> list[IncomingCard]:
+def load_incoming_cards(store: Store, namespace: str | None = None) -> list[IncomingCard]:
     from reconciler.incoming.store import IncomingStore
 
     live = store.snapshot()
