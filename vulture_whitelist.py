@@ -9,6 +9,7 @@ them. Nothing here is imported or run.
 # ruff: noqa
 
 # reconciler/daemon/api/events.py: response model fields; a FastAPI route
+attempts
 delivered_at
 more
 model_config
@@ -29,9 +30,15 @@ healthz
 notification_status
 daemon_status
 
-# reconciler/daemon/api/schemas.py: response model fields
+# reconciler/daemon/api/schemas.py: response model fields (some filled by name from
+# the store's rows)
 model_config
 size
+module
+updated_at
+next_attempt_at
+first_attempt_at
+attempt
 dropped_attachments
 batches
 messages
