@@ -35,7 +35,7 @@ import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.config import secret_places
 from reconciler.config.models.outgoing_server import OutgoingServer
@@ -50,6 +50,12 @@ from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.notifier import AdminMail, Notifier
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state.base import Store, StoreError
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from reconciler.health.monitor import HealthMonitor
+    from reconciler.incoming.service import IncomingParts
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +105,21 @@ class Daemon:
         self.store: Store | None = store
         self.config: ConfigSource | None = None
         self.worker: Worker | None = None
-        self.api_server: Any = None  # uvicorn.Server when the API runs
-        self.health: Any = None  # reconciler.health.HealthMonitor when it runs
-        self.incoming: Any = None  # reconciler.incoming.service.IncomingParts when it runs
+        self.api_server: uvicorn.Server | None = None
+        self.health: HealthMonitor | None = None
+        self.incoming: IncomingParts | None = None
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop if stop is not None else asyncio.Event()
         store = self._given_store
         if store is None:
-            store = await self._open_store()
+            from reconciler.state import open_store
+
+            try:
+                store = await asyncio.to_thread(open_store, self.settings.store_url)
+            except StoreError as exc:
+                raise DaemonError(str(exc)) from None
         self.store = store
         try:
             with self._signals(stop):
@@ -117,36 +128,28 @@ class Daemon:
             if self._given_store is None:
                 await asyncio.to_thread(store.close)
 
-    async def _open_store(self) -> Store:
-        from reconciler.state import open_store
-
-        try:
-            return await asyncio.to_thread(open_store, self.settings.store_url)
-        except StoreError as exc:
-            raise DaemonError(str(exc)) from None
-
     @contextlib.contextmanager
     def _signals(self, stop: asyncio.Event) -> Iterator[None]:
+        """While the block runs, SIGTERM and SIGINT set ``stop`` (see the module doc)."""
         loop = asyncio.get_running_loop()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if not stop.is_set():
+                log.info("%s received: stopping gracefully", sig.name)
+            stop.set()
+
         installed: list[signal.Signals] = []
-        if self._handle_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                try:
-                    loop.add_signal_handler(sig, self._on_signal, sig, stop)
-                except (NotImplementedError, RuntimeError, ValueError):
-                    continue  # not the main thread, or no signals on this platform
-                installed.append(sig)
+        for sig in (signal.SIGTERM, signal.SIGINT) if self._handle_signals else ():
+            try:
+                loop.add_signal_handler(sig, on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # not the main thread, or no signals on this platform
+            installed.append(sig)
         try:
             yield
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
-
-    @staticmethod
-    def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
-        if not stop.is_set():
-            log.info("%s received: stopping gracefully", sig.name)
-        stop.set()
 
     async def _run(self, store: Store, stop: asyncio.Event) -> None:
         self.config = ConfigSource(store)
@@ -224,12 +227,8 @@ class Daemon:
 
     async def _work(self, stop: asyncio.Event) -> None:
         assert self.worker is not None
-        fd = self.settings.wake_fd
-        if fd is None:
-            await self.worker.run(stop)
-            return
-        # A separate intake process wakes this worker through the pipe.
-        with wake_on(fd, self.worker.wake):
+        fd = self.settings.wake_fd  # set when an intake process elsewhere wakes this worker
+        with wake_on(fd, self.worker.wake) if fd is not None else contextlib.nullcontext():
             await self.worker.run(stop)
 
     async def _first_config(self, stop: asyncio.Event) -> bool:
@@ -342,6 +341,7 @@ class Daemon:
 
     async def _serve(self, _stop: asyncio.Event) -> None:
         """Serve until ``api_server.should_exit`` (set when the daemon stops)."""
+        assert self.api_server is not None
         try:
             await self.api_server.serve()
         except SystemExit:
@@ -351,7 +351,7 @@ class Daemon:
                 f"the API could not listen on {self.settings.listen_host}:"
                 f"{self.settings.listen_port} (see the log line before)") from None
 
-    def _incoming(self, store: Store) -> Any:
+    def _incoming(self, store: Store) -> IncomingParts:
         """Fetch loops per IncomingServer and the event sink (reconciler.incoming.service)."""
         from reconciler.incoming.service import incoming_parts
 
