@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from reconciler.daemon.api.params import ROW_ID_MAX, JsonInt, SearchText
 from reconciler.daemon.api.schemas import ERRORS, ApiModel, Problem
 from reconciler.incoming.store import IncomingStore, StoredEvent
-from reconciler.state.base import Store
 
 TAG = {"name": "events", "description": "Ticket events from incoming mail (I8)."}
 
@@ -75,8 +74,7 @@ class Acked(ApiModel):
     acknowledged: int = Field(description="Pending events now marked delivered.")
 
 
-def router(store: Store) -> APIRouter:
-    events = IncomingStore.of_store(store)
+def router(events: IncomingStore) -> APIRouter:
     api = APIRouter(tags=["events"])
 
     @api.get("/v1/events", response_model=EventPage, response_model_by_alias=True,

@@ -34,6 +34,7 @@ from reconciler.daemon.api.problems import NOTIFICATION_FIELDS, validation_handl
 from reconciler.daemon.api.refusals import RefusalLog
 from reconciler.daemon.auth import BearerTokens
 from reconciler.daemon.intake import MAX_BATCH, GroupCommitter
+from reconciler.incoming.store import IncomingStore
 from reconciler.mail.envelope import Notification
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.metrics import DaemonMetrics
@@ -134,12 +135,14 @@ def create_api(
     guarded = [Depends(authorized)]
     app.include_router(notifications.router(store, route), dependencies=guarded)
     app.include_router(audit.router(store), dependencies=guarded)
-    app.include_router(status.router(store, settings, config, intake, app.version),
+    # The SQL store keeps incoming mail's fetch state (I6) and ticket events (I8).
+    incoming = IncomingStore.of_store(store) if hasattr(store, "connections") else None
+    app.include_router(status.router(store, settings, config, intake, incoming, app.version),
                        dependencies=guarded)
     app.include_router(monitoring.router(store, metrics, config))
     bodies: dict[str, Any] = {}
-    if hasattr(store, "connections"):  # the SQL store keeps ticket events (I8)
-        app.include_router(events.router(store), dependencies=guarded)
+    if incoming is not None:
+        app.include_router(events.router(incoming), dependencies=guarded)
         app.openapi_tags = [*_TAGS, events.TAG]
         # The ack body is read by the route itself, so the document takes its schema
         # from here: inline, FastAPI would turn its integer bounds into floats, and

@@ -16,13 +16,15 @@ from reconciler.daemon.api.schemas import (
     ResourceStatus,
 )
 from reconciler.daemon.intake import GroupCommitter
+from reconciler.incoming.store import IncomingStore
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state.base import Store
 
 
 def router(store: Store, settings: DaemonSettings, config: ConfigHolder,
-           intake: GroupCommitter, app_version: str) -> APIRouter:
+           intake: GroupCommitter, incoming: IncomingStore | None,
+           app_version: str) -> APIRouter:
     api = APIRouter(tags=["operations"])
 
     @api.get("/v1/status", response_model=DaemonStatus, summary="This daemon's status",
@@ -35,15 +37,6 @@ def router(store: Store, settings: DaemonSettings, config: ConfigHolder,
         live = config.current
 
         def read() -> DaemonStatus:
-            incoming: list[IncomingServerStatus] = []
-            events: dict[str, int] = {}
-            if hasattr(store, "connections"):  # the SQL store keeps incoming state (I6)
-                from reconciler.incoming.store import IncomingStore
-
-                fetching = IncomingStore.of_store(store)
-                incoming = [IncomingServerStatus.from_state(s)
-                            for s in fetching.server_states()]
-                events = fetching.event_counts()
             return DaemonStatus(
                 version=app_version,
                 worker_id=settings.worker_id,
@@ -53,8 +46,9 @@ def router(store: Store, settings: DaemonSettings, config: ConfigHolder,
                 statuses=[ResourceStatus.from_store(key, value)
                           for key, value in sorted(store.statuses().items())],
                 intake=IntakeCounters(**vars(intake.stats)),
-                incoming=incoming,
-                ticket_events=events,
+                incoming=[IncomingServerStatus.from_state(s)
+                          for s in incoming.server_states()] if incoming is not None else [],
+                ticket_events=incoming.event_counts() if incoming is not None else {},
             )
 
         return await anyio.to_thread.run_sync(read)
