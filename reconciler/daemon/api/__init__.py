@@ -10,7 +10,7 @@ bearer-token guard; the daemon serves it with uvicorn inside its own event loop.
 
 What every route shares: the answer models (:mod:`.schemas`), the parameter
 types (:mod:`.params`), the 422 shape (:mod:`.problems`), the body limit
-(:mod:`.limits`) and the refusal log (:mod:`.refusals`).
+(:mod:`.body_limit`) and the refusal log (:mod:`.refusals`).
 
 Intake answers 202 only after the notification is committed (group commit,
 see :mod:`reconciler.daemon.intake`). A repeated idempotency key answers 200

@@ -22,6 +22,7 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from reconciler.daemon.api import audit, events, monitoring, notifications, status
+from reconciler.daemon.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from reconciler.daemon.api.intake_route import (
     DaemonApi,
     IntakeRoute,
@@ -29,7 +30,6 @@ from reconciler.daemon.api.intake_route import (
     check_bearer,
     store_unavailable,
 )
-from reconciler.daemon.api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from reconciler.daemon.api.problems import NOTIFICATION_FIELDS, validation_handler
 from reconciler.daemon.api.refusals import RefusalLog
 from reconciler.daemon.auth import BearerTokens

@@ -19,7 +19,7 @@ route), :meth:`IntakeRoute.accept` and the replies built here.
 The answers are the same, byte for byte, and come in the same order:
 
 1. a declared ``Content-Length`` over the limit: 413 before anything else
-   (the reply of :mod:`reconciler.daemon.api.limits`);
+   (the reply of :mod:`reconciler.daemon.api.body_limit`);
 2. no or a wrong bearer token, read as ``HTTPBearer`` reads it: 401 with
    ``WWW-Authenticate``, before a byte of the body is read (so no
    ``100 Continue`` either);
@@ -54,7 +54,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from reconciler.daemon.api.limits import BodyTooLarge, parse_length, too_large
+from reconciler.daemon.api.body_limit import BodyTooLarge, parse_length, too_large
 from reconciler.daemon.api.problems import field_problem, field_problems
 from reconciler.daemon.api.refusals import REFUSED, invalid_fields_reason, log_refusal, refuse
 from reconciler.daemon.auth import BearerTokens
