@@ -1,6 +1,6 @@
 """Intake API latency and throughput on SQLite and PostgreSQL.
 
-Starts the daemon's API (``reconciler.daemon.api.create_api``) with uvicorn on
+Starts the daemon's API (``reconciler.daemon.api.factory.create_api``) with uvicorn on
 127.0.0.1 in a child process, posts N notifications of about 4 KB with K
 concurrent clients (one ``httpx.AsyncClient`` connection each), and prints
 requests per second and latency p50/p95/p99 in ms (request sent -> 202
@@ -55,7 +55,7 @@ def serve(url: str, window: float, max_batch: int, concurrency: int | None) -> N
     import uvicorn
 
     from reconciler.config.desired import CanonicalResource, ResourceKey
-    from reconciler.daemon.api import create_api
+    from reconciler.daemon.api.factory import create_api
     from reconciler.runtime.live_config import ConfigHolder
     from reconciler.runtime.metrics import DaemonMetrics
     from reconciler.runtime.settings import DaemonSettings

@@ -41,7 +41,7 @@ def table(entries: Sequence[AuditEntry]) -> str:
 
 
 def as_json(entries: Sequence[AuditEntry]) -> str:
-    from reconciler.daemon.schemas import AuditItem
+    from reconciler.daemon.api.schemas import AuditItem
 
     items = [AuditItem.from_entry(e).model_dump(mode="json", by_alias=True) for e in entries]
     return json.dumps(items, indent=2, ensure_ascii=False)

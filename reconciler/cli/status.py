@@ -234,35 +234,18 @@ def _text(cards: list[Card], namespace: str | None) -> list[str]:
 
 def _card_lines(card: Card, now: datetime) -> list[str]:
     health = card.health
-    state = card.state
-    head = f"{card.key.namespace}/{card.key.name}  {_MARK[state]} {state}"
-    if health is not None and state in (rec.REACHABLE, rec.UNREACHABLE) and \
-            health.last_change != health.last_checked:
-        head += f" since {show_time(health.last_change)}"
-    down = card.hosts_down
-    if down:
-        head += f" ({', '.join(h.role for h in down)} host Unreachable)"
-    flags = ["enabled" if card.enabled else "disabled"]
-    if card.spec.get("primary"):
-        flags.append("primary")
-    where = card.address or "(no host)"
-    security = card.spec.get("security")
-    lines = [head, f"  {card.protocol}  {where}" + (f"  {security}" if security else "")
-             + "  " + "  ".join(flags)]
     hosts = card.hosts()
     checked_hosts = health is not None and card.enabled and len(hosts) > 1
+    lines = [_card_head(card), _card_where(card)]
     if card.alternate and not checked_hosts:
         lines.append(f"  alternate {card.alternate}")
     if not card.enabled:
-        lines.append("  not checked: disabled servers are not probed")
-        return lines
+        return [*lines, "  not checked: disabled servers are not probed"]
     if health is None:
         if card.protocol not in rec.CHECKED_PROTOCOLS:
-            lines.append(f"  not checked: health checks for {card.protocol} are not "
-                         "implemented yet")
-        else:
-            lines.append("  not checked yet: the daemon's health monitor records this")
-        return lines
+            return [*lines, f"  not checked: health checks for {card.protocol} are not "
+                    "implemented yet"]
+        return [*lines, "  not checked yet: the daemon's health monitor records this"]
     if health.active_host == rec.ALTERNATE:
         alternate = health.hosts.get(rec.ALTERNATE)
         main = health.hosts.get(rec.MAIN)
@@ -271,7 +254,35 @@ def _card_lines(card: Card, now: datetime) -> list[str]:
                      f"{main.error if main else 'unknown'})")
     if checked_hosts:
         lines += [host.line() for host in hosts]
-    if state == rec.UNREACHABLE:
+    return lines + _checked_lines(card, health, now)
+
+
+def _card_head(card: Card) -> str:
+    health, state = card.health, card.state
+    head = f"{card.key.namespace}/{card.key.name}  {_MARK[state]} {state}"
+    if health is not None and state in (rec.REACHABLE, rec.UNREACHABLE) and \
+            health.last_change != health.last_checked:
+        head += f" since {show_time(health.last_change)}"
+    down = card.hosts_down
+    if down:
+        head += f" ({', '.join(h.role for h in down)} host Unreachable)"
+    return head
+
+
+def _card_where(card: Card) -> str:
+    flags = ["enabled" if card.enabled else "disabled"]
+    if card.spec.get("primary"):
+        flags.append("primary")
+    security = card.spec.get("security")
+    return (f"  {card.protocol}  {card.address or '(no host)'}"
+            + (f"  {security}" if security else "") + "  " + "  ".join(flags))
+
+
+def _checked_lines(card: Card, health: rec.HealthRecord, now: datetime) -> list[str]:
+    """The last error and likely fix, when and by whom it was checked, and whether the
+    spec has moved since."""
+    lines = []
+    if card.state == rec.UNREACHABLE:
         lines.append(f"  last error: {health.last_error}")
         if health.hint:
             lines.append(f"  likely fix: {health.hint}")

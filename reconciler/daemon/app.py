@@ -6,9 +6,8 @@ What runs, all in one event loop:
 - the **config reload** loop: every ``reload_interval_seconds`` the store's
   head revision is checked and a new :class:`LiveConfig` swapped in (O12);
 - the **worker** (:mod:`reconciler.dispatch.worker`): outbox to SMTP;
-- the **API** (``reconciler.daemon.api.create_api``) under uvicorn, when that
-  module is installed;
-- the **health monitor** (``reconciler.health``), when installed; it shares
+- the **API** (``reconciler.daemon.api.factory.create_api``) under uvicorn;
+- the **health monitor** (``reconciler.health.monitor``); it shares
   the :class:`HostSelector` with the SMTP transport, so a main host it finds
   healthy again is used again (O6);
 - a small loop keeping the queue-depth gauge current (X3).
@@ -33,12 +32,10 @@ import asyncio
 import contextlib
 import functools
 import gc
-import importlib
-import importlib.util
 import logging
 import signal
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from reconciler.config import secret_places
 from reconciler.config.models.outgoing_server import OutgoingServer
@@ -47,29 +44,31 @@ from reconciler.daemon.wake import WakeSender, wake_on
 from reconciler.dispatch.worker import Worker
 from reconciler.mail.failover import HostSelector
 from reconciler.mail.transport import Transport
+from reconciler.runtime.backoff import backoff_seconds
 from reconciler.runtime.configs import ConfigSource
 from reconciler.runtime.metrics import DaemonMetrics
+from reconciler.runtime.notifier import AdminMail, Notifier
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state.base import Store, StoreError
 
+if TYPE_CHECKING:
+    import uvicorn
+
+    from reconciler.health.monitor import HealthMonitor
+    from reconciler.incoming.service import IncomingParts
+
 log = logging.getLogger(__name__)
 
-API_MODULE = "reconciler.daemon.api"
-HEALTH_MODULE = "reconciler.health"
 STORE_RETRY_S = (0.5, 10.0)
 DEPTH_INTERVAL_S = 5.0
 ROLES = ("all", "intake", "worker")
 
+Part = Callable[[asyncio.Event], Awaitable[None]]
+"""One of the daemon's loops: runs until the event is set."""
+
 
 class DaemonError(Exception):
     """The daemon could not start or a part of it failed; the message says which."""
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 class Daemon:
@@ -77,8 +76,8 @@ class Daemon:
 
     ``store``: an open store to use (and not close); by default the daemon
     opens ``settings.store_url``. ``transports``: replaces the SMTP transport
-    (tests). ``api``/``health``: set False to leave those parts out even when
-    installed. The parts are attributes once ``ready`` is set.
+    (tests). ``api``/``health``: set False to leave those parts out. The parts
+    are attributes once ``ready`` is set.
     """
 
     def __init__(
@@ -106,16 +105,21 @@ class Daemon:
         self.store: Store | None = store
         self.config: ConfigSource | None = None
         self.worker: Worker | None = None
-        self.api_server: Any = None  # uvicorn.Server when the API runs
-        self.health: Any = None  # reconciler.health.HealthMonitor when it runs
-        self.incoming: Any = None  # reconciler.incoming.service.IncomingParts when it runs
+        self.api_server: uvicorn.Server | None = None
+        self.health: HealthMonitor | None = None
+        self.incoming: IncomingParts | None = None
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop if stop is not None else asyncio.Event()
         store = self._given_store
         if store is None:
-            store = await self._open_store()
+            from reconciler.state import open_store
+
+            try:
+                store = await asyncio.to_thread(open_store, self.settings.store_url)
+            except StoreError as exc:
+                raise DaemonError(str(exc)) from None
         self.store = store
         try:
             with self._signals(stop):
@@ -124,76 +128,54 @@ class Daemon:
             if self._given_store is None:
                 await asyncio.to_thread(store.close)
 
-    async def _open_store(self) -> Store:
-        from reconciler.state import open_store
-
-        try:
-            return await asyncio.to_thread(open_store, self.settings.store_url)
-        except StoreError as exc:
-            raise DaemonError(str(exc)) from None
-
     @contextlib.contextmanager
     def _signals(self, stop: asyncio.Event) -> Iterator[None]:
+        """While the block runs, SIGTERM and SIGINT set ``stop`` (see the module doc)."""
         loop = asyncio.get_running_loop()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if not stop.is_set():
+                log.info("%s received: stopping gracefully", sig.name)
+            stop.set()
+
         installed: list[signal.Signals] = []
-        if self._handle_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                try:
-                    loop.add_signal_handler(sig, self._on_signal, sig, stop)
-                except (NotImplementedError, RuntimeError, ValueError):
-                    continue  # not the main thread, or no signals on this platform
-                installed.append(sig)
+        for sig in (signal.SIGTERM, signal.SIGINT) if self._handle_signals else ():
+            try:
+                loop.add_signal_handler(sig, on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # not the main thread, or no signals on this platform
+            installed.append(sig)
         try:
             yield
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
 
-    @staticmethod
-    def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
-        if not stop.is_set():
-            log.info("%s received: stopping gracefully", sig.name)
-        stop.set()
-
     async def _run(self, store: Store, stop: asyncio.Event) -> None:
-        settings = self.settings
         self.config = ConfigSource(store)
         if not await self._first_config(stop):
             return
-        role = settings.role
+        role = self.settings.role
         if role not in ROLES:
             raise DaemonError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
         sends = role in ("all", "worker")
-        serves = role in ("all", "intake")
         transports = self._transports() if sends else {}
         if sends:
-            self.worker = Worker(store, settings, self.config, transports, metrics=self.metrics)
+            self.worker = Worker(store, self.settings, self.config, transports,
+                                 metrics=self.metrics)
         # Build the optional parts before anything runs: one that cannot be
         # built (an unresolvable API token) stops the start with nothing to undo.
         try:
-            api = self._api(store) if self._want_api and serves else None
-            health = self._health(store) if self._want_health and sends else None
-            incoming = self._incoming(store) if settings.incoming and serves else None
+            parts = self._parts(store, sends=sends, serves=role in ("all", "intake"))
         except Exception as exc:
             await _close_all(transports)
             raise DaemonError(f"cannot start: {exc}") from exc
-        parts: dict[str, asyncio.Task[Any]] = {
-            "config reload": asyncio.create_task(self._reload_loop(stop), name="config-reload"),
-        }
-        if self.worker is not None:
-            parts["worker"] = asyncio.create_task(self._work(self.worker, stop), name="worker")
-        if serves:
-            parts["queue depth"] = asyncio.create_task(self._depth_loop(stop), name="queue-depth")
-        if api is not None:
-            parts["api"] = asyncio.create_task(self._serve(api), name="api")
-        if health is not None:
-            parts["health"] = asyncio.create_task(health.run(stop), name="health")
-        for name, part in (incoming.tasks() if incoming is not None else {}).items():
-            parts[name] = asyncio.create_task(part(stop), name=name)
+        tasks = {name: asyncio.create_task(part(stop), name=name)
+                 for name, part in parts.items()}
         log.info("daemon %s running: store %s, config revision %s, parts: %s",
-                 settings.worker_id, getattr(store, "location", "?"),
-                 self.config.current.revision, ", ".join(parts),
-                 extra={"worker_id": settings.worker_id, "role": role})
+                 self.settings.worker_id, getattr(store, "location", "?"),
+                 self.config.current.revision, ", ".join(tasks),
+                 extra={"worker_id": self.settings.worker_id, "role": role})
         self.ready.set()
         if self._freeze_gc:
             # Everything built so far (FastAPI, pydantic, SQLAlchemy, the config)
@@ -203,44 +185,64 @@ class Daemon:
             # of its own: a host process (the tests) may still want those collected.
             gc.collect()
             gc.freeze()
+        try:
+            await self._until_stopped(tasks, stop)
+        finally:
+            await _close_all(transports)
+        log.info("daemon %s stopped", self.settings.worker_id)
 
+    def _parts(self, store: Store, *, sends: bool, serves: bool) -> dict[str, Part]:
+        """The loops this process runs, by name, in start order."""
+        parts: dict[str, Part] = {"config reload": self._reload_loop}
+        if self.worker is not None:
+            parts["worker"] = self._work
+        if serves:
+            parts["queue depth"] = self._depth_loop
+        if self._want_api and serves:
+            parts["api"] = self._api(store)
+        if self._want_health and sends:
+            parts["health"] = self._health(store)
+        if self.settings.incoming and serves:
+            parts.update(self._incoming(store).tasks())
+        return parts
+
+    async def _until_stopped(self, tasks: dict[str, asyncio.Task[Any]],
+                             stop: asyncio.Event) -> None:
+        """Wait for ``stop`` or for a part to end (a failure), then stop them all; raise
+        DaemonError naming each part that failed."""
         stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({stopping, *parts.values()}, return_when=asyncio.FIRST_COMPLETED)
-        failed = [(name, t) for name, t in parts.items() if t.done() and not stop.is_set()]
+        await asyncio.wait({stopping, *tasks.values()}, return_when=asyncio.FIRST_COMPLETED)
+        failed = [name for name, t in tasks.items() if t.done() and not stop.is_set()]
         stop.set()
         stopping.cancel()
         if self.api_server is not None:
             self.api_server.should_exit = True
-        results = await asyncio.gather(*parts.values(), return_exceptions=True)
-        await _close_all(transports)
-        errors = [f"{name}: {r}" for name, r in zip(parts, results, strict=True)
+        results = await asyncio.gather(*tasks.values(), return_exceptions=True)
+        errors = [f"{name}: {r}" for name, r in zip(tasks, results, strict=True)
                   if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
         if failed and not errors:
-            errors = [f"{name} ended unexpectedly" for name, _ in failed]
+            errors = [f"{name} ended unexpectedly" for name in failed]
         if errors:
             raise DaemonError("; ".join(errors))
-        log.info("daemon %s stopped", settings.worker_id)
 
-    async def _work(self, worker: Worker, stop: asyncio.Event) -> None:
-        fd = self.settings.wake_fd
-        if fd is None:
-            await worker.run(stop)
-            return
-        # A separate intake process wakes this worker through the pipe.
-        with wake_on(fd, worker.wake):
-            await worker.run(stop)
+    async def _work(self, stop: asyncio.Event) -> None:
+        assert self.worker is not None
+        fd = self.settings.wake_fd  # set when an intake process elsewhere wakes this worker
+        with wake_on(fd, self.worker.wake) if fd is not None else contextlib.nullcontext():
+            await self.worker.run(stop)
 
     async def _first_config(self, stop: asyncio.Event) -> bool:
         """Load the live config before anything sends; False if stopped meanwhile."""
         assert self.config is not None
-        pause = STORE_RETRY_S[0]
+        failures = 0
         while not stop.is_set():
             try:
                 await self.config.refresh()
             except StoreError as exc:
+                failures += 1
+                pause = backoff_seconds(failures, *STORE_RETRY_S, jitter=0.0)
                 log.error("cannot read the live config, retrying in %.1fs: %s", pause, exc)
                 await _wait(stop, pause)
-                pause = min(pause * 2, STORE_RETRY_S[1])
                 continue
             self.metrics.config_revision.set(self.config.current.revision)
             return True
@@ -259,26 +261,20 @@ class Daemon:
     def _transports(self) -> Mapping[str, Transport]:
         if self._given_transports is not None:
             return self._given_transports
+        from reconciler.mail.ews.transport import EwsTransport
         from reconciler.mail.graph.transport import GraphTransport
         from reconciler.mail.smtp.transport import SmtpTransport
 
-        # One per daemon: it pools connections per server and shares the
-        # selector with the health monitor.
-        transports: dict[str, Transport] = {
-            "smtp": SmtpTransport(ca_file=self.settings.ca_file, selector=self.selector,
-                                  token_provider=self.token_provider)}
-        # One per daemon too: Graph's 4-requests-per-mailbox limit is kept in it.
-        transports["graph"] = GraphTransport(ca_file=self.settings.ca_file,
-                                             token_provider=self.token_provider,
-                                             proxies=self._proxy_for)
-        # EWS threads and exchangelib accounts are per server inside it; it
-        # shares the selector so EWS fails over and back like SMTP.
-        from reconciler.mail.ews.transport import EwsTransport
-
-        transports["ews"] = EwsTransport(ca_file=self.settings.ca_file, selector=self.selector,
-                                         token_provider=self.token_provider,
-                                         proxy_lookup=self._proxy_for)
-        return transports
+        # One of each per daemon: SMTP pools connections per server, Graph keeps its
+        # 4-requests-per-mailbox limit, EWS its threads and accounts per server. SMTP
+        # and EWS share the selector with the health monitor, so they fail over and back.
+        ca, tokens = self.settings.ca_file, self.token_provider
+        return {
+            "smtp": SmtpTransport(ca_file=ca, selector=self.selector, token_provider=tokens),
+            "graph": GraphTransport(ca_file=ca, token_provider=tokens, proxies=self._proxy_for),
+            "ews": EwsTransport(ca_file=ca, selector=self.selector, token_provider=tokens,
+                                proxy_lookup=self._proxy_for),
+        }
 
     def _proxy_for(self, server: OutgoingServer) -> ProxyServerSpec | None:
         # The current revision's proxies: a proxy edit takes effect on the next send.
@@ -321,36 +317,33 @@ class Daemon:
 
     # -- optional parts ------------------------------------------------------
 
-    def _api(self, store: Store) -> Any:
-        if not _installed(API_MODULE):
-            log.info("no HTTP API in this installation (%s not found)", API_MODULE)
-            return None
-        import uvicorn
+    @functools.cached_property
+    def notifier(self) -> Notifier:
+        """Transitions are logged, posted to the webhook and mailed to the namespace's
+        adminNotifications.emails through the outbox."""
+        assert self.store is not None and self.config is not None
+        return Notifier(self.settings.notify_webhook,
+                        mail=AdminMail(self.store, self.config.holder))
 
-        module = importlib.import_module(API_MODULE)
+    def _api(self, store: Store) -> Part:
+        from reconciler.daemon.api.factory import create_api, server
+
         assert self.config is not None
-        app = module.create_api(store, self.settings, self.metrics, self.config.holder)
-        intake = getattr(getattr(app, "state", None), "intake", None)
-        if self.worker is not None and intake is not None:
+        app = create_api(store, self.settings, self.metrics, self.config.holder)
+        if self.worker is not None:
             # Same process: new messages go to the worker directly when it has room,
             # and the intake wakes it only for those it stored queued.
-            intake.hand_off_to(self.worker, self.worker.wake)
+            app.state.intake.hand_off_to(self.worker, self.worker.wake)
         elif self.settings.wake_fd is not None:
-            # The workers are other processes.
-            with contextlib.suppress(AttributeError):
-                app.state.wake_worker = WakeSender(self.settings.wake_fd)
-        config = uvicorn.Config(app, host=self.settings.listen_host,
-                                port=self.settings.listen_port, log_config=None,
-                                lifespan="on",
-                                # One log line per request cost ~5% of the CPU per
-                                # message; the API logs refusals and failures itself.
-                                access_log=False)
-        self.api_server = _uvicorn_server_class()(config)
-        return self.api_server
+            app.state.wake_worker = WakeSender(self.settings.wake_fd)  # workers elsewhere
+        self.api_server = server(app, self.settings.listen_host, self.settings.listen_port)
+        return self._serve
 
-    async def _serve(self, server: Any) -> None:
+    async def _serve(self, _stop: asyncio.Event) -> None:
+        """Serve until ``api_server.should_exit`` (set when the daemon stops)."""
+        assert self.api_server is not None
         try:
-            await server.serve()
+            await self.api_server.serve()
         except SystemExit:
             # uvicorn exits the process when it cannot bind; here that is one
             # failed part, reported like the others.
@@ -358,50 +351,22 @@ class Daemon:
                 f"the API could not listen on {self.settings.listen_host}:"
                 f"{self.settings.listen_port} (see the log line before)") from None
 
-    def _incoming(self, store: Store) -> Any:
+    def _incoming(self, store: Store) -> IncomingParts:
         """Fetch loops per IncomingServer and the event sink (reconciler.incoming.service)."""
         from reconciler.incoming.service import incoming_parts
-        from reconciler.runtime.notifier import AdminMail, Notifier
 
-        assert self.config is not None
-        notifier = Notifier(self.settings.notify_webhook,
-                            mail=AdminMail(store, self.config.holder))
-        self.incoming = incoming_parts(store, self.settings, notifier=notifier,
+        self.incoming = incoming_parts(store, self.settings, notifier=self.notifier,
                                        token_provider=self.token_provider)
         return self.incoming
 
-    def _health(self, store: Store) -> Any:
-        if not _installed(HEALTH_MODULE):
-            log.info("no health monitor in this installation (%s not found)", HEALTH_MODULE)
-            return None
-        module = importlib.import_module(HEALTH_MODULE)
-        monitor_class = getattr(module, "HealthMonitor", None)
-        if monitor_class is None:
-            monitor_class = importlib.import_module(f"{HEALTH_MODULE}.monitor").HealthMonitor
+    def _health(self, store: Store) -> Part:
+        from reconciler.health.monitor import HealthMonitor
+
         assert self.config is not None
-        from reconciler.runtime.notifier import AdminMail, Notifier
-
-        # Transitions are logged, posted to the webhook and mailed to the namespace's
-        # adminNotifications.emails through the outbox.
-        notifier = Notifier(self.settings.notify_webhook,
-                            mail=AdminMail(store, self.config.holder))
-        self.health = monitor_class(store, self.settings, self.metrics, self.config.holder,
-                                    self.selector, notifier=notifier,
+        self.health = HealthMonitor(store, self.settings, self.metrics, self.config.holder,
+                                    self.selector, notifier=self.notifier,
                                     token_provider=self.token_provider)
-        return self.health
-
-
-@functools.cache
-def _uvicorn_server_class() -> type[Any]:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            # The daemon handles SIGTERM/SIGINT and sets should_exit itself.
-            yield
-
-    return Server
+        return self.health.run
 
 
 async def _close_all(transports: Mapping[str, Transport]) -> None:
@@ -417,7 +382,6 @@ async def _wait(stop: asyncio.Event, timeout: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout)
     return stop.is_set()
-
 
 
 def run(settings: DaemonSettings) -> None:

@@ -52,9 +52,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from reconciler.daemon.child import SPEC_ENV, STOP_MARGIN_S
+from reconciler.runtime.backoff import backoff_seconds
 from reconciler.runtime.settings import DaemonSettings
 
 log = logging.getLogger(__name__)
@@ -79,10 +80,8 @@ class _Child:
     ready_fd: int | None = None  # read end of this start's ready pipe (daemon.child)
     ever_served: bool = False  # some start of it reported itself serving
     started: float = 0.0
-    starts: int = 0
-    pause: float = RESTART_PAUSE_S[0]
+    crashes: int = 0  # exits in a row, each after less than HEALTHY_AFTER_S
     restart_at: float | None = None
-    exits: list[int] = field(default_factory=list)
 
 
 class Supervisor:
@@ -154,7 +153,6 @@ class Supervisor:
         os.set_blocking(ready_read, False)
         child.ready_fd = ready_read
         child.started = time.monotonic()
-        child.starts += 1
         child.restart_at = None
         log.info("started %s process (pid %d)", child.name, child.proc.pid,
                  extra={"child": child.name, "pid": child.proc.pid})
@@ -207,13 +205,12 @@ class Supervisor:
         if not child.ever_served and code > 0:
             raise SupervisorError(f"the {child.name} process exited at start (code {code}); "
                                   "its log lines above say why")
-        if ran >= HEALTHY_AFTER_S:
-            child.pause = RESTART_PAUSE_S[0]
+        child.crashes = 1 if ran >= HEALTHY_AFTER_S else child.crashes + 1
+        pause = backoff_seconds(child.crashes, *RESTART_PAUSE_S, jitter=0.0)
         log.error("%s process (pid %d) exited with code %d after %.0f s; starting it again "
-                  "in %.0f s", child.name, pid, code, ran, child.pause,
+                  "in %.0f s", child.name, pid, code, ran, pause,
                   extra={"child": child.name, "pid": pid, "exit_code": code})
-        child.restart_at = now + child.pause
-        child.pause = min(child.pause * 2, RESTART_PAUSE_S[1])
+        child.restart_at = now + pause
 
     def _stop_all(self, children: list[_Child]) -> None:
         running = [c for c in children if c.proc is not None and c.proc.poll() is None]

@@ -103,11 +103,6 @@ class HealthMonitor:
         self._options = probe_options or ProbeOptions(ca_file=settings.ca_file,
                                                       token_provider=token_provider)
         self._exported: set[tuple[str, str]] = set()
-        self._leading = False
-
-    @property
-    def leading(self) -> bool:
-        return self._leading
 
     async def run(self, stop: asyncio.Event) -> None:
         """Check every ``health_interval_seconds`` until ``stop`` is set."""
@@ -125,15 +120,14 @@ class HealthMonitor:
     async def aclose(self) -> None:
         if self._leadership is not None:
             await asyncio.to_thread(self._leadership.release)
-        self._leading = False
 
     async def probe_once(self) -> Cycle:
         """One cycle: probe and record as the leader, or follow the leader's records."""
         if self._leadership is None:
             self._leadership = self._store.leases.leader(LEADER_ROLE)
-        self._leading = await asyncio.to_thread(self._leadership.acquire)
+        leading = await asyncio.to_thread(self._leadership.acquire)
         servers = self._servers()
-        if not self._leading:
+        if not leading:
             await self._follow(servers)
             return Cycle(leader=False)
         checks = await asyncio.gather(*(self._check(key, s) for key, s in servers.items()))
@@ -206,7 +200,7 @@ class HealthMonitor:
             hint=hint or None,
             checked_by=self._settings.worker_id,
         )
-        return ServerCheck(check.key, check.server, check.main, check.alternate, record)
+        return replace(check, record=record)
 
     # -- the store (runs in a worker thread) ----------------------------------
 
@@ -225,17 +219,12 @@ class HealthMonitor:
             transition = _transition(check.key, before, record)
             if transition is not None:
                 transitions.append(transition)
-            done.append(ServerCheck(check.key, check.server, check.main, check.alternate,
-                                    record))
+            done.append(replace(check, record=record))
         return done, transitions
 
     def _read(self, keys: Iterable[ResourceKey]) -> dict[ResourceKey, rec.HealthRecord]:
-        found = {}
-        for key in keys:
-            record = rec.read(self._store.status_get(key))
-            if record is not None:
-                found[key] = record
-        return found
+        records = {key: rec.read(self._store.status_get(key)) for key in keys}
+        return {key: record for key, record in records.items() if record is not None}
 
     # -- following the leader ------------------------------------------------
 

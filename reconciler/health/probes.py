@@ -30,7 +30,7 @@ from reconciler.mail.outcome import Failure, Outcome, SendResult
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.smtp.probe import smtp_plan, walk_smtp
 from reconciler.mail.smtp.transport import SmtpTransport
-from reconciler.mail.steps import HTTP_API_PLAN, ProbeReport, Reason, Step, StepResult
+from reconciler.mail.steps import ProbeReport, Reason, Step, StepResult
 from reconciler.mail.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -191,52 +191,34 @@ async def _transport_for(server: OutgoingServer, options: ProbeOptions,
 
 def _send_failure(result: SendResult, seconds: float) -> StepResult:
     code = next((r.code for r in result.recipients if r.code is not None), None)
-    transient = result.outcome == Outcome.TRANSIENT
     detail = result.detail
-    http = {403: Reason.PERMISSION, 404: Reason.NOT_FOUND}  # Graph/EWS answers
-    if code in http and result.failure in (Failure.AUTH, Failure.CONFIG):
-        reason = http[code]
-    elif result.failure == Failure.RECIPIENTS:
-        refused = result.refused[0] if result.refused else None
-        if refused is not None and refused.reason:
-            detail = f"{detail}: {refused.code} {refused.reason}"
-        reason = Reason.TEMPORARY if transient else Reason.RECIPIENT
-    elif result.failure == Failure.REJECTED:
-        if transient:
-            reason = Reason.TEMPORARY
-        elif "MAIL FROM" in detail:
-            reason = Reason.SENDER
-        else:
-            reason = Reason.CONTENT if "DATA" in detail else Reason.REJECTED
-    elif result.failure == Failure.AUTH:
-        if code == 530:
-            reason = (Reason.ENCRYPTION_REQUIRED if "STARTTLS" in detail.upper()
-                      else Reason.AUTH_REQUIRED)
-        else:
-            reason = Reason.TEMPORARY if transient else Reason.AUTH_FAILED
-    elif result.failure == Failure.TIMEOUT:
-        reason = Reason.TIMEOUT
-    elif result.failure == Failure.TLS_VERIFY:
-        reason = Reason.UNTRUSTED
-    elif result.failure == Failure.TLS:
-        reason = Reason.HANDSHAKE
-    elif result.failure == Failure.CONNECT:
-        reason = Reason.CLOSED
-    else:
-        reason = Reason.UNEXPECTED
-    return StepResult(Step.SEND, False, detail, seconds, result.failure, code, reason)
+    refused = result.refused[0] if result.refused else None
+    if result.failure == Failure.RECIPIENTS and refused is not None and refused.reason:
+        detail = f"{detail}: {refused.code} {refused.reason}"
+    return StepResult(Step.SEND, False, detail, seconds, result.failure, code,
+                      _send_reason(result, code))
 
 
-__all__ = [
-    "HTTP_API_PLAN",
-    "PROBES",
-    "ProbeOptions",
-    "ProtocolProbe",
-    "UnsupportedProtocol",
-    "cannot_reach",
-    "endpoint_of",
-    "probe_server",
-    "sample_notification",
-    "send_test_message",
-    "supports",
-]
+# Graph/EWS answers that say what is wrong whatever the failure was classified as.
+_HTTP_REASONS = {403: Reason.PERMISSION, 404: Reason.NOT_FOUND}
+_SEND_REASONS = {Failure.RECIPIENTS: Reason.RECIPIENT, Failure.AUTH: Reason.AUTH_FAILED,
+                 Failure.TIMEOUT: Reason.TIMEOUT, Failure.TLS_VERIFY: Reason.UNTRUSTED,
+                 Failure.TLS: Reason.HANDSHAKE, Failure.CONNECT: Reason.CLOSED}
+
+
+def _send_reason(result: SendResult, code: int | None) -> Reason:
+    """The reason a failed test send gives ``likely_fix``."""
+    failure, detail = result.failure, result.detail
+    if code in _HTTP_REASONS and failure in (Failure.AUTH, Failure.CONFIG):
+        return _HTTP_REASONS[code]
+    if failure == Failure.AUTH and code == 530:
+        return (Reason.ENCRYPTION_REQUIRED if "STARTTLS" in detail.upper()
+                else Reason.AUTH_REQUIRED)
+    if result.outcome == Outcome.TRANSIENT and failure in (
+            Failure.RECIPIENTS, Failure.REJECTED, Failure.AUTH):
+        return Reason.TEMPORARY
+    if failure == Failure.REJECTED:
+        if "MAIL FROM" in detail:
+            return Reason.SENDER
+        return Reason.CONTENT if "DATA" in detail else Reason.REJECTED
+    return _SEND_REASONS.get(failure, Reason.UNEXPECTED) if failure else Reason.UNEXPECTED

@@ -139,7 +139,7 @@ class Store(Protocol):
     def status_put(self, key: ResourceKey, status: Mapping[str, Any]) -> None: ...
 
     def statuses(self) -> dict[ResourceKey, dict[str, Any]]:
-        """Every recorded status, for dashboards and the daemon's start-up."""
+        """Every recorded resource status (``reconcile status``, ``GET /v1/status``)."""
         ...
 
     @property

@@ -29,7 +29,7 @@ from reconciler.runtime.live_config import ConfigHolder
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditStatus, OutboxState
 
-from .api_kit import (  # noqa: F401  (api and serve_api are fixtures)
+from .api.api_kit import (  # noqa: F401  (api and serve_api are fixtures)
     ServeApi,
     ServedApi,
     api,

@@ -12,7 +12,7 @@ import pytest
 from reconciler.state import open_store
 from reconciler.state.base import OutboxState
 
-from .api_kit import (  # noqa: F401  (api and serve_api are fixtures)
+from .api.api_kit import (  # noqa: F401  (api and serve_api are fixtures)
     TOKEN,
     ServedApi,
     api,

@@ -25,11 +25,13 @@ from reconciler.state.base import (
 )
 
 
-class _Out(BaseModel):
+class ApiModel(BaseModel):
+    """camelCase on the wire, immutable."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
-class DroppedAttachmentItem(_Out):
+class DroppedAttachmentItem(ApiModel):
     """An attachment the server the notification was routed to will leave out (O4)."""
 
     name: str = Field(description="The attachment's name as submitted.")
@@ -41,7 +43,7 @@ class DroppedAttachmentItem(_Out):
     server: str = Field(description="The outgoing server intake routed it to.")
 
 
-class Accepted(_Out):
+class Accepted(ApiModel):
     """The answer to a submission: stored durably before this was sent."""
 
     id: int = Field(description="Outbox id; `GET /v1/notifications/{id}` follows it.")
@@ -60,14 +62,14 @@ class Accepted(_Out):
         "with the live config at intake; the SENT audit entry records what was sent.")
 
 
-class Routing(_Out):
+class Routing(ApiModel):
     """The routing decision a notification keeps across retries (O12)."""
 
     config_revision: int = Field(description="Live config revision it was routed with.")
     server: str = Field(description="Outgoing server chosen.")
 
 
-class NotificationStatus(_Out):
+class NotificationStatus(ApiModel):
     """What became of one submitted notification."""
 
     id: int
@@ -86,25 +88,16 @@ class NotificationStatus(_Out):
 
     @classmethod
     def from_message(cls, message: OutboxMessage) -> NotificationStatus:
+        same = {name: getattr(message, name) for name in cls.model_fields
+                if name not in ("last_error", "routing")}
         routing = message.routing
-        return cls(
-            id=message.id,
-            namespace=message.namespace,
-            module=message.module,
-            idempotency_key=message.idempotency_key,
-            state=message.state,
-            attempts=message.attempts,
-            last_error=redact_text(message.last_error) if message.last_error else None,
-            routing=Routing(config_revision=routing.config_revision, server=routing.server)
-            if routing else None,
-            created_at=message.created_at,
-            updated_at=message.updated_at,
-            next_attempt_at=message.next_attempt_at,
-            first_attempt_at=message.first_attempt_at,
-        )
+        return cls(**same,
+                   last_error=redact_text(message.last_error) if message.last_error else None,
+                   routing=Routing(config_revision=routing.config_revision,
+                                   server=routing.server) if routing else None)
 
 
-class AuditItem(_Out):
+class AuditItem(ApiModel):
     """One email audit entry (O8): one recipient of one attempt."""
 
     id: int | None
@@ -124,25 +117,13 @@ class AuditItem(_Out):
 
     @classmethod
     def from_entry(cls, entry: AuditEntry) -> AuditItem:
-        return cls(
-            id=entry.id,
-            time=entry.created_at,
-            status=entry.status,
-            direction=entry.direction,
-            reason=entry.reason,
-            namespace=entry.namespace,
-            server=entry.server,
-            host=entry.host,
-            attempt=entry.attempt,
-            recipient=entry.recipient,
-            message_id=entry.message_id,
-            outbox_id=entry.outbox_id,
-            module=entry.module,
-            details=dict(entry.details) if entry.details is not None else None,
-        )
+        same = {name: getattr(entry, name) for name in cls.model_fields
+                if name not in ("time", "details")}
+        return cls(**same, time=entry.created_at,
+                   details=dict(entry.details) if entry.details is not None else None)
 
 
-class ResourceStatus(_Out):
+class ResourceStatus(ApiModel):
     """Status recorded for one resource, e.g. a server's health (O9)."""
 
     kind: str
@@ -156,7 +137,7 @@ class ResourceStatus(_Out):
                    status=redact_details(status))
 
 
-class IntakeCounters(_Out):
+class IntakeCounters(ApiModel):
     """Group commit since start: how many submissions each transaction stored."""
 
     batches: int
@@ -167,7 +148,7 @@ class IntakeCounters(_Out):
                             "(it had room), skipping the queue.")
 
 
-class IncomingServerStatus(_Out):
+class IncomingServerStatus(ApiModel):
     """Fetch state of one IncomingServer (SPEC I6), as `reconcile incoming status` shows it."""
 
     namespace: str
@@ -190,7 +171,7 @@ class IncomingServerStatus(_Out):
                                    if k not in ("failureNotified", "leaseExpires")})
 
 
-class DaemonStatus(_Out):
+class DaemonStatus(ApiModel):
     """One daemon's view: config, outbox, resource statuses."""
 
     version: str
@@ -209,24 +190,32 @@ class DaemonStatus(_Out):
         "delivered, rejected).")
 
 
-class Problem(_Out):
+class Problem(ApiModel):
     """An error with a sentence saying what to do."""
 
     detail: str
 
 
-class FieldProblem(_Out):
+class FieldProblem(ApiModel):
     loc: list[str | int] = Field(description='Where: e.g. ["body", "to", 0, "email"].')
     field: str = Field(description="The same, readable: e.g. `to[0].email`.")
     msg: str = Field(description="What is wrong with it.")
     type: str = Field(description="Machine-readable kind, e.g. value_error, missing.")
 
 
-class ValidationProblem(_Out):
+class ValidationProblem(ApiModel):
     """The request was understood but a field is wrong (HTTP 422)."""
 
     detail: list[FieldProblem]
 
 
-class Health(_Out):
+class Health(ApiModel):
     status: str = Field(description="`ok` while the process serves requests.")
+
+
+# The failures every guarded route may answer.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No or wrong bearer token."},
+    422: {"model": ValidationProblem, "description": "A field is wrong; each one is named."},
+    503: {"model": Problem, "description": "The state store is unavailable; retry later."},
+}

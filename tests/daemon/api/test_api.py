@@ -23,7 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.config.desired import ResourceKey
 from reconciler.config.secrets import SecretError
-from reconciler.daemon.api import DEFAULT_MAX_BODY_BYTES, ApiTokenError, create_api
+from reconciler.daemon.api.body_limit import DEFAULT_MAX_BODY_BYTES
+from reconciler.daemon.api.factory import create_api
+from reconciler.daemon.auth import ApiTokenError
 from reconciler.daemon.intake import GroupCommitter
 from reconciler.incoming.store import IncomingStore
 from reconciler.runtime.live_config import ConfigHolder

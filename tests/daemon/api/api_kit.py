@@ -22,7 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from reconciler.config.desired import CanonicalResource, ResourceKey
-from reconciler.daemon.api import create_api
+from reconciler.daemon.api.factory import create_api
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.settings import DaemonSettings

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 from starlette.responses import JSONResponse
 
-from reconciler.daemon.intake_route import DaemonApi
+from reconciler.daemon.api.intake_route import DaemonApi
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.state import SqlStore
 from reconciler.state.base import StoreUnavailable

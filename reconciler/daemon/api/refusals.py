@@ -13,7 +13,7 @@ never their values. Neither the token nor the body nor the query string is
 ever logged.
 
 The intake route answers outside the middleware stack
-(:mod:`reconciler.daemon.intake_route`) and calls :func:`log_refusal` itself,
+(:mod:`reconciler.daemon.api.intake_route`) and calls :func:`log_refusal` itself,
 at the same moment: before its answer leaves.
 """
 

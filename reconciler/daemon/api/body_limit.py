@@ -6,7 +6,7 @@ would buffer them all before validation ever looked at them. A declared
 read; a chunked body is counted while it arrives and refused as soon as it
 passes the limit.
 
-The intake route's own ASGI handler (:mod:`reconciler.daemon.intake_route`)
+The intake route's own ASGI handler (:mod:`reconciler.daemon.api.intake_route`)
 does the same checks with the helpers here, so both give the same 413.
 """
 

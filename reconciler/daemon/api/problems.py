@@ -15,7 +15,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from reconciler.daemon.refusals import invalid_fields_reason, refuse
+from reconciler.daemon.api.refusals import invalid_fields_reason, refuse
 
 _SOURCES = ("body", "query", "path", "header", "cookie")
 

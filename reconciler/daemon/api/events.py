@@ -13,8 +13,8 @@ event, so a desk without a cursor of its own can rely on acks alone.
 Attachment bytes are not in the event; ``GET /v1/events/{id}/attachments/{sha256}``
 serves each kept file.
 
-The routes are added by :func:`add_event_routes` from ``daemon.api`` with the
-API's bearer-token guard.
+The API's factory includes :func:`router` behind its bearer-token guard when the
+store keeps incoming mail.
 """
 
 from __future__ import annotations
@@ -22,22 +22,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
 
-from reconciler.daemon.params import ROW_ID_MAX, JsonInt, SearchText
-from reconciler.daemon.schemas import Problem
+from reconciler.daemon.api.params import ROW_ID_MAX, JsonInt, SearchText
+from reconciler.daemon.api.schemas import ERRORS, ApiModel, Problem
 from reconciler.incoming.store import IncomingStore, StoredEvent
 
-
-class _Out(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+TAG = {"name": "events", "description": "Ticket events from incoming mail (I8)."}
 
 
-class EventItem(_Out):
+class EventItem(ApiModel):
     """One ticket event as stored."""
 
     id: int = Field(description="Increasing; the cursor for `after`.")
@@ -58,7 +55,7 @@ class EventItem(_Out):
         return cls.model_validate(stored.to_json())
 
 
-class EventPage(_Out):
+class EventPage(ApiModel):
     events: list[EventItem]
     next: int = Field(description="Pass as `after` to continue.")
     more: bool = Field(description="True when `limit` cut the page short.")
@@ -73,24 +70,15 @@ class Ack(BaseModel):
                                          description="Only this namespace's events.")
 
 
-class Acked(_Out):
+class Acked(ApiModel):
     acknowledged: int = Field(description="Pending events now marked delivered.")
 
 
-def add_event_routes(app: FastAPI, store: Any, guarded: list[Any],
-                     errors: dict[int | str, dict[str, Any]]) -> None:
-    events = IncomingStore.of_store(store)
-    # The ack body is read by the route itself; the document takes its schema from here
-    # (daemon.api adds these to components: inline, FastAPI would turn its integer
-    # bounds into floats, and 2**63 - 1 does not survive that).
-    app.state.body_schemas = {**getattr(app.state, "body_schemas", {}),
-                              "Ack": Ack.model_json_schema()}
-    app.openapi_tags = [*(app.openapi_tags or []), {
-        "name": "events", "description": "Ticket events from incoming mail (I8)."}]
+def router(events: IncomingStore) -> APIRouter:
+    api = APIRouter(tags=["events"])
 
-    @app.get("/v1/events", tags=["events"], dependencies=guarded, response_model=EventPage,
-             response_model_by_alias=True, summary="Ticket events, oldest first",
-             responses=errors)
+    @api.get("/v1/events", response_model=EventPage, response_model_by_alias=True,
+             summary="Ticket events, oldest first", responses=ERRORS)
     async def list_events(
         after: Annotated[int | None, Query(ge=0, le=ROW_ID_MAX, description=(
             "Events with a greater id. Default: after the last acknowledged event."))] = None,
@@ -108,9 +96,9 @@ def add_event_routes(app: FastAPI, store: Any, guarded: list[Any],
 
         return await anyio.to_thread.run_sync(read)
 
-    @app.post("/v1/events/ack", tags=["events"], dependencies=guarded, response_model=Acked,
-              response_model_by_alias=True, summary="Acknowledge events up to an id",
-              responses={**errors, 413: {"model": Problem,
+    @api.post("/v1/events/ack", response_model=Acked, response_model_by_alias=True,
+              summary="Acknowledge events up to an id",
+              responses={**ERRORS, 413: {"model": Problem,
                                          "description": "Body over the size limit."}},
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": {"$ref": "#/components/schemas/Ack"}}}}})
@@ -123,9 +111,9 @@ def add_event_routes(app: FastAPI, store: Any, guarded: list[Any],
             lambda: events.acknowledge(body.through, namespace=body.namespace))
         return Acked(acknowledged=count)
 
-    @app.get("/v1/events/{id}/attachments/{sha256}", tags=["events"], dependencies=guarded,
-             summary="The bytes of one attachment an event lists", response_class=Response,
-             responses={**errors,
+    @api.get("/v1/events/{id}/attachments/{sha256}", response_class=Response,
+             summary="The bytes of one attachment an event lists",
+             responses={**ERRORS,
                         404: {"model": Problem, "description": "No such event or attachment."},
                         200: {"content": {"application/octet-stream": {}}}})
     async def attachment(
@@ -136,6 +124,8 @@ def add_event_routes(app: FastAPI, store: Any, guarded: list[Any],
         if data is None:
             raise HTTPException(404, f"event {id} has no attachment {sha256}")
         return Response(data, media_type="application/octet-stream")
+
+    return api
 
 
 def _ack(body: bytes) -> Ack:

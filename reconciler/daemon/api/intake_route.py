@@ -5,7 +5,7 @@ exception wrappers, routing and FastAPI's dependency solving before the route
 ran, and left through a JSONResponse and four wrapped ``send`` functions: a
 py-spy profile put about half of the event loop's time per intake request
 there. The route needs none of it, so :class:`DaemonApi` (the FastAPI app
-that ``create_api`` returns and uvicorn serves) answers exactly
+that ``factory.create_api`` returns and uvicorn serves) answers exactly
 ``POST /v1/notifications`` with :class:`IntakeRoute` and passes every other
 request (other paths, other methods, lifespan) to FastAPI unchanged.
 
@@ -19,7 +19,7 @@ route), :meth:`IntakeRoute.accept` and the replies built here.
 The answers are the same, byte for byte, and come in the same order:
 
 1. a declared ``Content-Length`` over the limit: 413 before anything else
-   (the reply of :mod:`reconciler.daemon.limits`);
+   (the reply of :mod:`reconciler.daemon.api.body_limit`);
 2. no or a wrong bearer token, read as ``HTTPBearer`` reads it: 401 with
    ``WWW-Authenticate``, before a byte of the body is read (so no
    ``100 Continue`` either);
@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import anyio.to_thread
 from fastapi import FastAPI, HTTPException
@@ -54,18 +54,18 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from reconciler.daemon.api.body_limit import BodyTooLarge, parse_length, too_large
+from reconciler.daemon.api.problems import field_problem, field_problems
+from reconciler.daemon.api.refusals import REFUSED, invalid_fields_reason, log_refusal, refuse
 from reconciler.daemon.auth import BearerTokens
 from reconciler.daemon.intake import GroupCommitter
-from reconciler.daemon.limits import BodyTooLarge, parse_length, too_large
-from reconciler.daemon.problems import field_problem, field_problems
-from reconciler.daemon.refusals import REFUSED, invalid_fields_reason, log_refusal, refuse
 from reconciler.dispatch.oversize import routed_oversized
 from reconciler.mail.envelope import Notification
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.metrics import DaemonMetrics
-from reconciler.state.base import EnqueueRequest, Outbox, OutboxState, StoreError
+from reconciler.state.base import EnqueueRequest, OutboxState, Store, StoreError
 
-# The API's logger: these lines read as they did when the route lived in api.py.
+# The API's logger (the package's), shared by every module of the API.
 log = logging.getLogger("reconciler.daemon.api")
 
 PATH = "/v1/notifications"
@@ -163,16 +163,11 @@ async def _parse(body: bytes) -> Notification:
         raise _Invalid(field_problems(exc.errors(include_url=False), ("body",))) from None
 
 
-class _HasOutbox(Protocol):
-    @property
-    def outbox(self) -> Outbox: ...
-
-
 class IntakeRoute:
     """``POST /v1/notifications``: :meth:`handle` as plain ASGI, :meth:`accept` for
     both sides."""
 
-    def __init__(self, store: _HasOutbox, intake: GroupCommitter, config: ConfigHolder,
+    def __init__(self, store: Store, intake: GroupCommitter, config: ConfigHolder,
                  metrics: DaemonMetrics, tokens: BearerTokens, state: State,
                  max_body_bytes: int) -> None:
         self._store = store
