@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from reconciler.config.diagnostics import Diagnostic
-from reconciler.config.loader import Document, PosDict, diagnostic_at
+from reconciler.config.loader import Document, PosDict, diagnostic_at, value_at
 from reconciler.config.positions import YamlPath
 from reconciler.config.secrets import FIX_HINT
 
@@ -178,17 +178,8 @@ def diagnostics_from(
         else:
             message, hint = _message(err, sensitive)
             key = err["type"] == "missing"
-        parent_is_map = isinstance(_walk(document.data, loc[:-1]), PosDict)
+        parent_is_map = isinstance(value_at(document.data, loc[:-1]), PosDict)
         out.append(diagnostic_at(document, loc, f"schema:{err['type']}", message, hint=hint,
                                  key=key and parent_is_map))
     return out
 
-
-def _walk(data: Any, loc: YamlPath) -> Any:
-    node = data
-    for seg in loc:
-        try:
-            node = node[seg]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node

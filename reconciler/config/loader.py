@@ -337,6 +337,18 @@ def locate(data: Any, path: Sequence[str | int], *, key: bool = False) -> Mark:
     return best
 
 
+def value_at(data: Any, path: Sequence[str | int], default: Any = None) -> Any:
+    """The value at ``path`` inside ``data``, or ``default`` where it is not written."""
+    node = data
+    for step in path:
+        if (isinstance(node, dict) and step in node) or (
+                isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)):
+            node = node[step]
+        else:
+            return default
+    return node
+
+
 def diagnostic_at(
     document: Document,
     path: Sequence[str | int],

@@ -82,22 +82,15 @@ def _split(word: int) -> tuple[int, int]:
     return key_mark, pack(key_line + (word >> 16 & 0xF), word & 0xFFFF)
 
 
-class PosDict(dict[Any, Any]):
-    """A mapping that knows the position of its own start, each key and each value.
+class _Marked:
+    """The start mark and sealing shared by :class:`PosDict` and :class:`PosList`."""
 
-    ``marks`` holds the start, then the marks of each entry added by
-    :meth:`put` in insertion order: one word per entry (see :func:`_entry`),
-    or two when the start word has the wide flag. Entries added later by
-    plain assignment (a value filled in by a conversion) have no marks and
-    position at the mapping; removing an entry removes its marks so the rest
-    stay aligned.
-    """
-
-    __slots__ = ("marks",)
+    __slots__ = ()
+    marks: Marks
 
     def __init__(self, start: int = 0) -> None:
         super().__init__()
-        self.marks: Marks = array("Q", (start,))
+        self.marks = array("Q", (start,))
 
     @property
     def mark(self) -> Mark:
@@ -109,6 +102,20 @@ class PosDict(dict[Any, Any]):
         if marks.__class__ is array:
             self.marks = marks.tobytes()  # type: ignore[union-attr]
         return _word(marks, 0) & ~_WIDE
+
+
+class PosDict(_Marked, dict[Any, Any]):
+    """A mapping that knows the position of its own start, each key and each value.
+
+    ``marks`` holds the start, then the marks of each entry added by
+    :meth:`put` in insertion order: one word per entry (see :func:`_entry`),
+    or two when the start word has the wide flag. Entries added later by
+    plain assignment (a value filled in by a conversion) have no marks and
+    position at the mapping; removing an entry removes its marks so the rest
+    stay aligned.
+    """
+
+    __slots__ = ("marks",)
 
     def _width(self) -> int:
         return 2 if _word(self.marks, 0) & _WIDE else 1
@@ -211,25 +218,10 @@ class PosDict(dict[Any, Any]):
         self.marks = array("Q", (_word(self.marks, 0),))
 
 
-class PosList(list[Any]):
+class PosList(_Marked, list[Any]):
     """A sequence that knows the position of its start and of each item."""
 
     __slots__ = ("marks",)
-
-    def __init__(self, start: int = 0) -> None:
-        super().__init__()
-        self.marks: Marks = array("Q", (start,))
-
-    @property
-    def mark(self) -> Mark:
-        return unpack(_word(self.marks, 0))
-
-    def seal(self) -> int:
-        """Store the marks in exactly the room they need; returns the packed start."""
-        marks = self.marks
-        if marks.__class__ is array:
-            self.marks = marks.tobytes()  # type: ignore[union-attr]
-        return _word(marks, 0)
 
     def add(self, value: Any, mark: int) -> None:
         self.append(value)

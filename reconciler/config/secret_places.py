@@ -60,16 +60,6 @@ class PlacesSettingError(ValueError):
     """RECONCILE_SECRET_DIRS or RECONCILE_SECRET_ENV cannot be used as given."""
 
 
-def canonical(path: str) -> str:
-    """``path`` made absolute with ``..`` and every symlink resolved (whether or not it
-    exists), so that containment is decided on where a read would really land."""
-    return os.path.realpath(path)
-
-
-def _inside(path: str, directory: str) -> bool:
-    return path.startswith(directory.rstrip(os.sep) + os.sep)
-
-
 def _places_of(refs: Iterable[str | None]) -> tuple[set[str], set[str]]:
     """(variable names, canonical file paths) of the ``env:``/``file:`` references among
     ``refs``; anything else (URLs, ``enc:v1:``, None) names no place."""
@@ -79,7 +69,7 @@ def _places_of(refs: Iterable[str | None]) -> tuple[set[str], set[str]]:
         if ref and ref.startswith("env:"):
             names.add(ref[4:])
         elif ref and ref.startswith("file:"):
-            files.add(canonical(ref[5:]))
+            files.add(os.path.realpath(ref[5:]))
     return names, files
 
 
@@ -125,7 +115,7 @@ class SecretPlaces:
         patterns = tuple(p.strip() for p in raw_env.split(",") if p.strip()) or (
             DEFAULT_ENV_PATTERN,)
         reserved_env, reserved_files = _places_of(_operator_refs(env))
-        return cls(dirs=tuple(dict.fromkeys(canonical(d) for d in entries)),
+        return cls(dirs=tuple(dict.fromkeys(os.path.realpath(d) for d in entries)),
                    env_patterns=patterns, configured_dirs=bool(raw_dirs),
                    reserved_env=frozenset(reserved_env | _reserved_env),
                    reserved_files=frozenset(reserved_files | _reserved_files))
@@ -155,14 +145,14 @@ class SecretPlaces:
     def file_path(self, path: str) -> str:
         """The canonical path a ``file:`` reference may read, else PlaceRefused.
         Only the path is examined (symlinks followed); the file is not opened."""
-        real = canonical(path)
+        real = os.path.realpath(path)
         shown = path if real == path else f"{path} (which resolves to {real})"
         if real in self.reserved_files:
             raise PlaceRefused(
                 f"file:{shown} holds one of reconciler's own keys or this daemon's "
                 "secrets, which are never sent to a mail server",
                 "put the mail server's secret in a file of its own")
-        if not any(_inside(real, d) for d in self.dirs):
+        if not any(real.startswith(d.rstrip(os.sep) + os.sep) for d in self.dirs):
             where = ", ".join(self.dirs)
             setting = (f"set {DIRS_ENV}" if not self.configured_dirs
                        else f"add its directory to {DIRS_ENV}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partialmethod
 from typing import Any
 
 import celpy
@@ -35,14 +35,11 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {**ops.BUILTINS, **HELPERS}
 
 # Names cel-python knows that this compiler leaves to it (see module docstring).
 _CELPY_ONLY = (frozenset(celpy.evaluation.base_functions) | {"dyn"}) - frozenset(FUNCTIONS)
-_TYPE_IDENTS = frozenset(
-    {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"}
-)
+_TYPE_IDENTS = frozenset({"int", "uint", "double", "bool", "string", "bytes", "list", "map",
+                          "null_type", "type"})
 # Grammar rules that only wrap their single child.
-_PASS_THROUGH = frozenset(
-    {"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication",
-     "unary", "member", "primary"}
-)
+_PASS_THROUGH = frozenset({"expr", "conditionalor", "conditionaland", "relation", "addition",
+                           "multiplication", "unary", "member", "primary"})
 
 
 class CelCompileError(Exception):
@@ -94,12 +91,8 @@ def parse(source: str) -> lark.Tree:
         line = getattr(exc, "line", None) or 1
         column = getattr(exc, "column", None) or 1
         context = str(exc.args[0]).rstrip("\n") if exc.args else ""
-        raise CelCompileError(
-            f"CEL syntax error at line {line}, column {column}: {_problem(source)}",
-            line,
-            column,
-            context,
-        ) from None
+        raise CelCompileError(f"CEL syntax error at line {line}, column {column}: "
+                              f"{_problem(source)}", line, column, context) from None
 
 
 def _problem(source: str) -> str:
@@ -137,20 +130,9 @@ def compile_expression(source: str, variables: frozenset[str]) -> Program:
         raise CelCompileError("expression is nested too deeply") from None
 
 
-def _position(tree: lark.Tree | lark.Token) -> tuple[int, int]:
-    if isinstance(tree, lark.Token):
-        return (tree.line or 1, tree.column or 1)
-    meta = tree.meta
-    return (getattr(meta, "line", 1), getattr(meta, "column", 1))
-
-
 def _unwrap(tree: Any) -> Any:
-    while (
-        isinstance(tree, lark.Tree)
-        and tree.data in _PASS_THROUGH
-        and len(tree.children) == 1
-        and isinstance(tree.children[0], lark.Tree)
-    ):
+    while (isinstance(tree, lark.Tree) and tree.data in _PASS_THROUGH
+           and len(tree.children) == 1 and isinstance(tree.children[0], lark.Tree)):
         tree = tree.children[0]
     return tree
 
@@ -164,8 +146,10 @@ class _Compiler:
         self.fields: set[tuple[str, str]] = set()
 
     def fail(self, tree: lark.Tree | lark.Token, message: str) -> CelCompileError:
-        line, column = _position(tree)
-        return CelCompileError(message, line, column)
+        if isinstance(tree, lark.Token):
+            return CelCompileError(message, tree.line or 1, tree.column or 1)
+        return CelCompileError(message, getattr(tree.meta, "line", 1),
+                               getattr(tree.meta, "column", 1))
 
     def text(self, tree: lark.Tree) -> str:
         meta = tree.meta
@@ -196,12 +180,6 @@ class _Compiler:
 
         return conditional
 
-    def c_conditionalor(self, tree: lark.Tree) -> Node:
-        return self._logic(tree, absorbing=True)
-
-    def c_conditionaland(self, tree: lark.Tree) -> Node:
-        return self._logic(tree, absorbing=False)
-
     def _logic(self, tree: lark.Tree, *, absorbing: bool) -> Node:
         left, right = (self.compile(c) for c in tree.children)
         op = "||" if absorbing else "&&"
@@ -229,6 +207,9 @@ class _Compiler:
 
         return logic
 
+    c_conditionalor = partialmethod(_logic, absorbing=True)
+    c_conditionaland = partialmethod(_logic, absorbing=False)
+
     def c_unary(self, tree: lark.Tree) -> Node:
         op, operand = tree.children
         inner = self.compile(operand)
@@ -242,15 +223,6 @@ class _Compiler:
 
     # -- binary operators ----------------------------------------------------
     def c_relation(self, tree: lark.Tree) -> Node:
-        return self._binary(tree)
-
-    def c_addition(self, tree: lark.Tree) -> Node:
-        return self._binary(tree)
-
-    def c_multiplication(self, tree: lark.Tree) -> Node:
-        return self._binary(tree)
-
-    def _binary(self, tree: lark.Tree) -> Node:
         op_tree, right_tree = tree.children
         (left_tree,) = op_tree.children
         left, right = self.compile(left_tree), self.compile(right_tree)
@@ -260,6 +232,8 @@ class _Compiler:
             return fast
         fn = _BINARY[kind]
         return lambda act: fn(left(act), right(act))
+
+    c_addition = c_multiplication = c_relation
 
     def _fast_compare(self, kind: str, left: Node, right: Node) -> Node | None:
         """``x == "literal"`` and ``x in ["a", "b"]`` without the generic equality."""
@@ -453,9 +427,8 @@ class _Compiler:
             for k, v in pairs:
                 key = k(act)
                 if type(key) not in (str, int, bool):
-                    raise CelError(
-                        f"a map key must be string, int or bool, not {ops.type_name(key)}"
-                    )
+                    raise CelError(f"a map key must be string, int or bool, not "
+                                   f"{ops.type_name(key)}")
                 result[key] = v(act)
             return result
 

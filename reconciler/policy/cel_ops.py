@@ -11,6 +11,7 @@ truncates, 64-bit overflow is an error, and so on.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -78,28 +79,19 @@ def _comparable(a: Any, b: Any) -> bool:
     return ta is tb and ta in (str, bool)
 
 
-def less(a: Any, b: Any) -> bool:
-    if _comparable(a, b):
-        return bool(a < b)
-    raise no_overload("<", a, b)
+def _ordering(op: str, compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    def ordered(a: Any, b: Any) -> bool:
+        if _comparable(a, b):
+            return bool(compare(a, b))
+        raise no_overload(op, a, b)
+
+    return ordered
 
 
-def less_equal(a: Any, b: Any) -> bool:
-    if _comparable(a, b):
-        return bool(a <= b)
-    raise no_overload("<=", a, b)
-
-
-def greater(a: Any, b: Any) -> bool:
-    if _comparable(a, b):
-        return bool(a > b)
-    raise no_overload(">", a, b)
-
-
-def greater_equal(a: Any, b: Any) -> bool:
-    if _comparable(a, b):
-        return bool(a >= b)
-    raise no_overload(">=", a, b)
+less = _ordering("<", operator.lt)
+less_equal = _ordering("<=", operator.le)
+greater = _ordering(">", operator.gt)
+greater_equal = _ordering(">=", operator.ge)
 
 
 def contained(item: Any, container: Any) -> bool:
@@ -115,34 +107,24 @@ def contained(item: Any, container: Any) -> bool:
     raise no_overload("in", item, container)
 
 
-def add(a: Any, b: Any) -> Any:
-    ta = type(a)
-    if ta is type(b):
-        if ta is int:
-            return check_int(a + b)
-        if ta in (float, str, list):
-            return a + b
-    raise no_overload("+", a, b)
+def _arithmetic(op: str, compute: Callable[[Any, Any], Any],
+                others: tuple[type, ...]) -> Callable[[Any, Any], Any]:
+    """``op`` on two ints (64-bit checked) or two values of one of ``others``."""
+    def arithmetic(a: Any, b: Any) -> Any:
+        ta = type(a)
+        if ta is type(b):
+            if ta is int:
+                return check_int(compute(a, b))
+            if ta in others:
+                return compute(a, b)
+        raise no_overload(op, a, b)
+
+    return arithmetic
 
 
-def subtract(a: Any, b: Any) -> Any:
-    ta = type(a)
-    if ta is type(b):
-        if ta is int:
-            return check_int(a - b)
-        if ta is float:
-            return a - b
-    raise no_overload("-", a, b)
-
-
-def multiply(a: Any, b: Any) -> Any:
-    ta = type(a)
-    if ta is type(b):
-        if ta is int:
-            return check_int(a * b)
-        if ta is float:
-            return a * b
-    raise no_overload("*", a, b)
+add = _arithmetic("+", operator.add, (float, str, list))
+subtract = _arithmetic("-", operator.sub, (float,))
+multiply = _arithmetic("*", operator.mul, (float,))
 
 
 def _int_quotient(a: int, b: int) -> int:
