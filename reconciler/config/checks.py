@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from reconciler.config.derive import SMTP_PORTS
+from reconciler.config.derive import SECURITY_BY_PORT, SMTP_PORTS
 from reconciler.config.diagnostics import Diagnostic, Severity
 from reconciler.config.loaded import LoadedResource
 from reconciler.config.models.auth import OAuth2Auth, OAuthGrant, OAuthProvider
@@ -55,7 +55,7 @@ def _port_security(res: LoadedResource) -> list[Diagnostic]:
     if spec.protocol != OutgoingProtocol.SMTP or spec.port is None or spec.security is None:
         return []
     expected = SMTP_PORTS[Security(spec.security)]
-    usual = {v: k for k, v in SMTP_PORTS.items()}.get(spec.port)
+    usual = SECURITY_BY_PORT.get(spec.port)
     if spec.port == expected or usual is None:
         return []
     return [res.diagnostic(

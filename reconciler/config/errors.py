@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
@@ -13,6 +12,7 @@ from pydantic_core import ErrorDetails
 
 from reconciler.config.diagnostics import Diagnostic
 from reconciler.config.loader import Document, PosDict, diagnostic_at, value_at
+from reconciler.config.models.base import annotation_parts
 from reconciler.config.positions import YamlPath
 from reconciler.config.secrets import FIX_HINT
 
@@ -81,17 +81,9 @@ def _aliases(model: type[BaseModel]) -> frozenset[str]:
         seen.add(cls)
         for attr, info in cls.model_fields.items():
             names.add(info.alias or attr)
-            stack.extend(_models_in(info.annotation))
+            stack.extend(a for a in annotation_parts(info.annotation)
+                         if isinstance(a, type) and issubclass(a, BaseModel))
     return frozenset(names)
-
-
-def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
-    import typing
-
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        yield annotation
-    for arg in typing.get_args(annotation):
-        yield from _models_in(arg)
 
 
 # pydantic error type -> (message, hint); {shown} is the value (or "this value"),

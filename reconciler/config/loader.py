@@ -24,27 +24,18 @@ from typing import Any
 import yaml
 
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
-from reconciler.config.limits import (
-    MAX_DEPTH,
-    AliasBudget,
-    LimitExceeded,
-    first_too_deep,
-    too_deep,
-)
+from reconciler.config.limits import MAX_DEPTH, AliasBudget, LimitExceeded, first_too_deep, too_deep
 from reconciler.config.positions import Mark, PosDict, PosList, pack, unpack
 from reconciler.config.yaml_errors import (
     MAX_INT_DIGITS,
     SCALAR_ERRORS,
+    UTF8_HINT,
     decode_file,
     unreadable_value,
     yaml_error_diagnostic,
 )
 
 YAML_SUFFIXES = (".yaml", ".yml")
-
-def _mark(node: yaml.Node) -> Mark:
-    return (node.start_mark.line + 1, node.start_mark.column + 1)
-
 
 def _packed(node: yaml.Node) -> int:
     return pack(node.start_mark.line + 1, node.start_mark.column + 1)
@@ -100,7 +91,7 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             if i >= merged:
                 if key in written:
                     first = result.key_mark(key) or (0, 0)
-                    self.duplicate_keys.append((str(key), first, _mark(key_node)))
+                    self.duplicate_keys.append((str(key), first, unpack(_packed(key_node))))
                 written.add(key)
             result.put(key, self.construct_object(value_node, deep=True), _packed(key_node),
                        _packed(value_node))
@@ -130,7 +121,7 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             self.aliases.check(node)
             data = self.construct_document(node)
             if data is not None:
-                documents.append(Document(file=file, index=index, data=data, start=_mark(node)))
+                documents.append(Document(file, index, data, unpack(_packed(node))))
             index += 1
 
     def read_events(self, file: str, documents: list[Document]) -> None:
@@ -378,12 +369,6 @@ def iter_config_files(root: Path) -> Iterator[Path]:
             yield path
 
 
-def _display_name(path: Path, root: Path) -> str:
-    if root.is_file():
-        return path.name
-    return path.relative_to(root).as_posix()
-
-
 def load_text(text: str, file: str, diagnostics: Diagnostics,
               strings: dict[str, str] | None = None) -> list[Document]:
     """Parse every document of one file; syntax errors become diagnostics.
@@ -408,46 +393,29 @@ def load_text(text: str, file: str, diagnostics: Diagnostics,
     finally:
         loader.dispose()
     for name, first, again in loader.duplicate_keys:
-        diagnostics.add(
-            Diagnostic(
-                code="duplicate-key",
-                file=file,
-                line=again[0],
-                col=again[1],
-                message=f"duplicate key {name!r} (first defined at line {first[0]})",
-                hint="YAML keeps only the last value; remove one of them",
-            )
-        )
+        diagnostics.add(Diagnostic(
+            code="duplicate-key", file=file, line=again[0], col=again[1],
+            message=f"duplicate key {name!r} (first defined at line {first[0]})",
+            hint="YAML keeps only the last value; remove one of them"))
     return documents
 
 
 def load_tree(root: Path, diagnostics: Diagnostics) -> list[Document]:
     """Load every ``*.yaml``/``*.yml`` below ``root`` (or the single file ``root``)."""
     if not root.exists():
-        diagnostics.add(
-            Diagnostic(
-                code="path-missing",
-                file=str(root),
-                message="no such file or directory",
-                hint="pass the folder of your config repo, e.g. examples/config",
-            )
-        )
+        diagnostics.add(Diagnostic(
+            code="path-missing", file=str(root), message="no such file or directory",
+            hint="pass the folder of your config repo, e.g. examples/config"))
         return []
     documents: list[Document] = []
     strings: dict[str, str] = {}
     for path in iter_config_files(root):
-        name = _display_name(path, root)
+        name = path.name if root.is_file() else path.relative_to(root).as_posix()
         try:
             data = path.read_bytes()
         except OSError as exc:
-            diagnostics.add(
-                Diagnostic(
-                    code="file-unreadable",
-                    file=name,
-                    message=f"cannot read file: {exc}",
-                    hint="config files must be readable UTF-8 text",
-                )
-            )
+            diagnostics.add(Diagnostic(code="file-unreadable", file=name,
+                                       message=f"cannot read file: {exc}", hint=UTF8_HINT))
             continue
         text = decode_file(data, name)
         del data

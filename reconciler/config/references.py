@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from reconciler.config.diagnostics import Diagnostic
 from reconciler.config.loaded import LoadedResource
-from reconciler.config.models.base import Ref
+from reconciler.config.models.base import Ref, annotation_parts
 from reconciler.config.positions import YamlPath
 
 
@@ -25,27 +25,16 @@ class RefField:
     many: bool
 
 
-def _ref_in(annotation: object) -> Ref | None:
-    for arg in typing.get_args(annotation):
-        if isinstance(arg, Ref):
-            return arg
-        found = _ref_in(arg)
-        if found:
-            return found
-    return None
-
-
 @cache
 def ref_fields(spec_cls: type[BaseModel]) -> tuple[RefField, ...]:
     """The reference fields of a spec model, found from its annotations once."""
     out = []
     for attr, info in spec_cls.model_fields.items():
-        ref = next((m for m in info.metadata if isinstance(m, Ref)), None)
-        many = False
-        if ref is None:
-            ref = _ref_in(info.annotation)
-            many = ref is not None and typing.get_origin(info.annotation) is list
+        # pydantic moves a field's own Annotated[...] metadata into info.metadata
+        parts = (*info.metadata, *annotation_parts(info.annotation))
+        ref = next((p for p in parts if isinstance(p, Ref)), None)
         if ref is not None:
+            many = typing.get_origin(info.annotation) is list
             out.append(RefField(attr, info.alias or attr, ref.kind, many))
     return tuple(out)
 

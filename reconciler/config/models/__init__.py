@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.config.models.base import API_VERSION, Resource
+from reconciler.config.models.base import Resource
 from reconciler.config.models.email_command import EmailCommand
 from reconciler.config.models.incoming_email_rule import IncomingEmailRule
 from reconciler.config.models.incoming_server import IncomingServer
@@ -27,18 +27,3 @@ KINDS: dict[str, type[Resource]] = {
         MailSettings,
     )
 }
-
-__all__ = [
-    "API_VERSION",
-    "KINDS",
-    "EmailCommand",
-    "IncomingEmailRule",
-    "IncomingServer",
-    "MailSettings",
-    "OutgoingEmailRule",
-    "OutgoingServer",
-    "ProxyServer",
-    "RecipientFilter",
-    "Resource",
-    "SpamFilter",
-]

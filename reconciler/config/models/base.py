@@ -9,10 +9,11 @@ all ``config.references`` needs to check them.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -42,6 +43,13 @@ class Ref:
     in the same namespace."""
 
     kind: str
+
+
+def annotation_parts(annotation: Any) -> Iterator[Any]:
+    """``annotation`` and all it nests: union members, item types, ``Annotated`` metadata."""
+    yield annotation
+    for arg in get_args(annotation):
+        yield from annotation_parts(arg)
 
 
 def _check_name(value: str) -> str:
