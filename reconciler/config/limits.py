@@ -53,8 +53,7 @@ def too_deep(mark: yaml.Mark) -> LimitExceeded:
         "nesting-too-deep", _mark(mark),
         f"nested more than {MAX_DEPTH} levels deep here",
         "a resource needs fewer than 10 levels; check for unbalanced brackets or "
-        "runaway indentation",
-    )
+        "runaway indentation")
 
 
 def first_too_deep(
@@ -116,15 +115,13 @@ class AliasBudget:
                         "alias-expansion", _mark(node.start_mark),
                         f"aliases expand this file to more than {limit:,} values; the value "
                         "anchored here is repeated by aliases of aliases",
-                        "write the values out instead of nesting aliases of aliases",
-                    )
+                        "write the values out instead of nesting aliases of aliases")
                 return known
             if key in open_nodes:
                 raise LimitExceeded(
                     "alias-loop", _mark(node.start_mark),
                     "an alias refers to the value anchored here from inside it (a loop)",
-                    "point the alias at a value outside this one, or write the value out",
-                )
+                    "point the alias at a value outside this one, or write the value out")
             self.written += 1
             self.expanded += 1
             if not isinstance(node, yaml.CollectionNode):

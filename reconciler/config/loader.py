@@ -84,8 +84,7 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                     "while constructing a mapping",
                     node.start_mark,
                     "found an unhashable or complex key",
-                    key_node.start_mark,
-                )
+                    key_node.start_mark)
             if isinstance(key, str):
                 key = sys.intern(key)  # the same few keys in every resource
             if i >= merged:

@@ -209,13 +209,6 @@ class PosDict(_Marked, dict[Any, Any]):
         self._forget(key)
         dict.__delitem__(self, key)
 
-    def popitem(self) -> tuple[Any, Any]:
-        key = next(reversed(self))
-        return key, self.pop(key)
-
-    def clear(self) -> None:
-        dict.clear(self)
-        self.marks = array("Q", (_word(self.marks, 0),))
 
 
 class PosList(_Marked, list[Any]):

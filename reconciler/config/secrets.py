@@ -69,8 +69,7 @@ def _check_reference(ref: str) -> str:
     raise PydanticCustomError(
         "secret_ref",
         "unknown secret reference scheme; use env:NAME, file:/path or enc:v1:...",
-        {},
-    )
+        {})
 
 
 class SecretRef(BaseModel):
@@ -83,8 +82,7 @@ class SecretRef(BaseModel):
         json_schema_extra={
             "pattern": r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|enc:v1:[A-Za-z0-9_\-]+=*)$"
         },
-        description="env:NAME, file:/path or enc:v1:... (never the secret itself)",
-    )
+        description="env:NAME, file:/path or enc:v1:... (never the secret itself)")
 
     @model_validator(mode="before")
     @classmethod
@@ -163,8 +161,7 @@ def _load_key() -> bytes:
             raise SecretError(f"cannot read {ENV_KEY_FILE} ({key_file}): {exc.strerror}") from None
     raise SecretError(
         f"encrypted secret needs a key: set {ENV_KEY} or {ENV_KEY_FILE} "
-        "(create one with `reconcile secret keygen`)"
-    )
+        "(create one with `reconcile secret keygen`)")
 
 
 def encrypt(plaintext: str, key: bytes | None = None) -> str:

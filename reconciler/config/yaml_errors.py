@@ -82,8 +82,7 @@ def yaml_error_diagnostic(exc: LimitExceeded | yaml.YAMLError, text: str, file: 
         return Diagnostic(
             code="yaml-syntax", file=file, line=line, col=col,
             message=f"cannot read YAML: character #x{char:04X} is not allowed ({exc.reason})",
-            hint="remove the character or write it as an escape inside double quotes",
-        )
+            hint="remove the character or write it as an escape inside double quotes")
     return Diagnostic(code="yaml-syntax", file=file, message=f"cannot read YAML: {exc}")
 
 

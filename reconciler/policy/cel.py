@@ -72,13 +72,11 @@ class Program:
         return self.run(activation)
 
 
+@dataclass(slots=True)
 class _Const:
     """A constant sub-expression, so operators can fold it at compile time."""
 
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
+    value: Any
 
     def __call__(self, activation: Activation) -> Any:
         return self.value

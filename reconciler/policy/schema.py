@@ -34,8 +34,7 @@ def bundle_schema() -> dict[str, Any]:
     refs, schema = models_json_schema(
         [(model, "validation") for model in kinds.values()],
         by_alias=True,
-        ref_template="#/$defs/{model}",
-    )
+        ref_template="#/$defs/{model}")
     branches = []
     for kind, model in kinds.items():
         ref = refs[(model, "validation")]["$ref"]

@@ -58,8 +58,7 @@ def _check_name(value: str) -> str:
             "resource_name",
             "'{value}' is not a valid name: use 1-63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit",
-            {"value": value},
-        )
+            {"value": value})
     return value
 
 
@@ -68,8 +67,7 @@ def _check_host(value: str) -> str:
         raise PydanticCustomError(
             "hostname",
             "'{value}' is not a host name; give only the host, e.g. smtp.example.com",
-            {"value": value},
-        )
+            {"value": value})
     host = value.rstrip(".")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]  # bracketed IPv6 literal
@@ -87,8 +85,7 @@ def _check_host(value: str) -> str:
             ) from None
     if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in host.split(".")):
         raise PydanticCustomError(
-            "hostname", "'{value}' is not a valid host name", {"value": value}
-        )
+            "hostname", "'{value}' is not a valid host name", {"value": value})
     return value
 
 
@@ -100,8 +97,7 @@ def _check_url(value: str) -> str:
         raise PydanticCustomError(
             "url",
             "'{value}' is not an absolute http(s) URL",
-            {"value": value},
-        )
+            {"value": value})
     return value
 
 
@@ -112,8 +108,7 @@ def _check_url(value: str) -> str:
 _PLAIN_EMAIL = re.compile(
     r"^(?=.{3,254}$)(?=.{1,64}@)[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
     r"@(?!.*--)(?=.{4,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-    r"[A-Za-z]{2,63}$"
-)
+    r"[A-Za-z]{2,63}$")
 
 
 def is_plain_email(value: str) -> bool:
@@ -145,8 +140,7 @@ def _check_email(value: str) -> str:
 def _check_domain(value: str) -> str:
     if value.startswith("@"):
         raise PydanticCustomError(
-            "domain", "'{value}': write the domain without '@'", {"value": value}
-        )
+            "domain", "'{value}': write the domain without '@'", {"value": value})
     return _check_host(value)
 
 
@@ -203,15 +197,13 @@ class Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         validate_assignment=True,
-        use_enum_values=True,
-    )
+        use_enum_values=True)
 
 
 class Metadata(Model):
     name: ResourceName = Field(description="Unique name of the resource within its kind.")
     namespace: ResourceName = Field(
-        default="default", description="MSP account / tenant the resource belongs to."
-    )
+        default="default", description="MSP account / tenant the resource belongs to.")
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
@@ -279,12 +271,10 @@ class Condition(Model):
         multi = self.operator in (Operator.IN, Operator.NOT_IN)
         if multi and not self.values:
             raise PydanticCustomError(
-                "condition", "operator '{op}' needs `values` (a list)", {"op": self.operator}
-            )
+                "condition", "operator '{op}' needs `values` (a list)", {"op": self.operator})
         if not multi and self.value is None:
             raise PydanticCustomError(
-                "condition", "operator '{op}' needs `value`", {"op": self.operator}
-            )
+                "condition", "operator '{op}' needs `value`", {"op": self.operator})
         if self.operator == Operator.REGEX and self.value is not None:
             _check_regex(self.value)
         return self
