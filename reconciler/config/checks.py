@@ -73,8 +73,7 @@ def _protocol_auth(res: LoadedResource, protocol: str, host: str | None) -> list
         not isinstance(auth, OAuth2Auth) or auth.provider != OAuthProvider.MICROSOFT
     ):
         out.append(res.diagnostic(
-            "graph-needs-microsoft-oauth",
-            "Microsoft Graph accepts only Microsoft OAuth 2.0",
+            "graph-needs-microsoft-oauth", "Microsoft Graph accepts only Microsoft OAuth 2.0",
             ("spec", "auth"), hint="set auth.type: oauth2 and auth.provider: microsoft"))
     if protocol == "ews":
         url = res.model.spec.ews_url

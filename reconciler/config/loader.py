@@ -81,10 +81,8 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    "found an unhashable or complex key",
-                    key_node.start_mark)
+                    "while constructing a mapping", node.start_mark,
+                    "found an unhashable or complex key", key_node.start_mark)
             if isinstance(key, str):
                 key = sys.intern(key)  # the same few keys in every resource
             if i >= merged:

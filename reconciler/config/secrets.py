@@ -67,9 +67,7 @@ def _check_reference(ref: str) -> str:
                 raise PydanticCustomError("secret_ref", problem, {})
             return ref
     raise PydanticCustomError(
-        "secret_ref",
-        "unknown secret reference scheme; use env:NAME, file:/path or enc:v1:...",
-        {})
+        "secret_ref", "unknown secret reference scheme; use env:NAME, file:/path or enc:v1:...", {})
 
 
 class SecretRef(BaseModel):

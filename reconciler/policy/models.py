@@ -45,8 +45,7 @@ def _check_cel(value: str) -> str:
 def _check_kind(value: str) -> str:
     if value not in KINDS:
         raise PydanticCustomError(
-            "kind",
-            "unknown kind {value}; policies can match {known}",
+            "kind", "unknown kind {value}; policies can match {known}",
             {"value": repr(value), "known": ", ".join(sorted(KINDS))})
     return value
 
@@ -54,8 +53,7 @@ def _check_kind(value: str) -> str:
 def _check_path(value: str) -> str:
     if not _PATH_RE.match(value):
         raise PydanticCustomError(
-            "path",
-            "{value} is not a dotted field path like spec.auth.type",
+            "path", "{value} is not a dotted field path like spec.auth.type",
             {"value": repr(value)})
     return value
 
@@ -115,8 +113,7 @@ class Policy(Resource):
 class PolicyExceptionSpec(Model):
     policy: ResourceName = Field(description="metadata.name of the policy it waives.")
     resources: list[ResourceTarget] = Field(
-        min_length=1,
-        description="KIND/NAME in the exception's namespace, or KIND/NAMESPACE/NAME.")
+        min_length=1, description="KIND/NAME in the exception's namespace, or KIND/NAMESPACE/NAME.")
     reason: NonEmptyStr = Field(description="Why the waiver is acceptable; shown to reviewers.")
     expires: date | None = Field(
         default=None, description="Last day the waiver holds; afterwards it is an error.")

@@ -32,8 +32,7 @@ def kind_schema(kind: str, model: type[BaseModel]) -> dict[str, Any]:
 def bundle_schema() -> dict[str, Any]:
     kinds = _schema_kinds()
     refs, schema = models_json_schema(
-        [(model, "validation") for model in kinds.values()],
-        by_alias=True,
+        [(model, "validation") for model in kinds.values()], by_alias=True,
         ref_template="#/$defs/{model}")
     branches = []
     for kind, model in kinds.items():

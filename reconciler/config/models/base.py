@@ -65,8 +65,7 @@ def _check_name(value: str) -> str:
 def _check_host(value: str) -> str:
     if "://" in value or "/" in value:
         raise PydanticCustomError(
-            "hostname",
-            "'{value}' is not a host name; give only the host, e.g. smtp.example.com",
+            "hostname", "'{value}' is not a host name; give only the host, e.g. smtp.example.com",
             {"value": value})
     host = value.rstrip(".")
     if host.startswith("[") and host.endswith("]"):
@@ -95,9 +94,7 @@ def _check_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise PydanticCustomError(
-            "url",
-            "'{value}' is not an absolute http(s) URL",
-            {"value": value})
+            "url", "'{value}' is not an absolute http(s) URL", {"value": value})
     return value
 
 
@@ -193,10 +190,7 @@ class Model(BaseModel):
     """Base for every spec fragment: camelCase keys, unknown keys rejected."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        validate_assignment=True,
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_assignment=True,
         use_enum_values=True)
 
 

@@ -76,15 +76,13 @@ class MailSettingsSpec(Model):
         for module, prefix in value.items():
             if not _PREFIX_RE.match(prefix):
                 raise PydanticCustomError(
-                    "prefix",
-                    "prefix '{prefix}' of '{module}' must be 2-5 capital letters",
+                    "prefix", "prefix '{prefix}' of '{module}' must be 2-5 capital letters",
                     {"prefix": prefix, "module": module})
         seen: dict[str, str] = {}
         for module, prefix in value.items():
             if prefix in seen:
                 raise PydanticCustomError(
-                    "prefix",
-                    "prefix '{prefix}' is used by both '{a}' and '{b}'",
+                    "prefix", "prefix '{prefix}' is used by both '{a}' and '{b}'",
                     {"prefix": prefix, "a": seen[prefix], "b": module})
             seen[prefix] = module
         return value
