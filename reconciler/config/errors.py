@@ -152,9 +152,8 @@ def _close_choice(value: Any, expected: str) -> str:
     return ""
 
 
-def diagnostics_from(
-    exc: ValidationError, document: Document, model: type[BaseModel]
-) -> list[Diagnostic]:
+def diagnostics_from(exc: ValidationError, document: Document,
+                     model: type[BaseModel]) -> list[Diagnostic]:
     out = []
     for err in exc.errors(include_url=False):
         loc = _clean_loc(document.data, tuple(err["loc"]))

@@ -56,9 +56,8 @@ def too_deep(mark: yaml.Mark) -> LimitExceeded:
         "runaway indentation")
 
 
-def first_too_deep(
-    loader: yaml.CSafeLoader, depth: int, index: int
-) -> tuple[int, yaml.Mark] | None:
+def first_too_deep(loader: yaml.CSafeLoader, depth: int,
+                   index: int) -> tuple[int, yaml.Mark] | None:
     """Read the remaining events of ``loader`` and find where nesting passes the limit.
 
     ``depth`` is the nesting already open and ``index`` the document being read

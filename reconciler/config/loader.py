@@ -337,16 +337,9 @@ def value_at(data: Any, path: Sequence[str | int], default: Any = None) -> Any:
     return node
 
 
-def diagnostic_at(
-    document: Document,
-    path: Sequence[str | int],
-    code: str,
-    message: str,
-    *,
-    hint: str = "",
-    severity: Severity = Severity.ERROR,
-    key: bool = False,
-) -> Diagnostic:
+def diagnostic_at(document: Document, path: Sequence[str | int], code: str, message: str, *,
+                  hint: str = "", severity: Severity = Severity.ERROR,
+                  key: bool = False) -> Diagnostic:
     """A diagnostic positioned at ``path`` of ``document`` (see :func:`locate`)."""
     line, col = locate(document.data, path, key=key)
     return Diagnostic(code=code, message=message, file=document.file, line=line, col=col,

@@ -26,9 +26,8 @@ CODE = "secret-place"
 
 
 @functools.cache
-def _secret_fields(
-    model: type[BaseModel], seen: frozenset[type] = frozenset()
-) -> tuple[tuple[str, str], ...]:
+def _secret_fields(model: type[BaseModel],
+                   seen: frozenset[type] = frozenset()) -> tuple[tuple[str, str], ...]:
     """(attribute, YAML key) of the fields of ``model`` that can hold a SecretRef,
     directly or deeper down; found once per class from its annotations."""
     seen = seen | {model}
@@ -58,9 +57,8 @@ def model_refs(value: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, str]
             yield from model_refs(item, (*path, key))
 
 
-def check_secret_places(
-    resources: Sequence[LoadedResource], places: SecretPlaces | None = None
-) -> list[Diagnostic]:
+def check_secret_places(resources: Sequence[LoadedResource],
+                        places: SecretPlaces | None = None) -> list[Diagnostic]:
     try:
         places = places or SecretPlaces.from_environ()
     except PlacesSettingError as exc:

@@ -129,9 +129,8 @@ def redact(value: Any) -> Any:
     return value
 
 
-def iter_refs(
-    value: Any, path: tuple[str | int, ...] = ()
-) -> Iterator[tuple[tuple[str | int, ...], str]]:
+def iter_refs(value: Any,
+              path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """(path, reference) for every secret reference in JSON-like data, e.g. a
     loaded YAML document; ``reconcile secret check`` resolves each one."""
     if isinstance(value, SecretRef):

@@ -24,9 +24,8 @@ def _items(value: Any, name: str, where: str) -> list[Any]:
     raise CelError(f"{name}() needs a list or map, but {where} is {ops.type_name(value)}")
 
 
-def _bool_results(
-    target: Node, var: str, body: Node, act: Activation, name: str, where: str
-) -> tuple[list[bool], CelError | None]:
+def _bool_results(target: Node, var: str, body: Node, act: Activation, name: str,
+                  where: str) -> tuple[list[bool], CelError | None]:
     results: list[bool] = []
     error: CelError | None = None
     scope = dict(act)

@@ -19,9 +19,8 @@ from reconciler.config.loader import Document
 _ALTERNATIVE = frozenset({"schema:list_type", "schema:string_type"})
 
 
-def validation_diagnostics(
-    document: Document, error: ValidationError, model: type[BaseModel]
-) -> list[Diagnostic]:
+def validation_diagnostics(document: Document, error: ValidationError,
+                           model: type[BaseModel]) -> list[Diagnostic]:
     details = error.errors(include_url=False)
     result = diagnostics_from(error, document, model)
     hints = [str((d.get("ctx") or {}).get("hint") or "") for d in details]

@@ -96,9 +96,8 @@ def _not_text(doc: Document, field: str, value: object, example: str) -> Diagnos
                          hint=f"e.g. {example}")
 
 
-def parse_documents(
-    documents: Sequence[Document], diags: Diagnostics
-) -> tuple[list[LoadedResource], list[Document]]:
+def parse_documents(documents: Sequence[Document],
+                    diags: Diagnostics) -> tuple[list[LoadedResource], list[Document]]:
     """Validate each document against its kind's model; policy documents are set aside."""
     resources: list[LoadedResource] = []
     policy_docs: list[Document] = []
@@ -150,9 +149,8 @@ def canonical(res: LoadedResource) -> CanonicalResource:
 
 
 @gc_paused()
-def validate_documents(
-    documents: Sequence[Document], diags: Diagnostics, *, today: date | None = None
-) -> ValidationResult:
+def validate_documents(documents: Sequence[Document], diags: Diagnostics, *,
+                       today: date | None = None) -> ValidationResult:
     resources, policy_docs = parse_documents(documents, diags)
     resources = _duplicates(resources, diags)
     derive_all(resources)
