@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from functools import cache
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from reconciler.config.diagnostics import Diagnostic
+from reconciler.config.diagnostics import Diagnostic, did_you_mean
 from reconciler.config.loader import Document, PosDict, diagnostic_at, value_at
 from reconciler.config.models.base import annotation_parts
 from reconciler.config.positions import YamlPath
@@ -146,9 +145,7 @@ def _message(err: ErrorDetails, sensitive: bool) -> tuple[str, str]:
 def _close_choice(value: Any, expected: str) -> str:
     choices = re.findall(r"'([^']+)'", expected)
     if isinstance(value, str) and choices:
-        close = difflib.get_close_matches(value.lower(), choices, n=1, cutoff=0.5)
-        if close:
-            return f"did you mean {close[0]!r}?"
+        return did_you_mean(value.lower(), choices, cutoff=0.5)
     return ""
 
 
@@ -162,9 +159,7 @@ def diagnostics_from(exc: ValidationError, document: Document,
         sensitive = any(isinstance(s, str) and _SENSITIVE.search(s) for s in loc)
         if err["type"] == "extra_forbidden":
             name = str(loc[-1]) if loc else "?"
-            close = difflib.get_close_matches(name, sorted(_aliases(model)), n=1)
-            hint = (f"did you mean {close[0]!r}?" if close
-                    else "remove it; see the schema in schemas/")
+            hint = did_you_mean(name, _aliases(model), "remove it; see the schema in schemas/")
             message, key = f"unknown field {name!r}", True
         else:
             message, hint = _message(err, sensitive)

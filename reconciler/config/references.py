@@ -3,7 +3,6 @@ existing resource of that kind in the same namespace (SPEC C4)."""
 
 from __future__ import annotations
 
-import difflib
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from functools import cache
 
 from pydantic import BaseModel
 
-from reconciler.config.diagnostics import Diagnostic
+from reconciler.config.diagnostics import Diagnostic, did_you_mean
 from reconciler.config.loaded import LoadedResource
 from reconciler.config.models.base import Ref, annotation_parts
 from reconciler.config.positions import YamlPath
@@ -65,21 +64,16 @@ def check_references(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
             existing = names.get((field.kind, namespace), set())
             if target in existing:
                 continue
-            close = difflib.get_close_matches(target, sorted(existing), n=1)
             elsewhere = sorted(ns for (k, ns), v in names.items() if k == field.kind
                                and target in v and ns != namespace)
-            if close:
-                hint = f"did you mean {close[0]!r}?"
-            elif elsewhere:
-                hint = (f"{field.kind} {target!r} exists in namespace {elsewhere[0]!r}; "
-                        "references stay within one namespace")
+            if elsewhere:
+                otherwise = (f"{field.kind} {target!r} exists in namespace {elsewhere[0]!r}; "
+                             "references stay within one namespace")
             else:
                 article = "an" if field.kind[0] in "AEIOU" else "a"
-                hint = f"add {article} {field.kind} named {target!r} or fix the name"
+                otherwise = f"add {article} {field.kind} named {target!r} or fix the name"
             found.append(res.diagnostic(
                 "dangling-reference",
-                f"{field.kind} {target!r} does not exist in namespace {namespace!r}",
-                path,
-                hint=hint,
-            ))
+                f"{field.kind} {target!r} does not exist in namespace {namespace!r}", path,
+                hint=did_you_mean(target, existing, otherwise)))
     return found

@@ -4,7 +4,6 @@ shows all problems at once (SPEC C4)."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -15,7 +14,7 @@ from pydantic import ValidationError
 from reconciler.config.checks import check_semantics
 from reconciler.config.derive import derive_all
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
-from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
+from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity, did_you_mean
 from reconciler.config.errors import diagnostics_from, show_value
 from reconciler.config.gcpause import gc_paused
 from reconciler.config.loaded import LoadedResource
@@ -72,10 +71,9 @@ def _envelope_problem(doc: Document) -> Diagnostic | None:
     if not isinstance(kind, str):
         return _not_text(doc, "kind", kind, "kind: OutgoingServer")
     if kind not in KINDS and kind not in POLICY_KINDS:
-        close = difflib.get_close_matches(kind, [*KINDS, *POLICY_KINDS], n=1)
         return diagnostic_at(doc, ("kind",), "unknown-kind", f"unknown kind {kind!r}",
-                             hint=f"did you mean {close[0]!r}?" if close
-                             else "known kinds: " + ", ".join(sorted(KINDS)))
+                             hint=did_you_mean(kind, [*KINDS, *POLICY_KINDS],
+                                               "known kinds: " + ", ".join(sorted(KINDS))))
     version = data.get("apiVersion")
     if version is None:
         return diagnostic_at(doc, (), "api-version", "`apiVersion` is missing",
