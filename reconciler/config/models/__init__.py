@@ -13,17 +13,6 @@ from reconciler.config.models.proxy_server import ProxyServer
 from reconciler.config.models.recipient_filter import RecipientFilter
 from reconciler.config.models.spam_filter import SpamFilter
 
-KINDS: dict[str, type[Resource]] = {
-    cls.KIND: cls
-    for cls in (
-        OutgoingServer,
-        IncomingServer,
-        OutgoingEmailRule,
-        IncomingEmailRule,
-        RecipientFilter,
-        SpamFilter,
-        ProxyServer,
-        EmailCommand,
-        MailSettings,
-    )
-}
+KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (
+    OutgoingServer, IncomingServer, OutgoingEmailRule, IncomingEmailRule, RecipientFilter,
+    SpamFilter, ProxyServer, EmailCommand, MailSettings)}
