@@ -66,9 +66,8 @@ def _port_security(res: LoadedResource) -> list[Diagnostic]:
 
 def _protocol_auth(res: LoadedResource, protocol: str, host: str | None) -> Iterator[Diagnostic]:
     auth = res.model.spec.auth
-    if protocol == "graph" and (
-        not isinstance(auth, OAuth2Auth) or auth.provider != OAuthProvider.MICROSOFT
-    ):
+    if protocol == "graph" and (not isinstance(auth, OAuth2Auth)
+                                or auth.provider != OAuthProvider.MICROSOFT):
         yield res.diagnostic(
             "graph-needs-microsoft-oauth", "Microsoft Graph accepts only Microsoft OAuth 2.0",
             ("spec", "auth"), hint="set auth.type: oauth2 and auth.provider: microsoft")

@@ -128,10 +128,8 @@ class AliasBudget:
                 return 1, 0
             if depth > MAX_DEPTH:  # only through aliases: plain nesting was checked
                 raise too_deep(node.start_mark)
-            children: list[yaml.Node] = (
-                [n for pair in node.value for n in pair]
-                if isinstance(node, yaml.MappingNode) else node.value
-            )
+            children: list[yaml.Node] = ([n for pair in node.value for n in pair]
+                                         if isinstance(node, yaml.MappingNode) else node.value)
             open_nodes.add(key)
             size, height = 1, 0
             for child in children:

@@ -39,10 +39,8 @@ ENC_PREFIX = "enc:v1:"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FERNET_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+=*$")
 
-FIX_HINT = (
-    "write {secretRef: env:NAME} (environment variable), {secretRef: file:/path} "
-    "or {secretRef: enc:v1:...} from `reconcile secret encrypt`"
-)
+FIX_HINT = ("write {secretRef: env:NAME} (environment variable), {secretRef: file:/path} "
+            "or {secretRef: enc:v1:...} from `reconcile secret encrypt`")
 
 
 class SecretError(Exception):

@@ -49,9 +49,8 @@ def _v1alpha1_to_v1(doc: MutableMapping[str, Any]) -> list[str]:
     return notes
 
 
-CONVERSIONS: dict[str, Callable[[MutableMapping[str, Any]], list[str]]] = {
-    V1ALPHA1: _v1alpha1_to_v1,
-}
+Conversion = Callable[[MutableMapping[str, Any]], list[str]]  # in place; returns notes
+CONVERSIONS: dict[str, Conversion] = {V1ALPHA1: _v1alpha1_to_v1}
 
 
 def upgrade(doc: MutableMapping[str, Any]) -> list[str] | None:

@@ -103,9 +103,8 @@ def _syntax_diagnostic(exc: yaml.MarkedYAMLError, text: str, file: str) -> Diagn
                           message="YAML syntax error: this quoted value is never closed",
                           hint="add the matching closing quote")
     message = f"YAML syntax error: {problem}"
-    if context and start is not None and mark is not None and (start.line, start.column) != (
-        mark.line, mark.column
-    ):
+    if (context and start is not None and mark is not None
+            and (start.line, start.column) != (mark.line, mark.column)):
         message += f" ({context} that starts at line {start.line + 1}, column {start.column + 1})"
     line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
     return Diagnostic(code="yaml-syntax", file=file, line=line, col=col, message=message,

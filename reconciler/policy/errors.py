@@ -25,10 +25,8 @@ def validation_diagnostics(document: Document, error: ValidationError,
     result = diagnostics_from(error, document, model)
     hints = [str((d.get("ctx") or {}).get("hint") or "") for d in details]
     if len(hints) == len(result):  # one diagnostic per pydantic error, in order
-        result = [
-            d if d.hint or not hint else replace(d, hint=hint)
-            for d, hint in zip(result, hints, strict=True)
-        ]
+        result = [d if d.hint or not hint else replace(d, hint=hint)
+                  for d, hint in zip(result, hints, strict=True)]
     specific = {d.path for d in result if d.code not in _ALTERNATIVE}
     return [d for d in result if d.code not in _ALTERNATIVE or d.path not in specific]
 

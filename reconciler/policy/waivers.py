@@ -122,8 +122,7 @@ def _check_expiry(exception: CompiledException, today: date,
 
 
 def _target_problem(exception: CompiledException, i: int, target: ResourceKey,
-                    existing: set[ResourceKey], policy: CompiledPolicy | None
-                    ) -> Diagnostic | None:
+                    existing: set[ResourceKey], policy: CompiledPolicy | None) -> Diagnostic | None:
     if target not in existing:
         return exception.at(
             ("resources", i), "policy-exception-target",

@@ -20,8 +20,7 @@ class EmailCommandSpec(Model):
         default="$", description="Encloses each command: $Priority=High$.")
     operations: list[Literal["AddRequest", "EditRequest", "CloseRequest", "PickupRequest"]] = (
         Field(default_factory=lambda: ["AddRequest", "EditRequest", "CloseRequest",
-                                       "PickupRequest"])
-    )
+                                       "PickupRequest"]))
     allowed_fields: list[NonEmptyStr] = Field(
         default_factory=list, description="Fields that may be set; empty means any known field.")
     authorized_senders_only: StrictBool = Field(
