@@ -232,7 +232,6 @@ class _EventBuilder:
         return value, value.seal()
 
     def attach(self, value: Any, mark: int, scalar: bool, index: int) -> None:
-        """Put a finished value into the innermost open container."""
         parent = self.stack[-1]
         if parent.__class__ is PosList:
             parent.add(value, mark)

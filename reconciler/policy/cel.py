@@ -139,7 +139,6 @@ class _Compiler:
     def __init__(self, source: str, variables: frozenset[str]) -> None:
         self.source = source
         self.variables = variables
-        self.scope = set(variables)
         self.bound: set[str] = set()  # macro variables currently in scope
         self.fields: set[tuple[str, str]] = set()
 
@@ -377,14 +376,11 @@ class _Compiler:
         var = str(var_tree.children[0])
         target = self.compile(receiver)
         where = self.text(receiver)
-        shadowed, was_bound = var in self.scope, var in self.bound
-        self.scope.add(var)
+        was_bound = var in self.bound
         self.bound.add(var)
         try:
             bodies = [self.compile(a) for a in args[1:]]
         finally:
-            if not shadowed:
-                self.scope.discard(var)
             if not was_bound:
                 self.bound.discard(var)
         return MACROS[name](target, var, bodies, where)
@@ -400,11 +396,12 @@ class _Compiler:
             self.fields.add((root, field))
 
     def _check_name(self, name: str, tree: lark.Tree) -> None:
-        if name in self.scope:
+        scope = self.variables | self.bound
+        if name in scope:
             return
         if name in _TYPE_IDENTS:
             raise _Unsupported(name)
-        known = ", ".join(sorted(self.scope))
+        known = ", ".join(sorted(scope))
         raise self.fail(tree, f"unknown name {name!r}; the variables are {known}")
 
     def c_paren_expr(self, tree: lark.Tree) -> Node:

@@ -14,6 +14,7 @@ import math
 import operator
 from collections.abc import Callable, Mapping
 from functools import lru_cache
+from string import ascii_lowercase, ascii_uppercase
 from typing import Any
 
 import re2
@@ -279,21 +280,18 @@ def to_string(value: Any) -> str:
     raise no_overload("string", value)
 
 
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-def lower_ascii(value: Any) -> str:
+def _ascii_case(name: str, table: dict[int, int]) -> Callable[[Any], str]:
     # ASCII only, as in CEL's strings extension: "İ".lower() would change length.
-    if type(value) is str:
-        return value.translate(_ASCII_LOWER)
-    raise no_overload("lowerAscii", value)
+    def convert(value: Any) -> str:
+        if type(value) is str:
+            return value.translate(table)
+        raise no_overload(name, value)
+
+    return convert
 
 
-def upper_ascii(value: Any) -> str:
-    if type(value) is str:
-        return value.translate(_ASCII_UPPER)
-    raise no_overload("upperAscii", value)
+lower_ascii = _ascii_case("lowerAscii", str.maketrans(ascii_uppercase, ascii_lowercase))
+upper_ascii = _ascii_case("upperAscii", str.maketrans(ascii_lowercase, ascii_uppercase))
 
 
 # Functions callable both as ``f(x, ...)`` and as methods ``x.f(...)``; the

@@ -8,12 +8,14 @@ all ``config.references`` needs to check them.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Any, ClassVar, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -71,8 +73,6 @@ def _check_host(value: str) -> str:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]  # bracketed IPv6 literal
     if ":" in host:
-        import ipaddress
-
         try:
             ipaddress.IPv6Address(host)
             return value
@@ -89,8 +89,6 @@ def _check_host(value: str) -> str:
 
 
 def _check_url(value: str) -> str:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise PydanticCustomError(
