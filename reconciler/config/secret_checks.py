@@ -19,7 +19,7 @@ from reconciler.config.diagnostics import Diagnostic
 from reconciler.config.loaded import LoadedResource
 from reconciler.config.models.base import annotation_parts
 from reconciler.config.positions import YamlPath
-from reconciler.config.secret_places import PlaceRefused, PlacesSettingError, SecretPlaces
+from reconciler.config.secret_places import PlaceRefused, PlacesSettingError, current
 from reconciler.config.secrets import SecretRef
 
 CODE = "secret-place"
@@ -57,10 +57,9 @@ def model_refs(value: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, str]
             yield from model_refs(item, (*path, key))
 
 
-def check_secret_places(resources: Sequence[LoadedResource],
-                        places: SecretPlaces | None = None) -> list[Diagnostic]:
+def check_secret_places(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
     try:
-        places = places or SecretPlaces.from_environ()
+        places = current()
     except PlacesSettingError as exc:
         return [Diagnostic(code=CODE, message=str(exc),
                            hint="fix the setting in the environment of validate and the "

@@ -96,30 +96,6 @@ class SecretPlaces:
     reserved_env: frozenset[str] = frozenset()
     reserved_files: frozenset[str] = frozenset()
 
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> SecretPlaces:
-        env = os.environ if environ is None else environ
-        raw_dirs = env.get(DIRS_ENV, "").strip()
-        if raw_dirs:
-            entries = [d.strip() for d in raw_dirs.split(os.pathsep) if d.strip()]
-            relative = [d for d in entries if not os.path.isabs(d)]
-            if relative:
-                raise PlacesSettingError(
-                    f"{DIRS_ENV} entry {relative[0]!r} is not an absolute path; give the "
-                    f"secret directories as absolute paths separated by {os.pathsep!r}")
-        else:
-            entries = list(DEFAULT_DIRS)
-            if env.get(CREDENTIALS_DIR_ENV):
-                entries.append(env[CREDENTIALS_DIR_ENV])
-        raw_env = env.get(ENV_PATTERN_ENV, "").strip()
-        patterns = tuple(p.strip() for p in raw_env.split(",") if p.strip()) or (
-            DEFAULT_ENV_PATTERN,)
-        reserved_env, reserved_files = _places_of(_operator_refs(env))
-        return cls(dirs=tuple(dict.fromkeys(os.path.realpath(d) for d in entries)),
-                   env_patterns=patterns, configured_dirs=bool(raw_dirs),
-                   reserved_env=frozenset(reserved_env | _reserved_env),
-                   reserved_files=frozenset(reserved_files | _reserved_files))
-
     def env_name(self, name: str) -> str:
         """``name`` if an ``env:`` reference may read it, else PlaceRefused."""
         if name.startswith(OWN_PREFIX) or name in OWN_NAMES:
@@ -172,5 +148,23 @@ class SecretPlaces:
 
 def current() -> SecretPlaces:
     """The allowed places as this process's environment configures them."""
-    return SecretPlaces.from_environ()
-
+    env = os.environ
+    raw_dirs = env.get(DIRS_ENV, "").strip()
+    if raw_dirs:
+        entries = [d.strip() for d in raw_dirs.split(os.pathsep) if d.strip()]
+        relative = [d for d in entries if not os.path.isabs(d)]
+        if relative:
+            raise PlacesSettingError(
+                f"{DIRS_ENV} entry {relative[0]!r} is not an absolute path; give the "
+                f"secret directories as absolute paths separated by {os.pathsep!r}")
+    else:
+        entries = list(DEFAULT_DIRS)
+        if env.get(CREDENTIALS_DIR_ENV):
+            entries.append(env[CREDENTIALS_DIR_ENV])
+    raw_env = env.get(ENV_PATTERN_ENV, "").strip()
+    patterns = tuple(p.strip() for p in raw_env.split(",") if p.strip()) or (DEFAULT_ENV_PATTERN,)
+    reserved_env, reserved_files = _places_of(_operator_refs(env))
+    return SecretPlaces(dirs=tuple(dict.fromkeys(os.path.realpath(d) for d in entries)),
+                        env_patterns=patterns, configured_dirs=bool(raw_dirs),
+                        reserved_env=frozenset(reserved_env | _reserved_env),
+                        reserved_files=frozenset(reserved_files | _reserved_files))
