@@ -9,7 +9,7 @@ diffed, so changing a default in a new release shows up in ``plan``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel
@@ -162,8 +162,7 @@ def _outgoing(spec: OutgoingServerSpec, settings: MailSettingsSpec | None,
                endpoint=spec.graph_endpoint)
 
 
-def _incoming(spec: IncomingServerSpec, _settings: MailSettingsSpec | None,
-              out: list[Derivation]) -> None:
+def _incoming(spec: IncomingServerSpec, out: list[Derivation]) -> None:
     fill = _filler(out, spec, "spec")
     proto = IncomingProtocol(spec.protocol)
     fill("port", INCOMING_PORTS[proto], f"standard port of {proto}")
@@ -175,12 +174,6 @@ def _incoming(spec: IncomingServerSpec, _settings: MailSettingsSpec | None,
                endpoint=spec.graph_endpoint)
 
 
-_DERIVERS: Mapping[str, Callable[[Any, MailSettingsSpec | None, list[Derivation]], None]] = {
-    "OutgoingServer": _outgoing,
-    "IncomingServer": _incoming,
-}
-
-
 def derive_all(resources: Iterable[LoadedResource]) -> None:
     """Fill in derived values in place; each resource keeps its derivations."""
     resources = list(resources)
@@ -188,7 +181,8 @@ def derive_all(resources: Iterable[LoadedResource]) -> None:
         r.model.metadata.namespace: r.model.spec for r in resources
         if r.model.kind == "MailSettings"}
     for res in resources:
-        deriver = _DERIVERS.get(res.model.kind)
-        if deriver is None:
-            continue
-        deriver(res.model.spec, settings.get(res.model.metadata.namespace), res.derivations)
+        spec = res.model.spec
+        if isinstance(spec, OutgoingServerSpec):
+            _outgoing(spec, settings.get(res.model.metadata.namespace), res.derivations)
+        elif isinstance(spec, IncomingServerSpec):
+            _incoming(spec, res.derivations)
