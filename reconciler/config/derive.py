@@ -88,10 +88,10 @@ def _filler(out: list[Derivation], obj: BaseModel, *under: str) -> Fill:
     return fill
 
 
-def _oauth(out: list[Derivation], auth: OAuth2Auth, *, usage: str, email: str, cloud: NationalCloud,
-           endpoint: str | None) -> None:
+def _oauth(out: list[Derivation], spec: OutgoingServerSpec | IncomingServerSpec,
+           auth: OAuth2Auth, usage: str, cloud: NationalCloud) -> None:
     fill = _filler(out, auth, "spec", "auth")
-    fill("username", email, "the server's email address")
+    fill("username", spec.email, "the server's email address")
     if auth.provider == OAuthProvider.MICROSOFT:
         authority = MICROSOFT_AUTHORITIES[cloud]
         tenant = auth.tenant or (
@@ -101,7 +101,7 @@ def _oauth(out: list[Derivation], auth: OAuth2Auth, *, usage: str, email: str, c
             fill("authorization_url", f"{authority}/{tenant}/oauth2/v2.0/authorize", why)
             fill("token_url", f"{authority}/{tenant}/oauth2/v2.0/token", why)
         if auth.grant == OAuthGrant.CLIENT_CREDENTIALS:
-            resource = endpoint if usage == "graph" else "https://outlook.office365.com"
+            resource = spec.graph_endpoint if usage == "graph" else "https://outlook.office365.com"
             fill("scope", [f"{resource}/.default"],
                  "app-only tokens ask for the resource's .default scope")
         else:
@@ -158,8 +158,7 @@ def _outgoing(spec: OutgoingServerSpec, settings: MailSettingsSpec | None,
         lifetime, why = settings.retry.lifetime_minutes, "MailSettings.retry.lifetimeMinutes"
     fill("retry_lifetime_minutes", lifetime, why)
     if isinstance(spec.auth, OAuth2Auth):
-        _oauth(out, spec.auth, usage=str(proto), email=spec.email, cloud=cloud,
-               endpoint=spec.graph_endpoint)
+        _oauth(out, spec, spec.auth, str(proto), cloud)
 
 
 def _incoming(spec: IncomingServerSpec, out: list[Derivation]) -> None:
@@ -170,8 +169,7 @@ def _incoming(spec: IncomingServerSpec, out: list[Derivation]) -> None:
     if isinstance(spec.auth, OAuth2Auth):
         usage = {IncomingProtocol.IMAPS: "imap", IncomingProtocol.POP3S: "pop3"}.get(
             proto, str(proto))
-        _oauth(out, spec.auth, usage=usage, email=spec.email, cloud=cloud,
-               endpoint=spec.graph_endpoint)
+        _oauth(out, spec, spec.auth, usage, cloud)
 
 
 def derive_all(resources: Iterable[LoadedResource]) -> None:
