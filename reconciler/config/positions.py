@@ -169,19 +169,14 @@ class PosDict(_Marked, dict[Any, Any]):
         slot = self._slot(key)
         return None if slot is None else unpack(self._marks_at(slot)[1])
 
-    def _all_marks(self) -> dict[Any, tuple[int, int]]:
-        width, count = self._width(), _count(self.marks)
-        return {k: self._marks_at(1 + width * i) for i, k in enumerate(self)
-                if 1 + width * (i + 1) <= count}
-
     @property
     def key_marks(self) -> dict[Any, Mark]:
-        """Every key's mark (built on demand; for tests and diagnostics)."""
-        return {k: unpack(m[0]) for k, m in self._all_marks().items()}
+        """Every key's mark, for tests (each lookup walks the keys)."""
+        return {k: m for k in self if (m := self.key_mark(k)) is not None}
 
     @property
     def value_marks(self) -> dict[Any, Mark]:
-        return {k: unpack(m[1]) for k, m in self._all_marks().items()}
+        return {k: m for k in self if (m := self.value_mark(k)) is not None}
 
     def rename_key(self, old: Any, new: Any) -> None:
         """Move the entry ``old`` to the end under the name ``new``, marks included."""
@@ -208,7 +203,6 @@ class PosDict(_Marked, dict[Any, Any]):
     def __delitem__(self, key: Any) -> None:
         self._forget(key)
         dict.__delitem__(self, key)
-
 
 
 class PosList(_Marked, list[Any]):
