@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from reconciler.config import secret_places
+from reconciler.config.positions import YamlPath
 from reconciler.config.sealing import SealError, seal, unseal
 
 ENV_KEY = "RECONCILE_SECRET_KEY"
@@ -127,8 +128,7 @@ def redact(value: Any) -> Any:
     return value
 
 
-def iter_refs(value: Any,
-              path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str]]:
+def iter_refs(value: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, str]]:
     """(path, reference) for every secret reference in JSON-like data, e.g. a
     loaded YAML document; ``reconcile secret check`` resolves each one."""
     if isinstance(value, SecretRef):
