@@ -433,7 +433,7 @@ class _Compiler:
         token: lark.Token = tree.children[0]
         kind, text = token.type, str(token)
         if kind == "INT_LIT":
-            return _Const(ops.check_int(_hex(text) if "x" in text else int(text, 10)))
+            return _Const(ops.check_int(int(text, 16 if "x" in text else 10)))
         if kind == "FLOAT_LIT":
             return _Const(float(text))
         if kind in ("STRING_LIT", "MLSTRING_LIT"):
@@ -443,12 +443,6 @@ class _Compiler:
         if kind == "NULL_LIT":
             return _Const(None)
         raise _Unsupported(kind)  # bytes, unsigned ints
-
-
-def _hex(text: str) -> int:
-    negative = text.startswith("-")
-    value = int(text.lstrip("-"), 16)
-    return -value if negative else value
 
 
 _BINARY: dict[str, Callable[[Any, Any], Any]] = {
