@@ -9,9 +9,9 @@ dated exception.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from reconciler.config.derive import SMTP_PORTS
+from reconciler.config.derive import SECURITY_BY_PORT, SMTP_PORTS
 from reconciler.config.diagnostics import Diagnostic, Severity
 from reconciler.config.loaded import LoadedResource
 from reconciler.config.models.auth import OAuth2Auth, OAuthGrant, OAuthProvider
@@ -23,8 +23,7 @@ def _of_kind(resources: Sequence[LoadedResource], kind: str) -> list[LoadedResou
     return [r for r in resources if r.model.kind == kind]
 
 
-def _primary_servers(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
-    out: list[Diagnostic] = []
+def _primary_servers(resources: Sequence[LoadedResource]) -> Iterator[Diagnostic]:
     by_ns: dict[str, list[LoadedResource]] = defaultdict(list)
     for res in _of_kind(resources, "OutgoingServer"):
         by_ns[res.model.metadata.namespace].append(res)
@@ -36,18 +35,17 @@ def _primary_servers(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
             hint = (f"{disabled[0].model.metadata.name} is primary but disabled; enable it"
                     if disabled else "set `primary: true` on the server that should send "
                     "when no rule matches")
-            out.append(first.diagnostic(
+            yield first.diagnostic(
                 "no-primary-server",
                 f"namespace {namespace!r} has no enabled primary OutgoingServer; "
                 "notifications that match no rule could not be sent",
-                ("spec",), hint=hint, key=True))
+                ("spec",), hint=hint, key=True)
         for extra in primaries[1:]:
-            out.append(extra.diagnostic(
+            yield extra.diagnostic(
                 "multiple-primary-servers",
                 f"namespace {namespace!r} has more than one primary OutgoingServer "
                 f"(also {primaries[0].model.metadata.name!r} in {primaries[0].file})",
-                ("spec", "primary"), hint="keep `primary: true` on exactly one server"))
-    return out
+                ("spec", "primary"), hint="keep `primary: true` on exactly one server")
 
 
 def _port_security(res: LoadedResource) -> list[Diagnostic]:
@@ -55,7 +53,7 @@ def _port_security(res: LoadedResource) -> list[Diagnostic]:
     if spec.protocol != OutgoingProtocol.SMTP or spec.port is None or spec.security is None:
         return []
     expected = SMTP_PORTS[Security(spec.security)]
-    usual = {v: k for k, v in SMTP_PORTS.items()}.get(spec.port)
+    usual = SECURITY_BY_PORT.get(spec.port)
     if spec.port == expected or usual is None:
         return []
     return [res.diagnostic(
@@ -66,69 +64,63 @@ def _port_security(res: LoadedResource) -> list[Diagnostic]:
         severity=Severity.WARNING)]
 
 
-def _protocol_auth(res: LoadedResource, protocol: str, host: str | None) -> list[Diagnostic]:
+def _protocol_auth(res: LoadedResource, protocol: str, host: str | None) -> Iterator[Diagnostic]:
     auth = res.model.spec.auth
-    out: list[Diagnostic] = []
-    if protocol == "graph" and (
-        not isinstance(auth, OAuth2Auth) or auth.provider != OAuthProvider.MICROSOFT
-    ):
-        out.append(res.diagnostic(
-            "graph-needs-microsoft-oauth",
-            "Microsoft Graph accepts only Microsoft OAuth 2.0",
-            ("spec", "auth"), hint="set auth.type: oauth2 and auth.provider: microsoft"))
+    if protocol == "graph" and (not isinstance(auth, OAuth2Auth)
+                                or auth.provider != OAuthProvider.MICROSOFT):
+        yield res.diagnostic(
+            "graph-needs-microsoft-oauth", "Microsoft Graph accepts only Microsoft OAuth 2.0",
+            ("spec", "auth"), hint="set auth.type: oauth2 and auth.provider: microsoft")
     if protocol == "ews":
         url = res.model.spec.ews_url
         if not host and not url:
-            out.append(res.diagnostic(
+            yield res.diagnostic(
                 "ews-endpoint-missing", "EWS needs `host` or `ewsUrl`", ("spec",),
-                hint="e.g. host: mail.example.com (ewsUrl is derived from it)", key=True))
+                hint="e.g. host: mail.example.com (ewsUrl is derived from it)", key=True)
         if isinstance(auth, OAuth2Auth) and auth.provider != OAuthProvider.MICROSOFT:
-            out.append(res.diagnostic(
+            yield res.diagnostic(
                 "ews-needs-exchange",
                 "EWS is an Exchange/Office 365 API; OAuth for it comes from Microsoft",
-                ("spec", "auth", "provider"), hint="use provider: microsoft, or protocol smtp"))
+                ("spec", "auth", "provider"), hint="use provider: microsoft, or protocol smtp")
         if host and "gmail" in host.lower():
-            out.append(res.diagnostic(
+            yield res.diagnostic(
                 "ews-needs-exchange", f"{host} is not an Exchange server; EWS will not work",
-                ("spec", "host"), hint="use protocol smtp (or imaps for incoming)"))
+                ("spec", "host"), hint="use protocol smtp (or imaps for incoming)")
     if protocol in ("smtp", "imap", "imaps", "pop3", "pop3s") and not host:
-        out.append(res.diagnostic(
+        yield res.diagnostic(
             "host-missing", f"protocol {protocol} needs `host`", ("spec",),
-            hint="the mail server's name, e.g. smtp.example.com", key=True))
+            hint="the mail server's name, e.g. smtp.example.com", key=True)
     if isinstance(auth, OAuth2Auth):
-        out.extend(_oauth_complete(res, auth))
-    return out
+        yield from _oauth_complete(res, auth)
 
 
-def _oauth_complete(res: LoadedResource, auth: OAuth2Auth) -> list[Diagnostic]:
-    out: list[Diagnostic] = []
+def _oauth_complete(res: LoadedResource, auth: OAuth2Auth) -> Iterator[Diagnostic]:
     base = ("spec", "auth")
     if auth.grant == OAuthGrant.CLIENT_CREDENTIALS:
         if auth.client_secret is None:
-            out.append(res.diagnostic(
+            yield res.diagnostic(
                 "oauth-incomplete", "client credentials grant needs `clientSecret`", base,
-                hint="clientSecret: {secretRef: env:NAME}", key=True))
+                hint="clientSecret: {secretRef: env:NAME}", key=True)
         if auth.provider == OAuthProvider.MICROSOFT and not auth.tenant:
-            out.append(res.diagnostic(
+            yield res.diagnostic(
                 "oauth-incomplete", "app-only Microsoft tokens need `tenant`", base,
-                hint="your Entra tenant id or domain, e.g. contoso.onmicrosoft.com", key=True))
+                hint="your Entra tenant id or domain, e.g. contoso.onmicrosoft.com", key=True)
     if auth.provider == OAuthProvider.GOOGLE and auth.client_secret is None:
-        out.append(res.diagnostic(
+        yield res.diagnostic(
             "oauth-incomplete", "Google OAuth needs `clientSecret`", base,
-            hint="clientSecret: {secretRef: env:NAME}", key=True))
+            hint="clientSecret: {secretRef: env:NAME}", key=True)
     if auth.provider == OAuthProvider.GENERIC:
         for attr, alias in (("token_url", "tokenUrl"), ("authorization_url", "authorizationUrl"),
                             ("scope", "scope")):
             if attr == "authorization_url" and auth.grant == OAuthGrant.CLIENT_CREDENTIALS:
                 continue
             if getattr(auth, attr) is None:
-                out.append(res.diagnostic(
+                yield res.diagnostic(
                     "oauth-incomplete", f"generic OAuth provider needs `{alias}`", base,
-                    hint="copy it from your authorization server's documentation", key=True))
-    return out
+                    hint="copy it from your authorization server's documentation", key=True)
 
 
-def _graph_client_ids(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
+def _graph_client_ids(resources: Sequence[LoadedResource]) -> Iterator[Diagnostic]:
     """Same mailbox in and out over Graph with one client id shares one throttle budget."""
     incoming: dict[tuple[str, str, str], LoadedResource] = {}
     for res in _of_kind(resources, "IncomingServer"):
@@ -136,7 +128,6 @@ def _graph_client_ids(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
         if spec.protocol == IncomingProtocol.GRAPH and isinstance(spec.auth, OAuth2Auth):
             ident = (res.model.metadata.namespace, spec.email.lower(), spec.auth.client_id)
             incoming[ident] = res
-    out = []
     for res in _of_kind(resources, "OutgoingServer"):
         spec = res.model.spec
         if spec.protocol != OutgoingProtocol.GRAPH or not isinstance(spec.auth, OAuth2Auth):
@@ -144,17 +135,16 @@ def _graph_client_ids(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
         mailbox = (spec.mailbox or spec.email).lower()
         other = incoming.get((res.model.metadata.namespace, mailbox, spec.auth.client_id))
         if other:
-            out.append(res.diagnostic(
+            yield res.diagnostic(
                 "graph-shared-client-id",
                 f"mailbox {mailbox} is used by IncomingServer {other.model.metadata.name!r} "
                 "with the same Graph client id; Microsoft throttles them together",
                 ("spec", "auth", "clientId"),
-                hint="register a second app and use its client id for one of them"))
-    return out
+                hint="register a second app and use its client id for one of them")
 
 
 def check_semantics(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
-    out = _primary_servers(resources)
+    out = list(_primary_servers(resources))
     for res in _of_kind(resources, "OutgoingServer"):
         spec = res.model.spec
         out.extend(_port_security(res))

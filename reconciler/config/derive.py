@@ -9,7 +9,7 @@ diffed, so changing a default in a new release shows up in ``plan``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel
@@ -72,54 +72,26 @@ MICROSOFT_SCOPES = {
 }
 GOOGLE_SCOPES = ["https://mail.google.com/"]
 
-MICROSOFT_HOST_SUFFIXES = (
-    "office365.com",
-    "outlook.com",
-    "office.com",
-    "microsoft.com",
-    "office365.us",
-    "partner.outlook.cn",
-    "outlook.office.de",
-)
-
-
-def is_microsoft_host(host: str | None) -> bool:
-    if not host:
-        return False
-    host = host.lower().rstrip(".")
-    return any(host == s or host.endswith("." + s) for s in MICROSOFT_HOST_SUFFIXES)
-
-
 Fill = Callable[[str, Any, str], None]  # (attribute, value, reason)
 
 
-class _Recorder:
-    """Sets unset attributes and remembers why."""
-
-    def __init__(self) -> None:
-        self.items: list[Derivation] = []
-
-    def filler(self, obj: BaseModel, *under: str) -> Fill:
-        """Fills attributes of ``obj``, which sits at ``under`` in the YAML; each
-        derivation is recorded at its camelCase path."""
-        def fill(attr: str, value: Any, reason: str) -> None:
-            if getattr(obj, attr) is None and value is not None:
-                setattr(obj, attr, value)
-                alias = type(obj).model_fields[attr].alias or attr
-                # the validated value (20.0, not 20), as it appears in the desired state
-                self.items.append(Derivation(path=(*under, alias),
-                                             value=_plain(getattr(obj, attr)), reason=reason))
-        return fill
+def _filler(out: list[Derivation], obj: BaseModel, *under: str) -> Fill:
+    """Sets unset attributes of ``obj``, which sits at ``under`` in the YAML, and
+    records each derivation in ``out`` at its camelCase path."""
+    def fill(attr: str, value: Any, reason: str) -> None:
+        if getattr(obj, attr) is None and value is not None:
+            setattr(obj, attr, value)
+            alias = type(obj).model_fields[attr].alias or attr
+            # the validated value (20.0, not 20), as it appears in the desired state
+            stored = getattr(obj, attr)
+            out.append(Derivation((*under, alias), getattr(stored, "value", stored), reason))
+    return fill
 
 
-def _plain(value: Any) -> Any:
-    return value.value if hasattr(value, "value") else value
-
-
-def _oauth(rec: _Recorder, auth: OAuth2Auth, *, usage: str, email: str, cloud: NationalCloud,
-           endpoint: str | None) -> None:
-    fill = rec.filler(auth, "spec", "auth")
-    fill("username", email, "the server's email address")
+def _oauth(out: list[Derivation], spec: OutgoingServerSpec | IncomingServerSpec,
+           auth: OAuth2Auth, usage: str, cloud: NationalCloud) -> None:
+    fill = _filler(out, auth, "spec", "auth")
+    fill("username", spec.email, "the server's email address")
     if auth.provider == OAuthProvider.MICROSOFT:
         authority = MICROSOFT_AUTHORITIES[cloud]
         tenant = auth.tenant or (
@@ -129,7 +101,7 @@ def _oauth(rec: _Recorder, auth: OAuth2Auth, *, usage: str, email: str, cloud: N
             fill("authorization_url", f"{authority}/{tenant}/oauth2/v2.0/authorize", why)
             fill("token_url", f"{authority}/{tenant}/oauth2/v2.0/token", why)
         if auth.grant == OAuthGrant.CLIENT_CREDENTIALS:
-            resource = endpoint if usage == "graph" else "https://outlook.office365.com"
+            resource = spec.graph_endpoint if usage == "graph" else "https://outlook.office365.com"
             fill("scope", [f"{resource}/.default"],
                  "app-only tokens ask for the resource's .default scope")
         else:
@@ -155,8 +127,9 @@ def _microsoft_endpoints(spec: OutgoingServerSpec | IncomingServerSpec, fill: Fi
     return cloud
 
 
-def _outgoing(spec: OutgoingServerSpec, settings: MailSettingsSpec | None, rec: _Recorder) -> None:
-    fill = rec.filler(spec, "spec")
+def _outgoing(spec: OutgoingServerSpec, settings: MailSettingsSpec | None,
+              out: list[Derivation]) -> None:
+    fill = _filler(out, spec, "spec")
     proto = OutgoingProtocol(spec.protocol)
     if proto == OutgoingProtocol.SMTP:
         if spec.security is None:
@@ -176,7 +149,7 @@ def _outgoing(spec: OutgoingServerSpec, settings: MailSettingsSpec | None, rec: 
     if settings is not None:
         limit, why = settings.attachment_limit_mb, "MailSettings.attachmentLimitMB of the namespace"
     fill("attachment_limit_mb", limit, why)
-    rec.filler(spec.attachments, "spec", "attachments")(
+    _filler(out, spec.attachments, "spec", "attachments")(
         "oversize", Oversize.DROP,
         "attachments over the limit are left out and named, as the desk products do")
     fill("max_concurrency", *CONCURRENCY[proto])
@@ -185,26 +158,18 @@ def _outgoing(spec: OutgoingServerSpec, settings: MailSettingsSpec | None, rec: 
         lifetime, why = settings.retry.lifetime_minutes, "MailSettings.retry.lifetimeMinutes"
     fill("retry_lifetime_minutes", lifetime, why)
     if isinstance(spec.auth, OAuth2Auth):
-        _oauth(rec, spec.auth, usage=str(proto), email=spec.email, cloud=cloud,
-               endpoint=spec.graph_endpoint)
+        _oauth(out, spec, spec.auth, str(proto), cloud)
 
 
-def _incoming(spec: IncomingServerSpec, _settings: MailSettingsSpec | None, rec: _Recorder) -> None:
-    fill = rec.filler(spec, "spec")
+def _incoming(spec: IncomingServerSpec, out: list[Derivation]) -> None:
+    fill = _filler(out, spec, "spec")
     proto = IncomingProtocol(spec.protocol)
     fill("port", INCOMING_PORTS[proto], f"standard port of {proto}")
     cloud = _microsoft_endpoints(spec, fill, str(proto))
     if isinstance(spec.auth, OAuth2Auth):
         usage = {IncomingProtocol.IMAPS: "imap", IncomingProtocol.POP3S: "pop3"}.get(
             proto, str(proto))
-        _oauth(rec, spec.auth, usage=usage, email=spec.email, cloud=cloud,
-               endpoint=spec.graph_endpoint)
-
-
-_DERIVERS: Mapping[str, Callable[[Any, MailSettingsSpec | None, _Recorder], None]] = {
-    "OutgoingServer": _outgoing,
-    "IncomingServer": _incoming,
-}
+        _oauth(out, spec, spec.auth, usage, cloud)
 
 
 def derive_all(resources: Iterable[LoadedResource]) -> None:
@@ -214,9 +179,8 @@ def derive_all(resources: Iterable[LoadedResource]) -> None:
         r.model.metadata.namespace: r.model.spec for r in resources
         if r.model.kind == "MailSettings"}
     for res in resources:
-        deriver = _DERIVERS.get(res.model.kind)
-        if deriver is None:
-            continue
-        rec = _Recorder()
-        deriver(res.model.spec, settings.get(res.model.metadata.namespace), rec)
-        res.derivations.extend(rec.items)
+        spec = res.model.spec
+        if isinstance(spec, OutgoingServerSpec):
+            _outgoing(spec, settings.get(res.model.metadata.namespace), res.derivations)
+        elif isinstance(spec, IncomingServerSpec):
+            _incoming(spec, res.derivations)

@@ -61,13 +61,8 @@ class CanonicalResource:
     digest: str = ""
 
     @classmethod
-    def build(
-        cls,
-        key: ResourceKey,
-        api_version: str,
-        spec: Mapping[str, Any],
-        labels: Mapping[str, str] | None = None,
-    ) -> CanonicalResource:
+    def build(cls, key: ResourceKey, api_version: str, spec: Mapping[str, Any],
+              labels: Mapping[str, str] | None = None) -> CanonicalResource:
         labels = dict(labels or {})
         body = {"apiVersion": api_version, "labels": labels, "spec": spec}
         return cls(key=key, api_version=api_version, spec=spec, labels=labels,

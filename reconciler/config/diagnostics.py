@@ -6,6 +6,7 @@ A diagnostic is data; rendering (text, JSON, GitHub annotations) lives in
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -45,6 +46,13 @@ class Diagnostic:
 
     def sort_key(self) -> tuple[str, int, int, str, str]:
         return (self.file, self.line, self.col, self.path, self.code)
+
+
+def did_you_mean(word: str, choices: Iterable[str], otherwise: str = "", *,
+                 cutoff: float = 0.6) -> str:
+    """A "did you mean" hint naming the choice closest to ``word``, else ``otherwise``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return f"did you mean {close[0]!r}?" if close else otherwise
 
 
 @dataclass

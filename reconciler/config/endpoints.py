@@ -67,9 +67,7 @@ def url_host_endpoint(url: str) -> str:
 def token_endpoint(url: str) -> str:
     """A token URL with scheme and host lower-cased and the port written out."""
     parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    return f"{scheme}://{host_endpoint(parts.hostname or '', port)}{parts.path or '/'}"
+    return f"{parts.scheme.lower()}://{url_host_endpoint(url)}{parts.path or '/'}"
 
 
 def _ref(value: Any) -> str | None:

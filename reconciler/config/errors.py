@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from reconciler.config.diagnostics import Diagnostic
-from reconciler.config.loader import Document, PosDict, diagnostic_at
+from reconciler.config.diagnostics import Diagnostic, did_you_mean
+from reconciler.config.loader import Document, PosDict, diagnostic_at, value_at
+from reconciler.config.models.base import annotation_parts
 from reconciler.config.positions import YamlPath
 from reconciler.config.secrets import FIX_HINT
 
@@ -81,17 +80,9 @@ def _aliases(model: type[BaseModel]) -> frozenset[str]:
         seen.add(cls)
         for attr, info in cls.model_fields.items():
             names.add(info.alias or attr)
-            stack.extend(_models_in(info.annotation))
+            stack.extend(a for a in annotation_parts(info.annotation)
+                         if isinstance(a, type) and issubclass(a, BaseModel))
     return frozenset(names)
-
-
-def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
-    import typing
-
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        yield annotation
-    for arg in typing.get_args(annotation):
-        yield from _models_in(arg)
 
 
 # pydantic error type -> (message, hint); {shown} is the value (or "this value"),
@@ -154,15 +145,12 @@ def _message(err: ErrorDetails, sensitive: bool) -> tuple[str, str]:
 def _close_choice(value: Any, expected: str) -> str:
     choices = re.findall(r"'([^']+)'", expected)
     if isinstance(value, str) and choices:
-        close = difflib.get_close_matches(value.lower(), choices, n=1, cutoff=0.5)
-        if close:
-            return f"did you mean {close[0]!r}?"
+        return did_you_mean(value.lower(), choices, cutoff=0.5)
     return ""
 
 
-def diagnostics_from(
-    exc: ValidationError, document: Document, model: type[BaseModel]
-) -> list[Diagnostic]:
+def diagnostics_from(exc: ValidationError, document: Document,
+                     model: type[BaseModel]) -> list[Diagnostic]:
     out = []
     for err in exc.errors(include_url=False):
         loc = _clean_loc(document.data, tuple(err["loc"]))
@@ -171,24 +159,13 @@ def diagnostics_from(
         sensitive = any(isinstance(s, str) and _SENSITIVE.search(s) for s in loc)
         if err["type"] == "extra_forbidden":
             name = str(loc[-1]) if loc else "?"
-            close = difflib.get_close_matches(name, sorted(_aliases(model)), n=1)
-            hint = (f"did you mean {close[0]!r}?" if close
-                    else "remove it; see the schema in schemas/")
+            hint = did_you_mean(name, _aliases(model), "remove it; see the schema in schemas/")
             message, key = f"unknown field {name!r}", True
         else:
             message, hint = _message(err, sensitive)
             key = err["type"] == "missing"
-        parent_is_map = isinstance(_walk(document.data, loc[:-1]), PosDict)
+        parent_is_map = isinstance(value_at(document.data, loc[:-1]), PosDict)
         out.append(diagnostic_at(document, loc, f"schema:{err['type']}", message, hint=hint,
                                  key=key and parent_is_map))
     return out
 
-
-def _walk(data: Any, loc: YamlPath) -> Any:
-    node = data
-    for seg in loc:
-        try:
-            node = node[seg]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node

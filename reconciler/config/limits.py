@@ -53,13 +53,11 @@ def too_deep(mark: yaml.Mark) -> LimitExceeded:
         "nesting-too-deep", _mark(mark),
         f"nested more than {MAX_DEPTH} levels deep here",
         "a resource needs fewer than 10 levels; check for unbalanced brackets or "
-        "runaway indentation",
-    )
+        "runaway indentation")
 
 
-def first_too_deep(
-    loader: yaml.CSafeLoader, depth: int, index: int
-) -> tuple[int, yaml.Mark] | None:
+def first_too_deep(loader: yaml.CSafeLoader, depth: int,
+                   index: int) -> tuple[int, yaml.Mark] | None:
     """Read the remaining events of ``loader`` and find where nesting passes the limit.
 
     ``depth`` is the nesting already open and ``index`` the document being read
@@ -116,15 +114,13 @@ class AliasBudget:
                         "alias-expansion", _mark(node.start_mark),
                         f"aliases expand this file to more than {limit:,} values; the value "
                         "anchored here is repeated by aliases of aliases",
-                        "write the values out instead of nesting aliases of aliases",
-                    )
+                        "write the values out instead of nesting aliases of aliases")
                 return known
             if key in open_nodes:
                 raise LimitExceeded(
                     "alias-loop", _mark(node.start_mark),
                     "an alias refers to the value anchored here from inside it (a loop)",
-                    "point the alias at a value outside this one, or write the value out",
-                )
+                    "point the alias at a value outside this one, or write the value out")
             self.written += 1
             self.expanded += 1
             if not isinstance(node, yaml.CollectionNode):
@@ -132,10 +128,8 @@ class AliasBudget:
                 return 1, 0
             if depth > MAX_DEPTH:  # only through aliases: plain nesting was checked
                 raise too_deep(node.start_mark)
-            children: list[yaml.Node] = (
-                [n for pair in node.value for n in pair]
-                if isinstance(node, yaml.MappingNode) else node.value
-            )
+            children: list[yaml.Node] = ([n for pair in node.value for n in pair]
+                                         if isinstance(node, yaml.MappingNode) else node.value)
             open_nodes.add(key)
             size, height = 1, 0
             for child in children:

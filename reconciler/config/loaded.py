@@ -40,16 +40,9 @@ class LoadedResource:
     def file(self) -> str:
         return self.document.file
 
-    def diagnostic(
-        self,
-        code: str,
-        message: str,
-        path: Sequence[str | int] = (),
-        *,
-        hint: str = "",
-        severity: Severity = Severity.ERROR,
-        key: bool = False,
-    ) -> Diagnostic:
+    def diagnostic(self, code: str, message: str, path: Sequence[str | int] = (), *,
+                   hint: str = "", severity: Severity = Severity.ERROR,
+                   key: bool = False) -> Diagnostic:
         """A diagnostic positioned at ``path`` of this resource's YAML."""
         return diagnostic_at(self.document, path, code, message, hint=hint, severity=severity,
                              key=key)

@@ -24,27 +24,18 @@ from typing import Any
 import yaml
 
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
-from reconciler.config.limits import (
-    MAX_DEPTH,
-    AliasBudget,
-    LimitExceeded,
-    first_too_deep,
-    too_deep,
-)
+from reconciler.config.limits import MAX_DEPTH, AliasBudget, LimitExceeded, first_too_deep, too_deep
 from reconciler.config.positions import Mark, PosDict, PosList, pack, unpack
 from reconciler.config.yaml_errors import (
     MAX_INT_DIGITS,
     SCALAR_ERRORS,
+    UTF8_HINT,
     decode_file,
     unreadable_value,
     yaml_error_diagnostic,
 )
 
 YAML_SUFFIXES = (".yaml", ".yml")
-
-def _mark(node: yaml.Node) -> Mark:
-    return (node.start_mark.line + 1, node.start_mark.column + 1)
-
 
 def _packed(node: yaml.Node) -> int:
     return pack(node.start_mark.line + 1, node.start_mark.column + 1)
@@ -90,17 +81,14 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    "found an unhashable or complex key",
-                    key_node.start_mark,
-                )
+                    "while constructing a mapping", node.start_mark,
+                    "found an unhashable or complex key", key_node.start_mark)
             if isinstance(key, str):
                 key = sys.intern(key)  # the same few keys in every resource
             if i >= merged:
                 if key in written:
                     first = result.key_mark(key) or (0, 0)
-                    self.duplicate_keys.append((str(key), first, _mark(key_node)))
+                    self.duplicate_keys.append((str(key), first, unpack(_packed(key_node))))
                 written.add(key)
             result.put(key, self.construct_object(value_node, deep=True), _packed(key_node),
                        _packed(value_node))
@@ -130,7 +118,7 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             self.aliases.check(node)
             data = self.construct_document(node)
             if data is not None:
-                documents.append(Document(file=file, index=index, data=data, start=_mark(node)))
+                documents.append(Document(file, index, data, unpack(_packed(node))))
             index += 1
 
     def read_events(self, file: str, documents: list[Document]) -> None:
@@ -244,7 +232,6 @@ class _EventBuilder:
         return value, value.seal()
 
     def attach(self, value: Any, mark: int, scalar: bool, index: int) -> None:
-        """Put a finished value into the innermost open container."""
         parent = self.stack[-1]
         if parent.__class__ is PosList:
             parent.add(value, mark)
@@ -337,16 +324,21 @@ def locate(data: Any, path: Sequence[str | int], *, key: bool = False) -> Mark:
     return best
 
 
-def diagnostic_at(
-    document: Document,
-    path: Sequence[str | int],
-    code: str,
-    message: str,
-    *,
-    hint: str = "",
-    severity: Severity = Severity.ERROR,
-    key: bool = False,
-) -> Diagnostic:
+def value_at(data: Any, path: Sequence[str | int], default: Any = None) -> Any:
+    """The value at ``path`` inside ``data``, or ``default`` where it is not written."""
+    node = data
+    for step in path:
+        if (isinstance(node, dict) and step in node) or (
+                isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)):
+            node = node[step]
+        else:
+            return default
+    return node
+
+
+def diagnostic_at(document: Document, path: Sequence[str | int], code: str, message: str, *,
+                  hint: str = "", severity: Severity = Severity.ERROR,
+                  key: bool = False) -> Diagnostic:
     """A diagnostic positioned at ``path`` of ``document`` (see :func:`locate`)."""
     line, col = locate(document.data, path, key=key)
     return Diagnostic(code=code, message=message, file=document.file, line=line, col=col,
@@ -364,12 +356,6 @@ def iter_config_files(root: Path) -> Iterator[Path]:
             continue
         if path.suffix in YAML_SUFFIXES and path.is_file():
             yield path
-
-
-def _display_name(path: Path, root: Path) -> str:
-    if root.is_file():
-        return path.name
-    return path.relative_to(root).as_posix()
 
 
 def load_text(text: str, file: str, diagnostics: Diagnostics,
@@ -396,46 +382,29 @@ def load_text(text: str, file: str, diagnostics: Diagnostics,
     finally:
         loader.dispose()
     for name, first, again in loader.duplicate_keys:
-        diagnostics.add(
-            Diagnostic(
-                code="duplicate-key",
-                file=file,
-                line=again[0],
-                col=again[1],
-                message=f"duplicate key {name!r} (first defined at line {first[0]})",
-                hint="YAML keeps only the last value; remove one of them",
-            )
-        )
+        diagnostics.add(Diagnostic(
+            code="duplicate-key", file=file, line=again[0], col=again[1],
+            message=f"duplicate key {name!r} (first defined at line {first[0]})",
+            hint="YAML keeps only the last value; remove one of them"))
     return documents
 
 
 def load_tree(root: Path, diagnostics: Diagnostics) -> list[Document]:
     """Load every ``*.yaml``/``*.yml`` below ``root`` (or the single file ``root``)."""
     if not root.exists():
-        diagnostics.add(
-            Diagnostic(
-                code="path-missing",
-                file=str(root),
-                message="no such file or directory",
-                hint="pass the folder of your config repo, e.g. examples/config",
-            )
-        )
+        diagnostics.add(Diagnostic(
+            code="path-missing", file=str(root), message="no such file or directory",
+            hint="pass the folder of your config repo, e.g. examples/config"))
         return []
     documents: list[Document] = []
     strings: dict[str, str] = {}
     for path in iter_config_files(root):
-        name = _display_name(path, root)
+        name = path.name if root.is_file() else path.relative_to(root).as_posix()
         try:
             data = path.read_bytes()
         except OSError as exc:
-            diagnostics.add(
-                Diagnostic(
-                    code="file-unreadable",
-                    file=name,
-                    message=f"cannot read file: {exc}",
-                    hint="config files must be readable UTF-8 text",
-                )
-            )
+            diagnostics.add(Diagnostic(code="file-unreadable", file=name,
+                                       message=f"cannot read file: {exc}", hint=UTF8_HINT))
             continue
         text = decode_file(data, name)
         del data

@@ -82,22 +82,15 @@ def _split(word: int) -> tuple[int, int]:
     return key_mark, pack(key_line + (word >> 16 & 0xF), word & 0xFFFF)
 
 
-class PosDict(dict[Any, Any]):
-    """A mapping that knows the position of its own start, each key and each value.
+class _Marked:
+    """The start mark and sealing shared by :class:`PosDict` and :class:`PosList`."""
 
-    ``marks`` holds the start, then the marks of each entry added by
-    :meth:`put` in insertion order: one word per entry (see :func:`_entry`),
-    or two when the start word has the wide flag. Entries added later by
-    plain assignment (a value filled in by a conversion) have no marks and
-    position at the mapping; removing an entry removes its marks so the rest
-    stay aligned.
-    """
-
-    __slots__ = ("marks",)
+    __slots__ = ()
+    marks: Marks
 
     def __init__(self, start: int = 0) -> None:
         super().__init__()
-        self.marks: Marks = array("Q", (start,))
+        self.marks = array("Q", (start,))
 
     @property
     def mark(self) -> Mark:
@@ -109,6 +102,20 @@ class PosDict(dict[Any, Any]):
         if marks.__class__ is array:
             self.marks = marks.tobytes()  # type: ignore[union-attr]
         return _word(marks, 0) & ~_WIDE
+
+
+class PosDict(_Marked, dict[Any, Any]):
+    """A mapping that knows the position of its own start, each key and each value.
+
+    ``marks`` holds the start, then the marks of each entry added by
+    :meth:`put` in insertion order: one word per entry (see :func:`_entry`),
+    or two when the start word has the wide flag. Entries added later by
+    plain assignment (a value filled in by a conversion) have no marks and
+    position at the mapping; removing an entry removes its marks so the rest
+    stay aligned.
+    """
+
+    __slots__ = ("marks",)
 
     def _width(self) -> int:
         return 2 if _word(self.marks, 0) & _WIDE else 1
@@ -162,19 +169,14 @@ class PosDict(dict[Any, Any]):
         slot = self._slot(key)
         return None if slot is None else unpack(self._marks_at(slot)[1])
 
-    def _all_marks(self) -> dict[Any, tuple[int, int]]:
-        width, count = self._width(), _count(self.marks)
-        return {k: self._marks_at(1 + width * i) for i, k in enumerate(self)
-                if 1 + width * (i + 1) <= count}
-
     @property
     def key_marks(self) -> dict[Any, Mark]:
-        """Every key's mark (built on demand; for tests and diagnostics)."""
-        return {k: unpack(m[0]) for k, m in self._all_marks().items()}
+        """Every key's mark, for tests (each lookup walks the keys)."""
+        return {k: m for k in self if (m := self.key_mark(k)) is not None}
 
     @property
     def value_marks(self) -> dict[Any, Mark]:
-        return {k: unpack(m[1]) for k, m in self._all_marks().items()}
+        return {k: m for k in self if (m := self.value_mark(k)) is not None}
 
     def rename_key(self, old: Any, new: Any) -> None:
         """Move the entry ``old`` to the end under the name ``new``, marks included."""
@@ -202,34 +204,11 @@ class PosDict(dict[Any, Any]):
         self._forget(key)
         dict.__delitem__(self, key)
 
-    def popitem(self) -> tuple[Any, Any]:
-        key = next(reversed(self))
-        return key, self.pop(key)
 
-    def clear(self) -> None:
-        dict.clear(self)
-        self.marks = array("Q", (_word(self.marks, 0),))
-
-
-class PosList(list[Any]):
+class PosList(_Marked, list[Any]):
     """A sequence that knows the position of its start and of each item."""
 
     __slots__ = ("marks",)
-
-    def __init__(self, start: int = 0) -> None:
-        super().__init__()
-        self.marks: Marks = array("Q", (start,))
-
-    @property
-    def mark(self) -> Mark:
-        return unpack(_word(self.marks, 0))
-
-    def seal(self) -> int:
-        """Store the marks in exactly the room they need; returns the packed start."""
-        marks = self.marks
-        if marks.__class__ is array:
-            self.marks = marks.tobytes()  # type: ignore[union-attr]
-        return _word(marks, 0)
 
     def add(self, value: Any, mark: int) -> None:
         self.append(value)

@@ -3,7 +3,6 @@ existing resource of that kind in the same namespace (SPEC C4)."""
 
 from __future__ import annotations
 
-import difflib
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -11,9 +10,9 @@ from functools import cache
 
 from pydantic import BaseModel
 
-from reconciler.config.diagnostics import Diagnostic
+from reconciler.config.diagnostics import Diagnostic, did_you_mean
 from reconciler.config.loaded import LoadedResource
-from reconciler.config.models.base import Ref
+from reconciler.config.models.base import Ref, annotation_parts
 from reconciler.config.positions import YamlPath
 
 
@@ -25,27 +24,16 @@ class RefField:
     many: bool
 
 
-def _ref_in(annotation: object) -> Ref | None:
-    for arg in typing.get_args(annotation):
-        if isinstance(arg, Ref):
-            return arg
-        found = _ref_in(arg)
-        if found:
-            return found
-    return None
-
-
 @cache
 def ref_fields(spec_cls: type[BaseModel]) -> tuple[RefField, ...]:
     """The reference fields of a spec model, found from its annotations once."""
     out = []
     for attr, info in spec_cls.model_fields.items():
-        ref = next((m for m in info.metadata if isinstance(m, Ref)), None)
-        many = False
-        if ref is None:
-            ref = _ref_in(info.annotation)
-            many = ref is not None and typing.get_origin(info.annotation) is list
+        # pydantic moves a field's own Annotated[...] metadata into info.metadata
+        parts = (*info.metadata, *annotation_parts(info.annotation))
+        ref = next((p for p in parts if isinstance(p, Ref)), None)
         if ref is not None:
+            many = typing.get_origin(info.annotation) is list
             out.append(RefField(attr, info.alias or attr, ref.kind, many))
     return tuple(out)
 
@@ -76,21 +64,16 @@ def check_references(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
             existing = names.get((field.kind, namespace), set())
             if target in existing:
                 continue
-            close = difflib.get_close_matches(target, sorted(existing), n=1)
             elsewhere = sorted(ns for (k, ns), v in names.items() if k == field.kind
                                and target in v and ns != namespace)
-            if close:
-                hint = f"did you mean {close[0]!r}?"
-            elif elsewhere:
-                hint = (f"{field.kind} {target!r} exists in namespace {elsewhere[0]!r}; "
-                        "references stay within one namespace")
+            if elsewhere:
+                otherwise = (f"{field.kind} {target!r} exists in namespace {elsewhere[0]!r}; "
+                             "references stay within one namespace")
             else:
                 article = "an" if field.kind[0] in "AEIOU" else "a"
-                hint = f"add {article} {field.kind} named {target!r} or fix the name"
+                otherwise = f"add {article} {field.kind} named {target!r} or fix the name"
             found.append(res.diagnostic(
                 "dangling-reference",
-                f"{field.kind} {target!r} does not exist in namespace {namespace!r}",
-                path,
-                hint=hint,
-            ))
+                f"{field.kind} {target!r} does not exist in namespace {namespace!r}", path,
+                hint=did_you_mean(target, existing, otherwise)))
     return found

@@ -11,36 +11,33 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Iterator, Sequence
-from typing import Any, get_args
+from typing import Any
 
 from pydantic import BaseModel
 
 from reconciler.config.diagnostics import Diagnostic
 from reconciler.config.loaded import LoadedResource
+from reconciler.config.models.base import annotation_parts
 from reconciler.config.positions import YamlPath
-from reconciler.config.secret_places import PlaceRefused, PlacesSettingError, SecretPlaces
+from reconciler.config.secret_places import PlaceRefused, PlacesSettingError, current
 from reconciler.config.secrets import SecretRef
 
 CODE = "secret-place"
 
 
-def _may_hold(annotation: Any, seen: frozenset[type]) -> bool:
-    if annotation is SecretRef:
-        return True
-    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
-        return annotation not in seen and bool(_secret_fields(annotation, seen))
-    return any(_may_hold(arg, seen) for arg in get_args(annotation))
-
-
 @functools.cache
-def _secret_fields(
-    model: type[BaseModel], seen: frozenset[type] = frozenset()
-) -> tuple[tuple[str, str], ...]:
+def _secret_fields(model: type[BaseModel],
+                   seen: frozenset[type] = frozenset()) -> tuple[tuple[str, str], ...]:
     """(attribute, YAML key) of the fields of ``model`` that can hold a SecretRef,
     directly or deeper down; found once per class from its annotations."""
     seen = seen | {model}
+
+    def holds(part: Any) -> bool:
+        nested = inspect.isclass(part) and issubclass(part, BaseModel) and part not in seen
+        return part is SecretRef or (nested and bool(_secret_fields(part, seen)))
+
     return tuple((name, info.alias or name) for name, info in model.model_fields.items()
-                 if _may_hold(info.annotation, seen))
+                 if any(holds(a) for a in annotation_parts(info.annotation)))
 
 
 def model_refs(value: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, str]]:
@@ -60,11 +57,9 @@ def model_refs(value: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, str]
             yield from model_refs(item, (*path, key))
 
 
-def check_secret_places(
-    resources: Sequence[LoadedResource], places: SecretPlaces | None = None
-) -> list[Diagnostic]:
+def check_secret_places(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
     try:
-        places = places or SecretPlaces.from_environ()
+        places = current()
     except PlacesSettingError as exc:
         return [Diagnostic(code=CODE, message=str(exc),
                            hint="fix the setting in the environment of validate and the "

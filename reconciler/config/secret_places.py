@@ -60,16 +60,6 @@ class PlacesSettingError(ValueError):
     """RECONCILE_SECRET_DIRS or RECONCILE_SECRET_ENV cannot be used as given."""
 
 
-def canonical(path: str) -> str:
-    """``path`` made absolute with ``..`` and every symlink resolved (whether or not it
-    exists), so that containment is decided on where a read would really land."""
-    return os.path.realpath(path)
-
-
-def _inside(path: str, directory: str) -> bool:
-    return path.startswith(directory.rstrip(os.sep) + os.sep)
-
-
 def _places_of(refs: Iterable[str | None]) -> tuple[set[str], set[str]]:
     """(variable names, canonical file paths) of the ``env:``/``file:`` references among
     ``refs``; anything else (URLs, ``enc:v1:``, None) names no place."""
@@ -79,7 +69,7 @@ def _places_of(refs: Iterable[str | None]) -> tuple[set[str], set[str]]:
         if ref and ref.startswith("env:"):
             names.add(ref[4:])
         elif ref and ref.startswith("file:"):
-            files.add(canonical(ref[5:]))
+            files.add(os.path.realpath(ref[5:]))
     return names, files
 
 
@@ -106,30 +96,6 @@ class SecretPlaces:
     reserved_env: frozenset[str] = frozenset()
     reserved_files: frozenset[str] = frozenset()
 
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> SecretPlaces:
-        env = os.environ if environ is None else environ
-        raw_dirs = env.get(DIRS_ENV, "").strip()
-        if raw_dirs:
-            entries = [d.strip() for d in raw_dirs.split(os.pathsep) if d.strip()]
-            relative = [d for d in entries if not os.path.isabs(d)]
-            if relative:
-                raise PlacesSettingError(
-                    f"{DIRS_ENV} entry {relative[0]!r} is not an absolute path; give the "
-                    f"secret directories as absolute paths separated by {os.pathsep!r}")
-        else:
-            entries = list(DEFAULT_DIRS)
-            if env.get(CREDENTIALS_DIR_ENV):
-                entries.append(env[CREDENTIALS_DIR_ENV])
-        raw_env = env.get(ENV_PATTERN_ENV, "").strip()
-        patterns = tuple(p.strip() for p in raw_env.split(",") if p.strip()) or (
-            DEFAULT_ENV_PATTERN,)
-        reserved_env, reserved_files = _places_of(_operator_refs(env))
-        return cls(dirs=tuple(dict.fromkeys(canonical(d) for d in entries)),
-                   env_patterns=patterns, configured_dirs=bool(raw_dirs),
-                   reserved_env=frozenset(reserved_env | _reserved_env),
-                   reserved_files=frozenset(reserved_files | _reserved_files))
-
     def env_name(self, name: str) -> str:
         """``name`` if an ``env:`` reference may read it, else PlaceRefused."""
         if name.startswith(OWN_PREFIX) or name in OWN_NAMES:
@@ -155,14 +121,14 @@ class SecretPlaces:
     def file_path(self, path: str) -> str:
         """The canonical path a ``file:`` reference may read, else PlaceRefused.
         Only the path is examined (symlinks followed); the file is not opened."""
-        real = canonical(path)
+        real = os.path.realpath(path)
         shown = path if real == path else f"{path} (which resolves to {real})"
         if real in self.reserved_files:
             raise PlaceRefused(
                 f"file:{shown} holds one of reconciler's own keys or this daemon's "
                 "secrets, which are never sent to a mail server",
                 "put the mail server's secret in a file of its own")
-        if not any(_inside(real, d) for d in self.dirs):
+        if not any(real.startswith(d.rstrip(os.sep) + os.sep) for d in self.dirs):
             where = ", ".join(self.dirs)
             setting = (f"set {DIRS_ENV}" if not self.configured_dirs
                        else f"add its directory to {DIRS_ENV}")
@@ -182,5 +148,23 @@ class SecretPlaces:
 
 def current() -> SecretPlaces:
     """The allowed places as this process's environment configures them."""
-    return SecretPlaces.from_environ()
-
+    env = os.environ
+    raw_dirs = env.get(DIRS_ENV, "").strip()
+    if raw_dirs:
+        entries = [d.strip() for d in raw_dirs.split(os.pathsep) if d.strip()]
+        relative = [d for d in entries if not os.path.isabs(d)]
+        if relative:
+            raise PlacesSettingError(
+                f"{DIRS_ENV} entry {relative[0]!r} is not an absolute path; give the "
+                f"secret directories as absolute paths separated by {os.pathsep!r}")
+    else:
+        entries = list(DEFAULT_DIRS)
+        if env.get(CREDENTIALS_DIR_ENV):
+            entries.append(env[CREDENTIALS_DIR_ENV])
+    raw_env = env.get(ENV_PATTERN_ENV, "").strip()
+    patterns = tuple(p.strip() for p in raw_env.split(",") if p.strip()) or (DEFAULT_ENV_PATTERN,)
+    reserved_env, reserved_files = _places_of(_operator_refs(env))
+    return SecretPlaces(dirs=tuple(dict.fromkeys(os.path.realpath(d) for d in entries)),
+                        env_patterns=patterns, configured_dirs=bool(raw_dirs),
+                        reserved_env=frozenset(reserved_env | _reserved_env),
+                        reserved_files=frozenset(reserved_files | _reserved_files))

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from reconciler.config import secret_places
+from reconciler.config.positions import YamlPath
 from reconciler.config.sealing import SealError, seal, unseal
 
 ENV_KEY = "RECONCILE_SECRET_KEY"
@@ -39,10 +40,8 @@ ENC_PREFIX = "enc:v1:"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FERNET_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+=*$")
 
-FIX_HINT = (
-    "write {secretRef: env:NAME} (environment variable), {secretRef: file:/path} "
-    "or {secretRef: enc:v1:...} from `reconcile secret encrypt`"
-)
+FIX_HINT = ("write {secretRef: env:NAME} (environment variable), {secretRef: file:/path} "
+            "or {secretRef: enc:v1:...} from `reconcile secret encrypt`")
 
 
 class SecretError(Exception):
@@ -67,10 +66,7 @@ def _check_reference(ref: str) -> str:
                 raise PydanticCustomError("secret_ref", problem, {})
             return ref
     raise PydanticCustomError(
-        "secret_ref",
-        "unknown secret reference scheme; use env:NAME, file:/path or enc:v1:...",
-        {},
-    )
+        "secret_ref", "unknown secret reference scheme; use env:NAME, file:/path or enc:v1:...", {})
 
 
 class SecretRef(BaseModel):
@@ -83,8 +79,7 @@ class SecretRef(BaseModel):
         json_schema_extra={
             "pattern": r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|enc:v1:[A-Za-z0-9_\-]+=*)$"
         },
-        description="env:NAME, file:/path or enc:v1:... (never the secret itself)",
-    )
+        description="env:NAME, file:/path or enc:v1:... (never the secret itself)")
 
     @model_validator(mode="before")
     @classmethod
@@ -133,9 +128,7 @@ def redact(value: Any) -> Any:
     return value
 
 
-def iter_refs(
-    value: Any, path: tuple[str | int, ...] = ()
-) -> Iterator[tuple[tuple[str | int, ...], str]]:
+def iter_refs(value: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, str]]:
     """(path, reference) for every secret reference in JSON-like data, e.g. a
     loaded YAML document; ``reconcile secret check`` resolves each one."""
     if isinstance(value, SecretRef):
@@ -163,8 +156,7 @@ def _load_key() -> bytes:
             raise SecretError(f"cannot read {ENV_KEY_FILE} ({key_file}): {exc.strerror}") from None
     raise SecretError(
         f"encrypted secret needs a key: set {ENV_KEY} or {ENV_KEY_FILE} "
-        "(create one with `reconcile secret keygen`)"
-    )
+        "(create one with `reconcile secret keygen`)")
 
 
 def encrypt(plaintext: str, key: bytes | None = None) -> str:

@@ -39,8 +39,7 @@ def _v1alpha1_to_v1(doc: MutableMapping[str, Any]) -> list[str]:
             notes.append("renamed spec.auth.tenantId to spec.auth.tenant")
         authorize = auth.get("authorizationUrl")
         if isinstance(authorize, str) and "tokenUrl" not in auth and authorize.endswith(
-            "/authorize"
-        ):
+            "/authorize"):
             auth["tokenUrl"] = authorize[: -len("/authorize")] + "/token"
             notes.append(f"filled spec.auth.tokenUrl = {auth['tokenUrl']} from authorizationUrl")
         for name in ("scope", "redirectUrl"):
@@ -50,9 +49,8 @@ def _v1alpha1_to_v1(doc: MutableMapping[str, Any]) -> list[str]:
     return notes
 
 
-CONVERSIONS: dict[str, Callable[[MutableMapping[str, Any]], list[str]]] = {
-    V1ALPHA1: _v1alpha1_to_v1,
-}
+Conversion = Callable[[MutableMapping[str, Any]], list[str]]  # in place; returns notes
+CONVERSIONS: dict[str, Conversion] = {V1ALPHA1: _v1alpha1_to_v1}
 
 
 def upgrade(doc: MutableMapping[str, Any]) -> list[str] | None:

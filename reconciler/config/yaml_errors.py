@@ -19,6 +19,7 @@ from reconciler.config.limits import LimitExceeded
 SCALAR_ERRORS = (ValueError, KeyError, AttributeError, TypeError, OverflowError)
 # Python's int_max_str_digits (0 when someone lifted it: keep the default then)
 MAX_INT_DIGITS = sys.get_int_max_str_digits() or 4300
+UTF8_HINT = "config files must be readable UTF-8 text"
 
 
 class UnreadableValue(yaml.constructor.ConstructorError):
@@ -49,7 +50,7 @@ def decode_file(data: bytes, file: str) -> str | Diagnostic:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return Diagnostic(code="file-unreadable", file=file, line=1, col=1,
                           message="the file is UTF-16 text, not UTF-8",
-                          hint="config files must be readable UTF-8 text")
+                          hint=UTF8_HINT)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -59,7 +60,7 @@ def decode_file(data: bytes, file: str) -> str | Diagnostic:
         col = len(data[line_start:start].decode("utf-8", errors="replace")) + 1
         return Diagnostic(code="file-unreadable", file=file, line=data.count(b"\n", 0, start) + 1,
                           col=col, message=f"byte 0x{data[start]:02X} is not UTF-8 text",
-                          hint="config files must be readable UTF-8 text")
+                          hint=UTF8_HINT)
 
 
 def yaml_error_diagnostic(exc: LimitExceeded | yaml.YAMLError, text: str, file: str) -> Diagnostic:
@@ -81,8 +82,7 @@ def yaml_error_diagnostic(exc: LimitExceeded | yaml.YAMLError, text: str, file: 
         return Diagnostic(
             code="yaml-syntax", file=file, line=line, col=col,
             message=f"cannot read YAML: character #x{char:04X} is not allowed ({exc.reason})",
-            hint="remove the character or write it as an escape inside double quotes",
-        )
+            hint="remove the character or write it as an escape inside double quotes")
     return Diagnostic(code="yaml-syntax", file=file, message=f"cannot read YAML: {exc}")
 
 
@@ -103,9 +103,8 @@ def _syntax_diagnostic(exc: yaml.MarkedYAMLError, text: str, file: str) -> Diagn
                           message="YAML syntax error: this quoted value is never closed",
                           hint="add the matching closing quote")
     message = f"YAML syntax error: {problem}"
-    if context and start is not None and mark is not None and (start.line, start.column) != (
-        mark.line, mark.column
-    ):
+    if (context and start is not None and mark is not None
+            and (start.line, start.column) != (mark.line, mark.column)):
         message += f" ({context} that starts at line {start.line + 1}, column {start.column + 1})"
     line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
     return Diagnostic(code="yaml-syntax", file=file, line=line, col=col, message=message,
@@ -121,17 +120,19 @@ def _tab_before(text: str, line: int, column: int) -> bool:
     return "\t" in head and not head.lstrip(" \t")[:-1]
 
 
+# (words all found in libyaml's problem and context, hint); the first match wins
+_SYNTAX_HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("tab character",), "indent with spaces, not tabs"),  # not "unconstructable"
+    (("flow sequence",), "close the '[' with ']' and separate the items with ','"),
+    (("flow mapping",), "close the '{' with '}' and separate the entries with ','"),
+    (("expected key",), "the keys of one mapping must start in the same column"),
+    (("block mapping", "<block end>"), "the keys of one mapping must start in the same column"),
+    (("mapping values are not allowed",),
+     "quote the value if it contains ': ', or fix the indentation"),
+    (("could not find expected ':'",), "each line of a mapping needs 'key: value'"),
+)
+
+
 def _syntax_hint(problem: str) -> str:
-    if "tab character" in problem:  # not "unconstructable"
-        return "indent with spaces, not tabs"
-    if "flow sequence" in problem:
-        return "close the '[' with ']' and separate the items with ','"
-    if "flow mapping" in problem:
-        return "close the '{' with '}' and separate the entries with ','"
-    if "expected key" in problem or ("block mapping" in problem and "<block end>" in problem):
-        return "the keys of one mapping must start in the same column"
-    if "mapping values are not allowed" in problem:
-        return "quote the value if it contains ': ', or fix the indentation"
-    if "could not find expected ':'" in problem:
-        return "each line of a mapping needs 'key: value'"
-    return "check indentation, quotes and brackets around this position"
+    return next((hint for words, hint in _SYNTAX_HINTS if all(w in problem for w in words)),
+                "check indentation, quotes and brackets around this position")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partialmethod
 from typing import Any
 
 import celpy
@@ -35,14 +35,11 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {**ops.BUILTINS, **HELPERS}
 
 # Names cel-python knows that this compiler leaves to it (see module docstring).
 _CELPY_ONLY = (frozenset(celpy.evaluation.base_functions) | {"dyn"}) - frozenset(FUNCTIONS)
-_TYPE_IDENTS = frozenset(
-    {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"}
-)
+_TYPE_IDENTS = frozenset({"int", "uint", "double", "bool", "string", "bytes", "list", "map",
+                          "null_type", "type"})
 # Grammar rules that only wrap their single child.
-_PASS_THROUGH = frozenset(
-    {"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication",
-     "unary", "member", "primary"}
-)
+_PASS_THROUGH = frozenset({"expr", "conditionalor", "conditionaland", "relation", "addition",
+                           "multiplication", "unary", "member", "primary"})
 
 
 class CelCompileError(Exception):
@@ -75,13 +72,11 @@ class Program:
         return self.run(activation)
 
 
+@dataclass(slots=True)
 class _Const:
     """A constant sub-expression, so operators can fold it at compile time."""
 
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
+    value: Any
 
     def __call__(self, activation: Activation) -> Any:
         return self.value
@@ -94,12 +89,8 @@ def parse(source: str) -> lark.Tree:
         line = getattr(exc, "line", None) or 1
         column = getattr(exc, "column", None) or 1
         context = str(exc.args[0]).rstrip("\n") if exc.args else ""
-        raise CelCompileError(
-            f"CEL syntax error at line {line}, column {column}: {_problem(source)}",
-            line,
-            column,
-            context,
-        ) from None
+        raise CelCompileError(f"CEL syntax error at line {line}, column {column}: "
+                              f"{_problem(source)}", line, column, context) from None
 
 
 def _problem(source: str) -> str:
@@ -137,20 +128,9 @@ def compile_expression(source: str, variables: frozenset[str]) -> Program:
         raise CelCompileError("expression is nested too deeply") from None
 
 
-def _position(tree: lark.Tree | lark.Token) -> tuple[int, int]:
-    if isinstance(tree, lark.Token):
-        return (tree.line or 1, tree.column or 1)
-    meta = tree.meta
-    return (getattr(meta, "line", 1), getattr(meta, "column", 1))
-
-
 def _unwrap(tree: Any) -> Any:
-    while (
-        isinstance(tree, lark.Tree)
-        and tree.data in _PASS_THROUGH
-        and len(tree.children) == 1
-        and isinstance(tree.children[0], lark.Tree)
-    ):
+    while (isinstance(tree, lark.Tree) and tree.data in _PASS_THROUGH
+           and len(tree.children) == 1 and isinstance(tree.children[0], lark.Tree)):
         tree = tree.children[0]
     return tree
 
@@ -159,13 +139,14 @@ class _Compiler:
     def __init__(self, source: str, variables: frozenset[str]) -> None:
         self.source = source
         self.variables = variables
-        self.scope = set(variables)
         self.bound: set[str] = set()  # macro variables currently in scope
         self.fields: set[tuple[str, str]] = set()
 
     def fail(self, tree: lark.Tree | lark.Token, message: str) -> CelCompileError:
-        line, column = _position(tree)
-        return CelCompileError(message, line, column)
+        if isinstance(tree, lark.Token):
+            return CelCompileError(message, tree.line or 1, tree.column or 1)
+        return CelCompileError(message, getattr(tree.meta, "line", 1),
+                               getattr(tree.meta, "column", 1))
 
     def text(self, tree: lark.Tree) -> str:
         meta = tree.meta
@@ -196,12 +177,6 @@ class _Compiler:
 
         return conditional
 
-    def c_conditionalor(self, tree: lark.Tree) -> Node:
-        return self._logic(tree, absorbing=True)
-
-    def c_conditionaland(self, tree: lark.Tree) -> Node:
-        return self._logic(tree, absorbing=False)
-
     def _logic(self, tree: lark.Tree, *, absorbing: bool) -> Node:
         left, right = (self.compile(c) for c in tree.children)
         op = "||" if absorbing else "&&"
@@ -229,6 +204,9 @@ class _Compiler:
 
         return logic
 
+    c_conditionalor = partialmethod(_logic, absorbing=True)
+    c_conditionaland = partialmethod(_logic, absorbing=False)
+
     def c_unary(self, tree: lark.Tree) -> Node:
         op, operand = tree.children
         inner = self.compile(operand)
@@ -242,15 +220,6 @@ class _Compiler:
 
     # -- binary operators ----------------------------------------------------
     def c_relation(self, tree: lark.Tree) -> Node:
-        return self._binary(tree)
-
-    def c_addition(self, tree: lark.Tree) -> Node:
-        return self._binary(tree)
-
-    def c_multiplication(self, tree: lark.Tree) -> Node:
-        return self._binary(tree)
-
-    def _binary(self, tree: lark.Tree) -> Node:
         op_tree, right_tree = tree.children
         (left_tree,) = op_tree.children
         left, right = self.compile(left_tree), self.compile(right_tree)
@@ -260,6 +229,8 @@ class _Compiler:
             return fast
         fn = _BINARY[kind]
         return lambda act: fn(left(act), right(act))
+
+    c_addition = c_multiplication = c_relation
 
     def _fast_compare(self, kind: str, left: Node, right: Node) -> Node | None:
         """``x == "literal"`` and ``x in ["a", "b"]`` without the generic equality."""
@@ -405,14 +376,11 @@ class _Compiler:
         var = str(var_tree.children[0])
         target = self.compile(receiver)
         where = self.text(receiver)
-        shadowed, was_bound = var in self.scope, var in self.bound
-        self.scope.add(var)
+        was_bound = var in self.bound
         self.bound.add(var)
         try:
             bodies = [self.compile(a) for a in args[1:]]
         finally:
-            if not shadowed:
-                self.scope.discard(var)
             if not was_bound:
                 self.bound.discard(var)
         return MACROS[name](target, var, bodies, where)
@@ -428,11 +396,12 @@ class _Compiler:
             self.fields.add((root, field))
 
     def _check_name(self, name: str, tree: lark.Tree) -> None:
-        if name in self.scope:
+        scope = self.variables | self.bound
+        if name in scope:
             return
         if name in _TYPE_IDENTS:
             raise _Unsupported(name)
-        known = ", ".join(sorted(self.scope))
+        known = ", ".join(sorted(scope))
         raise self.fail(tree, f"unknown name {name!r}; the variables are {known}")
 
     def c_paren_expr(self, tree: lark.Tree) -> Node:
@@ -453,9 +422,8 @@ class _Compiler:
             for k, v in pairs:
                 key = k(act)
                 if type(key) not in (str, int, bool):
-                    raise CelError(
-                        f"a map key must be string, int or bool, not {ops.type_name(key)}"
-                    )
+                    raise CelError(f"a map key must be string, int or bool, not "
+                                   f"{ops.type_name(key)}")
                 result[key] = v(act)
             return result
 
@@ -465,7 +433,7 @@ class _Compiler:
         token: lark.Token = tree.children[0]
         kind, text = token.type, str(token)
         if kind == "INT_LIT":
-            return _Const(ops.check_int(_hex(text) if "x" in text else int(text, 10)))
+            return _Const(ops.check_int(int(text, 16 if "x" in text else 10)))
         if kind == "FLOAT_LIT":
             return _Const(float(text))
         if kind in ("STRING_LIT", "MLSTRING_LIT"):
@@ -475,12 +443,6 @@ class _Compiler:
         if kind == "NULL_LIT":
             return _Const(None)
         raise _Unsupported(kind)  # bytes, unsigned ints
-
-
-def _hex(text: str) -> int:
-    negative = text.startswith("-")
-    value = int(text.lstrip("-"), 16)
-    return -value if negative else value
 
 
 _BINARY: dict[str, Callable[[Any, Any], Any]] = {

@@ -24,9 +24,8 @@ def _items(value: Any, name: str, where: str) -> list[Any]:
     raise CelError(f"{name}() needs a list or map, but {where} is {ops.type_name(value)}")
 
 
-def _bool_results(
-    target: Node, var: str, body: Node, act: Activation, name: str, where: str
-) -> tuple[list[bool], CelError | None]:
+def _bool_results(target: Node, var: str, body: Node, act: Activation, name: str,
+                  where: str) -> tuple[list[bool], CelError | None]:
     results: list[bool] = []
     error: CelError | None = None
     scope = dict(act)
@@ -63,34 +62,27 @@ def _quantifier(name: str, decides: bool | None) -> MacroBuilder:
     return build
 
 
-def _map(target: Node, var: str, bodies: list[Node], where: str) -> Node:
-    keep = bodies[0] if len(bodies) == 2 else None
-    transform = bodies[-1]
+def _collect(name: str) -> MacroBuilder:
+    """map(v, f), map(v, p, f) and filter(v, p): the items the predicate ``p`` keeps
+    (all without one), each transformed by ``f`` (filter keeps the item itself)."""
 
-    def map_(act: Activation) -> list[Any]:
-        scope = dict(act)
-        result = []
-        for item in _items(target(act), "map", where):
-            scope[var] = item
-            if keep is not None and _require_bool(keep(scope), "map") is False:
-                continue
-            result.append(transform(scope))
-        return result
+    def build(target: Node, var: str, bodies: list[Node], where: str) -> Node:
+        keep = bodies[0] if name == "filter" or len(bodies) == 2 else None
+        transform = None if name == "filter" else bodies[-1]
 
-    return map_
+        def collect(act: Activation) -> list[Any]:
+            scope = dict(act)
+            result = []
+            for item in _items(target(act), name, where):
+                scope[var] = item
+                if keep is not None and _require_bool(keep(scope), name) is False:
+                    continue
+                result.append(item if transform is None else transform(scope))
+            return result
 
+        return collect
 
-def _filter(target: Node, var: str, bodies: list[Node], where: str) -> Node:
-    def filter_(act: Activation) -> list[Any]:
-        scope = dict(act)
-        result = []
-        for item in _items(target(act), "filter", where):
-            scope[var] = item
-            if _require_bool(bodies[0](scope), "filter"):
-                result.append(item)
-        return result
-
-    return filter_
+    return build
 
 
 def _require_bool(value: Any, name: str) -> bool:
@@ -103,6 +95,6 @@ MACROS: dict[str, MacroBuilder] = {
     "all": _quantifier("all", False),
     "exists": _quantifier("exists", True),
     "exists_one": _quantifier("exists_one", None),
-    "map": _map,
-    "filter": _filter,
+    "map": _collect("map"),
+    "filter": _collect("filter"),
 }

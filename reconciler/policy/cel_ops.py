@@ -11,8 +11,10 @@ truncates, 64-bit overflow is an error, and so on.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping
 from functools import lru_cache
+from string import ascii_lowercase, ascii_uppercase
 from typing import Any
 
 import re2
@@ -78,28 +80,19 @@ def _comparable(a: Any, b: Any) -> bool:
     return ta is tb and ta in (str, bool)
 
 
-def less(a: Any, b: Any) -> bool:
-    if _comparable(a, b):
-        return bool(a < b)
-    raise no_overload("<", a, b)
+def _ordering(op: str, compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    def ordered(a: Any, b: Any) -> bool:
+        if _comparable(a, b):
+            return bool(compare(a, b))
+        raise no_overload(op, a, b)
+
+    return ordered
 
 
-def less_equal(a: Any, b: Any) -> bool:
-    if _comparable(a, b):
-        return bool(a <= b)
-    raise no_overload("<=", a, b)
-
-
-def greater(a: Any, b: Any) -> bool:
-    if _comparable(a, b):
-        return bool(a > b)
-    raise no_overload(">", a, b)
-
-
-def greater_equal(a: Any, b: Any) -> bool:
-    if _comparable(a, b):
-        return bool(a >= b)
-    raise no_overload(">=", a, b)
+less = _ordering("<", operator.lt)
+less_equal = _ordering("<=", operator.le)
+greater = _ordering(">", operator.gt)
+greater_equal = _ordering(">=", operator.ge)
 
 
 def contained(item: Any, container: Any) -> bool:
@@ -115,34 +108,24 @@ def contained(item: Any, container: Any) -> bool:
     raise no_overload("in", item, container)
 
 
-def add(a: Any, b: Any) -> Any:
-    ta = type(a)
-    if ta is type(b):
-        if ta is int:
-            return check_int(a + b)
-        if ta in (float, str, list):
-            return a + b
-    raise no_overload("+", a, b)
+def _arithmetic(op: str, compute: Callable[[Any, Any], Any],
+                others: tuple[type, ...]) -> Callable[[Any, Any], Any]:
+    """``op`` on two ints (64-bit checked) or two values of one of ``others``."""
+    def arithmetic(a: Any, b: Any) -> Any:
+        ta = type(a)
+        if ta is type(b):
+            if ta is int:
+                return check_int(compute(a, b))
+            if ta in others:
+                return compute(a, b)
+        raise no_overload(op, a, b)
+
+    return arithmetic
 
 
-def subtract(a: Any, b: Any) -> Any:
-    ta = type(a)
-    if ta is type(b):
-        if ta is int:
-            return check_int(a - b)
-        if ta is float:
-            return a - b
-    raise no_overload("-", a, b)
-
-
-def multiply(a: Any, b: Any) -> Any:
-    ta = type(a)
-    if ta is type(b):
-        if ta is int:
-            return check_int(a * b)
-        if ta is float:
-            return a * b
-    raise no_overload("*", a, b)
+add = _arithmetic("+", operator.add, (float, str, list))
+subtract = _arithmetic("-", operator.sub, (float,))
+multiply = _arithmetic("*", operator.mul, (float,))
 
 
 def _int_quotient(a: int, b: int) -> int:
@@ -297,21 +280,18 @@ def to_string(value: Any) -> str:
     raise no_overload("string", value)
 
 
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-def lower_ascii(value: Any) -> str:
+def _ascii_case(name: str, table: dict[int, int]) -> Callable[[Any], str]:
     # ASCII only, as in CEL's strings extension: "İ".lower() would change length.
-    if type(value) is str:
-        return value.translate(_ASCII_LOWER)
-    raise no_overload("lowerAscii", value)
+    def convert(value: Any) -> str:
+        if type(value) is str:
+            return value.translate(table)
+        raise no_overload(name, value)
+
+    return convert
 
 
-def upper_ascii(value: Any) -> str:
-    if type(value) is str:
-        return value.translate(_ASCII_UPPER)
-    raise no_overload("upperAscii", value)
+lower_ascii = _ascii_case("lowerAscii", str.maketrans(ascii_uppercase, ascii_lowercase))
+upper_ascii = _ascii_case("upperAscii", str.maketrans(ascii_lowercase, ascii_uppercase))
 
 
 # Functions callable both as ``f(x, ...)`` and as methods ``x.f(...)``; the

@@ -24,14 +24,7 @@ from pydantic import ValidationError
 
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
 from reconciler.config.loaded import LoadedResource
-from reconciler.config.loader import (
-    YAML_SUFFIXES,
-    Document,
-    PosDict,
-    PosList,
-    diagnostic_at,
-    load_text,
-)
+from reconciler.config.loader import YAML_SUFFIXES, Document, diagnostic_at, load_text, value_at
 from reconciler.config.models import KINDS
 from reconciler.config.models.base import Metadata
 from reconciler.config.positions import YamlPath
@@ -102,9 +95,8 @@ class PolicySet:
     by_kind: dict[str, list[CompiledPolicy]] = field(default_factory=dict)
 
     @classmethod
-    def of(
-        cls, policies: Iterable[CompiledPolicy], exceptions: Iterable[CompiledException] = ()
-    ) -> PolicySet:
+    def of(cls, policies: Iterable[CompiledPolicy],
+           exceptions: Iterable[CompiledException] = ()) -> PolicySet:
         result = cls(exceptions=list(exceptions))
         for policy in policies:
             result.policies[policy.name] = policy
@@ -126,25 +118,18 @@ def shipped_documents(diagnostics: Diagnostics) -> list[Document]:
     """The default policies shipped in the package (the repo's top-level ``policies/``)."""
     folder = importlib_resources.files(DEFAULTS_PACKAGE) / DEFAULTS_FOLDER
     try:
-        entries = sorted(
-            (e for e in folder.iterdir() if e.name.endswith(YAML_SUFFIXES) and e.is_file()),
-            key=lambda e: e.name,
-        )
+        entries = sorted((e for e in folder.iterdir()
+                          if e.name.endswith(YAML_SUFFIXES) and e.is_file()), key=lambda e: e.name)
     except (FileNotFoundError, NotADirectoryError):
-        diagnostics.add(
-            Diagnostic(
-                code="policy-defaults-missing",
-                message="the shipped default policies are missing from this installation",
-                hint="reinstall reconciler; the wheel must contain reconciler/policy/defaults",
-                severity=Severity.WARNING,
-            )
-        )
+        diagnostics.add(Diagnostic(
+            code="policy-defaults-missing",
+            message="the shipped default policies are missing from this installation",
+            hint="reinstall reconciler; the wheel must contain reconciler/policy/defaults",
+            severity=Severity.WARNING))
         return []
-    documents: list[Document] = []
-    for entry in entries:
-        text = entry.read_text(encoding="utf-8")
-        documents.extend(load_text(text, SHIPPED_PREFIX + entry.name, diagnostics))
-    return documents
+    return [document for entry in entries
+            for document in load_text(entry.read_text(encoding="utf-8"),
+                                      SHIPPED_PREFIX + entry.name, diagnostics)]
 
 
 def is_policy_document(document: Document) -> bool:
@@ -184,28 +169,21 @@ def parse_policies(documents: Sequence[Document], diagnostics: Diagnostics) -> P
     return PolicySet.of({**shipped, **own}.values(), exceptions.values())
 
 
-def _add_unique(
-    table: dict[Any, Any], key: Any, item: Any, diagnostics: Diagnostics, what: str
-) -> None:
+def _add_unique(table: dict[Any, Any], key: Any, item: Any, diagnostics: Diagnostics,
+                what: str) -> None:
     first = table.get(key)
     if first is None:
         table[key] = item
         return
     line, _ = first.document.mark
-    diagnostics.add(
-        diagnostic_at(
-            item.document,
-            ("metadata", "name"),
-            "duplicate-name",
-            f"{what} {item.name!r} is defined twice (first in {first.document.file}:{line})",
-            hint="names must be unique; rename or remove one of them",
-        )
-    )
+    diagnostics.add(diagnostic_at(
+        item.document, ("metadata", "name"), "duplicate-name",
+        f"{what} {item.name!r} is defined twice (first in {first.document.file}:{line})",
+        hint="names must be unique; rename or remove one of them"))
 
 
-def _compile_policy(
-    model: Policy, document: Document, diagnostics: Diagnostics
-) -> CompiledPolicy | None:
+def _compile_policy(model: Policy, document: Document,
+                    diagnostics: Diagnostics) -> CompiledPolicy | None:
     spec = model.spec
     # The model validator already compiled both (cached), so these are cache hits.
     condition = compile_expression(spec.condition, VARIABLES)
@@ -214,28 +192,18 @@ def _compile_policy(
     if when is not None:
         problems += _unknown_fields(spec.kinds, when, "when")
     for field_name, message in problems:
-        diagnostics.add(
-            diagnostic_at(document, ("spec", field_name), "policy-invalid", message,
-                hint="policy expressions use the camelCase names of the YAML")
-        )
+        diagnostics.add(diagnostic_at(
+            document, ("spec", field_name), "policy-invalid", message,
+            hint="policy expressions use the camelCase names of the YAML"))
     if problems:
         return None
     raw_paths = [spec.path] if isinstance(spec.path, str) else spec.path
-    metadata = document.data.get("metadata")
-    namespace = model.metadata.namespace if _written(metadata, "namespace") else None
-    return CompiledPolicy(
-        model=model,
-        document=document,
-        condition=condition,
-        when=when,
-        paths=tuple(_split_path(p) for p in raw_paths) or (("spec",),),
-        severity=_SEVERITY[PolicySeverity(spec.severity)],
-        namespace=namespace,
-    )
-
-
-def _written(mapping: Any, key: str) -> bool:
-    return isinstance(mapping, dict) and key in mapping
+    # only a namespace written on the policy confines it, not the default one
+    written = value_at(document.data, ("metadata", "namespace"), _ABSENT) is not _ABSENT
+    return CompiledPolicy(model=model, document=document, condition=condition, when=when,
+                          paths=tuple(_split_path(p) for p in raw_paths) or (("spec",),),
+                          severity=_SEVERITY[PolicySeverity(spec.severity)],
+                          namespace=model.metadata.namespace if written else None)
 
 
 def _split_path(dotted: str) -> YamlPath:
@@ -252,9 +220,7 @@ def _field_names(kinds: Sequence[str], root: str) -> set[str]:
     return names
 
 
-def _unknown_fields(
-    kinds: Sequence[str], program: Program, where: str
-) -> list[tuple[str, str]]:
+def _unknown_fields(kinds: Sequence[str], program: Program, where: str) -> list[tuple[str, str]]:
     problems = []
     for root, name in sorted(program.fields):
         if root not in ("spec", "metadata"):
@@ -264,26 +230,22 @@ def _unknown_fields(
             continue
         close = difflib.get_close_matches(name, known, n=1)
         suggestion = f"; did you mean {root}.{close[0]}?" if close else ""
-        problems.append(
-            (where, f"{root}.{name} is not a field of {' or '.join(kinds)}{suggestion}")
-        )
+        problems.append((where, f"{root}.{name} is not a field of {' or '.join(kinds)}"
+                                f"{suggestion}"))
     return problems
 
 
 # -- evaluation ----------------------------------------------------------------
-def evaluate(
-    policy_set: PolicySet, resources: Sequence[LoadedResource], *, today: date
-) -> list[Diagnostic]:
+def evaluate(policy_set: PolicySet, resources: Sequence[LoadedResource], *,
+             today: date) -> list[Diagnostic]:
     """Findings of every enabled policy on ``resources``, minus waived ones, plus
     problems of the exceptions themselves (expired, unknown policy or resource)."""
     findings: list[Diagnostic] = []
     waivers = Waivers.of(policy_set.exceptions, policy_set.policies, resources, today, findings)
     errors: dict[str, int] = {}
     # Hot loop: 10,000 resources x every policy of their kind; keep it lean.
-    by_kind = {
-        kind: [(p, p.filtered) for p in policies]
-        for kind, policies in policy_set.by_kind.items()
-    }
+    by_kind = {kind: [(p, p.filtered) for p in policies]
+               for kind, policies in policy_set.by_kind.items()}
     for resource in resources:
         model = resource.model
         policies = by_kind.get(model.kind)
@@ -307,15 +269,10 @@ def evaluate(
             if waived:
                 continue
             spec = policy.model.spec
-            findings.append(
-                resource.diagnostic(
-                    f"policy:{policy.name}",
-                    spec.message,
-                    _finding_path(policy.paths, resource.document.data),
-                    hint=spec.hint or "",
-                    severity=policy.severity,
-                )
-            )
+            findings.append(resource.diagnostic(
+                f"policy:{policy.name}", spec.message,
+                _finding_path(policy.paths, resource.document.data), hint=spec.hint or "",
+                severity=policy.severity))
     _summarise_errors(policy_set, errors, findings)
     findings.extend(waivers.unused())
     return findings
@@ -344,61 +301,34 @@ def _check(policy: CompiledPolicy, activation: Mapping[str, Any]) -> bool | str:
     return f"`condition` must be true or false, but it gave {type_name(result)}"
 
 
-def _eval_error(
-    policy: CompiledPolicy,
-    resource: LoadedResource,
-    problem: str,
-    errors: dict[str, int],
-    findings: list[Diagnostic],
-) -> None:
+def _eval_error(policy: CompiledPolicy, resource: LoadedResource, problem: str,
+                errors: dict[str, int], findings: list[Diagnostic]) -> None:
     count = errors[policy.name] = errors.get(policy.name, 0) + 1
     if count > MAX_EVAL_ERRORS_PER_POLICY:
         return
-    findings.append(
-        resource.diagnostic(
-            "policy-error",
-            f"policy {policy.name} could not check {resource.model.display}: {problem}",
-            hint="guard optional keys with has(...), e.g. has(metadata.labels.env), "
-            "and unset fields with != null",
-        )
-    )
+    findings.append(resource.diagnostic(
+        "policy-error",
+        f"policy {policy.name} could not check {resource.model.display}: {problem}",
+        hint="guard optional keys with has(...), e.g. has(metadata.labels.env), "
+        "and unset fields with != null"))
 
 
-def _summarise_errors(
-    policy_set: PolicySet, errors: Mapping[str, int], findings: list[Diagnostic]
-) -> None:
+def _summarise_errors(policy_set: PolicySet, errors: Mapping[str, int],
+                      findings: list[Diagnostic]) -> None:
     for name, count in errors.items():
         if count <= MAX_EVAL_ERRORS_PER_POLICY:
             continue
-        policy = policy_set.policies[name]
         more = count - MAX_EVAL_ERRORS_PER_POLICY
-        findings.append(
-            diagnostic_at(
-                policy.document,
-                ("spec", "condition"),
-                "policy-error",
-                f"policy {name} failed on {count} resources ({more} not listed)",
-                hint="fix the expression; the first failures are reported at their resources",
-            )
-        )
+        findings.append(diagnostic_at(
+            policy_set.policies[name].document, ("spec", "condition"), "policy-error",
+            f"policy {name} failed on {count} resources ({more} not listed)",
+            hint="fix the expression; the first failures are reported at their resources"))
 
 
 def _finding_path(paths: Sequence[YamlPath], data: Any) -> YamlPath:
     """The first candidate path written in the YAML, else the first one (positioned
     at its nearest existing parent by ``locate``)."""
-    for path in paths:
-        if _exists(data, path):
-            return path
-    return paths[0]
+    return next((p for p in paths if value_at(data, p, _ABSENT) is not _ABSENT), paths[0])
 
 
-def _exists(data: Any, path: YamlPath) -> bool:
-    node = data
-    for step in path:
-        if isinstance(node, PosDict):
-            if step not in node:
-                return False
-        elif not (isinstance(node, PosList) and isinstance(step, int) and 0 <= step < len(node)):
-            return False
-        node = node[step]
-    return True
+_ABSENT = object()

@@ -19,17 +19,14 @@ from reconciler.config.loader import Document
 _ALTERNATIVE = frozenset({"schema:list_type", "schema:string_type"})
 
 
-def validation_diagnostics(
-    document: Document, error: ValidationError, model: type[BaseModel]
-) -> list[Diagnostic]:
+def validation_diagnostics(document: Document, error: ValidationError,
+                           model: type[BaseModel]) -> list[Diagnostic]:
     details = error.errors(include_url=False)
     result = diagnostics_from(error, document, model)
     hints = [str((d.get("ctx") or {}).get("hint") or "") for d in details]
     if len(hints) == len(result):  # one diagnostic per pydantic error, in order
-        result = [
-            d if d.hint or not hint else replace(d, hint=hint)
-            for d, hint in zip(result, hints, strict=True)
-        ]
+        result = [d if d.hint or not hint else replace(d, hint=hint)
+                  for d, hint in zip(result, hints, strict=True)]
     specific = {d.path for d in result if d.code not in _ALTERNATIVE}
     return [d for d in result if d.code not in _ALTERNATIVE or d.path not in specific]
 

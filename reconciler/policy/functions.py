@@ -28,12 +28,7 @@ MICROSOFT_DOMAINS: tuple[str, ...] = (
 # Where Exchange Online itself answers (EWS, SMTP AUTH, IMAP/POP). Not
 # microsoft.com: that is Microsoft's own corporate mail, not the service.
 EXCHANGE_ONLINE_DOMAINS: tuple[str, ...] = (
-    "office365.com",
-    "outlook.com",
-    "office.com",
-    "office365.us",
-    "partner.outlook.cn",
-    "outlook.office.de",
+    *(d for d in MICROSOFT_DOMAINS if d != "microsoft.com"),
     "webmail.apps.mil",  # US Government DoD
 )
 

@@ -45,20 +45,16 @@ def _check_cel(value: str) -> str:
 def _check_kind(value: str) -> str:
     if value not in KINDS:
         raise PydanticCustomError(
-            "kind",
-            "unknown kind {value}; policies can match {known}",
-            {"value": repr(value), "known": ", ".join(sorted(KINDS))},
-        )
+            "kind", "unknown kind {value}; policies can match {known}",
+            {"value": repr(value), "known": ", ".join(sorted(KINDS))})
     return value
 
 
 def _check_path(value: str) -> str:
     if not _PATH_RE.match(value):
         raise PydanticCustomError(
-            "path",
-            "{value} is not a dotted field path like spec.auth.type",
-            {"value": repr(value)},
-        )
+            "path", "{value} is not a dotted field path like spec.auth.type",
+            {"value": repr(value)})
     return value
 
 
@@ -67,8 +63,7 @@ def _check_target(value: str) -> str:
         raise PydanticCustomError(
             "resource_ref",
             "{value} is not KIND/NAME or KIND/NAMESPACE/NAME, e.g. OutgoingServer/legacy-relay",
-            {"value": repr(value)},
-        )
+            {"value": repr(value)})
     _check_kind(value.split("/", 1)[0])
     return value
 
@@ -83,11 +78,9 @@ class Selector(Model):
     """Which resources a policy looks at; every given criterion must hold."""
 
     labels: dict[str, str] = Field(
-        default_factory=dict, description="Labels the resource must carry, all of them."
-    )
+        default_factory=dict, description="Labels the resource must carry, all of them.")
     namespaces: list[ResourceName] = Field(
-        default_factory=list, description="Namespaces (MSP accounts); empty means any."
-    )
+        default_factory=list, description="Namespaces (MSP accounts); empty means any.")
 
 
 class PolicySpec(Model):
@@ -95,25 +88,20 @@ class PolicySpec(Model):
     kinds: list[KindName] = Field(min_length=1, description="Kinds of resource it checks.")
     severity: PolicySeverity = Field(description="deny fails validation, warn reports.")
     match: Selector | None = Field(
-        default=None, description="Only resources with these labels/namespaces."
-    )
+        default=None, description="Only resources with these labels/namespaces.")
     exclude: Selector | None = Field(
-        default=None, description="Skip resources with these labels/namespaces, e.g. env: dev."
-    )
+        default=None, description="Skip resources with these labels/namespaces, e.g. env: dev.")
     when: CelExpression | None = Field(
-        default=None, description="CEL precondition; the policy applies only when true."
-    )
+        default=None, description="CEL precondition; the policy applies only when true.")
     condition: CelExpression = Field(description="CEL; true means the resource complies.")
     path: FieldPath | list[FieldPath] = Field(
         default="spec",
         description="Field the finding points at (dotted camelCase); with a list, the first "
-        "one written in the resource's YAML.",
-    )
+        "one written in the resource's YAML.")
     message: NonEmptyStr = Field(description="What is wrong, in plain words.")
     hint: str | None = Field(default=None, description="How to fix it.")
     enabled: bool = Field(
-        default=True, description="false switches the policy off (e.g. overriding a shipped one)."
-    )
+        default=True, description="false switches the policy off (e.g. overriding a shipped one).")
 
 
 class Policy(Resource):
@@ -125,13 +113,10 @@ class Policy(Resource):
 class PolicyExceptionSpec(Model):
     policy: ResourceName = Field(description="metadata.name of the policy it waives.")
     resources: list[ResourceTarget] = Field(
-        min_length=1,
-        description="KIND/NAME in the exception's namespace, or KIND/NAMESPACE/NAME.",
-    )
+        min_length=1, description="KIND/NAME in the exception's namespace, or KIND/NAMESPACE/NAME.")
     reason: NonEmptyStr = Field(description="Why the waiver is acceptable; shown to reviewers.")
     expires: date | None = Field(
-        default=None, description="Last day the waiver holds; afterwards it is an error."
-    )
+        default=None, description="Last day the waiver holds; afterwards it is an error.")
 
 
 class PolicyException(Resource):

@@ -12,15 +12,11 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from reconciler.config.models import KINDS
+from reconciler.policy.models import POLICY_KINDS
 
 BUNDLE = "reconciler.json"
 SCHEMA_BASE = "https://reconciler.dev/schemas/"
-
-
-def _schema_kinds() -> dict[str, type[BaseModel]]:
-    from reconciler.policy.models import Policy, PolicyException
-
-    return {**KINDS, "Policy": Policy, "PolicyException": PolicyException}
+SCHEMA_KINDS = {**KINDS, **POLICY_KINDS}
 
 
 def kind_schema(kind: str, model: type[BaseModel]) -> dict[str, Any]:
@@ -30,14 +26,11 @@ def kind_schema(kind: str, model: type[BaseModel]) -> dict[str, Any]:
 
 
 def bundle_schema() -> dict[str, Any]:
-    kinds = _schema_kinds()
     refs, schema = models_json_schema(
-        [(model, "validation") for model in kinds.values()],
-        by_alias=True,
-        ref_template="#/$defs/{model}",
-    )
+        [(model, "validation") for model in SCHEMA_KINDS.values()], by_alias=True,
+        ref_template="#/$defs/{model}")
     branches = []
-    for kind, model in kinds.items():
+    for kind, model in SCHEMA_KINDS.items():
         ref = refs[(model, "validation")]["$ref"]
         branches.append({"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
                          "then": {"$ref": ref}})
@@ -47,7 +40,7 @@ def bundle_schema() -> dict[str, Any]:
         "title": "reconciler resource (any kind)",
         "type": "object",
         "required": ["apiVersion", "kind", "metadata"],
-        "properties": {"kind": {"enum": sorted(kinds)}},
+        "properties": {"kind": {"enum": sorted(SCHEMA_KINDS)}},
         "allOf": branches,
         "$defs": schema.get("$defs", {}),
     }
@@ -56,7 +49,7 @@ def bundle_schema() -> dict[str, Any]:
 def render_all() -> dict[str, str]:
     """File name -> JSON text for every schema file."""
     files = {f"{kind.lower()}.json": kind_schema(kind, model)
-             for kind, model in _schema_kinds().items()}
+             for kind, model in SCHEMA_KINDS.items()}
     files[BUNDLE] = bundle_schema()
     return {name: json.dumps(body, indent=2, sort_keys=True) + "\n"
             for name, body in sorted(files.items())}

@@ -4,7 +4,6 @@ shows all problems at once (SPEC C4)."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -15,12 +14,13 @@ from pydantic import ValidationError
 from reconciler.config.checks import check_semantics
 from reconciler.config.derive import derive_all
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
-from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
+from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity, did_you_mean
 from reconciler.config.errors import diagnostics_from, show_value
 from reconciler.config.gcpause import gc_paused
 from reconciler.config.loaded import LoadedResource
 from reconciler.config.loader import Document, diagnostic_at, load_tree, locate
-from reconciler.config.models import API_VERSION, KINDS
+from reconciler.config.models import KINDS
+from reconciler.config.models.base import API_VERSION
 from reconciler.config.references import check_references
 from reconciler.config.secret_checks import check_secret_places
 from reconciler.config.versions import CONVERSIONS, upgrade
@@ -56,43 +56,36 @@ class ValidationResult:
         return {ResourceKey(*r.key): {d.dotted for d in r.derivations} for r in self.resources}
 
 
-def _envelope_ok(doc: Document, diags: Diagnostics) -> bool:
+def _envelope_problem(doc: Document) -> Diagnostic | None:
+    """Why ``doc`` is not a resource or policy of a known kind and apiVersion, if it is not."""
     data = doc.data
     if not isinstance(data, dict):
         line, col = doc.mark  # a bare scalar has no marks of its own
-        diags.add(Diagnostic(code="not-a-resource", file=doc.file, line=line, col=col,
-                             message="a resource document must be a mapping with apiVersion, "
-                             "kind, metadata and spec"))
-        return False
+        return Diagnostic(code="not-a-resource", file=doc.file, line=line, col=col,
+                          message="a resource document must be a mapping with apiVersion, "
+                          "kind, metadata and spec")
     kind = data.get("kind")
     if kind is None:
-        diags.add(diagnostic_at(doc, (), "kind-missing", "`kind` is missing",
-                                hint="e.g. kind: OutgoingServer"))
-        return False
+        return diagnostic_at(doc, (), "kind-missing", "`kind` is missing",
+                             hint="e.g. kind: OutgoingServer")
     if not isinstance(kind, str):
-        diags.add(_not_text(doc, "kind", kind, "kind: OutgoingServer"))
-        return False
+        return _not_text(doc, "kind", kind, "kind: OutgoingServer")
     if kind not in KINDS and kind not in POLICY_KINDS:
-        close = difflib.get_close_matches(kind, [*KINDS, *POLICY_KINDS], n=1)
-        diags.add(diagnostic_at(doc, ("kind",), "unknown-kind", f"unknown kind {kind!r}",
-                      hint=f"did you mean {close[0]!r}?" if close
-                      else "known kinds: " + ", ".join(sorted(KINDS))))
-        return False
+        return diagnostic_at(doc, ("kind",), "unknown-kind", f"unknown kind {kind!r}",
+                             hint=did_you_mean(kind, [*KINDS, *POLICY_KINDS],
+                                               "known kinds: " + ", ".join(sorted(KINDS))))
     version = data.get("apiVersion")
     if version is None:
-        diags.add(diagnostic_at(doc, (), "api-version", "`apiVersion` is missing",
-                      hint=f"e.g. apiVersion: {API_VERSION}"))
-        return False
+        return diagnostic_at(doc, (), "api-version", "`apiVersion` is missing",
+                             hint=f"e.g. apiVersion: {API_VERSION}")
     if not isinstance(version, str):  # a mapping or list would not even hash below
-        diags.add(_not_text(doc, "apiVersion", version, f"apiVersion: {API_VERSION}"))
-        return False
+        return _not_text(doc, "apiVersion", version, f"apiVersion: {API_VERSION}")
     if version != API_VERSION and version not in CONVERSIONS:
-        known = ", ".join(CONVERSIONS)
-        diags.add(diagnostic_at(doc, ("apiVersion",), "api-version",
-                                    f"unsupported apiVersion {version!r}",
-                      hint=f"use {API_VERSION} (older versions still read: {known})"))
-        return False
-    return True
+        return diagnostic_at(doc, ("apiVersion",), "api-version",
+                             f"unsupported apiVersion {version!r}",
+                             hint=f"use {API_VERSION} (older versions still read: "
+                             f"{', '.join(CONVERSIONS)})")
+    return None
 
 
 def _not_text(doc: Document, field: str, value: object, example: str) -> Diagnostic:
@@ -101,20 +94,21 @@ def _not_text(doc: Document, field: str, value: object, example: str) -> Diagnos
                          hint=f"e.g. {example}")
 
 
-def parse_documents(
-    documents: Sequence[Document], diags: Diagnostics
-) -> tuple[list[LoadedResource], list[Document]]:
+def parse_documents(documents: Sequence[Document],
+                    diags: Diagnostics) -> tuple[list[LoadedResource], list[Document]]:
     """Validate each document against its kind's model; policy documents are set aside."""
     resources: list[LoadedResource] = []
     policy_docs: list[Document] = []
     for doc in documents:
-        if not _envelope_ok(doc, diags):
+        problem = _envelope_problem(doc)
+        if problem is not None:
+            diags.add(problem)
             continue
         notes = upgrade(doc.data)
         if notes:
             diags.add(diagnostic_at(doc, ("apiVersion",), "converted", "; ".join(notes),
-                          hint="run `reconcile convert` to write this to the file",
-                          severity=Severity.NOTICE))
+                                    hint="run `reconcile convert` to write this to the file",
+                                    severity=Severity.NOTICE))
         kind = doc.data["kind"]
         if kind in POLICY_KINDS:
             policy_docs.append(doc)
@@ -153,9 +147,8 @@ def canonical(res: LoadedResource) -> CanonicalResource:
 
 
 @gc_paused()
-def validate_documents(
-    documents: Sequence[Document], diags: Diagnostics, *, today: date | None = None
-) -> ValidationResult:
+def validate_documents(documents: Sequence[Document], diags: Diagnostics, *,
+                       today: date | None = None) -> ValidationResult:
     resources, policy_docs = parse_documents(documents, diags)
     resources = _duplicates(resources, diags)
     derive_all(resources)

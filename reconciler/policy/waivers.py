@@ -8,14 +8,13 @@ soon expiring date, and (after a run) a waiver no resource needed any more.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
 
 from reconciler.config.desired import ResourceKey
-from reconciler.config.diagnostics import Diagnostic, Severity
+from reconciler.config.diagnostics import Diagnostic, Severity, did_you_mean
 from reconciler.config.loaded import LoadedResource
 from reconciler.config.loader import Document, diagnostic_at
 from reconciler.config.positions import YamlPath
@@ -123,8 +122,7 @@ def _check_expiry(exception: CompiledException, today: date,
 
 
 def _target_problem(exception: CompiledException, i: int, target: ResourceKey,
-                    existing: set[ResourceKey], policy: CompiledPolicy | None
-                    ) -> Diagnostic | None:
+                    existing: set[ResourceKey], policy: CompiledPolicy | None) -> Diagnostic | None:
     if target not in existing:
         return exception.at(
             ("resources", i), "policy-exception-target",
@@ -142,8 +140,7 @@ def _target_problem(exception: CompiledException, i: int, target: ResourceKey,
 def _unknown_policy(exception: CompiledException,
                     policies: Mapping[str, CompiledPolicy]) -> Diagnostic:
     name = exception.model.spec.policy
-    close = difflib.get_close_matches(name, list(policies), n=1)
     return exception.at(
         ("policy",), "policy-exception-policy",
         f"policy exception {exception.name} names policy {name!r}, which does not exist",
-        hint=f"did you mean {close[0]!r}?" if close else "use the metadata.name of a Policy")
+        hint=did_you_mean(name, policies, "use the metadata.name of a Policy"))

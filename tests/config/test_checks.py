@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from reconciler.config.checks import check_semantics
-from reconciler.config.derive import is_microsoft_host
 from reconciler.config.diagnostics import Severity
+from reconciler.policy.functions import is_microsoft_host
 from reconciler.policy.validate import validate_path
 
 from .helpers import EXAMPLES, Expect, assert_reported, describe, validate_files

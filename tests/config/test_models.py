@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from reconciler.config.models import API_VERSION, KINDS
-from reconciler.config.models.base import Condition, Metadata
+from reconciler.config.models import KINDS
+from reconciler.config.models.base import API_VERSION, Condition, Metadata
 from reconciler.config.models.email_command import EmailCommandSpec
 from reconciler.config.models.mail_settings import MailSettingsSpec
 from reconciler.policy.validate import validate_path

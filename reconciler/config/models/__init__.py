@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.config.models.base import API_VERSION, Resource
+from reconciler.config.models.base import Resource
 from reconciler.config.models.email_command import EmailCommand
 from reconciler.config.models.incoming_email_rule import IncomingEmailRule
 from reconciler.config.models.incoming_server import IncomingServer
@@ -13,32 +13,6 @@ from reconciler.config.models.proxy_server import ProxyServer
 from reconciler.config.models.recipient_filter import RecipientFilter
 from reconciler.config.models.spam_filter import SpamFilter
 
-KINDS: dict[str, type[Resource]] = {
-    cls.KIND: cls
-    for cls in (
-        OutgoingServer,
-        IncomingServer,
-        OutgoingEmailRule,
-        IncomingEmailRule,
-        RecipientFilter,
-        SpamFilter,
-        ProxyServer,
-        EmailCommand,
-        MailSettings,
-    )
-}
-
-__all__ = [
-    "API_VERSION",
-    "KINDS",
-    "EmailCommand",
-    "IncomingEmailRule",
-    "IncomingServer",
-    "MailSettings",
-    "OutgoingEmailRule",
-    "OutgoingServer",
-    "ProxyServer",
-    "RecipientFilter",
-    "Resource",
-    "SpamFilter",
-]
+KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (
+    OutgoingServer, IncomingServer, OutgoingEmailRule, IncomingEmailRule, RecipientFilter,
+    SpamFilter, ProxyServer, EmailCommand, MailSettings)}

@@ -35,8 +35,7 @@ class BasicAuth(Model):
 
     type: Literal["basic"] = "basic"
     username: NonEmptyStr | None = Field(
-        default=None, description="Login name; defaults to the server's email address."
-    )
+        default=None, description="Login name; defaults to the server's email address.")
     password: SecretRef
 
 
@@ -48,14 +47,11 @@ class OAuth2Auth(Model):
     grant: OAuthGrant = OAuthGrant.AUTHORIZATION_CODE
     client_id: NonEmptyStr
     client_secret: SecretRef | None = Field(
-        default=None, description="Required unless the provider allows public clients."
-    )
+        default=None, description="Required unless the provider allows public clients.")
     tenant: NonEmptyStr | None = Field(
-        default=None, description="Microsoft Entra tenant id or domain (Microsoft only)."
-    )
+        default=None, description="Microsoft Entra tenant id or domain (Microsoft only).")
     username: NonEmptyStr | None = Field(
-        default=None, description="Mailbox to sign in as; defaults to the server's email."
-    )
+        default=None, description="Mailbox to sign in as; defaults to the server's email.")
     authorization_url: HttpUrl | None = None
     token_url: HttpUrl | None = None
     scope: list[NonEmptyStr] | None = None

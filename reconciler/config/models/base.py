@@ -8,11 +8,14 @@ all ``config.references`` needs to check them.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -44,30 +47,32 @@ class Ref:
     kind: str
 
 
+def annotation_parts(annotation: Any) -> Iterator[Any]:
+    """``annotation`` and all it nests: union members, item types, ``Annotated`` metadata."""
+    yield annotation
+    for arg in get_args(annotation):
+        yield from annotation_parts(arg)
+
+
 def _check_name(value: str) -> str:
     if not _NAME_RE.match(value):
         raise PydanticCustomError(
             "resource_name",
             "'{value}' is not a valid name: use 1-63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit",
-            {"value": value},
-        )
+            {"value": value})
     return value
 
 
 def _check_host(value: str) -> str:
     if "://" in value or "/" in value:
         raise PydanticCustomError(
-            "hostname",
-            "'{value}' is not a host name; give only the host, e.g. smtp.example.com",
-            {"value": value},
-        )
+            "hostname", "'{value}' is not a host name; give only the host, e.g. smtp.example.com",
+            {"value": value})
     host = value.rstrip(".")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]  # bracketed IPv6 literal
     if ":" in host:
-        import ipaddress
-
         try:
             ipaddress.IPv6Address(host)
             return value
@@ -79,21 +84,15 @@ def _check_host(value: str) -> str:
             ) from None
     if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in host.split(".")):
         raise PydanticCustomError(
-            "hostname", "'{value}' is not a valid host name", {"value": value}
-        )
+            "hostname", "'{value}' is not a valid host name", {"value": value})
     return value
 
 
 def _check_url(value: str) -> str:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise PydanticCustomError(
-            "url",
-            "'{value}' is not an absolute http(s) URL",
-            {"value": value},
-        )
+            "url", "'{value}' is not an absolute http(s) URL", {"value": value})
     return value
 
 
@@ -104,8 +103,7 @@ def _check_url(value: str) -> str:
 _PLAIN_EMAIL = re.compile(
     r"^(?=.{3,254}$)(?=.{1,64}@)[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
     r"@(?!.*--)(?=.{4,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-    r"[A-Za-z]{2,63}$"
-)
+    r"[A-Za-z]{2,63}$")
 
 
 def is_plain_email(value: str) -> bool:
@@ -137,8 +135,7 @@ def _check_email(value: str) -> str:
 def _check_domain(value: str) -> str:
     if value.startswith("@"):
         raise PydanticCustomError(
-            "domain", "'{value}': write the domain without '@'", {"value": value}
-        )
+            "domain", "'{value}': write the domain without '@'", {"value": value})
     return _check_host(value)
 
 
@@ -191,19 +188,14 @@ class Model(BaseModel):
     """Base for every spec fragment: camelCase keys, unknown keys rejected."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        validate_assignment=True,
-        use_enum_values=True,
-    )
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_assignment=True,
+        use_enum_values=True)
 
 
 class Metadata(Model):
     name: ResourceName = Field(description="Unique name of the resource within its kind.")
     namespace: ResourceName = Field(
-        default="default", description="MSP account / tenant the resource belongs to."
-    )
+        default="default", description="MSP account / tenant the resource belongs to.")
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
@@ -271,12 +263,10 @@ class Condition(Model):
         multi = self.operator in (Operator.IN, Operator.NOT_IN)
         if multi and not self.values:
             raise PydanticCustomError(
-                "condition", "operator '{op}' needs `values` (a list)", {"op": self.operator}
-            )
+                "condition", "operator '{op}' needs `values` (a list)", {"op": self.operator})
         if not multi and self.value is None:
             raise PydanticCustomError(
-                "condition", "operator '{op}' needs `value`", {"op": self.operator}
-            )
+                "condition", "operator '{op}' needs `value`", {"op": self.operator})
         if self.operator == Operator.REGEX and self.value is not None:
             _check_regex(self.value)
         return self

@@ -15,21 +15,16 @@ CommandDelimiter = delimiter_type("delimiter", COMMAND_DELIMITER_CHARS, 2)
 class EmailCommandSpec(Model):
     enabled: StrictBool = True
     subject_contains: NonEmptyStr = Field(
-        description="Only mails whose subject contains this text are parsed."
-    )
+        description="Only mails whose subject contains this text are parsed.")
     delimiter: CommandDelimiter = Field(
-        default="$", description="Encloses each command: $Priority=High$."
-    )
+        default="$", description="Encloses each command: $Priority=High$.")
     operations: list[Literal["AddRequest", "EditRequest", "CloseRequest", "PickupRequest"]] = (
         Field(default_factory=lambda: ["AddRequest", "EditRequest", "CloseRequest",
-                                       "PickupRequest"])
-    )
+                                       "PickupRequest"]))
     allowed_fields: list[NonEmptyStr] = Field(
-        default_factory=list, description="Fields that may be set; empty means any known field."
-    )
+        default_factory=list, description="Fields that may be set; empty means any known field.")
     authorized_senders_only: StrictBool = Field(
-        default=True, description="Parse only mail from users known to the desk."
-    )
+        default=True, description="Parse only mail from users known to the desk.")
 
 
 class EmailCommand(Resource):

@@ -17,17 +17,14 @@ class IncomingAction(StrEnum):
 
 class IncomingEmailRuleSpec(Model):
     servers: list[Annotated[str, Ref("IncomingServer")]] = Field(
-        default_factory=list, description="Servers it applies to; empty means all."
-    )
+        default_factory=list, description="Servers it applies to; empty means all.")
     order: int = Field(ge=0)
     match: MatchMode = MatchMode.ALL
     conditions: list[Condition] = Field(
-        min_length=1, description="Tests on subject, from, to, cc, body, headers."
-    )
+        min_length=1, description="Tests on subject, from, to, cc, body, headers.")
     action: IncomingAction = IncomingAction.SET_FIELDS
     set_fields: dict[NonEmptyStr, str] = Field(
-        default_factory=dict, description="Ticket fields, e.g. technicianGroup, category."
-    )
+        default_factory=dict, description="Ticket fields, e.g. technicianGroup, category.")
     stop_processing: StrictBool = Field(default=True, description="Skip later rules once matched.")
     enabled: StrictBool = True
 

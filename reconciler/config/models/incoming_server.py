@@ -37,8 +37,7 @@ class ErrorFolder(Model):
     enabled: StrictBool = False
     name: NonEmptyStr = "reconciler-errors"
     stop_fetching_after: int | None = Field(
-        default=None, ge=1, description="Stop fetching once this many mails are in the folder."
-    )
+        default=None, ge=1, description="Stop fetching once this many mails are in the folder.")
     notify: StrictBool = True
 
 
@@ -58,14 +57,12 @@ class TicketDefaults(Model):
 class IncomingServerSpec(Model):
     email: Email = Field(description="The support mailbox address.")
     addresses: list[Email] = Field(
-        default_factory=list, description="Further addresses delivered into this mailbox."
-    )
+        default_factory=list, description="Further addresses delivered into this mailbox.")
     protocol: IncomingProtocol = IncomingProtocol.IMAPS
     host: Hostname | None = None
     port: Port | None = Field(default=None, description="Derived from the protocol.")
     starttls: StrictBool = Field(
-        default=False, description="Upgrade plain IMAP/POP3 with STARTTLS."
-    )
+        default=False, description="Upgrade plain IMAP/POP3 with STARTTLS.")
     folder: NonEmptyStr = "INBOX"
     ews_url: HttpUrl | None = None
     national_cloud: NationalCloud | None = None
@@ -73,8 +70,7 @@ class IncomingServerSpec(Model):
     auth: Auth = Field(default_factory=NoAuth)
     proxy: Annotated[str | None, Ref("ProxyServer")] = None
     recipient_filter: Annotated[str | None, Ref("RecipientFilter")] = Field(
-        default=None, description="Allow/ignore list applied to sender and Reply-To."
-    )
+        default=None, description="Allow/ignore list applied to sender and Reply-To.")
     spam_filters: list[Annotated[str, Ref("SpamFilter")]] = Field(default_factory=list)
     email_command: Annotated[str | None, Ref("EmailCommand")] = None
     fetch_interval_minutes: int = Field(default=1, ge=1, le=1440)
@@ -83,8 +79,7 @@ class IncomingServerSpec(Model):
     creation: CreationRestriction = Field(default_factory=CreationRestriction)
     defaults: TicketDefaults = Field(default_factory=TicketDefaults)
     failure_notify_threshold: int = Field(
-        default=5, ge=1, le=1000, description="Consecutive connection failures before notifying."
-    )
+        default=5, ge=1, le=1000, description="Consecutive connection failures before notifying.")
     debug: StrictBool = False
 
 

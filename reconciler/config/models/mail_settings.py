@@ -53,23 +53,18 @@ class AdminNotifications(Model):
 
 class MailSettingsSpec(Model):
     email_to_request: StrictBool = Field(
-        default=True, description="Create tickets from mail at all."
-    )
+        default=True, description="Create tickets from mail at all.")
     guest_tickets: StrictBool = Field(
-        default=False, description="Senders unknown to the desk may create tickets."
-    )
+        default=False, description="Senders unknown to the desk may create tickets.")
     create_from_cc: StrictBool = False
     create_from_bcc: StrictBool = False
     use_reply_to: StrictBool = Field(
-        default=True, description="Treat Reply-To as the requester when present."
-    )
+        default=True, description="Treat Reply-To as the requester when present.")
     base_delimiter: BaseDelimiter = Field(
-        default="##", description="Encloses request IDs in subjects."
-    )
+        default="##", description="Encloses request IDs in subjects.")
     request_id_prefixes: dict[str, str] = Field(
         default_factory=lambda: {"request": "RE", "task": "TA", "change": "CH", "problem": "PB"},
-        description="Module -> prefix used in subjects, e.g. ##RE-123##.",
-    )
+        description="Module -> prefix used in subjects, e.g. ##RE-123##.")
     attachment_limit_mb: float = Field(default=20, gt=0, le=150, alias="attachmentLimitMB")
     incoming_attachments: IncomingAttachments = Field(default_factory=IncomingAttachments)
     retry: RetrySettings = Field(default_factory=RetrySettings)
@@ -81,18 +76,14 @@ class MailSettingsSpec(Model):
         for module, prefix in value.items():
             if not _PREFIX_RE.match(prefix):
                 raise PydanticCustomError(
-                    "prefix",
-                    "prefix '{prefix}' of '{module}' must be 2-5 capital letters",
-                    {"prefix": prefix, "module": module},
-                )
+                    "prefix", "prefix '{prefix}' of '{module}' must be 2-5 capital letters",
+                    {"prefix": prefix, "module": module})
         seen: dict[str, str] = {}
         for module, prefix in value.items():
             if prefix in seen:
                 raise PydanticCustomError(
-                    "prefix",
-                    "prefix '{prefix}' is used by both '{a}' and '{b}'",
-                    {"prefix": prefix, "a": seen[prefix], "b": module},
-                )
+                    "prefix", "prefix '{prefix}' is used by both '{a}' and '{b}'",
+                    {"prefix": prefix, "a": seen[prefix], "b": module})
             seen[prefix] = module
         return value
 

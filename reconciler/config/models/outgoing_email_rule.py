@@ -14,8 +14,7 @@ class OutgoingEmailRuleSpec(Model):
     order: int = Field(ge=0, description="Rules of a module are tried in ascending order.")
     match: MatchMode = MatchMode.ALL
     conditions: list[Condition] = Field(
-        default_factory=list, description="Tests on context fields; none means always."
-    )
+        default_factory=list, description="Tests on context fields; none means always.")
     server: Annotated[str, Ref("OutgoingServer")]
     enabled: StrictBool = True
     description: str | None = None

@@ -24,8 +24,7 @@ class ProxyServerSpec(Model):
     username: NonEmptyStr | None = None
     password: SecretRef | None = None
     no_proxy: list[NonEmptyStr] = Field(
-        default_factory=list, description="Hosts reached directly, e.g. an on-prem relay."
-    )
+        default_factory=list, description="Hosts reached directly, e.g. an on-prem relay.")
 
 
 class ProxyServer(Resource):

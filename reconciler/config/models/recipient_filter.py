@@ -25,8 +25,7 @@ class RecipientFilterSpec(Model):
     def _not_empty(self) -> RecipientFilterSpec:
         if not self.emails and not self.domains:
             raise PydanticCustomError(
-                "empty_filter", "a filter needs at least one entry in `emails` or `domains`", {}
-            )
+                "empty_filter", "a filter needs at least one entry in `emails` or `domains`", {})
         return self
 
 

@@ -11,9 +11,7 @@ from reconciler.config.models.base import Condition, MatchMode, Model, Resource
 
 class SpamFilterSpec(Model):
     match: MatchMode = MatchMode.ANY
-    conditions: list[Condition] = Field(
-        min_length=1, description="Fields: subject, from, body."
-    )
+    conditions: list[Condition] = Field(min_length=1, description="Fields: subject, from, body.")
     enabled: StrictBool = True
 
 
