@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from health.kit import NAMESPACE, canonical, key_of, monitor_for
 from peers.smtp import SmtpPeer, free_port, server_spec
 
 from reconciler.config.desired import CanonicalResource, ResourceKey
@@ -27,8 +28,6 @@ from reconciler.runtime.notifier import RECOVERED, AdminMail, Notifier, Transiti
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import Action, Change, RevisionMeta, SqlStore
 from reconciler.state.base import AuditStatus, OutboxState, RoutingSnapshot
-
-from .kit import NAMESPACE, canonical, key_of, monitor_for
 
 PeerFactory = Callable[..., SmtpPeer]
 ADMINS = ["ops@corp.example", "noc@corp.example"]

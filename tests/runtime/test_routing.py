@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from dispatch.kit import cond, rule, server
 
 from reconciler.runtime.routing import RuleVerdict, Via, route
-
-from .kit import cond, rule, server
 
 PRIMARY = server("primary", primary=True)
 HR = server("hr")

@@ -7,12 +7,11 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
+from health.kit import WebhookReceiver
 from peers.smtp import free_port
 
 from reconciler.config.desired import ResourceKey
 from reconciler.runtime.notifier import FAILOVER, RECOVERED, UNREACHABLE, Notifier, Transition
-
-from .kit import WebhookReceiver
 
 KEY = ResourceKey("OutgoingServer", "acme", "gmail-notifications")
 AT = datetime(2026, 5, 1, 9, 30, tzinfo=UTC)
