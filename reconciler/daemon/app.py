@@ -47,7 +47,7 @@ from reconciler.daemon.wake import WakeSender, wake_on
 from reconciler.dispatch.worker import Worker
 from reconciler.mail.failover import HostSelector
 from reconciler.mail.transport import Transport
-from reconciler.runtime.configs import ConfigSource
+from reconciler.runtime.live_config import ConfigSource
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state.base import Store, StoreError

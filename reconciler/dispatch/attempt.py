@@ -23,7 +23,7 @@ from typing import Any
 
 from reconciler.mail.envelope import Envelope
 from reconciler.mail.outcome import NotSentReason, Outcome, RecipientResult, SendResult
-from reconciler.runtime.retry import RetryPolicy
+from reconciler.runtime.backoff import RetryPolicy
 from reconciler.state.base import AuditEntry, AuditStatus, Completion, OutboxMessage, OutboxState
 
 log = logging.getLogger(__name__)

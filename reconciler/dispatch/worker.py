@@ -1,47 +1,35 @@
 """The send loop: outbox -> route -> filter -> compose -> transport -> audit
 (SPEC O1-O4, O6-O8, O12; X4).
 
-One :class:`Worker` per daemon. It claims due messages from the outbox in
-batches (leased to ``settings.worker_id``) and works on many at once: each
-message is its own task, and sends queue per server in :mod:`lanes` sized by
-the server's ``maxConcurrency``, or by the transport when it keeps that limit
-itself (``lanes.SelfLimiting``: Graph). Results are written by
-:class:`~reconciler.dispatch.group_commit.GroupCommit`, many per transaction.
+One :class:`Worker` per daemon claims due messages in batches (leased to
+``settings.worker_id``) and runs each as its own task; sends queue per server
+in :mod:`lanes`, and :class:`~reconciler.dispatch.group_commit.GroupCommit`
+writes the results, many per transaction. How an attempt ends is
+:mod:`reconciler.dispatch.attempt`.
 
 Decisions:
 
 - **Routing (O2, O12).** A message without a routing snapshot is routed with
-  the config that is live when its attempt starts. Its routing is recorded
-  (``Outbox.route``) only when it will be attempted again, i.e. before a
-  retry is scheduled: that is the point where a later apply could otherwise
-  change how it is sent. A message that ends in its first attempt carries the
-  revision and server in its audit rows instead, which costs nothing extra in
-  the group commit, while recording every route up front would cost one
-  transaction per message. Later attempts use the config as of the recorded
-  revision, fetched from the store if it is no longer cached.
-- **Disabling wins over the snapshot.** A retry keeps the server and its
-  settings from the revision it was routed with, except that a server
-  disabled since then is not used: ``enabled: false`` is the admin's stop
-  button, and queued retries must honour it (SEND_FAILED "disabled").
-- **Message-ID.** With an idempotency key it comes from the key (compose);
-  without one, from the store's lineage and the outbox id. Either way every
-  attempt of a message carries the same Message-ID, so a copy sent again
-  after a crash or an ambiguous timeout is recognisable.
-- **The server's wait wins.** A transient result that carries
-  ``retry_after`` (Graph's ``Retry-After``, Exchange's back-off, too long to
-  wait out within the send) schedules the next attempt no earlier, even
-  beyond ``maxBackoff``; past the retry lifetime the message is given up at
-  once, saying so.
-- **Attempts** count claims. A message whose attempts exceed the retry
-  policy's ``maxAttempts`` without results (it keeps killing or stalling its
-  daemon) is failed instead of sent again.
-- **Stop.** New claims stop; sends in flight get ``shutdown_grace_seconds``
-  to finish; queued results are written; leases still held are released, so
-  another daemon (or the next start) takes them at once, not after the lease.
+  the config live when its attempt starts. The route is recorded
+  (``Outbox.route``) only before a retry is scheduled, the point where a later
+  apply could change how it is sent; a message that ends in its first attempt
+  carries revision and server in its audit rows instead, free in the group
+  commit, where recording every route up front would cost one transaction per
+  message. Later attempts use the config as of the recorded revision.
+- **Disabling wins over the snapshot.** ``enabled: false`` is the admin's stop
+  button: a retry routed to a server disabled since fails (SEND_FAILED "disabled").
+- **Message-ID.** From the idempotency key (compose), else from the store's
+  lineage and the outbox id: every attempt carries the same Message-ID, so a
+  copy sent again after a crash or an ambiguous timeout is recognisable.
+- **The server's wait wins.** A transient result's ``retry_after`` (Graph's
+  ``Retry-After``, Exchange's back-off) sets the earliest next attempt, even
+  beyond ``maxBackoff``; past the retry lifetime the message is given up at once.
+- **Attempts** count claims: a message over ``maxAttempts`` without results
+  (it keeps killing or stalling its daemon) is failed instead of sent again.
+- **Stop.** New claims stop; sends in flight get ``shutdown_grace_seconds``;
+  queued results are written; leases still held are released, so another
+  daemon (or the next start) takes them at once, not after the lease.
 - Store calls block, so they run in threads; the event loop only sends.
-
-How an attempt ends (not sent, retried, or the transport's ``SendResult`` read
-into the outbox result and audit rows) is :mod:`reconciler.dispatch.attempt`.
 """
 
 from __future__ import annotations
@@ -52,6 +40,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -67,7 +56,7 @@ from reconciler.mail.envelope import Envelope, Notification, plain_errors
 from reconciler.mail.outcome import NotSentReason
 from reconciler.mail.transport import Transport
 from reconciler.runtime.backoff import backoff_seconds
-from reconciler.runtime.configs import ConfigSource
+from reconciler.runtime.live_config import ConfigSource
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.namespace import NamespaceConfig
 from reconciler.runtime.settings import DaemonSettings
@@ -291,8 +280,11 @@ class Worker:
     async def _handle(self, msg: OutboxMessage, parsed: Notification | None = None) -> None:
         # Cancelled (stop after the grace period) or None (stopping before the
         # send started): the message stays leased and is released with the rest.
+        attempt = Attempt(msg)
         try:
-            finished = await self._attempt(msg, parsed)
+            finished = await self._attempt(attempt, parsed)
+        except NotSent as stop:
+            finished = attempt.not_sent(stop)
         except Exception as exc:
             log.exception("outbox %s: unexpected error", msg.id, extra={"outbox_id": msg.id})
             finished = Attempt(msg).retry_later(f"internal error: {type(exc).__name__}: {exc}")
@@ -313,21 +305,16 @@ class Worker:
             latency = (datetime.now(UTC) - msg.created_at).total_seconds()
             self._metrics.delivery_seconds.observe(max(latency, 0.0))
 
-    async def _attempt(self, msg: OutboxMessage,
-                       parsed: Notification | None = None) -> Finished | None:
-        attempt = Attempt(msg)
-        try:
-            # A hand-off from the intake comes parsed already; attachment bytes
-            # are still read from the store when the send starts, as for a claim.
-            notification = (parsed if parsed is not None and not msg.attachments
-                            else _without_attachment_bytes(msg))
-            attempt.recipients = tuple(dict.fromkeys(m.email for _, m in
-                                                     notification.recipients()))
-            ns, server = await self._routed(attempt, notification)
-            attempt.server = server.metadata.name
-            return await self._send(attempt, notification, ns, server)
-        except NotSent as stop:
-            return attempt.not_sent(stop)
+    async def _attempt(self, attempt: Attempt, parsed: Notification | None) -> Finished | None:
+        msg = attempt.msg
+        # A hand-off from the intake comes parsed already; attachment bytes
+        # are still read from the store when the send starts, as for a claim.
+        notification = (parsed if parsed is not None and not msg.attachments
+                        else _without_attachment_bytes(msg))
+        attempt.recipients = tuple(dict.fromkeys(m.email for _, m in notification.recipients()))
+        ns, server = await self._routed(attempt, notification)
+        attempt.server = server.metadata.name
+        return await self._send(attempt, notification, ns, server)
 
     async def _with_attachments(self, msg: OutboxMessage, light: Notification) -> Notification:
         """The full notification; attachment bytes are read only when a send is about to
@@ -336,9 +323,9 @@ class Worker:
             return light
         try:
             payload = await asyncio.to_thread(self._outbox.notification, msg.id)
-            return Notification.model_validate(payload)
-        except (ValidationError, ValueError, UnknownMessage) as exc:
+        except (ValueError, UnknownMessage) as exc:
             raise NotSent(_unusable(exc)) from None
+        return _parsed(payload)
 
     async def _routed(
         self, attempt: Attempt, notification: Notification
@@ -476,12 +463,13 @@ class Worker:
 def _without_attachment_bytes(msg: OutboxMessage) -> Notification:
     """The notification from the claimed row (which carries attachment names, not bytes):
     enough to route, filter and check the server."""
-    payload = dict(msg.payload)
-    if msg.attachments:
-        payload["attachments"] = []
+    return _parsed({**msg.payload, "attachments": []} if msg.attachments else msg.payload)
+
+
+def _parsed(payload: Mapping[str, Any]) -> Notification:
     try:
         return Notification.model_validate(payload)
-    except (ValidationError, ValueError) as exc:
+    except ValueError as exc:  # pydantic's ValidationError is one
         raise NotSent(_unusable(exc)) from None
 
 

@@ -5,15 +5,23 @@ A :class:`LiveConfig` is immutable: workers take the current one for a new
 message and keep it; a message routed earlier is sent with the revision it
 was routed with (kept in a small cache), so an apply never changes a send
 half-way.
+
+:class:`ConfigSource` is how the daemon's async parts see it: the holder's store
+reads block, so they run in worker threads, and the holder is not thread-safe (an
+ordered cache of older revisions), so every call that may touch it takes one lock.
+Reading ``current`` needs no lock: it is one reference, swapped whole.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -26,6 +34,7 @@ from reconciler.state.base import LiveState, Store
 log = logging.getLogger(__name__)
 
 OLD_REVISIONS_KEPT = 8
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -104,3 +113,28 @@ class ConfigHolder:
         self._older.move_to_end(config.revision)
         while len(self._older) > OLD_REVISIONS_KEPT:
             self._older.popitem(last=False)
+
+
+class ConfigSource:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.holder = ConfigHolder()
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> LiveConfig:
+        return self.holder.current
+
+    async def refresh(self) -> bool:
+        """Swap in the store's head revision if it moved; True when it did."""
+        return await asyncio.to_thread(self._locked, self.holder.refresh, self.store)
+
+    async def at(self, revision: int) -> LiveConfig:
+        """The config as of ``revision``, for a message routed with it."""
+        if self.holder.current.revision == revision:  # no thread hop for the common case
+            return self.holder.current
+        return await asyncio.to_thread(self._locked, self.holder.at, self.store, revision)
+
+    def _locked(self, call: Callable[..., T], *args: object) -> T:
+        with self._lock:
+            return call(*args)

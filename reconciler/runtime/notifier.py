@@ -18,11 +18,9 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 from typing import Any
-
-import httpx
 
 from reconciler.config.desired import ResourceKey
 from reconciler.config.secrets import SecretError
@@ -79,18 +77,16 @@ class Transition:
                 ("Likely fix", self.hint), ("Time", self.at.isoformat())]
 
     def summary(self) -> str:
-        where = f"{self.key.namespace}/{self.key.name}"
-        if self.event == UNREACHABLE:
-            return f"outgoing server {where} is Unreachable: {self.error}"
-        if self.event == RECOVERED:
-            return f"outgoing server {where} is Reachable again (via {self.active_host} host)"
-        if self.event == FAILOVER:
-            return (f"outgoing server {where}: main host unreachable, sending via the alternate "
-                    f"host {self.address}")
-        return f"outgoing server {where}: main host {self.address} is back; sends return to it"
+        return _SUMMARIES[self.event].format(t=self, where=f"{self.key.namespace}/{self.key.name}")
 
 
-Sleep = Callable[[float], Awaitable[None]]
+_SUMMARIES = {
+    UNREACHABLE: "outgoing server {where} is Unreachable: {t.error}",
+    RECOVERED: "outgoing server {where} is Reachable again (via {t.active_host} host)",
+    FAILOVER: "outgoing server {where}: main host unreachable, sending via the alternate host "
+              "{t.address}",
+    FAILBACK: "outgoing server {where}: main host {t.address} is back; sends return to it",
+}
 HEALTH_MODULE = "health"  # the notification's module; routing is pinned, no rule applies
 
 
@@ -164,29 +160,22 @@ def _admin_notification(transition: Transition, emails: list[str]) -> dict[str, 
     }
 
 
+@dataclass(repr=False)  # the webhook URL may carry its token
 class Notifier:
-    def __init__(
-        self,
-        webhook: str | None = None,
-        *,
-        attempts: int = 4,
-        backoff_seconds: float = 0.5,
-        timeout_seconds: float = 5.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Sleep = asyncio.sleep,
-        mail: AdminMail | None = None,
-    ) -> None:
-        self._webhook = webhook or None
-        self._mail = mail
-        self._attempts = max(attempts, 1)
-        self._backoff = backoff_seconds
-        self._timeout = timeout_seconds
-        self._transport = transport
-        self._sleep = sleep
+    webhook: str | None = None
+    _: KW_ONLY
+    attempts: int = 4
+    backoff_seconds: float = 0.5
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    mail: AdminMail | None = None
+
+    def __post_init__(self) -> None:
+        self.webhook = self.webhook or None
+        self.attempts = max(self.attempts, 1)
 
     @property
     def webhook_configured(self) -> bool:
-        return self._webhook is not None
+        return self.webhook is not None
 
     async def notify(self, transition: Transition) -> bool:
         """Log the transition, deliver it to the webhook and queue the admin email; True
@@ -194,12 +183,11 @@ class Notifier:
         must not stop health checks."""
         level = logging.WARNING if transition.event in (UNREACHABLE, FAILOVER) else logging.INFO
         log.log(level, "%s", transition.summary(), extra={"health": transition.payload()})
-        mailed = await self._mail.send(transition) if self._mail is not None else True
-        if self._webhook is None:
+        mailed = await self.mail.send(transition) if self.mail is not None else True
+        if self.webhook is None:
             return mailed
         try:
-            async with WebhookPoster(self._webhook, timeout_seconds=self._timeout,
-                                     transport=self._transport) as poster:
+            async with WebhookPoster(self.webhook, timeout_seconds=5.0) as poster:
                 return await self._post(poster, transition) and mailed
         except SecretError as exc:
             log.error("cannot send the health notification: webhook reference: %s", exc)
@@ -207,17 +195,17 @@ class Notifier:
 
     async def _post(self, poster: WebhookPoster, transition: Transition) -> bool:
         body = json.dumps(transition.payload()).encode()
-        for attempt in range(1, self._attempts + 1):
+        for attempt in range(1, self.attempts + 1):
             refusal = await poster.post(body)
             if refusal is None:
                 return True
-            if refusal.permanent or attempt == self._attempts:
+            if refusal.permanent or attempt == self.attempts:
                 log.error("health notification to %s not delivered after %d attempt(s): %s",
                           poster.shown, attempt, refusal.why)
                 return False
             # No jitter: one notifier per daemon, nothing to spread.
-            delay = backoff.backoff_seconds(attempt, self._backoff, math.inf, jitter=0.0)
+            delay = backoff.backoff_seconds(attempt, self.backoff_seconds, math.inf, jitter=0.0)
             log.info("health notification to %s failed (%s); retrying in %.1fs", poster.shown,
                      refusal.why, delay)
-            await self._sleep(delay)
+            await self.sleep(delay)
         return False  # pragma: no cover - the loop always returns

@@ -71,7 +71,7 @@ class WebhookPoster:
 
     async def __aenter__(self) -> WebhookPoster:
         self._url = operator_value(self._webhook_ref)
-        _HIDE.add(self._url)
+        _HIDDEN.add(self._url)
         self._secret = operator_value(self._secret_ref) if self._secret_ref else None
         verify: Any = tls_context(self._ca_file) if self._ca_file else True
         self._client = httpx.AsyncClient(timeout=self._timeout, transport=self._transport,
@@ -102,28 +102,16 @@ class WebhookPoster:
                        retry_after=retry_after_seconds(response.headers.get("Retry-After")))
 
 
-class _HideWebhookUrls(logging.Filter):
-    """httpx logs every request URL at INFO; a webhook URL often carries its token."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._urls: set[str] = set()
-        self._installed = False
-
-    def add(self, url: str) -> None:
-        self._urls.add(url)
-        if not self._installed:
-            logging.getLogger("httpx").addFilter(self)
-            self._installed = True
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(str(a) in self._urls for a in record.args):
-            record.args = tuple(_shown(str(a)) if str(a) in self._urls else a
-                                for a in record.args)
-        return True
+_HIDDEN: set[str] = set()  # the webhook URLs in use: httpx logs each request's URL at INFO
 
 
-_HIDE = _HideWebhookUrls()
+def _hide_webhook_urls(record: logging.LogRecord) -> bool:
+    if isinstance(record.args, tuple) and any(str(a) in _HIDDEN for a in record.args):
+        record.args = tuple(_shown(str(a)) if str(a) in _HIDDEN else a for a in record.args)
+    return True
+
+
+logging.getLogger("httpx").addFilter(_hide_webhook_urls)
 
 
 def _shown(url: str) -> str:

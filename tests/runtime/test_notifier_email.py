@@ -21,8 +21,7 @@ from reconciler.dispatch.worker import Worker
 from reconciler.health.monitor import HealthMonitor
 from reconciler.mail.failover import HostSelector
 from reconciler.mail.smtp.transport import SmtpTransport
-from reconciler.runtime.configs import ConfigSource
-from reconciler.runtime.live_config import ConfigHolder
+from reconciler.runtime.live_config import ConfigHolder, ConfigSource
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.notifier import RECOVERED, AdminMail, Notifier, Transition
 from reconciler.runtime.settings import DaemonSettings

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from dispatch.kit import server
 
 from reconciler.config.models.mail_settings import RetrySettings
-from reconciler.runtime.retry import RetryPolicy
+from reconciler.runtime.backoff import RetryPolicy
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SETTINGS = RetrySettings(initial_backoff_seconds=10, max_backoff_seconds=100, max_attempts=6,
