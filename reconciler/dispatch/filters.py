@@ -54,20 +54,13 @@ class FilterResult:
         return not self.kept
 
 
-def apply_filter(
-    to: Iterable[Mailbox],
-    cc: Iterable[Mailbox] = (),
-    bcc: Iterable[Mailbox] = (),
-    recipient_filter: RecipientFilter | None = None,
-) -> FilterResult:
+def apply_filter(to: Iterable[Mailbox], cc: Iterable[Mailbox] = (), bcc: Iterable[Mailbox] = (),
+                 recipient_filter: RecipientFilter | None = None) -> FilterResult:
     compiled = AddressList.of(recipient_filter) if recipient_filter is not None else None
     seen: set[str] = set()
     kept: dict[RecipientField, list[Mailbox]] = {"to": [], "cc": [], "bcc": []}
     ignored: list[IgnoredRecipient] = []
-    fields: tuple[tuple[RecipientField, Iterable[Mailbox]], ...] = (
-        ("to", to), ("cc", cc), ("bcc", bcc)
-    )
-    for kind, mailboxes in fields:
+    for kind, mailboxes in zip(kept, (to, cc, bcc), strict=True):
         for mailbox in mailboxes:
             if mailbox.key in seen:
                 continue
@@ -77,18 +70,12 @@ def apply_filter(
                 kept[kind].append(mailbox)
             else:
                 ignored.append(dropped)
-    return FilterResult(
-        to=tuple(kept["to"]),
-        cc=tuple(kept["cc"]),
-        bcc=tuple(kept["bcc"]),
-        ignored=tuple(ignored),
-        filter=compiled.name if compiled else None,
-    )
+    return FilterResult(tuple(kept["to"]), tuple(kept["cc"]), tuple(kept["bcc"]),
+                        tuple(ignored), compiled.name if compiled else None)
 
 
-def filter_notification(
-    notification: Notification, recipient_filter: RecipientFilter | None
-) -> FilterResult:
+def filter_notification(notification: Notification,
+                        recipient_filter: RecipientFilter | None) -> FilterResult:
     return apply_filter(notification.to, notification.cc, notification.bcc, recipient_filter)
 
 

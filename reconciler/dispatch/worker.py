@@ -82,24 +82,16 @@ STORE_RETRY_S = (0.5, 10.0)  # pause after failed claims, doubling up to the sec
 class Worker:
     """Sends the outbox's due messages until stopped; see the module doc."""
 
-    def __init__(
-        self,
-        store: Store,
-        settings: DaemonSettings,
-        config: ConfigSource,
-        transports: Mapping[str, Transport],
-        *,
-        metrics: DaemonMetrics | None = None,
-        lanes: Lanes | None = None,
-        max_in_flight: int | None = None,
-    ) -> None:
+    def __init__(self, store: Store, settings: DaemonSettings, config: ConfigSource,
+                 transports: Mapping[str, Transport], *, metrics: DaemonMetrics | None = None,
+                 max_in_flight: int | None = None) -> None:
         self._outbox = store.outbox
         self._settings = settings
         self.owner = settings.worker_id  # the outbox leases' owner
         self._config = config
         self._transports = dict(transports)
         self._metrics = metrics
-        self._lanes = lanes or Lanes()
+        self._lanes = Lanes()
         self._batch = max(1, settings.claim_batch)
         self._max_in_flight = max_in_flight or 2 * self._batch
         self.committer = GroupCommit(self._outbox, self.owner)
@@ -327,9 +319,8 @@ class Worker:
             raise NotSent(_unusable(exc)) from None
         return _parsed(payload)
 
-    async def _routed(
-        self, attempt: Attempt, notification: Notification
-    ) -> tuple[NamespaceConfig, OutgoingServer]:
+    async def _routed(self, attempt: Attempt,
+                      notification: Notification) -> tuple[NamespaceConfig, OutgoingServer]:
         msg = attempt.msg
         current = self._config.current
         if msg.routing is None:
@@ -371,13 +362,8 @@ class Worker:
                           NotSentReason.SERVER_DISABLED)
         return ns, server
 
-    async def _send(
-        self,
-        attempt: Attempt,
-        notification: Notification,
-        ns: NamespaceConfig,
-        server: OutgoingServer,
-    ) -> Finished | None:
+    async def _send(self, attempt: Attempt, notification: Notification, ns: NamespaceConfig,
+                    server: OutgoingServer) -> Finished | None:
         msg = attempt.msg
         problems = server_problems(server)
         if problems:

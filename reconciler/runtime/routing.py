@@ -104,54 +104,28 @@ class RouteDecision:
         return "\n".join(lines)
 
 
-def route(
-    module: str,
-    context: Mapping[str, str],
-    rules: Iterable[OutgoingEmailRule],
-    servers: Iterable[OutgoingServer],
-) -> RouteDecision:
-    """Pick the server for a notification of ``module`` with ``context``.
-
-    ``rules`` and ``servers`` are one namespace's resources.
-    """
+def route(module: str, context: Mapping[str, str], rules: Iterable[OutgoingEmailRule],
+          servers: Iterable[OutgoingServer]) -> RouteDecision:
+    """Pick the server for a notification of ``module`` with ``context`` from one
+    namespace's ``rules`` and ``servers``."""
     by_name = {s.metadata.name: s for s in servers}
     context = dict(context)
-    candidates = sorted(
-        (r for r in rules if r.spec.module.casefold() == module.casefold()),
-        key=lambda r: (r.spec.order, r.metadata.name),
-    )
+    candidates = sorted((r for r in rules if r.spec.module.casefold() == module.casefold()),
+                        key=lambda r: (r.spec.order, r.metadata.name))
     trace: list[RuleTrace] = []
     for rule in candidates:
-        spec = rule.spec
-
-        def record(verdict: RuleVerdict, conditions: tuple[ConditionResult, ...] = (),
-                   note: str = "", rule: OutgoingEmailRule = rule) -> None:
-            trace.append(RuleTrace(rule.metadata.name, rule.spec.order, str(rule.spec.match),
-                                   rule.spec.server, verdict, conditions, note))
-
-        if not spec.enabled:
-            record(RuleVerdict.RULE_DISABLED)
-            continue
-        results = tuple(evaluate(c, context) for c in spec.conditions)
-        if not _combine(MatchMode(spec.match), results):
-            record(RuleVerdict.NOT_MATCHED, results)
-            continue
+        spec, name = rule.spec, rule.metadata.name
+        results = tuple(evaluate(c, context) for c in spec.conditions) if spec.enabled else ()
         server = by_name.get(spec.server)
-        if server is None:
-            record(RuleVerdict.SERVER_MISSING, results,
-                   "no such OutgoingServer; trying the next rule")
-            continue
-        if not server.spec.enabled:
-            record(RuleVerdict.SERVER_DISABLED, results, "trying the next rule")
-            continue
-        record(RuleVerdict.MATCHED, results)
-        return RouteDecision(module, context, server, Via.RULE, rule.metadata.name, tuple(trace),
-                             f"server {spec.server} (rule {rule.metadata.name})")
+        verdict, note = _verdict(spec.enabled, _combine(MatchMode(spec.match), results), server)
+        trace.append(RuleTrace(name, spec.order, str(spec.match), spec.server, verdict, results,
+                               note))
+        if verdict == RuleVerdict.MATCHED:
+            return RouteDecision(module, context, server, Via.RULE, name, tuple(trace),
+                                 f"server {spec.server} (rule {name})")
 
-    primaries = sorted(
-        (s for s in by_name.values() if s.spec.primary and s.spec.enabled),
-        key=lambda s: s.metadata.name,
-    )
+    primaries = sorted((s for s in by_name.values() if s.spec.primary and s.spec.enabled),
+                       key=lambda s: s.metadata.name)
     if not primaries:
         return RouteDecision(module, context, None, Via.NONE, None, tuple(trace),
                              "no rule matched and the namespace has no enabled primary server")
@@ -170,6 +144,19 @@ def _combine(mode: MatchMode, results: tuple[ConditionResult, ...]) -> bool:
     if mode == MatchMode.ANY:
         return any(r.matched for r in results)
     return all(r.matched for r in results)
+
+
+def _verdict(rule_enabled: bool, matched: bool,
+             server: OutgoingServer | None) -> tuple[RuleVerdict, str]:
+    if not rule_enabled:
+        return RuleVerdict.RULE_DISABLED, ""
+    if not matched:
+        return RuleVerdict.NOT_MATCHED, ""
+    if server is None:
+        return RuleVerdict.SERVER_MISSING, "no such OutgoingServer; trying the next rule"
+    if not server.spec.enabled:
+        return RuleVerdict.SERVER_DISABLED, "trying the next rule"
+    return RuleVerdict.MATCHED, ""
 
 
 def _lookup(context: Mapping[str, str], name: str) -> str | None:
