@@ -104,16 +104,19 @@ class Attempt:
 
     def retry_later(self, detail: str) -> Finished:
         """A problem on our side (store, a bug): retry with the default backoff."""
-        msg = self.msg
-        now = datetime.now(UTC)
-        next_at = RetryPolicy().next_attempt(msg.attempts, msg.first_attempt_at or now, now)
+        next_at = self.next_at(RetryPolicy())
         if next_at is None:
             self.per_recipient(AuditStatus.SEND_FAILED,
-                               f"gave up after {msg.attempts} attempts: {detail}")
+                               f"gave up after {self.msg.attempts} attempts: {detail}")
             return self.finish(OutboxState.FAILED, detail)
         self.per_recipient(AuditStatus.RETRYING, detail,
                            details={"nextAttemptAt": next_at.isoformat()})
         return self.finish(OutboxState.RETRY_WAIT, detail, next_at)
+
+    def next_at(self, policy: RetryPolicy, retry_after: float | None = None) -> datetime | None:
+        now = datetime.now(UTC)
+        return policy.next_attempt(self.msg.attempts, self.msg.first_attempt_at or now, now,
+                                   retry_after_seconds=retry_after)
 
 
 class _Rows:
@@ -180,9 +183,7 @@ def read_result(attempt: Attempt, envelope: Envelope, result: SendResult,
         rows.each(AuditStatus.SEND_FAILED)
         return attempt.finish(OutboxState.FAILED, result.detail, outcome=outcome)
     msg = attempt.msg
-    now = datetime.now(UTC)
-    next_at = policy.next_attempt(msg.attempts, msg.first_attempt_at or now, now,
-                                  retry_after_seconds=result.retry_after)
+    next_at = attempt.next_at(policy, result.retry_after)
     if next_at is not None:
         asked = {} if result.retry_after is None else {"retryAfterSeconds": result.retry_after}
         rows.each(AuditStatus.RETRYING, nextAttemptAt=next_at.isoformat(), **asked)
@@ -192,8 +193,7 @@ def read_result(attempt: Attempt, envelope: Envelope, result: SendResult,
         return attempt.finish(OutboxState.RETRY_WAIT, result.detail, next_at, outcome)
     gave_up = f"gave up after {msg.attempts} attempts: "
     if result.retry_after is not None and msg.attempts < policy.max_attempts:
-        gave_up = (f"gave up after {msg.attempts} attempts: the server asked to wait "
-                   f"{result.retry_after:g}s, past the retry lifetime: ")
+        gave_up += f"the server asked to wait {result.retry_after:g}s, past the retry lifetime: "
     rows.each(AuditStatus.SEND_FAILED, gave_up)
     return attempt.finish(OutboxState.FAILED, gave_up + result.detail, outcome=outcome)
 

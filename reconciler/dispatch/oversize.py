@@ -40,9 +40,8 @@ def refuses(server: OutgoingServer) -> bool:
     return server.spec.attachments.oversize == Oversize.REFUSE
 
 
-def select_attachments(
-    attachments: Sequence[Attachment], limit: float
-) -> tuple[list[Attachment], list[DroppedAttachment]]:
+def select_attachments(attachments: Sequence[Attachment],
+                       limit: float) -> tuple[list[Attachment], list[DroppedAttachment]]:
     """(kept, left out) for a limit of ``limit`` MB."""
     cap = int(limit * MIB)
     kept: list[Attachment] = []
@@ -88,9 +87,16 @@ class Oversized:
                 "(attachments.oversize: refuse); send a smaller file or a link instead")
 
 
-def oversized(attachments: Sequence[Attachment], server: OutgoingServer) -> Oversized | None:
-    """What ``server`` would leave out of ``attachments``; None when they all fit."""
-    if not attachments:
+def routed_oversized(namespace: NamespaceConfig,
+                     notification: Notification) -> Oversized | None:
+    """What the server ``namespace`` routes the notification to now would leave out;
+    None when nothing is too large or no server would take it (the worker records that
+    case as not sent)."""
+    attachments = notification.attachments
+    if not attachments:  # before routing: most notifications have none
+        return None
+    server = namespace.route(notification.module, notification.context).server
+    if server is None:
         return None
     limit = limit_mb(server)
     kept, dropped = select_attachments(attachments, limit)
@@ -100,16 +106,3 @@ def oversized(attachments: Sequence[Attachment], server: OutgoingServer) -> Over
     left_out = [i for i, a in enumerate(attachments) if id(a) not in kept_ids]
     return Oversized(server.metadata.name, limit, tuple(zip(left_out, dropped, strict=True)),
                      refuses(server))
-
-
-def routed_oversized(namespace: NamespaceConfig,
-                     notification: Notification) -> Oversized | None:
-    """:func:`oversized` for the server ``namespace`` routes the
-    notification to now; None when nothing is too large or no server would take it
-    (the worker records that case as not sent)."""
-    if not notification.attachments:
-        return None
-    server = namespace.route(notification.module, notification.context).server
-    if server is None:
-        return None
-    return oversized(notification.attachments, server)

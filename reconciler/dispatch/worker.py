@@ -232,7 +232,10 @@ class Worker:
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
-            await self._settle_reservations(grace)
+            # Wait for intake writes holding our leases, so the release below covers them.
+            deadline = time.monotonic() + grace
+            while self._reserved > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
             self.committer.close()
             try:
                 await asyncio.wait_for(asyncio.shield(committer), timeout=max(grace, 1.0))
@@ -254,18 +257,10 @@ class Worker:
                              released)
             self._leased.clear()
         finally:
-            renewer.cancel()
-            committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            with contextlib.suppress(asyncio.CancelledError):
-                await committer
-
-    async def _settle_reservations(self, grace: float) -> None:
-        """Wait for intake writes holding our leases, so the release below covers them."""
-        deadline = time.monotonic() + grace
-        while self._reserved > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+            for task in (renewer, committer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # -- one message ------------------------------------------------------------
 
