@@ -1,16 +1,15 @@
 """How one attempt at a message ends: the outbox result and its audit rows (SPEC O7, O8).
 
-The worker finds out, step by step, what an attempt is (its recipients, the
-revision and server it was routed with, its Message-ID); :class:`Attempt` keeps
-that for the audit rows. The attempt then ends in one of three ways:
+:class:`Attempt` keeps what the worker learns step by step (recipients, the
+revision and server it was routed with, the Message-ID) for the audit rows. An
+attempt ends in one of three ways:
 
-- **Not sent** (:class:`NotSent`, raised anywhere before the transport): one
-  SEND_FAILED row per recipient, and the message fails or is ignored.
-- **Try later** (:class:`TryLater`, or an internal error): a problem on our
-  side, retried on the default schedule.
-- **A transport's result** (:func:`read_result`): the worker reads the
-  ``SendResult`` as the transport classified it (outcome, per-recipient
-  replies, ``retry_after``) and never re-classifies errors itself.
+- **Not sent** (:class:`NotSent`, raised before the transport): one SEND_FAILED
+  row per recipient; the message fails or is ignored.
+- **Try later** (:class:`TryLater`, or an internal error): a problem on our side,
+  retried on the default schedule.
+- **A transport's result** (:func:`read_result`): the ``SendResult`` as the
+  transport classified it; the worker never re-classifies errors itself.
 """
 
 from __future__ import annotations
@@ -52,8 +51,6 @@ class TryLater(NotSent):
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """What one attempt came to: the outbox result and its audit rows."""
-
     completion: Completion
     audit: tuple[AuditEntry, ...]
     server: str | None = None
@@ -62,8 +59,6 @@ class Finished:
 
 @dataclass
 class Attempt:
-    """What is known about one message's attempt so far, for its audit rows."""
-
     msg: OutboxMessage
     recipients: tuple[str, ...] = ()
     revision: int | None = None

@@ -9,15 +9,14 @@ Decisions:
   the message is written directly as bytes (``_plain_message``) in the form the
   ``EmailMessage`` path gives.
 - Header safety (SPEC S1): intake refuses values that could break a header line;
-  compose checks again what it writes. :data:`~reconciler.mail.header_guard.GUARDED_SMTP`
-  writes address headers with our own folder (the package's drops the quotes of a
-  long display name), refuses any header that would not be one line (a raw CR/LF,
-  a control byte) and folds other text over 998 bytes as encoded-words. A refusal
-  is a ``HeaderInjectionError`` (a ValueError): the worker fails the message for
-  good instead of sending it. The fast path writes only printable ASCII and leaves
-  anything over 998 bytes to the ``EmailMessage`` path. Extra header names are
-  checked again, so a notification that skipped intake cannot smuggle in a name
-  with a colon or a header compose writes itself.
+  compose checks again. :data:`~reconciler.mail.header_guard.GUARDED_SMTP` folds
+  address headers itself (the package's drops the quotes of a long display name),
+  refuses a header that would not be one line (raw CR/LF, a control byte) with a
+  ``HeaderInjectionError`` (a ValueError: the worker fails the message for good)
+  and folds other text over 998 bytes as encoded-words; the fast path writes only
+  printable ASCII and leaves longer lines to it. Extra header names are checked
+  again, so a notification that skipped intake cannot smuggle in a name with a
+  colon or a header compose writes itself.
 - Bcc recipients go into the envelope only, never into a header.
 - The Message-ID uses the sender's domain; with an idempotency key it is derived
   from (namespace, key), so a retry after an ambiguous timeout carries the same
@@ -67,15 +66,6 @@ def _date_header(now: datetime) -> str:
     return _last_date[1]
 
 
-def message_id_for(notification: Notification, domain: str, seed: str | None = None) -> str:
-    """Derived from the idempotency key, else from ``seed``: every attempt of a message
-    carries the same Message-ID. Neither: a fresh one."""
-    if notification.idempotency_key:
-        seed = f"{notification.namespace}\0{notification.idempotency_key}"
-    token = hashlib.sha256(seed.encode()).hexdigest()[:32] if seed else uuid.uuid4().hex
-    return f"<{token}@{domain}>"
-
-
 def compose(notification: Notification, server: OutgoingServer, recipients: FilterResult, *,
             now: datetime | None = None, message_seed: str | None = None) -> Envelope:
     """The envelope for ``notification`` sent through ``server`` to ``recipients`` (the
@@ -86,9 +76,13 @@ def compose(notification: Notification, server: OutgoingServer, recipients: Filt
     spec = server.spec
     sender, sender_name, reply_to = _server_identity(spec.email, spec.sender_name,
                                                      spec.reply_to)
-    domain = sender.rsplit("@", 1)[1]
     now = now or datetime.now(UTC)
-    message_id = message_id_for(notification, domain, message_seed)
+    # Every attempt of a message carries the same Message-ID: from the idempotency key,
+    # else from the caller's seed; with neither, a fresh one.
+    seed = (f"{notification.namespace}\0{notification.idempotency_key}"
+            if notification.idempotency_key else message_seed)
+    token = hashlib.sha256(seed.encode()).hexdigest()[:32] if seed else uuid.uuid4().hex
+    message_id = f"<{token}@{sender.rsplit('@', 1)[1]}>"
     for name in notification.headers:
         check_header_name(name)
 

@@ -2,18 +2,16 @@
 
 Semantics, chosen to be predictable rather than clever:
 
-- A filter is an allow list or an ignore list of exact emails and domains; an
-  address matches if it equals any listed email OR its domain equals any
-  listed domain (OR over all entries), compared case-insensitively.
-- Domains match exactly: ``example.com`` does not cover ``eu.example.com``.
-  An allow list that silently admitted every subdomain would admit domains the
-  author never saw; a subdomain is one more line in the list.
-- No filter means every recipient is kept.
-- A recipient listed twice (in to and cc, say) is sent to once, in the first
-  field it appeared in (to, then cc, then bcc); the duplicate is not "ignored".
+- An allow or ignore list of exact emails and domains; an address matches if it
+  equals a listed email or its domain equals a listed domain, case-insensitively.
+- Domains match exactly: ``example.com`` does not cover ``eu.example.com``. An
+  allow list that silently admitted every subdomain would admit domains the author
+  never saw; a subdomain is one more line in the list.
+- A recipient listed twice (in to and cc, say) is sent to once, in the first field
+  it appeared in (to, then cc, then bcc); the duplicate is not "ignored".
 
-Each dropped recipient comes back with the filter and entry that dropped it,
-which is what the SEND_IGNORED audit entry records.
+Each dropped recipient comes back with the filter and entry that dropped it, for
+the SEND_IGNORED audit entry.
 """
 
 from __future__ import annotations

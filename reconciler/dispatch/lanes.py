@@ -1,14 +1,11 @@
 """Per-server send lanes (DESIGN "Daemon concurrency").
 
-A daemon holds many claimed messages at once, but each outgoing server takes
-only so many sends in flight: ``maxConcurrency`` (the SMTP pool size, Graph's
-4 per mailbox). A lane is one semaphore per server; a message waits for a
-slot in its server's lane, so a slow or throttled server never holds up mail
-for the others.
-
-The lane is keyed by the server's identity *and* its size: after a hot reload
-that changes ``maxConcurrency`` new sends queue on a lane of the new size
-while sends already in flight finish in the old one.
+Each outgoing server takes only so many sends in flight: ``maxConcurrency``
+(the SMTP pool size, Graph's 4 per mailbox). A lane is one semaphore per
+server, so a slow or throttled server never holds up mail for the others. It
+is keyed by the server *and* its size: after a reload that changes
+``maxConcurrency``, new sends queue on a lane of the new size while sends in
+flight finish in the old one.
 
 A :class:`SelfLimiting` transport (Graph,
 which counts requests per mailbox and gives its slot up while it waits out a

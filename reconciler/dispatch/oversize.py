@@ -1,16 +1,14 @@
 """Attachments over a server's limit (SPEC O4): which ones, and whether the server
 leaves them out or refuses the notification (``attachments.oversize``).
 
-One decision for the three places that need it: compose (what is actually sent),
-the intake API and `reconcile send` (what the client is told before anything is
-stored). Intake and send route the notification with the live config to know
-the server; the worker routes again when it sends, so the SENT audit entry
-records what was really left out should an apply change the route meanwhile.
+One decision for compose (what is sent), the intake API and `reconcile send`
+(what the client is told before anything is stored, routing with the live
+config); the SENT audit entry records what the worker really left out, should
+an apply change the route meanwhile.
 
-``attachmentLimitMB`` counts MiB (1,048,576 bytes) of attachment data before
-encoding, for the attachments together. They are taken in the order given; one
-that would push the total over the limit is left out and the following ones are
-still considered.
+``attachmentLimitMB`` counts MiB of attachment data before encoding, for the
+attachments together, taken in the order given; one that would push the total
+over the limit is left out and the following ones are still considered.
 """
 
 from __future__ import annotations
@@ -35,8 +33,6 @@ def limit_mb(server: OutgoingServer) -> float:
 
 
 def refuses(server: OutgoingServer) -> bool:
-    """The server refuses a notification whose attachments do not fit (rather than
-    sending it without them)."""
     return server.spec.attachments.oversize == Oversize.REFUSE
 
 

@@ -21,9 +21,6 @@ Decisions:
 - **Message-ID.** From the idempotency key (compose), else from the store's
   lineage and the outbox id: every attempt carries the same Message-ID, so a
   copy sent again after a crash or an ambiguous timeout is recognisable.
-- **The server's wait wins.** A transient result's ``retry_after`` (Graph's
-  ``Retry-After``, Exchange's back-off) sets the earliest next attempt, even
-  beyond ``maxBackoff``; past the retry lifetime the message is given up at once.
 - **Attempts** count claims: a message over ``maxAttempts`` without results
   (it keeps killing or stalling its daemon) is failed instead of sent again.
 - **Stop.** New claims stop; sends in flight get ``shutdown_grace_seconds``;
@@ -80,8 +77,6 @@ STORE_RETRY_S = (0.5, 10.0)  # pause after failed claims, doubling up to the sec
 
 
 class Worker:
-    """Sends the outbox's due messages until stopped; see the module doc."""
-
     def __init__(self, store: Store, settings: DaemonSettings, config: ConfigSource,
                  transports: Mapping[str, Transport], *, metrics: DaemonMetrics | None = None,
                  max_in_flight: int | None = None) -> None:
@@ -99,20 +94,13 @@ class Worker:
         self._leased: set[int] = set()  # claimed and not yet recorded: renewed while held
         self._room = asyncio.Event()
         self._wake = asyncio.Event()
-        self._stopping = False
+        self.stopping = False  # True once a stop has begun: no new sends start
         # Hand-off from the intake (daemon.intake.Handoff): slots promised to messages
         # being stored leased to us, and whether the queue was empty at the last claim
         # (leases are granted only then, so new messages never overtake queued ones).
         self._reserved = 0
         self._drained = False
         self._lineage = store.lineage
-
-    # -- what the daemon and tests look at ----------------------------------
-
-    @property
-    def stopping(self) -> bool:
-        """True once a stop has begun: no new sends start."""
-        return self._stopping
 
     def wake(self) -> None:
         """Claim now instead of after the poll interval (e.g. right after an intake)."""
@@ -121,7 +109,7 @@ class Worker:
     # -- hand-off from the intake in this process (daemon.intake.Handoff) ---------
 
     def reserve(self, wanted: int) -> tuple[LeaseGrant | None, int]:
-        if self._stopping or not self._drained or self._config.current.revision <= 0:
+        if self.stopping or not self._drained or self._config.current.revision <= 0:
             return None, 0
         room = self._max_in_flight - len(self._tasks) - self._reserved
         granted = max(0, min(wanted, room))
@@ -136,7 +124,7 @@ class Worker:
     def adopt(self, messages: Sequence[tuple[OutboxMessage, NotificationLike]],
               unused: int) -> None:
         self._reserved -= len(messages) + unused
-        if self._stopping:
+        if self.stopping:
             return  # still leased to us: released with the rest once reservations settle
         for msg, notification in messages:
             self._start(msg, notification if isinstance(notification, Notification) else None)
@@ -222,7 +210,7 @@ class Worker:
                             extra={"outbox_ids": sorted(lost)})
 
     async def _shutdown(self, committer: asyncio.Task[None], renewer: asyncio.Task[None]) -> None:
-        self._stopping = True
+        self.stopping = True
         grace = self._settings.shutdown_grace_seconds
         try:
             if self._tasks:
@@ -375,7 +363,7 @@ class Worker:
 
         lane = (msg.namespace, server.metadata.name)
         async with self._lanes.slot(lane, lane_width(transport, server)):
-            if self._stopping:
+            if self.stopping:
                 return None
             full = await self._with_attachments(msg, notification)
             envelope = self._compose(attempt, full, server, recipients)

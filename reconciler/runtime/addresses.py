@@ -15,8 +15,6 @@ from reconciler.config.models.recipient_filter import FilterType, RecipientFilte
 
 @dataclass(frozen=True, slots=True)
 class AddressList:
-    """A RecipientFilter compiled for lookups; incoming mail uses it on senders too."""
-
     name: str
     type: FilterType
     emails: frozenset[str]

@@ -1,15 +1,11 @@
 """The daemon's view of the applied configuration, swapped whole when a new
 revision lands (SPEC O12).
 
-A :class:`LiveConfig` is immutable: workers take the current one for a new
-message and keep it; a message routed earlier is sent with the revision it
-was routed with (kept in a small cache), so an apply never changes a send
-half-way.
-
-:class:`ConfigSource` is how the daemon's async parts see it: the holder's store
-reads block, so they run in worker threads, and the holder is not thread-safe (an
-ordered cache of older revisions), so every call that may touch it takes one lock.
-Reading ``current`` needs no lock: it is one reference, swapped whole.
+A :class:`LiveConfig` is immutable: a new message takes the current one; a message
+routed earlier is sent with its revision (kept in a small cache), so an apply never
+changes a send half-way. :class:`ConfigSource` is the async view: store reads block,
+so they run in threads, and the holder's cache is not thread-safe, so they take one
+lock. Reading ``current`` needs none: it is one reference, swapped whole.
 """
 
 from __future__ import annotations
@@ -73,8 +69,6 @@ class LiveConfig:
 
 
 class ConfigHolder:
-    """Holds the current LiveConfig and recent older ones; ``refresh`` swaps."""
-
     def __init__(self) -> None:
         self._current = LiveConfig(revision=-1)
         self._older: OrderedDict[int, LiveConfig] = OrderedDict()
@@ -85,8 +79,7 @@ class ConfigHolder:
 
     def refresh(self, store: Store) -> bool:
         """Load the store's head when it moved; True when a new config was swapped in."""
-        head = store.head()
-        if head == self._current.revision:
+        if store.head() == self._current.revision:
             return False
         fresh = LiveConfig.from_snapshot(store.snapshot())
         # The bindings go with the revision: every credential this process presents from
@@ -99,9 +92,6 @@ class ConfigHolder:
         return True
 
     def at(self, store: Store, revision: int) -> LiveConfig:
-        """The config as of ``revision`` (for messages routed with it)."""
-        if revision == self._current.revision:
-            return self._current
         found = self._older.get(revision)
         if found is None:
             found = LiveConfig.from_snapshot(store.snapshot(revision))

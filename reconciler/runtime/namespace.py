@@ -1,10 +1,8 @@
 """One namespace's dispatch configuration as validated models.
 
-The store holds resources as canonical JSON (:class:`CanonicalResource`); the
-daemon re-validates them into the pydantic models here, once per revision, so
-routing and transports work on typed, checked data. The view is immutable:
-a notification keeps the view it was routed with while a newer revision is
-swapped in (O12).
+The store holds canonical JSON; the daemon re-validates it into the models once
+per revision, so routing and transports work on typed, checked data. The view is
+immutable: a notification keeps the one it was routed with (O12).
 """
 
 from __future__ import annotations

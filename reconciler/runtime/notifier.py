@@ -1,14 +1,11 @@
 """Admin notifications for health transitions (SPEC O9).
 
 Only transitions notify: a server becoming Unreachable, recovering, or sends
-moving to the alternate host and back. Every transition is logged; with a
-webhook configured it is also POSTed as JSON, retried a few times with
-exponential backoff; with admin addresses in the namespace's MailSettings
-(``adminNotifications.emails``) it is also mailed (:class:`AdminMail`). Texts
-come from probe reports, which went through the probe's redactor, so no
-password, token or their encodings reach the payload, the mail or the log.
-The webhook is posted through :class:`~reconciler.runtime.webhook.WebhookPoster`
-(secret-reference URL, never shown whole in logs).
+moving to the alternate host and back. Every transition is logged, POSTed as JSON
+to the webhook if one is configured (retried with backoff), and mailed to the
+namespace's ``adminNotifications.emails`` (:class:`AdminMail`). Texts come from
+probe reports, which went through the probe's redactor, so no password, token or
+their encodings reach the payload, the mail or the log.
 """
 
 from __future__ import annotations
@@ -90,27 +87,24 @@ _SUMMARIES = {
 HEALTH_MODULE = "health"  # the notification's module; routing is pinned, no rule applies
 
 
+@dataclass
 class AdminMail:
     """Mails transitions to the namespace's ``adminNotifications.emails`` (SPEC O9).
 
-    The mail is an ordinary notification put in the outbox, so it is durable,
-    retried and audited like any other. Its routing is pinned to one server
-    (``RoutingSnapshot``), chosen here: the namespace's enabled primary, or,
-    when the transition says *that* server is Unreachable, another enabled
-    server of the namespace (primary first, then by name). A notice about a
-    server that cannot send is never queued through that same server; with
-    no other server the transition stays in the log (and the webhook) only,
-    and the log says so. Recoveries and fail-over/fail-back go through the
-    primary as usual: the server in question can send again.
+    The mail is an ordinary outbox notification: durable, retried and audited.
+    Its routing is pinned (``RoutingSnapshot``) to the namespace's enabled primary,
+    or, when the transition says *that* server is Unreachable, to another enabled
+    server (primary first, then by name): a notice about a server that cannot send
+    never goes through it. With no other server the transition stays in the log
+    (and the webhook) only, and the log says so.
     """
 
-    def __init__(self, store: Store, config: ConfigHolder) -> None:
-        self._store = store
-        self._config = config
+    store: Store
+    config: ConfigHolder
 
     async def send(self, transition: Transition) -> bool:
         """Queue the mail; True when queued or nobody is to be mailed. Never raises."""
-        live = self._config.current
+        live = self.config.current
         key = transition.key
         ns = live.namespace(key.namespace)
         emails = list(ns.settings.spec.admin_notifications.emails) if ns and ns.settings else []
@@ -128,7 +122,7 @@ class AdminMail:
             f"health:{key.namespace}/{key.name}:{transition.event}:{transition.at.isoformat()}",
             RoutingSnapshot(live.revision, server))
         try:
-            [result] = await asyncio.to_thread(self._store.outbox.enqueue_many, [request])
+            [result] = await asyncio.to_thread(self.store.outbox.enqueue_many, [request])
         except Exception as exc:  # a store outage must not stop health checks
             log.error("admin email about %s/%s not queued: %s", key.namespace, key.name, exc)
             return False
@@ -172,10 +166,6 @@ class Notifier:
     def __post_init__(self) -> None:
         self.webhook = self.webhook or None
         self.attempts = max(self.attempts, 1)
-
-    @property
-    def webhook_configured(self) -> bool:
-        return self.webhook is not None
 
     async def notify(self, transition: Transition) -> bool:
         """Log the transition, deliver it to the webhook and queue the admin email; True

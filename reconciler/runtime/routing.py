@@ -1,14 +1,11 @@
 """Which outgoing server sends a notification (SPEC O2).
 
-The rules of the notification's module are tried in ascending ``order``
-(ties broken by name so the result never depends on load order); disabled
-rules are skipped; the first rule whose conditions hold (ALL or ANY) picks its
-server. When none matches, the namespace's enabled primary server sends.
-
-A rule whose server is disabled or missing does not stop routing: it is
-skipped like a rule that did not match, and the decision says so. Falling
-through keeps mail flowing through the primary while someone fixes the server,
-and the explanation makes the skip visible instead of silent.
+The module's enabled rules are tried in ascending ``order`` (ties broken by name,
+so the result never depends on load order); the first whose conditions hold (ALL
+or ANY) picks its server; when none does, the namespace's enabled primary sends.
+A rule whose server is disabled or missing is skipped like one that did not
+match: mail keeps flowing through the primary while someone fixes the server,
+and the trace makes the skip visible instead of silent.
 
 Conditions compare text. Unless ``caseSensitive`` is set, both sides are
 case-folded and ``regex`` runs with IGNORECASE; ``regex`` searches (use ``^``
@@ -16,8 +13,7 @@ and ``$`` to anchor). A context field that is not set fails the positive
 operators and satisfies the negative ones (``notEquals``, ``notIn``,
 ``notContains``): "department is not HR" is true when no department is given.
 
-:class:`RouteDecision` carries a trace of every rule and condition so that
-``reconcile route`` and the audit can say why a server was chosen.
+The :class:`RouteDecision` trace lets ``reconcile route`` and the audit say why.
 """
 
 from __future__ import annotations
@@ -83,10 +79,6 @@ class RouteDecision:
     @property
     def server_name(self) -> str | None:
         return self.server.metadata.name if self.server is not None else None
-
-    @property
-    def used_primary(self) -> bool:
-        return self.via == Via.PRIMARY
 
     def explain(self) -> str:
         """Plain-text explanation, one line per rule and condition."""

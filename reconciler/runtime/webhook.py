@@ -1,15 +1,14 @@
 """The one webhook poster: health notifications and ticket events go out through it.
 
-A webhook URL often carries its token (chat webhooks do), so it may be given as
-a secret reference (``env:NAME``, ``file:PATH``, ``enc:v1:...``) resolved as the
-operator's own secret, and logs (ours, and httpx's request log) only ever show
-its scheme and host. With a signing secret each POST carries
-``X-Reconcile-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">``, so
-the receiver can check origin and freshness.
+A webhook URL often carries its token (chat webhooks do), so it may be a secret
+reference (``env:NAME``, ``file:PATH``, ``enc:v1:...``) resolved as the operator's
+own secret, and logs (ours, and httpx's request log) only show its scheme and host.
+With a signing secret each POST carries ``X-Reconcile-Signature: t=<unix time>,
+v1=<hex HMAC-SHA256 of "<t>.<body>">``, so the receiver can check origin and freshness.
 
-A refusal says whether it may pass (connection error, timeout, 408, 429, 5xx,
-with the receiver's ``Retry-After``) or will not (any other 4xx); when to try
-again is the caller's: the notifier retries in memory, the sink from the store.
+A refusal says whether it may pass (connection error, timeout, 408, 429, 5xx, with
+the receiver's ``Retry-After``) or not (other 4xx); when to try again is the
+caller's: the notifier retries in memory, the sink from the store.
 """
 
 from __future__ import annotations

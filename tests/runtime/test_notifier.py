@@ -104,7 +104,7 @@ async def test_without_a_webhook_transitions_are_only_logged(
 ) -> None:
     caplog.set_level(logging.INFO)
     notifier = Notifier(None)
-    assert not notifier.webhook_configured
+    assert notifier.webhook is None
     back = Transition(KEY, RECOVERED, "Unreachable", "Reachable", AT)
     moved = Transition(KEY, FAILOVER, "Reachable", "Reachable", AT, active_host="alternate",
                        address="smtp-relay.gmail.com:587")
