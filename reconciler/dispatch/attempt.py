@@ -39,10 +39,7 @@ class NotSent(Exception):
         self.reason = reason
         self.detail = detail
         self.state = state
-
-    @property
-    def text(self) -> str:
-        return f"{self.reason.value}: {self.detail}" if self.reason else self.detail
+        self.text = f"{reason.value}: {detail}" if reason else detail
 
 
 class TryLater(NotSent):
@@ -99,7 +96,7 @@ class Attempt:
 
     def retry_later(self, detail: str) -> Finished:
         """A problem on our side (store, a bug): retry with the default backoff."""
-        next_at = self.next_at(RetryPolicy())
+        next_at = self.next_at(RetryPolicy.from_settings())
         if next_at is None:
             self.per_recipient(AuditStatus.SEND_FAILED,
                                f"gave up after {self.msg.attempts} attempts: {detail}")

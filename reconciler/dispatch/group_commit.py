@@ -83,7 +83,7 @@ class GroupCommit:
 
     async def run(self) -> None:
         try:
-            await self._run()
+            await self._write_until_closed()
         finally:
             # Cancelled with results still queued (a forced stop): their senders
             # must not wait for ever; the messages stay leased and are sent again.
@@ -91,7 +91,7 @@ class GroupCommit:
                 if not p.done.done():
                     p.done.cancel()
 
-    async def _run(self) -> None:
+    async def _write_until_closed(self) -> None:
         while True:
             await self._wake.wait()
             if self._linger and not self._closed.is_set() and len(self._pending) < MAX_GROUP:

@@ -61,7 +61,6 @@ from reconciler.runtime.waiting import first_set
 from reconciler.state.base import (
     AuditStatus,
     LeaseGrant,
-    LeaseLost,
     NotificationLike,
     OutboxMessage,
     OutboxState,
@@ -424,8 +423,8 @@ class Worker:
         snapshot = RoutingSnapshot(attempt.revision, attempt.server)
         try:
             await asyncio.to_thread(self._outbox.route, msg.id, self.owner, snapshot)
-        except (LeaseLost, StoreError) as exc:
-            # The completion will tell (lost lease), or the retry is routed afresh.
+        except StoreError as exc:
+            # LeaseLost: the completion will tell; any other: the retry is routed afresh.
             log.warning("outbox %s: routing not recorded: %s", msg.id, exc)
 
 

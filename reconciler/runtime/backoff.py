@@ -6,18 +6,15 @@ whole seconds, but a lenient reader costs nothing), and an HTTP date in any zone
 ``-0000`` included (RFC 5322 "unknown zone": read as UTC). Anything else, negative
 or not a finite number, is None: the caller then falls back to its own backoff.
 
-:class:`RetryPolicy` (SPEC O7) waits :func:`backoff_seconds` with full jitter before
-attempt ``n + 1``: a uniform random time in ``[0, min(maxBackoff, initialBackoff *
-2 ** (n - 1))]``, which spreads a burst of messages that failed together (a relay
-restart) instead of sending them back in lock-step. It gives up (``None``) after
-``maxAttempts`` attempts or when the next one would start after the lifetime
-(``server.retryLifetimeMinutes``, else ``MailSettings.retry.lifetimeMinutes``) counted
-from the first attempt. A wait the server asked for (``SendResult.retry_after``:
-Graph's ``Retry-After``, Exchange's ``BackOffMilliseconds``) is a lower bound, above
-``maxBackoff`` too: an earlier attempt would only be throttled again. The lifetime
-still applies: a wait that ends after it means giving up now rather than holding the
-message that long. Time and randomness come from the caller, so a schedule is
-reproducible.
+:class:`RetryPolicy` (SPEC O7) waits a uniform random time in ``[0, min(maxBackoff,
+initialBackoff * 2 ** (n - 1))]`` before attempt ``n + 1``: full jitter spreads a
+burst that failed together (a relay restart) instead of sending it back in lock-step.
+It gives up after ``maxAttempts`` or when the next attempt would start after the
+lifetime (``server.retryLifetimeMinutes``, else ``MailSettings.retry``) from the
+first. A wait the server asked for (``SendResult.retry_after``) is a lower bound,
+above ``maxBackoff`` too: an earlier attempt would only be throttled again; one that
+ends after the lifetime means giving up now. Time and randomness come from the
+caller, so a schedule is reproducible.
 """
 
 from __future__ import annotations
@@ -78,25 +75,21 @@ def backoff_seconds(attempt: int, initial: float, cap: float, *, jitter: float =
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    initial_backoff_seconds: float = 30.0
-    max_backoff_seconds: float = 900.0
-    max_attempts: int = 8
-    lifetime: timedelta = timedelta(minutes=1440)
+    initial_backoff_seconds: float
+    max_backoff_seconds: float
+    max_attempts: int
+    lifetime: timedelta
 
     @classmethod
-    def from_settings(
-        cls, settings: RetrySettings | None = None, server: OutgoingServerSpec | None = None
-    ) -> RetryPolicy:
+    def from_settings(cls, settings: RetrySettings | None = None,
+                      server: OutgoingServerSpec | None = None) -> RetryPolicy:
+        """``settings`` (default: MailSettings' defaults), the server's lifetime first."""
         settings = settings or RetrySettings()
         minutes = settings.lifetime_minutes
         if server is not None and server.retry_lifetime_minutes is not None:
             minutes = server.retry_lifetime_minutes
-        return cls(
-            initial_backoff_seconds=settings.initial_backoff_seconds,
-            max_backoff_seconds=settings.max_backoff_seconds,
-            max_attempts=settings.max_attempts,
-            lifetime=timedelta(minutes=minutes),
-        )
+        return cls(settings.initial_backoff_seconds, settings.max_backoff_seconds,
+                   settings.max_attempts, timedelta(minutes=minutes))
 
     def ceiling(self, attempt: int) -> float:
         """The largest wait after ``attempt`` attempts (attempt >= 1)."""
@@ -107,19 +100,11 @@ class RetryPolicy:
         return backoff_seconds(attempt, self.initial_backoff_seconds, self.max_backoff_seconds,
                                rng=rng)
 
-    def next_attempt(
-        self,
-        attempt: int,
-        first_attempt_at: datetime,
-        now: datetime,
-        *,
-        rng: RandomSource = random,
-        retry_after_seconds: float | None = None,
-    ) -> datetime | None:
-        """When to make attempt ``attempt + 1``, or ``None`` to give up.
-
-        ``attempt`` counts the attempts made so far, the one that just failed included.
-        """
+    def next_attempt(self, attempt: int, first_attempt_at: datetime, now: datetime, *,
+                     rng: RandomSource = random,
+                     retry_after_seconds: float | None = None) -> datetime | None:
+        """When to make attempt ``attempt + 1``, or ``None`` to give up; ``attempt`` counts
+        the attempts made so far, the one that just failed included."""
         if attempt >= self.max_attempts:
             return None
         expires = first_attempt_at + self.lifetime

@@ -60,10 +60,8 @@ class LiveConfig:
         """The ProxyServer the server names in this revision; None when it names none or
         one that does not exist (the transports refuse to send around a missing proxy)."""
         namespace = self.namespaces.get(server.metadata.namespace)
-        if namespace is None:
-            return None
         try:
-            return namespace.proxy(server)
+            return namespace.proxy(server) if namespace is not None else None
         except LookupError:
             return None
 

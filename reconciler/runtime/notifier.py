@@ -84,7 +84,6 @@ _SUMMARIES = {
               "{t.address}",
     FAILBACK: "outgoing server {where}: main host {t.address} is back; sends return to it",
 }
-HEALTH_MODULE = "health"  # the notification's module; routing is pinned, no rule applies
 
 
 @dataclass
@@ -145,7 +144,7 @@ def _admin_notification(transition: Transition, emails: list[str]) -> dict[str, 
     body = transition.summary() + "\n\n" + "".join(
         f"{name}: {value}\n" for name, value in transition.facts() if value)
     return {
-        "module": HEALTH_MODULE,
+        "module": "health",  # routing is pinned: no rule applies
         "namespace": transition.key.namespace,
         "to": emails,
         # Header text: one line whatever the error said (the body has it in full).

@@ -169,14 +169,13 @@ def evaluate(condition: Condition, context: Mapping[str, str]) -> ConditionResul
     """Test one condition against the context and say why it held or not."""
     op = Operator(condition.operator)
     multi = op in (Operator.IN, Operator.NOT_IN)
-    expected: str | tuple[str, ...] = (
-        tuple(condition.values or ()) if multi else (condition.value or "")
-    )
+    expected: str | tuple[str, ...] = (tuple(condition.values or ()) if multi
+                                       else (condition.value or ""))
     actual = _lookup(context, condition.field)
-    shown = f"{condition.field} {op} {_show(expected)}"
+    shown = f"{condition.field} {op} " + (f"[{', '.join(map(repr, expected))}]" if multi
+                                           else repr(expected))
     if actual is None:
-        matched = op in _NEGATIVE
-        return ConditionResult(condition.field, str(op), expected, None, matched,
+        return ConditionResult(condition.field, str(op), expected, None, op in _NEGATIVE,
                                f"{shown}: {condition.field} is not set")
 
     def norm(text: str) -> str:
@@ -202,9 +201,3 @@ def evaluate(condition: Condition, context: Mapping[str, str]) -> ConditionResul
     verdict = "holds" if matched else "does not hold"
     return ConditionResult(condition.field, str(op), expected, actual, matched,
                            f"{shown}{case}: {verdict} for {condition.field}={actual!r}")
-
-
-def _show(expected: str | tuple[str, ...]) -> str:
-    if isinstance(expected, tuple):
-        return "[" + ", ".join(repr(v) for v in expected) + "]"
-    return repr(expected)
