@@ -45,13 +45,10 @@ def select_attachments(attachments: Sequence[Attachment],
     total = 0
     for item in attachments:
         if total + item.size > cap:
-            reason = (
-                f"{item.size} bytes is above the limit of {limit:g} MB"
-                if item.size > cap
-                else f"would bring the attachments to {total + item.size} bytes, "
-                f"above the limit of {limit:g} MB"
-            )
-            dropped.append(DroppedAttachment(item.name, item.size, reason))
+            over = (f"{item.size} bytes is" if item.size > cap
+                    else f"would bring the attachments to {total + item.size} bytes,")
+            dropped.append(DroppedAttachment(item.name, item.size,
+                                             f"{over} above the limit of {limit:g} MB"))
             continue
         kept.append(item)
         total += item.size

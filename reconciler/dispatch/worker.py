@@ -52,12 +52,11 @@ from reconciler.dispatch.readiness import server_problems
 from reconciler.mail.envelope import Envelope, Notification, plain_errors
 from reconciler.mail.outcome import NotSentReason
 from reconciler.mail.transport import Transport
-from reconciler.runtime.backoff import backoff_seconds
+from reconciler.runtime.backoff import backoff_seconds, first_set
 from reconciler.runtime.live_config import ConfigSource
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.namespace import NamespaceConfig
 from reconciler.runtime.settings import DaemonSettings
-from reconciler.runtime.waiting import first_set
 from reconciler.state.base import (
     AuditStatus,
     LeaseGrant,
@@ -256,7 +255,15 @@ class Worker:
         # send started): the message stays leased and is released with the rest.
         attempt = Attempt(msg)
         try:
-            finished = await self._attempt(attempt, parsed)
+            # A hand-off from the intake comes parsed already; attachment bytes
+            # are still read from the store when the send starts, as for a claim.
+            notification = (parsed if parsed is not None and not msg.attachments
+                            else _without_attachment_bytes(msg))
+            attempt.recipients = tuple(dict.fromkeys(m.email for _, m in
+                                                     notification.recipients()))
+            ns, server = await self._routed(attempt, notification)
+            attempt.server = server.metadata.name
+            finished = await self._send(attempt, notification, ns, server)
         except NotSent as stop:
             finished = attempt.not_sent(stop)
         except Exception as exc:
@@ -279,17 +286,6 @@ class Worker:
             latency = (datetime.now(UTC) - msg.created_at).total_seconds()
             self._metrics.delivery_seconds.observe(max(latency, 0.0))
 
-    async def _attempt(self, attempt: Attempt, parsed: Notification | None) -> Finished | None:
-        msg = attempt.msg
-        # A hand-off from the intake comes parsed already; attachment bytes
-        # are still read from the store when the send starts, as for a claim.
-        notification = (parsed if parsed is not None and not msg.attachments
-                        else _without_attachment_bytes(msg))
-        attempt.recipients = tuple(dict.fromkeys(m.email for _, m in notification.recipients()))
-        ns, server = await self._routed(attempt, notification)
-        attempt.server = server.metadata.name
-        return await self._send(attempt, notification, ns, server)
-
     async def _with_attachments(self, msg: OutboxMessage, light: Notification) -> Notification:
         """The full notification; attachment bytes are read only when a send is about to
         start, so messages waiting in a lane do not hold them in memory."""
@@ -307,7 +303,7 @@ class Worker:
         current = self._config.current
         if msg.routing is None:
             attempt.revision = current.revision
-            ns = current.namespace(msg.namespace)
+            ns = current.namespaces.get(msg.namespace)
             if ns is None:
                 raise NotSent(f"namespace {msg.namespace} has no configuration at revision "
                               f"{current.revision}", NotSentReason.NO_SERVER)
@@ -330,13 +326,13 @@ class Worker:
             # rather than sending with a config the message was not routed with.
             raise TryLater(f"cannot load config revision {routing.config_revision}: "
                            f"{exc}") from None
-        ns = config.namespace(msg.namespace)
+        ns = config.namespaces.get(msg.namespace)
         server = ns.servers.get(routing.server) if ns is not None else None
         if ns is None or server is None:
             raise NotSent(f"server {routing.server} this message was routed to is not in "
                           f"namespace {msg.namespace} at revision {routing.config_revision}",
                           NotSentReason.NO_SERVER)
-        now_ns = current.namespace(msg.namespace)
+        now_ns = current.namespaces.get(msg.namespace)
         now_server = now_ns.servers.get(routing.server) if now_ns is not None else None
         if now_server is not None and not now_server.spec.enabled and server.spec.enabled:
             raise NotSent(f"server {routing.server} was disabled at revision "

@@ -1,4 +1,5 @@
-"""When to try again: a server's ``Retry-After``, our own backoff, the send retry schedule.
+"""When to try again: a server's ``Retry-After``, our own backoff, the send retry
+schedule, and :func:`first_set` to wait for the first of a stop, a wake-up or a timeout.
 
 One parser for ``Retry-After`` serves every HTTP peer (Graph, EWS, OAuth token
 endpoints, webhooks). It accepts delay-seconds, also with a fraction (Graph sends
@@ -19,6 +20,7 @@ caller, so a schedule is reproducible.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from dataclasses import dataclass
@@ -116,3 +118,12 @@ class RetryPolicy:
         at = now + timedelta(seconds=wait)
         return None if at > expires else at
 
+
+async def first_set(*events: asyncio.Event, timeout: float | None = None) -> None:
+    """Return once any of ``events`` is set, or after ``timeout`` seconds (None: never)."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -53,9 +53,6 @@ class LiveConfig:
                           namespace, live.revision, exc.error_count())
         return cls(live.revision, MappingProxyType(built))
 
-    def namespace(self, name: str) -> NamespaceConfig | None:
-        return self.namespaces.get(name)
-
     def proxy_for(self, server: OutgoingServer) -> ProxyServerSpec | None:
         """The ProxyServer the server names in this revision; None when it names none or
         one that does not exist (the transports refuse to send around a missing proxy)."""

@@ -105,7 +105,7 @@ class AdminMail:
         """Queue the mail; True when queued or nobody is to be mailed. Never raises."""
         live = self.config.current
         key = transition.key
-        ns = live.namespace(key.namespace)
+        ns = live.namespaces.get(key.namespace)
         emails = list(ns.settings.spec.admin_notifications.emails) if ns and ns.settings else []
         if ns is None or not emails:
             return True
