@@ -65,9 +65,7 @@ class Attempt:
 
     def entry(self, status: AuditStatus, reason: str, *, recipient: str | None = None,
               host: str | None = None, details: Mapping[str, Any] | None = None) -> AuditEntry:
-        info: dict[str, Any] = {}
-        if self.revision is not None:
-            info["configRevision"] = self.revision
+        info: dict[str, Any] = {} if self.revision is None else {"configRevision": self.revision}
         info.update(details or {})
         return AuditEntry(
             status=status, reason=reason, namespace=self.msg.namespace, server=self.server,
@@ -168,8 +166,7 @@ def read_result(attempt: Attempt, envelope: Envelope, result: SendResult,
         rows.sent(envelope)
         return attempt.finish(OutboxState.SENT, None, outcome=outcome)
     if result.outcome == Outcome.IGNORED:
-        rows.add(AuditStatus.SEND_FAILED,
-                 f"{NotSentReason.NO_RECIPIENTS.value}: {result.detail}")
+        rows.add(AuditStatus.SEND_FAILED, f"{NotSentReason.NO_RECIPIENTS.value}: {result.detail}")
         return attempt.finish(OutboxState.IGNORED, result.detail, outcome=outcome)
     if result.outcome != Outcome.TRANSIENT:
         rows.each(AuditStatus.SEND_FAILED)

@@ -99,10 +99,9 @@ def compose(notification: Notification, server: OutgoingServer, recipients: Filt
     msg["From"] = Address(display_name=sender_name or "", addr_spec=sender)
     if reply_to:
         msg["Reply-To"] = Address(addr_spec=reply_to)
-    if recipients.to:
-        msg["To"] = tuple(_address(m) for m in recipients.to)
-    if recipients.cc:
-        msg["Cc"] = tuple(_address(m) for m in recipients.cc)
+    for name, boxes in (("To", recipients.to), ("Cc", recipients.cc)):
+        if boxes:
+            msg[name] = tuple(_address(m) for m in boxes)
     msg["Subject"] = notification.subject
     msg["Date"] = _date_header(now)
     msg["Message-ID"] = message_id
@@ -156,13 +155,11 @@ def _body_part(text: str, subtype: str) -> bytes | None:
     if not text.isascii():
         return None
     lines = text.encode("ascii").splitlines()
-    if _cte(text) == "7bit":
-        cte = "7bit"
+    cte = _cte(text)
+    if cte == "7bit":
         body = b"\r\n".join(lines) + b"\r\n"
     else:
-        cte = "quoted-printable"
-        encoded = binascii.b2a_qp(b"\n".join(lines) + b"\n", istext=True)
-        body = encoded.replace(b"\n", b"\r\n")
+        body = binascii.b2a_qp(b"\n".join(lines) + b"\n", istext=True).replace(b"\n", b"\r\n")
     head = (f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
             f"Content-Transfer-Encoding: {cte}\r\n\r\n")
     return head.encode("ascii") + body
@@ -178,10 +175,9 @@ def _plain_message(notification: Notification, recipients: FilterResult, sender:
     headers: list[str | None] = [address_header("From", [(sender_name, sender)])]
     if reply_to:
         headers.append(address_header("Reply-To", [(None, reply_to)]))
-    if recipients.to:
-        headers.append(address_header("To", [(m.name, m.email) for m in recipients.to]))
-    if recipients.cc:
-        headers.append(address_header("Cc", [(m.name, m.email) for m in recipients.cc]))
+    for name, boxes in (("To", recipients.to), ("Cc", recipients.cc)):
+        if boxes:
+            headers.append(address_header(name, [(m.name, m.email) for m in boxes]))
     headers.append(text_header("Subject", notification.subject))
     headers.append(f"Date: {_date_header(now)}\r\n")
     headers.append(f"Message-ID: {message_id}\r\n")

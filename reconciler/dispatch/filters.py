@@ -79,17 +79,12 @@ def filter_notification(notification: Notification,
 
 def _check(f: AddressList, kind: RecipientField, mailbox: Mailbox) -> IgnoredRecipient | None:
     hit = f.entry_for(mailbox.email)
-    if f.type == FilterType.ALLOW:
-        if hit is not None:
-            return None
-        return IgnoredRecipient(
-            mailbox, kind, f.name, f.type, None,
-            f"{mailbox.email} is not on allow list {f.name!r} (no listed email or domain matches)",
-        )
+    if (hit is not None) == (f.type == FilterType.ALLOW):
+        return None  # on the allow list, or not on the ignore list
     if hit is None:
-        return None
+        return IgnoredRecipient(mailbox, kind, f.name, f.type, None,
+                                f"{mailbox.email} is not on allow list {f.name!r} "
+                                "(no listed email or domain matches)")
     what, entry = hit
-    return IgnoredRecipient(
-        mailbox, kind, f.name, f.type, entry,
-        f"{mailbox.email} matches {what} {entry!r} of ignore list {f.name!r}",
-    )
+    return IgnoredRecipient(mailbox, kind, f.name, f.type, entry,
+                            f"{mailbox.email} matches {what} {entry!r} of ignore list {f.name!r}")

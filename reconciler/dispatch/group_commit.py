@@ -116,16 +116,14 @@ class GroupCommit:
                     continue
                 failed = 0
                 del self._pending[: len(group)]
-                self._settle(group, set(result.lost))
+                lost = set(result.lost)
+                self.stats.lost += len(lost)
+                if lost:
+                    log.warning("leases of outbox messages %s were taken over before their "
+                                "results were recorded; another daemon will send them again",
+                                sorted(lost), extra={"outbox_ids": sorted(lost)})
+                for p in group:
+                    if not p.done.done():
+                        p.done.set_result(p.completion.id not in lost)
             if self._closed.is_set():
                 return
-
-    def _settle(self, group: list[_Pending], lost: set[int]) -> None:
-        self.stats.lost += len(lost)
-        if lost:
-            log.warning("leases of outbox messages %s were taken over before their "
-                        "results were recorded; another daemon will send them again",
-                        sorted(lost), extra={"outbox_ids": sorted(lost)})
-        for p in group:
-            if not p.done.done():
-                p.done.set_result(p.completion.id not in lost)

@@ -26,7 +26,6 @@ Decisions:
 - **Stop.** New claims stop; sends in flight get ``shutdown_grace_seconds``;
   queued results are written; leases still held are released, so another
   daemon (or the next start) takes them at once, not after the lease.
-- Store calls block, so they run in threads; the event loop only sends.
 """
 
 from __future__ import annotations
@@ -280,8 +279,7 @@ class Worker:
     def _count(self, msg: OutboxMessage, finished: Finished, recorded: bool) -> None:
         if self._metrics is None:
             return
-        self._metrics.sends.labels(msg.namespace, finished.server or "-",
-                                   finished.outcome).inc()
+        self._metrics.sends.labels(msg.namespace, finished.server or "-", finished.outcome).inc()
         if recorded and finished.completion.state == OutboxState.SENT:
             latency = (datetime.now(UTC) - msg.created_at).total_seconds()
             self._metrics.delivery_seconds.observe(max(latency, 0.0))
@@ -383,8 +381,7 @@ class Worker:
             attempt.audit.append(attempt.entry(
                 AuditStatus.SEND_IGNORED, ignored.reason, recipient=ignored.mailbox.email,
                 details={"filter": ignored.filter, "filterType": str(ignored.filter_type),
-                         "entry": ignored.entry, "field": ignored.field},
-            ))
+                         "entry": ignored.entry, "field": ignored.field}))
         if result.empty:
             why = ("every recipient was filtered out" if result.ignored
                    else "the notification has no recipients")
@@ -403,10 +400,9 @@ class Worker:
             # Intake refuses these up front; this one was routed elsewhere there, or the
             # server was switched to refuse since. Sending it without them is what the
             # admin said not to do.
-            raise NotSent("; ".join(f"{d.name!r}: {d.reason}" for d in
-                                    envelope.dropped_attachments)
-                          + f"; server {server.metadata.name} refuses oversize attachments "
-                          "(attachments.oversize: refuse)")
+            dropped = "; ".join(f"{d.name!r}: {d.reason}" for d in envelope.dropped_attachments)
+            raise NotSent(f"{dropped}; server {server.metadata.name} refuses oversize "
+                          "attachments (attachments.oversize: refuse)")
         attempt.message_id = envelope.message_id
         attempt.recipients = envelope.rcpt_to
         return envelope

@@ -40,9 +40,7 @@ class RandomSource(Protocol):
 
 def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
     """``Retry-After`` as seconds to wait from ``now``; None when it says nothing usable."""
-    if value is None:
-        return None
-    text = value.strip()
+    text = (value or "").strip()
     if not text:
         return None
     try:

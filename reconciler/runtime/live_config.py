@@ -40,10 +40,9 @@ class LiveConfig:
 
     @classmethod
     def from_snapshot(cls, live: LiveState) -> LiveConfig:
-        names = sorted({key.namespace for key in live.resources})
         resources = list(live.resources.values())
         built: dict[str, NamespaceConfig] = {}
-        for namespace in names:
+        for namespace in sorted({key.namespace for key in live.resources}):
             try:
                 built[namespace] = NamespaceConfig.from_canonical(namespace, resources)
             except ValidationError as exc:

@@ -15,7 +15,7 @@ from typing import TypeVar
 from reconciler.config.desired import CanonicalResource
 from reconciler.config.models import KINDS
 from reconciler.config.models.base import Resource
-from reconciler.config.models.mail_settings import MailSettings, RetrySettings
+from reconciler.config.models.mail_settings import MailSettings
 from reconciler.config.models.outgoing_email_rule import OutgoingEmailRule
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.proxy_server import ProxyServer, ProxyServerSpec
@@ -90,8 +90,8 @@ class NamespaceConfig:
         known = self._policies.get(server.metadata.name)
         if known is not None and known[0] is server:
             return known[1]
-        settings = self.settings.spec.retry if self.settings else RetrySettings()
-        policy = RetryPolicy.from_settings(settings, server.spec)
+        policy = RetryPolicy.from_settings(self.settings.spec.retry if self.settings else None,
+                                           server.spec)
         self._policies[server.metadata.name] = (server, policy)
         return policy
 

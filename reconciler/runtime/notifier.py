@@ -49,20 +49,12 @@ class Transition:
     address: str | None = None  # host:port sends go to now
 
     def payload(self) -> dict[str, Any]:
-        return {
-            "event": f"server.{self.event}",
-            "kind": self.key.kind,
-            "namespace": self.key.namespace,
-            "server": self.key.name,
-            "oldStatus": self.old_state,
-            "newStatus": self.new_state,
-            "error": self.error,
-            "failedStep": self.failed_step,
-            "hint": self.hint,
-            "activeHost": self.active_host,
-            "address": self.address,
-            "time": self.at.isoformat(),
-        }
+        return {"event": f"server.{self.event}", "kind": self.key.kind,
+                "namespace": self.key.namespace, "server": self.key.name,
+                "oldStatus": self.old_state, "newStatus": self.new_state,
+                "error": self.error, "failedStep": self.failed_step, "hint": self.hint,
+                "activeHost": self.active_host, "address": self.address,
+                "time": self.at.isoformat()}
 
     def facts(self) -> list[tuple[str, str | None]]:
         """The admin mail's "Name: value" lines (empty values are left out)."""

@@ -82,8 +82,8 @@ class WebhookPoster:
         if client is not None:
             await client.aclose()
 
-    async def post(self, body: bytes, headers: Mapping[str, str] | None = None
-                   ) -> Refusal | None:
+    async def post(self, body: bytes,
+                   headers: Mapping[str, str] | None = None) -> Refusal | None:
         """POST ``body`` as JSON; None when the receiver took it."""
         assert self._client is not None, "use the poster in `async with`"
         sent = {"Content-Type": "application/json", **(headers or {})}
