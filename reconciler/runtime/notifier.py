@@ -78,7 +78,7 @@ _SUMMARIES = {
 }
 
 
-@dataclass
+@dataclass(eq=False)
 class AdminMail:
     """Mails transitions to the namespace's ``adminNotifications.emails`` (SPEC O9).
 
@@ -145,7 +145,7 @@ def _admin_notification(transition: Transition, emails: list[str]) -> dict[str, 
     }
 
 
-@dataclass(repr=False)  # the webhook URL may carry its token
+@dataclass(repr=False, eq=False)  # identity as before; the webhook URL may carry its token
 class Notifier:
     webhook: str | None = None
     _: KW_ONLY
