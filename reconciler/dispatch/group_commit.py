@@ -63,12 +63,9 @@ class GroupCommit:
         return len(self._pending)
 
     async def submit(self, completion: Completion, audit: Sequence[AuditEntry] = ()) -> bool:
-        """Queue one result and wait until it is written.
-
-        True when recorded; False when the lease had been taken over (nothing
-        was written for the message; its audit rows were, since the attempt
-        happened). If the waiter is cancelled, the result is still written.
-        """
+        """Queue one result and wait until it is written: True when recorded; False when
+        the lease had been taken over (nothing written for the message; its audit rows
+        were, since the attempt happened). A cancelled waiter's result is still written."""
         if self._closed.is_set():
             raise RuntimeError("the committer is closed")
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
