@@ -64,7 +64,7 @@ def _from_store(store_url: str | None, namespace: str) -> tuple[str, NamespaceCo
     with opened_store(store_url) as store:
         live = store.snapshot()
         where = f"live store {store.location} at revision {live.revision}"
-    return where, LiveConfig.from_snapshot(live).namespace(namespace)
+    return where, LiveConfig.from_snapshot(live).namespaces.get(namespace)
 
 
 def _from_config(config_dir: Path, namespace: str) -> tuple[str, NamespaceConfig | None]:

@@ -45,7 +45,7 @@ from reconciler.dispatch.worker import Worker
 from reconciler.mail.failover import HostSelector
 from reconciler.mail.transport import Transport
 from reconciler.runtime.backoff import backoff_seconds
-from reconciler.runtime.configs import ConfigSource
+from reconciler.runtime.live_config import ConfigSource
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.notifier import AdminMail, Notifier
 from reconciler.runtime.settings import DaemonSettings

@@ -1,16 +1,15 @@
 """How one attempt at a message ends: the outbox result and its audit rows (SPEC O7, O8).
 
-The worker finds out, step by step, what an attempt is (its recipients, the
-revision and server it was routed with, its Message-ID); :class:`Attempt` keeps
-that for the audit rows. The attempt then ends in one of three ways:
+:class:`Attempt` keeps what the worker learns step by step (recipients, the
+revision and server it was routed with, the Message-ID) for the audit rows. An
+attempt ends in one of three ways:
 
-- **Not sent** (:class:`NotSent`, raised anywhere before the transport): one
-  SEND_FAILED row per recipient, and the message fails or is ignored.
-- **Try later** (:class:`TryLater`, or an internal error): a problem on our
-  side, retried on the default schedule.
-- **A transport's result** (:func:`read_result`): the worker reads the
-  ``SendResult`` as the transport classified it (outcome, per-recipient
-  replies, ``retry_after``) and never re-classifies errors itself.
+- **Not sent** (:class:`NotSent`, raised before the transport): one SEND_FAILED
+  row per recipient; the message fails or is ignored.
+- **Try later** (:class:`TryLater`, or an internal error): a problem on our side,
+  retried on the default schedule.
+- **A transport's result** (:func:`read_result`): the ``SendResult`` as the
+  transport classified it; the worker never re-classifies errors itself.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from typing import Any
 
 from reconciler.mail.envelope import Envelope
 from reconciler.mail.outcome import NotSentReason, Outcome, RecipientResult, SendResult
-from reconciler.runtime.retry import RetryPolicy
+from reconciler.runtime.backoff import RetryPolicy
 from reconciler.state.base import AuditEntry, AuditStatus, Completion, OutboxMessage, OutboxState
 
 log = logging.getLogger(__name__)
@@ -40,10 +39,7 @@ class NotSent(Exception):
         self.reason = reason
         self.detail = detail
         self.state = state
-
-    @property
-    def text(self) -> str:
-        return f"{self.reason.value}: {self.detail}" if self.reason else self.detail
+        self.text = f"{reason.value}: {detail}" if reason else detail
 
 
 class TryLater(NotSent):
@@ -52,8 +48,6 @@ class TryLater(NotSent):
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """What one attempt came to: the outbox result and its audit rows."""
-
     completion: Completion
     audit: tuple[AuditEntry, ...]
     server: str | None = None
@@ -62,8 +56,6 @@ class Finished:
 
 @dataclass
 class Attempt:
-    """What is known about one message's attempt so far, for its audit rows."""
-
     msg: OutboxMessage
     recipients: tuple[str, ...] = ()
     revision: int | None = None
@@ -73,9 +65,7 @@ class Attempt:
 
     def entry(self, status: AuditStatus, reason: str, *, recipient: str | None = None,
               host: str | None = None, details: Mapping[str, Any] | None = None) -> AuditEntry:
-        info: dict[str, Any] = {}
-        if self.revision is not None:
-            info["configRevision"] = self.revision
+        info: dict[str, Any] = {} if self.revision is None else {"configRevision": self.revision}
         info.update(details or {})
         return AuditEntry(
             status=status, reason=reason, namespace=self.msg.namespace, server=self.server,
@@ -104,16 +94,19 @@ class Attempt:
 
     def retry_later(self, detail: str) -> Finished:
         """A problem on our side (store, a bug): retry with the default backoff."""
-        msg = self.msg
-        now = datetime.now(UTC)
-        next_at = RetryPolicy().next_attempt(msg.attempts, msg.first_attempt_at or now, now)
+        next_at = self.next_at(RetryPolicy.from_settings())
         if next_at is None:
             self.per_recipient(AuditStatus.SEND_FAILED,
-                               f"gave up after {msg.attempts} attempts: {detail}")
+                               f"gave up after {self.msg.attempts} attempts: {detail}")
             return self.finish(OutboxState.FAILED, detail)
         self.per_recipient(AuditStatus.RETRYING, detail,
                            details={"nextAttemptAt": next_at.isoformat()})
         return self.finish(OutboxState.RETRY_WAIT, detail, next_at)
+
+    def next_at(self, policy: RetryPolicy, retry_after: float | None = None) -> datetime | None:
+        now = datetime.now(UTC)
+        return policy.next_attempt(self.msg.attempts, self.msg.first_attempt_at or now, now,
+                                   retry_after_seconds=retry_after)
 
 
 class _Rows:
@@ -173,16 +166,13 @@ def read_result(attempt: Attempt, envelope: Envelope, result: SendResult,
         rows.sent(envelope)
         return attempt.finish(OutboxState.SENT, None, outcome=outcome)
     if result.outcome == Outcome.IGNORED:
-        rows.add(AuditStatus.SEND_FAILED,
-                 f"{NotSentReason.NO_RECIPIENTS.value}: {result.detail}")
+        rows.add(AuditStatus.SEND_FAILED, f"{NotSentReason.NO_RECIPIENTS.value}: {result.detail}")
         return attempt.finish(OutboxState.IGNORED, result.detail, outcome=outcome)
     if result.outcome != Outcome.TRANSIENT:
         rows.each(AuditStatus.SEND_FAILED)
         return attempt.finish(OutboxState.FAILED, result.detail, outcome=outcome)
     msg = attempt.msg
-    now = datetime.now(UTC)
-    next_at = policy.next_attempt(msg.attempts, msg.first_attempt_at or now, now,
-                                  retry_after_seconds=result.retry_after)
+    next_at = attempt.next_at(policy, result.retry_after)
     if next_at is not None:
         asked = {} if result.retry_after is None else {"retryAfterSeconds": result.retry_after}
         rows.each(AuditStatus.RETRYING, nextAttemptAt=next_at.isoformat(), **asked)
@@ -192,8 +182,7 @@ def read_result(attempt: Attempt, envelope: Envelope, result: SendResult,
         return attempt.finish(OutboxState.RETRY_WAIT, result.detail, next_at, outcome)
     gave_up = f"gave up after {msg.attempts} attempts: "
     if result.retry_after is not None and msg.attempts < policy.max_attempts:
-        gave_up = (f"gave up after {msg.attempts} attempts: the server asked to wait "
-                   f"{result.retry_after:g}s, past the retry lifetime: ")
+        gave_up += f"the server asked to wait {result.retry_after:g}s, past the retry lifetime: "
     rows.each(AuditStatus.SEND_FAILED, gave_up)
     return attempt.finish(OutboxState.FAILED, gave_up + result.detail, outcome=outcome)
 

@@ -2,32 +2,27 @@
 
 Decisions:
 
-- The message is built with ``email.message.EmailMessage`` and the ``SMTP``
-  policy (CRLF line ends, RFC 2047 encoded non-ASCII headers, RFC 2231 encoded
-  attachment names). Bodies that are not plain short-lined ASCII are sent
-  quoted-printable, so the message is 7-bit clean and no relay needs 8BITMIME.
-- Fast path: a notification without attachments whose header text and bodies
-  are plain ASCII is written directly as bytes (``_plain_message``), in the
-  form the ``EmailMessage`` path gives; anything else takes that path.
-- Header safety (SPEC S1): intake refuses values that could break a header
-  line; compose checks again what it writes. The ``EmailMessage`` is written
-  here, once, with :data:`~reconciler.mail.header_guard.GUARDED_SMTP`,
-  which writes address headers with our own folder (the package's drops the
-  quotes of a long display name), refuses any header that would not be one
-  line (a raw CR/LF, a control byte) and folds other text over 998 bytes as
-  encoded-words; a refusal is a
-  ``HeaderInjectionError`` (a ValueError), so the worker fails the message for
-  good instead of sending it. The fast path writes only printable ASCII and
-  leaves anything longer than 998 bytes to the ``EmailMessage`` path. Extra
-  header names are checked again here, so a notification that skipped intake
-  cannot smuggle in a name with a colon or a header compose writes itself.
+- ``email.message.EmailMessage`` with the ``SMTP`` policy (CRLF, RFC 2047 encoded
+  non-ASCII headers, RFC 2231 attachment names). Bodies that are not plain
+  short-lined ASCII go quoted-printable: 7-bit clean, no relay needs 8BITMIME.
+- Fast path: without attachments, and with plain ASCII header text and bodies,
+  the message is written directly as bytes (``_plain_message``) in the form the
+  ``EmailMessage`` path gives.
+- Header safety (SPEC S1): intake refuses values that could break a header line;
+  compose checks again. :data:`~reconciler.mail.header_guard.GUARDED_SMTP` folds
+  address headers itself (the package's drops the quotes of a long display name),
+  refuses a header that would not be one line (raw CR/LF, a control byte) with a
+  ``HeaderInjectionError`` (a ValueError: the worker fails the message for good)
+  and folds other text over 998 bytes as encoded-words; the fast path writes only
+  printable ASCII and leaves longer lines to it. Extra header names are checked
+  again, so a notification that skipped intake cannot smuggle in a name with a
+  colon or a header compose writes itself.
 - Bcc recipients go into the envelope only, never into a header.
-- The Message-ID uses the sender's domain. With an idempotency key it is
-  derived from (namespace, key), so a retry after an ambiguous timeout
-  carries the same Message-ID and receiving systems can recognise the duplicate.
-- Attachment limit (O4): ``attachmentLimitMB`` caps the total of the
-  attachments (:mod:`reconciler.dispatch.oversize`). Dropped attachments are
-  returned by name for the SENT audit entry; whether the server refuses
+- The Message-ID uses the sender's domain; with an idempotency key it is derived
+  from (namespace, key), so a retry after an ambiguous timeout carries the same
+  one and receiving systems can recognise the duplicate.
+- Attachment limit (O4, :mod:`reconciler.dispatch.oversize`): dropped attachments
+  are returned by name for the SENT audit entry; whether the server refuses
   instead is the worker's to act on.
 """
 
@@ -71,36 +66,23 @@ def _date_header(now: datetime) -> str:
     return _last_date[1]
 
 
-def message_id_for(notification: Notification, domain: str, seed: str | None = None) -> str:
-    """Derived from the idempotency key, else from ``seed``: every attempt of a message
-    carries the same Message-ID. Neither: a fresh one."""
-    if notification.idempotency_key:
-        seed = f"{notification.namespace}\0{notification.idempotency_key}"
-    token = hashlib.sha256(seed.encode()).hexdigest()[:32] if seed else uuid.uuid4().hex
-    return f"<{token}@{domain}>"
-
-
-def compose(
-    notification: Notification,
-    server: OutgoingServer,
-    recipients: FilterResult,
-    *,
-    now: datetime | None = None,
-    message_seed: str | None = None,
-) -> Envelope:
-    """The envelope for ``notification`` sent through ``server`` to ``recipients``.
-
-    ``recipients`` is the filter's result; an empty one is the caller's "not
-    sent" case (O8) and is refused here so it cannot slip through.
-    """
+def compose(notification: Notification, server: OutgoingServer, recipients: FilterResult, *,
+            now: datetime | None = None, message_seed: str | None = None) -> Envelope:
+    """The envelope for ``notification`` sent through ``server`` to ``recipients`` (the
+    filter's result; an empty one is the caller's "not sent" case, O8, refused here so it
+    cannot slip through)."""
     if recipients.empty:
         raise ValueError("no recipients left to send to; record it as not sent")
     spec = server.spec
     sender, sender_name, reply_to = _server_identity(spec.email, spec.sender_name,
                                                      spec.reply_to)
-    domain = sender.rsplit("@", 1)[1]
     now = now or datetime.now(UTC)
-    message_id = message_id_for(notification, domain, message_seed)
+    # Every attempt of a message carries the same Message-ID: from the idempotency key,
+    # else from the caller's seed; with neither, a fresh one.
+    seed = (f"{notification.namespace}\0{notification.idempotency_key}"
+            if notification.idempotency_key else message_seed)
+    token = hashlib.sha256(seed.encode()).hexdigest()[:32] if seed else uuid.uuid4().hex
+    message_id = f"<{token}@{sender.rsplit('@', 1)[1]}>"
     for name in notification.headers:
         check_header_name(name)
 
@@ -117,17 +99,18 @@ def compose(
     msg["From"] = Address(display_name=sender_name or "", addr_spec=sender)
     if reply_to:
         msg["Reply-To"] = Address(addr_spec=reply_to)
-    if recipients.to:
-        msg["To"] = tuple(_address(m) for m in recipients.to)
-    if recipients.cc:
-        msg["Cc"] = tuple(_address(m) for m in recipients.cc)
+    for name, boxes in (("To", recipients.to), ("Cc", recipients.cc)):
+        if boxes:
+            msg[name] = tuple(_address(m) for m in boxes)
     msg["Subject"] = notification.subject
     msg["Date"] = _date_header(now)
     msg["Message-ID"] = message_id
     for name, value in notification.headers.items():
         msg[name] = value
 
-    _set_body(msg, notification.text_body, notification.html_body)
+    for i, (body, subtype) in enumerate(_bodies(notification)):
+        add = msg.add_alternative if i else msg.set_content
+        add(body, subtype=subtype, cte=_cte(body))
     kept, dropped = select_attachments(notification.attachments, limit_mb(server))
     for item in kept:
         maintype, subtype = item.content_type.split("/", 1)
@@ -138,9 +121,8 @@ def compose(
 
 
 @functools.lru_cache(maxsize=1024)  # per server: its From and Reply-To, checked once
-def _server_identity(
-    email: str, sender_name: str | None, reply_to: str | None
-) -> tuple[str, str | None, str | None]:
+def _server_identity(email: str, sender_name: str | None,
+                     reply_to: str | None) -> tuple[str, str | None, str | None]:
     sender = validate_address(email, "server email")
     name = check_header_text(sender_name, "sender name") if sender_name else None
     reply = validate_address(reply_to, "server replyTo") if reply_to else None
@@ -158,15 +140,11 @@ def _cte(text: str) -> str:
     return "7bit" if plain else "quoted-printable"
 
 
-def _set_body(msg: EmailMessage, text: str | None, html: str | None) -> None:
-    if text is None and html is None:
-        text = ""
-    if text is not None:
-        msg.set_content(text, cte=_cte(text))
-        if html is not None:
-            msg.add_alternative(html, subtype="html", cte=_cte(html))
-    elif html is not None:
-        msg.set_content(html, subtype="html", cte=_cte(html))
+def _bodies(notification: Notification) -> list[tuple[str, str]]:
+    """(text, subtype) of each body part, in order; no body at all is an empty text one."""
+    text, html = notification.text_body, notification.html_body
+    parts = [(body, sub) for body, sub in ((text, "plain"), (html, "html")) if body is not None]
+    return parts or [("", "plain")]
 
 
 # -- fast path: the common all-ASCII notification written directly as bytes ----------
@@ -177,13 +155,11 @@ def _body_part(text: str, subtype: str) -> bytes | None:
     if not text.isascii():
         return None
     lines = text.encode("ascii").splitlines()
-    if _cte(text) == "7bit":
-        cte = "7bit"
+    cte = _cte(text)
+    if cte == "7bit":
         body = b"\r\n".join(lines) + b"\r\n"
     else:
-        cte = "quoted-printable"
-        encoded = binascii.b2a_qp(b"\n".join(lines) + b"\n", istext=True)
-        body = encoded.replace(b"\n", b"\r\n")
+        body = binascii.b2a_qp(b"\n".join(lines) + b"\n", istext=True).replace(b"\n", b"\r\n")
     head = (f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
             f"Content-Transfer-Encoding: {cte}\r\n\r\n")
     return head.encode("ascii") + body
@@ -194,45 +170,32 @@ def _plain_message(notification: Notification, recipients: FilterResult, sender:
                    message_id: str) -> bytes | None:
     """The message as bytes when everything in it is plain ASCII and there are no
     attachments; None to build it with ``EmailMessage`` instead."""
+    if not PRINTABLE.match(message_id) or " " in message_id:
+        return None
     headers: list[str | None] = [address_header("From", [(sender_name, sender)])]
     if reply_to:
         headers.append(address_header("Reply-To", [(None, reply_to)]))
-    if recipients.to:
-        headers.append(address_header("To", [(m.name, m.email) for m in recipients.to]))
-    if recipients.cc:
-        headers.append(address_header("Cc", [(m.name, m.email) for m in recipients.cc]))
+    for name, boxes in (("To", recipients.to), ("Cc", recipients.cc)):
+        if boxes:
+            headers.append(address_header(name, [(m.name, m.email) for m in boxes]))
     headers.append(text_header("Subject", notification.subject))
-    date = _date_header(now)
-    headers.append(f"Date: {date}\r\n")
-    if not PRINTABLE.match(message_id) or " " in message_id:
-        return None
+    headers.append(f"Date: {_date_header(now)}\r\n")
     headers.append(f"Message-ID: {message_id}\r\n")
-    for name, value in notification.headers.items():
-        headers.append(text_header(name, value))
+    headers.extend(text_header(name, value) for name, value in notification.headers.items())
     if any(h is None for h in headers):
         return None
     head = "".join(h for h in headers if h is not None) + "MIME-Version: 1.0\r\n"
 
-    text, html = notification.text_body, notification.html_body
-    if text is None and html is None:
-        text = ""
     parts: list[bytes] = []
-    for body, subtype in ((text, "plain"), (html, "html")):
-        if body is not None:
-            part = _body_part(body, subtype)
-            if part is None:
-                return None
-            parts.append(part)
+    for body, subtype in _bodies(notification):
+        part = _body_part(body, subtype)
+        if part is None:
+            return None
+        parts.append(part)
     if len(parts) == 1:
         return head.encode("ascii") + parts[0]
     boundary = f"=_reconcile_{uuid.uuid4().hex}"
+    head += f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'
     delimiter = f"--{boundary}\r\n".encode("ascii")
-    out = [head.encode("ascii"),
-           f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'
-           .encode("ascii")]
-    for part in parts:
-        out.append(delimiter)
-        out.append(part)
-        out.append(b"\r\n")
-    out.append(f"--{boundary}--\r\n".encode("ascii"))
-    return b"".join(out)
+    return b"".join([head.encode("ascii"), *(delimiter + part + b"\r\n" for part in parts),
+                     f"--{boundary}--\r\n".encode("ascii")])

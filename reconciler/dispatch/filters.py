@@ -2,18 +2,16 @@
 
 Semantics, chosen to be predictable rather than clever:
 
-- A filter is an allow list or an ignore list of exact emails and domains; an
-  address matches if it equals any listed email OR its domain equals any
-  listed domain (OR over all entries), compared case-insensitively.
-- Domains match exactly: ``example.com`` does not cover ``eu.example.com``.
-  An allow list that silently admitted every subdomain would admit domains the
-  author never saw; a subdomain is one more line in the list.
-- No filter means every recipient is kept.
-- A recipient listed twice (in to and cc, say) is sent to once, in the first
-  field it appeared in (to, then cc, then bcc); the duplicate is not "ignored".
+- An allow or ignore list of exact emails and domains; an address matches if it
+  equals a listed email or its domain equals a listed domain, case-insensitively.
+- Domains match exactly: ``example.com`` does not cover ``eu.example.com``. An
+  allow list that silently admitted every subdomain would admit domains the author
+  never saw; a subdomain is one more line in the list.
+- A recipient listed twice (in to and cc, say) is sent to once, in the first field
+  it appeared in (to, then cc, then bcc); the duplicate is not "ignored".
 
-Each dropped recipient comes back with the filter and entry that dropped it,
-which is what the SEND_IGNORED audit entry records.
+Each dropped recipient comes back with the filter and entry that dropped it, for
+the SEND_IGNORED audit entry.
 """
 
 from __future__ import annotations
@@ -54,20 +52,13 @@ class FilterResult:
         return not self.kept
 
 
-def apply_filter(
-    to: Iterable[Mailbox],
-    cc: Iterable[Mailbox] = (),
-    bcc: Iterable[Mailbox] = (),
-    recipient_filter: RecipientFilter | None = None,
-) -> FilterResult:
+def apply_filter(to: Iterable[Mailbox], cc: Iterable[Mailbox] = (), bcc: Iterable[Mailbox] = (),
+                 recipient_filter: RecipientFilter | None = None) -> FilterResult:
     compiled = AddressList.of(recipient_filter) if recipient_filter is not None else None
     seen: set[str] = set()
     kept: dict[RecipientField, list[Mailbox]] = {"to": [], "cc": [], "bcc": []}
     ignored: list[IgnoredRecipient] = []
-    fields: tuple[tuple[RecipientField, Iterable[Mailbox]], ...] = (
-        ("to", to), ("cc", cc), ("bcc", bcc)
-    )
-    for kind, mailboxes in fields:
+    for kind, mailboxes in zip(kept, (to, cc, bcc), strict=True):
         for mailbox in mailboxes:
             if mailbox.key in seen:
                 continue
@@ -77,34 +68,23 @@ def apply_filter(
                 kept[kind].append(mailbox)
             else:
                 ignored.append(dropped)
-    return FilterResult(
-        to=tuple(kept["to"]),
-        cc=tuple(kept["cc"]),
-        bcc=tuple(kept["bcc"]),
-        ignored=tuple(ignored),
-        filter=compiled.name if compiled else None,
-    )
+    return FilterResult(tuple(kept["to"]), tuple(kept["cc"]), tuple(kept["bcc"]),
+                        tuple(ignored), compiled.name if compiled else None)
 
 
-def filter_notification(
-    notification: Notification, recipient_filter: RecipientFilter | None
-) -> FilterResult:
+def filter_notification(notification: Notification,
+                        recipient_filter: RecipientFilter | None) -> FilterResult:
     return apply_filter(notification.to, notification.cc, notification.bcc, recipient_filter)
 
 
 def _check(f: AddressList, kind: RecipientField, mailbox: Mailbox) -> IgnoredRecipient | None:
     hit = f.entry_for(mailbox.email)
-    if f.type == FilterType.ALLOW:
-        if hit is not None:
-            return None
-        return IgnoredRecipient(
-            mailbox, kind, f.name, f.type, None,
-            f"{mailbox.email} is not on allow list {f.name!r} (no listed email or domain matches)",
-        )
+    if (hit is not None) == (f.type == FilterType.ALLOW):
+        return None  # on the allow list, or not on the ignore list
     if hit is None:
-        return None
+        return IgnoredRecipient(mailbox, kind, f.name, f.type, None,
+                                f"{mailbox.email} is not on allow list {f.name!r} "
+                                "(no listed email or domain matches)")
     what, entry = hit
-    return IgnoredRecipient(
-        mailbox, kind, f.name, f.type, entry,
-        f"{mailbox.email} matches {what} {entry!r} of ignore list {f.name!r}",
-    )
+    return IgnoredRecipient(mailbox, kind, f.name, f.type, entry,
+                            f"{mailbox.email} matches {what} {entry!r} of ignore list {f.name!r}")

@@ -1,21 +1,18 @@
 """Group commit of send results (DESIGN "Daemon concurrency").
 
-Every finished message needs its outbox row updated and its audit rows
-written, durably. One transaction per message would make the store's commit
-latency (an fsync) the daemon's throughput limit, so results are gathered and
-written with one ``Outbox.complete_many`` call per group.
+Every finished message needs its outbox row updated and its audit rows written,
+durably. One transaction per message would make the store's commit latency (an
+fsync) the daemon's throughput limit, so results are written with one
+``Outbox.complete_many`` call per group: those that arrive while a group is being
+written become the next one, and the first result of a group lingers ``linger``
+seconds (5 ms) for company. Nobody waits on a result the way a client waits on
+intake (the mail is already delivered), and on SQLite every group takes turns
+with intake's writes for the one write lock: the linger cut the daemon's CPU per
+message by about a tenth in ``bench/dispatch.py``. A sender waits for its group's
+commit, so "finished" means "recorded"; a stop writes what is queued at once.
 
-While one group is being written, the results that arrive meanwhile queue
-up and become the next group; on top of that, the first result of a group
-lingers ``linger`` seconds (5 ms) for company. Nobody is waiting on a result
-the way a client waits on intake (the mail is already delivered), and every
-group is a write transaction, which on SQLite takes turns with intake's for
-the one write lock: the linger cut the daemon's CPU per message by about a
-tenth in ``bench/dispatch.py``. A sender waits for its group's commit, so
-"finished" always means "recorded"; a stop writes what is queued at once.
-
-A store failure does not lose results: the group is kept and written again
-after a pause, in order, until it succeeds or the committer is stopped.
+A store failure loses no results: the group is written again after a pause, in
+order, until it succeeds or the committer is stopped.
 """
 
 from __future__ import annotations
@@ -52,16 +49,13 @@ class CommitStats:
 class GroupCommit:
     """Writes results of ``owner``'s leased messages in groups; ``run`` is its task."""
 
-    def __init__(self, outbox: Outbox, owner: str, *, max_group: int = MAX_GROUP,
-                 linger: float = LINGER_S) -> None:
+    def __init__(self, outbox: Outbox, owner: str, *, linger: float = LINGER_S) -> None:
         self._outbox = outbox
         self._owner = owner
-        self._max = max_group
         self._linger = linger
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._closed = asyncio.Event()
-        self._closing = False
         self.stats = CommitStats()
 
     @property
@@ -69,13 +63,10 @@ class GroupCommit:
         return len(self._pending)
 
     async def submit(self, completion: Completion, audit: Sequence[AuditEntry] = ()) -> bool:
-        """Queue one result and wait until it is written.
-
-        True when recorded; False when the lease had been taken over (nothing
-        was written for the message; its audit rows were, since the attempt
-        happened). If the waiter is cancelled, the result is still written.
-        """
-        if self._closing:
+        """Queue one result and wait until it is written: True when recorded; False when
+        the lease had been taken over (nothing written for the message; its audit rows
+        were, since the attempt happened). A cancelled waiter's result is still written."""
+        if self._closed.is_set():
             raise RuntimeError("the committer is closed")
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(completion, tuple(audit), done))
@@ -84,13 +75,12 @@ class GroupCommit:
 
     def close(self) -> None:
         """Write what is queued, then let ``run`` return."""
-        self._closing = True
         self._closed.set()
         self._wake.set()
 
     async def run(self) -> None:
         try:
-            await self._run()
+            await self._write_until_closed()
         finally:
             # Cancelled with results still queued (a forced stop): their senders
             # must not wait for ever; the messages stay leased and are sent again.
@@ -98,23 +88,21 @@ class GroupCommit:
                 if not p.done.done():
                     p.done.cancel()
 
-    async def _run(self) -> None:
+    async def _write_until_closed(self) -> None:
         while True:
             await self._wake.wait()
-            if self._linger and not self._closing and len(self._pending) < self._max:
+            if self._linger and not self._closed.is_set() and len(self._pending) < MAX_GROUP:
                 with contextlib.suppress(TimeoutError):
                     # Woken early by close(): write at once.
                     await asyncio.wait_for(self._closed.wait(), self._linger)
             self._wake.clear()
             failed = 0  # writes failed in a row
             while self._pending:
-                group = self._pending[: self._max]
+                group = self._pending[:MAX_GROUP]
                 try:
                     result = await asyncio.to_thread(
-                        self._outbox.complete_many, self._owner,
-                        [p.completion for p in group],
-                        audit=[entry for p in group for entry in p.audit],
-                    )
+                        self._outbox.complete_many, self._owner, [p.completion for p in group],
+                        audit=[entry for p in group for entry in p.audit])
                 except StoreError as exc:
                     self.stats.failures += 1
                     failed += 1
@@ -125,16 +113,14 @@ class GroupCommit:
                     continue
                 failed = 0
                 del self._pending[: len(group)]
-                self._settle(group, set(result.lost))
-            if self._closing:
+                lost = set(result.lost)
+                self.stats.lost += len(lost)
+                if lost:
+                    log.warning("leases of outbox messages %s were taken over before their "
+                                "results were recorded; another daemon will send them again",
+                                sorted(lost), extra={"outbox_ids": sorted(lost)})
+                for p in group:
+                    if not p.done.done():
+                        p.done.set_result(p.completion.id not in lost)
+            if self._closed.is_set():
                 return
-
-    def _settle(self, group: list[_Pending], lost: set[int]) -> None:
-        self.stats.lost += len(lost)
-        if lost:
-            log.warning("leases of outbox messages %s were taken over before their "
-                        "results were recorded; another daemon will send them again",
-                        sorted(lost), extra={"outbox_ids": sorted(lost)})
-        for p in group:
-            if not p.done.done():
-                p.done.set_result(p.completion.id not in lost)

@@ -1,21 +1,18 @@
 """Per-server send lanes (DESIGN "Daemon concurrency").
 
-A daemon holds many claimed messages at once, but each outgoing server takes
-only so many sends in flight: ``maxConcurrency`` (the SMTP pool size, Graph's
-4 per mailbox). A lane is one semaphore per server; a message waits for a
-slot in its server's lane, so a slow or throttled server never holds up mail
-for the others.
+Each outgoing server takes only so many sends in flight: ``maxConcurrency``
+(the SMTP pool size, Graph's 4 per mailbox). A lane is one semaphore per
+server, so a slow or throttled server never holds up mail for the others. It
+is keyed by the server *and* its size: after a reload that changes
+``maxConcurrency``, new sends queue on a lane of the new size while sends in
+flight finish in the old one.
 
-The lane is keyed by the server's identity *and* its size: after a hot reload
-that changes ``maxConcurrency`` new sends queue on a lane of the new size
-while sends already in flight finish in the old one.
-
-A transport that keeps the server's limit itself (:class:`SelfLimiting`, e.g.
-Graph, which counts requests per mailbox and gives its slot up while it waits
-out a ``Retry-After``) says how wide the lane should be instead. A lane as
-narrow as the limit would idle one of the server's slots for every send that
-is waiting out throttling, and leave a slot empty while the next message is
-composed; a wider lane keeps the next sends ready at the transport's door.
+A :class:`SelfLimiting` transport (Graph,
+which counts requests per mailbox and gives its slot up while it waits out a
+``Retry-After``) says how wide the lane should be instead. A lane as narrow as
+the limit would idle one of the server's slots for every send waiting out
+throttling, and leave a slot empty while the next message is composed; a wider
+lane keeps the next sends ready at the transport's door.
 """
 
 from __future__ import annotations
@@ -24,14 +21,13 @@ import asyncio
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol, cast, runtime_checkable
+from typing import Protocol, cast
 
 from reconciler.config.models.outgoing_server import OutgoingServer
 
 DEFAULT_LANE_SIZE = 4  # transports.smtp.DEFAULT_POOL_SIZE and Graph's per-mailbox limit
 
 
-@runtime_checkable
 class SelfLimiting(Protocol):
     """A transport that enforces the server's concurrency limit on its own."""
 
@@ -43,52 +39,40 @@ class SelfLimiting(Protocol):
 def lane_width(transport: object, server: OutgoingServer) -> int | None:
     """The lane size for sends to ``server`` through ``transport``: the transport's own
     choice if it limits itself, else the server's ``maxConcurrency`` (None: default)."""
-    kind = type(transport)
-    limits_itself = _SELF_LIMITING.get(kind)
-    if limits_itself is None:  # a Protocol isinstance is slow: once per transport class
-        limits_itself = _SELF_LIMITING[kind] = isinstance(transport, SelfLimiting)
-    if limits_itself:
+    if hasattr(transport, "lane_width"):  # not isinstance: slow for a Protocol, and per send
         return max(1, cast(SelfLimiting, transport).lane_width(server))
     return server.spec.max_concurrency
 
 
-_SELF_LIMITING: dict[type, bool] = {}
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LaneStats:
     size: int
-    busy: int
-    waiting: int
+    busy: int = 0
+    waiting: int = 0
 
 
 class Lanes:
-    def __init__(self, default_size: int = DEFAULT_LANE_SIZE) -> None:
-        if default_size < 1:
-            raise ValueError("a lane needs at least one slot")
-        self._default = default_size
-        self._lanes: dict[tuple[Hashable, int], asyncio.Semaphore] = {}
-        self._busy: dict[tuple[Hashable, int], int] = {}
-        self._waiting: dict[tuple[Hashable, int], int] = {}
+    def __init__(self) -> None:
+        self._lanes: dict[tuple[Hashable, int], tuple[asyncio.Semaphore, LaneStats]] = {}
 
     @asynccontextmanager
     async def slot(self, key: Hashable, size: int | None = None) -> AsyncIterator[None]:
-        lane = (key, size or self._default)
-        semaphore = self._lanes.get(lane)
-        if semaphore is None:
-            semaphore = self._lanes[lane] = asyncio.Semaphore(lane[1])
-        self._waiting[lane] = self._waiting.get(lane, 0) + 1
+        lane = (key, size or DEFAULT_LANE_SIZE)
+        found = self._lanes.get(lane)
+        if found is None:
+            found = self._lanes[lane] = (asyncio.Semaphore(lane[1]), LaneStats(lane[1]))
+        semaphore, stats = found
+        stats.waiting += 1
         try:
             await semaphore.acquire()
         finally:
-            self._waiting[lane] -= 1
-        self._busy[lane] = self._busy.get(lane, 0) + 1
+            stats.waiting -= 1
+        stats.busy += 1
         try:
             yield
         finally:
-            self._busy[lane] -= 1
+            stats.busy -= 1
             semaphore.release()
 
     def stats(self) -> dict[tuple[Hashable, int], LaneStats]:
-        return {lane: LaneStats(lane[1], self._busy.get(lane, 0), self._waiting.get(lane, 0))
-                for lane in self._lanes}
+        return {lane: LaneStats(s.size, s.busy, s.waiting) for lane, (_, s) in self._lanes.items()}

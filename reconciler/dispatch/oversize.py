@@ -1,16 +1,14 @@
 """Attachments over a server's limit (SPEC O4): which ones, and whether the server
 leaves them out or refuses the notification (``attachments.oversize``).
 
-One decision for the three places that need it: compose (what is actually sent),
-the intake API and `reconcile send` (what the client is told before anything is
-stored). Intake and send route the notification with the live config to know
-the server; the worker routes again when it sends, so the SENT audit entry
-records what was really left out should an apply change the route meanwhile.
+One decision for compose (what is sent), the intake API and `reconcile send`
+(what the client is told before anything is stored, routing with the live
+config); the SENT audit entry records what the worker really left out, should
+an apply change the route meanwhile.
 
-``attachmentLimitMB`` counts MiB (1,048,576 bytes) of attachment data before
-encoding, for the attachments together. They are taken in the order given; one
-that would push the total over the limit is left out and the following ones are
-still considered.
+``attachmentLimitMB`` counts MiB of attachment data before encoding, for the
+attachments together, taken in the order given; one that would push the total
+over the limit is left out and the following ones are still considered.
 """
 
 from __future__ import annotations
@@ -35,14 +33,11 @@ def limit_mb(server: OutgoingServer) -> float:
 
 
 def refuses(server: OutgoingServer) -> bool:
-    """The server refuses a notification whose attachments do not fit (rather than
-    sending it without them)."""
     return server.spec.attachments.oversize == Oversize.REFUSE
 
 
-def select_attachments(
-    attachments: Sequence[Attachment], limit: float
-) -> tuple[list[Attachment], list[DroppedAttachment]]:
+def select_attachments(attachments: Sequence[Attachment],
+                       limit: float) -> tuple[list[Attachment], list[DroppedAttachment]]:
     """(kept, left out) for a limit of ``limit`` MB."""
     cap = int(limit * MIB)
     kept: list[Attachment] = []
@@ -50,13 +45,10 @@ def select_attachments(
     total = 0
     for item in attachments:
         if total + item.size > cap:
-            reason = (
-                f"{item.size} bytes is above the limit of {limit:g} MB"
-                if item.size > cap
-                else f"would bring the attachments to {total + item.size} bytes, "
-                f"above the limit of {limit:g} MB"
-            )
-            dropped.append(DroppedAttachment(item.name, item.size, reason))
+            over = (f"{item.size} bytes is" if item.size > cap
+                    else f"would bring the attachments to {total + item.size} bytes,")
+            dropped.append(DroppedAttachment(item.name, item.size,
+                                             f"{over} above the limit of {limit:g} MB"))
             continue
         kept.append(item)
         total += item.size
@@ -88,9 +80,16 @@ class Oversized:
                 "(attachments.oversize: refuse); send a smaller file or a link instead")
 
 
-def oversized(attachments: Sequence[Attachment], server: OutgoingServer) -> Oversized | None:
-    """What ``server`` would leave out of ``attachments``; None when they all fit."""
-    if not attachments:
+def routed_oversized(namespace: NamespaceConfig,
+                     notification: Notification) -> Oversized | None:
+    """What the server ``namespace`` routes the notification to now would leave out;
+    None when nothing is too large or no server would take it (the worker records that
+    case as not sent)."""
+    attachments = notification.attachments
+    if not attachments:  # before routing: most notifications have none
+        return None
+    server = namespace.route(notification.module, notification.context).server
+    if server is None:
         return None
     limit = limit_mb(server)
     kept, dropped = select_attachments(attachments, limit)
@@ -100,16 +99,3 @@ def oversized(attachments: Sequence[Attachment], server: OutgoingServer) -> Over
     left_out = [i for i, a in enumerate(attachments) if id(a) not in kept_ids]
     return Oversized(server.metadata.name, limit, tuple(zip(left_out, dropped, strict=True)),
                      refuses(server))
-
-
-def routed_oversized(namespace: NamespaceConfig,
-                     notification: Notification) -> Oversized | None:
-    """:func:`oversized` for the server ``namespace`` routes the
-    notification to now; None when nothing is too large or no server would take it
-    (the worker records that case as not sent)."""
-    if not notification.attachments:
-        return None
-    server = namespace.route(notification.module, notification.context).server
-    if server is None:
-        return None
-    return oversized(notification.attachments, server)

@@ -1,47 +1,31 @@
 """The send loop: outbox -> route -> filter -> compose -> transport -> audit
 (SPEC O1-O4, O6-O8, O12; X4).
 
-One :class:`Worker` per daemon. It claims due messages from the outbox in
-batches (leased to ``settings.worker_id``) and works on many at once: each
-message is its own task, and sends queue per server in :mod:`lanes` sized by
-the server's ``maxConcurrency``, or by the transport when it keeps that limit
-itself (``lanes.SelfLimiting``: Graph). Results are written by
-:class:`~reconciler.dispatch.group_commit.GroupCommit`, many per transaction.
+One :class:`Worker` per daemon claims due messages in batches (leased to
+``settings.worker_id``) and runs each as its own task; sends queue per server
+in :mod:`lanes`, and :class:`~reconciler.dispatch.group_commit.GroupCommit`
+writes the results, many per transaction. How an attempt ends is
+:mod:`reconciler.dispatch.attempt`.
 
 Decisions:
 
 - **Routing (O2, O12).** A message without a routing snapshot is routed with
-  the config that is live when its attempt starts. Its routing is recorded
-  (``Outbox.route``) only when it will be attempted again, i.e. before a
-  retry is scheduled: that is the point where a later apply could otherwise
-  change how it is sent. A message that ends in its first attempt carries the
-  revision and server in its audit rows instead, which costs nothing extra in
-  the group commit, while recording every route up front would cost one
-  transaction per message. Later attempts use the config as of the recorded
-  revision, fetched from the store if it is no longer cached.
-- **Disabling wins over the snapshot.** A retry keeps the server and its
-  settings from the revision it was routed with, except that a server
-  disabled since then is not used: ``enabled: false`` is the admin's stop
-  button, and queued retries must honour it (SEND_FAILED "disabled").
-- **Message-ID.** With an idempotency key it comes from the key (compose);
-  without one, from the store's lineage and the outbox id. Either way every
-  attempt of a message carries the same Message-ID, so a copy sent again
-  after a crash or an ambiguous timeout is recognisable.
-- **The server's wait wins.** A transient result that carries
-  ``retry_after`` (Graph's ``Retry-After``, Exchange's back-off, too long to
-  wait out within the send) schedules the next attempt no earlier, even
-  beyond ``maxBackoff``; past the retry lifetime the message is given up at
-  once, saying so.
-- **Attempts** count claims. A message whose attempts exceed the retry
-  policy's ``maxAttempts`` without results (it keeps killing or stalling its
-  daemon) is failed instead of sent again.
-- **Stop.** New claims stop; sends in flight get ``shutdown_grace_seconds``
-  to finish; queued results are written; leases still held are released, so
-  another daemon (or the next start) takes them at once, not after the lease.
-- Store calls block, so they run in threads; the event loop only sends.
-
-How an attempt ends (not sent, retried, or the transport's ``SendResult`` read
-into the outbox result and audit rows) is :mod:`reconciler.dispatch.attempt`.
+  the config live when its attempt starts. The route is recorded
+  (``Outbox.route``) only before a retry is scheduled, the point where a later
+  apply could change how it is sent; a message that ends in its first attempt
+  carries revision and server in its audit rows instead, free in the group
+  commit, where recording every route up front would cost one transaction per
+  message. Later attempts use the config as of the recorded revision.
+- **Disabling wins over the snapshot.** ``enabled: false`` is the admin's stop
+  button: a retry routed to a server disabled since fails (SEND_FAILED "disabled").
+- **Message-ID.** From the idempotency key (compose), else from the store's
+  lineage and the outbox id: every attempt carries the same Message-ID, so a
+  copy sent again after a crash or an ambiguous timeout is recognisable.
+- **Attempts** count claims: a message over ``maxAttempts`` without results
+  (it keeps killing or stalling its daemon) is failed instead of sent again.
+- **Stop.** New claims stop; sends in flight get ``shutdown_grace_seconds``;
+  queued results are written; leases still held are released, so another
+  daemon (or the next start) takes them at once, not after the lease.
 """
 
 from __future__ import annotations
@@ -52,6 +36,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -66,16 +51,14 @@ from reconciler.dispatch.readiness import server_problems
 from reconciler.mail.envelope import Envelope, Notification, plain_errors
 from reconciler.mail.outcome import NotSentReason
 from reconciler.mail.transport import Transport
-from reconciler.runtime.backoff import backoff_seconds
-from reconciler.runtime.configs import ConfigSource
+from reconciler.runtime.backoff import backoff_seconds, first_set
+from reconciler.runtime.live_config import ConfigSource
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.namespace import NamespaceConfig
 from reconciler.runtime.settings import DaemonSettings
-from reconciler.runtime.waiting import first_set
 from reconciler.state.base import (
     AuditStatus,
     LeaseGrant,
-    LeaseLost,
     NotificationLike,
     OutboxMessage,
     OutboxState,
@@ -91,26 +74,16 @@ STORE_RETRY_S = (0.5, 10.0)  # pause after failed claims, doubling up to the sec
 
 
 class Worker:
-    """Sends the outbox's due messages until stopped; see the module doc."""
-
-    def __init__(
-        self,
-        store: Store,
-        settings: DaemonSettings,
-        config: ConfigSource,
-        transports: Mapping[str, Transport],
-        *,
-        metrics: DaemonMetrics | None = None,
-        lanes: Lanes | None = None,
-        max_in_flight: int | None = None,
-    ) -> None:
+    def __init__(self, store: Store, settings: DaemonSettings, config: ConfigSource,
+                 transports: Mapping[str, Transport], *, metrics: DaemonMetrics | None = None,
+                 max_in_flight: int | None = None) -> None:
         self._outbox = store.outbox
         self._settings = settings
         self.owner = settings.worker_id  # the outbox leases' owner
         self._config = config
         self._transports = dict(transports)
         self._metrics = metrics
-        self._lanes = lanes or Lanes()
+        self._lanes = Lanes()
         self._batch = max(1, settings.claim_batch)
         self._max_in_flight = max_in_flight or 2 * self._batch
         self.committer = GroupCommit(self._outbox, self.owner)
@@ -118,20 +91,13 @@ class Worker:
         self._leased: set[int] = set()  # claimed and not yet recorded: renewed while held
         self._room = asyncio.Event()
         self._wake = asyncio.Event()
-        self._stopping = False
+        self.stopping = False  # True once a stop has begun: no new sends start
         # Hand-off from the intake (daemon.intake.Handoff): slots promised to messages
         # being stored leased to us, and whether the queue was empty at the last claim
         # (leases are granted only then, so new messages never overtake queued ones).
         self._reserved = 0
         self._drained = False
         self._lineage = store.lineage
-
-    # -- what the daemon and tests look at ----------------------------------
-
-    @property
-    def stopping(self) -> bool:
-        """True once a stop has begun: no new sends start."""
-        return self._stopping
 
     def wake(self) -> None:
         """Claim now instead of after the poll interval (e.g. right after an intake)."""
@@ -140,7 +106,7 @@ class Worker:
     # -- hand-off from the intake in this process (daemon.intake.Handoff) ---------
 
     def reserve(self, wanted: int) -> tuple[LeaseGrant | None, int]:
-        if self._stopping or not self._drained or self._config.current.revision <= 0:
+        if self.stopping or not self._drained or self._config.current.revision <= 0:
             return None, 0
         room = self._max_in_flight - len(self._tasks) - self._reserved
         granted = max(0, min(wanted, room))
@@ -155,7 +121,7 @@ class Worker:
     def adopt(self, messages: Sequence[tuple[OutboxMessage, NotificationLike]],
               unused: int) -> None:
         self._reserved -= len(messages) + unused
-        if self._stopping:
+        if self.stopping:
             return  # still leased to us: released with the rest once reservations settle
         for msg, notification in messages:
             self._start(msg, notification if isinstance(notification, Notification) else None)
@@ -241,7 +207,7 @@ class Worker:
                             extra={"outbox_ids": sorted(lost)})
 
     async def _shutdown(self, committer: asyncio.Task[None], renewer: asyncio.Task[None]) -> None:
-        self._stopping = True
+        self.stopping = True
         grace = self._settings.shutdown_grace_seconds
         try:
             if self._tasks:
@@ -251,7 +217,10 @@ class Worker:
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
-            await self._settle_reservations(grace)
+            # Wait for intake writes holding our leases, so the release below covers them.
+            deadline = time.monotonic() + grace
+            while self._reserved > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
             self.committer.close()
             try:
                 await asyncio.wait_for(asyncio.shield(committer), timeout=max(grace, 1.0))
@@ -273,26 +242,29 @@ class Worker:
                              released)
             self._leased.clear()
         finally:
-            renewer.cancel()
-            committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            with contextlib.suppress(asyncio.CancelledError):
-                await committer
-
-    async def _settle_reservations(self, grace: float) -> None:
-        """Wait for intake writes holding our leases, so the release below covers them."""
-        deadline = time.monotonic() + grace
-        while self._reserved > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+            for task in (renewer, committer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # -- one message ------------------------------------------------------------
 
     async def _handle(self, msg: OutboxMessage, parsed: Notification | None = None) -> None:
         # Cancelled (stop after the grace period) or None (stopping before the
         # send started): the message stays leased and is released with the rest.
+        attempt = Attempt(msg)
         try:
-            finished = await self._attempt(msg, parsed)
+            # A hand-off from the intake comes parsed already; attachment bytes
+            # are still read from the store when the send starts, as for a claim.
+            notification = (parsed if parsed is not None and not msg.attachments
+                            else _without_attachment_bytes(msg))
+            attempt.recipients = tuple(dict.fromkeys(m.email for _, m in
+                                                     notification.recipients()))
+            ns, server = await self._routed(attempt, notification)
+            attempt.server = server.metadata.name
+            finished = await self._send(attempt, notification, ns, server)
+        except NotSent as stop:
+            finished = attempt.not_sent(stop)
         except Exception as exc:
             log.exception("outbox %s: unexpected error", msg.id, extra={"outbox_id": msg.id})
             finished = Attempt(msg).retry_later(f"internal error: {type(exc).__name__}: {exc}")
@@ -307,27 +279,10 @@ class Worker:
     def _count(self, msg: OutboxMessage, finished: Finished, recorded: bool) -> None:
         if self._metrics is None:
             return
-        self._metrics.sends.labels(msg.namespace, finished.server or "-",
-                                   finished.outcome).inc()
+        self._metrics.sends.labels(msg.namespace, finished.server or "-", finished.outcome).inc()
         if recorded and finished.completion.state == OutboxState.SENT:
             latency = (datetime.now(UTC) - msg.created_at).total_seconds()
             self._metrics.delivery_seconds.observe(max(latency, 0.0))
-
-    async def _attempt(self, msg: OutboxMessage,
-                       parsed: Notification | None = None) -> Finished | None:
-        attempt = Attempt(msg)
-        try:
-            # A hand-off from the intake comes parsed already; attachment bytes
-            # are still read from the store when the send starts, as for a claim.
-            notification = (parsed if parsed is not None and not msg.attachments
-                            else _without_attachment_bytes(msg))
-            attempt.recipients = tuple(dict.fromkeys(m.email for _, m in
-                                                     notification.recipients()))
-            ns, server = await self._routed(attempt, notification)
-            attempt.server = server.metadata.name
-            return await self._send(attempt, notification, ns, server)
-        except NotSent as stop:
-            return attempt.not_sent(stop)
 
     async def _with_attachments(self, msg: OutboxMessage, light: Notification) -> Notification:
         """The full notification; attachment bytes are read only when a send is about to
@@ -336,18 +291,17 @@ class Worker:
             return light
         try:
             payload = await asyncio.to_thread(self._outbox.notification, msg.id)
-            return Notification.model_validate(payload)
-        except (ValidationError, ValueError, UnknownMessage) as exc:
+        except (ValueError, UnknownMessage) as exc:
             raise NotSent(_unusable(exc)) from None
+        return _parsed(payload)
 
-    async def _routed(
-        self, attempt: Attempt, notification: Notification
-    ) -> tuple[NamespaceConfig, OutgoingServer]:
+    async def _routed(self, attempt: Attempt,
+                      notification: Notification) -> tuple[NamespaceConfig, OutgoingServer]:
         msg = attempt.msg
         current = self._config.current
         if msg.routing is None:
             attempt.revision = current.revision
-            ns = current.namespace(msg.namespace)
+            ns = current.namespaces.get(msg.namespace)
             if ns is None:
                 raise NotSent(f"namespace {msg.namespace} has no configuration at revision "
                               f"{current.revision}", NotSentReason.NO_SERVER)
@@ -370,13 +324,13 @@ class Worker:
             # rather than sending with a config the message was not routed with.
             raise TryLater(f"cannot load config revision {routing.config_revision}: "
                            f"{exc}") from None
-        ns = config.namespace(msg.namespace)
+        ns = config.namespaces.get(msg.namespace)
         server = ns.servers.get(routing.server) if ns is not None else None
         if ns is None or server is None:
             raise NotSent(f"server {routing.server} this message was routed to is not in "
                           f"namespace {msg.namespace} at revision {routing.config_revision}",
                           NotSentReason.NO_SERVER)
-        now_ns = current.namespace(msg.namespace)
+        now_ns = current.namespaces.get(msg.namespace)
         now_server = now_ns.servers.get(routing.server) if now_ns is not None else None
         if now_server is not None and not now_server.spec.enabled and server.spec.enabled:
             raise NotSent(f"server {routing.server} was disabled at revision "
@@ -384,13 +338,8 @@ class Worker:
                           NotSentReason.SERVER_DISABLED)
         return ns, server
 
-    async def _send(
-        self,
-        attempt: Attempt,
-        notification: Notification,
-        ns: NamespaceConfig,
-        server: OutgoingServer,
-    ) -> Finished | None:
+    async def _send(self, attempt: Attempt, notification: Notification, ns: NamespaceConfig,
+                    server: OutgoingServer) -> Finished | None:
         msg = attempt.msg
         problems = server_problems(server)
         if problems:
@@ -407,7 +356,7 @@ class Worker:
 
         lane = (msg.namespace, server.metadata.name)
         async with self._lanes.slot(lane, lane_width(transport, server)):
-            if self._stopping:
+            if self.stopping:
                 return None
             full = await self._with_attachments(msg, notification)
             envelope = self._compose(attempt, full, server, recipients)
@@ -432,8 +381,7 @@ class Worker:
             attempt.audit.append(attempt.entry(
                 AuditStatus.SEND_IGNORED, ignored.reason, recipient=ignored.mailbox.email,
                 details={"filter": ignored.filter, "filterType": str(ignored.filter_type),
-                         "entry": ignored.entry, "field": ignored.field},
-            ))
+                         "entry": ignored.entry, "field": ignored.field}))
         if result.empty:
             why = ("every recipient was filtered out" if result.ignored
                    else "the notification has no recipients")
@@ -452,10 +400,9 @@ class Worker:
             # Intake refuses these up front; this one was routed elsewhere there, or the
             # server was switched to refuse since. Sending it without them is what the
             # admin said not to do.
-            raise NotSent("; ".join(f"{d.name!r}: {d.reason}" for d in
-                                    envelope.dropped_attachments)
-                          + f"; server {server.metadata.name} refuses oversize attachments "
-                          "(attachments.oversize: refuse)")
+            dropped = "; ".join(f"{d.name!r}: {d.reason}" for d in envelope.dropped_attachments)
+            raise NotSent(f"{dropped}; server {server.metadata.name} refuses oversize "
+                          "attachments (attachments.oversize: refuse)")
         attempt.message_id = envelope.message_id
         attempt.recipients = envelope.rcpt_to
         return envelope
@@ -468,20 +415,21 @@ class Worker:
         snapshot = RoutingSnapshot(attempt.revision, attempt.server)
         try:
             await asyncio.to_thread(self._outbox.route, msg.id, self.owner, snapshot)
-        except (LeaseLost, StoreError) as exc:
-            # The completion will tell (lost lease), or the retry is routed afresh.
+        except StoreError as exc:
+            # LeaseLost: the completion will tell; any other: the retry is routed afresh.
             log.warning("outbox %s: routing not recorded: %s", msg.id, exc)
 
 
 def _without_attachment_bytes(msg: OutboxMessage) -> Notification:
     """The notification from the claimed row (which carries attachment names, not bytes):
     enough to route, filter and check the server."""
-    payload = dict(msg.payload)
-    if msg.attachments:
-        payload["attachments"] = []
+    return _parsed({**msg.payload, "attachments": []} if msg.attachments else msg.payload)
+
+
+def _parsed(payload: Mapping[str, Any]) -> Notification:
     try:
         return Notification.model_validate(payload)
-    except (ValidationError, ValueError) as exc:
+    except ValueError as exc:  # pydantic's ValidationError is one
         raise NotSent(_unusable(exc)) from None
 
 

@@ -30,7 +30,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from reconciler.runtime.waiting import first_set
+from reconciler.runtime.backoff import first_set
 from reconciler.state.base import StoreError
 from reconciler.state.contract import Incoming
 

@@ -29,7 +29,7 @@ from reconciler.incoming.server_loop import ServerLoop
 from reconciler.incoming.servers import IncomingConfig, ServerId
 from reconciler.incoming.store import IncomingStore
 from reconciler.mail.registry import Fetcher, fetcher_for
-from reconciler.runtime.waiting import first_set
+from reconciler.runtime.backoff import first_set
 from reconciler.state.base import LiveState, StoreError
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ from reconciler.incoming.pipeline import PipelineContext, PipelineResult, proces
 from reconciler.incoming.servers import ServerConfig
 from reconciler.incoming.store import JudgedMail
 from reconciler.mail.registry import FetchedMail, Fetcher, FetchError
-from reconciler.runtime.waiting import first_set
+from reconciler.runtime.backoff import first_set
 from reconciler.state.base import StoreError
 from reconciler.state.contract import ServerState, bare_id
 

@@ -28,8 +28,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from reconciler.config.secrets import SecretError
-from reconciler.runtime.backoff import backoff_seconds
-from reconciler.runtime.waiting import first_set
+from reconciler.runtime.backoff import backoff_seconds, first_set
 from reconciler.runtime.webhook import WebhookPoster
 from reconciler.state.base import StoreError
 from reconciler.state.contract import Incoming, Leadership, StoredEvent

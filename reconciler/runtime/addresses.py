@@ -15,8 +15,6 @@ from reconciler.config.models.recipient_filter import FilterType, RecipientFilte
 
 @dataclass(frozen=True, slots=True)
 class AddressList:
-    """A RecipientFilter compiled for lookups; incoming mail uses it on senders too."""
-
     name: str
     type: FilterType
     emails: frozenset[str]
@@ -25,12 +23,9 @@ class AddressList:
     @classmethod
     def of(cls, recipient_filter: RecipientFilter) -> AddressList:
         spec = recipient_filter.spec
-        return cls(
-            name=recipient_filter.metadata.name,
-            type=FilterType(spec.type),
-            emails=frozenset(e.strip().casefold() for e in spec.emails),
-            domains=frozenset(d.strip().casefold().rstrip(".") for d in spec.domains),
-        )
+        return cls(recipient_filter.metadata.name, FilterType(spec.type),
+                   frozenset(e.strip().casefold() for e in spec.emails),
+                   frozenset(d.strip().casefold().rstrip(".") for d in spec.domains))
 
     def entry_for(self, address: str) -> tuple[str, str] | None:
         """The (``"email"`` | ``"domain"``, entry) that ``address`` matches; email beats domain."""

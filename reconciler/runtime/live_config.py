@@ -1,19 +1,23 @@
 """The daemon's view of the applied configuration, swapped whole when a new
 revision lands (SPEC O12).
 
-A :class:`LiveConfig` is immutable: workers take the current one for a new
-message and keep it; a message routed earlier is sent with the revision it
-was routed with (kept in a small cache), so an apply never changes a send
-half-way.
+A :class:`LiveConfig` is immutable: a new message takes the current one; a message
+routed earlier is sent with its revision (kept in a small cache), so an apply never
+changes a send half-way. :class:`ConfigSource` is the async view: store reads block,
+so they run in threads, and the holder's cache is not thread-safe, so they take one
+lock. Reading ``current`` needs none: it is one reference, swapped whole.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -26,6 +30,7 @@ from reconciler.state.base import LiveState, Store
 log = logging.getLogger(__name__)
 
 OLD_REVISIONS_KEPT = 8
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -35,10 +40,9 @@ class LiveConfig:
 
     @classmethod
     def from_snapshot(cls, live: LiveState) -> LiveConfig:
-        names = sorted({key.namespace for key in live.resources})
         resources = list(live.resources.values())
         built: dict[str, NamespaceConfig] = {}
-        for namespace in names:
+        for namespace in sorted({key.namespace for key in live.resources}):
             try:
                 built[namespace] = NamespaceConfig.from_canonical(namespace, resources)
             except ValidationError as exc:
@@ -48,24 +52,17 @@ class LiveConfig:
                           namespace, live.revision, exc.error_count())
         return cls(live.revision, MappingProxyType(built))
 
-    def namespace(self, name: str) -> NamespaceConfig | None:
-        return self.namespaces.get(name)
-
     def proxy_for(self, server: OutgoingServer) -> ProxyServerSpec | None:
         """The ProxyServer the server names in this revision; None when it names none or
         one that does not exist (the transports refuse to send around a missing proxy)."""
         namespace = self.namespaces.get(server.metadata.namespace)
-        if namespace is None:
-            return None
         try:
-            return namespace.proxy(server)
+            return namespace.proxy(server) if namespace is not None else None
         except LookupError:
             return None
 
 
 class ConfigHolder:
-    """Holds the current LiveConfig and recent older ones; ``refresh`` swaps."""
-
     def __init__(self) -> None:
         self._current = LiveConfig(revision=-1)
         self._older: OrderedDict[int, LiveConfig] = OrderedDict()
@@ -76,8 +73,7 @@ class ConfigHolder:
 
     def refresh(self, store: Store) -> bool:
         """Load the store's head when it moved; True when a new config was swapped in."""
-        head = store.head()
-        if head == self._current.revision:
+        if store.head() == self._current.revision:
             return False
         fresh = LiveConfig.from_snapshot(store.snapshot())
         # The bindings go with the revision: every credential this process presents from
@@ -90,9 +86,6 @@ class ConfigHolder:
         return True
 
     def at(self, store: Store, revision: int) -> LiveConfig:
-        """The config as of ``revision`` (for messages routed with it)."""
-        if revision == self._current.revision:
-            return self._current
         found = self._older.get(revision)
         if found is None:
             found = LiveConfig.from_snapshot(store.snapshot(revision))
@@ -104,3 +97,28 @@ class ConfigHolder:
         self._older.move_to_end(config.revision)
         while len(self._older) > OLD_REVISIONS_KEPT:
             self._older.popitem(last=False)
+
+
+class ConfigSource:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.holder = ConfigHolder()
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> LiveConfig:
+        return self.holder.current
+
+    async def refresh(self) -> bool:
+        """Swap in the store's head revision if it moved; True when it did."""
+        return await asyncio.to_thread(self._locked, self.holder.refresh, self.store)
+
+    async def at(self, revision: int) -> LiveConfig:
+        """The config as of ``revision``, for a message routed with it."""
+        if self.holder.current.revision == revision:  # no thread hop for the common case
+            return self.holder.current
+        return await asyncio.to_thread(self._locked, self.holder.at, self.store, revision)
+
+    def _locked(self, call: Callable[..., T], *args: object) -> T:
+        with self._lock:
+            return call(*args)

@@ -1,10 +1,7 @@
-"""Prometheus metrics of one daemon (SPEC X3), on a registry of its own so
-several daemons in one test process don't share counters.
-
-Under ``reconcile daemon --workers N`` (daemon.supervisor) each process
-writes prometheus_client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``)
-and :meth:`DaemonMetrics.render` serves the sum over all of them: counters
-and histograms add up, gauges show the latest value of a live process.
+"""Prometheus metrics of one daemon (SPEC X3), on a registry of its own so several
+daemons in one test process don't share counters. Under ``reconcile daemon --workers
+N`` each process writes multiprocess files (``PROMETHEUS_MULTIPROC_DIR``) and
+:meth:`DaemonMetrics.render` serves their sum (gauges: the latest live value).
 """
 
 from __future__ import annotations

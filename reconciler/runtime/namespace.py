@@ -1,10 +1,8 @@
 """One namespace's dispatch configuration as validated models.
 
-The store holds resources as canonical JSON (:class:`CanonicalResource`); the
-daemon re-validates them into the pydantic models here, once per revision, so
-routing and transports work on typed, checked data. The view is immutable:
-a notification keeps the view it was routed with while a newer revision is
-swapped in (O12).
+The store holds canonical JSON; the daemon re-validates it into the models once
+per revision, so routing and transports work on typed, checked data. The view is
+immutable: a notification keeps the one it was routed with (O12).
 """
 
 from __future__ import annotations
@@ -17,12 +15,12 @@ from typing import TypeVar
 from reconciler.config.desired import CanonicalResource
 from reconciler.config.models import KINDS
 from reconciler.config.models.base import Resource
-from reconciler.config.models.mail_settings import MailSettings, RetrySettings
+from reconciler.config.models.mail_settings import MailSettings
 from reconciler.config.models.outgoing_email_rule import OutgoingEmailRule
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.proxy_server import ProxyServer, ProxyServerSpec
 from reconciler.config.models.recipient_filter import RecipientFilter
-from reconciler.runtime.retry import RetryPolicy
+from reconciler.runtime.backoff import RetryPolicy
 from reconciler.runtime.routing import RouteDecision, route
 
 _Named = TypeVar("_Named", OutgoingServer, RecipientFilter, ProxyServer)
@@ -76,43 +74,34 @@ class NamespaceConfig:
         return route(module, context, self.rules, self.servers.values())
 
     def recipient_filter(self, server: OutgoingServer) -> RecipientFilter | None:
-        """The server's filter, or None when it has none.
-
-        A name that points nowhere raises LookupError rather than meaning "no
-        filter": for an allow list that would fail open and mail everyone.
-        The caller records it as an incomplete server (O8).
-        """
-        name = server.spec.recipient_filter
-        if not name:
-            return None
-        found = self.filters.get(name)
-        if found is None:
-            raise LookupError(
-                f"server {server.metadata.name} uses RecipientFilter {name}, which does not exist"
-            )
-        return found
+        """The server's filter, or None when it has none. A name that points nowhere
+        raises LookupError rather than meaning "no filter": for an allow list that would
+        fail open and mail everyone (the caller records an incomplete server, O8)."""
+        return _named(server, self.filters, server.spec.recipient_filter, "RecipientFilter")
 
     def proxy(self, server: OutgoingServer) -> ProxyServerSpec | None:
-        """The proxy the server names, or None for a direct connection.
-
-        A name that points nowhere raises LookupError: going direct instead
-        would try a route the admin said does not exist.
-        """
-        name = server.spec.proxy
-        if not name:
-            return None
-        found = self.proxies.get(name)
-        if found is None:
-            raise LookupError(
-                f"server {server.metadata.name} uses ProxyServer {name}, which does not exist"
-            )
-        return found.spec
+        """The proxy the server names, or None for a direct connection. A name that points
+        nowhere raises LookupError: going direct would try a route the admin said does
+        not exist."""
+        found = _named(server, self.proxies, server.spec.proxy, "ProxyServer")
+        return found.spec if found is not None else None
 
     def retry_policy(self, server: OutgoingServer) -> RetryPolicy:
         known = self._policies.get(server.metadata.name)
         if known is not None and known[0] is server:
             return known[1]
-        settings = self.settings.spec.retry if self.settings else RetrySettings()
-        policy = RetryPolicy.from_settings(settings, server.spec)
+        policy = RetryPolicy.from_settings(self.settings.spec.retry if self.settings else None,
+                                           server.spec)
         self._policies[server.metadata.name] = (server, policy)
         return policy
+
+
+def _named(server: OutgoingServer, known: Mapping[str, _Named], name: str | None,
+           kind: str) -> _Named | None:
+    if not name:
+        return None
+    found = known.get(name)
+    if found is None:
+        raise LookupError(f"server {server.metadata.name} uses {kind} {name}, "
+                          "which does not exist")
+    return found

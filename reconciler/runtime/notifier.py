@@ -1,14 +1,11 @@
 """Admin notifications for health transitions (SPEC O9).
 
 Only transitions notify: a server becoming Unreachable, recovering, or sends
-moving to the alternate host and back. Every transition is logged; with a
-webhook configured it is also POSTed as JSON, retried a few times with
-exponential backoff; with admin addresses in the namespace's MailSettings
-(``adminNotifications.emails``) it is also mailed (:class:`AdminMail`). Texts
-come from probe reports, which went through the probe's redactor, so no
-password, token or their encodings reach the payload, the mail or the log.
-The webhook is posted through :class:`~reconciler.runtime.webhook.WebhookPoster`
-(secret-reference URL, never shown whole in logs).
+moving to the alternate host and back. Every transition is logged, POSTed as JSON
+to the webhook if one is configured (retried with backoff), and mailed to the
+namespace's ``adminNotifications.emails`` (:class:`AdminMail`). Texts come from
+probe reports, which went through the probe's redactor, so no password, token or
+their encodings reach the payload, the mail or the log.
 """
 
 from __future__ import annotations
@@ -18,11 +15,9 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 from typing import Any
-
-import httpx
 
 from reconciler.config.desired import ResourceKey
 from reconciler.config.secrets import SecretError
@@ -54,20 +49,12 @@ class Transition:
     address: str | None = None  # host:port sends go to now
 
     def payload(self) -> dict[str, Any]:
-        return {
-            "event": f"server.{self.event}",
-            "kind": self.key.kind,
-            "namespace": self.key.namespace,
-            "server": self.key.name,
-            "oldStatus": self.old_state,
-            "newStatus": self.new_state,
-            "error": self.error,
-            "failedStep": self.failed_step,
-            "hint": self.hint,
-            "activeHost": self.active_host,
-            "address": self.address,
-            "time": self.at.isoformat(),
-        }
+        return {"event": f"server.{self.event}", "kind": self.key.kind,
+                "namespace": self.key.namespace, "server": self.key.name,
+                "oldStatus": self.old_state, "newStatus": self.new_state,
+                "error": self.error, "failedStep": self.failed_step, "hint": self.hint,
+                "activeHost": self.active_host, "address": self.address,
+                "time": self.at.isoformat()}
 
     def facts(self) -> list[tuple[str, str | None]]:
         """The admin mail's "Name: value" lines (empty values are left out)."""
@@ -79,44 +66,38 @@ class Transition:
                 ("Likely fix", self.hint), ("Time", self.at.isoformat())]
 
     def summary(self) -> str:
-        where = f"{self.key.namespace}/{self.key.name}"
-        if self.event == UNREACHABLE:
-            return f"outgoing server {where} is Unreachable: {self.error}"
-        if self.event == RECOVERED:
-            return f"outgoing server {where} is Reachable again (via {self.active_host} host)"
-        if self.event == FAILOVER:
-            return (f"outgoing server {where}: main host unreachable, sending via the alternate "
-                    f"host {self.address}")
-        return f"outgoing server {where}: main host {self.address} is back; sends return to it"
+        return _SUMMARIES[self.event].format(t=self, where=f"{self.key.namespace}/{self.key.name}")
 
 
-Sleep = Callable[[float], Awaitable[None]]
-HEALTH_MODULE = "health"  # the notification's module; routing is pinned, no rule applies
+_SUMMARIES = {
+    UNREACHABLE: "outgoing server {where} is Unreachable: {t.error}",
+    RECOVERED: "outgoing server {where} is Reachable again (via {t.active_host} host)",
+    FAILOVER: "outgoing server {where}: main host unreachable, sending via the alternate host "
+              "{t.address}",
+    FAILBACK: "outgoing server {where}: main host {t.address} is back; sends return to it",
+}
 
 
+@dataclass(eq=False)
 class AdminMail:
     """Mails transitions to the namespace's ``adminNotifications.emails`` (SPEC O9).
 
-    The mail is an ordinary notification put in the outbox, so it is durable,
-    retried and audited like any other. Its routing is pinned to one server
-    (``RoutingSnapshot``), chosen here: the namespace's enabled primary, or,
-    when the transition says *that* server is Unreachable, another enabled
-    server of the namespace (primary first, then by name). A notice about a
-    server that cannot send is never queued through that same server; with
-    no other server the transition stays in the log (and the webhook) only,
-    and the log says so. Recoveries and fail-over/fail-back go through the
-    primary as usual: the server in question can send again.
+    The mail is an ordinary outbox notification: durable, retried and audited.
+    Its routing is pinned (``RoutingSnapshot``) to the namespace's enabled primary,
+    or, when the transition says *that* server is Unreachable, to another enabled
+    server (primary first, then by name): a notice about a server that cannot send
+    never goes through it. With no other server the transition stays in the log
+    (and the webhook) only, and the log says so.
     """
 
-    def __init__(self, store: Store, config: ConfigHolder) -> None:
-        self._store = store
-        self._config = config
+    store: Store
+    config: ConfigHolder
 
     async def send(self, transition: Transition) -> bool:
         """Queue the mail; True when queued or nobody is to be mailed. Never raises."""
-        live = self._config.current
+        live = self.config.current
         key = transition.key
-        ns = live.namespace(key.namespace)
+        ns = live.namespaces.get(key.namespace)
         emails = list(ns.settings.spec.admin_notifications.emails) if ns and ns.settings else []
         if ns is None or not emails:
             return True
@@ -132,7 +113,7 @@ class AdminMail:
             f"health:{key.namespace}/{key.name}:{transition.event}:{transition.at.isoformat()}",
             RoutingSnapshot(live.revision, server))
         try:
-            [result] = await asyncio.to_thread(self._store.outbox.enqueue_many, [request])
+            [result] = await asyncio.to_thread(self.store.outbox.enqueue_many, [request])
         except Exception as exc:  # a store outage must not stop health checks
             log.error("admin email about %s/%s not queued: %s", key.namespace, key.name, exc)
             return False
@@ -155,7 +136,7 @@ def _admin_notification(transition: Transition, emails: list[str]) -> dict[str, 
     body = transition.summary() + "\n\n" + "".join(
         f"{name}: {value}\n" for name, value in transition.facts() if value)
     return {
-        "module": HEALTH_MODULE,
+        "module": "health",  # routing is pinned: no rule applies
         "namespace": transition.key.namespace,
         "to": emails,
         # Header text: one line whatever the error said (the body has it in full).
@@ -164,29 +145,18 @@ def _admin_notification(transition: Transition, emails: list[str]) -> dict[str, 
     }
 
 
+@dataclass(repr=False, eq=False)  # identity as before; the webhook URL may carry its token
 class Notifier:
-    def __init__(
-        self,
-        webhook: str | None = None,
-        *,
-        attempts: int = 4,
-        backoff_seconds: float = 0.5,
-        timeout_seconds: float = 5.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Sleep = asyncio.sleep,
-        mail: AdminMail | None = None,
-    ) -> None:
-        self._webhook = webhook or None
-        self._mail = mail
-        self._attempts = max(attempts, 1)
-        self._backoff = backoff_seconds
-        self._timeout = timeout_seconds
-        self._transport = transport
-        self._sleep = sleep
+    webhook: str | None = None
+    _: KW_ONLY
+    attempts: int = 4
+    backoff_seconds: float = 0.5
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    mail: AdminMail | None = None
 
-    @property
-    def webhook_configured(self) -> bool:
-        return self._webhook is not None
+    def __post_init__(self) -> None:
+        self.webhook = self.webhook or None
+        self.attempts = max(self.attempts, 1)
 
     async def notify(self, transition: Transition) -> bool:
         """Log the transition, deliver it to the webhook and queue the admin email; True
@@ -194,12 +164,11 @@ class Notifier:
         must not stop health checks."""
         level = logging.WARNING if transition.event in (UNREACHABLE, FAILOVER) else logging.INFO
         log.log(level, "%s", transition.summary(), extra={"health": transition.payload()})
-        mailed = await self._mail.send(transition) if self._mail is not None else True
-        if self._webhook is None:
+        mailed = await self.mail.send(transition) if self.mail is not None else True
+        if self.webhook is None:
             return mailed
         try:
-            async with WebhookPoster(self._webhook, timeout_seconds=self._timeout,
-                                     transport=self._transport) as poster:
+            async with WebhookPoster(self.webhook, timeout_seconds=5.0) as poster:
                 return await self._post(poster, transition) and mailed
         except SecretError as exc:
             log.error("cannot send the health notification: webhook reference: %s", exc)
@@ -207,17 +176,17 @@ class Notifier:
 
     async def _post(self, poster: WebhookPoster, transition: Transition) -> bool:
         body = json.dumps(transition.payload()).encode()
-        for attempt in range(1, self._attempts + 1):
+        for attempt in range(1, self.attempts + 1):
             refusal = await poster.post(body)
             if refusal is None:
                 return True
-            if refusal.permanent or attempt == self._attempts:
+            if refusal.permanent or attempt == self.attempts:
                 log.error("health notification to %s not delivered after %d attempt(s): %s",
                           poster.shown, attempt, refusal.why)
                 return False
             # No jitter: one notifier per daemon, nothing to spread.
-            delay = backoff.backoff_seconds(attempt, self._backoff, math.inf, jitter=0.0)
+            delay = backoff.backoff_seconds(attempt, self.backoff_seconds, math.inf, jitter=0.0)
             log.info("health notification to %s failed (%s); retrying in %.1fs", poster.shown,
                      refusal.why, delay)
-            await self._sleep(delay)
+            await self.sleep(delay)
         return False  # pragma: no cover - the loop always returns

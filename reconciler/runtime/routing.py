@@ -1,14 +1,11 @@
 """Which outgoing server sends a notification (SPEC O2).
 
-The rules of the notification's module are tried in ascending ``order``
-(ties broken by name so the result never depends on load order); disabled
-rules are skipped; the first rule whose conditions hold (ALL or ANY) picks its
-server. When none matches, the namespace's enabled primary server sends.
-
-A rule whose server is disabled or missing does not stop routing: it is
-skipped like a rule that did not match, and the decision says so. Falling
-through keeps mail flowing through the primary while someone fixes the server,
-and the explanation makes the skip visible instead of silent.
+The module's enabled rules are tried in ascending ``order`` (ties broken by name,
+so the result never depends on load order); the first whose conditions hold (ALL
+or ANY) picks its server; when none does, the namespace's enabled primary sends.
+A rule whose server is disabled or missing is skipped like one that did not
+match: mail keeps flowing through the primary while someone fixes the server,
+and the trace makes the skip visible instead of silent.
 
 Conditions compare text. Unless ``caseSensitive`` is set, both sides are
 case-folded and ``regex`` runs with IGNORECASE; ``regex`` searches (use ``^``
@@ -16,8 +13,7 @@ and ``$`` to anchor). A context field that is not set fails the positive
 operators and satisfies the negative ones (``notEquals``, ``notIn``,
 ``notContains``): "department is not HR" is true when no department is given.
 
-:class:`RouteDecision` carries a trace of every rule and condition so that
-``reconcile route`` and the audit can say why a server was chosen.
+The :class:`RouteDecision` trace lets ``reconcile route`` and the audit say why.
 """
 
 from __future__ import annotations
@@ -84,10 +80,6 @@ class RouteDecision:
     def server_name(self) -> str | None:
         return self.server.metadata.name if self.server is not None else None
 
-    @property
-    def used_primary(self) -> bool:
-        return self.via == Via.PRIMARY
-
     def explain(self) -> str:
         """Plain-text explanation, one line per rule and condition."""
         ctx = ", ".join(f"{k}={v}" for k, v in sorted(self.context.items())) or "(empty)"
@@ -104,54 +96,28 @@ class RouteDecision:
         return "\n".join(lines)
 
 
-def route(
-    module: str,
-    context: Mapping[str, str],
-    rules: Iterable[OutgoingEmailRule],
-    servers: Iterable[OutgoingServer],
-) -> RouteDecision:
-    """Pick the server for a notification of ``module`` with ``context``.
-
-    ``rules`` and ``servers`` are one namespace's resources.
-    """
+def route(module: str, context: Mapping[str, str], rules: Iterable[OutgoingEmailRule],
+          servers: Iterable[OutgoingServer]) -> RouteDecision:
+    """Pick the server for a notification of ``module`` with ``context`` from one
+    namespace's ``rules`` and ``servers``."""
     by_name = {s.metadata.name: s for s in servers}
     context = dict(context)
-    candidates = sorted(
-        (r for r in rules if r.spec.module.casefold() == module.casefold()),
-        key=lambda r: (r.spec.order, r.metadata.name),
-    )
+    candidates = sorted((r for r in rules if r.spec.module.casefold() == module.casefold()),
+                        key=lambda r: (r.spec.order, r.metadata.name))
     trace: list[RuleTrace] = []
     for rule in candidates:
-        spec = rule.spec
-
-        def record(verdict: RuleVerdict, conditions: tuple[ConditionResult, ...] = (),
-                   note: str = "", rule: OutgoingEmailRule = rule) -> None:
-            trace.append(RuleTrace(rule.metadata.name, rule.spec.order, str(rule.spec.match),
-                                   rule.spec.server, verdict, conditions, note))
-
-        if not spec.enabled:
-            record(RuleVerdict.RULE_DISABLED)
-            continue
-        results = tuple(evaluate(c, context) for c in spec.conditions)
-        if not _combine(MatchMode(spec.match), results):
-            record(RuleVerdict.NOT_MATCHED, results)
-            continue
+        spec, name = rule.spec, rule.metadata.name
+        results = tuple(evaluate(c, context) for c in spec.conditions) if spec.enabled else ()
         server = by_name.get(spec.server)
-        if server is None:
-            record(RuleVerdict.SERVER_MISSING, results,
-                   "no such OutgoingServer; trying the next rule")
-            continue
-        if not server.spec.enabled:
-            record(RuleVerdict.SERVER_DISABLED, results, "trying the next rule")
-            continue
-        record(RuleVerdict.MATCHED, results)
-        return RouteDecision(module, context, server, Via.RULE, rule.metadata.name, tuple(trace),
-                             f"server {spec.server} (rule {rule.metadata.name})")
+        verdict, note = _verdict(spec.enabled, _combine(MatchMode(spec.match), results), server)
+        trace.append(RuleTrace(name, spec.order, str(spec.match), spec.server, verdict, results,
+                               note))
+        if verdict == RuleVerdict.MATCHED:
+            return RouteDecision(module, context, server, Via.RULE, name, tuple(trace),
+                                 f"server {spec.server} (rule {name})")
 
-    primaries = sorted(
-        (s for s in by_name.values() if s.spec.primary and s.spec.enabled),
-        key=lambda s: s.metadata.name,
-    )
+    primaries = sorted((s for s in by_name.values() if s.spec.primary and s.spec.enabled),
+                       key=lambda s: s.metadata.name)
     if not primaries:
         return RouteDecision(module, context, None, Via.NONE, None, tuple(trace),
                              "no rule matched and the namespace has no enabled primary server")
@@ -172,6 +138,19 @@ def _combine(mode: MatchMode, results: tuple[ConditionResult, ...]) -> bool:
     return all(r.matched for r in results)
 
 
+def _verdict(rule_enabled: bool, matched: bool,
+             server: OutgoingServer | None) -> tuple[RuleVerdict, str]:
+    if not rule_enabled:
+        return RuleVerdict.RULE_DISABLED, ""
+    if not matched:
+        return RuleVerdict.NOT_MATCHED, ""
+    if server is None:
+        return RuleVerdict.SERVER_MISSING, "no such OutgoingServer; trying the next rule"
+    if not server.spec.enabled:
+        return RuleVerdict.SERVER_DISABLED, "trying the next rule"
+    return RuleVerdict.MATCHED, ""
+
+
 def _lookup(context: Mapping[str, str], name: str) -> str | None:
     if name in context:
         return context[name]
@@ -190,14 +169,13 @@ def evaluate(condition: Condition, context: Mapping[str, str]) -> ConditionResul
     """Test one condition against the context and say why it held or not."""
     op = Operator(condition.operator)
     multi = op in (Operator.IN, Operator.NOT_IN)
-    expected: str | tuple[str, ...] = (
-        tuple(condition.values or ()) if multi else (condition.value or "")
-    )
+    expected: str | tuple[str, ...] = (tuple(condition.values or ()) if multi
+                                       else (condition.value or ""))
     actual = _lookup(context, condition.field)
-    shown = f"{condition.field} {op} {_show(expected)}"
+    shown = f"{condition.field} {op} " + (f"[{', '.join(map(repr, expected))}]" if multi
+                                           else repr(expected))
     if actual is None:
-        matched = op in _NEGATIVE
-        return ConditionResult(condition.field, str(op), expected, None, matched,
+        return ConditionResult(condition.field, str(op), expected, None, op in _NEGATIVE,
                                f"{shown}: {condition.field} is not set")
 
     def norm(text: str) -> str:
@@ -223,9 +201,3 @@ def evaluate(condition: Condition, context: Mapping[str, str]) -> ConditionResul
     verdict = "holds" if matched else "does not hold"
     return ConditionResult(condition.field, str(op), expected, actual, matched,
                            f"{shown}{case}: {verdict} for {condition.field}={actual!r}")
-
-
-def _show(expected: str | tuple[str, ...]) -> str:
-    if isinstance(expected, tuple):
-        return "[" + ", ".join(repr(v) for v in expected) + "]"
-    return repr(expected)

@@ -11,18 +11,14 @@ import socket
 from dataclasses import dataclass, field
 
 
-def _default_worker_id() -> str:
-    # unique per process: outbox leases are owned by this string
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 @dataclass(frozen=True)
 class DaemonSettings:
     store_url: str
     listen_host: str = "127.0.0.1"
     listen_port: int = 8025
     api_tokens: tuple[str, ...] = ()  # secret references (env:/file:/enc:) of bearer tokens
-    worker_id: str = field(default_factory=_default_worker_id)
+    # Unique per process: outbox leases are owned by this string.
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     claim_batch: int = 100
     lease_seconds: float = 120.0
     poll_interval_seconds: float = 0.2  # idle wait between outbox claims

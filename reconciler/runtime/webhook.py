@@ -1,15 +1,14 @@
 """The one webhook poster: health notifications and ticket events go out through it.
 
-A webhook URL often carries its token (chat webhooks do), so it may be given as
-a secret reference (``env:NAME``, ``file:PATH``, ``enc:v1:...``) resolved as the
-operator's own secret, and logs (ours, and httpx's request log) only ever show
-its scheme and host. With a signing secret each POST carries
-``X-Reconcile-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">``, so
-the receiver can check origin and freshness.
+A webhook URL often carries its token (chat webhooks do), so it may be a secret
+reference (``env:NAME``, ``file:PATH``, ``enc:v1:...``) resolved as the operator's
+own secret, and logs (ours, and httpx's request log) only show its scheme and host.
+With a signing secret each POST carries ``X-Reconcile-Signature: t=<unix time>,
+v1=<hex HMAC-SHA256 of "<t>.<body>">``, so the receiver can check origin and freshness.
 
-A refusal says whether it may pass (connection error, timeout, 408, 429, 5xx,
-with the receiver's ``Retry-After``) or will not (any other 4xx); when to try
-again is the caller's: the notifier retries in memory, the sink from the store.
+A refusal says whether it may pass (connection error, timeout, 408, 429, 5xx, with
+the receiver's ``Retry-After``) or not (other 4xx); when to try again is the
+caller's: the notifier retries in memory, the sink from the store.
 """
 
 from __future__ import annotations
@@ -71,7 +70,7 @@ class WebhookPoster:
 
     async def __aenter__(self) -> WebhookPoster:
         self._url = operator_value(self._webhook_ref)
-        _HIDE.add(self._url)
+        _HIDDEN.add(self._url)
         self._secret = operator_value(self._secret_ref) if self._secret_ref else None
         verify: Any = tls_context(self._ca_file) if self._ca_file else True
         self._client = httpx.AsyncClient(timeout=self._timeout, transport=self._transport,
@@ -83,8 +82,8 @@ class WebhookPoster:
         if client is not None:
             await client.aclose()
 
-    async def post(self, body: bytes, headers: Mapping[str, str] | None = None
-                   ) -> Refusal | None:
+    async def post(self, body: bytes,
+                   headers: Mapping[str, str] | None = None) -> Refusal | None:
         """POST ``body`` as JSON; None when the receiver took it."""
         assert self._client is not None, "use the poster in `async with`"
         sent = {"Content-Type": "application/json", **(headers or {})}
@@ -102,28 +101,16 @@ class WebhookPoster:
                        retry_after=retry_after_seconds(response.headers.get("Retry-After")))
 
 
-class _HideWebhookUrls(logging.Filter):
-    """httpx logs every request URL at INFO; a webhook URL often carries its token."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._urls: set[str] = set()
-        self._installed = False
-
-    def add(self, url: str) -> None:
-        self._urls.add(url)
-        if not self._installed:
-            logging.getLogger("httpx").addFilter(self)
-            self._installed = True
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(str(a) in self._urls for a in record.args):
-            record.args = tuple(_shown(str(a)) if str(a) in self._urls else a
-                                for a in record.args)
-        return True
+_HIDDEN: set[str] = set()  # the webhook URLs in use: httpx logs each request's URL at INFO
 
 
-_HIDE = _HideWebhookUrls()
+def _hide_webhook_urls(record: logging.LogRecord) -> bool:
+    if isinstance(record.args, tuple) and any(str(a) in _HIDDEN for a in record.args):
+        record.args = tuple(_shown(str(a)) if str(a) in _HIDDEN else a for a in record.args)
+    return True
+
+
+logging.getLogger("httpx").addFilter(_hide_webhook_urls)
 
 
 def _shown(url: str) -> str:

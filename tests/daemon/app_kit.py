@@ -31,7 +31,7 @@ from reconciler.dispatch.worker import Worker
 from reconciler.mail.envelope import Notification
 from reconciler.mail.smtp.transport import SmtpTransport
 from reconciler.mail.transport import Transport
-from reconciler.runtime.configs import ConfigSource
+from reconciler.runtime.live_config import ConfigSource
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import Action, Change, RevisionMeta, SqlStore

@@ -37,7 +37,7 @@ from reconciler.dispatch.worker import Worker
 from reconciler.mail.ews.transport import EwsTransport
 from reconciler.mail.graph.transport import GraphTransport
 from reconciler.mail.transport import Transport
-from reconciler.runtime.configs import ConfigSource
+from reconciler.runtime.live_config import ConfigSource
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditStatus, OutboxState
 

@@ -7,12 +7,11 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
+from health.kit import WebhookReceiver
 from peers.smtp import free_port
 
 from reconciler.config.desired import ResourceKey
 from reconciler.runtime.notifier import FAILOVER, RECOVERED, UNREACHABLE, Notifier, Transition
-
-from .kit import WebhookReceiver
 
 KEY = ResourceKey("OutgoingServer", "acme", "gmail-notifications")
 AT = datetime(2026, 5, 1, 9, 30, tzinfo=UTC)
@@ -105,7 +104,7 @@ async def test_without_a_webhook_transitions_are_only_logged(
 ) -> None:
     caplog.set_level(logging.INFO)
     notifier = Notifier(None)
-    assert not notifier.webhook_configured
+    assert notifier.webhook is None
     back = Transition(KEY, RECOVERED, "Unreachable", "Reachable", AT)
     moved = Transition(KEY, FAILOVER, "Reachable", "Reachable", AT, active_host="alternate",
                        address="smtp-relay.gmail.com:587")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from dispatch.kit import cond, rule, server
 
 from reconciler.runtime.routing import RuleVerdict, Via, route
-
-from .kit import cond, rule, server
 
 PRIMARY = server("primary", primary=True)
 HR = server("hr")
@@ -155,7 +154,7 @@ def test_no_match_uses_enabled_primary() -> None:
     decision = route("request", {"department": "IT"},
                      [rule("hr", 1, "hr", cond("department", "equals", "HR"))], SERVERS)
     assert decision.server_name == "primary"
-    assert decision.used_primary
+    assert decision.via == Via.PRIMARY
     assert decision.reason == "server primary (primary; no rule matched)"
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from health.kit import NAMESPACE, canonical, key_of, monitor_for
 from peers.smtp import SmtpPeer, free_port, server_spec
 
 from reconciler.config.desired import CanonicalResource, ResourceKey
@@ -20,15 +21,12 @@ from reconciler.dispatch.worker import Worker
 from reconciler.health.monitor import HealthMonitor
 from reconciler.mail.failover import HostSelector
 from reconciler.mail.smtp.transport import SmtpTransport
-from reconciler.runtime.configs import ConfigSource
-from reconciler.runtime.live_config import ConfigHolder
+from reconciler.runtime.live_config import ConfigHolder, ConfigSource
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.notifier import RECOVERED, AdminMail, Notifier, Transition
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import Action, Change, RevisionMeta, SqlStore
 from reconciler.state.base import AuditStatus, OutboxState, RoutingSnapshot
-
-from .kit import NAMESPACE, canonical, key_of, monitor_for
 
 PeerFactory = Callable[..., SmtpPeer]
 ADMINS = ["ops@corp.example", "noc@corp.example"]

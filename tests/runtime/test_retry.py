@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from reconciler.config.models.mail_settings import RetrySettings
-from reconciler.runtime.retry import RetryPolicy
+from dispatch.kit import server
 
-from .kit import server
+from reconciler.config.models.mail_settings import RetrySettings
+from reconciler.runtime.backoff import RetryPolicy
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SETTINGS = RetrySettings(initial_backoff_seconds=10, max_backoff_seconds=100, max_attempts=6,
