@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from daemon.app_kit import audit_of, commit, running_worker, sent, smtp_server
+from dispatch.kit import server, with_stored_sender_name
 from peers.smtp import SmtpPeer
 
 from reconciler.dispatch.compose import compose
@@ -27,8 +28,6 @@ from reconciler.mail.envelope import (
 from reconciler.mail.header_guard import wire_problem
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditStatus, OutboxState
-
-from .kit import server, with_stored_sender_name
 
 SERVER = server("helpdesk", email="helpdesk@desk.example", senderName="IT Help Desk")
 INJECT_Q = "=?utf-8?q?x=0D=0AReply-To:_evil@attacker.example?="
