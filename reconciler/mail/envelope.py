@@ -39,15 +39,12 @@ from pydantic.alias_generators import to_camel
 from reconciler.config.header_text import (
     HEADER_NAME_PATTERN,
     NOT_IN_HEADERS,
+    RESERVED_HEADERS,
+    SERVER_HEADERS,
     check_file_name,
     check_header_name,
+    check_header_text,
 )
-
-# The header checks live in header_text; callers import them from here as before.
-from reconciler.config.header_text import RESERVED_HEADERS as RESERVED_HEADERS
-from reconciler.config.header_text import SERVER_HEADERS as SERVER_HEADERS
-from reconciler.config.header_text import HeaderInjectionError as HeaderInjectionError
-from reconciler.config.header_text import check_header_text as check_header_text
 from reconciler.config.models.base import is_plain_email
 from reconciler.mail.header_guard import GUARDED_SMTP
 
@@ -247,14 +244,9 @@ def _check_context(value: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _check_header_value(value: str) -> str:
-    # The field path (headers.X-Foo) names the header; the message says what is wrong.
-    return check_header_text(value, "header value")
-
-
 # Names and values checked one by one, so a refusal names the header (headers.X-Foo).
 HeaderName = Annotated[str, AfterValidator(check_header_name)]
-HeaderValue = Annotated[str, AfterValidator(_check_header_value)]
+HeaderValue = Annotated[str, AfterValidator(lambda v: check_header_text(v, "header value"))]
 
 
 def _check_namespace(value: str) -> str:
@@ -344,12 +336,9 @@ class Notification(_Strict):
         return check_header_text(value, "subject")
 
     def recipients(self) -> Iterator[tuple[RecipientField, Mailbox]]:
-        fields: tuple[tuple[RecipientField, list[Mailbox]], ...] = (
-            ("to", self.to), ("cc", self.cc), ("bcc", self.bcc)
-        )
-        for kind, mailboxes in fields:
-            for mailbox in mailboxes:
-                yield kind, mailbox
+        yield from (("to", m) for m in self.to)
+        yield from (("cc", m) for m in self.cc)
+        yield from (("bcc", m) for m in self.bcc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +371,6 @@ class Envelope:
     content: EmailMessage | bytes
     message_id: str
     dropped_attachments: tuple[DroppedAttachment, ...] = ()
-    # The EmailMessage as compose wrote (and checked) it, so no transport writes it again.
     wire: bytes | None = None
 
     @property

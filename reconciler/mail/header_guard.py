@@ -50,16 +50,11 @@ class GuardedPolicy(EmailPolicy):
         folded = _address_header(name, value)
         if folded is None:
             folded = super().fold_binary(name, value)
-            problem = wire_problem(name, folded)
-            if problem == _TOO_LONG:
-                refolded = _refolded_text(name, value)
-                if refolded is not None:
-                    folded, problem = refolded, wire_problem(name, refolded)
-        else:
-            problem = wire_problem(name, folded)
+            if wire_problem(name, folded) == _TOO_LONG:
+                folded = _refolded_text(name, value) or folded
+        problem = wire_problem(name, folded)
         if problem:
-            raise HeaderInjectionError(f"the {_shown(name)} header {problem}; "
-                                       "the message is refused rather than sent that way")
+            raise _refused(name, problem)
         return folded
 
     def fold(self, name: str, value: Any) -> str:
@@ -103,8 +98,7 @@ def _address_header(name: str, value: Any) -> bytes | None:
                  for group in groups for address in group.addresses]
     text = any_address_header(name, mailboxes)
     if text is None:
-        raise HeaderInjectionError(f"the {_shown(name)} header {_TOO_LONG}; the message is "
-                                   "refused rather than sent that way")
+        raise _refused(name, _TOO_LONG)
     return text.encode("ascii")
 
 
@@ -117,5 +111,7 @@ def _refolded_text(name: str, value: Any) -> bytes | None:
     return f"{name}: {body}\r\n".encode("ascii")
 
 
-def _shown(name: str) -> str:
-    return name if _FIELD_NAME.match(name.encode("ascii", "replace")) else repr(name)
+def _refused(name: str, problem: str) -> HeaderInjectionError:
+    shown = name if _FIELD_NAME.match(name.encode("ascii", "replace")) else repr(name)
+    return HeaderInjectionError(f"the {shown} header {problem}; the message is refused "
+                                "rather than sent that way")

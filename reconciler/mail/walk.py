@@ -201,17 +201,12 @@ async def tls_step(loop: asyncio.AbstractEventLoop, sock: socket.socket, endpoin
 
 async def token_step(server: OutgoingServer, options: ProbeOptions,
                      redactor: Redactor) -> tuple[str, str]:
-    """The token step of Graph and EWS (EWS walks it for OAuth2 servers only)."""
+    """The token step of Graph and EWS (EWS walks it for OAuth2 servers only): a token from
+    the probe's provider, added to ``redactor``."""
     auth = server.spec.auth
     if not isinstance(auth, OAuth2Auth):
         raise StepError(Failure.CONFIG, "Microsoft Graph accepts only OAuth2; this server's "
                         f"auth type is {auth.type}", Reason.AUTH_NOT_OFFERED)
-    token = await access_token(server, options, redactor)
-    return token, f"access token obtained ({auth.grant}, client {auth.client_id})"
-
-
-async def access_token(server: OutgoingServer, options: ProbeOptions, redactor: Redactor) -> str:
-    """A token from the probe's provider, added to ``redactor``; raises StepError."""
     if options.token_provider is None:
         raise StepError(Failure.CONFIG, "OAuth2 server but no token provider is configured",
                         Reason.NO_TOKEN_PROVIDER)
@@ -222,7 +217,7 @@ async def access_token(server: OutgoingServer, options: ProbeOptions, redactor: 
         raise StepError(Failure.AUTH, f"no access token: {exc}",
                         Reason.TOKEN_PERMANENT if exc.permanent else Reason.TOKEN) from None
     redactor.add(token)
-    return token
+    return token, f"access token obtained ({auth.grant}, client {auth.client_id})"
 
 
 # -- classification -------------------------------------------------------------
@@ -280,15 +275,12 @@ def tls_summary(transport: asyncio.BaseTransport | None) -> str:
 
 
 def _name_of(rdns: Any) -> str:
+    """The commonName of a certificate name, else its organizationName."""
+    names: dict[str, str] = {}
     for rdn in rdns:
         for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    for rdn in rdns:
-        for key, value in rdn:
-            if key == "organizationName":
-                return str(value)
-    return ""
+            names.setdefault(key, str(value))
+    return names.get("commonName") or names.get("organizationName", "")
 
 
 def _is_ip(host: str) -> bool:

@@ -17,11 +17,11 @@ from daemon.app_kit import audit_of, commit, running_worker, sent, smtp_server
 from dispatch.kit import server, with_stored_sender_name
 from peers.smtp import SmtpPeer
 
+from reconciler.config.header_text import HeaderInjectionError
 from reconciler.dispatch.compose import compose
 from reconciler.dispatch.filters import filter_notification
 from reconciler.mail.envelope import (
     Attachment,
-    HeaderInjectionError,
     Mailbox,
     Notification,
 )
