@@ -113,7 +113,8 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
     namespace, server = _name(server, namespace)
     from reconciler.config.models.incoming_server import IncomingServer
     from reconciler.incoming.servers import proxy_of
-    from reconciler.mail.registry import FetchError, NotSupported, fetcher_for
+    from reconciler.mail.fetcher import FetchError, NotSupported
+    from reconciler.mail.registry import fetcher_for
     from reconciler.runtime.namespace import resource_from_canonical
 
     with opened_store(store_url) as store:

@@ -13,27 +13,7 @@ from pathlib import Path
 
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
-from reconciler.mail.fetcher import (
-    AlreadyDone,
-    FetchedMail,
-    Fetcher,
-    FetchError,
-    FetchErrorKind,
-    IncomingTokenProvider,
-    NotSupported,
-)
-
-__all__ = [
-    "AlreadyDone",
-    "FetchError",
-    "FetchErrorKind",
-    "FetchedMail",
-    "Fetcher",
-    "IncomingTokenProvider",
-    "NotSupported",
-    "fetcher_for",
-]
-
+from reconciler.mail.fetcher import Fetcher, IncomingTokenProvider
 
 # protocol -> ("module:Class", the extra options that class accepts)
 FETCHERS: dict[IncomingProtocol, tuple[str, tuple[str, ...]]] = {
@@ -62,13 +42,7 @@ def fetcher_for(
     network operation; ``delete_after_fetch`` lets POP3 ``DELE`` handled mail;
     ``proxy_lookup`` finds the ProxyServer an EWS or Graph server names.
     """
-    protocol = IncomingProtocol(server.spec.protocol)
-    if protocol not in FETCHERS:
-        raise FetchError(FetchErrorKind.CONFIG,
-                         f"incoming server {server.metadata.name}: fetching over {protocol} is "
-                         "not available yet",
-                         "Use imap, imaps, pop3, pop3s, ews or graph for this mailbox.")
-    where, extra = FETCHERS[protocol]
+    where, extra = FETCHERS[IncomingProtocol(server.spec.protocol)]
     module, name = where.split(":")
     options = {"delete_after_fetch": delete_after_fetch, "proxy_lookup": proxy_lookup}
     fetcher: type[Fetcher] = getattr(importlib.import_module(module), name)

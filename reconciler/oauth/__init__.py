@@ -26,7 +26,7 @@ def provider_for_store(store: Store, *, key_ref: str | None = None,
         key: bytes | None = load_key(key_ref)
     except TokenKeyError:
         key = None
-    return OAuthTokenProvider(TokenCache.of_store(store, key), ca_file=ca_file)
+    return OAuthTokenProvider(TokenCache(store.tokens, key), ca_file=ca_file)
 
 
 __all__ = ["OAuthProblem", "OAuthTokenProvider", "TokenCache", "TokenKeyError", "classify",

@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 
 from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.sealing import SealError, check_key, seal, unseal
 from reconciler.config.secrets import SecretError, resolve_operator
-from reconciler.state.base import Store
 from reconciler.state.contract import TokenKey, TokenRow, Tokens, TokenWrite
 
 TOKEN_KEY_ENV = "RECONCILE_TOKEN_KEY"
@@ -67,14 +66,12 @@ class Sealed:
     msal_cache: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"access_token": self.access_token,
-                           "refresh_token": self.refresh_token,
-                           "msal_cache": self.msal_cache})
+        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> Sealed:
         data = json.loads(text)
-        return cls(data.get("access_token"), data.get("refresh_token"), data.get("msal_cache"))
+        return cls(*(data.get(f.name) for f in fields(cls)))
 
 
 class TokenCache:
@@ -83,10 +80,6 @@ class TokenCache:
     def __init__(self, tokens: Tokens, key: bytes | None = None) -> None:
         self._tokens = tokens
         self._key = key
-
-    @classmethod
-    def of_store(cls, store: Store, key: bytes | None = None) -> TokenCache:
-        return cls(store.tokens, key)
 
     # -- sealing ------------------------------------------------------------
 
@@ -112,9 +105,6 @@ class TokenCache:
 
     def get(self, key: TokenKey) -> TokenRow | None:
         return self._tokens.get(key)
-
-    def all(self) -> list[TokenRow]:
-        return self._tokens.all()
 
     def put(self, key: TokenKey, *, digest: str, grant: str, account: str | None,
             sealed: Sealed, access_expires_at: datetime | None,

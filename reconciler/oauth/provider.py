@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reconciler.config.models.auth import OAuth2Auth, OAuthGrant
-from reconciler.oauth.cache import TokenCache, TokenKeyError, client_digest
+from reconciler.oauth.cache import Sealed, TokenCache, TokenKeyError, client_digest
 from reconciler.oauth.errors import login_hint
 from reconciler.oauth.flows import Flow, FlowError, Grant, flow_for
 from reconciler.oauth.source import TokenError
@@ -155,21 +155,19 @@ class OAuthTokenProvider:
         """A new grant from the identity provider: client credentials ask again, a
         delegated grant refreshes unless no person ever signed in or its last
         refresh failed for good (then asking again only hammers the provider)."""
+        flow = flow_for(auth, ca_file=self._ca_file, server=label)
         if auth.grant != OAuthGrant.AUTHORIZATION_CODE:
-            return await flow_for(auth, ca_file=self._ca_file, server=label).client_credentials()
+            return await flow.client_credentials()
         if row is None or not row.refresh_present:
             raise TokenError(f"{label} has not been authorized yet: {login_hint(label)}",
                              permanent=True)
         if row.last_error_permanent:
             raise TokenError(row.last_error or f"{label}: {login_hint(label)}", permanent=True)
         assert sealed is not None
-        flow = flow_for(auth, ca_file=self._ca_file, server=label)
         return await flow.refresh(sealed.refresh_token, sealed.msal_cache, account)
 
     async def _save(self, key: TokenKey, digest: str, auth: OAuth2Auth, grant: Grant,
                     generation: int, previous: Any) -> _Held:
-        from reconciler.oauth.cache import Sealed
-
         expires_at = datetime.now(UTC) + timedelta(seconds=grant.expires_in)
         sealed = Sealed(grant.access_token, grant.refresh_token, grant.msal_cache)
         if previous is not None and auth.grant == OAuthGrant.AUTHORIZATION_CODE:
@@ -195,8 +193,6 @@ class OAuthTokenProvider:
 
 async def store_login(cache: TokenCache, server: Any, grant: Grant) -> int:
     """Keep what `reconcile auth login` obtained; the row's new generation."""
-    from reconciler.oauth.cache import Sealed
-
     auth = oauth_auth(server)
     expires_at = datetime.now(UTC) + timedelta(seconds=grant.expires_in)
     written = await asyncio.to_thread(

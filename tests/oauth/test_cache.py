@@ -27,7 +27,7 @@ async def test_tokens_are_never_in_the_database_in_clear(
         store: SqlStore, store_url: str, raw_sql: RawSql, token_key: bytes,
         idp: OAuthPeer) -> None:
     idp.register(CLIENT, SECRET)
-    cache = TokenCache.of_store(store, token_key)
+    cache = TokenCache(store.tokens, token_key)
     delegated = oauth_server(idp, name="delegated", grant="authorizationCode")
     await store_login(cache, delegated, Grant(ACCESS, 3600, REFRESH, None, "helpdesk@x"))
     app_only = oauth_server(idp, name="app-only")
@@ -51,9 +51,9 @@ async def test_tokens_are_never_in_the_database_in_clear(
 async def test_another_key_cannot_read_the_tokens(store: SqlStore, token_key: bytes,
                                                   idp: OAuthPeer) -> None:
     server = oauth_server(idp, grant="authorizationCode")
-    await store_login(TokenCache.of_store(store, token_key), server,
+    await store_login(TokenCache(store.tokens, token_key), server,
                       Grant(ACCESS, 3600, REFRESH))
-    other = OAuthTokenProvider(TokenCache.of_store(store, new_key().encode()))
+    other = OAuthTokenProvider(TokenCache(store.tokens, new_key().encode()))
     with pytest.raises(TokenError) as err:
         await other.token(server)
     assert err.value.permanent and "cannot be decrypted with this key" in str(err.value)
@@ -61,7 +61,7 @@ async def test_another_key_cannot_read_the_tokens(store: SqlStore, token_key: by
 
 
 def test_generation_check_between_writers(store: SqlStore, token_key: bytes) -> None:
-    cache = TokenCache.of_store(store, token_key)
+    cache = TokenCache(store.tokens, token_key)
     key = ("OutgoingServer", "default", "o365")
 
     def put(expect: int | None) -> int | None:

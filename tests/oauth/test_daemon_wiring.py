@@ -46,7 +46,7 @@ async def test_daemon_transport_sends_with_tokens_sealed_by_its_key(
                 for transport in transports.values():
                     await transport.aclose()
             assert result.outcome == Outcome.SENT, result.detail
-            row = TokenCache.of_store(store, key.encode()).get(server_key(server))
+            row = TokenCache(store.tokens, key.encode()).get(server_key(server))
             assert row is not None and row.sealed_text is not None
         assert mail.attempts == [True] and len(mail.messages) == 1
     finally:
