@@ -26,6 +26,7 @@ from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.mail.certificates import certificate_failure
 from reconciler.mail.failover import Endpoint
+from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.steps import Reason, Step, StepResult
@@ -35,18 +36,6 @@ from reconciler.oauth.source import TokenError, fetch_token
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class StepError(Exception):
-    """A step failed in a way the step itself understood."""
-
-    def __init__(self, failure: Failure, detail: str, reason: Reason,
-                 code: int | None = None) -> None:
-        super().__init__(detail)
-        self.failure = failure
-        self.detail = detail
-        self.reason = reason
-        self.code = code
 
 
 @dataclass
@@ -71,8 +60,8 @@ class Walk:
         try:
             async with asyncio.timeout(self.remaining()):
                 value, detail = await action()
-        except StepError as exc:
-            self._fail(step, started, exc.failure, exc.detail, exc.reason, exc.code)
+        except MailFailure as exc:  # a failure the step itself understood
+            self._fail(step, started, exc.failure, exc.message, exc.reason, exc.code)
             return None
         except TimeoutError:
             self._fail(step, started, Failure.TIMEOUT,
@@ -120,23 +109,26 @@ async def dns_step(loop: asyncio.AbstractEventLoop,
                    endpoint: Endpoint) -> tuple[list[tuple[Any, ...]], str]:
     if endpoint.host.lower().rstrip(".").endswith(".invalid"):
         # RFC 6761: names under .invalid never resolve, so no query is sent for them
-        raise StepError(Failure.CONNECT, f"{endpoint.host} does not resolve (a name under "
-                        ".invalid never exists)", Reason.NXDOMAIN)
+        raise _dns_failure(f"{endpoint.host} does not resolve (a name under .invalid never "
+                           "exists)")
     try:
         infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         if exc.errno == socket.EAI_AGAIN:
-            raise StepError(Failure.CONNECT, f"temporary DNS failure looking up {endpoint.host} "
-                            f"({exc.strerror})", Reason.DNS_TEMPORARY) from None
-        raise StepError(Failure.CONNECT, f"{endpoint.host} does not resolve ({exc.strerror})",
-                        Reason.NXDOMAIN) from None
+            raise _dns_failure(f"temporary DNS failure looking up {endpoint.host} "
+                               f"({exc.strerror})", Reason.DNS_TEMPORARY) from None
+        raise _dns_failure(f"{endpoint.host} does not resolve ({exc.strerror})") from None
     if not infos:
-        raise StepError(Failure.CONNECT, f"{endpoint.host} has no address", Reason.NXDOMAIN)
+        raise _dns_failure(f"{endpoint.host} has no address")
     if _is_ip(endpoint.host):
         return list(infos), f"{endpoint.host} is an IP address (no lookup needed)"
     shown = list(dict.fromkeys(str(info[4][0]) for info in infos))
     more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
     return list(infos), f"{endpoint.host} → {', '.join(shown[:3])}{more}"
+
+
+def _dns_failure(message: str, reason: Reason = Reason.NXDOMAIN) -> MailFailure:
+    return MailFailure(Step.DNS, reason, message, failure=Failure.CONNECT, permanent=False)
 
 
 async def tcp_step(loop: asyncio.AbstractEventLoop, infos: list[tuple[Any, ...]],
@@ -166,7 +158,7 @@ async def tcp_step(loop: asyncio.AbstractEventLoop, infos: list[tuple[Any, ...]]
         return sock, f"connected to {where}"
     reason, detail = errors[0] if len(errors) == 1 else _summarise(errors)
     failure = Failure.TIMEOUT if reason == Reason.TIMEOUT else Failure.CONNECT
-    raise StepError(failure, detail, reason)
+    raise MailFailure(Step.TCP, reason, detail, failure=failure, permanent=False)
 
 
 def _connect_error(exc: OSError, where: str) -> tuple[Reason, str]:
@@ -205,17 +197,20 @@ async def token_step(server: OutgoingServer, options: ProbeOptions,
     the probe's provider, added to ``redactor``."""
     auth = server.spec.auth
     if not isinstance(auth, OAuth2Auth):
-        raise StepError(Failure.CONFIG, "Microsoft Graph accepts only OAuth2; this server's "
-                        f"auth type is {auth.type}", Reason.AUTH_NOT_OFFERED)
+        raise MailFailure(Step.TOKEN, Reason.AUTH_NOT_OFFERED, "Microsoft Graph accepts only "
+                          f"OAuth2; this server's auth type is {auth.type}",
+                          failure=Failure.CONFIG, permanent=True)
     if options.token_provider is None:
-        raise StepError(Failure.CONFIG, "OAuth2 server but no token provider is configured",
-                        Reason.NO_TOKEN_PROVIDER)
+        raise MailFailure(Step.TOKEN, Reason.NO_TOKEN_PROVIDER, "OAuth2 server but no token "
+                          "provider is configured", failure=Failure.CONFIG, permanent=True)
     try:
         token = await fetch_token(options.token_provider, server)
     except TokenError as exc:
         # A permanent token error (revoked grant, bad secret) already says how to fix it.
-        raise StepError(Failure.AUTH, f"no access token: {exc}",
-                        Reason.TOKEN_PERMANENT if exc.permanent else Reason.TOKEN) from None
+        raise MailFailure(Step.TOKEN,
+                          Reason.TOKEN_PERMANENT if exc.permanent else Reason.TOKEN,
+                          f"no access token: {exc}", failure=Failure.AUTH,
+                          permanent=exc.permanent) from None
     redactor.add(token)
     return token, f"access token obtained ({auth.grant}, client {auth.client_id})"
 

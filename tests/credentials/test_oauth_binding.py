@@ -44,7 +44,7 @@ def canonical(server: OutgoingServer) -> CanonicalResource:
 
 
 def tokens(store: SqlStore, key: bytes, idp: OAuthPeer) -> OAuthTokenProvider:
-    return OAuthTokenProvider(TokenCache.of_store(store, key), ca_file=str(idp.certs.ca_file))
+    return OAuthTokenProvider(TokenCache(store.tokens, key), ca_file=str(idp.certs.ca_file))
 
 
 def plan_for(store: SqlStore, server: OutgoingServer) -> Plan:

@@ -43,7 +43,7 @@ def mail(idp: OAuthPeer, certs: PeerCerts) -> Iterator[XOAuth2Peer]:
 
 
 def tokens(store: SqlStore, key: bytes, idp: OAuthPeer, **kw: object) -> OAuthTokenProvider:
-    return OAuthTokenProvider(TokenCache.of_store(store, key), ca_file=str(idp.certs.ca_file),
+    return OAuthTokenProvider(TokenCache(store.tokens, key), ca_file=str(idp.certs.ca_file),
                               **kw)  # type: ignore[arg-type]
 
 
@@ -108,7 +108,7 @@ async def _revoked(sqlite: SqlStore, token_key: bytes, idp: OAuthPeer,
     server = oauth_server(idp, port=port, grant="authorizationCode", provider="google")
     grant_body = idp.issue(CLIENT, "helpdesk@desk.example", "https://mail.google.com/",
                            with_refresh=True)
-    await store_login(TokenCache.of_store(sqlite, token_key), server,
+    await store_login(TokenCache(sqlite.tokens, token_key), server,
                       Grant(grant_body["access_token"], 3600, grant_body["refresh_token"]))
     idp.revoke_refresh_tokens()
     idp.expire_access_tokens()
