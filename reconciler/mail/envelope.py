@@ -269,7 +269,6 @@ class TicketLink(_Strict):
     """The desk ticket a notification is about. Replies to the sent message thread to it
     by In-Reply-To/References even when their subject lost the ##RE-123## marker."""
 
-    # The patterns go into the API's document too, so a client can know before sending.
     module: str = Field(description="request, task, change, problem, ... (the keys of "
                         "MailSettings.requestIdPrefixes).",
                         json_schema_extra={"pattern": _TICKET_MODULE.pattern})
@@ -355,11 +354,10 @@ class Envelope:
     """What a transport sends: SMTP envelope plus the composed RFC 5322 message.
 
     ``bcc`` recipients are in the envelope (RCPT TO) but never in a header.
-    ``message`` is an ``EmailMessage``, or the finished message as bytes when
-    compose wrote it directly (plain ASCII, no attachments); the ``message``
-    property then parses it for whoever wants to look at it. ``wire`` is an
-    ``EmailMessage`` as compose wrote and checked it (SPEC S1), which
-    :meth:`as_bytes` returns rather than writing the message again.
+    ``content`` is an ``EmailMessage``, or the finished message as bytes when compose
+    wrote it directly (plain ASCII, no attachments; ``message`` parses them for whoever
+    wants to look). ``wire`` is the ``EmailMessage`` as compose wrote and checked it
+    (SPEC S1), so no transport writes it again.
     """
 
     mail_from: str

@@ -17,12 +17,9 @@ no other control byte. Anything else raises :class:`HeaderInjectionError`,
 which the worker records as a permanent failure ("cannot compose the
 message"), so the message is never sent.
 
-Address headers are not left to the package's folder at all: on 3.11.7 it
-splits a quoted display name longer than a line and drops its quotes, turning
-``"x, evil@attacker.example, ..."`` into extra addresses. They are written by
-:func:`reconciler.mail.header_write.any_address_header` (display names as
-atoms, a quoted string, or encoded-words). Any other header with a line over
-RFC 5322's 998 bytes is folded again as encoded-words when it is unstructured
+Address headers are not left to the package's folder at all (why:
+:mod:`reconciler.mail.header_write`). Any other header with a line over RFC
+5322's 998 bytes is folded again as encoded-words when it is unstructured
 text, and refused the same way when it is not.
 """
 

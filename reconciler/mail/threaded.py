@@ -157,14 +157,12 @@ class ThreadedFetcher(Fetcher):
         return self._client
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._executor is not None:
-            try:
+        try:
+            if self._client is not None and self._executor is not None:
                 with contextlib.suppress(Exception):  # the session is over either way
-                    await self._run(client.logout)
-            finally:
-                close_now(client)
-        self._release_thread()
+                    await self._run(self._client.logout)
+        finally:
+            self._drop()
 
     def _tls(self) -> ssl.SSLContext:
         return transport_tls(self._ca_file)
