@@ -78,7 +78,7 @@ class TokenCache:
     """``store.tokens`` with sealing: tokens go in sealed under one key and come out clear."""
 
     def __init__(self, tokens: Tokens, key: bytes | None = None) -> None:
-        self._tokens = tokens
+        self.tokens = tokens
         self._key = key
 
     # -- sealing ------------------------------------------------------------
@@ -103,9 +103,6 @@ class TokenCache:
 
     # -- rows ---------------------------------------------------------------
 
-    def get(self, key: TokenKey) -> TokenRow | None:
-        return self._tokens.get(key)
-
     def put(self, key: TokenKey, *, digest: str, grant: str, account: str | None,
             sealed: Sealed, access_expires_at: datetime | None,
             expect_generation: int | None) -> int | None:
@@ -113,17 +110,13 @@ class TokenCache:
 
         ``expect_generation`` None means "whatever is there" (a fresh login).
         """
-        return self._tokens.write(key, TokenWrite(
+        return self.tokens.write(key, TokenWrite(
             digest, grant, account, self.seal(sealed),
             refresh_present=bool(sealed.refresh_token or sealed.msal_cache),
             access_expires_at=access_expires_at), expect_generation=expect_generation)
 
     def record_error(self, key: TokenKey, *, digest: str, grant: str, account: str | None,
                      message: str, permanent: bool, expect_generation: int | None) -> None:
-        self._tokens.write(key, TokenWrite(digest, grant, account, error=message,
+        self.tokens.write(key, TokenWrite(digest, grant, account, error=message,
                                            error_permanent=permanent),
                            expect_generation=expect_generation)
-
-    def expire_access(self, key: TokenKey, generation: int) -> None:
-        """Mark the stored access token as refused, so no process hands it out again."""
-        self._tokens.expire_access(key, generation)

@@ -142,8 +142,19 @@ class Flow(ABC):
     @abstractmethod
     def begin_login(self, redirect_uri: str, login_hint: str | None) -> LoginRequest: ...
 
+    async def finish_login(self, request: LoginRequest, response: dict[str, str]) -> Grant:
+        """The grant for ``response``, the query of the identity provider's redirect."""
+        if response.get("state") != request.state:
+            raise FlowError(OAuthProblem(
+                "the sign-in answer does not belong to this login (state mismatch)",
+                "Start `reconcile auth login` again and use the URL it prints.", True, "state"))
+        if "error" in response:
+            raise self._fail(dict(response))
+        return await self._redeem(request, response)
+
     @abstractmethod
-    async def finish_login(self, request: LoginRequest, response: dict[str, str]) -> Grant: ...
+    async def _redeem(self, request: LoginRequest, response: dict[str, str]) -> Grant:
+        """Exchange the authorization code of a checked, error-free ``response``."""
 
     def _fail(self, body: dict[str, Any] | None, status: int | None = None) -> FlowError:
         return FlowError(classify(body, status=status, server=self.server))
@@ -265,21 +276,11 @@ class MicrosoftFlow(Flow):
         return LoginRequest(flow["auth_uri"], flow["state"],
                             {"flow": flow, "app": app, "cache": cache})
 
-    async def finish_login(self, request: LoginRequest, response: dict[str, str]) -> Grant:
+    async def _redeem(self, request: LoginRequest, response: dict[str, str]) -> Grant:
         app, cache = request.context["app"], request.context["cache"]
-        if response.get("state") != request.state:
-            raise _state_mismatch()
-        if "error" in response:
-            raise self._fail(dict(response))
         result = await self._call(app.acquire_token_by_auth_code_flow,
                                   request.context["flow"], response)
         return self._grant(result, cache)
-
-
-def _state_mismatch() -> FlowError:
-    return FlowError(OAuthProblem(
-        "the sign-in answer does not belong to this login (state mismatch)",
-        "Start `reconcile auth login` again and use the URL it prints.", True, "state"))
 
 
 # -- RFC 6749 over httpx (Google, generic) ------------------------------------------
@@ -356,12 +357,9 @@ class GenericFlow(Flow):
         return LoginRequest(url, state, {"verifier": verifier, "redirect_uri": redirect_uri,
                                          "account": login_hint})
 
-    async def finish_login(self, request: LoginRequest, response: dict[str, str]) -> Grant:
-        if response.get("state") != request.state:
-            raise _state_mismatch()
-        if "error" in response or "code" not in response:
-            raise self._fail(dict(response) if "error" in response
-                             else {"error": "invalid_request"})
+    async def _redeem(self, request: LoginRequest, response: dict[str, str]) -> Grant:
+        if "code" not in response:
+            raise self._fail({"error": "invalid_request"})
         body = await self._post({"grant_type": "authorization_code", "code": response["code"],
                                  "redirect_uri": request.context["redirect_uri"],
                                  "code_verifier": request.context["verifier"]})

@@ -30,11 +30,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reconciler.config.models.auth import OAuth2Auth, OAuthGrant
-from reconciler.oauth.cache import Sealed, TokenCache, TokenKeyError, client_digest
+from reconciler.oauth.cache import Sealed, TokenCache, TokenKeyError, client_digest, load_key
 from reconciler.oauth.errors import login_hint
 from reconciler.oauth.flows import Flow, FlowError, Grant, flow_for
 from reconciler.oauth.source import TokenError
-from reconciler.state.base import StoreError
+from reconciler.state.base import Store, StoreError
 from reconciler.state.contract import TokenKey, TokenRow
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class OAuthTokenProvider:
             if held is None or held.token != token:
                 return  # already replaced
             del self._held[key]
-            await self._store(self._cache.expire_access, key, held.generation)
+            await self._store(self._cache.tokens.expire_access, key, held.generation)
         log.info("access token of %s refused by the server; the next send refreshes it",
                  server_label(server))
 
@@ -127,7 +127,7 @@ class OAuthTokenProvider:
     async def _obtain(self, server: Any, auth: OAuth2Auth, key: TokenKey,
                       digest: str) -> _Held:
         label = server_label(server)
-        row: TokenRow | None = await self._store(self._cache.get, key)
+        row: TokenRow | None = await self._store(self._cache.tokens.get, key)
         if row is not None and row.client_digest != digest:
             row = None  # written for another app registration: start over
         sealed = await self._store(self._cache.unseal, row) if row is not None else None
@@ -202,3 +202,17 @@ async def store_login(cache: TokenCache, server: Any, grant: Grant) -> int:
         access_expires_at=expires_at, expect_generation=None)
     assert written is not None
     return written
+
+
+def provider_for_store(store: Store, *, key_ref: str | None = None,
+                       ca_file: str | None = None) -> OAuthTokenProvider:
+    """A provider caching tokens in ``store``, sealed with the key ``key_ref`` names.
+
+    A missing key is not an error here (servers without OAuth need none); the
+    first token request then fails with a message saying how to set the key.
+    """
+    try:
+        key: bytes | None = load_key(key_ref)
+    except TokenKeyError:
+        key = None
+    return OAuthTokenProvider(TokenCache(store.tokens, key), ca_file=ca_file)

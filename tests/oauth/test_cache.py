@@ -10,10 +10,9 @@ from peers.oauth_server import OAuthPeer
 from peers.postgres import RawSql
 
 from reconciler.config.sealing import new_key
-from reconciler.oauth import OAuthTokenProvider, TokenCache
-from reconciler.oauth.cache import Sealed, TokenKeyError, load_key
+from reconciler.oauth.cache import Sealed, TokenCache, TokenKeyError, load_key
 from reconciler.oauth.flows import Grant
-from reconciler.oauth.provider import server_key, store_login
+from reconciler.oauth.provider import OAuthTokenProvider, server_key, store_login
 from reconciler.oauth.source import TokenError
 from reconciler.state import SqlStore
 
@@ -43,7 +42,7 @@ async def test_tokens_are_never_in_the_database_in_clear(
             Path(store_url).name + "*"))
         for secret in (ACCESS, REFRESH, issued, SECRET):
             assert secret.encode() not in raw
-    row = cache.get(server_key(delegated))
+    row = cache.tokens.get(server_key(delegated))
     assert row is not None and row.refresh_present and row.account == "helpdesk@x"
     assert cache.unseal(row).refresh_token == REFRESH
 
@@ -71,7 +70,7 @@ def test_generation_check_between_writers(store: SqlStore, token_key: bytes) -> 
     assert put(0) == 1
     assert put(1) == 2
     assert put(1) is None  # someone else wrote generation 2 meanwhile: ours is not stored
-    assert cache.get(key) is not None and cache.get(key).generation == 2  # type: ignore[union-attr]
+    assert cache.tokens.get(key) is not None and cache.tokens.get(key).generation == 2  # type: ignore[union-attr]
 
 
 def test_missing_or_bad_key_says_how_to_make_one(monkeypatch: pytest.MonkeyPatch) -> None:

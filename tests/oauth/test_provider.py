@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 from peers.oauth_server import OAuthPeer
 
-from reconciler.oauth import OAuthTokenProvider, TokenCache
+from reconciler.oauth.cache import TokenCache
 from reconciler.oauth.flows import Grant
-from reconciler.oauth.provider import store_login
+from reconciler.oauth.provider import OAuthTokenProvider, store_login
 from reconciler.oauth.source import TokenError, TokenSource, fetch_token
 from reconciler.state import SqlStore
 

@@ -23,7 +23,8 @@ from reconciler.mail.outcome import Failure, Outcome
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.smtp.transport import SmtpTransport
 from reconciler.mail.steps import Reason, Step
-from reconciler.oauth import OAuthTokenProvider, TokenCache
+from reconciler.oauth.cache import TokenCache
+from reconciler.oauth.provider import OAuthTokenProvider
 from reconciler.state import SqlStore, open_store
 
 from .test_transport import envelope_for
