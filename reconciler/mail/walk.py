@@ -60,20 +60,15 @@ class Walk:
         try:
             async with asyncio.timeout(self.remaining()):
                 value, detail = await action()
-        except MailFailure as exc:  # a failure the step itself understood
-            self._fail(step, started, exc.failure, exc.message, exc.reason, exc.code)
-            return None
-        except TimeoutError:
-            self._fail(step, started, Failure.TIMEOUT,
-                       f"no answer from {self.where} within {self.budget:g}s "
-                       f"({_waiting_for(step)})", Reason.TIMEOUT, None)
-            return None
         except Exception as exc:
-            failure, detail, reason, code = _classify(step, exc, self.where)
-            if reason == Reason.UNEXPECTED:
+            # A MailFailure is one the step itself understood; anything else is classified.
+            failure = exc if isinstance(exc, MailFailure) else _classify(step, exc, self)
+            if failure is not exc and failure.reason == Reason.UNEXPECTED:
                 log.warning("unexpected error in the %s step against %s: %s", step, self.where,
-                            self.redactor(detail))
-            self._fail(step, started, failure, detail, reason, code)
+                            self.redactor(failure.message))
+            self.results.append(StepResult(step, False, self.redactor(failure.message),
+                                           time.perf_counter() - started, failure.failure,
+                                           failure.code, failure.reason))
             return None
         self.results.append(StepResult(step, True, self.redactor(detail),
                                        time.perf_counter() - started))
@@ -95,11 +90,6 @@ class Walk:
         loop = asyncio.get_running_loop()
         return await self.run(Step.TLS, lambda: tls_step(loop, sock, endpoint, options)) \
             is not None
-
-    def _fail(self, step: Step, started: float, failure: Failure, detail: str, reason: Reason,
-              code: int | None) -> None:
-        self.results.append(StepResult(step, False, self.redactor(detail),
-                                       time.perf_counter() - started, failure, code, reason))
 
 
 # -- the steps every protocol starts with ---------------------------------------
@@ -128,7 +118,7 @@ async def dns_step(loop: asyncio.AbstractEventLoop,
 
 
 def _dns_failure(message: str, reason: Reason = Reason.NXDOMAIN) -> MailFailure:
-    return MailFailure(Step.DNS, reason, message, failure=Failure.CONNECT, permanent=False)
+    return _failure(Step.DNS, Failure.CONNECT, reason, message)
 
 
 async def tcp_step(loop: asyncio.AbstractEventLoop, infos: list[tuple[Any, ...]],
@@ -158,7 +148,7 @@ async def tcp_step(loop: asyncio.AbstractEventLoop, infos: list[tuple[Any, ...]]
         return sock, f"connected to {where}"
     reason, detail = errors[0] if len(errors) == 1 else _summarise(errors)
     failure = Failure.TIMEOUT if reason == Reason.TIMEOUT else Failure.CONNECT
-    raise MailFailure(Step.TCP, reason, detail, failure=failure, permanent=False)
+    raise _failure(Step.TCP, failure, reason, detail)
 
 
 def _connect_error(exc: OSError, where: str) -> tuple[Reason, str]:
@@ -218,23 +208,31 @@ async def token_step(server: OutgoingServer, options: ProbeOptions,
 # -- classification -------------------------------------------------------------
 
 
-def _classify(step: Step, exc: BaseException,
-              where: str) -> tuple[Failure, str, Reason, int | None]:
+def _classify(step: Step, exc: BaseException, walk: Walk) -> MailFailure:
+    where = walk.where
+    if isinstance(exc, TimeoutError):  # before OSError, of which it is one
+        return _failure(step, Failure.TIMEOUT, Reason.TIMEOUT, f"no answer from {where} within "
+                        f"{walk.budget:g}s ({_waiting_for(step)})")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        failure = certificate_failure(exc, where)
-        return failure.failure, failure.message, failure.reason, None
+        return certificate_failure(exc, where)
     if isinstance(exc, ssl.SSLError):
-        return (Failure.TLS, f"TLS handshake with {where} failed: {exc.reason or exc}",
-                Reason.HANDSHAKE, None)
+        return _failure(step, Failure.TLS, Reason.HANDSHAKE,
+                        f"TLS handshake with {where} failed: {exc.reason or exc}")
     if isinstance(exc, ConnectionError | EOFError):
         if step == Step.TLS:
-            return (Failure.TLS, f"{where} closed the connection during the TLS handshake",
-                    Reason.HANDSHAKE, None)
-        return Failure.CONNECT, f"{where} closed the connection", Reason.CLOSED, None
+            return _failure(step, Failure.TLS, Reason.HANDSHAKE,
+                            f"{where} closed the connection during the TLS handshake")
+        return _failure(step, Failure.CONNECT, Reason.CLOSED, f"{where} closed the connection")
     if isinstance(exc, OSError):
-        return Failure.CONNECT, f"{where}: {exc.strerror or exc}", Reason.CLOSED, None
-    return (Failure.PROTOCOL, f"unexpected {type(exc).__name__}: {exc}", Reason.UNEXPECTED,
-            None)
+        return _failure(step, Failure.CONNECT, Reason.CLOSED, f"{where}: {exc.strerror or exc}")
+    return _failure(step, Failure.PROTOCOL, Reason.UNEXPECTED,
+                    f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _failure(step: Step, failure: Failure, reason: Reason, message: str) -> MailFailure:
+    """A failure of a step that the walk classified; whether a retry may help is the
+    caller's to judge (a probe only reports it)."""
+    return MailFailure(step, reason, message, failure=failure, permanent=False)
 
 
 def _waiting_for(step: Step) -> str:

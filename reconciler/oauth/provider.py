@@ -1,24 +1,14 @@
-"""The token provider every transport and probe uses for OAuth2 servers (SPEC O11).
+"""The token provider every transport and probe uses for OAuth2 servers (SPEC O11), a
+:class:`~reconciler.oauth.source.TokenSource`.
 
-``OAuthTokenProvider(cache)`` implements
-:class:`~reconciler.mail.transport.TokenSource`:
-
-- ``await provider.token(server)`` returns an access token for any resource
-  with an OAuth2 ``spec.auth`` (OutgoingServer or IncomingServer). A token
-  is reused until ``REFRESH_SKEW`` before it expires, then refreshed: client
-  credentials ask again, authorization-code grants use the stored refresh
-  token (msal's cache for Microsoft). One refresh at a time per server in
-  this process (an asyncio lock), and across processes the store row decides
-  (a process that finds a fresher row than it expected uses it).
-- ``await provider.invalidate(server, token)`` after the mail server refused
-  ``token`` (SMTP 535, HTTP 401): the next ``token`` refreshes. Invalidating
-  a token that was already replaced does nothing, so twenty callers that all
-  saw the same 535 cause one refresh, not twenty.
-- Failures raise ``TokenError``; ``permanent=True`` means a person must act
-  (revoked grant -> `reconcile auth login NAMESPACE/SERVER`, bad secret,
-  missing consent), and the message says what to do. A permanent failure of a
-  delegated grant is remembered in the store, so a daemon does not hammer the
-  identity provider with a grant that can no longer work.
+A token is reused until ``REFRESH_SKEW`` before it expires, then refreshed: client
+credentials ask again, authorization-code grants use the stored refresh token (msal's
+cache for Microsoft). One refresh at a time per server in this process (an asyncio
+lock), and across processes the store row decides (a process that finds a fresher row
+than it expected uses it). Invalidating a token that was already replaced does
+nothing, so twenty callers that all saw the same 535 cause one refresh, not twenty.
+A permanent failure of a delegated grant is remembered in the store, so a daemon does
+not hammer the identity provider with a grant that can no longer work.
 """
 
 from __future__ import annotations
