@@ -55,10 +55,6 @@ from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure
 from reconciler.mail.steps import Reason, Step
 
-# An OAuth access token for an incoming server, sync or async. The providers in
-# reconciler.oauth implement it; tests pass a lambda.
-IncomingTokenProvider = Callable[[IncomingServer], Awaitable[str] | str]
-
 # What the runner already made durable: a set of markers, or a predicate
 # (sync or async, e.g. a store lookup).
 AlreadyDone = Container[str] | Callable[[str], bool | Awaitable[bool]]

@@ -112,7 +112,7 @@ class Health:
     host: str | None
     detail: str
     failure: Failure | None = None
-    step: str | None = None  # connect | tls | auth | noop
+    step: str | None = None  # a Step's value
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
-from reconciler.mail.fetcher import Fetcher, IncomingTokenProvider
+from reconciler.mail.fetcher import Fetcher
+from reconciler.oauth.source import TokenProvider
 
 # protocol -> ("module:Class", the extra options that class accepts)
 FETCHERS: dict[IncomingProtocol, tuple[str, tuple[str, ...]]] = {
@@ -29,7 +30,7 @@ FETCHERS: dict[IncomingProtocol, tuple[str, tuple[str, ...]]] = {
 def fetcher_for(
     server: IncomingServer,
     *,
-    token_provider: IncomingTokenProvider | None = None,
+    token_provider: TokenProvider | None = None,
     ca_file: str | Path | None = None,
     timeout: float = 30.0,
     delete_after_fetch: bool = False,

@@ -38,12 +38,11 @@ from reconciler.mail.fetcher import (
     Fetcher,
     FetchError,
     FetchErrorKind,
-    IncomingTokenProvider,
     is_done,
 )
 from reconciler.mail.steps import Reason, Step
 from reconciler.mail.transport import Redactor
-from reconciler.oauth.source import TokenError, fetch_token
+from reconciler.oauth.source import TokenError, TokenProvider, fetch_token
 from reconciler.runtime.tls import transport_tls
 
 T = TypeVar("T")
@@ -68,7 +67,7 @@ class Credentials:
 class ThreadedFetcher(Fetcher):
     """A fetcher whose protocol client blocks; runs it in the fetcher's own thread."""
 
-    def __init__(self, server: IncomingServer, *, token_provider: IncomingTokenProvider | None,
+    def __init__(self, server: IncomingServer, *, token_provider: TokenProvider | None,
                  ca_file: str | Path | None, timeout: float) -> None:
         super().__init__(server)
         self._token_provider = token_provider
@@ -229,8 +228,7 @@ class ThreadedFetcher(Fetcher):
                                "daemon can obtain tokens.", step=Step.TOKEN,
                                reason=Reason.NO_TOKEN_PROVIDER)
         try:
-            # fetch_token only calls the provider with the server it is given
-            return await fetch_token(self._token_provider, self.server)  # type: ignore[arg-type]
+            return await fetch_token(self._token_provider, self.server)
         except TokenError as exc:
             raise FetchError(FetchErrorKind.AUTH,
                              f"no access token for {username}: {self.redactor(str(exc))}",

@@ -81,8 +81,6 @@ class TokenCache:
         self.tokens = tokens
         self._key = key
 
-    # -- sealing ------------------------------------------------------------
-
     def seal(self, sealed: Sealed) -> str:
         if self._key is None:
             raise TokenKeyError(_NO_KEY)
@@ -101,8 +99,6 @@ class TokenCache:
                 "key (the key changed?): use the key they were written with, or "
                 f"`reconcile auth login {'/'.join(row.key[1:])}` again") from None
 
-    # -- rows ---------------------------------------------------------------
-
     def put(self, key: TokenKey, *, digest: str, grant: str, account: str | None,
             sealed: Sealed, access_expires_at: datetime | None,
             expect_generation: int | None) -> int | None:
@@ -114,9 +110,3 @@ class TokenCache:
             digest, grant, account, self.seal(sealed),
             refresh_present=bool(sealed.refresh_token or sealed.msal_cache),
             access_expires_at=access_expires_at), expect_generation=expect_generation)
-
-    def record_error(self, key: TokenKey, *, digest: str, grant: str, account: str | None,
-                     message: str, permanent: bool, expect_generation: int | None) -> None:
-        self.tokens.write(key, TokenWrite(digest, grant, account, error=message,
-                                           error_permanent=permanent),
-                           expect_generation=expect_generation)

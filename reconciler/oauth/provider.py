@@ -25,7 +25,7 @@ from reconciler.oauth.errors import login_hint
 from reconciler.oauth.flows import Flow, FlowError, Grant, flow_for
 from reconciler.oauth.source import TokenError
 from reconciler.state.base import Store, StoreError
-from reconciler.state.contract import TokenKey, TokenRow
+from reconciler.state.contract import TokenKey, TokenRow, TokenWrite
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,9 @@ class OAuthTokenProvider:
         except FlowError as exc:
             message = f"{label}: {exc.problem}"
             log.warning("no access token for %s: %s", label, exc.problem)
-            await self._store(self._cache.record_error, key, digest=digest,
-                              grant=str(auth.grant), account=account, message=message,
-                              permanent=exc.problem.permanent, expect_generation=None)
+            await self._store(self._cache.tokens.write, key, TokenWrite(
+                digest, str(auth.grant), account, error=message,
+                error_permanent=exc.problem.permanent), expect_generation=None)
             raise TokenError(message, permanent=exc.problem.permanent) from None
         generation = row.generation if row is not None else 0
         return await self._save(key, digest, auth, grant, generation, sealed)
