@@ -72,3 +72,13 @@ _.c_paren_expr
 _.c_list_lit
 _.c_map_lit
 _.c_literal
+
+# -- mail core: pydantic validators (run by pydantic) and email policy hooks -----------
+# reconciler/mail/envelope.py
+_._from_text
+_._email
+_._module
+_._id
+_._subject
+# reconciler/mail/header_guard.py
+_.fold  # email.policy.Policy.fold, called by the email package's as_string()

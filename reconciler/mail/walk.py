@@ -92,9 +92,6 @@ class Walk:
             is not None
 
 
-# -- the steps every protocol starts with ---------------------------------------
-
-
 async def dns_step(loop: asyncio.AbstractEventLoop,
                    endpoint: Endpoint) -> tuple[list[tuple[Any, ...]], str]:
     if endpoint.host.lower().rstrip(".").endswith(".invalid"):
@@ -164,6 +161,7 @@ def _summarise(errors: list[tuple[Reason, str]]) -> tuple[Reason, str]:
     reason = reasons.pop() if len(reasons) == 1 else Reason.CLOSED
     return reason, "; ".join(d for _, d in errors)
 
+
 async def tls_step(loop: asyncio.AbstractEventLoop, sock: socket.socket, endpoint: Endpoint,
                    options: ProbeOptions) -> tuple[bool, str]:
     """Implicit TLS on the connected socket, then close: HTTPS APIs (Graph, EWS) get their
@@ -205,9 +203,6 @@ async def token_step(server: OutgoingServer, options: ProbeOptions,
     return token, f"access token obtained ({auth.grant}, client {auth.client_id})"
 
 
-# -- classification -------------------------------------------------------------
-
-
 def _classify(step: Step, exc: BaseException, walk: Walk) -> MailFailure:
     where = walk.where
     if isinstance(exc, TimeoutError):  # before OSError, of which it is one
@@ -244,9 +239,6 @@ def _waiting_for(step: Step) -> str:
         Step.EHLO: "waiting for the EHLO reply",
         Step.AUTH: "authenticating",
     }.get(step, str(step))
-
-
-# -- small helpers ----------------------------------------------------------------
 
 
 def tls_summary(transport: asyncio.BaseTransport | None) -> str:

@@ -70,8 +70,6 @@ class OAuthTokenProvider:
     def flow(self, server: Any) -> Flow:
         return flow_for(oauth_auth(server), ca_file=self._ca_file, server=server_label(server))
 
-    # -- TokenSource ------------------------------------------------------------
-
     async def token(self, server: Any) -> str:
         auth = oauth_auth(server)
         key, digest = server_key(server), client_digest(auth)
@@ -95,8 +93,6 @@ class OAuthTokenProvider:
             await self._store(self._cache.tokens.expire_access, key, held.generation)
         log.info("access token of %s refused by the server; the next send refreshes it",
                  server_label(server))
-
-    # -- internals --------------------------------------------------------------
 
     def _fresh(self, key: TokenKey, digest: str) -> _Held | None:
         held = self._held.get(key)
