@@ -103,12 +103,8 @@ def validate_address(value: str, what: str = "address") -> str:
     check_header_text(value, what)
     try:
         return _checked_address(value)
-    except _InvalidAddress as exc:
+    except ValueError as exc:  # email_validator's EmailNotValidError
         raise ValueError(f"{what} {value!r} is not a valid email address: {exc}") from None
-
-
-class _InvalidAddress(ValueError):
-    pass
 
 
 @lru_cache(maxsize=65536)  # the same senders and recipients recur in every message
@@ -118,14 +114,10 @@ def _checked_address(value: str) -> str:
     if is_plain_email(value):
         local, domain = value.rsplit("@", 1)
         return f"{local}@{domain.lower()}"
-    from email_validator import EmailNotValidError, validate_email
+    from email_validator import validate_email
 
-    try:
-        checked = validate_email(
-            value, check_deliverability=False, test_environment=True, allow_smtputf8=False
-        )
-    except EmailNotValidError as exc:
-        raise _InvalidAddress(str(exc)) from None
+    checked = validate_email(value, check_deliverability=False, test_environment=True,
+                             allow_smtputf8=False)
     return checked.ascii_email or checked.normalized
 
 
