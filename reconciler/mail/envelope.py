@@ -179,10 +179,6 @@ class Mailbox(_Strict):
         return value.strip() or None
 
     @property
-    def domain(self) -> str:
-        return self.email.rsplit("@", 1)[1].lower()
-
-    @property
     def key(self) -> str:
         """Identity for de-duplication and filtering: addresses compare case-insensitively."""
         return self.email.casefold()
