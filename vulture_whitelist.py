@@ -73,6 +73,16 @@ _.c_list_lit
 _.c_map_lit
 _.c_literal
 
+# -- mail core: pydantic validators (run by pydantic) and email policy hooks -----------
+# reconciler/mail/envelope.py
+_._from_text
+_._email
+_._module
+_._id
+_._subject
+# reconciler/mail/header_guard.py
+_.fold  # email.policy.Policy.fold, called by the email package's as_string()
+
 # -- daemon/health (entries grouped by file) --
 # reconciler/daemon/api/events.py: response model fields; a FastAPI route
 attempts

@@ -121,7 +121,7 @@ def login_command(server_name: str, namespace: str | None, timeout: float,
             grant = asyncio.run(flow.finish_login(request, answer))
         except FlowError as exc:
             raise UserError(f"{label}: {exc.problem}") from None
-        cache = TokenCache.of_store(store, key)
+        cache = TokenCache(store.tokens, key)
         asyncio.run(store_login(cache, server, grant))
         account = grant.account or auth.username or server.spec.email
         number = _record(store, who, f"auth login {label} as {account}")

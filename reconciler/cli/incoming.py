@@ -113,7 +113,8 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
     namespace, server = _name(server, namespace)
     from reconciler.config.models.incoming_server import IncomingServer
     from reconciler.incoming.servers import proxy_of
-    from reconciler.mail.registry import FetchError, NotSupported, fetcher_for
+    from reconciler.mail.fetcher import FetchError, NotSupported
+    from reconciler.mail.registry import fetcher_for
     from reconciler.runtime.namespace import resource_from_canonical
 
     with opened_store(store_url) as store:
@@ -135,7 +136,7 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
         gate.load(store)  # the fetcher presents credentials only where they are bound
         tokens = None
         if getattr(model.spec.auth, "type", None) == "oauth2":
-            from reconciler.oauth import provider_for_store
+            from reconciler.oauth.provider import provider_for_store
 
             tokens = provider_for_store(store, key_ref=token_key_ref, ca_file=ca_file)
 
@@ -168,7 +169,7 @@ def errors(server: str, namespace: str | None, include_all: bool, token_key_ref:
     """The saved details (reason, headers) of mails moved to the error folder."""
     namespace, server = _name(server, namespace)
     from reconciler.incoming.store import IncomingStore
-    from reconciler.oauth import TokenKeyError, load_key
+    from reconciler.oauth.cache import TokenKeyError, load_key
 
     try:
         key = load_key(token_key_ref)

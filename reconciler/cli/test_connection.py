@@ -154,7 +154,7 @@ def _token_provider(server: OutgoingServer, store_url: str | None, key_ref: str 
     if server.spec.auth.type != "oauth2":
         yield None
         return
-    from reconciler.oauth import provider_for_store
+    from reconciler.oauth.provider import provider_for_store
 
     with opened_store(store_url) as store:
         yield provider_for_store(store, key_ref=key_ref,

@@ -252,7 +252,7 @@ class Daemon:
     def token_provider(self) -> Any:
         """OAuth2 access tokens for every transport and the health monitor (O11), cached
         sealed in the store; one per daemon so a refresh is shared by all of them."""
-        from reconciler.oauth import provider_for_store
+        from reconciler.oauth.provider import provider_for_store
 
         assert self.store is not None
         return provider_for_store(self.store, key_ref=self.settings.token_key_ref,

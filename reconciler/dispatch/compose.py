@@ -37,7 +37,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from reconciler.config.header_text import check_header_name
+from reconciler.config.header_text import check_header_name, check_header_text
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.filters import FilterResult
 from reconciler.dispatch.oversize import limit_mb, select_attachments
@@ -45,7 +45,6 @@ from reconciler.mail.envelope import (
     Envelope,
     Mailbox,
     Notification,
-    check_header_text,
     validate_address,
 )
 from reconciler.mail.header_guard import GUARDED_SMTP

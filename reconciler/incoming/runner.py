@@ -28,7 +28,8 @@ from reconciler.incoming.pipeline import SenderDirectory
 from reconciler.incoming.server_loop import ServerLoop
 from reconciler.incoming.servers import IncomingConfig, ServerId
 from reconciler.incoming.store import IncomingStore
-from reconciler.mail.registry import Fetcher, fetcher_for
+from reconciler.mail.fetcher import Fetcher
+from reconciler.mail.registry import fetcher_for
 from reconciler.runtime.backoff import first_set
 from reconciler.state.base import LiveState, StoreError
 

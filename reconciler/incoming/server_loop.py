@@ -42,7 +42,7 @@ from reconciler.incoming import notices
 from reconciler.incoming.pipeline import PipelineContext, PipelineResult, process
 from reconciler.incoming.servers import ServerConfig
 from reconciler.incoming.store import JudgedMail
-from reconciler.mail.registry import FetchedMail, Fetcher, FetchError
+from reconciler.mail.fetcher import FetchedMail, Fetcher, FetchError
 from reconciler.runtime.backoff import first_set
 from reconciler.state.base import StoreError
 from reconciler.state.contract import ServerState, bare_id

@@ -49,7 +49,7 @@ def incoming_parts(store: Any, settings: Any, *, notifier: Any = None,
                    token_provider: Any = None) -> IncomingParts:
     """The runner (and sink) for this daemon. Raises ValueError/SecretError on a bad
     setting (an unreadable sender directory), before anything runs."""
-    from reconciler.oauth import TokenKeyError, load_key
+    from reconciler.oauth.cache import TokenKeyError, load_key
 
     try:
         key: bytes | None = load_key(settings.token_key_ref)

@@ -39,15 +39,12 @@ from pydantic.alias_generators import to_camel
 from reconciler.config.header_text import (
     HEADER_NAME_PATTERN,
     NOT_IN_HEADERS,
+    RESERVED_HEADERS,
+    SERVER_HEADERS,
     check_file_name,
     check_header_name,
+    check_header_text,
 )
-
-# The header checks live in header_text; callers import them from here as before.
-from reconciler.config.header_text import RESERVED_HEADERS as RESERVED_HEADERS
-from reconciler.config.header_text import SERVER_HEADERS as SERVER_HEADERS
-from reconciler.config.header_text import HeaderInjectionError as HeaderInjectionError
-from reconciler.config.header_text import check_header_text as check_header_text
 from reconciler.config.models.base import is_plain_email
 from reconciler.mail.header_guard import GUARDED_SMTP
 
@@ -106,12 +103,8 @@ def validate_address(value: str, what: str = "address") -> str:
     check_header_text(value, what)
     try:
         return _checked_address(value)
-    except _InvalidAddress as exc:
+    except ValueError as exc:  # email_validator's EmailNotValidError
         raise ValueError(f"{what} {value!r} is not a valid email address: {exc}") from None
-
-
-class _InvalidAddress(ValueError):
-    pass
 
 
 @lru_cache(maxsize=65536)  # the same senders and recipients recur in every message
@@ -121,14 +114,10 @@ def _checked_address(value: str) -> str:
     if is_plain_email(value):
         local, domain = value.rsplit("@", 1)
         return f"{local}@{domain.lower()}"
-    from email_validator import EmailNotValidError, validate_email
+    from email_validator import validate_email
 
-    try:
-        checked = validate_email(
-            value, check_deliverability=False, test_environment=True, allow_smtputf8=False
-        )
-    except EmailNotValidError as exc:
-        raise _InvalidAddress(str(exc)) from None
+    checked = validate_email(value, check_deliverability=False, test_environment=True,
+                             allow_smtputf8=False)
     return checked.ascii_email or checked.normalized
 
 
@@ -190,10 +179,6 @@ class Mailbox(_Strict):
         return value.strip() or None
 
     @property
-    def domain(self) -> str:
-        return self.email.rsplit("@", 1)[1].lower()
-
-    @property
     def key(self) -> str:
         """Identity for de-duplication and filtering: addresses compare case-insensitively."""
         return self.email.casefold()
@@ -247,14 +232,9 @@ def _check_context(value: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _check_header_value(value: str) -> str:
-    # The field path (headers.X-Foo) names the header; the message says what is wrong.
-    return check_header_text(value, "header value")
-
-
 # Names and values checked one by one, so a refusal names the header (headers.X-Foo).
 HeaderName = Annotated[str, AfterValidator(check_header_name)]
-HeaderValue = Annotated[str, AfterValidator(_check_header_value)]
+HeaderValue = Annotated[str, AfterValidator(lambda v: check_header_text(v, "header value"))]
 
 
 def _check_namespace(value: str) -> str:
@@ -277,7 +257,6 @@ class TicketLink(_Strict):
     """The desk ticket a notification is about. Replies to the sent message thread to it
     by In-Reply-To/References even when their subject lost the ##RE-123## marker."""
 
-    # The patterns go into the API's document too, so a client can know before sending.
     module: str = Field(description="request, task, change, problem, ... (the keys of "
                         "MailSettings.requestIdPrefixes).",
                         json_schema_extra={"pattern": _TICKET_MODULE.pattern})
@@ -344,12 +323,9 @@ class Notification(_Strict):
         return check_header_text(value, "subject")
 
     def recipients(self) -> Iterator[tuple[RecipientField, Mailbox]]:
-        fields: tuple[tuple[RecipientField, list[Mailbox]], ...] = (
-            ("to", self.to), ("cc", self.cc), ("bcc", self.bcc)
-        )
-        for kind, mailboxes in fields:
-            for mailbox in mailboxes:
-                yield kind, mailbox
+        yield from (("to", m) for m in self.to)
+        yield from (("cc", m) for m in self.cc)
+        yield from (("bcc", m) for m in self.bcc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,11 +342,10 @@ class Envelope:
     """What a transport sends: SMTP envelope plus the composed RFC 5322 message.
 
     ``bcc`` recipients are in the envelope (RCPT TO) but never in a header.
-    ``message`` is an ``EmailMessage``, or the finished message as bytes when
-    compose wrote it directly (plain ASCII, no attachments); the ``message``
-    property then parses it for whoever wants to look at it. ``wire`` is an
-    ``EmailMessage`` as compose wrote and checked it (SPEC S1), which
-    :meth:`as_bytes` returns rather than writing the message again.
+    ``content`` is an ``EmailMessage``, or the finished message as bytes when compose
+    wrote it directly (plain ASCII, no attachments; ``message`` parses them for whoever
+    wants to look). ``wire`` is the ``EmailMessage`` as compose wrote and checked it
+    (SPEC S1), so no transport writes it again.
     """
 
     mail_from: str
@@ -382,7 +357,6 @@ class Envelope:
     content: EmailMessage | bytes
     message_id: str
     dropped_attachments: tuple[DroppedAttachment, ...] = ()
-    # The EmailMessage as compose wrote (and checked) it, so no transport writes it again.
     wire: bytes | None = None
 
     @property

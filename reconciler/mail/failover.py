@@ -10,12 +10,14 @@ connects also clears the mark: that is first-hand evidence it is up.
 Only "cannot reach" errors switch hosts (connection refused, DNS, connect or
 greeting timeout). A server that answers with an error, fails TLS or refuses
 the credentials is reachable; trying another host would hide a real problem.
+:class:`SendProgress` is where such a send is (SMTP, EWS): the step, so a deadline or an
+error can say what was going on, the host being tried and the hosts given up on.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from reconciler.config.models.outgoing_server import OutgoingServerSpec
 
@@ -84,3 +86,34 @@ class HostSelector:
 
     def down(self) -> dict[tuple[str, int], str]:
         return dict(self._down)
+
+
+@dataclass
+class SendProgress:
+    step: str = "preparing"
+    endpoint: Endpoint | None = None
+    unreachable: list[str] = field(default_factory=list)
+
+    @property
+    def host(self) -> str | None:
+        return self.endpoint.address if self.endpoint else None
+
+    @property
+    def used_alternate(self) -> bool:
+        return bool(self.endpoint and self.endpoint.alternate)
+
+    def give_up_on(self, selector: HostSelector, endpoint: Endpoint, detail: str) -> None:
+        """``endpoint`` cannot be reached (``detail`` already redacted): the next candidate
+        is tried, and the selector skips it for a while."""
+        self.unreachable.append(f"{endpoint.address}: {detail}")
+        selector.mark_down(endpoint, detail)
+
+    def reached(self, selector: HostSelector, endpoint: Endpoint) -> None:
+        if not endpoint.alternate:
+            selector.mark_healthy(endpoint.host, endpoint.port)
+
+    def failover_note(self) -> str:
+        """``; after failing over from ...`` for a sent message, or nothing."""
+        if not self.unreachable:
+            return ""
+        return "; after failing over from " + "; ".join(self.unreachable)

@@ -13,36 +13,30 @@ The message has been through the caller's redactor: it never holds a secret.
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass
+
 from reconciler.mail.outcome import Failure, Outcome
 from reconciler.mail.steps import Reason, Step
 
 
+@dataclass(eq=False, repr=False)
 class MailFailure(Exception):
     """Where it failed (``step``), why (``reason``, ``failure``), and whether to retry."""
 
-    def __init__(
-        self,
-        step: Step,
-        reason: Reason,
-        message: str,
-        *,
-        failure: Failure,
-        permanent: bool,
-        retry_after: float | None = None,
-        code: int | None = None,
-        likely_fix: str = "",
-    ) -> None:
-        super().__init__(message)
-        self.step = step
-        self.reason = reason
-        self.message = message
-        self.failure = failure
-        self.permanent = permanent
-        self.retry_after = retry_after
-        self.code = code
-        self.likely_fix = likely_fix
+    step: Step
+    reason: Reason
+    message: str
+    _: KW_ONLY
+    failure: Failure
+    permanent: bool
+    retry_after: float | None = None
+    code: int | None = None
+    likely_fix: str = ""
 
-    def __str__(self) -> str:
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:  # a caller may redact ``message`` after the fact
         return self.message
 
     @property

@@ -22,6 +22,7 @@ from typing import NamedTuple
 from reconciler.config.derive import INCOMING_PORTS
 from reconciler.config.models.auth import BasicAuth, OAuth2Auth
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
+from reconciler.mail.certificates import certificate_failure
 from reconciler.mail.fetcher import FetchError, FetchErrorKind
 from reconciler.mail.outcome import Failure
 from reconciler.mail.steps import Reason, Step
@@ -113,21 +114,6 @@ _TEXTS = {
     "handshake-plain": _Text(_TLS, Reason.HANDSHAKE,
                              "TLS handshake with {address} failed ({detail})",
                              "The {other}. {ports}.", Step.TLS),
-    "certificate": _Text(_TLS, Reason.UNTRUSTED,
-                         "the certificate of {address} is not trusted ({detail})",
-                         "The certificate is not signed by a CA this machine trusts. If the "
-                         "server uses a private CA, trust it with the daemon's ca_file setting "
-                         "or RECONCILE_TLS_CA_FILE; certificate checks cannot be switched off.",
-                         Step.TLS, Failure.TLS_VERIFY),
-    "certificate-62": _Text(_TLS, Reason.HOSTNAME_MISMATCH,  # X509_V_ERR_HOSTNAME_MISMATCH
-                            "the certificate of {address} is for another host name ({detail})",
-                            "Set host to a name the certificate lists (usually the provider's "
-                            "documented {family} host name, not an IP address or alias).",
-                            Step.TLS, Failure.TLS_VERIFY),
-    "certificate-10": _Text(_TLS, Reason.EXPIRED,  # X509_V_ERR_CERT_HAS_EXPIRED
-                            "the certificate of {address} has expired ({detail})",
-                            "Whoever runs the mail server must renew it (or check this "
-                            "machine's clock).", Step.TLS, Failure.TLS_VERIFY),
     "no-starttls": _Text(_TLS, Reason.NO_STARTTLS, "{address} does not offer {command}",
                          "If the port expects TLS from the first byte use protocol {fam}s; "
                          "{ports}. Without TLS the only option is starttls: false (and "
@@ -188,7 +174,6 @@ _TEXTS = {
                      f"The server may be overloaded or the network unstable; {_RETRIED}",
                      failure=Failure.TIMEOUT),
 }
-_TEXTS["certificate-64"] = _TEXTS["certificate-62"]  # X509_V_ERR_IP_ADDRESS_MISMATCH
 
 
 def described(where: Where, key: str, doing: str = "", **values: object) -> FetchError:
@@ -229,8 +214,10 @@ def classify(exc: BaseException, where: Where, doing: str, redact: Callable[[str
     if isinstance(exc, FetchError):
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = str(exc.verify_message or getattr(exc, "reason", None) or exc)
-    elif isinstance(exc, ssl.SSLError):
+        cert = certificate_failure(exc, where.address)
+        return FetchError(FetchErrorKind.TLS, cert.message, cert.likely_fix, step=cert.step,
+                          reason=cert.reason, failure=cert.failure)
+    if isinstance(exc, ssl.SSLError):
         detail = str(getattr(exc, "reason", None) or exc)
     else:
         detail = redact(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
@@ -249,9 +236,6 @@ def _key(exc: BaseException, where: Where, doing: str) -> str:
     """Which of :data:`_TEXTS` describes ``exc``."""
     if isinstance(exc, socket.gaierror):
         return "dns-temporary" if exc.errno == socket.EAI_AGAIN else "nxdomain"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        code = f"certificate-{exc.verify_code}"
-        return code if code in _TEXTS else "certificate"
     if isinstance(exc, ssl.SSLError) and doing not in (CONNECT, OPENING, TLS):
         return "ended"  # after the handshake a TLS error (mostly EOF) is a broken session
     if isinstance(exc, ssl.SSLError):

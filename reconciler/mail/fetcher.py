@@ -34,15 +34,9 @@ Contract:
   only mail without ``\\Seen``, as the desks it replaces do. POP3 has no
   flags: the marker store is the only memory, and ``DELE`` happens only when
   the fetcher was built with ``delete_after_fetch=True``.
-- **Error folder (I6)** exists on IMAP, EWS and Graph (created when missing);
-  POP3 has no folders and raises :class:`NotSupported`.
 - **Failures.** Anything that breaks the session (connect, TLS, login,
-  protocol) raises one :class:`FetchError`, the protocol layer's
-  :class:`~reconciler.mail.failure.MailFailure` (step, reason, transient or
-  permanent) with ``kind`` (what the runner counts toward
-  ``failure_notify_threshold``, I7), a message and a likely fix; neither
-  ever holds a password or token. After a FetchError the
-  fetcher is closed; call ``connect`` (or ``fetch``, which reconnects) again.
+  protocol) raises one :class:`FetchError`; the fetcher is then closed, and
+  ``connect`` (or ``fetch``, which reconnects) starts a new session.
 - One fetcher is used by one task at a time; methods are not re-entrant.
 """
 
@@ -60,10 +54,6 @@ from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure
 from reconciler.mail.steps import Reason, Step
-
-# An OAuth access token for an incoming server, sync or async. The providers in
-# reconciler.oauth implement it; tests pass a lambda.
-IncomingTokenProvider = Callable[[IncomingServer], Awaitable[str] | str]
 
 # What the runner already made durable: a set of markers, or a predicate
 # (sync or async, e.g. a store lookup).
@@ -96,10 +86,7 @@ _PERMANENT = frozenset({Failure.CONFIG, Failure.AUTH, Failure.TLS_VERIFY})
 
 class FetchError(MailFailure):
     """A session-level failure of an incoming fetcher: the protocol layer's MailFailure,
-    keeping the ``FetchError(kind, message, likely_fix)`` form and ``kind`` the runner counts.
-
-    ``str(exc)`` is the message; nothing secret inside.
-    """
+    plus the ``kind`` the runner counts. Neither message nor fix holds a secret."""
 
     def __init__(self, kind: FetchErrorKind | str, message: str, likely_fix: str = "", *,
                  step: Step | None = None, reason: Reason | None = None,

@@ -17,12 +17,9 @@ no other control byte. Anything else raises :class:`HeaderInjectionError`,
 which the worker records as a permanent failure ("cannot compose the
 message"), so the message is never sent.
 
-Address headers are not left to the package's folder at all: on 3.11.7 it
-splits a quoted display name longer than a line and drops its quotes, turning
-``"x, evil@attacker.example, ..."`` into extra addresses. They are written by
-:func:`reconciler.mail.header_write.any_address_header` (display names as
-atoms, a quoted string, or encoded-words). Any other header with a line over
-RFC 5322's 998 bytes is folded again as encoded-words when it is unstructured
+Address headers are not left to the package's folder at all (why:
+:mod:`reconciler.mail.header_write`). Any other header with a line over RFC
+5322's 998 bytes is folded again as encoded-words when it is unstructured
 text, and refused the same way when it is not.
 """
 
@@ -50,16 +47,11 @@ class GuardedPolicy(EmailPolicy):
         folded = _address_header(name, value)
         if folded is None:
             folded = super().fold_binary(name, value)
-            problem = wire_problem(name, folded)
-            if problem == _TOO_LONG:
-                refolded = _refolded_text(name, value)
-                if refolded is not None:
-                    folded, problem = refolded, wire_problem(name, refolded)
-        else:
-            problem = wire_problem(name, folded)
+            if wire_problem(name, folded) == _TOO_LONG:
+                folded = _refolded_text(name, value) or folded
+        problem = wire_problem(name, folded)
         if problem:
-            raise HeaderInjectionError(f"the {_shown(name)} header {problem}; "
-                                       "the message is refused rather than sent that way")
+            raise _refused(name, problem)
         return folded
 
     def fold(self, name: str, value: Any) -> str:
@@ -103,8 +95,7 @@ def _address_header(name: str, value: Any) -> bytes | None:
                  for group in groups for address in group.addresses]
     text = any_address_header(name, mailboxes)
     if text is None:
-        raise HeaderInjectionError(f"the {_shown(name)} header {_TOO_LONG}; the message is "
-                                   "refused rather than sent that way")
+        raise _refused(name, _TOO_LONG)
     return text.encode("ascii")
 
 
@@ -117,5 +108,7 @@ def _refolded_text(name: str, value: Any) -> bytes | None:
     return f"{name}: {body}\r\n".encode("ascii")
 
 
-def _shown(name: str) -> str:
-    return name if _FIELD_NAME.match(name.encode("ascii", "replace")) else repr(name)
+def _refused(name: str, problem: str) -> HeaderInjectionError:
+    shown = name if _FIELD_NAME.match(name.encode("ascii", "replace")) else repr(name)
+    return HeaderInjectionError(f"the {shown} header {problem}; the message is refused "
+                                "rather than sent that way")

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from reconciler.oauth.source import TokenError
-
 
 class Outcome(StrEnum):
     SENT = "sent"  # accepted by the server for at least one recipient
@@ -114,14 +112,10 @@ class Health:
     host: str | None
     detail: str
     failure: Failure | None = None
-    step: str | None = None  # connect | tls | auth | noop
+    step: str | None = None  # a Step's value
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def reachable(self) -> bool:
         return self.status == HealthStatus.REACHABLE
 
-
-def token_outcome(exc: TokenError) -> Outcome:
-    """What a failed token fetch makes of a send: a person must act, or a retry may work."""
-    return Outcome.PERMANENT if exc.permanent else Outcome.TRANSIENT

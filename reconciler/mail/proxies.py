@@ -10,30 +10,24 @@ from reconciler.credentials.gate import present_secret
 from reconciler.mail.transport import Redactor
 
 
-def proxy_userinfo(proxy: ProxyServerSpec, redactor: Redactor) -> str:
-    """``user:password@`` (both percent-encoded) or ``""`` when the proxy has no username.
+def proxy_url(proxy: ProxyServerSpec, redactor: Redactor) -> str:
+    """``type://user:password@host:port`` (IPv6 hosts bracketed; user and password
+    percent-encoded and only when the proxy has a username).
 
     The password, plain and encoded (the form a URL and so an error message carries),
     goes into ``redactor``. Raises SecretError when the password cannot be read or is not
     bound to the proxy.
     """
-    if not proxy.username:
-        return ""
-    # Only where an apply bound it: the proxy's own host and port (SPEC S2).
-    password = (present_secret(proxy.password, proxy.host, proxy.port)
-                if proxy.password is not None else "")
-    redactor.add(password)
-    redactor.add(quote(password, safe=""))
-    return f"{quote(proxy.username, safe='')}:{quote(password, safe='')}@"
-
-
-def proxy_url(proxy: ProxyServerSpec, redactor: Redactor) -> str:
-    """``type://user:password@host:port`` (IPv6 hosts bracketed), the password in ``redactor``.
-
-    Raises SecretError when the password cannot be read or is not bound to the proxy.
-    """
+    userinfo = ""
+    if proxy.username:
+        # Only where an apply bound it: the proxy's own host and port (SPEC S2).
+        password = (present_secret(proxy.password, proxy.host, proxy.port)
+                    if proxy.password is not None else "")
+        redactor.add(password)
+        redactor.add(quote(password, safe=""))
+        userinfo = f"{quote(proxy.username, safe='')}:{quote(password, safe='')}@"
     host = f"[{proxy.host}]" if ":" in proxy.host else proxy.host
-    return f"{proxy.type}://{proxy_userinfo(proxy, redactor)}{host}:{proxy.port}"
+    return f"{proxy.type}://{userinfo}{host}:{proxy.port}"
 
 
 def bypasses(proxy: ProxyServerSpec, host: str) -> bool:

@@ -13,27 +13,8 @@ from pathlib import Path
 
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
-from reconciler.mail.fetcher import (
-    AlreadyDone,
-    FetchedMail,
-    Fetcher,
-    FetchError,
-    FetchErrorKind,
-    IncomingTokenProvider,
-    NotSupported,
-)
-
-__all__ = [
-    "AlreadyDone",
-    "FetchError",
-    "FetchErrorKind",
-    "FetchedMail",
-    "Fetcher",
-    "IncomingTokenProvider",
-    "NotSupported",
-    "fetcher_for",
-]
-
+from reconciler.mail.fetcher import Fetcher
+from reconciler.oauth.source import TokenProvider
 
 # protocol -> ("module:Class", the extra options that class accepts)
 FETCHERS: dict[IncomingProtocol, tuple[str, tuple[str, ...]]] = {
@@ -49,7 +30,7 @@ FETCHERS: dict[IncomingProtocol, tuple[str, tuple[str, ...]]] = {
 def fetcher_for(
     server: IncomingServer,
     *,
-    token_provider: IncomingTokenProvider | None = None,
+    token_provider: TokenProvider | None = None,
     ca_file: str | Path | None = None,
     timeout: float = 30.0,
     delete_after_fetch: bool = False,
@@ -62,13 +43,7 @@ def fetcher_for(
     network operation; ``delete_after_fetch`` lets POP3 ``DELE`` handled mail;
     ``proxy_lookup`` finds the ProxyServer an EWS or Graph server names.
     """
-    protocol = IncomingProtocol(server.spec.protocol)
-    if protocol not in FETCHERS:
-        raise FetchError(FetchErrorKind.CONFIG,
-                         f"incoming server {server.metadata.name}: fetching over {protocol} is "
-                         "not available yet",
-                         "Use imap, imaps, pop3, pop3s, ews or graph for this mailbox.")
-    where, extra = FETCHERS[protocol]
+    where, extra = FETCHERS[IncomingProtocol(server.spec.protocol)]
     module, name = where.split(":")
     options = {"delete_after_fetch": delete_after_fetch, "proxy_lookup": proxy_lookup}
     fetcher: type[Fetcher] = getattr(importlib.import_module(module), name)

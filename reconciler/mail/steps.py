@@ -9,7 +9,7 @@ can be shown as "not run" rather than silently missing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -130,15 +130,11 @@ class ProbeReport:
         return tuple(s for s in self.plan if s not in done)
 
     def with_result(self, result: StepResult) -> ProbeReport:
-        plan = self.plan if result.step in self.plan else (*self.plan, result.step)
-        return ProbeReport(self.server, self.protocol, self.endpoint, plan,
-                           (*self.results, result), self.checked_at)
+        return replace(self.with_plan(result.step), results=(*self.results, result))
 
     def with_plan(self, *steps: Step) -> ProbeReport:
         """The same report with more steps planned (test-connection adds SEND)."""
-        plan = (*self.plan, *(s for s in steps if s not in self.plan))
-        return ProbeReport(self.server, self.protocol, self.endpoint, plan, self.results,
-                           self.checked_at)
+        return replace(self, plan=(*self.plan, *(s for s in steps if s not in self.plan)))
 
     @property
     def error(self) -> str | None:
@@ -153,10 +149,10 @@ class ProbeReport:
     def health(self) -> Health:
         """The protocol-neutral summary the dispatch layer already knows."""
         address = self.endpoint.address if self.endpoint else None
-        failed = self.failed
         if self.ok:
             return Health(HealthStatus.REACHABLE, address, "all checks passed",
                           checked_at=self.checked_at)
+        failed = self.failed
         return Health(HealthStatus.UNREACHABLE, address, self.error or "",
                       failed.failure if failed else None,
                       str(failed.step) if failed else None, self.checked_at)

@@ -1,6 +1,5 @@
 """What the IMAP and POP3 fetchers share: the endpoint, TLS, credentials and the
-thread their blocking client (IMAPClient, poplib) runs in; and the secret look-ups
-EWS and Graph make the same way (:func:`read_password`, :func:`access_token`).
+thread their blocking client (IMAPClient, poplib) runs in.
 
 Each fetcher owns one worker thread. IMAPClient and poplib objects are not
 thread-safe, so every call for one session must go through the same thread
@@ -39,12 +38,11 @@ from reconciler.mail.fetcher import (
     Fetcher,
     FetchError,
     FetchErrorKind,
-    IncomingTokenProvider,
     is_done,
 )
 from reconciler.mail.steps import Reason, Step
 from reconciler.mail.transport import Redactor
-from reconciler.oauth.source import TokenError, fetch_token
+from reconciler.oauth.source import TokenError, TokenProvider, fetch_token
 from reconciler.runtime.tls import transport_tls
 
 T = TypeVar("T")
@@ -69,7 +67,7 @@ class Credentials:
 class ThreadedFetcher(Fetcher):
     """A fetcher whose protocol client blocks; runs it in the fetcher's own thread."""
 
-    def __init__(self, server: IncomingServer, *, token_provider: IncomingTokenProvider | None,
+    def __init__(self, server: IncomingServer, *, token_provider: TokenProvider | None,
                  ca_file: str | Path | None, timeout: float) -> None:
         super().__init__(server)
         self._token_provider = token_provider
@@ -158,14 +156,12 @@ class ThreadedFetcher(Fetcher):
         return self._client
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._executor is not None:
-            try:
+        try:
+            if self._client is not None and self._executor is not None:
                 with contextlib.suppress(Exception):  # the session is over either way
-                    await self._run(client.logout)
-            finally:
-                close_now(client)
-        self._release_thread()
+                    await self._run(self._client.logout)
+        finally:
+            self._drop()
 
     def _tls(self) -> ssl.SSLContext:
         return transport_tls(self._ca_file)
@@ -190,64 +186,56 @@ class ThreadedFetcher(Fetcher):
                              "never exists)",
                              f"Set host in incoming server {self.where.name} to the mail "
                              "server's real name.", step=Step.DNS, reason=Reason.NXDOMAIN)
-        server = self.server
-        auth = server.spec.auth
-        username = username_of(server)
+        auth = self.server.spec.auth
+        username = username_of(self.server)
         if isinstance(auth, NoAuth):
             return Credentials(username)
         at = host_endpoint(self.where.host, self.where.port)
         if isinstance(auth, BasicAuth):
-            password = read_password(server, auth, at)
+            password = self._password(auth, at)
             self.redactor.add(password, username=username)
             return Credentials(username, password=password)
-        assert isinstance(auth, OAuth2Auth)
-        token = await access_token(self._token_provider, server, username, self.redactor,
-                                   at=at)
+        token = await self._token(auth, username, at)
         self.redactor.add(token, username=username)
         return Credentials(username, token=token)
 
-
-def read_password(server: IncomingServer, auth: BasicAuth, at: str) -> str:
-    """The password a basic-auth reference names, for the endpoint ``at`` (host:port), or a
-    config FetchError saying why not (unreadable, or not bound to ``at``: SPEC S2)."""
-    try:
-        return present_secret_at(auth.password, at)
-    except CredentialNotBound as exc:
-        raise config_error(server, str(exc), FIX, step=Step.AUTH,
-                           reason=Reason.NOT_BOUND) from None
-    except SecretError as exc:
-        raise config_error(server, f"the password cannot be read ({exc})",
-                           "Set the environment variable or create the file the reference "
-                           "names (references are resolved where the daemon runs), or check "
-                           "RECONCILE_SECRET_KEY for enc: values.", step=Step.AUTH,
-                           reason=Reason.SECRET) from None
-
-
-async def access_token(provider: IncomingTokenProvider | None, server: IncomingServer,
-                       who: str, redact: Callable[[str], str], *, at: str,
-                       consent: str = "consent") -> str:
-    """An OAuth2 access token for ``server`` to present at ``at`` (host:port); a FetchError
-    (never the secret) when none, or when the client is not bound to ``at`` (SPEC S2)."""
-    if isinstance(server.spec.auth, OAuth2Auth):
+    def _password(self, auth: BasicAuth, at: str) -> str:
+        """The password a basic-auth reference names, for the endpoint ``at`` (host:port), or
+        a config FetchError saying why not (unreadable, or not bound to ``at``: SPEC S2)."""
         try:
-            require(client_of(server.spec.auth), at)
+            return present_secret_at(auth.password, at)
         except CredentialNotBound as exc:
-            raise config_error(server, str(exc), FIX, step=Step.TOKEN,
+            raise config_error(self.server, str(exc), FIX, step=Step.AUTH,
                                reason=Reason.NOT_BOUND) from None
-    if provider is None:
-        raise config_error(server, "auth is oauth2 but no token provider is available",
-                           "Authorise the mailbox with `reconcile auth login SERVER` so the "
-                           "daemon can obtain tokens.", step=Step.TOKEN,
-                           reason=Reason.NO_TOKEN_PROVIDER)
-    try:
-        # fetch_token only calls the provider with the server it is given
-        return await fetch_token(provider, server)  # type: ignore[arg-type]
-    except TokenError as exc:
-        raise FetchError(FetchErrorKind.AUTH, f"no access token for {who}: {redact(str(exc))}",
-                         f"Check client id, secret and tenant and that {consent} was granted; "
-                         "re-authorise with `reconcile auth login SERVER`.", step=Step.TOKEN,
-                         reason=Reason.TOKEN_PERMANENT if exc.permanent else Reason.TOKEN,
-                         permanent=exc.permanent) from None
+        except SecretError as exc:
+            raise config_error(self.server, f"the password cannot be read ({exc})",
+                               "Set the environment variable or create the file the reference "
+                               "names (references are resolved where the daemon runs), or "
+                               "check RECONCILE_SECRET_KEY for enc: values.", step=Step.AUTH,
+                               reason=Reason.SECRET) from None
+
+    async def _token(self, auth: OAuth2Auth, username: str, at: str) -> str:
+        """An OAuth2 access token to present at ``at`` (host:port); a FetchError (never the
+        secret) when none, or when the client is not bound to ``at`` (SPEC S2)."""
+        try:
+            require(client_of(auth), at)
+        except CredentialNotBound as exc:
+            raise config_error(self.server, str(exc), FIX, step=Step.TOKEN,
+                               reason=Reason.NOT_BOUND) from None
+        if self._token_provider is None:
+            raise config_error(self.server, "auth is oauth2 but no token provider is available",
+                               "Authorise the mailbox with `reconcile auth login SERVER` so the "
+                               "daemon can obtain tokens.", step=Step.TOKEN,
+                               reason=Reason.NO_TOKEN_PROVIDER)
+        try:
+            return await fetch_token(self._token_provider, self.server)
+        except TokenError as exc:
+            raise FetchError(FetchErrorKind.AUTH,
+                             f"no access token for {username}: {self.redactor(str(exc))}",
+                             "Check client id, secret and tenant and that consent was granted; "
+                             "re-authorise with `reconcile auth login SERVER`.", step=Step.TOKEN,
+                             reason=Reason.TOKEN_PERMANENT if exc.permanent else Reason.TOKEN,
+                             permanent=exc.permanent) from None
 
 
 def xoauth2(username: str, token: str) -> bytes:

@@ -26,6 +26,7 @@ from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.mail.certificates import certificate_failure
 from reconciler.mail.failover import Endpoint
+from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.steps import Reason, Step, StepResult
@@ -35,18 +36,6 @@ from reconciler.oauth.source import TokenError, fetch_token
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class StepError(Exception):
-    """A step failed in a way the step itself understood."""
-
-    def __init__(self, failure: Failure, detail: str, reason: Reason,
-                 code: int | None = None) -> None:
-        super().__init__(detail)
-        self.failure = failure
-        self.detail = detail
-        self.reason = reason
-        self.code = code
 
 
 @dataclass
@@ -71,20 +60,15 @@ class Walk:
         try:
             async with asyncio.timeout(self.remaining()):
                 value, detail = await action()
-        except StepError as exc:
-            self._fail(step, started, exc.failure, exc.detail, exc.reason, exc.code)
-            return None
-        except TimeoutError:
-            self._fail(step, started, Failure.TIMEOUT,
-                       f"no answer from {self.where} within {self.budget:g}s "
-                       f"({_waiting_for(step)})", Reason.TIMEOUT, None)
-            return None
         except Exception as exc:
-            failure, detail, reason, code = _classify(step, exc, self.where)
-            if reason == Reason.UNEXPECTED:
+            # A MailFailure is one the step itself understood; anything else is classified.
+            failure = exc if isinstance(exc, MailFailure) else _classify(step, exc, self)
+            if failure is not exc and failure.reason == Reason.UNEXPECTED:
                 log.warning("unexpected error in the %s step against %s: %s", step, self.where,
-                            self.redactor(detail))
-            self._fail(step, started, failure, detail, reason, code)
+                            self.redactor(failure.message))
+            self.results.append(StepResult(step, False, self.redactor(failure.message),
+                                           time.perf_counter() - started, failure.failure,
+                                           failure.code, failure.reason))
             return None
         self.results.append(StepResult(step, True, self.redactor(detail),
                                        time.perf_counter() - started))
@@ -107,36 +91,31 @@ class Walk:
         return await self.run(Step.TLS, lambda: tls_step(loop, sock, endpoint, options)) \
             is not None
 
-    def _fail(self, step: Step, started: float, failure: Failure, detail: str, reason: Reason,
-              code: int | None) -> None:
-        self.results.append(StepResult(step, False, self.redactor(detail),
-                                       time.perf_counter() - started, failure, code, reason))
-
-
-# -- the steps every protocol starts with ---------------------------------------
-
 
 async def dns_step(loop: asyncio.AbstractEventLoop,
                    endpoint: Endpoint) -> tuple[list[tuple[Any, ...]], str]:
     if endpoint.host.lower().rstrip(".").endswith(".invalid"):
         # RFC 6761: names under .invalid never resolve, so no query is sent for them
-        raise StepError(Failure.CONNECT, f"{endpoint.host} does not resolve (a name under "
-                        ".invalid never exists)", Reason.NXDOMAIN)
+        raise _dns_failure(f"{endpoint.host} does not resolve (a name under .invalid never "
+                           "exists)")
     try:
         infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         if exc.errno == socket.EAI_AGAIN:
-            raise StepError(Failure.CONNECT, f"temporary DNS failure looking up {endpoint.host} "
-                            f"({exc.strerror})", Reason.DNS_TEMPORARY) from None
-        raise StepError(Failure.CONNECT, f"{endpoint.host} does not resolve ({exc.strerror})",
-                        Reason.NXDOMAIN) from None
+            raise _dns_failure(f"temporary DNS failure looking up {endpoint.host} "
+                               f"({exc.strerror})", Reason.DNS_TEMPORARY) from None
+        raise _dns_failure(f"{endpoint.host} does not resolve ({exc.strerror})") from None
     if not infos:
-        raise StepError(Failure.CONNECT, f"{endpoint.host} has no address", Reason.NXDOMAIN)
+        raise _dns_failure(f"{endpoint.host} has no address")
     if _is_ip(endpoint.host):
         return list(infos), f"{endpoint.host} is an IP address (no lookup needed)"
     shown = list(dict.fromkeys(str(info[4][0]) for info in infos))
     more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
     return list(infos), f"{endpoint.host} → {', '.join(shown[:3])}{more}"
+
+
+def _dns_failure(message: str, reason: Reason = Reason.NXDOMAIN) -> MailFailure:
+    return _failure(Step.DNS, Failure.CONNECT, reason, message)
 
 
 async def tcp_step(loop: asyncio.AbstractEventLoop, infos: list[tuple[Any, ...]],
@@ -166,7 +145,7 @@ async def tcp_step(loop: asyncio.AbstractEventLoop, infos: list[tuple[Any, ...]]
         return sock, f"connected to {where}"
     reason, detail = errors[0] if len(errors) == 1 else _summarise(errors)
     failure = Failure.TIMEOUT if reason == Reason.TIMEOUT else Failure.CONNECT
-    raise StepError(failure, detail, reason)
+    raise _failure(Step.TCP, failure, reason, detail)
 
 
 def _connect_error(exc: OSError, where: str) -> tuple[Reason, str]:
@@ -181,6 +160,7 @@ def _summarise(errors: list[tuple[Reason, str]]) -> tuple[Reason, str]:
     reasons = {r for r, _ in errors}
     reason = reasons.pop() if len(reasons) == 1 else Reason.CLOSED
     return reason, "; ".join(d for _, d in errors)
+
 
 async def tls_step(loop: asyncio.AbstractEventLoop, sock: socket.socket, endpoint: Endpoint,
                    options: ProbeOptions) -> tuple[bool, str]:
@@ -201,50 +181,53 @@ async def tls_step(loop: asyncio.AbstractEventLoop, sock: socket.socket, endpoin
 
 async def token_step(server: OutgoingServer, options: ProbeOptions,
                      redactor: Redactor) -> tuple[str, str]:
-    """The token step of Graph and EWS (EWS walks it for OAuth2 servers only)."""
+    """The token step of Graph and EWS (EWS walks it for OAuth2 servers only): a token from
+    the probe's provider, added to ``redactor``."""
     auth = server.spec.auth
     if not isinstance(auth, OAuth2Auth):
-        raise StepError(Failure.CONFIG, "Microsoft Graph accepts only OAuth2; this server's "
-                        f"auth type is {auth.type}", Reason.AUTH_NOT_OFFERED)
-    token = await access_token(server, options, redactor)
-    return token, f"access token obtained ({auth.grant}, client {auth.client_id})"
-
-
-async def access_token(server: OutgoingServer, options: ProbeOptions, redactor: Redactor) -> str:
-    """A token from the probe's provider, added to ``redactor``; raises StepError."""
+        raise MailFailure(Step.TOKEN, Reason.AUTH_NOT_OFFERED, "Microsoft Graph accepts only "
+                          f"OAuth2; this server's auth type is {auth.type}",
+                          failure=Failure.CONFIG, permanent=True)
     if options.token_provider is None:
-        raise StepError(Failure.CONFIG, "OAuth2 server but no token provider is configured",
-                        Reason.NO_TOKEN_PROVIDER)
+        raise MailFailure(Step.TOKEN, Reason.NO_TOKEN_PROVIDER, "OAuth2 server but no token "
+                          "provider is configured", failure=Failure.CONFIG, permanent=True)
     try:
         token = await fetch_token(options.token_provider, server)
     except TokenError as exc:
         # A permanent token error (revoked grant, bad secret) already says how to fix it.
-        raise StepError(Failure.AUTH, f"no access token: {exc}",
-                        Reason.TOKEN_PERMANENT if exc.permanent else Reason.TOKEN) from None
+        raise MailFailure(Step.TOKEN,
+                          Reason.TOKEN_PERMANENT if exc.permanent else Reason.TOKEN,
+                          f"no access token: {exc}", failure=Failure.AUTH,
+                          permanent=exc.permanent) from None
     redactor.add(token)
-    return token
+    return token, f"access token obtained ({auth.grant}, client {auth.client_id})"
 
 
-# -- classification -------------------------------------------------------------
-
-
-def _classify(step: Step, exc: BaseException,
-              where: str) -> tuple[Failure, str, Reason, int | None]:
+def _classify(step: Step, exc: BaseException, walk: Walk) -> MailFailure:
+    where = walk.where
+    if isinstance(exc, TimeoutError):  # before OSError, of which it is one
+        return _failure(step, Failure.TIMEOUT, Reason.TIMEOUT, f"no answer from {where} within "
+                        f"{walk.budget:g}s ({_waiting_for(step)})")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        failure = certificate_failure(exc, where)
-        return failure.failure, failure.message, failure.reason, None
+        return certificate_failure(exc, where)
     if isinstance(exc, ssl.SSLError):
-        return (Failure.TLS, f"TLS handshake with {where} failed: {exc.reason or exc}",
-                Reason.HANDSHAKE, None)
+        return _failure(step, Failure.TLS, Reason.HANDSHAKE,
+                        f"TLS handshake with {where} failed: {exc.reason or exc}")
     if isinstance(exc, ConnectionError | EOFError):
         if step == Step.TLS:
-            return (Failure.TLS, f"{where} closed the connection during the TLS handshake",
-                    Reason.HANDSHAKE, None)
-        return Failure.CONNECT, f"{where} closed the connection", Reason.CLOSED, None
+            return _failure(step, Failure.TLS, Reason.HANDSHAKE,
+                            f"{where} closed the connection during the TLS handshake")
+        return _failure(step, Failure.CONNECT, Reason.CLOSED, f"{where} closed the connection")
     if isinstance(exc, OSError):
-        return Failure.CONNECT, f"{where}: {exc.strerror or exc}", Reason.CLOSED, None
-    return (Failure.PROTOCOL, f"unexpected {type(exc).__name__}: {exc}", Reason.UNEXPECTED,
-            None)
+        return _failure(step, Failure.CONNECT, Reason.CLOSED, f"{where}: {exc.strerror or exc}")
+    return _failure(step, Failure.PROTOCOL, Reason.UNEXPECTED,
+                    f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _failure(step: Step, failure: Failure, reason: Reason, message: str) -> MailFailure:
+    """A failure of a step that the walk classified; whether a retry may help is the
+    caller's to judge (a probe only reports it)."""
+    return MailFailure(step, reason, message, failure=failure, permanent=False)
 
 
 def _waiting_for(step: Step) -> str:
@@ -256,9 +239,6 @@ def _waiting_for(step: Step) -> str:
         Step.EHLO: "waiting for the EHLO reply",
         Step.AUTH: "authenticating",
     }.get(step, str(step))
-
-
-# -- small helpers ----------------------------------------------------------------
 
 
 def tls_summary(transport: asyncio.BaseTransport | None) -> str:
@@ -280,15 +260,12 @@ def tls_summary(transport: asyncio.BaseTransport | None) -> str:
 
 
 def _name_of(rdns: Any) -> str:
+    """The commonName of a certificate name, else its organizationName."""
+    names: dict[str, str] = {}
     for rdn in rdns:
         for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    for rdn in rdns:
-        for key, value in rdn:
-            if key == "organizationName":
-                return str(value)
-    return ""
+            names.setdefault(key, str(value))
+    return names.get("commonName") or names.get("organizationName", "")
 
 
 def _is_ip(host: str) -> bool:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 
 from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.sealing import SealError, check_key, seal, unseal
 from reconciler.config.secrets import SecretError, resolve_operator
-from reconciler.state.base import Store
 from reconciler.state.contract import TokenKey, TokenRow, Tokens, TokenWrite
 
 TOKEN_KEY_ENV = "RECONCILE_TOKEN_KEY"
@@ -67,28 +66,20 @@ class Sealed:
     msal_cache: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"access_token": self.access_token,
-                           "refresh_token": self.refresh_token,
-                           "msal_cache": self.msal_cache})
+        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> Sealed:
         data = json.loads(text)
-        return cls(data.get("access_token"), data.get("refresh_token"), data.get("msal_cache"))
+        return cls(*(data.get(f.name) for f in fields(cls)))
 
 
 class TokenCache:
     """``store.tokens`` with sealing: tokens go in sealed under one key and come out clear."""
 
     def __init__(self, tokens: Tokens, key: bytes | None = None) -> None:
-        self._tokens = tokens
+        self.tokens = tokens
         self._key = key
-
-    @classmethod
-    def of_store(cls, store: Store, key: bytes | None = None) -> TokenCache:
-        return cls(store.tokens, key)
-
-    # -- sealing ------------------------------------------------------------
 
     def seal(self, sealed: Sealed) -> str:
         if self._key is None:
@@ -108,14 +99,6 @@ class TokenCache:
                 "key (the key changed?): use the key they were written with, or "
                 f"`reconcile auth login {'/'.join(row.key[1:])}` again") from None
 
-    # -- rows ---------------------------------------------------------------
-
-    def get(self, key: TokenKey) -> TokenRow | None:
-        return self._tokens.get(key)
-
-    def all(self) -> list[TokenRow]:
-        return self._tokens.all()
-
     def put(self, key: TokenKey, *, digest: str, grant: str, account: str | None,
             sealed: Sealed, access_expires_at: datetime | None,
             expect_generation: int | None) -> int | None:
@@ -123,17 +106,7 @@ class TokenCache:
 
         ``expect_generation`` None means "whatever is there" (a fresh login).
         """
-        return self._tokens.write(key, TokenWrite(
+        return self.tokens.write(key, TokenWrite(
             digest, grant, account, self.seal(sealed),
             refresh_present=bool(sealed.refresh_token or sealed.msal_cache),
             access_expires_at=access_expires_at), expect_generation=expect_generation)
-
-    def record_error(self, key: TokenKey, *, digest: str, grant: str, account: str | None,
-                     message: str, permanent: bool, expect_generation: int | None) -> None:
-        self._tokens.write(key, TokenWrite(digest, grant, account, error=message,
-                                           error_permanent=permanent),
-                           expect_generation=expect_generation)
-
-    def expire_access(self, key: TokenKey, generation: int) -> None:
-        """Mark the stored access token as refused, so no process hands it out again."""
-        self._tokens.expire_access(key, generation)

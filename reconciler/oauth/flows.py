@@ -73,6 +73,13 @@ class LoginRequest:
     context: dict[str, Any]
 
 
+def _grant(body: dict[str, Any], refresh_token: str | None = None, account: str | None = None,
+           msal_cache: str | None = None) -> Grant:
+    """A token response as a Grant; a response without a new refresh token keeps the old."""
+    return Grant(body["access_token"], float(body.get("expires_in") or 3600),
+                 body.get("refresh_token") or refresh_token, msal_cache, account)
+
+
 def _config_problem(message: str, fix: str) -> FlowError:
     return FlowError(OAuthProblem(message, fix, True, "configuration"))
 
@@ -142,8 +149,19 @@ class Flow(ABC):
     @abstractmethod
     def begin_login(self, redirect_uri: str, login_hint: str | None) -> LoginRequest: ...
 
+    async def finish_login(self, request: LoginRequest, response: dict[str, str]) -> Grant:
+        """The grant for ``response``, the query of the identity provider's redirect."""
+        if response.get("state") != request.state:
+            raise FlowError(OAuthProblem(
+                "the sign-in answer does not belong to this login (state mismatch)",
+                "Start `reconcile auth login` again and use the URL it prints.", True, "state"))
+        if "error" in response:
+            raise self._fail(dict(response))
+        return await self._redeem(request, response)
+
     @abstractmethod
-    async def finish_login(self, request: LoginRequest, response: dict[str, str]) -> Grant: ...
+    async def _redeem(self, request: LoginRequest, response: dict[str, str]) -> Grant:
+        """Exchange the authorization code of a checked, error-free ``response``."""
 
     def _fail(self, body: dict[str, Any] | None, status: int | None = None) -> FlowError:
         return FlowError(classify(body, status=status, server=self.server))
@@ -217,23 +235,18 @@ class MicrosoftFlow(Flow):
         except requests.RequestException as exc:
             raise _unreachable(self._authority(), exc) from None
 
-    def _grant(self, result: dict[str, Any] | None, cache: Any,
+    def _msal_grant(self, result: dict[str, Any] | None, cache: Any,
                refresh_token: str | None = None, account: str | None = None) -> Grant:
         if not result or "access_token" not in result:
             raise self._fail(result or {"error": "no_token"})
         claims = result.get("id_token_claims") or {}
-        return Grant(
-            access_token=result["access_token"],
-            expires_in=float(result.get("expires_in") or 3600),
-            refresh_token=result.get("refresh_token") or refresh_token,
-            msal_cache=cache.serialize() if cache is not None else None,
-            account=claims.get("preferred_username") or account,
-        )
+        return _grant(result, refresh_token, claims.get("preferred_username") or account,
+                      cache.serialize() if cache is not None else None)
 
     async def client_credentials(self) -> Grant:
         app, _ = await asyncio.to_thread(self._app, None, secret_required=True)
         result = await self._call(app.acquire_token_for_client, self._scopes())
-        return self._grant(result, None)
+        return self._msal_grant(result, None)
 
     async def refresh(self, refresh_token: str | None, msal_cache: str | None,
                       account: str | None) -> Grant:
@@ -250,7 +263,7 @@ class MicrosoftFlow(Flow):
         if result is None:
             raise self._fail({"error": "invalid_grant",
                               "error_description": "no refresh token is stored"})
-        return self._grant(result, cache, refresh_token, account)
+        return self._msal_grant(result, cache, refresh_token, account)
 
     def begin_login(self, redirect_uri: str, login_hint: str | None) -> LoginRequest:
         import warnings
@@ -265,21 +278,11 @@ class MicrosoftFlow(Flow):
         return LoginRequest(flow["auth_uri"], flow["state"],
                             {"flow": flow, "app": app, "cache": cache})
 
-    async def finish_login(self, request: LoginRequest, response: dict[str, str]) -> Grant:
+    async def _redeem(self, request: LoginRequest, response: dict[str, str]) -> Grant:
         app, cache = request.context["app"], request.context["cache"]
-        if response.get("state") != request.state:
-            raise _state_mismatch()
-        if "error" in response:
-            raise self._fail(dict(response))
         result = await self._call(app.acquire_token_by_auth_code_flow,
                                   request.context["flow"], response)
-        return self._grant(result, cache)
-
-
-def _state_mismatch() -> FlowError:
-    return FlowError(OAuthProblem(
-        "the sign-in answer does not belong to this login (state mismatch)",
-        "Start `reconcile auth login` again and use the URL it prints.", True, "state"))
+        return self._msal_grant(result, cache)
 
 
 # -- RFC 6749 over httpx (Google, generic) ------------------------------------------
@@ -315,18 +318,12 @@ class GenericFlow(Flow):
             raise self._fail(body if isinstance(body, dict) else None, reply.status_code)
         return body
 
-    @staticmethod
-    def _grant(body: dict[str, Any], refresh_token: str | None = None,
-               account: str | None = None) -> Grant:
-        return Grant(body["access_token"], float(body.get("expires_in") or 3600),
-                     body.get("refresh_token") or refresh_token, None, account)
-
     def _scope(self) -> str:
         return " ".join(self.auth.scope or [])
 
     async def client_credentials(self) -> Grant:
-        return self._grant(await self._post({"grant_type": "client_credentials",
-                                             "scope": self._scope()}))
+        return _grant(await self._post({"grant_type": "client_credentials",
+                                        "scope": self._scope()}))
 
     async def refresh(self, refresh_token: str | None, msal_cache: str | None,
                       account: str | None) -> Grant:
@@ -335,7 +332,7 @@ class GenericFlow(Flow):
                               "error_description": "no refresh token is stored"})
         body = await self._post({"grant_type": "refresh_token", "refresh_token": refresh_token,
                                  "scope": self._scope()})
-        return self._grant(body, refresh_token, account)
+        return _grant(body, refresh_token, account)
 
     def begin_login(self, redirect_uri: str, login_hint: str | None) -> LoginRequest:
         if not self.auth.authorization_url:
@@ -356,13 +353,10 @@ class GenericFlow(Flow):
         return LoginRequest(url, state, {"verifier": verifier, "redirect_uri": redirect_uri,
                                          "account": login_hint})
 
-    async def finish_login(self, request: LoginRequest, response: dict[str, str]) -> Grant:
-        if response.get("state") != request.state:
-            raise _state_mismatch()
-        if "error" in response or "code" not in response:
-            raise self._fail(dict(response) if "error" in response
-                             else {"error": "invalid_request"})
+    async def _redeem(self, request: LoginRequest, response: dict[str, str]) -> Grant:
+        if "code" not in response:
+            raise self._fail({"error": "invalid_request"})
         body = await self._post({"grant_type": "authorization_code", "code": response["code"],
                                  "redirect_uri": request.context["redirect_uri"],
                                  "code_verifier": request.context["verifier"]})
-        return self._grant(body, account=request.context["account"])
+        return _grant(body, account=request.context["account"])

@@ -1,24 +1,14 @@
-"""The token provider every transport and probe uses for OAuth2 servers (SPEC O11).
+"""The token provider every transport and probe uses for OAuth2 servers (SPEC O11), a
+:class:`~reconciler.oauth.source.TokenSource`.
 
-``OAuthTokenProvider(cache)`` implements
-:class:`~reconciler.mail.transport.TokenSource`:
-
-- ``await provider.token(server)`` returns an access token for any resource
-  with an OAuth2 ``spec.auth`` (OutgoingServer or IncomingServer). A token
-  is reused until ``REFRESH_SKEW`` before it expires, then refreshed: client
-  credentials ask again, authorization-code grants use the stored refresh
-  token (msal's cache for Microsoft). One refresh at a time per server in
-  this process (an asyncio lock), and across processes the store row decides
-  (a process that finds a fresher row than it expected uses it).
-- ``await provider.invalidate(server, token)`` after the mail server refused
-  ``token`` (SMTP 535, HTTP 401): the next ``token`` refreshes. Invalidating
-  a token that was already replaced does nothing, so twenty callers that all
-  saw the same 535 cause one refresh, not twenty.
-- Failures raise ``TokenError``; ``permanent=True`` means a person must act
-  (revoked grant -> `reconcile auth login NAMESPACE/SERVER`, bad secret,
-  missing consent), and the message says what to do. A permanent failure of a
-  delegated grant is remembered in the store, so a daemon does not hammer the
-  identity provider with a grant that can no longer work.
+A token is reused until ``REFRESH_SKEW`` before it expires, then refreshed: client
+credentials ask again, authorization-code grants use the stored refresh token (msal's
+cache for Microsoft). One refresh at a time per server in this process (an asyncio
+lock), and across processes the store row decides (a process that finds a fresher row
+than it expected uses it). Invalidating a token that was already replaced does
+nothing, so twenty callers that all saw the same 535 cause one refresh, not twenty.
+A permanent failure of a delegated grant is remembered in the store, so a daemon does
+not hammer the identity provider with a grant that can no longer work.
 """
 
 from __future__ import annotations
@@ -30,12 +20,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reconciler.config.models.auth import OAuth2Auth, OAuthGrant
-from reconciler.oauth.cache import TokenCache, TokenKeyError, client_digest
+from reconciler.oauth.cache import Sealed, TokenCache, TokenKeyError, client_digest, load_key
 from reconciler.oauth.errors import login_hint
 from reconciler.oauth.flows import Flow, FlowError, Grant, flow_for
 from reconciler.oauth.source import TokenError
-from reconciler.state.base import StoreError
-from reconciler.state.contract import TokenKey, TokenRow
+from reconciler.state.base import Store, StoreError
+from reconciler.state.contract import TokenKey, TokenRow, TokenWrite
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +70,6 @@ class OAuthTokenProvider:
     def flow(self, server: Any) -> Flow:
         return flow_for(oauth_auth(server), ca_file=self._ca_file, server=server_label(server))
 
-    # -- TokenSource ------------------------------------------------------------
-
     async def token(self, server: Any) -> str:
         auth = oauth_auth(server)
         key, digest = server_key(server), client_digest(auth)
@@ -102,11 +90,9 @@ class OAuthTokenProvider:
             if held is None or held.token != token:
                 return  # already replaced
             del self._held[key]
-            await self._store(self._cache.expire_access, key, held.generation)
+            await self._store(self._cache.tokens.expire_access, key, held.generation)
         log.info("access token of %s refused by the server; the next send refreshes it",
                  server_label(server))
-
-    # -- internals --------------------------------------------------------------
 
     def _fresh(self, key: TokenKey, digest: str) -> _Held | None:
         held = self._held.get(key)
@@ -127,7 +113,7 @@ class OAuthTokenProvider:
     async def _obtain(self, server: Any, auth: OAuth2Auth, key: TokenKey,
                       digest: str) -> _Held:
         label = server_label(server)
-        row: TokenRow | None = await self._store(self._cache.get, key)
+        row: TokenRow | None = await self._store(self._cache.tokens.get, key)
         if row is not None and row.client_digest != digest:
             row = None  # written for another app registration: start over
         sealed = await self._store(self._cache.unseal, row) if row is not None else None
@@ -143,9 +129,9 @@ class OAuthTokenProvider:
         except FlowError as exc:
             message = f"{label}: {exc.problem}"
             log.warning("no access token for %s: %s", label, exc.problem)
-            await self._store(self._cache.record_error, key, digest=digest,
-                              grant=str(auth.grant), account=account, message=message,
-                              permanent=exc.problem.permanent, expect_generation=None)
+            await self._store(self._cache.tokens.write, key, TokenWrite(
+                digest, str(auth.grant), account, error=message,
+                error_permanent=exc.problem.permanent), expect_generation=None)
             raise TokenError(message, permanent=exc.problem.permanent) from None
         generation = row.generation if row is not None else 0
         return await self._save(key, digest, auth, grant, generation, sealed)
@@ -155,21 +141,19 @@ class OAuthTokenProvider:
         """A new grant from the identity provider: client credentials ask again, a
         delegated grant refreshes unless no person ever signed in or its last
         refresh failed for good (then asking again only hammers the provider)."""
+        flow = flow_for(auth, ca_file=self._ca_file, server=label)
         if auth.grant != OAuthGrant.AUTHORIZATION_CODE:
-            return await flow_for(auth, ca_file=self._ca_file, server=label).client_credentials()
+            return await flow.client_credentials()
         if row is None or not row.refresh_present:
             raise TokenError(f"{label} has not been authorized yet: {login_hint(label)}",
                              permanent=True)
         if row.last_error_permanent:
             raise TokenError(row.last_error or f"{label}: {login_hint(label)}", permanent=True)
         assert sealed is not None
-        flow = flow_for(auth, ca_file=self._ca_file, server=label)
         return await flow.refresh(sealed.refresh_token, sealed.msal_cache, account)
 
     async def _save(self, key: TokenKey, digest: str, auth: OAuth2Auth, grant: Grant,
                     generation: int, previous: Any) -> _Held:
-        from reconciler.oauth.cache import Sealed
-
         expires_at = datetime.now(UTC) + timedelta(seconds=grant.expires_in)
         sealed = Sealed(grant.access_token, grant.refresh_token, grant.msal_cache)
         if previous is not None and auth.grant == OAuthGrant.AUTHORIZATION_CODE:
@@ -195,8 +179,6 @@ class OAuthTokenProvider:
 
 async def store_login(cache: TokenCache, server: Any, grant: Grant) -> int:
     """Keep what `reconcile auth login` obtained; the row's new generation."""
-    from reconciler.oauth.cache import Sealed
-
     auth = oauth_auth(server)
     expires_at = datetime.now(UTC) + timedelta(seconds=grant.expires_in)
     written = await asyncio.to_thread(
@@ -206,3 +188,17 @@ async def store_login(cache: TokenCache, server: Any, grant: Grant) -> int:
         access_expires_at=expires_at, expect_generation=None)
     assert written is not None
     return written
+
+
+def provider_for_store(store: Store, *, key_ref: str | None = None,
+                       ca_file: str | None = None) -> OAuthTokenProvider:
+    """A provider caching tokens in ``store``, sealed with the key ``key_ref`` names.
+
+    A missing key is not an error here (servers without OAuth need none); the
+    first token request then fails with a message saying how to set the key.
+    """
+    try:
+        key: bytes | None = load_key(key_ref)
+    except TokenKeyError:
+        key = None
+    return OAuthTokenProvider(TokenCache(store.tokens, key), ca_file=ca_file)

@@ -17,12 +17,10 @@ class TokenSource(Protocol):
     """Access tokens for servers whose auth block is OAuth2 (O11).
 
     ``token(server)`` returns a current access token for any resource with
-    ``.spec.auth`` (an ``OAuth2Auth``), ``.spec.email`` and ``.metadata``, i.e.
-    Any and IncomingServer alike; it raises :class:`TokenError`.
-    ``invalidate(server, token)`` says the server refused ``token`` (SMTP 535,
-    HTTP 401): the next ``token`` call fetches a new one, unless another caller
-    already replaced it. :class:`reconciler.oauth.OAuthTokenProvider` is the
-    real one.
+    ``.spec.auth`` (an ``OAuth2Auth``), ``.spec.email`` and ``.metadata`` (outgoing and
+    incoming servers alike); it raises :class:`TokenError`. ``invalidate(server, token)``
+    says the server refused ``token`` (SMTP 535, HTTP 401): the next ``token`` call
+    fetches a new one, unless another caller already replaced it.
     """
 
     async def token(self, server: Any) -> str: ...
@@ -30,8 +28,7 @@ class TokenSource(Protocol):
     async def invalidate(self, server: Any, token: str) -> None: ...
 
 
-# An OAuth access token for a server: a TokenSource, or a plain callable, sync
-# or async (tests and simple set-ups can pass a lambda; it cannot be refreshed).
+# A TokenSource, or a plain callable, sync or async (see the module docstring).
 TokenProvider = TokenSource | Callable[[Any], Awaitable[str] | str]
 
 

@@ -20,7 +20,7 @@ from peers.oauth_server import OAuthPeer
 from peers.smtp import free_port
 
 from reconciler.config.models.outgoing_server import OutgoingServer
-from reconciler.oauth import provider_for_store
+from reconciler.oauth.provider import provider_for_store
 from reconciler.oauth.source import TokenError
 from reconciler.state import open_store
 

@@ -11,7 +11,8 @@ from peers.smtp import PeerCerts
 from reconciler.config.desired import CanonicalResource, ResourceKey
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.credentials import gate
-from reconciler.mail.registry import FetchError, FetchErrorKind, fetcher_for
+from reconciler.mail.fetcher import FetchError, FetchErrorKind
+from reconciler.mail.registry import fetcher_for
 from reconciler.state import Action, Change, RevisionMeta, SqlStore
 
 

@@ -15,7 +15,8 @@ from peers.smtp import PeerCerts
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.credentials import gate
-from reconciler.oauth import OAuthTokenProvider, TokenCache
+from reconciler.oauth.cache import TokenCache
+from reconciler.oauth.provider import OAuthTokenProvider
 from reconciler.oauth.source import TokenError, fetch_token
 from reconciler.plan.apply import CredentialMoveRefused, apply_plan
 from reconciler.plan.diff import diff
@@ -44,7 +45,7 @@ def canonical(server: OutgoingServer) -> CanonicalResource:
 
 
 def tokens(store: SqlStore, key: bytes, idp: OAuthPeer) -> OAuthTokenProvider:
-    return OAuthTokenProvider(TokenCache.of_store(store, key), ca_file=str(idp.certs.ca_file))
+    return OAuthTokenProvider(TokenCache(store.tokens, key), ca_file=str(idp.certs.ca_file))
 
 
 def plan_for(store: SqlStore, server: OutgoingServer) -> Plan:

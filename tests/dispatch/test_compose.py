@@ -9,12 +9,13 @@ from email.policy import default as default_policy
 
 import pytest
 
+from reconciler.config.header_text import HeaderInjectionError
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.recipient_filter import RecipientFilter
 from reconciler.dispatch.compose import compose
 from reconciler.dispatch.filters import filter_notification
 from reconciler.dispatch.oversize import MIB
-from reconciler.mail.envelope import Envelope, HeaderInjectionError, Notification
+from reconciler.mail.envelope import Envelope, Notification
 
 from .kit import recipient_filter, server, with_stored_sender_name
 

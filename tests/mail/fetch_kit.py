@@ -14,7 +14,8 @@ import pytest
 from peers.dovecot import DovecotInstance, MailUser, sample_mail
 
 from reconciler.config.models.incoming_server import IncomingServer
-from reconciler.mail.registry import AlreadyDone, FetchedMail, Fetcher, FetchError, fetcher_for
+from reconciler.mail.fetcher import AlreadyDone, FetchedMail, Fetcher, FetchError
+from reconciler.mail.registry import fetcher_for
 from reconciler.runtime.tls import CA_FILE_ENV
 
 PASSWORD_ENV = "INCOMING_TEST_PASSWORD"

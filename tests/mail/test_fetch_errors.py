@@ -18,7 +18,8 @@ from mail.fetch_kit import (
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.fetch_errors import Where, classify
-from reconciler.mail.registry import FetchError, FetchErrorKind, fetcher_for
+from reconciler.mail.fetcher import FetchError, FetchErrorKind
+from reconciler.mail.registry import fetcher_for
 
 
 async def _connect_error(server: object, **options: object) -> FetchError:

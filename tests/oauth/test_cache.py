@@ -10,10 +10,9 @@ from peers.oauth_server import OAuthPeer
 from peers.postgres import RawSql
 
 from reconciler.config.sealing import new_key
-from reconciler.oauth import OAuthTokenProvider, TokenCache
-from reconciler.oauth.cache import Sealed, TokenKeyError, load_key
+from reconciler.oauth.cache import Sealed, TokenCache, TokenKeyError, load_key
 from reconciler.oauth.flows import Grant
-from reconciler.oauth.provider import server_key, store_login
+from reconciler.oauth.provider import OAuthTokenProvider, server_key, store_login
 from reconciler.oauth.source import TokenError
 from reconciler.state import SqlStore
 
@@ -27,7 +26,7 @@ async def test_tokens_are_never_in_the_database_in_clear(
         store: SqlStore, store_url: str, raw_sql: RawSql, token_key: bytes,
         idp: OAuthPeer) -> None:
     idp.register(CLIENT, SECRET)
-    cache = TokenCache.of_store(store, token_key)
+    cache = TokenCache(store.tokens, token_key)
     delegated = oauth_server(idp, name="delegated", grant="authorizationCode")
     await store_login(cache, delegated, Grant(ACCESS, 3600, REFRESH, None, "helpdesk@x"))
     app_only = oauth_server(idp, name="app-only")
@@ -43,7 +42,7 @@ async def test_tokens_are_never_in_the_database_in_clear(
             Path(store_url).name + "*"))
         for secret in (ACCESS, REFRESH, issued, SECRET):
             assert secret.encode() not in raw
-    row = cache.get(server_key(delegated))
+    row = cache.tokens.get(server_key(delegated))
     assert row is not None and row.refresh_present and row.account == "helpdesk@x"
     assert cache.unseal(row).refresh_token == REFRESH
 
@@ -51,9 +50,9 @@ async def test_tokens_are_never_in_the_database_in_clear(
 async def test_another_key_cannot_read_the_tokens(store: SqlStore, token_key: bytes,
                                                   idp: OAuthPeer) -> None:
     server = oauth_server(idp, grant="authorizationCode")
-    await store_login(TokenCache.of_store(store, token_key), server,
+    await store_login(TokenCache(store.tokens, token_key), server,
                       Grant(ACCESS, 3600, REFRESH))
-    other = OAuthTokenProvider(TokenCache.of_store(store, new_key().encode()))
+    other = OAuthTokenProvider(TokenCache(store.tokens, new_key().encode()))
     with pytest.raises(TokenError) as err:
         await other.token(server)
     assert err.value.permanent and "cannot be decrypted with this key" in str(err.value)
@@ -61,7 +60,7 @@ async def test_another_key_cannot_read_the_tokens(store: SqlStore, token_key: by
 
 
 def test_generation_check_between_writers(store: SqlStore, token_key: bytes) -> None:
-    cache = TokenCache.of_store(store, token_key)
+    cache = TokenCache(store.tokens, token_key)
     key = ("OutgoingServer", "default", "o365")
 
     def put(expect: int | None) -> int | None:
@@ -71,7 +70,7 @@ def test_generation_check_between_writers(store: SqlStore, token_key: bytes) -> 
     assert put(0) == 1
     assert put(1) == 2
     assert put(1) is None  # someone else wrote generation 2 meanwhile: ours is not stored
-    assert cache.get(key) is not None and cache.get(key).generation == 2  # type: ignore[union-attr]
+    assert cache.tokens.get(key) is not None and cache.tokens.get(key).generation == 2  # type: ignore[union-attr]
 
 
 def test_missing_or_bad_key_says_how_to_make_one(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,8 +14,7 @@ from peers.smtp_xoauth2 import XOAuth2Peer
 from reconciler.config.sealing import new_key
 from reconciler.daemon.app import Daemon
 from reconciler.mail.outcome import Outcome
-from reconciler.oauth import OAuthTokenProvider, TokenCache
-from reconciler.oauth.provider import server_key
+from reconciler.oauth.provider import OAuthTokenProvider, server_key
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import open_store
 
@@ -46,7 +45,7 @@ async def test_daemon_transport_sends_with_tokens_sealed_by_its_key(
                 for transport in transports.values():
                     await transport.aclose()
             assert result.outcome == Outcome.SENT, result.detail
-            row = TokenCache.of_store(store, key.encode()).get(server_key(server))
+            row = store.tokens.get(server_key(server))
             assert row is not None and row.sealed_text is not None
         assert mail.attempts == [True] and len(mail.messages) == 1
     finally:

@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 from peers.oauth_server import OAuthPeer
 
-from reconciler.oauth import OAuthTokenProvider, TokenCache
+from reconciler.oauth.cache import TokenCache
 from reconciler.oauth.flows import Grant
-from reconciler.oauth.provider import store_login
+from reconciler.oauth.provider import OAuthTokenProvider, store_login
 from reconciler.oauth.source import TokenError, TokenSource, fetch_token
 from reconciler.state import SqlStore
 
@@ -21,7 +21,7 @@ from .kit import CLIENT, SECRET, oauth_server
 
 
 def provider(store: SqlStore, key: bytes, idp: OAuthPeer, **kw: object) -> OAuthTokenProvider:
-    return OAuthTokenProvider(TokenCache.of_store(store, key), ca_file=str(idp.certs.ca_file),
+    return OAuthTokenProvider(TokenCache(store.tokens, key), ca_file=str(idp.certs.ca_file),
                               **kw)  # type: ignore[arg-type]
 
 
@@ -94,7 +94,7 @@ async def _login(store: SqlStore, key: bytes, idp: OAuthPeer, server: object) ->
 
     query = {k: v[0] for k, v in parse_qs(urlsplit(reply.headers["location"]).query).items()}
     grant: Grant = await flow.finish_login(request, query)
-    await store_login(TokenCache.of_store(store, key), server, grant)
+    await store_login(TokenCache(store.tokens, key), server, grant)
 
 
 @pytest.mark.parametrize("provider_name", ["microsoft", "google"])
@@ -185,5 +185,5 @@ async def test_incoming_servers_share_the_provider_but_not_the_cache_row(
     tokens = provider(store, token_key, idp)
     a, b = await tokens.token(outgoing), await tokens.token(incoming)
     assert a != b and idp.count() == 2  # same name, other kind: its own token
-    assert {r.key[0] for r in TokenCache.of_store(store).all()} == {
+    assert {r.key[0] for r in store.tokens.all()} == {
         "OutgoingServer", "IncomingServer"}

@@ -60,11 +60,11 @@ from reconciler.mail.fetcher import (
     Fetcher,
     FetchError,
     FetchErrorKind,
-    IncomingTokenProvider,
     is_done,
 )
 from reconciler.mail.outcome import Failure
 from reconciler.mail.steps import Reason, Step
+from reconciler.oauth.source import TokenProvider
 from reconciler.runtime.tls import CA_FILE_ENV, tls_context
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class EwsFetcher(Fetcher):
     supports_error_folder = True
 
     def __init__(self, server: IncomingServer, *,
-                 token_provider: IncomingTokenProvider | None = None,
+                 token_provider: TokenProvider | None = None,
                  ca_file: str | Path | None = None, timeout: float = 30.0,
                  proxy_lookup: ProxyLookup | None = None, page_size: int = PAGE_SIZE) -> None:
         super().__init__(server)

@@ -19,11 +19,10 @@ from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.mail.ews.session import EwsSession, check_mailbox, url_endpoint
 from reconciler.mail.ews.transport import EwsTransport, ews_url_for
 from reconciler.mail.failover import Endpoint, endpoints_of
-from reconciler.mail.failure import MailFailure
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.steps import HTTP_API_PLAN, Step, StepResult
 from reconciler.mail.transport import Redactor
-from reconciler.mail.walk import StepError, Walk, token_step
+from reconciler.mail.walk import Walk, token_step
 
 
 def ews_plan(server: OutgoingServer) -> tuple[Step, ...]:
@@ -66,8 +65,4 @@ async def walk_ews(server: OutgoingServer, endpoint: Endpoint,
 
 
 async def _get_folder(session: EwsSession) -> tuple[bool, str]:
-    try:
-        return True, await session.call(check_mailbox)
-    except MailFailure as failure:
-        raise StepError(failure.failure, failure.message, failure.reason, failure.code) \
-            from None
+    return True, await session.call(check_mailbox)

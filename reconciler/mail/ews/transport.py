@@ -48,10 +48,9 @@ from reconciler.mail.ews.session import (
     service_url,
     url_endpoint,
 )
-from reconciler.mail.failover import Endpoint, HostSelector
+from reconciler.mail.failover import Endpoint, HostSelector, SendProgress
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure, Health, HealthStatus, Outcome, SendResult
-from reconciler.mail.progress import SendProgress
 from reconciler.mail.results import every_recipient, log_unexpected, logged_result, unsendable
 from reconciler.mail.steps import Reason, Step
 from reconciler.mail.transport import Redactor, Transport

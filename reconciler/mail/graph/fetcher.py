@@ -55,7 +55,6 @@ from reconciler.mail.fetcher import (
     Fetcher,
     FetchError,
     FetchErrorKind,
-    IncomingTokenProvider,
     is_done,
 )
 from reconciler.mail.graph.client import (
@@ -68,6 +67,7 @@ from reconciler.mail.graph.client import (
 )
 from reconciler.mail.outcome import Failure
 from reconciler.mail.transport import Redactor
+from reconciler.oauth.source import TokenProvider
 from reconciler.runtime.tls import transport_tls
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class GraphFetcher(Fetcher):
     supports_error_folder = True
 
     def __init__(self, server: IncomingServer, *,
-                 token_provider: IncomingTokenProvider | None = None,
+                 token_provider: TokenProvider | None = None,
                  ca_file: str | Path | None = None, timeout: float = 30.0,
                  proxy_lookup: ProxyLookup | None = None, page_size: int = PAGE_SIZE) -> None:
         super().__init__(server)

@@ -21,7 +21,7 @@ from reconciler.mail.graph.client import SENDING, GraphSession, graph_target, op
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.steps import HTTP_API_PLAN, Step, StepResult
 from reconciler.mail.transport import Redactor
-from reconciler.mail.walk import StepError, Walk, token_step
+from reconciler.mail.walk import Walk, token_step
 
 
 def graph_plan(server: OutgoingServer) -> tuple[Step, ...]:
@@ -59,8 +59,6 @@ async def _read_mailbox(server: OutgoingServer, options: ProbeOptions, token: st
                            deadline=asyncio.get_running_loop().time() + walk.remaining())
     try:
         return True, await read_mailbox(session)
-    except MailFailure as exc:
-        raise StepError(exc.failure, exc.message, exc.reason, exc.code) from None
     finally:
         await client.aclose()
 

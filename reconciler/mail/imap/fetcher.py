@@ -46,10 +46,10 @@ from reconciler.mail.fetcher import (
     FetchedMail,
     FetchError,
     FetchErrorKind,
-    IncomingTokenProvider,
 )
 from reconciler.mail.steps import Reason, Step
 from reconciler.mail.threaded import Credentials, ThreadedFetcher, close_now, oauthbearer, xoauth2
+from reconciler.oauth.source import TokenProvider
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class ImapFetcher(ThreadedFetcher):
     _broken = (imaplib.IMAP4.abort, OSError, EOFError)
     _refused = (imaplib.IMAP4.error,)  # a NO/BAD to one command; the session goes on
 
-    def __init__(self, server: IncomingServer, *, token_provider: IncomingTokenProvider | None,
+    def __init__(self, server: IncomingServer, *, token_provider: TokenProvider | None,
                  ca_file: str | Path | None, timeout: float = 30.0) -> None:
         super().__init__(server, token_provider=token_provider, ca_file=ca_file,
                          timeout=timeout)

@@ -31,10 +31,10 @@ from reconciler.mail.fetcher import (
     AlreadyDone,
     FetchedMail,
     FetchError,
-    IncomingTokenProvider,
 )
 from reconciler.mail.steps import Step
 from reconciler.mail.threaded import Credentials, ThreadedFetcher, close_now, xoauth2
+from reconciler.oauth.source import TokenProvider
 
 MAX_LINE = 1 << 20  # poplib's 2,048-byte limit refuses real mail with long HTML lines
 
@@ -85,7 +85,7 @@ class Pop3Fetcher(ThreadedFetcher):
     supports_error_folder = False
     _broken = (poplib.error_proto, OSError, EOFError)
 
-    def __init__(self, server: IncomingServer, *, token_provider: IncomingTokenProvider | None,
+    def __init__(self, server: IncomingServer, *, token_provider: TokenProvider | None,
                  ca_file: str | Path | None, timeout: float = 30.0,
                  delete_after_fetch: bool = False) -> None:
         super().__init__(server, token_provider=token_provider, ca_file=ca_file,

@@ -29,14 +29,13 @@ from aiosmtplib import SMTPException, SMTPResponse
 from reconciler.config.models.auth import NoAuth
 from reconciler.config.models.outgoing_server import OutgoingServer, Security
 from reconciler.mail.failover import Endpoint
-from reconciler.mail.failure import MailFailure
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.smtp.auth import authenticate
 from reconciler.mail.smtp.errors import error_failure
 from reconciler.mail.smtp.session import close, greet, new_session, offers, retire, starttls
 from reconciler.mail.steps import Step, StepResult
 from reconciler.mail.transport import Redactor
-from reconciler.mail.walk import StepError, Walk, tls_summary
+from reconciler.mail.walk import Walk, tls_summary
 
 _DOING = {Step.TLS: "negotiating TLS", Step.GREETING: "waiting for the greeting",
           Step.EHLO: "waiting for the EHLO reply", Step.AUTH: "authenticating"}
@@ -99,13 +98,9 @@ class _Check:
         async def run() -> tuple[Any, str]:
             try:
                 return await action()
-            except MailFailure as exc:
-                raise StepError(exc.failure, exc.message, exc.reason, exc.code) from None
             except (SMTPException, OSError, EOFError) as exc:
                 doing = f"{_DOING[step]} from {self.endpoint.address}"
-                failure = error_failure(exc, step, doing, self.endpoint, self.security)
-                raise StepError(failure.failure, failure.message, failure.reason,
-                                failure.code) from None
+                raise error_failure(exc, step, doing, self.endpoint, self.security) from None
         return run
 
     async def connect(self) -> tuple[aiosmtplib.SMTP, SMTPResponse]:

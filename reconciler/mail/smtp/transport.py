@@ -52,7 +52,7 @@ from reconciler.config.models.outgoing_server import (
 )
 from reconciler.config.secrets import redact
 from reconciler.mail.envelope import Envelope
-from reconciler.mail.failover import Endpoint, HostSelector, endpoints_of
+from reconciler.mail.failover import Endpoint, HostSelector, SendProgress, endpoints_of
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import (
     Failure,
@@ -64,7 +64,6 @@ from reconciler.mail.outcome import (
     outcome_for_reply,
 )
 from reconciler.mail.probe_options import ProbeOptions
-from reconciler.mail.progress import SendProgress
 from reconciler.mail.results import (
     config_result,
     describe,

@@ -17,7 +17,8 @@ from peers.tokens import Tokens
 from mail.fetch_kit import PASSWORD_ENV, connect_error, fetch_all, subjects, traced_fetch
 from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.mail.ews.fetcher import EwsFetcher
-from reconciler.mail.registry import FetchErrorKind, fetcher_for
+from reconciler.mail.fetcher import FetchErrorKind
+from reconciler.mail.registry import fetcher_for
 
 USER = "desk-reader"
 PASSWORD = "ews-Pa55word-never-logged"

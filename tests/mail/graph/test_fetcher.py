@@ -18,8 +18,9 @@ from peers.tokens import Tokens
 from mail.fetch_kit import connect_error, fetch_all, subjects, traced_fetch
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
+from reconciler.mail.fetcher import FetchError, FetchErrorKind
 from reconciler.mail.graph.fetcher import GraphFetcher
-from reconciler.mail.registry import FetchError, FetchErrorKind, fetcher_for
+from reconciler.mail.registry import fetcher_for
 from reconciler.oauth.source import TokenError
 
 DESK = "desk@corp.example"

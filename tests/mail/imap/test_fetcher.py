@@ -18,8 +18,9 @@ from mail.fetch_kit import (
     subjects,
     traced_fetch,
 )
+from reconciler.mail.fetcher import FetchError, FetchErrorKind
 from reconciler.mail.imap.fetcher import ImapFetcher
-from reconciler.mail.registry import FetchError, FetchErrorKind, fetcher_for
+from reconciler.mail.registry import fetcher_for
 from reconciler.mail.threaded import oauthbearer
 
 

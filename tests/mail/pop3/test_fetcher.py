@@ -14,12 +14,8 @@ from mail.fetch_kit import (
     fetch_env,  # noqa: F401  (autouse: password env, no CA env)
     incoming_server,
 )
-from reconciler.mail.registry import (
-    FetchError,
-    FetchErrorKind,
-    NotSupported,
-    fetcher_for,
-)
+from reconciler.mail.fetcher import FetchError, FetchErrorKind, NotSupported
+from reconciler.mail.registry import fetcher_for
 
 
 @pytest.mark.parametrize("protocol, starttls", [("pop3s", False), ("pop3", True)])

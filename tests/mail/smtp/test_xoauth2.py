@@ -23,7 +23,8 @@ from reconciler.mail.outcome import Failure, Outcome
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.smtp.transport import SmtpTransport
 from reconciler.mail.steps import Reason, Step
-from reconciler.oauth import OAuthTokenProvider, TokenCache
+from reconciler.oauth.cache import TokenCache
+from reconciler.oauth.provider import OAuthTokenProvider
 from reconciler.state import SqlStore, open_store
 
 from .test_transport import envelope_for
@@ -43,7 +44,7 @@ def mail(idp: OAuthPeer, certs: PeerCerts) -> Iterator[XOAuth2Peer]:
 
 
 def tokens(store: SqlStore, key: bytes, idp: OAuthPeer, **kw: object) -> OAuthTokenProvider:
-    return OAuthTokenProvider(TokenCache.of_store(store, key), ca_file=str(idp.certs.ca_file),
+    return OAuthTokenProvider(TokenCache(store.tokens, key), ca_file=str(idp.certs.ca_file),
                               **kw)  # type: ignore[arg-type]
 
 
@@ -108,7 +109,7 @@ async def _revoked(sqlite: SqlStore, token_key: bytes, idp: OAuthPeer,
     server = oauth_server(idp, port=port, grant="authorizationCode", provider="google")
     grant_body = idp.issue(CLIENT, "helpdesk@desk.example", "https://mail.google.com/",
                            with_refresh=True)
-    await store_login(TokenCache.of_store(sqlite, token_key), server,
+    await store_login(TokenCache(sqlite.tokens, token_key), server,
                       Grant(grant_body["access_token"], 3600, grant_body["refresh_token"]))
     idp.revoke_refresh_tokens()
     idp.expire_access_tokens()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from dispatch.kit import server
 
 from reconciler.mail.failover import Endpoint, HostSelector
-
-from .kit import server
 
 WITH_ALT = server("relay", host="smtp.desk.example", port=587,
                   alternateHost="backup.desk.example", alternatePort=2587).spec

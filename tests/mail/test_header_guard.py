@@ -14,21 +14,20 @@ from typing import Any
 
 import pytest
 from daemon.app_kit import audit_of, commit, running_worker, sent, smtp_server
+from dispatch.kit import server, with_stored_sender_name
 from peers.smtp import SmtpPeer
 
+from reconciler.config.header_text import HeaderInjectionError
 from reconciler.dispatch.compose import compose
 from reconciler.dispatch.filters import filter_notification
 from reconciler.mail.envelope import (
     Attachment,
-    HeaderInjectionError,
     Mailbox,
     Notification,
 )
 from reconciler.mail.header_guard import wire_problem
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditStatus, OutboxState
-
-from .kit import server, with_stored_sender_name
 
 SERVER = server("helpdesk", email="helpdesk@desk.example", senderName="IT Help Desk")
 INJECT_Q = "=?utf-8?q?x=0D=0AReply-To:_evil@attacker.example?="

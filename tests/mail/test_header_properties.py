@@ -7,6 +7,7 @@ from __future__ import annotations
 from email import message_from_bytes
 from email.policy import default as default_policy
 
+from dispatch.kit import server
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -14,8 +15,6 @@ from pydantic import ValidationError
 from reconciler.dispatch.compose import compose
 from reconciler.dispatch.filters import filter_notification
 from reconciler.mail.envelope import Notification
-
-from .kit import server
 
 SERVER = server("helpdesk", email="helpdesk@desk.example", senderName="IT Help Desk")
 _ANY = st.characters(blacklist_categories=("Cc", "Cs"),
