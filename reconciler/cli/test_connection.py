@@ -35,7 +35,6 @@ from reconciler.cli.common import (
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.health.diagnose import likely_fix
 from reconciler.health.probes import (
-    PROBES,
     UnsupportedProtocol,
     endpoint_of,
     probe_server,
@@ -44,6 +43,7 @@ from reconciler.health.probes import (
     supports,
 )
 from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.registry import OUTGOING
 from reconciler.mail.steps import ProbeReport, Step
 
 KIND = "OutgoingServer"
@@ -88,7 +88,7 @@ def command(ctx: click.Context, server_name: str, namespace: str | None, to: str
     else:
         server = _from_store(store_url, name, namespace)
     if not supports(server):
-        checked = ", ".join(sorted(str(p) for p in PROBES))
+        checked = ", ".join(sorted(str(p) for p in OUTGOING))
         raise UserError(f"test-connection cannot check protocol {server.spec.protocol} yet; "
                         f"it checks: {checked}")
     try:

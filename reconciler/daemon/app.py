@@ -261,20 +261,15 @@ class Daemon:
     def _transports(self) -> Mapping[str, Transport]:
         if self._given_transports is not None:
             return self._given_transports
-        from reconciler.mail.ews.transport import EwsTransport
-        from reconciler.mail.graph.transport import GraphTransport
-        from reconciler.mail.smtp.transport import SmtpTransport
+        from reconciler.mail.registry import OUTGOING, transport_for
 
         # One of each per daemon: SMTP pools connections per server, Graph keeps its
         # 4-requests-per-mailbox limit, EWS its threads and accounts per server. SMTP
         # and EWS share the selector with the health monitor, so they fail over and back.
-        ca, tokens = self.settings.ca_file, self.token_provider
-        return {
-            "smtp": SmtpTransport(ca_file=ca, selector=self.selector, token_provider=tokens),
-            "graph": GraphTransport(ca_file=ca, token_provider=tokens, proxies=self._proxy_for),
-            "ews": EwsTransport(ca_file=ca, selector=self.selector, token_provider=tokens,
-                                proxy_lookup=self._proxy_for),
-        }
+        return {str(protocol): transport_for(
+                    protocol, ca_file=self.settings.ca_file, token_provider=self.token_provider,
+                    selector=self.selector, proxy_lookup=self._proxy_for)
+                for protocol in OUTGOING}
 
     def _proxy_for(self, server: OutgoingServer) -> ProxyServerSpec | None:
         # The current revision's proxies: a proxy edit takes effect on the next send.

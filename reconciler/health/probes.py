@@ -14,59 +14,33 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from reconciler.config.models.outgoing_server import OutgoingProtocol, OutgoingServer
 from reconciler.dispatch.compose import compose
 from reconciler.dispatch.filters import filter_notification
 from reconciler.mail.envelope import Notification
-from reconciler.mail.ews.probe import ews_endpoints, ews_plan, walk_ews
-from reconciler.mail.ews.transport import EwsTransport, ews_url_for
+from reconciler.mail.ews.transport import ews_url_for
 from reconciler.mail.failover import Endpoint, endpoints_of
-from reconciler.mail.graph.probe import graph_endpoints, graph_plan, walk_graph
-from reconciler.mail.graph.transport import GraphTransport
 from reconciler.mail.outcome import Failure, Outcome, SendResult
 from reconciler.mail.probe_options import ProbeOptions
-from reconciler.mail.smtp.probe import smtp_plan, walk_smtp
-from reconciler.mail.smtp.transport import SmtpTransport
+from reconciler.mail.registry import OUTGOING, check_steps, transport_for
 from reconciler.mail.steps import ProbeReport, Reason, Step, StepResult
 from reconciler.mail.transport import Transport
 
 log = logging.getLogger(__name__)
-
-Walker = Callable[[OutgoingServer, Endpoint, ProbeOptions], Awaitable[list[StepResult]]]
-Planner = Callable[[OutgoingServer], tuple[Step, ...]]
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolProbe:
-    plan: Planner
-    walk: Walker
-    # Where the checks go when that is not spec.host/port (Graph: its endpoint URL).
-    endpoints: Callable[[OutgoingServer], tuple[Endpoint, Endpoint | None]] | None = None
-
-
-PROBES: dict[OutgoingProtocol, ProtocolProbe] = {
-    OutgoingProtocol.SMTP: ProtocolProbe(smtp_plan, walk_smtp),
-    OutgoingProtocol.GRAPH: ProtocolProbe(graph_plan, walk_graph, graph_endpoints),
-    OutgoingProtocol.EWS: ProtocolProbe(ews_plan, walk_ews, ews_endpoints),
-}
-
 
 class UnsupportedProtocol(Exception):
     """No connection check exists for this protocol yet."""
 
 
 def supports(server: OutgoingServer) -> bool:
-    return OutgoingProtocol(server.spec.protocol) in PROBES
+    return OutgoingProtocol(server.spec.protocol) in OUTGOING
 
 
 def endpoint_of(server: OutgoingServer, *, alternate: bool = False) -> Endpoint:
     """The main host, or the alternate; ValueError when the spec has no such host."""
-    probe = PROBES.get(OutgoingProtocol(server.spec.protocol))
-    main, alt = (probe.endpoints(server) if probe is not None and probe.endpoints
-                 else endpoints_of(server.spec))
+    endpoints = check_steps(server)[2] if supports(server) else None
+    main, alt = endpoints(server) if endpoints is not None else endpoints_of(server.spec)
     if not alternate:
         return main
     if alt is None:
@@ -84,16 +58,15 @@ async def probe_server(
     """Walk the server's steps against its main (or alternate) host. Never raises for a
     failed check; raises UnsupportedProtocol or ValueError (no host) for what cannot run."""
     protocol = OutgoingProtocol(server.spec.protocol)
-    probe = PROBES.get(protocol)
-    if probe is None:
+    if not supports(server):
         raise UnsupportedProtocol(f"connection checks for protocol {protocol} are not "
                                   "implemented yet")
+    planner, walk, _ = check_steps(server)
     endpoint = endpoint_of(server, alternate=alternate)
     options = options or ProbeOptions()
-    plan = probe.plan(server)
-    report = ProbeReport(server_label(server), str(protocol), endpoint, plan)
+    report = ProbeReport(server_label(server), str(protocol), endpoint, planner(server))
     try:
-        results = await probe.walk(server, endpoint, options)
+        results = await walk(server, endpoint, options)
     except Exception as exc:  # a bug in a walker must not take the monitor down
         log.exception("connection check of %s crashed", report.server)
         results = [StepResult(report.not_run[0], False, f"unexpected {type(exc).__name__}",
@@ -177,16 +150,13 @@ async def send_test_message(
 async def _transport_for(server: OutgoingServer, options: ProbeOptions,
                          budget: float) -> Transport:
     """A fresh transport of the server's protocol, configured as the daemon's is."""
-    protocol = OutgoingProtocol(server.spec.protocol)
-    if protocol == OutgoingProtocol.GRAPH:
-        return GraphTransport(ca_file=options.ca_file, token_provider=options.token_provider,
-                              connect_timeout=budget)
-    if protocol == OutgoingProtocol.SMTP:
-        return SmtpTransport(ca_file=options.ca_file, token_provider=options.token_provider,
-                             connect_timeout=budget, local_hostname=await options.ehlo_name())
-    if protocol == OutgoingProtocol.EWS:
-        return EwsTransport(ca_file=options.ca_file, token_provider=options.token_provider)
-    raise UnsupportedProtocol(f"sending through protocol {protocol} is not implemented yet")
+    if not supports(server):
+        raise UnsupportedProtocol(f"sending through protocol {server.spec.protocol} is not "
+                                  "implemented yet")
+    wants_name = "local_hostname" in OUTGOING[OutgoingProtocol(server.spec.protocol)].options
+    return transport_for(server.spec.protocol, ca_file=options.ca_file,
+                         token_provider=options.token_provider, connect_timeout=budget,
+                         local_hostname=await options.ehlo_name() if wants_name else None)
 
 
 def _send_failure(result: SendResult, seconds: float) -> StepResult:

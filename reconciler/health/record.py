@@ -38,7 +38,7 @@ UNKNOWN = "Unknown"  # never checked
 MAIN = "main"
 ALTERNATE = "alternate"
 
-# Protocols the monitor checks (``probes.PROBES``; a test keeps the two in step).
+# Protocols the monitor checks (``mail.registry.OUTGOING``; a test keeps the two in step).
 # Spelled out here so `reconcile status` need not import the SMTP stack.
 CHECKED_PROTOCOLS = frozenset({"smtp", "graph", "ews"})
 

@@ -1,20 +1,99 @@
-"""The one place that knows which fetcher serves which incoming protocol (SPEC I1).
+"""The one place that knows which code serves which protocol.
 
-Like an octoDNS provider, a protocol plugs in with one row of :data:`FETCHERS`:
-the class (imported on first use, so loading the registry costs nothing) and
-the options of :func:`fetcher_for` it takes beyond the common ones.
+Like an octoDNS provider, a protocol plugs in with one folder under ``mail/`` and
+one row here: :data:`OUTGOING` (its transport and its connection check, SPEC O5,
+O9) or :data:`FETCHERS` (its fetcher, SPEC I1). Classes and functions are named
+as ``module:attribute`` and imported on first use, so loading the registry costs
+nothing; each row lists the options beyond the common ones that its class takes.
+Dispatch, health, test-connection and incoming ask here and never name a protocol.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
+from reconciler.config.models.outgoing_server import OutgoingProtocol, OutgoingServer
 from reconciler.config.models.proxy_server import ProxyServerSpec
+from reconciler.mail.failover import Endpoint, HostSelector
 from reconciler.mail.fetcher import Fetcher
+from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.steps import Step, StepResult
+from reconciler.mail.transport import Transport
 from reconciler.oauth.source import TokenProvider
+
+Walker = Callable[[OutgoingServer, Endpoint, ProbeOptions], Awaitable[list[StepResult]]]
+Planner = Callable[[OutgoingServer], tuple[Step, ...]]
+Endpoints = Callable[[OutgoingServer], tuple[Endpoint, Endpoint | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An outgoing protocol: its transport class and the options it takes, and its check."""
+
+    transport: str  # "module:Class", a Transport
+    options: tuple[str, ...]  # of transport_for's optional keywords, the ones it accepts
+    plan: str  # "module:function": the steps its check walks, in order
+    walk: str  # "module:function": walks them for one host
+    # Where the check goes when that is not spec.host/port (Graph: its endpoint URL).
+    endpoints: str | None = None
+
+
+OUTGOING: dict[OutgoingProtocol, Outgoing] = {
+    OutgoingProtocol.SMTP: Outgoing(
+        "reconciler.mail.smtp.transport:SmtpTransport",
+        ("selector", "connect_timeout", "local_hostname"),
+        "reconciler.mail.smtp.probe:smtp_plan", "reconciler.mail.smtp.probe:walk_smtp"),
+    OutgoingProtocol.GRAPH: Outgoing(
+        "reconciler.mail.graph.transport:GraphTransport", ("proxy_lookup", "connect_timeout"),
+        "reconciler.mail.graph.probe:graph_plan", "reconciler.mail.graph.probe:walk_graph",
+        "reconciler.mail.graph.probe:graph_endpoints"),
+    OutgoingProtocol.EWS: Outgoing(
+        "reconciler.mail.ews.transport:EwsTransport", ("selector", "proxy_lookup"),
+        "reconciler.mail.ews.probe:ews_plan", "reconciler.mail.ews.probe:walk_ews",
+        "reconciler.mail.ews.probe:ews_endpoints"),
+}
+
+
+def _load(where: str) -> Any:
+    module, name = where.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def transport_for(
+    protocol: OutgoingProtocol | str,
+    *,
+    ca_file: str | Path | None = None,
+    token_provider: TokenProvider | None = None,
+    selector: HostSelector | None = None,
+    proxy_lookup: Callable[[OutgoingServer], ProxyServerSpec | None] | None = None,
+    connect_timeout: float | None = None,
+    local_hostname: str | None = None,
+) -> Transport:
+    """A new transport for ``protocol``; KeyError for a protocol with no transport.
+
+    ``selector`` is shared with the health monitor so failover and failback agree;
+    ``proxy_lookup`` finds the ProxyServer a server names in the current revision.
+    Options the protocol does not take, and options left at None, are not passed.
+    """
+    entry = OUTGOING[OutgoingProtocol(protocol)]
+    given = {"selector": selector, "proxy_lookup": proxy_lookup,
+             "connect_timeout": connect_timeout, "local_hostname": local_hostname}
+    extra = {k: given[k] for k in entry.options if given[k] is not None}
+    made: Transport = _load(entry.transport)(ca_file=ca_file, token_provider=token_provider,
+                                             **extra)
+    return made
+
+
+def check_steps(server: OutgoingServer) -> tuple[Planner, Walker, Endpoints | None]:
+    """The connection check of the server's protocol; KeyError when it has none."""
+    entry = OUTGOING[OutgoingProtocol(server.spec.protocol)]
+    return (_load(entry.plan), _load(entry.walk),
+            _load(entry.endpoints) if entry.endpoints else None)
 
 # protocol -> ("module:Class", the extra options that class accepts)
 FETCHERS: dict[IncomingProtocol, tuple[str, tuple[str, ...]]] = {
@@ -44,8 +123,7 @@ def fetcher_for(
     ``proxy_lookup`` finds the ProxyServer an EWS or Graph server names.
     """
     where, extra = FETCHERS[IncomingProtocol(server.spec.protocol)]
-    module, name = where.split(":")
     options = {"delete_after_fetch": delete_after_fetch, "proxy_lookup": proxy_lookup}
-    fetcher: type[Fetcher] = getattr(importlib.import_module(module), name)
+    fetcher: type[Fetcher] = _load(where)
     return fetcher(server, token_provider=token_provider, ca_file=ca_file,  # type: ignore[call-arg]
                    timeout=timeout, **{k: options[k] for k in extra})

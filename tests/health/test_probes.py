@@ -318,7 +318,7 @@ def server_endpoint(server: OutgoingServer) -> Any:
 
 
 def test_status_knows_which_protocols_are_checked() -> None:
-    from reconciler.health.probes import PROBES
     from reconciler.health.record import CHECKED_PROTOCOLS
+    from reconciler.mail.registry import OUTGOING
 
-    assert {str(p) for p in PROBES} == CHECKED_PROTOCOLS
+    assert {str(p) for p in OUTGOING} == CHECKED_PROTOCOLS

@@ -86,7 +86,7 @@ class GraphTransport(Transport):
         *,
         ca_file: str | Path | None = None,
         token_provider: TokenProvider | None = None,
-        proxies: ProxyLookup | None = None,
+        proxy_lookup: ProxyLookup | None = None,
         connect_timeout: float = 15.0,
         upload_chunk: int = UPLOAD_CHUNK,
     ) -> None:
@@ -94,7 +94,7 @@ class GraphTransport(Transport):
             raise ValueError("upload_chunk must be a multiple of 320 KiB of at most 4 MB")
         self._tls = transport_tls(ca_file)
         self._token_provider = token_provider
-        self._proxies = proxies
+        self._proxies = proxy_lookup
         self._connect_timeout = connect_timeout
         self._chunk = upload_chunk
         self._clients: dict[tuple[str, str | None], HttpClient] = {}

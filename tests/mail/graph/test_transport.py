@@ -336,7 +336,7 @@ async def test_a_server_behind_a_proxy_is_sent_through_it(graph, certs,
         "password": {"secretRef": "env:GRAPH_PROXY_PASSWORD"}})
     server = peer.server(proxy="corp-proxy")
     try:
-        result = await send_once(transport(certs, proxies=lambda s: spec), server)
+        result = await send_once(transport(certs, proxy_lookup=lambda s: spec), server)
     finally:
         proxy.close()
     assert result.outcome == Outcome.SENT, result.detail
