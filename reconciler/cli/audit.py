@@ -12,7 +12,15 @@ from datetime import datetime
 
 import click
 
-from reconciler.cli.common import format_option, opened_store, show_time, since, store_option, until
+from reconciler.cli.common import (
+    columns,
+    format_option,
+    opened_store,
+    show_time,
+    since,
+    store_option,
+    until,
+)
 from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
 
 COLUMNS = ("TIME", "STATUS", "SERVER", "HOST", "ATTEMPT", "RECIPIENT", "MESSAGE-ID", "REASON")
@@ -26,18 +34,12 @@ def _cell(value: object) -> str:
 
 
 def table(entries: Sequence[AuditEntry]) -> str:
-    rows = [COLUMNS, *(
+    return columns([COLUMNS, *(
         (show_time(e.created_at) if e.created_at else "-", e.status.value, _cell(e.server),
          _cell(e.host), _cell(e.attempt), _cell(e.recipient), _cell(e.message_id),
          _cell(e.reason))
         for e in entries
-    )]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
-    lines = []
-    for row in rows:
-        head = "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-        lines.append(f"{head}  {row[-1]}".rstrip())
-    return "\n".join(lines)
+    )])
 
 
 def as_json(entries: Sequence[AuditEntry]) -> str:

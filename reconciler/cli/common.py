@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -20,11 +20,11 @@ import click
 
 from reconciler.config.desired import ResourceKey
 from reconciler.config.secrets import SecretError
-from reconciler.state import DEFAULT_STORE
+from reconciler.state import DEFAULT_STORE, Action
 from reconciler.state.base import StoreError
 
 if TYPE_CHECKING:
-    from reconciler.state import Store
+    from reconciler.state import Revision, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -198,6 +198,22 @@ def document_label(data: Mapping[str, Any]) -> str:
 
 def show_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def action_counts(rev: Revision) -> dict[Action, int]:
+    return {a: sum(c.action is a for c in rev.changes) for a in Action}
+
+
+def columns(rows: Sequence[Sequence[str]], *, right: int = 0) -> str:
+    """Rows as aligned columns, the first ``right`` of them right-aligned; the last
+    column is not padded, so no line ends in blanks."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(w) if i < right else cell.ljust(w)
+                 for i, (cell, w) in enumerate(zip(row[:-1], widths, strict=True))]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
 
 
 def run(cli: click.Group) -> int:

@@ -21,6 +21,8 @@ from click.core import ParameterSource
 from reconciler.cli.common import (
     F,
     UserError,
+    action_counts,
+    columns,
     format_option,
     opened_store,
     parse_key,
@@ -195,26 +197,15 @@ def _group_store(own: str | None) -> str | None:
     return own
 
 
-def _counts(rev: Revision) -> str:
-    n = {a: sum(c.action is a for c in rev.changes) for a in Action}
-    return f"+{n[Action.CREATE]} ~{n[Action.UPDATE]} -{n[Action.DELETE]}"
-
-
 def _table(revs: Sequence[Revision]) -> str:
-    header = ("REV", "TIME", "KIND", "ACTOR", "COMMIT", "CHANGES", "MESSAGE")
-    rows = [
-        (str(r.number), show_time(r.created_at), r.meta.kind.value, r.meta.actor,
-         (r.meta.git_commit or "-")[:7], _counts(r), (r.meta.message or "").splitlines()[0:1])
-        for r in revs
-    ]
-    cells = [header, *[(*row[:6], row[6][0] if row[6] else "") for row in rows]]
-    widths = [max(len(c[i]) for c in cells) for i in range(6)]
-    lines = []
-    for c in cells:
-        first = c[0].rjust(widths[0])
-        rest = "  ".join(c[i].ljust(widths[i]) for i in range(1, 6))
-        lines.append(f"{first}  {rest}  {c[6]}".rstrip())
-    return "\n".join(lines)
+    rows = [("REV", "TIME", "KIND", "ACTOR", "COMMIT", "CHANGES", "MESSAGE")]
+    for r in revs:
+        n = action_counts(r)
+        rows.append((str(r.number), show_time(r.created_at), r.meta.kind.value, r.meta.actor,
+                     (r.meta.git_commit or "-")[:7],
+                     f"+{n[Action.CREATE]} ~{n[Action.UPDATE]} -{n[Action.DELETE]}",
+                     next(iter((r.meta.message or "").splitlines()), "")))
+    return columns(rows, right=1)
 
 
 # -- show ---------------------------------------------------------------------

@@ -28,7 +28,7 @@ from reconciler.cli.common import (
     store_option,
     token_key_option,
 )
-from reconciler.state.base import Store
+from reconciler.config.desired import ResourceKey
 
 KIND = "IncomingServer"
 
@@ -45,20 +45,20 @@ def command() -> None:
 def status(namespace: str | None, fmt: str, store_url: str | None) -> None:
     """Per incoming server: last fetch, failures, last error, paused, error folder."""
     with opened_store(store_url) as store:
-        incoming = store.incoming
-        servers = _servers(store, namespace)
-        states = {(s.namespace, s.name): s for s in incoming.server_states(namespace)}
-        counts = incoming.event_counts()
+        live = store.snapshot()
+        states = {(s.namespace, s.name): s for s in store.incoming.server_states(namespace)}
+        counts = store.incoming.event_counts()
     rows = []
-    for (ns, name), spec in servers.items():
-        state = states.get((ns, name))
+    for key, resource in sorted(live.resources.items()):
+        if key.kind != KIND or namespace not in (None, key.namespace):
+            continue
+        state = states.get((key.namespace, key.name))
         data = state.to_json() if state is not None else {
-            "namespace": ns, "server": name, "consecutiveFailures": 0, "lastError": None,
-            "lastFetch": None, "paused": None, "errorFolderCount": 0}
-        data["enabled"] = bool(spec.get("enabled", True))
-        data["protocol"] = spec.get("protocol")
-        data["mailbox"] = spec.get("email")
-        rows.append(data)
+            "namespace": key.namespace, "server": key.name, "consecutiveFailures": 0,
+            "lastError": None, "lastFetch": None, "paused": None, "errorFolderCount": 0}
+        spec = resource.spec
+        rows.append(data | {"enabled": bool(spec.get("enabled", True)),
+                            "protocol": spec.get("protocol"), "mailbox": spec.get("email")})
     if fmt == "json":
         click.echo(json.dumps({"servers": rows, "events": counts}, indent=2,
                               ensure_ascii=False))
@@ -117,18 +117,15 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
     from reconciler.runtime.namespace import resource_from_canonical
 
     with opened_store(store_url) as store:
-        canon = store.snapshot().resources.get(_key(namespace, server))
+        live = store.snapshot()
+        canon = live.resources.get(ResourceKey(KIND, namespace, server))
         if canon is None:
             raise UserError(f"there is no incoming server {namespace}/{server} in the live "
                             "store; `reconcile incoming status` lists them")
         model = resource_from_canonical(canon)
         assert isinstance(model, IncomingServer)
-        live = store.snapshot()
-        others = [resource_from_canonical(r) for k, r in live.resources.items()
-                  if k.kind == "ProxyServer" and k.namespace == namespace]
-
-        def proxy(server: Any) -> Any:
-            return proxy_of(server, others)
+        proxies = [resource_from_canonical(r) for k, r in live.resources.items()
+                   if k.kind == "ProxyServer" and k.namespace == namespace]
 
         from reconciler.credentials import gate
 
@@ -141,7 +138,7 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
 
         async def move_back() -> int:
             async with fetcher_for(model, token_provider=tokens, ca_file=ca_file,
-                                   proxy_lookup=proxy) as fetcher:
+                                   proxy_lookup=lambda s: proxy_of(s, proxies)) as fetcher:
                 return await fetcher.move_back_from_error_folder()
 
         try:
@@ -198,15 +195,3 @@ def errors(server: str, namespace: str | None, include_all: bool, token_key_ref:
 def _name(text: str, namespace: str | None) -> tuple[str, str]:
     ns, name = split_name(text, namespace, KIND)
     return ns or "default", name
-
-
-def _key(namespace: str, name: str) -> Any:
-    from reconciler.config.desired import ResourceKey
-
-    return ResourceKey(KIND, namespace, name)
-
-
-def _servers(store: Store, namespace: str | None) -> dict[tuple[str, str], dict[str, Any]]:
-    live = store.snapshot()
-    return {(k.namespace, k.name): dict(r.spec) for k, r in sorted(live.resources.items())
-            if k.kind == KIND and (namespace is None or k.namespace == namespace)}

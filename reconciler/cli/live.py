@@ -164,7 +164,6 @@ def _change(live: LiveState, key: ResourceKey, edits: Sequence[Assignment]) -> C
     old = _find(live, key)
     doc = json.loads(json.dumps(old.to_document()))  # a deep, plain copy to edit
     for edit in edits:
-        _refuse_literal_secret(doc["spec"], edit)
         _assign(doc["spec"], edit)
     new = _validated(live, key, doc)
     if new.digest == old.digest:
@@ -175,8 +174,33 @@ def _change(live: LiveState, key: ResourceKey, edits: Sequence[Assignment]) -> C
     return change
 
 
-def _refuse_literal_secret(spec: dict[str, Any], edit: Assignment) -> None:
-    current = _get(spec, edit.path)
+def _assign(spec: dict[str, Any], edit: Assignment) -> None:
+    """Set (or with None remove) one field, refusing a literal secret before it is set."""
+    node: Any = spec
+    for depth, part in enumerate(edit.path):
+        where = ".".join(("spec", *edit.path[:depth]))
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise UserError(f"{where} is a list of {len(node)}; {part!r} is not an index "
+                                f"in it (0 to {len(node) - 1})")
+            slot: int | str = int(part)
+        elif isinstance(node, dict):
+            slot = part
+        else:
+            raise UserError(f"{where} is a single value, it has no field {part!r}")
+        if depth < len(edit.path) - 1:
+            node = node[slot] if isinstance(node, list) else node.setdefault(slot, {})
+    current = node[slot] if isinstance(node, list) else node.get(slot)
+    _refuse_literal_secret(current, edit)
+    if edit.value is not None:
+        node[slot] = edit.value
+    elif isinstance(node, list):
+        node.pop(slot)
+    else:
+        node.pop(slot, None)
+
+
+def _refuse_literal_secret(current: Any, edit: Assignment) -> None:
     is_secret = edit.path[-1] in SECRET_FIELDS or (
         isinstance(current, dict) and set(current) == {"secretRef"})
     if not is_secret or edit.value is None:
@@ -190,45 +214,6 @@ def _refuse_literal_secret(spec: dict[str, Any], edit: Assignment) -> None:
             f"the secret. Refused; nothing was written. {FIX_HINT}, e.g. "
             f"'{edit.dotted}={{secretRef: env:NAME}}'"
         ) from None
-
-
-def _get(node: Any, path: Sequence[str]) -> Any:
-    for part in path:
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
-
-
-def _assign(spec: dict[str, Any], edit: Assignment) -> None:
-    node: Any = spec
-    for depth, part in enumerate(edit.path):
-        last = depth == len(edit.path) - 1
-        where = ".".join(("spec", *edit.path[:depth]))
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise UserError(f"{where} is a list of {len(node)}; {part!r} is not an index "
-                                f"in it (0 to {len(node) - 1})")
-            if last:
-                if edit.value is None:
-                    node.pop(int(part))
-                else:
-                    node[int(part)] = edit.value
-                return
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            if last:
-                if edit.value is None:
-                    node.pop(part, None)
-                else:
-                    node[part] = edit.value
-                return
-            node = node.setdefault(part, {})
-        else:
-            raise UserError(f"{where} is a single value, it has no field {part!r}")
 
 
 def _validated(live: LiveState, key: ResourceKey, doc: dict[str, Any]) -> CanonicalResource:
