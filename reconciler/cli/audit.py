@@ -17,9 +17,8 @@ from reconciler.cli.common import (
     format_option,
     opened_store,
     show_time,
-    since,
     store_option,
-    until,
+    time_bound,
 )
 from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
 
@@ -56,9 +55,9 @@ def as_json(entries: Sequence[AuditEntry]) -> str:
 @click.option("--recipient", metavar="ADDRESS",
               help="Only this recipient (whole address, any case).")
 @click.option("--server", metavar="NAME", help="Only entries of this server.")
-@click.option("--since", callback=since, metavar="ISO|AGE",
+@click.option("--since", callback=time_bound, metavar="ISO|AGE",
               help="At or after: ISO date/time (UTC unless a zone is given) or an age like 2h.")
-@click.option("--until", callback=until, metavar="ISO|AGE",
+@click.option("--until", callback=time_bound, metavar="ISO|AGE",
               help="At or before: ISO date/time (a bare date: the whole day) or an age.")
 @click.option("--direction", type=click.Choice([d.value for d in AuditDirection]),
               help="outgoing (sending) or incoming (fetching).")

@@ -62,9 +62,10 @@ def login_command(server_name: str, namespace: str | None, timeout: float,
                   ca_file: str | None, actor: str | None, token_key_ref: str | None,
                   store_url: str | None) -> None:
     """Sign SERVER (NAME or NAMESPACE/NAME) in with the authorization-code flow."""
+    from reconciler.credentials import gate
     from reconciler.oauth.cache import TokenCache, TokenKeyError, load_key
     from reconciler.oauth.flows import FlowError
-    from reconciler.oauth.provider import server_label, store_login
+    from reconciler.oauth.provider import flow_for, server_label, store_login
     from reconciler.plan.apply import resolve_actor
 
     try:
@@ -74,8 +75,6 @@ def login_command(server_name: str, namespace: str | None, timeout: float,
     who = resolve_actor(actor)
     with opened_store(store_url) as store:
         server = _find(store, server_name, namespace)
-        from reconciler.credentials import gate
-
         gate.load(store)  # the token URL gets the client's secret only where it is bound
         auth = server.spec.auth
         label = server_label(server)
@@ -88,8 +87,6 @@ def login_command(server_name: str, namespace: str | None, timeout: float,
                             "token)")
         redirect = str(auth.redirect_url or "")
         host, port, path = _loopback(redirect, label)
-        from reconciler.oauth.provider import flow_for
-
         flow = flow_for(auth, ca_file=ca_file, server=label)
         try:
             request = flow.begin_login(redirect, auth.username or server.spec.email)

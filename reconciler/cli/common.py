@@ -179,14 +179,11 @@ def parse_time(value: str, *, end_of_day: bool, now: datetime | None = None) -> 
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def since(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
-    """``--since`` callback: see :func:`parse_time`."""
-    return None if value is None else parse_time(value, end_of_day=False)
-
-
-def until(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
-    """``--until`` callback: a bare date means up to the end of that day."""
-    return None if value is None else parse_time(value, end_of_day=True)
+def time_bound(_ctx: click.Context, param: click.Parameter, value: str | None,
+               ) -> datetime | None:
+    """``--since``/``--until`` callback (:func:`parse_time`); a bare ``--until`` date
+    means up to the end of that day."""
+    return None if value is None else parse_time(value, end_of_day=param.name == "until")
 
 
 def document_label(data: Mapping[str, Any]) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reconciler.cli.common import document_label
+from reconciler.cli.common import document_label, finish
 from reconciler.config.diagnostics import Diagnostics
 from reconciler.config.loader import iter_config_files, load_text
 from reconciler.config.versions import CONVERSIONS, upgrade
@@ -73,7 +73,8 @@ def _needs_conversion(text: str, name: str) -> bool:
     )
 
 
-def _round_trip_yaml(layout: tuple[int, int, int], explicit_start: bool) -> YAML:
+def _round_trip_yaml(layout: tuple[int, int, int] = _LAYOUTS[0],
+                     explicit_start: bool = False) -> YAML:
     from ruamel.yaml import YAML
 
     yaml = YAML(typ="rt")
@@ -99,26 +100,22 @@ def _starts_explicitly(text: str) -> bool:
     return False
 
 
-def _changed_lines(a: str, b: str) -> int:
+def _choose_layout(docs: list[Any], text: str) -> tuple[YAML, bool]:
+    """The dumper whose output of the untouched documents matches ``text`` best,
+    and whether it matches exactly."""
     import difflib
 
-    return sum(1 for line in difflib.ndiff(a.splitlines(), b.splitlines()) if line[:1] in "+-")
-
-
-def _choose_layout(docs: list[Any], text: str) -> tuple[YAML, bool]:
-    """The dumper whose output of the untouched documents matches ``text`` best."""
     explicit = _starts_explicitly(text)
-    best: tuple[int, YAML] | None = None
+    tried = []
     for layout in _LAYOUTS:
         yaml = _round_trip_yaml(layout, explicit)
         out = _dump(docs, yaml)
         if out == text:
             return yaml, True
-        cost = _changed_lines(text, out)
-        if best is None or cost < best[0]:
-            best = (cost, yaml)
-    assert best is not None
-    return best[1], False
+        changed = sum(line[:1] in "+-" for line in difflib.ndiff(text.splitlines(),
+                                                                  out.splitlines()))
+        tried.append((changed, len(tried), yaml))
+    return min(tried)[2], False
 
 
 def _walk_maps(node: Any) -> Iterator[CommentedMap]:
@@ -244,16 +241,13 @@ def _documents(text: str) -> list[tuple[int, str]]:
 
 
 def _convert_piece(text: str, first_line: int, result: Conversion) -> str:
-    from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     if not text.endswith("\n"):
         text += "\n"
-    loader = YAML(typ="rt")
-    loader.preserve_quotes = True
     try:
-        docs = list(loader.load_all(text))
+        docs = list(_round_trip_yaml().load_all(text))
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + first_line + 1, mark.column + 1) if mark else (0, 0)
@@ -390,4 +384,4 @@ def command(path: Path, check: bool) -> None:
     if check and converted:
         summary += f"; run `reconcile convert {path}` and commit the result"
     click.echo(summary)
-    raise click.exceptions.Exit(1 if failed or (check and converted) else 0)
+    finish(1 if failed or (check and converted) else 0)

@@ -9,7 +9,7 @@ rows edited directly in the database, which no revision records. Status
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,14 @@ import click
 
 from reconciler.cli.common import (
     UsageExitsOne,
+    finish,
     format_option,
     opened_store,
     show_time,
     store_option,
 )
 from reconciler.cli.history import field_lines
-from reconciler.config.desired import DesiredState, ResourceKey
+from reconciler.config.desired import DesiredState
 from reconciler.history import queries
 from reconciler.plan.diff import diff
 from reconciler.plan.render import SIGN
@@ -43,7 +44,7 @@ class Drifted:
 class DriftReport:
     last_apply: int
     head: int
-    items: tuple[Drifted, ...] = field(default_factory=tuple)
+    items: tuple[Drifted, ...] = ()
 
 
 def find_drift(store: Store) -> DriftReport:
@@ -89,7 +90,7 @@ def command(path: Path, fmt: str, store_url: str | None) -> None:
         click.echo(json.dumps(_as_json(report, path), indent=2, ensure_ascii=False))
     else:
         click.echo("\n".join(_text(report, path)))
-    raise click.exceptions.Exit(EXIT_DRIFT if report.items else 0)
+    finish(EXIT_DRIFT if report.items else 0)
 
 
 def _baseline(report: DriftReport) -> str:
@@ -130,15 +131,9 @@ def _as_json(report: DriftReport, path: Path) -> dict[str, Any]:
 
 
 def _item_json(item: Drifted) -> dict[str, Any]:
-    key: ResourceKey = item.change.key
-    data = queries.change_to_dict(item.change)
+    change = queries.change_to_dict(item.change)
     return {
-        "resource": str(key),
-        "action": data["action"],
-        "kind": key.kind,
-        "namespace": key.namespace,
-        "name": key.name,
-        "fields": data["fields"],
+        **{k: change[k] for k in ("resource", "action", "kind", "namespace", "name", "fields")},
         "revisions": [
             {"revision": r.number, "kind": r.meta.kind.value, "actor": r.meta.actor,
              "createdAt": r.created_at.isoformat(), "message": r.meta.message}

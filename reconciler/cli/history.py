@@ -23,13 +23,13 @@ from reconciler.cli.common import (
     UserError,
     action_counts,
     columns,
+    finish,
     format_option,
     opened_store,
     parse_key,
     show_time,
-    since,
     store_option,
-    until,
+    time_bound,
 )
 from reconciler.config.secrets import ENC_PREFIX, redact, redact_ref
 from reconciler.history import queries
@@ -90,9 +90,9 @@ def field_lines(fields: Sequence[FieldChange], indent: str = "    ") -> list[str
 _FILTERS = (
     click.option("--namespace", "-n", default=None, help="Only revisions touching this namespace."),
     click.option("--actor", default=None, help="Only revisions by this actor."),
-    click.option("--since", callback=since, metavar="ISO|AGE",
+    click.option("--since", callback=time_bound, metavar="ISO|AGE",
                  help="Only revisions at or after this time (UTC unless a zone is given)."),
-    click.option("--until", callback=until, metavar="ISO|AGE",
+    click.option("--until", callback=time_bound, metavar="ISO|AGE",
                  help="Only revisions at or before this time (a bare date: the whole day)."),
     click.option("--kind", "kinds", multiple=True,
                  type=click.Choice([k.value for k in RevisionKind]),
@@ -190,9 +190,9 @@ def _group_store(own: str | None) -> str | None:
     """
     ctx = click.get_current_context()
     parent = ctx.parent
-    if parent is None or ctx.get_parameter_source("store_url") is ParameterSource.COMMANDLINE:
-        return own
-    if parent.get_parameter_source("store_url") is ParameterSource.COMMANDLINE:
+    if (parent is not None
+            and ctx.get_parameter_source("store_url") is not ParameterSource.COMMANDLINE
+            and parent.get_parameter_source("store_url") is ParameterSource.COMMANDLINE):
         return parent.params["store_url"]  # type: ignore[no-any-return]
     return own
 
@@ -331,7 +331,7 @@ def verify_command(fmt: str, store_url: str | None) -> None:
             "the store's credentials or write access to its file).",
             err=True,
         )
-    raise click.exceptions.Exit(0 if check.ok else 1)
+    finish(0 if check.ok else 1)
 
 
 # -- export -------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from reconciler.cli.common import UserError, document_label
+from reconciler.cli.common import UserError, document_label, finish
 from reconciler.config.diagnostics import Diagnostics, Severity
 from reconciler.config.loader import load_tree, locate
 from reconciler.config.sealing import new_key
@@ -153,4 +153,4 @@ def check(path: Path, verbose: bool) -> None:
                                               else f"{shown}: {problem}"))
     click.echo(f"{total} secret reference(s): {total - failed} resolved, {failed} cannot be "
                "resolved" + (f"; {len(unreadable)} file error(s)" if unreadable else ""))
-    raise click.exceptions.Exit(1 if failed or unreadable else 0)
+    finish(1 if failed or unreadable else 0)
