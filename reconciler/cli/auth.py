@@ -44,9 +44,6 @@ def command() -> None:
     """OAuth2 sign-in and token state of mail servers."""
 
 
-# -- login --------------------------------------------------------------------------
-
-
 @command.command("login")
 @click.argument("server_name", metavar="SERVER")
 @click.option("--namespace", "-n", default=None)
@@ -206,9 +203,6 @@ def _find(store: Store, text: str, namespace: str | None) -> Any:
     except ValidationError as exc:
         raise UserError(f"the live spec of {found[0].key} is not valid "
                         f"({exc.error_count()} problem(s))") from None
-
-
-# -- status -------------------------------------------------------------------------
 
 
 @command.command("status")

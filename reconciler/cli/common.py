@@ -57,16 +57,14 @@ def format_option(*choices: str) -> Callable[[F], F]:
 
 
 def finish(code: int) -> NoReturn:
-    """End the command with exit ``code``."""
     raise click.exceptions.Exit(code)
 
 
-def store_option(f: F) -> F:
-    return click.option(
-        "--store", "store_url", envvar=STORE_ENV, default=None, metavar="URL",
-        help=f"State store: a SQLite file or postgresql://user@host/db URL "
-        f"(default {DEFAULT_STORE}, or ${STORE_ENV}).",
-    )(f)
+store_option = click.option(
+    "--store", "store_url", envvar=STORE_ENV, default=None, metavar="URL",
+    help=f"State store: a SQLite file or postgresql://user@host/db URL "
+    f"(default {DEFAULT_STORE}, or ${STORE_ENV}).",
+)
 
 
 def split_name(text: str, namespace: str | None, kind: str | None = None,
@@ -88,13 +86,12 @@ def split_name(text: str, namespace: str | None, kind: str | None = None,
     return ns, name
 
 
-def token_key_option(f: F) -> F:
-    """``--token-key REF``: the key sealing cached OAuth2 tokens, as a secret reference."""
-    return click.option(
-        "--token-key", "token_key_ref", envvar="RECONCILE_TOKEN_KEY_REF", default=None,
-        metavar="REF", help="Secret reference (env:NAME, file:/path) of the key that seals "
-        "cached OAuth2 tokens in the store (default env:RECONCILE_TOKEN_KEY).",
-    )(f)
+# the key sealing cached OAuth2 tokens, as a secret reference
+token_key_option = click.option(
+    "--token-key", "token_key_ref", envvar="RECONCILE_TOKEN_KEY_REF", default=None,
+    metavar="REF", help="Secret reference (env:NAME, file:/path) of the key that seals "
+    "cached OAuth2 tokens in the store (default env:RECONCILE_TOKEN_KEY).",
+)
 
 
 @contextmanager

@@ -8,6 +8,7 @@ modeline survive; a file with nothing to convert is never rewritten.
 
 from __future__ import annotations
 
+import difflib
 import io
 import os
 import re
@@ -16,21 +17,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
+from ruamel.yaml.tokens import CommentToken
 
 from reconciler.cli.common import document_label, finish
 from reconciler.config.diagnostics import Diagnostics
 from reconciler.config.loader import iter_config_files, load_text
 from reconciler.config.versions import CONVERSIONS, upgrade
-
-if TYPE_CHECKING:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap
-
-# ruamel.yaml is imported inside the functions: every `reconcile` command loads
-# this module to register it, and only `convert` needs the round-trip parser.
 
 # (mapping, sequence, offset) layouts tried in turn; the one that reproduces
 # the untouched file exactly is used, so unchanged lines stay unchanged.
@@ -75,8 +73,6 @@ def _needs_conversion(text: str, name: str) -> bool:
 
 def _round_trip_yaml(layout: tuple[int, int, int] = _LAYOUTS[0],
                      explicit_start: bool = False) -> YAML:
-    from ruamel.yaml import YAML
-
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap long lines such as URLs
@@ -103,8 +99,6 @@ def _starts_explicitly(text: str) -> bool:
 def _choose_layout(docs: list[Any], text: str) -> tuple[YAML, bool]:
     """The dumper whose output of the untouched documents matches ``text`` best,
     and whether it matches exactly."""
-    import difflib
-
     explicit = _starts_explicitly(text)
     tried = []
     for layout in _LAYOUTS:
@@ -119,8 +113,6 @@ def _choose_layout(docs: list[Any], text: str) -> tuple[YAML, bool]:
 
 
 def _walk_maps(node: Any) -> Iterator[CommentedMap]:
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
     stack = [node]
     while stack:
         item = stack.pop()
@@ -138,8 +130,6 @@ def _snapshot(doc: Any) -> list[tuple[CommentedMap, list[tuple[Any, int]]]]:
 def _tail_slot(container: Any, key: Any) -> tuple[Any, Any]:
     """The (container, key) whose comment holds whatever follows ``container[key]``:
     for a nested block collection that is its last item, recursively."""
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
     value = container[key]
     while isinstance(value, CommentedMap | CommentedSeq) and len(value) \
             and not value.fa.flow_style():
@@ -152,10 +142,6 @@ def _tail_slot(container: Any, key: Any) -> tuple[Any, Any]:
 def _move_tail_comment(mapping: CommentedMap, old_last: Any, new_last: Any) -> None:
     """Keys added after the old last key must not end up below the comment lines
     that introduce the next, outer key."""
-    from ruamel.yaml.comments import CommentedSeq
-    from ruamel.yaml.error import CommentMark
-    from ruamel.yaml.tokens import CommentToken
-
     holder, slot = _tail_slot(mapping, old_last)
     index = 0 if isinstance(holder, CommentedSeq) else 2
     entry = holder.ca.items.get(slot)
@@ -241,9 +227,6 @@ def _documents(text: str) -> list[tuple[int, str]]:
 
 
 def _convert_piece(text: str, first_line: int, result: Conversion) -> str:
-    from ruamel.yaml.comments import CommentedMap
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
     if not text.endswith("\n"):
         text += "\n"
     try:

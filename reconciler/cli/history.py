@@ -1,9 +1,7 @@
 """`reconcile history`: View History (SPEC P4).
 
 ``reconcile history [KIND/NAME]`` lists revisions newest first; ``show``,
-``as-of``, ``verify`` and ``export`` are subcommands. The store helpers at
-the top (``--store``, opening it, resource keys) are shared with the drift,
-live and lock commands.
+``as-of``, ``verify`` and ``export`` are subcommands.
 """
 
 from __future__ import annotations
@@ -34,13 +32,7 @@ from reconciler.cli.common import (
 from reconciler.config.secrets import ENC_PREFIX, redact, redact_ref
 from reconciler.history import queries
 from reconciler.plan.render import SIGN
-from reconciler.state import (
-    Action,
-    FieldChange,
-    HistoryFilter,
-    Revision,
-    RevisionKind,
-)
+from reconciler.state import Action, FieldChange, HistoryFilter, Revision, RevisionKind
 
 
 def shown_value(path: str, value: Any) -> str:
@@ -84,9 +76,7 @@ def field_lines(fields: Sequence[FieldChange], indent: str = "    ") -> list[str
     return lines
 
 
-# -- options shared by the group (bare `history`) and its hidden `list` --------
-
-
+# Options shared by the group (bare `history`) and its hidden `list`.
 _FILTERS = (
     click.option("--namespace", "-n", default=None, help="Only revisions touching this namespace."),
     click.option("--actor", default=None, help="Only revisions by this actor."),
@@ -208,9 +198,6 @@ def _table(revs: Sequence[Revision]) -> str:
     return columns(rows, right=1)
 
 
-# -- show ---------------------------------------------------------------------
-
-
 @command.command("show")
 @click.argument("rev", type=click.IntRange(min=1), metavar="REV")
 @format_option()
@@ -249,9 +236,6 @@ def _show_lines(rev: Revision) -> list[str]:
         lines.append(f"{SIGN[change.action]} {change.action.value} {change.key}")
         lines += field_lines(change.fields)
     return lines
-
-
-# -- as-of --------------------------------------------------------------------
 
 
 def yaml_stream(documents: Sequence[dict[str, Any]]) -> str:
@@ -305,9 +289,6 @@ def _write_tree(out_dir: Path, documents: Sequence[dict[str, Any]]) -> None:
         raise UserError(f"cannot write to {out_dir}: {exc.strerror}") from None
 
 
-# -- verify -------------------------------------------------------------------
-
-
 @command.command("verify")
 @format_option()
 @store_option
@@ -332,9 +313,6 @@ def verify_command(fmt: str, store_url: str | None) -> None:
             err=True,
         )
     finish(0 if check.ok else 1)
-
-
-# -- export -------------------------------------------------------------------
 
 
 @command.command("export")

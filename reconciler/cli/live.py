@@ -34,12 +34,7 @@ from reconciler.plan.apply import resolve_actor
 from reconciler.plan.diff import diff
 from reconciler.plan.render import SIGN
 from reconciler.policy.validate import ValidationResult, canonical, validate_documents
-from reconciler.state import (
-    Change,
-    LiveState,
-    RevisionKind,
-    RevisionMeta,
-)
+from reconciler.state import Change, LiveState, RevisionKind, RevisionMeta
 from reconciler.state.codec import SECRET_FIELDS
 
 _NOT_SPEC = ("metadata", "apiVersion", "kind", "status")
@@ -91,8 +86,8 @@ def get_command(resource: str, namespace: str | None, fmt: str, store_url: str |
               help="Seconds to wait for a running apply to finish.")
 @store_option
 def set_command(resource: str, assignments: Sequence[str], namespace: str | None,
-                actor: str | None,
-                reason: str, lock_timeout: float, store_url: str | None) -> None:
+                actor: str | None, reason: str, lock_timeout: float, store_url: str | None,
+                ) -> None:
     """Change spec fields of a live resource, e.g. `spec.enabled=false`.
 
     VALUE is YAML: true/false, numbers, text, [lists] or {secretRef: env:NAME}
@@ -120,9 +115,6 @@ def set_command(resource: str, assignments: Sequence[str], namespace: str | None
                "apply reverts it unless git is changed too.")
 
 
-# -- parsing FIELD=VALUE --------------------------------------------------------
-
-
 def _parse_assignment(index: int, text: str) -> Assignment:
     # Never echo the argument itself: it may be a secret typed into the wrong place.
     name, sep, raw = text.partition("=")
@@ -145,9 +137,6 @@ def _parse_assignment(index: int, text: str) -> Assignment:
     if isinstance(value, date):
         value = raw.strip()  # YAML would make 2024-05-01 a date; specs hold text
     return Assignment(parts, value)
-
-
-# -- building the new resource --------------------------------------------------
 
 
 def _find(live: LiveState, key: ResourceKey) -> CanonicalResource:

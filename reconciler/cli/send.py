@@ -20,20 +20,18 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from reconciler.cli.common import F, UserError, opened_store, store_option
+from reconciler.cli.common import UserError, opened_store, store_option
 
 if TYPE_CHECKING:  # imported when the command runs: the CLI loads lazily
     from reconciler.mail.envelope import Notification
     from reconciler.runtime.namespace import NamespaceConfig
     from reconciler.state import Store
 
-def context_option(f: F) -> F:
-    """``--set field=value`` (repeatable): the context fields routing rules test."""
-    return click.option(
-        "--set", "fields", multiple=True, metavar="FIELD=VALUE",
-        help="A context field routing rules test (department, technicianGroup, site, "
-        "location, ...); repeat for more.",
-    )(f)
+context_option = click.option(
+    "--set", "fields", multiple=True, metavar="FIELD=VALUE",
+    help="A context field routing rules test (department, technicianGroup, site, "
+    "location, ...); repeat for more.",
+)
 
 
 def parse_context(fields: Sequence[str]) -> dict[str, str]:
