@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from reconciler.cli.common import UserError, action_counts, opened_store, show_time, store_option
-from reconciler.cli.plan import plan_against, stdout_is_terminal, validated
+from reconciler.cli.plan import plan_against, validated
 from reconciler.credentials.moves import parse_approval
 from reconciler.plan import render
 from reconciler.plan.apply import (
@@ -84,7 +84,6 @@ def command(target: Path, store_url: str, yes: bool, actor: str | None, message:
             "--prune only applies when planning; a saved plan already contains its deletions. "
             "Re-create it with `reconcile plan DIR --prune --out FILE`."
         )
-    colour = stdout_is_terminal()
     who = resolve_actor(actor)
     # The plan file or the config is checked before the store is opened (or created).
     try:
@@ -102,7 +101,7 @@ def command(target: Path, store_url: str, yes: bool, actor: str | None, message:
           planning_lock(store, who, timeout=lock_timeout, on_wait=on_wait) if under_lock
           else nullcontext()):
         plan = loaded or plan_against(target, result, store, prune=prune)
-        click.echo(render.text(plan, colour=colour))
+        click.echo(render.text(plan, colour=sys.stdout.isatty()))
         if not plan.has_changes:
             click.echo("Nothing to apply; no revision was written.")
             return

@@ -7,7 +7,6 @@ the JSON list ``GET /v1/audit`` answers with.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import datetime
 
 import click
@@ -20,7 +19,7 @@ from reconciler.cli.common import (
     store_option,
     time_bound,
 )
-from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
+from reconciler.state.base import AuditDirection, AuditStatus
 
 COLUMNS = ("TIME", "STATUS", "SERVER", "HOST", "ATTEMPT", "RECIPIENT", "MESSAGE-ID", "REASON")
 
@@ -30,22 +29,6 @@ def _cell(value: object) -> str:
         return "-"
     # One entry, one line: a multi-line server reply must not break the table.
     return " ".join(str(value).split()) or "-"
-
-
-def table(entries: Sequence[AuditEntry]) -> str:
-    return columns([COLUMNS, *(
-        (show_time(e.created_at) if e.created_at else "-", e.status.value, _cell(e.server),
-         _cell(e.host), _cell(e.attempt), _cell(e.recipient), _cell(e.message_id),
-         _cell(e.reason))
-        for e in entries
-    )])
-
-
-def as_json(entries: Sequence[AuditEntry]) -> str:
-    from reconciler.daemon.schemas import AuditItem
-
-    items = [AuditItem.from_entry(e).model_dump(mode="json", by_alias=True) for e in entries]
-    return json.dumps(items, indent=2, ensure_ascii=False)
 
 
 @click.command("audit")
@@ -71,21 +54,10 @@ def as_json(entries: Sequence[AuditEntry]) -> str:
               help="Skip this many newest entries first (paging).")
 @format_option()
 @store_option
-def command(
-    statuses: tuple[str, ...],
-    recipient: str | None,
-    server: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    direction: str | None,
-    namespace: str | None,
-    outbox_id: int | None,
-    message_id: str | None,
-    limit: int,
-    offset: int,
-    fmt: str,
-    store_url: str | None,
-) -> None:
+def command(statuses: tuple[str, ...], recipient: str | None, server: str | None,
+            since: datetime | None, until: datetime | None, direction: str | None,
+            namespace: str | None, outbox_id: int | None, message_id: str | None, limit: int,
+            offset: int, fmt: str, store_url: str | None) -> None:
     """Search the email audit: what was sent, failed, ignored or retried, and why.
 
     \b
@@ -101,8 +73,16 @@ def command(
             message_id=message_id, limit=limit, offset=offset,
         )
     if fmt == "json":
-        click.echo(as_json(entries))
+        from reconciler.daemon.schemas import AuditItem
+
+        items = [AuditItem.from_entry(e).model_dump(mode="json", by_alias=True) for e in entries]
+        click.echo(json.dumps(items, indent=2, ensure_ascii=False))
     elif entries:
-        click.echo(table(entries))
+        click.echo(columns([COLUMNS, *(
+            (show_time(e.created_at) if e.created_at else "-", e.status.value, _cell(e.server),
+             _cell(e.host), _cell(e.attempt), _cell(e.recipient), _cell(e.message_id),
+             _cell(e.reason))
+            for e in entries
+        )]))
     else:
         click.echo("no audit entries match", err=True)

@@ -13,6 +13,7 @@ is held, last error) and never a token value.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import queue
 import threading
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import click
+from pydantic import ValidationError
 
 from reconciler.cli.common import (
     UserError,
@@ -33,7 +35,13 @@ from reconciler.cli.common import (
     token_key_option,
 )
 from reconciler.config.models.auth import OAuth2Auth, OAuthGrant
-from reconciler.state.base import Store
+from reconciler.credentials import gate
+from reconciler.oauth.cache import TokenCache, TokenKeyError, client_digest, load_key
+from reconciler.oauth.flows import FlowError
+from reconciler.oauth.provider import flow_for, server_label, store_login
+from reconciler.plan.apply import resolve_actor
+from reconciler.runtime.namespace import resource_from_canonical
+from reconciler.state.base import RevisionKind, RevisionMeta, StaleRevision, Store
 
 KINDS = ("OutgoingServer", "IncomingServer")
 LOOPBACK = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1", "::1": "::1", "[::1]": "::1"}
@@ -59,12 +67,6 @@ def login_command(server_name: str, namespace: str | None, timeout: float,
                   ca_file: str | None, actor: str | None, token_key_ref: str | None,
                   store_url: str | None) -> None:
     """Sign SERVER (NAME or NAMESPACE/NAME) in with the authorization-code flow."""
-    from reconciler.credentials import gate
-    from reconciler.oauth.cache import TokenCache, TokenKeyError, load_key
-    from reconciler.oauth.flows import FlowError
-    from reconciler.oauth.provider import flow_for, server_label, store_login
-    from reconciler.plan.apply import resolve_actor
-
     try:
         key = load_key(token_key_ref)
     except TokenKeyError as exc:
@@ -96,8 +98,7 @@ def login_command(server_name: str, namespace: str | None, timeout: float,
             raise UserError(f"cannot listen on {redirect} ({exc.strerror}): free port {port} "
                             "or set redirectUrl to another loopback port (and register it "
                             "with the app)") from None
-        thread = threading.Thread(target=listener.serve_forever, daemon=True)
-        thread.start()
+        threading.Thread(target=listener.serve_forever, daemon=True).start()
         try:
             click.echo(f"Sign in as {auth.username or server.spec.email} for {label}: open "
                        "this URL in a browser")
@@ -166,8 +167,6 @@ def _loopback(redirect: str, label: str) -> tuple[str, int, str]:
 
 
 def _record(store: Store, who: str, message: str) -> int:
-    from reconciler.state.base import RevisionKind, RevisionMeta, StaleRevision
-
     for _ in range(5):  # an apply may land between reading the head and committing
         try:
             return store.commit([], RevisionMeta(actor=who, message=message,
@@ -180,12 +179,6 @@ def _record(store: Store, who: str, message: str) -> int:
 
 
 def _find(store: Store, text: str, namespace: str | None) -> Any:
-    import difflib
-
-    from pydantic import ValidationError
-
-    from reconciler.runtime.namespace import resource_from_canonical
-
     ns, name = split_name(text, namespace)
     live = store.snapshot()
     found = [r for k, r in live.resources.items()
@@ -210,9 +203,6 @@ def _find(store: Store, text: str, namespace: str | None) -> Any:
 @store_option
 def status_command(fmt: str, store_url: str | None) -> None:
     """Token state of every OAuth2 server (never a token value)."""
-    from reconciler.oauth.cache import client_digest
-    from reconciler.runtime.namespace import resource_from_canonical
-
     with opened_store(store_url) as store:
         live = store.snapshot()
         rows = {r.key: r for r in store.tokens.all()}

@@ -109,16 +109,13 @@ class _HistoryGroup(click.Group):
     hidden ``list`` command as its resource argument.
     """
 
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
+    def resolve_command(self, ctx: click.Context, args: list[str],
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             if "/" not in args[0]:
                 close = difflib.get_close_matches(args[0], self.list_commands(ctx), n=1)
                 hint = f" (did you mean `history {close[0]}`?)" if close else ""
-                raise UserError(
-                    f"{args[0]!r} is neither a history command nor KIND/NAME{hint}"
-                )
+                raise UserError(f"{args[0]!r} is neither a history command nor KIND/NAME{hint}")
             return "list", self.commands["list"], args
         return super().resolve_command(ctx, args)
 
@@ -151,15 +148,9 @@ def list_command(ctx: click.Context, resource: str | None, **params: Any) -> Non
 
 def _list(resource: str | None, p: dict[str, Any]) -> None:
     key = parse_key(resource, p["namespace"]) if resource else None
-    flt = HistoryFilter(
-        resource=key,
-        namespace=None if key else p["namespace"],
-        actor=p["actor"],
-        since=p["since"],
-        until=p["until"],
-        kinds=tuple(RevisionKind(k) for k in p["kinds"] or ()),
-        limit=p["limit"],
-    )
+    flt = HistoryFilter(resource=key, namespace=None if key else p["namespace"],
+                        actor=p["actor"], since=p["since"], until=p["until"], limit=p["limit"],
+                        kinds=tuple(RevisionKind(k) for k in p["kinds"] or ()))
     with opened_store(p["store_url"]) as store:
         revs = store.revisions(flt)
         head = store.head()
@@ -169,7 +160,14 @@ def _list(resource: str | None, p: dict[str, Any]) -> None:
     if not revs:
         click.echo("no revisions yet" if head == 0 else "no revisions match")
         return
-    click.echo(_table(revs))
+    rows = [("REV", "TIME", "KIND", "ACTOR", "COMMIT", "CHANGES", "MESSAGE")]
+    for r in revs:
+        n = action_counts(r)
+        rows.append((str(r.number), show_time(r.created_at), r.meta.kind.value, r.meta.actor,
+                     (r.meta.git_commit or "-")[:7],
+                     f"+{n[Action.CREATE]} ~{n[Action.UPDATE]} -{n[Action.DELETE]}",
+                     next(iter((r.meta.message or "").splitlines()), "")))
+    click.echo(columns(rows, right=1))
 
 
 def _group_store(own: str | None) -> str | None:
@@ -185,17 +183,6 @@ def _group_store(own: str | None) -> str | None:
             and parent.get_parameter_source("store_url") is ParameterSource.COMMANDLINE):
         return parent.params["store_url"]  # type: ignore[no-any-return]
     return own
-
-
-def _table(revs: Sequence[Revision]) -> str:
-    rows = [("REV", "TIME", "KIND", "ACTOR", "COMMIT", "CHANGES", "MESSAGE")]
-    for r in revs:
-        n = action_counts(r)
-        rows.append((str(r.number), show_time(r.created_at), r.meta.kind.value, r.meta.actor,
-                     (r.meta.git_commit or "-")[:7],
-                     f"+{n[Action.CREATE]} ~{n[Action.UPDATE]} -{n[Action.DELETE]}",
-                     next(iter((r.meta.message or "").splitlines()), "")))
-    return columns(rows, right=1)
 
 
 @command.command("show")
@@ -214,16 +201,13 @@ def show_command(rev: int, fmt: str, store_url: str | None) -> None:
 
 def _show_lines(rev: Revision) -> list[str]:
     m = rev.meta
-    lines = [f"revision {rev.number}  ({m.kind.value})",
-             f"  time:       {show_time(rev.created_at)}",
-             f"  actor:      {m.actor}"]
-    if m.message:
-        lines.append(f"  message:    {m.message}")
-    optional = (("commit", m.git_commit), ("branch", m.git_branch),
-                ("pull req.", m.pull_request), ("desired", m.desired_digest),
-                ("plan", m.plan_digest))
-    lines += [f"  {label + ':':<11} {value}" for label, value in optional if value]
-    lines += [f"  hash:       {rev.hash}", f"  prev hash:  {rev.prev_hash}", ""]
+    fields = (("time", show_time(rev.created_at)), ("actor", m.actor), ("message", m.message),
+              ("commit", m.git_commit), ("branch", m.git_branch), ("pull req.", m.pull_request),
+              ("desired", m.desired_digest), ("plan", m.plan_digest), ("hash", rev.hash),
+              ("prev hash", rev.prev_hash))
+    lines = [f"revision {rev.number}  ({m.kind.value})"]
+    lines += [f"  {label + ':':<11} {value}" for label, value in fields if value]
+    lines.append("")
     if m.credential_moves:
         lines.append("credential moves approved:")
         lines += [f"  ! {mv.resource}: {mv.credential} -> {mv.endpoint} (bound to "
@@ -272,10 +256,8 @@ def as_of_command(rev: int, out_dir: Path | None, redacted: bool, store_url: str
 
 def _write_tree(out_dir: Path, documents: Sequence[dict[str, Any]]) -> None:
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise UserError(
-            f"{out_dir} is not empty; files left there would be validated with the "
-            "rebuilt config. Give a new or empty folder."
-        )
+        raise UserError(f"{out_dir} is not empty; files left there would be validated with "
+                        "the rebuilt config. Give a new or empty folder.")
     groups: dict[Path, list[dict[str, Any]]] = {}
     for doc in documents:
         rel = Path(doc["metadata"]["namespace"]) / f"{doc['kind'].lower()}.yaml"

@@ -31,6 +31,9 @@ from reconciler.cli.common import (
 from reconciler.config.desired import ResourceKey
 
 KIND = "IncomingServer"
+_namespace_option = click.option(
+    "--namespace", "-n", default=None,
+    help="Namespace of SERVER (default: default), or write NAMESPACE/NAME.")
 
 
 @click.group("incoming")
@@ -86,11 +89,9 @@ def _lines(row: dict[str, Any]) -> list[str]:
     else:
         state = "not fetched yet (is the daemon running?)"
     lines = [f"{head}: {state}"]
-    if row.get("lastFetch"):
-        lines.append(f"  last fetch: {show_time(datetime.fromisoformat(row['lastFetch']))}")
-    if row.get("lastSuccess"):
-        lines.append(f"  last success: "
-                     f"{show_time(datetime.fromisoformat(row['lastSuccess']))}")
+    for label, name in (("last fetch", "lastFetch"), ("last success", "lastSuccess")):
+        if row.get(name):
+            lines.append(f"  {label}: {show_time(datetime.fromisoformat(row[name]))}")
     if row["consecutiveFailures"] and row.get("lastError"):
         lines.append(f"  last error: {row['lastError']}")
     lines.append(f"  error folder: {row['errorFolderCount']} mail(s)")
@@ -101,8 +102,7 @@ def _lines(row: dict[str, Any]) -> list[str]:
 
 @command.command("retry")
 @click.argument("server")
-@click.option("--namespace", "-n", default=None,
-              help="Namespace of SERVER (default: default), or write NAMESPACE/NAME.")
+@_namespace_option
 @click.option("--ca-file", default=None, metavar="PEM",
               help="Extra trusted CAs for a private mail server (as for the daemon).")
 @token_key_option
@@ -155,8 +155,7 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
 
 @command.command("errors")
 @click.argument("server")
-@click.option("--namespace", "-n", default=None,
-              help="Namespace of SERVER (default: default), or write NAMESPACE/NAME.")
+@_namespace_option
 @click.option("--all", "include_all", is_flag=True, help="Also mails already moved back.")
 @token_key_option
 @store_option

@@ -71,20 +71,6 @@ def keygen(out: Path | None) -> None:
     click.echo(_KEY_HELP, err=True)
 
 
-def _read_plaintext() -> str:
-    stdin = sys.stdin
-    if stdin.isatty():
-        value: str = click.prompt("Secret value", hide_input=True, confirmation_prompt=True,
-                                  err=True)
-    else:
-        # Piped values usually end with the newline of `echo`; `file:` references
-        # strip it the same way.
-        value = stdin.read().rstrip("\r\n")
-    if not value:
-        raise UserError("nothing to encrypt: the value is empty")
-    return value
-
-
 @command.command("encrypt")
 def encrypt_command() -> None:
     """Encrypt a value read from stdin (or typed at a hidden prompt).
@@ -93,9 +79,17 @@ def encrypt_command() -> None:
     history. Prints {secretRef: enc:v1:...} to paste into the YAML; the key
     comes from RECONCILE_SECRET_KEY or RECONCILE_SECRET_KEY_FILE.
     """
-    plaintext = _read_plaintext()
+    if sys.stdin.isatty():
+        value: str = click.prompt("Secret value", hide_input=True, confirmation_prompt=True,
+                                  err=True)
+    else:
+        # Piped values usually end with the newline of `echo`; `file:` references
+        # strip it the same way.
+        value = sys.stdin.read().rstrip("\r\n")
+    if not value:
+        raise UserError("nothing to encrypt: the value is empty")
     try:
-        reference = encrypt(plaintext)
+        reference = encrypt(value)
     except SecretError as exc:  # no key, or not a valid one
         raise UserError(str(exc)) from None
     click.echo(f"{{secretRef: {reference}}}")

@@ -16,16 +16,16 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import click
+from pydantic import ValidationError
 
 from reconciler.cli.common import UserError, opened_store, store_option
-
-if TYPE_CHECKING:  # imported when the command runs: the CLI loads lazily
-    from reconciler.mail.envelope import Notification
-    from reconciler.runtime.namespace import NamespaceConfig
-    from reconciler.state import Store
+from reconciler.dispatch.oversize import routed_oversized
+from reconciler.mail.envelope import Notification, plain_error
+from reconciler.runtime.namespace import NamespaceConfig
+from reconciler.state import Store
 
 context_option = click.option(
     "--set", "fields", multiple=True, metavar="FIELD=VALUE",
@@ -64,12 +64,8 @@ def _ticket(value: str | None) -> dict[str, str] | None:
 
 
 def _namespace_config(store: Store, namespace: str, omitted: bool) -> NamespaceConfig:
-    """The namespace's config in the live store (a ``NamespaceConfig``); a UserError
-    naming the configured namespaces when it has no outgoing server to send with."""
-    from pydantic import ValidationError
-
-    from reconciler.runtime.namespace import NamespaceConfig
-
+    """The namespace's config in the live store; a UserError naming the configured
+    namespaces when it has no outgoing server to send with."""
     live = store.snapshot()
     configured = sorted({key.namespace for key in live.resources
                          if key.kind == "OutgoingServer"})
@@ -92,8 +88,6 @@ def _namespace_config(store: Store, namespace: str, omitted: bool) -> NamespaceC
 
 def _check_attachments(config: NamespaceConfig, notification: Notification) -> None:
     """Refuse attachments the routed server refuses; name on stderr the ones it drops."""
-    from reconciler.dispatch.oversize import routed_oversized
-
     oversized = routed_oversized(config, notification)
     if oversized is None:
         return
@@ -146,10 +140,6 @@ def command(namespace: str, module: str, to: tuple[str, ...], cc: tuple[str, ...
     crashes and restarts until a daemon has sent it (or given up, see
     `reconcile audit`).
     """
-    from pydantic import ValidationError
-
-    from reconciler.mail.envelope import Notification, plain_error
-
     if (text is None) == (text_file is None):
         raise UserError("give the body with exactly one of --text and --text-file")
     body = text if text is not None else text_file.read()  # type: ignore[union-attr]
