@@ -216,8 +216,6 @@ def run(cli: click.Group) -> int:
         returned = cli.main(standalone_mode=False, prog_name="reconcile")
         if isinstance(returned, int) and not isinstance(returned, bool):
             return returned
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
     except click.Abort:
         click.echo("aborted", err=True)
         return 1

@@ -127,23 +127,23 @@ def _snapshot(doc: Any) -> list[tuple[CommentedMap, list[tuple[Any, int]]]]:
     return [(m, [(k, id(v)) for k, v in m.items()]) for m in _walk_maps(doc)]
 
 
-def _tail_slot(container: Any, key: Any) -> tuple[Any, Any]:
-    """The (container, key) whose comment holds whatever follows ``container[key]``:
-    for a nested block collection that is its last item, recursively."""
+def _tail_slot(container: Any, key: Any) -> tuple[Any, Any, int]:
+    """The (container, key, index in its comment entry) of the comment holding whatever
+    follows ``container[key]``: for a nested block collection that is its last item,
+    recursively."""
     value = container[key]
     while isinstance(value, CommentedMap | CommentedSeq) and len(value) \
             and not value.fa.flow_style():
         container = value
         key = next(reversed(value)) if isinstance(value, CommentedMap) else len(value) - 1
         value = container[key]
-    return container, key
+    return container, key, 0 if isinstance(container, CommentedSeq) else 2
 
 
 def _move_tail_comment(mapping: CommentedMap, old_last: Any, new_last: Any) -> None:
     """Keys added after the old last key must not end up below the comment lines
     that introduce the next, outer key."""
-    holder, slot = _tail_slot(mapping, old_last)
-    index = 0 if isinstance(holder, CommentedSeq) else 2
+    holder, slot, index = _tail_slot(mapping, old_last)
     entry = holder.ca.items.get(slot)
     token = entry[index] if entry and len(entry) > index else None
     if not isinstance(token, CommentToken) or "\n" not in token.value.rstrip("\n"):
@@ -156,8 +156,7 @@ def _move_tail_comment(mapping: CommentedMap, old_last: Any, new_last: Any) -> N
     else:
         entry[index] = None
         tail = value
-    target, target_slot = _tail_slot(mapping, new_last)
-    target_index = 0 if isinstance(target, CommentedSeq) else 2
+    target, target_slot, target_index = _tail_slot(mapping, new_last)
     target_entry = target.ca.items.setdefault(target_slot, [None, None, None, None])
     if target_entry[target_index] is None:
         target_entry[target_index] = CommentToken(tail, CommentMark(0), None)
@@ -262,18 +261,14 @@ def convert_text(text: str, name: str = "<text>") -> Conversion | None:
             piece = _convert_piece(piece, first_line, result)
         pieces.append(piece)
     result.text = "".join(pieces)
-    _verify(result.text, name)
-    return result
-
-
-def _verify(text: str, name: str) -> None:
-    """Never write a file that the next `validate` could not read."""
+    # Never write a file that the next `validate` could not read.
     try:
-        if _needs_conversion(text, name):
+        if _needs_conversion(result.text, name):
             raise ConvertError("internal error: the converted file still has an older apiVersion")
     except ConvertError as exc:
         raise ConvertError(f"conversion produced invalid YAML, file left unchanged ({exc})") \
             from None
+    return result
 
 
 def _read(path: Path) -> tuple[str, str]:

@@ -17,7 +17,6 @@ import yaml
 from click.core import ParameterSource
 
 from reconciler.cli.common import (
-    F,
     UserError,
     action_counts,
     columns,
@@ -76,31 +75,6 @@ def field_lines(fields: Sequence[FieldChange], indent: str = "    ") -> list[str
     return lines
 
 
-# Options shared by the group (bare `history`) and its hidden `list`.
-_FILTERS = (
-    click.option("--namespace", "-n", default=None, help="Only revisions touching this namespace."),
-    click.option("--actor", default=None, help="Only revisions by this actor."),
-    click.option("--since", callback=time_bound, metavar="ISO|AGE",
-                 help="Only revisions at or after this time (UTC unless a zone is given)."),
-    click.option("--until", callback=time_bound, metavar="ISO|AGE",
-                 help="Only revisions at or before this time (a bare date: the whole day)."),
-    click.option("--kind", "kinds", multiple=True,
-                 type=click.Choice([k.value for k in RevisionKind]),
-                 help="Only revisions of this kind (repeatable)."),
-    click.option("--limit", type=click.IntRange(min=1), default=None,
-                 help="Only the newest N matching revisions."),
-    click.option("--format", "fmt", type=click.Choice(["text", "json"]), default=None,
-                 help="text (default) or json."),
-    store_option,
-)
-
-
-def _filter_options(f: F) -> F:
-    for option in reversed(_FILTERS):
-        f = option(f)
-    return f
-
-
 class _HistoryGroup(click.Group):
     """`history KIND/NAME` lists; `history show 3` runs a subcommand.
 
@@ -122,7 +96,19 @@ class _HistoryGroup(click.Group):
 
 @click.group("history", cls=_HistoryGroup, invoke_without_command=True,
              subcommand_metavar="[KIND/NAME | COMMAND [ARGS]...]")
-@_filter_options
+@click.option("--namespace", "-n", default=None, help="Only revisions touching this namespace.")
+@click.option("--actor", default=None, help="Only revisions by this actor.")
+@click.option("--since", callback=time_bound, metavar="ISO|AGE",
+              help="Only revisions at or after this time (UTC unless a zone is given).")
+@click.option("--until", callback=time_bound, metavar="ISO|AGE",
+              help="Only revisions at or before this time (a bare date: the whole day).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice([k.value for k in RevisionKind]),
+              help="Only revisions of this kind (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Only the newest N matching revisions.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default=None,
+              help="text (default) or json.")
+@store_option
 @click.pass_context
 def command(ctx: click.Context, **params: Any) -> None:
     """The change history of the live store, newest first (View History).
@@ -135,9 +121,9 @@ def command(ctx: click.Context, **params: Any) -> None:
         _list(None, params)
 
 
-@command.command("list", hidden=True)
+# The group's options again, so that they may also follow KIND/NAME.
+@command.command("list", hidden=True, params=list(command.params))
 @click.argument("resource", required=False, metavar="[KIND/NAME]")
-@_filter_options
 @click.pass_context
 def list_command(ctx: click.Context, resource: str | None, **params: Any) -> None:
     parent = ctx.parent.params if ctx.parent is not None else {}

@@ -112,8 +112,10 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
     """Move the error folder's mails back so the daemon processes them again."""
     namespace, server = _name(server, namespace)
     from reconciler.config.models.incoming_server import IncomingServer
+    from reconciler.credentials import gate
     from reconciler.incoming.servers import proxy_of
     from reconciler.mail.registry import FetchError, NotSupported, fetcher_for
+    from reconciler.oauth import provider_for_store
     from reconciler.runtime.namespace import resource_from_canonical
 
     with opened_store(store_url) as store:
@@ -126,14 +128,9 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
         assert isinstance(model, IncomingServer)
         proxies = [resource_from_canonical(r) for k, r in live.resources.items()
                    if k.kind == "ProxyServer" and k.namespace == namespace]
-
-        from reconciler.credentials import gate
-
         gate.load(store)  # the fetcher presents credentials only where they are bound
         tokens = None
         if getattr(model.spec.auth, "type", None) == "oauth2":
-            from reconciler.oauth import provider_for_store
-
             tokens = provider_for_store(store, key_ref=token_key_ref, ca_file=ca_file)
 
         async def move_back() -> int:
@@ -148,9 +145,9 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
         except FetchError as exc:
             raise UserError(f"{namespace}/{server}: {exc.user_text}") from None
         store.incoming.errors_moved_back(namespace, server, now=datetime.now(UTC))
-    folder = model.spec.error_folder.name
-    click.echo(f"moved {moved} mail(s) from {folder} back to {model.spec.folder} of "
-               f"{namespace}/{server}; the daemon processes them at its next fetch")
+    click.echo(f"moved {moved} mail(s) from {model.spec.error_folder.name} back to "
+               f"{model.spec.folder} of {namespace}/{server}; the daemon processes them at "
+               "its next fetch")
 
 
 @command.command("errors")

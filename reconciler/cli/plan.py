@@ -34,10 +34,8 @@ def validated(path: Path, fmt: str) -> ValidationResult:
     """
     result = validate_path(path)
     diags, count = result.diagnostics, len(result.resources)
-    if fmt == "text":
-        emit(diags, "text", count)
-    elif not result.ok and fmt == "json":
-        emit(diags, "json", count)
+    if fmt == "text" or (fmt == "json" and not result.ok):
+        emit(diags, fmt, count)
     else:
         if not result.ok:  # markdown: the PR comment says why there is no plan
             click.echo(render.markdown_invalid(

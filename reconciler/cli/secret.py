@@ -133,15 +133,14 @@ def check(path: Path, verbose: bool) -> None:
         for field_path, ref in iter_refs(data):
             total += 1
             problem = _problem(ref)
+            shown = redact_ref(ref)
             line, col = locate(data, field_path)
-            dotted = ".".join(str(p) for p in field_path)
-            where = f"{doc.file}:{line}:{col}  {label}  {dotted}"
+            where = f"{doc.file}:{line}:{col}  {label}  {'.'.join(map(str, field_path))}"
             if problem is None:
                 if verbose:
-                    click.echo(f"{where}  ok: {redact_ref(ref)}")
+                    click.echo(f"{where}  ok: {shown}")
                 continue
             failed += 1
-            shown = redact_ref(ref)
             # Refusals of the place (SPEC S2) already start with the reference.
             click.echo(f"{where}  error: " + (problem if problem.startswith(shown)
                                               else f"{shown}: {problem}"))

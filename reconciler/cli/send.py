@@ -144,17 +144,10 @@ def command(namespace: str, module: str, to: tuple[str, ...], cc: tuple[str, ...
         raise UserError("give the body with exactly one of --text and --text-file")
     body = text if text is not None else text_file.read()  # type: ignore[union-attr]
     document = {
-        "module": module,
-        "namespace": namespace,
-        "context": parse_context(fields),
-        "to": list(to),
-        "cc": list(cc),
-        "bcc": list(bcc),
-        "subject": subject,
-        "textBody": body,
+        "module": module, "namespace": namespace, "context": parse_context(fields),
+        "to": list(to), "cc": list(cc), "bcc": list(bcc), "subject": subject, "textBody": body,
         "htmlBody": html_file.read() if html_file is not None else None,
-        "attachments": [_attachment(p) for p in attach],
-        "idempotencyKey": idempotency_key,
+        "attachments": [_attachment(p) for p in attach], "idempotencyKey": idempotency_key,
         "ticket": _ticket(ticket),
     }
     try:
