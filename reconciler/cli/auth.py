@@ -261,10 +261,6 @@ def _state(server: str, grant: str, row: Any, stale: bool, orphan: bool) -> str:
     return "needs sign-in"
 
 
-def _shown(when: datetime | None) -> str | None:
-    return show_time(when) if when else None
-
-
 def _entry(kind: str, server: str, provider: str | None, grant: str, account: str | None,
            row: Any, stale: bool, *, orphan: bool = False) -> dict[str, Any]:
     use = row if row is not None and not stale else None
@@ -272,9 +268,10 @@ def _entry(kind: str, server: str, provider: str | None, grant: str, account: st
         "kind": kind, "server": server, "provider": provider, "grant": grant,
         "account": (use.account if use else None) or account,
         "state": _state(server, grant, row, stale, orphan),
-        "accessTokenExpiresAt": _shown(use.access_expires_at) if use else None,
+        "accessTokenExpiresAt": show_time(use.access_expires_at)
+        if use and use.access_expires_at else None,
         "refreshToken": bool(use and use.refresh_present),
         "lastError": use.last_error if use else None,
-        "lastErrorAt": _shown(use.last_error_at) if use else None,
+        "lastErrorAt": show_time(use.last_error_at) if use and use.last_error_at else None,
         "updatedAt": show_time(use.updated_at) if use else None,
     }

@@ -26,7 +26,7 @@ from reconciler.cli.common import UserError, format_option, opened_store, parse_
 from reconciler.cli.history import field_lines, yaml_stream
 from reconciler.cli.render import diagnostic_text
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
-from reconciler.config.diagnostics import Diagnostic, Diagnostics
+from reconciler.config.diagnostics import Diagnostics
 from reconciler.config.loader import Document
 from reconciler.config.secret_checks import CODE as SECRET_PLACE
 from reconciler.config.secrets import FIX_HINT, SecretRef, redact
@@ -221,7 +221,10 @@ def _validated(live: LiveState, key: ResourceKey, doc: dict[str, Any]) -> Canoni
     if new_errors:
         before = set(_validate(docs).diagnostics.errors)
         new_errors = [d for d in new_errors if d not in before]
-    blocking = [d for d in new_errors if d.file == label and _blocks(d)]
+    # A secret reference outside the allowed places is never needed in an emergency,
+    # and the daemon would refuse to resolve it anyway (SPEC S2).
+    blocking = [d for d in new_errors if d.file == label and (
+        d.code.startswith("schema:") or d.code in ("dangling-reference", SECRET_PLACE))]
     if blocking:
         lines = "\n".join("  " + diagnostic_text(d) for d in blocking)
         raise UserError(f"cannot set {key}: the result would not be valid; nothing was "
@@ -233,12 +236,6 @@ def _validated(live: LiveState, key: ResourceKey, doc: dict[str, Any]) -> Canoni
         if res.key == tuple(key):
             return canonical(res)
     raise UserError(f"cannot set {key}: it did not validate")  # pragma: no cover
-
-
-def _blocks(d: Diagnostic) -> bool:
-    # A secret reference outside the allowed places is never needed in an emergency,
-    # and the daemon would refuse to resolve it anyway (SPEC S2).
-    return d.code.startswith("schema:") or d.code in ("dangling-reference", SECRET_PLACE)
 
 
 def _validate(docs: dict[ResourceKey, dict[str, Any]]) -> ValidationResult:
