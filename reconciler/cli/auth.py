@@ -5,9 +5,7 @@ server's ``redirectUrl`` (loopback only: the code must never travel to another
 machine), prints the URL to open, checks the ``state`` of the answer, redeems
 the code and stores the tokens sealed in the state store. The event is
 recorded in the history as an ``auth`` revision naming the server and the
-account, never a token. ``status`` shows what a person needs to judge the
-state of each OAuth server (grant, account, expiry, whether a refresh token
-is held, last error) and never a token value.
+account, never a token.
 """
 
 from __future__ import annotations
@@ -54,12 +52,12 @@ def command() -> None:
 
 @command.command("login")
 @click.argument("server_name", metavar="SERVER")
-@click.option("--namespace", "-n", default=None)
+@click.option("--namespace", "-n")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Seconds to wait for the browser to come back.")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
-              envvar="RECONCILE_TLS_CA_FILE", help="Extra CA bundle to trust for the "
-              "identity provider (private CAs).")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False),
+              envvar="RECONCILE_TLS_CA_FILE",
+              help="Extra CA bundle to trust for the identity provider (private CAs).")
 @click.option("--actor", metavar="NAME", help="Who signs in, for the history.")
 @token_key_option
 @store_option

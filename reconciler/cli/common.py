@@ -61,7 +61,7 @@ def finish(code: int) -> NoReturn:
 
 
 store_option = click.option(
-    "--store", "store_url", envvar=STORE_ENV, default=None, metavar="URL",
+    "--store", "store_url", envvar=STORE_ENV, metavar="URL",
     help=f"State store: a SQLite file or postgresql://user@host/db URL "
     f"(default {DEFAULT_STORE}, or ${STORE_ENV}).",
 )
@@ -88,8 +88,8 @@ def split_name(text: str, namespace: str | None, kind: str | None = None,
 
 # the key sealing cached OAuth2 tokens, as a secret reference
 token_key_option = click.option(
-    "--token-key", "token_key_ref", envvar="RECONCILE_TOKEN_KEY_REF", default=None,
-    metavar="REF", help="Secret reference (env:NAME, file:/path) of the key that seals "
+    "--token-key", "token_key_ref", envvar="RECONCILE_TOKEN_KEY_REF", metavar="REF",
+    help="Secret reference (env:NAME, file:/path) of the key that seals "
     "cached OAuth2 tokens in the store (default env:RECONCILE_TOKEN_KEY).",
 )
 

@@ -96,17 +96,16 @@ class _HistoryGroup(click.Group):
 
 @click.group("history", cls=_HistoryGroup, invoke_without_command=True,
              subcommand_metavar="[KIND/NAME | COMMAND [ARGS]...]")
-@click.option("--namespace", "-n", default=None, help="Only revisions touching this namespace.")
-@click.option("--actor", default=None, help="Only revisions by this actor.")
+@click.option("--namespace", "-n", help="Only revisions touching this namespace.")
+@click.option("--actor", help="Only revisions by this actor.")
 @click.option("--since", callback=time_bound, metavar="ISO|AGE",
               help="Only revisions at or after this time (UTC unless a zone is given).")
 @click.option("--until", callback=time_bound, metavar="ISO|AGE",
               help="Only revisions at or before this time (a bare date: the whole day).")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice([k.value for k in RevisionKind]),
               help="Only revisions of this kind (repeatable).")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Only the newest N matching revisions.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default=None,
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N matching revisions.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]),
               help="text (default) or json.")
 @store_option
 @click.pass_context

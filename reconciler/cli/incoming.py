@@ -1,14 +1,4 @@
-"""`reconcile incoming`: the incoming servers' fetch state, their error folders (SPEC I6, I7).
-
-- ``status``: per server, the last fetch, consecutive failures and the last
-  error, why fetching is paused, the error folder's count, and the ticket
-  events waiting for the desk.
-- ``retry SERVER``: moves every mail of the server's error folder back to its
-  folder, unread, so the daemon processes them again (and resumes fetching if
-  ``stopFetchingAfter`` had stopped it).
-- ``errors SERVER``: the saved details of the mails in the error folder,
-  decrypted with the store's sealing key.
-"""
+"""`reconcile incoming`: the incoming servers' fetch state, their error folders (SPEC I6, I7)."""
 
 from __future__ import annotations
 
@@ -32,8 +22,7 @@ from reconciler.config.desired import ResourceKey
 
 KIND = "IncomingServer"
 _namespace_option = click.option(
-    "--namespace", "-n", default=None,
-    help="Namespace of SERVER (default: default), or write NAMESPACE/NAME.")
+    "--namespace", "-n", help="Namespace of SERVER (default: default), or write NAMESPACE/NAME.")
 
 
 @click.group("incoming")
@@ -42,11 +31,12 @@ def command() -> None:
 
 
 @command.command("status")
-@click.option("--namespace", "-n", default=None, help="Only servers of this namespace.")
+@click.option("--namespace", "-n", help="Only servers of this namespace.")
 @format_option()
 @store_option
 def status(namespace: str | None, fmt: str, store_url: str | None) -> None:
-    """Per incoming server: last fetch, failures, last error, paused, error folder."""
+    """Per incoming server: last fetch, failures, last error, paused, error folder;
+    and the ticket events waiting for the desk."""
     with opened_store(store_url) as store:
         live = store.snapshot()
         states = {(s.namespace, s.name): s for s in store.incoming.server_states(namespace)}
@@ -103,13 +93,14 @@ def _lines(row: dict[str, Any]) -> list[str]:
 @command.command("retry")
 @click.argument("server")
 @_namespace_option
-@click.option("--ca-file", default=None, metavar="PEM",
+@click.option("--ca-file", metavar="PEM",
               help="Extra trusted CAs for a private mail server (as for the daemon).")
 @token_key_option
 @store_option
 def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref: str | None,
           store_url: str | None) -> None:
-    """Move the error folder's mails back so the daemon processes them again."""
+    """Move the error folder's mails back, unread, so the daemon processes them again
+    (and resumes fetching if stopFetchingAfter had stopped it)."""
     namespace, server = _name(server, namespace)
     from reconciler.config.models.incoming_server import IncomingServer
     from reconciler.credentials import gate
@@ -158,7 +149,8 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
 @store_option
 def errors(server: str, namespace: str | None, include_all: bool, token_key_ref: str | None,
            store_url: str | None) -> None:
-    """The saved details (reason, headers) of mails moved to the error folder."""
+    """The saved details (reason, headers) of mails moved to the error folder, decrypted
+    with the store's sealing key."""
     namespace, server = _name(server, namespace)
     from reconciler.incoming.store import IncomingStore
     from reconciler.oauth import TokenKeyError, load_key

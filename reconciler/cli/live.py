@@ -57,7 +57,7 @@ def command() -> None:
 
 @command.command("get")
 @click.argument("resource", metavar="KIND/NAME")
-@click.option("--namespace", "-n", default=None)
+@click.option("--namespace", "-n")
 @format_option("yaml", "json")
 @store_option
 def get_command(resource: str, namespace: str | None, fmt: str, store_url: str | None) -> None:
@@ -78,7 +78,7 @@ def get_command(resource: str, namespace: str | None, fmt: str, store_url: str |
 @command.command("set")
 @click.argument("resource", metavar="KIND/NAME")
 @click.argument("assignments", nargs=-1, required=True, metavar="FIELD=VALUE...")
-@click.option("--namespace", "-n", default=None)
+@click.option("--namespace", "-n")
 @click.option("--actor", metavar="NAME", help="Who makes the change, for the history "
               "(default: the CI user, then the OS user).")
 @click.option("--reason", default="", help="Why; recorded as the revision's message.")

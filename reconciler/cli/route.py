@@ -28,8 +28,7 @@ from reconciler.runtime.namespace import NamespaceConfig
               help="request, problem, change, task, ...")
 @context_option
 @store_option
-@click.option("--config", "config_dir", metavar="DIR", default=None,
-              type=click.Path(exists=True, path_type=Path),
+@click.option("--config", "config_dir", metavar="DIR", type=click.Path(exists=True, path_type=Path),
               help="Route with this config repo (validated, not applied) instead of the "
               "live store.")
 @click.pass_context

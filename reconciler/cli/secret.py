@@ -44,7 +44,7 @@ def command() -> None:
 
 
 @command.command("keygen")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the key to this new file (mode 0600) instead of printing it.")
 def keygen(out: Path | None) -> None:
     """Create a new key for encrypted-in-git values (enc:v1:...).

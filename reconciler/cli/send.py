@@ -112,21 +112,21 @@ def _check_attachments(config: NamespaceConfig, notification: Notification) -> N
 @click.option("--bcc", multiple=True, metavar="ADDR",
               help="Blind copy recipient (envelope only); repeatable.")
 @click.option("--subject", required=True)
-@click.option("--text", default=None, help="Plain-text body.")
-@click.option("--text-file", type=click.File("r", encoding="utf-8"), default=None,
+@click.option("--text", help="Plain-text body.")
+@click.option("--text-file", type=click.File("r", encoding="utf-8"),
               metavar="FILE", help="Read the plain-text body from FILE ('-' for stdin).")
-@click.option("--html-file", type=click.File("r", encoding="utf-8"), default=None,
-              metavar="FILE", help="Read an HTML body from FILE.")
+@click.option("--html-file", type=click.File("r", encoding="utf-8"), metavar="FILE",
+              help="Read an HTML body from FILE.")
 @click.option("--attach", multiple=True, metavar="FILE",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Attach FILE; repeatable. Attachments over the routed server's limit "
               "are named on stderr and left out (named in the audit too), or refused when "
               "the server's attachments.oversize is refuse.")
 @context_option
-@click.option("--ticket", default=None, metavar="MODULE/ID",
+@click.option("--ticket", metavar="MODULE/ID",
               help="The ticket this is about, e.g. request/123: replies to the sent mail "
               "are threaded to it by their headers, whatever their subject says.")
-@click.option("--idempotency-key", default=None, metavar="KEY",
+@click.option("--idempotency-key", metavar="KEY",
               help="Submitting the same key again in the namespace stores nothing new.")
 @store_option
 def command(namespace: str, module: str, to: tuple[str, ...], cc: tuple[str, ...],
