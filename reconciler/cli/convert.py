@@ -281,9 +281,8 @@ def _read(path: Path) -> tuple[str, str]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         before = raw[: exc.start]
-        line = before.count(b"\n") + 1
-        col = exc.start - (before.rfind(b"\n") + 1) + 1
-        raise ConvertError("not UTF-8 text", line, col) from None
+        col = exc.start - before.rfind(b"\n")  # 1-based; rfind is -1 on the first line
+        raise ConvertError("not UTF-8 text", before.count(b"\n") + 1, col) from None
     newline = "\r\n" if "\r\n" in text else "\n"
     return text.replace("\r\n", "\n"), newline
 

@@ -56,16 +56,11 @@ def find_drift(store: Store) -> DriftReport:
     direct = set(queries.unrecorded_edits(store))
     # "Desired" here is simply the live state: the diff then reads
     # last-apply value -> live value, field by field, already redacted.
-    changes = diff(DesiredState.of(live), applied, prune=True).changes
-    items = tuple(
-        Drifted(
-            change,
-            tuple(r for r in reversed(since) if any(c.key == change.key for c in r.changes)),
-            change.key in direct,
-        )
-        for change in changes
-    )
-    return DriftReport(last_apply, live.revision, items)
+    items = []
+    for change in diff(DesiredState.of(live), applied, prune=True).changes:
+        touched = tuple(r for r in reversed(since) if any(c.key == change.key for c in r.changes))
+        items.append(Drifted(change, touched, change.key in direct))
+    return DriftReport(last_apply, live.revision, tuple(items))
 
 
 def _plan_hint(path: Path) -> str:

@@ -61,16 +61,16 @@ def _redacted_once(value: Any) -> Any:
     return redact(value)
 
 
-def field_lines(fields: Sequence[FieldChange], indent: str = "    ") -> list[str]:
+def field_lines(fields: Sequence[FieldChange]) -> list[str]:
     lines = []
     for f in fields:
         mark = "  (derived)" if f.derived else ""
         if f.before is None:
-            lines.append(f"{indent}{f.path}: {shown_value(f.path, f.after)}  (added){mark}")
+            lines.append(f"    {f.path}: {shown_value(f.path, f.after)}  (added){mark}")
         elif f.after is None:
-            lines.append(f"{indent}{f.path}: {shown_value(f.path, f.before)}  (removed)")
+            lines.append(f"    {f.path}: {shown_value(f.path, f.before)}  (removed)")
         else:
-            lines.append(f"{indent}{f.path}: {shown_value(f.path, f.before)} → "
+            lines.append(f"    {f.path}: {shown_value(f.path, f.before)} → "
                          f"{shown_value(f.path, f.after)}{mark}")
     return lines
 
