@@ -122,10 +122,9 @@ def _check_creatable(location: str) -> None:
     from reconciler.state.location import STORE_SETTINGS, parse_location
 
     path = parse_location(location).sqlite_path
-    if path is None or path.exists() or path.parent.is_dir():
+    # .reconcile/ in the working folder is made on first apply, like git's .git/
+    if path is None or path.exists() or path.parent.is_dir() or path == Path(DEFAULT_STORE):
         return
-    if path == Path(DEFAULT_STORE):
-        return  # .reconcile/ in the working folder: made on first apply, like git's .git/
     why = "is not a folder" if path.parent.exists() else "does not exist"
     raise UserError(
         f"no state store at {path}, and apply creates one only in an existing folder: "
@@ -144,9 +143,8 @@ def parse_key(text: str, namespace: str | None) -> ResourceKey:
     if not all(key):
         raise UserError(f"{text!r} has an empty part; write KIND/NAME or KIND/NAMESPACE/NAME")
     if namespace and text.count("/") == 2 and key.namespace != namespace:
-        raise UserError(
-            f"{text!r} names namespace {key.namespace!r} but --namespace says {namespace!r}"
-        )
+        raise UserError(f"{text!r} names namespace {key.namespace!r} but --namespace says "
+                        f"{namespace!r}")
     if key.kind not in KINDS:
         close = difflib.get_close_matches(key.kind, list(KINDS), n=1)
         hint = f"did you mean {close[0]}?" if close else "known kinds: " + ", ".join(sorted(KINDS))

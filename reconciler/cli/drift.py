@@ -82,7 +82,10 @@ def command(path: Path, fmt: str, store_url: str | None) -> None:
     with opened_store(store_url) as store:
         report = find_drift(store)
     if fmt == "json":
-        click.echo(json.dumps(_as_json(report, path), indent=2, ensure_ascii=False))
+        data = {"drift": bool(report.items), "lastApply": report.last_apply,
+                "head": report.head, "resources": [_item_json(i) for i in report.items],
+                "hint": _plan_hint(path)}
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         click.echo("\n".join(_text(report, path)))
     finish(EXIT_DRIFT if report.items else 0)
@@ -113,16 +116,6 @@ def _text(report: DriftReport, path: Path) -> list[str]:
         lines += field_lines(change.fields)
     lines += ["", _plan_hint(path)]
     return lines
-
-
-def _as_json(report: DriftReport, path: Path) -> dict[str, Any]:
-    return {
-        "drift": bool(report.items),
-        "lastApply": report.last_apply,
-        "head": report.head,
-        "resources": [_item_json(i) for i in report.items],
-        "hint": _plan_hint(path),
-    }
 
 
 def _item_json(item: Drifted) -> dict[str, Any]:
