@@ -26,7 +26,12 @@ _.status_command
 _.keygen
 _.encrypt_command
 # reconciler/cli/convert.py
-_.preserve_quotes  # ruamel.yaml YAML option, read by ruamel
+_.preserve_quotes  # ruamel.yaml YAML options, read by ruamel
+_.width
+# reconciler/cli/incoming.py
+_.retry
+# reconciler/cli/main.py
+_.get_command  # click.Group hook
 # reconciler/oauth/flows.py
 _.trust_env  # requests.Session option, read by requests
 

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import click
 
-from reconciler.cli.common import UserError, opened_store, show_time, store_option
-from reconciler.cli.plan import (
-    plan_against,
-    stdout_is_terminal,
-    validated,
-)
+from reconciler.cli.common import UserError, action_counts, opened_store, show_time, store_option
+from reconciler.cli.plan import plan_against, validated
 from reconciler.credentials.moves import parse_approval
 from reconciler.plan import render
 from reconciler.plan.apply import (
@@ -24,8 +20,8 @@ from reconciler.plan.apply import (
     planning_lock,
     resolve_actor,
 )
-from reconciler.plan.model import Plan, PlanFileError, load
-from reconciler.state import Action, LockInfo, LockTimeout, Revision, RevisionMeta, Store
+from reconciler.plan.model import PlanFileError, load
+from reconciler.state import Action, LockInfo, LockTimeout, RevisionMeta, Store
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 # Queued CI applies wait their turn: 20 started at once on a 2-core machine at load
@@ -38,21 +34,7 @@ def stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
 
 
-def is_saved_plan(target: Path) -> bool:
-    # A config repo may be a single YAML file; anything else that is a file is a plan.
-    return target.is_file() and target.suffix.lower() not in CONFIG_SUFFIXES
-
-
-def _load(target: Path) -> Plan:
-    try:
-        return load(target)
-    except PlanFileError as exc:
-        raise UserError(str(exc)) from None
-
-
-def _confirm(store: Store, yes: bool) -> None:
-    if yes:
-        return
+def _confirm(store: Store) -> None:
     if not stdin_is_terminal():
         raise UserError(
             "not applying: confirmation is needed and stdin is not a terminal. Review the plan "
@@ -60,12 +42,6 @@ def _confirm(store: Store, yes: bool) -> None:
             "apply that file."
         )
     click.confirm(f"Apply these changes to {store.location}?", abort=True)
-
-
-def _applied(rev: Revision) -> str:
-    counts = {a: sum(1 for c in rev.changes if c.action is a) for a in Action}
-    return (f"Applied revision {rev.number}: {counts[Action.CREATE]} created, "
-            f"{counts[Action.UPDATE]} updated, {counts[Action.DELETE]} deleted.")
 
 
 @click.command("apply")
@@ -96,80 +72,64 @@ def command(target: Path, store_url: str, yes: bool, actor: str | None, message:
     still at the revision it was planned against. Everything is written in
     one transaction, under the store's lock, as one new revision.
     """
-    _check_approvals(approvals)
-    saved = is_saved_plan(target)
-    if saved and prune:
-        raise UserError(
-            "--prune only applies when planning; a saved plan already contains its deletions. "
-            "Re-create it with `reconcile plan DIR --prune --out FILE`."
-        )
-    colour = stdout_is_terminal()
-    # The plan file or the config is checked before the store is opened (or created).
-    loaded = _load(target) if saved else None
-    result = validated(target, "text") if loaded is None else None
-    with opened_store(store_url, create=True) as store:
-        if loaded is not None or not yes:
-            # What a person confirms (or saved) is what gets applied: planned before the
-            # lock, so nobody holds it while reading, and refused as stale if the store
-            # moved meanwhile.
-            plan = loaded or plan_against(target, result, store, prune=prune)
-            _apply(store, plan, saved=saved, yes=yes, actor=actor, message=message,
-                   lock_timeout=lock_timeout, force=force, colour=colour, approvals=approvals)
-            return
-        # --yes: planned under the lock, against the head of that moment, so concurrent
-        # applies of a folder queue and each one sees what the previous one wrote.
-        with _waiting(lock_timeout), planning_lock(
-                store, resolve_actor(actor), timeout=lock_timeout,
-                on_wait=_tell_waiting(lock_timeout)):
-            plan = plan_against(target, result, store, prune=prune)
-            _apply(store, plan, saved=saved, yes=yes, actor=actor, message=message,
-                   lock_timeout=lock_timeout, force=force, colour=colour, lock_held=True,
-                   approvals=approvals)
-
-
-def _check_approvals(approvals: tuple[str, ...]) -> None:
     for given in approvals:
         try:
             parse_approval(given)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-
-
-def _apply(store: Store, plan: Plan, *, saved: bool, yes: bool, actor: str | None,
-           message: str, lock_timeout: float, force: bool, colour: bool,
-           approvals: tuple[str, ...] = (), lock_held: bool = False) -> None:
-    click.echo(render.text(plan, colour=colour))
-    if not plan.has_changes:
-        click.echo("Nothing to apply; no revision was written.")
-        return
-    if not saved:
-        _confirm(store, yes)
-    meta = RevisionMeta(actor=resolve_actor(actor), message=message)
-    with _waiting(lock_timeout):
-        rev = apply_plan(store, plan, meta, lock_timeout=lock_timeout, force=force,
-                         lock_held=lock_held, on_wait=_tell_waiting(lock_timeout),
-                         approvals=approvals)
-    click.echo(_applied(rev))
+    # A config repo may be a single YAML file; anything else that is a file is a plan.
+    saved = target.is_file() and target.suffix.lower() not in CONFIG_SUFFIXES
+    if saved and prune:
+        raise UserError(
+            "--prune only applies when planning; a saved plan already contains its deletions. "
+            "Re-create it with `reconcile plan DIR --prune --out FILE`."
+        )
+    who = resolve_actor(actor)
+    # The plan file or the config is checked before the store is opened (or created).
+    try:
+        loaded = load(target) if saved else None
+    except PlanFileError as exc:
+        raise UserError(str(exc)) from None
+    result = validated(target, "text") if loaded is None else None
+    # With --yes a DIR is planned under the lock, against the head of that moment, so
+    # concurrent applies of a folder queue and each one sees what the previous one wrote.
+    # Otherwise what a person confirms (or saved) is what gets applied: planned before the
+    # lock, so nobody holds it while reading, and refused as stale if the store moved.
+    under_lock = loaded is None and yes
+    with (opened_store(store_url, create=True) as store,
+          _lock_wait(lock_timeout) as on_wait,
+          planning_lock(store, who, timeout=lock_timeout, on_wait=on_wait) if under_lock
+          else nullcontext()):
+        plan = loaded or plan_against(target, result, store, prune=prune)
+        click.echo(render.text(plan, colour=sys.stdout.isatty()))
+        if not plan.has_changes:
+            click.echo("Nothing to apply; no revision was written.")
+            return
+        if not saved and not yes:
+            _confirm(store)
+        rev = apply_plan(store, plan, RevisionMeta(actor=who, message=message),
+                         lock_timeout=lock_timeout, force=force, lock_held=under_lock,
+                         on_wait=on_wait, approvals=approvals)
+    counts = action_counts(rev)
+    click.echo(f"Applied revision {rev.number}: {counts[Action.CREATE]} created, "
+               f"{counts[Action.UPDATE]} updated, {counts[Action.DELETE]} deleted.")
 
 
 @contextmanager
-def _waiting(lock_timeout: float) -> Iterator[None]:
-    """A lock not had within ``--lock-timeout`` is one message naming its holder."""
-    try:
-        yield
-    except LockTimeout as exc:
-        raise UserError(
-            f"{exc}. Waited {lock_timeout:g} s (--lock-timeout); nothing was applied. "
-            "Try again when it is released."
-        ) from None
-
-
-def _tell_waiting(lock_timeout: float) -> Callable[[LockInfo], None]:
-    """Say on stderr whom an apply waits for, so a queued apply is not a silent hang."""
+def _lock_wait(lock_timeout: float) -> Iterator[Callable[[LockInfo], None]]:
+    """Yield the ``on_wait`` that says on stderr whom an apply waits for, so a queued
+    apply is not a silent hang; a lock not had in time is one message naming its holder."""
     def tell(holder: LockInfo) -> None:
         click.echo(
             f"waiting for the apply lock held by {holder.holder} ({holder.operation}) since "
             f"{show_time(holder.acquired_at)}, up to {lock_timeout:g} s (--lock-timeout)",
             err=True,
         )
-    return tell
+
+    try:
+        yield tell
+    except LockTimeout as exc:
+        raise UserError(
+            f"{exc}. Waited {lock_timeout:g} s (--lock-timeout); nothing was applied. "
+            "Try again when it is released."
+        ) from None

@@ -7,13 +7,19 @@ the JSON list ``GET /v1/audit`` answers with.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import datetime
 
 import click
 
-from reconciler.cli.common import format_option, opened_store, show_time, since, store_option, until
-from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
+from reconciler.cli.common import (
+    columns,
+    format_option,
+    opened_store,
+    show_time,
+    store_option,
+    time_bound,
+)
+from reconciler.state.base import AuditDirection, AuditStatus
 
 COLUMNS = ("TIME", "STATUS", "SERVER", "HOST", "ATTEMPT", "RECIPIENT", "MESSAGE-ID", "REASON")
 
@@ -25,28 +31,6 @@ def _cell(value: object) -> str:
     return " ".join(str(value).split()) or "-"
 
 
-def table(entries: Sequence[AuditEntry]) -> str:
-    rows = [COLUMNS, *(
-        (show_time(e.created_at) if e.created_at else "-", e.status.value, _cell(e.server),
-         _cell(e.host), _cell(e.attempt), _cell(e.recipient), _cell(e.message_id),
-         _cell(e.reason))
-        for e in entries
-    )]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
-    lines = []
-    for row in rows:
-        head = "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-        lines.append(f"{head}  {row[-1]}".rstrip())
-    return "\n".join(lines)
-
-
-def as_json(entries: Sequence[AuditEntry]) -> str:
-    from reconciler.daemon.api.schemas import AuditItem
-
-    items = [AuditItem.from_entry(e).model_dump(mode="json", by_alias=True) for e in entries]
-    return json.dumps(items, indent=2, ensure_ascii=False)
-
-
 @click.command("audit")
 @click.option("--status", "statuses", multiple=True, metavar="STATUS",
               type=click.Choice([s.value for s in AuditStatus], case_sensitive=False),
@@ -54,9 +38,9 @@ def as_json(entries: Sequence[AuditEntry]) -> str:
 @click.option("--recipient", metavar="ADDRESS",
               help="Only this recipient (whole address, any case).")
 @click.option("--server", metavar="NAME", help="Only entries of this server.")
-@click.option("--since", callback=since, metavar="ISO|AGE",
+@click.option("--since", callback=time_bound, metavar="ISO|AGE",
               help="At or after: ISO date/time (UTC unless a zone is given) or an age like 2h.")
-@click.option("--until", callback=until, metavar="ISO|AGE",
+@click.option("--until", callback=time_bound, metavar="ISO|AGE",
               help="At or before: ISO date/time (a bare date: the whole day) or an age.")
 @click.option("--direction", type=click.Choice([d.value for d in AuditDirection]),
               help="outgoing (sending) or incoming (fetching).")
@@ -70,21 +54,10 @@ def as_json(entries: Sequence[AuditEntry]) -> str:
               help="Skip this many newest entries first (paging).")
 @format_option()
 @store_option
-def command(
-    statuses: tuple[str, ...],
-    recipient: str | None,
-    server: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    direction: str | None,
-    namespace: str | None,
-    outbox_id: int | None,
-    message_id: str | None,
-    limit: int,
-    offset: int,
-    fmt: str,
-    store_url: str | None,
-) -> None:
+def command(statuses: tuple[str, ...], recipient: str | None, server: str | None,
+            since: datetime | None, until: datetime | None, direction: str | None,
+            namespace: str | None, outbox_id: int | None, message_id: str | None, limit: int,
+            offset: int, fmt: str, store_url: str | None) -> None:
     """Search the email audit: what was sent, failed, ignored or retried, and why.
 
     \b
@@ -100,8 +73,16 @@ def command(
             message_id=message_id, limit=limit, offset=offset,
         )
     if fmt == "json":
-        click.echo(as_json(entries))
+        from reconciler.daemon.api.schemas import AuditItem
+
+        items = [AuditItem.from_entry(e).model_dump(mode="json", by_alias=True) for e in entries]
+        click.echo(json.dumps(items, indent=2, ensure_ascii=False))
     elif entries:
-        click.echo(table(entries))
+        click.echo(columns([COLUMNS, *(
+            (show_time(e.created_at) if e.created_at else "-", e.status.value, _cell(e.server),
+             _cell(e.host), _cell(e.attempt), _cell(e.recipient), _cell(e.message_id),
+             _cell(e.reason))
+            for e in entries
+        )]))
     else:
         click.echo("no audit entries match", err=True)

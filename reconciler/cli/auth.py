@@ -5,14 +5,13 @@ server's ``redirectUrl`` (loopback only: the code must never travel to another
 machine), prints the URL to open, checks the ``state`` of the answer, redeems
 the code and stores the tokens sealed in the state store. The event is
 recorded in the history as an ``auth`` revision naming the server and the
-account, never a token. ``status`` shows what a person needs to judge the
-state of each OAuth server (grant, account, expiry, whether a refresh token
-is held, last error) and never a token value.
+account, never a token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import queue
 import threading
@@ -22,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import click
+from pydantic import ValidationError
 
 from reconciler.cli.common import (
     UserError,
@@ -33,7 +33,13 @@ from reconciler.cli.common import (
     token_key_option,
 )
 from reconciler.config.models.auth import OAuth2Auth, OAuthGrant
-from reconciler.state.base import Store
+from reconciler.credentials import gate
+from reconciler.oauth.cache import TokenCache, TokenKeyError, client_digest, load_key
+from reconciler.oauth.flows import FlowError
+from reconciler.oauth.provider import flow_for, server_label, store_login
+from reconciler.plan.apply import resolve_actor
+from reconciler.runtime.namespace import resource_from_canonical
+from reconciler.state.base import RevisionKind, RevisionMeta, StaleRevision, Store
 
 KINDS = ("OutgoingServer", "IncomingServer")
 LOOPBACK = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1", "::1": "::1", "[::1]": "::1"}
@@ -44,17 +50,14 @@ def command() -> None:
     """OAuth2 sign-in and token state of mail servers."""
 
 
-# -- login --------------------------------------------------------------------------
-
-
 @command.command("login")
 @click.argument("server_name", metavar="SERVER")
-@click.option("--namespace", "-n", default=None)
+@click.option("--namespace", "-n")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Seconds to wait for the browser to come back.")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
-              envvar="RECONCILE_TLS_CA_FILE", help="Extra CA bundle to trust for the "
-              "identity provider (private CAs).")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False),
+              envvar="RECONCILE_TLS_CA_FILE",
+              help="Extra CA bundle to trust for the identity provider (private CAs).")
 @click.option("--actor", metavar="NAME", help="Who signs in, for the history.")
 @token_key_option
 @store_option
@@ -62,11 +65,6 @@ def login_command(server_name: str, namespace: str | None, timeout: float,
                   ca_file: str | None, actor: str | None, token_key_ref: str | None,
                   store_url: str | None) -> None:
     """Sign SERVER (NAME or NAMESPACE/NAME) in with the authorization-code flow."""
-    from reconciler.oauth.cache import TokenCache, TokenKeyError, load_key
-    from reconciler.oauth.flows import FlowError
-    from reconciler.oauth.provider import server_label, store_login
-    from reconciler.plan.apply import resolve_actor
-
     try:
         key = load_key(token_key_ref)
     except TokenKeyError as exc:
@@ -74,8 +72,6 @@ def login_command(server_name: str, namespace: str | None, timeout: float,
     who = resolve_actor(actor)
     with opened_store(store_url) as store:
         server = _find(store, server_name, namespace)
-        from reconciler.credentials import gate
-
         gate.load(store)  # the token URL gets the client's secret only where it is bound
         auth = server.spec.auth
         label = server_label(server)
@@ -88,8 +84,6 @@ def login_command(server_name: str, namespace: str | None, timeout: float,
                             "token)")
         redirect = str(auth.redirect_url or "")
         host, port, path = _loopback(redirect, label)
-        from reconciler.oauth.provider import flow_for
-
         flow = flow_for(auth, ca_file=ca_file, server=label)
         try:
             request = flow.begin_login(redirect, auth.username or server.spec.email)
@@ -102,8 +96,7 @@ def login_command(server_name: str, namespace: str | None, timeout: float,
             raise UserError(f"cannot listen on {redirect} ({exc.strerror}): free port {port} "
                             "or set redirectUrl to another loopback port (and register it "
                             "with the app)") from None
-        thread = threading.Thread(target=listener.serve_forever, daemon=True)
-        thread.start()
+        threading.Thread(target=listener.serve_forever, daemon=True).start()
         try:
             click.echo(f"Sign in as {auth.username or server.spec.email} for {label}: open "
                        "this URL in a browser")
@@ -172,8 +165,6 @@ def _loopback(redirect: str, label: str) -> tuple[str, int, str]:
 
 
 def _record(store: Store, who: str, message: str) -> int:
-    from reconciler.state.base import RevisionKind, RevisionMeta, StaleRevision
-
     for _ in range(5):  # an apply may land between reading the head and committing
         try:
             return store.commit([], RevisionMeta(actor=who, message=message,
@@ -186,12 +177,6 @@ def _record(store: Store, who: str, message: str) -> int:
 
 
 def _find(store: Store, text: str, namespace: str | None) -> Any:
-    import difflib
-
-    from pydantic import ValidationError
-
-    from reconciler.runtime.namespace import resource_from_canonical
-
     ns, name = split_name(text, namespace)
     live = store.snapshot()
     found = [r for k, r in live.resources.items()
@@ -211,17 +196,11 @@ def _find(store: Store, text: str, namespace: str | None) -> Any:
                         f"({exc.error_count()} problem(s))") from None
 
 
-# -- status -------------------------------------------------------------------------
-
-
 @command.command("status")
 @format_option()
 @store_option
 def status_command(fmt: str, store_url: str | None) -> None:
     """Token state of every OAuth2 server (never a token value)."""
-    from reconciler.oauth.cache import client_digest
-    from reconciler.runtime.namespace import resource_from_canonical
-
     with opened_store(store_url) as store:
         live = store.snapshot()
         rows = {r.key: r for r in store.tokens.all()}
@@ -280,10 +259,6 @@ def _state(server: str, grant: str, row: Any, stale: bool, orphan: bool) -> str:
     return "needs sign-in"
 
 
-def _shown(when: datetime | None) -> str | None:
-    return show_time(when) if when else None
-
-
 def _entry(kind: str, server: str, provider: str | None, grant: str, account: str | None,
            row: Any, stale: bool, *, orphan: bool = False) -> dict[str, Any]:
     use = row if row is not None and not stale else None
@@ -291,9 +266,10 @@ def _entry(kind: str, server: str, provider: str | None, grant: str, account: st
         "kind": kind, "server": server, "provider": provider, "grant": grant,
         "account": (use.account if use else None) or account,
         "state": _state(server, grant, row, stale, orphan),
-        "accessTokenExpiresAt": _shown(use.access_expires_at) if use else None,
+        "accessTokenExpiresAt": show_time(use.access_expires_at)
+        if use and use.access_expires_at else None,
         "refreshToken": bool(use and use.refresh_present),
         "lastError": use.last_error if use else None,
-        "lastErrorAt": _shown(use.last_error_at) if use else None,
+        "lastErrorAt": show_time(use.last_error_at) if use and use.last_error_at else None,
         "updatedAt": show_time(use.updated_at) if use else None,
     }

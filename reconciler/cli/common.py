@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -20,11 +20,11 @@ import click
 
 from reconciler.config.desired import ResourceKey
 from reconciler.config.secrets import SecretError
-from reconciler.state import DEFAULT_STORE
+from reconciler.state import DEFAULT_STORE, Action
 from reconciler.state.base import StoreError
 
 if TYPE_CHECKING:
-    from reconciler.state import Store
+    from reconciler.state import Revision, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,16 +57,14 @@ def format_option(*choices: str) -> Callable[[F], F]:
 
 
 def finish(code: int) -> NoReturn:
-    """End the command with exit ``code``."""
     raise click.exceptions.Exit(code)
 
 
-def store_option(f: F) -> F:
-    return click.option(
-        "--store", "store_url", envvar=STORE_ENV, default=None, metavar="URL",
-        help=f"State store: a SQLite file or postgresql://user@host/db URL "
-        f"(default {DEFAULT_STORE}, or ${STORE_ENV}).",
-    )(f)
+store_option = click.option(
+    "--store", "store_url", envvar=STORE_ENV, metavar="URL",
+    help=f"State store: a SQLite file or postgresql://user@host/db URL "
+    f"(default {DEFAULT_STORE}, or ${STORE_ENV}).",
+)
 
 
 def split_name(text: str, namespace: str | None, kind: str | None = None,
@@ -88,13 +86,12 @@ def split_name(text: str, namespace: str | None, kind: str | None = None,
     return ns, name
 
 
-def token_key_option(f: F) -> F:
-    """``--token-key REF``: the key sealing cached OAuth2 tokens, as a secret reference."""
-    return click.option(
-        "--token-key", "token_key_ref", envvar="RECONCILE_TOKEN_KEY_REF", default=None,
-        metavar="REF", help="Secret reference (env:NAME, file:/path) of the key that seals "
-        "cached OAuth2 tokens in the store (default env:RECONCILE_TOKEN_KEY).",
-    )(f)
+# the key sealing cached OAuth2 tokens, as a secret reference
+token_key_option = click.option(
+    "--token-key", "token_key_ref", envvar="RECONCILE_TOKEN_KEY_REF", metavar="REF",
+    help="Secret reference (env:NAME, file:/path) of the key that seals "
+    "cached OAuth2 tokens in the store (default env:RECONCILE_TOKEN_KEY).",
+)
 
 
 @contextmanager
@@ -125,10 +122,9 @@ def _check_creatable(location: str) -> None:
     from reconciler.state.location import STORE_SETTINGS, parse_location
 
     path = parse_location(location).sqlite_path
-    if path is None or path.exists() or path.parent.is_dir():
+    # .reconcile/ in the working folder is made on first apply, like git's .git/
+    if path is None or path.exists() or path.parent.is_dir() or path == Path(DEFAULT_STORE):
         return
-    if path == Path(DEFAULT_STORE):
-        return  # .reconcile/ in the working folder: made on first apply, like git's .git/
     why = "is not a folder" if path.parent.exists() else "does not exist"
     raise UserError(
         f"no state store at {path}, and apply creates one only in an existing folder: "
@@ -147,9 +143,8 @@ def parse_key(text: str, namespace: str | None) -> ResourceKey:
     if not all(key):
         raise UserError(f"{text!r} has an empty part; write KIND/NAME or KIND/NAMESPACE/NAME")
     if namespace and text.count("/") == 2 and key.namespace != namespace:
-        raise UserError(
-            f"{text!r} names namespace {key.namespace!r} but --namespace says {namespace!r}"
-        )
+        raise UserError(f"{text!r} names namespace {key.namespace!r} but --namespace says "
+                        f"{namespace!r}")
     if key.kind not in KINDS:
         close = difflib.get_close_matches(key.kind, list(KINDS), n=1)
         hint = f"did you mean {close[0]}?" if close else "known kinds: " + ", ".join(sorted(KINDS))
@@ -179,14 +174,11 @@ def parse_time(value: str, *, end_of_day: bool, now: datetime | None = None) -> 
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def since(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
-    """``--since`` callback: see :func:`parse_time`."""
-    return None if value is None else parse_time(value, end_of_day=False)
-
-
-def until(_ctx: click.Context, _p: click.Parameter, value: str | None) -> datetime | None:
-    """``--until`` callback: a bare date means up to the end of that day."""
-    return None if value is None else parse_time(value, end_of_day=True)
+def time_bound(_ctx: click.Context, param: click.Parameter, value: str | None,
+               ) -> datetime | None:
+    """``--since``/``--until`` callback (:func:`parse_time`); a bare ``--until`` date
+    means up to the end of that day."""
+    return None if value is None else parse_time(value, end_of_day=param.name == "until")
 
 
 def document_label(data: Mapping[str, Any]) -> str:
@@ -200,14 +192,28 @@ def show_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def action_counts(rev: Revision) -> dict[Action, int]:
+    return {a: sum(c.action is a for c in rev.changes) for a in Action}
+
+
+def columns(rows: Sequence[Sequence[str]], *, right: int = 0) -> str:
+    """Rows as aligned columns, the first ``right`` of them right-aligned; the last
+    column is not padded, so no line ends in blanks."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(w) if i < right else cell.ljust(w)
+                 for i, (cell, w) in enumerate(zip(row[:-1], widths, strict=True))]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
 def run(cli: click.Group) -> int:
     try:
         # without standalone mode click *returns* the code of a `raise Exit(n)`
         returned = cli.main(standalone_mode=False, prog_name="reconcile")
         if isinstance(returned, int) and not isinstance(returned, bool):
             return returned
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
     except click.Abort:
         click.echo("aborted", err=True)
         return 1

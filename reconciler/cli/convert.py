@@ -8,6 +8,7 @@ modeline survive; a file with nothing to convert is never rewritten.
 
 from __future__ import annotations
 
+import difflib
 import io
 import os
 import re
@@ -16,21 +17,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
+from ruamel.yaml.tokens import CommentToken
 
-from reconciler.cli.common import document_label
+from reconciler.cli.common import document_label, finish
 from reconciler.config.diagnostics import Diagnostics
 from reconciler.config.loader import iter_config_files, load_text
 from reconciler.config.versions import CONVERSIONS, upgrade
-
-if TYPE_CHECKING:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap
-
-# ruamel.yaml is imported inside the functions: every `reconcile` command loads
-# this module to register it, and only `convert` needs the round-trip parser.
 
 # (mapping, sequence, offset) layouts tried in turn; the one that reproduces
 # the untouched file exactly is used, so unchanged lines stay unchanged.
@@ -73,9 +71,8 @@ def _needs_conversion(text: str, name: str) -> bool:
     )
 
 
-def _round_trip_yaml(layout: tuple[int, int, int], explicit_start: bool) -> YAML:
-    from ruamel.yaml import YAML
-
+def _round_trip_yaml(layout: tuple[int, int, int] = _LAYOUTS[0],
+                     explicit_start: bool = False) -> YAML:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap long lines such as URLs
@@ -99,31 +96,23 @@ def _starts_explicitly(text: str) -> bool:
     return False
 
 
-def _changed_lines(a: str, b: str) -> int:
-    import difflib
-
-    return sum(1 for line in difflib.ndiff(a.splitlines(), b.splitlines()) if line[:1] in "+-")
-
-
 def _choose_layout(docs: list[Any], text: str) -> tuple[YAML, bool]:
-    """The dumper whose output of the untouched documents matches ``text`` best."""
+    """The dumper whose output of the untouched documents matches ``text`` best,
+    and whether it matches exactly."""
     explicit = _starts_explicitly(text)
-    best: tuple[int, YAML] | None = None
+    tried = []
     for layout in _LAYOUTS:
         yaml = _round_trip_yaml(layout, explicit)
         out = _dump(docs, yaml)
         if out == text:
             return yaml, True
-        cost = _changed_lines(text, out)
-        if best is None or cost < best[0]:
-            best = (cost, yaml)
-    assert best is not None
-    return best[1], False
+        changed = sum(line[:1] in "+-" for line in difflib.ndiff(text.splitlines(),
+                                                                  out.splitlines()))
+        tried.append((changed, len(tried), yaml))
+    return min(tried)[2], False
 
 
 def _walk_maps(node: Any) -> Iterator[CommentedMap]:
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
     stack = [node]
     while stack:
         item = stack.pop()
@@ -138,29 +127,23 @@ def _snapshot(doc: Any) -> list[tuple[CommentedMap, list[tuple[Any, int]]]]:
     return [(m, [(k, id(v)) for k, v in m.items()]) for m in _walk_maps(doc)]
 
 
-def _tail_slot(container: Any, key: Any) -> tuple[Any, Any]:
-    """The (container, key) whose comment holds whatever follows ``container[key]``:
-    for a nested block collection that is its last item, recursively."""
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
+def _tail_slot(container: Any, key: Any) -> tuple[Any, Any, int]:
+    """The (container, key, index in its comment entry) of the comment holding whatever
+    follows ``container[key]``: for a nested block collection that is its last item,
+    recursively."""
     value = container[key]
     while isinstance(value, CommentedMap | CommentedSeq) and len(value) \
             and not value.fa.flow_style():
         container = value
         key = next(reversed(value)) if isinstance(value, CommentedMap) else len(value) - 1
         value = container[key]
-    return container, key
+    return container, key, 0 if isinstance(container, CommentedSeq) else 2
 
 
 def _move_tail_comment(mapping: CommentedMap, old_last: Any, new_last: Any) -> None:
     """Keys added after the old last key must not end up below the comment lines
     that introduce the next, outer key."""
-    from ruamel.yaml.comments import CommentedSeq
-    from ruamel.yaml.error import CommentMark
-    from ruamel.yaml.tokens import CommentToken
-
-    holder, slot = _tail_slot(mapping, old_last)
-    index = 0 if isinstance(holder, CommentedSeq) else 2
+    holder, slot, index = _tail_slot(mapping, old_last)
     entry = holder.ca.items.get(slot)
     token = entry[index] if entry and len(entry) > index else None
     if not isinstance(token, CommentToken) or "\n" not in token.value.rstrip("\n"):
@@ -173,8 +156,7 @@ def _move_tail_comment(mapping: CommentedMap, old_last: Any, new_last: Any) -> N
     else:
         entry[index] = None
         tail = value
-    target, target_slot = _tail_slot(mapping, new_last)
-    target_index = 0 if isinstance(target, CommentedSeq) else 2
+    target, target_slot, target_index = _tail_slot(mapping, new_last)
     target_entry = target.ca.items.setdefault(target_slot, [None, None, None, None])
     if target_entry[target_index] is None:
         target_entry[target_index] = CommentToken(tail, CommentMark(0), None)
@@ -244,16 +226,10 @@ def _documents(text: str) -> list[tuple[int, str]]:
 
 
 def _convert_piece(text: str, first_line: int, result: Conversion) -> str:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
     if not text.endswith("\n"):
         text += "\n"
-    loader = YAML(typ="rt")
-    loader.preserve_quotes = True
     try:
-        docs = list(loader.load_all(text))
+        docs = list(_round_trip_yaml().load_all(text))
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + first_line + 1, mark.column + 1) if mark else (0, 0)
@@ -285,18 +261,14 @@ def convert_text(text: str, name: str = "<text>") -> Conversion | None:
             piece = _convert_piece(piece, first_line, result)
         pieces.append(piece)
     result.text = "".join(pieces)
-    _verify(result.text, name)
-    return result
-
-
-def _verify(text: str, name: str) -> None:
-    """Never write a file that the next `validate` could not read."""
+    # Never write a file that the next `validate` could not read.
     try:
-        if _needs_conversion(text, name):
+        if _needs_conversion(result.text, name):
             raise ConvertError("internal error: the converted file still has an older apiVersion")
     except ConvertError as exc:
         raise ConvertError(f"conversion produced invalid YAML, file left unchanged ({exc})") \
             from None
+    return result
 
 
 def _read(path: Path) -> tuple[str, str]:
@@ -309,9 +281,8 @@ def _read(path: Path) -> tuple[str, str]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         before = raw[: exc.start]
-        line = before.count(b"\n") + 1
-        col = exc.start - (before.rfind(b"\n") + 1) + 1
-        raise ConvertError("not UTF-8 text", line, col) from None
+        col = exc.start - before.rfind(b"\n")  # 1-based; rfind is -1 on the first line
+        raise ConvertError("not UTF-8 text", before.count(b"\n") + 1, col) from None
     newline = "\r\n" if "\r\n" in text else "\n"
     return text.replace("\r\n", "\n"), newline
 
@@ -390,4 +361,4 @@ def command(path: Path, check: bool) -> None:
     if check and converted:
         summary += f"; run `reconcile convert {path}` and commit the result"
     click.echo(summary)
-    raise click.exceptions.Exit(1 if failed or (check and converted) else 0)
+    finish(1 if failed or (check and converted) else 0)

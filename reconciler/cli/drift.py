@@ -9,7 +9,7 @@ rows edited directly in the database, which no revision records. Status
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,14 @@ import click
 
 from reconciler.cli.common import (
     UsageExitsOne,
+    finish,
     format_option,
     opened_store,
     show_time,
     store_option,
 )
 from reconciler.cli.history import field_lines
-from reconciler.config.desired import DesiredState, ResourceKey
+from reconciler.config.desired import DesiredState
 from reconciler.history import queries
 from reconciler.plan.diff import diff
 from reconciler.plan.render import SIGN
@@ -43,7 +44,7 @@ class Drifted:
 class DriftReport:
     last_apply: int
     head: int
-    items: tuple[Drifted, ...] = field(default_factory=tuple)
+    items: tuple[Drifted, ...] = ()
 
 
 def find_drift(store: Store) -> DriftReport:
@@ -55,16 +56,11 @@ def find_drift(store: Store) -> DriftReport:
     direct = set(queries.unrecorded_edits(store))
     # "Desired" here is simply the live state: the diff then reads
     # last-apply value -> live value, field by field, already redacted.
-    changes = diff(DesiredState.of(live), applied, prune=True).changes
-    items = tuple(
-        Drifted(
-            change,
-            tuple(r for r in reversed(since) if any(c.key == change.key for c in r.changes)),
-            change.key in direct,
-        )
-        for change in changes
-    )
-    return DriftReport(last_apply, live.revision, items)
+    items = []
+    for change in diff(DesiredState.of(live), applied, prune=True).changes:
+        touched = tuple(r for r in reversed(since) if any(c.key == change.key for c in r.changes))
+        items.append(Drifted(change, touched, change.key in direct))
+    return DriftReport(last_apply, live.revision, tuple(items))
 
 
 def _plan_hint(path: Path) -> str:
@@ -86,10 +82,13 @@ def command(path: Path, fmt: str, store_url: str | None) -> None:
     with opened_store(store_url) as store:
         report = find_drift(store)
     if fmt == "json":
-        click.echo(json.dumps(_as_json(report, path), indent=2, ensure_ascii=False))
+        data = {"drift": bool(report.items), "lastApply": report.last_apply,
+                "head": report.head, "resources": [_item_json(i) for i in report.items],
+                "hint": _plan_hint(path)}
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         click.echo("\n".join(_text(report, path)))
-    raise click.exceptions.Exit(EXIT_DRIFT if report.items else 0)
+    finish(EXIT_DRIFT if report.items else 0)
 
 
 def _baseline(report: DriftReport) -> str:
@@ -119,26 +118,10 @@ def _text(report: DriftReport, path: Path) -> list[str]:
     return lines
 
 
-def _as_json(report: DriftReport, path: Path) -> dict[str, Any]:
-    return {
-        "drift": bool(report.items),
-        "lastApply": report.last_apply,
-        "head": report.head,
-        "resources": [_item_json(i) for i in report.items],
-        "hint": _plan_hint(path),
-    }
-
-
 def _item_json(item: Drifted) -> dict[str, Any]:
-    key: ResourceKey = item.change.key
-    data = queries.change_to_dict(item.change)
+    change = queries.change_to_dict(item.change)
     return {
-        "resource": str(key),
-        "action": data["action"],
-        "kind": key.kind,
-        "namespace": key.namespace,
-        "name": key.name,
-        "fields": data["fields"],
+        **{k: change[k] for k in ("resource", "action", "kind", "namespace", "name", "fields")},
         "revisions": [
             {"revision": r.number, "kind": r.meta.kind.value, "actor": r.meta.actor,
              "createdAt": r.created_at.isoformat(), "message": r.meta.message}

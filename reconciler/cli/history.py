@@ -1,9 +1,7 @@
 """`reconcile history`: View History (SPEC P4).
 
 ``reconcile history [KIND/NAME]`` lists revisions newest first; ``show``,
-``as-of``, ``verify`` and ``export`` are subcommands. The store helpers at
-the top (``--store``, opening it, resource keys) are shared with the drift,
-live and lock commands.
+``as-of``, ``verify`` and ``export`` are subcommands.
 """
 
 from __future__ import annotations
@@ -19,26 +17,21 @@ import yaml
 from click.core import ParameterSource
 
 from reconciler.cli.common import (
-    F,
     UserError,
+    action_counts,
+    columns,
+    finish,
     format_option,
     opened_store,
     parse_key,
     show_time,
-    since,
     store_option,
-    until,
+    time_bound,
 )
 from reconciler.config.secrets import ENC_PREFIX, redact, redact_ref
 from reconciler.history import queries
 from reconciler.plan.render import SIGN
-from reconciler.state import (
-    Action,
-    FieldChange,
-    HistoryFilter,
-    Revision,
-    RevisionKind,
-)
+from reconciler.state import Action, FieldChange, HistoryFilter, Revision, RevisionKind
 
 
 def shown_value(path: str, value: Any) -> str:
@@ -68,45 +61,18 @@ def _redacted_once(value: Any) -> Any:
     return redact(value)
 
 
-def field_lines(fields: Sequence[FieldChange], indent: str = "    ") -> list[str]:
+def field_lines(fields: Sequence[FieldChange]) -> list[str]:
     lines = []
     for f in fields:
         mark = "  (derived)" if f.derived else ""
         if f.before is None:
-            lines.append(f"{indent}{f.path}: {shown_value(f.path, f.after)}  (added){mark}")
+            lines.append(f"    {f.path}: {shown_value(f.path, f.after)}  (added){mark}")
         elif f.after is None:
-            lines.append(f"{indent}{f.path}: {shown_value(f.path, f.before)}  (removed)")
+            lines.append(f"    {f.path}: {shown_value(f.path, f.before)}  (removed)")
         else:
-            lines.append(f"{indent}{f.path}: {shown_value(f.path, f.before)} → "
+            lines.append(f"    {f.path}: {shown_value(f.path, f.before)} → "
                          f"{shown_value(f.path, f.after)}{mark}")
     return lines
-
-
-# -- options shared by the group (bare `history`) and its hidden `list` --------
-
-
-_FILTERS = (
-    click.option("--namespace", "-n", default=None, help="Only revisions touching this namespace."),
-    click.option("--actor", default=None, help="Only revisions by this actor."),
-    click.option("--since", callback=since, metavar="ISO|AGE",
-                 help="Only revisions at or after this time (UTC unless a zone is given)."),
-    click.option("--until", callback=until, metavar="ISO|AGE",
-                 help="Only revisions at or before this time (a bare date: the whole day)."),
-    click.option("--kind", "kinds", multiple=True,
-                 type=click.Choice([k.value for k in RevisionKind]),
-                 help="Only revisions of this kind (repeatable)."),
-    click.option("--limit", type=click.IntRange(min=1), default=None,
-                 help="Only the newest N matching revisions."),
-    click.option("--format", "fmt", type=click.Choice(["text", "json"]), default=None,
-                 help="text (default) or json."),
-    store_option,
-)
-
-
-def _filter_options(f: F) -> F:
-    for option in reversed(_FILTERS):
-        f = option(f)
-    return f
 
 
 class _HistoryGroup(click.Group):
@@ -117,23 +83,31 @@ class _HistoryGroup(click.Group):
     hidden ``list`` command as its resource argument.
     """
 
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
+    def resolve_command(self, ctx: click.Context, args: list[str],
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             if "/" not in args[0]:
                 close = difflib.get_close_matches(args[0], self.list_commands(ctx), n=1)
                 hint = f" (did you mean `history {close[0]}`?)" if close else ""
-                raise UserError(
-                    f"{args[0]!r} is neither a history command nor KIND/NAME{hint}"
-                )
+                raise UserError(f"{args[0]!r} is neither a history command nor KIND/NAME{hint}")
             return "list", self.commands["list"], args
         return super().resolve_command(ctx, args)
 
 
 @click.group("history", cls=_HistoryGroup, invoke_without_command=True,
              subcommand_metavar="[KIND/NAME | COMMAND [ARGS]...]")
-@_filter_options
+@click.option("--namespace", "-n", help="Only revisions touching this namespace.")
+@click.option("--actor", help="Only revisions by this actor.")
+@click.option("--since", callback=time_bound, metavar="ISO|AGE",
+              help="Only revisions at or after this time (UTC unless a zone is given).")
+@click.option("--until", callback=time_bound, metavar="ISO|AGE",
+              help="Only revisions at or before this time (a bare date: the whole day).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice([k.value for k in RevisionKind]),
+              help="Only revisions of this kind (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N matching revisions.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]),
+              help="text (default) or json.")
+@store_option
 @click.pass_context
 def command(ctx: click.Context, **params: Any) -> None:
     """The change history of the live store, newest first (View History).
@@ -146,9 +120,9 @@ def command(ctx: click.Context, **params: Any) -> None:
         _list(None, params)
 
 
-@command.command("list", hidden=True)
+# The group's options again, so that they may also follow KIND/NAME.
+@command.command("list", hidden=True, params=list(command.params))
 @click.argument("resource", required=False, metavar="[KIND/NAME]")
-@_filter_options
 @click.pass_context
 def list_command(ctx: click.Context, resource: str | None, **params: Any) -> None:
     parent = ctx.parent.params if ctx.parent is not None else {}
@@ -159,15 +133,9 @@ def list_command(ctx: click.Context, resource: str | None, **params: Any) -> Non
 
 def _list(resource: str | None, p: dict[str, Any]) -> None:
     key = parse_key(resource, p["namespace"]) if resource else None
-    flt = HistoryFilter(
-        resource=key,
-        namespace=None if key else p["namespace"],
-        actor=p["actor"],
-        since=p["since"],
-        until=p["until"],
-        kinds=tuple(RevisionKind(k) for k in p["kinds"] or ()),
-        limit=p["limit"],
-    )
+    flt = HistoryFilter(resource=key, namespace=None if key else p["namespace"],
+                        actor=p["actor"], since=p["since"], until=p["until"], limit=p["limit"],
+                        kinds=tuple(RevisionKind(k) for k in p["kinds"] or ()))
     with opened_store(p["store_url"]) as store:
         revs = store.revisions(flt)
         head = store.head()
@@ -177,7 +145,14 @@ def _list(resource: str | None, p: dict[str, Any]) -> None:
     if not revs:
         click.echo("no revisions yet" if head == 0 else "no revisions match")
         return
-    click.echo(_table(revs))
+    rows = [("REV", "TIME", "KIND", "ACTOR", "COMMIT", "CHANGES", "MESSAGE")]
+    for r in revs:
+        n = action_counts(r)
+        rows.append((str(r.number), show_time(r.created_at), r.meta.kind.value, r.meta.actor,
+                     (r.meta.git_commit or "-")[:7],
+                     f"+{n[Action.CREATE]} ~{n[Action.UPDATE]} -{n[Action.DELETE]}",
+                     next(iter((r.meta.message or "").splitlines()), "")))
+    click.echo(columns(rows, right=1))
 
 
 def _group_store(own: str | None) -> str | None:
@@ -188,36 +163,11 @@ def _group_store(own: str | None) -> str | None:
     """
     ctx = click.get_current_context()
     parent = ctx.parent
-    if parent is None or ctx.get_parameter_source("store_url") is ParameterSource.COMMANDLINE:
-        return own
-    if parent.get_parameter_source("store_url") is ParameterSource.COMMANDLINE:
+    if (parent is not None
+            and ctx.get_parameter_source("store_url") is not ParameterSource.COMMANDLINE
+            and parent.get_parameter_source("store_url") is ParameterSource.COMMANDLINE):
         return parent.params["store_url"]  # type: ignore[no-any-return]
     return own
-
-
-def _counts(rev: Revision) -> str:
-    n = {a: sum(c.action is a for c in rev.changes) for a in Action}
-    return f"+{n[Action.CREATE]} ~{n[Action.UPDATE]} -{n[Action.DELETE]}"
-
-
-def _table(revs: Sequence[Revision]) -> str:
-    header = ("REV", "TIME", "KIND", "ACTOR", "COMMIT", "CHANGES", "MESSAGE")
-    rows = [
-        (str(r.number), show_time(r.created_at), r.meta.kind.value, r.meta.actor,
-         (r.meta.git_commit or "-")[:7], _counts(r), (r.meta.message or "").splitlines()[0:1])
-        for r in revs
-    ]
-    cells = [header, *[(*row[:6], row[6][0] if row[6] else "") for row in rows]]
-    widths = [max(len(c[i]) for c in cells) for i in range(6)]
-    lines = []
-    for c in cells:
-        first = c[0].rjust(widths[0])
-        rest = "  ".join(c[i].ljust(widths[i]) for i in range(1, 6))
-        lines.append(f"{first}  {rest}  {c[6]}".rstrip())
-    return "\n".join(lines)
-
-
-# -- show ---------------------------------------------------------------------
 
 
 @command.command("show")
@@ -236,16 +186,13 @@ def show_command(rev: int, fmt: str, store_url: str | None) -> None:
 
 def _show_lines(rev: Revision) -> list[str]:
     m = rev.meta
-    lines = [f"revision {rev.number}  ({m.kind.value})",
-             f"  time:       {show_time(rev.created_at)}",
-             f"  actor:      {m.actor}"]
-    if m.message:
-        lines.append(f"  message:    {m.message}")
-    optional = (("commit", m.git_commit), ("branch", m.git_branch),
-                ("pull req.", m.pull_request), ("desired", m.desired_digest),
-                ("plan", m.plan_digest))
-    lines += [f"  {label + ':':<11} {value}" for label, value in optional if value]
-    lines += [f"  hash:       {rev.hash}", f"  prev hash:  {rev.prev_hash}", ""]
+    fields = (("time", show_time(rev.created_at)), ("actor", m.actor), ("message", m.message),
+              ("commit", m.git_commit), ("branch", m.git_branch), ("pull req.", m.pull_request),
+              ("desired", m.desired_digest), ("plan", m.plan_digest), ("hash", rev.hash),
+              ("prev hash", rev.prev_hash))
+    lines = [f"revision {rev.number}  ({m.kind.value})"]
+    lines += [f"  {label + ':':<11} {value}" for label, value in fields if value]
+    lines.append("")
     if m.credential_moves:
         lines.append("credential moves approved:")
         lines += [f"  ! {mv.resource}: {mv.credential} -> {mv.endpoint} (bound to "
@@ -258,9 +205,6 @@ def _show_lines(rev: Revision) -> list[str]:
         lines.append(f"{SIGN[change.action]} {change.action.value} {change.key}")
         lines += field_lines(change.fields)
     return lines
-
-
-# -- as-of --------------------------------------------------------------------
 
 
 def yaml_stream(documents: Sequence[dict[str, Any]]) -> str:
@@ -297,10 +241,8 @@ def as_of_command(rev: int, out_dir: Path | None, redacted: bool, store_url: str
 
 def _write_tree(out_dir: Path, documents: Sequence[dict[str, Any]]) -> None:
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise UserError(
-            f"{out_dir} is not empty; files left there would be validated with the "
-            "rebuilt config. Give a new or empty folder."
-        )
+        raise UserError(f"{out_dir} is not empty; files left there would be validated with "
+                        "the rebuilt config. Give a new or empty folder.")
     groups: dict[Path, list[dict[str, Any]]] = {}
     for doc in documents:
         rel = Path(doc["metadata"]["namespace"]) / f"{doc['kind'].lower()}.yaml"
@@ -312,9 +254,6 @@ def _write_tree(out_dir: Path, documents: Sequence[dict[str, Any]]) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot write to {out_dir}: {exc.strerror}") from None
-
-
-# -- verify -------------------------------------------------------------------
 
 
 @command.command("verify")
@@ -340,10 +279,7 @@ def verify_command(fmt: str, store_url: str | None) -> None:
             "the store's credentials or write access to its file).",
             err=True,
         )
-    raise click.exceptions.Exit(0 if check.ok else 1)
-
-
-# -- export -------------------------------------------------------------------
+    finish(0 if check.ok else 1)
 
 
 @command.command("export")

@@ -1,14 +1,4 @@
-"""`reconcile incoming`: the incoming servers' fetch state, their error folders (SPEC I6, I7).
-
-- ``status``: per server, the last fetch, consecutive failures and the last
-  error, why fetching is paused, the error folder's count, and the ticket
-  events waiting for the desk.
-- ``retry SERVER``: moves every mail of the server's error folder back to its
-  folder, unread, so the daemon processes them again (and resumes fetching if
-  ``stopFetchingAfter`` had stopped it).
-- ``errors SERVER``: the saved details of the mails in the error folder,
-  decrypted with the store's sealing key.
-"""
+"""`reconcile incoming`: the incoming servers' fetch state, their error folders (SPEC I6, I7)."""
 
 from __future__ import annotations
 
@@ -28,9 +18,11 @@ from reconciler.cli.common import (
     store_option,
     token_key_option,
 )
-from reconciler.state.base import Store
+from reconciler.config.desired import ResourceKey
 
 KIND = "IncomingServer"
+_namespace_option = click.option(
+    "--namespace", "-n", help="Namespace of SERVER (default: default), or write NAMESPACE/NAME.")
 
 
 @click.group("incoming")
@@ -39,26 +31,27 @@ def command() -> None:
 
 
 @command.command("status")
-@click.option("--namespace", "-n", default=None, help="Only servers of this namespace.")
+@click.option("--namespace", "-n", help="Only servers of this namespace.")
 @format_option()
 @store_option
 def status(namespace: str | None, fmt: str, store_url: str | None) -> None:
-    """Per incoming server: last fetch, failures, last error, paused, error folder."""
+    """Per incoming server: last fetch, failures, last error, paused, error folder;
+    and the ticket events waiting for the desk."""
     with opened_store(store_url) as store:
-        incoming = store.incoming
-        servers = _servers(store, namespace)
-        states = {(s.namespace, s.name): s for s in incoming.server_states(namespace)}
-        counts = incoming.event_counts()
+        live = store.snapshot()
+        states = {(s.namespace, s.name): s for s in store.incoming.server_states(namespace)}
+        counts = store.incoming.event_counts()
     rows = []
-    for (ns, name), spec in servers.items():
-        state = states.get((ns, name))
+    for key, resource in sorted(live.resources.items()):
+        if key.kind != KIND or namespace not in (None, key.namespace):
+            continue
+        state = states.get((key.namespace, key.name))
         data = state.to_json() if state is not None else {
-            "namespace": ns, "server": name, "consecutiveFailures": 0, "lastError": None,
-            "lastFetch": None, "paused": None, "errorFolderCount": 0}
-        data["enabled"] = bool(spec.get("enabled", True))
-        data["protocol"] = spec.get("protocol")
-        data["mailbox"] = spec.get("email")
-        rows.append(data)
+            "namespace": key.namespace, "server": key.name, "consecutiveFailures": 0,
+            "lastError": None, "lastFetch": None, "paused": None, "errorFolderCount": 0}
+        spec = resource.spec
+        rows.append(data | {"enabled": bool(spec.get("enabled", True)),
+                            "protocol": spec.get("protocol"), "mailbox": spec.get("email")})
     if fmt == "json":
         click.echo(json.dumps({"servers": rows, "events": counts}, indent=2,
                               ensure_ascii=False))
@@ -86,11 +79,9 @@ def _lines(row: dict[str, Any]) -> list[str]:
     else:
         state = "not fetched yet (is the daemon running?)"
     lines = [f"{head}: {state}"]
-    if row.get("lastFetch"):
-        lines.append(f"  last fetch: {show_time(datetime.fromisoformat(row['lastFetch']))}")
-    if row.get("lastSuccess"):
-        lines.append(f"  last success: "
-                     f"{show_time(datetime.fromisoformat(row['lastSuccess']))}")
+    for label, name in (("last fetch", "lastFetch"), ("last success", "lastSuccess")):
+        if row.get(name):
+            lines.append(f"  {label}: {show_time(datetime.fromisoformat(row[name]))}")
     if row["consecutiveFailures"] and row.get("lastError"):
         lines.append(f"  last error: {row['lastError']}")
     lines.append(f"  error folder: {row['errorFolderCount']} mail(s)")
@@ -101,48 +92,42 @@ def _lines(row: dict[str, Any]) -> list[str]:
 
 @command.command("retry")
 @click.argument("server")
-@click.option("--namespace", "-n", default=None,
-              help="Namespace of SERVER (default: default), or write NAMESPACE/NAME.")
-@click.option("--ca-file", default=None, metavar="PEM",
+@_namespace_option
+@click.option("--ca-file", metavar="PEM",
               help="Extra trusted CAs for a private mail server (as for the daemon).")
 @token_key_option
 @store_option
 def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref: str | None,
           store_url: str | None) -> None:
-    """Move the error folder's mails back so the daemon processes them again."""
+    """Move the error folder's mails back, unread, so the daemon processes them again
+    (and resumes fetching if stopFetchingAfter had stopped it)."""
     namespace, server = _name(server, namespace)
     from reconciler.config.models.incoming_server import IncomingServer
+    from reconciler.credentials import gate
     from reconciler.incoming.servers import proxy_of
     from reconciler.mail.fetcher import FetchError, NotSupported
     from reconciler.mail.registry import fetcher_for
+    from reconciler.oauth.provider import provider_for_store
     from reconciler.runtime.namespace import resource_from_canonical
 
     with opened_store(store_url) as store:
-        canon = store.snapshot().resources.get(_key(namespace, server))
+        live = store.snapshot()
+        canon = live.resources.get(ResourceKey(KIND, namespace, server))
         if canon is None:
             raise UserError(f"there is no incoming server {namespace}/{server} in the live "
                             "store; `reconcile incoming status` lists them")
         model = resource_from_canonical(canon)
         assert isinstance(model, IncomingServer)
-        live = store.snapshot()
-        others = [resource_from_canonical(r) for k, r in live.resources.items()
-                  if k.kind == "ProxyServer" and k.namespace == namespace]
-
-        def proxy(server: Any) -> Any:
-            return proxy_of(server, others)
-
-        from reconciler.credentials import gate
-
+        proxies = [resource_from_canonical(r) for k, r in live.resources.items()
+                   if k.kind == "ProxyServer" and k.namespace == namespace]
         gate.load(store)  # the fetcher presents credentials only where they are bound
         tokens = None
         if getattr(model.spec.auth, "type", None) == "oauth2":
-            from reconciler.oauth.provider import provider_for_store
-
             tokens = provider_for_store(store, key_ref=token_key_ref, ca_file=ca_file)
 
         async def move_back() -> int:
             async with fetcher_for(model, token_provider=tokens, ca_file=ca_file,
-                                   proxy_lookup=proxy) as fetcher:
+                                   proxy_lookup=lambda s: proxy_of(s, proxies)) as fetcher:
                 return await fetcher.move_back_from_error_folder()
 
         try:
@@ -152,21 +137,21 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
         except FetchError as exc:
             raise UserError(f"{namespace}/{server}: {exc.user_text}") from None
         store.incoming.errors_moved_back(namespace, server, now=datetime.now(UTC))
-    folder = model.spec.error_folder.name
-    click.echo(f"moved {moved} mail(s) from {folder} back to {model.spec.folder} of "
-               f"{namespace}/{server}; the daemon processes them at its next fetch")
+    click.echo(f"moved {moved} mail(s) from {model.spec.error_folder.name} back to "
+               f"{model.spec.folder} of {namespace}/{server}; the daemon processes them at "
+               "its next fetch")
 
 
 @command.command("errors")
 @click.argument("server")
-@click.option("--namespace", "-n", default=None,
-              help="Namespace of SERVER (default: default), or write NAMESPACE/NAME.")
+@_namespace_option
 @click.option("--all", "include_all", is_flag=True, help="Also mails already moved back.")
 @token_key_option
 @store_option
 def errors(server: str, namespace: str | None, include_all: bool, token_key_ref: str | None,
            store_url: str | None) -> None:
-    """The saved details (reason, headers) of mails moved to the error folder."""
+    """The saved details (reason, headers) of mails moved to the error folder, decrypted
+    with the store's sealing key."""
     namespace, server = _name(server, namespace)
     from reconciler.incoming.store import IncomingStore
     from reconciler.oauth.cache import TokenKeyError, load_key
@@ -199,15 +184,3 @@ def errors(server: str, namespace: str | None, include_all: bool, token_key_ref:
 def _name(text: str, namespace: str | None) -> tuple[str, str]:
     ns, name = split_name(text, namespace, KIND)
     return ns or "default", name
-
-
-def _key(namespace: str, name: str) -> Any:
-    from reconciler.config.desired import ResourceKey
-
-    return ResourceKey(KIND, namespace, name)
-
-
-def _servers(store: Store, namespace: str | None) -> dict[tuple[str, str], dict[str, Any]]:
-    live = store.snapshot()
-    return {(k.namespace, k.name): dict(r.spec) for k, r in sorted(live.resources.items())
-            if k.kind == KIND and (namespace is None or k.namespace == namespace)}

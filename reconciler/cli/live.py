@@ -26,7 +26,7 @@ from reconciler.cli.common import UserError, format_option, opened_store, parse_
 from reconciler.cli.history import field_lines, yaml_stream
 from reconciler.cli.render import diagnostic_text
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
-from reconciler.config.diagnostics import Diagnostic, Diagnostics
+from reconciler.config.diagnostics import Diagnostics
 from reconciler.config.loader import Document
 from reconciler.config.secret_checks import CODE as SECRET_PLACE
 from reconciler.config.secrets import FIX_HINT, SecretRef, redact
@@ -34,12 +34,7 @@ from reconciler.plan.apply import resolve_actor
 from reconciler.plan.diff import diff
 from reconciler.plan.render import SIGN
 from reconciler.policy.validate import ValidationResult, canonical, validate_documents
-from reconciler.state import (
-    Change,
-    LiveState,
-    RevisionKind,
-    RevisionMeta,
-)
+from reconciler.state import Change, LiveState, RevisionKind, RevisionMeta
 from reconciler.state.codec import SECRET_FIELDS
 
 _NOT_SPEC = ("metadata", "apiVersion", "kind", "status")
@@ -62,7 +57,7 @@ def command() -> None:
 
 @command.command("get")
 @click.argument("resource", metavar="KIND/NAME")
-@click.option("--namespace", "-n", default=None)
+@click.option("--namespace", "-n")
 @format_option("yaml", "json")
 @store_option
 def get_command(resource: str, namespace: str | None, fmt: str, store_url: str | None) -> None:
@@ -83,7 +78,7 @@ def get_command(resource: str, namespace: str | None, fmt: str, store_url: str |
 @command.command("set")
 @click.argument("resource", metavar="KIND/NAME")
 @click.argument("assignments", nargs=-1, required=True, metavar="FIELD=VALUE...")
-@click.option("--namespace", "-n", default=None)
+@click.option("--namespace", "-n")
 @click.option("--actor", metavar="NAME", help="Who makes the change, for the history "
               "(default: the CI user, then the OS user).")
 @click.option("--reason", default="", help="Why; recorded as the revision's message.")
@@ -91,8 +86,8 @@ def get_command(resource: str, namespace: str | None, fmt: str, store_url: str |
               help="Seconds to wait for a running apply to finish.")
 @store_option
 def set_command(resource: str, assignments: Sequence[str], namespace: str | None,
-                actor: str | None,
-                reason: str, lock_timeout: float, store_url: str | None) -> None:
+                actor: str | None, reason: str, lock_timeout: float, store_url: str | None,
+                ) -> None:
     """Change spec fields of a live resource, e.g. `spec.enabled=false`.
 
     VALUE is YAML: true/false, numbers, text, [lists] or {secretRef: env:NAME}
@@ -120,9 +115,6 @@ def set_command(resource: str, assignments: Sequence[str], namespace: str | None
                "apply reverts it unless git is changed too.")
 
 
-# -- parsing FIELD=VALUE --------------------------------------------------------
-
-
 def _parse_assignment(index: int, text: str) -> Assignment:
     # Never echo the argument itself: it may be a secret typed into the wrong place.
     name, sep, raw = text.partition("=")
@@ -147,9 +139,6 @@ def _parse_assignment(index: int, text: str) -> Assignment:
     return Assignment(parts, value)
 
 
-# -- building the new resource --------------------------------------------------
-
-
 def _find(live: LiveState, key: ResourceKey) -> CanonicalResource:
     res = live.resources.get(key)
     if res is not None:
@@ -164,7 +153,6 @@ def _change(live: LiveState, key: ResourceKey, edits: Sequence[Assignment]) -> C
     old = _find(live, key)
     doc = json.loads(json.dumps(old.to_document()))  # a deep, plain copy to edit
     for edit in edits:
-        _refuse_literal_secret(doc["spec"], edit)
         _assign(doc["spec"], edit)
     new = _validated(live, key, doc)
     if new.digest == old.digest:
@@ -175,8 +163,33 @@ def _change(live: LiveState, key: ResourceKey, edits: Sequence[Assignment]) -> C
     return change
 
 
-def _refuse_literal_secret(spec: dict[str, Any], edit: Assignment) -> None:
-    current = _get(spec, edit.path)
+def _assign(spec: dict[str, Any], edit: Assignment) -> None:
+    """Set (or with None remove) one field, refusing a literal secret before it is set."""
+    node: Any = spec
+    for depth, part in enumerate(edit.path):
+        where = ".".join(("spec", *edit.path[:depth]))
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise UserError(f"{where} is a list of {len(node)}; {part!r} is not an index "
+                                f"in it (0 to {len(node) - 1})")
+            slot: int | str = int(part)
+        elif isinstance(node, dict):
+            slot = part
+        else:
+            raise UserError(f"{where} is a single value, it has no field {part!r}")
+        if depth < len(edit.path) - 1:
+            node = node[slot] if isinstance(node, list) else node.setdefault(slot, {})
+    current = node[slot] if isinstance(node, list) else node.get(slot)
+    _refuse_literal_secret(current, edit)
+    if edit.value is not None:
+        node[slot] = edit.value
+    elif isinstance(node, list):
+        node.pop(slot)
+    else:
+        node.pop(slot, None)
+
+
+def _refuse_literal_secret(current: Any, edit: Assignment) -> None:
     is_secret = edit.path[-1] in SECRET_FIELDS or (
         isinstance(current, dict) and set(current) == {"secretRef"})
     if not is_secret or edit.value is None:
@@ -190,45 +203,6 @@ def _refuse_literal_secret(spec: dict[str, Any], edit: Assignment) -> None:
             f"the secret. Refused; nothing was written. {FIX_HINT}, e.g. "
             f"'{edit.dotted}={{secretRef: env:NAME}}'"
         ) from None
-
-
-def _get(node: Any, path: Sequence[str]) -> Any:
-    for part in path:
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
-
-
-def _assign(spec: dict[str, Any], edit: Assignment) -> None:
-    node: Any = spec
-    for depth, part in enumerate(edit.path):
-        last = depth == len(edit.path) - 1
-        where = ".".join(("spec", *edit.path[:depth]))
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise UserError(f"{where} is a list of {len(node)}; {part!r} is not an index "
-                                f"in it (0 to {len(node) - 1})")
-            if last:
-                if edit.value is None:
-                    node.pop(int(part))
-                else:
-                    node[int(part)] = edit.value
-                return
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            if last:
-                if edit.value is None:
-                    node.pop(part, None)
-                else:
-                    node[part] = edit.value
-                return
-            node = node.setdefault(part, {})
-        else:
-            raise UserError(f"{where} is a single value, it has no field {part!r}")
 
 
 def _validated(live: LiveState, key: ResourceKey, doc: dict[str, Any]) -> CanonicalResource:
@@ -247,7 +221,10 @@ def _validated(live: LiveState, key: ResourceKey, doc: dict[str, Any]) -> Canoni
     if new_errors:
         before = set(_validate(docs).diagnostics.errors)
         new_errors = [d for d in new_errors if d not in before]
-    blocking = [d for d in new_errors if d.file == label and _blocks(d)]
+    # A secret reference outside the allowed places is never needed in an emergency,
+    # and the daemon would refuse to resolve it anyway (SPEC S2).
+    blocking = [d for d in new_errors if d.file == label and (
+        d.code.startswith("schema:") or d.code in ("dangling-reference", SECRET_PLACE))]
     if blocking:
         lines = "\n".join("  " + diagnostic_text(d) for d in blocking)
         raise UserError(f"cannot set {key}: the result would not be valid; nothing was "
@@ -259,12 +236,6 @@ def _validated(live: LiveState, key: ResourceKey, doc: dict[str, Any]) -> Canoni
         if res.key == tuple(key):
             return canonical(res)
     raise UserError(f"cannot set {key}: it did not validate")  # pragma: no cover
-
-
-def _blocks(d: Diagnostic) -> bool:
-    # A secret reference outside the allowed places is never needed in an emergency,
-    # and the daemon would refuse to resolve it anyway (SPEC S2).
-    return d.code.startswith("schema:") or d.code in ("dangling-reference", SECRET_PLACE)
 
 
 def _validate(docs: dict[ResourceKey, dict[str, Any]]) -> ValidationResult:

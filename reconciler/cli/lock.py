@@ -26,13 +26,6 @@ def _describe(info: LockInfo) -> str:
             f"({held}), lock id {info.id}")
 
 
-def _as_json(info: LockInfo | None) -> dict[str, object]:
-    if info is None:
-        return {"locked": False}
-    return {"locked": True, "id": info.id, "holder": info.holder, "operation": info.operation,
-            "acquiredAt": info.acquired_at.isoformat(), "planDigest": info.plan_digest}
-
-
 @click.group("lock")
 def command() -> None:
     """The store's apply lock: who holds it, and releasing a stale one."""
@@ -46,7 +39,10 @@ def status_command(fmt: str, store_url: str | None) -> None:
     with opened_store(store_url) as store:
         info = store.current_lock()
     if fmt == "json":
-        click.echo(json.dumps(_as_json(info), indent=2))
+        click.echo(json.dumps({"locked": False} if info is None else {
+            "locked": True, "id": info.id, "holder": info.holder, "operation": info.operation,
+            "acquiredAt": info.acquired_at.isoformat(), "planDigest": info.plan_digest,
+        }, indent=2))
     elif info is None:
         click.echo("unlocked: no apply is running")
     else:

@@ -13,37 +13,23 @@ import sys
 
 import click
 
+# Each command is `command` in the module of its name, except force-unlock.
 COMMANDS: dict[str, str] = {
-    "validate": "validate:command",
-    "auth": "auth:command",
-    "schema": "schema:command",
-    "convert": "convert:command",
-    "secret": "secret:command",
-    "plan": "plan:command",
-    "apply": "apply:command",
-    "history": "history:command",
-    "drift": "drift:command",
-    "live": "live:command",
-    "lock": "lock:command",
-    "force-unlock": "lock:force_unlock",
-    "audit": "audit:command",
-    "daemon": "daemon:command",
-    "send": "send:command",
-    "route": "route:command",
-    "status": "status:command",
-    "test-connection": "test_connection:command",
-    "incoming": "incoming:command",
-}
+    name: f"{name.replace('-', '_')}:command"
+    for name in ("validate", "auth", "schema", "convert", "secret", "plan", "apply", "history",
+                 "drift", "live", "lock", "audit", "daemon", "send", "route", "status",
+                 "test-connection", "incoming")
+} | {"force-unlock": "lock:force_unlock"}
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *COMMANDS})
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
         if target is None:
-            return super().get_command(ctx, cmd_name)
+            return None
         module_name, attr = target.split(":")
         module = importlib.import_module(f"{__package__}.{module_name}")
         command = getattr(module, attr)

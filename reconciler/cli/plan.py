@@ -25,9 +25,6 @@ EXIT_NO_CHANGES = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
 
-def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
-
 
 def validated(path: Path, fmt: str) -> ValidationResult:
     """Validate like `reconcile validate`; exit 1 on errors.
@@ -37,10 +34,8 @@ def validated(path: Path, fmt: str) -> ValidationResult:
     """
     result = validate_path(path)
     diags, count = result.diagnostics, len(result.resources)
-    if fmt == "text":
-        emit(diags, "text", count)
-    elif not result.ok and fmt == "json":
-        emit(diags, "json", count)
+    if fmt == "text" or (fmt == "json" and not result.ok):
+        emit(diags, fmt, count)
     else:
         if not result.ok:  # markdown: the PR comment says why there is no plan
             click.echo(render.markdown_invalid(
@@ -53,9 +48,8 @@ def validated(path: Path, fmt: str) -> ValidationResult:
     return result
 
 
-def plan_against(
-    path: Path, result: ValidationResult | None, store: Store, *, prune: bool
-) -> Plan:
+def plan_against(path: Path, result: ValidationResult | None, store: Store, *,
+                 prune: bool) -> Plan:
     assert result is not None and result.desired is not None  # validated() exits otherwise
     return make_plan(path, result.desired, store.snapshot(), derived=result.derivations(),
                      prune=prune, bound=store.credential_bindings())
@@ -82,7 +76,7 @@ def command(path: Path, store_url: str, fmt: str, out: Path | None, prune: bool)
     result = validated(path, fmt)
     with opened_store(store_url) as store:
         plan = plan_against(path, result, store, prune=prune)
-    click.echo(render.render(plan, fmt, colour=stdout_is_terminal()))
+    click.echo(render.render(plan, fmt, colour=sys.stdout.isatty()))
     if out is not None:
         try:
             save(plan, out)

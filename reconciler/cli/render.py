@@ -24,30 +24,24 @@ def diagnostic_text(d: Diagnostic, colour: bool = False) -> str:
     return line
 
 
-def _escape_property(value: str) -> str:
-    return (value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-            .replace(":", "%3A").replace(",", "%2C"))
-
-
-def _escape_data(value: str) -> str:
-    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+def _escape(value: str, *, prop: bool = False) -> str:
+    value = value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    # property values also escape ':' and ',', which separate the properties
+    return value.replace(":", "%3A").replace(",", "%2C") if prop else value
 
 
 def diagnostic_github(d: Diagnostic, prefix: str = "") -> str:
     """A workflow command: ``::error file=F,line=L,col=C,title=T::message``."""
-    level = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTICE: "notice"}[
-        d.severity]
     props = []
     if d.file:
-        props.append(f"file={_escape_property(prefix + d.file)}")
+        props.append(f"file={_escape(prefix + d.file, prop=True)}")
     if d.line:
-        props.append(f"line={d.line}")
-        props.append(f"col={d.col}")
-    props.append(f"title={_escape_property(d.code)}")
+        props += [f"line={d.line}", f"col={d.col}"]
+    props.append(f"title={_escape(d.code, prop=True)}")
     text = f"{d.path}: {d.message}" if d.path else d.message
     if d.hint:
         text += f" (hint: {d.hint})"
-    return f"::{level} {','.join(props)}::{_escape_data(text)}"
+    return f"::{d.severity} {','.join(props)}::{_escape(text)}"
 
 
 def summary(diagnostics: Iterable[Diagnostic], resources: int) -> str:
@@ -72,12 +66,8 @@ def emit(diagnostics: Iterable[Diagnostic], fmt: str, resources: int, *,
             **(extra or {}),
         }, indent=2))
         return
-    if fmt == "github":
-        for d in items:
-            click.echo(diagnostic_github(d, github_prefix))
-        click.echo(summary(items, resources))
-        return
     colour = sys.stdout.isatty()  # click.get_text_stream is deprecated (removed in Click 9)
     for d in items:
-        click.echo(diagnostic_text(d, colour))
-    click.echo(summary(items, resources), err=False)
+        click.echo(diagnostic_github(d, github_prefix) if fmt == "github"
+                   else diagnostic_text(d, colour))
+    click.echo(summary(items, resources))

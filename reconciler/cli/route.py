@@ -11,16 +11,15 @@ O8) or on errors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from reconciler.cli.common import UserError, finish, opened_store, store_option
+from reconciler.cli.render import emit
 from reconciler.cli.send import context_option, parse_context
-
-if TYPE_CHECKING:
-    from reconciler.config.models.outgoing_server import OutgoingServer
-    from reconciler.runtime.namespace import NamespaceConfig
+from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.dispatch.readiness import server_problems
+from reconciler.runtime.namespace import NamespaceConfig
 
 
 @click.command("route")
@@ -29,8 +28,7 @@ if TYPE_CHECKING:
               help="request, problem, change, task, ...")
 @context_option
 @store_option
-@click.option("--config", "config_dir", metavar="DIR", default=None,
-              type=click.Path(exists=True, path_type=Path),
+@click.option("--config", "config_dir", metavar="DIR", type=click.Path(exists=True, path_type=Path),
               help="Route with this config repo (validated, not applied) instead of the "
               "live store.")
 @click.pass_context
@@ -38,14 +36,12 @@ def command(ctx: click.Context, namespace: str, module: str, fields: tuple[str, 
             store_url: str | None, config_dir: Path | None) -> None:
     """Explain which outgoing server a notification would be sent through."""
     context = parse_context(fields)
-    source_of_store = ctx.get_parameter_source("store_url")
-    explicit_store = source_of_store is click.core.ParameterSource.COMMANDLINE
-    if config_dir is not None and explicit_store:
-        raise UserError("give either --store or --config, not both")
-    if config_dir is not None:
-        source, ns = _from_config(config_dir, namespace)
-    else:
+    if config_dir is None:
         source, ns = _from_store(store_url, namespace)
+    elif ctx.get_parameter_source("store_url") is click.core.ParameterSource.COMMANDLINE:
+        raise UserError("give either --store or --config, not both")
+    else:
+        source, ns = _from_config(config_dir, namespace)
     if ns is None:
         raise UserError(f"namespace {namespace!r} has no configuration in {source}")
     decision = ns.route(module, context)
@@ -68,9 +64,7 @@ def _from_store(store_url: str | None, namespace: str) -> tuple[str, NamespaceCo
 
 
 def _from_config(config_dir: Path, namespace: str) -> tuple[str, NamespaceConfig | None]:
-    from reconciler.cli.render import emit
     from reconciler.policy.validate import validate_path
-    from reconciler.runtime.namespace import NamespaceConfig
 
     result = validate_path(config_dir)
     if not result.ok:
@@ -83,8 +77,6 @@ def _from_config(config_dir: Path, namespace: str) -> tuple[str, NamespaceConfig
 
 def _can_send(ns: NamespaceConfig, server: OutgoingServer) -> bool:
     """Print what would stop the chosen server from sending; True when nothing would."""
-    from reconciler.dispatch.readiness import server_problems
-
     problems = [f"{p.reason.value} ({p.detail})" for p in server_problems(server)]
     try:
         recipient_filter = ns.recipient_filter(server)

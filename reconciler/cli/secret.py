@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from reconciler.cli.common import UserError, document_label
+from reconciler.cli.common import UserError, document_label, finish
 from reconciler.config.diagnostics import Diagnostics, Severity
 from reconciler.config.loader import load_tree, locate
 from reconciler.config.sealing import new_key
@@ -44,7 +44,7 @@ def command() -> None:
 
 
 @command.command("keygen")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the key to this new file (mode 0600) instead of printing it.")
 def keygen(out: Path | None) -> None:
     """Create a new key for encrypted-in-git values (enc:v1:...).
@@ -71,20 +71,6 @@ def keygen(out: Path | None) -> None:
     click.echo(_KEY_HELP, err=True)
 
 
-def _read_plaintext() -> str:
-    stdin = sys.stdin
-    if stdin.isatty():
-        value: str = click.prompt("Secret value", hide_input=True, confirmation_prompt=True,
-                                  err=True)
-    else:
-        # Piped values usually end with the newline of `echo`; `file:` references
-        # strip it the same way.
-        value = stdin.read().rstrip("\r\n")
-    if not value:
-        raise UserError("nothing to encrypt: the value is empty")
-    return value
-
-
 @command.command("encrypt")
 def encrypt_command() -> None:
     """Encrypt a value read from stdin (or typed at a hidden prompt).
@@ -93,9 +79,17 @@ def encrypt_command() -> None:
     history. Prints {secretRef: enc:v1:...} to paste into the YAML; the key
     comes from RECONCILE_SECRET_KEY or RECONCILE_SECRET_KEY_FILE.
     """
-    plaintext = _read_plaintext()
+    if sys.stdin.isatty():
+        value: str = click.prompt("Secret value", hide_input=True, confirmation_prompt=True,
+                                  err=True)
+    else:
+        # Piped values usually end with the newline of `echo`; `file:` references
+        # strip it the same way.
+        value = sys.stdin.read().rstrip("\r\n")
+    if not value:
+        raise UserError("nothing to encrypt: the value is empty")
     try:
-        reference = encrypt(plaintext)
+        reference = encrypt(value)
     except SecretError as exc:  # no key, or not a valid one
         raise UserError(str(exc)) from None
     click.echo(f"{{secretRef: {reference}}}")
@@ -139,18 +133,17 @@ def check(path: Path, verbose: bool) -> None:
         for field_path, ref in iter_refs(data):
             total += 1
             problem = _problem(ref)
+            shown = redact_ref(ref)
             line, col = locate(data, field_path)
-            dotted = ".".join(str(p) for p in field_path)
-            where = f"{doc.file}:{line}:{col}  {label}  {dotted}"
+            where = f"{doc.file}:{line}:{col}  {label}  {'.'.join(map(str, field_path))}"
             if problem is None:
                 if verbose:
-                    click.echo(f"{where}  ok: {redact_ref(ref)}")
+                    click.echo(f"{where}  ok: {shown}")
                 continue
             failed += 1
-            shown = redact_ref(ref)
             # Refusals of the place (SPEC S2) already start with the reference.
             click.echo(f"{where}  error: " + (problem if problem.startswith(shown)
                                               else f"{shown}: {problem}"))
     click.echo(f"{total} secret reference(s): {total - failed} resolved, {failed} cannot be "
                "resolved" + (f"; {len(unreadable)} file error(s)" if unreadable else ""))
-    raise click.exceptions.Exit(1 if failed or unreadable else 0)
+    finish(1 if failed or unreadable else 0)

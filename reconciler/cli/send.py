@@ -16,24 +16,22 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import click
+from pydantic import ValidationError
 
-from reconciler.cli.common import F, UserError, opened_store, store_option
+from reconciler.cli.common import UserError, opened_store, store_option
+from reconciler.dispatch.oversize import routed_oversized
+from reconciler.mail.envelope import Notification, plain_error
+from reconciler.runtime.namespace import NamespaceConfig
+from reconciler.state import Store
 
-if TYPE_CHECKING:  # imported when the command runs: the CLI loads lazily
-    from reconciler.mail.envelope import Notification
-    from reconciler.runtime.namespace import NamespaceConfig
-    from reconciler.state import Store
-
-def context_option(f: F) -> F:
-    """``--set field=value`` (repeatable): the context fields routing rules test."""
-    return click.option(
-        "--set", "fields", multiple=True, metavar="FIELD=VALUE",
-        help="A context field routing rules test (department, technicianGroup, site, "
-        "location, ...); repeat for more.",
-    )(f)
+context_option = click.option(
+    "--set", "fields", multiple=True, metavar="FIELD=VALUE",
+    help="A context field routing rules test (department, technicianGroup, site, "
+    "location, ...); repeat for more.",
+)
 
 
 def parse_context(fields: Sequence[str]) -> dict[str, str]:
@@ -66,12 +64,8 @@ def _ticket(value: str | None) -> dict[str, str] | None:
 
 
 def _namespace_config(store: Store, namespace: str, omitted: bool) -> NamespaceConfig:
-    """The namespace's config in the live store (a ``NamespaceConfig``); a UserError
-    naming the configured namespaces when it has no outgoing server to send with."""
-    from pydantic import ValidationError
-
-    from reconciler.runtime.namespace import NamespaceConfig
-
+    """The namespace's config in the live store; a UserError naming the configured
+    namespaces when it has no outgoing server to send with."""
     live = store.snapshot()
     configured = sorted({key.namespace for key in live.resources
                          if key.kind == "OutgoingServer"})
@@ -94,8 +88,6 @@ def _namespace_config(store: Store, namespace: str, omitted: bool) -> NamespaceC
 
 def _check_attachments(config: NamespaceConfig, notification: Notification) -> None:
     """Refuse attachments the routed server refuses; name on stderr the ones it drops."""
-    from reconciler.dispatch.oversize import routed_oversized
-
     oversized = routed_oversized(config, notification)
     if oversized is None:
         return
@@ -120,21 +112,21 @@ def _check_attachments(config: NamespaceConfig, notification: Notification) -> N
 @click.option("--bcc", multiple=True, metavar="ADDR",
               help="Blind copy recipient (envelope only); repeatable.")
 @click.option("--subject", required=True)
-@click.option("--text", default=None, help="Plain-text body.")
-@click.option("--text-file", type=click.File("r", encoding="utf-8"), default=None,
+@click.option("--text", help="Plain-text body.")
+@click.option("--text-file", type=click.File("r", encoding="utf-8"),
               metavar="FILE", help="Read the plain-text body from FILE ('-' for stdin).")
-@click.option("--html-file", type=click.File("r", encoding="utf-8"), default=None,
-              metavar="FILE", help="Read an HTML body from FILE.")
+@click.option("--html-file", type=click.File("r", encoding="utf-8"), metavar="FILE",
+              help="Read an HTML body from FILE.")
 @click.option("--attach", multiple=True, metavar="FILE",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Attach FILE; repeatable. Attachments over the routed server's limit "
               "are named on stderr and left out (named in the audit too), or refused when "
               "the server's attachments.oversize is refuse.")
 @context_option
-@click.option("--ticket", default=None, metavar="MODULE/ID",
+@click.option("--ticket", metavar="MODULE/ID",
               help="The ticket this is about, e.g. request/123: replies to the sent mail "
               "are threaded to it by their headers, whatever their subject says.")
-@click.option("--idempotency-key", default=None, metavar="KEY",
+@click.option("--idempotency-key", metavar="KEY",
               help="Submitting the same key again in the namespace stores nothing new.")
 @store_option
 def command(namespace: str, module: str, to: tuple[str, ...], cc: tuple[str, ...],
@@ -148,25 +140,14 @@ def command(namespace: str, module: str, to: tuple[str, ...], cc: tuple[str, ...
     crashes and restarts until a daemon has sent it (or given up, see
     `reconcile audit`).
     """
-    from pydantic import ValidationError
-
-    from reconciler.mail.envelope import Notification, plain_error
-
     if (text is None) == (text_file is None):
         raise UserError("give the body with exactly one of --text and --text-file")
     body = text if text is not None else text_file.read()  # type: ignore[union-attr]
     document = {
-        "module": module,
-        "namespace": namespace,
-        "context": parse_context(fields),
-        "to": list(to),
-        "cc": list(cc),
-        "bcc": list(bcc),
-        "subject": subject,
-        "textBody": body,
+        "module": module, "namespace": namespace, "context": parse_context(fields),
+        "to": list(to), "cc": list(cc), "bcc": list(bcc), "subject": subject, "textBody": body,
         "htmlBody": html_file.read() if html_file is not None else None,
-        "attachments": [_attachment(p) for p in attach],
-        "idempotencyKey": idempotency_key,
+        "attachments": [_attachment(p) for p in attach], "idempotencyKey": idempotency_key,
         "ticket": _ticket(ticket),
     }
     try:

@@ -46,11 +46,9 @@ def _derived_rows(result: ValidationResult) -> list[dict[str, Any]]:
 
 
 def _show_derived(result: ValidationResult) -> None:
-    rows = _derived_rows(result)
     click.echo("\nderived values:")
-    current = None
-    for row in rows:
-        if row["resource"] != current:
-            current = row["resource"]
-            click.echo(f"  {current}  ({row['file']})")
-        click.echo(f"    {row['path']} = {json.dumps(row['value'])}  # {row['reason']}")
+    for r in result.resources:
+        if r.derivations:
+            click.echo(f"  {r.model.display}  ({r.file})")
+        for d in r.derivations:
+            click.echo(f"    {d.dotted} = {json.dumps(d.value)}  # {d.reason}")
