@@ -147,18 +147,13 @@ def _git(path: Path, *args: str) -> str | None:
 # -- JSON form ------------------------------------------------------------------
 
 
-def key_json(key: ResourceKey) -> dict[str, str]:
-    return {"kind": key.kind, "namespace": key.namespace, "name": key.name}
-
-
 def change_json(change: Change, *, bodies: bool) -> dict[str, Any]:
     """One change as a saved plan holds it (``bodies``) and as `plan --format json` shows it."""
-    out: dict[str, Any] = {"action": change.action.value, **key_json(change.key)}
+    out: dict[str, Any] = {"action": change.action.value, **change.key._asdict()}
     if bodies:
         out["before"] = change.before.body() if change.before is not None else None
         out["after"] = change.after.body() if change.after is not None else None
-    out["fields"] = [{"path": f.path, "before": f.before, "after": f.after,
-                      "derived": f.derived} for f in change.fields]
+    out["fields"] = [f.to_json() for f in change.fields]
     return out
 
 
@@ -176,7 +171,7 @@ def _content(plan: Plan) -> dict[str, Any]:
         "prune": plan.prune,
         "git": plan.git.to_json(),
         "changes": [change_json(c, bodies=True) for c in plan.changes],
-        "unmanaged": [key_json(k) for k in plan.unmanaged],
+        "unmanaged": [k._asdict() for k in plan.unmanaged],
         "credentialMoves": [m.to_json() for m in plan.credential_moves],
     }
 

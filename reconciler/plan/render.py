@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from reconciler.credentials.moves import FLAG, CredentialMove, grouped
-from reconciler.plan.model import Plan, change_json, key_json
+from reconciler.plan.model import Plan, change_json
 from reconciler.state.revisions import Action, Change, FieldChange
 
 FORMATS = ("text", "markdown", "json")
@@ -238,9 +238,9 @@ def data(plan: Plan) -> dict[str, Any]:
         "createdAt": plan.created_at.isoformat(),
         "git": plan.git.to_json(),
         "changes": [change_json(c, bodies=False) for c in plan.changes],
-        "unmanaged": [key_json(k) for k in plan.unmanaged],
+        "unmanaged": [k._asdict() for k in plan.unmanaged],
         "credentialMoves": [
-            {**key_json(m.resource), "credential": m.shown, "endpoint": m.endpoint,
+            {**m.resource._asdict(), "credential": m.shown, "endpoint": m.endpoint,
              "boundTo": list(m.bound_to), "approval": m.approval}
             for m in plan.credential_moves
         ],

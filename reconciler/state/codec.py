@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import fields
+from typing import Any, TypeVar
 
 from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_json
 from reconciler.state.base import ChangeRejected, SecretValueRefused
@@ -16,6 +17,14 @@ from reconciler.state.revisions import (
     RevisionKind,
     RevisionMeta,
 )
+
+T = TypeVar("T")
+
+
+def from_row(cls: type[T], row: Any) -> T:
+    """The dataclass ``cls`` filled from the row's columns of the same names."""
+    return cls(**{f.name: row._mapping[f.name] for f in fields(cls)})  # type: ignore[arg-type]
+
 
 # Spec keys that may only ever hold a secret *reference*. The config models
 # already enforce this; the store checks again because it is the last place a

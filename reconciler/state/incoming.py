@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from reconciler.state import schema as t
 from reconciler.state.audit import clipped, insert_entries
 from reconciler.state.base import AuditDirection, AuditStatus
+from reconciler.state.codec import from_row
 from reconciler.state.contract import (
     DELIVERED,
     PENDING,
@@ -148,8 +149,7 @@ class SqlIncoming(StoreArea):
             q = q.where(e.moved_back_at.is_(None))
         with self._read() as conn:
             rows = conn.execute(q.order_by(e.id)).all()
-        return [StoredError(r.id, r.namespace, r.server, r.marker, r.code, r.created_at,
-                            r.moved_back_at, r.sealed) for r in rows]
+        return [from_row(StoredError, r) for r in rows]
 
     def errors_moved_back(self, namespace: str, server: str,
                           now: datetime | None = None) -> int:
@@ -173,12 +173,13 @@ class SqlIncoming(StoreArea):
         if state is not None:
             q = q.where(ev.state == state)
         with self._read() as conn:
-            return [_event(r) for r in conn.execute(q.order_by(ev.id).limit(limit))]
+            rows = conn.execute(q.order_by(ev.id).limit(limit)).all()
+        return [from_row(StoredEvent, r) for r in rows]
 
     def event(self, event_id: int) -> StoredEvent | None:
         with self._read() as conn:
             row = conn.execute(select(t.ticket_events).where(ev.id == event_id)).first()
-        return _event(row) if row is not None else None
+        return from_row(StoredEvent, row) if row is not None else None
 
     def last_event_id(self, namespace: str | None = None) -> int:
         q = select(func.max(ev.id))
@@ -205,7 +206,7 @@ class SqlIncoming(StoreArea):
             for row in conn.execute(q):
                 if row.next_attempt_at > now:
                     break
-                out.append(_event(row))
+                out.append(from_row(StoredEvent, row))
         return out
 
     def next_due_at(self) -> datetime | None:
@@ -349,7 +350,7 @@ class SqlIncoming(StoreArea):
         if namespace is not None:
             q = q.where(s.namespace == namespace)
         with self._read() as conn:
-            return [_state(r) for r in conn.execute(q)]
+            return [from_row(ServerState, r) for r in conn.execute(q)]
 
 
 # -- helpers (module level: they need a connection, not the store area) ---------------
@@ -436,17 +437,4 @@ def _ensure(conn: Connection, namespace: str, name: str, now: datetime) -> None:
 def _state_of(conn: Connection, namespace: str, name: str) -> ServerState:
     row = conn.execute(select(t.incoming_servers).where(
         and_(*_server_is(namespace, name)))).first()
-    return _state(row) if row is not None else ServerState(namespace, name)
-
-
-def _event(row: Any) -> StoredEvent:
-    return StoredEvent(row.id, row.namespace, row.server, row.kind, row.message_id, row.payload,
-                       row.created_at, row.state, row.attempts, row.next_attempt_at,
-                       row.delivered_at, row.last_error)
-
-
-def _state(row: Any) -> ServerState:
-    return ServerState(row.namespace, row.name, row.consecutive_failures, row.last_error,
-                       row.last_error_kind, bool(row.failure_notified), row.last_fetch_at,
-                       row.last_success_at, row.paused, row.error_folder_count,
-                       row.lease_owner, row.lease_expires_at)
+    return from_row(ServerState, row) if row is not None else ServerState(namespace, name)
