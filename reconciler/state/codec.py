@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from functools import cache
 from typing import Any, TypeVar
 
 from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_json
@@ -21,9 +22,16 @@ from reconciler.state.revisions import (
 T = TypeVar("T")
 
 
-def from_row(cls: type[T], row: Any) -> T:
-    """The dataclass ``cls`` filled from the row's columns of the same names."""
-    return cls(**{f.name: row._mapping[f.name] for f in fields(cls)})  # type: ignore[arg-type]
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def from_row(cls: type[T], row: Any, **given: Any) -> T:
+    """The dataclass ``cls``: the ``given`` fields, the others from the row's columns
+    (attributes) of the same names."""
+    taken = {name: getattr(row, name) for name in _field_names(cls) if name not in given}
+    return cls(**taken, **given)
 
 
 # Spec keys that may only ever hold a secret *reference*. The config models
