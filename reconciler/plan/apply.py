@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from reconciler.credentials.moves import FLAG, approval_for, find_moves, grouped
 from reconciler.plan.model import Plan
-from reconciler.state.base import LockInfo, StaleRevision, Store, StoreError, UnknownRevision
+from reconciler.state.base import LockInfo, StaleRevision, Store, StoreError
 from reconciler.state.revisions import Action, ApprovedMove, Revision, RevisionMeta
 
 DEFAULT_MAX_CHANGE_RATIO = 0.30
@@ -77,7 +77,7 @@ def check_current(store: Store, plan: Plan) -> None:
     try:
         rev = store.revision(head)
         by = f" (by {rev.meta.actor}, {rev.meta.kind.value}, {rev.created_at:%Y-%m-%d %H:%M %Z})"
-    except (UnknownRevision, StoreError):
+    except StoreError:
         pass
     raise StaleRevision(
         f"the live store changed since this plan was made: the plan is based on revision "

@@ -43,30 +43,21 @@ def diff(
     prune: bool = False,
 ) -> DiffResult:
     """Changes that turn ``live`` into ``desired``, ordered by (kind, namespace, name)."""
-    with gc_paused():
-        return _diff(desired, live, derived or {}, prune)
-
-
-def _diff(
-    desired: DesiredState,
-    live: LiveState,
-    derived: Mapping[ResourceKey, set[str]],
-    prune: bool,
-) -> DiffResult:
+    derived = derived or {}
     changes: list[Change] = []
     unmanaged: list[ResourceKey] = []
-    for key in sorted(desired.resources.keys() | live.resources.keys()):
-        want = desired.resources.get(key)
-        have = live.resources.get(key)
-        if want is not None and have is not None:
-            if want.digest != have.digest:
-                fields = _fields(have, want, derived.get(key, set()))
-                changes.append(Change(Action.UPDATE, key, have, want, fields))
-        elif want is not None:
-            fields = _fields(None, want, derived.get(key, set()))
-            changes.append(Change(Action.CREATE, key, None, want, fields))
-        elif have is not None:
-            if prune:
+    with gc_paused():
+        for key in sorted(desired.resources.keys() | live.resources.keys()):
+            want = desired.resources.get(key)
+            have = live.resources.get(key)
+            if want is not None and have is not None:
+                if want.digest != have.digest:
+                    fields = _fields(have, want, derived.get(key, set()))
+                    changes.append(Change(Action.UPDATE, key, have, want, fields))
+            elif want is not None:
+                fields = _fields(None, want, derived.get(key, set()))
+                changes.append(Change(Action.CREATE, key, None, want, fields))
+            elif prune:
                 changes.append(Change(Action.DELETE, key, have, None, _fields(have, None, set())))
             else:
                 unmanaged.append(key)
@@ -105,17 +96,13 @@ def _dotted(path: YamlPath) -> str:
     return ".".join(map(str, path))
 
 
-def _tree(old: dict[str, Any], new: dict[str, Any]) -> Any:
+def _deep(old: dict[str, Any], new: dict[str, Any]) -> Iterator[tuple[YamlPath, Any, Any]]:
+    """Changed leaves between two already redacted documents."""
     # Imported here: deepdiff pulls in numpy (~0.3 s), worth paying only when
     # something was actually updated.
     from deepdiff import DeepDiff
 
-    return DeepDiff(old, new, view="tree")
-
-
-def _deep(old: dict[str, Any], new: dict[str, Any]) -> Iterator[tuple[YamlPath, Any, Any]]:
-    """Changed leaves between two already redacted documents."""
-    for report, levels in _tree(old, new).items():
+    for report, levels in DeepDiff(old, new, view="tree").items():
         for level in levels:
             path: YamlPath = tuple(level.path(output_format="list"))
             if report in _ADDED or report in _REMOVED:

@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey, digest_of
+from reconciler.config.desired import DesiredState, ResourceKey, digest_of
 from reconciler.credentials.moves import CredentialMove, find_moves
 from reconciler.plan.diff import DiffResult
+from reconciler.state.codec import resource_of
 from reconciler.state.revisions import Action, Change, FieldChange, LiveState
 
 FORMAT = "reconcile-plan"
@@ -224,18 +225,12 @@ def load(path: Path) -> Plan:
     return replace(plan, digest=stored)
 
 
-def _resource(key: ResourceKey, body: Mapping[str, Any] | None) -> CanonicalResource | None:
-    if body is None:
-        return None
-    return CanonicalResource.build(key, body["apiVersion"], body["spec"], body.get("labels"))
-
-
 def _from_content(data: Mapping[str, Any]) -> Plan:
     changes = []
     for item in data["changes"]:
         key = ResourceKey(item["kind"], item["namespace"], item["name"])
         action = Action(item["action"])
-        before, after = _resource(key, item["before"]), _resource(key, item["after"])
+        before, after = resource_of(key, item["before"]), resource_of(key, item["after"])
         if (after is None) != (action is Action.DELETE):
             raise ValueError(f"{action.value} of {key} has the wrong resource versions")
         fields = tuple(FieldChange(f["path"], f["before"], f["after"], bool(f["derived"]))

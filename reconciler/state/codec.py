@@ -51,11 +51,14 @@ def resource_from_columns(
     return CanonicalResource.build(key, api_version, json.loads(spec_json), json.loads(labels_json))
 
 
-def resource_from_body(key: ResourceKey, body_json: str | None) -> CanonicalResource | None:
-    if body_json is None:
+def resource_of(key: ResourceKey, body: Mapping[str, Any] | None) -> CanonicalResource | None:
+    if body is None:
         return None
-    body = json.loads(body_json)
     return CanonicalResource.build(key, body["apiVersion"], body["spec"], body.get("labels"))
+
+
+def resource_from_body(key: ResourceKey, body_json: str | None) -> CanonicalResource | None:
+    return resource_of(key, json.loads(body_json) if body_json is not None else None)
 
 
 def body_json(res: CanonicalResource) -> str:

@@ -74,10 +74,6 @@ def migrate(engine: Engine, loc: Location) -> str:
     script = ScriptDirectory.from_config(cfg)
     head = script.get_current_head()
     assert head is not None
-    # Cheap read first: an up-to-date store (the usual case) needs no write lock.
-    with engine.connect() as conn:
-        if db_revision(conn) == head:
-            return head
     with writer_engine(engine).begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(PG_MIGRATE_LOCK)))

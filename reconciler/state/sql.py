@@ -74,8 +74,6 @@ _POLL_MAX_S = 0.5
 
 rv = t.resource_versions
 
-
-
 class SqlStore(StoreArea):
     """Use :func:`reconciler.state.open_store` to get one."""
 
@@ -85,6 +83,8 @@ class SqlStore(StoreArea):
             require_existing(loc)
         engine = create_store_engine(loc)
         super().__init__(engine, writer_engine(engine), loc)
+        self.location = loc.display  # printable: a PostgreSQL password is hidden
+        self.dialect = engine.dialect.name
         try:
             if not create:
                 require_initialised(engine, loc)
@@ -108,15 +108,6 @@ class SqlStore(StoreArea):
         this goes once the daemon asks that instead."""
         return None
 
-    @property
-    def location(self) -> str:
-        """Where the store is, printable (a PostgreSQL password is hidden)."""
-        return self._loc.display
-
-    @property
-    def dialect(self) -> str:
-        return self._engine.dialect.name
-
     def close(self) -> None:
         self._engine.dispose()
 
@@ -127,7 +118,7 @@ class SqlStore(StoreArea):
         self.close()
 
     def __repr__(self) -> str:
-        return f"SqlStore({self._loc.display!r})"
+        return f"SqlStore({self.location!r})"
 
     def head(self) -> int:
         with self._read() as conn:
@@ -179,7 +170,6 @@ class SqlStore(StoreArea):
     # -- credential bindings (S2) ----------------------------------------------
 
     def credential_bindings(self) -> frozenset[tuple[str, str]]:
-        """Every (credential, endpoint) an apply bound: what the daemon may present."""
         with self._read() as conn:
             return bindings.read_pairs(conn)
 
@@ -192,7 +182,6 @@ class SqlStore(StoreArea):
         return json.loads(text) if text is not None else {}
 
     def statuses(self) -> dict[ResourceKey, dict[str, Any]]:
-        """Every recorded status, for dashboards and the daemon's start-up."""
         with self._read() as conn:
             rows = conn.execute(select(t.status.c.kind, t.status.c.namespace, t.status.c.name,
                                        t.status.c.status)).all()
