@@ -32,14 +32,10 @@ from reconciler.state.contract import (
     StoredEvent,
     bare_id,
 )
-from reconciler.state.location import StoreArea, upsert
+from reconciler.state.location import StoreArea, now_or, upsert
 
 m, ids, ev, s = (t.incoming_markers.c, t.incoming_message_ids.c, t.ticket_events.c,
                  t.incoming_servers.c)
-
-
-def _now(now: datetime | None) -> datetime:
-    return now if now is not None else datetime.now(UTC)
 
 
 class _AlreadyRecorded(Exception):
@@ -80,7 +76,7 @@ class SqlIncoming(StoreArea):
         if dated[0] < refresh_before:
             with self._write() as conn:
                 conn.execute(update(t.incoming_markers).where(*where).values(
-                    created_at=_now(now)))
+                    created_at=now_or(now)))
         return True
 
     def seen_message_id(self, namespace: str, message_id: str) -> bool:
@@ -109,7 +105,7 @@ class SqlIncoming(StoreArea):
                now: datetime | None = None) -> list[Recorded]:
         """Several mails in one transaction (the runner's group commit: with SQLite's
         fsync per commit, one transaction per mail would cap throughput)."""
-        now = _now(now)
+        now = now_or(now)
         out: list[Recorded] = []
         try:
             with self._write() as conn:
@@ -157,9 +153,9 @@ class SqlIncoming(StoreArea):
         with self._write() as conn:
             count = conn.execute(update(t.incoming_errors).where(
                 e.namespace == namespace, e.server == server, e.moved_back_at.is_(None),
-            ).values(moved_back_at=_now(now))).rowcount
+            ).values(moved_back_at=now_or(now))).rowcount
             conn.execute(update(t.incoming_servers).where(*_server_is(namespace, server))
-                         .values(error_folder_count=0, paused=None, updated_at=_now(now)))
+                         .values(error_folder_count=0, paused=None, updated_at=now_or(now)))
         return count
 
     # -- ticket events (I8) -------------------------------------------------------
@@ -200,7 +196,7 @@ class SqlIncoming(StoreArea):
         Delivery is in order: a later event never overtakes one that waits
         for a retry (a reply must not reach the desk before its ticket)."""
         q = select(t.ticket_events).where(ev.state == PENDING).order_by(ev.id).limit(limit)
-        now = _now(now)
+        now = now_or(now)
         out = []
         with self._read() as conn:
             for row in conn.execute(q):
@@ -216,7 +212,7 @@ class SqlIncoming(StoreArea):
 
     def delivered(self, event_ids: Iterable[int], now: datetime | None = None) -> None:
         if chosen := list(event_ids):
-            self._pending(ev.id.in_(chosen), state=DELIVERED, delivered_at=_now(now),
+            self._pending(ev.id.in_(chosen), state=DELIVERED, delivered_at=now_or(now),
                           attempts=ev.attempts + 1)
 
     def retry_later(self, event_id: int, error: str, next_attempt_at: datetime) -> None:
@@ -232,7 +228,7 @@ class SqlIncoming(StoreArea):
         """The desk pulled everything up to ``through``: mark those pending events delivered."""
         where = [ev.id <= through] + ([ev.namespace == namespace] if namespace is not None
                                       else [])
-        return self._pending(*where, state=DELIVERED, delivered_at=_now(now))
+        return self._pending(*where, state=DELIVERED, delivered_at=now_or(now))
 
     def _pending(self, *where: Any, **values: Any) -> int:
         """Update pending events only: a delivered or rejected one stays as it ended."""
@@ -281,7 +277,7 @@ class SqlIncoming(StoreArea):
     def claim(self, namespace: str, name: str, owner: str, *, lease_seconds: float,
               now: datetime | None = None) -> bool:
         """Take or renew the right to fetch this server; False while another daemon has it."""
-        now = _now(now)
+        now = now_or(now)
         until = now + timedelta(seconds=lease_seconds)
         with self._write() as conn:
             _ensure(conn, namespace, name, now)
@@ -300,7 +296,7 @@ class SqlIncoming(StoreArea):
     def fetch_failed(self, namespace: str, name: str, kind: str, message: str,
                      now: datetime | None = None) -> ServerState:
         """Count one more consecutive connection failure; the state after it."""
-        now = _now(now)
+        now = now_or(now)
         return self._server_update(namespace, name, now, after=True,
                                    consecutive_failures=s.consecutive_failures + 1,
                                    last_error=clipped(message), last_error_kind=kind,
@@ -310,7 +306,7 @@ class SqlIncoming(StoreArea):
                         now: datetime | None = None) -> ServerState:
         """A session worked: failures back to 0. Returns the state *before* the reset, so
         the caller sees whether a failure notification is owed a recovery."""
-        now = _now(now)
+        now = now_or(now)
         values: dict[str, Any] = {"consecutive_failures": 0, "failure_notified": False,
                                   "last_fetch_at": now, "last_success_at": now}
         if error_folder_count is not None:
@@ -329,7 +325,7 @@ class SqlIncoming(StoreArea):
         values: dict[str, Any] = {"paused": reason}
         if error_folder_count is not None:
             values["error_folder_count"] = error_folder_count
-        return self._server_update(namespace, name, _now(now), **values)
+        return self._server_update(namespace, name, now_or(now), **values)
 
     def _server_update(self, namespace: str, name: str, now: datetime, *,
                        after: bool = False, **values: Any) -> ServerState:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,12 @@ def writer_engine(engine: Engine) -> Engine:
     return engine
 
 
-def _first_line(exc: BaseException) -> str:
+def now_or(now: datetime | None) -> datetime:
+    """``now`` as given (tests pass their clock), else the current UTC time."""
+    return now if now is not None else datetime.now(UTC)
+
+
+def first_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()
     return text[0] if text else type(orig).__name__
@@ -213,7 +219,7 @@ def _first_line(exc: BaseException) -> str:
 
 def explain(exc: SQLAlchemyError, loc: Location) -> StoreError:
     """One paragraph saying what went wrong and what to do about it."""
-    detail = _first_line(exc)
+    detail = first_line(exc)
     if loc.sqlite_path is not None:
         low = detail.lower()
         if "locked" in low or "busy" in low:
