@@ -84,12 +84,13 @@ class LockTimeout(StoreError):
 
 
 class Store(Protocol):
-    @property
-    def lineage(self) -> str: ...
-
-    @property
-    def location(self) -> str:
-        """Where the store is, printable (a PostgreSQL password is hidden)."""
+    lineage: str
+    location: str  # where the store is, printable (a PostgreSQL password is hidden)
+    outbox: Outbox  # durable queue of accepted notifications (O1, X4)
+    audit: Audit  # email audit (O8)
+    incoming: Incoming  # what the incoming-mail runner keeps (I1, I6-I8)
+    tokens: Tokens  # the OAuth token cache rows, sealed by the caller
+    leases: Leases  # one leader per role among daemons sharing the store (X4)
 
     def head(self) -> int:
         """The newest revision number; 0 for a new, empty store."""
@@ -133,26 +134,6 @@ class Store(Protocol):
 
     def statuses(self) -> dict[ResourceKey, dict[str, Any]]:
         """Every recorded status, for dashboards and the daemon's start-up."""
-
-    @property
-    def outbox(self) -> Outbox:
-        """Durable queue of accepted notifications (O1, X4)."""
-
-    @property
-    def audit(self) -> Audit:
-        """Email audit (O8)."""
-
-    @property
-    def incoming(self) -> Incoming:
-        """What the incoming-mail runner keeps (I1, I6-I8): markers, events, fetch state."""
-
-    @property
-    def tokens(self) -> Tokens:
-        """The OAuth token cache rows, sealed by the caller."""
-
-    @property
-    def leases(self) -> Leases:
-        """One leader per role among daemons sharing the store (X4)."""
 
     def close(self) -> None: ...
 

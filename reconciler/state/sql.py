@@ -37,12 +37,9 @@ from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_
 from reconciler.state import bindings, chain, codec
 from reconciler.state import schema as t
 from reconciler.state.audit import SqlAudit
-from reconciler.state.base import (
-    LockInfo,
-    LockTimeout,
-    UnknownRevision,
-)
+from reconciler.state.base import Audit, LockInfo, LockTimeout, Outbox, UnknownRevision
 from reconciler.state.commit import Live, rejected, write_revision
+from reconciler.state.contract import Incoming, Leases, Tokens
 from reconciler.state.incoming import SqlIncoming
 from reconciler.state.leases import SqlLeases
 from reconciler.state.location import (
@@ -95,11 +92,12 @@ class SqlStore(StoreArea):
         except BaseException:
             engine.dispose()
             raise
-        self.outbox = SqlOutbox(engine, self._writer, loc)
-        self.audit = SqlAudit(engine, self._writer, loc)
-        self.incoming = SqlIncoming(engine, self._writer, loc)
-        self.tokens = SqlTokens(engine, self._writer, loc)
-        self.leases = SqlLeases(loc, self.lineage)
+        # Typed as the contract's areas: what every caller may rely on.
+        self.outbox: Outbox = SqlOutbox(engine, self._writer, loc)
+        self.audit: Audit = SqlAudit(engine, self._writer, loc)
+        self.incoming: Incoming = SqlIncoming(engine, self._writer, loc)
+        self.tokens: Tokens = SqlTokens(engine, self._writer, loc)
+        self.leases: Leases = SqlLeases(loc, self.lineage)
 
     @property
     def connections(self) -> None:
