@@ -38,10 +38,6 @@ m, ids, ev, s = (t.incoming_markers.c, t.incoming_message_ids.c, t.ticket_events
                  t.incoming_servers.c)
 
 
-class _AlreadyRecorded(Exception):
-    pass
-
-
 class _RaceLost(Exception):
     pass
 
@@ -106,21 +102,15 @@ class SqlIncoming(StoreArea):
         """Several mails in one transaction (the runner's group commit: with SQLite's
         fsync per commit, one transaction per mail would cap throughput)."""
         now = now_or(now)
-        out: list[Recorded] = []
         try:
             with self._write() as conn:
-                for mail in mails:
-                    try:
-                        out.append(Recorded(_record(conn, namespace, server, mail, now)))
-                    except _AlreadyRecorded:
-                        out.append(Recorded(None, duplicate_marker=True))
+                return [_record(conn, namespace, server, mail, now) for mail in mails]
         except _RaceLost:
             # Another process recorded one of these meanwhile (the transaction rolled
             # back): one by one, so only that one is skipped.
             if len(mails) == 1:
                 return [Recorded(None, duplicate_marker=True)]
             return [self.record(namespace, server, [mail], now=now)[0] for mail in mails]
-        return out
 
     def link_ticket(self, namespace: str, message_id: str, module: str, number: str) -> None:
         """Tell the store which ticket a Message-ID belongs to (e.g. once the desk created
@@ -353,10 +343,10 @@ class SqlIncoming(StoreArea):
 
 
 def _record(conn: Connection, namespace: str, server: str, mail: MailRecord,
-            now: datetime) -> int | None:
+            now: datetime) -> Recorded:
     if conn.execute(select(m.marker).where(
             *_marker_is(namespace, server, mail.marker))).first() is not None:
-        raise _AlreadyRecorded
+        return Recorded(None, duplicate_marker=True)
     event_id: int | None = None
     event = mail.event
     if event is not None:
@@ -383,7 +373,7 @@ def _record(conn: Connection, namespace: str, server: str, mail: MailRecord,
         conn.execute(insert(t.incoming_errors).values(
             namespace=namespace, server=server, marker=mail.marker, code=mail.error.code,
             sealed=mail.error.sealed, created_at=now))
-    return event_id
+    return Recorded(event_id)
 
 
 def _remember_id(conn: Connection, namespace: str, message_id: str,
