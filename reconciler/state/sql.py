@@ -6,10 +6,7 @@ Concurrency, in layers:
   own committed transaction, so it is visible to every process and names its
   holder; the primary key makes a second insert fail.
 - ``commit()`` is safe even without that lock: it re-checks the base revision
-  inside a write transaction that excludes other writers (SQLite
-  ``BEGIN IMMEDIATE``; PostgreSQL an advisory transaction lock plus
-  ``SELECT ... FOR UPDATE`` on the meta row), so two commits never interleave
-  and the loser gets :class:`StaleRevision`.
+  inside a write transaction that excludes other writers (``state.commit``).
 """
 
 from __future__ import annotations
@@ -186,8 +183,8 @@ class SqlStore(StoreArea):
         return {ResourceKey(r[0], r[1], r[2]): json.loads(r[3]) for r in rows}
 
     def status_put(self, key: ResourceKey, status: Mapping[str, Any]) -> None:
-        row = {"kind": key.kind, "namespace": key.namespace, "name": key.name,
-               "status": canonical_json(dict(status)), "updated_at": datetime.now(UTC)}
+        row = {**key._asdict(), "status": canonical_json(dict(status)),
+               "updated_at": datetime.now(UTC)}
         with self._write() as conn:
             stmt = upsert(conn.dialect.name)(t.status).values(row)
             stmt = stmt.on_conflict_do_update(
