@@ -115,15 +115,9 @@ class SqlIncoming(StoreArea):
     def link_ticket(self, namespace: str, message_id: str, module: str, number: str) -> None:
         """Tell the store which ticket a Message-ID belongs to (e.g. once the desk created
         the ticket of a ``create`` event, or for the desk's own notifications)."""
-        key = bare_id(message_id)
         with self._write() as conn:
-            done = conn.execute(update(t.incoming_message_ids).where(
-                ids.namespace == namespace, ids.message_id == key).values(
-                ticket_module=module, ticket_number=number)).rowcount
-            if not done:
-                conn.execute(insert(t.incoming_message_ids).values(
-                    namespace=namespace, message_id=key, ticket_module=module,
-                    ticket_number=number, event_id=None, created_at=datetime.now(UTC)))
+            _remember_id(conn, namespace, message_id, (module, number), None,
+                         datetime.now(UTC), overwrite=True)
 
     # -- error-folder details ---------------------------------------------------------
 
@@ -377,17 +371,19 @@ def _record(conn: Connection, namespace: str, server: str, mail: MailRecord,
 
 
 def _remember_id(conn: Connection, namespace: str, message_id: str,
-                 ticket: tuple[str, str] | None, event_id: int, now: datetime) -> None:
+                 ticket: tuple[str, str] | None, event_id: int | None, now: datetime, *,
+                 overwrite: bool = False) -> None:
+    """Store a Message-ID with its ticket; a ticket already known is kept unless
+    ``overwrite`` (the desk said which ticket it is)."""
     key = bare_id(message_id)
-    exists = conn.execute(select(ids.ticket_number).where(
-        ids.namespace == namespace, ids.message_id == key)).first()
+    where = (ids.namespace == namespace, ids.message_id == key)
+    exists = conn.execute(select(ids.ticket_number).where(*where)).first()
     if exists is None:
         conn.execute(insert(t.incoming_message_ids).values(
             namespace=namespace, message_id=key, ticket_module=ticket[0] if ticket else None,
             ticket_number=ticket[1] if ticket else None, event_id=event_id, created_at=now))
-    elif ticket is not None and exists[0] is None:
-        conn.execute(update(t.incoming_message_ids).where(
-            ids.namespace == namespace, ids.message_id == key).values(
+    elif ticket is not None and (overwrite or exists[0] is None):
+        conn.execute(update(t.incoming_message_ids).where(*where).values(
             ticket_module=ticket[0], ticket_number=ticket[1]))
 
 
