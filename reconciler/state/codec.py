@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import asdict, fields
 from functools import cache
 from typing import Any, TypeVar
 
@@ -67,9 +67,7 @@ def body_json(res: CanonicalResource) -> str:
 
 def resource_row(res: CanonicalResource, revision: int, digest: str) -> dict[str, Any]:
     return {
-        "kind": res.key.kind,
-        "namespace": res.key.namespace,
-        "name": res.key.name,
+        **res.key._asdict(),
         "api_version": res.api_version,
         "labels": canonical_json(dict(res.labels)),
         "spec": canonical_json(res.spec),
@@ -79,33 +77,14 @@ def resource_row(res: CanonicalResource, revision: int, digest: str) -> dict[str
 
 
 def meta_from_row(row: Any) -> RevisionMeta:
-    return RevisionMeta(
-        actor=row.actor,
-        message=row.message,
-        git_commit=row.git_commit,
-        git_branch=row.git_branch,
-        pull_request=row.pull_request,
-        desired_digest=row.desired_digest,
-        plan_digest=row.plan_digest,
-        kind=RevisionKind(row.kind),
-        credential_moves=tuple(ApprovedMove.from_json(m)
-                               for m in json.loads(row.credential_moves or "[]")),
-    )
+    moves = tuple(ApprovedMove.from_json(m) for m in json.loads(row.credential_moves or "[]"))
+    return from_row(RevisionMeta, row, kind=RevisionKind(row.kind), credential_moves=moves)
 
 
 def meta_columns(meta: RevisionMeta) -> dict[str, Any]:
-    return {
-        "kind": meta.kind.value,
-        "actor": meta.actor,
-        "message": meta.message,
-        "git_commit": meta.git_commit,
-        "git_branch": meta.git_branch,
-        "pull_request": meta.pull_request,
-        "desired_digest": meta.desired_digest,
-        "plan_digest": meta.plan_digest,
-        "credential_moves": (canonical_json([m.to_json() for m in meta.credential_moves])
-                             if meta.credential_moves else None),
-    }
+    moves = [m.to_json() for m in meta.credential_moves]
+    return {**asdict(meta), "kind": meta.kind.value,
+            "credential_moves": canonical_json(moves) if moves else None}
 
 
 def change_from_record(
