@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -145,13 +145,6 @@ def _entry(row: Any) -> AuditEntry:
     return from_row(AuditEntry, row, status=AuditStatus(row.status), details=details)
 
 
-def _statuses(
-    status: AuditStatus | str | Iterable[AuditStatus | str],
-) -> list[str]:
-    items = [status] if isinstance(status, str) else list(status)
-    return [AuditStatus(s).value for s in items]  # an unknown status is a caller error
-
-
 def _where(
     *,
     status: AuditStatus | str | Sequence[AuditStatus | str] | None = None,
@@ -167,7 +160,9 @@ def _where(
     c = t.audit.c
     out: list[ColumnElement[bool]] = []
     if status is not None:
-        out.append(c.status.in_(_statuses(status)))
+        statuses = [status] if isinstance(status, str) else status
+        # AuditStatus(s): an unknown status is a caller error, not an empty result
+        out.append(c.status.in_([AuditStatus(s).value for s in statuses]))
     if recipient is not None:
         out.append(c.recipient_key == recipient_key(recipient))
     if server is not None:

@@ -340,15 +340,15 @@ class SqlOutbox(StoreArea):
         return out
 
     def get(self, id: int) -> OutboxMessage | None:
-        with self._read() as conn:
-            found = messages(conn, conn.execute(select(o).where(o.c.id == id)).all())
-        return found[0] if found else None
+        return self._first(o.c.id == id)
 
     def find(self, namespace: str, idempotency_key: str) -> OutboxMessage | None:
         """The message stored under an idempotency key, for "what became of it"."""
-        q = select(o).where(o.c.namespace == namespace, o.c.idempotency_key == idempotency_key)
+        return self._first(o.c.namespace == namespace, o.c.idempotency_key == idempotency_key)
+
+    def _first(self, *where: Any) -> OutboxMessage | None:
         with self._read() as conn:
-            found = messages(conn, conn.execute(q).all())
+            found = messages(conn, conn.execute(select(o).where(*where)).all())
         return found[0] if found else None
 
     def notification(self, id: int) -> dict[str, Any]:
