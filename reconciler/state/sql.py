@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -355,7 +355,14 @@ def _filtered(flt: HistoryFilter) -> Select[Any]:
     return q
 
 
+# revision number -> key -> two texts of the version it wrote (which two: the query's)
 Bodies = dict[int, dict[ResourceKey, tuple[str | None, str | None]]]
+
+
+def _by_revision(out: Bodies, rows: Iterable[Any]) -> Bodies:
+    for number, kind, namespace, name, first, second in rows:
+        out.setdefault(number, {})[ResourceKey(kind, namespace, name)] = (first, second)
+    return out
 
 
 def _bodies(conn: Connection, numbers: list[int]) -> Bodies:
@@ -378,9 +385,7 @@ def _bodies(conn: Connection, numbers: list[int]) -> Bodies:
         q = select(rv.c.revision, rv.c.kind, rv.c.namespace, rv.c.name, before, rv.c.body).where(
             rv.c.revision.in_(numbers[i : i + _CHUNK])
         )
-        for number, kind, namespace, name, before_body, after_body in conn.execute(q):
-            out.setdefault(number, {})[ResourceKey(kind, namespace, name)] = (
-                before_body, after_body)
+        _by_revision(out, conn.execute(q))
     return out
 
 
@@ -403,11 +408,9 @@ def _stored_revisions(conn: Connection) -> Iterator[chain.StoredRevision]:
         ).all()
         if not rows:
             return
-        versions: dict[int, dict[ResourceKey, tuple[str | None, str | None]]] = {}
         q = select(rv.c.revision, rv.c.kind, rv.c.namespace, rv.c.name, rv.c.body, rv.c.digest)
         q = q.where(rv.c.revision > last, rv.c.revision <= rows[-1].number)
-        for number, kind, namespace, name, body, digest in conn.execute(q):
-            versions.setdefault(number, {})[ResourceKey(kind, namespace, name)] = (body, digest)
+        versions = _by_revision({}, conn.execute(q))  # (body, digest)
         for row in rows:
             yield chain.StoredRevision(
                 row.number, row.created_at, codec.meta_from_row(row), row.changes,
