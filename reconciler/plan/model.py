@@ -20,7 +20,7 @@ from typing import Any
 
 from reconciler.config.desired import DesiredState, ResourceKey, digest_of
 from reconciler.credentials.moves import CredentialMove, find_moves
-from reconciler.plan.diff import DiffResult
+from reconciler.plan.diff import DiffResult, diff
 from reconciler.state.codec import resource_of
 from reconciler.state.revisions import Action, Change, FieldChange, LiveState
 
@@ -106,6 +106,25 @@ class Plan:
 
     def count(self, action: Action) -> int:
         return sum(1 for c in self.changes if c.action is action)
+
+
+def make_plan(
+    root: Path,
+    desired: DesiredState,
+    live: LiveState,
+    *,
+    derived: Mapping[ResourceKey, set[str]] | None = None,
+    prune: bool = False,
+    env: Mapping[str, str] | None = None,
+    bound: frozenset[tuple[str, str]] = frozenset(),
+) -> Plan:
+    """Validated config + live state -> Plan: the one path `plan` and `apply DIR` share.
+
+    ``bound``: the store's credential bindings, to find the plan's credential moves.
+    """
+    result = diff(desired, live, derived=derived, prune=prune)
+    return Plan.build(result, desired, live, prune=prune, git=git_info(root, env),
+                      source=str(root), bound=bound)
 
 
 # -- git information ------------------------------------------------------------
