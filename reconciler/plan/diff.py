@@ -96,13 +96,17 @@ def _dotted(path: YamlPath) -> str:
     return ".".join(map(str, path))
 
 
-def _deep(old: dict[str, Any], new: dict[str, Any]) -> Iterator[tuple[YamlPath, Any, Any]]:
-    """Changed leaves between two already redacted documents."""
+def _tree(old: dict[str, Any], new: dict[str, Any]) -> Any:
     # Imported here: deepdiff pulls in numpy (~0.3 s), worth paying only when
     # something was actually updated.
     from deepdiff import DeepDiff
 
-    for report, levels in DeepDiff(old, new, view="tree").items():
+    return DeepDiff(old, new, view="tree")
+
+
+def _deep(old: dict[str, Any], new: dict[str, Any]) -> Iterator[tuple[YamlPath, Any, Any]]:
+    """Changed leaves between two already redacted documents."""
+    for report, levels in _tree(old, new).items():
         for level in levels:
             path: YamlPath = tuple(level.path(output_format="list"))
             if report in _ADDED or report in _REMOVED:
