@@ -147,3 +147,16 @@ _.format
 
 # reconciler/health/monitor.py: Cycle.leader, what probe_once() tells its caller
 leader
+
+# -- state: SQLAlchemy and module callbacks ---------------------------------------
+# reconciler/state/__init__.py
+__getattr__  # module-level lazy import of SqlStore (PEP 562)
+# reconciler/state/location.py
+_on_connect  # engine "connect" event listener
+_on_begin  # engine "begin" event listener
+_.isolation_level  # pysqlite: set to None so we emit BEGIN ourselves
+# reconciler/state/schema.py
+_.impl  # TypeDecorator hooks, read by SQLAlchemy
+_.cache_ok
+_.process_bind_param
+_.process_result_value

@@ -16,8 +16,7 @@ from reconciler.cli.common import UsageExitsOne, UserError, finish, opened_store
 from reconciler.cli.render import diagnostic_text, emit
 from reconciler.config.diagnostics import Severity
 from reconciler.plan import render
-from reconciler.plan.make import make_plan
-from reconciler.plan.model import Plan, PlanFileError, save
+from reconciler.plan.model import Plan, PlanFileError, make_plan, save
 from reconciler.policy.validate import ValidationResult, validate_path
 from reconciler.state import Store
 

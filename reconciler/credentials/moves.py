@@ -45,15 +45,9 @@ class CredentialMove:
     def source(self) -> str:
         return ", ".join(self.bound_to) if self.bound_to else "nowhere yet"
 
-    def describe(self) -> str:
-        key = self.resource
-        return (f"{key.kind} {key.namespace}/{key.name} sends {self.shown} to "
-                f"{self.endpoint} (bound to {self.source})")
-
     def to_json(self) -> dict[str, Any]:
-        key = self.resource
-        return {"kind": key.kind, "namespace": key.namespace, "name": key.name,
-                "credential": self.credential, "endpoint": self.endpoint,
+        return {**self.resource._asdict(), "credential": self.credential,
+                "endpoint": self.endpoint,
                 "boundTo": list(self.bound_to)}
 
     @classmethod

@@ -1,4 +1,1 @@
-"""View History (SPEC P4): the hash chain (``chain``) and read helpers (``queries``).
-
-Kept import-free so that ``state`` can use ``history.chain`` without a cycle.
-"""
+"""Reading the history (SPEC P4) for `reconcile history` and `drift`: ``queries``."""

@@ -55,15 +55,10 @@ def change_to_dict(change: Change, *, bodies: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "action": change.action.value,
         "resource": str(change.key),
-        "kind": change.key.kind,
-        "namespace": change.key.namespace,
-        "name": change.key.name,
+        **change.key._asdict(),
         "beforeDigest": change.before.digest if change.before else None,
         "afterDigest": change.after.digest if change.after else None,
-        "fields": [
-            {"path": f.path, "before": f.before, "after": f.after, "derived": f.derived}
-            for f in change.fields
-        ],
+        "fields": [f.to_json() for f in change.fields],
     }
     if bodies:
         out["before"] = _resource_dict(change.before)
@@ -73,19 +68,11 @@ def change_to_dict(change: Change, *, bodies: bool = False) -> dict[str, Any]:
 
 def revision_to_dict(rev: Revision, *, bodies: bool = False) -> dict[str, Any]:
     """One revision for auditors and `--output json`; secrets stay redacted."""
-    m = rev.meta
     return {
         "revision": rev.number,
         "createdAt": rev.created_at.isoformat(),
-        "kind": m.kind.value,
-        "actor": m.actor,
-        "message": m.message,
-        "gitCommit": m.git_commit,
-        "gitBranch": m.git_branch,
-        "pullRequest": m.pull_request,
-        "desiredDigest": m.desired_digest,
-        "planDigest": m.plan_digest,
-        "credentialMoves": [mv.to_json() for mv in m.credential_moves],
+        **rev.meta.to_json(),
+        "credentialMoves": [mv.to_json() for mv in rev.meta.credential_moves],
         "prevHash": rev.prev_hash,
         "hash": rev.hash,
         "changes": [change_to_dict(c, bodies=bodies) for c in rev.changes],

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from reconciler.credentials.moves import FLAG, approval_for, find_moves, grouped
 from reconciler.plan.model import Plan
-from reconciler.state.base import LockInfo, StaleRevision, Store, StoreError, UnknownRevision
+from reconciler.state.base import LockInfo, StaleRevision, Store, StoreError
 from reconciler.state.revisions import Action, ApprovedMove, Revision, RevisionMeta
 
 DEFAULT_MAX_CHANGE_RATIO = 0.30
@@ -77,7 +77,7 @@ def check_current(store: Store, plan: Plan) -> None:
     try:
         rev = store.revision(head)
         by = f" (by {rev.meta.actor}, {rev.meta.kind.value}, {rev.created_at:%Y-%m-%d %H:%M %Z})"
-    except (UnknownRevision, StoreError):
+    except StoreError:
         pass
     raise StaleRevision(
         f"the live store changed since this plan was made: the plan is based on revision "
@@ -87,26 +87,23 @@ def check_current(store: Store, plan: Plan) -> None:
     )
 
 
-def check_threshold(
-    plan: Plan, *, max_change_ratio: float = DEFAULT_MAX_CHANGE_RATIO,
-    min_guarded: int = DEFAULT_MIN_GUARDED,
-) -> None:
+def check_threshold(plan: Plan) -> None:
     """Refuse a plan that updates or deletes too large a share of what is live.
 
     Small stores are not guarded: changing 2 of 3 resources is normal there,
     and the ratio would make every first real edit look like an accident.
     """
-    if plan.live_count < min_guarded:
+    if plan.live_count < DEFAULT_MIN_GUARDED:
         return
     updates, deletes = plan.count(Action.UPDATE), plan.count(Action.DELETE)
     touched = updates + deletes
-    if touched / plan.live_count <= max_change_ratio:
+    if touched / plan.live_count <= DEFAULT_MAX_CHANGE_RATIO:
         return
     raise ThresholdExceeded(
         f"this plan would change {touched} of the {plan.live_count} live resources "
         f"({updates} update{'s' * (updates != 1)}, {deletes} delete{'s' * (deletes != 1)}, "
         f"{touched / plan.live_count:.0%}), more than the safety threshold of "
-        f"{max_change_ratio:.0%}. Nothing was applied. Check the plan (a wrong folder or "
+        f"{DEFAULT_MAX_CHANGE_RATIO:.0%}. Nothing was applied. Check the plan (a wrong folder or "
         "namespace shows up like this); if the changes are intended, apply again with --force."
     )
 
@@ -160,8 +157,6 @@ def apply_plan(
     *,
     lock_timeout: float,
     force: bool,
-    max_change_ratio: float = DEFAULT_MAX_CHANGE_RATIO,
-    min_guarded: int = DEFAULT_MIN_GUARDED,
     approvals: Sequence[str] = (),
     lock_held: bool = False,
     on_wait: Callable[[LockInfo], None] | None = None,
@@ -188,7 +183,7 @@ def apply_plan(
         check_lineage(store, plan)
         check_current(store, plan)
         if not force:
-            check_threshold(plan, max_change_ratio=max_change_ratio, min_guarded=min_guarded)
+            check_threshold(plan)
         moves = check_credential_moves(store, plan, approvals, meta.actor)
         meta = replace(meta, credential_moves=moves)
         return store.commit(plan.changes, meta, base_revision=plan.base_revision)

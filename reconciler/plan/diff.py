@@ -43,30 +43,21 @@ def diff(
     prune: bool = False,
 ) -> DiffResult:
     """Changes that turn ``live`` into ``desired``, ordered by (kind, namespace, name)."""
-    with gc_paused():
-        return _diff(desired, live, derived or {}, prune)
-
-
-def _diff(
-    desired: DesiredState,
-    live: LiveState,
-    derived: Mapping[ResourceKey, set[str]],
-    prune: bool,
-) -> DiffResult:
+    derived = derived or {}
     changes: list[Change] = []
     unmanaged: list[ResourceKey] = []
-    for key in sorted(desired.resources.keys() | live.resources.keys()):
-        want = desired.resources.get(key)
-        have = live.resources.get(key)
-        if want is not None and have is not None:
-            if want.digest != have.digest:
-                fields = _fields(have, want, derived.get(key, set()))
-                changes.append(Change(Action.UPDATE, key, have, want, fields))
-        elif want is not None:
-            fields = _fields(None, want, derived.get(key, set()))
-            changes.append(Change(Action.CREATE, key, None, want, fields))
-        elif have is not None:
-            if prune:
+    with gc_paused():
+        for key in sorted(desired.resources.keys() | live.resources.keys()):
+            want = desired.resources.get(key)
+            have = live.resources.get(key)
+            if want is not None and have is not None:
+                if want.digest != have.digest:
+                    fields = _fields(have, want, derived.get(key, set()))
+                    changes.append(Change(Action.UPDATE, key, have, want, fields))
+            elif want is not None:
+                fields = _fields(None, want, derived.get(key, set()))
+                changes.append(Change(Action.CREATE, key, None, want, fields))
+            elif prune:
                 changes.append(Change(Action.DELETE, key, have, None, _fields(have, None, set())))
             else:
                 unmanaged.append(key)

@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey, digest_of
+from reconciler.config.desired import DesiredState, ResourceKey, digest_of
 from reconciler.credentials.moves import CredentialMove, find_moves
-from reconciler.plan.diff import DiffResult
+from reconciler.plan.diff import DiffResult, diff
+from reconciler.state.codec import resource_of
 from reconciler.state.revisions import Action, Change, FieldChange, LiveState
 
 FORMAT = "reconcile-plan"
@@ -107,6 +108,25 @@ class Plan:
         return sum(1 for c in self.changes if c.action is action)
 
 
+def make_plan(
+    root: Path,
+    desired: DesiredState,
+    live: LiveState,
+    *,
+    derived: Mapping[ResourceKey, set[str]] | None = None,
+    prune: bool = False,
+    env: Mapping[str, str] | None = None,
+    bound: frozenset[tuple[str, str]] = frozenset(),
+) -> Plan:
+    """Validated config + live state -> Plan: the one path `plan` and `apply DIR` share.
+
+    ``bound``: the store's credential bindings, to find the plan's credential moves.
+    """
+    result = diff(desired, live, derived=derived, prune=prune)
+    return Plan.build(result, desired, live, prune=prune, git=git_info(root, env),
+                      source=str(root), bound=bound)
+
+
 # -- git information ------------------------------------------------------------
 
 
@@ -147,18 +167,13 @@ def _git(path: Path, *args: str) -> str | None:
 # -- JSON form ------------------------------------------------------------------
 
 
-def key_json(key: ResourceKey) -> dict[str, str]:
-    return {"kind": key.kind, "namespace": key.namespace, "name": key.name}
-
-
 def change_json(change: Change, *, bodies: bool) -> dict[str, Any]:
     """One change as a saved plan holds it (``bodies``) and as `plan --format json` shows it."""
-    out: dict[str, Any] = {"action": change.action.value, **key_json(change.key)}
+    out: dict[str, Any] = {"action": change.action.value, **change.key._asdict()}
     if bodies:
         out["before"] = change.before.body() if change.before is not None else None
         out["after"] = change.after.body() if change.after is not None else None
-    out["fields"] = [{"path": f.path, "before": f.before, "after": f.after,
-                      "derived": f.derived} for f in change.fields]
+    out["fields"] = [f.to_json() for f in change.fields]
     return out
 
 
@@ -176,7 +191,7 @@ def _content(plan: Plan) -> dict[str, Any]:
         "prune": plan.prune,
         "git": plan.git.to_json(),
         "changes": [change_json(c, bodies=True) for c in plan.changes],
-        "unmanaged": [key_json(k) for k in plan.unmanaged],
+        "unmanaged": [k._asdict() for k in plan.unmanaged],
         "credentialMoves": [m.to_json() for m in plan.credential_moves],
     }
 
@@ -229,18 +244,12 @@ def load(path: Path) -> Plan:
     return replace(plan, digest=stored)
 
 
-def _resource(key: ResourceKey, body: Mapping[str, Any] | None) -> CanonicalResource | None:
-    if body is None:
-        return None
-    return CanonicalResource.build(key, body["apiVersion"], body["spec"], body.get("labels"))
-
-
 def _from_content(data: Mapping[str, Any]) -> Plan:
     changes = []
     for item in data["changes"]:
         key = ResourceKey(item["kind"], item["namespace"], item["name"])
         action = Action(item["action"])
-        before, after = _resource(key, item["before"]), _resource(key, item["after"])
+        before, after = resource_of(key, item["before"]), resource_of(key, item["after"])
         if (after is None) != (action is Action.DELETE):
             raise ValueError(f"{action.value} of {key} has the wrong resource versions")
         fields = tuple(FieldChange(f["path"], f["before"], f["after"], bool(f["derived"]))

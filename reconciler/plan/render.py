@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from reconciler.credentials.moves import FLAG, CredentialMove, grouped
-from reconciler.plan.model import Plan, change_json, key_json
+from reconciler.plan.model import Plan, change_json
 from reconciler.state.revisions import Action, Change, FieldChange
 
 FORMATS = ("text", "markdown", "json")
@@ -97,30 +97,23 @@ def text(plan: Plan, *, colour: bool = False) -> str:
     def style(s: str, **kw: Any) -> str:
         return click.style(s, **kw) if colour else s
 
-    lines: list[str] = []
+    changes: list[str] = []
     for change in plan.changes:
         fg = COLOUR[change.action]
-        lines.append(style(f"{SIGN[change.action]} {title(change)}", fg=fg, bold=True))
+        changes.append(style(f"{SIGN[change.action]} {title(change)}", fg=fg, bold=True))
         for f in change.fields:
             line = "    " + _field_text(change, f)
             if f.derived:
                 line += style(" (derived)", dim=True)
-            lines.append(line)
-    if plan.credential_moves:
-        if lines:
-            lines.append("")
-        moves = moves_text(plan.credential_moves, bootstrap=plan.base_revision == 0)
-        lines.extend(style(line, fg="magenta") for line in moves)
-    if plan.unmanaged:
-        if lines:
-            lines.append("")
-        lines.append("Not in the configuration (kept, not deleted):")
-        lines.extend(f"    {k.kind} {k.namespace}/{k.name}" for k in plan.unmanaged)
-        lines.append(unmanaged_note(plan))
-    if lines:
-        lines.append("")
-    lines.append(style(summary(plan), bold=True))
-    return "\n".join(lines)
+            changes.append(line)
+    moves = moves_text(plan.credential_moves, bootstrap=plan.base_revision == 0)
+    unmanaged = [f"    {k.kind} {k.namespace}/{k.name}" for k in plan.unmanaged]
+    if unmanaged:
+        unmanaged = ["Not in the configuration (kept, not deleted):", *unmanaged,
+                     unmanaged_note(plan)]
+    sections = [changes, [style(line, fg="magenta") for line in moves], unmanaged,
+                [style(summary(plan), bold=True)]]
+    return "\n\n".join("\n".join(lines) for lines in sections if lines)
 
 
 # -- markdown -------------------------------------------------------------------
@@ -131,7 +124,7 @@ def _fence(body: str) -> str:
     return "`" * max(3, longest + 1)
 
 
-def _field_markdown(change: Change, f: FieldChange) -> list[str]:
+def _field_markdown(f: FieldChange) -> list[str]:
     note = "  # derived" if f.derived else ""
     out = []
     if f.before is not None:
@@ -143,7 +136,7 @@ def _field_markdown(change: Change, f: FieldChange) -> list[str]:
 
 def _details(change: Change) -> str:
     key = change.key
-    body = "\n".join(line for f in change.fields for line in _field_markdown(change, f))
+    body = "\n".join(line for f in change.fields for line in _field_markdown(f))
     fence = _fence(body)
     n = len(change.fields)
     head = (f"<details><summary><code>{SIGN[change.action]} {html.escape(key.kind)} "
@@ -238,9 +231,9 @@ def data(plan: Plan) -> dict[str, Any]:
         "createdAt": plan.created_at.isoformat(),
         "git": plan.git.to_json(),
         "changes": [change_json(c, bodies=False) for c in plan.changes],
-        "unmanaged": [key_json(k) for k in plan.unmanaged],
+        "unmanaged": [k._asdict() for k in plan.unmanaged],
         "credentialMoves": [
-            {**key_json(m.resource), "credential": m.shown, "endpoint": m.endpoint,
+            {**m.resource._asdict(), "credential": m.shown, "endpoint": m.endpoint,
              "boundTo": list(m.bound_to), "approval": m.approval}
             for m in plan.credential_moves
         ],

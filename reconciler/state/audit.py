@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from reconciler.config.desired import canonical_json
 from reconciler.config.secrets import SecretRef, redact, redact_ref
 from reconciler.state import schema as t
 from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
-from reconciler.state.codec import SECRET_FIELDS
+from reconciler.state.codec import SECRET_FIELDS, from_row
 from reconciler.state.driver import DriverStatement
 from reconciler.state.location import StoreArea
 
@@ -125,9 +125,7 @@ def entry_row(entry: AuditEntry, now: datetime) -> dict[str, Any]:
     }
 
 
-_ROW_KEYS = ("created_at", "direction", "status", "reason", "namespace", "server", "host",
-             "attempt", "recipient", "recipient_key", "message_id", "outbox_id", "module",
-             "details")
+_ROW_KEYS = tuple(c.key for c in t.audit.c if c.key != "id")
 _INSERTS: dict[str, DriverStatement] = {}  # per dialect: a row per recipient per attempt
 
 
@@ -143,28 +141,8 @@ def insert_entries(conn: Connection, entries: Sequence[AuditEntry], now: datetim
 
 
 def _entry(row: Any) -> AuditEntry:
-    return AuditEntry(
-        status=AuditStatus(row.status),
-        reason=row.reason,
-        namespace=row.namespace,
-        server=row.server,
-        host=row.host,
-        attempt=row.attempt,
-        recipient=row.recipient,
-        message_id=row.message_id,
-        outbox_id=row.outbox_id,
-        module=row.module,
-        details=json.loads(row.details) if row.details is not None else None,
-        created_at=row.created_at,
-        id=row.id,
-    )
-
-
-def _statuses(
-    status: AuditStatus | str | Iterable[AuditStatus | str],
-) -> list[str]:
-    items = [status] if isinstance(status, str) else list(status)
-    return [AuditStatus(s).value for s in items]  # an unknown status is a caller error
+    details = json.loads(row.details) if row.details is not None else None
+    return from_row(AuditEntry, row, status=AuditStatus(row.status), details=details)
 
 
 def _where(
@@ -182,7 +160,9 @@ def _where(
     c = t.audit.c
     out: list[ColumnElement[bool]] = []
     if status is not None:
-        out.append(c.status.in_(_statuses(status)))
+        statuses = [status] if isinstance(status, str) else status
+        # AuditStatus(s): an unknown status is a caller error, not an empty result
+        out.append(c.status.in_([AuditStatus(s).value for s in statuses]))
     if recipient is not None:
         out.append(c.recipient_key == recipient_key(recipient))
     if server is not None:

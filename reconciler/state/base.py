@@ -84,29 +84,25 @@ class LockTimeout(StoreError):
 
 
 class Store(Protocol):
-    @property
-    def lineage(self) -> str: ...
-
-    @property
-    def location(self) -> str:
-        """Where the store is, printable (a PostgreSQL password is hidden)."""
-        ...
+    lineage: str
+    location: str  # where the store is, printable (a PostgreSQL password is hidden)
+    outbox: Outbox  # durable queue of accepted notifications (O1, X4)
+    audit: Audit  # email audit (O8)
+    incoming: Incoming  # what the incoming-mail runner keeps (I1, I6-I8)
+    tokens: Tokens  # the OAuth token cache rows, sealed by the caller
+    leases: Leases  # one leader per role among daemons sharing the store (X4)
 
     def head(self) -> int:
         """The newest revision number; 0 for a new, empty store."""
-        ...
 
     def snapshot(self, revision: int | None = None) -> LiveState:
         """Live resources now (``None``) or as they were right after ``revision``."""
-        ...
 
     def last_revision(self, kind: RevisionKind) -> int:
         """Newest revision of that kind, 0 if none."""
-        ...
 
     def credential_bindings(self) -> frozenset[tuple[str, str]]:
         """Every (credential, endpoint) an apply bound (SPEC S2)."""
-        ...
 
     def lock(
         self, holder: str, operation: str, *, timeout: float, plan_digest: str | None = None,
@@ -117,7 +113,6 @@ class Store(Protocol):
 
     def current_lock(self) -> LockInfo | None:
         """Who holds the apply lock now, if anyone."""
-        ...
 
     def commit(
         self, changes: Sequence[Change], meta: RevisionMeta, *, base_revision: int
@@ -126,7 +121,6 @@ class Store(Protocol):
 
         Raises :class:`StaleRevision` when ``head() != base_revision``.
         """
-        ...
 
     def revisions(self, flt: HistoryFilter | None = None) -> list[Revision]: ...
 
@@ -140,32 +134,6 @@ class Store(Protocol):
 
     def statuses(self) -> dict[ResourceKey, dict[str, Any]]:
         """Every recorded resource status (``reconcile status``, ``GET /v1/status``)."""
-        ...
-
-    @property
-    def outbox(self) -> Outbox:
-        """Durable queue of accepted notifications (O1, X4)."""
-        ...
-
-    @property
-    def audit(self) -> Audit:
-        """Email audit (O8)."""
-        ...
-
-    @property
-    def incoming(self) -> Incoming:
-        """What the incoming-mail runner keeps (I1, I6-I8): markers, events, fetch state."""
-        ...
-
-    @property
-    def tokens(self) -> Tokens:
-        """The OAuth token cache rows, sealed by the caller."""
-        ...
-
-    @property
-    def leases(self) -> Leases:
-        """One leader per role among daemons sharing the store (X4)."""
-        ...
 
     def close(self) -> None: ...
 
@@ -356,17 +324,14 @@ class Outbox(Protocol):
                 idempotency_key: str | None, routing: RoutingSnapshot | None = None,
                 now: datetime | None = None) -> EnqueueResult:
         """Store a notification durably; committed when this returns ("accepted")."""
-        ...
 
     def enqueue_many(self, requests: Sequence[EnqueueRequest], *,
                      now: datetime | None = None) -> list[EnqueueResult]:
         """Several notifications, one transaction (intake group commit)."""
-        ...
 
     def claim(self, owner: str, limit: int, lease_seconds: float,
               now: datetime | None = None) -> list[OutboxMessage]:
         """Lease up to ``limit`` due messages to ``owner``; never one leased to another."""
-        ...
 
     def renew(self, owner: str, ids: Sequence[int], lease_seconds: float,
               now: datetime | None = None) -> list[int]: ...
@@ -387,11 +352,9 @@ class Outbox(Protocol):
     def release(self, owner: str, ids: Sequence[int] | None = None,
                 now: datetime | None = None) -> int:
         """Give back ``owner``'s leases (graceful shutdown); not counted as attempts."""
-        ...
 
     def depth(self, *, finished: bool = False) -> dict[OutboxState, int]:
         """Messages per unfinished state; finished states too when asked (slow)."""
-        ...
 
     def get(self, id: int) -> OutboxMessage | None: ...
 
@@ -412,10 +375,8 @@ class Audit(Protocol):
                outbox_id: int | None = None, message_id: str | None = None,
                limit: int | None = 100, offset: int = 0) -> list[AuditEntry]:
         """Newest first; ``recipient`` is a whole address, matched case-insensitively."""
-        ...
 
     def count(self, **filters: Any) -> int:
         """How many entries ``search`` would find with the same filters."""
-        ...
 
     def purge(self, before: datetime) -> int: ...

@@ -36,18 +36,8 @@ def change_record(change: Change, before_digest: str | None) -> dict[str, Any]:
     Field values arrive already redacted from the plan and are kept as given.
     """
     after = digest_of(change.after.body()) if change.after is not None else None
-    return {
-        "action": change.action.value,
-        "kind": change.key.kind,
-        "namespace": change.key.namespace,
-        "name": change.key.name,
-        "before": before_digest,
-        "after": after,
-        "fields": [
-            {"path": f.path, "before": f.before, "after": f.after, "derived": f.derived}
-            for f in change.fields
-        ],
-    }
+    return {"action": change.action.value, **change.key._asdict(), "before": before_digest,
+            "after": after, "fields": [f.to_json() for f in change.fields]}
 
 
 def record_key(record: Mapping[str, Any]) -> ResourceKey:
@@ -57,19 +47,8 @@ def record_key(record: Mapping[str, Any]) -> ResourceKey:
 def revision_content(
     number: int, created_at: datetime, meta: RevisionMeta, changes: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    content = {
-        "number": number,
-        "createdAt": created_at.isoformat(),
-        "kind": meta.kind.value,
-        "actor": meta.actor,
-        "message": meta.message,
-        "gitCommit": meta.git_commit,
-        "gitBranch": meta.git_branch,
-        "pullRequest": meta.pull_request,
-        "desiredDigest": meta.desired_digest,
-        "planDigest": meta.plan_digest,
-        "changes": changes,
-    }
+    content = {"number": number, "createdAt": created_at.isoformat(), **meta.to_json(),
+               "changes": changes}
     if meta.credential_moves:
         # Only when there are some, so revisions written before S2 hash as they did.
         content["credentialMoves"] = [m.to_json() for m in meta.credential_moves]

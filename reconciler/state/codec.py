@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import asdict, fields
+from functools import cache
+from typing import Any, TypeVar
 
 from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_json
 from reconciler.state.base import ChangeRejected, SecretValueRefused
@@ -16,6 +18,21 @@ from reconciler.state.revisions import (
     RevisionKind,
     RevisionMeta,
 )
+
+T = TypeVar("T")
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def from_row(cls: type[T], row: Any, **given: Any) -> T:
+    """The dataclass ``cls``: the ``given`` fields, the others from the row's columns
+    (attributes) of the same names."""
+    taken = {name: getattr(row, name) for name in _field_names(cls) if name not in given}
+    return cls(**taken, **given)
+
 
 # Spec keys that may only ever hold a secret *reference*. The config models
 # already enforce this; the store checks again because it is the last place a
@@ -34,11 +51,14 @@ def resource_from_columns(
     return CanonicalResource.build(key, api_version, json.loads(spec_json), json.loads(labels_json))
 
 
-def resource_from_body(key: ResourceKey, body_json: str | None) -> CanonicalResource | None:
-    if body_json is None:
+def resource_of(key: ResourceKey, body: Mapping[str, Any] | None) -> CanonicalResource | None:
+    if body is None:
         return None
-    body = json.loads(body_json)
     return CanonicalResource.build(key, body["apiVersion"], body["spec"], body.get("labels"))
+
+
+def resource_from_body(key: ResourceKey, body_json: str | None) -> CanonicalResource | None:
+    return resource_of(key, json.loads(body_json) if body_json is not None else None)
 
 
 def body_json(res: CanonicalResource) -> str:
@@ -47,9 +67,7 @@ def body_json(res: CanonicalResource) -> str:
 
 def resource_row(res: CanonicalResource, revision: int, digest: str) -> dict[str, Any]:
     return {
-        "kind": res.key.kind,
-        "namespace": res.key.namespace,
-        "name": res.key.name,
+        **res.key._asdict(),
         "api_version": res.api_version,
         "labels": canonical_json(dict(res.labels)),
         "spec": canonical_json(res.spec),
@@ -59,33 +77,14 @@ def resource_row(res: CanonicalResource, revision: int, digest: str) -> dict[str
 
 
 def meta_from_row(row: Any) -> RevisionMeta:
-    return RevisionMeta(
-        actor=row.actor,
-        message=row.message,
-        git_commit=row.git_commit,
-        git_branch=row.git_branch,
-        pull_request=row.pull_request,
-        desired_digest=row.desired_digest,
-        plan_digest=row.plan_digest,
-        kind=RevisionKind(row.kind),
-        credential_moves=tuple(ApprovedMove.from_json(m)
-                               for m in json.loads(row.credential_moves or "[]")),
-    )
+    moves = tuple(ApprovedMove.from_json(m) for m in json.loads(row.credential_moves or "[]"))
+    return from_row(RevisionMeta, row, kind=RevisionKind(row.kind), credential_moves=moves)
 
 
 def meta_columns(meta: RevisionMeta) -> dict[str, Any]:
-    return {
-        "kind": meta.kind.value,
-        "actor": meta.actor,
-        "message": meta.message,
-        "git_commit": meta.git_commit,
-        "git_branch": meta.git_branch,
-        "pull_request": meta.pull_request,
-        "desired_digest": meta.desired_digest,
-        "plan_digest": meta.plan_digest,
-        "credential_moves": (canonical_json([m.to_json() for m in meta.credential_moves])
-                             if meta.credential_moves else None),
-    }
+    moves = [m.to_json() for m in meta.credential_moves]
+    return {**asdict(meta), "kind": meta.kind.value,
+            "credential_moves": canonical_json(moves) if moves else None}
 
 
 def change_from_record(

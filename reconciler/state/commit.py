@@ -15,6 +15,7 @@ from reconciler.config.desired import ResourceKey, canonical_json
 from reconciler.state import bindings, chain, codec
 from reconciler.state import schema as t
 from reconciler.state.base import ChangeRejected, StaleRevision
+from reconciler.state.location import first_line
 from reconciler.state.revisions import Action, Change, Revision, RevisionKind, RevisionMeta
 
 # Arbitrary constant shared by every reconcile process: "someone is committing".
@@ -102,21 +103,18 @@ def _apply_to_resources(conn: Connection, changes: list[Change], records: list[d
     def key_params(c: Change) -> dict[str, str]:
         return {"k_kind": c.key.kind, "k_namespace": c.key.namespace, "k_name": c.key.name}
 
-    where = (t.resources.c.kind == bindparam("k_kind"),
-             t.resources.c.namespace == bindparam("k_namespace"),
-             t.resources.c.name == bindparam("k_name"))
+    def where(table: Any) -> tuple[Any, ...]:
+        return (table.c.kind == bindparam("k_kind"),
+                table.c.namespace == bindparam("k_namespace"),
+                table.c.name == bindparam("k_name"))
+
     if deletes := by_action[Action.DELETE]:
-        result = conn.execute(delete(t.resources).where(*where),
-                              [key_params(c) for c, _ in deletes])
+        keys = [key_params(c) for c, _ in deletes]
+        result = conn.execute(delete(t.resources).where(*where(t.resources)), keys)
         _expect_rows(result.rowcount, deletes, live, "delete")
-        conn.execute(
-            delete(t.status).where(t.status.c.kind == bindparam("k_kind"),
-                                 t.status.c.namespace == bindparam("k_namespace"),
-                                 t.status.c.name == bindparam("k_name")),
-            [key_params(c) for c, _ in deletes],
-        )
+        conn.execute(delete(t.status).where(*where(t.status)), keys)
     if updates := by_action[Action.UPDATE]:
-        stmt = update(t.resources).where(*where).values(
+        stmt = update(t.resources).where(*where(t.resources)).values(
             api_version=bindparam("v_api_version"), labels=bindparam("v_labels"),
             spec=bindparam("v_spec"), digest=bindparam("v_digest"),
             revision=bindparam("v_revision"),
@@ -158,8 +156,7 @@ def rejected(changes: list[Change], live: Live, exc: IntegrityError) -> ChangeRe
             f"cannot create {', '.join(existing[:5])}{' and others' if len(existing) > 5 else ''}"
             ": already in the store. Nothing was written; re-run plan."
         )
-    detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
     return ChangeRejected(
-        f"the store refused the changes ({detail}). Nothing was written; check the "
+        f"the store refused the changes ({first_line(exc)}). Nothing was written; check the "
         "resource names and re-run plan."
     )

@@ -162,20 +162,17 @@ class Incoming(Protocol):
     def is_done_refreshing(self, namespace: str, server: str, marker: str, *,
                            refresh_before: datetime, now: datetime | None = None) -> bool:
         """:meth:`is_done` for a mail still listed: an old marker is dated ``now``."""
-        ...
 
     def seen_message_id(self, namespace: str, message_id: str) -> bool: ...
 
     def thread_lookup(self, namespace: str,
                       message_ids: Sequence[str]) -> tuple[str, str] | None:
         """The ticket of the first of ``message_ids`` (in the order given) that has one."""
-        ...
 
     def record(self, namespace: str, server: str, mails: Sequence[MailRecord], *,
                now: datetime | None = None) -> list[Recorded]:
         """Make mails' outcomes durable in one transaction (a group commit); a marker
         already present means an earlier run did: that mail writes nothing."""
-        ...
 
     def link_ticket(self, namespace: str, message_id: str, module: str, number: str) -> None:
         ...
@@ -287,7 +284,6 @@ class Tokens(Protocol):
               expect_generation: int | None) -> int | None:
         """The new generation, or None when another writer got there first.
         ``expect_generation`` None means "whatever is there" (a fresh login)."""
-        ...
 
     def expire_access(self, key: TokenKey, generation: int) -> None: ...
 
@@ -298,7 +294,6 @@ class Tokens(Protocol):
 class Leadership(Protocol):
     def acquire(self) -> bool:
         """True while this process leads; tries to become leader when it does not."""
-        ...
 
     def release(self) -> None: ...
 
@@ -306,4 +301,3 @@ class Leadership(Protocol):
 class Leases(Protocol):
     def leader(self, role: str) -> Leadership:
         """At most one process leads ``role`` among all sharing this store."""
-        ...

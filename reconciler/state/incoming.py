@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from reconciler.state import schema as t
 from reconciler.state.audit import clipped, insert_entries
 from reconciler.state.base import AuditDirection, AuditStatus
+from reconciler.state.codec import from_row
 from reconciler.state.contract import (
     DELIVERED,
     PENDING,
@@ -31,18 +32,10 @@ from reconciler.state.contract import (
     StoredEvent,
     bare_id,
 )
-from reconciler.state.location import StoreArea, upsert
+from reconciler.state.location import StoreArea, now_or, upsert
 
 m, ids, ev, s = (t.incoming_markers.c, t.incoming_message_ids.c, t.ticket_events.c,
                  t.incoming_servers.c)
-
-
-def _now(now: datetime | None) -> datetime:
-    return now if now is not None else datetime.now(UTC)
-
-
-class _AlreadyRecorded(Exception):
-    pass
 
 
 class _RaceLost(Exception):
@@ -79,7 +72,7 @@ class SqlIncoming(StoreArea):
         if dated[0] < refresh_before:
             with self._write() as conn:
                 conn.execute(update(t.incoming_markers).where(*where).values(
-                    created_at=_now(now)))
+                    created_at=now_or(now)))
         return True
 
     def seen_message_id(self, namespace: str, message_id: str) -> bool:
@@ -108,35 +101,23 @@ class SqlIncoming(StoreArea):
                now: datetime | None = None) -> list[Recorded]:
         """Several mails in one transaction (the runner's group commit: with SQLite's
         fsync per commit, one transaction per mail would cap throughput)."""
-        now = _now(now)
-        out: list[Recorded] = []
+        now = now_or(now)
         try:
             with self._write() as conn:
-                for mail in mails:
-                    try:
-                        out.append(Recorded(_record(conn, namespace, server, mail, now)))
-                    except _AlreadyRecorded:
-                        out.append(Recorded(None, duplicate_marker=True))
+                return [_record(conn, namespace, server, mail, now) for mail in mails]
         except _RaceLost:
             # Another process recorded one of these meanwhile (the transaction rolled
             # back): one by one, so only that one is skipped.
             if len(mails) == 1:
                 return [Recorded(None, duplicate_marker=True)]
             return [self.record(namespace, server, [mail], now=now)[0] for mail in mails]
-        return out
 
     def link_ticket(self, namespace: str, message_id: str, module: str, number: str) -> None:
         """Tell the store which ticket a Message-ID belongs to (e.g. once the desk created
         the ticket of a ``create`` event, or for the desk's own notifications)."""
-        key = bare_id(message_id)
         with self._write() as conn:
-            done = conn.execute(update(t.incoming_message_ids).where(
-                ids.namespace == namespace, ids.message_id == key).values(
-                ticket_module=module, ticket_number=number)).rowcount
-            if not done:
-                conn.execute(insert(t.incoming_message_ids).values(
-                    namespace=namespace, message_id=key, ticket_module=module,
-                    ticket_number=number, event_id=None, created_at=datetime.now(UTC)))
+            _remember_id(conn, namespace, message_id, (module, number), None,
+                         datetime.now(UTC), overwrite=True)
 
     # -- error-folder details ---------------------------------------------------------
 
@@ -148,8 +129,7 @@ class SqlIncoming(StoreArea):
             q = q.where(e.moved_back_at.is_(None))
         with self._read() as conn:
             rows = conn.execute(q.order_by(e.id)).all()
-        return [StoredError(r.id, r.namespace, r.server, r.marker, r.code, r.created_at,
-                            r.moved_back_at, r.sealed) for r in rows]
+        return [from_row(StoredError, r) for r in rows]
 
     def errors_moved_back(self, namespace: str, server: str,
                           now: datetime | None = None) -> int:
@@ -157,9 +137,9 @@ class SqlIncoming(StoreArea):
         with self._write() as conn:
             count = conn.execute(update(t.incoming_errors).where(
                 e.namespace == namespace, e.server == server, e.moved_back_at.is_(None),
-            ).values(moved_back_at=_now(now))).rowcount
+            ).values(moved_back_at=now_or(now))).rowcount
             conn.execute(update(t.incoming_servers).where(*_server_is(namespace, server))
-                         .values(error_folder_count=0, paused=None, updated_at=_now(now)))
+                         .values(error_folder_count=0, paused=None, updated_at=now_or(now)))
         return count
 
     # -- ticket events (I8) -------------------------------------------------------
@@ -173,12 +153,13 @@ class SqlIncoming(StoreArea):
         if state is not None:
             q = q.where(ev.state == state)
         with self._read() as conn:
-            return [_event(r) for r in conn.execute(q.order_by(ev.id).limit(limit))]
+            rows = conn.execute(q.order_by(ev.id).limit(limit)).all()
+        return [from_row(StoredEvent, r) for r in rows]
 
     def event(self, event_id: int) -> StoredEvent | None:
         with self._read() as conn:
             row = conn.execute(select(t.ticket_events).where(ev.id == event_id)).first()
-        return _event(row) if row is not None else None
+        return from_row(StoredEvent, row) if row is not None else None
 
     def last_event_id(self, namespace: str | None = None) -> int:
         q = select(func.max(ev.id))
@@ -199,13 +180,13 @@ class SqlIncoming(StoreArea):
         Delivery is in order: a later event never overtakes one that waits
         for a retry (a reply must not reach the desk before its ticket)."""
         q = select(t.ticket_events).where(ev.state == PENDING).order_by(ev.id).limit(limit)
-        now = _now(now)
+        now = now_or(now)
         out = []
         with self._read() as conn:
             for row in conn.execute(q):
                 if row.next_attempt_at > now:
                     break
-                out.append(_event(row))
+                out.append(from_row(StoredEvent, row))
         return out
 
     def next_due_at(self) -> datetime | None:
@@ -215,7 +196,7 @@ class SqlIncoming(StoreArea):
 
     def delivered(self, event_ids: Iterable[int], now: datetime | None = None) -> None:
         if chosen := list(event_ids):
-            self._pending(ev.id.in_(chosen), state=DELIVERED, delivered_at=_now(now),
+            self._pending(ev.id.in_(chosen), state=DELIVERED, delivered_at=now_or(now),
                           attempts=ev.attempts + 1)
 
     def retry_later(self, event_id: int, error: str, next_attempt_at: datetime) -> None:
@@ -231,7 +212,7 @@ class SqlIncoming(StoreArea):
         """The desk pulled everything up to ``through``: mark those pending events delivered."""
         where = [ev.id <= through] + ([ev.namespace == namespace] if namespace is not None
                                       else [])
-        return self._pending(*where, state=DELIVERED, delivered_at=_now(now))
+        return self._pending(*where, state=DELIVERED, delivered_at=now_or(now))
 
     def _pending(self, *where: Any, **values: Any) -> int:
         """Update pending events only: a delivered or rejected one stays as it ended."""
@@ -280,7 +261,7 @@ class SqlIncoming(StoreArea):
     def claim(self, namespace: str, name: str, owner: str, *, lease_seconds: float,
               now: datetime | None = None) -> bool:
         """Take or renew the right to fetch this server; False while another daemon has it."""
-        now = _now(now)
+        now = now_or(now)
         until = now + timedelta(seconds=lease_seconds)
         with self._write() as conn:
             _ensure(conn, namespace, name, now)
@@ -299,7 +280,7 @@ class SqlIncoming(StoreArea):
     def fetch_failed(self, namespace: str, name: str, kind: str, message: str,
                      now: datetime | None = None) -> ServerState:
         """Count one more consecutive connection failure; the state after it."""
-        now = _now(now)
+        now = now_or(now)
         return self._server_update(namespace, name, now, after=True,
                                    consecutive_failures=s.consecutive_failures + 1,
                                    last_error=clipped(message), last_error_kind=kind,
@@ -309,7 +290,7 @@ class SqlIncoming(StoreArea):
                         now: datetime | None = None) -> ServerState:
         """A session worked: failures back to 0. Returns the state *before* the reset, so
         the caller sees whether a failure notification is owed a recovery."""
-        now = _now(now)
+        now = now_or(now)
         values: dict[str, Any] = {"consecutive_failures": 0, "failure_notified": False,
                                   "last_fetch_at": now, "last_success_at": now}
         if error_folder_count is not None:
@@ -328,7 +309,7 @@ class SqlIncoming(StoreArea):
         values: dict[str, Any] = {"paused": reason}
         if error_folder_count is not None:
             values["error_folder_count"] = error_folder_count
-        return self._server_update(namespace, name, _now(now), **values)
+        return self._server_update(namespace, name, now_or(now), **values)
 
     def _server_update(self, namespace: str, name: str, now: datetime, *,
                        after: bool = False, **values: Any) -> ServerState:
@@ -349,17 +330,17 @@ class SqlIncoming(StoreArea):
         if namespace is not None:
             q = q.where(s.namespace == namespace)
         with self._read() as conn:
-            return [_state(r) for r in conn.execute(q)]
+            return [from_row(ServerState, r) for r in conn.execute(q)]
 
 
 # -- helpers (module level: they need a connection, not the store area) ---------------
 
 
 def _record(conn: Connection, namespace: str, server: str, mail: MailRecord,
-            now: datetime) -> int | None:
+            now: datetime) -> Recorded:
     if conn.execute(select(m.marker).where(
             *_marker_is(namespace, server, mail.marker))).first() is not None:
-        raise _AlreadyRecorded
+        return Recorded(None, duplicate_marker=True)
     event_id: int | None = None
     event = mail.event
     if event is not None:
@@ -386,21 +367,23 @@ def _record(conn: Connection, namespace: str, server: str, mail: MailRecord,
         conn.execute(insert(t.incoming_errors).values(
             namespace=namespace, server=server, marker=mail.marker, code=mail.error.code,
             sealed=mail.error.sealed, created_at=now))
-    return event_id
+    return Recorded(event_id)
 
 
 def _remember_id(conn: Connection, namespace: str, message_id: str,
-                 ticket: tuple[str, str] | None, event_id: int, now: datetime) -> None:
+                 ticket: tuple[str, str] | None, event_id: int | None, now: datetime, *,
+                 overwrite: bool = False) -> None:
+    """Store a Message-ID with its ticket; a ticket already known is kept unless
+    ``overwrite`` (the desk said which ticket it is)."""
     key = bare_id(message_id)
-    exists = conn.execute(select(ids.ticket_number).where(
-        ids.namespace == namespace, ids.message_id == key)).first()
+    where = (ids.namespace == namespace, ids.message_id == key)
+    exists = conn.execute(select(ids.ticket_number).where(*where)).first()
     if exists is None:
         conn.execute(insert(t.incoming_message_ids).values(
             namespace=namespace, message_id=key, ticket_module=ticket[0] if ticket else None,
             ticket_number=ticket[1] if ticket else None, event_id=event_id, created_at=now))
-    elif ticket is not None and exists[0] is None:
-        conn.execute(update(t.incoming_message_ids).where(
-            ids.namespace == namespace, ids.message_id == key).values(
+    elif ticket is not None and (overwrite or exists[0] is None):
+        conn.execute(update(t.incoming_message_ids).where(*where).values(
             ticket_module=ticket[0], ticket_number=ticket[1]))
 
 
@@ -436,17 +419,4 @@ def _ensure(conn: Connection, namespace: str, name: str, now: datetime) -> None:
 def _state_of(conn: Connection, namespace: str, name: str) -> ServerState:
     row = conn.execute(select(t.incoming_servers).where(
         and_(*_server_is(namespace, name)))).first()
-    return _state(row) if row is not None else ServerState(namespace, name)
-
-
-def _event(row: Any) -> StoredEvent:
-    return StoredEvent(row.id, row.namespace, row.server, row.kind, row.message_id, row.payload,
-                       row.created_at, row.state, row.attempts, row.next_attempt_at,
-                       row.delivered_at, row.last_error)
-
-
-def _state(row: Any) -> ServerState:
-    return ServerState(row.namespace, row.name, row.consecutive_failures, row.last_error,
-                       row.last_error_kind, bool(row.failure_notified), row.last_fetch_at,
-                       row.last_success_at, row.paused, row.error_folder_count,
-                       row.lease_owner, row.lease_expires_at)
+    return from_row(ServerState, row) if row is not None else ServerState(namespace, name)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -205,34 +206,40 @@ def writer_engine(engine: Engine) -> Engine:
     return engine
 
 
-def _first_line(exc: BaseException) -> str:
+def now_or(now: datetime | None) -> datetime:
+    """``now`` as given (tests pass their clock), else the current UTC time."""
+    return now if now is not None else datetime.now(UTC)
+
+
+def first_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()
     return text[0] if text else type(orig).__name__
 
 
+# SQLite failures by the words of the driver's message, and what to do about each.
+_SQLITE_TROUBLE = (
+    (("locked", "busy"),
+     "the SQLite store {store} stayed locked by another process for more than "
+     f"{BUSY_TIMEOUT_S:.0f} s ({{detail}}). Wait for the other reconcile or daemon write "
+     "to finish and retry."),
+    (("unable to open", "readonly", "read-only", "disk"),
+     "cannot open the SQLite store {store} for writing ({detail}). Check that the file "
+     "and its folder exist and are writable by this user, or choose another store path."),
+    (("not a database", "malformed"),
+     "{store} is not a usable SQLite store ({detail}). Point the store at another file, "
+     "or restore this one from a backup."),
+)
+
+
 def explain(exc: SQLAlchemyError, loc: Location) -> StoreError:
     """One paragraph saying what went wrong and what to do about it."""
-    detail = _first_line(exc)
+    detail = first_line(exc)
     if loc.sqlite_path is not None:
         low = detail.lower()
-        if "locked" in low or "busy" in low:
-            return StoreUnavailable(
-                f"the SQLite store {loc.display} stayed locked by another process for more "
-                f"than {BUSY_TIMEOUT_S:.0f} s ({detail}). Wait for the other reconcile or "
-                "daemon write to finish and retry."
-            )
-        if "unable to open" in low or "readonly" in low or "read-only" in low or "disk" in low:
-            return StoreUnavailable(
-                f"cannot open the SQLite store {loc.display} for writing ({detail}). Check "
-                "that the file and its folder exist and are writable by this user, or "
-                "choose another store path."
-            )
-        if "not a database" in low or "malformed" in low:
-            return StoreUnavailable(
-                f"{loc.display} is not a usable SQLite store ({detail}). Point the store at "
-                "another file, or restore this one from a backup."
-            )
+        for words, message in _SQLITE_TROUBLE:
+            if any(word in low for word in words):
+                return StoreUnavailable(message.format(store=loc.display, detail=detail))
         return StoreUnavailable(f"the SQLite store {loc.display} failed: {detail}.")
     if "does not exist" in detail and "database" in detail:
         # reconcile never creates databases: that needs rights it should not have

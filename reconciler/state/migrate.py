@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from reconciler.state.base import SchemaTooNew
@@ -40,20 +40,6 @@ def alembic_config() -> Config:
     return cfg
 
 
-def script_head() -> str:
-    from alembic.script import ScriptDirectory
-
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None, "the migrations folder has no revisions"
-    return head
-
-
-def db_revision(conn: Connection) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    return MigrationContext.configure(conn).get_current_revision()
-
-
 def _recorded_revision(engine: Engine) -> str | None:
     """The schema revision the database says it has, read without Alembic."""
     with engine.connect() as conn:
@@ -68,20 +54,17 @@ def migrate(engine: Engine, loc: Location) -> str:
     if _recorded_revision(engine) == SCHEMA_HEAD:
         return SCHEMA_HEAD
     from alembic import command
+    from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     cfg = alembic_config()
     script = ScriptDirectory.from_config(cfg)
     head = script.get_current_head()
-    assert head is not None
-    # Cheap read first: an up-to-date store (the usual case) needs no write lock.
-    with engine.connect() as conn:
-        if db_revision(conn) == head:
-            return head
+    assert head is not None, "the migrations folder has no revisions"
     with writer_engine(engine).begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(PG_MIGRATE_LOCK)))
-        current = db_revision(conn)
+        current = MigrationContext.configure(conn).get_current_revision()
         if current == head:
             return head
         if current is not None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -69,18 +69,10 @@ from reconciler.state.base import (
     UnknownMessage,
 )
 from reconciler.state.driver import DriverStatement
-from reconciler.state.location import Location, StoreArea, upsert
+from reconciler.state.location import Location, StoreArea, now_or, upsert
 from reconciler.state.outbox_rows import CHUNK, ROW_KEYS, Prepared, Row, att, messages, o
 
 _LEASED = OutboxState.LEASED.value
-
-
-def _now(now: datetime | None) -> datetime:
-    return now if now is not None else datetime.now(UTC)
-
-
-def _error(text: str | None) -> str | None:
-    return clipped(text) if text is not None else None
 
 
 def _enqueue_statement(dialect: str) -> Any:
@@ -157,7 +149,7 @@ class SqlOutbox(StoreArea):
         Results are in request order; a key repeated within the batch is a
         duplicate of its first occurrence.
         """
-        prepared = [Prepared.of(r, _now(now)) for r in requests]
+        prepared = [Prepared.of(r, now_or(now)) for r in requests]
         results: list[EnqueueResult] = []
         with self._write() as conn:
             for item in prepared:
@@ -197,7 +189,7 @@ class SqlOutbox(StoreArea):
             return []
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
-        now = _now(now)
+        now = now_or(now)
         values = {"b_now": now, "b_owner": owner, "b_limit": limit,
                   "b_expires": now + timedelta(seconds=lease_seconds),
                   "b_queued": OutboxState.QUEUED.value,
@@ -208,7 +200,7 @@ class SqlOutbox(StoreArea):
     def renew(self, owner: str, ids: Sequence[int], lease_seconds: float,
               now: datetime | None = None) -> list[int]:
         """Extend leases still held (a slow send); return the ids renewed."""
-        now = _now(now)
+        now = now_or(now)
         renewed: list[int] = []
         with self._write() as conn:
             for i in range(0, len(ids), CHUNK):
@@ -270,7 +262,7 @@ class SqlOutbox(StoreArea):
         attempt they describe did happen.
         """
         by_id = _checked(completions)
-        now = _now(now)
+        now = now_or(now)
         ids = list(by_id)
         # Usually the whole batch ends alike (sent, no error): one UPDATE per kind of
         # ending, fenced by the lease in its WHERE and answering with the rows it
@@ -278,7 +270,8 @@ class SqlOutbox(StoreArea):
         # moving a lease in between; a row that lost its lease is simply not matched.
         endings: dict[tuple[str, str | None, datetime | None], list[int]] = {}
         for c in by_id.values():
-            key = (OutboxState(c.state).value, _error(c.error), c.next_attempt_at)
+            error = clipped(c.error) if c.error is not None else None
+            key = (OutboxState(c.state).value, error, c.next_attempt_at)
             endings.setdefault(key, []).append(c.id)
         held: set[int] = set()
         with self._write() as conn:
@@ -309,7 +302,7 @@ class SqlOutbox(StoreArea):
         For a graceful shutdown or a batch the worker will not get to: the
         claim that leased them is undone, so it does not count as an attempt.
         """
-        now = _now(now)
+        now = now_or(now)
         first = o.c.attempts <= 1
         stmt = (
             update(o)
@@ -347,15 +340,15 @@ class SqlOutbox(StoreArea):
         return out
 
     def get(self, id: int) -> OutboxMessage | None:
-        with self._read() as conn:
-            found = messages(conn, conn.execute(select(o).where(o.c.id == id)).all())
-        return found[0] if found else None
+        return self._first(o.c.id == id)
 
     def find(self, namespace: str, idempotency_key: str) -> OutboxMessage | None:
         """The message stored under an idempotency key, for "what became of it"."""
-        q = select(o).where(o.c.namespace == namespace, o.c.idempotency_key == idempotency_key)
+        return self._first(o.c.namespace == namespace, o.c.idempotency_key == idempotency_key)
+
+    def _first(self, *where: Any) -> OutboxMessage | None:
         with self._read() as conn:
-            found = messages(conn, conn.execute(q).all())
+            found = messages(conn, conn.execute(select(o).where(*where)).all())
         return found[0] if found else None
 
     def notification(self, id: int) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from reconciler.state.base import (
     OutboxState,
     RoutingSnapshot,
 )
+from reconciler.state.codec import from_row
 
 o = t.outbox
 att = t.outbox_attachments
@@ -86,24 +87,8 @@ def split_attachments(payload: dict[str, Any]) -> tuple[dict[str, Any], list[dic
 def _message(row: Any, files: Sequence[AttachmentInfo]) -> OutboxMessage:
     routing = (RoutingSnapshot(row.config_revision, row.server)
                if row.config_revision is not None else None)
-    return OutboxMessage(
-        id=row.id,
-        namespace=row.namespace,
-        idempotency_key=row.idempotency_key,
-        module=row.module,
-        payload=orjson.loads(row.payload),
-        attachments=tuple(files),
-        routing=routing,
-        state=OutboxState(row.state),
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at,
-        first_attempt_at=row.first_attempt_at,
-        lease_owner=row.lease_owner,
-        lease_expires_at=row.lease_expires_at,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        last_error=row.last_error,
-    )
+    return from_row(OutboxMessage, row, payload=orjson.loads(row.payload),
+                    attachments=tuple(files), routing=routing, state=OutboxState(row.state))
 
 
 def _attachment_infos(conn: Connection, ids: Sequence[int]) -> dict[int, list[AttachmentInfo]]:
@@ -125,9 +110,8 @@ def messages(conn: Connection, rows: Iterable[Any]) -> list[OutboxMessage]:
     return [_message(r, files.get(r.id, ())) for r in rows]
 
 
-ROW_KEYS = ("namespace", "idempotency_key", "module", "payload", "config_revision", "server",
-             "state", "attempts", "next_attempt_at", "first_attempt_at", "lease_owner",
-             "lease_expires_at", "created_at", "updated_at")
+# What an enqueue writes: every column but the ones the database fills or a result sets.
+ROW_KEYS = tuple(c.key for c in o.c if c.key not in ("id", "last_error"))
 
 
 

@@ -33,6 +33,10 @@ class FieldChange:
     after: Any = None
     derived: bool = False  # the value was filled in by config.derive, not written in git
 
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "before": self.before, "after": self.after,
+                "derived": self.derived}
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -83,6 +87,13 @@ class RevisionMeta:
     plan_digest: str | None = None
     kind: RevisionKind = RevisionKind.APPLY
     credential_moves: tuple[ApprovedMove, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The recorded fields but the credential moves (hashed only when present)."""
+        return {"kind": self.kind.value, "actor": self.actor, "message": self.message,
+                "gitCommit": self.git_commit, "gitBranch": self.git_branch,
+                "pullRequest": self.pull_request, "desiredDigest": self.desired_digest,
+                "planDigest": self.plan_digest}
 
 
 @dataclass(frozen=True, slots=True)

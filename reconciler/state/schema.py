@@ -10,6 +10,7 @@ history chain are exactly the bytes stored, on both databases.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +34,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from reconciler.state.base import AuditDirection, AuditStatus, OutboxState
 from reconciler.state.contract import TICKET_EVENT_STATES
+from reconciler.state.revisions import RevisionKind
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -71,7 +74,10 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 metadata = MetaData(naming_convention=NAMING)
 
-REVISION_KINDS = ("apply", "out-of-band", "auth")
+
+def _in(column: str, values: Iterable[str]) -> str:
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
+
 
 meta = Table(
     "meta",
@@ -118,7 +124,7 @@ revisions = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False, unique=True),
     CheckConstraint("number > 0", name="positive"),
-    CheckConstraint("kind IN ('apply', 'out-of-band', 'auth')", name="kind"),
+    CheckConstraint(_in("kind", RevisionKind), name="kind"),
     Index(None, "created_at"),
     Index(None, "actor"),
     Index(None, "kind", "number"),
@@ -170,16 +176,6 @@ locks = Table(
 # PostgreSQL gets 64 bits because outbox and audit ids are never reused.
 RowId = BigInteger().with_variant(Integer(), "sqlite")
 
-OUTBOX_STATES = ("queued", "leased", "retry_wait", "sent", "failed", "ignored")
-AUDIT_STATUSES = (
-    "SENT", "SEND_FAILED", "SEND_IGNORED", "RETRYING", "RECEIVED", "RECEIVED_IGNORED",
-    "PROCESSED", "PROCESSED_FAILED", "ATTACHMENT_PROCESSED_FAILED",
-)
-
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
-
 
 outbox = Table(
     "outbox",
@@ -202,7 +198,7 @@ outbox = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("last_error", Text, nullable=True),
     UniqueConstraint("namespace", "idempotency_key"),
-    CheckConstraint(_in("state", OUTBOX_STATES), name="state"),
+    CheckConstraint(_in("state", OutboxState), name="state"),
     CheckConstraint(
         "(state = 'leased') = (lease_owner IS NOT NULL AND lease_expires_at IS NOT NULL)",
         name="lease",
@@ -249,8 +245,8 @@ audit = Table(
     Column("outbox_id", RowId, nullable=True),  # no foreign key: audit outlives purged mail
     Column("module", String(64), nullable=True),
     Column("details", Text, nullable=True),
-    CheckConstraint("direction IN ('outgoing', 'incoming')", name="direction"),
-    CheckConstraint(_in("status", AUDIT_STATUSES), name="status"),
+    CheckConstraint(_in("direction", AuditDirection), name="direction"),
+    CheckConstraint(_in("status", AuditStatus), name="status"),
     Index(None, "created_at"),
     Index(None, "status", "created_at"),
     Index(None, "recipient_key", "created_at"),

@@ -6,10 +6,7 @@ Concurrency, in layers:
   own committed transaction, so it is visible to every process and names its
   holder; the primary key makes a second insert fail.
 - ``commit()`` is safe even without that lock: it re-checks the base revision
-  inside a write transaction that excludes other writers (SQLite
-  ``BEGIN IMMEDIATE``; PostgreSQL an advisory transaction lock plus
-  ``SELECT ... FOR UPDATE`` on the meta row), so two commits never interleave
-  and the loser gets :class:`StaleRevision`.
+  inside a write transaction that excludes other writers (``state.commit``).
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -37,16 +34,13 @@ from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_
 from reconciler.state import bindings, chain, codec
 from reconciler.state import schema as t
 from reconciler.state.audit import SqlAudit
-from reconciler.state.base import (
-    LockInfo,
-    LockTimeout,
-    UnknownRevision,
-)
+from reconciler.state.base import Audit, LockInfo, LockTimeout, Outbox, UnknownRevision
 from reconciler.state.commit import Live, rejected, write_revision
+from reconciler.state.contract import Incoming, Leases, Tokens
 from reconciler.state.incoming import SqlIncoming
 from reconciler.state.leases import SqlLeases
 from reconciler.state.location import (
-    Location,
+    StoreArea,
     create_store_engine,
     explain,
     parse_location,
@@ -74,63 +68,33 @@ _POLL_MAX_S = 0.5
 
 rv = t.resource_versions
 
-
-
-class SqlStore:
+class SqlStore(StoreArea):
     """Use :func:`reconciler.state.open_store` to get one."""
 
     def __init__(self, location: str, *, create: bool = True) -> None:
-        self._loc: Location = parse_location(location)
+        loc = parse_location(location)
         if not create:
-            require_existing(self._loc)
-        self._engine = create_store_engine(self._loc)
-        self._writer = writer_engine(self._engine)
+            require_existing(loc)
+        engine = create_store_engine(loc)
+        super().__init__(engine, writer_engine(engine), loc)
+        self.location = loc.display  # printable: a PostgreSQL password is hidden
+        self.dialect = engine.dialect.name
         try:
             if not create:
-                require_initialised(self._engine, self._loc)
-            with translated(self._loc):
-                self.schema_revision = migrate(self._engine, self._loc)
-                with self._engine.connect() as conn:
-                    self._lineage: str = conn.execute(select(t.meta.c.lineage)).scalar_one()
+                require_initialised(engine, loc)
+            with translated(loc):
+                self.schema_revision = migrate(engine, loc)
+                with engine.connect() as conn:
+                    self.lineage: str = conn.execute(select(t.meta.c.lineage)).scalar_one()
         except BaseException:
-            self._engine.dispose()
+            engine.dispose()
             raise
-        self._outbox = SqlOutbox(self._engine, self._writer, self._loc)
-        self._audit = SqlAudit(self._engine, self._writer, self._loc)
-        self._incoming = SqlIncoming(self._engine, self._writer, self._loc)
-        self._tokens = SqlTokens(self._engine, self._writer, self._loc)
-        self._leases = SqlLeases(self._loc, self._lineage)
-
-    # -- basics ---------------------------------------------------------------
-
-    @property
-    def lineage(self) -> str:
-        return self._lineage
-
-    @property
-    def outbox(self) -> SqlOutbox:
-        """Accepted notifications until they are sent (``state.outbox``)."""
-        return self._outbox
-
-    @property
-    def audit(self) -> SqlAudit:
-        """The email audit (``state.audit``)."""
-        return self._audit
-
-    @property
-    def incoming(self) -> SqlIncoming:
-        """What the incoming-mail runner keeps (``state.incoming``)."""
-        return self._incoming
-
-    @property
-    def tokens(self) -> SqlTokens:
-        """The OAuth token cache rows, sealed by ``oauth.cache`` (``state.tokens``)."""
-        return self._tokens
-
-    @property
-    def leases(self) -> SqlLeases:
-        """One leader per role among daemons sharing this store (``state.leases``)."""
-        return self._leases
+        # Typed as the contract's areas: what every caller may rely on.
+        self.outbox: Outbox = SqlOutbox(engine, self._writer, loc)
+        self.audit: Audit = SqlAudit(engine, self._writer, loc)
+        self.incoming: Incoming = SqlIncoming(engine, self._writer, loc)
+        self.tokens: Tokens = SqlTokens(engine, self._writer, loc)
+        self.leases: Leases = SqlLeases(loc, self.lineage)
 
     @property
     def connections(self) -> None:
@@ -138,15 +102,6 @@ class SqlStore:
         whether a store keeps incoming mail. Every Store does now (``store.incoming``);
         this goes once the daemon asks that instead."""
         return None
-
-    @property
-    def location(self) -> str:
-        """Where the store is, printable (a PostgreSQL password is hidden)."""
-        return self._loc.display
-
-    @property
-    def dialect(self) -> str:
-        return self._engine.dialect.name
 
     def close(self) -> None:
         self._engine.dispose()
@@ -158,27 +113,21 @@ class SqlStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SqlStore({self._loc.display!r})"
-
-    @contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        """One read transaction: every query inside sees the same snapshot."""
-        with translated(self._loc), self._engine.connect() as conn, conn.begin():
-            yield conn
+        return f"SqlStore({self.location!r})"
 
     def head(self) -> int:
-        with self._reading() as conn:
+        with self._read() as conn:
             return _head(conn)
 
     def last_revision(self, kind: RevisionKind) -> int:
-        with self._reading() as conn:
+        with self._read() as conn:
             q = select(func.max(t.revisions.c.number)).where(t.revisions.c.kind == kind.value)
             return conn.execute(q).scalar_one() or 0
 
     # -- live state -----------------------------------------------------------
 
     def snapshot(self, revision: int | None = None) -> LiveState:
-        with self._reading() as conn:
+        with self._read() as conn:
             head = _head(conn)
             if revision is None:
                 q = select(
@@ -189,7 +138,7 @@ class SqlStore:
                     codec.resource_from_columns(ResourceKey(r[0], r[1], r[2]), r[3], r[4], r[5])
                     for r in conn.execute(q)
                 ]
-                return _live(self._lineage, head, found)
+                return _live(self.lineage, head, found)
             _check_number(revision, head, allow_zero=True)
             latest = (
                 select(rv.c.kind, rv.c.namespace, rv.c.name,
@@ -211,34 +160,32 @@ class SqlStore:
                 res = codec.resource_from_body(ResourceKey(r[0], r[1], r[2]), r[3])
                 assert res is not None
                 found.append(res)
-            return _live(self._lineage, revision, found)
+            return _live(self.lineage, revision, found)
 
     # -- credential bindings (S2) ----------------------------------------------
 
     def credential_bindings(self) -> frozenset[tuple[str, str]]:
-        """Every (credential, endpoint) an apply bound: what the daemon may present."""
-        with self._reading() as conn:
+        with self._read() as conn:
             return bindings.read_pairs(conn)
 
     # -- status (P7: never part of the spec, the snapshot or any digest) -------
 
     def status_get(self, key: ResourceKey) -> dict[str, Any]:
-        with self._reading() as conn:
+        with self._read() as conn:
             q = select(t.status.c.status).where(*_key_is(t.status, key))
             text = conn.execute(q).scalar_one_or_none()
         return json.loads(text) if text is not None else {}
 
     def statuses(self) -> dict[ResourceKey, dict[str, Any]]:
-        """Every recorded status, for dashboards and the daemon's start-up."""
-        with self._reading() as conn:
+        with self._read() as conn:
             rows = conn.execute(select(t.status.c.kind, t.status.c.namespace, t.status.c.name,
                                        t.status.c.status)).all()
         return {ResourceKey(r[0], r[1], r[2]): json.loads(r[3]) for r in rows}
 
     def status_put(self, key: ResourceKey, status: Mapping[str, Any]) -> None:
-        row = {"kind": key.kind, "namespace": key.namespace, "name": key.name,
-               "status": canonical_json(dict(status)), "updated_at": datetime.now(UTC)}
-        with translated(self._loc), self._writer.begin() as conn:
+        row = {**key._asdict(), "status": canonical_json(dict(status)),
+               "updated_at": datetime.now(UTC)}
+        with self._write() as conn:
             stmt = upsert(conn.dialect.name)(t.status).values(row)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[t.status.c.kind, t.status.c.namespace, t.status.c.name],
@@ -263,7 +210,7 @@ class SqlStore:
         try:
             yield info
         finally:
-            with translated(self._loc), self._writer.begin() as conn:
+            with self._write() as conn:
                 conn.execute(delete(t.locks).where(t.locks.c.id == info.id))
 
     def _acquire(
@@ -303,18 +250,18 @@ class SqlStore:
         return True
 
     def current_lock(self) -> LockInfo | None:
-        with self._reading() as conn:
+        with self._read() as conn:
             row = conn.execute(select(t.locks)).first()
-        return _lock_info(row) if row is not None else None
+        return codec.from_row(LockInfo, row) if row is not None else None
 
     def force_unlock(self, lock_id: str) -> LockInfo | None:
         """Remove a lock left by a crashed process; return what it was, or None."""
-        with translated(self._loc), self._writer.begin() as conn:
+        with self._write() as conn:
             row = conn.execute(select(t.locks).where(t.locks.c.id == lock_id)).first()
             if row is None:
                 return None
             conn.execute(delete(t.locks).where(t.locks.c.id == lock_id))
-        return _lock_info(row)
+        return codec.from_row(LockInfo, row)
 
     # -- commit ---------------------------------------------------------------
 
@@ -325,7 +272,7 @@ class SqlStore:
         live: Live = {}
         try:
             with self._writer.begin() as conn:
-                return write_revision(conn, self._lineage, changes, meta, base_revision, live)
+                return write_revision(conn, self.lineage, changes, meta, base_revision, live)
         except IntegrityError as exc:
             raise rejected(changes, live, exc) from None
         except SQLAlchemyError as exc:
@@ -336,13 +283,13 @@ class SqlStore:
     def revisions(self, flt: HistoryFilter | None = None) -> list[Revision]:
         """Matching revisions, newest first, with their changes and resource bodies."""
         q = _filtered(flt or HistoryFilter())
-        with self._reading() as conn:
+        with self._read() as conn:
             rows = conn.execute(q).all()
             bodies = _bodies(conn, [r.number for r in rows])
         return [_revision(r, bodies.get(r.number, {})) for r in rows]
 
     def revision(self, number: int) -> Revision:
-        with self._reading() as conn:
+        with self._read() as conn:
             _check_number(number, _head(conn), allow_zero=False)
             row = conn.execute(select(t.revisions).where(t.revisions.c.number == number)).first()
             if row is None:
@@ -355,9 +302,9 @@ class SqlStore:
 
     def verify(self) -> ChainCheck:
         """Recompute the hash chain from what is stored (SPEC P4)."""
-        with self._reading() as conn:
+        with self._read() as conn:
             head, head_hash = conn.execute(select(t.meta.c.head, t.meta.c.head_hash)).one()
-            return chain.verify(self._lineage, _stored_revisions(conn), head, head_hash)
+            return chain.verify(self.lineage, _stored_revisions(conn), head, head_hash)
 
 
 # -- helpers (module level: they need a connection, not the store) -------------
@@ -408,7 +355,14 @@ def _filtered(flt: HistoryFilter) -> Select[Any]:
     return q
 
 
+# revision number -> key -> two texts of the version it wrote (which two: the query's)
 Bodies = dict[int, dict[ResourceKey, tuple[str | None, str | None]]]
+
+
+def _by_revision(out: Bodies, rows: Iterable[Any]) -> Bodies:
+    for number, kind, namespace, name, first, second in rows:
+        out.setdefault(number, {})[ResourceKey(kind, namespace, name)] = (first, second)
+    return out
 
 
 def _bodies(conn: Connection, numbers: list[int]) -> Bodies:
@@ -431,9 +385,7 @@ def _bodies(conn: Connection, numbers: list[int]) -> Bodies:
         q = select(rv.c.revision, rv.c.kind, rv.c.namespace, rv.c.name, before, rv.c.body).where(
             rv.c.revision.in_(numbers[i : i + _CHUNK])
         )
-        for number, kind, namespace, name, before_body, after_body in conn.execute(q):
-            out.setdefault(number, {})[ResourceKey(kind, namespace, name)] = (
-                before_body, after_body)
+        _by_revision(out, conn.execute(q))
     return out
 
 
@@ -456,18 +408,12 @@ def _stored_revisions(conn: Connection) -> Iterator[chain.StoredRevision]:
         ).all()
         if not rows:
             return
-        versions: dict[int, dict[ResourceKey, tuple[str | None, str | None]]] = {}
         q = select(rv.c.revision, rv.c.kind, rv.c.namespace, rv.c.name, rv.c.body, rv.c.digest)
         q = q.where(rv.c.revision > last, rv.c.revision <= rows[-1].number)
-        for number, kind, namespace, name, body, digest in conn.execute(q):
-            versions.setdefault(number, {})[ResourceKey(kind, namespace, name)] = (body, digest)
+        versions = _by_revision({}, conn.execute(q))  # (body, digest)
         for row in rows:
             yield chain.StoredRevision(
                 row.number, row.created_at, codec.meta_from_row(row), row.changes,
                 row.prev_hash, row.hash, versions.get(row.number, {}),
             )
         last = rows[-1].number
-
-
-def _lock_info(row: Any) -> LockInfo:
-    return LockInfo(row.id, row.holder, row.operation, row.acquired_at, row.plan_digest)

@@ -16,6 +16,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from reconciler.state import schema as t
+from reconciler.state.codec import from_row
 from reconciler.state.contract import TokenKey, TokenRow, TokenWrite
 from reconciler.state.location import StoreArea
 
@@ -77,9 +78,5 @@ class SqlTokens(StoreArea):
 
 
 def _row(row: Any) -> TokenRow:
-    return TokenRow(
-        key=(row.kind, row.namespace, row.name), client_digest=row.client_digest,
-        grant=row.grant, account=row.account, access_expires_at=row.access_expires_at,
-        refresh_present=bool(row.refresh_present), generation=row.generation,
-        last_error=row.last_error, last_error_permanent=bool(row.last_error_permanent),
-        last_error_at=row.last_error_at, updated_at=row.updated_at, sealed_text=row.sealed)
+    return from_row(TokenRow, row, key=(row.kind, row.namespace, row.name),
+                    sealed_text=row.sealed)

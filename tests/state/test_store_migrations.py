@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from peers.postgres import RawSql
 from sqlalchemy import create_engine
 
@@ -17,7 +18,7 @@ from reconciler.state import (
     StoreUnavailable,
     open_store,
 )
-from reconciler.state.migrate import MIGRATIONS_DIR, SCHEMA_HEAD, script_head
+from reconciler.state.migrate import MIGRATIONS_DIR, SCHEMA_HEAD, alembic_config
 from reconciler.state.schema import metadata
 
 from .kit import create, meta, res
@@ -38,7 +39,8 @@ def _plain(message: str) -> None:
 def test_fresh_database_is_migrated_to_head(store: SqlStore, raw_sql: RawSql) -> None:
     # the newest migration script is the head; the database records exactly it
     scripts = sorted(p.name.split("_", 1)[0] for p in MIGRATIONS_DIR.glob("versions/0*.py"))
-    assert store.schema_revision == script_head() == scripts[-1] == SCHEMA_HEAD
+    script_head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert store.schema_revision == script_head == scripts[-1] == SCHEMA_HEAD
     assert [tuple(r) for r in raw_sql("SELECT version_num FROM alembic_version")] == [
         (scripts[-1],)]
     assert raw_sql("SELECT head, head_hash FROM meta") == [(0, None)]
