@@ -30,7 +30,8 @@ from pydantic.alias_generators import to_camel
 
 from reconciler.daemon.params import ROW_ID_MAX, JsonInt, SearchText
 from reconciler.daemon.schemas import Problem
-from reconciler.incoming.store import IncomingStore, StoredEvent
+from reconciler.incoming.store import IncomingStore
+from reconciler.state.contract import StoredEvent
 
 
 class _Out(BaseModel):

@@ -27,7 +27,7 @@ from typing import Any
 from reconciler.config.derive import INCOMING_PORTS
 from reconciler.config.desired import ResourceKey
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
-from reconciler.incoming.pipeline import Audience, Notice
+from reconciler.incoming.pipeline.event import Audience, Notice
 from reconciler.runtime.notifier import RECOVERED, UNREACHABLE, Transition
 from reconciler.state.base import EnqueueRequest
 

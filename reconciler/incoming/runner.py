@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.credentials import gate
-from reconciler.incoming.pipeline import SenderDirectory
+from reconciler.incoming.pipeline.directory import SenderDirectory
 from reconciler.incoming.server_loop import ServerLoop
 from reconciler.incoming.servers import IncomingConfig, ServerId
 from reconciler.incoming.store import IncomingStore

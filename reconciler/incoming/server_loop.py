@@ -39,7 +39,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from reconciler.incoming import notices
-from reconciler.incoming.pipeline import PipelineContext, PipelineResult, process
+from reconciler.incoming.pipeline.context import PipelineContext
+from reconciler.incoming.pipeline.event import PipelineResult
+from reconciler.incoming.pipeline.run import process
 from reconciler.incoming.servers import ServerConfig
 from reconciler.incoming.store import JudgedMail
 from reconciler.mail.registry import FetchedMail, Fetcher, FetchError
@@ -255,7 +257,7 @@ class ServerLoop:
                         self.name, mail.marker, folder.name, result.reason)
             if folder.notify:
                 await self._notify(notices.moved_to_error_folder(
-                    self.server, _code(result), result.reason))
+                    self.server, result.code, result.reason))
 
     async def _error_folder_count(self, fetcher: Fetcher) -> int | None:
         if not (self.server.spec.error_folder.enabled and fetcher.supports_error_folder):
@@ -385,8 +387,3 @@ class ServerLoop:
         fetcher, self.fetcher = self.fetcher, None
         if fetcher is not None:
             await fetcher.aclose()
-
-
-def _code(result: PipelineResult) -> str:
-    details = result.audit[-1].details if result.audit else None
-    return str((details or {}).get("code", result.status))

@@ -60,7 +60,7 @@ def incoming_parts(store: Any, settings: Any, *, notifier: Any = None,
     incoming = IncomingStore.of_store(store, key)
     directory = None
     if settings.sender_directory:
-        from reconciler.incoming.pipeline import MappingSenderDirectory
+        from reconciler.incoming.pipeline.directory import MappingSenderDirectory
 
         directory = MappingSenderDirectory.from_file(settings.sender_directory)
     sink = None

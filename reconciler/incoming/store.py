@@ -19,20 +19,16 @@ from typing import Any
 
 from reconciler.config.desired import canonical_json
 from reconciler.config.sealing import SealError, seal, unseal
-from reconciler.incoming.pipeline import PipelineResult
-from reconciler.state.base import AuditStatus, Store
+from reconciler.incoming.pipeline.event import PipelineResult
+from reconciler.state.base import Store
 from reconciler.state.contract import (
     ErrorDetails,
     Incoming,
     MailRecord,
     NewEvent,
     Recorded,
-    StoredEvent,
     bare_id,
 )
-
-# StoredEvent: the daemon's events API still imports it from here.
-__all__ = ["ErrorRecord", "IncomingStore", "JudgedMail", "StoredEvent"]
 
 _HEADER_BYTES = 16_384  # of a failed mail's header section kept (sealed) for a person
 
@@ -112,7 +108,7 @@ class IncomingStore:
             details = _details(result, item.marker, item.raw)
             sealed = (seal(self._key, canonical_json(details)) if self._key is not None
                       else None)
-            error = ErrorDetails(_final_code(result), sealed)
+            error = ErrorDetails(result.code, sealed)
         return MailRecord(item.marker, result.audit, new, result.message_id or None, error)
 
     def errors(self, namespace: str, server: str, *,
@@ -132,15 +128,6 @@ class IncomingStore:
             return None
 
 
-def _final_code(result: PipelineResult) -> str:
-    for entry in reversed(result.audit):
-        if entry.status != AuditStatus.ATTACHMENT_PROCESSED_FAILED and entry.details:
-            code = entry.details.get("code")
-            if code:
-                return str(code)[:64]
-    return str(result.status).lower()
-
-
 def _details(result: PipelineResult, marker: str, raw: bytes | None) -> dict[str, Any]:
     headers = ""
     if raw is not None:
@@ -149,6 +136,6 @@ def _details(result: PipelineResult, marker: str, raw: bytes | None) -> dict[str
             end = raw.find(b"\n\n")
         head = raw[: end if end >= 0 else _HEADER_BYTES][:_HEADER_BYTES]
         headers = head.decode("utf-8", "replace")
-    return {"marker": marker, "status": str(result.status), "code": _final_code(result),
+    return {"marker": marker, "status": str(result.status), "code": result.code,
             "stage": result.stage, "reason": result.reason, "messageId": result.message_id,
             "headers": headers, "size": len(raw) if raw is not None else None}

@@ -109,7 +109,7 @@ def password(monkeypatch: pytest.MonkeyPatch, mailbox: MailUser) -> str:
 def pipeline_context(store: SqlStore, name: str = "support", **spec: Any) -> Any:
     """The PipelineContext the runner would build, backed by ``store``'s lookups."""
     from reconciler.config.models import KINDS
-    from reconciler.incoming.pipeline import PipelineContext
+    from reconciler.incoming.pipeline.context import PipelineContext
 
     body: dict[str, Any] = {"email": "support@acme.example", "protocol": "imaps",
                             "host": "imap.acme.example"}
@@ -131,7 +131,7 @@ def pipeline_context(store: SqlStore, name: str = "support", **spec: Any) -> Any
 def record_mail(store: SqlStore, raw: bytes, marker: str, *, name: str = "support",
                 seal_key: bytes | None = SEAL_KEY, to_error_folder: bool = False) -> Any:
     """Judge ``raw`` with the real pipeline and record it as the runner does."""
-    from reconciler.incoming.pipeline import process
+    from reconciler.incoming.pipeline.run import process
 
     result = process(raw, pipeline_context(store, name))
     return IncomingStore.of_store(store, seal_key).record(

@@ -16,7 +16,7 @@ from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import PeerCerts
 from sqlalchemy import Connection
 
-from reconciler.incoming.pipeline import process
+from reconciler.incoming.pipeline.run import process
 from reconciler.incoming.retention import IncomingRetention
 from reconciler.incoming.service import incoming_parts
 from reconciler.incoming.store import IncomingStore

@@ -13,49 +13,6 @@ Usage by the runner (fetch -> pipeline -> store -> mark done)::
     # result.notices    -> notifications to send (stripped attachments)
     # result.move_to_error_folder -> unreadable / unexpected: keep the mail for a person
 
-Nothing here does I/O; ``process`` never raises for anything in a mail.
-``STAGE_NAMES`` lists the stages in the order they run (see stages.py).
+Nothing here does I/O; ``process`` never raises for anything in a mail. The
+stages, in the order they run, are ``stages.STAGES``; ``run.process`` drives them.
 """
-
-from reconciler.incoming.pipeline.context import PipelineContext
-from reconciler.incoming.pipeline.directory import (
-    DirectoryEntry,
-    DirectoryError,
-    MappingSenderDirectory,
-    SenderDirectory,
-    UserStatus,
-)
-from reconciler.incoming.pipeline.event import (
-    Address,
-    Audience,
-    EventAttachment,
-    EventKind,
-    Notice,
-    PipelineResult,
-    RefSource,
-    TicketEvent,
-    TicketRef,
-)
-from reconciler.incoming.pipeline.run import STAGE_NAMES, process
-from reconciler.incoming.pipeline.verdict import Code
-
-__all__ = [
-    "STAGE_NAMES",
-    "Address",
-    "Audience",
-    "Code",
-    "DirectoryEntry",
-    "DirectoryError",
-    "EventAttachment",
-    "EventKind",
-    "MappingSenderDirectory",
-    "Notice",
-    "PipelineContext",
-    "PipelineResult",
-    "RefSource",
-    "SenderDirectory",
-    "TicketEvent",
-    "TicketRef",
-    "UserStatus",
-    "process",
-]

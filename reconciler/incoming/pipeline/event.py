@@ -169,6 +169,7 @@ class PipelineResult:
     """
 
     status: AuditStatus
+    code: str  # verdict.Code of the final audit entry (its details["code"])
     reason: str
     stage: str  # name of the stage that decided
     message_id: str
@@ -177,7 +178,3 @@ class PipelineResult:
     attachment_data: Mapping[str, bytes] = field(default_factory=dict)
     notices: tuple[Notice, ...] = ()
     move_to_error_folder: bool = False
-
-    @property
-    def processed(self) -> bool:
-        return self.status == AuditStatus.PROCESSED

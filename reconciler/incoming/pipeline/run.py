@@ -32,24 +32,25 @@ def process(raw: bytes, ctx: PipelineContext, *,
     work = Work(raw=raw, ctx=ctx, received_at=received_at or datetime.now(UTC))
     verdict: Verdict | None = None
     stage = "event"
-    for stage, run in STAGES:
+    for name, run in STAGES:
         try:
             verdict = run(work)
         except Exception as exc:  # the promise of this module: no mail raises
-            verdict = failed(Code.UNEXPECTED, f"unexpected error in stage {stage}: "
-                             f"{type(exc).__name__}: {exc}"[:500], error_folder=True)
+            verdict = _unexpected(f"in stage {name}", exc)
         if verdict is not None:
+            stage = name
             break
-    else:
-        stage = "event"
     try:
         return _result(work, verdict, stage)
     except Exception as exc:
-        verdict = failed(Code.UNEXPECTED, f"unexpected error building the event: "
-                         f"{type(exc).__name__}: {exc}"[:500], error_folder=True)
         work.kept.clear()
         work.stripped.clear()
-        return _result(work, verdict, stage)
+        return _result(work, _unexpected("building the event", exc), stage)
+
+
+def _unexpected(where: str, exc: Exception) -> Verdict:
+    return failed(Code.UNEXPECTED, f"unexpected error {where}: {type(exc).__name__}: {exc}"[:500],
+                  error_folder=True)
 
 
 def _result(w: Work, verdict: Verdict | None, stage: str) -> PipelineResult:
@@ -68,8 +69,8 @@ def _result(w: Work, verdict: Verdict | None, stage: str) -> PipelineResult:
     if verdict is not None:
         audit.append(entry(verdict.status, verdict.reason, code=verdict.code, stage=stage,
                            **verdict.details))
-        return PipelineResult(verdict.status, verdict.reason, stage, message_id, tuple(audit),
-                              move_to_error_folder=verdict.error_folder)
+        return PipelineResult(verdict.status, verdict.code, verdict.reason, stage, message_id,
+                              tuple(audit), move_to_error_folder=verdict.error_folder)
 
     notices: tuple[Notice, ...] = ()
     for r in w.stripped:
@@ -98,7 +99,7 @@ def _result(w: Work, verdict: Verdict | None, stage: str) -> PipelineResult:
     audit.append(entry(AuditStatus.PROCESSED, reason, code=code, stage="event",
                        kind=str(event.kind), kept_attachments=len(event.attachments),
                        stripped_attachments=len(w.stripped)))
-    return PipelineResult(AuditStatus.PROCESSED, reason, "event", message_id, tuple(audit),
+    return PipelineResult(AuditStatus.PROCESSED, code, reason, "event", message_id, tuple(audit),
                           event=event, attachment_data=dict(w.data), notices=notices)
 
 

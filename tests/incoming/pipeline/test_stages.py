@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from reconciler.incoming.pipeline import STAGE_NAMES, Code, PipelineContext, process
 from reconciler.incoming.pipeline.attachments import AttachmentProblem
+from reconciler.incoming.pipeline.context import PipelineContext
+from reconciler.incoming.pipeline.run import STAGE_NAMES, process
+from reconciler.incoming.pipeline.verdict import Code
 from reconciler.incoming.pipeline.verdict import Code as OutcomeCode
 from reconciler.state.base import AuditStatus
 
