@@ -37,6 +37,14 @@ KIND = "IncomingServer"
 NOTICE_MODULE = "incoming"  # the module of stripped-attachment mails (routing rules see it)
 
 
+_SUMMARIES = {
+    UNREACHABLE: "cannot fetch mail: {error}",
+    RECOVERED: "fetches mail again",
+    STOPPED: "stopped fetching: {error}",
+    ERROR_FOLDER: "moved a mail to the error folder: {error}",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class IncomingTransition(Transition):
     """A Transition whose texts speak of fetching from a mailbox, not of sending."""
@@ -47,14 +55,8 @@ class IncomingTransition(Transition):
     failures: int | None = None  # consecutive failed sessions (unreachable, recovered)
 
     def summary(self) -> str:
-        where = f"{self.key.namespace}/{self.key.name}"
-        if self.event == UNREACHABLE:
-            return f"incoming server {where} cannot fetch mail: {self.error}"
-        if self.event == RECOVERED:
-            return f"incoming server {where} fetches mail again"
-        if self.event == STOPPED:
-            return f"incoming server {where} stopped fetching: {self.error}"
-        return f"incoming server {where} moved a mail to the error folder: {self.error}"
+        what = _SUMMARIES[self.event].format(error=self.error)
+        return f"incoming server {self.key.namespace}/{self.key.name} {what}"
 
     def facts(self) -> list[tuple[str, str | None]]:
         failures = None

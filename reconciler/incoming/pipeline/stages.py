@@ -31,7 +31,6 @@ from reconciler.incoming.pipeline.event import (
 from reconciler.incoming.pipeline.forwarded import inline_original_sender
 from reconciler.incoming.pipeline.parse import ParsedMail, parse
 from reconciler.incoming.pipeline.verdict import Code, Verdict, failed, ignored
-from reconciler.runtime.addresses import AddressList
 from reconciler.runtime.routing import evaluate
 
 
@@ -143,21 +142,24 @@ _AUTO_SUPPRESS = ("all", "oof", "autoreply")
 _BOUNCE_SENDERS = frozenset({"mailer-daemon", "postmaster"})
 
 
+# Header -> does this value mark an automatic reply?
+_AUTO_HEADERS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("Auto-Submitted", lambda v: v.split(";")[0].strip().casefold() != "no"),
+    ("Precedence", lambda v: v.strip().casefold() in _AUTO_PRECEDENCE),
+    ("X-Auto-Response-Suppress",
+     lambda v: any(t.strip().casefold() in _AUTO_SUPPRESS for t in v.split(","))),
+    ("X-Autoreply", lambda v: True),
+    ("X-Autorespond", lambda v: True),
+)
+
+
 def auto_reply(w: Work) -> Verdict | None:
     m = w.mail
     if m.message.get_content_type() == "multipart/report" or (
             w.sender.email.partition("@")[0].casefold() in _BOUNCE_SENDERS):
         return ignored(Code.DELIVERY_REPORT, "a delivery status report (bounce) from a mail "
                        "server, not a message from a person")
-    checks = (
-        ("Auto-Submitted", lambda v: v.split(";")[0].strip().casefold() != "no"),
-        ("Precedence", lambda v: v.strip().casefold() in _AUTO_PRECEDENCE),
-        ("X-Auto-Response-Suppress",
-         lambda v: any(t.strip().casefold() in _AUTO_SUPPRESS for t in v.split(","))),
-        ("X-Autoreply", lambda v: True),
-        ("X-Autorespond", lambda v: True),
-    )
-    for header, is_auto in checks:
+    for header, is_auto in _AUTO_HEADERS:
         value = m.header(header)
         if value is not None and is_auto(value):
             return ignored(Code.AUTO_REPLY, f"an automatic reply ({header}: {value}); answering "
@@ -172,14 +174,6 @@ def duplicate(w: Work) -> Verdict | None:
     return None
 
 
-def _listed(flt: AddressList, address: str) -> tuple[bool, str | None]:
-    """(passes, matching entry) for one address."""
-    hit = flt.entry_for(address)
-    if flt.type == FilterType.ALLOW:
-        return hit is not None, hit[1] if hit else None
-    return hit is None, hit[1] if hit else None
-
-
 def sender_filter(w: Work) -> Verdict | None:
     flt = w.ctx.sender_filter
     if flt is None:
@@ -188,15 +182,15 @@ def sender_filter(w: Work) -> Verdict | None:
     if w.ctx.settings.use_reply_to and w.mail.reply_to:
         checks.append(("Reply-To", w.mail.reply_to[0].email, Code.REPLY_TO_IGNORED,
                        Code.REPLY_TO_NOT_ALLOWED))
+    allow = flt.type == FilterType.ALLOW
     for role, address, on_ignore, not_allowed in checks:
-        ok, entry = _listed(flt, address)
-        if ok:
-            continue
-        if flt.type == FilterType.ALLOW:
+        hit = flt.entry_for(address)
+        if allow and hit is None:
             return ignored(not_allowed, f"{role} {address} is not on allow list {flt.name}",
                            filter=flt.name, address=address)
-        return ignored(on_ignore, f"{role} {address} matches {entry} on ignore list "
-                       f"{flt.name}", filter=flt.name, address=address, entry=entry)
+        if not allow and hit is not None:
+            return ignored(on_ignore, f"{role} {address} matches {hit[1]} on ignore list "
+                           f"{flt.name}", filter=flt.name, address=address, entry=hit[1])
     return None
 
 
@@ -323,17 +317,10 @@ def guest(w: Work) -> Verdict | None:
 
 def recipients(w: Work) -> Verdict | None:
     mailboxes = w.ctx.mailboxes
-    w.mailbox = w.ctx.server.spec.email
-    for via, group in (("to", w.mail.to), ("cc", w.mail.cc)):
-        for a in group:
-            if a.email.casefold() in mailboxes:
-                w.via, w.mailbox = via, a.email
-                break
-        else:
-            continue
-        break
-    else:
-        w.via = "bcc"  # delivered to the mailbox without naming it: a blind copy
+    named = ((via, a.email) for via, group in (("to", w.mail.to), ("cc", w.mail.cc))
+             for a in group if a.email.casefold() in mailboxes)
+    # Delivered to the mailbox without naming it: a blind copy.
+    w.via, w.mailbox = next(named, ("bcc", w.ctx.server.spec.email))
     if w.kind != EventKind.CREATE:
         return None
     settings = w.ctx.settings
