@@ -50,11 +50,10 @@ class IncomingRetention:
     """Purges delivered events and stale markers; ``days`` of 0 (or None) keep them."""
 
     def __init__(self, incoming: Incoming, *, event_days: float | None,
-                 marker_days: float | None, interval_seconds: float = INTERVAL_S) -> None:
+                 marker_days: float | None) -> None:
         self.incoming = incoming
         self.event_days = event_days or None
         self.marker_days = marker_days or None
-        self.interval = interval_seconds
 
     @property
     def active(self) -> bool:
@@ -83,4 +82,4 @@ class IncomingRetention:
                 if done.events or done.markers:
                     log.info("incoming retention: deleted %d delivered event(s) and %d "
                              "marker(s)", done.events, done.markers)
-            await first_set(stop, timeout=self.interval)
+            await first_set(stop, timeout=INTERVAL_S)

@@ -35,7 +35,6 @@ from reconciler.state.base import LiveState, StoreError
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class RunnerOptions:
     batch: int = 50  # mails per fetch call; the loop fetches again at once when it was full
@@ -49,9 +48,6 @@ class RunnerOptions:
     marker_retention_seconds: float | None = None
 
 
-FetcherFactory = Callable[..., Fetcher]
-
-
 class IncomingRunner:
     """Runs a :class:`ServerLoop` per enabled IncomingServer of the store's head revision."""
 
@@ -59,7 +55,7 @@ class IncomingRunner:
                  notifier: Any = None, token_provider: Any = None, ca_file: str | None = None,
                  directory: SenderDirectory | None = None,
                  options: RunnerOptions | None = None,
-                 fetcher_factory: FetcherFactory = fetcher_for,
+                 fetcher_factory: Callable[..., Fetcher] = fetcher_for,
                  on_event: Callable[[], None] | None = None) -> None:
         self.store = store
         self.incoming = incoming

@@ -38,29 +38,24 @@ from reconciler.state.leases import AlwaysLeader
 log = logging.getLogger(__name__)
 
 EVENT_ID_HEADER = "X-Reconcile-Event-Id"
-
-
+BATCH = 50  # events read per store query
 # The role whose leader alone delivers events when daemons share a store (``store.leases``).
 SINK_ROLE = "event sink"
 
 
 class WebhookSink:
     def __init__(self, incoming: Incoming, webhook: str, *, secret: str | None = None,
-                 ca_file: str | None = None, timeout_seconds: float = 10.0,
-                 initial_backoff_seconds: float = 1.0, max_backoff_seconds: float = 300.0,
-                 batch: int = 50, leadership: Leadership | None = None,
+                 ca_file: str | None = None, initial_backoff_seconds: float = 1.0,
+                 max_backoff_seconds: float = 300.0, leadership: Leadership | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         """``webhook`` and ``secret`` may be secret references (``env:``, ``file:``,
         ``enc:v1:``): a webhook URL often carries a token."""
         self._incoming = incoming
-        self._poster = WebhookPoster(webhook, secret=secret, ca_file=ca_file,
-                                     timeout_seconds=timeout_seconds, transport=transport)
+        self._poster = WebhookPoster(webhook, secret=secret, ca_file=ca_file, transport=transport)
         self._initial = initial_backoff_seconds
         self._max = max_backoff_seconds
-        self._batch = batch
         self._leader = leadership or AlwaysLeader()
         self.wake_event = asyncio.Event()
-        self.delivered = 0
 
     def wake(self) -> None:
         """New events are durable: deliver now rather than at the next poll."""
@@ -86,7 +81,7 @@ class WebhookSink:
 
     async def _drain(self, poll_seconds: float) -> float:
         """Deliver due events; the seconds until the next try is due."""
-        while due := await asyncio.to_thread(self._incoming.due_events, limit=self._batch):
+        while due := await asyncio.to_thread(self._incoming.due_events, limit=BATCH):
             for event in due:
                 if not await self._deliver(event):
                     break
@@ -104,7 +99,6 @@ class WebhookSink:
                                           {EVENT_ID_HEADER: str(event.id)})
         if refusal is None:
             await asyncio.to_thread(self._incoming.delivered, [event.id])
-            self.delivered += 1
             return True
         if refusal.permanent:
             log.error("event %s refused by the webhook (%s); kept as rejected", event.id,

@@ -107,20 +107,13 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def sniff(data: bytes) -> tuple[str, frozenset[str]] | None:
-    for magic, what, extensions in _SIGNATURES:
-        if data.startswith(magic):
-            return what, extensions
-    return None
-
-
 def type_problem(name: str, declared: str, data: bytes) -> str | None:
     ext = extension(name)
     if not ext:
         return None
-    found = sniff(data)
-    if found is not None and ext not in found[1]:
-        return f"its content is {found[0]} but its name ends in .{ext}"
+    for magic, what, extensions in _SIGNATURES:
+        if data.startswith(magic) and ext not in extensions:
+            return f"its content is {what} but its name ends in .{ext}"
     declared = _SAME.get(declared, declared)
     if declared in _GENERIC_TYPES:
         return None

@@ -45,11 +45,6 @@ class Commands:
     count: int = 0  # how many $..$ commands were found
 
 
-def event_key(name: str) -> str:
-    name = _RENAMED.get(name, name)
-    return name[:1].lower() + name[1:]
-
-
 def applies(command: CompiledCommand, subject: str) -> bool:
     return command.subject_contains in subject.casefold()
 
@@ -78,15 +73,12 @@ def parse_commands(body: str, command: CompiledCommand) -> Commands:
                 out.notes.append(f"RequestID {value!r} is not a number; ignored")
             continue
         known = _KNOWN.get(key)
-        if command.allowed_fields:
-            if key not in command.allowed_fields:
-                out.notes.append(f"field {name!r} is not in allowedFields; ignored")
-                continue
-            canonical = known or name
-        elif known is None:
+        if command.allowed_fields and key not in command.allowed_fields:
+            out.notes.append(f"field {name!r} is not in allowedFields; ignored")
+            continue
+        if not command.allowed_fields and known is None:
             out.notes.append(f"field {name!r} is not a ticket field; ignored")
             continue
-        else:
-            canonical = known
-        out.fields[event_key(canonical)] = value
+        canonical = _RENAMED.get(known or name, known or name)
+        out.fields[canonical[:1].lower() + canonical[1:]] = value
     return out

@@ -37,9 +37,6 @@ from email.utils import getaddresses, parsedate_to_datetime
 from reconciler.incoming.pipeline.event import Address
 from reconciler.incoming.pipeline.html_text import html_to_text
 
-# MIME structure with compat32 (its Content-Type handling is several times faster and
-# the feedparser consults it for every part); header text and addresses through
-# policy.default's header registry, which decodes RFC 2047 and parses addresses properly.
 _PARSER = BytesParser(policy=policy.compat32)
 _DEFAULT = policy.default
 _MSG_ID = re.compile(r"<([^<>\s]+)>")
@@ -97,8 +94,7 @@ class ParsedMail:
     notes: list[str] = field(default_factory=list)
 
     def header(self, name: str) -> str | None:
-        value = _header(self.message, name)
-        return value if value else None
+        return _header(self.message, name) or None
 
 
 def parse(raw: bytes) -> ParsedMail:

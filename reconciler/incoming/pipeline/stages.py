@@ -53,16 +53,11 @@ class Work:
     data: dict[str, bytes] = field(default_factory=dict)
     stripped: list[att.Rejected] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    _conditions: _MailFields | None = None
+    fields: _MailFields = None  # type: ignore[assignment]  # what filters and rules test
 
     @property
     def sender(self) -> Address:
         return self.mail.sender  # type: ignore[return-value]  # parse stage guarantees it
-
-    def condition_fields(self) -> _MailFields:
-        if self._conditions is None:
-            self._conditions = _MailFields(self.mail)
-        return self._conditions
 
 
 class _MailFields(Mapping[str, str]):
@@ -70,12 +65,12 @@ class _MailFields(Mapping[str, str]):
     replyTo, to, cc, body, plus any header as ``header:Name``."""
 
     def __init__(self, mail: ParsedMail) -> None:
-        sender = mail.sender or Address("")
+        assert mail.sender is not None  # the parse stage stops a mail without one
         self._mail = mail
         self._base = {
             "subject": mail.subject,
-            "from": sender.email,
-            "fromName": sender.name or "",
+            "from": mail.sender.email,
+            "fromName": mail.sender.name or "",
             "replyTo": ", ".join(a.email for a in mail.reply_to),
             "to": ", ".join(a.email for a in mail.to),
             "cc": ", ".join(a.email for a in mail.cc),
@@ -117,6 +112,7 @@ def read(w: Work) -> Verdict | None:
                       "to create a ticket for", error_folder=True)
     reply_to = w.mail.reply_to
     w.requester = reply_to[0] if reply_to and w.ctx.settings.use_reply_to else w.sender
+    w.fields = _MailFields(w.mail)
     return None
 
 
@@ -223,21 +219,15 @@ def sender_status(w: Work) -> Verdict | None:
 
 
 def spam_filter(w: Work) -> Verdict | None:
-    if not w.ctx.spam_filters:
-        return None
-    fields = w.condition_fields()
     for spam in w.ctx.spam_filters:
-        if matches(spam, fields):
+        if matches(spam, w.fields):
             return ignored(Code.SPAM, f"matched spam filter {spam.name}", filter=spam.name)
     return None
 
 
 def incoming_rules(w: Work) -> Verdict | None:
-    if not w.ctx.rules:
-        return None
-    fields = w.condition_fields()
     for rule in w.ctx.rules:
-        if not matches(rule.conditions, fields):
+        if not matches(rule.conditions, w.fields):
             continue
         if rule.action == IncomingAction.IGNORE:
             return ignored(Code.RULE_IGNORE, f"ignored by incoming email rule {rule.name}",
