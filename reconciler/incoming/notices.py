@@ -47,11 +47,11 @@ _SUMMARIES = {
 
 @dataclass(frozen=True, slots=True)
 class IncomingTransition(Transition):
-    """A Transition whose texts speak of fetching from a mailbox, not of sending."""
+    """A Transition whose texts speak of fetching from a mailbox, not of sending;
+    ``address`` is host:port, or the EWS / Graph URL."""
 
     mailbox: str | None = None
     protocol: str | None = None
-    endpoint: str | None = None  # host:port, or the EWS / Graph URL
     failures: int | None = None  # consecutive failed sessions (unreachable, recovered)
 
     def summary(self) -> str:
@@ -65,7 +65,7 @@ class IncomingTransition(Transition):
                         else f"{self.failures} before this recovery")
         return [("Server", f"{self.key.namespace}/{self.key.name} (incoming)"),
                 ("Mailbox", self.mailbox), ("Protocol", self.protocol),
-                ("Host", self.endpoint),
+                ("Host", self.address),
                 ("Status", f"{self.old_state} -> {self.new_state}"),
                 ("Failed sessions", failures), ("Failed step", self.failed_step),
                 ("Last error", self.error), ("Likely fix", self.hint),
@@ -74,7 +74,7 @@ class IncomingTransition(Transition):
     def payload(self) -> dict[str, Any]:
         data = {**Transition.payload(self), "event": f"incoming.{self.event}",
                 "mailbox": self.mailbox, "protocol": self.protocol,
-                "address": self.endpoint, "consecutiveFailures": self.failures}
+                "consecutiveFailures": self.failures}
         data.pop("activeHost", None)  # there is no alternate host to fetch from
         return data
 
@@ -100,7 +100,7 @@ def _transition(server: IncomingServer, event: str, old: str, new: str, *,
     return IncomingTransition(
         ResourceKey(KIND, meta.namespace, meta.name), event, old, new, datetime.now(UTC),
         error=error, failed_step=failed_step, hint=hint, mailbox=str(server.spec.email),
-        protocol=str(server.spec.protocol), endpoint=endpoint(server), failures=failures)
+        protocol=str(server.spec.protocol), address=endpoint(server), failures=failures)
 
 
 def unreachable(server: IncomingServer, failures: int, error: str, kind: str,

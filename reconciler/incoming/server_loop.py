@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.incoming import notices
 from reconciler.incoming.pipeline.context import PipelineContext
@@ -59,6 +58,7 @@ STORE_RETRY_S = 5.0
 # Judged mails are committed together at the end of a fetch call, or earlier once
 # their raw bytes reach this much: memory stays bounded with large attachments.
 FLUSH_BYTES = 16 * 1024 * 1024
+T = TypeVar("T")
 
 
 class ServerLoop:
@@ -70,6 +70,7 @@ class ServerLoop:
         self.config = config
         self.server = config.server
         self.namespace, self.name = config.id
+        self.where = f"{self.namespace}/{self.name}"  # for log lines
         self.daemon_stop = daemon_stop
         self.stopping = asyncio.Event()
         # Inside runner.refresh (or waiting for it): a reload that stops this loop must
@@ -99,8 +100,7 @@ class ServerLoop:
         except LookupError as exc:
             # A missing filter or spam filter must not be fetched around: wait for a fix.
             await self._set_paused(f"configuration: {exc}")
-            log.error("incoming server %s/%s is not fetched: %s", self.namespace, self.name,
-                      exc)
+            log.error("incoming server %s is not fetched: %s", self.where, exc)
             await self._sleep(None)
             return
         try:
@@ -108,8 +108,8 @@ class ServerLoop:
                 try:
                     await self._cycle()
                 except StoreError as exc:
-                    log.error("incoming server %s/%s: the store failed (%s); trying again "
-                              "in %.0fs", self.namespace, self.name, exc, STORE_RETRY_S)
+                    log.error("incoming server %s: the store failed (%s); trying again "
+                              "in %.0fs", self.where, exc, STORE_RETRY_S)
                     await self._close_fetcher()
                     await self._sleep(STORE_RETRY_S)
                 finally:
@@ -119,8 +119,7 @@ class ServerLoop:
             await self._close_fetcher()
             if self.leading:
                 with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self._store.release, self.namespace, self.name,
-                                            self.runner.owner)
+                    await self._mine(self._store.release, self.runner.owner)
 
     def _build_context(self) -> PipelineContext:
         namespace = self.namespace
@@ -141,13 +140,16 @@ class ServerLoop:
             self.server, self.config.resources, directory=self.runner.directory,
             seen_message_id=seen, thread_lookup=thread)
 
+    async def _mine(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call a store method about this server, in a thread (store calls block)."""
+        return await asyncio.to_thread(method, self.namespace, self.name, *args, **kwargs)
+
     # -- one cycle -------------------------------------------------------------
 
     async def _cycle(self) -> None:
         options = self.runner.options
-        self.leading = await asyncio.to_thread(
-            self._store.claim, self.namespace, self.name, self.runner.owner,
-            lease_seconds=options.lease_seconds)
+        self.leading = await self._mine(self._store.claim, self.runner.owner,
+                                        lease_seconds=options.lease_seconds)
         if not self.leading:
             await self._close_fetcher()  # another daemon fetches this server
             await self._sleep(options.lease_seconds / 3)
@@ -210,12 +212,10 @@ class ServerLoop:
     async def _is_done(self, marker: str) -> bool:
         retention = self.runner.options.marker_retention_seconds
         if retention is None:
-            return await asyncio.to_thread(self._store.is_done, self.namespace, self.name,
-                                           marker)
+            return await self._mine(self._store.is_done, marker)
         refresh_before = datetime.now(UTC) - timedelta(seconds=retention / 2)
-        return await asyncio.to_thread(
-            functools.partial(self._store.is_done_refreshing, self.namespace, self.name,
-                              marker, refresh_before=refresh_before))
+        return await self._mine(self._store.is_done_refreshing, marker,
+                                refresh_before=refresh_before)
 
     async def _judge(self, fetcher: Fetcher, mail: FetchedMail) -> JudgedMail:
         assert self.context is not None
@@ -235,8 +235,7 @@ class ServerLoop:
         """Commit the judged mails in one transaction, then tell the server about each."""
         if not pending:
             return
-        recorded = await asyncio.to_thread(self._store.record_many, self.namespace, self.name,
-                                           [outcome for _, outcome in pending])
+        recorded = await self._mine(self._store.record_many, [judged for _, judged in pending])
         self._pending_ids.clear()
         for (mail, outcome), done in zip(pending, recorded, strict=True):
             self.processed += 1
@@ -253,8 +252,8 @@ class ServerLoop:
                 await fetcher.mark_done(mail)
                 continue
             await fetcher.move_to_error_folder(mail)
-            log.warning("incoming server %s/%s: mail %s moved to %s: %s", self.namespace,
-                        self.name, mail.marker, folder.name, result.reason)
+            log.warning("incoming server %s: mail %s moved to %s: %s", self.where, mail.marker,
+                        folder.name, result.reason)
             if folder.notify:
                 await self._notify(notices.moved_to_error_folder(
                     self.server, result.code, result.reason))
@@ -267,26 +266,24 @@ class ServerLoop:
     # -- bookkeeping (I6, I7) ------------------------------------------------------
 
     async def _succeeded(self, error_folder_count: int | None) -> None:
-        before: ServerState = await asyncio.to_thread(
-            self._store.fetch_succeeded, self.namespace, self.name,
-            error_folder_count=error_folder_count)
+        before: ServerState = await self._mine(self._store.fetch_succeeded,
+                                               error_folder_count=error_folder_count)
         if before.failure_notified:
             await self._notify(notices.recovered(self.server, before.consecutive_failures))
         if before.consecutive_failures:
-            log.info("incoming server %s/%s fetches again after %d failure(s)",
-                     self.namespace, self.name, before.consecutive_failures)
+            log.info("incoming server %s fetches again after %d failure(s)",
+                     self.where, before.consecutive_failures)
 
     async def _failed(self, exc: FetchError) -> None:
-        state = await asyncio.to_thread(self._store.fetch_failed, self.namespace, self.name,
-                                        str(exc.kind), exc.user_text)
+        state = await self._mine(self._store.fetch_failed, str(exc.kind), exc.user_text)
         threshold = self.server.spec.failure_notify_threshold
-        log.warning("incoming server %s/%s: fetching failed (%d in a row): %s", self.namespace,
-                    self.name, state.consecutive_failures, exc.user_text)
+        log.warning("incoming server %s: fetching failed (%d in a row): %s", self.where,
+                    state.consecutive_failures, exc.user_text)
         if state.consecutive_failures >= threshold and not state.failure_notified:
             await self._notify(notices.unreachable(
                 self.server, state.consecutive_failures, exc.message,
                 str(exc.kind), exc.likely_fix or None))
-            await asyncio.to_thread(self._store.set_notified, self.namespace, self.name)
+            await self._mine(self._store.set_notified)
 
     async def _stop_for_error_folder(self, count: int) -> None:
         folder = self.server.spec.error_folder
@@ -294,19 +291,17 @@ class ServerLoop:
                   f"(stopFetchingAfter {folder.stop_fetching_after})")
         before = await self._set_paused(reason, error_folder_count=count)
         if before is None or before.paused != reason:
-            log.warning("incoming server %s/%s stopped fetching: %s", self.namespace,
-                        self.name, reason)
+            log.warning("incoming server %s stopped fetching: %s", self.where, reason)
             await self._notify(notices.stopped(self.server, count))
 
     async def _set_paused(self, reason: str | None, *,
                           error_folder_count: int | None = None) -> ServerState | None:
         self.paused = reason
         try:
-            return await asyncio.to_thread(self._store.set_paused, self.namespace, self.name,
-                                           reason, error_folder_count=error_folder_count)
+            return await self._mine(self._store.set_paused, reason,
+                                    error_folder_count=error_folder_count)
         except StoreError as exc:
-            log.error("incoming server %s/%s: cannot record its state: %s", self.namespace,
-                      self.name, exc)
+            log.error("incoming server %s: cannot record its state: %s", self.where, exc)
             return None
 
     async def _notify(self, transition: notices.IncomingTransition) -> None:
@@ -321,8 +316,8 @@ class ServerLoop:
 
     async def _queue_notices(self, result: PipelineResult, marker: str) -> None:
         """Stripped attachments (I5): tell the sender and the namespace's admins, by mail."""
-        settings = self.context.settings if self.context is not None else None
-        admins = list(settings.admin_notifications.emails) if settings is not None else []
+        assert self.context is not None  # set before the first mail is judged
+        admins = list(self.context.settings.admin_notifications.emails)
         requests = notices.stripped_attachment_mails(result.notices, self.namespace, self.name,
                                                      marker, admins)
         if not requests:
@@ -330,8 +325,8 @@ class ServerLoop:
         try:
             await asyncio.to_thread(self.runner.store.outbox.enqueue_many, requests)
         except Exception as exc:
-            log.error("incoming server %s/%s: notice about stripped attachments not queued: "
-                      "%s", self.namespace, self.name, exc)
+            log.error("incoming server %s: notice about stripped attachments not queued: "
+                      "%s", self.where, exc)
 
     # -- waiting -----------------------------------------------------------------
 
@@ -343,8 +338,7 @@ class ServerLoop:
         await self._close_fetcher()  # the apply may change host, folder or credentials
         previous = self.paused
         await self._set_paused(PAUSED_APPLY)
-        log.info("incoming server %s/%s: fetching paused while an apply runs", self.namespace,
-                 self.name)
+        log.info("incoming server %s: fetching paused while an apply runs", self.where)
         while not self.stopped and await self._apply_in_progress():
             self.cycles += 1  # a look at the lock counts as a (fetch-less) cycle
             await self.runner.cycled()

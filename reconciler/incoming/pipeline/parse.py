@@ -285,26 +285,19 @@ def _walk(part: Message, mail: ParsedMail) -> None:
                 _walk(sub, mail)
         return
     disposition = part.get_content_disposition()
-    try:
-        filename = part.get_filename()
-    except Exception:
-        filename = None
+    filename = _filename(part)
     if filename is not None:
         filename = _fix_8bit(filename)
         if "=?" in filename:
             filename = _decode_words(filename)
-    maintype = ctype.partition("/")[0]
-    if maintype == "multipart":
+    data, damaged = _payload(part)
+    if ctype.startswith("multipart/"):
         # A multipart whose boundary is missing: the parser kept it as one text blob.
         mail.notes.append(f"{ctype} part has no usable boundary; its raw text is the body")
-        data, _ = _payload(part)
         text, _ = decode_text(data, part.get_content_charset())
         mail.text_body = _join(mail.text_body, text)
         return
-    is_text_body = (ctype in ("text/plain", "text/html") and disposition != "attachment"
-                    and not filename)
-    if is_text_body:
-        data, damaged = _payload(part)
+    if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
         text, note = decode_text(data, part.get_content_charset())
         if note:
             mail.notes.append(note)
@@ -315,7 +308,6 @@ def _walk(part: Message, mail: ParsedMail) -> None:
         elif mail.html_body is None:
             mail.html_body = text
         return
-    data, damaged = _payload(part)
     cid = part.get("Content-ID")
     content_id = str(cid).strip().strip("<>") if cid else None
     inline = disposition == "inline" or (content_id is not None and disposition != "attachment")
@@ -336,12 +328,15 @@ def _forwarded(part: Message, mail: ParsedMail) -> None:
                 else inner.as_bytes()
         except Exception:
             data = b""
-    try:
-        filename = part.get_filename()
-    except Exception:
-        filename = None
-    mail.attachments.append(RawAttachment(filename or name, "message/rfc822", data,
+    mail.attachments.append(RawAttachment(_filename(part) or name, "message/rfc822", data,
                                           part.get_content_disposition() == "inline", None))
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        return part.get_filename()
+    except Exception:  # a malformed RFC 2231 parameter: the part stays, unnamed
+        return None
 
 
 def _join(first: str, second: str) -> str:
