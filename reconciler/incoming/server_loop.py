@@ -41,7 +41,7 @@ from reconciler.incoming import notices
 from reconciler.incoming.pipeline.context import PipelineContext
 from reconciler.incoming.pipeline.event import PipelineResult
 from reconciler.incoming.pipeline.run import process
-from reconciler.incoming.servers import ServerConfig
+from reconciler.incoming.servers import ServerConfig, proxy_of
 from reconciler.incoming.store import JudgedMail
 from reconciler.mail.registry import FetchedMail, Fetcher, FetchError
 from reconciler.runtime.waiting import first_set
@@ -175,7 +175,8 @@ class ServerLoop:
         if fetcher is None:
             fetcher = self.fetcher = self.runner.fetcher_factory(
                 self.server, token_provider=self.runner.token_provider,
-                ca_file=self.runner.ca_file, proxy_lookup=self.config.proxy)
+                ca_file=self.runner.ca_file,
+                proxy_lookup=lambda server: proxy_of(server, self.config.resources))
         await fetcher.connect()
         count = await self._error_folder_count(fetcher)
         limit = self.server.spec.error_folder.stop_fetching_after

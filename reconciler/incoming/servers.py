@@ -47,12 +47,9 @@ class ServerConfig:
     def id(self) -> ServerId:
         return self.server.metadata.namespace, self.server.metadata.name
 
-    def proxy(self, server: IncomingServer) -> ProxyServerSpec | None:
-        """The ProxyServer an EWS or Graph server names (``fetcher_for``'s proxy_lookup)."""
-        return proxy_of(server, self.resources)
-
 
 def proxy_of(server: IncomingServer, resources: Iterable[Resource]) -> ProxyServerSpec | None:
+    """The ProxyServer an EWS or Graph server names (``fetcher_for``'s proxy_lookup)."""
     name = server.spec.proxy
     if name is None:
         return None

@@ -59,7 +59,7 @@ class ErrorRecord:
 class IncomingStore:
     """``store.incoming`` plus the incoming side: pipeline results in, sealed details out.
 
-    Every method but :meth:`record`, :meth:`record_many` and :meth:`errors` is the
+    Every method but :meth:`record_many` and :meth:`errors` is the
     contract's own (``Incoming``), reached through this object unchanged.
     """
 
@@ -74,22 +74,15 @@ class IncomingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._incoming, name)
 
-    def record(self, namespace: str, server: str, marker: str, result: PipelineResult, *,
-               raw: bytes | None = None, to_error_folder: bool = False,
-               now: datetime | None = None) -> Recorded:
-        """Make a mail's outcome durable: marker, audit lines, event (with attachment
-        bytes), Message-ID and, when it goes to the error folder, its sealed details.
-
-        One transaction. A marker already present means an earlier run made
-        this mail durable: nothing is written and ``duplicate_marker`` says so.
-        """
-        [done] = self.record_many(namespace, server,
-                                  [JudgedMail(marker, result, raw, to_error_folder)], now=now)
-        return done
-
     def record_many(self, namespace: str, server: str, items: Sequence[JudgedMail], *,
                     now: datetime | None = None) -> list[Recorded]:
-        """:meth:`record` for several mails in one transaction (the runner's group commit)."""
+        """Make mails' outcomes durable in one transaction (the runner's group commit):
+        each one's marker, audit lines, event (with attachment bytes), Message-ID and,
+        when it goes to the error folder, its sealed details.
+
+        A marker already present means an earlier run made that mail durable:
+        nothing is written for it and ``duplicate_marker`` says so.
+        """
         return self._incoming.record(namespace, server, [self._mail(i) for i in items],
                                      now=now)
 

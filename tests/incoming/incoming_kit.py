@@ -19,7 +19,7 @@ from peers.webhook import PostReceiver
 
 from reconciler.config.desired import CanonicalResource
 from reconciler.incoming.runner import IncomingRunner, RunnerOptions
-from reconciler.incoming.store import IncomingStore
+from reconciler.incoming.store import IncomingStore, JudgedMail
 from reconciler.state import SqlStore
 
 MAIL = Path(__file__).resolve().parents[1] / "data" / "mail"
@@ -134,8 +134,9 @@ def record_mail(store: SqlStore, raw: bytes, marker: str, *, name: str = "suppor
     from reconciler.incoming.pipeline.run import process
 
     result = process(raw, pipeline_context(store, name))
-    return IncomingStore.of_store(store, seal_key).record(
-        NS, name, marker, result, raw=raw, to_error_folder=to_error_folder), result
+    [done] = IncomingStore.of_store(store, seal_key).record_many(
+        NS, name, [JudgedMail(marker, result, raw, to_error_folder)])
+    return done, result
 
 
 async def until(predicate: Any, timeout: float = 30.0) -> None:

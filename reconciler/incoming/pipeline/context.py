@@ -64,7 +64,6 @@ class ConditionSet:
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     name: str
-    order: int
     conditions: ConditionSet
     action: IncomingAction
     set_fields: tuple[tuple[str, str], ...]
@@ -218,7 +217,7 @@ class PipelineContext:
             spam_filters=tuple(_conditions(f.metadata.name, f.spec) for f in spam
                                if f.spec.enabled),
             rules=tuple(
-                CompiledRule(r.metadata.name, r.spec.order, _conditions(r.metadata.name, r.spec),
+                CompiledRule(r.metadata.name, _conditions(r.metadata.name, r.spec),
                              IncomingAction(r.spec.action), tuple(r.spec.set_fields.items()),
                              r.spec.stop_processing)
                 for r in rules),

@@ -43,7 +43,6 @@ class Work:
     received_at: datetime
     mail: ParsedMail = None  # type: ignore[assignment]  # set by the parse stage
     requester: Address = None  # type: ignore[assignment]
-    via: str = "to"  # how the mailbox got it: to | cc | bcc
     mailbox: str = ""
     kind: EventKind = EventKind.CREATE
     ticket: TicketRef | None = None
@@ -310,14 +309,14 @@ def recipients(w: Work) -> Verdict | None:
     named = ((via, a.email) for via, group in (("to", w.mail.to), ("cc", w.mail.cc))
              for a in group if a.email.casefold() in mailboxes)
     # Delivered to the mailbox without naming it: a blind copy.
-    w.via, w.mailbox = next(named, ("bcc", w.ctx.server.spec.email))
+    via, w.mailbox = next(named, ("bcc", w.ctx.server.spec.email))
     if w.kind != EventKind.CREATE:
         return None
     settings = w.ctx.settings
-    if w.via == "cc" and not settings.create_from_cc:
+    if via == "cc" and not settings.create_from_cc:
         return ignored(Code.CC_DISABLED, f"the support address {w.mailbox} is only in Cc and "
                        "creating tickets from Cc is off", mailbox=w.mailbox)
-    if w.via == "bcc" and not settings.create_from_bcc:
+    if via == "bcc" and not settings.create_from_bcc:
         return ignored(Code.BCC_DISABLED, f"the support address {w.mailbox} is in neither To "
                        "nor Cc (a blind copy) and creating tickets from Bcc is off",
                        mailbox=w.mailbox)
