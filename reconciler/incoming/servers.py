@@ -41,7 +41,6 @@ class ServerConfig:
     server: IncomingServer
     resources: tuple[Resource, ...]  # the namespace's resources of PIPELINE_KINDS
     fingerprint: str
-    revision: int
 
     @property
     def id(self) -> ServerId:
@@ -63,8 +62,7 @@ def proxy_of(server: IncomingServer, resources: Iterable[Resource]) -> ProxyServ
 @dataclass(frozen=True)
 class IncomingConfig:
     revision: int
-    servers: Mapping[ServerId, ServerConfig] = field(default_factory=dict)
-    disabled: frozenset[ServerId] = frozenset()
+    servers: Mapping[ServerId, ServerConfig] = field(default_factory=dict)  # enabled ones
 
     @classmethod
     def from_snapshot(cls, live: LiveState) -> IncomingConfig:
@@ -73,7 +71,6 @@ class IncomingConfig:
             if key.kind in PIPELINE_KINDS:
                 by_namespace.setdefault(key.namespace, []).append(resource)
         servers: dict[ServerId, ServerConfig] = {}
-        disabled: set[ServerId] = set()
         for namespace, canon in sorted(by_namespace.items()):
             try:
                 models = tuple(resource_from_canonical(r) for r in canon)
@@ -85,14 +82,10 @@ class IncomingConfig:
             # in these kinds restarts the namespace's servers (a reconnect, no loss).
             fingerprint = _digest(canon)
             for model in models:
-                if not isinstance(model, IncomingServer):
-                    continue
-                sid = (namespace, model.metadata.name)
-                if not model.spec.enabled:
-                    disabled.add(sid)
-                    continue
-                servers[sid] = ServerConfig(model, models, fingerprint, live.revision)
-        return cls(live.revision, MappingProxyType(servers), frozenset(disabled))
+                if isinstance(model, IncomingServer) and model.spec.enabled:
+                    sid = (namespace, model.metadata.name)
+                    servers[sid] = ServerConfig(model, models, fingerprint)
+        return cls(live.revision, MappingProxyType(servers))
 
 
 def _digest(resources: Iterable[CanonicalResource]) -> str:
