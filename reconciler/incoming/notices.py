@@ -1,20 +1,12 @@
 """Notifications of the incoming side: about its servers (SPEC I6, I7), through the health
-notifier, and about stripped attachments (I5), as mails in the outbox.
+notifier (it already logs, posts to the webhook and mails the namespace's admins),
+and about stripped attachments (I5), as outbox mails to the sender and the admins.
 
-The health :class:`~reconciler.runtime.notifier.Notifier` already logs, posts
-to the webhook (retried, URL hidden in logs) and mails the namespace's
-admins through the outbox; incoming servers reuse it with their own texts.
-Events (``payload()["event"]``):
-
-- ``incoming.unreachable``: ``failureNotifyThreshold`` consecutive
-  connection failures (sent once per outage);
-- ``incoming.recovered``: the first good session after that notice;
-- ``incoming.stopped``: the error folder reached ``stopFetchingAfter``;
-- ``incoming.error-folder``: one mail was moved to the error folder
-  (``errorFolder.notify``).
-
-A mail whose attachments the pipeline stripped becomes a notice to its sender
-and to the namespace's admins (:func:`stripped_attachment_mails`).
+Events (``payload()["event"]``): ``incoming.unreachable`` (``failureNotifyThreshold``
+consecutive connection failures, once per outage), ``incoming.recovered`` (the
+first good session after that), ``incoming.stopped`` (the error folder reached
+``stopFetchingAfter``), ``incoming.error-folder`` (a mail moved there,
+``errorFolder.notify``).
 """
 
 from __future__ import annotations

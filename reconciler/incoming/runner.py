@@ -1,18 +1,15 @@
 """The incoming runner: one fetch loop per enabled IncomingServer (SPEC I1, I6, I7, I8).
 
-The runner follows the store's head revision and keeps one
-:class:`~reconciler.incoming.server_loop.ServerLoop` per enabled IncomingServer,
-restarting the loops whose configuration changed (what one loop does is
-described there).
+It follows the store's head revision and keeps one
+:class:`~reconciler.incoming.server_loop.ServerLoop` (which says what a loop
+does) per enabled server, restarting those whose configuration changed.
 
-- **Applies (I7).** While the store's apply lock is held the loops do not
-  start a fetch; when it is released the runner reloads the config at once
-  and restarts the servers whose configuration changed. The lock does not say
-  which resources the plan touches, so every server waits: an apply holds
-  the lock for the length of one transaction and a few checks.
-- **Several daemons on one store**: a server is fetched by the daemon holding
-  its lease (``incoming_servers``), renewed every cycle; a daemon that dies
-  gives it up when the lease runs out.
+- **Applies (I7).** While the apply lock is held no loop starts a fetch; on its
+  release the runner reloads at once. The lock does not say which resources the
+  plan touches, so every server waits (one transaction and a few checks).
+- **Several daemons on one store**: the daemon holding a server's lease
+  (``incoming_servers``, renewed every cycle) fetches it; a dead daemon's
+  lease runs out.
 """
 
 from __future__ import annotations

@@ -7,25 +7,21 @@ One cycle::
     -> for each mail (at most ``batch``): pipeline -> commit -> mark done | error folder
     -> IDLE (or the fetch interval) -> again
 
-- **Durable first.** Each mail's marker, audit lines, ticket event and
-  Message-ID are written together, and the mails of one fetch call in one
-  transaction (:meth:`IncomingStore.record_many`: a group commit, since
-  SQLite syncs the disk on every commit); only then is each mail marked done
-  on the server. A crash in between leaves the mail unread on the server but
-  done in the store, and the fetcher skips it. Duplicates within the batch
-  are caught by the Message-IDs judged but not yet committed.
-- **Error folder (I6).** A mail the pipeline could not handle at all goes to
-  the error folder (IMAP, when enabled) after its outcome and sealed details
-  are stored; no marker is written for it, so if the move itself fails the
-  mail is judged again next cycle. Once the folder holds ``stopFetchingAfter``
-  mails the server stops fetching until ``reconcile incoming retry``.
-- **Connection failures (I7).** Each failed session counts; at
-  ``failureNotifyThreshold`` in a row the admins are notified once, and again
-  when a session works. Failures and the last error are the server's fetch
-  state (``reconcile incoming status``).
+- **Durable first.** A mail's marker, audit lines, ticket event and Message-ID
+  are written together, a fetch call's mails in one transaction (a group commit:
+  SQLite syncs the disk on every commit), and only then marked done on the
+  server. A crash in between leaves the mail unread there but done in the store,
+  and the fetcher skips it. Message-IDs judged but not yet committed catch
+  duplicates within the batch.
+- **Error folder (I6).** A mail the pipeline could not handle at all goes there
+  (IMAP, when enabled) after its outcome and sealed details are stored; with no
+  marker written, a failed move means it is judged again next cycle. At
+  ``stopFetchingAfter`` mails there the server stops until ``reconcile incoming retry``.
+- **Connection failures (I7).** At ``failureNotifyThreshold`` failed sessions in a
+  row the admins are notified once, and again when one works; the count and last
+  error are the server's fetch state (``reconcile incoming status``).
 
-The pipeline runs in a worker thread (it is CPU work and its store lookups
-block); every store call does too.
+The pipeline (CPU work, blocking store lookups) and every store call run in threads.
 """
 
 from __future__ import annotations

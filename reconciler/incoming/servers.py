@@ -1,11 +1,9 @@
 """Which IncomingServers a revision runs, with what each one's pipeline needs (SPEC I1).
 
-The daemon's :class:`~reconciler.runtime.live_config.LiveConfig` holds only
-what dispatch uses; the runner reads the same revision's snapshot once more
-for the incoming kinds. Each server gets a *fingerprint*: a digest over every
-resource of its namespace the pipeline reads (servers, filters, rules,
-commands, settings, the desk's own addresses). A new revision restarts only
-the servers whose fingerprint changed; the others keep their session.
+:class:`~reconciler.runtime.live_config.LiveConfig` holds only what dispatch
+uses, so the runner reads the revision's snapshot again for the incoming kinds.
+A server's *fingerprint* digests every resource of its namespace the pipeline
+reads; a new revision restarts only the servers whose fingerprint changed.
 """
 
 from __future__ import annotations

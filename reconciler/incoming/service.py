@@ -1,15 +1,10 @@
-"""The incoming side as the daemon runs it: the runner, retention and, with a webhook, the
-event sink.
+"""The incoming side as the daemon runs it: runner, retention and, with a webhook, the
+event sink, built from :class:`~reconciler.runtime.settings.DaemonSettings`.
 
-Built from :class:`~reconciler.runtime.settings.DaemonSettings` by
-:func:`incoming_parts`; the daemon runs each part as one of its tasks.
-
-Where the webhook is configured, and why there: ``--events-webhook`` is a
-daemon setting, not a field of the config repo. The receiver is the desk
-application this daemon serves, the same for every namespace (like the API
-tokens and the admin-notification webhook); and ticket events carry mail
-content, so letting any namespace's config redirect them to a URL of its
-choosing would be a way to read other people's mail.
+``--events-webhook`` is a daemon setting, not a field of the config repo: the
+receiver is the one desk application this daemon serves (like the API tokens
+and the admin-notification webhook), and ticket events carry mail content, so a
+namespace's config that could redirect them could read other people's mail.
 """
 
 from __future__ import annotations

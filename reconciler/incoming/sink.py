@@ -1,21 +1,16 @@
 """Ticket events to the desk's webhook, from the store, in order, until delivered (SPEC I8).
 
-Events are durable before the mail is marked done (see the runner), so the
-sink only has to drain ``ticket_events``: oldest first, one POST per event
-with the event JSON as the body, through the one
-:class:`~reconciler.runtime.webhook.WebhookPoster` (signed with the secret when
-one is set). A refusal that may pass (connection error, timeout, 408, 429,
-5xx) keeps the event pending and waits with exponential backoff
-(``Retry-After`` respected); later events wait behind it, so a reply never
-reaches the desk before the ticket it belongs to. A refusal that will not pass
-(another 4xx) marks the event ``rejected`` with the answer, and delivery goes
-on; rejected events stay in the store (``GET /v1/events``).
+Events are durable before their mail is marked done, so the sink only drains
+``ticket_events``: oldest first, one POST of the event JSON each, through the one
+:class:`~reconciler.runtime.webhook.WebhookPoster` (signed when a secret is set).
+A refusal that may pass (connection error, timeout, 408, 429, 5xx) keeps the
+event pending with exponential backoff (``Retry-After`` respected) and later
+events wait behind it, so a reply never reaches the desk before its ticket. Any
+other 4xx marks it ``rejected`` (kept, ``GET /v1/events``) and delivery goes on.
 
-Each request carries ``X-Reconcile-Event-Id``: the receiver's idempotency key,
-since after a timeout the same event may arrive twice.
-
-When several daemons share a PostgreSQL store only one delivers (an advisory
-lock on its own key, like the health leader); with SQLite every daemon does.
+``X-Reconcile-Event-Id`` is the receiver's idempotency key: after a timeout
+the same event may arrive twice. Daemons sharing a PostgreSQL store elect one
+sink (an advisory lock, like the health leader); with SQLite each delivers.
 Without a webhook nothing runs here: the desk pulls ``GET /v1/events``.
 """
 

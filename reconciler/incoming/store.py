@@ -1,12 +1,10 @@
 """The incoming service's side of ``store.incoming`` (SPEC I1, I6, I7, I8).
 
 The store keeps plain rows (``state.contract.Incoming`` says what and why); this
-module turns a pipeline's judgement of a mail into the :class:`MailRecord` made
-durable with its marker, and seals what a person needs to see of a mail moved to
-the error folder (its headers and why), under a key given as a secret reference.
-Without a key only the codes are kept, never clear text.
-
-Every method blocks (database I/O); the runner calls them in threads.
+module turns a pipeline's judgement into the :class:`MailRecord` made durable
+with its marker, and seals what a person needs of a mail moved to the error
+folder (headers and why). Without a key only the codes are kept, never clear
+text. Every method blocks (database I/O); the runner calls them in threads.
 """
 
 from __future__ import annotations

@@ -1,24 +1,19 @@
 """Attachment checks (SPEC I5): which files of an incoming mail the ticket may keep.
 
-Each attachment is checked in this order and stripped at the first problem:
+Inline parts included, each is stripped at the first problem, in this order:
 
-1. damaged: its transfer encoding does not decode cleanly (a truncated
-   download would reach the ticket as a corrupt file);
-2. name: no name at all is fine (one is made up from the type), but a name
-   with path separators, ``..``, control or reserved characters, a Windows
-   device name, or more than 255 bytes is refused. Such names are how files
-   end up outside the attachment folder or become unopenable;
-3. extension: on the blocked list, or not on the allowed list when one is set
+1. damaged transfer encoding (a truncated download would reach the ticket corrupt);
+2. a name with path separators, ``..``, control or reserved characters, a
+   Windows device name, or over 255 bytes: how files escape the attachment
+   folder or become unopenable (no name at all is fine: one is made up);
+3. an extension blocked, or not allowed when an allow list is set
    (``MailSettings.incomingAttachments``);
-4. content vs name: the bytes start with the signature of a different kind of
-   file than the extension says (an executable called ``invoice.pdf``), or
-   the declared type's family differs from the extension's (``image/png``
-   called ``notes.txt``). Generic declared types (``application/octet-stream``)
-   are not held against a file;
-5. empty: zero bytes;
-6. size: above ``MailSettings.attachmentLimitMB`` (MiB).
-
-Inline parts (Content-ID, multipart/related) go through the same checks.
+4. content vs name: bytes with another kind of file's signature than the
+   extension says (an executable called ``invoice.pdf``), or a declared type of
+   another family (``image/png`` called ``notes.txt``); generic declared types
+   (``application/octet-stream``) are not held against a file;
+5. zero bytes;
+6. above ``MailSettings.attachmentLimitMB`` (MiB).
 """
 
 from __future__ import annotations

@@ -1,21 +1,18 @@
 """Email commands (SPEC I4): ``$Field=Value$`` lines in the body of a command mail.
 
-Only mails whose subject contains the configured text are read, and (unless
-``authorizedSendersOnly`` is off) only from users the directory marks as
-allowed to send commands. What is read:
+Read only when the subject contains the configured text and (unless
+``authorizedSendersOnly`` is off) the directory lets the sender send commands:
 
-- ``$Operation=AddRequest|EditRequest|CloseRequest|PickupRequest$``; an
-  operation the command resource does not enable, or one that does not
-  exist, fails the mail: acting on a guess would change the wrong ticket.
+- ``$Operation=AddRequest|EditRequest|CloseRequest|PickupRequest$``; an unknown
+  or not enabled operation fails the mail: acting on a guess would change the
+  wrong ticket.
 - ``$RequestID=123$`` names the ticket and wins over an ID in the subject.
-- Field assignments. Names compare case-insensitively; a field that is not
-  a known ticket field (or not in ``allowedFields`` when set) is dropped with
-  a note, as the seeds' desks ignore fields the application lacks. When a
-  field appears more than once, the last value wins.
+- Field assignments, names case-insensitive, the last value winning. A field
+  that is not a ticket field (or not in ``allowedFields`` when set) is dropped
+  with a note, as the seeds' desks ignore fields the application lacks.
 
-Field names become the event's camelCase keys (``SubCategory`` ->
-``subCategory``); ``Group`` becomes ``technicianGroup`` to line up with the
-server defaults and incoming rules.
+Field names become the event's camelCase keys (``SubCategory`` -> ``subCategory``);
+``Group`` becomes ``technicianGroup`` to match server defaults and incoming rules.
 """
 
 from __future__ import annotations

@@ -1,18 +1,14 @@
 """Everything the pipeline needs to judge one mail, compiled once per configuration.
 
-A :class:`PipelineContext` is built when a server's configuration is loaded
-(or hot-swapped) and reused for every mail fetched with it: filters become
-frozensets, rules are sorted, the request-ID and command patterns are
-compiled. Nothing in it is re-derived per mail.
-
-Two lookups come from outside because they need the store:
+Built when a server's configuration is loaded (or hot-swapped) and reused for
+every mail fetched with it: nothing in it is re-derived per mail. Two lookups
+come from the store:
 
 - ``seen_message_id(message_id) -> bool``: was a mail with this Message-ID
   (angle brackets stripped) processed before?
-- ``thread_lookup(message_ids) -> (module, number) | None``: the ticket that
-  any of these Message-IDs belongs to (the desk's own notifications and
-  earlier mails of a ticket), tried in the order given (In-Reply-To first,
-  then References newest first).
+- ``thread_lookup(message_ids) -> (module, number) | None``: the ticket any of
+  these Message-IDs belongs to (the desk's notifications, earlier mails of a
+  ticket), tried in the order given (In-Reply-To, then References newest first).
 """
 
 from __future__ import annotations

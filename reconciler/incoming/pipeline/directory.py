@@ -1,9 +1,8 @@
 """Who the desk knows: the pipeline asks a :class:`SenderDirectory` about senders.
 
-The desk's user list lives outside this project (the service desk owns it), so
-the pipeline depends only on the small :class:`SenderDirectory` protocol. The
-default implementation, :class:`MappingSenderDirectory`, is backed by a
-mapping or a YAML/JSON file of this shape::
+The user list belongs to the service desk, not this project, so the pipeline
+depends only on that small protocol. :class:`MappingSenderDirectory` reads a
+mapping or a YAML/JSON file of this shape (compared case-insensitively)::
 
     users:
       - email: jane@acme.example
@@ -13,8 +12,6 @@ mapping or a YAML/JSON file of this shape::
         status: archived        # active (default) | archived | deleted
     domains:                    # optional: every address of these domains is a
       - acme.example            # known, active user without command rights
-
-Addresses and domains compare case-insensitively.
 """
 
 from __future__ import annotations

@@ -1,15 +1,13 @@
 """What the pipeline hands back: the audit lines and, for a processed mail, a ticket event.
 
-:class:`TicketEvent` is the normalised form of one processed mail (SPEC I8):
-``create`` a ticket, ``reply`` to one, or run a ``command`` on one. It is
-plain data with a stable JSON form (:meth:`TicketEvent.to_json`, orjson,
-sorted keys) described by ``schemas/events/ticket-event.json``; the schema's
-``version`` field changes whenever a field changes meaning.
+:class:`TicketEvent` is one processed mail normalised (SPEC I8): ``create`` a
+ticket, ``reply`` to one, or a ``command`` on one. Its JSON form (orjson, sorted
+keys) is described by ``schemas/events/ticket-event.json``, whose ``version``
+changes whenever a field changes meaning.
 
-Attachment bytes are not part of the event: the event lists each kept
-attachment by name, type, size and sha256, and
-:attr:`PipelineResult.attachment_data` maps each sha256 to its bytes so the
-runner can store them once (two identical files share one entry).
+The event lists kept attachments by name, type, size and sha256;
+:attr:`PipelineResult.attachment_data` maps each sha256 to the bytes, so the
+runner stores them once (two identical files share one entry).
 """
 
 from __future__ import annotations

@@ -1,24 +1,21 @@
 """Raw RFC 5322 bytes -> :class:`ParsedMail`, as forgiving as real mail needs.
 
-The stdlib parser does the MIME work (RFC 2231 parameters, transfer
-encodings) and records what it had to guess as defects instead of raising.
-The structure is parsed with ``compat32`` (the feedparser asks every part for
-its Content-Type, and compat32 answers several times faster: 5,000 mails took
-~12 s with ``policy.default`` throughout and ~5 s this way); the headers the
-pipeline reads go through ``policy.default``'s header registry for proper
-RFC 2047 decoding and address parsing. On top of that:
+The stdlib parser does the MIME work (RFC 2231 parameters, transfer encodings)
+and records what it had to guess as defects instead of raising. The structure
+is parsed with ``compat32`` (the feedparser asks every part for its
+Content-Type, and compat32 answers several times faster: 5,000 mails took ~12 s
+with ``policy.default`` throughout and ~5 s this way); the headers the pipeline
+reads go through ``policy.default``'s header registry for RFC 2047 decoding and
+address parsing. On top of that:
 
 - Header text that arrived as raw 8-bit bytes (allowed by nobody, sent by
   many) is read as UTF-8, else Windows-1252, instead of leaking surrogates.
-- Bodies are decoded with their declared charset through a few aliases that
-  mail clients get wrong in practice (GB2312 labels GBK text, ISO-8859-1
-  labels Windows-1252 quotes, Shift_JIS labels Windows-31J); an unknown
-  charset name falls back to UTF-8, then Windows-1252, with a note.
-- A multipart without its boundary keeps its raw text as the body.
-- Attachments are collected with their decoded bytes and whether their
-  transfer encoding decoded cleanly; judging them is attachments.py's job.
-- Forwarded originals (message/rfc822 parts) are kept as .eml attachments
-  and their From addresses remembered for the forwarded-sender check.
+- Bodies are decoded through a few aliases for labels mail clients get wrong
+  (GB2312 labels GBK text, ISO-8859-1 Windows-1252 quotes, Shift_JIS
+  Windows-31J); an unknown charset falls back to UTF-8, then Windows-1252.
+- Attachments keep their decoded bytes and whether the transfer encoding
+  decoded cleanly; judging them is attachments.py's job. Forwarded originals
+  (message/rfc822) become .eml attachments; their From feeds the forwarded-sender check.
 """
 
 from __future__ import annotations
