@@ -103,17 +103,16 @@ class MappingSenderDirectory:
             raise DirectoryError(
                 f"cannot read the sender directory {path}: {exc.strerror or exc}; "
                 "check the path and its permissions") from None
+        syntax = "JSON" if path.suffix.lower() == ".json" else "YAML"
         try:
-            if path.suffix.lower() == ".json":
+            if syntax == "JSON":
                 data = json.loads(text)
             else:
                 import yaml
 
                 data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError both are
-            raise DirectoryError(f"{path} is not valid JSON/YAML: {exc}") from None
-        except Exception as exc:  # yaml.YAMLError is not a ValueError
-            raise DirectoryError(f"{path} is not valid YAML: {exc}") from None
+        except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
+            raise DirectoryError(f"{path} is not valid {syntax}: {exc}") from None
         if data is None:
             data = {}
         if not isinstance(data, Mapping):

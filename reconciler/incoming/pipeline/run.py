@@ -72,30 +72,25 @@ def _result(w: Work, verdict: Verdict | None, stage: str) -> PipelineResult:
         return PipelineResult(verdict.status, verdict.code, verdict.reason, stage, message_id,
                               tuple(audit), move_to_error_folder=verdict.error_folder)
 
-    notices: tuple[Notice, ...] = ()
     for r in w.stripped:
         audit.append(entry(AuditStatus.ATTACHMENT_PROCESSED_FAILED,
                            f"attachment {r.name} removed: {r.reason}", code=str(r.problem),
                            stage="attachments", attachment=r.name, content_type=r.content_type,
                            size=r.size))
-    if w.stripped:
-        notices = (Notice(
-            audience=(Audience.SENDER, Audience.ERROR_RECIPIENTS),
-            sender=w.sender.email,
-            subject=f"Attachments removed from your mail: {mail.subject}"[:200],
-            reason="some attachments could not be accepted and were removed",
-            items=tuple(f"{r.name}: {r.reason}" for r in w.stripped)),)
+    notices = (Notice(
+        audience=(Audience.SENDER, Audience.ERROR_RECIPIENTS),
+        sender=w.sender.email,
+        subject=f"Attachments removed from your mail: {mail.subject}"[:200],
+        reason="some attachments could not be accepted and were removed",
+        items=tuple(f"{r.name}: {r.reason}" for r in w.stripped)),) if w.stripped else ()
 
     event = _event(w)
-    if event.kind == EventKind.CREATE:
-        code, reason = Code.CREATED, "a new ticket"
-    elif event.kind == EventKind.REPLY:
-        assert event.ticket is not None
-        code, reason = Code.REPLIED, f"a reply to {event.ticket.module} {event.ticket.number}"
-    else:
-        assert event.ticket is not None
-        code = Code.COMMAND
-        reason = f"command {event.operation} on {event.ticket.module} {event.ticket.number}"
+    ticket = f"{event.ticket.module} {event.ticket.number}" if event.ticket else ""
+    code, reason = {
+        EventKind.CREATE: (Code.CREATED, "a new ticket"),
+        EventKind.REPLY: (Code.REPLIED, f"a reply to {ticket}"),
+        EventKind.COMMAND: (Code.COMMAND, f"command {event.operation} on {ticket}"),
+    }[event.kind]
     audit.append(entry(AuditStatus.PROCESSED, reason, code=code, stage="event",
                        kind=str(event.kind), kept_attachments=len(event.attachments),
                        stripped_attachments=len(w.stripped)))
@@ -118,7 +113,7 @@ def _event(w: Work) -> TicketEvent:
         kind=w.kind,
         namespace=w.ctx.namespace,
         server=w.ctx.server_name,
-        mailbox=w.mailbox or w.ctx.server.spec.email,
+        mailbox=w.mailbox,
         ticket=w.ticket,
         operation=w.commands.operation if w.commands else None,
         requester=w.requester,

@@ -79,12 +79,11 @@ class _MailFields(Mapping[str, str]):
     def __getitem__(self, key: str) -> str:
         if key in self._base:
             return self._base[key]
-        name = key.partition(":")[2] if key.casefold().startswith("header:") else None
-        if name:
-            value = self._mail.header(name)
-            if value is not None:
-                return value
-        raise KeyError(key)
+        prefix, _, name = key.partition(":")
+        value = self._mail.header(name) if prefix.casefold() == "header" and name else None
+        if value is None:
+            raise KeyError(key)
+        return value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._base)
