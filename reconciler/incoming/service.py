@@ -28,12 +28,11 @@ Part = Callable[[Any], Awaitable[None]]  # takes the daemon's stop event
 class IncomingParts:
     runner: IncomingRunner
     sink: WebhookSink | None
-    store: IncomingStore
-    retention: IncomingRetention | None = None
+    retention: IncomingRetention
 
     def tasks(self) -> dict[str, Part]:
         parts: dict[str, Part] = {"incoming": self.runner.run}
-        if self.retention is not None and self.retention.active:
+        if self.retention.active:
             parts["incoming retention"] = self.retention.run
         if self.sink is not None:
             parts["event sink"] = self.sink.run
@@ -74,4 +73,4 @@ def incoming_parts(store: Any, settings: Any, *, notifier: Any = None,
                             on_event=sink.wake if sink is not None else None)
     retention = IncomingRetention(incoming, event_days=settings.event_retention_days,
                                   marker_days=marker_days)
-    return IncomingParts(runner, sink, incoming, retention)
+    return IncomingParts(runner, sink, retention)

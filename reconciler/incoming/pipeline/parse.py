@@ -193,28 +193,21 @@ def _decode_words(text: str) -> str:
 
 
 def _addresses(msg: Message, name: str) -> tuple[Address, ...]:
-    found: list[Address] = []
     raw = _raw(msg, name)
     if raw is None or not raw.strip():
         return ()
     try:
-        header = _DEFAULT.header_factory(name, raw)
-        groups = getattr(header, "addresses", None)
-        if groups is not None:
-            for a in groups:
-                if a.username and a.domain:
-                    found.append(Address(_fix_8bit(f"{a.username}@{a.domain}"),
-                                         _fix_8bit(a.display_name) or None))
-            if found:
-                return tuple(found)
+        found = [Address(_fix_8bit(f"{a.username}@{a.domain}"), _fix_8bit(a.display_name) or None)
+                 for a in getattr(_DEFAULT.header_factory(name, raw), "addresses", ())
+                 if a.username and a.domain]
     except Exception:
-        pass
+        found = []
+    if found:
+        return tuple(found)
     # The policy's parser gave up: the stdlib's older, looser split still finds
     # addresses in most broken headers.
-    for display, addr in getaddresses([_fix_8bit(raw)]):
-        if "@" in addr:
-            found.append(Address(addr.strip(), display.strip() or None))
-    return tuple(found)
+    return tuple(Address(addr.strip(), display.strip() or None)
+                 for display, addr in getaddresses([_fix_8bit(raw)]) if "@" in addr)
 
 
 def _date(value: str | None) -> datetime | None:
