@@ -20,8 +20,6 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-import httpx
-
 from reconciler.config.secrets import SecretError
 from reconciler.runtime.backoff import backoff_seconds
 from reconciler.runtime.waiting import first_set
@@ -41,12 +39,12 @@ SINK_ROLE = "event sink"
 class WebhookSink:
     def __init__(self, incoming: Incoming, webhook: str, *, secret: str | None = None,
                  ca_file: str | None = None, initial_backoff_seconds: float = 1.0,
-                 max_backoff_seconds: float = 300.0, leadership: Leadership | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 max_backoff_seconds: float = 300.0,
+                 leadership: Leadership | None = None) -> None:
         """``webhook`` and ``secret`` may be secret references (``env:``, ``file:``,
         ``enc:v1:``): a webhook URL often carries a token."""
         self._incoming = incoming
-        self._poster = WebhookPoster(webhook, secret=secret, ca_file=ca_file, transport=transport)
+        self._poster = WebhookPoster(webhook, secret=secret, ca_file=ca_file)
         self._initial = initial_backoff_seconds
         self._max = max_backoff_seconds
         self._leader = leadership or AlwaysLeader()
