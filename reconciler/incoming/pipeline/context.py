@@ -175,53 +175,41 @@ class PipelineContext:
         LookupError: an allow list or spam filter silently dropped would let
         through mail the configuration meant to stop.
         """
-        namespace, name = server.metadata.namespace, server.metadata.name
+        namespace = server.metadata.namespace
         mine = [r for r in resources if r.metadata.namespace == namespace]
         by_name = {(r.kind, r.metadata.name): r for r in mine}
 
-        def resolve(kind: type[R], wanted: str) -> R:
-            found = by_name.get((kind.__name__, wanted))
+        def resolve(kind: type[R], name: str) -> R:
+            found = by_name.get((kind.__name__, name))
             if not isinstance(found, kind):
                 raise LookupError(
-                    f"incoming server {name} uses {kind.__name__} {wanted}, which does "
-                    f"not exist in namespace {namespace}")
+                    f"incoming server {server.metadata.name} uses {kind.__name__} {name}, "
+                    f"which does not exist in namespace {namespace}")
             return found
 
         spec = server.spec
-        own: list[str] = []
-        for r in mine:
-            if isinstance(r, OutgoingServer):
-                own += [a for a in (r.spec.email, r.spec.reply_to, r.spec.mailbox) if a]
-            elif isinstance(r, IncomingServer):
-                own += [r.spec.email, *r.spec.addresses]
         found = next((r for r in mine if isinstance(r, MailSettings)), None)
         settings = found.spec if found is not None else MailSettingsSpec()
         mailboxes = frozenset(a.casefold() for a in (spec.email, *spec.addresses))
-        spam = (resolve(SpamFilter, n) for n in spec.spam_filters)
-        rules = sorted((r for r in mine if isinstance(r, IncomingEmailRule) and r.spec.enabled
-                        and (not r.spec.servers or name in r.spec.servers)),
-                       key=lambda r: (r.spec.order, r.metadata.name))
+        sender_filter = resolve(RecipientFilter, spec.recipient_filter) \
+            if spec.recipient_filter else None
         command = resolve(EmailCommand, spec.email_command) if spec.email_command else None
-        extensions = settings.incoming_attachments
+        spam = [resolve(SpamFilter, name) for name in spec.spam_filters]
         return cls(
             server=server,
             settings=settings,
             mailboxes=mailboxes,
-            own_addresses=frozenset(a.strip().casefold() for a in own) | mailboxes,
-            sender_filter=AddressList.of(resolve(RecipientFilter, spec.recipient_filter))
-            if spec.recipient_filter else None,
+            own_addresses=_own_addresses(mine) | mailboxes,
+            sender_filter=AddressList.of(sender_filter) if sender_filter else None,
             spam_filters=tuple(_conditions(f.metadata.name, f.spec) for f in spam
                                if f.spec.enabled),
-            rules=tuple(
-                CompiledRule(r.metadata.name, _conditions(r.metadata.name, r.spec),
-                             IncomingAction(r.spec.action), tuple(r.spec.set_fields.items()),
-                             r.spec.stop_processing)
-                for r in rules),
+            rules=_compile_rules(mine, server.metadata.name),
             command=_compile_command(command) if command and command.spec.enabled else None,
             request_ids=request_id_pattern(settings),
-            attachments=AttachmentPolicy(int(settings.attachment_limit_mb * MIB),
-                                         _extensions(extensions.blocked_extensions),
-                                         _extensions(extensions.allowed_extensions)),
+            attachments=AttachmentPolicy(
+                int(settings.attachment_limit_mb * MIB),
+                _extensions(settings.incoming_attachments.blocked_extensions),
+                _extensions(settings.incoming_attachments.allowed_extensions)),
             creation_emails=frozenset(e.casefold() for e in spec.creation.allowed_emails),
             creation_domains=frozenset(d.casefold() for d in spec.creation.allowed_domains),
             defaults=tuple(spec.defaults.model_dump(by_alias=True, exclude_none=True).items()),
@@ -229,6 +217,28 @@ class PipelineContext:
             seen_message_id=seen_message_id,
             thread_lookup=thread_lookup,
         )
+
+
+def _own_addresses(resources: Iterable[Resource]) -> frozenset[str]:
+    """Every address the namespace's desk sends or fetches from, casefolded."""
+    own: list[str] = []
+    for r in resources:
+        if isinstance(r, OutgoingServer):
+            own += [a for a in (r.spec.email, r.spec.reply_to, r.spec.mailbox) if a]
+        elif isinstance(r, IncomingServer):
+            own += [r.spec.email, *r.spec.addresses]
+    return frozenset(a.strip().casefold() for a in own)
+
+
+def _compile_rules(resources: Iterable[Resource], server: str) -> tuple[CompiledRule, ...]:
+    """The enabled rules that apply to ``server``, in evaluation order."""
+    rules = [r for r in resources if isinstance(r, IncomingEmailRule) and r.spec.enabled
+             and (not r.spec.servers or server in r.spec.servers)]
+    return tuple(
+        CompiledRule(r.metadata.name, _conditions(r.metadata.name, r.spec),
+                     IncomingAction(r.spec.action), tuple(r.spec.set_fields.items()),
+                     r.spec.stop_processing)
+        for r in sorted(rules, key=lambda r: (r.spec.order, r.metadata.name)))
 
 
 def _conditions(name: str, spec: SpamFilterSpec | IncomingEmailRuleSpec) -> ConditionSet:
