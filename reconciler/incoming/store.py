@@ -88,12 +88,9 @@ class IncomingStore:
         result, event = item.result, item.result.event
         new = None
         if event is not None:
-            kept = {a.sha256 for a in event.attachments}
             ticket = (event.ticket.module, event.ticket.number) if event.ticket else None
             new = NewEvent(str(event.kind), bare_id(event.message_id) or None,
-                           event.to_json().decode(),
-                           {d: b for d, b in result.attachment_data.items() if d in kept},
-                           ticket)
+                           event.to_json().decode(), dict(result.attachment_data), ticket)
         error = None
         if item.to_error_folder:
             details = _details(result, item.marker, item.raw)

@@ -121,8 +121,7 @@ def type_problem(name: str, declared: str, data: bytes) -> str | None:
     return None
 
 
-def check(item: RawAttachment, policy: AttachmentPolicy, index: int
-          ) -> tuple[EventAttachment, bytes] | Rejected:
+def check(item: RawAttachment, policy: AttachmentPolicy, index: int) -> EventAttachment | Rejected:
     """Keep the attachment (with its sha256) or say why it is stripped."""
     name = item.name if item.name is not None else default_name(item.content_type, index)
     size = len(item.data)
@@ -152,8 +151,7 @@ def check(item: RawAttachment, policy: AttachmentPolicy, index: int
                       f"it is {size / MIB:.1f} MB, above the limit of "
                       f"{policy.limit_bytes / MIB:g} MB")
     digest = hashlib.sha256(item.data).hexdigest()
-    return EventAttachment(name, item.content_type, size, digest, item.inline,
-                           item.content_id), item.data
+    return EventAttachment(name, item.content_type, size, digest, item.inline, item.content_id)
 
 
 def default_name(content_type: str, index: int) -> str:

@@ -342,15 +342,13 @@ def creation_restriction(w: Work) -> Verdict | None:
 
 
 def attachments(w: Work) -> Verdict | None:
-    policy = w.ctx.attachments
     for index, item in enumerate(w.mail.attachments, start=1):
-        checked = att.check(item, policy, index)
+        checked = att.check(item, w.ctx.attachments, index)
         if isinstance(checked, att.Rejected):
             w.stripped.append(checked)
-            continue
-        meta, data = checked
-        w.kept.append(meta)
-        w.data[meta.sha256] = data
+        else:
+            w.kept.append(checked)
+            w.data[checked.sha256] = item.data
     return None
 
 
