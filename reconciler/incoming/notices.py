@@ -18,6 +18,7 @@ from typing import Any
 
 from reconciler.config.derive import INCOMING_PORTS
 from reconciler.config.desired import ResourceKey
+from reconciler.config.endpoints import host_endpoint
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
 from reconciler.incoming.pipeline.event import Audience, Notice
 from reconciler.runtime.notifier import RECOVERED, UNREACHABLE, Transition
@@ -81,8 +82,7 @@ def endpoint(server: IncomingServer) -> str | None:
         return str(spec.graph_endpoint) if spec.graph_endpoint else "Microsoft Graph"
     if not spec.host:
         return None
-    host = f"[{spec.host}]" if ":" in str(spec.host) else str(spec.host)
-    return f"{host}:{spec.port or INCOMING_PORTS[protocol]}"
+    return host_endpoint(str(spec.host), spec.port or INCOMING_PORTS[protocol])
 
 
 def _transition(server: IncomingServer, event: str, old: str, new: str, *,

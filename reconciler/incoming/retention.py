@@ -66,8 +66,6 @@ class IncomingRetention:
         return Purged(events, markers)
 
     async def run(self, stop: asyncio.Event) -> None:
-        if not self.active:
-            return
         while not stop.is_set():
             try:
                 done = await asyncio.to_thread(self.purge)

@@ -218,9 +218,7 @@ class ServerLoop:
         assert self.context is not None
         result: PipelineResult = await asyncio.to_thread(
             process, mail.raw, self.context, received_at=mail.received_at)
-        folder = self.server.spec.error_folder
-        to_error = (result.move_to_error_folder and folder.enabled
-                    and fetcher.supports_error_folder)
+        to_error = result.move_to_error_folder and self._has_error_folder(fetcher)
         if result.event is not None and result.message_id:
             ticket = result.event.ticket
             self._pending_ids[bare_id(result.message_id)] = (
@@ -255,10 +253,11 @@ class ServerLoop:
                 await self._notify(notices.moved_to_error_folder(
                     self.server, result.code, result.reason))
 
+    def _has_error_folder(self, fetcher: Fetcher) -> bool:
+        return self.server.spec.error_folder.enabled and fetcher.supports_error_folder
+
     async def _error_folder_count(self, fetcher: Fetcher) -> int | None:
-        if not (self.server.spec.error_folder.enabled and fetcher.supports_error_folder):
-            return None
-        return await fetcher.error_folder_count()
+        return await fetcher.error_folder_count() if self._has_error_folder(fetcher) else None
 
     # -- bookkeeping (I6, I7) ------------------------------------------------------
 
