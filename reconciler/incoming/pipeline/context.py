@@ -20,16 +20,12 @@ from typing import TypeVar
 
 from reconciler.config.models.base import Condition, MatchMode, Resource
 from reconciler.config.models.email_command import EmailCommand
-from reconciler.config.models.incoming_email_rule import (
-    IncomingAction,
-    IncomingEmailRule,
-    IncomingEmailRuleSpec,
-)
+from reconciler.config.models.incoming_email_rule import IncomingAction, IncomingEmailRule
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.mail_settings import MailSettings, MailSettingsSpec
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.recipient_filter import RecipientFilter
-from reconciler.config.models.spam_filter import SpamFilter, SpamFilterSpec
+from reconciler.config.models.spam_filter import SpamFilter
 from reconciler.incoming.pipeline.directory import SenderDirectory
 from reconciler.runtime.addresses import AddressList
 
@@ -58,9 +54,7 @@ class ConditionSet:
 
 
 @dataclass(frozen=True, slots=True)
-class CompiledRule:
-    name: str
-    conditions: ConditionSet
+class CompiledRule(ConditionSet):
     action: IncomingAction
     set_fields: tuple[tuple[str, str], ...]
     stop_processing: bool
@@ -201,8 +195,9 @@ class PipelineContext:
             mailboxes=mailboxes,
             own_addresses=_own_addresses(mine) | mailboxes,
             sender_filter=AddressList.of(sender_filter) if sender_filter else None,
-            spam_filters=tuple(_conditions(f.metadata.name, f.spec) for f in spam
-                               if f.spec.enabled),
+            spam_filters=tuple(
+                ConditionSet(f.metadata.name, MatchMode(f.spec.match), tuple(f.spec.conditions))
+                for f in spam if f.spec.enabled),
             rules=_compile_rules(mine, server.metadata.name),
             command=_compile_command(command) if command and command.spec.enabled else None,
             request_ids=request_id_pattern(settings),
@@ -235,14 +230,10 @@ def _compile_rules(resources: Iterable[Resource], server: str) -> tuple[Compiled
     rules = [r for r in resources if isinstance(r, IncomingEmailRule) and r.spec.enabled
              and (not r.spec.servers or server in r.spec.servers)]
     return tuple(
-        CompiledRule(r.metadata.name, _conditions(r.metadata.name, r.spec),
+        CompiledRule(r.metadata.name, MatchMode(r.spec.match), tuple(r.spec.conditions),
                      IncomingAction(r.spec.action), tuple(r.spec.set_fields.items()),
                      r.spec.stop_processing)
         for r in sorted(rules, key=lambda r: (r.spec.order, r.metadata.name)))
-
-
-def _conditions(name: str, spec: SpamFilterSpec | IncomingEmailRuleSpec) -> ConditionSet:
-    return ConditionSet(name, MatchMode(spec.match), tuple(spec.conditions))
 
 
 def _compile_command(email_command: EmailCommand) -> CompiledCommand:

@@ -225,7 +225,7 @@ def spam_filter(w: Work) -> Verdict | None:
 
 def incoming_rules(w: Work) -> Verdict | None:
     for rule in w.ctx.rules:
-        if not matches(rule.conditions, w.fields):
+        if not matches(rule, w.fields):
             continue
         if rule.action == IncomingAction.IGNORE:
             return ignored(Code.RULE_IGNORE, f"ignored by incoming email rule {rule.name}",
