@@ -27,7 +27,7 @@ from reconciler.incoming.servers import IncomingConfig, ServerId
 from reconciler.incoming.store import IncomingStore
 from reconciler.mail.registry import Fetcher, fetcher_for
 from reconciler.runtime.waiting import first_set
-from reconciler.state.base import LiveState, StoreError
+from reconciler.state.base import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +93,12 @@ class IncomingRunner:
             head = await asyncio.to_thread(self.store.head)
             if head == self.config.revision:
                 return False
-            snapshot = await asyncio.to_thread(self._read_revision)
+            snapshot = await asyncio.to_thread(self.store.snapshot)
+            # With it, the credential bindings fetchers are held to (S2).
+            await asyncio.to_thread(gate.load, self.store)
             fresh = await asyncio.to_thread(IncomingConfig.from_snapshot, snapshot)
             await self._swap(fresh, stop)
             return True
-
-    def _read_revision(self) -> LiveState:
-        """The live state, and with it the credential bindings fetchers are held to (S2)."""
-        snapshot = self.store.snapshot()
-        gate.load(self.store)
-        return snapshot
 
     async def _swap(self, fresh: IncomingConfig, stop: asyncio.Event) -> None:
         old, self.config = self.config, fresh
