@@ -26,9 +26,7 @@ from reconciler.state.base import EnqueueRequest
 
 STOPPED = "stopped"
 ERROR_FOLDER = "error-folder"
-KIND = "IncomingServer"
 NOTICE_MODULE = "incoming"  # the module of stripped-attachment mails (routing rules see it)
-
 
 _SUMMARIES = {
     UNREACHABLE: "cannot fetch mail: {error}",
@@ -90,7 +88,7 @@ def _transition(server: IncomingServer, event: str, old: str, new: str, *,
                 failures: int | None = None) -> IncomingTransition:
     meta = server.metadata
     return IncomingTransition(
-        ResourceKey(KIND, meta.namespace, meta.name), event, old, new, datetime.now(UTC),
+        ResourceKey(server.kind, meta.namespace, meta.name), event, old, new, datetime.now(UTC),
         error=error, failed_step=failed_step, hint=hint, mailbox=str(server.spec.email),
         protocol=str(server.spec.protocol), address=endpoint(server), failures=failures)
 

@@ -124,11 +124,8 @@ class Audience(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """A notification the runner should send (the pipeline itself sends nothing).
-
-    Used for stripped attachments (I5): the sender and the error recipients
-    are told which files were dropped and why.
-    """
+    """A notification for the runner to send (the pipeline sends nothing): which
+    stripped attachments (I5) were dropped and why."""
 
     audience: tuple[Audience, ...]
     sender: str | None  # the address behind Audience.SENDER
@@ -141,12 +138,10 @@ class Notice:
 class PipelineResult:
     """The outcome of one mail.
 
-    ``audit`` always starts with a RECEIVED entry and has exactly one final
-    entry (RECEIVED_IGNORED, PROCESSED or PROCESSED_FAILED, equal to
-    ``status``), with one ATTACHMENT_PROCESSED_FAILED entry per stripped
-    attachment before it. ``event`` is set only when ``status`` is PROCESSED.
-    ``move_to_error_folder`` is true when the mail could not be handled at all
-    (unreadable, or an unexpected error), i.e. when a person should look at it.
+    ``audit``: a RECEIVED entry, one ATTACHMENT_PROCESSED_FAILED per stripped
+    attachment, and one final entry whose status is ``status``. ``event`` only
+    when PROCESSED. ``move_to_error_folder`` when the mail could not be handled
+    at all (unreadable, an unexpected error): a person should look at it.
     """
 
     status: AuditStatus
