@@ -41,26 +41,25 @@ class Purged:
     markers: int
 
 
+@dataclass(frozen=True)
 class IncomingRetention:
     """Purges delivered events and stale markers; ``days`` of 0 (or None) keep them."""
 
-    def __init__(self, incoming: Incoming, *, event_days: float | None,
-                 marker_days: float | None) -> None:
-        self.incoming = incoming
-        self.event_days = event_days or None
-        self.marker_days = marker_days or None
+    incoming: Incoming
+    event_days: float | None
+    marker_days: float | None
 
     @property
     def active(self) -> bool:
-        return self.event_days is not None or self.marker_days is not None
+        return bool(self.event_days or self.marker_days)
 
     def purge(self, now: datetime | None = None) -> Purged:
         """One pass (blocking: database I/O)."""
         now = now or datetime.now(UTC)
         events = markers = 0
-        if self.event_days is not None:
+        if self.event_days:
             events = self.incoming.purge_delivered(now - timedelta(days=self.event_days))
-        if self.marker_days is not None:
+        if self.marker_days:
             keep = timedelta(days=self.marker_days)
             markers = self.incoming.purge_markers(now - keep, listed_since=now - keep / 2)
         return Purged(events, markers)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from reconciler.credentials import gate
@@ -45,33 +45,29 @@ class RunnerOptions:
     marker_retention_seconds: float | None = None
 
 
+@dataclass(eq=False)
 class IncomingRunner:
     """Runs a :class:`ServerLoop` per enabled IncomingServer of the store's head revision."""
 
-    def __init__(self, store: Any, incoming: IncomingStore, *, owner: str,
-                 notifier: Any = None, token_provider: Any = None, ca_file: str | None = None,
-                 directory: SenderDirectory | None = None,
-                 options: RunnerOptions | None = None,
-                 fetcher_factory: Callable[..., Fetcher] = fetcher_for,
-                 on_event: Callable[[], None] | None = None) -> None:
-        self.store = store
-        self.incoming = incoming
-        self.owner = owner
-        self.notifier = notifier
-        self.token_provider = token_provider
-        self.ca_file = ca_file
-        self.directory = directory
-        self.options = options or RunnerOptions()
-        self.fetcher_factory = fetcher_factory
-        self.on_event = on_event
-        self.config = IncomingConfig(revision=-1)
-        self.loops: dict[ServerId, ServerLoop] = {}
-        self._tasks: dict[ServerId, asyncio.Task[None]] = {}
-        self._retiring: set[asyncio.Task[None]] = set()
-        self._reload = asyncio.Lock()
-        # Notified after every cycle of any loop: lets callers (tests, the bench)
-        # wait for progress without sleeping.
-        self.progress = asyncio.Condition()
+    store: Any
+    incoming: IncomingStore
+    _: KW_ONLY
+    owner: str
+    notifier: Any = None
+    token_provider: Any = None
+    ca_file: str | None = None
+    directory: SenderDirectory | None = None
+    options: RunnerOptions = field(default_factory=RunnerOptions)
+    fetcher_factory: Callable[..., Fetcher] = fetcher_for
+    on_event: Callable[[], None] | None = None
+    config: IncomingConfig = field(init=False, default=IncomingConfig(revision=-1))
+    loops: dict[ServerId, ServerLoop] = field(init=False, default_factory=dict)
+    _tasks: dict[ServerId, asyncio.Task[None]] = field(init=False, default_factory=dict)
+    _retiring: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    _reload: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    # Notified after every cycle of any loop: lets callers (tests, the bench)
+    # wait for progress without sleeping.
+    progress: asyncio.Condition = field(init=False, default_factory=asyncio.Condition)
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
