@@ -22,7 +22,6 @@ from reconciler.incoming.pipeline.stages import STAGES, Work
 from reconciler.incoming.pipeline.verdict import Code, Verdict, failed
 from reconciler.state.base import AuditEntry, AuditStatus
 
-STAGE_NAMES: tuple[str, ...] = tuple(name for name, _ in STAGES)
 _SUBJECT_IN_AUDIT = 200  # characters: enough to recognise a mail, not a copy of it
 
 
