@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
+from pydantic.alias_generators import to_camel
 
 from reconciler.state.base import AuditEntry, AuditStatus
 
@@ -100,7 +101,7 @@ class TicketEvent:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, TicketEvent | TicketRef | Address | EventAttachment):
-        return {_camel(f.name): _plain(getattr(value, f.name)) for f in fields(value)}
+        return {to_camel(f.name): _plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, tuple):
@@ -110,11 +111,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return dict(value)
     return value
-
-
-def _camel(name: str) -> str:
-    first, *rest = name.split("_")
-    return first + "".join(word.title() for word in rest)
 
 
 class Audience(StrEnum):
