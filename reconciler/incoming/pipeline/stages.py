@@ -41,8 +41,10 @@ class Work:
     raw: bytes
     ctx: PipelineContext
     received_at: datetime
-    mail: ParsedMail = None  # type: ignore[assignment]  # set by the parse stage
+    mail: ParsedMail = None  # type: ignore[assignment]  # set by the parse stage, as are:
+    sender: Address = None  # type: ignore[assignment]
     requester: Address = None  # type: ignore[assignment]
+    fields: _MailFields = None  # type: ignore[assignment]  # what filters and rules test
     mailbox: str = ""
     kind: EventKind = EventKind.CREATE
     ticket: TicketRef | None = None
@@ -52,11 +54,6 @@ class Work:
     data: dict[str, bytes] = field(default_factory=dict)
     stripped: list[att.Rejected] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    fields: _MailFields = None  # type: ignore[assignment]  # what filters and rules test
-
-    @property
-    def sender(self) -> Address:
-        return self.mail.sender  # type: ignore[return-value]  # parse stage guarantees it
 
 
 class _MailFields(Mapping[str, str]):
@@ -108,6 +105,7 @@ def read(w: Work) -> Verdict | None:
     if w.mail.sender is None:
         return failed(Code.NO_SENDER, "the mail has no usable From address, so there is no one "
                       "to create a ticket for", error_folder=True)
+    w.sender = w.mail.sender
     reply_to = w.mail.reply_to
     w.requester = reply_to[0] if reply_to and w.ctx.settings.use_reply_to else w.sender
     w.fields = _MailFields(w.mail)
