@@ -98,15 +98,13 @@ def _result(w: Work, verdict: Verdict | None, stage: str) -> PipelineResult:
 
 
 def _event(w: Work) -> TicketEvent:
-    fields: dict[str, str] = {}
-    sources: dict[str, str] = {}
-    for key, value in w.ctx.defaults:
-        fields[key], sources[key] = value, "defaults"
-    for key, (value, rule) in w.rule_fields.items():
-        fields[key], sources[key] = value, f"rule:{rule}"
+    # (field, value, source); a later one wins: defaults < incoming rules < commands.
+    layers = [(key, value, "defaults") for key, value in w.ctx.defaults]
+    layers += [(key, value, f"rule:{rule}") for key, (value, rule) in w.rule_fields.items()]
     if w.commands is not None:
-        for key, value in w.commands.fields.items():
-            fields[key], sources[key] = value, "command"
+        layers += [(key, value, "command") for key, value in w.commands.fields.items()]
+    fields = {key: value for key, value, _ in layers}
+    sources = {key: source for key, _, source in layers}
     m = w.mail
     return TicketEvent(
         kind=w.kind,
