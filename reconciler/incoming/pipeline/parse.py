@@ -21,6 +21,7 @@ address parsing. On top of that:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -163,10 +164,8 @@ def _header(msg: Message, name: str) -> str | None:
         return None
     text = raw
     if "=?" in text or not text.isascii():
-        try:
+        with contextlib.suppress(Exception):  # the policy's parser gave up: keep the raw text
             text = str(_DEFAULT.header_factory(name, raw))
-        except Exception:  # the policy's parser gave up: keep the raw text
-            text = raw
         text = _fix_8bit(text)
         if "=?" in text and _ENCODED_WORD.search(text):
             text = _decode_words(text)
@@ -183,13 +182,8 @@ def _decode_words(text: str) -> str:
         parts = decode_header(text)
     except Exception:
         return text
-    out = []
-    for chunk, charset in parts:
-        if isinstance(chunk, bytes):
-            out.append(decode_text(chunk, charset)[0])
-        else:
-            out.append(chunk)
-    return "".join(out)
+    return "".join(decode_text(chunk, charset)[0] if isinstance(chunk, bytes) else chunk
+                   for chunk, charset in parts)
 
 
 def _addresses(msg: Message, name: str) -> tuple[Address, ...]:
