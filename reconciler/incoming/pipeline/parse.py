@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import errors as email_errors
 from email import policy
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 
@@ -303,15 +303,12 @@ def _forwarded(part: Message, mail: ParsedMail) -> None:
     name = None
     data = b""
     if isinstance(inner, Message):
-        found = _addresses(inner, "From")
-        mail.forwarded_from.extend(found)
+        mail.forwarded_from.extend(_addresses(inner, "From"))
         subject = _header(inner, "Subject") or "forwarded message"
         name = _UNSAFE_NAME.sub("_", subject[:80]) + ".eml"
-        try:
-            data = inner.as_bytes(policy=policy.SMTP) if isinstance(inner, EmailMessage) \
-                else inner.as_bytes()
-        except Exception:
-            data = b""
+        # compat32 parts are plain Messages; one that cannot be written back stays empty.
+        with contextlib.suppress(Exception):
+            data = inner.as_bytes()
     mail.attachments.append(RawAttachment(_filename(part) or name, "message/rfc822", data,
                                           part.get_content_disposition() == "inline", None))
 
