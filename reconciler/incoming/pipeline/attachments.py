@@ -110,10 +110,8 @@ def type_problem(name: str, declared: str, data: bytes) -> str | None:
         if data.startswith(magic) and ext not in extensions:
             return f"its content is {what} but its name ends in .{ext}"
     declared = _SAME.get(declared, declared)
-    if declared in _GENERIC_TYPES:
-        return None
-    guessed, _ = _MIME.guess_type(name, strict=False)
-    if guessed is None or guessed in _GENERIC_TYPES:
+    guessed = _MIME.guess_type(name, strict=False)[0]
+    if declared in _GENERIC_TYPES or guessed is None or guessed in _GENERIC_TYPES:
         return None
     guessed = _SAME.get(guessed, guessed)
     if declared.partition("/")[0] != guessed.partition("/")[0]:
