@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.incoming.pipeline.directory import MappingSenderDirectory
 from reconciler.incoming.retention import DAY_S, IncomingRetention
 from reconciler.incoming.runner import IncomingRunner, RunnerOptions
 from reconciler.incoming.sink import SINK_ROLE, WebhookSink
@@ -54,8 +55,6 @@ def incoming_parts(store: Any, settings: Any, *, notifier: Any = None,
     incoming = IncomingStore.of_store(store, key)
     directory = None
     if settings.sender_directory:
-        from reconciler.incoming.pipeline.directory import MappingSenderDirectory
-
         directory = MappingSenderDirectory.from_file(settings.sender_directory)
     sink = None
     if settings.events_webhook:
