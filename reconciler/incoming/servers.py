@@ -47,14 +47,10 @@ class ServerConfig:
 
 def proxy_of(server: IncomingServer, resources: Iterable[Resource]) -> ProxyServerSpec | None:
     """The ProxyServer an EWS or Graph server names (``fetcher_for``'s proxy_lookup)."""
-    name = server.spec.proxy
-    if name is None:
-        return None
-    for r in resources:
-        if isinstance(r, ProxyServer) and r.metadata.name == name \
-                and r.metadata.namespace == server.metadata.namespace:
-            return r.spec
-    return None
+    wanted = (server.metadata.namespace, server.spec.proxy)
+    found = (r.spec for r in resources if isinstance(r, ProxyServer)
+             and (r.metadata.namespace, r.metadata.name) == wanted)
+    return next(found, None) if server.spec.proxy is not None else None
 
 
 @dataclass(frozen=True)
