@@ -40,7 +40,7 @@ class RunnerOptions:
     pause_poll_seconds: float = 0.5  # how often a paused loop looks at the apply lock
     # Seconds between fetches instead of the servers' fetchIntervalMinutes (tests, benchmarks).
     interval_override: float | None = None
-    # Markers unseen in listings this long may be purged (service.IncomingRetention); the
+    # Markers unseen in listings this long may be purged (retention.py); the
     # loop re-dates a listed mail's marker once it is half that old. None: never purged.
     marker_retention_seconds: float | None = None
 
