@@ -58,13 +58,10 @@ class MappingSenderDirectory:
 
     def lookup(self, address: str) -> DirectoryEntry | None:
         key = address.strip().casefold()
-        found = self._entries.get(key)
-        if found is not None:
-            return found
+        if key in self._entries:
+            return self._entries[key]
         domain = key.rpartition("@")[2]
-        if domain and domain in self._domains:
-            return DirectoryEntry(email=address)
-        return None
+        return DirectoryEntry(email=address) if domain and domain in self._domains else None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "directory"
