@@ -48,8 +48,6 @@ _._not_empty
 # reconciler/incoming/pipeline/directory.py (UserStatus values read from the directory file)
 _.ARCHIVED
 _.DELETED
-# reconciler/incoming/pipeline/event.py (TicketEvent fields serialised through dataclasses.fields)
-_.field_sources
 # reconciler/incoming/notices.py (Transition.facts, called by the health notifier)
 _.facts
 

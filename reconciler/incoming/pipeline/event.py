@@ -13,13 +13,12 @@ runner stores them once (two identical files share one entry).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import orjson
-from pydantic.alias_generators import to_camel
 
 from reconciler.state.base import AuditEntry, AuditStatus
 
@@ -44,6 +43,9 @@ class Address:
     email: str
     name: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"email": self.email, "name": self.name}
+
 
 @dataclass(frozen=True, slots=True)
 class TicketRef:
@@ -52,6 +54,9 @@ class TicketRef:
     module: str  # request, task, change, ... (MailSettings.requestIdPrefixes keys)
     number: str  # digits as written, leading zeros dropped
     source: RefSource
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"module": self.module, "number": self.number, "source": str(self.source)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,10 @@ class EventAttachment:
     sha256: str
     inline: bool = False  # shown in the body (multipart/related, Content-ID)
     content_id: str | None = None  # without angle brackets, as cid: URLs name it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "contentType": self.content_type, "size": self.size,
+                "sha256": self.sha256, "inline": self.inline, "contentId": self.content_id}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,27 +99,39 @@ class TicketEvent:
     notes: tuple[str, ...] = ()  # things worth knowing that did not stop processing
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form: every field under its camelCase name, ``sender`` as ``from``."""
-        data = _plain(self)
-        data["from"] = data.pop("sender")
-        return {"$schema": EVENT_SCHEMA, "version": EVENT_VERSION, **data}
+        return {
+            "$schema": EVENT_SCHEMA,
+            "version": EVENT_VERSION,
+            "kind": str(self.kind),
+            "namespace": self.namespace,
+            "server": self.server,
+            "mailbox": self.mailbox,
+            "ticket": self.ticket.to_dict() if self.ticket else None,
+            "operation": self.operation,
+            "requester": self.requester.to_dict(),
+            "from": self.sender.to_dict(),
+            "to": [a.to_dict() for a in self.to],
+            "cc": [a.to_dict() for a in self.cc],
+            "subject": self.subject,
+            "textBody": self.text_body,
+            "htmlBody": self.html_body,
+            "attachments": [a.to_dict() for a in self.attachments],
+            "fields": dict(self.fields),
+            "fieldSources": dict(self.field_sources),
+            "messageId": self.message_id,
+            "inReplyTo": self.in_reply_to,
+            "references": list(self.references),
+            "receivedAt": _iso(self.received_at),
+            "sentAt": _iso(self.sent_at) if self.sent_at else None,
+            "notes": list(self.notes),
+        }
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, TicketEvent | TicketRef | Address | EventAttachment):
-        return {to_camel(f.name): _plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, StrEnum):
-        return str(value)
-    if isinstance(value, Mapping):
-        return dict(value)
-    return value
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 class Audience(StrEnum):
