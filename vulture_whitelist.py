@@ -53,6 +53,8 @@ _._not_empty
 # reconciler/incoming/pipeline/directory.py (UserStatus values read from the directory file)
 _.ARCHIVED
 _.DELETED
+# reconciler/incoming/notices.py (Transition.facts, called by the health notifier)
+_.facts
 
 # -- core: parser callbacks ----------------------------------------------------------
 # reconciler/incoming/pipeline/html_text.py (html.parser.HTMLParser)

@@ -1,20 +1,12 @@
 """Notifications of the incoming side: about its servers (SPEC I6, I7), through the health
-notifier, and about stripped attachments (I5), as mails in the outbox.
+notifier (it already logs, posts to the webhook and mails the namespace's admins),
+and about stripped attachments (I5), as outbox mails to the sender and the admins.
 
-The health :class:`~reconciler.runtime.notifier.Notifier` already logs, posts
-to the webhook (retried, URL hidden in logs) and mails the namespace's
-admins through the outbox; incoming servers reuse it with their own texts.
-Events (``payload()["event"]``):
-
-- ``incoming.unreachable``: ``failureNotifyThreshold`` consecutive
-  connection failures (sent once per outage);
-- ``incoming.recovered``: the first good session after that notice;
-- ``incoming.stopped``: the error folder reached ``stopFetchingAfter``;
-- ``incoming.error-folder``: one mail was moved to the error folder
-  (``errorFolder.notify``).
-
-A mail whose attachments the pipeline stripped becomes a notice to its sender
-and to the namespace's admins (:func:`stripped_attachment_mails`).
+Events (``payload()["event"]``): ``incoming.unreachable`` (``failureNotifyThreshold``
+consecutive connection failures, once per outage), ``incoming.recovered`` (the
+first good session after that), ``incoming.stopped`` (the error folder reached
+``stopFetchingAfter``), ``incoming.error-folder`` (a mail moved there,
+``errorFolder.notify``).
 """
 
 from __future__ import annotations
@@ -26,35 +18,36 @@ from typing import Any
 
 from reconciler.config.derive import INCOMING_PORTS
 from reconciler.config.desired import ResourceKey
+from reconciler.config.endpoints import host_endpoint
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
-from reconciler.incoming.pipeline import Audience, Notice
+from reconciler.incoming.pipeline.event import Audience, Notice
 from reconciler.runtime.notifier import RECOVERED, UNREACHABLE, Transition
 from reconciler.state.base import EnqueueRequest
 
 STOPPED = "stopped"
 ERROR_FOLDER = "error-folder"
-KIND = "IncomingServer"
 NOTICE_MODULE = "incoming"  # the module of stripped-attachment mails (routing rules see it)
+
+_SUMMARIES = {
+    UNREACHABLE: "cannot fetch mail: {error}",
+    RECOVERED: "fetches mail again",
+    STOPPED: "stopped fetching: {error}",
+    ERROR_FOLDER: "moved a mail to the error folder: {error}",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class IncomingTransition(Transition):
-    """A Transition whose texts speak of fetching from a mailbox, not of sending."""
+    """A Transition whose texts speak of fetching from a mailbox, not of sending;
+    ``address`` is host:port, or the EWS / Graph URL."""
 
     mailbox: str | None = None
     protocol: str | None = None
-    endpoint: str | None = None  # host:port, or the EWS / Graph URL
     failures: int | None = None  # consecutive failed sessions (unreachable, recovered)
 
     def summary(self) -> str:
-        where = f"{self.key.namespace}/{self.key.name}"
-        if self.event == UNREACHABLE:
-            return f"incoming server {where} cannot fetch mail: {self.error}"
-        if self.event == RECOVERED:
-            return f"incoming server {where} fetches mail again"
-        if self.event == STOPPED:
-            return f"incoming server {where} stopped fetching: {self.error}"
-        return f"incoming server {where} moved a mail to the error folder: {self.error}"
+        what = _SUMMARIES[self.event].format(error=self.error)
+        return f"incoming server {self.key.namespace}/{self.key.name} {what}"
 
     def facts(self) -> list[tuple[str, str | None]]:
         failures = None
@@ -63,7 +56,7 @@ class IncomingTransition(Transition):
                         else f"{self.failures} before this recovery")
         return [("Server", f"{self.key.namespace}/{self.key.name} (incoming)"),
                 ("Mailbox", self.mailbox), ("Protocol", self.protocol),
-                ("Host", self.endpoint),
+                ("Host", self.address),
                 ("Status", f"{self.old_state} -> {self.new_state}"),
                 ("Failed sessions", failures), ("Failed step", self.failed_step),
                 ("Last error", self.error), ("Likely fix", self.hint),
@@ -72,7 +65,7 @@ class IncomingTransition(Transition):
     def payload(self) -> dict[str, Any]:
         data = {**Transition.payload(self), "event": f"incoming.{self.event}",
                 "mailbox": self.mailbox, "protocol": self.protocol,
-                "address": self.endpoint, "consecutiveFailures": self.failures}
+                "consecutiveFailures": self.failures}
         data.pop("activeHost", None)  # there is no alternate host to fetch from
         return data
 
@@ -87,8 +80,7 @@ def endpoint(server: IncomingServer) -> str | None:
         return str(spec.graph_endpoint) if spec.graph_endpoint else "Microsoft Graph"
     if not spec.host:
         return None
-    host = f"[{spec.host}]" if ":" in str(spec.host) else str(spec.host)
-    return f"{host}:{spec.port or INCOMING_PORTS[protocol]}"
+    return host_endpoint(str(spec.host), spec.port or INCOMING_PORTS[protocol])
 
 
 def _transition(server: IncomingServer, event: str, old: str, new: str, *,
@@ -96,9 +88,9 @@ def _transition(server: IncomingServer, event: str, old: str, new: str, *,
                 failures: int | None = None) -> IncomingTransition:
     meta = server.metadata
     return IncomingTransition(
-        ResourceKey(KIND, meta.namespace, meta.name), event, old, new, datetime.now(UTC),
+        ResourceKey(server.kind, meta.namespace, meta.name), event, old, new, datetime.now(UTC),
         error=error, failed_step=failed_step, hint=hint, mailbox=str(server.spec.email),
-        protocol=str(server.spec.protocol), endpoint=endpoint(server), failures=failures)
+        protocol=str(server.spec.protocol), address=endpoint(server), failures=failures)
 
 
 def unreachable(server: IncomingServer, failures: int, error: str, kind: str,

@@ -1,26 +1,21 @@
 """Retention of what the incoming side keeps (SPEC I8): delivered events and done-markers.
 
-Run by the daemon beside the runner (``service.incoming_parts``), once at start
-and then every :data:`INTERVAL_S`; several daemons on one store may all run it,
-the deletes are idempotent.
+Run beside the runner (``service.incoming_parts``) at start and every
+:data:`INTERVAL_S`; the deletes are idempotent, so several daemons may all run it.
 
-- **Ticket events** are deleted ``event_days`` after they were delivered (the
-  webhook took them or the desk acknowledged them). Pending and rejected events
-  are never deleted: they are the only copy of a mail the desk has not got.
-- **Markers** say "this mail is done" to a fetcher that lists it again. A
-  fetcher lists unread mail (IMAP, EWS, Graph) or every mail on the server
-  (POP3), so a marker is needed exactly as long as its mail can still be
-  listed: a mail marked unread again, one whose ``\\Seen`` was lost in a crash,
-  or anything POP3 leaves on the server. Age alone cannot tell that, so the
-  runner re-dates a marker whenever a listing shows its mail and the marker is
-  older than half the retention (one write per marker per half retention); a
-  marker older than ``marker_days`` was therefore not listed for at least half
-  that time. It is only deleted for servers with a good fetch in the last half
-  retention and not paused: a server that is not being listed cannot re-date
-  its markers, so they wait for it.
-- **Message-IDs are kept**: they thread replies to old tickets and catch a
-  processed mail that comes back after its marker is gone (it is then ignored
-  as a duplicate, not made a second ticket).
+- **Ticket events** go ``event_days`` after delivery. Pending and rejected events
+  stay: they are the only copy of a mail the desk has not got.
+- **Markers** tell a fetcher that lists a mail again that it is done. Fetchers
+  list unread mail (IMAP, EWS, Graph) or all of it (POP3), so a marker is needed
+  as long as its mail can be listed (marked unread again, ``\\Seen`` lost in a
+  crash, left on a POP3 server), which age alone cannot tell. So the runner
+  re-dates a marker whenever a listing shows its mail and it is older than half
+  the retention (one write per marker per half retention): a marker older than
+  ``marker_days`` was not listed for at least half that time. Only servers with
+  a good fetch in the last half retention, not paused, lose markers: a server
+  that is not listed cannot re-date them.
+- **Message-IDs are kept**: they thread replies to old tickets, and a processed
+  mail that comes back after its marker is gone is ignored as a duplicate.
 """
 
 from __future__ import annotations
@@ -46,34 +41,30 @@ class Purged:
     markers: int
 
 
+@dataclass(frozen=True)
 class IncomingRetention:
     """Purges delivered events and stale markers; ``days`` of 0 (or None) keep them."""
 
-    def __init__(self, incoming: Incoming, *, event_days: float | None,
-                 marker_days: float | None, interval_seconds: float = INTERVAL_S) -> None:
-        self.incoming = incoming
-        self.event_days = event_days or None
-        self.marker_days = marker_days or None
-        self.interval = interval_seconds
+    incoming: Incoming
+    event_days: float | None
+    marker_days: float | None
 
     @property
     def active(self) -> bool:
-        return self.event_days is not None or self.marker_days is not None
+        return bool(self.event_days or self.marker_days)
 
     def purge(self, now: datetime | None = None) -> Purged:
         """One pass (blocking: database I/O)."""
         now = now or datetime.now(UTC)
         events = markers = 0
-        if self.event_days is not None:
+        if self.event_days:
             events = self.incoming.purge_delivered(now - timedelta(days=self.event_days))
-        if self.marker_days is not None:
+        if self.marker_days:
             keep = timedelta(days=self.marker_days)
             markers = self.incoming.purge_markers(now - keep, listed_since=now - keep / 2)
         return Purged(events, markers)
 
     async def run(self, stop: asyncio.Event) -> None:
-        if not self.active:
-            return
         while not stop.is_set():
             try:
                 done = await asyncio.to_thread(self.purge)
@@ -83,4 +74,4 @@ class IncomingRetention:
                 if done.events or done.markers:
                     log.info("incoming retention: deleted %d delivered event(s) and %d "
                              "marker(s)", done.events, done.markers)
-            await first_set(stop, timeout=self.interval)
+            await first_set(stop, timeout=INTERVAL_S)

@@ -1,18 +1,15 @@
 """The incoming runner: one fetch loop per enabled IncomingServer (SPEC I1, I6, I7, I8).
 
-The runner follows the store's head revision and keeps one
-:class:`~reconciler.incoming.server_loop.ServerLoop` per enabled IncomingServer,
-restarting the loops whose configuration changed (what one loop does is
-described there).
+It follows the store's head revision and keeps one
+:class:`~reconciler.incoming.server_loop.ServerLoop` (which says what a loop
+does) per enabled server, restarting those whose configuration changed.
 
-- **Applies (I7).** While the store's apply lock is held the loops do not
-  start a fetch; when it is released the runner reloads the config at once
-  and restarts the servers whose configuration changed. The lock does not say
-  which resources the plan touches, so every server waits: an apply holds
-  the lock for the length of one transaction and a few checks.
-- **Several daemons on one store**: a server is fetched by the daemon holding
-  its lease (``incoming_servers``), renewed every cycle; a daemon that dies
-  gives it up when the lease runs out.
+- **Applies (I7).** While the apply lock is held no loop starts a fetch; on its
+  release the runner reloads at once. The lock does not say which resources the
+  plan touches, so every server waits (one transaction and a few checks).
+- **Several daemons on one store**: the daemon holding a server's lease
+  (``incoming_servers``, renewed every cycle) fetches it; a dead daemon's
+  lease runs out.
 """
 
 from __future__ import annotations
@@ -20,21 +17,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from reconciler.credentials import gate
-from reconciler.incoming.pipeline import SenderDirectory
+from reconciler.incoming.pipeline.directory import SenderDirectory
 from reconciler.incoming.server_loop import ServerLoop
 from reconciler.incoming.servers import IncomingConfig, ServerId
 from reconciler.incoming.store import IncomingStore
 from reconciler.mail.fetcher import Fetcher
 from reconciler.mail.registry import fetcher_for
 from reconciler.runtime.backoff import first_set
-from reconciler.state.base import LiveState, StoreError
+from reconciler.state.base import StoreError
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -45,41 +41,34 @@ class RunnerOptions:
     pause_poll_seconds: float = 0.5  # how often a paused loop looks at the apply lock
     # Seconds between fetches instead of the servers' fetchIntervalMinutes (tests, benchmarks).
     interval_override: float | None = None
-    # Markers unseen in listings this long may be purged (service.IncomingRetention); the
+    # Markers unseen in listings this long may be purged (retention.py); the
     # loop re-dates a listed mail's marker once it is half that old. None: never purged.
     marker_retention_seconds: float | None = None
 
 
-FetcherFactory = Callable[..., Fetcher]
-
-
+@dataclass(eq=False)
 class IncomingRunner:
     """Runs a :class:`ServerLoop` per enabled IncomingServer of the store's head revision."""
 
-    def __init__(self, store: Any, incoming: IncomingStore, *, owner: str,
-                 notifier: Any = None, token_provider: Any = None, ca_file: str | None = None,
-                 directory: SenderDirectory | None = None,
-                 options: RunnerOptions | None = None,
-                 fetcher_factory: FetcherFactory = fetcher_for,
-                 on_event: Callable[[], None] | None = None) -> None:
-        self.store = store
-        self.incoming = incoming
-        self.owner = owner
-        self.notifier = notifier
-        self.token_provider = token_provider
-        self.ca_file = ca_file
-        self.directory = directory
-        self.options = options or RunnerOptions()
-        self.fetcher_factory = fetcher_factory
-        self.on_event = on_event
-        self.config = IncomingConfig(revision=-1)
-        self.loops: dict[ServerId, ServerLoop] = {}
-        self._tasks: dict[ServerId, asyncio.Task[None]] = {}
-        self._retiring: set[asyncio.Task[None]] = set()
-        self._reload = asyncio.Lock()
-        # Notified after every cycle of any loop: lets callers (tests, the bench)
-        # wait for progress without sleeping.
-        self.progress = asyncio.Condition()
+    store: Any
+    incoming: IncomingStore
+    _: KW_ONLY
+    owner: str
+    notifier: Any = None
+    token_provider: Any = None
+    ca_file: str | None = None
+    directory: SenderDirectory | None = None
+    options: RunnerOptions = field(default_factory=RunnerOptions)
+    fetcher_factory: Callable[..., Fetcher] = fetcher_for
+    on_event: Callable[[], None] | None = None
+    config: IncomingConfig = field(init=False, default=IncomingConfig(revision=-1))
+    loops: dict[ServerId, ServerLoop] = field(init=False, default_factory=dict)
+    _tasks: dict[ServerId, asyncio.Task[None]] = field(init=False, default_factory=dict)
+    _retiring: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    _reload: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    # Notified after every cycle of any loop: lets callers (tests, the bench)
+    # wait for progress without sleeping.
+    progress: asyncio.Condition = field(init=False, default_factory=asyncio.Condition)
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -101,16 +90,12 @@ class IncomingRunner:
             head = await asyncio.to_thread(self.store.head)
             if head == self.config.revision:
                 return False
-            snapshot = await asyncio.to_thread(self._read_revision)
+            snapshot = await asyncio.to_thread(self.store.snapshot)
+            # With it, the credential bindings fetchers are held to (S2).
+            await asyncio.to_thread(gate.load, self.store)
             fresh = await asyncio.to_thread(IncomingConfig.from_snapshot, snapshot)
             await self._swap(fresh, stop)
             return True
-
-    def _read_revision(self) -> LiveState:
-        """The live state, and with it the credential bindings fetchers are held to (S2)."""
-        snapshot = self.store.snapshot()
-        gate.load(self.store)
-        return snapshot
 
     async def _swap(self, fresh: IncomingConfig, stop: asyncio.Event) -> None:
         old, self.config = self.config, fresh

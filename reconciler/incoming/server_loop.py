@@ -7,40 +7,37 @@ One cycle::
     -> for each mail (at most ``batch``): pipeline -> commit -> mark done | error folder
     -> IDLE (or the fetch interval) -> again
 
-- **Durable first.** Each mail's marker, audit lines, ticket event and
-  Message-ID are written together, and the mails of one fetch call in one
-  transaction (:meth:`IncomingStore.record_many`: a group commit, since
-  SQLite syncs the disk on every commit); only then is each mail marked done
-  on the server. A crash in between leaves the mail unread on the server but
-  done in the store, and the fetcher skips it. Duplicates within the batch
-  are caught by the Message-IDs judged but not yet committed.
-- **Error folder (I6).** A mail the pipeline could not handle at all goes to
-  the error folder (IMAP, when enabled) after its outcome and sealed details
-  are stored; no marker is written for it, so if the move itself fails the
-  mail is judged again next cycle. Once the folder holds ``stopFetchingAfter``
-  mails the server stops fetching until ``reconcile incoming retry``.
-- **Connection failures (I7).** Each failed session counts; at
-  ``failureNotifyThreshold`` in a row the admins are notified once, and again
-  when a session works. Failures and the last error are the server's fetch
-  state (``reconcile incoming status``).
+- **Durable first.** A mail's marker, audit lines, ticket event and Message-ID
+  are written together, a fetch call's mails in one transaction (a group commit:
+  SQLite syncs the disk on every commit), and only then marked done on the
+  server. A crash in between leaves the mail unread there but done in the store,
+  and the fetcher skips it. Message-IDs judged but not yet committed catch
+  duplicates within the batch.
+- **Error folder (I6).** A mail the pipeline could not handle at all goes there
+  (IMAP, when enabled) after its outcome and sealed details are stored; with no
+  marker written, a failed move means it is judged again next cycle. At
+  ``stopFetchingAfter`` mails there the server stops until ``reconcile incoming retry``.
+- **Connection failures (I7).** At ``failureNotifyThreshold`` failed sessions in a
+  row the admins are notified once, and again when one works; the count and last
+  error are the server's fetch state (``reconcile incoming status``).
 
-The pipeline runs in a worker thread (it is CPU work and its store lookups
-block); every store call does too.
+The pipeline (CPU work, blocking store lookups) and every store call run in threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.incoming import notices
-from reconciler.incoming.pipeline import PipelineContext, PipelineResult, process
-from reconciler.incoming.servers import ServerConfig
+from reconciler.incoming.pipeline.context import PipelineContext
+from reconciler.incoming.pipeline.event import PipelineResult
+from reconciler.incoming.pipeline.run import process
+from reconciler.incoming.servers import ServerConfig, proxy_of
 from reconciler.incoming.store import JudgedMail
 from reconciler.mail.fetcher import FetchedMail, Fetcher, FetchError
 from reconciler.runtime.backoff import first_set
@@ -57,6 +54,7 @@ STORE_RETRY_S = 5.0
 # Judged mails are committed together at the end of a fetch call, or earlier once
 # their raw bytes reach this much: memory stays bounded with large attachments.
 FLUSH_BYTES = 16 * 1024 * 1024
+T = TypeVar("T")
 
 
 class ServerLoop:
@@ -68,6 +66,7 @@ class ServerLoop:
         self.config = config
         self.server = config.server
         self.namespace, self.name = config.id
+        self.where = f"{self.namespace}/{self.name}"  # for log lines
         self.daemon_stop = daemon_stop
         self.stopping = asyncio.Event()
         # Inside runner.refresh (or waiting for it): a reload that stops this loop must
@@ -97,8 +96,7 @@ class ServerLoop:
         except LookupError as exc:
             # A missing filter or spam filter must not be fetched around: wait for a fix.
             await self._set_paused(f"configuration: {exc}")
-            log.error("incoming server %s/%s is not fetched: %s", self.namespace, self.name,
-                      exc)
+            log.error("incoming server %s is not fetched: %s", self.where, exc)
             await self._sleep(None)
             return
         try:
@@ -106,8 +104,8 @@ class ServerLoop:
                 try:
                     await self._cycle()
                 except StoreError as exc:
-                    log.error("incoming server %s/%s: the store failed (%s); trying again "
-                              "in %.0fs", self.namespace, self.name, exc, STORE_RETRY_S)
+                    log.error("incoming server %s: the store failed (%s); trying again "
+                              "in %.0fs", self.where, exc, STORE_RETRY_S)
                     await self._close_fetcher()
                     await self._sleep(STORE_RETRY_S)
                 finally:
@@ -117,8 +115,7 @@ class ServerLoop:
             await self._close_fetcher()
             if self.leading:
                 with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self._store.release, self.namespace, self.name,
-                                            self.runner.owner)
+                    await self._mine(self._store.release, self.runner.owner)
 
     def _build_context(self) -> PipelineContext:
         namespace = self.namespace
@@ -139,13 +136,16 @@ class ServerLoop:
             self.server, self.config.resources, directory=self.runner.directory,
             seen_message_id=seen, thread_lookup=thread)
 
+    async def _mine(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call a store method about this server, in a thread (store calls block)."""
+        return await asyncio.to_thread(method, self.namespace, self.name, *args, **kwargs)
+
     # -- one cycle -------------------------------------------------------------
 
     async def _cycle(self) -> None:
         options = self.runner.options
-        self.leading = await asyncio.to_thread(
-            self._store.claim, self.namespace, self.name, self.runner.owner,
-            lease_seconds=options.lease_seconds)
+        self.leading = await self._mine(self._store.claim, self.runner.owner,
+                                        lease_seconds=options.lease_seconds)
         if not self.leading:
             await self._close_fetcher()  # another daemon fetches this server
             await self._sleep(options.lease_seconds / 3)
@@ -171,7 +171,8 @@ class ServerLoop:
         if fetcher is None:
             fetcher = self.fetcher = self.runner.fetcher_factory(
                 self.server, token_provider=self.runner.token_provider,
-                ca_file=self.runner.ca_file, proxy_lookup=self.config.proxy)
+                ca_file=self.runner.ca_file,
+                proxy_lookup=lambda server: proxy_of(server, self.config.resources))
         await fetcher.connect()
         count = await self._error_folder_count(fetcher)
         limit = self.server.spec.error_folder.stop_fetching_after
@@ -208,20 +209,16 @@ class ServerLoop:
     async def _is_done(self, marker: str) -> bool:
         retention = self.runner.options.marker_retention_seconds
         if retention is None:
-            return await asyncio.to_thread(self._store.is_done, self.namespace, self.name,
-                                           marker)
+            return await self._mine(self._store.is_done, marker)
         refresh_before = datetime.now(UTC) - timedelta(seconds=retention / 2)
-        return await asyncio.to_thread(
-            functools.partial(self._store.is_done_refreshing, self.namespace, self.name,
-                              marker, refresh_before=refresh_before))
+        return await self._mine(self._store.is_done_refreshing, marker,
+                                refresh_before=refresh_before)
 
     async def _judge(self, fetcher: Fetcher, mail: FetchedMail) -> JudgedMail:
         assert self.context is not None
         result: PipelineResult = await asyncio.to_thread(
             process, mail.raw, self.context, received_at=mail.received_at)
-        folder = self.server.spec.error_folder
-        to_error = (result.move_to_error_folder and folder.enabled
-                    and fetcher.supports_error_folder)
+        to_error = result.move_to_error_folder and self._has_error_folder(fetcher)
         if result.event is not None and result.message_id:
             ticket = result.event.ticket
             self._pending_ids[bare_id(result.message_id)] = (
@@ -233,8 +230,7 @@ class ServerLoop:
         """Commit the judged mails in one transaction, then tell the server about each."""
         if not pending:
             return
-        recorded = await asyncio.to_thread(self._store.record_many, self.namespace, self.name,
-                                           [outcome for _, outcome in pending])
+        recorded = await self._mine(self._store.record_many, [judged for _, judged in pending])
         self._pending_ids.clear()
         for (mail, outcome), done in zip(pending, recorded, strict=True):
             self.processed += 1
@@ -251,40 +247,39 @@ class ServerLoop:
                 await fetcher.mark_done(mail)
                 continue
             await fetcher.move_to_error_folder(mail)
-            log.warning("incoming server %s/%s: mail %s moved to %s: %s", self.namespace,
-                        self.name, mail.marker, folder.name, result.reason)
+            log.warning("incoming server %s: mail %s moved to %s: %s", self.where, mail.marker,
+                        folder.name, result.reason)
             if folder.notify:
                 await self._notify(notices.moved_to_error_folder(
-                    self.server, _code(result), result.reason))
+                    self.server, result.code, result.reason))
+
+    def _has_error_folder(self, fetcher: Fetcher) -> bool:
+        return self.server.spec.error_folder.enabled and fetcher.supports_error_folder
 
     async def _error_folder_count(self, fetcher: Fetcher) -> int | None:
-        if not (self.server.spec.error_folder.enabled and fetcher.supports_error_folder):
-            return None
-        return await fetcher.error_folder_count()
+        return await fetcher.error_folder_count() if self._has_error_folder(fetcher) else None
 
     # -- bookkeeping (I6, I7) ------------------------------------------------------
 
     async def _succeeded(self, error_folder_count: int | None) -> None:
-        before: ServerState = await asyncio.to_thread(
-            self._store.fetch_succeeded, self.namespace, self.name,
-            error_folder_count=error_folder_count)
+        before: ServerState = await self._mine(self._store.fetch_succeeded,
+                                               error_folder_count=error_folder_count)
         if before.failure_notified:
             await self._notify(notices.recovered(self.server, before.consecutive_failures))
         if before.consecutive_failures:
-            log.info("incoming server %s/%s fetches again after %d failure(s)",
-                     self.namespace, self.name, before.consecutive_failures)
+            log.info("incoming server %s fetches again after %d failure(s)",
+                     self.where, before.consecutive_failures)
 
     async def _failed(self, exc: FetchError) -> None:
-        state = await asyncio.to_thread(self._store.fetch_failed, self.namespace, self.name,
-                                        str(exc.kind), exc.user_text)
+        state = await self._mine(self._store.fetch_failed, str(exc.kind), exc.user_text)
         threshold = self.server.spec.failure_notify_threshold
-        log.warning("incoming server %s/%s: fetching failed (%d in a row): %s", self.namespace,
-                    self.name, state.consecutive_failures, exc.user_text)
+        log.warning("incoming server %s: fetching failed (%d in a row): %s", self.where,
+                    state.consecutive_failures, exc.user_text)
         if state.consecutive_failures >= threshold and not state.failure_notified:
             await self._notify(notices.unreachable(
                 self.server, state.consecutive_failures, exc.message,
                 str(exc.kind), exc.likely_fix or None))
-            await asyncio.to_thread(self._store.set_notified, self.namespace, self.name)
+            await self._mine(self._store.set_notified)
 
     async def _stop_for_error_folder(self, count: int) -> None:
         folder = self.server.spec.error_folder
@@ -292,19 +287,17 @@ class ServerLoop:
                   f"(stopFetchingAfter {folder.stop_fetching_after})")
         before = await self._set_paused(reason, error_folder_count=count)
         if before is None or before.paused != reason:
-            log.warning("incoming server %s/%s stopped fetching: %s", self.namespace,
-                        self.name, reason)
+            log.warning("incoming server %s stopped fetching: %s", self.where, reason)
             await self._notify(notices.stopped(self.server, count))
 
     async def _set_paused(self, reason: str | None, *,
                           error_folder_count: int | None = None) -> ServerState | None:
         self.paused = reason
         try:
-            return await asyncio.to_thread(self._store.set_paused, self.namespace, self.name,
-                                           reason, error_folder_count=error_folder_count)
+            return await self._mine(self._store.set_paused, reason,
+                                    error_folder_count=error_folder_count)
         except StoreError as exc:
-            log.error("incoming server %s/%s: cannot record its state: %s", self.namespace,
-                      self.name, exc)
+            log.error("incoming server %s: cannot record its state: %s", self.where, exc)
             return None
 
     async def _notify(self, transition: notices.IncomingTransition) -> None:
@@ -319,8 +312,8 @@ class ServerLoop:
 
     async def _queue_notices(self, result: PipelineResult, marker: str) -> None:
         """Stripped attachments (I5): tell the sender and the namespace's admins, by mail."""
-        settings = self.context.settings if self.context is not None else None
-        admins = list(settings.admin_notifications.emails) if settings is not None else []
+        assert self.context is not None  # set before the first mail is judged
+        admins = list(self.context.settings.admin_notifications.emails)
         requests = notices.stripped_attachment_mails(result.notices, self.namespace, self.name,
                                                      marker, admins)
         if not requests:
@@ -328,8 +321,8 @@ class ServerLoop:
         try:
             await asyncio.to_thread(self.runner.store.outbox.enqueue_many, requests)
         except Exception as exc:
-            log.error("incoming server %s/%s: notice about stripped attachments not queued: "
-                      "%s", self.namespace, self.name, exc)
+            log.error("incoming server %s: notice about stripped attachments not queued: "
+                      "%s", self.where, exc)
 
     # -- waiting -----------------------------------------------------------------
 
@@ -341,8 +334,7 @@ class ServerLoop:
         await self._close_fetcher()  # the apply may change host, folder or credentials
         previous = self.paused
         await self._set_paused(PAUSED_APPLY)
-        log.info("incoming server %s/%s: fetching paused while an apply runs", self.namespace,
-                 self.name)
+        log.info("incoming server %s: fetching paused while an apply runs", self.where)
         while not self.stopped and await self._apply_in_progress():
             self.cycles += 1  # a look at the lock counts as a (fetch-less) cycle
             await self.runner.cycled()
@@ -385,8 +377,3 @@ class ServerLoop:
         fetcher, self.fetcher = self.fetcher, None
         if fetcher is not None:
             await fetcher.aclose()
-
-
-def _code(result: PipelineResult) -> str:
-    details = result.audit[-1].details if result.audit else None
-    return str((details or {}).get("code", result.status))

@@ -1,11 +1,9 @@
 """Which IncomingServers a revision runs, with what each one's pipeline needs (SPEC I1).
 
-The daemon's :class:`~reconciler.runtime.live_config.LiveConfig` holds only
-what dispatch uses; the runner reads the same revision's snapshot once more
-for the incoming kinds. Each server gets a *fingerprint*: a digest over every
-resource of its namespace the pipeline reads (servers, filters, rules,
-commands, settings, the desk's own addresses). A new revision restarts only
-the servers whose fingerprint changed; the others keep their session.
+:class:`~reconciler.runtime.live_config.LiveConfig` holds only what dispatch
+uses, so the runner reads the revision's snapshot again for the incoming kinds.
+A server's *fingerprint* digests every resource of its namespace the pipeline
+reads; a new revision restarts only the servers whose fingerprint changed.
 """
 
 from __future__ import annotations
@@ -41,33 +39,24 @@ class ServerConfig:
     server: IncomingServer
     resources: tuple[Resource, ...]  # the namespace's resources of PIPELINE_KINDS
     fingerprint: str
-    revision: int
 
     @property
     def id(self) -> ServerId:
         return self.server.metadata.namespace, self.server.metadata.name
 
-    def proxy(self, server: IncomingServer) -> ProxyServerSpec | None:
-        """The ProxyServer an EWS or Graph server names (``fetcher_for``'s proxy_lookup)."""
-        return proxy_of(server, self.resources)
-
 
 def proxy_of(server: IncomingServer, resources: Iterable[Resource]) -> ProxyServerSpec | None:
-    name = server.spec.proxy
-    if name is None:
-        return None
-    for r in resources:
-        if isinstance(r, ProxyServer) and r.metadata.name == name \
-                and r.metadata.namespace == server.metadata.namespace:
-            return r.spec
-    return None
+    """The ProxyServer an EWS or Graph server names (``fetcher_for``'s proxy_lookup)."""
+    wanted = (server.metadata.namespace, server.spec.proxy)
+    found = (r.spec for r in resources if isinstance(r, ProxyServer)
+             and (r.metadata.namespace, r.metadata.name) == wanted)
+    return next(found, None) if server.spec.proxy is not None else None
 
 
 @dataclass(frozen=True)
 class IncomingConfig:
     revision: int
-    servers: Mapping[ServerId, ServerConfig] = field(default_factory=dict)
-    disabled: frozenset[ServerId] = frozenset()
+    servers: Mapping[ServerId, ServerConfig] = field(default_factory=dict)  # enabled ones
 
     @classmethod
     def from_snapshot(cls, live: LiveState) -> IncomingConfig:
@@ -76,7 +65,6 @@ class IncomingConfig:
             if key.kind in PIPELINE_KINDS:
                 by_namespace.setdefault(key.namespace, []).append(resource)
         servers: dict[ServerId, ServerConfig] = {}
-        disabled: set[ServerId] = set()
         for namespace, canon in sorted(by_namespace.items()):
             try:
                 models = tuple(resource_from_canonical(r) for r in canon)
@@ -88,14 +76,10 @@ class IncomingConfig:
             # in these kinds restarts the namespace's servers (a reconnect, no loss).
             fingerprint = _digest(canon)
             for model in models:
-                if not isinstance(model, IncomingServer):
-                    continue
-                sid = (namespace, model.metadata.name)
-                if not model.spec.enabled:
-                    disabled.add(sid)
-                    continue
-                servers[sid] = ServerConfig(model, models, fingerprint, live.revision)
-        return cls(live.revision, MappingProxyType(servers), frozenset(disabled))
+                if isinstance(model, IncomingServer) and model.spec.enabled:
+                    sid = (namespace, model.metadata.name)
+                    servers[sid] = ServerConfig(model, models, fingerprint)
+        return cls(live.revision, MappingProxyType(servers))
 
 
 def _digest(resources: Iterable[CanonicalResource]) -> str:

@@ -1,15 +1,10 @@
-"""The incoming side as the daemon runs it: the runner, retention and, with a webhook, the
-event sink.
+"""The incoming side as the daemon runs it: runner, retention and, with a webhook, the
+event sink, built from :class:`~reconciler.runtime.settings.DaemonSettings`.
 
-Built from :class:`~reconciler.runtime.settings.DaemonSettings` by
-:func:`incoming_parts`; the daemon runs each part as one of its tasks.
-
-Where the webhook is configured, and why there: ``--events-webhook`` is a
-daemon setting, not a field of the config repo. The receiver is the desk
-application this daemon serves, the same for every namespace (like the API
-tokens and the admin-notification webhook); and ticket events carry mail
-content, so letting any namespace's config redirect them to a URL of its
-choosing would be a way to read other people's mail.
+``--events-webhook`` is a daemon setting, not a field of the config repo: the
+receiver is the one desk application this daemon serves (like the API tokens
+and the admin-notification webhook), and ticket events carry mail content, so a
+namespace's config that could redirect them could read other people's mail.
 """
 
 from __future__ import annotations
@@ -19,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.incoming.pipeline.directory import MappingSenderDirectory
 from reconciler.incoming.retention import DAY_S, IncomingRetention
 from reconciler.incoming.runner import IncomingRunner, RunnerOptions
 from reconciler.incoming.sink import SINK_ROLE, WebhookSink
@@ -33,12 +29,11 @@ Part = Callable[[Any], Awaitable[None]]  # takes the daemon's stop event
 class IncomingParts:
     runner: IncomingRunner
     sink: WebhookSink | None
-    store: IncomingStore
-    retention: IncomingRetention | None = None
+    retention: IncomingRetention
 
     def tasks(self) -> dict[str, Part]:
         parts: dict[str, Part] = {"incoming": self.runner.run}
-        if self.retention is not None and self.retention.active:
+        if self.retention.active:
             parts["incoming retention"] = self.retention.run
         if self.sink is not None:
             parts["event sink"] = self.sink.run
@@ -60,8 +55,6 @@ def incoming_parts(store: Any, settings: Any, *, notifier: Any = None,
     incoming = IncomingStore.of_store(store, key)
     directory = None
     if settings.sender_directory:
-        from reconciler.incoming.pipeline import MappingSenderDirectory
-
         directory = MappingSenderDirectory.from_file(settings.sender_directory)
     sink = None
     if settings.events_webhook:
@@ -79,4 +72,4 @@ def incoming_parts(store: Any, settings: Any, *, notifier: Any = None,
                             on_event=sink.wake if sink is not None else None)
     retention = IncomingRetention(incoming, event_days=settings.event_retention_days,
                                   marker_days=marker_days)
-    return IncomingParts(runner, sink, incoming, retention)
+    return IncomingParts(runner, sink, retention)

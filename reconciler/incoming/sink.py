@@ -1,21 +1,16 @@
 """Ticket events to the desk's webhook, from the store, in order, until delivered (SPEC I8).
 
-Events are durable before the mail is marked done (see the runner), so the
-sink only has to drain ``ticket_events``: oldest first, one POST per event
-with the event JSON as the body, through the one
-:class:`~reconciler.runtime.webhook.WebhookPoster` (signed with the secret when
-one is set). A refusal that may pass (connection error, timeout, 408, 429,
-5xx) keeps the event pending and waits with exponential backoff
-(``Retry-After`` respected); later events wait behind it, so a reply never
-reaches the desk before the ticket it belongs to. A refusal that will not pass
-(another 4xx) marks the event ``rejected`` with the answer, and delivery goes
-on; rejected events stay in the store (``GET /v1/events``).
+Events are durable before their mail is marked done, so the sink only drains
+``ticket_events``: oldest first, one POST of the event JSON each, through the one
+:class:`~reconciler.runtime.webhook.WebhookPoster` (signed when a secret is set).
+A refusal that may pass (connection error, timeout, 408, 429, 5xx) keeps the
+event pending with exponential backoff (``Retry-After`` respected) and later
+events wait behind it, so a reply never reaches the desk before its ticket. Any
+other 4xx marks it ``rejected`` (kept, ``GET /v1/events``) and delivery goes on.
 
-Each request carries ``X-Reconcile-Event-Id``: the receiver's idempotency key,
-since after a timeout the same event may arrive twice.
-
-When several daemons share a PostgreSQL store only one delivers (an advisory
-lock on its own key, like the health leader); with SQLite every daemon does.
+``X-Reconcile-Event-Id`` is the receiver's idempotency key: after a timeout
+the same event may arrive twice. Daemons sharing a PostgreSQL store elect one
+sink (an advisory lock, like the health leader); with SQLite each delivers.
 Without a webhook nothing runs here: the desk pulls ``GET /v1/events``.
 """
 
@@ -24,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
-
-import httpx
 
 from reconciler.config.secrets import SecretError
 from reconciler.runtime.backoff import backoff_seconds, first_set
@@ -37,29 +30,24 @@ from reconciler.state.leases import AlwaysLeader
 log = logging.getLogger(__name__)
 
 EVENT_ID_HEADER = "X-Reconcile-Event-Id"
-
-
+BATCH = 50  # events read per store query
 # The role whose leader alone delivers events when daemons share a store (``store.leases``).
 SINK_ROLE = "event sink"
 
 
 class WebhookSink:
     def __init__(self, incoming: Incoming, webhook: str, *, secret: str | None = None,
-                 ca_file: str | None = None, timeout_seconds: float = 10.0,
-                 initial_backoff_seconds: float = 1.0, max_backoff_seconds: float = 300.0,
-                 batch: int = 50, leadership: Leadership | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 ca_file: str | None = None, initial_backoff_seconds: float = 1.0,
+                 max_backoff_seconds: float = 300.0,
+                 leadership: Leadership | None = None) -> None:
         """``webhook`` and ``secret`` may be secret references (``env:``, ``file:``,
         ``enc:v1:``): a webhook URL often carries a token."""
         self._incoming = incoming
-        self._poster = WebhookPoster(webhook, secret=secret, ca_file=ca_file,
-                                     timeout_seconds=timeout_seconds, transport=transport)
+        self._poster = WebhookPoster(webhook, secret=secret, ca_file=ca_file)
         self._initial = initial_backoff_seconds
         self._max = max_backoff_seconds
-        self._batch = batch
         self._leader = leadership or AlwaysLeader()
         self.wake_event = asyncio.Event()
-        self.delivered = 0
 
     def wake(self) -> None:
         """New events are durable: deliver now rather than at the next poll."""
@@ -85,7 +73,7 @@ class WebhookSink:
 
     async def _drain(self, poll_seconds: float) -> float:
         """Deliver due events; the seconds until the next try is due."""
-        while due := await asyncio.to_thread(self._incoming.due_events, limit=self._batch):
+        while due := await asyncio.to_thread(self._incoming.due_events, limit=BATCH):
             for event in due:
                 if not await self._deliver(event):
                     break
@@ -103,7 +91,6 @@ class WebhookSink:
                                           {EVENT_ID_HEADER: str(event.id)})
         if refusal is None:
             await asyncio.to_thread(self._incoming.delivered, [event.id])
-            self.delivered += 1
             return True
         if refusal.permanent:
             log.error("event %s refused by the webhook (%s); kept as rejected", event.id,

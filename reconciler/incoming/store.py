@@ -1,12 +1,10 @@
 """The incoming service's side of ``store.incoming`` (SPEC I1, I6, I7, I8).
 
 The store keeps plain rows (``state.contract.Incoming`` says what and why); this
-module turns a pipeline's judgement of a mail into the :class:`MailRecord` made
-durable with its marker, and seals what a person needs to see of a mail moved to
-the error folder (its headers and why), under a key given as a secret reference.
-Without a key only the codes are kept, never clear text.
-
-Every method blocks (database I/O); the runner calls them in threads.
+module turns a pipeline's judgement into the :class:`MailRecord` made durable
+with its marker, and seals what a person needs of a mail moved to the error
+folder (headers and why). Without a key only the codes are kept, never clear
+text. Every method blocks (database I/O); the runner calls them in threads.
 """
 
 from __future__ import annotations
@@ -19,20 +17,16 @@ from typing import Any
 
 from reconciler.config.desired import canonical_json
 from reconciler.config.sealing import SealError, seal, unseal
-from reconciler.incoming.pipeline import PipelineResult
-from reconciler.state.base import AuditStatus, Store
+from reconciler.incoming.pipeline.event import PipelineResult
+from reconciler.state.base import Store
 from reconciler.state.contract import (
     ErrorDetails,
     Incoming,
     MailRecord,
     NewEvent,
     Recorded,
-    StoredEvent,
     bare_id,
 )
-
-# StoredEvent: the daemon's events API still imports it from here.
-__all__ = ["ErrorRecord", "IncomingStore", "JudgedMail", "StoredEvent"]
 
 _HEADER_BYTES = 16_384  # of a failed mail's header section kept (sealed) for a person
 
@@ -63,7 +57,7 @@ class ErrorRecord:
 class IncomingStore:
     """``store.incoming`` plus the incoming side: pipeline results in, sealed details out.
 
-    Every method but :meth:`record`, :meth:`record_many` and :meth:`errors` is the
+    Every method but :meth:`record_many` and :meth:`errors` is the
     contract's own (``Incoming``), reached through this object unchanged.
     """
 
@@ -78,22 +72,15 @@ class IncomingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._incoming, name)
 
-    def record(self, namespace: str, server: str, marker: str, result: PipelineResult, *,
-               raw: bytes | None = None, to_error_folder: bool = False,
-               now: datetime | None = None) -> Recorded:
-        """Make a mail's outcome durable: marker, audit lines, event (with attachment
-        bytes), Message-ID and, when it goes to the error folder, its sealed details.
-
-        One transaction. A marker already present means an earlier run made
-        this mail durable: nothing is written and ``duplicate_marker`` says so.
-        """
-        [done] = self.record_many(namespace, server,
-                                  [JudgedMail(marker, result, raw, to_error_folder)], now=now)
-        return done
-
     def record_many(self, namespace: str, server: str, items: Sequence[JudgedMail], *,
                     now: datetime | None = None) -> list[Recorded]:
-        """:meth:`record` for several mails in one transaction (the runner's group commit)."""
+        """Make mails' outcomes durable in one transaction (the runner's group commit):
+        each one's marker, audit lines, event (with attachment bytes), Message-ID and,
+        when it goes to the error folder, its sealed details.
+
+        A marker already present means an earlier run made that mail durable:
+        nothing is written for it and ``duplicate_marker`` says so.
+        """
         return self._incoming.record(namespace, server, [self._mail(i) for i in items],
                                      now=now)
 
@@ -101,18 +88,15 @@ class IncomingStore:
         result, event = item.result, item.result.event
         new = None
         if event is not None:
-            kept = {a.sha256 for a in event.attachments}
             ticket = (event.ticket.module, event.ticket.number) if event.ticket else None
             new = NewEvent(str(event.kind), bare_id(event.message_id) or None,
-                           event.to_json().decode(),
-                           {d: b for d, b in result.attachment_data.items() if d in kept},
-                           ticket)
+                           event.to_json().decode(), dict(result.attachment_data), ticket)
         error = None
         if item.to_error_folder:
             details = _details(result, item.marker, item.raw)
             sealed = (seal(self._key, canonical_json(details)) if self._key is not None
                       else None)
-            error = ErrorDetails(_final_code(result), sealed)
+            error = ErrorDetails(result.code, sealed)
         return MailRecord(item.marker, result.audit, new, result.message_id or None, error)
 
     def errors(self, namespace: str, server: str, *,
@@ -132,15 +116,6 @@ class IncomingStore:
             return None
 
 
-def _final_code(result: PipelineResult) -> str:
-    for entry in reversed(result.audit):
-        if entry.status != AuditStatus.ATTACHMENT_PROCESSED_FAILED and entry.details:
-            code = entry.details.get("code")
-            if code:
-                return str(code)[:64]
-    return str(result.status).lower()
-
-
 def _details(result: PipelineResult, marker: str, raw: bytes | None) -> dict[str, Any]:
     headers = ""
     if raw is not None:
@@ -149,6 +124,6 @@ def _details(result: PipelineResult, marker: str, raw: bytes | None) -> dict[str
             end = raw.find(b"\n\n")
         head = raw[: end if end >= 0 else _HEADER_BYTES][:_HEADER_BYTES]
         headers = head.decode("utf-8", "replace")
-    return {"marker": marker, "status": str(result.status), "code": _final_code(result),
+    return {"marker": marker, "status": str(result.status), "code": result.code,
             "stage": result.stage, "reason": result.reason, "messageId": result.message_id,
             "headers": headers, "size": len(raw) if raw is not None else None}

@@ -19,7 +19,7 @@ from peers.webhook import PostReceiver
 
 from reconciler.config.desired import CanonicalResource
 from reconciler.incoming.runner import IncomingRunner, RunnerOptions
-from reconciler.incoming.store import IncomingStore
+from reconciler.incoming.store import IncomingStore, JudgedMail
 from reconciler.state import SqlStore
 
 MAIL = Path(__file__).resolve().parents[1] / "data" / "mail"
@@ -109,7 +109,7 @@ def password(monkeypatch: pytest.MonkeyPatch, mailbox: MailUser) -> str:
 def pipeline_context(store: SqlStore, name: str = "support", **spec: Any) -> Any:
     """The PipelineContext the runner would build, backed by ``store``'s lookups."""
     from reconciler.config.models import KINDS
-    from reconciler.incoming.pipeline import PipelineContext
+    from reconciler.incoming.pipeline.context import PipelineContext
 
     body: dict[str, Any] = {"email": "support@acme.example", "protocol": "imaps",
                             "host": "imap.acme.example"}
@@ -131,11 +131,12 @@ def pipeline_context(store: SqlStore, name: str = "support", **spec: Any) -> Any
 def record_mail(store: SqlStore, raw: bytes, marker: str, *, name: str = "support",
                 seal_key: bytes | None = SEAL_KEY, to_error_folder: bool = False) -> Any:
     """Judge ``raw`` with the real pipeline and record it as the runner does."""
-    from reconciler.incoming.pipeline import process
+    from reconciler.incoming.pipeline.run import process
 
     result = process(raw, pipeline_context(store, name))
-    return IncomingStore.of_store(store, seal_key).record(
-        NS, name, marker, result, raw=raw, to_error_folder=to_error_folder), result
+    [done] = IncomingStore.of_store(store, seal_key).record_many(
+        NS, name, [JudgedMail(marker, result, raw, to_error_folder)])
+    return done, result
 
 
 async def until(predicate: Any, timeout: float = 30.0) -> None:

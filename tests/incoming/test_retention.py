@@ -16,10 +16,10 @@ from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import PeerCerts
 from sqlalchemy import Connection
 
-from reconciler.incoming.pipeline import process
+from reconciler.incoming.pipeline.run import process
 from reconciler.incoming.retention import IncomingRetention
 from reconciler.incoming.service import incoming_parts
-from reconciler.incoming.store import IncomingStore
+from reconciler.incoming.store import IncomingStore, JudgedMail
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import SqlStore
 from reconciler.state import schema as t
@@ -48,7 +48,8 @@ def record(store: SqlStore, name: str, marker: str, at: datetime,
            server: str = "support") -> int:
     result = process(corpus(name), pipeline_context(store, server))
     assert result.event is not None, result.reason
-    done = IncomingStore.of_store(store).record(NS, server, marker, result, now=at)
+    [done] = IncomingStore.of_store(store).record_many(NS, server, [JudgedMail(marker, result)],
+                                                       now=at)
     assert done.event_id is not None
     return done.event_id
 
@@ -114,14 +115,14 @@ def test_markers_go_only_when_unlisted_on_a_server_that_is_listed(store: SqlStor
                                                                  store_url: str) -> None:
     incoming = IncomingStore.of_store(store)
     for server in ("support", "paused", "silent"):
-        incoming.record(NS, server, f"{server}-old",
-                        process(corpus(MAILS[0]), pipeline_context(store, server)),
-                        now=NOW - 100 * DAY)
-        incoming.record(NS, server, f"{server}-young",
-                        process(corpus(MAILS[1]), pipeline_context(store, server)),
-                        now=NOW - 10 * DAY)
-    incoming.record(NS, "support", "support-listed",
-                    process(corpus(MAILS[2]), pipeline_context(store)), now=NOW - 100 * DAY)
+        old = process(corpus(MAILS[0]), pipeline_context(store, server))
+        incoming.record_many(NS, server, [JudgedMail(f"{server}-old", old)], now=NOW - 100 * DAY)
+        young = process(corpus(MAILS[1]), pipeline_context(store, server))
+        incoming.record_many(NS, server, [JudgedMail(f"{server}-young", young)],
+                             now=NOW - 10 * DAY)
+    listed = process(corpus(MAILS[2]), pipeline_context(store))
+    incoming.record_many(NS, "support", [JudgedMail("support-listed", listed)],
+                         now=NOW - 100 * DAY)
     # support fetches; its listing still shows one old mail (unread, or POP3)
     incoming.fetch_succeeded(NS, "support", error_folder_count=None, now=NOW - DAY)
     assert incoming.is_done_refreshing(NS, "support", "support-listed",

@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconciler.daemon.api.params import ROW_ID_MAX, JsonInt, SearchText
 from reconciler.daemon.api.schemas import ERRORS, ApiModel, Problem
-from reconciler.incoming.store import IncomingStore, StoredEvent
+from reconciler.incoming.store import IncomingStore
+from reconciler.state.contract import StoredEvent
 
 TAG = {"name": "events", "description": "Ticket events from incoming mail (I8)."}
 

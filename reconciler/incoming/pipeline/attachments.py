@@ -1,24 +1,19 @@
 """Attachment checks (SPEC I5): which files of an incoming mail the ticket may keep.
 
-Each attachment is checked in this order and stripped at the first problem:
+Inline parts included, each is stripped at the first problem, in this order:
 
-1. damaged: its transfer encoding does not decode cleanly (a truncated
-   download would reach the ticket as a corrupt file);
-2. name: no name at all is fine (one is made up from the type), but a name
-   with path separators, ``..``, control or reserved characters, a Windows
-   device name, or more than 255 bytes is refused. Such names are how files
-   end up outside the attachment folder or become unopenable;
-3. extension: on the blocked list, or not on the allowed list when one is set
+1. damaged transfer encoding (a truncated download would reach the ticket corrupt);
+2. a name with path separators, ``..``, control or reserved characters, a
+   Windows device name, or over 255 bytes: how files escape the attachment
+   folder or become unopenable (no name at all is fine: one is made up);
+3. an extension blocked, or not allowed when an allow list is set
    (``MailSettings.incomingAttachments``);
-4. content vs name: the bytes start with the signature of a different kind of
-   file than the extension says (an executable called ``invoice.pdf``), or
-   the declared type's family differs from the extension's (``image/png``
-   called ``notes.txt``). Generic declared types (``application/octet-stream``)
-   are not held against a file;
-5. empty: zero bytes;
-6. size: above ``MailSettings.attachmentLimitMB`` (MiB).
-
-Inline parts (Content-ID, multipart/related) go through the same checks.
+4. content vs name: bytes with another kind of file's signature than the
+   extension says (an executable called ``invoice.pdf``), or a declared type of
+   another family (``image/png`` called ``notes.txt``); generic declared types
+   (``application/octet-stream``) are not held against a file;
+5. zero bytes;
+6. above ``MailSettings.attachmentLimitMB`` (MiB).
 """
 
 from __future__ import annotations
@@ -107,25 +102,16 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def sniff(data: bytes) -> tuple[str, frozenset[str]] | None:
-    for magic, what, extensions in _SIGNATURES:
-        if data.startswith(magic):
-            return what, extensions
-    return None
-
-
 def type_problem(name: str, declared: str, data: bytes) -> str | None:
     ext = extension(name)
     if not ext:
         return None
-    found = sniff(data)
-    if found is not None and ext not in found[1]:
-        return f"its content is {found[0]} but its name ends in .{ext}"
+    for magic, what, extensions in _SIGNATURES:
+        if data.startswith(magic) and ext not in extensions:
+            return f"its content is {what} but its name ends in .{ext}"
     declared = _SAME.get(declared, declared)
-    if declared in _GENERIC_TYPES:
-        return None
-    guessed, _ = _MIME.guess_type(name, strict=False)
-    if guessed is None or guessed in _GENERIC_TYPES:
+    guessed = _MIME.guess_type(name, strict=False)[0]
+    if declared in _GENERIC_TYPES or guessed is None or guessed in _GENERIC_TYPES:
         return None
     guessed = _SAME.get(guessed, guessed)
     if declared.partition("/")[0] != guessed.partition("/")[0]:
@@ -133,8 +119,7 @@ def type_problem(name: str, declared: str, data: bytes) -> str | None:
     return None
 
 
-def check(item: RawAttachment, policy: AttachmentPolicy, index: int
-          ) -> tuple[EventAttachment, bytes] | Rejected:
+def check(item: RawAttachment, policy: AttachmentPolicy, index: int) -> EventAttachment | Rejected:
     """Keep the attachment (with its sha256) or say why it is stripped."""
     name = item.name if item.name is not None else default_name(item.content_type, index)
     size = len(item.data)
@@ -164,8 +149,7 @@ def check(item: RawAttachment, policy: AttachmentPolicy, index: int
                       f"it is {size / MIB:.1f} MB, above the limit of "
                       f"{policy.limit_bytes / MIB:g} MB")
     digest = hashlib.sha256(item.data).hexdigest()
-    return EventAttachment(name, item.content_type, size, digest, item.inline,
-                           item.content_id), item.data
+    return EventAttachment(name, item.content_type, size, digest, item.inline, item.content_id)
 
 
 def default_name(content_type: str, index: int) -> str:

@@ -1,21 +1,18 @@
 """Email commands (SPEC I4): ``$Field=Value$`` lines in the body of a command mail.
 
-Only mails whose subject contains the configured text are read, and (unless
-``authorizedSendersOnly`` is off) only from users the directory marks as
-allowed to send commands. What is read:
+Read only when the subject contains the configured text and (unless
+``authorizedSendersOnly`` is off) the directory lets the sender send commands:
 
-- ``$Operation=AddRequest|EditRequest|CloseRequest|PickupRequest$``; an
-  operation the command resource does not enable, or one that does not
-  exist, fails the mail: acting on a guess would change the wrong ticket.
+- ``$Operation=AddRequest|EditRequest|CloseRequest|PickupRequest$``; an unknown
+  or not enabled operation fails the mail: acting on a guess would change the
+  wrong ticket.
 - ``$RequestID=123$`` names the ticket and wins over an ID in the subject.
-- Field assignments. Names compare case-insensitively; a field that is not
-  a known ticket field (or not in ``allowedFields`` when set) is dropped with
-  a note, as the seeds' desks ignore fields the application lacks. When a
-  field appears more than once, the last value wins.
+- Field assignments, names case-insensitive, the last value winning. A field
+  that is not a ticket field (or not in ``allowedFields`` when set) is dropped
+  with a note, as the seeds' desks ignore fields the application lacks.
 
-Field names become the event's camelCase keys (``SubCategory`` ->
-``subCategory``); ``Group`` becomes ``technicianGroup`` to line up with the
-server defaults and incoming rules.
+Field names become the event's camelCase keys (``SubCategory`` -> ``subCategory``);
+``Group`` becomes ``technicianGroup`` to match server defaults and incoming rules.
 """
 
 from __future__ import annotations
@@ -43,11 +40,6 @@ class Commands:
     notes: list[str] = field(default_factory=list)
     error: str | None = None  # fails the mail (unknown / disabled operation)
     count: int = 0  # how many $..$ commands were found
-
-
-def event_key(name: str) -> str:
-    name = _RENAMED.get(name, name)
-    return name[:1].lower() + name[1:]
 
 
 def applies(command: CompiledCommand, subject: str) -> bool:
@@ -78,15 +70,12 @@ def parse_commands(body: str, command: CompiledCommand) -> Commands:
                 out.notes.append(f"RequestID {value!r} is not a number; ignored")
             continue
         known = _KNOWN.get(key)
-        if command.allowed_fields:
-            if key not in command.allowed_fields:
-                out.notes.append(f"field {name!r} is not in allowedFields; ignored")
-                continue
-            canonical = known or name
-        elif known is None:
+        if command.allowed_fields and key not in command.allowed_fields:
+            out.notes.append(f"field {name!r} is not in allowedFields; ignored")
+            continue
+        if not command.allowed_fields and known is None:
             out.notes.append(f"field {name!r} is not a ticket field; ignored")
             continue
-        else:
-            canonical = known
-        out.fields[event_key(canonical)] = value
+        canonical = _RENAMED.get(known or name, known or name)
+        out.fields[canonical[:1].lower() + canonical[1:]] = value
     return out

@@ -1,29 +1,22 @@
 """Everything the pipeline needs to judge one mail, compiled once per configuration.
 
-A :class:`PipelineContext` is built when a server's configuration is loaded
-(or hot-swapped) and reused for every mail fetched with it: filters become
-frozensets, rules are sorted, the request-ID and command patterns are
-compiled. Nothing in it is re-derived per mail.
-
-Two lookups come from outside because they need the store:
+Built when a server's configuration is loaded (or hot-swapped) and reused for
+every mail fetched with it: nothing in it is re-derived per mail. Two lookups
+come from the store:
 
 - ``seen_message_id(message_id) -> bool``: was a mail with this Message-ID
   (angle brackets stripped) processed before?
-- ``thread_lookup(message_ids) -> (module, number) | None``: the ticket that
-  any of these Message-IDs belongs to (the desk's own notifications and
-  earlier mails of a ticket), tried in the order given (In-Reply-To first,
-  then References newest first).
-
-Build it with :meth:`PipelineContext.create` (resolved resources) or
-:meth:`PipelineContext.from_resources` (one namespace's resources; resolves
-the server's references and collects the desk's own addresses).
+- ``thread_lookup(message_ids) -> (module, number) | None``: the ticket any of
+  these Message-IDs belongs to (the desk's notifications, earlier mails of a
+  ticket), tried in the order given (In-Reply-To, then References newest first).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TypeVar
 
 from reconciler.config.models.base import Condition, MatchMode, Resource
 from reconciler.config.models.email_command import EmailCommand
@@ -40,6 +33,7 @@ SeenLookup = Callable[[str], bool]
 ThreadLookup = Callable[[Sequence[str]], "tuple[str, str] | None"]
 
 MIB = 1024 * 1024
+R = TypeVar("R", bound=Resource)
 
 
 def _never_seen(_message_id: str) -> bool:
@@ -60,10 +54,7 @@ class ConditionSet:
 
 
 @dataclass(frozen=True, slots=True)
-class CompiledRule:
-    name: str
-    order: int
-    conditions: ConditionSet
+class CompiledRule(ConditionSet):
     action: IncomingAction
     set_fields: tuple[tuple[str, str], ...]
     stop_processing: bool
@@ -132,13 +123,9 @@ class AttachmentPolicy:
 class PipelineContext:
     """One incoming server's configuration, compiled for the pipeline.
 
-    Field by field: the server and its namespace's settings; ``mailboxes``,
-    the server's own addresses (``email`` + ``addresses``) that mail must be
-    sent to; ``own_addresses``, every address the desk sends from, so its own
-    acknowledgements are recognised; the compiled sender filter, spam
-    filters, incoming rules (sorted, this server's only), email command and
-    request-ID pattern; the attachment policy; the sender directory and the
-    two store lookups.
+    ``mailboxes`` are the server's own addresses (``email`` + ``addresses``)
+    that mail must be sent to; ``own_addresses`` every address the desk sends
+    from, so its own acknowledgements are recognised.
     """
 
     server: IncomingServer
@@ -147,7 +134,7 @@ class PipelineContext:
     own_addresses: frozenset[str]
     sender_filter: AddressList | None
     spam_filters: tuple[ConditionSet, ...]
-    rules: tuple[CompiledRule, ...]
+    rules: tuple[CompiledRule, ...]  # enabled, for this server, in evaluation order
     command: CompiledCommand | None
     request_ids: RequestIdPattern
     attachments: AttachmentPolicy
@@ -155,8 +142,8 @@ class PipelineContext:
     creation_domains: frozenset[str]
     defaults: tuple[tuple[str, str], ...]
     directory: SenderDirectory | None  # None: no user list, every sender counts as a user
-    seen_message_id: SeenLookup = field(default=_never_seen)
-    thread_lookup: ThreadLookup = field(default=_no_thread)
+    seen_message_id: SeenLookup = _never_seen
+    thread_lookup: ThreadLookup = _no_thread
 
     @property
     def namespace(self) -> str:
@@ -167,59 +154,16 @@ class PipelineContext:
         return self.server.metadata.name
 
     @classmethod
-    def create(
-        cls,
-        server: IncomingServer,
-        *,
-        settings: MailSettings | MailSettingsSpec | None = None,
-        recipient_filter: RecipientFilter | None = None,
-        spam_filters: Iterable[SpamFilter] = (),
-        email_command: EmailCommand | None = None,
-        rules: Iterable[IncomingEmailRule] = (),
-        own_addresses: Iterable[str] = (),
-        directory: SenderDirectory | None = None,
-        seen_message_id: SeenLookup | None = None,
-        thread_lookup: ThreadLookup | None = None,
-    ) -> PipelineContext:
-        """Compile resolved resources; ``rules`` may hold other servers' rules (skipped)."""
-        spec = server.spec
-        if isinstance(settings, MailSettings):
-            settings = settings.spec
-        settings = settings or MailSettingsSpec()
-        mailboxes = frozenset(a.casefold() for a in (spec.email, *spec.addresses))
-        defaults = spec.defaults.model_dump(by_alias=True, exclude_none=True)
-        return cls(
-            server=server,
-            settings=settings,
-            mailboxes=mailboxes,
-            own_addresses=frozenset(a.strip().casefold() for a in own_addresses) | mailboxes,
-            sender_filter=AddressList.of(recipient_filter) if recipient_filter else None,
-            spam_filters=tuple(
-                ConditionSet(f.metadata.name, MatchMode(f.spec.match), tuple(f.spec.conditions))
-                for f in spam_filters if f.spec.enabled),
-            rules=_compile_rules(rules, server.metadata.name),
-            command=_compile_command(email_command),
-            request_ids=request_id_pattern(settings),
-            attachments=_attachment_policy(settings),
-            creation_emails=frozenset(e.casefold() for e in spec.creation.allowed_emails),
-            creation_domains=frozenset(d.casefold() for d in spec.creation.allowed_domains),
-            defaults=tuple(defaults.items()),
-            directory=directory,
-            seen_message_id=seen_message_id or _never_seen,
-            thread_lookup=thread_lookup or _no_thread,
-        )
-
-    @classmethod
     def from_resources(
         cls,
         server: IncomingServer,
         resources: Iterable[Resource],
         *,
         directory: SenderDirectory | None = None,
-        seen_message_id: SeenLookup | None = None,
-        thread_lookup: ThreadLookup | None = None,
+        seen_message_id: SeenLookup = _never_seen,
+        thread_lookup: ThreadLookup = _no_thread,
     ) -> PipelineContext:
-        """Resolve ``server``'s references among its namespace's ``resources``.
+        """Compile ``server``'s configuration from its namespace's ``resources``.
 
         A reference to a missing filter, spam filter or command raises
         LookupError: an allow list or spam filter silently dropped would let
@@ -227,57 +171,72 @@ class PipelineContext:
         """
         namespace = server.metadata.namespace
         mine = [r for r in resources if r.metadata.namespace == namespace]
-        by_kind: dict[str, dict[str, Resource]] = {}
-        for r in mine:
-            by_kind.setdefault(r.kind, {})[r.metadata.name] = r
+        by_name = {(r.kind, r.metadata.name): r for r in mine}
 
-        def resolve(kind: str, name: str) -> Resource:
-            found = by_kind.get(kind, {}).get(name)
-            if found is None:
+        def resolve(kind: type[R], name: str) -> R:
+            found = by_name.get((kind.__name__, name))
+            if not isinstance(found, kind):
                 raise LookupError(
-                    f"incoming server {server.metadata.name} uses {kind} {name}, which does "
-                    f"not exist in namespace {namespace}")
+                    f"incoming server {server.metadata.name} uses {kind.__name__} {name}, "
+                    f"which does not exist in namespace {namespace}")
             return found
 
         spec = server.spec
-        own: list[str] = []
-        for r in mine:
-            if isinstance(r, OutgoingServer):
-                own += [a for a in (r.spec.email, r.spec.reply_to, r.spec.mailbox) if a]
-            elif isinstance(r, IncomingServer):
-                own += [r.spec.email, *r.spec.addresses]
-        settings = next((r for r in mine if isinstance(r, MailSettings)), None)
-        return cls.create(
-            server,
+        found = next((r for r in mine if isinstance(r, MailSettings)), None)
+        settings = found.spec if found is not None else MailSettingsSpec()
+        mailboxes = frozenset(a.casefold() for a in (spec.email, *spec.addresses))
+        sender_filter = resolve(RecipientFilter, spec.recipient_filter) \
+            if spec.recipient_filter else None
+        command = resolve(EmailCommand, spec.email_command) if spec.email_command else None
+        spam = [resolve(SpamFilter, name) for name in spec.spam_filters]
+        return cls(
+            server=server,
             settings=settings,
-            recipient_filter=resolve("RecipientFilter", spec.recipient_filter)  # type: ignore[arg-type]
-            if spec.recipient_filter else None,
-            spam_filters=[resolve("SpamFilter", n) for n in spec.spam_filters],  # type: ignore[misc]
-            email_command=resolve("EmailCommand", spec.email_command)  # type: ignore[arg-type]
-            if spec.email_command else None,
-            rules=[r for r in mine if isinstance(r, IncomingEmailRule)],
-            own_addresses=own,
+            mailboxes=mailboxes,
+            own_addresses=_own_addresses(mine) | mailboxes,
+            sender_filter=AddressList.of(sender_filter) if sender_filter else None,
+            spam_filters=tuple(
+                ConditionSet(f.metadata.name, MatchMode(f.spec.match), tuple(f.spec.conditions))
+                for f in spam if f.spec.enabled),
+            rules=_compile_rules(mine, server.metadata.name),
+            command=_compile_command(command) if command and command.spec.enabled else None,
+            request_ids=request_id_pattern(settings),
+            attachments=AttachmentPolicy(
+                int(settings.attachment_limit_mb * MIB),
+                _extensions(settings.incoming_attachments.blocked_extensions),
+                _extensions(settings.incoming_attachments.allowed_extensions)),
+            creation_emails=frozenset(e.casefold() for e in spec.creation.allowed_emails),
+            creation_domains=frozenset(d.casefold() for d in spec.creation.allowed_domains),
+            defaults=tuple(spec.defaults.model_dump(by_alias=True, exclude_none=True).items()),
             directory=directory,
             seen_message_id=seen_message_id,
             thread_lookup=thread_lookup,
         )
 
 
-def _compile_rules(rules: Iterable[IncomingEmailRule], server: str) -> tuple[CompiledRule, ...]:
+def _own_addresses(resources: Iterable[Resource]) -> frozenset[str]:
+    """Every address the namespace's desk sends or fetches from, casefolded."""
+    own: list[str] = []
+    for r in resources:
+        if isinstance(r, OutgoingServer):
+            own += [a for a in (r.spec.email, r.spec.reply_to, r.spec.mailbox) if a]
+        elif isinstance(r, IncomingServer):
+            own += [r.spec.email, *r.spec.addresses]
+    return frozenset(a.strip().casefold() for a in own)
+
+
+def _compile_rules(resources: Iterable[Resource], server: str) -> tuple[CompiledRule, ...]:
     """The enabled rules that apply to ``server``, in evaluation order."""
+    rules = [r for r in resources if isinstance(r, IncomingEmailRule) and r.spec.enabled
+             and (not r.spec.servers or server in r.spec.servers)]
     return tuple(
-        CompiledRule(
-            r.metadata.name, r.spec.order,
-            ConditionSet(r.metadata.name, MatchMode(r.spec.match), tuple(r.spec.conditions)),
-            IncomingAction(r.spec.action), tuple(r.spec.set_fields.items()),
-            r.spec.stop_processing)
-        for r in sorted(rules, key=lambda r: (r.spec.order, r.metadata.name))
-        if r.spec.enabled and (not r.spec.servers or server in r.spec.servers))
+        CompiledRule(r.metadata.name, MatchMode(r.spec.match), tuple(r.spec.conditions),
+                     IncomingAction(r.spec.action), tuple(r.spec.set_fields.items()),
+                     r.spec.stop_processing)
+        for r in sorted(rules, key=lambda r: (r.spec.order, r.metadata.name)))
 
 
-def _compile_command(email_command: EmailCommand | None) -> CompiledCommand | None:
-    if email_command is None or not email_command.spec.enabled:
-        return None
+def _compile_command(email_command: EmailCommand) -> CompiledCommand:
     c = email_command.spec
     return CompiledCommand(
         email_command.metadata.name, c.subject_contains.casefold(),
@@ -285,11 +244,5 @@ def _compile_command(email_command: EmailCommand | None) -> CompiledCommand | No
         frozenset(f.casefold() for f in c.allowed_fields), c.authorized_senders_only)
 
 
-def _attachment_policy(settings: MailSettingsSpec) -> AttachmentPolicy:
-    def extensions(listed: Iterable[str]) -> frozenset[str]:
-        return frozenset(e.lstrip(".").casefold() for e in listed)
-
-    rules = settings.incoming_attachments
-    return AttachmentPolicy(limit_bytes=int(settings.attachment_limit_mb * MIB),
-                            blocked=extensions(rules.blocked_extensions),
-                            allowed=extensions(rules.allowed_extensions))
+def _extensions(listed: Iterable[str]) -> frozenset[str]:
+    return frozenset(e.lstrip(".").casefold() for e in listed)

@@ -1,9 +1,8 @@
 """Who the desk knows: the pipeline asks a :class:`SenderDirectory` about senders.
 
-The desk's user list lives outside this project (the service desk owns it), so
-the pipeline depends only on the small :class:`SenderDirectory` protocol. The
-default implementation, :class:`MappingSenderDirectory`, is backed by a
-mapping or a YAML/JSON file of this shape::
+The user list belongs to the service desk, not this project, so the pipeline
+depends only on that small protocol. :class:`MappingSenderDirectory` reads a
+mapping or a YAML/JSON file of this shape (compared case-insensitively)::
 
     users:
       - email: jane@acme.example
@@ -13,8 +12,6 @@ mapping or a YAML/JSON file of this shape::
         status: archived        # active (default) | archived | deleted
     domains:                    # optional: every address of these domains is a
       - acme.example            # known, active user without command rights
-
-Addresses and domains compare case-insensitively.
 """
 
 from __future__ import annotations
@@ -61,13 +58,10 @@ class MappingSenderDirectory:
 
     def lookup(self, address: str) -> DirectoryEntry | None:
         key = address.strip().casefold()
-        found = self._entries.get(key)
-        if found is not None:
-            return found
+        if key in self._entries:
+            return self._entries[key]
         domain = key.rpartition("@")[2]
-        if domain and domain in self._domains:
-            return DirectoryEntry(email=address)
-        return None
+        return DirectoryEntry(email=address) if domain and domain in self._domains else None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "directory"
@@ -106,17 +100,16 @@ class MappingSenderDirectory:
             raise DirectoryError(
                 f"cannot read the sender directory {path}: {exc.strerror or exc}; "
                 "check the path and its permissions") from None
+        syntax = "JSON" if path.suffix.lower() == ".json" else "YAML"
         try:
-            if path.suffix.lower() == ".json":
+            if syntax == "JSON":
                 data = json.loads(text)
             else:
                 import yaml
 
                 data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError both are
-            raise DirectoryError(f"{path} is not valid JSON/YAML: {exc}") from None
-        except Exception as exc:  # yaml.YAMLError is not a ValueError
-            raise DirectoryError(f"{path} is not valid YAML: {exc}") from None
+        except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
+            raise DirectoryError(f"{path} is not valid {syntax}: {exc}") from None
         if data is None:
             data = {}
         if not isinstance(data, Mapping):

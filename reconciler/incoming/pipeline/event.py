@@ -1,15 +1,13 @@
 """What the pipeline hands back: the audit lines and, for a processed mail, a ticket event.
 
-:class:`TicketEvent` is the normalised form of one processed mail (SPEC I8):
-``create`` a ticket, ``reply`` to one, or run a ``command`` on one. It is
-plain data with a stable JSON form (:meth:`TicketEvent.to_json`, orjson,
-sorted keys) described by ``schemas/events/ticket-event.json``; the schema's
-``version`` field changes whenever a field changes meaning.
+:class:`TicketEvent` is one processed mail normalised (SPEC I8): ``create`` a
+ticket, ``reply`` to one, or a ``command`` on one. Its JSON form (orjson, sorted
+keys) is described by ``schemas/events/ticket-event.json``, whose ``version``
+changes whenever a field changes meaning.
 
-Attachment bytes are not part of the event: the event lists each kept
-attachment by name, type, size and sha256, and
-:attr:`PipelineResult.attachment_data` maps each sha256 to its bytes so the
-runner can store them once (two identical files share one entry).
+The event lists kept attachments by name, type, size and sha256;
+:attr:`PipelineResult.attachment_data` maps each sha256 to the bytes, so the
+runner stores them once (two identical files share one entry).
 """
 
 from __future__ import annotations
@@ -143,11 +141,8 @@ class Audience(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """A notification the runner should send (the pipeline itself sends nothing).
-
-    Used for stripped attachments (I5): the sender and the error recipients
-    are told which files were dropped and why.
-    """
+    """A notification for the runner to send (the pipeline sends nothing): which
+    stripped attachments (I5) were dropped and why."""
 
     audience: tuple[Audience, ...]
     sender: str | None  # the address behind Audience.SENDER
@@ -160,15 +155,14 @@ class Notice:
 class PipelineResult:
     """The outcome of one mail.
 
-    ``audit`` always starts with a RECEIVED entry and has exactly one final
-    entry (RECEIVED_IGNORED, PROCESSED or PROCESSED_FAILED, equal to
-    ``status``), with one ATTACHMENT_PROCESSED_FAILED entry per stripped
-    attachment before it. ``event`` is set only when ``status`` is PROCESSED.
-    ``move_to_error_folder`` is true when the mail could not be handled at all
-    (unreadable, or an unexpected error), i.e. when a person should look at it.
+    ``audit``: a RECEIVED entry, one ATTACHMENT_PROCESSED_FAILED per stripped
+    attachment, and one final entry whose status is ``status``. ``event`` only
+    when PROCESSED. ``move_to_error_folder`` when the mail could not be handled
+    at all (unreadable, an unexpected error): a person should look at it.
     """
 
     status: AuditStatus
+    code: str  # verdict.Code of the final audit entry (its details["code"])
     reason: str
     stage: str  # name of the stage that decided
     message_id: str
@@ -177,7 +171,3 @@ class PipelineResult:
     attachment_data: Mapping[str, bytes] = field(default_factory=dict)
     notices: tuple[Notice, ...] = ()
     move_to_error_folder: bool = False
-
-    @property
-    def processed(self) -> bool:
-        return self.status == AuditStatus.PROCESSED

@@ -1,10 +1,9 @@
 """Who originally wrote a forwarded mail.
 
-Two shapes occur: the original attached as message/rfc822 (parse.py reads
-its From), and the original pasted into the body under a marker line, which
-every client writes differently. A body is only searched when the subject
-says it is a forward (``Fwd:``, ``FW:``, ``WG:``, ``TR:``, ``RV:``, ...) or
-the body carries an unambiguous forward marker; Outlook's "Original Message"
+The original is attached as message/rfc822 (parse.py reads its From) or pasted
+into the body under a marker line every client writes differently. A body is
+only searched when the subject says forward (``Fwd:``, ``FW:``, ``WG:``, ``TR:``,
+``RV:``, ...) or it has an unambiguous marker: Outlook's "Original Message"
 block alone also starts every reply, and a reply is not a forward.
 """
 

@@ -1,45 +1,40 @@
 """Raw RFC 5322 bytes -> :class:`ParsedMail`, as forgiving as real mail needs.
 
-The stdlib parser does the MIME work (RFC 2231 parameters, transfer
-encodings) and records what it had to guess as defects instead of raising.
-The structure is parsed with ``compat32`` (the feedparser asks every part for
-its Content-Type, and compat32 answers several times faster: 5,000 mails took
-~12 s with ``policy.default`` throughout and ~5 s this way); the headers the
-pipeline reads go through ``policy.default``'s header registry for proper
-RFC 2047 decoding and address parsing. On top of that:
+The stdlib parser does the MIME work (RFC 2231 parameters, transfer encodings)
+and records what it had to guess as defects instead of raising. The structure
+is parsed with ``compat32`` (the feedparser asks every part for its
+Content-Type, and compat32 answers several times faster: 5,000 mails took ~12 s
+with ``policy.default`` throughout and ~5 s this way); the headers the pipeline
+reads go through ``policy.default``'s header registry for RFC 2047 decoding and
+address parsing. On top of that:
 
 - Header text that arrived as raw 8-bit bytes (allowed by nobody, sent by
   many) is read as UTF-8, else Windows-1252, instead of leaking surrogates.
-- Bodies are decoded with their declared charset through a few aliases that
-  mail clients get wrong in practice (GB2312 labels GBK text, ISO-8859-1
-  labels Windows-1252 quotes, Shift_JIS labels Windows-31J); an unknown
-  charset name falls back to UTF-8, then Windows-1252, with a note.
-- A multipart without its boundary keeps its raw text as the body.
-- Attachments are collected with their decoded bytes and whether their
-  transfer encoding decoded cleanly; judging them is attachments.py's job.
-- Forwarded originals (message/rfc822 parts) are kept as .eml attachments
-  and their From addresses remembered for the forwarded-sender check.
+- Bodies are decoded through a few aliases for labels mail clients get wrong
+  (GB2312 labels GBK text, ISO-8859-1 Windows-1252 quotes, Shift_JIS
+  Windows-31J); an unknown charset falls back to UTF-8, then Windows-1252.
+- Attachments keep their decoded bytes and whether the transfer encoding
+  decoded cleanly; judging them is attachments.py's job. Forwarded originals
+  (message/rfc822) become .eml attachments; their From feeds the forwarded-sender check.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import errors as email_errors
 from email import policy
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 
 from reconciler.incoming.pipeline.event import Address
 from reconciler.incoming.pipeline.html_text import html_to_text
 
-# MIME structure with compat32 (its Content-Type handling is several times faster and
-# the feedparser consults it for every part); header text and addresses through
-# policy.default's header registry, which decodes RFC 2047 and parses addresses properly.
 _PARSER = BytesParser(policy=policy.compat32)
 _DEFAULT = policy.default
 _MSG_ID = re.compile(r"<([^<>\s]+)>")
@@ -97,8 +92,7 @@ class ParsedMail:
     notes: list[str] = field(default_factory=list)
 
     def header(self, name: str) -> str | None:
-        value = _header(self.message, name)
-        return value if value else None
+        return _header(self.message, name) or None
 
 
 def parse(raw: bytes) -> ParsedMail:
@@ -170,10 +164,8 @@ def _header(msg: Message, name: str) -> str | None:
         return None
     text = raw
     if "=?" in text or not text.isascii():
-        try:
+        with contextlib.suppress(Exception):  # the policy's parser gave up: keep the raw text
             text = str(_DEFAULT.header_factory(name, raw))
-        except Exception:  # the policy's parser gave up: keep the raw text
-            text = raw
         text = _fix_8bit(text)
         if "=?" in text and _ENCODED_WORD.search(text):
             text = _decode_words(text)
@@ -190,38 +182,26 @@ def _decode_words(text: str) -> str:
         parts = decode_header(text)
     except Exception:
         return text
-    out = []
-    for chunk, charset in parts:
-        if isinstance(chunk, bytes):
-            out.append(decode_text(chunk, charset)[0])
-        else:
-            out.append(chunk)
-    return "".join(out)
+    return "".join(decode_text(chunk, charset)[0] if isinstance(chunk, bytes) else chunk
+                   for chunk, charset in parts)
 
 
 def _addresses(msg: Message, name: str) -> tuple[Address, ...]:
-    found: list[Address] = []
     raw = _raw(msg, name)
     if raw is None or not raw.strip():
         return ()
     try:
-        header = _DEFAULT.header_factory(name, raw)
-        groups = getattr(header, "addresses", None)
-        if groups is not None:
-            for a in groups:
-                if a.username and a.domain:
-                    found.append(Address(_fix_8bit(f"{a.username}@{a.domain}"),
-                                         _fix_8bit(a.display_name) or None))
-            if found:
-                return tuple(found)
+        found = [Address(_fix_8bit(f"{a.username}@{a.domain}"), _fix_8bit(a.display_name) or None)
+                 for a in getattr(_DEFAULT.header_factory(name, raw), "addresses", ())
+                 if a.username and a.domain]
     except Exception:
-        pass
+        found = []
+    if found:
+        return tuple(found)
     # The policy's parser gave up: the stdlib's older, looser split still finds
     # addresses in most broken headers.
-    for display, addr in getaddresses([_fix_8bit(raw)]):
-        if "@" in addr:
-            found.append(Address(addr.strip(), display.strip() or None))
-    return tuple(found)
+    return tuple(Address(addr.strip(), display.strip() or None)
+                 for display, addr in getaddresses([_fix_8bit(raw)]) if "@" in addr)
 
 
 def _date(value: str | None) -> datetime | None:
@@ -289,26 +269,19 @@ def _walk(part: Message, mail: ParsedMail) -> None:
                 _walk(sub, mail)
         return
     disposition = part.get_content_disposition()
-    try:
-        filename = part.get_filename()
-    except Exception:
-        filename = None
+    filename = _filename(part)
     if filename is not None:
         filename = _fix_8bit(filename)
         if "=?" in filename:
             filename = _decode_words(filename)
-    maintype = ctype.partition("/")[0]
-    if maintype == "multipart":
+    data, damaged = _payload(part)
+    if ctype.startswith("multipart/"):
         # A multipart whose boundary is missing: the parser kept it as one text blob.
         mail.notes.append(f"{ctype} part has no usable boundary; its raw text is the body")
-        data, _ = _payload(part)
         text, _ = decode_text(data, part.get_content_charset())
         mail.text_body = _join(mail.text_body, text)
         return
-    is_text_body = (ctype in ("text/plain", "text/html") and disposition != "attachment"
-                    and not filename)
-    if is_text_body:
-        data, damaged = _payload(part)
+    if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
         text, note = decode_text(data, part.get_content_charset())
         if note:
             mail.notes.append(note)
@@ -319,7 +292,6 @@ def _walk(part: Message, mail: ParsedMail) -> None:
         elif mail.html_body is None:
             mail.html_body = text
         return
-    data, damaged = _payload(part)
     cid = part.get("Content-ID")
     content_id = str(cid).strip().strip("<>") if cid else None
     inline = disposition == "inline" or (content_id is not None and disposition != "attachment")
@@ -331,21 +303,21 @@ def _forwarded(part: Message, mail: ParsedMail) -> None:
     name = None
     data = b""
     if isinstance(inner, Message):
-        found = _addresses(inner, "From")
-        mail.forwarded_from.extend(found)
+        mail.forwarded_from.extend(_addresses(inner, "From"))
         subject = _header(inner, "Subject") or "forwarded message"
         name = _UNSAFE_NAME.sub("_", subject[:80]) + ".eml"
-        try:
-            data = inner.as_bytes(policy=policy.SMTP) if isinstance(inner, EmailMessage) \
-                else inner.as_bytes()
-        except Exception:
-            data = b""
-    try:
-        filename = part.get_filename()
-    except Exception:
-        filename = None
-    mail.attachments.append(RawAttachment(filename or name, "message/rfc822", data,
+        # compat32 parts are plain Messages; one that cannot be written back stays empty.
+        with contextlib.suppress(Exception):
+            data = inner.as_bytes()
+    mail.attachments.append(RawAttachment(_filename(part) or name, "message/rfc822", data,
                                           part.get_content_disposition() == "inline", None))
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        return part.get_filename()
+    except Exception:  # a malformed RFC 2231 parameter: the part stays, unnamed
+        return None
 
 
 def _join(first: str, second: str) -> str:

@@ -22,7 +22,6 @@ from reconciler.incoming.pipeline.stages import STAGES, Work
 from reconciler.incoming.pipeline.verdict import Code, Verdict, failed
 from reconciler.state.base import AuditEntry, AuditStatus
 
-STAGE_NAMES: tuple[str, ...] = tuple(name for name, _ in STAGES)
 _SUBJECT_IN_AUDIT = 200  # characters: enough to recognise a mail, not a copy of it
 
 
@@ -32,24 +31,25 @@ def process(raw: bytes, ctx: PipelineContext, *,
     work = Work(raw=raw, ctx=ctx, received_at=received_at or datetime.now(UTC))
     verdict: Verdict | None = None
     stage = "event"
-    for stage, run in STAGES:
+    for name, run in STAGES:
         try:
             verdict = run(work)
         except Exception as exc:  # the promise of this module: no mail raises
-            verdict = failed(Code.UNEXPECTED, f"unexpected error in stage {stage}: "
-                             f"{type(exc).__name__}: {exc}"[:500], error_folder=True)
+            verdict = _unexpected(f"in stage {name}", exc)
         if verdict is not None:
+            stage = name
             break
-    else:
-        stage = "event"
     try:
         return _result(work, verdict, stage)
     except Exception as exc:
-        verdict = failed(Code.UNEXPECTED, f"unexpected error building the event: "
-                         f"{type(exc).__name__}: {exc}"[:500], error_folder=True)
         work.kept.clear()
         work.stripped.clear()
-        return _result(work, verdict, stage)
+        return _result(work, _unexpected("building the event", exc), stage)
+
+
+def _unexpected(where: str, exc: Exception) -> Verdict:
+    return failed(Code.UNEXPECTED, f"unexpected error {where}: {type(exc).__name__}: {exc}"[:500],
+                  error_folder=True)
 
 
 def _result(w: Work, verdict: Verdict | None, stage: str) -> PipelineResult:
@@ -68,56 +68,49 @@ def _result(w: Work, verdict: Verdict | None, stage: str) -> PipelineResult:
     if verdict is not None:
         audit.append(entry(verdict.status, verdict.reason, code=verdict.code, stage=stage,
                            **verdict.details))
-        return PipelineResult(verdict.status, verdict.reason, stage, message_id, tuple(audit),
-                              move_to_error_folder=verdict.error_folder)
+        return PipelineResult(verdict.status, verdict.code, verdict.reason, stage, message_id,
+                              tuple(audit), move_to_error_folder=verdict.error_folder)
 
-    notices: tuple[Notice, ...] = ()
     for r in w.stripped:
         audit.append(entry(AuditStatus.ATTACHMENT_PROCESSED_FAILED,
                            f"attachment {r.name} removed: {r.reason}", code=str(r.problem),
                            stage="attachments", attachment=r.name, content_type=r.content_type,
                            size=r.size))
-    if w.stripped:
-        notices = (Notice(
-            audience=(Audience.SENDER, Audience.ERROR_RECIPIENTS),
-            sender=w.sender.email,
-            subject=f"Attachments removed from your mail: {mail.subject}"[:200],
-            reason="some attachments could not be accepted and were removed",
-            items=tuple(f"{r.name}: {r.reason}" for r in w.stripped)),)
+    notices = (Notice(
+        audience=(Audience.SENDER, Audience.ERROR_RECIPIENTS),
+        sender=w.sender.email,
+        subject=f"Attachments removed from your mail: {mail.subject}"[:200],
+        reason="some attachments could not be accepted and were removed",
+        items=tuple(f"{r.name}: {r.reason}" for r in w.stripped)),) if w.stripped else ()
 
     event = _event(w)
-    if event.kind == EventKind.CREATE:
-        code, reason = Code.CREATED, "a new ticket"
-    elif event.kind == EventKind.REPLY:
-        assert event.ticket is not None
-        code, reason = Code.REPLIED, f"a reply to {event.ticket.module} {event.ticket.number}"
-    else:
-        assert event.ticket is not None
-        code = Code.COMMAND
-        reason = f"command {event.operation} on {event.ticket.module} {event.ticket.number}"
+    ticket = f"{event.ticket.module} {event.ticket.number}" if event.ticket else ""
+    code, reason = {
+        EventKind.CREATE: (Code.CREATED, "a new ticket"),
+        EventKind.REPLY: (Code.REPLIED, f"a reply to {ticket}"),
+        EventKind.COMMAND: (Code.COMMAND, f"command {event.operation} on {ticket}"),
+    }[event.kind]
     audit.append(entry(AuditStatus.PROCESSED, reason, code=code, stage="event",
                        kind=str(event.kind), kept_attachments=len(event.attachments),
                        stripped_attachments=len(w.stripped)))
-    return PipelineResult(AuditStatus.PROCESSED, reason, "event", message_id, tuple(audit),
+    return PipelineResult(AuditStatus.PROCESSED, code, reason, "event", message_id, tuple(audit),
                           event=event, attachment_data=dict(w.data), notices=notices)
 
 
 def _event(w: Work) -> TicketEvent:
-    fields: dict[str, str] = {}
-    sources: dict[str, str] = {}
-    for key, value in w.ctx.defaults:
-        fields[key], sources[key] = value, "defaults"
-    for key, (value, rule) in w.rule_fields.items():
-        fields[key], sources[key] = value, f"rule:{rule}"
+    # (field, value, source); a later one wins: defaults < incoming rules < commands.
+    layers = [(key, value, "defaults") for key, value in w.ctx.defaults]
+    layers += [(key, value, f"rule:{rule}") for key, (value, rule) in w.rule_fields.items()]
     if w.commands is not None:
-        for key, value in w.commands.fields.items():
-            fields[key], sources[key] = value, "command"
+        layers += [(key, value, "command") for key, value in w.commands.fields.items()]
+    fields = {key: value for key, value, _ in layers}
+    sources = {key: source for key, _, source in layers}
     m = w.mail
     return TicketEvent(
         kind=w.kind,
         namespace=w.ctx.namespace,
         server=w.ctx.server_name,
-        mailbox=w.mailbox or w.ctx.server.spec.email,
+        mailbox=w.mailbox,
         ticket=w.ticket,
         operation=w.commands.operation if w.commands else None,
         requester=w.requester,

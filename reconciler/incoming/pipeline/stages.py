@@ -31,7 +31,6 @@ from reconciler.incoming.pipeline.event import (
 from reconciler.incoming.pipeline.forwarded import inline_original_sender
 from reconciler.incoming.pipeline.parse import ParsedMail, parse
 from reconciler.incoming.pipeline.verdict import Code, Verdict, failed, ignored
-from reconciler.runtime.addresses import AddressList
 from reconciler.runtime.routing import evaluate
 
 
@@ -42,9 +41,10 @@ class Work:
     raw: bytes
     ctx: PipelineContext
     received_at: datetime
-    mail: ParsedMail = None  # type: ignore[assignment]  # set by the parse stage
+    mail: ParsedMail = None  # type: ignore[assignment]  # set by the parse stage, as are:
+    sender: Address = None  # type: ignore[assignment]
     requester: Address = None  # type: ignore[assignment]
-    via: str = "to"  # how the mailbox got it: to | cc | bcc
+    fields: _MailFields = None  # type: ignore[assignment]  # what filters and rules test
     mailbox: str = ""
     kind: EventKind = EventKind.CREATE
     ticket: TicketRef | None = None
@@ -54,16 +54,6 @@ class Work:
     data: dict[str, bytes] = field(default_factory=dict)
     stripped: list[att.Rejected] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    _conditions: _MailFields | None = None
-
-    @property
-    def sender(self) -> Address:
-        return self.mail.sender  # type: ignore[return-value]  # parse stage guarantees it
-
-    def condition_fields(self) -> _MailFields:
-        if self._conditions is None:
-            self._conditions = _MailFields(self.mail)
-        return self._conditions
 
 
 class _MailFields(Mapping[str, str]):
@@ -71,12 +61,12 @@ class _MailFields(Mapping[str, str]):
     replyTo, to, cc, body, plus any header as ``header:Name``."""
 
     def __init__(self, mail: ParsedMail) -> None:
-        sender = mail.sender or Address("")
+        assert mail.sender is not None  # the parse stage stops a mail without one
         self._mail = mail
         self._base = {
             "subject": mail.subject,
-            "from": sender.email,
-            "fromName": sender.name or "",
+            "from": mail.sender.email,
+            "fromName": mail.sender.name or "",
             "replyTo": ", ".join(a.email for a in mail.reply_to),
             "to": ", ".join(a.email for a in mail.to),
             "cc": ", ".join(a.email for a in mail.cc),
@@ -86,12 +76,11 @@ class _MailFields(Mapping[str, str]):
     def __getitem__(self, key: str) -> str:
         if key in self._base:
             return self._base[key]
-        name = key.partition(":")[2] if key.casefold().startswith("header:") else None
-        if name:
-            value = self._mail.header(name)
-            if value is not None:
-                return value
-        raise KeyError(key)
+        prefix, _, name = key.partition(":")
+        value = self._mail.header(name) if prefix.casefold() == "header" and name else None
+        if value is None:
+            raise KeyError(key)
+        return value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._base)
@@ -116,8 +105,10 @@ def read(w: Work) -> Verdict | None:
     if w.mail.sender is None:
         return failed(Code.NO_SENDER, "the mail has no usable From address, so there is no one "
                       "to create a ticket for", error_folder=True)
+    w.sender = w.mail.sender
     reply_to = w.mail.reply_to
     w.requester = reply_to[0] if reply_to and w.ctx.settings.use_reply_to else w.sender
+    w.fields = _MailFields(w.mail)
     return None
 
 
@@ -143,21 +134,24 @@ _AUTO_SUPPRESS = ("all", "oof", "autoreply")
 _BOUNCE_SENDERS = frozenset({"mailer-daemon", "postmaster"})
 
 
+# Header -> does this value mark an automatic reply?
+_AUTO_HEADERS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("Auto-Submitted", lambda v: v.split(";")[0].strip().casefold() != "no"),
+    ("Precedence", lambda v: v.strip().casefold() in _AUTO_PRECEDENCE),
+    ("X-Auto-Response-Suppress",
+     lambda v: any(t.strip().casefold() in _AUTO_SUPPRESS for t in v.split(","))),
+    ("X-Autoreply", lambda v: True),
+    ("X-Autorespond", lambda v: True),
+)
+
+
 def auto_reply(w: Work) -> Verdict | None:
     m = w.mail
     if m.message.get_content_type() == "multipart/report" or (
             w.sender.email.partition("@")[0].casefold() in _BOUNCE_SENDERS):
         return ignored(Code.DELIVERY_REPORT, "a delivery status report (bounce) from a mail "
                        "server, not a message from a person")
-    checks = (
-        ("Auto-Submitted", lambda v: v.split(";")[0].strip().casefold() != "no"),
-        ("Precedence", lambda v: v.strip().casefold() in _AUTO_PRECEDENCE),
-        ("X-Auto-Response-Suppress",
-         lambda v: any(t.strip().casefold() in _AUTO_SUPPRESS for t in v.split(","))),
-        ("X-Autoreply", lambda v: True),
-        ("X-Autorespond", lambda v: True),
-    )
-    for header, is_auto in checks:
+    for header, is_auto in _AUTO_HEADERS:
         value = m.header(header)
         if value is not None and is_auto(value):
             return ignored(Code.AUTO_REPLY, f"an automatic reply ({header}: {value}); answering "
@@ -172,14 +166,6 @@ def duplicate(w: Work) -> Verdict | None:
     return None
 
 
-def _listed(flt: AddressList, address: str) -> tuple[bool, str | None]:
-    """(passes, matching entry) for one address."""
-    hit = flt.entry_for(address)
-    if flt.type == FilterType.ALLOW:
-        return hit is not None, hit[1] if hit else None
-    return hit is None, hit[1] if hit else None
-
-
 def sender_filter(w: Work) -> Verdict | None:
     flt = w.ctx.sender_filter
     if flt is None:
@@ -188,15 +174,15 @@ def sender_filter(w: Work) -> Verdict | None:
     if w.ctx.settings.use_reply_to and w.mail.reply_to:
         checks.append(("Reply-To", w.mail.reply_to[0].email, Code.REPLY_TO_IGNORED,
                        Code.REPLY_TO_NOT_ALLOWED))
+    allow = flt.type == FilterType.ALLOW
     for role, address, on_ignore, not_allowed in checks:
-        ok, entry = _listed(flt, address)
-        if ok:
-            continue
-        if flt.type == FilterType.ALLOW:
+        hit = flt.entry_for(address)
+        if allow and hit is None:
             return ignored(not_allowed, f"{role} {address} is not on allow list {flt.name}",
                            filter=flt.name, address=address)
-        return ignored(on_ignore, f"{role} {address} matches {entry} on ignore list "
-                       f"{flt.name}", filter=flt.name, address=address, entry=entry)
+        if not allow and hit is not None:
+            return ignored(on_ignore, f"{role} {address} matches {hit[1]} on ignore list "
+                           f"{flt.name}", filter=flt.name, address=address, entry=hit[1])
     return None
 
 
@@ -229,21 +215,15 @@ def sender_status(w: Work) -> Verdict | None:
 
 
 def spam_filter(w: Work) -> Verdict | None:
-    if not w.ctx.spam_filters:
-        return None
-    fields = w.condition_fields()
     for spam in w.ctx.spam_filters:
-        if matches(spam, fields):
+        if matches(spam, w.fields):
             return ignored(Code.SPAM, f"matched spam filter {spam.name}", filter=spam.name)
     return None
 
 
 def incoming_rules(w: Work) -> Verdict | None:
-    if not w.ctx.rules:
-        return None
-    fields = w.condition_fields()
     for rule in w.ctx.rules:
-        if not matches(rule.conditions, fields):
+        if not matches(rule, w.fields):
             continue
         if rule.action == IncomingAction.IGNORE:
             return ignored(Code.RULE_IGNORE, f"ignored by incoming email rule {rule.name}",
@@ -323,24 +303,17 @@ def guest(w: Work) -> Verdict | None:
 
 def recipients(w: Work) -> Verdict | None:
     mailboxes = w.ctx.mailboxes
-    w.mailbox = w.ctx.server.spec.email
-    for via, group in (("to", w.mail.to), ("cc", w.mail.cc)):
-        for a in group:
-            if a.email.casefold() in mailboxes:
-                w.via, w.mailbox = via, a.email
-                break
-        else:
-            continue
-        break
-    else:
-        w.via = "bcc"  # delivered to the mailbox without naming it: a blind copy
+    named = ((via, a.email) for via, group in (("to", w.mail.to), ("cc", w.mail.cc))
+             for a in group if a.email.casefold() in mailboxes)
+    # Delivered to the mailbox without naming it: a blind copy.
+    via, w.mailbox = next(named, ("bcc", w.ctx.server.spec.email))
     if w.kind != EventKind.CREATE:
         return None
     settings = w.ctx.settings
-    if w.via == "cc" and not settings.create_from_cc:
+    if via == "cc" and not settings.create_from_cc:
         return ignored(Code.CC_DISABLED, f"the support address {w.mailbox} is only in Cc and "
                        "creating tickets from Cc is off", mailbox=w.mailbox)
-    if w.via == "bcc" and not settings.create_from_bcc:
+    if via == "bcc" and not settings.create_from_bcc:
         return ignored(Code.BCC_DISABLED, f"the support address {w.mailbox} is in neither To "
                        "nor Cc (a blind copy) and creating tickets from Bcc is off",
                        mailbox=w.mailbox)
@@ -367,15 +340,13 @@ def creation_restriction(w: Work) -> Verdict | None:
 
 
 def attachments(w: Work) -> Verdict | None:
-    policy = w.ctx.attachments
     for index, item in enumerate(w.mail.attachments, start=1):
-        checked = att.check(item, policy, index)
+        checked = att.check(item, w.ctx.attachments, index)
         if isinstance(checked, att.Rejected):
             w.stripped.append(checked)
-            continue
-        meta, data = checked
-        w.kept.append(meta)
-        w.data[meta.sha256] = data
+        else:
+            w.kept.append(checked)
+            w.data[checked.sha256] = item.data
     return None
 
 

@@ -1,10 +1,10 @@
 """Why a mail ended where it did: one code per audit reason.
 
-The code goes into the audit entry's ``details["code"]`` (stable, for
-searching and tests); the reason is a sentence for people. RECEIVED_IGNORED
-means "deliberately not a ticket, nothing to fix"; PROCESSED_FAILED means
-"someone may need to act" (a setting, a user account, a broken mail). The
-split follows the seeds' two troubleshooting tables.
+The code goes into the audit entry's ``details["code"]`` (stable, for searching
+and tests); the reason is a sentence for people. As in the seeds' two
+troubleshooting tables, RECEIVED_IGNORED means "deliberately not a ticket,
+nothing to fix" and PROCESSED_FAILED "someone may need to act" (a setting, a
+user account, a broken mail).
 """
 
 from __future__ import annotations

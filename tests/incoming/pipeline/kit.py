@@ -9,10 +9,10 @@ from typing import Any
 from reconciler.config.models import KINDS
 from reconciler.config.models.base import Resource
 from reconciler.config.models.incoming_server import IncomingServer
-from reconciler.incoming.pipeline import (
+from reconciler.incoming.pipeline.context import PipelineContext
+from reconciler.incoming.pipeline.directory import (
     DirectoryEntry,
     MappingSenderDirectory,
-    PipelineContext,
     UserStatus,
 )
 

@@ -46,7 +46,7 @@ def test_allow_list_and_default_name() -> None:
     assert isinstance(rejected, Rejected) and rejected.problem == AttachmentProblem.EXTENSION
     kept = check(RawAttachment(None, "application/pdf", b"%PDF-1", False, None), policy, 3)
     assert not isinstance(kept, Rejected)
-    assert kept[0].name == "attachment-3.pdf"
+    assert kept.name == "attachment-3.pdf"
 
 
 def test_size_limit_is_inclusive() -> None:

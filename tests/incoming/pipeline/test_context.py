@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler.config.models.incoming_server import IncomingServer
-from reconciler.incoming.pipeline import PipelineContext
+from reconciler.incoming.pipeline.context import PipelineContext
 
 from .kit import context, resource, resources, server_spec
 

@@ -9,8 +9,8 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-from reconciler.incoming.pipeline import process
 from reconciler.incoming.pipeline.event import EVENT_SCHEMA, EVENT_VERSION
+from reconciler.incoming.pipeline.run import process
 
 from .kit import MAIL, context
 

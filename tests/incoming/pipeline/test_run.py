@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from reconciler.incoming.pipeline import Code, process
+from reconciler.incoming.pipeline.run import process
+from reconciler.incoming.pipeline.verdict import Code
 from reconciler.state.base import AuditStatus
 
 from .kit import MAIL, context, mail

@@ -13,14 +13,18 @@ from typing import Any
 
 import pytest
 
-from reconciler.incoming.pipeline import STAGE_NAMES, Code, PipelineContext, process
 from reconciler.incoming.pipeline.attachments import AttachmentProblem
+from reconciler.incoming.pipeline.context import PipelineContext
+from reconciler.incoming.pipeline.run import process
+from reconciler.incoming.pipeline.stages import STAGES
+from reconciler.incoming.pipeline.verdict import Code
 from reconciler.incoming.pipeline.verdict import Code as OutcomeCode
 from reconciler.state.base import AuditStatus
 
 from .kit import MAIL, context, mail, server_spec, settings_spec
 
 IGN, OK, FAIL = AuditStatus.RECEIVED_IGNORED, AuditStatus.PROCESSED, AuditStatus.PROCESSED_FAILED
+STAGE_NAMES = tuple(name for name, _ in STAGES)
 
 
 @dataclass(frozen=True)
