@@ -4,11 +4,12 @@ servers pointing at real peers, a store holding them, a webhook receiver."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 from peers.webhook import PostReceiver
 
 from reconciler.config.desired import CanonicalResource, ResourceKey
@@ -22,6 +23,7 @@ from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.notifier import Notifier
 from reconciler.runtime.settings import DaemonSettings
+from reconciler.runtime.tls import CA_FILE_ENV
 from reconciler.state import Action, Change, RevisionMeta, SqlStore, Store
 
 PASSWORD_ENV = "HEALTH_TEST_SMTP_PASSWORD"
@@ -114,3 +116,20 @@ class WebhookReceiver(PostReceiver):
     def events(self) -> list[tuple[str, str]]:
         with self._lock:
             return [(r["event"], r["server"]) for r in self.received]
+
+
+# The health and runtime (notifier) tests share this environment and receiver: each
+# folder's conftest imports them, which makes them fixtures there.
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CA_FILE_ENV, raising=False)
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
