@@ -96,13 +96,6 @@ class SqlStore(StoreArea):
         self.tokens: Tokens = SqlTokens(engine, self._writer, loc)
         self.leases: Leases = SqlLeases(loc, self.lineage)
 
-    @property
-    def connections(self) -> None:
-        """A marker, not an API: daemon.api asks ``hasattr(store, "connections")`` to learn
-        whether a store keeps incoming mail. Every Store does now (``store.incoming``);
-        this goes once the daemon asks that instead."""
-        return None
-
     def close(self) -> None:
         self._engine.dispose()
 

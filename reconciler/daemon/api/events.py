@@ -29,8 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reconciler.daemon.api.params import ROW_ID_MAX, JsonInt, SearchText
 from reconciler.daemon.api.schemas import ERRORS, ApiModel, Problem
-from reconciler.incoming.store import IncomingStore
-from reconciler.state.contract import StoredEvent
+from reconciler.state.contract import Incoming, StoredEvent
 
 TAG = {"name": "events", "description": "Ticket events from incoming mail (I8)."}
 
@@ -75,7 +74,7 @@ class Acked(ApiModel):
     acknowledged: int = Field(description="Pending events now marked delivered.")
 
 
-def router(events: IncomingStore) -> APIRouter:
+def router(events: Incoming) -> APIRouter:
     api = APIRouter(tags=["events"])
 
     @api.get("/v1/events", response_model=EventPage, response_model_by_alias=True,
@@ -140,7 +139,7 @@ def _ack(body: bytes) -> Ack:
         ) from None
 
 
-def _acked_through(events: IncomingStore, namespace: str | None) -> int:
+def _acked_through(events: Incoming, namespace: str | None) -> int:
     """The id before the first event not yet delivered (what `after` defaults to)."""
     first_open = events.events(after=0, limit=1, namespace=namespace, state="pending")
     if first_open:

@@ -34,7 +34,6 @@ from reconciler.daemon.api.problems import NOTIFICATION_FIELDS, validation_handl
 from reconciler.daemon.api.refusals import RefusalLog
 from reconciler.daemon.auth import BearerTokens
 from reconciler.daemon.intake import MAX_BATCH, GroupCommitter
-from reconciler.incoming.store import IncomingStore
 from reconciler.mail.envelope import Notification
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.metrics import DaemonMetrics
@@ -135,19 +134,17 @@ def create_api(
     guarded = [Depends(authorized)]
     app.include_router(notifications.router(store, route), dependencies=guarded)
     app.include_router(audit.router(store), dependencies=guarded)
-    # The SQL store keeps incoming mail's fetch state (I6) and ticket events (I8).
-    incoming = IncomingStore.of_store(store) if hasattr(store, "connections") else None
+    # Incoming mail's fetch state (I6) and ticket events (I8), from the store contract.
+    incoming = store.incoming
     app.include_router(status.router(store, settings, config, intake, incoming, app.version),
                        dependencies=guarded)
     app.include_router(monitoring.router(store, metrics, config))
-    bodies: dict[str, Any] = {}
-    if incoming is not None:
-        app.include_router(events.router(incoming), dependencies=guarded)
-        app.openapi_tags = [*_TAGS, events.TAG]
-        # The ack body is read by the route itself, so the document takes its schema
-        # from here: inline, FastAPI would turn its integer bounds into floats, and
-        # 2**63 - 1 does not survive that.
-        bodies["Ack"] = events.Ack.model_json_schema()
+    app.include_router(events.router(incoming), dependencies=guarded)
+    app.openapi_tags = [*_TAGS, events.TAG]
+    # The ack body is read by the route itself, so the document takes its schema from
+    # here: inline, FastAPI would turn its integer bounds into floats, and 2**63 - 1
+    # does not survive that.
+    bodies: dict[str, Any] = {"Ack": events.Ack.model_json_schema()}
     app.openapi = lambda: _openapi(app, bodies)  # type: ignore[method-assign]
     return app
 

@@ -16,14 +16,14 @@ from reconciler.daemon.api.schemas import (
     ResourceStatus,
 )
 from reconciler.daemon.intake import GroupCommitter
-from reconciler.incoming.store import IncomingStore
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state.base import Store
+from reconciler.state.contract import Incoming
 
 
 def router(store: Store, settings: DaemonSettings, config: ConfigHolder,
-           intake: GroupCommitter, incoming: IncomingStore | None,
+           intake: GroupCommitter, incoming: Incoming,
            app_version: str) -> APIRouter:
     api = APIRouter(tags=["operations"])
 
@@ -47,8 +47,8 @@ def router(store: Store, settings: DaemonSettings, config: ConfigHolder,
                           for key, value in sorted(store.statuses().items())],
                 intake=IntakeCounters(**vars(intake.stats)),
                 incoming=[IncomingServerStatus.from_state(s)
-                          for s in incoming.server_states()] if incoming is not None else [],
-                ticket_events=incoming.event_counts() if incoming is not None else {},
+                          for s in incoming.server_states()],
+                ticket_events=incoming.event_counts(),
             )
 
         return await anyio.to_thread.run_sync(read)
