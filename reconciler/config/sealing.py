@@ -8,7 +8,18 @@ because that is the lowest layer that seals.
 
 from __future__ import annotations
 
-from cryptography.fernet import Fernet, InvalidToken
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
+
+
+def _fernet(key: bytes) -> Fernet:
+    # cryptography's Rust bindings cost ~45 ms to import; plan, apply and validate
+    # import this module but seal nothing unless the config holds an enc: value.
+    from cryptography.fernet import Fernet
+
+    return Fernet(key)
 
 
 class SealError(Exception):
@@ -16,6 +27,8 @@ class SealError(Exception):
 
 
 def new_key() -> str:
+    from cryptography.fernet import Fernet
+
     return Fernet.generate_key().decode()
 
 
@@ -23,7 +36,7 @@ def check_key(key: bytes | str) -> bytes:
     """``key`` as bytes if it is a usable Fernet key (32 url-safe base64 bytes); else SealError."""
     raw = key.encode() if isinstance(key, str) else key
     try:
-        Fernet(raw)
+        _fernet(raw)
     except (ValueError, TypeError):
         raise SealError("not a Fernet key (32 url-safe base64 bytes)") from None
     return raw
@@ -31,11 +44,13 @@ def check_key(key: bytes | str) -> bytes:
 
 def seal(key: bytes | str, plaintext: bytes | str) -> str:
     data = plaintext.encode() if isinstance(plaintext, str) else plaintext
-    return Fernet(check_key(key)).encrypt(data).decode()
+    return _fernet(check_key(key)).encrypt(data).decode()
 
 
 def unseal(key: bytes | str, sealed: str) -> bytes:
+    from cryptography.fernet import InvalidToken
+
     try:
-        return Fernet(check_key(key)).decrypt(sealed.encode())
+        return _fernet(check_key(key)).decrypt(sealed.encode())
     except (InvalidToken, ValueError):
         raise SealError("wrong key or damaged value") from None
