@@ -1,4 +1,4 @@
-"""`reconcile live get|set`: read or change the live store outside git (SPEC P5).
+"""`reconcile live list|get|set`: read or change the live store outside git (SPEC P5, X7).
 
 `live set` is the out-of-band edit an admin makes in an emergency ("disable
 that server now"). The edited resource runs through the same pipeline as
@@ -28,6 +28,7 @@ from reconciler.cli.render import diagnostic_text
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
 from reconciler.config.diagnostics import Diagnostics
 from reconciler.config.loader import Document
+from reconciler.config.models import KINDS
 from reconciler.config.secret_checks import CODE as SECRET_PLACE
 from reconciler.config.secrets import FIX_HINT, SecretRef, redact
 from reconciler.plan.apply import resolve_actor
@@ -53,6 +54,35 @@ class Assignment:
 @click.group("live")
 def command() -> None:
     """Read or change the live store directly (recorded as out-of-band)."""
+
+
+@command.command("list")
+@click.option("--namespace", "-n", "namespaces", multiple=True, help="Only this namespace "
+              "(repeatable).")
+@click.option("--kind", "-k", "kinds", multiple=True, help="Only this kind (repeatable).")
+@format_option()
+@store_option
+def list_command(namespaces: tuple[str, ...], kinds: tuple[str, ...], fmt: str,
+                 store_url: str | None) -> None:
+    """List the resources the live store holds, by kind, namespace and name."""
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise UserError(f"unknown kind {', '.join(unknown)}; kinds are {', '.join(sorted(KINDS))}")
+    with opened_store(store_url) as store:
+        live = store.snapshot()
+    keys = sorted(k for k in live.resources if (not namespaces or k.namespace in namespaces)
+                  and (not kinds or k.kind in kinds))
+    if fmt == "json":
+        click.echo(json.dumps({"revision": live.revision, "resources": [
+            {"kind": k.kind, "namespace": k.namespace, "name": k.name,
+             "labels": dict(live.resources[k].labels)} for k in keys]}, indent=2,
+            ensure_ascii=False))
+        return
+    for key in keys:
+        click.echo(str(key))
+    scope = f" in {', '.join(namespaces)}" if namespaces else ""
+    click.echo(f"{len(keys)} of {len(live)} resources{scope} at revision {live.revision}",
+               err=True)
 
 
 @command.command("get")

@@ -168,3 +168,23 @@ def test_set_waits_for_the_apply_lock(applied: str) -> None:
         assert_user_error(result, "locked by ci-bot", info.id)
     with open_store(applied) as store:
         assert store.head() == 1
+
+
+def test_list_shows_what_the_store_holds_filtered_by_namespace_and_kind(applied: str) -> None:
+    everything = run("live", "list", "--store", applied)
+    assert str(HR) in everything.stdout and "OutgoingServer/globex/" in everything.stdout
+    assert everything.stderr.strip() == "20 of 20 resources at revision 1"
+    only = run("live", "list", "-n", "acme", "--kind", "OutgoingServer", "--store", applied)
+    lines = only.stdout.splitlines()
+    assert lines and all(line.startswith("OutgoingServer/acme/") for line in lines)
+    assert lines == sorted(lines) and str(HR) in lines
+    listed = json.loads(run("live", "list", "-n", "globex", "--format", "json",
+                            "--store", applied).stdout)
+    assert listed["revision"] == 1
+    assert {r["namespace"] for r in listed["resources"]} == {"globex"}
+
+
+def test_list_refuses_an_unknown_kind_and_names_the_kinds(applied: str) -> None:
+    result = run("live", "list", "--kind", "OutgoingSrever", "--store", applied, code=None)
+    assert_user_error(result, "unknown kind OutgoingSrever")
+    assert "OutgoingServer" in result.output.split("kinds are ")[1]
