@@ -33,7 +33,7 @@ from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 
 from reconciler.incoming.pipeline.event import Address
-from reconciler.incoming.pipeline.html_text import html_to_text
+from reconciler.mail.html_text import html_to_text
 
 _PARSER = BytesParser(policy=policy.compat32)
 _DEFAULT = policy.default
