@@ -17,6 +17,9 @@ Decisions:
   printable ASCII and leaves longer lines to it. Extra header names are checked
   again, so a notification that skipped intake cannot smuggle in a name with a
   colon or a header compose writes itself.
+- An HTML body always has a text/plain alternative (made by
+  :func:`~reconciler.mail.html_text.html_to_text` when the notification gives
+  none) and an ``<html>`` element: the structure spam filters expect (docs/dispatch.md).
 - Bcc recipients go into the envelope only, never into a header.
 - The Message-ID uses the sender's domain; with an idempotency key it is derived
   from (namespace, key), so a retry after an ambiguous timeout carries the same
@@ -31,6 +34,7 @@ from __future__ import annotations
 import binascii
 import functools
 import hashlib
+import re
 import uuid
 from datetime import UTC, datetime
 from email.headerregistry import Address
@@ -49,6 +53,9 @@ from reconciler.mail.envelope import (
 )
 from reconciler.mail.header_guard import GUARDED_SMTP
 from reconciler.mail.header_write import PRINTABLE, address_header, text_header
+from reconciler.mail.html_text import html_to_text
+
+_HTML_TAG = re.compile(r"<html[\s>]", re.IGNORECASE)
 
 _last_date: tuple[datetime, str] | None = None
 
@@ -140,8 +147,15 @@ def _cte(text: str) -> str:
 
 
 def _bodies(notification: Notification) -> list[tuple[str, str]]:
-    """(text, subtype) of each body part, in order; no body at all is an empty text one."""
+    """(text, subtype) of each body part, in order; no body at all is an empty text one.
+    HTML goes out as a whole document with a text alternative made from it when the
+    notification has none: spam filters score a bare fragment and HTML-only mail."""
     text, html = notification.text_body, notification.html_body
+    if html is not None:
+        if not _HTML_TAG.search(html):
+            html = f"<html><body>\n{html}\n</body></html>"
+        if text is None:
+            text = html_to_text(html)
     parts = [(body, sub) for body, sub in ((text, "plain"), (html, "html")) if body is not None]
     return parts or [("", "plain")]
 
