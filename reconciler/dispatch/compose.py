@@ -20,7 +20,8 @@ Decisions:
 - An HTML body always has a text/plain alternative (made by
   :func:`~reconciler.mail.html_text.html_to_text` when the notification gives
   none) and an ``<html>`` element: the structure spam filters expect (docs/dispatch.md).
-- Bcc recipients go into the envelope only, never into a header.
+- Bcc recipients go into the envelope only, never into a header; without To
+  recipients the To header is the empty group ``undisclosed-recipients:;``.
 - The Message-ID uses the sender's domain; with an idempotency key it is derived
   from (namespace, key), so a retry after an ambiguous timeout carries the same
   one and receiving systems can recognise the duplicate.
@@ -55,6 +56,9 @@ from reconciler.mail.header_guard import GUARDED_SMTP
 from reconciler.mail.header_write import PRINTABLE, address_header, text_header
 from reconciler.mail.html_text import html_to_text
 
+# To for mail with only Cc/Bcc recipients: an empty group, as sendmail and Postfix write
+# it; a message without To is a spam filter's MISSING_HEADERS.
+_UNDISCLOSED = "undisclosed-recipients:;"
 _HTML_TAG = re.compile(r"<html[\s>]", re.IGNORECASE)
 
 _last_date: tuple[datetime, str] | None = None
@@ -105,9 +109,9 @@ def compose(notification: Notification, server: OutgoingServer, recipients: Filt
     msg["From"] = Address(display_name=sender_name or "", addr_spec=sender)
     if reply_to:
         msg["Reply-To"] = Address(addr_spec=reply_to)
-    for name, boxes in (("To", recipients.to), ("Cc", recipients.cc)):
-        if boxes:
-            msg[name] = tuple(_address(m) for m in boxes)
+    msg["To"] = tuple(_address(m) for m in recipients.to) or _UNDISCLOSED
+    if recipients.cc:
+        msg["Cc"] = tuple(_address(m) for m in recipients.cc)
     msg["Subject"] = notification.subject
     msg["Date"] = _date_header(now)
     msg["Message-ID"] = message_id
@@ -191,6 +195,8 @@ def _plain_message(notification: Notification, recipients: FilterResult, sender:
     for name, boxes in (("To", recipients.to), ("Cc", recipients.cc)):
         if boxes:
             headers.append(address_header(name, [(m.name, m.email) for m in boxes]))
+        elif name == "To":
+            headers.append(f"To: {_UNDISCLOSED}\r\n")
     headers.append(text_header("Subject", notification.subject))
     headers.append(f"Date: {_date_header(now)}\r\n")
     headers.append(f"Message-ID: {message_id}\r\n")

@@ -67,6 +67,14 @@ def test_bcc_is_never_a_header() -> None:
     assert "audit@corp.example" in env.rcpt_to
 
 
+@pytest.mark.parametrize("attachments", [[], [{"name": "a.txt", "data": b"x"}]])
+def test_without_to_recipients_the_to_header_is_an_empty_group(attachments: list) -> None:
+    env = build(notification(to=[], cc=[], bcc=["audit@corp.example"], attachments=attachments))
+    raw = env.as_bytes()
+    assert b"\r\nTo: undisclosed-recipients:;\r\n" in raw
+    assert parsed(raw)["To"].addresses == () and env.rcpt_to == ("audit@corp.example",)
+
+
 def test_non_ascii_names_and_subject_are_encoded_and_round_trip() -> None:
     srv = server("helpdesk", email="helpdesk@desk.example", senderName="Služba podpory, IT")
     n = notification(to=["Jörg Müller <joerg@corp.example>"], subject="Požadavek ##RE-9## — café")
