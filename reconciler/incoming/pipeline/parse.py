@@ -57,6 +57,8 @@ _CHARSET_ALIASES = {
     "us-ascii": "utf-8", "ascii": "utf-8", "ansi_x3.4-1968": "utf-8",
     "unknown-8bit": "utf-8", "x-unknown": "utf-8",
 }
+# Not the UTF-8 ones: an unknown-8bit word's bytes are read as raw 8-bit header text is.
+_WORD_ALIASES = {label: name for label, name in _CHARSET_ALIASES.items() if name != "utf-8"}
 # C1 control characters in decoded header text are Windows-1252 punctuation that a
 # Latin-1 label mis-described (an en dash read as U+0096); show what the sender typed.
 _C1_AS_CP1252 = {i: bytes([i]).decode("cp1252", "ignore") or chr(i) for i in range(0x80, 0xA0)}
@@ -171,7 +173,7 @@ def _aliased(raw: str) -> str:
     """Encoded-words relabelled like bodies: a gb2312 word is read as GB18030, etc."""
     if "=?" not in raw:
         return raw
-    return _WORD_CHARSET.sub(lambda m: _CHARSET_ALIASES.get(m[1].lower(), m[1]), raw)
+    return _WORD_CHARSET.sub(lambda m: _WORD_ALIASES.get(m[1].lower(), m[1]), raw)
 
 
 def _header(msg: Message, name: str) -> str | None:
