@@ -110,10 +110,12 @@ def spamassassin_hits(mbox: Path) -> dict[str, set[str]]:
     """Message-ID -> the rules that message of ``mbox`` hit, local tests only."""
     spamassassin = shutil.which("spamassassin")
     assert spamassassin, "install Debian's spamassassin (.ci/run does)"
-    # HOME in the test's directory: Bayes auto-learning must not write to the real one.
-    out = subprocess.run([spamassassin, "-L", "--mbox", "-x", str(mbox)], capture_output=True,
-                         check=True, timeout=300, env=os.environ | {"HOME": str(mbox.parent)},
-                         ).stdout.decode("utf-8", "replace")
+    # Home (-H, HOME) in the test's directory: SpamAssassin's state (Bayes auto-learning,
+    # its global state dir) must not land in the real one.
+    home = str(mbox.parent)
+    out = subprocess.run([spamassassin, "-L", "--mbox", "-x", "-H", home, str(mbox)],
+                         capture_output=True, check=True, timeout=300,
+                         env=os.environ | {"HOME": home}).stdout.decode("utf-8", "replace")
     hits = {}
     for message in re.split(r"^From .*\n", out, flags=re.MULTILINE)[1:]:
         head = re.sub(r"\n[ \t]+", " ", message.split("\n\n", 1)[0])
