@@ -110,10 +110,10 @@ def spamassassin_hits(mbox: Path) -> dict[str, set[str]]:
     """Message-ID -> the rules that message of ``mbox`` hit, local tests only."""
     spamassassin = shutil.which("spamassassin")
     assert spamassassin, "install Debian's spamassassin (.ci/run does)"
-    # Home (-H, HOME) in the test's directory: SpamAssassin's state (Bayes auto-learning,
+    # Home (--helper-home-dir, HOME) in the test's directory: SpamAssassin's state (Bayes auto-learning,
     # its global state dir) must not land in the real one.
     home = str(mbox.parent)
-    out = subprocess.run([spamassassin, "-L", "--mbox", "-x", "-H", home, str(mbox)],
+    out = subprocess.run([spamassassin, "-L", "--mbox", "-x", f"--helper-home-dir={home}", str(mbox)],
                          capture_output=True, check=True, timeout=300,
                          env=os.environ | {"HOME": home}).stdout.decode("utf-8", "replace")
     hits = {}
