@@ -110,11 +110,11 @@ def spamassassin_hits(mbox: Path) -> dict[str, set[str]]:
     """Message-ID -> the rules that message of ``mbox`` hit, local tests only."""
     spamassassin = shutil.which("spamassassin")
     assert spamassassin, "install Debian's spamassassin (.ci/run does)"
-    # Home (--helper-home-dir, HOME) in the test's directory: SpamAssassin's state (Bayes auto-learning,
-    # its global state dir) must not land in the real one.
+    # Its home in the test's directory: SpamAssassin's state (Bayes auto-learning, the
+    # global state dir) must not land in the real one.
     home = str(mbox.parent)
-    out = subprocess.run([spamassassin, "-L", "--mbox", "-x", f"--helper-home-dir={home}", str(mbox)],
-                         capture_output=True, check=True, timeout=300,
+    command = [spamassassin, "-L", "--mbox", "-x", f"--helper-home-dir={home}", str(mbox)]
+    out = subprocess.run(command, capture_output=True, check=True, timeout=300,
                          env=os.environ | {"HOME": home}).stdout.decode("utf-8", "replace")
     hits = {}
     for message in re.split(r"^From .*\n", out, flags=re.MULTILINE)[1:]:
