@@ -110,12 +110,10 @@ def spamassassin_hits(mbox: Path) -> dict[str, set[str]]:
     """Message-ID -> the rules that message of ``mbox`` hit, local tests only."""
     spamassassin = shutil.which("spamassassin")
     assert spamassassin, "install Debian's spamassassin (.ci/run does)"
-    # Its home in the test's directory: SpamAssassin's state (Bayes auto-learning, the
-    # global state dir) must not land in the real one.
-    home = str(mbox.parent)
-    command = [spamassassin, "-L", "--mbox", "-x", f"--helper-home-dir={home}", str(mbox)]
-    out = subprocess.run(command, capture_output=True, check=True, timeout=300,
-                         env=os.environ | {"HOME": home}).stdout.decode("utf-8", "replace")
+    # HOME in the test's directory: Bayes auto-learning must not write to the real one.
+    out = subprocess.run([spamassassin, "-L", "--mbox", "-x", str(mbox)], capture_output=True,
+                         check=True, timeout=300, env=os.environ | {"HOME": str(mbox.parent)},
+                         ).stdout.decode("utf-8", "replace")
     hits = {}
     for message in re.split(r"^From .*\n", out, flags=re.MULTILINE)[1:]:
         head = re.sub(r"\n[ \t]+", " ", message.split("\n\n", 1)[0])
