@@ -17,7 +17,11 @@ Decisions:
   printable ASCII and leaves longer lines to it. Extra header names are checked
   again, so a notification that skipped intake cannot smuggle in a name with a
   colon or a header compose writes itself.
-- Bcc recipients go into the envelope only, never into a header.
+- An HTML body always has a text/plain alternative (made by
+  :func:`~reconciler.mail.html_text.html_to_text` when the notification gives
+  none) and an ``<html>`` element: the structure spam filters expect (docs/dispatch.md).
+- Bcc recipients go into the envelope only, never into a header; without To
+  recipients the To header is the empty group ``undisclosed-recipients:;``.
 - The Message-ID uses the sender's domain; with an idempotency key it is derived
   from (namespace, key), so a retry after an ambiguous timeout carries the same
   one and receiving systems can recognise the duplicate.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import binascii
 import functools
 import hashlib
+import re
 import uuid
 from datetime import UTC, datetime
 from email.headerregistry import Address
@@ -49,6 +54,12 @@ from reconciler.mail.envelope import (
 )
 from reconciler.mail.header_guard import GUARDED_SMTP
 from reconciler.mail.header_write import PRINTABLE, address_header, text_header
+from reconciler.mail.html_text import html_to_text
+
+# To for mail with only Cc/Bcc recipients: an empty group, as sendmail and Postfix write
+# it; a message without To is a spam filter's MISSING_HEADERS.
+_UNDISCLOSED = "undisclosed-recipients:;"
+_HTML_TAG = re.compile(r"<html[\s>]", re.IGNORECASE)
 
 _last_date: tuple[datetime, str] | None = None
 
@@ -98,9 +109,9 @@ def compose(notification: Notification, server: OutgoingServer, recipients: Filt
     msg["From"] = Address(display_name=sender_name or "", addr_spec=sender)
     if reply_to:
         msg["Reply-To"] = Address(addr_spec=reply_to)
-    for name, boxes in (("To", recipients.to), ("Cc", recipients.cc)):
-        if boxes:
-            msg[name] = tuple(_address(m) for m in boxes)
+    msg["To"] = tuple(_address(m) for m in recipients.to) or _UNDISCLOSED
+    if recipients.cc:
+        msg["Cc"] = tuple(_address(m) for m in recipients.cc)
     msg["Subject"] = notification.subject
     msg["Date"] = _date_header(now)
     msg["Message-ID"] = message_id
@@ -140,8 +151,15 @@ def _cte(text: str) -> str:
 
 
 def _bodies(notification: Notification) -> list[tuple[str, str]]:
-    """(text, subtype) of each body part, in order; no body at all is an empty text one."""
+    """(text, subtype) of each body part, in order; no body at all is an empty text one.
+    HTML goes out as a whole document with a text alternative made from it when the
+    notification has none: spam filters score a bare fragment and HTML-only mail."""
     text, html = notification.text_body, notification.html_body
+    if html is not None:
+        if not _HTML_TAG.search(html):
+            html = f"<html><body>\n{html}\n</body></html>"
+        if text is None:
+            text = html_to_text(html)
     parts = [(body, sub) for body, sub in ((text, "plain"), (html, "html")) if body is not None]
     return parts or [("", "plain")]
 
@@ -177,6 +195,8 @@ def _plain_message(notification: Notification, recipients: FilterResult, sender:
     for name, boxes in (("To", recipients.to), ("Cc", recipients.cc)):
         if boxes:
             headers.append(address_header(name, [(m.name, m.email) for m in boxes]))
+        elif name == "To":
+            headers.append(f"To: {_UNDISCLOSED}\r\n")
     headers.append(text_header("Subject", notification.subject))
     headers.append(f"Date: {_date_header(now)}\r\n")
     headers.append(f"Message-ID: {message_id}\r\n")

@@ -67,6 +67,14 @@ def test_bcc_is_never_a_header() -> None:
     assert "audit@corp.example" in env.rcpt_to
 
 
+@pytest.mark.parametrize("attachments", [[], [{"name": "a.txt", "data": b"x"}]])
+def test_without_to_recipients_the_to_header_is_an_empty_group(attachments: list) -> None:
+    env = build(notification(to=[], cc=[], bcc=["audit@corp.example"], attachments=attachments))
+    raw = env.as_bytes()
+    assert b"\r\nTo: undisclosed-recipients:;\r\n" in raw
+    assert parsed(raw)["To"].addresses == () and env.rcpt_to == ("audit@corp.example",)
+
+
 def test_non_ascii_names_and_subject_are_encoded_and_round_trip() -> None:
     srv = server("helpdesk", email="helpdesk@desk.example", senderName="Služba podpory, IT")
     n = notification(to=["Jörg Müller <joerg@corp.example>"], subject="Požadavek ##RE-9## — café")
@@ -102,12 +110,20 @@ def test_text_and_html_make_multipart_alternative() -> None:
     msg = parsed(build(notification(text_body="plain", html_body="<b>rich</b>")).as_bytes())
     assert msg.get_content_type() == "multipart/alternative"
     assert msg.get_body(("plain",)).get_content().strip() == "plain"
-    assert msg.get_body(("html",)).get_content().strip() == "<b>rich</b>"
+    assert msg.get_body(("html",)).get_content().split() == [
+        "<html><body>", "<b>rich</b>", "</body></html>"]
+    page = "<!DOCTYPE html><HTML lang=en><p>whole</p></HTML>"
+    msg = parsed(build(notification(text_body="plain", html_body=page)).as_bytes())
+    assert msg.get_body(("html",)).get_content().strip() == page  # a document stays as given
 
 
-def test_html_only_and_empty_bodies() -> None:
-    msg = parsed(build(notification(text_body=None, html_body="<p>x</p>")).as_bytes())
-    assert msg.get_content_type() == "text/html"
+def test_html_only_gets_a_text_alternative_and_no_body_is_empty_text() -> None:
+    html = '<p>Request <a href="https://desk.example/r/7">RE-7</a> — solved</p>'
+    msg = parsed(build(notification(text_body=None, html_body=html)).as_bytes())
+    assert msg.get_content_type() == "multipart/alternative"
+    assert msg.get_body(("plain",)).get_content().strip() == (
+        "Request RE-7 (https://desk.example/r/7) — solved")
+    assert "<p>Request" in msg.get_body(("html",)).get_content()
     msg = parsed(build(notification(text_body=None)).as_bytes())
     assert msg.get_content_type() == "text/plain"
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -76,6 +77,13 @@ _SIGNATURES: tuple[tuple[bytes, str, frozenset[str]], ...] = (
     (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", frozenset({"7z"})),
     (b"\x1f\x8b", "a gzip archive", frozenset({"gz", "tgz", "svgz"})),
 )
+_EXECUTABLES = frozenset({"a Windows executable", "a Linux executable"})
+# Benign formats whose signature is too short for the table above (a text file may start
+# with "BM"): their fuller header proves the extension right whatever the declared type.
+_PROVEN: dict[str, Callable[[bytes], bool]] = {
+    "bmp": lambda d: d[:2] == b"BM" and d[6:10] == b"\0\0\0\0",
+    "dib": lambda d: d[:2] == b"BM" and d[6:10] == b"\0\0\0\0",
+}
 # Types whose extension mimetypes does not know or guesses differently.
 _SAME = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "text/x-csv": "text/csv",
          "application/x-pdf": "application/pdf", "message/rfc822": "message/rfc822"}
@@ -109,6 +117,8 @@ def type_problem(name: str, declared: str, data: bytes) -> str | None:
     for magic, what, extensions in _SIGNATURES:
         if data.startswith(magic) and ext not in extensions:
             return f"its content is {what} but its name ends in .{ext}"
+    if _content_proves(ext, data):
+        return None  # the bytes are what the name says: the label is the sender's mistake
     declared = _SAME.get(declared, declared)
     guessed = _MIME.guess_type(name, strict=False)[0]
     if declared in _GENERIC_TYPES or guessed is None or guessed in _GENERIC_TYPES:
@@ -117,6 +127,14 @@ def type_problem(name: str, declared: str, data: bytes) -> str | None:
     if declared.partition("/")[0] != guessed.partition("/")[0]:
         return f"it is declared as {declared} but its name ends in .{ext} ({guessed})"
     return None
+
+
+def _content_proves(ext: str, data: bytes) -> bool:
+    """The content is a known benign kind of file that ``ext`` names."""
+    if ext in _PROVEN:
+        return _PROVEN[ext](data)
+    return any(data.startswith(magic) and ext in extensions and what not in _EXECUTABLES
+               for magic, what, extensions in _SIGNATURES)
 
 
 def check(item: RawAttachment, policy: AttachmentPolicy, index: int) -> EventAttachment | Rejected:

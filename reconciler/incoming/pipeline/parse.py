@@ -9,10 +9,15 @@ reads go through ``policy.default``'s header registry for RFC 2047 decoding and
 address parsing. On top of that:
 
 - Header text that arrived as raw 8-bit bytes (allowed by nobody, sent by
-  many) is read as UTF-8, else Windows-1252, instead of leaking surrogates.
-- Bodies are decoded through a few aliases for labels mail clients get wrong
-  (GB2312 labels GBK text, ISO-8859-1 Windows-1252 quotes, Shift_JIS
-  Windows-31J); an unknown charset falls back to UTF-8, then Windows-1252.
+  many) is read as UTF-8, else Windows-1252, instead of leaking surrogates;
+  attachment names too (compat32 would show them as U+FFFD).
+- Bodies and encoded-words are decoded through a few aliases for labels mail
+  clients get wrong (GB2312 labels GBK text, ISO-8859-1 Windows-1252 quotes,
+  Shift_JIS Windows-31J). A body whose bytes are valid UTF-8 is UTF-8 whatever
+  its label; else the declared charset strictly, then what charset-normalizer
+  detects; an unknown or UTF-8/ASCII label on other bytes gives Windows-1252.
+- Text parts marked inline with a file name (Apple Mail's way) are the body
+  when the mail has no other; they stay attachments as well.
 - Attachments keep their decoded bytes and whether the transfer encoding
   decoded cleanly; judging them is attachments.py's job. Forwarded originals
   (message/rfc822) become .eml attachments; their From feeds the forwarded-sender check.
@@ -33,7 +38,7 @@ from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 
 from reconciler.incoming.pipeline.event import Address
-from reconciler.incoming.pipeline.html_text import html_to_text
+from reconciler.mail.html_text import html_to_text
 
 _PARSER = BytesParser(policy=policy.compat32)
 _DEFAULT = policy.default
@@ -41,6 +46,7 @@ _MSG_ID = re.compile(r"<([^<>\s]+)>")
 _BARE_ID = re.compile(r"[^<>\s,]+@[^<>\s,]+")
 _UNSAFE_NAME = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
 _ENCODED_WORD = re.compile(r"=\?[^?]+\?[bBqQ]\?[^?]*\?=")
+_WORD_CHARSET = re.compile(r"(?<==\?)([^?*]+)(?=(?:\*[^?]*)?\?[bBqQ]\?)")
 
 # Labels mail software uses for a charset that is really a superset of it.
 _CHARSET_ALIASES = {
@@ -51,6 +57,8 @@ _CHARSET_ALIASES = {
     "us-ascii": "utf-8", "ascii": "utf-8", "ansi_x3.4-1968": "utf-8",
     "unknown-8bit": "utf-8", "x-unknown": "utf-8",
 }
+# Not the UTF-8 ones: an unknown-8bit word's bytes are read as raw 8-bit header text is.
+_WORD_ALIASES = {label: name for label, name in _CHARSET_ALIASES.items() if name != "utf-8"}
 # C1 control characters in decoded header text are Windows-1252 punctuation that a
 # Latin-1 label mis-described (an en dash read as U+0096); show what the sender typed.
 _C1_AS_CP1252 = {i: bytes([i]).decode("cp1252", "ignore") or chr(i) for i in range(0x80, 0xA0)}
@@ -89,6 +97,7 @@ class ParsedMail:
     html_body: str | None = None
     attachments: list[RawAttachment] = field(default_factory=list)
     forwarded_from: list[Address] = field(default_factory=list)  # from message/rfc822 parts
+    inline_text: list[str] = field(default_factory=list)  # named inline text/plain parts
     notes: list[str] = field(default_factory=list)
 
     def header(self, name: str) -> str | None:
@@ -129,6 +138,8 @@ def parse(raw: bytes) -> ParsedMail:
         notes=notes,
     )
     _walk(msg, mail)
+    if mail.html_body is None and not mail.text_body.strip():
+        mail.text_body = "\n".join(mail.inline_text)
     if mail.html_body is not None and not mail.text_body.strip():
         mail.text_body = html_to_text(mail.html_body)
     if msg.defects:
@@ -158,11 +169,18 @@ def _raw(msg: Message, name: str) -> str | None:
     return None
 
 
+def _aliased(raw: str) -> str:
+    """Encoded-words relabelled like bodies: a gb2312 word is read as GB18030, etc."""
+    if "=?" not in raw:
+        return raw
+    return _WORD_CHARSET.sub(lambda m: _WORD_ALIASES.get(m[1].lower(), m[1]), raw)
+
+
 def _header(msg: Message, name: str) -> str | None:
     raw = _raw(msg, name)
     if raw is None:
         return None
-    text = raw
+    text = raw = _aliased(raw)
     if "=?" in text or not text.isascii():
         with contextlib.suppress(Exception):  # the policy's parser gave up: keep the raw text
             text = str(_DEFAULT.header_factory(name, raw))
@@ -190,6 +208,7 @@ def _addresses(msg: Message, name: str) -> tuple[Address, ...]:
     raw = _raw(msg, name)
     if raw is None or not raw.strip():
         return ()
+    raw = _aliased(raw)
     try:
         found = [Address(_fix_8bit(f"{a.username}@{a.domain}"), _fix_8bit(a.display_name) or None)
                  for a in getattr(_DEFAULT.header_factory(name, raw), "addresses", ())
@@ -223,23 +242,38 @@ def decode_text(data: bytes, charset: str | None) -> tuple[str, str | None]:
 
 
 def _decode(data: bytes, charset: str | None) -> tuple[str, str | None]:
+    """Non-ASCII bytes that are valid UTF-8 are UTF-8 whatever the label (legacy text
+    is next to never valid UTF-8, but UTF-8 labelled GB2312 also decodes as GB18030,
+    as mojibake); else the declared charset (through the aliases) strictly, then what
+    charset-normalizer detects. Windows-1252 for text a UTF-8 or ASCII label (or an
+    unknown one) got wrong, which is what such mislabelled mail nearly always is."""
     label = (charset or "utf-8").strip().strip('"').lower()
-    name = _CHARSET_ALIASES.get(label, label)
     try:
-        codec = codecs.lookup(name).name
+        codec: str | None = codecs.lookup(_CHARSET_ALIASES.get(label, label)).name
     except LookupError:
-        try:
-            return data.decode("utf-8"), f"unknown charset {label!r}; read as UTF-8"
-        except UnicodeDecodeError:
-            return (data.decode("cp1252", "replace"),
-                    f"unknown charset {label!r}; read as Windows-1252")
-    try:
-        return data.decode(codec), None
-    except UnicodeDecodeError:
-        if codec == "utf-8":
-            # "us-ascii" or "utf-8" labels on Windows-1252 text are common.
-            return data.decode("cp1252", "replace"), f"text is not {label}; read as Windows-1252"
+        codec = None
+    known = f"text is not {label}" if codec else f"unknown charset {label!r}"
+    if codec is None or (not data.isascii() and not codec.startswith("utf-")):
+        with contextlib.suppress(UnicodeDecodeError):
+            return data.decode("utf-8"), f"{known}; read as UTF-8"
+    if codec is not None:
+        with contextlib.suppress(UnicodeDecodeError):
+            return data.decode(codec), None
+    if codec not in (None, "utf-8"):
+        guess = _detect(data)
+        if guess is not None:
+            return guess[1], f"{known}; read as {guess[0]} (detected)"
         return data.decode(codec, "replace"), f"text does not decode as {label}; bad bytes replaced"
+    return data.decode("cp1252", "replace"), f"{known}; read as Windows-1252"
+
+
+def _detect(data: bytes) -> tuple[str, str] | None:
+    """charset-normalizer's best guess (name, text): the last resort, as it needs a
+    fair amount of text to be right. Imported here: most mail never gets this far."""
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    return (best.encoding, str(best)) if best is not None else None
 
 
 def _payload(part: Message) -> tuple[bytes, str | None]:
@@ -270,10 +304,6 @@ def _walk(part: Message, mail: ParsedMail) -> None:
         return
     disposition = part.get_content_disposition()
     filename = _filename(part)
-    if filename is not None:
-        filename = _fix_8bit(filename)
-        if "=?" in filename:
-            filename = _decode_words(filename)
     data, damaged = _payload(part)
     if ctype.startswith("multipart/"):
         # A multipart whose boundary is missing: the parser kept it as one text blob.
@@ -295,6 +325,8 @@ def _walk(part: Message, mail: ParsedMail) -> None:
     cid = part.get("Content-ID")
     content_id = str(cid).strip().strip("<>") if cid else None
     inline = disposition == "inline" or (content_id is not None and disposition != "attachment")
+    if ctype == "text/plain" and disposition == "inline" and not damaged:
+        mail.inline_text.append(decode_text(data, part.get_content_charset())[0])
     mail.attachments.append(RawAttachment(filename, ctype, data, inline, content_id, damaged))
 
 
@@ -314,10 +346,26 @@ def _forwarded(part: Message, mail: ParsedMail) -> None:
 
 
 def _filename(part: Message) -> str | None:
+    """The part's file name, decoded however it was written; None if it has none."""
     try:
-        return part.get_filename()
+        name = part.get_filename()
     except Exception:  # a malformed RFC 2231 parameter: the part stays, unnamed
         return None
+    if name is None:
+        return None
+    name = _fix_8bit(name)
+    if "=?" in name:
+        name = _decode_words(name)
+    if "\ufffd" in name:
+        # compat32 turns raw 8-bit bytes in a parameter into U+FFFD; read them from the
+        # raw header as header text is read (UTF-8, else Windows-1252).
+        for header, param in (("Content-Disposition", "filename"), ("Content-Type", "name")):
+            raw = _raw(part, header)
+            with contextlib.suppress(Exception):
+                found = _DEFAULT.header_factory(header, _fix_8bit(raw or "")).params.get(param)
+                if found and "\ufffd" not in found:
+                    return str(found)
+    return name
 
 
 def _join(first: str, second: str) -> str:

@@ -103,6 +103,8 @@ def read(w: Work) -> Verdict | None:
         return failed(Code.UNREADABLE, f"the mail could not be read: {exc}", error_folder=True)
     w.notes.extend(w.mail.notes)
     if w.mail.sender is None:
+        if w.mail.message.get_content_type() == "multipart/report":
+            return _delivery_report()  # bounces often have no usable From: still a report
         return failed(Code.NO_SENDER, "the mail has no usable From address, so there is no one "
                       "to create a ticket for", error_folder=True)
     w.sender = w.mail.sender
@@ -149,14 +151,18 @@ def auto_reply(w: Work) -> Verdict | None:
     m = w.mail
     if m.message.get_content_type() == "multipart/report" or (
             w.sender.email.partition("@")[0].casefold() in _BOUNCE_SENDERS):
-        return ignored(Code.DELIVERY_REPORT, "a delivery status report (bounce) from a mail "
-                       "server, not a message from a person")
+        return _delivery_report()
     for header, is_auto in _AUTO_HEADERS:
         value = m.header(header)
         if value is not None and is_auto(value):
             return ignored(Code.AUTO_REPLY, f"an automatic reply ({header}: {value}); answering "
                            "it could start a mail loop", header=header, value=value)
     return None
+
+
+def _delivery_report() -> Verdict:
+    return ignored(Code.DELIVERY_REPORT, "a delivery status report (bounce) from a mail "
+                   "server, not a message from a person")
 
 
 def duplicate(w: Work) -> Verdict | None:

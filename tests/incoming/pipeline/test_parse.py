@@ -47,6 +47,9 @@ def test_truncated_base64_is_marked_damaged() -> None:
     assert cut.damaged and "truncated" in cut.damaged
 
 
+_RUSSIAN = "Здравствуйте! Принтер в кабинете 214 не печатает уже второй день, помогите.\n"
+
+
 @pytest.mark.parametrize(("data", "charset", "text", "noted"), [
     ("Grüße".encode("latin-1"), "iso-8859-1", "Grüße", False),
     (b"\x93quoted\x94 \x80", "us-ascii", "\u201cquoted\u201d \u20ac", True),
@@ -56,6 +59,9 @@ def test_truncated_base64_is_marked_damaged() -> None:
     (b"caf\xc3\xa9", "no-such-charset", "café", True),
     (b"caf\xe9", "no-such-charset", "café", True),
     (b"\xff\xfe", "koi8-u", "\u042a\u0427", False),
+    # Declared charset wrong: UTF-8 first, then what charset-normalizer detects.
+    ("打印机卡纸了".encode(), "gb2312", "打印机卡纸了", True),
+    (_RUSSIAN.encode("cp1251"), "gb2312", _RUSSIAN, True),
 ])
 def test_decode_text(data: bytes, charset: str | None, text: str, noted: bool) -> None:
     got, note = decode_text(data, charset)

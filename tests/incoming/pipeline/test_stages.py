@@ -162,6 +162,24 @@ CASES = [
         "from": {"email": "frontdesk@acme.example", "name": "Front Desk"}}),
     Case("52-attachment-disguised-exe.eml", OK, Code.CREATED, (), {},
          (("invoice.pdf", AttachmentProblem.CONTENT_TYPE),)),
+    # Real-world shapes mail clients show correctly (issue 14 item 8).
+    Case("53-attachment-8bit-utf8-name.eml", OK, Code.CREATED, (), {"attachments": [
+        {"name": "Rechnung März – Bildschirme.pdf", "contentType": "application/pdf"}]}),
+    Case("54-body-wrong-charset.eml", OK, Code.CREATED, (), {
+        "subject": "打印机卡纸", "notes": ["text is not gb2312; read as UTF-8"],
+        "textBody": "您好，\n\n三楼的打印机又卡纸了，显示“错误 E-21”。\n请尽快派人处理，谢谢！"
+                    "\n\n王芳\n"}),
+    Case("55-inline-named-text-parts.eml", OK, Code.CREATED, (), {
+        "textBody": "The VPN drops every ten minutes since this morning.\n\n"
+                    "It reconnects by itself after a minute.",
+        "attachments": [{"name": "part1.txt", "inline": True},
+                        {"name": "part2.txt", "inline": True}]}),
+    Case("56-report-without-from-address.eml", IGN, Code.DELIVERY_REPORT, ("bounce",)),
+    Case("57-attachment-bmp-riscos.eml", OK, Code.CREATED, (), {"attachments": [
+        {"name": "error.bmp", "contentType": "application/riscos", "size": 70}]}),
+    Case("58-gb2312-header-gbk-word.eml", OK, Code.CREATED, (), {
+        "subject": "朱镕基同志的打印机", "from": {"email": "lirong@acme.example", "name": "李镕"},
+        "textBody": "打印机坏了，请帮忙。"}),
     # Settings that stop new tickets but let replies through.
     Case("01-new-request-plain.eml", FAIL, Code.EMAIL_TO_REQUEST_OFF, ("email-to-request",),
          config={"settings": {"emailToRequest": False}}, id="email-to-request-off"),

@@ -39,7 +39,8 @@ def test_non_ascii_subject_and_html_body() -> None:
     message = message_of(subject="Störung behoben ✓", textBody="plain",
                          htmlBody="<p>Grüße</p>")
     assert message["subject"] == "Störung behoben ✓"
-    assert message["body"] == {"contentType": "html", "content": "<p>Grüße</p>\n"}
+    assert message["body"] == {"contentType": "html",
+                               "content": "<html><body>\n<p>Grüße</p>\n</body></html>\n"}
 
 
 def test_small_attachments_ride_in_the_draft_large_ones_are_uploaded() -> None:

@@ -82,7 +82,8 @@ async def test_send_mail_carries_the_message_as_graph_json(graph, certs) -> None
     assert mail.addresses("replyTo") == ["support@corp.example"]
     assert mail.message["from"] == {"emailAddress": {"address": "desk@corp.example",
                                                      "name": "IT Help Desk"}}
-    assert mail.message["body"] == {"contentType": "html", "content": "<p>hello</p>\n"}
+    assert mail.message["body"] == {"contentType": "html",
+                                    "content": "<html><body>\n<p>hello</p>\n</body></html>\n"}
     assert mail.message["internetMessageHeaders"] == [{"name": "X-Ticket", "value": "RE-7"}]
     assert mail.message["internetMessageId"].endswith("@corp.example>")
     assert mail.attachments == {"log.txt": b"line\n"}

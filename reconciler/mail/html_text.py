@@ -1,7 +1,10 @@
-"""HTML to plain text for HTML-only mails: good enough for a ticket description.
+"""HTML to plain text: an incoming HTML-only mail's ticket description, and the
+text/plain alternative compose gives an HTML-only notification (a spam filter
+scores HTML without one, and text-only clients show it).
 
 Block elements become line breaks, list items get a dash, scripts, styles and
-the head are dropped, entities are decoded, runs of blank space collapse.
+the head are dropped, entities are decoded, runs of blank space collapse, and a
+link keeps its target as "text (url)" unless the text already says it.
 Not a renderer: tables come out one cell per line.
 """
 
@@ -25,9 +28,12 @@ class _Text(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.out: list[str] = []
         self.skip = 0
+        self.links: list[tuple[str | None, int]] = []  # open <a>: href, where its text starts
 
-    def handle_starttag(self, tag: str, _attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP:
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.links.append((dict(attrs).get("href"), len(self.out)))
+        elif tag in _SKIP:
             self.skip += 1
         elif tag in _BLOCK:
             self.out.append("\n")
@@ -39,7 +45,13 @@ class _Text(HTMLParser):
             self.out.append("\n")
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP:
+        if tag == "a" and self.links:
+            href, start = self.links.pop()
+            target = _target(href)
+            text = " ".join("".join(self.out[start:]).split())
+            if target and target not in text and text not in (target, f"mailto:{target}"):
+                self.out.append(f" ({target})" if text else target)
+        elif tag in _SKIP:
             self.skip = max(0, self.skip - 1)
         elif tag in _BLOCK:
             self.out.append("\n")
@@ -47,6 +59,14 @@ class _Text(HTMLParser):
     def handle_data(self, data: str) -> None:
         if not self.skip:
             self.out.append(data.replace("\n", " "))
+
+
+def _target(href: str | None) -> str | None:
+    """What a reader needs of a link: web and mail targets, not anchors or scripts."""
+    href = (href or "").strip()
+    if href.casefold().startswith("mailto:"):
+        return href[7:].split("?")[0] or None
+    return href if href.casefold().startswith(("http://", "https://", "ftp://")) else None
 
 
 def html_to_text(html: str) -> str:
