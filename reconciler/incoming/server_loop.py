@@ -134,7 +134,8 @@ class ServerLoop:
 
         return PipelineContext.from_resources(
             self.server, self.config.resources, directory=self.runner.directory,
-            seen_message_id=seen, thread_lookup=thread)
+            seen_message_id=seen, thread_lookup=thread,
+            sent_lookup=lambda message_id: store.sent_entries(namespace, message_id))
 
     async def _mine(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call a store method about this server, in a thread (store calls block)."""

@@ -18,6 +18,7 @@ from reconciler.config.models.base import MatchMode
 from reconciler.config.models.incoming_email_rule import IncomingAction
 from reconciler.config.models.recipient_filter import FilterType
 from reconciler.incoming.pipeline import attachments as att
+from reconciler.incoming.pipeline.bounce import bounce_verdict, looks_like_bounce
 from reconciler.incoming.pipeline.commands import Commands, applies, parse_commands
 from reconciler.incoming.pipeline.context import ConditionSet, PipelineContext
 from reconciler.incoming.pipeline.directory import UserStatus
@@ -131,7 +132,6 @@ def self_reference(w: Work) -> Verdict | None:
 
 _AUTO_PRECEDENCE = frozenset({"bulk", "junk", "auto_reply", "auto-reply"})
 _AUTO_SUPPRESS = ("all", "oof", "autoreply")
-_BOUNCE_SENDERS = frozenset({"mailer-daemon", "postmaster"})
 
 
 # Header -> does this value mark an automatic reply?
@@ -147,10 +147,8 @@ _AUTO_HEADERS: tuple[tuple[str, Callable[[str], bool]], ...] = (
 
 def auto_reply(w: Work) -> Verdict | None:
     m = w.mail
-    if m.message.get_content_type() == "multipart/report" or (
-            w.sender.email.partition("@")[0].casefold() in _BOUNCE_SENDERS):
-        return ignored(Code.DELIVERY_REPORT, "a delivery status report (bounce) from a mail "
-                       "server, not a message from a person")
+    if looks_like_bounce(m, w.sender.email):
+        return bounce_verdict(m, w.ctx.namespace, w.ctx.server_name, w.ctx.sent_lookup)
     for header, is_auto in _AUTO_HEADERS:
         value = m.header(header)
         if value is not None and is_auto(value):
