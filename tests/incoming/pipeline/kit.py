@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.config.models import KINDS
+from reconciler.state.base import AuditEntry, AuditStatus
 from reconciler.config.models.base import Resource
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.incoming.pipeline.context import PipelineContext
@@ -89,15 +90,31 @@ DIRECTORY = MappingSenderDirectory(
 _DEFAULT: Any = object()
 
 
+def sent(message_id: str, *recipients: str, outbox_id: int = 7) -> list[AuditEntry]:
+    """The SENT audit entries the desk wrote for a notification (what bounces match)."""
+    return [AuditEntry(AuditStatus.SENT, "250 2.0.0 Ok", namespace="acme", server="mailer",
+                       recipient=r, message_id=f"<{message_id}>", outbox_id=outbox_id,
+                       module="request") for r in recipients]
+
+
+# The notifications the corpus's bounces (53-56) are about.
+SENT = {m[0]: sent(*m, outbox_id=n) for n, m in enumerate((
+    ("notif-0053@desk.acme.example", "nobody@bounce.test"),
+    ("notif-0054@desk.acme.example", "ghost@contoso.example"),
+    ("notif-0055@desk.acme.example", "nosuchuser@gmail.example", "full@gmail.example"),
+    ("notif-0056@desk.acme.example", "olduser@old.example")), start=53)}
+
+
 def context(*, seen: Iterable[str] = (), directory: Any = _DEFAULT,
-            **kw: Any) -> PipelineContext:
+            sent: dict[str, list[AuditEntry]] | None = None, **kw: Any) -> PipelineContext:
     found = resources(**kw)
     server = next(r for r in found if isinstance(r, IncomingServer))
     known = frozenset(seen)
     return PipelineContext.from_resources(
         server, found, directory=DIRECTORY if directory is _DEFAULT else directory,
         seen_message_id=known.__contains__,
-        thread_lookup=lambda ids: next((THREADS[i] for i in ids if i in THREADS), None))
+        thread_lookup=lambda ids: next((THREADS[i] for i in ids if i in THREADS), None),
+        sent_lookup=lambda message_id: (sent or {}).get(message_id.strip("<>"), []))
 
 
 def mail(name: str) -> bytes:
