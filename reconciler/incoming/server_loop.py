@@ -41,7 +41,7 @@ from reconciler.incoming.servers import ServerConfig, proxy_of
 from reconciler.incoming.store import JudgedMail
 from reconciler.mail.fetcher import FetchedMail, Fetcher, FetchError
 from reconciler.runtime.backoff import first_set
-from reconciler.state.base import StoreError
+from reconciler.state.base import AuditStatus, StoreError
 from reconciler.state.contract import ServerState, bare_id
 
 if TYPE_CHECKING:
@@ -235,7 +235,9 @@ class ServerLoop:
         self._pending_ids.clear()
         for (mail, outcome), done in zip(pending, recorded, strict=True):
             self.processed += 1
-            if done.event_id is not None and self.runner.on_event is not None:
+            # A bounce queued a delivery event (O14), a processed mail a ticket event.
+            queued = done.event_id is not None or outcome.result.status == AuditStatus.BOUNCED
+            if queued and self.runner.on_event is not None:
                 self.runner.on_event()
             if outcome.result.notices and not done.duplicate_marker:
                 await self._queue_notices(outcome.result, mail.marker)

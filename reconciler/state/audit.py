@@ -27,8 +27,8 @@ from reconciler.config.desired import canonical_json
 from reconciler.config.secrets import SecretRef, redact, redact_ref
 from reconciler.state import schema as t
 from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
-from reconciler.state.delivery_events import queue_events
 from reconciler.state.codec import SECRET_FIELDS, from_row
+from reconciler.state.delivery_events import queue_events
 from reconciler.state.driver import DriverStatement
 from reconciler.state.location import StoreArea
 

@@ -290,7 +290,8 @@ class AuditStatus(StrEnum):
 
 
 _STATUS_DIRECTION = {
-    s: AuditDirection.OUTGOING if s in {"SENT", "SEND_FAILED", "SEND_IGNORED", "RETRYING", "BOUNCED"}
+    s: AuditDirection.OUTGOING
+    if s in {"SENT", "SEND_FAILED", "SEND_IGNORED", "RETRYING", "BOUNCED"}
     else AuditDirection.INCOMING
     for s in AuditStatus
 }

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.config.models import KINDS
-from reconciler.state.base import AuditEntry, AuditStatus
 from reconciler.config.models.base import Resource
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.incoming.pipeline.context import PipelineContext
@@ -16,6 +15,7 @@ from reconciler.incoming.pipeline.directory import (
     MappingSenderDirectory,
     UserStatus,
 )
+from reconciler.state.base import AuditEntry, AuditStatus
 
 MAIL = Path(__file__).resolve().parents[2] / "data" / "mail"
 NS = "acme"
