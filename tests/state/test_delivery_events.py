@@ -18,7 +18,7 @@ VALIDATOR = Draft202012Validator(json.loads(SCHEMA.read_text(encoding="utf-8")),
                                  format_checker=FormatChecker())
 
 
-def _send(store: SqlStore) -> int:
+def send_outcomes(store: SqlStore) -> int:
     outbox_id = store.outbox.enqueue({"module": "request", "to": ["a@x.example"]},
                                      namespace="default", idempotency_key=None).id
     [claimed] = store.outbox.claim("w", 1, 60)
@@ -39,7 +39,7 @@ def _send(store: SqlStore) -> int:
 
 def test_each_ended_recipient_is_one_queued_event_in_order(store: SqlStore) -> None:
     store.delivery_events = True
-    outbox_id = _send(store)
+    outbox_id = send_outcomes(store)
     events = store.incoming.events()
     assert {(e.kind, e.server, e.message_id, e.state) for e in events} == {
         ("delivery", "desk", "m-1@desk.example", "pending")}
@@ -71,6 +71,6 @@ def test_a_bounce_recorded_by_incoming_is_an_event_too(store: SqlStore) -> None:
 
 def test_without_a_receiver_nothing_piles_up(store: SqlStore) -> None:
     assert store.delivery_events is False
-    _send(store)
+    send_outcomes(store)
     assert store.incoming.events() == []
     assert len(store.audit.search()) == 4
