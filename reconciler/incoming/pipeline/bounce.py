@@ -78,8 +78,10 @@ def read_bounce(mail: ParsedMail) -> Bounce:
     for part in mail.message.walk():
         kind = part.get_content_type()
         if kind == "message/delivery-status":
-            mta, found = _dsn(_blocks(part))
+            blocks = _blocks(part)
+            mta, found = _dsn(blocks)
             recipients += found
+            ids += _original_ids(blocks)
         elif kind == "message/rfc822" and isinstance(part.get_payload(), list):
             ids += _ids_of(part.get_payload()[0])
         elif kind == "text/rfc822-headers":
@@ -101,8 +103,14 @@ def _text(part: Message) -> str:
     return raw if isinstance(raw, str) else ""
 
 
-def _ids_of(headers: Message) -> list[str]:
-    return [m.group(1) for m in re.finditer(r"<([^<>\s]+)>", str(headers.get("Message-ID", "")))]
+def _ids_of(headers: Message, name: str = "Message-ID") -> list[str]:
+    return [m.group(1) for m in re.finditer(r"<([^<>\s]+)>", str(headers.get(name, "")))]
+
+
+def _original_ids(blocks: list[Message]) -> list[str]:
+    """Message-IDs some MTAs name in the per-message block (Gmail, Exchange)."""
+    return [i for name in ("Original-Message-ID", "X-Original-Message-ID")
+            for i in _ids_of(blocks[0], name)] if blocks else []
 
 
 def _blocks(part: Message) -> list[Message]:

@@ -46,6 +46,14 @@ def test_a_bounce_becomes_one_bounced_entry_per_failed_recipient(name: str) -> N
         assert words in diagnostic
 
 
+def test_a_dsn_without_the_returned_message_matches_by_its_original_message_id() -> None:
+    raw = mail("55-dsn-gmail-two-recipients.eml")
+    headers_only = raw[:raw.index(b"--000000000000gmail55\r\nContent-Type: message/rfc822")]
+    result = process(headers_only + b"--000000000000gmail55--\r\n", context(sent=SENT))
+    assert [e.recipient for e in result.audit if e.status == AuditStatus.BOUNCED] == [
+        "nosuchuser@gmail.example", "full@gmail.example"]
+
+
 def test_a_bounce_of_an_unknown_message_or_without_failures_stays_ignored() -> None:
     # The returned Message-ID is a notification of no one here: nothing to match.
     result = process(mail("54-dsn-exchange-ndr.eml"), context(sent={}))
