@@ -68,3 +68,14 @@ def test_a_bounce_of_an_unknown_message_or_without_failures_stays_ignored() -> N
     result = process(delivered, context(sent=SENT))
     assert result.status == AuditStatus.RECEIVED_IGNORED
     assert "reports no failed recipient" in result.reason
+
+
+def test_an_automatic_mail_titled_like_a_bounce_is_one_from_any_sender() -> None:
+    # Exchange sends its text NDRs from a system mailbox, not MAILER-DAEMON or postmaster.
+    raw = mail("56-bounce-qmail-plain-text.eml").replace(
+        b"MAILER-DAEMON@mail.old.example", b"MicrosoftExchange329e71ec@contoso.example")
+    titled = raw.replace(b"Subject: failure notice", b"Subject: Undeliverable: RE-56")
+    automatic = titled.replace(b"Subject:", b"Auto-Submitted: auto-replied\r\nSubject:", 1)
+    assert process(automatic, context(sent=SENT)).status == AuditStatus.BOUNCED
+    # Without the mark of an automatic mail, the same words may be a person's.
+    assert process(titled, context(sent=SENT)).status != AuditStatus.BOUNCED
