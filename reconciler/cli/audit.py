@@ -34,7 +34,8 @@ def _cell(value: object) -> str:
 @click.command("audit")
 @click.option("--status", "statuses", multiple=True, metavar="STATUS",
               type=click.Choice([s.value for s in AuditStatus], case_sensitive=False),
-              help="Only this status (repeatable): SENT, SEND_FAILED, SEND_IGNORED, RETRYING, ...")
+              help="Only this status (repeatable): SENT, SEND_FAILED, SEND_IGNORED, RETRYING, "
+              "BOUNCED, ...")
 @click.option("--recipient", metavar="ADDRESS",
               help="Only this recipient (whole address, any case).")
 @click.option("--server", metavar="NAME", help="Only entries of this server.")

@@ -92,8 +92,9 @@ def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
               help="Run only the intake API or only the send workers in this process, e.g. "
               "on different hosts sharing a PostgreSQL store (workers then poll the outbox).")
 @click.option("--events-webhook", default=None, metavar="URL|REF",
-              help="Where ticket events from incoming mail are POSTed (a URL or a secret "
-              "reference); without it they wait in the store for GET /v1/events.")
+              help="Where ticket events from incoming mail, and delivery events (sent, "
+              "failed, bounced) of notifications, are POSTed (a URL or a secret reference); "
+              "without it ticket events wait in the store for GET /v1/events.")
 @click.option("--events-secret", default=None, metavar="REF",
               help="Secret reference of the key that signs each event POST (HMAC-SHA256).")
 @click.option("--sender-directory", default=None, metavar="FILE",

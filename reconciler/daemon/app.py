@@ -120,6 +120,8 @@ class Daemon:
                 store = await asyncio.to_thread(open_store, self.settings.store_url)
             except StoreError as exc:
                 raise DaemonError(str(exc)) from None
+        # Delivery events only pile up for a receiver that takes them (O14).
+        store.delivery_events = bool(self.settings.events_webhook)
         self.store = store
         try:
             with self._signals(stop):

@@ -41,7 +41,7 @@ from reconciler.incoming.servers import ServerConfig, proxy_of
 from reconciler.incoming.store import JudgedMail
 from reconciler.mail.fetcher import FetchedMail, Fetcher, FetchError
 from reconciler.runtime.backoff import first_set
-from reconciler.state.base import StoreError
+from reconciler.state.base import AuditStatus, StoreError
 from reconciler.state.contract import ServerState, bare_id
 
 if TYPE_CHECKING:
@@ -134,7 +134,8 @@ class ServerLoop:
 
         return PipelineContext.from_resources(
             self.server, self.config.resources, directory=self.runner.directory,
-            seen_message_id=seen, thread_lookup=thread)
+            seen_message_id=seen, thread_lookup=thread,
+            sent_lookup=lambda message_id: store.sent_entries(namespace, message_id))
 
     async def _mine(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call a store method about this server, in a thread (store calls block)."""
@@ -234,7 +235,9 @@ class ServerLoop:
         self._pending_ids.clear()
         for (mail, outcome), done in zip(pending, recorded, strict=True):
             self.processed += 1
-            if done.event_id is not None and self.runner.on_event is not None:
+            # A bounce queued a delivery event (O14), a processed mail a ticket event.
+            queued = done.event_id is not None or outcome.result.status == AuditStatus.BOUNCED
+            if queued and self.runner.on_event is not None:
                 self.runner.on_event()
             if outcome.result.notices and not done.duplicate_marker:
                 await self._queue_notices(outcome.result, mail.marker)

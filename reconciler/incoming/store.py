@@ -18,7 +18,7 @@ from typing import Any
 from reconciler.config.desired import canonical_json
 from reconciler.config.sealing import SealError, seal, unseal
 from reconciler.incoming.pipeline.event import PipelineResult
-from reconciler.state.base import Store
+from reconciler.state.base import Audit, AuditEntry, AuditStatus, Store
 from reconciler.state.contract import (
     ErrorDetails,
     Incoming,
@@ -61,13 +61,23 @@ class IncomingStore:
     contract's own (``Incoming``), reached through this object unchanged.
     """
 
-    def __init__(self, incoming: Incoming, seal_key: bytes | None = None) -> None:
+    def __init__(self, incoming: Incoming, seal_key: bytes | None = None,
+                 audit: Audit | None = None) -> None:
         self._incoming = incoming
         self._key = seal_key
+        self._audit = audit
 
     @classmethod
     def of_store(cls, store: Store, seal_key: bytes | None = None) -> IncomingStore:
-        return cls(store.incoming, seal_key)
+        return cls(store.incoming, seal_key, store.audit)
+
+    def sent_entries(self, namespace: str, message_id: str) -> list[AuditEntry]:
+        """The SENT audit entries of the namespace's notification with this Message-ID
+        (what a bounce is matched to); none without the audit."""
+        if self._audit is None or not bare_id(message_id):
+            return []
+        return self._audit.search(status=AuditStatus.SENT, namespace=namespace,
+                                  message_id=message_id, limit=1000)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._incoming, name)

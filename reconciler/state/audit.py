@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ from reconciler.config.secrets import SecretRef, redact, redact_ref
 from reconciler.state import schema as t
 from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
 from reconciler.state.codec import SECRET_FIELDS, from_row
+from reconciler.state.delivery_events import queue_events
 from reconciler.state.driver import DriverStatement
 from reconciler.state.location import StoreArea
 
@@ -129,10 +131,15 @@ _ROW_KEYS = tuple(c.key for c in t.audit.c if c.key != "id")
 _INSERTS: dict[str, DriverStatement] = {}  # per dialect: a row per recipient per attempt
 
 
-def insert_entries(conn: Connection, entries: Sequence[AuditEntry], now: datetime) -> None:
-    """Write audit rows inside a caller's transaction (the outbox's group commit)."""
+def insert_entries(conn: Connection, entries: Sequence[AuditEntry], now: datetime, *,
+                   events: bool = False) -> None:
+    """Write audit rows inside a caller's transaction (the outbox's group commit); with
+    ``events``, queue the delivery events of those that end a recipient's story too."""
     if not entries:
         return
+    if events:
+        queue_events(conn, [replace(e, reason=clipped(e.reason), details=redact_details(
+            e.details) if e.details is not None else None) for e in entries], now)
     statement = _INSERTS.get(conn.dialect.name)
     if statement is None:
         statement = DriverStatement(insert(t.audit), conn.dialect, _ROW_KEYS)
@@ -192,7 +199,7 @@ class SqlAudit(StoreArea):
         if not entries:
             return
         with self._write() as conn:
-            insert_entries(conn, entries, datetime.now(UTC))
+            insert_entries(conn, entries, datetime.now(UTC), events=self.delivery_events)
 
     def search(self, *, limit: int | None = 100, offset: int = 0,
                **filters: Any) -> list[AuditEntry]:

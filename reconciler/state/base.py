@@ -91,6 +91,9 @@ class Store(Protocol):
     incoming: Incoming  # what the incoming-mail runner keeps (I1, I6-I8)
     tokens: Tokens  # the OAuth token cache rows, sealed by the caller
     leases: Leases  # one leader per role among daemons sharing the store (X4)
+    # Queue a delivery event with each outgoing audit row that ends a recipient's
+    # story (O14, state.delivery_events); the daemon turns it on with an events webhook.
+    delivery_events: bool
 
     def head(self) -> int:
         """The newest revision number; 0 for a new, empty store."""
@@ -273,6 +276,7 @@ class AuditStatus(StrEnum):
     SEND_FAILED = "SEND_FAILED"
     SEND_IGNORED = "SEND_IGNORED"
     RETRYING = "RETRYING"
+    BOUNCED = "BOUNCED"  # a bounce (DSN) for a SENT message came back to a desk mailbox
     # incoming mail (I2), reserved until the incoming pipeline exists
     RECEIVED = "RECEIVED"
     RECEIVED_IGNORED = "RECEIVED_IGNORED"
@@ -286,7 +290,8 @@ class AuditStatus(StrEnum):
 
 
 _STATUS_DIRECTION = {
-    s: AuditDirection.OUTGOING if s in {"SENT", "SEND_FAILED", "SEND_IGNORED", "RETRYING"}
+    s: AuditDirection.OUTGOING
+    if s in {"SENT", "SEND_FAILED", "SEND_IGNORED", "RETRYING", "BOUNCED"}
     else AuditDirection.INCOMING
     for s in AuditStatus
 }

@@ -104,7 +104,8 @@ class SqlIncoming(StoreArea):
         now = now_or(now)
         try:
             with self._write() as conn:
-                return [_record(conn, namespace, server, mail, now) for mail in mails]
+                return [_record(conn, namespace, server, mail, now, self.delivery_events)
+                        for mail in mails]
         except _RaceLost:
             # Another process recorded one of these meanwhile (the transaction rolled
             # back): one by one, so only that one is skipped.
@@ -337,7 +338,7 @@ class SqlIncoming(StoreArea):
 
 
 def _record(conn: Connection, namespace: str, server: str, mail: MailRecord,
-            now: datetime) -> Recorded:
+            now: datetime, events: bool) -> Recorded:
     if conn.execute(select(m.marker).where(
             *_marker_is(namespace, server, mail.marker))).first() is not None:
         return Recorded(None, duplicate_marker=True)
@@ -362,7 +363,7 @@ def _record(conn: Connection, namespace: str, server: str, mail: MailRecord,
                 created_at=now))
         except IntegrityError:
             raise _RaceLost from None  # another process won the race: roll back
-    insert_entries(conn, mail.audit, now)
+    insert_entries(conn, mail.audit, now, events=events)
     if mail.error is not None:
         conn.execute(insert(t.incoming_errors).values(
             namespace=namespace, server=server, marker=mail.marker, code=mail.error.code,

@@ -277,6 +277,10 @@ class StoreArea:
     engines: they share its pool and SQLite's write lock rather than contending for it
     from a second pool."""
 
+    # Queue delivery events (state.delivery_events) with outgoing audit rows: set by
+    # the daemon through ``Store.delivery_events`` when an events webhook takes them.
+    delivery_events = False
+
     def __init__(self, engine: Engine, writer: Engine, loc: Location) -> None:
         self._engine = engine
         self._writer = writer

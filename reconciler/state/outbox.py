@@ -289,7 +289,7 @@ class SqlOutbox(StoreArea):
                         .returning(o.c.id)
                     )
                     held.update(conn.execute(stmt).scalars())
-            insert_entries(conn, audit, now)
+            insert_entries(conn, audit, now, events=self.delivery_events)
         return CompletionResult(
             done=tuple(i for i in ids if i in held),
             lost=tuple(i for i in ids if i not in held),

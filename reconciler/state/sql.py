@@ -90,11 +90,24 @@ class SqlStore(StoreArea):
             engine.dispose()
             raise
         # Typed as the contract's areas: what every caller may rely on.
-        self.outbox: Outbox = SqlOutbox(engine, self._writer, loc)
-        self.audit: Audit = SqlAudit(engine, self._writer, loc)
-        self.incoming: Incoming = SqlIncoming(engine, self._writer, loc)
+        outbox, audit, incoming = (SqlOutbox(engine, self._writer, loc),
+                                   SqlAudit(engine, self._writer, loc),
+                                   SqlIncoming(engine, self._writer, loc))
+        self._writers: tuple[StoreArea, ...] = (outbox, audit, incoming)  # of audit rows
+        self.outbox: Outbox = outbox
+        self.audit: Audit = audit
+        self.incoming: Incoming = incoming
         self.tokens: Tokens = SqlTokens(engine, self._writer, loc)
         self.leases: Leases = SqlLeases(loc, self.lineage)
+
+    @property
+    def delivery_events(self) -> bool:
+        return self._writers[0].delivery_events
+
+    @delivery_events.setter
+    def delivery_events(self, on: bool) -> None:
+        for area in self._writers:
+            area.delivery_events = on
 
     def close(self) -> None:
         self._engine.dispose()

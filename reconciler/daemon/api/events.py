@@ -39,8 +39,10 @@ class EventItem(ApiModel):
 
     id: int = Field(description="Increasing; the cursor for `after`.")
     namespace: str
-    server: str = Field(description="The IncomingServer that fetched the mail.")
-    kind: str = Field(description="create, reply or command.")
+    server: str = Field(description="The IncomingServer that fetched the mail (for a "
+                        "delivery event: the OutgoingServer that sent it).")
+    kind: str = Field(description="create, reply or command; delivery: what became of a "
+                      "recipient of a notification (with --events-webhook, O14).")
     created_at: str
     state: str = Field(description="pending, delivered (webhook took it or it was "
                        "acknowledged) or rejected (the webhook refused it for good).")
@@ -48,7 +50,8 @@ class EventItem(ApiModel):
     delivered_at: str | None
     last_error: str | None
     event: dict[str, Any] = Field(
-        description="The ticket event (schemas/events/ticket-event.json).")
+        description="The ticket event (schemas/events/ticket-event.json) or delivery "
+        "event (schemas/events/delivery-event.json).")
 
     @classmethod
     def of(cls, stored: StoredEvent) -> EventItem:

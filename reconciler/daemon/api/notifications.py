@@ -23,6 +23,7 @@ from reconciler.daemon.api.schemas import (
     ValidationProblem,
 )
 from reconciler.state.base import Store
+from reconciler.state.delivery_events import EVENT_TYPES, delivery_event
 
 
 def router(store: Store, route: IntakeRoute) -> APIRouter:
@@ -60,6 +61,10 @@ def router(store: Store, route: IntakeRoute) -> APIRouter:
         if message is None:
             raise HTTPException(404, f"there is no notification {id} (never accepted, or "
                                 "purged after it was finished)")
-        return NotificationStatus.from_message(message)
+        entries = await anyio.to_thread.run_sync(lambda: store.audit.search(
+            outbox_id=id, status=list(EVENT_TYPES), limit=None))
+        return NotificationStatus.from_message(message, [
+            delivery_event(e, message.updated_at)
+            for e in sorted(entries, key=lambda e: e.id or 0)])
 
     return api

@@ -85,13 +85,18 @@ class NotificationStatus(ApiModel):
     updated_at: datetime
     next_attempt_at: datetime = Field(description="When it is (or was) due for a send.")
     first_attempt_at: datetime | None
+    events: list[dict[str, Any]] = Field(
+        default_factory=list, description="What became of each recipient, oldest first: "
+        "sent, failed, rejected or bounced, as the events webhook gets them "
+        "(schemas/events/delivery-event.json).")
 
     @classmethod
-    def from_message(cls, message: OutboxMessage) -> NotificationStatus:
+    def from_message(cls, message: OutboxMessage,
+                     events: list[dict[str, Any]] | None = None) -> NotificationStatus:
         same = {name: getattr(message, name) for name in cls.model_fields
-                if name not in ("last_error", "routing")}
+                if name not in ("last_error", "routing", "events")}
         routing = message.routing
-        return cls(**same,
+        return cls(**same, events=events or [],
                    last_error=redact_text(message.last_error) if message.last_error else None,
                    routing=Routing(config_revision=routing.config_revision,
                                    server=routing.server) if routing else None)

@@ -9,6 +9,8 @@ come from the store:
 - ``thread_lookup(message_ids) -> (module, number) | None``: the ticket any of
   these Message-IDs belongs to (the desk's notifications, earlier mails of a
   ticket), tried in the order given (In-Reply-To, then References newest first).
+- ``sent_lookup(message_id) -> [AuditEntry]``: the SENT audit entries of a
+  notification the desk sent with that Message-ID (a bounce is matched to them).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from reconciler.config.models.recipient_filter import RecipientFilter
 from reconciler.config.models.spam_filter import SpamFilter
 from reconciler.incoming.pipeline.directory import SenderDirectory
 from reconciler.runtime.addresses import AddressList
+from reconciler.state.base import AuditEntry
 
 SeenLookup = Callable[[str], bool]
 ThreadLookup = Callable[[Sequence[str]], "tuple[str, str] | None"]
+SentLookup = Callable[[str], "list[AuditEntry]"]
 
 MIB = 1024 * 1024
 R = TypeVar("R", bound=Resource)
@@ -42,6 +46,10 @@ def _never_seen(_message_id: str) -> bool:
 
 def _no_thread(_message_ids: Sequence[str]) -> tuple[str, str] | None:
     return None
+
+
+def _nothing_sent(_message_id: str) -> list[AuditEntry]:
+    return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +152,7 @@ class PipelineContext:
     directory: SenderDirectory | None  # None: no user list, every sender counts as a user
     seen_message_id: SeenLookup = _never_seen
     thread_lookup: ThreadLookup = _no_thread
+    sent_lookup: SentLookup = _nothing_sent
 
     @property
     def namespace(self) -> str:
@@ -162,6 +171,7 @@ class PipelineContext:
         directory: SenderDirectory | None = None,
         seen_message_id: SeenLookup = _never_seen,
         thread_lookup: ThreadLookup = _no_thread,
+        sent_lookup: SentLookup = _nothing_sent,
     ) -> PipelineContext:
         """Compile ``server``'s configuration from its namespace's ``resources``.
 
@@ -211,6 +221,7 @@ class PipelineContext:
             directory=directory,
             seen_message_id=seen_message_id,
             thread_lookup=thread_lookup,
+            sent_lookup=sent_lookup,
         )
 
 

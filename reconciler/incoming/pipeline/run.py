@@ -66,8 +66,9 @@ def _result(w: Work, verdict: Verdict | None, stage: str) -> PipelineResult:
     subject = mail.subject[:_SUBJECT_IN_AUDIT] if mail is not None else ""
     audit = [entry(AuditStatus.RECEIVED, f"fetched by {ctx.server_name}", subject=subject)]
     if verdict is not None:
-        audit.append(entry(verdict.status, verdict.reason, code=verdict.code, stage=stage,
-                           **verdict.details))
+        audit.extend(verdict.entries or [entry(verdict.status, verdict.reason,
+                                               code=verdict.code, stage=stage,
+                                               **verdict.details)])
         return PipelineResult(verdict.status, verdict.code, verdict.reason, stage, message_id,
                               tuple(audit), move_to_error_folder=verdict.error_folder)
 

@@ -18,6 +18,7 @@ from reconciler.config.models.base import MatchMode
 from reconciler.config.models.incoming_email_rule import IncomingAction
 from reconciler.config.models.recipient_filter import FilterType
 from reconciler.incoming.pipeline import attachments as att
+from reconciler.incoming.pipeline.bounce import bounce_verdict, looks_like_bounce
 from reconciler.incoming.pipeline.commands import Commands, applies, parse_commands
 from reconciler.incoming.pipeline.context import ConditionSet, PipelineContext
 from reconciler.incoming.pipeline.directory import UserStatus
@@ -104,7 +105,8 @@ def read(w: Work) -> Verdict | None:
     w.notes.extend(w.mail.notes)
     if w.mail.sender is None:
         if w.mail.message.get_content_type() == "multipart/report":
-            return _delivery_report()  # bounces often have no usable From: still a report
+            # bounces often have no usable From: still a report, matched like any other
+            return bounce_verdict(w.mail, w.ctx.namespace, w.ctx.server_name, w.ctx.sent_lookup)
         return failed(Code.NO_SENDER, "the mail has no usable From address, so there is no one "
                       "to create a ticket for", error_folder=True)
     w.sender = w.mail.sender
@@ -133,7 +135,6 @@ def self_reference(w: Work) -> Verdict | None:
 
 _AUTO_PRECEDENCE = frozenset({"bulk", "junk", "auto_reply", "auto-reply"})
 _AUTO_SUPPRESS = ("all", "oof", "autoreply")
-_BOUNCE_SENDERS = frozenset({"mailer-daemon", "postmaster"})
 
 
 # Header -> does this value mark an automatic reply?
@@ -149,20 +150,14 @@ _AUTO_HEADERS: tuple[tuple[str, Callable[[str], bool]], ...] = (
 
 def auto_reply(w: Work) -> Verdict | None:
     m = w.mail
-    if m.message.get_content_type() == "multipart/report" or (
-            w.sender.email.partition("@")[0].casefold() in _BOUNCE_SENDERS):
-        return _delivery_report()
+    if looks_like_bounce(m, w.sender.email):
+        return bounce_verdict(m, w.ctx.namespace, w.ctx.server_name, w.ctx.sent_lookup)
     for header, is_auto in _AUTO_HEADERS:
         value = m.header(header)
         if value is not None and is_auto(value):
             return ignored(Code.AUTO_REPLY, f"an automatic reply ({header}: {value}); answering "
                            "it could start a mail loop", header=header, value=value)
     return None
-
-
-def _delivery_report() -> Verdict:
-    return ignored(Code.DELIVERY_REPORT, "a delivery status report (bounce) from a mail "
-                   "server, not a message from a person")
 
 
 def duplicate(w: Work) -> Verdict | None:

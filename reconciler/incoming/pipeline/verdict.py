@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.state.base import AuditStatus
+from reconciler.state.base import AuditEntry, AuditStatus
 
 
 class Code:
@@ -22,6 +22,8 @@ class Code:
     SELF_REFERENCE = "self-reference"
     AUTO_REPLY = "auto-reply"
     DELIVERY_REPORT = "delivery-report"
+    # BOUNCED (outgoing: on the notification the bounce is about)
+    BOUNCED = "bounced"
     DUPLICATE = "duplicate"
     SENDER_IGNORED = "sender-ignored"
     SENDER_NOT_ALLOWED = "sender-not-allowed"
@@ -59,6 +61,8 @@ class Verdict:
     reason: str
     details: Mapping[str, Any] = field(default_factory=dict)
     error_folder: bool = False  # unreadable or unexpected: a person should look at it
+    # Entries written instead of the one this verdict makes (a bounce: one per recipient)
+    entries: tuple[AuditEntry, ...] = ()
 
 
 def ignored(code: str, reason: str, **details: Any) -> Verdict:

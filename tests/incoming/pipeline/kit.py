@@ -15,6 +15,7 @@ from reconciler.incoming.pipeline.directory import (
     MappingSenderDirectory,
     UserStatus,
 )
+from reconciler.state.base import AuditEntry, AuditStatus
 
 MAIL = Path(__file__).resolve().parents[2] / "data" / "mail"
 NS = "acme"
@@ -89,15 +90,31 @@ DIRECTORY = MappingSenderDirectory(
 _DEFAULT: Any = object()
 
 
+def sent(message_id: str, *recipients: str, outbox_id: int = 7) -> list[AuditEntry]:
+    """The SENT audit entries the desk wrote for a notification (what bounces match)."""
+    return [AuditEntry(AuditStatus.SENT, "250 2.0.0 Ok", namespace="acme", server="mailer",
+                       recipient=r, message_id=f"<{message_id}>", outbox_id=outbox_id,
+                       module="request") for r in recipients]
+
+
+# The notifications the corpus's bounces (53-56) are about.
+SENT = {m[0]: sent(*m, outbox_id=n) for n, m in enumerate((
+    ("notif-0059@desk.acme.example", "nobody@bounce.test"),
+    ("notif-0060@desk.acme.example", "ghost@contoso.example"),
+    ("notif-0061@desk.acme.example", "nosuchuser@gmail.example", "full@gmail.example"),
+    ("notif-0062@desk.acme.example", "olduser@old.example")), start=59)}
+
+
 def context(*, seen: Iterable[str] = (), directory: Any = _DEFAULT,
-            **kw: Any) -> PipelineContext:
+            sent: dict[str, list[AuditEntry]] | None = None, **kw: Any) -> PipelineContext:
     found = resources(**kw)
     server = next(r for r in found if isinstance(r, IncomingServer))
     known = frozenset(seen)
     return PipelineContext.from_resources(
         server, found, directory=DIRECTORY if directory is _DEFAULT else directory,
         seen_message_id=known.__contains__,
-        thread_lookup=lambda ids: next((THREADS[i] for i in ids if i in THREADS), None))
+        thread_lookup=lambda ids: next((THREADS[i] for i in ids if i in THREADS), None),
+        sent_lookup=lambda message_id: (sent or {}).get(message_id.strip("<>"), []))
 
 
 def mail(name: str) -> bytes:
