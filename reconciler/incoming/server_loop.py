@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from reconciler.config.models.mail_settings import MailSettingsSpec
 from reconciler.incoming import notices
 from reconciler.incoming.pipeline.context import PipelineContext
 from reconciler.incoming.pipeline.event import PipelineResult
@@ -275,7 +276,8 @@ class ServerLoop:
         threshold = self.server.spec.failure_notify_threshold
         log.warning("incoming server %s: fetching failed (%d in a row): %s", self.where,
                     state.consecutive_failures, exc.user_text)
-        if state.consecutive_failures >= threshold and not state.failure_notified:
+        if state.consecutive_failures >= threshold and not state.failure_notified \
+                and self._settings().incoming_notices.connection_failures:
             await self._notify(notices.unreachable(
                 self.server, state.consecutive_failures, exc.message,
                 str(exc.kind), exc.likely_fix or None))
@@ -300,6 +302,9 @@ class ServerLoop:
             log.error("incoming server %s: cannot record its state: %s", self.where, exc)
             return None
 
+    def _settings(self) -> MailSettingsSpec:
+        return self.context.settings if self.context is not None else MailSettingsSpec()
+
     async def _notify(self, transition: notices.IncomingTransition) -> None:
         notifier = self.runner.notifier
         if notifier is None:
@@ -312,8 +317,10 @@ class ServerLoop:
 
     async def _queue_notices(self, result: PipelineResult, marker: str) -> None:
         """Stripped attachments (I5): tell the sender and the namespace's admins, by mail."""
-        assert self.context is not None  # set before the first mail is judged
-        admins = list(self.context.settings.admin_notifications.emails)
+        settings = self._settings()
+        if not settings.incoming_notices.stripped_attachments:
+            return  # switched off: the audit still names what was stripped
+        admins = list(settings.admin_notifications.emails)
         requests = notices.stripped_attachment_mails(result.notices, self.namespace, self.name,
                                                      marker, admins)
         if not requests:
