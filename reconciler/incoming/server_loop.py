@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.config.models.mail_settings import MailSettingsSpec
 from reconciler.incoming import notices
-from reconciler.incoming.pipeline.context import PipelineContext
+from reconciler.incoming.pipeline.context import PipelineContext, require_directory
 from reconciler.incoming.pipeline.event import PipelineResult
 from reconciler.incoming.pipeline.run import process
 from reconciler.incoming.servers import ServerConfig, proxy_of
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAUSED_APPLY = "an apply is changing the configuration"
+CONFIG_PAUSE = "configuration: "
 STORE_RETRY_S = 5.0
 # Judged mails are committed together at the end of a fetch call, or earlier once
 # their raw bytes reach this much: memory stays bounded with large attachments.
@@ -96,10 +97,14 @@ class ServerLoop:
             self.context = self._build_context()
         except LookupError as exc:
             # A missing filter or spam filter must not be fetched around: wait for a fix.
-            await self._set_paused(f"configuration: {exc}")
+            await self._set_paused(f"{CONFIG_PAUSE}{exc}")
             log.error("incoming server %s is not fetched: %s", self.where, exc)
             await self._sleep(None)
             return
+        with contextlib.suppress(StoreError):  # an earlier revision's pause is over now
+            state: ServerState = await self._mine(self._store.server_state)
+            if (state.paused or "").startswith(CONFIG_PAUSE):
+                await self._set_paused(None)
         try:
             while not self.stopped:
                 try:
@@ -133,9 +138,11 @@ class ServerLoop:
                     return found
             return store.thread_lookup(namespace, message_ids)
 
-        return PipelineContext.from_resources(
+        context = PipelineContext.from_resources(
             self.server, self.config.resources, directory=self.runner.directory,
             seen_message_id=seen, thread_lookup=thread)
+        require_directory(context)
+        return context
 
     async def _mine(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call a store method about this server, in a thread (store calls block)."""

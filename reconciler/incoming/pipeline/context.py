@@ -26,7 +26,7 @@ from reconciler.config.models.mail_settings import MailSettings, MailSettingsSpe
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.recipient_filter import RecipientFilter
 from reconciler.config.models.spam_filter import SpamFilter
-from reconciler.incoming.pipeline.directory import SenderDirectory
+from reconciler.incoming.pipeline.directory import SenderDirectory, directory_for
 from reconciler.runtime.addresses import AddressList
 
 SeenLookup = Callable[[str], bool]
@@ -141,7 +141,9 @@ class PipelineContext:
     creation_emails: frozenset[str]
     creation_domains: frozenset[str]
     defaults: tuple[tuple[str, str], ...]
-    directory: SenderDirectory | None  # None: no user list, every sender counts as a user
+    # None: no user list, every sender counts as a user (the daemon refuses to fetch
+    # then unless guest tickets are on: require_directory)
+    directory: SenderDirectory | None
     seen_message_id: SeenLookup = _never_seen
     thread_lookup: ThreadLookup = _no_thread
 
@@ -208,7 +210,7 @@ class PipelineContext:
             creation_emails=frozenset(e.casefold() for e in spec.creation.allowed_emails),
             creation_domains=frozenset(d.casefold() for d in spec.creation.allowed_domains),
             defaults=tuple(spec.defaults.model_dump(by_alias=True, exclude_none=True).items()),
-            directory=directory,
+            directory=directory_for(mine, directory),
             seen_message_id=seen_message_id,
             thread_lookup=thread_lookup,
         )
@@ -246,3 +248,14 @@ def _compile_command(email_command: EmailCommand) -> CompiledCommand:
 
 def _extensions(listed: Iterable[str]) -> frozenset[str]:
     return frozenset(e.lstrip(".").casefold() for e in listed)
+
+
+def require_directory(ctx: PipelineContext) -> None:
+    """With guest tickets off, only a directory can tell users from guests; without one
+    every sender would pass as a user, so the server is not fetched (LookupError)."""
+    if ctx.directory is None and not ctx.settings.guest_tickets:
+        raise LookupError(
+            f"guestTickets is off in namespace {ctx.namespace}, but no sender directory says "
+            "who the desk's users are, so guests cannot be told apart; add a SenderDirectory "
+            "resource to the namespace (or start the daemon with --sender-directory FILE), "
+            "or set guestTickets: true in its MailSettings")
