@@ -14,12 +14,12 @@ come from the store:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from reconciler.config.models.base import Condition, MatchMode, Resource
-from reconciler.config.models.email_command import EmailCommand
+from reconciler.config.models.email_command import EmailCommand, ResourceQuestion
 from reconciler.config.models.incoming_email_rule import IncomingAction, IncomingEmailRule
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.mail_settings import MailSettings, MailSettingsSpec
@@ -68,6 +68,8 @@ class CompiledCommand:
     operations: frozenset[str]
     allowed_fields: frozenset[str]  # casefolded; empty means the known fields
     authorized_senders_only: bool
+    # resource api key -> question api key -> question; empty: answers are not checked
+    resources: Mapping[str, Mapping[str, ResourceQuestion]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +245,8 @@ def _compile_command(email_command: EmailCommand) -> CompiledCommand:
     return CompiledCommand(
         email_command.metadata.name, c.subject_contains.casefold(),
         command_pattern(c.delimiter), frozenset(c.operations),
-        frozenset(f.casefold() for f in c.allowed_fields), c.authorized_senders_only)
+        frozenset(f.casefold() for f in c.allowed_fields), c.authorized_senders_only,
+        c.resources)
 
 
 def _extensions(listed: Iterable[str]) -> frozenset[str]:
