@@ -107,5 +107,5 @@ def test_guest_tickets_off_without_a_sender_directory_warns_once_per_namespace(
              "namespace: z}\nspec: {guestTickets: true}\n"]
     result = validate_files(tmp_path, {"a.yaml": "---\n".join(docs)})
     found = [d for d in check_semantics(result.resources) if d.code == "no-sender-directory"]
-    assert [(d.severity, d.line) for d in found] == [(Severity.WARNING, 1)]
+    assert [(d.severity, d.line) for d in found] == [(Severity.WARNING, 4)]  # at `spec`
     assert "namespace 'x'" in found[0].message and "SenderDirectory" in found[0].hint
