@@ -30,6 +30,7 @@ _.preserve_quotes  # ruamel.yaml YAML options, read by ruamel
 _.width
 # reconciler/cli/incoming.py
 _.retry
+_.list_errors  # click command, registered by its decorator
 # reconciler/cli/main.py
 _.get_command  # click.Group hook
 # reconciler/oauth/flows.py
@@ -40,6 +41,9 @@ _.trust_env  # requests.Session option, read by requests
 _.model_config
 _.annotations
 _._operands
+# reconciler/config/models/email_command.py (QuestionType values read from the config)
+_.SELECT
+_.RADIO
 # reconciler/config/models/incoming_server.py
 _.technician_group
 _.category
@@ -50,7 +54,7 @@ _.HTTPS
 # reconciler/config/models/recipient_filter.py
 _._not_empty
 
-# reconciler/incoming/pipeline/directory.py (UserStatus values read from the directory file)
+# reconciler/config/models/sender_directory.py (UserStatus values read from the directory)
 _.ARCHIVED
 _.DELETED
 # reconciler/incoming/notices.py (Transition.facts, called by the health notifier)

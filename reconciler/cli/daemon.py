@@ -99,7 +99,8 @@ def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
               help="Secret reference of the key that signs each event POST (HMAC-SHA256).")
 @click.option("--sender-directory", default=None, metavar="FILE",
               type=click.Path(exists=True, dir_okay=False),
-              help="YAML/JSON list of the desk's users for incoming mail (guests, commands).")
+              help="YAML/JSON list of the desk's users for incoming mail (guests, commands), "
+              "asked after the namespace's SenderDirectory resources.")
 @click.option("--event-retention-days", type=click.FloatRange(min=0), show_default=True,
               default=_DEFAULTS["event_retention_days"], metavar="DAYS",
               help="Delete ticket events this long after the desk took them (webhook or "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,27 +143,45 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
                "its next fetch")
 
 
-@command.command("errors")
+class _ErrorsGroup(click.Group):
+    """``errors SERVER`` lists (as it always did); ``errors export ID`` exports one."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] not in self.commands:
+            args = ["list", *args]
+        return super().resolve_command(ctx, args)
+
+
+@command.group("errors", cls=_ErrorsGroup)
+def errors() -> None:
+    """Mails moved to the error folder: `errors SERVER` lists their saved details,
+    `errors export ID --out FILE` writes one for support."""
+
+
+def _sealed_store(store: Any, token_key_ref: str | None) -> Any:
+    from reconciler.incoming.store import IncomingStore
+    from reconciler.oauth.cache import TokenKeyError, load_key
+
+    try:
+        return IncomingStore.of_store(store, load_key(token_key_ref))
+    except TokenKeyError as exc:
+        raise UserError(f"the details are stored encrypted: {exc}") from None
+
+
+@errors.command("list")
 @click.argument("server")
 @_namespace_option
 @click.option("--all", "include_all", is_flag=True, help="Also mails already moved back.")
 @token_key_option
 @store_option
-def errors(server: str, namespace: str | None, include_all: bool, token_key_ref: str | None,
-           store_url: str | None) -> None:
+def list_errors(server: str, namespace: str | None, include_all: bool,
+                token_key_ref: str | None, store_url: str | None) -> None:
     """The saved details (reason, headers) of mails moved to the error folder, decrypted
     with the store's sealing key."""
     namespace, server = _name(server, namespace)
-    from reconciler.incoming.store import IncomingStore
-    from reconciler.oauth.cache import TokenKeyError, load_key
-
-    try:
-        key = load_key(token_key_ref)
-    except TokenKeyError as exc:
-        raise UserError(f"the details are stored encrypted: {exc}") from None
     with opened_store(store_url) as store:
-        found = IncomingStore.of_store(store, key).errors(namespace, server,
-                                                          include_moved_back=include_all)
+        found = _sealed_store(store, token_key_ref).errors(namespace, server,
+                                                           include_moved_back=include_all)
     if not found:
         click.echo(f"no mails of {namespace}/{server} in the error folder")
         return
@@ -179,6 +198,43 @@ def errors(server: str, namespace: str | None, include_all: bool, token_key_ref:
                    f"Message-ID: {record.details.get('messageId') or '-'}")
         for line in str(record.details.get("headers", "")).splitlines()[:40]:
             click.echo(f"  | {line}")
+
+
+@errors.command("export")
+@click.argument("error_id", metavar="ID", type=int)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="The file to write (a .eml: the mail with the failure details as "
+              "X-Reconciler-Error-* headers on top).")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@token_key_option
+@store_option
+def export(error_id: int, out: str, force: bool, token_key_ref: str | None,
+           store_url: str | None) -> None:
+    """Write one error-folder mail (ID as `errors SERVER` lists it), decrypted, with why it
+    failed, for support. The file holds the customer's mail: hand it on with care."""
+    from reconciler.cli.error_export import export_text
+
+    with opened_store(store_url) as store:
+        record = _sealed_store(store, token_key_ref).error(error_id)
+    if record is None:
+        raise UserError(f"there is no error-folder entry #{error_id}; `reconcile incoming "
+                        "errors SERVER --all` lists them")
+    if record.details is None:
+        raise UserError(f"#{error_id}: " + (
+            "the details were not saved (no sealing key was set when it failed)"
+            if not record.sealed else "the details cannot be decrypted with this key"))
+    data, note = export_text(record)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL),
+                     0o600)  # the customer's mail: readable by its owner only
+    except FileExistsError:
+        raise UserError(f"{out} exists; pass --force to overwrite it") from None
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    click.echo(f"wrote #{error_id} of {record.namespace}/{record.server} ({record.code}) to "
+               f"{out}{note}")
 
 
 def _name(text: str, namespace: str | None) -> tuple[str, str]:

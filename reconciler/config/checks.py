@@ -143,6 +143,26 @@ def _graph_client_ids(resources: Sequence[LoadedResource]) -> Iterator[Diagnosti
                 hint="register a second app and use its client id for one of them")
 
 
+def _guest_directory(resources: Sequence[LoadedResource]) -> Iterator[Diagnostic]:
+    """Guest tickets off need a directory of users: the daemon does not fetch without one."""
+    guests = {r.model.metadata.namespace: r.model.spec.guest_tickets
+              for r in _of_kind(resources, "MailSettings")}
+    known = {r.model.metadata.namespace for r in _of_kind(resources, "SenderDirectory")}
+    warned: set[str] = set()
+    for res in _of_kind(resources, "IncomingServer"):
+        namespace = res.model.metadata.namespace
+        if (not res.model.spec.enabled or guests.get(namespace, False) or namespace in known
+                or namespace in warned):
+            continue
+        warned.add(namespace)
+        yield res.diagnostic(
+            "no-sender-directory", f"guest tickets are off in namespace {namespace!r} but it "
+            "has no SenderDirectory, so the daemon fetches its mail only when started with "
+            "--sender-directory FILE", ("spec",), severity=Severity.WARNING, key=True,
+            hint="add a SenderDirectory listing the desk's users (or their domains), or set "
+            "guestTickets: true in MailSettings")
+
+
 def check_semantics(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
     out = list(_primary_servers(resources))
     for res in _of_kind(resources, "OutgoingServer"):
@@ -167,4 +187,5 @@ def check_semantics(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
                 "starttls-unused", f"starttls applies to plain imap/pop3, not {spec.protocol}",
                 ("spec", "starttls"), severity=Severity.WARNING))
     out.extend(_graph_client_ids(resources))
+    out.extend(_guest_directory(resources))
     return out

@@ -33,8 +33,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from reconciler.config.models.mail_settings import MailSettingsSpec
 from reconciler.incoming import notices
-from reconciler.incoming.pipeline.context import PipelineContext
+from reconciler.incoming.pipeline.context import PipelineContext, require_directory
 from reconciler.incoming.pipeline.event import PipelineResult
 from reconciler.incoming.pipeline.run import process
 from reconciler.incoming.servers import ServerConfig, proxy_of
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAUSED_APPLY = "an apply is changing the configuration"
+CONFIG_PAUSE = "configuration: "
 STORE_RETRY_S = 5.0
 # Judged mails are committed together at the end of a fetch call, or earlier once
 # their raw bytes reach this much: memory stays bounded with large attachments.
@@ -95,10 +97,14 @@ class ServerLoop:
             self.context = self._build_context()
         except LookupError as exc:
             # A missing filter or spam filter must not be fetched around: wait for a fix.
-            await self._set_paused(f"configuration: {exc}")
+            await self._set_paused(f"{CONFIG_PAUSE}{exc}")
             log.error("incoming server %s is not fetched: %s", self.where, exc)
             await self._sleep(None)
             return
+        with contextlib.suppress(StoreError):  # an earlier revision's pause is over now
+            state: ServerState = await self._mine(self._store.server_state)
+            if (state.paused or "").startswith(CONFIG_PAUSE):
+                await self._set_paused(None)
         try:
             while not self.stopped:
                 try:
@@ -132,10 +138,12 @@ class ServerLoop:
                     return found
             return store.thread_lookup(namespace, message_ids)
 
-        return PipelineContext.from_resources(
+        context = PipelineContext.from_resources(
             self.server, self.config.resources, directory=self.runner.directory,
             seen_message_id=seen, thread_lookup=thread,
             sent_lookup=lambda message_id: store.sent_entries(namespace, message_id))
+        require_directory(context)
+        return context
 
     async def _mine(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call a store method about this server, in a thread (store calls block)."""
@@ -278,7 +286,8 @@ class ServerLoop:
         threshold = self.server.spec.failure_notify_threshold
         log.warning("incoming server %s: fetching failed (%d in a row): %s", self.where,
                     state.consecutive_failures, exc.user_text)
-        if state.consecutive_failures >= threshold and not state.failure_notified:
+        if state.consecutive_failures >= threshold and not state.failure_notified \
+                and self._settings().incoming_notices.connection_failures:
             await self._notify(notices.unreachable(
                 self.server, state.consecutive_failures, exc.message,
                 str(exc.kind), exc.likely_fix or None))
@@ -303,6 +312,9 @@ class ServerLoop:
             log.error("incoming server %s: cannot record its state: %s", self.where, exc)
             return None
 
+    def _settings(self) -> MailSettingsSpec:
+        return self.context.settings if self.context is not None else MailSettingsSpec()
+
     async def _notify(self, transition: notices.IncomingTransition) -> None:
         notifier = self.runner.notifier
         if notifier is None:
@@ -315,8 +327,10 @@ class ServerLoop:
 
     async def _queue_notices(self, result: PipelineResult, marker: str) -> None:
         """Stripped attachments (I5): tell the sender and the namespace's admins, by mail."""
-        assert self.context is not None  # set before the first mail is judged
-        admins = list(self.context.settings.admin_notifications.emails)
+        settings = self._settings()
+        if not settings.incoming_notices.stripped_attachments:
+            return  # switched off: the audit still names what was stripped
+        admins = list(settings.admin_notifications.emails)
         requests = notices.stripped_attachment_mails(result.notices, self.namespace, self.name,
                                                      marker, admins)
         if not requests:

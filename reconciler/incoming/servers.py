@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 PIPELINE_KINDS = frozenset({
     "IncomingServer", "RecipientFilter", "SpamFilter", "EmailCommand", "IncomingEmailRule",
     "MailSettings", "OutgoingServer", "ProxyServer",  # ProxyServer: EWS/Graph fetchers
+    "SenderDirectory",
 })
 
 ServerId = tuple[str, str]  # namespace, name

@@ -9,6 +9,7 @@ text. Every method blocks (database I/O); the runner calls them in threads.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,10 +26,14 @@ from reconciler.state.contract import (
     MailRecord,
     NewEvent,
     Recorded,
+    StoredError,
     bare_id,
 )
 
 _HEADER_BYTES = 16_384  # of a failed mail's header section kept (sealed) for a person
+# Of the whole mail kept (sealed) for `reconcile incoming errors export`: support needs
+# the mail as it came; a larger one keeps its start (rawTruncated).
+RAW_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +114,20 @@ class IncomingStore:
             error = ErrorDetails(result.code, sealed)
         return MailRecord(item.marker, result.audit, new, result.message_id or None, error)
 
+    def error(self, error_id: int) -> ErrorRecord | None:
+        """One error-folder entry by its id, opened with this key where it can."""
+        found = self._incoming.error(error_id)
+        return self._record(found) if found is not None else None
+
     def errors(self, namespace: str, server: str, *,
                include_moved_back: bool = False) -> list[ErrorRecord]:
         """Error-folder entries, their details opened with this key where it can."""
-        return [ErrorRecord(e.id, e.namespace, e.server, e.marker, e.code, e.created_at,
-                            e.moved_back_at, self._unseal(e.sealed), e.sealed is not None)
-                for e in self._incoming.errors(namespace, server,
-                                               include_moved_back=include_moved_back)]
+        return [self._record(e) for e in self._incoming.errors(
+            namespace, server, include_moved_back=include_moved_back)]
+
+    def _record(self, e: StoredError) -> ErrorRecord:
+        return ErrorRecord(e.id, e.namespace, e.server, e.marker, e.code, e.created_at,
+                           e.moved_back_at, self._unseal(e.sealed), e.sealed is not None)
 
     def _unseal(self, sealed: str | None) -> Mapping[str, Any] | None:
         if sealed is None or self._key is None:
@@ -134,6 +146,8 @@ def _details(result: PipelineResult, marker: str, raw: bytes | None) -> dict[str
             end = raw.find(b"\n\n")
         head = raw[: end if end >= 0 else _HEADER_BYTES][:_HEADER_BYTES]
         headers = head.decode("utf-8", "replace")
+    kept = {} if raw is None else {"raw": base64.b64encode(raw[:RAW_BYTES]).decode(),
+                                   "rawTruncated": len(raw) > RAW_BYTES}
     return {"marker": marker, "status": str(result.status), "code": result.code,
             "stage": result.stage, "reason": result.reason, "messageId": result.message_id,
-            "headers": headers, "size": len(raw) if raw is not None else None}
+            "headers": headers, "size": len(raw) if raw is not None else None, **kept}

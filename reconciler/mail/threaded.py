@@ -41,6 +41,7 @@ from reconciler.mail.fetcher import (
     is_done,
 )
 from reconciler.mail.steps import Reason, Step
+from reconciler.mail.trace import in_thread
 from reconciler.mail.transport import Redactor
 from reconciler.oauth.source import TokenError, TokenProvider, fetch_token
 from reconciler.runtime.tls import transport_tls
@@ -170,7 +171,9 @@ class ThreadedFetcher(Fetcher):
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix=f"{self.protocol}-{self.server.metadata.name}")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        # bound to the thread: the protocol client's lines are this server's trace
+        return await asyncio.get_running_loop().run_in_executor(self._executor, in_thread,
+                                                                self, fn, *args)
 
     def _release_thread(self) -> None:
         executor, self._executor = self._executor, None

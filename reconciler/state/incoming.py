@@ -132,6 +132,12 @@ class SqlIncoming(StoreArea):
             rows = conn.execute(q.order_by(e.id)).all()
         return [from_row(StoredError, r) for r in rows]
 
+    def error(self, error_id: int) -> StoredError | None:
+        with self._read() as conn:
+            row = conn.execute(select(t.incoming_errors).where(
+                t.incoming_errors.c.id == error_id)).first()
+        return from_row(StoredError, row) if row is not None else None
+
     def errors_moved_back(self, namespace: str, server: str,
                           now: datetime | None = None) -> int:
         e = t.incoming_errors.c

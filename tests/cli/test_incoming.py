@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import email
 import json
+import stat
+from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
@@ -64,6 +67,39 @@ def test_errors_needs_the_key_and_shows_the_sealed_details(store: SqlStore,
                       env={"RECONCILE_TOKEN_KEY": SEAL_KEY.decode()})
     assert shown.exit_code == 0, shown.output
     assert "no-sender" in shown.output and "| X-Account: PLANTED-31" in shown.output
+
+
+def test_errors_export_writes_the_mail_and_why_and_never_overwrites(
+        store: SqlStore, store_url: str, tmp_path: Path) -> None:
+    raw = b"X-Account: PLANTED-31\r\n" + corpus("49-no-from.eml")
+    record_mail(store, raw, "imap:INBOX:1:1", to_error_folder=True)
+    [entry] = IncomingStore.of_store(store, SEAL_KEY).errors(NS, "support")
+    out, key = tmp_path / "error.eml", {"RECONCILE_TOKEN_KEY": SEAL_KEY.decode()}
+    args = ("incoming", "errors", "export", str(entry.id), "--out", str(out))
+    assert "stored encrypted" in reconcile(store_url, *args).output  # no key, no file
+    assert not out.exists()
+
+    written = reconcile(store_url, *args, env=key)
+    assert written.exit_code == 0, written.output
+    assert f"wrote #{entry.id} of default/support (no-sender)" in written.output
+    data = out.read_bytes()
+    assert data.endswith(raw) and stat.S_IMODE(out.stat().st_mode) == 0o600
+    exported = email.message_from_bytes(data)
+    assert exported["X-Reconciler-Error-Code"] == "no-sender"
+    assert exported["X-Reconciler-Error-Server"] == "default/support"
+    assert exported["X-Reconciler-Error-Marker"] == "imap:INBOX:1:1"
+    assert "From" in str(exported["X-Reconciler-Error-Reason"])
+
+    out.write_bytes(b"keep me")
+    again = reconcile(store_url, *args, env=key)
+    assert again.exit_code == 1 and "pass --force" in again.output
+    assert out.read_bytes() == b"keep me"
+    assert reconcile(store_url, *args, "--force", env=key).exit_code == 0
+    assert out.read_bytes() == data
+    missing = reconcile(store_url, "incoming", "errors", "export", "999", "--out",
+                        str(tmp_path / "x.eml"), env=key)
+    assert missing.exit_code == 1 and "no error-folder entry #999" in missing.output
+    assert "Traceback" not in missing.output + again.output
 
 
 def test_audit_filters_incoming_entries_like_outgoing_ones(store: SqlStore,

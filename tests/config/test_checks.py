@@ -94,3 +94,18 @@ def test_microsoft_hosts() -> None:
     assert not is_microsoft_host("office365.com.evil.example")
     assert not is_microsoft_host("notoffice365.com")
     assert not is_microsoft_host(None)
+
+
+def test_guest_tickets_off_without_a_sender_directory_warns_once_per_namespace(
+        tmp_path: Path) -> None:
+    box = ("apiVersion: reconciler.dev/v1\nkind: IncomingServer\nmetadata: {{name: {name}, "
+           "namespace: {ns}}}\nspec: {{email: {name}@b.example, host: imap.b.example}}\n")
+    docs = [box.format(name=n, ns=ns) for n, ns in (("a", "x"), ("b", "x"), ("c", "y"), ("d", "z"))]
+    docs += ["apiVersion: reconciler.dev/v1\nkind: SenderDirectory\nmetadata: {name: staff, "
+             "namespace: y}\nspec: {domains: [b.example]}\n",
+             "apiVersion: reconciler.dev/v1\nkind: MailSettings\nmetadata: {name: m, "
+             "namespace: z}\nspec: {guestTickets: true}\n"]
+    result = validate_files(tmp_path, {"a.yaml": "---\n".join(docs)})
+    found = [d for d in check_semantics(result.resources) if d.code == "no-sender-directory"]
+    assert [(d.severity, d.line) for d in found] == [(Severity.WARNING, 4)]  # at `spec`
+    assert "namespace 'x'" in found[0].message and "SenderDirectory" in found[0].hint

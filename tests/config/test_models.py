@@ -18,6 +18,7 @@ from .helpers import EXAMPLES, describe
 SPEC_C2_KINDS = {
     "OutgoingServer", "IncomingServer", "OutgoingEmailRule", "IncomingEmailRule",
     "RecipientFilter", "SpamFilter", "ProxyServer", "EmailCommand", "MailSettings",
+    "SenderDirectory",  # SPEC I11: the desk's users, for guest tickets off
 }
 
 

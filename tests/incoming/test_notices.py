@@ -59,7 +59,8 @@ async def test_failed_sessions_mail_the_admins_about_the_mailbox(
         incoming_server(dovecot, mailbox, port=port, failureNotifyThreshold=2),
         # an outgoing server of the same name: it is not the one that is down
         smtp_server("support", closed_port(), primary=True),
-        resource("MailSettings", "settings", {"adminNotifications": {"emails": ADMINS}}))
+        resource("MailSettings", "settings", {"adminNotifications": {"emails": ADMINS},
+                                              "guestTickets": True}))
     holder = ConfigHolder()
     holder.refresh(store)
     notifier = Notifier(mail=AdminMail(store, holder))

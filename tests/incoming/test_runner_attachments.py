@@ -68,3 +68,19 @@ async def test_a_blocked_attachment_is_stripped_audited_and_the_sender_told(
     sent = store.audit.search(status=AuditStatus.SENT, direction=AuditDirection.OUTGOING)
     assert {e.recipient for e in sent} == {"jane@acme.example", *ADMINS}
     assert {e.module for e in sent} == {"incoming"}
+
+
+async def test_with_the_notice_switched_off_the_attachment_is_stripped_silently(
+        store: SqlStore, dovecot: DovecotInstance, mailbox: MailUser, certs: PeerCerts,
+        password: str) -> None:
+    put_config(store, incoming_server(dovecot, mailbox), resource("MailSettings", "settings", {
+        "guestTickets": True, "adminNotifications": {"emails": ADMINS},
+        "incomingNotices": {"strippedAttachments": False}}))
+    dovecot.deliver(mailbox, corpus("14-attachment-exe.eml"))
+    incoming = IncomingStore.of_store(store)
+    async with running(store, certs.ca_file) as runner:
+        await runner.wait_for(lambda: len(incoming.events()) == 1)
+    assert json.loads(incoming.events()[0].payload)["attachments"] == []
+    entries = store.audit.search(direction=AuditDirection.INCOMING, server="support")
+    assert AuditStatus.ATTACHMENT_PROCESSED_FAILED in {e.status for e in entries}
+    assert store.outbox.depth()[OutboxState.QUEUED] == 0

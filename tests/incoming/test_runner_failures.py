@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
 from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import PeerCerts
 
@@ -63,11 +64,14 @@ async def test_five_failures_notify_once_and_recovery_notifies_again(
         receiver.stop()
 
 
-async def test_fewer_failures_than_the_threshold_do_not_notify(
+@pytest.mark.parametrize("threshold, switch", [(50, True), (2, False)],
+                         ids=["below-threshold", "switched-off"])
+async def test_fewer_failures_than_the_threshold_or_the_switch_off_do_not_notify(
         store: SqlStore, dovecot: DovecotInstance, mailbox: MailUser, certs: PeerCerts,
-        password: str) -> None:
+        password: str, threshold: int, switch: bool) -> None:
     put_config(store, incoming_server(dovecot, mailbox, port=closed_port(),
-                                      failureNotifyThreshold=50), settings())
+                                      failureNotifyThreshold=threshold),
+               settings(incomingNotices={"connectionFailures": switch}))
     receiver = Receiver().start()
     incoming = IncomingStore.of_store(store)
     try:

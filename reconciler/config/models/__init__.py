@@ -11,8 +11,10 @@ from reconciler.config.models.outgoing_email_rule import OutgoingEmailRule
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.proxy_server import ProxyServer
 from reconciler.config.models.recipient_filter import RecipientFilter
+from reconciler.config.models.sender_directory import SenderDirectory
 from reconciler.config.models.spam_filter import SpamFilter
 
 KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (
     OutgoingServer, IncomingServer, OutgoingEmailRule, IncomingEmailRule, RecipientFilter,
-    SpamFilter, ProxyServer, EmailCommand, MailSettings)}
+    SpamFilter, ProxyServer, EmailCommand, MailSettings,
+    SenderDirectory)}

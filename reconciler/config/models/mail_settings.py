@@ -51,6 +51,17 @@ class AdminNotifications(Model):
         "becomes Unreachable, recovers, or fails over to its alternate host and back.")
 
 
+class IncomingNotices(Model):
+    """The seeds' two switches for incoming-side notices (SPEC I10); both on by default."""
+
+    connection_failures: StrictBool = Field(
+        default=True, description="Notify the admins when an incoming server fails "
+        "failureNotifyThreshold sessions in a row (and when it recovers).")
+    stripped_attachments: StrictBool = Field(
+        default=True, description="Mail the sender and the admins which attachments of "
+        "their mail were stripped.")
+
+
 class MailSettingsSpec(Model):
     email_to_request: StrictBool = Field(
         default=True, description="Create tickets from mail at all.")
@@ -69,6 +80,7 @@ class MailSettingsSpec(Model):
     incoming_attachments: IncomingAttachments = Field(default_factory=IncomingAttachments)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     admin_notifications: AdminNotifications = Field(default_factory=AdminNotifications)
+    incoming_notices: IncomingNotices = Field(default_factory=IncomingNotices)
 
     @field_validator("request_id_prefixes")
     @classmethod

@@ -16,19 +16,19 @@ come from the store:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from reconciler.config.models.base import Condition, MatchMode, Resource
-from reconciler.config.models.email_command import EmailCommand
+from reconciler.config.models.email_command import EmailCommand, ResourceQuestion
 from reconciler.config.models.incoming_email_rule import IncomingAction, IncomingEmailRule
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.mail_settings import MailSettings, MailSettingsSpec
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.recipient_filter import RecipientFilter
 from reconciler.config.models.spam_filter import SpamFilter
-from reconciler.incoming.pipeline.directory import SenderDirectory
+from reconciler.incoming.pipeline.directory import SenderDirectory, directory_for
 from reconciler.runtime.addresses import AddressList
 from reconciler.state.base import AuditEntry
 
@@ -76,6 +76,8 @@ class CompiledCommand:
     operations: frozenset[str]
     allowed_fields: frozenset[str]  # casefolded; empty means the known fields
     authorized_senders_only: bool
+    # resource api key -> question api key -> question; empty: answers are not checked
+    resources: Mapping[str, Mapping[str, ResourceQuestion]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +151,9 @@ class PipelineContext:
     creation_emails: frozenset[str]
     creation_domains: frozenset[str]
     defaults: tuple[tuple[str, str], ...]
-    directory: SenderDirectory | None  # None: no user list, every sender counts as a user
+    # None: no user list, every sender counts as a user (the daemon refuses to fetch
+    # then unless guest tickets are on: require_directory)
+    directory: SenderDirectory | None
     seen_message_id: SeenLookup = _never_seen
     thread_lookup: ThreadLookup = _no_thread
     sent_lookup: SentLookup = _nothing_sent
@@ -218,7 +222,7 @@ class PipelineContext:
             creation_emails=frozenset(e.casefold() for e in spec.creation.allowed_emails),
             creation_domains=frozenset(d.casefold() for d in spec.creation.allowed_domains),
             defaults=tuple(spec.defaults.model_dump(by_alias=True, exclude_none=True).items()),
-            directory=directory,
+            directory=directory_for(mine, directory),
             seen_message_id=seen_message_id,
             thread_lookup=thread_lookup,
             sent_lookup=sent_lookup,
@@ -252,8 +256,20 @@ def _compile_command(email_command: EmailCommand) -> CompiledCommand:
     return CompiledCommand(
         email_command.metadata.name, c.subject_contains.casefold(),
         command_pattern(c.delimiter), frozenset(c.operations),
-        frozenset(f.casefold() for f in c.allowed_fields), c.authorized_senders_only)
+        frozenset(f.casefold() for f in c.allowed_fields), c.authorized_senders_only,
+        c.resources)
 
 
 def _extensions(listed: Iterable[str]) -> frozenset[str]:
     return frozenset(e.lstrip(".").casefold() for e in listed)
+
+
+def require_directory(ctx: PipelineContext) -> None:
+    """With guest tickets off, only a directory can tell users from guests; without one
+    every sender would pass as a user, so the server is not fetched (LookupError)."""
+    if ctx.directory is None and not ctx.settings.guest_tickets:
+        raise LookupError(
+            f"guestTickets is off in namespace {ctx.namespace}, but no sender directory says "
+            "who the desk's users are, so guests cannot be told apart; add a SenderDirectory "
+            "resource to the namespace (or start the daemon with --sender-directory FILE), "
+            "or set guestTickets: true in its MailSettings")

@@ -1,8 +1,10 @@
 """Who the desk knows: the pipeline asks a :class:`SenderDirectory` about senders.
 
-The user list belongs to the service desk, not this project, so the pipeline
-depends only on that small protocol. :class:`MappingSenderDirectory` reads a
-mapping or a YAML/JSON file of this shape (compared case-insensitively)::
+The pipeline depends only on that small protocol. The users come from the
+namespace's SenderDirectory resources (the config repo, applied to the store:
+:func:`directory_for`) and from the daemon's ``--sender-directory`` file, which
+:class:`MappingSenderDirectory` reads from a mapping or a YAML/JSON file of this
+shape (compared case-insensitively)::
 
     users:
       - email: jane@acme.example
@@ -19,15 +21,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-
-class UserStatus(StrEnum):
-    ACTIVE = "active"
-    ARCHIVED = "archived"
-    DELETED = "deleted"
+from reconciler.config.models.base import Resource
+from reconciler.config.models.sender_directory import SenderDirectory as DirectoryResource
+from reconciler.config.models.sender_directory import UserStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,3 +115,27 @@ class MappingSenderDirectory:
             raise DirectoryError(
                 f"{path}: expected a mapping with `users` (and optionally `domains`)")
         return cls.from_mapping(data, source=str(path))
+
+
+class _Chained:
+    """Several directories asked in order; the first that knows the address answers."""
+
+    def __init__(self, *directories: SenderDirectory) -> None:
+        self._directories = directories
+
+    def lookup(self, address: str) -> DirectoryEntry | None:
+        return next((e for d in self._directories if (e := d.lookup(address)) is not None),
+                    None)
+
+
+def directory_for(resources: Iterable[Resource],
+                  file: SenderDirectory | None) -> SenderDirectory | None:
+    """The namespace's SenderDirectory resources (all together), then the daemon's file;
+    None when there is neither."""
+    found = [r.spec for r in resources if isinstance(r, DirectoryResource)]
+    if not found:
+        return file
+    applied = MappingSenderDirectory(
+        (DirectoryEntry(u.email, u.name, u.status, u.commands) for s in found for u in s.users),
+        (d for s in found for d in s.domains))
+    return applied if file is None else _Chained(applied, file)

@@ -97,6 +97,8 @@ class TicketEvent:
     received_at: datetime  # when the fetcher got it (UTC)
     sent_at: datetime | None  # the Date header, when it parses
     notes: tuple[str, ...] = ()  # things worth knowing that did not stop processing
+    # @@resource.question=answer@@ of an email command: resource -> question -> answers
+    resources: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +126,8 @@ class TicketEvent:
             "receivedAt": _iso(self.received_at),
             "sentAt": _iso(self.sent_at) if self.sent_at else None,
             "notes": list(self.notes),
+            "resources": {r: {q: list(a) for q, a in qs.items()}
+                          for r, qs in self.resources.items()},
         }
 
     def to_json(self) -> bytes:

@@ -130,4 +130,6 @@ def _event(w: Work) -> TicketEvent:
         received_at=w.received_at.astimezone(UTC),
         sent_at=m.sent_at,
         notes=tuple(dict.fromkeys(w.notes)),
+        resources={r: {q: tuple(a) for q, a in qs.items()}
+                   for r, qs in (w.commands.resources if w.commands else {}).items()},
     )

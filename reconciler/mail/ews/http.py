@@ -21,6 +21,7 @@ from exchangelib import FailFast
 from exchangelib import errors as ews_errors
 from exchangelib.protocol import BaseProtocol
 
+from reconciler.mail.trace import wire
 from reconciler.runtime.backoff import retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -102,11 +103,30 @@ class EwsHttpAdapter(requests.adapters.HTTPAdapter):
         route = self.route_for(request.url)
         if route is not None:
             verify, proxies = True, dict(route.proxies)
-        response = super().send(request, stream=stream, timeout=timeout, verify=verify,
-                                cert=cert, proxies=proxies)
+        what = f"{request.method} {request.url} {_operation(request.body)}".rstrip()
+        wire("> %s", what)
+        try:
+            response = super().send(request, stream=stream, timeout=timeout, verify=verify,
+                                    cert=cert, proxies=proxies)
+        except Exception as exc:
+            wire("< %s failed: %s", what, short(exc))
+            raise
+        wire("< %s %s in %.0f ms", response.status_code, response.reason,
+             response.elapsed.total_seconds() * 1000)
         if route is not None and type(response) is requests.Response:
             response.__class__ = _ChunkedResponse
         return response
+
+
+_OPERATION = re.compile(rb":Body>\s*<(?:\w+:)?(\w+)")
+
+
+def _operation(body: Any) -> str:
+    """The EWS operation a SOAP request asks for (FindItem, CreateItem...), for the trace."""
+    if isinstance(body, str):
+        body = body.encode()
+    found = _OPERATION.search(body[:4096]) if isinstance(body, bytes) else None
+    return found[1].decode() if found else ""
 
 
 def install_adapter() -> None:

@@ -67,6 +67,7 @@ from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure
 from reconciler.mail.proxies import bypasses, proxy_url
 from reconciler.mail.steps import Reason, Step
+from reconciler.mail.trace import in_thread
 from reconciler.mail.transport import Redactor
 from reconciler.oauth.source import TokenError, TokenProvider, fetch_token, invalidate_token
 
@@ -207,7 +208,9 @@ class EwsSession:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._threads,
                                                 thread_name_prefix=f"ews-{self.where}")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        # bound to the thread: the adapter's request lines are this server's trace
+        return await asyncio.get_running_loop().run_in_executor(self._executor, in_thread,
+                                                                self, fn, *args)
 
     async def _new_token(self, refused: Account | None) -> bool:
         login = self.login

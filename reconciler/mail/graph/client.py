@@ -48,6 +48,7 @@ from reconciler.mail.outcome import Failure
 from reconciler.mail.proxies import bypasses, proxy_url
 from reconciler.mail.results import describe
 from reconciler.mail.steps import Reason, Step
+from reconciler.mail.trace import trace
 from reconciler.mail.transport import Redactor
 from reconciler.oauth.source import TokenError, TokenProvider, fetch_token, invalidate_token
 from reconciler.runtime.backoff import retry_after_seconds
@@ -374,13 +375,17 @@ class GraphSession:
     async def _once(self, method: str, url: str, content: bytes | None,
                     headers: dict[str, str]) -> GraphAnswer:
         timeout = max(min(self.request_timeout, self.remaining()), 0.001)
+        self._trace("> %s %s (%s)", method, url, self.step)
         try:
-            return await self.wire(self.client, method, url, content, headers, timeout)
+            answer = await self.wire(self.client, method, url, content, headers, timeout)
         except NETWORK_ERRORS as exc:  # aiohttp's timeouts too: they are ClientErrors
+            self._trace("< %s %s failed: %s", method, url, exc)
             raise network_failure(exc, self.target.address, self.step, self.advice) from None
+        self._trace("< %s %s", answer.status_code, answer.headers.get("request-id", ""))
+        return answer
 
     def _trace(self, msg: str, *args: object) -> None:
-        log.log(logging.INFO if self.server.spec.debug else logging.DEBUG, msg, *args)
+        trace(self, msg, *args)
 
 
 # -- the one classifier ---------------------------------------------------------------------

@@ -34,6 +34,7 @@ from reconciler.mail.fetcher import (
 )
 from reconciler.mail.steps import Step
 from reconciler.mail.threaded import Credentials, ThreadedFetcher, close_now, xoauth2
+from reconciler.mail.trace import wire
 from reconciler.oauth.source import TokenProvider
 
 MAX_LINE = 1 << 20  # poplib's 2,048-byte limit refuses real mail with long HTML lines
@@ -61,6 +62,21 @@ class _Client(poplib.POP3):
 
     def shutdown(self) -> None:
         self.close()
+
+    # The trace sees commands and status lines, never a mail's lines (multi-line bodies
+    # are read with _getline alone); PASS and AUTH go through the fetcher's redactor.
+    def _putline(self, line: bytes) -> None:
+        wire("> %s", line.decode(errors="replace"))
+        super()._putline(line)  # type: ignore[misc]
+
+    def _getresp(self) -> bytes:
+        try:
+            resp: bytes = super()._getresp()  # type: ignore[misc]
+        except poplib.error_proto as exc:
+            wire("< %s", exc)
+            raise
+        wire("< %s", resp.decode(errors="replace"))
+        return resp
 
     def _getline(self) -> tuple[bytes, int]:
         line = self.file.readline(MAX_LINE + 1)

@@ -78,6 +78,7 @@ from reconciler.mail.smtp.pool import ConnectionPool, PoolStats
 from reconciler.mail.smtp.probe import walk_smtp
 from reconciler.mail.smtp.session import close, greet, new_session, rset, starttls
 from reconciler.mail.steps import Reason, Step
+from reconciler.mail.trace import trace
 from reconciler.mail.transport import Redactor, Transport
 from reconciler.oauth.source import TokenProvider
 
@@ -136,7 +137,7 @@ class _Attempt(SendProgress):
                            f"unexpected error while {self.step}: {describe(exc)}")
 
     def trace(self, msg: str, *args: object) -> None:
-        log.log(logging.INFO if self.server.spec.debug else logging.DEBUG, msg, *args)
+        trace(self, msg, *args)
 
 
 class SmtpTransport(Transport):

@@ -77,7 +77,13 @@ def resources(*, server: dict[str, Any] | None = None, settings: dict[str, Any] 
             "conditions": [{"field": "from", "operator": "endsWith",
                             "value": "@board.acme.example"}],
             "setFields": {"technicianGroup": "Tier 2", "priority": "High"}}),
-        resource("EmailCommand", "desk-cmd", {"subjectContains": "[desk-cmd]"}),
+        resource("EmailCommand", "desk-cmd", {"subjectContains": "[desk-cmd]", "resources": {
+            "res_301": {"qstn_select_302": {"type": "select", "options": ["compaq", "dell"]},
+                        "qstn_radio_303": {"type": "radio", "options": ["yes", "no"]},
+                        "qstn_check_304": {"type": "check",
+                                           "options": ["Mouse", "Keyboard", "Monitor"]},
+                        "qstn_check_305": {"type": "check", "options": ["Mouse"]},
+                        "qstn_string_306": {"type": "string"}}}}),
     ]
 
 

@@ -56,3 +56,16 @@ def test_subject_marker_is_case_insensitive() -> None:
 
 def test_pattern_is_compiled_once_per_command() -> None:
     assert isinstance(command().pattern, re.Pattern)
+
+
+def test_resource_answers_pass_unchecked_when_none_are_declared() -> None:
+    parsed = parse_commands("@@res_301.qstn_select_302=hp@@ @@res_301.qstn_select_302=compaq, "
+                            "dell@@\n@@broken.q=no end\n", command())
+    assert parsed.resources == {"res_301": {"qstn_select_302": ["compaq", "dell"]}}
+    assert parsed.count == 0 and parsed.notes == []
+
+
+def test_resource_answers_are_not_commands_under_an_at_delimiter() -> None:
+    parsed = parse_commands("@@Priority=High@@ @@res_1.q_2=yes@@", command("@@"))
+    assert parsed.fields == {"priority": "High"} and parsed.notes == []
+    assert parsed.resources == {"res_1": {"q_2": ["yes"]}}

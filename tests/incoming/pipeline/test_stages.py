@@ -133,6 +133,21 @@ CASES = [
         "fieldSources": {"technicianGroup": "command", "category": "defaults",
                          "priority": "command"},
         "notes": ["field 'Flavour' is not a ticket field; ignored"]}),
+    Case("70-email-command-resources.eml", OK, Code.CREATED, (), {
+        "kind": "create", "operation": "AddRequest", "resources": {"res_301": {
+            "qstn_select_302": ["compaq"], "qstn_check_304": ["Mouse", "Keyboard"],
+            "qstn_string_306": ["Needs a docking station"]}},
+        "notes": [
+            "resource answer res_301.qstn_radio_303 is a radio question and takes one "
+            "answer, not 2; the question is removed",
+            "resource answer res_301.qstn_check_304: 'Tablet' is not one of its options "
+            "(Mouse, Keyboard, Monitor); answer removed",
+            "resource answer res_301.qstn_check_305: 'Fax' is not one of its options "
+            "(Mouse); answer removed",
+            "resource answer res_301.qstn_check_305 has no valid answer; the question is "
+            "removed",
+            "resource answer res_999.qstn_1 is not a question of the template's resources; "
+            "ignored"]}),
     Case("32-email-command-bad-operation.eml", FAIL, Code.COMMAND_FAILED,
          ("DeleteEverything",)),
     Case("33-email-command-no-ticket.eml", FAIL, Code.COMMAND_NO_TICKET,

@@ -281,3 +281,18 @@ async def test_two_hundred_mails_stream_one_at_a_time(ews: EwsPeer, certs: PeerC
     assert count == 200 and total >= 200 * size
     # a few mails in flight (SOAP text, base64, bytes), not the mailbox
     assert peak < total / 10, (peak, total)
+
+
+@pytest.mark.parametrize("auth", [basic(), oauth()], ids=["basic", "oauth2"])
+async def test_debug_traces_each_ews_operation_without_secrets(
+        ews: EwsPeer, certs: PeerCerts, auth: dict[str, Any],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="reconciler.mail.trace")
+    ews.deliver(sample_mail(1))
+    async with fetcher(ews, certs, auth=auth, spec={"debug": True},
+                       token_provider=Tokens(TOKEN)) as f:
+        assert len(await fetch_all(f)) == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "reconciler.mail.trace"]
+    assert any(line.endswith("/EWS/Exchange.asmx FindItem") for line in lines), lines
+    assert any("< 200 OK" in line for line in lines)
+    assert PASSWORD not in caplog.text and TOKEN not in caplog.text

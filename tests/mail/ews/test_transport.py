@@ -370,12 +370,16 @@ async def test_password_and_token_never_reach_results_or_logs(
     results = []
     for auth, provider in [(basic_auth(), None), (basic_auth("EWS_WRONG_PASSWORD"), None),
                            (oauth(), lambda s: TOKEN), (oauth(), lambda s: "refused-" + TOKEN)]:
-        server = ews.server(auth=auth)
+        server = ews.server(auth=auth, debug=True)  # the protocol trace is redacted too
         transport = EwsTransport(ca_file=certs.ca_file, token_provider=provider)
         results.append(await send(transport, envelope(server), server))
         results.append(await transport.probe(server))
     assert [getattr(r, "outcome", None) for r in results[::2]] == [
         Outcome.SENT, Outcome.PERMANENT, Outcome.SENT, Outcome.PERMANENT]
+    traced = [r.getMessage() for r in caplog.records
+              if r.name == "reconciler.mail.trace" and r.levelno == logging.INFO]
+    assert any(line.endswith("/EWS/Exchange.asmx CreateItem") for line in traced), traced
+    assert any("< 401" in line for line in traced)
     seen = caplog.text + " ".join(repr(r) for r in results)
     for secret in (PASSWORD, wrong, TOKEN):
         forms = {secret, base64.b64encode(secret.encode()).decode(),

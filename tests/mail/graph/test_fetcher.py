@@ -288,3 +288,16 @@ async def test_a_mailbox_behind_a_proxy_is_fetched_through_it(
     assert subjects(mails) == ["Request 1"]
     assert set(proxy.tunnels) == {f"127.0.0.1:{graph.port}"}
     assert secret not in caplog.text
+
+
+async def test_debug_traces_each_request_without_the_token(
+        graph: GraphPeer, certs: PeerCerts, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="reconciler.mail.trace")
+    graph.store.deliver(DESK, sample_mail(1))
+    async with fetcher(graph, certs, debug=True) as f:
+        assert len(await fetch_all(f)) == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "reconciler.mail.trace"]
+    assert any("> GET " in line and "/messages" in line for line in lines), lines
+    assert any(line.endswith("< 200 ") or "< 200" in line for line in lines)
+    assert all(line.startswith("IncomingServer default/graph-in: ") for line in lines)
+    assert TOKEN not in caplog.text

@@ -202,6 +202,7 @@ async def test_pipelined_and_one_at_a_time_report_the_same(
     name: str, make_peer: PeerMaker, certs: PeerCerts, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="reconciler.mail.smtp.transport")
+    caplog.set_level(logging.DEBUG, logger="reconciler.mail.trace")
     steer, kw, outcome, failure, kept = SCENARIOS[name]
     plain_first, plain_second, plain_opened = await send_and_follow_up(
         make_peer(pipelining=False), certs, steer, kw)
@@ -330,6 +331,7 @@ async def test_several_messages_in_a_row_on_one_connection(
     mode: Mode, make_peer: PeerMaker, certs: PeerCerts, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="reconciler.mail.smtp.transport")
+    caplog.set_level(logging.DEBUG, logger="reconciler.mail.trace")
     peer = make_peer(pipelining=True, mode=mode)
     assert await several_in_a_row(peer, certs) == 1
     assert traced(caplog)
@@ -404,6 +406,7 @@ async def test_smtp_sink_faults(
     smtp_sink: SmtpSink, certs: PeerCerts, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="reconciler.mail.smtp.transport")
+    caplog.set_level(logging.DEBUG, logger="reconciler.mail.trace")
     piped, one_at_a_time = await sink_results(smtp_sink, options, certs, caplog)
     assert piped == one_at_a_time
     assert piped[:3] == (outcome, failure, detail)
@@ -413,6 +416,7 @@ async def test_smtp_sink_several_messages_on_one_connection(
     smtp_sink: SmtpSink, certs: PeerCerts, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="reconciler.mail.smtp.transport")
+    caplog.set_level(logging.DEBUG, logger="reconciler.mail.trace")
     server = server_spec(smtp_sink.port)
     t = transport(certs)
     try:
