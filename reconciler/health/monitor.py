@@ -100,8 +100,9 @@ class HealthMonitor:
         self._notifier = notifier or Notifier(settings.notify_webhook)
         self._leadership = leadership
         self._limit = asyncio.Semaphore(max(concurrency, 1))
-        self._options = probe_options or ProbeOptions(ca_file=settings.ca_file,
-                                                      token_provider=token_provider)
+        self._options = probe_options or ProbeOptions(
+            ca_file=settings.ca_file, token_provider=token_provider,
+            proxy_lookup=lambda server: config.current.proxy_for(server))
         self._exported: set[tuple[str, str]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:

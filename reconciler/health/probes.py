@@ -156,6 +156,7 @@ async def _transport_for(server: OutgoingServer, options: ProbeOptions,
     wants_name = "local_hostname" in OUTGOING[OutgoingProtocol(server.spec.protocol)].options
     return transport_for(server.spec.protocol, ca_file=options.ca_file,
                          token_provider=options.token_provider, connect_timeout=budget,
+                         proxy_lookup=options.proxy_lookup,
                          local_hostname=await options.ehlo_name() if wants_name else None)
 
 

@@ -46,7 +46,7 @@ class Outgoing:
 OUTGOING: dict[OutgoingProtocol, Outgoing] = {
     OutgoingProtocol.SMTP: Outgoing(
         "reconciler.mail.smtp.transport:SmtpTransport",
-        ("selector", "connect_timeout", "local_hostname"),
+        ("selector", "connect_timeout", "local_hostname", "proxy_lookup"),
         "reconciler.mail.smtp.probe:smtp_plan", "reconciler.mail.smtp.probe:walk_smtp"),
     OutgoingProtocol.GRAPH: Outgoing(
         "reconciler.mail.graph.transport:GraphTransport", ("proxy_lookup", "connect_timeout"),
