@@ -97,10 +97,12 @@ def check_steps(server: OutgoingServer) -> tuple[Planner, Walker, Endpoints | No
 
 # protocol -> ("module:Class", the extra options that class accepts)
 FETCHERS: dict[IncomingProtocol, tuple[str, tuple[str, ...]]] = {
-    IncomingProtocol.IMAP: ("reconciler.mail.imap.fetcher:ImapFetcher", ()),
-    IncomingProtocol.IMAPS: ("reconciler.mail.imap.fetcher:ImapFetcher", ()),
-    IncomingProtocol.POP3: ("reconciler.mail.pop3.fetcher:Pop3Fetcher", ("delete_after_fetch",)),
-    IncomingProtocol.POP3S: ("reconciler.mail.pop3.fetcher:Pop3Fetcher", ("delete_after_fetch",)),
+    IncomingProtocol.IMAP: ("reconciler.mail.imap.fetcher:ImapFetcher", ("proxy_lookup",)),
+    IncomingProtocol.IMAPS: ("reconciler.mail.imap.fetcher:ImapFetcher", ("proxy_lookup",)),
+    IncomingProtocol.POP3: ("reconciler.mail.pop3.fetcher:Pop3Fetcher",
+                            ("delete_after_fetch", "proxy_lookup")),
+    IncomingProtocol.POP3S: ("reconciler.mail.pop3.fetcher:Pop3Fetcher",
+                             ("delete_after_fetch", "proxy_lookup")),
     IncomingProtocol.EWS: ("reconciler.mail.ews.fetcher:EwsFetcher", ("proxy_lookup",)),
     IncomingProtocol.GRAPH: ("reconciler.mail.graph.fetcher:GraphFetcher", ("proxy_lookup",)),
 }
@@ -120,7 +122,7 @@ def fetcher_for(
     ``ca_file`` adds a private CA to the system ones (default: the
     ``RECONCILE_TLS_CA_FILE`` environment variable); ``timeout`` bounds each
     network operation; ``delete_after_fetch`` lets POP3 ``DELE`` handled mail;
-    ``proxy_lookup`` finds the ProxyServer an EWS or Graph server names.
+    ``proxy_lookup`` finds the ProxyServer the server names.
     """
     where, extra = FETCHERS[IncomingProtocol(server.spec.protocol)]
     options = {"delete_after_fetch": delete_after_fetch, "proxy_lookup": proxy_lookup}
