@@ -146,8 +146,8 @@ def _graph_client_ids(resources: Sequence[LoadedResource]) -> Iterator[Diagnosti
 # Proxy types each protocol cannot go through (SPEC O5): SMTP, IMAP and POP3 tunnel with
 # HTTP CONNECT or SOCKS5 (no TLS to the proxy itself); EWS's requests session has no
 # SOCKS support installed.
-_NO_PROXY_TYPE = {**dict.fromkeys(("smtp", "imap", "imaps", "pop3", "pop3s"), {"https"}),
-                  "ews": {"socks5"}}
+_NO_PROXY_TYPE = {**dict.fromkeys(("smtp", "imap", "imaps", "pop3", "pop3s"), frozenset({"https"})),
+                  "ews": frozenset({"socks5"})}
 
 
 def _proxy_support(resources: Sequence[LoadedResource]) -> Iterator[Diagnostic]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.config.models.incoming_server import IncomingServerSpec
 from reconciler.config.models.outgoing_server import OutgoingServerSpec
 from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.mail.proxies import route
@@ -32,10 +33,11 @@ class ProbeOptions:
     proxy_lookup: Callable[[Any], ProxyServerSpec | None] | None = None
     _context: ssl.SSLContext | None = field(default=None, init=False, repr=False)
 
-    def budget(self, spec: OutgoingServerSpec) -> float:
+    def budget(self, spec: OutgoingServerSpec | IncomingServerSpec) -> float:
         if self.timeout is not None:
             return self.timeout
-        return min(spec.timeout_seconds, DEFAULT_PROBE_TIMEOUT)
+        return min(getattr(spec, "timeout_seconds", DEFAULT_PROBE_TIMEOUT),
+                   DEFAULT_PROBE_TIMEOUT)
 
     def proxy_for(self, server: Any, host: str) -> ProxyServerSpec | None:
         """The proxy a connection of ``server`` to ``host`` goes through; None for direct

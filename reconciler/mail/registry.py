@@ -2,7 +2,8 @@
 
 Like an octoDNS provider, a protocol plugs in with one folder under ``mail/`` and
 one row here: :data:`OUTGOING` (its transport and its connection check, SPEC O5,
-O9) or :data:`FETCHERS` (its fetcher, SPEC I1). Classes and functions are named
+O9) or :data:`FETCHERS` (its fetcher, SPEC I1) and :data:`INCOMING_CHECKS` (its
+connection check, SPEC I9). Classes and functions are named
 as ``module:attribute`` and imported on first use, so loading the registry costs
 nothing; each row lists the options beyond the common ones that its class takes.
 Dispatch, health, test-connection and incoming ask here and never name a protocol.
@@ -14,7 +15,7 @@ import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
 from reconciler.config.models.outgoing_server import OutgoingProtocol, OutgoingServer
@@ -25,6 +26,9 @@ from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.steps import Step, StepResult
 from reconciler.mail.transport import Transport
 from reconciler.oauth.source import TokenProvider
+
+if TYPE_CHECKING:  # loaded on first use, like every class named here
+    from reconciler.mail.incoming_check import IncomingCheck
 
 Walker = Callable[[OutgoingServer, Endpoint, ProbeOptions], Awaitable[list[StepResult]]]
 Planner = Callable[[OutgoingServer], tuple[Step, ...]]
@@ -106,6 +110,21 @@ FETCHERS: dict[IncomingProtocol, tuple[str, tuple[str, ...]]] = {
     IncomingProtocol.EWS: ("reconciler.mail.ews.fetcher:EwsFetcher", ("proxy_lookup",)),
     IncomingProtocol.GRAPH: ("reconciler.mail.graph.fetcher:GraphFetcher", ("proxy_lookup",)),
 }
+
+
+# protocol -> "module:Class", an IncomingCheck: the connection check (SPEC I9)
+INCOMING_CHECKS: dict[IncomingProtocol, str] = {
+    IncomingProtocol.IMAP: "reconciler.mail.imap.probe:ImapCheck",
+    IncomingProtocol.IMAPS: "reconciler.mail.imap.probe:ImapCheck",
+    IncomingProtocol.POP3: "reconciler.mail.pop3.probe:Pop3Check",
+    IncomingProtocol.POP3S: "reconciler.mail.pop3.probe:Pop3Check",
+}
+
+
+def incoming_check(server: IncomingServer, options: ProbeOptions) -> IncomingCheck:
+    """The connection check of the server's protocol; KeyError when it has none."""
+    check: type[IncomingCheck] = _load(INCOMING_CHECKS[IncomingProtocol(server.spec.protocol)])
+    return check(server, options)
 
 
 def fetcher_for(

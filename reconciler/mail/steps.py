@@ -29,6 +29,9 @@ class Step(StrEnum):
     API = "api"  # Graph/EWS: one cheap authenticated call
     SEND = "send"  # test-connection only: a real message through the transport
     FETCH = "fetch"  # incoming: a mailbox command after login (select, list, download, flag)
+    FOLDER = "folder"  # incoming check: open the folder read-only
+    COUNT = "count"  # incoming check: how many messages, how many unread
+    SAMPLE = "sample"  # incoming check: one message's headers, read-only
 
     @property
     def label(self) -> str:
@@ -52,6 +55,9 @@ _LABELS = {
     Step.API: "API call",
     Step.SEND: "Send",
     Step.FETCH: "Fetch",
+    Step.FOLDER: "Folder",
+    Step.COUNT: "Messages",
+    Step.SAMPLE: "Sample",
 }
 
 

@@ -279,6 +279,11 @@ def _waiting_for(step: Step) -> str:
 
 def tls_summary(transport: asyncio.BaseTransport | None) -> str:
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    return ssl_summary(ssl_object)
+
+
+def ssl_summary(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str:
+    """The TLS version and the verified certificate, for people."""
     if ssl_object is None:
         return "encrypted"
     cert = ssl_object.getpeercert() or {}

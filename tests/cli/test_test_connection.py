@@ -230,7 +230,8 @@ def test_ambiguous_unknown_and_bad_arguments(db: str, tmp_path: Path) -> None:
                       "server 'desk' exists in namespaces acme, default; choose one with "
                       "--namespace")
     assert_user_error(run("test-connection", "dsek", "--to", TO, "--store", db, code=1),
-                      "no OutgoingServer 'dsek' in the live store; did you mean 'desk'?")
+                      "no OutgoingServer or IncomingServer 'dsek' in the live store; "
+                      "did you mean 'desk'?")
     assert_user_error(run("test-connection", "desk", "-n", "acme", "--to", "not an address",
                           "--store", db, code=1),
                       "--to 'not an address' is not a usable email address")
