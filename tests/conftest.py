@@ -14,6 +14,7 @@ pytest_plugins = [
     "peers.dovecot",
     "peers.network_guard",
     "peers.pproxy_peer",
+    "peers.dns_peer",
 ]
 
 

@@ -49,6 +49,7 @@ from reconciler.health.probes import (
 from reconciler.mail.fetcher import FetchError
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.registry import OUTGOING
+from reconciler.mail.sender_dns import DomainReport, check_domain
 from reconciler.mail.steps import ProbeReport, Step
 
 
@@ -72,6 +73,11 @@ from reconciler.mail.steps import ProbeReport, Step
               help="Time budget per phase in seconds (default: the server's timeout, at "
                    "most 30).")
 @click.option("--alternate", is_flag=True, help="Test the alternate host instead of the main.")
+@click.option("--dns-server", default=None, metavar="HOST:PORT", callback=lambda c, p, v:
+              _host_port(v), help="Ask this DNS server about the sender domain's SPF, DKIM "
+              "and DMARC (default: this machine's resolver).")
+@click.option("--dkim-selector", "selectors", multiple=True, metavar="SEL",
+              help="The DKIM selector(s) the server signs with (default: try common ones).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @click.option("--approve-credential-move", "approvals", multiple=True,
@@ -82,7 +88,8 @@ from reconciler.mail.steps import ProbeReport, Step
 def command(ctx: click.Context, server_name: str, namespace: str | None, to: str | None,
             kind: str | None, config_dir: Path | None, store_url: str | None,
             token_key_ref: str | None, ca_file: Path | None, timeout: float | None,
-            alternate: bool, fmt: str, approvals: tuple[str, ...]) -> None:
+            alternate: bool, dns_server: tuple[str, int] | None, selectors: tuple[str, ...],
+            fmt: str, approvals: tuple[str, ...]) -> None:
     """Check that SERVER works: each connection step, then (outgoing) a test message to ADDR
     or (incoming) the folder, its message count and one message's headers."""
     if config_dir is not None and ctx.get_parameter_source("store_url") == \
@@ -109,12 +116,16 @@ def command(ctx: click.Context, server_name: str, namespace: str | None, to: str
             options = ProbeOptions(ca_file=ca_file, timeout=timeout, token_provider=tokens,
                                    proxy_lookup=target.proxy_lookup())
             report = asyncio.run(_walk(server, to, alternate, options))
+        domain = None if isinstance(server, IncomingServer) else asyncio.run(check_domain(
+            str(server.spec.email).rsplit("@", 1)[-1], selectors=selectors,
+            nameserver=dns_server))
     finally:
         logging.getLogger("reconciler").removeHandler(quiet)
     if fmt == "json":
-        click.echo(json.dumps(_json(report, server), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(_json(report, server) | _domain_json(domain), indent=2,
+                              ensure_ascii=False))
     else:
-        click.echo("\n".join(_text(report, server, to)))
+        click.echo("\n".join(_text(report, server, to, domain)))
     finish(0 if report.ok else 1)
 
 
@@ -201,7 +212,39 @@ async def _walk(server: Server, to: str | None, alternate: bool,
     return report
 
 
+def _host_port(value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":") if value.count(":") == 1 or value.startswith("[") \
+        else (value, "", "53")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:53)")
+    return host.strip("[]"), int(port)
+
+
 # -- rendering ---------------------------------------------------------------------
+
+
+def _domain_text(domain: DomainReport | None) -> list[str]:
+    """The sender domain's records: advice, outside the exit code."""
+    if domain is None:
+        return []
+    lines = [f"Sender domain {domain.domain} (DNS: {domain.resolver}; advice, not part of "
+             "the exit code):"]
+    if domain.skipped:
+        return [*lines, f"    {domain.skipped}", ""]
+    lines += [f"    {'✓' if c.ok else '✗'} {c.record:<5}  {c.detail}" for c in domain.checks]
+    lines += [f"    Fix {c.record}: {c.fix}" for c in domain.checks if not c.ok]
+    return [*lines, ""]
+
+
+def _domain_json(domain: DomainReport | None) -> dict[str, Any]:
+    if domain is None:
+        return {}
+    return {"senderDomain": {
+        "domain": domain.domain, "resolver": domain.resolver, "skipped": domain.skipped or None,
+        "records": [{"record": c.record, "ok": c.ok, "detail": c.detail, "fix": c.fix or None}
+                    for c in domain.checks]}}
 
 
 def _ms(seconds: float) -> str:
@@ -217,7 +260,8 @@ def _fix(report: ProbeReport, server: Server) -> str | None:
     return likely_fix(failed, server, endpoint)
 
 
-def _text(report: ProbeReport, server: Server, to: str | None) -> list[str]:
+def _text(report: ProbeReport, server: Server, to: str | None,
+          domain: DomainReport | None = None) -> list[str]:
     spec = server.spec
     endpoint = report.endpoint
     which = "alternate host " if endpoint is not None and endpoint.alternate else ""
@@ -233,7 +277,7 @@ def _text(report: ProbeReport, server: Server, to: str | None) -> list[str]:
                      f"({_ms(result.seconds)})")
     for step in report.not_run:
         lines.append(f"  · {step.label:<{width}}  not run")
-    lines.append("")
+    lines += ["", *_domain_text(domain)]
     failed = report.failed
     if failed is None and report.ok:
         lines.append(f"All checks passed; a test message was sent to {to}." if to and

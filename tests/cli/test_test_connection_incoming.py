@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from health.kit import put_servers
+from mail.fetch_kit import fetch_env, incoming_server  # noqa: F401  (fetch_env: autouse)
 from peers.dovecot import DovecotInstance, MailUser, sample_mail
 from peers.pproxy_peer import ProxyPeer
 from peers.smtp import HOST, PeerCerts, free_port
 
-from mail.fetch_kit import fetch_env, incoming_server  # noqa: F401  (fetch_env: autouse)
 from reconciler.config.models.proxy_server import ProxyServer
 from reconciler.state import open_store
 
