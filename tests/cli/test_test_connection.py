@@ -302,3 +302,20 @@ def test_the_sender_domain_records_are_checked_and_what_is_missing_is_said(
                               "--dns-server", dns_peer.address, "--format", "json", code=0))
     assert [(r["record"], r["ok"]) for r in report["senderDomain"]["records"]] == [
         ("SPF", True), ("DKIM", False), ("DMARC", False)]  # no selector: none of the common
+
+
+def test_through_a_proxy_every_step_and_the_send_use_the_tunnel(
+        peers: Peers, certs: PeerCerts, db: str, proxy_peer: Any, proxy_password: str) -> None:
+    from reconciler.config.models.proxy_server import ProxyServer
+
+    peer = peers("tls", user=USER, password=PASSWORD)
+    proxy = ProxyServer.model_validate({
+        "apiVersion": "reconciler.dev/v1", "kind": "ProxyServer",
+        "metadata": {"name": "corp", "namespace": "default"},
+        "spec": proxy_peer.spec("socks5")})
+    stored(db, proxy, peer.server("desk", auth=basic_auth(), proxy="corp"))
+    out = check("desk", "--to", TO, "--store", db, "--ca-file", certs.ca_file, code=0)
+    assert [label for _, label in marks(out)][:3] == ["DNS", "Proxy", "TLS"]
+    assert len(peer.messages) == 1
+    proxy_peer.tunnelled(f"{HOST}:{peer.port}", 2)  # the check's and the send's
+    assert proxy_password not in out

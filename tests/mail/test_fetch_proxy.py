@@ -41,7 +41,7 @@ async def test_mail_is_fetched_through_the_proxy(
                            proxy_lookup=_lookup(proxy_peer.spec(kind))) as fetcher:
         assert len(await fetch_all(fetcher)) == 1
     port = getattr(dovecot, PORTS[protocol])
-    assert proxy_peer.tunnelled(f"localhost:{port}").startswith(kind)
+    assert proxy_peer.tunnelled(f"localhost:{port}")[0].startswith(kind)
 
 
 async def test_wrong_proxy_credentials_name_the_proxy_step(

@@ -39,15 +39,17 @@ class ProxyPeer:
         return {"type": kind, "host": HOST, "port": self.port, "username": USER,
                 "password": {"secretRef": f"env:{PASSWORD_ENV}"}, **extra}
 
-    def tunnelled(self, target: str, *, timeout: float = 60.0) -> str:
-        """The log line of a tunnel to ``target`` (host:port); waits until pproxy logs it."""
+    def tunnelled(self, target: str, count: int = 1, *, timeout: float = 60.0) -> list[str]:
+        """The log lines of ``count`` tunnels to ``target`` (host:port), waiting until pproxy
+        has logged that many."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = next((line for line in self.lines if line.endswith("-> " + target)), None)
-            if found is not None:
+            found = [line for line in self.lines if line.endswith("-> " + target)]
+            if len(found) >= count:
                 return found
             time.sleep(0.02)
-        raise AssertionError(f"no tunnel to {target} in the proxy's log: {self.lines}")
+        raise AssertionError(f"not {count} tunnel(s) to {target} in the proxy's log: "
+                             f"{self.lines}")
 
     def _read(self) -> None:
         assert self.process.stdout is not None

@@ -40,7 +40,7 @@ async def test_mail_goes_through_the_proxy_with_tls_verified_against_the_mail_ho
         await transport.aclose()
     assert result.outcome == Outcome.SENT, result.detail
     assert len(peer.messages) == 1
-    assert proxy_peer.tunnelled(f"localhost:{peer.port}").startswith(kind)
+    assert proxy_peer.tunnelled(f"localhost:{peer.port}")[0].startswith(kind)
 
 
 async def test_the_check_walks_the_proxy_step_instead_of_tcp(
