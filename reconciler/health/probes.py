@@ -112,7 +112,7 @@ def cannot_reach(report: ProbeReport) -> bool:
     failed = report.failed
     if failed is None or failed.failure not in (Failure.CONNECT, Failure.TIMEOUT):
         return False
-    if failed.step in (Step.DNS, Step.TCP, Step.GREETING):
+    if failed.step in (Step.DNS, Step.TCP, Step.PROXY, Step.GREETING):
         return True
     implicit_tls = (Step.TLS in report.plan and Step.GREETING in report.plan
                     and report.plan.index(Step.TLS) < report.plan.index(Step.GREETING))

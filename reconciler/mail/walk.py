@@ -80,8 +80,8 @@ class Walk:
     async def reach(self, endpoint: Endpoint, options: ProbeOptions | None = None,
                     server: Any = None) -> socket.socket | None:
         """The DNS and TCP steps (through the proxy ``server`` names, when ``options`` can
-        look it up: DNS of the proxy, then the proxy step): the connected socket, or None
-        when one failed."""
+        look it up: the proxy step in TCP's place): the connected socket, or None when one
+        failed."""
         loop = asyncio.get_running_loop()
         try:
             proxy = options.proxy_for(server, endpoint.host) if options else None
@@ -92,28 +92,27 @@ class Walk:
                 raise failure
             return await self.run(Step.PROXY, refuse)
         if proxy is not None:
-            return await self._tunnel(loop, endpoint, proxy)
+            return await self._tunnel(endpoint, proxy)
         addresses = await self.run(Step.DNS, lambda: dns_step(loop, endpoint))
         if addresses is None:
             return None
         return await self.run(Step.TCP, lambda: tcp_step(loop, addresses, self))
 
-    async def _tunnel(self, loop: asyncio.AbstractEventLoop, endpoint: Endpoint,
+    async def _tunnel(self, endpoint: Endpoint,
                       proxy: ProxyServerSpec) -> socket.socket | None:
-        """The mail server's name is the proxy's to resolve; this machine resolves the
-        proxy's, then the proxy step connects to it and opens the tunnel."""
-        at = Endpoint(proxy.host, proxy.port)
+        """The mail server's name is the proxy's to resolve; the proxy step resolves the
+        proxy's own name, connects to it and opens the tunnel (so any failure there,
+        its name included, is named as the proxy's)."""
+        at = Endpoint(proxy.host, proxy.port).address
 
-        async def resolve() -> tuple[bool, str]:
-            _, detail = await dns_step(loop, at)
-            return True, f"proxy {detail} ({endpoint.host} is resolved by the proxy)"
+        async def resolved_there() -> tuple[bool, str]:
+            return True, f"{endpoint.host} is resolved by the proxy {at}"
 
         async def tunnel() -> tuple[socket.socket, str]:
             sock = await open_tunnel_async(proxy, endpoint.host, endpoint.port,
                                            self.remaining(), self.redactor)
-            return sock, f"tunnel to {endpoint.address} through the {proxy.type} proxy " \
-                         f"{at.address}"
-        if await self.run(Step.DNS, resolve) is None:
+            return sock, f"tunnel to {endpoint.address} through the {proxy.type} proxy {at}"
+        if await self.run(Step.DNS, resolved_there) is None:
             return None
         return await self.run(Step.PROXY, tunnel)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from dispatch.kit import USER, basic_auth
 from peers.pproxy_peer import ProxyPeer
-from peers.smtp import HOST, PeerCerts, SmtpPeer
+from peers.smtp import HOST, PeerCerts, SmtpPeer, free_port
 
 from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.health.probes import probe_server
@@ -95,3 +95,16 @@ async def test_a_missing_proxy_is_refused_never_bypassed(
         await transport.aclose()
     assert result.outcome == Outcome.PERMANENT and result.failure == Failure.CONFIG
     assert "ProxyServer gone" in result.detail and not peer.messages
+
+
+async def test_a_proxy_nobody_listens_on_is_named_at_the_proxy_step(
+        peer_factory: PeerFactory, certs: PeerCerts) -> None:
+    peer = peer_factory("plain")
+    port = free_port()
+    options = ProbeOptions(ca_file=certs.ca_file, local_hostname="client.test",
+                           proxy_lookup=_lookup({"type": "http", "host": HOST, "port": port}))
+    report = await probe_server(peer.server(proxy="corp-proxy"), options=options)
+    failed = report.failed
+    assert failed is not None and failed.step == Step.PROXY and failed.reason == Reason.REFUSED
+    assert f"cannot reach the http proxy {HOST}:{port}" in failed.detail
+    assert "ProxyServer's host and port" in failed.fix
