@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from peers.dns_peer import DnsPeer
 
 from reconciler.mail.sender_dns import check_domain
@@ -37,9 +39,11 @@ async def test_missing_records_say_what_to_publish(dns_peer: DnsPeer) -> None:
 
 
 async def test_a_silent_resolver_skips_the_check_and_reserved_names_are_never_asked(
-        dns_peer: DnsPeer) -> None:
-    dns_peer.sock.close()  # nothing answers on that port now
-    report = await check_domain("corp.net", nameserver=_server(dns_peer), timeout=0.5)
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # bound, never answers
+        silent.bind(("127.0.0.1", 0))
+        nameserver = ("127.0.0.1", int(silent.getsockname()[1]))
+        report = await check_domain("corp.net", nameserver=nameserver, timeout=0.5)
     assert report.checks == () and "DNS did not answer" in report.skipped
     report = await check_domain(DOMAIN)  # the system resolver: not asked for .example
     assert report.checks == () and "reserved" in report.skipped
