@@ -108,3 +108,21 @@ def test_through_a_proxy_the_proxy_step_replaces_tcp(
     assert f"tunnel to localhost:{dovecot.imaps} through the http proxy" in out
     assert proxy_password not in out
 
+
+
+def test_a_name_both_kinds_use_needs_kind(dovecot: DovecotInstance, mailbox: MailUser,
+                                          certs: PeerCerts, tmp_path: Any) -> None:
+    from peers.smtp import server_spec
+
+    db = str(tmp_path / "s.db")
+    with open_store(db) as store:
+        put_servers(store, server_spec(free_port(), "plain", "desk"),
+                    incoming_server(dovecot, mailbox, "pop3s"))
+    run_both = run("test-connection", "desk", "--store", db, code=1).output
+    assert "both an OutgoingServer and an IncomingServer are called 'desk'; choose one " \
+           "with --kind outgoing or --kind incoming" in run_both
+    out = run("test-connection", "desk", "--kind", "incoming", "--store", db, "--ca-file",
+              certs.ca_file, code=0).output
+    assert out.startswith("Testing IncomingServer default/desk: pop3s")
+    needs_to = run("test-connection", "desk", "--kind", "outgoing", "--store", db, code=1)
+    assert "--to ADDR is needed for an OutgoingServer" in needs_to.output
