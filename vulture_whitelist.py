@@ -222,3 +222,11 @@ _.schedule_retry
 _.link_ticket
 _.server_state
 _.schema_revision
+# -- proxies and incoming checks (proxies) ---------------------------------------------
+# reconciler/mail/imap|pop3/probe.py: named as "module:Class" in mail/registry.py
+_.ImapCheck
+_.Pop3Check
+# reconciler/mail/imap/client.py: IMAPClient's hook that builds the imaplib object
+_._create_IMAP4
+# reconciler/mail/sender_dns.py: dnspython resolver setting (the --dns-server address)
+_.nameservers

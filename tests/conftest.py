@@ -13,6 +13,8 @@ pytest_plugins = [
     "peers.oauth_server",
     "peers.dovecot",
     "peers.network_guard",
+    "peers.pproxy_peer",
+    "peers.dns_peer",
 ]
 
 

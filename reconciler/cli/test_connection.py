@@ -1,7 +1,9 @@
 """`reconcile test-connection SERVER --to ADDR` (SPEC O10): walk DNS, TCP, TLS, greeting,
 EHLO, AUTH (Graph and EWS: DNS, TCP, TLS, token, API call), then send a short test message
 through the real transport; print each step with ✓/✗ and its time, and for a failure
-the step and the likely fix.
+the step and the likely fix. For an IncomingServer (SPEC I9, IMAP and POP3) the steps go
+on after AUTH with the folder, the message count and one message's headers, read-only.
+Through a ProxyServer the TCP step is the proxy step (connect to it, open the tunnel).
 
 The server comes from the live store (what the daemon runs) or, with
 ``--config DIR``, from a config repo before it is applied. Secret references
@@ -12,7 +14,6 @@ values are never printed. Exit 0 when every step passed, 1 otherwise.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import json
 import logging
 from collections.abc import Iterator
@@ -32,29 +33,34 @@ from reconciler.cli.common import (
     store_option,
     token_key_option,
 )
+from reconciler.cli.connection_target import Server, Target, from_config, from_store
+from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.health.diagnose import likely_fix
 from reconciler.health.probes import (
     UnsupportedProtocol,
     endpoint_of,
+    probe_incoming,
     probe_server,
     sample_notification,
     send_test_message,
     supports,
 )
+from reconciler.mail.fetcher import FetchError
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.registry import OUTGOING
+from reconciler.mail.sender_dns import DomainReport, check_domain
 from reconciler.mail.steps import ProbeReport, Step
-
-KIND = "OutgoingServer"
 
 
 @click.command("test-connection")
 @click.argument("server_name", metavar="SERVER")
 @click.option("--namespace", "-n", default=None,
               help="Namespace of SERVER (needed when the name exists in several).")
-@click.option("--to", "to", required=True, metavar="ADDR",
-              help="Where the test message goes.")
+@click.option("--to", "to", default=None, metavar="ADDR",
+              help="Where the test message goes (an OutgoingServer needs it).")
+@click.option("--kind", type=click.Choice(["outgoing", "incoming"]), default=None,
+              help="Which server, when an OutgoingServer and an IncomingServer share SERVER.")
 @click.option("--config", "config_dir", default=None, metavar="DIR",
               type=click.Path(path_type=Path, exists=True),
               help="Read SERVER from this config repo instead of the live store.")
@@ -67,6 +73,11 @@ KIND = "OutgoingServer"
               help="Time budget per phase in seconds (default: the server's timeout, at "
                    "most 30).")
 @click.option("--alternate", is_flag=True, help="Test the alternate host instead of the main.")
+@click.option("--dns-server", default=None, metavar="HOST:PORT", callback=lambda c, p, v:
+              _host_port(v), help="Ask this DNS server about the sender domain's SPF, DKIM "
+              "and DMARC (default: this machine's resolver).")
+@click.option("--dkim-selector", "selectors", multiple=True, metavar="SEL",
+              help="The DKIM selector(s) the server signs with (default: try common ones).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @click.option("--approve-credential-move", "approvals", multiple=True,
@@ -74,23 +85,59 @@ KIND = "OutgoingServer"
               "for this test even where no apply bound them (e.g. a server read with "
               "--config before it is applied).")
 @click.pass_context
-def command(ctx: click.Context, server_name: str, namespace: str | None, to: str,
-            config_dir: Path | None, store_url: str | None, token_key_ref: str | None,
-            ca_file: Path | None, timeout: float | None, alternate: bool, fmt: str,
-            approvals: tuple[str, ...]) -> None:
-    """Check that SERVER can send: each connection step, then a test message to ADDR."""
+def command(ctx: click.Context, server_name: str, namespace: str | None, to: str | None,
+            kind: str | None, config_dir: Path | None, store_url: str | None,
+            token_key_ref: str | None, ca_file: Path | None, timeout: float | None,
+            alternate: bool, dns_server: tuple[str, int] | None, selectors: tuple[str, ...],
+            fmt: str, approvals: tuple[str, ...]) -> None:
+    """Check that SERVER works: each connection step, then (outgoing) a test message to ADDR
+    or (incoming) the folder, its message count and one message's headers."""
     if config_dir is not None and ctx.get_parameter_source("store_url") == \
             ParameterSource.COMMANDLINE:
         raise UserError("give either --store or --config, not both")
-    namespace, name = split_name(server_name, namespace, KIND)
+    wanted = f"{kind.capitalize()}Server" if kind else None
+    namespace, name = split_name(server_name, namespace, wanted or "OutgoingServer")
     if config_dir is not None:
-        server = _from_config(config_dir, name, namespace)
+        target = from_config(config_dir, name, namespace, wanted)
     else:
-        server = _from_store(store_url, name, namespace)
+        target = from_store(store_url, name, namespace, wanted)
+    server = target.server
+    if isinstance(server, OutgoingServer):
+        _check_outgoing(server, to, alternate)
+    elif alternate:
+        raise UserError("--alternate applies to an OutgoingServer only")
+    _load_bindings(store_url, target, approvals)
+    quiet = logging.NullHandler()
+    # The report says everything the transport would log; without a handler
+    # Python would print those warnings to stderr a second time.
+    logging.getLogger("reconciler").addHandler(quiet)
+    try:
+        with _token_provider(server, store_url, token_key_ref, ca_file) as tokens:
+            options = ProbeOptions(ca_file=ca_file, timeout=timeout, token_provider=tokens,
+                                   proxy_lookup=target.proxy_lookup())
+            report = asyncio.run(_walk(server, to, alternate, options))
+        domain = None if isinstance(server, IncomingServer) else asyncio.run(check_domain(
+            str(server.spec.email).rsplit("@", 1)[-1], selectors=selectors,
+            nameserver=dns_server))
+    finally:
+        logging.getLogger("reconciler").removeHandler(quiet)
+    if fmt == "json":
+        click.echo(json.dumps(_json(report, server) | _domain_json(domain), indent=2,
+                              ensure_ascii=False))
+    else:
+        click.echo("\n".join(_text(report, server, to, domain)))
+    finish(0 if report.ok else 1)
+
+
+def _check_outgoing(server: OutgoingServer, to: str | None, alternate: bool) -> None:
+    """What must hold before an OutgoingServer's check can run."""
     if not supports(server):
         checked = ", ".join(sorted(str(p) for p in OUTGOING))
         raise UserError(f"test-connection cannot check protocol {server.spec.protocol} yet; "
                         f"it checks: {checked}")
+    if to is None:
+        raise UserError("--to ADDR is needed for an OutgoingServer: the test message goes "
+                        "there")
     try:
         sample_notification(server, to)
     except ValidationError:
@@ -99,25 +146,9 @@ def command(ctx: click.Context, server_name: str, namespace: str | None, to: str
         endpoint_of(server, alternate=alternate)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    _load_bindings(store_url, server, approvals)
-    quiet = logging.NullHandler()
-    # The report says everything the transport would log; without a handler
-    # Python would print those warnings to stderr a second time.
-    logging.getLogger("reconciler").addHandler(quiet)
-    try:
-        with _token_provider(server, store_url, token_key_ref, ca_file) as tokens:
-            options = ProbeOptions(ca_file=ca_file, timeout=timeout, token_provider=tokens)
-            report = asyncio.run(_walk(server, to, alternate, options))
-    finally:
-        logging.getLogger("reconciler").removeHandler(quiet)
-    if fmt == "json":
-        click.echo(json.dumps(_json(report, server), indent=2, ensure_ascii=False))
-    else:
-        click.echo("\n".join(_text(report, server, to)))
-    finish(0 if report.ok else 1)
 
 
-def _load_bindings(store_url: str | None, server: OutgoingServer,
+def _load_bindings(store_url: str | None, target: Target,
                    approvals: tuple[str, ...]) -> None:
     """The store's credential bindings (SPEC S2): a test presents a credential only where
     an apply bound it, also for a server read with --config (without a store nothing is
@@ -127,7 +158,8 @@ def _load_bindings(store_url: str | None, server: OutgoingServer,
     from reconciler.credentials import gate
     from reconciler.credentials.moves import parse_approval
 
-    key = ResourceKey(KIND, server.metadata.namespace, server.metadata.name)
+    server = target.server
+    key = ResourceKey(target.kind, server.metadata.namespace, server.metadata.name)
     approved = False
     for given in approvals:
         try:
@@ -140,14 +172,18 @@ def _load_bindings(store_url: str | None, server: OutgoingServer,
             pairs = store.credential_bindings()
     except UserError:
         pairs = frozenset()
-    if approved:
+    if approved:  # the server's credentials and its proxy's password
         spec = server.spec.model_dump(by_alias=True, mode="json", exclude_none=True)
-        pairs = pairs | pairs_of(KIND, spec)
+        pairs = pairs | pairs_of(target.kind, spec)
+        proxy = target.proxy_lookup()(server)
+        if proxy is not None:
+            pairs |= pairs_of("ProxyServer", proxy.model_dump(by_alias=True, mode="json",
+                                                              exclude_none=True))
     gate.install(gate.Bindings(pairs))
 
 
 @contextmanager
-def _token_provider(server: OutgoingServer, store_url: str | None, key_ref: str | None,
+def _token_provider(server: Server, store_url: str | None, key_ref: str | None,
                     ca_file: Path | None) -> Iterator[Any]:
     """The daemon's token provider for an OAuth2 server (tokens cached sealed in the store,
     so a test uses and refreshes the same grant the daemon does); None for other servers."""
@@ -161,86 +197,78 @@ def _token_provider(server: OutgoingServer, store_url: str | None, key_ref: str 
                                  ca_file=str(ca_file) if ca_file else None)
 
 
-async def _walk(server: OutgoingServer, to: str, alternate: bool,
+async def _walk(server: Server, to: str | None, alternate: bool,
                 options: ProbeOptions) -> ProbeReport:
     try:
+        if isinstance(server, IncomingServer):
+            return await probe_incoming(server, options)
         report = (await probe_server(server, alternate=alternate, options=options)
                   ).with_plan(Step.SEND)
-        if report.failed is None:
+        if report.failed is None and to is not None:
             report = report.with_result(
                 await send_test_message(server, to, alternate=alternate, options=options))
-    except UnsupportedProtocol as exc:  # pragma: no cover - checked before
+    except (UnsupportedProtocol, FetchError) as exc:
         raise UserError(str(exc)) from None
     return report
 
 
-# -- finding the server ------------------------------------------------------------
-
-
-def _pick(found: dict[str, Any], name: str, namespace: str | None, known: list[str],
-          where: str) -> Any:
-    """The one server called ``name`` (in ``namespace``); a clear error otherwise."""
-    if namespace is not None:
-        found = {ns: s for ns, s in found.items() if ns == namespace}
-    if len(found) == 1:
-        return next(iter(found.values()))
-    if len(found) > 1:
-        raise UserError(f"server {name!r} exists in namespaces {', '.join(sorted(found))}; "
-                        "choose one with --namespace")
-    close = difflib.get_close_matches(name, known, n=1)
-    scope = f" in namespace {namespace!r}" if namespace else ""
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise UserError(f"no OutgoingServer {name!r}{scope} {where}{hint}")
-
-
-def _from_store(store_url: str | None, name: str, namespace: str | None) -> OutgoingServer:
-    from reconciler.runtime.namespace import resource_from_canonical
-
-    with opened_store(store_url) as store:
-        live = store.snapshot()
-    servers = {k: r for k, r in live.resources.items() if k.kind == KIND}
-    found = {k.namespace: r for k, r in servers.items() if k.name == name}
-    resource = _pick(found, name, namespace, sorted({k.name for k in servers}),
-                     "in the live store")
-    try:
-        model = resource_from_canonical(resource)
-    except ValidationError as exc:
-        raise UserError(f"the live spec of {resource.key} is not valid "
-                        f"({exc.error_count()} problem(s)); `reconcile drift` shows what "
-                        "changed") from None
-    assert isinstance(model, OutgoingServer)
-    return model
-
-
-def _from_config(root: Path, name: str, namespace: str | None) -> OutgoingServer:
-    from reconciler.policy.validate import validate_path
-
-    result = validate_path(root)
-    servers = [r.model for r in result.resources if isinstance(r.model, OutgoingServer)]
-    found = {s.metadata.namespace: s for s in servers if s.metadata.name == name}
-    server = _pick(found, name, namespace, sorted({s.metadata.name for s in servers}),
-                   f"in {root} (or it did not validate: see `reconcile validate {root}`)")
-    errors = len(result.diagnostics.errors)
-    if errors:
-        click.echo(f"note: {root} has {errors} validation error(s) (`reconcile validate "
-                   f"{root}` lists them); testing {name} as written", err=True)
-    return server
+def _host_port(value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":") if value.count(":") == 1 or value.startswith("[") \
+        else (value, "", "53")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:53)")
+    return host.strip("[]"), int(port)
 
 
 # -- rendering ---------------------------------------------------------------------
+
+
+def _domain_text(domain: DomainReport | None) -> list[str]:
+    """The sender domain's records: advice, outside the exit code."""
+    if domain is None:
+        return []
+    lines = [f"Sender domain {domain.domain} (DNS: {domain.resolver}; advice, not part of "
+             "the exit code):"]
+    if domain.skipped:
+        return [*lines, f"    {domain.skipped}", ""]
+    lines += [f"    {'✓' if c.ok else '✗'} {c.record:<5}  {c.detail}" for c in domain.checks]
+    lines += [f"    Fix {c.record}: {c.fix}" for c in domain.checks if not c.ok]
+    return [*lines, ""]
+
+
+def _domain_json(domain: DomainReport | None) -> dict[str, Any]:
+    if domain is None:
+        return {}
+    return {"senderDomain": {
+        "domain": domain.domain, "resolver": domain.resolver, "skipped": domain.skipped or None,
+        "records": [{"record": c.record, "ok": c.ok, "detail": c.detail, "fix": c.fix or None}
+                    for c in domain.checks]}}
 
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
-def _text(report: ProbeReport, server: OutgoingServer, to: str) -> list[str]:
+def _fix(report: ProbeReport, server: Server) -> str | None:
+    failed, endpoint = report.failed, report.endpoint
+    if failed is None or endpoint is None:
+        return None
+    if isinstance(server, IncomingServer):
+        return failed.fix  # the fetcher's classifier words it for this server
+    return likely_fix(failed, server, endpoint)
+
+
+def _text(report: ProbeReport, server: Server, to: str | None,
+          domain: DomainReport | None = None) -> list[str]:
     spec = server.spec
     endpoint = report.endpoint
     which = "alternate host " if endpoint is not None and endpoint.alternate else ""
-    head = (f"Testing {KIND} {report.server}: {spec.protocol} {which}"
-            f"{endpoint.address if endpoint else '?'}, security {spec.security}, "
-            f"auth {spec.auth.type}")
+    how = (f"security {spec.security}" if isinstance(server, OutgoingServer) else
+           f"{'starttls, ' if spec.starttls else ''}folder {spec.folder}")
+    head = (f"Testing {server.kind} {report.server}: {spec.protocol} {which}"
+            f"{endpoint.address if endpoint else '?'}, {how}, auth {spec.auth.type}")
     lines = [head + ("" if spec.enabled else " (disabled: the daemon does not use it)"), ""]
     width = max(len(step.label) for step in report.plan)
     for result in report.results:
@@ -249,20 +277,22 @@ def _text(report: ProbeReport, server: OutgoingServer, to: str) -> list[str]:
                      f"({_ms(result.seconds)})")
     for step in report.not_run:
         lines.append(f"  · {step.label:<{width}}  not run")
-    lines.append("")
+    lines += ["", *_domain_text(domain)]
     failed = report.failed
     if failed is None and report.ok:
-        lines.append(f"All checks passed; a test message was sent to {to}.")
+        lines.append(f"All checks passed; a test message was sent to {to}." if to and
+                     isinstance(server, OutgoingServer) else
+                     "All checks passed; nothing on the server was changed.")
         return lines
     if failed is not None and endpoint is not None:
         lines.append(f"Failed at {failed.step.label}: {failed.detail}")
-        fix = likely_fix(failed, server, endpoint)
+        fix = _fix(report, server)
         if fix:
             lines.append(f"Likely fix: {fix}")
     return lines
 
 
-def _json(report: ProbeReport, server: OutgoingServer) -> dict[str, Any]:
+def _json(report: ProbeReport, server: Server) -> dict[str, Any]:
     failed = report.failed
     endpoint = report.endpoint
     return {
@@ -280,6 +310,5 @@ def _json(report: ProbeReport, server: OutgoingServer) -> dict[str, Any]:
         ],
         "notRun": [str(s) for s in report.not_run],
         "failedStep": str(failed.step) if failed else None,
-        "fix": (likely_fix(failed, server, endpoint)
-                if failed is not None and endpoint is not None else None),
+        "fix": _fix(report, server),
     }

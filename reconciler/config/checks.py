@@ -163,6 +163,27 @@ def _guest_directory(resources: Sequence[LoadedResource]) -> Iterator[Diagnostic
             "guestTickets: true in MailSettings")
 
 
+# Proxy types each protocol cannot go through (SPEC O5): SMTP, IMAP and POP3 tunnel with
+# HTTP CONNECT or SOCKS5 (no TLS to the proxy itself); EWS's requests session has no
+# SOCKS support installed.
+_NO_PROXY_TYPE = {**dict.fromkeys(("smtp", "imap", "imaps", "pop3", "pop3s"), frozenset({"https"})),
+                  "ews": frozenset({"socks5"})}
+
+
+def _proxy_support(resources: Sequence[LoadedResource]) -> Iterator[Diagnostic]:
+    proxies = {(r.model.metadata.namespace, r.model.metadata.name): r.model.spec
+               for r in _of_kind(resources, "ProxyServer")}
+    for res in [*_of_kind(resources, "OutgoingServer"), *_of_kind(resources, "IncomingServer")]:
+        spec = res.model.spec
+        proxy = proxies.get((res.model.metadata.namespace, spec.proxy)) if spec.proxy else None
+        if proxy is not None and str(proxy.type) in _NO_PROXY_TYPE.get(str(spec.protocol), ()):
+            usable = sorted({"http", "https", "socks5"} - _NO_PROXY_TYPE[str(spec.protocol)])
+            yield res.diagnostic(
+                "proxy-unsupported", f"protocol {spec.protocol} cannot go through ProxyServer "
+                f"{spec.proxy!r} of type {proxy.type}", ("spec", "proxy"),
+                hint=f"name a ProxyServer of type {' or '.join(usable)}, or remove proxy")
+
+
 def check_semantics(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
     out = list(_primary_servers(resources))
     for res in _of_kind(resources, "OutgoingServer"):
@@ -188,4 +209,7 @@ def check_semantics(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
                 ("spec", "starttls"), severity=Severity.WARNING))
     out.extend(_graph_client_ids(resources))
     out.extend(_guest_directory(resources))
+
+
+    out.extend(_proxy_support(resources))
     return out

@@ -335,5 +335,7 @@ def likely_fix(result: StepResult, server: OutgoingServer, endpoint: Endpoint) -
         hint = _TABLE.get((result.step, result.reason))
         if hint is not None:
             return hint(server, endpoint)
+    if result.fix:  # the step knew (the proxy step, incoming checks)
+        return result.fix
     fallback = _BY_STEP.get(result.step)
     return fallback(server, endpoint) if fallback else ""

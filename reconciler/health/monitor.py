@@ -102,6 +102,8 @@ class HealthMonitor:
         self._limit = asyncio.Semaphore(max(concurrency, 1))
         self._options = probe_options or ProbeOptions(ca_file=settings.ca_file,
                                                       token_provider=token_provider)
+        if self._options.proxy_lookup is None:  # the proxies of the revision being checked
+            self._options.proxy_lookup = lambda server: config.current.proxy_for(server)
         self._exported: set[tuple[str, str]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 
+from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.outgoing_server import OutgoingProtocol, OutgoingServer
 from reconciler.dispatch.compose import compose
 from reconciler.dispatch.filters import filter_notification
@@ -23,7 +25,13 @@ from reconciler.mail.ews.transport import ews_url_for
 from reconciler.mail.failover import Endpoint, endpoints_of
 from reconciler.mail.outcome import Failure, Outcome, SendResult
 from reconciler.mail.probe_options import ProbeOptions
-from reconciler.mail.registry import OUTGOING, check_steps, transport_for
+from reconciler.mail.registry import (
+    INCOMING_CHECKS,
+    OUTGOING,
+    check_steps,
+    incoming_check,
+    transport_for,
+)
 from reconciler.mail.steps import ProbeReport, Reason, Step, StepResult
 from reconciler.mail.transport import Transport
 
@@ -48,7 +56,7 @@ def endpoint_of(server: OutgoingServer, *, alternate: bool = False) -> Endpoint:
     return alt
 
 
-def server_label(server: OutgoingServer) -> str:
+def server_label(server: OutgoingServer | IncomingServer) -> str:
     return f"{server.metadata.namespace}/{server.metadata.name}"
 
 
@@ -65,8 +73,29 @@ async def probe_server(
     endpoint = endpoint_of(server, alternate=alternate)
     options = options or ProbeOptions()
     report = ProbeReport(server_label(server), str(protocol), endpoint, planner(server))
+    return await _walked(report, walk(server, endpoint, options))
+
+
+async def probe_incoming(server: IncomingServer,
+                         options: ProbeOptions | None = None) -> ProbeReport:
+    """Walk an IMAP or POP3 server's steps (SPEC I9), read-only. Never raises for a failed
+    check; raises UnsupportedProtocol for a protocol without a check, and a FetchError
+    for a spec that cannot be checked (no host)."""
     try:
-        results = await walk(server, endpoint, options)
+        check = incoming_check(server, options or ProbeOptions())
+    except KeyError:
+        checked = ", ".join(str(p) for p in INCOMING_CHECKS)
+        raise UnsupportedProtocol(f"connection checks for incoming protocol "
+                                  f"{server.spec.protocol} are not implemented yet; they "
+                                  f"exist for {checked}") from None
+    report = ProbeReport(server_label(server), str(server.spec.protocol), check.endpoint,
+                         check.plan())
+    return await _walked(report, check.walk())
+
+
+async def _walked(report: ProbeReport, walk: Awaitable[list[StepResult]]) -> ProbeReport:
+    try:
+        results = await walk
     except Exception as exc:  # a bug in a walker must not take the monitor down
         log.exception("connection check of %s crashed", report.server)
         results = [StepResult(report.not_run[0], False, f"unexpected {type(exc).__name__}",
@@ -83,7 +112,7 @@ def cannot_reach(report: ProbeReport) -> bool:
     failed = report.failed
     if failed is None or failed.failure not in (Failure.CONNECT, Failure.TIMEOUT):
         return False
-    if failed.step in (Step.DNS, Step.TCP, Step.GREETING):
+    if failed.step in (Step.DNS, Step.TCP, Step.PROXY, Step.GREETING):
         return True
     implicit_tls = (Step.TLS in report.plan and Step.GREETING in report.plan
                     and report.plan.index(Step.TLS) < report.plan.index(Step.GREETING))
@@ -156,6 +185,7 @@ async def _transport_for(server: OutgoingServer, options: ProbeOptions,
     wants_name = "local_hostname" in OUTGOING[OutgoingProtocol(server.spec.protocol)].options
     return transport_for(server.spec.protocol, ca_file=options.ca_file,
                          token_provider=options.token_provider, connect_timeout=budget,
+                         proxy_lookup=options.proxy_lookup,
                          local_hostname=await options.ehlo_name() if wants_name else None)
 
 

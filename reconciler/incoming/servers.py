@@ -47,7 +47,7 @@ class ServerConfig:
 
 
 def proxy_of(server: IncomingServer, resources: Iterable[Resource]) -> ProxyServerSpec | None:
-    """The ProxyServer an EWS or Graph server names (``fetcher_for``'s proxy_lookup)."""
+    """The ProxyServer the server names (``fetcher_for``'s proxy_lookup)."""
     wanted = (server.metadata.namespace, server.spec.proxy)
     found = (r.spec for r in resources if isinstance(r, ProxyServer)
              and (r.metadata.namespace, r.metadata.name) == wanted)

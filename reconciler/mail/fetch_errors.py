@@ -23,6 +23,7 @@ from reconciler.config.derive import INCOMING_PORTS
 from reconciler.config.models.auth import BasicAuth, OAuth2Auth
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
 from reconciler.mail.certificates import certificate_failure
+from reconciler.mail.failure import MailFailure
 from reconciler.mail.fetcher import FetchError, FetchErrorKind
 from reconciler.mail.outcome import Failure
 from reconciler.mail.steps import Reason, Step
@@ -213,6 +214,10 @@ def classify(exc: BaseException, where: Where, doing: str, redact: Callable[[str
     classifier recognised its client's way of saying the server closed the session."""
     if isinstance(exc, FetchError):
         return exc
+    if isinstance(exc, MailFailure):  # a step shared with the other protocols (the proxy)
+        return FetchError(_KINDS.get(exc.failure, FetchErrorKind.PROTOCOL), exc.message,
+                          exc.likely_fix, step=exc.step, reason=exc.reason,
+                          failure=exc.failure, permanent=exc.permanent)
     if isinstance(exc, ssl.SSLCertVerificationError):
         cert = certificate_failure(exc, where.address)
         return FetchError(FetchErrorKind.TLS, cert.message, cert.likely_fix, step=cert.step,
@@ -227,6 +232,8 @@ def classify(exc: BaseException, where: Where, doing: str, redact: Callable[[str
     return described(where, key, doing, detail=detail)
 
 
+_KINDS = {Failure.CONFIG: FetchErrorKind.CONFIG, Failure.AUTH: FetchErrorKind.AUTH,
+          Failure.CONNECT: FetchErrorKind.CONNECT, Failure.TIMEOUT: FetchErrorKind.CONNECT}
 # Before the greeting, a closed connection and an odd answer mean something else.
 _AT_GREETING = {"ended": "closed-greeting", "closed": "closed-greeting",
                 "unexpected": "not-greeted"}

@@ -6,10 +6,15 @@ import asyncio
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from reconciler.config.models.incoming_server import IncomingServerSpec
 from reconciler.config.models.outgoing_server import OutgoingServerSpec
+from reconciler.config.models.proxy_server import ProxyServerSpec
+from reconciler.mail.proxies import route
 from reconciler.oauth.source import TokenProvider
 from reconciler.runtime.tls import CA_FILE_ENV, tls_context
 
@@ -24,12 +29,20 @@ class ProbeOptions:
     token_provider: TokenProvider | None = None  # OAuth2 servers (O11)
     timeout: float | None = None  # whole walk; default min(server timeoutSeconds, 30 s)
     local_hostname: str | None = None  # the EHLO name; this machine's FQDN otherwise
+    # The ProxyServer a server names (OutgoingServer or IncomingServer), as transports get it.
+    proxy_lookup: Callable[[Any], ProxyServerSpec | None] | None = None
     _context: ssl.SSLContext | None = field(default=None, init=False, repr=False)
 
-    def budget(self, spec: OutgoingServerSpec) -> float:
+    def budget(self, spec: OutgoingServerSpec | IncomingServerSpec) -> float:
         if self.timeout is not None:
             return self.timeout
-        return min(spec.timeout_seconds, DEFAULT_PROBE_TIMEOUT)
+        return min(getattr(spec, "timeout_seconds", DEFAULT_PROBE_TIMEOUT),
+                   DEFAULT_PROBE_TIMEOUT)
+
+    def proxy_for(self, server: Any, host: str) -> ProxyServerSpec | None:
+        """The proxy a connection of ``server`` to ``host`` goes through; None for direct
+        (see :func:`~reconciler.mail.proxies.route`; raises MailFailure)."""
+        return route(server, self.proxy_lookup, host)
 
     def tls(self) -> ssl.SSLContext:
         """The same verifying context the transport uses; built once (loading CAs is slow)."""

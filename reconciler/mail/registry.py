@@ -2,7 +2,8 @@
 
 Like an octoDNS provider, a protocol plugs in with one folder under ``mail/`` and
 one row here: :data:`OUTGOING` (its transport and its connection check, SPEC O5,
-O9) or :data:`FETCHERS` (its fetcher, SPEC I1). Classes and functions are named
+O9) or :data:`FETCHERS` (its fetcher, SPEC I1) and :data:`INCOMING_CHECKS` (its
+connection check, SPEC I9). Classes and functions are named
 as ``module:attribute`` and imported on first use, so loading the registry costs
 nothing; each row lists the options beyond the common ones that its class takes.
 Dispatch, health, test-connection and incoming ask here and never name a protocol.
@@ -14,7 +15,7 @@ import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
 from reconciler.config.models.outgoing_server import OutgoingProtocol, OutgoingServer
@@ -25,6 +26,9 @@ from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.steps import Step, StepResult
 from reconciler.mail.transport import Transport
 from reconciler.oauth.source import TokenProvider
+
+if TYPE_CHECKING:  # loaded on first use, like every class named here
+    from reconciler.mail.incoming_check import IncomingCheck
 
 Walker = Callable[[OutgoingServer, Endpoint, ProbeOptions], Awaitable[list[StepResult]]]
 Planner = Callable[[OutgoingServer], tuple[Step, ...]]
@@ -46,7 +50,7 @@ class Outgoing:
 OUTGOING: dict[OutgoingProtocol, Outgoing] = {
     OutgoingProtocol.SMTP: Outgoing(
         "reconciler.mail.smtp.transport:SmtpTransport",
-        ("selector", "connect_timeout", "local_hostname"),
+        ("selector", "connect_timeout", "local_hostname", "proxy_lookup"),
         "reconciler.mail.smtp.probe:smtp_plan", "reconciler.mail.smtp.probe:walk_smtp"),
     OutgoingProtocol.GRAPH: Outgoing(
         "reconciler.mail.graph.transport:GraphTransport", ("proxy_lookup", "connect_timeout"),
@@ -97,13 +101,30 @@ def check_steps(server: OutgoingServer) -> tuple[Planner, Walker, Endpoints | No
 
 # protocol -> ("module:Class", the extra options that class accepts)
 FETCHERS: dict[IncomingProtocol, tuple[str, tuple[str, ...]]] = {
-    IncomingProtocol.IMAP: ("reconciler.mail.imap.fetcher:ImapFetcher", ()),
-    IncomingProtocol.IMAPS: ("reconciler.mail.imap.fetcher:ImapFetcher", ()),
-    IncomingProtocol.POP3: ("reconciler.mail.pop3.fetcher:Pop3Fetcher", ("delete_after_fetch",)),
-    IncomingProtocol.POP3S: ("reconciler.mail.pop3.fetcher:Pop3Fetcher", ("delete_after_fetch",)),
+    IncomingProtocol.IMAP: ("reconciler.mail.imap.fetcher:ImapFetcher", ("proxy_lookup",)),
+    IncomingProtocol.IMAPS: ("reconciler.mail.imap.fetcher:ImapFetcher", ("proxy_lookup",)),
+    IncomingProtocol.POP3: ("reconciler.mail.pop3.fetcher:Pop3Fetcher",
+                            ("delete_after_fetch", "proxy_lookup")),
+    IncomingProtocol.POP3S: ("reconciler.mail.pop3.fetcher:Pop3Fetcher",
+                             ("delete_after_fetch", "proxy_lookup")),
     IncomingProtocol.EWS: ("reconciler.mail.ews.fetcher:EwsFetcher", ("proxy_lookup",)),
     IncomingProtocol.GRAPH: ("reconciler.mail.graph.fetcher:GraphFetcher", ("proxy_lookup",)),
 }
+
+
+# protocol -> "module:Class", an IncomingCheck: the connection check (SPEC I9)
+INCOMING_CHECKS: dict[IncomingProtocol, str] = {
+    IncomingProtocol.IMAP: "reconciler.mail.imap.probe:ImapCheck",
+    IncomingProtocol.IMAPS: "reconciler.mail.imap.probe:ImapCheck",
+    IncomingProtocol.POP3: "reconciler.mail.pop3.probe:Pop3Check",
+    IncomingProtocol.POP3S: "reconciler.mail.pop3.probe:Pop3Check",
+}
+
+
+def incoming_check(server: IncomingServer, options: ProbeOptions) -> IncomingCheck:
+    """The connection check of the server's protocol; KeyError when it has none."""
+    check: type[IncomingCheck] = _load(INCOMING_CHECKS[IncomingProtocol(server.spec.protocol)])
+    return check(server, options)
 
 
 def fetcher_for(
@@ -120,7 +141,7 @@ def fetcher_for(
     ``ca_file`` adds a private CA to the system ones (default: the
     ``RECONCILE_TLS_CA_FILE`` environment variable); ``timeout`` bounds each
     network operation; ``delete_after_fetch`` lets POP3 ``DELE`` handled mail;
-    ``proxy_lookup`` finds the ProxyServer an EWS or Graph server names.
+    ``proxy_lookup`` finds the ProxyServer the server names.
     """
     where, extra = FETCHERS[IncomingProtocol(server.spec.protocol)]
     options = {"delete_after_fetch": delete_after_fetch, "proxy_lookup": proxy_lookup}

@@ -20,6 +20,7 @@ from reconciler.mail.outcome import Failure, Health, HealthStatus
 class Step(StrEnum):
     DNS = "dns"
     TCP = "tcp"
+    PROXY = "proxy"  # through a ProxyServer: connect to it and open the tunnel
     TLS = "tls"  # implicit TLS handshake, or STARTTLS plus its handshake
     GREETING = "greeting"
     EHLO = "ehlo"
@@ -28,6 +29,9 @@ class Step(StrEnum):
     API = "api"  # Graph/EWS: one cheap authenticated call
     SEND = "send"  # test-connection only: a real message through the transport
     FETCH = "fetch"  # incoming: a mailbox command after login (select, list, download, flag)
+    FOLDER = "folder"  # incoming check: open the folder read-only
+    COUNT = "count"  # incoming check: how many messages, how many unread
+    SAMPLE = "sample"  # incoming check: one message's headers, read-only
 
     @property
     def label(self) -> str:
@@ -42,6 +46,7 @@ HTTP_API_PLAN = (Step.DNS, Step.TCP, Step.TLS, Step.TOKEN, Step.API)
 _LABELS = {
     Step.DNS: "DNS",
     Step.TCP: "TCP",
+    Step.PROXY: "Proxy",
     Step.TLS: "TLS",
     Step.GREETING: "Greeting",
     Step.EHLO: "EHLO",
@@ -50,6 +55,9 @@ _LABELS = {
     Step.API: "API call",
     Step.SEND: "Send",
     Step.FETCH: "Fetch",
+    Step.FOLDER: "Folder",
+    Step.COUNT: "Messages",
+    Step.SAMPLE: "Sample",
 }
 
 
@@ -68,6 +76,7 @@ class Reason(StrEnum):
     HANDSHAKE = "handshake"
     NO_STARTTLS = "no-starttls"
     REJECTED = "rejected"
+    PROXY_AUTH = "proxy-auth"  # the ProxyServer refused its username/password
     AUTH_FAILED = "auth-failed"
     APP_PASSWORD = "app-password"  # 534: the provider wants an app password or OAuth
     ENCRYPTION_REQUIRED = "encryption-required"  # 530 "must issue STARTTLS first", 538
@@ -103,6 +112,7 @@ class StepResult:
     failure: Failure | None = None
     code: int | None = None
     reason: Reason | None = None
+    fix: str = ""  # the step's own fix when it knew one (a proxy, a mailbox); redacted
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,11 @@ class ProbeReport:
         return tuple(s for s in self.plan if s not in done)
 
     def with_result(self, result: StepResult) -> ProbeReport:
-        return replace(self.with_plan(result.step), results=(*self.results, result))
+        report = self
+        if result.step == Step.PROXY:  # a walk through a proxy opens the tunnel for TCP
+            report = replace(self, plan=tuple(Step.PROXY if s == Step.TCP else s
+                                              for s in self.plan))
+        return replace(report.with_plan(result.step), results=(*self.results, result))
 
     def with_plan(self, *steps: Step) -> ProbeReport:
         """The same report with more steps planned (test-connection adds SEND)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +24,7 @@ from reconciler.config.derive import INCOMING_PORTS
 from reconciler.config.endpoints import host_endpoint
 from reconciler.config.models.auth import BasicAuth, NoAuth, OAuth2Auth
 from reconciler.config.models.incoming_server import IncomingProtocol, IncomingServer
+from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.config.secrets import SecretError
 from reconciler.credentials.gate import (
     FIX,
@@ -40,6 +42,7 @@ from reconciler.mail.fetcher import (
     FetchErrorKind,
     is_done,
 )
+from reconciler.mail.proxies import open_tunnel, route
 from reconciler.mail.steps import Reason, Step
 from reconciler.mail.trace import in_thread
 from reconciler.mail.transport import Redactor
@@ -47,6 +50,9 @@ from reconciler.oauth.source import TokenError, TokenProvider, fetch_token
 from reconciler.runtime.tls import transport_tls
 
 T = TypeVar("T")
+# Opens a connected, blocking socket to the mail server; given the connect timeout.
+Connect = Callable[[float | None], socket.socket]
+ProxyLookup = Callable[[IncomingServer], ProxyServerSpec | None]
 
 
 def close_now(client: Any) -> None:
@@ -69,8 +75,10 @@ class ThreadedFetcher(Fetcher):
     """A fetcher whose protocol client blocks; runs it in the fetcher's own thread."""
 
     def __init__(self, server: IncomingServer, *, token_provider: TokenProvider | None,
-                 ca_file: str | Path | None, timeout: float) -> None:
+                 ca_file: str | Path | None, timeout: float,
+                 proxy_lookup: ProxyLookup | None = None) -> None:
         super().__init__(server)
+        self._proxy_lookup = proxy_lookup
         self._token_provider = token_provider
         self._ca_file = ca_file
         self._timeout = timeout
@@ -163,6 +171,15 @@ class ThreadedFetcher(Fetcher):
                     await self._run(self._client.logout)
         finally:
             self._drop()
+
+    def _socket(self, timeout: float | None) -> socket.socket:
+        """The connection to the mail server (in the thread): direct, or tunnelled through
+        the ProxyServer the server names (a MailFailure at the proxy step if that fails)."""
+        host, port = self.where.host, self.where.port
+        proxy = route(self.server, self._proxy_lookup, host)
+        if proxy is None:
+            return socket.create_connection((host, port), timeout)
+        return open_tunnel(proxy, host, port, timeout, self.redactor)
 
     def _tls(self) -> ssl.SSLContext:
         return transport_tls(self._ca_file)

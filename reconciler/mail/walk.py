@@ -24,11 +24,13 @@ from typing import Any, TypeVar
 
 from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.mail.certificates import certificate_failure
 from reconciler.mail.failover import Endpoint
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure
 from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.proxies import open_tunnel_async
 from reconciler.mail.steps import Reason, Step, StepResult
 from reconciler.mail.transport import Redactor
 from reconciler.oauth.source import TokenError, fetch_token
@@ -68,22 +70,55 @@ class Walk:
                             self.redactor(failure.message))
             self.results.append(StepResult(step, False, self.redactor(failure.message),
                                            time.perf_counter() - started, failure.failure,
-                                           failure.code, failure.reason))
+                                           failure.code, failure.reason,
+                                           self.redactor(failure.likely_fix)))
             return None
         self.results.append(StepResult(step, True, self.redactor(detail),
                                        time.perf_counter() - started))
         return value
 
-    async def reach(self, endpoint: Endpoint) -> socket.socket | None:
-        """The DNS and TCP steps: the connected socket, or None when one failed."""
+    async def reach(self, endpoint: Endpoint, options: ProbeOptions | None = None,
+                    server: Any = None) -> socket.socket | None:
+        """The DNS and TCP steps (through the proxy ``server`` names, when ``options`` can
+        look it up: the proxy step in TCP's place): the connected socket, or None when one
+        failed."""
         loop = asyncio.get_running_loop()
+        try:
+            proxy = options.proxy_for(server, endpoint.host) if options else None
+        except MailFailure as exc:
+            failure = exc
+
+            async def refuse() -> tuple[None, str]:
+                raise failure
+            return await self.run(Step.PROXY, refuse)
+        if proxy is not None:
+            return await self._tunnel(endpoint, proxy)
         addresses = await self.run(Step.DNS, lambda: dns_step(loop, endpoint))
         if addresses is None:
             return None
         return await self.run(Step.TCP, lambda: tcp_step(loop, addresses, self))
 
+    async def _tunnel(self, endpoint: Endpoint,
+                      proxy: ProxyServerSpec) -> socket.socket | None:
+        """The mail server's name is the proxy's to resolve; the proxy step resolves the
+        proxy's own name, connects to it and opens the tunnel (so any failure there,
+        its name included, is named as the proxy's)."""
+        at = Endpoint(proxy.host, proxy.port).address
+
+        async def resolved_there() -> tuple[bool, str]:
+            return True, f"{endpoint.host} is resolved by the proxy {at}"
+
+        async def tunnel() -> tuple[socket.socket, str]:
+            sock = await open_tunnel_async(proxy, endpoint.host, endpoint.port,
+                                           self.remaining(), self.redactor)
+            return sock, f"tunnel to {endpoint.address} through the {proxy.type} proxy {at}"
+        if await self.run(Step.DNS, resolved_there) is None:
+            return None
+        return await self.run(Step.PROXY, tunnel)
+
     async def reach_tls(self, endpoint: Endpoint, options: ProbeOptions) -> bool:
-        """DNS, TCP and TLS for an HTTPS API (Graph, EWS); True when all three passed."""
+        """DNS, TCP and TLS for an HTTPS API (Graph, EWS); True when all three passed.
+        (Their client libraries take the proxy themselves: this checks the direct path.)"""
         sock = await self.reach(endpoint)
         if sock is None:
             return False
@@ -243,6 +278,11 @@ def _waiting_for(step: Step) -> str:
 
 def tls_summary(transport: asyncio.BaseTransport | None) -> str:
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    return ssl_summary(ssl_object)
+
+
+def ssl_summary(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str:
+    """The TLS version and the verified certificate, for people."""
     if ssl_object is None:
         return "encrypted"
     cert = ssl_object.getpeercert() or {}

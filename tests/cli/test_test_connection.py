@@ -230,7 +230,8 @@ def test_ambiguous_unknown_and_bad_arguments(db: str, tmp_path: Path) -> None:
                       "server 'desk' exists in namespaces acme, default; choose one with "
                       "--namespace")
     assert_user_error(run("test-connection", "dsek", "--to", TO, "--store", db, code=1),
-                      "no OutgoingServer 'dsek' in the live store; did you mean 'desk'?")
+                      "no OutgoingServer or IncomingServer 'dsek' in the live store; "
+                      "did you mean 'desk'?")
     assert_user_error(run("test-connection", "desk", "-n", "acme", "--to", "not an address",
                           "--store", db, code=1),
                       "--to 'not an address' is not a usable email address")
@@ -279,3 +280,42 @@ def test_a_graph_server_is_checked_with_a_token_from_the_identity_provider(
     assert GRAPH_SECRET not in out
     with open(db, "rb") as raw:
         assert GRAPH_SECRET.encode() not in raw.read()
+
+
+# -- the sender domain's SPF, DKIM and DMARC (a DNS peer on loopback) -------------------
+
+
+def test_the_sender_domain_records_are_checked_and_what_is_missing_is_said(
+        peers: Peers, certs: PeerCerts, db: str, dns_peer: Any) -> None:
+    peer = peers("starttls", user=USER, password=PASSWORD)
+    stored(db, peer.server("desk", auth=basic_auth()))
+    dns_peer.records.update({"desk.example": ["v=spf1 ip4:192.0.2.10 -all"],
+                             "mx2026._domainkey.desk.example": ["v=DKIM1; k=rsa; p=MIIB"]})
+    out = check("desk", "--to", TO, "--store", db, "--ca-file", certs.ca_file,
+                "--dns-server", dns_peer.address, "--dkim-selector", "mx2026", code=0)
+    assert f"Sender domain desk.example (DNS: {dns_peer.address}; advice" in out
+    assert "    ✓ SPF    v=spf1 ip4:192.0.2.10 -all" in out
+    assert "    ✓ DKIM   key published at mx2026._domainkey.desk.example" in out
+    assert "    ✗ DMARC  no DMARC record at _dmarc.desk.example" in out
+    assert 'Fix DMARC: Publish a TXT record at _dmarc.desk.example, e.g. "v=DMARC1;' in out
+    report = json.loads(check("desk", "--to", TO, "--store", db, "--ca-file", certs.ca_file,
+                              "--dns-server", dns_peer.address, "--format", "json", code=0))
+    assert [(r["record"], r["ok"]) for r in report["senderDomain"]["records"]] == [
+        ("SPF", True), ("DKIM", False), ("DMARC", False)]  # no selector: none of the common
+
+
+def test_through_a_proxy_every_step_and_the_send_use_the_tunnel(
+        peers: Peers, certs: PeerCerts, db: str, proxy_peer: Any, proxy_password: str) -> None:
+    from reconciler.config.models.proxy_server import ProxyServer
+
+    peer = peers("tls", user=USER, password=PASSWORD)
+    proxy = ProxyServer.model_validate({
+        "apiVersion": "reconciler.dev/v1", "kind": "ProxyServer",
+        "metadata": {"name": "corp", "namespace": "default"},
+        "spec": proxy_peer.spec("socks5")})
+    stored(db, proxy, peer.server("desk", auth=basic_auth(), proxy="corp"))
+    out = check("desk", "--to", TO, "--store", db, "--ca-file", certs.ca_file, code=0)
+    assert [label for _, label in marks(out)][:3] == ["DNS", "Proxy", "TLS"]
+    assert len(peer.messages) == 1
+    proxy_peer.tunnelled(f"{HOST}:{peer.port}", 2)  # the check's and the send's
+    assert proxy_password not in out

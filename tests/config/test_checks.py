@@ -109,3 +109,30 @@ def test_guest_tickets_off_without_a_sender_directory_warns_once_per_namespace(
     found = [d for d in check_semantics(result.resources) if d.code == "no-sender-directory"]
     assert [(d.severity, d.line) for d in found] == [(Severity.WARNING, 4)]  # at `spec`
     assert "namespace 'x'" in found[0].message and "SenderDirectory" in found[0].hint
+
+
+PROXY = """\
+---
+apiVersion: reconciler.dev/v1
+kind: ProxyServer
+metadata: {{name: corp, namespace: x}}
+spec: {{type: {kind}, host: proxy.b.example, port: 3128}}
+"""
+
+
+def test_a_proxy_type_the_protocol_cannot_use_is_an_error_at_the_proxy_line(
+        tmp_path: Path) -> None:
+    spec = "  host: smtp.b.example\n  proxy: corp\n"
+    result = validate_files(tmp_path, {"a.yaml": SERVER.format(name="s", ns="x", spec=spec)
+                                       + PROXY.format(kind="https")})
+    assert_reported(result, [Expect("a.yaml", 9, 10, "spec.proxy", "protocol smtp cannot go "
+                                    "through ProxyServer 'corp' of type https",
+                                    hint="type http or socks5")])
+
+
+def test_http_and_socks5_proxies_validate_for_smtp(tmp_path: Path) -> None:
+    spec = "  host: smtp.b.example\n  proxy: corp\n"
+    for kind in ("http", "socks5"):
+        result = validate_files(tmp_path / kind, {"a.yaml": SERVER.format(
+            name="s", ns="x", spec=spec) + PROXY.format(kind=kind)})
+        assert "proxy-unsupported" not in [d.code for d in check_semantics(result.resources)]

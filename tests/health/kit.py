@@ -50,7 +50,7 @@ def fix(report: ProbeReport, server: OutgoingServer) -> str:
 
 
 def key_of(server: OutgoingServer) -> ResourceKey:
-    return ResourceKey("OutgoingServer", server.metadata.namespace, server.metadata.name)
+    return ResourceKey(server.kind, server.metadata.namespace, server.metadata.name)
 
 
 def canonical(server: OutgoingServer) -> CanonicalResource:

@@ -47,8 +47,16 @@ from reconciler.mail.fetcher import (
     FetchError,
     FetchErrorKind,
 )
+from reconciler.mail.imap.client import Client
 from reconciler.mail.steps import Reason, Step
-from reconciler.mail.threaded import Credentials, ThreadedFetcher, close_now, oauthbearer, xoauth2
+from reconciler.mail.threaded import (
+    Credentials,
+    ProxyLookup,
+    ThreadedFetcher,
+    close_now,
+    oauthbearer,
+    xoauth2,
+)
 from reconciler.oauth.source import TokenProvider
 
 log = logging.getLogger(__name__)
@@ -67,9 +75,10 @@ class ImapFetcher(ThreadedFetcher):
     _refused = (imaplib.IMAP4.error,)  # a NO/BAD to one command; the session goes on
 
     def __init__(self, server: IncomingServer, *, token_provider: TokenProvider | None,
-                 ca_file: str | Path | None, timeout: float = 30.0) -> None:
+                 ca_file: str | Path | None, timeout: float = 30.0,
+                 proxy_lookup: ProxyLookup | None = None) -> None:
         super().__init__(server, token_provider=token_provider, ca_file=ca_file,
-                         timeout=timeout)
+                         timeout=timeout, proxy_lookup=proxy_lookup)
         self._client: IMAPClient | None = None
         self._caps: frozenset[bytes] = frozenset()
         self._uidvalidity = 0
@@ -90,8 +99,9 @@ class ImapFetcher(ThreadedFetcher):
         doing = errors.OPENING  # connect, implicit TLS and greeting: all in the constructor
         client: IMAPClient | None = None
         try:
-            client = IMAPClient(where.host, where.port, ssl=where.implicit_tls,
-                                ssl_context=self._tls(), timeout=self._timeout)
+            client = Client(where.host, where.port, connect=self._socket,
+                            ssl=where.implicit_tls, ssl_context=self._tls(),
+                            timeout=self._timeout)
             client.normalise_times = False  # INTERNALDATE keeps the server's zone
             if where.starttls:
                 doing = errors.TLS

@@ -33,7 +33,14 @@ from reconciler.mail.fetcher import (
     FetchError,
 )
 from reconciler.mail.steps import Step
-from reconciler.mail.threaded import Credentials, ThreadedFetcher, close_now, xoauth2
+from reconciler.mail.threaded import (
+    Connect,
+    Credentials,
+    ProxyLookup,
+    ThreadedFetcher,
+    close_now,
+    xoauth2,
+)
 from reconciler.mail.trace import wire
 from reconciler.oauth.source import TokenProvider
 
@@ -42,14 +49,18 @@ MAX_LINE = 1 << 20  # poplib's 2,048-byte limit refuses real mail with long HTML
 
 class _Client(poplib.POP3):
     """poplib's client with its socket set-up split, so a failure says whether TCP, TLS or
-    the greeting failed (``progress[0]`` names the phase), and with longer lines."""
+    the greeting failed (``progress[0]`` names the phase), with its connection from
+    ``connect`` (direct or through a proxy), and with longer lines. ``_create_socket`` is
+    poplib's private hook; it has been there since Python 3.3 and POP3_SSL uses it too."""
 
-    def __init__(self, *args: Any, progress: list[str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, progress: list[str], connect: Connect,
+                 **kwargs: Any) -> None:
         self._progress = progress  # the phase a failing constructor was in
+        self._open_socket = connect
         super().__init__(*args, **kwargs)
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
-        sock = socket.create_connection((self.host or None, self.port), timeout)
+        sock = self._open_socket(timeout)
         context = getattr(self, "context", None)  # set by POP3_SSL before connecting
         if context is not None:
             self._progress[0] = errors.TLS
@@ -103,9 +114,10 @@ class Pop3Fetcher(ThreadedFetcher):
 
     def __init__(self, server: IncomingServer, *, token_provider: TokenProvider | None,
                  ca_file: str | Path | None, timeout: float = 30.0,
-                 delete_after_fetch: bool = False) -> None:
+                 delete_after_fetch: bool = False, proxy_lookup: ProxyLookup | None = None,
+                 ) -> None:
         super().__init__(server, token_provider=token_provider, ca_file=ca_file,
-                         timeout=timeout)
+                         timeout=timeout, proxy_lookup=proxy_lookup)
         self.delete_after_fetch = delete_after_fetch
         self._client: _Client | None = None
         self._numbers: dict[str, int] = {}  # marker -> message number in this session
@@ -120,10 +132,11 @@ class Pop3Fetcher(ThreadedFetcher):
         try:
             if where.implicit_tls:
                 client = _SslClient(where.host, where.port, context=self._tls(),
-                                    timeout=self._timeout, progress=progress)
+                                    timeout=self._timeout, progress=progress,
+                                    connect=self._socket)
             else:
                 client = _Client(where.host, where.port, timeout=self._timeout,
-                                 progress=progress)
+                                 progress=progress, connect=self._socket)
             if where.starttls:
                 progress[0] = errors.TLS
                 if "STLS" not in _capabilities(client):

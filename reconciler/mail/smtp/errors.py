@@ -35,7 +35,7 @@ from reconciler.runtime.tls import ssl_cause
 def unreached(failure: MailFailure) -> bool:
     """The host is not there at all (no name, no TCP, silence or hang-up before the
     greeting): the one kind of failure worth trying the alternate host for (O6)."""
-    return (failure.step in (Step.DNS, Step.TCP, Step.GREETING)
+    return (failure.step in (Step.DNS, Step.TCP, Step.PROXY, Step.GREETING)
             and failure.failure in (Failure.CONNECT, Failure.TIMEOUT))
 
 

@@ -60,7 +60,7 @@ async def walk_smtp(server: OutgoingServer, endpoint: Endpoint,
     """Walk the SMTP steps against one host; stop at the first failure. Never raises."""
     walk = Walk(endpoint.address, options.budget(server.spec), Redactor())
     name = await options.ehlo_name()  # before connecting: it may wait on DNS
-    sock = await walk.reach(endpoint)
+    sock = await walk.reach(endpoint, options, server)
     if sock is None:
         return walk.results
     check = _Check(server, endpoint, options, walk.redactor, sock, name)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from reconciler.config.models.outgoing_server import (
     OutgoingServerSpec,
     Security,
 )
+from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.config.secrets import redact
 from reconciler.mail.envelope import Envelope
 from reconciler.mail.failover import Endpoint, HostSelector, SendProgress, endpoints_of
@@ -64,6 +66,7 @@ from reconciler.mail.outcome import (
     outcome_for_reply,
 )
 from reconciler.mail.probe_options import ProbeOptions
+from reconciler.mail.proxies import open_tunnel_async
 from reconciler.mail.results import (
     config_result,
     describe,
@@ -153,10 +156,11 @@ class SmtpTransport(Transport):
         connect_timeout: float = 15.0,
         liveness_timeout: float = 5.0,
         local_hostname: str | None = None,
+        proxy_lookup: Callable[[OutgoingServer], ProxyServerSpec | None] | None = None,
     ) -> None:
-        # What the connection check is given too: trusted CAs, tokens, the EHLO name.
+        # What the connection check is given too: trusted CAs, tokens, the EHLO name, proxies.
         self._options = ProbeOptions(ca_file=ca_file, token_provider=token_provider,
-                                     local_hostname=local_hostname)
+                                     local_hostname=local_hostname, proxy_lookup=proxy_lookup)
         self._tls = self._options.tls()  # now: an unreadable CA bundle fails at start-up
         self.selector = selector or HostSelector()
         self._max_age = max_connection_age
@@ -198,7 +202,8 @@ class SmtpTransport(Transport):
             return Health(HealthStatus.UNREACHABLE, None, str(exc), Failure.CONFIG, "config")
         endpoint = alt if alternate and alt is not None else main
         options = ProbeOptions(self._options.ca_file, self._options.token_provider,
-                               spec.timeout_seconds, await self._options.ehlo_name())
+                               spec.timeout_seconds, await self._options.ehlo_name(),
+                               self._options.proxy_lookup)
         results = await walk_smtp(server, endpoint, options)
         failed = next((r for r in results if not r.ok), None)
         if failed is not None:
@@ -336,7 +341,7 @@ class SmtpTransport(Transport):
         # The credentials' references (never values) are part of the key: a
         # session authenticated as one account must not carry another's mail.
         auth = digest_of(redact(spec.auth.model_dump(mode="json", by_alias=True)))
-        key = (endpoint.host.lower(), endpoint.port, str(spec.security), auth, size)
+        key = (endpoint.host.lower(), endpoint.port, str(spec.security), auth, size, spec.proxy)
         pool = self._pools.get(key)
         if pool is None:
             pool = ConnectionPool(size, self._max_age, self._liveness_timeout)
@@ -348,10 +353,13 @@ class SmtpTransport(Transport):
         """Connect, secure and authenticate; raises MailFailure."""
         server = attempt.server
         security = Security(server.spec.security)
-        smtp = new_session(endpoint, security, self._tls, await self._options.ehlo_name(),
-                           timeout=server.spec.timeout_seconds)
         attempt.step = f"connecting to {endpoint.address}"
         attempt.trace("connecting to %s (%s)", endpoint.address, security)
+        proxy = self._options.proxy_for(server, endpoint.host)
+        sock = None if proxy is None else await open_tunnel_async(
+            proxy, endpoint.host, endpoint.port, connect_timeout, attempt.redactor)
+        smtp = new_session(endpoint, security, self._tls, await self._options.ehlo_name(),
+                           timeout=server.spec.timeout_seconds, sock=sock)
         step = Step.TCP
         try:
             await smtp.connect(timeout=connect_timeout)
@@ -366,6 +374,8 @@ class SmtpTransport(Transport):
                                    self._options.token_provider)
         except BaseException as exc:
             close(smtp)
+            if sock is not None:
+                sock.close()  # asyncio does not always close a socket it was handed
             if isinstance(exc, MailFailure) or not isinstance(exc, Exception):
                 raise
             raise error_failure(exc, step, attempt.step, endpoint, security) from None
