@@ -13,6 +13,12 @@ from reconciler.config.models.base import Email, Model, NonEmptyStr, Resource, d
 BASE_DELIMITER_CHARS = "!@#$%^&"
 BaseDelimiter = delimiter_type("baseDelimiter", BASE_DELIMITER_CHARS, 10)
 _PREFIX_RE = re.compile(r"^[A-Z]{2,5}$")
+# The module delimiters the desk products ship with (ServiceDesk Plus MSP's list of nine),
+# so replies to any module's notification thread without extra configuration.
+DEFAULT_REQUEST_ID_PREFIXES = {
+    "request": "RE", "task": "TA", "solution": "SO", "purchaseOrder": "PO",
+    "purchaseRequest": "PR", "contract": "CO", "change": "CH", "problem": "PB", "project": "PJ",
+}
 
 
 class RetrySettings(Model):
@@ -63,7 +69,7 @@ class MailSettingsSpec(Model):
     base_delimiter: BaseDelimiter = Field(
         default="##", description="Encloses request IDs in subjects.")
     request_id_prefixes: dict[str, str] = Field(
-        default_factory=lambda: {"request": "RE", "task": "TA", "change": "CH", "problem": "PB"},
+        default_factory=lambda: dict(DEFAULT_REQUEST_ID_PREFIXES),
         description="Module -> prefix used in subjects, e.g. ##RE-123##.")
     attachment_limit_mb: float = Field(default=20, gt=0, le=150, alias="attachmentLimitMB")
     incoming_attachments: IncomingAttachments = Field(default_factory=IncomingAttachments)
