@@ -822,6 +822,20 @@ CASES: list[Case] = [
                 "'request' and 'task'"),),
     ),
     Case(
+        "spam-filter-misspelt-field",
+        {"a.yaml": """
+            apiVersion: reconciler.dev/v1
+            kind: SpamFilter
+            metadata: {name: misspelt, namespace: misspelt}
+            spec:
+              conditions:
+                - {field: subjet, operator: contains, value: prize}
+            """},
+        (Expect("a.yaml", 6, 15, "spec.conditions.0.field", "unknown mail field 'subjet': did "
+                "you mean subject? use one of subject, from, fromName, replyTo, to, cc, body, "
+                "or header:NAME for any header"),),
+    ),
+    Case(
         "empty-recipient-filter",
         {"a.yaml": """
             apiVersion: reconciler.dev/v1

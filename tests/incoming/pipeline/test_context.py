@@ -68,3 +68,16 @@ def test_default_prefixes_thread_every_seed_module(subject: str, module: str) ->
 
     found, unknown = request_id_pattern(MailSettingsSpec()).find(subject)
     assert found is not None and found[0] == module and unknown is None
+
+
+def test_spam_filter_fields_are_the_fields_the_pipeline_tests() -> None:
+    from email.message import EmailMessage
+
+    from reconciler.config.models.spam_filter import MAIL_FIELDS
+    from reconciler.incoming.pipeline.parse import parse
+    from reconciler.incoming.pipeline.stages import _MailFields
+
+    msg = EmailMessage()
+    msg["From"] = "a@b.example"
+    msg.set_content("hi")
+    assert tuple(_MailFields(parse(msg.as_bytes()))) == MAIL_FIELDS
