@@ -143,8 +143,25 @@ def _graph_client_ids(resources: Sequence[LoadedResource]) -> Iterator[Diagnosti
                 hint="register a second app and use its client id for one of them")
 
 
+def _rules_to_disabled_servers(resources: Sequence[LoadedResource]) -> Iterator[Diagnostic]:
+    servers = {(r.model.metadata.namespace, r.model.metadata.name): r.model.spec
+               for r in _of_kind(resources, "OutgoingServer")}
+    for res in _of_kind(resources, "OutgoingEmailRule"):
+        spec = res.model.spec
+        server = servers.get((res.model.metadata.namespace, spec.server))
+        if spec.enabled and server is not None and not server.enabled:
+            # Not an error: routing skips the rule (runtime.routing), so mail still flows.
+            yield res.diagnostic(
+                "rule-server-disabled", f"OutgoingServer {spec.server!r} is disabled; this "
+                "rule is skipped and its mail goes to the next matching rule or the primary",
+                ("spec", "server"), severity=Severity.WARNING,
+                hint=f"enable {spec.server}, point the rule at another server, or disable "
+                "the rule")
+
+
 def check_semantics(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
     out = list(_primary_servers(resources))
+    out.extend(_rules_to_disabled_servers(resources))
     for res in _of_kind(resources, "OutgoingServer"):
         spec = res.model.spec
         out.extend(_port_security(res))

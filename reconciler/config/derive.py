@@ -157,6 +157,9 @@ def _outgoing(spec: OutgoingServerSpec, settings: MailSettingsSpec | None,
     if settings is not None:
         lifetime, why = settings.retry.lifetime_minutes, "MailSettings.retry.lifetimeMinutes"
     fill("retry_lifetime_minutes", lifetime, why)
+    if settings is not None:
+        fill("recipient_filter", settings.recipient_filter,
+             "the namespace default, MailSettings.recipientFilter")
     if isinstance(spec.auth, OAuth2Auth):
         _oauth(out, spec, spec.auth, str(proto), cloud)
 

@@ -836,6 +836,28 @@ CASES: list[Case] = [
                 "or header:NAME for any header"),),
     ),
     Case(
+        "rule-to-disabled-server",
+        {"a.yaml": """
+            apiVersion: reconciler.dev/v1
+            kind: OutgoingServer
+            metadata: {name: hr-off, namespace: rule-disabled}
+            spec: {email: hr@b.example, replyTo: d@b.example, host: smtp.b.example, enabled: false}
+            ---
+            apiVersion: reconciler.dev/v1
+            kind: OutgoingServer
+            metadata: {name: main-on, namespace: rule-disabled}
+            spec: {email: desk@b.example, replyTo: d@b.example, host: smtp.b.example, primary: true}
+            ---
+            apiVersion: reconciler.dev/v1
+            kind: OutgoingEmailRule
+            metadata: {name: to-hr-off, namespace: rule-disabled}
+            spec: {module: request, order: 1, server: hr-off}
+            """},
+        (Expect("a.yaml", 14, 43, "spec.server", "OutgoingServer 'hr-off' is disabled; this "
+                "rule is skipped and its mail goes to the next matching rule or the primary",
+                WARNING, hint="enable hr-off"),),
+    ),
+    Case(
         "empty-recipient-filter",
         {"a.yaml": """
             apiVersion: reconciler.dev/v1
