@@ -84,8 +84,11 @@ def _can_send(ns: NamespaceConfig, server: OutgoingServer) -> bool:
         problems.append(str(exc))
         recipient_filter = None
     if recipient_filter is not None:
-        spec = recipient_filter.spec
-        click.echo(f"recipients are filtered by {spec.type} list {recipient_filter.metadata.name}")
+        name = recipient_filter.metadata.name
+        default = ns.settings is not None and ns.settings.spec.recipient_filter == name
+        click.echo(f"recipients are filtered by {recipient_filter.spec.type} list {name}"
+                   + (" (the namespace default, MailSettings.recipientFilter)" if default
+                      else ""))
     for problem in problems:
         click.echo(f"not sent: SEND_FAILED: {problem}")
     return not problems

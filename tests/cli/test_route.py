@@ -129,3 +129,26 @@ def test_no_server_at_all_says_not_sent(db: str) -> None:
 def test_store_and_config_together_are_refused(db: str, config: Path) -> None:
     result = run("--store", db, "--config", config, "--module", "request")
     assert result.exit_code == 1 and "either --store or --config" in result.output
+
+
+def test_the_namespace_default_filter_is_shown_and_derived(config: Path) -> None:
+    (config / "settings.yaml").write_text("""\
+apiVersion: reconciler.dev/v1
+kind: MailSettings
+metadata: {name: settings, namespace: acme}
+spec: {recipientFilter: no-partners}
+---
+apiVersion: reconciler.dev/v1
+kind: RecipientFilter
+metadata: {name: no-partners, namespace: acme}
+spec: {type: ignore, domains: [partner.example]}
+""")
+    result = run("--config", config, "--namespace", "acme", "--module", "request",
+                 "--set", "department=HR")
+    assert result.exit_code == 0, result.output
+    assert ("recipients are filtered by ignore list no-partners (the namespace default, "
+            "MailSettings.recipientFilter)") in result.output
+    shown = CliRunner().invoke(cli, ["validate", str(config), "--show-derived"])
+    hr = shown.output.split("OutgoingServer/acme/hr")[1]
+    assert ('spec.recipientFilter = "no-partners"  # the namespace default, '
+            "MailSettings.recipientFilter") in hr
