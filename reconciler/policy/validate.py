@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from reconciler.config.checks import check_semantics
-from reconciler.config.derive import derive_all
+from reconciler.config.derive import defaulted_paths, derive_all
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity, did_you_mean
 from reconciler.config.errors import diagnostics_from, show_value
@@ -52,8 +52,10 @@ class ValidationResult:
         return self._desired
 
     def derivations(self) -> dict[ResourceKey, set[str]]:
-        """Dotted paths of derived values per resource, for marking them in plans."""
-        return {ResourceKey(*r.key): {d.dotted for d in r.derivations} for r in self.resources}
+        """Dotted paths of values the YAML did not write, derived or the model's defaults,
+        per resource: plans mark them, and show them only when they change."""
+        return {ResourceKey(*r.key): {d.dotted for d in r.derivations}
+                | set(defaulted_paths(r.model.spec, ("spec",))) for r in self.resources}
 
 
 def _envelope_problem(doc: Document) -> Diagnostic | None:

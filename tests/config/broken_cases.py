@@ -832,7 +832,7 @@ CASES: list[Case] = [
                 - {field: subjet, operator: contains, value: prize}
             """},
         (Expect("a.yaml", 6, 15, "spec.conditions.0.field", "unknown mail field 'subjet': did "
-                "you mean subject? use one of subject, from, fromName, replyTo, to, cc, body, "
+                "you mean 'subject'? use one of subject, from, fromName, replyTo, to, cc, body, "
                 "or header:NAME for any header"),),
     ),
     Case(

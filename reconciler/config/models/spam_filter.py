@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from difflib import get_close_matches
 from typing import ClassVar, Literal
 
 from pydantic import Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
+from reconciler.config.diagnostics import did_you_mean
 from reconciler.config.models.base import Condition, MatchMode, Model, Resource
 
 # What the incoming pipeline can test (incoming.pipeline.stages._MailFields; a test keeps
@@ -15,7 +15,7 @@ from reconciler.config.models.base import Condition, MatchMode, Model, Resource
 # validate clean and silently let every mail through: it is refused instead.
 MAIL_FIELDS = ("subject", "from", "fromName", "replyTo", "to", "cc", "body")
 HEADER_FIELD = "header:"
-_FOLDED = {f.casefold(): f for f in MAIL_FIELDS}
+_FOLDED = frozenset(f.casefold() for f in MAIL_FIELDS)
 
 
 class MailCondition(Condition):
@@ -28,10 +28,9 @@ class MailCondition(Condition):
         folded = value.casefold()
         if folded in _FOLDED or (folded.startswith(HEADER_FIELD) and len(value) > 7):
             return value
-        guess = next(iter(get_close_matches(folded, _FOLDED, n=1, cutoff=0.6)), None)
-        hint = f"did you mean {_FOLDED[guess]}? " if guess else ""
+        hint = did_you_mean(value, MAIL_FIELDS, "no such field;")
         raise PydanticCustomError(
-            "mail_field", "unknown mail field '{value}': {hint}use one of {known}, or "
+            "mail_field", "unknown mail field '{value}': {hint} use one of {known}, or "
             "header:NAME for any header",
             {"value": value, "hint": hint, "known": ", ".join(MAIL_FIELDS)})
 
