@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 from reconciler.config.derive import SECURITY_BY_PORT, SMTP_PORTS
 from reconciler.config.diagnostics import Diagnostic, Severity
-from reconciler.config.loaded import LoadedResource
+from reconciler.config.loaded import NOTHING_UNLOADED, LoadedResource, Unloaded
 from reconciler.config.models.auth import OAuth2Auth, OAuthGrant, OAuthProvider
 from reconciler.config.models.incoming_server import IncomingProtocol
 from reconciler.config.models.outgoing_server import OutgoingProtocol, Security
@@ -23,13 +23,14 @@ def _of_kind(resources: Sequence[LoadedResource], kind: str) -> list[LoadedResou
     return [r for r in resources if r.model.kind == kind]
 
 
-def _primary_servers(resources: Sequence[LoadedResource]) -> Iterator[Diagnostic]:
+def _primary_servers(resources: Sequence[LoadedResource],
+                     unloaded: Unloaded) -> Iterator[Diagnostic]:
     by_ns: dict[str, list[LoadedResource]] = defaultdict(list)
     for res in _of_kind(resources, "OutgoingServer"):
         by_ns[res.model.metadata.namespace].append(res)
     for namespace, servers in sorted(by_ns.items()):
         primaries = [s for s in servers if s.model.spec.primary and s.model.spec.enabled]
-        if not primaries:
+        if not primaries and not unloaded.may_hold("OutgoingServer", namespace):
             first = servers[0]
             disabled = [s for s in servers if s.model.spec.primary and not s.model.spec.enabled]
             hint = (f"{disabled[0].model.metadata.name} is primary but disabled; enable it"
@@ -159,8 +160,9 @@ def _rules_to_disabled_servers(resources: Sequence[LoadedResource]) -> Iterator[
                 "the rule")
 
 
-def check_semantics(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
-    out = list(_primary_servers(resources))
+def check_semantics(resources: Sequence[LoadedResource],
+                    unloaded: Unloaded = NOTHING_UNLOADED) -> list[Diagnostic]:
+    out = list(_primary_servers(resources, unloaded))
     out.extend(_rules_to_disabled_servers(resources))
     for res in _of_kind(resources, "OutgoingServer"):
         spec = res.model.spec

@@ -4,6 +4,7 @@ shows all problems at once (SPEC C4)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -14,10 +15,16 @@ from pydantic import ValidationError
 from reconciler.config.checks import check_semantics
 from reconciler.config.derive import defaulted_paths, derive_all
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
-from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity, did_you_mean
+from reconciler.config.diagnostics import (
+    ROOT_CAUSES,
+    Diagnostic,
+    Diagnostics,
+    Severity,
+    did_you_mean,
+)
 from reconciler.config.errors import diagnostics_from, show_value
 from reconciler.config.gcpause import gc_paused
-from reconciler.config.loaded import LoadedResource
+from reconciler.config.loaded import LoadedResource, Unloaded
 from reconciler.config.loader import Document, diagnostic_at, load_tree, locate
 from reconciler.config.models import KINDS
 from reconciler.config.models.base import API_VERSION
@@ -148,14 +155,43 @@ def canonical(res: LoadedResource) -> CanonicalResource:
                                    model.metadata.labels)
 
 
+MAX_TEXT = 1 << 20  # of a file that failed to load, searched for the names it may define
+
+
+def _unloaded(documents: Sequence[Document], resources: Sequence[LoadedResource],
+              diags: Diagnostics, root: Path | None) -> Unloaded:
+    """Files that did not load and documents whose model failed: the root causes that
+    checks across resources must not pile knock-on errors onto."""
+    texts = []
+    failed = {d.file for d in diags.items if d.code in ROOT_CAUSES and d.file}
+    for name in sorted(failed) if root is not None else ():
+        path = root if root.is_file() else root / name
+        with contextlib.suppress(OSError):
+            texts.append(path.read_bytes()[:MAX_TEXT].decode("utf-8", "replace"))
+    loaded = {id(r.document) for r in resources}
+    keys = set()
+    for doc in documents:
+        data = doc.data
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if id(doc) in loaded or not isinstance(kind, str) or kind in POLICY_KINDS:
+            continue
+        meta = data.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
+        namespace, name = meta.get("namespace", "default"), meta.get("name", "")
+        keys.add((kind, namespace if isinstance(namespace, str) else "",
+                  name if isinstance(name, str) else ""))
+    return Unloaded(frozenset(keys), tuple(texts))
+
+
 @gc_paused()
 def validate_documents(documents: Sequence[Document], diags: Diagnostics, *,
-                       today: date | None = None) -> ValidationResult:
+                       today: date | None = None, root: Path | None = None) -> ValidationResult:
     resources, policy_docs = parse_documents(documents, diags)
+    unloaded = _unloaded(documents, resources, diags, root)
     resources = _duplicates(resources, diags)
     derive_all(resources)
-    diags.extend(check_references(resources))
-    diags.extend(check_semantics(resources))
+    diags.extend(check_references(resources, unloaded))
+    diags.extend(check_semantics(resources, unloaded))
     diags.extend(check_secret_places(resources))
     policies = policy_engine.parse_policies(
         [*policy_engine.shipped_documents(diags), *policy_docs], diags)
@@ -173,4 +209,4 @@ def validate_path(root: Path, *, today: date | None = None) -> ValidationResult:
                              message="no YAML resources found",
                              hint="config files end in .yaml or .yml",
                              severity=Severity.WARNING))
-    return validate_documents(documents, diags, today=today)
+    return validate_documents(documents, diags, today=today, root=root)
