@@ -5,7 +5,7 @@ shows all problems at once (SPEC C4)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -58,11 +58,29 @@ class ValidationResult:
                 self._desired = DesiredState.of(canonical(r) for r in self.resources)
         return self._desired
 
-    def derivations(self) -> dict[ResourceKey, set[str]]:
+    def derivations(self) -> Mapping[ResourceKey, set[str]]:
         """Dotted paths of values the YAML did not write, derived or the model's defaults,
         per resource: plans mark them, and show them only when they change."""
-        return {ResourceKey(*r.key): {d.dotted for d in r.derivations}
-                | set(defaulted_paths(r.model.spec, ("spec",))) for r in self.resources}
+        return _NotWritten({ResourceKey(*r.key): r for r in self.resources})
+
+
+class _NotWritten(Mapping[ResourceKey, set[str]]):
+    """Worked out per resource when asked (~0.1 ms each): a plan asks only for the
+    resources that changed, so its cost grows with the change, not the repo (X7)."""
+
+    def __init__(self, resources: dict[ResourceKey, LoadedResource]) -> None:
+        self._resources = resources
+
+    def __getitem__(self, key: ResourceKey) -> set[str]:
+        res = self._resources[key]
+        return {d.dotted for d in res.derivations} | set(
+            defaulted_paths(res.model.spec, ("spec",)))
+
+    def __iter__(self) -> Iterator[ResourceKey]:
+        return iter(self._resources)
+
+    def __len__(self) -> int:
+        return len(self._resources)
 
 
 def _envelope_problem(doc: Document) -> Diagnostic | None:
