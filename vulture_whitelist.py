@@ -53,6 +53,8 @@ _._prefixes
 _.HTTPS
 # reconciler/config/models/recipient_filter.py
 _._not_empty
+# reconciler/config/models/spam_filter.py
+_._known_field
 
 # reconciler/config/models/sender_directory.py (UserStatus values read from the directory)
 _.ARCHIVED

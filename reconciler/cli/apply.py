@@ -101,7 +101,9 @@ def command(target: Path, store_url: str, yes: bool, actor: str | None, message:
           planning_lock(store, who, timeout=lock_timeout, on_wait=on_wait) if under_lock
           else nullcontext()):
         plan = loaded or plan_against(target, result, store, prune=prune)
-        click.echo(render.text(plan, colour=sys.stdout.isatty()))
+        # A saved plan was reviewed when it was made: one line says which one this is.
+        click.echo(f"Applying the saved plan {target}: {render.summary(plan)}" if saved
+                   else render.text(plan, colour=sys.stdout.isatty()))
         if not plan.has_changes:
             click.echo("Nothing to apply; no revision was written.")
             return

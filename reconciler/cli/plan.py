@@ -64,18 +64,22 @@ def plan_against(path: Path, result: ValidationResult | None, store: Store, *,
               help="Save the plan; `reconcile apply FILE` then applies exactly it.")
 @click.option("--prune", is_flag=True, help="Delete live resources that are not in the "
               "configuration (without it they are listed and kept).")
-def command(path: Path, store_url: str, fmt: str, out: Path | None, prune: bool) -> None:
+@click.option("--show-derived", is_flag=True, help="Also show the default and derived values "
+              "of new resources (without it they are counted; changed ones are always shown).")
+def command(path: Path, store_url: str, fmt: str, out: Path | None, prune: bool,
+            show_derived: bool) -> None:
     """Show what `reconcile apply` would create, update and delete.
 
     Compares the resources below PATH with the live store. Secret references
     are shown redacted; values that were filled in by default are marked
-    (derived). Exit 0 when there are no changes, 2 when there are, 1 on error.
+    (derived), and for new resources shown only with --show-derived. Exit 0
+    when there are no changes, 2 when there are, 1 on error.
     """
     # Validate before opening the store: config errors come first, store or not.
     result = validated(path, fmt)
     with opened_store(store_url) as store:
         plan = plan_against(path, result, store, prune=prune)
-    click.echo(render.render(plan, fmt, colour=sys.stdout.isatty()))
+    click.echo(render.render(plan, fmt, colour=sys.stdout.isatty(), show_derived=show_derived))
     if out is not None:
         try:
             save(plan, out)

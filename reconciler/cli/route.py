@@ -19,6 +19,7 @@ from reconciler.cli.render import emit
 from reconciler.cli.send import context_option, parse_context
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.dispatch.readiness import server_problems
+from reconciler.runtime.fallback import Reachability, primary_fallback
 from reconciler.runtime.namespace import NamespaceConfig
 
 
@@ -36,8 +37,9 @@ def command(ctx: click.Context, namespace: str, module: str, fields: tuple[str, 
             store_url: str | None, config_dir: Path | None) -> None:
     """Explain which outgoing server a notification would be sent through."""
     context = parse_context(fields)
+    health = Reachability()  # a config repo has no health: never down
     if config_dir is None:
-        source, ns = _from_store(store_url, namespace)
+        source, ns = _from_store(store_url, namespace, health)
     elif ctx.get_parameter_source("store_url") is click.core.ParameterSource.COMMANDLINE:
         raise UserError("give either --store or --config, not both")
     else:
@@ -50,16 +52,29 @@ def command(ctx: click.Context, namespace: str, module: str, fields: tuple[str, 
     if decision.server is None:
         click.echo("not sent: SEND_FAILED (no server)")
         finish(1)
-    if not _can_send(ns, decision.server):
+    server = decision.server
+    fallback = primary_fallback(ns, server, health)
+    if fallback is not None:
+        click.echo(f"=> {fallback.reason} (O15, MailSettings.primaryFallbackAfterSeconds)")
+        server = fallback.primary
+    if not _can_send(ns, server):
         finish(1)
 
 
-def _from_store(store_url: str | None, namespace: str) -> tuple[str, NamespaceConfig | None]:
+def _from_store(store_url: str | None, namespace: str,
+                health: Reachability) -> tuple[str, NamespaceConfig | None]:
+    from reconciler.health.monitor import all_down
+    from reconciler.health.record import read
     from reconciler.runtime.live_config import LiveConfig
 
     with opened_store(store_url) as store:
         live = store.snapshot()
         where = f"live store {store.location} at revision {live.revision}"
+        # The health monitor's records, as the daemon's worker sees them.
+        records = {key: read(status) for key, status in store.statuses().items()
+                   if key.namespace == namespace}
+    health.replace({(k.namespace, k.name): r.last_change for k, r in records.items()
+                    if r is not None and all_down(r)})
     return where, LiveConfig.from_snapshot(live).namespaces.get(namespace)
 
 
@@ -84,8 +99,11 @@ def _can_send(ns: NamespaceConfig, server: OutgoingServer) -> bool:
         problems.append(str(exc))
         recipient_filter = None
     if recipient_filter is not None:
-        spec = recipient_filter.spec
-        click.echo(f"recipients are filtered by {spec.type} list {recipient_filter.metadata.name}")
+        name = recipient_filter.metadata.name
+        default = ns.settings is not None and ns.settings.spec.recipient_filter == name
+        click.echo(f"recipients are filtered by {recipient_filter.spec.type} list {name}"
+                   + (" (the namespace default, MailSettings.recipientFilter)" if default
+                      else ""))
     for problem in problems:
         click.echo(f"not sent: SEND_FAILED: {problem}")
     return not problems

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 from reconciler.config.derive import SECURITY_BY_PORT, SMTP_PORTS
 from reconciler.config.diagnostics import Diagnostic, Severity
-from reconciler.config.loaded import LoadedResource
+from reconciler.config.loaded import NOTHING_UNLOADED, LoadedResource, Unloaded
 from reconciler.config.models.auth import OAuth2Auth, OAuthGrant, OAuthProvider
 from reconciler.config.models.incoming_server import IncomingProtocol
 from reconciler.config.models.outgoing_server import OutgoingProtocol, Security
@@ -23,13 +23,14 @@ def _of_kind(resources: Sequence[LoadedResource], kind: str) -> list[LoadedResou
     return [r for r in resources if r.model.kind == kind]
 
 
-def _primary_servers(resources: Sequence[LoadedResource]) -> Iterator[Diagnostic]:
+def _primary_servers(resources: Sequence[LoadedResource],
+                     unloaded: Unloaded) -> Iterator[Diagnostic]:
     by_ns: dict[str, list[LoadedResource]] = defaultdict(list)
     for res in _of_kind(resources, "OutgoingServer"):
         by_ns[res.model.metadata.namespace].append(res)
     for namespace, servers in sorted(by_ns.items()):
         primaries = [s for s in servers if s.model.spec.primary and s.model.spec.enabled]
-        if not primaries:
+        if not primaries and not unloaded.may_hold("OutgoingServer", namespace):
             first = servers[0]
             disabled = [s for s in servers if s.model.spec.primary and not s.model.spec.enabled]
             hint = (f"{disabled[0].model.metadata.name} is primary but disabled; enable it"
@@ -184,8 +185,26 @@ def _proxy_support(resources: Sequence[LoadedResource]) -> Iterator[Diagnostic]:
                 hint=f"name a ProxyServer of type {' or '.join(usable)}, or remove proxy")
 
 
-def check_semantics(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
-    out = list(_primary_servers(resources))
+def _rules_to_disabled_servers(resources: Sequence[LoadedResource]) -> Iterator[Diagnostic]:
+    servers = {(r.model.metadata.namespace, r.model.metadata.name): r.model.spec
+               for r in _of_kind(resources, "OutgoingServer")}
+    for res in _of_kind(resources, "OutgoingEmailRule"):
+        spec = res.model.spec
+        server = servers.get((res.model.metadata.namespace, spec.server))
+        if spec.enabled and server is not None and not server.enabled:
+            # Not an error: routing skips the rule (runtime.routing), so mail still flows.
+            yield res.diagnostic(
+                "rule-server-disabled", f"OutgoingServer {spec.server!r} is disabled; this "
+                "rule is skipped and its mail goes to the next matching rule or the primary",
+                ("spec", "server"), severity=Severity.WARNING,
+                hint=f"enable {spec.server}, point the rule at another server, or disable "
+                "the rule")
+
+
+def check_semantics(resources: Sequence[LoadedResource],
+                    unloaded: Unloaded = NOTHING_UNLOADED) -> list[Diagnostic]:
+    out = list(_primary_servers(resources, unloaded))
+    out.extend(_rules_to_disabled_servers(resources))
     for res in _of_kind(resources, "OutgoingServer"):
         spec = res.model.spec
         out.extend(_port_security(res))
@@ -209,7 +228,5 @@ def check_semantics(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
                 ("spec", "starttls"), severity=Severity.WARNING))
     out.extend(_graph_client_ids(resources))
     out.extend(_guest_directory(resources))
-
-
     out.extend(_proxy_support(resources))
     return out

@@ -9,7 +9,7 @@ diffed, so changing a default in a new release shows up in ``plan``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel
@@ -157,6 +157,9 @@ def _outgoing(spec: OutgoingServerSpec, settings: MailSettingsSpec | None,
     if settings is not None:
         lifetime, why = settings.retry.lifetime_minutes, "MailSettings.retry.lifetimeMinutes"
     fill("retry_lifetime_minutes", lifetime, why)
+    if settings is not None:
+        fill("recipient_filter", settings.recipient_filter,
+             "the namespace default, MailSettings.recipientFilter")
     if isinstance(spec.auth, OAuth2Auth):
         _oauth(out, spec, spec.auth, str(proto), cloud)
 
@@ -184,3 +187,20 @@ def derive_all(resources: Iterable[LoadedResource]) -> None:
             _outgoing(spec, settings.get(res.model.metadata.namespace), res.derivations)
         elif isinstance(spec, IncomingServerSpec):
             _incoming(spec, res.derivations)
+
+
+def defaulted_paths(model: BaseModel, under: tuple[str, ...]) -> Iterator[str]:
+    """Dotted camelCase paths of the values ``model`` (at ``under``) took from the model's
+    defaults because the YAML did not write them: plans hide them unless they change."""
+    for name, info in type(model).model_fields.items():
+        path = (*under, info.alias or name)
+        if name not in model.model_fields_set:
+            yield ".".join(path)
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            yield from defaulted_paths(value, path)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    yield from defaulted_paths(item, (*path, str(i)))

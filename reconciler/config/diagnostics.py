@@ -11,6 +11,21 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
+# Codes meaning a file (or the rest of it) was not read: whatever it held is unknown, so
+# checks across resources cannot tell a real gap from a knock-on of this.
+ROOT_CAUSES = frozenset({"yaml-syntax", "yaml-value", "file-unreadable", "nesting-too-deep",
+                         "alias-expansion", "alias-loop"})
+# A document read as YAML that did not become a resource (its model refused it).
+NOT_A_RESOURCE = frozenset({"api-version", "kind-missing", "not-a-resource", "unknown-kind"})
+
+
+def _tier(code: str) -> int:
+    """Files that did not load, then documents that did not become resources, then the
+    rest: each explains errors of the later tiers, so it is read first."""
+    if code in ROOT_CAUSES:
+        return 0
+    return 1 if code in NOT_A_RESOURCE or code.startswith("schema:") else 2
+
 
 class Severity(StrEnum):
     ERROR = "error"
@@ -44,8 +59,8 @@ class Diagnostic:
         data["severity"] = str(self.severity)
         return data
 
-    def sort_key(self) -> tuple[str, int, int, str, str]:
-        return (self.file, self.line, self.col, self.path, self.code)
+    def sort_key(self) -> tuple[int, str, int, int, str, str]:
+        return (_tier(self.code), self.file, self.line, self.col, self.path, self.code)
 
 
 def did_you_mean(word: str, choices: Iterable[str], otherwise: str = "", *,

@@ -11,7 +11,7 @@ from functools import cache
 from pydantic import BaseModel
 
 from reconciler.config.diagnostics import Diagnostic, did_you_mean
-from reconciler.config.loaded import LoadedResource
+from reconciler.config.loaded import NOTHING_UNLOADED, LoadedResource, Unloaded
 from reconciler.config.models.base import Ref, annotation_parts
 from reconciler.config.positions import YamlPath
 
@@ -52,7 +52,8 @@ def iter_references(res: LoadedResource) -> Iterator[tuple[RefField, str, YamlPa
             yield field, value, ("spec", field.alias)
 
 
-def check_references(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
+def check_references(resources: Sequence[LoadedResource],
+                     unloaded: Unloaded = NOTHING_UNLOADED) -> list[Diagnostic]:
     names: dict[tuple[str, str], set[str]] = {}
     for res in resources:
         kind, namespace, name = res.key
@@ -62,7 +63,7 @@ def check_references(resources: Sequence[LoadedResource]) -> list[Diagnostic]:
         namespace = res.model.metadata.namespace
         for field, target, path in iter_references(res):
             existing = names.get((field.kind, namespace), set())
-            if target in existing:
+            if target in existing or unloaded.may_hold(field.kind, namespace, target):
                 continue
             elsewhere = sorted(ns for (k, ns), v in names.items() if k == field.kind
                                and target in v and ns != namespace)

@@ -45,6 +45,7 @@ from reconciler.dispatch.worker import Worker
 from reconciler.mail.failover import HostSelector
 from reconciler.mail.transport import Transport
 from reconciler.runtime.backoff import backoff_seconds
+from reconciler.runtime.fallback import Reachability
 from reconciler.runtime.live_config import ConfigSource
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.notifier import AdminMail, Notifier
@@ -102,6 +103,7 @@ class Daemon:
         self._handle_signals = handle_signals
         self.metrics = DaemonMetrics()
         self.selector = HostSelector()
+        self.reachability = Reachability()  # health -> dispatch: the primary fallback (O15)
         self.store: Store | None = store
         self.config: ConfigSource | None = None
         self.worker: Worker | None = None
@@ -164,7 +166,7 @@ class Daemon:
         transports = self._transports() if sends else {}
         if sends:
             self.worker = Worker(store, self.settings, self.config, transports,
-                                 metrics=self.metrics)
+                                 metrics=self.metrics, reachability=self.reachability)
         # Build the optional parts before anything runs: one that cannot be
         # built (an unresolvable API token) stops the start with nothing to undo.
         try:
@@ -362,7 +364,8 @@ class Daemon:
         assert self.config is not None
         self.health = HealthMonitor(store, self.settings, self.metrics, self.config.holder,
                                     self.selector, notifier=self.notifier,
-                                    token_provider=self.token_provider)
+                                    token_provider=self.token_provider,
+                                    reachability=self.reachability)
         return self.health.run
 
 

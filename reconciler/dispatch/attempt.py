@@ -62,10 +62,12 @@ class Attempt:
     server: str | None = None
     message_id: str | None = None
     audit: list[AuditEntry] = field(default_factory=list)
+    routing: dict[str, Any] = field(default_factory=dict)  # on every row (primary fallback)
 
     def entry(self, status: AuditStatus, reason: str, *, recipient: str | None = None,
               host: str | None = None, details: Mapping[str, Any] | None = None) -> AuditEntry:
         info: dict[str, Any] = {} if self.revision is None else {"configRevision": self.revision}
+        info.update(self.routing)
         info.update(details or {})
         return AuditEntry(
             status=status, reason=reason, namespace=self.msg.namespace, server=self.server,

@@ -52,6 +52,7 @@ from reconciler.mail.envelope import Envelope, Notification, plain_errors
 from reconciler.mail.outcome import NotSentReason
 from reconciler.mail.transport import Transport
 from reconciler.runtime.backoff import backoff_seconds, first_set
+from reconciler.runtime.fallback import Reachability, primary_fallback
 from reconciler.runtime.live_config import ConfigSource
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.namespace import NamespaceConfig
@@ -76,8 +77,10 @@ STORE_RETRY_S = (0.5, 10.0)  # pause after failed claims, doubling up to the sec
 class Worker:
     def __init__(self, store: Store, settings: DaemonSettings, config: ConfigSource,
                  transports: Mapping[str, Transport], *, metrics: DaemonMetrics | None = None,
-                 max_in_flight: int | None = None) -> None:
+                 max_in_flight: int | None = None, reachability: Reachability | None = None
+                 ) -> None:
         self._outbox = store.outbox
+        self._health = reachability or Reachability()  # written by the health monitor
         self._settings = settings
         self.owner = settings.worker_id  # the outbox leases' owner
         self._config = config
@@ -261,6 +264,7 @@ class Worker:
             attempt.recipients = tuple(dict.fromkeys(m.email for _, m in
                                                      notification.recipients()))
             ns, server = await self._routed(attempt, notification)
+            server = self._fallback(attempt, ns, server)
             attempt.server = server.metadata.name
             finished = await self._send(attempt, notification, ns, server)
         except NotSent as stop:
@@ -337,6 +341,17 @@ class Worker:
                           f"{current.revision}, after this message was routed to it",
                           NotSentReason.SERVER_DISABLED)
         return ns, server
+
+    def _fallback(self, attempt: Attempt, ns: NamespaceConfig,
+                  server: OutgoingServer) -> OutgoingServer:
+        """The namespace's primary when ``server`` has been down too long (O15)."""
+        fallback = primary_fallback(ns, server, self._health)
+        if fallback is None:
+            return server
+        attempt.routing = fallback.details()
+        log.info("outbox %s: %s", attempt.msg.id, fallback.reason,
+                 extra={"outbox_id": attempt.msg.id, "server": fallback.primary.metadata.name})
+        return fallback.primary
 
     async def _send(self, attempt: Attempt, notification: Notification, ns: NamespaceConfig,
                     server: OutgoingServer) -> Finished | None:

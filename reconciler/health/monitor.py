@@ -38,6 +38,7 @@ from reconciler.mail.failover import Endpoint, HostSelector
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.steps import ProbeReport
 from reconciler.oauth.source import TokenProvider
+from reconciler.runtime.fallback import Reachability
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.notifier import (
@@ -91,6 +92,7 @@ class HealthMonitor:
         leadership: Leadership | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         probe_options: ProbeOptions | None = None,
+        reachability: Reachability | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -105,6 +107,7 @@ class HealthMonitor:
         if self._options.proxy_lookup is None:  # the proxies of the revision being checked
             self._options.proxy_lookup = lambda server: config.current.proxy_for(server)
         self._exported: set[tuple[str, str]] = set()
+        self.reachability = reachability or Reachability()  # read by dispatch (O15)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Check every ``health_interval_seconds`` until ``stop`` is set."""
@@ -248,6 +251,8 @@ class HealthMonitor:
 
     def _export(self, records: dict[ResourceKey, rec.HealthRecord]) -> None:
         exported: set[tuple[str, str]] = set()
+        self.reachability.replace({(k.namespace, k.name): r.last_change
+                                   for k, r in records.items() if all_down(r)})
         for key, record in records.items():
             labels = (key.namespace, key.name)
             self._metrics.server_up.labels(*labels).set(1.0 if record.reachable else 0.0)
@@ -256,6 +261,11 @@ class HealthMonitor:
             with contextlib.suppress(KeyError):
                 self._metrics.server_up.remove(*labels)
         self._exported = exported
+
+
+def all_down(record: rec.HealthRecord) -> bool:
+    """Every host Unreachable: the state of the active one, and no other answering."""
+    return not record.reachable and not any(h.reachable for h in record.hosts.values())
 
 
 async def _none() -> None:

@@ -93,7 +93,23 @@ def _field_text(change: Change, f: FieldChange) -> str:
     return f"{f.path}: {shown}"
 
 
-def text(plan: Plan, *, colour: bool = False) -> str:
+def shown_fields(change: Change, show_derived: bool) -> tuple[FieldChange, ...]:
+    """A new resource's values the YAML did not write (defaults, derived) are noise next
+    to what the author wrote: they are shown when they change, or with --show-derived."""
+    if show_derived or change.action is not Action.CREATE:
+        return change.fields
+    return tuple(f for f in change.fields if not f.derived)
+
+
+def hidden_note(plan: Plan, show_derived: bool) -> str:
+    hidden = sum(len(c.fields) - len(shown_fields(c, show_derived)) for c in plan.changes)
+    if not hidden:
+        return ""
+    return (f"({hidden} default or derived value{'s' * (hidden != 1)} of new resources not "
+            "shown; --show-derived lists them)")
+
+
+def text(plan: Plan, *, colour: bool = False, show_derived: bool = False) -> str:
     def style(s: str, **kw: Any) -> str:
         return click.style(s, **kw) if colour else s
 
@@ -101,11 +117,13 @@ def text(plan: Plan, *, colour: bool = False) -> str:
     for change in plan.changes:
         fg = COLOUR[change.action]
         changes.append(style(f"{SIGN[change.action]} {title(change)}", fg=fg, bold=True))
-        for f in change.fields:
+        for f in shown_fields(change, show_derived):
             line = "    " + _field_text(change, f)
             if f.derived:
                 line += style(" (derived)", dim=True)
             changes.append(line)
+    if note := hidden_note(plan, show_derived):
+        changes.append(style(note, dim=True))
     moves = moves_text(plan.credential_moves, bootstrap=plan.base_revision == 0)
     unmanaged = [f"    {k.kind} {k.namespace}/{k.name}" for k in plan.unmanaged]
     if unmanaged:
@@ -134,11 +152,12 @@ def _field_markdown(f: FieldChange) -> list[str]:
     return out
 
 
-def _details(change: Change) -> str:
+def _details(change: Change, show_derived: bool) -> str:
     key = change.key
-    body = "\n".join(line for f in change.fields for line in _field_markdown(f))
+    fields = shown_fields(change, show_derived)
+    body = "\n".join(line for f in fields for line in _field_markdown(f))
     fence = _fence(body)
-    n = len(change.fields)
+    n = len(fields)
     head = (f"<details><summary><code>{SIGN[change.action]} {html.escape(key.kind)} "
             f"{html.escape(key.namespace)}/{html.escape(key.name)}</code> "
             f"({change.action.value}, {n} field{'s' * (n != 1)})</summary>")
@@ -149,7 +168,7 @@ def _cell(s: str) -> str:
     return s.replace("|", "\\|")
 
 
-def markdown(plan: Plan) -> str:
+def markdown(plan: Plan, show_derived: bool = False) -> str:
     parts = [MARKER, "### reconcile plan", "", f"**{summary(plan)}**", ""]
     if plan.has_changes:
         counts = Counter((c.key.kind, c.action) for c in plan.changes)
@@ -161,7 +180,7 @@ def markdown(plan: Plan) -> str:
         parts.append("")
         used = sum(len(p) + 1 for p in parts)
         for i, change in enumerate(plan.changes):
-            block = _details(change)
+            block = _details(change, show_derived)
             if used + len(block) > MARKDOWN_BUDGET:
                 rest = len(plan.changes) - i
                 parts.append(f"_… and {rest} more resource{'s' * (rest != 1)}: too long for "
@@ -169,6 +188,8 @@ def markdown(plan: Plan) -> str:
                 break
             parts.append(block)
             used += len(block) + 1
+        if note := hidden_note(plan, show_derived):
+            parts.append(f"_{note}_")
         parts.append("")
     if plan.credential_moves:
         parts += _moves_markdown(plan.credential_moves)
@@ -245,9 +266,9 @@ def as_json(plan: Plan) -> str:
     return json.dumps(data(plan), ensure_ascii=False)
 
 
-def render(plan: Plan, fmt: str, *, colour: bool = False) -> str:
+def render(plan: Plan, fmt: str, *, colour: bool = False, show_derived: bool = False) -> str:
     if fmt == "markdown":
-        return markdown(plan)
+        return markdown(plan, show_derived)
     if fmt == "json":
-        return as_json(plan)
-    return text(plan, colour=colour)
+        return as_json(plan)  # for machines: every value, each marked
+    return text(plan, colour=colour, show_derived=show_derived)

@@ -4,7 +4,8 @@ shows all problems at once (SPEC C4)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -12,12 +13,18 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from reconciler.config.checks import check_semantics
-from reconciler.config.derive import derive_all
+from reconciler.config.derive import defaulted_paths, derive_all
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
-from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity, did_you_mean
+from reconciler.config.diagnostics import (
+    ROOT_CAUSES,
+    Diagnostic,
+    Diagnostics,
+    Severity,
+    did_you_mean,
+)
 from reconciler.config.errors import diagnostics_from, show_value
 from reconciler.config.gcpause import gc_paused
-from reconciler.config.loaded import LoadedResource
+from reconciler.config.loaded import LoadedResource, Unloaded
 from reconciler.config.loader import Document, diagnostic_at, load_tree, locate
 from reconciler.config.models import KINDS
 from reconciler.config.models.base import API_VERSION
@@ -51,9 +58,29 @@ class ValidationResult:
                 self._desired = DesiredState.of(canonical(r) for r in self.resources)
         return self._desired
 
-    def derivations(self) -> dict[ResourceKey, set[str]]:
-        """Dotted paths of derived values per resource, for marking them in plans."""
-        return {ResourceKey(*r.key): {d.dotted for d in r.derivations} for r in self.resources}
+    def derivations(self) -> Mapping[ResourceKey, set[str]]:
+        """Dotted paths of values the YAML did not write, derived or the model's defaults,
+        per resource: plans mark them, and show them only when they change."""
+        return _NotWritten({ResourceKey(*r.key): r for r in self.resources})
+
+
+class _NotWritten(Mapping[ResourceKey, set[str]]):
+    """Worked out per resource when asked (~0.1 ms each): a plan asks only for the
+    resources that changed, so its cost grows with the change, not the repo (X7)."""
+
+    def __init__(self, resources: dict[ResourceKey, LoadedResource]) -> None:
+        self._resources = resources
+
+    def __getitem__(self, key: ResourceKey) -> set[str]:
+        res = self._resources[key]
+        return {d.dotted for d in res.derivations} | set(
+            defaulted_paths(res.model.spec, ("spec",)))
+
+    def __iter__(self) -> Iterator[ResourceKey]:
+        return iter(self._resources)
+
+    def __len__(self) -> int:
+        return len(self._resources)
 
 
 def _envelope_problem(doc: Document) -> Diagnostic | None:
@@ -146,14 +173,43 @@ def canonical(res: LoadedResource) -> CanonicalResource:
                                    model.metadata.labels)
 
 
+MAX_TEXT = 1 << 20  # of a file that failed to load, searched for the names it may define
+
+
+def _unloaded(documents: Sequence[Document], resources: Sequence[LoadedResource],
+              diags: Diagnostics, root: Path | None) -> Unloaded:
+    """Files that did not load and documents whose model failed: the root causes that
+    checks across resources must not pile knock-on errors onto."""
+    texts = []
+    failed = {d.file for d in diags.items if d.code in ROOT_CAUSES and d.file}
+    for name in sorted(failed) if root is not None else ():
+        path = root if root.is_file() else root / name
+        with contextlib.suppress(OSError):
+            texts.append(path.read_bytes()[:MAX_TEXT].decode("utf-8", "replace"))
+    loaded = {id(r.document) for r in resources}
+    keys = set()
+    for doc in documents:
+        data = doc.data
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if id(doc) in loaded or not isinstance(kind, str) or kind in POLICY_KINDS:
+            continue
+        meta = data.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
+        namespace, name = meta.get("namespace", "default"), meta.get("name", "")
+        keys.add((kind, namespace if isinstance(namespace, str) else "",
+                  name if isinstance(name, str) else ""))
+    return Unloaded(frozenset(keys), tuple(texts))
+
+
 @gc_paused()
 def validate_documents(documents: Sequence[Document], diags: Diagnostics, *,
-                       today: date | None = None) -> ValidationResult:
+                       today: date | None = None, root: Path | None = None) -> ValidationResult:
     resources, policy_docs = parse_documents(documents, diags)
+    unloaded = _unloaded(documents, resources, diags, root)
     resources = _duplicates(resources, diags)
     derive_all(resources)
-    diags.extend(check_references(resources))
-    diags.extend(check_semantics(resources))
+    diags.extend(check_references(resources, unloaded))
+    diags.extend(check_semantics(resources, unloaded))
     diags.extend(check_secret_places(resources))
     policies = policy_engine.parse_policies(
         [*policy_engine.shipped_documents(diags), *policy_docs], diags)
@@ -171,4 +227,4 @@ def validate_path(root: Path, *, today: date | None = None) -> ValidationResult:
                              message="no YAML resources found",
                              hint="config files end in .yaml or .yml",
                              severity=Severity.WARNING))
-    return validate_documents(documents, diags, today=today)
+    return validate_documents(documents, diags, today=today, root=root)

@@ -21,7 +21,7 @@ from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.proxy_server import ProxyServer, ProxyServerSpec
 from reconciler.config.models.recipient_filter import RecipientFilter
 from reconciler.runtime.backoff import RetryPolicy
-from reconciler.runtime.routing import RouteDecision, route
+from reconciler.runtime.routing import RouteDecision, enabled_primaries, route
 
 _Named = TypeVar("_Named", OutgoingServer, RecipientFilter, ProxyServer)
 _WANTED = {OutgoingServer.KIND, OutgoingEmailRule.KIND, RecipientFilter.KIND, MailSettings.KIND,
@@ -73,11 +73,18 @@ class NamespaceConfig:
     def route(self, module: str, context: Mapping[str, str]) -> RouteDecision:
         return route(module, context, self.rules, self.servers.values())
 
+    def primary(self) -> OutgoingServer | None:
+        found = enabled_primaries(self.servers.values())
+        return found[0] if found else None
+
     def recipient_filter(self, server: OutgoingServer) -> RecipientFilter | None:
-        """The server's filter, or None when it has none. A name that points nowhere
-        raises LookupError rather than meaning "no filter": for an allow list that would
-        fail open and mail everyone (the caller records an incomplete server, O8)."""
-        return _named(server, self.filters, server.spec.recipient_filter, "RecipientFilter")
+        """The server's filter, else the namespace default (MailSettings), else None. A
+        name that points nowhere raises LookupError rather than meaning "no filter": for an
+        allow list that would fail open and mail everyone (the caller records an incomplete
+        server, O8)."""
+        name = server.spec.recipient_filter or (
+            self.settings.spec.recipient_filter if self.settings else None)
+        return _named(server, self.filters, name, "RecipientFilter")
 
     def proxy(self, server: OutgoingServer) -> ProxyServerSpec | None:
         """The proxy the server names, or None for a direct connection. A name that points

@@ -116,8 +116,7 @@ def route(module: str, context: Mapping[str, str], rules: Iterable[OutgoingEmail
             return RouteDecision(module, context, server, Via.RULE, name, tuple(trace),
                                  f"server {spec.server} (rule {name})")
 
-    primaries = sorted((s for s in by_name.values() if s.spec.primary and s.spec.enabled),
-                       key=lambda s: s.metadata.name)
+    primaries = enabled_primaries(by_name.values())
     if not primaries:
         return RouteDecision(module, context, None, Via.NONE, None, tuple(trace),
                              "no rule matched and the namespace has no enabled primary server")
@@ -128,6 +127,12 @@ def route(module: str, context: Mapping[str, str], rules: Iterable[OutgoingEmail
         others = ", ".join(s.metadata.name for s in primaries[1:])
         reason += f"; several enabled primaries, also {others}: picked by name"
     return RouteDecision(module, context, primaries[0], Via.PRIMARY, None, tuple(trace), reason)
+
+
+def enabled_primaries(servers: Iterable[OutgoingServer]) -> list[OutgoingServer]:
+    """The namespace's enabled primaries by name: validate allows one, the first wins."""
+    return sorted((s for s in servers if s.spec.primary and s.spec.enabled),
+                  key=lambda s: s.metadata.name)
 
 
 def _combine(mode: MatchMode, results: tuple[ConditionResult, ...]) -> bool:

@@ -59,6 +59,11 @@ def test_saved_plan_applies_exactly_what_was_shown(config: Path, db: str, tmp_pa
     assert result.exit_code == 0, result.output
     n = example_count()
     assert f"Applied revision 1: {n} created, 0 updated, 0 deleted." in result.stdout
+    # The plan was reviewed when it was saved: applying it says which one, not all of it.
+    assert result.stdout.splitlines()[0] == (
+        f"Applying the saved plan {plan_file}: Plan: {n} to create, 0 to update, 0 to "
+        "delete (base revision 0).")
+    assert "+ create" not in result.stdout and len(result.stdout.splitlines()) == 2
     plan = load(plan_file)
     with open_store(db) as store:
         live = store.snapshot()

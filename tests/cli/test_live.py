@@ -173,7 +173,7 @@ def test_set_waits_for_the_apply_lock(applied: str) -> None:
 def test_list_shows_what_the_store_holds_filtered_by_namespace_and_kind(applied: str) -> None:
     everything = run("live", "list", "--store", applied)
     assert str(HR) in everything.stdout and "OutgoingServer/globex/" in everything.stdout
-    assert everything.stderr.strip() == "20 of 20 resources at revision 1"
+    assert everything.stderr.strip() == "21 of 21 resources at revision 1"
     only = run("live", "list", "-n", "acme", "--kind", "OutgoingServer", "--store", applied)
     lines = only.stdout.splitlines()
     assert lines and all(line.startswith("OutgoingServer/acme/") for line in lines)

@@ -50,7 +50,16 @@ def test_exit_2_when_there_are_changes_then_0(config: Path, db: str) -> None:
     result = run("plan", config, "--store", db)
     assert result.exit_code == 2, result.output
     assert "+ create OutgoingServer acme/gmail-notifications" in result.stdout
-    assert "    spec.port: 587 (derived)" in result.stdout
+    # What the author wrote is shown; defaults and derived values only on request.
+    block = result.stdout.split("acme/gmail-notifications\n")[1].split("\n+ ")[0]
+    assert '    spec.email: "helpdesk@acme.example"' in block
+    assert "spec.port" not in block and "spec.debug" not in block
+    assert "default or derived values of new resources not shown; --show-derived lists them" \
+        in result.stdout
+    full = run("plan", config, "--store", db, "--show-derived")
+    assert "    spec.port: 587 (derived)" in full.stdout
+    assert "    spec.debug: false (derived)" in full.stdout
+    assert "not shown" not in full.stdout
     n = example_count()
     assert f"Plan: {n} to create, 0 to update, 0 to delete (base revision 0)." in result.stdout
     applied(config, db)

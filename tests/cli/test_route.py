@@ -129,3 +129,51 @@ def test_no_server_at_all_says_not_sent(db: str) -> None:
 def test_store_and_config_together_are_refused(db: str, config: Path) -> None:
     result = run("--store", db, "--config", config, "--module", "request")
     assert result.exit_code == 1 and "either --store or --config" in result.output
+
+
+def test_the_namespace_default_filter_is_shown_and_derived(config: Path) -> None:
+    (config / "settings.yaml").write_text("""\
+apiVersion: reconciler.dev/v1
+kind: MailSettings
+metadata: {name: settings, namespace: acme}
+spec: {recipientFilter: no-partners}
+---
+apiVersion: reconciler.dev/v1
+kind: RecipientFilter
+metadata: {name: no-partners, namespace: acme}
+spec: {type: ignore, domains: [partner.example]}
+""")
+    result = run("--config", config, "--namespace", "acme", "--module", "request",
+                 "--set", "department=HR")
+    assert result.exit_code == 0, result.output
+    assert ("recipients are filtered by ignore list no-partners (the namespace default, "
+            "MailSettings.recipientFilter)") in result.output
+    shown = CliRunner().invoke(cli, ["validate", str(config), "--show-derived"])
+    hr = shown.output.split("OutgoingServer/acme/hr")[1]
+    assert ('spec.recipientFilter = "no-partners"  # the namespace default, '
+            "MailSettings.recipientFilter") in hr
+
+
+def test_a_rule_server_down_for_longer_than_the_delay_shows_the_primary_fallback(
+    db: str
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from reconciler.config.desired import ResourceKey
+    from reconciler.health import record as rec
+
+    since = datetime.now(UTC) - timedelta(hours=1)
+    down = rec.HostHealth("127.0.0.1:25", rec.UNREACHABLE, "connection refused", "tcp",
+                          cannot_reach=True)
+    with open_store(db) as store:
+        store.status_put(ResourceKey("OutgoingServer", "acme", "hr"), rec.merged({}, (
+            rec.HealthRecord(rec.UNREACHABLE, since, since, hosts={rec.MAIN: down}))))
+    result = run("--store", db, "--namespace", "acme", "--module", "request",
+                 "--set", "department=HR")
+    assert result.exit_code == 0, result.output
+    assert "=> server hr (rule hr-requests)" in result.stdout
+    assert (f"=> server hr has had every host Unreachable since "
+            f"{since.isoformat(timespec='seconds')}; sent through the primary main") in (
+        result.stdout)
+    # main's own (lack of a) filter applies now, not hr's
+    assert "hr-blocklist" not in result.stdout

@@ -270,3 +270,47 @@ def test_show_derived_json_is_one_document(tmp_path: Path) -> None:
                     "path": "spec.port", "value": 587, "reason": "SMTP with security starttls"}
     assert rows[("OutgoingServer/gov/graph-us", "spec.auth.tokenUrl")]["value"] == (
         "https://login.microsoftonline.us/agency.onmicrosoft.us/oauth2/v2.0/token")
+
+
+KNOCK_ON_SERVERS = """\
+apiVersion: reconciler.dev/v1
+kind: OutgoingServer
+metadata: {name: hr, namespace: knock}
+spec: {email: hr@b.example, replyTo: s@b.example, host: smtp.b.example}
+---
+apiVersion: reconciler.dev/v1
+kind: OutgoingEmailRule
+metadata: {name: to-main, namespace: knock}
+spec: {module: request, order: 1, server: main}
+---
+apiVersion: reconciler.dev/v1
+kind: OutgoingEmailRule
+metadata: {name: to-typo, namespace: knock}
+spec: {module: change, order: 1, server: hr-typo}
+"""
+
+
+@pytest.mark.parametrize("primary", [
+    # a tab: the file does not load at all
+    "apiVersion: reconciler.dev/v1\nkind: OutgoingServer\nmetadata: {name: main, namespace: "
+    "knock}\nspec:\n\temail: a@b.example\n  primary: true\n",
+    # loads as YAML, but the model refuses it
+    "apiVersion: reconciler.dev/v1\nkind: OutgoingServer\nmetadata: {name: main, namespace: "
+    "knock}\nspec: {email: a@b.example, host: smtp.b.example, port: 99999, primary: true}\n",
+])
+def test_the_root_cause_comes_first_and_its_knock_on_errors_are_left_out(
+    tmp_path: Path, primary: str
+) -> None:
+    (tmp_path / "a-servers.yaml").write_text(KNOCK_ON_SERVERS)
+    (tmp_path / "b-primary.yaml").write_text(primary)
+    result = invoke(str(tmp_path))
+    assert result.exit_code == 1
+    first = result.output.splitlines()[0]
+    assert first.startswith("b-primary.yaml:"), result.output
+    assert "tab character" in first or "99999 is above the maximum" in first
+    # "no primary" and "main does not exist" only follow from the broken file ...
+    assert "no enabled primary" not in result.output
+    assert "'main' does not exist" not in result.output
+    # ... a reference the broken file cannot explain is still reported.
+    assert "OutgoingServer 'hr-typo' does not exist in namespace 'knock'" in result.output
+    assert result.output.endswith("invalid: 2 errors, 0 warnings, 3 resources\n")

@@ -822,6 +822,42 @@ CASES: list[Case] = [
                 "'request' and 'task'"),),
     ),
     Case(
+        "spam-filter-misspelt-field",
+        {"a.yaml": """
+            apiVersion: reconciler.dev/v1
+            kind: SpamFilter
+            metadata: {name: misspelt, namespace: misspelt}
+            spec:
+              conditions:
+                - {field: subjet, operator: contains, value: prize}
+            """},
+        (Expect("a.yaml", 6, 15, "spec.conditions.0.field", "unknown mail field 'subjet': did "
+                "you mean 'subject'? use one of subject, from, fromName, replyTo, to, cc, body, "
+                "or header:NAME for any header"),),
+    ),
+    Case(
+        "rule-to-disabled-server",
+        {"a.yaml": """
+            apiVersion: reconciler.dev/v1
+            kind: OutgoingServer
+            metadata: {name: hr-off, namespace: rule-disabled}
+            spec: {email: hr@b.example, replyTo: d@b.example, host: smtp.b.example, enabled: false}
+            ---
+            apiVersion: reconciler.dev/v1
+            kind: OutgoingServer
+            metadata: {name: main-on, namespace: rule-disabled}
+            spec: {email: desk@b.example, replyTo: d@b.example, host: smtp.b.example, primary: true}
+            ---
+            apiVersion: reconciler.dev/v1
+            kind: OutgoingEmailRule
+            metadata: {name: to-hr-off, namespace: rule-disabled}
+            spec: {module: request, order: 1, server: hr-off}
+            """},
+        (Expect("a.yaml", 14, 43, "spec.server", "OutgoingServer 'hr-off' is disabled; this "
+                "rule is skipped and its mail goes to the next matching rule or the primary",
+                WARNING, hint="enable hr-off"),),
+    ),
+    Case(
         "empty-recipient-filter",
         {"a.yaml": """
             apiVersion: reconciler.dev/v1

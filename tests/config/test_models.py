@@ -75,8 +75,10 @@ def test_mail_settings_defaults() -> None:
     spec = MailSettingsSpec()
     assert spec.attachment_limit_mb == 20
     assert spec.base_delimiter == "##"
-    assert spec.request_id_prefixes == {"request": "RE", "task": "TA", "change": "CH",
-                                        "problem": "PB"}
+    # the seeds' nine module delimiters
+    assert sorted(spec.request_id_prefixes.values()) == sorted(
+        ["RE", "TA", "SO", "PO", "PR", "CO", "CH", "PB", "PJ"])
+    assert spec.request_id_prefixes["purchaseOrder"] == "PO"
     with pytest.raises(ValidationError, match="must be 2-5 capital letters"):
         MailSettingsSpec(requestIdPrefixes={"request": "re"})
 

@@ -27,7 +27,8 @@ def test_reference_fields_are_found_from_the_model_annotations() -> None:
     }
     assert _refs("OutgoingEmailRule") == {("server", "OutgoingServer", False)}
     assert _refs("IncomingEmailRule") == {("servers", "IncomingServer", True)}
-    for kind in ("RecipientFilter", "SpamFilter", "ProxyServer", "EmailCommand", "MailSettings"):
+    assert _refs("MailSettings") == {("recipientFilter", "RecipientFilter", False)}
+    for kind in ("RecipientFilter", "SpamFilter", "ProxyServer", "EmailCommand"):
         assert _refs(kind) == set()
 
 

@@ -113,3 +113,16 @@ def test_no_format_shows_ciphertext() -> None:
         assert ENC[len("enc:v1:"):][:20] not in out
         assert "enc:v1:***" + ENC_FP in out
 
+
+
+def test_defaults_of_new_resources_are_counted_not_listed_unless_asked_for() -> None:
+    created = res("new", ns="acme", port=587)
+    d, lv = desired(created), live(revision=3)
+    result = diff(d, lv, derived={created.key: {"spec.port"}})
+    plan = Plan.build(result, d, lv, prune=False)
+    note = "(1 default or derived value of new resources not shown; --show-derived lists them)"
+    for out in (render.text(plan), render.markdown(plan)):
+        assert "spec.port" not in out and note in out
+    for out in (render.text(plan, show_derived=True), render.markdown(plan, show_derived=True)):
+        assert "spec.port" in out and "not shown" not in out
+    assert "spec.port" in render.as_json(plan)  # machines get every value, marked

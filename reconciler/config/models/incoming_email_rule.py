@@ -7,7 +7,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StrictBool
 
-from reconciler.config.models.base import Condition, MatchMode, Model, NonEmptyStr, Ref, Resource
+from reconciler.config.models.base import MatchMode, Model, NonEmptyStr, Ref, Resource
+from reconciler.config.models.spam_filter import MailCondition
 
 
 class IncomingAction(StrEnum):
@@ -20,7 +21,7 @@ class IncomingEmailRuleSpec(Model):
         default_factory=list, description="Servers it applies to; empty means all.")
     order: int = Field(ge=0)
     match: MatchMode = MatchMode.ALL
-    conditions: list[Condition] = Field(
+    conditions: list[MailCondition] = Field(
         min_length=1, description="Tests on subject, from, to, cc, body, headers.")
     action: IncomingAction = IncomingAction.SET_FIELDS
     set_fields: dict[NonEmptyStr, str] = Field(

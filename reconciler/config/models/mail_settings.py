@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
-from reconciler.config.models.base import Email, Model, NonEmptyStr, Resource, delimiter_type
+from reconciler.config.models.base import (
+    Email,
+    Model,
+    NonEmptyStr,
+    Ref,
+    Resource,
+    delimiter_type,
+)
 
 BASE_DELIMITER_CHARS = "!@#$%^&"
 BaseDelimiter = delimiter_type("baseDelimiter", BASE_DELIMITER_CHARS, 10)
+# A rule's server that stays Unreachable this long hands its mail to the primary (O15).
+# Five minutes is about five failed health checks at the default 60 s interval: a restart
+# or a network blip of the rule's server is ridden out by retries (the rule chose that
+# server for a reason: its own sender, relay or compliance), while a real outage delays a
+# notification by minutes, not until someone notices.
+DEFAULT_PRIMARY_FALLBACK_S = 300
 _PREFIX_RE = re.compile(r"^[A-Z]{2,5}$")
+# The module delimiters the desk products ship with (ServiceDesk Plus MSP's list of nine),
+# so replies to any module's notification thread without extra configuration.
+DEFAULT_REQUEST_ID_PREFIXES = {
+    "request": "RE", "task": "TA", "solution": "SO", "purchaseOrder": "PO",
+    "purchaseRequest": "PR", "contract": "CO", "change": "CH", "problem": "PB", "project": "PJ",
+}
 
 
 class RetrySettings(Model):
@@ -74,13 +93,20 @@ class MailSettingsSpec(Model):
     base_delimiter: BaseDelimiter = Field(
         default="##", description="Encloses request IDs in subjects.")
     request_id_prefixes: dict[str, str] = Field(
-        default_factory=lambda: {"request": "RE", "task": "TA", "change": "CH", "problem": "PB"},
+        default_factory=lambda: dict(DEFAULT_REQUEST_ID_PREFIXES),
         description="Module -> prefix used in subjects, e.g. ##RE-123##.")
     attachment_limit_mb: float = Field(default=20, gt=0, le=150, alias="attachmentLimitMB")
     incoming_attachments: IncomingAttachments = Field(default_factory=IncomingAttachments)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     admin_notifications: AdminNotifications = Field(default_factory=AdminNotifications)
     incoming_notices: IncomingNotices = Field(default_factory=IncomingNotices)
+    recipient_filter: Annotated[str | None, Ref("RecipientFilter")] = Field(
+        default=None, description="Default recipient filter of every OutgoingServer of the "
+        "namespace that names none of its own.")
+    primary_fallback_after_seconds: float = Field(
+        default=DEFAULT_PRIMARY_FALLBACK_S, ge=0, le=86400,
+        description="Mail a rule routes to a server whose hosts have all been Unreachable "
+        "this long goes through the namespace's primary instead; 0 turns this off.")
 
     @field_validator("request_id_prefixes")
     @classmethod

@@ -54,3 +54,30 @@ def test_request_id_pattern_follows_the_settings() -> None:
     assert ctx.request_ids.find("Re: @!CHG-0012@! moved") == (("change", "12"), None)
     assert ctx.request_ids.find("##RE-1## @!XX-3@!") == (None, "@!XX-3@!")
     assert ctx.request_ids.find("@!77@!") == (("request", "77"), None)
+
+
+@pytest.mark.parametrize(("subject", "module"), [
+    ("Re: ##RE-1##", "request"), ("Re: ##TA-2##", "task"), ("Re: ##SO-3##", "solution"),
+    ("Re: ##PO-4##", "purchaseOrder"), ("Re: ##PR-5##", "purchaseRequest"),
+    ("Re: ##CO-6##", "contract"), ("Re: ##CH-7##", "change"), ("Re: ##PB-8##", "problem"),
+    ("Re: ##PJ-9##", "project"),
+])
+def test_default_prefixes_thread_every_seed_module(subject: str, module: str) -> None:
+    from reconciler.config.models.mail_settings import MailSettingsSpec
+    from reconciler.incoming.pipeline.context import request_id_pattern
+
+    found, unknown = request_id_pattern(MailSettingsSpec()).find(subject)
+    assert found is not None and found[0] == module and unknown is None
+
+
+def test_spam_filter_fields_are_the_fields_the_pipeline_tests() -> None:
+    from email.message import EmailMessage
+
+    from reconciler.config.models.spam_filter import MAIL_FIELDS
+    from reconciler.incoming.pipeline.parse import parse
+    from reconciler.incoming.pipeline.stages import _MailFields
+
+    msg = EmailMessage()
+    msg["From"] = "a@b.example"
+    msg.set_content("hi")
+    assert tuple(_MailFields(parse(msg.as_bytes()))) == MAIL_FIELDS
