@@ -34,8 +34,22 @@ Action = Callable[[], Awaitable[tuple[Any, str]]]
 _SHOWN_HEADERS = ("From", "Subject", "Date")
 
 
-class IncomingCheck(ABC):
+class MailboxCheck(ABC):
     """One check of one IncomingServer; :meth:`walk` never raises for a failed step."""
+
+    endpoint: Endpoint
+
+    @abstractmethod
+    def plan(self) -> tuple[Step, ...]:
+        """The steps :meth:`walk` takes, in order."""
+
+    @abstractmethod
+    async def walk(self) -> list[StepResult]:
+        """Each step's result up to the first failure."""
+
+
+class IncomingCheck(MailboxCheck):
+    """The check of an IMAP or POP3 server: the fetcher's client on the checked socket."""
 
     fetcher_class: ClassVar[type[ThreadedFetcher]]
     has_folders: ClassVar[bool] = True
@@ -162,6 +176,10 @@ def first_line(text: bytes | str | None, limit: int = 120) -> str:
         text = text.decode("utf-8", "replace")
     line = (text or "").splitlines()[0] if text else ""
     return line if len(line) <= limit else line[:limit] + "…"
+
+
+def counted(total: int, unread: int) -> str:
+    return f"{total} message(s), {unread} unread (the daemon fetches unread mail)"
 
 
 def headers_text(raw: bytes) -> str:

@@ -28,7 +28,7 @@ from reconciler.mail.transport import Transport
 from reconciler.oauth.source import TokenProvider
 
 if TYPE_CHECKING:  # loaded on first use, like every class named here
-    from reconciler.mail.incoming_check import IncomingCheck
+    from reconciler.mail.incoming_check import MailboxCheck
 
 Walker = Callable[[OutgoingServer, Endpoint, ProbeOptions], Awaitable[list[StepResult]]]
 Planner = Callable[[OutgoingServer], tuple[Step, ...]]
@@ -112,18 +112,20 @@ FETCHERS: dict[IncomingProtocol, tuple[str, tuple[str, ...]]] = {
 }
 
 
-# protocol -> "module:Class", an IncomingCheck: the connection check (SPEC I9)
+# protocol -> "module:Class", a MailboxCheck: the connection check (SPEC I9)
 INCOMING_CHECKS: dict[IncomingProtocol, str] = {
     IncomingProtocol.IMAP: "reconciler.mail.imap.probe:ImapCheck",
     IncomingProtocol.IMAPS: "reconciler.mail.imap.probe:ImapCheck",
     IncomingProtocol.POP3: "reconciler.mail.pop3.probe:Pop3Check",
     IncomingProtocol.POP3S: "reconciler.mail.pop3.probe:Pop3Check",
+    IncomingProtocol.EWS: "reconciler.mail.ews.probe:EwsCheck",
+    IncomingProtocol.GRAPH: "reconciler.mail.graph.probe:GraphCheck",
 }
 
 
-def incoming_check(server: IncomingServer, options: ProbeOptions) -> IncomingCheck:
+def incoming_check(server: IncomingServer, options: ProbeOptions) -> MailboxCheck:
     """The connection check of the server's protocol; KeyError when it has none."""
-    check: type[IncomingCheck] = _load(INCOMING_CHECKS[IncomingProtocol(server.spec.protocol)])
+    check: type[MailboxCheck] = _load(INCOMING_CHECKS[IncomingProtocol(server.spec.protocol)])
     return check(server, options)
 
 

@@ -116,10 +116,13 @@ class Walk:
             return None
         return await self.run(Step.PROXY, tunnel)
 
-    async def reach_tls(self, endpoint: Endpoint, options: ProbeOptions) -> bool:
+    async def reach_tls(self, endpoint: Endpoint, options: ProbeOptions,
+                        server: Any = None) -> bool:
         """DNS, TCP and TLS for an HTTPS API (Graph, EWS); True when all three passed.
-        (Their client libraries take the proxy themselves: this checks the direct path.)"""
-        sock = await self.reach(endpoint)
+        Through the proxy ``server`` names when given; else the direct path (the outgoing
+        checks: their client libraries take the proxy themselves)."""
+        sock = await (self.reach(endpoint) if server is None
+                      else self.reach(endpoint, options, server))
         if sock is None:
             return False
         loop = asyncio.get_running_loop()

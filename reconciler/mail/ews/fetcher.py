@@ -276,11 +276,7 @@ class EwsFetcher(Fetcher):
         folder = self._error_folder(account, create=False)
         if folder is None:
             return 0
-        [fresh] = list(FolderCollection(account=account, folders=[folder])
-                       .get_folders(additional_fields=None))
-        if isinstance(fresh, Exception):
-            raise fresh
-        return int(fresh.total_count or 0)
+        return int(refreshed(account, folder).total_count or 0)
 
     async def move_back_from_error_folder(self) -> int:
         return int(await self._call("moving mails back from the error folder",
@@ -308,6 +304,15 @@ class EwsFetcher(Fetcher):
     async def wait_for_new(self, timeout: float) -> bool:
         await asyncio.sleep(timeout)
         return False
+
+
+def refreshed(account: Account, folder: Any) -> Any:
+    """The folder as the server has it now (GetFolder): its counts, not the cached ones."""
+    [fresh] = list(FolderCollection(account=account, folders=[folder])
+                   .get_folders(additional_fields=None))
+    if isinstance(fresh, Exception):
+        raise fresh
+    return fresh
 
 
 def _done(results: Any) -> int:

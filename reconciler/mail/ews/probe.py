@@ -10,15 +10,32 @@ authenticated EWS call through exchangelib, exactly as the transport makes it
 the mailbox, on a fresh account so nothing cached hides a changed password. For
 Basic auth there is no token step: the API step is where the password is checked.
 Permission to *send* only shows in a real send, test-connection's last step.
+
+:class:`EwsCheck` is the check of an EWS IncomingServer (SPEC I9, ``mail.api_check``):
+GetFolder on the root as its AUTH step, then the fetcher's folder resolution, the
+folder's TotalCount/UnreadCount, and the newest item's MimeContent (GetItem leaves
+IsRead as it is).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from exchangelib import Account
+
 from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.models.outgoing_server import OutgoingServer
-from reconciler.mail.ews.session import EwsSession, check_mailbox, url_endpoint
+from reconciler.mail.api_check import ApiCheck, Said
+from reconciler.mail.ews.fetcher import EwsFetcher, _Listed, refreshed
+from reconciler.mail.ews.session import (
+    EwsSession,
+    add_login_secrets,
+    check_mailbox,
+    url_endpoint,
+)
 from reconciler.mail.ews.transport import EwsTransport, ews_url_for
 from reconciler.mail.failover import Endpoint, endpoints_of
+from reconciler.mail.incoming_check import counted
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.steps import HTTP_API_PLAN, Step, StepResult
 from reconciler.mail.transport import Redactor
@@ -66,3 +83,40 @@ async def walk_ews(server: OutgoingServer, endpoint: Endpoint,
 
 async def _get_folder(session: EwsSession) -> tuple[bool, str]:
     return True, await session.call(check_mailbox)
+
+
+class EwsCheck(ApiCheck):
+    fetcher_class = EwsFetcher
+
+    def api_endpoint(self) -> Endpoint:
+        return url_endpoint(self.fetcher.session.url)
+
+    async def login(self) -> Said:
+        session = self.fetcher.session
+        said = await session.call(check_mailbox)  # the session's own classifier on failure
+        assert session.login is not None
+        add_login_secrets(self.redactor, session.login)
+        return True, f"logged in as {session.login.username} ({session.login.kind}); {said}"
+
+    async def count(self) -> Said:
+        self.total, unread = await self.fetcher._call("counting messages", self._totals)
+        return True, counted(self.total, unread)
+
+    def _totals(self, account: Account) -> tuple[int, int]:
+        fresh = refreshed(account, self.fetcher._source)
+        return int(fresh.total_count or 0), int(fresh.unread_count or 0)
+
+    async def newest(self) -> bytes | None:
+        raw: bytes | None = await self.fetcher._call("reading a message's headers",
+                                                     self._newest)
+        return raw
+
+    def _newest(self, account: Account) -> bytes | None:
+        newest: Any = self.fetcher._source.all().order_by("-datetime_received")
+        for item in newest.only("datetime_received")[:1]:
+            if isinstance(item, Exception):
+                raise item
+            mail = self.fetcher._download(account, "sample", _Listed(item.id, item.changekey,
+                                                                     None))
+            return None if mail is None else bytes(mail.raw)
+        return None

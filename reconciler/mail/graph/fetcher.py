@@ -75,7 +75,8 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 100  # $top per listing page
 MAX_WAITS = 3
 MAX_WAIT_S = 60.0
-UNREAD = "receivedDateTime ge 1900-01-01T00:00:00Z and isRead eq false"
+EVER = "receivedDateTime ge 1900-01-01T00:00:00Z"  # lets $orderby receivedDateTime pass
+UNREAD = f"{EVER} and isRead eq false"
 _KINDS = {Failure.CONFIG: FetchErrorKind.CONFIG, Failure.AUTH: FetchErrorKind.AUTH,
           Failure.TLS: FetchErrorKind.TLS, Failure.TLS_VERIFY: FetchErrorKind.TLS}
 

@@ -8,16 +8,26 @@ token provider (O11) for an access token; the API step makes one cheap call with
 ``GET {graphEndpoint}/v1.0/users/{mailbox}?$select=id,mail``, which proves the
 token is accepted by this cloud and that the app may see the mailbox. Sending
 permission (Mail.Send) only shows in a real send: test-connection's last step.
+
+:class:`GraphCheck` is the check of a Graph IncomingServer (SPEC I9, ``mail.api_check``).
+Its AUTH step reads the inbox (``mailFolders/inbox``), which needs only the Mail.Read
+permission the fetcher needs (``/users/{mailbox}`` would need User.Read.All too); then the
+fetcher's folder resolution, the folder's totalItemCount/unreadItemCount and the newest
+message's ``$value`` (reading it leaves isRead as it is).
 """
 
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 
 from reconciler.config.models.outgoing_server import OutgoingServer
+from reconciler.mail.api_check import ApiCheck, Said
 from reconciler.mail.failover import Endpoint
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.graph.client import SENDING, GraphSession, graph_target, open_client
+from reconciler.mail.graph.fetcher import EVER, GraphFetcher
+from reconciler.mail.incoming_check import counted
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.steps import HTTP_API_PLAN, Step, StepResult
 from reconciler.mail.transport import Redactor
@@ -75,3 +85,39 @@ async def read_mailbox(session: GraphSession) -> str:
         found = session.target.mailbox
     return (f"mailbox {found} readable ({answer.status_code}, request-id "
             f"{answer.headers.get('request-id', '-')})")
+
+
+class GraphCheck(ApiCheck):
+    fetcher_class = GraphFetcher
+
+    def api_endpoint(self) -> Endpoint:
+        return Endpoint(self.fetcher.target.host, self.fetcher.target.port)
+
+    async def login(self) -> Said:
+        await self.fetcher._request("reading the inbox", "GET",
+                                    f"{self.fetcher.users}/mailFolders/inbox",
+                                    params={"$select": "id"})
+        self.redactor.add(self.fetcher._open().token)
+        auth = self.server.spec.auth
+        return True, (f"access token accepted for {self.fetcher.target.mailbox} (oauth2 "
+                      f"{getattr(auth, 'grant', '')}, client {getattr(auth, 'client_id', '')})")
+
+    def _folder_url(self) -> str:
+        return f"{self.fetcher.users}/mailFolders/{quote(self.fetcher._source, safe='')}"
+
+    async def count(self) -> Said:
+        answer = await self.fetcher._request(
+            "counting messages", "GET", self._folder_url(),
+            params={"$select": "totalItemCount,unreadItemCount"})
+        body = answer.json()
+        self.total = int(body.get("totalItemCount") or 0)
+        return True, counted(self.total, int(body.get("unreadItemCount") or 0))
+
+    async def newest(self) -> bytes | None:
+        answer = await self.fetcher._request(
+            "reading a message's headers", "GET", f"{self._folder_url()}/messages",
+            params={"$filter": EVER, "$orderby": "receivedDateTime desc", "$top": "1",
+                    "$select": "id"})
+        found = answer.json().get("value") or []
+        raw: bytes | None = await self.fetcher._download(str(found[0]["id"])) if found else None
+        return raw

@@ -10,7 +10,12 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from reconciler.mail import fetch_errors as errors
 from reconciler.mail.imap.client import Client
 from reconciler.mail.imap.fetcher import ImapFetcher
-from reconciler.mail.incoming_check import IncomingCheck, first_line, headers_text
+from reconciler.mail.incoming_check import (
+    IncomingCheck,
+    counted,
+    first_line,
+    headers_text,
+)
 from reconciler.mail.steps import Reason, Step
 
 _HEADERS = b"BODY[HEADER.FIELDS (FROM SUBJECT DATE)]"
@@ -49,8 +54,7 @@ class ImapCheck(IncomingCheck):
 
     def count(self) -> str:
         unread = len(self.client.search("UNSEEN"))
-        return (f"{self.messages} message(s), {unread} unread (the daemon fetches unread "
-                "mail)")
+        return counted(self.messages, unread)
 
     def sample(self) -> str:
         if not self.messages:
