@@ -22,10 +22,11 @@ from typing import Any, ClassVar
 
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.mail.failover import Endpoint
-from reconciler.mail.fetcher import Fetcher
+from reconciler.mail.failure import MailFailure
+from reconciler.mail.fetcher import Fetcher, FetchError, FetchErrorKind
 from reconciler.mail.incoming_check import MailboxCheck, headers_text
 from reconciler.mail.probe_options import ProbeOptions
-from reconciler.mail.steps import Step, StepResult
+from reconciler.mail.steps import Reason, Step, StepResult
 from reconciler.mail.transport import Redactor
 from reconciler.mail.walk import Walk
 
@@ -63,7 +64,18 @@ class ApiCheck(MailboxCheck):
         return walk.results
 
     async def folder(self) -> Said:
-        await self.fetcher.connect()  # the fetcher's own folder resolution
+        try:
+            await self.fetcher.connect()  # the fetcher's own folder resolution
+        except FetchError as exc:
+            if exc.kind != FetchErrorKind.CONFIG:  # after AUTH passed: the folder is missing
+                raise
+            try:
+                names = await self.folder_names()
+            except MailFailure:
+                raise exc from None
+            raise FetchError(exc.kind, f"{exc.message}; the mailbox has: {', '.join(names)}",
+                             exc.likely_fix, step=Step.FOLDER, reason=Reason.NOT_FOUND) \
+                from None
         return True, f"{self.fetcher.folder} found"
 
     async def _sample(self) -> Said:
@@ -81,6 +93,10 @@ class ApiCheck(MailboxCheck):
     @abstractmethod
     async def login(self) -> Said:
         """One cheap authenticated call; adds the credentials in use to ``redactor``."""
+
+    @abstractmethod
+    async def folder_names(self) -> list[str]:
+        """The folders at the top of the mailbox and below the inbox, as paths."""
 
     @abstractmethod
     async def count(self) -> Said:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from exchangelib import Account
+from exchangelib.folders import SHALLOW, FolderCollection
 
 from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.models.outgoing_server import OutgoingServer
@@ -98,6 +99,10 @@ class EwsCheck(ApiCheck):
         add_login_secrets(self.redactor, session.login)
         return True, f"logged in as {session.login.username} ({session.login.kind}); {said}"
 
+    async def folder_names(self) -> list[str]:
+        names: list[str] = await self.fetcher.session.call(_folder_names)
+        return names
+
     async def count(self) -> Said:
         self.total, unread = await self.fetcher._call("counting messages", self._totals)
         return True, counted(self.total, unread)
@@ -120,3 +125,10 @@ class EwsCheck(ApiCheck):
                                                                      None))
             return None if mail is None else bytes(mail.raw)
         return None
+
+
+def _folder_names(account: Account) -> list[str]:
+    def below(folder: Any) -> list[str]:
+        found = FolderCollection(account=account, folders=[folder]).find_folders(depth=SHALLOW)
+        return [str(f.name) for f in found if not isinstance(f, Exception)]
+    return below(account.msg_folder_root) + [f"Inbox/{n}" for n in below(account.inbox)]

@@ -102,6 +102,15 @@ class GraphCheck(ApiCheck):
         return True, (f"access token accepted for {self.fetcher.target.mailbox} (oauth2 "
                       f"{getattr(auth, 'grant', '')}, client {getattr(auth, 'client_id', '')})")
 
+    async def folder_names(self) -> list[str]:
+        async def below(url: str) -> list[str]:
+            answer = await self.fetcher._request("listing folders", "GET", url,
+                                                 params={"$select": "displayName", "$top": "100"})
+            return [str(f.get("displayName")) for f in answer.json().get("value") or []]
+        users = self.fetcher.users
+        return await below(f"{users}/mailFolders") + [
+            f"Inbox/{n}" for n in await below(f"{users}/mailFolders/inbox/childFolders")]
+
     def _folder_url(self) -> str:
         return f"{self.fetcher.users}/mailFolders/{quote(self.fetcher._source, safe='')}"
 

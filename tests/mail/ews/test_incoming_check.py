@@ -63,10 +63,12 @@ async def test_a_wrong_password_fails_at_auth(ews: EwsPeer, certs: PeerCerts,
 
 
 async def test_a_missing_folder_fails_at_folder(ews: EwsPeer, certs: PeerCerts) -> None:
+    ews.add_folder("Support", parent="inbox")
     report = await probe_incoming(ews.incoming(auth=basic(), folder="Inbox/Tickets"),
                                   ProbeOptions(ca_file=certs.ca_file))
     failed = report.failed
     assert failed is not None and failed.step == Step.FOLDER
+    assert "; the mailbox has: " in failed.detail and "Inbox/Support" in failed.detail
     assert "has no folder Inbox/Tickets" in failed.detail
     assert failed.fix.startswith("Check folder in the incoming server spec")
 
