@@ -228,6 +228,9 @@ _.schema_revision
 # reconciler/mail/imap|pop3/probe.py: named as "module:Class" in mail/registry.py
 _.ImapCheck
 _.Pop3Check
+# reconciler/mail/ews|graph/probe.py: named as "module:Class" in mail/registry.py (testconn2)
+_.EwsCheck
+_.GraphCheck
 # reconciler/mail/imap/client.py: IMAPClient's hook that builds the imaplib object
 _._create_IMAP4
 # reconciler/mail/sender_dns.py: dnspython resolver setting (the --dns-server address)

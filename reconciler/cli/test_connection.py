@@ -1,8 +1,9 @@
 """`reconcile test-connection SERVER --to ADDR` (SPEC O10): walk DNS, TCP, TLS, greeting,
 EHLO, AUTH (Graph and EWS: DNS, TCP, TLS, token, API call), then send a short test message
 through the real transport; print each step with ✓/✗ and its time, and for a failure
-the step and the likely fix. For an IncomingServer (SPEC I9, IMAP and POP3) the steps go
-on after AUTH with the folder, the message count and one message's headers, read-only.
+the step and the likely fix. For an IncomingServer (SPEC I9: IMAP, POP3, EWS, Graph) the
+steps go on after AUTH with the folder, the message count and one message's headers,
+read-only.
 Through a ProxyServer the TCP step is the proxy step (connect to it, open the tunnel).
 
 The server comes from the live store (what the daemon runs) or, with

@@ -26,7 +26,6 @@ from reconciler.mail.failover import Endpoint, endpoints_of
 from reconciler.mail.outcome import Failure, Outcome, SendResult
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.registry import (
-    INCOMING_CHECKS,
     OUTGOING,
     check_steps,
     incoming_check,
@@ -78,16 +77,10 @@ async def probe_server(
 
 async def probe_incoming(server: IncomingServer,
                          options: ProbeOptions | None = None) -> ProbeReport:
-    """Walk an IMAP or POP3 server's steps (SPEC I9), read-only. Never raises for a failed
-    check; raises UnsupportedProtocol for a protocol without a check, and a FetchError
-    for a spec that cannot be checked (no host)."""
-    try:
-        check = incoming_check(server, options or ProbeOptions())
-    except KeyError:
-        checked = ", ".join(str(p) for p in INCOMING_CHECKS)
-        raise UnsupportedProtocol(f"connection checks for incoming protocol "
-                                  f"{server.spec.protocol} are not implemented yet; they "
-                                  f"exist for {checked}") from None
+    """Walk an IncomingServer's steps (SPEC I9), read-only; every incoming protocol has a
+    check. Never raises for a failed check; raises a FetchError for a spec that cannot
+    be checked (no host)."""
+    check = incoming_check(server, options or ProbeOptions())
     report = ProbeReport(server_label(server), str(server.spec.protocol), check.endpoint,
                          check.plan())
     return await _walked(report, check.walk())

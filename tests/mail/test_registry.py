@@ -11,6 +11,7 @@ from reconciler.config.models.outgoing_server import OutgoingProtocol
 from reconciler.mail import registry
 from reconciler.mail.failover import HostSelector
 from reconciler.mail.fetcher import Fetcher
+from reconciler.mail.incoming_check import MailboxCheck
 from reconciler.mail.transport import Transport
 
 
@@ -46,3 +47,9 @@ def test_every_incoming_protocol_has_a_fetcher() -> None:
         cls = registry._load(where)
         assert issubclass(cls, Fetcher)
         assert set(options) <= set(inspect.signature(cls).parameters)
+
+
+def test_every_incoming_protocol_has_a_connection_check() -> None:
+    assert set(registry.INCOMING_CHECKS) == set(IncomingProtocol)
+    for where in registry.INCOMING_CHECKS.values():
+        assert issubclass(registry._load(where), MailboxCheck)
