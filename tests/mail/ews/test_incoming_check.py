@@ -1,15 +1,18 @@
 """The EWS incoming connection check (SPEC I9) against the EWS peer: every step, read-only;
-a refused password at AUTH, a missing folder at Folder, a closed port at TCP."""
+a refused password at AUTH, a missing folder at Folder, a closed port at TCP; through
+a proxy the proxy step replaces TCP."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from peers.connect_proxy import ConnectProxy
 from peers.dovecot import sample_mail
 from peers.ews_server import EwsPeer, ews_incoming
 from peers.smtp import HOST, PeerCerts, free_port
 
+from reconciler.config.models.proxy_server import ProxyServerSpec
 from reconciler.health.probes import probe_incoming
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.steps import Step
@@ -79,3 +82,22 @@ async def test_a_closed_port_fails_at_tcp(certs: PeerCerts) -> None:
     report = await probe_incoming(server, ProbeOptions(ca_file=certs.ca_file))
     assert [(r.step, r.ok) for r in report.results] == [(Step.DNS, True), (Step.TCP, False)]
     assert f"connection refused by {HOST}:{port}" in report.results[1].detail
+
+
+async def test_through_the_named_proxy_the_proxy_step_replaces_tcp(
+        ews: EwsPeer, certs: PeerCerts, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EWS_PROXY_PASSWORD", "proxy-Secret-planted")
+    proxy = ConnectProxy()
+    spec = ProxyServerSpec.model_validate({
+        "type": "http", "host": "127.0.0.1", "port": proxy.port, "username": "relay",
+        "password": {"secretRef": "env:EWS_PROXY_PASSWORD"}})
+    try:
+        report = await probe_incoming(
+            ews.incoming(auth=basic(), proxy="corp-proxy"),
+            ProbeOptions(ca_file=certs.ca_file, proxy_lookup=lambda server: spec))
+    finally:
+        proxy.close()
+    assert report.ok, report.error
+    assert [r.step for r in report.results][:3] == [Step.DNS, Step.PROXY, Step.TLS]
+    assert set(proxy.tunnels) == {f"localhost:{ews.port}"}  # the check's and the fetcher's
+    assert "proxy-Secret-planted" not in " ".join(r.detail for r in report.results)
