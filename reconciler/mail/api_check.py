@@ -67,7 +67,7 @@ class ApiCheck(MailboxCheck):
         try:
             await self.fetcher.connect()  # the fetcher's own folder resolution
         except FetchError as exc:
-            if exc.kind != FetchErrorKind.CONFIG:  # after AUTH passed: the folder is missing
+            if exc.kind != FetchErrorKind.CONFIG:  # once AUTH passed, CONFIG is the folder
                 raise
             try:
                 names = await self.folder_names()
