@@ -30,7 +30,7 @@ from reconciler.state.revisions import (
 )
 
 if TYPE_CHECKING:  # the newer areas' contract (``state.contract``) builds on this module
-    from reconciler.state.contract import Incoming, Leases, Tokens
+    from reconciler.state.contract import Incoming, Leases, SyncStates, Tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +91,7 @@ class Store(Protocol):
     incoming: Incoming  # what the incoming-mail runner keeps (I1, I6-I8)
     tokens: Tokens  # the OAuth token cache rows, sealed by the caller
     leases: Leases  # one leader per role among daemons sharing the store (X4)
+    sync: SyncStates  # the continuous sync's state (X5)
 
     def head(self) -> int:
         """The newest revision number; 0 for a new, empty store."""

@@ -22,6 +22,7 @@ class RevisionKind(StrEnum):
     APPLY = "apply"  # written by `reconcile apply`
     OUT_OF_BAND = "out-of-band"  # `reconcile live set`, an admin API, a direct edit
     AUTH = "auth"  # `reconcile auth login` (no spec change; never carries a token)
+    SYNC = "sync"  # `reconcile sync suspend|resume` (no spec change; names the actor)
 
 
 @dataclass(frozen=True, slots=True)
