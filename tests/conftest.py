@@ -13,6 +13,7 @@ pytest_plugins = [
     "peers.oauth_server",
     "peers.dovecot",
     "peers.network_guard",
+    "peers.git_repo",
 ]
 
 
