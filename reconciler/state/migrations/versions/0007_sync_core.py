@@ -1,7 +1,7 @@
 """Continuous sync state (SPEC X5) and the ``sync`` revision kind.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-07
 
 One table with one row: where the syncer stands, shared by every daemon on the
@@ -14,20 +14,20 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-KINDS_BEFORE = "kind IN ('apply', 'out-of-band', 'auth')"
-KINDS_AFTER = "kind IN ('apply', 'out-of-band', 'auth', 'sync')"
+KINDS_BEFORE = "kind IN ('apply', 'out-of-band', 'auth', 'heal', 'rollback')"
+KINDS_AFTER = "kind IN ('apply', 'out-of-band', 'auth', 'heal', 'rollback', 'sync')"
 
 
 def _kinds(check: str) -> None:
     # SQLite cannot alter a constraint: batch mode rebuilds the table with the new one.
     with op.batch_alter_table("revisions") as batch:
         batch.drop_constraint("ck_revisions_kind", type_="check")
-        batch.create_check_constraint("kind", check)
+        batch.create_check_constraint("ck_revisions_kind", check)
 
 
 def upgrade() -> None:
