@@ -12,7 +12,8 @@ from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.config.models.proxy_server import ProxyServer
 from reconciler.config.models.recipient_filter import RecipientFilter
 from reconciler.config.models.spam_filter import SpamFilter
+from reconciler.config.models.sync_policy import SyncPolicy
 
 KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (
     OutgoingServer, IncomingServer, OutgoingEmailRule, IncomingEmailRule, RecipientFilter,
-    SpamFilter, ProxyServer, EmailCommand, MailSettings)}
+    SpamFilter, ProxyServer, EmailCommand, MailSettings, SyncPolicy)}
