@@ -1,4 +1,4 @@
-"""``store.sync``: the continuous sync's state row (see :class:`~reconciler.state.contract.SyncStates`)."""
+"""``store.sync``: the continuous sync's state row (contract: ``state.contract.SyncStates``)."""
 
 from __future__ import annotations
 
