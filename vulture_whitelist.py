@@ -218,3 +218,17 @@ _.schedule_retry
 _.link_ticket
 _.server_state
 _.schema_revision
+# reconciler/sync (sync-safety part): the sync loop (sync-core part) calls these; until
+# the two are merged only tests do. SUCCESS/FAILURE are GitHub wire values; rollback and
+# next_open are results the loop reads.
+_.SUCCESS
+_.FAILURE
+_.post_status
+_.heal
+_.notify_sync
+_.rollback
+_.reachable_before
+_.verify_apply
+_.next_open
+_.parse_window
+_.window_verdict
