@@ -83,9 +83,11 @@ class _Run:
     before: frozenset[Any] = frozenset()
 
 
-def error_lines(result: ValidationResult) -> str:
+def error_lines(result: ValidationResult, folder: str = ".") -> str:
+    """The errors as ``file:line:col field: message``, files named from the repository root."""
     errors = result.diagnostics.errors
-    lines = [f"{d.location} {d.path}: {d.message}".replace(" : ", ": ")
+    prefix = "" if folder in ("", ".") else folder.rstrip("/") + "/"
+    lines = [f"{prefix}{d.location} {d.path}: {d.message}".replace(" : ", ": ")
              for d in errors[:MAX_ERRORS_SHOWN]]
     more = len(errors) - len(lines)
     return "\n".join(lines + [f"... and {more} more"] * (more > 0))
@@ -172,7 +174,8 @@ class Syncer:
         if not result.ok:
             self._done = sha
             return await self._finish(sha, SyncPhase.FAILED,
-                                      f"commit {sha[:12]} is not valid:\n{error_lines(result)}")
+                                      f"commit {sha[:12]} is not valid:\n"
+                                      f"{error_lines(result, self.settings.sync_path)}")
         self._scopes = Scopes(r.model for r in result.resources
                               if isinstance(r.model, SyncPolicy))
         await self._drift(sha)
