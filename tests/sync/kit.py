@@ -15,13 +15,14 @@ from reconciler.state import Store
 from reconciler.sync.syncer import Syncer
 
 
-def server_yaml(port: int, *, name: str = "desk", label: bool = True, **extra: Any) -> str:
+def server_yaml(port: int, *, name: str = "desk", label: bool = True, primary: str = "true",
+                **extra: Any) -> str:
     lines = "".join(f"  {k}: {v}\n" for k, v in extra.items())
     labels = "\n  labels: {env: dev}" if label else ""
     return (f"apiVersion: reconciler.dev/v1\nkind: OutgoingServer\nmetadata:\n  name: {name}\n"
             f"  namespace: acme{labels}\nspec:\n  protocol: smtp\n"
             f"  email: helpdesk@desk.example\n  replyTo: support@desk.example\n"
-            f"  host: 127.0.0.1\n  port: {port}\n  security: none\n  primary: true\n{lines}")
+            f"  host: 127.0.0.1\n  port: {port}\n  security: none\n  primary: {primary}\n{lines}")
 
 
 def policy_yaml(**spec: Any) -> str:

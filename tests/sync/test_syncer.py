@@ -149,3 +149,11 @@ async def test_a_broken_server_is_rolled_back_and_not_applied_again(
     assert [r["event"] for r in webhook.received][-1] == "sync.rolled-back"
     await syncer.sync_once()
     assert store.head() == head.number  # the degraded commit is not applied again
+
+
+async def test_a_suspended_sync_applies_nothing(store: Store, repo: Repo,
+                                                tmp_path: Path) -> None:
+    repo.commit({"config/s.yaml": server_yaml(2525), "config/p.yaml": APPLY}, "first")
+    store.sync.update(phase=SyncPhase.SUSPENDED, suspended_by="ops")
+    syncer = syncer_for(store, repo, tmp_path)
+    assert (await syncer.sync_once()).phase is SyncPhase.SUSPENDED and store.head() == 0
