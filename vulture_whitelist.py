@@ -232,3 +232,13 @@ _.verify_apply
 _.next_open
 _.parse_window
 _.window_verdict
+# reconciler/cli/sync.py: click commands (registered by decorator)
+_.suspend
+_.resume
+# reconciler/config/models/sync_policy.py: pydantic field validators
+_._cron
+_._duration
+_._zone
+# reconciler/daemon/api/sync.py: FastAPI routes (registered by decorator)
+_.sync_status
+_.push
