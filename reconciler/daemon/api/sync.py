@@ -13,17 +13,24 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from reconciler.config.secrets import resolve_operator
+from reconciler.daemon.api.schemas import ERRORS, Problem
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state.base import Store
 from reconciler.sync.webhook import signature_ok
 
 TAG = {"name": "sync", "description": "Continuous sync from git (X5)."}
+_HOOK_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "A ping, or a push to another branch: nothing to do."},
+    401: {"model": Problem, "description": "X-Hub-Signature-256 is missing or wrong."},
+    404: {"model": Problem, "description": "This daemon has no webhook secret configured."},
+    503: ERRORS[503],
+}
 
 
 def status_router(store: Store) -> APIRouter:
     router = APIRouter(tags=["sync"])
 
-    @router.get("/v1/sync", summary="Where the continuous sync stands")
+    @router.get("/v1/sync", summary="Where the continuous sync stands", responses=ERRORS)
     async def sync_status() -> dict[str, Any]:
         return (await asyncio.to_thread(store.sync.get)).to_json()
 
@@ -38,7 +45,8 @@ def webhook_router(store: Store, settings: DaemonSettings,
     secret = (resolve_operator(settings.sync_webhook_secret_ref)
               if settings.sync_webhook_secret_ref else None)
 
-    @router.post("/v1/sync/webhook", summary="GitHub push webhook: sync now", status_code=202)
+    @router.post("/v1/sync/webhook", summary="GitHub push webhook: sync now", status_code=202,
+                 responses=_HOOK_ANSWERS)
     async def push(request: Request) -> JSONResponse:
         if secret is None:
             return JSONResponse({"detail": "no --sync-webhook-secret-ref is configured"}, 404)
