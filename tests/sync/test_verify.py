@@ -6,9 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from health.kit import canonical, key_of
+import pytest
+from health.kit import key_of
+from mail.fetch_kit import PASSWORD_ENV, incoming_server
+from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import SmtpPeer, free_port, server_spec
 
+from reconciler.config.desired import CanonicalResource, ResourceKey
+from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.state import Action, Change, Revision, RevisionKind, RevisionMeta, SqlStore
@@ -20,7 +25,13 @@ OPTIONS = ProbeOptions(timeout=5.0, local_hostname="client.test")
 QUICK = VerifySettings(window_seconds=30.0, interval_seconds=0.05, failures=2)
 
 
-def apply(store: SqlStore, server: OutgoingServer, commit: str) -> Revision:
+def canonical(server: OutgoingServer | IncomingServer) -> CanonicalResource:
+    spec = server.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    key = ResourceKey(server.kind, server.metadata.namespace, server.metadata.name)
+    return CanonicalResource.build(key, server.api_version, spec, server.metadata.labels)
+
+
+def apply(store: SqlStore, server: OutgoingServer | IncomingServer, commit: str) -> Revision:
     live = store.snapshot()
     after = canonical(server)
     before = live.resources.get(after.key)
@@ -71,3 +82,24 @@ async def test_a_working_change_and_a_server_that_never_worked_stay(
     result = await verify_apply(store, worse, frozenset(), QUICK, actor="reconciler-sync",
                                 options=OPTIONS)
     assert result.checked == () and not result.degraded and store.head() == worse.number
+
+
+async def test_an_incoming_server_that_cannot_log_in_any_more_is_rolled_back(
+        store: SqlStore, dovecot: DovecotInstance, mailbox: MailUser,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, mailbox.password)
+    monkeypatch.setenv("SYNC_TEST_OTHER_PASSWORD", "not-the-password")
+    good = incoming_server(dovecot, mailbox, "imap")
+    doc = good.model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["spec"]["auth"]["password"] = {"secretRef": "env:SYNC_TEST_OTHER_PASSWORD"}
+    apply(store, good, "a1")
+    bad = apply(store, IncomingServer.model_validate(doc), "b2")
+    before = await reachable_before(bad.changes, OPTIONS)
+    result = await verify_apply(store, bad, before, QUICK, actor="reconciler-sync",
+                                options=OPTIONS)
+    assert [(str(b.key), b.step) for b in result.broken] == [
+        ("IncomingServer/default/desk", "auth")]
+    assert result.rollback is not None and "auth: " in result.rollback.meta.message
+    [live] = store.snapshot()
+    assert live.spec["auth"]["password"] == {"secretRef": f"env:{PASSWORD_ENV}"}
+    assert "not-the-password" not in result.rollback.meta.message
