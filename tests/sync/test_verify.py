@@ -31,12 +31,13 @@ def canonical(server: OutgoingServer | IncomingServer) -> CanonicalResource:
     return CanonicalResource.build(key, server.api_version, spec, server.metadata.labels)
 
 
-def apply(store: SqlStore, server: OutgoingServer | IncomingServer, commit: str) -> Revision:
+def apply(store: SqlStore, server: OutgoingServer | IncomingServer, commit: str | None,
+          kind: RevisionKind = RevisionKind.APPLY) -> Revision:
     live = store.snapshot()
     after = canonical(server)
     before = live.resources.get(after.key)
     change = Change(Action.CREATE if before is None else Action.UPDATE, after.key, before, after)
-    return store.commit([change], RevisionMeta(actor="sync", git_commit=commit),
+    return store.commit([change], RevisionMeta(actor="sync", git_commit=commit, kind=kind),
                         base_revision=live.revision)
 
 
@@ -44,6 +45,7 @@ async def test_a_host_moved_to_a_closed_port_is_rolled_back(
         store: SqlStore, peer_factory: PeerFactory) -> None:
     peer = peer_factory("plain")
     apply(store, server_spec(peer.port), "a1")
+    apply(store, server_spec(peer.port, senderName="Emergency"), None, RevisionKind.OUT_OF_BAND)
     bad = apply(store, server_spec(free_port()), "b2")  # nothing listens there
     before = await reachable_before(bad.changes, OPTIONS)
     assert before == {key_of(server_spec(peer.port))}
@@ -55,11 +57,11 @@ async def test_a_host_moved_to_a_closed_port_is_rolled_back(
     assert rev is not None and rev.meta.kind is RevisionKind.ROLLBACK
     assert rev.meta.git_commit == "b2" and rev.meta.actor == "reconciler-sync"
     assert rev.meta.message.startswith(
-        "rollback of revision 2 (commit b2): OutgoingServer/default/peer unreachable after "
+        "rollback of revision 3 (commit b2): OutgoingServer/default/peer unreachable after "
         "the apply: tcp: ")
     assert "refused" in rev.meta.message.lower()
     [live] = store.snapshot()
-    assert live.spec["port"] == peer.port  # back where it worked
+    assert live == canonical(server_spec(peer.port))  # back to what git wrote and bound
     assert find_drift(store).items == ()  # a rollback is git's word, not drift
     assert store.revision(store.head()).meta.kind is RevisionKind.ROLLBACK
 
