@@ -1,1 +1,2 @@
-"""Continuous reconciliation: follow git, apply per SyncPolicy, heal drift, verify and roll back (SPEC X5)."""
+"""Continuous reconciliation (SPEC X5): follow git, apply per SyncPolicy, heal drift,
+verify and roll back."""
