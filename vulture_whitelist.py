@@ -224,7 +224,6 @@ _.schema_revision
 _.SUCCESS
 _.FAILURE
 _.post_status
-_.state_for
 _.heal
 _.notify_sync
 _.rollback

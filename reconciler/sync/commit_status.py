@@ -13,9 +13,6 @@ at least what ``Retry-After`` asks; other 4xx (401 bad token, 404 no access,
 
 Functions:
 
-- ``state_for(sync_state) -> StatusState``: Synced -> success, Failed and Degraded
-  -> failure, Progressing, OutOfSync and Suspended -> pending, else error.
-
 - ``await post_status(target, sha, state, description, *, attempts=4,
   backoff_seconds=1.0, sleep=asyncio.sleep, transport=None) -> StatusResult``:
   never raises for an HTTP outcome (a status is a courtesy: the sync goes on);
@@ -48,18 +45,6 @@ class StatusState(StrEnum):
     SUCCESS = "success"
     FAILURE = "failure"
     ERROR = "error"
-
-
-# The sync state a commit is in, as its GitHub status shows it: held or in progress is
-# pending; refused (validation, policy, safety threshold) is a failure of the commit,
-# and so is a rollback (Degraded); anything else the loop could not do is an error.
-FOR_SYNC_STATE = {"Progressing": StatusState.PENDING, "OutOfSync": StatusState.PENDING,
-                  "Suspended": StatusState.PENDING, "Synced": StatusState.SUCCESS,
-                  "Failed": StatusState.FAILURE, "Degraded": StatusState.FAILURE}
-
-
-def state_for(sync_state: str) -> StatusState:
-    return FOR_SYNC_STATE.get(sync_state, StatusState.ERROR)
 
 
 @dataclass(frozen=True, slots=True)

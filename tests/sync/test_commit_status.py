@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from peers.github import BAD_STATE, DOCS, GitHubStatuses
 
-from reconciler.sync.commit_status import StatusTarget, post_status, state_for
+from reconciler.sync.commit_status import StatusTarget, post_status
 
 SHA = "3f786850e387550fdab836ed7e6dc881de23001b"
 TOKEN = "ghs_statusTokenNotForLogs123"
@@ -27,8 +27,8 @@ def target(peer: GitHubStatuses, **kw: str) -> StatusTarget:
 
 
 async def test_status_posted_in_githubs_format(github: GitHubStatuses) -> None:
-    result = await post_status(target(github), SHA, state_for("Synced"),
-                               "Synced: applied as revision 12 " + "x" * 200)
+    result = await post_status(target(github), SHA, "success", "Synced: applied as revision "
+                               "12 " + "x" * 200)
     assert result.ok and result.status_code == 201 and result.attempts == 1
     [stored] = github.statuses
     assert stored["state"] == "success" and stored["context"] == "reconciler/sync"
@@ -47,7 +47,7 @@ async def test_transient_answers_are_retried_honouring_retry_after(
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    result = await post_status(target(github), SHA, state_for("Degraded"), "rolled back",
+    result = await post_status(target(github), SHA, "failure", "Failed: 2 errors",
                                backoff_seconds=0.5, sleep=sleep)
     assert result.ok and result.attempts == 3
     assert waits == [0.5, 7.0]  # backoff, then at least what GitHub asked
