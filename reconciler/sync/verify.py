@@ -19,9 +19,13 @@ Functions (plain data in and out; the loop passes its SyncPolicy's values):
   lock_timeout=30.0) -> VerifyResult``: probe, and roll back when one broke;
   ``result.degraded`` tells the loop to mark ``applied.meta.git_commit``.
 - ``roll_back(store, applied, cause, actor, *, lock_timeout=30.0) -> Revision``:
-  write back, as kind ``rollback``, the pre-apply version of every resource
-  ``applied`` changed (later revisions to other resources stay).
-  ``lock_timeout=None`` when the caller already holds the store lock.
+  write back, as kind ``rollback``, every resource ``applied`` changed as git
+  wrote it before (the previous revision's config; later revisions to other
+  resources stay). ``lock_timeout=None`` when the caller holds the store lock.
+
+Why git's previous version and not the live one right before the apply: an
+out-of-band edit in between was never bound to its credentials (SPEC S2), and
+a rollback, like an apply, binds what it writes.
 """
 
 from __future__ import annotations
@@ -43,7 +47,16 @@ from reconciler.mail.probe_options import DEFAULT_PROBE_TIMEOUT, ProbeOptions
 from reconciler.mail.registry import fetcher_for
 from reconciler.plan.diff import diff
 from reconciler.runtime.namespace import resource_from_canonical
-from reconciler.state import Change, LiveState, Revision, RevisionKind, RevisionMeta, Store
+from reconciler.state import (
+    Change,
+    HistoryFilter,
+    LiveState,
+    Revision,
+    RevisionKind,
+    RevisionMeta,
+    Store,
+)
+from reconciler.sync.drift import GIT_WRITTEN
 
 SERVER_KINDS = ("OutgoingServer", "IncomingServer")
 
@@ -162,7 +175,7 @@ def roll_back(store: Store, applied: Revision, cause: str, actor: str, *,
                  if lock_timeout is not None else nullcontext())
     with held:
         keys = {c.key for c in applied.changes}
-        earlier = store.snapshot(applied.number - 1).resources
+        earlier = store.snapshot(_git_before(store, applied.number)).resources
         live = store.snapshot()
         current = LiveState(live.lineage, live.revision,
                             {k: r for k, r in live.resources.items() if k in keys})
@@ -174,3 +187,14 @@ def roll_back(store: Store, applied: Revision, cause: str, actor: str, *,
                             git_commit=commit, git_branch=applied.meta.git_branch,
                             kind=RevisionKind.ROLLBACK)
         return store.commit(changes, meta, base_revision=live.revision)
+
+
+def _git_before(store: Store, number: int) -> int:
+    """The newest revision before ``number`` that git wrote (0: none)."""
+    limit = 4
+    while True:
+        revs = store.revisions(HistoryFilter(kinds=GIT_WRITTEN, limit=limit))
+        older = [r.number for r in revs if r.number < number]
+        if older or len(revs) < limit:
+            return older[0] if older else 0
+        limit *= 4

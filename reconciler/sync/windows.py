@@ -8,10 +8,9 @@ active; with no windows at all syncs always run.
 Functions (plain data in and out, no SyncPolicy model needed):
 
 - ``parse_window(kind, schedule, duration, time_zone="UTC") -> SyncWindow``:
-  checks one window and raises :class:`WindowError` (a ``ValueError``, so a
-  pydantic validator turns it into a positioned field error) that says what
-  is wrong and how to write it.
-- ``parse_duration(text) -> timedelta``: ``"90m"``, ``"1h30m"``, ``"2d"``.
+  checks one window and raises :class:`WindowError` (a ``ValueError``) that
+  names the field, says what is wrong and how to write it. The checks are
+  ``config.schedule``'s, which the SyncPolicy model's validators call too.
 - ``window_verdict(windows, now) -> WindowVerdict(open, reason, next_open)``:
   ``next_open`` is when a held sync may run (None when open, or when no
   window opens within a year).
@@ -24,16 +23,19 @@ that falls in a DST gap at the first valid local time after it.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from croniter import CroniterError, croniter
 
-_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+from reconciler.config.schedule import cron_schedule, parse_duration
+from reconciler.config.schedule import time_zone as zone_name
+
+_T = TypeVar("_T")
 _TINY = timedelta(microseconds=1)  # croniter's get_prev is strict: a start at `now` counts
 _HORIZON = timedelta(days=366)
 _MAX_STEPS = 2000  # boundaries looked at for next_open: enough for minutely windows' hour
@@ -78,37 +80,25 @@ class WindowVerdict:
     next_open: datetime | None = None
 
 
-def parse_duration(text: str) -> timedelta:
-    match = _DURATION.fullmatch(text.strip())
-    if not text.strip() or match is None:
-        raise WindowError(f"duration {text!r} is not a duration; write e.g. '90m', '1h30m' "
-                          "or '2d' (d, h, m, s, largest first)")
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    value = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    if not value:
-        raise WindowError(f"duration {text!r} is zero: a window must stay open for a while")
-    return value
-
-
 def parse_window(kind: str, schedule: str, duration: str | timedelta,
                  time_zone: str = "UTC") -> SyncWindow:
+    span = duration if isinstance(duration, timedelta) else _field(
+        "duration", parse_duration, duration)
+    return SyncWindow(_field("kind", _kind, kind), _field("schedule", cron_schedule, schedule),
+                      span, _field("timeZone", zone_name, time_zone))
+
+
+def _kind(value: str) -> WindowKind:
+    if value not in {k.value for k in WindowKind}:
+        raise ValueError(f"'{value}' is not a window kind; write 'allow' or 'deny'")
+    return WindowKind(value)
+
+
+def _field(name: str, check: Callable[[str], _T], value: str) -> _T:
     try:
-        which = WindowKind(kind)
-    except ValueError:
-        raise WindowError(f"kind {kind!r} is not a window kind; write 'allow' or 'deny'") \
-            from None
-    fields = schedule.split()
-    if len(fields) != 5 or not croniter.is_valid(schedule):
-        raise WindowError(
-            f"schedule {schedule!r} is not a cron schedule; write five fields: minute hour "
-            "day-of-month month day-of-week, e.g. '0 22 * * 1-5' (22:00 on weekdays)")
-    try:
-        ZoneInfo(time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise WindowError(f"timeZone {time_zone!r} is not an IANA time zone; write e.g. "
-                          "'Europe/Berlin', 'America/New_York' or 'UTC'") from None
-    span = duration if isinstance(duration, timedelta) else parse_duration(duration)
-    return SyncWindow(which, " ".join(fields), span, time_zone)
+        return check(value)
+    except ValueError as exc:
+        raise WindowError(f"{name}: {exc}") from None
 
 
 def window_verdict(windows: Sequence[SyncWindow], now: datetime) -> WindowVerdict:

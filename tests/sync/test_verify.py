@@ -6,9 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from health.kit import canonical, key_of
+import pytest
+from health.kit import key_of
+from mail.fetch_kit import PASSWORD_ENV, incoming_server
+from peers.dovecot import DovecotInstance, MailUser
 from peers.smtp import SmtpPeer, free_port, server_spec
 
+from reconciler.config.desired import CanonicalResource, ResourceKey
+from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.mail.probe_options import ProbeOptions
 from reconciler.state import Action, Change, Revision, RevisionKind, RevisionMeta, SqlStore
@@ -20,12 +25,19 @@ OPTIONS = ProbeOptions(timeout=5.0, local_hostname="client.test")
 QUICK = VerifySettings(window_seconds=30.0, interval_seconds=0.05, failures=2)
 
 
-def apply(store: SqlStore, server: OutgoingServer, commit: str) -> Revision:
+def canonical(server: OutgoingServer | IncomingServer) -> CanonicalResource:
+    spec = server.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    key = ResourceKey(server.kind, server.metadata.namespace, server.metadata.name)
+    return CanonicalResource.build(key, server.api_version, spec, server.metadata.labels)
+
+
+def apply(store: SqlStore, server: OutgoingServer | IncomingServer, commit: str | None,
+          kind: RevisionKind = RevisionKind.APPLY) -> Revision:
     live = store.snapshot()
     after = canonical(server)
     before = live.resources.get(after.key)
     change = Change(Action.CREATE if before is None else Action.UPDATE, after.key, before, after)
-    return store.commit([change], RevisionMeta(actor="sync", git_commit=commit),
+    return store.commit([change], RevisionMeta(actor="sync", git_commit=commit, kind=kind),
                         base_revision=live.revision)
 
 
@@ -33,6 +45,7 @@ async def test_a_host_moved_to_a_closed_port_is_rolled_back(
         store: SqlStore, peer_factory: PeerFactory) -> None:
     peer = peer_factory("plain")
     apply(store, server_spec(peer.port), "a1")
+    apply(store, server_spec(peer.port, senderName="Emergency"), None, RevisionKind.OUT_OF_BAND)
     bad = apply(store, server_spec(free_port()), "b2")  # nothing listens there
     before = await reachable_before(bad.changes, OPTIONS)
     assert before == {key_of(server_spec(peer.port))}
@@ -44,11 +57,11 @@ async def test_a_host_moved_to_a_closed_port_is_rolled_back(
     assert rev is not None and rev.meta.kind is RevisionKind.ROLLBACK
     assert rev.meta.git_commit == "b2" and rev.meta.actor == "reconciler-sync"
     assert rev.meta.message.startswith(
-        "rollback of revision 2 (commit b2): OutgoingServer/default/peer unreachable after "
+        "rollback of revision 3 (commit b2): OutgoingServer/default/peer unreachable after "
         "the apply: tcp: ")
     assert "refused" in rev.meta.message.lower()
     [live] = store.snapshot()
-    assert live.spec["port"] == peer.port  # back where it worked
+    assert live == canonical(server_spec(peer.port))  # back to what git wrote and bound
     assert find_drift(store).items == ()  # a rollback is git's word, not drift
     assert store.revision(store.head()).meta.kind is RevisionKind.ROLLBACK
 
@@ -71,3 +84,24 @@ async def test_a_working_change_and_a_server_that_never_worked_stay(
     result = await verify_apply(store, worse, frozenset(), QUICK, actor="reconciler-sync",
                                 options=OPTIONS)
     assert result.checked == () and not result.degraded and store.head() == worse.number
+
+
+async def test_an_incoming_server_that_cannot_log_in_any_more_is_rolled_back(
+        store: SqlStore, dovecot: DovecotInstance, mailbox: MailUser,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, mailbox.password)
+    monkeypatch.setenv("SYNC_TEST_OTHER_PASSWORD", "not-the-password")
+    good = incoming_server(dovecot, mailbox, "imap")
+    doc = good.model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["spec"]["auth"]["password"] = {"secretRef": "env:SYNC_TEST_OTHER_PASSWORD"}
+    apply(store, good, "a1")
+    bad = apply(store, IncomingServer.model_validate(doc), "b2")
+    before = await reachable_before(bad.changes, OPTIONS)
+    result = await verify_apply(store, bad, before, QUICK, actor="reconciler-sync",
+                                options=OPTIONS)
+    assert [(str(b.key), b.step) for b in result.broken] == [
+        ("IncomingServer/default/desk", "auth")]
+    assert result.rollback is not None and "auth: " in result.rollback.meta.message
+    [live] = store.snapshot()
+    assert live.spec["auth"]["password"] == {"secretRef": f"env:{PASSWORD_ENV}"}
+    assert "not-the-password" not in result.rollback.meta.message

@@ -60,12 +60,12 @@ def test_deny_beats_allow_and_next_open_skips_to_after_both() -> None:
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    (("deny", "0 25 * * *", "1h"), "schedule '0 25 * * *' is not a cron schedule"),
-    (("deny", "0 1 * * * 5", "1h"), "five fields"),
-    (("deny", "0 1 * * *", "1h", "Mars/Olympus"), "timeZone 'Mars/Olympus' is not an IANA"),
-    (("deny", "0 1 * * *", "an hour"), "duration 'an hour' is not a duration"),
-    (("deny", "0 1 * * *", "0m"), "is zero"),
-    (("block", "0 1 * * *", "1h"), "write 'allow' or 'deny'"),
+    (("deny", "0 25 * * *", "1h"), "schedule: '0 25 * * *' is not a five-field cron schedule"),
+    (("deny", "0 1 * * * 5", "1h"), "(minute hour day-of-month month day-of-week"),
+    (("deny", "0 1 * * *", "1h", "Mars/Olympus"), "timeZone: 'Mars/Olympus' is not an IANA"),
+    (("deny", "0 1 * * *", "an hour"), "duration: 'an hour' is not a duration; write e.g."),
+    (("deny", "0 1 * * *", "0m"), "duration: '0m' is zero"),
+    (("block", "0 1 * * *", "1h"), "kind: 'block' is not a window kind; write 'allow' or"),
 ])
 def test_bad_window_says_what_and_how(args: tuple[str, ...], says: str) -> None:
     with pytest.raises(WindowError) as caught:
