@@ -29,7 +29,7 @@ spec:
     assert "'off', 'plan' or 'apply'" in found[(5, "spec.mode")]
     assert "five-field cron" in found[(7, "spec.windows.0.schedule")]
     assert "IANA time zone" in found[(7, "spec.windows.0.timeZone")]
-    assert "e.g. 90m" in found[(8, "spec.windows.1.duration")]
+    assert "is not a duration" in found[(8, "spec.windows.1.duration")]
 
 
 def test_one_policy_per_kind_of_a_namespace(tmp_path: Path) -> None:

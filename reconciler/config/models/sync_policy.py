@@ -7,17 +7,13 @@ daemon (`reconcile daemon --sync-repo ...`), never here.
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import ClassVar, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from pydantic import Field, StrictBool, field_validator
 
+from reconciler.config import schedule
 from reconciler.config.models.base import Model, NonEmptyStr, Resource
-
-DURATION_PATTERN = r"^(\d+d)?(\d+h)?(\d+m)?(\d+s)?$"
 
 
 class SyncMode(StrEnum):
@@ -43,27 +39,18 @@ class SyncWindowSpec(Model):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        if len(value.split()) != 5 or not croniter.is_valid(value):
-            raise ValueError(f"'{value}' is not a five-field cron schedule "
-                             "(minute hour day-of-month month day-of-week, e.g. '0 22 * * 1-5')")
-        return value
+        return schedule.cron_schedule(value)
 
     @field_validator("duration")
     @classmethod
     def _duration(cls, value: str) -> str:
-        if not value or not re.fullmatch(DURATION_PATTERN, value):
-            raise ValueError(f"'{value}' is not a duration: write days, hours, minutes, "
-                             "seconds in that order, e.g. 90m, 1h30m, 2d")
+        schedule.parse_duration(value)
         return value
 
     @field_validator("time_zone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"'{value}' is not an IANA time zone (e.g. Europe/Berlin)") from None
-        return value
+        return schedule.time_zone(value)
 
 
 class VerifySpec(Model):

@@ -1,12 +1,12 @@
-"""Continuous sync state (SPEC X5) and the ``sync`` revision kind.
+"""Continuous sync state (SPEC X5).
 
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-07
 
 One table with one row: where the syncer stands, shared by every daemon on the
-store. `reconcile sync suspend|resume` write empty revisions of kind ``sync``
-so the history names who stopped automatic applies and when.
+store. (The ``sync`` revision kind that `reconcile sync suspend|resume` write is
+admitted by 0006.)
 """
 
 from __future__ import annotations
@@ -18,16 +18,6 @@ revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
-
-KINDS_BEFORE = "kind IN ('apply', 'out-of-band', 'auth', 'heal', 'rollback')"
-KINDS_AFTER = "kind IN ('apply', 'out-of-band', 'auth', 'heal', 'rollback', 'sync')"
-
-
-def _kinds(check: str) -> None:
-    # SQLite cannot alter a constraint: batch mode rebuilds the table with the new one.
-    with op.batch_alter_table("revisions") as batch:
-        batch.drop_constraint("ck_revisions_kind", type_="check")
-        batch.create_check_constraint("ck_revisions_kind", check)
 
 
 def upgrade() -> None:
@@ -47,9 +37,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_sync_state"),
     )
-    _kinds(KINDS_AFTER)
 
 
 def downgrade() -> None:
-    _kinds(KINDS_BEFORE)
     op.drop_table("sync_state")
