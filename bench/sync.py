@@ -42,6 +42,7 @@ metadata: {name: bench, namespace: tenant-00000}
 spec: {mode: apply, selfHeal: warn, verify: {enabled: false}}
 """
 WAIT_S = 600.0
+STOP_WAIT_S = 300.0
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -113,7 +114,11 @@ def bench(n: int, rounds: int, work: Path) -> list[tuple[float, float]]:
                                 process_cpu(daemon.pid, reaped_children=True) - cpu))
     finally:
         daemon.send_signal(signal.SIGTERM)
-        daemon.wait(60)
+        try:
+            daemon.wait(STOP_WAIT_S)  # a sync in flight finishes first
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
     return results
 
 

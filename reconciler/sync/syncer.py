@@ -150,10 +150,11 @@ class Syncer:
     # -- one run ---------------------------------------------------------------------
 
     async def sync_once(self) -> SyncRecord:
+        self._wake.clear()  # a wake-up that arrives from here on is for a later commit
         rec = await asyncio.to_thread(self.store.sync.get)
         forced = rec.requested_at is not None and rec.requested_at != self._seen_request
         self._seen_request = rec.requested_at
-        if rec.phase is SyncPhase.SUSPENDED:
+        if rec.phase is SyncPhase.SUSPENDED or rec.suspended_by is not None:
             return rec
         try:
             sha = await asyncio.to_thread(self.source.fetch)
