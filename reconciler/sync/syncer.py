@@ -7,8 +7,9 @@ Every interval, at once after a signed push webhook or `reconcile sync now`:
    not planned again, only drift is checked;
 2. validate the commit's folder like `reconcile validate`: errors (policy
    denials included) stop the sync in Failed with their file:line;
-3. drift since the last git-written revision: ``selfHeal`` warn reports it,
-   heal writes git's version back (``sync.drift``);
+3. drift since the last git-written revision, checked whenever no commit is
+   being applied (an apply puts git's version back anyway): ``selfHeal`` warn
+   reports it, heal writes git's version back (``sync.drift``);
 4. plan and apply under the store lock with :func:`plan.folder.apply_folder`,
    exactly as `reconcile apply DIR --yes`: the safety threshold and credential
    moves refuse (Failed, never approved here); before applying, the SyncPolicy
@@ -179,11 +180,12 @@ class Syncer:
                                       f"{error_lines(result, self.settings.sync_path)}")
         self._scopes = Scopes(r.model for r in result.resources
                               if isinstance(r.model, SyncPolicy))
-        await self._drift(sha)
         run = _Run(commit, self._scopes, override)
         try:
+            # No drift check first: applying the commit puts git's version back anyway.
             rev = await self._apply(run, result)
         except Held as held:
+            await self._drift(sha)
             if held.next_attempt is None:  # mode plan/off: waits for a newer commit
                 self._done = sha
             return await self._finish(sha, SyncPhase.OUT_OF_SYNC, str(held),

@@ -20,8 +20,21 @@ def test_follows_a_branch_over_file_url(repo: Repo, tmp_path: Path) -> None:
     assert (got.sha, got.author, got.message) == (
         second, "Ada Admin <ada@example.test>", "second\n\nwhy it changed")
     assert (got.tree / "a.yaml").read_text() == "a: 2\n"
-    assert not (got.tree.parent / "other").exists() or got.tree.name == "config"
-    assert not (tmp_path / "cache" / "trees" / first).exists()  # older trees are removed
+    (got.tree / "a.yaml").write_text("tampered")  # the tree is made the commit's again
+    third = repo.commit({"config/a.yaml": None, "config/b.yaml": "b: 1\n"}, "third")
+    assert source.fetch() == third
+    tree = source.checkout(third).tree
+    assert sorted(p.name for p in tree.iterdir()) == ["b.yaml"]
+    assert (source.checkout(second).tree / "a.yaml").read_text() == "a: 2\n"
+
+
+def test_a_pushed_symlink_is_a_plain_file(repo: Repo, tmp_path: Path) -> None:
+    (repo.work / "config").mkdir()
+    (repo.work / "config" / "leak.yaml").symlink_to("/etc/hostname")
+    sha = repo.commit({}, "link")
+    source = GitSource(str(repo.bare), tmp_path / "cache", path="config")
+    leak = source.checkout(source.fetch()).tree / "leak.yaml"
+    assert sha and not leak.is_symlink() and leak.read_text() == "/etc/hostname"
 
 
 def test_a_missing_branch_or_folder_is_a_clear_error(repo: Repo, tmp_path: Path) -> None:
