@@ -7,8 +7,8 @@ changes; the store gets its first import with `reconcile apply DIR --yes`;
 only the webhook makes it sync. Then, per round, one commit changes one
 RecipientFilter, a signed GitHub push webhook is posted, and the time until
 the store names that commit as applied is measured, with the daemon's CPU
-(its own and its git children's) over the same span. Prints figures; asserts
-nothing.
+(its own and its git children's) over the same span, starting from an idle
+daemon. Prints figures; asserts nothing.
 
     python bench/sync.py              # 10,000 resources, 3 rounds
     python bench/sync.py -n 1000 --rounds 1
@@ -60,6 +60,18 @@ def wait(check: object, what: str) -> None:
         time.sleep(0.01)
 
 
+def settle(pid: int) -> None:
+    """Wait until the daemon is idle: the previous revision's config reload (every part
+    loads the new snapshot) must not be counted in the next round."""
+    before = process_cpu(pid, reaped_children=True)
+    while True:
+        time.sleep(1.0)
+        now = process_cpu(pid, reaped_children=True)
+        if now - before < 0.05:
+            return
+        before = now
+
+
 def push(port: int, sha: str) -> None:
     body = json.dumps({"ref": "refs/heads/main", "after": sha}).encode()
     mac = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
@@ -106,6 +118,7 @@ def bench(n: int, rounds: int, work: Path) -> list[tuple[float, float]]:
                 git("commit", "-qam", f"round {r}", cwd=tree)
                 git("push", "-q", str(bare), "HEAD:main", cwd=tree)
                 sha = git("rev-parse", "HEAD", cwd=tree)
+                settle(daemon.pid)
                 cpu = process_cpu(daemon.pid, reaped_children=True)
                 start = time.perf_counter()
                 push(port, sha)

@@ -157,3 +157,24 @@ async def test_a_suspended_sync_applies_nothing(store: Store, repo: Repo,
     store.sync.update(phase=SyncPhase.SUSPENDED, suspended_by="ops")
     syncer = syncer_for(store, repo, tmp_path)
     assert (await syncer.sync_once()).phase is SyncPhase.SUSPENDED and store.head() == 0
+
+
+async def test_outcomes_are_posted_as_commit_statuses_and_metrics(
+        store: Store, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from peers.github import GitHubStatuses
+
+    monkeypatch.setenv("SYNC_STATUS_TOKEN", "ghs-status-token")
+    github = GitHubStatuses("ghs-status-token").start()
+    try:
+        good = repo.commit({"config/s.yaml": server_yaml(2525), "config/p.yaml": APPLY}, "a")
+        syncer = syncer_for(store, repo, tmp_path, sync_status_repo="acme/mail-config",
+                            sync_status_token_ref="env:SYNC_STATUS_TOKEN",
+                            sync_status_api=github.api_url)
+        await syncer.sync_once()
+        bad = repo.commit({"config/s.yaml": server_yaml(2525, label=False)}, "b")
+        await syncer.sync_once()
+    finally:
+        github.stop()
+    assert [(s["sha"], s["state"]) for s in github.statuses] == [
+        (good, "success"), (bad, "failure")]
+    assert 'reconcile_sync_state{state="Failed"} 1.0' in syncer.metrics.render().decode()
