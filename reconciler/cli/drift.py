@@ -62,7 +62,7 @@ def command(path: Path, fmt: str, store_url: str | None) -> None:
 def _baseline(report: DriftReport) -> str:
     if report.baseline == 0:
         return "the empty store (nothing has been applied yet)"
-    return f"revision {report.baseline}, the last apply"
+    return f"revision {report.baseline}, the last {report.baseline_kind.value}"
 
 
 def _text(report: DriftReport, path: Path) -> list[str]:

@@ -56,6 +56,7 @@ class DriftReport:
     baseline: int  # the revision git last wrote (0: nothing applied yet)
     head: int
     items: tuple[Drifted, ...] = ()
+    baseline_kind: RevisionKind = RevisionKind.APPLY
 
     @property
     def reverted(self) -> tuple[int, ...]:
@@ -78,12 +79,10 @@ class HealResult:
     revision: Revision | None  # the heal revision; None when nothing drifted
 
 
-def baseline_revision(store: Store) -> int:
-    return max(store.last_revision(kind) for kind in GIT_WRITTEN)
-
-
 def find_drift(store: Store) -> DriftReport:
-    baseline = baseline_revision(store)
+    marks = {kind: store.last_revision(kind) for kind in GIT_WRITTEN}
+    kind = max(marks, key=marks.__getitem__)
+    baseline = marks[kind]
     live = store.snapshot()
     written = store.snapshot(baseline)
     since = (store.revisions(HistoryFilter(limit=live.revision - baseline))
@@ -96,7 +95,7 @@ def find_drift(store: Store) -> DriftReport:
     for change in diff(DesiredState.of(live), written, prune=True).changes:
         touched = tuple(r for r in reversed(since) if any(c.key == change.key for c in r.changes))
         items.append(Drifted(change, touched, change.key in direct))
-    return DriftReport(baseline, live.revision, tuple(items))
+    return DriftReport(baseline, live.revision, tuple(items), kind)
 
 
 def heal(store: Store, actor: str, *, git_commit: str | None = None,

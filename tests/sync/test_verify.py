@@ -62,7 +62,8 @@ async def test_a_host_moved_to_a_closed_port_is_rolled_back(
     assert "refused" in rev.meta.message.lower()
     [live] = store.snapshot()
     assert live == canonical(server_spec(peer.port))  # back to what git wrote and bound
-    assert find_drift(store).items == ()  # a rollback is git's word, not drift
+    drift = find_drift(store)  # a rollback is git's word, not drift
+    assert drift.items == () and drift.baseline_kind is RevisionKind.ROLLBACK
     assert store.revision(store.head()).meta.kind is RevisionKind.ROLLBACK
 
 
