@@ -47,7 +47,7 @@ class GitSource:
     path: str = "."
     token_ref: str | None = None
     ssh_key_ref: str | None = None
-    _secrets: list[str] = field(default_factory=list, repr=False, compare=False)
+    _secrets: set[str] = field(default_factory=set, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if urlsplit(self.url).password:
@@ -111,9 +111,9 @@ class GitSource:
         try:
             if self.token_ref:
                 token = resolve_operator(self.token_ref)
-                self._secrets.append(token)
+                self._secrets.add(token)
                 basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-                self._secrets.append(basic)
+                self._secrets.add(basic)
                 env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",
                            GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}")
             if self.ssh_key_ref:
@@ -125,7 +125,7 @@ class GitSource:
 
     def _key_file(self) -> Path:
         key = resolve_operator(self.ssh_key_ref or "")
-        self._secrets.append(key)
+        self._secrets.add(key)
         path = self.cache_dir / "ssh-key"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
