@@ -235,3 +235,27 @@ _.GraphCheck
 _._create_IMAP4
 # reconciler/mail/sender_dns.py: dnspython resolver setting (the --dns-server address)
 _.nameservers
+# reconciler/sync (sync-safety part): the sync loop (sync-core part) calls these; until
+# the two are merged only tests do. SUCCESS/FAILURE are GitHub wire values; rollback and
+# next_open are results the loop reads.
+_.SUCCESS
+_.FAILURE
+_.post_status
+_.heal
+_.notify_sync
+_.rollback
+_.reachable_before
+_.verify_apply
+_.next_open
+_.parse_window
+_.window_verdict
+# reconciler/cli/sync.py: click commands (registered by decorator)
+_.suspend
+_.resume
+# reconciler/config/models/sync_policy.py: pydantic field validators
+_._cron
+_._duration
+_._zone
+# reconciler/daemon/api/sync.py: FastAPI routes (registered by decorator)
+_.sync_status
+_.push

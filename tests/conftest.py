@@ -15,6 +15,7 @@ pytest_plugins = [
     "peers.network_guard",
     "peers.pproxy_peer",
     "peers.dns_peer",
+    "peers.git_repo",
 ]
 
 

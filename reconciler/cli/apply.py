@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from reconciler.cli.common import UserError, action_counts, opened_store, show_time, store_option
-from reconciler.cli.plan import plan_against, validated
+from reconciler.cli.plan import validated
 from reconciler.credentials.moves import parse_approval
 from reconciler.plan import render
 from reconciler.plan.apply import (
     DEFAULT_MAX_CHANGE_RATIO,
     DEFAULT_MIN_GUARDED,
     apply_plan,
-    planning_lock,
     resolve_actor,
 )
-from reconciler.plan.model import PlanFileError, load
+from reconciler.plan.folder import apply_folder, plan_against
+from reconciler.plan.model import Plan, PlanFileError, load
+from reconciler.policy.validate import ValidationResult
 from reconciler.state import Action, LockInfo, LockTimeout, RevisionMeta, Store
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -96,25 +97,39 @@ def command(target: Path, store_url: str, yes: bool, actor: str | None, message:
     # Otherwise what a person confirms (or saved) is what gets applied: planned before the
     # lock, so nobody holds it while reading, and refused as stale if the store moved.
     under_lock = loaded is None and yes
-    with (opened_store(store_url, create=True) as store,
-          _lock_wait(lock_timeout) as on_wait,
-          planning_lock(store, who, timeout=lock_timeout, on_wait=on_wait) if under_lock
-          else nullcontext()):
-        plan = loaded or plan_against(target, result, store, prune=prune)
-        # A saved plan was reviewed when it was made: one line says which one this is.
-        click.echo(f"Applying the saved plan {target}: {render.summary(plan)}" if saved
-                   else render.text(plan, colour=sys.stdout.isatty()))
-        if not plan.has_changes:
-            click.echo("Nothing to apply; no revision was written.")
-            return
-        if not saved and not yes:
-            _confirm(store)
-        rev = apply_plan(store, plan, RevisionMeta(actor=who, message=message),
-                         lock_timeout=lock_timeout, force=force, lock_held=under_lock,
-                         on_wait=on_wait, approvals=approvals)
+    meta = RevisionMeta(actor=who, message=message)
+    with opened_store(store_url, create=True) as store, _lock_wait(lock_timeout) as on_wait:
+        if under_lock:
+            _, rev = apply_folder(store, target, _valid(result), meta, prune=prune,
+                                  lock_timeout=lock_timeout, force=force, approvals=approvals,
+                                  on_wait=on_wait, show=_show)
+        else:
+            plan = loaded or plan_against(target, _valid(result), store, prune=prune)
+            if saved:  # reviewed when it was made: one line says which plan this is
+                click.echo(f"Applying the saved plan {target}: {render.summary(plan)}")
+            else:
+                _show(plan)
+            rev = None
+            if plan.has_changes:
+                if not saved:
+                    _confirm(store)
+                rev = apply_plan(store, plan, meta, lock_timeout=lock_timeout, force=force,
+                                 on_wait=on_wait, approvals=approvals)
+    if rev is None:
+        click.echo("Nothing to apply; no revision was written.")
+        return
     counts = action_counts(rev)
     click.echo(f"Applied revision {rev.number}: {counts[Action.CREATE]} created, "
                f"{counts[Action.UPDATE]} updated, {counts[Action.DELETE]} deleted.")
+
+
+def _show(plan: Plan) -> None:
+    click.echo(render.text(plan, colour=sys.stdout.isatty()))
+
+
+def _valid(result: ValidationResult | None) -> ValidationResult:
+    assert result is not None  # validated() exits on errors
+    return result
 
 
 @contextmanager

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 import click
 
 from reconciler.cli.common import UserError, store_option, token_key_option
+from reconciler.cli.sync import sync_options, sync_settings
 from reconciler.runtime.settings import DaemonSettings
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(DaemonSettings)
@@ -110,6 +112,7 @@ def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
               help="Forget a fetched mail's done-marker once no fetch has listed the mail "
               "(unread, or on a POP3 server) for this long. 0: keep for ever.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@sync_options
 def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
             worker_id: str | None, health_interval: float, notify_webhook: str | None,
             ca_file: str | None, token_key_ref: str | None, claim_batch: int,
@@ -117,7 +120,7 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
             reload_interval: float, shutdown_grace: float, workers: int, role: str,
             events_webhook: str | None, events_secret: str | None,
             sender_directory: str | None, event_retention_days: float,
-            marker_retention_days: float, log_level: str) -> None:
+            marker_retention_days: float, log_level: str, **sync: Any) -> None:
     """Send the outbox's notifications through the applied servers; serve the API.
 
     Stops gracefully on SIGTERM or SIGINT: sends in flight finish (within
@@ -157,6 +160,7 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
         event_retention_days=event_retention_days,
         marker_retention_days=marker_retention_days,
         **options,  # type: ignore[arg-type]
+        **sync_settings(sync),
     )
     logs.configure(getattr(logging, log_level.upper()))
     if workers and role != "all":

@@ -1,15 +1,15 @@
 """`reconcile drift [DIR]`: what changed in the live store outside git (SPEC P5).
 
-Drift is the live spec against the last APPLY revision: everything written
-since by `reconcile live set` or an admin API (out-of-band revisions), and
-rows edited directly in the database, which no revision records. Status
-(health, token expiry, counters) is kept apart from spec and never counts.
+Drift is the live spec against the last revision git wrote (apply, or a sync
+rollback): everything written since by `reconcile live set` or an admin API
+(out-of-band revisions), and rows edited directly in the database, which no
+revision records. Status (health, token expiry, counters) is kept apart from
+spec and never counts. The report is ``sync.drift``'s, the one self-heal uses.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,43 +24,11 @@ from reconciler.cli.common import (
     store_option,
 )
 from reconciler.cli.history import field_lines
-from reconciler.config.desired import DesiredState
 from reconciler.history import queries
-from reconciler.plan.diff import diff
 from reconciler.plan.render import SIGN
-from reconciler.state import Change, HistoryFilter, Revision, RevisionKind, Store
+from reconciler.sync.drift import Drifted, DriftReport, find_drift
 
 EXIT_DRIFT = 2
-
-
-@dataclass(frozen=True)
-class Drifted:
-    change: Change  # before = as of the last apply, after = live now
-    revisions: tuple[Revision, ...] = ()  # out-of-band revisions since that touched it
-    direct_edit: bool = False  # the live row differs from what any revision wrote
-
-
-@dataclass(frozen=True)
-class DriftReport:
-    last_apply: int
-    head: int
-    items: tuple[Drifted, ...] = ()
-
-
-def find_drift(store: Store) -> DriftReport:
-    last_apply = store.last_revision(RevisionKind.APPLY)
-    live = store.snapshot()
-    applied = store.snapshot(last_apply)
-    since = (store.revisions(HistoryFilter(limit=live.revision - last_apply))
-             if live.revision > last_apply else [])
-    direct = set(queries.unrecorded_edits(store))
-    # "Desired" here is simply the live state: the diff then reads
-    # last-apply value -> live value, field by field, already redacted.
-    items = []
-    for change in diff(DesiredState.of(live), applied, prune=True).changes:
-        touched = tuple(r for r in reversed(since) if any(c.key == change.key for c in r.changes))
-        items.append(Drifted(change, touched, change.key in direct))
-    return DriftReport(last_apply, live.revision, tuple(items))
 
 
 def _plan_hint(path: Path) -> str:
@@ -82,7 +50,7 @@ def command(path: Path, fmt: str, store_url: str | None) -> None:
     with opened_store(store_url) as store:
         report = find_drift(store)
     if fmt == "json":
-        data = {"drift": bool(report.items), "lastApply": report.last_apply,
+        data = {"drift": bool(report.items), "lastApply": report.baseline,
                 "head": report.head, "resources": [_item_json(i) for i in report.items],
                 "hint": _plan_hint(path)}
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
@@ -92,9 +60,9 @@ def command(path: Path, fmt: str, store_url: str | None) -> None:
 
 
 def _baseline(report: DriftReport) -> str:
-    if report.last_apply == 0:
+    if report.baseline == 0:
         return "the empty store (nothing has been applied yet)"
-    return f"revision {report.last_apply}, the last apply"
+    return f"revision {report.baseline}, the last {report.baseline_kind.value}"
 
 
 def _text(report: DriftReport, path: Path) -> list[str]:

@@ -16,9 +16,9 @@ from reconciler.cli.common import UsageExitsOne, UserError, finish, opened_store
 from reconciler.cli.render import diagnostic_text, emit
 from reconciler.config.diagnostics import Severity
 from reconciler.plan import render
-from reconciler.plan.model import Plan, PlanFileError, make_plan, save
+from reconciler.plan.folder import plan_against
+from reconciler.plan.model import PlanFileError, save
 from reconciler.policy.validate import ValidationResult, validate_path
-from reconciler.state import Store
 
 EXIT_NO_CHANGES = 0
 EXIT_ERROR = 1
@@ -45,13 +45,6 @@ def validated(path: Path, fmt: str) -> ValidationResult:
     if not result.ok or result.desired is None:
         finish(EXIT_ERROR)
     return result
-
-
-def plan_against(path: Path, result: ValidationResult | None, store: Store, *,
-                 prune: bool) -> Plan:
-    assert result is not None and result.desired is not None  # validated() exits otherwise
-    return make_plan(path, result.desired, store.snapshot(), derived=result.derivations(),
-                     prune=prune, bound=store.credential_bindings())
 
 
 @click.command("plan", cls=UsageExitsOne)

@@ -201,10 +201,34 @@ def _rules_to_disabled_servers(resources: Sequence[LoadedResource]) -> Iterator[
                 "the rule")
 
 
+def _sync_policies(resources: Sequence[LoadedResource]) -> Iterator[Diagnostic]:
+    """Each (namespace, kind) is covered by at most one SyncPolicy, naming real kinds."""
+    from reconciler.config.models import KINDS
+
+    owner: dict[tuple[str, str], LoadedResource] = {}
+    for res in _of_kind(resources, "SyncPolicy"):
+        namespace = res.model.metadata.namespace
+        for index, kind in enumerate(res.model.spec.kinds):
+            if kind not in KINDS:
+                yield res.diagnostic(
+                    "sync-policy-kind", f"SyncPolicy covers unknown kind {kind!r}",
+                    ("spec", "kinds", index), hint=f"use one of {', '.join(sorted(KINDS))}")
+        for kind in res.model.spec.kinds or ["*"]:
+            other = owner.setdefault((namespace, kind), res)
+            if other is not res:
+                scope = "every kind" if kind == "*" else kind
+                yield res.diagnostic(
+                    "sync-policy-overlap",
+                    f"namespace {namespace!r}: {scope} is already covered by SyncPolicy "
+                    f"{other.model.metadata.name!r} ({other.file})", ("spec", "kinds"),
+                    hint="give each kind of a namespace one SyncPolicy", key=True)
+
+
 def check_semantics(resources: Sequence[LoadedResource],
                     unloaded: Unloaded = NOTHING_UNLOADED) -> list[Diagnostic]:
     out = list(_primary_servers(resources, unloaded))
     out.extend(_rules_to_disabled_servers(resources))
+    out.extend(_sync_policies(resources))
     for res in _of_kind(resources, "OutgoingServer"):
         spec = res.model.spec
         out.extend(_port_security(res))

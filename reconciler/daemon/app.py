@@ -10,7 +10,8 @@ What runs, all in one event loop:
 - the **health monitor** (``reconciler.health.monitor``); it shares
   the :class:`HostSelector` with the SMTP transport, so a main host it finds
   healthy again is used again (O6);
-- a small loop keeping the queue-depth gauge current (X3).
+- a small loop keeping the queue-depth gauge current (X3);
+- with ``--sync-repo``, the **syncer** (``reconciler.sync.syncer``): follows git.
 
 The daemon owns SIGTERM and SIGINT: either starts a graceful stop (the worker
 finishes sends in flight within the grace period and releases the rest), a
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 
     from reconciler.health.monitor import HealthMonitor
     from reconciler.incoming.service import IncomingParts
+    from reconciler.sync.syncer import Syncer
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,7 @@ class Daemon:
         self.api_server: uvicorn.Server | None = None
         self.health: HealthMonitor | None = None
         self.incoming: IncomingParts | None = None
+        self.syncer: Syncer | None = None
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -202,6 +205,8 @@ class Daemon:
             parts["worker"] = self._work
         if serves:
             parts["queue depth"] = self._depth_loop
+        if self.settings.sync_repo and serves:
+            parts["sync"] = self._sync(store)
         if self._want_api and serves:
             parts["api"] = self._api(store)
         if self._want_health and sends:
@@ -335,6 +340,8 @@ class Daemon:
             app.state.intake.hand_off_to(self.worker, self.worker.wake)
         elif self.settings.wake_fd is not None:
             app.state.wake_worker = WakeSender(self.settings.wake_fd)  # workers elsewhere
+        if self.syncer is not None:
+            app.state.sync_wake = self.syncer.wake
         self.api_server = server(app, self.settings.listen_host, self.settings.listen_port)
         return self._serve
 
@@ -349,6 +356,13 @@ class Daemon:
             raise DaemonError(
                 f"the API could not listen on {self.settings.listen_host}:"
                 f"{self.settings.listen_port} (see the log line before)") from None
+
+    def _sync(self, store: Store) -> Part:
+        """Follow the git repository (reconciler.sync.syncer); one daemon per store syncs."""
+        from reconciler.sync.syncer import Syncer
+
+        self.syncer = Syncer(store, self.settings, metrics=self.metrics, notifier=self.notifier)
+        return self.syncer.run
 
     def _incoming(self, store: Store) -> IncomingParts:
         """Fetch loops per IncomingServer and the event sink (reconciler.incoming.service)."""

@@ -44,6 +44,16 @@ class DaemonMetrics:
             "reconcile_config_revision", "Live config revision the daemon runs with.",
             registry=self.registry, multiprocess_mode=_GAUGE_MODE)
 
+        self.sync_state = Gauge(
+            "reconcile_sync_state", "1 for the continuous sync's current state.", ["state"],
+            registry=self.registry, multiprocess_mode=_GAUGE_MODE)
+        self.sync_outcomes = Counter(
+            "reconcile_sync_outcomes", "Sync runs by outcome (SyncPhase).", ["state"],
+            registry=self.registry)
+        self.sync_drift = Gauge(
+            "reconcile_sync_drifted_resources", "Resources changed outside git.",
+            registry=self.registry, multiprocess_mode=_GAUGE_MODE)
+
     def render(self) -> bytes:
         path = os.environ.get(MULTIPROC_ENV)
         if not path:

@@ -5,7 +5,9 @@ moving to the alternate host and back. Every transition is logged, POSTed as JSO
 to the webhook if one is configured (retried with backoff), and mailed to the
 namespace's ``adminNotifications.emails`` (:class:`AdminMail`). Texts come from
 probe reports, which went through the probe's redactor, so no password, token or
-their encodings reach the payload, the mail or the log.
+their encodings reach the payload, the mail or the log. The incoming side and the
+sync loop (SPEC X5) send their own events through the same channels as subclasses
+of :class:`Transition` (``module`` names them in the admin mail and the logs).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from reconciler.config.desired import ResourceKey
 from reconciler.config.secrets import SecretError
@@ -47,6 +49,12 @@ class Transition:
     hint: str | None = None
     active_host: str = "main"
     address: str | None = None  # host:port sends go to now
+    module: ClassVar[str] = "health"  # of the admin mail (the sync loop's say "sync")
+
+    @property
+    def warning(self) -> bool:
+        """Logged as a warning: something stopped working."""
+        return self.event in (UNREACHABLE, FAILOVER)
 
     def payload(self) -> dict[str, Any]:
         return {"event": f"server.{self.event}", "kind": self.key.kind,
@@ -110,7 +118,8 @@ class AdminMail:
             return False
         request = EnqueueRequest(
             _admin_notification(transition, emails), key.namespace,
-            f"health:{key.namespace}/{key.name}:{transition.event}:{transition.at.isoformat()}",
+            f"{transition.module}:{key.namespace}/{key.name}:{transition.event}:"
+            f"{transition.at.isoformat()}",
             RoutingSnapshot(live.revision, server))
         try:
             [result] = await asyncio.to_thread(self.store.outbox.enqueue_many, [request])
@@ -136,7 +145,7 @@ def _admin_notification(transition: Transition, emails: list[str]) -> dict[str, 
     body = transition.summary() + "\n\n" + "".join(
         f"{name}: {value}\n" for name, value in transition.facts() if value)
     return {
-        "module": "health",  # routing is pinned: no rule applies
+        "module": transition.module,  # routing is pinned: no rule applies
         "namespace": transition.key.namespace,
         "to": emails,
         # Header text: one line whatever the error said (the body has it in full).
@@ -162,7 +171,7 @@ class Notifier:
         """Log the transition, deliver it to the webhook and queue the admin email; True
         when every configured channel took it. Never raises: a broken webhook or store
         must not stop health checks."""
-        level = logging.WARNING if transition.event in (UNREACHABLE, FAILOVER) else logging.INFO
+        level = logging.WARNING if transition.warning else logging.INFO
         log.log(level, "%s", transition.summary(), extra={"health": transition.payload()})
         mailed = await self.mail.send(transition) if self.mail is not None else True
         if self.webhook is None:
@@ -171,7 +180,8 @@ class Notifier:
             async with WebhookPoster(self.webhook, timeout_seconds=5.0) as poster:
                 return await self._post(poster, transition) and mailed
         except SecretError as exc:
-            log.error("cannot send the health notification: webhook reference: %s", exc)
+            log.error("cannot send the %s notification: webhook reference: %s",
+                      transition.module, exc)
             return False
 
     async def _post(self, poster: WebhookPoster, transition: Transition) -> bool:
@@ -181,12 +191,12 @@ class Notifier:
             if refusal is None:
                 return True
             if refusal.permanent or attempt == self.attempts:
-                log.error("health notification to %s not delivered after %d attempt(s): %s",
-                          poster.shown, attempt, refusal.why)
+                log.error("%s notification to %s not delivered after %d attempt(s): %s",
+                          transition.module, poster.shown, attempt, refusal.why)
                 return False
             # No jitter: one notifier per daemon, nothing to spread.
             delay = backoff.backoff_seconds(attempt, self.backoff_seconds, math.inf, jitter=0.0)
-            log.info("health notification to %s failed (%s); retrying in %.1fs", poster.shown,
-                     refusal.why, delay)
+            log.info("%s notification to %s failed (%s); retrying in %.1fs",
+                     transition.module, poster.shown, refusal.why, delay)
             await self.sleep(delay)
         return False  # pragma: no cover - the loop always returns

@@ -44,9 +44,23 @@ class DaemonSettings:
     # listing has shown for this long. 0 keeps them for ever.
     event_retention_days: float = 30.0
     marker_retention_days: float = 90.0
+    # Continuous sync (SPEC X5, docs/sync.md): the repository this daemon follows. Operator
+    # settings on purpose: the PR-controlled repository must not choose its own source.
+    sync_repo: str | None = None  # URL or local path; None: no syncer
+    sync_branch: str = "main"
+    sync_path: str = "."  # the config folder inside the repository
+    sync_interval_seconds: float = 60.0
+    sync_token_ref: str | None = None  # secret reference of an HTTPS token
+    sync_ssh_key_ref: str | None = None  # secret reference of an SSH private key
+    sync_webhook_secret_ref: str | None = None  # GitHub push webhook secret (HMAC)
+    sync_cache_dir: str = ".reconcile/sync"
+    sync_status_repo: str | None = None  # owner/name: post commit statuses to GitHub
+    sync_status_token_ref: str | None = None
+    sync_status_api: str = "https://api.github.com"
 
     def operator_refs(self) -> tuple[str | None, ...]:
         """The operator's own secrets among these settings (references, or URLs that may
         be one): config references must never resolve them (SPEC S2)."""
         return (*self.api_tokens, self.token_key_ref, self.events_secret, self.events_webhook,
-                self.notify_webhook)
+                self.notify_webhook, self.sync_token_ref, self.sync_ssh_key_ref,
+                self.sync_webhook_secret_ref, self.sync_status_token_ref)

@@ -30,7 +30,7 @@ from reconciler.state.revisions import (
 )
 
 if TYPE_CHECKING:  # the newer areas' contract (``state.contract``) builds on this module
-    from reconciler.state.contract import Incoming, Leases, Tokens
+    from reconciler.state.contract import Incoming, Leases, SyncStates, Tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +94,7 @@ class Store(Protocol):
     # Queue a delivery event with each outgoing audit row that ends a recipient's
     # story (O14, state.delivery_events); the daemon turns it on with an events webhook.
     delivery_events: bool
+    sync: SyncStates  # the continuous sync's state (X5)
 
     def head(self) -> int:
         """The newest revision number; 0 for a new, empty store."""

@@ -21,6 +21,7 @@ from reconciler.state.revisions import Action, Change, Revision, RevisionKind, R
 # Arbitrary constant shared by every reconcile process: "someone is committing".
 PG_COMMIT_LOCK = 0x7265636F6E636D74  # "reconcmt"
 _SMALL_CHANGESET = 200  # below this, look up touched keys only; above, read all keys
+_BINDS = frozenset({RevisionKind.APPLY, RevisionKind.HEAL, RevisionKind.ROLLBACK})
 
 rv = t.resource_versions
 # The current (revision, digest) of each touched key, read inside the commit.
@@ -67,7 +68,8 @@ def write_revision(conn: Connection, lineage: str, changes: list[Change], rmeta:
             for c, rec in zip(changes, records, strict=True)
         ])
     _apply_to_resources(conn, changes, records, number, live)
-    if rmeta.kind is RevisionKind.APPLY:
+    # A heal or rollback writes back what an apply approved: its bindings go with it.
+    if rmeta.kind in _BINDS:
         bindings.rebind(conn, changes, number)
     conn.execute(
         update(t.meta).where(t.meta.c.id == 1).values(head=number, head_hash=digest_hash)

@@ -5,6 +5,7 @@ Each is an attribute of :class:`~reconciler.state.base.Store`, like ``store.outb
 - ``store.incoming`` (:class:`Incoming`): what the incoming-mail runner keeps.
 - ``store.tokens`` (:class:`Tokens`): the OAuth token cache rows, sealed by the caller.
 - ``store.leases`` (:class:`Leases`): one leader per role among daemons sharing a store.
+- ``store.sync`` (:class:`SyncStates`): the continuous sync's state row (SPEC X5).
 
 Everything crossing the boundary is plain data defined here: state imports no
 service, so the incoming side turns its pipeline results into :class:`MailRecord`
@@ -18,6 +19,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 from reconciler.state.base import AuditEntry
@@ -303,3 +305,52 @@ class Leadership(Protocol):
 class Leases(Protocol):
     def leader(self, role: str) -> Leadership:
         """At most one process leads ``role`` among all sharing this store."""
+
+
+# -- continuous sync (SPEC X5) ---------------------------------------------------------
+
+
+class SyncPhase(StrEnum):
+    """Where the syncer stands, as `reconcile sync status` shows it (Argo CD's words)."""
+
+    SYNCED = "Synced"  # the last fetched commit is what is live
+    OUT_OF_SYNC = "OutOfSync"  # a newer commit is waiting (mode plan, a window, ...)
+    PROGRESSING = "Progressing"  # a sync is running
+    DEGRADED = "Degraded"  # the commit was applied, failed verification, rolled back
+    FAILED = "Failed"  # the commit cannot be applied automatically; reason says why
+    SUSPENDED = "Suspended"  # an operator stopped automatic syncs
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRecord:
+    """The one row of sync state; every daemon and `reconcile sync` reads the same."""
+
+    source: str = ""
+    phase: SyncPhase = SyncPhase.OUT_OF_SYNC
+    reason: str = ""
+    last_fetched: str | None = None  # commit sha
+    last_applied: str | None = None
+    degraded_commit: str | None = None  # not re-applied until a newer commit arrives
+    next_attempt_at: datetime | None = None
+    suspended_by: str | None = None
+    requested_at: datetime | None = None  # `reconcile sync now` asks the leader to sync
+    override_window: bool = False  # ... even inside a closed window
+    updated_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        def iso(d: datetime | None) -> str | None:
+            return d.isoformat() if d else None
+
+        return {"source": self.source, "state": self.phase.value, "reason": self.reason,
+                "lastFetchedCommit": self.last_fetched, "lastAppliedCommit": self.last_applied,
+                "degradedCommit": self.degraded_commit,
+                "nextAttemptAt": iso(self.next_attempt_at), "suspendedBy": self.suspended_by,
+                "requestedAt": iso(self.requested_at), "updatedAt": iso(self.updated_at)}
+
+
+class SyncStates(Protocol):
+    def get(self) -> SyncRecord:
+        """The current row (defaults before the first write)."""
+
+    def update(self, **fields: Any) -> SyncRecord:
+        """Set the given :class:`SyncRecord` fields in one transaction; the new row."""

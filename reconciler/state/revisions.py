@@ -22,6 +22,9 @@ class RevisionKind(StrEnum):
     APPLY = "apply"  # written by `reconcile apply`
     OUT_OF_BAND = "out-of-band"  # `reconcile live set`, an admin API, a direct edit
     AUTH = "auth"  # `reconcile auth login` (no spec change; never carries a token)
+    HEAL = "heal"  # the sync loop put git's version back over out-of-band changes
+    ROLLBACK = "rollback"  # the sync loop restored the config before a failed apply
+    SYNC = "sync"  # `reconcile sync suspend|resume` (no spec change; names the actor)
 
 
 @dataclass(frozen=True, slots=True)

@@ -401,3 +401,22 @@ credential_bindings = Table(
     PrimaryKeyConstraint("kind", "namespace", "name", "credential", "endpoint"),
     Index(None, "credential", "endpoint"),
 )
+
+sync_state = Table(
+    "sync_state",
+    metadata,
+    # One row (id 1): where the continuous sync stands (SPEC X5). Shared by every
+    # daemon on the store, so a new leader carries on where the last one stopped.
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("source", String, nullable=False),
+    Column("phase", String(20), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("last_fetched", String(64), nullable=True),
+    Column("last_applied", String(64), nullable=True),
+    Column("degraded_commit", String(64), nullable=True),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("suspended_by", String, nullable=True),
+    Column("requested_at", UtcDateTime, nullable=True),
+    Column("override_window", Boolean, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)

@@ -36,7 +36,7 @@ from reconciler.state import schema as t
 from reconciler.state.audit import SqlAudit
 from reconciler.state.base import Audit, LockInfo, LockTimeout, Outbox, UnknownRevision
 from reconciler.state.commit import Live, rejected, write_revision
-from reconciler.state.contract import Incoming, Leases, Tokens
+from reconciler.state.contract import Incoming, Leases, SyncStates, Tokens
 from reconciler.state.incoming import SqlIncoming
 from reconciler.state.leases import SqlLeases
 from reconciler.state.location import (
@@ -61,6 +61,7 @@ from reconciler.state.revisions import (
     RevisionKind,
     RevisionMeta,
 )
+from reconciler.state.sync import SqlSync
 from reconciler.state.tokens import SqlTokens
 
 _CHUNK = 500  # revision numbers per IN (...) when loading history
@@ -99,6 +100,7 @@ class SqlStore(StoreArea):
         self.incoming: Incoming = incoming
         self.tokens: Tokens = SqlTokens(engine, self._writer, loc)
         self.leases: Leases = SqlLeases(loc, self.lineage)
+        self.sync: SyncStates = SqlSync(engine, self._writer, loc)
 
     @property
     def delivery_events(self) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plan.kit import example_count
 
 from reconciler.state import open_store
 
@@ -121,7 +122,7 @@ def test_plan_step_treats_exit_2_as_changes_not_failure(tmp_path: Path) -> None:
     assert code == 0 and outputs.keys() == {"exit_code", "changes", "plan"}
     assert (outputs["exit_code"], outputs["changes"]) == ("2", "true")
     plan_md = (tmp_path / "work" / "plan.md").read_text()
-    assert plan_md.startswith(MARKER) and "21 to create" in plan_md
+    assert plan_md.startswith(MARKER) and f"{example_count()} to create" in plan_md
     assert "empty store" not in plan_md
     # The comment job gets the plan as the job's output.
     assert outputs["plan"].strip() == plan_md.strip()

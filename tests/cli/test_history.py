@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from peers.postgres import RawSql
-from plan.kit import copy_examples, edit, set_secret_env, use_encrypted_secret
+from plan.kit import copy_examples, edit, example_count, set_secret_env, use_encrypted_secret
 
 from reconciler.policy.validate import validate_path
 from reconciler.state import RevisionKind, open_store
@@ -54,7 +54,7 @@ def test_bare_history_lists_newest_first(three: str) -> None:
     assert lines[0].endswith("raise HR attachment limit")  # first line of the message only
     assert "out-of-band" in lines[1] and "alice" in lines[1]
     assert lines[1].endswith("HR mailbox migration")
-    assert "+20 ~0 -0" in lines[2] and "initial import" in lines[2]
+    assert f"+{example_count()} ~0 -0" in lines[2] and "initial import" in lines[2]
     assert lines[2].split()[6] == SHA[:7]  # after a 3-word time
 
 
@@ -197,7 +197,7 @@ def test_export_json_for_auditors(three: str, tmp_path: Path) -> None:
     assert revs[1]["actor"] == "alice" and revs[1]["message"] == "HR mailbox migration"
     assert revs[1]["changes"][0]["fields"] == [
         {"path": "spec.enabled", "before": True, "after": False, "derived": False}]
-    assert revs[0]["gitCommit"] and len(revs[0]["changes"]) == 20
+    assert revs[0]["gitCommit"] and len(revs[0]["changes"]) == example_count()
     out = tmp_path / "audit" / "history.json"
     out.parent.mkdir()
     result = run("history", "export", "--out", out, "--with-bodies", "--store", three)

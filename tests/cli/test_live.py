@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from plan.kit import ENC_KEY, copy_examples
+from plan.kit import ENC_KEY, copy_examples, example_count
 
 from reconciler.config.secrets import encrypt
 from reconciler.state import RevisionKind, open_store
@@ -173,7 +173,8 @@ def test_set_waits_for_the_apply_lock(applied: str) -> None:
 def test_list_shows_what_the_store_holds_filtered_by_namespace_and_kind(applied: str) -> None:
     everything = run("live", "list", "--store", applied)
     assert str(HR) in everything.stdout and "OutgoingServer/globex/" in everything.stdout
-    assert everything.stderr.strip() == "21 of 21 resources at revision 1"
+    n = example_count()
+    assert everything.stderr.strip() == f"{n} of {n} resources at revision 1"
     only = run("live", "list", "-n", "acme", "--kind", "OutgoingServer", "--store", applied)
     lines = only.stdout.splitlines()
     assert lines and all(line.startswith("OutgoingServer/acme/") for line in lines)

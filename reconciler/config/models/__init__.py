@@ -13,8 +13,9 @@ from reconciler.config.models.proxy_server import ProxyServer
 from reconciler.config.models.recipient_filter import RecipientFilter
 from reconciler.config.models.sender_directory import SenderDirectory
 from reconciler.config.models.spam_filter import SpamFilter
+from reconciler.config.models.sync_policy import SyncPolicy
 
 KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (
     OutgoingServer, IncomingServer, OutgoingEmailRule, IncomingEmailRule, RecipientFilter,
     SpamFilter, ProxyServer, EmailCommand, MailSettings,
-    SenderDirectory)}
+    SenderDirectory, SyncPolicy)}

@@ -545,7 +545,11 @@ def test_openapi_document_describes_the_api(api: ServedApi) -> None:
         "/v1/audit": ["get"], "/v1/status": ["get"], "/metrics": ["get"],
         "/healthz": ["get"], "/v1/events": ["get"], "/v1/events/ack": ["post"],
         "/v1/events/{id}/attachments/{sha256}": ["get"],
+        "/v1/sync": ["get"], "/v1/sync/webhook": ["post"],
     }
+    # GitHub signs its webhook (HMAC) instead of sending a bearer token
+    assert "security" not in paths["/v1/sync/webhook"]["post"]
+    assert paths["/v1/sync"]["get"]["security"] == [{"HTTPBearer": []}]
     intake = paths["/v1/notifications"]["post"]
     assert intake["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Notification"}

@@ -1,7 +1,7 @@
 """Audit status BOUNCED (SPEC O14): a returned DSN matched to a SENT message.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-07
 
 Only the audit's status CHECK constraint changes; every row is kept. SQLite
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
