@@ -23,7 +23,14 @@ from typing import Any
 from reconciler.mail.envelope import Envelope
 from reconciler.mail.outcome import NotSentReason, Outcome, RecipientResult, SendResult
 from reconciler.runtime.backoff import RetryPolicy
-from reconciler.state.base import AuditEntry, AuditStatus, Completion, OutboxMessage, OutboxState
+from reconciler.state.base import (
+    AuditEntry,
+    AuditStatus,
+    Completion,
+    OutboxMessage,
+    OutboxState,
+    RoutingSnapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,7 @@ class Attempt:
     server: str | None = None
     message_id: str | None = None
     audit: list[AuditEntry] = field(default_factory=list)
+    decision: dict[str, Any] | None = None  # set when routed afresh on this attempt
 
     def entry(self, status: AuditStatus, reason: str, *, recipient: str | None = None,
               host: str | None = None, details: Mapping[str, Any] | None = None) -> AuditEntry:
@@ -81,8 +89,14 @@ class Attempt:
 
     def finish(self, state: OutboxState, error: str | None, next_at: datetime | None = None,
                outcome: str = NOT_SENT) -> Finished:
-        return Finished(Completion(self.msg.id, state, error, next_at), tuple(self.audit),
-                        self.server, outcome)
+        return Finished(Completion(self.msg.id, state, error, next_at, self.routing(),
+                                   self.decision), tuple(self.audit), self.server, outcome)
+
+    def routing(self) -> RoutingSnapshot | None:
+        """The route taken, when this attempt chose it (not kept from an earlier one)."""
+        if self.msg.routing is not None or self.revision is None or self.server is None:
+            return None
+        return RoutingSnapshot(self.revision, self.server)
 
     def not_sent(self, stop: NotSent) -> Finished:
         if isinstance(stop, TryLater):

@@ -62,7 +62,6 @@ from reconciler.state.base import (
     NotificationLike,
     OutboxMessage,
     OutboxState,
-    RoutingSnapshot,
     Store,
     StoreError,
     UnknownMessage,
@@ -306,6 +305,7 @@ class Worker:
                 raise NotSent(f"namespace {msg.namespace} has no configuration at revision "
                               f"{current.revision}", NotSentReason.NO_SERVER)
             decision = ns.route(notification.module, notification.context)
+            attempt.decision = decision.to_json()
             if decision.server is None:
                 raise NotSent(decision.reason, NotSentReason.NO_SERVER)
             if log.isEnabledFor(logging.DEBUG):  # spares the extra dict per message
@@ -410,11 +410,12 @@ class Worker:
     async def _keep_routing(self, attempt: Attempt) -> None:
         """Record the routing before the first retry is scheduled (O12)."""
         msg = attempt.msg
-        if msg.routing is not None or attempt.revision is None or attempt.server is None:
+        snapshot = attempt.routing()
+        if snapshot is None:
             return
-        snapshot = RoutingSnapshot(attempt.revision, attempt.server)
         try:
-            await asyncio.to_thread(self._outbox.route, msg.id, self.owner, snapshot)
+            await asyncio.to_thread(self._outbox.route, msg.id, self.owner, snapshot,
+                                    attempt.decision)
         except StoreError as exc:
             # LeaseLost: the completion will tell; any other: the retry is routed afresh.
             log.warning("outbox %s: routing not recorded: %s", msg.id, exc)

@@ -32,7 +32,7 @@ longer than the clock skew between hosts sharing a PostgreSQL store.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,6 +53,7 @@ from sqlalchemy import (
     update,
 )
 
+from reconciler.config.desired import canonical_json
 from reconciler.state import schema as t
 from reconciler.state.audit import clipped, insert_entries
 from reconciler.state.base import (
@@ -69,7 +70,8 @@ from reconciler.state.base import (
     UnknownMessage,
 )
 from reconciler.state.driver import DriverStatement
-from reconciler.state.location import Location, StoreArea, now_or, upsert
+from reconciler.state.location import Location, now_or, upsert
+from reconciler.state.outbox_control import QueueControl
 from reconciler.state.outbox_rows import CHUNK, ROW_KEYS, Prepared, Row, att, messages, o
 
 _LEASED = OutboxState.LEASED.value
@@ -115,8 +117,8 @@ def _claim_statement() -> Any:
     )
 
 
-class SqlOutbox(StoreArea):
-    """Reached as ``store.outbox``."""
+class SqlOutbox(QueueControl):
+    """Reached as ``store.outbox``; the operator's actions are in :class:`QueueControl`."""
 
     def __init__(self, engine: Engine, writer: Engine, loc: Location) -> None:
         super().__init__(engine, writer, loc)
@@ -213,8 +215,10 @@ class SqlOutbox(StoreArea):
                 renewed.extend(conn.execute(stmt).scalars())
         return sorted(renewed)
 
-    def route(self, id: int, owner: str, routing: RoutingSnapshot) -> RoutingSnapshot:
-        """Record the routing decision once (O12); return the one that stands.
+    def route(self, id: int, owner: str, routing: RoutingSnapshot,
+              decision: Mapping[str, Any] | None = None) -> RoutingSnapshot:
+        """Record the routing decision once (O12), with its trace (O13); return the
+        one that stands.
 
         A message routed earlier (at intake, or on an attempt before a
         retry) keeps that decision and it is returned instead.
@@ -224,7 +228,8 @@ class SqlOutbox(StoreArea):
                 update(o)
                 .where(o.c.id == id, o.c.lease_owner == owner, o.c.state == _LEASED,
                        o.c.config_revision.is_(None))
-                .values(config_revision=routing.config_revision, server=routing.server)
+                .values(config_revision=routing.config_revision, server=routing.server,
+                        decision=canonical_json(decision) if decision else None)
             )
             row = conn.execute(select(o.c.config_revision, o.c.server, o.c.lease_owner,
                                       o.c.state).where(o.c.id == id)).first()
@@ -289,6 +294,10 @@ class SqlOutbox(StoreArea):
                         .returning(o.c.id)
                     )
                     held.update(conn.execute(stmt).scalars())
+            routed = [_routed_row(c) for c in by_id.values()
+                      if c.id in held and (c.routing or c.decision)]
+            if routed:
+                conn.execute(_ROUTED, routed)
             insert_entries(conn, audit, now)
         return CompletionResult(
             done=tuple(i for i in ids if i in held),
@@ -376,6 +385,19 @@ class SqlOutbox(StoreArea):
         stmt = delete(o).where(o.c.state.in_(finished), o.c.updated_at < updated_before)
         with self._write() as conn:
             return conn.execute(stmt).rowcount
+
+
+# A message routed afresh on its last attempt keeps that route and why (O13); one
+# routed earlier keeps the earlier one.
+_ROUTED = (update(o).where(o.c.id == bindparam("b_id"), o.c.config_revision.is_(None))
+           .values(config_revision=bindparam("b_rev"), server=bindparam("b_server"),
+                   decision=bindparam("b_decision")))
+
+
+def _routed_row(c: Completion) -> dict[str, Any]:
+    return {"b_id": c.id, "b_rev": c.routing.config_revision if c.routing else None,
+            "b_server": c.routing.server if c.routing else None,
+            "b_decision": canonical_json(c.decision) if c.decision else None}
 
 
 def _checked(completions: Sequence[Completion]) -> dict[int, Completion]:

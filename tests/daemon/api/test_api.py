@@ -492,7 +492,7 @@ def test_status_reports_config_worker_outbox_and_server_statuses(api: ServedApi)
     assert status["configRevision"] == api.config.current.revision >= 1
     assert status["workerId"] == WORKER_ID
     assert status["namespaces"] == ["acme", "default"]
-    assert status["outbox"] == {"queued": 1, "leased": 0, "retry_wait": 0}
+    assert status["outbox"] == {"queued": 1, "leased": 0, "retry_wait": 0, "held": 0}
     assert set(finished["outbox"]) == {s.value for s in OutboxState}
     assert status["statuses"] == [{
         "kind": "OutgoingServer", "namespace": "default", "name": "default-main",
