@@ -21,7 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from reconciler.daemon.api import audit, events, monitoring, notifications, status
+from reconciler.daemon.api import audit, events, monitoring, notifications, outbox, status
 from reconciler.daemon.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from reconciler.daemon.api.intake_route import (
     DaemonApi,
@@ -140,7 +140,8 @@ def create_api(
                        dependencies=guarded)
     app.include_router(monitoring.router(store, metrics, config))
     app.include_router(events.router(incoming), dependencies=guarded)
-    app.openapi_tags = [*_TAGS, events.TAG]
+    app.include_router(outbox.router(store, tokens, config, app.state), dependencies=guarded)
+    app.openapi_tags = [*_TAGS, events.TAG, outbox.TAG]
     # The ack body is read by the route itself, so the document takes its schema from
     # here: inline, FastAPI would turn its integer bounds into floats, and 2**63 - 1
     # does not survive that.
