@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner, Result
 from daemon.app_kit import (
     CountingSink,
     audit_of,
@@ -19,23 +21,35 @@ from daemon.app_kit import (
     enqueue,
     mail_settings,
     note,
-    reconcile,
     smtp_server,
     wait_for,
 )
 
+from reconciler.cli.main import cli
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditStatus, OutboxState
 
 
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    """SQLite only: the store contract tests run these actions on PostgreSQL too; here
+    the point is the daemon processes, which cost seconds each."""
+    return str(tmp_path / "state.db")
+
+
 @contextmanager
 def running_daemon(store_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    process = daemon_process(store_url, "--health-interval", "3600", "--poll-interval", "0.1", log=log)
+    process = daemon_process(store_url, "--health-interval", "3600", "--poll-interval", "0.1",
+                             log=log)
     try:
         yield process
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+
+
+def reconcile(*args: object) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def state(store: SqlStore, id: int) -> OutboxState | None:
@@ -54,28 +68,30 @@ def test_held_mail_survives_restarts_until_released(store: SqlStore, store_url: 
         held = enqueue(store, note("jane@corp.example", subject="hold me"))
         out = reconcile("outbox", "hold", held, "--store", store_url, "--actor", "anna",
                         "--reason", "wrong text")
-        assert out.returncode == 0 and out.stdout.strip() == f"held 1 message: {held} (by anna)"
-        for restart in range(2):
-            with running_daemon(store_url, tmp_path / "daemon.log"):
-                other = enqueue(store, note("bob@corp.example", subject=f"run {restart}"))
-                wait_for(lambda: sent_now(store, other), "the other mail to be sent")
-            assert state(store, held) is OutboxState.HELD
-        assert "hold me" not in [a.subject for a in sink.arrivals()]
+        assert out.exit_code == 0 and out.stdout.strip() == f"held 1 message: {held} (by anna)"
+        with running_daemon(store_url, tmp_path / "daemon.log"):
+            other = enqueue(store, note("bob@corp.example", subject="first run"))
+            wait_for(lambda: sent_now(store, other), "the other mail to be sent")
+        assert state(store, held) is OutboxState.HELD
 
         listed = reconcile("outbox", "list", "--state", "held", "--store", store_url)
-        assert listed.returncode == 0
+        assert listed.exit_code == 0
         assert f"{held}  held" in listed.stdout and "1 matching: 1 held" in listed.stdout
         as_json = json.loads(reconcile("outbox", "list", "--recipient", "JANE@corp.example",
                                        "--format", "json", "--store", store_url).stdout)
         assert [m["id"] for m in as_json["messages"]] == [held]
         bad = reconcile("outbox", "requeue", held, "--to-server", "nope", "--store", store_url)
-        assert bad.returncode == 1 and "server 'nope' does not exist" in bad.stderr
+        assert bad.exit_code == 1 and "server 'nope' does not exist" in bad.stderr
         unnamed = reconcile("outbox", "retry", "--store", store_url)
-        assert unnamed.returncode == 1 and "exactly one of" in unnamed.stderr
+        assert unnamed.exit_code == 1 and "exactly one of" in unnamed.stderr
 
-        with running_daemon(store_url, tmp_path / "daemon.log"):
+        with running_daemon(store_url, tmp_path / "daemon.log"):  # restarted: still held
+            other = enqueue(store, note("bob@corp.example", subject="second run"))
+            wait_for(lambda: sent_now(store, other), "the other mail to be sent")
+            assert state(store, held) is OutboxState.HELD
+            assert "hold me" not in [a.subject for a in sink.arrivals()]
             out = reconcile("outbox", "release", "--all", "--store", store_url)
-            assert out.returncode == 0, out.stderr
+            assert out.exit_code == 0, out.stderr
             wait_for(lambda: sent_now(store, held), "the released mail to be sent")
         shown = reconcile("outbox", "show", held, "--store", store_url).stdout
         assert "routing: server main via primary" in shown
@@ -92,7 +108,7 @@ def test_cancel_of_a_message_being_sent_reports_it_sent_never_both(
             wait_for(lambda: state(store, flying) is OutboxState.LEASED, "the send to start")
             out = reconcile("outbox", "cancel", flying, "--reason", "duplicate",
                             "--store", store_url)
-            assert out.returncode == 1
+            assert out.exit_code == 1
             assert "waiting up to 30s" in out.stderr
             assert f"message {flying}: not cancelled: it was already sent" in out.stderr
             assert sent_now(store, flying)

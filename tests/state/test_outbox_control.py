@@ -112,7 +112,7 @@ def test_listing_filters_and_counts_by_state(store: Store) -> None:
 
 def test_the_routing_decision_is_kept_with_the_result(store: Store) -> None:
     a = _add(store, 1)
-    [m] = store.outbox.claim("w", 1, 60, now=T0)
+    assert [m.id for m in store.outbox.claim("w", 1, 60, now=T0)] == [a]
     decision = {"via": "primary", "server": "main", "rules": [
         {"rule": "hr", "verdict": "server disabled"}]}
     store.outbox.complete_many("w", [Completion(a, S.SENT, routing=RoutingSnapshot(3, "main"),

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
+from peers.smtp import free_port
+
 from daemon.app_kit import (
     HOST,
     CountingSink,
@@ -23,8 +25,6 @@ from daemon.app_kit import (
     smtp_server,
     until,
 )
-from peers.smtp import free_port
-
 from reconciler.daemon.app import Daemon
 from reconciler.state import open_store
 from reconciler.state.base import AuditStatus, OutboxState
