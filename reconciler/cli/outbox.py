@@ -138,28 +138,31 @@ def _render(v: Any) -> str:
              f"{show_time(v.next_attempt_at)}; {v.attempts} attempt(s)"]
     if v.last_error:
         lines.append(f"  last error: {v.last_error}")
-    r = v.routing
-    if r is None:
-        lines.append("routing: not routed yet (a worker routes it on its first attempt)")
-    else:
-        lines.append(f"routing: server {r.server or '-'} via {r.via or '-'}"
-                     + (f" (rule {r.rule})" if r.rule else "")
-                     + (f", config revision {r.config_revision}" if r.config_revision else ""))
-        if r.reason:
-            lines.append(f"  {r.reason}")
-        lines += [f"  rule {t.rule} (order {t.order}) -> {t.server}: {t.verdict}"
-                  + (f" ({t.note})" if t.note else "")
-                  + "".join(f"\n    failed: {c}" for c in t.failed) for t in r.rules]
-        lines.append(f"  alternates: {', '.join(r.alternates) or 'none'}")
+    lines += _routing_lines(v.routing)
     for a in v.history:
         when = show_time(a.time) if a.time else "-"
         lines.append(f"attempt {a.attempt} at {when} via {a.server or '-'} "
                      f"{a.host or ''}: {', '.join(s.value for s in a.statuses)}".rstrip())
         lines += [f"  {_line(e, 200)}" for e in a.errors]
-    for act in v.actions:
-        lines.append(f"{act.status.value} by {act.actor or '?'} at "
-                     f"{show_time(act.time) if act.time else '-'}: {act.reason}")
+    lines += [f"{act.status.value} by {act.actor or '?'} at "
+              f"{show_time(act.time) if act.time else '-'}: {act.reason}" for act in v.actions]
     return "\n".join(lines)
+
+
+def _routing_lines(r: Any) -> list[str]:
+    if r is None:
+        return ["routing: not routed yet (a worker routes it on its first attempt)"]
+    rule = f" (rule {r.rule})" if r.rule else ""
+    revision = f", config revision {r.config_revision}" if r.config_revision else ""
+    lines = [f"routing: server {r.server or '-'} via {r.via or '-'}{rule}{revision}"]
+    if r.reason:
+        lines.append(f"  {r.reason}")
+    for t in r.rules:
+        note = f" ({t.note})" if t.note else ""
+        lines.append(f"  rule {t.rule} (order {t.order}) -> {t.server}: {t.verdict}{note}")
+        lines += [f"    failed: {c}" for c in t.failed]
+    lines.append(f"  alternates: {', '.join(r.alternates) or 'none'}")
+    return lines
 
 
 def _action_options(action: Action) -> Callable[[F], F]:
