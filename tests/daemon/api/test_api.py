@@ -526,7 +526,7 @@ def test_metrics_are_prometheus_text_with_queue_depth_from_the_outbox(api: Serve
     assert response.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
     depth = {s.labels["state"]: s.value for s in families["reconcile_outbox_messages"].samples}
-    assert depth == {"queued": 2.0, "leased": 1.0, "retry_wait": 0.0}
+    assert depth == {"queued": 2.0, "leased": 1.0, "retry_wait": 0.0, "held": 0.0}
     accepted = [s for s in families["reconcile_intake_accepted"].samples
                 if s.name == "reconcile_intake_accepted_total"]
     assert [(s.labels, s.value) for s in accepted] == [({"namespace": "acme"}, 3.0)]
