@@ -145,7 +145,7 @@ def create_api(
     # The ack body is read by the route itself, so the document takes its schema from
     # here: inline, FastAPI would turn its integer bounds into floats, and 2**63 - 1
     # does not survive that.
-    bodies: dict[str, Any] = {"Ack": events.Ack.model_json_schema()}
+    bodies: dict[str, Any] = {"Ack": events.Ack.model_json_schema(), **outbox.BODIES}
     app.openapi = lambda: _openapi(app, bodies)  # type: ignore[method-assign]
     return app
 

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Security
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from reconciler.daemon.api.params import ROW_ID_MAX, SearchText, UtcTime
+from reconciler.daemon.api.params import ROW_ID_MAX, SearchText, UtcTime, json_body
 from reconciler.daemon.api.queue_models import (
     ActionRequest,
     ActionResult,
@@ -40,6 +40,8 @@ from reconciler.state.outbox_control import QueueFilter
 TAG = {"name": "outbox", "description": "Queue control for operators (O13): list, show, "
        "retry, hold, release, cancel, requeue."}
 _BEARER = HTTPBearer(auto_error=False)
+# Request bodies the routes read themselves, for the OpenAPI document (factory._openapi).
+BODIES = {"ActionRequest": ActionRequest.model_json_schema()}
 _WAKES = frozenset({Action.RETRY, Action.RELEASE, Action.REQUEUE})
 
 
@@ -89,18 +91,21 @@ def router(store: Store, tokens: BearerTokens, config: ConfigHolder,
                                 "purged after it was finished)")
         return view
 
-    @api.post("/v1/outbox/{action}", response_model=ActionResult,
+    @api.post("/v1/outbox/actions/{action}", response_model=ActionResult,
               summary="Hold, release, retry, cancel or requeue messages",
               responses={**ERRORS, 409: {"model": Problem, "description": "Nothing was "
                          "changed: each named message is in a state the action does not "
-                         "apply to (being sent right now, already sent, ...)."},
-                         400: {"model": Problem, "description": "The request names no "
-                               "messages, or the requeue target is missing or disabled."}})
+                         "apply to (being sent right now, already sent, ...); or the "
+                         "request cannot be carried out as asked (no messages named, a "
+                         "cancel without a reason, a requeue target missing or disabled)."}},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/ActionRequest"}}}}})
     async def act(
         action: Action, request: Request,
-        body: Annotated[ActionRequest, Body()],
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
     ) -> ActionResult:
+        # Read here, after the token check, like the events ack (see there).
+        body = json_body(ActionRequest, await request.body())
         actor = (tokens.identify(credentials.credentials) if credentials else None) or "api"
 
         def run() -> ActionResult:
@@ -114,7 +119,7 @@ def router(store: Store, tokens: BearerTokens, config: ConfigHolder,
         try:
             result = await anyio.to_thread.run_sync(run)
         except QueueError as exc:
-            raise HTTPException(400, str(exc)) from None
+            raise HTTPException(409, str(exc)) from None
         wake: Callable[[], None] | None = getattr(app_state, "wake_worker", None)
         if result.changed and action in _WAKES and wake is not None:
             wake()

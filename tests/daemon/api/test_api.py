@@ -57,7 +57,8 @@ from .api_kit import (  # noqa: F401  (api and serve_api are fixtures)
 )
 
 GUARDED = [("POST", "/v1/notifications"), ("GET", "/v1/notifications/1"),
-           ("GET", "/v1/audit"), ("GET", "/v1/status")]
+           ("GET", "/v1/audit"), ("GET", "/v1/status"), ("GET", "/v1/outbox"),
+           ("POST", "/v1/outbox/actions/hold")]
 
 
 def post(api: ServedApi, body: Any, token: str | None = TOKEN) -> httpx.Response:
@@ -545,6 +546,8 @@ def test_openapi_document_describes_the_api(api: ServedApi) -> None:
         "/v1/audit": ["get"], "/v1/status": ["get"], "/metrics": ["get"],
         "/healthz": ["get"], "/v1/events": ["get"], "/v1/events/ack": ["post"],
         "/v1/events/{id}/attachments/{sha256}": ["get"],
+        "/v1/outbox": ["get"], "/v1/outbox/{id}": ["get"],
+        "/v1/outbox/actions/{action}": ["post"],
     }
     intake = paths["/v1/notifications"]["post"]
     assert intake["requestBody"]["content"]["application/json"]["schema"] == {

@@ -84,24 +84,24 @@ def test_operator_controls_deferred_mail_through_the_api(
                 assert shown["history"][0]["statuses"] == ["RETRYING"]
                 assert shown["history"][0]["errors"]
 
-                held = await api.post("/v1/outbox/hold", json={"ids": [hr],
+                held = await api.post("/v1/outbox/actions/hold", json={"ids": [hr],
                                                                "reason": "relay down"})
                 assert held.json()["changed"] == [hr]
                 assert held.json()["actor"] == f"api token env:{TOKEN_ENV}"
-                retried = await api.post("/v1/outbox/retry", json={"ids": [hr]})
+                retried = await api.post("/v1/outbox/actions/retry", json={"ids": [hr]})
                 assert retried.status_code == 409 and "held" in retried.json()["detail"]
                 for target, why in (("nope", "does not exist"), ("off", "disabled")):
-                    refused = await api.post("/v1/outbox/requeue",
+                    refused = await api.post("/v1/outbox/actions/requeue",
                                              json={"ids": [hr], "toServer": target})
-                    assert refused.status_code == 400 and why in refused.json()["detail"]
-                moved = await api.post("/v1/outbox/requeue", json={
+                    assert refused.status_code == 409 and why in refused.json()["detail"]
+                moved = await api.post("/v1/outbox/actions/requeue", json={
                     "ids": [hr], "toServer": "backup", "reason": "hr relay is down"})
                 assert moved.json()["changed"] == [hr]
                 assert store.outbox.get(hr).state is OutboxState.HELD  # type: ignore[union-attr]
                 assert backup.count() == 0  # held: requeued, but not sent
-                await api.post("/v1/outbox/release", json={"allHeld": True})
+                await api.post("/v1/outbox/actions/release", json={"allHeld": True})
                 # released, due in an hour: "retry now" sends it through backup
-                await api.post("/v1/outbox/retry", json={"allDeferred": True})
+                await api.post("/v1/outbox/actions/retry", json={"allDeferred": True})
                 done = await sent(store, hr)  # type: ignore[arg-type]
                 assert done.routing is not None and done.routing.server == "backup"
                 assert [a.rcpt_tos for a in backup.arrivals()] == [["hr-lead@corp.example"]]
@@ -109,16 +109,17 @@ def test_operator_controls_deferred_mail_through_the_api(
                 late = await submit("HR", "payroll@corp.example")
                 await until(lambda: (m := store.outbox.get(late)) is not None
                             and m.state is OutboxState.RETRY_WAIT, "second HR mail deferred")
-                cancelled = await api.post("/v1/outbox/cancel", json={
+                cancelled = await api.post("/v1/outbox/actions/cancel", json={
                     "server": "hr-relay", "reason": "sent by hand"})
                 assert cancelled.json()["changed"] == [late]
-                again = await api.post("/v1/outbox/cancel", json={"ids": [it], "reason": "x"})
+                again = await api.post("/v1/outbox/actions/cancel",
+                                       json={"ids": [it], "reason": "x"})
                 assert again.status_code == 409 and "already sent" in again.json()["detail"]
-                no_reason = await api.post("/v1/outbox/cancel", json={"ids": [late]})
-                assert no_reason.status_code == 400
-                unnamed = await api.post("/v1/outbox/hold", json={})
-                assert unnamed.status_code == 400
-                anonymous = await api.post("/v1/outbox/hold", json={"ids": [hr]},
+                no_reason = await api.post("/v1/outbox/actions/cancel", json={"ids": [late]})
+                assert no_reason.status_code == 409
+                unnamed = await api.post("/v1/outbox/actions/hold", json={})
+                assert unnamed.status_code == 409
+                anonymous = await api.post("/v1/outbox/actions/hold", json={"ids": [hr]},
                                            headers={"Authorization": ""})
                 assert anonymous.status_code == 401
 
