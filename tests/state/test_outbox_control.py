@@ -8,8 +8,12 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from alembic import command
+
 from reconciler.state import Store, open_store
 from reconciler.state.base import AuditStatus, Completion, OutboxState, RoutingSnapshot
+from reconciler.state.location import create_store_engine, parse_location, writer_engine
+from reconciler.state.migrate import alembic_config
 from reconciler.state.outbox_control import QueueFilter
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -151,3 +155,22 @@ def test_cancel_racing_claims_either_wins_or_is_told_never_both(store_url: str) 
     assert all(state is S.LEASED for _, state in lost)  # lost to a claim: told so
     with open_store(store_url) as s:
         assert s.audit.count(status=AuditStatus.SEND_CANCELLED) == len(cancelled)
+
+
+def test_migration_0006_keeps_queued_mail_and_its_files(store_url: str) -> None:
+    with open_store(store_url) as s:
+        kept = s.outbox.enqueue({**_note(1), "attachments": [
+            {"name": "a.txt", "data": b"file bytes"}]}, namespace="default",
+            idempotency_key="k").id
+    engine = create_store_engine(parse_location(store_url))
+    try:
+        with writer_engine(engine).begin() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0005")
+    finally:
+        engine.dispose()
+    with open_store(store_url) as upgraded:  # 0006 again, on a store holding mail
+        assert upgraded.outbox.notification(kept)["attachments"][0]["data"] == b"file bytes"
+        assert upgraded.outbox.hold(QueueFilter(ids=(kept,)), actor="ops").changed == (kept,)
+        assert upgraded.outbox.get(kept).state is S.HELD  # type: ignore[union-attr]

@@ -41,8 +41,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     _checks(new=False)
-    with op.batch_alter_table("outbox") as batch:
-        batch.drop_column("decision")
+    # Plain ALTER TABLE on SQLite too (3.35+): a batch rebuild would cascade-delete
+    # the attachments of every stored message.
+    op.execute("ALTER TABLE outbox DROP COLUMN decision")
 
 
 def _checks(*, new: bool) -> None:
