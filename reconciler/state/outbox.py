@@ -273,14 +273,17 @@ class SqlOutbox(QueueControl):
         # ending, fenced by the lease in its WHERE and answering with the rows it
         # took. Row locks (PostgreSQL) or the write lock (SQLite) keep a claim from
         # moving a lease in between; a row that lost its lease is simply not matched.
-        endings: dict[tuple[str, str | None, datetime | None], list[int]] = {}
+        # The route taken (O13) is part of the key: a batch usually shares it too.
+        endings: dict[tuple[Any, ...], list[int]] = {}
         for c in by_id.values():
             error = clipped(c.error) if c.error is not None else None
-            key = (OutboxState(c.state).value, error, c.next_attempt_at)
+            route = (c.routing.config_revision, c.routing.server) if c.routing else (None, None)
+            key = (OutboxState(c.state).value, error, c.next_attempt_at, *route,
+                   canonical_json(c.decision) if c.decision else None)
             endings.setdefault(key, []).append(c.id)
         held: set[int] = set()
         with self._write() as conn:
-            for (state, error, next_at), group in endings.items():
+            for (state, error, next_at, rev, server, decision), group in endings.items():
                 for i in range(0, len(group), CHUNK):
                     stmt = (
                         update(o)
@@ -290,14 +293,11 @@ class SqlOutbox(QueueControl):
                                 next_attempt_at=func.coalesce(
                                     bindparam("b_next", next_at, type_=t.UtcDateTime()),
                                     o.c.next_attempt_at),
-                                lease_owner=None, lease_expires_at=None, updated_at=now)
+                                lease_owner=None, lease_expires_at=None, updated_at=now,
+                                **_route_values(rev, server, decision))
                         .returning(o.c.id)
                     )
                     held.update(conn.execute(stmt).scalars())
-            routed = [_routed_row(c) for c in by_id.values()
-                      if c.id in held and (c.routing or c.decision)]
-            if routed:
-                conn.execute(_ROUTED, routed)
             insert_entries(conn, audit, now)
         return CompletionResult(
             done=tuple(i for i in ids if i in held),
@@ -387,17 +387,18 @@ class SqlOutbox(QueueControl):
             return conn.execute(stmt).rowcount
 
 
-# A message routed afresh on its last attempt keeps that route and why (O13); one
-# routed earlier keeps the earlier one.
-_ROUTED = (update(o).where(o.c.id == bindparam("b_id"), o.c.config_revision.is_(None))
-           .values(config_revision=bindparam("b_rev"), server=bindparam("b_server"),
-                   decision=bindparam("b_decision")))
-
-
-def _routed_row(c: Completion) -> dict[str, Any]:
-    return {"b_id": c.id, "b_rev": c.routing.config_revision if c.routing else None,
-            "b_server": c.routing.server if c.routing else None,
-            "b_decision": canonical_json(c.decision) if c.decision else None}
+def _route_values(rev: int | None, server: str | None,
+                  decision: str | None) -> dict[str, Any]:
+    """A message routed afresh on its last attempt keeps that route and why (O13); one
+    routed earlier keeps the earlier one (both columns are set together or not at all)."""
+    if rev is None and decision is None:
+        return {}
+    kept = o.c.config_revision.is_not(None)
+    values: dict[str, Any] = {"decision": func.coalesce(o.c.decision, decision)}
+    if rev is not None:
+        values["config_revision"] = case((kept, o.c.config_revision), else_=rev)
+        values["server"] = case((kept, o.c.server), else_=server)
+    return values
 
 
 def _checked(completions: Sequence[Completion]) -> dict[int, Completion]:
