@@ -33,6 +33,8 @@ _.retry
 _.list_errors  # click command, registered by its decorator
 # reconciler/cli/main.py
 _.get_command  # click.Group hook
+# reconciler/cli/outbox.py
+_.list_  # `outbox list` (list_ so the builtin stays usable)
 # reconciler/oauth/flows.py
 _.trust_env  # requests.Session option, read by requests
 

@@ -18,7 +18,7 @@ COMMANDS: dict[str, str] = {
     name: f"{name.replace('-', '_')}:command"
     for name in ("validate", "auth", "schema", "convert", "secret", "plan", "apply", "history",
                  "drift", "live", "lock", "audit", "daemon", "send", "route", "status",
-                 "test-connection", "incoming", "sync")
+                 "test-connection", "incoming", "sync", "outbox")
 } | {"force-unlock": "lock:force_unlock"}
 
 

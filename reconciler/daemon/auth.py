@@ -84,6 +84,9 @@ class BearerTokens:
         self._digests = tuple(
             _digest(_resolve_one(ref, i, count)) for i, ref in enumerate(refs, start=1)
         )
+        # Who a token is, for the audit of operator actions (O13): its reference,
+        # printable (env/file names; ciphertext only fingerprinted).
+        self._names = tuple(f"api token {redact_ref(ref)}" for ref in refs)
 
     def __len__(self) -> int:
         return len(self._digests)
@@ -92,7 +95,11 @@ class BearerTokens:
         return f"BearerTokens({len(self._digests)} tokens)"
 
     def accepts(self, presented: str) -> bool:
-        """True when ``presented`` is one of the tokens.
+        """True when ``presented`` is one of the tokens."""
+        return self.identify(presented) is not None
+
+    def identify(self, presented: str) -> str | None:
+        """The name of the token ``presented`` is, or None when it is none of them.
 
         Every digest is compared (no early exit), so the time taken does not
         tell which token, or whether any, was close.
@@ -100,8 +107,9 @@ class BearerTokens:
         try:
             given = _digest(presented.encode("ascii"))
         except UnicodeEncodeError:
-            return False
-        matched = False
-        for digest in self._digests:
-            matched |= hmac.compare_digest(given, digest)
-        return matched
+            return None
+        found = None
+        for digest, name in zip(self._digests, self._names, strict=True):
+            if hmac.compare_digest(given, digest):
+                found = name
+        return found

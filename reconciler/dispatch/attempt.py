@@ -23,7 +23,14 @@ from typing import Any
 from reconciler.mail.envelope import Envelope
 from reconciler.mail.outcome import NotSentReason, Outcome, RecipientResult, SendResult
 from reconciler.runtime.backoff import RetryPolicy
-from reconciler.state.base import AuditEntry, AuditStatus, Completion, OutboxMessage, OutboxState
+from reconciler.state.base import (
+    AuditEntry,
+    AuditStatus,
+    Completion,
+    OutboxMessage,
+    OutboxState,
+    RoutingSnapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +69,13 @@ class Attempt:
     server: str | None = None
     message_id: str | None = None
     audit: list[AuditEntry] = field(default_factory=list)
-    routing: dict[str, Any] = field(default_factory=dict)  # on every row (primary fallback)
+    fallback: dict[str, Any] = field(default_factory=dict)  # on every row (primary fallback)
+    decision: dict[str, Any] | None = None  # set when routed afresh on this attempt
 
     def entry(self, status: AuditStatus, reason: str, *, recipient: str | None = None,
               host: str | None = None, details: Mapping[str, Any] | None = None) -> AuditEntry:
         info: dict[str, Any] = {} if self.revision is None else {"configRevision": self.revision}
-        info.update(self.routing)
+        info.update(self.fallback)
         info.update(details or {})
         return AuditEntry(
             status=status, reason=reason, namespace=self.msg.namespace, server=self.server,
@@ -83,8 +91,14 @@ class Attempt:
 
     def finish(self, state: OutboxState, error: str | None, next_at: datetime | None = None,
                outcome: str = NOT_SENT) -> Finished:
-        return Finished(Completion(self.msg.id, state, error, next_at), tuple(self.audit),
-                        self.server, outcome)
+        return Finished(Completion(self.msg.id, state, error, next_at, self.routing(),
+                                   self.decision), tuple(self.audit), self.server, outcome)
+
+    def routing(self) -> RoutingSnapshot | None:
+        """The route taken, when this attempt chose it (not kept from an earlier one)."""
+        if self.msg.routing is not None or self.revision is None or self.server is None:
+            return None
+        return RoutingSnapshot(self.revision, self.server)
 
     def not_sent(self, stop: NotSent) -> Finished:
         if isinstance(stop, TryLater):

@@ -63,7 +63,6 @@ from reconciler.state.base import (
     NotificationLike,
     OutboxMessage,
     OutboxState,
-    RoutingSnapshot,
     Store,
     StoreError,
     UnknownMessage,
@@ -310,6 +309,7 @@ class Worker:
                 raise NotSent(f"namespace {msg.namespace} has no configuration at revision "
                               f"{current.revision}", NotSentReason.NO_SERVER)
             decision = ns.route(notification.module, notification.context)
+            attempt.decision = decision.to_json()
             if decision.server is None:
                 raise NotSent(decision.reason, NotSentReason.NO_SERVER)
             if log.isEnabledFor(logging.DEBUG):  # spares the extra dict per message
@@ -348,7 +348,7 @@ class Worker:
         fallback = primary_fallback(ns, server, self._health)
         if fallback is None:
             return server
-        attempt.routing = fallback.details()
+        attempt.fallback = fallback.details()
         log.info("outbox %s: %s", attempt.msg.id, fallback.reason,
                  extra={"outbox_id": attempt.msg.id, "server": fallback.primary.metadata.name})
         return fallback.primary
@@ -425,11 +425,12 @@ class Worker:
     async def _keep_routing(self, attempt: Attempt) -> None:
         """Record the routing before the first retry is scheduled (O12)."""
         msg = attempt.msg
-        if msg.routing is not None or attempt.revision is None or attempt.server is None:
+        snapshot = attempt.routing()
+        if snapshot is None:
             return
-        snapshot = RoutingSnapshot(attempt.revision, attempt.server)
         try:
-            await asyncio.to_thread(self._outbox.route, msg.id, self.owner, snapshot)
+            await asyncio.to_thread(self._outbox.route, msg.id, self.owner, snapshot,
+                                    attempt.decision)
         except StoreError as exc:
             # LeaseLost: the completion will tell; any other: the retry is routed afresh.
             log.warning("outbox %s: routing not recorded: %s", msg.id, exc)

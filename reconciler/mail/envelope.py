@@ -288,7 +288,9 @@ class Notification(_Strict):
     audited "not sent" (O8), not an intake error.
     """
 
-    module: Annotated[str, Field(min_length=1, max_length=64)]
+    # a word like the ticket's module: the store keeps it as text, where NUL and
+    # control characters have no place (PostgreSQL text cannot hold NUL at all)
+    module: Annotated[str, Field(min_length=1, max_length=64, pattern=_TICKET_MODULE.pattern)]
     namespace: Annotated[str, AfterValidator(_check_namespace),
                          Field(json_schema_extra={"pattern": _NAMESPACE.pattern})] = "default"
     context: Annotated[dict[str, Any], AfterValidator(_check_context)] = Field(

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
+from typing import Any
 
 from reconciler.config.models.base import Condition, MatchMode, Operator
 from reconciler.config.models.outgoing_email_rule import OutgoingEmailRule
@@ -79,6 +80,22 @@ class RouteDecision:
     @property
     def server_name(self) -> str | None:
         return self.server.metadata.name if self.server is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision as kept with the outbox row and shown by ``outbox show`` (O13):
+        the rule that matched, every rule tried before it with its verdict, the server
+        chosen and its alternate host (used while the main host is unreachable)."""
+        spec = self.server.spec if self.server is not None else None
+        alternates = ([f"{spec.alternate_host}:{spec.alternate_port or spec.port}"]
+                      if spec is not None and spec.alternate_host else [])
+        return {
+            "via": str(self.via), "rule": self.rule, "server": self.server_name,
+            "reason": self.reason, "alternates": alternates,
+            "rules": [{"rule": t.rule, "order": t.order, "server": t.server,
+                       "verdict": str(t.verdict), "note": t.note,
+                       "failed": [c.why for c in t.conditions if not c.matched]}
+                      for t in self.trace],
+        }
 
     def explain(self) -> str:
         """Plain-text explanation, one line per rule and condition."""

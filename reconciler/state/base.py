@@ -31,6 +31,7 @@ from reconciler.state.revisions import (
 
 if TYPE_CHECKING:  # the newer areas' contract (``state.contract``) builds on this module
     from reconciler.state.contract import Incoming, Leases, SyncStates, Tokens
+    from reconciler.state.outbox_control import ControlResult, QueueFilter
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,10 +157,13 @@ class OutboxState(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     IGNORED = "ignored"  # nothing to send (every recipient filtered out, ...)
+    HELD = "held"  # an operator stopped it (O13): never claimed until released
+    CANCELLED = "cancelled"  # an operator cancelled it (O13): never sent
 
     @property
     def terminal(self) -> bool:
-        return self in (OutboxState.SENT, OutboxState.FAILED, OutboxState.IGNORED)
+        return self in (OutboxState.SENT, OutboxState.FAILED, OutboxState.IGNORED,
+                        OutboxState.CANCELLED)
 
 
 # The state package does not import mail or dispatch: a notification is a dict, or a
@@ -238,16 +242,25 @@ class OutboxMessage:
     created_at: datetime
     updated_at: datetime
     last_error: str | None
+    # Why it went where it did (O13): the rule that matched, rules skipped and why,
+    # the server chosen and its alternates; JSON, as ``RouteDecision.to_json`` wrote it.
+    decision: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """How one leased message ended; ``RETRY_WAIT`` needs ``next_attempt_at``."""
+    """How one leased message ended; ``RETRY_WAIT`` needs ``next_attempt_at``.
+
+    ``routing`` and ``decision`` are recorded with the result (a message routed
+    afresh on this attempt) unless the message kept an earlier routing.
+    """
 
     id: int
     state: OutboxState
     error: str | None = None
     next_attempt_at: datetime | None = None
+    routing: RoutingSnapshot | None = None
+    decision: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +297,12 @@ class AuditStatus(StrEnum):
     PROCESSED = "PROCESSED"
     PROCESSED_FAILED = "PROCESSED_FAILED"
     ATTACHMENT_PROCESSED_FAILED = "ATTACHMENT_PROCESSED_FAILED"
+    # operator actions on the outbox (O13); details name the actor
+    SEND_CANCELLED = "SEND_CANCELLED"
+    SEND_HELD = "SEND_HELD"
+    SEND_RELEASED = "SEND_RELEASED"
+    SEND_RETRY_NOW = "SEND_RETRY_NOW"
+    SEND_REQUEUED = "SEND_REQUEUED"
 
     @property
     def direction(self) -> AuditDirection:
@@ -292,7 +311,7 @@ class AuditStatus(StrEnum):
 
 _STATUS_DIRECTION = {
     s: AuditDirection.OUTGOING
-    if s in {"SENT", "SEND_FAILED", "SEND_IGNORED", "RETRYING", "BOUNCED"}
+    if s.startswith("SEND_") or s in ("SENT", "RETRYING", "BOUNCED")
     else AuditDirection.INCOMING
     for s in AuditStatus
 }
@@ -342,7 +361,8 @@ class Outbox(Protocol):
     def renew(self, owner: str, ids: Sequence[int], lease_seconds: float,
               now: datetime | None = None) -> list[int]: ...
 
-    def route(self, id: int, owner: str, routing: RoutingSnapshot) -> RoutingSnapshot: ...
+    def route(self, id: int, owner: str, routing: RoutingSnapshot,
+              decision: Mapping[str, Any] | None = None) -> RoutingSnapshot: ...
 
     def complete(self, id: int, owner: str, state: OutboxState, *, error: str | None = None,
                  audit: Sequence[AuditEntry] = (), now: datetime | None = None) -> bool: ...
@@ -369,6 +389,27 @@ class Outbox(Protocol):
     def notification(self, id: int) -> dict[str, Any]: ...
 
     def purge(self, updated_before: datetime) -> int: ...
+
+    # Queue control (O13): state.outbox_control; each action audits its actor.
+    def search(self, where: QueueFilter, *, limit: int | None = 100,
+               offset: int = 0) -> list[OutboxMessage]: ...
+
+    def count(self, where: QueueFilter) -> dict[OutboxState, int]: ...
+
+    def hold(self, where: QueueFilter, *, actor: str, reason: str = "",
+             now: datetime | None = None) -> ControlResult: ...
+
+    def release_held(self, where: QueueFilter, *, actor: str, reason: str = "",
+                     now: datetime | None = None) -> ControlResult: ...
+
+    def retry_now(self, where: QueueFilter, *, actor: str, reason: str = "",
+                  now: datetime | None = None) -> ControlResult: ...
+
+    def cancel(self, where: QueueFilter, *, actor: str, reason: str,
+               now: datetime | None = None) -> ControlResult: ...
+
+    def requeue(self, where: QueueFilter, to: RoutingSnapshot, *, actor: str,
+                reason: str = "", now: datetime | None = None) -> ControlResult: ...
 
 
 class Audit(Protocol):

@@ -32,7 +32,7 @@ longer than the clock skew between hosts sharing a PostgreSQL store.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,6 +53,7 @@ from sqlalchemy import (
     update,
 )
 
+from reconciler.config.desired import canonical_json
 from reconciler.state import schema as t
 from reconciler.state.audit import clipped, insert_entries
 from reconciler.state.base import (
@@ -69,7 +70,8 @@ from reconciler.state.base import (
     UnknownMessage,
 )
 from reconciler.state.driver import DriverStatement
-from reconciler.state.location import Location, StoreArea, now_or, upsert
+from reconciler.state.location import Location, now_or, upsert
+from reconciler.state.outbox_control import QueueControl
 from reconciler.state.outbox_rows import CHUNK, ROW_KEYS, Prepared, Row, att, messages, o
 
 _LEASED = OutboxState.LEASED.value
@@ -115,8 +117,8 @@ def _claim_statement() -> Any:
     )
 
 
-class SqlOutbox(StoreArea):
-    """Reached as ``store.outbox``."""
+class SqlOutbox(QueueControl):
+    """Reached as ``store.outbox``; the operator's actions are in :class:`QueueControl`."""
 
     def __init__(self, engine: Engine, writer: Engine, loc: Location) -> None:
         super().__init__(engine, writer, loc)
@@ -213,8 +215,10 @@ class SqlOutbox(StoreArea):
                 renewed.extend(conn.execute(stmt).scalars())
         return sorted(renewed)
 
-    def route(self, id: int, owner: str, routing: RoutingSnapshot) -> RoutingSnapshot:
-        """Record the routing decision once (O12); return the one that stands.
+    def route(self, id: int, owner: str, routing: RoutingSnapshot,
+              decision: Mapping[str, Any] | None = None) -> RoutingSnapshot:
+        """Record the routing decision once (O12), with its trace (O13); return the
+        one that stands.
 
         A message routed earlier (at intake, or on an attempt before a
         retry) keeps that decision and it is returned instead.
@@ -224,7 +228,8 @@ class SqlOutbox(StoreArea):
                 update(o)
                 .where(o.c.id == id, o.c.lease_owner == owner, o.c.state == _LEASED,
                        o.c.config_revision.is_(None))
-                .values(config_revision=routing.config_revision, server=routing.server)
+                .values(config_revision=routing.config_revision, server=routing.server,
+                        decision=canonical_json(decision) if decision else None)
             )
             row = conn.execute(select(o.c.config_revision, o.c.server, o.c.lease_owner,
                                       o.c.state).where(o.c.id == id)).first()
@@ -268,14 +273,17 @@ class SqlOutbox(StoreArea):
         # ending, fenced by the lease in its WHERE and answering with the rows it
         # took. Row locks (PostgreSQL) or the write lock (SQLite) keep a claim from
         # moving a lease in between; a row that lost its lease is simply not matched.
-        endings: dict[tuple[str, str | None, datetime | None], list[int]] = {}
+        # The route taken (O13) is part of the key: a batch usually shares it too.
+        endings: dict[tuple[Any, ...], list[int]] = {}
         for c in by_id.values():
             error = clipped(c.error) if c.error is not None else None
-            key = (OutboxState(c.state).value, error, c.next_attempt_at)
+            route = (c.routing.config_revision, c.routing.server) if c.routing else (None, None)
+            key = (OutboxState(c.state).value, error, c.next_attempt_at, *route,
+                   canonical_json(c.decision) if c.decision else None)
             endings.setdefault(key, []).append(c.id)
         held: set[int] = set()
         with self._write() as conn:
-            for (state, error, next_at), group in endings.items():
+            for (state, error, next_at, rev, server, decision), group in endings.items():
                 for i in range(0, len(group), CHUNK):
                     stmt = (
                         update(o)
@@ -285,7 +293,8 @@ class SqlOutbox(StoreArea):
                                 next_attempt_at=func.coalesce(
                                     bindparam("b_next", next_at, type_=t.UtcDateTime()),
                                     o.c.next_attempt_at),
-                                lease_owner=None, lease_expires_at=None, updated_at=now)
+                                lease_owner=None, lease_expires_at=None, updated_at=now,
+                                **_route_values(rev, server, decision))
                         .returning(o.c.id)
                     )
                     held.update(conn.execute(stmt).scalars())
@@ -376,6 +385,20 @@ class SqlOutbox(StoreArea):
         stmt = delete(o).where(o.c.state.in_(finished), o.c.updated_at < updated_before)
         with self._write() as conn:
             return conn.execute(stmt).rowcount
+
+
+def _route_values(rev: int | None, server: str | None,
+                  decision: str | None) -> dict[str, Any]:
+    """A message routed afresh on its last attempt keeps that route and why (O13); one
+    routed earlier keeps the earlier one (both columns are set together or not at all)."""
+    if rev is None and decision is None:
+        return {}
+    kept = o.c.config_revision.is_not(None)
+    values: dict[str, Any] = {"decision": func.coalesce(o.c.decision, decision)}
+    if rev is not None:
+        values["config_revision"] = case((kept, o.c.config_revision), else_=rev)
+        values["server"] = case((kept, o.c.server), else_=server)
+    return values
 
 
 def _checked(completions: Sequence[Completion]) -> dict[int, Completion]:

@@ -88,7 +88,8 @@ def _message(row: Any, files: Sequence[AttachmentInfo]) -> OutboxMessage:
     routing = (RoutingSnapshot(row.config_revision, row.server)
                if row.config_revision is not None else None)
     return from_row(OutboxMessage, row, payload=orjson.loads(row.payload),
-                    attachments=tuple(files), routing=routing, state=OutboxState(row.state))
+                    attachments=tuple(files), routing=routing, state=OutboxState(row.state),
+                    decision=orjson.loads(row.decision) if row.decision else None)
 
 
 def _attachment_infos(conn: Connection, ids: Sequence[int]) -> dict[int, list[AttachmentInfo]]:
@@ -111,7 +112,7 @@ def messages(conn: Connection, rows: Iterable[Any]) -> list[OutboxMessage]:
 
 
 # What an enqueue writes: every column but the ones the database fills or a result sets.
-ROW_KEYS = tuple(c.key for c in o.c if c.key not in ("id", "last_error"))
+ROW_KEYS = tuple(c.key for c in o.c if c.key not in ("id", "last_error", "decision"))
 
 
 
@@ -162,4 +163,4 @@ class Prepared:
         files = [AttachmentInfo(f["position"], f["name"], f["content_type"], f["size"])
                  for f in self.files]
         # As a claim would read it back: JSON types only, whatever the caller passed.
-        return _message(Row(id=id, last_error=None, **self.row), files)
+        return _message(Row(id=id, last_error=None, decision=None, **self.row), files)

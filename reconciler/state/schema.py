@@ -197,6 +197,7 @@ outbox = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("last_error", Text, nullable=True),
+    Column("decision", Text, nullable=True),  # the routing decision's trace, JSON (O13)
     UniqueConstraint("namespace", "idempotency_key"),
     CheckConstraint(_in("state", OutboxState), name="state"),
     CheckConstraint(

@@ -78,8 +78,10 @@ async def test_primary_server_sends_and_every_recipient_is_audited_sent(
         received_ids(peer))
     bcc_copy = next(m for m in peer.messages if "audit@corp.example" in m.rcpt_tos)
     assert b"audit@corp.example" not in bcc_copy.data
-    # A message that ends in its first attempt needs no routing record (it is in the audit).
-    assert store.outbox.get(first).routing is None  # type: ignore[union-attr]
+    # The route and why are kept with the result, written in the same group commit (O13).
+    kept = store.outbox.get(first)
+    assert kept is not None and kept.routing is not None and kept.routing.server == "main"
+    assert kept.decision is not None and kept.decision["via"] == "primary"
 
 
 async def test_rule_picks_its_server_and_anything_else_goes_to_the_primary(

@@ -61,7 +61,7 @@ def test_outbox_enqueue_claim_complete_with_audit(store: Store) -> None:
     assert store.outbox.complete(claimed.id, "w1", OutboxState.SENT, audit=[entry], now=T0)
     assert store.outbox.get(claimed.id).state is OutboxState.SENT  # type: ignore[union-attr]
     assert store.outbox.depth() == {OutboxState.QUEUED: 0, OutboxState.LEASED: 0,
-                                    OutboxState.RETRY_WAIT: 0}
+                                    OutboxState.RETRY_WAIT: 0, OutboxState.HELD: 0}
 
 
 def test_audit_records_searches_and_purges(store: Store) -> None:

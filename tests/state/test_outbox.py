@@ -402,10 +402,12 @@ def test_complete_many_is_one_group_commit_with_its_audit(store: SqlStore,
     assert store.outbox.get(ids[0]).next_attempt_at == T0  # type: ignore[union-attr]
     assert raw_sql("SELECT count(*) FROM audit") == [(3,)]
     assert store.outbox.depth() == {
-        OutboxState.QUEUED: 1, OutboxState.LEASED: 0, OutboxState.RETRY_WAIT: 1}
+        OutboxState.QUEUED: 1, OutboxState.LEASED: 0, OutboxState.RETRY_WAIT: 1,
+        OutboxState.HELD: 0}
     assert store.outbox.depth(finished=True) == {
         OutboxState.QUEUED: 1, OutboxState.LEASED: 0, OutboxState.RETRY_WAIT: 1,
-        OutboxState.SENT: 1, OutboxState.FAILED: 1, OutboxState.IGNORED: 0}
+        OutboxState.HELD: 0, OutboxState.SENT: 1, OutboxState.FAILED: 1, OutboxState.IGNORED: 0,
+        OutboxState.CANCELLED: 0}
 
 
 def test_results_are_checked_before_anything_is_written(store: SqlStore) -> None:

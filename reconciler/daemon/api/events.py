@@ -23,11 +23,10 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.daemon.api.params import ROW_ID_MAX, JsonInt, SearchText
+from reconciler.daemon.api.params import ROW_ID_MAX, JsonInt, SearchText, json_body
 from reconciler.daemon.api.schemas import ERRORS, ApiModel, Problem
 from reconciler.state.contract import Incoming, StoredEvent
 
@@ -134,12 +133,7 @@ def router(events: Incoming) -> APIRouter:
 def _ack(body: bytes) -> Ack:
     """The body as an :class:`Ack`; 422 naming the fields (or ``json_invalid``) as
     intake answers for its body."""
-    try:
-        return Ack.model_validate_json(body)
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        ) from None
+    return json_body(Ack, body)
 
 
 def _acked_through(events: Incoming, namespace: str | None) -> int:

@@ -21,7 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from reconciler.daemon.api import audit, events, monitoring, notifications, status
+from reconciler.daemon.api import audit, events, monitoring, notifications, outbox, status
 from reconciler.daemon.api import sync as sync_api
 from reconciler.daemon.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from reconciler.daemon.api.intake_route import (
@@ -144,11 +144,12 @@ def create_api(
     app.include_router(sync_api.status_router(store), dependencies=guarded)
     app.state.sync_wake = None  # the daemon sets it when this process syncs
     app.include_router(sync_api.webhook_router(store, settings, lambda: app.state.sync_wake))
-    app.openapi_tags = [*_TAGS, events.TAG, sync_api.TAG]
+    app.include_router(outbox.router(store, tokens, config, app.state), dependencies=guarded)
+    app.openapi_tags = [*_TAGS, events.TAG, sync_api.TAG, outbox.TAG]
     # The ack body is read by the route itself, so the document takes its schema from
     # here: inline, FastAPI would turn its integer bounds into floats, and 2**63 - 1
     # does not survive that.
-    bodies: dict[str, Any] = {"Ack": events.Ack.model_json_schema()}
+    bodies: dict[str, Any] = {"Ack": events.Ack.model_json_schema(), **outbox.BODIES}
     app.openapi = lambda: _openapi(app, bodies)  # type: ignore[method-assign]
     return app
 

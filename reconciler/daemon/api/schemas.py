@@ -62,11 +62,45 @@ class Accepted(ApiModel):
         "with the live config at intake; the SENT audit entry records what was sent.")
 
 
-class Routing(ApiModel):
-    """The routing decision a notification keeps across retries (O12)."""
+class RuleOutcome(ApiModel):
+    """One rule tried before the decision, and why it did or did not pick its server."""
 
-    config_revision: int = Field(description="Live config revision it was routed with.")
-    server: str = Field(description="Outgoing server chosen.")
+    rule: str
+    order: int
+    server: str
+    verdict: str = Field(description="matched, not matched, rule disabled, server disabled, "
+                         "server missing.")
+    note: str = ""
+    failed: list[str] = Field(default_factory=list,
+                              description="The conditions that did not hold, in words.")
+
+
+class Routing(ApiModel):
+    """The routing decision a notification keeps across retries (O12) and why (O13)."""
+
+    config_revision: int | None = Field(description="Live config revision it was routed "
+                                        "with; null when no server could be chosen.")
+    server: str | None = Field(description="Outgoing server chosen.")
+    via: str | None = Field(None, description="rule, primary, none, or requeue (an operator "
+                            "moved it).")
+    rule: str | None = Field(None, description="The rule that matched, if one did.")
+    reason: str | None = Field(None, description="The decision in words.")
+    rules: list[RuleOutcome] = Field(default_factory=list,
+                                     description="Every rule tried, in order.")
+    alternates: list[str] = Field(default_factory=list, description="The chosen server's "
+                                  "alternate host:port, used while its main host is down.")
+
+    @classmethod
+    def of(cls, message: OutboxMessage) -> Routing | None:
+        decision = dict(message.decision or {})
+        snapshot = message.routing
+        if snapshot is None and not decision:
+            return None
+        return cls(config_revision=snapshot.config_revision if snapshot else None,
+                   server=snapshot.server if snapshot else decision.get("server"),
+                   via=decision.get("via"), rule=decision.get("rule"),
+                   reason=decision.get("reason"), rules=decision.get("rules") or [],
+                   alternates=decision.get("alternates") or [])
 
 
 class NotificationStatus(ApiModel):
@@ -77,10 +111,12 @@ class NotificationStatus(ApiModel):
     module: str | None
     idempotency_key: str | None
     state: OutboxState = Field(
-        description="queued, leased (being sent), retry_wait, sent, failed or ignored.")
+        description="queued, leased (being sent), retry_wait, held, sent, failed, ignored "
+        "or cancelled.")
     attempts: int = Field(description="Send attempts started so far.")
     last_error: str | None = Field(description="Why the last attempt failed (redacted).")
-    routing: Routing | None = Field(description="Set once a worker has routed it.")
+    routing: Routing | None = Field(description="Set once a worker has routed it: the "
+                                    "server, the rule that matched and the rules skipped.")
     created_at: datetime = Field(description="When it was accepted.")
     updated_at: datetime
     next_attempt_at: datetime = Field(description="When it is (or was) due for a send.")
@@ -95,11 +131,9 @@ class NotificationStatus(ApiModel):
                      events: list[dict[str, Any]] | None = None) -> NotificationStatus:
         same = {name: getattr(message, name) for name in cls.model_fields
                 if name not in ("last_error", "routing", "events")}
-        routing = message.routing
         return cls(**same, events=events or [],
                    last_error=redact_text(message.last_error) if message.last_error else None,
-                   routing=Routing(config_revision=routing.config_revision,
-                                   server=routing.server) if routing else None)
+                   routing=Routing.of(message))
 
 
 class AuditItem(ApiModel):

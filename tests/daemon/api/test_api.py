@@ -57,7 +57,8 @@ from .api_kit import (  # noqa: F401  (api and serve_api are fixtures)
 )
 
 GUARDED = [("POST", "/v1/notifications"), ("GET", "/v1/notifications/1"),
-           ("GET", "/v1/audit"), ("GET", "/v1/status")]
+           ("GET", "/v1/audit"), ("GET", "/v1/status"), ("GET", "/v1/outbox"),
+           ("POST", "/v1/outbox/actions/hold")]
 
 
 def post(api: ServedApi, body: Any, token: str | None = TOKEN) -> httpx.Response:
@@ -492,7 +493,7 @@ def test_status_reports_config_worker_outbox_and_server_statuses(api: ServedApi)
     assert status["configRevision"] == api.config.current.revision >= 1
     assert status["workerId"] == WORKER_ID
     assert status["namespaces"] == ["acme", "default"]
-    assert status["outbox"] == {"queued": 1, "leased": 0, "retry_wait": 0}
+    assert status["outbox"] == {"queued": 1, "leased": 0, "retry_wait": 0, "held": 0}
     assert set(finished["outbox"]) == {s.value for s in OutboxState}
     assert status["statuses"] == [{
         "kind": "OutgoingServer", "namespace": "default", "name": "default-main",
@@ -526,7 +527,7 @@ def test_metrics_are_prometheus_text_with_queue_depth_from_the_outbox(api: Serve
     assert response.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
     depth = {s.labels["state"]: s.value for s in families["reconcile_outbox_messages"].samples}
-    assert depth == {"queued": 2.0, "leased": 1.0, "retry_wait": 0.0}
+    assert depth == {"queued": 2.0, "leased": 1.0, "retry_wait": 0.0, "held": 0.0}
     accepted = [s for s in families["reconcile_intake_accepted"].samples
                 if s.name == "reconcile_intake_accepted_total"]
     assert [(s.labels, s.value) for s in accepted] == [({"namespace": "acme"}, 3.0)]
@@ -546,6 +547,8 @@ def test_openapi_document_describes_the_api(api: ServedApi) -> None:
         "/healthz": ["get"], "/v1/events": ["get"], "/v1/events/ack": ["post"],
         "/v1/events/{id}/attachments/{sha256}": ["get"],
         "/v1/sync": ["get"], "/v1/sync/webhook": ["post"],
+        "/v1/outbox": ["get"], "/v1/outbox/{id}": ["get"],
+        "/v1/outbox/actions/{action}": ["post"],
     }
     # GitHub signs its webhook (HMAC) instead of sending a bearer token
     assert "security" not in paths["/v1/sync/webhook"]["post"]
