@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import ssl
@@ -38,7 +39,7 @@ from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.models.outgoing_server import NationalCloud
 from reconciler.config.models.proxy_server import ProxyServerSpec, ProxyType
 from reconciler.config.secrets import SecretError
-from reconciler.credentials.gate import FIX, CredentialNotBound, require_client_at
+from reconciler.credentials.gate import FIX, CredentialNotBound, require_client
 from reconciler.mail.certificates import certificate_failure
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure
@@ -152,16 +153,12 @@ class GraphTarget:
     mailbox: str
     host: str
     port: int
+    users: str  # {graphEndpoint}/v1.0/users/{mailbox}
 
     @property
     def address(self) -> str:
         """host:port, for messages and results."""
         return f"{self.host}:{self.port}"
-
-    @property
-    def users(self) -> str:
-        """``{graphEndpoint}/v1.0/users/{mailbox}``."""
-        return f"{self.endpoint}/{API_VERSION}/users/{quote(self.mailbox, safe='@')}"
 
 
 def graph_target(server: Any, *, cloud_default: bool = False) -> GraphTarget:
@@ -169,16 +166,22 @@ def graph_target(server: Any, *, cloud_default: bool = False) -> GraphTarget:
     ``cloud_default``, its cloud's, as config.derive fills it) and ``mailbox`` (else
     ``email``); a config MailFailure when the endpoint is missing or not https://."""
     spec = server.spec
-    cloud = NationalCloud(spec.national_cloud or NationalCloud.GLOBAL)
-    default = GRAPH_ENDPOINTS[cloud] if cloud_default else ""
-    endpoint = str(spec.graph_endpoint or default).rstrip("/")
+    default = ""
+    if cloud_default:
+        default = GRAPH_ENDPOINTS[NationalCloud(spec.national_cloud or NationalCloud.GLOBAL)]
+    return _target(str(spec.graph_endpoint or default).rstrip("/"),
+                   str(getattr(spec, "mailbox", None) or spec.email))
+
+
+@functools.lru_cache(maxsize=1024)  # asked on every send; a handful of mailboxes
+def _target(endpoint: str, mailbox: str) -> GraphTarget:
     parts = urlsplit(endpoint)
     if parts.scheme != "https" or not parts.hostname:
         raise _config(f"graphEndpoint {endpoint or '(none)'} is not an https:// URL",
                       "Set graphEndpoint to the Graph endpoint of your cloud, for example "
                       "https://graph.microsoft.com.")
-    mailbox = str(getattr(spec, "mailbox", None) or spec.email)
-    return GraphTarget(endpoint, mailbox, parts.hostname, parts.port or 443)
+    users = f"{endpoint}/{API_VERSION}/users/{quote(mailbox, safe='@')}"
+    return GraphTarget(endpoint, mailbox, parts.hostname, parts.port or 443, users)
 
 
 def proxy_for(server: Any, lookup: Callable[[Any], ProxyServerSpec | None] | None,
@@ -313,7 +316,7 @@ class GraphSession:
         auth = self.server.spec.auth
         try:
             if isinstance(auth, OAuth2Auth):
-                require_client_at(auth, self.target.users)
+                require_client(auth, self.target.host, self.target.port)
         except CredentialNotBound as exc:
             raise MailFailure(Step.API, Reason.NOT_BOUND, str(exc), failure=Failure.CONFIG,
                               permanent=True, likely_fix=FIX) from None

@@ -1,5 +1,6 @@
 """Graph's JSON message read back from both forms compose writes: the bytes fast path
-(read with the cheap compat32 parser) and the EmailMessage path must say the same."""
+(read directly, and the same as the compat32 parser reads it) and the EmailMessage path
+must say the same."""
 
 from __future__ import annotations
 
