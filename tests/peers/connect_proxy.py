@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 
 HOST = "127.0.0.1"
 
 
 class ConnectProxy:
-    """An HTTP proxy that tunnels CONNECT to loopback ports (what requests uses for https)."""
+    """An HTTP proxy that tunnels CONNECT to loopback ports (what requests uses for https);
+    with ``tls``, an HTTPS proxy (TLS to the proxy, the tunnelled TLS inside it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self._tls = tls
         self.tunnels: list[str] = []
         self.proxy_auth: list[str | None] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -32,6 +35,12 @@ class ConnectProxy:
                 client, _ = self._sock.accept()
             except OSError:
                 return
+            if self._tls is not None:
+                try:
+                    client = self._tls.wrap_socket(client, server_side=True)
+                except (OSError, ssl.SSLError):
+                    client.close()
+                    continue
             self._open.append(client)
             threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
 

@@ -323,7 +323,7 @@ async def test_a_send_past_its_deadline_frees_its_slot_for_the_next(certs) -> No
             await t.aclose()
 
 
-@pytest.mark.parametrize("kind", ["http", "socks5"])
+@pytest.mark.parametrize("kind", ["http", "https", "socks5"])
 async def test_a_server_behind_a_proxy_is_sent_through_it(graph, certs, kind: str,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture
@@ -332,7 +332,8 @@ async def test_a_server_behind_a_proxy_is_sent_through_it(graph, certs, kind: st
     monkeypatch.setenv("GRAPH_PROXY_PASSWORD", secret)
     caplog.set_level(logging.DEBUG)
     peer = graph()
-    proxy = ConnectProxy() if kind == "http" else Socks5Proxy()
+    proxy = (Socks5Proxy() if kind == "socks5"
+             else ConnectProxy(certs.server_context() if kind == "https" else None))
     spec = ProxyServerSpec.model_validate({
         "type": kind, "host": "127.0.0.1", "port": proxy.port, "username": "relay",
         "password": {"secretRef": "env:GRAPH_PROXY_PASSWORD"}})
@@ -345,7 +346,7 @@ async def test_a_server_behind_a_proxy_is_sent_through_it(graph, certs, kind: st
     assert len(peer.sent) == 1
     assert set(proxy.tunnels) == {f"127.0.0.1:{peer.port}"}
     login = f"relay:{secret}"
-    expected = "Basic " + base64.b64encode(login.encode()).decode() if kind == "http" else login
+    expected = "Basic " + base64.b64encode(login.encode()).decode() if kind != "socks5" else login
     assert set(proxy.proxy_auth) == {expected}
     assert secret not in caplog.text and expected not in caplog.text
     assert secret not in result.detail
