@@ -24,7 +24,7 @@ LOADED_FOR_US = {
     "httptools": "uvicorn picks its C HTTP parser up when installed",
 }
 # Optional modules that may be absent here, with the distribution that provides them.
-OPTIONAL = {"socksio": "socksio"}
+OPTIONAL = {"aiohttp_socks": "aiohttp-socks"}
 
 
 def _name(requirement: str) -> str:

@@ -26,7 +26,6 @@ from reconciler.config.endpoints import (
     oauth_credential,
     secret_credential,
     token_endpoint,
-    url_host_endpoint,
 )
 from reconciler.config.secrets import SecretError, SecretRef, resolve
 
@@ -124,11 +123,6 @@ def client_of(auth: OAuth2Auth) -> str:
 def require_client(auth: OAuth2Auth, host: str, port: int) -> None:
     """Before an access token of ``auth``'s client is presented at host:port."""
     require(client_of(auth), host_endpoint(host, port))
-
-
-def require_client_at(auth: OAuth2Auth, url: str) -> None:
-    """Before an access token of ``auth``'s client is sent with a request to ``url``."""
-    require(client_of(auth), url_host_endpoint(url))
 
 
 def require_token_url(auth: OAuth2Auth) -> None:

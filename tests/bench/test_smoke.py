@@ -44,6 +44,9 @@ def test_graph_surge_runs() -> None:
               "--throttle-every", "7", "--retry-after", "0")
     assert "ratio" in out and "20 x 202, 3 x 429 (waited out)" in out
     assert "0 SEND_FAILED, 0 acknowledged but not delivered, 0 not acknowledged" in out
+    alone = run(str(BENCH / "graph_surge.py"), "-n", "10", "--service-ms", "1",
+                "--transport-only")
+    assert "graph transport alone:" in alone and "ms CPU per send (10 sends" in alone
 
 
 def test_incoming_runs() -> None:

@@ -1,12 +1,10 @@
 """The one Microsoft Graph client of the protocol layer (SPEC O5, O7, I1): the transport
 (sendMail), the fetcher (incoming mail) and the probe (the API step) are thin users.
 
-- **Connect**: one HTTP/1.1 keep-alive client per endpoint and proxy. An
-  ``aiohttp.ClientSession`` when the server goes direct (a sixth of httpx's CPU per
-  request, and a surge is bound by how fast a finished request frees its mailbox slot:
-  docs/dispatch.md), an ``httpx.AsyncClient`` through a ``ProxyServer`` (HTTPS and SOCKS5
-  proxies, which aiohttp cannot do on its own). Environment proxy variables are ignored:
-  the ``proxy`` of the server is what runs.
+- **Connect**: one HTTP/1.1 keep-alive ``aiohttp.ClientSession`` per endpoint and proxy,
+  direct or through a ``ProxyServer`` (a sixth of httpx's CPU per request, and a surge is
+  bound by how fast a finished request frees its mailbox slot: docs/dispatch.md).
+  Environment proxy variables are ignored: the ``proxy`` of the server is what runs.
 - **TLS**: always verified (``runtime.tls``: the system CAs plus the optional CA bundle).
 - **Token**: fetched through ``oauth.source`` only after the credential gate allows the
   client at this endpoint (SPEC S2). On 401 the token is invalidated and fetched again,
@@ -23,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import ssl
@@ -32,7 +31,6 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
-import httpx
 import orjson
 from yarl import URL
 
@@ -41,7 +39,7 @@ from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.models.outgoing_server import NationalCloud
 from reconciler.config.models.proxy_server import ProxyServerSpec, ProxyType
 from reconciler.config.secrets import SecretError
-from reconciler.credentials.gate import FIX, CredentialNotBound, require_client_at
+from reconciler.credentials.gate import FIX, CredentialNotBound, require_client
 from reconciler.mail.certificates import certificate_failure
 from reconciler.mail.failure import MailFailure
 from reconciler.mail.outcome import Failure
@@ -59,7 +57,7 @@ log = logging.getLogger(__name__)
 API_VERSION = "v1.0"
 USER_AGENT = "reconciler-graph/1"
 RETRY_AFTER_STATUS = frozenset({429, 503, 504})
-NETWORK_ERRORS = (httpx.HTTPError, aiohttp.ClientError)
+NETWORK_ERRORS = (aiohttp.ClientError,)
 _RECIPIENT_CODES = frozenset({"ErrorInvalidRecipients", "ErrorInvalidRecipientsTooMany"})
 _MAILBOX_CODES = frozenset({"ErrorInvalidUser", "MailboxNotEnabledForRESTAPI",
                             "ResourceNotFound", "ErrorNonExistentMailbox"})
@@ -85,15 +83,40 @@ class HttpClient(Protocol):
     async def aclose(self) -> None: ...
 
 
-class _DirectClient:
-    """aiohttp, straight to Graph. No per-request timer: the session bounds connecting and
-    each read (``read_timeout``, when given); the caller's deadline bounds the rest."""
+class ProxyRefused(aiohttp.ClientConnectionError):
+    """The SOCKS5 proxy refused or failed the tunnel (aiohttp-socks' errors are not
+    aiohttp's), so it is classified like an HTTP proxy's refusal."""
 
-    def __init__(self, tls: ssl.SSLContext, connect_timeout: float,
+
+class _Client:
+    """aiohttp, straight to Graph or through the server's ProxyServer (HTTP or HTTPS with
+    CONNECT, aiohttp's own; SOCKS5 with aiohttp-socks, the ``socks`` extra). No
+    per-request timer: the session bounds connecting and each read (``read_timeout``,
+    when given); the caller's deadline bounds the rest."""
+
+    def __init__(self, tls: ssl.SSLContext, proxy: str | None, connect_timeout: float,
                  read_timeout: float | None) -> None:
+        # No connection cap: the mailboxes' limits are the cap; keep-alive for them all.
+        pool: dict[str, Any] = {"ssl": tls, "limit": 0, "keepalive_timeout": 60.0}
+        self._proxy = proxy
+        self._refusals: tuple[type[Exception], ...] = ()
+        if proxy is not None and proxy.startswith("socks5://"):
+            # The socks extra (proxy_for checked it is there).
+            from aiohttp_socks import (
+                ProxyConnectionError,
+                ProxyConnector,
+                ProxyError,
+                ProxyTimeoutError,
+            )
+
+            self._refusals = (ProxyConnectionError, ProxyError, ProxyTimeoutError)
+            connector: aiohttp.BaseConnector = ProxyConnector.from_url(proxy, rdns=True,
+                                                                       **pool)
+            self._proxy = None  # the connector tunnels every connection
+        else:
+            connector = aiohttp.TCPConnector(**pool)
         self._session = aiohttp.ClientSession(
-            # No connection cap: the mailboxes' limits are the cap; keep-alive for them all.
-            connector=aiohttp.TCPConnector(ssl=tls, limit=0, keepalive_timeout=60.0),
+            connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout,
                                           sock_read=read_timeout),
             headers={"User-Agent": USER_AGENT}, trust_env=False,
@@ -103,50 +126,23 @@ class _DirectClient:
                       headers: dict[str, str], timeout: float) -> GraphAnswer:
         # encoded=True: the URL is sent as built (mailbox and item ids already quoted,
         # upload URLs and nextLinks exactly as Graph gave them).
-        async with self._session.request(method, URL(url, encoded=True), data=content,
-                                         headers=headers, allow_redirects=False) as response:
-            body = await response.read()
-            return GraphAnswer(response.status, response.headers, body, response.reason or "")
+        try:
+            async with self._session.request(method, URL(url, encoded=True), data=content,
+                                             headers=headers, allow_redirects=False,
+                                             proxy=self._proxy) as response:
+                body = await response.read()
+        except self._refusals as exc:
+            raise ProxyRefused(str(exc)) from exc
+        return GraphAnswer(response.status, response.headers, body, response.reason or "")
 
     async def aclose(self) -> None:
         await self._session.close()
 
 
-class _ProxiedClient:
-    """httpx through the server's ProxyServer (HTTP, HTTPS or SOCKS5)."""
-
-    def __init__(self, tls: ssl.SSLContext, proxy: str, connect_timeout: float) -> None:
-        self._connect_timeout = connect_timeout
-        self._client = httpx.AsyncClient(
-            verify=tls, http2=False, proxy=proxy, trust_env=False,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64,
-                                keepalive_expiry=60.0),
-            headers={"User-Agent": USER_AGENT})
-
-    async def request(self, method: str, url: str, content: bytes | None,
-                      headers: dict[str, str], timeout: float) -> GraphAnswer:
-        request = self._client.build_request(
-            method, url, content=content, headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(self._connect_timeout, timeout)))
-        response = await self._client.send(request, stream=True)
-        try:
-            # Streamed, so the response never holds the body: httpx responses sit in
-            # reference cycles until the collector runs (a fetch downloads many mails).
-            body = b"".join([chunk async for chunk in response.aiter_bytes()])
-        finally:
-            await response.aclose()
-        return GraphAnswer(response.status_code, response.headers, body, response.reason_phrase)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-
 def open_client(tls: ssl.SSLContext, proxy: str | None, connect_timeout: float,
                 read_timeout: float | None = None) -> HttpClient:
-    """aiohttp when direct, httpx through ``proxy`` (which takes its read timeout with
-    each request: ``GraphSession.request_timeout``)."""
-    return (_DirectClient(tls, connect_timeout, read_timeout) if proxy is None
-            else _ProxiedClient(tls, proxy, connect_timeout))
+    """The one client for Graph calls: direct when ``proxy`` is None, else through it."""
+    return _Client(tls, proxy, connect_timeout, read_timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,16 +153,12 @@ class GraphTarget:
     mailbox: str
     host: str
     port: int
+    users: str  # {graphEndpoint}/v1.0/users/{mailbox}
 
     @property
     def address(self) -> str:
         """host:port, for messages and results."""
         return f"{self.host}:{self.port}"
-
-    @property
-    def users(self) -> str:
-        """``{graphEndpoint}/v1.0/users/{mailbox}``."""
-        return f"{self.endpoint}/{API_VERSION}/users/{quote(self.mailbox, safe='@')}"
 
 
 def graph_target(server: Any, *, cloud_default: bool = False) -> GraphTarget:
@@ -174,16 +166,22 @@ def graph_target(server: Any, *, cloud_default: bool = False) -> GraphTarget:
     ``cloud_default``, its cloud's, as config.derive fills it) and ``mailbox`` (else
     ``email``); a config MailFailure when the endpoint is missing or not https://."""
     spec = server.spec
-    cloud = NationalCloud(spec.national_cloud or NationalCloud.GLOBAL)
-    default = GRAPH_ENDPOINTS[cloud] if cloud_default else ""
-    endpoint = str(spec.graph_endpoint or default).rstrip("/")
+    default = ""
+    if cloud_default:
+        default = GRAPH_ENDPOINTS[NationalCloud(spec.national_cloud or NationalCloud.GLOBAL)]
+    return _target(str(spec.graph_endpoint or default).rstrip("/"),
+                   str(getattr(spec, "mailbox", None) or spec.email))
+
+
+@functools.lru_cache(maxsize=1024)  # asked on every send; a handful of mailboxes
+def _target(endpoint: str, mailbox: str) -> GraphTarget:
     parts = urlsplit(endpoint)
     if parts.scheme != "https" or not parts.hostname:
         raise _config(f"graphEndpoint {endpoint or '(none)'} is not an https:// URL",
                       "Set graphEndpoint to the Graph endpoint of your cloud, for example "
                       "https://graph.microsoft.com.")
-    mailbox = str(getattr(spec, "mailbox", None) or spec.email)
-    return GraphTarget(endpoint, mailbox, parts.hostname, parts.port or 443)
+    users = f"{endpoint}/{API_VERSION}/users/{quote(mailbox, safe='@')}"
+    return GraphTarget(endpoint, mailbox, parts.hostname, parts.port or 443, users)
 
 
 def proxy_for(server: Any, lookup: Callable[[Any], ProxyServerSpec | None] | None,
@@ -202,10 +200,10 @@ def proxy_for(server: Any, lookup: Callable[[Any], ProxyServerSpec | None] | Non
         return None
     if found.type == ProxyType.SOCKS5:
         try:
-            import socksio  # noqa: F401  # httpx needs it for SOCKS
+            import aiohttp_socks  # noqa: F401  # aiohttp has no SOCKS of its own
         except ImportError:
-            raise _config(f"ProxyServer {name} is SOCKS5, which needs the socksio package",
-                          "pip install 'httpx[socks]'") from None
+            raise _config(f"ProxyServer {name} is SOCKS5, which needs the aiohttp-socks "
+                          "package", "pip install 'reconciler[socks]'") from None
     try:
         return proxy_url(found, redactor)
     except SecretError as exc:
@@ -275,7 +273,7 @@ class GraphSession:
     deadline: float = math.inf  # loop time: waits for throttling must end before it
     max_wait: float = math.inf  # one Retry-After longer than this is not waited out
     max_waits: int = 1_000_000  # per request
-    request_timeout: float = math.inf  # httpx's per read/connect; else the caller's deadline
+    request_timeout: float = math.inf  # per request; else the caller's deadline
     token: str = ""
     step: str = "starting"
     waits: list[str] = field(default_factory=list)  # throttling waited out, for the result
@@ -318,7 +316,7 @@ class GraphSession:
         auth = self.server.spec.auth
         try:
             if isinstance(auth, OAuth2Auth):
-                require_client_at(auth, self.target.users)
+                require_client(auth, self.target.host, self.target.port)
         except CredentialNotBound as exc:
             raise MailFailure(Step.API, Reason.NOT_BOUND, str(exc), failure=Failure.CONFIG,
                               permanent=True, likely_fix=FIX) from None
@@ -450,7 +448,7 @@ def answer_failure(answer: GraphAnswer, step: str, mailbox: str, advice: Advice,
 
 
 def network_failure(exc: Exception, where: str, step: str, advice: Advice) -> MailFailure:
-    """A network or TLS error of either client (or a request timeout) -> the failure."""
+    """A network, proxy or TLS error (or a read timeout) -> the failure."""
     cert = (exc.certificate_error if isinstance(exc, aiohttp.ClientConnectorCertificateError)
             else ssl_cause(exc))
     if isinstance(cert, ssl.SSLCertVerificationError):
@@ -464,20 +462,20 @@ def network_failure(exc: Exception, where: str, step: str, advice: Advice) -> Ma
                   fix: str) -> MailFailure:
         return MailFailure(step_, reason, text, failure=failure, permanent=False, likely_fix=fix)
 
-    if isinstance(exc, httpx.ProxyError):
+    if isinstance(exc, ProxyRefused | aiohttp.ClientProxyConnectionError
+                  | aiohttp.ClientHttpProxyError):
         return transient(Step.TCP, Reason.REFUSED, f"the proxy refused the connection to "
                          f"{where}: {exc}", Failure.CONNECT,
                          "Check the ProxyServer's host, port and credentials.")
-    if isinstance(exc, httpx.TimeoutException | aiohttp.ServerTimeoutError):
+    if isinstance(exc, aiohttp.ServerTimeoutError):
         return transient(Step.API, Reason.TIMEOUT, f"timed out while {step} ({where})",
                          Failure.TIMEOUT, advice.retry)
-    if isinstance(exc, aiohttp.ClientConnectorError | httpx.ConnectError):
-        cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error
         return transient(Step.TCP, Reason.REFUSED, f"cannot connect to {where}: "
                          f"{describe(cause)}", Failure.CONNECT,
                          "Check graphEndpoint, DNS and firewall rules (outbound HTTPS).")
-    if isinstance(exc, httpx.TransportError | aiohttp.ClientConnectionError
-                  | aiohttp.ClientPayloadError):
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
         return transient(Step.API, Reason.CLOSED, f"connection to {where} lost while {step}: "
                          f"{describe(exc)}", Failure.CONNECT, advice.retry)
     return transient(Step.API, Reason.UNEXPECTED, f"{where}: {describe(exc)}",

@@ -270,7 +270,7 @@ async def test_two_hundred_mails_stream_one_at_a_time(graph: GraphPeer,
 async def test_a_mailbox_behind_a_proxy_is_fetched_through_it(
         graph: GraphPeer, certs: PeerCerts, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    # The fetcher shares the transport's client: through a ProxyServer it is httpx.
+    # The fetcher uses the same client as the transport, through the ProxyServer.
     secret = "gr4ph-f3tch-pr0xy"
     monkeypatch.setenv("GRAPH_FETCH_PROXY_PASSWORD", secret)
     caplog.set_level(logging.DEBUG)

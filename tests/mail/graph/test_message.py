@@ -1,10 +1,15 @@
 """Graph's JSON message read back from both forms compose writes: the bytes fast path
-(read with the cheap compat32 parser) and the EmailMessage path must say the same."""
+(read directly, and the same as the compat32 parser reads it) and the EmailMessage path
+must say the same."""
 
 from __future__ import annotations
 
+import dataclasses
+from email import message_from_bytes
+from email.policy import compat32
 from typing import Any
 
+import pytest
 from dispatch.kit import server
 
 from reconciler.dispatch.compose import compose
@@ -33,6 +38,27 @@ def test_fast_path_and_email_message_path_agree() -> None:
         assert fast[key] == slow[key], key
     assert fast["body"] == {"contentType": "text", "content": LONG + "\nsecond line\n"}
     assert fast["subject"] == "Ticket ##RE-1## " + "long subject " * 8
+
+
+@pytest.mark.parametrize("fields", [
+    {"textBody": "hello"},
+    {"textBody": ""},
+    {"textBody": LONG + "\n\nsecond = line\n", "headers": {"X-Ticket": "RE-1"}},
+    {"htmlBody": "<p>" + LONG + "</p>", "cc": ["Cat Lee <cat@corp.example>"]},
+    {"textBody": "plain", "htmlBody": "<html><body>short</body></html>",
+     "bcc": ["audit@corp.example"], "headers": {"X-A": "1", "X-B": "2"}},
+    {"to": [f"Person {i} <p{i}@corp.example>" for i in range(12)], "textBody": "folded To"},
+    {"textBody": "hi", "headers": {"In-Reply-To": "<a@b.example>"}},
+])
+def test_compose_bytes_read_directly_as_the_email_parser_reads_them(fields) -> None:
+    body: dict[str, Any] = {"module": "request", "to": ["Jane Doe <jane@corp.example>"],
+                            "subject": "Ticket ##RE-1##", **fields}
+    notification = Notification.model_validate(body)
+    envelope = compose(notification, server("desk"), filter_notification(notification, None))
+    assert isinstance(envelope.content, bytes)  # compose's fast path
+    parsed = dataclasses.replace(envelope,
+                                 content=message_from_bytes(envelope.content, policy=compat32))
+    assert graph_message(envelope) == graph_message(parsed)
 
 
 def test_non_ascii_subject_and_html_body() -> None:

@@ -13,7 +13,7 @@ from email.utils import format_datetime
 from typing import Any
 
 import pytest
-from peers.connect_proxy import ConnectProxy
+from peers.connect_proxy import ConnectProxy, Socks5Proxy
 from peers.graph_server import TOKEN, GraphPeer, graph_peers
 from peers.smtp import PeerCerts
 from peers.tokens import Tokens
@@ -323,7 +323,8 @@ async def test_a_send_past_its_deadline_frees_its_slot_for_the_next(certs) -> No
             await t.aclose()
 
 
-async def test_a_server_behind_a_proxy_is_sent_through_it(graph, certs,
+@pytest.mark.parametrize("kind", ["http", "https", "socks5"])
+async def test_a_server_behind_a_proxy_is_sent_through_it(graph, certs, kind: str,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture
                                                           ) -> None:
@@ -331,9 +332,10 @@ async def test_a_server_behind_a_proxy_is_sent_through_it(graph, certs,
     monkeypatch.setenv("GRAPH_PROXY_PASSWORD", secret)
     caplog.set_level(logging.DEBUG)
     peer = graph()
-    proxy = ConnectProxy()
+    proxy = (Socks5Proxy() if kind == "socks5"
+             else ConnectProxy(certs.server_context() if kind == "https" else None))
     spec = ProxyServerSpec.model_validate({
-        "type": "http", "host": "127.0.0.1", "port": proxy.port, "username": "relay",
+        "type": kind, "host": "127.0.0.1", "port": proxy.port, "username": "relay",
         "password": {"secretRef": "env:GRAPH_PROXY_PASSWORD"}})
     server = peer.server(proxy="corp-proxy")
     try:
@@ -343,7 +345,27 @@ async def test_a_server_behind_a_proxy_is_sent_through_it(graph, certs,
     assert result.outcome == Outcome.SENT, result.detail
     assert len(peer.sent) == 1
     assert set(proxy.tunnels) == {f"127.0.0.1:{peer.port}"}
-    expected = "Basic " + base64.b64encode(f"relay:{secret}".encode()).decode()
+    login = f"relay:{secret}"
+    expected = "Basic " + base64.b64encode(login.encode()).decode() if kind != "socks5" else login
     assert set(proxy.proxy_auth) == {expected}
     assert secret not in caplog.text and expected not in caplog.text
     assert secret not in result.detail
+
+
+@pytest.mark.parametrize("kind", ["http", "socks5"])
+async def test_a_proxy_that_refuses_the_tunnel_is_named_in_the_failure(graph, certs,
+                                                                       kind: str) -> None:
+    peer = graph()
+    proxy = ConnectProxy() if kind == "http" else Socks5Proxy()
+    spec = ProxyServerSpec.model_validate({"type": kind, "host": "127.0.0.1",
+                                           "port": proxy.port})
+    # The test proxies tunnel only to 127.0.0.1 and localhost.
+    server = peer.server(proxy="corp-proxy", graphEndpoint=f"https://127.0.0.2:{peer.port}")
+    try:
+        result = await send_once(transport(certs, proxy_lookup=lambda s: spec), server)
+    finally:
+        proxy.close()
+    assert result.outcome == Outcome.TRANSIENT, result.detail
+    assert result.failure == Failure.CONNECT
+    assert "the proxy refused the connection to 127.0.0.2" in result.detail, result.detail
+    assert peer.sent == []
