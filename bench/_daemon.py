@@ -67,6 +67,8 @@ AREAS: tuple[tuple[str, str], ...] = (
     ("Envelope.as_bytes", "message serialisation (email generator)"),
     ("dispatch/compose.py", "compose (email.message headers/MIME)"),
     ("transports/", "SMTP transport (aiosmtplib, pool)"),
+    ("mail/smtp/", "SMTP transport (aiosmtplib, pool)"),
+    ("mail/results.py", "logging"),
     ("aiosmtplib/", "SMTP transport (aiosmtplib, pool)"),
     ("sqlalchemy/", "store: SQL (SQLAlchemy, driver)"),
     ("sqlite3", "store: SQL (SQLAlchemy, driver)"),
@@ -300,10 +302,13 @@ def summarize_collapsed(path: Path, top: int = 20, possible: float = 0.0) -> str
             continue
         count = int(count_text)
         frames = stack.split(";")
-        if frames[0].startswith("process ") and len(frames) > 1:
-            # --subprocesses: with --workers the supervisor's children are sampled too.
-            processes[_process(frames[0])] += count
-            frames = frames[1:]
+        # --subprocesses: with --workers the supervisor's children are sampled too, each
+        # stack under its process and the process's parents.
+        own_process = ""
+        while frames[0].startswith("process ") and len(frames) > 1:
+            own_process, frames = _process(frames[0]), frames[1:]
+        if own_process:
+            processes[own_process] += count
         total += count
         thread = frames[0]
         # "thread (0x7f..)" names are per run; the thread's name after the colon is stable.
