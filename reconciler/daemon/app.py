@@ -229,7 +229,9 @@ class Daemon:
 
     async def _work(self, stop: asyncio.Event) -> None:
         assert self.worker is not None
-        fd = self.settings.wake_fd  # set when an intake process elsewhere wakes this worker
+        # A worker process is woken by the intake process through this pipe; the intake
+        # process (role "all" under a supervisor) holds its write end instead.
+        fd = self.settings.wake_fd if self.settings.role == "worker" else None
         with wake_on(fd, self.worker.wake) if fd is not None else contextlib.nullcontext():
             await self.worker.run(stop)
 
@@ -329,8 +331,12 @@ class Daemon:
         app = create_api(store, self.settings, self.metrics, self.config.holder)
         if self.worker is not None:
             # Same process: new messages go to the worker directly when it has room,
-            # and the intake wakes it only for those it stored queued.
-            app.state.intake.hand_off_to(self.worker, self.worker.wake)
+            # and the intake wakes it (and the worker processes, if any) only for those
+            # it stored queued.
+            wake = self.worker.wake
+            if self.settings.wake_fd is not None:
+                wake = _both(wake, WakeSender(self.settings.wake_fd))
+            app.state.intake.hand_off_to(self.worker, wake)
         elif self.settings.wake_fd is not None:
             app.state.wake_worker = WakeSender(self.settings.wake_fd)  # workers elsewhere
         self.api_server = server(app, self.settings.listen_host, self.settings.listen_port)
@@ -364,6 +370,13 @@ class Daemon:
                                     self.selector, notifier=self.notifier,
                                     token_provider=self.token_provider)
         return self.health.run
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        second()
+    return both
 
 
 async def _close_all(transports: Mapping[str, Transport]) -> None:

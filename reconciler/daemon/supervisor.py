@@ -101,8 +101,11 @@ class Supervisor:
         self._lifeline_read, lifeline_write = os.pipe()
         metrics_dir = tempfile.mkdtemp(prefix="reconcile-metrics-")
         base = self.settings.worker_id
+        # The intake process sends too (role "all"): its own worker takes new messages
+        # straight from the intake while it has room (daemon.intake's hand-off: no claim
+        # transaction), the worker processes claim what it leaves queued.
         children = [_Child("intake", dataclasses.replace(
-            self.settings, role="intake", wake_fd=write_fd, worker_id=f"{base}/intake"),
+            self.settings, role="all", wake_fd=write_fd, worker_id=f"{base}/intake"),
             (write_fd,))]
         children += [_Child(f"worker-{i}", dataclasses.replace(
             self.settings, role="worker", wake_fd=read_fd, worker_id=f"{base}/worker-{i}"),
