@@ -5,12 +5,17 @@ splits cleanly in two halves that only meet in the store: the intake API
 (HTTP, validation, the outbox insert) and the send workers (claim, compose,
 SMTP, results). The supervisor starts
 
-- one **intake** process: the API, metrics, the queue-depth gauge;
-- N **worker** processes: outbox claims, sends, health checks;
+- one **intake** process: the API, metrics, the queue-depth gauge, and a worker
+  of its own that takes new messages straight from the intake while it has room
+  (the hand-off of daemon.intake: no claim transaction, sent at once);
+- N **worker** processes: outbox claims (what the intake process left queued),
+  sends, health checks;
 
-each a ``python -m reconciler.daemon.supervisor`` child running the ordinary
-:class:`~reconciler.daemon.app.Daemon` with ``role`` set, and does nothing
-else itself: no event loop, no store.
+each a ``python -m reconciler.daemon.child`` child running the ordinary
+:class:`~reconciler.daemon.app.Daemon` with ``role`` set (``all`` for the intake
+process, ``worker``), and does nothing else itself: no event loop, no store.
+``reconcile daemon`` does this by default on a machine with more than one core
+(``--workers auto``, see cli.daemon.auto_workers).
 
 - **Sharing the store.** PostgreSQL claims with ``FOR UPDATE SKIP LOCKED``,
   so workers take different rows. On SQLite every write transaction starts
