@@ -22,8 +22,9 @@ silently running without its worker or API would look healthy and do nothing.
 
 ``settings.role`` narrows a process to the ``intake`` half (API, queue depth,
 config reload) or the ``worker`` half (worker, health monitor, config
-reload); ``reconcile daemon --workers N`` runs them as separate processes
-(daemon.supervisor), woken through a pipe (daemon.wake).
+reload); ``reconcile daemon --workers N`` (by default ``auto``) runs an ``all``
+process that serves the API and sends what it can take at once, beside N worker
+processes it wakes through a pipe (daemon.supervisor, daemon.wake).
 """
 
 from __future__ import annotations
