@@ -33,6 +33,8 @@ _.retry
 _.list_errors  # click command, registered by its decorator
 # reconciler/cli/main.py
 _.get_command  # click.Group hook
+# reconciler/cli/daemon.py
+_.convert  # click.ParamType hook (WorkersParam)
 # reconciler/oauth/flows.py
 _.trust_env  # requests.Session option, read by requests
 
