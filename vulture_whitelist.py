@@ -35,6 +35,8 @@ _.list_errors  # click command, registered by its decorator
 _.get_command  # click.Group hook
 # reconciler/cli/outbox.py
 _.list_  # `outbox list` (list_ so the builtin stays usable)
+# reconciler/cli/daemon.py
+_.convert  # click.ParamType hook (WorkersParam)
 # reconciler/oauth/flows.py
 _.trust_env  # requests.Session option, read by requests
 

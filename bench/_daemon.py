@@ -67,6 +67,8 @@ AREAS: tuple[tuple[str, str], ...] = (
     ("Envelope.as_bytes", "message serialisation (email generator)"),
     ("dispatch/compose.py", "compose (email.message headers/MIME)"),
     ("transports/", "SMTP transport (aiosmtplib, pool)"),
+    ("mail/smtp/", "SMTP transport (aiosmtplib, pool)"),
+    ("mail/results.py", "logging"),
     ("aiosmtplib/", "SMTP transport (aiosmtplib, pool)"),
     ("sqlalchemy/", "store: SQL (SQLAlchemy, driver)"),
     ("sqlite3", "store: SQL (SQLAlchemy, driver)"),
@@ -251,7 +253,8 @@ class PySpy:
         for fmt, path in (("flamegraph", self.svg), ("raw", self.raw)):
             self._procs.append(subprocess.Popen(
                 [self.binary, "record", "--pid", str(self.pid), "--rate", str(SPY_RATE),
-                 "--gil", "--threads", "--nonblocking", "--format", fmt, "--output", str(path)],
+                 "--gil", "--threads", "--nonblocking", "--subprocesses", "--format", fmt,
+                 "--output", str(path)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(1.0)  # py-spy needs a moment to attach
         self._started = time.monotonic()
@@ -286,6 +289,7 @@ def summarize_collapsed(path: Path, top: int = 20, possible: float = 0.0) -> str
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     threads: Counter[str] = Counter()
+    processes: Counter[str] = Counter()
     areas: Counter[str] = Counter()
     total = 0
     try:
@@ -298,6 +302,13 @@ def summarize_collapsed(path: Path, top: int = 20, possible: float = 0.0) -> str
             continue
         count = int(count_text)
         frames = stack.split(";")
+        # --subprocesses: with --workers the supervisor's children are sampled too, each
+        # stack under its process and the process's parents.
+        own_process = ""
+        while frames[0].startswith("process ") and len(frames) > 1:
+            own_process, frames = _process(frames[0]), frames[1:]
+        if own_process:
+            processes[own_process] += count
         total += count
         thread = frames[0]
         # "thread (0x7f..)" names are per run; the thread's name after the colon is stable.
@@ -323,10 +334,18 @@ def summarize_collapsed(path: Path, top: int = 20, possible: float = 0.0) -> str
     busy = f", GIL held {100 * total / possible:.0f}% of the time" if possible else ""
     out = [f"py-spy --gil: {total} samples at {SPY_RATE}/s{busy}; shares of GIL time"]
     out += block("by area (innermost matching frame):", areas)
+    if len(processes) > 1:
+        out += block("by process:", processes)
     out += block("by thread:", threads)
     out += block("own time (leaf frames):", own)
     out += block("inclusive time of reconciler functions:", inclusive)
     return "\n".join(out)
+
+
+def _process(frame: str) -> str:
+    # 'process 123:"python -m reconciler.daemon.child"': the role is in its log, not
+    # its command line, so pids it is (the supervisor's log names each child's pid).
+    return frame.split(":", 1)[0]
 
 
 def _short(frame: str) -> str:

@@ -34,6 +34,7 @@ under 5 ms.
     python bench/dispatch.py --profile              # py-spy the daemon (pip install py-spy)
     python bench/dispatch.py --daemon-arg=--log-level=warning
     python bench/dispatch.py --workers 0 --workers 1   # one process vs intake + 1 worker
+    python bench/dispatch.py --workers 0 --workers auto # one process vs the default layout
 
 The machine has two cores: whatever else runs shows in the figures, so
 before every run the share of CPU used by other processes is measured and a
@@ -162,14 +163,15 @@ def run_postfix(n: int, concurrency: int, warmup: int, timeout_s: float) -> RunR
     return result
 
 
-def system_name(store: str, workers: int) -> str:
-    return f"reconciler/{store}" + (f" w={workers}" if workers else "")
+def system_name(store: str, workers: str | None) -> str:
+    return f"reconciler/{store}" + (f" w={workers}" if workers is not None else "")
 
 
-def run_reconciler(store: str, workers: int, args: argparse.Namespace) -> RunResult:
+def run_reconciler(store: str, workers: str | None, args: argparse.Namespace) -> RunResult:
     from _daemon import run_daemon_bench
 
-    extra = ("--workers", str(workers)) if workers else ()
+    # None: the daemon's default layout (`--workers auto`).
+    extra = ("--workers", workers) if workers is not None else ()
     return run_daemon_bench(store, n=args.n, concurrency=args.concurrency, warmup=args.warmup,
                             timeout_s=args.timeout, profile=args.profile, log=log,
                             wait_for=wait_for, max_concurrency=args.server_concurrency,
@@ -232,10 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-concurrency", type=int, default=16,
                         help="the bench OutgoingServer's maxConcurrency (default 16, "
                         "Postfix's smtp_destination_concurrency_limit is 20)")
-    parser.add_argument("--workers", type=int, action="append", metavar="N",
+    parser.add_argument("--workers", action="append", metavar="N|auto",
                         help="run the daemon as `reconcile daemon --workers N` (one intake + N "
                         "worker processes); repeatable to compare in one run, 0 = one "
-                        "process (default: 0 only). Shown as 'reconciler/STORE w=N'")
+                        "process (default: the daemon's default layout only, shown as "
+                        "'reconciler/STORE'). Shown as 'reconciler/STORE w=N'")
     parser.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for `reconcile daemon` (repeatable), "
                         "e.g. --daemon-arg=--log-level=warning")
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                     log(table(results[-1:]))
                 if args.only in (None, "reconciler"):
                     for store in stores:
-                        for workers in args.workers or [0]:
+                        for workers in args.workers or [None]:
                             results.append(measured(
                                 system_name(store, workers), args.n,
                                 lambda store=store, workers=workers: run_reconciler(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any
 
 import click
@@ -22,6 +23,7 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(DaemonSettings)
              if f.default is not dataclasses.MISSING}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ROLES = ("all", "intake", "worker")  # as reconciler.daemon.app.ROLES, without importing it
+MAX_AUTO_WORKERS = 2  # see auto_workers
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -31,6 +33,37 @@ def parse_listen(text: str) -> tuple[str, int]:
         raise UserError(f"--listen {text!r}: write HOST:PORT, e.g. 127.0.0.1:8025")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
+
+
+class WorkersParam(click.ParamType):
+    """``--workers``: a count 0-64, or ``auto``."""
+
+    name = "workers"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> int | str:
+        if value == "auto" or isinstance(value, int):
+            return value  # type: ignore[return-value]
+        text = str(value)
+        if text.isdigit() and int(text) <= 64:
+            return int(text)
+        self.fail(f"{text!r}: write a number of worker processes (0-64) or auto", param, ctx)
+
+
+def auto_workers(cores: int | None = None) -> int:
+    """Worker processes for ``--workers auto`` on a machine with ``cores`` usable cores.
+
+    One Python process uses one core, so a second core is only used by a second
+    process: the intake (HTTP, validation, the outbox commit) in one, sending in the
+    others. A worker delivers nearly as fast as one intake accepts (bench/dispatch.py),
+    so more than two would wait for the one intake, and on SQLite only add writers
+    taking turns at the write lock. On a single core splitting only adds a claim
+    transaction per message (one process hands new messages to its worker directly).
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
+    return max(0, min(cores - 1, MAX_AUTO_WORKERS))
 
 
 def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
@@ -86,10 +119,12 @@ def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--shutdown-grace", type=click.FloatRange(min=0), show_default=True,
               default=_DEFAULTS["shutdown_grace_seconds"], metavar="SECONDS",
               help="On SIGTERM, how long sends in flight may take to finish.")
-@click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
-              metavar="N", help="Send in N worker processes beside one intake (API) process, "
+@click.option("--workers", type=WorkersParam(), default=None, metavar="N|auto",
+              help="Send in N worker processes beside one intake (API) process, "
               "supervised by this one (restarted on a crash, stopped together); 0: one "
-              "process does everything. One Python process uses at most one core.")
+              "process does everything. One Python process uses at most one core. "
+              "[default: auto: one per core beyond the first, at most "
+              f"{MAX_AUTO_WORKERS}; one process on a single core]")
 @click.option("--role", type=click.Choice(ROLES), default="all", show_default=True,
               help="Run only the intake API or only the send workers in this process, e.g. "
               "on different hosts sharing a PostgreSQL store (workers then poll the outbox).")
@@ -117,7 +152,7 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
             worker_id: str | None, health_interval: float, notify_webhook: str | None,
             ca_file: str | None, token_key_ref: str | None, claim_batch: int,
             lease_seconds: float, poll_interval: float,
-            reload_interval: float, shutdown_grace: float, workers: int, role: str,
+            reload_interval: float, shutdown_grace: float, workers: int | str | None, role: str,
             events_webhook: str | None, events_secret: str | None,
             sender_directory: str | None, event_retention_days: float,
             marker_retention_days: float, log_level: str, **sync: Any) -> None:
@@ -165,13 +200,15 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
     logs.configure(getattr(logging, log_level.upper()))
     if workers and role != "all":
         raise UserError("--workers starts both roles itself; leave out --role")
+    # The default layout uses the machine's cores; --role runs one half in this process.
+    count = auto_workers() if workers in (None, "auto") and role == "all" else int(workers or 0)
     try:
         _require_store(settings.store_url)
-        if workers:
+        if count:
             from reconciler.daemon.supervisor import SupervisorError, supervise
 
             try:
-                supervise(settings, workers, log_level)
+                supervise(settings, count, log_level)
             except SupervisorError as exc:
                 raise DaemonError(str(exc)) from None
         else:

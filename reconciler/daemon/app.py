@@ -23,8 +23,9 @@ silently running without its worker or API would look healthy and do nothing.
 
 ``settings.role`` narrows a process to the ``intake`` half (API, queue depth,
 config reload) or the ``worker`` half (worker, health monitor, config
-reload); ``reconcile daemon --workers N`` runs them as separate processes
-(daemon.supervisor), woken through a pipe (daemon.wake).
+reload); ``reconcile daemon --workers N`` (by default ``auto``) runs an ``all``
+process that serves the API and sends what it can take at once, beside N worker
+processes it wakes through a pipe (daemon.supervisor, daemon.wake).
 """
 
 from __future__ import annotations
@@ -236,7 +237,9 @@ class Daemon:
 
     async def _work(self, stop: asyncio.Event) -> None:
         assert self.worker is not None
-        fd = self.settings.wake_fd  # set when an intake process elsewhere wakes this worker
+        # A worker process is woken by the intake process through this pipe; the intake
+        # process (role "all" under a supervisor) holds its write end instead.
+        fd = self.settings.wake_fd if self.settings.role == "worker" else None
         with wake_on(fd, self.worker.wake) if fd is not None else contextlib.nullcontext():
             await self.worker.run(stop)
 
@@ -336,8 +339,12 @@ class Daemon:
         app = create_api(store, self.settings, self.metrics, self.config.holder)
         if self.worker is not None:
             # Same process: new messages go to the worker directly when it has room,
-            # and the intake wakes it only for those it stored queued.
-            app.state.intake.hand_off_to(self.worker, self.worker.wake)
+            # and the intake wakes it (and the worker processes, if any) only for those
+            # it stored queued.
+            wake = self.worker.wake
+            if self.settings.wake_fd is not None:
+                wake = _both(wake, WakeSender(self.settings.wake_fd))
+            app.state.intake.hand_off_to(self.worker, wake)
         elif self.settings.wake_fd is not None:
             app.state.wake_worker = WakeSender(self.settings.wake_fd)  # workers elsewhere
         if self.syncer is not None:
@@ -381,6 +388,13 @@ class Daemon:
                                     token_provider=self.token_provider,
                                     reachability=self.reachability)
         return self.health.run
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        second()
+    return both
 
 
 async def _close_all(transports: Mapping[str, Transport]) -> None:

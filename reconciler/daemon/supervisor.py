@@ -5,12 +5,17 @@ splits cleanly in two halves that only meet in the store: the intake API
 (HTTP, validation, the outbox insert) and the send workers (claim, compose,
 SMTP, results). The supervisor starts
 
-- one **intake** process: the API, metrics, the queue-depth gauge;
-- N **worker** processes: outbox claims, sends, health checks;
+- one **intake** process: the API, metrics, the queue-depth gauge, and a worker
+  of its own that takes new messages straight from the intake while it has room
+  (the hand-off of daemon.intake: no claim transaction, sent at once);
+- N **worker** processes: outbox claims (what the intake process left queued),
+  sends, health checks;
 
-each a ``python -m reconciler.daemon.supervisor`` child running the ordinary
-:class:`~reconciler.daemon.app.Daemon` with ``role`` set, and does nothing
-else itself: no event loop, no store.
+each a ``python -m reconciler.daemon.child`` child running the ordinary
+:class:`~reconciler.daemon.app.Daemon` with ``role`` set (``all`` for the intake
+process, ``worker``), and does nothing else itself: no event loop, no store.
+``reconcile daemon`` does this by default on a machine with more than one core
+(``--workers auto``, see cli.daemon.auto_workers).
 
 - **Sharing the store.** PostgreSQL claims with ``FOR UPDATE SKIP LOCKED``,
   so workers take different rows. On SQLite every write transaction starts
@@ -101,8 +106,11 @@ class Supervisor:
         self._lifeline_read, lifeline_write = os.pipe()
         metrics_dir = tempfile.mkdtemp(prefix="reconcile-metrics-")
         base = self.settings.worker_id
+        # The intake process sends too (role "all"): its own worker takes new messages
+        # straight from the intake while it has room (daemon.intake's hand-off: no claim
+        # transaction), the worker processes claim what it leaves queued.
         children = [_Child("intake", dataclasses.replace(
-            self.settings, role="intake", wake_fd=write_fd, worker_id=f"{base}/intake"),
+            self.settings, role="all", wake_fd=write_fd, worker_id=f"{base}/intake"),
             (write_fd,))]
         children += [_Child(f"worker-{i}", dataclasses.replace(
             self.settings, role="worker", wake_fd=read_fd, worker_id=f"{base}/worker-{i}"),

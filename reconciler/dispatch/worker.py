@@ -282,7 +282,8 @@ class Worker:
     def _count(self, msg: OutboxMessage, finished: Finished, recorded: bool) -> None:
         if self._metrics is None:
             return
-        self._metrics.sends.labels(msg.namespace, finished.server or "-", finished.outcome).inc()
+        self._metrics.labelled(self._metrics.sends, msg.namespace, finished.server or "-",
+                               str(finished.outcome)).inc()
         if recorded and finished.completion.state == OutboxState.SENT:
             latency = (datetime.now(UTC) - msg.created_at).total_seconds()
             self._metrics.delivery_seconds.observe(max(latency, 0.0))
@@ -379,7 +380,8 @@ class Worker:
             result = await transport.send(envelope, server)
             elapsed = time.perf_counter() - started
         if self._metrics is not None:
-            self._metrics.send_seconds.labels(server.metadata.name).observe(elapsed)
+            self._metrics.labelled(self._metrics.send_seconds,
+                                   server.metadata.name).observe(elapsed)
         finished = read_result(attempt, envelope, result, policy)
         if finished.completion.state == OutboxState.RETRY_WAIT:
             await self._keep_routing(attempt)

@@ -294,9 +294,13 @@ def dump() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_kill_9_in_the_middle_loses_nothing(store_url: str, tmp_path: Path, dump: Path) -> None:
+# The default layout (on a multi-core machine a supervisor: the kill takes the children
+# down gracefully) and one process (the kill hits the sender itself, mid-send).
+@pytest.mark.parametrize("layout", [(), ("--workers", "0")], ids=["default", "one-process"])
+def test_kill_9_in_the_middle_loses_nothing(store_url: str, tmp_path: Path, dump: Path,
+                                            layout: tuple[str, ...]) -> None:
     log = tmp_path / "daemon.log"
-    args = ("--poll-interval", "0.02", "--lease-seconds", "1", "--claim-batch", "25")
+    args = ("--poll-interval", "0.02", "--lease-seconds", "1", "--claim-batch", "25", *layout)
     # A file per message, in a folder per second so the random file names never collide.
     sink = SmtpSink(options=["-d", f"{dump}/%H%M%S/m."]).start()
     try:

@@ -158,8 +158,9 @@ def test_workers_share_the_outbox_restart_after_a_crash_and_stop_together(
                for m in messages), messages
     assert "SIGTERM received: stopping the daemon's processes gracefully" in messages
     assert not any(alive(pid) for pid in children(log).values())
+    # The intake process sends too (what it can take at once), the workers the rest.
     assert {e.get("role") for e in entries if "running: store" in str(e["message"])} == {
-        "intake", "worker"}
+        "all", "worker"}
 
 
 def test_a_child_that_cannot_start_fails_the_daemon(tmp_path: Path) -> None:
