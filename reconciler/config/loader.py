@@ -154,7 +154,10 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                 start = event.start_mark
                 mark = (start.line + 1) << 32 | (start.column + 1)  # positions.pack, inlined
                 value = event.value
-                tag = _tag(self, value, event.implicit) if event.implicit[0] else _STR_TAG
+                if not event.implicit[0]:  # quoted: always a string
+                    tag = _STR_TAG
+                elif (tag := _TAG_CACHE.get(value)) is None:
+                    tag = _tag(self, value, event.implicit)
                 if tag != _STR_TAG:
                     value = self._construct_scalar(event, tag, len(open_), index)
                 elif (shared := strings.get(value)) is not None:
