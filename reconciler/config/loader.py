@@ -55,6 +55,8 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         self.duplicate_keys: list[tuple[str, Mark, Mark]] = []
         self.aliases = AliasBudget()
         self.strings = {} if strings is None else strings
+        self._share = len(self.strings) < _SHARED_STRINGS  # room left in the shared table
+        self._in_file: dict[str, str] = {}  # once it is full: repeats within this file
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -132,53 +134,27 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         :class:`_NeedsNodes` so that :meth:`read_nodes` stays their one
         implementation. The result is the same either way.
 
-        Hot path, one pass per event: a container's marks are collected in a
-        plain list and packed once when it closes, rather than through
-        ``PosDict.put`` per entry (a third of the parse).
+        Hot path: a container's marks are collected in a plain list and packed
+        once when it closes, rather than through ``PosDict.put`` per entry.
         """
-        get_event, strings, in_file = self.get_event, self.strings, {}
-        share = len(strings) < _SHARED_STRINGS
+        get_event = self.get_event
         open_: list[Any] = []  # the open PosDict/PosList, innermost last
         words: list[list[int]] = []  # per open container: its start, then its entries' words
         keys: list[Any] = []  # per open container: the key waiting for its value, or _NO_KEY
         key_marks: list[int] = []
         root: Any = None
-        root_mark = pack(1, 1)
+        root_mark = 0
         index = 0
         while True:
             event = get_event()
             kind = event.__class__
             if kind is yaml.ScalarEvent:
-                if event.anchor is not None or event.tag is not None:
-                    raise _NeedsNodes(len(open_), index)
+                value = self._scalar(event, len(open_), index)
                 start = event.start_mark
                 mark = (start.line + 1) << 32 | (start.column + 1)  # positions.pack, inlined
-                value = event.value
-                if not event.implicit[0]:  # quoted: always a string
-                    tag = _STR_TAG
-                elif (tag := _TAG_CACHE.get(value)) is None:
-                    tag = _tag(self, value, event.implicit)
-                if tag != _STR_TAG:
-                    value = self._construct_scalar(event, tag, len(open_), index)
-                elif (shared := strings.get(value)) is not None:
-                    # values repeat across resources (apiVersion, kinds, protocols, hosts):
-                    # one copy each, up to a bound so unique values do not grow the table
-                    value = shared
-                elif share:
-                    strings[value] = value
-                    share = len(strings) < _SHARED_STRINGS
-                else:
-                    value = in_file.setdefault(value, value)
-                scalar = True
             elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
-                if event.anchor is not None or event.tag is not None:
-                    raise _NeedsNodes(len(open_) + 1, index)
-                start = event.start_mark
-                if len(open_) >= MAX_DEPTH:
-                    raise too_deep(start)
-                open_.append(dict.__new__(PosDict) if kind is yaml.MappingStartEvent
-                             else list.__new__(PosList))
-                words.append([(start.line + 1) << 32 | (start.column + 1)])
+                self._open(event, open_, index)
+                words.append([pack(event.start_mark.line + 1, event.start_mark.column + 1)])
                 keys.append(_NO_KEY)
                 key_marks.append(0)
                 continue
@@ -189,13 +165,9 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                 key_marks.pop()
                 value.marks = array("Q", marks).tobytes()
                 mark = marks[0]
-                scalar = False
             elif kind is yaml.DocumentEndEvent:
                 if root is not None:
-                    # a container knows its own start: no tuple per document for it
-                    start = (_NO_START if root.__class__ in _CONTAINERS
-                             else unpack(root_mark))
-                    documents.append(Document(file=file, index=index, data=root, start=start))
+                    documents.append(_document(file, index, root, root_mark))
                 root = None
                 index += 1
                 continue
@@ -207,30 +179,46 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
                 continue
             if not open_:
                 root, root_mark = value, mark
-                continue
-            parent = open_[-1]
-            if parent.__class__ is PosList:
-                parent.append(value)
+            elif open_[-1].__class__ is PosList:
+                open_[-1].append(value)
                 words[-1].append(mark)
-                continue
-            key = keys[-1]
-            if key is _NO_KEY:
-                if not scalar or not isinstance(value, _KEY_TYPES):
-                    raise _NeedsNodes(len(open_), index)  # read_nodes reports the complex key
-                # the same few keys recur in every resource: keep one copy of each
-                keys[-1] = sys.intern(value) if value.__class__ is str else value
+            elif keys[-1] is _NO_KEY:
+                keys[-1] = _key(value, kind is yaml.ScalarEvent, len(open_), index)
                 key_marks[-1] = mark
-                continue
-            key_mark = key_marks[-1]
-            below = (mark >> 32) - (key_mark >> 32)
-            if (key in parent or key_mark >> 60 or (key_mark & _COL_MASK) >> 16
-                    or (mark & _COL_MASK) >> 16 or not 0 <= below < 16):
-                raise _NeedsNodes(len(open_), index)  # a duplicate key, or marks too wide
-            parent[key] = value
-            # positions._entry, inlined: key line, key column, value line offset, value column
-            words[-1].append((key_mark >> 32) << 36 | (key_mark & _COL_MASK) << 20
-                             | below << 16 | (mark & _COL_MASK))
-            keys[-1] = _NO_KEY
+            else:
+                words[-1].append(_entry(open_[-1], keys[-1], key_marks[-1], value, mark,
+                                        len(open_), index))
+                keys[-1] = _NO_KEY
+
+    def _scalar(self, event: yaml.ScalarEvent, depth: int, index: int) -> Any:
+        if event.anchor is not None or event.tag is not None:
+            raise _NeedsNodes(depth, index)
+        value = event.value
+        if not event.implicit[0]:  # quoted: always a string
+            tag = _STR_TAG
+        elif (tag := _TAG_CACHE.get(value)) is None:
+            tag = _tag(self, value, event.implicit)
+        if tag != _STR_TAG:
+            return self._construct_scalar(event, tag, depth, index)
+        # values repeat across resources (apiVersion, kinds, protocols, hosts):
+        # one copy each, up to a bound so unique values do not grow the table
+        shared = self.strings.get(value)
+        if shared is not None:
+            return shared
+        if self._share:
+            self.strings[value] = value
+            self._share = len(self.strings) < _SHARED_STRINGS
+            return value
+        return self._in_file.setdefault(value, value)
+
+    @staticmethod
+    def _open(event: yaml.CollectionStartEvent, open_: list[Any], index: int) -> None:
+        if event.anchor is not None or event.tag is not None:
+            raise _NeedsNodes(len(open_) + 1, index)
+        if len(open_) >= MAX_DEPTH:
+            raise too_deep(event.start_mark)
+        open_.append(dict.__new__(PosDict) if event.__class__ is yaml.MappingStartEvent
+                     else list.__new__(PosList))  # marks are set when it closes
 
     def _construct_scalar(self, event: yaml.ScalarEvent, tag: str, depth: int,
                           index: int) -> Any:
@@ -242,6 +230,30 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             return construct(self, node)
         except SCALAR_ERRORS as exc:
             raise unreadable_value(node, exc) from None
+
+
+def _key(value: Any, scalar: bool, depth: int, index: int) -> Any:
+    if not scalar or not isinstance(value, _KEY_TYPES):
+        raise _NeedsNodes(depth, index)  # read_nodes reports the complex key
+    # the same few keys recur in every resource: keep one copy of each
+    return sys.intern(value) if value.__class__ is str else value
+
+
+def _entry(parent: PosDict, key: Any, key_mark: int, value: Any, mark: int, depth: int,
+           index: int) -> int:
+    """Add ``key: value`` to ``parent``; returns the word of its marks (positions._entry)."""
+    below = (mark >> 32) - (key_mark >> 32)
+    if (key in parent or key_mark >> 60 or (key_mark & _COL_MASK) >> 16
+            or (mark & _COL_MASK) >> 16 or not 0 <= below < 16):
+        raise _NeedsNodes(depth, index)  # a duplicate key, or marks too wide for one word
+    parent[key] = value
+    return (key_mark >> 32) << 36 | (key_mark & _COL_MASK) << 20 | below << 16 | (mark & _COL_MASK)
+
+
+def _document(file: str, index: int, root: Any, mark: int) -> Document:
+    # a container knows its own start: no tuple per document for it
+    start = _NO_START if root.__class__ in _CONTAINERS else unpack(mark)
+    return Document(file=file, index=index, data=root, start=start)
 
 
 def _tag(loader: _PositionalLoader, raw: str, implicit: tuple[bool, bool]) -> str:
