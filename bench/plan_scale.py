@@ -1,18 +1,26 @@
-"""How `reconcile plan` and `apply` scale with the number of resources.
+"""How `reconcile plan` and `apply` scale, side by side with octoDNS.
 
-For each size N: write N resources as YAML (one file per namespace of 10),
-apply them to a fresh SQLite store, change 1 % of them, then time a cold
-`reconcile plan --out` and `reconcile apply PLANFILE` as whole processes
-(wall time and peak RSS of each child), plus an in-process breakdown of the
-same work on a copy of the store. Prints figures; asserts nothing.
+For each size N: clone `examples/config/` to about N resources (acme, globex
+and policies kept, clones acmeNNNN/globexNNNN added, 10 resources a
+namespace, see _corpus.py), apply them to a fresh SQLite store, change 1 % of
+the files, then time a cold `reconcile plan --out` and `reconcile apply
+PLANFILE` as whole processes (wall time and peak RSS of each child), plus an
+in-process breakdown of the same work on a copy of the store. When octoDNS
+1.x is importable (`pip install octodns`: a bench-only tool, not a project
+dependency) it plans N A records with 1 % changed in the same run
+(YamlProvider -> YamlProvider, `octodns-sync` without --doit), interleaved
+with our plan runs, and the ratio of the medians is printed. `--memory`
+also validates a 50 MB repo (180,000 resources of the compact generator
+below): wall and peak RSS. Prints figures; asserts nothing.
 
-    python bench/plan_scale.py                 # 1k and 10k
-    python bench/plan_scale.py --sizes 1k,10k,50k
+    nice -n -5 python bench/plan_scale.py                 # 1k and 10k
+    python bench/plan_scale.py --sizes 1k,10k,50k --repeat 5 --memory
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
 import shutil
@@ -24,6 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _corpus import ROOT, change_examples, clone_examples, octodns_corpus
 
 from reconciler.plan import render
 from reconciler.plan.apply import apply_plan
@@ -107,26 +118,39 @@ class Run:
     seconds: float
     max_rss_mb: float
     returncode: int
+    cpu: float = 0.0  # user + system seconds: what a loaded, shared machine cannot inflate
 
 
-def run_child(args: list[str]) -> Run:
-    """Run ``reconcile ARGS`` as a fresh process; wait4 gives that child's own peak RSS."""
+def run_child(command: list[str]) -> Run:
+    """Run ``command`` as a fresh process; wait4 gives that child's own peak RSS."""
     start = time.perf_counter()
-    proc = subprocess.Popen([*reconcile_command(), *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=ROOT)
+    err = proc.stderr.read().decode() if proc.stderr else ""  # octoDNS logs its plan here
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode not in (0, 2):
-        sys.exit(f"reconcile {' '.join(args)} failed ({proc.returncode}):\n{err}")
-    return Run(seconds, usage.ru_maxrss / 1024, proc.returncode)
+        sys.exit(f"{' '.join(command)} failed ({proc.returncode}):\n{err}")
+    return Run(seconds, usage.ru_maxrss / 1024, proc.returncode,
+               usage.ru_utime + usage.ru_stime)
 
 
-def reconcile_command() -> list[str]:
-    exe = shutil.which("reconcile")
-    return [exe] if exe else [sys.executable, "-c",
-                              "from reconciler.cli.main import main; main()"]
+def reconcile(*args: str) -> Run:
+    # run from the checkout (cwd=ROOT puts it first on sys.path), never an installed copy
+    return run_child([sys.executable, "-c", "from reconciler.cli.main import main; main()",
+                      *args])
+
+
+def octodns_available() -> bool:
+    return importlib.util.find_spec("octodns") is not None and bool(shutil.which("octodns-sync"))
+
+
+def median(runs: list[Run]) -> Run:
+    """Each figure's own median."""
+    mid = len(runs) // 2
+    return Run(*(sorted(getattr(r, f) for r in runs)[mid]
+                 for f in ("seconds", "max_rss_mb", "returncode", "cpu")))
 
 
 @dataclass
@@ -184,24 +208,33 @@ class Figures:
     plan: Run
     apply: Run
     breakdown: Breakdown
+    octodns: Run | None
 
 
-def bench(n: int, keep: bool) -> Figures:
+def bench(n: int, keep: bool, repeat: int) -> Figures:
     work = Path(tempfile.mkdtemp(prefix=f"plan-scale-{n}-"))
     try:
         config, db = work / "config", work / "state.db"
-        config.mkdir()
-        write_config(config, n, changed_every=None)
-        first = run_child(["apply", str(config), "--store", str(db), "--yes", "--actor", "bench"])
-        write_config(config, n, changed_every=10)
+        files = clone_examples(config, n)
+        n = _count(config)
+        first = reconcile("apply", str(config), "--store", str(db), "--yes", "--actor", "bench")
+        change_examples(files)
         copy_db(db, work / "inproc.db")
         plan_file = work / "plan.json"
-        plan = run_child(["plan", str(config), "--store", str(db), "--out", str(plan_file)])
+        dns = octodns_corpus(work / "octodns", n) if octodns_available() else None
+        plans: list[Run] = []
+        dns_runs: list[Run] = []
+        for _ in range(repeat):  # interleaved: both see the same neighbours
+            plans.append(reconcile("plan", str(config), "--store", str(db),
+                                   "--out", str(plan_file)))
+            if dns is not None:
+                dns_runs.append(run_child([shutil.which("octodns-sync") or "octodns-sync",
+                                           "--config-file", str(dns)]))
         changed = len(load(plan_file).changes)
-        applied = run_child(["apply", str(plan_file), "--store", str(db), "--actor", "bench",
-                ])
+        applied = reconcile("apply", str(plan_file), "--store", str(db), "--actor", "bench")
         breakdown = in_process(config, work / "inproc.db", work)
-        return Figures(n, changed, first, plan, applied, breakdown)
+        return Figures(n, changed, first, median(plans), applied, breakdown,
+                       median(dns_runs) if dns_runs else None)
     finally:
         if keep:
             print(f"kept {work}", file=sys.stderr)
@@ -209,16 +242,29 @@ def bench(n: int, keep: bool) -> Figures:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def _count(config: Path) -> int:
+    """Resources in the corpus (policies are not resources)."""
+    return sum(p.read_text().count("\nkind: ") + p.read_text().startswith("kind: ")
+               for p in config.rglob("*.yaml") if p.parent.name != "policies"
+               and p.name != "exceptions.yaml")
+
+
 def table(rows: list[Figures]) -> str:
     steps = list(rows[0].breakdown.steps) if rows else []
-    head = ["resources", "changed", "first apply s", "plan s", "plan MB", "apply s", "apply MB",
-            *[f"{s} s" for s in steps]]
+    head = ["resources", "changed", "first apply s", "plan s", "plan CPU s", "plan MB",
+            "octoDNS s", "octoDNS CPU s", "octoDNS MB", "ratio", "CPU ratio", "apply s",
+            "apply MB", *[f"{s} s" for s in steps]]
     body = []
     for f in rows:
+        dns = f.octodns
         body.append([
             f"{f.n:,}", f"{f.changed:,}", f"{f.initial_apply.seconds:.2f}",
-            f"{f.plan.seconds:.2f}", f"{f.plan.max_rss_mb:.0f}", f"{f.apply.seconds:.2f}",
-            f"{f.apply.max_rss_mb:.0f}", *[f"{f.breakdown.steps[s]:.3f}" for s in steps],
+            f"{f.plan.seconds:.2f}", f"{f.plan.cpu:.2f}", f"{f.plan.max_rss_mb:.0f}",
+            *([f"{dns.seconds:.2f}", f"{dns.cpu:.2f}", f"{dns.max_rss_mb:.0f}",
+               f"{f.plan.seconds / dns.seconds:.2f}", f"{f.plan.cpu / dns.cpu:.2f}"]
+              if dns else ["-"] * 5),
+            f"{f.apply.seconds:.2f}", f"{f.apply.max_rss_mb:.0f}",
+            *[f"{f.breakdown.steps[s]:.3f}" for s in steps],
         ])
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
     lines = [" | ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)),
@@ -227,10 +273,27 @@ def table(rows: list[Figures]) -> str:
     return "\n".join(lines)
 
 
+def memory(n: int = 180_000) -> str:
+    """Wall time and peak RSS of validating the compact generator's ``n`` resources."""
+    from validate_scale import run_fresh
+
+    with tempfile.TemporaryDirectory(prefix="plan-scale-memory-") as tmp:
+        root = Path(tmp)
+        write_config(root, n, changed_every=None)
+        size = sum(p.stat().st_size for p in root.glob("*.yaml"))
+        wall, cpu, peak = run_fresh(root)
+    return (f"validate {n:,} resources ({size / 1e6:.0f} MB of YAML): wall {wall:.1f} s, "
+            f"CPU {cpu:.1f} s, peak RSS {peak:,.0f} MiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1k,10k",
                         help="comma-separated, from " + ", ".join(SIZES) + " (default 1k,10k)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="cold plan runs per size (and octoDNS runs); medians shown")
+    parser.add_argument("--memory", action="store_true",
+                        help="also validate 180,000 resources (50 MB): wall and peak RSS")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
     args = parser.parse_args()
     sizes = []
@@ -241,14 +304,23 @@ def main() -> None:
     rows = []
     for n in sizes:
         print(f"benchmarking {n:,} resources ...", file=sys.stderr, flush=True)
-        rows.append(bench(n, args.keep))
+        rows.append(bench(n, args.keep, args.repeat))
+    print(f"plan scale (python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}, median of {args.repeat})")
     print(table(rows))
     print("\nplan/apply: whole `reconcile` processes (cold start, SQLite store); MB = peak RSS "
-          "of that process.\nThe other columns are the same work in one process: validate, "
+          "of that process.\noctoDNS: `octodns-sync` (no --doit) planning as many A records, "
+          "1 % changed, YamlProvider -> YamlProvider" + ("" if octodns_available() else
+          " -- not installed (pip install octodns)") + "; ratio = plan s / octoDNS s, CPU "
+          "ratio the same in CPU seconds (user + system; wall time on a shared machine "
+          "mostly measures the neighbours)."
+          "\nThe other columns are the same work in one process: validate, "
           "snapshot (read the store), diff, build (digest), render text/markdown/json, "
           "save/load the plan file, apply (lock + commit).")
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"bench process peak RSS: {self_mb:.0f} MB")
+    if args.memory:
+        print(memory())
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import sys
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,8 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         self.duplicate_keys: list[tuple[str, Mark, Mark]] = []
         self.aliases = AliasBudget()
         self.strings = {} if strings is None else strings
+        self._share = len(self.strings) < _SHARED_STRINGS  # room left in the shared table
+        self._in_file: dict[str, str] = {}  # once it is full: repeats within this file
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -126,129 +129,141 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
 
         Skipping the node graph makes parsing about a third faster (see
         ``bench/validate_scale.py``). Only plain mappings, sequences and scalars
-        are handled here; anchors, aliases, explicit tags, merge keys and
-        complex keys raise :class:`_NeedsNodes` so that :meth:`read_nodes`
-        stays their one implementation. The result is the same either way.
+        are handled here; anchors, aliases, explicit tags, merge keys, complex
+        and duplicate keys, and entries whose marks do not fit one word raise
+        :class:`_NeedsNodes` so that :meth:`read_nodes` stays their one
+        implementation. The result is the same either way.
+
+        Hot path: a container's marks are collected in a plain list and packed
+        once when it closes, rather than through ``PosDict.put`` per entry.
         """
-        build = _EventBuilder(self)
+        get_event = self.get_event
+        open_: list[Any] = []  # the open PosDict/PosList, innermost last
+        words: list[list[int]] = []  # per open container: its start, then its entries' words
+        keys: list[Any] = []  # per open container: the key waiting for its value, or _NO_KEY
+        key_marks: list[int] = []
         root: Any = None
-        root_mark = pack(1, 1)
+        root_mark = 0
         index = 0
         while True:
-            event = self.get_event()
+            event = get_event()
             kind = event.__class__
             if kind is yaml.ScalarEvent:
-                value, mark = build.scalar(event, index)
+                value = self._scalar(event, len(open_), index)
+                start = event.start_mark
+                mark = (start.line + 1) << 32 | (start.column + 1)  # positions.pack, inlined
             elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
-                build.open(event, index)
+                self._open(event, open_, index)
+                words.append([pack(event.start_mark.line + 1, event.start_mark.column + 1)])
+                keys.append(_NO_KEY)
+                key_marks.append(0)
                 continue
             elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
-                value, mark = build.close()
+                value = open_.pop()
+                marks = words.pop()
+                keys.pop()
+                key_marks.pop()
+                value.marks = array("Q", marks).tobytes()
+                mark = marks[0]
             elif kind is yaml.DocumentEndEvent:
                 if root is not None:
-                    # a container knows its own start: no tuple per document for it
-                    start = (_NO_START if root.__class__ in _CONTAINERS
-                             else unpack(root_mark))
-                    documents.append(Document(file=file, index=index, data=root, start=start))
+                    documents.append(_document(file, index, root, root_mark))
                 root = None
                 index += 1
                 continue
             elif kind is yaml.StreamEndEvent:
                 return
             elif kind is yaml.AliasEvent:
-                raise _NeedsNodes(len(build.stack), index)
+                raise _NeedsNodes(len(open_), index)
             else:  # stream and document start
                 continue
-            if build.stack:
-                build.attach(value, mark, kind is yaml.ScalarEvent, index)
-            else:
+            if not open_:
                 root, root_mark = value, mark
+            elif open_[-1].__class__ is PosList:
+                open_[-1].append(value)
+                words[-1].append(mark)
+            elif keys[-1] is _NO_KEY:
+                keys[-1] = _key(value, kind is yaml.ScalarEvent, len(open_), index)
+                key_marks[-1] = mark
+            else:
+                words[-1].append(_entry(open_[-1], keys[-1], key_marks[-1], value, mark,
+                                        len(open_), index))
+                keys[-1] = _NO_KEY
 
-
-class _EventBuilder:
-    """The open containers of :meth:`_PositionalLoader.read_events` and how each
-    event's value joins them. Hot path: positions are packed inline."""
-
-    __slots__ = ("in_file", "keys", "loader", "share", "stack", "strings")
-
-    def __init__(self, loader: _PositionalLoader) -> None:
-        self.loader = loader
-        self.stack: list[Any] = []  # open PosDict/PosList
-        self.keys: list[tuple[Any, int] | None] = []  # per open container: a pending key
-        self.strings = loader.strings
-        self.share = len(self.strings) < _SHARED_STRINGS
-        self.in_file: dict[str, str] = {}  # once the shared table is full: repeats in the file
-
-    def scalar(self, event: yaml.ScalarEvent, index: int) -> tuple[Any, int]:
+    def _scalar(self, event: yaml.ScalarEvent, depth: int, index: int) -> Any:
         if event.anchor is not None or event.tag is not None:
-            raise _NeedsNodes(len(self.stack), index)
-        start = event.start_mark
-        mark = (start.line + 1) << 32 | (start.column + 1)  # positions.pack, inlined
-        raw = event.value
-        tag = self._tag(raw, event.implicit) if event.implicit[0] else _STR_TAG
+            raise _NeedsNodes(depth, index)
+        value = event.value
+        if not event.implicit[0]:  # quoted: always a string
+            tag = _STR_TAG
+        elif (tag := _TAG_CACHE.get(value)) is None:
+            tag = _tag(self, value, event.implicit)
         if tag != _STR_TAG:
-            construct = self.loader.yaml_constructors.get(tag)  # none for `<<` and `=`
-            if construct is None:
-                raise _NeedsNodes(len(self.stack), index)
-            node = yaml.ScalarNode(tag, raw, start, event.end_mark, event.style)
-            try:
-                return construct(self.loader, node), mark
-            except SCALAR_ERRORS as exc:
-                raise unreadable_value(node, exc) from None
+            return self._construct_scalar(event, tag, depth, index)
         # values repeat across resources (apiVersion, kinds, protocols, hosts):
         # one copy each, up to a bound so unique values do not grow the table
-        value = self.strings.get(raw)
-        if value is None:
-            if self.share:
-                value = self.strings[raw] = raw
-                self.share = len(self.strings) < _SHARED_STRINGS
-            else:
-                value = self.in_file.setdefault(raw, raw)
-        return value, mark
+        shared = self.strings.get(value)
+        if shared is not None:
+            return shared
+        if self._share:
+            self.strings[value] = value
+            self._share = len(self.strings) < _SHARED_STRINGS
+            return value
+        return self._in_file.setdefault(value, value)
 
-    def _tag(self, raw: str, implicit: tuple[bool, bool]) -> str:
-        """The tag of a plain scalar (12 / true / null / ...), cached across files."""
-        tag = _TAG_CACHE.get(raw)
-        if tag is None:
-            tag = self.loader.resolve(yaml.ScalarNode, raw, implicit)
-            if len(_TAG_CACHE) < _TAG_CACHE_SIZE:
-                _TAG_CACHE[raw] = tag
-        return tag
-
-    def open(self, event: yaml.CollectionStartEvent, index: int) -> None:
+    @staticmethod
+    def _open(event: yaml.CollectionStartEvent, open_: list[Any], index: int) -> None:
         if event.anchor is not None or event.tag is not None:
-            raise _NeedsNodes(len(self.stack) + 1, index)
-        start = event.start_mark
-        if len(self.stack) >= MAX_DEPTH:
-            raise too_deep(start)
-        at = (start.line + 1) << 32 | (start.column + 1)
-        self.stack.append(PosDict(at) if event.__class__ is yaml.MappingStartEvent
-                          else PosList(at))
-        self.keys.append(None)
+            raise _NeedsNodes(len(open_) + 1, index)
+        if len(open_) >= MAX_DEPTH:
+            raise too_deep(event.start_mark)
+        open_.append(dict.__new__(PosDict) if event.__class__ is yaml.MappingStartEvent
+                     else list.__new__(PosList))  # marks are set when it closes
 
-    def close(self) -> tuple[Any, int]:
-        value = self.stack.pop()
-        self.keys.pop()
-        return value, value.seal()
+    def _construct_scalar(self, event: yaml.ScalarEvent, tag: str, depth: int,
+                          index: int) -> Any:
+        construct = self.yaml_constructors.get(tag)  # none for `<<` and `=`
+        if construct is None:
+            raise _NeedsNodes(depth, index)
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        try:
+            return construct(self, node)
+        except SCALAR_ERRORS as exc:
+            raise unreadable_value(node, exc) from None
 
-    def attach(self, value: Any, mark: int, scalar: bool, index: int) -> None:
-        parent = self.stack[-1]
-        if parent.__class__ is PosList:
-            parent.add(value, mark)
-            return
-        pending = self.keys[-1]
-        if pending is None:
-            if not scalar or not isinstance(value, _KEY_TYPES):
-                raise _NeedsNodes(len(self.stack), index)  # read_nodes reports the complex key
-            # the same few keys recur in every resource: keep one copy of each
-            self.keys[-1] = (sys.intern(value) if value.__class__ is str else value, mark)
-            return
-        key, key_mark = pending
-        if key in parent:
-            first = parent.key_mark(key) or (0, 0)
-            self.loader.duplicate_keys.append((str(key), first, unpack(key_mark)))
-        parent.put(key, value, key_mark, mark)
-        self.keys[-1] = None
+
+def _key(value: Any, scalar: bool, depth: int, index: int) -> Any:
+    if not scalar or not isinstance(value, _KEY_TYPES):
+        raise _NeedsNodes(depth, index)  # read_nodes reports the complex key
+    # the same few keys recur in every resource: keep one copy of each
+    return sys.intern(value) if value.__class__ is str else value
+
+
+def _entry(parent: PosDict, key: Any, key_mark: int, value: Any, mark: int, depth: int,
+           index: int) -> int:
+    """Add ``key: value`` to ``parent``; returns the word of its marks (positions._entry)."""
+    below = (mark >> 32) - (key_mark >> 32)
+    if (key in parent or key_mark >> 60 or (key_mark & _COL_MASK) >> 16
+            or (mark & _COL_MASK) >> 16 or not 0 <= below < 16):
+        raise _NeedsNodes(depth, index)  # a duplicate key, or marks too wide for one word
+    parent[key] = value
+    return (key_mark >> 32) << 36 | (key_mark & _COL_MASK) << 20 | below << 16 | (mark & _COL_MASK)
+
+
+def _document(file: str, index: int, root: Any, mark: int) -> Document:
+    # a container knows its own start: no tuple per document for it
+    start = _NO_START if root.__class__ in _CONTAINERS else unpack(mark)
+    return Document(file=file, index=index, data=root, start=start)
+
+
+def _tag(loader: _PositionalLoader, raw: str, implicit: tuple[bool, bool]) -> str:
+    """The tag of a plain scalar (12 / true / null / ...), cached across files."""
+    tag = _TAG_CACHE.get(raw)
+    if tag is None:
+        tag = loader.resolve(yaml.ScalarNode, raw, implicit)
+        if len(_TAG_CACHE) < _TAG_CACHE_SIZE:
+            _TAG_CACHE[raw] = tag
+    return tag
 
 
 class _NeedsNodes(Exception):
@@ -265,6 +280,8 @@ class _NeedsNodes(Exception):
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_NO_KEY = object()  # a mapping waiting for its next key
+_COL_MASK = (1 << 32) - 1
 _CONTAINERS = (PosDict, PosList)
 _NO_START: Mark = (1, 1)
 # The largest int whose decimal form Python will still print (its int_max_str_digits)

@@ -25,7 +25,7 @@ def test_validate_scale_runs() -> None:
 
 
 def test_plan_scale_runs() -> None:
-    out = run(str(BENCH / "plan_scale.py"), "--sizes", "1k")
+    out = run(str(BENCH / "plan_scale.py"), "--sizes", "1k", "--repeat", "1")
     assert "1,000" in out
 
 

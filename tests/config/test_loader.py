@@ -14,6 +14,8 @@ from reconciler.config.loader import (
     locate,
 )
 
+from .helpers import EXAMPLES
+
 TEXT = """\
 apiVersion: reconciler.dev/v1
 kind: OutgoingServer
@@ -138,3 +140,27 @@ def test_unreadable_file_is_a_diagnostic(tmp_path: Path) -> None:
     [d] = list(diags)
     assert (d.code, d.file) == ("file-unreadable", "latin1.yaml")
     assert d.hint == "config files must be readable UTF-8 text"
+
+
+def _dump(value: object) -> object:
+    """A document as plain data with every container's packed marks, for comparing readers."""
+    if isinstance(value, PosDict | PosList):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        return type(value).__name__, bytes(value.marks), [(k, _dump(v)) for k, v in items]
+    return value
+
+
+def test_event_and_node_readers_build_the_same_documents() -> None:
+    # read_events is the fast path, read_nodes the fallback for anchors, duplicate keys
+    # and wide marks: a file must load the same whichever of them reads it
+    from reconciler.config.loader import _PositionalLoader
+
+    texts = [TEXT, *(p.read_text() for p in iter_config_files(EXAMPLES))]
+    for text in texts:
+        built = []
+        for read in ("read_events", "read_nodes"):
+            loader, documents = _PositionalLoader(text), []
+            getattr(loader, read)("f.yaml", documents)
+            loader.dispose()
+            built.append([(d.index, d.mark, _dump(d.data)) for d in documents])
+        assert built[0] == built[1]
