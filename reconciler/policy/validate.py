@@ -17,7 +17,7 @@ from reconciler.config.desired import CanonicalResource, DesiredState, ResourceK
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity, did_you_mean
 from reconciler.config.errors import diagnostics_from, show_value
 from reconciler.config.gcpause import gc_paused
-from reconciler.config.loaded import LoadedResource
+from reconciler.config.loaded import Derivation, LoadedResource
 from reconciler.config.loader import Document, diagnostic_at, load_tree, locate
 from reconciler.config.models import KINDS
 from reconciler.config.models.base import API_VERSION
@@ -54,6 +54,14 @@ class ValidationResult:
     def derivations(self) -> dict[ResourceKey, set[str]]:
         """Dotted paths of derived values per resource, for marking them in plans."""
         return {ResourceKey(*r.key): {d.dotted for d in r.derivations} for r in self.resources}
+
+    @property
+    def count(self) -> int:
+        return len(self.resources)
+
+    def derived_listing(self) -> list[tuple[str, str, list[Derivation]]]:
+        """(resource, file, derived values) per resource, for `validate --show-derived`."""
+        return [(r.model.display, r.file, r.derivations) for r in self.resources]
 
 
 def _envelope_problem(doc: Document) -> Diagnostic | None:
