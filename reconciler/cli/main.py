@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
                  "drift", "live", "lock", "audit", "daemon", "send", "route", "status",
                  "test-connection", "incoming")
 } | {"force-unlock": "lock:force_unlock"}
+COMMANDS["cache"] = "cache:command"
 
 
 class LazyGroup(click.Group):

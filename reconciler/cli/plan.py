@@ -17,7 +17,7 @@ from reconciler.cli.render import diagnostic_text, emit
 from reconciler.config.diagnostics import Severity
 from reconciler.plan import render
 from reconciler.plan.model import Plan, PlanFileError, make_plan, save
-from reconciler.policy.validate import ValidationResult, validate_path
+from reconciler.cli.validate import Result, no_cache_option, validated_path
 from reconciler.state import Store
 
 EXIT_NO_CHANGES = 0
@@ -25,14 +25,14 @@ EXIT_ERROR = 1
 EXIT_CHANGES = 2
 
 
-def validated(path: Path, fmt: str) -> ValidationResult:
+def validated(path: Path, fmt: str, *, no_cache: bool = True) -> Result:
     """Validate like `reconcile validate`; exit 1 on errors.
 
     With markdown or JSON output stdout must stay one document, so the
     diagnostics of a valid config go to stderr there.
     """
-    result = validate_path(path)
-    diags, count = result.diagnostics, len(result.resources)
+    result = validated_path(path, no_cache)
+    diags, count = result.diagnostics, result.count
     if fmt == "text" or (fmt == "json" and not result.ok):
         emit(diags, fmt, count)
     else:
@@ -47,7 +47,7 @@ def validated(path: Path, fmt: str) -> ValidationResult:
     return result
 
 
-def plan_against(path: Path, result: ValidationResult | None, store: Store, *,
+def plan_against(path: Path, result: Result | None, store: Store, *,
                  prune: bool) -> Plan:
     assert result is not None and result.desired is not None  # validated() exits otherwise
     return make_plan(path, result.desired, store.snapshot(), derived=result.derivations(),
@@ -64,7 +64,9 @@ def plan_against(path: Path, result: ValidationResult | None, store: Store, *,
               help="Save the plan; `reconcile apply FILE` then applies exactly it.")
 @click.option("--prune", is_flag=True, help="Delete live resources that are not in the "
               "configuration (without it they are listed and kept).")
-def command(path: Path, store_url: str, fmt: str, out: Path | None, prune: bool) -> None:
+@no_cache_option
+def command(path: Path, store_url: str, fmt: str, out: Path | None, prune: bool,
+            no_cache: bool) -> None:
     """Show what `reconcile apply` would create, update and delete.
 
     Compares the resources below PATH with the live store. Secret references
@@ -72,7 +74,7 @@ def command(path: Path, store_url: str, fmt: str, out: Path | None, prune: bool)
     (derived). Exit 0 when there are no changes, 2 when there are, 1 on error.
     """
     # Validate before opening the store: config errors come first, store or not.
-    result = validated(path, fmt)
+    result = validated(path, fmt, no_cache=no_cache)
     with opened_store(store_url) as store:
         plan = plan_against(path, result, store, prune=prune)
     click.echo(render.render(plan, fmt, colour=sys.stdout.isatty()))

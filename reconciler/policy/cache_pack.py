@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+# Next to the default store (.reconcile/state.db) in the working folder; safe to delete.
+DEFAULT_FOLDER = Path(".reconcile") / "cache"
 # Bumped when the pack's own layout changes.
 FORMAT = "1"
 _SIGNATURE_LENGTH = 64  # hex SHA-256
