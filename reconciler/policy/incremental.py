@@ -39,6 +39,7 @@ from reconciler.config.checks import check_semantics
 from reconciler.config.derive import derive_all
 from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
+from reconciler.config.gcpause import gc_paused
 from reconciler.config.loaded import Derivation, LoadedResource
 from reconciler.config.loader import Document, iter_config_files, load_text, locate, value_at
 from reconciler.config.references import check_references, elsewhere, iter_references
@@ -105,6 +106,7 @@ class CachedValidation:
         return [(r.display, r.file, r.derivations) for r in self.rows]
 
 
+@gc_paused()
 def validate_incremental(root: Path, folder: Path, *,
                          today: date | None = None) -> ValidationResult | CachedValidation:
     """Validate ``root`` reusing (and refreshing) the cache in ``folder``."""
