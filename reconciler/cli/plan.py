@@ -14,10 +14,10 @@ import click
 
 from reconciler.cli.common import UsageExitsOne, UserError, finish, opened_store, store_option
 from reconciler.cli.render import diagnostic_text, emit
+from reconciler.cli.validate import Result, no_cache_option, validated_path
 from reconciler.config.diagnostics import Severity
 from reconciler.plan import render
 from reconciler.plan.model import Plan, PlanFileError, make_plan, save
-from reconciler.cli.validate import Result, no_cache_option, validated_path
 from reconciler.state import Store
 
 EXIT_NO_CHANGES = 0

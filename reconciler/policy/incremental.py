@@ -27,6 +27,8 @@ summary counts across namespaces).
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -127,6 +129,15 @@ def validate_incremental(root: Path, folder: Path, *,
     return validate_path(root, today=today)
 
 
+# A file written less than this before its stat was recorded is read again
+# (it may have been rewritten within the file system's timestamp resolution).
+_RACY_NS = 2_000_000_000
+
+
+def _stat(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
 def _dump(d: Diagnostic) -> list[Any]:
     return [d.code, d.message, d.file, d.line, d.col, d.path, d.hint, str(d.severity)]
 
@@ -148,27 +159,45 @@ class _Run:
         self.pack: dict[str, Any] = {"files": {}, "namespaces": {}}
         self.changed = False
         self.files: list[tuple[str, str]] = []  # (path, file key) in load order
-        self.raw: dict[str, bytes] = {}  # bytes of files not parsed yet
         self.parsed: dict[str, tuple[list[LoadedResource], list[Document]]] = {}
         self.strings: dict[str, str] = {}
 
     # -- files ---------------------------------------------------------------
     def _scan(self) -> None:
+        stats = self.old.get("stats", {})
+        self.pack["stats"] = {}
         for path in iter_config_files(self.root):
             name = path.relative_to(self.root).as_posix()
             try:
-                data = path.read_bytes()
+                st = path.stat()
+                seen = stats.get(name)
+                # like git's index: a file whose stat matches, and that was last written
+                # well before it was recorded, still has the bytes it had then
+                if seen and seen[:4] == _stat(st) and st.st_mtime_ns + _RACY_NS < seen[4]:
+                    digest, data = seen[5], None
+                else:
+                    data = path.read_bytes()
+                    digest = hashlib.sha256(data).hexdigest()
+                    self.changed = True  # record the new stat
             except OSError as exc:  # the cold path reports it
                 raise _Cold from exc
-            key = _sha(self.context, name, hashlib.sha256(data).hexdigest())
+            self.pack["stats"][name] = [*_stat(st), time.time_ns(), digest]
+            key = _sha(self.context, name, digest)
             entry = self.old["files"].get(key)
             if entry is None or entry["policies"]:
-                entry = self._parse(name, data)
+                entry = self._parse(name, data if data is not None else self._read(name, digest))
                 self.changed |= key not in self.old["files"]
-            else:
-                self.raw[name] = data
             self.files.append((name, key))
             self.pack["files"][key] = entry
+
+    def _read(self, name: str, digest: str) -> bytes:
+        try:
+            data = (self.root / name).read_bytes()
+        except OSError as exc:
+            raise _Cold from exc
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise _Cold  # changed while this run was reading the repo
+        return data
 
     def _parse(self, name: str, data: bytes) -> dict[str, Any]:
         loaded = Diagnostics()
@@ -186,7 +215,7 @@ class _Run:
 
     def _resources(self, name: str) -> list[LoadedResource]:
         if name not in self.parsed:
-            self._parse(name, self.raw.pop(name))
+            self._parse(name, self._read(name, self.pack["stats"][name][5]))
         return self.parsed[name][0]
 
     # -- policies ------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ from tests.policy.kit import TODAY
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "config"
 CLONES = ("acme", "globex", "initech")  # namespaces: the examples' two, and a copy of acme
 REFERENCE_FIELDS = ("recipientFilter", "proxy", "server", "servers", "filters")
+OLD_NS = 1_700_000_000 * 10**9  # a fixed time long ago
 VALUES: list[Any] = ["x", "off", 25, 465, True, False, None, "smtp", "graph", "acme-no-external",
                      ["a@example.com"], {"nested": 1}]
 
@@ -36,11 +38,20 @@ def _corpus() -> dict[str, list[Any]]:
 
 
 def _write(root: Path, files: dict[str, Any]) -> None:
-    shutil.rmtree(root, ignore_errors=True)
-    for name, docs in files.items():
+    """Write the files that differ, with an old mtime: the cache's stat index then
+    trusts every file it has seen, and must notice the rewritten ones by their ctime."""
+    texts = {name: docs if isinstance(docs, str) else yaml.safe_dump_all(docs)
+             for name, docs in files.items()}
+    for path in [p for p in root.rglob("*") if p.is_file()]:
+        if path.relative_to(root).as_posix() not in texts:
+            path.unlink()
+    for name, text in texts.items():
         path = root / name
+        if path.exists() and path.read_text() == text:
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(docs if isinstance(docs, str) else yaml.safe_dump_all(docs))
+        path.write_text(text)
+        os.utime(path, ns=(OLD_NS, OLD_NS))
 
 
 def _resource_docs(files: dict[str, Any], rng: random.Random) -> tuple[str, int] | None:
@@ -158,6 +169,7 @@ def test_random_edits_give_the_cold_result(edits: list[tuple[Any, int]]) -> None
         root, cache = Path(tmp) / "config", Path(tmp) / "cache"
         files = _corpus()
         _write(root, files)
+        _same(root, cache)  # records the stats
         assert isinstance(_same(root, cache), CachedValidation)  # fills the cache
         for edit, seed in edits:
             edit(files, random.Random(seed))
