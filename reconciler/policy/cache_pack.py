@@ -94,7 +94,10 @@ def read_pack(path: Path) -> dict[str, Any]:
 
 def write_pack(path: Path, pack: dict[str, Any]) -> None:
     """Replace the pack atomically; a cache that cannot be written is only slower."""
-    body = orjson.dumps(pack)
+    try:
+        body = orjson.dumps(pack)
+    except orjson.JSONEncodeError:
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # older packs (another version) are stale forever: keep one file

@@ -147,8 +147,12 @@ def _load(row: list[Any]) -> Diagnostic:
 
 
 def _sha(*parts: Any) -> str:
-    return hashlib.sha256(orjson.dumps(parts, default=str, option=orjson.OPT_NON_STR_KEYS
-                                       | orjson.OPT_SORT_KEYS)).hexdigest()
+    try:
+        data = orjson.dumps(parts, default=str,
+                            option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # e.g. an integer past 64 bits in a policy document
+        data = repr(parts).encode()
+    return hashlib.sha256(data).hexdigest()
 
 
 class _Run:
