@@ -79,7 +79,7 @@ def read_pack(path: Path) -> dict[str, Any]:
     """The pack's entries, or empty ones if it is missing, forged, truncated or foreign."""
     empty: dict[str, Any] = {"files": {}, "namespaces": {}}
     try:
-        raw = path.read_bytes()
+        raw = memoryview(path.read_bytes())  # slices without copying ~1 KB a resource
         signature, body = raw[:_SIGNATURE_LENGTH], raw[_SIGNATURE_LENGTH + 1:]
         if not hmac.compare_digest(signature, _sign(body)):
             return empty
@@ -106,7 +106,8 @@ def write_pack(path: Path, pack: dict[str, Any]) -> None:
                 old.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".plan-", suffix=".tmp")
         with os.fdopen(fd, "wb") as out:
-            out.write(_sign(body) + b"\n" + body)
+            out.write(_sign(body) + b"\n")
+            out.write(body)
         os.replace(tmp, path)
     except OSError:
         return

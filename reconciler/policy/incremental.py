@@ -259,6 +259,12 @@ class _Run:
         plain = policy_engine.PolicySet.of(policy_set.policies.values())
         order = {name: i for i, (name, _) in enumerate(self.files)}
         by_ns = {}
+        # namespaces each file still has to go through: its models are dropped after
+        # the last, so a run that fills the cache peaks no higher than a cold one
+        pending: dict[str, int] = {}
+        for files in files_of.values():
+            for name, _ in files:
+                pending[name] = pending.get(name, 0) + 1
         for ns, files in files_of.items():
             digests = sorted((k, policy_digests[k]) for k in {*kinds_of[ns], "*"}
                              if k in policy_digests)
@@ -269,6 +275,10 @@ class _Run:
                 entry = self._check(ns, files, names, plain)
                 self.changed = True
             self.pack["namespaces"][key] = by_ns[ns] = entry
+            for name, _ in files:
+                pending[name] -= 1
+                if not pending[name]:
+                    self.parsed.pop(name, None)
         return self._assemble(entries, by_ns, order, policy_diags, policy_set)
 
     def _check(self, ns: str, files: list[tuple[str, str]],
