@@ -67,7 +67,7 @@ class _Keyed(NamedTuple):
 class Row:
     """One resource of a cached validation, as plan and `validate --show-derived` see it."""
 
-    resource: CanonicalResource
+    key: ResourceKey
     file: str
     index: int  # document position in its file
     derivations: list[Derivation]
@@ -76,7 +76,7 @@ class Row:
 
     @property
     def display(self) -> str:
-        return str(self.resource.key)
+        return str(self.key)
 
 
 @dataclass
@@ -85,6 +85,8 @@ class CachedValidation:
 
     diagnostics: Diagnostics
     rows: list[Row] = field(default_factory=list)
+    # per namespace: the JSON of its canonical resources, parsed only if a plan asks
+    specs: list[str] = field(default_factory=list)
     _desired: DesiredState | None = field(default=None, init=False, repr=False)
 
     @property
@@ -98,11 +100,14 @@ class CachedValidation:
     @property
     def desired(self) -> DesiredState | None:
         if self._desired is None and self.ok:
-            self._desired = DesiredState.of(r.resource for r in self.rows)
+            self._desired = DesiredState.of(
+                CanonicalResource(ResourceKey(*key), api_version, spec, labels, digest)
+                for text in self.specs
+                for key, api_version, labels, spec, digest in orjson.loads(text))
         return self._desired
 
     def derivations(self) -> dict[ResourceKey, set[str]]:
-        return {r.resource.key: {d.dotted for d in r.derivations} for r in self.rows}
+        return {r.key: {d.dotted for d in r.derivations} for r in self.rows}
 
     def derived_listing(self) -> list[tuple[str, str, list[Derivation]]]:
         return [(r.display, r.file, r.derivations) for r in self.rows]
@@ -290,21 +295,23 @@ class _Run:
         duplicates = Diagnostics()
         resources = _duplicates(resources, duplicates)
         derive_all(resources)
-        rows = []
+        rows, specs = [], []
         for res in resources:
             found = policy_engine.evaluate(plain, [res], today=self.today)
             if any(d.code == "policy-error" for d in found):
                 raise _Cold
             made = canonical(res)
-            rows.append([list(made.key), made.api_version, made.labels, made.spec, made.digest,
-                         res.file, res.document.index,
+            specs.append([list(made.key), made.api_version, made.labels, made.spec, made.digest])
+            rows.append([list(made.key), res.file, res.document.index,
                          [[list(d.path), d.value, d.reason] for d in res.derivations],
                          [_dump(d) for d in found],
                          [[list(p), ref, *locate(res.document.data, p)]
                           for p, ref in model_refs(res.model)]])
         missing = {(f.kind, target) for res in resources for f, target, _ in iter_references(res)
                    if target not in names.get((f.kind, ns), ())}
-        return {"rows": rows, "duplicates": [_dump(d) for d in duplicates.items],
+        # a string in the pack: a validate that needs no desired state never parses it
+        return {"rows": rows, "specs": orjson.dumps(specs).decode(),
+                "duplicates": [_dump(d) for d in duplicates.items],
                 "references": [_dump(d) for d in check_references(resources, names)],
                 "semantics": [_dump(d) for d in check_semantics(resources)],
                 "elsewhere": [[k, t, elsewhere(names, k, t, ns)] for k, t in sorted(missing)]}
@@ -324,21 +331,21 @@ class _Run:
         diags.extend(policy_diags.items)
         findings: list[Diagnostic] = []
         waivers = Waivers.of(policy_set.exceptions, policy_set.policies,
-                             [_Keyed(tuple(r.resource.key)) for r in rows],  # type: ignore[misc]
+                             [_Keyed(r.key) for r in rows],  # type: ignore[misc]
                              self.today, findings)
         for row in rows:
             findings.extend(d for d in row.policy
                             if not (waivers and waivers.use(d.code[len("policy:"):],
-                                                            row.resource.key)))
+                                                            row.key)))
         diags.extend(findings)
         diags.extend(waivers.unused())
-        return CachedValidation(diags, rows)
+        return CachedValidation(diags, rows, [e["specs"] for e in by_ns.values()])
 
 
 def _row(raw: list[Any]) -> Row:
-    key, api_version, labels, spec, digest, file, index, derived, policy, secrets = raw
-    resource = CanonicalResource(ResourceKey(*key), api_version, spec, labels, digest)
-    return Row(resource, file, index, [Derivation(tuple(p), v, why) for p, v, why in derived],
+    key, file, index, derived, policy, secrets = raw
+    return Row(ResourceKey(*key), file, index,
+               [Derivation(tuple(p), v, why) for p, v, why in derived],
                [_load(d) for d in policy], secrets)
 
 
