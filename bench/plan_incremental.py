@@ -157,6 +157,7 @@ def main() -> None:
             parser.error(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
         print(f"benchmarking {size} ...", file=sys.stderr, flush=True)
         rows.append(bench(SIZES[size.strip()], args.repeat))
+        print(table(rows[-1:]), file=sys.stderr, flush=True)  # progress on long runs
     print(table(rows))
     print(f"\nplans: whole `reconcile plan --out` processes on a SQLite store, 1 % of the files "
           f"changed; warm = with .reconcile/cache/ as the plan before the change left it.\n"
