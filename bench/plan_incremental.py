@@ -100,6 +100,7 @@ def bench(n: int, repeat: int) -> Figures:
     try:
         config, db, cache = work / "config", work / "state.db", work / ".reconcile" / "cache"
         files = write_config(config, n)
+        cache.parent.mkdir()  # the cache is used where .reconcile/ exists
         store = ["--store", str(db)]
         run_child(["apply", str(config), *store, "--yes", "--actor", "bench"], cwd=work)
         unchanged = run_child(["plan", str(config), *store], cwd=work)  # fills the cache

@@ -16,14 +16,20 @@ Result = ValidationResult | CachedValidation
 
 no_cache_option = click.option(
     "--no-cache", is_flag=True,
-    help="Validate every file from scratch and leave .reconcile/cache/ alone.")
+    help="Validate every file from scratch and leave .reconcile/cache/ alone (the cache "
+    "is used where .reconcile/ exists).")
 
 
 def validated_path(path: Path, no_cache: bool) -> Result:
-    """Validate ``path``, reusing the results of unchanged files unless ``no_cache``."""
-    if no_cache:
-        return validate_path(path)
+    """Validate ``path``, reusing the results of unchanged files unless ``no_cache``.
+
+    The cache lives in the working folder's ``.reconcile/`` (made by the first
+    apply into the default store, or by hand), like git's ``.git/``: validate and
+    plan never create that folder themselves.
+    """
     from reconciler.policy.cache_pack import DEFAULT_FOLDER
+    if no_cache or not DEFAULT_FOLDER.parent.is_dir():
+        return validate_path(path)
     return validate_incremental(path, DEFAULT_FOLDER)
 
 

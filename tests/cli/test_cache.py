@@ -19,8 +19,11 @@ def test_validate_uses_the_cache_unless_told_and_clear_deletes_it(
     monkeypatch.chdir(tmp_path)
     shutil.copytree(EXAMPLES, "config")
     runner = CliRunner()
-    cold = runner.invoke(cli, ["validate", "config", "--no-cache", "--show-derived"])
+    cold = runner.invoke(cli, ["validate", "config", "--show-derived"])
     assert cold.exit_code == 0, cold.output
+    assert not Path(".reconcile").exists()  # never made by validate or plan
+    Path(".reconcile").mkdir()  # as the first apply into the default store makes it
+    assert runner.invoke(cli, ["validate", "config", "--no-cache"]).exit_code == 0
     assert not CACHE.exists()
     for _ in range(2):  # fills the cache, then reads it
         warm = runner.invoke(cli, ["validate", "config", "--show-derived"])
