@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
                  "drift", "live", "lock", "audit", "daemon", "send", "route", "status",
                  "test-connection", "incoming", "sync", "outbox")
 } | {"force-unlock": "lock:force_unlock"}
+COMMANDS["cache"] = "cache:command"
 # Commands that read a whole config repo once and exit (see main)
 ONE_PASS = frozenset({"validate", "plan", "apply"})
 

@@ -14,25 +14,25 @@ import click
 
 from reconciler.cli.common import UsageExitsOne, UserError, finish, opened_store, store_option
 from reconciler.cli.render import diagnostic_text, emit
+from reconciler.cli.validate import Result, no_cache_option, validated_path
 from reconciler.config.diagnostics import Severity
 from reconciler.plan import render
 from reconciler.plan.folder import plan_against
 from reconciler.plan.model import PlanFileError, save
-from reconciler.policy.validate import ValidationResult, validate_path
 
 EXIT_NO_CHANGES = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
 
 
-def validated(path: Path, fmt: str) -> ValidationResult:
+def validated(path: Path, fmt: str, *, no_cache: bool = True) -> Result:
     """Validate like `reconcile validate`; exit 1 on errors.
 
     With markdown or JSON output stdout must stay one document, so the
     diagnostics of a valid config go to stderr there.
     """
-    result = validate_path(path)
-    diags, count = result.diagnostics, len(result.resources)
+    result = validated_path(path, no_cache)
+    diags, count = result.diagnostics, result.count
     if fmt == "text" or (fmt == "json" and not result.ok):
         emit(diags, fmt, count)
     else:
@@ -59,8 +59,9 @@ def validated(path: Path, fmt: str) -> ValidationResult:
               "configuration (without it they are listed and kept).")
 @click.option("--show-derived", is_flag=True, help="Also show the default and derived values "
               "of new resources (without it they are counted; changed ones are always shown).")
+@no_cache_option
 def command(path: Path, store_url: str, fmt: str, out: Path | None, prune: bool,
-            show_derived: bool) -> None:
+            show_derived: bool, no_cache: bool) -> None:
     """Show what `reconcile apply` would create, update and delete.
 
     Compares the resources below PATH with the live store. Secret references
@@ -69,7 +70,7 @@ def command(path: Path, store_url: str, fmt: str, out: Path | None, prune: bool,
     when there are no changes, 2 when there are, 1 on error.
     """
     # Validate before opening the store: config errors come first, store or not.
-    result = validated(path, fmt)
+    result = validated(path, fmt, no_cache=no_cache)
     with opened_store(store_url) as store:
         plan = plan_against(path, result, store, prune=prune)
     click.echo(render.render(plan, fmt, colour=sys.stdout.isatty(), show_derived=show_derived))

@@ -9,7 +9,28 @@ from typing import Any
 import click
 
 from reconciler.cli.render import FORMATS, emit
+from reconciler.policy.incremental import CachedValidation, validate_incremental
 from reconciler.policy.validate import ValidationResult, validate_path
+
+Result = ValidationResult | CachedValidation
+
+no_cache_option = click.option(
+    "--no-cache", is_flag=True,
+    help="Validate every file from scratch and leave .reconcile/cache/ alone (the cache "
+    "is used where .reconcile/ exists).")
+
+
+def validated_path(path: Path, no_cache: bool) -> Result:
+    """Validate ``path``, reusing the results of unchanged files unless ``no_cache``.
+
+    The cache lives in the working folder's ``.reconcile/`` (made by the first
+    apply into the default store, or by hand), like git's ``.git/``: validate and
+    plan never create that folder themselves.
+    """
+    from reconciler.policy.cache_pack import DEFAULT_FOLDER
+    if no_cache or not DEFAULT_FOLDER.parent.is_dir():
+        return validate_path(path)
+    return validate_incremental(path, DEFAULT_FOLDER)
 
 
 @click.command("validate")
@@ -21,15 +42,17 @@ from reconciler.policy.validate import ValidationResult, validate_path
 @click.option("--github-prefix", default="", metavar="DIR/",
               help="Prefix for file paths in GitHub annotations (the config folder relative "
               "to the repository root).")
-def command(path: Path, fmt: str, show_derived: bool, strict: bool, github_prefix: str) -> None:
+@no_cache_option
+def command(path: Path, fmt: str, show_derived: bool, strict: bool, github_prefix: str,
+            no_cache: bool) -> None:
     """Check the YAML resources below PATH: schema, references, semantics and policies.
 
     Exit 0 when valid, 1 on any error (with --strict, also on warnings).
     """
-    result = validate_path(path)
+    result = validated_path(path, no_cache)
     # one JSON document on stdout: derived values go into the same object
     extra = {"derived": _derived_rows(result)} if show_derived and fmt == "json" else None
-    emit(result.diagnostics, fmt, len(result.resources), github_prefix=github_prefix,
+    emit(result.diagnostics, fmt, result.count, github_prefix=github_prefix,
          extra=extra)
     if show_derived and fmt != "json":
         _show_derived(result)
@@ -37,18 +60,18 @@ def command(path: Path, fmt: str, show_derived: bool, strict: bool, github_prefi
     raise click.exceptions.Exit(1 if failed else 0)
 
 
-def _derived_rows(result: ValidationResult) -> list[dict[str, Any]]:
+def _derived_rows(result: Result) -> list[dict[str, Any]]:
     return [
-        {"resource": r.model.display, "file": r.file, "path": d.dotted, "value": d.value,
+        {"resource": display, "file": file, "path": d.dotted, "value": d.value,
          "reason": d.reason}
-        for r in result.resources for d in r.derivations
+        for display, file, derivations in result.derived_listing() for d in derivations
     ]
 
 
-def _show_derived(result: ValidationResult) -> None:
+def _show_derived(result: Result) -> None:
     click.echo("\nderived values:")
-    for r in result.resources:
-        if r.derivations:
-            click.echo(f"  {r.model.display}  ({r.file})")
-        for d in r.derivations:
+    for display, file, derivations in result.derived_listing():
+        if derivations:
+            click.echo(f"  {display}  ({file})")
+        for d in derivations:
             click.echo(f"    {d.dotted} = {json.dumps(d.value)}  # {d.reason}")

@@ -4,7 +4,7 @@ existing resource of that kind in the same namespace (SPEC C4)."""
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -52,12 +52,25 @@ def iter_references(res: LoadedResource) -> Iterator[tuple[RefField, str, YamlPa
             yield field, value, ("spec", field.alias)
 
 
+def elsewhere(names: Mapping[tuple[str, str], set[str]], kind: str, target: str,
+              namespace: str) -> list[str]:
+    """The other namespaces that hold a ``kind`` named ``target`` (for the hint)."""
+    return sorted(ns for (k, ns), v in names.items() if k == kind and target in v
+                  and ns != namespace)
+
+
 def check_references(resources: Sequence[LoadedResource],
-                     unloaded: Unloaded = NOTHING_UNLOADED) -> list[Diagnostic]:
-    names: dict[tuple[str, str], set[str]] = {}
-    for res in resources:
-        kind, namespace, name = res.key
-        names.setdefault((kind, namespace), set()).add(name)
+                     unloaded: Unloaded = NOTHING_UNLOADED,
+                     names: Mapping[tuple[str, str], set[str]] | None = None) -> list[Diagnostic]:
+    """Dangling references of ``resources``; ``names`` (kind, namespace) -> names is every
+    resource of the repo when ``resources`` are only some of them (the incremental plan);
+    what ``unloaded`` may hold is not reported (a knock-on of a file that did not load)."""
+    if names is None:
+        index: dict[tuple[str, str], set[str]] = {}
+        for res in resources:
+            kind, namespace, name = res.key
+            index.setdefault((kind, namespace), set()).add(name)
+        names = index
     found = []
     for res in resources:
         namespace = res.model.metadata.namespace
@@ -65,10 +78,9 @@ def check_references(resources: Sequence[LoadedResource],
             existing = names.get((field.kind, namespace), set())
             if target in existing or unloaded.may_hold(field.kind, namespace, target):
                 continue
-            elsewhere = sorted(ns for (k, ns), v in names.items() if k == field.kind
-                               and target in v and ns != namespace)
-            if elsewhere:
-                otherwise = (f"{field.kind} {target!r} exists in namespace {elsewhere[0]!r}; "
+            others = elsewhere(names, field.kind, target, namespace)
+            if others:
+                otherwise = (f"{field.kind} {target!r} exists in namespace {others[0]!r}; "
                              "references stay within one namespace")
             else:
                 article = "an" if field.kind[0] in "AEIOU" else "a"

@@ -24,7 +24,7 @@ from reconciler.config.diagnostics import (
 )
 from reconciler.config.errors import diagnostics_from, show_value
 from reconciler.config.gcpause import gc_paused
-from reconciler.config.loaded import LoadedResource, Unloaded
+from reconciler.config.loaded import Derivation, LoadedResource, Unloaded
 from reconciler.config.loader import Document, diagnostic_at, load_tree, locate
 from reconciler.config.models import KINDS
 from reconciler.config.models.base import API_VERSION
@@ -62,6 +62,14 @@ class ValidationResult:
         """Dotted paths of values the YAML did not write, derived or the model's defaults,
         per resource: plans mark them, and show them only when they change."""
         return _NotWritten({ResourceKey(*r.key): r for r in self.resources})
+
+    @property
+    def count(self) -> int:
+        return len(self.resources)
+
+    def derived_listing(self) -> list[tuple[str, str, list[Derivation]]]:
+        """(resource, file, derived values) per resource, for `validate --show-derived`."""
+        return [(r.model.display, r.file, r.derivations) for r in self.resources]
 
 
 class _NotWritten(Mapping[ResourceKey, set[str]]):
