@@ -27,6 +27,7 @@ from reconciler.cli.common import (
     UserError,
     format_option,
     opened_store,
+    record_event,
     show_time,
     split_name,
     store_option,
@@ -39,7 +40,7 @@ from reconciler.oauth.flows import FlowError
 from reconciler.oauth.provider import flow_for, server_label, store_login
 from reconciler.plan.apply import resolve_actor
 from reconciler.runtime.namespace import resource_from_canonical
-from reconciler.state.base import RevisionKind, RevisionMeta, StaleRevision, Store
+from reconciler.state.base import RevisionKind, Store
 
 KINDS = ("OutgoingServer", "IncomingServer")
 LOOPBACK = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1", "::1": "::1", "[::1]": "::1"}
@@ -117,7 +118,8 @@ def login_command(server_name: str, namespace: str | None, timeout: float,
         cache = TokenCache(store.tokens, key)
         asyncio.run(store_login(cache, server, grant))
         account = grant.account or auth.username or server.spec.email
-        number = _record(store, who, f"auth login {label} as {account}")
+        number = record_event(store, who, f"auth login {label} as {account}", RevisionKind.AUTH,
+                              lost="; the tokens are stored, but not the history entry")
     refresh = "with a refresh token" if grant.refresh_token or grant.msal_cache else \
         "WITHOUT a refresh token (the provider gave none: sign in again when it expires)"
     click.echo(f"Signed in {label} as {account} {refresh}; tokens are stored encrypted "
@@ -163,17 +165,6 @@ def _loopback(redirect: str, label: str) -> tuple[str, int, str]:
                         "back to this command; register that URL with the app")
     return host, parts.port or 80, parts.path or "/"
 
-
-def _record(store: Store, who: str, message: str) -> int:
-    for _ in range(5):  # an apply may land between reading the head and committing
-        try:
-            return store.commit([], RevisionMeta(actor=who, message=message,
-                                                 kind=RevisionKind.AUTH),
-                                base_revision=store.head()).number
-        except StaleRevision:
-            continue
-    raise UserError("the store kept moving; the tokens are stored, but the history "
-                    "entry for this login could not be written")
 
 
 def _find(store: Store, text: str, namespace: str | None) -> Any:

@@ -20,8 +20,8 @@ import click
 
 from reconciler.config.desired import ResourceKey
 from reconciler.config.secrets import SecretError
-from reconciler.state import DEFAULT_STORE, Action
-from reconciler.state.base import StoreError
+from reconciler.state import DEFAULT_STORE, Action, RevisionKind, RevisionMeta
+from reconciler.state.base import StaleRevision, StoreError
 
 if TYPE_CHECKING:
     from reconciler.state import Revision, Store
@@ -227,3 +227,16 @@ def run(cli: click.Group) -> int:
         click.echo("interrupted", err=True)
         return 130
     return 0
+
+
+def record_event(store: Store, who: str, message: str, kind: RevisionKind,
+                 *, lost: str = "") -> int:
+    """An empty revision of ``kind`` naming who did what (a login, a sync suspended):
+    the history is where auditors look. Retried while applies land in between."""
+    for _ in range(5):  # an apply may land between reading the head and committing
+        try:
+            return store.commit([], RevisionMeta(actor=who, message=message, kind=kind),
+                                base_revision=store.head()).number
+        except StaleRevision:
+            continue
+    raise UserError(f"the store kept moving{lost}; try again")

@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from reconciler.cli.common import UserError, opened_store, show_time, store_option
+from reconciler.cli.common import UserError, opened_store, record_event, show_time, store_option
 from reconciler.plan.apply import resolve_actor
-from reconciler.state import RevisionKind, RevisionMeta, StaleRevision, Store
+from reconciler.state import RevisionKind
 from reconciler.state.contract import SyncPhase, SyncRecord
 
 
@@ -106,7 +106,8 @@ def suspend(store_url: str, actor: str | None, message: str) -> None:
     """Stop automatic syncs (recorded in the history) until `reconcile sync resume`."""
     who = resolve_actor(actor)
     with opened_store(store_url) as store:
-        number = _record(store, who, f"sync suspended{': ' + message if message else ''}")
+        number = record_event(store, who, f"sync suspended{': ' + message if message else ''}",
+                              RevisionKind.SYNC)
         store.sync.update(phase=SyncPhase.SUSPENDED, suspended_by=who,
                           reason=message or f"suspended by {who}")
     click.echo(f"Sync suspended (revision {number}).")
@@ -121,19 +122,8 @@ def resume(store_url: str, actor: str | None) -> None:
     with opened_store(store_url) as store:
         if store.sync.get().phase is not SyncPhase.SUSPENDED:
             raise UserError("the sync is not suspended; nothing to resume")
-        number = _record(store, who, "sync resumed")
+        number = record_event(store, who, "sync resumed", RevisionKind.SYNC)
         store.sync.update(phase=SyncPhase.OUT_OF_SYNC, suspended_by=None,
                           reason=f"resumed by {who}", requested_at=datetime.now(UTC))
     click.echo(f"Sync resumed (revision {number}).")
 
-
-def _record(store: Store, who: str, message: str) -> int:
-    """An empty revision of kind ``sync``: the history names who stopped or restarted it."""
-    for _ in range(5):  # an apply may land between reading the head and committing
-        try:
-            return store.commit([], RevisionMeta(actor=who, message=message,
-                                                 kind=RevisionKind.SYNC),
-                                base_revision=store.head()).number
-        except StaleRevision:
-            continue
-    raise UserError("the store kept moving; try again")
