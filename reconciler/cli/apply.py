@@ -11,6 +11,7 @@ import click
 
 from reconciler.cli.common import UserError, action_counts, opened_store, show_time, store_option
 from reconciler.cli.plan import validated
+from reconciler.cli.scope import scope_from, scope_options, warn
 from reconciler.credentials.moves import parse_approval
 from reconciler.plan import render
 from reconciler.plan.apply import (
@@ -65,8 +66,10 @@ def _confirm(store: Store) -> None:
               "(KIND/NAME or KIND/NAMESPACE/NAME, as the plan lists them; repeatable), or "
               "all of them: its credentials may then be sent to endpoints no apply bound "
               "them to. Recorded in the history with --actor as the approver.")
+@scope_options
 def command(target: Path, store_url: str, yes: bool, actor: str | None, message: str,
-            lock_timeout: float, force: bool, prune: bool, approvals: tuple[str, ...]) -> None:
+            lock_timeout: float, force: bool, prune: bool, approvals: tuple[str, ...],
+            targets: tuple[str, ...], namespaces: tuple[str, ...]) -> None:
     """Apply a saved plan, or plan DIR and apply it after confirmation.
 
     A saved plan is applied exactly as shown, and only if the live store is
@@ -85,6 +88,12 @@ def command(target: Path, store_url: str, yes: bool, actor: str | None, message:
             "--prune only applies when planning; a saved plan already contains its deletions. "
             "Re-create it with `reconcile plan DIR --prune --out FILE`."
         )
+    if saved and (targets or namespaces):
+        raise UserError(
+            "--target and --namespace only apply when planning; a saved plan keeps the scope "
+            "it was made with. Re-create it with `reconcile plan DIR --target ... --out FILE`."
+        )
+    scope = scope_from(targets, namespaces)
     who = resolve_actor(actor)
     # The plan file or the config is checked before the store is opened (or created).
     try:
@@ -102,11 +111,14 @@ def command(target: Path, store_url: str, yes: bool, actor: str | None, message:
         if under_lock:
             _, rev = apply_folder(store, target, _valid(result), meta, prune=prune,
                                   lock_timeout=lock_timeout, force=force, approvals=approvals,
-                                  on_wait=on_wait, show=_show)
+                                  on_wait=on_wait, show=_show, scope=scope)
         else:
-            plan = loaded or plan_against(target, _valid(result), store, prune=prune)
+            plan = loaded or plan_against(target, _valid(result), store, prune=prune,
+                                          scope=scope)
             if saved:  # reviewed when it was made: one line says which plan this is
-                click.echo(f"Applying the saved plan {target}: {render.summary(plan)}")
+                scoped = f" (scope: {plan.scope.describe()})" if plan.scope else ""
+                click.echo(f"Applying the saved plan {target}{scoped}: {render.summary(plan)}")
+                warn(plan)
             else:
                 _show(plan)
             rev = None
@@ -125,6 +137,7 @@ def command(target: Path, store_url: str, yes: bool, actor: str | None, message:
 
 def _show(plan: Plan) -> None:
     click.echo(render.text(plan, colour=sys.stdout.isatty()))
+    warn(plan)
 
 
 def _valid(result: ValidationResult | None) -> ValidationResult:

@@ -14,6 +14,7 @@ import click
 
 from reconciler.cli.common import UsageExitsOne, UserError, finish, opened_store, store_option
 from reconciler.cli.render import diagnostic_text, emit
+from reconciler.cli.scope import scope_from, scope_options, warn
 from reconciler.cli.validate import Result, no_cache_option, validated_path
 from reconciler.config.diagnostics import Severity
 from reconciler.plan import render
@@ -60,19 +61,24 @@ def validated(path: Path, fmt: str, *, no_cache: bool = True) -> Result:
 @click.option("--show-derived", is_flag=True, help="Also show the default and derived values "
               "of new resources (without it they are counted; changed ones are always shown).")
 @no_cache_option
+@scope_options
 def command(path: Path, store_url: str, fmt: str, out: Path | None, prune: bool,
-            show_derived: bool, no_cache: bool) -> None:
+            show_derived: bool, no_cache: bool, targets: tuple[str, ...],
+            namespaces: tuple[str, ...]) -> None:
     """Show what `reconcile apply` would create, update and delete.
 
-    Compares the resources below PATH with the live store. Secret references
+    Compares the resources below PATH with the live store (only those named by
+    --target/--namespace when given). Secret references
     are shown redacted; values that were filled in by default are marked
     (derived), and for new resources shown only with --show-derived. Exit 0
     when there are no changes, 2 when there are, 1 on error.
     """
+    scope = scope_from(targets, namespaces)
     # Validate before opening the store: config errors come first, store or not.
     result = validated(path, fmt, no_cache=no_cache)
     with opened_store(store_url) as store:
-        plan = plan_against(path, result, store, prune=prune)
+        plan = plan_against(path, result, store, prune=prune, scope=scope)
+    warn(plan)
     click.echo(render.render(plan, fmt, colour=sys.stdout.isatty(), show_derived=show_derived))
     if out is not None:
         try:

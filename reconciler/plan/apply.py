@@ -170,8 +170,11 @@ def apply_plan(
     """
     if not plan.has_changes:
         raise ApplyRefused("the plan has no changes; there is nothing to apply")
+    # The history says a revision was a partial apply, and of what.
+    scoped = f"{meta.message} [scope: {plan.scope.describe()}]".lstrip() if plan.scope else ""
     meta = replace(
         meta,
+        message=scoped or meta.message,
         plan_digest=plan.digest,
         desired_digest=plan.desired_digest,
         git_commit=meta.git_commit or plan.git.commit,

@@ -21,6 +21,7 @@ from reconciler.config.desired import CanonicalResource, DesiredState, ResourceK
 from reconciler.config.gcpause import gc_paused
 from reconciler.config.positions import YamlPath
 from reconciler.config.secrets import redact
+from reconciler.plan.scope import Scope, scoped_keys
 from reconciler.state.revisions import Action, Change, FieldChange, LiveState
 
 # deepdiff report types whose value exists only on one side.
@@ -41,13 +42,15 @@ def diff(
     *,
     derived: Mapping[ResourceKey, set[str]] | None = None,
     prune: bool = False,
+    scope: Scope | None = None,
 ) -> DiffResult:
-    """Changes that turn ``live`` into ``desired``, ordered by (kind, namespace, name)."""
+    """Changes that turn ``live`` into ``desired``, ordered by (kind, namespace, name);
+    with a ``scope`` only for the resources in it (the rest is neither changed nor listed)."""
     derived = derived or {}
     changes: list[Change] = []
     unmanaged: list[ResourceKey] = []
     with gc_paused():
-        for key in sorted(desired.resources.keys() | live.resources.keys()):
+        for key in sorted(scoped_keys(desired.resources.keys() | live.resources.keys(), scope)):
             want = desired.resources.get(key)
             have = live.resources.get(key)
             if want is not None and have is not None:

@@ -9,15 +9,17 @@ from pathlib import Path
 
 from reconciler.plan.apply import apply_plan, planning_lock
 from reconciler.plan.model import Plan, make_plan
+from reconciler.plan.scope import Scope
 from reconciler.policy.validate import ValidationResult
 from reconciler.state.base import LockInfo, Store
 from reconciler.state.revisions import Revision, RevisionMeta
 
 
-def plan_against(path: Path, result: ValidationResult, store: Store, *, prune: bool) -> Plan:
+def plan_against(path: Path, result: ValidationResult, store: Store, *, prune: bool,
+                 scope: Scope | None = None) -> Plan:
     assert result.desired is not None, "plan only a config that validated"
     return make_plan(path, result.desired, store.snapshot(), derived=result.derivations(),
-                     prune=prune, bound=store.credential_bindings())
+                     prune=prune, bound=store.credential_bindings(), scope=scope)
 
 
 def apply_folder(
@@ -32,6 +34,7 @@ def apply_folder(
     approvals: Sequence[str] = (),
     on_wait: Callable[[LockInfo], None] | None = None,
     show: Callable[[Plan], None] | None = None,
+    scope: Scope | None = None,
 ) -> tuple[Plan, Revision | None]:
     """Plan ``path`` against the head of the moment the lock is held and apply it with
     every check of :func:`apply_plan`; the revision is None when nothing changed.
@@ -40,7 +43,7 @@ def apply_folder(
     wrote. ``show`` sees the plan before it is applied (the CLI prints it).
     """
     with planning_lock(store, meta.actor, timeout=lock_timeout, on_wait=on_wait):
-        plan = plan_against(path, result, store, prune=prune)
+        plan = plan_against(path, result, store, prune=prune, scope=scope)
         if show is not None:
             show(plan)
         if not plan.has_changes:

@@ -21,6 +21,7 @@ from typing import Any
 from reconciler.config.desired import DesiredState, ResourceKey, digest_of
 from reconciler.credentials.moves import CredentialMove, find_moves
 from reconciler.plan.diff import DiffResult, diff
+from reconciler.plan.scope import Scope, check_known, scoped_keys
 from reconciler.state.codec import resource_of
 from reconciler.state.revisions import Action, Change, FieldChange, LiveState
 
@@ -66,6 +67,8 @@ class Plan:
     source: str = ""
     # Credentials the changes would present where no apply bound them (SPEC S2).
     credential_moves: tuple[CredentialMove, ...] = ()
+    # None: the whole configuration was planned (see plan.scope).
+    scope: Scope | None = None
     digest: str = field(default="", compare=False)
 
     @classmethod
@@ -80,19 +83,22 @@ class Plan:
         source: str = "",
         created_at: datetime | None = None,
         bound: frozenset[tuple[str, str]] = frozenset(),
+        scope: Scope | None = None,
     ) -> Plan:
         plan = cls(
             changes=result.changes,
             unmanaged=result.unmanaged,
             base_revision=live.revision,
             lineage=live.lineage,
-            live_count=len(live),
+            # Scoped, the threshold is a share of the live resources in the scope.
+            live_count=len(live) if scope is None else len(scoped_keys(live.resources, scope)),
             desired_digest=desired.digest,
             prune=prune,
             git=git or GitInfo(),
             created_at=(created_at or datetime.now(UTC)).replace(microsecond=0),
             source=source,
             credential_moves=find_moves(result.changes, bound),
+            scope=scope,
         )
         return plan.sealed()
 
@@ -117,14 +123,18 @@ def make_plan(
     prune: bool = False,
     env: Mapping[str, str] | None = None,
     bound: frozenset[tuple[str, str]] = frozenset(),
+    scope: Scope | None = None,
 ) -> Plan:
     """Validated config + live state -> Plan: the one path `plan` and `apply DIR` share.
 
     ``bound``: the store's credential bindings, to find the plan's credential moves.
+    ``scope``: plan only these resources; raises UnknownTarget if it names nothing.
     """
-    result = diff(desired, live, derived=derived, prune=prune)
+    if scope is not None:
+        check_known(scope, desired.resources.keys() | live.resources.keys())
+    result = diff(desired, live, derived=derived, prune=prune, scope=scope)
     return Plan.build(result, desired, live, prune=prune, git=git_info(root, env),
-                      source=str(root), bound=bound)
+                      source=str(root), bound=bound, scope=scope)
 
 
 # -- git information ------------------------------------------------------------
@@ -193,6 +203,8 @@ def _content(plan: Plan) -> dict[str, Any]:
         "changes": [change_json(c, bodies=True) for c in plan.changes],
         "unmanaged": [k._asdict() for k in plan.unmanaged],
         "credentialMoves": [m.to_json() for m in plan.credential_moves],
+        # Only when scoped, so the digests of unscoped plans saved before scopes still match.
+        **({"scope": plan.scope.to_json()} if plan.scope is not None else {}),
     }
 
 
@@ -270,4 +282,5 @@ def _from_content(data: Mapping[str, Any]) -> Plan:
         source=str(data.get("source", "")),
         credential_moves=tuple(CredentialMove.from_json(m)
                                for m in data.get("credentialMoves", ())),
+        scope=Scope.from_json(data["scope"]) if "scope" in data else None,
     )

@@ -129,7 +129,8 @@ def text(plan: Plan, *, colour: bool = False, show_derived: bool = False) -> str
     if unmanaged:
         unmanaged = ["Not in the configuration (kept, not deleted):", *unmanaged,
                      unmanaged_note(plan)]
-    sections = [changes, [style(line, fg="magenta") for line in moves], unmanaged,
+    scope = [style(f"Warning: {plan.scope.warning()}.", fg="yellow")] if plan.scope else []
+    sections = [changes, [style(line, fg="magenta") for line in moves], unmanaged, scope,
                 [style(summary(plan), bold=True)]]
     return "\n\n".join("\n".join(lines) for lines in sections if lines)
 
@@ -170,6 +171,8 @@ def _cell(s: str) -> str:
 
 def markdown(plan: Plan, show_derived: bool = False) -> str:
     parts = [MARKER, "### reconcile plan", "", f"**{summary(plan)}**", ""]
+    if plan.scope:
+        parts += [f"> [!WARNING]\n> {html.escape(plan.scope.warning(), quote=False)}.", ""]
     if plan.has_changes:
         counts = Counter((c.key.kind, c.action) for c in plan.changes)
         kinds = sorted({kind for kind, _ in counts})
@@ -258,6 +261,8 @@ def data(plan: Plan) -> dict[str, Any]:
              "boundTo": list(m.bound_to), "approval": m.approval}
             for m in plan.credential_moves
         ],
+        "scope": ({**plan.scope.to_json(), "warning": plan.scope.warning()}
+                  if plan.scope else None),
     }
 
 
