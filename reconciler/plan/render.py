@@ -129,8 +129,7 @@ def text(plan: Plan, *, colour: bool = False, show_derived: bool = False) -> str
     if unmanaged:
         unmanaged = ["Not in the configuration (kept, not deleted):", *unmanaged,
                      unmanaged_note(plan)]
-    scope = [style(f"Warning: {plan.scope.warning()}.", fg="yellow")] if plan.scope else []
-    sections = [changes, [style(line, fg="magenta") for line in moves], unmanaged, scope,
+    sections = [changes, [style(line, fg="magenta") for line in moves], unmanaged,
                 [style(summary(plan), bold=True)]]
     return "\n\n".join("\n".join(lines) for lines in sections if lines)
 
