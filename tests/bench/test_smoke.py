@@ -3,11 +3,10 @@ Only that they finish and print their tables is checked, never a time."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -26,7 +25,8 @@ def test_validate_scale_runs() -> None:
 
 def test_plan_scale_runs() -> None:
     out = run(str(BENCH / "plan_scale.py"), "--sizes", "1k", "--repeat", "1")
-    assert "1,000" in out
+    # about 1,000: the corpus is examples/config plus clones of its namespaces
+    assert "plan s" in out and re.search(r"^\s*(9\d\d|1,0\d\d)\b", out, re.M), out
 
 
 def test_outbox_throughput_runs() -> None:
@@ -56,6 +56,5 @@ def test_incoming_runs() -> None:
 
 
 def test_backoff_runs() -> None:
-    pytest.importorskip("tenacity")  # the comparison's baseline, not a dependency
     out = run(str(BENCH / "backoff.py"), "-n", "200")
     assert "backoff_seconds" in out and "retry loop" in out

@@ -35,13 +35,14 @@ async def test_mail_is_fetched_through_the_proxy(
         dovecot: DovecotInstance, mailbox: MailUser, certs: PeerCerts, proxy_peer: ProxyPeer,
         proxy_password: str, protocol: str, kind: str, starttls: bool) -> None:
     dovecot.deliver(mailbox, sample_mail(1))
+    since = len(proxy_peer.lines)
     server = incoming_server(dovecot, mailbox, protocol, host="localhost", proxy="corp-proxy",
                              **({"starttls": True} if starttls else {}))
     async with fetcher_for(server, ca_file=certs.ca_file,
                            proxy_lookup=_lookup(proxy_peer.spec(kind))) as fetcher:
         assert len(await fetch_all(fetcher)) == 1
     port = getattr(dovecot, PORTS[protocol])
-    assert proxy_peer.tunnelled(f"localhost:{port}")[0].startswith(kind)
+    assert proxy_peer.tunnelled(f"localhost:{port}", since=since)[0].startswith(kind)
 
 
 async def test_wrong_proxy_credentials_name_the_proxy_step(

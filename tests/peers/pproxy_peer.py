@@ -39,12 +39,14 @@ class ProxyPeer:
         return {"type": kind, "host": HOST, "port": self.port, "username": USER,
                 "password": {"secretRef": f"env:{PASSWORD_ENV}"}, **extra}
 
-    def tunnelled(self, target: str, count: int = 1, *, timeout: float = 60.0) -> list[str]:
-        """The log lines of ``count`` tunnels to ``target`` (host:port), waiting until pproxy
-        has logged that many."""
+    def tunnelled(self, target: str, count: int = 1, *, since: int = 0,
+                  timeout: float = 60.0) -> list[str]:
+        """The log lines of ``count`` tunnels to ``target`` (host:port) from log line
+        ``since`` on (the peer and Dovecot serve the whole session: earlier tests tunnel
+        to the same ports), waiting until pproxy has logged that many."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = [line for line in self.lines if line.endswith("-> " + target)]
+            found = [line for line in self.lines[since:] if line.endswith("-> " + target)]
             if len(found) >= count:
                 return found
             time.sleep(0.02)
