@@ -405,7 +405,10 @@ async def test_a_batch_is_sent_concurrently_within_the_server_lane(
 ) -> None:
     peer = peer_factory("plain")
     peer.handler.hang_on_data = True
-    commit(store, smtp_server("main", peer.port, primary=True, maxConcurrency=3))
+    # A long timeout: on a loaded machine the three sessions may open seconds apart, and
+    # the kit's 5 s would end the first hung DATA (a retry later) before the third opens.
+    commit(store, smtp_server("main", peer.port, primary=True, maxConcurrency=3,
+                              timeoutSeconds=120))
     async with running_worker(store):
         ids = [enqueue(store, note(f"user{i}@corp.example")) for i in range(9)]
         # Three sends are in DATA at once: one per lane slot, each on its own connection.
