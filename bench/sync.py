@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -35,7 +36,8 @@ from plan_scale import PER_NAMESPACE, reconcile_command, write_config
 
 from reconciler.state import open_store
 
-SECRET = "bench-webhook-secret"
+# a fresh webhook secret per run, handed to the daemon as a secret reference
+SECRET = secrets.token_urlsafe(24)
 POLICY = """apiVersion: reconciler.dev/v1
 kind: SyncPolicy
 metadata: {name: bench, namespace: tenant-00000}
