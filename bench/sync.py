@@ -31,8 +31,9 @@ import urllib.request
 from pathlib import Path
 
 from _cpu import process_cpu
+from _daemon import reconcile_command
 from _postfix import free_port
-from plan_scale import PER_NAMESPACE, reconcile_command, write_config
+from plan_scale import PER_NAMESPACE, write_config
 
 from reconciler.state import open_store
 

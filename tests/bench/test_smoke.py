@@ -58,3 +58,8 @@ def test_incoming_runs() -> None:
 def test_backoff_runs() -> None:
     out = run(str(BENCH / "backoff.py"), "-n", "200")
     assert "backoff_seconds" in out and "retry loop" in out
+
+
+def test_sync_runs() -> None:
+    out = run(str(BENCH / "sync.py"), "-n", "200", "--rounds", "1")
+    assert "webhook->applied" in out and "resources" in out
