@@ -39,6 +39,7 @@ from reconciler.state.revisions import (
     Revision,
     RevisionKind,
     RevisionMeta,
+    RevisionSummary,
 )
 
 DEFAULT_STORE = ".reconcile/state.db"
@@ -85,6 +86,7 @@ __all__ = [
     "Revision",
     "RevisionKind",
     "RevisionMeta",
+    "RevisionSummary",
     "SchemaTooNew",
     "SecretValueRefused",
     "SqlStore",

@@ -213,6 +213,25 @@ class SqlAudit(StoreArea):
         with self._read() as conn:
             return [_entry(r) for r in conn.execute(q)]
 
+    def page(self, *, before: int | None = None, limit: int = 50,
+             namespaces: Sequence[str] | None = None, **filters: Any) -> list[AuditEntry]:
+        """Up to ``limit`` matching entries with ``id < before``, newest id first.
+
+        Keyset paging (the console, its CSV export): each page is an index walk
+        that stops after ``limit`` rows, however deep into the audit it is, where
+        ``search``'s offset would count every skipped row. ``namespaces`` limits
+        the rows to those (a namespace-scoped reader); ``None`` means all.
+        """
+        c = t.audit.c
+        q = select(t.audit).where(*_where(**filters))
+        if namespaces is not None:
+            q = q.where(c.namespace.in_(list(namespaces)))
+        if before is not None:
+            q = q.where(c.id < before)
+        q = q.order_by(c.id.desc()).limit(limit)
+        with self._read() as conn:
+            return [_entry(r) for r in conn.execute(q)]
+
     def count(self, **filters: Any) -> int:
         """How many entries :meth:`search` would find with these filters (no paging)."""
         q = select(func.count()).select_from(t.audit).where(*_where(**filters))

@@ -27,6 +27,7 @@ from reconciler.state.revisions import (
     Revision,
     RevisionKind,
     RevisionMeta,
+    RevisionSummary,
 )
 
 if TYPE_CHECKING:  # the newer areas' contract (``state.contract``) builds on this module
@@ -132,6 +133,12 @@ class Store(Protocol):
     def revision(self, number: int) -> Revision: ...
 
     def verify(self) -> ChainCheck: ...
+
+    def revision_summaries(self, *, before: int | None = None, limit: int = 50,
+                           namespaces: Sequence[str] | None = None) -> list[RevisionSummary]:
+        """Revisions numbered below ``before``, newest first, without bodies; with
+        ``namespaces``, only those that touched one of them, listing only those
+        resources (the console's View History)."""
 
     def status_get(self, key: ResourceKey) -> dict[str, Any]: ...
 
@@ -422,6 +429,11 @@ class Audit(Protocol):
                outbox_id: int | None = None, message_id: str | None = None,
                limit: int | None = 100, offset: int = 0) -> list[AuditEntry]:
         """Newest first; ``recipient`` is a whole address, matched case-insensitively."""
+
+    def page(self, *, before: int | None = None, limit: int = 50,
+             namespaces: Sequence[str] | None = None, **filters: Any) -> list[AuditEntry]:
+        """``search``'s filters, keyset-paged: ``id < before``, newest id first, only
+        ``namespaces`` when given (the console and its CSV export)."""
 
     def count(self, **filters: Any) -> int:
         """How many entries ``search`` would find with the same filters."""

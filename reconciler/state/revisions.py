@@ -109,6 +109,16 @@ class Revision:
     hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class RevisionSummary:
+    """A revision as a list shows it: who, when, why, and what it touched."""
+
+    number: int
+    created_at: datetime
+    meta: RevisionMeta
+    resources: tuple[ResourceKey, ...]  # only the visible ones for a scoped reader
+
+
 @dataclass(frozen=True)
 class LiveState:
     """The live resources at one revision (the head when read with no revision)."""

@@ -255,6 +255,12 @@ audit = Table(
     Index(None, "namespace", "created_at"),
     Index(None, "outbox_id"),
     Index(None, "message_id"),
+    # the console's keyset pages (migration 0010): one filter, newest id first
+    Index(None, "namespace", "id"),
+    Index(None, "status", "id"),
+    Index(None, "recipient_key", "id"),
+    Index(None, "server", "id"),
+    Index(None, "direction", "id"),
 )
 
 oauth_tokens = Table(

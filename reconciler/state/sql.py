@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_json
-from reconciler.state import bindings, chain, codec
+from reconciler.state import bindings, chain, codec, history_pages
 from reconciler.state import schema as t
 from reconciler.state.audit import SqlAudit
 from reconciler.state.base import Audit, LockInfo, LockTimeout, Outbox, UnknownRevision
@@ -60,6 +60,7 @@ from reconciler.state.revisions import (
     Revision,
     RevisionKind,
     RevisionMeta,
+    RevisionSummary,
 )
 from reconciler.state.sync import SqlSync
 from reconciler.state.tokens import SqlTokens
@@ -307,6 +308,13 @@ class SqlStore(StoreArea):
                 )
             bodies = _bodies(conn, [number])
         return _revision(row, bodies.get(number, {}))
+
+    def revision_summaries(self, *, before: int | None = None, limit: int = 50,
+                           namespaces: Sequence[str] | None = None) -> list[RevisionSummary]:
+        """Newest first, below ``before``, without bodies (``state.history_pages``)."""
+        with self._read() as conn:
+            return history_pages.summaries(conn, before=before, limit=limit,
+                                           namespaces=namespaces)
 
     def verify(self) -> ChainCheck:
         """Recompute the hash chain from what is stored (SPEC P4)."""
