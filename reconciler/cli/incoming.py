@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import click
@@ -19,7 +19,6 @@ from reconciler.cli.common import (
     store_option,
     token_key_option,
 )
-from reconciler.config.desired import ResourceKey
 
 KIND = "IncomingServer"
 _namespace_option = click.option(
@@ -103,44 +102,15 @@ def retry(server: str, namespace: str | None, ca_file: str | None, token_key_ref
     """Move the error folder's mails back, unread, so the daemon processes them again
     (and resumes fetching if stopFetchingAfter had stopped it)."""
     namespace, server = _name(server, namespace)
-    from reconciler.config.models.incoming_server import IncomingServer
-    from reconciler.credentials import gate
-    from reconciler.incoming.servers import proxy_of
-    from reconciler.mail.fetcher import FetchError, NotSupported
-    from reconciler.mail.registry import fetcher_for
-    from reconciler.oauth.provider import provider_for_store
-    from reconciler.runtime.namespace import resource_from_canonical
+    from reconciler.incoming import retry as error_folder
 
     with opened_store(store_url) as store:
-        live = store.snapshot()
-        canon = live.resources.get(ResourceKey(KIND, namespace, server))
-        if canon is None:
-            raise UserError(f"there is no incoming server {namespace}/{server} in the live "
-                            "store; `reconcile incoming status` lists them")
-        model = resource_from_canonical(canon)
-        assert isinstance(model, IncomingServer)
-        proxies = [resource_from_canonical(r) for k, r in live.resources.items()
-                   if k.kind == "ProxyServer" and k.namespace == namespace]
-        gate.load(store)  # the fetcher presents credentials only where they are bound
-        tokens = None
-        if getattr(model.spec.auth, "type", None) == "oauth2":
-            tokens = provider_for_store(store, key_ref=token_key_ref, ca_file=ca_file)
-
-        async def move_back() -> int:
-            async with fetcher_for(model, token_provider=tokens, ca_file=ca_file,
-                                   proxy_lookup=lambda s: proxy_of(s, proxies)) as fetcher:
-                return await fetcher.move_back_from_error_folder()
-
         try:
-            moved = asyncio.run(move_back())
-        except NotSupported as exc:
-            raise UserError(f"{namespace}/{server}: {exc}") from None
-        except FetchError as exc:
-            raise UserError(f"{namespace}/{server}: {exc.user_text}") from None
-        store.incoming.errors_moved_back(namespace, server, now=datetime.now(UTC))
-    click.echo(f"moved {moved} mail(s) from {model.spec.error_folder.name} back to "
-               f"{model.spec.folder} of {namespace}/{server}; the daemon processes them at "
-               "its next fetch")
+            job = error_folder.prepare(store, namespace, server, ca_file=ca_file,
+                                       token_key_ref=token_key_ref)
+            click.echo(asyncio.run(error_folder.move_back(job)))
+        except error_folder.RetryRefused as exc:
+            raise UserError(str(exc)) from None
 
 
 class _ErrorsGroup(click.Group):
