@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 from click.core import ParameterSource
 
 from reconciler.cli.common import (
@@ -30,6 +29,7 @@ from reconciler.cli.common import (
 )
 from reconciler.config.secrets import ENC_PREFIX, redact, redact_ref
 from reconciler.history import queries
+from reconciler.history.queries import yaml_stream
 from reconciler.plan.render import SIGN
 from reconciler.state import Action, FieldChange, HistoryFilter, Revision, RevisionKind
 
@@ -205,12 +205,6 @@ def _show_lines(rev: Revision) -> list[str]:
         lines.append(f"{SIGN[change.action]} {change.action.value} {change.key}")
         lines += field_lines(change.fields)
     return lines
-
-
-def yaml_stream(documents: Sequence[dict[str, Any]]) -> str:
-    return "".join(
-        "---\n" + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True) for doc in documents
-    )
 
 
 @command.command("as-of")

@@ -8,7 +8,10 @@ encrypted reference's fingerprint); resource bodies are redacted here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import yaml
 
 from reconciler.config.desired import CanonicalResource, ResourceKey
 from reconciler.config.secrets import redact
@@ -19,6 +22,13 @@ def as_of_documents(store: Store, revision: int | None = None) -> list[dict[str,
     """The live config as it was right after ``revision`` (now if None), as
     documents ``reconcile validate`` accepts, ordered by kind/namespace/name."""
     return [res.to_document() for res in store.snapshot(revision)]
+
+
+def yaml_stream(documents: Sequence[dict[str, Any]]) -> str:
+    """Documents as one YAML stream, each after ``---`` (as-of, `live get`, the console)."""
+    return "".join(
+        "---\n" + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True) for doc in documents
+    )
 
 
 def resource_history(store: Store, key: ResourceKey, limit: int | None = None) -> list[Revision]:
