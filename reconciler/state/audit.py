@@ -21,7 +21,16 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, delete, func, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    union_all,
+)
 
 from reconciler.config.desired import canonical_json
 from reconciler.config.secrets import SecretRef, redact, redact_ref
@@ -224,11 +233,21 @@ class SqlAudit(StoreArea):
         """
         c = t.audit.c
         q = select(t.audit).where(*_where(**filters))
-        if namespaces is not None:
-            q = q.where(c.namespace.in_(list(namespaces)))
         if before is not None:
             q = q.where(c.id < before)
-        q = q.order_by(c.id.desc()).limit(limit)
+        if namespaces is not None:
+            scoped = sorted(set(namespaces))
+            if not scoped:
+                return []
+            # One newest-first walk of the (namespace, id) index per namespace, then the
+            # newest ``limit`` of those: "namespace IN (...) ORDER BY id" would sort
+            # every row of those namespaces first.
+            walks = [select(q.where(c.namespace == ns).order_by(c.id.desc()).limit(limit)
+                            .subquery()) for ns in scoped]
+            merged = union_all(*walks).subquery() if len(walks) > 1 else walks[0].subquery()
+            q = select(merged).order_by(merged.c.id.desc()).limit(limit)
+        else:
+            q = q.order_by(c.id.desc()).limit(limit)
         with self._read() as conn:
             return [_entry(r) for r in conn.execute(q)]
 
