@@ -4,18 +4,16 @@ side, the config as of a revision as YAML, and the hash-chain verification.
 A namespace-scoped principal sees only revisions that touched its namespaces,
 and of those only its own resources; a revision with none of them is "not
 found", as if it did not exist. The chain check reads every revision, so its
-result is kept per head (and for a minute) rather than recomputed per page.
+result is kept per head (and for a minute, ``console.cache``) rather than
+recomputed per page.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from threading import Lock
-
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
+from reconciler.console.cache import PerHead
 from reconciler.console.deps import ConsoleDeps
 from reconciler.console.filters import PAGE, cursor, scope
 from reconciler.console.guards import Auditor
@@ -24,33 +22,10 @@ from reconciler.console.render import page
 from reconciler.history import queries
 from reconciler.plan.render import SIGN, shown_fields, title, value
 from reconciler.runtime.access import Principal
-from reconciler.state import Change, Revision, Store
-from reconciler.state.base import ChainCheck, UnknownRevision
+from reconciler.state import Change, Revision
+from reconciler.state.base import UnknownRevision
 
 CHAIN_TTL_S = 60.0
-
-
-@dataclass
-class ChainResult:
-    head: int
-    at: float
-    check: ChainCheck
-
-
-class ChainCache:
-    """The latest verification, redone when the head moved or it is a minute old."""
-
-    def __init__(self) -> None:
-        self._lock = Lock()
-        self._last: ChainResult | None = None
-
-    def get(self, store: Store) -> ChainCheck:
-        head = store.head()
-        with self._lock:
-            last = self._last
-            if last is None or last.head != head or time.monotonic() - last.at > CHAIN_TTL_S:
-                last = self._last = ChainResult(head, time.monotonic(), store.verify())
-            return last.check
 
 
 def side_by_side(change: Change) -> list[tuple[str, str, str]]:
@@ -61,7 +36,7 @@ def side_by_side(change: Change) -> list[tuple[str, str, str]]:
 
 def router(deps: ConsoleDeps) -> APIRouter:
     routes = APIRouter()
-    chain = ChainCache()
+    chain = PerHead(lambda store: store.verify(), CHAIN_TTL_S)
     base = repo_base(deps.settings.sync_repo)
 
     @routes.get("/history", response_class=HTMLResponse)
@@ -71,9 +46,10 @@ def router(deps: ConsoleDeps) -> APIRouter:
                                              limit=PAGE + 1, namespaces=scope(principal))
         more = len(rows) > PAGE
         rows = rows[:PAGE]
+        check, checked_at = chain.get(deps.store)
         return page(request, "history/list.html", principal, rows=rows,
                     next_before=rows[-1].number if more else None,
-                    chain=chain.get(deps.store), scoped=principal.namespaces is not None,
+                    chain=check, checked_at=checked_at, scoped=principal.namespaces is not None,
                     commit_url=lambda sha: commit_url(base, sha),
                     pull_url=lambda n: pull_url(base, n))
 

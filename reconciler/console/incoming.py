@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from reconciler.console.deps import ConsoleDeps
+from reconciler.console.filters import scope
 from reconciler.console.guards import Operator, Viewer
 from reconciler.console.render import page
 from reconciler.console.session import csrf_checked
@@ -21,7 +22,10 @@ from reconciler.state.contract import ServerState, StoredError
 def _states(deps: ConsoleDeps, principal: Principal) -> list[tuple[ServerState,
                                                                    list[StoredError]]]:
     states = [s for s in deps.store.incoming.server_states() if principal.sees(s.namespace)]
-    return [(s, deps.store.incoming.errors(s.namespace, s.name)) for s in states]
+    waiting: dict[tuple[str, str], list[StoredError]] = {}
+    for e in deps.store.incoming.waiting_errors(scope(principal)):
+        waiting.setdefault((e.namespace, e.server), []).append(e)
+    return [(s, waiting.get((s.namespace, s.name), [])) for s in states]
 
 
 def router(deps: ConsoleDeps) -> APIRouter:

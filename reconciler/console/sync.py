@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from reconciler.console.cache import PerHead
 from reconciler.console.deps import ConsoleDeps
 from reconciler.console.guards import Operator, Viewer
 from reconciler.console.links import commit_url, repo_base
@@ -22,18 +23,22 @@ from reconciler.console.session import csrf_checked
 from reconciler.runtime.access import Forbidden, Role
 from reconciler.sync.drift import find_drift
 
+DRIFT_TTL_S = 15.0  # a direct database edit (no new revision) shows up this late at most
+
 
 def router(deps: ConsoleDeps) -> APIRouter:
     routes = APIRouter()
     base = repo_base(deps.settings.sync_repo)
+    drift = PerHead(find_drift, DRIFT_TTL_S)
 
     @routes.get("/sync", response_class=HTMLResponse)
     def sync_page(request: Request, principal: Viewer) -> HTMLResponse:
         record = deps.store.sync.get()
-        report = find_drift(deps.store)
+        report, checked_at = drift.get(deps.store)
         drifted = [i for i in report.items if principal.sees(i.change.key.namespace)]
         return page(request, "sync/status.html", principal, record=record, report=report,
-                    drifted=drifted, configured=deps.settings.sync_repo is not None,
+                    drifted=drifted, checked_at=checked_at,
+                    configured=deps.settings.sync_repo is not None,
                     can_sync=principal.namespaces is None and principal.has(Role.OPERATOR),
                     requested=request.query_params.get("requested") == "1",
                     commit_url=lambda sha: commit_url(base, sha))

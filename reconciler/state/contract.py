@@ -182,6 +182,10 @@ class Incoming(Protocol):
     def errors(self, namespace: str, server: str, *,
                include_moved_back: bool = False) -> list[StoredError]: ...
 
+    def waiting_errors(self, namespaces: Sequence[str] | None = None, *,
+                       limit: int = 500) -> list[StoredError]:
+        """Entries not moved back, all servers, newest first (the console's Incoming)."""
+
     def error(self, error_id: int) -> StoredError | None: ...
 
     def errors_moved_back(self, namespace: str, server: str,

@@ -132,6 +132,18 @@ class SqlIncoming(StoreArea):
             rows = conn.execute(q.order_by(e.id)).all()
         return [from_row(StoredError, r) for r in rows]
 
+    def waiting_errors(self, namespaces: Sequence[str] | None = None, *,
+                       limit: int = 500) -> list[StoredError]:
+        """Error-folder entries not moved back yet, every server's, newest first, in one
+        query (the console lists them all); only ``namespaces`` when given."""
+        e = t.incoming_errors.c
+        q = select(t.incoming_errors).where(e.moved_back_at.is_(None))
+        if namespaces is not None:
+            q = q.where(e.namespace.in_(list(namespaces)))
+        with self._read() as conn:
+            rows = conn.execute(q.order_by(e.id.desc()).limit(limit)).all()
+        return [from_row(StoredError, r) for r in rows]
+
     def error(self, error_id: int) -> StoredError | None:
         with self._read() as conn:
             row = conn.execute(select(t.incoming_errors).where(

@@ -63,3 +63,10 @@ def test_backoff_runs() -> None:
 def test_sync_runs() -> None:
     out = run(str(BENCH / "sync.py"), "-n", "200", "--rounds", "1")
     assert "webhook->applied" in out and "resources" in out
+
+
+def test_console_runs() -> None:
+    out = run(str(BENCH / "console.py"), "--audit", "300", "--revisions", "25", "-k", "2",
+              "--explain")
+    assert out.count("audit deep page") == 4 and "revision config.yaml" in out  # 2 dbs x 2
+    assert "explain audit 2 namespaces" in out and "skipped" not in out

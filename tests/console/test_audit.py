@@ -8,7 +8,6 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from console.conftest import Console
-
 from reconciler.runtime.access import Principal
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditEntry, AuditStatus

@@ -7,9 +7,9 @@ import sqlite3
 from typing import Any
 
 import yaml
-from console.conftest import Console
 from state.kit import res
 
+from console.conftest import Console
 from reconciler.config.desired import CanonicalResource, DesiredState
 from reconciler.plan.diff import diff
 from reconciler.runtime.access import Principal

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from console.conftest import CSRF, Console
-from console.test_history import apply
 from state.kit import res
 
+from console.conftest import CSRF, Console
+from console.test_history import apply
 from reconciler.runtime.access import Principal
 from reconciler.state import RevisionKind, SqlStore
 from reconciler.state.contract import SyncPhase

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from state.kit import create, meta, res, update
-
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditEntry, AuditStatus
+from state.kit import create, meta, res, update
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -56,3 +55,16 @@ def test_revision_summaries_page_and_hide_other_namespaces(store: SqlStore) -> N
     scoped = store.revision_summaries(namespaces=["acme"])
     assert [(s.number, s.resources) for s in scoped] == [(3, (a.key,)), (1, (a.key,))]
     assert [s.number for s in store.revision_summaries(before=3, limit=1)] == [2]
+
+
+def test_waiting_errors_lists_every_server_scoped_and_skips_moved_back(
+        store: SqlStore) -> None:
+    from reconciler.state.contract import ErrorDetails, MailRecord
+
+    for ns, server in (("acme", "support"), ("acme", "sales"), ("beta", "desk")):
+        store.incoming.record(ns, server, [MailRecord(f"m-{ns}-{server}",
+                                                      error=ErrorDetails("no-sender", None))])
+    store.incoming.errors_moved_back("acme", "sales")
+    assert [(e.namespace, e.server) for e in store.incoming.waiting_errors()] == [
+        ("beta", "desk"), ("acme", "support")]
+    assert [e.server for e in store.incoming.waiting_errors(["acme"])] == ["support"]
