@@ -263,3 +263,14 @@ _._zone
 # reconciler/daemon/api/sync.py: FastAPI routes (registered by decorator)
 _.sync_status
 _.push
+
+# -- console screens: FastAPI routes (registered by decorator, called by FastAPI) -----
+# reconciler/console/audit.py, history.py, sync.py, incoming.py
+_.audit_page
+_.audit_csv
+_.history_list
+_.revision_page
+_.config_yaml
+_.incoming_page
+_.sync_page
+_.sync_now
