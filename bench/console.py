@@ -71,7 +71,7 @@ def seed_audit(store: Store, n: int) -> None:
     batch = []
     for i in range(n):
         batch.append(AuditEntry(
-            STATUSES[i % len(STATUSES)], f"250 2.0.0 OK queued as {i:08X}",
+            STATUSES[(i // 3) % len(STATUSES)], f"250 2.0.0 OK queued as {i:08X}",
             namespace=NAMESPACES[i % len(NAMESPACES)], server=f"smtp{i % 10}",
             recipient=f"user{i % 5000}@example.com", message_id=f"<m{i}@desk.example>",
             outbox_id=i + 1, created_at=T0 + timedelta(seconds=30 * i)))
@@ -216,10 +216,15 @@ def explain(url: str) -> None:
     walks = [select(select(t.audit).where(a.namespace == ns).order_by(a.id.desc()).limit(51)
                     .subquery()) for ns in NAMESPACES[:2]]
     merged = union_all(*walks).subquery()
+    failed = [select(select(t.audit).where(a.namespace == ns, a.status.in_(["SEND_FAILED"]))
+                     .order_by(a.id.desc()).limit(51).subquery()) for ns in NAMESPACES[:2]]
+    failed_merged = union_all(*failed).subquery()
     queries = {
         "audit status": select(t.audit).where(a.status.in_(["SEND_FAILED"])).order_by(
             a.id.desc()).limit(51),
         "audit 2 namespaces": select(merged).order_by(merged.c.id.desc()).limit(51),
+        "audit 2 namespaces, status": select(failed_merged).order_by(
+            failed_merged.c.id.desc()).limit(51),
         "audit recipient": select(t.audit).where(
             a.recipient_key == "user42@example.com").order_by(a.id.desc()).limit(51),
         "history 2 namespaces": select(t.revisions).where(r.number.in_(select(rv.revision).where(

@@ -261,6 +261,7 @@ audit = Table(
     Index(None, "recipient_key", "id"),
     Index(None, "server", "id"),
     Index(None, "direction", "id"),
+    Index(None, "namespace", "status", "id"),
 )
 
 oauth_tokens = Table(

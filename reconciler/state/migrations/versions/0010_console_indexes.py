@@ -21,6 +21,9 @@ depends_on = None
 
 INDEXES = [(f"ix_audit_{column}_id", [column, "id"])
            for column in ("namespace", "status", "recipient_key", "server", "direction")]
+# A namespace-scoped reader looking for failures: walking either single index would
+# read every row of the namespace (or the status) when the two rarely meet.
+INDEXES.append(("ix_audit_namespace_status_id", ["namespace", "status", "id"]))
 
 
 def upgrade() -> None:
