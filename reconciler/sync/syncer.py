@@ -108,6 +108,7 @@ class Syncer:
         self._wake = asyncio.Event()
         self._seen_request: datetime | None = None
         self._done: str | None = None  # the commit whose sync ended final in this process
+        self._pending: str | None = None  # posted as pending, its outcome not yet
         self._scopes = Scopes(())
         self._drifted: tuple[str, ...] = ()
 
@@ -168,6 +169,9 @@ class Syncer:
         return await self._sync_commit(sha, override=forced and rec.override_window)
 
     async def _sync_commit(self, sha: str, *, override: bool) -> SyncRecord:
+        if sha != self._pending:  # once: a commit held and retried stays pending
+            self._pending = sha
+            await self._post_status(sha, StatusState.PENDING, f"syncing {sha[:12]}")
         try:
             commit = await asyncio.to_thread(self.source.checkout, sha)
         except GitError as exc:
@@ -286,7 +290,9 @@ class Syncer:
         if changed and not quiet and event is not None and sha:
             keys = [c.key for c in revision.changes] if revision is not None else []
             await self._notify(sha, event, reason, keys, revision, failed_step)
-        if changed and sha and phase in _FINAL:
+        # the commit posted as pending always gets its outcome, even one the state had
+        if sha and phase in _FINAL and (changed or sha == self._pending):
+            self._pending = None
             await self._post_status(sha, _STATUS[phase], reason)
         return rec
 
