@@ -8,7 +8,9 @@ only the webhook makes it sync. Then, per round, one commit changes one
 RecipientFilter, a signed GitHub push webhook is posted, and the time until
 the store names that commit as applied is measured, with the daemon's CPU
 (the supervisor, its intake and worker processes and their git children) over
-the same span, starting from an idle daemon. Prints figures; asserts nothing.
+the same span, starting from an idle daemon. The baseline, in the same run: a
+cold validation and plan of the same folder (what each sync cost before it was
+incremental), timed in the bench process. Prints figures; asserts nothing.
 
     python bench/sync.py              # 10,000 resources, 5 rounds
     python bench/sync.py -n 1000 --rounds 1
