@@ -12,13 +12,17 @@ from reconciler.plan.model import Plan, make_plan
 from reconciler.plan.scope import Scope
 from reconciler.policy.validate import ValidationResult
 from reconciler.state.base import LockInfo, Store
-from reconciler.state.revisions import Revision, RevisionMeta
+from reconciler.state.revisions import LiveState, Revision, RevisionMeta
 
 
 def plan_against(path: Path, result: ValidationResult, store: Store, *, prune: bool,
-                 scope: Scope | None = None) -> Plan:
+                 scope: Scope | None = None,
+                 live: Callable[[Store], LiveState] | None = None) -> Plan:
+    """``live``: where the live state at the head comes from (the syncer keeps one between
+    syncs); by default the store's own snapshot."""
     assert result.desired is not None, "plan only a config that validated"
-    return make_plan(path, result.desired, store.snapshot(), derived=result.derivations(),
+    current = live(store) if live is not None else store.snapshot()
+    return make_plan(path, result.desired, current, derived=result.derivations(),
                      prune=prune, bound=store.credential_bindings(), scope=scope)
 
 
@@ -35,6 +39,7 @@ def apply_folder(
     on_wait: Callable[[LockInfo], None] | None = None,
     show: Callable[[Plan], None] | None = None,
     scope: Scope | None = None,
+    live: Callable[[Store], LiveState] | None = None,
 ) -> tuple[Plan, Revision | None]:
     """Plan ``path`` against the head of the moment the lock is held and apply it with
     every check of :func:`apply_plan`; the revision is None when nothing changed.
@@ -43,7 +48,7 @@ def apply_folder(
     wrote. ``show`` sees the plan before it is applied (the CLI prints it).
     """
     with planning_lock(store, meta.actor, timeout=lock_timeout, on_wait=on_wait):
-        plan = plan_against(path, result, store, prune=prune, scope=scope)
+        plan = plan_against(path, result, store, prune=prune, scope=scope, live=live)
         if show is not None:
             show(plan)
         if not plan.has_changes:

@@ -5,12 +5,15 @@ proxies behave as operators know them from git itself. Credentials never reach
 argv, the URL or a log line: an HTTPS token travels as an ``http.extraHeader``
 set through git's ``GIT_CONFIG_*`` environment, an SSH key as ``GIT_SSH_COMMAND``
 naming a 0600 file, and git's own messages are scrubbed of the token anyway.
+SSH host keys are checked, never accepted blindly: they are pinned in the
+daemon user's ``~/.ssh/known_hosts`` or in ``known_hosts`` in the cache folder.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -117,7 +120,10 @@ class GitSource:
                 env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",
                            GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}")
             if self.ssh_key_ref:
-                env["GIT_SSH_COMMAND"] = (f"ssh -i {self._key_file()} -o IdentitiesOnly=yes "
+                # host keys: the daemon user's known_hosts, or one in the cache folder
+                known = f"UserKnownHostsFile=~/.ssh/known_hosts {self.cache_dir / 'known_hosts'}"
+                env["GIT_SSH_COMMAND"] = (f"ssh -i {shlex.quote(str(self._key_file()))} "
+                                          f"-o {shlex.quote(known)} -o IdentitiesOnly=yes "
                                           "-o BatchMode=yes")
         except SecretError as exc:
             raise GitError(f"cannot read the sync repository credential: {exc}") from None
@@ -150,9 +156,16 @@ class GitSource:
         for secret in self._secrets:
             stderr = stderr.replace(secret, "***")
         stderr = stderr.replace(self.url, self.shown).strip()
-        detail = " ".join(line.removeprefix("fatal: ") for line in stderr.splitlines()[-3:])
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        detail = " ".join(line.removeprefix("fatal: ") for line in lines[-3:])
         hint = ""
-        if any(sign in stderr for sign in AUTH_REFUSED):
+        if "Permission denied (publickey" in stderr:
+            hint = (" The SSH server refused the key: check that the key --sync-ssh-key-ref "
+                    "names is allowed to read the repository (e.g. a deploy key).")
+        elif "Host key verification failed" in stderr:
+            hint = (" The server's SSH host key is not pinned: add it to the daemon user's "
+                    f"~/.ssh/known_hosts or to {self.cache_dir / 'known_hosts'}.")
+        elif any(sign in stderr for sign in AUTH_REFUSED):
             hint = (" The repository refused the credential: check the token that "
                     "--sync-token-ref names (read access to the repository).")
         elif "couldn't find remote ref" in stderr:

@@ -6,12 +6,14 @@ Every interval, at once after a signed push webhook or `reconcile sync now`:
 1. fetch the branch; a commit already handled (Synced, Failed, Degraded) is
    not planned again, only drift is checked;
 2. validate the commit's folder like `reconcile validate`: errors (policy
-   denials included) stop the sync in Failed with their file:line;
+   denials included) stop the sync in Failed with their file:line; the plan
+   cache re-reads only the files the commit changed (``sync.commit_check``);
 3. drift since the last git-written revision, checked whenever no commit is
    being applied (an apply puts git's version back anyway): ``selfHeal`` warn
    reports it, heal writes git's version back (``sync.drift``);
 4. plan and apply under the store lock with :func:`plan.folder.apply_folder`,
-   exactly as `reconcile apply DIR --yes`: the safety threshold and credential
+   exactly as `reconcile apply DIR --yes`, against the live state kept
+   between syncs (``sync.live``): the safety threshold and credential
    moves refuse (Failed, never approved here); before applying, the SyncPolicy
    of what changes decides: mode plan/off holds (OutOfSync), a closed window
    holds until it opens (``next attempt``);
@@ -33,17 +35,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.config.models.sync_policy import SelfHeal, SyncMode, SyncPolicy
+from reconciler.config.models.sync_policy import SelfHeal, SyncMode
 from reconciler.plan.folder import apply_folder
 from reconciler.plan.model import Plan
-from reconciler.policy.validate import ValidationResult, validate_path
+from reconciler.policy.validate import ValidationResult
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.notifier import Notifier
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state import Revision, RevisionMeta, Store, StoreError
 from reconciler.state.contract import SyncPhase, SyncRecord
 from reconciler.sync import drift, notify
+from reconciler.sync.commit_check import CommitChecker, sync_policies
 from reconciler.sync.commit_status import StatusState, StatusTarget, post_status
+from reconciler.sync.live import LiveCache
 from reconciler.sync.scope import Decision, Scopes
 from reconciler.sync.source import Commit, GitError, GitSource
 from reconciler.sync.verify import reachable_before, verify_apply
@@ -108,7 +112,10 @@ class Syncer:
         self._wake = asyncio.Event()
         self._seen_request: datetime | None = None
         self._done: str | None = None  # the commit whose sync ended final in this process
+        self._pending: str | None = None  # posted as pending, its outcome not yet
         self._scopes = Scopes(())
+        self._checker = CommitChecker(Path(settings.sync_cache_dir) / "validation")
+        self._live = LiveCache()
         self._drifted: tuple[str, ...] = ()
 
     def wake(self) -> None:
@@ -168,18 +175,20 @@ class Syncer:
         return await self._sync_commit(sha, override=forced and rec.override_window)
 
     async def _sync_commit(self, sha: str, *, override: bool) -> SyncRecord:
+        if sha != self._pending:  # once: a commit held and retried stays pending
+            self._pending = sha
+            await self._post_status(sha, StatusState.PENDING, f"syncing {sha[:12]}")
         try:
             commit = await asyncio.to_thread(self.source.checkout, sha)
         except GitError as exc:
             return await self._finish(sha, SyncPhase.FAILED, str(exc))
-        result = await asyncio.to_thread(validate_path, commit.tree)
+        result = await asyncio.to_thread(self._checker.validate, commit.tree)
         if not result.ok:
             self._done = sha
             return await self._finish(sha, SyncPhase.FAILED,
                                       f"commit {sha[:12]} is not valid:\n"
                                       f"{error_lines(result, self.settings.sync_path)}")
-        self._scopes = Scopes(r.model for r in result.resources
-                              if isinstance(r.model, SyncPolicy))
+        self._scopes = Scopes(await asyncio.to_thread(sync_policies, result, commit.tree))
         run = _Run(commit, self._scopes, override)
         try:
             # No drift check first: applying the commit puts git's version back anyway.
@@ -226,12 +235,16 @@ class Syncer:
 
         def attempt(prune: bool) -> Revision | None:
             return apply_folder(self.store, commit.tree, result, meta, prune=prune,
-                                lock_timeout=LOCK_TIMEOUT_S, show=gate)[1]
+                                lock_timeout=LOCK_TIMEOUT_S, show=gate,
+                                live=self._live.snapshot)[1]
 
         try:
-            return await asyncio.to_thread(attempt, False)
+            rev = await asyncio.to_thread(attempt, False)
         except _Prune:
-            return await asyncio.to_thread(attempt, True)
+            rev = await asyncio.to_thread(attempt, True)
+        if rev is not None:
+            self._live.applied(rev)
+        return rev
 
     async def _verified(self, run: _Run, rev: Revision) -> SyncRecord:
         sha = run.commit.sha
@@ -286,7 +299,9 @@ class Syncer:
         if changed and not quiet and event is not None and sha:
             keys = [c.key for c in revision.changes] if revision is not None else []
             await self._notify(sha, event, reason, keys, revision, failed_step)
-        if changed and sha and phase in _FINAL:
+        # the commit posted as pending always gets its outcome, even one the state had
+        if sha and phase in _FINAL and (changed or sha == self._pending):
+            self._pending = None
             await self._post_status(sha, _STATUS[phase], reason)
         return rec
 

@@ -36,8 +36,8 @@ APPLY = policy_yaml(mode="apply", verify="{enabled: false}")
 
 def syncer_for(store: Store, repo: Repo, tmp_path: Path, *, webhook: WebhookReceiver | None
                = None, **settings: Any) -> Syncer:
-    given = DaemonSettings(store_url="unused", sync_repo=f"file://{repo.bare}",
-                           sync_path="config", sync_cache_dir=str(tmp_path / "cache"),
-                           **settings)
+    given = DaemonSettings(**{"store_url": "unused", "sync_repo": f"file://{repo.bare}",
+                              "sync_path": "config", "sync_cache_dir": str(tmp_path / "cache"),
+                              **settings})
     notifier = Notifier(webhook.url) if webhook is not None else None
     return Syncer(store, given, metrics=DaemonMetrics(), notifier=notifier)

@@ -173,8 +173,17 @@ async def test_outcomes_are_posted_as_commit_statuses_and_metrics(
         await syncer.sync_once()
         bad = repo.commit({"config/s.yaml": server_yaml(2525, label=False)}, "b")
         await syncer.sync_once()
+        failed = syncer.metrics.render().decode()
+        # a commit that changes nothing live still ends its pending status
+        same = repo.commit({"config/s.yaml": server_yaml(2525), "config/note.txt": "x"}, "c")
+        await syncer.sync_once()
+        again = repo.commit({"config/note.txt": "y"}, "d")
+        await syncer.sync_once()
+        await syncer.sync_once()  # nothing new fetched: nothing posted
     finally:
         github.stop()
     assert [(s["sha"], s["state"]) for s in github.statuses] == [
-        (good, "success"), (bad, "failure")]
-    assert 'reconcile_sync_state{state="Failed"} 1.0' in syncer.metrics.render().decode()
+        (good, "pending"), (good, "success"), (bad, "pending"), (bad, "failure"),
+        (same, "pending"), (same, "success"), (again, "pending"), (again, "success")]
+    assert github.statuses[0]["description"] == f"syncing {good[:12]}"
+    assert 'reconcile_sync_state{state="Failed"} 1.0' in failed
