@@ -263,3 +263,14 @@ _._zone
 # reconciler/daemon/api/sync.py: FastAPI routes (registered by decorator)
 _.sync_status
 _.push
+# -- console (SPEC X6): FastAPI routes registered by decorator; fields read by templates
+# reconciler/console/signin.py, servers.py
+_.signin_form
+_.token_signin
+_.oidc_begin
+_.oidc_callback
+_.test
+_.last_activity  # servers.html
+_.slug  # servers.html
+# reconciler/console/oidc.py
+_._openid_scope  # pydantic field validator

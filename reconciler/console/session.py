@@ -11,8 +11,8 @@
   ``X-CSRF-Token`` header htmx sends) must match the session's; a mismatch raises
   :class:`CsrfRefused`, a 403 page.
 
-The session is one cookie signed with the daemon's console key (itsdangerous): the
-principal, when it was issued and the CSRF token. Nothing is kept server-side, so
+The session is one cookie signed with the daemon's console key (itsdangerous, which
+also timestamps it): the principal and the CSRF token. Nothing is kept server-side, so
 a signature that does not verify, or one older than the session's maximum age, is
 simply no session (signed out, the cookie cleared). With no key configured the key
 is random per start, and every session ends when the daemon restarts.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +53,6 @@ class CsrfRefused(Exception):
 @dataclass(frozen=True)
 class Session:
     principal: Principal
-    issued_at: float
     csrf: str
 
 
@@ -81,7 +79,7 @@ class Sessions:
             data = self._session.loads(raw, max_age=self.max_age)
             namespaces = data["ns"]
             principal = Principal.of(data["n"], data["r"], namespaces)
-            return Session(principal, float(data["t"]), str(data["c"]))
+            return Session(principal, str(data["c"]))
         except (BadData, KeyError, TypeError, ValueError):
             # Tampered, expired or from another key: treated exactly as no session.
             return None
@@ -89,7 +87,7 @@ class Sessions:
     def issue(self, request: Request, response: Response, principal: Principal) -> None:
         data = {"n": principal.name, "r": sorted(r.value for r in principal.roles),
                 "ns": None if principal.namespaces is None else sorted(principal.namespaces),
-                "t": time.time(), "c": secrets.token_urlsafe(32)}
+                "c": secrets.token_urlsafe(32)}
         self._set(request, response, SESSION_COOKIE, self._session.dumps(data),
                   int(self.max_age), "strict")
         response.delete_cookie(FLOW_COOKIE, path=cookie_path(request))
