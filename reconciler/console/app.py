@@ -16,7 +16,7 @@ from reconciler.console import home, outbox, servers, signin
 from reconciler.console.deps import ConsoleDeps
 from reconciler.console.errors import ConsoleErrors, NotFound
 from reconciler.console.oidc import ConsoleSetupError, OidcClient, OidcSettings
-from reconciler.console.render import STATIC
+from reconciler.console.render import STATIC, TEMPLATES
 from reconciler.console.session import Sessions
 from reconciler.runtime.access import Principal, full_access
 
@@ -80,3 +80,5 @@ def mount(app: FastAPI, deps: ConsoleDeps, tokens: TokenIdentity) -> None:
         raise NotFound(f"page {request.url.path}")
 
     app.add_middleware(ConsoleErrors)
+    for name in TEMPLATES.list_templates():  # compiled now, not on someone's first visit
+        TEMPLATES.get_template(name)

@@ -23,7 +23,7 @@ def router(deps: ConsoleDeps) -> APIRouter:
     async def home(request: Request, principal: Viewer) -> HTMLResponse:
         def read() -> tuple[Counter[str], dict[OutboxState, int], str | None]:
             namespace = chosen_namespace(deps, principal, None)
-            states = Counter(card.state for card in cards(deps.store, principal))
+            states = Counter(card.state for card in cards(deps.store, principal, activity=False))
             return states, deps.store.outbox.count(QueueFilter(namespace=namespace)), namespace
 
         states, counts, namespace = await anyio.to_thread.run_sync(read)

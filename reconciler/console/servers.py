@@ -121,8 +121,11 @@ def _incoming(key: ResourceKey, spec: Mapping[str, Any], fetch: ServerState | No
         fetch.last_success_at if fetch else None, fetch.paused if fetch else None)
 
 
-def cards(store: Store, principal: Principal) -> list[ServerCard]:
-    """Every server card the principal may see, by namespace, kind and name."""
+def cards(store: Store, principal: Principal, *, activity: bool = True) -> list[ServerCard]:
+    """Every server card the principal may see, by namespace, kind and name.
+
+    ``activity`` reads each outgoing server's last send: one audit query per server
+    (about 1 ms each on SQLite), which the overview does without."""
     live = store.snapshot()
     keys = sorted((k for k in live.resources if k.kind in (OUTGOING, INCOMING)
                    and principal.sees(k.namespace)),
@@ -138,7 +141,7 @@ def cards(store: Store, principal: Principal) -> list[ServerCard]:
         token = tokens.get((key.kind, key.namespace, key.name))
         if key.kind == OUTGOING:
             sent = store.audit.search(status=AuditStatus.SENT, server=key.name,
-                                      namespace=key.namespace, limit=1)
+                                      namespace=key.namespace, limit=1) if activity else []
             out.append(_outgoing(key, spec, statuses.get(key, {}), token,
                                  sent[0].created_at if sent else None))
         else:
