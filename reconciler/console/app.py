@@ -14,11 +14,12 @@ from starlette.responses import Response
 from reconciler.config.secrets import SecretError, redact_ref, resolve_operator
 from reconciler.console import home, outbox, servers, signin
 from reconciler.console.deps import ConsoleDeps
-from reconciler.console.errors import ConsoleErrors, NotFound
+from reconciler.console.errors import ConsoleErrors, NotFound, console_first
 from reconciler.console.oidc import ConsoleSetupError, OidcClient, OidcSettings
 from reconciler.console.render import STATIC, TEMPLATES
 from reconciler.console.session import Sessions
 from reconciler.runtime.access import Principal, full_access
+from reconciler.state.base import StoreError
 
 STATIC_MAX_AGE = 86400  # the files change only with a new release of the daemon
 
@@ -80,5 +81,8 @@ def mount(app: FastAPI, deps: ConsoleDeps, tokens: TokenIdentity) -> None:
         raise NotFound(f"page {request.url.path}")
 
     app.add_middleware(ConsoleErrors)
+    api_handler = app.exception_handlers.get(StoreError)
+    if api_handler is not None:
+        app.add_exception_handler(StoreError, console_first(api_handler))
     for name in TEMPLATES.list_templates():  # compiled now, not on someone's first visit
         TEMPLATES.get_template(name)

@@ -2,7 +2,9 @@
 
 :class:`ConsoleErrors` is an ASGI middleware that acts on ``/console`` paths only,
 so every screen module's routes get the same pages whatever router they were
-built with, and the ``/v1`` API keeps its JSON problems. No page ever shows a
+built with, and the ``/v1`` API keeps its JSON problems. An exception the app
+already has a handler for (the store's errors) never reaches a middleware, so
+:func:`console_first` wraps that handler for the console's paths. No page ever shows a
 traceback: an unexpected exception is logged with a short reference, and the
 page shows only that reference, for the operator to find the log line.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from fastapi import Request
@@ -21,6 +24,7 @@ from reconciler.console.oidc import NoRole
 from reconciler.console.render import page
 from reconciler.console.session import CsrfRefused, Sessions, SignInRequired
 from reconciler.runtime.access import Forbidden
+from reconciler.state.base import StoreError
 
 log = logging.getLogger("reconciler.console")
 
@@ -84,6 +88,10 @@ def error_response(request: Request, exc: Exception) -> Response:
                     "Reload the page and try again.")
     if isinstance(exc, NoRole):
         return no_role_page(request, exc)
+    if isinstance(exc, StoreError):  # its text is written for the user (state.base)
+        return page(request, "error.html", principal, status_code=503,
+                    title="The state store is unavailable",
+                    message=f"{exc} Try again once the store is back.")
     if isinstance(exc, NotFound):
         return page(request, "error.html", principal, status_code=404, title="Not found",
                     message=f"There is no {exc.what}, or it is not in a namespace you may see.")
@@ -94,6 +102,17 @@ def error_response(request: Request, exc: Exception) -> Response:
                 title="Something went wrong",
                 message=f"The page could not be shown. The daemon's log has the details "
                 f"under reference {reference}.")
+
+
+def console_first(api_handler: Callable[[Request, Exception], Awaitable[Response]]
+                  ) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """An app-wide exception handler that answers console paths with a page and
+    leaves every other path to the API's ``api_handler``."""
+    async def handler(request: Request, exc: Exception) -> Response:
+        if console_path(request.scope) is not None:
+            return error_response(request, exc)
+        return await api_handler(request, exc)
+    return handler
 
 
 def _roles(exc: Forbidden) -> str:

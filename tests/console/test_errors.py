@@ -10,10 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.config.desired import ResourceKey
 from reconciler.runtime.access import Principal
 from reconciler.state import SqlStore
 
-from .console_kit import TokenTable, applied_store, client, console_app, csrf_of, sign_in
+from .console_kit import (
+    TokenTable,
+    applied_store,
+    client,
+    console_app,
+    csrf_of,
+    daemon_app,
+    sign_in,
+)
 
 ASSET_BUDGET = 200 * 1024
 
@@ -56,16 +65,19 @@ def test_unknown_things_get_the_404_page(store: SqlStore, path: str) -> None:
 
 
 def test_a_failure_shows_a_reference_never_a_traceback(
-        store: SqlStore, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        store: SqlStore, caplog: pytest.LogCaptureFixture) -> None:
+    # A hand-edited status row whose health part the page cannot read.
+    key = ResourceKey("OutgoingServer", "default", "default-main")
+    store.status_put(key, {"health": {"state": "Reachable", "lastChecked": "2026-05-01T10:00:00",
+                                      "lastChange": "2026-05-01T10:00:00",
+                                      "hosts": ["main", "alternate"]}})
     tokens = TokenTable()
     browser = client(console_app(store, tokens))
     sign_in(browser, tokens.add(Principal.of("admin", ["admin"])))
-    with sqlite3.connect(tmp_path / "console.db") as broken:  # the store loses its outbox
-        broken.execute("ALTER TABLE outbox RENAME TO outbox_gone")
-    reply = browser.get("/console/outbox")
+    reply = browser.get("/console/servers")
     assert reply.status_code == 500
     assert "Traceback" not in reply.text and 'File "' not in reply.text
-    assert "outbox_gone" not in reply.text and "sqlite" not in reply.text.lower()
+    assert "AttributeError" not in reply.text
     reference = re.search(r"reference ([0-9a-f]{8})", reply.text)
     assert reference is not None
     assert any(reference.group(1) in r.getMessage() and r.exc_info for r in caplog.records)
@@ -91,3 +103,18 @@ def test_every_page_loads_under_200_kb_of_cached_assets(store: SqlStore) -> None
             assert "max-age" in reply.headers["cache-control"]
             total += len(reply.content)
         assert len(html.encode()) + total <= ASSET_BUDGET, path
+
+
+def test_a_store_failure_is_a_page_on_the_console_and_json_on_the_api(
+        store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app, token = daemon_app(store, monkeypatch)
+    browser = client(app)
+    sign_in(browser, token)
+    with sqlite3.connect(tmp_path / "console.db") as broken:  # the store loses its outbox
+        broken.execute("ALTER TABLE outbox RENAME TO outbox_gone")
+    page = browser.get("/console/outbox")
+    assert page.status_code == 503 and "text/html" in page.headers["content-type"]
+    assert "The state store is unavailable" in page.text
+    assert "Traceback" not in page.text and 'File "' not in page.text
+    api = browser.get("/v1/outbox", headers={"Authorization": f"Bearer {token}"})
+    assert api.status_code == 503 and "json" in api.headers["content-type"]
