@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -136,7 +136,9 @@ def sign_in_redirect(request: Request) -> Response:
     root = request.scope.get("root_path", "") + "/console"
     back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if request.method != "GET" or request.headers.get("HX-Request"):
-        back = request.headers.get("HX-Current-URL") or f"{root}/"
+        # Back to the page the form or fragment was on (htmx names it), not the action.
+        shown = urlsplit(request.headers.get("HX-Current-URL", ""))
+        back = shown.path + (f"?{shown.query}" if shown.query else "") or f"{root}/"
     target = f"{root}/signin?next={quote(back, safe='')}"
     response: Response
     if request.headers.get("HX-Request"):

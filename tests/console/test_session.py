@@ -156,3 +156,13 @@ def test_the_daemon_serves_the_console_with_its_api_tokens(
     assert home.status_code == 200 and "api token env:RECONCILE_TEST_CONSOLE_TOKEN" in home.text
     # The API keeps its own answers: JSON, bearer tokens, no console cookie needed.
     assert browser.get("/v1/status").status_code == 401
+
+
+def test_an_htmx_request_without_a_session_is_told_to_navigate_to_sign_in(
+        store: SqlStore) -> None:
+    browser = client(console_app(store, TokenTable()))
+    reply = browser.post("/console/servers/outgoing/default/default-main/test",
+                         headers={"HX-Request": "true",
+                                  "HX-Current-URL": "http://testserver/console/servers"})
+    assert reply.status_code == 204
+    assert reply.headers["HX-Redirect"] == "/console/signin?next=%2Fconsole%2Fservers"
