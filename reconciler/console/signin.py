@@ -76,7 +76,8 @@ def router(identify: Identify, oidc: OidcClient | None, public_url: str | None) 
         return response
 
     def callback_url(request: Request) -> str:
-        base = public_url.rstrip("/") if public_url else str(request.base_url).rstrip("/")
+        base = public_url.rstrip("/") if public_url else \
+            f"{request.url.scheme}://{request.url.netloc}"
         return f"{base}{request.scope.get('root_path', '')}/console/signin/oidc/callback"
 
     @api.get("/signin/oidc")
