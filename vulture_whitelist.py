@@ -274,3 +274,14 @@ _.config_yaml
 _.incoming_page
 _.sync_page
 _.sync_now
+# -- console (SPEC X6): FastAPI routes registered by decorator; fields read by templates
+# reconciler/console/signin.py, servers.py
+_.signin_form
+_.token_signin
+_.oidc_begin
+_.oidc_callback
+_.test
+_.last_activity  # servers.html
+_.slug  # servers.html
+# reconciler/console/oidc.py
+_._openid_scope  # pydantic field validator

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from reconciler.cli.common import UserError, store_option, token_key_option
+from reconciler.cli.console import console_options, console_settings
 from reconciler.cli.sync import sync_options, sync_settings
 from reconciler.runtime.settings import DaemonSettings
 
@@ -148,6 +149,7 @@ def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
               "(unread, or on a POP3 server) for this long. 0: keep for ever.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @sync_options
+@console_options
 def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
             worker_id: str | None, health_interval: float, notify_webhook: str | None,
             ca_file: str | None, token_key_ref: str | None, claim_batch: int,
@@ -167,6 +169,7 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
     from reconciler.state import DEFAULT_STORE
 
     host, port = parse_listen(listen)
+    console = console_settings(sync)  # the console's options arrive with the sync ones
     try:
         current()  # a broken RECONCILE_SECRET_DIRS fails now, not at the first send
     except PlacesSettingError as exc:
@@ -196,6 +199,7 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
         marker_retention_days=marker_retention_days,
         **options,  # type: ignore[arg-type]
         **sync_settings(sync),
+        **console,
     )
     logs.configure(getattr(logging, log_level.upper()))
     if workers and role != "all":

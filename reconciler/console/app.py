@@ -1,15 +1,89 @@
-"""``router(deps)``: the console's routes, mounted by the daemon under ``/console``."""
+"""``router(deps)``: the console's routes; ``mount(app, deps, tokens)``: the console
+added to the daemon's app under ``/console`` (sessions, sign-in, static files, the
+error pages)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import secrets
+from typing import Protocol
 
-from reconciler.console import screens
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+
+from reconciler.config.secrets import SecretError, redact_ref, resolve_operator
+from reconciler.console import home, outbox, screens, servers, signin
 from reconciler.console.deps import ConsoleDeps
+from reconciler.console.errors import ConsoleErrors, NotFound, console_first
+from reconciler.console.oidc import ConsoleSetupError, OidcClient, OidcSettings
+from reconciler.console.render import STATIC, TEMPLATES
+from reconciler.console.session import Sessions
+from reconciler.runtime.access import Principal, full_access
+from reconciler.state.base import StoreError
+
+STATIC_MAX_AGE = 86400  # the files change only with a new release of the daemon
 
 
 def router(deps: ConsoleDeps) -> APIRouter:
     console = APIRouter(prefix="/console", include_in_schema=False)
     # One include per screen module: console.include_router(servers.router(deps)), ...
+    console.include_router(home.router(deps))
+    console.include_router(servers.router(deps))
+    console.include_router(outbox.router(deps))
     screens.include(console, deps)
     return console
+
+
+class TokenIdentity(Protocol):
+    def identify(self, presented: str) -> str | Principal | None: ...
+
+
+def token_identity(tokens: TokenIdentity) -> signin.Identify:
+    """Token sign-in through the API's tokens: a token's principal, or (for a token kind
+    that only names itself) full access, as that token has on the API."""
+    def identify(presented: str) -> Principal | None:
+        found = tokens.identify(presented) if presented else None
+        return full_access(found) if isinstance(found, str) else found
+    return identify
+
+
+def session_key(ref: str | None) -> bytes:
+    if ref is None:
+        return secrets.token_bytes(32)  # sessions end when the daemon restarts
+    try:
+        return resolve_operator(ref).strip().encode()
+    except SecretError as exc:
+        raise ConsoleSetupError(f"the console session key ({redact_ref(ref)}) cannot be "
+                                f"resolved: {exc}") from None
+
+
+class _CachedStatic(StaticFiles):
+    def file_response(self, *args: object, **kwargs: object) -> Response:
+        response = super().file_response(*args, **kwargs)  # type: ignore[arg-type]
+        response.headers["Cache-Control"] = f"public, max-age={STATIC_MAX_AGE}"
+        return response
+
+
+def mount(app: FastAPI, deps: ConsoleDeps, tokens: TokenIdentity) -> None:
+    """Add the console to ``app``; raises :class:`ConsoleSetupError` on unusable settings."""
+    settings = deps.settings
+    oidc_settings = OidcSettings.from_daemon(settings)
+    oidc = OidcClient(oidc_settings, ca_file=settings.ca_file) if oidc_settings else None
+    app.state.console_sessions = Sessions(session_key(settings.console_session_key_ref),
+                                          settings.console_session_hours * 3600)
+    app.include_router(router(deps))
+    app.include_router(signin.router(token_identity(tokens), oidc, settings.console_public_url),
+                       prefix="/console", include_in_schema=False)
+    app.mount("/console/static", _CachedStatic(directory=STATIC), name="console-static")
+
+    # Last: any other /console path is the console's 404 page, not the API's JSON one.
+    @app.get("/console/{rest:path}", include_in_schema=False)
+    async def unknown(request: Request, rest: str) -> Response:
+        raise NotFound(f"page {request.url.path}")
+
+    app.add_middleware(ConsoleErrors)
+    api_handler = app.exception_handlers.get(StoreError)
+    if api_handler is not None:
+        app.add_exception_handler(StoreError, console_first(api_handler))
+    for name in TEMPLATES.list_templates():  # compiled now, not on someone's first visit
+        TEMPLATES.get_template(name)

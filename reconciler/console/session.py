@@ -7,25 +7,129 @@
 - :func:`needs` (``Depends(needs(Role.OPERATOR))``) is :func:`signed_in` plus the
   role check; a missing role raises :class:`~reconciler.runtime.access.Forbidden`,
   rendered as a 403 page naming the role.
-- :func:`csrf_checked` guards every POST: the form's ``csrf_token`` field must
-  match the session's.
+- :func:`csrf_checked` guards every POST: the form's ``csrf_token`` field (or the
+  ``X-CSRF-Token`` header htmx sends) must match the session's; a mismatch raises
+  :class:`CsrfRefused`, a 403 page.
+
+The session is one cookie signed with the daemon's console key (itsdangerous, which
+also timestamps it): the principal and the CSRF token. Nothing is kept server-side, so
+a signature that does not verify, or one older than the session's maximum age, is
+simply no session (signed out, the cookie cleared). With no key configured the key
+is random per start, and every session ends when the daemon restarts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import Request
+from fastapi import Request, Response
+from itsdangerous import BadData, URLSafeTimedSerializer
 
 from reconciler.runtime.access import Principal, Role
+
+SESSION_COOKIE = "reconcile_console"
+# Before sign-in: the sign-in form's CSRF token and an OIDC flow's state, nonce and
+# PKCE verifier. SameSite=Lax, unlike the session: the identity provider's redirect
+# back is a cross-site navigation, and a Strict cookie would not come with it.
+FLOW_COOKIE = "reconcile_console_flow"
+FLOW_MAX_AGE = 600  # seconds to finish signing in once the sign-in page was shown
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
 
 
 class SignInRequired(Exception):
     """No valid session: the console redirects to its sign-in page."""
 
 
+class CsrfRefused(Exception):
+    """A POST without the session's CSRF token: refused with a 403 page."""
+
+
+@dataclass(frozen=True)
+class Session:
+    principal: Principal
+    csrf: str
+
+
+def cookie_path(request: Request) -> str:
+    return request.scope.get("root_path", "") + "/console"
+
+
+class Sessions:
+    """Signs and reads the console's cookies with one key."""
+
+    def __init__(self, key: bytes, max_age_seconds: float) -> None:
+        self._session = URLSafeTimedSerializer(key, salt="reconcile-console-session")
+        self._flow = URLSafeTimedSerializer(key, salt="reconcile-console-flow")
+        self.max_age = max_age_seconds
+
+    def __repr__(self) -> str:  # the key stays out of tracebacks
+        return f"Sessions(max_age={self.max_age})"
+
+    def read(self, request: Request) -> Session | None:
+        raw = request.cookies.get(SESSION_COOKIE)
+        if not raw:
+            return None
+        try:
+            data = self._session.loads(raw, max_age=self.max_age)
+            namespaces = data["ns"]
+            principal = Principal.of(data["n"], data["r"], namespaces)
+            return Session(principal, str(data["c"]))
+        except (BadData, KeyError, TypeError, ValueError):
+            # Tampered, expired or from another key: treated exactly as no session.
+            return None
+
+    def issue(self, request: Request, response: Response, principal: Principal) -> None:
+        data = {"n": principal.name, "r": sorted(r.value for r in principal.roles),
+                "ns": None if principal.namespaces is None else sorted(principal.namespaces),
+                "c": secrets.token_urlsafe(32)}
+        self._set(request, response, SESSION_COOKIE, self._session.dumps(data),
+                  int(self.max_age), "strict")
+        response.delete_cookie(FLOW_COOKIE, path=cookie_path(request))
+
+    def read_flow(self, request: Request) -> dict[str, str]:
+        raw = request.cookies.get(FLOW_COOKIE)
+        if not raw:
+            return {}
+        try:
+            data = self._flow.loads(raw, max_age=FLOW_MAX_AGE)
+        except BadData:
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def set_flow(self, request: Request, response: Response, flow: Mapping[str, str]) -> None:
+        self._set(request, response, FLOW_COOKIE, self._flow.dumps(dict(flow)), FLOW_MAX_AGE,
+                  "lax")
+
+    @staticmethod
+    def clear(request: Request, response: Response) -> None:
+        response.delete_cookie(SESSION_COOKIE, path=cookie_path(request))
+
+    @staticmethod
+    def _set(request: Request, response: Response, name: str, value: str, max_age: int,
+             same_site: str) -> None:
+        response.set_cookie(name, value, max_age=max_age, path=cookie_path(request),
+                            httponly=True, secure=request.url.scheme == "https",
+                            samesite=same_site)  # type: ignore[arg-type]
+
+
+def sessions_of(request: Request) -> Sessions:
+    found: Sessions = request.app.state.console_sessions
+    return found
+
+
 async def signed_in(request: Request) -> Principal:
-    raise NotImplementedError("console sessions: see the console-session brief")
+    session = sessions_of(request).read(request)
+    if session is None:
+        raise SignInRequired
+    request.state.csrf_token = session.csrf
+    request.state.principal = session.principal
+    return session.principal
 
 
 def needs(role: Role) -> Callable[[Request], Awaitable[Principal]]:
@@ -36,5 +140,28 @@ def needs(role: Role) -> Callable[[Request], Awaitable[Principal]]:
     return dependency
 
 
+async def form(request: Request) -> dict[str, str]:
+    """The POST's urlencoded fields (the console's forms send nothing else); the last
+    value of a repeated field wins."""
+    if not hasattr(request.state, "form"):
+        body = (await request.body()).decode("utf-8", "replace")
+        request.state.form = dict(parse_qsl(body, keep_blank_values=True))
+    fields: dict[str, str] = request.state.form
+    return fields
+
+
+def same_token(given: str | None, expected: str) -> bool:
+    return bool(given) and bool(expected) and hmac.compare_digest(
+        str(given).encode(), expected.encode())
+
+
 async def csrf_checked(request: Request) -> None:
-    raise NotImplementedError("console sessions: see the console-session brief")
+    await signed_in(request)
+    if not same_token(presented(request, await form(request)), request.state.csrf_token):
+        raise CsrfRefused
+
+
+def presented(request: Request, fields: Mapping[str, Any]) -> str | None:
+    """The CSRF token a POST carries (header first: htmx sends it there)."""
+    value = request.headers.get(CSRF_HEADER) or fields.get(CSRF_FIELD)
+    return None if value is None else str(value)

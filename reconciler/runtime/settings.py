@@ -57,10 +57,27 @@ class DaemonSettings:
     sync_status_repo: str | None = None  # owner/name: post commit statuses to GitHub
     sync_status_token_ref: str | None = None
     sync_status_api: str = "https://api.github.com"
+    # The web console (SPEC X6, docs/console.md), served under /console beside the API.
+    console: bool = False
+    console_session_key_ref: str | None = None  # None: a random key per start
+    console_session_hours: float = 8.0
+    console_oidc_issuer: str | None = None  # None: token sign-in only
+    console_oidc_client_id: str | None = None
+    console_oidc_client_secret_ref: str | None = None  # None: a public client (PKCE only)
+    console_oidc_scopes: tuple[str, ...] = ("openid", "email", "profile")
+    console_oidc_name_claim: str = "email"
+    console_oidc_roles_claim: str = "groups"
+    console_oidc_namespaces_claim: str | None = None  # None: every namespace
+    console_oidc_role_map: tuple[str, ...] = ()  # "CLAIM-VALUE=ROLE", e.g. "desk-ops=operator"
+    console_oidc_label: str = "your identity provider"  # the sign-in button's name for it
+    # How browsers reach the daemon (e.g. behind a proxy), for the OIDC redirect URI;
+    # None: taken from each request.
+    console_public_url: str | None = None
 
     def operator_refs(self) -> tuple[str | None, ...]:
         """The operator's own secrets among these settings (references, or URLs that may
         be one): config references must never resolve them (SPEC S2)."""
         return (*self.api_tokens, self.token_key_ref, self.events_secret, self.events_webhook,
                 self.notify_webhook, self.sync_token_ref, self.sync_ssh_key_ref,
-                self.sync_webhook_secret_ref, self.sync_status_token_ref)
+                self.sync_webhook_secret_ref, self.sync_status_token_ref,
+                self.console_session_key_ref, self.console_oidc_client_secret_ref)

@@ -21,6 +21,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from reconciler.console.app import mount as mount_console
+from reconciler.console.deps import ConsoleDeps
 from reconciler.daemon.api import audit, events, monitoring, notifications, outbox, status
 from reconciler.daemon.api import sync as sync_api
 from reconciler.daemon.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
@@ -145,6 +147,8 @@ def create_api(
     app.state.sync_wake = None  # the daemon sets it when this process syncs
     app.include_router(sync_api.webhook_router(store, settings, lambda: app.state.sync_wake))
     app.include_router(outbox.router(store, tokens, config, app.state), dependencies=guarded)
+    if settings.console:  # SPEC X6, docs/console.md
+        mount_console(app, ConsoleDeps(store, settings, config, metrics, app.state), tokens)
     app.openapi_tags = [*_TAGS, events.TAG, sync_api.TAG, outbox.TAG]
     # The ack body is read by the route itself, so the document takes its schema from
     # here: inline, FastAPI would turn its integer bounds into floats, and 2**63 - 1
