@@ -56,9 +56,7 @@ def _redacted_once(value: Any) -> Any:
         if set(value) == {"secretRef"} and isinstance(ref, str):
             return value if _fingerprinted(ref) else redact(value)
         return {k: _redacted_once(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redacted_once(v) for v in value]
-    return redact(value)
+    return [_redacted_once(v) for v in value] if isinstance(value, list | tuple) else redact(value)
 
 
 def field_lines(fields: Sequence[FieldChange]) -> list[str]:

@@ -53,8 +53,7 @@ def status(namespace: str | None, fmt: str, store_url: str | None) -> None:
         rows.append(data | {"enabled": bool(spec.get("enabled", True)),
                             "protocol": spec.get("protocol"), "mailbox": spec.get("email")})
     if fmt == "json":
-        click.echo(json.dumps({"servers": rows, "events": counts}, indent=2,
-                              ensure_ascii=False))
+        click.echo(json.dumps({"servers": rows, "events": counts}, indent=2, ensure_ascii=False))
         return
     if not rows:
         where = f" in namespace {namespace}" if namespace else ""

@@ -81,8 +81,7 @@ def list_command(namespaces: tuple[str, ...], kinds: tuple[str, ...], fmt: str,
     for key in keys:
         click.echo(str(key))
     scope = f" in {', '.join(namespaces)}" if namespaces else ""
-    click.echo(f"{len(keys)} of {len(live)} resources{scope} at revision {live.revision}",
-               err=True)
+    click.echo(f"{len(keys)} of {len(live)} resources{scope} at revision {live.revision}", err=True)
 
 
 @command.command("get")

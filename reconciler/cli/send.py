@@ -50,8 +50,7 @@ def _attachment(path: Path) -> dict[str, Any]:
         data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read attachment {path}: {exc.strerror}") from None
-    return {"name": path.name, "contentType": guessed or "application/octet-stream",
-            "data": data}
+    return {"name": path.name, "contentType": guessed or "application/octet-stream", "data": data}
 
 
 def _ticket(value: str | None) -> dict[str, str] | None:
@@ -67,8 +66,7 @@ def _namespace_config(store: Store, namespace: str, omitted: bool) -> NamespaceC
     """The namespace's config in the live store; a UserError naming the configured
     namespaces when it has no outgoing server to send with."""
     live = store.snapshot()
-    configured = sorted({key.namespace for key in live.resources
-                         if key.kind == "OutgoingServer"})
+    configured = sorted({key.namespace for key in live.resources if key.kind == "OutgoingServer"})
     if namespace not in configured:
         given = (f"no --namespace given: namespace {namespace!r}" if omitted
                  else f"namespace {namespace!r}")

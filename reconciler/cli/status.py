@@ -11,6 +11,7 @@ status` reads, so an admin sees both directions on one screen.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from typing import Any
 
 import click
 
-from reconciler.cli.common import opened_store, show_time, store_option
+from reconciler.cli.common import format_option, opened_store, show_time, store_option
 from reconciler.config.desired import ResourceKey
 from reconciler.health import record as rec
 from reconciler.state.base import Store
@@ -161,32 +162,27 @@ def _address(host: Any, port: Any) -> str | None:
     return f"{host}:{port}" if port is not None else host
 
 
+def _keys(store: Store, kind: str, namespace: str | None) -> list[tuple[ResourceKey, Any]]:
+    return sorted(((key, resource.spec) for key, resource in store.snapshot().resources.items()
+                   if key.kind == kind and namespace in (None, key.namespace)),
+                  key=lambda pair: (pair[0].namespace, pair[0].name))
+
+
 def load_cards(store: Store, namespace: str | None = None) -> list[Card]:
-    live = store.snapshot()
     statuses: Mapping[ResourceKey, Mapping[str, Any]] = store.statuses()
-    cards = [
-        Card(key, resource.spec, rec.read(statuses.get(key, {})))
-        for key, resource in live.resources.items()
-        if key.kind == KIND and (namespace is None or key.namespace == namespace)
-    ]
-    return sorted(cards, key=lambda c: (c.key.namespace, c.key.name))
+    return [Card(key, spec, rec.read(statuses.get(key, {})))
+            for key, spec in _keys(store, KIND, namespace)]
 
 
 def load_incoming_cards(store: Store, namespace: str | None = None) -> list[IncomingCard]:
-    live = store.snapshot()
     states = {(s.namespace, s.name): s for s in store.incoming.server_states(namespace)}
-    cards = [
-        IncomingCard(key, resource.spec, states.get((key.namespace, key.name)))
-        for key, resource in live.resources.items()
-        if key.kind == INCOMING and (namespace is None or key.namespace == namespace)
-    ]
-    return sorted(cards, key=lambda c: (c.key.namespace, c.key.name))
+    return [IncomingCard(key, spec, states.get((key.namespace, key.name)))
+            for key, spec in _keys(store, INCOMING, namespace)]
 
 
 @click.command("status")
 @click.option("--namespace", "-n", default=None, help="Only servers of this namespace.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@format_option()
 @store_option
 def command(namespace: str | None, fmt: str, store_url: str | None) -> None:
     """Outgoing servers: Reachable / Unreachable with the last error, active host,
@@ -214,9 +210,7 @@ def _text(cards: list[Card], namespace: str | None) -> list[str]:
     if not cards:
         where = f" in namespace {namespace}" if namespace else ""
         return [f"no outgoing servers{where} in the live store"]
-    counts: dict[str, int] = {}
-    for card in cards:
-        counts[card.state] = counts.get(card.state, 0) + 1
+    counts = Counter(card.state for card in cards)
     words = {rec.REACHABLE: rec.REACHABLE, rec.UNREACHABLE: rec.UNREACHABLE,
              NOT_CHECKED: "not checked", DISABLED: "disabled"}
     summary = ", ".join(f"{counts[s]} {word}" for s, word in words.items() if s in counts)
@@ -298,9 +292,7 @@ def _checked_lines(card: Card, health: rec.HealthRecord, now: datetime) -> list[
 
 
 def _incoming_text(cards: list[IncomingCard]) -> list[str]:
-    counts: dict[str, int] = {}
-    for card in cards:
-        counts[card.state] = counts.get(card.state, 0) + 1
+    counts = Counter(card.state for card in cards)
     order = (FETCHING, FAILING, PAUSED, STOPPED, NOT_FETCHED, DISABLED)
     summary = ", ".join(f"{counts[s]} {s.lower()}" for s in order if s in counts)
     n = len(cards)
@@ -369,19 +361,12 @@ def _ago(now: datetime, then: datetime) -> str:
 def _json(card: Card) -> dict[str, Any]:
     spec = card.spec
     return {
-        "kind": card.key.kind,
-        "namespace": card.key.namespace,
-        "name": card.key.name,
+        "kind": card.key.kind, "namespace": card.key.namespace, "name": card.key.name,
         "protocol": card.protocol,
-        "host": spec.get("host"),
-        "port": spec.get("port"),
-        "security": spec.get("security"),
-        "alternateHost": spec.get("alternateHost"),
-        "alternatePort": spec.get("alternatePort"),
-        "enabled": card.enabled,
-        "primary": bool(spec.get("primary", False)),
-        "state": card.state,
-        "stale": card.stale,
+        **{field: spec.get(field) for field in
+           ("host", "port", "security", "alternateHost", "alternatePort")},
+        "enabled": card.enabled, "primary": bool(spec.get("primary", False)),
+        "state": card.state, "stale": card.stale,
         "hosts": [host.to_json() for host in card.hosts()],
         "health": card.health.to_json() if card.health is not None else None,
     }

@@ -194,8 +194,7 @@ def _token_provider(server: Server, store_url: str | None, key_ref: str | None,
     from reconciler.oauth.provider import provider_for_store
 
     with opened_store(store_url) as store:
-        yield provider_for_store(store, key_ref=key_ref,
-                                 ca_file=str(ca_file) if ca_file else None)
+        yield provider_for_store(store, key_ref=key_ref, ca_file=str(ca_file) if ca_file else None)
 
 
 async def _walk(server: Server, to: str | None, alternate: bool,

@@ -37,9 +37,7 @@ class CredentialMove:
     def approval(self) -> str:
         """The value of --approve-credential-move that allows this move."""
         key = self.resource
-        if key.namespace == "default":
-            return f"{key.kind}/{key.name}"
-        return str(key)
+        return f"{key.kind}/{key.name}" if key.namespace == "default" else str(key)
 
     @property
     def source(self) -> str:

@@ -25,12 +25,7 @@ from reconciler.mail.ews.transport import ews_url_for
 from reconciler.mail.failover import Endpoint, endpoints_of
 from reconciler.mail.outcome import Failure, Outcome, SendResult
 from reconciler.mail.probe_options import ProbeOptions
-from reconciler.mail.registry import (
-    OUTGOING,
-    check_steps,
-    incoming_check,
-    transport_for,
-)
+from reconciler.mail.registry import OUTGOING, check_steps, incoming_check, transport_for
 from reconciler.mail.steps import ProbeReport, Reason, Step, StepResult
 from reconciler.mail.transport import Transport
 

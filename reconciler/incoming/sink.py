@@ -87,8 +87,7 @@ class WebhookSink:
 
     async def _deliver(self, event: StoredEvent) -> bool:
         """True when the event is finished (delivered or rejected) and the next may go."""
-        refusal = await self._poster.post(event.payload.encode(),
-                                          {EVENT_ID_HEADER: str(event.id)})
+        refusal = await self._poster.post(event.payload.encode(), {EVENT_ID_HEADER: str(event.id)})
         if refusal is None:
             await asyncio.to_thread(self._incoming.delivered, [event.id])
             return True

@@ -96,8 +96,7 @@ class IncomingStore:
         A marker already present means an earlier run made that mail durable:
         nothing is written for it and ``duplicate_marker`` says so.
         """
-        return self._incoming.record(namespace, server, [self._mail(i) for i in items],
-                                     now=now)
+        return self._incoming.record(namespace, server, [self._mail(i) for i in items], now=now)
 
     def _mail(self, item: JudgedMail) -> MailRecord:
         result, event = item.result, item.result.event
@@ -109,8 +108,7 @@ class IncomingStore:
         error = None
         if item.to_error_folder:
             details = _details(result, item.marker, item.raw)
-            sealed = (seal(self._key, canonical_json(details)) if self._key is not None
-                      else None)
+            sealed = (seal(self._key, canonical_json(details)) if self._key is not None else None)
             error = ErrorDetails(result.code, sealed)
         return MailRecord(item.marker, result.audit, new, result.message_id or None, error)
 

@@ -147,8 +147,7 @@ class Mailbox(_Strict):
     """
 
     email: Annotated[str, Field(json_schema_extra={"format": "email"})]
-    name: Annotated[str | None, Field(json_schema_extra={"pattern": _HEADER_TEXT_PATTERN})
-                    ] = None
+    name: Annotated[str | None, Field(json_schema_extra={"pattern": _HEADER_TEXT_PATTERN})] = None
 
     @classmethod
     def parse(cls, value: str) -> Mailbox:
@@ -380,9 +379,7 @@ class Envelope:
     def as_bytes(self) -> bytes:
         if isinstance(self.content, bytes):
             return self.content
-        if self.wire is not None:
-            return self.wire
-        return self.content.as_bytes(policy=GUARDED_SMTP)
+        return self.wire if self.wire is not None else self.content.as_bytes(policy=GUARDED_SMTP)
 
 
 # Any line end: CRLF, a bare LF or a bare CR (the last two become CRLF).

@@ -80,9 +80,7 @@ def wire_problem(name: str, folded: bytes) -> str | None:
             return "would start a header line of its own (header injection)"
         if number and not line.strip(b" \t"):
             return "would carry a blank line, which ends the header block (header injection)"
-    if any(len(line) > HARD_LINE for line in lines):
-        return _TOO_LONG
-    return None
+    return _TOO_LONG if any(len(line) > HARD_LINE for line in lines) else None
 
 
 def _address_header(name: str, value: Any) -> bytes | None:

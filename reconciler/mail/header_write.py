@@ -80,9 +80,7 @@ def address_header(name: str, mailboxes: Iterable[tuple[str | None, str]]) -> st
 
 def text_header(name: str, value: str) -> str | None:
     """The fast path's unstructured header: plain ASCII text only."""
-    if not value or not _plain_text(value):
-        return None
-    return _fold(name, value.split(" "), "")
+    return None if not value or not _plain_text(value) else _fold(name, value.split(" "), "")
 
 
 def any_address_header(name: str, mailboxes: Iterable[tuple[str | None, str]]) -> str | None:

@@ -121,8 +121,7 @@ class IncomingCheck(MailboxCheck):
 
     def _implicit_tls(self) -> str:
         assert self.sock is not None
-        self.sock = self.fetcher._tls().wrap_socket(self.sock,
-                                                    server_hostname=self.where.host)
+        self.sock = self.fetcher._tls().wrap_socket(self.sock, server_hostname=self.where.host)
         return "implicit TLS, " + ssl_summary(self.sock)  # type: ignore[arg-type]
 
     def _starttls(self) -> str:

@@ -50,9 +50,7 @@ def outcome_for_reply(code: int) -> Outcome:
     """
     if 200 <= code < 400:
         return Outcome.SENT
-    if 400 <= code < 500:
-        return Outcome.TRANSIENT
-    return Outcome.PERMANENT
+    return Outcome.TRANSIENT if 400 <= code < 500 else Outcome.PERMANENT
 
 
 @dataclass(frozen=True, slots=True)

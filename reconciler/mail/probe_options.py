@@ -36,8 +36,7 @@ class ProbeOptions:
     def budget(self, spec: OutgoingServerSpec | IncomingServerSpec) -> float:
         if self.timeout is not None:
             return self.timeout
-        return min(getattr(spec, "timeout_seconds", DEFAULT_PROBE_TIMEOUT),
-                   DEFAULT_PROBE_TIMEOUT)
+        return min(getattr(spec, "timeout_seconds", DEFAULT_PROBE_TIMEOUT), DEFAULT_PROBE_TIMEOUT)
 
     def proxy_for(self, server: Any, host: str) -> ProxyServerSpec | None:
         """The proxy a connection of ``server`` to ``host`` goes through; None for direct

@@ -17,8 +17,7 @@ import dns.exception
 import dns.resolver
 
 # Selectors tried when none is given: the providers' and the common defaults.
-COMMON_SELECTORS = ("default", "selector1", "selector2", "google", "dkim", "mail", "s1", "s2",
-                    "k1")
+COMMON_SELECTORS = ("default", "selector1", "selector2", "google", "dkim", "mail", "s1", "s2", "k1")
 _RESERVED_TLDS = ("example", "invalid", "localhost", "test", "local")
 _RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
 

@@ -156,9 +156,7 @@ class ProbeReport:
         failed = self.failed
         if failed is not None:
             return f"{failed.step}: {failed.detail}"
-        if not self.ok:
-            return f"{self.not_run[0]}: not run"
-        return None
+        return f"{self.not_run[0]}: not run" if not self.ok else None
 
     def health(self) -> Health:
         """The protocol-neutral summary the dispatch layer already knows."""

@@ -305,8 +305,7 @@ class GenericFlow(Flow):
         try:
             async with httpx.AsyncClient(verify=tls_context(self.ca_file),
                                          timeout=HTTP_TIMEOUT, trust_env=False) as client:
-                reply = await client.post(url, data=data,
-                                          headers={"Accept": "application/json"})
+                reply = await client.post(url, data=data, headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
             raise _unreachable(urlsplit(url).netloc, exc) from None
         try:

@@ -98,9 +98,7 @@ class OAuthTokenProvider:
         held = self._held.get(key)
         if held is None or held.digest != digest:
             return None
-        if held.expires_at - self._skew <= datetime.now(UTC):
-            return None
-        return held
+        return None if held.expires_at - self._skew <= datetime.now(UTC) else held
 
     async def _store(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -155,8 +155,7 @@ def _from_text(text: str) -> list[BouncedRecipient]:
             continue
         code = status.group(0) if status.re is _STATUS else f"{status.group(1)}.0.0"
         words = " ".join(paragraph.split())[:_DIAGNOSTIC]
-        out.setdefault(address.group(1).casefold(), BouncedRecipient(address.group(1), code,
-                                                                     words))
+        out.setdefault(address.group(1).casefold(), BouncedRecipient(address.group(1), code, words))
     return list(out.values())
 
 

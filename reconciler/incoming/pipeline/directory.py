@@ -124,8 +124,7 @@ class _Chained:
         self._directories = directories
 
     def lookup(self, address: str) -> DirectoryEntry | None:
-        return next((e for d in self._directories if (e := d.lookup(address)) is not None),
-                    None)
+        return next((e for d in self._directories if (e := d.lookup(address)) is not None), None)
 
 
 def directory_for(resources: Iterable[Resource],

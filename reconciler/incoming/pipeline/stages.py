@@ -260,8 +260,7 @@ def threading(w: Work) -> Verdict | None:
     commands = w.commands
     found, unknown = ctx.request_ids.find(m.subject)
     if commands is not None and commands.request_id is not None:
-        w.ticket = TicketRef(ctx.request_ids.default_module, commands.request_id,
-                             RefSource.COMMAND)
+        w.ticket = TicketRef(ctx.request_ids.default_module, commands.request_id, RefSource.COMMAND)
     elif found is not None:
         w.ticket = TicketRef(found[0], found[1], RefSource.SUBJECT)
     else:

@@ -239,8 +239,7 @@ class EwsFetcher(Fetcher):
     def _item_id(self, mail: FetchedMail) -> Handle | None:
         prefix = f"ews:{self.folder}:"
         if not mail.marker.startswith(prefix):
-            log.warning("mail %s was not fetched from %s; left as it is", mail.marker,
-                        self.folder)
+            log.warning("mail %s was not fetched from %s; left as it is", mail.marker, self.folder)
             return None
         return mail.marker[len(prefix):], self._handles.get(mail.marker)
 
@@ -262,8 +261,7 @@ class EwsFetcher(Fetcher):
     async def move_to_error_folder(self, mail: FetchedMail) -> None:
         handle = self._item_id(mail)
         if handle is not None:
-            await self._call(f"moving a mail to {self.error_folder}", self._move_to_error,
-                             handle)
+            await self._call(f"moving a mail to {self.error_folder}", self._move_to_error, handle)
             self._handles.pop(mail.marker, None)
 
     def _move_to_error(self, account: Account, handle: Handle) -> None:
@@ -274,13 +272,10 @@ class EwsFetcher(Fetcher):
 
     def _count_error(self, account: Account) -> int:
         folder = self._error_folder(account, create=False)
-        if folder is None:
-            return 0
-        return int(refreshed(account, folder).total_count or 0)
+        return 0 if folder is None else int(refreshed(account, folder).total_count or 0)
 
     async def move_back_from_error_folder(self) -> int:
-        return int(await self._call("moving mails back from the error folder",
-                                    self._move_back))
+        return int(await self._call("moving mails back from the error folder", self._move_back))
 
     def _move_back(self, account: Account) -> int:
         folder = self._error_folder(account, create=False)

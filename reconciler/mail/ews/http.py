@@ -52,8 +52,7 @@ class _ChunkedResponse(requests.Response):
 
     def iter_content(self, chunk_size: int | None = 1,
                      decode_unicode: bool = False) -> Any:
-        return super().iter_content(READ_CHUNK if chunk_size == 1 else chunk_size,
-                                    decode_unicode)
+        return super().iter_content(READ_CHUNK if chunk_size == 1 else chunk_size, decode_unicode)
 
 
 class EwsHttpAdapter(requests.adapters.HTTPAdapter):
@@ -76,9 +75,7 @@ class EwsHttpAdapter(requests.adapters.HTTPAdapter):
 
     @classmethod
     def route_for(cls, url: str | None) -> Route | None:
-        if not url:
-            return None
-        return cls._routes.get(_route_key(url))
+        return None if not url else cls._routes.get(_route_key(url))
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: bool | str, cert: Any = None

@@ -28,12 +28,7 @@ from reconciler.config.models.auth import OAuth2Auth
 from reconciler.config.models.outgoing_server import OutgoingServer
 from reconciler.mail.api_check import ApiCheck, Said
 from reconciler.mail.ews.fetcher import EwsFetcher, _Listed, refreshed
-from reconciler.mail.ews.session import (
-    EwsSession,
-    add_login_secrets,
-    check_mailbox,
-    url_endpoint,
-)
+from reconciler.mail.ews.session import EwsSession, add_login_secrets, check_mailbox, url_endpoint
 from reconciler.mail.ews.transport import EwsTransport, ews_url_for
 from reconciler.mail.failover import Endpoint, endpoints_of
 from reconciler.mail.incoming_check import counted
@@ -112,8 +107,7 @@ class EwsCheck(ApiCheck):
         return int(fresh.total_count or 0), int(fresh.unread_count or 0)
 
     async def newest(self) -> bytes | None:
-        raw: bytes | None = await self.fetcher._call("reading a message's headers",
-                                                     self._newest)
+        raw: bytes | None = await self.fetcher._call("reading a message's headers", self._newest)
         return raw
 
     def _newest(self, account: Account) -> bytes | None:
@@ -121,8 +115,7 @@ class EwsCheck(ApiCheck):
         for item in newest.only("datetime_received")[:1]:
             if isinstance(item, Exception):
                 raise item
-            mail = self.fetcher._download(account, "sample", _Listed(item.id, item.changekey,
-                                                                     None))
+            mail = self.fetcher._download(account, "sample", _Listed(item.id, item.changekey, None))
             return None if mail is None else bytes(mail.raw)
         return None
 

@@ -26,14 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from exchangelib import (
-    Account,
-    Body,
-    FileAttachment,
-    HTMLBody,
-    Mailbox,
-    Message,
-)
+from exchangelib import Account, Body, FileAttachment, HTMLBody, Mailbox, Message
 
 from reconciler.config.desired import digest_of
 from reconciler.config.models.outgoing_server import OutgoingProtocol, OutgoingServer

@@ -41,12 +41,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from reconciler.config.models.auth import BasicAuth, NoAuth
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.mail import fetch_errors as errors
-from reconciler.mail.fetcher import (
-    AlreadyDone,
-    FetchedMail,
-    FetchError,
-    FetchErrorKind,
-)
+from reconciler.mail.fetcher import AlreadyDone, FetchedMail, FetchError, FetchErrorKind
 from reconciler.mail.imap.client import Client
 from reconciler.mail.steps import Reason, Step
 from reconciler.mail.threaded import (
@@ -290,8 +285,7 @@ class ImapFetcher(ThreadedFetcher):
         return int(status.get(b"MESSAGES", 0))
 
     async def move_back_from_error_folder(self) -> int:
-        return int(await self._call("moving mails back from the error folder",
-                                    self._move_back))
+        return int(await self._call("moving mails back from the error folder", self._move_back))
 
     def _move_back(self) -> int:
         client = self._session()

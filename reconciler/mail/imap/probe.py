@@ -10,12 +10,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from reconciler.mail import fetch_errors as errors
 from reconciler.mail.imap.client import Client
 from reconciler.mail.imap.fetcher import ImapFetcher
-from reconciler.mail.incoming_check import (
-    IncomingCheck,
-    counted,
-    first_line,
-    headers_text,
-)
+from reconciler.mail.incoming_check import IncomingCheck, counted, first_line, headers_text
 from reconciler.mail.steps import Reason, Step
 
 _HEADERS = b"BODY[HEADER.FIELDS (FROM SUBJECT DATE)]"

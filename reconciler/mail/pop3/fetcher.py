@@ -27,11 +27,7 @@ from typing import Any
 from reconciler.config.models.auth import BasicAuth, NoAuth
 from reconciler.config.models.incoming_server import IncomingServer
 from reconciler.mail import fetch_errors as errors
-from reconciler.mail.fetcher import (
-    AlreadyDone,
-    FetchedMail,
-    FetchError,
-)
+from reconciler.mail.fetcher import AlreadyDone, FetchedMail, FetchError
 from reconciler.mail.steps import Step
 from reconciler.mail.threaded import (
     Connect,
@@ -98,9 +94,7 @@ class _Client(poplib.POP3):
         octets = len(line)
         if line[-2:] == b"\r\n":
             return line[:-2], octets
-        if line[:1] == b"\r":
-            return line[1:-1], octets
-        return line[:-1], octets
+        return (line[1:-1] if line[:1] == b"\r" else line[:-1]), octets
 
 
 class _SslClient(_Client, poplib.POP3_SSL):
