@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Role(StrEnum):
@@ -89,3 +90,22 @@ class Principal:
 # as all tokens had before roles existed.
 def full_access(name: str) -> Principal:
     return Principal(name, frozenset({Role.ADMIN}), None)
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """One API bearer token as the settings give it: its secret reference, the roles
+    it holds and the namespaces it is limited to (None: all). ``name`` is printable
+    and goes into the audit; None uses the reference, redacted."""
+
+    secret_ref: str
+    roles: tuple[Role, ...] = (Role.ADMIN,)
+    namespaces: tuple[str, ...] | None = None
+    name: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TokenSpec:
+        """Back from ``dataclasses.asdict`` through JSON (a supervised child's settings)."""
+        namespaces = data.get("namespaces")
+        return cls(str(data["secret_ref"]), tuple(Role(r) for r in data.get("roles") or ()),
+                   None if namespaces is None else tuple(namespaces), data.get("name"))

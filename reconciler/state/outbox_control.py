@@ -45,6 +45,8 @@ class QueueFilter:
     ids: tuple[int, ...] = ()
     states: tuple[OutboxState, ...] = ()
     namespace: str | None = None
+    # The namespaces a limited caller may touch (SPEC S3); None: every namespace.
+    namespaces: tuple[str, ...] | None = None
     server: str | None = None
     created_before: datetime | None = None
     recipient: str | None = None  # a whole address in to, cc or bcc, any case
@@ -67,6 +69,8 @@ def _where(f: QueueFilter) -> list[ColumnElement[bool]]:
         conds.append(o.c.state.in_([S(s).value for s in f.states]))
     if f.namespace:
         conds.append(o.c.namespace == f.namespace)
+    if f.namespaces is not None:
+        conds.append(o.c.namespace.in_(f.namespaces))
     if f.server:
         conds.append(o.c.server == f.server)
     if f.created_before:
