@@ -25,9 +25,9 @@ from reconciler.config.desired import ResourceKey
 from reconciler.config.secrets import SecretError
 from reconciler.daemon.api.body_limit import DEFAULT_MAX_BODY_BYTES
 from reconciler.daemon.api.factory import create_api
-from reconciler.daemon.auth import ApiTokenError
 from reconciler.daemon.intake import GroupCommitter
 from reconciler.incoming.store import IncomingStore
+from reconciler.runtime.api_tokens import ApiTokenError
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.state import SqlStore, open_store
