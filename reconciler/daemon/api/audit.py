@@ -7,10 +7,9 @@ from typing import Annotated
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query
 
-from reconciler.daemon.api.guard import Guard, scope_of
+from reconciler.daemon.api.guard import Caller, Guard, scope_of
 from reconciler.daemon.api.params import ROW_ID_MAX, SearchText, UtcTime
 from reconciler.daemon.api.schemas import ERRORS, AuditItem
-from reconciler.runtime.access import Principal
 from reconciler.state.base import AuditDirection, AuditStatus, Store
 
 _TIME = "an ISO 8601 date-time (UTC without a zone) or date (its midnight, UTC)."
@@ -19,10 +18,10 @@ _TIME = "an ISO 8601 date-time (UTC without a zone) or date (its midnight, UTC).
 def router(store: Store, guard: Guard) -> APIRouter:
     api = APIRouter(tags=["audit"])
 
-    @api.get("/v1/audit", response_model=list[AuditItem],
+    @api.get("/v1/audit", dependencies=[Depends(guard.viewer)], response_model=list[AuditItem],
              summary="Search the email audit, newest first", responses=ERRORS)
     async def audit(
-        principal: Annotated[Principal, Depends(guard.viewer)],
+        principal: Caller,
         status: Annotated[list[AuditStatus] | None, Query(
             description="Only these statuses (repeat the parameter for several).")] = None,
         recipient: Annotated[SearchText | None, Query(

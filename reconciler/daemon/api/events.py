@@ -27,10 +27,9 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.daemon.api.guard import Guard, scope_of
+from reconciler.daemon.api.guard import Caller, Guard, scope_of
 from reconciler.daemon.api.params import ROW_ID_MAX, JsonInt, SearchText, json_body
 from reconciler.daemon.api.schemas import ERRORS, ApiModel, Problem
-from reconciler.runtime.access import Principal
 from reconciler.state.contract import Incoming, StoredEvent
 
 TAG = {"name": "events", "description": "Ticket events from incoming mail (I8)."}
@@ -82,10 +81,11 @@ class Acked(ApiModel):
 def router(events: Incoming, guard: Guard) -> APIRouter:
     api = APIRouter(tags=["events"])
 
-    @api.get("/v1/events", response_model=EventPage, response_model_by_alias=True,
+    @api.get("/v1/events", dependencies=[Depends(guard.viewer)], response_model=EventPage,
+             response_model_by_alias=True,
              summary="Ticket events, oldest first", responses=ERRORS)
     async def list_events(
-        principal: Annotated[Principal, Depends(guard.viewer)],
+        principal: Caller,
         after: Annotated[int | None, Query(ge=0, le=ROW_ID_MAX, description=(
             "Events with a greater id. Default: after the last acknowledged event."))] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -104,14 +104,15 @@ def router(events: Incoming, guard: Guard) -> APIRouter:
 
         return await anyio.to_thread.run_sync(read)
 
-    @api.post("/v1/events/ack", response_model=Acked, response_model_by_alias=True,
+    @api.post("/v1/events/ack", dependencies=[Depends(guard.operator)], response_model=Acked,
+              response_model_by_alias=True,
               summary="Acknowledge events up to an id",
               responses={**ERRORS, 413: {"model": Problem,
                                          "description": "Body over the size limit."}},
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": {"$ref": "#/components/schemas/Ack"}}}}})
     async def acknowledge(request: Request,
-                          principal: Annotated[Principal, Depends(guard.operator)]) -> Acked:
+                          principal: Caller) -> Acked:
         # The body is read here, after the token check: as a parameter FastAPI would
         # parse it first, so a caller without a token learnt about their JSON (a 400
         # for bytes that are not UTF-8) instead of getting the 401.
@@ -121,7 +122,8 @@ def router(events: Incoming, guard: Guard) -> APIRouter:
                                        namespaces=scope_of(principal)))
         return Acked(acknowledged=count)
 
-    @api.get("/v1/events/{id}/attachments/{sha256}", response_class=Response,
+    @api.get("/v1/events/{id}/attachments/{sha256}", dependencies=[Depends(guard.viewer)],
+             response_class=Response,
              summary="The bytes of one attachment an event lists",
              responses={**ERRORS,
                         404: {"model": Problem, "description": "No such event or attachment."},
@@ -129,7 +131,7 @@ def router(events: Incoming, guard: Guard) -> APIRouter:
     async def attachment(
         id: Annotated[int, Path(ge=1, le=ROW_ID_MAX)],
         sha256: Annotated[str, Path(pattern="^[0-9a-f]{64}$")],
-        principal: Annotated[Principal, Depends(guard.viewer)],
+        principal: Caller,
     ) -> Response:
         def read() -> bytes | None:
             if principal.namespaces is not None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import Scope
 
@@ -34,7 +34,17 @@ from reconciler.runtime.api_tokens import BearerTokens
 
 _BEARER = HTTPBearer(auto_error=False, description="One of the daemon's API tokens.")
 
-Dependency = Callable[..., Awaitable[Principal]]
+Dependency = Callable[..., Awaitable[None]]
+_PRINCIPAL = "reconcile.principal"  # the scope entry the guard leaves the caller in
+
+
+async def _caller(request: Request) -> Principal:
+    return request.scope[_PRINCIPAL]  # type: ignore[no-any-return]
+
+
+Caller = Annotated[Principal, Depends(_caller)]
+"""A route's parameter for the caller, once its guard (one of :class:`Guard`'s, in
+the route's ``dependencies``: they run first) has let it in."""
 
 
 def check_bearer(tokens: BearerTokens, scope: Scope, credentials: str | None) -> Principal:
@@ -75,12 +85,9 @@ def scope_of(principal: Principal) -> tuple[str, ...] | None:
 
 
 class Guard:
-    """The dependencies of guarded routes; each returns the caller's principal.
-
-    One function per role, kept on the instance: FastAPI runs a dependency once per
-    request however many times it is declared, so a router-wide guard and a route's
-    own ``principal`` parameter cost one token check.
-    """
+    """The dependencies of guarded routes, one per role: ``Depends(guard.viewer)`` in a
+    route's ``dependencies``; the route reads the caller with a :data:`Caller`
+    parameter (its annotations are resolved in the module, where no guard exists)."""
 
     def __init__(self, tokens: BearerTokens) -> None:
         self.tokens = tokens
@@ -97,14 +104,14 @@ class Guard:
         async def guard(
             request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
-        ) -> Principal:
+        ) -> None:
             scope = request.scope
             principal = check_bearer(tokens, scope, None if credentials is None
                                      else credentials.credentials)
             require(principal, role, scope)
             if everywhere:
                 require_all_namespaces(principal, scope)
-            return principal
+            scope[_PRINCIPAL] = principal
 
         guard.__name__ = f"needs_{role.value}{'_everywhere' if everywhere else ''}"
         return guard

@@ -13,7 +13,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import Response
 
-from reconciler.daemon.api.guard import Guard
+from reconciler.daemon.api.guard import Caller, Guard
 from reconciler.daemon.api.intake_route import IntakeRoute, ReplyResponse
 from reconciler.daemon.api.params import ROW_ID_MAX
 from reconciler.daemon.api.schemas import (
@@ -23,7 +23,6 @@ from reconciler.daemon.api.schemas import (
     Problem,
     ValidationProblem,
 )
-from reconciler.runtime.access import Principal
 from reconciler.state.base import Store
 from reconciler.state.delivery_events import EVENT_TYPES, delivery_event
 
@@ -32,7 +31,8 @@ def router(store: Store, route: IntakeRoute, guard: Guard) -> APIRouter:
     api = APIRouter(tags=["notifications"])
 
     @api.post(
-        "/v1/notifications", status_code=202, response_model=Accepted,
+        "/v1/notifications", dependencies=[Depends(guard.sender)], status_code=202,
+        response_model=Accepted,
         summary="Submit a notification",
         responses={**ERRORS,
                    200: {"model": Accepted, "description": "Duplicate idempotency key: the "
@@ -49,18 +49,19 @@ def router(store: Store, route: IntakeRoute, guard: Guard) -> APIRouter:
             "schema": {"$ref": "#/components/schemas/Notification"}}}}},
     )
     async def submit(request: Request,
-                     principal: Annotated[Principal, Depends(guard.sender)]) -> Response:
+                     principal: Caller) -> Response:
         # Reached when the fast path steps aside (see intake_route); the same code.
         return ReplyResponse(await route.accept(request.scope, await request.body(),
                                                 principal))
 
-    @api.get("/v1/notifications/{id}", response_model=NotificationStatus,
+    @api.get("/v1/notifications/{id}", dependencies=[Depends(guard.viewer)],
+             response_model=NotificationStatus,
              summary="What became of a notification",
              responses={**ERRORS, 404: {"model": Problem, "description": "No such id."}})
     async def notification_status(
         id: Annotated[int, Path(ge=1, le=ROW_ID_MAX,
                                 description="The id intake answered with.")],
-        principal: Annotated[Principal, Depends(guard.viewer)],
+        principal: Caller,
     ) -> NotificationStatus:
         message = await anyio.to_thread.run_sync(store.outbox.get, id)
         # Another namespace's notification is as absent as one never accepted.

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
-from reconciler.daemon.api.guard import Guard, scope_of
+from reconciler.daemon.api.guard import Caller, Guard, scope_of
 from reconciler.daemon.api.params import ROW_ID_MAX, SearchText, UtcTime, json_body
 from reconciler.daemon.api.queue_models import (
     ActionRequest,
@@ -28,7 +28,6 @@ from reconciler.daemon.api.queue_models import (
     QueueMessage,
 )
 from reconciler.daemon.api.schemas import ERRORS, Problem
-from reconciler.runtime.access import Principal
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.queue_control import (
     Action,
@@ -51,10 +50,11 @@ def router(store: Store, guard: Guard, config: ConfigHolder,
            app_state: Any) -> APIRouter:
     api = APIRouter(tags=["outbox"])
 
-    @api.get("/v1/outbox", response_model=QueueListing, responses=ERRORS,
+    @api.get("/v1/outbox", dependencies=[Depends(guard.viewer)], response_model=QueueListing,
+             responses=ERRORS,
              summary="Messages in the outbox, oldest first, with counts by state")
     async def listing(
-        principal: Annotated[Principal, Depends(guard.viewer)],
+        principal: Caller,
         state: Annotated[list[OutboxState] | None, Query(
             description="Only these states; default every unfinished one.")] = None,
         server: Annotated[SearchText | None, Query()] = None,
@@ -78,11 +78,12 @@ def router(store: Store, guard: Guard, config: ConfigHolder,
 
         return await anyio.to_thread.run_sync(read)
 
-    @api.get("/v1/outbox/{id}", response_model=QueueMessage, summary="One message in full: "
+    @api.get("/v1/outbox/{id}", dependencies=[Depends(guard.viewer)],
+             response_model=QueueMessage, summary="One message in full: "
              "routing decision, attempts and operator actions",
              responses={**ERRORS, 404: {"model": Problem, "description": "No such id."}})
     async def show(id: Annotated[int, Path(ge=1, le=ROW_ID_MAX)],
-                   principal: Annotated[Principal, Depends(guard.viewer)]) -> QueueMessage:
+                   principal: Caller) -> QueueMessage:
         def read() -> QueueMessage | None:
             message = store.outbox.get(id)
             # Another namespace's message is as absent as one never accepted.
@@ -97,7 +98,8 @@ def router(store: Store, guard: Guard, config: ConfigHolder,
                                 "purged after it was finished)")
         return view
 
-    @api.post("/v1/outbox/actions/{action}", response_model=ActionResult,
+    @api.post("/v1/outbox/actions/{action}", dependencies=[Depends(guard.operator)],
+              response_model=ActionResult,
               summary="Hold, release, retry, cancel or requeue messages",
               responses={**ERRORS, 404: {"model": Problem, "description": "The named "
                          "namespace is not one this token may act on."},
@@ -110,7 +112,7 @@ def router(store: Store, guard: Guard, config: ConfigHolder,
                   "schema": {"$ref": "#/components/schemas/ActionRequest"}}}}})
     async def act(
         action: Action, request: Request,
-        principal: Annotated[Principal, Depends(guard.operator)],
+        principal: Caller,
     ) -> ActionResult:
         # Read here, after the token check, like the events ack (see there).
         body = json_body(ActionRequest, await request.body())

@@ -12,7 +12,7 @@ from typing import Annotated
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query
 
-from reconciler.daemon.api.guard import Guard, scope_of
+from reconciler.daemon.api.guard import Caller, Guard, scope_of
 from reconciler.daemon.api.schemas import (
     ERRORS,
     DaemonStatus,
@@ -21,7 +21,6 @@ from reconciler.daemon.api.schemas import (
     ResourceStatus,
 )
 from reconciler.daemon.intake import GroupCommitter
-from reconciler.runtime.access import Principal
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state.base import OutboxState, Store
@@ -34,10 +33,11 @@ def router(store: Store, settings: DaemonSettings, config: ConfigHolder,
            app_version: str, guard: Guard) -> APIRouter:
     api = APIRouter(tags=["operations"])
 
-    @api.get("/v1/status", response_model=DaemonStatus, summary="This daemon's status",
+    @api.get("/v1/status", dependencies=[Depends(guard.viewer)], response_model=DaemonStatus,
+             summary="This daemon's status",
              responses=ERRORS)
     async def daemon_status(
-        principal: Annotated[Principal, Depends(guard.viewer)],
+        principal: Caller,
         finished: Annotated[bool, Query(
             description="Also count sent/failed/ignored messages (reads the whole "
             "outbox).")] = False,
