@@ -185,14 +185,17 @@ class QueueControl(StoreArea):
                            outbox_id=r.id, module=r.module,
                            details={"actor": actor, "previousState": r.state, **(details or {})})
                 for r in rows], now)
-            refused = _refused(conn, where.ids, set(ids))
+            refused = _refused(conn, where.ids, set(ids), where.namespaces)
         return ControlResult(tuple(ids), refused)
 
 
-def _refused(conn: Connection, named: tuple[int, ...],
-             changed: set[int]) -> tuple[tuple[int, OutboxState | None], ...]:
+def _refused(conn: Connection, named: tuple[int, ...], changed: set[int],
+             namespaces: tuple[str, ...] | None) -> tuple[tuple[int, OutboxState | None], ...]:
     left = [i for i in dict.fromkeys(named) if i not in changed]
     if not left:
         return ()
-    states = dict(conn.execute(select(o.c.id, o.c.state).where(o.c.id.in_(left))).all())
+    q = select(o.c.id, o.c.state).where(o.c.id.in_(left))
+    if namespaces is not None:  # another namespace's message is as absent as none
+        q = q.where(o.c.namespace.in_(namespaces))
+    states = dict(conn.execute(q).all())
     return tuple((i, S(states[i]) if i in states else None) for i in left)
