@@ -263,3 +263,8 @@ _._zone
 # reconciler/daemon/api/sync.py: FastAPI routes (registered by decorator)
 _.sync_status
 _.push
+# reconciler/runtime/access_file.py: pydantic field validators (run by pydantic), and the
+# console's `oidc:` section, kept opaque for the console to read
+_._reference
+_._one_or_more
+_.oidc

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from reconciler.config.secrets import SecretError, SecretRef, redact_ref, resolve_operator
-from reconciler.runtime.access import Principal, TokenSpec
+from reconciler.runtime.access import Principal, Role, TokenSpec, full_access
 
 # RFC 6750 b64token: what may follow "Bearer " in an Authorization header.
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
@@ -86,6 +86,8 @@ def _principal(spec: TokenSpec) -> Principal:
     # Who a token is, for the audit of operator actions (O13): its name from the access
     # file, else its reference, printable (env/file names; ciphertext only fingerprinted).
     name = f"api token {spec.name or redact_ref(spec.secret_ref)}"
+    if spec.name is None and spec.roles == (Role.ADMIN,) and spec.namespaces is None:
+        return full_access(name)  # a bare --api-token-ref, as tokens were before roles
     return Principal.of(name, spec.roles, spec.namespaces)
 
 
@@ -109,10 +111,6 @@ class BearerTokens:
 
     def __repr__(self) -> str:
         return f"BearerTokens({len(self._digests)} tokens)"
-
-    def accepts(self, presented: str) -> bool:
-        """True when ``presented`` is one of the tokens."""
-        return self.identify(presented) is not None
 
     def identify(self, presented: str) -> Principal | None:
         """Who the token ``presented`` is, or None when it is none of them.
