@@ -285,3 +285,8 @@ _.last_activity  # servers.html
 _.slug  # servers.html
 # reconciler/console/oidc.py
 _._openid_scope  # pydantic field validator
+# reconciler/runtime/access_file.py: pydantic field validators (run by pydantic), and the
+# console's `oidc:` section, kept opaque for the console to read
+_._reference
+_._one_or_more
+_.oidc

@@ -67,7 +67,7 @@ def auto_workers(cores: int | None = None) -> int:
     return max(0, min(cores - 1, MAX_AUTO_WORKERS))
 
 
-def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
+def check_token_refs(refs: tuple[str, ...], what: str = "--api-token-ref") -> tuple[str, ...]:
     """Secret references only, each readable now: a typo fails at start, not at first call."""
     from pydantic import ValidationError
 
@@ -77,12 +77,12 @@ def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
         try:
             parsed = SecretRef.model_validate({"secretRef": ref})
         except ValidationError:
-            raise UserError("--api-token-ref takes a secret reference (env:NAME, file:/path "
+            raise UserError(f"{what} takes a secret reference (env:NAME, file:/path "
                             "or enc:v1:...), never the token itself") from None
         try:
             resolve_operator(parsed.secret_ref)
         except SecretError as exc:
-            raise UserError(f"--api-token-ref {redact_ref(ref)}: {exc}") from None
+            raise UserError(f"{what} {redact_ref(ref)}: {exc}") from None
     return refs
 
 
@@ -92,7 +92,14 @@ def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
               show_default=True, metavar="HOST:PORT", help="Where the HTTP API listens.")
 @click.option("--api-token-ref", "--api-token", "api_token_refs", multiple=True, metavar="REF",
               help="Bearer token of the API as a secret reference (env:NAME, file:/path); "
-              "repeatable, e.g. one per client.")
+              "repeatable, e.g. one per client. Such a token is an admin of every "
+              "namespace; give roles and namespaces with --access-file.")
+@click.option("--access-file", default=None, metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False),
+              help="YAML file of API tokens with their role (sender, viewer, auditor, "
+              "operator, admin) and namespaces, and whether /metrics needs a token "
+              "(metrics.requireToken; default: yes when any token is configured). "
+              "See docs/access.md.")
 @click.option("--worker-id", default=None, metavar="ID",
               help="Owner name of this daemon's outbox leases; unique per running daemon "
               "(default HOST:PID).")
@@ -151,6 +158,7 @@ def check_token_refs(refs: tuple[str, ...]) -> tuple[str, ...]:
 @sync_options
 @console_options
 def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
+            access_file: str | None,
             worker_id: str | None, health_interval: float, notify_webhook: str | None,
             ca_file: str | None, token_key_ref: str | None, claim_batch: int,
             lease_seconds: float, poll_interval: float,
@@ -177,6 +185,8 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
     options: dict[str, object] = {}
     if worker_id:
         options["worker_id"] = worker_id
+    if access_file:
+        options.update(_access(access_file))
     settings = DaemonSettings(
         store_url=store_url or DEFAULT_STORE,
         listen_host=host,
@@ -220,6 +230,20 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
     except DaemonError as exc:
         logging.getLogger("reconciler.daemon").error("daemon failed: %s", exc)
         raise UserError(f"daemon failed: {exc}") from None
+
+
+def _access(path: str) -> dict[str, object]:
+    """The settings an access file gives; its problems as one UserError, one per line."""
+    from reconciler.runtime.access_file import AccessFileError, load_access_file
+
+    try:
+        parsed = load_access_file(path)
+    except AccessFileError as exc:
+        raise UserError(f"--access-file: {exc}") from None
+    check_token_refs(tuple(t.secret_ref for t in parsed.tokens), f"--access-file {path}: token")
+    return {"api_access": tuple(t.spec() for t in parsed.tokens), "access_file": path,
+            "metrics_require_token": None if parsed.metrics is None
+            else parsed.metrics.require_token}
 
 
 def _require_store(url: str) -> None:

@@ -5,7 +5,6 @@ error pages)."""
 from __future__ import annotations
 
 import secrets
-from typing import Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.staticfiles import StaticFiles
@@ -18,7 +17,8 @@ from reconciler.console.errors import ConsoleErrors, NotFound, console_first
 from reconciler.console.oidc import ConsoleSetupError, OidcClient, OidcSettings
 from reconciler.console.render import STATIC, TEMPLATES
 from reconciler.console.session import Sessions
-from reconciler.runtime.access import Principal, full_access
+from reconciler.runtime.access import Principal
+from reconciler.runtime.api_tokens import BearerTokens
 from reconciler.state.base import StoreError
 
 STATIC_MAX_AGE = 86400  # the files change only with a new release of the daemon
@@ -34,16 +34,11 @@ def router(deps: ConsoleDeps) -> APIRouter:
     return console
 
 
-class TokenIdentity(Protocol):
-    def identify(self, presented: str) -> str | Principal | None: ...
-
-
-def token_identity(tokens: TokenIdentity) -> signin.Identify:
-    """Token sign-in through the API's tokens: a token's principal, or (for a token kind
-    that only names itself) full access, as that token has on the API."""
+def token_identity(tokens: BearerTokens) -> signin.Identify:
+    """Token sign-in through the API's tokens: the console session gets the token's
+    principal (its roles and namespaces), exactly what that token has on the API."""
     def identify(presented: str) -> Principal | None:
-        found = tokens.identify(presented) if presented else None
-        return full_access(found) if isinstance(found, str) else found
+        return tokens.identify(presented) if presented else None
     return identify
 
 
@@ -64,7 +59,7 @@ class _CachedStatic(StaticFiles):
         return response
 
 
-def mount(app: FastAPI, deps: ConsoleDeps, tokens: TokenIdentity) -> None:
+def mount(app: FastAPI, deps: ConsoleDeps, tokens: BearerTokens) -> None:
     """Add the console to ``app``; raises :class:`ConsoleSetupError` on unusable settings."""
     settings = deps.settings
     oidc_settings = OidcSettings.from_daemon(settings)

@@ -31,6 +31,7 @@ import sys
 import threading
 from typing import Any
 
+from reconciler.runtime.access import TokenSpec
 from reconciler.runtime.settings import DaemonSettings
 
 SPEC_ENV = "RECONCILE_DAEMON_CHILD"
@@ -105,6 +106,8 @@ def _settings(values: dict[str, Any]) -> DaemonSettings:
     for f in dataclasses.fields(DaemonSettings):
         if isinstance(values.get(f.name), list):  # JSON has no tuples
             values[f.name] = tuple(values[f.name])
+    # asdict made dicts of the token specs; the intake process checks tokens with them.
+    values["api_access"] = tuple(TokenSpec.from_json(t) for t in values.get("api_access", ()))
     return DaemonSettings(**values)
 
 

@@ -12,8 +12,9 @@ cannot disagree about what a token may do.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Role(StrEnum):
@@ -63,6 +64,12 @@ class Principal:
     name: str
     roles: frozenset[Role]
     namespaces: frozenset[str] | None = None
+    # Every role these roles stand in for, worked out once: asking is then one set
+    # look-up, on the intake path's every request.
+    _granted: frozenset[Role] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_granted", frozenset().union(*(_GRANTS[r] for r in self.roles)))
 
     @classmethod
     def of(cls, name: str, roles: Iterable[Role | str],
@@ -71,7 +78,7 @@ class Principal:
                    None if namespaces is None else frozenset(namespaces))
 
     def has(self, needed: Role) -> bool:
-        return any(needed in _GRANTS[role] for role in self.roles)
+        return needed in self._granted
 
     def require(self, needed: Role) -> None:
         if not self.has(needed):
@@ -89,3 +96,22 @@ class Principal:
 # as all tokens had before roles existed.
 def full_access(name: str) -> Principal:
     return Principal(name, frozenset({Role.ADMIN}), None)
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """One API bearer token as the settings give it: its secret reference, the roles
+    it holds and the namespaces it is limited to (None: all). ``name`` is printable
+    and goes into the audit; None uses the reference, redacted."""
+
+    secret_ref: str
+    roles: tuple[Role, ...] = (Role.ADMIN,)
+    namespaces: tuple[str, ...] | None = None
+    name: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TokenSpec:
+        """Back from ``dataclasses.asdict`` through JSON (a supervised child's settings)."""
+        namespaces = data.get("namespaces")
+        return cls(str(data["secret_ref"]), tuple(Role(r) for r in data.get("roles") or ()),
+                   None if namespaces is None else tuple(namespaces), data.get("name"))

@@ -10,6 +10,8 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from reconciler.runtime.access import TokenSpec
+
 
 @dataclass(frozen=True)
 class DaemonSettings:
@@ -17,6 +19,11 @@ class DaemonSettings:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8025
     api_tokens: tuple[str, ...] = ()  # secret references (env:/file:/enc:) of bearer tokens
+    # Tokens with roles and namespaces (SPEC S3), from --access-file; api_tokens are admins.
+    api_access: tuple[TokenSpec, ...] = ()
+    access_file: str | None = None  # where api_access came from (the console reads its part)
+    # /metrics needs a viewer token: None decides by whether any token is configured.
+    metrics_require_token: bool | None = None
     # Unique per process: outbox leases are owned by this string.
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     claim_batch: int = 100
@@ -74,10 +81,19 @@ class DaemonSettings:
     # None: taken from each request.
     console_public_url: str | None = None
 
+    @property
+    def metrics_need_token(self) -> bool:
+        """Whether /metrics asks for a token: by default when any token is configured
+        (its server and namespace labels are not for everyone)."""
+        if self.metrics_require_token is not None:
+            return self.metrics_require_token
+        return bool(self.api_tokens or self.api_access)
+
     def operator_refs(self) -> tuple[str | None, ...]:
         """The operator's own secrets among these settings (references, or URLs that may
         be one): config references must never resolve them (SPEC S2)."""
-        return (*self.api_tokens, self.token_key_ref, self.events_secret, self.events_webhook,
+        return (*self.api_tokens, *(t.secret_ref for t in self.api_access),
+                self.token_key_ref, self.events_secret, self.events_webhook,
                 self.notify_webhook, self.sync_token_ref, self.sync_ssh_key_ref,
                 self.sync_webhook_secret_ref, self.sync_status_token_ref,
                 self.console_session_key_ref, self.console_oidc_client_secret_ref)

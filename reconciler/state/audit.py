@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -170,6 +170,7 @@ def _where(
     until: datetime | None = None,
     direction: AuditDirection | str | None = None,
     namespace: str | None = None,
+    namespaces: Collection[str] | None = None,
     outbox_id: int | None = None,
     message_id: str | None = None,
 ) -> list[ColumnElement[bool]]:
@@ -191,6 +192,8 @@ def _where(
         out.append(c.direction == AuditDirection(direction).value)
     if namespace is not None:
         out.append(c.namespace == namespace)
+    if namespaces is not None:  # a caller limited to these namespaces (SPEC S3)
+        out.append(c.namespace.in_(sorted(namespaces)))
     if outbox_id is not None:
         out.append(c.outbox_id == outbox_id)
     if message_id is not None:

@@ -9,7 +9,7 @@ references only, never values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -426,9 +426,11 @@ class Audit(Protocol):
                recipient: str | None = None, server: str | None = None,
                since: datetime | None = None, until: datetime | None = None,
                direction: AuditDirection | str | None = None, namespace: str | None = None,
+               namespaces: Collection[str] | None = None,
                outbox_id: int | None = None, message_id: str | None = None,
                limit: int | None = 100, offset: int = 0) -> list[AuditEntry]:
-        """Newest first; ``recipient`` is a whole address, matched case-insensitively."""
+        """Newest first; ``recipient`` is a whole address, matched case-insensitively;
+        ``namespaces`` (None: all) limits to those, for a namespace-limited caller."""
 
     def page(self, *, before: int | None = None, limit: int = 50,
              namespaces: Sequence[str] | None = None, **filters: Any) -> list[AuditEntry]:

@@ -9,7 +9,7 @@ caller or not kept) and ``incoming_servers`` (fetch state and fetch lease).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -164,11 +164,11 @@ class SqlIncoming(StoreArea):
     # -- ticket events (I8) -------------------------------------------------------
 
     def events(self, *, after: int = 0, limit: int = 100, namespace: str | None = None,
-               state: str | None = None) -> list[StoredEvent]:
-        """Events with ``id > after``, oldest first."""
-        q = select(t.ticket_events).where(ev.id > after)
-        if namespace is not None:
-            q = q.where(ev.namespace == namespace)
+               state: str | None = None,
+               namespaces: Collection[str] | None = None) -> list[StoredEvent]:
+        """Events with ``id > after``, oldest first; ``namespaces`` (None: all) limits
+        them to those, for a namespace-limited caller (SPEC S3)."""
+        q = select(t.ticket_events).where(ev.id > after, *_scoped(namespace, namespaces))
         if state is not None:
             q = q.where(ev.state == state)
         with self._read() as conn:
@@ -180,10 +180,9 @@ class SqlIncoming(StoreArea):
             row = conn.execute(select(t.ticket_events).where(ev.id == event_id)).first()
         return from_row(StoredEvent, row) if row is not None else None
 
-    def last_event_id(self, namespace: str | None = None) -> int:
-        q = select(func.max(ev.id))
-        if namespace is not None:
-            q = q.where(ev.namespace == namespace)
+    def last_event_id(self, namespace: str | None = None,
+                      namespaces: Collection[str] | None = None) -> int:
+        q = select(func.max(ev.id)).where(*_scoped(namespace, namespaces))
         with self._read() as conn:
             return conn.execute(q).scalar_one() or 0
 
@@ -227,11 +226,11 @@ class SqlIncoming(StoreArea):
                       last_error=clipped(error))
 
     def acknowledge(self, through: int, *, namespace: str | None = None,
-                    now: datetime | None = None) -> int:
+                    now: datetime | None = None,
+                    namespaces: Collection[str] | None = None) -> int:
         """The desk pulled everything up to ``through``: mark those pending events delivered."""
-        where = [ev.id <= through] + ([ev.namespace == namespace] if namespace is not None
-                                      else [])
-        return self._pending(*where, state=DELIVERED, delivered_at=now_or(now))
+        return self._pending(ev.id <= through, *_scoped(namespace, namespaces),
+                             state=DELIVERED, delivered_at=now_or(now))
 
     def _pending(self, *where: Any, **values: Any) -> int:
         """Update pending events only: a delivered or rejected one stays as it ended."""
@@ -239,9 +238,10 @@ class SqlIncoming(StoreArea):
             return conn.execute(update(t.ticket_events).where(*where, ev.state == PENDING)
                                 .values(**values)).rowcount
 
-    def event_counts(self) -> dict[str, int]:
+    def event_counts(self, namespaces: Collection[str] | None = None) -> dict[str, int]:
+        q = select(ev.state, func.count()).where(*_scoped(None, namespaces))
         with self._read() as conn:
-            rows = conn.execute(select(ev.state, func.count()).group_by(ev.state)).all()
+            rows = conn.execute(q.group_by(ev.state)).all()
         counts = dict.fromkeys(TICKET_EVENT_STATES, 0)
         counts.update({r[0]: r[1] for r in rows})
         return counts
@@ -353,6 +353,14 @@ class SqlIncoming(StoreArea):
 
 
 # -- helpers (module level: they need a connection, not the store area) ---------------
+
+
+def _scoped(namespace: str | None, namespaces: Collection[str] | None) -> list[Any]:
+    """The conditions for one namespace and/or a caller's namespaces (None: any)."""
+    out = [] if namespace is None else [ev.namespace == namespace]
+    if namespaces is not None:
+        out.append(ev.namespace.in_(sorted(namespaces)))
+    return out
 
 
 def _record(conn: Connection, namespace: str, server: str, mail: MailRecord,

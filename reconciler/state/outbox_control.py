@@ -45,6 +45,8 @@ class QueueFilter:
     ids: tuple[int, ...] = ()
     states: tuple[OutboxState, ...] = ()
     namespace: str | None = None
+    # The namespaces a limited caller may touch (SPEC S3); None: every namespace.
+    namespaces: tuple[str, ...] | None = None
     server: str | None = None
     created_before: datetime | None = None
     recipient: str | None = None  # a whole address in to, cc or bcc, any case
@@ -67,6 +69,8 @@ def _where(f: QueueFilter) -> list[ColumnElement[bool]]:
         conds.append(o.c.state.in_([S(s).value for s in f.states]))
     if f.namespace:
         conds.append(o.c.namespace == f.namespace)
+    if f.namespaces is not None:
+        conds.append(o.c.namespace.in_(f.namespaces))
     if f.server:
         conds.append(o.c.server == f.server)
     if f.created_before:
@@ -181,14 +185,17 @@ class QueueControl(StoreArea):
                            outbox_id=r.id, module=r.module,
                            details={"actor": actor, "previousState": r.state, **(details or {})})
                 for r in rows], now)
-            refused = _refused(conn, where.ids, set(ids))
+            refused = _refused(conn, where.ids, set(ids), where.namespaces)
         return ControlResult(tuple(ids), refused)
 
 
-def _refused(conn: Connection, named: tuple[int, ...],
-             changed: set[int]) -> tuple[tuple[int, OutboxState | None], ...]:
+def _refused(conn: Connection, named: tuple[int, ...], changed: set[int],
+             namespaces: tuple[str, ...] | None) -> tuple[tuple[int, OutboxState | None], ...]:
     left = [i for i in dict.fromkeys(named) if i not in changed]
     if not left:
         return ()
-    states = dict(conn.execute(select(o.c.id, o.c.state).where(o.c.id.in_(left))).all())
+    q = select(o.c.id, o.c.state).where(o.c.id.in_(left))
+    if namespaces is not None:  # another namespace's message is as absent as none
+        q = q.where(o.c.namespace.in_(namespaces))
+    states = dict(conn.execute(q).all())
     return tuple((i, S(states[i]) if i in states else None) for i in left)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -30,3 +32,19 @@ def test_auto_and_role_together_are_refused() -> None:
     result = CliRunner().invoke(cli, ["daemon", "--workers", "auto", "--role", "intake"])
     assert result.exit_code != 0
     assert "--workers starts both roles itself" in result.output
+
+
+def test_a_bad_access_file_stops_the_daemon_with_its_lines(tmp_path: Path) -> None:
+    path = tmp_path / "access.yaml"
+    path.write_text("tokens:\n  - name: a\n    secretRef: env:A\n    role: root\n",
+                    encoding="utf-8")
+    result = CliRunner().invoke(cli, ["daemon", "--access-file", str(path)])
+    assert result.exit_code == 1
+    assert f"--access-file: {path}:4:11: tokens.0.role.0: this value is not one of" \
+        in result.output
+    assert "Traceback" not in result.output
+
+
+def test_daemon_help_names_the_access_file() -> None:
+    result = CliRunner().invoke(cli, ["daemon", "--help"])
+    assert "--access-file" in result.output and "requireToken" in result.output

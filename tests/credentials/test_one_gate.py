@@ -16,7 +16,7 @@ SETTINGS = {
     "credentials/gate.py": "every credential of the config, after the binding check",
     "cli/daemon.py": "the daemon's --api-token references, checked at start",
     "cli/secret.py": "`reconcile secret check`: resolves to report, presents nothing",
-    "daemon/auth.py": "the API's own tokens",
+    "runtime/api_tokens.py": "the API's own tokens",
     "health/notifier.py": "the notification webhook URL (a daemon setting)",
     "incoming/sink.py": "the events webhook secret (a daemon setting)",
     "oauth/cache.py": "the key that seals cached tokens (a daemon setting)",

@@ -82,7 +82,9 @@ def healthy(base: str) -> bool:
 
 
 def metric(base: str, name: str) -> float:
-    text = httpx.get(f"{base}/metrics", timeout=60).text
+    # /metrics needs a token once any is configured (docs/access.md)
+    text = httpx.get(f"{base}/metrics", timeout=60,
+                     headers={"Authorization": f"Bearer {TOKEN}"}).text
     return sum(s.value for family in text_string_to_metric_families(text)
                for s in family.samples if s.name == name)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
+from reconciler.daemon.api.guard import Caller, Guard, scope_of
 from reconciler.daemon.api.params import ROW_ID_MAX, SearchText, UtcTime
 from reconciler.daemon.api.schemas import ERRORS, AuditItem
 from reconciler.state.base import AuditDirection, AuditStatus, Store
@@ -14,12 +15,13 @@ from reconciler.state.base import AuditDirection, AuditStatus, Store
 _TIME = "an ISO 8601 date-time (UTC without a zone) or date (its midnight, UTC)."
 
 
-def router(store: Store) -> APIRouter:
+def router(store: Store, guard: Guard) -> APIRouter:
     api = APIRouter(tags=["audit"])
 
-    @api.get("/v1/audit", response_model=list[AuditItem],
+    @api.get("/v1/audit", dependencies=[Depends(guard.viewer)], response_model=list[AuditItem],
              summary="Search the email audit, newest first", responses=ERRORS)
     async def audit(
+        principal: Caller,
         status: Annotated[list[AuditStatus] | None, Query(
             description="Only these statuses (repeat the parameter for several).")] = None,
         recipient: Annotated[SearchText | None, Query(
@@ -38,8 +40,8 @@ def router(store: Store) -> APIRouter:
             found = store.audit.search(
                 status=status or None, recipient=recipient, server=server,
                 since=since, until=until, direction=direction,
-                namespace=namespace, outbox_id=outbox_id, message_id=message_id,
-                limit=limit, offset=offset)
+                namespace=namespace, namespaces=scope_of(principal), outbox_id=outbox_id,
+                message_id=message_id, limit=limit, offset=offset)
             return [AuditItem.from_entry(e) for e in found]
 
         return await anyio.to_thread.run_sync(search)

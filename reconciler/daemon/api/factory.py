@@ -1,8 +1,9 @@
 """``create_api(...)``: the daemon's FastAPI application, built from one router per
-area (see the package doc) behind one bearer-token guard.
+area (see the package doc), each route behind the bearer-token guard of the role it
+needs (:mod:`.guard`).
 
-Tokens are resolved once, here (``DaemonSettings.api_tokens``): a reference that
-cannot be resolved stops the daemon with :class:`ApiTokenError`. After a commit,
+Tokens are resolved once, here (``DaemonSettings.api_tokens`` and ``api_access``): a
+reference that cannot be resolved stops the daemon with :class:`ApiTokenError`. After a commit,
 intake calls ``app.state.wake_worker()`` when the daemon has set it.
 """
 
@@ -12,32 +13,31 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any
+from typing import Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, Request, Security
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from reconciler.console.app import mount as mount_console
 from reconciler.console.deps import ConsoleDeps
 from reconciler.daemon.api import audit, events, monitoring, notifications, outbox, status
 from reconciler.daemon.api import sync as sync_api
 from reconciler.daemon.api.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from reconciler.daemon.api.guard import Guard
 from reconciler.daemon.api.intake_route import (
     DaemonApi,
     IntakeRoute,
     ReplyResponse,
-    check_bearer,
     store_unavailable,
 )
 from reconciler.daemon.api.problems import NOTIFICATION_FIELDS, validation_handler
 from reconciler.daemon.api.refusals import RefusalLog
-from reconciler.daemon.auth import BearerTokens
 from reconciler.daemon.intake import MAX_BATCH, GroupCommitter
 from reconciler.mail.envelope import Notification
+from reconciler.runtime.api_tokens import BearerTokens
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.runtime.settings import DaemonSettings
@@ -53,6 +53,11 @@ what becomes of them.
 
 * Every `/v1` endpoint needs `Authorization: Bearer <token>`; a missing or
   wrong token gets 401 with `WWW-Authenticate: Bearer`.
+* A token holds roles: `sender` submits notifications, `viewer` / `auditor`
+  read, `operator` also acts on the outbox and acknowledges events, `admin`
+  does everything; a token without the role an endpoint needs gets 403 naming
+  it. A token limited to namespaces sees only their rows; an item of another
+  namespace answers 404.
 * `POST /v1/notifications` answers **202 only after the notification is
   stored durably**; a repeated `idempotencyKey` (per namespace) answers 200
   with the id stored first and `duplicate: true`, storing nothing new.
@@ -60,13 +65,10 @@ what becomes of them.
 * A field or parameter that is wrong gets 422 naming it, a body that is not
   JSON included (`json_invalid`); ids, offsets and cursors go up to
   2^63 - 1, the largest the store holds.
-* `/metrics` (Prometheus text) and `/healthz` need no token: they show counts,
-  never message content.
+* `/healthz` needs no token. `/metrics` (Prometheus text: counts, never message
+  content) needs a viewer token of every namespace when any token is configured,
+  unless the daemon's access file sets `metrics.requireToken: false`.
 """
-
-# Module level: FastAPI resolves the (string) annotations of dependencies in
-# the module's namespace, not in create_api's.
-_BEARER = HTTPBearer(auto_error=False, description="One of the daemon's API tokens.")
 
 _TAGS = [
     {"name": "notifications", "description": "Intake and state of notifications (O1)."},
@@ -99,7 +101,7 @@ def create_api(
     ``fast_intake=False`` lets intake go through the FastAPI stack like every
     other route (same answers, more CPU; for comparison).
     """
-    tokens = BearerTokens(settings.api_tokens)
+    tokens = BearerTokens(settings.api_tokens, settings.api_access)
     if not tokens:
         log.warning("no API tokens are configured: every /v1 request will get 401")
     intake = GroupCommitter(store.outbox, window=intake_window, concurrency=intake_concurrency,
@@ -125,28 +127,21 @@ def create_api(
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(StoreError, _store_unavailable)
 
-    # async although it never awaits: FastAPI runs a plain def dependency in
-    # the threadpool, a thread hop per request for a few microseconds of work.
-    async def authorized(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
-    ) -> None:
-        check_bearer(tokens, request.scope, None if credentials is None else
-                     credentials.credentials)
-
-    guarded = [Depends(authorized)]
-    app.include_router(notifications.router(store, route), dependencies=guarded)
-    app.include_router(audit.router(store), dependencies=guarded)
+    # Each route declares the role it needs; the guard checks token, role and scope.
+    guard = Guard(tokens)
+    app.include_router(notifications.router(store, route, guard))
+    app.include_router(audit.router(store, guard))
     # Incoming mail's fetch state (I6) and ticket events (I8), from the store contract.
     incoming = store.incoming
-    app.include_router(status.router(store, settings, config, intake, incoming, app.version),
-                       dependencies=guarded)
-    app.include_router(monitoring.router(store, metrics, config))
-    app.include_router(events.router(incoming), dependencies=guarded)
-    app.include_router(sync_api.status_router(store), dependencies=guarded)
+    app.include_router(status.router(store, settings, config, intake, incoming, app.version,
+                                     guard))
+    app.include_router(monitoring.router(store, metrics, config,
+                                         guard if settings.metrics_need_token else None))
+    app.include_router(events.router(incoming, guard))
+    app.include_router(sync_api.status_router(store, guard))
     app.state.sync_wake = None  # the daemon sets it when this process syncs
     app.include_router(sync_api.webhook_router(store, settings, lambda: app.state.sync_wake))
-    app.include_router(outbox.router(store, tokens, config, app.state), dependencies=guarded)
+    app.include_router(outbox.router(store, guard, config, app.state))
     if settings.console:  # SPEC X6, docs/console.md
         mount_console(app, ConsoleDeps(store, settings, config, metrics, app.state), tokens)
     app.openapi_tags = [*_TAGS, events.TAG, sync_api.TAG, outbox.TAG]

@@ -13,8 +13,9 @@ The FastAPI route stays registered: it documents the route in
 ``/openapi.json`` and answers when the fast path is off
 (``create_api(fast_intake=False)``), when FastAPI's native OpenTelemetry is
 on (its spans then cover intake as before), or under a root path. Both run
-the same code: :func:`check_bearer` (also the guard of every other ``/v1``
-route), :meth:`IntakeRoute.accept` and the replies built here.
+the same code: :func:`~.guard.check_bearer` and :func:`~.guard.require` (also the
+guard of every other ``/v1`` route), :meth:`IntakeRoute.accept` and the replies
+built here.
 
 The answers are the same, byte for byte, and come in the same order:
 
@@ -22,13 +23,14 @@ The answers are the same, byte for byte, and come in the same order:
    (the reply of :mod:`reconciler.daemon.api.body_limit`);
 2. no or a wrong bearer token, read as ``HTTPBearer`` reads it: 401 with
    ``WWW-Authenticate``, before a byte of the body is read (so no
-   ``100 Continue`` either);
+   ``100 Continue`` either); a token without the sender role: 403 naming it;
 3. the body, counted while it arrives: 413 with ``Connection: close`` once
    over the limit; a client gone meanwhile raises Starlette's
    ``ClientDisconnect``;
-4. :meth:`IntakeRoute.accept`: 422 naming the fields, 503 before the first
-   config load, 422 for an unknown namespace, 422 naming each attachment over
-   the limit of a server that refuses them, 503 when the store is down, else
+4. :meth:`IntakeRoute.accept`: 422 naming the fields, 403 naming a namespace
+   the token is not limited to, 503 before the first config load, 422 for an
+   unknown namespace, 422 naming each attachment over the limit of a server
+   that refuses them, 503 when the store is down, else
    202 (naming each attachment that will be left out, if any) or 200 for a
    known idempotency key, with ``Location``.
 
@@ -55,12 +57,14 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from reconciler.daemon.api.body_limit import BodyTooLarge, parse_length, too_large
+from reconciler.daemon.api.guard import check_bearer, require
 from reconciler.daemon.api.problems import field_problem, field_problems
 from reconciler.daemon.api.refusals import REFUSED, invalid_fields_reason, log_refusal, refuse
-from reconciler.daemon.auth import BearerTokens
 from reconciler.daemon.intake import GroupCommitter
 from reconciler.dispatch.oversize import routed_oversized
 from reconciler.mail.envelope import Notification
+from reconciler.runtime.access import Principal, Role
+from reconciler.runtime.api_tokens import BearerTokens
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.state.base import EnqueueRequest, OutboxState, Store, StoreError
@@ -134,21 +138,6 @@ def bearer_credentials(authorization: bytes | None) -> str | None:
     return credentials
 
 
-def check_bearer(tokens: BearerTokens, scope: Scope, credentials: str | None) -> None:
-    """Raise the 401 for a missing or wrong token; the guard of every /v1 route."""
-    if credentials is None:
-        refuse(scope, "no token")
-        raise HTTPException(401, "a bearer token is required",
-                            headers={"WWW-Authenticate": 'Bearer realm="reconcile"'})
-    if not tokens.accepts(credentials):
-        # The refusal line says so, never the token; "bearer <word>" would be masked
-        # as a token.
-        refuse(scope, "wrong token")
-        raise HTTPException(
-            401, "the bearer token is not valid",
-            headers={"WWW-Authenticate": 'Bearer realm="reconcile", error="invalid_token"'})
-
-
 class _Invalid(HTTPException):
     def __init__(self, problems: list[dict[str, Any]]) -> None:
         super().__init__(422, problems)
@@ -181,10 +170,11 @@ class IntakeRoute:
         # labels() takes a lock and builds a key per call; namespaces are few.
         self._accepted: dict[str, Counter] = {}
 
-    async def accept(self, scope: Scope, body: bytes) -> Reply:
-        """Parse, check and store one notification; the answer to give.
+    async def accept(self, scope: Scope, body: bytes, principal: Principal) -> Reply:
+        """Parse, check and store one notification from ``principal`` (a sender); the
+        answer to give.
 
-        Raises HTTPException (401/422/503) and StoreError for the caller to turn
+        Raises HTTPException (403/422/503) and StoreError for the caller to turn
         into answers, as FastAPI's handlers do.
         """
         try:
@@ -192,11 +182,15 @@ class IntakeRoute:
         except _Invalid as exc:
             refuse(scope, invalid_fields_reason(exc.detail))
             raise
+        namespace = notification.namespace
+        if not principal.sees(namespace):
+            # Before the config is asked: the answer tells nothing about the namespace.
+            refuse(scope, f"{principal.name} may not submit to this namespace")
+            raise HTTPException(403, f"this token may not submit to namespace {namespace!r}")
         live = self._config.current
         if live.revision < 0:
             raise HTTPException(503, "the daemon has not loaded its configuration yet; "
                                 "retry in a moment", headers={"Retry-After": RETRY_AFTER_S})
-        namespace = notification.namespace
         config = live.namespaces.get(namespace)
         if config is None or not config.servers:
             # A namespace with settings or incoming servers only would accept the
@@ -278,8 +272,9 @@ class IntakeRoute:
             if declared is not None and declared > self._max_body_bytes:
                 return self._too_large
         try:
-            check_bearer(self._tokens, scope, bearer_credentials(authorization))
-            return await self.accept(scope, await self._body(receive))
+            principal = check_bearer(self._tokens, scope, bearer_credentials(authorization))
+            require(principal, Role.SENDER, scope)
+            return await self.accept(scope, await self._body(receive), principal)
         except HTTPException as exc:
             return error_reply(exc)
         except StoreError as exc:

@@ -1,4 +1,4 @@
-"""One log line per refused API request (401, 413, 422, 429).
+"""One log line per refused API request (401, 403, 413, 422, 429).
 
 uvicorn's access log is off (it cost ~5% of the CPU per message), so without
 this a client that keeps getting 422s or a scanner guessing tokens would
@@ -27,10 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("reconciler.daemon.api")
 
-REFUSED = frozenset({401, 413, 422, 429})
+REFUSED = frozenset({401, 403, 413, 422, 429})
 _KEY = "reconcile.refusal"  # the scope entry a refusing handler leaves its reason in
 _DEFAULT_REASONS = {
     401: "not authorized",
+    403: "forbidden",
     413: "request body over the size limit",
     422: "invalid request",
     429: "too many requests",

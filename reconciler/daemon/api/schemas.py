@@ -255,6 +255,9 @@ class Health(ApiModel):
 # The failures every guarded route may answer.
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "No or wrong bearer token."},
+    403: {"model": Problem, "description": "The token lacks the role this needs (the "
+          "detail names it), or is limited to namespaces and this is about another or "
+          "about all of them."},
     422: {"model": ValidationProblem, "description": "A field is wrong; each one is named."},
     503: {"model": Problem, "description": "The state store is unavailable; retry later."},
 }

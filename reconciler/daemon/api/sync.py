@@ -1,5 +1,6 @@
-"""Sync routes (SPEC X5): ``GET /v1/sync`` (behind the bearer guard) and GitHub's push
-webhook ``POST /v1/sync/webhook``, authenticated by its HMAC signature instead."""
+"""Sync routes (SPEC X5): ``GET /v1/sync`` (a viewer of every namespace: it is about
+the whole repository) and GitHub's push webhook ``POST /v1/sync/webhook``,
+authenticated by its HMAC signature instead of a token."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from reconciler.config.secrets import resolve_operator
+from reconciler.daemon.api.guard import Guard
 from reconciler.daemon.api.schemas import ERRORS, Problem
 from reconciler.runtime.settings import DaemonSettings
 from reconciler.state.base import Store
@@ -27,8 +29,8 @@ _HOOK_ANSWERS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def status_router(store: Store) -> APIRouter:
-    router = APIRouter(tags=["sync"])
+def status_router(store: Store, guard: Guard) -> APIRouter:
+    router = APIRouter(tags=["sync"], dependencies=[Depends(guard.viewer_everywhere)])
 
     @router.get("/v1/sync", summary="Where the continuous sync stands", responses=ERRORS)
     async def sync_status() -> dict[str, Any]:

@@ -25,9 +25,9 @@ from reconciler.config.desired import ResourceKey
 from reconciler.config.secrets import SecretError
 from reconciler.daemon.api.body_limit import DEFAULT_MAX_BODY_BYTES
 from reconciler.daemon.api.factory import create_api
-from reconciler.daemon.auth import ApiTokenError
 from reconciler.daemon.intake import GroupCommitter
 from reconciler.incoming.store import IncomingStore
+from reconciler.runtime.api_tokens import ApiTokenError
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.metrics import DaemonMetrics
 from reconciler.state import SqlStore, open_store
@@ -107,9 +107,12 @@ def test_every_configured_token_is_accepted(serve_api: ServeApi) -> None:
     assert post(served, notification(2), token=OTHER_TOKEN).status_code == 202
 
 
-def test_metrics_and_healthz_need_no_token(api: ServedApi) -> None:
+def test_healthz_needs_no_token_and_metrics_needs_one_once_tokens_exist(
+        api: ServedApi) -> None:
     with api.client(token=None) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/metrics").status_code == 401
+    with api.client() as client:
         assert client.get("/metrics").status_code == 200
 
 
@@ -522,7 +525,7 @@ def test_metrics_are_prometheus_text_with_queue_depth_from_the_outbox(api: Serve
     for i in range(3):
         post(api, notification(i, namespace="acme"))
     api.store.outbox.claim("worker-b", 1, 60)
-    with api.client(token=None) as client:
+    with api.client() as client:
         response = client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
@@ -558,7 +561,9 @@ def test_openapi_document_describes_the_api(api: ServedApi) -> None:
         "$ref": "#/components/schemas/Notification"}
     assert {"200", "202", "401", "413", "422", "503"} <= set(intake["responses"])
     assert intake["security"] == [{"HTTPBearer": []}]
-    assert "security" not in paths["/metrics"]["get"]
+    # it names every namespace's servers: a token, once any is configured
+    assert paths["/metrics"]["get"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in paths["/healthz"]["get"]
     schemas = document["components"]["schemas"]
     body = schemas["Notification"]
     assert {"module", "namespace", "to", "cc", "bcc", "subject", "textBody", "htmlBody",

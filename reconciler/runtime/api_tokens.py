@@ -1,4 +1,9 @@
-"""Bearer tokens of the daemon's HTTP API.
+"""Bearer tokens of the daemon's HTTP API (and the console's token login).
+
+Each token stands for one :class:`~reconciler.runtime.access.Principal`: the roles
+it holds and the namespaces it may see (SPEC S3). A bare ``--api-token-ref`` is an
+admin of every namespace, as every token was before roles existed; the access
+file (:mod:`reconciler.runtime.access_file`) gives roles and namespaces.
 
 The settings hold secret *references* (``env:NAME``, ``file:/path``,
 ``enc:v1:...``); they are resolved once, when the API is built, so a token
@@ -21,6 +26,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from reconciler.config.secrets import SecretError, SecretRef, redact_ref, resolve_operator
+from reconciler.runtime.access import Principal, Role, TokenSpec, full_access
 
 # RFC 6750 b64token: what may follow "Bearer " in an Authorization header.
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
@@ -76,17 +82,29 @@ def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
 
-class BearerTokens:
-    """The accepted tokens, resolved from their references at construction."""
+def _principal(spec: TokenSpec) -> Principal:
+    # Who a token is, for the audit of operator actions (O13): its name from the access
+    # file, else its reference, printable (env/file names; ciphertext only fingerprinted).
+    name = f"api token {spec.name or redact_ref(spec.secret_ref)}"
+    if spec.name is None and spec.roles == (Role.ADMIN,) and spec.namespaces is None:
+        return full_access(name)  # a bare --api-token-ref, as tokens were before roles
+    return Principal.of(name, spec.roles, spec.namespaces)
 
-    def __init__(self, refs: Sequence[str]) -> None:
-        count = len(refs)
-        self._digests = tuple(
-            _digest(_resolve_one(ref, i, count)) for i, ref in enumerate(refs, start=1)
-        )
-        # Who a token is, for the audit of operator actions (O13): its reference,
-        # printable (env/file names; ciphertext only fingerprinted).
-        self._names = tuple(f"api token {redact_ref(ref)}" for ref in refs)
+
+class BearerTokens:
+    """The accepted tokens, resolved from their references at construction.
+
+    ``refs`` are bare references (admin, every namespace); ``specs`` carry roles and
+    namespaces. Their principals are built here, once: identifying a request
+    allocates nothing but the digest of what it presented.
+    """
+
+    def __init__(self, refs: Sequence[str], specs: Sequence[TokenSpec] = ()) -> None:
+        every = [*(TokenSpec(ref) for ref in refs), *specs]
+        count = len(every)
+        self._digests = tuple(_digest(_resolve_one(spec.secret_ref, i, count))
+                              for i, spec in enumerate(every, start=1))
+        self._principals = tuple(_principal(spec) for spec in every)
 
     def __len__(self) -> int:
         return len(self._digests)
@@ -94,12 +112,8 @@ class BearerTokens:
     def __repr__(self) -> str:
         return f"BearerTokens({len(self._digests)} tokens)"
 
-    def accepts(self, presented: str) -> bool:
-        """True when ``presented`` is one of the tokens."""
-        return self.identify(presented) is not None
-
-    def identify(self, presented: str) -> str | None:
-        """The name of the token ``presented`` is, or None when it is none of them.
+    def identify(self, presented: str) -> Principal | None:
+        """Who the token ``presented`` is, or None when it is none of them.
 
         Every digest is compared (no early exit), so the time taken does not
         tell which token, or whether any, was close.
@@ -109,7 +123,7 @@ class BearerTokens:
         except UnicodeEncodeError:
             return None
         found = None
-        for digest, name in zip(self._digests, self._names, strict=True):
+        for digest, principal in zip(self._digests, self._principals, strict=True):
             if hmac.compare_digest(given, digest):
-                found = name
+                found = principal
         return found
