@@ -156,24 +156,45 @@ def _secret_ref(old: dict[str, Any], new: dict[str, Any], path: YamlPath, was: A
 
 def _same_shape(old: Any, new: Any, path: YamlPath,
                 out: list[tuple[YamlPath, Any, Any]]) -> bool:
-    """Collect the leaves that differ when both sides have the same keys and equal
-    lists; False for anything else (deepdiff decides how items moved, and its
-    rules for floats). A type change at a leaf is a change, as in deepdiff."""
+    """Collect the leaves that differ when both sides have the same keys and lists
+    that are equal or have one string replaced; False for anything else (deepdiff
+    decides how items moved, and its rules for floats). A type change at a leaf is
+    a change, as in deepdiff."""
     if old.__class__ is dict and new.__class__ is dict:
         if old.keys() != new.keys():
             return False
         return all(_same_shape(v, new[k], (*path, k), out) for k, v in old.items())
     if old.__class__ is list and new.__class__ is list:
-        try:  # equal as JSON: 1 and 1.0 or True and 1 differ here, as in deepdiff
-            return orjson.dumps(old) == orjson.dumps(new)
-        except orjson.JSONEncodeError:
-            return False
+        return _same_list(old, new, path, out)
     if old.__class__ is float and new.__class__ is float:
         return bool(old == new)  # a changed float (or NaN): deepdiff's rules
     if old.__class__ not in _LEAVES or new.__class__ not in _LEAVES:
         return False
     if old.__class__ is not new.__class__ or old != new:
         out.append((path, old, new))
+    return True
+
+
+def _same_list(old: list[Any], new: list[Any], path: YamlPath,
+               out: list[tuple[YamlPath, Any, Any]]) -> bool:
+    """Equal lists, or lists of distinct strings where items were replaced in place
+    by strings the other side does not hold: no item can pair up with another
+    position, so deepdiff (difflib) reports each as changed. Anything else is
+    deepdiff's to order."""
+    try:  # equal as JSON: 1 and 1.0 or True and 1 differ here, as in deepdiff
+        if orjson.dumps(old) == orjson.dumps(new):
+            return True
+    except orjson.JSONEncodeError:
+        return False
+    if len(old) != len(new) or any(v.__class__ is not str for v in (*old, *new)):
+        return False
+    before, after = set(old), set(new)
+    if len(before) != len(old) or len(after) != len(new):
+        return False
+    changed = [i for i, (was, now) in enumerate(zip(old, new, strict=True)) if was != now]
+    if any(new[i] in before or old[i] in after for i in changed):
+        return False
+    out.extend(((*path, i), old[i], new[i]) for i in changed)
     return True
 
 

@@ -30,8 +30,10 @@ def _by_deepdiff(old: dict[str, Any], new: dict[str, Any]) -> set[tuple[Any, ...
 def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     if isinstance(value, dict):
         return [p for k, v in value.items() for p in _leaves(v, (*path, k))]
-    # lists and floats are left to deepdiff
-    return [] if isinstance(value, list | float) else [path]
+    if isinstance(value, list):  # items of a list of distinct strings, as below
+        texts = all(isinstance(v, str) for v in value) and len(set(value)) == len(value)
+        return [(*path, i) for i in range(len(value))] if texts else []
+    return [] if isinstance(value, float) else [path]  # floats are left to deepdiff
 
 
 def _edit(doc: dict[str, Any], path: tuple[Any, ...], rng: random.Random) -> None:
@@ -40,6 +42,9 @@ def _edit(doc: dict[str, Any], path: tuple[Any, ...], rng: random.Random) -> Non
     for part in parent:
         target = target[part]
     was = target[last]
+    if isinstance(target, list):  # a fresh string: the list stays one of distinct strings
+        target[last] = f"{was}-changed-{rng.random()}"
+        return
     target[last] = rng.choice([f"{was}-changed", 7, True, None, str(was), 0])
 
 
@@ -53,7 +58,8 @@ def test_leaf_edits_match_deepdiff() -> None:
         paths = _leaves(old)
         for _ in range(20):
             new = copy.deepcopy(old)
-            for path in rng.sample(paths, min(len(paths), rng.randint(1, 3))):
+            edits = rng.sample(paths, min(len(paths), rng.randint(1, 3)))
+            for path in edits:
                 _edit(new, path, rng)
             assert diff_module._same_shape(old, new, (), [])
             assert {repr(i) for i in diff_module._deep(old, new)} == _by_deepdiff(old, new)
@@ -61,9 +67,22 @@ def test_leaf_edits_match_deepdiff() -> None:
     assert checked >= 100
 
 
+def test_replaced_strings_in_a_list() -> None:
+    old = {"spec": {"emails": ["a@x.example", "b@x.example", "c@x.example"]}}
+    for new in ({"spec": {"emails": ["a@x.example", "b@y.example", "c@x.example"]}},
+                {"spec": {"emails": ["a@y.example", "b@y.example", "c@y.example"]}}):
+        assert isinstance(diff_module._tree(old, new), dict)  # not deepdiff
+        assert {repr(i) for i in diff_module._deep(old, new)} == _by_deepdiff(old, new)
+    swapped = {"spec": {"emails": ["a@x.example", "c@x.example", "b@x.example"]}}
+    assert isinstance(diff_module._tree(old, swapped), DeepDiff)
+
+
 def test_moved_list_items_and_new_keys_still_go_to_deepdiff() -> None:
     old = {"spec": {"hosts": ["a", "b"], "port": 1, "ratio": 1.0}}
     for new in ({"spec": {"hosts": ["b", "a"], "port": 1, "ratio": 1.0}},
+                {"spec": {"hosts": ["a", "a"], "port": 1, "ratio": 1.0}},
+                {"spec": {"hosts": ["a", "b", "c"], "port": 1, "ratio": 1.0}},
+                {"spec": {"hosts": ["a", 2], "port": 1, "ratio": 1.0}},
                 {"spec": {"hosts": ["a", "b"], "port": 1, "ratio": 1.0, "extra": "x"}},
                 {"spec": {"hosts": ["a", "b"], "port": 1.0, "ratio": 1.0}},
                 {"spec": {"hosts": ["a", "b"], "port": 1, "ratio": 2.0}}):
