@@ -24,6 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _corpus import compile_checkout
+
 from reconciler.plan.model import load
 from reconciler.policy.incremental import validate_incremental
 from reconciler.policy.validate import validate_path
@@ -152,6 +155,7 @@ def main() -> None:
                         help="comma-separated, from " + ", ".join(SIZES))
     parser.add_argument("--repeat", type=int, default=2, help="runs per plan; best is shown")
     args = parser.parse_args()
+    compile_checkout()
     rows = []
     for size in args.sizes.split(","):
         if size.strip() not in SIZES:

@@ -259,6 +259,8 @@ def _document(file: str, index: int, root: Any, mark: int) -> Document:
 
 def _tag(loader: _PositionalLoader, raw: str, implicit: tuple[bool, bool]) -> str:
     """The tag of a plain scalar (12 / true / null / ...), cached across files."""
+    if raw and raw[0] not in _RESOLVED_FIRST:
+        return _STR_TAG  # no implicit type starts with this character: no regex to run
     tag = _TAG_CACHE.get(raw)
     if tag is None:
         tag = loader.resolve(yaml.ScalarNode, raw, implicit)
@@ -300,6 +302,12 @@ _SHARED_STRINGS = 16384
 _BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _PositionalLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL_RE, list("tTfF"))
 _PositionalLoader.add_constructor("tag:yaml.org,2002:int", _PositionalLoader.construct_bounded_int)
+# First characters of plain scalars that an implicit resolver may turn into another type
+# than str (resolve() looks resolvers up by first character; there are no path or
+# any-character resolvers, which would make every character count).
+_RESOLVED_FIRST = frozenset(k for k in _PositionalLoader.yaml_implicit_resolvers if k)
+assert None not in _PositionalLoader.yaml_implicit_resolvers
+assert not _PositionalLoader.yaml_path_resolvers
 _PositionalLoader.add_constructor("tag:yaml.org,2002:map", _PositionalLoader.construct_pos_mapping)
 _PositionalLoader.add_constructor("tag:yaml.org,2002:seq", _PositionalLoader.construct_pos_sequence)
 
