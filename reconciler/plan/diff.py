@@ -1,8 +1,10 @@
 """Desired vs live: which resources change, and which of their fields (SPEC P1).
 
-Digests are compared first and deepdiff runs only for resources whose digest
-differs, so planning stays linear in the number of resources and pays for a
-field-level diff only where something changed.
+Digests are compared first and a field-level diff runs only for resources
+whose digest differs, so planning stays linear in the number of resources and
+pays for it only where something changed. That diff is deepdiff's report; when
+only leaves (or strings in place in a list) changed, the report is built
+directly, with the same content, and deepdiff (with numpy) is never imported.
 
 Field values are redacted *before* they are diffed: a secret reference is
 compared and shown in its printable form, so no field change, and therefore
