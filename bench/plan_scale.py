@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _corpus import ROOT, change_examples, clone_examples, octodns_corpus
+from _corpus import ROOT, change_examples, clone_examples, compile_checkout, octodns_corpus
 
 from reconciler.plan import render
 from reconciler.plan.apply import apply_plan
@@ -296,6 +296,7 @@ def main() -> None:
                         help="also validate 180,000 resources (50 MB): wall and peak RSS")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
     args = parser.parse_args()
+    compile_checkout()
     sizes = []
     for s in args.sizes.split(","):
         if s.strip() not in SIZES:

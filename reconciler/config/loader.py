@@ -14,6 +14,7 @@ Booleans follow YAML 1.2 (only ``true``/``false``), so ``country: NO`` or
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from array import array
@@ -258,6 +259,8 @@ def _document(file: str, index: int, root: Any, mark: int) -> Document:
 
 def _tag(loader: _PositionalLoader, raw: str, implicit: tuple[bool, bool]) -> str:
     """The tag of a plain scalar (12 / true / null / ...), cached across files."""
+    if raw and raw[0] not in _RESOLVED_FIRST:
+        return _STR_TAG  # no implicit type starts with this character: no regex to run
     tag = _TAG_CACHE.get(raw)
     if tag is None:
         tag = loader.resolve(yaml.ScalarNode, raw, implicit)
@@ -299,6 +302,12 @@ _SHARED_STRINGS = 16384
 _BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _PositionalLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL_RE, list("tTfF"))
 _PositionalLoader.add_constructor("tag:yaml.org,2002:int", _PositionalLoader.construct_bounded_int)
+# First characters of plain scalars that an implicit resolver may turn into another type
+# than str (resolve() looks resolvers up by first character; there are no path or
+# any-character resolvers, which would make every character count).
+_RESOLVED_FIRST = frozenset(k for k in _PositionalLoader.yaml_implicit_resolvers if k)
+assert None not in _PositionalLoader.yaml_implicit_resolvers
+assert not _PositionalLoader.yaml_path_resolvers
 _PositionalLoader.add_constructor("tag:yaml.org,2002:map", _PositionalLoader.construct_pos_mapping)
 _PositionalLoader.add_constructor("tag:yaml.org,2002:seq", _PositionalLoader.construct_pos_sequence)
 
@@ -364,15 +373,39 @@ def diagnostic_at(document: Document, path: Sequence[str | int], code: str, mess
 
 def iter_config_files(root: Path) -> Iterator[Path]:
     """Every YAML file below ``root`` in a stable order, skipping hidden folders."""
+    for _, path in config_files(root):
+        yield path
+
+
+def config_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """(name relative to ``root`` with ``/``, path) of every YAML file below ``root``.
+
+    The order and choice of ``sorted(root.rglob("*"))`` (symlinked folders not
+    followed, hidden names skipped), from one ``scandir`` per folder: on a
+    warm plan of a large repo the walk is most of the work left, and pathlib
+    spends a stat and a ``relative_to`` per file on top.
+    """
     if root.is_file():
-        yield root
+        yield root.name, root
         return
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+    yield from _walk(root, "")
+
+
+def _walk(folder: Path, prefix: str) -> Iterator[tuple[str, Path]]:
+    try:
+        with os.scandir(folder) as found:
+            # name by name depth first is the order of sorted full paths (part by part)
+            entries = sorted(found, key=lambda e: e.name)
+    except PermissionError:  # rglob skips such folders too
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
             continue
-        if path.suffix in YAML_SUFFIXES and path.is_file():
-            yield path
+        name = prefix + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(folder / entry.name, name + "/")
+        elif entry.name.endswith(YAML_SUFFIXES) and entry.is_file():
+            yield name, folder / entry.name
 
 
 def load_text(text: str, file: str, diagnostics: Diagnostics,
@@ -415,8 +448,7 @@ def load_tree(root: Path, diagnostics: Diagnostics) -> list[Document]:
         return []
     documents: list[Document] = []
     strings: dict[str, str] = {}
-    for path in iter_config_files(root):
-        name = path.name if root.is_file() else path.relative_to(root).as_posix()
+    for name, path in config_files(root):
         try:
             data = path.read_bytes()
         except OSError as exc:

@@ -43,7 +43,7 @@ from reconciler.config.desired import CanonicalResource, DesiredState, ResourceK
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
 from reconciler.config.gcpause import gc_paused
 from reconciler.config.loaded import Derivation, LoadedResource
-from reconciler.config.loader import Document, iter_config_files, load_text, locate, value_at
+from reconciler.config.loader import Document, config_files, load_text, locate, value_at
 from reconciler.config.references import check_references, elsewhere, iter_references
 from reconciler.config.secret_checks import CODE as SECRET_CODE
 from reconciler.config.secret_checks import check_secret_places, model_refs
@@ -177,8 +177,7 @@ class _Run:
     def _scan(self) -> None:
         stats = self.old.get("stats", {})
         self.pack["stats"] = {}
-        for path in iter_config_files(self.root):
-            name = path.relative_to(self.root).as_posix()
+        for name, path in config_files(self.root):
             try:
                 st = path.stat()
                 seen = stats.get(name)

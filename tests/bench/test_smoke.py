@@ -29,6 +29,11 @@ def test_plan_scale_runs() -> None:
     assert "plan s" in out and re.search(r"^\s*(9\d\d|1,0\d\d)\b", out, re.M), out
 
 
+def test_plan_incremental_runs() -> None:
+    out = run(str(BENCH / "plan_incremental.py"), "--sizes", "1k", "--repeat", "1")
+    assert "warm CPU s" in out and re.search(r"^\s*1,000 \|", out, re.M), out
+
+
 def test_outbox_throughput_runs() -> None:
     out = run(str(BENCH / "outbox_throughput.py"), "-n", "100")
     assert "sqlite" in out and "postgresql" in out and "skipped" not in out
