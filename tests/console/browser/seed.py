@@ -54,7 +54,7 @@ def _audit(store: SqlStore) -> None:
             (AuditStatus.BOUNCED, "globex", "graph-desk", GLOBEX_RECIPIENT, "mailbox full")]
     store.audit.record([
         AuditEntry(status, reason, namespace=ns, server=server, recipient=rcpt, attempt=1,
-                   created_at=now - timedelta(minutes=10 * i))
+                   created_at=now - timedelta(minutes=10 * (len(rows) - i)))
         for i, (status, ns, server, rcpt, reason) in enumerate(rows)])
 
 
@@ -76,10 +76,12 @@ def seed_store(store_url: str) -> Seeded:
     with open_store(store_url) as store:
         acme = _deferred(store, "acme", ACME_SUBJECT, "451 4.3.0 try later")
         hold = _deferred(store, "acme", HOLD_SUBJECT, "421 4.7.0 too many connections")
+        _deferred(store, "globex", "Globex payroll run notice", "450 4.2.1 mailbox busy")
         globex = _deferred(store, "globex", GLOBEX_SUBJECT, "454 4.7.0 TLS not available")
+        # Audit lines before the hold: ids and times then both grow, as in a real store.
+        _audit(store)
         store.outbox.hold(QueueFilter(ids=(globex,), states=(OutboxState.RETRY_WAIT,)),
                           actor="seed", reason="waiting for the change window")
-        _audit(store)
         revision = _out_of_band(store)
         store.incoming.record("acme", "gmail-support", [
             MailRecord("imap:INBOX:1:7", error=ErrorDetails("no-sender", None))])
