@@ -119,6 +119,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, idp: OidcPeer,
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    # A page that failed unexpectedly logs its traceback: none may have.
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 
 
 @pytest.fixture(scope="session")
