@@ -10,11 +10,12 @@ recomputed per page.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from reconciler.console.cache import PerHead
 from reconciler.console.deps import ConsoleDeps
+from reconciler.console.errors import NotFound
 from reconciler.console.filters import PAGE, cursor, scope
 from reconciler.console.guards import Auditor
 from reconciler.console.links import commit_url, pull_url, repo_base
@@ -57,10 +58,10 @@ def router(deps: ConsoleDeps) -> APIRouter:
         try:
             rev = deps.store.revision(number)
         except UnknownRevision:
-            raise HTTPException(404, f"there is no revision {number}") from None
+            raise NotFound(f"revision {number}") from None
         changes = [c for c in rev.changes if principal.sees(c.key.namespace)]
         if principal.namespaces is not None and not changes:
-            raise HTTPException(404, f"there is no revision {number}")
+            raise NotFound(f"revision {number}")
         return rev, changes
 
     @routes.get("/history/{number}", response_class=HTMLResponse)

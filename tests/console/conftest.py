@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from reconciler.console import app as console_app
 from reconciler.console import session
 from reconciler.console.deps import ConsoleDeps
+from reconciler.console.errors import NotFound
 from reconciler.runtime.access import Forbidden, Principal
 from reconciler.runtime.live_config import ConfigHolder
 from reconciler.runtime.metrics import DaemonMetrics
@@ -59,6 +60,10 @@ def build_console(store: SqlStore, principal: Principal, monkeypatch: pytest.Mon
     @app.exception_handler(Forbidden)
     async def forbidden(_request: Request, exc: Forbidden) -> PlainTextResponse:
         return PlainTextResponse(str(exc), status_code=403)
+
+    @app.exception_handler(NotFound)
+    async def not_found(_request: Request, exc: NotFound) -> PlainTextResponse:
+        return PlainTextResponse(f"there is no {exc.what}", status_code=404)
 
     return app
 
