@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from reconciler.console.deps import ConsoleDeps
+from reconciler.console.errors import NotFound
 from reconciler.console.filters import scope
 from reconciler.console.guards import Operator, Viewer
 from reconciler.console.render import page
@@ -46,13 +47,13 @@ def router(deps: ConsoleDeps) -> APIRouter:
     async def retry(namespace: str, server: str, request: Request,
                     principal: Operator) -> HTMLResponse:
         if not principal.sees(namespace):
-            raise HTTPException(404, f"there is no incoming server {namespace}/{server}")
+            raise NotFound(f"incoming server {namespace}/{server}")
         try:
             job = await asyncio.to_thread(
                 error_folder.prepare, deps.store, namespace, server,
                 ca_file=deps.settings.ca_file, token_key_ref=deps.settings.token_key_ref)
         except error_folder.RetryRefused as exc:
-            raise HTTPException(404, str(exc)) from None
+            raise NotFound(str(exc)) from None
         try:
             message = await error_folder.move_back(job)
         except error_folder.RetryRefused as exc:
