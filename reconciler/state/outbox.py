@@ -58,10 +58,12 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast,
     delete,
     func,
     insert,
     literal_column,
+    null,
     or_,
     select,
     update,
@@ -98,6 +100,37 @@ def _enqueue_statement(dialect: str) -> Any:
     return (upsert(dialect)(o)
             .on_conflict_do_nothing(index_elements=[o.c.namespace, o.c.idempotency_key])
             .returning(o.c.id))
+
+
+_COMPLETE_KEYS = ("b_id", "b_owner", "b_leased", "b_state", "b_error", "b_next", "b_now",
+                  "b_rev", "b_server", "b_decision")
+
+
+def _complete_statement() -> Any:
+    """One leased message's result, fenced by its lease; RETURNING id when it was held.
+
+    A route (revision and server, set together) is recorded only for a message that
+    has none yet and only when one is given; the decision's trace likewise (O13)."""
+    rev = cast(bindparam("b_rev", type_=Integer()), Integer())
+    keep_route = or_(o.c.config_revision.is_not(None), rev.is_(None))
+    return (
+        update(o)
+        .where(o.c.id == bindparam("b_id", type_=Integer()),
+               o.c.lease_owner == bindparam("b_owner", type_=String()),
+               o.c.state == bindparam("b_leased", type_=String()))
+        .values(state=bindparam("b_state", type_=String()),
+                last_error=bindparam("b_error", type_=o.c.last_error.type),
+                next_attempt_at=func.coalesce(bindparam("b_next", type_=t.UtcDateTime()),
+                                              o.c.next_attempt_at),
+                lease_owner=null(), lease_expires_at=null(),
+                updated_at=bindparam("b_now", type_=t.UtcDateTime()),
+                config_revision=case((keep_route, o.c.config_revision), else_=rev),
+                server=case((keep_route, o.c.server),
+                            else_=bindparam("b_server", type_=String())),
+                decision=func.coalesce(o.c.decision,
+                                       bindparam("b_decision", type_=o.c.decision.type)))
+        .returning(o.c.id)
+    )
 
 
 _CLAIM_KEYS = ("b_now", "b_owner", "b_limit", "b_expires", "b_queued", "b_retry", "b_leased")
@@ -139,6 +172,8 @@ class SqlOutbox(QueueControl):
         super().__init__(engine, writer, loc)
         self._enqueue = DriverStatement(_enqueue_statement(engine.dialect.name),
                                         engine.dialect, ROW_KEYS)
+        self._complete = DriverStatement(_complete_statement(), engine.dialect,
+                                         _COMPLETE_KEYS)
         self._claim = DriverStatement(_claim_statement(), engine.dialect, _CLAIM_KEYS,
                                       returns=list(o.c))
 
@@ -306,40 +341,28 @@ class SqlOutbox(QueueControl):
         """
         by_id = _checked(completions)
         now = now_or(now)
-        ids = list(by_id)
-        # Usually the whole batch ends alike (sent, no error): one UPDATE per kind of
-        # ending, fenced by the lease in its WHERE and answering with the rows it
-        # took. Row locks (PostgreSQL) or the write lock (SQLite) keep a claim from
-        # moving a lease in between; a row that lost its lease is simply not matched.
-        # The route taken (O13) is part of the key: a batch usually shares it too.
-        endings: dict[tuple[Any, ...], list[int]] = {}
-        for c in by_id.values():
-            error = clipped(c.error) if c.error is not None else None
-            route = (c.routing.config_revision, c.routing.server) if c.routing else (None, None)
-            key = (OutboxState(c.state).value, error, c.next_attempt_at, *route,
-                   canonical_json(c.decision) if c.decision else None)
-            endings.setdefault(key, []).append(c.id)
-        held: set[int] = set()
+        held: list[int] = []
+        # One precompiled statement per result (state.driver): a result costs the
+        # driver's execute, not Core's statement building, which outweighed SQLite's
+        # own work in a group of one or two (a Graph mailbox's pace).
         with self._write_unsynced() as conn:
-            for (state, error, next_at, rev, server, decision), group in endings.items():
-                for i in range(0, len(group), CHUNK):
-                    stmt = (
-                        update(o)
-                        .where(o.c.id.in_(group[i : i + CHUNK]), o.c.lease_owner == owner,
-                               o.c.state == _LEASED)
-                        .values(state=state, last_error=error,
-                                next_attempt_at=func.coalesce(
-                                    bindparam("b_next", next_at, type_=t.UtcDateTime()),
-                                    o.c.next_attempt_at),
-                                lease_owner=None, lease_expires_at=None, updated_at=now,
-                                **_route_values(rev, server, decision))
-                        .returning(o.c.id)
-                    )
-                    held.update(conn.execute(stmt).scalars())
+            for c in by_id.values():
+                routing = c.routing
+                found = self._complete.execute(conn, {
+                    "b_id": c.id, "b_owner": owner, "b_leased": _LEASED,
+                    "b_state": OutboxState(c.state).value,
+                    "b_error": clipped(c.error) if c.error is not None else None,
+                    "b_next": c.next_attempt_at, "b_now": now,
+                    "b_rev": routing.config_revision if routing else None,
+                    "b_server": routing.server if routing else None,
+                    "b_decision": canonical_json(c.decision) if c.decision else None})
+                if found is not None:
+                    held.append(c.id)
             insert_entries(conn, audit, now, events=self.delivery_events)
+        done = set(held)
         return CompletionResult(
-            done=tuple(i for i in ids if i in held),
-            lost=tuple(i for i in ids if i not in held),
+            done=tuple(i for i in by_id if i in done),
+            lost=tuple(i for i in by_id if i not in done),
         )
 
     def release(self, owner: str, ids: Sequence[int] | None = None,
@@ -433,20 +456,6 @@ def _pragma(raw: Any, sql: str) -> int | None:
     except sqlite3.Error as exc:
         raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
     return int(row[0]) if row else None
-
-
-def _route_values(rev: int | None, server: str | None,
-                  decision: str | None) -> dict[str, Any]:
-    """A message routed afresh on its last attempt keeps that route and why (O13); one
-    routed earlier keeps the earlier one (both columns are set together or not at all)."""
-    if rev is None and decision is None:
-        return {}
-    kept = o.c.config_revision.is_not(None)
-    values: dict[str, Any] = {"decision": func.coalesce(o.c.decision, decision)}
-    if rev is not None:
-        values["config_revision"] = case((kept, o.c.config_revision), else_=rev)
-        values["server"] = case((kept, o.c.server), else_=server)
-    return values
 
 
 def _checked(completions: Sequence[Completion]) -> dict[int, Completion]:
