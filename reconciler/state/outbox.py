@@ -58,12 +58,10 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
-    cast,
     delete,
     func,
     insert,
     literal_column,
-    null,
     or_,
     select,
     update,
@@ -89,7 +87,18 @@ from reconciler.state.base import (
 from reconciler.state.driver import DriverStatement
 from reconciler.state.location import Location, now_or, translated, upsert
 from reconciler.state.outbox_control import QueueControl
-from reconciler.state.outbox_rows import CHUNK, ROW_KEYS, Prepared, Row, att, messages, o
+from reconciler.state.outbox_rows import (
+    CHUNK,
+    COMPLETE_KEYS,
+    ROW_KEYS,
+    Prepared,
+    Row,
+    att,
+    complete_statement,
+    messages,
+    o,
+    route_values,
+)
 
 _LEASED = OutboxState.LEASED.value
 
@@ -100,37 +109,6 @@ def _enqueue_statement(dialect: str) -> Any:
     return (upsert(dialect)(o)
             .on_conflict_do_nothing(index_elements=[o.c.namespace, o.c.idempotency_key])
             .returning(o.c.id))
-
-
-_COMPLETE_KEYS = ("b_id", "b_owner", "b_leased", "b_state", "b_error", "b_next", "b_now",
-                  "b_rev", "b_server", "b_decision")
-
-
-def _complete_statement() -> Any:
-    """One leased message's result, fenced by its lease; RETURNING id when it was held.
-
-    A route (revision and server, set together) is recorded only for a message that
-    has none yet and only when one is given; the decision's trace likewise (O13)."""
-    rev = cast(bindparam("b_rev", type_=Integer()), Integer())
-    keep_route = or_(o.c.config_revision.is_not(None), rev.is_(None))
-    return (
-        update(o)
-        .where(o.c.id == bindparam("b_id", type_=Integer()),
-               o.c.lease_owner == bindparam("b_owner", type_=String()),
-               o.c.state == bindparam("b_leased", type_=String()))
-        .values(state=bindparam("b_state", type_=String()),
-                last_error=bindparam("b_error", type_=o.c.last_error.type),
-                next_attempt_at=func.coalesce(bindparam("b_next", type_=t.UtcDateTime()),
-                                              o.c.next_attempt_at),
-                lease_owner=null(), lease_expires_at=null(),
-                updated_at=bindparam("b_now", type_=t.UtcDateTime()),
-                config_revision=case((keep_route, o.c.config_revision), else_=rev),
-                server=case((keep_route, o.c.server),
-                            else_=bindparam("b_server", type_=String())),
-                decision=func.coalesce(o.c.decision,
-                                       bindparam("b_decision", type_=o.c.decision.type)))
-        .returning(o.c.id)
-    )
 
 
 _CLAIM_KEYS = ("b_now", "b_owner", "b_limit", "b_expires", "b_queued", "b_retry", "b_leased")
@@ -172,8 +150,8 @@ class SqlOutbox(QueueControl):
         super().__init__(engine, writer, loc)
         self._enqueue = DriverStatement(_enqueue_statement(engine.dialect.name),
                                         engine.dialect, ROW_KEYS)
-        self._complete = DriverStatement(_complete_statement(), engine.dialect,
-                                         _COMPLETE_KEYS)
+        self._complete = DriverStatement(complete_statement(), engine.dialect,
+                                         COMPLETE_KEYS)
         self._claim = DriverStatement(_claim_statement(), engine.dialect, _CLAIM_KEYS,
                                       returns=list(o.c))
 
@@ -341,10 +319,22 @@ class SqlOutbox(QueueControl):
         """
         by_id = _checked(completions)
         now = now_or(now)
-        held: list[int] = []
-        # One precompiled statement per result (state.driver): a result costs the
-        # driver's execute, not Core's statement building, which outweighed SQLite's
-        # own work in a group of one or two (a Graph mailbox's pace).
+        if self._loc.sqlite_path is not None:
+            held = self._complete_each(owner, by_id, audit, now)
+        else:
+            held = self._complete_grouped(owner, by_id, audit, now)
+        return CompletionResult(
+            done=tuple(i for i in by_id if i in held),
+            lost=tuple(i for i in by_id if i not in held),
+        )
+
+    def _complete_each(self, owner: str, by_id: Mapping[int, Completion],
+                       audit: Sequence[AuditEntry], now: datetime) -> set[int]:
+        """SQLite: one precompiled statement per result (state.driver), the driver's
+        execute instead of Core's statement building, which outweighed SQLite's own
+        work in a group of one or two (a Graph mailbox's pace). One writer at a time:
+        no row locks to take in any order."""
+        held: set[int] = set()
         with self._write_unsynced() as conn:
             for c in by_id.values():
                 routing = c.routing
@@ -357,13 +347,46 @@ class SqlOutbox(QueueControl):
                     "b_server": routing.server if routing else None,
                     "b_decision": canonical_json(c.decision) if c.decision else None})
                 if found is not None:
-                    held.append(c.id)
+                    held.add(c.id)
             insert_entries(conn, audit, now, events=self.delivery_events)
-        done = set(held)
-        return CompletionResult(
-            done=tuple(i for i in by_id if i in done),
-            lost=tuple(i for i in by_id if i not in done),
-        )
+        return held
+
+    def _complete_grouped(self, owner: str, by_id: Mapping[int, Completion],
+                          audit: Sequence[AuditEntry], now: datetime) -> set[int]:
+        """PostgreSQL: one UPDATE per kind of ending; its rows are locked in the same
+        order as renew's (one statement over an id list each), so the two cannot
+        deadlock, as row-by-row updates in another order did."""
+        # Usually the whole batch ends alike (sent, no error): one UPDATE per kind of
+        # ending, fenced by the lease in its WHERE and answering with the rows it
+        # took. Row locks (PostgreSQL) or the write lock (SQLite) keep a claim from
+        # moving a lease in between; a row that lost its lease is simply not matched.
+        # The route taken (O13) is part of the key: a batch usually shares it too.
+        endings: dict[tuple[Any, ...], list[int]] = {}
+        for c in by_id.values():
+            error = clipped(c.error) if c.error is not None else None
+            route = (c.routing.config_revision, c.routing.server) if c.routing else (None, None)
+            key = (OutboxState(c.state).value, error, c.next_attempt_at, *route,
+                   canonical_json(c.decision) if c.decision else None)
+            endings.setdefault(key, []).append(c.id)
+        held: set[int] = set()
+        with self._write_unsynced() as conn:
+            for (state, error, next_at, rev, server, decision), group in endings.items():
+                for i in range(0, len(group), CHUNK):
+                    stmt = (
+                        update(o)
+                        .where(o.c.id.in_(group[i : i + CHUNK]), o.c.lease_owner == owner,
+                               o.c.state == _LEASED)
+                        .values(state=state, last_error=error,
+                                next_attempt_at=func.coalesce(
+                                    bindparam("b_next", next_at, type_=t.UtcDateTime()),
+                                    o.c.next_attempt_at),
+                                lease_owner=None, lease_expires_at=None, updated_at=now,
+                                **route_values(rev, server, decision))
+                        .returning(o.c.id)
+                    )
+                    held.update(conn.execute(stmt).scalars())
+            insert_entries(conn, audit, now, events=self.delivery_events)
+        return held
 
     def release(self, owner: str, ids: Sequence[int] | None = None,
                 now: datetime | None = None) -> int:
