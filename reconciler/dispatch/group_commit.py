@@ -29,7 +29,7 @@ from reconciler.state.base import AuditEntry, Completion, Outbox, StoreError
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 500
-LINGER_S = 0.005
+LINGER_S = 0.02
 RETRY_PAUSE_S = (0.2, 5.0)  # first and longest pause after failed writes in a row
 
 

@@ -25,6 +25,18 @@ Life of a message::
 - Attachment bytes live in their own table and are read one message at a
   time (``notification``); claims carry only their names and sizes.
 
+**Which commits wait for the disk (SQLite).** An ``enqueue`` is acknowledged to
+its client, so its commit is synced (``synchronous=FULL``, SQLite's default).
+The daemon's own bookkeeping (claims, renewals, routes, results, releases)
+commits with ``synchronous=NORMAL`` (``_write_unsynced``): in WAL mode that
+commit is in the operating system's hands when it returns, so a killed
+process (kill -9, a crash) loses nothing; only a power loss or kernel crash
+can undo the last of them, and then the message is sent again (same
+Message-ID), never lost: the WAL is one file, so the next synced intake
+commit makes every earlier one durable too. It saves an fsync per results
+group, the other writer the intake waited for (``bench/dispatch.py``,
+docs/dispatch.md). PostgreSQL commits as configured.
+
 Times are the daemon's clock (``now=`` for tests); leases should be much
 longer than the clock skew between hosts sharing a PostgreSQL store.
 """
@@ -32,7 +44,9 @@ longer than the clock skew between hosts sharing a PostgreSQL store.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,6 +66,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 
 from reconciler.config.desired import canonical_json
 from reconciler.state import schema as t
@@ -70,9 +85,20 @@ from reconciler.state.base import (
     UnknownMessage,
 )
 from reconciler.state.driver import DriverStatement
-from reconciler.state.location import Location, now_or, upsert
+from reconciler.state.location import Location, now_or, translated, upsert
 from reconciler.state.outbox_control import QueueControl
-from reconciler.state.outbox_rows import CHUNK, ROW_KEYS, Prepared, Row, att, messages, o
+from reconciler.state.outbox_rows import (
+    CHUNK,
+    COMPLETE_KEYS,
+    ROW_KEYS,
+    Prepared,
+    Row,
+    att,
+    complete_statement,
+    messages,
+    o,
+    route_values,
+)
 
 _LEASED = OutboxState.LEASED.value
 
@@ -124,8 +150,33 @@ class SqlOutbox(QueueControl):
         super().__init__(engine, writer, loc)
         self._enqueue = DriverStatement(_enqueue_statement(engine.dialect.name),
                                         engine.dialect, ROW_KEYS)
+        self._complete = DriverStatement(complete_statement(), engine.dialect,
+                                         COMPLETE_KEYS)
         self._claim = DriverStatement(_claim_statement(), engine.dialect, _CLAIM_KEYS,
                                       returns=list(o.c))
+
+    @contextmanager
+    def _write_unsynced(self) -> Iterator[Connection]:
+        """A write transaction whose commit does not wait for the disk on SQLite (see the
+        module doc); the connection's own setting is restored for the next user."""
+        if self._loc.sqlite_path is None:
+            with self._write() as conn:
+                yield conn
+            return
+        with translated(self._loc), self._writer.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            level = _pragma(raw, "PRAGMA synchronous")
+            _pragma(raw, "PRAGMA synchronous=NORMAL")
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                try:
+                    _pragma(raw, f"PRAGMA synchronous={level}")
+                except DBAPIError:
+                    # Never hand an intake a connection that would not sync its commit.
+                    conn.invalidate()
+                    raise
 
     # -- intake ---------------------------------------------------------------
 
@@ -196,7 +247,7 @@ class SqlOutbox(QueueControl):
                   "b_expires": now + timedelta(seconds=lease_seconds),
                   "b_queued": OutboxState.QUEUED.value,
                   "b_retry": OutboxState.RETRY_WAIT.value, "b_leased": _LEASED}
-        with self._write() as conn:
+        with self._write_unsynced() as conn:
             return messages(conn, [Row(*r) for r in self._claim.rows(conn, values)])
 
     def renew(self, owner: str, ids: Sequence[int], lease_seconds: float,
@@ -204,7 +255,7 @@ class SqlOutbox(QueueControl):
         """Extend leases still held (a slow send); return the ids renewed."""
         now = now_or(now)
         renewed: list[int] = []
-        with self._write() as conn:
+        with self._write_unsynced() as conn:
             for i in range(0, len(ids), CHUNK):
                 stmt = (update(o)
                         .where(o.c.id.in_(ids[i : i + CHUNK]), o.c.lease_owner == owner,
@@ -223,7 +274,7 @@ class SqlOutbox(QueueControl):
         A message routed earlier (at intake, or on an attempt before a
         retry) keeps that decision and it is returned instead.
         """
-        with self._write() as conn:
+        with self._write_unsynced() as conn:
             conn.execute(
                 update(o)
                 .where(o.c.id == id, o.c.lease_owner == owner, o.c.state == _LEASED,
@@ -268,7 +319,43 @@ class SqlOutbox(QueueControl):
         """
         by_id = _checked(completions)
         now = now_or(now)
-        ids = list(by_id)
+        if self._loc.sqlite_path is not None:
+            held = self._complete_each(owner, by_id, audit, now)
+        else:
+            held = self._complete_grouped(owner, by_id, audit, now)
+        return CompletionResult(
+            done=tuple(i for i in by_id if i in held),
+            lost=tuple(i for i in by_id if i not in held),
+        )
+
+    def _complete_each(self, owner: str, by_id: Mapping[int, Completion],
+                       audit: Sequence[AuditEntry], now: datetime) -> set[int]:
+        """SQLite: one precompiled statement per result (state.driver), the driver's
+        execute instead of Core's statement building, which outweighed SQLite's own
+        work in a group of one or two (a Graph mailbox's pace). One writer at a time:
+        no row locks to take in any order."""
+        held: set[int] = set()
+        with self._write_unsynced() as conn:
+            for c in by_id.values():
+                routing = c.routing
+                found = self._complete.execute(conn, {
+                    "b_id": c.id, "b_owner": owner, "b_leased": _LEASED,
+                    "b_state": OutboxState(c.state).value,
+                    "b_error": clipped(c.error) if c.error is not None else None,
+                    "b_next": c.next_attempt_at, "b_now": now,
+                    "b_rev": routing.config_revision if routing else None,
+                    "b_server": routing.server if routing else None,
+                    "b_decision": canonical_json(c.decision) if c.decision else None})
+                if found is not None:
+                    held.add(c.id)
+            insert_entries(conn, audit, now, events=self.delivery_events)
+        return held
+
+    def _complete_grouped(self, owner: str, by_id: Mapping[int, Completion],
+                          audit: Sequence[AuditEntry], now: datetime) -> set[int]:
+        """PostgreSQL: one UPDATE per kind of ending; its rows are locked in the same
+        order as renew's (one statement over an id list each), so the two cannot
+        deadlock, as row-by-row updates in another order did."""
         # Usually the whole batch ends alike (sent, no error): one UPDATE per kind of
         # ending, fenced by the lease in its WHERE and answering with the rows it
         # took. Row locks (PostgreSQL) or the write lock (SQLite) keep a claim from
@@ -282,7 +369,7 @@ class SqlOutbox(QueueControl):
                    canonical_json(c.decision) if c.decision else None)
             endings.setdefault(key, []).append(c.id)
         held: set[int] = set()
-        with self._write() as conn:
+        with self._write_unsynced() as conn:
             for (state, error, next_at, rev, server, decision), group in endings.items():
                 for i in range(0, len(group), CHUNK):
                     stmt = (
@@ -294,15 +381,12 @@ class SqlOutbox(QueueControl):
                                     bindparam("b_next", next_at, type_=t.UtcDateTime()),
                                     o.c.next_attempt_at),
                                 lease_owner=None, lease_expires_at=None, updated_at=now,
-                                **_route_values(rev, server, decision))
+                                **route_values(rev, server, decision))
                         .returning(o.c.id)
                     )
                     held.update(conn.execute(stmt).scalars())
             insert_entries(conn, audit, now, events=self.delivery_events)
-        return CompletionResult(
-            done=tuple(i for i in ids if i in held),
-            lost=tuple(i for i in ids if i not in held),
-        )
+        return held
 
     def release(self, owner: str, ids: Sequence[int] | None = None,
                 now: datetime | None = None) -> int:
@@ -326,7 +410,7 @@ class SqlOutbox(QueueControl):
         )
         if ids is not None:
             stmt = stmt.where(o.c.id.in_(list(ids)))
-        with self._write() as conn:
+        with self._write_unsynced() as conn:
             return conn.execute(stmt).rowcount
 
     # -- reading --------------------------------------------------------------
@@ -387,18 +471,14 @@ class SqlOutbox(QueueControl):
             return conn.execute(stmt).rowcount
 
 
-def _route_values(rev: int | None, server: str | None,
-                  decision: str | None) -> dict[str, Any]:
-    """A message routed afresh on its last attempt keeps that route and why (O13); one
-    routed earlier keeps the earlier one (both columns are set together or not at all)."""
-    if rev is None and decision is None:
-        return {}
-    kept = o.c.config_revision.is_not(None)
-    values: dict[str, Any] = {"decision": func.coalesce(o.c.decision, decision)}
-    if rev is not None:
-        values["config_revision"] = case((kept, o.c.config_revision), else_=rev)
-        values["server"] = case((kept, o.c.server), else_=server)
-    return values
+def _pragma(raw: Any, sql: str) -> int | None:
+    """A PRAGMA on the driver's connection, outside SQLAlchemy's transaction handling
+    (its autobegin would take the write lock first); its value, if it has one."""
+    try:
+        row = raw.execute(sql).fetchone()
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+    return int(row[0]) if row else None
 
 
 def _checked(completions: Sequence[Completion]) -> dict[int, Completion]:

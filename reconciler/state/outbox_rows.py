@@ -13,7 +13,19 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from sqlalchemy import Connection, select
+from sqlalchemy import (
+    Connection,
+    Integer,
+    String,
+    bindparam,
+    case,
+    cast,
+    func,
+    null,
+    or_,
+    select,
+    update,
+)
 
 from reconciler.config.desired import canonical_json
 from reconciler.state import schema as t
@@ -164,3 +176,48 @@ class Prepared:
                  for f in self.files]
         # As a claim would read it back: JSON types only, whatever the caller passed.
         return _message(Row(id=id, last_error=None, decision=None, **self.row), files)
+
+
+COMPLETE_KEYS = ("b_id", "b_owner", "b_leased", "b_state", "b_error", "b_next", "b_now",
+                  "b_rev", "b_server", "b_decision")
+
+
+def complete_statement() -> Any:
+    """One leased message's result, fenced by its lease; RETURNING id when it was held.
+
+    A route (revision and server, set together) is recorded only for a message that
+    has none yet and only when one is given; the decision's trace likewise (O13)."""
+    rev = cast(bindparam("b_rev", type_=Integer()), Integer())
+    keep_route = or_(o.c.config_revision.is_not(None), rev.is_(None))
+    return (
+        update(o)
+        .where(o.c.id == bindparam("b_id", type_=Integer()),
+               o.c.lease_owner == bindparam("b_owner", type_=String()),
+               o.c.state == bindparam("b_leased", type_=String()))
+        .values(state=bindparam("b_state", type_=String()),
+                last_error=bindparam("b_error", type_=o.c.last_error.type),
+                next_attempt_at=func.coalesce(bindparam("b_next", type_=t.UtcDateTime()),
+                                              o.c.next_attempt_at),
+                lease_owner=null(), lease_expires_at=null(),
+                updated_at=bindparam("b_now", type_=t.UtcDateTime()),
+                config_revision=case((keep_route, o.c.config_revision), else_=rev),
+                server=case((keep_route, o.c.server),
+                            else_=bindparam("b_server", type_=String())),
+                decision=func.coalesce(o.c.decision,
+                                       bindparam("b_decision", type_=o.c.decision.type)))
+        .returning(o.c.id)
+    )
+
+
+def route_values(rev: int | None, server: str | None,
+                  decision: str | None) -> dict[str, Any]:
+    """A message routed afresh on its last attempt keeps that route and why (O13); one
+    routed earlier keeps the earlier one (both columns are set together or not at all)."""
+    if rev is None and decision is None:
+        return {}
+    kept = o.c.config_revision.is_not(None)
+    values: dict[str, Any] = {"decision": func.coalesce(o.c.decision, decision)}
+    if rev is not None:
+        values["config_revision"] = case((kept, o.c.config_revision), else_=rev)
+        values["server"] = case((kept, o.c.server), else_=server)
+    return values
