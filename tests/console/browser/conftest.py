@@ -78,14 +78,14 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(f"the daemon did not answer /healthz:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def idp(certs: PeerCerts) -> Iterator[OidcPeer]:
     peer = OidcPeer(certs)
     yield peer
     peer.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site(tmp_path_factory: pytest.TempPathFactory, idp: OidcPeer,
          certs: PeerCerts) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("browser-daemon")
@@ -123,7 +123,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, idp: OidcPeer,
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop marked running in
+# this thread while it is open, and every later test calling asyncio.run() would fail.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (see .ci/run)")
