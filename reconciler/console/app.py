@@ -14,6 +14,7 @@ from reconciler.config.secrets import SecretError, redact_ref, resolve_operator
 from reconciler.console import home, outbox, screens, servers, signin
 from reconciler.console.deps import ConsoleDeps
 from reconciler.console.errors import ConsoleErrors, NotFound, console_first
+from reconciler.console.headers import SecurityHeaders
 from reconciler.console.oidc import ConsoleSetupError, OidcClient, OidcSettings
 from reconciler.console.render import STATIC, TEMPLATES
 from reconciler.console.session import Sessions
@@ -77,6 +78,8 @@ def mount(app: FastAPI, deps: ConsoleDeps, tokens: BearerTokens) -> None:
         raise NotFound(f"page {request.url.path}")
 
     app.add_middleware(ConsoleErrors)
+    # Added after (outside) ConsoleErrors: its error pages get the headers too.
+    app.add_middleware(SecurityHeaders)
     api_handler = app.exception_handlers.get(StoreError)
     if api_handler is not None:
         app.add_exception_handler(StoreError, console_first(api_handler))

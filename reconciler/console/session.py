@@ -15,13 +15,16 @@ The session is one cookie signed with the daemon's console key (itsdangerous, wh
 also timestamps it): the principal and the CSRF token. Nothing is kept server-side, so
 a signature that does not verify, or one older than the session's maximum age, is
 simply no session (signed out, the cookie cleared). With no key configured the key
-is random per start, and every session ends when the daemon restarts.
+is random per start, and every session ends when the daemon restarts. Signing out
+also ends the session on the server: its id is remembered (in this process, until
+the session would have expired), so a copy of the cookie taken before is refused.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +70,16 @@ class Sessions:
         self._session = URLSafeTimedSerializer(key, salt="reconcile-console-session")
         self._flow = URLSafeTimedSerializer(key, salt="reconcile-console-flow")
         self.max_age = max_age_seconds
+        self._ended: dict[str, float] = {}  # signed-out session id -> when it expires
+
+    def end(self, request: Request) -> None:
+        """Sign the request's session out for good (logout): its cookie stops working
+        here even if a copy of it is presented again."""
+        session = self.read(request)
+        now = time.time()
+        self._ended = {sid: until for sid, until in self._ended.items() if until > now}
+        if session is not None:
+            self._ended[session.csrf] = now + self.max_age
 
     def __repr__(self) -> str:  # the key stays out of tracebacks
         return f"Sessions(max_age={self.max_age})"
@@ -79,10 +92,11 @@ class Sessions:
             data = self._session.loads(raw, max_age=self.max_age)
             namespaces = data["ns"]
             principal = Principal.of(data["n"], data["r"], namespaces)
-            return Session(principal, str(data["c"]))
+            csrf = str(data["c"])  # also the session's id
         except (BadData, KeyError, TypeError, ValueError):
             # Tampered, expired or from another key: treated exactly as no session.
             return None
+        return None if csrf in self._ended else Session(principal, csrf)
 
     def issue(self, request: Request, response: Response, principal: Principal) -> None:
         data = {"n": principal.name, "r": sorted(r.value for r in principal.roles),

@@ -119,6 +119,7 @@ def router(identify: Identify, oidc: OidcClient | None, public_url: str | None) 
     async def logout(request: Request) -> Response:
         response = RedirectResponse(f"{request.scope.get('root_path', '')}/console/signin",
                                     status_code=303)
+        sessions_of(request).end(request)
         Sessions.clear(request, response)
         return response
 

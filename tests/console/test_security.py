@@ -1,0 +1,232 @@
+"""The console probed as a hostile outsider (or a tenant) would: headers, XSS, CSRF,
+open redirects, sessions after sign-out, roles by direct POST, namespace leaks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from reconciler.console.links import commit_url, pull_url, repo_base
+from reconciler.runtime.access import Principal
+from reconciler.state import RevisionMeta, SqlStore
+
+from .console_kit import (
+    TokenTable,
+    applied_store,
+    client,
+    console_app,
+    csrf_of,
+    outgoing,
+    sign_in,
+)
+
+ADMIN = Principal.of("desk admin", ["admin"])
+SCRIPT = "<script>alert(1)</script>"
+ATTRIBUTE = '"><img src=x onerror=alert(2)>'
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqlStore]:
+    yield from applied_store(tmp_path)
+
+
+def _deferred(store: SqlStore, namespace: str, subject: str, error: str) -> int:
+    note = {"module": "requests", "to": ["someone@example.com"], "subject": subject,
+            "textBody": "hello"}
+    stored = store.outbox.enqueue(note, namespace=namespace, idempotency_key=None)
+    [claimed] = [m for m in store.outbox.claim("security-test", 1000, 60) if m.id == stored.id]
+    assert store.outbox.schedule_retry(claimed.id, "security-test",
+                                       datetime.now(UTC) + timedelta(hours=1), error)
+    return stored.id
+
+
+def _browser(store: SqlStore, principal: Principal = ADMIN, **settings: object
+             ) -> tuple[TestClient, TokenTable]:
+    tokens = TokenTable()
+    browser = client(console_app(store, tokens, **settings))
+    assert sign_in(browser, tokens.add(principal)).status_code == 303
+    return browser, tokens
+
+
+# -- headers ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/console/", "/console/outbox", "/console/signin",
+                                  "/console/no-such-page", "/console/outbox/999"])
+def test_every_console_response_sets_the_security_headers(store: SqlStore, path: str) -> None:
+    browser, _ = _browser(store)
+    reply = browser.get(path)
+    csp = reply.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert reply.headers["X-Frame-Options"] == "DENY"
+    assert reply.headers["X-Content-Type-Options"] == "nosniff"
+    assert reply.headers["Referrer-Policy"] == "same-origin"
+    assert reply.headers["Cache-Control"] == "no-store"
+
+
+def test_error_pages_and_csv_are_not_cached_static_files_are(store: SqlStore) -> None:
+    browser, _ = _browser(store)
+    forged = browser.post("/console/logout", data={"csrf_token": "forged"})
+    assert forged.status_code == 403 and forged.headers["Cache-Control"] == "no-store"
+    assert forged.headers["X-Frame-Options"] == "DENY"
+    assert browser.get("/console/audit.csv").headers["Cache-Control"] == "no-store"
+    css = browser.get("/console/static/console.css")
+    assert css.headers["Cache-Control"].startswith("public")
+    assert css.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_api_keeps_its_own_headers(store: SqlStore) -> None:
+    browser, _ = _browser(store)
+    assert "Content-Security-Policy" not in browser.get("/v1/nothing").headers
+
+
+def test_templates_carry_no_inline_script_the_policy_would_block(store: SqlStore) -> None:
+    browser, _ = _browser(store)
+    for path in ("/console/", "/console/servers", "/console/outbox", "/console/audit",
+                 "/console/history", "/console/sync", "/console/incoming"):
+        html = browser.get(path).text
+        assert "<script>" not in html and " onclick=" not in html, path
+
+
+# -- XSS --------------------------------------------------------------------------------
+
+def test_stored_values_are_escaped_in_pages(store: SqlStore) -> None:
+    message = _deferred(store, "default", SCRIPT, ATTRIBUTE)
+    browser, _ = _browser(store)
+    for path in ("/console/outbox", f"/console/outbox/{message}"):
+        html = browser.get(path).text
+        assert SCRIPT not in html and ATTRIBUTE not in html, path
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html, path
+
+
+def test_commit_and_pull_request_links_never_take_a_script_url(store: SqlStore) -> None:
+    store.commit([outgoing("default", "extra")],
+                 RevisionMeta(actor=SCRIPT, message=SCRIPT, git_commit="javascript:alert(1)",
+                              pull_request="1 onmouseover=alert(3)"),
+                 base_revision=store.head())
+    browser, _ = _browser(store, sync_repo="https://git.example/desk/config.git")
+    html = browser.get("/console/history").text
+    assert "<code>javascript:a</code>" in html  # shown as text, never as a link
+    assert 'href="javascript' not in html and SCRIPT not in html
+    assert repo_base("javascript://git.example/%0aalert(1)") is None
+    assert commit_url(repo_base("https://user:pw@git.example/a.git"), "abc123") == \
+        "https://git.example/a/commit/abc123"
+    assert pull_url("https://git.example/a", "1 onmouseover") is None
+
+
+# -- open redirect --------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", [
+    "//evil.example/console/", "https://evil.example/console/", "/\\evil.example",
+    "javascript:alert(1)", "/console@evil.example", "\\\\evil.example/console/",
+    "/consolex/../../evil", " https://evil.example/console/"])
+def test_sign_in_never_sends_the_browser_to_another_site(store: SqlStore, target: str) -> None:
+    tokens = TokenTable()
+    browser = client(console_app(store, tokens))
+    reply = sign_in(browser, tokens.add(ADMIN), target)
+    location = reply.headers["location"]
+    assert location.startswith("/console/") and not location.startswith("//"), location
+    page = browser.get(f"/console/signin?next={target}")
+    assert "evil.example" not in page.text.replace("evil.example%", "")
+
+
+# -- sessions ---------------------------------------------------------------------------
+
+def test_a_cookie_copied_before_sign_out_no_longer_works(store: SqlStore) -> None:
+    browser, _ = _browser(store)
+    stolen = browser.cookies["reconcile_console"]
+    token = csrf_of(browser.get("/console/").text)
+    assert browser.post("/console/logout", data={"csrf_token": token}).status_code == 303
+    replay = client(browser.app)  # type: ignore[arg-type]
+    replay.cookies.set("reconcile_console", stolen, path="/console")
+    reply = replay.get("/console/outbox")
+    assert reply.status_code == 303 and reply.headers["location"].startswith("/console/signin")
+    # ...and signing in again gives a fresh session that works
+    tokens = TokenTable()
+    again = client(console_app(store, tokens))
+    assert sign_in(again, tokens.add(ADMIN)).status_code == 303
+    assert again.cookies["reconcile_console"] != stolen
+
+
+def test_sign_in_issues_a_new_session_not_the_one_presented(store: SqlStore) -> None:
+    browser, tokens = _browser(store, Principal.of("v", ["viewer"]))
+    first = browser.cookies["reconcile_console"]
+    assert sign_in(browser, tokens.add(ADMIN)).status_code == 303
+    assert browser.cookies["reconcile_console"] != first
+
+
+# -- roles and CSRF by direct request -------------------------------------------------
+
+def test_a_viewer_cannot_act_by_posting_directly(store: SqlStore) -> None:
+    message = _deferred(store, "default", "Subject", "451 later")
+    browser, _ = _browser(store, Principal.of("viewer", ["viewer"]))
+    token = csrf_of(browser.get("/console/").text)
+    for path in (f"/console/outbox/{message}/cancel", f"/console/outbox/{message}/retry",
+                 "/console/servers/outgoing/default/default-main/test", "/console/sync/now",
+                 "/console/incoming/default/support/retry"):
+        reply = browser.post(path, data={"csrf_token": token, "reason": "x"})
+        assert reply.status_code == 403 and "needs the operator role" in reply.text, path
+    assert store.outbox.get(message).state.value == "retry_wait"  # type: ignore[union-attr]
+
+
+def test_state_changing_posts_without_the_token_are_refused(store: SqlStore) -> None:
+    message = _deferred(store, "default", "Subject", "451 later")
+    browser, _ = _browser(store)
+    for path in (f"/console/outbox/{message}/cancel", "/console/sync/now",
+                 "/console/servers/outgoing/default/default-main/test",
+                 "/console/incoming/default/support/retry", "/console/logout"):
+        reply = browser.post(path, data={"reason": "x"})
+        assert reply.status_code == 403 and "could not be verified" in reply.text, path
+    assert store.outbox.get(message).state.value == "retry_wait"  # type: ignore[union-attr]
+
+
+def test_a_sender_reads_nothing(store: SqlStore) -> None:
+    _deferred(store, "default", "Secret subject", "451 later")
+    browser, _ = _browser(store, Principal.of("submitter", ["sender"]))
+    for path in ("/console/", "/console/outbox", "/console/audit", "/console/audit.csv",
+                 "/console/servers", "/console/history", "/console/sync",
+                 "/console/incoming", "/console/outbox/1"):
+        reply = browser.get(path)
+        assert reply.status_code == 403 and "Secret subject" not in reply.text, path
+
+
+# -- namespace leaks ------------------------------------------------------------------
+
+def test_a_principal_with_no_namespace_sees_no_tenants_outbox(store: SqlStore) -> None:
+    """An identity provider's namespaces claim can be present and empty: that principal
+    sees nothing, and "no namespace" must not fall through to "every namespace"."""
+    _deferred(store, "default", "Default subject", "451 later")
+    _deferred(store, "acme", "Acme subject", "421 busy")
+    browser, _ = _browser(store, Principal.of("nobody", ["operator"], []))
+    for path in ("/console/outbox", "/console/outbox?namespace=acme",
+                 "/console/outbox?namespace="):
+        html = browser.get(path).text
+        assert "Default subject" not in html and "Acme subject" not in html, path
+    home = browser.get("/console/").text
+    assert "retry_wait" not in home or ">1<" not in home
+
+
+def test_a_limited_principal_gets_the_same_404_for_others_and_for_nothing(
+        store: SqlStore) -> None:
+    theirs = _deferred(store, "acme", "Acme subject", "421 busy")
+    browser, _ = _browser(store, Principal.of("default ops", ["operator"], ["default"]))
+    token = csrf_of(browser.get("/console/").text)
+    hidden = browser.get(f"/console/outbox/{theirs}")
+    missing = browser.get(f"/console/outbox/{theirs + 1000}")
+    assert hidden.status_code == missing.status_code == 404
+    assert "Acme subject" not in hidden.text
+    for reply in (hidden, missing):
+        assert "or it is not in a namespace you may see" in reply.text
+    acted = browser.post(f"/console/outbox/{theirs}/cancel",
+                         data={"csrf_token": token, "reason": "x"})
+    assert acted.status_code == 404
+    assert store.outbox.get(theirs).state.value == "retry_wait"  # type: ignore[union-attr]
+    test = browser.post("/console/servers/outgoing/acme/acme-main/test",
+                        data={"csrf_token": token})
+    assert test.status_code == 404
+    csv = browser.get("/console/audit.csv?namespace=acme").text
+    assert "acme" not in csv.splitlines()[1:]
