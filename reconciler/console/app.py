@@ -65,8 +65,11 @@ def mount(app: FastAPI, deps: ConsoleDeps, tokens: BearerTokens) -> None:
     settings = deps.settings
     oidc_settings = OidcSettings.from_daemon(settings)
     oidc = OidcClient(oidc_settings, ca_file=settings.ca_file) if oidc_settings else None
+    public = settings.console_public_url or ""
     app.state.console_sessions = Sessions(session_key(settings.console_session_key_ref),
-                                          settings.console_session_hours * 3600)
+                                          settings.console_session_hours * 3600,
+                                          token_valid=tokens.knows,
+                                          secure=public.startswith("https://"))
     app.include_router(router(deps))
     app.include_router(signin.router(token_identity(tokens), oidc, settings.console_public_url),
                        prefix="/console", include_in_schema=False)

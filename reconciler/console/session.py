@@ -18,6 +18,8 @@ simply no session (signed out, the cookie cleared). With no key configured the k
 is random per start, and every session ends when the daemon restarts. Signing out
 also ends the session on the server: its id is remembered (in this process, until
 the session would have expired), so a copy of the cookie taken before is refused.
+A session signed in by API token holds only as long as that token does: one removed
+from the access file, or given other roles or namespaces, ends its sessions.
 """
 
 from __future__ import annotations
@@ -66,10 +68,17 @@ def cookie_path(request: Request) -> str:
 class Sessions:
     """Signs and reads the console's cookies with one key."""
 
-    def __init__(self, key: bytes, max_age_seconds: float) -> None:
+    def __init__(self, key: bytes, max_age_seconds: float, *,
+                 token_valid: Callable[[Principal], bool] | None = None,
+                 secure: bool = False) -> None:
+        """``token_valid``: whether a token sign-in's principal is still one of the API's
+        tokens (a token removed or given fewer rights ends its sessions at the next
+        start); ``secure``: Secure cookies even over http (TLS ends at a proxy in front)."""
         self._session = URLSafeTimedSerializer(key, salt="reconcile-console-session")
         self._flow = URLSafeTimedSerializer(key, salt="reconcile-console-flow")
         self.max_age = max_age_seconds
+        self._token_valid = token_valid
+        self._secure = secure
         self._ended: dict[str, float] = {}  # signed-out session id -> when it expires
 
     def end(self, request: Request) -> None:
@@ -93,15 +102,20 @@ class Sessions:
             namespaces = data["ns"]
             principal = Principal.of(data["n"], data["r"], namespaces)
             csrf = str(data["c"])  # also the session's id
+            by_token = data.get("k") == "token"
         except (BadData, KeyError, TypeError, ValueError):
             # Tampered, expired or from another key: treated exactly as no session.
             return None
-        return None if csrf in self._ended else Session(principal, csrf)
+        if csrf in self._ended or (by_token and self._token_valid is not None
+                                   and not self._token_valid(principal)):
+            return None
+        return Session(principal, csrf)
 
-    def issue(self, request: Request, response: Response, principal: Principal) -> None:
+    def issue(self, request: Request, response: Response, principal: Principal, *,
+              by_token: bool = False) -> None:
         data = {"n": principal.name, "r": sorted(r.value for r in principal.roles),
                 "ns": None if principal.namespaces is None else sorted(principal.namespaces),
-                "c": secrets.token_urlsafe(32)}
+                "c": secrets.token_urlsafe(32), "k": "token" if by_token else "oidc"}
         self._set(request, response, SESSION_COOKIE, self._session.dumps(data),
                   int(self.max_age), "strict")
         response.delete_cookie(FLOW_COOKIE, path=cookie_path(request))
@@ -124,11 +138,11 @@ class Sessions:
     def clear(request: Request, response: Response) -> None:
         response.delete_cookie(SESSION_COOKIE, path=cookie_path(request))
 
-    @staticmethod
-    def _set(request: Request, response: Response, name: str, value: str, max_age: int,
-             same_site: str) -> None:
+    def _set(self, request: Request, response: Response, name: str, value: str,
+             max_age: int, same_site: str) -> None:
         response.set_cookie(name, value, max_age=max_age, path=cookie_path(request),
-                            httponly=True, secure=request.url.scheme == "https",
+                            httponly=True,
+                            secure=self._secure or request.url.scheme == "https",
                             samesite=same_site)  # type: ignore[arg-type]
 
 

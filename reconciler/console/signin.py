@@ -72,7 +72,7 @@ def router(identify: Identify, oidc: OidcClient | None, public_url: str | None) 
                                 error="That is not one of this daemon's API tokens. Check "
                                 "for a missing character and try again.")
         response = RedirectResponse(safe_next(request, fields.get("next")), status_code=303)
-        sessions.issue(request, response, principal)
+        sessions.issue(request, response, principal, by_token=True)
         return response
 
     def callback_url(request: Request) -> str:

@@ -230,3 +230,42 @@ def test_a_limited_principal_gets_the_same_404_for_others_and_for_nothing(
     assert test.status_code == 404
     csv = browser.get("/console/audit.csv?namespace=acme").text
     assert "acme" not in csv.splitlines()[1:]
+
+
+def test_a_token_session_ends_when_the_token_is_removed_or_narrowed(
+        store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a configured key sessions outlive a restart; not the token they came from."""
+    import secrets
+
+    monkeypatch.setenv("RECONCILE_TEST_SECURITY_KEY", secrets.token_hex(32))
+    key = {"console_session_key_ref": "env:RECONCILE_TEST_SECURITY_KEY"}
+    tokens = TokenTable()
+    first = client(console_app(store, tokens, **key))
+    token = tokens.add(ADMIN)
+    sign_in(first, token)
+    kept = client(console_app(store, tokens, **key))  # restarted, same access file
+    kept.cookies = first.cookies
+    assert kept.get("/console/").status_code == 200
+    removed = client(console_app(store, TokenTable(), **key))  # the token taken away
+    removed.cookies = first.cookies
+    assert removed.get("/console/outbox").status_code == 303
+    narrowed_tokens = TokenTable({token: Principal.of(ADMIN.name, ["viewer"], ["acme"])})
+    narrowed = client(console_app(store, narrowed_tokens, **key))
+    narrowed.cookies = first.cookies
+    assert narrowed.get("/console/outbox").status_code == 303
+
+
+def test_behind_a_tls_proxy_the_cookies_are_secure(store: SqlStore) -> None:
+    tokens = TokenTable()
+    browser = client(console_app(store, tokens, console_public_url="https://desk.example"))
+    form = browser.get("/console/signin")
+    flow = form.headers["set-cookie"]
+    assert flow.startswith("reconcile_console_flow=") and "Secure" in flow
+    # The browser sends the Secure cookie back over its https; this client speaks http.
+    browser.cookies.set("reconcile_console_flow", flow.split(";")[0].split("=", 1)[1],
+                        path="/console")
+    reply = browser.post("/console/signin", data={"csrf_token": csrf_of(form.text),
+                                                  "token": tokens.add(ADMIN)})
+    cookie = next(h for h in reply.headers.get_list("set-cookie")
+                  if h.startswith("reconcile_console="))
+    assert "Secure" in cookie and "HttpOnly" in cookie
