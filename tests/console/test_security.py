@@ -269,3 +269,40 @@ def test_behind_a_tls_proxy_the_cookies_are_secure(store: SqlStore) -> None:
     cookie = next(h for h in reply.headers.get_list("set-cookie")
                   if h.startswith("reconcile_console="))
     assert "Secure" in cookie and "HttpOnly" in cookie
+
+
+def test_a_limited_viewer_does_not_read_the_daemon_wide_sync_reason(store: SqlStore) -> None:
+    store.sync.update(reason="plan failed: OutgoingServer acme/acme-main: secret missing")
+    limited, _ = _browser(store, Principal.of("default viewer", ["viewer"], ["default"]))
+    page = limited.get("/console/sync")
+    assert page.status_code == 200 and "acme-main" not in page.text
+    whole, _ = _browser(store, Principal.of("viewer", ["viewer"]))
+    assert "acme-main" in whole.get("/console/sync").text
+
+
+def test_an_oidc_error_from_a_forged_link_is_not_shown_as_the_providers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from reconciler.console.oidc import OidcClient, OidcError, OidcSettings
+
+    client_ = OidcClient(OidcSettings(issuer="https://idp.example", client_id="console"))
+    lure = {"error": "access_denied", "state": "forged",
+            "error_description": "Your account is locked: call +1 555 0100"}
+    with pytest.raises(OidcError) as refused:
+        asyncio.run(client_.finish({"state": "the real one"}, lure, "https://x/cb"))
+    assert "state mismatch" in str(refused.value) and "555" not in str(refused.value)
+    with pytest.raises(OidcError) as real:  # the provider's own answer, state matching
+        asyncio.run(client_.finish({"state": "s"}, {**lure, "state": "s"}, "https://x/cb"))
+    assert "access_denied" in str(real.value)
+
+
+def test_csv_export_cells_never_start_a_formula(store: SqlStore) -> None:
+    from reconciler.state.base import AuditEntry, AuditStatus
+
+    store.audit.record([AuditEntry(AuditStatus.SEND_FAILED, "=HYPERLINK(\"http://x\")",
+                                   "default", "default-main",
+                                   recipient="@SUM(1+1)@example.com")])
+    csv = _browser(store)[0].get("/console/audit.csv").text
+    assert "'=HYPERLINK" in csv and "'@SUM(1+1)" in csv
+    assert ",=" not in csv and ",@" not in csv
