@@ -306,3 +306,16 @@ def test_csv_export_cells_never_start_a_formula(store: SqlStore) -> None:
     csv = _browser(store)[0].get("/console/audit.csv").text
     assert "'=HYPERLINK" in csv and "'@SUM(1+1)" in csv
     assert ",=" not in csv and ",@" not in csv
+
+
+def test_htmx_is_told_to_stay_within_the_policy(store: SqlStore) -> None:
+    """No inline style injected (the policy would block it), no eval, and no script
+    run from a swapped-in fragment."""
+    import json
+    import re
+
+    html = _browser(store)[0].get("/console/").text
+    found = re.search(r"<meta name=\"htmx-config\" content='([^']+)'>", html)
+    assert found, "the page configures htmx"
+    assert json.loads(found.group(1)) == {"includeIndicatorStyles": False, "allowEval": False,
+                                          "allowScriptTags": False}
