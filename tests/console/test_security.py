@@ -228,8 +228,16 @@ def test_a_limited_principal_gets_the_same_404_for_others_and_for_nothing(
     test = browser.post("/console/servers/outgoing/acme/acme-main/test",
                         data={"csrf_token": token})
     assert test.status_code == 404
-    csv = browser.get("/console/audit.csv?namespace=acme").text
-    assert "acme" not in csv.splitlines()[1:]
+    from reconciler.state.base import AuditEntry, AuditStatus
+
+    store.audit.record([AuditEntry(AuditStatus.SENT, "sent", ns, f"{ns}-main",
+                                   recipient=f"someone@{ns}.example") for ns in ("acme",
+                                                                                 "default")])
+    for query in ("", "?namespace=acme"):
+        rows = browser.get(f"/console/audit.csv{query}").text.splitlines()[1:]
+        assert all("acme" not in row for row in rows), query
+        assert len(rows) == (1 if not query else 0)
+    assert "acme.example" not in browser.get("/console/audit?namespace=acme").text
 
 
 def test_a_token_session_ends_when_the_token_is_removed_or_narrowed(
