@@ -14,6 +14,7 @@ from reconciler.config.secrets import SecretError, redact_ref, resolve_operator
 from reconciler.console import home, outbox, screens, servers, signin
 from reconciler.console.deps import ConsoleDeps
 from reconciler.console.errors import ConsoleErrors, NotFound, console_first
+from reconciler.console.headers import SecurityHeaders
 from reconciler.console.oidc import ConsoleSetupError, OidcClient, OidcSettings
 from reconciler.console.render import STATIC, TEMPLATES
 from reconciler.console.session import Sessions
@@ -64,8 +65,11 @@ def mount(app: FastAPI, deps: ConsoleDeps, tokens: BearerTokens) -> None:
     settings = deps.settings
     oidc_settings = OidcSettings.from_daemon(settings)
     oidc = OidcClient(oidc_settings, ca_file=settings.ca_file) if oidc_settings else None
+    public = settings.console_public_url or ""
     app.state.console_sessions = Sessions(session_key(settings.console_session_key_ref),
-                                          settings.console_session_hours * 3600)
+                                          settings.console_session_hours * 3600,
+                                          token_valid=tokens.knows,
+                                          secure=public.startswith("https://"))
     app.include_router(router(deps))
     app.include_router(signin.router(token_identity(tokens), oidc, settings.console_public_url),
                        prefix="/console", include_in_schema=False)
@@ -77,6 +81,8 @@ def mount(app: FastAPI, deps: ConsoleDeps, tokens: BearerTokens) -> None:
         raise NotFound(f"page {request.url.path}")
 
     app.add_middleware(ConsoleErrors)
+    # Added after (outside) ConsoleErrors: its error pages get the headers too.
+    app.add_middleware(SecurityHeaders)
     api_handler = app.exception_handlers.get(StoreError)
     if api_handler is not None:
         app.add_exception_handler(StoreError, console_first(api_handler))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from reconciler.console.deps import ConsoleDeps
-from reconciler.console.outbox import chosen_namespace
+from reconciler.console.outbox import chosen_namespace, namespace_scope
 from reconciler.console.render import page
 from reconciler.console.servers import Viewer, cards
 from reconciler.state.base import OutboxState
@@ -24,7 +24,8 @@ def router(deps: ConsoleDeps) -> APIRouter:
         def read() -> tuple[Counter[str], dict[OutboxState, int], str | None]:
             namespace = chosen_namespace(deps, principal, None)
             states = Counter(card.state for card in cards(deps.store, principal, activity=False))
-            return states, deps.store.outbox.count(QueueFilter(namespace=namespace)), namespace
+            return states, deps.store.outbox.count(QueueFilter(
+                namespace=namespace, namespaces=namespace_scope(principal))), namespace
 
         states, counts, namespace = await anyio.to_thread.run_sync(read)
         return page(request, "home.html", principal, server_states=sorted(states.items()),

@@ -202,13 +202,15 @@ class OidcClient:
     async def finish(self, flow: Mapping[str, str], query: Mapping[str, str],
                      redirect_uri: str) -> Principal:
         """Check the callback against ``flow``, redeem the code, check the ID token."""
-        if "error" in query:
-            raise OidcError(f"the identity provider refused the sign-in: {query['error']}"
-                            f" {query.get('error_description', '')}".rstrip())
+        # State first: an error text from a link someone else made is not shown as if
+        # the provider had said it.
         if not flow.get("state") or not secrets.compare_digest(
                 query.get("state", ""), flow["state"]):
             raise OidcError("the sign-in answer does not belong to a sign-in started here "
                             "(state mismatch, or it took over 10 minutes); sign in again")
+        if "error" in query:
+            raise OidcError(f"the identity provider refused the sign-in: {query['error']}"
+                            f" {query.get('error_description', '')}".rstrip())
         token = await self._redeem(query.get("code", ""), flow["verifier"], redirect_uri)
         claims = await self._checked_claims(token, flow["nonce"])
         return self.settings.principal(claims)

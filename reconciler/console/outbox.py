@@ -63,6 +63,12 @@ def chosen_namespace(deps: ConsoleDeps, principal: Principal, given: str | None)
     return mine[0] if mine else ""
 
 
+def namespace_scope(principal: Principal) -> tuple[str, ...] | None:
+    """The queue filter's ``namespaces``, beside its ``namespace``: for a principal with
+    no namespace at all that is "", which on its own would filter nothing."""
+    return None if principal.namespaces is None else tuple(sorted(principal.namespaces))
+
+
 def _number(text: str | None, default: int = 0) -> int:
     return int(text) if text and text.isdigit() and int(text) <= ROW_ID_MAX else default
 
@@ -72,9 +78,10 @@ def read_view(deps: ConsoleDeps, principal: Principal, params: dict[str, str]) -
     show = params.get("show") if params.get("show") in LISTED else "deferred"
     offset = _number(params.get("offset"))
     outbox = deps.store.outbox
-    counts = outbox.count(QueueFilter(namespace=namespace))
-    found = outbox.search(QueueFilter(states=LISTED[show], namespace=namespace),
-                          limit=PAGE_SIZE + 1, offset=offset)
+    scope = namespace_scope(principal)
+    counts = outbox.count(QueueFilter(namespace=namespace, namespaces=scope))
+    found = outbox.search(QueueFilter(states=LISTED[show], namespace=namespace,
+                                      namespaces=scope), limit=PAGE_SIZE + 1, offset=offset)
     return View(namespace, visible_namespaces(deps, principal), show, offset, counts,
                 found[:PAGE_SIZE], len(found) > PAGE_SIZE)
 

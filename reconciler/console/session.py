@@ -15,13 +15,18 @@ The session is one cookie signed with the daemon's console key (itsdangerous, wh
 also timestamps it): the principal and the CSRF token. Nothing is kept server-side, so
 a signature that does not verify, or one older than the session's maximum age, is
 simply no session (signed out, the cookie cleared). With no key configured the key
-is random per start, and every session ends when the daemon restarts.
+is random per start, and every session ends when the daemon restarts. Signing out
+also ends the session on the server: its id is remembered (in this process, until
+the session would have expired), so a copy of the cookie taken before is refused.
+A session signed in by API token holds only as long as that token does: one removed
+from the access file, or given other roles or namespaces, ends its sessions.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,10 +68,27 @@ def cookie_path(request: Request) -> str:
 class Sessions:
     """Signs and reads the console's cookies with one key."""
 
-    def __init__(self, key: bytes, max_age_seconds: float) -> None:
+    def __init__(self, key: bytes, max_age_seconds: float, *,
+                 token_valid: Callable[[Principal], bool] | None = None,
+                 secure: bool = False) -> None:
+        """``token_valid``: whether a token sign-in's principal is still one of the API's
+        tokens (a token removed or given fewer rights ends its sessions at the next
+        start); ``secure``: Secure cookies even over http (TLS ends at a proxy in front)."""
         self._session = URLSafeTimedSerializer(key, salt="reconcile-console-session")
         self._flow = URLSafeTimedSerializer(key, salt="reconcile-console-flow")
         self.max_age = max_age_seconds
+        self._token_valid = token_valid
+        self._secure = secure
+        self._ended: dict[str, float] = {}  # signed-out session id -> when it expires
+
+    def end(self, request: Request) -> None:
+        """Sign the request's session out for good (logout): its cookie stops working
+        here even if a copy of it is presented again."""
+        session = self.read(request)
+        now = time.time()
+        self._ended = {sid: until for sid, until in self._ended.items() if until > now}
+        if session is not None:
+            self._ended[session.csrf] = now + self.max_age
 
     def __repr__(self) -> str:  # the key stays out of tracebacks
         return f"Sessions(max_age={self.max_age})"
@@ -79,15 +101,21 @@ class Sessions:
             data = self._session.loads(raw, max_age=self.max_age)
             namespaces = data["ns"]
             principal = Principal.of(data["n"], data["r"], namespaces)
-            return Session(principal, str(data["c"]))
+            csrf = str(data["c"])  # also the session's id
+            by_token = data.get("k") == "token"
         except (BadData, KeyError, TypeError, ValueError):
             # Tampered, expired or from another key: treated exactly as no session.
             return None
+        if csrf in self._ended or (by_token and self._token_valid is not None
+                                   and not self._token_valid(principal)):
+            return None
+        return Session(principal, csrf)
 
-    def issue(self, request: Request, response: Response, principal: Principal) -> None:
+    def issue(self, request: Request, response: Response, principal: Principal, *,
+              by_token: bool = False) -> None:
         data = {"n": principal.name, "r": sorted(r.value for r in principal.roles),
                 "ns": None if principal.namespaces is None else sorted(principal.namespaces),
-                "c": secrets.token_urlsafe(32)}
+                "c": secrets.token_urlsafe(32), "k": "token" if by_token else "oidc"}
         self._set(request, response, SESSION_COOKIE, self._session.dumps(data),
                   int(self.max_age), "strict")
         response.delete_cookie(FLOW_COOKIE, path=cookie_path(request))
@@ -110,11 +138,11 @@ class Sessions:
     def clear(request: Request, response: Response) -> None:
         response.delete_cookie(SESSION_COOKIE, path=cookie_path(request))
 
-    @staticmethod
-    def _set(request: Request, response: Response, name: str, value: str, max_age: int,
-             same_site: str) -> None:
+    def _set(self, request: Request, response: Response, name: str, value: str,
+             max_age: int, same_site: str) -> None:
         response.set_cookie(name, value, max_age=max_age, path=cookie_path(request),
-                            httponly=True, secure=request.url.scheme == "https",
+                            httponly=True,
+                            secure=self._secure or request.url.scheme == "https",
                             samesite=same_site)  # type: ignore[arg-type]
 
 

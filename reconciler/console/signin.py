@@ -72,7 +72,7 @@ def router(identify: Identify, oidc: OidcClient | None, public_url: str | None) 
                                 error="That is not one of this daemon's API tokens. Check "
                                 "for a missing character and try again.")
         response = RedirectResponse(safe_next(request, fields.get("next")), status_code=303)
-        sessions.issue(request, response, principal)
+        sessions.issue(request, response, principal, by_token=True)
         return response
 
     def callback_url(request: Request) -> str:
@@ -119,6 +119,7 @@ def router(identify: Identify, oidc: OidcClient | None, public_url: str | None) 
     async def logout(request: Request) -> Response:
         response = RedirectResponse(f"{request.scope.get('root_path', '')}/console/signin",
                                     status_code=303)
+        sessions_of(request).end(request)
         Sessions.clear(request, response)
         return response
 

@@ -9,6 +9,7 @@ actor, which the CLI does; the screen shows those commands.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Request
@@ -34,6 +35,8 @@ def router(deps: ConsoleDeps) -> APIRouter:
     @routes.get("/sync", response_class=HTMLResponse)
     def sync_page(request: Request, principal: Viewer) -> HTMLResponse:
         record = deps.store.sync.get()
+        if principal.namespaces is not None:  # its reason may name any namespace's resource
+            record = replace(record, reason="")
         report, checked_at = drift.get(deps.store)
         drifted = [i for i in report.items if principal.sees(i.change.key.namespace)]
         return page(request, "sync/status.html", principal, record=record, report=report,

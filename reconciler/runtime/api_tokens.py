@@ -112,6 +112,11 @@ class BearerTokens:
     def __repr__(self) -> str:
         return f"BearerTokens({len(self._digests)} tokens)"
 
+    def knows(self, principal: Principal) -> bool:
+        """Whether ``principal`` (from a console session signed in by token) is still
+        one of these tokens, with the same roles and namespaces."""
+        return principal in self._principals
+
     def identify(self, presented: str) -> Principal | None:
         """Who the token ``presented`` is, or None when it is none of them.
 

@@ -48,6 +48,9 @@ class TokenTable:
     def identify(self, presented: str) -> Principal | None:
         return self.principals.get(presented)
 
+    def knows(self, principal: Principal) -> bool:
+        return principal in self.principals.values()
+
 
 def outgoing(namespace: str, name: str, **spec: Any) -> Change:
     body = {"email": f"{name}@desk.example", "host": "smtp.desk.example", "port": 587,

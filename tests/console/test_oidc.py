@@ -56,6 +56,9 @@ class _NoTokens:
     def identify(self, presented: str) -> None:
         return None
 
+    def knows(self, principal: object) -> bool:
+        return False
+
 
 def _browser(url: str, certs: PeerCerts) -> httpx.Client:
     return httpx.Client(base_url=url, verify=str(certs.ca_file), follow_redirects=True,

@@ -221,7 +221,9 @@ class DaemonStatus(ApiModel):
     outbox: dict[OutboxState, int] = Field(
         description="Messages per state; finished states only with `?finished=true`.")
     statuses: list[ResourceStatus] = Field(description="Every recorded resource status.")
-    intake: IntakeCounters
+    intake: IntakeCounters | None = Field(
+        description="Submissions since start, the whole daemon's: null for a token "
+        "limited to namespaces (they would count other namespaces' mail).")
     incoming: list[IncomingServerStatus] = Field(
         default_factory=list, description="Fetch state of every incoming server seen so far.")
     ticket_events: dict[str, int] = Field(

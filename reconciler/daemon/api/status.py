@@ -55,7 +55,8 @@ def router(store: Store, settings: DaemonSettings, config: ConfigHolder,
                 statuses=[ResourceStatus.from_store(key, value)
                           for key, value in sorted(store.statuses().items())
                           if principal.sees(key.namespace)],
-                intake=IntakeCounters(**vars(intake.stats)),
+                # the whole daemon's submissions: not for a namespace-limited token
+                intake=IntakeCounters(**vars(intake.stats)) if seen is None else None,
                 incoming=[IncomingServerStatus.from_state(s)
                           for s in incoming.server_states() if principal.sees(s.namespace)],
                 ticket_events=incoming.event_counts(seen),
