@@ -88,15 +88,17 @@ def test_a_corpus_with_errors_loads_and_validates_the_same_in_workers(tmp_path: 
     assert validated(1) == validated(2)
 
 
-def test_only_a_large_repo_with_no_other_thread_is_split() -> None:
-    assert forkpool.workers_for(PARALLEL_FILES - 1, PARALLEL_FILES) == 1
+def test_only_a_large_repo_with_idle_cores_and_no_other_thread_is_split() -> None:
+    assert forkpool.workers_for(PARALLEL_FILES - 1, PARALLEL_FILES, load=0.0) == 1
     wanted = min(forkpool.cpus(), forkpool.MAX_WORKERS)
-    assert forkpool.workers_for(PARALLEL_FILES, PARALLEL_FILES) == wanted
+    assert forkpool.workers_for(PARALLEL_FILES, PARALLEL_FILES, load=0.0) == wanted
+    busy = float(forkpool.cpus())
+    assert forkpool.workers_for(PARALLEL_FILES, PARALLEL_FILES, load=busy) == 1
     release = threading.Event()
     other = threading.Thread(target=release.wait)
     other.start()
     try:
-        assert forkpool.workers_for(10 * PARALLEL_FILES, PARALLEL_FILES) == 1
+        assert forkpool.workers_for(10 * PARALLEL_FILES, PARALLEL_FILES, load=0.0) == 1
     finally:
         release.set()
         other.join()
