@@ -290,3 +290,5 @@ _._openid_scope  # pydantic field validator
 _._reference
 _._one_or_more
 _.oidc
+# reconciler/config/models/base.py: pydantic model validator (run by pydantic)
+_._share_fields_set

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields
 from functools import cache
 from typing import Any, TypeVar
+
+import orjson
 
 from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_json
 from reconciler.state.base import ChangeRejected, SecretValueRefused
@@ -43,12 +46,29 @@ SECRET_FIELDS = frozenset(
 )
 
 
+# 19 digits in a row: an integer that may not fit 64 bits, which orjson would read
+# as a float (a long string of digits or a long fraction matches too: harmless)
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def loads(text: str) -> Any:
+    """``json.loads``, through orjson where that gives the same value (~3x faster:
+    a cold plan reads every stored row). Integers past 64 bits and what orjson
+    refuses (NaN, lone surrogates) take the standard library's path."""
+    if _LONG_DIGITS.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
 def resource_from_columns(
     key: ResourceKey, api_version: str, labels_json: str, spec_json: str
 ) -> CanonicalResource:
     # The digest is recomputed, never read back: a spec edited directly in the
     # database must show up as different (drift), not hide behind a stale digest.
-    return CanonicalResource.build(key, api_version, json.loads(spec_json), json.loads(labels_json))
+    return CanonicalResource.build(key, api_version, loads(spec_json), loads(labels_json))
 
 
 def resource_of(key: ResourceKey, body: Mapping[str, Any] | None) -> CanonicalResource | None:
@@ -58,7 +78,7 @@ def resource_of(key: ResourceKey, body: Mapping[str, Any] | None) -> CanonicalRe
 
 
 def resource_from_body(key: ResourceKey, body_json: str | None) -> CanonicalResource | None:
-    return resource_of(key, json.loads(body_json) if body_json is not None else None)
+    return resource_of(key, loads(body_json) if body_json is not None else None)
 
 
 def body_json(res: CanonicalResource) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -184,12 +184,55 @@ HeaderText = Annotated[str, StringConstraints(min_length=1), AfterValidator(_che
                        Strip]
 
 
+class _SharedFieldsSet(set[str]):
+    """The names of the fields a model was given: one object for every model given
+    the same names (see :meth:`Model._share_fields_set`)."""
+
+    __slots__ = ()
+
+
+# One shared set per combination of written fields; a handful per kind in practice,
+# the bound only keeps a pathological stream of combinations from growing it
+_FIELDS_SETS: dict[frozenset[str], _SharedFieldsSet] = {}
+_MAX_FIELDS_SETS = 4096
+
+
 class Model(BaseModel):
     """Base for every spec fragment: camelCase keys, unknown keys rejected."""
 
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_assignment=True,
         use_enum_values=True)
+
+    @model_validator(mode="after")
+    def _share_fields_set(self) -> Self:
+        # pydantic keeps a set of the written field names per model: four or five a
+        # resource, ~1.2 KB of its ~3 KB (bench/validate_memory.py), and the same
+        # few sets over and over in a large repo
+        fields = self.__pydantic_fields_set__
+        key = frozenset(fields)
+        shared = _FIELDS_SETS.get(key)
+        if shared is None:
+            if len(_FIELDS_SETS) >= _MAX_FIELDS_SETS:
+                return self
+            shared = _FIELDS_SETS[key] = _SharedFieldsSet(fields)
+        object.__setattr__(self, "__pydantic_fields_set__", shared)
+        return self
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._own_fields_set()
+        super().__setattr__(name, value)  # validates, and shares the new set again
+
+    def __delattr__(self, name: str) -> None:
+        self._own_fields_set()
+        super().__delattr__(name)
+
+    def _own_fields_set(self) -> None:
+        fields = self.__pydantic_fields_set__
+        if fields.__class__ is _SharedFieldsSet:
+            # pydantic adds an assigned name to the set in place: to a shared set
+            # that would mark the field written in every model sharing it
+            object.__setattr__(self, "__pydantic_fields_set__", set(fields))
 
 
 class Metadata(Model):
