@@ -99,11 +99,11 @@ def server_resource(ns: str, name: str, host: str) -> CanonicalResource:
 
 
 def seed_history(store: Store, revisions: int) -> None:
-    """Revision n changes server smtp{n % 5} of NAMESPACES[n % 20]: 100 servers in all."""
+    """Revision n changes server smtp{n // 20 % 5} of NAMESPACES[n % 20]: 100 servers."""
     live: dict[ResourceKey, CanonicalResource] = {}
     for number in range(1, revisions + 1):
         ns = NAMESPACES[number % len(NAMESPACES)]
-        name = f"smtp{number % 5}"
+        name = f"smtp{number // len(NAMESPACES) % 5}"
         after = server_resource(ns, name, f"mx{number}.{ns}.example")
         before = live.get(after.key)
         change = (Change(Action.CREATE, after.key, None, after,
