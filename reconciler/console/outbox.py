@@ -45,11 +45,7 @@ class View:
     after: int | None  # the page starts after this id; None: the first page
     counts: dict[OutboxState, int]
     messages: list[OutboxMessage]
-    more: bool
-
-    @property
-    def next_after(self) -> int | None:
-        return self.messages[-1].id if self.more and self.messages else None
+    next_after: int | None  # where the next page starts; None: this is the last
 
 
 def visible_namespaces(deps: ConsoleDeps, principal: Principal) -> list[str]:
@@ -77,8 +73,9 @@ def read_view(deps: ConsoleDeps, principal: Principal, params: dict[str, str]) -
     counts = outbox.count(where)
     found = outbox.page(QueueFilter(states=LISTED[show], namespaces=where.namespaces),
                         after=after, limit=PAGE_SIZE + 1)
-    return View(namespace, visible_namespaces(deps, principal), show, after, counts,
-                found[:PAGE_SIZE], len(found) > PAGE_SIZE)
+    shown = found[:PAGE_SIZE]
+    return View(namespace, visible_namespaces(deps, principal), show, after, counts, shown,
+                shown[-1].id if len(found) > PAGE_SIZE else None)
 
 
 def visible_message(deps: ConsoleDeps, principal: Principal, id_text: str) -> OutboxMessage:

@@ -140,3 +140,12 @@ def test_a_user_of_several_namespaces_sees_them_together_page_by_page(
     assert set(re.findall(r"<td>(default|acme|globex)</td>", only_acme)) == {"acme"}
     other = browser.get("/console/outbox?namespace=globex").text  # not theirs: all of mine
     assert "globex</td>" not in other
+
+
+def test_the_overview_counts_every_namespace_of_a_limited_user(store: SqlStore) -> None:
+    for ns in ("default", "acme", "default"):
+        _deferred(store, ns, f"{ns} request", "451 later")
+    _deferred(store, "globex", "globex request", "451 later")
+    html = _signed_in(store, Principal.of("two desks", ["viewer"], ["default", "acme"])) \
+        .get("/console/").text
+    assert "Outbox</a> (acme, default)" in html and "retry_wait 3" in html
