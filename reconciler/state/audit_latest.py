@@ -4,9 +4,9 @@
 Asking ``audit.search(status=SENT, server=..., limit=1)`` once per server costs a
 round trip each: with hundreds of servers the page spends its time there. Here
 each wanted (namespace, server) is one ``MAX(created_at)`` probe of the
-``(namespace, server, status, created_at)`` index (migration 0011), all the
-probes glued into one statement with ``UNION ALL``: one round trip, and no walk
-over the audit rows however many there are.
+``(namespace, server, status, created_at)`` index (migration 0011), all of them
+in one statement: one round trip, and no walk over the audit rows however many
+there are.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, bindparam, func, literal, select, union_all
+from sqlalchemy import Select, String, bindparam, func, literal, select, union_all
 
 from reconciler.state import schema as t
 from reconciler.state.base import AuditStatus
@@ -54,13 +54,18 @@ class LatestSends(StoreArea):
 
 
 @lru_cache(maxsize=CHUNK // STEP)
-def _probes(size: int) -> Select[Any] | CompoundSelect:
+def _probes(size: int) -> Select[Any]:
     c = t.audit.c
-    # The MAX stands alone in its own SELECT: only then do both databases answer it
-    # from the end of the index instead of reading every SENT row of the server.
-    probes = [select(literal(i).label("position"), select(func.max(c.created_at))
-                     .where(c.namespace == bindparam(f"n{i}"), c.server == bindparam(f"s{i}"),
-                            c.status == AuditStatus.SENT.value)
-                     .scalar_subquery().label("newest"))
-              for i in range(size)]
-    return probes[0] if size == 1 else union_all(*probes)
+    # The wanted servers as a derived table of constant rows, and one correlated MAX
+    # over them: PostgreSQL plans that subquery once (a UNION of a hundred MAX
+    # queries took it 80 ms to plan), and the MAX standing alone in its SELECT is
+    # answered from the end of the index on both databases.
+    wanted = union_all(*(
+        select(literal(i).label("position"), bindparam(f"n{i}", type_=String).label("ns"),
+               bindparam(f"s{i}", type_=String).label("srv"))
+        for i in range(size))).subquery("wanted")
+    newest = (select(func.max(c.created_at))
+              .where(c.namespace == wanted.c.ns, c.server == wanted.c.srv,
+                     c.status == AuditStatus.SENT.value)
+              .scalar_subquery())
+    return select(wanted.c.position, newest.label("newest"))
