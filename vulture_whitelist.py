@@ -283,12 +283,15 @@ _.oidc_callback
 _.test
 _.last_activity  # servers.html
 _.slug  # servers.html
+_.next_after  # outbox.html: where the next page starts
 # reconciler/console/oidc.py
 _._openid_scope  # pydantic field validator
-# reconciler/runtime/access_file.py: pydantic field validators (run by pydantic), and the
-# console's `oidc:` section, kept opaque for the console to read
+# reconciler/runtime/access_file.py: pydantic field validators (run by pydantic)
 _._reference
 _._one_or_more
+_._key
+_._secret
+_._values
 _.oidc
 # reconciler/config/models/base.py: pydantic model validator (run by pydantic)
 _._share_fields_set

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from reconciler.cli.common import UserError
 
@@ -48,11 +49,19 @@ def console_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def console_settings(given: dict[str, Any]) -> dict[str, Any]:
-    """The DaemonSettings fields of :func:`console_options`, taken out of ``given``."""
+def console_settings(given: dict[str, Any],
+                     from_file: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The DaemonSettings fields of :func:`console_options`, taken out of ``given``;
+    ``from_file`` (the access file's ``console:`` / ``oidc:``) fills each option left
+    at its default: an option on the command line (or its environment) wins."""
     from reconciler.console.oidc import parse_role_map
 
     fields = {k: given.pop(k) for k in [k for k in given if k.startswith("console")]}
+    context = click.get_current_context(silent=True)
+    for name, value in (from_file or {}).items():
+        source = context.get_parameter_source(name) if context is not None else None
+        if source in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+            fields[name] = value
     try:
         parse_role_map(fields.get("console_oidc_role_map", ()))
     except ValueError as exc:

@@ -177,7 +177,6 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
     from reconciler.state import DEFAULT_STORE
 
     host, port = parse_listen(listen)
-    console = console_settings(sync)  # the console's options arrive with the sync ones
     try:
         current()  # a broken RECONCILE_SECRET_DIRS fails now, not at the first send
     except PlacesSettingError as exc:
@@ -185,8 +184,12 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
     options: dict[str, object] = {}
     if worker_id:
         options["worker_id"] = worker_id
+    from_file: dict[str, Any] = {}
     if access_file:
-        options.update(_access(access_file))
+        access, from_file = _access(access_file)
+        options.update(access)
+    # The console's options arrive with the sync ones; the access file fills the rest.
+    console = console_settings(sync, from_file)
     settings = DaemonSettings(
         store_url=store_url or DEFAULT_STORE,
         listen_host=host,
@@ -232,8 +235,9 @@ def command(store_url: str | None, listen: str, api_token_refs: tuple[str, ...],
         raise UserError(f"daemon failed: {exc}") from None
 
 
-def _access(path: str) -> dict[str, object]:
-    """The settings an access file gives; its problems as one UserError, one per line."""
+def _access(path: str) -> tuple[dict[str, object], dict[str, Any]]:
+    """The settings an access file gives, then its console settings (the command line
+    may override those); its problems as one UserError, one per line."""
     from reconciler.runtime.access_file import AccessFileError, load_access_file
 
     try:
@@ -243,7 +247,7 @@ def _access(path: str) -> dict[str, object]:
     check_token_refs(tuple(t.secret_ref for t in parsed.tokens), f"--access-file {path}: token")
     return {"api_access": tuple(t.spec() for t in parsed.tokens), "access_file": path,
             "metrics_require_token": None if parsed.metrics is None
-            else parsed.metrics.require_token}
+            else parsed.metrics.require_token}, parsed.console_settings()
 
 
 def _require_store(url: str) -> None:

@@ -9,11 +9,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from reconciler.console.deps import ConsoleDeps
-from reconciler.console.outbox import chosen_namespace, namespace_scope
+from reconciler.console.outbox import scope
 from reconciler.console.render import page
 from reconciler.console.servers import Viewer, cards
 from reconciler.state.base import OutboxState
-from reconciler.state.outbox_control import QueueFilter
 
 
 def router(deps: ConsoleDeps) -> APIRouter:
@@ -22,10 +21,10 @@ def router(deps: ConsoleDeps) -> APIRouter:
     @api.get("/")
     async def home(request: Request, principal: Viewer) -> HTMLResponse:
         def read() -> tuple[Counter[str], dict[OutboxState, int], str | None]:
-            namespace = chosen_namespace(deps, principal, None)
+            _all, where = scope(principal, None)
             states = Counter(card.state for card in cards(deps.store, principal, activity=False))
-            return states, deps.store.outbox.count(QueueFilter(
-                namespace=namespace, namespaces=namespace_scope(principal))), namespace
+            return states, deps.store.outbox.count(where), \
+                ", ".join(where.namespaces) if where.namespaces is not None else None
 
         states, counts, namespace = await anyio.to_thread.run_sync(read)
         return page(request, "home.html", principal, server_states=sorted(states.items()),

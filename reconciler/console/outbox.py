@@ -3,8 +3,9 @@ error (a page at a time), one message with its audit, and the operator's retry /
 hold / release / cancel, through the same rules as ``reconcile outbox`` and
 ``/v1/outbox`` (``runtime.queue_control``), audited with the signed-in name.
 
-A principal limited to some namespaces looks at one of them at a time (the store's
-queue filter takes one namespace); everyone else may look at all at once.
+A principal limited to some namespaces sees all of them together (the store
+filters by that namespace set) or picks one; pages are keyset (``after`` the
+last id shown), so a deep page costs what the first does.
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ ROW_ID_MAX = 2**63 - 1
 class View:
     """What the outbox page shows: the filter, counts and one page of messages."""
 
-    namespace: str | None
+    namespace: str | None  # None: every namespace the principal sees
     namespaces: list[str]
     show: str
-    offset: int
+    after: int | None  # the page starts after this id; None: the first page
     counts: dict[OutboxState, int]
     messages: list[OutboxMessage]
-    more: bool
+    next_after: int | None  # where the next page starts; None: this is the last
 
 
 def visible_namespaces(deps: ConsoleDeps, principal: Principal) -> list[str]:
@@ -52,21 +53,12 @@ def visible_namespaces(deps: ConsoleDeps, principal: Principal) -> list[str]:
     return principal.visible(sorted(known))
 
 
-def chosen_namespace(deps: ConsoleDeps, principal: Principal, given: str | None) -> str | None:
-    """The namespace to show: the one asked for if visible; for a limited principal
-    never "all" (see the module doc)."""
+def scope(principal: Principal, given: str | None) -> tuple[str | None, QueueFilter]:
+    """The namespace shown (None: all the principal sees) and the queue filter for it."""
     if given and principal.sees(given):
-        return given
-    if principal.namespaces is None:
-        return None
-    mine = visible_namespaces(deps, principal) or sorted(principal.namespaces)
-    return mine[0] if mine else ""
-
-
-def namespace_scope(principal: Principal) -> tuple[str, ...] | None:
-    """The queue filter's ``namespaces``, beside its ``namespace``: for a principal with
-    no namespace at all that is "", which on its own would filter nothing."""
-    return None if principal.namespaces is None else tuple(sorted(principal.namespaces))
+        return given, QueueFilter(namespaces=(given,))
+    mine = None if principal.namespaces is None else tuple(sorted(principal.namespaces))
+    return None, QueueFilter(namespaces=mine)
 
 
 def _number(text: str | None, default: int = 0) -> int:
@@ -74,16 +66,16 @@ def _number(text: str | None, default: int = 0) -> int:
 
 
 def read_view(deps: ConsoleDeps, principal: Principal, params: dict[str, str]) -> View:
-    namespace = chosen_namespace(deps, principal, params.get("namespace"))
+    namespace, where = scope(principal, params.get("namespace"))
     show = params.get("show") if params.get("show") in LISTED else "deferred"
-    offset = _number(params.get("offset"))
+    after = _number(params.get("after")) or None
     outbox = deps.store.outbox
-    scope = namespace_scope(principal)
-    counts = outbox.count(QueueFilter(namespace=namespace, namespaces=scope))
-    found = outbox.search(QueueFilter(states=LISTED[show], namespace=namespace,
-                                      namespaces=scope), limit=PAGE_SIZE + 1, offset=offset)
-    return View(namespace, visible_namespaces(deps, principal), show, offset, counts,
-                found[:PAGE_SIZE], len(found) > PAGE_SIZE)
+    counts = outbox.count(where)
+    found = outbox.page(QueueFilter(states=LISTED[show], namespaces=where.namespaces),
+                        after=after, limit=PAGE_SIZE + 1)
+    shown = found[:PAGE_SIZE]
+    return View(namespace, visible_namespaces(deps, principal), show, after, counts, shown,
+                shown[-1].id if len(found) > PAGE_SIZE else None)
 
 
 def visible_message(deps: ConsoleDeps, principal: Principal, id_text: str) -> OutboxMessage:
@@ -153,7 +145,7 @@ def router(deps: ConsoleDeps) -> APIRouter:
         wake: Callable[[], None] | None = getattr(deps.app_state, "wake_worker", None)
         if changed and chosen in _WAKES and wake is not None:
             wake()
-        params = {k: fields[k] for k in ("namespace", "show", "offset") if k in fields}
+        params = {k: fields[k] for k in ("namespace", "show", "after") if k in fields}
         return await listing(request, principal, params, notice=notice,
                              status_code=200 if changed else 409)
 

@@ -3,8 +3,9 @@ principal sees, and "Test connection" for operators.
 
 A card reads only the store contract: the applied spec (live snapshot), the health
 record the monitor keeps in the resource status (``health.record``), the OAuth
-token row (grant, expiry, last error), the newest SENT audit line (last send) and
-the incoming fetch state (last fetch). The connection test walks the same steps as
+token row (grant, expiry, last error), the newest SENT audit line (last send: one
+query for every server, ``audit.last_sent``) and the incoming fetch state (last
+fetch). The connection test walks the same steps as
 ``reconcile test-connection`` (``health.probes``), without the test message.
 """
 
@@ -34,7 +35,7 @@ from reconciler.mail.probe_options import ProbeOptions
 from reconciler.mail.steps import ProbeReport
 from reconciler.runtime.access import Principal, Role
 from reconciler.runtime.namespace import resource_from_canonical
-from reconciler.state.base import AuditStatus, Store
+from reconciler.state.base import Store
 from reconciler.state.contract import ServerState, TokenRow
 
 OUTGOING, INCOMING = "OutgoingServer", "IncomingServer"
@@ -100,7 +101,8 @@ def _outgoing(key: ResourceKey, spec: Mapping[str, Any], status: Mapping[str, An
         OUTGOING, key.namespace, key.name, str(spec.get("protocol", "smtp")),
         bool(spec.get("enabled", True)), health.state if health else rec.UNKNOWN,
         _hosts(spec, health), health.last_error if health else None,
-        health.failed_step if health else None, health.hint if health else None,
+        health.failed_step if health else None,
+        health.hint if health else rec.unreadable(status),
         health.last_checked if health else None, token, last_send)
 
 
@@ -124,8 +126,8 @@ def _incoming(key: ResourceKey, spec: Mapping[str, Any], fetch: ServerState | No
 def cards(store: Store, principal: Principal, *, activity: bool = True) -> list[ServerCard]:
     """Every server card the principal may see, by namespace, kind and name.
 
-    ``activity`` reads each outgoing server's last send: one audit query per server
-    (about 1 ms each on SQLite), which the overview does without."""
+    ``activity`` reads the outgoing servers' last sends (one query for them all),
+    which the overview does without."""
     live = store.snapshot()
     keys = sorted((k for k in live.resources if k.kind in (OUTGOING, INCOMING)
                    and principal.sees(k.namespace)),
@@ -135,15 +137,15 @@ def cards(store: Store, principal: Principal, *, activity: bool = True) -> list[
     statuses = store.statuses()
     tokens = {row.key: row for row in store.tokens.all()}
     fetches = {(s.namespace, s.name): s for s in store.incoming.server_states()}
+    sent = store.audit.last_sent([(k.namespace, k.name) for k in keys
+                                  if k.kind == OUTGOING]) if activity else {}
     out = []
     for key in keys:
         spec = live.resources[key].spec
         token = tokens.get((key.kind, key.namespace, key.name))
         if key.kind == OUTGOING:
-            sent = store.audit.search(status=AuditStatus.SENT, server=key.name,
-                                      namespace=key.namespace, limit=1) if activity else []
             out.append(_outgoing(key, spec, statuses.get(key, {}), token,
-                                 sent[0].created_at if sent else None))
+                                 sent.get((key.namespace, key.name))))
         else:
             out.append(_incoming(key, spec, fetches.get((key.namespace, key.name)), token))
     return out

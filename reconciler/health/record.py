@@ -113,14 +113,34 @@ class HealthRecord:
 
 def read(status: Mapping[str, Any]) -> HealthRecord | None:
     """The health part of a status document; None when absent or not understood
-    (a hand-edited or older row must not stop the monitor)."""
+    (a hand-edited or older row must not stop the monitor, nor a page showing it)."""
+    return _parsed(status)[0]
+
+
+def unreadable(status: Mapping[str, Any]) -> str | None:
+    """Why the status has a health part :func:`read` cannot understand (a note for
+    the reader: the server shows as Unknown); None when it is fine or absent."""
+    return _parsed(status)[1]
+
+
+def _parsed(status: Mapping[str, Any]) -> tuple[HealthRecord | None, str | None]:
     data = status.get(STATUS_KEY)
+    if data is None:
+        return None, None
     if not isinstance(data, Mapping):
-        return None
+        return None, _note(f"`{STATUS_KEY}` is a {type(data).__name__}, not a mapping")
     try:
-        return HealthRecord.from_json(data)
-    except (KeyError, TypeError, ValueError):
-        return None
+        return HealthRecord.from_json(data), None
+    except KeyError as exc:
+        return None, _note(f"the field {exc} is missing")
+    # AttributeError: a part hand-edited into another shape ("hosts": [...], a host "x").
+    except (TypeError, ValueError, AttributeError) as exc:
+        return None, _note(str(exc))
+
+
+def _note(what: str) -> str:
+    return (f"the stored health record cannot be read ({what}); the state is unknown until "
+            "the monitor's next check writes a new one")
 
 
 def merged(status: Mapping[str, Any], record: HealthRecord) -> dict[str, Any]:

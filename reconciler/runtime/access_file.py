@@ -10,12 +10,20 @@ and whether ``/metrics`` needs a token::
         namespaces: [acme]         # leave out for every namespace
     metrics:
       requireToken: true
+    console:                       # reconcile daemon --console-* (docs/console.md)
+      enabled: true
+      sessionKeyRef: env:CONSOLE_SESSION_KEY
+    oidc:                          # reconcile daemon --console-oidc-*
+      issuer: https://login.example.com
+      clientId: reconcile-console
+      roles: {desk-ops: operator}
 
 Operator settings, like the command line: never part of the config repository.
 Read with the config's YAML loader, so a mistake is reported as the config's are:
 ``file:line:col``, the field's path, what is wrong and how to fix it. A top-level
-section this module does not know is an error, except the console's (``console:``,
-``oidc:``), which are kept unread for the console to read.
+section this module does not know is an error. ``console:`` and ``oidc:`` hold the
+same settings as the daemon's ``--console*`` options (:meth:`AccessFile.console_settings`);
+an option given on the command line wins over the file.
 """
 
 from __future__ import annotations
@@ -54,8 +62,7 @@ class TokenEntry(_Model):
     @field_validator("secret_ref", mode="before")
     @classmethod
     def _reference(cls, value: Any) -> str:
-        # SecretRef's own check refuses a literal token without echoing it.
-        return SecretRef.model_validate({"secretRef": value}).secret_ref
+        return _reference(value)
 
     @field_validator("role", mode="before")
     @classmethod
@@ -80,11 +87,87 @@ class MetricsAccess(_Model):
                                 description="Whether /metrics needs a viewer token.")
 
 
+def _reference(value: Any) -> str:
+    # SecretRef's own check refuses a literal secret without echoing it.
+    return SecretRef.model_validate({"secretRef": value}).secret_ref
+
+
+class ConsoleSection(_Model):
+    """``console:``: the daemon's ``--console``, ``--console-session-*`` and
+    ``--console-public-url``."""
+
+    enabled: bool | None = Field(default=None, description="Serve the console (--console).")
+    session_key_ref: str | None = Field(default=None, alias="sessionKeyRef")
+    session_hours: float | None = Field(default=None, alias="sessionHours", ge=0.01)
+    public_url: str | None = Field(default=None, alias="publicUrl", min_length=1)
+
+    @field_validator("session_key_ref", mode="before")
+    @classmethod
+    def _key(cls, value: Any) -> str | None:
+        return None if value is None else _reference(value)
+
+    def settings(self) -> dict[str, Any]:
+        return _given({"console": self.enabled,
+                       "console_session_key_ref": self.session_key_ref,
+                       "console_session_hours": self.session_hours,
+                       "console_public_url": self.public_url})
+
+
+class OidcSection(_Model):
+    """``oidc:``: the daemon's ``--console-oidc-*`` options."""
+
+    issuer: str | None = Field(default=None, min_length=1)
+    client_id: str | None = Field(default=None, alias="clientId", min_length=1)
+    client_secret_ref: str | None = Field(default=None, alias="clientSecretRef")
+    scopes: list[str] | None = Field(default=None, min_length=1)
+    name_claim: str | None = Field(default=None, alias="nameClaim", min_length=1)
+    roles_claim: str | None = Field(default=None, alias="rolesClaim", min_length=1)
+    namespaces_claim: str | None = Field(default=None, alias="namespacesClaim", min_length=1)
+    roles: dict[str, Role] | None = Field(
+        default=None, description="Roles-claim value -> role, e.g. {desk-ops: operator}.")
+    label: str | None = Field(default=None, min_length=1)
+
+    @field_validator("client_secret_ref", mode="before")
+    @classmethod
+    def _secret(cls, value: Any) -> str | None:
+        return None if value is None else _reference(value)
+
+    @field_validator("roles")
+    @classmethod
+    def _values(cls, value: dict[str, Role] | None) -> dict[str, Role] | None:
+        if value is not None and any(not k.strip() or "=" in k for k in value):
+            raise ValueError("a roles-claim value cannot be empty or contain '='")
+        return value
+
+    def settings(self) -> dict[str, Any]:
+        return _given({
+            "console_oidc_issuer": self.issuer,
+            "console_oidc_client_id": self.client_id,
+            "console_oidc_client_secret_ref": self.client_secret_ref,
+            "console_oidc_scopes": None if self.scopes is None else tuple(self.scopes),
+            "console_oidc_name_claim": self.name_claim,
+            "console_oidc_roles_claim": self.roles_claim,
+            "console_oidc_namespaces_claim": self.namespaces_claim,
+            "console_oidc_role_map": None if self.roles is None else tuple(
+                f"{value}={role.value}" for value, role in self.roles.items()),
+            "console_oidc_label": self.label,
+        })
+
+
+def _given(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 class AccessFile(_Model):
     tokens: list[TokenEntry] = Field(default_factory=list)
     metrics: MetricsAccess | None = None
-    console: dict[str, Any] | None = None  # the console's section, read by the console
-    oidc: dict[str, Any] | None = None  # likewise
+    console: ConsoleSection | None = None
+    oidc: OidcSection | None = None
+
+    def console_settings(self) -> dict[str, Any]:
+        """The ``DaemonSettings`` fields the console sections give (only those set)."""
+        return {**(self.console.settings() if self.console else {}),
+                **(self.oidc.settings() if self.oidc else {})}
 
 
 def load_access_file(path: str | Path) -> AccessFile:
@@ -103,7 +186,8 @@ def load_access_file(path: str | Path) -> AccessFile:
         raise AccessFileError(_lines(found.errors))
     if len(documents) != 1 or not isinstance(documents[0].data, dict):
         raise AccessFileError(f"{file}: the access file must be one YAML mapping with "
-                              "`tokens:` (and optionally `metrics:`); see docs/access.md")
+                              "`tokens:` (and optionally `metrics:`, `console:`, `oidc:`); "
+                              "see docs/access.md")
     document = documents[0]
     try:
         parsed = AccessFile.model_validate(document.data)

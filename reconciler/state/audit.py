@@ -35,11 +35,11 @@ from sqlalchemy import (
 from reconciler.config.desired import canonical_json
 from reconciler.config.secrets import SecretRef, redact, redact_ref
 from reconciler.state import schema as t
+from reconciler.state.audit_latest import LatestSends
 from reconciler.state.base import AuditDirection, AuditEntry, AuditStatus
 from reconciler.state.codec import SECRET_FIELDS, from_row
 from reconciler.state.delivery_events import queue_events
 from reconciler.state.driver import DriverStatement
-from reconciler.state.location import StoreArea
 
 MAX_REASON = 2000  # a whole SMTP transcript is not a reason; keep rows small
 MASK = "***"
@@ -203,8 +203,8 @@ def _where(
     return out
 
 
-class SqlAudit(StoreArea):
-    """Reached as ``store.audit``."""
+class SqlAudit(LatestSends):
+    """Reached as ``store.audit``; the last send per server is :class:`LatestSends`."""
 
     def record(self, entries: Sequence[AuditEntry]) -> None:
         """Append entries in one transaction."""

@@ -401,6 +401,10 @@ class Outbox(Protocol):
     def search(self, where: QueueFilter, *, limit: int | None = 100,
                offset: int = 0) -> list[OutboxMessage]: ...
 
+    def page(self, where: QueueFilter, *, after: int | None = None,
+             limit: int = 50) -> list[OutboxMessage]:
+        """``search`` keyset-paged: ``id > after``, oldest first (the console)."""
+
     def count(self, where: QueueFilter) -> dict[OutboxState, int]: ...
 
     def hold(self, where: QueueFilter, *, actor: str, reason: str = "",
@@ -441,3 +445,8 @@ class Audit(Protocol):
         """How many entries ``search`` would find with the same filters."""
 
     def purge(self, before: datetime) -> int: ...
+
+    def last_sent(self, servers: Collection[tuple[str, str]]
+                  ) -> dict[tuple[str, str], datetime]:
+        """Newest SENT time per (namespace, server) asked for, in one query; servers
+        that never sent are left out (state.audit_latest)."""

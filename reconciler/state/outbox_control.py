@@ -16,11 +16,11 @@ pretending. Callers wait for the attempt to end and try again (``cli.outbox``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, case, func, select, update
+from sqlalchemy import ColumnElement, Connection, case, func, select, union_all, update
 
 from reconciler.config.desired import canonical_json
 from reconciler.state.audit import insert_entries
@@ -100,6 +100,38 @@ class QueueControl(StoreArea):
         q = select(o).where(*_where(where)).order_by(o.c.id).offset(offset)
         with self._read() as conn:
             rows = conn.execute(q if limit is None else q.limit(limit)).all()
+            found = sorted(messages(conn, rows), key=lambda m: m.id)
+        if where.recipient:
+            found = [m for m in found if _has_recipient(m, where.recipient)]
+        return found
+
+    def page(self, where: QueueFilter, *, after: int | None = None,
+             limit: int = 50) -> list[OutboxMessage]:
+        """Up to ``limit`` messages matching ``where`` with ``id > after``, oldest first.
+
+        Keyset paging (the console): each page is an index walk that stops after
+        ``limit`` rows however deep it is, where ``search``'s offset counts every
+        skipped row. With several ``namespaces`` each is walked on its own
+        ``(namespace, state, id)`` index and the first ``limit`` of the walks kept:
+        ``namespace IN (...) ORDER BY id`` would sort every match first.
+        """
+        q = select(o).where(*_where(replace(where, namespaces=None)))
+        if after is not None:
+            q = q.where(o.c.id > after)
+        scoped = sorted(set(where.namespaces)) if where.namespaces is not None else None
+        if scoped is not None and not scoped:
+            return []
+        if scoped is not None and len(scoped) > 1:
+            walks = [select(q.where(o.c.namespace == ns).order_by(o.c.id).limit(limit)
+                            .subquery()) for ns in scoped]
+            merged = union_all(*walks).subquery()
+            q = select(merged).order_by(merged.c.id).limit(limit)
+        else:
+            if scoped is not None:
+                q = q.where(o.c.namespace == scoped[0])
+            q = q.order_by(o.c.id).limit(limit)
+        with self._read() as conn:
+            rows = conn.execute(q).all()
             found = sorted(messages(conn, rows), key=lambda m: m.id)
         if where.recipient:
             found = [m for m in found if _has_recipient(m, where.recipient)]

@@ -210,6 +210,9 @@ outbox = Table(
     Index(None, "state", "next_attempt_at"),
     Index(None, "state", "lease_expires_at"),
     Index(None, "lease_owner"),
+    # the console's outbox pages (migration 0011): one state, one namespace, by id
+    Index(None, "state", "id"),
+    Index(None, "namespace", "state", "id"),
 )
 
 outbox_attachments = Table(
@@ -262,6 +265,8 @@ audit = Table(
     Index(None, "server", "id"),
     Index(None, "direction", "id"),
     Index(None, "namespace", "status", "id"),
+    # each server's last send, one probe per server (migration 0011, state.audit_latest)
+    Index(None, "namespace", "server", "status", "created_at"),
 )
 
 oauth_tokens = Table(

@@ -71,7 +71,11 @@ def test_sync_runs() -> None:
 
 
 def test_console_runs() -> None:
-    out = run(str(BENCH / "console.py"), "--audit", "300", "--revisions", "25", "-k", "2",
-              "--explain")
-    assert out.count("audit deep page") == 4 and "revision config.yaml" in out  # 2 dbs x 2
-    assert "explain audit 2 namespaces" in out and "skipped" not in out
+    out = run(str(BENCH / "console.py"), "--audit", "300", "--revisions", "25",
+              "--messages", "40", "-k", "2", "--explain")
+    for page in ("home /", "servers", "outbox deferred", "outbox deep page", "outbox/ID",
+                 "audit deep page", "audit csv first chunk", "revision config.yaml", "sync",
+                 "incoming", "api /v1/outbox (baseline)"):
+        assert out.count(f"  {page} ") == 4, page  # 2 databases x 2 principals
+    assert "explain last sends" in out and "explain outbox 2 namespaces" in out
+    assert "skipped" not in out and "invalid" not in out

@@ -1,18 +1,20 @@
-"""The console over a real SQLite store, in-process (Starlette's TestClient drives
+"""The console over a real store (SQLite or PostgreSQL), in-process (Starlette's TestClient drives
 the ASGI app; the OIDC tests serve it with uvicorn instead).
 
 ``console_app`` mounts the console on a bare FastAPI app with a token table: a
 stand-in for the API tokens' ``identify(presented) -> Principal | None`` (moving
 to runtime/api_tokens.py with the access file), so the tests can sign in as
-principals with any roles and namespaces. ``daemon_app`` is the daemon's real
+principals with any roles and namespaces; ``signed_in`` is a browser signed in
+that way (a real session cookie). ``daemon_app`` is the daemon's real
 ``create_api`` with the console switched on, signing in with a real API token.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +62,10 @@ def outgoing(namespace: str, name: str, **spec: Any) -> Change:
     return Change(Action.CREATE, resource.key, None, resource)
 
 
-def applied_store(tmp_path: Any) -> Iterator[SqlStore]:
-    """A SQLite store with one primary server per namespace, applied (each test
-    module's ``store`` fixture)."""
-    with open_store(f"sqlite:///{tmp_path}/console.db") as opened:
+def applied_store(location: str | os.PathLike[str]) -> Iterator[SqlStore]:
+    """A store with one primary server per namespace, applied (the ``store`` fixture;
+    a few tests that break the SQLite file on purpose pass a file path)."""
+    with open_store(location) as opened:
         opened.commit([outgoing(ns, f"{ns}-main") for ns in NAMESPACES],
                       RevisionMeta(actor="console-test"), base_revision=0)
         yield opened  # type: ignore[misc]
@@ -109,3 +111,22 @@ def sign_in(browser: TestClient, token: str, next_path: str = "/console/") -> An
     form = browser.get("/console/signin")
     return browser.post("/console/signin", data={"csrf_token": csrf_of(form.text),
                                                  "token": token, "next": next_path})
+
+
+def signed_in(store: SqlStore, principal: Principal, *,
+              app_state: Mapping[str, Any] | None = None, **settings: Any) -> TestClient:
+    """A browser signed in as ``principal`` through the sign-in form. ``app_state``:
+    what the daemon would put on ``app.state`` (``sync_wake``, ``wake_worker``)."""
+    tokens = TokenTable()
+    app = console_app(store, tokens, **settings)
+    for name, value in (app_state or {}).items():
+        setattr(app.state, name, value)
+    browser = client(app)
+    done = sign_in(browser, tokens.add(principal))
+    assert done.status_code == 303, done.text
+    return browser
+
+
+def csrf_for(browser: TestClient) -> str:
+    """The signed-in session's CSRF token, as its pages carry it (the sign-out form)."""
+    return csrf_of(browser.get("/console/").text)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.config.desired import ResourceKey
 from reconciler.runtime.access import Principal
 from reconciler.state import SqlStore
 
@@ -19,9 +18,11 @@ from .console_kit import (
     applied_store,
     client,
     console_app,
+    csrf_for,
     csrf_of,
     daemon_app,
     sign_in,
+    signed_in,
 )
 
 ASSET_BUDGET = 200 * 1024
@@ -29,7 +30,8 @@ ASSET_BUDGET = 200 * 1024
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqlStore]:
-    yield from applied_store(tmp_path)
+    # SQLite only: a test breaks the file on purpose
+    yield from applied_store(tmp_path / "console.db")
 
 
 def test_a_missing_role_gets_a_403_page_naming_it(store: SqlStore) -> None:
@@ -66,18 +68,20 @@ def test_unknown_things_get_the_404_page(store: SqlStore, path: str) -> None:
 
 def test_a_failure_shows_a_reference_never_a_traceback(
         store: SqlStore, caplog: pytest.LogCaptureFixture) -> None:
-    # A hand-edited status row whose health part the page cannot read.
-    key = ResourceKey("OutgoingServer", "default", "default-main")
-    store.status_put(key, {"health": {"state": "Reachable", "lastChecked": "2026-05-01T10:00:00",
-                                      "lastChange": "2026-05-01T10:00:00",
-                                      "hosts": ["main", "alternate"]}})
-    tokens = TokenTable()
-    browser = client(console_app(store, tokens))
-    sign_in(browser, tokens.add(Principal.of("admin", ["admin"])))
-    reply = browser.get("/console/servers")
+    # The daemon's worker hook fails after a retry went through: an unexpected error.
+    def broken_wake() -> None:
+        raise RuntimeError("worker pool is gone")
+
+    queued = store.outbox.enqueue({"module": "requests", "to": ["someone@example.com"],
+                                   "subject": "hi", "textBody": "x"}, namespace="default",
+                                  idempotency_key=None)
+    browser = signed_in(store, Principal.of("admin", ["admin"]),
+                        app_state={"wake_worker": broken_wake})
+    reply = browser.post(f"/console/outbox/{queued.id}/retry",
+                         data={"csrf_token": csrf_for(browser)})
     assert reply.status_code == 500
     assert "Traceback" not in reply.text and 'File "' not in reply.text
-    assert "AttributeError" not in reply.text
+    assert "RuntimeError" not in reply.text and "worker pool" not in reply.text
     reference = re.search(r"reference ([0-9a-f]{8})", reply.text)
     assert reference is not None
     assert any(reference.group(1) in r.getMessage() and r.exc_info for r in caplog.records)

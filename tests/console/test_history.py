@@ -3,10 +3,10 @@ revision, the chain check, and what a namespace-scoped reader may see."""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import yaml
+from peers.postgres import RawSql
 from state.kit import res
 
 from console.conftest import Console
@@ -111,11 +111,10 @@ def test_unknown_or_invisible_revisions_are_not_found(console_store: SqlStore,
     assert console_as(Principal.of("app", ["sender"])).get("/console/history").status_code == 403
 
 
-def test_a_tampered_chain_is_reported(console_store: SqlStore, console_as: Console) -> None:
+def test_a_tampered_chain_is_reported(console_store: SqlStore, console_as: Console,
+                                      raw_sql: RawSql) -> None:
     history(console_store)
-    path = console_store.location.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE revisions SET message = 'nothing to see' WHERE number = 2")
+    raw_sql("UPDATE revisions SET message = 'nothing to see' WHERE number = 2")
     page = console_as(AUDITOR).get("/console/history")
     assert "Broken at revision 2" in page.text
     assert "was changed after it was written" in page.text

@@ -7,7 +7,8 @@ import socket
 
 from state.kit import res
 
-from console.conftest import CSRF, Console
+from console.conftest import Console
+from console.console_kit import csrf_for
 from console.test_history import apply
 from reconciler.runtime.access import Principal
 from reconciler.state import SqlStore
@@ -51,7 +52,8 @@ def test_a_scoped_principal_sees_only_its_mailboxes(console_store: SqlStore,
     client = console_as(BETA_ONLY)
     page = client.get("/console/incoming")
     assert "beta/desk" in page.text and "acme" not in page.text
-    refused = client.post("/console/incoming/acme/support/retry", data={"csrf_token": CSRF})
+    refused = client.post("/console/incoming/acme/support/retry",
+                          data={"csrf_token": csrf_for(client)})
     assert refused.status_code == 404
 
 
@@ -60,11 +62,12 @@ def test_retry_reports_the_mail_server_problem_without_a_traceback(
     mailboxes(console_store)
     client = console_as(OPERATOR)
     assert "Retry" in client.get("/console/incoming").text
-    tried = client.post("/console/incoming/acme/support/retry", data={"csrf_token": CSRF})
+    csrf = csrf_for(client)
+    tried = client.post("/console/incoming/acme/support/retry", data={"csrf_token": csrf})
     assert tried.status_code == 409
     assert "acme/support:" in tried.text and "Traceback" not in tried.text
-    missing = client.post("/console/incoming/acme/nope/retry", data={"csrf_token": CSRF})
+    missing = client.post("/console/incoming/acme/nope/retry", data={"csrf_token": csrf})
     assert missing.status_code == 404
-    viewer = console_as(VIEWER).post("/console/incoming/acme/support/retry",
-                                     data={"csrf_token": CSRF})
-    assert viewer.status_code == 403
+    viewer = console_as(VIEWER)
+    assert viewer.post("/console/incoming/acme/support/retry",
+                       data={"csrf_token": csrf_for(viewer)}).status_code == 403

@@ -25,7 +25,7 @@ SECRET_ENV = "RECONCILE_TEST_OIDC_SECRET"
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqlStore]:
-    yield from applied_store(tmp_path)
+    yield from applied_store(tmp_path / "console.db")
 
 
 @pytest.fixture

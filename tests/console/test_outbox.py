@@ -4,11 +4,8 @@ and the operator's retry / hold / release / cancel, audited with the signed-in n
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from reconciler.console.outbox import PAGE_SIZE
@@ -16,14 +13,10 @@ from reconciler.runtime.access import Principal
 from reconciler.state import SqlStore
 from reconciler.state.base import AuditStatus, OutboxState
 
-from .console_kit import TokenTable, applied_store, client, console_app, csrf_of, sign_in
+from .console_kit import TokenTable, client, console_app, csrf_of, sign_in
 
 OPS = Principal.of("ops@desk.example", ["operator"])
 
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqlStore]:
-    yield from applied_store(tmp_path)
 
 
 def _deferred(store: SqlStore, namespace: str, subject: str, error: str) -> int:
@@ -119,8 +112,40 @@ def test_long_queues_come_a_page_at_a_time(store: SqlStore) -> None:
     browser = _signed_in(store)
     first = browser.get("/console/outbox?namespace=default").text
     assert f"Subject {0:03}" in first and f"Subject {PAGE_SIZE:03}" not in first
-    link = re.search(r'href="(/console/outbox\?[^"]*offset=\d+)">Next page', first)
-    assert link is not None
+    link = re.search(r'href="(/console/outbox\?[^"]*after=(\d+))">Next page', first)
+    assert link is not None and int(link.group(2)) == ids[PAGE_SIZE - 1]
     second = browser.get(link.group(1).replace("&amp;", "&")).text
     assert f"Subject {PAGE_SIZE + 2:03}" in second and "Subject 000" not in second
-    assert len(ids) == PAGE_SIZE + 3
+    assert "Next page" not in second and "First page" in second
+
+
+def test_a_user_of_several_namespaces_sees_them_together_page_by_page(
+        store: SqlStore) -> None:
+    # interleaved, so a page that took one namespace at a time would be out of order
+    total = PAGE_SIZE * 3 // 2 + 6  # two thirds of them are theirs: more than a page
+    for i in range(total):
+        _deferred(store, ("default", "acme", "globex")[i % 3], f"Subject {i:03}", "451")
+    browser = _signed_in(store, Principal.of("two desks", ["viewer"], ["default", "acme"]))
+    first = browser.get("/console/outbox").text
+    mine = [i for i in range(total) if i % 3 != 2]
+    assert re.findall(r"Subject (\d{3})", first) == [f"{i:03}" for i in mine[:PAGE_SIZE]]
+    link = re.search(r'href="(/console/outbox\?[^"]*after=\d+)">Next page', first)
+    assert link is not None
+    second = browser.get(link.group(1).replace("&amp;", "&")).text
+    assert re.findall(r"Subject (\d{3})", second) == [f"{i:03}" for i in mine[PAGE_SIZE:]]
+    counts = re.search(r"<th scope=\"col\">retry_wait</th>.*?</tr>\s*<tr>(.*?)</tr>", first,
+                       re.S)
+    assert counts is not None and f"<td>{len(mine)}</td>" in counts.group(1)
+    only_acme = browser.get("/console/outbox?namespace=acme").text
+    assert set(re.findall(r"<td>(default|acme|globex)</td>", only_acme)) == {"acme"}
+    other = browser.get("/console/outbox?namespace=globex").text  # not theirs: all of mine
+    assert "globex</td>" not in other
+
+
+def test_the_overview_counts_every_namespace_of_a_limited_user(store: SqlStore) -> None:
+    for ns in ("default", "acme", "default"):
+        _deferred(store, ns, f"{ns} request", "451 later")
+    _deferred(store, "globex", "globex request", "451 later")
+    html = _signed_in(store, Principal.of("two desks", ["viewer"], ["default", "acme"])) \
+        .get("/console/").text
+    assert "Outbox</a> (acme, default)" in html and "retry_wait 3" in html

@@ -4,11 +4,8 @@ fetch state, limited to the principal's namespaces; "Test connection" for operat
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from peers.smtp import free_port
 
 from reconciler.config.desired import CanonicalResource, ResourceKey
@@ -20,21 +17,17 @@ from reconciler.state.contract import TokenWrite
 
 from .console_kit import (
     TokenTable,
-    applied_store,
     client,
     console_app,
     csrf_of,
     outgoing,
     sign_in,
+    signed_in,
 )
 
 NOW = datetime(2026, 5, 1, 10, 0, tzinfo=UTC)
 MAIN_KEY = ResourceKey("OutgoingServer", "acme", "acme-relay")
 
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqlStore]:
-    yield from applied_store(tmp_path)
 
 
 def _apply(store: SqlStore, *changes: Change) -> None:
@@ -143,3 +136,35 @@ def test_a_viewer_may_not_test_connections(store: SqlStore) -> None:
     reply = browser.post("/console/servers/outgoing/default/default-main/test",
                          data={"csrf_token": token})
     assert reply.status_code == 403 and "operator" in reply.text
+
+
+def test_a_hand_edited_health_record_reads_as_unknown_with_a_note(store: SqlStore) -> None:
+    store.status_put(ResourceKey("OutgoingServer", "default", "default-main"),
+                     {"health": {"state": "Reachable", "lastChecked": "2026-05-01T10:00:00",
+                                 "lastChange": "2026-05-01T10:00:00",
+                                 "hosts": ["main", "alternate"]}})
+    browser = signed_in(store, Principal.of("watcher", ["viewer"]))
+    reply = browser.get("/console/servers")
+    assert reply.status_code == 200
+    card = _card(reply.text, "default-main")
+    assert "Unknown" in card and "Reachable" not in card
+    assert "the stored health record cannot be read" in card
+    assert "next check" in card
+
+
+def test_last_sends_of_many_servers_come_from_one_store_query(store: SqlStore) -> None:
+    _apply(store, *(outgoing("acme", f"relay{i:02}", primary=False) for i in range(30)))
+    store.audit.record([
+        AuditEntry(status, "250 ok", namespace=ns, server=name,
+                   created_at=NOW + timedelta(minutes=minutes))
+        for ns, name, status, minutes in [
+            ("acme", "relay03", AuditStatus.SENT, 1), ("acme", "relay03", AuditStatus.SENT, 7),
+            ("acme", "relay03", AuditStatus.SEND_FAILED, 9),  # not a send
+            ("default", "relay03", AuditStatus.SENT, 30),  # another namespace's relay03
+            ("acme", "relay29", AuditStatus.SENT, 2)]])
+    wanted = [("acme", f"relay{i:02}") for i in range(30)] + [("default", "default-main")]
+    assert store.audit.last_sent(wanted) == {("acme", "relay03"): NOW + timedelta(minutes=7),
+                                             ("acme", "relay29"): NOW + timedelta(minutes=2)}
+    html = signed_in(store, Principal.of("watcher", ["viewer"])).get("/console/servers").text
+    assert "2026-05-01 10:07:00" in _card(html, "relay03")
+    assert re.search(r"Last send</dt>\s*<dd>never", _card(html, "relay04"))

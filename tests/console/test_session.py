@@ -25,7 +25,7 @@ ADMIN = Principal.of("desk admin", ["admin"])
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqlStore]:
-    yield from applied_store(tmp_path)
+    yield from applied_store(tmp_path / "console.db")
 
 
 def test_unauthenticated_pages_redirect_to_sign_in_with_the_way_back(store: SqlStore) -> None:

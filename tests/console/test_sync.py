@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from state.kit import res
 
-from console.conftest import CSRF, Console
+from console.conftest import Console
+from console.console_kit import csrf_for
 from console.test_history import apply
 from reconciler.runtime.access import Principal
 from reconciler.state import RevisionKind, SqlStore
@@ -47,19 +46,21 @@ def test_a_scoped_principal_sees_only_its_drift_and_cannot_sync_all(
     page = client.get("/console/sync")
     assert "acme/smtp" in page.text and "beta/smtp" not in page.text
     assert "Sync now" not in page.text
-    assert client.post("/console/sync/now", data={"csrf_token": CSRF}).status_code == 403
+    refused = client.post("/console/sync/now", data={"csrf_token": csrf_for(client)})
+    assert refused.status_code == 403
     assert console_store.sync.get().requested_at is None
 
 
 def test_sync_now_records_the_request_and_wakes_the_syncer(
         console_store: SqlStore, console_as: Console) -> None:
     woken: list[bool] = []
-    state = SimpleNamespace(sync_wake=lambda: woken.append(True))
-    client = console_as(OPERATOR, app_state=state)
+    client = console_as(OPERATOR, app_state={"sync_wake": lambda: woken.append(True)})
     assert "Sync now" in client.get("/console/sync").text
-    done = client.post("/console/sync/now", data={"csrf_token": CSRF}, follow_redirects=False)
+    done = client.post("/console/sync/now", data={"csrf_token": csrf_for(client)},
+                       follow_redirects=False)
     assert done.status_code == 303 and done.headers["location"] == "/console/sync?requested=1"
     assert console_store.sync.get().requested_at is not None and woken == [True]
     assert "Sync requested" in client.get(done.headers["location"]).text
-    viewer = console_as(VIEWER).post("/console/sync/now", data={"csrf_token": CSRF})
-    assert viewer.status_code == 403
+    viewer = console_as(VIEWER)
+    assert viewer.post("/console/sync/now",
+                       data={"csrf_token": csrf_for(viewer)}).status_code == 403
