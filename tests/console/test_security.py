@@ -31,7 +31,7 @@ ATTRIBUTE = '"><img src=x onerror=alert(2)>'
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqlStore]:
-    yield from applied_store(tmp_path)
+    yield from applied_store(tmp_path / "state.db")
 
 
 def _deferred(store: SqlStore, namespace: str, subject: str, error: str) -> int:
