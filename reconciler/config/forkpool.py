@@ -29,15 +29,18 @@ def cpus() -> int:
     return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
-def workers_for(items: int, threshold: int, load: float | None = None) -> int:
+def workers_for(items: int, threshold: int, load: float | None = None,
+                threads: int | None = None) -> int:
     """How many processes to spread ``items`` over: 1 (work alone) below ``threshold``,
     where fork is missing, while another thread runs, or with no core to spare.
 
-    ``load`` is the machine's run queue (default: the 1-minute load average).
+    ``load`` is the machine's run queue (default: the 1-minute load average);
+    ``threads`` the threads alive in this process (default: counted now).
     On cores that are already busy a worker only adds the cost of pickling its
     results back (~25 % of parsing them) and saves no time.
     """
-    if (items < threshold or threading.active_count() > 1
+    alive = threading.active_count() if threads is None else threads
+    if (items < threshold or alive > 1
             or "fork" not in multiprocessing.get_all_start_methods()):
         return 1
     if load is None:

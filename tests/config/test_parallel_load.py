@@ -89,11 +89,12 @@ def test_a_corpus_with_errors_loads_and_validates_the_same_in_workers(tmp_path: 
 
 
 def test_only_a_large_repo_with_idle_cores_and_no_other_thread_is_split() -> None:
-    assert forkpool.workers_for(PARALLEL_FILES - 1, PARALLEL_FILES, load=0.0) == 1
+    # threads=1: alone in the process (other tests of the session may leave threads).
+    assert forkpool.workers_for(PARALLEL_FILES - 1, PARALLEL_FILES, load=0.0, threads=1) == 1
     wanted = min(forkpool.cpus(), forkpool.MAX_WORKERS)
-    assert forkpool.workers_for(PARALLEL_FILES, PARALLEL_FILES, load=0.0) == wanted
+    assert forkpool.workers_for(PARALLEL_FILES, PARALLEL_FILES, load=0.0, threads=1) == wanted
     busy = float(forkpool.cpus())
-    assert forkpool.workers_for(PARALLEL_FILES, PARALLEL_FILES, load=busy) == 1
+    assert forkpool.workers_for(PARALLEL_FILES, PARALLEL_FILES, load=busy, threads=1) == 1
     release = threading.Event()
     other = threading.Thread(target=release.wait)
     other.start()
