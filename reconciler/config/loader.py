@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import yaml
 
 from reconciler.config import forkpool
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
-from reconciler.config.limits import MAX_DEPTH, AliasBudget, LimitExceeded, first_too_deep, too_deep
+from reconciler.config.limits import AliasBudget, LimitExceeded, first_too_deep, too_deep
 from reconciler.config.positions import Mark, PosDict, PosList, pack, unpack
 from reconciler.config.yaml_errors import (
     MAX_INT_DIGITS,
@@ -37,6 +36,7 @@ from reconciler.config.yaml_errors import (
     unreadable_value,
     yaml_error_diagnostic,
 )
+from reconciler.config.yaml_events import NeedsNodes, roots
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -127,74 +127,15 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             index += 1
 
     def read_events(self, file: str, documents: list[Document]) -> None:
-        """Append every document of the stream, built straight from parser events.
-
-        Skipping the node graph makes parsing about a third faster (see
-        ``bench/validate_scale.py``). Only plain mappings, sequences and scalars
-        are handled here; anchors, aliases, explicit tags, merge keys, complex
-        and duplicate keys, and entries whose marks do not fit one word raise
-        :class:`_NeedsNodes` so that :meth:`read_nodes` stays their one
-        implementation. The result is the same either way.
-
-        Hot path: a container's marks are collected in a plain list and packed
-        once when it closes, rather than through ``PosDict.put`` per entry.
-        """
-        get_event = self.get_event
-        open_: list[Any] = []  # the open PosDict/PosList, innermost last
-        words: list[list[int]] = []  # per open container: its start, then its entries' words
-        keys: list[Any] = []  # per open container: the key waiting for its value, or _NO_KEY
-        key_marks: list[int] = []
-        root: Any = None
-        root_mark = 0
-        index = 0
-        while True:
-            event = get_event()
-            kind = event.__class__
-            if kind is yaml.ScalarEvent:
-                value = self._scalar(event, len(open_), index)
-                start = event.start_mark
-                mark = (start.line + 1) << 32 | (start.column + 1)  # positions.pack, inlined
-            elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
-                self._open(event, open_, index)
-                words.append([pack(event.start_mark.line + 1, event.start_mark.column + 1)])
-                keys.append(_NO_KEY)
-                key_marks.append(0)
-                continue
-            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
-                value = open_.pop()
-                marks = words.pop()
-                keys.pop()
-                key_marks.pop()
-                value.marks = array("Q", marks).tobytes()
-                mark = marks[0]
-            elif kind is yaml.DocumentEndEvent:
-                if root is not None:
-                    documents.append(_document(file, index, root, root_mark))
-                root = None
-                index += 1
-                continue
-            elif kind is yaml.StreamEndEvent:
-                return
-            elif kind is yaml.AliasEvent:
-                raise _NeedsNodes(len(open_), index)
-            else:  # stream and document start
-                continue
-            if not open_:
-                root, root_mark = value, mark
-            elif open_[-1].__class__ is PosList:
-                open_[-1].append(value)
-                words[-1].append(mark)
-            elif keys[-1] is _NO_KEY:
-                keys[-1] = _key(value, kind is yaml.ScalarEvent, len(open_), index)
-                key_marks[-1] = mark
-            else:
-                words[-1].append(_entry(open_[-1], keys[-1], key_marks[-1], value, mark,
-                                        len(open_), index))
-                keys[-1] = _NO_KEY
+        """Append every document of the stream, built straight from parser events
+        (:mod:`~reconciler.config.yaml_events`); raises :class:`NeedsNodes` where
+        only :meth:`read_nodes` can read the stream."""
+        for index, root, mark in roots(self.get_event, self._scalar):
+            documents.append(_document(file, index, root, mark))
 
     def _scalar(self, event: yaml.ScalarEvent, depth: int, index: int) -> Any:
         if event.anchor is not None or event.tag is not None:
-            raise _NeedsNodes(depth, index)
+            raise NeedsNodes(depth, index)
         value = event.value
         if not event.implicit[0]:  # quoted: always a string
             tag = _STR_TAG
@@ -213,43 +154,16 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
             return value
         return self._in_file.setdefault(value, value)
 
-    @staticmethod
-    def _open(event: yaml.CollectionStartEvent, open_: list[Any], index: int) -> None:
-        if event.anchor is not None or event.tag is not None:
-            raise _NeedsNodes(len(open_) + 1, index)
-        if len(open_) >= MAX_DEPTH:
-            raise too_deep(event.start_mark)
-        open_.append(dict.__new__(PosDict) if event.__class__ is yaml.MappingStartEvent
-                     else list.__new__(PosList))  # marks are set when it closes
-
     def _construct_scalar(self, event: yaml.ScalarEvent, tag: str, depth: int,
                           index: int) -> Any:
         construct = self.yaml_constructors.get(tag)  # none for `<<` and `=`
         if construct is None:
-            raise _NeedsNodes(depth, index)
+            raise NeedsNodes(depth, index)
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         try:
             return construct(self, node)
         except SCALAR_ERRORS as exc:
             raise unreadable_value(node, exc) from None
-
-
-def _key(value: Any, scalar: bool, depth: int, index: int) -> Any:
-    if not scalar or not isinstance(value, _KEY_TYPES):
-        raise _NeedsNodes(depth, index)  # read_nodes reports the complex key
-    # the same few keys recur in every resource: keep one copy of each
-    return sys.intern(value) if value.__class__ is str else value
-
-
-def _entry(parent: PosDict, key: Any, key_mark: int, value: Any, mark: int, depth: int,
-           index: int) -> int:
-    """Add ``key: value`` to ``parent``; returns the word of its marks (positions._entry)."""
-    below = (mark >> 32) - (key_mark >> 32)
-    if (key in parent or key_mark >> 60 or (key_mark & _COL_MASK) >> 16
-            or (mark & _COL_MASK) >> 16 or not 0 <= below < 16):
-        raise _NeedsNodes(depth, index)  # a duplicate key, or marks too wide for one word
-    parent[key] = value
-    return (key_mark >> 32) << 36 | (key_mark & _COL_MASK) << 20 | below << 16 | (mark & _COL_MASK)
 
 
 def _document(file: str, index: int, root: Any, mark: int) -> Document:
@@ -270,27 +184,11 @@ def _tag(loader: _PositionalLoader, raw: str, implicit: tuple[bool, bool]) -> st
     return tag
 
 
-class _NeedsNodes(Exception):
-    """The stream uses a YAML feature that only the node-based reader handles.
-
-    Carries how deep the nesting was and which document was being read, so the
-    rest of the stream can be checked for depth before any node is composed.
-    """
-
-    def __init__(self, depth: int, index: int) -> None:
-        super().__init__()
-        self.depth = depth
-        self.index = index
-
-
 _STR_TAG = "tag:yaml.org,2002:str"
-_NO_KEY = object()  # a mapping waiting for its next key
-_COL_MASK = (1 << 32) - 1
 _CONTAINERS = (PosDict, PosList)
 _NO_START: Mark = (1, 1)
 # The largest int whose decimal form Python will still print (its int_max_str_digits)
 _MAX_INT_BITS = int(MAX_INT_DIGITS * 3.32)
-_KEY_TYPES = (str, int, float, bool, type(None))
 # Plain scalar -> resolved tag. Keys and enum-like values repeat across a repo,
 # and resolving runs a regex per candidate type; the size bound keeps unique
 # values (emails, hosts) from growing it without limit.
@@ -422,7 +320,7 @@ def load_text(text: str, file: str, diagnostics: Diagnostics,
     try:
         try:
             loader.read_events(file, documents)
-        except _NeedsNodes as need:
+        except NeedsNodes as need:
             too_deep_at = first_too_deep(loader, need.depth, need.index)
             loader.dispose()
             loader = _PositionalLoader(text, strings)

@@ -164,3 +164,14 @@ def test_event_and_node_readers_build_the_same_documents() -> None:
             loader.dispose()
             built.append([(d.index, d.mark, _dump(d.data)) for d in documents])
         assert built[0] == built[1]
+
+
+def test_a_key_reads_the_same_after_its_text_was_seen_quoted_or_plain() -> None:
+    # keys read as strings are remembered by their text: a quoted '12' or 'true' must not
+    # make a later plain 12 or true a string, nor a plain string key change its type
+    for text in ("a: {'12': x, 'true': y, name: z}", "a: {12: x, true: y, 'name': z}",
+                 "a: {12: x, true: y, name: z}"):
+        [doc], diags = _load(text)
+        assert not list(diags)
+        plain = text.startswith("a: {12")
+        assert list(doc.data["a"]) == ([12, True, "name"] if plain else ["12", "true", "name"])
