@@ -130,7 +130,7 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         """Append every document of the stream, built straight from parser events
         (:mod:`~reconciler.config.yaml_events`); raises :class:`NeedsNodes` where
         only :meth:`read_nodes` can read the stream."""
-        for index, root, mark in roots(self.get_event, self._scalar):
+        for index, root, mark in roots(self.get_event, self._scalar, self.strings):
             documents.append(_document(file, index, root, mark))
 
     def _scalar(self, event: yaml.ScalarEvent, depth: int, index: int) -> Any:
@@ -144,11 +144,13 @@ class _PositionalLoader(yaml.CSafeLoader):  # type: ignore[misc]
         if tag != _STR_TAG:
             return self._construct_scalar(event, tag, depth, index)
         # values repeat across resources (apiVersion, kinds, protocols, hosts):
-        # one copy each, up to a bound so unique values do not grow the table
+        # one copy each, up to a bound so unique values do not grow the table.
+        # Only text that reads as a string unquoted too goes in: the event reader
+        # takes any scalar found in it for that string without resolving its tag.
         shared = self.strings.get(value)
         if shared is not None:
             return shared
-        if self._share:
+        if self._share and (event.implicit[0] or _tag(self, value, (True, False)) == _STR_TAG):
             self.strings[value] = value
             self._share = len(self.strings) < _SHARED_STRINGS
             return value

@@ -59,11 +59,14 @@ _KEYS_SIZE = 8192
 
 
 class _Reader:
-    __slots__ = ("get_event", "index", "scalar")
+    __slots__ = ("get_event", "index", "scalar", "strings")
 
-    def __init__(self, get_event: Callable[[], yaml.Event], scalar: ScalarReader) -> None:
+    def __init__(self, get_event: Callable[[], yaml.Event], scalar: ScalarReader,
+                 strings: dict[str, str]) -> None:
         self.get_event = get_event
         self.scalar = scalar
+        # text -> the string it reads as, quoted or not; ``scalar`` fills it
+        self.strings = strings
         self.index = 0  # of the document being read
 
     def container(self, event: yaml.CollectionStartEvent, depth: int) -> PosDict | PosList:
@@ -82,7 +85,7 @@ class _Reader:
         return found
 
     def mapping(self, result: PosDict, words: list[int], depth: int) -> PosDict:
-        get_event, scalar, index = self.get_event, self.scalar, self.index
+        get_event, scalar, index, strings = self.get_event, self.scalar, self.index, self.strings
         while True:
             event = get_event()
             kind = event.__class__
@@ -98,7 +101,9 @@ class _Reader:
             event = get_event()
             kind = event.__class__
             if kind is _SCALAR:
-                value = scalar(event, depth, index)
+                value = strings.get(event.value)  # the common case, without a call
+                if value is None or event.anchor is not None or event.tag is not None:
+                    value = scalar(event, depth, index)
             elif kind is _MAPPING or kind is _SEQUENCE:
                 value = self.container(event, depth + 1)
             else:
@@ -125,12 +130,15 @@ class _Reader:
         return key
 
     def sequence(self, result: PosList, words: list[int], depth: int) -> PosList:
-        get_event, scalar, index = self.get_event, self.scalar, self.index
+        get_event, scalar, index, strings = self.get_event, self.scalar, self.index, self.strings
         while True:
             event = get_event()
             kind = event.__class__
             if kind is _SCALAR:
-                result.append(scalar(event, depth, index))
+                value = strings.get(event.value)
+                if value is None or event.anchor is not None or event.tag is not None:
+                    value = scalar(event, depth, index)
+                result.append(value)
             elif kind is _SEQUENCE_END:
                 return result
             elif kind is _MAPPING or kind is _SEQUENCE:
@@ -141,10 +149,14 @@ class _Reader:
             words.append((start.line + 1) << 32 | (start.column + 1))
 
 
-def roots(get_event: Callable[[], yaml.Event],
-          scalar: ScalarReader) -> Iterator[tuple[int, Any, int]]:
-    """(index, content, packed start mark) of each document of the stream with content."""
-    reader = _Reader(get_event, scalar)
+def roots(get_event: Callable[[], yaml.Event], scalar: ScalarReader,
+          strings: dict[str, str]) -> Iterator[tuple[int, Any, int]]:
+    """(index, content, packed start mark) of each document of the stream with content.
+
+    ``scalar`` reads a scalar; ``strings`` maps text to the string it reads as
+    whether quoted or not (text such as ``12`` or ``true`` must never be in it).
+    """
+    reader = _Reader(get_event, scalar, strings)
     root: Any = None
     mark = 0
     while True:

@@ -175,3 +175,16 @@ def test_a_key_reads_the_same_after_its_text_was_seen_quoted_or_plain() -> None:
         assert not list(diags)
         plain = text.startswith("a: {12")
         assert list(doc.data["a"]) == ([12, True, "name"] if plain else ["12", "true", "name"])
+
+
+def test_a_value_reads_the_same_after_its_text_was_seen_quoted(tmp_path: Path) -> None:
+    # repeated string values are shared by their text across the files of a load: a
+    # quoted '12' must not make a later plain 12 (in this file or the next) a string
+    text = "a: '12'\nb: 12\nc: ['true', true, '~', ~, 'x', x]\n"
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / name).write_text(text)
+    diags = Diagnostics()
+    docs = load_tree(tmp_path, diags, workers=1)
+    assert not list(diags)
+    for doc in docs:
+        assert dict(doc.data) == {"a": "12", "b": 12, "c": ["true", True, "~", None, "x", "x"]}
