@@ -72,6 +72,11 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
+def _cpu_ms(value: float | None) -> str:
+    # CPU per message is under a millisecond here: one decimal would hide a 10 % change.
+    return "-" if value is None else f"{value:.2f}"
+
+
 def median_runs(results: Iterable[RunResult]) -> list[RunResult]:
     """Per system (first-seen order), the run with the median msg/s."""
     by_system: dict[str, list[RunResult]] = {}
@@ -100,7 +105,7 @@ def table(results: Iterable[RunResult], baseline: float | None = None) -> str:
                      _ms(percentile(r.intake_ms, 50)), _ms(percentile(r.intake_ms, 99)),
                      str(r.lost) + (f" (+{r.n - r.submitted} refused)"
                                     if r.submitted < r.n else ""),
-                     _ms(r.cpu_ms_per_message), ratio))
+                     _cpu_ms(r.cpu_ms_per_message), ratio))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for k, row in enumerate(rows):
