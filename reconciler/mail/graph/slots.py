@@ -96,11 +96,15 @@ class MailboxSlots:
             if not item.answer.done():
                 item.answer.set_exception(exc)
         else:
-            # Handed over on the loop's next turn, behind the next request: aiohttp writes
-            # a request body from a task of its own (Python < 3.12 has no eager tasks), and
-            # an answer set now would wake the send first, so its result, its lane and
-            # whatever that wakes ran before the next request left (~0.2 ms per cycle).
-            asyncio.get_running_loop().call_soon(_hand_over, item.answer, result)
+            if self._queue.empty():
+                _hand_over(item.answer, result)
+            else:
+                # Handed over on the loop's next turn, behind the next request: aiohttp
+                # writes a request body from a task of its own (Python < 3.12 has no eager
+                # tasks), and an answer set now would wake the send first, so its result,
+                # its lane and whatever that wakes ran before the next request left (~0.2
+                # ms a cycle in a surge, for one more turn of the loop: ~0.04 ms of CPU).
+                asyncio.get_running_loop().call_soon(_hand_over, item.answer, result)
             handed = True
         finally:
             self.in_flight -= 1

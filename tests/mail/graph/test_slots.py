@@ -88,9 +88,11 @@ async def test_an_answer_for_a_send_that_gave_up_meanwhile_is_dropped() -> None:
         client.after_answer["u1"] = first.cancel  # after the answer was read, before hand-over
         while "u1" not in client.answers:
             await asyncio.sleep(0)
+        # Queued behind it, so the answer is handed over on the next turn.
+        second = asyncio.create_task(slots.request(client, "POST", "u2", b"{}", {}, 5.0))
+        await asyncio.sleep(0)
         client.answers["u1"].set_result(ACCEPTED)
         await asyncio.wait([first], timeout=5)
-        second = asyncio.create_task(slots.request(client, "POST", "u2", b"{}", {}, 5.0))
         while "u2" not in client.answers:
             await asyncio.sleep(0)
         client.answers["u2"].set_result(ACCEPTED)
