@@ -65,6 +65,7 @@ from typing import Any
 
 from _cpu import process_cpu
 from _daemon import fresh_store, reconcile_command
+from _graph_bare import bare_surge
 from _httpfeed import NAMESPACE, notification_4k, post_all_raw
 from _postfix import free_port
 from _sink import bench_id
@@ -81,7 +82,7 @@ from reconciler.credentials import gate
 from reconciler.daemon.app import Daemon, loop_factory
 from reconciler.dispatch.compose import compose
 from reconciler.dispatch.filters import filter_notification
-from reconciler.mail.envelope import Notification
+from reconciler.mail.envelope import Envelope, Notification
 from reconciler.mail.graph.transport import GraphTransport
 from reconciler.mail.outcome import Outcome
 from reconciler.runtime.settings import DaemonSettings
@@ -250,19 +251,40 @@ def failed_count(store_url: str) -> int:
         return len(store.audit.search(status="SEND_FAILED", namespace=NAMESPACE, limit=None))
 
 
-def transport_cpu(args: argparse.Namespace, ca_file: Path, endpoint: str) -> float:
-    """--transport-only: CPU seconds per send of the Graph transport alone (no daemon, no
-    store): -n composed messages, a worker's lane of them at a time."""
+def composed(args: argparse.Namespace, endpoint: str) -> tuple[OutgoingServer, list[Envelope]]:
+    """The bench's server and -n + 1 composed messages, as the daemon would send them."""
     import yaml
 
     server = OutgoingServer.model_validate(yaml.safe_load(CONFIG.format(
         namespace=NAMESPACE, mailbox=MAILBOX, endpoint=endpoint, slots=args.slots)))
+    notifications = [Notification.model_validate(notification_4k(f"t{i}"))
+                     for i in range(args.n + 1)]
+    return server, [compose(n, server, filter_notification(n, None)) for n in notifications]
+
+
+def bare_floor(args: argparse.Namespace, certs: PeerCerts) -> str:
+    """--bare: the same messages from a bare client (bench/_graph_bare.py) to a fresh peer
+    of the same kind, after the daemon's run: what is left is the peer's and the machine's."""
+    peer = PeerProcess(certs, mailboxes=(MAILBOX,), max_concurrent=args.slots,
+                       service_time=args.service_ms / 1000, retry_after=args.retry_after).start()
+    try:
+        server, envelopes = composed(args, peer.endpoint)
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            took, cpu = runner.run(bare_surge(server, envelopes[1:], TOKEN, certs.ca_file))
+    finally:
+        peer.stop()
+    minimum = args.n * args.service_ms / 1000 / args.slots
+    return (f"  bare client     {took:.2f} s = {took / minimum:.3f}x of the minimum (the same "
+            f"messages, no daemon, {cpu * 1000:.2f} ms CPU per request; the floor here now)")
+
+
+def transport_cpu(args: argparse.Namespace, ca_file: Path, endpoint: str) -> float:
+    """--transport-only: CPU seconds per send of the Graph transport alone (no daemon, no
+    store): -n composed messages, a worker's lane of them at a time."""
+    server, envelopes = composed(args, endpoint)
     # No store here: the token may go to this endpoint, as an apply would have bound it.
     gate.install(gate.Bindings(frozenset({(gate.client_of(server.spec.auth),
                                            url_host_endpoint(endpoint))})))
-    notifications = [Notification.model_validate(notification_4k(f"t{i}"))
-                     for i in range(args.n + 1)]
-    envelopes = [compose(n, server, filter_notification(n, None)) for n in notifications]
 
     async def main() -> float:
         transport = GraphTransport(ca_file=ca_file, token_provider=lambda _s: TOKEN)
@@ -324,9 +346,12 @@ def run(args: argparse.Namespace) -> int:
                     daemon.stop()
         finally:
             peer.stop()
+        floor = bare_floor(args, certs) if args.bare else ""
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report(args, fed.accepted, arrived, failed, statuses, most, fed.errors, daemon_cpu)
+    if floor:
+        print(floor)
     return 0
 
 
@@ -453,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--concurrency", type=int, default=16,
                         help="concurrent HTTP clients posting notifications (default 16)")
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--bare", action="store_true",
+                        help="also time a bare client (no daemon) against a fresh peer: the "
+                        "floor the ratio is read against (default mode only)")
     parser.add_argument("--transport-only", action="store_true",
                         help="no daemon: the Graph transport's CPU per send on its own")
     parser.add_argument("--timeout", type=float, default=300.0,
@@ -460,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.n, args.slots, args.concurrency) < 1 or args.service_ms <= 0:
         parser.error("-n, --slots, --concurrency and --service-ms must be positive")
+    if args.bare and args.throttle_every:
+        parser.error("--bare answers no 429s: use it without --throttle-every")
     logging.basicConfig(level=logging.ERROR)
     return run(args)
 

@@ -52,6 +52,8 @@ def test_graph_surge_runs() -> None:
     alone = run(str(BENCH / "graph_surge.py"), "-n", "10", "--service-ms", "1",
                 "--transport-only")
     assert "graph transport alone:" in alone and "ms CPU per send (10 sends" in alone
+    floor = run(str(BENCH / "graph_surge.py"), "-n", "12", "--service-ms", "2", "--bare")
+    assert "12 x 202, 0 x 429" in floor and "bare client " in floor, floor
 
 
 def test_incoming_runs() -> None:

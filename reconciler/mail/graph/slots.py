@@ -88,6 +88,7 @@ class MailboxSlots:
         item.answer.add_done_callback(abandon)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        handed = False
         try:
             result = await item.client.request(item.method, item.url, item.content,
                                                item.headers, item.timeout)
@@ -95,13 +96,21 @@ class MailboxSlots:
             if not item.answer.done():
                 item.answer.set_exception(exc)
         else:
-            if not item.answer.done():
-                item.answer.set_result(result)
+            if self._queue.empty():
+                _hand_over(item.answer, result)
+            else:
+                # Handed over on the loop's next turn, behind the next request: aiohttp
+                # writes a request body from a task of its own (Python < 3.12 has no eager
+                # tasks), and an answer set now would wake the send first, so its result,
+                # its lane and whatever that wakes ran before the next request left (~0.2
+                # ms a cycle in a surge, for one more turn of the loop: ~0.04 ms of CPU).
+                asyncio.get_running_loop().call_soon(_hand_over, item.answer, result)
+            handed = True
         finally:
             self.in_flight -= 1
             current.clear()
             item.answer.remove_done_callback(abandon)
-            if not item.answer.done():  # the sender is closing under it
+            if not handed and not item.answer.done():  # the sender is closing under it
                 item.answer.cancel()
 
     async def aclose(self) -> None:
@@ -110,6 +119,11 @@ class MailboxSlots:
         for sender in senders:
             sender.cancel()
         await asyncio.gather(*senders, return_exceptions=True)
+
+
+def _hand_over(answer: asyncio.Future[GraphAnswer], result: GraphAnswer) -> None:
+    if not answer.done():  # not given up by its send meanwhile
+        answer.set_result(result)
 
 
 @dataclass(frozen=True, slots=True)
