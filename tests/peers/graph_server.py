@@ -329,13 +329,22 @@ class GraphPeer:
                 self.max_in_flight[mailbox] = max(self.max_in_flight.get(mailbox, 0), busy + 1)
         if throttled:
             return self._throttle("Application is over its MailboxConcurrency limit.")
+        request.state.due = started + self.service_time
         try:
-            if self.service_time:
-                await asyncio.sleep(started + self.service_time - time.monotonic())
-            return await handler(request)
+            response = await handler(request)
+            await _until_due(request)  # endpoints that accept nothing
+            return response
         finally:
             with self._lock:
                 self._in_flight[mailbox] -= 1
+
+    async def _accept(self, request: Request, sent: SentMail) -> None:
+        # Accepted when Graph answers, at the end of its service time: the parsing
+        # and checks above are Graph's work inside that time, not the client's delay.
+        await _until_due(request)
+        sent.at = time.monotonic()
+        with self._lock:
+            self.sent.append(sent)
 
     def _take_fault(self, request: Request) -> Fault | None:
         with self._lock:
@@ -394,8 +403,7 @@ class GraphPeer:
         else:
             return graph_error(415, "UnsupportedMediaType",
                                f"Content type {content_type!r} is not supported.")
-        with self._lock:
-            self.sent.append(sent)
+        await self._accept(request, sent)
         return Response(status_code=202)
 
     async def _create_draft(self, request: Request) -> Response:
@@ -480,11 +488,10 @@ class GraphPeer:
         with self._lock:
             message = state.drafts.pop(request.path_params["id"], None)
             attachments = state.draft_attachments.pop(request.path_params["id"], {})
-            if message is not None:
-                self.sent.append(SentMail(mailbox, "draft", message, True, attachments))
         if message is None:
             return graph_error(404, "ErrorItemNotFound",
                                "The specified object was not found in the store.")
+        await self._accept(request, SentMail(mailbox, "draft", message, True, attachments))
         return Response(status_code=202)
 
 
@@ -507,6 +514,13 @@ def graph_peers(certs: PeerCerts) -> Iterator[Callable[..., GraphPeer]]:
     finally:
         for peer in started:
             peer.stop()
+
+
+async def _until_due(request: Request) -> None:
+    """Wait out what is left of the request's service time (none once it has passed)."""
+    left = request.state.due - time.monotonic()
+    if left > 0:
+        await asyncio.sleep(left)
 
 
 def _check_message(message: Any) -> Response | None:
