@@ -39,7 +39,12 @@ import orjson
 
 from reconciler.config.checks import check_semantics
 from reconciler.config.derive import defaulted_paths, derive_all
-from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
+from reconciler.config.desired import (
+    CanonicalResource,
+    DesiredState,
+    LazyResources,
+    ResourceKey,
+)
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
 from reconciler.config.gcpause import gc_paused
 from reconciler.config.loaded import Derivation, LoadedResource
@@ -86,8 +91,10 @@ class CachedValidation:
 
     diagnostics: Diagnostics
     rows: list[Row] = field(default_factory=list)
-    # per namespace: the JSON of its canonical resources, parsed only if a plan asks
+    # per namespace: the JSON of its canonical resources, parsed only if a plan reads
+    # one of them, and their [kind, namespace, name, digest]
     specs: list[str] = field(default_factory=list)
+    digests: list[list[list[str]]] = field(default_factory=list)
     _desired: DesiredState | None = field(default=None, init=False, repr=False)
 
     @property
@@ -101,10 +108,7 @@ class CachedValidation:
     @property
     def desired(self) -> DesiredState | None:
         if self._desired is None and self.ok:
-            self._desired = DesiredState.of(
-                CanonicalResource(ResourceKey(*key), api_version, spec, labels, digest)
-                for text in self.specs
-                for key, api_version, labels, spec, digest in orjson.loads(text))
+            self._desired = DesiredState(CachedResources(self.specs, self.digests))
         return self._desired
 
     def derivations(self) -> dict[ResourceKey, set[str]]:
@@ -113,6 +117,38 @@ class CachedValidation:
 
     def derived_listing(self) -> list[tuple[str, str, list[Derivation]]]:
         return [(r.display, r.file, r.derivations) for r in self.rows]
+
+
+class CachedResources(LazyResources):
+    """A cached validation's desired state: every digest at hand, a namespace's specs
+    parsed when one of its resources is read (a plan reads only the changed ones)."""
+
+    def __init__(self, specs: list[str], digests: list[list[list[str]]]) -> None:
+        super().__init__()
+        self._specs = specs
+        found = {ResourceKey(kind, ns, name): (digest, i)
+                 for i, rows in enumerate(digests) for kind, ns, name, digest in rows}
+        self._where = {key: found[key] for key in sorted(found)}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
+    def __iter__(self) -> Iterator[ResourceKey]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def digest(self, key: ResourceKey) -> str:
+        return self._where[key][0]
+
+    def _make(self, key: ResourceKey) -> CanonicalResource:
+        for raw, api_version, labels, spec, digest in orjson.loads(
+                self._specs[self._where[key][1]]):
+            made = ResourceKey(*raw)
+            self._made.setdefault(made, CanonicalResource(made, api_version, spec, labels,
+                                                          digest))
+        return self._made[key]
 
 
 @gc_paused()
@@ -295,13 +331,14 @@ class _Run:
         duplicates = Diagnostics()
         resources = _duplicates(resources, duplicates)
         derive_all(resources)
-        rows, specs = [], []
+        rows, specs, digests = [], [], []
         for res in resources:
             found = policy_engine.evaluate(plain, [res], today=self.today)
             if any(d.code == "policy-error" for d in found):
                 raise _Cold
             made = canonical(res)
             specs.append([list(made.key), made.api_version, made.labels, made.spec, made.digest])
+            digests.append([*made.key, made.digest])
             rows.append([list(made.key), res.file, res.document.index,
                          [[list(d.path), d.value, d.reason] for d in res.derivations],
                          [_dump(d) for d in found],
@@ -311,7 +348,7 @@ class _Run:
         missing = {(f.kind, target) for res in resources for f, target, _ in iter_references(res)
                    if target not in names.get((f.kind, ns), ())}
         # a string in the pack: a validate that needs no desired state never parses it
-        return {"rows": rows, "specs": orjson.dumps(specs).decode(),
+        return {"rows": rows, "specs": orjson.dumps(specs).decode(), "digests": digests,
                 "duplicates": [_dump(d) for d in duplicates.items],
                 "references": [_dump(d) for d in check_references(resources, names=names)],
                 "semantics": [_dump(d) for d in check_semantics(resources)],
@@ -340,7 +377,8 @@ class _Run:
                                                             row.key)))
         diags.extend(findings)
         diags.extend(waivers.unused())
-        return CachedValidation(diags, rows, [e["specs"] for e in by_ns.values()])
+        return CachedValidation(diags, rows, [e["specs"] for e in by_ns.values()],
+                                [e["digests"] for e in by_ns.values()])
 
 
 def _warm_or_cold(entries: list[dict[str, Any]]) -> None:

@@ -13,6 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reconciler.config.desired import digest_at
 from reconciler.policy.cache_pack import context_digest, pack_path
 from reconciler.policy.incremental import CachedValidation, validate_incremental
 from reconciler.policy.validate import ValidationResult, validate_path
@@ -146,12 +147,20 @@ EDITS = (change_field, add_resource, remove_resource, change_policy, break_refer
 
 def _seen(result: ValidationResult | CachedValidation) -> tuple[Any, ...]:
     """Everything validate and plan show: diagnostics, count, desired state, derived values."""
-    desired = result.desired
-    return ([d.as_dict() for d in result.diagnostics], result.count,
-            None if desired is None else [(r.key, r.digest, r.body()) for r in desired],
+    return ([d.as_dict() for d in result.diagnostics], result.count, _desired(result),
             result.derivations(),
             [(display, file, [(d.path, d.value, d.reason) for d in derived])
              for display, file, derived in result.derived_listing()])
+
+
+def _desired(result: ValidationResult | CachedValidation) -> tuple[Any, ...] | None:
+    """The desired state: its digest and each resource's as a plan reads them (a warm
+    result before parsing any spec), then every resource in full."""
+    desired = result.desired
+    if desired is None:
+        return None
+    digests = [(key, digest_at(desired.resources, key)) for key in desired.resources]
+    return desired.digest, digests, [(r.key, r.digest, r.body()) for r in desired]
 
 
 def _same(root: Path, cache: Path) -> CachedValidation | ValidationResult:
