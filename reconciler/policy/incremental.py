@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -90,12 +90,15 @@ class CachedValidation:
     """A :class:`ValidationResult` read from the cache: same diagnostics and desired state."""
 
     diagnostics: Diagnostics
-    rows: list[Row] = field(default_factory=list)
+    # the rows as cached, in load order: made into Rows only if asked (a plan reads the
+    # derivations of its few changes; `validate --show-derived` reads them all)
+    raw: list[list[Any]] = field(default_factory=list)
     # per namespace: the JSON of its canonical resources, parsed only if a plan reads
     # one of them, and their [kind, namespace, name, digest]
     specs: list[str] = field(default_factory=list)
     digests: list[list[list[str]]] = field(default_factory=list)
     _desired: DesiredState | None = field(default=None, init=False, repr=False)
+    _rows: list[Row] | None = field(default=None, init=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -103,7 +106,13 @@ class CachedValidation:
 
     @property
     def count(self) -> int:
-        return len(self.rows)
+        return len(self.raw)
+
+    @property
+    def rows(self) -> list[Row]:
+        if self._rows is None:
+            self._rows = [_row(r) for r in self.raw]
+        return self._rows
 
     @property
     def desired(self) -> DesiredState | None:
@@ -111,12 +120,35 @@ class CachedValidation:
             self._desired = DesiredState(CachedResources(self.specs, self.digests))
         return self._desired
 
-    def derivations(self) -> dict[ResourceKey, set[str]]:
+    def derivations(self) -> Mapping[ResourceKey, set[str]]:
         """As the cold result's: derived values and the model's defaults (plans hide both)."""
-        return {r.key: {d.dotted for d in r.derivations} | set(r.defaulted) for r in self.rows}
+        return _Derived({ResourceKey(*r[0]): r for r in self.raw})
 
     def derived_listing(self) -> list[tuple[str, str, list[Derivation]]]:
         return [(r.display, r.file, r.derivations) for r in self.rows]
+
+
+class _Derived(Mapping[ResourceKey, set[str]]):
+    """Per resource, the dotted paths of its derived and defaulted values, made when read."""
+
+    def __init__(self, raw: dict[ResourceKey, list[Any]]) -> None:
+        self._raw = raw
+
+    def __getitem__(self, key: ResourceKey) -> set[str]:
+        derived, defaulted = self._raw[key][3], self._raw[key][6]
+        return {".".join(path) for path, _, _ in derived} | set(defaulted)
+
+    def __iter__(self) -> Iterator[ResourceKey]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+def resources_of(specs: str) -> list[CanonicalResource]:
+    """The canonical resources of one namespace's cached spec JSON."""
+    return [CanonicalResource(ResourceKey(*key), api_version, spec, labels, digest)
+            for key, api_version, labels, spec, digest in orjson.loads(specs)]
 
 
 class CachedResources(LazyResources):
@@ -143,11 +175,8 @@ class CachedResources(LazyResources):
         return self._where[key][0]
 
     def _make(self, key: ResourceKey) -> CanonicalResource:
-        for raw, api_version, labels, spec, digest in orjson.loads(
-                self._specs[self._where[key][1]]):
-            made = ResourceKey(*raw)
-            self._made.setdefault(made, CanonicalResource(made, api_version, spec, labels,
-                                                          digest))
+        for made in resources_of(self._specs[self._where[key][1]]):
+            self._made.setdefault(made.key, made)
         return self._made[key]
 
 
@@ -363,21 +392,22 @@ class _Run:
             diags.extend(_load(d) for e in entries for d in e[stage])
         for stage in ("duplicates", "references", "semantics"):
             diags.extend(_load(d) for e in by_ns.values() for d in e[stage])
-        rows = sorted((_row(r) for e in by_ns.values() for r in e["rows"]),
-                      key=lambda r: (order[r.file], r.index))
-        diags.extend(_secret_places(rows))
+        # raw: [key, file, index, derivations, policy findings, secrets, defaulted]
+        raw = sorted((r for e in by_ns.values() for r in e["rows"]),
+                     key=lambda r: (order[r[1]], r[2]))
+        diags.extend(_secret_places(raw))
         diags.extend(policy_diags.items)
         findings: list[Diagnostic] = []
         waivers = Waivers.of(policy_set.exceptions, policy_set.policies,
-                             [_Keyed(r.key) for r in rows],  # type: ignore[misc]
+                             [_Keyed(ResourceKey(*r[0])) for r in raw],  # type: ignore[misc]
                              self.today, findings)
-        for row in rows:
-            findings.extend(d for d in row.policy
-                            if not (waivers and waivers.use(d.code[len("policy:"):],
-                                                            row.key)))
+        for row in raw:
+            key = ResourceKey(*row[0])
+            findings.extend(d for d in map(_load, row[4])
+                            if not (waivers and waivers.use(d.code[len("policy:"):], key)))
         diags.extend(findings)
         diags.extend(waivers.unused())
-        return CachedValidation(diags, rows, [e["specs"] for e in by_ns.values()],
+        return CachedValidation(diags, raw, [e["specs"] for e in by_ns.values()],
                                 [e["digests"] for e in by_ns.values()])
 
 
@@ -397,17 +427,17 @@ def _row(raw: list[Any]) -> Row:
                [_load(d) for d in policy], secrets, defaulted)
 
 
-def _secret_places(rows: list[Row]) -> Iterator[Diagnostic]:
+def _secret_places(raw: list[list[Any]]) -> Iterator[Diagnostic]:
     """The secret-places stage on cached references (the places are the environment's)."""
     setting = check_secret_places([])  # the environment's own problem, if it has one
     if setting:
         yield from setting
         return
     places = current()
-    for row in rows:
-        for path, ref, line, col in row.secrets:
+    for row in raw:
+        for path, ref, line, col in row[5]:
             try:
                 places.check(ref)
             except PlaceRefused as exc:
-                yield Diagnostic(code=SECRET_CODE, message=exc.message, file=row.file, line=line,
+                yield Diagnostic(code=SECRET_CODE, message=exc.message, file=row[1], line=line,
                                  col=col, path=".".join(str(p) for p in path), hint=exc.hint)

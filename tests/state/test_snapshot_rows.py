@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 
+from peers.postgres import RawSql
+
 from reconciler.config.desired import DesiredState, digest_at, has_digest
 from reconciler.plan.diff import diff
 from reconciler.state import SqlStore
-from peers.postgres import RawSql
 
 from .kit import create, meta, res
 
