@@ -54,6 +54,7 @@ from reconciler.config.secret_checks import CODE as SECRET_CODE
 from reconciler.config.secret_checks import check_secret_places, model_refs
 from reconciler.config.secret_places import PlaceRefused, current
 from reconciler.config.yaml_errors import decode_file
+from reconciler.policy import cache_files
 from reconciler.policy import engine as policy_engine
 from reconciler.policy.cache_pack import context_digest, pack_path, read_pack, write_pack
 from reconciler.policy.validate import ValidationResult, _duplicates, canonical, parse_documents
@@ -188,7 +189,7 @@ def validate_incremental(root: Path, folder: Path, *,
     if root.is_dir():
         context = context_digest()
         path = pack_path(folder, context)
-        run = _Run(root, context, read_pack(path), today)
+        run = _Run(root, folder, context, read_pack(path), today)
         try:
             result = run.result()
         except _Cold:
@@ -196,6 +197,8 @@ def validate_incremental(root: Path, folder: Path, *,
         else:
             if run.changed:
                 write_pack(path, run.pack)
+                cache_files.prune(folder, set(run.pack["files"]))
+            cache_files.save(folder, run.blobs)
             return result
     from reconciler.policy.validate import validate_path
     return validate_path(root, today=today)
@@ -230,8 +233,11 @@ def _sha(*parts: Any) -> str:
 class _Run:
     """One incremental validation: which entries still hold, and the ones made anew."""
 
-    def __init__(self, root: Path, context: str, old: dict[str, Any], today: date) -> None:
-        self.root, self.context, self.old, self.today = root, context, old, today
+    def __init__(self, root: Path, folder: Path, context: str, old: dict[str, Any],
+                 today: date) -> None:
+        self.root, self.folder, self.context, self.old, self.today = (root, folder, context,
+                                                                      old, today)
+        self.blobs: list[tuple[str, bytes]] = []  # (file key, parsed resources) to keep
         self.pack: dict[str, Any] = {"files": {}, "namespaces": {}}
         self.changed = False
         self.files: list[tuple[str, str]] = []  # (path, file key) in load order
@@ -260,7 +266,8 @@ class _Run:
             key = _sha(self.context, name, digest)
             entry = self.old["files"].get(key)
             if entry is None or entry["policies"]:
-                entry = self._parse(name, data if data is not None else self._read(name, digest))
+                entry = self._parse(name, key,
+                                    data if data is not None else self._read(name, digest))
                 self.changed |= key not in self.old["files"]
             self.files.append((name, key))
             self.pack["files"][key] = entry
@@ -274,7 +281,7 @@ class _Run:
             raise _Cold  # changed while this run was reading the repo
         return data
 
-    def _parse(self, name: str, data: bytes) -> dict[str, Any]:
+    def _parse(self, name: str, key: str, data: bytes) -> dict[str, Any]:
         loaded = Diagnostics()
         text = decode_file(data, name)
         documents: list[Document] = []
@@ -284,13 +291,23 @@ class _Run:
             documents = load_text(text, name, loaded, self.strings)
         validated = Diagnostics()
         self.parsed[name] = resources, policy_docs = parse_documents(documents, validated)
+        if resources and not policy_docs and not (loaded.has_errors or validated.has_errors):
+            kept = cache_files.blob(resources)  # before any check adds to the models
+            if kept is not None:
+                self.blobs.append((key, kept))
         return {"load": [_dump(d) for d in loaded.items],
                 "parse": [_dump(d) for d in validated.items], "documents": len(documents),
                 "policies": bool(policy_docs), "keys": [list(r.key) for r in resources]}
 
-    def _resources(self, name: str) -> list[LoadedResource]:
+    def _resources(self, name: str, key: str) -> list[LoadedResource]:
+        """The file's resources: parsed this run, kept from an earlier one, or parsed now.
+        (A file holding policies was parsed by the scan: none come from the keep.)"""
         if name not in self.parsed:
-            self._parse(name, self._read(name, self.pack["stats"][name][5]))
+            kept = cache_files.load(self.folder, key)
+            if kept is not None:
+                self.parsed[name] = kept, []
+            else:
+                self._parse(name, key, self._read(name, self.pack["stats"][name][5]))
         return self.parsed[name][0]
 
     # -- policies ------------------------------------------------------------
@@ -355,7 +372,7 @@ class _Run:
                names: dict[tuple[str, str], set[str]],
                plain: policy_engine.PolicySet) -> dict[str, Any]:
         """Run every check of one namespace on its freshly parsed resources."""
-        resources = [r for name, _ in files for r in self._resources(name)
+        resources = [r for name, key in files for r in self._resources(name, key)
                      if r.model.metadata.namespace == ns]
         duplicates = Diagnostics()
         resources = _duplicates(resources, duplicates)
