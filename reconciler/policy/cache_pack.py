@@ -29,7 +29,7 @@ import orjson
 # Next to the default store (.reconcile/state.db) in the working folder; safe to delete.
 DEFAULT_FOLDER = Path(".reconcile") / "cache"
 # Bumped when the pack's own layout changes.
-FORMAT = "5"
+FORMAT = "6"
 _SIGNATURE_LENGTH = 64  # hex SHA-256
 # The packages whose code decides a validation's result: a change to any of them
 # (a developer checkout keeps its version number) makes every entry stale.

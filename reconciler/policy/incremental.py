@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -93,13 +93,17 @@ class CachedValidation:
     diagnostics: Diagnostics
     # the rows as cached, in load order: made into Rows only if asked (a plan reads the
     # derivations of its few changes; `validate --show-derived` reads them all)
+    # [key, file, index, policy findings, secrets, namespace number, position in it]
     raw: list[list[Any]] = field(default_factory=list)
+    # per namespace: the JSON of its rows' [derivations, defaulted paths], parsed if read
+    derived: list[str] = field(default_factory=list)
     # per namespace: the JSON of its canonical resources, parsed only if a plan reads
     # one of them, and their [kind, namespace, name, digest]
     specs: list[str] = field(default_factory=list)
     digests: list[list[list[str]]] = field(default_factory=list)
     _desired: DesiredState | None = field(default=None, init=False, repr=False)
     _rows: list[Row] | None = field(default=None, init=False, repr=False)
+    _opened: dict[int, list[Any]] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -112,7 +116,7 @@ class CachedValidation:
     @property
     def rows(self) -> list[Row]:
         if self._rows is None:
-            self._rows = [_row(r) for r in self.raw]
+            self._rows = [_row(r, self._derived_of(r)) for r in self.raw]
         return self._rows
 
     @property
@@ -123,7 +127,14 @@ class CachedValidation:
 
     def derivations(self) -> Mapping[ResourceKey, set[str]]:
         """As the cold result's: derived values and the model's defaults (plans hide both)."""
-        return _Derived({ResourceKey(*r[0]): r for r in self.raw})
+        return _Derived({ResourceKey(*r[0]): r for r in self.raw}, self._derived_of)
+
+    def _derived_of(self, row: list[Any]) -> list[Any]:
+        """[derivations, defaulted paths] of a raw row."""
+        ns, at = row[5], row[6]
+        if ns not in self._opened:
+            self._opened[ns] = orjson.loads(self.derived[ns])
+        return self._opened[ns][at]
 
     def derived_listing(self) -> list[tuple[str, str, list[Derivation]]]:
         return [(r.display, r.file, r.derivations) for r in self.rows]
@@ -132,11 +143,12 @@ class CachedValidation:
 class _Derived(Mapping[ResourceKey, set[str]]):
     """Per resource, the dotted paths of its derived and defaulted values, made when read."""
 
-    def __init__(self, raw: dict[ResourceKey, list[Any]]) -> None:
-        self._raw = raw
+    def __init__(self, raw: dict[ResourceKey, list[Any]],
+                 derived_of: Callable[[list[Any]], list[Any]]) -> None:
+        self._raw, self._of = raw, derived_of
 
     def __getitem__(self, key: ResourceKey) -> set[str]:
-        derived, defaulted = self._raw[key][3], self._raw[key][6]
+        derived, defaulted = self._of(self._raw[key])
         return {".".join(path) for path, _, _ in derived} | set(defaulted)
 
     def __iter__(self) -> Iterator[ResourceKey]:
@@ -377,7 +389,7 @@ class _Run:
         duplicates = Diagnostics()
         resources = _duplicates(resources, duplicates)
         derive_all(resources)
-        rows, specs, digests = [], [], []
+        rows, specs, digests, derived = [], [], [], []
         for res in resources:
             found = policy_engine.evaluate(plain, [res], today=self.today)
             if any(d.code == "policy-error" for d in found):
@@ -385,16 +397,17 @@ class _Run:
             made = canonical(res)
             specs.append([list(made.key), made.api_version, made.labels, made.spec, made.digest])
             digests.append([*made.key, made.digest])
-            rows.append([list(made.key), res.file, res.document.index,
-                         [[list(d.path), d.value, d.reason] for d in res.derivations],
-                         [_dump(d) for d in found],
+            rows.append([list(made.key), res.file, res.document.index, [_dump(d) for d in found],
                          [[list(p), ref, *locate(res.document.data, p)]
-                          for p, ref in model_refs(res.model)],
-                         sorted(defaulted_paths(res.model.spec, ("spec",)))])
+                          for p, ref in model_refs(res.model)]])
+            derived.append([[[list(d.path), d.value, d.reason] for d in res.derivations],
+                            sorted(defaulted_paths(res.model.spec, ("spec",)))])
         missing = {(f.kind, target) for res in resources for f, target, _ in iter_references(res)
                    if target not in names.get((f.kind, ns), ())}
         # a string in the pack: a validate that needs no desired state never parses it
+        # strings in the pack: parsed only when read (a plan reads a few of them)
         return {"rows": rows, "specs": orjson.dumps(specs).decode(), "digests": digests,
+                "derived": orjson.dumps(derived).decode(),
                 "duplicates": [_dump(d) for d in duplicates.items],
                 "references": [_dump(d) for d in check_references(resources, names=names)],
                 "semantics": [_dump(d) for d in check_semantics(resources)],
@@ -409,9 +422,8 @@ class _Run:
             diags.extend(_load(d) for e in entries for d in e[stage])
         for stage in ("duplicates", "references", "semantics"):
             diags.extend(_load(d) for e in by_ns.values() for d in e[stage])
-        # raw: [key, file, index, derivations, policy findings, secrets, defaulted]
-        raw = sorted((r for e in by_ns.values() for r in e["rows"]),
-                     key=lambda r: (order[r[1]], r[2]))
+        raw = sorted(([*r, i, at] for i, e in enumerate(by_ns.values())
+                      for at, r in enumerate(e["rows"])), key=lambda r: (order[r[1]], r[2]))
         diags.extend(_secret_places(raw))
         diags.extend(policy_diags.items)
         findings: list[Diagnostic] = []
@@ -420,11 +432,12 @@ class _Run:
                              self.today, findings)
         for row in raw:
             key = ResourceKey(*row[0])
-            findings.extend(d for d in map(_load, row[4])
+            findings.extend(d for d in map(_load, row[3])
                             if not (waivers and waivers.use(d.code[len("policy:"):], key)))
         diags.extend(findings)
         diags.extend(waivers.unused())
-        return CachedValidation(diags, raw, [e["specs"] for e in by_ns.values()],
+        return CachedValidation(diags, raw, [e["derived"] for e in by_ns.values()],
+                                [e["specs"] for e in by_ns.values()],
                                 [e["digests"] for e in by_ns.values()])
 
 
@@ -437,8 +450,9 @@ def _warm_or_cold(entries: list[dict[str, Any]]) -> None:
         raise _Cold
 
 
-def _row(raw: list[Any]) -> Row:
-    key, file, index, derived, policy, secrets, defaulted = raw
+def _row(raw: list[Any], extra: list[Any]) -> Row:
+    key, file, index, policy, secrets = raw[:5]
+    derived, defaulted = extra
     return Row(ResourceKey(*key), file, index,
                [Derivation(tuple(p), v, why) for p, v, why in derived],
                [_load(d) for d in policy], secrets, defaulted)
@@ -452,7 +466,7 @@ def _secret_places(raw: list[list[Any]]) -> Iterator[Diagnostic]:
         return
     places = current()
     for row in raw:
-        for path, ref, line, col in row[5]:
+        for path, ref, line, col in row[4]:
             try:
                 places.check(ref)
             except PlaceRefused as exc:
