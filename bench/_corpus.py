@@ -11,6 +11,7 @@ A records in zones of ``ZONE_RECORDS``, source and target written alike.
 from __future__ import annotations
 
 import compileall
+import importlib.util
 import re
 import shutil
 from pathlib import Path
@@ -106,6 +107,16 @@ def octodns_corpus(root: Path, n: int, share: float = 0.01) -> Path:
     config = root / "octodns.yaml"
     config.write_text(_OCTODNS_CONFIG.format(source=source, target=target, zones="".join(zones)))
     return config
+
+
+def octodns_available() -> bool:
+    """octoDNS 1.x is a bench-only tool (`pip install octodns`), not a project dependency."""
+    return importlib.util.find_spec("octodns") is not None and bool(shutil.which("octodns-sync"))
+
+
+def octodns_command(config: Path) -> list[str]:
+    """`octodns-sync` without --doit: it plans (and logs the plan) but writes nothing."""
+    return [shutil.which("octodns-sync") or "octodns-sync", "--config-file", str(config)]
 
 
 def compile_checkout() -> None:

@@ -5,9 +5,13 @@ exception) into namespaces until there are N resources, apply it to a fresh
 SQLite store, run one `reconcile plan` (which fills ``.reconcile/cache/``),
 change one resource in 1 % of the files, then time `reconcile plan --no-cache`
 (cold) and `reconcile plan` (warm: the cache as it was before the change) as
-whole processes, alternating, best of ``--repeat``. Also times the validation
-alone in this process (no start-up, no store). The two plans are checked to be
-the same. Prints figures; asserts nothing else.
+whole processes, alternating, median of ``--repeat``. When octoDNS 1.x is
+importable (`pip install octodns`, bench-only) it plans as many A records with
+1 % changed in the same run, interleaved with our plans (same corpus and
+command as bench/plan_scale.py), and the warm plan's ratio to it is printed in
+wall and in CPU seconds. Also times the validation alone in this process (no
+start-up, no store). The two plans are checked to be the same. Prints
+figures; asserts nothing else.
 
     python bench/plan_incremental.py                      # 1k, 10k and 50k
     python bench/plan_incremental.py --sizes 1k,10k --repeat 3
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _corpus import compile_checkout
+from _corpus import compile_checkout, octodns_available, octodns_command, octodns_corpus
 
 from reconciler.plan.model import load
 from reconciler.policy.incremental import validate_incremental
@@ -34,7 +38,6 @@ from reconciler.policy.validate import validate_path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "config"
 SIZES = {"1k": 1_000, "10k": 10_000, "50k": 50_000}
-OCTODNS_10K_S = 9.0  # octoDNS 1.x, 10,000 records, 1 % changed: issue 15's measurement
 CHANGED_FILE = "acme/outgoing-servers.yaml"
 CHANGE = ("senderName: Acme IT Help Desk", "senderName: Acme IT Help Desk (changed)")
 
@@ -75,15 +78,19 @@ def change_files(root: Path, files: int) -> int:
 def run_child(args: list[str], cwd: Path) -> tuple[float, float]:
     """Wall and CPU (user + system) seconds of one `reconcile ARGS` process started in
     ``cwd`` (where its cache is): on a shared machine the CPU figure is the steadier."""
+    return run_command([sys.executable, "-m", "reconciler", *args], cwd)
+
+
+def run_command(command: list[str], cwd: Path) -> tuple[float, float]:
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler", *args], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = proc.stderr.read().decode() if proc.stderr else ""
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    err = proc.stderr.read().decode() if proc.stderr else ""  # octoDNS logs its plan here
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 2):
-        sys.exit(f"reconcile {' '.join(args)} failed ({code}):\n{err}")
+        sys.exit(f"{' '.join(command)} failed ({code}):\n{err}")
     return seconds, usage.ru_utime + usage.ru_stime
 
 
@@ -99,10 +106,12 @@ class Figures:
     warm_cpu: float
     validate_cold: float
     validate_warm: float
+    octodns: float | None  # wall, as many A records with 1 % changed, same run
+    octodns_cpu: float | None
 
 
-def _best(times: list[tuple[float, float]], index: int = 0) -> float:
-    return min(t[index] for t in times)
+def _median(times: list[tuple[float, float]], index: int = 0) -> float:
+    return sorted(t[index] for t in times)[len(times) // 2]
 
 
 def bench(n: int, repeat: int) -> Figures:
@@ -117,9 +126,13 @@ def bench(n: int, repeat: int) -> Figures:
         unchanged = run_child(["plan", str(config), *store], cwd=work)[0]  # warm, no change
         shutil.copytree(cache, work / "cache-before")
         changed = change_files(config, files)
+        dns = octodns_corpus(work / "octodns", n) if octodns_available() else None
         cold: list[tuple[float, float]] = []
         warm: list[tuple[float, float]] = []
-        for _ in range(repeat):
+        dns_runs: list[tuple[float, float]] = []
+        for _ in range(repeat):  # interleaved: all three see the same neighbours
+            if dns is not None:
+                dns_runs.append(run_command(octodns_command(dns), work))
             cold.append(run_child(["plan", str(config), *store, "--no-cache", "--out",
                                    str(work / "cold.json")], cwd=work))
             shutil.rmtree(cache)
@@ -137,8 +150,10 @@ def bench(n: int, repeat: int) -> Figures:
         start = time.perf_counter()
         validate_incremental(config, cache)
         validate_warm = time.perf_counter() - start
-        return Figures(n, files, changed, _best(cold), _best(warm), unchanged,
-                       _best(cold, 1), _best(warm, 1), validate_cold, validate_warm)
+        return Figures(n, files, changed, _median(cold), _median(warm), unchanged,
+                       _median(cold, 1), _median(warm, 1), validate_cold, validate_warm,
+                       _median(dns_runs) if dns_runs else None,
+                       _median(dns_runs, 1) if dns_runs else None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -146,12 +161,12 @@ def bench(n: int, repeat: int) -> Figures:
 def table(rows: list[Figures]) -> str:
     head = ["resources", "files", "changed files", "cold plan s", "warm plan s", "warm/cold",
             "cold CPU s", "warm CPU s", "CPU warm/cold", "warm, no change s",
-            "validate cold s", "validate warm s", "vs octoDNS 10k"]
+            "validate cold s", "validate warm s", "octoDNS s", "octoDNS CPU s",
+            "warm/octoDNS", "CPU warm/octoDNS"]
     body = [[f"{f.n:,}", f"{f.files:,}", f"{f.changed}", f"{f.cold:.2f}", f"{f.warm:.2f}",
              f"{f.warm / f.cold:.2f}", f"{f.cold_cpu:.2f}", f"{f.warm_cpu:.2f}",
              f"{f.warm_cpu / f.cold_cpu:.2f}", f"{f.unchanged:.2f}", f"{f.validate_cold:.3f}",
-             f"{f.validate_warm:.3f}",
-             f"{f.warm / OCTODNS_10K_S:.2f}x" if f.n == SIZES["10k"] else ""] for f in rows]
+             f"{f.validate_warm:.3f}", *_octodns(f)] for f in rows]
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
     lines = [" | ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)),
              "-+-".join("-" * w for w in widths)]
@@ -159,11 +174,19 @@ def table(rows: list[Figures]) -> str:
     return "\n".join(lines)
 
 
+def _octodns(f: Figures) -> list[str]:
+    if f.octodns is None or f.octodns_cpu is None:
+        return ["-"] * 4
+    return [f"{f.octodns:.2f}", f"{f.octodns_cpu:.2f}", f"{f.warm / f.octodns:.2f}x",
+            f"{f.warm_cpu / f.octodns_cpu:.2f}x"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1k,10k,50k",
                         help="comma-separated, from " + ", ".join(SIZES))
-    parser.add_argument("--repeat", type=int, default=2, help="runs per plan; best is shown")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per plan (and octoDNS runs); medians shown")
     args = parser.parse_args()
     compile_checkout()
     rows = []
@@ -173,12 +196,17 @@ def main() -> None:
         print(f"benchmarking {size} ...", file=sys.stderr, flush=True)
         rows.append(bench(SIZES[size.strip()], args.repeat))
         print(table(rows[-1:]), file=sys.stderr, flush=True)  # progress on long runs
+    print(f"plan incremental (python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load "
+          f"average {os.getloadavg()[0]:.1f}, median of {args.repeat})")
     print(table(rows))
-    print(f"\nplans: whole `reconcile plan --out` processes (best of --repeat; CPU = user + "
-          f"system of that process) on a SQLite store, 1 % of the files "
-          f"changed; warm = with .reconcile/cache/ as the plan before the change left it.\n"
-          f"validate: the validation alone in this process. octoDNS: {OCTODNS_10K_S} s for "
-          f"10,000 records with 1 % changed (issue 15, same kind of machine).")
+    print("\nplans: whole `reconcile plan --out` processes (CPU = user + system of that "
+          "process) on a SQLite store, 1 % of the files changed; warm = with "
+          ".reconcile/cache/ as the plan before the change left it.\n"
+          "validate: the validation alone in this process.\noctoDNS: `octodns-sync` (no "
+          "--doit) planning as many A records, 1 % changed, YamlProvider -> YamlProvider, "
+          "interleaved with the plans" + ("" if octodns_available() else
+          " -- not installed (pip install octodns)") + "; warm/octoDNS = warm plan s / "
+          "octoDNS s, CPU the same in CPU seconds.")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ below): wall and peak RSS. Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import resource
 import shutil
@@ -34,7 +33,15 @@ from pathlib import Path
 from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _corpus import ROOT, change_examples, clone_examples, compile_checkout, octodns_corpus
+from _corpus import (
+    ROOT,
+    change_examples,
+    clone_examples,
+    compile_checkout,
+    octodns_available,
+    octodns_command,
+    octodns_corpus,
+)
 
 from reconciler.plan import render
 from reconciler.plan.apply import apply_plan
@@ -142,10 +149,6 @@ def reconcile(*args: str) -> Run:
                       *args])
 
 
-def octodns_available() -> bool:
-    return importlib.util.find_spec("octodns") is not None and bool(shutil.which("octodns-sync"))
-
-
 def median(runs: list[Run]) -> Run:
     """Each figure's own median."""
     mid = len(runs) // 2
@@ -228,8 +231,7 @@ def bench(n: int, keep: bool, repeat: int) -> Figures:
             plans.append(reconcile("plan", str(config), "--store", str(db),
                                    "--out", str(plan_file)))
             if dns is not None:
-                dns_runs.append(run_child([shutil.which("octodns-sync") or "octodns-sync",
-                                           "--config-file", str(dns)]))
+                dns_runs.append(run_child(octodns_command(dns)))
         changed = len(load(plan_file).changes)
         applied = reconcile("apply", str(plan_file), "--store", str(db), "--actor", "bench")
         breakdown = in_process(config, work / "inproc.db", work)

@@ -10,6 +10,7 @@ ever resolved at this stage.
 from __future__ import annotations
 
 import hashlib
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -85,6 +86,49 @@ class CanonicalResource:
         }
 
 
+class LazyResources(Mapping[ResourceKey, CanonicalResource]):
+    """Resources whose digests are at hand before their specs are parsed (a warm
+    cache, a store's columns): a plan compares the digests of every resource and
+    parses only the few that differ. Reading one makes it (and keeps it)."""
+
+    def __init__(self) -> None:
+        self._made: dict[ResourceKey, CanonicalResource] = {}
+
+    @abstractmethod
+    def _make(self, key: ResourceKey) -> CanonicalResource:
+        """The resource at ``key``, which this mapping holds."""
+
+    @abstractmethod
+    def digest(self, key: ResourceKey) -> str:
+        """The digest of the resource at ``key`` (KeyError if there is none)."""
+
+    def has_digest(self, key: ResourceKey, digest: str) -> bool:
+        return self.digest(key) == digest
+
+    def __getitem__(self, key: ResourceKey) -> CanonicalResource:
+        made = self._made.get(key)
+        if made is None:
+            if key not in self:
+                raise KeyError(key)
+            made = self._made[key] = self._make(key)
+        return made
+
+
+def digest_at(resources: Mapping[ResourceKey, CanonicalResource], key: ResourceKey) -> str:
+    """``resources[key].digest``, without parsing a lazy resource's spec."""
+    if isinstance(resources, LazyResources):
+        return resources.digest(key)
+    return resources[key].digest
+
+
+def has_digest(resources: Mapping[ResourceKey, CanonicalResource], key: ResourceKey,
+               digest: str) -> bool:
+    """``resources[key].digest == digest``, without parsing a lazy resource's spec."""
+    if isinstance(resources, LazyResources):
+        return resources.has_digest(key, digest)
+    return resources[key].digest == digest
+
+
 @dataclass(frozen=True)
 class DesiredState:
     """All resources of a config repo, keyed by identity."""
@@ -105,6 +149,6 @@ class DesiredState:
     def digest(self) -> str:
         """One hash over every resource: identifies the whole desired state."""
         h = hashlib.sha256()
-        for key, res in sorted(self.resources.items()):
-            h.update(f"{key}\0{res.digest}\n".encode())
+        for key in sorted(self.resources):
+            h.update(f"{key}\0{digest_at(self.resources, key)}\n".encode())
         return h.hexdigest()

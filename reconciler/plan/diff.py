@@ -21,7 +21,13 @@ from typing import Any
 
 import orjson
 
-from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
+from reconciler.config.desired import (
+    CanonicalResource,
+    DesiredState,
+    ResourceKey,
+    digest_at,
+    has_digest,
+)
 from reconciler.config.gcpause import gc_paused
 from reconciler.config.positions import YamlPath
 from reconciler.config.secrets import redact
@@ -57,13 +63,16 @@ def diff(
     unmanaged: list[ResourceKey] = []
     with gc_paused():
         for key in sorted(scoped_keys(desired.resources.keys() | live.resources.keys(), scope)):
-            want = desired.resources.get(key)
-            have = live.resources.get(key)
-            if want is not None and have is not None:
-                if want.digest != have.digest:
+            if key in desired.resources and key in live.resources:
+                # digests first: a lazy side parses only the resources that differ
+                if not has_digest(live.resources, key, digest_at(desired.resources, key)):
+                    want, have = desired.resources[key], live.resources[key]
                     fields = _fields(have, want, derived.get(key, set()))
                     changes.append(Change(Action.UPDATE, key, have, want, fields))
-            elif want is not None:
+                continue
+            want = desired.resources.get(key)
+            have = live.resources.get(key)
+            if want is not None:
                 fields = _fields(None, want, derived.get(key, set()))
                 changes.append(Change(Action.CREATE, key, None, want, fields))
             elif prune:

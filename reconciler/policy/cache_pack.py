@@ -29,7 +29,7 @@ import orjson
 # Next to the default store (.reconcile/state.db) in the working folder; safe to delete.
 DEFAULT_FOLDER = Path(".reconcile") / "cache"
 # Bumped when the pack's own layout changes.
-FORMAT = "4"
+FORMAT = "6"
 _SIGNATURE_LENGTH = 64  # hex SHA-256
 # The packages whose code decides a validation's result: a change to any of them
 # (a developer checkout keeps its version number) makes every entry stale.
@@ -67,7 +67,7 @@ def _key() -> bytes:
     return key
 
 
-def _sign(body: bytes) -> bytes:
+def sign(body: bytes) -> bytes:
     return hmac.new(_key(), body, hashlib.sha256).hexdigest().encode()
 
 
@@ -81,7 +81,7 @@ def read_pack(path: Path) -> dict[str, Any]:
     try:
         raw = memoryview(path.read_bytes())  # slices without copying ~1 KB a resource
         signature, body = raw[:_SIGNATURE_LENGTH], raw[_SIGNATURE_LENGTH + 1:]
-        if not hmac.compare_digest(signature, _sign(body)):
+        if not hmac.compare_digest(signature, sign(body)):
             return empty
         pack = orjson.loads(body)
     except (OSError, orjson.JSONDecodeError):
@@ -106,7 +106,7 @@ def write_pack(path: Path, pack: dict[str, Any]) -> None:
                 old.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".plan-", suffix=".tmp")
         with os.fdopen(fd, "wb") as out:
-            out.write(_sign(body) + b"\n")
+            out.write(sign(body) + b"\n")
             out.write(body)
         os.replace(tmp, path)
     except OSError:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -39,7 +39,12 @@ import orjson
 
 from reconciler.config.checks import check_semantics
 from reconciler.config.derive import defaulted_paths, derive_all
-from reconciler.config.desired import CanonicalResource, DesiredState, ResourceKey
+from reconciler.config.desired import (
+    CanonicalResource,
+    DesiredState,
+    LazyResources,
+    ResourceKey,
+)
 from reconciler.config.diagnostics import Diagnostic, Diagnostics, Severity
 from reconciler.config.gcpause import gc_paused
 from reconciler.config.loaded import Derivation, LoadedResource
@@ -49,6 +54,7 @@ from reconciler.config.secret_checks import CODE as SECRET_CODE
 from reconciler.config.secret_checks import check_secret_places, model_refs
 from reconciler.config.secret_places import PlaceRefused, current
 from reconciler.config.yaml_errors import decode_file
+from reconciler.policy import cache_files
 from reconciler.policy import engine as policy_engine
 from reconciler.policy.cache_pack import context_digest, pack_path, read_pack, write_pack
 from reconciler.policy.validate import ValidationResult, _duplicates, canonical, parse_documents
@@ -85,10 +91,19 @@ class CachedValidation:
     """A :class:`ValidationResult` read from the cache: same diagnostics and desired state."""
 
     diagnostics: Diagnostics
-    rows: list[Row] = field(default_factory=list)
-    # per namespace: the JSON of its canonical resources, parsed only if a plan asks
+    # the rows as cached, in load order: made into Rows only if asked (a plan reads the
+    # derivations of its few changes; `validate --show-derived` reads them all)
+    # [key, file, index, policy findings, secrets, namespace number, position in it]
+    raw: list[list[Any]] = field(default_factory=list)
+    # per namespace: the JSON of its rows' [derivations, defaulted paths], parsed if read
+    derived: list[str] = field(default_factory=list)
+    # per namespace: the JSON of its canonical resources, parsed only if a plan reads
+    # one of them, and their [kind, namespace, name, digest]
     specs: list[str] = field(default_factory=list)
+    digests: list[list[list[str]]] = field(default_factory=list)
     _desired: DesiredState | None = field(default=None, init=False, repr=False)
+    _rows: list[Row] | None = field(default=None, init=False, repr=False)
+    _opened: dict[int, list[Any]] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -96,23 +111,86 @@ class CachedValidation:
 
     @property
     def count(self) -> int:
-        return len(self.rows)
+        return len(self.raw)
+
+    @property
+    def rows(self) -> list[Row]:
+        if self._rows is None:
+            self._rows = [_row(r, self._derived_of(r)) for r in self.raw]
+        return self._rows
 
     @property
     def desired(self) -> DesiredState | None:
         if self._desired is None and self.ok:
-            self._desired = DesiredState.of(
-                CanonicalResource(ResourceKey(*key), api_version, spec, labels, digest)
-                for text in self.specs
-                for key, api_version, labels, spec, digest in orjson.loads(text))
+            self._desired = DesiredState(CachedResources(self.specs, self.digests))
         return self._desired
 
-    def derivations(self) -> dict[ResourceKey, set[str]]:
+    def derivations(self) -> Mapping[ResourceKey, set[str]]:
         """As the cold result's: derived values and the model's defaults (plans hide both)."""
-        return {r.key: {d.dotted for d in r.derivations} | set(r.defaulted) for r in self.rows}
+        return _Derived({ResourceKey(*r[0]): r for r in self.raw}, self._derived_of)
+
+    def _derived_of(self, row: list[Any]) -> list[Any]:
+        """[derivations, defaulted paths] of a raw row."""
+        ns, at = row[5], row[6]
+        if ns not in self._opened:
+            self._opened[ns] = orjson.loads(self.derived[ns])
+        return self._opened[ns][at]
 
     def derived_listing(self) -> list[tuple[str, str, list[Derivation]]]:
         return [(r.display, r.file, r.derivations) for r in self.rows]
+
+
+class _Derived(Mapping[ResourceKey, set[str]]):
+    """Per resource, the dotted paths of its derived and defaulted values, made when read."""
+
+    def __init__(self, raw: dict[ResourceKey, list[Any]],
+                 derived_of: Callable[[list[Any]], list[Any]]) -> None:
+        self._raw, self._of = raw, derived_of
+
+    def __getitem__(self, key: ResourceKey) -> set[str]:
+        derived, defaulted = self._of(self._raw[key])
+        return {".".join(path) for path, _, _ in derived} | set(defaulted)
+
+    def __iter__(self) -> Iterator[ResourceKey]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+def resources_of(specs: str) -> list[CanonicalResource]:
+    """The canonical resources of one namespace's cached spec JSON."""
+    return [CanonicalResource(ResourceKey(*key), api_version, spec, labels, digest)
+            for key, api_version, labels, spec, digest in orjson.loads(specs)]
+
+
+class CachedResources(LazyResources):
+    """A cached validation's desired state: every digest at hand, a namespace's specs
+    parsed when one of its resources is read (a plan reads only the changed ones)."""
+
+    def __init__(self, specs: list[str], digests: list[list[list[str]]]) -> None:
+        super().__init__()
+        self._specs = specs
+        found = {ResourceKey(kind, ns, name): (digest, i)
+                 for i, rows in enumerate(digests) for kind, ns, name, digest in rows}
+        self._where = {key: found[key] for key in sorted(found)}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
+    def __iter__(self) -> Iterator[ResourceKey]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def digest(self, key: ResourceKey) -> str:
+        return self._where[key][0]
+
+    def _make(self, key: ResourceKey) -> CanonicalResource:
+        for made in resources_of(self._specs[self._where[key][1]]):
+            self._made.setdefault(made.key, made)
+        return self._made[key]
 
 
 @gc_paused()
@@ -123,7 +201,7 @@ def validate_incremental(root: Path, folder: Path, *,
     if root.is_dir():
         context = context_digest()
         path = pack_path(folder, context)
-        run = _Run(root, context, read_pack(path), today)
+        run = _Run(root, folder, context, read_pack(path), today)
         try:
             result = run.result()
         except _Cold:
@@ -131,6 +209,8 @@ def validate_incremental(root: Path, folder: Path, *,
         else:
             if run.changed:
                 write_pack(path, run.pack)
+                cache_files.prune(folder, set(run.pack["files"]))
+            cache_files.save(folder, run.blobs)
             return result
     from reconciler.policy.validate import validate_path
     return validate_path(root, today=today)
@@ -165,8 +245,11 @@ def _sha(*parts: Any) -> str:
 class _Run:
     """One incremental validation: which entries still hold, and the ones made anew."""
 
-    def __init__(self, root: Path, context: str, old: dict[str, Any], today: date) -> None:
-        self.root, self.context, self.old, self.today = root, context, old, today
+    def __init__(self, root: Path, folder: Path, context: str, old: dict[str, Any],
+                 today: date) -> None:
+        self.root, self.folder, self.context, self.old, self.today = (root, folder, context,
+                                                                      old, today)
+        self.blobs: list[tuple[str, bytes]] = []  # (file key, parsed resources) to keep
         self.pack: dict[str, Any] = {"files": {}, "namespaces": {}}
         self.changed = False
         self.files: list[tuple[str, str]] = []  # (path, file key) in load order
@@ -195,7 +278,8 @@ class _Run:
             key = _sha(self.context, name, digest)
             entry = self.old["files"].get(key)
             if entry is None or entry["policies"]:
-                entry = self._parse(name, data if data is not None else self._read(name, digest))
+                entry = self._parse(name, key,
+                                    data if data is not None else self._read(name, digest))
                 self.changed |= key not in self.old["files"]
             self.files.append((name, key))
             self.pack["files"][key] = entry
@@ -209,7 +293,7 @@ class _Run:
             raise _Cold  # changed while this run was reading the repo
         return data
 
-    def _parse(self, name: str, data: bytes) -> dict[str, Any]:
+    def _parse(self, name: str, key: str, data: bytes) -> dict[str, Any]:
         loaded = Diagnostics()
         text = decode_file(data, name)
         documents: list[Document] = []
@@ -219,13 +303,23 @@ class _Run:
             documents = load_text(text, name, loaded, self.strings)
         validated = Diagnostics()
         self.parsed[name] = resources, policy_docs = parse_documents(documents, validated)
+        if resources and not policy_docs and not (loaded.has_errors or validated.has_errors):
+            kept = cache_files.blob(resources)  # before any check adds to the models
+            if kept is not None:
+                self.blobs.append((key, kept))
         return {"load": [_dump(d) for d in loaded.items],
                 "parse": [_dump(d) for d in validated.items], "documents": len(documents),
                 "policies": bool(policy_docs), "keys": [list(r.key) for r in resources]}
 
-    def _resources(self, name: str) -> list[LoadedResource]:
+    def _resources(self, name: str, key: str) -> list[LoadedResource]:
+        """The file's resources: parsed this run, kept from an earlier one, or parsed now.
+        (A file holding policies was parsed by the scan: none come from the keep.)"""
         if name not in self.parsed:
-            self._parse(name, self._read(name, self.pack["stats"][name][5]))
+            kept = cache_files.load(self.folder, key)
+            if kept is not None:
+                self.parsed[name] = kept, []
+            else:
+                self._parse(name, key, self._read(name, self.pack["stats"][name][5]))
         return self.parsed[name][0]
 
     # -- policies ------------------------------------------------------------
@@ -290,28 +384,30 @@ class _Run:
                names: dict[tuple[str, str], set[str]],
                plain: policy_engine.PolicySet) -> dict[str, Any]:
         """Run every check of one namespace on its freshly parsed resources."""
-        resources = [r for name, _ in files for r in self._resources(name)
+        resources = [r for name, key in files for r in self._resources(name, key)
                      if r.model.metadata.namespace == ns]
         duplicates = Diagnostics()
         resources = _duplicates(resources, duplicates)
         derive_all(resources)
-        rows, specs = [], []
+        rows, specs, digests, derived = [], [], [], []
         for res in resources:
             found = policy_engine.evaluate(plain, [res], today=self.today)
             if any(d.code == "policy-error" for d in found):
                 raise _Cold
             made = canonical(res)
             specs.append([list(made.key), made.api_version, made.labels, made.spec, made.digest])
-            rows.append([list(made.key), res.file, res.document.index,
-                         [[list(d.path), d.value, d.reason] for d in res.derivations],
-                         [_dump(d) for d in found],
+            digests.append([*made.key, made.digest])
+            rows.append([list(made.key), res.file, res.document.index, [_dump(d) for d in found],
                          [[list(p), ref, *locate(res.document.data, p)]
-                          for p, ref in model_refs(res.model)],
-                         sorted(defaulted_paths(res.model.spec, ("spec",)))])
+                          for p, ref in model_refs(res.model)]])
+            derived.append([[[list(d.path), d.value, d.reason] for d in res.derivations],
+                            sorted(defaulted_paths(res.model.spec, ("spec",)))])
         missing = {(f.kind, target) for res in resources for f, target, _ in iter_references(res)
                    if target not in names.get((f.kind, ns), ())}
         # a string in the pack: a validate that needs no desired state never parses it
-        return {"rows": rows, "specs": orjson.dumps(specs).decode(),
+        # strings in the pack: parsed only when read (a plan reads a few of them)
+        return {"rows": rows, "specs": orjson.dumps(specs).decode(), "digests": digests,
+                "derived": orjson.dumps(derived).decode(),
                 "duplicates": [_dump(d) for d in duplicates.items],
                 "references": [_dump(d) for d in check_references(resources, names=names)],
                 "semantics": [_dump(d) for d in check_semantics(resources)],
@@ -326,21 +422,23 @@ class _Run:
             diags.extend(_load(d) for e in entries for d in e[stage])
         for stage in ("duplicates", "references", "semantics"):
             diags.extend(_load(d) for e in by_ns.values() for d in e[stage])
-        rows = sorted((_row(r) for e in by_ns.values() for r in e["rows"]),
-                      key=lambda r: (order[r.file], r.index))
-        diags.extend(_secret_places(rows))
+        raw = sorted(([*r, i, at] for i, e in enumerate(by_ns.values())
+                      for at, r in enumerate(e["rows"])), key=lambda r: (order[r[1]], r[2]))
+        diags.extend(_secret_places(raw))
         diags.extend(policy_diags.items)
         findings: list[Diagnostic] = []
         waivers = Waivers.of(policy_set.exceptions, policy_set.policies,
-                             [_Keyed(r.key) for r in rows],  # type: ignore[misc]
+                             [_Keyed(ResourceKey(*r[0])) for r in raw],  # type: ignore[misc]
                              self.today, findings)
-        for row in rows:
-            findings.extend(d for d in row.policy
-                            if not (waivers and waivers.use(d.code[len("policy:"):],
-                                                            row.key)))
+        for row in raw:
+            key = ResourceKey(*row[0])
+            findings.extend(d for d in map(_load, row[3])
+                            if not (waivers and waivers.use(d.code[len("policy:"):], key)))
         diags.extend(findings)
         diags.extend(waivers.unused())
-        return CachedValidation(diags, rows, [e["specs"] for e in by_ns.values()])
+        return CachedValidation(diags, raw, [e["derived"] for e in by_ns.values()],
+                                [e["specs"] for e in by_ns.values()],
+                                [e["digests"] for e in by_ns.values()])
 
 
 def _warm_or_cold(entries: list[dict[str, Any]]) -> None:
@@ -352,24 +450,25 @@ def _warm_or_cold(entries: list[dict[str, Any]]) -> None:
         raise _Cold
 
 
-def _row(raw: list[Any]) -> Row:
-    key, file, index, derived, policy, secrets, defaulted = raw
+def _row(raw: list[Any], extra: list[Any]) -> Row:
+    key, file, index, policy, secrets = raw[:5]
+    derived, defaulted = extra
     return Row(ResourceKey(*key), file, index,
                [Derivation(tuple(p), v, why) for p, v, why in derived],
                [_load(d) for d in policy], secrets, defaulted)
 
 
-def _secret_places(rows: list[Row]) -> Iterator[Diagnostic]:
+def _secret_places(raw: list[list[Any]]) -> Iterator[Diagnostic]:
     """The secret-places stage on cached references (the places are the environment's)."""
     setting = check_secret_places([])  # the environment's own problem, if it has one
     if setting:
         yield from setting
         return
     places = current()
-    for row in rows:
-        for path, ref, line, col in row.secrets:
+    for row in raw:
+        for path, ref, line, col in row[4]:
             try:
                 places.check(ref)
             except PlaceRefused as exc:
-                yield Diagnostic(code=SECRET_CODE, message=exc.message, file=row.file, line=line,
+                yield Diagnostic(code=SECRET_CODE, message=exc.message, file=row[1], line=line,
                                  col=col, path=".".join(str(p) for p in path), hint=exc.hint)

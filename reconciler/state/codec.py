@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, fields
 from functools import cache
 from typing import Any, TypeVar
 
 import orjson
 
-from reconciler.config.desired import CanonicalResource, ResourceKey, canonical_json
+from reconciler.config.desired import (
+    CanonicalResource,
+    LazyResources,
+    ResourceKey,
+    canonical_json,
+)
 from reconciler.state.base import ChangeRejected, SecretValueRefused
 from reconciler.state.revisions import (
     Action,
@@ -69,6 +75,44 @@ def resource_from_columns(
     # The digest is recomputed, never read back: a spec edited directly in the
     # database must show up as different (drift), not hide behind a stale digest.
     return CanonicalResource.build(key, api_version, loads(spec_json), loads(labels_json))
+
+
+class LiveRows(LazyResources):
+    """A head snapshot as the store's (api_version, labels, spec) columns, sorted by key.
+
+    The digest of a row whose JSON is written exactly as the store writes it
+    (canonical_json) is the sha256 of that text framed as the resource's body,
+    so a plan checks an unchanged resource with one hash and no parse. A row
+    whose text differs in any byte (a spec edited by hand, another serialiser)
+    is parsed and its digest recomputed, as every row always was."""
+
+    def __init__(self, rows: Mapping[ResourceKey, tuple[str, str, str]]) -> None:
+        super().__init__()
+        self._rows = rows
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._rows
+
+    def __iter__(self) -> Iterator[ResourceKey]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def _make(self, key: ResourceKey) -> CanonicalResource:
+        return resource_from_columns(key, *self._rows[key])
+
+    def digest(self, key: ResourceKey) -> str:
+        return self[key].digest
+
+    def has_digest(self, key: ResourceKey, digest: str) -> bool:
+        if key not in self._made:
+            api_version, labels, spec = self._rows[key]
+            text = b"".join((b'{"apiVersion":', orjson.dumps(api_version), b',"labels":',
+                             labels.encode(), b',"spec":', spec.encode(), b"}"))
+            if hashlib.sha256(text).hexdigest() == digest:
+                return True  # the very bytes the digest was made of
+        return self.digest(key) == digest
 
 
 def resource_of(key: ResourceKey, body: Mapping[str, Any] | None) -> CanonicalResource | None:

@@ -143,11 +143,12 @@ class SqlStore(StoreArea):
                     t.resources.c.kind, t.resources.c.namespace, t.resources.c.name,
                     t.resources.c.api_version, t.resources.c.labels, t.resources.c.spec,
                 )
-                found = [
-                    codec.resource_from_columns(ResourceKey(r[0], r[1], r[2]), r[3], r[4], r[5])
-                    for r in conn.execute(q)
-                ]
-                return _live(self.lineage, head, found)
+                rows = {ResourceKey(r[0], r[1], r[2]): (r[3], r[4], r[5])
+                        for r in conn.execute(q.order_by(t.resources.c.kind,
+                                                         t.resources.c.namespace,
+                                                         t.resources.c.name))}
+                # parsed when read: a plan parses only the rows it finds changed
+                return LiveState(self.lineage, head, codec.LiveRows(_sorted(rows)))
             _check_number(revision, head, allow_zero=True)
             latest = (
                 select(rv.c.kind, rv.c.namespace, rv.c.name,
@@ -339,6 +340,12 @@ def _check_number(number: int, head: int, *, allow_zero: bool) -> None:
     raise UnknownRevision(
         f"there is no revision {number}: this store's revisions run from 1 to {head}"
     )
+
+
+def _sorted(rows: dict[ResourceKey, Any]) -> dict[ResourceKey, Any]:
+    """In Python's order of keys: the database's collation may differ (PostgreSQL's locale)."""
+    keys = list(rows)
+    return rows if keys == sorted(keys) else {k: rows[k] for k in sorted(keys)}
 
 
 def _live(lineage: str, revision: int, found: list[CanonicalResource]) -> LiveState:

@@ -11,6 +11,7 @@ plan, the policies and every refusal are those of `reconcile apply DIR`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -19,7 +20,12 @@ from reconciler.config.desired import CanonicalResource, DesiredState, ResourceK
 from reconciler.config.diagnostics import Diagnostics
 from reconciler.config.loader import load_text
 from reconciler.config.models.sync_policy import SyncPolicy
-from reconciler.policy.incremental import CachedValidation, Row, validate_incremental
+from reconciler.policy.incremental import (
+    CachedValidation,
+    Row,
+    resources_of,
+    validate_incremental,
+)
 from reconciler.policy.validate import ValidationResult, parse_documents
 
 KIND = "SyncPolicy"
@@ -39,16 +45,10 @@ class CommitChecker:
         for wherever a plan reads it (``diagnostics``, ``desired``, ``derivations()``)."""
         result = validate_incremental(tree, self.cache)
         if isinstance(result, CachedValidation) and result.ok:
-            decoded = {text: self._decoded.get(text) or _decode(text) for text in result.specs}
+            decoded = {text: self._decoded.get(text) or resources_of(text) for text in result.specs}
             self._decoded = decoded  # only this commit's: the memo never outgrows the repo
             result = _Warm(result, DesiredState.of(r for rs in decoded.values() for r in rs))
         return cast(ValidationResult, result)
-
-
-def _decode(text: str) -> list[CanonicalResource]:
-    desired = CachedValidation(Diagnostics(), specs=[text]).desired
-    assert desired is not None  # no diagnostics: ok
-    return list(desired)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class _Warm:
     def rows(self) -> list[Row]:
         return self.cached.rows
 
-    def derivations(self) -> dict[ResourceKey, set[str]]:
+    def derivations(self) -> Mapping[ResourceKey, set[str]]:
         return self.cached.derivations()
 
 

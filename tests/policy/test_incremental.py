@@ -13,6 +13,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reconciler.config.desired import digest_at
+from reconciler.policy import cache_files
 from reconciler.policy.cache_pack import context_digest, pack_path
 from reconciler.policy.incremental import CachedValidation, validate_incremental
 from reconciler.policy.validate import ValidationResult, validate_path
@@ -146,12 +148,20 @@ EDITS = (change_field, add_resource, remove_resource, change_policy, break_refer
 
 def _seen(result: ValidationResult | CachedValidation) -> tuple[Any, ...]:
     """Everything validate and plan show: diagnostics, count, desired state, derived values."""
-    desired = result.desired
-    return ([d.as_dict() for d in result.diagnostics], result.count,
-            None if desired is None else [(r.key, r.digest, r.body()) for r in desired],
+    return ([d.as_dict() for d in result.diagnostics], result.count, _desired(result),
             result.derivations(),
             [(display, file, [(d.path, d.value, d.reason) for d in derived])
              for display, file, derived in result.derived_listing()])
+
+
+def _desired(result: ValidationResult | CachedValidation) -> tuple[Any, ...] | None:
+    """The desired state: its digest and each resource's as a plan reads them (a warm
+    result before parsing any spec), then every resource in full."""
+    desired = result.desired
+    if desired is None:
+        return None
+    digests = [(key, digest_at(desired.resources, key)) for key in desired.resources]
+    return desired.digest, digests, [(r.key, r.digest, r.body()) for r in desired]
 
 
 def _same(root: Path, cache: Path) -> CachedValidation | ValidationResult:
@@ -213,3 +223,30 @@ def test_the_cache_holds_secret_references_never_values(tmp_path: Path, monkeypa
     stored = pack_path(cache, context_digest()).read_bytes()
     assert b"env:ACME_GMAIL_CLIENT_SECRET" in stored
     assert b"s3cr3t-value-never-stored" not in stored
+    kept = [p.read_bytes() for p in (cache / cache_files.FOLDER).iterdir()]
+    assert kept and not any(b"s3cr3t-value-never-stored" in k for k in kept)
+
+
+def test_kept_parses_are_used_only_when_signed_for_their_file(tmp_path: Path) -> None:
+    """A changed file re-checks its namespace from the kept parses of the namespace's other
+    files; a kept parse that is forged, cut short or another file's is parsed again."""
+    root, cache = tmp_path / "config", tmp_path / "cache"
+    files = _corpus()
+    _write(root, files)
+    _same(root, cache)
+    kept = {p.name: p for p in (cache / cache_files.FOLDER).iterdir()}
+    assert len(kept) >= 10  # one per file of resources, policies aside
+    blobs = sorted(kept.values(), key=lambda p: p.stat().st_size)
+    small, large = blobs[0].read_bytes(), blobs[-1].read_bytes()
+    # every acme file: each re-checked namespace reads its other files from the keep
+    for path in blobs:
+        path.write_bytes(b"0" * 64 + path.read_bytes()[64:])  # forged signature
+    blobs[0].write_bytes(large)  # another file's, validly signed
+    blobs[-1].write_bytes(small[: len(small) // 2])
+    files["acme/filters.yaml"] = files["acme/filters.yaml"] + [
+        {**files["acme/filters.yaml"][0], "metadata": {"name": "extra", "namespace": "acme"}}]
+    _write(root, files)
+    assert [cache_files.load(cache, p.name) for p in (blobs[0], blobs[1], blobs[-1])] == [
+        None, None, None]
+    _same(root, cache)
+    assert any(cache_files.load(cache, name) is not None for name in kept)  # parsed, kept
