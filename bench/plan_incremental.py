@@ -10,7 +10,9 @@ importable (`pip install octodns`, bench-only) it plans as many A records with
 1 % changed in the same run, interleaved with our plans (same corpus and
 command as bench/plan_scale.py), and the warm plan's ratio to it is printed in
 wall and in CPU seconds. Also times the validation alone in this process (no
-start-up, no store). The two plans are checked to be the same. Prints
+start-up, no store), and the fixed cost of a process: the CPU of `reconcile
+--version` (interpreter and CLI start-up) and the seconds a warm plan spends
+importing, as ``python -X importtime`` sums them. The two plans are checked to be the same. Prints
 figures; asserts nothing else.
 
     python bench/plan_incremental.py                      # 1k, 10k and 50k
@@ -106,8 +108,24 @@ class Figures:
     warm_cpu: float
     validate_cold: float
     validate_warm: float
+    startup_cpu: float  # `reconcile --version`
+    imports: float  # of a warm plan, summed by -X importtime
     octodns: float | None  # wall, as many A records with 1 % changed, same run
     octodns_cpu: float | None
+
+
+def import_seconds(args: list[str], cwd: Path) -> float:
+    """Seconds one `reconcile ARGS` process spends importing: the cumulative times of
+    the top-level lines of ``python -X importtime`` (which itself adds a little)."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "reconciler", *args],
+                          cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, check=False)
+    total = 0
+    for line in proc.stderr.splitlines():
+        fields = line.removeprefix("import time:").split("|")
+        if len(fields) == 3 and fields[1].strip().isdigit() and fields[2][1:2] != " ":
+            total += int(fields[1])  # a nested import is indented under its importer
+    return total / 1e6
 
 
 def _median(times: list[tuple[float, float]], index: int = 0) -> float:
@@ -129,6 +147,7 @@ def bench(n: int, repeat: int) -> Figures:
         dns = octodns_corpus(work / "octodns", n) if octodns_available() else None
         cold: list[tuple[float, float]] = []
         warm: list[tuple[float, float]] = []
+        startup: list[tuple[float, float]] = []
         dns_runs: list[tuple[float, float]] = []
         for _ in range(repeat):  # interleaved: all three see the same neighbours
             if dns is not None:
@@ -139,6 +158,10 @@ def bench(n: int, repeat: int) -> Figures:
             shutil.copytree(work / "cache-before", cache)
             warm.append(run_child(["plan", str(config), *store, "--out",
                                    str(work / "warm.json")], cwd=work))
+            startup.append(run_child(["--version"], cwd=work))
+        shutil.rmtree(cache)
+        shutil.copytree(work / "cache-before", cache)
+        imports = import_seconds(["plan", str(config), *store], cwd=work)
         same = [c.key for c in load(work / "cold.json").changes] == \
             [c.key for c in load(work / "warm.json").changes]
         assert same, "the warm plan differs from the cold one"
@@ -152,6 +175,7 @@ def bench(n: int, repeat: int) -> Figures:
         validate_warm = time.perf_counter() - start
         return Figures(n, files, changed, _median(cold), _median(warm), unchanged,
                        _median(cold, 1), _median(warm, 1), validate_cold, validate_warm,
+                       _median(startup, 1), imports,
                        _median(dns_runs) if dns_runs else None,
                        _median(dns_runs, 1) if dns_runs else None)
     finally:
@@ -161,12 +185,14 @@ def bench(n: int, repeat: int) -> Figures:
 def table(rows: list[Figures]) -> str:
     head = ["resources", "files", "changed files", "cold plan s", "warm plan s", "warm/cold",
             "cold CPU s", "warm CPU s", "CPU warm/cold", "warm, no change s",
-            "validate cold s", "validate warm s", "octoDNS s", "octoDNS CPU s",
+            "validate cold s", "validate warm s", "start-up CPU s", "warm imports s",
+            "octoDNS s", "octoDNS CPU s",
             "warm/octoDNS", "CPU warm/octoDNS"]
     body = [[f"{f.n:,}", f"{f.files:,}", f"{f.changed}", f"{f.cold:.2f}", f"{f.warm:.2f}",
              f"{f.warm / f.cold:.2f}", f"{f.cold_cpu:.2f}", f"{f.warm_cpu:.2f}",
              f"{f.warm_cpu / f.cold_cpu:.2f}", f"{f.unchanged:.2f}", f"{f.validate_cold:.3f}",
-             f"{f.validate_warm:.3f}", *_octodns(f)] for f in rows]
+             f"{f.validate_warm:.3f}", f"{f.startup_cpu:.3f}", f"{f.imports:.3f}",
+             *_octodns(f)] for f in rows]
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
     lines = [" | ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)),
              "-+-".join("-" * w for w in widths)]
@@ -202,7 +228,9 @@ def main() -> None:
     print("\nplans: whole `reconcile plan --out` processes (CPU = user + system of that "
           "process) on a SQLite store, 1 % of the files changed; warm = with "
           ".reconcile/cache/ as the plan before the change left it.\n"
-          "validate: the validation alone in this process.\noctoDNS: `octodns-sync` (no "
+          "validate: the validation alone in this process.\nstart-up: CPU of "
+          "`reconcile --version`; warm imports: seconds a warm plan spends importing "
+          "(python -X importtime, top-level lines summed).\noctoDNS: `octodns-sync` (no "
           "--doit) planning as many A records, 1 % changed, YamlProvider -> YamlProvider, "
           "interleaved with the plans" + ("" if octodns_available() else
           " -- not installed (pip install octodns)") + "; warm/octoDNS = warm plan s / "
