@@ -12,14 +12,19 @@ from datetime import timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
 # croniter expands every field to check one (~0.2 ms); the same few schedules recur
 # across the namespaces of a large repo
-_valid_cron = lru_cache(maxsize=1024)(croniter.is_valid)
+@lru_cache(maxsize=1024)
+def _valid_cron(value: str) -> bool:
+    # Imported here: croniter's import runs `file` on the interpreter (platform.architecture),
+    # ~20 ms CPU and more wall of every process that loads the models, schedules or not.
+    from croniter import croniter
+
+    valid: bool = croniter.is_valid(value)
+    return valid
 
 
 def cron_schedule(value: str) -> str:
