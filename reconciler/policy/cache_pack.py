@@ -48,10 +48,21 @@ def context_digest() -> str:
     return h.hexdigest()
 
 
+# Read once per process and folder: a warm plan signs or checks ~300 blobs (~6 ms of reads)
+_KEYS: dict[Path, bytes] = {}
+
+
 def _key() -> bytes:
     """The signing key, made on first use (readable by the user only)."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "reconciler"
     path = base / "plan-cache.key"
+    key = _KEYS.get(path)
+    if key is None:
+        key = _KEYS[path] = _read_or_make(base, path)
+    return key
+
+
+def _read_or_make(base: Path, path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError:
