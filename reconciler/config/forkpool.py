@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -34,19 +35,42 @@ def workers_for(items: int, threshold: int, load: float | None = None,
     """How many processes to spread ``items`` over: 1 (work alone) below ``threshold``,
     where fork is missing, while another thread runs, or with no core to spare.
 
-    ``load`` is the machine's run queue (default: the 1-minute load average);
-    ``threads`` the threads alive in this process (default: counted now).
-    On cores that are already busy a worker only adds the cost of pickling its
-    results back (~25 % of parsing them) and saves no time.
+    ``load`` is how many cores other work keeps busy (default: measured now, see
+    :func:`busy_cores`); ``threads`` the threads alive in this process (default:
+    counted now). On cores that are already busy a worker only adds the cost of
+    pickling its results back (~25 % of parsing them) and saves no time.
     """
     alive = threading.active_count() if threads is None else threads
     if (items < threshold or alive > 1
             or "fork" not in multiprocessing.get_all_start_methods()):
         return 1
     if load is None:
-        load = os.getloadavg()[0]
-    spare = int(cpus() - load)  # cores idle besides the one this process runs on
-    return max(1, min(cpus(), MAX_WORKERS, spare + 1))
+        load = busy_cores()
+    free = cpus() - load  # this process's own core included
+    return max(1, min(cpus(), MAX_WORKERS, int(free + 0.5)))
+
+
+def busy_cores(samples: int = 5, interval: float = 0.002) -> float:
+    """Cores that other work keeps busy right now.
+
+    The 1-minute load average lags by design: right after a busy minute (this
+    very command's previous run, say) it still reads a core as taken that has
+    been idle for seconds, and a large load then ran on one core. Linux's count
+    of runnable tasks (``/proc/loadavg``'s fourth field) is the run queue at
+    this instant, this process included; a few samples a couple of milliseconds
+    apart smooth out a task that is only waking. Elsewhere: the load average.
+    """
+    counts: list[int] = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg", "rb") as f:
+                running = f.read().split()[3].split(b"/")[0]
+        except (OSError, IndexError):
+            return os.getloadavg()[0]
+        counts.append(int(running) - 1)  # not this process
+        if i + 1 < samples:
+            time.sleep(interval)
+    return max(0.0, sum(counts) / len(counts))
 
 
 def batched(items: list[T], workers: int, per_worker: int = 8) -> list[list[T]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -118,3 +120,20 @@ def test_batches_keep_every_item_in_order() -> None:
         runs = forkpool.batched(items, workers)
         assert [x for run in runs for x in run] == items
         assert len(runs) <= workers * 8
+
+
+def test_cores_kept_busy_by_other_processes_right_now_leave_the_load_on_one_core() -> None:
+    # Spinning children are runnable at every instant, so the count can only be higher
+    # on a loaded machine, never lower: the assertions hold whatever else runs.
+    hogs = [subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.write('x'); "
+                              "sys.stdout.flush()\nwhile True: pass"], stdout=subprocess.PIPE)
+            for _ in range(forkpool.cpus())]
+    try:
+        for hog in hogs:
+            assert hog.stdout is not None and hog.stdout.read(1) == b"x"  # spinning now
+        assert forkpool.busy_cores() >= forkpool.cpus() - 0.5
+        assert forkpool.workers_for(10 * PARALLEL_FILES, PARALLEL_FILES, threads=1) == 1
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
