@@ -91,8 +91,18 @@ class LazyResources(Mapping[ResourceKey, CanonicalResource]):
     cache, a store's columns): a plan compares the digests of every resource and
     parses only the few that differ. Reading one makes it (and keeps it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, held: Mapping[ResourceKey, Any]) -> None:
+        self._held = held  # key -> what _make and digest read to answer for it
         self._made: dict[ResourceKey, CanonicalResource] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._held
+
+    def __iter__(self) -> Iterator[ResourceKey]:
+        return iter(self._held)
+
+    def __len__(self) -> int:
+        return len(self._held)
 
     @abstractmethod
     def _make(self, key: ResourceKey) -> CanonicalResource:

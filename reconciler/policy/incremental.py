@@ -169,20 +169,11 @@ class CachedResources(LazyResources):
     parsed when one of its resources is read (a plan reads only the changed ones)."""
 
     def __init__(self, specs: list[str], digests: list[list[list[str]]]) -> None:
-        super().__init__()
         self._specs = specs
         found = {ResourceKey(kind, ns, name): (digest, i)
                  for i, rows in enumerate(digests) for kind, ns, name, digest in rows}
         self._where = {key: found[key] for key in sorted(found)}
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._where
-
-    def __iter__(self) -> Iterator[ResourceKey]:
-        return iter(self._where)
-
-    def __len__(self) -> int:
-        return len(self._where)
+        super().__init__(self._where)
 
     def digest(self, key: ResourceKey) -> str:
         return self._where[key][0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields
 from functools import cache
 from typing import Any, TypeVar
@@ -87,17 +87,8 @@ class LiveRows(LazyResources):
     is parsed and its digest recomputed, as every row always was."""
 
     def __init__(self, rows: Mapping[ResourceKey, tuple[str, str, str]]) -> None:
-        super().__init__()
+        super().__init__(rows)
         self._rows = rows
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._rows
-
-    def __iter__(self) -> Iterator[ResourceKey]:
-        return iter(self._rows)
-
-    def __len__(self) -> int:
-        return len(self._rows)
 
     def _make(self, key: ResourceKey) -> CanonicalResource:
         return resource_from_columns(key, *self._rows[key])
